@@ -54,13 +54,19 @@ ctypedef struct Op:
     int64_t qty
     int64_t ts
 
-cdef enum:
+cpdef enum:
     OP_ADD = 1
     OP_CANCEL = 2
     OP_REPLACE = 3
 
-cdef enum:
+cpdef enum:
     FLAG_POST_ONLY = 1
+
+cpdef enum:
+    STP_DEFAULT = 255         # ``Op.stp``: use the book's default mode
+
+cdef enum:
+    NIL = -1                  # "no order" in pool links and lookups
 
 # ---------------------------------------------------------------- internals
 ctypedef struct Order:
@@ -75,7 +81,8 @@ ctypedef struct Order:
     uint8_t side
     uint8_t tif
     uint8_t flags
-    uint8_t _pad[5]
+    uint8_t stp
+    uint8_t _pad[4]
 
 ctypedef struct Level:
     int64_t price
@@ -97,6 +104,7 @@ cdef class OrderBook:
     cdef readonly str symbol
     cdef readonly int64_t seq           # last sequence number used
     cdef int default_stp
+    cdef bint record_events             # off inside a batch that discards events
     cdef Order* pool
     cdef int32_t pool_cap
     cdef int32_t free_head              # free list threaded through Order.next
@@ -129,3 +137,33 @@ cdef class OrderBook:
     cdef int64_t best_bid_qty_c(self) noexcept
     cdef int64_t best_ask_qty_c(self) noexcept
     cdef Order* find_c(self, int64_t order_id) noexcept
+
+    # ------------------------------------------------------------ internals
+    cdef int _grow_pool(self, int32_t new_cap) except -1
+    cdef int _alloc_hash(self, int64_t slots) except -1
+    cdef int _alloc_levels(self, LevelArray* a, int32_t cap) except -1
+    cdef int _grow_levels(self, LevelArray* a) except -1
+    cdef int32_t _hfind(self, int64_t key) noexcept nogil
+    cdef int _hinsert(self, int64_t key, int32_t val) except -1
+    cdef void _hdelete(self, int64_t key) noexcept nogil
+    cdef int _hrehash(self) except -1
+    cdef int _event(self, int kind, int64_t order_id, int64_t account, int side,
+                    int64_t price, int64_t qty, int64_t leaves, int64_t cum,
+                    int reason, int64_t ts) except -1
+    cdef int _fill(self, Order* maker, int64_t taker_id, int64_t taker_account,
+                   int taker_side, int64_t qty, int64_t taker_leaves,
+                   int64_t ts) except -1
+    cdef int32_t _level_index(self, bint is_bid, int64_t price) noexcept nogil
+    cdef void _unlink(self, Level* lvl, int32_t oi) noexcept nogil
+    cdef void _remove_level(self, LevelArray* a, int32_t li) noexcept nogil
+    cdef int _rest(self, int64_t order_id, int64_t account, bint is_buy, int side,
+                   int64_t price, int64_t qty, int64_t leaves, int tif, int flags,
+                   int stp, int64_t ts) except -1
+    cdef bint _fok_fillable(self, bint is_buy, bint is_market, int64_t limit,
+                            int64_t qty, int64_t account, int stp) noexcept nogil
+    cdef int64_t _match(self, int64_t taker_id, int64_t account, bint is_buy, int side,
+                        bint is_market, int64_t limit, int64_t qty, int64_t leaves,
+                        int stp, int64_t ts, bint* stp_canceled) except -1
+    cdef Py_ssize_t _cancel_where(self, int64_t account, int tif, int reason,
+                                  int64_t ts) except -1
+    cdef object _side_depth(self, LevelArray* a, Py_ssize_t n)

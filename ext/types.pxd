@@ -106,6 +106,7 @@ cpdef enum RejectReason:
     DUPLICATE_CL_ORD_ID = 53
     DUPLICATIVE_ORDER = 54
     KILL_SWITCH = 55
+    UNKNOWN_SESSION = 56     # session index never registered with risk
 
     MALFORMED_MESSAGE = 64
     UNKNOWN_MESSAGE_TYPE = 65

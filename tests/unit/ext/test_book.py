@@ -1,0 +1,356 @@
+"""Unit tests of the order book rules, with exact expected fills and events.
+
+Every test runs against both the Cython book and the pure-Python reference
+(the ``book`` fixture is parametrized), so the rules are pinned down twice.
+"""
+import importlib.machinery
+
+import numpy as np
+import pytest
+
+import ext.book
+from ext.book import (
+    EVENT_DTYPE, FILL_DTYPE, FLAG_POST_ONLY, OP_ADD, OP_CANCEL, OP_DTYPE, OP_REPLACE, OrderBook,
+    STP_DEFAULT,
+)
+from ext.types import CancelReason as C
+from ext.types import EventKind as E
+from ext.types import OrdType, RejectReason as R, Side, StpMode, TimeInForce as T
+from tests.reference.book_reference import ReferenceBook
+
+BUY, SELL = Side.BUY, Side.SELL
+
+
+@pytest.fixture(params=["cython", "reference"])
+def book(request):
+    return OrderBook("TEST") if request.param == "cython" else ReferenceBook("TEST")
+
+
+def fills(book):
+    """Fills as (maker_id, taker_id, price, qty, maker_leaves, taker_leaves, aggressor)."""
+    f = book.drain_fills()
+    return [(int(r["maker_id"]), int(r["taker_id"]), int(r["price"]), int(r["qty"]),
+             int(r["maker_leaves"]), int(r["taker_leaves"]), int(r["aggressor_side"])) for r in f]
+
+
+def events(book):
+    """Events as (kind, order_id, leaves, cum, reason)."""
+    ev = book.drain_events()
+    return [(int(r["kind"]), int(r["order_id"]), int(r["leaves_qty"]), int(r["cum_qty"]),
+             int(r["reason"])) for r in ev]
+
+
+def test_extension_is_compiled():
+    # The tests must exercise the compiled core, never a stray .py shadow.
+    assert isinstance(ext.book.__spec__.loader, importlib.machinery.ExtensionFileLoader)
+    assert FILL_DTYPE.itemsize == 88 and EVENT_DTYPE.itemsize == 72 and OP_DTYPE.itemsize == 48
+
+
+def test_limit_rests_then_partial_fill_at_maker_price(book):
+    assert book.add(1, SELL, 101, 100, account=1) == 0
+    assert book.add(2, BUY, 102, 40, account=2) == 0
+    assert fills(book) == [(1, 2, 101, 40, 60, 0, BUY)]
+    assert book.bbo() == (0, 0, 101, 60)
+    assert book.order(1)["leaves_qty"] == 60 and book.order(1)["cum_qty"] == 40
+    assert 2 not in book
+
+
+def test_price_time_priority_across_levels(book):
+    book.add(1, SELL, 101, 10, account=1)
+    book.add(2, SELL, 100, 10, account=1)
+    book.add(3, SELL, 100, 10, account=3)
+    book.add(4, SELL, 102, 10, account=1)
+    book.drain_fills()
+    assert book.add(5, BUY, 101, 25, account=2) == 0
+    # Best price first (100), oldest first within it (2 before 3), then 101.
+    assert fills(book) == [(2, 5, 100, 10, 0, 15, BUY), (3, 5, 100, 10, 0, 5, BUY),
+                           (1, 5, 101, 5, 5, 0, BUY)]
+    assert book.bbo() == (0, 0, 101, 5)
+
+
+def test_queue_position_behind_existing_quantity(book):
+    book.add(1, BUY, 100, 30, account=1)
+    book.add(2, BUY, 100, 10, account=2)
+    book.add(3, SELL, 100, 35, account=3)
+    assert fills(book) == [(1, 3, 100, 30, 0, 5, SELL), (2, 3, 100, 5, 5, 0, SELL)]
+
+
+def test_market_order_sweeps_and_cancels_remainder(book):
+    book.add(1, SELL, 100, 10, account=1)
+    book.add(2, SELL, 105, 10, account=1)
+    book.drain_events()
+    assert book.add(3, BUY, 0, 25, account=2, ord_type=OrdType.MARKET) == 0
+    assert fills(book) == [(1, 3, 100, 10, 0, 15, BUY), (2, 3, 105, 10, 0, 5, BUY)]
+    assert events(book) == [(E.EV_ACCEPTED, 3, 25, 0, 0),
+                            (E.EV_CANCELED, 3, 0, 20, C.CXL_IOC_REMAINDER)]
+    assert len(book) == 0
+
+
+def test_ioc_never_rests(book):
+    book.add(1, SELL, 100, 10, account=1)
+    book.add(2, BUY, 101, 15, account=2, tif=T.IOC)
+    assert fills(book) == [(1, 2, 100, 10, 0, 5, BUY)]
+    assert book.bbo() == (0, 0, 0, 0)
+    assert events(book)[-1] == (E.EV_CANCELED, 2, 0, 10, C.CXL_IOC_REMAINDER)
+
+
+def test_fok_all_or_nothing(book):
+    book.add(1, SELL, 100, 10, account=1)
+    book.add(2, SELL, 101, 10, account=1)
+    book.drain_events()
+    assert book.add(3, BUY, 101, 21, account=2, tif=T.FOK) == 0
+    assert fills(book) == []
+    assert events(book) == [(E.EV_ACCEPTED, 3, 21, 0, 0),
+                            (E.EV_CANCELED, 3, 0, 0, C.CXL_FOK_UNFILLABLE)]
+    assert book.add(4, BUY, 101, 20, account=2, tif=T.FOK) == 0
+    assert fills(book) == [(1, 4, 100, 10, 0, 10, BUY), (2, 4, 101, 10, 0, 0, BUY)]
+
+
+def test_fok_respects_limit_price(book):
+    book.add(1, SELL, 100, 10, account=1)
+    book.add(2, SELL, 102, 10, account=1)
+    assert book.add(3, BUY, 101, 20, account=2, tif=T.FOK) == 0
+    assert fills(book) == []
+    assert len(book) == 2
+
+
+def test_day_orders_expire_gtc_stay(book):
+    book.add(1, BUY, 100, 10, account=1, tif=T.DAY)
+    book.add(2, BUY, 99, 10, account=1, tif=T.GTC)
+    book.drain_events()
+    assert book.expire_day(ts=7) == 1
+    assert events(book) == [(E.EV_EXPIRED, 1, 0, 0, C.CXL_END_OF_DAY)]
+    assert book.bbo() == (99, 10, 0, 0)
+
+
+def test_post_only_rejected_when_crossing_not_slid(book):
+    book.add(1, SELL, 100, 10, account=1)
+    book.drain_events()
+    assert book.add(2, BUY, 100, 5, account=2, post_only=True) == R.POST_ONLY_WOULD_CROSS
+    assert events(book) == [(E.EV_REJECTED, 2, 0, 0, R.POST_ONLY_WOULD_CROSS)]
+    assert book.add(3, BUY, 99, 5, account=2, post_only=True) == 0
+    assert book.bbo() == (99, 5, 100, 10)
+    assert book.add(4, BUY, 98, 5, account=2, post_only=True, tif=T.IOC) == R.INVALID_TIF
+
+
+def test_cancel_and_unknown_ids(book):
+    book.add(1, BUY, 100, 10, account=1)
+    book.drain_events()
+    assert book.cancel(1, ts=5) == 0
+    assert events(book) == [(E.EV_CANCELED, 1, 0, 0, C.CXL_USER)]
+    assert book.cancel(1) == R.UNKNOWN_ORDER
+    assert book.cancel(-3) == R.UNKNOWN_ORDER
+    assert book.replace(99, 100, 10) == R.UNKNOWN_ORDER
+    assert book.bbo() == (0, 0, 0, 0) and len(book) == 0
+
+
+@pytest.mark.parametrize("order_id, side, price, qty, kw, reason", [
+    (0, BUY, 100, 10, {}, R.INVALID_ORDER_ID),
+    (-1, BUY, 100, 10, {}, R.INVALID_ORDER_ID),
+    (5, 9, 100, 10, {}, R.INVALID_SIDE),
+    (5, BUY, 100, 0, {}, R.INVALID_QTY),
+    (5, BUY, 100, -4, {}, R.INVALID_QTY),
+    (5, BUY, 0, 10, {}, R.INVALID_PRICE),
+    (5, BUY, -100, 10, {}, R.INVALID_PRICE),
+    (5, BUY, 100, 10, {"ord_type": 7}, R.INVALID_ORD_TYPE),
+    (5, BUY, 100, 10, {"tif": 9}, R.INVALID_TIF),
+    (5, BUY, 100, 10, {"stp": 9}, R.INVALID_STP_MODE),
+    (5, BUY, 0, 10, {"ord_type": OrdType.MARKET, "post_only": True}, R.INVALID_ORD_TYPE),
+])
+def test_bad_input_rejected_book_unchanged(book, order_id, side, price, qty, kw, reason):
+    book.add(1, SELL, 105, 10, account=1)
+    before = book.snapshot().tolist(), book.bbo()
+    assert book.add(order_id, side, price, qty, account=2, **kw) == reason
+    assert (book.snapshot().tolist(), book.bbo()) == before
+    assert events(book)[-1] == (E.EV_REJECTED, order_id, 0, 0, reason)
+
+
+def test_duplicate_live_id_rejected_but_reusable_after_done(book):
+    book.add(1, BUY, 100, 10, account=1)
+    assert book.add(1, BUY, 101, 10, account=1) == R.DUPLICATE_ORDER_ID
+    assert book.bbo() == (100, 10, 0, 0)
+    book.cancel(1)
+    assert book.add(1, BUY, 101, 10, account=1) == 0
+
+
+def test_amend_down_keeps_priority(book):
+    book.add(1, BUY, 100, 10, account=1)
+    book.add(2, BUY, 100, 10, account=2)
+    assert book.replace(1, 100, 6) == 0
+    book.add(3, SELL, 100, 8, account=3)
+    assert fills(book) == [(1, 3, 100, 6, 0, 2, SELL), (2, 3, 100, 2, 8, 0, SELL)]
+
+
+def test_amend_up_loses_priority(book):
+    book.add(1, BUY, 100, 10, account=1)
+    book.add(2, BUY, 100, 10, account=2)
+    assert book.replace(1, 100, 12) == 0
+    book.add(3, SELL, 100, 15, account=3)
+    assert fills(book) == [(2, 3, 100, 10, 0, 5, SELL), (1, 3, 100, 5, 7, 0, SELL)]
+
+
+def test_price_change_loses_priority_and_can_trade(book):
+    book.add(1, BUY, 100, 10, account=1)
+    book.add(2, SELL, 102, 4, account=2)
+    book.drain_events()
+    assert book.replace(1, 102, 10, ts=9) == 0
+    assert fills(book) == [(2, 1, 102, 4, 0, 6, BUY)]
+    assert events(book)[0] == (E.EV_REPLACED, 1, 10, 0, 0)
+    assert book.bbo() == (102, 6, 0, 0)
+
+
+def test_replace_keeps_fills_counted(book):
+    book.add(1, SELL, 100, 10, account=1)
+    book.add(2, BUY, 100, 4, account=2)
+    assert book.replace(1, 100, 4) == R.REPLACE_QTY_NOT_ABOVE_FILLED
+    assert book.replace(1, 101, 0) == R.INVALID_QTY
+    assert book.replace(1, 0, 8) == R.INVALID_PRICE
+    assert book.replace(1, 101, 8) == 0
+    assert book.order(1) | {"ts": 0} == {
+        "order_id": 1, "account": 1, "side": SELL, "price": 101, "qty": 8, "leaves_qty": 4,
+        "cum_qty": 4, "tif": T.GTC, "post_only": False, "stp": StpMode.CANCEL_NEWEST, "ts": 0}
+
+
+def test_post_only_replace_that_would_cross_is_refused(book):
+    book.add(1, SELL, 102, 10, account=1)
+    book.add(2, BUY, 100, 10, account=2, post_only=True)
+    assert book.replace(2, 102, 10) == R.POST_ONLY_WOULD_CROSS
+    assert book.bbo() == (100, 10, 102, 10)
+
+
+def test_stp_cancel_newest(book):
+    book.add(1, SELL, 100, 10, account=7)
+    book.add(2, SELL, 101, 10, account=8)
+    book.drain_events()
+    book.add(3, BUY, 101, 15, account=7, stp=StpMode.CANCEL_NEWEST)
+    assert fills(book) == []
+    assert events(book) == [(E.EV_ACCEPTED, 3, 15, 0, 0),
+                            (E.EV_CANCELED, 3, 0, 0, C.CXL_SELF_TRADE)]
+    assert book.bbo() == (0, 0, 100, 10)
+
+
+def test_stp_cancel_oldest_keeps_matching(book):
+    book.add(1, SELL, 100, 10, account=7)
+    book.add(2, SELL, 101, 10, account=8)
+    book.drain_events()
+    book.add(3, BUY, 101, 15, account=7, stp=StpMode.CANCEL_OLDEST)
+    assert fills(book) == [(2, 3, 101, 10, 0, 5, BUY)]
+    assert events(book)[:2] == [(E.EV_ACCEPTED, 3, 15, 0, 0),
+                                (E.EV_CANCELED, 1, 0, 0, C.CXL_SELF_TRADE)]
+    assert book.bbo() == (101, 5, 0, 0)
+
+
+def test_stp_cancel_both(book):
+    book.add(1, SELL, 100, 4, account=8)
+    book.add(2, SELL, 100, 10, account=7)
+    book.add(3, SELL, 100, 10, account=8)
+    book.drain_events()
+    book.add(4, BUY, 100, 15, account=7, stp=StpMode.CANCEL_BOTH)
+    assert fills(book) == [(1, 4, 100, 4, 0, 11, BUY)]
+    assert events(book)[1:] == [(E.EV_CANCELED, 2, 0, 0, C.CXL_SELF_TRADE),
+                                (E.EV_CANCELED, 4, 0, 4, C.CXL_SELF_TRADE)]
+    assert book.bbo() == (0, 0, 100, 10)
+
+
+def test_stp_none_allows_self_trade(book):
+    book.add(1, SELL, 100, 10, account=7)
+    book.add(2, BUY, 100, 10, account=7, stp=StpMode.STP_NONE)
+    assert fills(book) == [(1, 2, 100, 10, 0, 0, BUY)]
+
+
+def test_fok_with_stp_counts_only_other_accounts(book):
+    book.add(1, SELL, 100, 10, account=7)
+    book.add(2, SELL, 100, 10, account=8)
+    assert book.add(3, BUY, 100, 15, account=7, tif=T.FOK, stp=StpMode.CANCEL_OLDEST) == 0
+    assert fills(book) == []  # only 10 lots from other accounts: killed whole
+    assert book.add(4, BUY, 100, 10, account=7, tif=T.FOK, stp=StpMode.CANCEL_OLDEST) == 0
+    assert fills(book) == [(2, 4, 100, 10, 0, 0, BUY)]
+    assert len(book) == 0  # own order 1 canceled by STP on the way
+
+
+def test_sequence_numbers_monotonic_and_shared(book):
+    book.add(1, SELL, 100, 10, account=1)
+    book.add(2, BUY, 100, 4, account=2)
+    f, ev = book.drain_fills(), book.drain_events()
+    seqs = sorted(list(f["seq"]) + list(ev["seq"]))
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert list(ev["seq"]) == sorted(ev["seq"])
+
+
+def test_cancel_account_mass_cancels_only_that_account(book):
+    book.add(1, BUY, 100, 10, account=1)
+    book.add(2, BUY, 99, 10, account=2)
+    book.add(3, SELL, 105, 10, account=1)
+    assert book.cancel_account(1) == 2
+    assert [int(r["order_id"]) for r in book.snapshot()] == [2]
+
+
+def test_depth_and_snapshot_round_trip(book):
+    for i, (side, px, q) in enumerate([(BUY, 100, 5), (BUY, 100, 7), (BUY, 98, 1),
+                                       (SELL, 103, 2), (SELL, 101, 9)], start=1):
+        book.add(i, side, px, q, account=i, ts=i)
+    bids, asks = book.depth(5)
+    assert bids.tolist() == [(100, 12, 2), (98, 1, 1)]
+    assert asks.tolist() == [(101, 9, 1), (103, 2, 1)]
+    assert book.depth(1)[0].tolist() == [(100, 12, 2)]
+    snap = book.snapshot()
+    assert [int(x) for x in snap["order_id"]] == [1, 2, 3, 5, 4]
+    clone = OrderBook.from_snapshot(snap, seq=book.seq)
+    assert clone.snapshot().tolist() == snap.tolist() and clone.seq == book.seq
+    # Identical future behaviour, including queue position inside a level.
+    for b in (book, clone):
+        b.drain_fills()
+        b.add(10, SELL, 98, 13, account=99)
+    assert clone.drain_fills().tolist() == book.drain_fills().tolist()
+
+
+def test_from_snapshot_rejects_bad_snapshots():
+    book = OrderBook()
+    book.add(1, BUY, 100, 5)
+    book.add(2, SELL, 101, 5)
+    snap = book.snapshot()
+    crossed = snap.copy()
+    crossed["price"][1] = 99
+    with pytest.raises(ValueError, match="crossed"):
+        OrderBook.from_snapshot(crossed)
+    dup = snap.copy()
+    dup["order_id"][1] = 1
+    with pytest.raises(ValueError, match="duplicate"):
+        OrderBook.from_snapshot(dup)
+
+
+def test_batch_api_matches_per_call(book):
+    ops = np.zeros(6, dtype=OP_DTYPE)
+    rows = [(OP_ADD, SELL, 100, 10, 1), (OP_ADD, SELL, 101, 10, 2), (OP_ADD, BUY, 101, 15, 3),
+            (OP_CANCEL, 0, 0, 0, 2), (OP_CANCEL, 0, 0, 0, 2), (OP_REPLACE, BUY, 99, 4, 77)]
+    for i, (op, side, px, q, oid) in enumerate(rows):
+        ops[i] = (op, side, OrdType.LIMIT, T.GTC, 0, STP_DEFAULT, b"", oid, oid, px, q, i)
+    results = np.zeros(6, dtype=np.uint16)
+    out = book.apply(ops, results)
+    assert results.tolist() == [0, 0, 0, 0, R.UNKNOWN_ORDER, R.UNKNOWN_ORDER]
+    assert [(int(r["maker_id"]), int(r["taker_id"]), int(r["qty"])) for r in out] == \
+        [(1, 3, 10), (2, 3, 5)]
+    assert len(book.drain_events()) == 0  # not kept by default
+    assert book.bbo() == (0, 0, 0, 0)
+
+
+def test_batch_rejects_wrong_dtype():
+    with pytest.raises(TypeError):
+        OrderBook().apply(np.zeros(3, dtype=np.int64))
+    ops = np.zeros(4, dtype=OP_DTYPE)
+    with pytest.raises(ValueError):
+        OrderBook().apply(ops[::2])
+    with pytest.raises(ValueError):
+        OrderBook().apply(ops, np.zeros(3, dtype=np.uint16))
+
+
+def test_memory_reused_and_grows():
+    book = OrderBook(capacity=4)
+    for round_ in range(3):
+        for i in range(1, 1001):
+            assert book.add(round_ * 10_000 + i, BUY, 1000 - i % 50, 1, account=1) == 0
+        assert len(book) == 1000
+        for i in range(1, 1001):
+            assert book.cancel(round_ * 10_000 + i) == 0
+        assert len(book) == 0 and book.bbo() == (0, 0, 0, 0)
+    book.drain_events()
