@@ -1,0 +1,1 @@
+"""Benchmarks: one ``bench_<component>.py`` per component (see benchmarks/common.py)."""
