@@ -5,6 +5,7 @@ Python callers use the ``def`` methods documented in ``book.pyx``; Cython
 callers (the simulator's venues, the router) use the ``*_c`` methods and read
 the fill and event buffers in place, then reset ``n_fills`` / ``n_events``.
 """
+cimport cython
 from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t
 
 # ---------------------------------------------------------------- records
@@ -99,12 +100,13 @@ ctypedef struct LevelArray:
     int32_t cap
 
 
+@cython.final
 cdef class OrderBook:
     # ------------------------------------------------------------ state
     cdef readonly str symbol
     cdef readonly int64_t seq           # last sequence number used
     cdef int default_stp
-    cdef bint record_events             # off inside a batch that discards events
+    cdef public bint record_events      # False: events are not kept (fills always are)
     cdef Order* pool
     cdef int32_t pool_cap
     cdef int32_t free_head              # free list threaded through Order.next
@@ -143,20 +145,20 @@ cdef class OrderBook:
     cdef int _alloc_hash(self, int64_t slots) except -1
     cdef int _alloc_levels(self, LevelArray* a, int32_t cap) except -1
     cdef int _grow_levels(self, LevelArray* a) except -1
-    cdef int32_t _hfind(self, int64_t key) noexcept nogil
-    cdef int _hinsert(self, int64_t key, int32_t val) except -1
+    cdef inline int32_t _hfind(self, int64_t key) noexcept nogil
+    cdef inline int _hinsert(self, int64_t key, int32_t val) except -1
     cdef void _hdelete(self, int64_t key) noexcept nogil
     cdef int _hrehash(self) except -1
-    cdef int _event(self, int kind, int64_t order_id, int64_t account, int side,
+    cdef inline int _event(self, int kind, int64_t order_id, int64_t account, int side,
                     int64_t price, int64_t qty, int64_t leaves, int64_t cum,
                     int reason, int64_t ts) except -1
-    cdef int _fill(self, Order* maker, int64_t taker_id, int64_t taker_account,
+    cdef inline int _fill(self, Order* maker, int64_t taker_id, int64_t taker_account,
                    int taker_side, int64_t qty, int64_t taker_leaves,
                    int64_t ts) except -1
     cdef int32_t _level_index(self, bint is_bid, int64_t price) noexcept nogil
-    cdef void _unlink(self, Level* lvl, int32_t oi) noexcept nogil
+    cdef inline void _unlink(self, Level* lvl, int32_t oi) noexcept nogil
     cdef void _remove_level(self, LevelArray* a, int32_t li) noexcept nogil
-    cdef int _rest(self, int64_t order_id, int64_t account, bint is_buy, int side,
+    cdef inline int _rest(self, int64_t order_id, int64_t account, bint is_buy, int side,
                    int64_t price, int64_t qty, int64_t leaves, int tif, int flags,
                    int stp, int64_t ts) except -1
     cdef bint _fok_fillable(self, bint is_buy, bint is_market, int64_t limit,

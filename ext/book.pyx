@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, binding=False
 """L3 limit order book with price-time priority matching.
 
 Role in the pipeline: the matching engine of every simulated venue, and the
@@ -28,6 +28,7 @@ Rules, as documented in docs/book.md:
 * FOK fills in full or not at all; STP is honoured in the feasibility check
   (an own order that would cancel the FOK makes it unfillable).
 """
+cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.string cimport memcpy, memmove, memset
 from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, uint64_t, INT64_MAX
@@ -93,8 +94,12 @@ cdef inline int64_t _key(int64_t price, bint is_bid) noexcept nogil:
 cdef inline int32_t _lower_bound(LevelArray* a, int64_t key, bint is_bid) noexcept nogil:
     """First index whose level key is >= ``key``."""
     cdef int32_t lo = 0, hi = a.n, mid
-    # The top of the book is where almost all activity is: check it first.
-    if hi > 0 and _key(a.data[hi - 1].price, is_bid) < key:
+    # Almost all activity is within a few levels of the top (the end of the
+    # array): walk down from there first, and bisect only deeper prices.
+    cdef int32_t stop = hi - 8 if hi > 8 else 0
+    while hi > stop and _key(a.data[hi - 1].price, is_bid) >= key:
+        hi -= 1
+    if hi > stop or hi == 0:
         return hi
     while lo < hi:
         mid = (lo + hi) >> 1
@@ -113,6 +118,7 @@ cdef inline bint _crosses(bint is_buy, int64_t limit, int64_t level_price) noexc
     return level_price <= limit if is_buy else level_price >= limit
 
 
+@cython.final
 cdef class OrderBook:
     """An L3 order book for one instrument, with price-time priority matching.
 
@@ -127,6 +133,12 @@ cdef class OrderBook:
         Initial number of resting-order slots; the pool grows by doubling.
     stp : StpMode, optional
         Self-trade prevention applied when an order does not name its own.
+
+    Attributes
+    ----------
+    record_events : bool
+        When False, order events are not kept (sequence numbers still
+        advance, fills are always kept). True by default.
 
     Notes
     -----
@@ -238,7 +250,7 @@ cdef class OrderBook:
 
     # ------------------------------------------------------------ id -> slot hash
 
-    cdef int32_t _hfind(self, int64_t key) noexcept nogil:
+    cdef inline int32_t _hfind(self, int64_t key) noexcept nogil:
         cdef int64_t i = _hash(key) & self.hmask
         cdef int64_t k
         while True:
@@ -249,7 +261,7 @@ cdef class OrderBook:
                 return NIL
             i = (i + 1) & self.hmask
 
-    cdef int _hinsert(self, int64_t key, int32_t val) except -1:
+    cdef inline int _hinsert(self, int64_t key, int32_t val) except -1:
         cdef int64_t i
         if (self.hused + 1) * 2 > self.hmask + 1:
             self._hrehash()
@@ -306,7 +318,7 @@ cdef class OrderBook:
 
     # ------------------------------------------------------------ output
 
-    cdef int _event(self, int kind, int64_t order_id, int64_t account, int side,
+    cdef inline int _event(self, int kind, int64_t order_id, int64_t account, int side,
                     int64_t price, int64_t qty, int64_t leaves, int64_t cum,
                     int reason, int64_t ts) except -1:
         cdef Event* e
@@ -335,7 +347,7 @@ cdef class OrderBook:
         memset(e._pad, 0, sizeof(e._pad))
         return 0
 
-    cdef int _fill(self, Order* maker, int64_t taker_id, int64_t taker_account,
+    cdef inline int _fill(self, Order* maker, int64_t taker_id, int64_t taker_account,
                    int taker_side, int64_t qty, int64_t taker_leaves,
                    int64_t ts) except -1:
         cdef Fill* f
@@ -370,7 +382,7 @@ cdef class OrderBook:
         cdef LevelArray* a = &self.bids if is_bid else &self.asks
         return _lower_bound(a, _key(price, is_bid), is_bid)
 
-    cdef void _unlink(self, Level* lvl, int32_t oi) noexcept nogil:
+    cdef inline void _unlink(self, Level* lvl, int32_t oi) noexcept nogil:
         """Take one order out of its level's queue, the id map and the pool.
 
         The level itself stays even when it empties; the caller removes it,
@@ -397,7 +409,7 @@ cdef class OrderBook:
             memmove(&a.data[li], &a.data[li + 1], (a.n - 1 - li) * sizeof(Level))
         a.n -= 1
 
-    cdef int _rest(self, int64_t order_id, int64_t account, bint is_buy, int side,
+    cdef inline int _rest(self, int64_t order_id, int64_t account, bint is_buy, int side,
                    int64_t price, int64_t qty, int64_t leaves, int tif, int flags,
                    int stp, int64_t ts) except -1:
         """Put an order at the back of the queue at its price."""
@@ -828,6 +840,7 @@ cdef class OrderBook:
         """
         cdef uint16_t* res = NULL
         cdef cnp.ndarray res_arr
+        cdef bint recording = self.record_events
         if ops.dtype != OP_DTYPE:
             raise TypeError(f"ops must have dtype OP_DTYPE, not {ops.dtype}")
         if not ops.flags.c_contiguous:
@@ -842,7 +855,7 @@ cdef class OrderBook:
         try:
             self.apply_c(<const Op*>cnp.PyArray_DATA(ops), ops.shape[0], res)
         finally:
-            self.record_events = True
+            self.record_events = recording
         return self.drain_fills()
 
     # ------------------------------------------------------------ Python API: market data

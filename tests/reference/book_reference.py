@@ -351,7 +351,7 @@ class ReferenceBook:
 
     def apply(self, ops, results=None, keep_events=False):
         """Same contract as ``OrderBook.apply``."""
-        self.record_events = keep_events
+        recording, self.record_events = self.record_events, keep_events
         try:
             for i, (op, side, ord_type, tif, flags, stp, order_id, account, price, qty, ts) in \
                     enumerate(ops[["op", "side", "ord_type", "tif", "flags", "stp", "order_id",
@@ -368,7 +368,7 @@ class ReferenceBook:
                 if results is not None:
                     results[i] = r
         finally:
-            self.record_events = True
+            self.record_events = recording
         return self.drain_fills()
 
     # ---------------------------------------------------------------- market data
