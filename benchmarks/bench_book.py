@@ -28,6 +28,7 @@ from tests.reference.book_reference import ReferenceBook  # noqa: E402
 TARGET_BATCH_OPS_PER_S = 10_000_000
 TARGET_PER_CALL_OPS_PER_S = 2_000_000
 TARGET_RATIO = 10.0
+BATCH = 8192
 
 
 def make_stream(n: int, seed: int = 42) -> np.ndarray:
@@ -117,11 +118,20 @@ def run_per_call(book_cls, chunks: list[list[tuple]], events: bool = False):
     return n_fills, total_qty, book.bbo()
 
 
-def run_batch(ops: np.ndarray):
-    """Drive the Cython book with the whole stream as one batch."""
+def run_batch(ops: np.ndarray, batch: int):
+    """Drive the Cython book with the stream in batches of ``batch`` operations.
+
+    A consumer takes the fills after each batch; one giant batch instead makes
+    the book hold every fill at once (88 bytes each), and its run time is then
+    mostly the growth of that buffer, which is reported separately.
+    """
     book = OrderBook(capacity=1 << 16)
-    f = book.apply(ops)
-    return len(f), int(f["qty"].sum()), book.bbo()
+    n_fills = total_qty = 0
+    for start in range(0, len(ops), batch):
+        f = book.apply(ops[start:start + batch])
+        n_fills += len(f)
+        total_qty += int(f["qty"].sum())
+    return n_fills, total_qty, book.bbo()
 
 
 def main(argv=None) -> int:
@@ -139,30 +149,38 @@ def main(argv=None) -> int:
         ("cancel", ops["op"] == OP_CANCEL),
         ("marketable", (ops["op"] == OP_ADD) & (ops["tif"] == TimeInForce.IOC)))}
 
-    t_batch, r_batch = best_of(lambda: run_batch(ops), repeat)
+    t_batch, r_batch = best_of(lambda: run_batch(ops, BATCH), repeat)
+    t_one, r_one = best_of(lambda: run_batch(ops, len(ops)), repeat)
     t_call, r_call = best_of(lambda: run_per_call(OrderBook, calls), repeat)
     t_ev, r_ev = best_of(lambda: run_per_call(OrderBook, calls, events=True), repeat)
     t_ref, r_ref = best_of(lambda: run_per_call(ReferenceBook, calls), repeat)
-    if not r_batch == r_call == r_ev == r_ref:
-        print(f"MISMATCH: batch {r_batch} per-call {r_call} with events {r_ev} "
+    if not r_batch == r_one == r_call == r_ev == r_ref:
+        print(f"MISMATCH: batch {r_batch} one batch {r_one} per-call {r_call} with events {r_ev} "
               f"reference {r_ref}", file=sys.stderr)
         return 1
 
     batch_ops, call_ops, ev_ops, ref_ops = n / t_batch, n / t_call, n / t_ev, n / t_ref
+    one_ops = n / t_one
     table(f"Order book, {n:,} ops ({mix['new_passive']:.0%} new passive, "
           f"{mix['cancel']:.0%} cancel, {mix['marketable']:.0%} marketable), "
           f"{r_ref[0]:,} fills, best of {repeat}",
-          ["implementation", "ops/s", "ns/op", "vs reference", "target ops/s", "met"],
-          [["Cython batch API", batch_ops, 1e9 / batch_ops, f"{batch_ops / ref_ops:.1f}x",
-            TARGET_BATCH_OPS_PER_S, batch_ops >= TARGET_BATCH_OPS_PER_S],
+          ["implementation", "ops/s", "ns/op", "vs reference", "target ops/s",
+           f"met (and >= {TARGET_RATIO:.0f}x)"],
+          [[f"Cython batch API ({BATCH:,}-op batches)", batch_ops, 1e9 / batch_ops, f"{batch_ops / ref_ops:.1f}x",
+            TARGET_BATCH_OPS_PER_S,
+            batch_ops >= TARGET_BATCH_OPS_PER_S and batch_ops / ref_ops >= TARGET_RATIO],
+           [f"Cython batch API (one {n:,}-op batch)", one_ops, 1e9 / one_ops,
+            f"{one_ops / ref_ops:.1f}x", "-", "-"],
            ["Cython per-call API", call_ops, 1e9 / call_ops, f"{call_ops / ref_ops:.1f}x",
-            TARGET_PER_CALL_OPS_PER_S, call_ops >= TARGET_PER_CALL_OPS_PER_S],
+            TARGET_PER_CALL_OPS_PER_S,
+            call_ops >= TARGET_PER_CALL_OPS_PER_S and call_ops / ref_ops >= TARGET_RATIO],
            ["Cython per-call, events drained", ev_ops, 1e9 / ev_ops,
             f"{ev_ops / ref_ops:.1f}x", "-", "-"],
            ["pure-Python reference", ref_ops, 1e9 / ref_ops, "1.0x", "-", "-"]])
     emit({
         "benchmark": "book", "ops": n, "fills": r_ref[0], "repeat": repeat,
-        "batch_ops_per_s": round(batch_ops), "per_call_ops_per_s": round(call_ops),
+        "batch_size": BATCH, "batch_ops_per_s": round(batch_ops),
+        "single_batch_ops_per_s": round(one_ops), "per_call_ops_per_s": round(call_ops),
         "per_call_with_events_ops_per_s": round(ev_ops), "reference_ops_per_s": round(ref_ops),
         "batch_ratio_vs_reference": round(batch_ops / ref_ops, 2),
         "per_call_ratio_vs_reference": round(call_ops / ref_ops, 2),

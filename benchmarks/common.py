@@ -19,7 +19,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=False, highlight=False)
+# Wide enough that a results table never wraps, also when output goes to a file.
+console = Console(stderr=False, highlight=False, width=120)
 
 
 def best_of(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
