@@ -116,8 +116,15 @@ cpdef enum RejectReason:
     NOT_AUTHORIZED = 69
     ENGINE_SHUTTING_DOWN = 70
     UNKNOWN_CL_ORD_ID = 71
+    RESEND_UNAVAILABLE = 72  # resend asked for messages no longer kept
+    RESUME_REFUSED = 73      # resume of a session that does not exist or is not yours
+    INTERNAL_ERROR = 74      # the engine failed on this request; query its state
 
     NO_ROUTE = 96
     VENUE_REJECT = 97
     VENUE_UNAVAILABLE = 98
     VENUE_CLOSED = 99
+    NO_LIQUIDITY = 100       # router: nothing routable within the limit; the rest is canceled
+    REROUTE_LIMIT = 101      # router: max_reroutes routing rounds without a fill
+    INVALID_STRATEGY = 102   # router: unknown strategy, or one the order cannot use
+    INVALID_SCHEDULE = 103   # router: TWAP/VWAP/POV parameters missing or inconsistent

@@ -1,0 +1,271 @@
+# cython: language_level=3
+"""Interface of the pre-trade risk engine, for Cython callers.
+
+Python callers (the engine) use the ``def`` methods documented in
+``risk.pyx``; a Cython caller (the router, a replay tool) may call
+``check_new_c`` and the ``on_*_c`` twins directly with C values.
+"""
+cimport cython
+from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t
+
+# ---------------------------------------------------------------- public enums
+# Order flags the engine sets from the client's message (bit mask).
+cpdef enum RiskFlag:
+    FLAG_LOCATE = 1                 # SELL_SHORT: a locate was obtained
+    FLAG_INTENDED_DUPLICATE = 2     # client says the repeat order is intended
+
+# Which configuration layer a limit came from; named in the reject text.
+cpdef enum LimitLayer:
+    LAYER_NONE = 0
+    LAYER_FIRM = 1
+    LAYER_ACCOUNT = 2
+    LAYER_INSTRUMENT = 3
+    LAYER_ACCOUNT_INSTRUMENT = 4    # an account's override for one instrument
+    LAYER_SESSION = 5
+
+# What a reject detail's ``limit`` and ``value`` measure (for the text).
+cpdef enum Measure:
+    M_NONE = 0
+    M_LOTS = 1
+    M_MONEY = 2
+    M_ORDERS = 3
+    M_TICKS = 4
+    M_NS = 5
+
+# ---------------------------------------------------------------- state records
+# Effective limits of one account in one instrument: the tightest value over
+# firm, account, instrument and account-instrument layers, resolved once per
+# (re)load so that a check is one comparison. INT64_MAX means unlimited.
+ctypedef struct CellLimits:
+    int64_t max_order_qty           # lots
+    int64_t max_order_notional      # money units
+    int64_t max_gross               # lots
+    int64_t max_net                 # lots
+    int64_t max_open                # working orders of the account in the instrument
+    int64_t collar_bps              # -1: no band in basis points
+    int64_t collar_ticks            # -1: no band in ticks
+    uint8_t layer_qty
+    uint8_t layer_notional
+    uint8_t layer_gross
+    uint8_t layer_net
+    uint8_t layer_open
+    uint8_t layer_bps
+    uint8_t layer_ticks
+    uint8_t entitled
+    uint8_t restricted              # 0, or the layer whose list restricts it
+    uint8_t _pad[7]
+
+# Exposure of one account in one instrument (kept by fills, cancels, ...).
+ctypedef struct CellState:
+    int64_t position                # signed lots, long > 0
+    int64_t open_buy                # leaves of working buys, lots
+    int64_t open_sell               # leaves of working sells (SELL and SELL_SHORT)
+    int64_t cost                    # money units of the open position (paid if long,
+                                    # received if short), for realized P&L
+    int64_t open_orders
+
+ctypedef struct AccountLimits:
+    int64_t cash                    # money units, configured start-of-day cash
+    int64_t credit                  # money units
+    int64_t max_open
+    int64_t max_daily_notional
+    int64_t max_daily_loss
+    uint8_t known
+    uint8_t active
+    uint8_t allow_short
+    uint8_t killed
+    uint8_t _pad[4]
+
+ctypedef struct AccountState:
+    int64_t cash_flow               # money in (sells) minus out (buys) from fills
+    int64_t reserved                # worst-case cost of working BUY and SELL_SHORT
+    int64_t short_basis             # proceeds held against open short positions
+    int64_t open_notional           # worst-case notional of all working orders
+    int64_t open_orders
+    int64_t traded_notional         # today, from fills
+    int64_t realized_pnl            # today, money units
+
+ctypedef struct InstrumentInfo:
+    int64_t min_lots
+    int64_t mult                    # money units per (tick x lot)
+    int64_t ref_price               # ticks; 0: none yet
+    int64_t ref_ns
+    int64_t max_ref_age_ns
+    int64_t max_open                # working orders in the instrument, all accounts
+    int64_t open_orders
+    uint8_t layer_ref_age
+    uint8_t known
+    uint8_t halted
+    uint8_t killed
+    uint8_t _pad[4]
+
+ctypedef struct SessionState:
+    int64_t rate                    # orders per second; 0: not throttled
+    int64_t capacity                # burst, in nano-tokens (1e9 per order)
+    int64_t tokens                  # nano-tokens
+    int64_t last_ns
+    int64_t open_orders
+    uint8_t known
+    uint8_t _pad[7]
+
+ctypedef struct WorkingOrder:
+    int64_t key
+    int64_t qty                     # order quantity (cum + leaves), lots
+    int64_t leaves
+    int64_t price                   # limit price, ticks (0 for MARKET)
+    int64_t value_price             # price the reservation is valued at
+    int32_t session
+    int32_t account
+    int32_t instrument
+    int32_t next_free               # free list, -1 at the end
+    uint8_t side
+    uint8_t ord_type
+    uint8_t flags
+    uint8_t used
+
+ctypedef struct ClOrdEntry:
+    int64_t cl_ord_hash
+    int32_t session
+    uint8_t used
+    uint8_t _pad[3]
+
+ctypedef struct DupEntry:
+    int64_t qty
+    int64_t price
+    int64_t last_ns
+    int32_t account
+    int32_t instrument
+    uint8_t side
+    uint8_t used
+    uint8_t _pad[6]
+
+# Why the last order was rejected, filled only on the reject path.
+ctypedef struct RejectDetail:
+    int64_t limit
+    int64_t value
+    int32_t account
+    int32_t instrument
+    int32_t session
+    uint16_t reason
+    uint8_t layer
+    uint8_t measure
+
+ctypedef struct FirmState:
+    int64_t open_orders
+    int64_t open_notional
+    int64_t traded_notional
+    int64_t realized_pnl
+    int64_t max_open
+    int64_t max_daily_notional
+    int64_t max_daily_loss
+    uint8_t killed
+    uint8_t _pad[7]
+
+
+@cython.final
+cdef class RiskEngine:
+    # ------------------------------------------------------------ dimensions
+    cdef int32_t n_accounts
+    cdef int32_t n_instruments
+    cdef int32_t n_sessions
+    cdef int32_t cap_accounts
+    cdef int32_t cap_instruments
+    cdef int32_t cap_sessions
+
+    # ------------------------------------------------------------ C state
+    cdef FirmState firm
+    cdef AccountLimits* acct_limits
+    cdef AccountState* acct_state
+    cdef InstrumentInfo* inst
+    cdef CellLimits* cell_limits     # [account * cap_instruments + instrument]
+    cdef CellState* cell_state
+    cdef SessionState* sessions
+    cdef int64_t dup_window_ns       # 0: duplicative check off
+
+    # working orders: pool + open-addressing index key -> pool slot
+    cdef WorkingOrder* orders
+    cdef int32_t orders_cap
+    cdef int32_t orders_free
+    cdef int64_t n_orders
+    cdef int64_t* okeys
+    cdef int32_t* oslots
+    cdef int64_t omask
+
+    cdef ClOrdEntry* clord
+    cdef int64_t clord_mask
+    cdef int64_t clord_used
+
+    cdef DupEntry* dup
+    cdef int64_t dup_mask
+    cdef int64_t dup_used
+    cdef int64_t dup_purge_at
+
+    cdef RejectDetail detail
+    # Names of the call in progress, copied into ``detail`` only on a reject.
+    cdef int32_t cur_account
+    cdef int32_t cur_instrument
+    cdef int32_t cur_session
+
+    # ------------------------------------------------------------ Python state
+    cdef dict _account_ix
+    cdef dict _instrument_ix
+    cdef dict _session_ix
+    cdef list _account_names
+    cdef list _instrument_names
+    cdef list _session_names
+    cdef dict _instruments           # symbol -> ext.instrument.Instrument
+    cdef dict _config
+    cdef object _plan_cache          # the validated form of _config
+    cdef readonly list audit_log
+
+    # ------------------------------------------------------------ C API
+    cdef int check_new_c(self, int64_t order_key, int32_t session, int32_t account,
+                         int32_t instrument, int side, int ord_type, int64_t qty,
+                         int64_t price, int flags, int64_t cl_ord_hash,
+                         int64_t now_ns) except -1
+    cdef int on_fill_c(self, int64_t order_key, int64_t qty, int64_t price) except -1
+    cdef int on_done_c(self, int64_t order_key) except -1
+    cdef int on_replace_c(self, int64_t order_key, int64_t new_qty, int64_t new_price,
+                          int64_t cl_ord_hash, int64_t now_ns) except -1
+
+    # ------------------------------------------------------------ checks
+    cdef int _reject(self, int reason, int layer, int measure, int64_t limit,
+                     int64_t value) noexcept
+    cdef int _throttle(self, SessionState* ses, int64_t now_ns) noexcept
+    cdef int _evaluate(self, int32_t account, int32_t instrument, int side, int ord_type,
+                       int64_t qty, int64_t leaves, int64_t price, int flags, int64_t now_ns,
+                       bint is_new, int64_t* value_price, int64_t* leaves_notional) noexcept
+
+    # ------------------------------------------------------------ exposure
+    cdef void _reserve(self, WorkingOrder* o, int64_t leaves_notional, bint count) noexcept
+    cdef void _release(self, WorkingOrder* o, int64_t lots, bint count) noexcept
+    cdef int64_t _close(self, CellState* cs, int64_t qty, int64_t price, int64_t mult,
+                        int long_side) noexcept
+    cdef int _remove(self, int32_t slot) noexcept
+
+    # ------------------------------------------------------------ tables
+    cdef int _ensure_dims(self, int32_t n_acc, int32_t n_ins, int32_t n_ses) except -1
+    cdef int _grow_orders(self, int32_t cap) except -1
+    cdef int _set_order_index(self, int64_t size) except -1
+    cdef int32_t _find(self, int64_t key) noexcept
+    cdef int _index_remove(self, int64_t key) noexcept
+    cdef int _set_clord(self, int64_t size) except -1
+    cdef int _clord_add(self, int32_t session, int64_t cl_ord_hash) except -1
+    cdef int _set_dup(self, int64_t size) except -1
+    cdef DupEntry* _dup_find(self, int32_t account, int32_t instrument, int side,
+                             int64_t qty, int64_t price) noexcept
+    cdef int _dup_record(self, int32_t account, int32_t instrument, int side,
+                         int64_t qty, int64_t price, int64_t now_ns) except -1
+
+    # ------------------------------------------------------------ config, admin, text
+    cdef int _apply(self, dict config, int64_t now_ns, str action, str actor) except -1
+    cdef int _set_cell(self, int32_t a, int32_t i, str symbol, dict f, dict acct, dict ins,
+                       dict cell) except -1
+    cdef int _set_throttle(self, int32_t s, object plan, bint fresh) except -1
+    cdef list _kill(self, str scope, object target, bint engage)
+    cdef list _working_keys(self, int kind, int32_t ix)
+    cdef int _audit(self, int64_t now_ns, str action, str scope, object target, str actor,
+                    str reason, dict extra) except -1
+    cdef str _name(self, list names, int32_t index)
+    cdef str _show(self, int measure, int64_t value, str symbol)
+    cdef str _money_unit_text(self)

@@ -1,0 +1,1726 @@
+# cython: language_level=3
+"""Pre-trade risk: the gate every order passes between intake and the router.
+
+The engine resolves account, instrument and session names to small integers
+once (``account_index`` ...), then calls :meth:`RiskEngine.check_new` per
+order with C integers. A pass reserves the order's worst-case exposure at
+once, so two orders in flight can never both spend the same limit; the engine
+then reports what happens to it (``on_fill``, ``on_cancel``, ``on_reject``,
+``on_replace``) and risk keeps its own exposure so that no check waits on a
+lookup elsewhere. A denial is a ``RejectReason`` code; the text for the client
+is built only on the reject path, by :meth:`RiskEngine.last_reject_text`.
+
+All state changes come from method calls with explicit ``now_ns``, never from
+a clock, so replaying the journal's calls rebuilds the state exactly
+(:meth:`RiskEngine.snapshot` compares two rebuilds).
+
+Money is an integer count of ``money_unit`` (firm config, default 0.0001);
+an instrument's notional is ``price_ticks * lots * mult`` where ``mult`` is
+``tick_size * lot_size / money_unit`` and must be a whole number. Products are
+computed with overflow checks and saturate at INT64_MAX, which every limit
+treats as exceeded: a value too large to hold is rejected, never wrapped.
+"""
+import logging
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+
+from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, int32_t, uint8_t, uint16_t, uint64_t
+from libc.string cimport memset, memcpy
+
+from ext.types cimport (BUY, SELL, SELL_SHORT, MARKET, LIMIT,
+                        REJ_NONE, UNKNOWN_ORDER, INVALID_QTY, INVALID_PRICE,
+                        BELOW_MIN_QTY, INVALID_SIDE, INVALID_ORD_TYPE, PRICE_REQUIRED,
+                        REPLACE_QTY_NOT_ABOVE_FILLED,
+                        UNKNOWN_INSTRUMENT, INSTRUMENT_HALTED, INSTRUMENT_RESTRICTED,
+                        UNKNOWN_ACCOUNT, ACCOUNT_INACTIVE, NOT_ENTITLED, MAX_ORDER_QTY,
+                        MAX_ORDER_NOTIONAL, PRICE_COLLAR, NO_REFERENCE_PRICE,
+                        STALE_REFERENCE_PRICE, MAX_OPEN_ORDERS, MAX_GROSS_POSITION,
+                        MAX_NET_POSITION, INSUFFICIENT_BUYING_POWER, INSUFFICIENT_POSITION,
+                        SHORT_SELL_NOT_ALLOWED, LOCATE_REQUIRED, DAILY_NOTIONAL_LIMIT,
+                        DAILY_LOSS_LIMIT, THROTTLED, DUPLICATE_CL_ORD_ID, DUPLICATIVE_ORDER,
+                        KILL_SWITCH, UNKNOWN_SESSION)
+from ext.types import RejectReason
+from ext.instrument import Instrument
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    /* Overflow-checked integer helpers of the risk core. Each saturates at
+       the int64 range instead of wrapping, so an unrepresentable amount
+       compares as "over every limit". */
+    static inline int64_t kx_sat_add(int64_t a, int64_t b) {
+        int64_t r;
+        if (__builtin_add_overflow(a, b, &r)) return b > 0 ? INT64_MAX : INT64_MIN;
+        return r;
+    }
+    static inline int64_t kx_sat_sub(int64_t a, int64_t b) {
+        int64_t r;
+        if (__builtin_sub_overflow(a, b, &r)) return b < 0 ? INT64_MAX : INT64_MIN;
+        return r;
+    }
+    /* a * b * c for non-negative operands; *ovf set when it does not fit. */
+    static inline int64_t kx_mul3(int64_t a, int64_t b, int64_t c, int *ovf) {
+        int64_t r;
+        if (__builtin_mul_overflow(a, b, &r) || __builtin_mul_overflow(r, c, &r)) {
+            *ovf = 1;
+            return INT64_MAX;
+        }
+        return r;
+    }
+    /* floor(a * b / c) for a, b >= 0 and c > 0 with a 128-bit intermediate. */
+    static inline int64_t kx_muldiv(int64_t a, int64_t b, int64_t c) {
+        __int128 v = (__int128)a * (__int128)b / (__int128)c;
+        return v > (__int128)INT64_MAX ? INT64_MAX : (int64_t)v;
+    }
+    /* splitmix64 finaliser: spreads keys over an open-addressing table. */
+    static inline uint64_t kx_mix(uint64_t x) {
+        x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
+        x ^= x >> 27; x *= 0x94d049bb133111ebULL;
+        x ^= x >> 31;
+        return x;
+    }
+    """
+    int64_t kx_sat_add(int64_t a, int64_t b) noexcept nogil
+    int64_t kx_sat_sub(int64_t a, int64_t b) noexcept nogil
+    int64_t kx_mul3(int64_t a, int64_t b, int64_t c, int* ovf) noexcept nogil
+    int64_t kx_muldiv(int64_t a, int64_t b, int64_t c) noexcept nogil
+    uint64_t kx_mix(uint64_t x) noexcept nogil
+
+_log = logging.getLogger("kronos.risk")
+
+cdef int64_t NANO_TOKENS = 1000000000     # one order's worth of throttle tokens
+cdef int64_t NS_PER_MS = 1000000
+cdef int64_t UNLIMITED = INT64_MAX
+cdef uint8_t HALT_CONFIG = 1              # InstrumentInfo.halted bits
+cdef uint8_t HALT_RUNTIME = 2
+
+#: Columns of the int64 array taken by :meth:`RiskEngine.check_new_batch`.
+BATCH_COLUMNS = ("order_key", "session", "account", "instrument", "side", "ord_type",
+                 "qty", "price", "flags", "cl_ord_hash", "now_ns")
+
+
+class ConfigError(ValueError):
+    """A risk configuration that cannot be applied; nothing was changed."""
+
+
+# ================================================================= configuration
+# Keys accepted per layer. An unknown key is an error: a typo in a risk limit
+# must not silently leave the limit off.
+_ORDER_LIMIT_KEYS = ("max_order_qty", "max_order_notional", "max_open_orders",
+                     "max_gross_position", "max_net_position", "collar_bps", "collar_ticks")
+_FIRM_KEYS = frozenset(_ORDER_LIMIT_KEYS + (
+    "money_unit", "max_daily_notional", "max_daily_loss", "max_reference_age_ms",
+    "duplicative_window_ms", "throttle_rate", "throttle_burst", "restricted"))
+_INSTRUMENT_KEYS = frozenset(_ORDER_LIMIT_KEYS + (
+    "tick_size", "lot_size", "min_qty", "halted", "max_reference_age_ms"))
+_ACCOUNT_KEYS = frozenset(_ORDER_LIMIT_KEYS + (
+    "active", "cash", "credit_limit", "allow_short", "entitlements", "restricted",
+    "max_daily_notional", "max_daily_loss", "limits"))
+_CELL_KEYS = frozenset(_ORDER_LIMIT_KEYS)
+_SESSION_KEYS = frozenset(("throttle_rate", "throttle_burst"))
+
+DEFAULT_MONEY_UNIT = "0.0001"
+DEFAULT_MAX_REFERENCE_AGE_MS = 5000
+
+
+cdef object _exact(object value, str field):
+    """A config number as an exact Fraction; floats are refused (no binary money)."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ConfigError(f"{field}: {value!r} must be an integer or a decimal string, not {type(value).__name__}")
+    if isinstance(value, int):
+        return Fraction(value)
+    if isinstance(value, str):
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            raise ConfigError(f"{field}: {value!r} is not a decimal number") from None
+        if not number.is_finite():
+            raise ConfigError(f"{field}: {value!r} is not a finite number")
+        return Fraction(number)
+    raise ConfigError(f"{field}: {value!r} must be an integer or a decimal string")
+
+
+cdef object _nonneg(object value, str field):
+    number = _exact(value, field)
+    if number < 0:
+        raise ConfigError(f"{field}: {value!r} must not be negative")
+    return number
+
+
+cdef int64_t _clamp(object number):
+    """Floor of a non-negative Fraction, capped at INT64_MAX (= unlimited)."""
+    whole = number.numerator // number.denominator
+    return INT64_MAX if whole > INT64_MAX else whole
+
+
+cdef int64_t _count(object value, str field) except? -1:
+    number = _nonneg(value, field)
+    if number.denominator != 1:
+        raise ConfigError(f"{field}: {value!r} must be a whole number")
+    return _clamp(number)
+
+
+cdef bint _flag(object value, str field) except -1:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{field}: {value!r} must be true or false")
+    return value
+
+
+cdef list _symbols(object value, str field):
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise ConfigError(f"{field}: must be a list of symbols")
+    for item in value:
+        if not isinstance(item, str):
+            raise ConfigError(f"{field}: {item!r} is not a symbol")
+    return list(value)
+
+
+cdef dict _section(object value, str field, frozenset keys):
+    if not isinstance(value, dict):
+        raise ConfigError(f"{field}: must be a table")
+    unknown = sorted(set(value) - keys)
+    if unknown:
+        raise ConfigError(f"{field}: unknown key(s) {', '.join(unknown)}")
+    return value
+
+
+cdef dict _order_limits(dict section, str where, object money_unit):
+    """Normalise the per-order/position limits of one layer.
+
+    Quantities stay exact Fractions (converted to lots per instrument later);
+    money becomes money units (rounded down: a limit never grows by rounding).
+    """
+    out = {}
+    for key in ("max_order_qty", "max_gross_position", "max_net_position"):
+        if key in section:
+            out[key] = _nonneg(section[key], f"{where}.{key}")
+    if "max_order_notional" in section:
+        out["max_order_notional"] = _clamp(_nonneg(section["max_order_notional"],
+                                                    f"{where}.max_order_notional") / money_unit)
+    for key in ("max_open_orders", "collar_bps", "collar_ticks"):
+        if key in section:
+            out[key] = _count(section[key], f"{where}.{key}")
+    return out
+
+
+cdef class _Plan:
+    """A validated configuration, ready to be written into the C arrays."""
+    cdef public object money_unit
+    cdef public dict firm
+    cdef public dict instruments      # symbol -> dict
+    cdef public dict accounts         # name -> dict
+    cdef public dict sessions         # name -> dict
+
+
+cdef _Plan _plan(dict config):
+    """Check and normalise a whole config before anything is changed."""
+    cdef _Plan plan = _Plan()
+    unknown = sorted(set(config) - {"firm", "instruments", "accounts", "sessions"})
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}")
+    firm = _section(config.get("firm", {}), "firm", _FIRM_KEYS)
+    money_unit = _exact(firm.get("money_unit", DEFAULT_MONEY_UNIT), "firm.money_unit")
+    if money_unit <= 0:
+        raise ConfigError("firm.money_unit must be positive")
+    plan.money_unit = money_unit
+
+    f = _order_limits(firm, "firm", money_unit)
+    for key in ("max_daily_notional", "max_daily_loss"):
+        if key in firm:
+            f[key] = _clamp(_nonneg(firm[key], f"firm.{key}") / money_unit)
+    f["max_reference_age_ns"] = _count(firm.get("max_reference_age_ms", DEFAULT_MAX_REFERENCE_AGE_MS),
+                                       "firm.max_reference_age_ms") * NS_PER_MS
+    f["duplicative_window_ns"] = _count(firm.get("duplicative_window_ms", 0),
+                                        "firm.duplicative_window_ms") * NS_PER_MS
+    f["throttle_rate"] = _count(firm.get("throttle_rate", 0), "firm.throttle_rate")
+    f["throttle_burst"] = _count(firm.get("throttle_burst", f["throttle_rate"] or 1), "firm.throttle_burst")
+    f["restricted"] = set(_symbols(firm.get("restricted", []), "firm.restricted"))
+    plan.firm = f
+
+    plan.instruments = {}
+    instruments = config.get("instruments", {})
+    if not isinstance(instruments, dict):
+        raise ConfigError("instruments: must be a table")
+    for symbol, raw in instruments.items():
+        where = f"instruments.{symbol}"
+        section = _section(raw, where, _INSTRUMENT_KEYS)
+        try:
+            grid = Instrument(symbol, str(section.get("tick_size", "0.01")),
+                              str(section.get("lot_size", "1")),
+                              None if "min_qty" not in section else str(section["min_qty"]))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        mult = Fraction(Decimal(grid.tick_size)) * Fraction(Decimal(grid.lot_size)) / money_unit
+        if mult.denominator != 1:
+            raise ConfigError(f"{where}: tick_size x lot_size ({grid.tick_size} x {grid.lot_size}) "
+                              f"is not a whole number of firm.money_unit")
+        entry = _order_limits(section, where, money_unit)
+        entry["grid"] = grid
+        entry["mult"] = int(mult)
+        entry["halted"] = _flag(section.get("halted", False), f"{where}.halted")
+        if "max_reference_age_ms" in section:
+            entry["max_reference_age_ns"] = _count(section["max_reference_age_ms"],
+                                                   f"{where}.max_reference_age_ms") * NS_PER_MS
+        plan.instruments[symbol] = entry
+
+    plan.accounts = {}
+    accounts = config.get("accounts", {})
+    if not isinstance(accounts, dict):
+        raise ConfigError("accounts: must be a table")
+    for name, raw in accounts.items():
+        where = f"accounts.{name}"
+        section = _section(raw, where, _ACCOUNT_KEYS)
+        entry = _order_limits(section, where, money_unit)
+        entry["active"] = _flag(section.get("active", True), f"{where}.active")
+        entry["allow_short"] = _flag(section.get("allow_short", False), f"{where}.allow_short")
+        entry["cash"] = _clamp(_nonneg(section.get("cash", 0), f"{where}.cash") / money_unit)
+        entry["credit"] = _clamp(_nonneg(section.get("credit_limit", 0), f"{where}.credit_limit") / money_unit)
+        for key in ("max_daily_notional", "max_daily_loss"):
+            if key in section:
+                entry[key] = _clamp(_nonneg(section[key], f"{where}.{key}") / money_unit)
+        ent = section.get("entitlements", "*")
+        entry["entitlements"] = None if ent == "*" else set(_symbols(ent, f"{where}.entitlements"))
+        entry["restricted"] = set(_symbols(section.get("restricted", []), f"{where}.restricted"))
+        cells = {}
+        limits = section.get("limits", {})
+        if not isinstance(limits, dict):
+            raise ConfigError(f"{where}.limits: must be a table")
+        for symbol, cell in limits.items():
+            cells[symbol] = _order_limits(_section(cell, f"{where}.limits.{symbol}", _CELL_KEYS),
+                                          f"{where}.limits.{symbol}", money_unit)
+        entry["cells"] = cells
+        plan.accounts[name] = entry
+
+    plan.sessions = {}
+    sessions = config.get("sessions", {})
+    if not isinstance(sessions, dict):
+        raise ConfigError("sessions: must be a table")
+    for name, raw in sessions.items():
+        section = _section(raw, f"sessions.{name}", _SESSION_KEYS)
+        rate = _count(section.get("throttle_rate", f["throttle_rate"]), f"sessions.{name}.throttle_rate")
+        burst = _count(section.get("throttle_burst", section.get("throttle_rate", f["throttle_burst"]) or 1),
+                       f"sessions.{name}.throttle_burst")
+        plan.sessions[name] = {"throttle_rate": rate, "throttle_burst": burst}
+    return plan
+
+
+cdef tuple _tightest(list candidates):
+    """``(value, layer)`` of the smallest limit; a tie goes to the most specific
+    layer, the one an operator would edit. ``candidates`` run general to specific."""
+    best = INT64_MAX
+    layer = 0
+    for value, lay in candidates:
+        if value is not None and value <= best:
+            best = value
+            layer = lay
+    return best, layer
+
+
+cdef object _lots(object qty, object grid):
+    """A quantity limit (exact units) as whole lots of ``grid``, rounded down."""
+    if qty is None:
+        return None
+    return _clamp(qty / Fraction(Decimal(grid.lot_size)))
+
+
+# ================================================================= reason text
+_LAYER_NAMES = {1: "firm", 2: "account", 3: "instrument", 4: "account-instrument", 5: "session"}
+
+_REASON_TEXT = {
+    UNKNOWN_SESSION: "session is not registered with risk",
+    THROTTLED: "order rate above the session throttle ({limit} orders per second with burst); slow down and resend",
+    DUPLICATE_CL_ORD_ID: "cl_ord_id already used in this session today; send a new cl_ord_id",
+    UNKNOWN_INSTRUMENT: "instrument is not configured for trading",
+    UNKNOWN_ACCOUNT: "account is not configured for trading",
+    KILL_SWITCH: "kill switch engaged ({layer}); no new orders until risk releases it",
+    ACCOUNT_INACTIVE: "account is inactive; contact risk to reactivate",
+    INSTRUMENT_HALTED: "instrument is halted; resend when trading resumes",
+    INSTRUMENT_RESTRICTED: "instrument is on the {layer} restricted list",
+    NOT_ENTITLED: "account is not entitled to trade this instrument",
+    INVALID_SIDE: "side must be BUY, SELL or SELL_SHORT",
+    INVALID_ORD_TYPE: "ord_type must be MARKET or LIMIT",
+    INVALID_QTY: "quantity must be positive",
+    BELOW_MIN_QTY: "quantity {value} is below the minimum {limit}",
+    PRICE_REQUIRED: "a LIMIT order needs a price",
+    INVALID_PRICE: "price must be positive",
+    SHORT_SELL_NOT_ALLOWED: "account may not sell short",
+    LOCATE_REQUIRED: "SELL_SHORT needs a locate; mark the order with the locate flag",
+    DAILY_LOSS_LIMIT: "realized loss today {value} exceeds the {layer} max_daily_loss {limit}",
+    MAX_ORDER_QTY: "quantity {value} exceeds the {layer} max_order_qty {limit}",
+    NO_REFERENCE_PRICE: "no reference price for the instrument yet; send a LIMIT order or wait for market data",
+    STALE_REFERENCE_PRICE: "reference price is {value} old, above the {layer} max_reference_age {limit}",
+    PRICE_COLLAR: "price is {value} from the reference price, outside the {layer} collar of {limit}",
+    MAX_ORDER_NOTIONAL: "order notional {value} exceeds the {layer} max_order_notional {limit}",
+    DUPLICATIVE_ORDER: "same account, instrument, side, qty and price {value} ago, inside the duplicative window "
+                       "{limit}; resend with the intended-duplicate flag if it is meant",
+    MAX_OPEN_ORDERS: "{value} working orders would exceed the {layer} max_open_orders {limit}",
+    INSUFFICIENT_POSITION: "sell quantity {value} exceeds the position available to sell {limit} "
+                           "(position net of working sells); use SELL_SHORT with a locate to sell short",
+    MAX_GROSS_POSITION: "worst-case gross position {value} would exceed the {layer} max_gross_position {limit}",
+    MAX_NET_POSITION: "worst-case net position {value} would exceed the {layer} max_net_position {limit}",
+    INSUFFICIENT_BUYING_POWER: "order cost {value} exceeds the buying power {limit}",
+    DAILY_NOTIONAL_LIMIT: "traded plus working notional {value} would exceed the {layer} max_daily_notional {limit}",
+    REPLACE_QTY_NOT_ABOVE_FILLED: "new quantity must be above the filled quantity {limit}",
+}
+
+
+# ================================================================= the engine
+cdef class RiskEngine:
+    """Pre-trade risk checks and the exposure state behind them.
+
+    Parameters
+    ----------
+    config : dict
+        The ``risk`` configuration (parsed TOML); see ``docs/risk.md``.
+
+    Raises
+    ------
+    ConfigError
+        If the configuration is invalid.
+
+    Examples
+    --------
+    >>> risk = RiskEngine({"instruments": {"AAPL": {}}, "accounts": {"A1": {"cash": 100000}}})
+    >>> s, a, i = risk.session_index("S1"), risk.account_index("A1"), risk.instrument_index("AAPL")
+    >>> risk.check_new(1, s, a, i, 1, 2, 10, 18925, 0, 77, 0)   # BUY LIMIT 10 @ 189.25
+    0
+    """
+
+    def __cinit__(self):
+        self.orders_free = -1
+        self.audit_log = []
+        self._account_ix = {}
+        self._instrument_ix = {}
+        self._session_ix = {}
+        self._account_names = []
+        self._instrument_names = []
+        self._session_names = []
+        self._instruments = {}
+        self._config = {}
+
+    def __init__(self, dict config=None):
+        self._grow_orders(1024)
+        self._set_order_index(2048)
+        self._set_clord(2048)
+        self.dup_purge_at = 1024
+        self._set_dup(2048)
+        self._apply(config or {}, 0, "init", "startup")
+
+    def __dealloc__(self):
+        PyMem_Free(self.acct_limits)
+        PyMem_Free(self.acct_state)
+        PyMem_Free(self.inst)
+        PyMem_Free(self.cell_limits)
+        PyMem_Free(self.cell_state)
+        PyMem_Free(self.sessions)
+        PyMem_Free(self.orders)
+        PyMem_Free(self.okeys)
+        PyMem_Free(self.oslots)
+        PyMem_Free(self.clord)
+        PyMem_Free(self.dup)
+
+    # ------------------------------------------------------------ storage
+    cdef int _ensure_dims(self, int32_t n_acc, int32_t n_ins, int32_t n_ses) except -1:
+        """Grow the account, instrument and session arrays; state is kept."""
+        cdef int32_t cap_a = max(self.cap_accounts, 4)
+        cdef int32_t cap_i = max(self.cap_instruments, 4)
+        cdef int32_t cap_s = max(self.cap_sessions, 4)
+        cdef int32_t a
+        while cap_a < n_acc:
+            cap_a *= 2
+        while cap_i < n_ins:
+            cap_i *= 2
+        while cap_s < n_ses:
+            cap_s *= 2
+        if cap_s != self.cap_sessions:
+            self.sessions = <SessionState*>_grow(self.sessions, self.cap_sessions, cap_s, sizeof(SessionState))
+            self.cap_sessions = cap_s
+        if cap_a == self.cap_accounts and cap_i == self.cap_instruments:
+            return 0
+        self.acct_limits = <AccountLimits*>_grow(self.acct_limits, self.cap_accounts, cap_a, sizeof(AccountLimits))
+        self.acct_state = <AccountState*>_grow(self.acct_state, self.cap_accounts, cap_a, sizeof(AccountState))
+        self.inst = <InstrumentInfo*>_grow(self.inst, self.cap_instruments, cap_i, sizeof(InstrumentInfo))
+        # Cells are [account][instrument]: a wider row means a fresh layout.
+        cdef CellLimits* new_limits = <CellLimits*>_grow(NULL, 0, cap_a * cap_i, sizeof(CellLimits))
+        cdef CellState* new_state = <CellState*>_grow(NULL, 0, cap_a * cap_i, sizeof(CellState))
+        for a in range(self.cap_accounts):
+            if self.cap_instruments:
+                memcpy(&new_limits[a * cap_i], &self.cell_limits[a * self.cap_instruments],
+                       self.cap_instruments * sizeof(CellLimits))
+                memcpy(&new_state[a * cap_i], &self.cell_state[a * self.cap_instruments],
+                       self.cap_instruments * sizeof(CellState))
+        PyMem_Free(self.cell_limits)
+        PyMem_Free(self.cell_state)
+        self.cell_limits = new_limits
+        self.cell_state = new_state
+        self.cap_accounts = cap_a
+        self.cap_instruments = cap_i
+        return 0
+
+    cdef int _grow_orders(self, int32_t cap) except -1:
+        cdef int32_t k
+        self.orders = <WorkingOrder*>_grow(self.orders, self.orders_cap, cap, sizeof(WorkingOrder))
+        # Thread the new slots onto the free list, lowest slot first.
+        for k in range(cap - 1, self.orders_cap - 1, -1):
+            self.orders[k].next_free = self.orders_free
+            self.orders_free = k
+        self.orders_cap = cap
+        return 0
+
+    cdef int _set_order_index(self, int64_t size) except -1:
+        """(Re)build the key -> slot index with ``size`` buckets (a power of two)."""
+        cdef int64_t* keys = <int64_t*>_grow(NULL, 0, size, sizeof(int64_t))
+        cdef int32_t* slots = <int32_t*>PyMem_Malloc(size * sizeof(int32_t))
+        if slots == NULL:
+            PyMem_Free(keys)
+            raise MemoryError()
+        memset(slots, 0xff, size * sizeof(int32_t))        # -1: empty bucket
+        cdef int64_t mask = size - 1, j, h
+        for j in range(self.omask + 1 if self.oslots != NULL else 0):
+            if self.oslots[j] >= 0:
+                h = <int64_t>(kx_mix(<uint64_t>self.okeys[j]) & <uint64_t>mask)
+                while slots[h] >= 0:
+                    h = (h + 1) & mask
+                keys[h] = self.okeys[j]
+                slots[h] = self.oslots[j]
+        PyMem_Free(self.okeys)
+        PyMem_Free(self.oslots)
+        self.okeys = keys
+        self.oslots = slots
+        self.omask = mask
+        return 0
+
+    cdef int32_t _find(self, int64_t key) noexcept:
+        """Pool slot of a working order, or -1."""
+        cdef int64_t h = <int64_t>(kx_mix(<uint64_t>key) & <uint64_t>self.omask)
+        while self.oslots[h] >= 0:
+            if self.okeys[h] == key:
+                return self.oslots[h]
+            h = (h + 1) & self.omask
+        return -1
+
+    cdef int _index_remove(self, int64_t key) noexcept:
+        """Delete ``key`` by backward shift, so probes never need tombstones."""
+        cdef int64_t mask = self.omask
+        cdef int64_t h = <int64_t>(kx_mix(<uint64_t>key) & <uint64_t>mask)
+        cdef int64_t j, home
+        while self.oslots[h] >= 0 and self.okeys[h] != key:
+            h = (h + 1) & mask
+        if self.oslots[h] < 0:
+            return 0
+        j = h
+        while True:
+            j = (j + 1) & mask
+            if self.oslots[j] < 0:
+                break
+            home = <int64_t>(kx_mix(<uint64_t>self.okeys[j]) & <uint64_t>mask)
+            # Move j back into the hole at h unless its home lies in (h, j].
+            if (j > h and (home <= h or home > j)) or (j < h and (home <= h and home > j)):
+                self.okeys[h] = self.okeys[j]
+                self.oslots[h] = self.oslots[j]
+                h = j
+        self.oslots[h] = -1
+        return 0
+
+    cdef int _set_clord(self, int64_t size) except -1:
+        cdef ClOrdEntry* table = <ClOrdEntry*>_grow(NULL, 0, size, sizeof(ClOrdEntry))
+        cdef int64_t mask = size - 1, j, h
+        for j in range(self.clord_mask + 1 if self.clord != NULL else 0):
+            if self.clord[j].used:
+                h = _clord_home(self.clord[j].cl_ord_hash, self.clord[j].session, mask)
+                while table[h].used:
+                    h = (h + 1) & mask
+                table[h] = self.clord[j]
+        PyMem_Free(self.clord)
+        self.clord = table
+        self.clord_mask = mask
+        return 0
+
+    cdef int _clord_add(self, int32_t session, int64_t cl_ord_hash) except -1:
+        """Record a cl_ord_id; 1 if the session had already used it today."""
+        cdef int64_t h = _clord_home(cl_ord_hash, session, self.clord_mask)
+        while self.clord[h].used:
+            if self.clord[h].cl_ord_hash == cl_ord_hash and self.clord[h].session == session:
+                return 1
+            h = (h + 1) & self.clord_mask
+        self.clord[h].used = 1
+        self.clord[h].session = session
+        self.clord[h].cl_ord_hash = cl_ord_hash
+        self.clord_used += 1
+        if self.clord_used * 2 > self.clord_mask:
+            self._set_clord((self.clord_mask + 1) * 2)
+        return 0
+
+    cdef int _set_dup(self, int64_t size) except -1:
+        """Rebuild the duplicative-order table, keeping only live entries.
+
+        Entries are dropped only here, when the count reaches ``dup_purge_at``
+        (a value carried in the snapshot), so a replay drops the same ones.
+        """
+        cdef DupEntry* table = <DupEntry*>_grow(NULL, 0, size, sizeof(DupEntry))
+        cdef int64_t mask = size - 1, j, h
+        cdef DupEntry* e
+        for j in range(self.dup_mask + 1 if self.dup != NULL else 0):
+            e = &self.dup[j]
+            if e.used:
+                h = _dup_home(e.account, e.instrument, e.side, e.qty, e.price, mask)
+                while table[h].used:
+                    h = (h + 1) & mask
+                table[h] = e[0]
+        PyMem_Free(self.dup)
+        self.dup = table
+        self.dup_mask = mask
+        return 0
+
+    cdef DupEntry* _dup_find(self, int32_t account, int32_t instrument, int side,
+                             int64_t qty, int64_t price) noexcept:
+        cdef int64_t h = _dup_home(account, instrument, side, qty, price, self.dup_mask)
+        cdef DupEntry* e
+        while self.dup[h].used:
+            e = &self.dup[h]
+            if (e.qty == qty and e.price == price and e.account == account
+                    and e.instrument == instrument and e.side == side):
+                return e
+            h = (h + 1) & self.dup_mask
+        return &self.dup[h]          # the empty bucket where it would go
+
+    cdef int _dup_record(self, int32_t account, int32_t instrument, int side,
+                         int64_t qty, int64_t price, int64_t now_ns) except -1:
+        cdef DupEntry* e = self._dup_find(account, instrument, side, qty, price)
+        cdef int64_t live, j, size
+        if not e.used:
+            e.used = 1
+            e.account = account
+            e.instrument = instrument
+            e.side = <uint8_t>side
+            e.qty = qty
+            e.price = price
+            self.dup_used += 1
+        e.last_ns = now_ns
+        if self.dup_used >= self.dup_purge_at:
+            live = 0
+            for j in range(self.dup_mask + 1):
+                if self.dup[j].used and now_ns - self.dup[j].last_ns >= self.dup_window_ns:
+                    self.dup[j].used = 0          # expired: cannot match again
+                elif self.dup[j].used:
+                    live += 1
+            self.dup_used = live
+            self.dup_purge_at = max(1024, 2 * live)
+            size = 2048
+            while size < 2 * self.dup_purge_at:
+                size *= 2
+            self._set_dup(size)
+        return 0
+
+    # ------------------------------------------------------------ hot path
+    cdef int _reject(self, int reason, int layer, int measure, int64_t limit,
+                            int64_t value) noexcept:
+        self.detail.reason = <uint16_t>reason
+        self.detail.account = self.cur_account
+        self.detail.instrument = self.cur_instrument
+        self.detail.session = self.cur_session
+        self.detail.layer = <uint8_t>layer
+        self.detail.measure = <uint8_t>measure
+        self.detail.limit = limit
+        self.detail.value = value
+        return reason
+
+    cdef int _throttle(self, SessionState* ses, int64_t now_ns) noexcept:
+        """Token bucket in nano-tokens: ``rate`` tokens a second up to ``capacity``."""
+        cdef int64_t room, elapsed
+        if ses.rate == 0:
+            return 0
+        if now_ns > ses.last_ns:
+            room = ses.capacity - ses.tokens
+            elapsed = now_ns - ses.last_ns
+            # elapsed * rate may overflow; only the part that fills the bucket counts.
+            if room <= 0 or elapsed >= room // ses.rate + 1:
+                ses.tokens = ses.capacity
+            else:
+                ses.tokens = min(ses.capacity, ses.tokens + elapsed * ses.rate)
+            ses.last_ns = now_ns
+        if ses.tokens < NANO_TOKENS:
+            return self._reject(THROTTLED, LAYER_SESSION, M_ORDERS, ses.rate, ses.capacity // NANO_TOKENS)
+        ses.tokens -= NANO_TOKENS
+        return 0
+
+    cdef int _evaluate(self, int32_t account, int32_t instrument, int side, int ord_type,
+                       int64_t qty, int64_t leaves, int64_t price, int flags, int64_t now_ns,
+                       bint is_new, int64_t* value_price, int64_t* leaves_notional) noexcept:
+        """Every check that does not concern the session, in documented order."""
+        cdef InstrumentInfo* ins
+        cdef AccountLimits* al
+        cdef AccountState* ast
+        cdef CellLimits* cl
+        cdef CellState* cs
+        cdef int64_t cell, ref, band, dev, notional, avail, worst, age, loss
+        cdef int band_layer, ovf = 0
+        cdef DupEntry* dup
+        self.cur_account = account
+        self.cur_instrument = instrument
+        if instrument < 0 or instrument >= self.n_instruments or not self.inst[instrument].known:
+            return self._reject(UNKNOWN_INSTRUMENT, LAYER_NONE, M_NONE, 0, 0)
+        if account < 0 or account >= self.n_accounts or not self.acct_limits[account].known:
+            return self._reject(UNKNOWN_ACCOUNT, LAYER_NONE, M_NONE, 0, 0)
+        ins = &self.inst[instrument]
+        al = &self.acct_limits[account]
+        ast = &self.acct_state[account]
+        cell = <int64_t>account * self.cap_instruments + instrument
+        cl = &self.cell_limits[cell]
+        cs = &self.cell_state[cell]
+
+        # ---- kill switches and tradability
+        if self.firm.killed:
+            return self._reject(KILL_SWITCH, LAYER_FIRM, M_NONE, 0, 0)
+        if al.killed:
+            return self._reject(KILL_SWITCH, LAYER_ACCOUNT, M_NONE, 0, 0)
+        if ins.killed:
+            return self._reject(KILL_SWITCH, LAYER_INSTRUMENT, M_NONE, 0, 0)
+        if not al.active:
+            return self._reject(ACCOUNT_INACTIVE, LAYER_ACCOUNT, M_NONE, 0, 0)
+        if ins.halted:
+            return self._reject(INSTRUMENT_HALTED, LAYER_INSTRUMENT, M_NONE, 0, 0)
+        if cl.restricted:
+            return self._reject(INSTRUMENT_RESTRICTED, cl.restricted, M_NONE, 0, 0)
+        if not cl.entitled:
+            return self._reject(NOT_ENTITLED, LAYER_ACCOUNT, M_NONE, 0, 0)
+
+        # ---- the order's own fields (lot and tick grids were enforced at intake)
+        if side != BUY and side != SELL and side != SELL_SHORT:
+            return self._reject(INVALID_SIDE, LAYER_NONE, M_NONE, 0, side)
+        if ord_type != LIMIT and ord_type != MARKET:
+            return self._reject(INVALID_ORD_TYPE, LAYER_NONE, M_NONE, 0, ord_type)
+        if qty <= 0 or leaves <= 0:
+            return self._reject(INVALID_QTY, LAYER_NONE, M_LOTS, 0, qty)
+        if qty < ins.min_lots:
+            return self._reject(BELOW_MIN_QTY, LAYER_INSTRUMENT, M_LOTS, ins.min_lots, qty)
+        if ord_type == LIMIT:
+            if price == 0:
+                return self._reject(PRICE_REQUIRED, LAYER_NONE, M_TICKS, 0, price)
+            if price < 0:
+                return self._reject(INVALID_PRICE, LAYER_NONE, M_TICKS, 0, price)
+        if side == SELL_SHORT:
+            if not al.allow_short:
+                return self._reject(SHORT_SELL_NOT_ALLOWED, LAYER_ACCOUNT, M_NONE, 0, 0)
+            if not (flags & FLAG_LOCATE):
+                return self._reject(LOCATE_REQUIRED, LAYER_NONE, M_NONE, 0, 0)
+
+        # ---- daily loss gate: state only, no order arithmetic needed
+        loss = -ast.realized_pnl if ast.realized_pnl < 0 else 0
+        if loss > al.max_daily_loss:
+            return self._reject(DAILY_LOSS_LIMIT, LAYER_ACCOUNT, M_MONEY, al.max_daily_loss, loss)
+        loss = -self.firm.realized_pnl if self.firm.realized_pnl < 0 else 0
+        if loss > self.firm.max_daily_loss:
+            return self._reject(DAILY_LOSS_LIMIT, LAYER_FIRM, M_MONEY, self.firm.max_daily_loss, loss)
+
+        # ---- fat finger: quantity
+        if qty > cl.max_order_qty:
+            return self._reject(MAX_ORDER_QTY, cl.layer_qty, M_LOTS, cl.max_order_qty, qty)
+
+        # ---- reference price, collar, valuation price
+        value_price[0] = price
+        if ord_type == MARKET or cl.collar_bps >= 0 or cl.collar_ticks >= 0:
+            ref = ins.ref_price
+            if ref <= 0:
+                return self._reject(NO_REFERENCE_PRICE, LAYER_INSTRUMENT, M_NONE, 0, 0)
+            age = kx_sat_sub(now_ns, ins.ref_ns)
+            if age > ins.max_ref_age_ns:
+                return self._reject(STALE_REFERENCE_PRICE, ins.layer_ref_age, M_NS, ins.max_ref_age_ns, age)
+            band = INT64_MAX
+            band_layer = LAYER_NONE
+            if cl.collar_bps >= 0:
+                band = kx_muldiv(ref, cl.collar_bps, 10000)
+                band_layer = cl.layer_bps
+            if cl.collar_ticks >= 0 and cl.collar_ticks <= band:
+                band = cl.collar_ticks
+                band_layer = cl.layer_ticks
+            if ord_type == LIMIT:
+                dev = price - ref if price > ref else ref - price
+                if dev > band:
+                    return self._reject(PRICE_COLLAR, band_layer, M_TICKS, band, dev)
+            else:
+                # A market order is valued at the far edge of the collar: the
+                # worst price it may fill at if the venue honours the band.
+                if band_layer == LAYER_NONE:
+                    band = 0
+                if side == BUY:
+                    value_price[0] = kx_sat_add(ref, band)
+                else:
+                    value_price[0] = ref - band if ref - band > 1 else 1
+
+        # ---- fat finger: notional (checked in full; an overflow is over the limit)
+        notional = kx_mul3(qty, value_price[0], ins.mult, &ovf)
+        if ovf or notional > cl.max_order_notional:
+            return self._reject(MAX_ORDER_NOTIONAL, cl.layer_notional, M_MONEY, cl.max_order_notional, notional)
+        leaves_notional[0] = kx_mul3(leaves, value_price[0], ins.mult, &ovf)
+
+        # ---- duplicative order, open orders: only a new order adds one
+        if is_new:
+            if self.dup_window_ns > 0 and not (flags & FLAG_INTENDED_DUPLICATE):
+                dup = self._dup_find(account, instrument, side, qty, price)
+                if dup.used and now_ns - dup.last_ns < self.dup_window_ns:
+                    return self._reject(DUPLICATIVE_ORDER, LAYER_FIRM, M_NS, self.dup_window_ns,
+                                        now_ns - dup.last_ns)
+            # Most specific first: that is the limit the account's owner acts on.
+            if cs.open_orders >= cl.max_open:
+                return self._reject(MAX_OPEN_ORDERS, LAYER_ACCOUNT_INSTRUMENT, M_ORDERS, cl.max_open,
+                                    cs.open_orders + 1)
+            if ins.open_orders >= ins.max_open:
+                return self._reject(MAX_OPEN_ORDERS, LAYER_INSTRUMENT, M_ORDERS, ins.max_open,
+                                    ins.open_orders + 1)
+            if ast.open_orders >= al.max_open:
+                return self._reject(MAX_OPEN_ORDERS, LAYER_ACCOUNT, M_ORDERS, al.max_open,
+                                    ast.open_orders + 1)
+            if self.firm.open_orders >= self.firm.max_open:
+                return self._reject(MAX_OPEN_ORDERS, LAYER_FIRM, M_ORDERS, self.firm.max_open,
+                                    self.firm.open_orders + 1)
+
+        # ---- position, counting every working order as filled
+        if side == SELL:
+            avail = cs.position - cs.open_sell
+            if leaves > avail:
+                return self._reject(INSUFFICIENT_POSITION, LAYER_ACCOUNT, M_LOTS, avail if avail > 0 else 0,
+                                    leaves)
+        worst = kx_sat_add(kx_sat_add(cs.position if cs.position >= 0 else -cs.position, cs.open_buy),
+                           kx_sat_add(cs.open_sell, leaves))
+        if worst > cl.max_gross:
+            return self._reject(MAX_GROSS_POSITION, cl.layer_gross, M_LOTS, cl.max_gross, worst)
+        if side == BUY:
+            worst = kx_sat_add(kx_sat_add(cs.position, cs.open_buy), leaves)
+        else:
+            worst = kx_sat_sub(kx_sat_add(cs.open_sell, leaves), cs.position)
+        if worst > cl.max_net:
+            return self._reject(MAX_NET_POSITION, cl.layer_net, M_LOTS, cl.max_net, worst)
+
+        # ---- buying power: buys and short sales spend it
+        if side != SELL:
+            avail = kx_sat_add(kx_sat_add(al.cash, ast.cash_flow), al.credit)
+            avail = kx_sat_sub(kx_sat_sub(avail, ast.reserved), kx_sat_add(ast.short_basis, ast.short_basis))
+            if leaves_notional[0] > avail:
+                return self._reject(INSUFFICIENT_BUYING_POWER, LAYER_ACCOUNT, M_MONEY, avail, leaves_notional[0])
+
+        # ---- daily traded notional, working orders counted as traded
+        worst = kx_sat_add(kx_sat_add(ast.traded_notional, ast.open_notional), leaves_notional[0])
+        if worst > al.max_daily_notional:
+            return self._reject(DAILY_NOTIONAL_LIMIT, LAYER_ACCOUNT, M_MONEY, al.max_daily_notional, worst)
+        worst = kx_sat_add(kx_sat_add(self.firm.traded_notional, self.firm.open_notional), leaves_notional[0])
+        if worst > self.firm.max_daily_notional:
+            return self._reject(DAILY_NOTIONAL_LIMIT, LAYER_FIRM, M_MONEY, self.firm.max_daily_notional, worst)
+        return 0
+
+    cdef void _reserve(self, WorkingOrder* o, int64_t leaves_notional, bint count) noexcept:
+        """Add a working order's worst case to every exposure it counts in."""
+        cdef CellState* cs = &self.cell_state[<int64_t>o.account * self.cap_instruments + o.instrument]
+        cdef AccountState* ast = &self.acct_state[o.account]
+        if o.side == BUY:
+            cs.open_buy += o.leaves
+        else:
+            cs.open_sell += o.leaves
+        if o.side != SELL:
+            ast.reserved = kx_sat_add(ast.reserved, leaves_notional)
+        ast.open_notional = kx_sat_add(ast.open_notional, leaves_notional)
+        self.firm.open_notional = kx_sat_add(self.firm.open_notional, leaves_notional)
+        if count:
+            cs.open_orders += 1
+            ast.open_orders += 1
+            self.inst[o.instrument].open_orders += 1
+            self.sessions[o.session].open_orders += 1
+            self.firm.open_orders += 1
+
+    cdef void _release(self, WorkingOrder* o, int64_t lots, bint count) noexcept:
+        """Take ``lots`` of a working order's reservation back out."""
+        cdef CellState* cs = &self.cell_state[<int64_t>o.account * self.cap_instruments + o.instrument]
+        cdef AccountState* ast = &self.acct_state[o.account]
+        cdef int ovf = 0
+        cdef int64_t part = kx_mul3(lots, o.value_price, self.inst[o.instrument].mult, &ovf)
+        if o.side == BUY:
+            cs.open_buy -= lots
+        else:
+            cs.open_sell -= lots
+        if o.side != SELL:
+            ast.reserved = kx_sat_sub(ast.reserved, part)
+        ast.open_notional = kx_sat_sub(ast.open_notional, part)
+        self.firm.open_notional = kx_sat_sub(self.firm.open_notional, part)
+        if count:
+            cs.open_orders -= 1
+            ast.open_orders -= 1
+            self.inst[o.instrument].open_orders -= 1
+            self.sessions[o.session].open_orders -= 1
+            self.firm.open_orders -= 1
+
+    cdef int check_new_c(self, int64_t order_key, int32_t session, int32_t account,
+                         int32_t instrument, int side, int ord_type, int64_t qty,
+                         int64_t price, int flags, int64_t cl_ord_hash,
+                         int64_t now_ns) except -1:
+        cdef int reason
+        cdef int64_t value_price = 0, leaves_notional = 0, h
+        cdef int32_t slot
+        cdef WorkingOrder* o
+        self.cur_session = session
+        self.cur_account = account
+        self.cur_instrument = instrument
+        if session < 0 or session >= self.n_sessions or not self.sessions[session].known:
+            return self._reject(UNKNOWN_SESSION, LAYER_SESSION, M_NONE, 0, 0)
+        # Throttle and cl_ord_id come first and apply to every message, even
+        # one rejected further down: they guard the intake, not the exposure.
+        reason = self._throttle(&self.sessions[session], now_ns)
+        if reason == 0 and self._clord_add(session, cl_ord_hash):
+            reason = self._reject(DUPLICATE_CL_ORD_ID, LAYER_SESSION, M_NONE, 0, 0)
+        if reason:
+            return reason
+        if self._find(order_key) >= 0:
+            raise ValueError(f"order_key {order_key} is already working")
+        reason = self._evaluate(account, instrument, side, ord_type, qty, qty, price, flags, now_ns,
+                                True, &value_price, &leaves_notional)
+        if reason:
+            return reason
+        # Passed: the order is working from now on.
+        if self.dup_window_ns > 0:
+            self._dup_record(account, instrument, side, qty, price, now_ns)
+        if self.orders_free < 0:
+            self._grow_orders(self.orders_cap * 2)
+        if (self.n_orders + 1) * 2 > self.omask:
+            self._set_order_index((self.omask + 1) * 2)
+        slot = self.orders_free
+        o = &self.orders[slot]
+        self.orders_free = o.next_free
+        o.key = order_key
+        o.qty = qty
+        o.leaves = qty
+        o.price = price
+        o.value_price = value_price
+        o.session = session
+        o.account = account
+        o.instrument = instrument
+        o.side = <uint8_t>side
+        o.ord_type = <uint8_t>ord_type
+        o.flags = <uint8_t>flags
+        o.used = 1
+        o.next_free = -1
+        h = <int64_t>(kx_mix(<uint64_t>order_key) & <uint64_t>self.omask)
+        while self.oslots[h] >= 0:
+            h = (h + 1) & self.omask
+        self.okeys[h] = order_key
+        self.oslots[h] = slot
+        self.n_orders += 1
+        self._reserve(o, leaves_notional, True)
+        return 0
+
+    cdef int _remove(self, int32_t slot) noexcept:
+        cdef WorkingOrder* o = &self.orders[slot]
+        self._index_remove(o.key)
+        o.used = 0
+        o.next_free = self.orders_free
+        self.orders_free = slot
+        self.n_orders -= 1
+        return 0
+
+    cdef int on_fill_c(self, int64_t order_key, int64_t qty, int64_t price) except -1:
+        cdef int32_t slot = self._find(order_key)
+        cdef WorkingOrder* o
+        cdef CellState* cs
+        cdef AccountState* ast
+        cdef int64_t value, size, portion, pnl, rest, short_before
+        cdef int ovf = 0
+        if slot < 0:
+            return UNKNOWN_ORDER
+        o = &self.orders[slot]
+        if qty <= 0 or qty > o.leaves:
+            return INVALID_QTY
+        if price <= 0:
+            return INVALID_PRICE
+        cs = &self.cell_state[<int64_t>o.account * self.cap_instruments + o.instrument]
+        ast = &self.acct_state[o.account]
+        self._release(o, qty, False)
+        o.leaves -= qty
+        value = kx_mul3(qty, price, self.inst[o.instrument].mult, &ovf)
+        ast.traded_notional = kx_sat_add(ast.traded_notional, value)
+        self.firm.traded_notional = kx_sat_add(self.firm.traded_notional, value)
+        short_before = cs.cost if cs.position < 0 else 0
+        pnl = 0
+        if o.side == BUY:
+            ast.cash_flow = kx_sat_sub(ast.cash_flow, value)
+            if cs.position >= 0:
+                cs.cost = kx_sat_add(cs.cost, value)
+                cs.position += qty
+            else:
+                pnl = self._close(cs, qty, price, self.inst[o.instrument].mult, -1)
+        else:
+            ast.cash_flow = kx_sat_add(ast.cash_flow, value)
+            if cs.position <= 0:
+                cs.cost = kx_sat_add(cs.cost, value)
+                cs.position -= qty
+            else:
+                pnl = self._close(cs, qty, price, self.inst[o.instrument].mult, 1)
+        ast.realized_pnl = kx_sat_add(ast.realized_pnl, pnl)
+        self.firm.realized_pnl = kx_sat_add(self.firm.realized_pnl, pnl)
+        ast.short_basis = kx_sat_add(kx_sat_sub(ast.short_basis, short_before),
+                                     cs.cost if cs.position < 0 else 0)
+        if o.leaves == 0:
+            self._release(o, 0, True)
+            self._remove(slot)
+        return 0
+
+    cdef int64_t _close(self, CellState* cs, int64_t qty, int64_t price, int64_t mult,
+                        int long_side) noexcept:
+        """Reduce a position against a fill; the realized P&L of the closed part.
+
+        ``long_side`` is 1 when a sell closes a long, -1 when a buy closes a
+        short. The closed part takes its share of the cost, rounded down;
+        whatever is left over flips the position at the fill price.
+        """
+        cdef int64_t size = cs.position if cs.position > 0 else -cs.position
+        cdef int64_t closed = qty if qty < size else size
+        cdef int64_t portion = kx_muldiv(cs.cost, closed, size) if closed < size else cs.cost
+        cdef int ovf = 0
+        cdef int64_t value = kx_mul3(closed, price, mult, &ovf)
+        cdef int64_t pnl = kx_sat_sub(value, portion) if long_side > 0 else kx_sat_sub(portion, value)
+        cs.cost -= portion
+        cs.position -= long_side * closed
+        if qty > closed:
+            cs.cost = kx_mul3(qty - closed, price, mult, &ovf)
+            cs.position = -long_side * (qty - closed)
+        return pnl
+
+    cdef int on_done_c(self, int64_t order_key) except -1:
+        cdef int32_t slot = self._find(order_key)
+        if slot < 0:
+            return UNKNOWN_ORDER
+        self._release(&self.orders[slot], self.orders[slot].leaves, True)
+        self._remove(slot)
+        return 0
+
+    cdef int on_replace_c(self, int64_t order_key, int64_t new_qty, int64_t new_price,
+                          int64_t cl_ord_hash, int64_t now_ns) except -1:
+        cdef int32_t slot = self._find(order_key)
+        cdef WorkingOrder* o
+        cdef int reason
+        cdef int64_t cum, leaves, value_price = 0, leaves_notional = 0, old_leaves, old_notional
+        cdef int ovf = 0
+        if slot < 0:
+            self.cur_account = self.cur_instrument = self.cur_session = -1
+            return self._reject(UNKNOWN_ORDER, LAYER_NONE, M_NONE, 0, 0)
+        o = &self.orders[slot]
+        self.cur_session = o.session
+        self.cur_account = o.account
+        self.cur_instrument = o.instrument
+        reason = self._throttle(&self.sessions[o.session], now_ns)
+        if reason == 0 and self._clord_add(o.session, cl_ord_hash):
+            reason = self._reject(DUPLICATE_CL_ORD_ID, LAYER_SESSION, M_NONE, 0, 0)
+        if reason:
+            return reason
+        cum = o.qty - o.leaves
+        leaves = new_qty - cum
+        if leaves <= 0:
+            return self._reject(REPLACE_QTY_NOT_ABOVE_FILLED, LAYER_NONE, M_LOTS, cum, new_qty)
+        # Judge the new order against exposure without the old one in it.
+        old_leaves = o.leaves
+        old_notional = kx_mul3(old_leaves, o.value_price, self.inst[o.instrument].mult, &ovf)
+        self._release(o, old_leaves, False)
+        reason = self._evaluate(o.account, o.instrument, o.side, o.ord_type, new_qty, leaves,
+                                new_price if o.ord_type == LIMIT else o.price, o.flags, now_ns,
+                                False, &value_price, &leaves_notional)
+        if reason:
+            self._reserve(o, old_notional, False)
+            return reason
+        o.qty = new_qty
+        o.leaves = leaves
+        if o.ord_type == LIMIT:
+            o.price = new_price
+        o.value_price = value_price
+        self._reserve(o, leaves_notional, False)
+        return 0
+
+    # ------------------------------------------------------------ engine API
+    def check_new(self, int64_t order_key, int32_t session, int32_t account, int32_t instrument,
+                  int side, int ord_type, int64_t qty, int64_t price, int flags,
+                  int64_t cl_ord_hash, int64_t now_ns):
+        """Run every pre-trade check on a new order; on a pass it becomes working.
+
+        Parameters
+        ----------
+        order_key : int
+            The engine's unique id for the order (used by ``on_fill`` etc.).
+        session, account, instrument : int
+            Indices from ``session_index``, ``account_index``, ``instrument_index``.
+        side : int
+            ``Side`` (BUY, SELL, SELL_SHORT).
+        ord_type : int
+            ``OrdType`` (MARKET, LIMIT).
+        qty : int
+            Order quantity in lots.
+        price : int
+            Limit price in ticks (ignored for MARKET).
+        flags : int
+            ``RiskFlag`` bits (FLAG_LOCATE, FLAG_INTENDED_DUPLICATE).
+        cl_ord_hash : int
+            64-bit hash of the client's cl_ord_id (duplicate check per session).
+        now_ns : int
+            Time of the order, nanoseconds.
+
+        Returns
+        -------
+        int
+            0 on a pass, else a ``RejectReason``; ``last_reject_text()`` then
+            explains it.
+
+        Raises
+        ------
+        ValueError
+            If ``order_key`` is already working (an engine bug, not a denial).
+        """
+        return self.check_new_c(order_key, session, account, instrument, side, ord_type, qty,
+                                price, flags, cl_ord_hash, now_ns)
+
+    def check_new_batch(self, const int64_t[:, ::1] orders not None, uint16_t[::1] out not None):
+        """``check_new`` over rows of an int64 array (columns ``BATCH_COLUMNS``).
+
+        For journal replay and benchmarks: the whole loop runs in C. Writes
+        each row's reason into ``out`` and returns how many passed.
+        """
+        cdef Py_ssize_t n = orders.shape[0], k
+        cdef Py_ssize_t passed = 0
+        if orders.shape[1] != 11 or out.shape[0] < n:
+            raise ValueError("orders must be (n, 11) int64 and out at least n long")
+        for k in range(n):
+            out[k] = <uint16_t>self.check_new_c(orders[k, 0], <int32_t>orders[k, 1], <int32_t>orders[k, 2],
+                                                <int32_t>orders[k, 3], <int>orders[k, 4], <int>orders[k, 5],
+                                                orders[k, 6], orders[k, 7], <int>orders[k, 8],
+                                                orders[k, 9], orders[k, 10])
+            passed += out[k] == 0
+        return passed
+
+    def on_fill(self, int64_t order_key, int64_t qty, int64_t price):
+        """Apply a fill (``qty`` lots at ``price`` ticks) of a working order.
+
+        Returns
+        -------
+        int
+            0, or ``UNKNOWN_ORDER`` / ``INVALID_QTY`` (more than leaves) /
+            ``INVALID_PRICE``, in which case nothing changed.
+        """
+        return self.on_fill_c(order_key, qty, price)
+
+    def on_cancel(self, int64_t order_key):
+        """The order is canceled (or expired): its remaining exposure is released.
+
+        Returns 0 or ``UNKNOWN_ORDER``.
+        """
+        return self.on_done_c(order_key)
+
+    def on_reject(self, int64_t order_key):
+        """A downstream reject (router, venue) of an order risk had passed.
+
+        Returns 0 or ``UNKNOWN_ORDER``.
+        """
+        return self.on_done_c(order_key)
+
+    def on_replace(self, int64_t order_key, int64_t new_qty, int64_t new_price,
+                   int64_t cl_ord_hash, int64_t now_ns):
+        """Check and apply a cancel/replace of a working order.
+
+        Parameters
+        ----------
+        new_qty : int
+            The new order quantity (cum + leaves, as in FIX), lots.
+        new_price : int
+            The new limit price (ignored for MARKET orders).
+        cl_ord_hash : int
+            Hash of the replace request's new cl_ord_id.
+
+        Returns
+        -------
+        int
+            0 when the replace passed and is applied; else a reason and the
+            order keeps its old quantity and price.
+        """
+        return self.on_replace_c(order_key, new_qty, new_price, cl_ord_hash, now_ns)
+
+    def set_reference_price(self, int32_t instrument, int64_t price, int64_t now_ns):
+        """Market data: last trade or mid, in ticks, as of ``now_ns``."""
+        if instrument < 0 or instrument >= self.n_instruments:
+            raise IndexError(f"instrument index {instrument} out of range")
+        if price <= 0:
+            raise ValueError("reference price must be positive")
+        self.inst[instrument].ref_price = price
+        self.inst[instrument].ref_ns = now_ns
+
+    def last_reject(self):
+        """The last reject as a dict: reason, layer, limit, value and names."""
+        cdef RejectDetail d = self.detail
+        return {
+            "reason": RejectReason(d.reason) if d.reason else RejectReason.REJ_NONE,
+            "layer": LimitLayer(d.layer),
+            "limit": d.limit,
+            "value": d.value,
+            "account": self._name(self._account_names, d.account),
+            "instrument": self._name(self._instrument_names, d.instrument),
+            "session": self._name(self._session_names, d.session),
+        }
+
+    def last_reject_text(self):
+        """Human-actionable text for the last reject (built only when asked)."""
+        return self.reject_text(self.detail.reason)
+
+    def reject_text(self, int reason):
+        """Text for ``reason`` using the detail of the last reject."""
+        cdef RejectDetail d = self.detail
+        try:
+            name = RejectReason(reason).name
+        except ValueError:
+            name = str(reason)
+        template = _REASON_TEXT.get(reason, "rejected")
+        account = self._name(self._account_names, d.account)
+        symbol = self._name(self._instrument_names, d.instrument)
+        session = self._name(self._session_names, d.session)
+        layer = {LAYER_FIRM: "firm",
+                 LAYER_ACCOUNT: f"account {account}",
+                 LAYER_INSTRUMENT: f"instrument {symbol}",
+                 LAYER_ACCOUNT_INSTRUMENT: f"account {account} in {symbol}",
+                 LAYER_SESSION: f"session {session}"}.get(d.layer, "")
+        text = template.format(layer=layer, limit=self._show(d.measure, d.limit, symbol),
+                               value=self._show(d.measure, d.value, symbol))
+        return f"{name}: {text} [account {account}, instrument {symbol}, session {session}]"
+
+    cdef str _name(self, list names, int32_t index):
+        return names[index] if 0 <= index < len(names) else f"#{index}"
+
+    cdef str _show(self, int measure, int64_t value, str symbol):
+        if value == INT64_MAX:
+            return "(out of range)"
+        if measure == M_MONEY:
+            return f"{(Decimal(value) * Decimal(self._money_unit_text())).normalize():f}"
+        if measure == M_LOTS:
+            grid = self._instruments.get(symbol)
+            return f"{value} lots" if grid is None else f"{grid.lots_to_qty(value)} ({value} lots)"
+        if measure == M_TICKS:
+            return f"{value} ticks"
+        if measure == M_NS:
+            return f"{Decimal(value) / 1000000} ms"
+        return str(value)
+
+    cdef str _money_unit_text(self):
+        return str(self._config.get("firm", {}).get("money_unit", DEFAULT_MONEY_UNIT))
+
+    # ------------------------------------------------------------ names and indices
+    def account_index(self, str name):
+        """Index of a configured account (stable for the engine's lifetime).
+
+        Raises
+        ------
+        KeyError
+            If the account was never configured.
+        """
+        return self._account_ix[name]
+
+    def instrument_index(self, str symbol):
+        """Index of a configured instrument; raises KeyError if unknown."""
+        return self._instrument_ix[symbol]
+
+    def session_index(self, str name):
+        """Index of a client session, registering it on first use.
+
+        A session gets its throttle from ``sessions.<name>`` or the firm
+        defaults. Its index never changes.
+        """
+        cdef int32_t ix
+        if name in self._session_ix:
+            return self._session_ix[name]
+        ix = self.n_sessions
+        self._ensure_dims(self.n_accounts, self.n_instruments, ix + 1)
+        self._session_ix[name] = ix
+        self._session_names.append(name)
+        self.n_sessions = ix + 1
+        memset(&self.sessions[ix], 0, sizeof(SessionState))
+        self.sessions[ix].known = 1
+        self._set_throttle(ix, self._plan_cache, True)
+        return ix
+
+    def instrument(self, str symbol):
+        """The ``ext.instrument.Instrument`` grid of a configured symbol."""
+        return self._instruments[symbol]
+
+    @property
+    def accounts(self):
+        return list(self._account_names)
+
+    @property
+    def instruments(self):
+        return list(self._instrument_names)
+
+    @property
+    def session_names(self):
+        return list(self._session_names)
+
+    @property
+    def n_working(self):
+        """Number of working orders risk holds."""
+        return self.n_orders
+
+    # ------------------------------------------------------------ configuration
+    def reload(self, dict config, int64_t now_ns=0, str actor="admin"):
+        """Replace the whole configuration at run time.
+
+        Counters, positions, working orders, kill switches and sessions are
+        kept. Accounts and instruments new to the config are added; ones left
+        out keep their state but are rejected as unknown. The new config is
+        checked in full before anything changes.
+
+        Raises
+        ------
+        ConfigError
+            If the new configuration is invalid (nothing is changed).
+        """
+        self._apply(config, now_ns, "reload", actor)
+
+    def update(self, dict changes, int64_t now_ns=0, str actor="admin"):
+        """Merge ``changes`` (same shape as the config) into the current config.
+
+        The admin-message form of :meth:`reload`: e.g.
+        ``{"accounts": {"A1": {"max_order_qty": 500}}}``.
+        """
+        self._apply(_merge(self._config, changes), now_ns, "update", actor)
+
+    @property
+    def config(self):
+        """The configuration in force (a deep copy)."""
+        return _merge({}, self._config)
+
+    cdef int _apply(self, dict config, int64_t now_ns, str action, str actor) except -1:
+        cdef _Plan plan = _plan(config)
+        cdef int32_t a, i, s
+        cdef InstrumentInfo* ins
+        cdef AccountLimits* al
+        for symbol in plan.instruments:
+            if symbol not in self._instrument_ix:
+                self._instrument_ix[symbol] = len(self._instrument_names)
+                self._instrument_names.append(symbol)
+        for name in plan.accounts:
+            if name not in self._account_ix:
+                self._account_ix[name] = len(self._account_names)
+                self._account_names.append(name)
+        self._ensure_dims(len(self._account_names), len(self._instrument_names), self.n_sessions)
+        self.n_accounts = len(self._account_names)
+        self.n_instruments = len(self._instrument_names)
+        self._config = _merge({}, config)
+        self._plan_cache = plan
+        self._instruments = {sym: entry["grid"] for sym, entry in plan.instruments.items()}
+        f = plan.firm
+
+        self.firm.max_open = f.get("max_open_orders", UNLIMITED)
+        self.firm.max_daily_notional = f.get("max_daily_notional", UNLIMITED)
+        self.firm.max_daily_loss = f.get("max_daily_loss", UNLIMITED)
+        self.dup_window_ns = f["duplicative_window_ns"]
+
+        for i, symbol in enumerate(self._instrument_names):
+            e = plan.instruments.get(symbol)
+            ins = &self.inst[i]
+            ins.known = e is not None
+            if e is None:
+                continue
+            ins.min_lots = e["grid"].min_lots
+            ins.mult = e["mult"]
+            ins.max_open = e.get("max_open_orders", UNLIMITED)
+            ins.halted = (ins.halted & HALT_RUNTIME) | (HALT_CONFIG if e["halted"] else 0)
+            ins.max_ref_age_ns, ins.layer_ref_age = _tightest([
+                (f["max_reference_age_ns"], LAYER_FIRM),
+                (e.get("max_reference_age_ns"), LAYER_INSTRUMENT)])
+
+        for a, name in enumerate(self._account_names):
+            e = plan.accounts.get(name)
+            al = &self.acct_limits[a]
+            al.known = e is not None
+            if e is None:
+                continue
+            al.active = e["active"]
+            al.allow_short = e["allow_short"]
+            al.cash = e["cash"]
+            al.credit = e["credit"]
+            al.max_open = e.get("max_open_orders", UNLIMITED)
+            al.max_daily_notional = e.get("max_daily_notional", UNLIMITED)
+            al.max_daily_loss = e.get("max_daily_loss", UNLIMITED)
+            for i, symbol in enumerate(self._instrument_names):
+                ie = plan.instruments.get(symbol)
+                if ie is None:
+                    continue
+                self._set_cell(a, i, symbol, f, e, ie, e["cells"].get(symbol, {}))
+
+        for s, name in enumerate(self._session_names):
+            self._set_throttle(s, plan, False)
+
+        self._audit(now_ns, action, "config", None, actor, "",
+                    {"accounts": len(plan.accounts), "instruments": len(plan.instruments)})
+        return 0
+
+    cdef int _set_cell(self, int32_t a, int32_t i, str symbol, dict f, dict acct, dict ins,
+                       dict cell) except -1:
+        cdef CellLimits* cl = &self.cell_limits[<int64_t>a * self.cap_instruments + i]
+        grid = ins["grid"]
+        layers = ((f, LAYER_FIRM), (acct, LAYER_ACCOUNT), (ins, LAYER_INSTRUMENT),
+                  (cell, LAYER_ACCOUNT_INSTRUMENT))
+        cl.max_order_qty, cl.layer_qty = _tightest([(_lots(d.get("max_order_qty"), grid), l) for d, l in layers])
+        cl.max_gross, cl.layer_gross = _tightest([(_lots(d.get("max_gross_position"), grid), l) for d, l in layers])
+        cl.max_net, cl.layer_net = _tightest([(_lots(d.get("max_net_position"), grid), l) for d, l in layers])
+        cl.max_order_notional, cl.layer_notional = _tightest([(d.get("max_order_notional"), l) for d, l in layers])
+        # max_open_orders at firm, account and instrument layers counts each
+        # layer's own orders; only the account-instrument value is per cell.
+        cl.max_open, cl.layer_open = _tightest([(cell.get("max_open_orders"), LAYER_ACCOUNT_INSTRUMENT)])
+        bps, cl.layer_bps = _tightest([(d.get("collar_bps"), l) for d, l in layers])
+        cl.collar_bps = -1 if cl.layer_bps == LAYER_NONE else bps
+        ticks, cl.layer_ticks = _tightest([(d.get("collar_ticks"), l) for d, l in layers])
+        cl.collar_ticks = -1 if cl.layer_ticks == LAYER_NONE else ticks
+        ent = acct["entitlements"]
+        cl.entitled = ent is None or symbol in ent
+        cl.restricted = (LAYER_ACCOUNT if symbol in acct["restricted"] else
+                         LAYER_FIRM if symbol in f["restricted"] else LAYER_NONE)
+        return 0
+
+    cdef int _set_throttle(self, int32_t s, object plan, bint fresh) except -1:
+        cdef SessionState* ses = &self.sessions[s]
+        e = plan.sessions.get(self._session_names[s])
+        rate = plan.firm["throttle_rate"] if e is None else e["throttle_rate"]
+        burst = plan.firm["throttle_burst"] if e is None else e["throttle_burst"]
+        ses.rate = rate
+        ses.capacity = NANO_TOKENS * min(burst, INT64_MAX // NANO_TOKENS)
+        if fresh or ses.tokens > ses.capacity:
+            ses.tokens = ses.capacity
+        return 0
+
+    # ------------------------------------------------------------ admin
+    def set_halted(self, str symbol, bint halted, int64_t now_ns, str actor="admin", str reason=""):
+        """Halt or resume an instrument at run time (kept across reloads)."""
+        cdef int32_t i = self._instrument_ix[symbol]
+        if halted:
+            self.inst[i].halted |= HALT_RUNTIME
+        else:
+            self.inst[i].halted &= ~HALT_RUNTIME
+        self._audit(now_ns, "halt" if halted else "resume", "instrument", symbol, actor, reason, {})
+
+    def engage_kill_switch(self, str scope, str target=None, *, int64_t now_ns, str actor, str reason=""):
+        """Stop new orders for the firm, an account or an instrument.
+
+        Parameters
+        ----------
+        scope : {"global", "account", "instrument"}
+        target : str
+            Account name or symbol (not used for ``"global"``).
+        now_ns : int
+        actor : str
+            Who pulled it (recorded in the audit log).
+        reason : str
+
+        Returns
+        -------
+        list of int
+            Keys of the working orders in scope, for the engine to cancel
+            (their exposure stays until each ``on_cancel``).
+        """
+        keys = self._kill(scope, target, True)
+        self._audit(now_ns, "kill_switch_engage", scope, target, actor, reason, {"orders": len(keys)})
+        return keys
+
+    def release_kill_switch(self, str scope, str target=None, *, int64_t now_ns, str actor, str reason=""):
+        """Allow new orders again in ``scope``; logged and audited."""
+        self._kill(scope, target, False)
+        self._audit(now_ns, "kill_switch_release", scope, target, actor, reason, {})
+
+    cdef list _kill(self, str scope, object target, bint engage):
+        cdef int32_t ix = -1
+        cdef int kind
+        if scope == "global":
+            kind = 0
+            self.firm.killed = engage
+        elif scope == "account":
+            kind = 1
+            ix = self._account_ix[target]
+            self.acct_limits[ix].killed = engage
+        elif scope == "instrument":
+            kind = 2
+            ix = self._instrument_ix[target]
+            self.inst[ix].killed = engage
+        else:
+            raise ValueError(f"scope must be 'global', 'account' or 'instrument', not {scope!r}")
+        return self._working_keys(kind, ix) if engage else []
+
+    def kill_switches(self):
+        """What is engaged now: ``{"global": bool, "accounts": [...], "instruments": [...]}``."""
+        return {"global": bool(self.firm.killed),
+                "accounts": [n for a, n in enumerate(self._account_names) if self.acct_limits[a].killed],
+                "instruments": [s for i, s in enumerate(self._instrument_names) if self.inst[i].killed]}
+
+    def cancel_on_disconnect(self, str session, int64_t now_ns=0):
+        """Keys of the working orders of ``session``, to mass-cancel on disconnect.
+
+        Logged and audited; exposure is released as the engine reports each
+        cancel with ``on_cancel``.
+        """
+        ix = self._session_ix[session]
+        keys = self._working_keys(3, ix)
+        self._audit(now_ns, "cancel_on_disconnect", "session", session, "engine", "", {"orders": len(keys)})
+        return keys
+
+    cdef list _working_keys(self, int kind, int32_t ix):
+        """Working order keys: 0 all, 1 by account, 2 by instrument, 3 by session."""
+        cdef list keys = []
+        cdef int32_t k
+        cdef WorkingOrder* o
+        for k in range(self.orders_cap):
+            o = &self.orders[k]
+            if not o.used:
+                continue
+            if (kind == 0 or (kind == 1 and o.account == ix) or (kind == 2 and o.instrument == ix)
+                    or (kind == 3 and o.session == ix)):
+                keys.append(o.key)
+        keys.sort()
+        return keys
+
+    def reset_daily(self, int64_t now_ns, str actor="engine"):
+        """Start a new trading day.
+
+        Zeroes traded notional and realized P&L (account and firm), and
+        forgets the day's cl_ord_ids and duplicative-order history. Positions,
+        cost basis, cash and working orders carry over.
+        """
+        cdef int32_t a
+        for a in range(self.n_accounts):
+            self.acct_state[a].traded_notional = 0
+            self.acct_state[a].realized_pnl = 0
+        self.firm.traded_notional = 0
+        self.firm.realized_pnl = 0
+        PyMem_Free(self.clord)
+        self.clord = NULL
+        self.clord_used = 0
+        self._set_clord(2048)
+        PyMem_Free(self.dup)
+        self.dup = NULL
+        self.dup_used = 0
+        self.dup_purge_at = 1024
+        self._set_dup(2048)
+        self._audit(now_ns, "reset_daily", "global", None, actor, "", {})
+
+    cdef int _audit(self, int64_t now_ns, str action, str scope, object target, str actor,
+                    str reason, dict extra) except -1:
+        entry = {"ts_ns": now_ns, "action": action, "scope": scope, "target": target,
+                 "actor": actor, "reason": reason}
+        entry.update(extra)
+        self.audit_log.append(entry)
+        # Kill switches and halts are what an operator must see; config and
+        # day rolls are routine.
+        level = logging.WARNING if action.startswith(("kill", "halt", "cancel")) else logging.INFO
+        _log.log(level, "risk %s %s %s", action, scope, target or "", extra={"risk_event": entry})
+        return 0
+
+    # ------------------------------------------------------------ inspection
+    def exposure(self, int32_t account, int32_t instrument):
+        """Exposure of one account in one instrument (lots and money units)."""
+        if not (0 <= account < self.n_accounts and 0 <= instrument < self.n_instruments):
+            raise IndexError("account or instrument index out of range")
+        cdef CellState* cs = &self.cell_state[<int64_t>account * self.cap_instruments + instrument]
+        return {"position": cs.position, "open_buy": cs.open_buy, "open_sell": cs.open_sell,
+                "cost": cs.cost, "open_orders": cs.open_orders}
+
+    def account_state(self, int32_t account):
+        """Money and counters of one account (money units)."""
+        if not 0 <= account < self.n_accounts:
+            raise IndexError("account index out of range")
+        cdef AccountState* s = &self.acct_state[account]
+        cdef AccountLimits* l = &self.acct_limits[account]
+        return {"cash_flow": s.cash_flow, "reserved": s.reserved, "short_basis": s.short_basis,
+                "open_notional": s.open_notional, "open_orders": s.open_orders,
+                "traded_notional": s.traded_notional, "realized_pnl": s.realized_pnl,
+                "buying_power": kx_sat_sub(kx_sat_sub(kx_sat_add(kx_sat_add(l.cash, s.cash_flow), l.credit),
+                                                      s.reserved), kx_sat_add(s.short_basis, s.short_basis))}
+
+    def working_order(self, int64_t order_key):
+        """A working order as a dict, or None."""
+        cdef int32_t slot = self._find(order_key)
+        if slot < 0:
+            return None
+        cdef WorkingOrder* o = &self.orders[slot]
+        return {"key": o.key, "session": o.session, "account": o.account, "instrument": o.instrument,
+                "side": o.side, "ord_type": o.ord_type, "qty": o.qty, "leaves": o.leaves,
+                "price": o.price, "value_price": o.value_price, "flags": o.flags}
+
+    # ------------------------------------------------------------ snapshot
+    def snapshot(self):
+        """Every piece of mutable state as plain Python values, canonically ordered.
+
+        Two engines built from the same config and the same calls give equal
+        snapshots; ``restore`` loads one into an engine with the same config.
+        """
+        cdef int32_t a, i, s
+        cdef int64_t j
+        cdef CellState* cs
+        cdef WorkingOrder* o
+        cdef AccountState* st
+        cells = []
+        for a in range(self.n_accounts):
+            for i in range(self.n_instruments):
+                cs = &self.cell_state[<int64_t>a * self.cap_instruments + i]
+                if cs.position or cs.open_buy or cs.open_sell or cs.cost or cs.open_orders:
+                    cells.append([a, i, cs.position, cs.open_buy, cs.open_sell, cs.cost, cs.open_orders])
+        orders = []
+        for j in range(self.orders_cap):
+            if self.orders[j].used:
+                o = &self.orders[j]
+                orders.append([o.key, o.session, o.account, o.instrument, o.side, o.ord_type,
+                               o.qty, o.leaves, o.price, o.value_price, o.flags])
+        orders.sort()
+        account_state = []
+        for a in range(self.n_accounts):
+            st = &self.acct_state[a]
+            account_state.append([st.cash_flow, st.reserved, st.short_basis, st.open_notional,
+                                  st.open_orders, st.traded_notional, st.realized_pnl])
+        clord = sorted([self.clord[j].session, self.clord[j].cl_ord_hash]
+                       for j in range(self.clord_mask + 1) if self.clord[j].used)
+        dup = sorted([self.dup[j].account, self.dup[j].instrument, self.dup[j].side,
+                      self.dup[j].qty, self.dup[j].price, self.dup[j].last_ns]
+                     for j in range(self.dup_mask + 1) if self.dup[j].used)
+        return {
+            "accounts": list(self._account_names),
+            "instruments": list(self._instrument_names),
+            "sessions": list(self._session_names),
+            "firm": [self.firm.open_orders, self.firm.open_notional, self.firm.traded_notional,
+                     self.firm.realized_pnl, int(self.firm.killed)],
+            "account_state": account_state,
+            "account_killed": [int(self.acct_limits[a].killed) for a in range(self.n_accounts)],
+            "instrument_state": [[self.inst[i].ref_price, self.inst[i].ref_ns, self.inst[i].open_orders,
+                                  int(self.inst[i].halted & HALT_RUNTIME), int(self.inst[i].killed)]
+                                 for i in range(self.n_instruments)],
+            "session_state": [[self.sessions[s].tokens, self.sessions[s].last_ns, self.sessions[s].open_orders]
+                              for s in range(self.n_sessions)],
+            "cells": cells,
+            "orders": orders,
+            "cl_ord_ids": clord,
+            "duplicative": dup,
+            "duplicative_purge_at": self.dup_purge_at,
+        }
+
+    def restore(self, dict snap):
+        """Load a ``snapshot()`` into this engine (same config), replacing its state.
+
+        Raises
+        ------
+        ValueError
+            If the snapshot's accounts or instruments are not this engine's.
+        """
+        cdef int32_t a, i, s, slot
+        cdef int64_t h
+        cdef AccountState* st
+        cdef InstrumentInfo* ins
+        cdef CellState* cs
+        cdef WorkingOrder* o
+        cdef DupEntry* e
+        if snap["accounts"] != self._account_names or snap["instruments"] != self._instrument_names:
+            raise ValueError("snapshot was taken with other accounts or instruments")
+        for name in snap["sessions"]:
+            self.session_index(name)
+        if snap["sessions"] != self._session_names:
+            raise ValueError("snapshot sessions do not match this engine's")
+        (self.firm.open_orders, self.firm.open_notional, self.firm.traded_notional,
+         self.firm.realized_pnl, self.firm.killed) = snap["firm"]
+        for a, row in enumerate(snap["account_state"]):
+            st = &self.acct_state[a]
+            (st.cash_flow, st.reserved, st.short_basis, st.open_notional, st.open_orders,
+             st.traded_notional, st.realized_pnl) = row
+            self.acct_limits[a].killed = snap["account_killed"][a]
+        for i, row in enumerate(snap["instrument_state"]):
+            ins = &self.inst[i]
+            ins.ref_price, ins.ref_ns, ins.open_orders = row[0], row[1], row[2]
+            ins.halted = (ins.halted & HALT_CONFIG) | (HALT_RUNTIME if row[3] else 0)
+            ins.killed = row[4]
+        for s, row in enumerate(snap["session_state"]):
+            self.sessions[s].tokens, self.sessions[s].last_ns, self.sessions[s].open_orders = row
+        memset(self.cell_state, 0, <size_t>self.cap_accounts * self.cap_instruments * sizeof(CellState))
+        for row in snap["cells"]:
+            cs = &self.cell_state[<int64_t>row[0] * self.cap_instruments + row[1]]
+            cs.position, cs.open_buy, cs.open_sell, cs.cost, cs.open_orders = row[2:]
+        # Orders: rebuild pool and index from scratch.
+        PyMem_Free(self.orders)
+        self.orders = NULL
+        self.orders_cap = 0
+        self.orders_free = -1
+        self.n_orders = 0
+        size = 1024
+        while size < len(snap["orders"]) + 1:
+            size *= 2
+        self._grow_orders(size)
+        PyMem_Free(self.okeys)
+        PyMem_Free(self.oslots)
+        self.okeys = NULL
+        self.oslots = NULL
+        self.omask = 0
+        self._set_order_index(size * 2)
+        for row in snap["orders"]:
+            slot = self.orders_free
+            o = &self.orders[slot]
+            self.orders_free = o.next_free
+            (o.key, o.session, o.account, o.instrument, o.side, o.ord_type, o.qty, o.leaves,
+             o.price, o.value_price, o.flags) = row
+            o.used = 1
+            o.next_free = -1
+            h = <int64_t>(kx_mix(<uint64_t>o.key) & <uint64_t>self.omask)
+            while self.oslots[h] >= 0:
+                h = (h + 1) & self.omask
+            self.okeys[h] = o.key
+            self.oslots[h] = slot
+            self.n_orders += 1
+        PyMem_Free(self.clord)
+        self.clord = NULL
+        self.clord_used = 0
+        self._set_clord(2048)
+        for s, value in snap["cl_ord_ids"]:
+            self._clord_add(s, value)
+        PyMem_Free(self.dup)
+        self.dup = NULL
+        self.dup_used = 0
+        self.dup_purge_at = INT64_MAX       # no purge while loading
+        size = 2048
+        while size < 2 * max(len(snap["duplicative"]), snap["duplicative_purge_at"]):
+            size *= 2
+        self._set_dup(size)
+        for row in snap["duplicative"]:
+            e = self._dup_find(row[0], row[1], row[2], row[3], row[4])
+            e.used = 1
+            e.account, e.instrument, e.side, e.qty, e.price, e.last_ns = row
+            self.dup_used += 1
+        self.dup_purge_at = snap["duplicative_purge_at"]
+
+
+# ================================================================= C helpers
+cdef void* _grow(void* ptr, Py_ssize_t old_n, Py_ssize_t new_n, size_t item) except NULL:
+    """Realloc an array to ``new_n`` items, zeroing the new tail."""
+    cdef void* out = PyMem_Realloc(ptr, max(new_n, 1) * item)
+    if out == NULL:
+        raise MemoryError()
+    if new_n > old_n:
+        memset(<char*>out + old_n * item, 0, (new_n - old_n) * item)
+    return out
+
+
+cdef inline int64_t _clord_home(int64_t cl_ord_hash, int32_t session, int64_t mask) noexcept:
+    return <int64_t>(kx_mix(<uint64_t>cl_ord_hash ^ (<uint64_t>session * <uint64_t>0x9E3779B97F4A7C15))
+                     & <uint64_t>mask)
+
+
+cdef inline int64_t _dup_home(int32_t account, int32_t instrument, int side, int64_t qty,
+                              int64_t price, int64_t mask) noexcept:
+    cdef uint64_t h = kx_mix(<uint64_t>qty ^ (<uint64_t>account << 40) ^ (<uint64_t>instrument << 16)
+                             ^ <uint64_t>side)
+    return <int64_t>(kx_mix(h ^ <uint64_t>price) & <uint64_t>mask)
+
+
+cdef dict _merge(dict base, dict changes):
+    """Deep copy of ``base`` with ``changes`` merged in (tables merge, values replace)."""
+    out = {}
+    for key, value in base.items():
+        out[key] = _merge({}, value) if isinstance(value, dict) else (list(value) if isinstance(value, list) else value)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        elif isinstance(value, dict):
+            out[key] = _merge({}, value)
+        else:
+            out[key] = list(value) if isinstance(value, list) else value
+    return out

@@ -1,0 +1,593 @@
+"""Pure-Python reference model of the pre-trade risk engine (``ext/risk.pyx``).
+
+Written the way a competent Python developer would write it without Cython:
+dicts keyed by ints and tuples, a small dataclass per order, Python ints (so
+nothing can overflow), limits resolved per account and instrument once per
+(re)load. It takes the same config and the same calls as
+``ext.risk.RiskEngine`` and must return the same reason for every call, in
+the same check order (documented in ``docs/risk.md``). The property tests
+hold the Cython core to it and ``benchmarks/bench_risk.py`` uses it as the
+baseline.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+
+from ext.instrument import Instrument
+from ext.types import OrdType, RejectReason as R, Side
+
+INT64_MAX = 2**63 - 1
+NANO = 10**9
+MS = 10**6
+FLAG_LOCATE = 1
+FLAG_INTENDED_DUPLICATE = 2
+FIRM, ACCOUNT, INSTRUMENT, ACCOUNT_INSTRUMENT, SESSION = 1, 2, 3, 4, 5
+QTY_KEYS = ("max_order_qty", "max_gross_position", "max_net_position")
+
+
+def _number(value) -> Fraction:
+    if isinstance(value, (bool, float)):
+        raise ValueError(f"{value!r}: floats are not accepted")
+    return Fraction(value) if isinstance(value, int) else Fraction(Decimal(value))
+
+
+def _floor(value: Fraction) -> int:
+    return min(INT64_MAX, value.numerator // value.denominator)
+
+
+def _tightest(candidates):
+    """Smallest value; ties go to the later (more specific) layer."""
+    best, layer = INT64_MAX, 0
+    for value, lay in candidates:
+        if value is not None and value <= best:
+            best, layer = value, lay
+    return best, layer
+
+
+@dataclass
+class Order:
+    key: int
+    session: int
+    account: int
+    instrument: int
+    side: int
+    ord_type: int
+    qty: int
+    leaves: int
+    price: int
+    value_price: int
+    flags: int
+
+
+@dataclass
+class Cell:
+    position: int = 0
+    open_buy: int = 0
+    open_sell: int = 0
+    cost: int = 0
+    open_orders: int = 0
+
+
+@dataclass
+class AccountState:
+    cash_flow: int = 0
+    reserved: int = 0
+    short_basis: int = 0
+    open_notional: int = 0
+    open_orders: int = 0
+    traded_notional: int = 0
+    realized_pnl: int = 0
+
+
+@dataclass
+class SessionState:
+    rate: int = 0
+    capacity: int = NANO
+    tokens: int = NANO
+    last_ns: int = 0
+    open_orders: int = 0
+
+
+class RiskReference:
+    """Same API and semantics as ``ext.risk.RiskEngine``, in plain Python."""
+
+    def __init__(self, config: dict | None = None):
+        self.accounts: dict[str, int] = {}
+        self.instruments: dict[str, int] = {}
+        self.sessions: dict[str, int] = {}
+        self.account_names: list[str] = []
+        self.instrument_names: list[str] = []
+        self.session_names: list[str] = []
+        self.session_state: dict[int, SessionState] = {}
+        self.cells: dict[tuple[int, int], Cell] = {}
+        self.acct: dict[int, AccountState] = {}
+        self.orders: dict[int, Order] = {}
+        self.cl_ord_ids: set[tuple[int, int]] = set()
+        self.recent: dict[tuple, int] = {}          # duplicative check: key -> last ns
+        self.ref: dict[int, tuple[int, int]] = {}   # instrument -> (price, ns)
+        self.killed_firm = False
+        self.killed_accounts: set[int] = set()
+        self.killed_instruments: set[int] = set()
+        self.runtime_halted: set[int] = set()
+        self.firm_open_orders = 0
+        self.firm_open_notional = 0
+        self.firm_traded = 0
+        self.firm_realized = 0
+        self.instrument_open_orders: dict[int, int] = {}
+        self.detail: dict = {}
+        self.reload(config or {})
+
+    # ------------------------------------------------------------ config
+    def reload(self, config: dict, now_ns: int = 0, actor: str = "admin") -> None:
+        firm = config.get("firm", {})
+        unit = _number(firm.get("money_unit", "0.0001"))
+        def money(value, default=None):
+            return default if value is None else _floor(_number(value) / unit)
+
+        def count(value, default=None):
+            return default if value is None else _floor(_number(value))
+
+        def order_limits(section):
+            out = {k: _number(section[k]) for k in QTY_KEYS if k in section}
+            out["max_order_notional"] = money(section.get("max_order_notional"))
+            for key in ("max_open_orders", "collar_bps", "collar_ticks"):
+                out[key] = count(section.get(key))
+            return out
+
+        self.firm = order_limits(firm)
+        self.firm_max_daily_loss = money(firm.get("max_daily_loss"), INT64_MAX)
+        self.firm_max_daily_notional = money(firm.get("max_daily_notional"), INT64_MAX)
+        self.firm_max_open = count(firm.get("max_open_orders"), INT64_MAX)
+        firm_age = count(firm.get("max_reference_age_ms", 5000)) * MS
+        self.dup_window = count(firm.get("duplicative_window_ms", 0)) * MS
+        self.firm_rate = count(firm.get("throttle_rate", 0))
+        self.firm_burst = count(firm.get("throttle_burst", self.firm_rate or 1))
+        firm_restricted = set(firm.get("restricted", []))
+
+        self.grid: dict[int, Instrument] = {}
+        self.mult: dict[int, int] = {}
+        self.halted: set[int] = set()
+        self.instrument_max_open: dict[int, int] = {}
+        self.max_ref_age: dict[int, tuple[int, int]] = {}
+        inst_limits = {}
+        for symbol, section in config.get("instruments", {}).items():
+            i = self.instruments.setdefault(symbol, len(self.instrument_names))
+            if i == len(self.instrument_names):
+                self.instrument_names.append(symbol)
+            grid = Instrument(symbol, str(section.get("tick_size", "0.01")), str(section.get("lot_size", "1")),
+                              None if "min_qty" not in section else str(section["min_qty"]))
+            self.grid[i] = grid
+            self.mult[i] = int(Fraction(Decimal(grid.tick_size)) * Fraction(Decimal(grid.lot_size)) / unit)
+            if section.get("halted", False):
+                self.halted.add(i)
+            self.instrument_max_open[i] = count(section.get("max_open_orders"), INT64_MAX)
+            age = section.get("max_reference_age_ms")
+            self.max_ref_age[i] = _tightest([(firm_age, FIRM), (None if age is None else count(age) * MS,
+                                                                INSTRUMENT)])
+            inst_limits[i] = order_limits(section)
+
+        self.account_cfg: dict[int, dict] = {}
+        self.limits: dict[tuple[int, int], dict] = {}
+        for name, section in config.get("accounts", {}).items():
+            a = self.accounts.setdefault(name, len(self.account_names))
+            if a == len(self.account_names):
+                self.account_names.append(name)
+            ent = section.get("entitlements", "*")
+            self.account_cfg[a] = {
+                "active": section.get("active", True),
+                "allow_short": section.get("allow_short", False),
+                "cash": money(section.get("cash", 0)),
+                "credit": money(section.get("credit_limit", 0)),
+                "max_open": count(section.get("max_open_orders"), INT64_MAX),
+                "max_daily_notional": money(section.get("max_daily_notional"), INT64_MAX),
+                "max_daily_loss": money(section.get("max_daily_loss"), INT64_MAX),
+            }
+            acct = order_limits(section)
+            for i, ins in inst_limits.items():
+                symbol = self.instrument_names[i]
+                cell = order_limits(section.get("limits", {}).get(symbol, {}))
+                lot = Fraction(Decimal(self.grid[i].lot_size))
+                layers = ((self.firm, FIRM), (acct, ACCOUNT), (ins, INSTRUMENT), (cell, ACCOUNT_INSTRUMENT))
+                eff = {}
+                for key in QTY_KEYS:
+                    eff[key] = _tightest([(None if key not in d else _floor(d[key] / lot), lay)
+                                          for d, lay in layers])
+                for key in ("max_order_notional", "collar_bps", "collar_ticks"):
+                    eff[key] = _tightest([(d[key], lay) for d, lay in layers])
+                eff["max_open_orders"] = _tightest([(cell["max_open_orders"], ACCOUNT_INSTRUMENT)])
+                eff["entitled"] = ent == "*" or symbol in ent
+                eff["restricted"] = (ACCOUNT if symbol in section.get("restricted", []) else
+                                     FIRM if symbol in firm_restricted else 0)
+                self.limits[(a, i)] = eff
+        self.session_cfg = config.get("sessions", {})
+        for name in self.session_names:
+            self._set_throttle(self.sessions[name], fresh=False)
+
+    def _set_throttle(self, s: int, fresh: bool) -> None:
+        cfg = self.session_cfg.get(self.session_names[s])
+        state = self.session_state[s]
+        if cfg is None:
+            rate, burst = self.firm_rate, self.firm_burst
+        else:
+            rate = int(cfg.get("throttle_rate", self.firm_rate))
+            burst = int(cfg.get("throttle_burst", cfg.get("throttle_rate", self.firm_burst) or 1))
+        state.rate = rate
+        state.capacity = NANO * min(burst, INT64_MAX // NANO)
+        if fresh or state.tokens > state.capacity:
+            state.tokens = state.capacity
+
+    # ------------------------------------------------------------ names
+    def account_index(self, name: str) -> int:
+        return self.accounts[name]
+
+    def instrument_index(self, symbol: str) -> int:
+        return self.instruments[symbol]
+
+    def session_index(self, name: str) -> int:
+        if name not in self.sessions:
+            self.sessions[name] = len(self.session_names)
+            self.session_names.append(name)
+            self.session_state[self.sessions[name]] = SessionState()
+            self._set_throttle(self.sessions[name], fresh=True)
+        return self.sessions[name]
+
+    # ------------------------------------------------------------ checks
+    def _reject(self, reason, layer=0, limit=0, value=0):
+        self.detail = {"reason": reason, "layer": layer, "limit": limit, "value": value}
+        return int(reason)
+
+    def _throttle(self, s: SessionState, now_ns: int) -> int:
+        if s.rate == 0:
+            return 0
+        if now_ns > s.last_ns:
+            s.tokens = min(s.capacity, s.tokens + (now_ns - s.last_ns) * s.rate)
+            s.last_ns = now_ns
+        if s.tokens < NANO:
+            return self._reject(R.THROTTLED, SESSION, s.rate, s.capacity // NANO)
+        s.tokens -= NANO
+        return 0
+
+    def check_new(self, order_key, session, account, instrument, side, ord_type, qty, price, flags,
+                  cl_ord_hash, now_ns):
+        state = self.session_state.get(session)
+        if state is None:
+            return self._reject(R.UNKNOWN_SESSION, SESSION)
+        reason = self._throttle(state, now_ns)
+        if reason:
+            return reason
+        if (session, cl_ord_hash) in self.cl_ord_ids:
+            return self._reject(R.DUPLICATE_CL_ORD_ID, SESSION)
+        self.cl_ord_ids.add((session, cl_ord_hash))
+        if order_key in self.orders:
+            raise ValueError(f"order_key {order_key} is already working")
+        reason, value_price, notional = self._evaluate(account, instrument, side, ord_type, qty, qty, price,
+                                                       flags, now_ns, True)
+        if reason:
+            return reason
+        if self.dup_window > 0:
+            self.recent[(account, instrument, side, qty, price)] = now_ns
+        order = Order(order_key, session, account, instrument, side, ord_type, qty, qty, price, value_price,
+                      flags)
+        self.orders[order_key] = order
+        self._reserve(order, notional, True)
+        return 0
+
+    def _evaluate(self, account, instrument, side, ord_type, qty, leaves, price, flags, now_ns, is_new):
+        fail = lambda *args: (self._reject(*args), 0, 0)  # noqa: E731
+        if instrument not in self.grid:
+            return fail(R.UNKNOWN_INSTRUMENT)
+        if account not in self.account_cfg:
+            return fail(R.UNKNOWN_ACCOUNT)
+        acfg = self.account_cfg[account]
+        lim = self.limits[(account, instrument)]
+        cell = self.cells.setdefault((account, instrument), Cell())
+        ast = self.acct.setdefault(account, AccountState())
+        if self.killed_firm:
+            return fail(R.KILL_SWITCH, FIRM)
+        if account in self.killed_accounts:
+            return fail(R.KILL_SWITCH, ACCOUNT)
+        if instrument in self.killed_instruments:
+            return fail(R.KILL_SWITCH, INSTRUMENT)
+        if not acfg["active"]:
+            return fail(R.ACCOUNT_INACTIVE, ACCOUNT)
+        if instrument in self.halted or instrument in self.runtime_halted:
+            return fail(R.INSTRUMENT_HALTED, INSTRUMENT)
+        if lim["restricted"]:
+            return fail(R.INSTRUMENT_RESTRICTED, lim["restricted"])
+        if not lim["entitled"]:
+            return fail(R.NOT_ENTITLED, ACCOUNT)
+        if side not in (Side.BUY, Side.SELL, Side.SELL_SHORT):
+            return fail(R.INVALID_SIDE, 0, 0, side)
+        if ord_type not in (OrdType.LIMIT, OrdType.MARKET):
+            return fail(R.INVALID_ORD_TYPE, 0, 0, ord_type)
+        if qty <= 0 or leaves <= 0:
+            return fail(R.INVALID_QTY, 0, 0, qty)
+        min_lots = self.grid[instrument].min_lots
+        if qty < min_lots:
+            return fail(R.BELOW_MIN_QTY, INSTRUMENT, min_lots, qty)
+        if ord_type == OrdType.LIMIT:
+            if price == 0:
+                return fail(R.PRICE_REQUIRED)
+            if price < 0:
+                return fail(R.INVALID_PRICE, 0, 0, price)
+        if side == Side.SELL_SHORT:
+            if not acfg["allow_short"]:
+                return fail(R.SHORT_SELL_NOT_ALLOWED, ACCOUNT)
+            if not flags & FLAG_LOCATE:
+                return fail(R.LOCATE_REQUIRED)
+        loss = max(0, -ast.realized_pnl)
+        if loss > acfg["max_daily_loss"]:
+            return fail(R.DAILY_LOSS_LIMIT, ACCOUNT, acfg["max_daily_loss"], loss)
+        loss = max(0, -self.firm_realized)
+        if loss > self.firm_max_daily_loss:
+            return fail(R.DAILY_LOSS_LIMIT, FIRM, self.firm_max_daily_loss, loss)
+        limit, layer = lim["max_order_qty"]
+        if qty > limit:
+            return fail(R.MAX_ORDER_QTY, layer, limit, qty)
+
+        value_price = price
+        bps, bps_layer = lim["collar_bps"]
+        ticks, ticks_layer = lim["collar_ticks"]
+        if ord_type == OrdType.MARKET or bps_layer or ticks_layer:
+            ref, ref_ns = self.ref.get(instrument, (0, 0))
+            if ref <= 0:
+                return fail(R.NO_REFERENCE_PRICE, INSTRUMENT)
+            max_age, age_layer = self.max_ref_age[instrument]
+            if now_ns - ref_ns > max_age:
+                return fail(R.STALE_REFERENCE_PRICE, age_layer, max_age, now_ns - ref_ns)
+            band, band_layer = INT64_MAX, 0
+            if bps_layer:
+                band, band_layer = ref * bps // 10000, bps_layer
+            if ticks_layer and ticks <= band:
+                band, band_layer = ticks, ticks_layer
+            if ord_type == OrdType.LIMIT:
+                if abs(price - ref) > band:
+                    return fail(R.PRICE_COLLAR, band_layer, band, abs(price - ref))
+            else:
+                if not band_layer:
+                    band = 0
+                value_price = ref + band if side == Side.BUY else max(1, ref - band)
+
+        mult = self.mult[instrument]
+        notional = qty * value_price * mult
+        limit, layer = lim["max_order_notional"]
+        if notional > limit:
+            return fail(R.MAX_ORDER_NOTIONAL, layer, limit, notional)
+        leaves_notional = leaves * value_price * mult
+
+        if is_new:
+            if self.dup_window > 0 and not flags & FLAG_INTENDED_DUPLICATE:
+                last = self.recent.get((account, instrument, side, qty, price))
+                if last is not None and now_ns - last < self.dup_window:
+                    return fail(R.DUPLICATIVE_ORDER, FIRM, self.dup_window, now_ns - last)
+            limit, layer = lim["max_open_orders"]
+            if cell.open_orders >= limit:
+                return fail(R.MAX_OPEN_ORDERS, ACCOUNT_INSTRUMENT, limit, cell.open_orders + 1)
+            count = self.instrument_open_orders.get(instrument, 0)
+            if count >= self.instrument_max_open[instrument]:
+                return fail(R.MAX_OPEN_ORDERS, INSTRUMENT, self.instrument_max_open[instrument], count + 1)
+            if ast.open_orders >= acfg["max_open"]:
+                return fail(R.MAX_OPEN_ORDERS, ACCOUNT, acfg["max_open"], ast.open_orders + 1)
+            if self.firm_open_orders >= self.firm_max_open:
+                return fail(R.MAX_OPEN_ORDERS, FIRM, self.firm_max_open, self.firm_open_orders + 1)
+
+        if side == Side.SELL:
+            avail = cell.position - cell.open_sell
+            if leaves > avail:
+                return fail(R.INSUFFICIENT_POSITION, ACCOUNT, max(avail, 0), leaves)
+        gross = abs(cell.position) + cell.open_buy + cell.open_sell + leaves
+        limit, layer = lim["max_gross_position"]
+        if gross > limit:
+            return fail(R.MAX_GROSS_POSITION, layer, limit, gross)
+        if side == Side.BUY:
+            net = cell.position + cell.open_buy + leaves
+        else:
+            net = cell.open_sell + leaves - cell.position
+        limit, layer = lim["max_net_position"]
+        if net > limit:
+            return fail(R.MAX_NET_POSITION, layer, limit, net)
+
+        if side != Side.SELL:
+            power = (acfg["cash"] + ast.cash_flow + acfg["credit"] - ast.reserved - 2 * ast.short_basis)
+            if leaves_notional > power:
+                return fail(R.INSUFFICIENT_BUYING_POWER, ACCOUNT, power, leaves_notional)
+        total = ast.traded_notional + ast.open_notional + leaves_notional
+        if total > acfg["max_daily_notional"]:
+            return fail(R.DAILY_NOTIONAL_LIMIT, ACCOUNT, acfg["max_daily_notional"], total)
+        total = self.firm_traded + self.firm_open_notional + leaves_notional
+        if total > self.firm_max_daily_notional:
+            return fail(R.DAILY_NOTIONAL_LIMIT, FIRM, self.firm_max_daily_notional, total)
+        return 0, value_price, leaves_notional
+
+    # ------------------------------------------------------------ exposure
+    def _reserve(self, order: Order, notional: int, count: bool) -> None:
+        cell = self.cells.setdefault((order.account, order.instrument), Cell())
+        ast = self.acct.setdefault(order.account, AccountState())
+        if order.side == Side.BUY:
+            cell.open_buy += order.leaves
+        else:
+            cell.open_sell += order.leaves
+        if order.side != Side.SELL:
+            ast.reserved += notional
+        ast.open_notional += notional
+        self.firm_open_notional += notional
+        if count:
+            cell.open_orders += 1
+            ast.open_orders += 1
+            self.instrument_open_orders[order.instrument] = self.instrument_open_orders.get(order.instrument, 0) + 1
+            self.session_state[order.session].open_orders += 1
+            self.firm_open_orders += 1
+
+    def _release(self, order: Order, lots: int, count: bool) -> None:
+        cell = self.cells[(order.account, order.instrument)]
+        ast = self.acct[order.account]
+        part = lots * order.value_price * self.mult[order.instrument]
+        if order.side == Side.BUY:
+            cell.open_buy -= lots
+        else:
+            cell.open_sell -= lots
+        if order.side != Side.SELL:
+            ast.reserved -= part
+        ast.open_notional -= part
+        self.firm_open_notional -= part
+        if count:
+            cell.open_orders -= 1
+            ast.open_orders -= 1
+            self.instrument_open_orders[order.instrument] -= 1
+            self.session_state[order.session].open_orders -= 1
+            self.firm_open_orders -= 1
+
+    def on_fill(self, order_key, qty, price):
+        order = self.orders.get(order_key)
+        if order is None:
+            return int(R.UNKNOWN_ORDER)
+        if qty <= 0 or qty > order.leaves:
+            return int(R.INVALID_QTY)
+        if price <= 0:
+            return int(R.INVALID_PRICE)
+        cell = self.cells[(order.account, order.instrument)]
+        ast = self.acct[order.account]
+        self._release(order, qty, False)
+        order.leaves -= qty
+        value = qty * price * self.mult[order.instrument]
+        ast.traded_notional += value
+        self.firm_traded += value
+        short_before = cell.cost if cell.position < 0 else 0
+        signed = qty if order.side == Side.BUY else -qty
+        ast.cash_flow += -value if order.side == Side.BUY else value
+        pnl = 0
+        if cell.position == 0 or (cell.position > 0) == (signed > 0):
+            cell.cost += value
+            cell.position += signed
+        else:
+            size = abs(cell.position)
+            closed = min(qty, size)
+            portion = cell.cost * closed // size
+            closed_value = closed * price * self.mult[order.instrument]
+            pnl = closed_value - portion if cell.position > 0 else portion - closed_value
+            cell.cost -= portion
+            cell.position += closed if signed > 0 else -closed
+            if qty > closed:
+                cell.cost = (qty - closed) * price * self.mult[order.instrument]
+                cell.position = (qty - closed) if signed > 0 else -(qty - closed)
+        ast.realized_pnl += pnl
+        self.firm_realized += pnl
+        ast.short_basis += (cell.cost if cell.position < 0 else 0) - short_before
+        if order.leaves == 0:
+            self._release(order, 0, True)
+            del self.orders[order_key]
+        return 0
+
+    def on_cancel(self, order_key):
+        order = self.orders.pop(order_key, None)
+        if order is None:
+            return int(R.UNKNOWN_ORDER)
+        self._release(order, order.leaves, True)
+        return 0
+
+    on_reject = on_cancel
+
+    def on_replace(self, order_key, new_qty, new_price, cl_ord_hash, now_ns):
+        order = self.orders.get(order_key)
+        if order is None:
+            return self._reject(R.UNKNOWN_ORDER)
+        reason = self._throttle(self.session_state[order.session], now_ns)
+        if reason:
+            return reason
+        if (order.session, cl_ord_hash) in self.cl_ord_ids:
+            return self._reject(R.DUPLICATE_CL_ORD_ID, SESSION)
+        self.cl_ord_ids.add((order.session, cl_ord_hash))
+        cum = order.qty - order.leaves
+        leaves = new_qty - cum
+        if leaves <= 0:
+            return self._reject(R.REPLACE_QTY_NOT_ABOVE_FILLED, 0, cum, new_qty)
+        mult = self.mult[order.instrument]
+        old_notional = order.leaves * order.value_price * mult
+        self._release(order, order.leaves, False)
+        price = new_price if order.ord_type == OrdType.LIMIT else order.price
+        reason, value_price, notional = self._evaluate(order.account, order.instrument, order.side,
+                                                       order.ord_type, new_qty, leaves, price, order.flags,
+                                                       now_ns, False)
+        if reason:
+            self._reserve(order, old_notional, False)
+            return reason
+        order.qty, order.leaves, order.price, order.value_price = new_qty, leaves, price, value_price
+        self._reserve(order, notional, False)
+        return 0
+
+    # ------------------------------------------------------------ market data, admin
+    def set_reference_price(self, instrument, price, now_ns):
+        self.ref[instrument] = (price, now_ns)
+
+    def set_halted(self, symbol, halted, now_ns, actor="admin", reason=""):
+        (self.runtime_halted.add if halted else self.runtime_halted.discard)(self.instruments[symbol])
+
+    def _keys(self, match) -> list[int]:
+        return sorted(key for key, order in self.orders.items() if match(order))
+
+    def engage_kill_switch(self, scope, target=None, *, now_ns, actor, reason=""):
+        if scope == "global":
+            self.killed_firm = True
+            return self._keys(lambda o: True)
+        if scope == "account":
+            a = self.accounts[target]
+            self.killed_accounts.add(a)
+            return self._keys(lambda o: o.account == a)
+        i = self.instruments[target]
+        self.killed_instruments.add(i)
+        return self._keys(lambda o: o.instrument == i)
+
+    def release_kill_switch(self, scope, target=None, *, now_ns, actor, reason=""):
+        if scope == "global":
+            self.killed_firm = False
+        elif scope == "account":
+            self.killed_accounts.discard(self.accounts[target])
+        else:
+            self.killed_instruments.discard(self.instruments[target])
+
+    def cancel_on_disconnect(self, session, now_ns=0):
+        s = self.sessions[session]
+        return self._keys(lambda o: o.session == s)
+
+    def reset_daily(self, now_ns, actor="engine"):
+        for state in self.acct.values():
+            state.traded_notional = 0
+            state.realized_pnl = 0
+        self.firm_traded = 0
+        self.firm_realized = 0
+        self.cl_ord_ids.clear()
+        self.recent.clear()
+
+    # ------------------------------------------------------------ inspection
+    def exposure(self, account, instrument) -> dict:
+        cell = self.cells.get((account, instrument), Cell())
+        return {"position": cell.position, "open_buy": cell.open_buy, "open_sell": cell.open_sell,
+                "cost": cell.cost, "open_orders": cell.open_orders}
+
+    def account_state(self, account) -> dict:
+        s = self.acct.get(account, AccountState())
+        cfg = self.account_cfg[account]
+        return {"cash_flow": s.cash_flow, "reserved": s.reserved, "short_basis": s.short_basis,
+                "open_notional": s.open_notional, "open_orders": s.open_orders,
+                "traded_notional": s.traded_notional, "realized_pnl": s.realized_pnl,
+                "buying_power": cfg["cash"] + s.cash_flow + cfg["credit"] - s.reserved - 2 * s.short_basis}
+
+    def last_reject(self) -> dict:
+        return dict(self.detail)
+
+    def working_order(self, order_key):
+        o = self.orders.get(order_key)
+        if o is None:
+            return None
+        return {"key": o.key, "session": o.session, "account": o.account, "instrument": o.instrument,
+                "side": o.side, "ord_type": o.ord_type, "qty": o.qty, "leaves": o.leaves,
+                "price": o.price, "value_price": o.value_price, "flags": o.flags}
+
+    @property
+    def n_working(self) -> int:
+        return len(self.orders)
+
+    def working_keys(self) -> list[int]:
+        return sorted(self.orders)

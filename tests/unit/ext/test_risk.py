@@ -1,0 +1,567 @@
+"""Unit tests of the pre-trade risk checks: each limit exactly at and just over.
+
+Every test runs twice, against the Cython core and the pure-Python reference
+(the ``make`` fixture is parametrized), so each rule is pinned down in both;
+assertions on what only the core offers (reject text, audit log) are guarded
+by ``h.cython``.
+"""
+import copy
+import importlib.machinery
+import logging
+
+import pytest
+
+import ext.risk
+from ext.risk import ConfigError, LimitLayer as L, RiskEngine, RiskFlag
+from ext.types import OrdType, RejectReason as R, Side
+from tests.reference.risk_reference import RiskReference
+
+BUY, SELL, SHORT = Side.BUY, Side.SELL, Side.SELL_SHORT
+LIMIT, MARKET = OrdType.LIMIT, OrdType.MARKET
+LOCATE, INTENDED = RiskFlag.FLAG_LOCATE, RiskFlag.FLAG_INTENDED_DUPLICATE
+MS = 1_000_000
+# tick 0.01 x lot 1 / money unit 0.0001: one tick-lot is 100 money units, $1 is 10_000.
+BASE = {
+    "instruments": {"AAPL": {"tick_size": "0.01", "lot_size": "1"}, "MSFT": {"tick_size": "0.01"}},
+    "accounts": {"A1": {"cash": "1000000"}, "A2": {"cash": "1000000"}},
+}
+
+
+def merged(base, changes):
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class Harness:
+    """An engine (either implementation) with name-based helpers for tests."""
+
+    def __init__(self, cls, config):
+        self.engine = cls(config)
+        self.cython = cls is RiskEngine
+        self.key = 0
+        self.cl = 1000
+
+    def new(self, side=BUY, qty=1, price=10000, ord_type=LIMIT, flags=0, now=0, account="A1",
+            instrument="AAPL", session="S1", cl=None):
+        self.key += 1
+        self.cl += 1
+        e = self.engine
+        return e.check_new(self.key, e.session_index(session), e.account_index(account),
+                           e.instrument_index(instrument), side, ord_type, qty, price, flags,
+                           self.cl if cl is None else cl, now)
+
+    def fill_last(self, qty, price):
+        return self.engine.on_fill(self.key, qty, price)
+
+    def trade(self, side, qty, price, account="A1", instrument="AAPL", flags=0):
+        """A new order filled in full at its price."""
+        assert self.new(side, qty, price, account=account, instrument=instrument, flags=flags) == 0
+        assert self.fill_last(qty, price) == 0
+
+    def layer(self):
+        return int(self.engine.last_reject()["layer"])
+
+    def limit(self):
+        return self.engine.last_reject()["limit"]
+
+    def text(self):
+        return self.engine.last_reject_text() if self.cython else ""
+
+    def exposure(self, account="A1", instrument="AAPL"):
+        e = self.engine
+        return e.exposure(e.account_index(account), e.instrument_index(instrument))
+
+    def money(self, account="A1"):
+        return self.engine.account_state(self.engine.account_index(account))
+
+
+@pytest.fixture(params=["cython", "reference"])
+def make(request):
+    cls = RiskEngine if request.param == "cython" else RiskReference
+
+    def build(changes=None):
+        return Harness(cls, merged(BASE, changes or {}))
+    return build
+
+
+def test_extension_is_compiled():
+    assert isinstance(ext.risk.__loader__, importlib.machinery.ExtensionFileLoader)
+
+
+# ---------------------------------------------------------------- known, tradable, entitled
+def test_unknown_instrument_account_and_session(make):
+    h = make()
+    e = h.engine
+    s, a = e.session_index("S1"), e.account_index("A1")
+    assert e.check_new(1, s, a, 99, BUY, LIMIT, 1, 100, 0, 1, 0) == R.UNKNOWN_INSTRUMENT
+    assert e.check_new(2, s, 99, e.instrument_index("AAPL"), BUY, LIMIT, 1, 100, 0, 2, 0) == R.UNKNOWN_ACCOUNT
+    assert e.check_new(3, 99, a, e.instrument_index("AAPL"), BUY, LIMIT, 1, 100, 0, 3, 0) == R.UNKNOWN_SESSION
+    assert e.check_new(4, s, a, e.instrument_index("AAPL"), BUY, LIMIT, 1, 100, 0, 4, 0) == 0
+
+
+def test_inactive_account(make):
+    h = make({"accounts": {"A1": {"active": False}}})
+    assert h.new() == R.ACCOUNT_INACTIVE
+    assert h.new(account="A2") == 0
+
+
+def test_halted_in_config_and_at_run_time(make):
+    h = make({"instruments": {"MSFT": {"halted": True}}})
+    assert h.new(instrument="MSFT") == R.INSTRUMENT_HALTED
+    assert h.new() == 0
+    h.engine.set_halted("AAPL", True, 5)
+    assert h.new() == R.INSTRUMENT_HALTED
+    h.engine.set_halted("AAPL", False, 6)
+    assert h.new() == 0
+
+
+@pytest.mark.parametrize("where, layer", [("firm", L.LAYER_FIRM), ("account", L.LAYER_ACCOUNT)])
+def test_restricted_list_names_its_layer(make, where, layer):
+    changes = ({"firm": {"restricted": ["AAPL"]}} if where == "firm"
+               else {"accounts": {"A1": {"restricted": ["AAPL"]}}})
+    h = make(changes)
+    assert h.new() == R.INSTRUMENT_RESTRICTED
+    assert h.layer() == layer
+    if h.cython:
+        assert ("the firm restricted" if where == "firm" else "the account A1 restricted") in h.text()
+    assert h.new(instrument="MSFT") == 0
+    assert (h.new(account="A2") == 0) == (where == "account")
+
+
+def test_entitlements(make):
+    h = make({"accounts": {"A1": {"entitlements": ["MSFT"]}}})
+    assert h.new() == R.NOT_ENTITLED
+    assert h.new(instrument="MSFT") == 0
+    assert h.new(account="A2") == 0
+
+
+# ---------------------------------------------------------------- the order's own fields
+def test_order_field_checks(make):
+    h = make({"instruments": {"AAPL": {"min_qty": "5"}}})
+    assert h.new(qty=0) == R.INVALID_QTY
+    assert h.new(qty=-3) == R.INVALID_QTY
+    assert h.new(qty=4) == R.BELOW_MIN_QTY
+    assert h.limit() == 5
+    assert h.new(qty=5) == 0
+    assert h.new(side=7, qty=5) == R.INVALID_SIDE
+    assert h.new(ord_type=9, qty=5) == R.INVALID_ORD_TYPE
+    assert h.new(price=0, qty=5) == R.PRICE_REQUIRED
+    assert h.new(price=-1, qty=5) == R.INVALID_PRICE
+
+
+# ---------------------------------------------------------------- fat finger, layered
+@pytest.mark.parametrize("tightest", ["firm", "account", "instrument", "account_instrument"])
+def test_max_order_qty_tightest_layer_names_itself(make, tightest):
+    limits = {"firm": 1000, "account": 1000, "instrument": 1000, "account_instrument": 1000}
+    limits[tightest] = 500
+    h = make({"firm": {"max_order_qty": limits["firm"]},
+              "accounts": {"A1": {"max_order_qty": limits["account"],
+                                  "limits": {"AAPL": {"max_order_qty": limits["account_instrument"]}}}},
+              "instruments": {"AAPL": {"max_order_qty": limits["instrument"]}}})
+    assert h.new(qty=500) == 0
+    assert h.new(qty=501) == R.MAX_ORDER_QTY
+    assert h.layer() == {"firm": L.LAYER_FIRM, "account": L.LAYER_ACCOUNT, "instrument": L.LAYER_INSTRUMENT,
+                         "account_instrument": L.LAYER_ACCOUNT_INSTRUMENT}[tightest]
+    assert h.limit() == 500
+    if h.cython:
+        want = {"firm": "firm", "account": "account A1", "instrument": "instrument AAPL",
+                "account_instrument": "account A1 in AAPL"}[tightest]
+        assert f"the {want} max_order_qty 500" in h.text()
+    # the other account is held only to the firm/instrument layers
+    assert (h.new(qty=501, account="A2") == 0) == (tightest in ("account", "account_instrument"))
+
+
+def test_quantity_limits_are_in_quantity_units(make):
+    # lot 0.1: a limit of 10 shares is 100 lots
+    h = make({"instruments": {"AAPL": {"lot_size": "0.1", "tick_size": "0.01"}},
+              "accounts": {"A1": {"max_order_qty": 10}}})
+    assert h.new(qty=100, price=100) == 0
+    assert h.new(qty=101, price=100) == R.MAX_ORDER_QTY
+
+
+def test_max_order_notional(make):
+    # $1000: 10 lots at $100.00 is exactly it; one tick more is over.
+    h = make({"instruments": {"AAPL": {"max_order_notional": "1000"}}})
+    assert h.new(qty=10, price=10000) == 0
+    assert h.new(qty=10, price=10001) == R.MAX_ORDER_NOTIONAL
+    assert h.layer() == L.LAYER_INSTRUMENT
+    assert h.limit() == 10_000_000
+    if h.cython:
+        assert "instrument AAPL max_order_notional 1000" in h.text()
+
+
+def test_notional_overflow_is_rejected_not_wrapped(make):
+    h = make({"accounts": {"A1": {"cash": "100000000000000000000"}}})
+    assert h.new(qty=2**40, price=2**40) == R.MAX_ORDER_NOTIONAL
+    assert h.exposure()["open_buy"] == 0
+
+
+# ---------------------------------------------------------------- reference price and collar
+def test_collar_in_basis_points(make):
+    h = make({"firm": {"collar_bps": 100}})
+    e = h.engine
+    e.set_reference_price(e.instrument_index("AAPL"), 10000, 0)
+    assert h.new(price=10100) == 0
+    assert h.new(price=10101) == R.PRICE_COLLAR
+    assert h.new(price=9900) == 0
+    assert h.new(price=9899) == R.PRICE_COLLAR
+    assert h.layer() == L.LAYER_FIRM
+    assert h.limit() == 100
+
+
+def test_collar_tightest_of_bps_and_ticks(make):
+    h = make({"firm": {"collar_bps": 100}, "instruments": {"AAPL": {"collar_ticks": 50}}})
+    e = h.engine
+    e.set_reference_price(e.instrument_index("AAPL"), 10000, 0)
+    assert h.new(price=10050) == 0
+    assert h.new(price=10051) == R.PRICE_COLLAR
+    assert h.layer() == L.LAYER_INSTRUMENT and h.limit() == 50
+
+
+def test_no_reference_price(make):
+    h = make({"instruments": {"MSFT": {"collar_bps": 10}}})
+    assert h.new(ord_type=MARKET, price=0) == R.NO_REFERENCE_PRICE
+    assert h.new(instrument="MSFT") == R.NO_REFERENCE_PRICE
+    assert h.new() == 0      # a LIMIT order without a collar needs no reference
+
+
+def test_stale_reference_fails_closed(make):
+    h = make({"firm": {"collar_bps": 100, "max_reference_age_ms": 1000}})
+    e = h.engine
+    e.set_reference_price(e.instrument_index("AAPL"), 10000, 5)
+    assert h.new(now=5 + 1000 * MS) == 0
+    assert h.new(now=5 + 1000 * MS + 1) == R.STALE_REFERENCE_PRICE
+    assert h.limit() == 1000 * MS
+
+
+def test_market_order_valued_at_collar_edge(make):
+    h = make({"firm": {"collar_bps": 100}})
+    e = h.engine
+    e.set_reference_price(e.instrument_index("AAPL"), 10000, 0)
+    assert h.new(ord_type=MARKET, price=0, qty=3) == 0
+    assert e.working_order(h.key)["value_price"] == 10100
+    assert h.money()["reserved"] == 3 * 10100 * 100
+    h.trade(BUY, 5, 10000)
+    assert h.new(side=SELL, ord_type=MARKET, price=0, qty=2) == 0
+    assert e.working_order(h.key)["value_price"] == 9900
+
+
+# ---------------------------------------------------------------- open orders, layered
+@pytest.mark.parametrize("where, layer", [
+    ({"firm": {"max_open_orders": 2}}, L.LAYER_FIRM),
+    ({"accounts": {"A1": {"max_open_orders": 2}}}, L.LAYER_ACCOUNT),
+    ({"instruments": {"AAPL": {"max_open_orders": 2}}}, L.LAYER_INSTRUMENT),
+    ({"accounts": {"A1": {"limits": {"AAPL": {"max_open_orders": 2}}}}}, L.LAYER_ACCOUNT_INSTRUMENT),
+])
+def test_max_open_orders(make, where, layer):
+    h = make(where)
+    assert h.new() == 0
+    first = h.key
+    assert h.new(account="A2" if layer == L.LAYER_INSTRUMENT else "A1") == 0
+    assert h.new() == R.MAX_OPEN_ORDERS
+    assert h.layer() == layer and h.limit() == 2
+    assert h.engine.on_cancel(first) == 0
+    assert h.new() == 0
+
+
+# ---------------------------------------------------------------- positions, worst case
+def test_max_net_position_counts_working_orders(make):
+    h = make({"firm": {"max_net_position": 100}, "accounts": {"A1": {"allow_short": True}}})
+    assert h.new(qty=60) == 0
+    assert h.new(qty=40) == 0
+    assert h.new(qty=1) == R.MAX_NET_POSITION
+    assert h.limit() == 100
+    assert h.new(side=SHORT, qty=100, flags=LOCATE) == 0
+    assert h.new(side=SHORT, qty=1, flags=LOCATE) == R.MAX_NET_POSITION
+
+
+def test_max_gross_position(make):
+    h = make({"instruments": {"AAPL": {"max_gross_position": 150}}, "accounts": {"A1": {"allow_short": True}}})
+    h.trade(BUY, 30, 10000)                                   # |pos| 30
+    assert h.new(qty=70) == 0                                 # + 70 working buys
+    assert h.new(side=SHORT, qty=50, flags=LOCATE) == 0       # + 50 working sells = 150
+    assert h.new(side=SHORT, qty=1, flags=LOCATE) == R.MAX_GROSS_POSITION
+    assert h.layer() == L.LAYER_INSTRUMENT
+
+
+def test_sell_needs_position_net_of_working_sells(make):
+    h = make()
+    assert h.new(side=SELL, qty=1) == R.INSUFFICIENT_POSITION
+    h.trade(BUY, 10, 10000)
+    assert h.new(side=SELL, qty=4) == 0
+    assert h.new(side=SELL, qty=6) == 0
+    assert h.new(side=SELL, qty=1) == R.INSUFFICIENT_POSITION
+    assert h.limit() == 0
+
+
+def test_short_sale_needs_permission_and_locate(make):
+    h = make({"accounts": {"A2": {"allow_short": True}}})
+    assert h.new(side=SHORT, flags=LOCATE) == R.SHORT_SELL_NOT_ALLOWED
+    assert h.new(side=SHORT, account="A2") == R.LOCATE_REQUIRED
+    assert h.new(side=SHORT, account="A2", flags=LOCATE) == 0
+
+
+# ---------------------------------------------------------------- money
+def test_buying_power_exact(make):
+    h = make({"accounts": {"A1": {"cash": "1000"}}})
+    assert h.new(price=100001) == R.INSUFFICIENT_BUYING_POWER
+    assert h.limit() == 10_000_000
+    assert h.new(price=100000) == 0                           # exactly $1000
+    assert h.new(price=1) == R.INSUFFICIENT_BUYING_POWER
+
+
+def test_credit_and_fills_move_buying_power(make):
+    h = make({"accounts": {"A1": {"cash": "500", "credit_limit": "500", "allow_short": True}}})
+    h.trade(BUY, 5, 10000)                                    # spends $500
+    assert h.money()["buying_power"] == 5_000_000
+    assert h.new(side=SELL, qty=5, price=11000) == 0
+    assert h.fill_last(5, 11000) == 0                         # + $550
+    assert h.money()["buying_power"] == 10_500_000
+    assert h.money()["realized_pnl"] == 500_000
+    # a short sale holds its proceeds and as much again
+    assert h.new(side=SHORT, qty=10, price=10000, flags=LOCATE) == 0
+    assert h.fill_last(10, 10000) == 0
+    assert h.money()["buying_power"] == 10_500_000 - 10_000_000
+    assert h.new(qty=1, price=5001) == R.INSUFFICIENT_BUYING_POWER
+    assert h.new(qty=1, price=5000) == 0
+
+
+def test_daily_notional_counts_working_and_traded(make):
+    h = make({"accounts": {"A1": {"max_daily_notional": "2000"}}})
+    h.trade(BUY, 10, 10000)                                   # $1000 traded
+    assert h.new(qty=5, price=10000) == 0                     # + $500 working
+    assert h.new(qty=5, price=10001) == R.DAILY_NOTIONAL_LIMIT
+    assert h.layer() == L.LAYER_ACCOUNT
+    assert h.new(qty=5, price=10000) == 0                     # exactly $2000
+    h.engine.reset_daily(1)
+    assert h.new(qty=10, price=10000) == 0
+
+
+def test_firm_daily_notional(make):
+    h = make({"firm": {"max_daily_notional": "1000"}})
+    assert h.new(qty=5, price=10000) == 0
+    assert h.new(qty=5, price=10000, account="A2") == 0
+    assert h.new(qty=1, price=1, account="A2") == R.DAILY_NOTIONAL_LIMIT
+    assert h.layer() == L.LAYER_FIRM
+
+
+@pytest.mark.parametrize("sell_price, rejected", [(9990, False), (9989, True)])
+def test_daily_loss(make, sell_price, rejected):
+    h = make({"accounts": {"A1": {"max_daily_loss": "1"}}})
+    h.trade(BUY, 10, 10000)
+    h.trade(SELL, 10, sell_price)                             # loss $1.00 or $1.10
+    assert h.money()["realized_pnl"] == -10 * (10000 - sell_price) * 100
+    assert (h.new() == R.DAILY_LOSS_LIMIT) == rejected
+    assert h.new(account="A2") == 0
+
+
+# ---------------------------------------------------------------- session checks
+def test_throttle_token_bucket(make):
+    h = make({"firm": {"throttle_rate": 10, "throttle_burst": 3}})
+    assert [h.new(now=0) for _ in range(4)] == [0, 0, 0, R.THROTTLED]
+    assert h.new(now=100 * MS - 1) == R.THROTTLED             # 0.99999999 of a token
+    assert h.new(now=100 * MS) == 0
+    assert h.new(now=100 * MS) == R.THROTTLED
+    assert h.new(now=100 * MS, session="S2") == 0             # per session
+    assert h.new(now=10_000 * MS) == 0                        # refill caps at burst
+    assert [h.new(now=10_000 * MS) for _ in range(3)] == [0, 0, R.THROTTLED]
+
+
+def test_session_override_of_throttle(make):
+    h = make({"firm": {"throttle_rate": 1}, "sessions": {"FAST": {"throttle_rate": 100, "throttle_burst": 5}}})
+    assert [h.new(session="FAST") for _ in range(6)] == [0] * 5 + [R.THROTTLED]
+    assert [h.new(session="SLOW") for _ in range(2)] == [0, R.THROTTLED]
+
+
+def test_duplicate_cl_ord_id_per_session(make):
+    h = make()
+    assert h.new(cl=42) == 0
+    assert h.new(cl=42, price=10001) == R.DUPLICATE_CL_ORD_ID
+    assert h.new(cl=42, session="S2") == 0
+    h.engine.reset_daily(1)
+    assert h.new(cl=42) == 0
+
+
+def test_duplicative_order_window(make):
+    h = make({"firm": {"duplicative_window_ms": 1000}})
+    assert h.new(qty=7, now=0) == 0
+    assert h.new(qty=7, now=1000 * MS - 1) == R.DUPLICATIVE_ORDER
+    assert h.new(qty=7, now=1000 * MS - 1, flags=INTENDED) == 0
+    assert h.new(qty=7, price=10001, now=1000 * MS - 1) == 0
+    assert h.new(qty=7, account="A2", now=1) == 0
+    assert h.new(qty=7, now=2000 * MS - 2) == R.DUPLICATIVE_ORDER     # window from the intended one
+    assert h.new(qty=7, now=2000 * MS - 1) == 0
+
+
+# ---------------------------------------------------------------- kill switch, disconnect
+@pytest.mark.parametrize("scope, target, layer", [("global", None, L.LAYER_FIRM),
+                                                  ("account", "A1", L.LAYER_ACCOUNT),
+                                                  ("instrument", "AAPL", L.LAYER_INSTRUMENT)])
+def test_kill_switch(make, scope, target, layer, caplog):
+    h = make()
+    assert h.new() == 0
+    k1 = h.key
+    assert h.new(account="A2", instrument="MSFT") == 0
+    k2 = h.key
+    with caplog.at_level(logging.WARNING, logger="kronos.risk"):
+        keys = h.engine.engage_kill_switch(scope, target, now_ns=7, actor="ops", reason="test")
+    assert keys == ([k1, k2] if scope == "global" else [k1])
+    assert h.new() == R.KILL_SWITCH and h.layer() == layer
+    assert (h.new(account="A2", instrument="MSFT") == 0) == (scope != "global")
+    h.engine.release_kill_switch(scope, target, now_ns=8, actor="ops")
+    assert h.new() == 0
+    if h.cython:
+        log = h.engine.audit_log
+        assert [(e["action"], e["scope"], e["target"], e["actor"]) for e in log[-2:]] == [
+            ("kill_switch_engage", scope, target, "ops"), ("kill_switch_release", scope, target, "ops")]
+        assert log[-2]["orders"] == len(keys)
+        assert any(r.risk_event["action"] == "kill_switch_engage" for r in caplog.records)
+
+
+def test_cancel_on_disconnect_returns_session_orders(make):
+    h = make()
+    assert h.new(session="S1") == 0
+    a = h.key
+    assert h.new(session="S2") == 0
+    assert h.new(session="S1", price=9999) == 0
+    c = h.key
+    assert h.engine.cancel_on_disconnect("S1", 5) == [a, c]
+    for key in (a, c):
+        assert h.engine.on_cancel(key) == 0
+    assert h.engine.cancel_on_disconnect("S1", 6) == []
+    assert h.exposure()["open_orders"] == 1
+
+
+# ---------------------------------------------------------------- lifecycle and replace
+def test_fill_cancel_reject_release_exposure(make):
+    h = make()
+    assert h.new(qty=10) == 0
+    k = h.key
+    assert h.exposure()["open_buy"] == 10
+    assert h.engine.on_fill(k, 11, 10000) == R.INVALID_QTY
+    assert h.engine.on_fill(k, 4, 9990) == 0
+    assert h.exposure() == {"position": 4, "open_buy": 6, "open_sell": 0, "cost": 4 * 9990 * 100,
+                            "open_orders": 1}
+    assert h.money()["reserved"] == 6 * 10000 * 100
+    assert h.engine.on_cancel(k) == 0
+    assert h.engine.on_cancel(k) == R.UNKNOWN_ORDER
+    assert h.exposure()["open_buy"] == 0 and h.money()["reserved"] == 0
+    assert h.new(qty=3) == 0
+    assert h.engine.on_reject(h.key) == 0
+    assert h.exposure()["open_orders"] == 0
+
+
+def test_replace_checked_against_limits(make):
+    h = make({"accounts": {"A1": {"max_order_qty": 100}}})
+    assert h.new(qty=50) == 0
+    k = h.key
+    assert h.fill_last(20, 10000) == 0
+    assert h.engine.on_replace(k, 101, 10000, 9001, 1) == R.MAX_ORDER_QTY
+    assert h.engine.working_order(k)["leaves"] == 30          # unchanged
+    assert h.exposure()["open_buy"] == 30
+    assert h.engine.on_replace(k, 100, 10005, 9002, 1) == 0
+    assert h.engine.working_order(k)["leaves"] == 80
+    assert h.exposure()["open_buy"] == 80
+    assert h.money()["reserved"] == 80 * 10005 * 100
+    assert h.engine.on_replace(k, 20, 10005, 9003, 1) == R.REPLACE_QTY_NOT_ABOVE_FILLED
+    assert h.engine.on_replace(k, 100, 10005, 9002, 1) == R.DUPLICATE_CL_ORD_ID
+
+
+# ---------------------------------------------------------------- run-time reload
+def test_reload_keeps_counters_and_applies_new_limits(make):
+    h = make()
+    assert h.new(qty=10) == 0
+    k = h.key
+    h.fill_last(4, 10000)
+    before = (h.exposure(), h.money())
+    config = merged(BASE, {"accounts": {"A1": {"max_order_qty": 5}, "A3": {"cash": "10"}}})
+    h.engine.reload(config)
+    assert (h.exposure(), h.money()) == before
+    assert h.new(qty=6) == R.MAX_ORDER_QTY
+    assert h.new(qty=5) == 0
+    assert h.new(account="A3", price=100) == 0
+    assert h.engine.on_fill(k, 6, 10000) == 0
+    assert h.exposure()["position"] == 10
+
+
+def test_reload_drops_an_account_but_keeps_its_state(make):
+    h = make()
+    assert h.new(qty=2) == 0
+    config = copy.deepcopy(BASE)
+    del config["accounts"]["A1"]
+    h.engine.reload(config)
+    assert h.new() == R.UNKNOWN_ACCOUNT
+    assert h.exposure()["open_buy"] == 2
+
+
+def test_invalid_reload_changes_nothing():
+    risk = RiskEngine(merged(BASE, {"accounts": {"A1": {"max_order_qty": 5}}}))
+    bad = [
+        merged(BASE, {"accounts": {"A1": {"max_order_qty": 1.5}}}),       # float
+        merged(BASE, {"accounts": {"A1": {"max_ordr_qty": 1}}}),           # typo
+        merged(BASE, {"firm": {"money_unit": "0.01"}, "instruments": {"X": {"tick_size": "0.001"}}}),
+        merged(BASE, {"accounts": {"A1": {"cash": "-1"}}}),
+    ]
+    for config in bad:
+        with pytest.raises(ConfigError):
+            risk.reload(config)
+    s, a, i = risk.session_index("S"), risk.account_index("A1"), risk.instrument_index("AAPL")
+    assert risk.check_new(1, s, a, i, BUY, LIMIT, 6, 100, 0, 1, 0) == R.MAX_ORDER_QTY
+    assert risk.instruments == ["AAPL", "MSFT"]
+
+
+def test_update_merges_an_admin_message():
+    risk = RiskEngine(BASE)
+    risk.update({"accounts": {"A1": {"max_order_qty": 3}}}, now_ns=9, actor="ops")
+    s, a, i = risk.session_index("S"), risk.account_index("A1"), risk.instrument_index("AAPL")
+    assert risk.check_new(1, s, a, i, BUY, LIMIT, 4, 100, 0, 1, 0) == R.MAX_ORDER_QTY
+    assert risk.config["accounts"]["A1"]["cash"] == "1000000"
+    assert risk.audit_log[-1]["action"] == "update" and risk.audit_log[-1]["actor"] == "ops"
+
+
+# ---------------------------------------------------------------- Cython-only surface
+def test_reject_text_is_actionable():
+    h = Harness(RiskEngine, merged(BASE, {"accounts": {"A1": {"cash": "1000"}}}))
+    assert h.new(price=100001) == R.INSUFFICIENT_BUYING_POWER
+    text = h.text()
+    assert text.startswith("INSUFFICIENT_BUYING_POWER: order cost 1000.01 exceeds the buying power 1000")
+    assert "account A1" in text and "AAPL" in text
+
+
+def test_snapshot_restore_round_trip():
+    config = merged(BASE, {"firm": {"duplicative_window_ms": 100, "throttle_rate": 50}})
+    h = Harness(RiskEngine, config)
+    h.engine.set_reference_price(0, 10000, 0)
+    assert h.new(qty=10) == 0
+    h.fill_last(3, 10000)
+    assert h.new(side=SELL, qty=2, price=10100) == 0
+    snap = h.engine.snapshot()
+    other = RiskEngine(config)
+    other.restore(snap)
+    assert other.snapshot() == snap
+    # both go on identically
+    for engine in (h.engine, other):
+        assert engine.check_new(50, 0, 0, 0, BUY, LIMIT, 10, 10000, 0, 1001, 1) == R.DUPLICATE_CL_ORD_ID
+        assert engine.check_new(50, 0, 0, 0, BUY, LIMIT, 10, 10000, 0, 7, 2) == R.DUPLICATIVE_ORDER
+        assert engine.on_fill(1, 7, 10010) == 0
+    assert other.snapshot() == h.engine.snapshot()
+
+
+def test_batch_matches_single_calls():
+    import numpy as np
+    rows = np.array([[k, 0, k % 2, k % 2, BUY if k % 3 else SELL, LIMIT, 1 + k % 5, 10000 + k, 0, k, k]
+                     for k in range(1, 200)], dtype=np.int64)
+    batch = RiskEngine(BASE)
+    batch.session_index("S1")
+    out = np.zeros(len(rows), dtype=np.uint16)
+    passed = batch.check_new_batch(rows, out)
+    single = RiskEngine(BASE)
+    single.session_index("S1")
+    expect = [single.check_new(*map(int, row)) for row in rows]
+    assert out.tolist() == expect and passed == expect.count(0)
+    assert batch.snapshot() == single.snapshot()
