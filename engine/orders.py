@@ -1,0 +1,254 @@
+"""The order state machine: every client order's state, and every transition as an event.
+
+Role in the pipeline: the pipeline moves each order through
+
+    RECEIVED -> VALIDATED -> RISK_CHECKED -> ROUTED -> (PARTIALLY_FILLED ->) FILLED
+                         \\-> REJECTED at any step before ROUTED
+    ROUTED / PARTIALLY_FILLED -> CANCELED | EXPIRED
+
+and this module is the only place that changes an order's stage. An illegal
+transition is a bug in the engine, so it raises instead of being ignored.
+Each order keeps its children (the child orders at venues) so that its state,
+parents and children, can be queried at any time. Quantities and prices are
+the core's integers (lots and ticks); decimal strings appear only when an
+execution report is built.
+"""
+from __future__ import annotations
+
+import enum
+import time
+from decimal import Decimal, localcontext
+
+from engine.messages import ExecType, ExecutionReport, OrdStatus, reject_name
+from ext.instrument import Instrument
+
+
+class Stage(enum.IntEnum):
+    """Where an order is in the pipeline."""
+
+    RECEIVED = 0
+    VALIDATED = 1
+    RISK_CHECKED = 2
+    ROUTED = 3
+    PARTIALLY_FILLED = 4
+    FILLED = 5
+    CANCELED = 6
+    REJECTED = 7
+    EXPIRED = 8
+
+
+TERMINAL = frozenset({Stage.FILLED, Stage.CANCELED, Stage.REJECTED, Stage.EXPIRED})
+WORKING = frozenset({Stage.ROUTED, Stage.PARTIALLY_FILLED})
+
+_ALLOWED: dict[Stage, frozenset[Stage]] = {
+    Stage.RECEIVED: frozenset({Stage.VALIDATED, Stage.REJECTED}),
+    Stage.VALIDATED: frozenset({Stage.RISK_CHECKED, Stage.REJECTED}),
+    Stage.RISK_CHECKED: frozenset({Stage.ROUTED, Stage.REJECTED}),
+    Stage.ROUTED: frozenset({Stage.PARTIALLY_FILLED, Stage.FILLED, Stage.CANCELED,
+                             Stage.EXPIRED}),
+    Stage.PARTIALLY_FILLED: frozenset({Stage.PARTIALLY_FILLED, Stage.FILLED, Stage.CANCELED,
+                                       Stage.EXPIRED}),
+}
+
+_STATUS = {
+    Stage.RECEIVED: OrdStatus.NEW, Stage.VALIDATED: OrdStatus.NEW,
+    Stage.RISK_CHECKED: OrdStatus.NEW, Stage.ROUTED: OrdStatus.NEW,
+    Stage.PARTIALLY_FILLED: OrdStatus.PARTIALLY_FILLED, Stage.FILLED: OrdStatus.FILLED,
+    Stage.CANCELED: OrdStatus.CANCELED, Stage.REJECTED: OrdStatus.REJECTED,
+    Stage.EXPIRED: OrdStatus.EXPIRED,
+}
+
+
+class IllegalTransition(RuntimeError):
+    """The engine tried a transition the state machine does not allow (a bug)."""
+
+
+class Child:
+    """A child order at one venue, as the parent sees it."""
+
+    __slots__ = ("child_id", "venue", "price", "qty", "cum_qty", "done")
+
+    def __init__(self, child_id: int, venue: str, price: int, qty: int):
+        self.child_id, self.venue, self.price, self.qty = child_id, venue, price, qty
+        self.cum_qty = 0
+        self.done = False
+
+    def as_dict(self) -> dict:
+        """Plain-data view for queries and logs."""
+        return {"child_id": self.child_id, "venue": self.venue, "price": self.price,
+                "qty": self.qty, "cum_qty": self.cum_qty, "done": self.done}
+
+
+class Order:
+    """One client order (the parent): identity, terms, fills and stage.
+
+    Attributes
+    ----------
+    order_id : int
+        Engine-assigned, unique for the engine's lifetime (journaled).
+    qty : int
+        Lots in force (changes on replace).
+    cum_qty, notional : int
+        Lots filled and the exact sum of ``last_px * last_qty`` in tick-lots,
+        so ``avg_px = notional / cum_qty`` ticks without rounding.
+    transitions : list of (Stage, int)
+        Every stage the order went through, with its time (ns).
+    """
+
+    __slots__ = ("order_id", "cl_ord_id", "orig_cl_ord_ids", "session_id", "account", "symbol",
+                 "side", "ord_type", "tif", "price", "qty", "cum_qty", "notional", "fees",
+                 "stage", "transitions", "children", "reject_reason", "text", "created_ns")
+
+    def __init__(self, order_id: int, cl_ord_id: str, session_id: str, account: str,
+                 symbol: str, side: int, ord_type: int, tif: int, price: int, qty: int,
+                 now_ns: int):
+        self.order_id = order_id
+        self.cl_ord_id = cl_ord_id
+        self.orig_cl_ord_ids: list[str] = []
+        self.session_id = session_id
+        self.account, self.symbol = account, symbol
+        self.side, self.ord_type, self.tif = side, ord_type, tif
+        self.price, self.qty = price, qty
+        self.cum_qty = self.notional = self.fees = 0
+        self.stage = Stage.RECEIVED
+        self.transitions: list[tuple[Stage, int]] = [(Stage.RECEIVED, now_ns)]
+        self.children: dict[int, Child] = {}
+        self.reject_reason = 0
+        self.text: str | None = None
+        self.created_ns = now_ns
+
+    @property
+    def leaves_qty(self) -> int:
+        """Lots still working (0 once the order is done)."""
+        return 0 if self.stage in TERMINAL else self.qty - self.cum_qty
+
+    @property
+    def ord_status(self) -> OrdStatus:
+        """FIX order status of the current stage."""
+        return _STATUS[self.stage]
+
+    @property
+    def done(self) -> bool:
+        """Filled, canceled, rejected or expired."""
+        return self.stage in TERMINAL
+
+    def advance(self, stage: Stage, now_ns: int) -> None:
+        """Move to ``stage``.
+
+        Raises
+        ------
+        IllegalTransition
+            If the state machine does not allow it.
+        """
+        if stage not in _ALLOWED.get(self.stage, ()):
+            raise IllegalTransition(f"order {self.order_id} ({self.cl_ord_id}): "
+                                    f"{self.stage.name} -> {stage.name}")
+        self.stage = stage
+        self.transitions.append((stage, now_ns))
+
+    def reject(self, reason: int, text: str, now_ns: int) -> None:
+        """Refuse the order before it was routed."""
+        self.reject_reason, self.text = int(reason), text
+        self.advance(Stage.REJECTED, now_ns)
+
+    def fill(self, last_qty: int, last_px: int, now_ns: int, fee: int = 0) -> None:
+        """Book a fill against the parent and move to PARTIALLY_FILLED or FILLED.
+
+        Raises
+        ------
+        IllegalTransition
+            If the order is not working or the fill exceeds what is left.
+        """
+        if last_qty <= 0 or last_qty > self.qty - self.cum_qty:
+            raise IllegalTransition(f"order {self.order_id}: fill of {last_qty} with "
+                                    f"{self.qty - self.cum_qty} left")
+        self.cum_qty += last_qty
+        self.notional += last_qty * last_px
+        self.fees += fee
+        self.advance(Stage.FILLED if self.cum_qty == self.qty else Stage.PARTIALLY_FILLED, now_ns)
+
+    def as_dict(self) -> dict:
+        """Plain-data view of the order and its children, for queries and logs."""
+        return {
+            "order_id": self.order_id, "cl_ord_id": self.cl_ord_id, "account": self.account,
+            "symbol": self.symbol, "side": self.side, "ord_type": self.ord_type, "tif": self.tif,
+            "price": self.price, "qty": self.qty, "cum_qty": self.cum_qty,
+            "leaves_qty": self.leaves_qty, "notional": self.notional, "fees": self.fees,
+            "stage": self.stage.name, "ord_status": self.ord_status.name,
+            "transitions": [(s.name, t) for s, t in self.transitions],
+            "children": [c.as_dict() for c in self.children.values()],
+        }
+
+
+def avg_px(inst: Instrument, notional: int, cum_qty: int) -> str | None:
+    """Exact average price as a decimal string (up to 6 digits past the tick), or None."""
+    if cum_qty == 0:
+        return None
+    with localcontext() as ctx:
+        ctx.prec = 50
+        value = Decimal(notional) * Decimal(inst.tick_size) / Decimal(cum_qty)
+        digits = len(inst.tick_size.partition(".")[2]) + 6
+        text = format(value.quantize(Decimal(1).scaleb(-digits)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def execution_report(order: Order, inst: Instrument, exec_type: ExecType, *,
+                     last_qty: int = 0, last_px: int = 0, venue: str | None = None,
+                     exec_id: str | None = None, orig_cl_ord_id: str | None = None,
+                     reason: int = 0, text: str | None = None) -> ExecutionReport:
+    """The order's current state as an ``ExecutionReport``.
+
+    ``qty`` is the quantity in force, so ``qty == cum_qty + leaves_qty``
+    holds: once the order is done without filling in full, the quantity in
+    force is what filled.
+    """
+    leaves = order.leaves_qty
+    qty = order.cum_qty + leaves
+    lots = inst.lots_to_qty
+    return ExecutionReport(
+        order_id=str(order.order_id), cl_ord_id=order.cl_ord_id, account=order.account,
+        symbol=order.symbol, side=order.side, exec_type=exec_type, ord_status=order.ord_status,
+        qty=lots(qty), cum_qty=lots(order.cum_qty), leaves_qty=lots(leaves),
+        orig_cl_ord_id=orig_cl_ord_id, exec_id=exec_id, ord_type=order.ord_type,
+        price=inst.ticks_to_price(order.price) if order.price else None,
+        avg_px=avg_px(inst, order.notional, order.cum_qty),
+        last_qty=lots(last_qty) if last_qty else None,
+        last_px=inst.ticks_to_price(last_px) if last_qty else None,
+        venue=venue, reject_reason=int(reason), reject_name=reject_name(reason) if reason else None,
+        text=text, transact_time=time.time_ns())
+
+
+class OrderTable:
+    """Every order the engine knows, by engine id and by (account, cl_ord_id)."""
+
+    def __init__(self, first_order_id: int = 1):
+        self.next_order_id = first_order_id
+        self.by_id: dict[int, Order] = {}
+        self.by_cl_ord_id: dict[tuple[str, str], Order] = {}
+
+    def create(self, cl_ord_id: str, session_id: str, account: str, symbol: str, side: int,
+               ord_type: int, tif: int, price: int, qty: int, now_ns: int) -> Order:
+        """A new order in stage RECEIVED, with the next engine order id."""
+        order = Order(self.next_order_id, cl_ord_id, session_id, account, symbol, side,
+                      ord_type, tif, price, qty, now_ns)
+        self.next_order_id += 1
+        self.by_id[order.order_id] = order
+        self.by_cl_ord_id[(account, cl_ord_id)] = order
+        return order
+
+    def alias(self, order: Order, new_cl_ord_id: str) -> None:
+        """After a replace the order answers to its new ``cl_ord_id`` too."""
+        order.orig_cl_ord_ids.append(order.cl_ord_id)
+        order.cl_ord_id = new_cl_ord_id
+        self.by_cl_ord_id[(order.account, new_cl_ord_id)] = order
+
+    def find(self, account: str, cl_ord_id: str) -> Order | None:
+        """The order an account knows as ``cl_ord_id`` (current or earlier id)."""
+        return self.by_cl_ord_id.get((account, cl_ord_id))
+
+    def working(self) -> list[Order]:
+        """Orders that are routed and not done."""
+        return [o for o in self.by_id.values() if o.stage in WORKING]
+
+    def __len__(self) -> int:
+        return len(self.by_id)

@@ -1,0 +1,101 @@
+"""The order state machine: legal paths, illegal transitions, reports that hold the invariants."""
+import pytest
+
+from engine.messages import ExecType, OrdStatus, check_report
+from engine.orders import IllegalTransition, OrderTable, Stage, avg_px, execution_report
+from ext.instrument import Instrument
+from ext.types import OrdType, RejectReason, Side, TimeInForce
+
+INST = Instrument("AAPL", tick_size="0.01", lot_size="0.001")
+
+
+def new_order(table, qty=10_000, price=18925):
+    return table.create("c1", "s1", "ACC1", "AAPL", Side.BUY, OrdType.LIMIT, TimeInForce.DAY,
+                        price, qty, now_ns=1)
+
+
+def route(order):
+    for stage in (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED):
+        order.advance(stage, 2)
+
+
+def test_full_path_to_filled_with_exact_average():
+    table = OrderTable()
+    order = new_order(table)
+    route(order)
+    order.fill(4_000, 18925, 3)
+    assert order.stage == Stage.PARTIALLY_FILLED and order.leaves_qty == 6_000
+    order.fill(6_000, 18930, 4)
+    assert order.stage == Stage.FILLED and order.leaves_qty == 0 and order.done
+    # (4*189.25 + 6*189.30) / 10 = 189.28 exactly
+    assert avg_px(INST, order.notional, order.cum_qty) == "189.28"
+    assert [s for s, _ in order.transitions] == [
+        Stage.RECEIVED, Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED,
+        Stage.PARTIALLY_FILLED, Stage.FILLED]
+    report = execution_report(order, INST, ExecType.FILL, last_qty=6_000, last_px=18930)
+    assert (report.qty, report.cum_qty, report.leaves_qty, report.last_px) == \
+        ("10", "10", "0", "189.3")
+    assert report.ord_status == OrdStatus.FILLED and check_report(report) is None
+
+
+def test_average_price_keeps_sub_tick_digits():
+    assert avg_px(INST, 18925 + 18926, 2) == "189.255"
+    assert avg_px(INST, 1, 3) == "0.00333333"  # 6 digits past the tick, rounded
+    assert avg_px(INST, 0, 0) is None
+
+
+@pytest.mark.parametrize("path", [
+    [Stage.ROUTED],
+    [Stage.VALIDATED, Stage.ROUTED],
+    [Stage.VALIDATED, Stage.RISK_CHECKED, Stage.FILLED],
+    [Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED, Stage.RISK_CHECKED],
+])
+def test_illegal_transitions_raise(path):
+    order = new_order(OrderTable())
+    with pytest.raises(IllegalTransition):
+        for stage in path:
+            order.advance(stage, 5)
+
+
+def test_no_transition_out_of_a_terminal_stage():
+    order = new_order(OrderTable())
+    order.reject(RejectReason.MAX_ORDER_QTY, "too big", 3)
+    assert order.stage == Stage.REJECTED and order.leaves_qty == 0
+    for stage in Stage:
+        with pytest.raises(IllegalTransition):
+            order.advance(stage, 4)
+    report = execution_report(order, INST, ExecType.REJECTED, reason=order.reject_reason,
+                              text=order.text)
+    assert report.qty == "0" and report.reject_name == "MAX_ORDER_QTY"
+    assert check_report(report) is None
+
+
+def test_overfill_is_refused_and_changes_nothing():
+    order = new_order(OrderTable(), qty=5)
+    route(order)
+    with pytest.raises(IllegalTransition):
+        order.fill(6, 100, 3)
+    with pytest.raises(IllegalTransition):
+        order.fill(0, 100, 3)
+    assert order.cum_qty == 0 and order.stage == Stage.ROUTED
+
+
+def test_canceled_report_quantity_in_force_is_what_filled():
+    order = new_order(OrderTable(), qty=10)
+    route(order)
+    order.fill(3, 100, 3)
+    order.advance(Stage.CANCELED, 4)
+    report = execution_report(order, INST, ExecType.CANCELED)
+    assert (report.qty, report.cum_qty, report.leaves_qty) == ("0.003", "0.003", "0")
+    assert check_report(report) is None
+
+
+def test_table_lookup_by_current_and_previous_cl_ord_id():
+    table = OrderTable(first_order_id=100)
+    order = new_order(table)
+    assert order.order_id == 100 and table.next_order_id == 101
+    table.alias(order, "c2")
+    assert table.find("ACC1", "c2") is order and table.find("ACC1", "c1") is order
+    assert table.find("OTHER", "c2") is None
+    route(order)
+    assert table.working() == [order]
