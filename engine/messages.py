@@ -1,0 +1,668 @@
+"""The wire protocol: every message a client and the engine exchange.
+
+This is where an order enters the pipeline as data. Intake decodes a frame
+into one of the ``Request`` structs below (or answers with a ``Reject``), the
+pipeline answers with ``Response`` structs, and the journal stores both as
+msgpack. Nothing here touches a socket or the core: ``ext/`` never sees these
+structs, only the ticks and lots that :func:`order_units` makes of them.
+
+Rules of the protocol (details in ``docs/protocol.md``):
+
+* msgpack on the wire, one message per ZeroMQ frame; each message is a map
+  tagged by ``"type"`` (the class name) and carries the protocol version
+  ``"v"``.
+* Prices and quantities are decimal strings (``"101.25"``), never floats.
+  Enum fields carry the integer codes of ``ext.types`` (FIX tag values).
+* Requests are strict: an unknown field, a wrong type, a bad decimal string
+  or an unknown enum value fails decoding, and :func:`classify_decode_error`
+  turns the failure into a reject code. Responses are lenient (unknown fields
+  ignored) so that a newer engine can add fields without breaking clients.
+* New fields go at the end with a default; a change that old peers cannot
+  ignore bumps ``PROTOCOL_VERSION``.
+"""
+from __future__ import annotations
+
+import enum
+import re
+import time
+from typing import Annotated, Literal, NamedTuple, Union
+
+import msgspec
+from msgspec import Meta
+
+from ext import types as _core
+
+#: Version this engine speaks; a request with another ``v`` is rejected
+#: with UNSUPPORTED_VERSION before anything else is looked at.
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
+
+RejectReason = _core.RejectReason
+
+
+# ---------------------------------------------------------------- enums
+def _closed(core_enum: type) -> type[enum.IntEnum]:
+    """A closed ``IntEnum`` with the names and values of a core enum.
+
+    Cython's ``cpdef enum`` classes accept any integer (C semantics:
+    ``ext.types.Side(3)`` succeeds), so decoding into them would let
+    ``side=3`` through. The twin rejects unknown values at decode time while
+    comparing equal to the core enum (``Side.BUY == ext.types.Side.BUY``).
+    """
+    return enum.IntEnum(core_enum.__name__, {m.name: int(m) for m in core_enum},
+                        module=__name__)
+
+
+Side = _closed(_core.Side)
+OrdType = _closed(_core.OrdType)
+TimeInForce = _closed(_core.TimeInForce)
+StpMode = _closed(_core.StpMode)
+OrdStatus = _closed(_core.OrdStatus)
+
+
+class ExecType(enum.IntEnum):
+    """Why an execution report was sent (FIX tag 150; 12 is FIX's ``C``)."""
+
+    NEW = 0
+    PARTIAL_FILL = 1
+    FILL = 2
+    CANCELED = 4
+    REPLACED = 5
+    REJECTED = 8
+    EXPIRED = 12
+
+
+# ---------------------------------------------------------------- field types
+# Decimal strings: digits with an optional fraction, no sign, exponent or
+# whitespace, so the text a client sends is the number the engine reads.
+# Requests need a positive value; reports may carry zero (cum_qty "0").
+_POSITIVE = r"^(?=[0-9.]*[1-9])[0-9]{1,20}(\.[0-9]{1,18})?$"
+_NON_NEGATIVE = r"^[0-9]{1,20}(\.[0-9]{1,18})?$"
+
+PositiveDecimalStr = Annotated[str, Meta(pattern=_POSITIVE, max_length=40,
+                                      description="positive decimal string, e.g. \"101.25\"")]
+DecimalStr = Annotated[str, Meta(pattern=_NON_NEGATIVE, max_length=40,
+                              description="non-negative decimal string, e.g. \"0\"")]
+# Printable ASCII without spaces: ids end up in logs, files and FIX gateways.
+_ID_PATTERN = r"^[\x21-\x7e]{1,64}$"
+_SYMBOL_PATTERN = r"^[\x21-\x7e]{1,32}$"
+ClOrdId = Annotated[str, Meta(pattern=_ID_PATTERN, description="client order id")]
+Account = Annotated[str, Meta(pattern=_ID_PATTERN, description="account id")]
+Symbol = Annotated[str, Meta(pattern=_SYMBOL_PATTERN, description="instrument symbol")]
+Label = Annotated[str, Meta(max_length=64)]
+Text = Annotated[str, Meta(max_length=512)]
+Nanos = Annotated[int, Meta(ge=0, description="nanoseconds since the Unix epoch")]
+Seq = Annotated[int, Meta(ge=0)]
+
+
+# ---------------------------------------------------------------- requests
+class _Request(msgspec.Struct, frozen=True, kw_only=True, tag=True, forbid_unknown_fields=True):
+    """Fields every client-to-engine message carries."""
+
+    v: int = PROTOCOL_VERSION
+
+
+class NewOrder(_Request, gc=False):
+    """Enter one order.
+
+    ``price`` is required for LIMIT orders and must be absent for MARKET.
+    ``intended_duplicate`` tells risk's duplicative-order check that an
+    identical order to a recent one is deliberate; ``locate`` asserts a
+    borrow was located for a SELL_SHORT; ``strategy`` and ``route_hint`` are
+    passed to the router (a strategy label and a preferred venue or routing
+    style).
+    """
+
+    cl_ord_id: ClOrdId
+    account: Account
+    symbol: Symbol
+    side: Side
+    qty: PositiveDecimalStr
+    ord_type: OrdType = OrdType.LIMIT
+    price: PositiveDecimalStr | None = None
+    time_in_force: TimeInForce = TimeInForce.DAY
+    post_only: bool = False
+    stp: StpMode = StpMode.STP_NONE
+    intended_duplicate: bool = False
+    locate: bool = False
+    strategy: Label | None = None
+    route_hint: Label | None = None
+
+
+class Cancel(_Request, gc=False):
+    """Cancel the working order ``orig_cl_ord_id``; ``cl_ord_id`` names this request."""
+
+    cl_ord_id: ClOrdId
+    orig_cl_ord_id: ClOrdId
+    account: Account
+    symbol: Symbol | None = None
+
+
+class Replace(_Request, gc=False):
+    """Cancel/replace: change the quantity and/or price of a working order.
+
+    ``qty`` is the new total order quantity (filled part included); a field
+    left out keeps its value. At least one of ``qty`` and ``price`` is given.
+    """
+
+    cl_ord_id: ClOrdId
+    orig_cl_ord_id: ClOrdId
+    account: Account
+    symbol: Symbol | None = None
+    qty: PositiveDecimalStr | None = None
+    price: PositiveDecimalStr | None = None
+
+
+class BulkNewOrders(_Request):
+    """Many orders in one message; each order is answered on its own.
+
+    A message that does not decode is rejected whole (the ``Reject`` text
+    names the failing order, e.g. ``$.orders[3].price``); once decoded, every
+    order gets its own ``Reject`` or execution reports.
+    """
+
+    orders: Annotated[list[NewOrder], Meta(min_length=1)]
+    batch_id: Label | None = None
+
+
+class OrderStatusRequest(_Request, gc=False):
+    """Ask for the current state of an order by ``cl_ord_id``."""
+
+    cl_ord_id: ClOrdId
+    account: Account
+
+
+class TradeHistoryRequest(_Request, gc=False):
+    """Fills of ``account`` with ``start_time <= transact_time < end_time``."""
+
+    req_id: Label
+    account: Account
+    start_time: Nanos
+    end_time: Nanos
+    symbol: Symbol | None = None
+
+
+class Heartbeat(_Request, gc=False):
+    """Keep the session alive; also the place to opt in to cancel-on-disconnect.
+
+    ``cancel_on_disconnect`` left out keeps the session's current setting.
+    ``test_req_id`` is echoed in the ``HeartbeatAck``.
+    """
+
+    test_req_id: Label | None = None
+    cancel_on_disconnect: bool | None = None
+
+
+class ResendRequest(_Request, gc=False):
+    """Ask for outbound messages ``begin_seq..end_seq`` again (``end_seq`` 0: up to the latest).
+
+    A client that reconnected names its old session with ``session_id`` (from
+    the ``HeartbeatAck``) as the first message on the new connection; the
+    session then continues on the new connection with its sequence intact.
+    """
+
+    begin_seq: Annotated[int, Meta(ge=1)]
+    end_seq: Seq = 0
+    session_id: Label | None = None
+
+
+class KillSwitch(_Request, gc=False):
+    """Engage or release a kill switch (admin keys only).
+
+    ``scope`` ``"global"`` needs no ``target``; ``"account"`` and ``"symbol"``
+    name the account or symbol in ``target``.
+    """
+
+    req_id: Label
+    action: Literal["engage", "release"]
+    scope: Literal["global", "account", "symbol"]
+    target: Label | None = None
+    text: Text | None = None
+
+
+class ReloadLimits(_Request, gc=False):
+    """Re-read the risk limits (admin keys only)."""
+
+    req_id: Label
+
+
+Request = Union[NewOrder, Cancel, Replace, BulkNewOrders, OrderStatusRequest,
+                TradeHistoryRequest, Heartbeat, ResendRequest, KillSwitch, ReloadLimits]
+AdminRequest = (KillSwitch, ReloadLimits)
+#: Requests that name an account, checked against the session's entitlements.
+AccountRequest = (NewOrder, Cancel, Replace, OrderStatusRequest, TradeHistoryRequest)
+REQUEST_TYPES: dict[str, type] = {cls.__name__: cls for cls in Request.__args__}
+
+
+# ---------------------------------------------------------------- responses
+class _Response(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Fields every engine-to-client message carries.
+
+    ``seq`` is stamped by ``Session.send`` (1, 2, 3, ... per session); a
+    message built by a handler leaves it 0.
+    """
+
+    v: int = PROTOCOL_VERSION
+    seq: Seq = 0
+    transact_time: Nanos = 0
+
+
+class ExecutionReport(_Response, gc=False):
+    """The state of one order after something happened to it.
+
+    ``qty`` is the order's quantity in force, so that
+    ``qty == cum_qty + leaves_qty`` holds in every report: the ordered
+    quantity while the order works, the new quantity after a replace, and
+    the filled quantity once the order is done (after a cancel or expiry the
+    unfilled remainder is no longer in force; a rejected new order has
+    ``qty`` "0"). A rejected cancel or replace reports the unchanged state
+    of the original order with ``exec_type`` REJECTED and the reason.
+    ``last_qty``/``last_px`` are set on fills only.
+    """
+
+    order_id: Label
+    cl_ord_id: ClOrdId
+    account: Account
+    symbol: Symbol
+    side: Side
+    exec_type: ExecType
+    ord_status: OrdStatus
+    qty: DecimalStr
+    cum_qty: DecimalStr
+    leaves_qty: DecimalStr
+    orig_cl_ord_id: ClOrdId | None = None
+    exec_id: Label | None = None
+    ord_type: OrdType | None = None
+    price: DecimalStr | None = None
+    avg_px: DecimalStr | None = None
+    last_qty: DecimalStr | None = None
+    last_px: DecimalStr | None = None
+    venue: Label | None = None
+    reject_reason: int = 0
+    reject_name: str | None = None
+    text: Text | None = None
+
+    def __post_init__(self) -> None:
+        problem = check_report(self)
+        if problem is not None:
+            raise ValueError(problem)
+
+
+class OrderStatusReply(_Response):
+    """Answer to ``OrderStatusRequest``: the order's latest report, if known.
+
+    ``found`` false comes with ``reject_reason`` UNKNOWN_CL_ORD_ID.
+    """
+
+    cl_ord_id: ClOrdId
+    account: Account
+    found: bool
+    report: ExecutionReport | None = None
+    reject_reason: int = 0
+    reject_name: str | None = None
+    text: Text | None = None
+
+
+class TradeFill(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One fill in a ``TradeHistoryReply``."""
+
+    exec_id: Label
+    order_id: Label
+    cl_ord_id: ClOrdId
+    symbol: Symbol
+    side: Side
+    last_qty: DecimalStr
+    last_px: DecimalStr
+    transact_time: Nanos
+    venue: Label | None = None
+
+
+class TradeHistoryReply(_Response):
+    """Answer to ``TradeHistoryRequest``; long answers come in several parts.
+
+    ``last`` is true on the final part; parts of one answer share ``req_id``.
+    """
+
+    req_id: Label
+    account: Account
+    fills: list[TradeFill]
+    last: bool = True
+    reject_reason: int = 0
+    reject_name: str | None = None
+    text: Text | None = None
+
+
+class HeartbeatAck(_Response, gc=False):
+    """Answer to ``Heartbeat``: the session's id and its timing rules.
+
+    Also closes the answer to a ``ResendRequest``: then ``resend_begin_seq``
+    and ``resend_end_seq`` give the range asked for, and every message of
+    that range the engine still kept has been sent again before this ack.
+    """
+
+    session_id: str
+    heartbeat_interval_ms: int
+    heartbeat_timeout_ms: int
+    cancel_on_disconnect: bool
+    test_req_id: Label | None = None
+    resend_begin_seq: int | None = None
+    resend_end_seq: int | None = None
+
+
+class Reject(_Response, gc=False):
+    """A request refused before it reached the pipeline.
+
+    Sent for a frame that could not be parsed (``ref_type`` then is ``None``
+    if even the type was unreadable) and for requests that fail intake's
+    checks (entitlement, cross-field rules). ``cl_ord_id`` is filled in when
+    the request had one.
+    """
+
+    reject_reason: int
+    reject_name: str
+    text: Text
+    ref_type: str | None = None
+    cl_ord_id: str | None = None
+
+
+class AdminReply(_Response, gc=False):
+    """Answer to ``KillSwitch`` and ``ReloadLimits``."""
+
+    req_id: Label
+    ok: bool
+    reject_reason: int = 0
+    reject_name: str | None = None
+    text: Text | None = None
+
+
+Response = Union[ExecutionReport, OrderStatusReply, TradeHistoryReply, HeartbeatAck,
+                 Reject, AdminReply]
+RESPONSE_TYPES: dict[str, type] = {cls.__name__: cls for cls in Response.__args__}
+
+
+# ---------------------------------------------------------------- journal envelopes
+class JournalCommand(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """An inbound request as the journal stores it: who sent it, and when."""
+
+    session_id: str
+    principal: str
+    received_ns: Nanos
+    request: Request
+
+
+class JournalEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """An outbound message as the journal stores it, with the session it went to."""
+
+    session_id: str
+    event: Response
+
+
+JournalPayload = Union[JournalCommand, JournalEvent]
+
+
+# ---------------------------------------------------------------- codecs
+def request_decoder() -> msgspec.msgpack.Decoder:
+    """A decoder for client-to-engine frames; make one per socket and reuse it."""
+    return msgspec.msgpack.Decoder(Request)
+
+
+def response_decoder() -> msgspec.msgpack.Decoder:
+    """A decoder for engine-to-client frames; make one per socket and reuse it."""
+    return msgspec.msgpack.Decoder(Response)
+
+
+def encoder() -> msgspec.msgpack.Encoder:
+    """The msgpack encoder; make one per socket and reuse it with ``encode_into``."""
+    return msgspec.msgpack.Encoder()
+
+
+# ---------------------------------------------------------------- reject helpers
+class Problem(NamedTuple):
+    """Why a request is refused: the code, the offending field and a sentence."""
+
+    reason: int
+    field: str | None
+    text: str
+
+
+def reject_name(code: int) -> str:
+    """The ``RejectReason`` name of ``code``, or ``"UNKNOWN_<code>"``."""
+    try:
+        name = RejectReason(code).name
+    except ValueError:
+        name = None
+    return name or f"UNKNOWN_{code}"
+
+
+def make_reject(reason: int, text: str, *, ref_type: str | None = None,
+                cl_ord_id: str | None = None) -> Reject:
+    """A ``Reject`` with its name and ``transact_time`` filled in."""
+    return Reject(reject_reason=int(reason), reject_name=reject_name(reason), text=text[:512],
+                  ref_type=ref_type, cl_ord_id=cl_ord_id, transact_time=time.time_ns())
+
+
+# The last path component of a msgspec error decides the code, so that a bad
+# price is INVALID_PRICE wherever it sits (``$.price``, ``$.orders[3].price``).
+_FIELD_REASON = {
+    "price": RejectReason.INVALID_PRICE,
+    "qty": RejectReason.INVALID_QTY,
+    "side": RejectReason.INVALID_SIDE,
+    "ord_type": RejectReason.INVALID_ORD_TYPE,
+    "time_in_force": RejectReason.INVALID_TIF,
+    "stp": RejectReason.INVALID_STP_MODE,
+    "cl_ord_id": RejectReason.INVALID_ORDER_ID,
+    "orig_cl_ord_id": RejectReason.INVALID_ORDER_ID,
+}
+_PATH = re.compile(r" - at `(\$[^`]*)`$")
+_FIELD_NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
+_FRIENDLY = {
+    _POSITIVE: "a positive decimal string such as \"101.25\" (no sign, exponent or spaces)",
+    _NON_NEGATIVE: "a decimal string such as \"0\"",
+    _ID_PATTERN: "1 to 64 printable ASCII characters without spaces",
+    _SYMBOL_PATTERN: "1 to 32 printable ASCII characters without spaces",
+}
+_raw_decoder = msgspec.msgpack.Decoder()
+
+
+def classify_decode_error(data: bytes | memoryview, exc: msgspec.MsgspecError) -> tuple[Problem, str | None, str | None]:
+    """Turn a failed request decode into a reject.
+
+    Only called on the error path, so it may decode the frame a second time
+    (schemaless) to find out how far the message got.
+
+    Parameters
+    ----------
+    data : bytes or memoryview
+        The frame that failed to decode.
+    exc : msgspec.MsgspecError
+        What the typed decoder raised.
+
+    Returns
+    -------
+    (Problem, ref_type, cl_ord_id)
+        The reject code with the offending field and a sentence, the message
+        type if it could be read, and the client order id if there was one.
+    """
+    # ValidationError subclasses DecodeError: anything else is broken msgpack.
+    if not isinstance(exc, msgspec.ValidationError):
+        return Problem(RejectReason.MALFORMED_MESSAGE, None,
+                       f"frame is not valid msgpack: {exc}"), None, None
+    try:
+        raw = _raw_decoder.decode(data)
+    except msgspec.MsgspecError as raw_exc:  # pragma: no cover - typed decode would have said so
+        return Problem(RejectReason.MALFORMED_MESSAGE, None, f"frame is not valid msgpack: {raw_exc}"), None, None
+    if not isinstance(raw, dict):
+        return Problem(RejectReason.MALFORMED_MESSAGE, None,
+                       f"a message is a map with a \"type\" field, got {type(raw).__name__}"), None, None
+    msg_type = raw.get("type")
+    cl_ord_id = raw.get("cl_ord_id")
+    cl_ord_id = cl_ord_id if isinstance(cl_ord_id, str) and 0 < len(cl_ord_id) <= 64 else None
+    if msg_type is None:
+        return Problem(RejectReason.MALFORMED_MESSAGE, "type",
+                       "message has no \"type\" field"), None, cl_ord_id
+    if not isinstance(msg_type, str) or msg_type not in REQUEST_TYPES:
+        shown = repr(msg_type)[:40]
+        return Problem(RejectReason.UNKNOWN_MESSAGE_TYPE, "type",
+                       f"unknown message type {shown}; expected one of {', '.join(REQUEST_TYPES)}"), None, cl_ord_id
+    version = raw.get("v", PROTOCOL_VERSION)
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        return Problem(RejectReason.UNSUPPORTED_VERSION, "v",
+                       f"protocol version {version!r} is not supported; this engine speaks "
+                       f"{sorted(SUPPORTED_VERSIONS)}"), msg_type, cl_ord_id
+    message = str(exc)
+    match = _PATH.search(message)
+    path = match.group(1) if match else "$"
+    detail = message[:match.start()] if match else message
+    field = None
+    if path != "$":
+        field = re.split(r"[.\[]", path)[-1].rstrip("]")
+    elif "unknown field" in detail or "missing required field" in detail:
+        named = _FIELD_NAME.search(detail)
+        field = named.group(1) if named else None
+    for pattern, friendly in _FRIENDLY.items():
+        detail = detail.replace(f"`str` matching regex {pattern!r}", friendly)
+    # A missing or extra field is a structural fault whatever its name; a
+    # field present with a bad value gets that field's own code.
+    if "unknown field" in detail or "missing required field" in detail:
+        reason = RejectReason.INVALID_FIELD
+    else:
+        reason = _FIELD_REASON.get(field, RejectReason.INVALID_FIELD)
+    where = f" at {path}" if path != "$" else ""
+    return Problem(reason, field, f"{msg_type}: {detail}{where}"), msg_type, cl_ord_id
+
+
+def check_request(request: Request, *, max_bulk_orders: int = 1000) -> Problem | None:
+    """Cross-field rules that a schema cannot express.
+
+    Parameters
+    ----------
+    request : Request
+        A decoded request.
+    max_bulk_orders : int
+        Largest accepted ``BulkNewOrders``.
+
+    Returns
+    -------
+    Problem or None
+        The first rule broken, or ``None``. For ``BulkNewOrders`` only the
+        batch itself is checked; :func:`check_new_order` checks each order.
+    """
+    if request.v not in SUPPORTED_VERSIONS:
+        return Problem(RejectReason.UNSUPPORTED_VERSION, "v",
+                       f"protocol version {request.v} is not supported; this engine speaks "
+                       f"{sorted(SUPPORTED_VERSIONS)}")
+    match request:
+        case NewOrder():
+            return check_new_order(request)
+        case Cancel() | Replace():
+            if request.cl_ord_id == request.orig_cl_ord_id:
+                return Problem(RejectReason.INVALID_ORDER_ID, "cl_ord_id",
+                               "cl_ord_id must name this request, not repeat orig_cl_ord_id")
+            if type(request) is Replace and request.qty is None and request.price is None:
+                return Problem(RejectReason.INVALID_FIELD, "qty",
+                               "Replace changes nothing: give qty and/or price")
+        case BulkNewOrders():
+            if len(request.orders) > max_bulk_orders:
+                return Problem(RejectReason.INVALID_FIELD, "orders",
+                               f"{len(request.orders)} orders exceed the limit of {max_bulk_orders} per message")
+        case TradeHistoryRequest():
+            if request.end_time < request.start_time:
+                return Problem(RejectReason.INVALID_FIELD, "end_time", "end_time is before start_time")
+        case ResendRequest():
+            if request.end_seq and request.end_seq < request.begin_seq:
+                return Problem(RejectReason.INVALID_FIELD, "end_seq", "end_seq is before begin_seq")
+        case KillSwitch():
+            if request.scope != "global" and not request.target:
+                return Problem(RejectReason.INVALID_FIELD, "target",
+                               f"a {request.scope} kill switch needs a target")
+    return None
+
+
+def check_new_order(order: NewOrder) -> Problem | None:
+    """Rules between a new order's fields (price vs type, post-only vs TIF)."""
+    if order.ord_type == OrdType.LIMIT and order.price is None:
+        return Problem(RejectReason.PRICE_REQUIRED, "price", "a LIMIT order needs a price")
+    if order.ord_type == OrdType.MARKET and order.price is not None:
+        return Problem(RejectReason.INVALID_PRICE, "price", "a MARKET order must not carry a price")
+    if order.post_only:
+        if order.ord_type != OrdType.LIMIT:
+            return Problem(RejectReason.INVALID_ORD_TYPE, "ord_type", "post_only needs a LIMIT order")
+        if order.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
+            return Problem(RejectReason.INVALID_TIF, "time_in_force",
+                           "post_only cannot be IOC or FOK: it never takes liquidity")
+    return None
+
+
+# ---------------------------------------------------------------- invariants
+def _units(text: str) -> tuple[int, int]:
+    """A decimal string as ``(mantissa, exponent)``: exact, no float."""
+    dot = text.find(".")
+    if dot < 0:
+        return int(text), 0
+    return int(text[:dot] + text[dot + 1:]), len(text) - dot - 1
+
+
+def decimal_sum_equals(total: str, *parts: str) -> bool:
+    """``total == sum(parts)`` exactly, for decimal strings."""
+    if "." not in total and not any("." in p for p in parts):  # whole lots: the usual case
+        return int(total) == sum(int(p) for p in parts)
+    values = [_units(total), *(_units(p) for p in parts)]
+    scale = max(e for _, e in values)
+    scaled = [m * 10 ** (scale - e) for m, e in values]
+    return scaled[0] == sum(scaled[1:])
+
+
+def _is_zero(text: str) -> bool:
+    return text.strip("0.") == ""
+
+
+_DONE = (OrdStatus.FILLED, OrdStatus.CANCELED, OrdStatus.EXPIRED, OrdStatus.REJECTED)
+
+
+def check_report(report: ExecutionReport) -> str | None:
+    """The execution report invariants; ``None`` when they hold.
+
+    * ``qty == cum_qty + leaves_qty``;
+    * a done order (filled, canceled, expired, rejected) has ``leaves_qty`` 0;
+    * a fill or partial fill carries ``last_qty`` > 0 and ``last_px``;
+    * a rejected report carries a reject reason.
+    """
+    if not decimal_sum_equals(report.qty, report.cum_qty, report.leaves_qty):
+        return (f"qty {report.qty} != cum_qty {report.cum_qty} + leaves_qty {report.leaves_qty} "
+                f"(cl_ord_id {report.cl_ord_id})")
+    if report.ord_status in _DONE and not _is_zero(report.leaves_qty):
+        return f"ord_status {report.ord_status.name} with leaves_qty {report.leaves_qty}"
+    if report.exec_type in (ExecType.FILL, ExecType.PARTIAL_FILL):
+        if report.last_qty is None or report.last_px is None or _is_zero(report.last_qty):
+            return f"exec_type {report.exec_type.name} without last_qty/last_px"
+    if report.exec_type == ExecType.REJECTED and not report.reject_reason:
+        return "exec_type REJECTED without reject_reason"
+    return None
+
+
+# ---------------------------------------------------------------- conversions
+class OrderUnits(NamedTuple):
+    """A new order's price and quantity as the core's integers (price 0: none)."""
+
+    price_ticks: int
+    qty_lots: int
+
+
+def order_units(order: NewOrder | Replace, instrument) -> OrderUnits:
+    """Convert an order's decimal strings to ticks and lots.
+
+    Parameters
+    ----------
+    order : NewOrder or Replace
+        A decoded order (for a ``Replace`` a missing field converts to 0).
+    instrument : ext.instrument.Instrument
+        The order's instrument.
+
+    Raises
+    ------
+    ext.instrument.ConversionError
+        With ``.reason`` (OFF_TICK, OFF_LOT, BELOW_MIN_QTY, ...) and ``.field``.
+    """
+    price = 0 if order.price is None else instrument.price_to_ticks(order.price)
+    qty = 0 if order.qty is None else instrument.qty_to_lots(order.qty)
+    return OrderUnits(price, qty)
