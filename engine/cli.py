@@ -17,6 +17,8 @@ from engine import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("engine.cmd_demo", "set up nothing, run the main job on the embedded default"),
     "book-demo": ("engine.cmd_book_demo", "replay a small deterministic order stream through the book"),
+    "journal": ("engine.cmd_journal", "verify a journal's checksums and hash chain, or export it to Parquet"),
+    "client": ("engine.cmd_client", "send one request to a running engine and print the answers"),
 }
 
 

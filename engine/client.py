@@ -1,0 +1,453 @@
+"""Client library for the engine's wire protocol, blocking and asyncio.
+
+What strategies, tests, benchmarks and ``kronos-exec client`` use to talk to
+intake: a DEALER socket (CURVE optional) that sends requests and receives
+responses. The client checks the engine's per-session ``seq`` on everything
+it receives: a jump forward is a gap (recorded in ``gaps`` and, with
+``auto_resend``, asked for again with a ``ResendRequest``), a number seen
+before is a duplicate and is dropped, and a gap the engine can no longer
+fill ends up in ``lost``.
+
+Example
+-------
+>>> with Client("tcp://127.0.0.1:7001", server_key=SERVER_PUB,           # doctest: +SKIP
+...             client_keypair=(PUB, SECRET)) as client:
+...     client.new_order("AAPL", "buy", "10", "101.25", account="ACC1")
+...     print(client.recv(timeout=1.0))
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import secrets
+import time
+from typing import Iterable
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from engine.messages import (
+    BulkNewOrders,
+    Cancel,
+    Heartbeat,
+    HeartbeatAck,
+    NewOrder,
+    OrderStatusRequest,
+    OrdType,
+    Replace,
+    Request,
+    ResendRequest,
+    Response,
+    Side,
+    TimeInForce,
+    TradeHistoryRequest,
+    encoder,
+    response_decoder,
+)
+
+_SIDES = {"buy": Side.BUY, "sell": Side.SELL, "sell_short": Side.SELL_SHORT, "short": Side.SELL_SHORT}
+_ORD_TYPES = {"limit": OrdType.LIMIT, "market": OrdType.MARKET}
+_TIFS = {"day": TimeInForce.DAY, "gtc": TimeInForce.GTC, "ioc": TimeInForce.IOC, "fok": TimeInForce.FOK}
+
+
+def _enum(value, table: dict, enum_type):
+    if isinstance(value, str):
+        try:
+            return table[value.lower()]
+        except KeyError:
+            raise ValueError(f"{value!r} is not one of {', '.join(table)}") from None
+    return enum_type(value)
+
+
+class ClientProtocolError(Exception):
+    """The engine sent something this client cannot read."""
+
+
+class _Base:
+    """What both clients share: request building, encoding, seq tracking."""
+
+    def __init__(self, *, auto_resend: bool, cl_ord_id_prefix: str | None):
+        self.auto_resend = auto_resend
+        self._decoder = response_decoder()
+        self._encoder = encoder()
+        self._buf = bytearray(512)
+        self._ids = itertools.count(1)
+        self._prefix = cl_ord_id_prefix or secrets.token_hex(3)
+        #: id of the engine session (from the last HeartbeatAck)
+        self.session_id: str | None = None
+        #: highest seq received
+        self.last_seq = 0
+        #: missing seq ranges ``[first, last]`` not (yet) received
+        self.gaps: list[list[int]] = []
+        #: ranges the engine said it no longer keeps
+        self.lost: list[list[int]] = []
+        #: messages dropped because their seq was already received
+        self.duplicates = 0
+
+    # ------------------------------------------------------------ building
+    def next_cl_ord_id(self) -> str:
+        """A fresh client order id (``<prefix>-<n>``)."""
+        return f"{self._prefix}-{next(self._ids)}"
+
+    def build_new_order(self, symbol: str, side, qty: str, price: str | None = None, *,
+                        account: str, ord_type=None, time_in_force="day",
+                        cl_ord_id: str | None = None, **fields) -> NewOrder:
+        """A ``NewOrder``; ``side``/``ord_type``/``time_in_force`` accept names
+        (``"buy"``, ``"market"``, ``"ioc"``) or enum values. ``ord_type``
+        defaults to LIMIT with a price and MARKET without."""
+        if ord_type is None:
+            ord_type = OrdType.LIMIT if price is not None else OrdType.MARKET
+        return NewOrder(cl_ord_id=cl_ord_id or self.next_cl_ord_id(), account=account,
+                        symbol=symbol, side=_enum(side, _SIDES, Side), qty=qty, price=price,
+                        ord_type=_enum(ord_type, _ORD_TYPES, OrdType),
+                        time_in_force=_enum(time_in_force, _TIFS, TimeInForce), **fields)
+
+    # ------------------------------------------------------------ receiving
+    def _decode(self, data) -> Response:
+        try:
+            return self._decoder.decode(data)
+        except msgspec.MsgspecError as exc:
+            raise ClientProtocolError(f"undecodable message from the engine: {exc}") from exc
+
+    def _track(self, msg: Response) -> tuple[bool, ResendRequest | None]:
+        """Account for ``msg.seq``; returns (deliver?, resend request to send)."""
+        seq = msg.seq
+        resend = None
+        if isinstance(msg, HeartbeatAck):
+            self.session_id = msg.session_id
+        if seq == self.last_seq + 1:
+            self.last_seq = seq
+        elif seq > self.last_seq:
+            self.gaps.append([self.last_seq + 1, seq - 1])
+            if self.auto_resend:
+                resend = ResendRequest(begin_seq=self.last_seq + 1, end_seq=seq - 1)
+            self.last_seq = seq
+        elif not self._fill_gap(seq):
+            self.duplicates += 1
+            return False, None
+        if isinstance(msg, HeartbeatAck) and msg.resend_begin_seq is not None:
+            end = msg.resend_end_seq if msg.resend_end_seq is not None else seq - 1
+            self._close_replay(msg.resend_begin_seq, end)
+        return True, resend
+
+    def _fill_gap(self, seq: int) -> bool:
+        for index, (first, last) in enumerate(self.gaps):
+            if first <= seq <= last:
+                pieces = [[first, seq - 1], [seq + 1, last]]
+                self.gaps[index:index + 1] = [p for p in pieces if p[0] <= p[1]]
+                return True
+        return False
+
+    def _close_replay(self, begin: int, end: int) -> None:
+        """After a replay, whatever it should have covered and did not is lost."""
+        remaining = []
+        for first, last in self.gaps:
+            lo, hi = max(first, begin), min(last, end)
+            if lo > hi:
+                remaining.append([first, last])
+                continue
+            self.lost.append([lo, hi])
+            if first < lo:
+                remaining.append([first, lo - 1])
+            if hi < last:
+                remaining.append([hi + 1, last])
+        self.gaps = remaining
+
+    def _encode(self, request: Request) -> bytearray:
+        self._encoder.encode_into(request, self._buf)
+        return self._buf
+
+
+def _configure(socket: zmq.Socket, server_key, client_keypair, routing_id) -> None:
+    socket.linger = 0
+    if routing_id is not None:
+        socket.routing_id = routing_id
+    if server_key is not None:
+        public, secret = client_keypair if client_keypair is not None else zmq.curve_keypair()
+        socket.curve_serverkey = server_key if isinstance(server_key, bytes) else server_key.encode()
+        socket.curve_publickey = public if isinstance(public, bytes) else public.encode()
+        socket.curve_secretkey = secret if isinstance(secret, bytes) else secret.encode()
+
+
+class Client(_Base):
+    """Blocking client.
+
+    Parameters
+    ----------
+    endpoint : str
+        ``tcp://host:port`` or ``ipc:///path`` of an intake endpoint.
+    server_key : str or bytes, optional
+        The engine's Z85 public key; turns CURVE on.
+    client_keypair : (public, secret), optional
+        This client's Z85 keys (must be in the engine's allow-list); a
+        throw-away pair if omitted (refused by a real engine).
+    auto_resend : bool
+        Ask for missing seqs as soon as a gap is seen. Default true.
+    context : zmq.Context, optional
+        Defaults to the process-wide instance.
+    cl_ord_id_prefix : str, optional
+        Prefix of generated client order ids.
+    """
+
+    def __init__(self, endpoint: str, *, server_key=None, client_keypair=None,
+                 auto_resend: bool = True, context: zmq.Context | None = None,
+                 cl_ord_id_prefix: str | None = None, routing_id: bytes | None = None):
+        super().__init__(auto_resend=auto_resend, cl_ord_id_prefix=cl_ord_id_prefix)
+        self.endpoint = endpoint
+        self.socket = (context or zmq.Context.instance()).socket(zmq.DEALER)
+        _configure(self.socket, server_key, client_keypair, routing_id)
+        self.socket.connect(endpoint)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.socket.close(0)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ sending
+    def send(self, request: Request) -> None:
+        """Encode and send one request."""
+        self.socket.send(self._encode(request))
+
+    def send_raw(self, data: bytes | Iterable[bytes]) -> None:
+        """Send bytes as they are (one frame, or several from an iterable); for tests."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            self.socket.send(data)
+        else:
+            self.socket.send_multipart(list(data))
+
+    def new_order(self, symbol: str, side, qty: str, price: str | None = None, *, account: str,
+                  **fields) -> NewOrder:
+        """Send a ``NewOrder`` (see ``build_new_order``); returns it."""
+        order = self.build_new_order(symbol, side, qty, price, account=account, **fields)
+        self.send(order)
+        return order
+
+    def cancel(self, orig_cl_ord_id: str, *, account: str, symbol: str | None = None,
+               cl_ord_id: str | None = None) -> Cancel:
+        """Send a ``Cancel`` of ``orig_cl_ord_id``; returns it."""
+        request = Cancel(cl_ord_id=cl_ord_id or self.next_cl_ord_id(), orig_cl_ord_id=orig_cl_ord_id,
+                         account=account, symbol=symbol)
+        self.send(request)
+        return request
+
+    def replace(self, orig_cl_ord_id: str, *, account: str, qty: str | None = None,
+                price: str | None = None, symbol: str | None = None,
+                cl_ord_id: str | None = None) -> Replace:
+        """Send a ``Replace`` of ``orig_cl_ord_id``; returns it."""
+        request = Replace(cl_ord_id=cl_ord_id or self.next_cl_ord_id(), orig_cl_ord_id=orig_cl_ord_id,
+                          account=account, qty=qty, price=price, symbol=symbol)
+        self.send(request)
+        return request
+
+    def bulk(self, orders: list[NewOrder], *, batch_id: str | None = None) -> BulkNewOrders:
+        """Send many orders in one ``BulkNewOrders``; returns it."""
+        request = BulkNewOrders(orders=list(orders), batch_id=batch_id)
+        self.send(request)
+        return request
+
+    def status(self, cl_ord_id: str, *, account: str) -> None:
+        """Send an ``OrderStatusRequest``."""
+        self.send(OrderStatusRequest(cl_ord_id=cl_ord_id, account=account))
+
+    def history(self, account: str, start_time: int, end_time: int, *, symbol: str | None = None,
+                req_id: str | None = None) -> str:
+        """Send a ``TradeHistoryRequest``; returns its ``req_id``."""
+        req_id = req_id or self.next_cl_ord_id()
+        self.send(TradeHistoryRequest(req_id=req_id, account=account, start_time=start_time,
+                                      end_time=end_time, symbol=symbol))
+        return req_id
+
+    def heartbeat(self, *, cancel_on_disconnect: bool | None = None,
+                  test_req_id: str | None = None) -> None:
+        """Send a ``Heartbeat`` (optionally opting in or out of cancel-on-disconnect)."""
+        self.send(Heartbeat(test_req_id=test_req_id, cancel_on_disconnect=cancel_on_disconnect))
+
+    def resend(self, begin_seq: int, end_seq: int = 0, *, session_id: str | None = None) -> None:
+        """Send a ``ResendRequest``."""
+        self.send(ResendRequest(begin_seq=begin_seq, end_seq=end_seq, session_id=session_id))
+
+    def resume(self, session_id: str, last_seq: int) -> None:
+        """Take over session ``session_id`` after a reconnect; replays everything after ``last_seq``.
+
+        Call first on a new client; its seq tracking continues from ``last_seq``.
+        """
+        self.last_seq = last_seq
+        self.session_id = session_id
+        self.resend(last_seq + 1, session_id=session_id)
+
+    # ------------------------------------------------------------ receiving
+    def recv(self, timeout: float | None = 5.0) -> Response:
+        """The next response not seen before.
+
+        Raises
+        ------
+        TimeoutError
+            Nothing arrived within ``timeout`` seconds (``None``: wait forever).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.socket.poll(None if wait is None else int(wait * 1000)):
+                raise TimeoutError(f"no message from {self.endpoint} within {timeout} s")
+            msg = self._decode(self.socket.recv(copy=False).buffer)
+            deliver, resend = self._track(msg)
+            if resend is not None:
+                self.send(resend)
+            if deliver:
+                return msg
+
+    def recv_until(self, predicate, timeout: float = 5.0) -> list[Response]:
+        """Receive until ``predicate(msg)`` is true; returns everything received, that one last."""
+        deadline = time.monotonic() + timeout
+        received = []
+        while True:
+            msg = self.recv(max(0.0, deadline - time.monotonic()))
+            received.append(msg)
+            if predicate(msg):
+                return received
+
+    def drain(self, timeout: float = 0.1) -> list[Response]:
+        """Everything that arrives until ``timeout`` seconds of silence."""
+        received = []
+        while True:
+            try:
+                received.append(self.recv(timeout))
+            except TimeoutError:
+                return received
+
+
+class AsyncClient(_Base):
+    """asyncio client; the same API as :class:`Client` with ``await`` on I/O.
+
+    Parameters are those of :class:`Client`; ``context`` is a
+    ``zmq.asyncio.Context`` (the process-wide one by default).
+    """
+
+    def __init__(self, endpoint: str, *, server_key=None, client_keypair=None,
+                 auto_resend: bool = True, context: zmq.asyncio.Context | None = None,
+                 cl_ord_id_prefix: str | None = None, routing_id: bytes | None = None):
+        super().__init__(auto_resend=auto_resend, cl_ord_id_prefix=cl_ord_id_prefix)
+        self.endpoint = endpoint
+        self.socket = (context or zmq.asyncio.Context.instance()).socket(zmq.DEALER)
+        _configure(self.socket, server_key, client_keypair, routing_id)
+        self.socket.connect(endpoint)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.socket.close(0)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+    async def send(self, request: Request) -> None:
+        """Encode and send one request."""
+        # zmq.asyncio may queue the frame: hand it an immutable copy.
+        await self.socket.send(bytes(self._encode(request)))
+
+    async def send_raw(self, data: bytes) -> None:
+        """Send bytes as they are (for tests)."""
+        await self.socket.send(data)
+
+    async def new_order(self, symbol: str, side, qty: str, price: str | None = None, *,
+                        account: str, **fields) -> NewOrder:
+        """Send a ``NewOrder``; returns it."""
+        order = self.build_new_order(symbol, side, qty, price, account=account, **fields)
+        await self.send(order)
+        return order
+
+    async def cancel(self, orig_cl_ord_id: str, *, account: str, symbol: str | None = None,
+                     cl_ord_id: str | None = None) -> Cancel:
+        """Send a ``Cancel``; returns it."""
+        request = Cancel(cl_ord_id=cl_ord_id or self.next_cl_ord_id(), orig_cl_ord_id=orig_cl_ord_id,
+                         account=account, symbol=symbol)
+        await self.send(request)
+        return request
+
+    async def replace(self, orig_cl_ord_id: str, *, account: str, qty: str | None = None,
+                      price: str | None = None, symbol: str | None = None,
+                      cl_ord_id: str | None = None) -> Replace:
+        """Send a ``Replace``; returns it."""
+        request = Replace(cl_ord_id=cl_ord_id or self.next_cl_ord_id(), orig_cl_ord_id=orig_cl_ord_id,
+                          account=account, qty=qty, price=price, symbol=symbol)
+        await self.send(request)
+        return request
+
+    async def bulk(self, orders: list[NewOrder], *, batch_id: str | None = None) -> BulkNewOrders:
+        """Send a ``BulkNewOrders``; returns it."""
+        request = BulkNewOrders(orders=list(orders), batch_id=batch_id)
+        await self.send(request)
+        return request
+
+    async def status(self, cl_ord_id: str, *, account: str) -> None:
+        """Send an ``OrderStatusRequest``."""
+        await self.send(OrderStatusRequest(cl_ord_id=cl_ord_id, account=account))
+
+    async def history(self, account: str, start_time: int, end_time: int, *,
+                      symbol: str | None = None, req_id: str | None = None) -> str:
+        """Send a ``TradeHistoryRequest``; returns its ``req_id``."""
+        req_id = req_id or self.next_cl_ord_id()
+        await self.send(TradeHistoryRequest(req_id=req_id, account=account, start_time=start_time,
+                                            end_time=end_time, symbol=symbol))
+        return req_id
+
+    async def heartbeat(self, *, cancel_on_disconnect: bool | None = None,
+                        test_req_id: str | None = None) -> None:
+        """Send a ``Heartbeat``."""
+        await self.send(Heartbeat(test_req_id=test_req_id, cancel_on_disconnect=cancel_on_disconnect))
+
+    async def resend(self, begin_seq: int, end_seq: int = 0, *, session_id: str | None = None) -> None:
+        """Send a ``ResendRequest``."""
+        await self.send(ResendRequest(begin_seq=begin_seq, end_seq=end_seq, session_id=session_id))
+
+    async def resume(self, session_id: str, last_seq: int) -> None:
+        """Take over session ``session_id`` after a reconnect (see ``Client.resume``)."""
+        self.last_seq = last_seq
+        self.session_id = session_id
+        await self.resend(last_seq + 1, session_id=session_id)
+
+    async def recv(self, timeout: float | None = 5.0) -> Response:
+        """The next response not seen before; ``TimeoutError`` after ``timeout`` seconds."""
+        async def next_new() -> Response:
+            while True:
+                frame = await self.socket.recv(copy=False)
+                msg = self._decode(frame.buffer)
+                deliver, resend = self._track(msg)
+                if resend is not None:
+                    await self.send(resend)
+                if deliver:
+                    return msg
+
+        try:
+            return await asyncio.wait_for(next_new(), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no message from {self.endpoint} within {timeout} s") from None
+
+    async def recv_until(self, predicate, timeout: float = 5.0) -> list[Response]:
+        """Receive until ``predicate(msg)`` is true; returns everything received."""
+        deadline = time.monotonic() + timeout
+        received = []
+        while True:
+            msg = await self.recv(max(0.0, deadline - time.monotonic()))
+            received.append(msg)
+            if predicate(msg):
+                return received
+
+
+def load_client_keys(secret_file: str | os.PathLike) -> tuple[bytes, bytes]:
+    """``(public, secret)`` of a client certificate file written by ``generate_keypair``."""
+    import zmq.auth
+
+    public, secret = zmq.auth.load_certificate(str(secret_file))
+    if secret is None:
+        raise ValueError(f"{secret_file} holds no secret key")
+    return public, secret

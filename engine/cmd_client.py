@@ -1,0 +1,118 @@
+"""``kronos-exec client``: send one request to a running engine and print the answers.
+
+For operators and smoke tests::
+
+    kronos-exec client --endpoint tcp://127.0.0.1:7001 \\
+        --server-key-file keys/server.key --client-key-file keys/ops.key_secret \\
+        new --symbol AAPL --side buy --qty 10 --price 101.25 --account ACC1
+
+Each response is printed as one JSON line (enum fields by name). The command
+listens until ``--wait`` seconds pass without a message. Exit status: 0 when
+answered, 1 when the answer is a reject, 3 when nothing came back.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import msgspec
+import orjson
+
+from engine.client import Client, load_client_keys
+from engine.messages import (
+    ExecType,
+    ExecutionReport,
+    OrdStatus,
+    OrdType,
+    Reject,
+    Side,
+    TimeInForce,
+)
+
+_ENUM_FIELDS = {"side": Side, "exec_type": ExecType, "ord_status": OrdStatus, "ord_type": OrdType,
+                "time_in_force": TimeInForce}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the connection options and one sub-command per request."""
+    parser.add_argument("--endpoint", required=True, help="intake endpoint, tcp://host:port or ipc:///path")
+    parser.add_argument("--server-key", help="engine's Z85 public key (turns CURVE on)")
+    parser.add_argument("--server-key-file", help="engine's public certificate file (turns CURVE on)")
+    parser.add_argument("--client-key-file", help="this client's secret certificate file")
+    parser.add_argument("--wait", type=float, default=1.0,
+                        help="stop after this many seconds without a message (default 1.0)")
+    sub = parser.add_subparsers(dest="request", metavar="REQUEST", required=True)
+
+    new = sub.add_parser("new", help="send a NewOrder")
+    new.add_argument("--symbol", required=True)
+    new.add_argument("--side", required=True, choices=["buy", "sell", "sell_short"])
+    new.add_argument("--qty", required=True, help="decimal quantity, e.g. 10")
+    new.add_argument("--price", help="decimal limit price, e.g. 101.25 (omit for a market order)")
+    new.add_argument("--account", required=True)
+    new.add_argument("--ord-type", choices=["limit", "market"])
+    new.add_argument("--tif", default="day", choices=["day", "gtc", "ioc", "fok"])
+    new.add_argument("--cl-ord-id")
+    new.add_argument("--post-only", action="store_true")
+
+    cancel = sub.add_parser("cancel", help="send a Cancel")
+    cancel.add_argument("--orig-cl-ord-id", required=True)
+    cancel.add_argument("--account", required=True)
+
+    replace = sub.add_parser("replace", help="send a Replace")
+    replace.add_argument("--orig-cl-ord-id", required=True)
+    replace.add_argument("--account", required=True)
+    replace.add_argument("--qty")
+    replace.add_argument("--price")
+
+    status = sub.add_parser("status", help="send an OrderStatusRequest")
+    status.add_argument("--cl-ord-id", required=True)
+    status.add_argument("--account", required=True)
+
+    heartbeat = sub.add_parser("heartbeat", help="send a Heartbeat")
+    heartbeat.add_argument("--cancel-on-disconnect", action=argparse.BooleanOptionalAction, default=None)
+
+
+def _readable(msg) -> dict:
+    data = msgspec.to_builtins(msg)
+    data = {"type": type(msg).__name__, **data}
+    for field, enum_type in _ENUM_FIELDS.items():
+        if isinstance(data.get(field), int):
+            data[field] = enum_type(data[field]).name
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    """Connect, send, print the answers; returns the exit status."""
+    server_key = args.server_key
+    if args.server_key_file:
+        import zmq.auth
+
+        server_key, _ = zmq.auth.load_certificate(args.server_key_file)
+    keypair = load_client_keys(args.client_key_file) if args.client_key_file else None
+    if server_key is None and keypair is not None:
+        print("kronos-exec client: --client-key-file needs --server-key or --server-key-file",
+              file=sys.stderr)
+        return 2
+    with Client(args.endpoint, server_key=server_key, client_keypair=keypair) as client:
+        match args.request:
+            case "new":
+                client.new_order(args.symbol, args.side, args.qty, args.price, account=args.account,
+                                 ord_type=args.ord_type, time_in_force=args.tif,
+                                 cl_ord_id=args.cl_ord_id, post_only=args.post_only)
+            case "cancel":
+                client.cancel(args.orig_cl_ord_id, account=args.account)
+            case "replace":
+                client.replace(args.orig_cl_ord_id, account=args.account, qty=args.qty, price=args.price)
+            case "status":
+                client.status(args.cl_ord_id, account=args.account)
+            case "heartbeat":
+                client.heartbeat(cancel_on_disconnect=args.cancel_on_disconnect, test_req_id="cli")
+        answers = client.drain(args.wait)
+    for msg in answers:
+        sys.stdout.write(orjson.dumps(_readable(msg)).decode() + "\n")
+    if not answers:
+        print(f"kronos-exec client: no answer from {args.endpoint} within {args.wait} s", file=sys.stderr)
+        return 3
+    rejected = any(isinstance(m, Reject) or (isinstance(m, ExecutionReport) and m.exec_type == ExecType.REJECTED)
+                   for m in answers)
+    return 1 if rejected else 0

@@ -1,0 +1,353 @@
+"""The engine's configuration: one TOML file parsed into typed structs.
+
+The service reads this first; every other component gets its own section.
+The engine's own sections (``[intake]``, ``[security]``, ``[journal]``,
+``[metrics]``, ``[logging]``) are strict: an unknown key is an error that
+names it, because a misspelt ``fsync`` silently falling back to a default is
+how a journal stops being durable. The sections owned by other components
+(``[risk]``, ``[sim]``, ``[[instruments]]``, ``[[gateways]]``) are kept as
+plain tables here and validated by their owners (``msgspec.convert`` into
+their own structs).
+
+Relative paths (journal directory, key files) are taken relative to the
+directory of the configuration file.
+
+Example
+-------
+.. code-block:: toml
+
+    [intake]
+    endpoints = ["tcp://0.0.0.0:7001", "ipc:///run/kronos/intake.sock"]
+    max_message_bytes = 65536
+    heartbeat_interval_ms = 1000
+    heartbeat_timeout_ms = 3000
+
+    [security]
+    server_secret_key_file = "keys/server.key_secret"
+
+    [[security.clients]]
+    name = "algo-1"
+    public_key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+    accounts = ["ACC1", "ACC2"]
+
+    [journal]
+    dir = "data/journal"
+    fsync = "always"
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or wrong; the message says where."""
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class IntakeConfig(_Section):
+    """``[intake]``: the ZeroMQ ROUTER endpoints and session rules.
+
+    Attributes
+    ----------
+    endpoints : list of str
+        CURVE-secured endpoints (``tcp://host:port``, ``ipc:///path``).
+    plaintext_endpoints : list of str
+        Unencrypted, unauthenticated endpoints; honoured only with
+        ``allow_plaintext = true`` (a warning is logged at start-up).
+    allow_plaintext : bool
+        Explicit opt-in for ``plaintext_endpoints``. Default false.
+    max_message_bytes : int
+        Larger frames are answered with MESSAGE_TOO_LARGE, undecoded.
+        Default 65536.
+    hard_max_message_bytes : int
+        Larger frames make ZeroMQ drop the connection (they are never read
+        into memory). Default 16 x ``max_message_bytes``.
+    max_bulk_orders : int
+        Largest ``BulkNewOrders``. Default 1000.
+    heartbeat_interval_ms : int
+        How often clients should send a ``Heartbeat`` (told in the
+        ``HeartbeatAck``). Default 1000.
+    heartbeat_timeout_ms : int
+        Silence after which a session times out and the handler's
+        ``on_session_timeout`` runs. Default 3000.
+    resend_ring_size : int
+        Outbound messages kept per session for ``ResendRequest``. Default 10000.
+    session_retention_s : int
+        A session with no live connection is forgotten after this. Default 3600.
+    max_sessions : int
+        Sessions beyond this are refused (the oldest idle one is evicted first).
+        Default 10000.
+    drain_batch : int
+        Messages handled per wake-up before other loop callbacks get a turn
+        (the rest are handled in the next turn, not waited for). Default 4096.
+    send_hwm, recv_hwm : int
+        ZeroMQ high-water marks of the ROUTER sockets. Default 100000.
+    """
+
+    endpoints: list[str] = []
+    plaintext_endpoints: list[str] = []
+    allow_plaintext: bool = False
+    max_message_bytes: PositiveInt = 65536
+    hard_max_message_bytes: int | None = None
+    max_bulk_orders: PositiveInt = 1000
+    heartbeat_interval_ms: PositiveInt = 1000
+    heartbeat_timeout_ms: PositiveInt = 3000
+    resend_ring_size: PositiveInt = 10000
+    session_retention_s: PositiveInt = 3600
+    max_sessions: PositiveInt = 10000
+    drain_batch: PositiveInt = 4096
+    send_hwm: PositiveInt = 100000
+    recv_hwm: PositiveInt = 100000
+
+    @property
+    def hard_max_bytes(self) -> int:
+        """``hard_max_message_bytes`` with its default applied."""
+        return self.hard_max_message_bytes or 16 * self.max_message_bytes
+
+
+class ClientKey(_Section):
+    """``[[security.clients]]``: one client's CURVE public key and entitlements.
+
+    Attributes
+    ----------
+    name : str
+        Label for logs and metrics.
+    public_key : str, optional
+        The client's Z85 public key (40 characters).
+    public_key_file : str, optional
+        A ZeroMQ certificate file holding it (``zmq.auth`` format); exactly
+        one of the two is given.
+    accounts : list of str
+        Accounts this key may trade and query; ``"*"`` means all.
+    admin : bool
+        May send ``KillSwitch`` and ``ReloadLimits``. Default false.
+    """
+
+    name: str
+    accounts: list[str]
+    public_key: str | None = None
+    public_key_file: str | None = None
+    admin: bool = False
+
+
+class SecurityConfig(_Section):
+    """``[security]``: CURVE keys and who may do what.
+
+    Attributes
+    ----------
+    server_secret_key_file : str, optional
+        The server's certificate with its secret key (``zmq.auth`` format,
+        as written by ``engine.intake.generate_keypair``); required when
+        ``intake.endpoints`` is not empty.
+    clients : list of ClientKey
+        The allow-list: a key not listed here cannot connect.
+    plaintext_accounts : list of str
+        Accounts a plaintext session may use (``"*"``: all). Default none.
+    plaintext_admin : bool
+        Whether plaintext sessions may send admin requests. Default false.
+    """
+
+    server_secret_key_file: str | None = None
+    clients: list[ClientKey] = []
+    plaintext_accounts: list[str] = []
+    plaintext_admin: bool = False
+
+
+class JournalConfig(_Section):
+    """``[journal]``: where and how durably commands and events are written.
+
+    Attributes
+    ----------
+    dir : str
+        Directory of the journal segments. Default ``data/journal``.
+    fsync : {"always", "group", "none"}
+        Durability policy (see ``docs/journal.md``). Default ``always``.
+    group_commit_us : int
+        Group commit window for ``group``. Default 1000.
+    rotate_bytes : int
+        Segment size at which a new file starts. Default 64 MiB.
+    """
+
+    dir: str = "data/journal"
+    fsync: Literal["always", "group", "none"] = "always"
+    group_commit_us: PositiveInt = 1000
+    rotate_bytes: Annotated[int, Meta(ge=4096)] = 64 << 20
+
+
+class MetricsConfig(_Section):
+    """``[metrics]``: the Prometheus ``/metrics`` and ``/healthz`` HTTP endpoint.
+
+    Attributes
+    ----------
+    host : str
+        Address to bind. Default ``127.0.0.1``.
+    port : int
+        Port; 0 turns the endpoint off. Default 9464.
+    """
+
+    host: str = "127.0.0.1"
+    port: Port = 9464
+
+
+class LoggingConfig(_Section):
+    """``[logging]``.
+
+    Attributes
+    ----------
+    level : str
+        ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``. Default ``INFO``.
+    json : bool
+        One JSON object per line (default) or plain text.
+    """
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json: bool = True
+
+
+class Config(_Section):
+    """The whole file. Every section is optional.
+
+    ``risk``, ``sim``, ``instruments`` and ``gateways`` belong to other
+    components and are passed through as parsed TOML tables.
+    """
+
+    intake: IntakeConfig = IntakeConfig()
+    security: SecurityConfig = SecurityConfig()
+    journal: JournalConfig = JournalConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    risk: dict[str, Any] = {}
+    sim: dict[str, Any] = {}
+    instruments: list[dict[str, Any]] = []
+    gateways: list[dict[str, Any]] = []
+
+
+# ---------------------------------------------------------------- loading
+_Z85_KEY = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
+_ENDPOINT = re.compile(r"^(tcp://[^\s]+:(\d+|\*)|ipc://[^\s]+|inproc://[^\s]+)$")
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and check a configuration file.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The TOML file.
+
+    Returns
+    -------
+    Config
+        With relative paths made absolute against the file's directory.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the offending key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    return parse_config(text, base_dir=path.parent, source=str(path))
+
+
+def parse_config(text: str, *, base_dir: str | os.PathLike = ".", source: str = "<config>") -> Config:
+    """Parse configuration text (see :func:`load_config`)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_explain(str(exc))}") from None
+    config = _resolve_paths(config, Path(base_dir))
+    _check(config, source)
+    return config
+
+
+def _dotted(path: str) -> str:
+    """``$.security.clients[0]`` -> ``security.clients[0]``."""
+    return path.removeprefix("$").removeprefix(".")
+
+
+def _explain(message: str) -> str:
+    match = re.fullmatch(r"(.*?)(?: - at `(\$[^`]*)`)?", message, flags=re.S)
+    detail, where = match.group(1), match.group(2) or "$"
+    section = _dotted(where)
+    unknown = re.fullmatch(r"Object contains unknown field `([^`]*)`", detail)
+    if unknown:
+        key = f"{section}.{unknown.group(1)}" if section else unknown.group(1)
+        return f"unknown key '{key}'"
+    missing = re.fullmatch(r"Object missing required field `([^`]*)`", detail)
+    if missing:
+        key = f"{section}.{missing.group(1)}" if section else missing.group(1)
+        return f"missing required key '{key}'"
+    return f"'{section}': {detail}" if section else detail
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    def resolve(value: str | None) -> str | None:
+        if value is None or os.path.isabs(value):
+            return value
+        return str((base / value).resolve())
+
+    security = msgspec.structs.replace(
+        config.security,
+        server_secret_key_file=resolve(config.security.server_secret_key_file),
+        clients=[msgspec.structs.replace(c, public_key_file=resolve(c.public_key_file))
+                 for c in config.security.clients],
+    )
+    journal = msgspec.structs.replace(config.journal, dir=resolve(config.journal.dir))
+    return msgspec.structs.replace(config, security=security, journal=journal)
+
+
+def _check(config: Config, source: str) -> None:
+    intake, security = config.intake, config.security
+
+    def fail(message: str) -> None:
+        raise ConfigError(f"{source}: {message}")
+
+    for key in ("endpoints", "plaintext_endpoints"):
+        for endpoint in getattr(intake, key):
+            if not _ENDPOINT.match(endpoint):
+                fail(f"'intake.{key}': {endpoint!r} is not a tcp://host:port, ipc:// or inproc:// endpoint")
+    if intake.plaintext_endpoints and not intake.allow_plaintext:
+        fail("'intake.plaintext_endpoints' is set but 'intake.allow_plaintext' is not true; "
+             "plaintext must be asked for explicitly")
+    if not intake.endpoints and not intake.plaintext_endpoints:
+        fail("'intake.endpoints' is empty: the engine would accept no connections")
+    if intake.hard_max_message_bytes is not None and intake.hard_max_message_bytes < intake.max_message_bytes:
+        fail("'intake.hard_max_message_bytes' is below 'intake.max_message_bytes'")
+    if intake.heartbeat_timeout_ms <= intake.heartbeat_interval_ms:
+        fail("'intake.heartbeat_timeout_ms' must be longer than 'intake.heartbeat_interval_ms'")
+    if intake.endpoints and not security.server_secret_key_file:
+        fail("'security.server_secret_key_file' is required for CURVE 'intake.endpoints'")
+    seen: dict[str, str] = {}
+    for index, client in enumerate(security.clients):
+        where = f"security.clients[{index}]"
+        if (client.public_key is None) == (client.public_key_file is None):
+            fail(f"'{where}': give exactly one of 'public_key' and 'public_key_file'")
+        if client.public_key is not None and not _Z85_KEY.match(client.public_key):
+            fail(f"'{where}.public_key': not a 40-character Z85 CURVE key")
+        if not client.accounts:
+            fail(f"'{where}.accounts': empty; list the accounts or \"*\"")
+        if client.public_key is not None:
+            if client.public_key in seen:
+                fail(f"'{where}.public_key': same key as client {seen[client.public_key]!r}")
+            seen[client.public_key] = client.name

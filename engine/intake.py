@@ -1,0 +1,831 @@
+"""ZeroMQ intake: where orders enter the engine.
+
+The first stage of the pipeline. A ROUTER socket per security mode (CURVE,
+and plaintext only when the configuration asks for it) takes frames from
+client DEALER sockets, and for each frame:
+
+1. finds the sender's :class:`Session` (ZeroMQ routing id -> session),
+2. refuses oversize frames undecoded (MESSAGE_TOO_LARGE),
+3. decodes with the socket's one reused msgspec decoder; any failure becomes
+   a ``Reject`` with a reason code and a sentence naming the problem,
+4. checks cross-field rules, the session's entitlement to the request's
+   account, and admin rights,
+5. answers session requests itself (``Heartbeat``, ``ResendRequest``) and
+   hands every other request to the :class:`Handler` -- the pipeline.
+
+A bad frame never changes state and never closes the session: the sender
+gets a ``Reject`` and the next good message is served as usual.
+
+Event-loop integration: the sockets are plain (non-asyncio) pyzmq sockets
+whose file descriptor is registered with ``loop.add_reader``. ZeroMQ's FD is
+edge-like (it signals that *something* changed), so a wake-up drains every
+ready message with ``recv_multipart(NOBLOCK)`` until EAGAIN, and a send made
+outside a drain schedules a re-check of the socket. There is no per-message
+round trip through the loop.
+
+Security: CURVE with a ZAP authenticator (pyzmq's ``AsyncioAuthenticator`` on
+the same loop) allowing only the client public keys of the configuration.
+ZAP reports the client key as the message's ``User-Id``, which selects the
+accounts the session may use. A session is bound to the key that opened it:
+a frame from another key on the same routing id detaches the old session
+instead of letting the new key speak for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import msgspec
+import zmq
+import zmq.auth
+from zmq.auth.asyncio import AsyncioAuthenticator
+
+from engine.config import ClientKey, Config, IntakeConfig, SecurityConfig
+from engine.messages import (
+    AccountRequest,
+    AdminRequest,
+    BulkNewOrders,
+    Heartbeat,
+    HeartbeatAck,
+    NewOrder,
+    Problem,
+    Replace,
+    Request,
+    ResendRequest,
+    RejectReason,
+    Response,
+    check_new_order,
+    check_request,
+    classify_decode_error,
+    encoder,
+    make_reject,
+    reject_name,
+    request_decoder,
+)
+from engine.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+ZAP_DOMAIN = b"kronos"
+#: accounts value meaning "every account"
+ALL_ACCOUNTS = "*"
+
+
+# ---------------------------------------------------------------- handler interface
+class Handler:
+    """What intake hands decoded requests to: the pipeline implements this.
+
+    Subclassing is optional; intake only calls the two methods. Both run on
+    the intake's event loop thread and must not block it.
+    """
+
+    def handle(self, session: "Session", request: Request) -> None:
+        """Process one request that passed intake's checks.
+
+        Receives ``NewOrder``, ``Cancel``, ``Replace``, ``BulkNewOrders``
+        (only the orders that passed intake's per-order checks),
+        ``OrderStatusRequest``, ``TradeHistoryRequest``, ``KillSwitch`` and
+        ``ReloadLimits``; answers go out through ``session.send(msg)``, now or
+        later. An exception raised here is logged and answered with an
+        INTERNAL_ERROR ``Reject``.
+        """
+        raise NotImplementedError
+
+    def on_session_timeout(self, session: "Session") -> None:
+        """The session's peer has been silent for ``heartbeat_timeout_ms``.
+
+        Called once per silence. ``session.cancel_on_disconnect`` says
+        whether the client asked for its orders to be canceled now. The
+        session stays resumable; any later message clears ``timed_out``.
+        """
+
+
+# ---------------------------------------------------------------- sessions
+class Session:
+    """One client connection's state, as seen by the handler.
+
+    Attributes
+    ----------
+    session_id : str
+        Engine-assigned id (told in ``HeartbeatAck``; used to resume).
+    principal : str
+        The client's Z85 CURVE public key, or ``""`` on a plaintext endpoint.
+    client_name : str
+        The key's ``name`` from the configuration (``"plaintext"`` otherwise).
+    accounts : frozenset of str
+        Accounts this session may use (``"*"``: all).
+    admin : bool
+        May send admin requests.
+    cancel_on_disconnect : bool
+        The client opted in (``Heartbeat.cancel_on_disconnect``).
+    timed_out : bool
+        Silent for longer than the heartbeat timeout.
+    last_recv_ns : int
+        ``time.monotonic_ns()`` of the wake-up that read its last message.
+    """
+
+    __slots__ = ("session_id", "principal", "client_name", "accounts", "admin",
+                 "cancel_on_disconnect", "timed_out", "last_recv_ns", "created_ns",
+                 "_seq", "_ring", "_route", "_listener")
+
+    def __init__(self, listener: "_Listener", route: bytes | None, principal: str,
+                 client_name: str, accounts: frozenset[str], admin: bool, ring_size: int,
+                 now_ns: int):
+        self.session_id = secrets.token_hex(8)
+        self.principal = principal
+        self.client_name = client_name
+        self.accounts = accounts
+        self.admin = admin
+        self.cancel_on_disconnect = False
+        self.timed_out = False
+        self.last_recv_ns = now_ns
+        self.created_ns = now_ns
+        self._seq = 0
+        self._ring: collections.deque[Response] = collections.deque(maxlen=ring_size)
+        self._route = route
+        self._listener = listener
+
+    def __repr__(self) -> str:
+        return (f"Session({self.session_id}, client={self.client_name!r}, seq={self._seq}, "
+                f"connected={self.connected})")
+
+    @property
+    def seq(self) -> int:
+        """Sequence number of the last message sent (0: none yet)."""
+        return self._seq
+
+    @property
+    def connected(self) -> bool:
+        """Whether a live connection is attached (messages are queued in the ring otherwise)."""
+        return self._route is not None
+
+    def is_entitled(self, account: str) -> bool:
+        """Whether this session may trade and query ``account``."""
+        return account in self.accounts or ALL_ACCOUNTS in self.accounts
+
+    def send(self, msg: Response) -> int:
+        """Stamp the next sequence number on ``msg``, keep it for resends and send it.
+
+        Parameters
+        ----------
+        msg : Response
+            Any engine-to-client message (its ``seq`` is overwritten).
+
+        Returns
+        -------
+        int
+            The sequence number given. The message is kept for
+            ``ResendRequest`` whether or not it could be delivered now (no
+            connection, or ZeroMQ's queue to the peer full).
+        """
+        self._seq += 1
+        stamped = msgspec.structs.replace(msg, seq=self._seq)
+        self._ring.append(stamped)
+        if self._route is not None:
+            self._listener.transmit(self, stamped)
+        return self._seq
+
+    def reject(self, reason: int, text: str, *, ref_type: str | None = None,
+               cl_ord_id: str | None = None) -> int:
+        """Send a ``Reject``; returns its sequence number."""
+        self._listener.server._count_reject(reason)
+        return self.send(make_reject(reason, text, ref_type=ref_type, cl_ord_id=cl_ord_id))
+
+    def sent(self, begin_seq: int, end_seq: int = 0) -> Iterator[Response]:
+        """Messages still kept with ``begin_seq <= seq <= end_seq`` (``end_seq`` 0: to the last)."""
+        end_seq = end_seq or self._seq
+        for msg in self._ring:
+            if begin_seq <= msg.seq <= end_seq:
+                yield msg
+
+    @property
+    def oldest_kept_seq(self) -> int:
+        """Lowest sequence number still available for resend (``seq + 1`` if none)."""
+        return self._ring[0].seq if self._ring else self._seq + 1
+
+
+class _Entitlement:
+    __slots__ = ("name", "accounts", "admin")
+
+    def __init__(self, name: str, accounts: Iterable[str], admin: bool):
+        self.name, self.accounts, self.admin = name, frozenset(accounts), admin
+
+
+class _Listener:
+    """One ROUTER socket with its own codec objects and routing table."""
+
+    def __init__(self, server: "IntakeServer", socket: zmq.Socket, curve: bool):
+        self.server = server
+        self.socket = socket
+        self.curve = curve
+        self.decoder = request_decoder()
+        self.encoder = encoder()
+        self.buf = bytearray(1024)
+        self.routes: dict[bytes, Session] = {}
+        self.endpoints: list[str] = []
+        self.draining = False
+        self.recheck_scheduled = False
+
+    def transmit(self, session: Session, msg: Response) -> None:
+        """Encode ``msg`` into the reused buffer and send it to the session's route."""
+        self.encoder.encode_into(msg, self.buf)
+        try:
+            self.socket.send_multipart((session._route, self.buf), zmq.NOBLOCK)
+        except zmq.Again:
+            # The peer's queue is full; the message waits in the ring and the
+            # client sees the gap in seq and asks for a resend.
+            self.server.metrics.send_dropped.inc()
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            # The connection is gone (ROUTER_MANDATORY tells us): keep the
+            # session for a resume, stop sending to the dead route.
+            self.server.metrics.send_dropped.inc()
+            if self.routes.get(session._route) is session:
+                del self.routes[session._route]
+            session._route = None
+        if not self.draining and not self.recheck_scheduled:
+            # A send can swallow the FD's wake-up for messages that arrived
+            # meanwhile; look at the socket again once this callback is done.
+            self.recheck_scheduled = True
+            self.server._loop.call_soon(self.server._recheck, self)
+
+
+class _CredentialsProvider:
+    """ZAP callback: a client key is allowed if the configuration lists it."""
+
+    def __init__(self, server: "IntakeServer"):
+        self.server = server
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        allowed = key.decode("ascii") in self.server._entitlements
+        if not allowed:
+            log.warning("intake: refused CURVE key %s (not in the allow-list)", key.decode("ascii"))
+        return allowed
+
+
+# ---------------------------------------------------------------- keys
+def generate_keypair(directory: str | os.PathLike, name: str) -> tuple[Path, Path]:
+    """Create a CURVE key pair as ZeroMQ certificate files.
+
+    Parameters
+    ----------
+    directory : str or PathLike
+        Where to write (created if missing).
+    name : str
+        Base file name: ``<name>.key`` (public) and ``<name>.key_secret``.
+
+    Returns
+    -------
+    (Path, Path)
+        The public and the secret certificate files; the secret one is made
+        readable by its owner only.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(directory, name)
+    os.chmod(secret, 0o600)
+    return Path(public), Path(secret)
+
+
+def load_keypair(path: str | os.PathLike) -> tuple[bytes, bytes | None]:
+    """``(public, secret)`` Z85 keys of a certificate file (secret ``None`` in a public file)."""
+    return zmq.auth.load_certificate(str(path))
+
+
+def client_public_key(client: ClientKey) -> str:
+    """The Z85 public key of a configured client (inline or from its file)."""
+    if client.public_key is not None:
+        return client.public_key
+    public, _ = load_keypair(client.public_key_file)
+    return public.decode("ascii")
+
+
+# ---------------------------------------------------------------- server
+class IntakeServer:
+    """The ROUTER server: sessions, decoding, checks and dispatch to a handler.
+
+    Parameters
+    ----------
+    intake : IntakeConfig
+        Endpoints and session rules.
+    security : SecurityConfig
+        Server key, client allow-list and entitlements.
+    handler : Handler
+        Receives requests that pass intake's checks.
+    metrics : Metrics, optional
+        Where to count; a private one by default.
+    context : zmq.Context, optional
+        Defaults to a new context owned (and terminated) by the server. The
+        ZAP authenticator binds the context's one ZAP endpoint, so a shared
+        context must not run another authenticator.
+    """
+
+    def __init__(self, intake: IntakeConfig, security: SecurityConfig, handler: Handler, *,
+                 metrics: Metrics | None = None, context: zmq.Context | None = None):
+        self.config = intake
+        self.security = security
+        self.handler = handler
+        self.metrics = metrics or Metrics()
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self._listeners: list[_Listener] = []
+        self.sessions: dict[str, Session] = {}
+        self._entitlements: dict[str, _Entitlement] = {}
+        self._plaintext = _Entitlement("plaintext", security.plaintext_accounts, security.plaintext_admin)
+        self._auth: AsyncioAuthenticator | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: asyncio.Task | None = None
+        self._timeout_ns = intake.heartbeat_timeout_ms * 1_000_000
+        self._retention_ns = intake.session_retention_s * 1_000_000_000
+        self.shutting_down = False
+        self._messages_in = {}
+        self._reject_counters = {}
+        self.update_security(security)
+
+    @classmethod
+    def from_config(cls, config: Config, handler: Handler, *, metrics: Metrics | None = None,
+                    context: zmq.Context | None = None) -> "IntakeServer":
+        """Build from the whole configuration."""
+        return cls(config.intake, config.security, handler, metrics=metrics, context=context)
+
+    # ------------------------------------------------------------ configuration
+    def update_security(self, security: SecurityConfig) -> None:
+        """Replace the allow-list and entitlements (also for live sessions).
+
+        A key removed here can no longer connect; its open sessions lose
+        every account (requests are refused with NOT_AUTHORIZED).
+        """
+        entitlements = {}
+        for client in security.clients:
+            entitlements[client_public_key(client)] = _Entitlement(client.name, client.accounts, client.admin)
+        self.security = security
+        self._entitlements = entitlements
+        self._plaintext = _Entitlement("plaintext", security.plaintext_accounts, security.plaintext_admin)
+        for session in self.sessions.values():
+            ent = self._entitlement_of(session.principal, session._listener.curve)
+            session.accounts, session.admin = ent.accounts, ent.admin
+
+    def _entitlement_of(self, principal: str, curve: bool) -> _Entitlement:
+        if not curve:
+            return self._plaintext
+        return self._entitlements.get(principal) or _Entitlement("revoked", (), False)
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Bound CURVE endpoints (with the actual port when 0 or ``*`` was asked)."""
+        return [e for lst in self._listeners if lst.curve for e in lst.endpoints]
+
+    @property
+    def plaintext_endpoints(self) -> list[str]:
+        """Bound plaintext endpoints."""
+        return [e for lst in self._listeners if not lst.curve for e in lst.endpoints]
+
+    @property
+    def server_public_key(self) -> bytes | None:
+        """The server's Z85 public key (what CURVE clients need), if CURVE is on."""
+        return self._server_public
+
+    # ------------------------------------------------------------ start / stop
+    async def start(self) -> None:
+        """Bind the endpoints and start serving on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        cfg = self.config
+        self._server_public = None
+        if cfg.endpoints:
+            public, secret = load_keypair(self.security.server_secret_key_file)
+            if secret is None:
+                raise ValueError(f"{self.security.server_secret_key_file} holds no secret key")
+            self._server_public = public
+            # The authenticator must be answering before the first handshake.
+            self._auth = AsyncioAuthenticator(self.context)
+            self._auth.start()
+            self._auth.configure_curve_callback(domain=ZAP_DOMAIN.decode(),
+                                                credentials_provider=_CredentialsProvider(self))
+            socket = self._make_socket()
+            socket.curve_server = True
+            socket.curve_publickey = public
+            socket.curve_secretkey = secret
+            socket.zap_domain = ZAP_DOMAIN
+            # Without a ZAP handler libzmq would let any key in; refuse instead.
+            socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+            self._bind(_Listener(self, socket, curve=True), cfg.endpoints)
+        if cfg.plaintext_endpoints:
+            if not cfg.allow_plaintext:
+                raise ValueError("plaintext endpoints need intake.allow_plaintext = true")
+            log.warning("intake: PLAINTEXT endpoints %s accept unauthenticated, unencrypted "
+                        "connections (allow_plaintext = true)", ", ".join(cfg.plaintext_endpoints))
+            self._bind(_Listener(self, self._make_socket(), curve=False), cfg.plaintext_endpoints)
+        for listener in self._listeners:
+            self._loop.add_reader(listener.socket.getsockopt(zmq.FD), self._drain, listener)
+            # Messages may have arrived before the reader was registered.
+            self._loop.call_soon(self._drain, listener)
+        self._watchdog = self._loop.create_task(self._watch_sessions())
+        log.info("intake: serving on %s", ", ".join(self.endpoints + self.plaintext_endpoints))
+
+    def _make_socket(self) -> zmq.Socket:
+        cfg = self.config
+        socket = self.context.socket(zmq.ROUTER)
+        # Know when a peer is gone instead of silently dropping its messages.
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        socket.sndhwm = cfg.send_hwm
+        socket.rcvhwm = cfg.recv_hwm
+        # Frames above the hard limit are refused by libzmq (the connection
+        # drops) so they are never buffered; between the soft and the hard
+        # limit intake answers MESSAGE_TOO_LARGE.
+        socket.maxmsgsize = cfg.hard_max_bytes
+        socket.linger = 200
+        # ZMTP heartbeats find dead TCP peers so their routes are released.
+        socket.heartbeat_ivl = cfg.heartbeat_interval_ms
+        socket.heartbeat_timeout = cfg.heartbeat_timeout_ms
+        return socket
+
+    def _bind(self, listener: _Listener, endpoints: list[str]) -> None:
+        for endpoint in endpoints:
+            listener.socket.bind(endpoint)
+            listener.endpoints.append(listener.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+        self._listeners.append(listener)
+
+    def begin_shutdown(self) -> None:
+        """Refuse new orders and replaces (ENGINE_SHUTTING_DOWN); cancels and queries still pass."""
+        self.shutting_down = True
+
+    async def stop(self) -> None:
+        """Stop reading, close the sockets and the authenticator."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            try:
+                await self._watchdog
+            except asyncio.CancelledError:
+                pass
+            self._watchdog = None
+        for listener in self._listeners:
+            try:
+                self._loop.remove_reader(listener.socket.getsockopt(zmq.FD))
+            except zmq.ZMQError:
+                pass
+            listener.socket.close()
+        self._listeners.clear()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_context:
+            self.context.term()
+
+    # ------------------------------------------------------------ reading
+    def _recheck(self, listener: _Listener) -> None:
+        listener.recheck_scheduled = False
+        if listener.socket.closed:
+            return
+        if listener.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._drain(listener)
+
+    def _drain(self, listener: _Listener) -> None:
+        socket = listener.socket
+        if socket.closed:
+            return
+        now = time.monotonic_ns()  # one clock read per wake-up, not per message
+        budget = self.config.drain_batch
+        listener.draining = True
+        try:
+            while budget:
+                try:
+                    frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    return
+                budget -= 1
+                try:
+                    self._on_frames(listener, frames, now)
+                except Exception:  # one bad message must not stop the intake
+                    log.exception("intake: failed on a message")
+            # Budget spent with messages still waiting: let other callbacks
+            # (timers, journal acks) run, then continue where we stopped.
+            self._loop.call_soon(self._drain, listener)
+        finally:
+            listener.draining = False
+
+    def _on_frames(self, listener: _Listener, frames: list[zmq.Frame], now: int) -> None:
+        route = frames[0].bytes
+        principal = frames[-1].get("User-Id") if listener.curve else ""
+        session = listener.routes.get(route)
+        if session is None or session.principal != principal:
+            session = self._open_session(listener, route, principal, now)
+            if session is None:
+                return
+        session.last_recv_ns = now
+        if session.timed_out:
+            session.timed_out = False
+            log.info("intake: session %s is back", session.session_id)
+        if len(frames) != 2:
+            session.reject(RejectReason.MALFORMED_MESSAGE,
+                           f"a message is one frame, got {len(frames) - 1}")
+            return
+        payload = frames[1]
+        size = len(payload)
+        if size > self.config.max_message_bytes:
+            session.reject(RejectReason.MESSAGE_TOO_LARGE,
+                           f"message of {size} bytes exceeds the limit of {self.config.max_message_bytes}")
+            return
+        buffer = payload.buffer
+        try:
+            request = listener.decoder.decode(buffer)
+        except msgspec.MsgspecError as exc:
+            problem, ref_type, cl_ord_id = classify_decode_error(buffer, exc)
+            session.reject(problem.reason, problem.text, ref_type=ref_type, cl_ord_id=cl_ord_id)
+            return
+        self._dispatch(listener, route, session, request, now)
+
+    def _open_session(self, listener: _Listener, route: bytes, principal: str,
+                      now: int) -> Session | None:
+        previous = listener.routes.get(route)
+        if previous is not None:
+            # Another key now speaks on this routing id: never let it act
+            # for the session it found there.
+            log.warning("intake: routing id of session %s taken over by another key; detached",
+                        previous.session_id)
+            previous._route = None
+        if len(self.sessions) >= self.config.max_sessions and not self._evict_one():
+            log.error("intake: %d sessions, none idle; refusing a new one", len(self.sessions))
+            reject = make_reject(RejectReason.NOT_AUTHORIZED, "too many sessions")
+            listener.encoder.encode_into(reject, listener.buf)
+            try:
+                listener.socket.send_multipart((route, listener.buf), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            return None
+        ent = self._entitlement_of(principal, listener.curve)
+        session = Session(listener, route, principal, ent.name, ent.accounts, ent.admin,
+                          self.config.resend_ring_size, now)
+        listener.routes[route] = session
+        self.sessions[session.session_id] = session
+        self.metrics.sessions.set(len(self.sessions))
+        log.info("intake: session %s opened by %s", session.session_id, ent.name)
+        return session
+
+    def _evict_one(self) -> bool:
+        detached = [s for s in self.sessions.values() if not s.connected or s.timed_out]
+        if not detached:
+            return False
+        self._forget(min(detached, key=lambda s: s.last_recv_ns))
+        return True
+
+    def _forget(self, session: Session) -> None:
+        self.sessions.pop(session.session_id, None)
+        route = session._route
+        if route is not None and session._listener.routes.get(route) is session:
+            del session._listener.routes[route]
+        session._route = None
+        self.metrics.sessions.set(len(self.sessions))
+
+    # ------------------------------------------------------------ dispatch
+    def _dispatch(self, listener: _Listener, route: bytes, session: Session, request: Request,
+                  now: int) -> None:
+        name = type(request).__name__
+        counter = self._messages_in.get(name)
+        if counter is None:
+            counter = self._messages_in[name] = self.metrics.messages_in.labels(name)
+        counter.inc()
+        problem = check_request(request, max_bulk_orders=self.config.max_bulk_orders)
+        if problem is not None:
+            self._refuse(session, problem, request)
+            return
+        match request:
+            case Heartbeat():
+                if request.cancel_on_disconnect is not None:
+                    session.cancel_on_disconnect = request.cancel_on_disconnect
+                self._ack(session, request.test_req_id)
+                return
+            case ResendRequest():
+                self._resend(listener, route, session, request, now)
+                return
+            case BulkNewOrders():
+                request = self._screen_bulk(session, request)
+                if request is None:
+                    return
+            case NewOrder() | Replace() if self.shutting_down:
+                session.reject(RejectReason.ENGINE_SHUTTING_DOWN, "the engine is shutting down",
+                               ref_type=name, cl_ord_id=request.cl_ord_id)
+                return
+        if isinstance(request, AdminRequest) and not session.admin:
+            session.reject(RejectReason.NOT_AUTHORIZED, f"{name} needs an admin key", ref_type=name)
+            return
+        if isinstance(request, AccountRequest) and not session.is_entitled(request.account):
+            session.reject(RejectReason.NOT_AUTHORIZED,
+                           f"account {request.account!r} is not entitled to this key",
+                           ref_type=name, cl_ord_id=getattr(request, "cl_ord_id", None))
+            return
+        if isinstance(request, NewOrder):
+            self.metrics.orders_in.inc()
+        self._hand_over(session, request)
+
+    def _hand_over(self, session: Session, request: Request) -> None:
+        try:
+            self.handler.handle(session, request)
+        except Exception:
+            log.exception("intake: handler failed on %s from session %s",
+                          type(request).__name__, session.session_id)
+            session.reject(RejectReason.INTERNAL_ERROR,
+                           "the engine failed on this request; its outcome is unknown, "
+                           "ask with OrderStatusRequest",
+                           ref_type=type(request).__name__,
+                           cl_ord_id=getattr(request, "cl_ord_id", None))
+
+    def _refuse(self, session: Session, problem: Problem, request: Request) -> None:
+        session.reject(problem.reason, f"{type(request).__name__}: {problem.text}",
+                       ref_type=type(request).__name__, cl_ord_id=getattr(request, "cl_ord_id", None))
+
+    def _screen_bulk(self, session: Session, bulk: BulkNewOrders) -> BulkNewOrders | None:
+        """Reject the orders of a bulk that fail intake's checks; keep the rest."""
+        if self.shutting_down:
+            for order in bulk.orders:
+                session.reject(RejectReason.ENGINE_SHUTTING_DOWN, "the engine is shutting down",
+                               ref_type="BulkNewOrders", cl_ord_id=order.cl_ord_id)
+            return None
+        good = []
+        for index, order in enumerate(bulk.orders):
+            problem = check_new_order(order)
+            if problem is None and not session.is_entitled(order.account):
+                problem = Problem(RejectReason.NOT_AUTHORIZED, "account",
+                                  f"account {order.account!r} is not entitled to this key")
+            if problem is not None:
+                session.reject(problem.reason, f"BulkNewOrders orders[{index}]: {problem.text}",
+                               ref_type="BulkNewOrders", cl_ord_id=order.cl_ord_id)
+            else:
+                good.append(order)
+        self.metrics.orders_in.inc(len(good))
+        if not good:
+            return None
+        return bulk if len(good) == len(bulk.orders) else msgspec.structs.replace(bulk, orders=good)
+
+    def _ack(self, session: Session, test_req_id: str | None, *,
+             resend: tuple[int, int] | None = None) -> None:
+        cfg = self.config
+        session.send(HeartbeatAck(session_id=session.session_id,
+                                  heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+                                  heartbeat_timeout_ms=cfg.heartbeat_timeout_ms,
+                                  cancel_on_disconnect=session.cancel_on_disconnect,
+                                  test_req_id=test_req_id, transact_time=time.time_ns(),
+                                  resend_begin_seq=resend[0] if resend else None,
+                                  resend_end_seq=resend[1] if resend else None))
+
+    def _resend(self, listener: _Listener, route: bytes, session: Session,
+                request: ResendRequest, now: int) -> None:
+        if request.session_id is not None and request.session_id != session.session_id:
+            target = self.sessions.get(request.session_id)
+            if target is None or target.principal != session.principal or target._listener is not listener:
+                session.reject(RejectReason.RESUME_REFUSED,
+                               f"no session {request.session_id!r} to resume for this key "
+                               f"(unknown, expired or another key's)", ref_type="ResendRequest")
+                return
+            session = self._resume(listener, route, session, target, now)
+        begin = request.begin_seq
+        end = min(request.end_seq or session.seq, session.seq)
+        oldest = session.oldest_kept_seq
+        # Taken before the reject below, which enters the ring and may push
+        # the oldest kept message out.
+        replay = list(session.sent(max(begin, oldest), end))
+        if begin < oldest and begin <= end:
+            session.reject(RejectReason.RESEND_UNAVAILABLE,
+                           f"messages {begin}..{min(oldest - 1, end)} are no longer kept; "
+                           f"recover order state with OrderStatusRequest",
+                           ref_type="ResendRequest")
+        if session._route is not None:
+            for msg in replay:
+                listener.transmit(session, msg)
+        # The ack marks the end of the replay and confirms which session this is.
+        self._ack(session, None, resend=(begin, end))
+
+    def _resume(self, listener: _Listener, route: bytes, current: Session, target: Session,
+                now: int) -> Session:
+        """Move ``route`` from ``current`` to the resumed session ``target``."""
+        old_route = target._route
+        if old_route is not None and listener.routes.get(old_route) is target:
+            del listener.routes[old_route]
+        target._route = route
+        target.last_recv_ns = now
+        target.timed_out = False
+        listener.routes[route] = target
+        current._route = None
+        if current.seq == 0:
+            # Made for this very message, never used: nothing to keep.
+            self._forget(current)
+        log.info("intake: session %s resumed on a new connection", target.session_id)
+        return target
+
+    # ------------------------------------------------------------ timeouts
+    async def _watch_sessions(self) -> None:
+        period = min(self.config.heartbeat_interval_ms, self.config.heartbeat_timeout_ms) / 4000
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic_ns()
+            for session in list(self.sessions.values()):
+                silent = now - session.last_recv_ns
+                if not session.timed_out and silent > self._timeout_ns:
+                    session.timed_out = True
+                    log.warning("intake: session %s silent for %d ms", session.session_id,
+                                silent // 1_000_000)
+                    try:
+                        self.handler.on_session_timeout(session)
+                    except Exception:
+                        log.exception("intake: on_session_timeout failed for %s", session.session_id)
+                if silent > self._retention_ns:
+                    self._forget(session)
+
+    def _count_reject(self, reason: int) -> None:
+        counter = self._reject_counters.get(reason)
+        if counter is None:
+            counter = self._reject_counters[reason] = self.metrics.rejects.labels(reject_name(reason), "intake")
+        counter.inc()
+
+
+# ---------------------------------------------------------------- running in a thread
+class IntakeThread:
+    """Run an :class:`IntakeServer` on its own uvloop loop in a thread.
+
+    For tests, benchmarks and tools that drive the engine from blocking
+    code. The handler then runs on that thread; use :meth:`call` to touch
+    server state from outside.
+
+    Parameters
+    ----------
+    server : IntakeServer
+        Not yet started.
+
+    Examples
+    --------
+    >>> with IntakeThread(IntakeServer(intake_cfg, security_cfg, MyHandler())) as running:  # doctest: +SKIP
+    ...     client = Client(running.server.plaintext_endpoints[0])
+    """
+
+    def __init__(self, server: IntakeServer):
+        self.server = server
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name="intake", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        import uvloop
+
+        self.loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.server.start())
+        except BaseException as exc:  # report start-up failures to the starting thread
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.run_until_complete(self.server.stop())
+            self.loop.close()
+
+    def start(self, timeout: float = 10.0) -> "IntakeThread":
+        """Start the thread and wait until the endpoints are bound."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("intake did not start")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def call(self, fn: Callable, *args, timeout: float = 5.0):
+        """Run ``fn(*args)`` on the server's loop and return its result."""
+        done = threading.Event()
+        box: list = []
+
+        def run() -> None:
+            try:
+                box.append((True, fn(*args)))
+            except BaseException as exc:
+                box.append((False, exc))
+            done.set()
+
+        self.loop.call_soon_threadsafe(run)
+        if not done.wait(timeout):
+            raise TimeoutError("server loop did not run the call")
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop, close the server and join the thread."""
+        if self.loop is not None and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+
+    def __enter__(self) -> "IntakeThread":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,742 @@
+"""Append-only journal of every inbound command and every resulting event.
+
+The journal sits after the pipeline: the service writes each decoded request
+and each event it causes here, and gateways and audits read it back. It is
+the engine's durable memory, so its format is built to be checked:
+
+* every record is length-prefixed and carries a CRC-32 of its bytes, so a
+  flipped bit is found;
+* every record carries a BLAKE2b-256 hash chained over the previous record's
+  hash, so an edited, inserted or removed record breaks the chain from that
+  point (tamper evidence, not secrecy);
+* a record cut short by a crash (a "torn" tail) is recognised and dropped by
+  readers, and truncated by the writer when it reopens the journal.
+
+Files (segments) rotate by size in one data directory and are named by the
+sequence number of their first record. ``docs/journal.md`` has the byte
+layout, the fsync policies and the durability guarantee they give.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import heapq
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Callable, Iterator, Literal, NamedTuple
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+FsyncPolicy = Literal["always", "group", "none"]
+
+# ---------------------------------------------------------------- format
+FILE_MAGIC = b"KRXJRNL\x00"
+FORMAT_VERSION = 1
+SEGMENT_SUFFIX = ".krj"
+HASH_SIZE = 32
+GENESIS_HASH = bytes(HASH_SIZE)
+
+# Segment header: magic, version, reserved, crc32(header without this field),
+# first record seq, creation time (ns), hash of the record before first_seq.
+_FILE_HEADER = struct.Struct("<8sHHIQq32s")
+FILE_HEADER_SIZE = _FILE_HEADER.size  # 64
+# Record header: payload length, crc32, seq, timestamp (ns), kind, reserved,
+# chain hash; the payload follows. The CRC covers every byte of the record
+# except itself; the chain hash covers the previous hash, bytes 8..28 (seq,
+# timestamp, kind, reserved) and the payload.
+_RECORD_HEADER = struct.Struct("<IIQqHH32s")
+RECORD_HEADER_SIZE = _RECORD_HEADER.size  # 60
+_LEN = struct.Struct("<I")
+# A length beyond this is not a record but garbage (a torn or corrupt header).
+MAX_PAYLOAD = 64 << 20
+_SEQ = struct.Struct("<Q")
+_ANY_DECODER = msgspec.msgpack.Decoder()
+
+
+class RecordKind(enum.IntEnum):
+    """What a record holds."""
+
+    COMMAND = 1  #: an inbound request (``messages.JournalCommand``)
+    EVENT = 2    #: an outcome (``messages.JournalEvent``)
+    META = 3     #: engine bookkeeping (start-up, configuration, markers)
+
+
+class Record(NamedTuple):
+    """One journal record as read back."""
+
+    seq: int
+    ts_ns: int
+    kind: int
+    payload: bytes
+    hash: bytes
+    path: Path
+    offset: int
+
+    def decode(self, decoder: msgspec.msgpack.Decoder | None = None):
+        """The payload decoded with ``decoder`` (schemaless msgpack by default)."""
+        return (decoder or _ANY_DECODER).decode(self.payload)
+
+
+class JournalError(Exception):
+    """The journal cannot be used as it is."""
+
+
+class JournalCorruptError(JournalError):
+    """A record before the end of the journal fails its checks.
+
+    Attributes
+    ----------
+    path : Path
+        Segment file holding the bad record.
+    offset : int
+        Byte offset of the record in that file.
+    seq : int or None
+        Sequence number the record should have had.
+    problem : str
+        ``checksum``, ``chain``, ``sequence``, ``header`` or ``length``.
+    """
+
+    def __init__(self, path: Path, offset: int, seq: int | None, problem: str, detail: str):
+        super().__init__(f"{path.name} @ {offset} (seq {seq}): {problem}: {detail}")
+        self.path, self.offset, self.seq, self.problem, self.detail = path, offset, seq, problem, detail
+
+
+def chain_hash(prev_hash: bytes, fixed: bytes | memoryview, payload: bytes | memoryview) -> bytes:
+    """The record hash: BLAKE2b-256 over the previous hash, the fixed fields and the payload."""
+    h = hashlib.blake2b(prev_hash, digest_size=HASH_SIZE)
+    h.update(fixed)
+    h.update(payload)
+    return h.digest()
+
+
+def segment_name(first_seq: int) -> str:
+    """File name of the segment whose first record is ``first_seq``."""
+    return f"{first_seq:020d}{SEGMENT_SUFFIX}"
+
+
+def list_segments(data_dir: str | os.PathLike) -> list[Path]:
+    """Segment files of a journal, oldest first."""
+    directory = Path(data_dir)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir()
+                  if p.suffix == SEGMENT_SUFFIX and p.stem.isdigit())
+
+
+# ---------------------------------------------------------------- scanning
+class _Header(NamedTuple):
+    first_seq: int
+    created_ns: int
+    prev_hash: bytes
+
+
+def _parse_file_header(path: Path, data: bytes | memoryview) -> _Header:
+    if len(data) < FILE_HEADER_SIZE:
+        raise JournalCorruptError(path, 0, None, "header", f"file header is {len(data)} bytes, "
+                                                           f"needs {FILE_HEADER_SIZE}")
+    magic, version, _, crc, first_seq, created_ns, prev_hash = _FILE_HEADER.unpack_from(data, 0)
+    if magic != FILE_MAGIC:
+        raise JournalCorruptError(path, 0, None, "header", f"bad magic {magic!r}")
+    if version != FORMAT_VERSION:
+        raise JournalCorruptError(path, 0, None, "header", f"unsupported format version {version}")
+    if crc != zlib.crc32(bytes(data[16:FILE_HEADER_SIZE]), zlib.crc32(bytes(data[:12]))):
+        raise JournalCorruptError(path, 0, None, "header", "file header checksum mismatch")
+    return _Header(first_seq, created_ns, prev_hash)
+
+
+def _pack_file_header(first_seq: int, prev_hash: bytes) -> bytes:
+    header = bytearray(_FILE_HEADER.pack(FILE_MAGIC, FORMAT_VERSION, 0, 0, first_seq,
+                                         time.time_ns(), prev_hash))
+    crc = zlib.crc32(header[16:], zlib.crc32(header[:12]))
+    struct.pack_into("<I", header, 12, crc)
+    return bytes(header)
+
+
+class _Torn(Exception):
+    """The record at ``offset`` runs past the end of the data it sits in."""
+
+    def __init__(self, offset: int, detail: str):
+        super().__init__(detail)
+        self.offset = offset
+
+
+def _scan(path: Path, data: bytes, expected_seq: int | None, prev_hash: bytes,
+          *, check_chain: bool = True) -> Iterator[Record]:
+    """Records of one segment's bytes, checked.
+
+    Raises ``_Torn`` when the data ends inside a record (or the last record
+    is incomplete on disk: its checksum fails and nothing follows it), and
+    ``JournalCorruptError`` for a bad record with data after it.
+    """
+    view = memoryview(data)
+    end = len(data)
+    offset = FILE_HEADER_SIZE
+    while offset < end:
+        if end - offset < RECORD_HEADER_SIZE:
+            raise _Torn(offset, f"{end - offset} bytes left, a record header needs {RECORD_HEADER_SIZE}")
+        length, crc, seq, ts_ns, kind, _, stored_hash = _RECORD_HEADER.unpack_from(view, offset)
+        record_end = offset + RECORD_HEADER_SIZE + length
+        if length > MAX_PAYLOAD or record_end > end:
+            # A length running past the end is what a torn write leaves, but
+            # a flipped bit in a length field mid-file looks the same; only a
+            # whole good record further on tells them apart, and then
+            # dropping "the tail" would throw good records away.
+            if _good_record_after(view, offset + 1, expected_seq):
+                raise JournalCorruptError(path, offset, expected_seq, "length",
+                                          f"record claims {length} payload bytes but good records follow")
+            raise _Torn(offset, f"record claims {length} payload bytes, {end - offset - RECORD_HEADER_SIZE} remain")
+        actual = zlib.crc32(view[offset + 8:record_end], zlib.crc32(view[offset:offset + 4]))
+        if actual != crc:
+            if record_end == end:
+                # The last record: a crash can extend the file before the data
+                # blocks land (zeros or stale bytes), so this is a torn tail.
+                raise _Torn(offset, "last record fails its checksum")
+            raise JournalCorruptError(path, offset, expected_seq, "checksum",
+                                      f"crc32 {actual:#010x} != stored {crc:#010x}")
+        if expected_seq is not None and seq != expected_seq:
+            raise JournalCorruptError(path, offset, expected_seq, "sequence",
+                                      f"record seq {seq}, expected {expected_seq}")
+        payload = view[offset + RECORD_HEADER_SIZE:record_end]
+        if check_chain:
+            computed = chain_hash(prev_hash, view[offset + 8:offset + 28], payload)
+            if computed != stored_hash:
+                raise JournalCorruptError(path, offset, seq, "chain",
+                                          "hash does not chain from the previous record")
+        yield Record(seq, ts_ns, kind, bytes(payload), stored_hash, path, offset)
+        prev_hash = stored_hash
+        expected_seq = seq + 1
+        offset = record_end
+
+
+def _good_record_after(view: memoryview, start: int, expected_seq: int | None) -> bool:
+    """Whether a record with a later seq and a valid checksum starts after ``start``."""
+    if expected_seq is None:
+        return False
+    data = view.obj if isinstance(view.obj, bytes) else bytes(view)
+    end = len(data)
+    for seq in (expected_seq + 1, expected_seq + 2):
+        needle = _SEQ.pack(seq)
+        at = data.find(needle, start + 8)
+        while at >= 0:
+            offset = at - 8
+            if offset + RECORD_HEADER_SIZE <= end:
+                length, crc = struct.unpack_from("<II", data, offset)
+                record_end = offset + RECORD_HEADER_SIZE + length
+                if record_end <= end and crc == zlib.crc32(view[offset + 8:record_end],
+                                                           zlib.crc32(view[offset:offset + 4])):
+                    return True
+            at = data.find(needle, at + 1)
+    return False
+
+
+class TornTail(NamedTuple):
+    """A record cut short at the end of the journal (dropped by readers)."""
+
+    path: Path
+    offset: int
+    dropped_bytes: int
+    detail: str
+
+
+# ---------------------------------------------------------------- reader
+class JournalReader:
+    """Iterate the records of a journal, oldest first, checking each one.
+
+    A torn last record is dropped (and described in ``torn``); a bad record
+    anywhere else raises ``JournalCorruptError``. Reading a journal that is
+    being written is safe: the record being appended looks torn and is left
+    for the next read.
+
+    Parameters
+    ----------
+    data_dir : str or PathLike
+        The journal's directory.
+    check_chain : bool
+        Recompute the hash chain while reading (on by default; off is faster
+        when only ``verify`` is trusted to do it).
+
+    Examples
+    --------
+    >>> for record in JournalReader("data/journal"):      # doctest: +SKIP
+    ...     print(record.seq, record.decode())
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, *, check_chain: bool = True):
+        self.data_dir = Path(data_dir)
+        self.check_chain = check_chain
+        self.torn: TornTail | None = None
+
+    def __iter__(self) -> Iterator[Record]:
+        return self.records()
+
+    def records(self, start_seq: int = 1, *, start_ns: int | None = None,
+                end_ns: int | None = None) -> Iterator[Record]:
+        """Records with ``seq >= start_seq`` and ``start_ns <= ts_ns < end_ns``.
+
+        Segments that end before ``start_seq`` are skipped unread, but then
+        the chain is only checked from the first segment read.
+        """
+        self.torn = None
+        segments = list_segments(self.data_dir)
+        if start_seq > 1:
+            # The last segment whose first record is <= start_seq holds it.
+            firsts = [int(p.stem) for p in segments]
+            keep = max([i for i, first in enumerate(firsts) if first <= start_seq], default=0)
+            segments = segments[keep:]
+        expected, prev_hash = None, None
+        for index, path in enumerate(segments):
+            data = path.read_bytes()
+            last_segment = index == len(segments) - 1
+            try:
+                header = _parse_file_header(path, data)
+            except JournalCorruptError:
+                if last_segment and len(data) < FILE_HEADER_SIZE:
+                    self.torn = TornTail(path, 0, len(data), "segment header incomplete")
+                    return
+                raise
+            if expected is not None and header.first_seq != expected:
+                raise JournalCorruptError(path, 0, expected, "sequence",
+                                          f"segment starts at {header.first_seq}, expected {expected}")
+            if prev_hash is not None and header.prev_hash != prev_hash:
+                raise JournalCorruptError(path, 0, expected, "chain",
+                                          "segment does not chain from the previous one")
+            expected = header.first_seq
+            prev_hash = header.prev_hash
+            try:
+                for record in _scan(path, data, expected, prev_hash, check_chain=self.check_chain):
+                    expected, prev_hash = record.seq + 1, record.hash
+                    if record.seq < start_seq:
+                        continue
+                    if start_ns is not None and record.ts_ns < start_ns:
+                        continue
+                    if end_ns is not None and record.ts_ns >= end_ns:
+                        continue
+                    yield record
+            except _Torn as torn:
+                if not last_segment:
+                    raise JournalCorruptError(path, torn.offset, expected, "length",
+                                              f"segment is cut short before the next one: {torn}") from None
+                self.torn = TornTail(path, torn.offset, len(data) - torn.offset, str(torn))
+                return
+
+
+class VerifyProblem(NamedTuple):
+    """The first place where a journal fails verification."""
+
+    path: Path
+    offset: int
+    seq: int | None
+    problem: str
+    detail: str
+
+
+class VerifyResult(NamedTuple):
+    """Outcome of :func:`verify`.
+
+    ``ok`` is false when ``problem`` is set; a torn tail alone keeps ``ok``
+    true (it is what a crash leaves, and the writer repairs it).
+    """
+
+    ok: bool
+    records: int
+    first_seq: int | None
+    last_seq: int | None
+    segments: int
+    problem: VerifyProblem | None
+    torn: TornTail | None
+    last_hash: bytes
+
+
+def verify(data_dir: str | os.PathLike) -> VerifyResult:
+    """Check every record's checksum, sequence and hash chain.
+
+    Parameters
+    ----------
+    data_dir : str or PathLike
+        The journal's directory.
+
+    Returns
+    -------
+    VerifyResult
+        The number of good records and the first record where the checksum,
+        the sequence or the chain breaks (``problem``), if any.
+    """
+    reader = JournalReader(data_dir, check_chain=True)
+    count, first, last, last_hash = 0, None, None, GENESIS_HASH
+    problem = None
+    try:
+        for record in reader:
+            count += 1
+            first = record.seq if first is None else first
+            last, last_hash = record.seq, record.hash
+    except JournalCorruptError as exc:
+        problem = VerifyProblem(exc.path, exc.offset, exc.seq, exc.problem, exc.detail)
+    return VerifyResult(problem is None, count, first, last, len(list_segments(data_dir)),
+                        problem, reader.torn, last_hash)
+
+
+# ---------------------------------------------------------------- writer
+class _Segment:
+    __slots__ = ("path", "fd", "first_seq", "size")
+
+    def __init__(self, path: Path, fd: int, first_seq: int, size: int):
+        self.path, self.fd, self.first_seq, self.size = path, fd, first_seq, size
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class JournalWriter:
+    """Append records to a journal, durable according to an fsync policy.
+
+    On open the writer finds the end of the journal, truncates a torn last
+    record (a crash leftover) and continues the sequence and the hash chain.
+    It refuses to open a journal with a bad record before its end.
+
+    Policies:
+
+    ``always``
+        ``append`` returns after the record is written and ``fdatasync``-ed;
+        the record is durable when the caller sends its ack. The default.
+    ``group``
+        ``append`` writes and returns at once; a committer thread syncs every
+        ``group_commit_us`` microseconds (counted from the first record not
+        yet synced) and then marks everything written before the sync
+        durable. Hold an ack until :meth:`wait_durable` or the callback of
+        :meth:`call_when_durable` says its record is durable.
+    ``none``
+        Written, never synced: records survive a crash of the process (they
+        are in the OS page cache once ``append`` returns) but not of the
+        machine. ``durable_seq`` follows ``last_seq``.
+
+    Parameters
+    ----------
+    data_dir : str or PathLike
+        Directory of the segment files (created if missing).
+    fsync : {"always", "group", "none"}
+        The policy above.
+    group_commit_us : int
+        Group commit window for ``group``.
+    rotate_bytes : int
+        A new segment starts once the current one reaches this size.
+
+    Raises
+    ------
+    JournalCorruptError
+        If a record before the end of the journal is bad.
+
+    Notes
+    -----
+    One thread appends (the event loop); the committer thread only syncs.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, *, fsync: FsyncPolicy = "always",
+                 group_commit_us: int = 1000, rotate_bytes: int = 64 << 20):
+        if fsync not in ("always", "group", "none"):
+            raise ValueError(f"fsync policy must be always, group or none, not {fsync!r}")
+        if group_commit_us <= 0 or rotate_bytes <= FILE_HEADER_SIZE + RECORD_HEADER_SIZE:
+            raise ValueError("group_commit_us and rotate_bytes must be positive")
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+        self.group_commit_us = group_commit_us
+        self.rotate_bytes = rotate_bytes
+        self._buf = bytearray(4096)
+        self._encoder = msgspec.msgpack.Encoder()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        # Serialises fdatasync rounds: a round closes the retired files it
+        # synced, which must not happen under another round's feet.
+        self._sync_lock = threading.Lock()
+        self._retired: list[_Segment] = []
+        self._waiters: list[tuple[int, int, Callable[[], None]]] = []
+        self._waiter_order = 0
+        self._pending_since: float | None = None
+        self._closed = False
+        self.repaired: TornTail | None = None
+        self._open()
+        self._durable_seq = self._last_seq
+        self._committer: threading.Thread | None = None
+        if fsync == "group":
+            self._committer = threading.Thread(target=self._commit_loop, name="journal-commit",
+                                               daemon=True)
+            self._committer.start()
+
+    # ------------------------------------------------------------ state
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the last record written (0: empty journal)."""
+        return self._last_seq
+
+    @property
+    def durable_seq(self) -> int:
+        """Every record up to this one is durable under the policy."""
+        return self._durable_seq
+
+    @property
+    def last_hash(self) -> bytes:
+        """Chain hash of the last record written."""
+        return self._last_hash
+
+    # ------------------------------------------------------------ open / rotate
+    def _open(self) -> None:
+        segments = list_segments(self.data_dir)
+        if not segments:
+            self._last_seq, self._last_hash = 0, GENESIS_HASH
+            self._segment = self._new_segment(1, GENESIS_HASH)
+            return
+        reader = JournalReader(self.data_dir)
+        last = None
+        for last in reader:
+            pass
+        torn = reader.torn
+        path = segments[-1]
+        if torn is not None and torn.offset == 0:
+            # A segment whose header never made it to disk (a crash while
+            # rotating): start it again under the same name.
+            path.unlink()
+            _fsync_dir(self.data_dir)
+            self.repaired = torn
+            log.warning("journal: removed segment %s with a torn header", path.name)
+            self._last_seq = int(path.stem) - 1
+            if last is not None:
+                self._last_hash = last.hash
+            elif len(segments) > 1:  # the previous segment holds no record
+                self._last_hash = _parse_file_header(segments[-2], segments[-2].read_bytes()).prev_hash
+            else:
+                self._last_hash = GENESIS_HASH
+            self._segment = self._new_segment(self._last_seq + 1, self._last_hash)
+            return
+        if torn is not None:
+            with open(path, "r+b") as handle:
+                handle.truncate(torn.offset)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.repaired = torn
+            log.warning("journal: truncated torn record at %s @ %d (%d bytes: %s)",
+                        path.name, torn.offset, torn.dropped_bytes, torn.detail)
+        header = _parse_file_header(path, path.read_bytes()[:FILE_HEADER_SIZE])
+        if last is not None:
+            self._last_seq, self._last_hash = last.seq, last.hash
+        else:
+            self._last_seq, self._last_hash = header.first_seq - 1, header.prev_hash
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._segment = _Segment(path, fd, header.first_seq, os.fstat(fd).st_size)
+
+    def _new_segment(self, first_seq: int, prev_hash: bytes) -> _Segment:
+        path = self.data_dir / segment_name(first_seq)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        header = _pack_file_header(first_seq, prev_hash)
+        os.write(fd, header)
+        if self.fsync != "none":
+            # The header and the directory entry must be durable before any
+            # record in the file can be.
+            os.fsync(fd)
+            _fsync_dir(self.data_dir)
+        return _Segment(path, fd, first_seq, len(header))
+
+    def _rotate(self) -> None:
+        old = self._segment
+        new = self._new_segment(self._last_seq + 1, self._last_hash)
+        with self._lock:
+            self._segment = new
+            if self.fsync == "group":
+                # The committer still has to sync the old file's tail.
+                self._retired.append(old)
+                old = None
+        if old is not None:
+            if self.fsync == "always":
+                os.fdatasync(old.fd)
+            os.close(old.fd)
+
+    # ------------------------------------------------------------ append
+    def append(self, kind: int, payload: bytes | bytearray | memoryview, *,
+               ts_ns: int | None = None) -> int:
+        """Append one record; returns its sequence number.
+
+        Parameters
+        ----------
+        kind : RecordKind or int
+            What the record holds.
+        payload : bytes-like
+            The record body (msgpack of a message struct, by convention).
+        ts_ns : int, optional
+            Timestamp; defaults to ``time.time_ns()``.
+
+        Returns
+        -------
+        int
+            The record's ``seq``. Under ``always`` it is durable on return.
+        """
+        buf = self._buf
+        size = RECORD_HEADER_SIZE + len(payload)
+        if len(buf) < size:
+            buf.extend(bytes(size - len(buf)))
+        buf[RECORD_HEADER_SIZE:size] = payload
+        return self._commit_record(kind, size, ts_ns)
+
+    def append_msg(self, kind: int, msg: object, *, ts_ns: int | None = None) -> int:
+        """Append a msgspec struct (or any msgpack-able value) as one record."""
+        # Encode straight after the header room: one buffer, one write.
+        self._encoder.encode_into(msg, self._buf, RECORD_HEADER_SIZE)
+        return self._commit_record(kind, len(self._buf), ts_ns)
+
+    def _commit_record(self, kind: int, size: int, ts_ns: int | None) -> int:
+        if self._closed:
+            raise JournalError("journal is closed")
+        payload_len = size - RECORD_HEADER_SIZE
+        if payload_len > MAX_PAYLOAD:
+            raise ValueError(f"payload of {payload_len} bytes exceeds {MAX_PAYLOAD}")
+        if self._segment.size + size > self.rotate_bytes and self._segment.size > FILE_HEADER_SIZE:
+            self._rotate()
+        seq = self._last_seq + 1
+        ts_ns = time.time_ns() if ts_ns is None else ts_ns
+        buf = self._buf
+        view = memoryview(buf)
+        try:
+            _RECORD_HEADER.pack_into(buf, 0, payload_len, 0, seq, ts_ns, int(kind), 0, GENESIS_HASH)
+            digest = chain_hash(self._last_hash, view[8:28], view[RECORD_HEADER_SIZE:size])
+            buf[28:RECORD_HEADER_SIZE] = digest
+            crc = zlib.crc32(view[8:size], zlib.crc32(view[0:4]))
+            _LEN.pack_into(buf, 4, crc)
+            written = os.write(self._segment.fd, view[:size])
+            if written != size:  # a full disk or a signal: never leave half a record silently
+                raise OSError(f"short journal write: {written} of {size} bytes")
+        finally:
+            view.release()
+        self._segment.size += size
+        self._last_seq, self._last_hash = seq, digest
+        if self.fsync == "always":
+            os.fdatasync(self._segment.fd)
+            self._mark_durable(seq)
+        elif self.fsync == "none":
+            self._mark_durable(seq)
+        else:
+            with self._cond:
+                if self._pending_since is None:
+                    self._pending_since = time.monotonic()
+                    self._cond.notify()
+        return seq
+
+    # ------------------------------------------------------------ durability
+    def _mark_durable(self, seq: int) -> None:
+        self._durable_seq = seq
+        if self._waiters:
+            ready = []
+            with self._lock:
+                while self._waiters and self._waiters[0][0] <= seq:
+                    ready.append(heapq.heappop(self._waiters)[2])
+            for callback in ready:
+                try:
+                    callback()
+                except Exception:  # a waiter's bug must not stop the committer
+                    log.exception("journal durable callback failed")
+
+    def call_when_durable(self, seq: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once record ``seq`` is durable.
+
+        Called at once if it already is; otherwise from the committer thread
+        (use ``loop.call_soon_threadsafe`` inside it to get back to a loop).
+        """
+        with self._lock:
+            if seq > self._durable_seq:
+                self._waiter_order += 1
+                heapq.heappush(self._waiters, (seq, self._waiter_order, callback))
+                return
+        callback()
+
+    async def wait_durable(self, seq: int) -> None:
+        """Wait (on the running asyncio loop) until record ``seq`` is durable."""
+        if seq <= self._durable_seq:
+            return
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def done() -> None:
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
+
+        self.call_when_durable(seq, done)
+        await future
+
+    def sync(self) -> int:
+        """Make everything written so far durable now; returns ``durable_seq``."""
+        if self.fsync == "group":
+            with self._cond:
+                target = self._last_seq
+                self._pending_since = None
+                segments = self._retired + [self._segment]
+                self._retired = []
+            self._sync_segments(segments, target)
+        else:
+            os.fdatasync(self._segment.fd)
+            self._mark_durable(self._last_seq)
+        return self._durable_seq
+
+    def _sync_segments(self, segments: list[_Segment], target: int) -> None:
+        with self._sync_lock:
+            for segment in segments:
+                os.fdatasync(segment.fd)
+            for segment in segments[:-1]:
+                os.close(segment.fd)
+            if target > self._durable_seq:
+                self._mark_durable(target)
+
+    def _commit_loop(self) -> None:
+        window = self.group_commit_us / 1e6
+        while True:
+            with self._cond:
+                while self._pending_since is None and not self._closed:
+                    self._cond.wait()
+                if self._pending_since is None and self._closed:
+                    return
+                delay = self._pending_since + window - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            with self._cond:
+                # Everything written up to now rides in this group.
+                target = self._last_seq
+                self._pending_since = None
+                segments = self._retired + [self._segment]
+                self._retired = []
+            try:
+                self._sync_segments(segments, target)
+            except OSError:
+                log.exception("journal group commit failed; records after %d are not durable",
+                              self._durable_seq)
+                raise
+
+    # ------------------------------------------------------------ close
+    def close(self) -> None:
+        """Sync (unless the policy is ``none``), stop the committer and close the file."""
+        if self._closed:
+            return
+        if self.fsync != "none":
+            self.sync()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._committer is not None:
+            self._committer.join()
+        for segment in self._retired:
+            os.close(segment.fd)
+        os.close(self._segment.fd)
+
+    def __enter__(self) -> "JournalWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
