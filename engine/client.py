@@ -108,7 +108,7 @@ class _Base:
     def _decode(self, data) -> Response:
         try:
             return self._decoder.decode(data)
-        except msgspec.MsgspecError as exc:
+        except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
             raise ClientProtocolError(f"undecodable message from the engine: {exc}") from exc
 
     def _track(self, msg: Response) -> tuple[bool, ResendRequest | None]:

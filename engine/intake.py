@@ -536,7 +536,7 @@ class IntakeServer:
         buffer = payload.buffer
         try:
             request = listener.decoder.decode(buffer)
-        except msgspec.MsgspecError as exc:
+        except Exception as exc:  # noqa: BLE001 - msgspec errors, and UnicodeDecodeError for non-UTF-8 str
             problem, ref_type, cl_ord_id = classify_decode_error(buffer, exc)
             session.reject(problem.reason, problem.text, ref_type=ref_type, cl_ord_id=cl_ord_id)
             return

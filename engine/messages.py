@@ -464,7 +464,7 @@ _FRIENDLY = {
 _raw_decoder = msgspec.msgpack.Decoder()
 
 
-def classify_decode_error(data: bytes | memoryview, exc: msgspec.MsgspecError) -> tuple[Problem, str | None, str | None]:
+def classify_decode_error(data: bytes | memoryview, exc: Exception) -> tuple[Problem, str | None, str | None]:
     """Turn a failed request decode into a reject.
 
     Only called on the error path, so it may decode the frame a second time
@@ -474,8 +474,9 @@ def classify_decode_error(data: bytes | memoryview, exc: msgspec.MsgspecError) -
     ----------
     data : bytes or memoryview
         The frame that failed to decode.
-    exc : msgspec.MsgspecError
-        What the typed decoder raised.
+    exc : Exception
+        What the typed decoder raised: a ``msgspec.MsgspecError``, or a
+        ``UnicodeDecodeError`` for a msgpack string that is not UTF-8.
 
     Returns
     -------
@@ -485,12 +486,15 @@ def classify_decode_error(data: bytes | memoryview, exc: msgspec.MsgspecError) -
     """
     # ValidationError subclasses DecodeError: anything else is broken msgpack.
     if not isinstance(exc, msgspec.ValidationError):
-        return Problem(RejectReason.MALFORMED_MESSAGE, None,
-                       f"frame is not valid msgpack: {exc}"), None, None
+        detail = str(exc) if isinstance(exc, msgspec.MsgspecError) else f"{type(exc).__name__}: {exc}"
+        return Problem(RejectReason.MALFORMED_MESSAGE, None, f"frame is not valid msgpack: {detail}"), None, None
     try:
         raw = _raw_decoder.decode(data)
-    except msgspec.MsgspecError as raw_exc:  # pragma: no cover - typed decode would have said so
-        return Problem(RejectReason.MALFORMED_MESSAGE, None, f"frame is not valid msgpack: {raw_exc}"), None, None
+    except Exception as raw_exc:  # noqa: BLE001 - e.g. UnicodeDecodeError for a str that is not UTF-8
+        # The typed decoder can fail on the shape before it reads a bad string
+        # that the schemaless one then trips over.
+        return Problem(RejectReason.MALFORMED_MESSAGE, None,
+                       f"frame is not valid msgpack: {type(raw_exc).__name__}: {raw_exc}"), None, None
     if not isinstance(raw, dict):
         return Problem(RejectReason.MALFORMED_MESSAGE, None,
                        f"a message is a map with a \"type\" field, got {type(raw).__name__}"), None, None
