@@ -1,0 +1,168 @@
+"""Client library: seq tracking finds gaps and duplicates, resends fill gaps,
+the asyncio client works like the blocking one, and ``kronos-exec client``
+sends an order and prints the answers."""
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import orjson
+import pytest
+
+from engine.client import AsyncClient, Client, _Base
+from engine.messages import (
+    ExecType, ExecutionReport, HeartbeatAck, OrdStatus, OrdType, Reject, RejectReason, Side, TimeInForce,
+    make_reject,
+)
+from tests.unit.engine.test_intake import EchoHandler, make_server, order_for, roundtrip
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def ack(seq, begin=None, end=None):
+    return HeartbeatAck(session_id="s", heartbeat_interval_ms=1, heartbeat_timeout_ms=2,
+                        cancel_on_disconnect=False, seq=seq, resend_begin_seq=begin, resend_end_seq=end)
+
+
+def reject(seq):
+    return msgspec.structs.replace(make_reject(RejectReason.INVALID_QTY, "x"), seq=seq)
+
+
+# ---------------------------------------------------------------- seq tracking
+def test_gap_detected_and_resend_requested():
+    tracker = _Base(auto_resend=True, cl_ord_id_prefix="t")
+    assert tracker._track(reject(1)) == (True, None)
+    deliver, resend = tracker._track(reject(5))
+    assert deliver and (resend.begin_seq, resend.end_seq) == (2, 4)
+    assert tracker.gaps == [[2, 4]] and tracker.last_seq == 5
+    assert tracker._track(reject(3))[0]          # late arrival fills the middle
+    assert tracker.gaps == [[2, 2], [4, 4]]
+    assert tracker._track(reject(3)) == (False, None)  # seen: a duplicate
+    assert tracker._track(reject(1)) == (False, None)
+    assert tracker.duplicates == 2
+    tracker._track(reject(2))
+    tracker._track(reject(4))
+    assert tracker.gaps == [] and tracker.lost == []
+
+
+def test_replay_end_marks_unfilled_gaps_lost():
+    tracker = _Base(auto_resend=False, cl_ord_id_prefix="t")
+    tracker._track(reject(1))
+    assert tracker._track(reject(10)) == (True, None)  # no auto resend
+    tracker._track(reject(8))
+    tracker._track(ack(11, begin=2, end=9))
+    assert tracker.lost == [[2, 7], [9, 9]] and tracker.gaps == []
+    assert tracker.session_id == "s"
+
+
+def test_builders_accept_names():
+    client = _Base(auto_resend=False, cl_ord_id_prefix="p")
+    order = client.build_new_order("AAPL", "SELL_SHORT", "5", None, account="A", time_in_force="ioc")
+    assert (order.side, order.ord_type, order.time_in_force) == (Side.SELL_SHORT, OrdType.MARKET, TimeInForce.IOC)
+    assert order.cl_ord_id == "p-1" and client.next_cl_ord_id() == "p-2"
+    with pytest.raises(ValueError, match="not one of"):
+        client.build_new_order("AAPL", "up", "5", "1", account="A")
+
+
+# ---------------------------------------------------------------- against a real server
+@pytest.fixture
+def running(tmp_path):
+    thread = make_server(tmp_path)
+    yield thread
+    thread.stop()
+
+
+def test_missed_messages_are_recovered_by_auto_resend(running):
+    with Client(running.server.plaintext_endpoints[0]) as client:
+        first = order_for(client)
+        roundtrip(client, first)
+        session = running.call(lambda: next(iter(running.server.sessions.values())))
+        last = running.server.handler.orders[first.cl_ord_id]
+
+        def lose_two():
+            # Two messages the network "loses": sent while no route is attached.
+            route, session._route = session._route, None
+            session.send(msgspec.structs.replace(last, exec_type=ExecType.PARTIAL_FILL,
+                                                 ord_status=OrdStatus.PARTIALLY_FILLED, cum_qty="4",
+                                                 leaves_qty="6", last_qty="4", last_px="101.25"))
+            session.send(msgspec.structs.replace(last, exec_type=ExecType.FILL, ord_status=OrdStatus.FILLED,
+                                                 cum_qty="10", leaves_qty="0", last_qty="6", last_px="101.25"))
+            session._route = route
+
+        running.call(lose_two)
+        following = order_for(client)
+        reply = roundtrip(client, following)
+        assert reply.seq == 4 and client.gaps == [[2, 3]]
+        recovered = client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+        assert [(m.seq, m.exec_type) for m in recovered[:2]] == [(2, ExecType.PARTIAL_FILL), (3, ExecType.FILL)]
+        assert client.gaps == [] and client.lost == [] and client.last_seq == 5
+
+
+def test_blocking_client_requests(running):
+    with Client(running.server.plaintext_endpoints[1]) as client:  # over ipc
+        order = client.new_order("AAPL", "buy", "10", "101.25", account="ACC1")
+        assert client.recv().exec_type == ExecType.NEW
+        client.replace(order.cl_ord_id, account="ACC1", qty="12")
+        replaced = client.recv()
+        assert (replaced.exec_type, replaced.qty, replaced.leaves_qty) == (ExecType.REPLACED, "12", "12")
+        client.status(order.cl_ord_id, account="ACC1")
+        status = client.recv()
+        assert status.found and status.report.qty == "12"
+        client.history("ACC1", 0, 10)
+        assert client.recv().fills == []
+        client.cancel(order.cl_ord_id, account="ACC1")
+        assert client.recv().ord_status == OrdStatus.CANCELED
+        client.bulk([client.build_new_order("MSFT", "sell", "1", "2", account="ACC2") for _ in range(3)])
+        assert [client.recv().exec_type for _ in range(3)] == [ExecType.NEW] * 3
+        with pytest.raises(TimeoutError):
+            client.recv(timeout=0.05)
+
+
+def test_async_client(running):
+    async def main():
+        async with AsyncClient(running.server.plaintext_endpoints[0]) as client:
+            await client.heartbeat(test_req_id="a1")
+            ack_msg = await client.recv(5)
+            assert isinstance(ack_msg, HeartbeatAck) and ack_msg.test_req_id == "a1"
+            orders = [await client.new_order("AAPL", "buy", "1", "10.5", account="ACC1") for _ in range(20)]
+            replies = [await client.recv(5) for _ in orders]
+            assert [r.cl_ord_id for r in replies] == [o.cl_ord_id for o in orders]
+            await client.cancel(orders[0].cl_ord_id, account="ACC1")
+            assert (await client.recv(5)).exec_type == ExecType.CANCELED
+            await client.send_raw(b"\xc1")
+            assert (await client.recv(5)).reject_reason == RejectReason.MALFORMED_MESSAGE
+            with pytest.raises(TimeoutError):
+                await client.recv(0.05)
+            assert client.last_seq == 23 and client.gaps == []
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- kronos-exec client
+def kronos(*args):
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+
+
+def test_cli_client_sends_an_order_and_prints_reports(running):
+    endpoint = running.server.plaintext_endpoints[0]
+    out = kronos("client", "--endpoint", endpoint, "--wait", "0.5", "new", "--symbol", "AAPL",
+                 "--side", "buy", "--qty", "10", "--price", "101.25", "--account", "ACC1",
+                 "--cl-ord-id", "cli-1")
+    assert out.returncode == 0, out.stderr
+    (line,) = out.stdout.splitlines()
+    report = orjson.loads(line)
+    assert report["type"] == "ExecutionReport" and report["cl_ord_id"] == "cli-1"
+    assert (report["exec_type"], report["side"], report["ord_status"]) == ("NEW", "BUY", "NEW")
+    assert report["qty"] == report["leaves_qty"] == "10"
+
+    refused = kronos("client", "--endpoint", endpoint, "--wait", "0.5", "new", "--symbol", "AAPL",
+                     "--side", "buy", "--qty", "10.x", "--price", "1", "--account", "ACC1")
+    assert refused.returncode == 1
+    assert orjson.loads(refused.stdout)["reject_name"] == "INVALID_QTY"
+
+
+def test_cli_client_without_a_server(tmp_path):
+    out = kronos("client", "--endpoint", f"ipc://{tmp_path}/nobody", "--wait", "0.3", "heartbeat")
+    assert out.returncode == 3 and "no answer" in out.stderr

@@ -1,0 +1,153 @@
+"""Configuration: the documented example parses, defaults are the documented
+ones, and every mistake is an error naming the key."""
+import re
+from pathlib import Path
+
+import pytest
+
+from engine.config import (
+    Config, ConfigError, IntakeConfig, JournalConfig, MetricsConfig, load_config, parse_config,
+)
+from engine.intake import client_public_key, generate_keypair
+
+DOCS = Path(__file__).resolve().parents[3] / "docs"
+KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+PLAIN = '[intake]\nplaintext_endpoints = ["tcp://127.0.0.1:7002"]\nallow_plaintext = true\n'
+
+
+def test_full_file(tmp_path):
+    (tmp_path / "keys").mkdir()
+    path = tmp_path / "engine.toml"
+    path.write_text(f"""
+[intake]
+endpoints = ["tcp://0.0.0.0:7001", "ipc:///tmp/kronos.sock"]
+max_message_bytes = 4096
+heartbeat_interval_ms = 500
+heartbeat_timeout_ms = 1500
+
+[security]
+server_secret_key_file = "keys/server.key_secret"
+
+[[security.clients]]
+name = "algo-1"
+public_key = "{KEY}"
+accounts = ["ACC1", "ACC2"]
+
+[[security.clients]]
+name = "ops"
+public_key_file = "keys/ops.key"
+accounts = ["*"]
+admin = true
+
+[journal]
+dir = "journal"
+fsync = "group"
+group_commit_us = 250
+
+[metrics]
+port = 0
+
+[risk]
+max_order_qty = "10000"
+[risk.accounts.ACC1]
+buying_power = "1000000"
+
+[sim]
+seed = 7
+
+[[instruments]]
+symbol = "AAPL"
+tick_size = "0.01"
+
+[[gateways]]
+kind = "nats"
+url = "nats://127.0.0.1:4222"
+""")
+    config = load_config(path)
+    assert config.intake.endpoints == ["tcp://0.0.0.0:7001", "ipc:///tmp/kronos.sock"]
+    assert config.intake.hard_max_bytes == 16 * 4096
+    assert config.security.server_secret_key_file == str(tmp_path / "keys" / "server.key_secret")
+    assert config.security.clients[1].public_key_file == str(tmp_path / "keys" / "ops.key")
+    assert config.security.clients[1].admin and not config.security.clients[0].admin
+    assert config.journal.dir == str(tmp_path / "journal")
+    assert (config.journal.fsync, config.journal.group_commit_us) == ("group", 250)
+    assert config.risk == {"max_order_qty": "10000", "accounts": {"ACC1": {"buying_power": "1000000"}}}
+    assert config.sim == {"seed": 7}
+    assert config.instruments == [{"symbol": "AAPL", "tick_size": "0.01"}]
+    assert config.gateways[0]["kind"] == "nats"
+
+
+def test_documented_defaults():
+    config = parse_config(PLAIN)
+    assert config.intake.allow_plaintext
+    assert config.intake.max_message_bytes == 65536
+    assert (config.intake.heartbeat_interval_ms, config.intake.heartbeat_timeout_ms) == (1000, 3000)
+    assert config.journal == JournalConfig(dir=str(Path("data/journal").resolve()))
+    assert config.journal.fsync == "always"
+    assert config.metrics == MetricsConfig(host="127.0.0.1", port=9464)
+    assert config.security.plaintext_accounts == [] and not config.security.plaintext_admin
+
+
+@pytest.mark.parametrize("text,message", [
+    (PLAIN + "max_mesage_bytes = 5\n", "unknown key 'intake.max_mesage_bytes'"),
+    (PLAIN + "[journal]\nfsynk = 'always'\n", "unknown key 'journal.fsynk'"),
+    (PLAIN + "[metrix]\nport = 1\n", "unknown key 'metrix'"),
+    (PLAIN + f'[[security.clients]]\nname="a"\npublic_key="{KEY}"\naccounts=["A"]\nadmn=true\n',
+     "unknown key 'security.clients[0].admn'"),
+    (PLAIN + '[[security.clients]]\nname="a"\npublic_key="x"\n', "missing required key 'security.clients[0].accounts'"),
+    (PLAIN + "[journal]\nfsync = 'sometimes'\n", "'journal.fsync'"),
+    (PLAIN + "[metrics]\nport = 70000\n", "'metrics.port'"),
+    (PLAIN + "heartbeat_interval_ms = '1s'\n", "'intake.heartbeat_interval_ms': Expected `int`, got `str`"),
+    (PLAIN + "max_message_bytes = 0\n", "'intake.max_message_bytes'"),
+    ('[intake]\nplaintext_endpoints = ["tcp://127.0.0.1:7002"]\n', "allow_plaintext"),
+    ('[intake]\nendpoints = ["tcp://127.0.0.1:7001"]\n', "server_secret_key_file"),
+    ("[intake]\n", "accept no connections"),
+    (PLAIN.replace("tcp://127.0.0.1:7002", "http://x"), "not a tcp://host:port"),
+    (PLAIN + "heartbeat_timeout_ms = 500\n", "heartbeat_timeout_ms"),
+    (PLAIN + "hard_max_message_bytes = 10\n", "hard_max_message_bytes"),
+    (PLAIN + '[[security.clients]]\nname="a"\npublic_key="short"\naccounts=["A"]\n', "Z85"),
+    (PLAIN + '[[security.clients]]\nname="a"\naccounts=["A"]\n', "exactly one of"),
+    (PLAIN + f'[[security.clients]]\nname="a"\npublic_key="{KEY}"\naccounts=[]\n', "accounts"),
+    (PLAIN + f'[[security.clients]]\nname="a"\npublic_key="{KEY}"\naccounts=["A"]\n'
+             f'[[security.clients]]\nname="b"\npublic_key="{KEY}"\naccounts=["B"]\n', "same key as client 'a'"),
+    ("[intake\n", "not valid TOML"),
+])
+def test_mistakes_are_named(text, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="engine.toml")
+    assert message in str(caught.value)
+    assert str(caught.value).startswith("engine.toml: ")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_key_files_and_inline_keys(tmp_path):
+    public, secret = generate_keypair(tmp_path, "client")
+    assert public.exists() and secret.exists()
+    assert secret.stat().st_mode & 0o077 == 0  # secret readable by its owner only
+    config = parse_config(PLAIN + f'[[security.clients]]\nname="c"\npublic_key_file="client.key"\n'
+                                  f'accounts=["A"]\n', base_dir=tmp_path)
+    key = client_public_key(config.security.clients[0])
+    assert len(key) == 40
+    inline = parse_config(PLAIN + f'[[security.clients]]\nname="c"\npublic_key="{key}"\naccounts=["A"]\n')
+    assert client_public_key(inline.security.clients[0]) == key
+
+
+def test_docs_config_examples_parse(tmp_path):
+    # Every ```toml block in the docs is a complete, valid configuration.
+    blocks = []
+    for doc in (DOCS / "protocol.md", DOCS / "journal.md"):
+        blocks += re.findall(r"```toml\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
+    assert blocks
+    for block in blocks:
+        assert isinstance(parse_config(block, base_dir=tmp_path), Config)
+
+
+def test_sections_are_frozen():
+    config = parse_config(PLAIN)
+    with pytest.raises(AttributeError):
+        config.intake.max_message_bytes = 1
+    assert isinstance(config.intake, IntakeConfig)

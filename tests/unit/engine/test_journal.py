@@ -1,0 +1,351 @@
+"""Journal: records come back as written, damage is found where it is, a torn
+tail is dropped and repaired, and what was acknowledged survives kill -9."""
+import asyncio
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from engine import cmd_journal
+from engine.journal import (
+    FILE_HEADER_SIZE, RECORD_HEADER_SIZE, JournalCorruptError, JournalReader, JournalWriter,
+    RecordKind, chain_hash, list_segments, verify,
+)
+from engine.messages import JournalCommand, NewOrder, Side
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def payload(i: int) -> bytes:
+    return msgspec.msgpack.encode({"i": i, "pad": "x" * (i % 7)})
+
+
+def write(path, n, **kw):
+    kw.setdefault("fsync", "none")
+    with JournalWriter(path, **kw) as writer:
+        for i in range(1, n + 1):
+            assert writer.append(RecordKind.EVENT, payload(i), ts_ns=1000 + i) == i
+    return path
+
+
+def offsets(path):
+    """(segment, offset, size) of every record, from the reader."""
+    return [(r.path, r.offset, RECORD_HEADER_SIZE + len(r.payload)) for r in JournalReader(path)]
+
+
+# ---------------------------------------------------------------- basics
+def test_append_and_read_back(tmp_path):
+    order = NewOrder(cl_ord_id="c1", account="A", symbol="AAPL", side=Side.BUY, qty="1", price="2")
+    command = JournalCommand(session_id="s", principal="", received_ns=5, request=order)
+    with JournalWriter(tmp_path, fsync="always") as writer:
+        assert writer.append_msg(RecordKind.COMMAND, command) == 1
+        assert writer.append(RecordKind.EVENT, b"raw bytes", ts_ns=42) == 2
+        assert writer.durable_seq == 2
+    records = list(JournalReader(tmp_path))
+    assert [r.seq for r in records] == [1, 2]
+    assert records[0].kind == RecordKind.COMMAND
+    assert records[0].decode(msgspec.msgpack.Decoder(JournalCommand)) == command
+    assert (records[1].payload, records[1].ts_ns, records[1].kind) == (b"raw bytes", 42, RecordKind.EVENT)
+    assert records[1].hash == chain_hash(records[0].hash, struct.pack("<QqHH", 2, 42, 2, 0), b"raw bytes")
+
+
+def test_reopen_continues_sequence_and_chain(tmp_path):
+    write(tmp_path, 5)
+    with JournalWriter(tmp_path, fsync="always") as writer:
+        assert writer.last_seq == 5
+        assert writer.append(RecordKind.EVENT, b"six") == 6
+    result = verify(tmp_path)
+    assert result.ok and result.records == 6 and result.last_seq == 6
+
+
+def test_rotation_and_reading_from_a_seq(tmp_path):
+    write(tmp_path, 200, rotate_bytes=2048)
+    segments = list_segments(tmp_path)
+    assert len(segments) > 5
+    assert all(p.stat().st_size <= 2048 for p in segments)
+    assert [int(p.stem) for p in segments][0] == 1
+    assert [r.seq for r in JournalReader(tmp_path)] == list(range(1, 201))
+    assert [r.seq for r in JournalReader(tmp_path).records(start_seq=150)] == list(range(150, 201))
+    assert [r.seq for r in JournalReader(tmp_path).records(start_ns=1010, end_ns=1020)] == list(range(10, 20))
+    assert verify(tmp_path).ok
+
+
+def test_rejects_bad_policy(tmp_path):
+    with pytest.raises(ValueError, match="always, group or none"):
+        JournalWriter(tmp_path, fsync="sometimes")
+
+
+# ---------------------------------------------------------------- torn tail
+def test_torn_last_record_at_every_byte_offset(tmp_path):
+    original = write(tmp_path / "orig", 6)
+    segment, start, size = offsets(original)[-1]
+    for cut in range(start, start + size):
+        trial = tmp_path / f"cut{cut}"
+        shutil.copytree(original, trial)
+        os.truncate(trial / segment.name, cut)
+        reader = JournalReader(trial)
+        seqs = [r.seq for r in reader]
+        assert seqs == [1, 2, 3, 4, 5], cut
+        if cut > start:
+            assert reader.torn is not None and reader.torn.offset == start
+        result = verify(trial)
+        assert result.ok and result.last_seq == 5
+        # The writer truncates the torn record and carries on from seq 5.
+        with JournalWriter(trial, fsync="none") as writer:
+            assert writer.last_seq == 5
+            assert (trial / segment.name).stat().st_size == start
+            assert writer.append(RecordKind.EVENT, b"again") == 6
+        assert verify(trial).ok and [r.payload for r in JournalReader(trial)][-1] == b"again"
+        shutil.rmtree(trial)
+
+
+def test_last_record_with_unwritten_data_is_torn(tmp_path):
+    # A crash can leave the file extended but the data blocks zero.
+    write(tmp_path, 4)
+    segment, start, size = offsets(tmp_path)[-1]
+    with open(segment, "r+b") as handle:
+        handle.seek(start + RECORD_HEADER_SIZE)
+        handle.write(bytes(size - RECORD_HEADER_SIZE))
+    reader = JournalReader(tmp_path)
+    assert [r.seq for r in reader] == [1, 2, 3]
+    assert reader.torn.detail == "last record fails its checksum"
+
+
+def test_torn_segment_header_after_rotation(tmp_path):
+    write(tmp_path, 30, rotate_bytes=1024)
+    last = list_segments(tmp_path)[-1]
+    first_seq = int(last.stem)
+    last.write_bytes(last.read_bytes()[:FILE_HEADER_SIZE - 10])
+    assert [r.seq for r in JournalReader(tmp_path)][-1] == first_seq - 1
+    with JournalWriter(tmp_path, fsync="none") as writer:
+        assert writer.last_seq == first_seq - 1
+        writer.append(RecordKind.EVENT, b"x")
+    assert verify(tmp_path).ok
+
+
+# ---------------------------------------------------------------- damage found where it is
+def _flip(path: Path, offset: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x01]))
+
+
+def _rewrite_crc(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    length = struct.unpack_from("<I", data, offset)[0]
+    end = offset + RECORD_HEADER_SIZE + length
+    crc = zlib.crc32(data[offset + 8:end], zlib.crc32(data[offset:offset + 4]))
+    struct.pack_into("<I", data, offset + 4, crc)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("victim", [1, 5, 9])
+def test_checksum_corruption_reported_at_the_record(tmp_path, victim):
+    write(tmp_path, 12, rotate_bytes=700)
+    segment, start, _ = offsets(tmp_path)[victim - 1]
+    _flip(segment, start + RECORD_HEADER_SIZE + 1)
+    result = verify(tmp_path)
+    assert not result.ok
+    assert (result.problem.problem, result.problem.seq) == ("checksum", victim)
+    assert (result.problem.path, result.problem.offset) == (segment, start)
+    assert result.records == victim - 1
+    with pytest.raises(JournalCorruptError):
+        list(JournalReader(tmp_path))
+    with pytest.raises(JournalCorruptError):
+        JournalWriter(tmp_path)  # never writes after damage it cannot explain
+
+
+def test_edited_record_breaks_the_chain_at_that_record(tmp_path):
+    write(tmp_path, 10)
+    segment, start, _ = offsets(tmp_path)[3]
+    _flip(segment, start + RECORD_HEADER_SIZE + 1)
+    _rewrite_crc(segment, start)  # the forger fixes the checksum...
+    result = verify(tmp_path)
+    assert (result.problem.problem, result.problem.seq) == ("chain", 4)  # ...the chain still tells
+
+
+def test_forged_record_and_hash_breaks_the_chain_at_the_next(tmp_path):
+    write(tmp_path, 10)
+    records = list(JournalReader(tmp_path))
+    segment, start = records[3].path, records[3].offset
+    _flip(segment, start + RECORD_HEADER_SIZE + 1)
+    data = bytearray(segment.read_bytes())
+    forged = chain_hash(records[2].hash, data[start + 8:start + 28],
+                        data[start + RECORD_HEADER_SIZE:start + RECORD_HEADER_SIZE + len(records[3].payload)])
+    data[start + 28:start + 60] = forged
+    segment.write_bytes(bytes(data))
+    _rewrite_crc(segment, start)
+    result = verify(tmp_path)
+    assert (result.problem.problem, result.problem.seq) == ("chain", 5)
+
+
+def test_removed_record_is_a_sequence_break(tmp_path):
+    write(tmp_path, 6)
+    (segment, start, size) = offsets(tmp_path)[2]
+    data = segment.read_bytes()
+    segment.write_bytes(data[:start] + data[start + size:])
+    result = verify(tmp_path)
+    assert (result.problem.problem, result.problem.seq) == ("sequence", 3)
+
+
+def test_corrupt_length_mid_file_is_not_mistaken_for_a_torn_tail(tmp_path):
+    write(tmp_path, 8)
+    segment, start, _ = offsets(tmp_path)[4]
+    with open(segment, "r+b") as handle:
+        handle.seek(start)
+        handle.write(struct.pack("<I", 10_000))
+    result = verify(tmp_path)
+    assert not result.ok and result.problem.seq == 5 and result.torn is None
+    with pytest.raises(JournalCorruptError):
+        JournalWriter(tmp_path)
+    assert len(segment.read_bytes()) > start  # nothing was truncated
+
+
+def test_segment_that_does_not_chain_from_the_previous(tmp_path):
+    write(tmp_path, 40, rotate_bytes=1024)
+    second = list_segments(tmp_path)[1]
+    data = bytearray(second.read_bytes())
+    data[32:64] = bytes(32)  # prev_hash of the segment header
+    crc = zlib.crc32(bytes(data[16:FILE_HEADER_SIZE]), zlib.crc32(bytes(data[:12])))
+    struct.pack_into("<I", data, 12, crc)
+    second.write_bytes(bytes(data))
+    result = verify(tmp_path)
+    assert result.problem.problem == "chain" and result.problem.path == second
+
+
+# ---------------------------------------------------------------- group commit
+def test_group_commit_syncs_records_together(tmp_path):
+    writer = JournalWriter(tmp_path, fsync="group", group_commit_us=200_000)
+    try:
+        seen = {}
+        done = threading.Event()
+        for i in range(1, 51):
+            seq = writer.append(RecordKind.EVENT, payload(i))
+            writer.call_when_durable(seq, lambda seq=seq: seen.__setitem__(seq, writer.durable_seq))
+        writer.call_when_durable(50, done.set)
+        # Inside the window nothing is durable yet: acks must wait.
+        assert writer.durable_seq == 0 and not seen
+        assert done.wait(5)
+        # One sync covered all fifty: every callback saw the same durable_seq.
+        assert set(seen.values()) == {50} and sorted(seen) == list(range(1, 51))
+        writer.call_when_durable(3, lambda: seen.__setitem__("late", True))
+        assert seen["late"]  # already durable: called at once
+    finally:
+        writer.close()
+    assert verify(tmp_path).records == 50
+
+
+def test_group_commit_wait_durable_on_a_loop(tmp_path):
+    async def main():
+        with JournalWriter(tmp_path, fsync="group", group_commit_us=2_000) as writer:
+            seqs = [writer.append(RecordKind.EVENT, payload(i)) for i in range(10)]
+            await asyncio.wait_for(writer.wait_durable(seqs[-1]), 5)
+            assert writer.durable_seq >= seqs[-1]
+
+    asyncio.run(main())
+
+
+def test_group_commit_across_rotation(tmp_path):
+    with JournalWriter(tmp_path, fsync="group", group_commit_us=500, rotate_bytes=1024) as writer:
+        for i in range(100):
+            writer.append(RecordKind.EVENT, payload(i))
+        assert writer.sync() == 100
+    assert verify(tmp_path).records == 100 and len(list_segments(tmp_path)) > 3
+
+
+# ---------------------------------------------------------------- kill -9
+WRITER_SCRIPT = r"""
+import sys, threading
+from engine.journal import JournalWriter, RecordKind
+policy, directory = sys.argv[1], sys.argv[2]
+writer = JournalWriter(directory, fsync=policy, group_commit_us=300, rotate_bytes=16384)
+out = sys.stdout
+lock = threading.Lock()
+def acked(seq):
+    with lock:
+        out.write(f"{seq}\n"); out.flush()
+i = 0
+while True:
+    i += 1
+    seq = writer.append(RecordKind.EVENT, b"record-%d-" % i + b"z" * (i % 50))
+    if policy == "group":
+        writer.call_when_durable(seq, lambda seq=seq: acked(seq))
+    else:
+        acked(seq)
+"""
+
+
+@pytest.mark.parametrize("policy", ["always", "group"])
+def test_kill_9_keeps_every_acknowledged_record(tmp_path, policy):
+    proc = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, policy, str(tmp_path)],
+                            stdout=subprocess.PIPE, cwd=ROOT, text=True)
+    acked = []
+    try:
+        for line in proc.stdout:
+            acked.append(int(line))
+            if len(acked) >= 300:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(acked) >= 300
+    records = {r.seq: r.payload for r in JournalReader(tmp_path)}
+    for seq in acked:
+        assert records[seq].startswith(b"record-%d-" % seq)
+    assert verify(tmp_path).ok
+    with JournalWriter(tmp_path, fsync="none") as writer:  # and it opens for more
+        assert writer.last_seq >= max(acked)
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_verify_and_export(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "j"
+    order = NewOrder(cl_ord_id="c7", account="ACC1", symbol="AAPL", side=Side.SELL, qty="3", price="9.5")
+    with JournalWriter(data, fsync="none") as writer:
+        for i in range(20):
+            writer.append_msg(RecordKind.COMMAND,
+                              JournalCommand(session_id="s1", principal="", received_ns=i,
+                                             request=msgspec.structs.replace(order, cl_ord_id=f"c{i}")),
+                              ts_ns=1_700_000_000_000_000_000 + i * 1_000_000_000)
+    parser = cmd_journal.argparse.ArgumentParser()
+    cmd_journal.add_arguments(parser)
+    assert cmd_journal.run(parser.parse_args(["verify", "--data-dir", str(data)])) == 0
+    assert "OK: 20 records (seq 1..20)" in capsys.readouterr().out
+
+    out = tmp_path / "slice.parquet"
+    args = parser.parse_args(["export", "--data-dir", str(data), "--out", str(out),
+                              "--start", "2023-11-14T22:13:25Z", "--end", "1700000010000000000"])
+    assert cmd_journal.run(args) == 0
+    table = pq.read_table(out)
+    assert table.column("seq").to_pylist() == list(range(6, 11))
+    assert set(table.column("cl_ord_id").to_pylist()) == {f"c{i}" for i in range(5, 10)}
+    assert set(table.column("msg_type").to_pylist()) == {"NewOrder"}
+    assert table.column("side").to_pylist() == [2] * 5 and table.column("price").to_pylist() == ["9.5"] * 5
+    assert not out.with_name(out.name + ".tmp").exists()
+
+    segment, start, _ = offsets(data)[9]
+    _flip(segment, start + RECORD_HEADER_SIZE + 2)
+    assert cmd_journal.run(parser.parse_args(["verify", "--data-dir", str(data)])) == 1
+    assert "BROKEN: checksum" in capsys.readouterr().out
+
+
+def test_cli_registered_and_runs_as_a_command(tmp_path):
+    write(tmp_path, 3)
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "journal", "verify", "--data-dir",
+                          str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "OK: 3 records" in out.stdout
