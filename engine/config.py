@@ -86,7 +86,8 @@ class IntakeConfig(_Section):
     resend_ring_size : int
         Outbound messages kept per session for ``ResendRequest``. Default 10000.
     session_retention_s : int
-        A session with no live connection is forgotten after this. Default 3600.
+        A session silent for this long is forgotten, with the messages kept
+        for its resend. Default 3600.
     max_sessions : int
         Sessions beyond this are refused (the oldest idle one is evicted first).
         Default 10000.

@@ -18,6 +18,7 @@ layout, the fsync policies and the durability guarantee they give.
 """
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import heapq
@@ -661,8 +662,6 @@ class JournalWriter:
         """Wait (on the running asyncio loop) until record ``seq`` is durable."""
         if seq <= self._durable_seq:
             return
-        import asyncio
-
         loop = asyncio.get_running_loop()
         future = loop.create_future()
 
