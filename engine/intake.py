@@ -348,6 +348,7 @@ class IntakeServer:
         self.shutting_down = False
         self._messages_in = {}
         self._reject_counters = {}
+        self._stage_latency = self.metrics.stage_latency.labels("intake")
         self.update_security(security)
 
     @classmethod
@@ -534,13 +535,14 @@ class IntakeServer:
                            f"message of {size} bytes exceeds the limit of {self.config.max_message_bytes}")
             return
         buffer = payload.buffer
+        started = time.perf_counter_ns()
         try:
             request = listener.decoder.decode(buffer)
         except Exception as exc:  # noqa: BLE001 - msgspec errors, and UnicodeDecodeError for non-UTF-8 str
             problem, ref_type, cl_ord_id = classify_decode_error(buffer, exc)
             session.reject(problem.reason, problem.text, ref_type=ref_type, cl_ord_id=cl_ord_id)
             return
-        self._dispatch(listener, route, session, request, now)
+        self._dispatch(listener, route, session, request, now, started)
 
     def _open_session(self, listener: _Listener, route: bytes, principal: str,
                       now: int) -> Session | None:
@@ -586,7 +588,7 @@ class IntakeServer:
 
     # ------------------------------------------------------------ dispatch
     def _dispatch(self, listener: _Listener, route: bytes, session: Session, request: Request,
-                  now: int) -> None:
+                  now: int, started: int) -> None:
         name = type(request).__name__
         counter = self._messages_in.get(name)
         if counter is None:
@@ -623,6 +625,8 @@ class IntakeServer:
             return
         if isinstance(request, NewOrder):
             self.metrics.orders_in.inc()
+        # Intake's stage: decode and checks, up to the hand-over to the pipeline.
+        self._stage_latency.observe((time.perf_counter_ns() - started) / 1e9)
         self._hand_over(session, request)
 
     def _hand_over(self, session: Session, request: Request) -> None:

@@ -427,6 +427,7 @@ def test_metrics_and_health_over_http(tmp_path):
         assert 'kronos_messages_in_total{type="NewOrder"} 1.0' in text
         assert "kronos_orders_in_total 1.0" in text
         assert "kronos_sessions 1.0" in text
+        assert 'kronos_stage_latency_seconds_count{stage="intake"} 1.0' in text
         assert urllib.request.urlopen(base + "/healthz", timeout=5).read() == b"intake up\n"
         healthy["ok"] = False
         with pytest.raises(urllib.error.HTTPError) as caught:
