@@ -199,6 +199,7 @@ cdef class RiskEngine:
     cdef int64_t dup_mask
     cdef int64_t dup_used
     cdef int64_t dup_purge_at
+    cdef DupEntry* dup_hit           # bucket the last duplicative check looked at
 
     cdef RejectDetail detail
     # Names of the call in progress, copied into ``detail`` only on a reject.
@@ -255,7 +256,9 @@ cdef class RiskEngine:
     cdef DupEntry* _dup_find(self, int32_t account, int32_t instrument, int side,
                              int64_t qty, int64_t price) noexcept
     cdef int _dup_record(self, int32_t account, int32_t instrument, int side,
-                         int64_t qty, int64_t price, int64_t now_ns) except -1
+                         int64_t qty, int64_t price, int64_t now_ns, DupEntry* found) except -1
+    cdef int _dup_purge(self, int64_t now_ns) noexcept
+    cdef int _dup_delete(self, int64_t h) noexcept
 
     # ------------------------------------------------------------ config, admin, text
     cdef int _apply(self, dict config, int64_t now_ns, str action, str actor) except -1

@@ -68,8 +68,11 @@ cdef extern from *:
         }
         return r;
     }
-    /* floor(a * b / c) for a, b >= 0 and c > 0 with a 128-bit intermediate. */
+    /* floor(a * b / c) for a, b >= 0 and c > 0 with a 128-bit intermediate
+       (only when a * b does not fit 64 bits: the 128-bit divide is slow). */
     static inline int64_t kx_muldiv(int64_t a, int64_t b, int64_t c) {
+        int64_t r;
+        if (!__builtin_mul_overflow(a, b, &r)) return r / c;
         __int128 v = (__int128)a * (__int128)b / (__int128)c;
         return v > (__int128)INT64_MAX ? INT64_MAX : (int64_t)v;
     }
@@ -373,6 +376,9 @@ cdef class RiskEngine:
     ----------
     config : dict
         The ``risk`` configuration (parsed TOML); see ``docs/risk.md``.
+    capacity_hint : int, optional
+        Expected working orders and cl_ord_ids in a day; tables are sized
+        for it up front (they grow past it, at a pause on that order).
 
     Raises
     ------
@@ -399,11 +405,16 @@ cdef class RiskEngine:
         self._instruments = {}
         self._config = {}
 
-    def __init__(self, dict config=None):
-        self._grow_orders(1024)
-        self._set_order_index(2048)
-        self._set_clord(2048)
-        self.dup_purge_at = 1024
+    def __init__(self, dict config=None, Py_ssize_t capacity_hint=0):
+        # Tables are sized (and their pages touched) here for the expected
+        # working orders and cl_ord_ids of a day, so that the order path
+        # rarely grows one; they still grow when the hint is exceeded.
+        cdef int64_t size = 1024
+        while size < capacity_hint:
+            size *= 2
+        self._grow_orders(<int32_t>min(size, 1 << 30))
+        self._set_order_index(2 * size)
+        self._set_clord(2 * size)
         self._set_dup(2048)
         self._apply(config or {}, 0, "init", "startup")
 
@@ -553,10 +564,11 @@ cdef class RiskEngine:
         return 0
 
     cdef int _set_dup(self, int64_t size) except -1:
-        """Rebuild the duplicative-order table, keeping only live entries.
+        """Rehash the duplicative-order table into ``size`` buckets (a power of two).
 
-        Entries are dropped only here, when the count reaches ``dup_purge_at``
-        (a value carried in the snapshot), so a replay drops the same ones.
+        The table is purged in place when it is half full (``dup_purge_at``)
+        and only grows when, after a purge, more than a quarter is still live;
+        both depend only on the calls made, so a replay keeps the same entries.
         """
         cdef DupEntry* table = <DupEntry*>_grow(NULL, 0, size, sizeof(DupEntry))
         cdef int64_t mask = size - 1, j, h
@@ -571,6 +583,7 @@ cdef class RiskEngine:
         PyMem_Free(self.dup)
         self.dup = table
         self.dup_mask = mask
+        self.dup_purge_at = size // 2
         return 0
 
     cdef DupEntry* _dup_find(self, int32_t account, int32_t instrument, int side,
@@ -586,9 +599,9 @@ cdef class RiskEngine:
         return &self.dup[h]          # the empty bucket where it would go
 
     cdef int _dup_record(self, int32_t account, int32_t instrument, int side,
-                         int64_t qty, int64_t price, int64_t now_ns) except -1:
-        cdef DupEntry* e = self._dup_find(account, instrument, side, qty, price)
-        cdef int64_t live, j, size
+                         int64_t qty, int64_t price, int64_t now_ns, DupEntry* found) except -1:
+        """Note a passed order; ``found`` is its bucket if the check just looked it up."""
+        cdef DupEntry* e = found if found != NULL else self._dup_find(account, instrument, side, qty, price)
         if not e.used:
             e.used = 1
             e.account = account
@@ -599,18 +612,45 @@ cdef class RiskEngine:
             self.dup_used += 1
         e.last_ns = now_ns
         if self.dup_used >= self.dup_purge_at:
-            live = 0
-            for j in range(self.dup_mask + 1):
-                if self.dup[j].used and now_ns - self.dup[j].last_ns >= self.dup_window_ns:
-                    self.dup[j].used = 0          # expired: cannot match again
-                elif self.dup[j].used:
-                    live += 1
-            self.dup_used = live
-            self.dup_purge_at = max(1024, 2 * live)
-            size = 2048
-            while size < 2 * self.dup_purge_at:
-                size *= 2
-            self._set_dup(size)
+            self._dup_purge(now_ns)
+            if self.dup_used * 4 > self.dup_mask + 1:
+                self._set_dup((self.dup_mask + 1) * 2)
+        return 0
+
+    cdef int _dup_purge(self, int64_t now_ns) noexcept:
+        """Delete expired entries in place (no allocation on the order path).
+
+        The walk starts just after an empty bucket, so no probe run wraps past
+        its start; a backward-shift delete only moves entries from later in
+        the run into the bucket being looked at, which is then looked at again.
+        """
+        cdef int64_t mask = self.dup_mask, start = 0, j, steps = 0
+        while self.dup[start].used:
+            start += 1
+        j = (start + 1) & mask
+        while steps <= mask:
+            if self.dup[j].used and now_ns - self.dup[j].last_ns >= self.dup_window_ns:
+                self._dup_delete(j)
+                self.dup_used -= 1
+            else:
+                j = (j + 1) & mask
+                steps += 1
+        return 0
+
+    cdef int _dup_delete(self, int64_t h) noexcept:
+        cdef int64_t mask = self.dup_mask, j = h, home
+        cdef DupEntry* e
+        while True:
+            j = (j + 1) & mask
+            e = &self.dup[j]
+            if not e.used:
+                break
+            home = _dup_home(e.account, e.instrument, e.side, e.qty, e.price, mask)
+            # Move j back into the hole at h unless its home lies in (h, j].
+            if (j > h and (home <= h or home > j)) or (j < h and (home <= h and home > j)):
+                self.dup[h] = e[0]
+                h = j
+        self.dup[h].used = 0
         return 0
 
     # ------------------------------------------------------------ hot path
@@ -628,17 +668,17 @@ cdef class RiskEngine:
 
     cdef int _throttle(self, SessionState* ses, int64_t now_ns) noexcept:
         """Token bucket in nano-tokens: ``rate`` tokens a second up to ``capacity``."""
-        cdef int64_t room, elapsed
+        cdef int64_t refill
+        cdef int ovf = 0
         if ses.rate == 0:
             return 0
         if now_ns > ses.last_ns:
-            room = ses.capacity - ses.tokens
-            elapsed = now_ns - ses.last_ns
-            # elapsed * rate may overflow; only the part that fills the bucket counts.
-            if room <= 0 or elapsed >= room // ses.rate + 1:
+            # An overflowing refill is a full bucket (no division on this path).
+            refill = kx_mul3(now_ns - ses.last_ns, ses.rate, 1, &ovf)
+            if ovf or refill >= ses.capacity - ses.tokens:
                 ses.tokens = ses.capacity
             else:
-                ses.tokens = min(ses.capacity, ses.tokens + elapsed * ses.rate)
+                ses.tokens += refill
             ses.last_ns = now_ns
         if ses.tokens < NANO_TOKENS:
             return self._reject(THROTTLED, LAYER_SESSION, M_ORDERS, ses.rate, ses.capacity // NANO_TOKENS)
@@ -759,6 +799,7 @@ cdef class RiskEngine:
         if is_new:
             if self.dup_window_ns > 0 and not (flags & FLAG_INTENDED_DUPLICATE):
                 dup = self._dup_find(account, instrument, side, qty, price)
+                self.dup_hit = dup          # check_new_c records into this bucket on a pass
                 if dup.used and now_ns - dup.last_ns < self.dup_window_ns:
                     return self._reject(DUPLICATIVE_ORDER, LAYER_FIRM, M_NS, self.dup_window_ns,
                                         now_ns - dup.last_ns)
@@ -877,7 +918,8 @@ cdef class RiskEngine:
             return reason
         # Passed: the order is working from now on.
         if self.dup_window_ns > 0:
-            self._dup_record(account, instrument, side, qty, price, now_ns)
+            self._dup_record(account, instrument, side, qty, price, now_ns,
+                             self.dup_hit if not (flags & FLAG_INTENDED_DUPLICATE) else NULL)
         if self.orders_free < 0:
             self._grow_orders(self.orders_cap * 2)
         if (self.n_orders + 1) * 2 > self.omask:
@@ -1488,15 +1530,11 @@ cdef class RiskEngine:
             self.acct_state[a].realized_pnl = 0
         self.firm.traded_notional = 0
         self.firm.realized_pnl = 0
-        PyMem_Free(self.clord)
-        self.clord = NULL
+        # Emptied in place: the tables keep the size the day needed.
+        memset(self.clord, 0, (self.clord_mask + 1) * sizeof(ClOrdEntry))
         self.clord_used = 0
-        self._set_clord(2048)
-        PyMem_Free(self.dup)
-        self.dup = NULL
+        memset(self.dup, 0, (self.dup_mask + 1) * sizeof(DupEntry))
         self.dup_used = 0
-        self.dup_purge_at = 1024
-        self._set_dup(2048)
         self._audit(now_ns, "reset_daily", "global", None, actor, "", {})
 
     cdef int _audit(self, int64_t now_ns, str action, str scope, object target, str actor,
@@ -1675,17 +1713,13 @@ cdef class RiskEngine:
         PyMem_Free(self.dup)
         self.dup = NULL
         self.dup_used = 0
-        self.dup_purge_at = INT64_MAX       # no purge while loading
-        size = 2048
-        while size < 2 * max(len(snap["duplicative"]), snap["duplicative_purge_at"]):
-            size *= 2
-        self._set_dup(size)
+        # The table size is part of the state: it decides when entries are purged.
+        self._set_dup(2 * snap["duplicative_purge_at"])
         for row in snap["duplicative"]:
             e = self._dup_find(row[0], row[1], row[2], row[3], row[4])
             e.used = 1
             e.account, e.instrument, e.side, e.qty, e.price, e.last_ns = row
             self.dup_used += 1
-        self.dup_purge_at = snap["duplicative_purge_at"]
 
 
 # ================================================================= C helpers

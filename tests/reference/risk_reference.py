@@ -121,6 +121,7 @@ class RiskReference:
 
     # ------------------------------------------------------------ config
     def reload(self, config: dict, now_ns: int = 0, actor: str = "admin") -> None:
+        self.config = config
         firm = config.get("firm", {})
         unit = _number(firm.get("money_unit", "0.0001"))
         def money(value, default=None):
@@ -204,6 +205,16 @@ class RiskReference:
         self.session_cfg = config.get("sessions", {})
         for name in self.session_names:
             self._set_throttle(self.sessions[name], fresh=False)
+
+    def update(self, changes: dict, now_ns: int = 0, actor: str = "admin") -> None:
+        """Merge an admin message into the current config and reload."""
+        def merge(base, extra):
+            out = dict(base)
+            for key, value in extra.items():
+                out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
+            return out
+        self.config = merge(self.config, changes)
+        self.reload(self.config, now_ns, actor)
 
     def _set_throttle(self, s: int, fresh: bool) -> None:
         cfg = self.session_cfg.get(self.session_names[s])

@@ -515,13 +515,16 @@ def test_invalid_reload_changes_nothing():
     assert risk.instruments == ["AAPL", "MSFT"]
 
 
-def test_update_merges_an_admin_message():
-    risk = RiskEngine(BASE)
-    risk.update({"accounts": {"A1": {"max_order_qty": 3}}}, now_ns=9, actor="ops")
-    s, a, i = risk.session_index("S"), risk.account_index("A1"), risk.instrument_index("AAPL")
-    assert risk.check_new(1, s, a, i, BUY, LIMIT, 4, 100, 0, 1, 0) == R.MAX_ORDER_QTY
-    assert risk.config["accounts"]["A1"]["cash"] == "1000000"
-    assert risk.audit_log[-1]["action"] == "update" and risk.audit_log[-1]["actor"] == "ops"
+def test_update_merges_an_admin_message(make):
+    h = make()
+    assert h.new(qty=10, price=100) == 0
+    h.engine.update({"accounts": {"A1": {"max_order_qty": 3}}}, now_ns=9, actor="ops")
+    assert h.new(qty=4, price=100) == R.MAX_ORDER_QTY
+    assert h.new(qty=3, price=100) == 0                       # cash and other keys kept
+    assert h.exposure()["open_buy"] == 13
+    if h.cython:
+        assert h.engine.config["accounts"]["A1"]["cash"] == "1000000"
+        assert h.engine.audit_log[-1]["action"] == "update" and h.engine.audit_log[-1]["actor"] == "ops"
 
 
 # ---------------------------------------------------------------- Cython-only surface
