@@ -1,0 +1,299 @@
+# cython: language_level=3
+"""Interface of the simulator's event loop (``simloop.pyx``).
+
+The loop owns the time line of a simulated market: background flow (numpy
+chunks of book operations), strategy messages in flight (orders travelling to
+a venue, reports travelling back, timers) and venue sessions. It drives one
+book per (venue, instrument) through a ``BookPort``, so the Cython
+``OrderBook`` is called at C level and any Python book with the same API (the
+pure-Python reference) can be plugged in for comparison.
+"""
+cimport cython
+from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t
+
+from ext.book cimport OrderBook, Fill, Event, Op
+
+# ---------------------------------------------------------------- report kinds
+# What a child order's owner hears back. 1-5 mirror EventKind so a book event
+# becomes a report without a table; FILL and CANCEL_REJECTED are venue-level.
+cpdef enum ReportKind:
+    RPT_ACCEPTED = 1
+    RPT_REJECTED = 2
+    RPT_CANCELED = 3
+    RPT_EXPIRED = 4
+    RPT_REPLACED = 5
+    RPT_FILL = 6
+    RPT_CANCEL_REJECTED = 7   # a cancel or replace the venue refused (FIX 35=9)
+
+# FIX LastLiquidityInd (tag 851): 1 added liquidity, 2 removed it.
+cpdef enum Liquidity:
+    LIQ_NONE = 0
+    LIQ_MAKER = 1
+    LIQ_TAKER = 2
+
+# ---------------------------------------------------------------- records
+ctypedef struct Msg:
+    # One timed item on the loop's heap: an order message arriving at a venue,
+    # a report arriving at its owner, a timer, or a session open/close.
+    int64_t ts                # when it is due
+    int64_t seq               # tie-break: FIFO among equal times, so runs repeat exactly
+    int64_t child_id
+    int64_t price             # NEW/REPLACE: limit in ticks; REPORT: last price in half-ticks
+    int64_t qty               # NEW/REPLACE: order quantity; REPORT: last quantity
+    int64_t leaves            # REPORT: leaves_qty after this report
+    int64_t cum               # REPORT: cum_qty after this report
+    int64_t order_qty         # REPORT: order quantity (changes with a replace)
+    int64_t fee               # REPORT: fee of this fill, in fee units (negative: rebate)
+    int64_t venue_ts          # REPORT: when it happened at the venue
+    int32_t kind              # MSG_*
+    int32_t target            # book (orders), venue (sessions) or callback slot (timers)
+    uint16_t reason           # REPORT: RejectReason or CancelReason
+    uint8_t report            # REPORT: ReportKind
+    uint8_t liquidity         # REPORT: Liquidity
+    uint8_t side
+    uint8_t ord_type
+    uint8_t tif
+    uint8_t flags
+
+ctypedef struct Child:
+    # The loop's record of one strategy (child) order, updated at venue time.
+    int64_t submit_ts
+    int64_t qty               # current order quantity
+    int64_t cum
+    int64_t limit             # limit price in ticks (0: market or pure midpoint peg)
+    int64_t account
+    int32_t book
+    int32_t stp
+    uint8_t side
+    uint8_t state             # CHILD_*
+    uint8_t reported          # first report delivered (for the measured latency)
+    uint8_t _pad[5]
+
+ctypedef struct DarkOrder:
+    # A midpoint order of the dark pool outside the matching book (parked) or
+    # inside it with a limit that the mid may leave (tracked).
+    int64_t order_id
+    int64_t account
+    int64_t limit             # ticks; 0 means a pure peg (any mid)
+    int64_t leaves
+    int64_t prio              # arrival order, kept through park/unpark
+    int32_t stp
+    uint8_t side
+    uint8_t tif
+    uint8_t _pad[2]
+
+ctypedef struct Trade:
+    int64_t ts
+    int64_t price_x2
+    int64_t qty
+    int32_t book
+    uint8_t aggressor_side
+    uint8_t _pad[3]
+
+ctypedef struct Quote:
+    int64_t ts
+    int64_t bid_px
+    int64_t bid_qty
+    int64_t ask_px
+    int64_t ask_qty
+    int32_t book
+    int32_t _pad
+
+
+# ---------------------------------------------------------------- book ports
+cdef class BookPort:
+    # After each operation ``fills[0:n_fills]`` and ``events[0:n_events]`` hold
+    # its output until ``clear()``.
+    cdef readonly object book
+    cdef Fill* fills
+    cdef Py_ssize_t n_fills
+    cdef Event* events
+    cdef Py_ssize_t n_events
+
+    cdef int add(self, int64_t order_id, int side, int64_t price, int64_t qty, int64_t account,
+                 int ord_type, int tif, int flags, int stp, int64_t ts,
+                 bint keep_events) except -1
+    cdef int cancel(self, int64_t order_id, int64_t ts, bint keep_events) except -1
+    cdef int replace(self, int64_t order_id, int64_t price, int64_t qty, int64_t ts,
+                     bint keep_events) except -1
+    cdef int expire_day(self, int64_t ts) except -1
+    cdef void clear(self) noexcept
+    cdef int64_t best_bid(self) except -1
+    cdef int64_t best_ask(self) except -1
+    cdef int64_t best_bid_qty(self) except -1
+    cdef int64_t best_ask_qty(self) except -1
+    cdef int64_t leaves(self, int64_t order_id) except -1
+
+
+@cython.final
+cdef class CyBookPort(BookPort):
+    cdef OrderBook cy
+
+
+@cython.final
+cdef class PyBookPort(BookPort):
+    cdef object _add, _cancel, _replace, _drain_fills, _drain_events, _bbo, _order
+    cdef bint can_mute
+    cdef Py_ssize_t fills_cap, events_cap
+    cdef int _take_output(self, bint keep_events) except -1
+    cdef int _mute(self, bint keep_events) except -1
+
+
+# ---------------------------------------------------------------- dark pool state
+@cython.final
+cdef class DarkBook:
+    cdef DarkOrder* parked    # sorted by prio
+    cdef Py_ssize_t n_parked, parked_cap
+    cdef DarkOrder* tracked   # unordered
+    cdef Py_ssize_t n_tracked, tracked_cap
+    cdef int64_t last_mid2
+
+    cdef int park(self, DarkOrder* o) except -1
+    cdef int track(self, DarkOrder* o) except -1
+    cdef void unpark_at(self, Py_ssize_t k) noexcept
+    cdef void untrack_at(self, Py_ssize_t k) noexcept
+    cdef Py_ssize_t find_parked(self, int64_t order_id) noexcept
+
+
+cdef class MarketLoop
+
+
+# ---------------------------------------------------------------- reports
+@cython.final
+cdef class Report:
+    cdef readonly int kind, venue, book, side, liquidity, reason
+    cdef readonly int64_t child_id, ts, recv_ts, price_x2, last_qty, order_qty
+    cdef readonly int64_t leaves_qty, cum_qty, fee
+
+    @staticmethod
+    cdef Report new(Msg* m, int venue, int book, int side)
+
+
+# ---------------------------------------------------------------- the loop
+cdef class MarketLoop:
+    # ------------------------------------------------------------ layout
+    cdef readonly int n_venues, n_instruments, n_books
+    cdef list ports                   # BookPort per book (venue-major)
+    cdef list darks                   # DarkBook, or None for a lit book
+    cdef bint all_cy                  # every port is a CyBookPort
+    cdef int32_t* book_venue
+    cdef int32_t* book_instr
+    cdef int32_t* lit_books           # [instrument * n_venues + k]
+    cdef int32_t* n_lit
+    cdef int32_t* dark_books
+    cdef int32_t* n_dark
+    cdef uint8_t* venue_dark
+    cdef uint8_t* venue_open
+    cdef uint8_t* dark_watch          # per instrument: a dark book waits on the mid
+
+    # ------------------------------------------------------------ fees per book (fee units: 1e-4 tick*lot)
+    cdef int64_t* maker_per_lot
+    cdef int64_t* taker_per_lot
+    cdef int64_t* maker_cbps          # hundredths of a basis point
+    cdef int64_t* taker_cbps
+
+    # ------------------------------------------------------------ latency
+    cdef list lat_models
+    cdef list lat_arrays
+    cdef int64_t** lat_ptr
+    cdef Py_ssize_t* lat_pos
+    cdef Py_ssize_t* lat_len
+    cdef int64_t* last_in             # FIFO per venue channel: no overtaking
+    cdef int64_t* last_out
+    cdef double* rtt_ewma
+    cdef int64_t* rtt_n
+    cdef int64_t* rtt_sum
+    cdef int64_t batch_deliver        # delivery time of the current response batch
+
+    # ------------------------------------------------------------ time and heap
+    cdef readonly int64_t now
+    cdef bint running
+    cdef Msg* heap
+    cdef Py_ssize_t heap_n, heap_cap
+    cdef int64_t msg_seq
+
+    # ------------------------------------------------------------ strategy orders
+    cdef Child* children
+    cdef Py_ssize_t n_children, children_cap
+    cdef list owners
+    cdef list timer_cbs
+    cdef list free_slots
+    cdef int64_t dark_prio
+
+    # ------------------------------------------------------------ background flow
+    cdef object flow
+    cdef object chunk_ops, chunk_books
+    cdef const Op* cops
+    cdef const int32_t* cbooks
+    cdef Py_ssize_t cpos, clen
+    cdef bint flow_done
+
+    # ------------------------------------------------------------ statistics and tape
+    cdef readonly int64_t n_bg_ops, n_strategy_msgs, n_reports
+    cdef int64_t* cum_qty
+    cdef int64_t* cum_notional2
+    cdef int64_t sample_ns, next_sample
+    cdef int64_t* sample_buf
+    cdef Py_ssize_t n_samples, samples_cap
+    cdef bint record_tape
+    cdef Trade* trades
+    cdef Py_ssize_t n_trades, trades_cap
+    cdef Quote* quotes
+    cdef Py_ssize_t n_quotes, quotes_cap
+    cdef int64_t* last_bbo            # 4 per book
+
+    # ------------------------------------------------------------ internals
+    cdef int _push(self, Msg* m) except -1
+    cdef void _pop(self, Msg* out) noexcept
+    cdef int _refill(self) except -1
+    cdef int64_t _run(self, int64_t until) except -1
+    cdef int64_t _latency(self, int v) except -1
+    cdef int64_t _deliver_at(self, int v, int64_t venue_ts) except -1
+    cdef int64_t fee_c(self, int32_t b, int liquidity, int64_t price_x2, int64_t qty) noexcept
+    cdef int64_t mid2_c(self, int instr) except -1
+    cdef int _bg_op(self, const Op* op, int32_t b) except -1
+    cdef int64_t _arrival(self, int v) except -1
+    cdef Child* _child(self, int64_t child_id) except NULL
+    cdef int _nbbo(self, int instr, int64_t* bid, int64_t* ask) except -1
+    cdef int _after_lit(self, int32_t b, int64_t ts) except -1
+    cdef int _output(self, int32_t b, int64_t ts, int64_t mid2, bint internal) except -1
+    cdef int _report(self, int64_t child_id, int kind, int64_t price_x2, int64_t last_qty,
+                     int liquidity, int reason, int64_t ts) except -1
+    cdef int _handle(self, Msg* m) except -1
+    cdef int _on_order(self, Msg* m) except -1
+    cdef int _on_session(self, Msg* m) except -1
+    cdef int _deliver(self, Msg* m) except -1
+    cdef int _dark_new(self, int32_t d, int64_t order_id, int side, int64_t limit, int64_t qty,
+                       int64_t account, int ord_type, int tif, int flags, int stp, int64_t ts,
+                       bint strategy) except -1
+    cdef int _dark_cancel(self, int32_t d, int64_t order_id, int64_t ts, bint strategy) except -1
+    cdef int _dark_refresh(self, int32_t d, int64_t mid2, int64_t ts) except -1
+    cdef int _dark_watch_instr(self, int instr, int64_t ts) except -1
+    cdef void _update_watch(self, int instr) noexcept
+    cdef int _sample(self, int64_t upto) except -1
+    cdef int _tape_quote(self, int32_t b, int64_t ts) except -1
+    cdef int64_t submit_c(self, int book, int side, int64_t qty, int64_t price, int ord_type,
+                          int tif, int flags, int64_t account, int stp,
+                          object owner) except -1
+    cdef int cancel_c(self, int64_t child_id) except -1
+    cdef int replace_c(self, int64_t child_id, int64_t price, int64_t qty) except -1
+    cdef int set_timer_c(self, int64_t ts, object callback) except -1
+
+
+# ---------------------------------------------------------------- strategy base
+cdef class StrategyCore:
+    # The per-report bookkeeping of one parent's child orders, in C; the
+    # strategy's decisions stay in its Python subclass.
+    cdef readonly MarketLoop loop
+    cdef readonly int instrument, side, n_instruments
+    cdef readonly int64_t qty, account
+    cdef readonly int64_t filled, notional_x2, fees, finished_at
+    cdef readonly list fills             # Report objects of kind RPT_FILL
+    cdef readonly list children
+    cdef readonly dict working           # child id -> leaves_qty as last reported
+    cdef readonly dict child_cum         # child id -> cum_qty as last reported
+    cdef public bint started, stopped
+    cdef bint hook_fill, hook_done
+
+    cdef int on_report_c(self, Report r) except -1
+    cdef int on_timer_c(self) except -1

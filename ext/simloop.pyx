@@ -1,0 +1,1796 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Event loop of the market simulator: venues, latency and strategy messages in C.
+
+Role in the pipeline: this is what stands in for the venues. ``sim/`` builds a
+``MarketLoop`` from its configuration (one book per venue and instrument,
+fees, latency models, a background-flow source) and both the backtester and
+the engine's real-time adaptor drive it with ``run_until(ts)``.
+
+Time is integer nanoseconds. Two streams are merged in timestamp order:
+
+* background flow: numpy chunks of ``Op`` records (``OP_DTYPE``) with a book
+  index each, generated vectorized in ``sim/flow.py`` (or by replay) and
+  applied here one by one at C level;
+* a binary heap of timed messages: child orders travelling to a venue,
+  reports travelling back, strategy timers and venue open/close.
+
+A child order sent at ``now`` reaches its venue after a latency drawn from
+that venue's model, and every report comes back after another draw. A venue
+channel never reorders messages (TCP does not either), so a message never
+arrives before one sent earlier on the same channel. Ties are broken by a
+sequence number: with the same inputs every run is identical.
+
+Dark pools. A dark book holds midpoint orders: every order sits in an
+``OrderBook`` at one pseudo price (``DARK_PX``), so the book's time priority
+and self-trade rules apply unchanged, and every fill is reported at the
+midpoint of the lit venues' NBBO for that instrument, in half-ticks. An order
+is *eligible* when that NBBO is valid (two-sided, not locked or crossed) and
+the mid is within its limit (a limit of 0 is a pure peg). Ineligible orders
+wait outside the book ("parked") and re-enter, in arrival order, as soon as
+the mid allows; a resting order whose limit the mid leaves is taken out. So
+matching happens on arrival and whenever the reference mid moves, and time
+priority among eligible orders is the time they became eligible.
+
+Money. Fees are integers in *fee units* of 1e-4 tick x lot: a per-lot fee is
+``per_lot * qty`` and a basis-point fee ``price_x2 * qty * cbps / 200``
+(``cbps``: hundredths of a basis point) rounded half away from zero. Fill
+prices are reported in half-ticks (``price_x2``) so a midpoint fill is exact.
+"""
+cimport cython
+from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from libc.string cimport memcpy, memset
+from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, INT64_MAX
+
+import numpy as np
+cimport numpy as cnp
+
+from ext.book cimport (
+    OrderBook, Order, Fill, Event, Op, OP_ADD, OP_CANCEL, OP_REPLACE, FLAG_POST_ONLY, STP_DEFAULT,
+)
+from ext.types cimport (
+    BUY, SELL, SELL_SHORT, MARKET, LIMIT, DAY, GTC, IOC, FOK,
+    EV_ACCEPTED, EV_REJECTED, EV_CANCELED, EV_EXPIRED, EV_REPLACED,
+    CXL_USER, CXL_IOC_REMAINDER, CXL_FOK_UNFILLABLE, CXL_END_OF_DAY,
+    INVALID_QTY, INVALID_PRICE, INVALID_SIDE, INVALID_ORD_TYPE, INVALID_TIF,
+    ORDER_NOT_REPLACEABLE, VENUE_CLOSED,
+)
+from ext.book import FILL_DTYPE, EVENT_DTYPE, OP_DTYPE, DEPTH_DTYPE
+
+cnp.import_array()
+
+# ---------------------------------------------------------------- constants
+#: Child (strategy) order ids start above this; background and replay orders
+#: use ids below it, so a fill tells whose order it touched by its id alone.
+cdef int64_t _CHILD_ID_BASE = (<int64_t>1) << 48
+CHILD_ID_BASE = _CHILD_ID_BASE
+#: The one price every dark-pool order rests at inside its matching book.
+cdef int64_t _DARK_PX = 1
+DARK_PX = _DARK_PX
+#: Account of child orders when the caller names none.
+DEFAULT_ACCOUNT = 1000
+#: Latency draws fetched from a model at a time.
+cdef Py_ssize_t LAT_BATCH = 4096
+#: Weight of the newest round trip in the measured-latency moving average.
+cdef double RTT_ALPHA = 0.05
+
+cdef enum:
+    MSG_NEW = 1
+    MSG_CANCEL = 2
+    MSG_REPLACE = 3
+    MSG_REPORT = 4
+    MSG_TIMER = 5
+    MSG_OPEN = 6
+    MSG_CLOSE = 7
+
+cdef enum:
+    CHILD_PENDING = 0   # sent, not yet at the venue
+    CHILD_LIVE = 1
+    CHILD_DONE = 2
+
+TRADE_DTYPE = np.dtype([
+    ("ts", "<i8"), ("price_x2", "<i8"), ("qty", "<i8"), ("book", "<i4"),
+    ("aggressor_side", "u1"), ("_pad", "V3"),
+])
+QUOTE_DTYPE = np.dtype([
+    ("ts", "<i8"), ("bid_px", "<i8"), ("bid_qty", "<i8"), ("ask_px", "<i8"),
+    ("ask_qty", "<i8"), ("book", "<i4"), ("_pad", "V4"),
+])
+
+
+# ---------------------------------------------------------------- helpers
+
+cdef inline bint _before(const Msg* a, const Msg* b) noexcept nogil:
+    return a.ts < b.ts or (a.ts == b.ts and a.seq < b.seq)
+
+
+cdef inline int64_t _div_round(int64_t a, int64_t b) noexcept nogil:
+    """``a / b`` rounded half away from zero, for ``b > 0``."""
+    if a >= 0:
+        return (2 * a + b) // (2 * b)
+    return -((-2 * a + b) // (2 * b))
+
+
+cdef inline bint _eligible(int side, int64_t limit, int64_t mid2) noexcept nogil:
+    """Can a midpoint order with this limit trade at ``mid2`` (half-ticks)?"""
+    if mid2 <= 0:
+        return False
+    if limit <= 0:
+        return True
+    if side == BUY:
+        return mid2 <= 2 * limit
+    return mid2 >= 2 * limit
+
+
+cdef void* _grow(void* ptr, Py_ssize_t* cap, Py_ssize_t need, size_t item) except NULL:
+    """Grow a PyMem buffer by doubling until it holds ``need`` items."""
+    cdef Py_ssize_t new_cap = cap[0] if cap[0] > 0 else 16
+    cdef void* out
+    if need <= cap[0] and ptr != NULL:
+        return ptr
+    while new_cap < need:
+        new_cap *= 2
+    out = PyMem_Realloc(ptr, new_cap * item)
+    if out == NULL:
+        raise MemoryError()
+    cap[0] = new_cap
+    return out
+
+
+# ---------------------------------------------------------------- book ports
+
+cdef class BookPort:
+    """How the loop talks to one book; see ``CyBookPort`` and ``PyBookPort``.
+
+    Not constructed directly: ``MarketLoop`` wraps each book it is given.
+    """
+
+    cdef int add(self, int64_t order_id, int side, int64_t price, int64_t qty, int64_t account,
+                 int ord_type, int tif, int flags, int stp, int64_t ts,
+                 bint keep_events) except -1:
+        raise NotImplementedError
+
+    cdef int cancel(self, int64_t order_id, int64_t ts, bint keep_events) except -1:
+        raise NotImplementedError
+
+    cdef int replace(self, int64_t order_id, int64_t price, int64_t qty, int64_t ts,
+                     bint keep_events) except -1:
+        raise NotImplementedError
+
+    cdef int expire_day(self, int64_t ts) except -1:
+        raise NotImplementedError
+
+    cdef void clear(self) noexcept:
+        self.n_fills = 0
+        self.n_events = 0
+
+    cdef int64_t best_bid(self) except -1:
+        raise NotImplementedError
+
+    cdef int64_t best_ask(self) except -1:
+        raise NotImplementedError
+
+    cdef int64_t best_bid_qty(self) except -1:
+        raise NotImplementedError
+
+    cdef int64_t best_ask_qty(self) except -1:
+        raise NotImplementedError
+
+    cdef int64_t leaves(self, int64_t order_id) except -1:
+        raise NotImplementedError
+
+
+@cython.final
+cdef class CyBookPort(BookPort):
+    """The Cython ``OrderBook`` called at C level; output read in place."""
+
+    def __init__(self, OrderBook book not None):
+        self.book = book
+        self.cy = book
+
+    cdef int add(self, int64_t order_id, int side, int64_t price, int64_t qty, int64_t account,
+                 int ord_type, int tif, int flags, int stp, int64_t ts,
+                 bint keep_events) except -1:
+        cdef OrderBook cy = self.cy
+        cdef int r
+        cy.record_events = keep_events
+        r = cy.add_c(order_id, side, price, qty, account, ord_type, tif, flags, stp, ts)
+        cy.record_events = True
+        self.fills, self.n_fills = cy.fills, cy.n_fills
+        self.events, self.n_events = cy.events, cy.n_events
+        return r
+
+    cdef int cancel(self, int64_t order_id, int64_t ts, bint keep_events) except -1:
+        cdef OrderBook cy = self.cy
+        cdef int r
+        cy.record_events = keep_events
+        r = cy.cancel_c(order_id, CXL_USER, ts)
+        cy.record_events = True
+        self.fills, self.n_fills = cy.fills, cy.n_fills
+        self.events, self.n_events = cy.events, cy.n_events
+        return r
+
+    cdef int replace(self, int64_t order_id, int64_t price, int64_t qty, int64_t ts,
+                     bint keep_events) except -1:
+        cdef OrderBook cy = self.cy
+        cdef int r
+        cy.record_events = keep_events
+        r = cy.replace_c(order_id, price, qty, ts)
+        cy.record_events = True
+        self.fills, self.n_fills = cy.fills, cy.n_fills
+        self.events, self.n_events = cy.events, cy.n_events
+        return r
+
+    cdef int expire_day(self, int64_t ts) except -1:
+        self.cy.expire_day(ts)
+        self.fills, self.n_fills = self.cy.fills, self.cy.n_fills
+        self.events, self.n_events = self.cy.events, self.cy.n_events
+        return 0
+
+    cdef void clear(self) noexcept:
+        self.cy.n_fills = 0
+        self.cy.n_events = 0
+        self.n_fills = 0
+        self.n_events = 0
+
+    cdef int64_t best_bid(self) except -1:
+        return self.cy.best_bid_c()
+
+    cdef int64_t best_ask(self) except -1:
+        return self.cy.best_ask_c()
+
+    cdef int64_t best_bid_qty(self) except -1:
+        return self.cy.best_bid_qty_c()
+
+    cdef int64_t best_ask_qty(self) except -1:
+        return self.cy.best_ask_qty_c()
+
+    cdef int64_t leaves(self, int64_t order_id) except -1:
+        cdef Order* o = self.cy.find_c(order_id)
+        return 0 if o == NULL else o.leaves
+
+
+@cython.final
+cdef class PyBookPort(BookPort):
+    """Any book with ``OrderBook``'s Python API (the pure-Python reference).
+
+    Output is drained after each operation and copied into C buffers, so the
+    loop reads both kinds of port the same way. Used as the baseline the
+    Cython path is measured against, and to hold the two to the same result.
+    """
+
+    def __init__(self, book):
+        self.book = book
+        self._add, self._cancel, self._replace = book.add, book.cancel, book.replace
+        self._drain_fills, self._drain_events = book.drain_fills, book.drain_events
+        self._bbo, self._order = book.bbo, book.order
+        # A book that can stop recording events saves building them for
+        # background orders nobody reads (ReferenceBook can, like OrderBook).
+        self.can_mute = hasattr(book, "record_events")
+        self.fills_cap = 64
+        self.events_cap = 64
+        self.fills = <Fill*>PyMem_Malloc(self.fills_cap * sizeof(Fill))
+        self.events = <Event*>PyMem_Malloc(self.events_cap * sizeof(Event))
+        if self.fills == NULL or self.events == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        PyMem_Free(self.fills)
+        PyMem_Free(self.events)
+
+    cdef int _mute(self, bint keep_events) except -1:
+        if self.can_mute:
+            self.book.record_events = keep_events
+        return 0
+
+    cdef int _take_output(self, bint keep_events) except -1:
+        cdef cnp.ndarray arr
+        cdef Py_ssize_t n
+        arr = np.ascontiguousarray(self._drain_fills(), dtype=FILL_DTYPE)
+        n = arr.shape[0]
+        self.fills = <Fill*>_grow(self.fills, &self.fills_cap, n, sizeof(Fill))
+        if n:
+            memcpy(self.fills, cnp.PyArray_DATA(arr), n * sizeof(Fill))
+        self.n_fills = n
+        arr = np.ascontiguousarray(self._drain_events(), dtype=EVENT_DTYPE)
+        n = arr.shape[0] if keep_events else 0
+        self.events = <Event*>_grow(self.events, &self.events_cap, n, sizeof(Event))
+        if n:
+            memcpy(self.events, cnp.PyArray_DATA(arr), n * sizeof(Event))
+        self.n_events = n
+        return 0
+
+    cdef int add(self, int64_t order_id, int side, int64_t price, int64_t qty, int64_t account,
+                 int ord_type, int tif, int flags, int stp, int64_t ts,
+                 bint keep_events) except -1:
+        self._mute(keep_events)
+        try:
+            r = self._add(order_id, side, price, qty, account, ord_type, tif,
+                          bool(flags & FLAG_POST_ONLY), stp, ts)
+        finally:
+            self._mute(True)
+        self._take_output(keep_events)
+        return r
+
+    cdef int cancel(self, int64_t order_id, int64_t ts, bint keep_events) except -1:
+        self._mute(keep_events)
+        try:
+            r = self._cancel(order_id, ts)
+        finally:
+            self._mute(True)
+        self._take_output(keep_events)
+        return r
+
+    cdef int replace(self, int64_t order_id, int64_t price, int64_t qty, int64_t ts,
+                     bint keep_events) except -1:
+        self._mute(keep_events)
+        try:
+            r = self._replace(order_id, price, qty, ts)
+        finally:
+            self._mute(True)
+        self._take_output(keep_events)
+        return r
+
+    cdef int expire_day(self, int64_t ts) except -1:
+        self.book.expire_day(ts)
+        self._take_output(True)
+        return 0
+
+    cdef int64_t best_bid(self) except -1:
+        return self._bbo()[0]
+
+    cdef int64_t best_ask(self) except -1:
+        return self._bbo()[2]
+
+    cdef int64_t best_bid_qty(self) except -1:
+        return self._bbo()[1]
+
+    cdef int64_t best_ask_qty(self) except -1:
+        return self._bbo()[3]
+
+    cdef int64_t leaves(self, int64_t order_id) except -1:
+        o = self._order(order_id)
+        return 0 if o is None else o["leaves_qty"]
+
+
+def make_port(book):
+    """Wrap a book for the loop: C calls for ``OrderBook``, Python calls otherwise."""
+    if isinstance(book, OrderBook):
+        return CyBookPort(book)
+    return PyBookPort(book)
+
+
+# ---------------------------------------------------------------- dark pool state
+
+@cython.final
+cdef class DarkBook:
+    """Midpoint orders of one dark book that the matching book cannot hold now."""
+
+    def __cinit__(self):
+        self.parked = NULL
+        self.tracked = NULL
+        self.n_parked = self.parked_cap = 0
+        self.n_tracked = self.tracked_cap = 0
+        self.last_mid2 = -1
+
+    def __dealloc__(self):
+        PyMem_Free(self.parked)
+        PyMem_Free(self.tracked)
+
+    cdef int park(self, DarkOrder* o) except -1:
+        cdef Py_ssize_t k
+        self.parked = <DarkOrder*>_grow(self.parked, &self.parked_cap, self.n_parked + 1,
+                                        sizeof(DarkOrder))
+        # Keep arrival order: an order taken out of the book and parked again
+        # goes back in ahead of later arrivals.
+        k = self.n_parked
+        while k > 0 and self.parked[k - 1].prio > o.prio:
+            self.parked[k] = self.parked[k - 1]
+            k -= 1
+        self.parked[k] = o[0]
+        self.n_parked += 1
+        return 0
+
+    cdef int track(self, DarkOrder* o) except -1:
+        self.tracked = <DarkOrder*>_grow(self.tracked, &self.tracked_cap, self.n_tracked + 1,
+                                         sizeof(DarkOrder))
+        self.tracked[self.n_tracked] = o[0]
+        self.n_tracked += 1
+        return 0
+
+    cdef void unpark_at(self, Py_ssize_t k) noexcept:
+        cdef Py_ssize_t i
+        for i in range(k, self.n_parked - 1):
+            self.parked[i] = self.parked[i + 1]
+        self.n_parked -= 1
+
+    cdef void untrack_at(self, Py_ssize_t k) noexcept:
+        self.n_tracked -= 1
+        self.tracked[k] = self.tracked[self.n_tracked]
+
+    cdef Py_ssize_t find_parked(self, int64_t order_id) noexcept:
+        cdef Py_ssize_t k
+        for k in range(self.n_parked):
+            if self.parked[k].order_id == order_id:
+                return k
+        return -1
+
+
+# ---------------------------------------------------------------- reports
+
+@cython.final
+cdef class Report:
+    """What a venue tells the owner of a child order, as it arrives.
+
+    Attributes
+    ----------
+    kind : ReportKind
+        ``RPT_ACCEPTED``, ``RPT_FILL``, ``RPT_CANCELED``, ``RPT_EXPIRED``,
+        ``RPT_REJECTED``, ``RPT_REPLACED`` or ``RPT_CANCEL_REJECTED``.
+    child_id : int
+        The id ``MarketLoop.submit`` returned.
+    venue, book : int
+        Venue index and book index (venue x instrument).
+    side : Side
+    ts : int
+        When it happened at the venue (ns).
+    recv_ts : int
+        When the report reached its owner (``ts`` plus the venue's latency).
+    price_x2 : int
+        Fill: the price in half-ticks (a midpoint fill may fall between
+        ticks). Other reports: twice the order's limit price.
+    last_qty : int
+        Fill quantity in lots; 0 for other reports.
+    order_qty, leaves_qty, cum_qty : int
+        Order quantity and state after this report (FIX OrderQty, LeavesQty,
+        CumQty): ``order_qty == cum_qty + leaves_qty`` while the order is
+        live, ``leaves_qty == 0`` once it is done.
+    liquidity : Liquidity
+        Fill: ``LIQ_MAKER`` (added liquidity) or ``LIQ_TAKER``.
+    fee : int
+        Fill: fee in fee units (1e-4 tick x lot); negative is a rebate.
+    reason : int
+        ``RejectReason`` for rejects, ``CancelReason`` for cancels.
+    """
+
+    def __init__(self):
+        raise TypeError("Report objects are made by MarketLoop")
+
+    @staticmethod
+    cdef Report new(Msg* m, int venue, int book, int side):
+        cdef Report r = Report.__new__(Report)
+        r.kind = m.report
+        r.child_id = m.child_id
+        r.venue = venue
+        r.book = book
+        r.side = side
+        r.ts = m.venue_ts
+        r.recv_ts = m.ts
+        r.price_x2 = m.price
+        r.last_qty = m.qty
+        r.order_qty = m.order_qty
+        r.leaves_qty = m.leaves
+        r.cum_qty = m.cum
+        r.liquidity = m.liquidity
+        r.fee = m.fee
+        r.reason = m.reason
+        return r
+
+    def as_tuple(self):
+        """All fields, in the order of ``Report.FIELDS``."""
+        return (self.kind, self.child_id, self.venue, self.book, self.side, self.ts, self.recv_ts,
+                self.price_x2, self.last_qty, self.order_qty, self.leaves_qty, self.cum_qty,
+                self.liquidity, self.fee, self.reason)
+
+    FIELDS = ("kind", "child_id", "venue", "book", "side", "ts", "recv_ts", "price_x2",
+              "last_qty", "order_qty", "leaves_qty", "cum_qty", "liquidity", "fee", "reason")
+
+    def __repr__(self):
+        return ("Report(" + ", ".join(f"{k}={v}" for k, v in zip(self.FIELDS, self.as_tuple()))
+                + ")")
+
+
+# ---------------------------------------------------------------- the loop
+
+cdef class MarketLoop:
+    """The simulated market's event loop: books, venues, latency, messages.
+
+    Built by ``sim.market.Market`` from configuration; tests and benchmarks
+    may build one directly.
+
+    Parameters
+    ----------
+    books : list
+        One book per (venue, instrument): ``ext.book.OrderBook`` (driven at C
+        level) or any object with the same Python API (``ReferenceBook``).
+    book_venue, book_instrument : list of int
+        Venue index and instrument index of each book.
+    venue_dark : list of bool
+        Per venue: a dark (midpoint) pool rather than a lit book.
+    maker_fee_per_lot, taker_fee_per_lot : list of int
+        Per book, fee units (1e-4 tick x lot) per lot; negative is a rebate.
+        Per book rather than per venue because a per-share fee is a different
+        number of fee units for instruments with different ticks.
+    maker_fee_cbps, taker_fee_cbps : list of int
+        Per book, hundredths of a basis point of notional.
+    latency : list
+        Per venue, an object whose ``sample(n)`` returns ``n`` one-way
+        latencies in ns (``sim.latency.LatencyModel``); one draw per message
+        to the venue and one per batch of reports back.
+    flow : object, optional
+        Background flow: ``next_chunk()`` returns ``(ops, books)`` (an
+        ``OP_DTYPE`` array in time order and an ``int32`` array of book
+        indices) or ``None`` when exhausted.
+    start_ts : int, optional
+        Initial time (ns).
+    sample_ns : int, optional
+        Record the NBBO and cumulative volume of every instrument every
+        ``sample_ns`` (0: never); see ``samples()``.
+    record_tape : bool, optional
+        Record every trade and every lit BBO change (``tape()``).
+    """
+
+    def __cinit__(self):
+        self.book_venue = self.book_instr = NULL
+        self.lit_books = self.n_lit = self.dark_books = self.n_dark = NULL
+        self.venue_dark = self.venue_open = self.dark_watch = NULL
+        self.maker_per_lot = self.taker_per_lot = self.maker_cbps = self.taker_cbps = NULL
+        self.lat_ptr = NULL
+        self.lat_pos = self.lat_len = NULL
+        self.last_in = self.last_out = NULL
+        self.rtt_ewma = NULL
+        self.rtt_n = self.rtt_sum = NULL
+        self.heap = NULL
+        self.children = NULL
+        self.cum_qty = self.cum_notional2 = NULL
+        self.sample_buf = NULL
+        self.trades = NULL
+        self.quotes = NULL
+        self.last_bbo = NULL
+        self.cops = NULL
+        self.cbooks = NULL
+
+    def __init__(self, list books not None, book_venue, book_instrument, venue_dark,
+                 maker_fee_per_lot, taker_fee_per_lot, maker_fee_cbps, taker_fee_cbps,
+                 list latency not None, flow=None, int64_t start_ts=0, int64_t sample_ns=0,
+                 bint record_tape=False):
+        cdef Py_ssize_t b, v, i, nb = len(books), nv = len(venue_dark)
+        if nb == 0 or nv == 0:
+            raise ValueError("a market needs at least one venue and one book")
+        for seq in (book_venue, book_instrument):
+            if len(seq) != nb:
+                raise ValueError("book_venue and book_instrument need one entry per book")
+        for seq in (maker_fee_per_lot, taker_fee_per_lot, maker_fee_cbps, taker_fee_cbps):
+            if len(seq) != nb:
+                raise ValueError("fees need one entry per book")
+        if len(latency) != nv:
+            raise ValueError("latency needs one model per venue")
+        if sample_ns < 0:
+            raise ValueError("sample_ns must be >= 0")
+        ni = max(book_instrument) + 1
+        self.n_books, self.n_venues, self.n_instruments = nb, nv, ni
+        self.book_venue = <int32_t*>PyMem_Malloc(nb * sizeof(int32_t))
+        self.book_instr = <int32_t*>PyMem_Malloc(nb * sizeof(int32_t))
+        self.lit_books = <int32_t*>PyMem_Malloc(ni * nv * sizeof(int32_t))
+        self.dark_books = <int32_t*>PyMem_Malloc(ni * nv * sizeof(int32_t))
+        self.n_lit = <int32_t*>PyMem_Malloc(ni * sizeof(int32_t))
+        self.n_dark = <int32_t*>PyMem_Malloc(ni * sizeof(int32_t))
+        self.venue_dark = <uint8_t*>PyMem_Malloc(nv)
+        self.venue_open = <uint8_t*>PyMem_Malloc(nv)
+        self.dark_watch = <uint8_t*>PyMem_Malloc(ni)
+        self.maker_per_lot = <int64_t*>PyMem_Malloc(nb * sizeof(int64_t))
+        self.taker_per_lot = <int64_t*>PyMem_Malloc(nb * sizeof(int64_t))
+        self.maker_cbps = <int64_t*>PyMem_Malloc(nb * sizeof(int64_t))
+        self.taker_cbps = <int64_t*>PyMem_Malloc(nb * sizeof(int64_t))
+        self.lat_ptr = <int64_t**>PyMem_Malloc(nv * sizeof(int64_t*))
+        self.lat_pos = <Py_ssize_t*>PyMem_Malloc(nv * sizeof(Py_ssize_t))
+        self.lat_len = <Py_ssize_t*>PyMem_Malloc(nv * sizeof(Py_ssize_t))
+        self.last_in = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
+        self.last_out = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
+        self.rtt_ewma = <double*>PyMem_Malloc(nv * sizeof(double))
+        self.rtt_n = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
+        self.rtt_sum = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
+        self.cum_qty = <int64_t*>PyMem_Malloc(ni * sizeof(int64_t))
+        self.cum_notional2 = <int64_t*>PyMem_Malloc(ni * sizeof(int64_t))
+        self.last_bbo = <int64_t*>PyMem_Malloc(4 * nb * sizeof(int64_t))
+        if (self.book_venue == NULL or self.book_instr == NULL or self.lit_books == NULL
+                or self.dark_books == NULL or self.n_lit == NULL or self.n_dark == NULL
+                or self.venue_dark == NULL or self.venue_open == NULL or self.dark_watch == NULL
+                or self.maker_per_lot == NULL or self.taker_per_lot == NULL
+                or self.maker_cbps == NULL or self.taker_cbps == NULL or self.lat_ptr == NULL
+                or self.lat_pos == NULL or self.lat_len == NULL or self.last_in == NULL
+                or self.last_out == NULL or self.rtt_ewma == NULL or self.rtt_n == NULL
+                or self.rtt_sum == NULL or self.cum_qty == NULL or self.cum_notional2 == NULL
+                or self.last_bbo == NULL):
+            raise MemoryError()
+        for v in range(nv):
+            self.venue_dark[v] = 1 if venue_dark[v] else 0
+            self.venue_open[v] = 1
+            self.lat_ptr[v] = NULL
+            self.lat_pos[v] = self.lat_len[v] = 0
+            self.last_in[v] = self.last_out[v] = start_ts
+            self.rtt_ewma[v] = 0.0
+            self.rtt_n[v] = self.rtt_sum[v] = 0
+        for i in range(ni):
+            self.n_lit[i] = self.n_dark[i] = 0
+            self.dark_watch[i] = 0
+            self.cum_qty[i] = self.cum_notional2[i] = 0
+        self.ports = []
+        self.darks = []
+        self.all_cy = True
+        for b in range(nb):
+            v, i = book_venue[b], book_instrument[b]
+            if not 0 <= v < nv or not 0 <= i < ni:
+                raise ValueError(f"book {b} has an invalid venue or instrument index")
+            self.book_venue[b], self.book_instr[b] = v, i
+            self.maker_per_lot[b] = maker_fee_per_lot[b]
+            self.taker_per_lot[b] = taker_fee_per_lot[b]
+            self.maker_cbps[b] = maker_fee_cbps[b]
+            self.taker_cbps[b] = taker_fee_cbps[b]
+            port = make_port(books[b])
+            self.all_cy = self.all_cy and isinstance(port, CyBookPort)
+            self.ports.append(port)
+            if self.venue_dark[v]:
+                self.darks.append(DarkBook())
+                self.dark_books[i * nv + self.n_dark[i]] = b
+                self.n_dark[i] += 1
+            else:
+                self.darks.append(None)
+                self.lit_books[i * nv + self.n_lit[i]] = b
+                self.n_lit[i] += 1
+            for k in range(4):
+                self.last_bbo[4 * b + k] = 0
+        self.lat_models = list(latency)
+        self.lat_arrays = [None] * nv
+        self.now = start_ts
+        self.heap_cap = 64
+        self.heap_n = 0
+        self.heap = <Msg*>PyMem_Malloc(self.heap_cap * sizeof(Msg))
+        self.children_cap = 64
+        self.n_children = 0
+        self.children = <Child*>PyMem_Malloc(self.children_cap * sizeof(Child))
+        if self.heap == NULL or self.children == NULL:
+            raise MemoryError()
+        self.owners = []
+        self.timer_cbs = []
+        self.free_slots = []
+        self.flow = flow
+        self.flow_done = flow is None
+        self.cpos = self.clen = 0
+        self.sample_ns = sample_ns
+        self.next_sample = start_ts if sample_ns > 0 else INT64_MAX
+        self.samples_cap = self.n_samples = 0
+        self.record_tape = record_tape
+        self.trades_cap = self.n_trades = 0
+        self.quotes_cap = self.n_quotes = 0
+        self.batch_deliver = -1
+
+    def __dealloc__(self):
+        PyMem_Free(self.book_venue)
+        PyMem_Free(self.book_instr)
+        PyMem_Free(self.lit_books)
+        PyMem_Free(self.dark_books)
+        PyMem_Free(self.n_lit)
+        PyMem_Free(self.n_dark)
+        PyMem_Free(self.venue_dark)
+        PyMem_Free(self.venue_open)
+        PyMem_Free(self.dark_watch)
+        PyMem_Free(self.maker_per_lot)
+        PyMem_Free(self.taker_per_lot)
+        PyMem_Free(self.maker_cbps)
+        PyMem_Free(self.taker_cbps)
+        PyMem_Free(self.lat_ptr)
+        PyMem_Free(self.lat_pos)
+        PyMem_Free(self.lat_len)
+        PyMem_Free(self.last_in)
+        PyMem_Free(self.last_out)
+        PyMem_Free(self.rtt_ewma)
+        PyMem_Free(self.rtt_n)
+        PyMem_Free(self.rtt_sum)
+        PyMem_Free(self.heap)
+        PyMem_Free(self.children)
+        PyMem_Free(self.cum_qty)
+        PyMem_Free(self.cum_notional2)
+        PyMem_Free(self.sample_buf)
+        PyMem_Free(self.trades)
+        PyMem_Free(self.quotes)
+        PyMem_Free(self.last_bbo)
+
+    # ------------------------------------------------------------ heap
+
+    cdef int _push(self, Msg* m) except -1:
+        cdef Py_ssize_t i, parent
+        if self.heap_n == self.heap_cap:
+            self.heap = <Msg*>_grow(self.heap, &self.heap_cap, self.heap_n + 1, sizeof(Msg))
+        self.msg_seq += 1
+        m.seq = self.msg_seq
+        i = self.heap_n
+        self.heap_n += 1
+        while i > 0:
+            parent = (i - 1) >> 1
+            if not _before(m, &self.heap[parent]):
+                break
+            self.heap[i] = self.heap[parent]
+            i = parent
+        self.heap[i] = m[0]
+        return 0
+
+    cdef void _pop(self, Msg* out) noexcept:
+        cdef Py_ssize_t i = 0, child, n
+        cdef Msg* last
+        out[0] = self.heap[0]
+        self.heap_n -= 1
+        n = self.heap_n
+        if n == 0:
+            return
+        last = &self.heap[n]
+        while True:
+            child = 2 * i + 1
+            if child >= n:
+                break
+            if child + 1 < n and _before(&self.heap[child + 1], &self.heap[child]):
+                child += 1
+            if not _before(&self.heap[child], last):
+                break
+            self.heap[i] = self.heap[child]
+            i = child
+        self.heap[i] = last[0]
+
+    # ------------------------------------------------------------ flow, latency, fees
+
+    cdef int _refill(self) except -1:
+        cdef cnp.ndarray ops, books
+        while not self.flow_done:
+            chunk = self.flow.next_chunk()
+            if chunk is None:
+                self.flow_done = True
+                self.chunk_ops = self.chunk_books = None
+                self.cops, self.cbooks = NULL, NULL
+                self.cpos = self.clen = 0
+                return 0
+            ops, books = chunk
+            if ops.dtype != OP_DTYPE or not ops.flags.c_contiguous:
+                raise TypeError("flow chunks must be C-contiguous OP_DTYPE arrays")
+            books = np.ascontiguousarray(books, dtype=np.int32)
+            if books.shape[0] != ops.shape[0]:
+                raise ValueError("a flow chunk needs one book index per operation")
+            if ops.shape[0] == 0:
+                continue
+            if books.min() < 0 or books.max() >= self.n_books:
+                raise ValueError("a flow chunk names a book that does not exist")
+            self.chunk_ops, self.chunk_books = ops, books
+            self.cops = <const Op*>cnp.PyArray_DATA(ops)
+            self.cbooks = <const int32_t*>cnp.PyArray_DATA(books)
+            self.cpos, self.clen = 0, ops.shape[0]
+            return 0
+        return 0
+
+    cdef int64_t _latency(self, int v) except -1:
+        cdef cnp.ndarray arr
+        if self.lat_pos[v] >= self.lat_len[v]:
+            arr = np.ascontiguousarray(self.lat_models[v].sample(LAT_BATCH), dtype=np.int64)
+            if arr.shape[0] == 0 or arr.min() < 0:
+                raise ValueError("a latency model returned no or negative latencies")
+            self.lat_arrays[v] = arr
+            self.lat_ptr[v] = <int64_t*>cnp.PyArray_DATA(arr)
+            self.lat_pos[v], self.lat_len[v] = 0, arr.shape[0]
+        self.lat_pos[v] += 1
+        return self.lat_ptr[v][self.lat_pos[v] - 1]
+
+    cdef int64_t _arrival(self, int v) except -1:
+        """When a message sent now reaches venue ``v`` (never before an earlier one)."""
+        cdef int64_t t = self.now + self._latency(v)
+        if t < self.last_in[v]:
+            t = self.last_in[v]
+        self.last_in[v] = t
+        return t
+
+    cdef int64_t _deliver_at(self, int v, int64_t venue_ts) except -1:
+        """Delivery time of the current batch of reports from venue ``v``.
+
+        Everything one venue operation produces (ack, fills, cancel of the
+        rest) leaves in one batch, so one latency draw covers it.
+        """
+        cdef int64_t t
+        if self.batch_deliver < 0:
+            t = venue_ts + self._latency(v)
+            if t < self.last_out[v]:
+                t = self.last_out[v]
+            self.last_out[v] = t
+            self.batch_deliver = t
+        return self.batch_deliver
+
+    cdef int64_t fee_c(self, int32_t b, int liquidity, int64_t price_x2, int64_t qty) noexcept:
+        cdef int64_t per_lot, cbps, fee
+        if liquidity == LIQ_MAKER:
+            per_lot, cbps = self.maker_per_lot[b], self.maker_cbps[b]
+        else:
+            per_lot, cbps = self.taker_per_lot[b], self.taker_cbps[b]
+        fee = per_lot * qty
+        if cbps != 0:
+            fee += _div_round(price_x2 * qty * cbps, 200)
+        return fee
+
+    cdef Child* _child(self, int64_t child_id) except NULL:
+        cdef int64_t idx = child_id - _CHILD_ID_BASE - 1
+        if idx < 0 or idx >= self.n_children:
+            raise KeyError(f"unknown child order id {child_id}")
+        return &self.children[idx]
+
+    # ------------------------------------------------------------ market data
+
+    cdef int _nbbo(self, int instr, int64_t* bid, int64_t* ask) except -1:
+        cdef int32_t k, b
+        cdef int64_t x
+        cdef BookPort port
+        bid[0] = 0
+        ask[0] = 0
+        for k in range(self.n_lit[instr]):
+            b = self.lit_books[instr * self.n_venues + k]
+            if not self.venue_open[self.book_venue[b]]:
+                continue
+            port = <BookPort>self.ports[b]
+            x = port.best_bid()
+            if x > bid[0]:
+                bid[0] = x
+            x = port.best_ask()
+            if x > 0 and (ask[0] == 0 or x < ask[0]):
+                ask[0] = x
+        return 0
+
+    cdef int64_t mid2_c(self, int instr) except -1:
+        """Twice the NBBO midpoint of the open lit venues, or 0 if not valid."""
+        cdef int64_t bid, ask
+        self._nbbo(instr, &bid, &ask)
+        if bid > 0 and ask > 0 and bid < ask:
+            return bid + ask
+        return 0
+
+    # ------------------------------------------------------------ running
+
+    def run_until(self, int64_t until):
+        """Process everything due at or before ``until`` (ns); ``now`` becomes ``until``.
+
+        Returns
+        -------
+        int
+            Number of background operations and messages processed.
+        """
+        if self.running:
+            raise RuntimeError("run_until called from inside the loop (a callback)")
+        self.running = True
+        try:
+            return self._run(until)
+        finally:
+            self.running = False
+
+    cdef int64_t _run(self, int64_t until) except -1:
+        cdef Msg m
+        cdef int64_t bg_ts, msg_ts, n = 0
+        cdef const Op* op
+        while True:
+            if self.cpos >= self.clen and not self.flow_done:
+                self._refill()
+            bg_ts = self.cops[self.cpos].ts if self.cpos < self.clen else INT64_MAX
+            msg_ts = self.heap[0].ts if self.heap_n > 0 else INT64_MAX
+            self.batch_deliver = -1
+            if msg_ts <= bg_ts:
+                if msg_ts > until:
+                    break
+                if msg_ts >= self.next_sample:
+                    self._sample(msg_ts)
+                self._pop(&m)
+                if m.ts > self.now:
+                    self.now = m.ts
+                self._handle(&m)
+            else:
+                if bg_ts > until:
+                    break
+                if bg_ts >= self.next_sample:
+                    self._sample(bg_ts)
+                if bg_ts > self.now:
+                    self.now = bg_ts
+                op = &self.cops[self.cpos]
+                self.cpos += 1
+                self._bg_op(op, self.cbooks[self.cpos - 1])
+            n += 1
+        if until > self.now:
+            self.now = until
+        if self.now >= self.next_sample:
+            self._sample(self.now)
+        return n
+
+    def next_due(self):
+        """Time of the next background operation or message (None: nothing left)."""
+        if self.cpos >= self.clen and not self.flow_done:
+            self._refill()
+        t = INT64_MAX
+        if self.cpos < self.clen:
+            t = self.cops[self.cpos].ts
+        if self.heap_n > 0 and self.heap[0].ts < t:
+            t = self.heap[0].ts
+        return None if t == INT64_MAX else t
+
+    # ------------------------------------------------------------ background operations
+
+    cdef int _bg_op(self, const Op* op, int32_t b) except -1:
+        """Apply one background (flow or replay) operation; returns its code."""
+        cdef int v = self.book_venue[b], r = 0
+        cdef int stp = -1 if op.stp == STP_DEFAULT else op.stp
+        cdef BookPort port
+        self.n_bg_ops += 1
+        if not self.venue_open[v]:
+            return VENUE_CLOSED
+        if self.venue_dark[v]:
+            if op.op == OP_ADD:
+                return self._dark_new(b, op.order_id, op.side, op.price, op.qty, op.account,
+                                      op.ord_type, op.tif, op.flags, stp, op.ts, False)
+            if op.op == OP_CANCEL:
+                return self._dark_cancel(b, op.order_id, op.ts, False)
+            return ORDER_NOT_REPLACEABLE
+        port = <BookPort>self.ports[b]
+        if op.op == OP_ADD:
+            r = port.add(op.order_id, op.side, op.price, op.qty, op.account, op.ord_type,
+                         op.tif, op.flags, stp, op.ts, False)
+        elif op.op == OP_CANCEL:
+            r = port.cancel(op.order_id, op.ts, False)
+        elif op.op == OP_REPLACE:
+            r = port.replace(op.order_id, op.price, op.qty, op.ts, False)
+        else:
+            r = INVALID_ORD_TYPE
+        if port.n_fills or port.n_events:
+            self._output(b, op.ts, 0, False)
+        self._after_lit(b, op.ts)
+        return r
+
+    cdef int _after_lit(self, int32_t b, int64_t ts) except -1:
+        """What a change to a lit book may set off: tape, dark pools on its mid."""
+        if self.record_tape:
+            self._tape_quote(b, ts)
+        if self.dark_watch[self.book_instr[b]]:
+            self._dark_watch_instr(self.book_instr[b], ts)
+        return 0
+
+    cdef int _output(self, int32_t b, int64_t ts, int64_t mid2, bint internal) except -1:
+        """Turn a book's fills and events into statistics and child-order reports.
+
+        ``mid2`` (half-ticks) prices the fills of a dark book; 0 for a lit one.
+        ``internal`` marks a dark order re-entering its book: its owner was
+        acked long ago and hears only of fills.
+        """
+        cdef BookPort port = <BookPort>self.ports[b]
+        cdef Py_ssize_t i = 0, j = 0, nf = port.n_fills, ne = port.n_events
+        cdef int instr = self.book_instr[b]
+        cdef Fill* f
+        cdef Event* e
+        cdef Child* ch
+        cdef Trade* t
+        cdef int64_t px2
+        while i < nf or j < ne:
+            # Fills and events share one sequence: merging by it replays the
+            # book's exact order (ack, fills, then the cancel of an IOC rest).
+            if j >= ne or (i < nf and port.fills[i].seq < port.events[j].seq):
+                f = &port.fills[i]
+                i += 1
+                px2 = mid2 if mid2 > 0 else 2 * f.price
+                self.cum_qty[instr] += f.qty
+                self.cum_notional2[instr] += px2 * f.qty
+                if self.record_tape:
+                    self.trades = <Trade*>_grow(self.trades, &self.trades_cap, self.n_trades + 1,
+                                                sizeof(Trade))
+                    t = &self.trades[self.n_trades]
+                    self.n_trades += 1
+                    memset(t, 0, sizeof(Trade))     # padding too: tapes compare bytewise
+                    t.ts, t.price_x2, t.qty, t.book = ts, px2, f.qty, b
+                    t.aggressor_side = f.aggressor_side
+                if f.maker_id > _CHILD_ID_BASE:
+                    self._report(f.maker_id, RPT_FILL, px2, f.qty, LIQ_MAKER, 0, ts)
+                if f.taker_id > _CHILD_ID_BASE:
+                    self._report(f.taker_id, RPT_FILL, px2, f.qty, LIQ_TAKER, 0, ts)
+            else:
+                e = &port.events[j]
+                j += 1
+                if e.order_id <= _CHILD_ID_BASE:
+                    continue
+                if internal and e.kind == EV_ACCEPTED:
+                    continue
+                if e.kind == EV_REPLACED:
+                    ch = self._child(e.order_id)
+                    ch.qty = e.qty
+                    ch.limit = e.price
+                self._report(e.order_id, e.kind, 2 * e.price, 0, LIQ_NONE, e.reason, ts)
+        port.clear()
+        return 0
+
+    cdef int _report(self, int64_t child_id, int kind, int64_t price_x2, int64_t last_qty,
+                     int liquidity, int reason, int64_t ts) except -1:
+        """Update a child order at venue time and send its report on its way."""
+        cdef Child* ch = self._child(child_id)
+        cdef int v = self.book_venue[ch.book]
+        cdef Msg m
+        memset(&m, 0, sizeof(Msg))
+        if kind == RPT_FILL:
+            ch.cum += last_qty
+            m.fee = self.fee_c(ch.book, liquidity, price_x2, last_qty)
+            if ch.cum >= ch.qty:
+                ch.state = CHILD_DONE
+        elif kind == RPT_ACCEPTED:
+            if ch.state == CHILD_PENDING:
+                ch.state = CHILD_LIVE
+        elif kind == RPT_REJECTED or kind == RPT_CANCELED or kind == RPT_EXPIRED:
+            ch.state = CHILD_DONE
+        m.ts = self._deliver_at(v, ts)
+        m.kind = MSG_REPORT
+        m.child_id = child_id
+        m.price = price_x2
+        m.qty = last_qty
+        m.order_qty = ch.qty
+        m.cum = ch.cum
+        m.leaves = 0 if ch.state == CHILD_DONE else ch.qty - ch.cum
+        m.venue_ts = ts
+        m.report = <uint8_t>kind
+        m.liquidity = <uint8_t>liquidity
+        m.reason = <uint16_t>reason
+        m.side = ch.side
+        return self._push(&m)
+
+    # ------------------------------------------------------------ messages
+
+    cdef int _handle(self, Msg* m) except -1:
+        cdef object cb
+        if m.kind == MSG_REPORT:
+            return self._deliver(m)
+        if m.kind == MSG_NEW or m.kind == MSG_CANCEL or m.kind == MSG_REPLACE:
+            return self._on_order(m)
+        if m.kind == MSG_TIMER:
+            cb = self.timer_cbs[m.target]
+            self.timer_cbs[m.target] = None
+            self.free_slots.append(m.target)
+            if isinstance(cb, StrategyCore):
+                return (<StrategyCore>cb).on_timer_c()
+            cb()
+            return 0
+        return self._on_session(m)
+
+    cdef int _on_order(self, Msg* m) except -1:
+        cdef int32_t b = m.target
+        cdef int v = self.book_venue[b], r
+        cdef Child* ch = self._child(m.child_id)
+        cdef BookPort port = <BookPort>self.ports[b]
+        self.n_strategy_msgs += 1
+        if m.kind == MSG_NEW:
+            if not self.venue_open[v]:
+                return self._report(m.child_id, RPT_REJECTED, 2 * m.price, 0, LIQ_NONE,
+                                    VENUE_CLOSED, m.ts)
+            if self.venue_dark[v]:
+                return self._dark_new(b, m.child_id, m.side, m.price, m.qty, ch.account,
+                                      m.ord_type, m.tif, m.flags, ch.stp, m.ts, True)
+            port.add(m.child_id, m.side, m.price, m.qty, ch.account, m.ord_type, m.tif, m.flags,
+                     ch.stp, m.ts, True)
+            self._output(b, m.ts, 0, False)
+            return self._after_lit(b, m.ts)
+        if m.kind == MSG_CANCEL:
+            if self.venue_dark[v]:
+                return self._dark_cancel(b, m.child_id, m.ts, True)
+            r = port.cancel(m.child_id, m.ts, True)
+            if r != 0:
+                port.clear()
+                return self._report(m.child_id, RPT_CANCEL_REJECTED, 2 * ch.limit, 0, LIQ_NONE,
+                                    r, m.ts)
+            self._output(b, m.ts, 0, False)
+            return self._after_lit(b, m.ts)
+        # MSG_REPLACE
+        if self.venue_dark[v] or not self.venue_open[v]:
+            return self._report(m.child_id, RPT_CANCEL_REJECTED, 2 * ch.limit, 0, LIQ_NONE,
+                                ORDER_NOT_REPLACEABLE if self.venue_dark[v] else VENUE_CLOSED,
+                                m.ts)
+        r = port.replace(m.child_id, m.price, m.qty, m.ts, True)
+        if r != 0:
+            port.clear()
+            return self._report(m.child_id, RPT_CANCEL_REJECTED, 2 * ch.limit, 0, LIQ_NONE, r,
+                                m.ts)
+        self._output(b, m.ts, 0, False)
+        return self._after_lit(b, m.ts)
+
+    cdef int _on_session(self, Msg* m) except -1:
+        cdef int v = m.target
+        cdef int32_t b
+        cdef Py_ssize_t k
+        cdef DarkBook dk
+        cdef BookPort port
+        if m.kind == MSG_OPEN:
+            self.venue_open[v] = 1
+            return 0
+        self.venue_open[v] = 0
+        for b in range(self.n_books):
+            if self.book_venue[b] != v:
+                continue
+            port = <BookPort>self.ports[b]
+            if self.venue_dark[v]:
+                dk = <DarkBook>self.darks[b]
+                k = 0
+                while k < dk.n_parked:
+                    if dk.parked[k].tif == DAY:
+                        if dk.parked[k].order_id > _CHILD_ID_BASE:
+                            self._report(dk.parked[k].order_id, RPT_EXPIRED,
+                                         2 * dk.parked[k].limit, 0, LIQ_NONE, CXL_END_OF_DAY,
+                                         m.ts)
+                        dk.unpark_at(k)
+                    else:
+                        k += 1
+            port.expire_day(m.ts)
+            self._output(b, m.ts, 0, False)
+        for k in range(self.n_instruments):
+            self._update_watch(<int>k)
+            if self.dark_watch[k]:
+                self._dark_watch_instr(<int>k, m.ts)
+        return 0
+
+    cdef int _deliver(self, Msg* m) except -1:
+        cdef int64_t idx = m.child_id - _CHILD_ID_BASE - 1
+        cdef Child* ch = &self.children[idx]
+        cdef int v = self.book_venue[ch.book]
+        cdef int64_t rtt
+        cdef object cb
+        if not ch.reported:
+            # Round trip of the first answer: what the router can measure.
+            ch.reported = 1
+            rtt = m.ts - ch.submit_ts
+            self.rtt_n[v] += 1
+            self.rtt_sum[v] += rtt
+            if self.rtt_n[v] == 1:
+                self.rtt_ewma[v] = <double>rtt
+            else:
+                self.rtt_ewma[v] += RTT_ALPHA * (<double>rtt - self.rtt_ewma[v])
+        self.n_reports += 1
+        cb = self.owners[idx]
+        if cb is None:
+            return 0
+        if isinstance(cb, StrategyCore):
+            # A strategy's bookkeeping runs at C level; only its own hooks
+            # (if it has any) cost a Python call.
+            return (<StrategyCore>cb).on_report_c(Report.new(m, v, ch.book, ch.side))
+        cb(Report.new(m, v, ch.book, ch.side))
+        return 0
+
+    # ------------------------------------------------------------ dark pools
+
+    cdef int _dark_new(self, int32_t d, int64_t order_id, int side, int64_t limit, int64_t qty,
+                       int64_t account, int ord_type, int tif, int flags, int stp, int64_t ts,
+                       bint strategy) except -1:
+        cdef int instr = self.book_instr[d]
+        cdef DarkBook dk = <DarkBook>self.darks[d]
+        cdef BookPort port = <BookPort>self.ports[d]
+        cdef int64_t mid2 = self.mid2_c(instr), lv
+        cdef int reason = 0
+        cdef DarkOrder o
+        self._dark_refresh(d, mid2, ts)
+        if ord_type == MARKET:
+            limit = 0
+            if tif != FOK:
+                tif = IOC
+        if flags & FLAG_POST_ONLY or (ord_type != LIMIT and ord_type != MARKET):
+            # A midpoint order neither adds nor removes visible liquidity:
+            # post-only has no meaning here and is refused, not ignored.
+            reason = INVALID_ORD_TYPE
+        elif limit < 0:
+            reason = INVALID_PRICE
+        elif qty <= 0:
+            reason = INVALID_QTY
+        elif side != BUY and side != SELL and side != SELL_SHORT:
+            reason = INVALID_SIDE
+        elif tif != DAY and tif != GTC and tif != IOC and tif != FOK:
+            reason = INVALID_TIF
+        if reason != 0:
+            if strategy:
+                self._report(order_id, RPT_REJECTED, 2 * limit, 0, LIQ_NONE, reason, ts)
+            return reason
+        if _eligible(side, limit, mid2):
+            port.add(order_id, side, _DARK_PX, qty, account, LIMIT, tif, 0, stp, ts, strategy)
+            self._output(d, ts, mid2, False)
+            if limit > 0 and (tif == DAY or tif == GTC):
+                lv = port.leaves(order_id)
+                if lv > 0:
+                    memset(&o, 0, sizeof(DarkOrder))
+                    o.order_id, o.account, o.limit, o.leaves = order_id, account, limit, lv
+                    o.prio, o.stp, o.side, o.tif = self.dark_prio, stp, side, tif
+                    self.dark_prio += 1
+                    dk.track(&o)
+        else:
+            if strategy:
+                self._report(order_id, RPT_ACCEPTED, 2 * limit, 0, LIQ_NONE, 0, ts)
+            if tif == IOC or tif == FOK:
+                if strategy:
+                    self._report(order_id, RPT_CANCELED, 2 * limit, 0, LIQ_NONE,
+                                 CXL_IOC_REMAINDER if tif == IOC else CXL_FOK_UNFILLABLE, ts)
+            else:
+                memset(&o, 0, sizeof(DarkOrder))
+                o.order_id, o.account, o.limit, o.leaves = order_id, account, limit, qty
+                o.prio, o.stp, o.side, o.tif = self.dark_prio, stp, side, tif
+                self.dark_prio += 1
+                dk.park(&o)
+        self._update_watch(instr)
+        return 0
+
+    cdef int _dark_cancel(self, int32_t d, int64_t order_id, int64_t ts, bint strategy) except -1:
+        cdef DarkBook dk = <DarkBook>self.darks[d]
+        cdef BookPort port = <BookPort>self.ports[d]
+        cdef Py_ssize_t k = dk.find_parked(order_id)
+        cdef int r
+        cdef int64_t limit
+        if k >= 0:
+            limit = dk.parked[k].limit
+            dk.unpark_at(k)
+            if strategy:
+                self._report(order_id, RPT_CANCELED, 2 * limit, 0, LIQ_NONE, CXL_USER, ts)
+            self._update_watch(self.book_instr[d])
+            return 0
+        r = port.cancel(order_id, ts, strategy)
+        if r != 0:
+            port.clear()
+            if strategy:
+                self._report(order_id, RPT_CANCEL_REJECTED, 0, 0, LIQ_NONE, r, ts)
+            return r
+        # A tracked order that is gone is dropped at the next refresh.
+        self._output(d, ts, 0, False)
+        return 0
+
+    cdef int _dark_refresh(self, int32_t d, int64_t mid2, int64_t ts) except -1:
+        """Bring a dark book up to date with the mid: pull out, let in, match."""
+        cdef DarkBook dk = <DarkBook>self.darks[d]
+        cdef BookPort port
+        cdef Py_ssize_t k
+        cdef int64_t lv
+        cdef DarkOrder o
+        if mid2 == dk.last_mid2:
+            return 0
+        dk.last_mid2 = mid2
+        if dk.n_tracked == 0 and dk.n_parked == 0:
+            return 0
+        port = <BookPort>self.ports[d]
+        k = 0
+        while k < dk.n_tracked:
+            o = dk.tracked[k]
+            lv = port.leaves(o.order_id)
+            if lv <= 0:
+                dk.untrack_at(k)
+                continue
+            if not _eligible(o.side, o.limit, mid2):
+                port.cancel(o.order_id, ts, False)
+                port.clear()
+                o.leaves = lv
+                dk.untrack_at(k)
+                dk.park(&o)
+                continue
+            k += 1
+        if mid2 <= 0:
+            return 0
+        k = 0
+        while k < dk.n_parked:
+            o = dk.parked[k]
+            if not _eligible(o.side, o.limit, mid2):
+                k += 1
+                continue
+            dk.unpark_at(k)
+            port.add(o.order_id, o.side, _DARK_PX, o.leaves, o.account, LIMIT, o.tif, 0, o.stp,
+                     ts, True)
+            self._output(d, ts, mid2, True)
+            if o.limit > 0:
+                lv = port.leaves(o.order_id)
+                if lv > 0:
+                    o.leaves = lv
+                    dk.track(&o)
+        return 0
+
+    cdef int _dark_watch_instr(self, int instr, int64_t ts) except -1:
+        cdef int64_t mid2 = self.mid2_c(instr)
+        cdef int32_t k, d
+        cdef DarkBook dk
+        for k in range(self.n_dark[instr]):
+            d = self.dark_books[instr * self.n_venues + k]
+            if not self.venue_open[self.book_venue[d]]:
+                continue
+            dk = <DarkBook>self.darks[d]
+            if dk.n_parked or dk.n_tracked:
+                self._dark_refresh(d, mid2, ts)
+        self._update_watch(instr)
+        return 0
+
+    cdef void _update_watch(self, int instr) noexcept:
+        cdef int32_t k
+        cdef DarkBook dk
+        cdef uint8_t watch = 0
+        for k in range(self.n_dark[instr]):
+            dk = <DarkBook>self.darks[self.dark_books[instr * self.n_venues + k]]
+            if dk.n_parked or dk.n_tracked:
+                watch = 1
+        self.dark_watch[instr] = watch
+
+    # ------------------------------------------------------------ recording
+
+    cdef int _sample(self, int64_t upto) except -1:
+        cdef Py_ssize_t width = 1 + 4 * self.n_instruments, i
+        cdef int64_t* row
+        cdef int64_t bid, ask
+        while self.next_sample <= upto:
+            self.sample_buf = <int64_t*>_grow(self.sample_buf, &self.samples_cap,
+                                           (self.n_samples + 1) * width, sizeof(int64_t))
+            row = &self.sample_buf[self.n_samples * width]
+            row[0] = self.next_sample
+            for i in range(self.n_instruments):
+                self._nbbo(<int>i, &bid, &ask)
+                row[1 + 4 * i] = bid
+                row[2 + 4 * i] = ask
+                row[3 + 4 * i] = self.cum_qty[i]
+                row[4 + 4 * i] = self.cum_notional2[i]
+            self.n_samples += 1
+            self.next_sample += self.sample_ns
+        return 0
+
+    cdef int _tape_quote(self, int32_t b, int64_t ts) except -1:
+        cdef BookPort port = <BookPort>self.ports[b]
+        cdef int64_t bp = port.best_bid(), bq = port.best_bid_qty()
+        cdef int64_t ap = port.best_ask(), aq = port.best_ask_qty()
+        cdef int64_t* last = &self.last_bbo[4 * b]
+        cdef Quote* q
+        if bp == last[0] and bq == last[1] and ap == last[2] and aq == last[3]:
+            return 0
+        last[0], last[1], last[2], last[3] = bp, bq, ap, aq
+        self.quotes = <Quote*>_grow(self.quotes, &self.quotes_cap, self.n_quotes + 1,
+                                    sizeof(Quote))
+        q = &self.quotes[self.n_quotes]
+        self.n_quotes += 1
+        memset(q, 0, sizeof(Quote))
+        q.ts, q.bid_px, q.bid_qty, q.ask_px, q.ask_qty, q.book = ts, bp, bq, ap, aq, b
+        return 0
+
+    # ------------------------------------------------------------ Python API: orders
+
+    cdef int64_t submit_c(self, int book, int side, int64_t qty, int64_t price, int ord_type,
+                          int tif, int flags, int64_t account, int stp,
+                          object owner) except -1:
+        cdef Child* ch
+        cdef Msg m
+        cdef int v = self.book_venue[book]
+        if self.n_children == self.children_cap:
+            self.children = <Child*>_grow(self.children, &self.children_cap,
+                                          self.n_children + 1, sizeof(Child))
+        ch = &self.children[self.n_children]
+        memset(ch, 0, sizeof(Child))
+        ch.submit_ts = self.now
+        ch.qty = qty
+        ch.limit = price
+        ch.account = account
+        ch.book = book
+        ch.stp = stp
+        ch.side = <uint8_t>side
+        ch.state = CHILD_PENDING
+        self.n_children += 1
+        self.owners.append(owner)
+        memset(&m, 0, sizeof(Msg))
+        m.ts = self._arrival(v)
+        m.kind = MSG_NEW
+        m.target = book
+        m.child_id = _CHILD_ID_BASE + self.n_children
+        m.price = price
+        m.qty = qty
+        m.side = <uint8_t>side
+        m.ord_type = <uint8_t>ord_type
+        m.tif = <uint8_t>tif
+        m.flags = <uint8_t>flags
+        self._push(&m)
+        return m.child_id
+
+    cdef int cancel_c(self, int64_t child_id) except -1:
+        cdef Child* ch = self._child(child_id)
+        cdef Msg m
+        memset(&m, 0, sizeof(Msg))
+        m.ts = self._arrival(self.book_venue[ch.book])
+        m.kind = MSG_CANCEL
+        m.target = ch.book
+        m.child_id = child_id
+        return self._push(&m)
+
+    cdef int replace_c(self, int64_t child_id, int64_t price, int64_t qty) except -1:
+        cdef Child* ch = self._child(child_id)
+        cdef Msg m
+        memset(&m, 0, sizeof(Msg))
+        m.ts = self._arrival(self.book_venue[ch.book])
+        m.kind = MSG_REPLACE
+        m.target = ch.book
+        m.child_id = child_id
+        m.price = price
+        m.qty = qty
+        return self._push(&m)
+
+    cdef int set_timer_c(self, int64_t ts, object callback) except -1:
+        cdef Msg m
+        cdef int slot
+        if self.free_slots:
+            slot = self.free_slots.pop()
+            self.timer_cbs[slot] = callback
+        else:
+            slot = len(self.timer_cbs)
+            self.timer_cbs.append(callback)
+        memset(&m, 0, sizeof(Msg))
+        m.ts = ts if ts > self.now else self.now
+        m.kind = MSG_TIMER
+        m.target = slot
+        return self._push(&m)
+
+    def submit(self, int book, int side, int64_t qty, int64_t price=0, int ord_type=LIMIT,
+               int tif=DAY, bint post_only=False, int64_t account=DEFAULT_ACCOUNT, int stp=-1,
+               on_report=None):
+        """Send a child order to a book; it arrives after the venue's latency.
+
+        Parameters
+        ----------
+        book : int
+            Book index (venue x instrument; see ``sim.market.Market.book_index``).
+        side : Side
+        qty : int
+            Lots.
+        price : int, optional
+            Limit in ticks. For a dark pool, the midpoint order's limit (0: a
+            pure peg that trades at any mid).
+        ord_type : OrdType, optional
+        tif : TimeInForce, optional
+        post_only : bool, optional
+        account : int, optional
+            Compared for self-trade prevention against the book's other orders.
+        stp : StpMode, optional
+            -1: the book's default.
+        on_report : callable, optional
+            Called with each ``Report`` when it arrives back (a ``StrategyCore``
+            is called at C level).
+
+        Returns
+        -------
+        int
+            The child order id (above ``CHILD_ID_BASE``).
+        """
+        if book < 0 or book >= self.n_books:
+            raise IndexError(f"no book {book}")
+        if not (0 <= side <= 255 and 0 <= ord_type <= 255 and 0 <= tif <= 255
+                and -1 <= stp <= 255):
+            raise ValueError("side, ord_type, tif or stp out of range")
+        return self.submit_c(book, side, qty, price, ord_type, tif,
+                             FLAG_POST_ONLY if post_only else 0, account, stp, on_report)
+
+    def cancel(self, int64_t child_id):
+        """Send a cancel for a child order (answered by RPT_CANCELED or RPT_CANCEL_REJECTED)."""
+        self.cancel_c(child_id)
+
+    def replace(self, int64_t child_id, int64_t price, int64_t qty):
+        """Send a cancel/replace: new limit (ticks) and new total quantity (lots).
+
+        Priority is kept only for a same-price quantity decrease (book rules);
+        dark pools refuse replaces (``ORDER_NOT_REPLACEABLE``).
+        """
+        self.replace_c(child_id, price, qty)
+
+    def set_timer(self, int64_t ts, callback not None):
+        """Call ``callback()`` at ``ts`` (or now, if ``ts`` has passed)."""
+        self.set_timer_c(ts, callback)
+
+    def set_session(self, int venue, int64_t open_ts, int64_t close_ts):
+        """Trading hours of a venue: closed before ``open_ts`` and from ``close_ts``.
+
+        At the close every resting DAY order of the venue expires; orders
+        that arrive while it is closed are rejected (``VENUE_CLOSED``).
+        """
+        cdef Msg m
+        if venue < 0 or venue >= self.n_venues:
+            raise IndexError(f"no venue {venue}")
+        if close_ts <= open_ts:
+            raise ValueError("close_ts must be after open_ts")
+        self.venue_open[venue] = 1 if open_ts <= self.now < close_ts else 0
+        memset(&m, 0, sizeof(Msg))
+        m.target = venue
+        if open_ts > self.now:
+            m.ts, m.kind = open_ts, MSG_OPEN
+            self._push(&m)
+        if close_ts > self.now:
+            m.ts, m.kind = close_ts, MSG_CLOSE
+            self._push(&m)
+
+    def external(self, int book, int op, int64_t order_id, int side=BUY, int64_t price=0,
+                 int64_t qty=0, int ord_type=LIMIT, int tif=GTC, int64_t account=0,
+                 int stp=-1):
+        """Apply one background operation now, as flow would (replay uses this).
+
+        ``order_id`` must be below ``CHILD_ID_BASE``. Returns the book's code.
+        """
+        cdef Op o
+        if book < 0 or book >= self.n_books:
+            raise IndexError(f"no book {book}")
+        if not 0 < order_id < _CHILD_ID_BASE:
+            raise ValueError("background order ids are positive and below CHILD_ID_BASE")
+        if self.running:
+            raise RuntimeError("external() called from inside the loop")
+        memset(&o, 0, sizeof(Op))
+        o.op, o.side, o.ord_type, o.tif = op, side, ord_type, tif
+        o.stp = STP_DEFAULT if stp < 0 else stp
+        o.order_id, o.account, o.price, o.qty, o.ts = order_id, account, price, qty, self.now
+        if self.now >= self.next_sample:
+            self._sample(self.now)
+        self.batch_deliver = -1
+        return self._bg_op(&o, book)
+
+    # ------------------------------------------------------------ Python API: market data
+
+    def bbo(self, int book):
+        """``(bid_px, bid_qty, ask_px, ask_qty)`` of a book; a dark book shows zeros."""
+        cdef BookPort port
+        if book < 0 or book >= self.n_books:
+            raise IndexError(f"no book {book}")
+        if self.venue_dark[self.book_venue[book]]:
+            return (0, 0, 0, 0)
+        port = <BookPort>self.ports[book]
+        return (port.best_bid(), port.best_bid_qty(), port.best_ask(), port.best_ask_qty())
+
+    def depth(self, int book, int n=10):
+        """L2 ``(bids, asks)`` (``DEPTH_DTYPE``); a dark book shows none."""
+        if book < 0 or book >= self.n_books:
+            raise IndexError(f"no book {book}")
+        if self.venue_dark[self.book_venue[book]]:
+            return np.zeros(0, dtype=DEPTH_DTYPE), np.zeros(0, dtype=DEPTH_DTYPE)
+        return (<BookPort>self.ports[book]).book.depth(n)
+
+    def nbbo(self, int instrument):
+        """Best bid and ask (ticks) over the open lit venues; 0 where empty."""
+        cdef int64_t bid, ask
+        if instrument < 0 or instrument >= self.n_instruments:
+            raise IndexError(f"no instrument {instrument}")
+        self._nbbo(instrument, &bid, &ask)
+        return bid, ask
+
+    def mid2(self, int instrument):
+        """Twice the NBBO mid in ticks (half-ticks), or 0 if one-sided, locked or crossed."""
+        if instrument < 0 or instrument >= self.n_instruments:
+            raise IndexError(f"no instrument {instrument}")
+        return self.mid2_c(instrument)
+
+    def is_open(self, int venue):
+        """Is the venue in its trading hours now?"""
+        if venue < 0 or venue >= self.n_venues:
+            raise IndexError(f"no venue {venue}")
+        return bool(self.venue_open[venue])
+
+    def fee(self, int book, int liquidity, int64_t price_x2, int64_t qty):
+        """Fee in fee units (1e-4 tick x lot) a book's venue charges for a fill."""
+        if book < 0 or book >= self.n_books:
+            raise IndexError(f"no book {book}")
+        return self.fee_c(book, liquidity, price_x2, qty)
+
+    def latency(self, int venue):
+        """Measured round trip to ``venue`` (submit to first report).
+
+        Returns
+        -------
+        tuple
+            ``(ewma_ns, mean_ns, count)``; 0.0 means not measured yet.
+        """
+        if venue < 0 or venue >= self.n_venues:
+            raise IndexError(f"no venue {venue}")
+        n = self.rtt_n[venue]
+        return (self.rtt_ewma[venue], self.rtt_sum[venue] / n if n else 0.0, n)
+
+    def market_volume(self, int instrument):
+        """Cumulative traded ``(qty, notional_x2)`` of an instrument on all venues."""
+        if instrument < 0 or instrument >= self.n_instruments:
+            raise IndexError(f"no instrument {instrument}")
+        return self.cum_qty[instrument], self.cum_notional2[instrument]
+
+    def child(self, int64_t child_id):
+        """The venue-side state of a child order as a dict."""
+        cdef Child* ch = self._child(child_id)
+        return {"child_id": child_id, "book": ch.book, "venue": self.book_venue[ch.book],
+                "side": ch.side, "qty": ch.qty, "cum_qty": ch.cum, "limit": ch.limit,
+                "submit_ts": ch.submit_ts,
+                "state": ("pending", "live", "done")[ch.state]}
+
+    def book(self, int book):
+        """The book object behind a book index (for inspection in tests)."""
+        if book < 0 or book >= self.n_books:
+            raise IndexError(f"no book {book}")
+        return (<BookPort>self.ports[book]).book
+
+    def dark_waiting(self, int book):
+        """``(parked, tracked)`` order counts of a dark book."""
+        cdef DarkBook dk = self.darks[book]
+        return dk.n_parked, dk.n_tracked
+
+    def samples(self):
+        """NBBO and cumulative volume every ``sample_ns``.
+
+        Returns
+        -------
+        numpy.ndarray
+            int64, shape ``(n, 1 + 4 * n_instruments)``: ``ts`` then, per
+            instrument, ``bid, ask, cum_qty, cum_notional_x2``.
+        """
+        cdef Py_ssize_t width = 1 + 4 * self.n_instruments
+        out = np.empty((self.n_samples, width), dtype=np.int64)
+        if self.n_samples:
+            memcpy(cnp.PyArray_DATA(out), self.sample_buf, self.n_samples * width * sizeof(int64_t))
+        return out
+
+    def tape(self):
+        """Recorded ``(trades, quotes)`` (``TRADE_DTYPE``, ``QUOTE_DTYPE``) when ``record_tape``."""
+        trades = np.empty(self.n_trades, dtype=TRADE_DTYPE)
+        quotes = np.empty(self.n_quotes, dtype=QUOTE_DTYPE)
+        if self.n_trades:
+            memcpy(cnp.PyArray_DATA(trades), self.trades, self.n_trades * sizeof(Trade))
+        if self.n_quotes:
+            memcpy(cnp.PyArray_DATA(quotes), self.quotes, self.n_quotes * sizeof(Quote))
+        return trades, quotes
+
+    @property
+    def pending_messages(self):
+        """Messages in flight (orders, reports, timers, sessions)."""
+        return self.heap_n
+
+    @property
+    def n_child_orders(self):
+        """Child orders submitted so far."""
+        return self.n_children
+
+
+# ---------------------------------------------------------------- strategy base
+
+cdef class StrategyCore:
+    """C half of an execution strategy: sending child orders and booking reports.
+
+    ``sim.strategies.ExecutionStrategy`` subclasses this; strategies
+    subclass that. Reports for its child orders are booked here at C level
+    (filled quantity, notional, fees, working orders, the list of fills)
+    and the Python hooks ``on_fill(report)``, ``on_child_done(report)`` and
+    ``on_timer()`` are called only when the subclass defines them, so a
+    report costs no Python call unless the strategy wants to see it.
+
+    Parameters
+    ----------
+    loop : MarketLoop
+    instrument : int
+        Instrument index; ``send`` takes a venue index and trades this
+        instrument there.
+    side : Side
+    qty : int
+        Parent quantity (lots).
+    account : int
+        Account of the child orders.
+    """
+
+    def __init__(self, MarketLoop loop not None, int instrument, int side, int64_t qty,
+                 int64_t account=DEFAULT_ACCOUNT):
+        if not 0 <= instrument < loop.n_instruments:
+            raise IndexError(f"no instrument {instrument}")
+        self.loop = loop
+        self.instrument = instrument
+        self.n_instruments = loop.n_instruments
+        self.side = side
+        self.qty = qty
+        self.account = account
+        self.filled = self.notional_x2 = self.fees = 0
+        self.finished_at = -1
+        self.fills = []
+        self.children = []
+        self.working = {}
+        self.child_cum = {}
+        self.started = self.stopped = False
+        cls = type(self)
+        self.hook_fill = cls.on_fill is not StrategyCore.on_fill
+        self.hook_done = cls.on_child_done is not StrategyCore.on_child_done
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def remaining(self):
+        """Lots still to fill."""
+        return self.qty - self.filled
+
+    @property
+    def open_qty(self):
+        """Lots in child orders not yet finished (as last reported)."""
+        return sum(self.working.values())
+
+    @property
+    def done(self):
+        """The parent is filled."""
+        return self.filled >= self.qty
+
+    @property
+    def finished_ts(self):
+        """When the last fill reached the strategy (None while not filled)."""
+        return None if self.finished_at < 0 else self.finished_at
+
+    # ------------------------------------------------------------ actions
+
+    def send(self, int venue, int64_t qty, int64_t price=0, int ord_type=LIMIT, int tif=DAY,
+             bint post_only=False):
+        """Send a child order on venue ``venue`` (index); returns its id."""
+        cdef int book = venue * self.n_instruments + self.instrument
+        cdef int64_t child_id
+        if venue < 0 or book >= self.loop.n_books:
+            raise IndexError(f"no venue {venue}")
+        child_id = self.loop.submit_c(book, self.side, qty, price, ord_type, tif,
+                                      FLAG_POST_ONLY if post_only else 0, self.account, -1, self)
+        self.children.append(child_id)
+        self.working[child_id] = qty
+        return child_id
+
+    def cancel(self, int64_t child_id):
+        """Ask the venue to cancel a child order."""
+        self.loop.cancel_c(child_id)
+
+    def cancel_all(self):
+        """Cancel every working child order."""
+        for child_id in list(self.working):
+            self.loop.cancel_c(child_id)
+
+    def replace(self, int64_t child_id, int64_t price, int64_t qty):
+        """Ask the venue to change a child order's limit and total quantity."""
+        self.loop.replace_c(child_id, price, qty)
+
+    def wake_at(self, int64_t ts):
+        """Have ``on_timer()`` called at ``ts`` (skipped once stopped or filled)."""
+        self.loop.set_timer_c(ts, self)
+
+    # ------------------------------------------------------------ hooks (override in Python)
+
+    def on_timer(self):
+        """A timer set with ``wake_at`` fired."""
+
+    def on_fill(self, report):
+        """A child order traded."""
+
+    def on_child_done(self, report):
+        """A child order finished (filled, canceled, expired or rejected)."""
+
+    def on_finished(self, int64_t ts):
+        """The parent just got filled (``ts``: when the last fill arrived)."""
+
+    # ------------------------------------------------------------ booking
+
+    def book_report(self, Report report not None):
+        """Book a report as the loop does (for callers outside the loop)."""
+        self.on_report_c(report)
+
+    cdef int on_report_c(self, Report r) except -1:
+        cdef int kind = r.kind
+        cdef object child = r.child_id
+        if kind == RPT_FILL:
+            self.filled += r.last_qty
+            self.notional_x2 += r.price_x2 * r.last_qty
+            self.fees += r.fee
+            self.child_cum[child] = r.cum_qty
+            self.fills.append(r)
+            if r.leaves_qty:
+                self.working[child] = r.leaves_qty
+            else:
+                self.working.pop(child, None)
+            if self.filled >= self.qty and self.finished_at < 0:
+                self.finished_at = r.recv_ts
+                self.on_finished(r.recv_ts)
+            if not self.stopped:
+                if self.hook_fill:
+                    self.on_fill(r)
+                if r.leaves_qty == 0 and self.hook_done:
+                    self.on_child_done(r)
+        elif kind == RPT_CANCELED or kind == RPT_EXPIRED or kind == RPT_REJECTED:
+            self.working.pop(child, None)
+            if not self.stopped and self.hook_done:
+                self.on_child_done(r)
+        elif kind == RPT_ACCEPTED or kind == RPT_REPLACED:
+            if child in self.working:
+                self.working[child] = r.leaves_qty
+        return 0
+
+    cdef int on_timer_c(self) except -1:
+        if not self.stopped and self.filled < self.qty:
+            self.on_timer()
+        return 0
+
+
+assert TRADE_DTYPE.itemsize == sizeof(Trade), "TRADE_DTYPE does not match struct Trade"
+assert QUOTE_DTYPE.itemsize == sizeof(Quote), "QUOTE_DTYPE does not match struct Quote"

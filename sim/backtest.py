@@ -1,0 +1,423 @@
+"""The backtester: parent orders, execution strategies, simulated venues, results.
+
+Role in the pipeline: a quant's tool and the engine's test bench. A
+``Backtest`` builds a ``sim.market.Market`` from a configuration, starts one
+execution strategy per parent order at its start time, runs simulated time
+(as fast as the events can be processed; the same seed gives the same
+result) and measures what each parent achieved: every fill,
+implementation shortfall against the arrival mid, slippage against the
+market's VWAP over the execution window, fees, fill rate and time to fill.
+``BacktestResult`` writes them as Parquet/CSV, prints a summary table and
+draws PNG plots. ``kronos-exec sim`` is this module behind a command line.
+
+Example
+-------
+>>> from sim import Backtest
+>>> result = Backtest("sim/configs/default.toml", strategy="sweep").run()   # doctest: +SKIP
+>>> result.totals["shortfall_bps"]                                          # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+
+from ext.book import OrderBook
+from ext.simloop import Liquidity
+from ext.types import Side
+from sim.clock import NS_PER_S, format_ts, parse_duration
+from sim.config import SimConfig, StrategyConfig, load_config
+from sim.fees import units_to_currency
+from sim.market import Market
+from sim.strategies import ExecutionStrategy, ParentOrder, resolve_strategy
+
+#: How long after the last parent finishes the market keeps running, so
+#: cancel confirmations and late reports still arrive.
+DRAIN_NS = NS_PER_S
+
+FILL_COLUMNS = ("parent_id", "symbol", "side", "child_id", "venue", "venue_ts", "recv_ts",
+                "time", "price", "price_x2", "qty", "lots", "liquidity", "fee_units", "fee")
+
+
+def _as_config(config) -> SimConfig:
+    if config is None or isinstance(config, (str, Path)):
+        return load_config(config)
+    if isinstance(config, SimConfig):
+        return config
+    raise TypeError("config must be a SimConfig, a path to a TOML file, or None (the default)")
+
+
+class Backtest:
+    """Execute parent orders with a strategy against simulated venues.
+
+    Parameters
+    ----------
+    config : SimConfig, str, Path or None
+        Configuration or TOML file; None is the embedded default
+        (``sim/configs/default.toml``).
+    strategy : str, optional
+        Strategy for every parent (overrides the configuration): ``"sweep"``,
+        ``"twap"``, ``"passive_aggressive"`` or ``"package.module:Class"``.
+    params : dict, optional
+        Strategy parameters (override ``[strategy.params]``).
+    seed : int, optional
+        Session seed (overrides ``[session] seed``).
+    book_class : type, optional
+        Order book per venue and instrument (``OrderBook``, or the reference).
+    progress : bool, optional
+        Show a progress bar while running.
+
+    Examples
+    --------
+    >>> bt = Backtest(strategy="twap", params={"slices": 6}, seed=7)   # doctest: +SKIP
+    >>> res = bt.run()                                                  # doctest: +SKIP
+    >>> res.write("out/run1"); res.plot("out/run1")                     # doctest: +SKIP
+    """
+
+    def __init__(self, config=None, *, strategy: str | None = None, params: dict | None = None,
+                 seed: int | None = None, book_class=OrderBook, progress: bool = False) -> None:
+        cfg = _as_config(config)
+        if seed is not None:
+            cfg = cfg.with_overrides(session=replace(cfg.session, seed=int(seed)))
+        if strategy is not None or params is not None:
+            # The configured parameters belong to the configured strategy.
+            same = strategy is None or strategy == cfg.strategy.name
+            cfg = cfg.with_overrides(strategy=StrategyConfig(
+                name=strategy or cfg.strategy.name,
+                params={**(cfg.strategy.params if same else {}), **(params or {})}))
+            if strategy is not None:
+                cfg = cfg.with_overrides(parents=tuple(replace(p, strategy=None, params={})
+                                                       for p in cfg.parents))
+        if not cfg.parents:
+            raise ValueError("the configuration has no [[parents]] to execute")
+        self.config = cfg
+        self.book_class = book_class
+        self.progress = progress
+        self.market: Market | None = None
+        self.strategies: list[ExecutionStrategy] = []
+
+    # ------------------------------------------------------------ set-up
+
+    def parent_orders(self) -> list[ParentOrder]:
+        """The configured parents, converted to ticks, lots and ns."""
+        cfg, out = self.config, []
+        for k, p in enumerate(cfg.parents, start=1):
+            inst = next(i for i in cfg.instruments if i.symbol == p.symbol).instrument()
+            start = cfg.session.at(p.start) if p.start else cfg.session.start_ns
+            if p.end:
+                end = cfg.session.at(p.end)
+            elif p.duration:
+                end = start + parse_duration(p.duration)
+            else:
+                end = cfg.session.end_ns
+            if end <= start:
+                raise ValueError(f"parent {k}: end is not after start")
+            out.append(ParentOrder(parent_id=k, symbol=p.symbol,
+                                   side=int(Side.BUY) if p.side == "buy" else int(Side.SELL),
+                                   qty=inst.qty_to_lots(p.qty), start_ns=start, end_ns=end,
+                                   account=p.account, strategy=p.strategy or cfg.strategy.name,
+                                   params={**cfg.strategy.params, **p.params}
+                                   if not p.strategy else dict(p.params)))
+        return out
+
+    def build(self) -> Market:
+        """The market and the strategies, ready to run (``run`` calls this)."""
+        market = Market(self.config, book_class=self.book_class)
+        self.replay = None
+        if self.config.replay is not None:
+            from sim.replay import ReplayFeed
+            self.replay = ReplayFeed.from_config(self.config, market)
+        self.strategies = []
+        for parent in self.parent_orders():
+            strat = resolve_strategy(parent.strategy)(market, parent, **parent.params)
+            market.set_timer(parent.start_ns, strat.start)
+            market.set_timer(parent.end_ns, strat.stop)
+            self.strategies.append(strat)
+        self.market = market
+        return market
+
+    def _advance(self, ts: int) -> None:
+        if self.replay is not None:
+            self.replay.run_until(ts)
+        else:
+            self.market.run_until(ts)
+
+    # ------------------------------------------------------------ running
+
+    def run(self) -> "BacktestResult":
+        """Run the backtest to the end of the session (or until every parent is done).
+
+        Returns
+        -------
+        BacktestResult
+        """
+        market = self.build()
+        horizon = max(self.config.session.end_ns, max(s.parent.end_ns for s in self.strategies))
+        horizon += DRAIN_NS
+        start = market.now
+        steps = 200
+        wall = time.perf_counter()
+        progress = None
+        if self.progress:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+            progress = Progress(TextColumn("[bold]simulating"), BarColumn(),
+                                TextColumn("{task.fields[clock]}"), TimeRemainingColumn())
+            task = progress.add_task("sim", total=steps, clock="")
+            progress.start()
+        try:
+            finished_at = None
+            for k in range(1, steps + 1):
+                t = start + (horizon - start) * k // steps
+                if finished_at is not None:
+                    t = min(t, finished_at + DRAIN_NS)
+                self._advance(t)
+                if progress is not None:
+                    progress.update(task, completed=k, clock=format_ts(market.now)[11:19])
+                if finished_at is None and all(s.done or s.stopped for s in self.strategies):
+                    finished_at = market.now
+                if finished_at is not None and market.now >= finished_at + DRAIN_NS:
+                    break
+            for s in self.strategies:
+                # A parent that finished early is also "stopped" for the record.
+                if not s.stopped:
+                    s.stopped = True
+                    if s.end_volume is None:
+                        s.end_volume = market.market_volume(s.instrument)
+        finally:
+            if progress is not None:
+                progress.update(task, completed=steps)
+                progress.stop()
+        wall = time.perf_counter() - wall
+        return BacktestResult(self.config, market, self.strategies, wall)
+
+
+# ---------------------------------------------------------------- results
+
+class BacktestResult:
+    """Fills and execution metrics of one backtest run.
+
+    Attributes
+    ----------
+    fills : dict of list
+        One entry per fill, columns ``FILL_COLUMNS`` (exact prices as
+        decimal strings and half-ticks, quantities in lots and as decimals,
+        fees in fee units and currency).
+    orders : list of dict
+        Per parent: ``qty``, ``filled``, ``fill_rate``, ``avg_price``,
+        ``arrival_price``, ``shortfall_bps`` (against the arrival mid,
+        positive is a cost), ``fee_bps``, ``shortfall_with_fees_bps``,
+        ``is_total_bps`` (Perold: executed cost plus fees plus the
+        opportunity cost of the unfilled part at the end mid), ``vwap``,
+        ``vwap_slippage_bps``, ``fees``, ``time_to_fill_s``, children and
+        maker/taker/dark quantities.
+    totals : dict
+        The same aggregated over parents (notional-weighted).
+    samples : dict
+        NBBO and market volume samples per symbol (``Market.samples``).
+    events : int
+        Market events processed (background operations and child messages).
+    wall_s : float
+        Wall-clock seconds the simulation took.
+    """
+
+    def __init__(self, config: SimConfig, market: Market, strategies: list[ExecutionStrategy],
+                 wall_s: float) -> None:
+        self.config = config
+        self.market = market
+        self.strategies = strategies
+        self.wall_s = wall_s
+        self.events = market.events_processed
+        self.samples = market.samples()
+        self.fills = self._fills()
+        self.orders = [self._metrics(s) for s in strategies]
+        self.totals = self._totals()
+
+    # ------------------------------------------------------------ tables
+
+    def _fills(self) -> dict[str, list]:
+        m = self.market
+        cols: dict[str, list] = {c: [] for c in FILL_COLUMNS}
+        for s in self.strategies:
+            inst = m.instrument(s.parent.symbol)
+            for f in s.fills:
+                cols["parent_id"].append(s.parent.parent_id)
+                cols["symbol"].append(s.parent.symbol)
+                cols["side"].append("buy" if s.is_buy else "sell")
+                cols["child_id"].append(f.child_id)
+                cols["venue"].append(m.venue_names[f.venue])
+                cols["venue_ts"].append(f.ts)
+                cols["recv_ts"].append(f.recv_ts)
+                cols["time"].append(format_ts(f.ts))
+                cols["price"].append(str(Decimal(f.price_x2) * Decimal(inst.tick_size) / 2))
+                cols["price_x2"].append(f.price_x2)
+                cols["qty"].append(inst.lots_to_qty(f.last_qty))
+                cols["lots"].append(f.last_qty)
+                cols["liquidity"].append("maker" if f.liquidity == Liquidity.LIQ_MAKER
+                                         else "taker")
+                cols["fee_units"].append(f.fee)
+                cols["fee"].append(str(units_to_currency(f.fee, inst)))
+        order = np.lexsort((cols["child_id"], cols["venue_ts"])) if cols["venue_ts"] else []
+        return {c: [v[i] for i in order] for c, v in cols.items()}
+
+    def _metrics(self, s: ExecutionStrategy) -> dict:
+        m, p = self.market, s.parent
+        inst = m.instrument(p.symbol)
+        tick = float(Decimal(inst.tick_size))
+        sign = 1 if s.is_buy else -1
+        arrival = s.arrival_x2
+        avg_x2 = s.notional_x2 / s.filled if s.filled else float("nan")
+        shortfall = sign * (avg_x2 - arrival) / arrival * 1e4 if s.filled and arrival else float("nan")
+        # fee units / (notional in fee units) * 1e4, notional = arrival/2 * filled * 1e4.
+        fee_bps = 2 * s.fees / (arrival * s.filled) if s.filled and arrival else float("nan")
+        unfilled = p.qty - s.filled
+        end_mid = s.end_mid_x2 or arrival
+        opportunity = sign * (end_mid - arrival) / arrival * 1e4 if arrival else float("nan")
+        exec_part = (shortfall + fee_bps) * s.filled / p.qty if s.filled else 0.0
+        is_total = exec_part + opportunity * unfilled / p.qty
+        v0, n0 = s.start_volume
+        v1, n1 = s.end_volume or m.market_volume(p.symbol)
+        vwap_x2 = (n1 - n0) / (v1 - v0) if v1 > v0 else float("nan")
+        vwap_slip = sign * (avg_x2 - vwap_x2) / vwap_x2 * 1e4 if s.filled and v1 > v0 else float("nan")
+        maker = sum(f.last_qty for f in s.fills if f.liquidity == Liquidity.LIQ_MAKER)
+        dark = sum(f.last_qty for f in s.fills if m.venues[f.venue].dark)
+        return {
+            "parent_id": p.parent_id, "symbol": p.symbol, "side": "buy" if s.is_buy else "sell",
+            "strategy": s.name, "qty": p.qty, "filled": s.filled,
+            "fill_rate": s.filled / p.qty,
+            "arrival_price": arrival / 2 * tick,
+            "avg_price": avg_x2 / 2 * tick if s.filled else float("nan"),
+            "vwap": vwap_x2 / 2 * tick if v1 > v0 else float("nan"),
+            "shortfall_bps": shortfall, "fee_bps": fee_bps,
+            "shortfall_with_fees_bps": shortfall + fee_bps if s.filled else float("nan"),
+            "is_total_bps": is_total, "vwap_slippage_bps": vwap_slip,
+            "fees": float(units_to_currency(s.fees, inst)), "fee_units": s.fees,
+            "time_to_fill_s": (s.finished_ts - p.start_ns) / NS_PER_S
+            if s.finished_ts is not None else float("nan"),
+            "children": len(s.children), "maker_qty": maker, "taker_qty": s.filled - maker,
+            "dark_qty": dark, "start": format_ts(p.start_ns), "end": format_ts(p.end_ns),
+            # Exact integers behind the floats above.
+            "arrival_x2": arrival, "notional_x2": s.notional_x2,
+        }
+
+    def _totals(self) -> dict:
+        o, strategies = self.orders, self.strategies
+        qty = sum(r["qty"] for r in o)
+        filled = sum(r["filled"] for r in o)
+        arrival_notional = sum(r["arrival_x2"] * r["filled"] for r in o)
+        # Exact integer cost in half-tick-lots per parent, to currency per instrument.
+        cost = Decimal(0)
+        fees = Decimal(0)
+        for r, s in zip(o, strategies):
+            inst = self.market.instrument(s.parent.symbol)
+            sign = 1 if s.is_buy else -1
+            half_tick_lot = Decimal(inst.tick_size) * Decimal(inst.lot_size) / 2
+            cost += sign * (r["notional_x2"] - r["arrival_x2"] * r["filled"]) * half_tick_lot
+            fees += units_to_currency(s.fees, inst)
+        arrival_value = sum(Decimal(r["arrival_x2"] * r["filled"])
+                            * Decimal(self.market.instrument(r["symbol"]).tick_size)
+                            * Decimal(self.market.instrument(r["symbol"]).lot_size) / 2 for r in o)
+        shortfall_bps = float(cost / arrival_value * 10_000) if arrival_value else float("nan")
+        fee_bps = float(fees / arrival_value * 10_000) if arrival_value else float("nan")
+        weights = [r["arrival_x2"] * r["qty"] for r in o]
+        wsum = sum(weights)
+
+        def wavg(key):
+            vals = [(w, r[key]) for w, r in zip(weights, o) if r[key] == r[key]]
+            tw = sum(w for w, _ in vals)
+            return sum(w * v for w, v in vals) / tw if tw else float("nan")
+        return {
+            "parents": len(o), "qty": qty, "filled": filled,
+            "fill_rate": filled / qty if qty else float("nan"),
+            "shortfall": float(cost), "shortfall_bps": shortfall_bps,
+            "fees": float(fees), "fee_bps": fee_bps,
+            "shortfall_with_fees_bps": shortfall_bps + fee_bps,
+            "is_total_bps": wavg("is_total_bps") if wsum else float("nan"),
+            "vwap_slippage_bps": wavg("vwap_slippage_bps"),
+            "children": sum(r["children"] for r in o),
+            "fills": len(self.fills["child_id"]),
+            "arrival_notional": float(arrival_value),
+            "events": self.events, "wall_s": self.wall_s,
+            "events_per_s": self.events / self.wall_s if self.wall_s > 0 else float("nan"),
+        }
+
+    # ------------------------------------------------------------ output
+
+    def fills_table(self):
+        """Fills as a ``pyarrow.Table``."""
+        import pyarrow as pa
+        types = {"parent_id": pa.int64(), "child_id": pa.int64(), "venue_ts": pa.int64(),
+                 "recv_ts": pa.int64(), "price_x2": pa.int64(), "lots": pa.int64(),
+                 "fee_units": pa.int64()}
+        return pa.table({c: pa.array(v, type=types.get(c, pa.string()))
+                         for c, v in self.fills.items()})
+
+    def orders_table(self):
+        """Per-parent metrics as a ``pyarrow.Table``."""
+        import pyarrow as pa
+        if not self.orders:
+            return pa.table({})
+        return pa.table({k: [r[k] for r in self.orders] for k in self.orders[0]})
+
+    def write(self, out_dir: str | Path, formats=("parquet", "csv")) -> list[Path]:
+        """Write ``fills`` and ``orders`` (Parquet and/or CSV) and ``summary.json``.
+
+        Returns
+        -------
+        list of Path
+            The files written.
+        """
+        import orjson
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, table in (("fills", self.fills_table()), ("orders", self.orders_table())):
+            if "parquet" in formats:
+                pq.write_table(table, out / f"{name}.parquet")
+                written.append(out / f"{name}.parquet")
+            if "csv" in formats:
+                pacsv.write_csv(table, out / f"{name}.csv")
+                written.append(out / f"{name}.csv")
+        summary = {"totals": self.totals, "orders": self.orders,
+                   "config": {"seed": self.config.session.seed,
+                              "strategies": sorted({s.name for s in self.strategies})}}
+        (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2
+                                                        | orjson.OPT_SERIALIZE_NUMPY))
+        written.append(out / "summary.json")
+        return written
+
+    def plot(self, out_dir: str | Path) -> list[Path]:
+        """Draw the PNG plots (price path with fills, cumulative fill); returns their paths."""
+        from sim.plots import plot_cumulative_fill, plot_price_paths
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        return plot_price_paths(self, out) + [plot_cumulative_fill(self, out)]
+
+    def summary_table(self):
+        """The per-parent and total metrics as a ``rich`` table."""
+        from rich.table import Table
+
+        def f(x, digits=2):
+            return "-" if x != x else f"{x:,.{digits}f}"
+        t = Table(title=f"Backtest: {self.totals['parents']} parent order(s), "
+                        f"{self.totals['fills']:,} fills, {self.events:,} market events in "
+                        f"{self.wall_s:.2f} s")
+        for col in ("parent", "strategy", "filled", "fill %", "avg px", "arrival",
+                    "IS bps", "fees bps", "IS+fees", "vs VWAP bps", "fees", "time to fill"):
+            t.add_column(col, justify="left" if col in ("parent", "strategy") else "right")
+        for r in self.orders:
+            t.add_row(f"#{r['parent_id']} {r['side']} {r['qty']:,} {r['symbol']}", r["strategy"],
+                      f"{r['filled']:,}", f(100 * r["fill_rate"], 1), f(r["avg_price"], 4),
+                      f(r["arrival_price"], 4), f(r["shortfall_bps"]), f(r["fee_bps"]),
+                      f(r["shortfall_with_fees_bps"]), f(r["vwap_slippage_bps"]),
+                      f(r["fees"]), "-" if r["time_to_fill_s"] != r["time_to_fill_s"]
+                      else f"{r['time_to_fill_s']:.1f} s")
+        tt = self.totals
+        t.add_row("[bold]total", "", f"{tt['filled']:,}", f(100 * tt["fill_rate"], 1), "", "",
+                  f(tt["shortfall_bps"]), f(tt["fee_bps"]), f(tt["shortfall_with_fees_bps"]),
+                  f(tt["vwap_slippage_bps"]), f(tt["fees"]), "")
+        return t

@@ -1,0 +1,430 @@
+"""Simulator configuration: the TOML file a backtest (or the engine's venues) starts from.
+
+Role in the pipeline: everything the simulator needs (session, instruments,
+venues with their fees, latency and hours, background flow, replay files,
+parent orders and the execution strategy, outputs) is read here, validated
+once, and handed to ``sim.market`` and ``sim.backtest`` as frozen
+dataclasses. Prices and quantities stay decimal strings until they meet an
+``ext.instrument.Instrument``; rates and volatilities are floats because they
+only parameterise random draws. Every key is documented in ``docs/sim.md``;
+``sim/configs/default.toml`` is the embedded default.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ext.instrument import Instrument
+from sim.clock import at, parse_date, parse_duration, parse_time_of_day
+from sim.fees import FeeSchedule
+from sim.latency import LatencySpec
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid (the message names it)."""
+
+
+def _take(table: dict, key: str, where: str, default: Any = ..., kind: type | tuple = object):
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"{where}.{key} is required")
+        return default
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        # Quantities and prices are decimal strings; a bare TOML integer is
+        # accepted (it is exact), a float is not (it may not be).
+        if isinstance(value, float):
+            raise ConfigError(f"{where}.{key} = {value!r}: write it as a string, e.g. \"{value}\"")
+        value = str(value)
+    if not isinstance(value, kind):
+        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}.{key} must be {name}, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+
+
+# ---------------------------------------------------------------- sections
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """``[session]``: the simulated day.
+
+    ``start``/``end`` bound the backtest; the market starts ``warmup`` before
+    ``start`` so books are populated when parents begin.
+    """
+
+    date: str = "2026-01-05"
+    start: str = "10:00:00"
+    end: str = "10:30:00"
+    warmup: str = "30s"
+    seed: int = 1
+    sample_interval: str = "1s"
+
+    @property
+    def start_ns(self) -> int:
+        return at(parse_date(self.date), self.start)
+
+    @property
+    def end_ns(self) -> int:
+        return at(parse_date(self.date), self.end)
+
+    @property
+    def clock_start_ns(self) -> int:
+        return self.start_ns - parse_duration(self.warmup)
+
+    def at(self, time_of_day: str) -> int:
+        """Epoch ns of a time of day on the session date."""
+        return at(parse_date(self.date), time_of_day)
+
+
+@dataclass(frozen=True)
+class InstrumentConfig:
+    """``[[instruments]]``: the price grid and the reference-price process."""
+
+    symbol: str
+    tick_size: str = "0.01"
+    lot_size: str = "1"
+    min_qty: str | None = None
+    price: str = "100.00"
+    volatility: float = 0.2
+    model: str = "gbm"
+    activity: float = 1.0
+
+    def instrument(self) -> Instrument:
+        return Instrument(self.symbol, self.tick_size, self.lot_size, self.min_qty)
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """``[flow]``: background flow per lit book (rates per second).
+
+    Liquidity providers add limit orders around the reference price
+    (``lp_rate``), each new one replacing the oldest of their ``max_orders``
+    live orders in that book; they also cancel a random recent order
+    (``cancel_rate``); takers send market orders (``taker_rate``). Buy
+    quotes are at ``floor(ref - half_spread_ticks) - k`` and sell quotes at
+    ``ceil(ref + half_spread_ticks) + k`` ticks, ``k`` geometric with
+    parameter ``depth_decay``. Sizes are ``qty_unit`` times a geometric
+    number with mean ``lp_qty / qty_unit`` (``taker_qty`` for takers).
+
+    Dark pools: ``dark_rate`` resting midpoint pegs per second (each
+    replacing the oldest of ``dark_max_orders``), ``dark_taker_rate`` IOC
+    midpoint orders, sizes with mean ``dark_qty``.
+    """
+
+    lp_rate: float = 300.0
+    cancel_rate: float = 100.0
+    taker_rate: float = 30.0
+    max_orders: int = 150
+    half_spread_ticks: float = 0.25
+    depth_decay: float = 0.35
+    lp_qty: str = "200"
+    taker_qty: str = "150"
+    qty_unit: str = "100"
+    dark_rate: float = 3.0
+    dark_taker_rate: float = 2.0
+    dark_max_orders: int = 20
+    dark_qty: str = "300"
+    chunk_events: int = 32768
+
+
+@dataclass(frozen=True)
+class VenueConfig:
+    """``[[venues]]``: one venue (a book per instrument)."""
+
+    name: str
+    kind: str = "lit"
+    fees: FeeSchedule = FeeSchedule()
+    latency: LatencySpec = LatencySpec()
+    hours: tuple[str, str] = ("09:30:00", "16:00:00")
+    flow_scale: float = 1.0
+
+    @property
+    def dark(self) -> bool:
+        return self.kind == "dark"
+
+
+@dataclass(frozen=True)
+class ParentConfig:
+    """``[[parents]]``: one parent order to execute."""
+
+    symbol: str
+    side: str
+    qty: str
+    start: str | None = None
+    duration: str | None = None
+    end: str | None = None
+    strategy: str | None = None
+    params: dict = field(default_factory=dict)
+    account: int = 1000
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """``[strategy]``: the execution strategy parents use unless they name one."""
+
+    name: str = "twap"
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """``[replay]``: drive the lit venues from recorded quotes and trades instead of flow."""
+
+    quotes: str | None = None
+    trades: str | None = None
+    venue_map: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """``[output]``: where results go."""
+
+    dir: str = "out/sim"
+    formats: tuple[str, ...] = ("parquet", "csv")
+    plots: bool = True
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The whole configuration (see ``load_config``)."""
+
+    session: SessionConfig
+    instruments: tuple[InstrumentConfig, ...]
+    venues: tuple[VenueConfig, ...]
+    flow: FlowConfig = FlowConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    parents: tuple[ParentConfig, ...] = ()
+    replay: ReplayConfig | None = None
+    output: OutputConfig = OutputConfig()
+    base_dir: str = "."
+
+    def with_overrides(self, **changes) -> "SimConfig":
+        """A copy with top-level sections replaced (``dataclasses.replace``)."""
+        return replace(self, **changes)
+
+    def resolve(self, path: str) -> Path:
+        """A path from the file, relative to the configuration file's folder."""
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+# ---------------------------------------------------------------- parsing
+
+def _session(t: dict) -> SessionConfig:
+    w = "session"
+    _check_keys(t, {"date", "start", "end", "warmup", "seed", "sample_interval"}, w)
+    s = SessionConfig(
+        date=_take(t, "date", w, SessionConfig.date, str),
+        start=_take(t, "start", w, SessionConfig.start, str),
+        end=_take(t, "end", w, SessionConfig.end, str),
+        warmup=_take(t, "warmup", w, SessionConfig.warmup, str),
+        seed=_take(t, "seed", w, SessionConfig.seed, int),
+        sample_interval=_take(t, "sample_interval", w, SessionConfig.sample_interval, str),
+    )
+    try:
+        if s.end_ns <= s.start_ns:
+            raise ConfigError("session.end must be after session.start")
+        parse_duration(s.warmup)
+        if parse_duration(s.sample_interval) <= 0:
+            raise ConfigError("session.sample_interval must be positive")
+    except ValueError as exc:
+        raise ConfigError(f"session: {exc}") from exc
+    return s
+
+
+def _instrument(t: dict, k: int) -> InstrumentConfig:
+    w = f"instruments[{k}]"
+    _check_keys(t, {"symbol", "tick_size", "lot_size", "min_qty", "price", "volatility", "model",
+                    "activity"}, w)
+    ic = InstrumentConfig(
+        symbol=_take(t, "symbol", w, kind=str),
+        tick_size=_take(t, "tick_size", w, "0.01", str),
+        lot_size=_take(t, "lot_size", w, "1", str),
+        min_qty=_take(t, "min_qty", w, None, str),
+        price=_take(t, "price", w, "100.00", str),
+        volatility=_take(t, "volatility", w, 0.2, float),
+        model=_take(t, "model", w, "gbm", str),
+        activity=_take(t, "activity", w, 1.0, float),
+    )
+    if ic.model not in ("gbm", "random_walk"):
+        raise ConfigError(f"{w}.model must be \"gbm\" or \"random_walk\"")
+    if ic.volatility < 0 or ic.activity < 0:
+        raise ConfigError(f"{w}: volatility and activity must be >= 0")
+    try:
+        ic.instrument().price_to_ticks(ic.price)
+    except ValueError as exc:
+        raise ConfigError(f"{w}: {exc}") from exc
+    return ic
+
+
+def _flow(t: dict) -> FlowConfig:
+    w = "flow"
+    names = {f for f in FlowConfig.__dataclass_fields__}
+    _check_keys(t, names, w)
+    kw = {}
+    for name in names:
+        default = getattr(FlowConfig, name)
+        kind = type(default)
+        kw[name] = _take(t, name, w, default, kind)
+        if kind in (int, float) and kw[name] < 0:
+            raise ConfigError(f"{w}.{name} must be >= 0")
+    if not 0 < kw["depth_decay"] <= 1:
+        raise ConfigError("flow.depth_decay must be in (0, 1]")
+    if kw["max_orders"] < 1 or kw["dark_max_orders"] < 1 or kw["chunk_events"] < 16:
+        raise ConfigError("flow.max_orders, dark_max_orders >= 1 and chunk_events >= 16")
+    return FlowConfig(**kw)
+
+
+def _venue(t: dict, k: int) -> VenueConfig:
+    w = f"venues[{k}]"
+    _check_keys(t, {"name", "kind", "fees", "latency", "hours", "flow_scale"}, w)
+    kind = _take(t, "kind", w, "lit", str)
+    if kind not in ("lit", "dark"):
+        raise ConfigError(f"{w}.kind must be \"lit\" or \"dark\"")
+    fees_t = _take(t, "fees", w, {}, dict)
+    _check_keys(fees_t, {"maker_per_share", "taker_per_share", "maker_bps", "taker_bps"},
+                f"{w}.fees")
+    fees = FeeSchedule(**{key: _take(fees_t, key, f"{w}.fees", "0", str)
+                          for key in ("maker_per_share", "taker_per_share", "maker_bps",
+                                      "taker_bps")})
+    try:
+        fees.cbps()
+    except ValueError as exc:
+        raise ConfigError(f"{w}.fees: {exc}") from exc
+    lat_t = _take(t, "latency", w, {}, dict)
+    lat_fields = set(LatencySpec.__dataclass_fields__)
+    _check_keys(lat_t, lat_fields, f"{w}.latency")
+    lat_kw = {}
+    for key in lat_fields:
+        if key in lat_t:
+            kind_ = str if key == "model" else int if key == "seed" else float
+            lat_kw[key] = _take(lat_t, key, f"{w}.latency", kind=kind_)
+    try:
+        latency = LatencySpec(**lat_kw)
+    except ValueError as exc:
+        raise ConfigError(f"{w}.latency: {exc}") from exc
+    hours = _take(t, "hours", w, ["09:30:00", "16:00:00"], list)
+    if len(hours) != 2:
+        raise ConfigError(f"{w}.hours must be [open, close]")
+    try:
+        if parse_time_of_day(hours[1]) <= parse_time_of_day(hours[0]):
+            raise ConfigError(f"{w}.hours: close must be after open")
+    except ValueError as exc:
+        raise ConfigError(f"{w}.hours: {exc}") from exc
+    scale = _take(t, "flow_scale", w, 1.0, float)
+    if scale < 0:
+        raise ConfigError(f"{w}.flow_scale must be >= 0")
+    return VenueConfig(name=_take(t, "name", w, kind=str), kind=kind, fees=fees, latency=latency,
+                       hours=(str(hours[0]), str(hours[1])), flow_scale=scale)
+
+
+def _parent(t: dict, k: int) -> ParentConfig:
+    w = f"parents[{k}]"
+    _check_keys(t, {"symbol", "side", "qty", "start", "duration", "end", "strategy", "params",
+                    "account"}, w)
+    side = _take(t, "side", w, kind=str).lower()
+    if side not in ("buy", "sell"):
+        raise ConfigError(f"{w}.side must be \"buy\" or \"sell\"")
+    p = ParentConfig(
+        symbol=_take(t, "symbol", w, kind=str), side=side, qty=_take(t, "qty", w, kind=str),
+        start=_take(t, "start", w, None, str), duration=_take(t, "duration", w, None, str),
+        end=_take(t, "end", w, None, str), strategy=_take(t, "strategy", w, None, str),
+        params=dict(_take(t, "params", w, {}, dict)), account=_take(t, "account", w, 1000, int),
+    )
+    if p.duration is not None and p.end is not None:
+        raise ConfigError(f"{w}: give duration or end, not both")
+    try:
+        if p.duration is not None:
+            parse_duration(p.duration)
+        for tod in (p.start, p.end):
+            if tod is not None:
+                parse_time_of_day(tod)
+    except ValueError as exc:
+        raise ConfigError(f"{w}: {exc}") from exc
+    return p
+
+
+def config_from_dict(data: dict, base_dir: str | Path = ".") -> SimConfig:
+    """Build and validate a ``SimConfig`` from parsed TOML.
+
+    Raises
+    ------
+    ConfigError
+        On any missing, unknown or invalid value.
+    """
+    _check_keys(data, {"session", "instruments", "venues", "flow", "strategy", "parents",
+                       "replay", "output"}, "config")
+    session = _session(_take(data, "session", "config", {}, dict))
+    instruments = tuple(_instrument(t, k) for k, t in
+                        enumerate(_take(data, "instruments", "config", kind=list)))
+    venues = tuple(_venue(t, k) for k, t in enumerate(_take(data, "venues", "config", kind=list)))
+    if not instruments or not venues:
+        raise ConfigError("config needs at least one instrument and one venue")
+    for what, names in (("instrument symbol", [i.symbol for i in instruments]),
+                        ("venue name", [v.name for v in venues])):
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ConfigError(f"duplicate {what}(s): {', '.join(sorted(dupes))}")
+    if all(v.dark for v in venues):
+        raise ConfigError("a dark pool needs at least one lit venue for its reference price")
+    flow = _flow(_take(data, "flow", "config", {}, dict))
+    st = _take(data, "strategy", "config", {}, dict)
+    _check_keys(st, {"name", "params"}, "strategy")
+    strategy = StrategyConfig(name=_take(st, "name", "strategy", "twap", str),
+                              params=dict(_take(st, "params", "strategy", {}, dict)))
+    parents = tuple(_parent(t, k) for k, t in
+                    enumerate(_take(data, "parents", "config", [], list)))
+    symbols = {i.symbol for i in instruments}
+    for k, p in enumerate(parents):
+        if p.symbol not in symbols:
+            raise ConfigError(f"parents[{k}].symbol {p.symbol!r} is not an instrument")
+    replay = None
+    if "replay" in data:
+        rt = _take(data, "replay", "config", kind=dict)
+        _check_keys(rt, {"quotes", "trades", "venue_map"}, "replay")
+        replay = ReplayConfig(quotes=_take(rt, "quotes", "replay", None, str),
+                              trades=_take(rt, "trades", "replay", None, str),
+                              venue_map=dict(_take(rt, "venue_map", "replay", {}, dict)))
+        if replay.quotes is None and replay.trades is None:
+            raise ConfigError("replay needs quotes and/or trades")
+    out = _take(data, "output", "config", {}, dict)
+    _check_keys(out, {"dir", "formats", "plots"}, "output")
+    formats = tuple(_take(out, "formats", "output", ["parquet", "csv"], list))
+    if not set(formats) <= {"parquet", "csv"}:
+        raise ConfigError("output.formats: \"parquet\" and/or \"csv\"")
+    output = OutputConfig(dir=_take(out, "dir", "output", "out/sim", str), formats=formats,
+                          plots=_take(out, "plots", "output", True, bool))
+    return SimConfig(session=session, instruments=instruments, venues=venues, flow=flow,
+                     strategy=strategy, parents=parents, replay=replay, output=output,
+                     base_dir=str(base_dir))
+
+
+def load_config(path: str | Path | None = None) -> SimConfig:
+    """Read a TOML configuration (the embedded default when ``path`` is None).
+
+    Relative file paths inside it (replay data) are taken from the file's folder.
+
+    Raises
+    ------
+    ConfigError
+        If the file is not valid TOML or a value is invalid.
+    """
+    p = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
+    return config_from_dict(data, base_dir=p.resolve().parent)

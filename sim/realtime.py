@@ -1,0 +1,215 @@
+"""The simulated venues in real time, on the asyncio event loop: the engine's default venues.
+
+Role in the pipeline: the engine routes child orders to venues; with no
+outside venue configured, these are they. ``RealtimeVenues`` runs the same
+``sim.market.Market`` as the backtester (same books, fees, latency models,
+background flow), but its simulated clock follows the wall clock: a pacing
+task on the running loop (uvloop or asyncio) advances the market to "now"
+every ``tick`` (and at once when an order is submitted), so a child order
+reaches its venue after the venue's latency and its reports come back after
+another latency draw, in real time.
+
+The API the engine and the router use::
+
+    venues = RealtimeVenues(load_config())
+    await venues.start()
+    child = venues.submit("NEXA", "AAA", Side.BUY, 100, price=5001,
+                          tif=TimeInForce.IOC, on_report=handle)   # or read venues.reports
+    venues.cancel(child); venues.replace(child, price, qty)
+    venues.bbo("NEXA", "AAA"); venues.depth("NEXA", "AAA", 5); venues.nbbo("AAA")
+    venues.venue_table("AAA")      # per venue: fees, measured latency, quote, open
+    await venues.stop()
+
+Reports are ``ext.simloop.Report`` objects (ticks, lots, half-tick prices,
+fee units). Callbacks run on the event loop, inside the pacing task: they
+should be quick (hand work to a queue). Reports of orders submitted without a
+callback go to the ``reports`` queue.
+
+Timing: the market is advanced at least every ``tick`` seconds, so a report
+is delivered within about ``tick`` of its simulated time; between wake-ups
+every event is still processed in simulated-time order.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from ext.book import OrderBook
+from ext.types import OrdType, TimeInForce
+from sim.clock import WallClock, parse_duration
+from sim.config import SimConfig, load_config
+from sim.market import Market
+
+
+class RealtimeVenues:
+    """Simulated venues paced by the wall clock.
+
+    Parameters
+    ----------
+    config : SimConfig, str, Path or None
+        Configuration (None: the embedded default).
+    speed : float, optional
+        Simulated seconds per real second (1.0: real time).
+    tick : float, optional
+        Longest wall-clock wait between market updates, in seconds.
+    duration : str, optional
+        How long the background flow lasts (default: to the session end).
+    start_at : str, optional
+        Simulated time of day the session starts at (default ``session.start``).
+    book_class : type, optional
+        Order book class (``OrderBook``).
+    """
+
+    def __init__(self, config=None, *, speed: float = 1.0, tick: float = 0.0005,
+                 duration: str | None = None, start_at: str | None = None,
+                 book_class=OrderBook) -> None:
+        cfg = config if isinstance(config, SimConfig) else load_config(config)
+        self.config = cfg
+        start = cfg.session.at(start_at) if start_at else cfg.session.start_ns
+        end = start + parse_duration(duration) if duration else cfg.session.end_ns
+        self.market = Market(cfg, book_class=book_class, end_ns=end)
+        # Warm the books up (in simulated time, instantly) before going live.
+        self.market.run_until(start)
+        self.start_ns, self.end_ns = start, end
+        self.speed, self.tick = speed, tick
+        self.clock: WallClock | None = None
+        self.reports: asyncio.Queue = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+        self.venues = self.market.venues
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start pacing the market on the running event loop."""
+        if self._task is not None:
+            raise RuntimeError("already started")
+        self.clock = WallClock(self.start_ns, self.speed)
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._pace(), name="sim-venues")
+
+    async def stop(self) -> None:
+        """Stop pacing (orders in flight stay where they are)."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def __aenter__(self) -> "RealtimeVenues":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def now(self) -> int:
+        """Simulated time now (ns since the epoch)."""
+        return self.clock.now() if self.clock is not None else self.market.now
+
+    def catch_up(self) -> None:
+        """Advance the market to the wall-clock time now (the pacing task does this too)."""
+        if self.clock is not None:
+            target = min(self.clock.now(), self.end_ns)
+            if target > self.market.now:
+                self.market.run_until(target)
+
+    async def _pace(self) -> None:
+        while True:
+            self.catch_up()
+            nxt = self.market.loop.next_due()
+            delay = self.tick if nxt is None else min(self.tick, self.clock.wall_delay(nxt))
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.0))
+            except asyncio.TimeoutError:
+                pass
+
+    # ------------------------------------------------------------ order entry
+
+    def submit(self, venue, symbol, side: int, qty: int, price: int = 0,
+               ord_type: int = OrdType.LIMIT, tif: int = TimeInForce.DAY,
+               post_only: bool = False, account: int = 1000, stp: int = -1,
+               on_report=None) -> int:
+        """Send a child order now; reports come back after the venue's latency.
+
+        Parameters are those of ``sim.market.Market.submit``; ``on_report``
+        None puts the reports on ``self.reports``.
+
+        Returns
+        -------
+        int
+            Child order id.
+        """
+        self.catch_up()
+        child = self.market.submit(venue, symbol, side, qty, price, ord_type, tif, post_only,
+                                   account, stp, on_report or self.reports.put_nowait)
+        if self._wake is not None:
+            self._wake.set()
+        return child
+
+    def cancel(self, child_id: int) -> None:
+        """Ask the venue to cancel a child order."""
+        self.catch_up()
+        self.market.cancel(child_id)
+        if self._wake is not None:
+            self._wake.set()
+
+    def replace(self, child_id: int, price: int, qty: int) -> None:
+        """Ask the venue to change a child order's limit (ticks) and total quantity (lots)."""
+        self.catch_up()
+        self.market.replace(child_id, price, qty)
+        if self._wake is not None:
+            self._wake.set()
+
+    # ------------------------------------------------------------ market data for the router
+
+    def bbo(self, venue, symbol):
+        """``(bid_px, bid_qty, ask_px, ask_qty)`` of a venue now; zeros for a dark pool."""
+        self.catch_up()
+        return self.market.bbo(venue, symbol)
+
+    def depth(self, venue, symbol, n: int = 10):
+        """L2 ``(bids, asks)`` of a venue now; empty for a dark pool."""
+        self.catch_up()
+        return self.market.depth(venue, symbol, n)
+
+    def nbbo(self, symbol):
+        """Best bid and ask over the open lit venues (ticks)."""
+        self.catch_up()
+        return self.market.nbbo(symbol)
+
+    def latency(self, venue):
+        """Measured round trip ``(ewma_ns, mean_ns, count)`` of a venue."""
+        return self.market.latency(venue)
+
+    def fee_rates(self, venue, symbol):
+        """``(maker_per_lot, taker_per_lot, maker_cbps, taker_cbps)`` in fee units."""
+        return self.market.fee_rates(venue, symbol)
+
+    def venue_table(self, symbol) -> list[dict]:
+        """One dict per venue: what a router weighs (quote, fees, latency, hours).
+
+        Keys: ``venue``, ``index``, ``dark``, ``open``, ``bid_px``, ``bid_qty``,
+        ``ask_px``, ``ask_qty``, ``maker_per_lot``, ``taker_per_lot``,
+        ``maker_cbps``, ``taker_cbps`` (fee units), ``latency_us`` (measured
+        EWMA round trip, or the model's typical one-way value until measured).
+        """
+        self.catch_up()
+        rows = []
+        for v in self.market.venues:
+            bid_px, bid_qty, ask_px, ask_qty = self.market.bbo(v.index, symbol)
+            mpl, tpl, mcb, tcb = self.market.fee_rates(v.index, symbol)
+            ewma, _, n = self.market.latency(v.index)
+            rows.append({"venue": v.name, "index": v.index, "dark": v.dark,
+                         "open": self.market.is_open(v.index), "bid_px": bid_px,
+                         "bid_qty": bid_qty, "ask_px": ask_px, "ask_qty": ask_qty,
+                         "maker_per_lot": mpl, "taker_per_lot": tpl, "maker_cbps": mcb,
+                         "taker_cbps": tcb,
+                         "latency_us": ewma / 1000 if n else 2 * v.latency_us})
+        return rows

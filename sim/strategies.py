@@ -1,0 +1,454 @@
+"""Execution strategies: how a parent order becomes child orders on venues.
+
+Role in the pipeline: in a backtest, each parent order (buy 10,000 AAA over
+30 minutes) is worked by one strategy object, which reads market data from
+the simulated venues and sends child orders to them; the smart order router
+(``ext.router``, a later issue) will plug in here as one more strategy.
+
+The interface is small. A strategy subclasses ``ExecutionStrategy`` and
+overrides some of the hooks:
+
+``on_start()``
+    The parent begins (at its start time).
+``on_timer()``
+    A timer set with ``wake_at(ts)`` fired.
+``on_fill(report)``
+    A child order traded (``report.last_qty`` at ``report.price_x2``).
+``on_child_done(report)``
+    A child order is finished (filled, canceled, expired or rejected).
+``on_stop()``
+    The parent's end time has come; the base class cancels what is working.
+
+and acts through ``send(venue, qty, price, ...)``, ``cancel(child_id)``,
+``replace(child_id, price, qty)`` and ``wake_at(ts)``. ``self.market`` is the
+``sim.market.Market`` (quotes, depth, NBBO, fees, measured latency). The base
+class keeps the books: ``filled``, ``remaining``, ``working`` (child id to
+open quantity as last reported), fills and fees.
+
+Built-in strategies (``STRATEGIES``): ``sweep`` (take liquidity now across
+venues, cheapest fee-adjusted price first), ``twap`` (equal slices over the
+horizon, each swept) and ``passive_aggressive`` (rest at the near touch on
+the venue that pays best for liquidity, then sweep what is left).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from ext.simloop import Liquidity, ReportKind, StrategyCore  # noqa: F401  (re-exported)
+from ext.types import OrdType, Side, TimeInForce
+from sim.clock import NS_PER_S, parse_duration
+
+BUY, SELL = int(Side.BUY), int(Side.SELL)
+LIMIT, MARKET = int(OrdType.LIMIT), int(OrdType.MARKET)
+DAY, IOC = int(TimeInForce.DAY), int(TimeInForce.IOC)
+
+
+@dataclass
+class ParentOrder:
+    """A parent order, in the simulator's integers.
+
+    Attributes
+    ----------
+    parent_id : int
+    symbol : str
+    side : int
+        ``Side.BUY`` or ``Side.SELL``.
+    qty : int
+        Lots.
+    start_ns, end_ns : int
+        The execution window (epoch ns).
+    account : int
+        Account of its child orders.
+    strategy : str
+    params : dict
+    """
+
+    parent_id: int
+    symbol: str
+    side: int
+    qty: int
+    start_ns: int
+    end_ns: int
+    account: int = 1000
+    strategy: str = "twap"
+    params: dict = field(default_factory=dict)
+
+
+class ExecutionStrategy(StrategyCore):
+    """Base class of execution strategies (see the module docstring).
+
+    The child-order bookkeeping (``filled``, ``notional_x2``, ``fees``,
+    ``working``, ``fills``, ``children``) is inherited from
+    ``ext.simloop.StrategyCore`` and runs at C level for every report; the
+    hooks a subclass defines are called from there.
+
+    Parameters
+    ----------
+    market : sim.market.Market
+    parent : ParentOrder
+    **params
+        Strategy parameters (from ``[strategy.params]`` or the parent's own).
+
+    Raises
+    ------
+    ValueError
+        On an unknown parameter.
+    """
+
+    name = "base"
+    #: Parameters a subclass accepts, with defaults.
+    defaults: dict = {}
+
+    def __init__(self, market, parent: ParentOrder, **params) -> None:
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"strategy {self.name!r}: unknown parameter(s) "
+                             f"{', '.join(sorted(unknown))}; known: {', '.join(self.defaults)}")
+        super().__init__(market.loop, market.instrument_index(parent.symbol), parent.side,
+                         parent.qty, parent.account)
+        self.params = {**self.defaults, **params}
+        self.market = market
+        self.parent = parent
+        self.is_buy = parent.side == BUY
+        # The execution record the backtest's metrics are computed from.
+        self.arrival_x2 = 0
+        self.start_volume = (0, 0)
+        self.end_volume: tuple[int, int] | None = None
+        self.end_mid_x2 = 0
+
+    @property
+    def now(self) -> int:
+        return self.loop.now
+
+    # ------------------------------------------------------------ hooks
+
+    def on_start(self) -> None:
+        """The parent begins."""
+
+    def on_stop(self) -> None:
+        """The parent's window closed: cancel whatever is still working."""
+        self.cancel_all()
+
+    def on_finished(self, ts: int) -> None:
+        self.end_volume = self.market.market_volume(self.instrument)
+
+    # ------------------------------------------------------------ lifecycle (timers set by the backtest)
+
+    def start(self) -> None:
+        self.started = True
+        self.arrival_x2 = reference_mid_x2(self.market, self.instrument)
+        self.start_volume = self.market.market_volume(self.instrument)
+        self.on_start()
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            if self.end_volume is None:
+                self.end_volume = self.market.market_volume(self.instrument)
+            self.end_mid_x2 = reference_mid_x2(self.market, self.instrument)
+            self.on_stop()
+
+
+def reference_mid_x2(market, instrument) -> int:
+    """NBBO mid in half-ticks, falling back to a locked/crossed or one-sided quote.
+
+    The arrival price of a parent: a crossed NBBO (possible across simulated
+    venues for an instant) still has a middle; a one-sided one its only side.
+    """
+    mid = market.mid_x2(instrument)
+    if mid:
+        return mid
+    bid, ask = market.nbbo(instrument)
+    if bid and ask:
+        return bid + ask
+    return 2 * (bid or ask)
+
+
+# ---------------------------------------------------------------- sweep planning
+
+def plan_sweep(market, symbol, side: int, qty: int, depth: int = 10,
+               limit: int | None = None) -> list[tuple[int, int, int]]:
+    """Split ``qty`` over the lit venues' visible depth, cheapest all-in first.
+
+    Each level's price is adjusted by the venue's taker fee (per lot and in
+    basis points, exactly, in fee units), so a venue that pays takers can win
+    over a better raw price elsewhere; ties go to the venue with the lower
+    typical latency (fewer chances that the level is gone on arrival).
+
+    Parameters
+    ----------
+    market : sim.market.Market
+    symbol : str or int
+    side : Side
+        The side of the order to send (BUY takes asks).
+    qty : int
+        Lots wanted.
+    depth : int, optional
+        Levels per venue considered.
+    limit : int, optional
+        Worst price (ticks) allowed.
+
+    Returns
+    -------
+    list of (venue, price, qty)
+        One IOC order per venue: its total quantity and the worst price it
+        needs; sorted by venue index.
+    """
+    is_buy = side == BUY
+    levels = []
+    for v in market.venues:
+        if v.dark or not market.is_open(v.index):
+            continue
+        bids, asks = market.depth(v.index, symbol, depth)
+        _, taker_per_lot, _, taker_cbps = market.fee_rates(v.index, symbol)
+        for price, lvl_qty, _count in (asks if is_buy else bids).tolist():
+            if limit is not None and (price > limit if is_buy else price < limit):
+                break
+            # Cost per lot x 100 in fee units: price * 1e4 units per tick-lot,
+            # plus the per-lot fee, plus price * 2 * cbps / 200 -> exact ints.
+            fee100 = taker_per_lot * 100 + price * taker_cbps
+            key = price * 1_000_000 + fee100 if is_buy else -(price * 1_000_000 - fee100)
+            levels.append((key, v.latency_us, v.index, price, lvl_qty))
+    levels.sort()
+    per_venue: dict[int, list[int]] = {}
+    left = qty
+    for _key, _lat, venue, price, lvl_qty in levels:
+        if left <= 0:
+            break
+        take = min(left, lvl_qty)
+        left -= take
+        slot = per_venue.setdefault(venue, [0, price])
+        slot[0] += take
+        slot[1] = max(slot[1], price) if is_buy else min(slot[1], price)
+    return [(venue, price, q) for venue, (q, price) in sorted(per_venue.items())]
+
+
+class SweepStrategy(ExecutionStrategy):
+    """Take liquidity now: IOC orders across venues by fee-adjusted price.
+
+    Parameters
+    ----------
+    depth : int
+        Levels per venue considered (10).
+    dark_fraction : float
+        Share of each sweep sent at the same time to the dark pools as an IOC
+        midpoint order (0.0).
+    retry : str
+        Wait before sweeping again when nothing is visible ("1s").
+    limit_ticks : int or None
+        Do not pay more than this many ticks through the arrival touch (None).
+    """
+
+    name = "sweep"
+    defaults = {"depth": 10, "dark_fraction": 0.0, "retry": "1s", "limit_ticks": None}
+
+    def on_start(self) -> None:
+        self.retry_ns = parse_duration(self.params["retry"])
+        bid, ask = self.market.nbbo(self.instrument)
+        touch = ask if self.is_buy else bid
+        lt = self.params["limit_ticks"]
+        self.limit = None if lt is None or touch == 0 else (
+            touch + lt if self.is_buy else touch - lt)
+        self.sweep(self.remaining)
+
+    def sweep(self, qty: int) -> None:
+        """Send IOC orders for ``qty`` lots now (less what the dark part takes)."""
+        qty = min(qty, self.remaining - self.open_qty)
+        if qty <= 0:
+            return
+        dark_qty = int(qty * self.params["dark_fraction"])
+        darks = [v for v in self.market.dark_venues() if self.market.is_open(v.index)]
+        if dark_qty > 0 and darks:
+            self.send(darks[0].index, dark_qty, 0, LIMIT, IOC)
+            qty -= dark_qty
+        plan = plan_sweep(self.market, self.instrument, self.parent.side, qty,
+                          self.params["depth"], self.limit)
+        for venue, price, q in plan:
+            self.send(venue, q, price, LIMIT, IOC)
+        if not plan and not self.working:
+            self.wake_at(self.now + self.retry_ns)
+
+    def on_timer(self) -> None:
+        self.sweep(self.remaining)
+
+    def on_child_done(self, report) -> None:
+        # Sweep again once every IOC of this round has answered: what is
+        # left missed because the book moved while the orders travelled.
+        if not self.working and self.remaining > 0:
+            self.sweep(self.remaining)
+
+
+class TwapStrategy(SweepStrategy):
+    """Equal slices over the window, each taken with a fee-aware sweep.
+
+    Slice ``k`` (of ``slices``) brings the target fill to ``qty * (k+1) /
+    slices``; a slice that falls short is made up by the next one, and the
+    last one keeps sweeping until the parent is done or the window closes.
+
+    Parameters
+    ----------
+    slices : int
+        Number of slices (10).
+    depth, dark_fraction, retry, limit_ticks
+        As for ``sweep``.
+    """
+
+    name = "twap"
+    defaults = {**SweepStrategy.defaults, "slices": 10}
+
+    def on_start(self) -> None:
+        self.retry_ns = parse_duration(self.params["retry"])
+        self.limit = None
+        self.slices = max(1, int(self.params["slices"]))
+        self.interval = (self.parent.end_ns - self.parent.start_ns) // self.slices
+        self.slice = 0
+        self.on_timer()
+
+    def target(self) -> int:
+        return self.parent.qty * min(self.slice, self.slices) // self.slices
+
+    def on_timer(self) -> None:
+        now = self.now
+        due = self.parent.start_ns + self.slice * self.interval
+        if now >= due and self.slice < self.slices:
+            self.slice += 1
+            if self.slice < self.slices:
+                self.wake_at(self.parent.start_ns + self.slice * self.interval)
+        self.sweep(self.target() - self.filled)
+
+    def on_child_done(self, report) -> None:
+        if not self.working and self.target() - self.filled > 0:
+            self.sweep(self.target() - self.filled)
+
+
+class PassiveAggressiveStrategy(SweepStrategy):
+    """Rest at the near touch first, then sweep what is left.
+
+    During the passive phase (the first ``passive_fraction`` of the window)
+    the parent rests as one post-only limit at the best bid (buy) or offer
+    (sell) on the lit venue that pays the most for adding liquidity, with
+    ``dark_fraction`` of it resting in the dark pool as a midpoint peg; every
+    ``reprice`` it follows the touch. Then everything is canceled and the
+    rest is swept.
+
+    Parameters
+    ----------
+    passive_fraction : float
+        Share of the window spent passive (0.6).
+    reprice : str
+        How often the passive order follows the touch ("2s").
+    venue : str or None
+        Passive venue (None: the best maker rebate).
+    dark_fraction, depth, retry, limit_ticks
+        As for ``sweep``.
+    """
+
+    name = "passive_aggressive"
+    defaults = {**SweepStrategy.defaults, "passive_fraction": 0.6, "reprice": "2s",
+                "venue": None}
+
+    def on_start(self) -> None:
+        self.retry_ns = parse_duration(self.params["retry"])
+        self.limit = None
+        self.reprice_ns = parse_duration(self.params["reprice"])
+        span = self.parent.end_ns - self.parent.start_ns
+        self.switch_ts = self.parent.start_ns + int(span * self.params["passive_fraction"])
+        self.aggressive = False
+        self.passive_child: int | None = None
+        self.passive_price = 0
+        lit = [v for v in self.market.lit_venues()]
+        if self.params["venue"] is not None:
+            self.venue = self.market.venue_index(self.params["venue"])
+        else:
+            # Most negative maker fee per lot at today's price (a rebate).
+            bid, ask = self.market.nbbo(self.instrument)
+            px = bid or ask or 1
+
+            def maker_cost(v):
+                m_pl, _, m_cb, _ = self.market.fee_rates(v.index, self.instrument)
+                return (m_pl * 100 + px * m_cb, v.latency_us, v.index)
+            self.venue = min(lit, key=maker_cost).index
+        darks = self.market.dark_venues()
+        dark_qty = int(self.parent.qty * self.params["dark_fraction"])
+        if dark_qty > 0 and darks:
+            self.send(darks[0].index, dark_qty, 0, LIMIT, DAY)
+        self.post()
+        self.wake_at(min(self.now + self.reprice_ns, self.switch_ts))
+
+    def touch(self) -> int:
+        bid, ask = self.market.nbbo(self.instrument)
+        return bid if self.is_buy else ask
+
+    def post(self) -> None:
+        """Rest what is not working elsewhere at the near touch."""
+        qty = self.remaining - self.open_qty
+        price = self.touch()
+        if qty > 0 and price > 0:
+            self.passive_child = self.send(self.venue, qty, price, LIMIT, DAY, post_only=True)
+            self.passive_price = price
+
+    def on_timer(self) -> None:
+        if self.aggressive:
+            self.sweep(self.remaining)
+            return
+        if self.now >= self.switch_ts:
+            self.aggressive = True
+            self.cancel_all()
+            if not self.working:
+                self.sweep(self.remaining)
+            return
+        price = self.touch()
+        child = self.passive_child
+        if child is not None and child in self.working:
+            if price > 0 and price != self.passive_price:
+                # The new total: what this child has filled plus what rests.
+                self.replace(child, price, self.child_cum.get(child, 0) + self.working[child])
+                self.passive_price = price
+        else:
+            self.post()
+        self.wake_at(min(self.now + self.reprice_ns, self.switch_ts))
+
+    def on_child_done(self, report) -> None:
+        if report.child_id == self.passive_child:
+            self.passive_child = None
+        if self.aggressive and not self.working and self.remaining > 0:
+            self.sweep(self.remaining)
+
+
+STRATEGIES: dict[str, type[ExecutionStrategy]] = {
+    "sweep": SweepStrategy,
+    "twap": TwapStrategy,
+    "passive_aggressive": PassiveAggressiveStrategy,
+}
+
+
+def register_strategy(cls: type[ExecutionStrategy]) -> type[ExecutionStrategy]:
+    """Make a strategy class available by its ``name`` (usable as a decorator)."""
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def resolve_strategy(name: str) -> type[ExecutionStrategy]:
+    """A strategy class by registered name or ``"package.module:Class"``.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown.
+    """
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        if not (isinstance(cls, type) and issubclass(cls, ExecutionStrategy)):
+            raise ValueError(f"{name} is not an ExecutionStrategy subclass")
+        return cls
+    raise ValueError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)} "
+                     "or \"package.module:Class\"")
+
+
+__all__ = ["ExecutionStrategy", "ParentOrder", "SweepStrategy", "TwapStrategy",
+           "PassiveAggressiveStrategy", "STRATEGIES", "register_strategy", "resolve_strategy",
+           "plan_sweep", "Liquidity", "NS_PER_S"]
