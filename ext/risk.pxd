@@ -123,6 +123,11 @@ ctypedef struct WorkingOrder:
     uint8_t flags
     uint8_t used
 
+ctypedef struct IndexEntry:         # order key -> pool slot; slot -1: empty
+    int64_t key
+    int32_t slot
+    int32_t _pad
+
 ctypedef struct ClOrdEntry:
     int64_t cl_ord_hash
     int32_t session
@@ -187,8 +192,7 @@ cdef class RiskEngine:
     cdef int32_t orders_cap
     cdef int32_t orders_free
     cdef int64_t n_orders
-    cdef int64_t* okeys
-    cdef int32_t* oslots
+    cdef IndexEntry* oindex
     cdef int64_t omask
 
     cdef ClOrdEntry* clord
@@ -249,6 +253,7 @@ cdef class RiskEngine:
     cdef int _grow_orders(self, int32_t cap) except -1
     cdef int _set_order_index(self, int64_t size) except -1
     cdef int32_t _find(self, int64_t key) noexcept
+    cdef int _index_insert(self, int64_t key, int32_t slot) noexcept
     cdef int _index_remove(self, int64_t key) noexcept
     cdef int _set_clord(self, int64_t size) except -1
     cdef int _clord_add(self, int32_t session, int64_t cl_ord_hash) except -1

@@ -76,6 +76,7 @@ cdef extern from *:
         __int128 v = (__int128)a * (__int128)b / (__int128)c;
         return v > (__int128)INT64_MAX ? INT64_MAX : (int64_t)v;
     }
+    static inline void kx_prefetch(const void *p) { __builtin_prefetch(p, 1, 3); }
     /* splitmix64 finaliser: spreads keys over an open-addressing table. */
     static inline uint64_t kx_mix(uint64_t x) {
         x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
@@ -89,6 +90,7 @@ cdef extern from *:
     int64_t kx_mul3(int64_t a, int64_t b, int64_t c, int* ovf) noexcept nogil
     int64_t kx_muldiv(int64_t a, int64_t b, int64_t c) noexcept nogil
     uint64_t kx_mix(uint64_t x) noexcept nogil
+    void kx_prefetch(const void* p) noexcept nogil
 
 _log = logging.getLogger("kronos.risk")
 
@@ -426,8 +428,7 @@ cdef class RiskEngine:
         PyMem_Free(self.cell_state)
         PyMem_Free(self.sessions)
         PyMem_Free(self.orders)
-        PyMem_Free(self.okeys)
-        PyMem_Free(self.oslots)
+        PyMem_Free(self.oindex)
         PyMem_Free(self.clord)
         PyMem_Free(self.dup)
 
@@ -481,57 +482,59 @@ cdef class RiskEngine:
 
     cdef int _set_order_index(self, int64_t size) except -1:
         """(Re)build the key -> slot index with ``size`` buckets (a power of two)."""
-        cdef int64_t* keys = <int64_t*>_grow(NULL, 0, size, sizeof(int64_t))
-        cdef int32_t* slots = <int32_t*>PyMem_Malloc(size * sizeof(int32_t))
-        if slots == NULL:
-            PyMem_Free(keys)
+        cdef IndexEntry* table = <IndexEntry*>PyMem_Malloc(size * sizeof(IndexEntry))
+        if table == NULL:
             raise MemoryError()
-        memset(slots, 0xff, size * sizeof(int32_t))        # -1: empty bucket
+        memset(table, 0xff, size * sizeof(IndexEntry))      # slot -1: empty bucket
         cdef int64_t mask = size - 1, j, h
-        for j in range(self.omask + 1 if self.oslots != NULL else 0):
-            if self.oslots[j] >= 0:
-                h = <int64_t>(kx_mix(<uint64_t>self.okeys[j]) & <uint64_t>mask)
-                while slots[h] >= 0:
+        for j in range(self.omask + 1 if self.oindex != NULL else 0):
+            if self.oindex[j].slot >= 0:
+                h = <int64_t>(kx_mix(<uint64_t>self.oindex[j].key) & <uint64_t>mask)
+                while table[h].slot >= 0:
                     h = (h + 1) & mask
-                keys[h] = self.okeys[j]
-                slots[h] = self.oslots[j]
-        PyMem_Free(self.okeys)
-        PyMem_Free(self.oslots)
-        self.okeys = keys
-        self.oslots = slots
+                table[h] = self.oindex[j]
+        PyMem_Free(self.oindex)
+        self.oindex = table
         self.omask = mask
         return 0
 
     cdef int32_t _find(self, int64_t key) noexcept:
         """Pool slot of a working order, or -1."""
         cdef int64_t h = <int64_t>(kx_mix(<uint64_t>key) & <uint64_t>self.omask)
-        while self.oslots[h] >= 0:
-            if self.okeys[h] == key:
-                return self.oslots[h]
+        while self.oindex[h].slot >= 0:
+            if self.oindex[h].key == key:
+                return self.oindex[h].slot
             h = (h + 1) & self.omask
         return -1
+
+    cdef int _index_insert(self, int64_t key, int32_t slot) noexcept:
+        cdef int64_t h = <int64_t>(kx_mix(<uint64_t>key) & <uint64_t>self.omask)
+        while self.oindex[h].slot >= 0:
+            h = (h + 1) & self.omask
+        self.oindex[h].key = key
+        self.oindex[h].slot = slot
+        return 0
 
     cdef int _index_remove(self, int64_t key) noexcept:
         """Delete ``key`` by backward shift, so probes never need tombstones."""
         cdef int64_t mask = self.omask
         cdef int64_t h = <int64_t>(kx_mix(<uint64_t>key) & <uint64_t>mask)
         cdef int64_t j, home
-        while self.oslots[h] >= 0 and self.okeys[h] != key:
+        while self.oindex[h].slot >= 0 and self.oindex[h].key != key:
             h = (h + 1) & mask
-        if self.oslots[h] < 0:
+        if self.oindex[h].slot < 0:
             return 0
         j = h
         while True:
             j = (j + 1) & mask
-            if self.oslots[j] < 0:
+            if self.oindex[j].slot < 0:
                 break
-            home = <int64_t>(kx_mix(<uint64_t>self.okeys[j]) & <uint64_t>mask)
+            home = <int64_t>(kx_mix(<uint64_t>self.oindex[j].key) & <uint64_t>mask)
             # Move j back into the hole at h unless its home lies in (h, j].
             if (j > h and (home <= h or home > j)) or (j < h and (home <= h and home > j)):
-                self.okeys[h] = self.okeys[j]
-                self.oslots[h] = self.oslots[j]
+                self.oindex[h] = self.oindex[j]
                 h = j
-        self.oslots[h] = -1
+        self.oindex[h].slot = -1
         return 0
 
     cdef int _set_clord(self, int64_t size) except -1:
@@ -895,7 +898,7 @@ cdef class RiskEngine:
                          int64_t price, int flags, int64_t cl_ord_hash,
                          int64_t now_ns) except -1:
         cdef int reason
-        cdef int64_t value_price = 0, leaves_notional = 0, h
+        cdef int64_t value_price = 0, leaves_notional = 0
         cdef int32_t slot
         cdef WorkingOrder* o
         self.cur_session = session
@@ -903,19 +906,27 @@ cdef class RiskEngine:
         self.cur_instrument = instrument
         if session < 0 or session >= self.n_sessions or not self.sessions[session].known:
             return self._reject(UNKNOWN_SESSION, LAYER_SESSION, M_NONE, 0, 0)
+        # The three hash tables are large and probed at random: ask for their
+        # buckets now, so the misses overlap each other and the checks below.
+        kx_prefetch(&self.clord[_clord_home(cl_ord_hash, session, self.clord_mask)])
+        kx_prefetch(&self.oindex[<int64_t>(kx_mix(<uint64_t>order_key) & <uint64_t>self.omask)])
+        if self.dup_window_ns > 0:
+            kx_prefetch(&self.dup[_dup_home(account, instrument, side, qty, price, self.dup_mask)])
         # Throttle and cl_ord_id come first and apply to every message, even
         # one rejected further down: they guard the intake, not the exposure.
         reason = self._throttle(&self.sessions[session], now_ns)
-        if reason == 0 and self._clord_add(session, cl_ord_hash):
-            reason = self._reject(DUPLICATE_CL_ORD_ID, LAYER_SESSION, M_NONE, 0, 0)
+        if reason:
+            return reason
+        # _evaluate changes no state, so it may run before the cl_ord_id probe
+        # (hiding that probe's latency); a duplicate id still wins.
+        reason = self._evaluate(account, instrument, side, ord_type, qty, qty, price, flags, now_ns,
+                                True, &value_price, &leaves_notional)
+        if self._clord_add(session, cl_ord_hash):
+            return self._reject(DUPLICATE_CL_ORD_ID, LAYER_SESSION, M_NONE, 0, 0)
         if reason:
             return reason
         if self._find(order_key) >= 0:
             raise ValueError(f"order_key {order_key} is already working")
-        reason = self._evaluate(account, instrument, side, ord_type, qty, qty, price, flags, now_ns,
-                                True, &value_price, &leaves_notional)
-        if reason:
-            return reason
         # Passed: the order is working from now on.
         if self.dup_window_ns > 0:
             self._dup_record(account, instrument, side, qty, price, now_ns,
@@ -940,11 +951,7 @@ cdef class RiskEngine:
         o.flags = <uint8_t>flags
         o.used = 1
         o.next_free = -1
-        h = <int64_t>(kx_mix(<uint64_t>order_key) & <uint64_t>self.omask)
-        while self.oslots[h] >= 0:
-            h = (h + 1) & self.omask
-        self.okeys[h] = order_key
-        self.oslots[h] = slot
+        self._index_insert(order_key, slot)
         self.n_orders += 1
         self._reserve(o, leaves_notional, True)
         return 0
@@ -1077,7 +1084,7 @@ cdef class RiskEngine:
     # ------------------------------------------------------------ engine API
     def check_new(self, int64_t order_key, int32_t session, int32_t account, int32_t instrument,
                   int side, int ord_type, int64_t qty, int64_t price, int flags,
-                  int64_t cl_ord_hash, int64_t now_ns):
+                  int64_t cl_ord_hash, int64_t now_ns, /):
         """Run every pre-trade check on a new order; on a pass it becomes working.
 
         Parameters
@@ -1111,6 +1118,11 @@ cdef class RiskEngine:
         ------
         ValueError
             If ``order_key`` is already working (an engine bug, not a denial).
+
+        Notes
+        -----
+        Arguments are positional only: keyword parsing would cost more than
+        half of the checks themselves.
         """
         return self.check_new_c(order_key, session, account, instrument, side, ord_type, qty,
                                 price, flags, cl_ord_hash, now_ns)
@@ -1133,7 +1145,7 @@ cdef class RiskEngine:
             passed += out[k] == 0
         return passed
 
-    def on_fill(self, int64_t order_key, int64_t qty, int64_t price):
+    def on_fill(self, int64_t order_key, int64_t qty, int64_t price, /):
         """Apply a fill (``qty`` lots at ``price`` ticks) of a working order.
 
         Returns
@@ -1144,14 +1156,14 @@ cdef class RiskEngine:
         """
         return self.on_fill_c(order_key, qty, price)
 
-    def on_cancel(self, int64_t order_key):
+    def on_cancel(self, int64_t order_key, /):
         """The order is canceled (or expired): its remaining exposure is released.
 
         Returns 0 or ``UNKNOWN_ORDER``.
         """
         return self.on_done_c(order_key)
 
-    def on_reject(self, int64_t order_key):
+    def on_reject(self, int64_t order_key, /):
         """A downstream reject (router, venue) of an order risk had passed.
 
         Returns 0 or ``UNKNOWN_ORDER``.
@@ -1159,7 +1171,7 @@ cdef class RiskEngine:
         return self.on_done_c(order_key)
 
     def on_replace(self, int64_t order_key, int64_t new_qty, int64_t new_price,
-                   int64_t cl_ord_hash, int64_t now_ns):
+                   int64_t cl_ord_hash, int64_t now_ns, /):
         """Check and apply a cancel/replace of a working order.
 
         Parameters
@@ -1684,10 +1696,8 @@ cdef class RiskEngine:
         while size < len(snap["orders"]) + 1:
             size *= 2
         self._grow_orders(size)
-        PyMem_Free(self.okeys)
-        PyMem_Free(self.oslots)
-        self.okeys = NULL
-        self.oslots = NULL
+        PyMem_Free(self.oindex)
+        self.oindex = NULL
         self.omask = 0
         self._set_order_index(size * 2)
         for row in snap["orders"]:
@@ -1698,11 +1708,7 @@ cdef class RiskEngine:
              o.price, o.value_price, o.flags) = row
             o.used = 1
             o.next_free = -1
-            h = <int64_t>(kx_mix(<uint64_t>o.key) & <uint64_t>self.omask)
-            while self.oslots[h] >= 0:
-                h = (h + 1) & self.omask
-            self.okeys[h] = o.key
-            self.oslots[h] = slot
+            self._index_insert(o.key, slot)
             self.n_orders += 1
         PyMem_Free(self.clord)
         self.clord = NULL
