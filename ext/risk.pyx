@@ -166,6 +166,11 @@ cdef int64_t _count(object value, str field) except? -1:
     return _clamp(number)
 
 
+cdef int64_t _ms_to_ns(object value, str field) except? -1:
+    """Milliseconds (whole or decimal) as nanoseconds, capped at INT64_MAX."""
+    return _clamp(_nonneg(value, field) * NS_PER_MS)
+
+
 cdef bint _flag(object value, str field) except -1:
     if not isinstance(value, bool):
         raise ConfigError(f"{field}: {value!r} must be true or false")
@@ -234,10 +239,9 @@ cdef _Plan _plan(dict config):
     for key in ("max_daily_notional", "max_daily_loss"):
         if key in firm:
             f[key] = _clamp(_nonneg(firm[key], f"firm.{key}") / money_unit)
-    f["max_reference_age_ns"] = _count(firm.get("max_reference_age_ms", DEFAULT_MAX_REFERENCE_AGE_MS),
-                                       "firm.max_reference_age_ms") * NS_PER_MS
-    f["duplicative_window_ns"] = _count(firm.get("duplicative_window_ms", 0),
-                                        "firm.duplicative_window_ms") * NS_PER_MS
+    f["max_reference_age_ns"] = _ms_to_ns(firm.get("max_reference_age_ms", DEFAULT_MAX_REFERENCE_AGE_MS),
+                                          "firm.max_reference_age_ms")
+    f["duplicative_window_ns"] = _ms_to_ns(firm.get("duplicative_window_ms", 0), "firm.duplicative_window_ms")
     f["throttle_rate"] = _count(firm.get("throttle_rate", 0), "firm.throttle_rate")
     f["throttle_burst"] = _count(firm.get("throttle_burst", f["throttle_rate"] or 1), "firm.throttle_burst")
     f["restricted"] = set(_symbols(firm.get("restricted", []), "firm.restricted"))
@@ -265,8 +269,8 @@ cdef _Plan _plan(dict config):
         entry["mult"] = int(mult)
         entry["halted"] = _flag(section.get("halted", False), f"{where}.halted")
         if "max_reference_age_ms" in section:
-            entry["max_reference_age_ns"] = _count(section["max_reference_age_ms"],
-                                                   f"{where}.max_reference_age_ms") * NS_PER_MS
+            entry["max_reference_age_ns"] = _ms_to_ns(section["max_reference_age_ms"],
+                                                      f"{where}.max_reference_age_ms")
         plan.instruments[symbol] = entry
 
     plan.accounts = {}
@@ -1225,6 +1229,8 @@ cdef class RiskEngine:
         except ValueError:
             name = str(reason)
         template = _REASON_TEXT.get(reason, "rejected")
+        if reason == MAX_ORDER_NOTIONAL and d.value == INT64_MAX:
+            template = "price x quantity is too large to represent; check the price and quantity"
         account = self._name(self._account_names, d.account)
         symbol = self._name(self._instrument_names, d.instrument)
         session = self._name(self._session_names, d.session)

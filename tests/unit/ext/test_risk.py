@@ -51,9 +51,24 @@ class Harness:
         self.key += 1
         self.cl += 1
         e = self.engine
-        return e.check_new(self.key, e.session_index(session), e.account_index(account),
-                           e.instrument_index(instrument), side, ord_type, qty, price, flags,
-                           self.cl if cl is None else cl, now)
+        reason = e.check_new(self.key, e.session_index(session), e.account_index(account),
+                             e.instrument_index(instrument), side, ord_type, qty, price, flags,
+                             self.cl if cl is None else cl, now)
+        if reason and self.cython:
+            self.check_text(reason, account, instrument)
+        return reason
+
+    def check_text(self, reason, account, instrument):
+        """Every reject's text starts with its reason and names its layer."""
+        text = self.engine.last_reject_text()
+        assert text.startswith(R(reason).name + ": "), text
+        layer = self.layer()
+        phrase = {L.LAYER_FIRM: "firm", L.LAYER_ACCOUNT: f"account {account}",
+                  L.LAYER_INSTRUMENT: f"instrument {instrument}", L.LAYER_SESSION: "session",
+                  L.LAYER_ACCOUNT_INSTRUMENT: f"account {account} in {instrument}"}.get(layer)
+        if "{layer}" in ext.risk._REASON_TEXT[reason] and layer != L.LAYER_NONE:
+            # layered limits say which layer ("the account A1 max_order_qty ...")
+            assert phrase and phrase in text, text
 
     def fill_last(self, qty, price):
         return self.engine.on_fill(self.key, qty, price)
@@ -199,6 +214,8 @@ def test_notional_overflow_is_rejected_not_wrapped(make):
     h = make({"accounts": {"A1": {"cash": "100000000000000000000"}}})
     assert h.new(qty=2**40, price=2**40) == R.MAX_ORDER_NOTIONAL
     assert h.exposure()["open_buy"] == 0
+    if h.cython:
+        assert "too large to represent" in h.text()
 
 
 # ---------------------------------------------------------------- reference price and collar
