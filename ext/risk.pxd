@@ -137,7 +137,7 @@ ctypedef struct ClOrdEntry:
 ctypedef struct DupEntry:
     int64_t qty
     int64_t price
-    int64_t last_ns
+    int64_t expires_ns              # identical orders are duplicative until then
     int32_t account
     int32_t instrument
     uint8_t side
@@ -204,6 +204,7 @@ cdef class RiskEngine:
     cdef int64_t dup_used
     cdef int64_t dup_purge_at
     cdef DupEntry* dup_hit           # bucket the last duplicative check looked at
+    cdef DupEntry* dup_reuse         # first expired bucket on that probe path, or NULL
 
     cdef RejectDetail detail
     # Names of the call in progress, copied into ``detail`` only on a reject.
@@ -259,7 +260,7 @@ cdef class RiskEngine:
     cdef int _clord_add(self, int32_t session, int64_t cl_ord_hash) except -1
     cdef int _set_dup(self, int64_t size) except -1
     cdef DupEntry* _dup_find(self, int32_t account, int32_t instrument, int side,
-                             int64_t qty, int64_t price) noexcept
+                             int64_t qty, int64_t price, int64_t now_ns) noexcept
     cdef int _dup_record(self, int32_t account, int32_t instrument, int side,
                          int64_t qty, int64_t price, int64_t now_ns, DupEntry* found) except -1
     cdef int _dup_purge(self, int64_t now_ns) noexcept

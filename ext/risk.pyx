@@ -361,8 +361,8 @@ _REASON_TEXT = {
     STALE_REFERENCE_PRICE: "reference price is {value} old, above the {layer} max_reference_age {limit}",
     PRICE_COLLAR: "price is {value} from the reference price, outside the {layer} collar of {limit}",
     MAX_ORDER_NOTIONAL: "order notional {value} exceeds the {layer} max_order_notional {limit}",
-    DUPLICATIVE_ORDER: "same account, instrument, side, qty and price {value} ago, inside the duplicative window "
-                       "{limit}; resend with the intended-duplicate flag if it is meant",
+    DUPLICATIVE_ORDER: "same account, instrument, side, qty and price as an order inside the duplicative "
+                       "window ({limit}; {value} left); resend with the intended-duplicate flag if it is meant",
     MAX_OPEN_ORDERS: "{value} working orders would exceed the {layer} max_open_orders {limit}",
     INSUFFICIENT_POSITION: "sell quantity {value} exceeds the position available to sell {limit} "
                            "(position net of working sells); use SELL_SHORT with a locate to sell short",
@@ -594,30 +594,45 @@ cdef class RiskEngine:
         return 0
 
     cdef DupEntry* _dup_find(self, int32_t account, int32_t instrument, int side,
-                             int64_t qty, int64_t price) noexcept:
+                             int64_t qty, int64_t price, int64_t now_ns) noexcept:
+        """The entry of this order, or the empty bucket where it would go.
+
+        Also notes in ``dup_reuse`` the first expired entry on the way: a new
+        entry may take that bucket instead (it lies on the same probe path),
+        which keeps most inserts from growing the table.
+        """
         cdef int64_t h = _dup_home(account, instrument, side, qty, price, self.dup_mask)
         cdef DupEntry* e
+        self.dup_reuse = NULL
         while self.dup[h].used:
             e = &self.dup[h]
             if (e.qty == qty and e.price == price and e.account == account
                     and e.instrument == instrument and e.side == side):
                 return e
+            if self.dup_reuse == NULL and now_ns >= e.expires_ns:
+                self.dup_reuse = e
             h = (h + 1) & self.dup_mask
-        return &self.dup[h]          # the empty bucket where it would go
+        return &self.dup[h]
 
     cdef int _dup_record(self, int32_t account, int32_t instrument, int side,
                          int64_t qty, int64_t price, int64_t now_ns, DupEntry* found) except -1:
-        """Note a passed order; ``found`` is its bucket if the check just looked it up."""
-        cdef DupEntry* e = found if found != NULL else self._dup_find(account, instrument, side, qty, price)
+        """Note a passed order; ``found`` is its bucket if the check just looked it up
+        (``dup_reuse`` then still belongs to that lookup)."""
+        cdef DupEntry* e = found if found != NULL else self._dup_find(account, instrument, side, qty,
+                                                                      price, now_ns)
         if not e.used:
-            e.used = 1
+            if self.dup_reuse != NULL:
+                e = self.dup_reuse      # an expired entry gives way; the count is unchanged
+            else:
+                e.used = 1
+                self.dup_used += 1
             e.account = account
             e.instrument = instrument
             e.side = <uint8_t>side
             e.qty = qty
             e.price = price
-            self.dup_used += 1
-        e.last_ns = now_ns
+        # Each order blocks its twins for the window in force when it passed.
+        e.expires_ns = kx_sat_add(now_ns, self.dup_window_ns)
         if self.dup_used >= self.dup_purge_at:
             self._dup_purge(now_ns)
             if self.dup_used * 4 > self.dup_mask + 1:
@@ -636,7 +651,7 @@ cdef class RiskEngine:
             start += 1
         j = (start + 1) & mask
         while steps <= mask:
-            if self.dup[j].used and now_ns - self.dup[j].last_ns >= self.dup_window_ns:
+            if self.dup[j].used and now_ns >= self.dup[j].expires_ns:
                 self._dup_delete(j)
                 self.dup_used -= 1
             else:
@@ -805,11 +820,11 @@ cdef class RiskEngine:
         # ---- duplicative order, open orders: only a new order adds one
         if is_new:
             if self.dup_window_ns > 0 and not (flags & FLAG_INTENDED_DUPLICATE):
-                dup = self._dup_find(account, instrument, side, qty, price)
+                dup = self._dup_find(account, instrument, side, qty, price, now_ns)
                 self.dup_hit = dup          # check_new_c records into this bucket on a pass
-                if dup.used and now_ns - dup.last_ns < self.dup_window_ns:
+                if dup.used and now_ns < dup.expires_ns:
                     return self._reject(DUPLICATIVE_ORDER, LAYER_FIRM, M_NS, self.dup_window_ns,
-                                        now_ns - dup.last_ns)
+                                        dup.expires_ns - now_ns)
             # Most specific first: that is the limit the account's owner acts on.
             if cs.open_orders >= cl.max_open:
                 return self._reject(MAX_OPEN_ORDERS, LAYER_ACCOUNT_INSTRUMENT, M_ORDERS, cl.max_open,
@@ -1631,7 +1646,7 @@ cdef class RiskEngine:
         clord = sorted([self.clord[j].session, self.clord[j].cl_ord_hash]
                        for j in range(self.clord_mask + 1) if self.clord[j].used)
         dup = sorted([self.dup[j].account, self.dup[j].instrument, self.dup[j].side,
-                      self.dup[j].qty, self.dup[j].price, self.dup[j].last_ns]
+                      self.dup[j].qty, self.dup[j].price, self.dup[j].expires_ns]
                      for j in range(self.dup_mask + 1) if self.dup[j].used)
         return {
             "accounts": list(self._account_names),
@@ -1728,9 +1743,9 @@ cdef class RiskEngine:
         # The table size is part of the state: it decides when entries are purged.
         self._set_dup(2 * snap["duplicative_purge_at"])
         for row in snap["duplicative"]:
-            e = self._dup_find(row[0], row[1], row[2], row[3], row[4])
+            e = self._dup_find(row[0], row[1], row[2], row[3], row[4], INT64_MIN)
             e.used = 1
-            e.account, e.instrument, e.side, e.qty, e.price, e.last_ns = row
+            e.account, e.instrument, e.side, e.qty, e.price, e.expires_ns = row
             self.dup_used += 1
 
 

@@ -105,7 +105,7 @@ class RiskReference:
         self.acct: dict[int, AccountState] = {}
         self.orders: dict[int, Order] = {}
         self.cl_ord_ids: set[tuple[int, int]] = set()
-        self.recent: dict[tuple, int] = {}          # duplicative check: key -> last ns
+        self.recent: dict[tuple, int] = {}          # duplicative check: key -> expiry ns
         self.ref: dict[int, tuple[int, int]] = {}   # instrument -> (price, ns)
         self.killed_firm = False
         self.killed_accounts: set[int] = set()
@@ -278,7 +278,7 @@ class RiskReference:
         if reason:
             return reason
         if self.dup_window > 0:
-            self.recent[(account, instrument, side, qty, price)] = now_ns
+            self.recent[(account, instrument, side, qty, price)] = min(INT64_MAX, now_ns + self.dup_window)
         order = Order(order_key, session, account, instrument, side, ord_type, qty, qty, price, value_price,
                       flags)
         self.orders[order_key] = order
@@ -370,9 +370,9 @@ class RiskReference:
 
         if is_new:
             if self.dup_window > 0 and not flags & FLAG_INTENDED_DUPLICATE:
-                last = self.recent.get((account, instrument, side, qty, price))
-                if last is not None and now_ns - last < self.dup_window:
-                    return fail(R.DUPLICATIVE_ORDER, FIRM, self.dup_window, now_ns - last)
+                expires = self.recent.get((account, instrument, side, qty, price))
+                if expires is not None and now_ns < expires:
+                    return fail(R.DUPLICATIVE_ORDER, FIRM, self.dup_window, expires - now_ns)
             limit, layer = lim["max_open_orders"]
             if cell.open_orders >= limit:
                 return fail(R.MAX_OPEN_ORDERS, ACCOUNT_INSTRUMENT, limit, cell.open_orders + 1)

@@ -415,6 +415,29 @@ def test_duplicative_order_window(make):
     assert h.new(qty=7, now=2000 * MS - 1) == 0
 
 
+def test_duplicative_window_change_applies_to_orders_after_it(make):
+    h = make({"firm": {"duplicative_window_ms": 10}})
+    assert h.new(qty=7, now=0) == 0
+    h.engine.update({"firm": {"duplicative_window_ms": 1000}}, now_ns=1)
+    assert h.new(qty=7, now=10 * MS) == 0                     # blocked only for its own 10 ms
+    assert h.new(qty=7, now=1009 * MS) == R.DUPLICATIVE_ORDER   # the new order blocks for 1000 ms
+    h.engine.update({"firm": {"duplicative_window_ms": 1}}, now_ns=2)
+    assert h.new(qty=7, now=1010 * MS - 1) == R.DUPLICATIVE_ORDER
+    assert h.new(qty=7, now=1010 * MS) == 0
+
+
+def test_duplicative_history_survives_purges(make):
+    # Far more distinct orders than the table holds before it purges, then a twin of each live one.
+    h = make({"firm": {"duplicative_window_ms": 1}, "accounts": {"A1": {"cash": "100000000000"}}})
+    for k in range(5000):
+        assert h.new(qty=1 + k % 50, price=1000 + k, now=k * 1000) == 0
+    now = 5000 * 1000
+    recent = [k for k in range(5000) if now - k * 1000 < MS]
+    assert len(recent) == 999
+    assert all(h.new(qty=1 + k % 50, price=1000 + k, now=now) == R.DUPLICATIVE_ORDER for k in recent)
+    assert h.new(qty=1 + 4000 % 50, price=1000 + 4000, now=now) == 0
+
+
 # ---------------------------------------------------------------- kill switch, disconnect
 @pytest.mark.parametrize("scope, target, layer", [("global", None, L.LAYER_FIRM),
                                                   ("account", "A1", L.LAYER_ACCOUNT),
