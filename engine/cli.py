@@ -15,7 +15,8 @@ from engine import __version__
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("engine.cmd_demo", "set up nothing, run the main job on the embedded default"),
+    "demo": ("engine.cmd_demo", "run the engine on its simulator and send it a few orders"),
+    "serve": ("engine.cmd_serve", "run the engine (default: on the embedded simulator)"),
     "book-demo": ("engine.cmd_book_demo", "replay a small deterministic order stream through the book"),
     "journal": ("engine.cmd_journal", "verify a journal's checksums and hash chain, or export it to Parquet"),
     "client": ("engine.cmd_client", "send one request to a running engine and print the answers"),
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kronos-exec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        # add_help=False: "--help" goes on to the module's own parser.
+        command = sub.add_parser(name, help=help_text, description=help_text, add_help=False)
         command.set_defaults(_module=module_name)
         # Arguments are declared by the owning module; importing it here is
         # deferred until the sub-command is chosen.

@@ -231,6 +231,7 @@ class Config(_Section):
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     risk: dict[str, Any] = {}
+    router: dict[str, Any] = {}
     sim: dict[str, Any] = {}
     instruments: list[dict[str, Any]] = []
     gateways: list[dict[str, Any]] = []

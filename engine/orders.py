@@ -88,16 +88,18 @@ class Order:
         Engine-assigned, unique for the engine's lifetime (journaled).
     qty : int
         Lots in force (changes on replace).
-    cum_qty, notional : int
-        Lots filled and the exact sum of ``last_px * last_qty`` in tick-lots,
-        so ``avg_px = notional / cum_qty`` ticks without rounding.
+    cum_qty, notional_x2 : int
+        Lots filled and the exact sum of ``last_px * last_qty`` in half-tick
+        lots (a dark pool fills at the midpoint, which may fall between two
+        ticks), so ``avg_px = notional_x2 / (2 * cum_qty)`` ticks, exactly.
     transitions : list of (Stage, int)
         Every stage the order went through, with its time (ns).
     """
 
     __slots__ = ("order_id", "cl_ord_id", "orig_cl_ord_ids", "session_id", "account", "symbol",
-                 "side", "ord_type", "tif", "price", "qty", "cum_qty", "notional", "fees",
-                 "stage", "transitions", "children", "reject_reason", "text", "created_ns")
+                 "side", "ord_type", "tif", "price", "qty", "cum_qty", "notional_x2", "fees",
+                 "stage", "transitions", "children", "reject_reason", "text", "created_ns",
+                 "last_report")
 
     def __init__(self, order_id: int, cl_ord_id: str, session_id: str, account: str,
                  symbol: str, side: int, ord_type: int, tif: int, price: int, qty: int,
@@ -109,13 +111,15 @@ class Order:
         self.account, self.symbol = account, symbol
         self.side, self.ord_type, self.tif = side, ord_type, tif
         self.price, self.qty = price, qty
-        self.cum_qty = self.notional = self.fees = 0
+        self.cum_qty = self.notional_x2 = self.fees = 0
         self.stage = Stage.RECEIVED
         self.transitions: list[tuple[Stage, int]] = [(Stage.RECEIVED, now_ns)]
         self.children: dict[int, Child] = {}
         self.reject_reason = 0
         self.text: str | None = None
         self.created_ns = now_ns
+        #: the last ExecutionReport sent for this order (answers status requests)
+        self.last_report = None
 
     @property
     def leaves_qty(self) -> int:
@@ -151,8 +155,8 @@ class Order:
         self.reject_reason, self.text = int(reason), text
         self.advance(Stage.REJECTED, now_ns)
 
-    def fill(self, last_qty: int, last_px: int, now_ns: int, fee: int = 0) -> None:
-        """Book a fill against the parent and move to PARTIALLY_FILLED or FILLED.
+    def fill(self, last_qty: int, last_px_x2: int, now_ns: int, fee: int = 0) -> None:
+        """Book a fill (price in half-ticks) and move to PARTIALLY_FILLED or FILLED.
 
         Raises
         ------
@@ -163,7 +167,7 @@ class Order:
             raise IllegalTransition(f"order {self.order_id}: fill of {last_qty} with "
                                     f"{self.qty - self.cum_qty} left")
         self.cum_qty += last_qty
-        self.notional += last_qty * last_px
+        self.notional_x2 += last_qty * last_px_x2
         self.fees += fee
         self.advance(Stage.FILLED if self.cum_qty == self.qty else Stage.PARTIALLY_FILLED, now_ns)
 
@@ -173,27 +177,34 @@ class Order:
             "order_id": self.order_id, "cl_ord_id": self.cl_ord_id, "account": self.account,
             "symbol": self.symbol, "side": self.side, "ord_type": self.ord_type, "tif": self.tif,
             "price": self.price, "qty": self.qty, "cum_qty": self.cum_qty,
-            "leaves_qty": self.leaves_qty, "notional": self.notional, "fees": self.fees,
+            "leaves_qty": self.leaves_qty, "notional_x2": self.notional_x2, "fees": self.fees,
             "stage": self.stage.name, "ord_status": self.ord_status.name,
             "transitions": [(s.name, t) for s, t in self.transitions],
             "children": [c.as_dict() for c in self.children.values()],
         }
 
 
-def avg_px(inst: Instrument, notional: int, cum_qty: int) -> str | None:
+def half_ticks_to_price(inst: Instrument, price_x2: int) -> str:
+    """A price in half-ticks as an exact decimal string."""
+    if price_x2 % 2 == 0:
+        return inst.ticks_to_price(price_x2 // 2)
+    return format((Decimal(price_x2) * Decimal(inst.tick_size) / 2).normalize(), "f")
+
+
+def avg_px(inst: Instrument, notional_x2: int, cum_qty: int) -> str | None:
     """Exact average price as a decimal string (up to 6 digits past the tick), or None."""
     if cum_qty == 0:
         return None
     with localcontext() as ctx:
         ctx.prec = 50
-        value = Decimal(notional) * Decimal(inst.tick_size) / Decimal(cum_qty)
+        value = Decimal(notional_x2) * Decimal(inst.tick_size) / Decimal(2 * cum_qty)
         digits = len(inst.tick_size.partition(".")[2]) + 6
         text = format(value.quantize(Decimal(1).scaleb(-digits)), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def execution_report(order: Order, inst: Instrument, exec_type: ExecType, *,
-                     last_qty: int = 0, last_px: int = 0, venue: str | None = None,
+                     last_qty: int = 0, last_px_x2: int = 0, venue: str | None = None,
                      exec_id: str | None = None, orig_cl_ord_id: str | None = None,
                      reason: int = 0, text: str | None = None) -> ExecutionReport:
     """The order's current state as an ``ExecutionReport``.
@@ -211,9 +222,9 @@ def execution_report(order: Order, inst: Instrument, exec_type: ExecType, *,
         qty=lots(qty), cum_qty=lots(order.cum_qty), leaves_qty=lots(leaves),
         orig_cl_ord_id=orig_cl_ord_id, exec_id=exec_id, ord_type=order.ord_type,
         price=inst.ticks_to_price(order.price) if order.price else None,
-        avg_px=avg_px(inst, order.notional, order.cum_qty),
+        avg_px=avg_px(inst, order.notional_x2, order.cum_qty),
         last_qty=lots(last_qty) if last_qty else None,
-        last_px=inst.ticks_to_price(last_px) if last_qty else None,
+        last_px=half_ticks_to_price(inst, last_px_x2) if last_qty else None,
         venue=venue, reject_reason=int(reason), reject_name=reject_name(reason) if reason else None,
         text=text, transact_time=time.time_ns())
 
@@ -227,11 +238,15 @@ class OrderTable:
         self.by_cl_ord_id: dict[tuple[str, str], Order] = {}
 
     def create(self, cl_ord_id: str, session_id: str, account: str, symbol: str, side: int,
-               ord_type: int, tif: int, price: int, qty: int, now_ns: int) -> Order:
-        """A new order in stage RECEIVED, with the next engine order id."""
-        order = Order(self.next_order_id, cl_ord_id, session_id, account, symbol, side,
+               ord_type: int, tif: int, price: int, qty: int, now_ns: int,
+               order_id: int | None = None) -> Order:
+        """A new order in stage RECEIVED, with the next engine order id (or ``order_id``,
+        when recovery recreates an order under the id it had)."""
+        if order_id is None:
+            order_id = self.next_order_id
+        order = Order(order_id, cl_ord_id, session_id, account, symbol, side,
                       ord_type, tif, price, qty, now_ns)
-        self.next_order_id += 1
+        self.next_order_id = max(self.next_order_id, order_id + 1)
         self.by_id[order.order_id] = order
         self.by_cl_ord_id[(account, cl_ord_id)] = order
         return order

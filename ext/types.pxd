@@ -119,6 +119,7 @@ cpdef enum RejectReason:
     RESEND_UNAVAILABLE = 72  # resend asked for messages no longer kept
     RESUME_REFUSED = 73      # resume of a session that does not exist or is not yours
     INTERNAL_ERROR = 74      # the engine failed on this request; query its state
+    TOO_LATE_TO_CANCEL = 75  # cancel/replace of an order that is done or already changing
 
     NO_ROUTE = 96
     VENUE_REJECT = 97

@@ -2,7 +2,8 @@
 import pytest
 
 from engine.messages import ExecType, OrdStatus, check_report
-from engine.orders import IllegalTransition, OrderTable, Stage, avg_px, execution_report
+from engine.orders import (IllegalTransition, OrderTable, Stage, avg_px, execution_report,
+                           half_ticks_to_price)
 from ext.instrument import Instrument
 from ext.types import OrdType, RejectReason, Side, TimeInForce
 
@@ -23,25 +24,30 @@ def test_full_path_to_filled_with_exact_average():
     table = OrderTable()
     order = new_order(table)
     route(order)
-    order.fill(4_000, 18925, 3)
+    order.fill(4_000, 2 * 18925, 3)
     assert order.stage == Stage.PARTIALLY_FILLED and order.leaves_qty == 6_000
-    order.fill(6_000, 18930, 4)
+    order.fill(6_000, 2 * 18930, 4)
     assert order.stage == Stage.FILLED and order.leaves_qty == 0 and order.done
     # (4*189.25 + 6*189.30) / 10 = 189.28 exactly
-    assert avg_px(INST, order.notional, order.cum_qty) == "189.28"
+    assert avg_px(INST, order.notional_x2, order.cum_qty) == "189.28"
     assert [s for s, _ in order.transitions] == [
         Stage.RECEIVED, Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED,
         Stage.PARTIALLY_FILLED, Stage.FILLED]
-    report = execution_report(order, INST, ExecType.FILL, last_qty=6_000, last_px=18930)
+    report = execution_report(order, INST, ExecType.FILL, last_qty=6_000, last_px_x2=2 * 18930)
     assert (report.qty, report.cum_qty, report.leaves_qty, report.last_px) == \
         ("10", "10", "0", "189.3")
     assert report.ord_status == OrdStatus.FILLED and check_report(report) is None
 
 
 def test_average_price_keeps_sub_tick_digits():
-    assert avg_px(INST, 18925 + 18926, 2) == "189.255"
-    assert avg_px(INST, 1, 3) == "0.00333333"  # 6 digits past the tick, rounded
+    assert avg_px(INST, 2 * (18925 + 18926), 2) == "189.255"
+    assert avg_px(INST, 2, 3) == "0.00333333"  # 6 digits past the tick, rounded
     assert avg_px(INST, 0, 0) is None
+
+
+def test_midpoint_fill_prices_are_exact():
+    assert half_ticks_to_price(INST, 2 * 18925) == "189.25"
+    assert half_ticks_to_price(INST, 2 * 18925 + 1) == "189.255"
 
 
 @pytest.mark.parametrize("path", [
@@ -74,16 +80,16 @@ def test_overfill_is_refused_and_changes_nothing():
     order = new_order(OrderTable(), qty=5)
     route(order)
     with pytest.raises(IllegalTransition):
-        order.fill(6, 100, 3)
+        order.fill(6, 200, 3)
     with pytest.raises(IllegalTransition):
-        order.fill(0, 100, 3)
+        order.fill(0, 200, 3)
     assert order.cum_qty == 0 and order.stage == Stage.ROUTED
 
 
 def test_canceled_report_quantity_in_force_is_what_filled():
     order = new_order(OrderTable(), qty=10)
     route(order)
-    order.fill(3, 100, 3)
+    order.fill(3, 200, 3)
     order.advance(Stage.CANCELED, 4)
     report = execution_report(order, INST, ExecType.CANCELED)
     assert (report.qty, report.cum_qty, report.leaves_qty) == ("0.003", "0.003", "0")

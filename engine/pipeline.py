@@ -1,0 +1,554 @@
+"""The pipeline: validated -> risk-checked -> routed -> filled, for every order.
+
+Role: intake hands each decoded request here (``Pipeline.handle``); this
+module journals it, moves the order through the state machine
+(``engine.orders``), asks the Cython core (``ext.risk``, ``ext.router``)
+what to do, sends the router's child orders to the venues, turns venue
+reports back into parent fills, and answers the client with execution
+reports. Everything runs on the event loop's thread; nothing here blocks.
+
+Durability: every inbound command is appended to the journal before it is
+acted on, and every outbound message before it is sent, so the journal holds
+each acknowledgement before the client can see it (see docs/engine.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Callable
+
+from engine.intake import Handler, Session
+from engine.journal import JournalWriter, RecordKind
+from engine.messages import (
+    AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, JournalCommand, JournalEvent,
+    KillSwitch, NewOrder, OrderStatusReply, OrdType, ReloadLimits, Replace, Request,
+    TradeFill, TradeHistoryReply, TradeHistoryRequest, OrderStatusRequest, make_reject,
+    reject_name,
+)
+from engine.orders import Child, Order, OrderTable, Stage, execution_report, half_ticks_to_price
+from ext.instrument import ConversionError, Instrument
+from ext.router import (ACT_CANCEL, ACT_NEW, ACT_REPLACE, CF_POST_ONLY, STRAT_AUTO,
+                        STRAT_DARK_FIRST, STRAT_PASSIVE, STRAT_POV, STRAT_SWEEP, STRAT_TWAP,
+                        STRAT_VWAP)
+from ext.simloop import ReportKind
+from ext.types import OrdStatus, RejectReason, Side, TimeInForce
+
+log = logging.getLogger(__name__)
+
+#: NewOrder.strategy label -> router strategy
+STRATEGIES = {None: STRAT_AUTO, "auto": STRAT_AUTO, "sweep": STRAT_SWEEP,
+              "dark_first": STRAT_DARK_FIRST, "passive": STRAT_PASSIVE, "twap": STRAT_TWAP,
+              "vwap": STRAT_VWAP, "pov": STRAT_POV}
+
+_RISK_FLAG_LOCATE = 1
+_RISK_FLAG_INTENDED_DUPLICATE = 2
+
+#: Largest number of fills in one TradeHistoryReply part.
+HISTORY_PART = 500
+
+
+def cl_ord_hash(cl_ord_id: str) -> int:
+    """A stable 64-bit hash of a client order id (the same after a restart)."""
+    return int.from_bytes(hashlib.blake2b(cl_ord_id.encode(), digest_size=8).digest(),
+                          "little", signed=True)
+
+
+class _Pending:
+    """A cancel or replace waiting for the router to take the children down."""
+
+    __slots__ = ("session_id", "request")
+
+    def __init__(self, session_id: str, request: Cancel | Replace):
+        self.session_id, self.request = session_id, request
+
+
+class Pipeline(Handler):
+    """Order handling from intake to venues and back.
+
+    Parameters
+    ----------
+    instruments : dict of str to Instrument
+        Tradable instruments, by symbol; their order is the core's index.
+    risk : ext.risk.RiskEngine
+        Pre-trade checks and exposure state (configured with the same
+        instruments and the accounts).
+    router : ext.router.Router
+        Smart order router sized for the venues and instruments.
+    venues : sim.realtime.RealtimeVenues
+        The venues (the embedded simulator by default): ``submit``,
+        ``cancel``, ``replace``, ``depth``, ``venue_table`` and ``market``.
+    journal : JournalWriter
+        Where every command and event goes first.
+    metrics : engine.metrics.Metrics, optional
+    reload_limits : callable, optional
+        Returns the new ``[risk]`` table for ``ReloadLimits``.
+    """
+
+    def __init__(self, *, instruments: dict[str, Instrument], risk, router, venues,
+                 journal: JournalWriter, metrics=None,
+                 reload_limits: Callable[[], dict] | None = None):
+        self.instruments = instruments
+        self.symbols = list(instruments)
+        self.risk, self.router, self.venues = risk, router, venues
+        self.journal, self.metrics = journal, metrics
+        self.reload_limits = reload_limits
+        self.orders = OrderTable()
+        self.sessions: dict[str, Session] = {}
+        self.fills_by_account: dict[str, list[TradeFill]] = {}
+        self.venue_names = [v.name for v in venues.venues]
+        self._sim_to_child: dict[int, int] = {}
+        self._child_to_sim: dict[int, int] = {}
+        self._child_parent: dict[int, int] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._replace_terms: dict[int, tuple[int, int]] = {}
+        self._book_marks = [-1] * len(self.symbols)
+        self._exec_id = 0
+        self._on_report = self._venue_report  # one bound method, made once
+        self._configure_router()
+
+    # ------------------------------------------------------------ set-up
+
+    def _configure_router(self) -> None:
+        """Tell the router each venue's kind and fees (the simulator's units)."""
+        for row in self.venues.venue_table(self.symbols[0]):
+            v = row["index"]
+            self.router.set_venue(v, dark=row["dark"], maker_fee=row["maker_per_lot"],
+                                  taker_fee=row["taker_per_lot"], maker_cbps=row["maker_cbps"],
+                                  taker_cbps=row["taker_cbps"],
+                                  latency_ns=int(row["latency_us"] * 1000), open=row["open"])
+
+    def refresh_market(self, ix: int, now: int) -> None:
+        """Give the router and risk the latest view of one instrument.
+
+        Skipped when nothing happened at the venues since the last refresh,
+        so a burst of orders pays for one refresh.
+        """
+        market = self.venues.market
+        mark = market.events_processed
+        if self._book_marks[ix] == mark:
+            return
+        self._book_marks[ix] = mark
+        symbol = self.symbols[ix]
+        for v, name in enumerate(self.venue_names):
+            if market.venues[v].dark:
+                continue
+            bids, asks = market.depth(v, symbol, self.router.max_levels)
+            self.router.update_book(ix, v, bids, asks)
+            self.router.set_open(v, market.is_open(v))
+        bid, ask = market.nbbo(symbol)
+        if bid and ask:
+            self.risk.set_reference_price(self.risk.instrument_index(symbol), (bid + ask) // 2,
+                                          now)
+
+    # ------------------------------------------------------------ journal and send
+
+    def _journal_command(self, session: Session, request: Request, now: int) -> None:
+        self.journal.append_msg(RecordKind.COMMAND, JournalCommand(
+            session_id=session.session_id, principal=session.principal, received_ns=now,
+            request=request))
+
+    def _send(self, session_id: str, msg) -> None:
+        """Journal an outbound message, then send it (queued if the client is away)."""
+        self.journal.append_msg(RecordKind.EVENT, JournalEvent(session_id=session_id, event=msg))
+        session = self.sessions.get(session_id)
+        if session is not None:
+            session.send(msg)
+
+    def _report(self, order: Order, exec_type: ExecType, **kw) -> None:
+        report = execution_report(order, self.instruments[order.symbol], exec_type, **kw)
+        order.last_report = report
+        self._send(order.session_id, report)
+
+    def _reject_order(self, order: Order, reason: int, text: str, now: int,
+                      stage: str) -> None:
+        order.reject(reason, text, now)
+        if self.metrics is not None:
+            self.metrics.rejects.labels(reject_name(reason), stage).inc()
+        self._report(order, ExecType.REJECTED, reason=reason, text=text)
+
+    # ------------------------------------------------------------ intake handler
+
+    def handle(self, session: Session, request: Request) -> None:
+        """Journal a request, then process it (see ``engine.intake.Handler``)."""
+        now = time.time_ns()
+        self.sessions[session.session_id] = session
+        self._journal_command(session, request, now)
+        match request:
+            case NewOrder():
+                self._new_order(session, request, now)
+            case BulkNewOrders():
+                for order in request.orders:
+                    self._new_order(session, order, now)
+            case Cancel():
+                self._cancel(session, request, now)
+            case Replace():
+                self._replace(session, request, now)
+            case OrderStatusRequest():
+                self._status(session, request)
+            case TradeHistoryRequest():
+                self._history(session, request)
+            case KillSwitch():
+                self._kill_switch(session, request, now)
+            case ReloadLimits():
+                self._reload(session, request, now)
+        self._pump(now)
+
+    def on_session_timeout(self, session: Session) -> None:
+        """Cancel the session's working orders if it asked for cancel-on-disconnect."""
+        if not session.cancel_on_disconnect:
+            return
+        now = time.time_ns()
+        keys = self.risk.cancel_on_disconnect(session.session_id, now)
+        log.warning("session %s silent: canceling %d working orders", session.session_id,
+                    len(keys))
+        for order_id in keys:
+            self.router.cancel_parent(int(order_id), now)
+        self._pump(now)
+
+    # ------------------------------------------------------------ new orders
+
+    def _new_order(self, session: Session, req: NewOrder, now: int) -> None:
+        if self.metrics is not None:
+            self.metrics.orders_in.inc()
+        # A cl_ord_id names one order for the engine's lifetime (journal
+        # included): a client resending after a lost ack or a restart gets a
+        # reject, never a second order.
+        if self.orders.find(req.account, req.cl_ord_id) is not None:
+            self._send(session.session_id, make_reject(
+                RejectReason.DUPLICATE_CL_ORD_ID,
+                f"cl_ord_id {req.cl_ord_id!r} was already used by account {req.account}",
+                ref_type="NewOrder", cl_ord_id=req.cl_ord_id))
+            return
+        inst = self.instruments.get(req.symbol)
+        order = self.orders.create(req.cl_ord_id, session.session_id, req.account, req.symbol,
+                                   int(req.side), int(req.ord_type), int(req.time_in_force),
+                                   0, 0, now)
+        # -- validated: instrument, decimal strings, core indices
+        if inst is None:
+            return self._reject_order(order, RejectReason.UNKNOWN_INSTRUMENT,
+                                      f"unknown symbol {req.symbol!r}", now, "validate")
+        try:
+            order.qty = inst.qty_to_lots(req.qty)
+            order.price = inst.price_to_ticks(req.price) if req.price is not None else 0
+        except ConversionError as exc:
+            return self._reject_order(order, exc.reason, str(exc), now, "validate")
+        if req.time_in_force == TimeInForce.FOK:
+            return self._reject_order(order, RejectReason.INVALID_TIF,
+                                      "FOK is not supported: it cannot hold across venues",
+                                      now, "validate")
+        try:
+            account_ix = self.risk.account_index(req.account)
+        except KeyError:
+            return self._reject_order(order, RejectReason.UNKNOWN_ACCOUNT,
+                                      f"unknown account {req.account!r}", now, "validate")
+        inst_ix = self.risk.instrument_index(req.symbol)
+        order.advance(Stage.VALIDATED, now)
+        # -- risk-checked
+        self.refresh_market(inst_ix, now)
+        flags = (_RISK_FLAG_LOCATE if req.locate else 0) | \
+            (_RISK_FLAG_INTENDED_DUPLICATE if req.intended_duplicate else 0)
+        reason = self.risk.check_new(order.order_id, self.risk.session_index(session.session_id),
+                                     account_ix, inst_ix, order.side, order.ord_type, order.qty,
+                                     order.price, flags, cl_ord_hash(req.cl_ord_id), now)
+        if reason:
+            return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
+        order.advance(Stage.RISK_CHECKED, now)
+        # -- routed
+        strategy = STRATEGIES.get(req.strategy)
+        if strategy is None:
+            self.risk.on_reject(order.order_id)
+            return self._reject_order(order, RejectReason.INVALID_FIELD,
+                                      f"unknown strategy {req.strategy!r}; one of "
+                                      f"{', '.join(k for k in STRATEGIES if k)}", now, "route")
+        reason = self.router.route(order.order_id, inst_ix, order.side, order.qty, order.price,
+                                   now, strategy, order.tif)
+        if reason:
+            self.risk.on_reject(order.order_id)
+            return self._reject_order(order, reason, f"router: {reject_name(reason)}", now,
+                                      "route")
+        order.advance(Stage.ROUTED, now)
+        self._report(order, ExecType.NEW)
+
+    # ------------------------------------------------------------ cancel and replace
+
+    def _lookup(self, session: Session, req: Cancel | Replace, now: int) -> Order | None:
+        order = self.orders.find(req.account, req.orig_cl_ord_id)
+        if order is None:
+            self._send(session.session_id, make_reject(
+                RejectReason.UNKNOWN_CL_ORD_ID,
+                f"no order {req.orig_cl_ord_id!r} for account {req.account}",
+                ref_type=type(req).__name__, cl_ord_id=req.cl_ord_id))
+            return None
+        if order.done or order.order_id in self._pending:
+            why = "is done" if order.done else "has a cancel or replace in progress"
+            self._cancel_reject(session, order, req, RejectReason.TOO_LATE_TO_CANCEL,
+                                f"order {req.orig_cl_ord_id!r} {why}")
+            return None
+        return order
+
+    def _cancel_reject(self, session: Session, order: Order, req: Cancel | Replace, reason: int,
+                       text: str) -> None:
+        report = execution_report(order, self.instruments[order.symbol], ExecType.REJECTED,
+                                  reason=reason, text=text, orig_cl_ord_id=req.orig_cl_ord_id)
+        self._send(session.session_id, report)
+
+    def _cancel(self, session: Session, req: Cancel, now: int) -> None:
+        order = self._lookup(session, req, now)
+        if order is None:
+            return
+        self._pending[order.order_id] = _Pending(session.session_id, req)
+        self.router.cancel_parent(order.order_id, now)
+
+    def _replace(self, session: Session, req: Replace, now: int) -> None:
+        order = self._lookup(session, req, now)
+        if order is None:
+            return
+        inst = self.instruments[order.symbol]
+        try:
+            new_qty = inst.qty_to_lots(req.qty) if req.qty is not None else order.qty
+            new_price = inst.price_to_ticks(req.price) if req.price is not None else order.price
+        except ConversionError as exc:
+            return self._cancel_reject(session, order, req, exc.reason, str(exc))
+        if order.ord_type == OrdType.MARKET and req.price is not None:
+            return self._cancel_reject(session, order, req, RejectReason.INVALID_PRICE,
+                                       "a MARKET order has no price to replace")
+        if new_qty <= order.cum_qty:
+            return self._cancel_reject(session, order, req,
+                                       RejectReason.REPLACE_QTY_NOT_ABOVE_FILLED,
+                                       f"new qty {req.qty} is not above the filled "
+                                       f"{inst.lots_to_qty(order.cum_qty)}")
+        reason = self.risk.on_replace(order.order_id, new_qty, new_price,
+                                      cl_ord_hash(req.cl_ord_id), now)
+        if reason:
+            return self._cancel_reject(session, order, req, reason,
+                                       self.risk.last_reject_text())
+        # The children come down first; the remainder is routed again with
+        # the new terms when the router says the parent is out of the market.
+        self._pending[order.order_id] = _Pending(session.session_id, req)
+        self._replace_terms[order.order_id] = (new_qty, new_price)
+        self.router.cancel_parent(order.order_id, now)
+
+    # ------------------------------------------------------------ venues
+
+    def _execute(self, now: int) -> None:
+        """Send the router's queued actions to the venues."""
+        actions = self.router.drain_actions()
+        if not len(actions):
+            return
+        venues = self.venues
+        for a in actions.tolist():
+            child_id, parent_id, price, qty, _min_qty, _ts, venue, instrument, kind, side, \
+                ord_type, tif, flags, _role, _pad = a
+            if kind == ACT_NEW:
+                sim_id = venues.submit(venue, self.symbols[instrument], side, qty, price,
+                                       ord_type, tif, bool(flags & CF_POST_ONLY),
+                                       on_report=self._on_report)
+                self._sim_to_child[sim_id] = child_id
+                self._child_to_sim[child_id] = sim_id
+                self._child_parent[child_id] = parent_id
+                order = self.orders.by_id.get(parent_id)
+                if order is not None:
+                    order.children[child_id] = Child(child_id, self.venue_names[venue], price, qty)
+            elif kind == ACT_CANCEL:
+                sim_id = self._child_to_sim.get(child_id)
+                if sim_id is not None:
+                    venues.cancel(sim_id)
+            elif kind == ACT_REPLACE:
+                sim_id = self._child_to_sim.get(child_id)
+                if sim_id is not None:
+                    venues.replace(sim_id, price, qty)
+
+    def _venue_report(self, report) -> None:
+        """A venue's report about a child order (runs on the loop, from the venues' task)."""
+        now = time.time_ns()
+        child_id = self._sim_to_child.get(report.child_id)
+        if child_id is None:
+            return
+        router = self.router
+        kind = report.kind
+        if kind == ReportKind.RPT_FILL:
+            router.on_fill(child_id, report.last_qty, report.price_x2, now, fee=report.fee)
+            self._parent_fill(child_id, report, now)
+        elif kind == ReportKind.RPT_ACCEPTED:
+            router.on_ack(child_id, now)
+        elif kind == ReportKind.RPT_REJECTED:
+            router.on_reject(child_id, report.reason, now)
+        elif kind == ReportKind.RPT_CANCELED:
+            router.on_canceled(child_id, now)
+        elif kind == ReportKind.RPT_EXPIRED:
+            router.on_expired(child_id, now)
+        elif kind == ReportKind.RPT_REPLACED:
+            router.on_replaced(child_id, now)
+        elif kind == ReportKind.RPT_CANCEL_REJECTED:
+            router.on_replace_rejected(child_id, now)
+        if kind in (ReportKind.RPT_REJECTED, ReportKind.RPT_CANCELED, ReportKind.RPT_EXPIRED) or \
+                (kind == ReportKind.RPT_FILL and report.leaves_qty == 0):
+            self._forget_child(child_id, report.child_id)
+        self._pump(now)
+
+    def _forget_child(self, child_id: int, sim_id: int) -> None:
+        self._sim_to_child.pop(sim_id, None)
+        self._child_to_sim.pop(child_id, None)
+        parent_id = self._child_parent.pop(child_id, None)
+        order = self.orders.by_id.get(parent_id)
+        if order is not None and child_id in order.children:
+            order.children[child_id].done = True
+
+    def _parent_fill(self, child_id: int, report, now: int) -> None:
+        order = self.orders.by_id.get(self._child_parent.get(child_id))
+        if order is None or order.done:
+            return
+        qty, px_x2 = report.last_qty, report.price_x2
+        order.fill(qty, px_x2, now, report.fee)
+        child = order.children.get(child_id)
+        if child is not None:
+            child.cum_qty += qty
+        # Risk books whole ticks: a midpoint fill between two ticks is booked
+        # at the tick against the account (up for a buy, down for a sell).
+        px = (px_x2 + 1) // 2 if order.side == Side.BUY else px_x2 // 2
+        self.risk.on_fill(order.order_id, qty, px)
+        venue = self.venue_names[report.venue]
+        self._exec_id += 1
+        exec_id = f"{order.order_id}-{self._exec_id}"
+        if self.metrics is not None:
+            self.metrics.fills.inc()
+        self._report(order, ExecType.FILL if order.stage == Stage.FILLED else ExecType.PARTIAL_FILL,
+                     last_qty=qty, last_px_x2=px_x2, venue=venue, exec_id=exec_id)
+        inst = self.instruments[order.symbol]
+        self.fills_by_account.setdefault(order.account, []).append(TradeFill(
+            exec_id=exec_id, order_id=str(order.order_id), cl_ord_id=order.cl_ord_id,
+            symbol=order.symbol, side=order.side, last_qty=inst.lots_to_qty(qty),
+            last_px=half_ticks_to_price(inst, px_x2), transact_time=now, venue=venue))
+
+    def _pump(self, now: int) -> None:
+        """Send what the router queued and close the parents it finished."""
+        router = self.router
+        while router.pending_actions or router.pending_finished:
+            self._execute(now)
+            if router.pending_finished:
+                for rec in router.drain_finished().tolist():
+                    self._parent_finished(rec[0], rec[4], rec[6], now)
+
+    def _parent_finished(self, order_id: int, status: int, reason: int, now: int) -> None:
+        order = self.orders.by_id.get(order_id)
+        if order is None:
+            return
+        pending = self._pending.pop(order_id, None)
+        terms = self._replace_terms.pop(order_id, None)
+        if pending is not None and isinstance(pending.request, Replace) and terms is not None \
+                and not order.done and status != OrdStatus.EXPIRED:
+            return self._finish_replace(order, pending, terms, now)
+        if order.done:  # filled in full while its last children reported in
+            if pending is not None:
+                session = self.sessions.get(pending.session_id)
+                if session is not None:
+                    self._cancel_reject(session, order, pending.request,
+                                        RejectReason.TOO_LATE_TO_CANCEL, "order is filled")
+            return
+        self.risk.on_cancel(order.order_id)
+        if status == OrdStatus.EXPIRED:
+            order.advance(Stage.EXPIRED, now)
+            self._report(order, ExecType.EXPIRED)
+        else:
+            order.advance(Stage.CANCELED, now)
+            kw = {}
+            if pending is not None:
+                # The report answers the cancel: its cl_ord_id, the order's as orig.
+                kw = {"orig_cl_ord_id": order.cl_ord_id}
+                self.orders.alias(order, pending.request.cl_ord_id)
+            elif reason:
+                kw = {"text": f"canceled by the router: {reject_name(reason)}"}
+            elif order.tif == TimeInForce.IOC or order.ord_type == OrdType.MARKET:
+                kw = {"text": "unfilled remainder of an immediate order"}
+            self._report(order, ExecType.CANCELED, **kw)
+
+    def _finish_replace(self, order: Order, pending: _Pending, terms: tuple[int, int],
+                        now: int) -> None:
+        new_qty, new_price = terms
+        orig = order.cl_ord_id
+        self.orders.alias(order, pending.request.cl_ord_id)
+        order.qty, order.price = new_qty, new_price
+        ix = self.risk.instrument_index(order.symbol)
+        self.refresh_market(ix, now)
+        reason = self.router.route(order.order_id, ix, order.side, new_qty - order.cum_qty,
+                                   order.price, now, STRAT_AUTO, order.tif)
+        if reason:
+            self.risk.on_cancel(order.order_id)
+            order.advance(Stage.CANCELED, now)
+            return self._report(order, ExecType.CANCELED, orig_cl_ord_id=orig,
+                                text=f"replaced order could not be routed: {reject_name(reason)}")
+        self._report(order, ExecType.REPLACED, orig_cl_ord_id=orig)
+
+    # ------------------------------------------------------------ queries and admin
+
+    def _status(self, session: Session, req: OrderStatusRequest) -> None:
+        order = self.orders.find(req.account, req.cl_ord_id)
+        if order is None:
+            reason = RejectReason.UNKNOWN_CL_ORD_ID
+            msg = OrderStatusReply(cl_ord_id=req.cl_ord_id, account=req.account, found=False,
+                                   reject_reason=int(reason), reject_name=reject_name(reason),
+                                   text=f"no order {req.cl_ord_id!r} for account {req.account}",
+                                   transact_time=time.time_ns())
+        else:
+            msg = OrderStatusReply(cl_ord_id=req.cl_ord_id, account=req.account, found=True,
+                                   report=order.last_report, transact_time=time.time_ns())
+        self._send(session.session_id, msg)
+
+    def _history(self, session: Session, req: TradeHistoryRequest) -> None:
+        fills = [f for f in self.fills_by_account.get(req.account, ())
+                 if req.start_time <= f.transact_time < req.end_time
+                 and (req.symbol is None or f.symbol == req.symbol)]
+        parts = [fills[i:i + HISTORY_PART] for i in range(0, len(fills), HISTORY_PART)] or [[]]
+        for k, part in enumerate(parts):
+            self._send(session.session_id, TradeHistoryReply(
+                req_id=req.req_id, account=req.account, fills=part, last=k == len(parts) - 1,
+                transact_time=time.time_ns()))
+
+    def _kill_switch(self, session: Session, req: KillSwitch, now: int) -> None:
+        actor = f"{session.client_name} ({session.session_id})"
+        try:
+            if req.action == "engage":
+                keys = self.risk.engage_kill_switch(req.scope, req.target, now_ns=now, actor=actor,
+                                                    reason=req.text or "")
+                for order_id in keys:
+                    self.router.cancel_parent(int(order_id), now)
+                text = f"kill switch engaged ({req.scope} {req.target or ''}); " \
+                       f"{len(keys)} working orders canceled"
+            else:
+                self.risk.release_kill_switch(req.scope, req.target, now_ns=now, actor=actor,
+                                              reason=req.text or "")
+                text = f"kill switch released ({req.scope} {req.target or ''})"
+        except (KeyError, ValueError) as exc:
+            reason = RejectReason.INVALID_FIELD
+            return self._send(session.session_id, AdminReply(
+                req_id=req.req_id, ok=False, reject_reason=int(reason),
+                reject_name=reject_name(reason), text=str(exc), transact_time=now))
+        log.warning("%s by %s: %s", "kill switch", actor, text)
+        self._send(session.session_id, AdminReply(req_id=req.req_id, ok=True, text=text,
+                                                  transact_time=now))
+
+    def _reload(self, session: Session, req: ReloadLimits, now: int) -> None:
+        if self.reload_limits is None:
+            ok, text = False, "this engine has no configuration file to reload"
+        else:
+            try:
+                self.risk.reload(self.reload_limits(), now,
+                                 f"{session.client_name} ({session.session_id})")
+                ok, text = True, "risk limits reloaded; running counters kept"
+            except Exception as exc:  # a bad file leaves the running limits in force
+                ok, text = False, f"reload refused, limits unchanged: {exc}"
+        reason = 0 if ok else RejectReason.INVALID_FIELD
+        self._send(session.session_id, AdminReply(
+            req_id=req.req_id, ok=ok, text=text, reject_reason=int(reason),
+            reject_name=reject_name(reason) if reason else None, transact_time=now))
+
+    # ------------------------------------------------------------ time
+
+    def tick(self, now: int) -> int:
+        """Drive the router's clock (schedules, ack timeouts, reprices); returns its next wake-up."""
+        for ix in range(len(self.symbols)):
+            self.refresh_market(ix, now)
+        self.router.tick(now)
+        self._pump(now)
+        return self.router.next_wakeup(now)

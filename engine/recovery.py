@@ -1,0 +1,178 @@
+"""Recovery: rebuild the engine's state from its journal before taking orders.
+
+Role: the service calls :func:`recover` at start-up, after the journal writer
+has dropped a torn last record and before intake opens. The journal holds
+every command and every outcome; the outcomes (execution reports) are the
+state's history, so replaying them rebuilds exactly what clients were told:
+the order table (ids, client ids, quantities, fills, stages), the fills per
+account for trade history, and the risk engine's exposure (positions,
+working orders, cash used, daily counters).
+
+Risk is rebuilt by replaying the same calls the pipeline made (``check_new``
+for each accepted order, ``on_fill``, ``on_cancel``, ``on_replace``) under a
+permissive copy of the limits (the original decisions are already made and
+must not be taken again against today's reference prices), then the real
+limits are reloaded, which keeps every running counter.
+
+Orders that were working at the crash are routed again for what they have
+left: the embedded simulator's venues do not outlive the process, so their
+children are gone, exactly like a venue that cancels on disconnect.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from decimal import Decimal
+from typing import NamedTuple
+
+import msgspec
+
+from engine.journal import JournalReader, RecordKind
+from engine.messages import (
+    BulkNewOrders, ExecType, ExecutionReport, JournalCommand, JournalEvent, JournalPayload,
+    NewOrder, TradeFill,
+)
+from engine.orders import Stage
+from ext.router import STRAT_AUTO
+
+log = logging.getLogger(__name__)
+
+
+class Recovered(NamedTuple):
+    """What recovery found."""
+
+    records: int
+    orders: int
+    working: int
+    fills: int
+    rerouted: int
+
+
+def _permissive(table: dict) -> dict:
+    """The risk configuration with its limits taken out (grids, accounts and cash kept)."""
+    firm = {k: v for k, v in table.get("firm", {}).items() if k == "money_unit"}
+    instruments = {sym: {k: v for k, v in entry.items() if k in ("tick_size", "lot_size", "min_qty")}
+                   for sym, entry in table.get("instruments", {}).items()}
+    accounts = {name: {"active": True, "allow_short": True, "entitlements": "*",
+                       **{k: v for k, v in entry.items() if k in ("cash", "credit_limit")}}
+                for name, entry in table.get("accounts", {}).items()}
+    return {"firm": firm, "instruments": instruments, "accounts": accounts}
+
+
+def _px_x2(inst, price: str) -> int:
+    """A decimal price string as half-ticks, exactly."""
+    value = Decimal(price) * 2 / Decimal(inst.tick_size)
+    if value != value.to_integral_value():
+        raise ValueError(f"price {price} is not on the half-tick grid of {inst.symbol}")
+    return int(value)
+
+
+def recover(pipeline, journal_dir) -> Recovered:
+    """Replay the journal in ``journal_dir`` into ``pipeline``; returns a summary."""
+    risk, table = pipeline.risk, pipeline.orders
+    live_config = risk.config
+    risk.reload(_permissive(live_config), 0, "recovery")
+    decoder = msgspec.msgpack.Decoder(JournalPayload)
+    new_orders: dict[tuple[str, str], NewOrder] = {}
+    records = fills = 0
+    max_exec = 0
+    for rec in JournalReader(journal_dir).records(1):
+        records += 1
+        if rec.kind not in (RecordKind.COMMAND, RecordKind.EVENT):
+            continue
+        payload = rec.decode(decoder)
+        if isinstance(payload, JournalCommand):
+            req = payload.request
+            for order in (req.orders if isinstance(req, BulkNewOrders) else
+                          (req,) if isinstance(req, NewOrder) else ()):
+                new_orders[(order.account, order.cl_ord_id)] = order
+            continue
+        report = payload.event if isinstance(payload, JournalEvent) else None
+        if not isinstance(report, ExecutionReport):
+            continue
+        fills += _apply(pipeline, payload.session_id, report, new_orders, rec.ts_ns)
+        if report.exec_id:
+            max_exec = max(max_exec, int(report.exec_id.rpartition("-")[2] or 0))
+    pipeline._exec_id = max_exec
+    table.next_order_id = max(table.by_id, default=0) + 1
+    risk.reload(live_config, time.time_ns(), "recovery")
+    rerouted = _reroute(pipeline)
+    result = Recovered(records, len(table), len(table.working()), fills, rerouted)
+    if records:
+        log.info("recovery: %s", result._asdict())
+    return result
+
+
+def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
+           ts: int) -> int:
+    """Apply one journaled execution report; returns 1 for a fill."""
+    table, risk = pipeline.orders, pipeline.risk
+    order = table.by_id.get(int(report.order_id))
+    inst = pipeline.instruments.get(report.symbol)
+    if order is None:
+        # The first report of an order: NEW (accepted) or REJECTED (refused).
+        req = new_orders.get((report.account, report.cl_ord_id))
+        if req is None or inst is None or report.orig_cl_ord_id is not None:
+            return 0
+        order = table.create(report.cl_ord_id, session_id, report.account, report.symbol,
+                             int(req.side), int(req.ord_type), int(req.time_in_force),
+                             inst.price_to_ticks(req.price) if req.price else 0,
+                             inst.qty_to_lots(req.qty), ts, order_id=int(report.order_id))
+        order.last_report = report
+        if report.exec_type == ExecType.REJECTED:
+            order.reject(report.reject_reason, report.text or "", ts)
+            return 0
+        for stage in (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED):
+            order.advance(stage, ts)
+        # The decision was taken when the order arrived; with the limits out,
+        # only a reference price is needed (market orders are valued at it).
+        inst_ix = risk.instrument_index(order.symbol)
+        risk.set_reference_price(inst_ix, order.price or 1, ts)
+        code = risk.check_new(order.order_id, risk.session_index(session_id),
+                              risk.account_index(order.account),
+                              inst_ix, order.side, order.ord_type,
+                              order.qty, order.price or 1, 0, 0, ts)
+        if code:
+            log.error("recovery: risk refused replaying order %s (%s)", order.order_id, code)
+        return 0
+    order.last_report = report
+    if report.exec_type in (ExecType.FILL, ExecType.PARTIAL_FILL):
+        qty, px_x2 = inst.qty_to_lots(report.last_qty), _px_x2(inst, report.last_px)
+        order.fill(qty, px_x2, ts)
+        risk.on_fill(order.order_id, qty,
+                     (px_x2 + 1) // 2 if order.side == 1 else px_x2 // 2)
+        pipeline.fills_by_account.setdefault(order.account, []).append(TradeFill(
+            exec_id=report.exec_id or "", order_id=report.order_id, cl_ord_id=order.cl_ord_id,
+            symbol=order.symbol, side=order.side, last_qty=report.last_qty,
+            last_px=report.last_px, transact_time=report.transact_time, venue=report.venue))
+        return 1
+    if report.exec_type in (ExecType.CANCELED, ExecType.EXPIRED) and not order.done:
+        if report.cl_ord_id != order.cl_ord_id:
+            table.alias(order, report.cl_ord_id)
+        order.advance(Stage.CANCELED if report.exec_type == ExecType.CANCELED else Stage.EXPIRED,
+                      ts)
+        risk.on_cancel(order.order_id)
+    elif report.exec_type == ExecType.REPLACED and not order.done:
+        new_qty = inst.qty_to_lots(report.qty)
+        new_price = inst.price_to_ticks(report.price) if report.price else order.price
+        risk.on_replace(order.order_id, new_qty, new_price, 0, ts)
+        table.alias(order, report.cl_ord_id)
+        order.qty, order.price = new_qty, new_price
+    return 0
+
+
+def _reroute(pipeline) -> int:
+    """Send the working orders' remainders to the venues again."""
+    now = time.time_ns()
+    n = 0
+    for order in pipeline.orders.working():
+        ix = pipeline.risk.instrument_index(order.symbol)
+        pipeline.refresh_market(ix, now)
+        code = pipeline.router.route(order.order_id, ix, order.side, order.qty - order.cum_qty,
+                                     order.price, now, STRAT_AUTO, order.tif)
+        if code:
+            log.error("recovery: order %s could not be routed again (%s)", order.order_id, code)
+            continue
+        n += 1
+    pipeline._pump(now)
+    return n

@@ -1,0 +1,211 @@
+"""The engine service: builds the pipeline from one configuration and runs it on uvloop.
+
+Start-up order follows the data: venues (the embedded simulator unless
+configured otherwise) define the instruments; risk gets those instruments'
+grids plus the ``[risk]`` limits; the router is sized for the venues; the
+journal opens (repairing a torn tail) and is replayed into the order table
+and the risk state; then intake starts taking orders. Shutdown runs the other
+way: stop intake, let in-flight work finish, flush and close the journal.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.config import Config, ConfigError, load_config, parse_config
+from engine.intake import IntakeServer
+from engine.journal import JournalWriter
+from engine.metrics import Metrics, MetricsServer, setup_logging
+from engine.pipeline import Pipeline
+from engine.recovery import recover
+from ext.risk import RiskEngine
+from ext.router import Router
+from sim.config import load_config as load_sim_config
+from sim.realtime import RealtimeVenues
+
+log = logging.getLogger(__name__)
+
+#: The embedded default configuration: engine on the simulator, local plaintext.
+DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.toml"
+
+
+def risk_config(config: Config, instruments) -> dict[str, Any]:
+    """The ``[risk]`` table completed with every tradable instrument's grid.
+
+    Instruments are defined once, by the venues; ``[risk.instruments.X]``
+    only adds limits, and a grid written there must agree with the venue's.
+    """
+    table = copy.deepcopy(config.risk)
+    per_inst = table.setdefault("instruments", {})
+    for inst in instruments:
+        entry = per_inst.setdefault(inst.symbol, {})
+        for key in ("tick_size", "lot_size", "min_qty"):
+            value = getattr(inst, key)
+            if key in entry and entry[key] != value:
+                raise ConfigError(f"risk.instruments.{inst.symbol}.{key} = {entry[key]!r} "
+                                  f"disagrees with the venue definition {value!r}")
+            entry[key] = value
+    unknown = set(per_inst) - {i.symbol for i in instruments}
+    if unknown:
+        raise ConfigError(f"risk.instruments names symbols no venue trades: {sorted(unknown)}")
+    return table
+
+
+class EngineService:
+    """Kronos Exec as a running service.
+
+    Parameters
+    ----------
+    config : Config
+        The parsed configuration (``engine.config.load_config``).
+    config_path : str or Path, optional
+        Where it came from: ``ReloadLimits`` re-reads its ``[risk]`` table.
+    """
+
+    def __init__(self, config: Config, config_path: str | Path | None = None):
+        self.config = config
+        self.config_path = Path(config_path) if config_path else None
+        self.metrics = Metrics()
+        self.venues: RealtimeVenues | None = None
+        self.pipeline: Pipeline | None = None
+        self.intake: IntakeServer | None = None
+        self.journal: JournalWriter | None = None
+        self.metrics_server: MetricsServer | None = None
+        self._ticker: asyncio.Task | None = None
+        self.recovered = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Build every component, recover from the journal, then open intake."""
+        cfg = self.config
+        sim = dict(cfg.sim)
+        sim_cfg = load_sim_config(sim.pop("config", None))
+        self.venues = RealtimeVenues(sim_cfg, speed=float(sim.pop("speed", 1.0)),
+                                     duration=sim.pop("duration", None),
+                                     start_at=sim.pop("start_at", None))
+        if sim:
+            raise ConfigError(f"unknown key 'sim.{sorted(sim)[0]}'")
+        market = self.venues.market
+        instruments = {inst.symbol: inst for inst in market.instruments}
+        risk = RiskEngine(risk_config(cfg, market.instruments))
+        router = Router(len(market.venues), len(instruments), 10, dict(cfg.router))
+        self.journal = JournalWriter(cfg.journal.dir, fsync=cfg.journal.fsync,
+                                     group_commit_us=cfg.journal.group_commit_us,
+                                     rotate_bytes=cfg.journal.rotate_bytes)
+        if self.journal.repaired is not None:
+            log.warning("journal: dropped a torn last record: %s", self.journal.repaired)
+        self.pipeline = Pipeline(instruments=instruments, risk=risk, router=router,
+                                 venues=self.venues, journal=self.journal, metrics=self.metrics,
+                                 reload_limits=self._reload_limits)
+        await self.venues.start()
+        self.recovered = recover(self.pipeline, cfg.journal.dir)
+        self.intake = IntakeServer.from_config(cfg, self.pipeline, metrics=self.metrics)
+        await self.intake.start()
+        if cfg.metrics.port:
+            self.metrics_server = MetricsServer(self.metrics, cfg.metrics.host, cfg.metrics.port,
+                                                health=self._health).start()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="router-tick")
+        log.info("engine: serving on %s (%d venues, %d instruments, journal %s fsync=%s)",
+                 ", ".join(self.endpoints), len(market.venues), len(instruments),
+                 cfg.journal.dir, cfg.journal.fsync)
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop intake, finish in-flight work, flush the journal."""
+        if self.intake is not None:
+            self.intake.begin_shutdown()
+            await self.intake.stop()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            try:
+                await self._ticker
+            except asyncio.CancelledError:
+                pass
+        if self.venues is not None:
+            await self.venues.stop()
+        if self.journal is not None:
+            self.journal.sync()
+            self.journal.close()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        log.info("engine: stopped")
+
+    async def __aenter__(self) -> "EngineService":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------ helpers
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every bound client endpoint (CURVE first, then plaintext)."""
+        return self.intake.endpoints + self.intake.plaintext_endpoints if self.intake else []
+
+    def _reload_limits(self) -> dict:
+        if self.config_path is None:
+            raise ConfigError("started without a configuration file")
+        fresh = default_config() if self.config_path == DEFAULT_CONFIG else \
+            load_config(self.config_path)
+        return risk_config(fresh, self.venues.market.instruments)
+
+    def _health(self) -> tuple[bool, str]:
+        ok = self.venues is not None and self.venues.running and self.intake is not None \
+            and not self.intake.shutting_down
+        return ok, "ok" if ok else "not serving"
+
+    async def _tick(self) -> None:
+        """Drive the router's clock: schedules, acknowledgement timeouts, reprices."""
+        while True:
+            now = time.time_ns()
+            wake = self.pipeline.tick(now)
+            delay = 0.05 if wake < 0 else min(max((wake - now) / 1e9, 0.001), 0.05)
+            await asyncio.sleep(delay)
+
+
+def load(path: str | Path | None) -> tuple[Config, Path]:
+    """The configuration at ``path``, or the embedded default."""
+    if not path:
+        return default_config(), DEFAULT_CONFIG
+    return load_config(path), Path(path)
+
+
+def default_config(*snippets: str, base_dir: str | Path | None = None) -> Config:
+    """The embedded default, with TOML snippets appended (tests, the demo).
+
+    Its relative paths (the journal) are taken from the working directory,
+    or ``base_dir``: the file itself lives inside the package.
+    """
+    text = DEFAULT_CONFIG.read_text() + "\n" + "\n".join(snippets)
+    return parse_config(text, base_dir=base_dir or Path.cwd(), source=str(DEFAULT_CONFIG))
+
+
+def run(config: Config, config_path: Path | None, duration: float | None = None) -> int:
+    """Run the service on uvloop until interrupted (or for ``duration`` seconds)."""
+    import signal
+
+    import uvloop
+
+    setup_logging(config.logging.level, json=config.logging.json)
+
+    async def main() -> None:
+        service = EngineService(config, config_path)
+        await service.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=duration)
+        except asyncio.TimeoutError:
+            pass
+        await service.stop()
+
+    uvloop.run(main())
+    return 0
