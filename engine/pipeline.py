@@ -13,6 +13,7 @@ each acknowledgement before the client can see it (see docs/engine.md).
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -102,7 +103,12 @@ class Pipeline(Handler):
         self._child_parent: dict[int, int] = {}
         self._pending: dict[int, _Pending] = {}
         self._replace_terms: dict[int, tuple[int, int]] = {}
+        self._pump_scheduled = False
         self._book_marks = [-1] * len(self.symbols)
+        # Children carry their client account to the venue, so that venue
+        # self-trade prevention stops an account trading with itself and
+        # nothing else (all children under one id would block every cross).
+        self._venue_account = {name: ix + 1 for ix, name in enumerate(risk.accounts)}
         self._exec_id = 0
         self._on_report = self._venue_report  # one bound method, made once
         self._configure_router()
@@ -155,8 +161,13 @@ class Pipeline(Handler):
         if session is not None:
             session.send(msg)
 
+    def _instrument(self, symbol: str) -> Instrument:
+        # An order for an unknown symbol is still answered; its quantities
+        # are 0 and need no grid, so any grid formats them.
+        return self.instruments.get(symbol) or Instrument(symbol or "?", "1", "1")
+
     def _report(self, order: Order, exec_type: ExecType, **kw) -> None:
-        report = execution_report(order, self.instruments[order.symbol], exec_type, **kw)
+        report = execution_report(order, self._instrument(order.symbol), exec_type, **kw)
         order.last_report = report
         self._send(order.session_id, report)
 
@@ -341,13 +352,14 @@ class Pipeline(Handler):
             child_id, parent_id, price, qty, _min_qty, _ts, venue, instrument, kind, side, \
                 ord_type, tif, flags, _role, _pad = a
             if kind == ACT_NEW:
+                order = self.orders.by_id.get(parent_id)
+                account = self._venue_account.get(order.account, 0) if order is not None else 0
                 sim_id = venues.submit(venue, self.symbols[instrument], side, qty, price,
-                                       ord_type, tif, bool(flags & CF_POST_ONLY),
+                                       ord_type, tif, bool(flags & CF_POST_ONLY), account,
                                        on_report=self._on_report)
                 self._sim_to_child[sim_id] = child_id
                 self._child_to_sim[child_id] = sim_id
                 self._child_parent[child_id] = parent_id
-                order = self.orders.by_id.get(parent_id)
                 if order is not None:
                     order.children[child_id] = Child(child_id, self.venue_names[venue], price, qty)
             elif kind == ACT_CANCEL:
@@ -385,7 +397,15 @@ class Pipeline(Handler):
         if kind in (ReportKind.RPT_REJECTED, ReportKind.RPT_CANCELED, ReportKind.RPT_EXPIRED) or \
                 (kind == ReportKind.RPT_FILL and report.leaves_qty == 0):
             self._forget_child(child_id, report.child_id)
-        self._pump(now)
+        # This runs inside the venues' own event processing, which must not
+        # be re-entered: what the router wants sent goes out right after it.
+        if not self._pump_scheduled and (router.pending_actions or router.pending_finished):
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._deferred_pump)
+
+    def _deferred_pump(self) -> None:
+        self._pump_scheduled = False
+        self._pump(time.time_ns())
 
     def _forget_child(self, child_id: int, sim_id: int) -> None:
         self._sim_to_child.pop(sim_id, None)

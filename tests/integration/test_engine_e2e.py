@@ -1,0 +1,171 @@
+"""End to end over real sockets: a client, a running engine on simulated venues, exact reports.
+
+The simulator runs with no background flow, so the only liquidity is what
+the test's own orders put there and every report is known in advance.
+"""
+import time
+
+import pytest
+
+from engine.client import Client
+from engine.messages import (ExecType, ExecutionReport, OrderStatusReply, OrdStatus, Reject,
+                             TradeHistoryReply, check_report)
+from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
+
+
+@pytest.fixture()
+def engine(tmp_path):
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal"))
+    with ThreadedEngine(path) as eng:
+        eng.endpoint = f"tcp://127.0.0.1:{port}"
+        yield eng
+
+
+@pytest.fixture()
+def client(engine):
+    with Client(engine.endpoint) as c:
+        yield c
+
+
+_seen: dict[int, list] = {}
+
+
+def reports_until(client, cl_ord_id, exec_type, timeout=5.0):
+    """Execution reports for ``cl_ord_id`` up to the first one of ``exec_type``.
+
+    Reports for other orders that arrive meanwhile are kept for later calls
+    (the buyer's and the seller's reports of one trade interleave).
+    """
+    box = _seen.setdefault(id(client), [])
+
+    def wanted(m):
+        return isinstance(m, ExecutionReport) and m.cl_ord_id == cl_ord_id
+
+    def match():
+        for k, m in enumerate(box):
+            if wanted(m) and m.exec_type == exec_type:
+                out = [x for x in box[:k + 1] if wanted(x)]
+                box[:] = [x for x in box[:k + 1] if not wanted(x)] + box[k + 1:]
+                return out
+        return None
+    deadline = time.monotonic() + timeout
+    while (out := match()) is None:
+        box.append(client.recv(max(0.0, deadline - time.monotonic())))
+    for r in out:
+        assert check_report(r) is None
+    return out
+
+
+def wait_quote(engine, symbol, bid=None, ask=None, timeout=5.0):
+    """Wait until the venues show this NBBO: a child order reaches its venue after
+    the venue's latency, and the router routes on what the venues show."""
+    market = engine.service.venues.market
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        nbbo = engine.call(lambda: market.nbbo(symbol))
+        if (bid is None or nbbo[0] == bid) and (ask is None or nbbo[1] == ask):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"NBBO of {symbol} is {nbbo}, not ({bid}, {ask})")
+
+
+def summary(reports):
+    return [(r.exec_type, r.ord_status, r.qty, r.cum_qty, r.leaves_qty, r.last_qty, r.last_px)
+            for r in reports]
+
+
+def test_passive_then_marketable_trade_exactly(engine, client):
+    client.new_order("AAA", "sell_short", "100", "50.10", account="DEMO2", cl_ord_id="s1",
+                     locate=True)
+    assert summary(reports_until(client, "s1", ExecType.NEW)) == [
+        (ExecType.NEW, OrdStatus.NEW, "100", "0", "100", None, None)]
+    wait_quote(engine, "AAA", ask=5010)
+    client.new_order("AAA", "buy", "60", "50.20", account="DEMO1", cl_ord_id="b1")
+    buyer = reports_until(client, "b1", ExecType.FILL)
+    assert summary(buyer) == [
+        (ExecType.NEW, OrdStatus.NEW, "60", "0", "60", None, None),
+        (ExecType.FILL, OrdStatus.FILLED, "60", "60", "0", "60", "50.1")]
+    assert buyer[-1].avg_px == "50.1" and buyer[-1].venue
+    seller = reports_until(client, "s1", ExecType.PARTIAL_FILL)
+    assert summary(seller) == [
+        (ExecType.PARTIAL_FILL, OrdStatus.PARTIALLY_FILLED, "100", "60", "40", "60", "50.1")]
+    assert seller[-1].venue == buyer[-1].venue
+
+
+def test_cancel_and_replace(client):
+    client.new_order("AAA", "buy", "100", "49.00", account="DEMO1", cl_ord_id="p1")
+    reports_until(client, "p1", ExecType.NEW)
+    client.replace("p1", account="DEMO1", qty="150", price="49.05", cl_ord_id="p2")
+    rep = reports_until(client, "p2", ExecType.REPLACED)[-1]
+    assert (rep.orig_cl_ord_id, rep.qty, rep.leaves_qty, rep.price) == ("p1", "150", "150", "49.05")
+    client.cancel("p2", account="DEMO1", cl_ord_id="p3")
+    done = reports_until(client, "p3", ExecType.CANCELED)[-1]
+    assert (done.orig_cl_ord_id, done.ord_status, done.cum_qty, done.leaves_qty) == \
+        ("p2", OrdStatus.CANCELED, "0", "0")
+    # Too late: the order is done.
+    client.cancel("p3", account="DEMO1", cl_ord_id="p4")
+    late = client.recv_until(lambda m: isinstance(m, ExecutionReport) and
+                             m.exec_type == ExecType.REJECTED, 5)[-1]
+    assert late.reject_name == "TOO_LATE_TO_CANCEL" and late.ord_status == OrdStatus.CANCELED
+
+
+def test_ioc_with_no_liquidity_is_canceled(client):
+    client.new_order("AAA", "buy", "10", "50.00", account="DEMO1", cl_ord_id="i1",
+                     time_in_force=3)
+    reports = reports_until(client, "i1", ExecType.CANCELED)
+    assert summary(reports) == [(ExecType.NEW, OrdStatus.NEW, "10", "0", "10", None, None),
+                                (ExecType.CANCELED, OrdStatus.CANCELED, "0", "0", "0", None, None)]
+
+
+def test_bulk_orders_answered_one_by_one(client):
+    orders = [client.build_new_order("AAA", "buy", "10", px, account="DEMO1", cl_ord_id=cid)
+              for cid, px in (("k1", "48.00"), ("k2", "48.005"), ("k3", "48.01"))]
+    client.bulk(orders)
+    got = client.drain(0.5)
+    by_id = {m.cl_ord_id: m for m in got if isinstance(m, ExecutionReport)}
+    assert by_id["k1"].exec_type == ExecType.NEW and by_id["k3"].exec_type == ExecType.NEW
+    assert by_id["k2"].exec_type == ExecType.REJECTED and by_id["k2"].reject_name == "OFF_TICK"
+
+
+def test_rejects_name_the_problem_and_change_nothing(client):
+    cases = [
+        (dict(symbol="ZZZ", side="buy", qty="1", price="1.00", account="DEMO1"), "UNKNOWN_INSTRUMENT"),
+        (dict(symbol="AAA", side="buy", qty="1000000", price="1.00", account="DEMO1"), "MAX_ORDER_QTY"),
+        (dict(symbol="AAA", side="sell", qty="5", price="50.00", account="DEMO2"), "INSUFFICIENT_POSITION"),
+    ]
+    for i, (fields, name) in enumerate(cases):
+        cid = f"r{i}"
+        client.new_order(fields.pop("symbol"), fields.pop("side"), fields.pop("qty"),
+                         fields.pop("price"), cl_ord_id=cid, **fields)
+        rep = reports_until(client, cid, ExecType.REJECTED)[-1]
+        assert rep.reject_name == name and rep.text
+    # A cl_ord_id is single use, also after its order is done.
+    client.new_order("AAA", "buy", "1", "1.00", account="DEMO1", cl_ord_id="r0")
+    dup = client.recv_until(lambda m: isinstance(m, Reject), 5)[-1]
+    assert dup.reject_name == "DUPLICATE_CL_ORD_ID"
+    # Malformed bytes: a Reject, and the session keeps serving.
+    client.send_raw(b"\xc1not msgpack")
+    bad = client.recv_until(lambda m: isinstance(m, Reject), 5)[-1]
+    assert bad.reject_name == "MALFORMED_MESSAGE"
+    client.status("r1", account="DEMO1")
+    status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+    assert status.found and status.report.ord_status == OrdStatus.REJECTED
+
+
+def test_status_and_trade_history(engine, client):
+    t0 = time.time_ns()
+    client.new_order("BBB", "sell_short", "30", "120.00", account="DEMO2", cl_ord_id="h1",
+                     locate=True)
+    reports_until(client, "h1", ExecType.NEW)
+    wait_quote(engine, "BBB", ask=12000)
+    client.new_order("BBB", "buy", "30", "120.00", account="DEMO1", cl_ord_id="h2")
+    reports_until(client, "h2", ExecType.FILL)
+    client.status("h1", account="DEMO2")
+    st = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+    assert st.found and st.report.ord_status == OrdStatus.FILLED and st.report.cum_qty == "30"
+    client.history("DEMO1", t0, time.time_ns() + 10**9)
+    hist = client.recv_until(lambda m: isinstance(m, TradeHistoryReply), 5)[-1]
+    assert [(f.cl_ord_id, f.last_qty, f.last_px, f.symbol) for f in hist.fills] == \
+        [("h2", "30", "120", "BBB")]
