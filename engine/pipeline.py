@@ -49,6 +49,12 @@ _RISK_FLAG_INTENDED_DUPLICATE = 2
 HISTORY_PART = 500
 
 
+def risk_flags(req: NewOrder) -> int:
+    """The risk engine's flag bits of a new order."""
+    return (_RISK_FLAG_LOCATE if req.locate else 0) | \
+        (_RISK_FLAG_INTENDED_DUPLICATE if req.intended_duplicate else 0)
+
+
 def cl_ord_hash(cl_ord_id: str) -> int:
     """A stable 64-bit hash of a client order id (the same after a restart)."""
     return int.from_bytes(hashlib.blake2b(cl_ord_id.encode(), digest_size=8).digest(),
@@ -257,11 +263,9 @@ class Pipeline(Handler):
         order.advance(Stage.VALIDATED, now)
         # -- risk-checked
         self.refresh_market(inst_ix, now)
-        flags = (_RISK_FLAG_LOCATE if req.locate else 0) | \
-            (_RISK_FLAG_INTENDED_DUPLICATE if req.intended_duplicate else 0)
         reason = self.risk.check_new(order.order_id, self.risk.session_index(session.session_id),
                                      account_ix, inst_ix, order.side, order.ord_type, order.qty,
-                                     order.price, flags, cl_ord_hash(req.cl_ord_id), now)
+                                     order.price, risk_flags(req), cl_ord_hash(req.cl_ord_id), now)
         if reason:
             return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
         order.advance(Stage.RISK_CHECKED, now)

@@ -33,6 +33,7 @@ from engine.messages import (
     NewOrder, TradeFill,
 )
 from engine.orders import Stage
+from engine.pipeline import cl_ord_hash, risk_flags
 from ext.router import STRAT_AUTO
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,8 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         code = risk.check_new(order.order_id, risk.session_index(session_id),
                               risk.account_index(order.account),
                               inst_ix, order.side, order.ord_type,
-                              order.qty, order.price or 1, 0, 0, ts)
+                              order.qty, order.price or 1, risk_flags(req),
+                              cl_ord_hash(order.cl_ord_id), ts)
         if code:
             log.error("recovery: risk refused replaying order %s (%s)", order.order_id, code)
         return 0
@@ -155,7 +157,7 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
     elif report.exec_type == ExecType.REPLACED and not order.done:
         new_qty = inst.qty_to_lots(report.qty)
         new_price = inst.price_to_ticks(report.price) if report.price else order.price
-        risk.on_replace(order.order_id, new_qty, new_price, 0, ts)
+        risk.on_replace(order.order_id, new_qty, new_price, cl_ord_hash(report.cl_ord_id), ts)
         table.alias(order, report.cl_ord_id)
         order.qty, order.price = new_qty, new_price
     return 0
