@@ -29,6 +29,7 @@ from engine.messages import (
 )
 from engine.orders import Child, Order, OrderTable, Stage, execution_report, half_ticks_to_price
 from ext.instrument import ConversionError, Instrument
+from ext.risk import RiskFlag
 from ext.router import (ACT_CANCEL, ACT_NEW, ACT_REPLACE, CF_POST_ONLY, STRAT_AUTO,
                         STRAT_DARK_FIRST, STRAT_PASSIVE, STRAT_POV, STRAT_SWEEP, STRAT_TWAP,
                         STRAT_VWAP)
@@ -42,8 +43,7 @@ STRATEGIES = {None: STRAT_AUTO, "auto": STRAT_AUTO, "sweep": STRAT_SWEEP,
               "dark_first": STRAT_DARK_FIRST, "passive": STRAT_PASSIVE, "twap": STRAT_TWAP,
               "vwap": STRAT_VWAP, "pov": STRAT_POV}
 
-_RISK_FLAG_LOCATE = 1
-_RISK_FLAG_INTENDED_DUPLICATE = 2
+_LOCATE, _INTENDED_DUPLICATE = int(RiskFlag.FLAG_LOCATE), int(RiskFlag.FLAG_INTENDED_DUPLICATE)
 
 #: Largest number of fills in one TradeHistoryReply part.
 HISTORY_PART = 500
@@ -51,8 +51,7 @@ HISTORY_PART = 500
 
 def risk_flags(req: NewOrder) -> int:
     """The risk engine's flag bits of a new order."""
-    return (_RISK_FLAG_LOCATE if req.locate else 0) | \
-        (_RISK_FLAG_INTENDED_DUPLICATE if req.intended_duplicate else 0)
+    return (_LOCATE if req.locate else 0) | (_INTENDED_DUPLICATE if req.intended_duplicate else 0)
 
 
 def cl_ord_hash(cl_ord_id: str) -> int:
