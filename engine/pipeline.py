@@ -45,6 +45,9 @@ STRATEGIES = {None: STRAT_AUTO, "auto": STRAT_AUTO, "sweep": STRAT_SWEEP,
 
 _LOCATE, _INTENDED_DUPLICATE = int(RiskFlag.FLAG_LOCATE), int(RiskFlag.FLAG_INTENDED_DUPLICATE)
 
+#: Venue-side account id of the engine's first client account.
+VENUE_ACCOUNT_BASE = 1_000_000
+
 #: Largest number of fills in one TradeHistoryReply part.
 HISTORY_PART = 500
 
@@ -113,7 +116,8 @@ class Pipeline(Handler):
         # Children carry their client account to the venue, so that venue
         # self-trade prevention stops an account trading with itself and
         # nothing else (all children under one id would block every cross).
-        self._venue_account = {name: ix + 1 for ix, name in enumerate(risk.accounts)}
+        # (Ids above the simulator's own: its background flow trades as 1-4.)
+        self._venue_account = {name: VENUE_ACCOUNT_BASE + ix for ix, name in enumerate(risk.accounts)}
         self._exec_id = 0
         self._on_report = self._venue_report  # one bound method, made once
         self._configure_router()

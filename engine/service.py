@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,72 @@ class EngineService:
             wake = self.pipeline.tick(now)
             delay = 0.05 if wake < 0 else min(max((wake - now) / 1e9, 0.001), 0.05)
             await asyncio.sleep(delay)
+
+
+class EngineThread:
+    """An ``EngineService`` on its own uvloop loop in a background thread.
+
+    For the demo, tests and benchmarks: ``with EngineThread(config) as eng:``
+    serves until the block ends; ``eng.call(fn)`` runs ``fn`` on the
+    engine's loop (the only thread that may touch its state).
+    """
+
+    def __init__(self, config: Config | Path, config_path: Path | None = None):
+        if not isinstance(config, Config):
+            config, config_path = load_config(config), Path(config)
+        self.config = config
+        self.config_path = config_path
+        self.service: EngineService | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+
+    def _run(self) -> None:
+        import uvloop
+        self._loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        try:
+            self.service = EngineService(self.config, self.config_path)
+            self._loop.run_until_complete(self.service.start())
+        except BaseException as exc:  # surfaced to the test thread
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self.service.stop())
+        self._loop.close()
+        self._stopped.set()
+
+    def call(self, fn, *args):
+        """Run ``fn(*args)`` on the engine's loop and return its result."""
+        done = threading.Event()
+        box = {}
+
+        def run():
+            try:
+                box["value"] = fn(*args)
+            except BaseException as exc:
+                box["error"] = exc
+            done.set()
+        self._loop.call_soon_threadsafe(run)
+        done.wait(10)
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def __enter__(self) -> "EngineThread":
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._stopped.wait(30)
 
 
 def load(path: str | Path | None) -> tuple[Config, Path]:

@@ -34,3 +34,16 @@ def test_book_demo_prints_fills_and_depth():
 def test_unknown_command_fails():
     out = kronos("no-such-command")
     assert out.returncode != 0
+
+
+def test_demo_runs_the_engine_on_the_simulator(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "demo", "--pause", "0.2",
+                          "--data-dir", str(tmp_path)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    # Fills came back from the simulated venues, and each refused order names why.
+    assert "FILLED" in text and "REPLACED" in text and "CANCELED" in text
+    for reason in ("OFF_TICK", "MAX_ORDER_QTY", "INSUFFICIENT_POSITION"):
+        assert reason in text
+    assert (tmp_path / "journal").is_dir()
