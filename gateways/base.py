@@ -1,0 +1,315 @@
+"""The gateway base class: follow the journal, deliver batches, keep a cursor.
+
+Gateways are the last stage of the pipeline: the engine writes every event
+to its journal and is done with it; each gateway follows the journal on a
+thread of its own and delivers what it reads to one destination. The engine
+pays nothing beyond the journal write it does anyway, and a slow or absent
+destination cannot hold it up: the journal *is* the queue between them,
+bounded by nothing but disk, so nothing is dropped while a destination is
+down and the gateway catches up from its cursor when it is back.
+
+A subclass supplies four methods: :meth:`Gateway.open` and
+:meth:`Gateway.close` (the destination connection), :meth:`Gateway.deliver`
+(one batch, idempotent by ``seq``) and, if the destination can tell how far
+it got, :meth:`Gateway.load_cursor`. The base class owns the loop:
+
+1. open the destination and load the cursor (last journal seq delivered);
+2. read up to ``batch_size`` records after it, normalise them into
+   ``GatewayEvent`` structs, keep the configured types;
+3. deliver them; on success move the cursor, on failure close, back off
+   (doubling up to ``backoff_max_ms``), reopen and resume from the cursor,
+   so the failed batch is delivered again (at least once, in order).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import orjson
+
+from engine.journal import JournalReader
+from gateways.config import GatewayConfig
+from gateways.events import GatewayEvent, Normalizer
+from gateways.tail import JournalTail
+
+log = logging.getLogger(__name__)
+
+
+class GatewayMetrics:
+    """Counters of one gateway, written by its thread, readable from any thread.
+
+    Attributes
+    ----------
+    delivered : int
+        Events delivered (a re-delivery after a failure counts again).
+    batches : int
+        Successful ``deliver`` calls.
+    records_read : int
+        Journal records read (events and everything else).
+    failures : int
+        Failed attempts (open or deliver); each is followed by a back-off.
+    cursor : int
+        Last journal seq delivered (or read past).
+    connected : bool
+        Whether the destination is open.
+    last_error : str
+        The latest failure, for ``/healthz`` and logs.
+    undecodable : int
+        Event records that did not decode (skipped, logged).
+    """
+
+    __slots__ = ("delivered", "batches", "records_read", "failures", "cursor", "connected",
+                 "last_error", "undecodable", "last_delivery_ns")
+
+    def __init__(self) -> None:
+        self.delivered = self.batches = self.records_read = self.failures = 0
+        self.cursor = self.undecodable = self.last_delivery_ns = 0
+        self.connected = False
+        self.last_error = ""
+
+    def snapshot(self) -> dict:
+        """The counters as a dict."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class Gateway:
+    """Base of every gateway; see the module docstring for the loop.
+
+    Parameters
+    ----------
+    config : GatewayConfig
+        The gateway's checked ``[[gateways]]`` table.
+    source : JournalReader
+        The journal to follow, handed over by the service.
+    data_dir : str or PathLike
+        The engine's gateway data directory; this gateway keeps its files in
+        ``<data_dir>/<name>/``.
+
+    Attributes
+    ----------
+    name : str
+    metrics : GatewayMetrics
+    """
+
+    type: ClassVar[str] = ""
+
+    def __init__(self, config: GatewayConfig, source: JournalReader, data_dir: str | os.PathLike):
+        self.config = config
+        self.name = config.gateway_name
+        self.source = source
+        self.data_dir = Path(data_dir) / self.name
+        self.metrics = GatewayMetrics()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._cursor: int | None = None          # in memory: the freshest truth once known
+        self._cursor_stored: int | None = None
+        self._cursor_stored_at = 0.0
+        self._progress = threading.Condition()
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start following the journal on a thread of the gateway's own; returns at once.
+
+        Connection failures are not raised here: the thread retries with
+        back-off and reports them in ``metrics``.
+        """
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name=f"gateway-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in hand, store the cursor, close the destination.
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds to wait for the thread.
+        """
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("gateway %s: still busy %.1f s after stop", self.name, timeout)
+            self._thread = None
+
+    def wake(self) -> None:
+        """Cut the idle sleep short (optional: the engine may call it after a journal write)."""
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the gateway's thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait_for(self, seq: int, timeout: float) -> bool:
+        """Block until everything up to journal ``seq`` is delivered; whether it was in time."""
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while self.metrics.cursor < seq:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._progress.wait(min(left, 0.05))
+        return True
+
+    # ------------------------------------------------------------ subclass hooks
+    def open(self) -> None:
+        """Connect to the destination (raise on failure: the loop retries)."""
+
+    def close(self) -> None:
+        """Release the destination; called after a failure too, so be forgiving."""
+
+    def deliver(self, events: list[GatewayEvent], through_seq: int) -> None:
+        """Deliver one batch, in order; raise if it did not all arrive.
+
+        Parameters
+        ----------
+        events : list of GatewayEvent
+            In ``seq`` order; may hold events delivered before (after a
+            failure), which the destination must absorb (idempotent by seq).
+        through_seq : int
+            The journal seq the batch covers up to (``>= events[-1].seq``):
+            a destination that stores its cursor does so with the batch.
+        """
+        raise NotImplementedError
+
+    def tick(self) -> None:
+        """Called once per loop turn, busy or idle (heartbeats and the like)."""
+
+    def load_cursor(self) -> int:
+        """Last journal seq delivered, read on every (re)open.
+
+        The default is the in-memory cursor, else the cursor file. A
+        destination that knows how far it got overrides this.
+        """
+        if self._cursor is not None:
+            return self._cursor
+        state = self.read_cursor_file()
+        return int(state.get("seq", 0))
+
+    def cursor_state(self) -> dict:
+        """Extra fields a subclass keeps in the cursor file."""
+        return {}
+
+    # ------------------------------------------------------------ cursor file
+    @property
+    def cursor_path(self) -> Path:
+        """``<data_dir>/<name>/cursor.json``."""
+        return self.data_dir / "cursor.json"
+
+    def read_cursor_file(self) -> dict:
+        """The cursor file's content, ``{}`` when there is none (or it is unreadable)."""
+        try:
+            state = orjson.loads(self.cursor_path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, orjson.JSONDecodeError) as exc:
+            # Starting over is safe (consumers drop repeats by seq); refusing
+            # to start would stop the platform's event feed over a hint.
+            log.warning("gateway %s: unreadable cursor file %s (%s); starting from its destination",
+                        self.name, self.cursor_path, exc)
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def store_cursor(self, seq: int, *, force: bool = False) -> None:
+        """Write the cursor file, at most every ``cursor_interval_ms`` unless forced.
+
+        Written to a temporary file and renamed, so it is the old or the new
+        cursor, never half of one. Not fsynced: a lost cursor means events
+        are delivered again, which consumers absorb.
+        """
+        if seq == self._cursor_stored:
+            return
+        now = time.monotonic()
+        if not force and (now - self._cursor_stored_at) * 1000 < self.config.cursor_interval_ms:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.cursor_path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps({"seq": seq, **self.cursor_state()}))
+        os.replace(tmp, self.cursor_path)
+        self._cursor_stored, self._cursor_stored_at = seq, now
+
+    # ------------------------------------------------------------ the loop
+    def run(self) -> None:
+        """The journal-following loop; :meth:`start` runs it on a thread."""
+        config = self.config
+        tail = JournalTail(self.source)
+        normalizer = Normalizer(config.events)
+        backoff = config.backoff_initial_ms / 1000
+        poll = config.poll_interval_ms / 1000
+        opened = False
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not opened:
+                        self.open()
+                        opened = True
+                        self._cursor = self.load_cursor()
+                        self._set_cursor(self._cursor)
+                        tail.seek(self._cursor)
+                        self.metrics.connected = True
+                    self.tick()
+                    records = tail.read(config.batch_size)
+                    if not records:
+                        self.store_cursor(self._cursor)
+                        self._wake.wait(poll)
+                        self._wake.clear()
+                        continue
+                    self.metrics.records_read += len(records)
+                    events = normalizer.normalize(records)
+                    self.metrics.undecodable = normalizer.undecodable
+                    through = records[-1].seq
+                    if events:
+                        self.deliver(events, through)
+                        self.metrics.delivered += len(events)
+                        self.metrics.batches += 1
+                        self.metrics.last_delivery_ns = time.time_ns()
+                    self._cursor = through
+                    self._set_cursor(through)
+                    self.store_cursor(through)
+                    backoff = config.backoff_initial_ms / 1000
+                except Exception as exc:  # noqa: BLE001 - any failure: back off and resume from the cursor
+                    self.metrics.failures += 1
+                    self.metrics.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("gateway %s: %s; retrying in %.2f s", self.name,
+                                self.metrics.last_error, backoff)
+                    if opened:
+                        self._safe_close()
+                        opened = False
+                    self.metrics.connected = False
+                    tail.close()
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, config.backoff_max_ms / 1000)
+        finally:
+            tail.close()
+            if self._cursor is not None:
+                try:
+                    self.store_cursor(self._cursor, force=True)
+                except OSError as exc:
+                    log.warning("gateway %s: cursor not stored at stop: %s", self.name, exc)
+            if opened:
+                self._safe_close()
+            self.metrics.connected = False
+
+    def _set_cursor(self, seq: int) -> None:
+        with self._progress:
+            self.metrics.cursor = seq
+            self._progress.notify_all()
+
+    def _safe_close(self) -> None:
+        try:
+            self.close()
+        except Exception as exc:  # noqa: BLE001 - closing a broken connection may fail too
+            log.debug("gateway %s: close failed: %s", self.name, exc)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} cursor={self.metrics.cursor}>"

@@ -1,0 +1,296 @@
+"""The ``[[gateways]]`` tables of the engine's TOML file, checked.
+
+``engine.config`` keeps the gateway tables as plain tables; this module
+converts each into the struct of its ``type`` and refuses what it does not
+know, naming the key (``gateways[1]: unknown key 'endpont' ...``), because a
+misspelt key silently falling back to its default is how events end up
+somewhere nobody reads. ``docs/gateways.md`` lists every key with its default.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+from msgspec import Meta
+
+from gateways.events import DEFAULT_EVENT_TYPES, KNOWN_EVENT_TYPES
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+class GatewayConfigError(ValueError):
+    """A ``[[gateways]]`` table is wrong; the message names the table and key."""
+
+
+class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+                    tag_field="type"):
+    """Keys every gateway has.
+
+    Attributes
+    ----------
+    name : str, optional
+        Names the gateway in logs, metrics and its data directory; defaults
+        to the type. Two gateways of one type need distinct names.
+    enabled : bool
+        A disabled gateway is checked but not built. Default true.
+    events : list of str
+        Event types to publish (``"*"``: all, also types unknown to this
+        version). Default ``["fill", "execution_report", "admin"]``.
+    batch_size : int
+        Journal records read and delivered per batch. Default 1000.
+    poll_interval_ms : float
+        How long to sleep when the journal has nothing new. Default 2.
+    cursor_interval_ms : int
+        How often a local cursor file is rewritten (also at stop). A crash
+        re-delivers at most this much, which consumers drop by ``seq``.
+        Default 100.
+    backoff_initial_ms, backoff_max_ms : int
+        Reconnect delay after a failure, doubling up to the maximum.
+        Defaults 100 and 5000.
+    """
+
+    name: str | None = None
+    enabled: bool = True
+    events: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_EVENT_TYPES))
+    batch_size: Annotated[int, Meta(ge=1, le=100_000)] = 1000
+    poll_interval_ms: PositiveFloat = 2.0
+    cursor_interval_ms: Annotated[int, Meta(ge=0)] = 100
+    backoff_initial_ms: PositiveInt = 100
+    backoff_max_ms: PositiveInt = 5000
+
+    @property
+    def gateway_name(self) -> str:
+        """``name`` with its default applied."""
+        return self.name or self.type
+
+    @property
+    def type(self) -> str:  # noqa: A003 - the TOML key
+        """The ``type`` tag of the table."""
+        return type(self).__struct_config__.tag
+
+
+class ZmqConfig(GatewayConfig, tag="zmq"):
+    """``type = "zmq"``: ZeroMQ PUB with a replay service.
+
+    Attributes
+    ----------
+    endpoint : str
+        Where the PUB socket binds. Default ``tcp://127.0.0.1:7101``.
+    replay_endpoint : str
+        Where the ROUTER replay service binds. Default ``tcp://127.0.0.1:7102``.
+    sndhwm : int
+        PUB high-water mark per subscriber; past it ZeroMQ drops messages for
+        that subscriber, which then fills the gap by replay. Default 100000.
+    heartbeat_ms : int
+        A heartbeat carrying the last published seq is sent this often, so
+        a subscriber notices a lost tail. Default 1000.
+    max_replay : int
+        Most events in one replay answer (the subscriber asks again for the
+        rest). Default 10000.
+    """
+
+    endpoint: str = "tcp://127.0.0.1:7101"
+    replay_endpoint: str = "tcp://127.0.0.1:7102"
+    sndhwm: PositiveInt = 100_000
+    heartbeat_ms: PositiveInt = 1000
+    max_replay: PositiveInt = 10_000
+
+
+class NatsConfig(GatewayConfig, tag="nats"):
+    """``type = "nats"``: NATS JetStream.
+
+    Attributes
+    ----------
+    servers : list of str
+        Default ``["nats://127.0.0.1:4222"]``.
+    stream : str
+        Stream name, created if missing. Default ``KRONOS_EVENTS``.
+    subject_prefix : str
+        Subjects are ``<prefix>.<plural type>.<symbol>``. Default ``kronos``.
+    duplicate_window_s : float
+        The stream's de-duplication window for ``Nats-Msg-Id`` (set when the
+        gateway creates the stream). Default 600: longer than any outage
+        the gateway's own retries ride out, so a re-sent batch is dropped by
+        the server; beyond it consumers drop repeats by ``seq``.
+    storage : {"file", "memory"}
+        Default ``file``.
+    replicas : int
+        Default 1.
+    max_age_s : float
+        Stream retention; 0 keeps messages forever. Default 0.
+    ack_timeout_s : float
+        How long a batch may wait for its acknowledgements. Default 10.
+    max_pending : int
+        Publishes in flight awaiting acknowledgement. Default 4096.
+    connect_timeout_s : float
+        Default 2.
+    """
+
+    servers: list[str] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    stream: str = "KRONOS_EVENTS"
+    subject_prefix: str = "kronos"
+    duplicate_window_s: PositiveFloat = 600.0
+    storage: Literal["file", "memory"] = "file"
+    replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    max_age_s: Annotated[float, Meta(ge=0)] = 0.0
+    ack_timeout_s: PositiveFloat = 10.0
+    max_pending: PositiveInt = 4096
+    connect_timeout_s: PositiveFloat = 2.0
+
+
+class PostgresConfig(GatewayConfig, tag="postgres"):
+    """``type = "postgres"``: the trade store.
+
+    Attributes
+    ----------
+    dsn : str, optional
+        libpq connection string; default the ``KRONOS_PG_DSN`` environment
+        variable, else ``postgresql://postgres@127.0.0.1:5432/test``.
+    schema : str
+        Schema of the tables (created with them). Default ``kronos``.
+    connect_timeout_s : int
+        Default 5.
+    """
+
+    dsn: str | None = None
+    schema: str = "kronos"
+    connect_timeout_s: PositiveInt = 5
+
+    @property
+    def conninfo(self) -> str:
+        """``dsn`` with its defaults applied."""
+        return self.dsn or os.environ.get("KRONOS_PG_DSN") or DEFAULT_PG_DSN
+
+
+AnyGatewayConfig = Union[ZmqConfig, NatsConfig, PostgresConfig]
+CONFIG_TYPES: dict[str, type[GatewayConfig]] = {
+    cls.__struct_config__.tag: cls for cls in AnyGatewayConfig.__args__}
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_ZMQ_ENDPOINT = re.compile(r"^(tcp://[^\s]+:(\d+|\*)|ipc://[^\s]+|inproc://[^\s]+)$")
+
+
+def _ephemeral(endpoint: str) -> bool:
+    """A port chosen at bind time (``:0``, ``:*``) cannot clash."""
+    return endpoint.endswith((":0", ":*"))
+
+
+def _keys(cls: type) -> str:
+    return ", ".join(["type", *(f.name for f in msgspec.structs.fields(cls))])
+
+
+def _explain(where: str, cls: type, message: str) -> str:
+    match = re.fullmatch(r"(.*?)(?: - at `(\$[^`]*)`)?", message, flags=re.S)
+    detail, path = match.group(1), (match.group(2) or "$").removeprefix("$")
+    unknown = re.fullmatch(r"Object contains unknown field `([^`]*)`", detail)
+    if unknown:
+        return (f"'{where}{path}.{unknown.group(1)}': unknown key for a "
+                f"{cls.__struct_config__.tag} gateway (keys: {_keys(cls)})")
+    missing = re.fullmatch(r"Object missing required field `([^`]*)`", detail)
+    if missing:
+        return f"'{where}{path}.{missing.group(1)}': missing required key"
+    return f"'{where}{path}': {detail}"
+
+
+def parse_gateway_configs(tables: list[dict[str, Any]]) -> list[GatewayConfig]:
+    """Check the ``[[gateways]]`` tables and convert each into its struct.
+
+    Parameters
+    ----------
+    tables : list of dict
+        The parsed TOML tables, in file order.
+
+    Returns
+    -------
+    list of GatewayConfig
+        One per table, disabled ones included.
+
+    Raises
+    ------
+    GatewayConfigError
+        Naming the table (``gateways[i]``) and the offending key.
+    """
+    configs: list[GatewayConfig] = []
+    for index, table in enumerate(tables):
+        where = f"gateways[{index}]"
+        if not isinstance(table, dict):
+            raise GatewayConfigError(f"'{where}': expected a table, got {type(table).__name__}")
+        kind = table.get("type")
+        if kind is None:
+            raise GatewayConfigError(f"'{where}.type': missing required key; one of "
+                                     f"{', '.join(CONFIG_TYPES)}")
+        cls = CONFIG_TYPES.get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            raise GatewayConfigError(f"'{where}.type': unknown gateway type {kind!r}; expected one of "
+                                     f"{', '.join(CONFIG_TYPES)}")
+        try:
+            config = msgspec.convert(table, cls)
+        except msgspec.ValidationError as exc:
+            raise GatewayConfigError(_explain(where, cls, str(exc))) from None
+        _check(config, where)
+        configs.append(config)
+    _check_together(configs)
+    return configs
+
+
+def _check(config: GatewayConfig, where: str) -> None:
+    def fail(key: str, message: str) -> None:
+        raise GatewayConfigError(f"'{where}.{key}': {message}")
+
+    if config.name is not None and not _NAME.match(config.name):
+        fail("name", f"{config.name!r} is not 1 to 64 letters, digits, '_' or '-'")
+    if not config.events:
+        fail("events", "empty: the gateway would publish nothing")
+    for i, name in enumerate(config.events):
+        if name != "*" and name not in KNOWN_EVENT_TYPES:
+            fail(f"events[{i}]", f"unknown event type {name!r}; expected \"*\" or one of "
+                                 f"{', '.join(KNOWN_EVENT_TYPES)}")
+    if config.backoff_max_ms < config.backoff_initial_ms:
+        fail("backoff_max_ms", "is below 'backoff_initial_ms'")
+    match config:
+        case ZmqConfig():
+            for key in ("endpoint", "replay_endpoint"):
+                if not _ZMQ_ENDPOINT.match(getattr(config, key)):
+                    fail(key, f"{getattr(config, key)!r} is not a tcp://host:port, ipc:// or "
+                              f"inproc:// endpoint")
+            if config.endpoint == config.replay_endpoint and not _ephemeral(config.endpoint):
+                fail("replay_endpoint", "is the same as 'endpoint'")
+        case NatsConfig():
+            if not config.servers:
+                fail("servers", "empty")
+            if not _STREAM_NAME.match(config.stream):
+                fail("stream", f"{config.stream!r} is not a valid stream name")
+            if not _SUBJECT_TOKEN.match(config.subject_prefix):
+                fail("subject_prefix", f"{config.subject_prefix!r} is not a subject without wildcards")
+        case PostgresConfig():
+            if not _IDENTIFIER.match(config.schema):
+                fail("schema", f"{config.schema!r} is not a lower-case SQL identifier")
+
+
+def _check_together(configs: list[GatewayConfig]) -> None:
+    seen: dict[str, int] = {}
+    endpoints: dict[str, int] = {}
+    for index, config in enumerate(configs):
+        if not config.enabled:
+            continue
+        name = config.gateway_name
+        if name in seen:
+            raise GatewayConfigError(f"'gateways[{index}].name': {name!r} is also the name of "
+                                     f"gateways[{seen[name]}]; give each gateway a distinct 'name'")
+        seen[name] = index
+        if isinstance(config, ZmqConfig):
+            for key in ("endpoint", "replay_endpoint"):
+                value = getattr(config, key)
+                if _ephemeral(value):
+                    continue
+                if value in endpoints:
+                    raise GatewayConfigError(f"'gateways[{index}].{key}': {value!r} is already bound "
+                                             f"by gateways[{endpoints[value]}]")
+                endpoints[value] = index

@@ -1,0 +1,203 @@
+"""NATS JetStream gateway: the engine's events on the platform's event stream.
+
+Each event is published to ``<prefix>.<plural type>.<symbol>``
+(``kronos.fills.AAPL``, ``kronos.execution_reports.AAPL``, ``kronos.admin``)
+with the header ``Nats-Msg-Id: <seq>``, and counts as delivered only when
+JetStream has acknowledged it. A batch is published pipelined (up to
+``max_pending`` in flight) and the cursor moves only when every
+acknowledgement of the batch is in; after a failure the gateway reconnects
+and publishes again from the cursor, and the stream's duplicate window drops
+what had already been stored.
+
+The cursor on (re)connect is the lower of the local one (memory, else the
+cursor file) and the ``Nats-Msg-Id`` of the stream's last message: a stream
+that lost messages or was recreated is filled again from the journal, and a
+gateway that lost its data directory resumes where the stream ends.
+
+nats-py is asyncio-only; the gateway runs a private event loop on its own
+thread, never the engine's.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+import nats
+import orjson
+from nats.js import api
+from nats.js.errors import NotFoundError
+
+from engine.journal import JournalReader
+from gateways.base import Gateway
+from gateways.config import NatsConfig
+from gateways.events import GatewayEvent
+
+log = logging.getLogger(__name__)
+
+#: Subject token per event type; other types use their own name.
+SUBJECT_NAMES = {"fill": "fills", "execution_report": "execution_reports", "admin": "admin",
+                 "reject": "rejects"}
+# Characters a subject token cannot hold, escaped URL-style ('%' too, so it stays reversible).
+_ESCAPES = str.maketrans({"%": "%25", ".": "%2E", "*": "%2A", ">": "%3E"})
+
+
+def subject_token(symbol: str) -> str:
+    """A symbol as one subject token (``BRK.B`` -> ``BRK%2EB``)."""
+    return symbol.translate(_ESCAPES)
+
+
+def subject_of(prefix: str, event: GatewayEvent) -> str:
+    """``<prefix>.<plural type>[.<symbol>]``."""
+    name = SUBJECT_NAMES.get(event.type, event.type)
+    if event.symbol is None:
+        return f"{prefix}.{name}"
+    return f"{prefix}.{name}.{subject_token(event.symbol)}"
+
+
+class NatsGateway(Gateway):
+    """Publish events to a JetStream stream with acknowledgements and de-duplication ids."""
+
+    type = "nats"
+
+    def __init__(self, config: NatsConfig, source: JournalReader, data_dir):
+        super().__init__(config, source, data_dir)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._nc = None
+        self._js = None
+        self._acks: _AckCollector | None = None
+        self._inbox = ""
+        self._encoder = msgspec.msgpack.Encoder()
+
+    # ------------------------------------------------------------ connection
+    def open(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self._connect())
+
+    async def _connect(self) -> None:
+        config: NatsConfig = self.config
+        # The gateway's own loop reconnects (with its back-off, from its
+        # cursor); the client's reconnect would buffer publishes behind our back.
+        self._nc = await nats.connect(config.servers, allow_reconnect=False,
+                                      connect_timeout=config.connect_timeout_s,
+                                      name=f"kronos-gateway-{self.name}")
+        self._js = self._nc.jetstream(timeout=config.ack_timeout_s,
+                                      publish_async_max_pending=config.max_pending)
+        await self._ensure_stream()
+
+    async def _ensure_stream(self) -> None:
+        config: NatsConfig = self.config
+        subjects = [f"{config.subject_prefix}.>"]
+        try:
+            info = await self._js.stream_info(config.stream)
+        except NotFoundError:
+            await self._js.add_stream(api.StreamConfig(
+                name=config.stream, subjects=subjects,
+                storage=api.StorageType.FILE if config.storage == "file" else api.StorageType.MEMORY,
+                num_replicas=config.replicas, max_age=config.max_age_s or None,
+                duplicate_window=config.duplicate_window_s))
+            log.info("gateway %s: created stream %s for %s", self.name, config.stream, subjects[0])
+            return
+        if subjects[0] not in (info.config.subjects or []):
+            log.warning("gateway %s: stream %s has subjects %s, not %s; publishes may be refused",
+                        self.name, config.stream, info.config.subjects, subjects[0])
+
+    def close(self) -> None:
+        loop, nc = self._loop, self._nc
+        self._nc = self._js = self._loop = self._acks = None
+        if loop is None:
+            return
+        try:
+            if nc is not None and not nc.is_closed:
+                loop.run_until_complete(asyncio.wait_for(nc.close(), 2))
+        finally:
+            loop.close()
+
+    # ------------------------------------------------------------ cursor
+    def load_cursor(self) -> int:
+        local = self._cursor
+        if local is None:
+            state = self.read_cursor_file()
+            local = int(state["seq"]) if "seq" in state else None
+        stream = self._loop.run_until_complete(self._stream_cursor())
+        known = [c for c in (local, stream) if c is not None]
+        cursor = min(known) if known else 0
+        log.info("gateway %s: resuming after seq %d (local %s, stream %s)", self.name, cursor,
+                 local, stream)
+        return cursor
+
+    async def _stream_cursor(self) -> int | None:
+        """The seq of the stream's last message; 0 for a new stream, None if unknown."""
+        info = await self._js.stream_info(self.config.stream)
+        if info.state.last_seq == 0:
+            return 0
+        try:
+            message = await self._js.get_msg(self.config.stream, seq=info.state.last_seq)
+        except NotFoundError:
+            return None  # removed by retention: only the local cursor knows
+        msg_id = (message.headers or {}).get(api.Header.MSG_ID)
+        try:
+            return int(msg_id)
+        except (TypeError, ValueError):
+            return None  # someone else's message: not a position in our journal
+
+    # ------------------------------------------------------------ delivery
+    def deliver(self, events: list[GatewayEvent], through_seq: int) -> None:
+        self._loop.run_until_complete(self._publish(events))
+
+    async def _publish(self, events: list[GatewayEvent]) -> None:
+        # Core publishes with a reply subject of our own, rather than
+        # js.publish_async: that one yields to the client's flusher after
+        # every message (one socket write each); here a whole chunk goes out
+        # in one write and the acks are counted as they come back.
+        config: NatsConfig = self.config
+        nc, encode, prefix = self._nc, self._encoder.encode, config.subject_prefix
+        if self._acks is None:
+            self._inbox = nc.new_inbox()
+            self._acks = _AckCollector(config.stream)
+            await nc.subscribe(f"{self._inbox}.*", cb=self._acks.on_message)
+        acks, inbox = self._acks, self._inbox
+        for start in range(0, len(events), config.max_pending):
+            chunk = events[start:start + config.max_pending]
+            acks.expect(len(chunk))
+            for event in chunk:
+                seq = str(event.seq)
+                await nc.publish(subject_of(prefix, event), encode(event), reply=f"{inbox}.{seq}",
+                                 headers={api.Header.MSG_ID: seq})
+            await nc.flush(config.ack_timeout_s)
+            await acks.wait(config.ack_timeout_s)
+
+
+class _AckCollector:
+    """Counts JetStream acknowledgements of one chunk; the first error fails it."""
+
+    def __init__(self, stream: str):
+        self.stream = stream
+        self._missing = 0
+        self._error: str | None = None
+        self._done = asyncio.Event()
+
+    def expect(self, count: int) -> None:
+        self._missing, self._error = count, None
+        self._done.clear()
+
+    async def on_message(self, msg) -> None:
+        try:
+            ack = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            ack = {"error": {"description": f"not an acknowledgement: {msg.data[:80]!r}"}}
+        if "error" in ack:
+            self._error = self._error or f"{msg.subject}: {ack['error'].get('description', ack['error'])}"
+        elif ack.get("stream") != self.stream:
+            self._error = self._error or f"stored in stream {ack.get('stream')!r}, not {self.stream!r}"
+        self._missing -= 1
+        if self._missing <= 0 or self._error:
+            self._done.set()
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._done.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"{self._missing} JetStream acknowledgements missing after {timeout} s") from None
+        if self._error:
+            raise RuntimeError(f"JetStream refused a publish: {self._error}")

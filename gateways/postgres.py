@@ -1,0 +1,312 @@
+"""PostgreSQL gateway: the trade store of fills, order states and admin events.
+
+Each batch is one transaction: the events are COPYed into a temporary
+staging table, then spread into the tables with set-based statements, and
+the gateway's cursor row is moved in the same transaction, so the tables and
+the cursor never disagree. Every statement is idempotent, which makes a
+replay after a failure harmless:
+
+* ``fills``: one row per fill, keyed by the journal ``seq`` (``ON CONFLICT
+  DO NOTHING``);
+* ``orders``: one row per ``order_id``, upserted only when the incoming
+  ``seq`` is newer than the stored one;
+* ``admin_events``: kill switch and limit reload replies, keyed by ``seq``;
+* ``gateway_cursor``: the last journal seq each gateway has stored.
+
+The tables are created by numbered migrations recorded in
+``schema_migrations``; ``docs/gateways.md`` shows the schema.
+:func:`trade_history` answers the engine's ``TradeHistoryRequest`` from
+``fills``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+import psycopg
+from psycopg import sql
+
+from engine.journal import JournalReader
+from engine.messages import Side, TradeFill
+from gateways.base import Gateway
+from gateways.config import PostgresConfig
+from gateways.events import GatewayEvent
+
+log = logging.getLogger(__name__)
+
+# (version, description, statements); {schema} is the configured schema.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "fills, orders, admin events, gateway cursors", """
+CREATE TABLE {schema}.fills (
+    seq            bigint PRIMARY KEY,
+    ts_ns          bigint NOT NULL,
+    transact_time  bigint NOT NULL,
+    account        text NOT NULL,
+    symbol         text NOT NULL,
+    side           smallint NOT NULL,
+    cl_ord_id      text NOT NULL,
+    order_id       text NOT NULL,
+    exec_id        text,
+    exec_type      smallint NOT NULL,
+    ord_status     smallint NOT NULL,
+    last_qty       numeric NOT NULL,
+    last_px        numeric NOT NULL,
+    cum_qty        numeric,
+    leaves_qty     numeric,
+    avg_px         numeric,
+    venue          text
+);
+CREATE INDEX fills_account_time ON {schema}.fills (account, transact_time);
+CREATE INDEX fills_exec_id ON {schema}.fills (exec_id);
+CREATE TABLE {schema}.orders (
+    order_id        text PRIMARY KEY,
+    seq             bigint NOT NULL,
+    ts_ns           bigint NOT NULL,
+    transact_time   bigint NOT NULL,
+    account         text NOT NULL,
+    symbol          text NOT NULL,
+    side            smallint NOT NULL,
+    cl_ord_id       text NOT NULL,
+    orig_cl_ord_id  text,
+    ord_type        smallint,
+    price           numeric,
+    qty             numeric NOT NULL,
+    cum_qty         numeric NOT NULL,
+    leaves_qty      numeric NOT NULL,
+    avg_px          numeric,
+    ord_status      smallint NOT NULL,
+    exec_type       smallint NOT NULL,
+    venue           text,
+    reject_reason   integer NOT NULL DEFAULT 0,
+    text            text
+);
+CREATE INDEX orders_account ON {schema}.orders (account, cl_ord_id);
+CREATE TABLE {schema}.admin_events (
+    seq            bigint PRIMARY KEY,
+    ts_ns          bigint NOT NULL,
+    transact_time  bigint NOT NULL,
+    session_id     text NOT NULL,
+    req_id         text,
+    ok             boolean,
+    reject_reason  integer NOT NULL DEFAULT 0,
+    reject_name    text,
+    text           text
+);
+CREATE TABLE {schema}.gateway_cursor (
+    name  text PRIMARY KEY,
+    seq   bigint NOT NULL
+);
+"""),
+]
+
+# Staging columns, in COPY order; every event of a batch lands here first.
+_STAGING_COLUMNS = ("seq", "ts_ns", "type", "session_id", "transact_time", "account", "symbol",
+                    "side", "cl_ord_id", "orig_cl_ord_id", "order_id", "exec_id", "exec_type",
+                    "ord_status", "ord_type", "price", "qty", "cum_qty", "leaves_qty", "avg_px",
+                    "last_qty", "last_px", "venue", "reject_reason", "reject_name", "text", "req_id",
+                    "ok")
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS gateway_staging (
+    seq bigint, ts_ns bigint, type text, session_id text, transact_time bigint, account text,
+    symbol text, side smallint, cl_ord_id text, orig_cl_ord_id text, order_id text, exec_id text,
+    exec_type smallint, ord_status smallint, ord_type smallint, price numeric, qty numeric,
+    cum_qty numeric, leaves_qty numeric, avg_px numeric, last_qty numeric, last_px numeric,
+    venue text, reject_reason integer, reject_name text, text text, req_id text, ok boolean
+) ON COMMIT DELETE ROWS
+"""
+_INSERT_FILLS = """
+INSERT INTO {schema}.fills (seq, ts_ns, transact_time, account, symbol, side, cl_ord_id, order_id,
+    exec_id, exec_type, ord_status, last_qty, last_px, cum_qty, leaves_qty, avg_px, venue)
+SELECT seq, ts_ns, COALESCE(NULLIF(transact_time, 0), ts_ns), account, symbol, side, cl_ord_id,
+    order_id, exec_id, exec_type, ord_status, last_qty, last_px, cum_qty, leaves_qty, avg_px, venue
+FROM gateway_staging WHERE type = 'fill'
+ON CONFLICT (seq) DO NOTHING
+"""
+# The newest report per order in the batch wins, and only over an older stored one.
+_UPSERT_ORDERS = """
+INSERT INTO {schema}.orders AS o (order_id, seq, ts_ns, transact_time, account, symbol, side,
+    cl_ord_id, orig_cl_ord_id, ord_type, price, qty, cum_qty, leaves_qty, avg_px, ord_status,
+    exec_type, venue, reject_reason, text)
+SELECT DISTINCT ON (order_id) order_id, seq, ts_ns, COALESCE(NULLIF(transact_time, 0), ts_ns),
+    account, symbol, side, cl_ord_id, orig_cl_ord_id, ord_type, price, qty, cum_qty, leaves_qty,
+    avg_px, ord_status, exec_type, venue, reject_reason, text
+FROM gateway_staging
+WHERE type IN ('fill', 'execution_report') AND order_id IS NOT NULL AND order_id <> ''
+ORDER BY order_id, seq DESC
+ON CONFLICT (order_id) DO UPDATE SET
+    seq = EXCLUDED.seq, ts_ns = EXCLUDED.ts_ns, transact_time = EXCLUDED.transact_time,
+    cl_ord_id = EXCLUDED.cl_ord_id, orig_cl_ord_id = EXCLUDED.orig_cl_ord_id,
+    ord_type = COALESCE(EXCLUDED.ord_type, o.ord_type), price = COALESCE(EXCLUDED.price, o.price),
+    qty = EXCLUDED.qty, cum_qty = EXCLUDED.cum_qty, leaves_qty = EXCLUDED.leaves_qty,
+    avg_px = EXCLUDED.avg_px, ord_status = EXCLUDED.ord_status, exec_type = EXCLUDED.exec_type,
+    venue = COALESCE(EXCLUDED.venue, o.venue), reject_reason = EXCLUDED.reject_reason,
+    text = EXCLUDED.text
+WHERE o.seq < EXCLUDED.seq
+"""
+_INSERT_ADMIN = """
+INSERT INTO {schema}.admin_events (seq, ts_ns, transact_time, session_id, req_id, ok, reject_reason,
+    reject_name, text)
+SELECT seq, ts_ns, COALESCE(NULLIF(transact_time, 0), ts_ns), session_id, req_id, ok,
+    reject_reason, reject_name, text
+FROM gateway_staging WHERE type = 'admin'
+ON CONFLICT (seq) DO NOTHING
+"""
+_STORE_CURSOR = """
+INSERT INTO {schema}.gateway_cursor (name, seq) VALUES (%s, %s)
+ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq WHERE gateway_cursor.seq < EXCLUDED.seq
+"""
+
+
+def _q(template: str, schema: str) -> sql.Composed:
+    return sql.SQL(template).format(schema=sql.Identifier(schema))
+
+
+def migrate(conn: psycopg.Connection, schema: str) -> list[int]:
+    """Create the schema and apply the migrations it lacks; returns the versions applied.
+
+    Concurrent gateways on one database are serialised by an advisory lock.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+        Not in a transaction; committed on return.
+    schema : str
+        Schema of the tables.
+    """
+    applied: list[int] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"kronos-gateway-{schema}",))
+        conn.execute(_q("CREATE SCHEMA IF NOT EXISTS {schema}", schema))
+        conn.execute(_q("""CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+            version integer PRIMARY KEY, description text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now())""", schema))
+        done = {row[0] for row in conn.execute(_q("SELECT version FROM {schema}.schema_migrations", schema))}
+        for version, description, statements in MIGRATIONS:
+            if version in done:
+                continue
+            conn.execute(_q(statements, schema))
+            conn.execute(_q("INSERT INTO {schema}.schema_migrations (version, description) "
+                            "VALUES (%s, %s)", schema), (version, description))
+            applied.append(version)
+    if applied:
+        log.info("postgres gateway: schema %s migrated to version %d", schema, applied[-1])
+    return applied
+
+
+def _row(event: GatewayEvent) -> tuple:
+    return (event.seq, event.ts_ns, event.type, event.session_id, event.transact_time, event.account,
+            event.symbol, event.side, event.cl_ord_id, event.orig_cl_ord_id, event.order_id,
+            event.exec_id, event.exec_type, event.ord_status, event.ord_type, event.price, event.qty,
+            event.cum_qty, event.leaves_qty, event.avg_px, event.last_qty, event.last_px, event.venue,
+            event.reject_reason, event.reject_name, event.text, event.req_id, event.ok)
+
+
+class PostgresGateway(Gateway):
+    """Write fills, order states and admin events to PostgreSQL, one transaction per batch."""
+
+    type = "postgres"
+
+    def __init__(self, config: PostgresConfig, source: JournalReader, data_dir):
+        super().__init__(config, source, data_dir)
+        self._conn: psycopg.Connection | None = None
+        schema = config.schema
+        self._copy = sql.SQL("COPY gateway_staging ({}) FROM STDIN").format(
+            sql.SQL(", ").join(map(sql.Identifier, _STAGING_COLUMNS)))
+        self._statements = [_q(s, schema) for s in (_INSERT_FILLS, _UPSERT_ORDERS, _INSERT_ADMIN)]
+        self._store_cursor = _q(_STORE_CURSOR, schema)
+
+    def open(self) -> None:
+        config: PostgresConfig = self.config
+        self._conn = psycopg.connect(config.conninfo, connect_timeout=config.connect_timeout_s,
+                                     application_name=f"kronos-gateway-{self.name}")
+        self._conn.autocommit = True
+        migrate(self._conn, config.schema)
+        self._conn.execute(_STAGING)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def load_cursor(self) -> int:
+        # The table is the truth: it moved in the same transaction as the rows.
+        row = self._conn.execute(_q("SELECT seq FROM {schema}.gateway_cursor WHERE name = %s",
+                                    self.config.schema), (self.name,)).fetchone()
+        return row[0] if row else 0
+
+    def store_cursor(self, seq: int, *, force: bool = False) -> None:
+        # deliver() stores the cursor with each batch; a stretch of records
+        # with no event to store (commands) is simply read again after a restart.
+        return
+
+    def deliver(self, events: list[GatewayEvent], through_seq: int) -> None:
+        conn = self._conn
+        with conn.transaction():
+            with conn.cursor() as cur:
+                with cur.copy(self._copy) as copy:
+                    for event in events:
+                        copy.write_row(_row(event))
+                for statement in self._statements:
+                    cur.execute(statement)
+                cur.execute(self._store_cursor, (self.name, through_seq))
+
+    def trade_history(self, account: str, start_ns: int, end_ns: int,
+                      symbol: str | None = None) -> list[TradeFill]:
+        """Fills of ``account`` with ``start_ns <= transact_time < end_ns`` (see :func:`trade_history`).
+
+        Opens a connection of its own: the gateway's connection belongs to
+        its thread. Blocking: call it from an executor, not the engine's loop.
+        """
+        config: PostgresConfig = self.config
+        with psycopg.connect(config.conninfo, connect_timeout=config.connect_timeout_s) as conn:
+            return trade_history(conn, account, start_ns, end_ns, symbol, schema=config.schema)
+
+
+def trade_history(conn: psycopg.Connection, account: str, start_ns: int, end_ns: int,
+                  symbol: str | None = None, *, schema: str = "kronos",
+                  limit: int | None = None) -> list[TradeFill]:
+    """The fills of an account in a time range, oldest first, as the protocol's ``TradeFill``.
+
+    Parameters
+    ----------
+    conn : psycopg.Connection
+    account : str
+    start_ns, end_ns : int
+        ``start_ns <= transact_time < end_ns`` (ns since the epoch), as in
+        ``TradeHistoryRequest``.
+    symbol : str, optional
+        Only this symbol.
+    schema : str
+        Schema of the gateway's tables.
+    limit : int, optional
+        At most this many fills.
+
+    Returns
+    -------
+    list of TradeFill
+    """
+    query = ("SELECT exec_id, order_id, cl_ord_id, symbol, side, last_qty::text, last_px::text, "
+             "transact_time, venue, seq FROM {schema}.fills "
+             "WHERE account = %s AND transact_time >= %s AND transact_time < %s")
+    params: list = [account, start_ns, end_ns]
+    if symbol is not None:
+        query += " AND symbol = %s"
+        params.append(symbol)
+    query += " ORDER BY transact_time, seq"
+    if limit is not None:
+        query += " LIMIT %s"
+        params.append(limit)
+    rows = conn.execute(_q(query, schema), params).fetchall()
+    return [TradeFill(exec_id=exec_id or f"seq-{seq}", order_id=order_id, cl_ord_id=cl_ord_id,
+                      symbol=sym, side=Side(side), last_qty=last_qty, last_px=last_px,
+                      transact_time=transact_time, venue=venue)
+            for exec_id, order_id, cl_ord_id, sym, side, last_qty, last_px, transact_time, venue, seq
+            in rows]
+
+
+def drop_schema(conn: psycopg.Connection, schema: str) -> None:
+    """Drop the gateway's schema and everything in it (tests, decommissioning)."""
+    conn.execute(_q("DROP SCHEMA IF EXISTS {schema} CASCADE", schema))
+
+
+__all__: Iterable[str] = ("PostgresGateway", "migrate", "trade_history", "drop_schema", "MIGRATIONS")

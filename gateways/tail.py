@@ -1,0 +1,210 @@
+"""Follow a journal that is still being written, reading only what is new.
+
+Gateways sit after the journal: the service hands each one a
+``JournalReader`` and the gateway follows the journal from its own cursor.
+``JournalReader.records(start_seq)`` reads a whole segment (up to 64 MiB) per
+call, which is right for one pass but not for following a live journal a
+few records at a time: a gateway polling every millisecond would re-read and
+re-hash the current segment each time. :class:`JournalTail` keeps its place
+(segment, byte offset, expected seq, chain hash) and reads from there.
+
+It checks records with the journal's own scanner (CRC, sequence and hash
+chain, torn-tail rules), so a record the engine is still writing looks torn
+and is simply picked up on the next read; it only adds the bookkeeping of
+where it is. The scanner and the header parser are private to
+``engine.journal``: this module is the one place outside it that uses them
+(a public follow mode in ``engine/journal.py`` would make that unnecessary).
+"""
+from __future__ import annotations
+
+import bisect
+import os
+from pathlib import Path
+
+from engine.journal import (
+    FILE_HEADER_SIZE, RECORD_HEADER_SIZE, JournalCorruptError, JournalError, JournalReader, Record,
+    list_segments, segment_name,
+)
+from engine.journal import _parse_file_header, _scan, _Torn  # noqa: PLC2701 - see module docstring
+
+
+class JournalGapError(JournalError):
+    """Records the gateway still has to deliver are no longer in the journal."""
+
+
+class JournalTail:
+    """Incremental, checked reads of a live journal.
+
+    Parameters
+    ----------
+    reader : JournalReader
+        The journal to follow (its directory and chain-check setting).
+    chunk_bytes : int
+        Bytes read per system call; a record larger than this is read whole.
+    mark_every : int
+        Remember where every ``mark_every``-th record starts, so that
+        :meth:`seek` back into history (a replay) scans from the nearest mark
+        instead of the segment's start.
+
+    Notes
+    -----
+    Not thread-safe: one tail per reading thread.
+    """
+
+    def __init__(self, reader: JournalReader, *, chunk_bytes: int = 1 << 20, mark_every: int = 4096):
+        self.data_dir = Path(reader.data_dir)
+        self.check_chain = reader.check_chain
+        self.chunk_bytes = chunk_bytes
+        self.mark_every = mark_every
+        self._skip_through = 0
+        self._path: Path | None = None
+        self._fd = -1
+        self._offset = 0
+        self._next_seq = 1
+        self._prev_hash = b""
+        # (next_seq, segment, offset, prev_hash): resumable points, oldest first.
+        self._marks: list[tuple[int, Path, int, bytes]] = []
+        self._since_mark = 0
+
+    # ------------------------------------------------------------ position
+    @property
+    def next_seq(self) -> int:
+        """Sequence number the next record read will have at the earliest."""
+        return max(self._next_seq, self._skip_through + 1)
+
+    def seek(self, after_seq: int) -> None:
+        """Make the next :meth:`read` start at ``after_seq + 1``."""
+        if after_seq < 0:
+            raise ValueError(f"after_seq must be >= 0, not {after_seq}")
+        self._skip_through = after_seq
+        if self._path is not None and self._next_seq <= after_seq + 1:
+            return  # forward from here: the records in between are skipped as read
+        self._drop_position()
+
+    def close(self) -> None:
+        """Close the open segment file."""
+        self._drop_position()
+
+    def _drop_position(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._path = -1, None
+
+    def _position(self) -> bool:
+        """Find the segment (and the nearest mark) holding ``_skip_through + 1``."""
+        segments = list_segments(self.data_dir)
+        if not segments:
+            return False
+        target = self._skip_through + 1
+        firsts = [int(p.stem) for p in segments]
+        if firsts[0] > target:
+            raise JournalGapError(
+                f"journal {self.data_dir} starts at seq {firsts[0]} but seq {target} is still to be "
+                f"delivered (segments removed from the front?)")
+        index = bisect.bisect_right(firsts, target) - 1
+        path = segments[index]
+        with open(path, "rb") as handle:
+            head = handle.read(FILE_HEADER_SIZE)
+        if len(head) < FILE_HEADER_SIZE and index == len(segments) - 1:
+            return False  # the writer is creating it; try again on the next read
+        header = _parse_file_header(path, head)
+        offset, next_seq, prev_hash = FILE_HEADER_SIZE, header.first_seq, header.prev_hash
+        at = bisect.bisect_right([mark[0] for mark in self._marks], target) - 1
+        if at >= 0:
+            mark_seq, mark_path, mark_offset, mark_hash = self._marks[at]
+            if mark_path == path and mark_seq > next_seq:
+                offset, next_seq, prev_hash = mark_offset, mark_seq, mark_hash
+        self._fd = os.open(path, os.O_RDONLY)
+        self._path, self._offset, self._next_seq, self._prev_hash = path, offset, next_seq, prev_hash
+        return True
+
+    def _mark(self) -> None:
+        entry = (self._next_seq, self._path, self._offset, self._prev_hash)
+        if not self._marks or self._marks[-1][0] < entry[0]:
+            self._marks.append(entry)
+            if len(self._marks) > 4096:  # bounded: the oldest history is the least replayed
+                del self._marks[:1024]
+
+    # ------------------------------------------------------------ reading
+    def read(self, max_records: int) -> list[Record]:
+        """Up to ``max_records`` records from the current position on.
+
+        Returns an empty list when nothing new is complete yet.
+
+        Raises
+        ------
+        JournalCorruptError
+            A record fails its checks with good data after it.
+        JournalGapError
+            The records to read were removed from the journal.
+        """
+        out: list[Record] = []
+        if self._path is None and not self._position():
+            return out
+        while len(out) < max_records:
+            if not self._read_chunk(out, max_records) and not self._next_segment():
+                break
+        return out
+
+    def _read_chunk(self, out: list[Record], limit: int) -> bool:
+        """Scan one chunk from the current offset; whether the offset moved."""
+        # The scanner starts after a segment header: give it the bytes from
+        # one header length before our offset and ignore that prefix.
+        start = self._offset - FILE_HEADER_SIZE
+        data = os.pread(self._fd, self.chunk_bytes + FILE_HEADER_SIZE, start)
+        if len(data) <= FILE_HEADER_SIZE:
+            return False
+        moved = self._scan(data, start, out, limit)
+        if not moved:
+            size = os.fstat(self._fd).st_size
+            if size - start > len(data):
+                # A record bigger than the chunk: read up to the end of the file.
+                data = os.pread(self._fd, size - start, start)
+                moved = self._scan(data, start, out, limit)
+        return moved
+
+    def _scan(self, data: bytes, start: int, out: list[Record], limit: int) -> bool:
+        before = self._offset
+        skip_through = self._skip_through
+        try:
+            for record in _scan(self._path, data, self._next_seq, self._prev_hash,
+                                check_chain=self.check_chain):
+                self._offset = start + record.offset + RECORD_HEADER_SIZE + len(record.payload)
+                self._next_seq, self._prev_hash = record.seq + 1, record.hash
+                self._since_mark += 1
+                if self._since_mark >= self.mark_every:
+                    self._since_mark = 0
+                    self._mark()
+                if record.seq > skip_through:
+                    out.append(record._replace(offset=start + record.offset))
+                    if len(out) >= limit:
+                        break
+        except _Torn:
+            pass  # the record being written: it is complete on a later read
+        except JournalCorruptError as exc:
+            # The scanner's offsets are relative to the slice it was given.
+            raise JournalCorruptError(exc.path, start + exc.offset, exc.seq, exc.problem,
+                                      exc.detail) from None
+        return self._offset != before
+
+    def _next_segment(self) -> bool:
+        """Move to the next segment once the writer has started it."""
+        path = self.data_dir / segment_name(self._next_seq)
+        if path == self._path or not path.exists():
+            return False
+        size = os.fstat(self._fd).st_size
+        if size != self._offset:
+            raise JournalCorruptError(self._path, self._offset, self._next_seq, "length",
+                                      "segment is cut short before the next one")
+        with open(path, "rb") as handle:
+            head = handle.read(FILE_HEADER_SIZE)
+        if len(head) < FILE_HEADER_SIZE:
+            return False  # being created
+        header = _parse_file_header(path, head)
+        if header.prev_hash != self._prev_hash:
+            raise JournalCorruptError(path, 0, self._next_seq, "chain",
+                                      "segment does not chain from the previous one")
+        os.close(self._fd)
+        self._fd = os.open(path, os.O_RDONLY)
+        self._path, self._offset = path, FILE_HEADER_SIZE
+        return True

@@ -1,0 +1,498 @@
+"""ZeroMQ gateway: a PUB socket of events, a replay service, and a subscriber helper.
+
+The embedded default for consumers on the same network: no broker, one PUB
+socket and a ROUTER that serves journal ranges. PUB never blocks and drops
+messages for a subscriber that falls behind its high-water mark (or is not
+connected yet), so every message says where it sits in the stream and a
+subscriber that notices a hole asks the replay service for it.
+
+Wire format (multipart)::
+
+    [topic, header, payload]
+    topic   b"<type>.<symbol>" (b"fill.AAPL"), or b"<type>" without a symbol (b"admin")
+    header  24 bytes, big-endian u64 x 3: seq, prev, topic_prev
+    payload msgpack of gateways.events.GatewayEvent
+
+``prev`` is the seq of the event published before this one (any topic) and
+``topic_prev`` the one before it on the same topic; ``0`` means none,
+``UNKNOWN`` (2**64-1) that the gateway restarted and does not know. A
+heartbeat ``[b"_hb", header, b""]`` every ``heartbeat_ms`` carries the last
+published seq in ``seq``, so a lost tail is noticed too.
+
+Replay (REQ -> ROUTER): the request is a msgpack map ``{"from": a, "to": b,
+"topics": [...], "prefixes": [...]}`` (``to`` 0: to the end of the journal;
+no topics nor prefixes: everything); the answer is ``[status, topic,
+header, payload, topic, header, payload, ...]`` where ``status`` is a msgpack
+map ``{"ok": true, "through": s, "end": bool}``: every matching event up to
+``s`` is in the answer. Ask again from ``s + 1`` until ``end`` or ``s >= b``.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import struct
+import threading
+import time
+
+import msgspec
+import zmq
+
+from engine.journal import JournalReader, RecordKind
+from gateways.base import Gateway
+from gateways.config import ZmqConfig
+from gateways.events import GatewayEvent, Normalizer, topic_of
+from gateways.tail import JournalTail
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct(">QQQ")
+#: ``prev``/``topic_prev`` value meaning "not known": check with a replay.
+UNKNOWN = (1 << 64) - 1
+HEARTBEAT_TOPIC = b"_hb"
+
+
+class ZmqGateway(Gateway):
+    """Publish events on a ZeroMQ PUB socket and serve replays from the journal.
+
+    Both sockets are bound in :meth:`start` (so a taken port fails at once)
+    and live until :meth:`stop`; a PUB socket has no destination to lose,
+    so ``open``/``close`` have nothing to do.
+    """
+
+    type = "zmq"
+
+    def __init__(self, config: ZmqConfig, source: JournalReader, data_dir):
+        super().__init__(config, source, data_dir)
+        self._context: zmq.Context | None = None
+        self._pub: zmq.Socket | None = None
+        self._replay: ReplayServer | None = None
+        self._encoder = msgspec.msgpack.Encoder()
+        self._prev: int | None = None           # last published seq; None: not known
+        self._topic_prev: dict[bytes, int] = {}
+        self._topic_default = UNKNOWN
+        self._last_heartbeat = 0.0
+        self.endpoint = config.endpoint
+        self.replay_endpoint = config.replay_endpoint
+
+    def start(self) -> None:
+        """Bind the PUB socket and the replay service, then start following."""
+        if self.running:
+            return
+        config: ZmqConfig = self.config
+        self._context = zmq.Context()
+        self._pub = self._context.socket(zmq.PUB)
+        self._pub.setsockopt(zmq.SNDHWM, config.sndhwm)
+        self._pub.setsockopt(zmq.LINGER, 0)
+        try:
+            self._pub.bind(config.endpoint)
+            self.endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._replay = ReplayServer(self._context, config.replay_endpoint, self.source,
+                                        Normalizer(config.events), max_replay=config.max_replay)
+        except zmq.ZMQError:
+            self._pub.close()
+            self._context.term()
+            raise
+        self.replay_endpoint = self._replay.endpoint
+        self._replay.start()
+        super().start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop following, then close both sockets."""
+        super().stop(timeout)
+        if self._replay is not None:
+            self._replay.stop()
+            self._replay = None
+        if self._pub is not None:
+            self._pub.close()
+            self._pub = None
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+
+    def load_cursor(self) -> int:
+        """The cursor file (or memory), and with it the last published seq."""
+        if self._cursor is not None:
+            return self._cursor
+        state = self.read_cursor_file()
+        seq = int(state.get("seq", 0))
+        if seq == 0:
+            # Nothing was ever published: "the previous one" is none, not unknown.
+            self._prev, self._topic_default = 0, 0
+        else:
+            published = state.get("published")
+            self._prev = published if type(published) is int else None
+            self._topic_default = UNKNOWN
+        return seq
+
+    def cursor_state(self) -> dict:
+        return {"published": self._prev}
+
+    def deliver(self, events: list[GatewayEvent], through_seq: int) -> None:
+        pub, pack, encode = self._pub, HEADER.pack, self._encoder.encode
+        topic_prev, default = self._topic_prev, self._topic_default
+        prev = UNKNOWN if self._prev is None else self._prev
+        for event in events:
+            topic = topic_of(event).encode()
+            pub.send_multipart((topic, pack(event.seq, prev, topic_prev.get(topic, default)),
+                                encode(event)))
+            prev = topic_prev[topic] = event.seq
+        self._prev = prev
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if (now - self._last_heartbeat) * 1000 >= self.config.heartbeat_ms:
+            self._last_heartbeat = now
+            head = self._prev if self._prev is not None else (self._cursor or 0)
+            self._pub.send_multipart((HEARTBEAT_TOPIC, HEADER.pack(head, head, 0), b""))
+
+
+def _matches(topic: bytes, topics: frozenset[bytes], prefixes: tuple[bytes, ...]) -> bool:
+    if not topics and not prefixes:
+        return True
+    return topic in topics or topic.startswith(prefixes)
+
+
+class ReplayServer:
+    """Serves journal ranges to subscribers, on a thread of its own.
+
+    It reads the journal itself (its own :class:`JournalTail`), so a replay
+    never waits for, nor slows, the publishing loop.
+
+    Parameters
+    ----------
+    context : zmq.Context
+    endpoint : str
+        Where the ROUTER binds.
+    source : JournalReader
+    normalizer : Normalizer
+        Selects the same event types as the gateway publishes.
+    max_replay : int
+        Most events per answer.
+    """
+
+    def __init__(self, context: zmq.Context, endpoint: str, source: JournalReader,
+                 normalizer: Normalizer, *, max_replay: int = 10_000):
+        self._socket = context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        try:
+            self._socket.bind(endpoint)
+        except zmq.ZMQError:
+            self._socket.close()
+            raise
+        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._tail = JournalTail(source)
+        self._normalizer = normalizer
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(dict)
+        self.max_replay = max_replay
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gateway-replay", daemon=True)
+        self.requests = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._socket.close()
+        self._tail.close()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        while not self._stop.is_set():
+            if not poller.poll(100):
+                continue
+            while True:
+                try:
+                    frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.requests += 1
+                # [identity, b"", request] from a REQ socket.
+                envelope, body = frames[:-1], frames[-1]
+                try:
+                    reply = self._answer(body)
+                except Exception as exc:  # noqa: BLE001 - a bad request or a journal problem: tell the asker
+                    log.warning("gateway replay: %s", exc)
+                    reply = [self._encoder.encode({"ok": False, "error": f"{type(exc).__name__}: {exc}"})]
+                self._socket.send_multipart(envelope + reply)
+
+    def _answer(self, body: bytes) -> list[bytes]:
+        request = self._decoder.decode(body)
+        first = int(request.get("from", 1))
+        last = int(request.get("to", 0))
+        topics = frozenset(t.encode() for t in request.get("topics") or ())
+        prefixes = tuple(p.encode() for p in request.get("prefixes") or ())
+        if first < 1:
+            raise ValueError(f"'from' must be >= 1, not {first}")
+        tail, normalizer, pack, encode = self._tail, self._normalizer, HEADER.pack, self._encoder.encode
+        tail.seek(first - 1)
+        frames: list[bytes] = []
+        count, through, end = 0, first - 1, False
+        # Scanning is bounded too, so a narrow filter over a long range
+        # answers in pieces instead of holding the service.
+        scan_budget = self.max_replay * 20
+        while count < self.max_replay and scan_budget > 0:
+            records = tail.read(min(1000, scan_budget))
+            if not records:
+                end = True
+                break
+            scan_budget -= len(records)
+            done = False
+            for record in records:
+                if last and record.seq > last:
+                    done = True
+                    break
+                through = record.seq
+                if record.kind != RecordKind.EVENT:
+                    continue
+                event = normalizer.event(record)
+                if event is None or not normalizer.wants(event.type):
+                    continue
+                topic = topic_of(event).encode()
+                if _matches(topic, topics, prefixes):
+                    frames += (topic, pack(event.seq, 0, 0), encode(event))
+                    count += 1
+                    if count >= self.max_replay:
+                        done = True
+                        break
+            if done:
+                break
+        status = {"ok": True, "through": through, "end": end}
+        return [self._encoder.encode(status), *frames]
+
+
+class ReplayError(Exception):
+    """The replay service did not answer (in time) or answered with an error."""
+
+
+class Subscriber:
+    """Receive a gateway's events in order, each once, with gaps filled by replay.
+
+    Subscribed to everything (``topics`` left out), the subscriber follows
+    the whole stream by ``prev``: it delivers every event in seq order.
+    Subscribed to topics (``[b"fill."]`` for all fills, ``[b"fill.AAPL"]``),
+    it follows each topic by ``topic_prev`` and delivers each topic in seq
+    order; a heartbeat makes it check the range since the last one, so an
+    event lost at the end of a topic is found too.
+
+    Parameters
+    ----------
+    endpoint : str
+        The gateway's PUB endpoint.
+    replay_endpoint : str
+        The gateway's replay endpoint.
+    topics : list of bytes, optional
+        Topic prefixes to subscribe to; everything by default.
+    start_seq : int, optional
+        The last seq the consumer already has (e.g. stored with its own
+        data): the first :meth:`recv` replays everything after it. Left out,
+        the subscriber starts with whatever arrives first.
+    context : zmq.Context, optional
+    replay_timeout_ms : int
+        How long one replay request may take.
+    rcvhwm : int
+        SUB high-water mark.
+
+    Attributes
+    ----------
+    gaps : int
+        Holes found (each filled by one replay, possibly in several requests).
+    replayed : int
+        Events delivered from replays.
+    duplicates : int
+        Messages dropped because their seq was already delivered.
+    last_error : str
+        The last replay failure; the subscriber retries on the next ``recv``.
+
+    Examples
+    --------
+    >>> sub = Subscriber("tcp://127.0.0.1:7101", "tcp://127.0.0.1:7102", start_seq=0)  # doctest: +SKIP
+    >>> for event in sub.recv(timeout_ms=1000):                                       # doctest: +SKIP
+    ...     print(event.seq, event.type, event.symbol, event.last_qty, event.last_px)
+    """
+
+    def __init__(self, endpoint: str, replay_endpoint: str, *, topics: list[bytes] | None = None,
+                 start_seq: int | None = None, context: zmq.Context | None = None,
+                 replay_timeout_ms: int = 5000, rcvhwm: int = 1_000_000):
+        self._own_context = context is None
+        self._context = context or zmq.Context()
+        self._replay_endpoint = replay_endpoint
+        self.replay_timeout_ms = replay_timeout_ms
+        prefixes = [t for t in (topics or []) if t]
+        self.all_topics = not prefixes
+        self.prefixes = prefixes
+        self._sub = self._context.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.RCVHWM, rcvhwm)
+        self._sub.setsockopt(zmq.LINGER, 0)
+        for prefix in prefixes or [b""]:
+            self._sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        if prefixes:
+            self._sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)
+        self._sub.connect(endpoint)
+        self._req: zmq.Socket | None = None
+        self._decoder = msgspec.msgpack.Decoder(GatewayEvent)
+        self._encoder = msgspec.msgpack.Encoder()
+        self._status_decoder = msgspec.msgpack.Decoder(dict)
+        # All topics: everything up to last_seq is delivered. By topic:
+        # everything on the subscribed prefixes up to last_seq, and each
+        # topic up to _topic_seq[topic].
+        self.last_seq: int | None = start_seq
+        self._topic_seq: dict[bytes, int] = {}
+        self._caught_up = start_seq is None
+        self._pending: collections.deque[list[bytes]] = collections.deque()
+        self.gaps = self.replayed = self.duplicates = 0
+        self.last_error = ""
+
+    # ------------------------------------------------------------ public
+    @property
+    def resume_seq(self) -> int | None:
+        """The seq to store and pass back as ``start_seq`` after a restart."""
+        return self.last_seq
+
+    def recv(self, timeout_ms: int = 1000, max_events: int = 100_000) -> list[GatewayEvent]:
+        """Events that arrived (waiting up to ``timeout_ms`` for the first), in order.
+
+        Replays run inside this call; if the replay service is unreachable
+        the events before the hole are returned, ``last_error`` says why and
+        the next call tries again.
+        """
+        out: list[GatewayEvent] = []
+        try:
+            if not self._caught_up:
+                self._fill(out, self.last_seq + 1, 0, topics=())
+                self._caught_up = True
+            while self._pending and len(out) < max_events:
+                self._handle(self._pending[0], out)
+                self._pending.popleft()
+            if not out and not self._sub.poll(timeout_ms):
+                return out
+            while len(out) < max_events:
+                try:
+                    frames = self._sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._pending.append(frames)
+                self._handle(frames, out)
+                self._pending.popleft()
+        except ReplayError as exc:
+            self.last_error = str(exc)
+        return out
+
+    def close(self) -> None:
+        """Close the sockets (and the context if the subscriber made it)."""
+        self._sub.close()
+        if self._req is not None:
+            self._req.close()
+        if self._own_context:
+            self._context.term()
+
+    def __enter__(self) -> "Subscriber":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ stream
+    def _handle(self, frames: list[bytes], out: list[GatewayEvent]) -> None:
+        topic, header, payload = frames
+        seq, prev, topic_prev = HEADER.unpack(header)
+        if topic == HEARTBEAT_TOPIC:
+            if self.last_seq is None:
+                self.last_seq = seq
+            elif seq > self.last_seq:
+                self._fill(out, self.last_seq + 1, seq, topics=())
+            return
+        if self.last_seq is None:
+            self.last_seq = seq - 1  # the first message is where this subscriber starts
+        if self.all_topics:
+            have, chain = self.last_seq, prev
+        else:
+            have, chain = max(self._topic_seq.get(topic, 0), self.last_seq), topic_prev
+        if seq <= have:
+            self.duplicates += 1
+            return
+        if (seq - 1 if chain == UNKNOWN else chain) > have:
+            self.gaps += 1
+            # Replay to the end of the journal, not just to this message: a
+            # hole usually means a burst overran the queue, and the messages
+            # queued behind this one are then mostly holes too. What arrives
+            # live afterwards is dropped as already delivered.
+            self._fill(out, have + 1, 0, topics=() if self.all_topics else (topic,))
+            have = self.last_seq if self.all_topics else self._topic_seq.get(topic, have)
+            if seq <= have:
+                return
+        self._deliver(topic, self._decoder.decode(payload), out)
+
+    def _deliver(self, topic: bytes, event: GatewayEvent, out: list[GatewayEvent]) -> None:
+        out.append(event)
+        if self.all_topics:
+            self.last_seq = event.seq
+        else:
+            self._topic_seq[topic] = event.seq
+
+    def _fill(self, out: list[GatewayEvent], first: int, last: int, *, topics: tuple[bytes, ...]) -> None:
+        """Replay ``first..last`` (0: to the end) and deliver what is new."""
+        whole_range = not topics  # all subscribed prefixes: the range becomes complete
+        while True:
+            status, frames = self._request(first, last, topics)
+            for i in range(0, len(frames), 3):
+                topic, header, payload = frames[i:i + 3]
+                seq = HEADER.unpack(header)[0]
+                have = (self.last_seq if self.all_topics
+                        else max(self._topic_seq.get(topic, 0), self.last_seq))
+                if seq <= have:
+                    self.duplicates += 1
+                    continue
+                self.replayed += 1
+                self._deliver(topic, self._decoder.decode(payload), out)
+            through = status["through"]
+            if whole_range and through > self.last_seq:
+                self.last_seq = through
+            if status.get("end") or (last and through >= last):
+                return
+            if through < first:
+                raise ReplayError(f"replay made no progress at seq {first}")
+            first = through + 1
+
+    def _request(self, first: int, last: int, topics: tuple[bytes, ...]) -> tuple[dict, list[bytes]]:
+        if self._req is None:
+            self._req = self._context.socket(zmq.REQ)
+            self._req.setsockopt(zmq.LINGER, 0)
+            self._req.connect(self._replay_endpoint)
+        request = {"from": first, "to": last,
+                   "topics": [t.decode() for t in topics],
+                   "prefixes": [] if topics else [p.decode() for p in self.prefixes]}
+        self._req.send(self._encoder.encode(request))
+        if not self._req.poll(self.replay_timeout_ms):
+            # A REQ socket that got no answer cannot send again: start afresh.
+            self._req.close()
+            self._req = None
+            raise ReplayError(f"replay service {self._replay_endpoint} did not answer in "
+                              f"{self.replay_timeout_ms} ms")
+        reply = self._req.recv_multipart()
+        status = self._status_decoder.decode(reply[0])
+        if not status.get("ok"):
+            raise ReplayError(f"replay refused: {status.get('error')}")
+        return status, reply[1:]
+
+
+def subscribe_main() -> None:  # pragma: no cover - the runnable example of docs/gateways.md
+    """``python -m gateways.zmq_pub PUB_ENDPOINT REPLAY_ENDPOINT [START_SEQ]``: print events."""
+    import sys
+    endpoint, replay = sys.argv[1], sys.argv[2]
+    start = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    with Subscriber(endpoint, replay, start_seq=start) as sub:
+        while True:
+            for event in sub.recv(timeout_ms=1000):
+                print(msgspec.json.encode(event).decode(), flush=True)
+            if sub.last_error:
+                print(f"# replay: {sub.last_error}", file=sys.stderr, flush=True)
+                sub.last_error = ""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    subscribe_main()

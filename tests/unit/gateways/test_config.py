@@ -1,0 +1,90 @@
+"""``[[gateways]]`` validation: every mistake is named by table and key."""
+import pytest
+
+from engine.config import parse_config
+from gateways import GatewayConfigError, from_config, parse_gateway_configs
+from gateways.config import NatsConfig, PostgresConfig, ZmqConfig
+
+
+def error(tables) -> str:
+    with pytest.raises(GatewayConfigError) as info:
+        parse_gateway_configs(tables)
+    return str(info.value)
+
+
+def test_defaults():
+    zmq, nats, pg = parse_gateway_configs([{"type": "zmq"}, {"type": "nats"}, {"type": "postgres"}])
+    assert isinstance(zmq, ZmqConfig) and zmq.endpoint == "tcp://127.0.0.1:7101"
+    assert zmq.events == ["fill", "execution_report", "admin"] and zmq.batch_size == 1000
+    assert isinstance(nats, NatsConfig) and nats.stream == "KRONOS_EVENTS"
+    assert nats.duplicate_window_s == 600 and nats.servers == ["nats://127.0.0.1:4222"]
+    assert isinstance(pg, PostgresConfig) and pg.schema == "kronos"
+    assert [c.gateway_name for c in (zmq, nats, pg)] == ["zmq", "nats", "postgres"]
+
+
+def test_conninfo_default_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("KRONOS_PG_DSN", "postgresql://x@h/db")
+    [pg] = parse_gateway_configs([{"type": "postgres"}])
+    assert pg.conninfo == "postgresql://x@h/db"
+    [explicit] = parse_gateway_configs([{"type": "postgres", "dsn": "postgresql://y@h/db"}])
+    assert explicit.conninfo == "postgresql://y@h/db"
+
+
+@pytest.mark.parametrize("tables,expected", [
+    ([{"type": "zmq", "endpont": "tcp://*:1"}], "'gateways[0].endpont': unknown key for a zmq gateway"),
+    ([{"type": "zmq"}, {"type": "nats", "stream_name": "X"}], "'gateways[1].stream_name': unknown key"),
+    ([{"type": "postgres", "shema": "k"}], "'gateways[0].shema': unknown key for a postgres gateway"),
+    ([{"endpoint": "tcp://*:1"}], "'gateways[0].type': missing required key"),
+    ([{"type": "kafka"}], "'gateways[0].type': unknown gateway type 'kafka'"),
+    ([{"type": "zmq", "batch_size": 0}], "'gateways[0].batch_size'"),
+    ([{"type": "nats", "servers": "nats://x"}], "'gateways[0].servers'"),
+    ([{"type": "nats", "events": ["fill", "fills"]}], "'gateways[0].events[1]': unknown event type 'fills'"),
+    ([{"type": "nats", "events": []}], "'gateways[0].events': empty"),
+    ([{"type": "zmq", "endpoint": "localhost:7"}], "'gateways[0].endpoint'"),
+    ([{"type": "zmq", "replay_endpoint": "tcp://127.0.0.1:7101"}], "'gateways[0].replay_endpoint'"),
+    ([{"type": "nats", "subject_prefix": "kronos.>"}], "'gateways[0].subject_prefix'"),
+    ([{"type": "postgres", "schema": "Robert'); DROP"}], "'gateways[0].schema'"),
+    ([{"type": "zmq", "backoff_initial_ms": 10, "backoff_max_ms": 5}], "'gateways[0].backoff_max_ms'"),
+    ([{"type": "zmq"}, {"type": "zmq", "endpoint": "tcp://127.0.0.1:9", "replay_endpoint": "tcp://127.0.0.1:8"}],
+     "'gateways[1].name': 'zmq' is also the name of gateways[0]"),
+    ([{"type": "zmq"}, {"type": "zmq", "name": "b", "replay_endpoint": "tcp://127.0.0.1:9"}],
+     "'gateways[1].endpoint': 'tcp://127.0.0.1:7101' is already bound by gateways[0]"),
+    (["zmq"], "'gateways[0]': expected a table"),
+])
+def test_errors_name_the_key(tables, expected):
+    assert expected in error(tables)
+
+
+def test_unknown_key_message_lists_the_valid_keys():
+    message = error([{"type": "nats", "stream_name": "X"}])
+    assert "duplicate_window_s" in message and "subject_prefix" in message
+
+
+def test_from_engine_config_file(tmp_path):
+    text = """
+[intake]
+plaintext_endpoints = ["tcp://127.0.0.1:7001"]
+allow_plaintext = true
+
+[[gateways]]
+type = "zmq"
+endpoint = "tcp://127.0.0.1:0"
+replay_endpoint = "tcp://127.0.0.1:0"
+
+[[gateways]]
+type = "postgres"
+enabled = false
+schema = "trades"
+
+[[gateways]]
+type = "nats"
+name = "platform"
+events = ["fill", "admin"]
+"""
+    config = parse_config(text)
+    gateways = from_config(config.gateways, tmp_path / "journal", tmp_path / "gw")
+    assert [(g.type, g.name) for g in gateways] == [("zmq", "zmq"), ("nats", "platform")]
+    assert gateways[1].config.events == ["fill", "admin"]
+    assert gateways[0].source.data_dir == tmp_path / "journal"
+    assert gateways[1].data_dir == tmp_path / "gw" / "platform"
+    assert not any(g.running for g in gateways)

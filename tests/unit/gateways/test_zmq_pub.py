@@ -1,0 +1,179 @@
+"""ZeroMQ gateway over real sockets: the stream, its replay service, and the
+Subscriber's de-duplication and gap filling."""
+import msgspec
+import pytest
+import zmq
+
+from engine.journal import JournalWriter
+from gateways import from_config
+from gateways.events import GatewayEvent
+from gateways.zmq_pub import HEADER, UNKNOWN, Subscriber
+from tests.unit.gateways.helpers import write_fills, write_mixed
+
+
+def make_gateway(tmp_path, **keys):
+    table = {"type": "zmq", "endpoint": "tcp://127.0.0.1:0", "replay_endpoint": "tcp://127.0.0.1:0",
+             "heartbeat_ms": 50, "poll_interval_ms": 1, **keys}
+    [gateway] = from_config([table], tmp_path / "journal", tmp_path / "gw")
+    return gateway
+
+
+@pytest.fixture
+def journal(tmp_path):
+    writer = JournalWriter(tmp_path / "journal", fsync="none")
+    yield writer
+    writer.close()
+
+
+def collect(sub, count, timeout_s=20.0):
+    import time
+    out = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < count and time.monotonic() < deadline:
+        out += sub.recv(timeout_ms=50)
+    return out
+
+
+def test_late_subscriber_catches_up_from_its_start_seq(tmp_path, journal):
+    early = write_fills(journal, 1, 300)
+    gateway = make_gateway(tmp_path)
+    gateway.start()
+    try:
+        # Published before anyone listened: PUB dropped them all.
+        assert gateway.wait_for(journal.last_seq, 10)
+        with Subscriber(gateway.endpoint, gateway.replay_endpoint, start_seq=0) as sub:
+            late = write_fills(journal, 301, 300)
+            got = collect(sub, 600)
+            assert [e.seq for e in got] == early + late
+            assert [e.cl_ord_id for e in got] == [f"C{i}" for i in range(1, 601)]
+            assert sub.replayed >= 300
+            assert sub.last_seq == late[-1]
+    finally:
+        gateway.stop()
+
+
+def test_gap_from_a_full_queue_is_filled_by_replay(tmp_path, journal):
+    gateway = make_gateway(tmp_path, sndhwm=10)
+    gateway.start()
+    try:
+        with Subscriber(gateway.endpoint, gateway.replay_endpoint, rcvhwm=10, start_seq=0) as sub:
+            first = write_fills(journal, 1, 1, with_commands=False)
+            assert [e.seq for e in collect(sub, 1)] == first
+            # Far more than socket buffers hold while the subscriber is not
+            # reading: ZeroMQ drops, the chain shows it.
+            burst = write_fills(journal, 2, 20_000, with_commands=False)
+            assert gateway.wait_for(journal.last_seq, 30)
+            got = collect(sub, 20_000)
+            assert [e.seq for e in got] == burst
+            assert sub.gaps >= 1 and sub.replayed > 0
+            print("gaps", sub.gaps, "replayed", sub.replayed, "dups", sub.duplicates)
+    finally:
+        gateway.stop()
+
+
+def test_topic_subscriber_gets_its_topic_in_order_with_gaps_filled(tmp_path, journal):
+    gateway = make_gateway(tmp_path, sndhwm=10)
+    gateway.start()
+    try:
+        with Subscriber(gateway.endpoint, gateway.replay_endpoint, topics=[b"fill.AAA"], rcvhwm=10,
+                        start_seq=0) as sub:
+            written = write_mixed(journal, 1, 4000)
+            assert gateway.wait_for(journal.last_seq, 30)
+            expected = [seq for seq, kind in written.items() if kind == "fill"]
+            got = collect(sub, len(expected) // 4)
+            assert all(e.symbol == "AAA" and e.type == "fill" for e in got)
+            assert [e.seq for e in got] == sorted(e.seq for e in got)
+            assert len({e.seq for e in got}) == len(got) == 2000  # two fills of each of 1000 AAA orders
+    finally:
+        gateway.stop()
+
+
+def test_restarted_gateway_resumes_and_the_subscriber_sees_each_event_once(tmp_path, journal):
+    gateway = make_gateway(tmp_path)
+    gateway.start()
+    with Subscriber(gateway.endpoint, gateway.replay_endpoint, start_seq=0) as sub:
+        before = write_fills(journal, 1, 200)
+        got = collect(sub, 200)
+        gateway.stop()
+        # Written while the gateway is down: nothing is lost, the journal holds them.
+        during = write_fills(journal, 201, 200)
+        endpoint = gateway.endpoint
+        again = make_gateway(tmp_path, endpoint=endpoint,
+                             replay_endpoint=gateway.replay_endpoint)
+        assert again.load_cursor() == before[-1]  # from the cursor file
+        again.start()
+        try:
+            after = write_fills(journal, 401, 200)
+            got += collect(sub, 400)
+            assert [e.seq for e in got] == before + during + after
+        finally:
+            again.stop()
+
+
+def test_replay_protocol(tmp_path, journal):
+    written = write_mixed(journal, 1, 50)
+    gateway = make_gateway(tmp_path, max_replay=7)
+    gateway.start()
+    context = zmq.Context()
+    req = context.socket(zmq.REQ)
+    req.connect(gateway.replay_endpoint)
+    decoder = msgspec.msgpack.Decoder(GatewayEvent)
+    try:
+        req.send(msgspec.msgpack.encode({"from": 1, "to": 40, "prefixes": ["fill.BBB"]}))
+        status, *frames = req.recv_multipart()
+        status = msgspec.msgpack.decode(status)
+        events = [decoder.decode(frames[i + 2]) for i in range(0, len(frames), 3)]
+        expected = [s for s, k in written.items() if k == "fill" and s <= 40]
+        assert [e.seq for e in events] == [s for s in expected if s in {e.seq for e in events}]
+        assert all(e.symbol == "BBB" and e.type == "fill" for e in events)
+        assert frames[0] == b"fill.BBB" and HEADER.unpack(frames[1])[0] == events[0].seq
+        assert status["ok"] and status["through"] <= 40 and not status["end"]
+
+        # max_replay bounds an answer; "through" says where to continue.
+        req.send(msgspec.msgpack.encode({"from": 1, "to": 0}))
+        status, *frames = req.recv_multipart()
+        status = msgspec.msgpack.decode(status)
+        assert len(frames) == 3 * 7 and status["through"] == HEADER.unpack(frames[-2])[0]
+
+        req.send(msgspec.msgpack.encode({"from": 0}))
+        status = msgspec.msgpack.decode(req.recv_multipart()[0])
+        assert not status["ok"] and "'from' must be >= 1" in status["error"]
+    finally:
+        req.close()
+        context.term()
+        gateway.stop()
+
+
+def test_stream_header_chains(tmp_path, journal):
+    written = write_mixed(journal, 1, 10)
+    context = zmq.Context()
+    gateway = make_gateway(tmp_path)
+    gateway.start()
+    assert gateway.wait_for(journal.last_seq, 10)
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(gateway.endpoint)
+    try:
+        # A heartbeat arriving means the subscription is in place.
+        assert sub.poll(5000) and sub.recv_multipart()[0] == b"_hb"
+        more = write_mixed(journal, 11, 10)
+        frames = []
+        while len(frames) < len(more) and sub.poll(5000):
+            topic, header, payload = sub.recv_multipart()
+            if topic != b"_hb":
+                frames.append((topic, HEADER.unpack(header)))
+        seqs = list(more)
+        assert [h[0] for _, h in frames] == seqs
+        # prev: the event published just before, the first one included.
+        assert [h[1] for _, h in frames] == [max(written)] + seqs[:-1]
+        last_on_topic = {}
+        for topic, (seq, prev, topic_prev) in frames:
+            assert topic_prev != UNKNOWN and topic_prev < seq
+            if topic in last_on_topic:
+                assert topic_prev == last_on_topic[topic]
+            last_on_topic[topic] = seq
+        assert len(last_on_topic) > 3
+    finally:
+        sub.close()
+        context.term()
+        gateway.stop()
