@@ -1,0 +1,322 @@
+"""End-to-end latency and throughput of the engine over ZeroMQ, against the raw ZeroMQ floor.
+
+In one run, over TCP loopback, with the engine (``kronos-exec serve`` on the
+embedded simulator) in its own process:
+
+* the floor: a pyzmq ROUTER that only echoes, driven by the same client loop
+  with the same messages;
+* the engine at fixed offered rates (open loop: each order is sent at its
+  scheduled time whatever the replies do, and latency is measured from that
+  scheduled time, so queueing shows instead of being hidden by coordinated
+  omission): round trip to the acknowledgement (``NEW``) and, for the
+  marketable orders, to the fill;
+* the highest sustained rate of single-order messages, and orders per second
+  inside ``BulkNewOrders`` of 100.
+
+Percentiles come from HDR histograms. Each figure is printed beside the floor
+measured in the same run, with the engine's added latency.
+
+Run: ``python benchmarks/bench_e2e.py`` (or ``--quick``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import msgspec
+import zmq
+from hdrh.histogram import HdrHistogram
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import emit, machine, table  # noqa: E402
+from engine.messages import (BulkNewOrders, ExecType, ExecutionReport, NewOrder, Reject,  # noqa: E402
+                             request_decoder, response_decoder)
+
+TARGET_RATE = 100_000
+TARGET_ADDED_P50_US, TARGET_ADDED_P99_US = 25.0, 60.0
+
+ECHO_SERVER = textwrap.dedent("""
+    import sys, zmq
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.ROUTER)
+    s.bind(sys.argv[1])
+    print("ready", flush=True)
+    while True:
+        s.send_multipart(s.recv_multipart(copy=False), copy=False)
+""")
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_engine(port: int, workdir: Path) -> subprocess.Popen:
+    """``kronos-exec serve`` with a benchmark configuration; returns once it serves."""
+    cfg = workdir / "engine.toml"
+    cfg.write_text(textwrap.dedent(f"""
+        [intake]
+        plaintext_endpoints = ["tcp://127.0.0.1:{port}"]
+        allow_plaintext = true
+        heartbeat_timeout_ms = 600000
+        recv_hwm = 1000000
+        send_hwm = 1000000
+        [security]
+        plaintext_accounts = ["BENCH"]
+        [journal]
+        dir = "{workdir / 'journal'}"
+        fsync = "none"
+        [logging]
+        level = "INFO"
+        json = false
+        [sim]
+        duration = "6h"
+        [risk.firm]
+        throttle_rate = 10000000
+        [risk.accounts.BENCH]
+        cash = "100000000000"
+        allow_short = true
+    """))
+    log = workdir / "engine.log"
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config", str(cfg)],
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while b"engine: serving on" not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"engine did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    return proc
+
+
+def orders(n: int, prefix: str, marketable_every: int = 2) -> list[bytes]:
+    """Pre-encoded NewOrders: alternately marketable IOC buys/short sells and far passive IOCs."""
+    enc = msgspec.msgpack.Encoder()
+    out = []
+    for i in range(n):
+        buy = i % 4 < 2
+        marketable = i % marketable_every == 0
+        price = ("50.90" if buy else "49.10") if marketable else ("47.00" if buy else "53.00")
+        out.append(enc.encode(NewOrder(
+            cl_ord_id=f"{prefix}.{i}", account="BENCH", symbol="AAA",
+            side=1 if buy else 5, qty="1", price=price, time_in_force=3, locate=not buy)))
+    return out
+
+
+def index_of(cl_ord_id: str) -> int:
+    # cl_ord_ids are "<run prefix>.<index>"
+    return int(cl_ord_id.rpartition(".")[2])
+
+
+def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
+              marketable_every: int = 2, drain_s: float = 300.0) -> dict:
+    """Send ``msgs`` at ``rate``/s on schedule; histogram the replies' latency (µs).
+
+    After the last order a heartbeat goes out on the same connection; the
+    engine answers a connection's requests in order, so its answer marks
+    the end of the backlog, and every reply before it is counted.
+    """
+    from engine.messages import Heartbeat, HeartbeatAck
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.connect(endpoint)
+    time.sleep(0.2)
+    decode = request_decoder().decode if echo else response_decoder().decode
+    ack = HdrHistogram(1, 60_000_000, 3)
+    fill = HdrHistogram(1, 60_000_000, 3)
+    n = len(msgs)
+    period = 1e9 / rate
+    start = time.perf_counter_ns() + 1_000_000
+    sched = [start + int(i * period) for i in range(n)]
+    acked = [False] * n
+    sent = got_ack = got_fill = rejects = 0
+    deadline = None
+    poll = zmq.Poller()
+    poll.register(sock, zmq.POLLIN)
+    while True:
+        now = time.perf_counter_ns()
+        while sent < n and sched[sent] <= now:
+            sock.send(msgs[sent], copy=False)
+            sent += 1
+        if sent == n and deadline is None:
+            deadline = time.perf_counter_ns() + int(drain_s * 1e9)
+            if not echo:
+                sock.send(msgspec.msgpack.encode(Heartbeat(test_req_id="end")))
+        done = False
+        while True:
+            try:
+                data = sock.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            t = time.perf_counter_ns()
+            msg = decode(data.buffer)
+            if echo:
+                i = index_of(msg.cl_ord_id)
+                ack.record_value(max(1, (t - sched[i]) // 1000))
+                got_ack += 1
+                continue
+            if isinstance(msg, ExecutionReport):
+                i = index_of(msg.cl_ord_id)
+                if msg.exec_type == ExecType.NEW and not acked[i]:
+                    acked[i] = True
+                    ack.record_value(max(1, (t - sched[i]) // 1000))
+                    got_ack += 1
+                elif msg.exec_type in (ExecType.FILL, ExecType.PARTIAL_FILL) and \
+                        i % marketable_every == 0 and msg.cum_qty == msg.last_qty:
+                    fill.record_value(max(1, (t - sched[i]) // 1000))
+                    got_fill += 1
+                elif msg.exec_type == ExecType.REJECTED:
+                    rejects += 1
+            elif isinstance(msg, Reject):
+                rejects += 1
+            elif isinstance(msg, HeartbeatAck) and msg.test_req_id == "end":
+                done = True
+        if deadline is not None and (done or (echo and got_ack >= n)
+                                     or time.perf_counter_ns() > deadline):
+            break
+        if sent < n:
+            wait_us = (sched[sent] - time.perf_counter_ns()) / 1000
+            if wait_us > 50:
+                poll.poll(min(wait_us / 1000, 1))
+        else:
+            poll.poll(1)
+    elapsed = (time.perf_counter_ns() - start) / 1e9
+    sock.close(linger=0)
+    return {"ack": ack, "fill": fill, "acks": got_ack, "fills": got_fill, "rejects": rejects,
+            "sent": n, "elapsed_s": elapsed}
+
+
+def max_rate(endpoint: str, msgs: list[bytes], window: int, bulk: int = 0) -> tuple[float, int]:
+    """Closed loop with ``window`` orders outstanding: orders acknowledged per second."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.connect(endpoint)
+    time.sleep(0.2)
+    decode = response_decoder().decode
+    if bulk:
+        dec = request_decoder()
+        enc = msgspec.msgpack.Encoder()
+        batches = [enc.encode(BulkNewOrders(orders=[dec.decode(m) for m in msgs[k:k + bulk]]))
+                   for k in range(0, len(msgs), bulk)]
+    else:
+        batches = msgs
+    per = bulk or 1
+    n_orders = len(batches) * per
+    sent = acks = 0
+    start = time.perf_counter()
+    deadline = start + 60
+    while acks < n_orders and time.perf_counter() < deadline:
+        while sent < len(batches) and sent * per - acks < window:
+            sock.send(batches[sent], copy=False)
+            sent += 1
+        if sock.poll(100):
+            while True:
+                try:
+                    msg = decode(sock.recv(zmq.NOBLOCK, copy=False).buffer)
+                except zmq.Again:
+                    break
+                if isinstance(msg, (ExecutionReport, Reject)) and (
+                        not isinstance(msg, ExecutionReport) or
+                        msg.exec_type in (ExecType.NEW, ExecType.REJECTED)):
+                    acks += 1
+    elapsed = time.perf_counter() - start
+    sock.close(linger=0)
+    return acks / elapsed, acks
+
+
+def pct(h: HdrHistogram, p: float) -> float:
+    return float(h.get_value_at_percentile(p)) if h.get_total_count() else float("nan")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (about a minute)")
+    args = parser.parse_args(argv)
+    secs = 1.0 if args.quick else 3.0
+    rates = [1_000, 10_000, 50_000]
+    # An overloaded phase leaves a backlog of orders in the engine; running
+    # every order of a 50,000/s phase costs minutes, so the quick run offers
+    # the high rates for a fraction of a second.
+    durations = {1_000: secs, 10_000: secs / 2, 50_000: secs / 10}
+    work = Path(tempfile.mkdtemp(prefix="kronos-bench-e2e-"))
+    figures: dict = {"benchmark": "e2e", "transport": "tcp loopback", "machine": machine()}
+    rows = []
+
+    # -- the floor: raw pyzmq DEALER/ROUTER echo, same client loop, same messages
+    fport = free_port()
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, f"tcp://127.0.0.1:{fport}"],
+                            stdout=subprocess.PIPE)
+    echo.stdout.readline()
+    floor = {}
+    try:
+        for rate in rates:
+            r = open_loop(f"tcp://127.0.0.1:{fport}", orders(int(rate * durations[rate]),
+                                                              f"f{rate}x"), rate, echo=True)
+            floor[rate] = r["ack"]
+    finally:
+        echo.kill()
+
+    # -- the engine
+    port = free_port()
+    engine = start_engine(port, work)
+    endpoint = f"tcp://127.0.0.1:{port}"
+    try:
+        for rate in rates:
+            r = open_loop(endpoint, orders(int(rate * durations[rate]), f"r{rate}x"), rate,
+                          echo=False)
+            figures[f"rejects_at_{rate}"] = r["rejects"]
+            fl = floor[rate]
+            added = {p: pct(r["ack"], p) - pct(fl, p) for p in (50, 99, 99.9)}
+            rows.append([f"{rate:,}/s ack", pct(r["ack"], 50), pct(r["ack"], 99),
+                         pct(r["ack"], 99.9), pct(fl, 50), pct(fl, 99), added[50], added[99],
+                         f"{r['acks']}/{r['sent']}"])
+            rows.append([f"{rate:,}/s fill (marketable)", pct(r["fill"], 50), pct(r["fill"], 99),
+                         pct(r["fill"], 99.9), "", "", "", "", f"{r['fills']}"])
+            figures[f"ack_p50_us_at_{rate}"] = pct(r["ack"], 50)
+            figures[f"ack_p99_us_at_{rate}"] = pct(r["ack"], 99)
+            figures[f"ack_p999_us_at_{rate}"] = pct(r["ack"], 99.9)
+            figures[f"fill_p50_us_at_{rate}"] = pct(r["fill"], 50)
+            figures[f"fill_p99_us_at_{rate}"] = pct(r["fill"], 99)
+            figures[f"floor_p50_us_at_{rate}"] = pct(fl, 50)
+            figures[f"floor_p99_us_at_{rate}"] = pct(fl, 99)
+            figures[f"added_p50_us_at_{rate}"] = added[50]
+            figures[f"added_p99_us_at_{rate}"] = added[99]
+            figures[f"acked_ratio_at_{rate}"] = r["acks"] / r["sent"]
+        n_max = 10_000 if args.quick else 60_000
+        single, _ = max_rate(endpoint, orders(n_max, "m"), window=2000)
+        bulk, _ = max_rate(endpoint, orders(n_max, "k"), window=5000, bulk=100)
+        figures["max_single_orders_per_s"] = round(single)
+        figures["bulk100_orders_per_s"] = round(bulk)
+    finally:
+        engine.kill()
+        engine.wait(10)
+
+    table("Engine round trip over TCP loopback (µs), open loop, against the raw pyzmq echo floor",
+          ["offered load", "p50", "p99", "p99.9", "floor p50", "floor p99", "added p50",
+           "added p99", "answered"], rows)
+    t10 = figures.get("added_p50_us_at_10000"), figures.get("added_p99_us_at_10000")
+    table("Throughput and targets", ["figure", "measured", "target", "met"], [
+        ["single-order messages/s (closed loop, 2,000 in flight)", single, TARGET_RATE,
+         single >= TARGET_RATE],
+        ["orders/s inside BulkNewOrders of 100", bulk, "-", "-"],
+        ["added p50 at 10,000/s (µs)", t10[0], TARGET_ADDED_P50_US, t10[0] <= TARGET_ADDED_P50_US],
+        ["added p99 at 10,000/s (µs)", t10[1], TARGET_ADDED_P99_US, t10[1] <= TARGET_ADDED_P99_US],
+    ])
+    emit(figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
