@@ -248,6 +248,12 @@ class TcpProxy:
     def stop(self) -> None:
         """Refuse new connections and reset the open ones."""
         if self._listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone
+            # would leave the socket accepting until that call returns.
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         with self._lock:
