@@ -23,6 +23,7 @@ it got, :meth:`Gateway.load_cursor`. The base class owns the loop:
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import threading
 import time
@@ -102,7 +103,11 @@ class Gateway:
         self.name = config.gateway_name
         self.source = source
         self.data_dir = Path(data_dir) / self.name
-        self.metrics = GatewayMetrics()
+        self._metrics = GatewayMetrics()
+        # Process isolation: the child's handle, its stop flag and counters.
+        self._process = None
+        self._process_stop = None
+        self._shared = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,14 +118,18 @@ class Gateway:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Start following the journal on a thread of the gateway's own; returns at once.
+        """Start following the journal (thread or child process); returns once running.
 
-        Connection failures are not raised here: the thread retries with
-        back-off and reports them in ``metrics``.
+        Connection failures are not raised here: the gateway retries with
+        back-off and reports them in ``metrics``. A gateway that cannot
+        start at all (a port already bound) raises.
         """
-        if self._thread is not None and self._thread.is_alive():
+        if self.running:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.isolation == "process":
+            self._start_process()
+            return
         self._stop.clear()
         self._thread = threading.Thread(target=self.run, name=f"gateway-{self.name}", daemon=True)
         self._thread.start()
@@ -131,8 +140,11 @@ class Gateway:
         Parameters
         ----------
         timeout : float
-            Seconds to wait for the thread.
+            Seconds to wait for the thread (or child process).
         """
+        if self._process is not None:
+            self._stop_process(timeout)
+            return
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -141,13 +153,66 @@ class Gateway:
                 log.warning("gateway %s: still busy %.1f s after stop", self.name, timeout)
             self._thread = None
 
+    # ------------------------------------------------------------ process isolation
+    def public_info(self) -> dict:
+        """Attributes the parent copies from a gateway started in a child (bound endpoints)."""
+        return {}
+
+    def _start_process(self) -> None:
+        # spawn, not fork: the engine holds ZeroMQ contexts and an event loop
+        # that a forked child must not inherit.
+        context = multiprocessing.get_context("spawn")
+        self._shared = context.RawArray("q", len(_SHARED_FIELDS))
+        self._process_stop = context.Event()
+        parent_end, child_end = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_child_main, name=f"gateway-{self.name}", daemon=True,
+            args=(self.config, str(self.source.data_dir), self.source.check_chain,
+                  str(self.data_dir.parent), self._shared, self._process_stop, child_end))
+        self._process.start()
+        child_end.close()
+        if not parent_end.poll(30):
+            self._stop_process(1)
+            raise RuntimeError(f"gateway {self.name}: child process did not start in 30 s")
+        info = parent_end.recv()
+        parent_end.close()
+        if "error" in info:
+            self._stop_process(5)
+            raise RuntimeError(f"gateway {self.name} did not start: {info['error']}")
+        for key, value in info.items():
+            setattr(self, key, value)
+
+    def _stop_process(self, timeout: float) -> None:
+        self._process_stop.set()
+        self._process.join(timeout)
+        if self._process.is_alive():
+            log.warning("gateway %s: child still busy %.1f s after stop; terminating", self.name, timeout)
+            self._process.terminate()
+            self._process.join(5)
+        self._refresh()
+        self._process = None
+
+    def _refresh(self) -> None:
+        if self._shared is not None:
+            for name, value in zip(_SHARED_FIELDS, self._shared):
+                setattr(self._metrics, name, bool(value) if name == "connected" else value)
+
+    @property
+    def metrics(self) -> GatewayMetrics:
+        """The gateway's counters (copied from the child under process isolation)."""
+        if self._process is not None:
+            self._refresh()
+        return self._metrics
+
     def wake(self) -> None:
         """Cut the idle sleep short (optional: the engine may call it after a journal write)."""
         self._wake.set()
 
     @property
     def running(self) -> bool:
-        """Whether the gateway's thread is alive."""
+        """Whether the gateway's thread (or child process) is alive."""
+        if self._process is not None:
+            return self._process.is_alive()
         return self._thread is not None and self._thread.is_alive()
 
     def wait_for(self, seq: int, timeout: float) -> bool:
@@ -158,7 +223,7 @@ class Gateway:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._progress.wait(min(left, 0.05))
+                self._progress.wait(min(left, 0.01 if self._process is not None else 0.05))
         return True
 
     # ------------------------------------------------------------ subclass hooks
@@ -256,7 +321,7 @@ class Gateway:
                         self._cursor = self.load_cursor()
                         self._set_cursor(self._cursor)
                         tail.seek(self._cursor)
-                        self.metrics.connected = True
+                        self._metrics.connected = True
                     self.tick()
                     records = tail.read(config.batch_size)
                     if not records:
@@ -264,28 +329,28 @@ class Gateway:
                         self._wake.wait(poll)
                         self._wake.clear()
                         continue
-                    self.metrics.records_read += len(records)
+                    self._metrics.records_read += len(records)
                     events = normalizer.normalize(records)
-                    self.metrics.undecodable = normalizer.undecodable
+                    self._metrics.undecodable = normalizer.undecodable
                     through = records[-1].seq
                     if events:
                         self.deliver(events, through)
-                        self.metrics.delivered += len(events)
-                        self.metrics.batches += 1
-                        self.metrics.last_delivery_ns = time.time_ns()
+                        self._metrics.delivered += len(events)
+                        self._metrics.batches += 1
+                        self._metrics.last_delivery_ns = time.time_ns()
                     self._cursor = through
                     self._set_cursor(through)
                     self.store_cursor(through)
                     backoff = config.backoff_initial_ms / 1000
                 except Exception as exc:  # noqa: BLE001 - any failure: back off and resume from the cursor
-                    self.metrics.failures += 1
-                    self.metrics.last_error = f"{type(exc).__name__}: {exc}"
+                    self._metrics.failures += 1
+                    self._metrics.last_error = f"{type(exc).__name__}: {exc}"
                     log.warning("gateway %s: %s; retrying in %.2f s", self.name,
-                                self.metrics.last_error, backoff)
+                                self._metrics.last_error, backoff)
                     if opened:
                         self._safe_close()
                         opened = False
-                    self.metrics.connected = False
+                    self._metrics.connected = False
                     tail.close()
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, config.backoff_max_ms / 1000)
@@ -298,11 +363,11 @@ class Gateway:
                     log.warning("gateway %s: cursor not stored at stop: %s", self.name, exc)
             if opened:
                 self._safe_close()
-            self.metrics.connected = False
+            self._metrics.connected = False
 
     def _set_cursor(self, seq: int) -> None:
         with self._progress:
-            self.metrics.cursor = seq
+            self._metrics.cursor = seq
             self._progress.notify_all()
 
     def _safe_close(self) -> None:
@@ -312,4 +377,39 @@ class Gateway:
             log.debug("gateway %s: close failed: %s", self.name, exc)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} cursor={self.metrics.cursor}>"
+        return f"<{type(self).__name__} {self.name!r} cursor={self._metrics.cursor}>"
+
+
+_SHARED_FIELDS = ("cursor", "delivered", "batches", "records_read", "failures", "connected",
+                  "undecodable", "last_delivery_ns")
+
+
+def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn) -> None:
+    """A gateway's child process: run it on a thread and mirror its counters."""
+    import msgspec
+
+    from gateways import build
+
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s gateway[{config.gateway_name}] "
+                                                   f"%(levelname)s %(message)s")
+    gateway = build(msgspec.structs.replace(config, isolation="thread"),
+                    JournalReader(journal_dir, check_chain=check_chain), data_dir)
+    try:
+        gateway.start()
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+        return
+    conn.send(gateway.public_info())
+    conn.close()
+
+    def mirror() -> None:
+        metrics = gateway.metrics
+        for i, name in enumerate(_SHARED_FIELDS):
+            shared[i] = int(getattr(metrics, name))
+
+    try:
+        while not stop.wait(0.005):
+            mirror()
+    finally:
+        gateway.stop()
+        mirror()

@@ -51,6 +51,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     backoff_initial_ms, backoff_max_ms : int
         Reconnect delay after a failure, doubling up to the maximum.
         Defaults 100 and 5000.
+    isolation : {"process", "thread"}
+        Where the gateway runs. ``process`` (default): a child process of
+        its own, so its Python work never competes with the engine's loop
+        for the GIL (``benchmarks/bench_gateways.py`` measures the
+        difference). ``thread``: a thread in the engine's process (tests,
+        tools, or a machine short of cores).
     """
 
     name: str | None = None
@@ -61,6 +67,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     cursor_interval_ms: Annotated[int, Meta(ge=0)] = 100
     backoff_initial_ms: PositiveInt = 100
     backoff_max_ms: PositiveInt = 5000
+    isolation: Literal["process", "thread"] = "process"
 
     @property
     def gateway_name(self) -> str:

@@ -79,6 +79,9 @@ class ZmqGateway(Gateway):
         """Bind the PUB socket and the replay service, then start following."""
         if self.running:
             return
+        if self.config.isolation == "process":
+            super().start()  # the child binds, and reports the endpoints back
+            return
         config: ZmqConfig = self.config
         self._context = zmq.Context()
         self._pub = self._context.socket(zmq.PUB)
@@ -96,6 +99,9 @@ class ZmqGateway(Gateway):
         self.replay_endpoint = self._replay.endpoint
         self._replay.start()
         super().start()
+
+    def public_info(self) -> dict:
+        return {"endpoint": self.endpoint, "replay_endpoint": self.replay_endpoint}
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop following, then close both sockets."""

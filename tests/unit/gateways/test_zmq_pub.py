@@ -34,9 +34,10 @@ def collect(sub, count, timeout_s=20.0):
     return out
 
 
-def test_late_subscriber_catches_up_from_its_start_seq(tmp_path, journal):
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_late_subscriber_catches_up_from_its_start_seq(tmp_path, journal, isolation):
     early = write_fills(journal, 1, 300)
-    gateway = make_gateway(tmp_path)
+    gateway = make_gateway(tmp_path, isolation=isolation)
     gateway.start()
     try:
         # Published before anyone listened: PUB dropped them all.
@@ -48,8 +49,10 @@ def test_late_subscriber_catches_up_from_its_start_seq(tmp_path, journal):
             assert [e.cl_ord_id for e in got] == [f"C{i}" for i in range(1, 601)]
             assert sub.replayed >= 300
             assert sub.last_seq == late[-1]
+            assert gateway.running and gateway.metrics.delivered == 600
     finally:
         gateway.stop()
+    assert not gateway.running and gateway.metrics.cursor == journal.last_seq
 
 
 def test_gap_from_a_full_queue_is_filled_by_replay(tmp_path, journal):
