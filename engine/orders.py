@@ -192,15 +192,21 @@ def half_ticks_to_price(inst: Instrument, price_x2: int) -> str:
 
 
 def avg_px(inst: Instrument, notional_x2: int, cum_qty: int) -> str | None:
-    """Exact average price as a decimal string (up to 6 digits past the tick), or None."""
+    """Exact average price as a decimal string (up to 6 digits past the tick), or None.
+
+    Integer arithmetic only: the average in millionths of a tick, rounded
+    half to even, then written out on the tick's decimal grid.
+    """
     if cum_qty == 0:
         return None
-    with localcontext() as ctx:
-        ctx.prec = 50
-        value = Decimal(notional_x2) * Decimal(inst.tick_size) / Decimal(2 * cum_qty)
-        digits = len(inst.tick_size.partition(".")[2]) + 6
-        text = format(value.quantize(Decimal(1).scaleb(-digits)), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    micro, rem = divmod(notional_x2 * 1_000_000, 2 * cum_qty)
+    if 2 * rem > 2 * cum_qty or (2 * rem == 2 * cum_qty and micro % 2):
+        micro += 1
+    mantissa, _, frac = inst.tick_size.partition(".")
+    scale = len(frac) + 6
+    digits = str(micro * int(mantissa + frac)).rjust(scale + 1, "0")
+    whole, fraction = digits[:-scale], digits[-scale:].rstrip("0")
+    return whole + ("." + fraction if fraction else "")
 
 
 def execution_report(order: Order, inst: Instrument, exec_type: ExecType, *,
