@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
 def _config(port: int, data_dir: Path):
     # The embedded default, pointed at a free port and this run's journal.
     text_overrides = {"tcp://127.0.0.1:7001": f"tcp://127.0.0.1:{port}",
+                      "tcp://127.0.0.1:7101": f"tcp://127.0.0.1:{_free_port()}",
+                      "tcp://127.0.0.1:7102": f"tcp://127.0.0.1:{_free_port()}",
                       'dir = "data/journal"': f'dir = "{data_dir / "journal"}"',
                       'level = "INFO"': 'level = "WARNING"'}
     text = DEFAULT_CONFIG.read_text()

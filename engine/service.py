@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gateways
 from engine.config import Config, ConfigError, load_config, parse_config
 from engine.intake import IntakeServer
 from engine.journal import JournalWriter
@@ -77,6 +78,7 @@ class EngineService:
         self.journal: JournalWriter | None = None
         self.metrics_server: MetricsServer | None = None
         self._ticker: asyncio.Task | None = None
+        self.gateways: list = []
         self.recovered = None
 
     # ------------------------------------------------------------ lifecycle
@@ -105,6 +107,12 @@ class EngineService:
                                  reload_limits=self._reload_limits)
         await self.venues.start()
         self.recovered = recover(self.pipeline, cfg.journal.dir)
+        # Gateways follow the journal from their own processes: they are
+        # handed its directory and never touch the loop.
+        self.gateways = gateways.from_config(cfg.gateways, cfg.journal.dir,
+                                             Path(cfg.journal.dir).parent / "gateways")
+        for gateway in self.gateways:
+            gateway.start()
         self.intake = IntakeServer.from_config(cfg, self.pipeline, metrics=self.metrics)
         await self.intake.start()
         if cfg.metrics.port:
@@ -131,6 +139,8 @@ class EngineService:
         if self.journal is not None:
             self.journal.sync()
             self.journal.close()
+        for gateway in self.gateways:
+            gateway.stop()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         log.info("engine: stopped")

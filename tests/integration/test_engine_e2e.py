@@ -169,3 +169,31 @@ def test_status_and_trade_history(engine, client):
     hist = client.recv_until(lambda m: isinstance(m, TradeHistoryReply), 5)[-1]
     assert [(f.cl_ord_id, f.last_qty, f.last_px, f.symbol) for f in hist.fills] == \
         [("h2", "30", "120", "BBB")]
+
+
+def test_fills_reach_the_zmq_gateway(tmp_path):
+    """The service starts the configured gateways; a subscriber sees the engine's fills."""
+    from gateways.zmq_pub import Subscriber
+    port, pub, rep = free_port(), free_port(), free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal", extra=f"""
+[[gateways]]
+type = "zmq"
+endpoint = "tcp://127.0.0.1:{pub}"
+replay_endpoint = "tcp://127.0.0.1:{rep}"
+"""))
+    with ThreadedEngine(path) as engine, Client(f"tcp://127.0.0.1:{port}") as client, \
+            Subscriber(f"tcp://127.0.0.1:{pub}", f"tcp://127.0.0.1:{rep}", start_seq=0,
+                       topics=[b"fill."]) as sub:
+        client.new_order("AAA", "sell_short", "40", "50.10", account="DEMO2", cl_ord_id="g1",
+                         locate=True)
+        reports_until(client, "g1", ExecType.NEW)
+        wait_quote(engine, "AAA", ask=5010)
+        client.new_order("AAA", "buy", "40", "50.10", account="DEMO1", cl_ord_id="g2")
+        reports_until(client, "g2", ExecType.FILL)
+        got, deadline = [], time.monotonic() + 15
+        while len(got) < 2 and time.monotonic() < deadline:
+            got += sub.recv(timeout_ms=500)
+        fills = sorted((e.cl_ord_id, e.last_qty, e.last_px, e.account) for e in got)
+        assert fills == [("g1", "40", "50.1", "DEMO2"), ("g2", "40", "50.1", "DEMO1")]
+        assert [e.seq for e in got] == sorted(e.seq for e in got)
