@@ -97,6 +97,16 @@ def start_engine(port: int, workdir: Path) -> subprocess.Popen:
     return proc
 
 
+def dealer(endpoint: str) -> zmq.Socket:
+    """A connected client socket with unbounded queues (the load is bounded by the run)."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.connect(endpoint)
+    time.sleep(0.2)  # let the TCP connection come up before the clock starts
+    return sock
+
+
 def orders(n: int, prefix: str, marketable_every: int = 2) -> list[bytes]:
     """Pre-encoded NewOrders: alternately marketable IOC buys/short sells and far passive IOCs."""
     enc = msgspec.msgpack.Encoder()
@@ -125,12 +135,8 @@ def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
     the end of the backlog, and every reply before it is counted.
     """
     from engine.messages import Heartbeat, HeartbeatAck
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.setsockopt(zmq.RCVHWM, 0)
-    sock.connect(endpoint)
-    time.sleep(0.2)
+
+    sock = dealer(endpoint)
     decode = request_decoder().decode if echo else response_decoder().decode
     ack = HdrHistogram(1, 60_000_000, 3)
     fill = HdrHistogram(1, 60_000_000, 3)
@@ -198,12 +204,7 @@ def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
 
 def max_rate(endpoint: str, msgs: list[bytes], window: int, bulk: int = 0) -> tuple[float, int]:
     """Closed loop with ``window`` orders outstanding: orders acknowledged per second."""
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.setsockopt(zmq.RCVHWM, 0)
-    sock.connect(endpoint)
-    time.sleep(0.2)
+    sock = dealer(endpoint)
     decode = response_decoder().decode
     if bulk:
         dec = request_decoder()
