@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "journal": ("engine.cmd_journal", "verify a journal's checksums and hash chain, or export it to Parquet"),
     "client": ("engine.cmd_client", "send one request to a running engine and print the answers"),
     "sim": ("sim.cmd_sim", "run a backtest: parent orders, an execution strategy, simulated venues"),
+    "bench": ("benchmarks.harness", "run every benchmark and write bench-report/ (report, plots, results.json)"),
+    "loadgen": ("benchmarks.cmd_loadgen", "offer open-loop new/cancel/replace load to a running engine, HDR latencies"),
 }
 
 

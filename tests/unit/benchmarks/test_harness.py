@@ -1,0 +1,149 @@
+"""``kronos-exec bench``: fake benchmark scripts in a temporary directory, then the report.
+
+The scripts are written by the tests (one OK, one crashing, one hanging, one
+without a JSON line), so the harness's bookkeeping is checked in seconds
+without running a real benchmark.
+"""
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+import orjson
+import pytest
+
+from benchmarks import harness
+
+SCRIPTS = {
+    "ok": """
+        import json
+        print("a results table would be here")
+        print(json.dumps({"benchmark": "ok", "ops_per_s": 1000.0, "reference_ops_per_s": 100.0,
+                          "ratio_vs_reference": 10.0, "p99_us": 50.0,
+                          "machine": {"cpu": "x"}}))
+    """,
+    "crash": """
+        import sys
+        print("starting")
+        sys.exit("boom: the benchmark crashed")
+    """,
+    "hang": """
+        import time
+        print("working", flush=True)
+        time.sleep(120)
+    """,
+    "nojson": """
+        print("figures, but no closing JSON line")
+    """,
+}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    harness.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """One harness run over the four fake scripts (and one missing name)."""
+    root = tmp_path_factory.mktemp("bench")
+    bench_dir = root / "benchmarks"
+    bench_dir.mkdir()
+    for name, body in SCRIPTS.items():
+        (bench_dir / f"bench_{name}.py").write_text(textwrap.dedent(body))
+    out = root / "report"
+    code = harness.run(parse(["--quick", "--bench-dir", str(bench_dir), "--out", str(out),
+                              "--no-loadgen", "--timeout", "3",
+                              "--only", "ok,crash,hang,nojson,missing"]))
+    return code, out, orjson.loads((out / "results.json").read_bytes())
+
+
+def test_statuses(report):
+    code, _, results = report
+    statuses = {name: res["status"] for name, res in results["benchmarks"].items()}
+    assert statuses == {"ok": "ok", "crash": "failed", "hang": "timeout", "nojson": "no-json",
+                        "missing": "skipped"}
+    # A failed benchmark fails the command (CI decides whether that matters).
+    assert code == 1
+
+
+def test_figures_and_reasons(report):
+    _, _, results = report
+    b = results["benchmarks"]
+    assert b["ok"]["figures"]["ops_per_s"] == 1000.0
+    assert b["crash"]["returncode"] != 0 and "boom" in b["crash"]["error"]
+    assert b["hang"]["figures"] is None
+    # The hung script was stopped at its timeout, not waited for.
+    assert 2.5 < b["hang"]["seconds"] < 20
+    assert b["nojson"]["figures"] is None
+
+
+def test_machine_and_commit_recorded(report):
+    _, _, results = report
+    machine, commit = results["machine"], results["commit"]
+    assert machine["cores"] >= 1 and machine["python"]
+    assert {"numpy", "pyzmq", "msgspec", "uvloop", "cython", "libzmq"} <= machine["versions"].keys()
+    assert machine["versions"]["numpy"]  # installed, so a version string
+    assert commit["commit"] is None or len(commit["commit"]) == 40
+    assert commit["dirty"] in (True, False, None)
+
+
+def test_report_lists_every_status(report):
+    _, out, _ = report
+    text = (out / "report.md").read_text()
+    for name, status in [("ok", "ok"), ("crash", "failed"), ("hang", "timeout"),
+                         ("nojson", "no-json"), ("missing", "skipped")]:
+        assert f"| {name} | {status} |" in text
+    assert (out / "headline.md").exists()
+    assert (out / "logs" / "crash.err").read_text().strip().endswith("boom: the benchmark crashed")
+
+
+def test_closing_json_only_takes_the_last_line():
+    assert harness.closing_json('text\n{"a": 1}\n\n') == {"a": 1}
+    assert harness.closing_json('{"a": 1}\nlast words\n') is None
+    assert harness.closing_json("[1, 2]") is None
+    assert harness.closing_json("") is None
+
+
+def _results(figures: dict, load_p99: float) -> dict:
+    return {"machine": {"cpu": "c", "cores": 2, "os": "o", "python": "3",
+                        "versions": dict.fromkeys(["numpy", "pyzmq", "libzmq", "msgspec",
+                                                   "uvloop", "cython"], "1")},
+            "commit": {"short": "abc", "dirty": False}, "mode": "quick", "started": "now",
+            "benchmarks": {"book": {"status": "ok", "figures": figures}},
+            "loadgen": {"runs": {"engine": {"1000": {"figures": {"latency_us": {
+                "new": {"count": 5, "p99": load_p99}}}}}}}}
+
+
+def test_compare_directions(capsys):
+    old = _results({"ops_per_s": 1000.0, "ns_per_op": 100.0, "fills": 50, "ratio_vs_reference": 10.0},
+                   load_p99=200.0)
+    new = _results({"ops_per_s": 800.0, "ns_per_op": 101.0, "fills": 70, "added": 1},
+                   load_p99=100.0)
+    rows = {r["figure"]: r for r in harness.compare(old, new, threshold=0.05)}
+    assert rows["book.ops_per_s"]["verdict"] == "worse"          # rate down 20%
+    assert rows["book.ops_per_s"]["change"] == pytest.approx(-0.2)
+    assert rows["book.ns_per_op"]["verdict"] == "~"              # 1% is noise
+    assert rows["book.fills"]["verdict"] == "changed"            # no known direction
+    assert rows["loadgen.engine.1000.new_p99_us"]["verdict"] == "better"  # latency halved
+    assert rows["book.ratio_vs_reference"]["verdict"] == "gone"
+    assert rows["book.added"]["verdict"] == "new"
+
+
+def test_compare_command(tmp_path, capsys):
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_bytes(orjson.dumps(_results({"ops_per_s": 1000.0}, 200.0)))
+    new.write_bytes(orjson.dumps(_results({"ops_per_s": 500.0}, 200.0)))
+    assert harness.run(parse(["--compare", str(old), "--new", str(new)])) == 0
+    out = capsys.readouterr().out
+    assert "book.ops_per_s" in out and "-50.0%" in out and "worse" in out
+    assert harness.run(parse(["--compare", str(tmp_path / "nope.json"), "--new", str(new)])) == 2
+
+
+def test_headline_from_real_keys():
+    results = _results({"batch_ops_per_s": 8e6, "per_call_ops_per_s": 4e6,
+                        "reference_ops_per_s": 4e5}, 100.0)
+    rows = {r[0]: r for r in harness.headline_rows(results)}
+    assert rows["book batch ops/s"][3] == "20.00x faster"
+    assert rows["book per-call ops/s"][3] == "10.00x faster"
