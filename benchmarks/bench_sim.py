@@ -56,16 +56,17 @@ class Pinger(ExecutionStrategy):
 
     def on_start(self) -> None:
         self.k = 0
-        self.interval = self.params["interval"]
         self.venues = self.params["venues"]
+        self.n_venues = len(self.venues)
         self.on_timer()
+        self.wake_every(self.params["interval"])
 
     def on_timer(self) -> None:
-        # Written as a performance-aware strategy would be: one send, one
-        # timer; market orders so no quote lookup is needed to cross.
+        # Written as a performance-aware strategy would be: one send; a
+        # periodic timer re-armed at C level; market orders, so no quote
+        # lookup is needed to cross.
         k = self.k = self.k + 1
-        self.send(self.venues[k % len(self.venues)], 1, 0, MARKET, IOC, False)
-        self.wake_at(self.loop.now + self.interval)
+        self.send(self.venues[k % self.n_venues], 1, 0, MARKET, IOC, False)
 
 
 def run_market(config, until: int, book_class, interval: int | None):
@@ -79,35 +80,46 @@ def run_market(config, until: int, book_class, interval: int | None):
     gc.collect()
     gc.disable()
     try:
-        start = time.perf_counter()
+        # CPU time of this process: the machine is shared, and time spent
+        # waiting for a core is not the simulator's cost.
+        start = time.process_time()
         market.run_until(until)
-        return time.perf_counter() - start, market
+        return time.process_time() - start, market
     finally:
         gc.enable()
 
 
-def measure(config, until: int, book_class, repeat: int):
-    """(a) and (b) for one book class: best times with and without the strategy."""
-    base_s, market = min((run_market(config, until, book_class, None) for _ in range(1)),
-                         key=lambda r: r[0])
-    events = market.events_processed
-    span = until - market.clock_start
-    interval = max(1, span * EVENTS_PER_ORDER // events)
-    best_base, best_with, with_market = base_s, float("inf"), None
+def events_per_s(config, until: int, book_class, repeat: int) -> tuple[float, int]:
+    """(a): best CPU time of the market alone; returns (events per second, events)."""
+    best, events = float("inf"), 0
     for _ in range(repeat):
-        # Interleaved, so both see the same background load on the machine.
-        best_base = min(best_base, run_market(config, until, book_class, None)[0])
-        t, m = run_market(config, until, book_class, interval)
-        if t < best_with:
-            best_with, with_market = t, m
-    orders = with_market.loop.n_child_orders
-    reports = with_market.loop.n_reports
-    return {
-        "events": events, "seconds": best_base, "events_per_s": events / best_base,
-        "orders": orders, "reports_per_order": reports / orders if orders else 0.0,
-        "us_per_order": (best_with - best_base) / orders * 1e6 if orders else float("nan"),
-        "market": market,
-    }
+        t, market = run_market(config, until, book_class, None)
+        best, events = min(best, t), market.events_processed
+    return events / best, events
+
+
+def order_cost(config, until: int, book_class, pairs: int) -> dict:
+    """(b): extra CPU time per strategy order, from alternating runs without and with it.
+
+    The load on a shared machine comes in bursts: two runs made one after
+    the other see the same load, so the figure is the median over pairs of
+    (with - without) / orders; the best-of difference is kept beside it.
+    """
+    _, market = run_market(config, until, book_class, None)
+    interval = max(1, (until - market.clock_start) * EVENTS_PER_ORDER // market.events_processed)
+    diffs, bases, withs, orders, reports = [], [], [], 0, 0
+    for _ in range(pairs):
+        base, _ = run_market(config, until, book_class, None)
+        with_s, m = run_market(config, until, book_class, interval)
+        orders, reports = m.loop.n_child_orders, m.loop.n_reports
+        diffs.append((with_s - base) / orders * 1e6)
+        bases.append(base)
+        withs.append(with_s)
+    diffs.sort()
+    return {"us_per_order": diffs[len(diffs) // 2],
+            "us_per_order_best": (min(withs) - min(bases)) / orders * 1e6,
+            "orders": orders, "reports_per_order": reports / orders,
+            "events": m.events_processed}
 
 
 def main() -> int:
@@ -117,12 +129,15 @@ def main() -> int:
     config = load_config()
     start = config.session.clock_start_ns
     full_span = (5 * 60 if args.quick else 30 * 60 + 30) * NS_PER_S
+    pair_span = 120 * NS_PER_S
     ref_span = (10 if args.quick else 60) * NS_PER_S
-    repeat = 3 if args.quick else 5
 
-    cy = measure(config, start + full_span, OrderBook, repeat)
-    cy_short = measure(config, start + ref_span, OrderBook, repeat)
-    ref = measure(config, start + ref_span, ReferenceBook, 1 if args.quick else 2)
+    eps, events = events_per_s(config, start + full_span, OrderBook, 3 if args.quick else 5)
+    cost = order_cost(config, start + pair_span, OrderBook, 15 if args.quick else 31)
+    eps_short, _ = events_per_s(config, start + ref_span, OrderBook, 3)
+    eps_ref, ref_events = events_per_s(config, start + ref_span, ReferenceBook, 2)
+    cost_cy_short = order_cost(config, start + ref_span, OrderBook, 5)
+    cost_ref = order_cost(config, start + ref_span, ReferenceBook, 2 if args.quick else 3)
     # Same flow, same rules: the two books must have produced the same tape.
     tape_cy = Market(config, book_class=OrderBook, record_tape=True, end_ns=start + ref_span)
     tape_ref = Market(config, book_class=ReferenceBook, record_tape=True, end_ns=start + ref_span)
@@ -133,37 +148,41 @@ def main() -> int:
         print("ERROR: the Cython and reference books produced different trades", file=sys.stderr)
         return 1
 
-    ratio = cy_short["events_per_s"] / ref["events_per_s"]
-    order_ratio = ref["us_per_order"] / cy_short["us_per_order"]
-    table(f"Simulator: default market, 3 lit + 1 dark venue, 2 instruments "
-          f"({full_span // NS_PER_S} s simulated; reference on {ref_span // NS_PER_S} s)",
+    ratio = eps_short / eps_ref
+    order_ratio = cost_ref["us_per_order"] / cost_cy_short["us_per_order"]
+    full_min, short_s = full_span // NS_PER_S / 60, ref_span // NS_PER_S
+    table(f"Simulator: default market (3 lit venues + 1 dark pool, 2 instruments), "
+          f"CPU time; one strategy order every {EVENTS_PER_ORDER} events",
           ["figure", "Cython book", "reference book", "ratio", "target"],
-          [["(a) events per second", cy["events_per_s"], ref["events_per_s"],
-            cy_short["events_per_s"] / ref["events_per_s"], f">= {TARGET_EVENTS_PER_S:,}"],
-           ["(a) events per second, short span", cy_short["events_per_s"], ref["events_per_s"],
-            ratio, ""],
-           ["(b) us per strategy order", cy["us_per_order"], ref["us_per_order"],
-            ref["us_per_order"] / cy["us_per_order"], f"< {TARGET_US_PER_ORDER}"],
-           ["(b) us per order, short span", cy_short["us_per_order"], ref["us_per_order"],
-            order_ratio, ""],
-           ["events", cy["events"], ref["events"], "", ""],
-           ["strategy orders", cy["orders"], ref["orders"], "", ""],
-           ["reports per order", cy["reports_per_order"], ref["reports_per_order"], "", ""]])
+          [[f"(a) events per second, {full_min:g} simulated min", eps, "", "",
+            f">= {TARGET_EVENTS_PER_S:,}"],
+           [f"(b) us per strategy order, {pair_span // NS_PER_S} s runs, median pair",
+            cost["us_per_order"], "", "", f"< {TARGET_US_PER_ORDER}"],
+           ["(b) same, best run with - best run without", cost["us_per_order_best"], "", "", ""],
+           [f"(c) events per second, same {short_s} s", eps_short, eps_ref, ratio, ""],
+           [f"(c) us per strategy order, same {short_s} s", cost_cy_short["us_per_order"],
+            cost_ref["us_per_order"], order_ratio, ""],
+           ["events (a)", events, "", "", ""],
+           ["strategy orders per run (b)", cost["orders"], "", "", ""],
+           ["reports per order", cost["reports_per_order"], cost_ref["reports_per_order"], "",
+            ""]])
     print(f"tapes identical over the reference span: {same}")
     emit({
         "benchmark": "sim",
-        "events_per_s": round(cy["events_per_s"]),
-        "us_per_strategy_order": round(cy["us_per_order"], 3),
+        "events_per_s": round(eps),
+        "us_per_strategy_order": round(cost["us_per_order"], 3),
+        "us_per_strategy_order_best": round(cost["us_per_order_best"], 3),
         "ratio_vs_reference": round(ratio, 2),
         "order_cost_ratio_vs_reference": round(order_ratio, 2),
-        "reference_events_per_s": round(ref["events_per_s"]),
-        "reference_us_per_strategy_order": round(ref["us_per_order"], 3),
-        "events": cy["events"], "strategy_orders": cy["orders"],
-        "events_per_order": EVENTS_PER_ORDER, "simulated_s": full_span // NS_PER_S,
+        "reference_events_per_s": round(eps_ref),
+        "reference_us_per_strategy_order": round(cost_ref["us_per_order"], 3),
+        "events": events, "reference_events": ref_events,
+        "strategy_orders_per_run": cost["orders"], "events_per_order": EVENTS_PER_ORDER,
+        "simulated_s": full_span // NS_PER_S,
         "targets": {"events_per_s": TARGET_EVENTS_PER_S,
                     "us_per_strategy_order": TARGET_US_PER_ORDER},
-        "met": {"events_per_s": cy["events_per_s"] >= TARGET_EVENTS_PER_S,
-                "us_per_strategy_order": cy["us_per_order"] < TARGET_US_PER_ORDER},
+        "met": {"events_per_s": eps >= TARGET_EVENTS_PER_S,
+                "us_per_strategy_order": cost["us_per_order"] < TARGET_US_PER_ORDER},
         "quick": args.quick, **machine(),
     })
     return 0

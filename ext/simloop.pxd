@@ -247,6 +247,7 @@ cdef class MarketLoop:
     cdef void _pop(self, Msg* out) noexcept
     cdef int _refill(self) except -1
     cdef int64_t _run(self, int64_t until) except -1
+    cdef int _fill_latency(self, int v) except -1
     cdef int64_t _latency(self, int v) except -1
     cdef int64_t _deliver_at(self, int v, int64_t venue_ts) except -1
     cdef int64_t fee_c(self, int32_t b, int liquidity, int64_t price_x2, int64_t qty) noexcept
@@ -261,6 +262,7 @@ cdef class MarketLoop:
                      int liquidity, int reason, int64_t ts) except -1
     cdef int _handle(self, Msg* m) except -1
     cdef int _on_order(self, Msg* m) except -1
+    cdef int _tick(self, PeriodicTimer pt) except -1
     cdef int _on_session(self, Msg* m) except -1
     cdef int _deliver(self, Msg* m) except -1
     cdef int _dark_new(self, int32_t d, int64_t order_id, int side, int64_t limit, int64_t qty,
@@ -281,6 +283,17 @@ cdef class MarketLoop:
 
 
 # ---------------------------------------------------------------- strategy base
+cdef class StrategyCore
+
+
+@cython.final
+cdef class PeriodicTimer:
+    # A strategy's ``wake_every``: re-armed in C before each call.
+    cdef StrategyCore owner
+    cdef int64_t period
+    cdef bint active
+
+
 cdef class StrategyCore:
     # The per-report bookkeeping of one parent's child orders, in C; the
     # strategy's decisions stay in its Python subclass.
@@ -291,9 +304,9 @@ cdef class StrategyCore:
     cdef readonly list fills             # Report objects of kind RPT_FILL
     cdef readonly list children
     cdef readonly dict working           # child id -> leaves_qty as last reported
-    cdef readonly dict child_cum         # child id -> cum_qty as last reported
     cdef public bint started, stopped
     cdef bint hook_fill, hook_done
+    cdef PeriodicTimer ticker
 
     cdef int on_report_c(self, Report r) except -1
     cdef int on_timer_c(self) except -1

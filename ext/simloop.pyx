@@ -641,6 +641,9 @@ cdef class MarketLoop:
                 self.last_bbo[4 * b + k] = 0
         self.lat_models = list(latency)
         self.lat_arrays = [None] * nv
+        for v in range(nv):
+            # Filled up front, so the first order does not pay for the batch.
+            self._fill_latency(<int>v)
         self.now = start_ts
         self.heap_cap = 64
         self.heap_n = 0
@@ -764,15 +767,19 @@ cdef class MarketLoop:
             return 0
         return 0
 
-    cdef int64_t _latency(self, int v) except -1:
+    cdef int _fill_latency(self, int v) except -1:
         cdef cnp.ndarray arr
+        arr = np.ascontiguousarray(self.lat_models[v].sample(LAT_BATCH), dtype=np.int64)
+        if arr.shape[0] == 0 or arr.min() < 0:
+            raise ValueError("a latency model returned no or negative latencies")
+        self.lat_arrays[v] = arr
+        self.lat_ptr[v] = <int64_t*>cnp.PyArray_DATA(arr)
+        self.lat_pos[v], self.lat_len[v] = 0, arr.shape[0]
+        return 0
+
+    cdef int64_t _latency(self, int v) except -1:
         if self.lat_pos[v] >= self.lat_len[v]:
-            arr = np.ascontiguousarray(self.lat_models[v].sample(LAT_BATCH), dtype=np.int64)
-            if arr.shape[0] == 0 or arr.min() < 0:
-                raise ValueError("a latency model returned no or negative latencies")
-            self.lat_arrays[v] = arr
-            self.lat_ptr[v] = <int64_t*>cnp.PyArray_DATA(arr)
-            self.lat_pos[v], self.lat_len[v] = 0, arr.shape[0]
+            self._fill_latency(v)
         self.lat_pos[v] += 1
         return self.lat_ptr[v][self.lat_pos[v] - 1]
 
@@ -1047,9 +1054,20 @@ cdef class MarketLoop:
             self.free_slots.append(m.target)
             if isinstance(cb, StrategyCore):
                 return (<StrategyCore>cb).on_timer_c()
+            if isinstance(cb, PeriodicTimer):
+                return self._tick(<PeriodicTimer>cb)
             cb()
             return 0
         return self._on_session(m)
+
+    cdef int _tick(self, PeriodicTimer pt) except -1:
+        cdef StrategyCore owner = pt.owner
+        if not pt.active or owner.stopped or owner.filled >= owner.qty:
+            pt.active = False
+            return 0
+        # Re-armed before the call, so the strategy may stop it from inside.
+        self.set_timer_c(self.now + pt.period, pt)
+        return owner.on_timer_c()
 
     cdef int _on_order(self, Msg* m) except -1:
         cdef int32_t b = m.target
@@ -1146,6 +1164,8 @@ cdef class MarketLoop:
         if cb is None:
             return 0
         if isinstance(cb, StrategyCore):
+            if m.report == RPT_ACCEPTED:
+                return 0        # nothing to book (see StrategyCore.on_report_c)
             # A strategy's bookkeeping runs at C level; only its own hooks
             # (if it has any) cost a Python call.
             return (<StrategyCore>cb).on_report_c(Report.new(m, v, ch.book, ch.side))
@@ -1638,6 +1658,14 @@ cdef class MarketLoop:
 
 # ---------------------------------------------------------------- strategy base
 
+@cython.final
+cdef class PeriodicTimer:
+    """The timer behind ``StrategyCore.wake_every`` (made by it, not directly)."""
+
+    def __init__(self):
+        raise TypeError("PeriodicTimer objects are made by StrategyCore.wake_every")
+
+
 cdef class StrategyCore:
     """C half of an execution strategy: sending child orders and booking reports.
 
@@ -1647,6 +1675,10 @@ cdef class StrategyCore:
     and the Python hooks ``on_fill(report)``, ``on_child_done(report)`` and
     ``on_timer()`` are called only when the subclass defines them, so a
     report costs no Python call unless the strategy wants to see it.
+
+    The ``working`` dict holds each child's quantity from ``send`` until a
+    fill, cancel, expiry or reject says otherwise (acks change nothing there);
+    fills are the ``Report`` objects themselves.
 
     Parameters
     ----------
@@ -1676,7 +1708,7 @@ cdef class StrategyCore:
         self.fills = []
         self.children = []
         self.working = {}
-        self.child_cum = {}
+        self.ticker = None
         self.started = self.stopped = False
         cls = type(self)
         self.hook_fill = cls.on_fill is not StrategyCore.on_fill
@@ -1736,6 +1768,29 @@ cdef class StrategyCore:
         """Have ``on_timer()`` called at ``ts`` (skipped once stopped or filled)."""
         self.loop.set_timer_c(ts, self)
 
+    def wake_every(self, int64_t period, first=None):
+        """Have ``on_timer()`` called every ``period`` ns, from ``first`` (default: now + period).
+
+        Re-armed at C level before each call, until ``stop_waking()``, the
+        parent is filled or it stops. One periodic timer per strategy: a new
+        call replaces the previous one.
+        """
+        cdef PeriodicTimer pt
+        if period <= 0:
+            raise ValueError("period must be positive")
+        if self.ticker is not None:
+            self.ticker.active = False
+        pt = PeriodicTimer.__new__(PeriodicTimer)
+        pt.owner, pt.period, pt.active = self, period, True
+        self.ticker = pt
+        self.loop.set_timer_c(self.loop.now + period if first is None else first, pt)
+
+    def stop_waking(self):
+        """Stop the periodic timer of ``wake_every``."""
+        if self.ticker is not None:
+            self.ticker.active = False
+            self.ticker = None
+
     # ------------------------------------------------------------ hooks (override in Python)
 
     def on_timer(self):
@@ -1758,12 +1813,14 @@ cdef class StrategyCore:
 
     cdef int on_report_c(self, Report r) except -1:
         cdef int kind = r.kind
-        cdef object child = r.child_id
+        cdef object child
+        if kind == RPT_ACCEPTED:
+            return 0
+        child = r.child_id
         if kind == RPT_FILL:
             self.filled += r.last_qty
             self.notional_x2 += r.price_x2 * r.last_qty
             self.fees += r.fee
-            self.child_cum[child] = r.cum_qty
             self.fills.append(r)
             if r.leaves_qty:
                 self.working[child] = r.leaves_qty
@@ -1781,9 +1838,11 @@ cdef class StrategyCore:
             self.working.pop(child, None)
             if not self.stopped and self.hook_done:
                 self.on_child_done(r)
-        elif kind == RPT_ACCEPTED or kind == RPT_REPLACED:
+        elif kind == RPT_REPLACED:
             if child in self.working:
                 self.working[child] = r.leaves_qty
+        # RPT_ACCEPTED changes nothing here: ``send`` already booked the order
+        # quantity as working, and an ack carries leaves_qty == qty.
         return 0
 
     cdef int on_timer_c(self) except -1:

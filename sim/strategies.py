@@ -403,7 +403,8 @@ class PassiveAggressiveStrategy(SweepStrategy):
         if child is not None and child in self.working:
             if price > 0 and price != self.passive_price:
                 # The new total: what this child has filled plus what rests.
-                self.replace(child, price, self.child_cum.get(child, 0) + self.working[child])
+                filled = sum(f.last_qty for f in self.fills if f.child_id == child)
+                self.replace(child, price, filled + self.working[child])
                 self.passive_price = price
         else:
             self.post()
