@@ -290,6 +290,7 @@ cdef class StrategyCore
 cdef class PeriodicTimer:
     # A strategy's ``wake_every``: re-armed in C before each call.
     cdef StrategyCore owner
+    cdef object callback
     cdef int64_t period
     cdef bint active
 

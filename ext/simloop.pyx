@@ -1067,7 +1067,8 @@ cdef class MarketLoop:
             return 0
         # Re-armed before the call, so the strategy may stop it from inside.
         self.set_timer_c(self.now + pt.period, pt)
-        return owner.on_timer_c()
+        pt.callback()
+        return 0
 
     cdef int _on_order(self, Msg* m) except -1:
         cdef int32_t b = m.target
@@ -1742,9 +1743,11 @@ cdef class StrategyCore:
              bint post_only=False):
         """Send a child order on venue ``venue`` (index); returns its id."""
         cdef int book = venue * self.n_instruments + self.instrument
-        cdef int64_t child_id
+        cdef object child_id
         if venue < 0 or book >= self.loop.n_books:
             raise IndexError(f"no venue {venue}")
+        # One Python int for the id, used three times (ids are above 2**48:
+        # every conversion would allocate).
         child_id = self.loop.submit_c(book, self.side, qty, price, ord_type, tif,
                                       FLAG_POST_ONLY if post_only else 0, self.account, -1, self)
         self.children.append(child_id)
@@ -1782,6 +1785,7 @@ cdef class StrategyCore:
             self.ticker.active = False
         pt = PeriodicTimer.__new__(PeriodicTimer)
         pt.owner, pt.period, pt.active = self, period, True
+        pt.callback = self.on_timer         # bound once, not looked up per tick
         self.ticker = pt
         self.loop.set_timer_c(self.loop.now + period if first is None else first, pt)
 
