@@ -1647,6 +1647,11 @@ cdef class MarketLoop:
         return trades, quotes
 
     @property
+    def busy(self):
+        """True while ``run_until`` is running (i.e. inside a report or timer callback)."""
+        return self.running
+
+    @property
     def pending_messages(self):
         """Messages in flight (orders, reports, timers, sessions)."""
         return self.heap_n

@@ -40,6 +40,11 @@ from sim.config import SimConfig, load_config
 from sim.market import Market
 
 
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class RealtimeVenues:
     """Simulated venues paced by the wall clock.
 
@@ -52,7 +57,8 @@ class RealtimeVenues:
     tick : float, optional
         Longest wall-clock wait between market updates, in seconds.
     duration : str, optional
-        How long the background flow lasts (default: to the session end).
+        How long the background flow lasts (default: to the session end);
+        the venues keep answering orders after it.
     start_at : str, optional
         Simulated time of day the session starts at (default ``session.start``).
     book_class : type, optional
@@ -74,7 +80,7 @@ class RealtimeVenues:
         self.clock: WallClock | None = None
         self.reports: asyncio.Queue = asyncio.Queue()
         self._task: asyncio.Task | None = None
-        self._wake: asyncio.Event | None = None
+        self._waiter: asyncio.Future | None = None
         self.venues = self.market.venues
 
     # ------------------------------------------------------------ lifecycle
@@ -84,7 +90,6 @@ class RealtimeVenues:
         if self._task is not None:
             raise RuntimeError("already started")
         self.clock = WallClock(self.start_ns, self.speed)
-        self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._pace(), name="sim-venues")
 
     async def stop(self) -> None:
@@ -113,22 +118,34 @@ class RealtimeVenues:
         return self.clock.now() if self.clock is not None else self.market.now
 
     def catch_up(self) -> None:
-        """Advance the market to the wall-clock time now (the pacing task does this too)."""
-        if self.clock is not None:
-            target = min(self.clock.now(), self.end_ns)
+        """Advance the market to the wall-clock time now (the pacing task does this too).
+
+        Does nothing when called from inside a report callback: the market is
+        already being advanced, and the caller's order goes out at its time.
+        """
+        if self.clock is not None and not self.market.loop.busy:
+            target = self.clock.now()
             if target > self.market.now:
                 self.market.run_until(target)
 
+    def _kick(self) -> None:
+        # Wake the pacer now: a new message may be due before its next tick.
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
     async def _pace(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self.catch_up()
             nxt = self.market.loop.next_due()
             delay = self.tick if nxt is None else min(self.tick, self.clock.wall_delay(nxt))
-            self._wake.clear()
+            # A bare future and a timer handle: no task per wake-up.
+            self._waiter = loop.create_future()
+            handle = loop.call_later(max(delay, 0.0), _resolve, self._waiter)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.0))
-            except asyncio.TimeoutError:
-                pass
+                await self._waiter
+            finally:
+                handle.cancel()
 
     # ------------------------------------------------------------ order entry
 
@@ -149,23 +166,20 @@ class RealtimeVenues:
         self.catch_up()
         child = self.market.submit(venue, symbol, side, qty, price, ord_type, tif, post_only,
                                    account, stp, on_report or self.reports.put_nowait)
-        if self._wake is not None:
-            self._wake.set()
+        self._kick()
         return child
 
     def cancel(self, child_id: int) -> None:
         """Ask the venue to cancel a child order."""
         self.catch_up()
         self.market.cancel(child_id)
-        if self._wake is not None:
-            self._wake.set()
+        self._kick()
 
     def replace(self, child_id: int, price: int, qty: int) -> None:
         """Ask the venue to change a child order's limit (ticks) and total quantity (lots)."""
         self.catch_up()
         self.market.replace(child_id, price, qty)
-        if self._wake is not None:
-            self._wake.set()
+        self._kick()
 
     # ------------------------------------------------------------ market data for the router
 

@@ -45,3 +45,25 @@ def test_child_order_round_trip_in_real_time():
             assert venues.market.now > venues.start_ns
         assert not venues.running
     asyncio.run(main())
+
+
+def test_a_report_callback_may_send_the_next_order():
+    async def main():
+        venues = RealtimeVenues(config(SMALL), speed=1.0, tick=0.001, duration="2s")
+        chain = []
+        finished = asyncio.Event()
+
+        def on_report(r):
+            chain.append((r.child_id, int(r.kind)))
+            if r.leaves_qty == 0 and len({c for c, _ in chain}) < 3:
+                # Called from inside the market's own advance: must not re-enter it.
+                venues.submit("POOL", "AAA", BUY, 1, 0, LIMIT, IOC, on_report=on_report)
+            elif r.leaves_qty == 0:
+                finished.set()
+        async with venues:
+            venues.submit("POOL", "AAA", BUY, 1, 0, LIMIT, IOC, on_report=on_report)
+            await asyncio.wait_for(finished.wait(), 2.0)
+        ids = [c for c, _ in chain]
+        assert len(set(ids)) == 3 and ids == sorted(ids)
+        assert all(k in (K.RPT_ACCEPTED, K.RPT_FILL, K.RPT_CANCELED) for _, k in chain)
+    asyncio.run(main())
