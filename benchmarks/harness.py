@@ -36,6 +36,7 @@ from pathlib import Path
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -707,6 +708,9 @@ def print_compare(old: dict, new: dict, rows: list[dict], console: Console,
     if old["machine"].get("cpu") != new["machine"].get("cpu") or \
             old["machine"].get("cores") != new["machine"].get("cores"):
         console.print("[bold]different machines: compare the ratios, not the absolute figures[/]")
+    if old.get("mode") != new.get("mode"):
+        console.print(f"[bold]{old.get('mode')} run against {new.get('mode')} run: sizes differ, "
+                      "so only the ratios are comparable[/]")
     table = Table(title="Benchmark figures, old -> new")
     for col in ("figure", "old", "new", "change", ""):
         table.add_column(col, justify="left" if col in ("figure", "") else "right")
@@ -717,7 +721,8 @@ def print_compare(old: dict, new: dict, rows: list[dict], console: Console,
         change = "-" if r["change"] is None else \
             ("inf" if not math.isfinite(r["change"]) else f"{r['change'] * 100:+.1f}%")
         v = r["verdict"]
-        table.add_row(r["figure"], _fmt(r["old"]), _fmt(r["new"]), change,
+        # escape: pytest-benchmark names like "test_sweep[cython]" are not markup.
+        table.add_row(escape(r["figure"]), _fmt(r["old"]), _fmt(r["new"]), change,
                       f"[{style[v]}]{v}[/]" if v in style else v)
     console.print(table)
     counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in ("better", "worse", "changed")}
@@ -793,7 +798,7 @@ def run(args: argparse.Namespace) -> int:
 
         def on_output(label):
             def show(line: str) -> None:
-                progress.update(task, description=f"{label}: {line[:70]}")
+                progress.update(task, description=escape(f"{label}: {line[:70]}"))
             return show
 
         def done(name: str, res: dict) -> None:
@@ -801,7 +806,7 @@ def run(args: argparse.Namespace) -> int:
             colour = "green" if res["status"] == "ok" else "red"
             seconds = f"{res['seconds']:.1f} s" if res.get("seconds") is not None else ""
             progress.console.print(f"[{colour}]{res['status']:>8}[/] {name} {seconds}"
-                                   + (f"  ({res['error'][:90]})" if res.get("error") else ""))
+                                   + (f"  ({escape(res['error'][:90])})" if res.get("error") else ""))
 
         for name, script in scripts:
             if script is None:
