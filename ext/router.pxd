@@ -1,0 +1,315 @@
+# cython: language_level=3
+"""Interface of the smart order router, for Cython callers.
+
+Python callers (the engine pipeline, tests, the backtester) use the ``def``
+methods documented in ``router.pyx``; a Cython caller may call the ``*_c``
+twins with C values and read ``actions[0:n_actions]`` in place, then reset
+``n_actions``.
+"""
+cimport cython
+from libc.stdint cimport int64_t, int32_t, uint32_t, uint8_t, uint16_t
+
+cdef extern from *:
+    # 128-bit products where two int64 factors may not fit in int64 (fee of a
+    # fill, passive score, schedule targets); never stored, only compared or
+    # divided back into int64 range.
+    ctypedef long long i128 "__int128"
+
+# ---------------------------------------------------------------- public enums
+cpdef enum Strategy:
+    STRAT_AUTO = 0          # marketable or IOC: SWEEP; otherwise: rest at the limit (PASSIVE)
+    STRAT_SWEEP = 1         # best price sweep across lit venues (IOC children)
+    STRAT_DARK_FIRST = 2    # midpoint IOC pings to the dark venues, then SWEEP
+    STRAT_PASSIVE = 3       # rest at the best venue, reprice when the NBBO moves away
+    STRAT_TWAP = 4          # equal slices over [start, end), each swept
+    STRAT_VWAP = 5          # slices following a volume profile
+    STRAT_POV = 6           # a percentage of the market volume reported
+
+cpdef enum ActionKind:
+    ACT_NEW = 1
+    ACT_CANCEL = 2
+    ACT_REPLACE = 3         # price change, same total quantity (FIX 35=G)
+
+cpdef enum ChildFlag:
+    CF_POST_ONLY = 1
+    CF_MID_PEG = 2          # execute at the venue's midpoint (dark); ``price``: protective limit
+    CF_ISO = 4              # intermarket sweep: every better protected quote is taken by siblings
+
+cpdef enum ChildRole:
+    ROLE_SWEEP = 1
+    ROLE_DARK = 2
+    ROLE_POST = 3
+
+cpdef enum Phase:
+    PH_DARK = 1
+    PH_SWEEP = 2
+    PH_POST = 3
+    PH_SCHED = 4
+    PH_DONE = 5
+
+cpdef enum VenueHealth:
+    HEALTH_UP = 0
+    HEALTH_DOWN = 1         # stopped responding; routable again from ``retry_at`` (as a probe)
+
+cpdef enum:
+    MAX_VENUES = 16         # per-parent statistics are fixed arrays of this size
+
+cpdef enum CancelMode:
+    # Parent.cancel_requested: why the parent stops once its children are done.
+    CR_NONE = 0
+    CR_USER = 1             # cancel_parent(): ends CANCELED
+    CR_EXPIRE = 2           # a DAY child expired at its venue: ends EXPIRED
+
+# ---------------------------------------------------------------- records
+# The router's output: one instruction for a venue. ACTION_DTYPE in router.pyx
+# mirrors it byte for byte.
+ctypedef struct Action:
+    int64_t child_id
+    int64_t parent_id
+    int64_t price             # limit in ticks; 0: market (or a pure midpoint peg)
+    int64_t qty               # NEW: order quantity; REPLACE: new total quantity
+    int64_t min_qty           # NEW: minimum fill size (dark pings), 0: none
+    int64_t ts                # the ``now`` of the call that produced it
+    int32_t venue
+    int32_t instrument
+    uint8_t kind              # ActionKind
+    uint8_t side              # Side
+    uint8_t ord_type          # OrdType
+    uint8_t tif               # TimeInForce
+    uint8_t flags             # ChildFlag bits
+    uint8_t role              # ChildRole
+    uint8_t _pad[2]
+
+# A parent order for the batch API (PARENT_DTYPE).
+ctypedef struct ParentOrder:
+    int64_t parent_id
+    int64_t qty
+    int64_t limit_px          # 0: market
+    int32_t instrument
+    uint8_t side
+    uint8_t tif
+    uint8_t strategy
+    uint8_t _pad
+
+# Optional per-order parameters of ``route_c``; -1 (or NULL) means "the
+# router's configured default".
+ctypedef struct RouteParams:
+    int64_t start_ns
+    int64_t end_ns
+    int64_t slices
+    int64_t pov_ppm
+    int64_t dark_min_qty
+    int64_t post_residual
+    const int64_t* profile    # VWAP weights, one per bucket
+    Py_ssize_t n_profile
+
+# ---------------------------------------------------------------- internals
+# Fees of one venue for one instrument: a fee unit is 1e-4 tick x lot, so the
+# same per-share fee is a different number of units per lot when ticks or
+# lots differ between instruments.
+ctypedef struct Fees:
+    int64_t maker_per_lot     # fee units (1e-4 tick) per lot; negative: rebate
+    int64_t taker_per_lot
+    int64_t maker_cbps        # hundredths of a basis point of notional
+    int64_t taker_cbps
+
+ctypedef struct Venue:
+    int64_t latency_ns        # measured, from the caller; breaks ties
+    int64_t retry_at          # HEALTH_DOWN: routable again (as a probe) from here
+    int64_t passive_sent      # lots of finished passive children (fill-rate history)
+    int64_t passive_filled
+    int64_t n_sent            # children sent
+    int64_t n_rejects
+    int64_t n_timeouts
+    int32_t n_down            # consecutive timeouts: the backoff exponent
+    uint8_t dark
+    uint8_t open              # session open (caller); closed venues are never routed to
+    uint8_t health            # VenueHealth
+    uint8_t _pad
+
+ctypedef struct Child:
+    int64_t child_id
+    int64_t price             # limit in ticks (confirmed)
+    int64_t pending_price     # replace in flight, 0: none
+    int64_t qty               # order quantity
+    int64_t cum
+    int64_t sent_ts
+    int32_t parent            # parent slot
+    int32_t prev              # live siblings, creation order; free list through ``next``
+    int32_t next
+    int32_t venue
+    uint8_t side
+    uint8_t role              # ChildRole
+    uint8_t acked
+    uint8_t cancel_sent
+    uint8_t _pad[4]
+
+ctypedef struct Parent:
+    int64_t parent_id
+    int64_t qty
+    int64_t limit_px          # 0: market
+    int64_t cum
+    int64_t notional_x2       # sum of last_qty * last_px_x2 (half-ticks x lots)
+    int64_t fees              # fee units (1e-4 tick x lot); negative: net rebate
+    int64_t working           # sum of the live children's leaves
+    int64_t arrival_ts
+    int64_t done_ts
+    int64_t arr_bid
+    int64_t arr_bid_qty
+    int64_t arr_ask
+    int64_t arr_ask_qty
+    int64_t start_ns
+    int64_t end_ns            # 0: none (POV)
+    int64_t pov_ppm
+    int64_t vol_start
+    int64_t last_target
+    int64_t dark_min_qty
+    int64_t last_reprice_ts
+    int64_t* cum_ppm          # VWAP: cumulative profile in ppm, owned; NULL otherwise
+    int32_t n_slices          # TWAP slices, VWAP buckets
+    int32_t instrument
+    int32_t head              # live children, creation order
+    int32_t tail
+    int32_t n_live
+    int32_t n_children
+    int32_t rounds            # routing rounds since the last fill (bounded by max_reroutes)
+    int32_t prev_active       # active parents in arrival order; free list through next_active
+    int32_t next_active
+    uint32_t dark_tried       # dark venues already pinged (bit per venue)
+    uint8_t side
+    uint8_t ord_type
+    uint8_t tif
+    uint8_t strategy          # resolved (never STRAT_AUTO)
+    uint8_t phase             # Phase
+    uint8_t status            # OrdStatus
+    uint8_t post_residual
+    uint8_t cancel_requested  # CancelMode
+    uint16_t reason           # RejectReason explaining an unfilled end, 0 otherwise
+    uint8_t post_at_limit     # rest at the limit (limit-order semantics), not joining the NBBO
+    uint8_t _pad[5]
+    int64_t v_sent[MAX_VENUES]
+    int64_t v_filled[MAX_VENUES]
+    int64_t v_fees[MAX_VENUES]
+    int32_t v_children[MAX_VENUES]
+
+ctypedef struct IdMap:
+    # id -> slot, open addressing with linear probing and backward-shift
+    # deletion; 0 is the empty key (ids are positive).
+    int64_t* keys
+    int32_t* vals
+    int64_t mask
+    int64_t used
+
+
+@cython.final
+cdef class Router:
+    # ------------------------------------------------------------ layout
+    cdef readonly int n_venues
+    cdef readonly int n_instruments
+    cdef readonly int max_levels
+    cdef readonly dict config
+
+    # ------------------------------------------------------------ market view
+    cdef Venue* venues
+    cdef Fees* fees                   # [instrument*n_venues + venue]
+    cdef int64_t* lvl_px              # [((instrument*n_venues + venue)*2 + side)*max_levels + k]
+    cdef int64_t* lvl_qty             # side 0: bids (best first), 1: asks (best first)
+    cdef int32_t* lvl_n               # [(instrument*n_venues + venue)*2 + side]
+    cdef uint8_t* stale               # [instrument*n_venues + venue]: displayed size proved absent
+    cdef int64_t* res_live            # per book side: live sweep children's leaves there
+    cdef int64_t* res_filled          # per book side: our fills there since its last update
+    cdef int64_t* volume              # per instrument: market volume reported (POV)
+
+    # ------------------------------------------------------------ parents and children
+    cdef Parent* parents
+    cdef int32_t parents_cap
+    cdef int32_t parent_free
+    cdef int32_t active_head
+    cdef int32_t active_tail
+    cdef int32_t* finished
+    cdef Py_ssize_t n_finished
+    cdef Py_ssize_t finished_cap
+    cdef Child* children
+    cdef int32_t children_cap
+    cdef int32_t child_free
+    cdef IdMap parent_ids
+    cdef IdMap child_ids
+    cdef int64_t next_child_id
+
+    # ------------------------------------------------------------ output
+    cdef Action* actions
+    cdef Py_ssize_t n_actions
+    cdef Py_ssize_t actions_cap
+
+    # ------------------------------------------------------------ configuration (C copies)
+    cdef int default_strategy
+    cdef int max_reroutes
+    cdef bint post_residual
+    cdef int64_t dark_min_qty
+    cdef int64_t ack_timeout_ns
+    cdef int64_t recovery_ns
+    cdef int64_t recovery_max_ns
+    cdef int64_t reprice_ticks
+    cdef int64_t reprice_interval_ns
+    cdef int64_t twap_slices
+    cdef int64_t slice_min_qty
+    cdef int64_t queue_ref_lots
+    cdef int64_t fill_prior_ppm
+    cdef int64_t fill_prior_lots
+    cdef int64_t passive_value
+
+    # ------------------------------------------------------------ C API: market view
+    cdef int update_side_c(self, int instrument, int venue, int side_index, const int64_t* px,
+                           const int64_t* qty, Py_ssize_t n) except -1
+    cdef void nbbo_c(self, int instrument, int64_t* out) noexcept
+    cdef bint routable_c(self, int venue, int64_t now) noexcept
+
+    # ------------------------------------------------------------ C API: orders and reports
+    cdef int route_c(self, int64_t parent_id, int instrument, int side, int64_t qty,
+                     int64_t limit_px, int strategy, int tif, int64_t now,
+                     const RouteParams* params) except -1
+    cdef int on_ack_c(self, int64_t child_id, int64_t now) except -1
+    cdef int on_fill_c(self, int64_t child_id, int64_t last_qty, int64_t last_px_x2,
+                       int64_t fee, bint has_fee, int64_t now) except -1
+    cdef int on_reject_c(self, int64_t child_id, int reason, int64_t now) except -1
+    cdef int on_canceled_c(self, int64_t child_id, int64_t now) except -1
+    cdef int on_expired_c(self, int64_t child_id, int64_t now) except -1
+    cdef int on_replaced_c(self, int64_t child_id, int64_t now) except -1
+    cdef int on_replace_rejected_c(self, int64_t child_id, int64_t now) except -1
+    cdef int tick_c(self, int64_t now) except -1
+    cdef int cancel_parent_c(self, int64_t parent_id, int64_t now) except -1
+
+    # ------------------------------------------------------------ internals
+    cdef int _configure(self, dict overrides) except -1
+    cdef Venue* _venue(self, int venue) except NULL
+    cdef int _check_book(self, int instrument, int venue) except -1
+    cdef int _validate_side(self, int side_index, const int64_t* px, const int64_t* qty,
+                            Py_ssize_t n) noexcept
+    cdef int64_t _fill_rate_ppm(self, Venue* vn) noexcept
+    cdef Parent* _parent(self, int64_t parent_id) except NULL
+    cdef tuple _avg_px(self, Parent* p)
+    cdef int _grow_parents(self) except -1
+    cdef int _grow_children(self) except -1
+    cdef int _grow_actions(self) except -1
+    cdef int _emit(self, int kind, int32_t ci, int64_t price, int64_t qty, int64_t min_qty,
+                   int ord_type, int tif, int flags, int64_t now) except -1
+    cdef int32_t _new_child(self, int32_t pi, int venue, int role, int64_t price, int64_t qty,
+                            int64_t min_qty, int ord_type, int tif, int flags,
+                            int64_t now) except -2
+    cdef int32_t _live_child(self, int64_t child_id) noexcept
+    cdef void _child_done(self, int32_t ci) noexcept
+    cdef void _heard_from(self, int venue) noexcept
+    cdef void _mark_down(self, int venue, int64_t now) noexcept
+    cdef int64_t _sweep(self, int32_t pi, int64_t want, int64_t now) except -1
+    cdef int _ping_dark(self, int32_t pi, int64_t now) except -1
+    cdef int64_t _passive_price(self, Parent* p) noexcept
+    cdef int _choose_post_venue(self, Parent* p, int64_t px, int64_t now) noexcept
+    cdef int _post(self, int32_t pi, int64_t now) except -1
+    cdef int _reprice(self, int32_t pi, int64_t now) except -1
+    cdef int64_t _target(self, Parent* p, int64_t now) noexcept
+    cdef int _advance(self, int32_t pi, int64_t now) except -1
+    cdef int _finish(self, int32_t pi, int status, int reason, int64_t now) except -1
+    cdef i128 _fee(self, int instrument, int venue, bint maker, int64_t px_x2,
+                   int64_t qty) noexcept
+    cdef bint _any_routable_lit(self, int64_t now) noexcept
+    cdef object _bestex(self, Parent* p)

@@ -1,0 +1,1958 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, binding=False
+"""Smart order router: parent orders in, child orders for venues out.
+
+Role in the pipeline: a parent order that passed pre-trade risk comes here
+(``route``); the router answers with *actions* (new child orders, cancels,
+replaces, each for one venue) that the engine sends, and it is told what
+happens to them (``on_ack``, ``on_fill``, ``on_reject``, ``on_canceled`` ...).
+It keeps each parent's state as the exact sum of its children's fills until
+the parent is done, then hands over a best-execution record.
+
+The router owns no clock and no sockets. Every call carries ``now`` (int ns)
+from the caller: the engine's clock in production, the simulator's clock in a
+backtest, a literal in a test. Everything that depends on time (schedule
+slices, acknowledgement timeouts, venue recovery, repricing) is driven by
+those values, so a replay of the same calls gives the same actions.
+
+The market view is C data: per (instrument, venue) up to ``max_levels``
+price levels per side and the fees; per venue its measured latency, lit or
+dark and open or closed. The engine (or the simulator glue) writes it with
+``update_book`` / ``update_side_c``; nothing here reads a venue directly.
+
+Integer units, all exact:
+
+* prices in ticks, quantities in lots; fill prices in half-ticks
+  (``last_px_x2``) because a dark midpoint can fall between two ticks;
+* fees in *fee units* of 1e-4 tick x lot (so per instrument: its tick and lot
+  sizes set what a unit is worth). A venue's fee is a per-lot amount
+  in fee units plus a rate in hundredths of a basis point (cbps, 1e-6) of the
+  notional; negative is a rebate. The fee of a fill is
+  ``per_lot * qty + round(px_x2 * qty * cbps / 200)``, the rate part rounded
+  half away from zero: the simulator's venues (docs/sim.md) use the same rule,
+  so a fee the router computes equals the one the venue charges;
+* venue order compares the fee-adjusted price per lot in 1e-6 tick,
+  ``price * 1e6 + per_lot * 100 + price * cbps`` (buys; sells subtract the fee
+  and prefer the higher value), which is exact in int64 for prices up to
+  ``MAX_PRICE``.
+
+Order protection (as in Reg NMS): a sweep takes displayed prices best first
+across every routable lit venue, so it never trades at a price while a better
+displayed price at another routable venue is left untaken; the fee-adjusted
+price orders the venues within a price, latency breaks the remaining ties. A
+quantity-constrained sweep cannot do better: to trade at a worse price it
+must take every better displayed lot anyway, so only the marginal price level
+leaves a choice, and that choice is made on the fee-adjusted price. A venue
+that stopped responding is not routable and its quote is not protected (the
+self-help exception).
+"""
+cimport cython
+from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from libc.string cimport memcpy, memmove, memset
+from libc.stdint cimport int64_t, int32_t, uint32_t, uint8_t, uint16_t, uint64_t, INT64_MAX
+
+import math
+
+import numpy as np
+cimport numpy as cnp
+
+from ext.types cimport (
+    BUY, SELL, SELL_SHORT, MARKET, LIMIT, DAY, GTC, IOC,
+    NEW, PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED,
+    UNKNOWN_ORDER, DUPLICATE_ORDER_ID, INVALID_QTY, INVALID_PRICE, INVALID_SIDE, INVALID_TIF,
+    VALUE_OUT_OF_RANGE, INVALID_ORDER_ID, UNKNOWN_INSTRUMENT,
+    NO_ROUTE, VENUE_UNAVAILABLE, VENUE_CLOSED, NO_LIQUIDITY, REROUTE_LIMIT, INVALID_STRATEGY,
+    INVALID_SCHEDULE,
+)
+
+cnp.import_array()
+
+# ---------------------------------------------------------------- limits and units
+#: Largest price (ticks) and quantity (lots) the router accepts: the
+#: fee-adjusted comparison ``price * (1e6 + cbps)`` stays exact in int64.
+MAX_PRICE = 1 << 40
+MAX_QTY = 1 << 40
+#: Largest per-lot fee (fee units) and fee rate (cbps, 1e6 = 100%) in magnitude.
+MAX_FEE_PER_LOT = 1 << 40
+MAX_CBPS = 1_000_000
+#: Fee units per tick x lot.
+FEE_UNITS_PER_TICK = 10_000
+
+cdef int64_t C_MAX_PRICE = 1 << 40
+cdef int64_t C_MAX_QTY = 1 << 40
+cdef int64_t E6 = 1000000
+cdef int64_t NO_FEE = -(1 << 62)       # on_fill_c: "compute the fee from the schedule"
+
+#: Configuration keys with their defaults (see docs/router.md).
+DEFAULT_CONFIG = {
+    "strategy": "auto",                 # default strategy of a parent that names none
+    "dark_min_qty": 0,                  # minimum fill size of a dark ping (lots), 0: none
+    "max_reroutes": 5,                  # routing rounds without a fill after the first
+    "post_residual": True,              # a DAY/GTC limit parent rests what a sweep left
+    "ack_timeout_ns": 50_000_000,       # a child unacknowledged this long: venue down
+    "recovery_ns": 1_000_000_000,       # first retry of a down venue after this long...
+    "recovery_max_ns": 60_000_000_000,  # ...doubling per consecutive timeout, up to this
+    "reprice_ticks": 1,                 # NBBO must move away this far before a reprice
+    "reprice_interval_ns": 1_000_000,   # and no two reprices of a parent closer than this
+    "twap_slices": 10,                  # TWAP slices when the order names none
+    "slice_min_qty": 1,                 # scheduled strategies send no child below this
+    "queue_ref_lots": 1000,             # a queue this long ahead halves the fill estimate
+    "fill_rate_prior_ppm": 500_000,     # passive fill rate assumed for a venue with no history
+    "fill_rate_prior_lots": 100,        # ...with the weight of this many posted lots
+    "passive_value": 10_000,            # value of a passive fill per lot (fee units; 1 tick)
+    "child_id_base": 1,                 # first child id
+}
+
+STRATEGY_NAMES = {
+    "auto": STRAT_AUTO, "sweep": STRAT_SWEEP, "dark_first": STRAT_DARK_FIRST,
+    "passive": STRAT_PASSIVE, "twap": STRAT_TWAP, "vwap": STRAT_VWAP, "pov": STRAT_POV,
+}
+
+# ---------------------------------------------------------------- numpy views
+# Field order and padding mirror the structs in router.pxd byte for byte; the
+# assertions at the bottom of this module fail the import if they drift.
+ACTION_DTYPE = np.dtype([
+    ("child_id", "<i8"), ("parent_id", "<i8"), ("price", "<i8"), ("qty", "<i8"),
+    ("min_qty", "<i8"), ("ts", "<i8"), ("venue", "<i4"), ("instrument", "<i4"),
+    ("kind", "u1"), ("side", "u1"), ("ord_type", "u1"), ("tif", "u1"), ("flags", "u1"),
+    ("role", "u1"), ("_pad", "V2"),
+])
+PARENT_DTYPE = np.dtype([
+    ("parent_id", "<i8"), ("qty", "<i8"), ("limit_px", "<i8"), ("instrument", "<i4"),
+    ("side", "u1"), ("tif", "u1"), ("strategy", "u1"), ("_pad", "V1"),
+])
+BESTEX_DTYPE = np.dtype([
+    ("parent_id", "<i8"), ("instrument", "<i4"), ("side", "u1"), ("strategy", "u1"),
+    ("status", "u1"), ("tif", "u1"), ("reason", "<u2"), ("qty", "<i8"), ("limit_px", "<i8"),
+    ("cum_qty", "<i8"), ("leaves_qty", "<i8"), ("avg_px_num", "<i8"), ("avg_px_den", "<i8"),
+    ("notional_x2", "<i8"), ("fees", "<i8"), ("arrival_ts", "<i8"), ("done_ts", "<i8"),
+    ("arr_bid_px", "<i8"), ("arr_bid_qty", "<i8"), ("arr_ask_px", "<i8"), ("arr_ask_qty", "<i8"),
+    ("pi_x2", "<i8"), ("pi_bps", "<f8"), ("vs_mid_bps", "<f8"), ("n_children", "<i4"),
+    ("venues_used", "<u4"),
+    ("venue_children", "<i4", (MAX_VENUES,)), ("venue_sent", "<i8", (MAX_VENUES,)),
+    ("venue_filled", "<i8", (MAX_VENUES,)), ("venue_fees", "<i8", (MAX_VENUES,)),
+    ("venue_fill_rate", "<f8", (MAX_VENUES,)),
+])
+
+# ---------------------------------------------------------------- helpers
+
+
+cdef inline uint64_t _mix(int64_t key) noexcept nogil:
+    # Fibonacci hashing: sequential ids (the common case) spread evenly.
+    cdef uint64_t x = (<uint64_t>key) * <uint64_t>0x9E3779B97F4A7C15
+    return x ^ (x >> 29)
+
+
+cdef int _map_init(IdMap* m, int64_t slots) except -1:
+    m.keys = <int64_t*>PyMem_Malloc(slots * sizeof(int64_t))
+    m.vals = <int32_t*>PyMem_Malloc(slots * sizeof(int32_t))
+    if m.keys == NULL or m.vals == NULL:
+        raise MemoryError()
+    memset(m.keys, 0, slots * sizeof(int64_t))
+    m.mask = slots - 1
+    m.used = 0
+    return 0
+
+
+cdef void _map_free(IdMap* m) noexcept:
+    PyMem_Free(m.keys)
+    PyMem_Free(m.vals)
+    m.keys = NULL
+    m.vals = NULL
+
+
+cdef inline int32_t _map_get(IdMap* m, int64_t key) noexcept nogil:
+    cdef int64_t h = <int64_t>(_mix(key) & <uint64_t>m.mask)
+    cdef int64_t k
+    while True:
+        k = m.keys[h]
+        if k == key:
+            return m.vals[h]
+        if k == 0:
+            return -1
+        h = (h + 1) & m.mask
+
+
+cdef int _map_put(IdMap* m, int64_t key, int32_t val) except -1:
+    cdef int64_t h, j
+    cdef int64_t* old_keys
+    cdef int32_t* old_vals
+    cdef int64_t old_slots
+    if (m.used + 1) * 2 > m.mask + 1:
+        # Keep the load at or below one half: probes stay short.
+        old_keys, old_vals, old_slots = m.keys, m.vals, m.mask + 1
+        _map_init(m, old_slots * 2)
+        for j in range(old_slots):
+            if old_keys[j] != 0:
+                _map_put(m, old_keys[j], old_vals[j])
+        PyMem_Free(old_keys)
+        PyMem_Free(old_vals)
+    h = <int64_t>(_mix(key) & <uint64_t>m.mask)
+    while m.keys[h] != 0:
+        h = (h + 1) & m.mask
+    m.keys[h] = key
+    m.vals[h] = val
+    m.used += 1
+    return 0
+
+
+cdef void _map_del(IdMap* m, int64_t key) noexcept nogil:
+    cdef int64_t mask = m.mask
+    cdef int64_t i = <int64_t>(_mix(key) & <uint64_t>mask)
+    cdef int64_t j, home
+    while m.keys[i] != key:
+        if m.keys[i] == 0:
+            return
+        i = (i + 1) & mask
+    # Backward-shift deletion: no tombstones, so lookups never slow down.
+    j = i
+    while True:
+        j = (j + 1) & mask
+        if m.keys[j] == 0:
+            break
+        home = <int64_t>(_mix(m.keys[j]) & <uint64_t>mask)
+        # Move keys[j] into the hole unless its home lies cyclically in (i, j].
+        if (i <= j and (home <= i or home > j)) or (i > j and home <= i and home > j):
+            m.keys[i] = m.keys[j]
+            m.vals[i] = m.vals[j]
+            i = j
+    m.keys[i] = 0
+    m.used -= 1
+
+
+cdef inline i128 _round_div(i128 a, int64_t b) noexcept nogil:
+    # b > 0; rounds half away from zero.
+    if a >= 0:
+        return (a + b / 2) / b
+    return -((-a + b / 2) / b)
+
+
+cdef inline i128 _ceil_div(i128 a, int64_t b) noexcept nogil:
+    # b > 0; C division truncates toward zero, which is already the ceiling
+    # for a negative numerator.
+    cdef i128 q = a / b
+    if a > 0 and a % b != 0:
+        q += 1
+    return q
+
+
+cdef inline bint _is_buy(int side) noexcept nogil:
+    return side == BUY
+
+
+cdef object _as_int(object value, str key):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"router config {key!r} must be an integer, not {value!r}")
+    return value
+
+
+cdef int _strategy_code(object value) except -1:
+    if isinstance(value, str):
+        if value not in STRATEGY_NAMES:
+            raise ValueError(f"unknown strategy {value!r}; one of {sorted(STRATEGY_NAMES)}")
+        return STRATEGY_NAMES[value]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= STRAT_POV:
+        raise ValueError(f"unknown strategy {value!r}")
+    return value
+
+
+cdef int _check_fees(object maker_fee, object taker_fee, object maker_cbps,
+                     object taker_cbps) except -1:
+    for name, value, bound in (("maker_fee", maker_fee, MAX_FEE_PER_LOT),
+                               ("taker_fee", taker_fee, MAX_FEE_PER_LOT),
+                               ("maker_cbps", maker_cbps, MAX_CBPS),
+                               ("taker_cbps", taker_cbps, MAX_CBPS)):
+        if value is not None and not -bound <= value <= bound:
+            raise ValueError(f"{name} must be within +-{bound}")
+    return 0
+
+
+def _levels(object side):
+    """A depth side as two contiguous int64 arrays (price, qty)."""
+    if side is None:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    arr = np.asarray(side)
+    if arr.dtype.names is not None:
+        return (np.ascontiguousarray(arr["price"], dtype=np.int64),
+                np.ascontiguousarray(arr["qty"], dtype=np.int64))
+    arr = np.asarray(side, dtype=np.int64).reshape(-1, 2)
+    return np.ascontiguousarray(arr[:, 0]), np.ascontiguousarray(arr[:, 1])
+
+
+@cython.final
+cdef class Router:
+    """Smart order router over ``n_venues`` venues for ``n_instruments`` instruments.
+
+    Parameters
+    ----------
+    n_venues : int
+        Number of venues (1 to ``MAX_VENUES``), addressed by index.
+    n_instruments : int, optional
+        Number of instruments, addressed by index (the engine's instrument index).
+    max_levels : int, optional
+        Depth levels kept per side per venue; deeper levels given are ignored.
+    config : dict, optional
+        Overrides of ``DEFAULT_CONFIG`` (see docs/router.md).
+
+    Raises
+    ------
+    ValueError
+        If a size or a configuration value is out of range or a key is unknown.
+
+    Notes
+    -----
+    Every call that can send something appends *actions* (``ACTION_DTYPE``)
+    to a buffer the caller drains with ``drain_actions``: ``ACT_NEW`` (send a
+    child order), ``ACT_CANCEL``, ``ACT_REPLACE`` (new price, same quantity).
+    Child ids are assigned by the router, increasing from ``child_id_base``.
+
+    Examples
+    --------
+    >>> from ext.types import Side
+    >>> r = Router(2)
+    >>> r.set_venue(0, taker_fee=3000)      # 0.3 tick per lot
+    >>> r.set_venue(1, taker_fee=1000)
+    >>> r.update_book(0, 0, bids=[(99, 50)], asks=[(100, 50)])
+    0
+    >>> r.update_book(0, 1, bids=[(99, 50)], asks=[(100, 30), (101, 40)])
+    0
+    >>> r.route(1, 0, Side.BUY, 60, 101, now=0)
+    0
+    >>> [(int(a["venue"]), int(a["price"]), int(a["qty"])) for a in r.drain_actions()]
+    [(1, 100, 30), (0, 100, 30)]
+    """
+
+    def __cinit__(self):
+        self.venues = NULL
+        self.fees = NULL
+        self.lvl_px = NULL
+        self.lvl_qty = NULL
+        self.lvl_n = NULL
+        self.stale = NULL
+        self.res_live = NULL
+        self.res_filled = NULL
+        self.volume = NULL
+        self.parents = NULL
+        self.parents_cap = 0
+        self.parent_free = -1
+        self.active_head = -1
+        self.active_tail = -1
+        self.finished = NULL
+        self.n_finished = 0
+        self.finished_cap = 0
+        self.children = NULL
+        self.children_cap = 0
+        self.child_free = -1
+        self.parent_ids.keys = NULL
+        self.parent_ids.vals = NULL
+        self.child_ids.keys = NULL
+        self.child_ids.vals = NULL
+        self.actions = NULL
+        self.n_actions = 0
+        self.actions_cap = 0
+
+    def __init__(self, int n_venues, int n_instruments=1, int max_levels=10, dict config=None):
+        cdef Py_ssize_t books, v
+        if not 1 <= n_venues <= MAX_VENUES:
+            raise ValueError(f"n_venues must be 1 to {MAX_VENUES}")
+        if not 1 <= n_instruments <= 1 << 20:
+            raise ValueError("n_instruments must be 1 to 2**20")
+        if not 1 <= max_levels <= 1024:
+            raise ValueError("max_levels must be 1 to 1024")
+        if self.venues != NULL:
+            raise RuntimeError("Router.__init__ called twice")
+        self.n_venues = n_venues
+        self.n_instruments = n_instruments
+        self.max_levels = max_levels
+        self._configure(config or {})
+        books = <Py_ssize_t>n_instruments * n_venues
+        self.venues = <Venue*>PyMem_Malloc(n_venues * sizeof(Venue))
+        self.fees = <Fees*>PyMem_Malloc(books * sizeof(Fees))
+        self.lvl_px = <int64_t*>PyMem_Malloc(books * 2 * max_levels * sizeof(int64_t))
+        self.lvl_qty = <int64_t*>PyMem_Malloc(books * 2 * max_levels * sizeof(int64_t))
+        self.lvl_n = <int32_t*>PyMem_Malloc(books * 2 * sizeof(int32_t))
+        self.stale = <uint8_t*>PyMem_Malloc(books * sizeof(uint8_t))
+        self.res_live = <int64_t*>PyMem_Malloc(books * 2 * sizeof(int64_t))
+        self.res_filled = <int64_t*>PyMem_Malloc(books * 2 * sizeof(int64_t))
+        self.volume = <int64_t*>PyMem_Malloc(n_instruments * sizeof(int64_t))
+        self.actions_cap = 256
+        self.actions = <Action*>PyMem_Malloc(self.actions_cap * sizeof(Action))
+        self.finished_cap = 256
+        self.finished = <int32_t*>PyMem_Malloc(self.finished_cap * sizeof(int32_t))
+        if (self.venues == NULL or self.fees == NULL or self.lvl_px == NULL or self.lvl_qty == NULL
+                or self.lvl_n == NULL or self.stale == NULL or self.res_live == NULL
+                or self.res_filled == NULL or self.volume == NULL or self.actions == NULL
+                or self.finished == NULL):
+            raise MemoryError()
+        memset(self.venues, 0, n_venues * sizeof(Venue))
+        memset(self.fees, 0, books * sizeof(Fees))
+        for v in range(n_venues):
+            self.venues[v].open = 1
+        memset(self.lvl_n, 0, books * 2 * sizeof(int32_t))
+        memset(self.stale, 0, books * sizeof(uint8_t))
+        memset(self.res_live, 0, books * 2 * sizeof(int64_t))
+        memset(self.res_filled, 0, books * 2 * sizeof(int64_t))
+        memset(self.volume, 0, n_instruments * sizeof(int64_t))
+        _map_init(&self.parent_ids, 1024)
+        _map_init(&self.child_ids, 4096)
+        self._grow_parents()
+        self._grow_children()
+
+    cdef int _configure(self, dict overrides) except -1:
+        unknown = set(overrides) - set(DEFAULT_CONFIG)
+        if unknown:
+            raise ValueError(f"unknown router config keys: {sorted(unknown)}")
+        cfg = dict(DEFAULT_CONFIG)
+        cfg.update(overrides)
+        for key, value in cfg.items():
+            if key == "strategy":
+                self.default_strategy = _strategy_code(value)
+            elif key == "post_residual":
+                if not isinstance(value, bool):
+                    raise ValueError("router config 'post_residual' must be a bool")
+            else:
+                _as_int(value, key)
+        if cfg["dark_min_qty"] < 0 or cfg["dark_min_qty"] > MAX_QTY:
+            raise ValueError("router config 'dark_min_qty' must be 0 to MAX_QTY")
+        if not 0 <= cfg["max_reroutes"] <= 1_000_000:
+            raise ValueError("router config 'max_reroutes' must be 0 to 1e6")
+        for key in ("ack_timeout_ns", "recovery_ns", "recovery_max_ns", "twap_slices",
+                    "slice_min_qty", "queue_ref_lots", "fill_rate_prior_lots", "reprice_ticks",
+                    "child_id_base"):
+            if not 1 <= cfg[key] <= 1 << 62:
+                raise ValueError(f"router config {key!r} must be positive")
+        if cfg["twap_slices"] > 1_000_000:
+            raise ValueError("router config 'twap_slices' must be at most 1e6")
+        if not 0 <= cfg["reprice_interval_ns"] <= 1 << 62:
+            raise ValueError("router config 'reprice_interval_ns' must be 0 or more")
+        if not 0 <= cfg["fill_rate_prior_ppm"] <= E6:
+            raise ValueError("router config 'fill_rate_prior_ppm' must be 0 to 1e6")
+        if not 0 <= cfg["passive_value"] <= MAX_FEE_PER_LOT:
+            raise ValueError("router config 'passive_value' must be 0 to MAX_FEE_PER_LOT")
+        if cfg["queue_ref_lots"] > MAX_QTY or cfg["fill_rate_prior_lots"] > MAX_QTY:
+            raise ValueError("router config lots must be at most MAX_QTY")
+        self.dark_min_qty = cfg["dark_min_qty"]
+        self.max_reroutes = cfg["max_reroutes"]
+        self.post_residual = cfg["post_residual"]
+        self.ack_timeout_ns = cfg["ack_timeout_ns"]
+        self.recovery_ns = cfg["recovery_ns"]
+        self.recovery_max_ns = cfg["recovery_max_ns"]
+        self.reprice_ticks = cfg["reprice_ticks"]
+        self.reprice_interval_ns = cfg["reprice_interval_ns"]
+        self.twap_slices = cfg["twap_slices"]
+        self.slice_min_qty = cfg["slice_min_qty"]
+        self.queue_ref_lots = cfg["queue_ref_lots"]
+        self.fill_prior_ppm = cfg["fill_rate_prior_ppm"]
+        self.fill_prior_lots = cfg["fill_rate_prior_lots"]
+        self.passive_value = cfg["passive_value"]
+        self.next_child_id = cfg["child_id_base"]
+        self.config = cfg
+        return 0
+
+    def __dealloc__(self):
+        cdef int32_t k
+        if self.parents != NULL:
+            for k in range(self.parents_cap):
+                PyMem_Free(self.parents[k].cum_ppm)
+        PyMem_Free(self.venues)
+        PyMem_Free(self.fees)
+        PyMem_Free(self.lvl_px)
+        PyMem_Free(self.lvl_qty)
+        PyMem_Free(self.lvl_n)
+        PyMem_Free(self.stale)
+        PyMem_Free(self.res_live)
+        PyMem_Free(self.res_filled)
+        PyMem_Free(self.volume)
+        PyMem_Free(self.parents)
+        PyMem_Free(self.children)
+        PyMem_Free(self.finished)
+        PyMem_Free(self.actions)
+        _map_free(&self.parent_ids)
+        _map_free(&self.child_ids)
+
+    # ============================================================ storage
+    cdef int _grow_parents(self) except -1:
+        cdef int32_t old = self.parents_cap
+        cdef int32_t cap = old * 2 if old else 256
+        cdef int32_t k
+        cdef Parent* grown = <Parent*>PyMem_Realloc(self.parents, cap * sizeof(Parent))
+        if grown == NULL:
+            raise MemoryError()
+        self.parents = grown
+        memset(&self.parents[old], 0, (cap - old) * sizeof(Parent))
+        # Thread the new slots onto the free list, lowest first.
+        for k in range(cap - 1, old - 1, -1):
+            self.parents[k].next_active = self.parent_free
+            self.parents[k].phase = PH_DONE
+            self.parent_free = k
+        self.parents_cap = cap
+        return 0
+
+    cdef int _grow_children(self) except -1:
+        cdef int32_t old = self.children_cap
+        cdef int32_t cap = old * 2 if old else 1024
+        cdef int32_t k
+        cdef Child* grown = <Child*>PyMem_Realloc(self.children, cap * sizeof(Child))
+        if grown == NULL:
+            raise MemoryError()
+        self.children = grown
+        memset(&self.children[old], 0, (cap - old) * sizeof(Child))
+        for k in range(cap - 1, old - 1, -1):
+            self.children[k].next = self.child_free
+            self.child_free = k
+        self.children_cap = cap
+        return 0
+
+    cdef int _grow_actions(self) except -1:
+        cdef Py_ssize_t cap = self.actions_cap * 2
+        cdef Action* grown = <Action*>PyMem_Realloc(self.actions, cap * sizeof(Action))
+        if grown == NULL:
+            raise MemoryError()
+        self.actions = grown
+        self.actions_cap = cap
+        return 0
+
+    # ============================================================ market view
+    def set_venue(self, int venue, *, dark=None, maker_fee=None, taker_fee=None,
+                  maker_cbps=None, taker_cbps=None, latency_ns=None, open=None):
+        """Set a venue's properties; arguments left out keep their value.
+
+        Parameters
+        ----------
+        venue : int
+            Venue index.
+        dark : bool, optional
+            A dark pool: no displayed depth, midpoint pings only.
+        maker_fee, taker_fee : int, optional
+            Per-lot fee in fee units (1e-4 tick); negative is a rebate. Set
+            for every instrument; ``set_fees`` sets one instrument's.
+        maker_cbps, taker_cbps : int, optional
+            Fee rate in hundredths of a basis point of the notional.
+        latency_ns : int, optional
+            Measured latency to the venue; breaks ties between equal venues.
+        open : bool, optional
+            The venue's session is open; a closed venue is never routed to.
+
+        Raises
+        ------
+        IndexError
+            If ``venue`` is out of range.
+        ValueError
+            If a fee or latency is out of range.
+        """
+        cdef Venue* vn = self._venue(venue)
+        cdef int i
+        if latency_ns is not None and not 0 <= latency_ns < 1 << 62:
+            raise ValueError("latency_ns must be 0 or more")
+        _check_fees(maker_fee, taker_fee, maker_cbps, taker_cbps)
+        for i in range(self.n_instruments):
+            self.set_fees(i, venue, maker_fee=maker_fee, taker_fee=taker_fee,
+                          maker_cbps=maker_cbps, taker_cbps=taker_cbps)
+        if dark is not None:
+            vn.dark = bool(dark)
+        if latency_ns is not None:
+            vn.latency_ns = latency_ns
+        if open is not None:
+            vn.open = bool(open)
+
+    def set_fees(self, int instrument, int venue, *, maker_fee=None, taker_fee=None,
+                 maker_cbps=None, taker_cbps=None):
+        """Set one venue's fees for one instrument (units as in ``set_venue``).
+
+        Raises
+        ------
+        IndexError
+            If an index is out of range.
+        ValueError
+            If a fee is out of range.
+        """
+        self._check_book(instrument, venue)
+        _check_fees(maker_fee, taker_fee, maker_cbps, taker_cbps)
+        cdef Fees* f = &self.fees[<Py_ssize_t>instrument * self.n_venues + venue]
+        if maker_fee is not None:
+            f.maker_per_lot = maker_fee
+        if taker_fee is not None:
+            f.taker_per_lot = taker_fee
+        if maker_cbps is not None:
+            f.maker_cbps = maker_cbps
+        if taker_cbps is not None:
+            f.taker_cbps = taker_cbps
+
+    def get_fees(self, int instrument, int venue):
+        """One venue's fees for one instrument as a dict (fee units per lot, cbps)."""
+        self._check_book(instrument, venue)
+        cdef Fees* f = &self.fees[<Py_ssize_t>instrument * self.n_venues + venue]
+        return {"maker_fee": f.maker_per_lot, "taker_fee": f.taker_per_lot,
+                "maker_cbps": f.maker_cbps, "taker_cbps": f.taker_cbps}
+
+    cdef Venue* _venue(self, int venue) except NULL:
+        if not 0 <= venue < self.n_venues:
+            raise IndexError(f"venue {venue} out of range (0 to {self.n_venues - 1})")
+        return &self.venues[venue]
+
+    def set_latency(self, int venue, int64_t latency_ns):
+        """Record a venue's measured latency (ns)."""
+        self.set_venue(venue, latency_ns=latency_ns)
+
+    def set_open(self, int venue, bint is_open):
+        """Open or close a venue's session (a closed venue is never routed to)."""
+        self._venue(venue).open = is_open
+
+    def update_book(self, int instrument, int venue, bids=None, asks=None):
+        """Replace one venue's displayed depth for one instrument.
+
+        Parameters
+        ----------
+        instrument, venue : int
+            Indexes.
+        bids, asks : array-like
+            Levels best first: a numpy array with ``price`` and ``qty`` fields
+            (``OrderBook.depth()`` output), or ``(price, qty)`` pairs. Levels
+            past ``max_levels`` are ignored.
+
+        Returns
+        -------
+        int
+            0, or ``INVALID_PRICE`` / ``INVALID_QTY`` (nothing changed) when
+            prices are not positive and strictly ordered best first or a
+            quantity is not positive.
+
+        Notes
+        -----
+        An update is the new truth for that venue: it clears the venue's
+        "displayed size proved absent" mark and forgets the router's own
+        fills there since the previous update.
+        """
+        self._check_book(instrument, venue)
+        bpx, bqty = _levels(bids)
+        apx, aqty = _levels(asks)
+        if len(bpx) != len(bqty) or len(apx) != len(aqty):
+            raise ValueError("price and qty arrays differ in length")
+        cdef int64_t[::1] bp = bpx, bq = bqty, ap = apx, aq = aqty
+        cdef int code = self._validate_side(0, &bp[0] if bp.shape[0] else NULL,
+                                            &bq[0] if bq.shape[0] else NULL, bp.shape[0])
+        if code == 0:
+            code = self._validate_side(1, &ap[0] if ap.shape[0] else NULL,
+                                       &aq[0] if aq.shape[0] else NULL, ap.shape[0])
+        if code:
+            return code
+        self.update_side_c(instrument, venue, 0, &bp[0] if bp.shape[0] else NULL,
+                           &bq[0] if bq.shape[0] else NULL, bp.shape[0])
+        self.update_side_c(instrument, venue, 1, &ap[0] if ap.shape[0] else NULL,
+                           &aq[0] if aq.shape[0] else NULL, ap.shape[0])
+        return 0
+
+    cdef int _check_book(self, int instrument, int venue) except -1:
+        if not 0 <= instrument < self.n_instruments:
+            raise IndexError(f"instrument {instrument} out of range")
+        if not 0 <= venue < self.n_venues:
+            raise IndexError(f"venue {venue} out of range")
+        return 0
+
+    cdef int _validate_side(self, int side_index, const int64_t* px, const int64_t* qty,
+                            Py_ssize_t n) noexcept:
+        cdef Py_ssize_t k
+        if n > self.max_levels:
+            n = self.max_levels
+        for k in range(n):
+            if px[k] <= 0 or px[k] > C_MAX_PRICE:
+                return INVALID_PRICE
+            if qty[k] <= 0 or qty[k] > C_MAX_QTY:
+                return INVALID_QTY
+            # Bids strictly descending, asks strictly ascending: best first.
+            if k and (px[k] >= px[k - 1] if side_index == 0 else px[k] <= px[k - 1]):
+                return INVALID_PRICE
+        return 0
+
+    cdef int update_side_c(self, int instrument, int venue, int side_index, const int64_t* px,
+                           const int64_t* qty, Py_ssize_t n) except -1:
+        """Replace one side (0: bids, 1: asks) of one venue's depth; returns 0 or a code."""
+        cdef int code = self._validate_side(side_index, px, qty, n)
+        cdef Py_ssize_t book = <Py_ssize_t>instrument * self.n_venues + venue
+        cdef Py_ssize_t b = book * 2 + side_index
+        if code:
+            return code
+        if n > self.max_levels:
+            n = self.max_levels
+        if n:
+            memcpy(&self.lvl_px[b * self.max_levels], px, n * sizeof(int64_t))
+            memcpy(&self.lvl_qty[b * self.max_levels], qty, n * sizeof(int64_t))
+        self.lvl_n[b] = <int32_t>n
+        self.stale[book] = 0
+        self.res_filled[b] = 0
+        return 0
+
+    def depth(self, int instrument, int venue):
+        """The depth the router holds for one venue: ``(bids, asks)`` lists of (price, qty)."""
+        self._check_book(instrument, venue)
+        cdef Py_ssize_t b = (<Py_ssize_t>instrument * self.n_venues + venue) * 2, s, k
+        cdef int L = self.max_levels
+        sides = ([], [])
+        for s in range(2):
+            for k in range(self.lvl_n[b + s]):
+                sides[s].append((self.lvl_px[(b + s) * L + k], self.lvl_qty[(b + s) * L + k]))
+        return sides
+
+    def book_state(self, int instrument, int venue):
+        """Routing marks on one venue's book: stale flag and the lots reserved per side."""
+        self._check_book(instrument, venue)
+        cdef Py_ssize_t book = <Py_ssize_t>instrument * self.n_venues + venue
+        return {"stale": bool(self.stale[book]),
+                "reserved_bids": self.res_live[book * 2] + self.res_filled[book * 2],
+                "reserved_asks": self.res_live[book * 2 + 1] + self.res_filled[book * 2 + 1]}
+
+    cdef void nbbo_c(self, int instrument, int64_t* out) noexcept:
+        """NBBO over the open lit venues: out = bid, bid_qty, ask, ask_qty."""
+        cdef int v, nv = self.n_venues, L = self.max_levels
+        cdef Py_ssize_t b
+        cdef int64_t px
+        out[0] = out[1] = out[2] = out[3] = 0
+        for v in range(nv):
+            if self.venues[v].dark or not self.venues[v].open:
+                continue
+            b = (<Py_ssize_t>instrument * nv + v) * 2
+            if self.lvl_n[b] > 0:
+                px = self.lvl_px[b * L]
+                if px > out[0]:
+                    out[0] = px
+                    out[1] = self.lvl_qty[b * L]
+                elif px == out[0]:
+                    out[1] += self.lvl_qty[b * L]
+            if self.lvl_n[b + 1] > 0:
+                px = self.lvl_px[(b + 1) * L]
+                if out[2] == 0 or px < out[2]:
+                    out[2] = px
+                    out[3] = self.lvl_qty[(b + 1) * L]
+                elif px == out[2]:
+                    out[3] += self.lvl_qty[(b + 1) * L]
+
+    def nbbo(self, int instrument):
+        """``(bid_px, bid_qty, ask_px, ask_qty)`` over the open lit venues; 0 where empty."""
+        cdef int64_t q[4]
+        self._check_book(instrument, 0)
+        self.nbbo_c(instrument, q)
+        return (q[0], q[1], q[2], q[3])
+
+    def on_market_volume(self, int instrument, int64_t qty):
+        """Add traded volume (lots, as printed, including this router's fills) for POV."""
+        self._check_book(instrument, 0)
+        if qty < 0 or qty > C_MAX_QTY:
+            raise ValueError("qty must be 0 to MAX_QTY")
+        self.volume[instrument] += qty
+
+    # ============================================================ venue health
+    cdef bint routable_c(self, int venue, int64_t now) noexcept:
+        cdef Venue* vn = &self.venues[venue]
+        return vn.open and (vn.health == HEALTH_UP or now >= vn.retry_at)
+
+    cdef void _heard_from(self, int venue) noexcept:
+        # Any report proves the venue answers again.
+        self.venues[venue].health = HEALTH_UP
+        self.venues[venue].n_down = 0
+
+    cdef void _mark_down(self, int venue, int64_t now) noexcept:
+        cdef Venue* vn = &self.venues[venue]
+        cdef int shift
+        cdef int64_t delay
+        if vn.health == HEALTH_DOWN and now < vn.retry_at:
+            return      # already avoided: one outage is one backoff step
+        vn.n_down += 1
+        vn.health = HEALTH_DOWN
+        shift = vn.n_down - 1 if vn.n_down - 1 < 62 else 62
+        # recovery_ns doubled per consecutive timeout, capped (without overflowing).
+        if self.recovery_ns > (self.recovery_max_ns >> shift):
+            delay = self.recovery_max_ns
+        else:
+            delay = self.recovery_ns << shift
+        vn.retry_at = now + delay
+
+    cdef bint _any_routable_lit(self, int64_t now) noexcept:
+        cdef int v
+        for v in range(self.n_venues):
+            if not self.venues[v].dark and self.routable_c(v, now):
+                return True
+        return False
+
+    def venue_state(self, int venue, int64_t now=0):
+        """A venue's routing state and history as a dict.
+
+        ``fill_rate_ppm`` is the passive fill-rate estimate used to choose
+        where to post (history blended with the configured prior).
+        """
+        cdef Venue* vn = self._venue(venue)
+        return {
+            "dark": bool(vn.dark), "open": bool(vn.open),
+            "health": VenueHealth(vn.health), "routable": bool(self.routable_c(venue, now)),
+            "retry_at": vn.retry_at, "consecutive_timeouts": vn.n_down,
+            "latency_ns": vn.latency_ns, "children_sent": vn.n_sent, "rejects": vn.n_rejects,
+            "timeouts": vn.n_timeouts, "passive_sent": vn.passive_sent,
+            "passive_filled": vn.passive_filled, "fill_rate_ppm": self._fill_rate_ppm(vn),
+        }
+
+    cdef int64_t _fill_rate_ppm(self, Venue* vn) noexcept:
+        return <int64_t>(((<i128>vn.passive_filled) * E6
+                          + (<i128>self.fill_prior_ppm) * self.fill_prior_lots)
+                         / (vn.passive_sent + self.fill_prior_lots))
+
+    cdef i128 _fee(self, int instrument, int venue, bint maker, int64_t px_x2,
+                   int64_t qty) noexcept:
+        cdef Fees* f = &self.fees[<Py_ssize_t>instrument * self.n_venues + venue]
+        cdef int64_t per = f.maker_per_lot if maker else f.taker_per_lot
+        cdef int64_t cbps = f.maker_cbps if maker else f.taker_cbps
+        # px_x2/2 * qty * cbps/1e6 ticks x lots, times 1e4 fee units per tick x lot.
+        return (<i128>per) * qty + _round_div((<i128>px_x2) * qty * cbps, 200)
+
+    # ============================================================ children
+    cdef int _emit(self, int kind, int32_t ci, int64_t price, int64_t qty, int64_t min_qty,
+                   int ord_type, int tif, int flags, int64_t now) except -1:
+        cdef Action* a
+        cdef Child* c = &self.children[ci]
+        if self.n_actions == self.actions_cap:
+            self._grow_actions()
+        a = &self.actions[self.n_actions]
+        a.child_id = c.child_id
+        a.parent_id = self.parents[c.parent].parent_id
+        a.price = price
+        a.qty = qty
+        a.min_qty = min_qty
+        a.ts = now
+        a.venue = c.venue
+        a.instrument = self.parents[c.parent].instrument
+        a.kind = <uint8_t>kind
+        a.side = c.side
+        a.ord_type = <uint8_t>ord_type
+        a.tif = <uint8_t>tif
+        a.flags = <uint8_t>flags
+        a.role = c.role
+        a._pad[0] = 0
+        a._pad[1] = 0
+        self.n_actions += 1
+        return 0
+
+    cdef int32_t _new_child(self, int32_t pi, int venue, int role, int64_t price, int64_t qty,
+                            int64_t min_qty, int ord_type, int tif, int flags,
+                            int64_t now) except -2:
+        cdef int32_t ci
+        cdef Child* c
+        cdef Parent* p = &self.parents[pi]
+        if self.child_free < 0:
+            self._grow_children()
+        ci = self.child_free
+        c = &self.children[ci]
+        self.child_free = c.next
+        c.child_id = self.next_child_id
+        self.next_child_id += 1
+        c.price = price
+        c.pending_price = 0
+        c.qty = qty
+        c.cum = 0
+        c.sent_ts = now
+        c.parent = pi
+        c.venue = venue
+        c.side = p.side
+        c.role = <uint8_t>role
+        c.acked = 0
+        c.cancel_sent = 0
+        c.next = -1
+        c.prev = p.tail
+        if p.tail >= 0:
+            self.children[p.tail].next = ci
+        else:
+            p.head = ci
+        p.tail = ci
+        p.n_live += 1
+        p.n_children += 1
+        p.working += qty
+        p.v_sent[venue] += qty
+        p.v_children[venue] += 1
+        self.venues[venue].n_sent += 1
+        if role == ROLE_SWEEP:
+            self.res_live[(<Py_ssize_t>p.instrument * self.n_venues + venue) * 2
+                          + (1 if _is_buy(p.side) else 0)] += qty
+        _map_put(&self.child_ids, c.child_id, ci)
+        self._emit(ACT_NEW, ci, price, qty, min_qty, ord_type, tif, flags, now)
+        return ci
+
+    cdef int32_t _live_child(self, int64_t child_id) noexcept:
+        if child_id <= 0:
+            return -1
+        return _map_get(&self.child_ids, child_id)
+
+    cdef void _child_done(self, int32_t ci) noexcept:
+        """Retire a child: what it did not fill goes back to its parent."""
+        cdef Child* c = &self.children[ci]
+        cdef Parent* p = &self.parents[c.parent]
+        cdef int64_t leaves = c.qty - c.cum
+        p.working -= leaves
+        if c.role == ROLE_SWEEP:
+            self.res_live[(<Py_ssize_t>p.instrument * self.n_venues + c.venue) * 2
+                          + (1 if _is_buy(c.side) else 0)] -= leaves
+        elif c.role == ROLE_POST:
+            self.venues[c.venue].passive_sent += c.qty
+            self.venues[c.venue].passive_filled += c.cum
+        if c.prev >= 0:
+            self.children[c.prev].next = c.next
+        else:
+            p.head = c.next
+        if c.next >= 0:
+            self.children[c.next].prev = c.prev
+        else:
+            p.tail = c.prev
+        p.n_live -= 1
+        _map_del(&self.child_ids, c.child_id)
+        c.child_id = 0
+        c.next = self.child_free
+        self.child_free = ci
+
+    # ============================================================ strategies
+    cdef int64_t _sweep(self, int32_t pi, int64_t want, int64_t now) except -1:
+        """Take up to ``want`` lots across the routable lit venues; returns the lots sent.
+
+        A k-way merge over the venues' levels, best price first, then the
+        lower fee-adjusted price, then the lower latency, then the lower venue
+        index. Each venue gets one IOC child at the worst price taken there.
+        Displayed size already claimed by our live sweep children, or filled
+        by them since the venue's last update, is skipped.
+        """
+        cdef Parent* p = &self.parents[pi]
+        cdef int nv = self.n_venues, L = self.max_levels, i = p.instrument
+        cdef bint buy = _is_buy(p.side)
+        cdef int s = 1 if buy else 0       # the book side we take: asks for a buy
+        # Per candidate venue: its levels, where we are in them, and what the
+        # comparison needs, loaded once so the merge loop touches only these.
+        cdef const int64_t* lpx[MAX_VENUES]
+        cdef const int64_t* lqty[MAX_VENUES]
+        cdef int32_t pos[MAX_VENUES]
+        cdef int32_t nlev[MAX_VENUES]
+        cdef int64_t cur[MAX_VENUES]       # price at pos
+        cdef int64_t avail[MAX_VENUES]     # lots left at pos
+        cdef int64_t per_lot[MAX_VENUES]
+        cdef int64_t cbps[MAX_VENUES]
+        cdef int64_t lat[MAX_VENUES]
+        cdef int64_t alloc[MAX_VENUES]
+        cdef int64_t worst[MAX_VENUES]
+        cdef int cand[MAX_VENUES]          # venues with levels left, ascending index
+        cdef int order[MAX_VENUES]         # venues in the order first used
+        cdef int n_cand = 0, n_order = 0, v, j, best, k, n
+        cdef int64_t limit = p.limit_px, remaining = want, skip, px, bpx, take
+        cdef int64_t first_px = 0, fee_v, fee_b
+        cdef Py_ssize_t b
+        cdef Venue* vn
+        for v in range(nv):
+            vn = &self.venues[v]
+            if vn.dark or not self.routable_c(v, now) or self.stale[<Py_ssize_t>i * nv + v]:
+                continue
+            b = (<Py_ssize_t>i * nv + v) * 2 + s
+            n = self.lvl_n[b]
+            lpx[v] = &self.lvl_px[b * L]
+            lqty[v] = &self.lvl_qty[b * L]
+            skip = self.res_live[b] + self.res_filled[b]
+            k = 0
+            while k < n and skip >= lqty[v][k]:
+                skip -= lqty[v][k]
+                k += 1
+            if limit > 0:
+                # Levels are best first: stop at the first one beyond the limit.
+                while n > k and (lpx[v][n - 1] > limit if buy else lpx[v][n - 1] < limit):
+                    n -= 1
+            if k >= n:
+                continue
+            pos[v] = k
+            nlev[v] = n
+            cur[v] = lpx[v][k]
+            avail[v] = lqty[v][k] - skip
+            per_lot[v] = self.fees[<Py_ssize_t>i * nv + v].taker_per_lot * 100
+            cbps[v] = self.fees[<Py_ssize_t>i * nv + v].taker_cbps
+            lat[v] = vn.latency_ns
+            alloc[v] = 0
+            cand[n_cand] = v
+            n_cand += 1
+        while remaining > 0 and n_cand > 0:
+            best = cand[0]
+            bpx = cur[best]
+            for j in range(1, n_cand):
+                v = cand[j]
+                px = cur[v]
+                if px != bpx:
+                    if (px < bpx) == buy:
+                        best, bpx = v, px
+                    continue
+                # Same price: the lower fee-adjusted price, then the faster venue.
+                fee_v = per_lot[v] + px * cbps[v]
+                fee_b = per_lot[best] + px * cbps[best]
+                if fee_v < fee_b or (fee_v == fee_b and lat[v] < lat[best]):
+                    best = v
+            if first_px == 0:
+                first_px = bpx
+            take = avail[best] if avail[best] < remaining else remaining
+            if alloc[best] == 0:
+                order[n_order] = best
+                n_order += 1
+            alloc[best] += take
+            worst[best] = bpx
+            remaining -= take
+            avail[best] -= take
+            if avail[best] == 0:
+                pos[best] += 1
+                if pos[best] < nlev[best]:
+                    cur[best] = lpx[best][pos[best]]
+                    avail[best] = lqty[best][pos[best]]
+                else:
+                    # Exhausted: drop it, keeping the rest in index order.
+                    j = 0
+                    while cand[j] != best:
+                        j += 1
+                    while j < n_cand - 1:
+                        cand[j] = cand[j + 1]
+                        j += 1
+                    n_cand -= 1
+        for j in range(n_order):
+            v = order[j]
+            # Beyond the best price the child relies on its siblings taking
+            # every better protected quote: an intermarket sweep order.
+            self._new_child(pi, v, ROLE_SWEEP, worst[v], alloc[v], 0, LIMIT, IOC,
+                            CF_ISO if worst[v] != first_px else 0, now)
+        return want - remaining
+
+    cdef int _ping_dark(self, int32_t pi, int64_t now) except -1:
+        """Send one midpoint IOC to the best untried dark venue; returns 1 if sent."""
+        cdef Parent* p = &self.parents[pi]
+        cdef int64_t q[4]
+        cdef int64_t mid2, free, key, best_key = 0
+        cdef int v, best = -1
+        cdef Venue* vn
+        cdef Fees* f
+        self.nbbo_c(p.instrument, q)
+        if q[0] == 0 or q[2] == 0:
+            return 0                        # no two-sided NBBO: no midpoint
+        mid2 = q[0] + q[2]
+        if p.limit_px > 0 and (mid2 > 2 * p.limit_px if _is_buy(p.side)
+                               else mid2 < 2 * p.limit_px):
+            return 0                        # the midpoint is outside the limit
+        free = p.qty - p.cum - p.working
+        if free <= 0 or free < p.dark_min_qty:
+            return 0
+        for v in range(self.n_venues):
+            vn = &self.venues[v]
+            if not vn.dark or (p.dark_tried >> v) & 1 or not self.routable_c(v, now):
+                continue
+            f = &self.fees[<Py_ssize_t>p.instrument * self.n_venues + v]
+            key = f.taker_per_lot * 200 + mid2 * f.taker_cbps   # fee at the mid, 2e-6 tick/lot
+            if best < 0 or key < best_key or (
+                    key == best_key and vn.latency_ns < self.venues[best].latency_ns):
+                best, best_key = v, key
+        if best < 0:
+            return 0
+        p.dark_tried |= (<uint32_t>1) << best
+        self._new_child(pi, best, ROLE_DARK, p.limit_px, free, p.dark_min_qty,
+                        LIMIT if p.limit_px > 0 else MARKET, IOC, CF_MID_PEG, now)
+        return 1
+
+    cdef int64_t _passive_price(self, Parent* p) noexcept:
+        """Where a resting child goes: at the limit (``post_at_limit``) or joining the
+        national best on our side within the limit; never crossing the far touch."""
+        cdef int64_t q[4]
+        cdef int64_t px = p.limit_px
+        self.nbbo_c(p.instrument, q)
+        if _is_buy(p.side):
+            if not p.post_at_limit and q[0] > 0 and q[0] < px:
+                px = q[0]
+            if q[2] > 0 and px >= q[2]:
+                px = q[2] - 1
+        else:
+            if not p.post_at_limit and q[2] > 0 and q[2] > px:
+                px = q[2]
+            if q[0] > 0 and px <= q[0]:
+                px = q[0] + 1
+        return px if px > 0 else 0
+
+    cdef int _choose_post_venue(self, Parent* p, int64_t px, int64_t now) noexcept:
+        """The lit venue with the best expected value of posting at ``px``.
+
+        score = fill estimate (ppm) * (passive_value - maker fee) per lot,
+        fill estimate = fill rate * queue_ref / (queue_ref + lots ahead at px).
+        The edge is floored at 1 so that, when every maker fee exceeds the
+        value, the likelier fill still wins. Ties: lower latency, lower index.
+        """
+        cdef int v, best = -1, k, n
+        cdef int s = 0 if _is_buy(p.side) else 1      # our own side of the book
+        cdef Py_ssize_t b
+        cdef int64_t ahead, pfill, edge
+        cdef i128 score, best_score = 0
+        cdef Venue* vn
+        cdef Fees* f
+        for v in range(self.n_venues):
+            vn = &self.venues[v]
+            if vn.dark or not self.routable_c(v, now):
+                continue
+            b = ((<Py_ssize_t>p.instrument * self.n_venues + v) * 2 + s) * self.max_levels
+            n = self.lvl_n[(<Py_ssize_t>p.instrument * self.n_venues + v) * 2 + s]
+            ahead = 0
+            for k in range(n):
+                if self.lvl_px[b + k] == px:
+                    ahead = self.lvl_qty[b + k]
+                    break
+            pfill = <int64_t>((<i128>self._fill_rate_ppm(vn)) * self.queue_ref_lots
+                              / (self.queue_ref_lots + ahead))
+            f = &self.fees[<Py_ssize_t>p.instrument * self.n_venues + v]
+            edge = self.passive_value * 100 - (f.maker_per_lot * 100 + px * f.maker_cbps)
+            if edge < 1:
+                edge = 1
+            score = (<i128>pfill) * edge
+            if best < 0 or score > best_score or (
+                    score == best_score and vn.latency_ns < self.venues[best].latency_ns):
+                best, best_score = v, score
+        return best
+
+    cdef int _post(self, int32_t pi, int64_t now) except -1:
+        cdef Parent* p = &self.parents[pi]
+        cdef int64_t free = p.qty - p.cum - p.working
+        cdef int64_t px
+        cdef int v
+        if free <= 0:
+            return 0
+        px = self._passive_price(p)
+        if px <= 0:
+            return 0
+        v = self._choose_post_venue(p, px, now)
+        if v < 0:
+            return 0
+        p.last_reprice_ts = now
+        self._new_child(pi, v, ROLE_POST, px, free, 0, LIMIT, p.tif, CF_POST_ONLY, now)
+        return 1
+
+    cdef int _reprice(self, int32_t pi, int64_t now) except -1:
+        """Move the resting child to the new national best when it moved away from us."""
+        cdef Parent* p = &self.parents[pi]
+        cdef int32_t ci = p.head
+        cdef Child* c
+        cdef int64_t px, moved
+        if ci < 0:
+            return 0
+        c = &self.children[ci]
+        if (c.role != ROLE_POST or not c.acked or c.pending_price or c.cancel_sent
+                or now - p.last_reprice_ts < self.reprice_interval_ns):
+            return 0
+        px = self._passive_price(p)
+        if px <= 0:
+            return 0
+        moved = px - c.price if _is_buy(p.side) else c.price - px
+        if moved < self.reprice_ticks:
+            return 0
+        c.pending_price = px
+        p.last_reprice_ts = now
+        self._emit(ACT_REPLACE, ci, px, c.qty, 0, LIMIT, p.tif, CF_POST_ONLY, now)
+        return 1
+
+    cdef int64_t _target(self, Parent* p, int64_t now) noexcept:
+        """Cumulative quantity a scheduled parent should have sent by ``now``."""
+        cdef int64_t k, n = p.n_slices, target
+        cdef i128 t
+        if p.strategy == STRAT_POV:
+            t = (<i128>(self.volume[p.instrument] - p.vol_start)) * p.pov_ppm / E6
+            return p.qty if t > p.qty else <int64_t>t
+        if now < p.start_ns:
+            return 0
+        if now >= p.end_ns:
+            k = n
+        else:
+            # Slice k (0-based) begins at start + ceil(k * duration / n).
+            k = <int64_t>((<i128>(now - p.start_ns)) * n / (p.end_ns - p.start_ns)) + 1
+            if k > n:
+                k = n
+        if p.strategy == STRAT_TWAP:
+            target = <int64_t>((<i128>p.qty) * k / n)
+        else:
+            target = <int64_t>((<i128>p.qty) * p.cum_ppm[k - 1] / E6)
+        return target
+
+    # ============================================================ the parent's state machine
+    cdef int _advance(self, int32_t pi, int64_t now) except -1:
+        """Do whatever the parent needs next; called after every event that touches it."""
+        cdef Parent* p = &self.parents[pi]
+        cdef int64_t free, target
+        if p.phase == PH_DONE:
+            return 0
+        if p.cancel_requested != CR_NONE:
+            if p.n_live == 0:
+                self._finish(pi, CANCELED if p.cancel_requested == CR_USER else EXPIRED, 0, now)
+            return 0
+        if p.cum == p.qty:
+            self._finish(pi, FILLED, 0, now)
+            return 0
+        if p.phase == PH_DARK:
+            if p.n_live > 0 or self._ping_dark(pi, now):
+                return 0
+            p.phase = PH_SWEEP
+            p.rounds = 0
+        if p.phase == PH_SWEEP:
+            free = p.qty - p.cum - p.working
+            if free > 0 and p.rounds <= self.max_reroutes:
+                if self._sweep(pi, free, now) > 0:
+                    p.rounds += 1
+                    return 0
+            if p.n_live > 0:
+                return 0
+            if p.post_residual and p.limit_px > 0 and (p.tif == DAY or p.tif == GTC):
+                # The rest of a limit order rests at its limit, as on an exchange.
+                p.phase = PH_POST
+                p.post_at_limit = 1
+                p.rounds = 0
+            else:
+                self._finish(pi, CANCELED,
+                             REROUTE_LIMIT if p.rounds > self.max_reroutes
+                             else NO_LIQUIDITY if self._any_routable_lit(now) else NO_ROUTE,
+                             now)
+                return 0
+        if p.phase == PH_POST:
+            if p.n_live > 0:
+                self._reprice(pi, now)
+                return 0
+            if p.rounds > self.max_reroutes:
+                self._finish(pi, CANCELED, REROUTE_LIMIT, now)
+                return 0
+            if self._post(pi, now):
+                p.rounds += 1
+            return 0
+        if p.phase == PH_SCHED:
+            target = self._target(p, now)
+            if target > p.last_target:
+                p.last_target = target
+                p.rounds = 0            # a new slice: a fresh set of routing rounds
+            free = target - p.cum - p.working
+            if (free > 0 and (free >= self.slice_min_qty or target == p.qty)
+                    and p.rounds <= self.max_reroutes):
+                if self._sweep(pi, free, now) > 0:
+                    p.rounds += 1
+                    return 0
+            if p.n_live == 0 and p.end_ns > 0 and now >= p.end_ns:
+                self._finish(pi, EXPIRED, 0, now)
+        return 0
+
+    cdef int _finish(self, int32_t pi, int status, int reason, int64_t now) except -1:
+        cdef Parent* p = &self.parents[pi]
+        cdef int32_t* grown
+        p.phase = PH_DONE
+        p.status = <uint8_t>status
+        p.reason = <uint16_t>reason
+        p.done_ts = now
+        if p.prev_active >= 0:
+            self.parents[p.prev_active].next_active = p.next_active
+        else:
+            self.active_head = p.next_active
+        if p.next_active >= 0:
+            self.parents[p.next_active].prev_active = p.prev_active
+        else:
+            self.active_tail = p.prev_active
+        p.prev_active = p.next_active = -1
+        if self.n_finished == self.finished_cap:
+            grown = <int32_t*>PyMem_Realloc(self.finished, 2 * self.finished_cap * sizeof(int32_t))
+            if grown == NULL:
+                raise MemoryError()
+            self.finished = grown
+            self.finished_cap *= 2
+        self.finished[self.n_finished] = pi
+        self.n_finished += 1
+        return 0
+
+    # ============================================================ C API: orders
+    cdef int route_c(self, int64_t parent_id, int instrument, int side, int64_t qty,
+                     int64_t limit_px, int strategy, int tif, int64_t now,
+                     const RouteParams* params) except -1:
+        """Accept a parent order and send its first children; returns 0 or a RejectReason."""
+        cdef int64_t q[4]
+        cdef int64_t start = now, end = 0, slices = 0, pov = 0, total = 0, w
+        cdef int64_t dark_min = self.dark_min_qty
+        cdef bint post_residual = self.post_residual, marketable, buy = side == BUY
+        cdef bint at_limit = False
+        cdef int32_t pi
+        cdef Parent* p
+        cdef Py_ssize_t k
+        cdef i128 acc = 0
+        cdef int v
+        if parent_id <= 0:
+            return INVALID_ORDER_ID
+        if _map_get(&self.parent_ids, parent_id) >= 0:
+            return DUPLICATE_ORDER_ID
+        if instrument < 0 or instrument >= self.n_instruments:
+            return UNKNOWN_INSTRUMENT
+        if side != BUY and side != SELL and side != SELL_SHORT:
+            return INVALID_SIDE
+        if qty <= 0 or qty > C_MAX_QTY:
+            return INVALID_QTY
+        if limit_px < 0 or limit_px > C_MAX_PRICE:
+            return INVALID_PRICE
+        if tif != DAY and tif != GTC and tif != IOC:
+            return INVALID_TIF          # FOK cannot be honoured across venues
+        if strategy == STRAT_AUTO:
+            strategy = self.default_strategy
+        if strategy < STRAT_AUTO or strategy > STRAT_POV:
+            return INVALID_STRATEGY
+        self.nbbo_c(instrument, q)
+        if strategy == STRAT_AUTO:
+            marketable = limit_px == 0 or (
+                q[2] > 0 and limit_px >= q[2] if buy else q[0] > 0 and limit_px <= q[0])
+            strategy = STRAT_SWEEP if marketable or tif == IOC else STRAT_PASSIVE
+            at_limit = True     # a plain limit order rests at its limit
+        if strategy == STRAT_PASSIVE and (limit_px == 0 or tif == IOC):
+            return INVALID_STRATEGY     # resting needs a price and a resting time in force
+        if params != NULL:
+            if params.start_ns >= 0:
+                start = params.start_ns
+            if params.end_ns >= 0:
+                end = params.end_ns
+            if params.slices >= 0:
+                slices = params.slices
+            if params.pov_ppm >= 0:
+                pov = params.pov_ppm
+            if params.dark_min_qty >= 0:
+                dark_min = params.dark_min_qty
+            if params.post_residual >= 0:
+                post_residual = params.post_residual != 0
+        if strategy == STRAT_TWAP or strategy == STRAT_VWAP:
+            if end <= start:
+                return INVALID_SCHEDULE
+            if strategy == STRAT_TWAP:
+                if slices == 0:
+                    slices = self.twap_slices
+                if slices > 1000000:
+                    return INVALID_SCHEDULE
+            else:
+                if params == NULL or params.profile == NULL or params.n_profile < 1 \
+                        or params.n_profile > 1000000:
+                    return INVALID_SCHEDULE
+                for k in range(params.n_profile):
+                    w = params.profile[k]
+                    if w < 0 or w > C_MAX_QTY * 1024:
+                        return INVALID_SCHEDULE
+                    acc += w
+                if acc <= 0:
+                    return INVALID_SCHEDULE
+                slices = params.n_profile
+        elif strategy == STRAT_POV:
+            if pov < 1 or pov > E6 or (end != 0 and end <= start):
+                return INVALID_SCHEDULE
+        if dark_min > C_MAX_QTY:
+            return INVALID_QTY
+        for v in range(self.n_venues):
+            if self.routable_c(v, now):
+                break
+        else:
+            return NO_ROUTE
+
+        if self.parent_free < 0:
+            self._grow_parents()
+        pi = self.parent_free
+        p = &self.parents[pi]
+        self.parent_free = p.next_active
+        memset(p, 0, sizeof(Parent))
+        if strategy == STRAT_VWAP:
+            # The profile becomes cumulative parts per million, so a target is
+            # one multiplication and the last bucket is exactly the whole qty.
+            p.cum_ppm = <int64_t*>PyMem_Malloc(params.n_profile * sizeof(int64_t))
+            if p.cum_ppm == NULL:
+                raise MemoryError()
+            total = <int64_t>acc
+            acc = 0
+            for k in range(params.n_profile):
+                acc += params.profile[k]
+                p.cum_ppm[k] = <int64_t>(acc * E6 / total)
+        p.parent_id = parent_id
+        p.qty = qty
+        p.limit_px = limit_px
+        p.arrival_ts = now
+        p.arr_bid, p.arr_bid_qty, p.arr_ask, p.arr_ask_qty = q[0], q[1], q[2], q[3]
+        p.start_ns = start
+        p.end_ns = end
+        p.pov_ppm = pov
+        p.vol_start = self.volume[instrument]
+        p.dark_min_qty = dark_min
+        p.n_slices = <int32_t>slices
+        p.instrument = instrument
+        p.head = p.tail = -1
+        p.side = <uint8_t>side
+        p.ord_type = LIMIT if limit_px > 0 else MARKET
+        p.tif = <uint8_t>tif
+        p.strategy = <uint8_t>strategy
+        p.status = NEW
+        p.post_residual = post_residual
+        p.post_at_limit = at_limit
+        if strategy == STRAT_DARK_FIRST:
+            p.phase = PH_DARK
+        elif strategy == STRAT_SWEEP:
+            p.phase = PH_SWEEP
+        elif strategy == STRAT_PASSIVE:
+            p.phase = PH_POST
+        else:
+            p.phase = PH_SCHED
+        _map_put(&self.parent_ids, parent_id, pi)
+        p.next_active = -1
+        p.prev_active = self.active_tail
+        if self.active_tail >= 0:
+            self.parents[self.active_tail].next_active = pi
+        else:
+            self.active_head = pi
+        self.active_tail = pi
+        self._advance(pi, now)
+        return 0
+
+    cdef int cancel_parent_c(self, int64_t parent_id, int64_t now) except -1:
+        """Stop a parent: cancel its live children; it ends CANCELED when they are done."""
+        cdef int32_t pi = _map_get(&self.parent_ids, parent_id) if parent_id > 0 else -1
+        cdef int32_t ci
+        cdef Parent* p
+        cdef Child* c
+        if pi < 0 or self.parents[pi].phase == PH_DONE:
+            return UNKNOWN_ORDER
+        p = &self.parents[pi]
+        p.cancel_requested = CR_USER
+        ci = p.head
+        while ci >= 0:
+            c = &self.children[ci]
+            if not c.cancel_sent:
+                c.cancel_sent = 1
+                self._emit(ACT_CANCEL, ci, c.price, c.qty, 0, 0, 0, 0, now)
+            ci = self.children[ci].next
+        self._advance(pi, now)
+        return 0
+
+    # ============================================================ C API: reports
+    cdef int on_ack_c(self, int64_t child_id, int64_t now) except -1:
+        cdef int32_t ci = self._live_child(child_id)
+        if ci < 0:
+            return UNKNOWN_ORDER
+        self._heard_from(self.children[ci].venue)
+        self.children[ci].acked = 1
+        return self._advance(self.children[ci].parent, now)
+
+    cdef int on_fill_c(self, int64_t child_id, int64_t last_qty, int64_t last_px_x2,
+                       int64_t fee, bint has_fee, int64_t now) except -1:
+        cdef int32_t ci = self._live_child(child_id)
+        cdef int32_t pi
+        cdef Child* c
+        cdef Parent* p
+        cdef i128 fee_total
+        cdef Py_ssize_t k
+        if ci < 0:
+            return UNKNOWN_ORDER
+        c = &self.children[ci]
+        pi = c.parent
+        p = &self.parents[pi]
+        if last_qty <= 0 or last_qty > c.qty - c.cum:
+            return INVALID_QTY
+        if last_px_x2 <= 0 or last_px_x2 > 2 * C_MAX_PRICE:
+            return INVALID_PRICE
+        fee_total = self._fee(p.instrument, c.venue, c.role == ROLE_POST, last_px_x2,
+                              last_qty) if not has_fee \
+            else <i128>fee
+        # Exact sums are int64: refuse (and do not apply) what would overflow.
+        fee_total += p.fees
+        if ((<i128>last_qty) * last_px_x2 + p.notional_x2 > INT64_MAX
+                or fee_total > INT64_MAX or fee_total < -INT64_MAX):
+            return VALUE_OUT_OF_RANGE
+        fee = <int64_t>(fee_total - p.fees)
+        self._heard_from(c.venue)
+        c.acked = 1
+        c.cum += last_qty
+        p.cum += last_qty
+        p.working -= last_qty
+        p.notional_x2 += last_qty * last_px_x2
+        p.fees += fee
+        p.v_filled[c.venue] += last_qty
+        p.v_fees[c.venue] += fee
+        p.rounds = 0
+        if p.status == NEW:
+            p.status = PARTIALLY_FILLED
+        if c.role == ROLE_SWEEP:
+            # The lots move from "claimed by a live child" to "taken since
+            # the venue's last update": both keep the next sweep off them.
+            k = (<Py_ssize_t>p.instrument * self.n_venues + c.venue) * 2 + (
+                1 if _is_buy(c.side) else 0)
+            self.res_live[k] -= last_qty
+            self.res_filled[k] += last_qty
+        if c.cum == c.qty:
+            self._child_done(ci)
+        return self._advance(pi, now)
+
+    cdef int on_reject_c(self, int64_t child_id, int reason, int64_t now) except -1:
+        cdef int32_t ci = self._live_child(child_id)
+        cdef int32_t pi
+        cdef Child* c
+        cdef int v
+        if ci < 0:
+            return UNKNOWN_ORDER
+        c = &self.children[ci]
+        pi = c.parent
+        v = c.venue
+        self.venues[v].n_rejects += 1
+        if reason == VENUE_UNAVAILABLE:
+            self._mark_down(v, now)
+        elif reason == VENUE_CLOSED:
+            self.venues[v].open = 0
+        else:
+            self._heard_from(v)
+            if c.role == ROLE_SWEEP:
+                # Whatever the venue's reason, what we saw there did not take
+                # this order: leave its book alone until it updates.
+                self.stale[<Py_ssize_t>self.parents[pi].instrument * self.n_venues + v] = 1
+        self._child_done(ci)
+        return self._advance(pi, now)
+
+    cdef int on_canceled_c(self, int64_t child_id, int64_t now) except -1:
+        cdef int32_t ci = self._live_child(child_id)
+        cdef int32_t pi
+        cdef Child* c
+        if ci < 0:
+            return UNKNOWN_ORDER
+        c = &self.children[ci]
+        pi = c.parent
+        self._heard_from(c.venue)
+        if c.role == ROLE_SWEEP and not c.cancel_sent and c.cum < c.qty:
+            # An IOC that came back short: the displayed size was not there.
+            self.stale[<Py_ssize_t>self.parents[pi].instrument * self.n_venues + c.venue] = 1
+        self._child_done(ci)
+        return self._advance(pi, now)
+
+    cdef int on_expired_c(self, int64_t child_id, int64_t now) except -1:
+        cdef int32_t ci = self._live_child(child_id)
+        cdef int32_t pi, cj
+        cdef Parent* p
+        cdef Child* c
+        if ci < 0:
+            return UNKNOWN_ORDER
+        pi = self.children[ci].parent
+        self._heard_from(self.children[ci].venue)
+        self._child_done(ci)
+        p = &self.parents[pi]
+        if p.phase != PH_DONE and p.cancel_requested == CR_NONE:
+            # The venue's session ended (DAY): so does the parent's.
+            p.cancel_requested = CR_EXPIRE
+            cj = p.head
+            while cj >= 0:
+                c = &self.children[cj]
+                if not c.cancel_sent:
+                    c.cancel_sent = 1
+                    self._emit(ACT_CANCEL, cj, c.price, c.qty, 0, 0, 0, 0, now)
+                cj = self.children[cj].next
+        return self._advance(pi, now)
+
+    cdef int on_replaced_c(self, int64_t child_id, int64_t now) except -1:
+        cdef int32_t ci = self._live_child(child_id)
+        cdef Child* c
+        if ci < 0:
+            return UNKNOWN_ORDER
+        c = &self.children[ci]
+        self._heard_from(c.venue)
+        c.acked = 1
+        if c.pending_price:
+            c.price = c.pending_price
+            c.pending_price = 0
+        return self._advance(c.parent, now)
+
+    cdef int on_replace_rejected_c(self, int64_t child_id, int64_t now) except -1:
+        cdef int32_t ci = self._live_child(child_id)
+        if ci < 0:
+            return UNKNOWN_ORDER
+        self._heard_from(self.children[ci].venue)
+        self.children[ci].pending_price = 0
+        return self._advance(self.children[ci].parent, now)
+
+    cdef int tick_c(self, int64_t now) except -1:
+        """Acknowledgement timeouts, then every active parent in arrival order."""
+        cdef int32_t pi = self.active_head, nxt, ci
+        cdef Child* c
+        cdef Py_ssize_t n0 = self.n_actions
+        while pi >= 0:
+            ci = self.parents[pi].head
+            while ci >= 0:
+                c = &self.children[ci]
+                if not c.acked and not c.cancel_sent and now - c.sent_ts >= self.ack_timeout_ns:
+                    # No answer in time: avoid the venue, and ask it to cancel.
+                    # The child's lots stay reserved until the venue reports,
+                    # so the parent can never be overfilled.
+                    self.venues[c.venue].n_timeouts += 1
+                    self._mark_down(c.venue, now)
+                    c.cancel_sent = 1
+                    self._emit(ACT_CANCEL, ci, c.price, c.qty, 0, 0, 0, 0, now)
+                ci = self.children[ci].next
+            pi = self.parents[pi].next_active
+        pi = self.active_head
+        while pi >= 0:
+            nxt = self.parents[pi].next_active
+            self._advance(pi, now)
+            pi = nxt
+        return <int>(self.n_actions - n0)
+
+    # ============================================================ Python API: orders
+    def route(self, int64_t parent_id, int instrument, int side, int64_t qty,
+              int64_t limit_px=0, int64_t now=0, int strategy=STRAT_AUTO, int tif=DAY, *,
+              int64_t start_ns=-1, int64_t end_ns=-1, int64_t slices=-1, object profile=None,
+              int64_t pov_ppm=-1, int64_t dark_min_qty=-1, object post_residual=None):
+        """Route a parent order that passed risk; its first actions are queued.
+
+        Parameters
+        ----------
+        parent_id : int
+            The engine's order id (positive, unique among live parents).
+        instrument : int
+            Instrument index.
+        side : Side
+            BUY, SELL or SELL_SHORT.
+        qty : int
+            Quantity in lots.
+        limit_px : int, optional
+            Limit price in ticks; 0 for a market order.
+        now : int, optional
+            Caller's clock, ns.
+        strategy : Strategy, optional
+            ``STRAT_AUTO`` (the configured default) picks SWEEP for a
+            marketable order and PASSIVE otherwise.
+        tif : TimeInForce, optional
+            DAY, GTC or IOC (FOK is refused: it cannot hold across venues).
+        start_ns, end_ns : int, optional
+            Schedule window (TWAP and VWAP need ``end_ns``; POV may run
+            without one). ``start_ns`` defaults to ``now``.
+        slices : int, optional
+            TWAP slice count (default: config ``twap_slices``).
+        profile : sequence of int, optional
+            VWAP: relative volume per bucket, buckets splitting the window evenly.
+        pov_ppm : int, optional
+            POV participation rate in parts per million of the market volume.
+        dark_min_qty : int, optional
+            DARK_FIRST minimum fill size (default: config ``dark_min_qty``).
+        post_residual : bool, optional
+            Rest what a sweep could not fill (DAY/GTC limit orders only).
+
+        Returns
+        -------
+        int
+            0 when accepted, else a ``RejectReason`` and nothing is kept.
+        """
+        cdef RouteParams prm
+        cdef int64_t[::1] prof
+        prm.start_ns = start_ns
+        prm.end_ns = end_ns
+        prm.slices = slices
+        prm.pov_ppm = pov_ppm
+        prm.dark_min_qty = dark_min_qty
+        prm.post_residual = -1 if post_residual is None else (1 if post_residual else 0)
+        prm.profile = NULL
+        prm.n_profile = 0
+        if profile is not None:
+            prof = np.ascontiguousarray(profile, dtype=np.int64)
+            if prof.shape[0]:
+                prm.profile = &prof[0]
+                prm.n_profile = prof.shape[0]
+        return self.route_c(parent_id, instrument, side, qty, limit_px, strategy, tif, now, &prm)
+
+    def route_batch(self, cnp.ndarray orders not None, int64_t now=0):
+        """Route many parents in one call (``PARENT_DTYPE`` array); returns their codes (uint16).
+
+        Every parent uses the configured defaults for the optional parameters.
+        """
+        if orders.dtype != PARENT_DTYPE or not orders.flags.c_contiguous:
+            raise TypeError("orders must be a C-contiguous PARENT_DTYPE array")
+        cdef Py_ssize_t n = orders.shape[0], k
+        cdef cnp.ndarray out = np.empty(n, dtype=np.uint16)
+        cdef const ParentOrder* o = <const ParentOrder*>cnp.PyArray_DATA(orders)
+        cdef uint16_t* codes = <uint16_t*>cnp.PyArray_DATA(out)
+        for k in range(n):
+            codes[k] = <uint16_t>self.route_c(o[k].parent_id, o[k].instrument, o[k].side,
+                                              o[k].qty, o[k].limit_px, o[k].strategy,
+                                              o[k].tif, now, NULL)
+        return out
+
+    def cancel_parent(self, int64_t parent_id, int64_t now=0):
+        """Cancel a parent; returns the ids of the children to cancel (numpy int64).
+
+        The same cancels are queued as ``ACT_CANCEL`` actions (send those;
+        the returned ids are for the caller's bookkeeping). The parent ends
+        ``CANCELED`` once every child has reported its end. Returns None if
+        the parent is unknown or already done.
+        """
+        cdef Py_ssize_t n0 = self.n_actions, k
+        if self.cancel_parent_c(parent_id, now):
+            return None
+        return np.array([self.actions[k].child_id for k in range(n0, self.n_actions)
+                         if self.actions[k].kind == ACT_CANCEL], dtype=np.int64)
+
+    def tick(self, int64_t now):
+        """Advance time: ack timeouts, schedule slices, reprices; returns the actions queued."""
+        return self.tick_c(now)
+
+    def next_wakeup(self, int64_t now):
+        """Earliest time after ``now`` at which ``tick`` has work (ns), or -1 for none known.
+
+        Covers acknowledgement deadlines, schedule slice starts and ends and
+        repricing intervals; market data and volume updates also call for a
+        tick, whenever they arrive.
+        """
+        cdef int64_t best = -1, t, k, d
+        cdef int32_t pi = self.active_head, ci
+        cdef Parent* p
+        cdef Child* c
+        while pi >= 0:
+            p = &self.parents[pi]
+            ci = p.head
+            while ci >= 0:
+                c = &self.children[ci]
+                if not c.acked and not c.cancel_sent:
+                    t = c.sent_ts + self.ack_timeout_ns
+                    if t > now and (best < 0 or t < best):
+                        best = t
+                ci = c.next
+            t = -1
+            if p.phase == PH_SCHED and p.strategy != STRAT_POV:
+                if now < p.start_ns:
+                    t = p.start_ns
+                elif now < p.end_ns:
+                    d = p.end_ns - p.start_ns
+                    k = <int64_t>((<i128>(now - p.start_ns)) * p.n_slices / d) + 1
+                    t = p.start_ns + <int64_t>_ceil_div((<i128>k) * d, p.n_slices) \
+                        if k < p.n_slices else p.end_ns
+            elif p.phase == PH_SCHED and p.end_ns > now:
+                t = p.end_ns
+            elif p.phase == PH_POST and p.n_live > 0:
+                t = p.last_reprice_ts + self.reprice_interval_ns
+            if t > now and (best < 0 or t < best):
+                best = t
+            pi = p.next_active
+        return best
+
+    # ============================================================ Python API: reports
+    def on_ack(self, int64_t child_id, int64_t now=0):
+        """The venue accepted a child. Returns 0 or ``UNKNOWN_ORDER``."""
+        return self.on_ack_c(child_id, now)
+
+    def on_fill(self, int64_t child_id, int64_t last_qty, int64_t last_px_x2, int64_t now=0,
+                fee=None):
+        """A child (partly) filled.
+
+        Parameters
+        ----------
+        child_id : int
+        last_qty : int
+            Lots filled.
+        last_px_x2 : int
+            Fill price in half-ticks (twice the price in ticks), so that a
+            midpoint between two ticks is exact.
+        now : int, optional
+        fee : int, optional
+            The fee the venue charged for this fill (fee units, negative for
+            a rebate); when None it is computed from the venue's schedule.
+
+        Returns
+        -------
+        int
+            0; ``UNKNOWN_ORDER`` (no such live child), ``INVALID_QTY`` (not
+            positive or above the child's leaves), ``INVALID_PRICE`` or
+            ``VALUE_OUT_OF_RANGE`` (a sum would overflow); nothing is applied
+            on a non-zero code.
+        """
+        if fee is None:
+            return self.on_fill_c(child_id, last_qty, last_px_x2, 0, False, now)
+        return self.on_fill_c(child_id, last_qty, last_px_x2, fee, True, now)
+
+    def on_reject(self, int64_t child_id, int reason, int64_t now=0):
+        """The venue rejected a new child (``reason``: a RejectReason). Its lots are re-routed.
+
+        ``VENUE_UNAVAILABLE`` marks the venue down, ``VENUE_CLOSED`` closes
+        it; any other reason marks that venue's book stale for a sweep.
+        """
+        return self.on_reject_c(child_id, reason, now)
+
+    def on_canceled(self, int64_t child_id, int64_t now=0):
+        """A child ended without filling in full (IOC remainder, cancel done): re-route the rest."""
+        return self.on_canceled_c(child_id, now)
+
+    def on_expired(self, int64_t child_id, int64_t now=0):
+        """A DAY child expired at its venue: the parent cancels the rest and ends EXPIRED."""
+        return self.on_expired_c(child_id, now)
+
+    def on_replaced(self, int64_t child_id, int64_t now=0):
+        """The venue confirmed a replace (reprice) of a child."""
+        return self.on_replaced_c(child_id, now)
+
+    def on_replace_rejected(self, int64_t child_id, int64_t now=0):
+        """The venue refused a replace; the child keeps its price."""
+        return self.on_replace_rejected_c(child_id, now)
+
+    # ============================================================ Python API: output
+    def drain_actions(self):
+        """Return the actions queued since the last drain (``ACTION_DTYPE``) and forget them."""
+        cdef cnp.ndarray out = np.empty(self.n_actions, dtype=ACTION_DTYPE)
+        if self.n_actions:
+            memcpy(cnp.PyArray_DATA(out), self.actions, self.n_actions * sizeof(Action))
+        self.n_actions = 0
+        return out
+
+    def drain_into(self, cnp.ndarray out not None, Py_ssize_t start=0):
+        """Move queued actions into ``out[start:]`` (a reused ``ACTION_DTYPE`` array).
+
+        The allocation-free twin of ``drain_actions`` for the hot path: at most
+        ``len(out) - start`` actions are moved, oldest first; any others stay
+        queued for the next call. Returns the number moved.
+        """
+        cdef Py_ssize_t n = self.n_actions
+        # C-API checks: ``out.flags`` would build a Python object per call.
+        if <object>cnp.PyArray_DESCR(out) is not ACTION_DTYPE and out.dtype != ACTION_DTYPE:
+            raise TypeError("out must be an ACTION_DTYPE array")
+        if not cnp.PyArray_IS_C_CONTIGUOUS(out) or not cnp.PyArray_ISWRITEABLE(out):
+            raise TypeError("out must be C-contiguous and writeable")
+        if start < 0 or start > out.shape[0]:
+            raise IndexError("start out of range")
+        if n > out.shape[0] - start:
+            n = out.shape[0] - start
+        if n:
+            memcpy(<Action*>cnp.PyArray_DATA(out) + start, self.actions, n * sizeof(Action))
+            if n < self.n_actions:
+                memmove(self.actions, &self.actions[n], (self.n_actions - n) * sizeof(Action))
+        self.n_actions -= n
+        return n
+
+    @property
+    def pending_actions(self):
+        """Number of actions waiting to be drained."""
+        return self.n_actions
+
+    @property
+    def n_active(self):
+        """Number of parents still working."""
+        cdef int32_t pi = self.active_head
+        cdef int n = 0
+        while pi >= 0:
+            n += 1
+            pi = self.parents[pi].next_active
+        return n
+
+    cdef Parent* _parent(self, int64_t parent_id) except NULL:
+        cdef int32_t pi = _map_get(&self.parent_ids, parent_id) if parent_id > 0 else -1
+        if pi < 0:
+            raise KeyError(parent_id)
+        return &self.parents[pi]
+
+    def parent(self, int64_t parent_id):
+        """A parent's state: status, quantities and the exact average price.
+
+        ``avg_px`` is ``(numerator, denominator)`` in ticks, reduced
+        (``Decimal(num) / Decimal(den) * tick_size`` is the price); (0, 1)
+        before the first fill. Raises KeyError for an unknown (or drained) id.
+        """
+        cdef Parent* p = self._parent(parent_id)
+        return {"parent_id": p.parent_id, "status": p.status, "phase": Phase(p.phase),
+                "strategy": Strategy(p.strategy), "qty": p.qty, "cum_qty": p.cum,
+                "leaves_qty": p.qty - p.cum, "working_qty": p.working,
+                "avg_px": self._avg_px(p), "notional_x2": p.notional_x2, "fees": p.fees,
+                "live_children": p.n_live, "children": p.n_children, "rounds": p.rounds,
+                "reason": p.reason, "done": p.phase == PH_DONE}
+
+    def live_children(self, int64_t parent_id):
+        """The live children of a parent: a list of dicts, creation order."""
+        cdef Parent* p = self._parent(parent_id)
+        cdef int32_t ci = p.head
+        cdef Child* c
+        out = []
+        while ci >= 0:
+            c = &self.children[ci]
+            out.append({"child_id": c.child_id, "venue": c.venue, "role": ChildRole(c.role),
+                        "price": c.price, "pending_price": c.pending_price, "qty": c.qty,
+                        "cum_qty": c.cum, "acked": bool(c.acked),
+                        "cancel_sent": bool(c.cancel_sent), "sent_ts": c.sent_ts})
+            ci = c.next
+        return out
+
+    cdef tuple _avg_px(self, Parent* p):
+        if p.cum == 0:
+            return (0, 1)
+        g = math.gcd(p.notional_x2, 2 * p.cum)
+        return (p.notional_x2 // g, 2 * p.cum // g)
+
+    cdef object _bestex(self, Parent* p):
+        cdef int v
+        cdef bint buy = _is_buy(p.side)
+        num, den = self._avg_px(p)
+        # Python integers from here: products of prices and quantities may
+        # exceed int64 even when every stored sum fits.
+        cum, notional_x2 = int(p.cum), int(p.notional_x2)
+        bid, ask = int(p.arr_bid), int(p.arr_ask)
+        ref = ask if buy else bid
+        if ref > 0 and cum > 0:
+            pi_x2 = (2 * ref * cum - notional_x2) if buy else (notional_x2 - 2 * ref * cum)
+            pi_bps = pi_x2 / (2 * ref * cum) * 1e4
+        else:
+            pi_x2, pi_bps = 0, math.nan
+        if bid > 0 and ask > 0 and cum > 0:
+            mid_x2 = bid + ask
+            edge = (mid_x2 * cum - notional_x2) if buy else (notional_x2 - mid_x2 * cum)
+            vs_mid_bps = edge / (mid_x2 * cum) * 1e4
+        else:
+            vs_mid_bps = math.nan
+        used = 0
+        for v in range(self.n_venues):
+            if p.v_children[v]:
+                used |= 1 << v
+        return {
+            "parent_id": p.parent_id, "instrument": p.instrument, "side": p.side,
+            "strategy": p.strategy, "status": p.status, "tif": p.tif, "reason": p.reason,
+            "qty": p.qty, "limit_px": p.limit_px, "cum_qty": p.cum,
+            "leaves_qty": p.qty - p.cum, "avg_px_num": num, "avg_px_den": den,
+            "notional_x2": p.notional_x2, "fees": p.fees, "arrival_ts": p.arrival_ts,
+            "done_ts": p.done_ts, "arr_bid_px": p.arr_bid, "arr_bid_qty": p.arr_bid_qty,
+            "arr_ask_px": p.arr_ask, "arr_ask_qty": p.arr_ask_qty, "pi_x2": pi_x2,
+            "pi_bps": pi_bps, "vs_mid_bps": vs_mid_bps, "n_children": p.n_children,
+            "venues_used": used,
+            "venue_children": [p.v_children[v] for v in range(MAX_VENUES)],
+            "venue_sent": [p.v_sent[v] for v in range(MAX_VENUES)],
+            "venue_filled": [p.v_filled[v] for v in range(MAX_VENUES)],
+            "venue_fees": [p.v_fees[v] for v in range(MAX_VENUES)],
+            "venue_fill_rate": [<double>p.v_filled[v] / p.v_sent[v] if p.v_sent[v] else math.nan
+                                for v in range(MAX_VENUES)],
+        }
+
+    def bestex(self, int64_t parent_id):
+        """The best-execution record of a parent (live or finished, until drained), a dict.
+
+        Fields are those of ``BESTEX_DTYPE``: arrival NBBO, exact average
+        price, price improvement against the arrival NBBO's far touch
+        (``pi_x2`` in half-tick x lots, ``pi_bps``; positive is better) and
+        against the arrival midpoint (``vs_mid_bps``), fees, and per venue
+        (index = venue) children, lots sent, lots filled, fees and fill rate.
+        """
+        return self._bestex(self._parent(parent_id))
+
+    def drain_finished(self):
+        """Best-execution records (``BESTEX_DTYPE``) of the parents finished since the last drain.
+
+        Their ids are then forgotten (``parent``/``bestex`` raise KeyError).
+        """
+        cdef Py_ssize_t k, n = self.n_finished
+        cdef int32_t pi
+        cdef Parent* p
+        out = np.zeros(n, dtype=BESTEX_DTYPE)
+        for k in range(n):
+            pi = self.finished[k]
+            p = &self.parents[pi]
+            rec = self._bestex(p)
+            out[k] = tuple(rec[name] for name in BESTEX_DTYPE.names)
+            _map_del(&self.parent_ids, p.parent_id)
+            PyMem_Free(p.cum_ppm)
+            p.cum_ppm = NULL
+            p.next_active = self.parent_free
+            self.parent_free = pi
+        self.n_finished = 0
+        return out
+
+    @property
+    def pending_finished(self):
+        """Number of finished parents waiting for ``drain_finished``."""
+        return self.n_finished
+
+
+# Enum members are module constants too (``from ext.router import ACT_NEW``),
+# as ``ext.book`` exports its op codes: the engine and tests compare plain ints.
+for _enum in (Strategy, ActionKind, ChildFlag, ChildRole, Phase, VenueHealth):
+    globals().update({_m.name: _m for _m in _enum})
+del _enum
+
+# Import-time guard: the numpy views must mirror the C structs.
+assert ACTION_DTYPE.itemsize == sizeof(Action), (ACTION_DTYPE.itemsize, sizeof(Action))
+assert PARENT_DTYPE.itemsize == sizeof(ParentOrder), (PARENT_DTYPE.itemsize, sizeof(ParentOrder))
