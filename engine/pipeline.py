@@ -125,13 +125,21 @@ class Pipeline(Handler):
     # ------------------------------------------------------------ set-up
 
     def _configure_router(self) -> None:
-        """Tell the router each venue's kind and fees (the simulator's units)."""
-        for row in self.venues.venue_table(self.symbols[0]):
-            v = row["index"]
-            self.router.set_venue(v, dark=row["dark"], maker_fee=row["maker_per_lot"],
-                                  taker_fee=row["taker_per_lot"], maker_cbps=row["maker_cbps"],
-                                  taker_cbps=row["taker_cbps"],
-                                  latency_ns=int(row["latency_us"] * 1000), open=row["open"])
+        """Tell the router each venue's kind, latency and fees (the simulator's units).
+
+        Fee units depend on an instrument's tick and lot, so fees are set per
+        instrument and venue.
+        """
+        for ix, symbol in enumerate(self.symbols):
+            for row in self.venues.venue_table(symbol):
+                v = row["index"]
+                if ix == 0:
+                    self.router.set_venue(v, dark=row["dark"],
+                                          latency_ns=int(row["latency_us"] * 1000),
+                                          open=row["open"])
+                self.router.set_fees(ix, v, maker_fee=row["maker_per_lot"],
+                                     taker_fee=row["taker_per_lot"],
+                                     maker_cbps=row["maker_cbps"], taker_cbps=row["taker_cbps"])
 
     def refresh_market(self, ix: int, now: int) -> None:
         """Give the router and risk the latest view of one instrument.
