@@ -64,12 +64,17 @@ def cl_ord_hash(cl_ord_id: str) -> int:
 
 
 class _Pending:
-    """A cancel or replace waiting for the router to take the children down."""
+    """A cancel or replace waiting for the router to take the children down.
 
-    __slots__ = ("session_id", "request")
+    A replace also carries its new terms (lots, ticks), already passed by risk.
+    """
 
-    def __init__(self, session_id: str, request: Cancel | Replace):
+    __slots__ = ("session_id", "request", "new_qty", "new_price")
+
+    def __init__(self, session_id: str, request: Cancel | Replace, new_qty: int = 0,
+                 new_price: int = 0):
         self.session_id, self.request = session_id, request
+        self.new_qty, self.new_price = new_qty, new_price
 
 
 class Pipeline(Handler):
@@ -110,7 +115,6 @@ class Pipeline(Handler):
         self._child_to_sim: dict[int, int] = {}
         self._child_parent: dict[int, int] = {}
         self._pending: dict[int, _Pending] = {}
-        self._replace_terms: dict[int, tuple[int, int]] = {}
         self._pump_scheduled = False
         self._book_marks = [-1] * len(self.symbols)
         # Children carry their client account to the venue, so that venue
@@ -351,8 +355,7 @@ class Pipeline(Handler):
                                        self.risk.last_reject_text())
         # The children come down first; the remainder is routed again with
         # the new terms when the router says the parent is out of the market.
-        self._pending[order.order_id] = _Pending(session.session_id, req)
-        self._replace_terms[order.order_id] = (new_qty, new_price)
+        self._pending[order.order_id] = _Pending(session.session_id, req, new_qty, new_price)
         self.router.cancel_parent(order.order_id, now)
 
     # ------------------------------------------------------------ venues
@@ -470,10 +473,9 @@ class Pipeline(Handler):
         if order is None:
             return
         pending = self._pending.pop(order_id, None)
-        terms = self._replace_terms.pop(order_id, None)
-        if pending is not None and isinstance(pending.request, Replace) and terms is not None \
+        if pending is not None and isinstance(pending.request, Replace) \
                 and not order.done and status != OrdStatus.EXPIRED:
-            return self._finish_replace(order, pending, terms, now)
+            return self._finish_replace(order, pending, now)
         if order.done:  # filled in full while its last children reported in
             if pending is not None:
                 session = self.sessions.get(pending.session_id)
@@ -498,9 +500,8 @@ class Pipeline(Handler):
                 kw = {"text": "unfilled remainder of an immediate order"}
             self._report(order, ExecType.CANCELED, **kw)
 
-    def _finish_replace(self, order: Order, pending: _Pending, terms: tuple[int, int],
-                        now: int) -> None:
-        new_qty, new_price = terms
+    def _finish_replace(self, order: Order, pending: _Pending, now: int) -> None:
+        new_qty, new_price = pending.new_qty, pending.new_price
         orig = order.cl_ord_id
         self.orders.alias(order, pending.request.cl_ord_id)
         order.qty, order.price = new_qty, new_price
