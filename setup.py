@@ -14,6 +14,7 @@ from Cython.Compiler import Options
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("KRONOS_DEBUG") == "1"
+ANNOTATE = os.environ.get("KRONOS_ANNOTATE") == "1"
 
 directives = {
     "language_level": 3,
@@ -49,7 +50,9 @@ setup(
     ext_modules=cythonize(
         extensions,
         compiler_directives=directives,
-        annotate=os.environ.get("KRONOS_ANNOTATE") == "1",
+        annotate=ANNOTATE,
+        # Annotation files are only written when Cython runs, so force it.
+        force=ANNOTATE,
         nthreads=os.cpu_count() or 1,
     ),
 )

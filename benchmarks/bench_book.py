@@ -137,7 +137,7 @@ def run_batch(ops: np.ndarray, batch: int):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="200,000 ops, one repeat")
     args = parser.parse_args(argv)
     n, repeat = (200_000, 1) if args.quick else (args.ops, args.repeat)
