@@ -116,7 +116,12 @@ class Pipeline(Handler):
         self._child_parent: dict[int, int] = {}
         self._pending: dict[int, _Pending] = {}
         self._pump_scheduled = False
-        self._book_marks = [-1] * len(self.symbols)
+        market = venues.market
+        self._lit_books = [[(v, market.loop.book(market.book_index(v, symbol)))
+                            for v in range(len(self.venue_names)) if not market.venues[v].dark]
+                           for symbol in self.symbols]
+        self._book_seqs = [[-1] * len(self.venue_names) for _ in self.symbols]
+        self._risk_ix = [risk.instrument_index(symbol) for symbol in self.symbols]
         # Children carry their client account to the venue, so that venue
         # self-trade prevention stops an account trading with itself and
         # nothing else (all children under one id would block every cross).
@@ -148,25 +153,26 @@ class Pipeline(Handler):
     def refresh_market(self, ix: int, now: int) -> None:
         """Give the router and risk the latest view of one instrument.
 
-        Skipped when nothing happened at the venues since the last refresh,
-        so a burst of orders pays for one refresh.
+        A venue's depth is copied only when its book changed since the last
+        copy (its sequence number moved), so a burst of orders, or a quiet
+        venue, costs no copies. The reference price is stamped ``now`` every
+        time: a quote that has not moved is still current.
         """
-        market = self.venues.market
-        mark = market.events_processed
-        if self._book_marks[ix] == mark:
-            return
-        self._book_marks[ix] = mark
-        symbol = self.symbols[ix]
-        for v, name in enumerate(self.venue_names):
-            if market.venues[v].dark:
-                continue
-            bids, asks = market.depth(v, symbol, self.router.max_levels)
-            self.router.update_book(ix, v, bids, asks)
-            self.router.set_open(v, market.is_open(v))
-        bid, ask = market.nbbo(symbol)
+        marks = self._book_seqs[ix]
+        for v, book in self._lit_books[ix]:
+            if book.seq != marks[v]:
+                marks[v] = book.seq
+                bids, asks = book.depth(self.router.max_levels)
+                self.router.update_book(ix, v, bids, asks)
+        bid, ask = self.venues.market.nbbo(self.symbols[ix])
         if bid and ask:
-            self.risk.set_reference_price(self.risk.instrument_index(symbol), (bid + ask) // 2,
-                                          now)
+            self.risk.set_reference_price(self._risk_ix[ix], (bid + ask) // 2, now)
+
+    def _refresh_venues(self) -> None:
+        """Venue sessions open and close: tell the router (from the clock, not per order)."""
+        market = self.venues.market
+        for v in range(len(self.venue_names)):
+            self.router.set_open(v, market.is_open(v))
 
     # ------------------------------------------------------------ journal and send
 
@@ -583,6 +589,7 @@ class Pipeline(Handler):
 
     def tick(self, now: int) -> int:
         """Drive the router's clock (schedules, ack timeouts, reprices); returns its next wake-up."""
+        self._refresh_venues()
         for ix in range(len(self.symbols)):
             self.refresh_market(ix, now)
         self.router.tick(now)
