@@ -5,7 +5,7 @@ The engine's own sections (``[intake]``, ``[security]``, ``[journal]``,
 ``[metrics]``, ``[logging]``) are strict: an unknown key is an error that
 names it, because a misspelt ``fsync`` silently falling back to a default is
 how a journal stops being durable. The sections owned by other components
-(``[risk]``, ``[sim]``, ``[[instruments]]``, ``[[gateways]]``) are kept as
+(``[risk]``, ``[router]``, ``[sim]``, ``[[gateways]]``) are kept as
 plain tables here and validated by their owners (``msgspec.convert`` into
 their own structs).
 
@@ -221,8 +221,9 @@ class LoggingConfig(_Section):
 class Config(_Section):
     """The whole file. Every section is optional.
 
-    ``risk``, ``sim``, ``instruments`` and ``gateways`` belong to other
-    components and are passed through as parsed TOML tables.
+    ``risk``, ``router``, ``sim`` and ``gateways`` belong to other
+    components and are passed through as parsed TOML tables. Instruments are
+    defined once, by the venues (``[sim]``); risk adds limits to them.
     """
 
     intake: IntakeConfig = IntakeConfig()
@@ -233,7 +234,6 @@ class Config(_Section):
     risk: dict[str, Any] = {}
     router: dict[str, Any] = {}
     sim: dict[str, Any] = {}
-    instruments: list[dict[str, Any]] = []
     gateways: list[dict[str, Any]] = []
 
 

@@ -55,10 +55,6 @@ buying_power = "1000000"
 [sim]
 seed = 7
 
-[[instruments]]
-symbol = "AAPL"
-tick_size = "0.01"
-
 [[gateways]]
 kind = "nats"
 url = "nats://127.0.0.1:4222"
@@ -73,7 +69,6 @@ url = "nats://127.0.0.1:4222"
     assert (config.journal.fsync, config.journal.group_commit_us) == ("group", 250)
     assert config.risk == {"max_order_qty": "10000", "accounts": {"ACC1": {"buying_power": "1000000"}}}
     assert config.sim == {"seed": 7}
-    assert config.instruments == [{"symbol": "AAPL", "tick_size": "0.01"}]
     assert config.gateways[0]["kind"] == "nats"
 
 
@@ -151,3 +146,12 @@ def test_sections_are_frozen():
     with pytest.raises(AttributeError):
         config.intake.max_message_bytes = 1
     assert isinstance(config.intake, IntakeConfig)
+
+
+def test_instruments_are_not_an_engine_section(tmp_path):
+    # Instruments are defined by the venues; a stray engine-level table is an
+    # error rather than a silently ignored second definition.
+    path = tmp_path / "engine.toml"
+    path.write_text('[[instruments]]\nsymbol = "AAPL"\n')
+    with pytest.raises(ConfigError, match="instruments"):
+        load_config(path)
