@@ -6,6 +6,7 @@ callers (the simulator's venues, the router) use the ``*_c`` methods and read
 the fill and event buffers in place, then reset ``n_fills`` / ``n_events``.
 """
 cimport cython
+from ext.idmap cimport IdMap
 from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t
 
 # ---------------------------------------------------------------- records
@@ -111,10 +112,7 @@ cdef class OrderBook:
     cdef int32_t pool_cap
     cdef int32_t free_head              # free list threaded through Order.next
     cdef int32_t n_orders
-    cdef int64_t* hkeys                 # order id -> pool index, open addressing
-    cdef int32_t* hvals
-    cdef int64_t hmask
-    cdef int64_t hused
+    cdef IdMap ids                      # order id -> pool index
     cdef LevelArray bids                # ascending price, best bid last
     cdef LevelArray asks                # descending price, best ask last
 
@@ -142,13 +140,8 @@ cdef class OrderBook:
 
     # ------------------------------------------------------------ internals
     cdef int _grow_pool(self, int32_t new_cap) except -1
-    cdef int _alloc_hash(self, int64_t slots) except -1
     cdef int _alloc_levels(self, LevelArray* a, int32_t cap) except -1
     cdef int _grow_levels(self, LevelArray* a) except -1
-    cdef inline int32_t _hfind(self, int64_t key) noexcept nogil
-    cdef inline int _hinsert(self, int64_t key, int32_t val) except -1
-    cdef void _hdelete(self, int64_t key) noexcept nogil
-    cdef int _hrehash(self) except -1
     cdef inline int _event(self, int kind, int64_t order_id, int64_t account, int side,
                     int64_t price, int64_t qty, int64_t leaves, int64_t cum,
                     int reason, int64_t ts) except -1

@@ -36,6 +36,7 @@ from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, uint64_t, INT64_MA
 import numpy as np
 cimport numpy as cnp
 
+from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put
 from ext.types cimport (
     Side, BUY, SELL, SELL_SHORT, OrdType, MARKET, LIMIT, DAY, GTC, IOC, FOK,
     STP_NONE, CANCEL_NEWEST, CANCEL_OLDEST, CANCEL_BOTH,
@@ -77,12 +78,6 @@ SNAPSHOT_DTYPE = np.dtype([
 ])
 
 # ---------------------------------------------------------------- helpers
-
-
-cdef inline uint64_t _hash(int64_t key) noexcept nogil:
-    # Fibonacci hashing: sequential ids (the common case) spread evenly.
-    cdef uint64_t x = (<uint64_t>key) * <uint64_t>0x9E3779B97F4A7C15
-    return x ^ (x >> 29)
 
 
 cdef inline int64_t _key(int64_t price, bint is_bid) noexcept nogil:
@@ -171,8 +166,8 @@ cdef class OrderBook:
         self.seq = 0
         self.record_events = True
         self.pool = NULL
-        self.hkeys = NULL
-        self.hvals = NULL
+        self.ids.keys = NULL
+        self.ids.vals = NULL
         self.fills = NULL
         self.events = NULL
         self.bids.data = NULL
@@ -186,7 +181,7 @@ cdef class OrderBook:
         self._grow_pool(<int32_t>capacity)
         while slots < 2 * capacity:
             slots <<= 1
-        self._alloc_hash(slots)
+        idmap_init(&self.ids, slots)
         self._alloc_levels(&self.bids, 64)
         self._alloc_levels(&self.asks, 64)
         self.fills_cap = 1024
@@ -200,8 +195,7 @@ cdef class OrderBook:
 
     def __dealloc__(self):
         PyMem_Free(self.pool)
-        PyMem_Free(self.hkeys)
-        PyMem_Free(self.hvals)
+        idmap_free(&self.ids)
         PyMem_Free(self.bids.data)
         PyMem_Free(self.asks.data)
         PyMem_Free(self.fills)
@@ -222,16 +216,6 @@ cdef class OrderBook:
         self.pool_cap = new_cap
         return 0
 
-    cdef int _alloc_hash(self, int64_t slots) except -1:
-        self.hkeys = <int64_t*>PyMem_Malloc(slots * sizeof(int64_t))
-        self.hvals = <int32_t*>PyMem_Malloc(slots * sizeof(int32_t))
-        if self.hkeys == NULL or self.hvals == NULL:
-            raise MemoryError()
-        memset(self.hkeys, 0, slots * sizeof(int64_t))
-        self.hmask = slots - 1
-        self.hused = 0
-        return 0
-
     cdef int _alloc_levels(self, LevelArray* a, int32_t cap) except -1:
         a.data = <Level*>PyMem_Malloc(cap * sizeof(Level))
         if a.data == NULL:
@@ -246,74 +230,6 @@ cdef class OrderBook:
             raise MemoryError()
         a.data = data
         a.cap *= 2
-        return 0
-
-    # ------------------------------------------------------------ id -> slot hash
-
-    cdef inline int32_t _hfind(self, int64_t key) noexcept nogil:
-        cdef int64_t i = _hash(key) & self.hmask
-        cdef int64_t k
-        while True:
-            k = self.hkeys[i]
-            if k == key:
-                return self.hvals[i]
-            if k == 0:
-                return NIL
-            i = (i + 1) & self.hmask
-
-    cdef inline int _hinsert(self, int64_t key, int32_t val) except -1:
-        cdef int64_t i
-        if (self.hused + 1) * 2 > self.hmask + 1:
-            self._hrehash()
-        i = _hash(key) & self.hmask
-        while self.hkeys[i] != 0:
-            i = (i + 1) & self.hmask
-        self.hkeys[i] = key
-        self.hvals[i] = val
-        self.hused += 1
-        return 0
-
-    cdef void _hdelete(self, int64_t key) noexcept nogil:
-        # Linear probing with backward-shift deletion: no tombstones, so
-        # lookups never slow down as orders come and go.
-        cdef int64_t i = _hash(key) & self.hmask
-        cdef int64_t j, home
-        while self.hkeys[i] != key:
-            if self.hkeys[i] == 0:
-                return
-            i = (i + 1) & self.hmask
-        j = i
-        while True:
-            j = (j + 1) & self.hmask
-            if self.hkeys[j] == 0:
-                break
-            home = _hash(self.hkeys[j]) & self.hmask
-            if ((j - home) & self.hmask) >= ((j - i) & self.hmask):
-                self.hkeys[i] = self.hkeys[j]
-                self.hvals[i] = self.hvals[j]
-                i = j
-        self.hkeys[i] = 0
-        self.hused -= 1
-
-    cdef int _hrehash(self) except -1:
-        cdef int64_t* old_keys = self.hkeys
-        cdef int32_t* old_vals = self.hvals
-        cdef int64_t old_slots = self.hmask + 1
-        cdef int64_t i
-        self.hkeys = NULL
-        self.hvals = NULL
-        try:
-            self._alloc_hash(old_slots * 2)
-        except MemoryError:
-            PyMem_Free(self.hkeys)
-            PyMem_Free(self.hvals)
-            self.hkeys, self.hvals, self.hmask = old_keys, old_vals, old_slots - 1
-            raise
-        for i in range(old_slots):
-            if old_keys[i] != 0:
-                self._hinsert(old_keys[i], old_vals[i])
-        PyMem_Free(old_keys)
-        PyMem_Free(old_vals)
         return 0
 
     # ------------------------------------------------------------ output
@@ -399,7 +315,7 @@ cdef class OrderBook:
             lvl.tail = o.prev
         lvl.count -= 1
         lvl.qty -= o.leaves
-        self._hdelete(o.id)
+        idmap_del(&self.ids, o.id)
         o.next = self.free_head
         self.free_head = oi
         self.n_orders -= 1
@@ -423,7 +339,7 @@ cdef class OrderBook:
                 raise MemoryError("order book is full")
             self._grow_pool(self.pool_cap * 2)
         oi = self.free_head
-        self._hinsert(order_id, oi)
+        idmap_put(&self.ids, order_id, oi)
         self.free_head = self.pool[oi].next
         li = _lower_bound(a, key, is_buy)
         if li == a.n or a.data[li].price != price:
@@ -558,7 +474,7 @@ cdef class OrderBook:
             stp = self.default_stp
         if order_id <= 0:
             reason = INVALID_ORDER_ID
-        elif self._hfind(order_id) != NIL:
+        elif idmap_get(&self.ids, order_id) != NIL:
             reason = DUPLICATE_ORDER_ID
         elif not _valid_side(side):
             reason = INVALID_SIDE
@@ -603,7 +519,7 @@ cdef class OrderBook:
         return REJ_NONE
 
     cdef int cancel_c(self, int64_t order_id, int reason, int64_t ts) except -1:
-        cdef int32_t oi = self._hfind(order_id) if order_id > 0 else NIL
+        cdef int32_t oi = idmap_get(&self.ids, order_id) if order_id > 0 else NIL
         cdef Order* o
         cdef bint is_bid
         cdef LevelArray* a
@@ -623,7 +539,7 @@ cdef class OrderBook:
 
     cdef int replace_c(self, int64_t order_id, int64_t price, int64_t qty,
                        int64_t ts) except -1:
-        cdef int32_t oi = self._hfind(order_id) if order_id > 0 else NIL
+        cdef int32_t oi = idmap_get(&self.ids, order_id) if order_id > 0 else NIL
         cdef Order* o
         cdef bint is_bid, stp_canceled = False
         cdef LevelArray* a
@@ -701,7 +617,7 @@ cdef class OrderBook:
         return self.asks.data[self.asks.n - 1].qty if self.asks.n else 0
 
     cdef Order* find_c(self, int64_t order_id) noexcept:
-        cdef int32_t oi = self._hfind(order_id) if order_id > 0 else NIL
+        cdef int32_t oi = idmap_get(&self.ids, order_id) if order_id > 0 else NIL
         return NULL if oi == NIL else &self.pool[oi]
 
     # ------------------------------------------------------------ Python API: orders
@@ -934,7 +850,7 @@ cdef class OrderBook:
         for row in snapshot:
             order_id, side, price = int(row["order_id"]), int(row["side"]), int(row["price"])
             qty, leaves = int(row["qty"]), int(row["leaves_qty"])
-            if order_id <= 0 or book._hfind(order_id) != NIL:
+            if order_id <= 0 or idmap_get(&book.ids, order_id) != NIL:
                 raise ValueError(f"snapshot has a duplicate or invalid order id {order_id}")
             if not _valid_side(side) or price <= 0 or leaves <= 0 or leaves > qty:
                 raise ValueError(f"snapshot row for order {order_id} is invalid")

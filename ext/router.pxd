@@ -7,6 +7,7 @@ twins with C values and read ``actions[0:n_actions]`` in place, then reset
 ``n_actions``.
 """
 cimport cython
+from ext.idmap cimport IdMap
 from libc.stdint cimport int64_t, int32_t, uint32_t, uint8_t, uint16_t
 
 cdef extern from *:
@@ -191,14 +192,6 @@ ctypedef struct Parent:
     int64_t v_filled[MAX_VENUES]
     int64_t v_fees[MAX_VENUES]
     int32_t v_children[MAX_VENUES]
-
-ctypedef struct IdMap:
-    # id -> slot, open addressing with linear probing and backward-shift
-    # deletion; 0 is the empty key (ids are positive).
-    int64_t* keys
-    int32_t* vals
-    int64_t mask
-    int64_t used
 
 
 @cython.final

@@ -48,6 +48,7 @@ self-help exception).
 cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.string cimport memcpy, memmove, memset
+from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put
 from libc.stdint cimport int64_t, int32_t, uint32_t, uint8_t, uint16_t, uint64_t, INT64_MAX
 
 import math
@@ -134,89 +135,6 @@ BESTEX_DTYPE = np.dtype([
 ])
 
 # ---------------------------------------------------------------- helpers
-
-
-cdef inline uint64_t _mix(int64_t key) noexcept nogil:
-    # Fibonacci hashing: sequential ids (the common case) spread evenly.
-    cdef uint64_t x = (<uint64_t>key) * <uint64_t>0x9E3779B97F4A7C15
-    return x ^ (x >> 29)
-
-
-cdef int _map_init(IdMap* m, int64_t slots) except -1:
-    m.keys = <int64_t*>PyMem_Malloc(slots * sizeof(int64_t))
-    m.vals = <int32_t*>PyMem_Malloc(slots * sizeof(int32_t))
-    if m.keys == NULL or m.vals == NULL:
-        raise MemoryError()
-    memset(m.keys, 0, slots * sizeof(int64_t))
-    m.mask = slots - 1
-    m.used = 0
-    return 0
-
-
-cdef void _map_free(IdMap* m) noexcept:
-    PyMem_Free(m.keys)
-    PyMem_Free(m.vals)
-    m.keys = NULL
-    m.vals = NULL
-
-
-cdef inline int32_t _map_get(IdMap* m, int64_t key) noexcept nogil:
-    cdef int64_t h = <int64_t>(_mix(key) & <uint64_t>m.mask)
-    cdef int64_t k
-    while True:
-        k = m.keys[h]
-        if k == key:
-            return m.vals[h]
-        if k == 0:
-            return -1
-        h = (h + 1) & m.mask
-
-
-cdef int _map_put(IdMap* m, int64_t key, int32_t val) except -1:
-    cdef int64_t h, j
-    cdef int64_t* old_keys
-    cdef int32_t* old_vals
-    cdef int64_t old_slots
-    if (m.used + 1) * 2 > m.mask + 1:
-        # Keep the load at or below one half: probes stay short.
-        old_keys, old_vals, old_slots = m.keys, m.vals, m.mask + 1
-        _map_init(m, old_slots * 2)
-        for j in range(old_slots):
-            if old_keys[j] != 0:
-                _map_put(m, old_keys[j], old_vals[j])
-        PyMem_Free(old_keys)
-        PyMem_Free(old_vals)
-    h = <int64_t>(_mix(key) & <uint64_t>m.mask)
-    while m.keys[h] != 0:
-        h = (h + 1) & m.mask
-    m.keys[h] = key
-    m.vals[h] = val
-    m.used += 1
-    return 0
-
-
-cdef void _map_del(IdMap* m, int64_t key) noexcept nogil:
-    cdef int64_t mask = m.mask
-    cdef int64_t i = <int64_t>(_mix(key) & <uint64_t>mask)
-    cdef int64_t j, home
-    while m.keys[i] != key:
-        if m.keys[i] == 0:
-            return
-        i = (i + 1) & mask
-    # Backward-shift deletion: no tombstones, so lookups never slow down.
-    j = i
-    while True:
-        j = (j + 1) & mask
-        if m.keys[j] == 0:
-            break
-        home = <int64_t>(_mix(m.keys[j]) & <uint64_t>mask)
-        # Move keys[j] into the hole unless its home lies cyclically in (i, j].
-        if (i <= j and (home <= i or home > j)) or (i > j and home <= i and home > j):
-            m.keys[i] = m.keys[j]
-            m.vals[i] = m.vals[j]
-            i = j
-    m.keys[i] = 0
-    m.used -= 1
 
 
 cdef inline i128 _round_div(i128 a, int64_t b) noexcept nogil:
@@ -392,8 +310,8 @@ cdef class Router:
         memset(self.res_live, 0, books * 2 * sizeof(int64_t))
         memset(self.res_filled, 0, books * 2 * sizeof(int64_t))
         memset(self.volume, 0, n_instruments * sizeof(int64_t))
-        _map_init(&self.parent_ids, 1024)
-        _map_init(&self.child_ids, 4096)
+        idmap_init(&self.parent_ids, 1024)
+        idmap_init(&self.child_ids, 4096)
         self._grow_parents()
         self._grow_children()
 
@@ -466,8 +384,8 @@ cdef class Router:
         PyMem_Free(self.children)
         PyMem_Free(self.finished)
         PyMem_Free(self.actions)
-        _map_free(&self.parent_ids)
-        _map_free(&self.child_ids)
+        idmap_free(&self.parent_ids)
+        idmap_free(&self.child_ids)
 
     # ============================================================ storage
     cdef int _grow_parents(self) except -1:
@@ -868,14 +786,14 @@ cdef class Router:
         if role == ROLE_SWEEP:
             self.res_live[(<Py_ssize_t>p.instrument * self.n_venues + venue) * 2
                           + (1 if _is_buy(p.side) else 0)] += qty
-        _map_put(&self.child_ids, c.child_id, ci)
+        idmap_put(&self.child_ids, c.child_id, ci)
         self._emit(ACT_NEW, ci, price, qty, min_qty, ord_type, tif, flags, now)
         return ci
 
     cdef int32_t _live_child(self, int64_t child_id) noexcept:
         if child_id <= 0:
             return -1
-        return _map_get(&self.child_ids, child_id)
+        return idmap_get(&self.child_ids, child_id)
 
     cdef void _child_done(self, int32_t ci) noexcept:
         """Retire a child: what it did not fill goes back to its parent."""
@@ -898,7 +816,7 @@ cdef class Router:
         else:
             p.tail = c.prev
         p.n_live -= 1
-        _map_del(&self.child_ids, c.child_id)
+        idmap_del(&self.child_ids, c.child_id)
         c.child_id = 0
         c.next = self.child_free
         self.child_free = ci
@@ -1271,7 +1189,7 @@ cdef class Router:
         cdef int v
         if parent_id <= 0:
             return INVALID_ORDER_ID
-        if _map_get(&self.parent_ids, parent_id) >= 0:
+        if idmap_get(&self.parent_ids, parent_id) >= 0:
             return DUPLICATE_ORDER_ID
         if instrument < 0 or instrument >= self.n_instruments:
             return UNKNOWN_INSTRUMENT
@@ -1384,7 +1302,7 @@ cdef class Router:
             p.phase = PH_POST
         else:
             p.phase = PH_SCHED
-        _map_put(&self.parent_ids, parent_id, pi)
+        idmap_put(&self.parent_ids, parent_id, pi)
         p.next_active = -1
         p.prev_active = self.active_tail
         if self.active_tail >= 0:
@@ -1397,7 +1315,7 @@ cdef class Router:
 
     cdef int cancel_parent_c(self, int64_t parent_id, int64_t now) except -1:
         """Stop a parent: cancel its live children; it ends CANCELED when they are done."""
-        cdef int32_t pi = _map_get(&self.parent_ids, parent_id) if parent_id > 0 else -1
+        cdef int32_t pi = idmap_get(&self.parent_ids, parent_id) if parent_id > 0 else -1
         cdef int32_t ci
         cdef Parent* p
         cdef Child* c
@@ -1825,7 +1743,7 @@ cdef class Router:
         return n
 
     cdef Parent* _parent(self, int64_t parent_id) except NULL:
-        cdef int32_t pi = _map_get(&self.parent_ids, parent_id) if parent_id > 0 else -1
+        cdef int32_t pi = idmap_get(&self.parent_ids, parent_id) if parent_id > 0 else -1
         if pi < 0:
             raise KeyError(parent_id)
         return &self.parents[pi]
@@ -1933,7 +1851,7 @@ cdef class Router:
             p = &self.parents[pi]
             rec = self._bestex(p)
             out[k] = tuple(rec[name] for name in BESTEX_DTYPE.names)
-            _map_del(&self.parent_ids, p.parent_id)
+            idmap_del(&self.parent_ids, p.parent_id)
             PyMem_Free(p.cum_ppm)
             p.cum_ppm = NULL
             p.next_active = self.parent_free
