@@ -67,7 +67,8 @@ ctypedef struct Child:
     uint8_t side
     uint8_t state             # CHILD_*
     uint8_t reported          # first report delivered (for the measured latency)
-    uint8_t _pad[5]
+    uint8_t quiet_ack         # its owner ignores acks (a StrategyCore)
+    int32_t slot              # its owner's working-order slot (StrategyCore), -1: none
 
 ctypedef struct DarkOrder:
     # A midpoint order of the dark pool outside the matching book (parked) or
@@ -81,6 +82,27 @@ ctypedef struct DarkOrder:
     uint8_t side
     uint8_t tif
     uint8_t _pad[2]
+
+ctypedef struct ReportRec:
+    # A report as its owner receives it: the fields of ``Report``, in C. A
+    # ``StrategyCore`` keeps its fills as these and makes ``Report`` objects
+    # only when Python asks for them.
+    int64_t child_id
+    int64_t ts                # at the venue
+    int64_t recv_ts           # at the owner
+    int64_t price_x2
+    int64_t last_qty
+    int64_t order_qty
+    int64_t leaves_qty
+    int64_t cum_qty
+    int64_t fee
+    int32_t venue
+    int32_t book
+    uint16_t reason
+    uint8_t kind              # ReportKind
+    uint8_t side
+    uint8_t liquidity
+    uint8_t _pad[3]
 
 ctypedef struct Trade:
     int64_t ts
@@ -167,6 +189,8 @@ cdef class Report:
 
     @staticmethod
     cdef Report new(Msg* m, int venue, int book, int side)
+    @staticmethod
+    cdef Report from_rec(const ReportRec* r)
 
 
 # ---------------------------------------------------------------- the loop
@@ -216,9 +240,12 @@ cdef class MarketLoop:
     cdef Child* children
     cdef Py_ssize_t n_children, children_cap
     cdef list owners
-    cdef list timer_cbs
-    cdef list free_slots
+    cdef list timer_cbs               # callback per timer slot (None: free)
+    cdef int32_t* free_slots          # stack of free timer slots
+    cdef Py_ssize_t n_free, free_cap
     cdef int64_t dark_prio
+    cdef int64_t pending_ack          # child whose ack waits for the end of the event (0: none)
+    cdef Msg pending_ack_msg
 
     # ------------------------------------------------------------ background flow
     cdef object flow
@@ -260,6 +287,7 @@ cdef class MarketLoop:
     cdef int _output(self, int32_t b, int64_t ts, int64_t mid2, bint internal) except -1
     cdef int _report(self, int64_t child_id, int kind, int64_t price_x2, int64_t last_qty,
                      int liquidity, int reason, int64_t ts) except -1
+    cdef int _flush_ack(self) except -1
     cdef int _handle(self, Msg* m) except -1
     cdef int _on_order(self, Msg* m) except -1
     cdef int _tick(self, PeriodicTimer pt) except -1
@@ -290,24 +318,54 @@ cdef class StrategyCore
 cdef class PeriodicTimer:
     # A strategy's ``wake_every``: re-armed in C before each call.
     cdef StrategyCore owner
-    cdef object callback
     cdef int64_t period
     cdef bint active
 
 
 cdef class StrategyCore:
     # The per-report bookkeeping of one parent's child orders, in C; the
-    # strategy's decisions stay in its Python subclass.
+    # strategy's decisions stay in its subclass: a Python one (hooks called
+    # only when defined) or a compiled one overriding the ``*_c`` hooks.
     cdef readonly MarketLoop loop
     cdef readonly int instrument, side, n_instruments
     cdef readonly int64_t qty, account
     cdef readonly int64_t filled, notional_x2, fees, finished_at
-    cdef readonly list fills             # Report objects of kind RPT_FILL
-    cdef readonly list children
-    cdef readonly dict working           # child id -> leaves_qty as last reported
     cdef public bint started, stopped
     cdef bint hook_fill, hook_done
     cdef PeriodicTimer ticker
+    cdef object _on_timer                # the bound Python hook, looked up once
 
-    cdef int on_report_c(self, Report r) except -1
+    # child ids in send order; ``children`` lists them for Python on demand
+    cdef int64_t* child_ids
+    cdef Py_ssize_t n_child_ids, child_ids_cap, n_children_listed
+    cdef list _children
+    # fills; ``fills`` makes their Report objects on demand (once each)
+    cdef ReportRec* fill_recs
+    cdef Py_ssize_t n_fill_recs, fill_recs_cap, n_fills_listed
+    cdef list _fills
+    # working orders in send order (id 0: a freed slot); ``working`` is
+    # rebuilt from them when Python reads it after a change
+    cdef int64_t* w_ids
+    cdef int64_t* w_leaves
+    cdef Py_ssize_t w_n, w_live, w_cap
+    cdef dict _working
+    cdef bint working_dirty
+
+    # ------------------------------------------------------------ actions (C)
+    cdef int64_t send_c(self, int venue, int64_t qty, int64_t price, int ord_type, int tif,
+                        int flags) except -1
+    cdef int cancel_c(self, int64_t child_id) except -1
+    cdef int replace_c(self, int64_t child_id, int64_t price, int64_t qty) except -1
+    cdef int wake_at_c(self, int64_t ts) except -1
+    cdef int64_t leaves_c(self, int64_t child_id) noexcept
+
+    # ------------------------------------------------------------ hooks (override in Cython)
     cdef int on_timer_c(self) except -1
+    cdef int on_fill_c(self, const ReportRec* r) except -1
+    cdef int on_child_done_c(self, const ReportRec* r) except -1
+
+    # ------------------------------------------------------------ booking
+    cdef int on_report_c(self, const Msg* m, int venue, int book) except -1
+    cdef object _report_obj(self, const ReportRec* r)
+    cdef int _w_add(self, int64_t child_id, int64_t leaves) except -1
+    cdef void _w_remove(self, Child* ch) noexcept

@@ -1,0 +1,100 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled execution strategies: a strategy whose decisions stay in C.
+
+Role in the pipeline: in a backtest, a strategy works a parent order into
+child orders (``sim.strategies``). A Python strategy costs one interpreter
+call per decision; a compiled one is a Cython ``cdef class`` deriving from
+``ext.simloop.StrategyCore`` that overrides the C hooks
+
+``on_timer_c()``
+    a timer fired (``wake_at_c(ts)``, or ``wake_every`` re-armed in C);
+``on_fill_c(const ReportRec* r)``
+    a fill was booked (``r`` points at the fill's record);
+``on_child_done_c(const ReportRec* r)``
+    a child finished (filled, canceled, expired or rejected);
+
+and acts with ``send_c``, ``cancel_c``, ``replace_c`` and ``wake_at_c``. The
+loop calls those hooks through the type's vtable, so from the timer to the
+order entering the venue's book nothing goes through Python (as in a
+numba-compiled backtester). Bookkeeping (``filled``, ``working``, ``fills``)
+is ``StrategyCore``'s, the same as for Python strategies.
+
+To use one in a backtest, combine it with ``sim.strategies.ExecutionStrategy``
+(which adds the market, the parent order and the parameters) in a Python
+class: ``class PeriodicTaker(PeriodicTakerCore, ExecutionStrategy)``; see
+``sim.strategies.PeriodicTakerStrategy``. A strategy of your own is a
+``.pyx`` that ``cimport``s ``ext.simloop`` and is built like this module.
+"""
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.stdint cimport int64_t, int32_t
+
+from ext.simloop cimport StrategyCore
+from ext.types cimport MARKET, IOC
+
+
+cdef class PeriodicTakerCore(StrategyCore):
+    """Every period, one marketable child order, rotating over venues.
+
+    Each ``on_timer_c`` sends ``min(child_qty, remaining - open)`` lots as a
+    market IOC order on the next venue of the rotation, until the parent is
+    filled or stopped. Configure with ``configure_taker`` and start the
+    timer with ``wake_every(period)``.
+    """
+
+    cdef int64_t child_qty
+    cdef int32_t* venue_list
+    cdef int n_venue_list
+    cdef int64_t n_sent
+
+    def __dealloc__(self):
+        PyMem_Free(self.venue_list)
+
+    def configure_taker(self, int64_t child_qty, venues):
+        """Lots per child order and the venue indices to rotate over.
+
+        Raises
+        ------
+        ValueError
+            If ``child_qty`` is not positive or ``venues`` is empty.
+        """
+        cdef Py_ssize_t k, n = len(venues)
+        cdef int32_t* buf
+        if child_qty <= 0:
+            raise ValueError("child_qty must be positive")
+        if n == 0:
+            raise ValueError("a periodic taker needs at least one venue")
+        buf = <int32_t*>PyMem_Malloc(n * sizeof(int32_t))
+        if buf == NULL:
+            raise MemoryError()
+        for k in range(n):
+            buf[k] = venues[k]
+        PyMem_Free(self.venue_list)
+        self.venue_list, self.n_venue_list = buf, <int>n
+        self.child_qty = child_qty
+
+    @property
+    def n_sent(self):
+        """Child orders sent by the timer."""
+        return self.n_sent
+
+    def on_timer(self):
+        """Send the next child order now (what the timer does, callable from Python)."""
+        if not self.stopped and self.filled < self.qty:
+            self.on_timer_c()
+
+    cdef int on_timer_c(self) except -1:
+        cdef int64_t open_qty = 0, qty
+        cdef Py_ssize_t k
+        if self.n_venue_list == 0:
+            return 0
+        for k in range(self.w_n):
+            if self.w_ids[k]:
+                open_qty += self.w_leaves[k]
+        qty = self.qty - self.filled - open_qty
+        if qty > self.child_qty:
+            qty = self.child_qty
+        if qty <= 0:
+            return 0
+        self.n_sent += 1
+        self.send_c(self.venue_list[self.n_sent % self.n_venue_list], qty, 0, MARKET, IOC, 0)
+        return 0
