@@ -12,6 +12,15 @@ from libc.stdint cimport int64_t, int32_t, uint8_t
 
 from ext.book cimport Op
 
+# An Op flag the flow sets and ``ext.simloop`` resolves (and clears before the
+# book sees it): ``price`` is then a signed offset from the instrument's lit
+# NBBO mid at the moment the operation is applied, in 1/PEG_SCALE ticks; the
+# price is mid + offset rounded down (a buy) or up (a sell) to a tick. Pegged
+# flow follows whatever drives the lit books, e.g. a replay.
+cdef enum:
+    FLAG_PEG_MID = 0x80
+    PEG_SCALE = 1024
+
 
 @cython.final
 cdef class FlowAssembler:
@@ -42,6 +51,7 @@ cdef class FlowAssembler:
     cdef int64_t* last_t
     cdef double half_spread
     cdef double level_log1mp
+    cdef bint pegged              # lit LP prices as FLAG_PEG_MID offsets
 
     cdef double _reference(self, int32_t instr, int64_t ts, double z) noexcept nogil
     cdef Py_ssize_t _assemble(self, Py_ssize_t n, const int64_t* t, const double* uc,

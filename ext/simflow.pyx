@@ -42,6 +42,9 @@ cnp.import_array()
 #: Accounts of the background participants (strategy accounts are larger).
 LP_ACCOUNT, TAKER_ACCOUNT, DARK_LP_ACCOUNT, DARK_TAKER_ACCOUNT = 1, 2, 3, 4
 KIND_ADD, KIND_CANCEL, KIND_TAKE = 0, 1, 2
+#: ``Op.flags`` bit of a pegged operation and the offset's units per tick (see simflow.pxd).
+PEG_MID_FLAG = <int>FLAG_PEG_MID
+PEG_UNITS_PER_TICK = <int>PEG_SCALE
 
 cdef enum:
     LP = 1
@@ -106,6 +109,10 @@ cdef class FlowAssembler:
         Ticks between the reference price and the best LP quote.
     level_log1mp : float
         ``log(1 - depth_decay)``: geometric distance of quotes behind the best.
+    pegged : bool, optional
+        Lit LP orders are placed relative to the lit NBBO mid when they reach
+        the book (``FLAG_PEG_MID``), not to the model's reference price: flow
+        alongside a replay follows the replayed prices.
     """
 
     def __cinit__(self):
@@ -118,7 +125,7 @@ cdef class FlowAssembler:
 
     def __init__(self, cum_p, cat_log1mp, book_instr, book_dark, book_unit, open_ns, close_ns,
                  window, price_ticks, sigma, gbm, int64_t start_ns, double half_spread,
-                 double level_log1mp):
+                 double level_log1mp, bint pegged=False):
         cdef Py_ssize_t nb = len(book_instr), ni = len(price_ticks), c, b, total = 0
         if len(cum_p) != 3 * nb or len(cat_log1mp) != 3 * nb:
             raise ValueError("cum_p and cat_log1mp need three categories per book")
@@ -168,6 +175,7 @@ cdef class FlowAssembler:
             self.gbm[c] = 1 if gbm[c] else 0
         self.half_spread = half_spread
         self.level_log1mp = level_log1mp
+        self.pegged = pegged
 
     def __dealloc__(self):
         PyMem_Free(self.cum_p)
@@ -257,6 +265,7 @@ cdef class FlowAssembler:
         cdef int32_t b, instr
         cdef int kind, side
         cdef int64_t ts, w, c, back, slot, target, order_id, qty, price, level
+        cdef uint8_t flags
         cdef double ref
         cdef bint dark
         cdef Op* o
@@ -320,8 +329,18 @@ cdef class FlowAssembler:
                 self.ring_count[b] += 1
             self.ring[slot] = order_id
             self.ring_pos[b] = (self.ring_pos[b] + 1) % w
+            flags = 0
             if dark:
                 price = 0
+            elif self.pegged:
+                # The same distance from the mid as from the reference price
+                # below, resolved by the loop against the NBBO of that moment.
+                level = _geometric(ul[k], self.level_log1mp) - 1
+                if side == BUY:
+                    price = -<int64_t>floor(self.half_spread * PEG_SCALE + 0.5) - level * PEG_SCALE
+                else:
+                    price = <int64_t>floor(self.half_spread * PEG_SCALE + 0.5) + level * PEG_SCALE
+                flags = FLAG_PEG_MID
             else:
                 instr = self.book_instr[b]
                 ref = self._reference(instr, ts, zz[k])
@@ -335,6 +354,7 @@ cdef class FlowAssembler:
             o = &out[m]
             o.op, o.side, o.ord_type, o.tif, o.stp = OP_ADD, side, LIMIT, GTC, STP_NONE
             o.order_id, o.price, o.qty, o.ts = order_id, price, qty, ts
+            o.flags = flags
             o.account = DARK_LP if dark else LP
             bout[m] = b
             m += 1

@@ -55,6 +55,7 @@ from ext.types cimport (
     INVALID_QTY, INVALID_PRICE, INVALID_SIDE, INVALID_ORD_TYPE, INVALID_TIF,
     ORDER_NOT_REPLACEABLE, VENUE_CLOSED,
 )
+from ext.simflow cimport FLAG_PEG_MID, PEG_SCALE
 from ext.book import FILL_DTYPE, EVENT_DTYPE, OP_DTYPE, DEPTH_DTYPE
 
 cnp.import_array()
@@ -952,6 +953,7 @@ cdef class MarketLoop:
         cdef int v = self.book_venue[b], r = 0
         cdef int stp = -1 if op.stp == STP_DEFAULT else op.stp
         cdef BookPort port
+        cdef int64_t price = op.price, mid2
         self.n_bg_ops += 1
         if not self.venue_open[v]:
             return VENUE_CLOSED
@@ -963,9 +965,21 @@ cdef class MarketLoop:
                 return self._dark_cancel(b, op.order_id, op.ts, False)
             return ORDER_NOT_REPLACEABLE
         port = <BookPort>self.ports[b]
+        if op.flags & FLAG_PEG_MID:
+            # Pegged flow: the price is an offset from the lit mid of now.
+            mid2 = self.mid2_c(self.book_instr[b])
+            if mid2 <= 0:
+                return INVALID_PRICE        # no valid NBBO to peg to: not sent
+            price += mid2 * (PEG_SCALE // 2)
+            if price < PEG_SCALE:
+                price = 1
+            elif op.side == BUY:
+                price = price // PEG_SCALE
+            else:
+                price = (price + PEG_SCALE - 1) // PEG_SCALE
         if op.op == OP_ADD:
-            r = port.add(op.order_id, op.side, op.price, op.qty, op.account, op.ord_type,
-                         op.tif, op.flags, stp, op.ts, False)
+            r = port.add(op.order_id, op.side, price, op.qty, op.account, op.ord_type,
+                         op.tif, op.flags & ~FLAG_PEG_MID, stp, op.ts, False)
         elif op.op == OP_CANCEL:
             r = port.cancel(op.order_id, op.ts, False)
         elif op.op == OP_REPLACE:

@@ -181,11 +181,17 @@ class StrategyConfig:
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    """``[replay]``: drive the lit venues from recorded quotes and trades instead of flow."""
+    """``[replay]``: drive the lit venues from recorded quotes, L2 depth and trades.
+
+    ``flow``: run the synthetic background flow as well, its lit quotes pegged
+    to the replayed NBBO mid (otherwise the replay replaces the flow).
+    """
 
     quotes: str | None = None
     trades: str | None = None
+    depth: str | None = None
     venue_map: dict = field(default_factory=dict)
+    flow: bool = False
 
 
 @dataclass(frozen=True)
@@ -394,12 +400,14 @@ def config_from_dict(data: dict, base_dir: str | Path = ".") -> SimConfig:
     replay = None
     if "replay" in data:
         rt = _take(data, "replay", "config", kind=dict)
-        _check_keys(rt, {"quotes", "trades", "venue_map"}, "replay")
+        _check_keys(rt, {"quotes", "trades", "depth", "venue_map", "flow"}, "replay")
         replay = ReplayConfig(quotes=_take(rt, "quotes", "replay", None, str),
                               trades=_take(rt, "trades", "replay", None, str),
-                              venue_map=dict(_take(rt, "venue_map", "replay", {}, dict)))
-        if replay.quotes is None and replay.trades is None:
-            raise ConfigError("replay needs quotes and/or trades")
+                              depth=_take(rt, "depth", "replay", None, str),
+                              venue_map=dict(_take(rt, "venue_map", "replay", {}, dict)),
+                              flow=_take(rt, "flow", "replay", False, bool))
+        if replay.quotes is None and replay.trades is None and replay.depth is None:
+            raise ConfigError("replay needs quotes, depth and/or trades")
     out = _take(data, "output", "config", {}, dict)
     _check_keys(out, {"dir", "formats", "plots"}, "output")
     formats = tuple(_take(out, "formats", "output", ["parquet", "csv"], list))

@@ -77,6 +77,10 @@ class SyntheticFlow:
         Time span of the flow.
     seed : int
         Seed of the generator.
+    pegged : bool, optional
+        Lit liquidity providers quote around the lit NBBO mid of the moment
+        their order arrives rather than around the model's reference price
+        (background flow alongside a replay).
 
     Notes
     -----
@@ -85,7 +89,8 @@ class SyntheticFlow:
     """
 
     def __init__(self, books: list[FlowBook], instruments: list[InstrumentConfig],
-                 flow: FlowConfig, start_ns: int, end_ns: int, seed: int) -> None:
+                 flow: FlowConfig, start_ns: int, end_ns: int, seed: int,
+                 pegged: bool = False) -> None:
         self.flow = flow
         self.end_ns = int(end_ns)
         self.t = int(start_ns)
@@ -125,7 +130,7 @@ class SyntheticFlow:
             cum_p, log1mp, [b.instrument for b in books], [b.dark for b in books], unit,
             [b.open_ns for b in books], [b.close_ns for b in books],
             [flow.dark_max_orders if b.dark else flow.max_orders for b in books],
-            ticks, sigma, gbm, self.t, flow.half_spread_ticks, level_log1mp)
+            ticks, sigma, gbm, self.t, flow.half_spread_ticks, level_log1mp, pegged)
 
     def reference(self, instrument: int) -> float:
         """The instrument's reference price now, in ticks (a float: it is a model value)."""

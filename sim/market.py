@@ -84,8 +84,9 @@ class Market:
         Python API (``tests.reference.book_reference.ReferenceBook``).
     flow : bool or object, optional
         True: synthetic background flow from ``config.flow`` (none when the
-        configuration replays files). False: no flow (tests, replay). An
-        object with ``next_chunk()``: that flow.
+        configuration replays files, unless ``replay.flow``: then its lit
+        quotes are pegged to the replayed mid). False: no flow (tests,
+        replay). An object with ``next_chunk()``: that flow.
     record_tape : bool, optional
         Keep every trade and lit BBO change (``tape``), e.g. to write sample
         data.
@@ -142,9 +143,11 @@ class Market:
         self._fee_rates = list(zip(maker_pl, taker_pl, maker_cb, taker_cb))
 
         if flow is True:
-            flow = None if config.replay is not None else SyntheticFlow(
+            replay = config.replay
+            flow = None if replay is not None and not replay.flow else SyntheticFlow(
                 flow_books, list(config.instruments), config.flow, self.clock_start,
-                self.session_end if end_ns is None else end_ns, derive_seed(session.seed, 2))
+                self.session_end if end_ns is None else end_ns, derive_seed(session.seed, 2),
+                pegged=replay is not None)
         elif flow is False:
             flow = None
         self.flow = flow

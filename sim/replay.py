@@ -12,22 +12,36 @@ quotes (top of book per venue, one row per change)
                  accepted and read through their shortest decimal form); an
                  empty value or 0 means that side is empty
 
+depth (L2: price levels per venue, one row per level change)
+    ``ts``, ``venue``, ``symbol`` as above
+    ``side``     ``B``/``bid``/``buy`` or ``S``/``ask``/``sell``
+    ``price``    decimal
+    ``qty``      decimal: the level's new total size; 0 or empty removes it
+    Rows with the same ``ts`` for the same book are one update (a snapshot
+    is such a group). A book is replayed from quotes or from depth, not both.
+
 trades
     ``ts``, ``venue``, ``symbol`` as above
     ``price``, ``qty``  decimal
     ``side``     optional aggressor side: ``B``/``buy`` or ``S``/``sell``;
                  when empty the side is inferred from the replayed quote
 
-How the books follow the file. The replay keeps, per venue, instrument and
-side, its own orders at the quoted price (account ``REPLAY_ACCOUNT``). When
-the quoted size grows, an order for the difference joins the back of the
-level; when it shrinks, the replay's newest orders are reduced or canceled
-(so anything that joined after them keeps its place); when the price moves,
-the old level's replay orders are canceled and the new size is entered. A
-trade is replayed as an IOC taker at the trade price: it fills the queue
-front first, so a strategy order that had priority over the recorded
-liquidity is filled, and one behind it is not. Strategy child orders are
-processed between rows in timestamp order, with their latency.
+How the books follow the file. The replay keeps, per venue, instrument,
+side and price level, its own orders (account ``REPLAY_ACCOUNT``). When a
+level's size grows, an order for the difference joins the back of the
+level; when it shrinks, the replay's newest orders there are reduced or
+canceled (so anything that joined after them keeps its place); a level
+that goes away is canceled. A quote is the one level per side at its
+price: when the price moves the old level goes and the new one comes. Each
+update applies its decreases before its increases, so a replayed bid never
+meets a stale ask. A trade is replayed as an IOC taker at the trade price:
+it fills the queue front first, so a strategy order that had priority over
+the recorded liquidity is filled, and one behind it is not. Strategy child
+orders are processed between rows in timestamp order, with their latency.
+
+With ``[replay] flow = true`` the synthetic background flow runs as well
+(liquidity providers quoting around the replayed NBBO mid, takers, dark
+pool flow); its order ids and the replay's never meet (``REPLAY_ID_BASE``).
 
 ``record_sample`` writes such files from the simulator itself; the sample
 shipped in ``sim/data/`` was made with it (``python -m sim.replay``).
@@ -47,7 +61,11 @@ from sim.config import ConfigError, SimConfig, load_config
 
 REPLAY_ACCOUNT = 5
 REPLAY_TAKER_ACCOUNT = 6
+#: Replay order ids start above this (per book), clear of the synthetic
+#: flow's ids (counted per book from 1) and below ``CHILD_ID_BASE``.
+REPLAY_ID_BASE = 1 << 40
 QUOTE_COLUMNS = ("ts", "venue", "symbol", "bid_px", "bid_qty", "ask_px", "ask_qty")
+DEPTH_COLUMNS = ("ts", "venue", "symbol", "side", "price", "qty")
 TRADE_COLUMNS = ("ts", "venue", "symbol", "price", "qty")
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -125,6 +143,30 @@ def load_quotes(path: str | Path) -> dict[str, list | np.ndarray]:
     return out
 
 
+def load_depth(path: str | Path) -> dict[str, list | np.ndarray]:
+    """Read an L2 depth file (columns in the module docstring).
+
+    Returns
+    -------
+    dict
+        ``ts`` (int64 array), ``venue``, ``symbol``, ``side``, ``price``,
+        ``qty`` (lists of text or None).
+
+    Raises
+    ------
+    ValueError
+        On a missing column or an unreadable file.
+    """
+    table = _read(path, ("price", "qty"))
+    missing = [c for c in DEPTH_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    out = {"ts": _ts_column(table, path)}
+    for c in DEPTH_COLUMNS[1:]:
+        out[c] = _text(table, c)
+    return out
+
+
 def load_trades(path: str | Path) -> dict[str, list | np.ndarray]:
     """Read a trades file (columns in the module docstring); ``side`` may be absent."""
     table = _read(path, ("price", "qty"))
@@ -141,55 +183,74 @@ def load_trades(path: str | Path) -> dict[str, list | np.ndarray]:
 # ---------------------------------------------------------------- driving the market
 
 class ReplayFeed:
-    """Recorded quotes and trades, applied to a ``Market`` in time order.
+    """Recorded quotes, depth and trades, applied to a ``Market`` in time order.
 
     Parameters
     ----------
     market : sim.market.Market
-        Built with ``flow=False`` (replay configurations get that by default).
-    quotes, trades : dict, optional
-        As returned by ``load_quotes`` / ``load_trades``.
+        Built with ``flow=False`` (replay configurations get that by default)
+        or with pegged synthetic flow (``[replay] flow = true``).
+    quotes, trades, depth : dict, optional
+        As returned by ``load_quotes`` / ``load_trades`` / ``load_depth``.
     venue_map : dict, optional
         File venue name -> configured venue name.
 
     Raises
     ------
     ValueError
-        If a row names an unknown venue or symbol, or a price is off-tick.
+        If a row names an unknown venue or symbol, a price is off-tick, a
+        depth side is unknown, or a book is in both the quotes and the depth.
     """
 
-    def __init__(self, market, quotes=None, trades=None, venue_map=None) -> None:
+    def __init__(self, market, quotes=None, trades=None, venue_map=None, depth=None) -> None:
         self.market = market
         venue_map = dict(venue_map or {})
         rows = []          # (ts, order-in-ts, kind, book, a, b, c, d)
         self._inst_cache: dict = {}
+        quote_books: set[int] = set()
         if quotes is not None:
             books = self._books(quotes, venue_map)
             for k in range(len(quotes["ts"])):
                 b = books[k]
                 inst = market.instruments[b % market.n_instruments]
+                quote_books.add(b)
                 rows.append((int(quotes["ts"][k]), 1, 0, b,
                              self._px(inst, quotes["bid_px"][k]), self._qty(inst, quotes["bid_qty"][k]),
                              self._px(inst, quotes["ask_px"][k]), self._qty(inst, quotes["ask_qty"][k])))
+        if depth is not None:
+            books = self._books(depth, venue_map)
+            for k in range(len(depth["ts"])):
+                b = books[k]
+                if b in quote_books:
+                    raise ValueError(f"replay: {depth['venue'][k]}/{depth['symbol'][k]} is in "
+                                     "both the quotes and the depth file")
+                inst = market.instruments[b % market.n_instruments]
+                side = _side(depth["side"][k])
+                if side == 0:
+                    raise ValueError(f"replay depth row {k}: side {depth['side'][k]!r} is not "
+                                     "B/bid/buy or S/ask/sell")
+                rows.append((int(depth["ts"][k]), 1, 2, b, side,
+                             self._px(inst, depth["price"][k]), self._qty(inst, depth["qty"][k]),
+                             0))
         if trades is not None:
             books = self._books(trades, venue_map)
             for k in range(len(trades["ts"])):
                 b = books[k]
                 inst = market.instruments[b % market.n_instruments]
-                side = (trades["side"][k] or "").strip().upper()[:1]
                 rows.append((int(trades["ts"][k]), 0, 1, b, self._px(inst, trades["price"][k]),
-                             self._qty(inst, trades["qty"][k]),
-                             BUY if side == "B" else SELL if side == "S" else 0, 0))
-        # A trade sorts before a quote with the same time: the quote shows
-        # the book after the trade.
+                             self._qty(inst, trades["qty"][k]), _side(trades["side"][k]), 0))
+        # A trade sorts before a quote or depth change with the same time:
+        # those show the book after the trade. The sort is stable, so rows
+        # of one time keep their file order.
         rows.sort(key=lambda r: (r[0], r[1]))
         self.rows = rows
         self.pos = 0
-        self.next_id = [0] * market.loop.n_books
-        # Per (book, side): the replay's price and its orders there, oldest first.
-        self.level: dict[tuple[int, int], tuple[int, list[int]]] = {}
+        self.next_id = [REPLAY_ID_BASE] * market.loop.n_books
+        # Per (book, side): {price: the replay's orders there, oldest first}.
+        self.levels: dict[tuple[int, int], dict[int, list[int]]] = {}
         self.n_quotes = sum(1 for r in rows if r[2] == 0)
-        self.n_trades = len(rows) - self.n_quotes
+        self.n_depth = sum(1 for r in rows if r[2] == 2)
+        self.n_trades = len(rows) - self.n_quotes - self.n_depth
 
     @classmethod
     def from_config(cls, config: SimConfig, market) -> "ReplayFeed":
@@ -197,7 +258,8 @@ class ReplayFeed:
         rc = config.replay
         quotes = load_quotes(config.resolve(rc.quotes)) if rc.quotes else None
         trades = load_trades(config.resolve(rc.trades)) if rc.trades else None
-        return cls(market, quotes, trades, rc.venue_map)
+        depth = load_depth(config.resolve(rc.depth)) if rc.depth else None
+        return cls(market, quotes, trades, rc.venue_map, depth)
 
     def _books(self, data, venue_map) -> list[int]:
         m = self.market
@@ -248,11 +310,26 @@ class ReplayFeed:
             loop.run_until(row[0])
             if row[2] == 0:
                 self._quote(row[3], row[4], row[5], row[6], row[7])
+            elif row[2] == 2:
+                # One update: every depth row of this time and book.
+                changes = [(row[4], row[5], row[6])]
+                while (self.pos < len(rows) and rows[self.pos][0] == row[0]
+                       and rows[self.pos][2] == 2 and rows[self.pos][3] == row[3]):
+                    r = rows[self.pos]
+                    changes.append((r[4], r[5], r[6]))
+                    self.pos += 1
+                    n += 1
+                self._depth(row[3], changes)
             else:
                 self._trade(row[3], row[4], row[5], row[6])
             n += 1
         loop.run_until(ts)
         return n
+
+    def replay_levels(self, book: int, side: int) -> dict[int, int]:
+        """The replay's own ``{price: open lots}`` on one side of a book (for inspection)."""
+        return {px: self._total(book, ids)
+                for px, ids in sorted(self.levels.get((book, side), {}).items())}
 
     def _new_id(self, book: int) -> int:
         self.next_id[book] += 1
@@ -266,17 +343,39 @@ class ReplayFeed:
         # Shrink first, grow second: a replayed bid never meets a stale ask.
         targets = ((BUY, bid_px, bid_qty), (SELL, ask_px, ask_qty))
         for side, px, qty in targets:
-            cur = self.level.get((book, side))
-            if cur is not None and (cur[0] != px or qty == 0):
-                self._set_level(book, side, cur[0], cur[1], 0)
-                del self.level[(book, side)]
-            elif cur is not None:
-                self._set_level(book, side, px, cur[1], min(qty, self._total(book, cur[1])))
+            side_levels = self.levels.setdefault((book, side), {})
+            for cur_px, ids in list(side_levels.items()):
+                if cur_px != px or qty == 0:
+                    self._set_level(book, side, cur_px, ids, 0)
+                    del side_levels[cur_px]
+                else:
+                    self._set_level(book, side, px, ids, min(qty, self._total(book, ids)))
         for side, px, qty in targets:
             if px <= 0 or qty <= 0:
                 continue
-            cur = self.level.setdefault((book, side), (px, []))
-            self._set_level(book, side, px, cur[1], qty)
+            ids = self.levels[(book, side)].setdefault(px, [])
+            self._set_level(book, side, px, ids, qty)
+
+    def _depth(self, book: int, changes: list[tuple[int, int, int]]) -> None:
+        # The last change of a level in the update wins; decreases go first.
+        final: dict[tuple[int, int], int] = {}
+        for side, px, qty in changes:
+            if px > 0:
+                final[(side, px)] = qty
+        for (side, px), qty in final.items():
+            side_levels = self.levels.setdefault((book, side), {})
+            ids = side_levels.get(px)
+            if ids is None:
+                continue
+            if qty == 0:
+                self._set_level(book, side, px, ids, 0)
+                del side_levels[px]
+            elif qty < self._total(book, ids):
+                self._set_level(book, side, px, ids, qty)
+        for (side, px), qty in final.items():
+            if qty > 0:
+                ids = self.levels.setdefault((book, side), {}).setdefault(px, [])
+                self._set_level(book, side, px, ids, qty)
 
     def _total(self, book: int, ids: list[int]) -> int:
         return sum(self._leaves(book, i) for i in ids)
@@ -313,8 +412,10 @@ class ReplayFeed:
         if px <= 0 or qty <= 0:
             return
         if side == 0:
-            bid = self.level.get((book, BUY), (0, []))[0]
-            ask = self.level.get((book, SELL), (0, []))[0]
+            bids = self.levels.get((book, BUY))
+            asks = self.levels.get((book, SELL))
+            bid = max(bids) if bids else 0
+            ask = min(asks) if asks else 0
             if ask and px >= ask:
                 side = BUY
             elif bid and px <= bid:
@@ -324,6 +425,16 @@ class ReplayFeed:
         self.market.loop.external(book, OP_ADD, self._new_id(book), side, px, qty,
                                   int(OrdType.LIMIT), int(TimeInForce.IOC),
                                   REPLAY_TAKER_ACCOUNT, int(StpMode.STP_NONE))
+
+
+def _side(text) -> int:
+    """``B``/``bid``/``buy`` -> BUY, ``S``/``ask``/``sell`` -> SELL, empty -> 0."""
+    t = (text or "").strip().upper()
+    if t in ("B", "BID", "BUY"):
+        return BUY
+    if t in ("S", "A", "ASK", "SELL", "OFFER"):
+        return SELL
+    return 0
 
 
 # ---------------------------------------------------------------- sample data
@@ -392,16 +503,70 @@ def record_sample(config: SimConfig | None = None, seconds: float = 20.0,
     return q, t
 
 
-def write_tables(quotes: dict, trades: dict, out_dir: str | Path, stem: str = "sample"
-                 ) -> list[Path]:
-    """Write replay tables as ``<stem>_quotes``/``<stem>_trades`` in CSV and Parquet."""
+def record_depth_sample(config: SimConfig | None = None, seconds: float = 20.0,
+                        symbols: tuple[str, ...] = ("AAA",), interval: str = "200ms",
+                        levels: int = 5) -> dict:
+    """Run synthetic flow and return its lit books' top ``levels`` as an L2 depth table.
+
+    Every ``interval`` each wanted lit book's depth is compared with the last
+    one written and a row is written per level that changed: its new total
+    size, or 0 for a level that left the top ``levels``. The first interval
+    writes the whole book (a snapshot). Trades in between are the ones
+    ``record_sample`` returns for the same run (same seed).
+
+    Returns
+    -------
+    dict
+        The depth columns (decimal strings).
+    """
+    from sim.market import Market
+    cfg = config or load_config()
+    cfg = cfg.with_overrides(replay=None)
+    start = cfg.session.start_ns
+    end = start + int(seconds * NS_PER_S)
+    step = parse_duration(interval)
+    market = Market(cfg, end_ns=end)
+    ni = market.n_instruments
+    wanted = [(v.index, market.instrument_index(s)) for v in market.lit_venues() for s in symbols]
+    last: dict[tuple[int, int, int], dict[int, int]] = {}
+    d = {c: [] for c in DEPTH_COLUMNS}
+    t = start
+    while t <= end:
+        market.run_until(t)
+        for v, i in wanted:
+            inst = market.instruments[i]
+            bids, asks = market.loop.depth(v * ni + i, levels)
+            for side, name, arr in ((BUY, "B", bids), (SELL, "S", asks)):
+                now = {int(px): int(q) for px, q, _n in arr.tolist()}
+                before = last.get((v, i, side), {})
+                for px in sorted(set(now) | set(before)):
+                    if now.get(px, 0) != before.get(px, 0):
+                        d["ts"].append(t)
+                        d["venue"].append(market.venue_names[v])
+                        d["symbol"].append(inst.symbol)
+                        d["side"].append(name)
+                        d["price"].append(inst.ticks_to_price(px))
+                        d["qty"].append(inst.lots_to_qty(now[px]) if px in now else "0")
+                last[(v, i, side)] = now
+        t += step
+    return d
+
+
+def write_tables(quotes: dict | None, trades: dict | None, out_dir: str | Path,
+                 stem: str = "sample", depth: dict | None = None) -> list[Path]:
+    """Write replay tables as ``<stem>_quotes``/``_trades``/``_depth`` in CSV and Parquet.
+
+    A table given as None is not written.
+    """
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, data in (("quotes", quotes), ("trades", trades)):
+    for name, data in (("quotes", quotes), ("trades", trades), ("depth", depth)):
+        if data is None:
+            continue
         table = pa.table({c: pa.array(v, type=pa.int64() if c == "ts" else pa.string())
                           for c, v in data.items()})
         for ext, write in ((".csv", pacsv.write_csv), (".parquet", pq.write_table)):
@@ -412,7 +577,7 @@ def write_tables(quotes: dict, trades: dict, out_dir: str | Path, stem: str = "s
 
 
 def main(argv=None) -> int:
-    """``python -m sim.replay``: regenerate the shipped sample data."""
+    """``python -m sim.replay``: regenerate the shipped sample data (quotes, trades, depth)."""
     ap = argparse.ArgumentParser(description="Write replay sample data made by the simulator")
     ap.add_argument("--config", default=None, help="configuration (default: embedded)")
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -420,13 +585,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     quotes, trades = record_sample(cfg, args.seconds)
-    for p in write_tables(quotes, trades, args.out):
+    depth = record_depth_sample(cfg, args.seconds)
+    for p in write_tables(quotes, trades, args.out, depth=depth):
         print(p)
     return 0
 
 
-__all__ = ["load_quotes", "load_trades", "ReplayFeed", "record_sample", "write_tables",
-           "REPLAY_ACCOUNT", "ConfigError"]
+__all__ = ["load_quotes", "load_trades", "load_depth", "ReplayFeed", "record_sample",
+           "record_depth_sample", "write_tables", "REPLAY_ACCOUNT", "REPLAY_ID_BASE", "ConfigError"]
 
 if __name__ == "__main__":
     raise SystemExit(main())
