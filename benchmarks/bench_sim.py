@@ -173,9 +173,12 @@ def main() -> int:
     costs = order_cost(config, start + pair_span, OrderBook, 15 if args.quick else 31,
                        ("python", "compiled"))
     cost, cost_c = costs["python"], costs["compiled"]
-    cost_cy_short = order_cost(config, start + ref_pair_span, OrderBook, 7)["python"]
+    # The 20 s runs carry a small signal (~500 orders): many cheap rounds for
+    # the Cython book, as many as time allows for the reference.
+    cost_cy_short = order_cost(config, start + ref_pair_span, OrderBook,
+                               21 if args.quick else 41)["python"]
     cost_ref = order_cost(config, start + ref_pair_span, ReferenceBook,
-                          2 if args.quick else 3)["python"]
+                          3 if args.quick else 5)["python"]
     # Same flow, same rules: the two books must have produced the same tape.
     tape_cy = Market(config, book_class=OrderBook, record_tape=True, end_ns=start + tape_span)
     tape_ref = Market(config, book_class=ReferenceBook, record_tape=True, end_ns=start + tape_span)
