@@ -31,6 +31,7 @@ import zmq.asyncio
 from engine.messages import (
     BulkNewOrders,
     Cancel,
+    ExecutionReport,
     Heartbeat,
     HeartbeatAck,
     NewOrder,
@@ -43,6 +44,7 @@ from engine.messages import (
     Side,
     TimeInForce,
     TradeHistoryRequest,
+    check_report,
     encoder,
     response_decoder,
 )
@@ -107,9 +109,14 @@ class _Base:
     # ------------------------------------------------------------ receiving
     def _decode(self, data) -> Response:
         try:
-            return self._decoder.decode(data)
+            msg = self._decoder.decode(data)
         except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
             raise ClientProtocolError(f"undecodable message from the engine: {exc}") from exc
+        if type(msg) is ExecutionReport:
+            problem = check_report(msg)
+            if problem is not None:
+                raise ClientProtocolError(f"inconsistent execution report from the engine: {problem}")
+        return msg
 
     def _track(self, msg: Response) -> tuple[bool, ResendRequest | None]:
         """Account for ``msg.seq``; returns (deliver?, resend request to send)."""

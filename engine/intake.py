@@ -98,6 +98,18 @@ class Handler:
         """
         raise NotImplementedError
 
+    def flush(self, release: Callable[[], None]) -> None:
+        """Make what the handled requests produced durable, then call ``release()``.
+
+        Intake holds every outbound message of a loop wake-up and calls this
+        once at its end; ``release()`` sends them. The pipeline writes the
+        wake-up's journal records here (one write) so that an acknowledgement
+        never leaves before its record; it may call ``release`` later (group
+        commit) but must call it exactly once, and releases must run in the
+        order of the ``flush`` calls. The default releases at once.
+        """
+        release()
+
     def on_session_timeout(self, session: "Session") -> None:
         """The session's peer has been silent for ``heartbeat_timeout_ms``.
 
@@ -171,26 +183,33 @@ class Session:
         return account in self.accounts or ALL_ACCOUNTS in self.accounts
 
     def send(self, msg: Response) -> int:
-        """Stamp the next sequence number on ``msg``, keep it for resends and send it.
+        """Stamp the next sequence number on ``msg``, keep it for resends and queue it.
 
         Parameters
         ----------
         msg : Response
-            Any engine-to-client message (its ``seq`` is overwritten).
+            Any engine-to-client message (sent as a copy carrying the ``seq``).
 
         Returns
         -------
         int
-            The sequence number given. The message is kept for
-            ``ResendRequest`` whether or not it could be delivered now (no
-            connection, or ZeroMQ's queue to the peer full).
+            The sequence number given. The message goes out when intake next
+            flushes (at the end of the current loop wake-up, after the
+            handler's ``flush``), and is kept for ``ResendRequest`` whether
+            or not it could be delivered (no connection, or ZeroMQ's queue
+            to the peer full).
         """
+        self.send_frame(msg)
+        return self._seq
+
+    def send_frame(self, msg: Response) -> bytes:
+        """As :meth:`send`, returning the encoded frame (to journal the exact bytes sent)."""
         self._seq += 1
         stamped = msgspec.structs.replace(msg, seq=self._seq)
         self._ring.append(stamped)
-        if self._route is not None:
-            self._listener.transmit(self, stamped)
-        return self._seq
+        frame = self._listener.encoder.encode(stamped)
+        self._listener.server._queue(self, frame)
+        return frame
 
     def reject(self, reason: int, text: str, *, ref_type: str | None = None,
                cl_ord_id: str | None = None) -> int:
@@ -230,14 +249,15 @@ class _Listener:
         self.buf = bytearray(1024)
         self.routes: dict[bytes, Session] = {}
         self.endpoints: list[str] = []
-        self.draining = False
         self.recheck_scheduled = False
 
-    def transmit(self, session: Session, msg: Response) -> None:
-        """Encode ``msg`` into the reused buffer and send it to the session's route."""
-        self.encoder.encode_into(msg, self.buf)
+    def transmit(self, session: Session, frame: bytes) -> None:
+        """Send one encoded message to the session's current route (if it has one)."""
+        route = session._route
+        if route is None:
+            return  # kept in the session's ring for a resend after it resumes
         try:
-            self.socket.send_multipart((session._route, self.buf), zmq.NOBLOCK)
+            self.socket.send_multipart((route, frame), zmq.NOBLOCK)
         except zmq.Again:
             # The peer's queue is full; the message waits in the ring and the
             # client sees the gap in seq and asks for a resend.
@@ -248,14 +268,9 @@ class _Listener:
             # The connection is gone (ROUTER_MANDATORY tells us): keep the
             # session for a resume, stop sending to the dead route.
             self.server.metrics.send_dropped.inc()
-            if self.routes.get(session._route) is session:
-                del self.routes[session._route]
+            if self.routes.get(route) is session:
+                del self.routes[route]
             session._route = None
-        if not self.draining and not self.recheck_scheduled:
-            # A send can swallow the FD's wake-up for messages that arrived
-            # meanwhile; look at the socket again once this callback is done.
-            self.recheck_scheduled = True
-            self.server._loop.call_soon(self.server._recheck, self)
 
 
 class _CredentialsProvider:
@@ -349,6 +364,10 @@ class IntakeServer:
         self._messages_in = {}
         self._reject_counters = {}
         self._stage_latency = self.metrics.stage_latency.labels("intake")
+        # Outbound messages held until the handler's flush (see Handler.flush).
+        self._outbox: list[tuple[Session, bytes]] = []
+        self._flush_scheduled = False
+        self._draining = False
         self.update_security(security)
 
     @classmethod
@@ -489,12 +508,13 @@ class IntakeServer:
             self._drain(listener)
 
     def _drain(self, listener: _Listener) -> None:
+        """Handle every ready message (up to ``drain_batch``), then flush once."""
         socket = listener.socket
         if socket.closed:
             return
         now = time.monotonic_ns()  # one clock read per wake-up, not per message
         budget = self.config.drain_batch
-        listener.draining = True
+        self._draining = True
         try:
             while budget:
                 try:
@@ -507,10 +527,47 @@ class IntakeServer:
                 except Exception:  # one bad message must not stop the intake
                     log.exception("intake: failed on a message")
             # Budget spent with messages still waiting: let other callbacks
-            # (timers, journal acks) run, then continue where we stopped.
+            # (timers, venue reports) run, then continue where we stopped.
             self._loop.call_soon(self._drain, listener)
         finally:
-            listener.draining = False
+            self._draining = False
+            self._flush()
+
+    # ------------------------------------------------------------ writing
+    def _queue(self, session: Session, frame: bytes) -> None:
+        """Hold an outbound frame until the next flush (end of this wake-up)."""
+        self._outbox.append((session, frame))
+        if not self._draining and not self._flush_scheduled:
+            # Sent outside a drain (venue reports, timers): flush once the
+            # current callback is done, batching whatever else it sends.
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Let the handler make this batch durable; it then releases the frames."""
+        self._flush_scheduled = False
+        if not self._outbox:
+            return
+        batch, self._outbox = self._outbox, []
+        try:
+            self.handler.flush(lambda: self._transmit(batch))
+        except Exception:
+            # Nothing is sent that the journal may not hold; the clients see
+            # the gap in seq and ask for a resend once the engine recovers.
+            log.exception("intake: handler flush failed; %d messages held back", len(batch))
+
+    def _transmit(self, batch: list[tuple[Session, bytes]]) -> None:
+        listeners = set()
+        for session, frame in batch:
+            listener = session._listener
+            listener.transmit(session, frame)
+            listeners.add(listener)
+        for listener in listeners:
+            if not listener.recheck_scheduled and not listener.socket.closed:
+                # A send can swallow the FD's wake-up for messages that
+                # arrived meanwhile; look at the socket again after this.
+                listener.recheck_scheduled = True
+                self._loop.call_soon(self._recheck, listener)
 
     def _on_frames(self, listener: _Listener, frames: list[zmq.Frame], now: int) -> None:
         route = frames[0].bytes
@@ -702,7 +759,7 @@ class IntakeServer:
                            ref_type="ResendRequest")
         if session._route is not None:
             for msg in replay:
-                listener.transmit(session, msg)
+                self._queue(session, listener.encoder.encode(msg))
         # The ack marks the end of the replay and confirms which session this is.
         self._ack(session, None, resend=(begin, end))
 

@@ -432,6 +432,13 @@ class JournalWriter:
         Group commit window for ``group``.
     rotate_bytes : int
         A new segment starts once the current one reaches this size.
+    buffered : bool
+        Keep appended records in memory until :meth:`flush`, which writes
+        them with one ``write`` (and, under ``always``, one ``fdatasync``).
+        The engine appends everything one loop wake-up produces, then
+        flushes, then sends the acknowledgements: one system call per batch
+        instead of one per record. A record is neither written nor durable
+        before the flush (``last_seq`` counts it, ``durable_seq`` does not).
 
     Raises
     ------
@@ -444,7 +451,8 @@ class JournalWriter:
     """
 
     def __init__(self, data_dir: str | os.PathLike, *, fsync: FsyncPolicy = "always",
-                 group_commit_us: int = 1000, rotate_bytes: int = 64 << 20):
+                 group_commit_us: int = 1000, rotate_bytes: int = 64 << 20,
+                 buffered: bool = False):
         if fsync not in ("always", "group", "none"):
             raise ValueError(f"fsync policy must be always, group or none, not {fsync!r}")
         if group_commit_us <= 0 or rotate_bytes <= FILE_HEADER_SIZE + RECORD_HEADER_SIZE:
@@ -455,6 +463,9 @@ class JournalWriter:
         self.group_commit_us = group_commit_us
         self.rotate_bytes = rotate_bytes
         self._buf = bytearray(4096)
+        self.buffered = buffered
+        self._out = bytearray()          # buffered records not yet written
+        self._out_seq = 0                # last seq in ``_out``
         self._encoder = msgspec.msgpack.Encoder()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -468,7 +479,7 @@ class JournalWriter:
         self._closed = False
         self.repaired: TornTail | None = None
         self._open()
-        self._durable_seq = self._last_seq
+        self._durable_seq = self._written_seq = self._last_seq
         self._committer: threading.Thread | None = None
         if fsync == "group":
             self._committer = threading.Thread(target=self._commit_loop, name="journal-commit",
@@ -600,7 +611,9 @@ class JournalWriter:
         payload_len = size - RECORD_HEADER_SIZE
         if payload_len > MAX_PAYLOAD:
             raise ValueError(f"payload of {payload_len} bytes exceeds {MAX_PAYLOAD}")
-        if self._segment.size + size > self.rotate_bytes and self._segment.size > FILE_HEADER_SIZE:
+        if self._segment.size + len(self._out) + size > self.rotate_bytes and \
+                self._segment.size + len(self._out) > FILE_HEADER_SIZE:
+            self._write_out()  # buffered records belong to the segment they were sequenced in
             self._rotate()
         seq = self._last_seq + 1
         ts_ns = time.time_ns() if ts_ns is None else ts_ns
@@ -612,13 +625,35 @@ class JournalWriter:
             buf[28:RECORD_HEADER_SIZE] = digest
             crc = zlib.crc32(view[8:size], zlib.crc32(view[0:4]))
             _LEN.pack_into(buf, 4, crc)
-            written = os.write(self._segment.fd, view[:size])
-            if written != size:  # a full disk or a signal: never leave half a record silently
-                raise OSError(f"short journal write: {written} of {size} bytes")
+            self._last_seq, self._last_hash = seq, digest
+            if self.buffered:
+                self._out += view[:size]
+                self._out_seq = seq
+                return seq
+            self._write(view[:size])
         finally:
             view.release()
+        self._written(seq)
+        return seq
+
+    def _write(self, data) -> None:
+        size = len(data)
+        written = os.write(self._segment.fd, data)
+        if written != size:  # a full disk or a signal: never leave half a record silently
+            raise OSError(f"short journal write: {written} of {size} bytes")
         self._segment.size += size
-        self._last_seq, self._last_hash = seq, digest
+        self._written_seq = self._last_seq if not self._out else self._out_seq
+
+    def _write_out(self) -> int:
+        """Write the buffered records (no sync); returns the last seq written, 0 if none."""
+        if not self._out:
+            return 0
+        self._write(self._out)
+        self._out.clear()
+        return self._out_seq
+
+    def _written(self, seq: int) -> None:
+        """Records up to ``seq`` are written: make them durable per the policy."""
         if self.fsync == "always":
             os.fdatasync(self._segment.fd)
             self._mark_durable(seq)
@@ -629,7 +664,18 @@ class JournalWriter:
                 if self._pending_since is None:
                     self._pending_since = time.monotonic()
                     self._cond.notify()
-        return seq
+
+    def flush(self) -> int:
+        """Write the buffered records with one ``write`` and apply the policy; returns ``last_seq``.
+
+        Under ``always`` the records are durable on return; under ``group``
+        the committer syncs them within ``group_commit_us`` (see
+        :meth:`call_when_durable`). A no-op when nothing is buffered.
+        """
+        seq = self._write_out()
+        if seq:
+            self._written(seq)
+        return self._last_seq
 
     # ------------------------------------------------------------ durability
     def _mark_durable(self, seq: int) -> None:
@@ -672,17 +718,18 @@ class JournalWriter:
         await future
 
     def sync(self) -> int:
-        """Make everything written so far durable now; returns ``durable_seq``."""
+        """Make everything appended so far durable now; returns ``durable_seq``."""
+        self._write_out()
         if self.fsync == "group":
             with self._cond:
-                target = self._last_seq
+                target = self._written_seq
                 self._pending_since = None
                 segments = self._retired + [self._segment]
                 self._retired = []
             self._sync_segments(segments, target)
         else:
             os.fdatasync(self._segment.fd)
-            self._mark_durable(self._last_seq)
+            self._mark_durable(self._written_seq)
         return self._durable_seq
 
     def _sync_segments(self, segments: list[_Segment], target: int) -> None:
@@ -707,7 +754,7 @@ class JournalWriter:
                 time.sleep(delay)
             with self._cond:
                 # Everything written up to now rides in this group.
-                target = self._last_seq
+                target = self._written_seq
                 self._pending_since = None
                 segments = self._retired + [self._segment]
                 self._retired = []
@@ -723,6 +770,7 @@ class JournalWriter:
         """Sync (unless the policy is ``none``), stop the committer and close the file."""
         if self._closed:
             return
+        self.flush()
         if self.fsync != "none":
             self.sync()
         with self._cond:

@@ -258,6 +258,11 @@ class ExecutionReport(_Response, gc=False):
     ``qty`` "0"). A rejected cancel or replace reports the unchanged state
     of the original order with ``exec_type`` REJECTED and the reason.
     ``last_qty``/``last_px`` are set on fills only.
+
+    The engine builds reports from integer lots, so these invariants hold by
+    construction; ``check_report`` verifies them, and ``engine.client`` runs
+    it on every report it receives (not in ``__post_init__``: that would
+    cost every report a check on the engine's hot path).
     """
 
     order_id: Label
@@ -281,11 +286,6 @@ class ExecutionReport(_Response, gc=False):
     reject_reason: int = 0
     reject_name: str | None = None
     text: Text | None = None
-
-    def __post_init__(self) -> None:
-        problem = check_report(self)
-        if problem is not None:
-            raise ValueError(problem)
 
 
 class OrderStatusReply(_Response):

@@ -99,7 +99,7 @@ class EngineService:
         router = Router(len(market.venues), len(instruments), 10, dict(cfg.router))
         self.journal = JournalWriter(cfg.journal.dir, fsync=cfg.journal.fsync,
                                      group_commit_us=cfg.journal.group_commit_us,
-                                     rotate_bytes=cfg.journal.rotate_bytes)
+                                     rotate_bytes=cfg.journal.rotate_bytes, buffered=True)
         if self.journal.repaired is not None:
             log.warning("journal: dropped a torn last record: %s", self.journal.repaired)
         self.pipeline = Pipeline(instruments=instruments, risk=risk, router=router,

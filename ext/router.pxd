@@ -81,6 +81,41 @@ ctypedef struct Action:
     uint8_t role              # ChildRole
     uint8_t _pad[2]
 
+# A finished parent's best-execution record. BESTEX_DTYPE in router.pyx
+# mirrors it byte for byte (packed: numpy's unaligned layout).
+ctypedef packed struct BestEx:
+    int64_t parent_id
+    int32_t instrument
+    uint8_t side
+    uint8_t strategy
+    uint8_t status
+    uint8_t tif
+    uint16_t reason
+    int64_t qty
+    int64_t limit_px
+    int64_t cum_qty
+    int64_t leaves_qty
+    int64_t avg_px_num
+    int64_t avg_px_den
+    int64_t notional_x2
+    int64_t fees
+    int64_t arrival_ts
+    int64_t done_ts
+    int64_t arr_bid_px
+    int64_t arr_bid_qty
+    int64_t arr_ask_px
+    int64_t arr_ask_qty
+    int64_t pi_x2
+    double pi_bps
+    double vs_mid_bps
+    int32_t n_children
+    uint32_t venues_used
+    int32_t venue_children[MAX_VENUES]
+    int64_t venue_sent[MAX_VENUES]
+    int64_t venue_filled[MAX_VENUES]
+    int64_t venue_fees[MAX_VENUES]
+    double venue_fill_rate[MAX_VENUES]
+
 # A parent order for the batch API (PARENT_DTYPE).
 ctypedef struct ParentOrder:
     int64_t parent_id
@@ -305,4 +340,4 @@ cdef class Router:
     cdef i128 _fee(self, int instrument, int venue, bint maker, int64_t px_x2,
                    int64_t qty) noexcept
     cdef bint _any_routable_lit(self, int64_t now) noexcept
-    cdef object _bestex(self, Parent* p)
+    cdef void _bestex(self, Parent* p, BestEx* out) noexcept

@@ -47,6 +47,7 @@ self-help exception).
 """
 cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from libc.math cimport NAN
 from libc.string cimport memcpy, memmove, memset
 from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put
 from libc.stdint cimport int64_t, int32_t, uint32_t, uint8_t, uint16_t, uint64_t, INT64_MAX
@@ -135,6 +136,26 @@ BESTEX_DTYPE = np.dtype([
 ])
 
 # ---------------------------------------------------------------- helpers
+
+
+cdef inline int64_t _gcd(int64_t a, int64_t b) noexcept nogil:
+    # b > 0; the result is positive.
+    cdef int64_t t
+    if a < 0:
+        a = -a
+    while a:
+        t = b % a
+        b = a
+        a = t
+    return b
+
+
+cdef inline int64_t _sat64(i128 x) noexcept nogil:
+    if x > INT64_MAX:
+        return INT64_MAX
+    if x < -INT64_MAX:
+        return -INT64_MAX
+    return <int64_t>x
 
 
 cdef inline i128 _round_div(i128 a, int64_t b) noexcept nogil:
@@ -1784,47 +1805,54 @@ cdef class Router:
         g = math.gcd(p.notional_x2, 2 * p.cum)
         return (p.notional_x2 // g, 2 * p.cum // g)
 
-    cdef object _bestex(self, Parent* p):
+    cdef void _bestex(self, Parent* p, BestEx* out) noexcept:
+        # Written straight into a BESTEX_DTYPE row: draining finished parents
+        # is on the engine's per-order path, so no Python objects here.
         cdef int v
         cdef bint buy = _is_buy(p.side)
-        num, den = self._avg_px(p)
-        # Python integers from here: products of prices and quantities may
-        # exceed int64 even when every stored sum fits.
-        cum, notional_x2 = int(p.cum), int(p.notional_x2)
-        bid, ask = int(p.arr_bid), int(p.arr_ask)
-        ref = ask if buy else bid
+        cdef int64_t g, den
+        cdef i128 ref, edge, mid_x2, pi_x2
+        cdef i128 cum = p.cum, notional_x2 = p.notional_x2
+        memset(out, 0, sizeof(BestEx))
+        out.parent_id, out.instrument, out.side = p.parent_id, p.instrument, p.side
+        out.strategy, out.status, out.tif, out.reason = p.strategy, p.status, p.tif, p.reason
+        out.qty, out.limit_px, out.cum_qty = p.qty, p.limit_px, p.cum
+        out.leaves_qty = p.qty - p.cum
+        # Exact average price as a reduced fraction (half-ticks over 2 x lots).
+        if p.cum == 0:
+            out.avg_px_num, out.avg_px_den = 0, 1
+        else:
+            den = 2 * p.cum
+            g = _gcd(p.notional_x2, den)
+            out.avg_px_num, out.avg_px_den = p.notional_x2 // g, den // g
+        out.notional_x2, out.fees = p.notional_x2, p.fees
+        out.arrival_ts, out.done_ts = p.arrival_ts, p.done_ts
+        out.arr_bid_px, out.arr_bid_qty = p.arr_bid, p.arr_bid_qty
+        out.arr_ask_px, out.arr_ask_qty = p.arr_ask, p.arr_ask_qty
+        # 128-bit products: prices times quantities may exceed int64 even
+        # when every stored sum fits; the stored figure saturates.
+        ref = p.arr_ask if buy else p.arr_bid
         if ref > 0 and cum > 0:
             pi_x2 = (2 * ref * cum - notional_x2) if buy else (notional_x2 - 2 * ref * cum)
-            pi_bps = pi_x2 / (2 * ref * cum) * 1e4
+            out.pi_x2 = _sat64(pi_x2)
+            out.pi_bps = <double>pi_x2 / <double>(2 * ref * cum) * 1e4
         else:
-            pi_x2, pi_bps = 0, math.nan
-        if bid > 0 and ask > 0 and cum > 0:
-            mid_x2 = bid + ask
+            out.pi_x2, out.pi_bps = 0, NAN
+        if p.arr_bid > 0 and p.arr_ask > 0 and cum > 0:
+            mid_x2 = <i128>p.arr_bid + p.arr_ask
             edge = (mid_x2 * cum - notional_x2) if buy else (notional_x2 - mid_x2 * cum)
-            vs_mid_bps = edge / (mid_x2 * cum) * 1e4
+            out.vs_mid_bps = <double>edge / <double>(mid_x2 * cum) * 1e4
         else:
-            vs_mid_bps = math.nan
-        used = 0
-        for v in range(self.n_venues):
-            if p.v_children[v]:
-                used |= 1 << v
-        return {
-            "parent_id": p.parent_id, "instrument": p.instrument, "side": p.side,
-            "strategy": p.strategy, "status": p.status, "tif": p.tif, "reason": p.reason,
-            "qty": p.qty, "limit_px": p.limit_px, "cum_qty": p.cum,
-            "leaves_qty": p.qty - p.cum, "avg_px_num": num, "avg_px_den": den,
-            "notional_x2": p.notional_x2, "fees": p.fees, "arrival_ts": p.arrival_ts,
-            "done_ts": p.done_ts, "arr_bid_px": p.arr_bid, "arr_bid_qty": p.arr_bid_qty,
-            "arr_ask_px": p.arr_ask, "arr_ask_qty": p.arr_ask_qty, "pi_x2": pi_x2,
-            "pi_bps": pi_bps, "vs_mid_bps": vs_mid_bps, "n_children": p.n_children,
-            "venues_used": used,
-            "venue_children": [p.v_children[v] for v in range(MAX_VENUES)],
-            "venue_sent": [p.v_sent[v] for v in range(MAX_VENUES)],
-            "venue_filled": [p.v_filled[v] for v in range(MAX_VENUES)],
-            "venue_fees": [p.v_fees[v] for v in range(MAX_VENUES)],
-            "venue_fill_rate": [<double>p.v_filled[v] / p.v_sent[v] if p.v_sent[v] else math.nan
-                                for v in range(MAX_VENUES)],
-        }
+            out.vs_mid_bps = NAN
+        out.n_children = p.n_children
+        for v in range(MAX_VENUES):
+            if v < self.n_venues and p.v_children[v]:
+                out.venues_used |= 1u << v
+            out.venue_children[v] = p.v_children[v]
+            out.venue_sent[v] = p.v_sent[v]
+            out.venue_filled[v] = p.v_filled[v]
+            out.venue_fees[v] = p.v_fees[v]
+            out.venue_fill_rate[v] = (<double>p.v_filled[v] / p.v_sent[v]) if p.v_sent[v] else NAN
 
     def bestex(self, int64_t parent_id):
         """The best-execution record of a parent (live or finished, until drained), a dict.
@@ -1835,7 +1863,10 @@ cdef class Router:
         against the arrival midpoint (``vs_mid_bps``), fees, and per venue
         (index = venue) children, lots sent, lots filled, fees and fill rate.
         """
-        return self._bestex(self._parent(parent_id))
+        cdef Parent* p = self._parent(parent_id)
+        cdef cnp.ndarray row = np.zeros(1, dtype=BESTEX_DTYPE)
+        self._bestex(p, <BestEx*>cnp.PyArray_DATA(row))
+        return {name: row[name][0].tolist() for name in BESTEX_DTYPE.names}
 
     def drain_finished(self):
         """Best-execution records (``BESTEX_DTYPE``) of the parents finished since the last drain.
@@ -1845,12 +1876,12 @@ cdef class Router:
         cdef Py_ssize_t k, n = self.n_finished
         cdef int32_t pi
         cdef Parent* p
-        out = np.zeros(n, dtype=BESTEX_DTYPE)
+        cdef cnp.ndarray out = np.empty(n, dtype=BESTEX_DTYPE)
+        cdef BestEx* rows = <BestEx*>cnp.PyArray_DATA(out)
         for k in range(n):
             pi = self.finished[k]
             p = &self.parents[pi]
-            rec = self._bestex(p)
-            out[k] = tuple(rec[name] for name in BESTEX_DTYPE.names)
+            self._bestex(p, &rows[k])
             idmap_del(&self.parent_ids, p.parent_id)
             PyMem_Free(p.cum_ppm)
             p.cum_ppm = NULL
@@ -1874,3 +1905,4 @@ del _enum
 # Import-time guard: the numpy views must mirror the C structs.
 assert ACTION_DTYPE.itemsize == sizeof(Action), (ACTION_DTYPE.itemsize, sizeof(Action))
 assert PARENT_DTYPE.itemsize == sizeof(ParentOrder), (PARENT_DTYPE.itemsize, sizeof(ParentOrder))
+assert BESTEX_DTYPE.itemsize == sizeof(BestEx), (BESTEX_DTYPE.itemsize, sizeof(BestEx))

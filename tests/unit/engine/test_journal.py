@@ -264,12 +264,57 @@ def test_group_commit_across_rotation(tmp_path):
     assert verify(tmp_path).records == 100 and len(list_segments(tmp_path)) > 3
 
 
+# ---------------------------------------------------------------- buffered (the engine's mode)
+def test_buffered_records_are_written_by_flush_only(tmp_path):
+    with JournalWriter(tmp_path, fsync="none", buffered=True) as writer:
+        seqs = [writer.append(RecordKind.EVENT, payload(i), ts_ns=1000 + i) for i in range(1, 11)]
+        assert seqs == list(range(1, 11)) and writer.last_seq == 10
+        # Sequenced and chained, but not in the file: nothing may ack them yet.
+        assert list(JournalReader(tmp_path)) == [] and writer.durable_seq == 0
+        size = list_segments(tmp_path)[0].stat().st_size
+        assert writer.flush() == 10 and writer.durable_seq == 10
+        assert list_segments(tmp_path)[0].stat().st_size > size
+        assert [r.payload for r in JournalReader(tmp_path)] == [payload(i) for i in range(1, 11)]
+        assert writer.flush() == 10  # nothing buffered: a no-op
+        writer.append(RecordKind.EVENT, payload(11))
+    # close() flushes what is left
+    result = verify(tmp_path)
+    assert result.ok and result.records == 11
+
+
+def test_buffered_write_is_identical_to_unbuffered(tmp_path):
+    write(tmp_path / "plain", 300, rotate_bytes=4096)
+    with JournalWriter(tmp_path / "batched", fsync="always", buffered=True,
+                       rotate_bytes=4096) as writer:
+        for i in range(1, 301):
+            writer.append(RecordKind.EVENT, payload(i), ts_ns=1000 + i)
+            if i % 7 == 0:  # batches that straddle segment boundaries
+                assert writer.flush() == i and writer.durable_seq == i
+    plain, batched = list_segments(tmp_path / "plain"), list_segments(tmp_path / "batched")
+    assert [p.name for p in plain] == [p.name for p in batched] and len(plain) > 5
+    assert [r.hash for r in JournalReader(tmp_path / "plain")] == \
+        [r.hash for r in JournalReader(tmp_path / "batched")]
+    assert all(p.stat().st_size <= 4096 for p in batched) and verify(tmp_path / "batched").ok
+
+
+def test_buffered_group_commit_marks_durable_after_flush(tmp_path):
+    with JournalWriter(tmp_path, fsync="group", group_commit_us=1_000, buffered=True) as writer:
+        done = threading.Event()
+        for i in range(5):
+            writer.append(RecordKind.EVENT, payload(i))
+        time.sleep(0.02)
+        assert writer.durable_seq == 0  # never synced what was not written
+        writer.call_when_durable(writer.flush(), done.set)
+        assert done.wait(5) and writer.durable_seq == 5
+
+
 # ---------------------------------------------------------------- kill -9
 WRITER_SCRIPT = r"""
 import sys, threading
 from engine.journal import JournalWriter, RecordKind
-policy, directory = sys.argv[1], sys.argv[2]
-writer = JournalWriter(directory, fsync=policy, group_commit_us=300, rotate_bytes=16384)
+policy, directory, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+writer = JournalWriter(directory, fsync=policy, group_commit_us=300, rotate_bytes=16384,
+                       buffered=batch > 1)
 out = sys.stdout
 lock = threading.Lock()
 def acked(seq):
@@ -279,16 +324,22 @@ i = 0
 while True:
     i += 1
     seq = writer.append(RecordKind.EVENT, b"record-%d-" % i + b"z" * (i % 50))
-    if policy == "group":
-        writer.call_when_durable(seq, lambda seq=seq: acked(seq))
-    else:
-        acked(seq)
+    if i % batch:
+        continue
+    # Unbuffered: batch 1, each record on its own. Buffered: ack the batch
+    # after flush (the engine's way), never before.
+    writer.flush()
+    for s in range(seq - batch + 1, seq + 1):
+        if policy == "group":
+            writer.call_when_durable(s, lambda s=s: acked(s))
+        else:
+            acked(s)
 """
 
 
-@pytest.mark.parametrize("policy", ["always", "group"])
-def test_kill_9_keeps_every_acknowledged_record(tmp_path, policy):
-    proc = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, policy, str(tmp_path)],
+@pytest.mark.parametrize("policy,batch", [("always", 1), ("group", 1), ("none", 8), ("group", 8)])
+def test_kill_9_keeps_every_acknowledged_record(tmp_path, policy, batch):
+    proc = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, policy, str(tmp_path), str(batch)],
                             stdout=subprocess.PIPE, cwd=ROOT, text=True)
     acked = []
     try:
