@@ -101,7 +101,7 @@ QUOTE_DTYPE = np.dtype([
 
 # ---------------------------------------------------------------- helpers
 
-cdef inline bint _before(const Msg* a, const Msg* b) noexcept nogil:
+cdef inline bint _before(const HeapKey* a, const HeapKey* b) noexcept nogil:
     return a.ts < b.ts or (a.ts == b.ts and a.seq < b.seq)
 
 
@@ -562,6 +562,8 @@ cdef class MarketLoop:
         self.rtt_ewma = NULL
         self.rtt_n = self.rtt_sum = NULL
         self.heap = NULL
+        self.pool = NULL
+        self.pool_free = NULL
         self.children = NULL
         self.cum_qty = self.cum_notional2 = NULL
         self.sample_buf = NULL
@@ -668,13 +670,12 @@ cdef class MarketLoop:
             # Filled up front, so the first order does not pay for the batch.
             self._fill_latency(<int>v)
         self.now = start_ts
-        self.heap_cap = 64
-        self.heap_n = 0
-        self.heap = <Msg*>PyMem_Malloc(self.heap_cap * sizeof(Msg))
+        self.heap_cap = self.heap_n = self.n_pool_free = 0
+        self._grow_heap()
         self.children_cap = 64
         self.n_children = 0
         self.children = <Child*>PyMem_Malloc(self.children_cap * sizeof(Child))
-        if self.heap == NULL or self.children == NULL:
+        if self.children == NULL:
             raise MemoryError()
         self.owners = []
         self.timer_cbs = []
@@ -714,6 +715,8 @@ cdef class MarketLoop:
         PyMem_Free(self.rtt_n)
         PyMem_Free(self.rtt_sum)
         PyMem_Free(self.heap)
+        PyMem_Free(self.pool)
+        PyMem_Free(self.pool_free)
         PyMem_Free(self.children)
         PyMem_Free(self.cum_qty)
         PyMem_Free(self.cum_notional2)
@@ -725,27 +728,49 @@ cdef class MarketLoop:
 
     # ------------------------------------------------------------ heap
 
+    cdef int _grow_heap(self) except -1:
+        """Double the heap, its message pool and the free-slot stack (new slots free)."""
+        cdef Py_ssize_t old = self.heap_cap, cap, k
+        cap = old
+        self.heap = <HeapKey*>_grow(self.heap, &cap, old + 1, sizeof(HeapKey))
+        cap = old
+        self.pool = <Msg*>_grow(self.pool, &cap, old + 1, sizeof(Msg))
+        cap = old
+        self.pool_free = <Py_ssize_t*>_grow(self.pool_free, &cap, old + 1, sizeof(Py_ssize_t))
+        self.heap_cap = cap
+        for k in range(cap - 1, old - 1, -1):
+            self.pool_free[self.n_pool_free] = k
+            self.n_pool_free += 1
+        return 0
+
     cdef int _push(self, Msg* m) except -1:
-        cdef Py_ssize_t i, parent
+        cdef Py_ssize_t i, parent, slot
+        cdef HeapKey key
         if self.heap_n == self.heap_cap:
-            self.heap = <Msg*>_grow(self.heap, &self.heap_cap, self.heap_n + 1, sizeof(Msg))
+            self._grow_heap()
         self.msg_seq += 1
         m.seq = self.msg_seq
+        self.n_pool_free -= 1
+        slot = self.pool_free[self.n_pool_free]
+        self.pool[slot] = m[0]
+        key.ts, key.seq, key.slot = m.ts, m.seq, slot
         i = self.heap_n
         self.heap_n += 1
         while i > 0:
             parent = (i - 1) >> 1
-            if not _before(m, &self.heap[parent]):
+            if not _before(&key, &self.heap[parent]):
                 break
             self.heap[i] = self.heap[parent]
             i = parent
-        self.heap[i] = m[0]
+        self.heap[i] = key
         return 0
 
     cdef void _pop(self, Msg* out) noexcept:
         cdef Py_ssize_t i = 0, child, n
-        cdef Msg* last
-        out[0] = self.heap[0]
+        cdef HeapKey* last
+        out[0] = self.pool[self.heap[0].slot]
+        self.pool_free[self.n_pool_free] = self.heap[0].slot
+        self.n_pool_free += 1
         self.heap_n -= 1
         n = self.heap_n
         if n == 0:
