@@ -110,6 +110,13 @@ class Handler:
         """
         release()
 
+    def record_sent(self, session: "Session", frame: bytes) -> None:
+        """Every frame a session sends passes here once, before ``flush``.
+
+        The pipeline journals it (seq included), so that recovery restores
+        each session's sequence number and resend ring exactly. Default: no-op.
+        """
+
     def on_session_timeout(self, session: "Session") -> None:
         """The session's peer has been silent for ``heartbeat_timeout_ms``.
 
@@ -208,7 +215,9 @@ class Session:
         stamped = msgspec.structs.replace(msg, seq=self._seq)
         self._ring.append(stamped)
         frame = self._listener.encoder.encode(stamped)
-        self._listener.server._queue(self, frame)
+        server = self._listener.server
+        server.handler.record_sent(self, frame)
+        server._queue(self, frame)
         return frame
 
     def reject(self, reason: int, text: str, *, ref_type: str | None = None,
@@ -626,6 +635,31 @@ class IntakeServer:
         self.sessions[session.session_id] = session
         self.metrics.sessions.set(len(self.sessions))
         log.info("intake: session %s opened by %s", session.session_id, ent.name)
+        return session
+
+    def restore_session(self, session_id: str, principal: str, seq: int,
+                        messages: Iterable[Response]) -> Session | None:
+        """Re-create a session recovered from the journal, detached until its client resumes.
+
+        The client resumes it as after any reconnect (``ResendRequest`` with
+        ``session_id``, from the same key) and gets what it missed; new
+        messages continue after ``seq``. Returns None when no endpoint of the
+        session's kind (CURVE or plaintext) is configured any more.
+        """
+        curve = bool(principal)
+        listener = next((lst for lst in self._listeners if lst.curve == curve), None)
+        if listener is None:
+            log.warning("intake: session %s not restored: no %s endpoint", session_id,
+                        "CURVE" if curve else "plaintext")
+            return None
+        ent = self._entitlement_of(principal, curve)
+        session = Session(listener, None, principal, ent.name, ent.accounts, ent.admin,
+                          self.config.resend_ring_size, time.monotonic_ns())
+        session.session_id = session_id
+        session._seq = seq
+        session._ring.extend(messages)
+        self.sessions[session_id] = session
+        self.metrics.sessions.set(len(self.sessions))
         return session
 
     def _evict_one(self) -> bool:

@@ -184,18 +184,24 @@ class Pipeline(Handler):
             request=request))
 
     def _send(self, session_id: str, msg) -> None:
-        """Send an outbound message and journal the exact frame sent.
+        """Send an outbound message; it is journaled as sent (see :meth:`record_sent`).
 
         The session stamps its sequence number and holds the frame until
         intake's flush, which calls :meth:`flush` first: the record is in the
-        journal before the client can see the message.
+        journal before the client can see the message. A message for a
+        session intake no longer has is journaled all the same (the order
+        state it reports is answered by ``OrderStatusRequest``).
         """
         session = self.sessions.get(session_id)
         if session is not None:
-            event = msgspec.Raw(session.send_frame(msg))
+            session.send(msg)
         else:
-            event = msg
-        self.journal.append_msg(RecordKind.EVENT, JournalEvent(session_id=session_id, event=event))
+            self.journal.append_msg(RecordKind.EVENT, JournalEvent(session_id=session_id, event=msg))
+
+    def record_sent(self, session: Session, frame: bytes) -> None:
+        """Journal the exact frame a session sends (its seq included)."""
+        self.journal.append_msg(RecordKind.EVENT, JournalEvent(
+            session_id=session.session_id, event=msgspec.Raw(frame)))
 
     def flush(self, release: Callable[[], None]) -> None:
         """Write this wake-up's journal records, then let intake send (see ``Handler.flush``).

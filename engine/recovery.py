@@ -5,8 +5,11 @@ has dropped a torn last record and before intake opens. The journal holds
 every command and every outcome; the outcomes (execution reports) are the
 state's history, so replaying them rebuilds exactly what clients were told:
 the order table (ids, client ids, quantities, fills, stages), the fills per
-account for trade history, and the risk engine's exposure (positions,
-working orders, cash used, daily counters).
+account for trade history, the risk engine's exposure (positions,
+working orders, cash used, daily counters), and each client session's
+sequence number with its last messages (the journal keeps every frame as
+sent, seq included), so a client that reconnects after the restart resumes
+its session with a ``ResendRequest`` and misses nothing.
 
 Risk is rebuilt by replaying the same calls the pipeline made (``check_new``
 for each accepted order, ``on_fill``, ``on_cancel``, ``on_replace``) under a
@@ -20,6 +23,7 @@ children are gone, exactly like a venue that cancels on disconnect.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from decimal import Decimal
@@ -39,6 +43,15 @@ from ext.router import STRAT_AUTO
 log = logging.getLogger(__name__)
 
 
+class RecoveredSession(NamedTuple):
+    """A client session as the journal left it: for ``IntakeServer.restore_session``."""
+
+    session_id: str
+    principal: str
+    seq: int
+    messages: list   # the last messages sent (oldest first), each with its seq
+
+
 class Recovered(NamedTuple):
     """What recovery found."""
 
@@ -47,6 +60,11 @@ class Recovered(NamedTuple):
     working: int
     fills: int
     rerouted: int
+    sessions: list[RecoveredSession] = []
+
+    def summary(self) -> dict:
+        """The counts, for the log."""
+        return {**self._asdict(), "sessions": len(self.sessions)}
 
 
 def _permissive(table: dict) -> dict:
@@ -68,8 +86,12 @@ def _px_x2(inst, price: str) -> int:
     return int(value)
 
 
-def recover(pipeline, journal_dir) -> Recovered:
-    """Replay the journal in ``journal_dir`` into ``pipeline``; returns a summary."""
+def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
+    """Replay the journal in ``journal_dir`` into ``pipeline``; returns a summary.
+
+    ``ring_size``: how many of each session's last messages to keep for
+    resends (intake's ``resend_ring_size``).
+    """
     risk, table = pipeline.risk, pipeline.orders
     live_config = risk.config
     risk.reload(_permissive(live_config), 0, "recovery")
@@ -77,18 +99,26 @@ def recover(pipeline, journal_dir) -> Recovered:
     new_orders: dict[tuple[str, str], NewOrder] = {}
     records = fills = 0
     max_exec = 0
+    principals: dict[str, str] = {}
+    sent: dict[str, collections.deque] = {}
     for rec in JournalReader(journal_dir).records(1):
         records += 1
         if rec.kind not in (RecordKind.COMMAND, RecordKind.EVENT):
             continue
         payload = rec.decode(decoder)
         if isinstance(payload, JournalCommand):
+            principals[payload.session_id] = payload.principal
             req = payload.request
             for order in (req.orders if isinstance(req, BulkNewOrders) else
                           (req,) if isinstance(req, NewOrder) else ()):
                 new_orders[(order.account, order.cl_ord_id)] = order
             continue
         report = payload.event if isinstance(payload, JournalEvent) else None
+        if report is not None and report.seq:
+            ring = sent.get(payload.session_id)
+            if ring is None:
+                ring = sent[payload.session_id] = collections.deque(maxlen=ring_size)
+            ring.append(report)
         if not isinstance(report, ExecutionReport):
             continue
         fills += _apply(pipeline, payload.session_id, report, new_orders, rec.ts_ns)
@@ -98,9 +128,11 @@ def recover(pipeline, journal_dir) -> Recovered:
     table.next_order_id = max(table.by_id, default=0) + 1
     risk.reload(live_config, time.time_ns(), "recovery")
     rerouted = _reroute(pipeline)
-    result = Recovered(records, len(table), len(table.working()), fills, rerouted)
+    sessions = [RecoveredSession(sid, principals.get(sid, ""), ring[-1].seq, list(ring))
+                for sid, ring in sent.items()]
+    result = Recovered(records, len(table), len(table.working()), fills, rerouted, sessions)
     if records:
-        log.info("recovery: %s", result._asdict())
+        log.info("recovery: %s", result.summary())
     return result
 
 
@@ -115,12 +147,16 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         req = new_orders.get((report.account, report.cl_ord_id))
         if req is None or inst is None or report.orig_cl_ord_id is not None:
             return 0
+        rejected = report.exec_type == ExecType.REJECTED
+        # A refused order's price or quantity may be exactly why it was
+        # refused (off tick, off lot): it is recreated with none.
         order = table.create(report.cl_ord_id, session_id, report.account, report.symbol,
                              int(req.side), int(req.ord_type), int(req.time_in_force),
-                             inst.price_to_ticks(req.price) if req.price else 0,
-                             inst.qty_to_lots(req.qty), ts, order_id=int(report.order_id))
+                             inst.price_to_ticks(req.price) if req.price and not rejected else 0,
+                             0 if rejected else inst.qty_to_lots(req.qty), ts,
+                             order_id=int(report.order_id))
         order.last_report = report
-        if report.exec_type == ExecType.REJECTED:
+        if rejected:
             order.reject(report.reject_reason, report.text or "", ts)
             return 0
         for stage in (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED):

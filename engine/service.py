@@ -105,8 +105,9 @@ class EngineService:
         self.pipeline = Pipeline(instruments=instruments, risk=risk, router=router,
                                  venues=self.venues, journal=self.journal, metrics=self.metrics,
                                  reload_limits=self._reload_limits)
-        await self.venues.start()
-        self.recovered = recover(self.pipeline, cfg.journal.dir)
+        # Recovery runs before the venues' clock starts: rerouted orders'
+        # reports can only come back once the sessions they belong to exist.
+        self.recovered = recover(self.pipeline, cfg.journal.dir, cfg.intake.resend_ring_size)
         # Gateways follow the journal from their own processes: they are
         # handed its directory and never touch the loop.
         self.gateways = gateways.from_config(cfg.gateways, cfg.journal.dir,
@@ -115,6 +116,11 @@ class EngineService:
             gateway.start()
         self.intake = IntakeServer.from_config(cfg, self.pipeline, metrics=self.metrics)
         await self.intake.start()
+        for rs in self.recovered.sessions:
+            session = self.intake.restore_session(rs.session_id, rs.principal, rs.seq, rs.messages)
+            if session is not None:
+                self.pipeline.sessions[rs.session_id] = session
+        await self.venues.start()
         if cfg.metrics.port:
             self.metrics_server = MetricsServer(self.metrics, cfg.metrics.host, cfg.metrics.port,
                                                 health=self._health).start()

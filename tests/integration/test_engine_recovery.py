@@ -15,7 +15,7 @@ import signal
 import time
 
 from engine.client import Client
-from engine.messages import (ExecType, ExecutionReport, OrderStatusReply, Reject,
+from engine.messages import (ExecType, ExecutionReport, HeartbeatAck, OrderStatusReply, Reject,
                              TradeHistoryReply)
 from tests.integration.engine_harness import config_text, free_port, start_subprocess
 
@@ -118,3 +118,50 @@ def seen_account(seen, exec_id):
         if r.order_id == order_id:
             return r.account
     return None
+
+
+def test_session_sequence_numbers_survive_kill_9(tmp_path):
+    """After kill -9 and a restart, a client resumes its session: what it missed comes
+    again with the same seqs, and new messages continue after the last one sent."""
+    port = free_port()
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text(config_text(port, tmp_path / "journal"))
+    endpoint = f"tcp://127.0.0.1:{port}"
+    proc = start_subprocess(cfg, tmp_path / "engine.log")
+    try:
+        with Client(endpoint) as client:
+            client.heartbeat(test_req_id="hello")
+            client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+            session_id = client.session_id
+            for i in range(4):
+                client.new_order("AAA", "buy", "1", f"49.{50 + i}", account="DEMO1",
+                                 cl_ord_id=f"s{i}")
+            client.new_order("AAA", "buy", "1", "1.005", account="DEMO1", cl_ord_id="bad")
+            got = client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                                    and m.cl_ord_id == "bad", 5)
+            time.sleep(0.2)
+            got += client.drain(0.2)
+            before = [(m.seq, type(m).__name__, getattr(m, "cl_ord_id", None)) for m in got]
+            last_seq = client.last_seq
+        assert last_seq >= 6 and [s for s, _, _ in before] == list(range(2, last_seq + 1))
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    proc = start_subprocess(cfg, tmp_path / "engine.log")
+    try:
+        with Client(endpoint) as client:
+            # Resume as if only the first two messages had arrived before the crash.
+            client.resume(session_id, 2)
+            replay = client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+            again = [(m.seq, type(m).__name__, getattr(m, "cl_ord_id", None))
+                     for m in replay[:-1]]
+            assert again == [b for b in before if b[0] > 2]
+            ack = replay[-1]
+            assert ack.session_id == session_id and ack.seq == last_seq + 1
+            client.new_order("AAA", "buy", "1", "49.10", account="DEMO1", cl_ord_id="after")
+            new = client.recv_until(lambda m: isinstance(m, ExecutionReport), 5)[-1]
+            assert new.cl_ord_id == "after" and new.seq == last_seq + 2
+            assert client.gaps == [] and client.lost == []
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
