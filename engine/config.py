@@ -92,8 +92,11 @@ class IntakeConfig(_Section):
         Sessions beyond this are refused (the oldest idle one is evicted first).
         Default 10000.
     drain_batch : int
-        Messages handled per wake-up before other loop callbacks get a turn
-        (the rest are handled in the next turn, not waited for). Default 4096.
+        Messages handled per wake-up before their replies are flushed (one
+        journal write, then the sends) and other loop callbacks get a turn
+        (the rest are handled in the next turn, not waited for). Larger
+        batches cost fewer system calls; smaller ones hold the first reply
+        of a burst for less time. Default 64.
     send_hwm, recv_hwm : int
         ZeroMQ high-water marks of the ROUTER sockets. Default 100000.
     """
@@ -109,7 +112,7 @@ class IntakeConfig(_Section):
     resend_ring_size: PositiveInt = 10000
     session_retention_s: PositiveInt = 3600
     max_sessions: PositiveInt = 10000
-    drain_batch: PositiveInt = 4096
+    drain_batch: PositiveInt = 64
     send_hwm: PositiveInt = 100000
     recv_hwm: PositiveInt = 100000
 
