@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("engine.cmd_serve", "run the engine (default: on the embedded simulator)"),
     "book-demo": ("engine.cmd_book_demo", "replay a small deterministic order stream through the book"),
     "journal": ("engine.cmd_journal", "verify a journal's checksums and hash chain, or export it to Parquet"),
+    "keys": ("engine.cmd_keys", "generate CURVE key pairs for the intake endpoints, or show a public key"),
     "client": ("engine.cmd_client", "send one request to a running engine and print the answers"),
     "sim": ("sim.cmd_sim", "run a backtest: parent orders, an execution strategy, simulated venues"),
     "bench": ("benchmarks.harness", "run every benchmark and write bench-report/ (report, plots, results.json)"),

@@ -47,3 +47,33 @@ def test_demo_runs_the_engine_on_the_simulator(tmp_path):
     for reason in ("OFF_TICK", "MAX_ORDER_QTY", "INSUFFICIENT_POSITION"):
         assert reason in text
     assert (tmp_path / "journal").is_dir()
+
+
+def test_keys_generate_and_show(tmp_path):
+    keys = tmp_path / "keys"
+    out = kronos("keys", "generate", "algo-1", "--dir", str(keys), "--accounts", "ACC1,ACC2")
+    assert out.returncode == 0, out.stderr
+    public = out.stdout.split()[2]
+    assert len(public) == 40  # Z85 of 32 bytes
+    assert (keys / "algo-1.key_secret").stat().st_mode & 0o077 == 0
+    shown = kronos("keys", "show", str(keys / "algo-1.key"))
+    assert shown.returncode == 0 and shown.stdout.strip() == public
+    # The printed table is valid configuration naming this key and its accounts.
+    from engine.config import parse_config
+    from engine.intake import client_public_key
+    table = out.stdout[out.stdout.index("[[security.clients]]"):]
+    server = kronos("keys", "generate", "server", "--dir", str(keys))
+    assert server.returncode == 0, server.stderr
+    cfg = parse_config(f"""
+[intake]
+endpoints = ["tcp://127.0.0.1:7999"]
+[security]
+server_secret_key_file = "{keys / 'server.key_secret'}"
+{table}""", base_dir=tmp_path, source="printed")
+    client = cfg.security.clients[0]
+    assert client.name == "algo-1" and client.accounts == ["ACC1", "ACC2"]
+    assert client_public_key(client) == public
+    # An existing pair is never overwritten by accident.
+    again = kronos("keys", "generate", "algo-1", "--dir", str(keys))
+    assert again.returncode == 1 and "exists" in again.stderr
+    assert kronos("keys", "show", str(keys / "algo-1.key")).stdout.strip() == public
