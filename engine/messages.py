@@ -288,9 +288,29 @@ class ExecutionReport(_Response, gc=False):
     text: Text | None = None
 
 
+class StageTime(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One step of an order through the pipeline (``OrderStatusReply.stages``)."""
+
+    stage: str     # RECEIVED, VALIDATED, RISK_CHECKED, ROUTED, PARTIALLY_FILLED, FILLED, ...
+    time: Nanos
+
+
+class ChildState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One child order the engine sent to a venue for a client order."""
+
+    child_id: Label
+    venue: Label
+    price: DecimalStr | None   # None: market or midpoint peg
+    qty: DecimalStr
+    cum_qty: DecimalStr
+    done: bool
+
+
 class OrderStatusReply(_Response):
     """Answer to ``OrderStatusRequest``: the order's latest report, if known.
 
+    With it, the order's way through the pipeline (``stages``, each with its
+    time) and its child orders at the venues (``children``, oldest first).
     ``found`` false comes with ``reject_reason`` UNKNOWN_CL_ORD_ID.
     """
 
@@ -298,6 +318,8 @@ class OrderStatusReply(_Response):
     account: Account
     found: bool
     report: ExecutionReport | None = None
+    stages: list[StageTime] = []
+    children: list[ChildState] = []
     reject_reason: int = 0
     reject_name: str | None = None
     text: Text | None = None

@@ -24,10 +24,10 @@ import msgspec
 from engine.intake import Handler, Session
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
-    AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, JournalCommand, JournalEvent,
-    KillSwitch, NewOrder, OrderStatusReply, OrdType, ReloadLimits, Replace, Request,
-    TradeFill, TradeHistoryReply, TradeHistoryRequest, OrderStatusRequest, make_reject,
-    reject_name,
+    AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, ExecutionReport, JournalCommand,
+    JournalEvent, KillSwitch, NewOrder, OrderStatusReply, OrderStatusRequest, OrdType,
+    ReloadLimits, Replace, Request, StageTime, TradeFill, TradeHistoryReply, TradeHistoryRequest,
+    make_reject, reject_name,
 )
 from engine.orders import Child, Order, OrderTable, Stage, execution_report, half_ticks_to_price
 from ext.instrument import ConversionError, Instrument
@@ -562,8 +562,16 @@ class Pipeline(Handler):
                                    text=f"no order {req.cl_ord_id!r} for account {req.account}",
                                    transact_time=time.time_ns())
         else:
-            msg = OrderStatusReply(cl_ord_id=req.cl_ord_id, account=req.account, found=True,
-                                   report=order.last_report, transact_time=time.time_ns())
+            inst = self._instrument(order.symbol)
+            msg = OrderStatusReply(
+                cl_ord_id=req.cl_ord_id, account=req.account, found=True,
+                report=order.last_report, transact_time=time.time_ns(),
+                stages=[StageTime(stage=stage.name, time=t) for stage, t in order.transitions],
+                children=[ChildState(child_id=str(c.child_id), venue=c.venue,
+                                     price=inst.ticks_to_price(c.price) if c.price else None,
+                                     qty=inst.lots_to_qty(c.qty),
+                                     cum_qty=inst.lots_to_qty(c.cum_qty), done=c.done)
+                          for c in order.children.values()])
         self._send(session.session_id, msg)
 
     def _history(self, session: Session, req: TradeHistoryRequest) -> None:

@@ -168,6 +168,12 @@ def test_status_and_trade_history(engine, client):
     client.status("h1", account="DEMO2")
     st = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
     assert st.found and st.report.ord_status == OrdStatus.FILLED and st.report.cum_qty == "30"
+    # Its way through the pipeline, and its child at the venue, are part of the state.
+    assert [s.stage for s in st.stages] == ["RECEIVED", "VALIDATED", "RISK_CHECKED", "ROUTED",
+                                            "FILLED"]
+    assert all(a.time <= b.time for a, b in zip(st.stages, st.stages[1:]))
+    assert [(c.price, c.qty, c.cum_qty, c.done) for c in st.children] == \
+        [("120", "30", "30", True)] and st.children[0].venue
     client.history("DEMO1", t0, time.time_ns() + 10**9)
     hist = client.recv_until(lambda m: isinstance(m, TradeHistoryReply), 5)[-1]
     assert [(f.cl_ord_id, f.last_qty, f.last_px, f.symbol) for f in hist.fills] == \
