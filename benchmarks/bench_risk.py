@@ -4,10 +4,14 @@
 
 Both implementations get the same config and the same calls in the same run:
 
-* ``check_new``: a stream of new orders only (about nine in ten pass; the
+* ``engine_path``: a stream of new orders only (about eight in ten pass; the
   rest trip fat-finger, collar, position, buying-power, duplicate-id and
-  duplicative checks), each through the Python-facing method the engine will
-  call per order, with the ints already converted.
+  duplicative checks), each through the call the engine makes per order:
+  ``SessionGate.check_new`` of the order's session (``risk.session_gate``,
+  made once per session), ten Python ints per call, already converted from
+  the client's decimals. The reference gets the same calls on its own gates.
+* ``check_new``: the same stream through ``RiskEngine.check_new`` (eleven
+  ints, the session index passed each time), as replay and tests call it.
 * ``lifecycle``: new orders interleaved with the fills and cancels that follow
   them (full fills, partial fill then cancel, cancel), per order.
 * ``batch_c``: the check_new stream through ``check_new_batch`` (the whole
@@ -158,6 +162,21 @@ def run_checks(engine, orders) -> int:
     return time.perf_counter_ns() - t0
 
 
+def gate_calls(engine, orders) -> list[tuple]:
+    """(bound ``check_new`` of the order's session gate, its ten arguments) per
+    order, as the engine holds one gate per connected session (untimed)."""
+    checks = [engine.session_gate(f"S{a:02d}").check_new for a in range(N_ACCOUNTS)]
+    return [(checks[o[1]], (o[0],) + o[2:]) for o in orders]
+
+
+def run_gates(engine, orders) -> int:
+    calls = gate_calls(engine, orders)
+    t0 = time.perf_counter_ns()
+    for check, args in calls:
+        check(*args)
+    return time.perf_counter_ns() - t0
+
+
 def run_lifecycle(engine, ops) -> int:
     check, fill, cancel = engine.check_new, engine.on_fill, engine.on_cancel
     t0 = time.perf_counter_ns()
@@ -227,8 +246,14 @@ def main(argv=None) -> int:
     results = [core.check_new(*o) for o in orders]
     assert results == [ref.check_new(*o) for o in orders], "core and reference disagree"
     pass_fraction = results.count(0) / len(results)
+    gated = fresh(RiskEngine, config)
+    assert [check(*args) for check, args in gate_calls(gated, orders)] == results, \
+        "session gates and check_new disagree"
 
     hint = len(orders) + N_ACCOUNTS * N_INSTRUMENTS
+    t_gate, t_gate_ref = best_pair(lambda: run_gates(fresh(RiskEngine, config, hint), orders),
+                                   lambda: run_gates(fresh(RiskReference, config), orders),
+                                   core_repeats, ref_repeats)
     t_core, t_ref = best_pair(lambda: run_checks(fresh(RiskEngine, config, hint), orders),
                               lambda: run_checks(fresh(RiskReference, config), orders),
                               core_repeats, ref_repeats)
@@ -252,6 +277,9 @@ def main(argv=None) -> int:
     figures = {
         "orders": m,
         "pass_fraction": round(pass_fraction, 4),
+        "ns_per_order_engine_path": round(t_gate / m, 1),
+        "ns_per_order_engine_path_reference": round(t_gate_ref / m, 1),
+        "ratio_engine_path_vs_reference": round(t_gate_ref / t_gate, 1),
         "ns_per_check_new": round(t_core / m, 1),
         "ns_per_check_new_reference": round(t_ref / m, 1),
         "ratio_check_new_vs_reference": round(t_ref / t_core, 1),
@@ -265,6 +293,8 @@ def main(argv=None) -> int:
     print(f"risk benchmark: {m} orders ({pass_fraction:.1%} pass), {N_ACCOUNTS} accounts x "
           f"{N_INSTRUMENTS} instruments, best of {core_repeats} (reference {ref_repeats})")
     print(f"{'figure':<34}{'core ns':>10}{'reference ns':>14}{'ratio':>9}")
+    print(f"{'engine path: SessionGate.check_new':<34}{figures['ns_per_order_engine_path']:>10}"
+          f"{figures['ns_per_order_engine_path_reference']:>14}{figures['ratio_engine_path_vs_reference']:>8}x")
     print(f"{'check_new via Python call':<34}{figures['ns_per_check_new']:>10}"
           f"{figures['ns_per_check_new_reference']:>14}{figures['ratio_check_new_vs_reference']:>8}x")
     print(f"{'lifecycle per order (new+fills)':<34}{figures['ns_per_order_lifecycle']:>10}"

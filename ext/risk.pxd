@@ -205,6 +205,7 @@ cdef class RiskEngine:
     cdef int64_t dup_purge_at
     cdef DupEntry* dup_hit           # bucket the last duplicative check looked at
     cdef DupEntry* dup_reuse         # first expired bucket on that probe path, or NULL
+    cdef int64_t dup_home            # home bucket of the order check_new_c is checking
 
     cdef RejectDetail detail
     # Names of the call in progress, copied into ``detail`` only on a reject.
@@ -254,13 +255,17 @@ cdef class RiskEngine:
     cdef int _grow_orders(self, int32_t cap) except -1
     cdef int _set_order_index(self, int64_t size) except -1
     cdef int32_t _find(self, int64_t key) noexcept
+    cdef int64_t _index_vacancy(self, int64_t key, int64_t h) noexcept
     cdef int _index_insert(self, int64_t key, int32_t slot) noexcept
     cdef int _index_remove(self, int64_t key) noexcept
     cdef int _set_clord(self, int64_t size) except -1
     cdef int _clord_add(self, int32_t session, int64_t cl_ord_hash) except -1
+    cdef int _clord_add_at(self, int32_t session, int64_t cl_ord_hash, int64_t h) except -1
     cdef int _set_dup(self, int64_t size) except -1
     cdef DupEntry* _dup_find(self, int32_t account, int32_t instrument, int side,
                              int64_t qty, int64_t price, int64_t now_ns) noexcept
+    cdef DupEntry* _dup_find_at(self, int32_t account, int32_t instrument, int side,
+                                int64_t qty, int64_t price, int64_t now_ns, int64_t h) noexcept
     cdef int _dup_record(self, int32_t account, int32_t instrument, int side,
                          int64_t qty, int64_t price, int64_t now_ns, DupEntry* found) except -1
     cdef int _dup_purge(self, int64_t now_ns) noexcept
@@ -278,3 +283,14 @@ cdef class RiskEngine:
     cdef str _name(self, list names, int32_t index)
     cdef str _show(self, int measure, int64_t value, str symbol)
     cdef str _money_unit_text(self)
+
+
+@cython.final
+cdef class SessionGate:
+    """A client session's per-order entry point (``RiskEngine.session_gate``)."""
+    cdef RiskEngine risk
+    cdef readonly int32_t session
+    cdef readonly str name
+
+    @staticmethod
+    cdef SessionGate new(RiskEngine risk, int32_t session, str name)

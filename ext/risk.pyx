@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, binding=False
 """Pre-trade risk: the gate every order passes between intake and the router.
 
 The engine resolves account, instrument and session names to small integers
@@ -24,6 +24,7 @@ import logging
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
+cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, int32_t, uint8_t, uint16_t, uint64_t
 from libc.string cimport memset, memcpy
@@ -77,6 +78,50 @@ cdef extern from *:
         return v > (__int128)INT64_MAX ? INT64_MAX : (int64_t)v;
     }
     static inline void kx_prefetch(const void *p) { __builtin_prefetch(p, 1, 3); }
+    /* Argument conversion of the per-order entry points. Cython's generic
+       conversion costs ~28 instructions per int argument; these take the
+       exact-int fast paths inline (1 to 3 digits: small ints, prices,
+       nanosecond times, 64-bit hashes) and leave anything else (int
+       subclasses, __index__ objects, out-of-range values) to
+       PyLong_AsLongLong, which raises as Cython's conversion would. A failure
+       sets *bad and leaves the exception set. */
+    static int64_t kx_arg_slow(PyObject *o, int *bad) {
+        long long v = PyLong_AsLongLong(o);
+        if (v == -1 && PyErr_Occurred()) *bad = 1;
+        return (int64_t)v;
+    }
+    static inline int64_t kx_arg(PyObject *o, int *bad) {
+        if (__builtin_expect(PyLong_CheckExact(o), 1)) {
+    #if PY_VERSION_HEX < 0x030C0000
+            const digit *d = ((PyLongObject *)o)->ob_digit;
+            switch (Py_SIZE(o)) {
+                case 0: return 0;
+                case 1: return (int64_t)d[0];
+                case -1: return -(int64_t)d[0];
+    #if PyLong_SHIFT == 30
+                case 2: return (int64_t)(((uint64_t)d[1] << 30) | d[0]);
+                case -2: return -(int64_t)(((uint64_t)d[1] << 30) | d[0]);
+                case 3:
+                    if (d[2] < 8) return (int64_t)(((uint64_t)d[2] << 60) | ((uint64_t)d[1] << 30) | d[0]);
+                    break;
+                case -3:
+                    if (d[2] < 8) return -(int64_t)(((uint64_t)d[2] << 60) | ((uint64_t)d[1] << 30) | d[0]);
+                    break;
+    #endif
+            }
+    #else
+            if (PyUnstable_Long_IsCompact((PyLongObject *)o))
+                return (int64_t)PyUnstable_Long_CompactValue((PyLongObject *)o);
+    #endif
+        }
+        return kx_arg_slow(o, bad);
+    }
+    /* 1 if v does not fit an int32 (checked once for all such arguments). */
+    static inline int kx_not_i32(int64_t v) { return (uint64_t)(v + 0x80000000LL) > 0xffffffffULL; }
+    static int kx_arg_range(void) {
+        PyErr_SetString(PyExc_OverflowError, "value too large to convert to int32_t");
+        return -1;
+    }
     /* splitmix64 finaliser: spreads keys over an open-addressing table. */
     static inline uint64_t kx_mix(uint64_t x) {
         x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
@@ -91,6 +136,9 @@ cdef extern from *:
     int64_t kx_muldiv(int64_t a, int64_t b, int64_t c) noexcept nogil
     uint64_t kx_mix(uint64_t x) noexcept nogil
     void kx_prefetch(const void* p) noexcept nogil
+    int64_t kx_arg(object o, int* bad) noexcept
+    bint kx_not_i32(int64_t v) noexcept nogil
+    int kx_arg_range() except -1
 
 _log = logging.getLogger("kronos.risk")
 
@@ -511,6 +559,15 @@ cdef class RiskEngine:
             h = (h + 1) & self.omask
         return -1
 
+    cdef int64_t _index_vacancy(self, int64_t key, int64_t h) noexcept:
+        """The empty bucket where ``key`` would go (probing from its home ``h``),
+        or -1 if it is already there."""
+        while self.oindex[h].slot >= 0:
+            if self.oindex[h].key == key:
+                return -1
+            h = (h + 1) & self.omask
+        return h
+
     cdef int _index_insert(self, int64_t key, int32_t slot) noexcept:
         cdef int64_t h = <int64_t>(kx_mix(<uint64_t>key) & <uint64_t>self.omask)
         while self.oindex[h].slot >= 0:
@@ -557,7 +614,10 @@ cdef class RiskEngine:
 
     cdef int _clord_add(self, int32_t session, int64_t cl_ord_hash) except -1:
         """Record a cl_ord_id; 1 if the session had already used it today."""
-        cdef int64_t h = _clord_home(cl_ord_hash, session, self.clord_mask)
+        return self._clord_add_at(session, cl_ord_hash, _clord_home(cl_ord_hash, session, self.clord_mask))
+
+    cdef int _clord_add_at(self, int32_t session, int64_t cl_ord_hash, int64_t h) except -1:
+        """``_clord_add`` from the home bucket ``h`` the caller already hashed."""
         while self.clord[h].used:
             if self.clord[h].cl_ord_hash == cl_ord_hash and self.clord[h].session == session:
                 return 1
@@ -601,7 +661,12 @@ cdef class RiskEngine:
         entry may take that bucket instead (it lies on the same probe path),
         which keeps most inserts from growing the table.
         """
-        cdef int64_t h = _dup_home(account, instrument, side, qty, price, self.dup_mask)
+        return self._dup_find_at(account, instrument, side, qty, price, now_ns,
+                                 _dup_home(account, instrument, side, qty, price, self.dup_mask))
+
+    cdef DupEntry* _dup_find_at(self, int32_t account, int32_t instrument, int side,
+                                int64_t qty, int64_t price, int64_t now_ns, int64_t h) noexcept:
+        """``_dup_find`` from the home bucket ``h`` the caller already hashed."""
         cdef DupEntry* e
         self.dup_reuse = NULL
         while self.dup[h].used:
@@ -820,7 +885,8 @@ cdef class RiskEngine:
         # ---- duplicative order, open orders: only a new order adds one
         if is_new:
             if self.dup_window_ns > 0 and not (flags & FLAG_INTENDED_DUPLICATE):
-                dup = self._dup_find(account, instrument, side, qty, price, now_ns)
+                # check_new_c hashed the order already (for its prefetch).
+                dup = self._dup_find_at(account, instrument, side, qty, price, now_ns, self.dup_home)
                 self.dup_hit = dup          # check_new_c records into this bucket on a pass
                 if dup.used and now_ns < dup.expires_ns:
                     return self._reject(DUPLICATIVE_ORDER, LAYER_FIRM, M_NS, self.dup_window_ns,
@@ -919,6 +985,7 @@ cdef class RiskEngine:
         cdef int reason
         cdef int64_t value_price = 0, leaves_notional = 0
         cdef int32_t slot
+        cdef int64_t bucket, clord_home, order_home
         cdef WorkingOrder* o
         self.cur_session = session
         self.cur_account = account
@@ -927,10 +994,16 @@ cdef class RiskEngine:
             return self._reject(UNKNOWN_SESSION, LAYER_SESSION, M_NONE, 0, 0)
         # The three hash tables are large and probed at random: ask for their
         # buckets now, so the misses overlap each other and the checks below.
-        kx_prefetch(&self.clord[_clord_home(cl_ord_hash, session, self.clord_mask)])
-        kx_prefetch(&self.oindex[<int64_t>(kx_mix(<uint64_t>order_key) & <uint64_t>self.omask)])
+        # Each home bucket is hashed once here and handed to its probe below.
+        clord_home = _clord_home(cl_ord_hash, session, self.clord_mask)
+        order_home = <int64_t>(kx_mix(<uint64_t>order_key) & <uint64_t>self.omask)
+        kx_prefetch(&self.clord[clord_home])
+        kx_prefetch(&self.oindex[order_home])
+        if self.orders_free >= 0:
+            kx_prefetch(&self.orders[self.orders_free])     # the pool slot a pass will take
         if self.dup_window_ns > 0:
-            kx_prefetch(&self.dup[_dup_home(account, instrument, side, qty, price, self.dup_mask)])
+            self.dup_home = _dup_home(account, instrument, side, qty, price, self.dup_mask)
+            kx_prefetch(&self.dup[self.dup_home])
         # Throttle and cl_ord_id come first and apply to every message, even
         # one rejected further down: they guard the intake, not the exposure.
         reason = self._throttle(&self.sessions[session], now_ns)
@@ -940,11 +1013,16 @@ cdef class RiskEngine:
         # (hiding that probe's latency); a duplicate id still wins.
         reason = self._evaluate(account, instrument, side, ord_type, qty, qty, price, flags, now_ns,
                                 True, &value_price, &leaves_notional)
-        if self._clord_add(session, cl_ord_hash):
+        if self._clord_add_at(session, cl_ord_hash, clord_home):
             return self._reject(DUPLICATE_CL_ORD_ID, LAYER_SESSION, M_NONE, 0, 0)
         if reason:
             return reason
-        if self._find(order_key) >= 0:
+        if (self.n_orders + 1) * 2 > self.omask:
+            self._set_order_index((self.omask + 1) * 2)
+            order_home = <int64_t>(kx_mix(<uint64_t>order_key) & <uint64_t>self.omask)
+        # One probe both proves the key is not working and finds its bucket.
+        bucket = self._index_vacancy(order_key, order_home)
+        if bucket < 0:
             raise ValueError(f"order_key {order_key} is already working")
         # Passed: the order is working from now on.
         if self.dup_window_ns > 0:
@@ -952,8 +1030,6 @@ cdef class RiskEngine:
                              self.dup_hit if not (flags & FLAG_INTENDED_DUPLICATE) else NULL)
         if self.orders_free < 0:
             self._grow_orders(self.orders_cap * 2)
-        if (self.n_orders + 1) * 2 > self.omask:
-            self._set_order_index((self.omask + 1) * 2)
         slot = self.orders_free
         o = &self.orders[slot]
         self.orders_free = o.next_free
@@ -970,7 +1046,8 @@ cdef class RiskEngine:
         o.flags = <uint8_t>flags
         o.used = 1
         o.next_free = -1
-        self._index_insert(order_key, slot)
+        self.oindex[bucket].key = order_key
+        self.oindex[bucket].slot = slot
         self.n_orders += 1
         self._reserve(o, leaves_notional, True)
         return 0
@@ -1101,9 +1178,8 @@ cdef class RiskEngine:
         return 0
 
     # ------------------------------------------------------------ engine API
-    def check_new(self, int64_t order_key, int32_t session, int32_t account, int32_t instrument,
-                  int side, int ord_type, int64_t qty, int64_t price, int flags,
-                  int64_t cl_ord_hash, int64_t now_ns, /):
+    def check_new(self, order_key, session, account, instrument, side, ord_type, qty, price,
+                  flags, cl_ord_hash, now_ns, /):
         """Run every pre-trade check on a new order; on a pass it becomes working.
 
         Parameters
@@ -1141,10 +1217,16 @@ cdef class RiskEngine:
         Notes
         -----
         Arguments are positional only: keyword parsing would cost more than
-        half of the checks themselves.
+        half of the checks themselves. The engine's own per-order call is
+        :meth:`SessionGate.check_new` (``session_gate``), the same check with
+        the session bound once.
         """
-        return self.check_new_c(order_key, session, account, instrument, side, ord_type, qty,
-                                price, flags, cl_ord_hash, now_ns)
+        cdef int bad = 0
+        cdef int64_t s = kx_arg(session, &bad)
+        if bad:
+            return _arg_error()
+        return _check_new_args(self, s, order_key, account, instrument, side, ord_type, qty, price,
+                               flags, cl_ord_hash, now_ns)
 
     def check_new_batch(self, const int64_t[:, ::1] orders not None, uint16_t[::1] out not None):
         """``check_new`` over rows of an int64 array (columns ``BATCH_COLUMNS``).
@@ -1292,6 +1374,18 @@ cdef class RiskEngine:
     def instrument_index(self, str symbol):
         """Index of a configured instrument; raises KeyError if unknown."""
         return self._instrument_ix[symbol]
+
+    def session_gate(self, str name):
+        """The per-order entry point of one client session (registered on first use).
+
+        ``gate.check_new(order_key, account, instrument, side, ord_type, qty,
+        price, flags, cl_ord_hash, now_ns)`` is ``check_new`` with this
+        session's index bound: the engine makes one gate per session when it
+        connects and calls it per order, without resolving the session name
+        each time. Every check runs as in :meth:`check_new`.
+        """
+        cdef int32_t ix = self.session_index(name)
+        return SessionGate.new(self, ix, name)
 
     def session_index(self, str name):
         """Index of a client session, registering it on first use.
@@ -1747,6 +1841,89 @@ cdef class RiskEngine:
             e.used = 1
             e.account, e.instrument, e.side, e.qty, e.price, e.expires_ns = row
             self.dup_used += 1
+
+
+# ================================================================= per-order entry points
+cdef int _arg_error() except -1:
+    """Propagate the exception a conversion left set."""
+    return -1
+
+
+cdef inline object _check_new_args(RiskEngine risk, int64_t session, object order_key, object account,
+                                   object instrument, object side, object ord_type, object qty,
+                                   object price, object flags, object cl_ord_hash, object now_ns):
+    """Convert the Python ints of one new order and run ``check_new_c``."""
+    cdef int bad = 0
+    cdef int64_t key = kx_arg(order_key, &bad)
+    cdef int64_t acc = kx_arg(account, &bad)
+    cdef int64_t ins = kx_arg(instrument, &bad)
+    cdef int64_t sd = kx_arg(side, &bad)
+    cdef int64_t ot = kx_arg(ord_type, &bad)
+    cdef int64_t q = kx_arg(qty, &bad)
+    cdef int64_t px = kx_arg(price, &bad)
+    cdef int64_t fl = kx_arg(flags, &bad)
+    cdef int64_t cl = kx_arg(cl_ord_hash, &bad)
+    cdef int64_t now = kx_arg(now_ns, &bad)
+    if bad:
+        return _arg_error()
+    # One branch for every narrow argument (session, indices, enums, flags).
+    if (kx_not_i32(session) | kx_not_i32(acc) | kx_not_i32(ins) | kx_not_i32(sd)
+            | kx_not_i32(ot) | kx_not_i32(fl)):
+        return kx_arg_range()
+    return risk.check_new_c(key, <int32_t>session, <int32_t>acc, <int32_t>ins, <int>sd, <int>ot,
+                            q, px, <int>fl, cl, now)
+
+
+@cython.final
+cdef class SessionGate:
+    """One client session's per-order entry point into a :class:`RiskEngine`.
+
+    Made by ``RiskEngine.session_gate(name)``, never directly. The engine
+    keeps one per connected session and calls :meth:`check_new` for each new
+    order. It holds the session index, so each call passes ten values instead
+    of eleven and the engine skips the ``session_index`` lookup per order.
+    """
+
+    def __init__(self):
+        raise TypeError("SessionGate is made by RiskEngine.session_gate(name)")
+
+    @staticmethod
+    cdef SessionGate new(RiskEngine risk, int32_t session, str name):
+        cdef SessionGate gate = SessionGate.__new__(SessionGate)
+        gate.risk = risk
+        gate.session = session
+        gate.name = name
+        return gate
+
+    def check_new(self, order_key, account, instrument, side, ord_type, qty, price, flags,
+                  cl_ord_hash, now_ns, /):
+        """Run every pre-trade check on a new order of this session.
+
+        Exactly ``risk.check_new(order_key, session, account, instrument,
+        side, ord_type, qty, price, flags, cl_ord_hash, now_ns)`` with this
+        gate's session: same checks in the same order, same reservation on a
+        pass, same reasons and ``last_reject()``.
+
+        Parameters
+        ----------
+        order_key, account, instrument, side, ord_type, qty, price, flags, cl_ord_hash, now_ns : int
+            As for :meth:`RiskEngine.check_new`.
+
+        Returns
+        -------
+        int
+            0 on a pass, else a ``RejectReason``.
+
+        Raises
+        ------
+        ValueError
+            If ``order_key`` is already working.
+        """
+        return _check_new_args(self.risk, self.session, order_key, account, instrument, side,
+                               ord_type, qty, price, flags, cl_ord_hash, now_ns)
+
+    def __repr__(self):
+        return f"<SessionGate {self.name!r} (session {self.session})>"
 
 
 # ================================================================= C helpers

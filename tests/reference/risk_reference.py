@@ -244,6 +244,9 @@ class RiskReference:
             self._set_throttle(self.sessions[name], fresh=True)
         return self.sessions[name]
 
+    def session_gate(self, name: str) -> "SessionGate":
+        return SessionGate(self, self.session_index(name), name)
+
     # ------------------------------------------------------------ checks
     def _reject(self, reason, layer=0, limit=0, value=0):
         self.detail = {"reason": reason, "layer": layer, "limit": limit, "value": value}
@@ -602,3 +605,15 @@ class RiskReference:
 
     def working_keys(self) -> list[int]:
         return sorted(self.orders)
+
+
+class SessionGate:
+    """``RiskEngine.session_gate``: ``check_new`` with the session bound."""
+
+    def __init__(self, risk: RiskReference, session: int, name: str):
+        self.risk, self.session, self.name = risk, session, name
+
+    def check_new(self, order_key, account, instrument, side, ord_type, qty, price, flags,
+                  cl_ord_hash, now_ns):
+        return self.risk.check_new(order_key, self.session, account, instrument, side, ord_type,
+                                   qty, price, flags, cl_ord_hash, now_ns)
