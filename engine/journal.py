@@ -55,6 +55,7 @@ FILE_HEADER_SIZE = _FILE_HEADER.size  # 64
 _RECORD_HEADER = struct.Struct("<IIQqHH32s")
 RECORD_HEADER_SIZE = _RECORD_HEADER.size  # 60
 _LEN = struct.Struct("<I")
+_FIXED = struct.Struct("<QqHH")  # bytes 8..28 of the record header: seq, ts, kind, reserved
 # A length beyond this is not a record but garbage (a torn or corrupt header).
 MAX_PAYLOAD = 64 << 20
 _SEQ = struct.Struct("<Q")
@@ -111,10 +112,9 @@ class JournalCorruptError(JournalError):
 
 def chain_hash(prev_hash: bytes, fixed: bytes | memoryview, payload: bytes | memoryview) -> bytes:
     """The record hash: BLAKE2b-256 over the previous hash, the fixed fields and the payload."""
-    h = hashlib.blake2b(prev_hash, digest_size=HASH_SIZE)
-    h.update(fixed)
-    h.update(payload)
-    return h.digest()
+    # One call over the joined bytes (records are small): the same digest as
+    # three updates, at a third of the Python calls on the append path.
+    return hashlib.blake2b(b"".join((prev_hash, fixed, payload)), digest_size=HASH_SIZE).digest()
 
 
 def segment_name(first_seq: int) -> str:
@@ -592,6 +592,8 @@ class JournalWriter:
         int
             The record's ``seq``. Under ``always`` it is durable on return.
         """
+        if self.buffered:
+            return self._buffer_record(kind, bytes(payload), ts_ns)
         buf = self._buf
         size = RECORD_HEADER_SIZE + len(payload)
         if len(buf) < size:
@@ -601,6 +603,8 @@ class JournalWriter:
 
     def append_msg(self, kind: int, msg: object, *, ts_ns: int | None = None) -> int:
         """Append a msgspec struct (or any msgpack-able value) as one record."""
+        if self.buffered:
+            return self._buffer_record(kind, self._encoder.encode(msg), ts_ns)
         # Encode straight after the header room: one buffer, one write.
         self._encoder.encode_into(msg, self._buf, RECORD_HEADER_SIZE)
         return self._commit_record(kind, len(self._buf), ts_ns)
@@ -611,9 +615,7 @@ class JournalWriter:
         payload_len = size - RECORD_HEADER_SIZE
         if payload_len > MAX_PAYLOAD:
             raise ValueError(f"payload of {payload_len} bytes exceeds {MAX_PAYLOAD}")
-        if self._segment.size + len(self._out) + size > self.rotate_bytes and \
-                self._segment.size + len(self._out) > FILE_HEADER_SIZE:
-            self._write_out()  # buffered records belong to the segment they were sequenced in
+        if self._segment.size + size > self.rotate_bytes and self._segment.size > FILE_HEADER_SIZE:
             self._rotate()
         seq = self._last_seq + 1
         ts_ns = time.time_ns() if ts_ns is None else ts_ns
@@ -626,14 +628,34 @@ class JournalWriter:
             crc = zlib.crc32(view[8:size], zlib.crc32(view[0:4]))
             _LEN.pack_into(buf, 4, crc)
             self._last_seq, self._last_hash = seq, digest
-            if self.buffered:
-                self._out += view[:size]
-                self._out_seq = seq
-                return seq
             self._write(view[:size])
         finally:
             view.release()
         self._written(seq)
+        return seq
+
+    def _buffer_record(self, kind: int, payload: bytes, ts_ns: int | None) -> int:
+        """Frame one record into the flush buffer (the engine's per-message path)."""
+        if self._closed:
+            raise JournalError("journal is closed")
+        payload_len = len(payload)
+        if payload_len > MAX_PAYLOAD:
+            raise ValueError(f"payload of {payload_len} bytes exceeds {MAX_PAYLOAD}")
+        pending = self._segment.size + len(self._out)
+        if pending + RECORD_HEADER_SIZE + payload_len > self.rotate_bytes and \
+                pending > FILE_HEADER_SIZE:
+            self._write_out()  # buffered records belong to the segment they were sequenced in
+            self._rotate()
+        seq = self._last_seq + 1
+        fixed = _FIXED.pack(seq, time.time_ns() if ts_ns is None else ts_ns, int(kind), 0)
+        digest = chain_hash(self._last_hash, fixed, payload)
+        length = _LEN.pack(payload_len)
+        body = b"".join((fixed, digest, payload))
+        out = self._out
+        out += length
+        out += _LEN.pack(zlib.crc32(body, zlib.crc32(length)))
+        out += body
+        self._last_seq, self._last_hash, self._out_seq = seq, digest, seq
         return seq
 
     def _write(self, data) -> None:

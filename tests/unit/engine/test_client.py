@@ -81,18 +81,16 @@ def test_missed_messages_are_recovered_by_auto_resend(running):
         last = running.server.handler.orders[first.cl_ord_id]
 
         def lose_two():
-            # Two messages the network "loses": sent while no route is attached
-            # (the route comes back after intake's flush, which runs first).
+            # Two messages the network "loses": sent (intake's flush) while no
+            # route is attached.
             route, session._route = session._route, None
-
-            def reattach():
-                session._route = route
             session.send(msgspec.structs.replace(last, exec_type=ExecType.PARTIAL_FILL,
                                                  ord_status=OrdStatus.PARTIALLY_FILLED, cum_qty="4",
                                                  leaves_qty="6", last_qty="4", last_px="101.25"))
             session.send(msgspec.structs.replace(last, exec_type=ExecType.FILL, ord_status=OrdStatus.FILLED,
                                                  cum_qty="10", leaves_qty="0", last_qty="6", last_px="101.25"))
-            asyncio.get_running_loop().call_soon(reattach)
+            running.server._flush()
+            session._route = route
 
         running.call(lose_two)
         following = order_for(client)
