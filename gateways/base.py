@@ -15,7 +15,9 @@ it got, :meth:`Gateway.load_cursor`. The base class owns the loop:
 
 1. open the destination and load the cursor (last journal seq delivered);
 2. read up to ``batch_size`` records after it, normalise them into
-   ``GatewayEvent`` structs, keep the configured types;
+   ``GatewayEvent`` structs, keep the configured types (at the journal's
+   end, wait ``poll_interval_ms`` before reading again, so that events
+   arriving one by one are delivered in batches);
 3. deliver them; on success move the cursor, on failure close, back off
    (doubling up to ``backoff_max_ms``), reopen and resume from the cursor,
    so the failed batch is delivered again (at least once, in order).
@@ -61,14 +63,19 @@ class GatewayMetrics:
         The latest failure, for ``/healthz`` and logs.
     undecodable : int
         Event records that did not decode (skipped, logged).
+    last_delivery_ns : int
+        When the last batch arrived (ns since the epoch), 0 before the first.
+    cursor_ts_ns : int
+        When the engine journaled the record at ``cursor`` (ns since the
+        epoch): how far behind the journal's head the gateway is, in time.
     """
 
     __slots__ = ("delivered", "batches", "records_read", "failures", "cursor", "connected",
-                 "last_error", "undecodable", "last_delivery_ns")
+                 "last_error", "undecodable", "last_delivery_ns", "cursor_ts_ns")
 
     def __init__(self) -> None:
         self.delivered = self.batches = self.records_read = self.failures = 0
-        self.cursor = self.undecodable = self.last_delivery_ns = 0
+        self.cursor = self.undecodable = self.last_delivery_ns = self.cursor_ts_ns = 0
         self.connected = False
         self.last_error = ""
 
@@ -108,6 +115,11 @@ class Gateway:
         self._process = None
         self._process_stop = None
         self._shared = None
+        # In the child: the shared counters this gateway writes through to.
+        self._shared_out = None
+        self._metrics_server = None
+        #: The port of the gateway's ``/metrics`` endpoint (``metrics_port``), once started.
+        self.metrics_port: int | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,6 +142,11 @@ class Gateway:
         if self.config.isolation == "process":
             self._start_process()
             return
+        if self.config.metrics_port is not None and self._metrics_server is None:
+            from gateways.metrics import serve_metrics
+            self._metrics_server = serve_metrics([self], self.config.metrics_host,
+                                                 self.config.metrics_port)
+            self.metrics_port = self._metrics_server.port
         self._stop.clear()
         self._thread = threading.Thread(target=self.run, name=f"gateway-{self.name}", daemon=True)
         self._thread.start()
@@ -152,11 +169,14 @@ class Gateway:
             if self._thread.is_alive():
                 log.warning("gateway %s: still busy %.1f s after stop", self.name, timeout)
             self._thread = None
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
 
     # ------------------------------------------------------------ process isolation
     def public_info(self) -> dict:
-        """Attributes the parent copies from a gateway started in a child (bound endpoints)."""
-        return {}
+        """Attributes the parent copies from a gateway started in a child (bound ports)."""
+        return {"metrics_port": self.metrics_port}
 
     def _start_process(self) -> None:
         # spawn, not fork: the engine holds ZeroMQ contexts and an event loop
@@ -196,6 +216,14 @@ class Gateway:
         if self._shared is not None:
             for name, value in zip(_SHARED_FIELDS, self._shared):
                 setattr(self._metrics, name, bool(value) if name == "connected" else value)
+
+    def _share_metrics(self) -> None:
+        """In a child process: copy the counters to the parent's shared array."""
+        shared = self._shared_out
+        if shared is not None:
+            metrics = self._metrics
+            for i, name in enumerate(_SHARED_FIELDS):
+                shared[i] = int(getattr(metrics, name))
 
     @property
     def metrics(self) -> GatewayMetrics:
@@ -308,7 +336,7 @@ class Gateway:
         """The journal-following loop; :meth:`start` runs it on a thread."""
         config = self.config
         tail = JournalTail(self.source)
-        normalizer = Normalizer(config.events)
+        normalizer = Normalizer(config.events, journal=self.source)
         backoff = config.backoff_initial_ms / 1000
         poll = config.poll_interval_ms / 1000
         opened = False
@@ -319,9 +347,8 @@ class Gateway:
                         self.open()
                         opened = True
                         self._cursor = self.load_cursor()
-                        self._set_cursor(self._cursor)
-                        tail.seek(self._cursor)
                         self._metrics.connected = True
+                        self._set_cursor(self._cursor, self._seek(tail, self._cursor))
                     self.tick()
                     records = tail.read(config.batch_size)
                     if not records:
@@ -339,9 +366,14 @@ class Gateway:
                         self._metrics.batches += 1
                         self._metrics.last_delivery_ns = time.time_ns()
                     self._cursor = through
-                    self._set_cursor(through)
+                    self._set_cursor(through, records[-1].ts_ns)
                     self.store_cursor(through)
                     backoff = config.backoff_initial_ms / 1000
+                    if len(records) < config.batch_size:
+                        # Read to the end: let the next events gather for an
+                        # interval instead of delivering them one by one.
+                        self._wake.wait(poll)
+                        self._wake.clear()
                 except Exception as exc:  # noqa: BLE001 - any failure: back off and resume from the cursor
                     self._metrics.failures += 1
                     self._metrics.last_error = f"{type(exc).__name__}: {exc}"
@@ -351,6 +383,7 @@ class Gateway:
                         self._safe_close()
                         opened = False
                     self._metrics.connected = False
+                    self._share_metrics()
                     tail.close()
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, config.backoff_max_ms / 1000)
@@ -364,11 +397,32 @@ class Gateway:
             if opened:
                 self._safe_close()
             self._metrics.connected = False
+            self._share_metrics()
 
-    def _set_cursor(self, seq: int) -> None:
+    @staticmethod
+    def _seek(tail: JournalTail, cursor: int) -> int:
+        """Position ``tail`` after ``cursor``; returns the cursor record's ``ts_ns`` (0: not read).
+
+        The cursor record itself is read on the way (the tail scans up to it
+        anyway), so the lag in time is known before the first delivery.
+        """
+        if cursor == 0:
+            tail.seek(0)
+            return 0
+        tail.seek(cursor - 1)
+        records = tail.read(1)
+        if records and records[0].seq == cursor:
+            return records[0].ts_ns
+        tail.seek(cursor)
+        return 0
+
+    def _set_cursor(self, seq: int, ts_ns: int = 0) -> None:
         with self._progress:
             self._metrics.cursor = seq
+            if ts_ns:
+                self._metrics.cursor_ts_ns = ts_ns
             self._progress.notify_all()
+        self._share_metrics()
 
     def _safe_close(self) -> None:
         try:
@@ -381,19 +435,38 @@ class Gateway:
 
 
 _SHARED_FIELDS = ("cursor", "delivered", "batches", "records_read", "failures", "connected",
-                  "undecodable", "last_delivery_ns")
+                  "undecodable", "last_delivery_ns", "cursor_ts_ns")
+#: How often a gateway's child checks that the engine that started it is still there.
+PARENT_CHECK_S = 1.0
 
 
 def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn) -> None:
-    """A gateway's child process: run it on a thread and mirror its counters."""
+    """A gateway's child process: run it on a thread; its counters go to ``shared``.
+
+    The gateway thread writes its counters through to the shared array as
+    it moves (no polling thread, which would wake the process hundreds of
+    times a second for nothing). The child lowers its CPU priority by the
+    configured ``nice`` before anything else (every thread it starts
+    inherits it), and stops on its own when the engine is gone (killed
+    without the chance to stop it) instead of following a journal nobody
+    writes forever.
+    """
     import msgspec
 
     from gateways import build
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s gateway[{config.gateway_name}] "
                                                    f"%(levelname)s %(message)s")
+    parent = os.getppid()
+    if config.nice:
+        try:
+            os.nice(config.nice)
+        except OSError as exc:  # not allowed here: run at the engine's priority
+            logging.getLogger(__name__).warning("gateway %s: nice(%d) failed: %s",
+                                                config.gateway_name, config.nice, exc)
     gateway = build(msgspec.structs.replace(config, isolation="thread"),
                     JournalReader(journal_dir, check_chain=check_chain), data_dir)
+    gateway._shared_out = shared
     try:
         gateway.start()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
@@ -401,15 +474,11 @@ def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn) 
         return
     conn.send(gateway.public_info())
     conn.close()
-
-    def mirror() -> None:
-        metrics = gateway.metrics
-        for i, name in enumerate(_SHARED_FIELDS):
-            shared[i] = int(getattr(metrics, name))
-
     try:
-        while not stop.wait(0.005):
-            mirror()
+        while not stop.wait(PARENT_CHECK_S):
+            if os.getppid() != parent:
+                log.warning("gateway %s: the engine (pid %d) is gone; stopping", gateway.name, parent)
+                break
     finally:
         gateway.stop()
-        mirror()
+        gateway._share_metrics()

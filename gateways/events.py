@@ -14,6 +14,10 @@ Types
     Any other ``ExecutionReport`` (NEW, CANCELED, REPLACED, REJECTED, EXPIRED).
 ``admin``
     An ``AdminReply``: a kill switch engaged or released, limits reloaded.
+    The reply alone does not say what was asked; the request it answers is
+    journaled just before it as a command (``KillSwitch`` or
+    ``ReloadLimits``, same session and ``req_id``), and the event carries
+    its ``action``, ``scope`` and ``target`` from there.
 ``reject``, ``order_status``, ``trade_history``, ``heartbeat_ack``
     Session traffic, not published unless asked for (``events = ["*"]``).
 anything else
@@ -32,11 +36,12 @@ from typing import Iterable
 
 import msgspec
 
-from engine.journal import Record, RecordKind
+from engine.journal import JournalError, JournalReader, Record, RecordKind
 from engine.messages import (
-    AdminReply, ExecType, ExecutionReport, HeartbeatAck, JournalEvent, OrderStatusReply, Reject,
-    TradeHistoryReply,
+    AdminReply, ExecType, ExecutionReport, HeartbeatAck, JournalCommand, JournalEvent, KillSwitch,
+    OrderStatusReply, Reject, ReloadLimits, TradeHistoryReply,
 )
+from gateways.tail import JournalTail
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,13 @@ class GatewayEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_def
         The client session the event was sent to.
     transact_time : int
         The event's own transaction time (ns), as the client saw it.
+    action : str
+        Admin events: what was asked, ``engage`` or ``release`` (a kill
+        switch) or ``reload_limits``.
+    scope, target : str
+        Admin events of a kill switch: its ``scope`` (``global``,
+        ``account``, ``symbol``) and ``target`` (the account or symbol; none
+        for ``global``), as in the ``KillSwitch`` request.
     """
 
     seq: int
@@ -99,6 +111,9 @@ class GatewayEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_def
     text: str | None = None
     req_id: str | None = None
     ok: bool | None = None
+    action: str | None = None
+    scope: str | None = None
+    target: str | None = None
 
 
 _FILL_EXEC_TYPES = (ExecType.FILL, ExecType.PARTIAL_FILL)
@@ -107,6 +122,15 @@ _FIXED_TYPES: dict[type, str] = {Reject: "reject", OrderStatusReply: "order_stat
 # The fields of an unknown event type that are copied when they have the right type.
 _LOOSE_STR = ("account", "symbol", "cl_ord_id", "order_id", "req_id", "reject_name", "text")
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
+#: Admin requests kept while their reply is awaited (it follows at once; the
+#: bound only matters for requests that were never answered).
+ADMIN_PENDING_MAX = 1024
+#: How many records before an admin reply its request is looked for, when it
+#: was not read on the way (see ``Normalizer``).
+ADMIN_LOOKBACK = 100_000
+# Bytes every admin command's payload holds (its type tag): a command without
+# them is not decoded at all, which keeps order commands cheap to read past.
+_ADMIN_TAGS = (b"KillSwitch", b"ReloadLimits")
 
 
 def snake_case(name: str) -> str:
@@ -117,12 +141,21 @@ def snake_case(name: str) -> str:
 class Normalizer:
     """Turns journal records into ``GatewayEvent`` structs, keeping selected types.
 
-    One per reading thread (it holds a reused decoder).
+    One per reading thread (it holds a reused decoder). Feed it every record
+    in journal order, commands included: an admin reply takes its
+    ``action``, ``scope`` and ``target`` from the request journaled before it.
 
     Parameters
     ----------
     event_types : iterable of str
         Types to keep; ``"*"`` keeps every type, unknown ones included.
+    journal : JournalReader, optional
+        The journal the records come from. An admin reply whose request was
+        not fed (reading started between the two: a gateway resuming from
+        its cursor, a replay) is completed by looking the request up there,
+        in the records before the first one fed, at most
+        :data:`ADMIN_LOOKBACK` records back from the reply; without it, or
+        if the request is not found, those fields stay empty.
 
     Attributes
     ----------
@@ -132,12 +165,19 @@ class Normalizer:
         Events of a type this version does not know.
     """
 
-    def __init__(self, event_types: Iterable[str] = DEFAULT_EVENT_TYPES):
+    def __init__(self, event_types: Iterable[str] = DEFAULT_EVENT_TYPES, *,
+                 journal: JournalReader | None = None):
         types = frozenset(event_types)
         self.all_types = "*" in types
         self.event_types = types - {"*"}
+        self.journal = journal
         self._decoder = msgspec.msgpack.Decoder(JournalEvent)
+        self._command_decoder = msgspec.msgpack.Decoder(JournalCommand)
         self._raw = msgspec.msgpack.Decoder()
+        # (session_id, req_id) -> admin request, until its reply is normalised.
+        self._admin_requests: dict[tuple[str, str], KillSwitch | ReloadLimits] = {}
+        # The unbroken run of seqs fed so far: a request inside it was seen.
+        self._fed_first = self._fed_last = 0
         self.undecodable = 0
         self.unknown = 0
 
@@ -150,14 +190,34 @@ class Normalizer:
         out = []
         for record in records:
             if record.kind != RecordKind.EVENT:
+                self.note(record)
                 continue
             event = self.event(record)
             if event is not None and self.wants(event.type):
                 out.append(event)
         return out
 
+    def _fed(self, seq: int) -> None:
+        if seq != self._fed_last + 1:
+            self._fed_first = seq
+        self._fed_last = seq
+
+    def note(self, record: Record) -> None:
+        """Feed a record that is not an event: an admin request is kept until its reply."""
+        self._fed(record.seq)
+        if record.kind != RecordKind.COMMAND:
+            return
+        found = _admin_request(self._command_decoder, record)
+        if found is not None:
+            pending = self._admin_requests
+            pending[found[0]] = found[1]
+            if len(pending) > ADMIN_PENDING_MAX:
+                # A request the engine never answered; the oldest goes first.
+                del pending[next(iter(pending))]
+
     def event(self, record: Record) -> GatewayEvent | None:
         """The event of one ``EVENT`` record (``None`` if it does not decode)."""
+        self._fed(record.seq)
         try:
             envelope = self._decoder.decode(record.payload)
         except msgspec.ValidationError:
@@ -185,11 +245,22 @@ class Normalizer:
                     reject_reason=message.reject_reason, reject_name=message.reject_name,
                     text=message.text)
             case AdminReply():
+                request = self._admin_requests.pop((envelope.session_id, message.req_id), None)
+                if request is None and self.journal is not None and \
+                        record.seq - self._fed_first < ADMIN_LOOKBACK:
+                    request = self._look_back(envelope.session_id, message.req_id, record.seq)
+                match request:
+                    case KillSwitch():
+                        action, scope, target = request.action, request.scope, request.target
+                    case ReloadLimits():
+                        action, scope, target = "reload_limits", None, None
+                    case _:
+                        action = scope = target = None
                 return GatewayEvent(
                     seq=record.seq, ts_ns=record.ts_ns, type="admin", session_id=envelope.session_id,
                     transact_time=message.transact_time, req_id=message.req_id, ok=message.ok,
                     reject_reason=message.reject_reason, reject_name=message.reject_name,
-                    text=message.text)
+                    text=message.text, action=action, scope=scope, target=target)
             case _:
                 kind = _FIXED_TYPES.get(type(message)) or snake_case(type(message).__name__)
                 return GatewayEvent(
@@ -201,6 +272,41 @@ class Normalizer:
                     reject_reason=getattr(message, "reject_reason", 0) or 0,
                     reject_name=getattr(message, "reject_name", None),
                     text=getattr(message, "text", None))
+
+    def _look_back(self, session_id: str, req_id: str, before_seq: int) -> KillSwitch | ReloadLimits | None:
+        """The request an admin reply at ``before_seq`` answers, read back from the journal.
+
+        Only records before the run fed so far are read (a request inside
+        it would have been seen). The engine journals the request right
+        before handling it, so it is normally the record just before the
+        reply (or before the cancels a kill switch causes): windows of
+        growing size are read backwards, newest first.
+        """
+        key = (session_id, req_id)
+        tail = JournalTail(self.journal)
+        last, window = self._fed_first - 1, 256
+        try:
+            while last >= 1 and before_seq - last <= ADMIN_LOOKBACK:
+                first = max(1, last - window + 1)
+                tail.seek(first - 1)
+                found, seq = None, first - 1
+                while seq < last and (records := tail.read(min(4096, last - seq))):
+                    for record in records:
+                        seq = record.seq
+                        if seq > last:
+                            break
+                        if record.kind == RecordKind.COMMAND:
+                            admin = _admin_request(self._command_decoder, record)
+                            if admin is not None and admin[0] == key:
+                                found = admin[1]  # the latest one before the reply wins
+                if found is not None:
+                    return found
+                last, window = first - 1, window * 4
+        except JournalError as exc:
+            log.warning("gateway: the request of admin reply %d was not read back: %s", before_seq, exc)
+        finally:
+            tail.close()
+        return None
 
     def _loose(self, record: Record) -> GatewayEvent | None:
         try:
@@ -226,6 +332,22 @@ class Normalizer:
         # not a reason to stop every downstream consumer: count, log, go on.
         self.undecodable += 1
         log.error("gateway: journal record %d does not decode, skipped: %s", record.seq, exc)
+
+
+def _admin_request(decoder: msgspec.msgpack.Decoder, record: Record
+                   ) -> tuple[tuple[str, str], KillSwitch | ReloadLimits] | None:
+    """``((session_id, req_id), request)`` of an admin ``COMMAND`` record, else ``None``."""
+    payload = record.payload
+    if _ADMIN_TAGS[0] not in payload and _ADMIN_TAGS[1] not in payload:
+        return None
+    try:
+        envelope = decoder.decode(payload)
+    except msgspec.DecodeError:
+        return None  # not ours to judge: commands are the engine's record, not published
+    request = envelope.request
+    if isinstance(request, (KillSwitch, ReloadLimits)):
+        return (envelope.session_id, request.req_id), request
+    return None
 
 
 def topic_of(event: GatewayEvent) -> str:

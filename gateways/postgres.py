@@ -10,7 +10,8 @@ replay after a failure harmless:
   DO NOTHING``);
 * ``orders``: one row per ``order_id``, upserted only when the incoming
   ``seq`` is newer than the stored one;
-* ``admin_events``: kill switch and limit reload replies, keyed by ``seq``;
+* ``admin_events``: kill switch and limit reload replies (with the kill
+  switch's action, scope and target), keyed by ``seq``;
 * ``gateway_cursor``: the last journal seq each gateway has stored.
 
 The tables are created by numbered migrations recorded in
@@ -97,6 +98,12 @@ CREATE TABLE {schema}.gateway_cursor (
     seq   bigint NOT NULL
 );
 """),
+    (2, "admin events: the kill switch's action, scope and target", """
+ALTER TABLE {schema}.admin_events
+    ADD COLUMN action text,
+    ADD COLUMN scope  text,
+    ADD COLUMN target text;
+"""),
 ]
 
 # Staging columns, in COPY order; every event of a batch lands here first.
@@ -104,14 +111,15 @@ _STAGING_COLUMNS = ("seq", "ts_ns", "type", "session_id", "transact_time", "acco
                     "side", "cl_ord_id", "orig_cl_ord_id", "order_id", "exec_id", "exec_type",
                     "ord_status", "ord_type", "price", "qty", "cum_qty", "leaves_qty", "avg_px",
                     "last_qty", "last_px", "venue", "reject_reason", "reject_name", "text", "req_id",
-                    "ok")
+                    "ok", "action", "scope", "target")
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS gateway_staging (
     seq bigint, ts_ns bigint, type text, session_id text, transact_time bigint, account text,
     symbol text, side smallint, cl_ord_id text, orig_cl_ord_id text, order_id text, exec_id text,
     exec_type smallint, ord_status smallint, ord_type smallint, price numeric, qty numeric,
     cum_qty numeric, leaves_qty numeric, avg_px numeric, last_qty numeric, last_px numeric,
-    venue text, reject_reason integer, reject_name text, text text, req_id text, ok boolean
+    venue text, reject_reason integer, reject_name text, text text, req_id text, ok boolean,
+    action text, scope text, target text
 ) ON COMMIT DELETE ROWS
 """
 _INSERT_FILLS = """
@@ -145,9 +153,9 @@ WHERE o.seq < EXCLUDED.seq
 """
 _INSERT_ADMIN = """
 INSERT INTO {schema}.admin_events (seq, ts_ns, transact_time, session_id, req_id, ok, reject_reason,
-    reject_name, text)
+    reject_name, text, action, scope, target)
 SELECT seq, ts_ns, COALESCE(NULLIF(transact_time, 0), ts_ns), session_id, req_id, ok,
-    reject_reason, reject_name, text
+    reject_reason, reject_name, text, action, scope, target
 FROM gateway_staging WHERE type = 'admin'
 ON CONFLICT (seq) DO NOTHING
 """
@@ -198,7 +206,8 @@ def _row(event: GatewayEvent) -> tuple:
             event.symbol, event.side, event.cl_ord_id, event.orig_cl_ord_id, event.order_id,
             event.exec_id, event.exec_type, event.ord_status, event.ord_type, event.price, event.qty,
             event.cum_qty, event.leaves_qty, event.avg_px, event.last_qty, event.last_px, event.venue,
-            event.reject_reason, event.reject_name, event.text, event.req_id, event.ok)
+            event.reject_reason, event.reject_name, event.text, event.req_id, event.ok,
+            event.action, event.scope, event.target)
 
 
 class PostgresGateway(Gateway):

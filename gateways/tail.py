@@ -80,6 +80,7 @@ class JournalTail:
         if self._path is not None and self._next_seq <= after_seq + 1:
             return  # forward from here: the records in between are skipped as read
         self._drop_position()
+        self._next_seq = 1  # not known until repositioned; next_seq is then after_seq + 1
 
     def close(self) -> None:
         """Close the open segment file."""
@@ -151,16 +152,20 @@ class JournalTail:
         # The scanner starts after a segment header: give it the bytes from
         # one header length before our offset and ignore that prefix.
         start = self._offset - FILE_HEADER_SIZE
-        data = os.pread(self._fd, self.chunk_bytes + FILE_HEADER_SIZE, start)
+        # Only what is there: os.pread allocates the size asked for, and a
+        # 1 MiB buffer per idle poll (mapped, faulted, unmapped) was most
+        # of what following a quiet journal cost.
+        size = os.fstat(self._fd).st_size
+        if size <= self._offset:
+            return False
+        data = os.pread(self._fd, min(self.chunk_bytes, size - self._offset) + FILE_HEADER_SIZE, start)
         if len(data) <= FILE_HEADER_SIZE:
             return False
         moved = self._scan(data, start, out, limit)
-        if not moved:
-            size = os.fstat(self._fd).st_size
-            if size - start > len(data):
-                # A record bigger than the chunk: read up to the end of the file.
-                data = os.pread(self._fd, size - start, start)
-                moved = self._scan(data, start, out, limit)
+        if not moved and size - start > len(data):
+            # A record bigger than the chunk: read up to the end of the file.
+            data = os.pread(self._fd, size - start, start)
+            moved = self._scan(data, start, out, limit)
         return moved
 
     def _scan(self, data: bytes, start: int, out: list[Record], limit: int) -> bool:
@@ -176,7 +181,8 @@ class JournalTail:
                     self._since_mark = 0
                     self._mark()
                 if record.seq > skip_through:
-                    out.append(record._replace(offset=start + record.offset))
+                    out.append(Record(record.seq, record.ts_ns, record.kind, record.payload,
+                                      record.hash, record.path, start + record.offset))
                     if len(out) >= limit:
                         break
         except _Torn:

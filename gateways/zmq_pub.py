@@ -91,17 +91,23 @@ class ZmqGateway(Gateway):
             self._pub.bind(config.endpoint)
             self.endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
             self._replay = ReplayServer(self._context, config.replay_endpoint, self.source,
-                                        Normalizer(config.events), max_replay=config.max_replay)
+                                        Normalizer(config.events, journal=self.source),
+                                        max_replay=config.max_replay)
         except zmq.ZMQError:
             self._pub.close()
             self._context.term()
             raise
         self.replay_endpoint = self._replay.endpoint
         self._replay.start()
-        super().start()
+        try:
+            super().start()
+        except Exception:
+            self.stop()  # the sockets just bound
+            raise
 
     def public_info(self) -> dict:
-        return {"endpoint": self.endpoint, "replay_endpoint": self.replay_endpoint}
+        return {**super().public_info(), "endpoint": self.endpoint,
+                "replay_endpoint": self.replay_endpoint}
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop following, then close both sockets."""
@@ -254,6 +260,7 @@ class ReplayServer:
                     break
                 through = record.seq
                 if record.kind != RecordKind.EVENT:
+                    normalizer.note(record)  # an admin reply's request
                     continue
                 event = normalizer.event(record)
                 if event is None or not normalizer.wants(event.type):

@@ -14,8 +14,15 @@ from engine.messages import JournalEvent, Side  # noqa: E402
 from gateways import from_config  # noqa: E402
 from gateways.postgres import MIGRATIONS, drop_schema, migrate, trade_history  # noqa: E402
 from tests.unit.gateways.helpers import (  # noqa: E402
-    PG_DSN, T0, TcpProxy, fill, new_ack, pg_reachable, wait_until, with_port, write_fills, write_mixed,
+    PG_DSN, T0, TcpProxy, fill, healthz, new_ack, pg_reachable, wait_until, with_port, write_fills,
+    write_kill_switch, write_mixed,
 )
+from tests.unit.gateways.helpers import scrape as scrape_all  # noqa: E402
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The postgres gateway's metrics, by name without the ``kronos_gateway_`` prefix."""
+    return {name: value for (name, gateway), value in scrape_all(port).items() if gateway == "postgres"}
 
 pytestmark = pytest.mark.skipif(pg_reachable() is not None, reason=pg_reachable() or "")
 
@@ -170,3 +177,55 @@ def test_trade_history(tmp_path, schema, db, journal):
     everything = trade_history(db, "ACC1", 0, 2**62, schema=schema)
     assert len(everything) == 2 * 33 and all(f.transact_time >= T0 for f in everything)
     assert trade_history(db, "ACC1", T0 + 10**9, 2**62, schema=schema) == []
+
+
+def test_admin_events_carry_the_kill_switch_scope_and_target(tmp_path, schema, db, journal):
+    write_fills(journal, 1, 20)
+    account = write_kill_switch(journal, "K1", "account", "ACC2", cancels=3)
+    symbol = write_kill_switch(journal, "K2", "symbol", "BRK.B", action="release")
+    everything = write_kill_switch(journal, "K3", "global", None)
+    gateway = make_gateway(tmp_path, schema, batch_size=4)  # the K1 request and reply in different batches
+    gateway.start()
+    try:
+        assert gateway.wait_for(journal.last_seq, 20)
+    finally:
+        gateway.stop()
+    rows = db.execute(f"SELECT seq, req_id, ok, action, scope, target FROM {schema}.admin_events "
+                      f"ORDER BY seq").fetchall()
+    assert rows == [(account, "K1", True, "engage", "account", "ACC2"),
+                    (symbol, "K2", True, "release", "symbol", "BRK.B"),
+                    (everything, "K3", True, "engage", "global", None)]
+
+
+def test_metrics_show_an_outage_and_the_catch_up(tmp_path, schema, journal):
+    # Scraped over HTTP from the gateway's own process while the database is
+    # unreachable (a real reset and refused connection), then back.
+    host, port = "127.0.0.1", int(psycopg.conninfo.conninfo_to_dict(PG_DSN).get("port") or 5432)
+    proxy = TcpProxy((host, port)).start()
+    gateway = make_gateway(tmp_path, schema, dsn=with_port(PG_DSN, "127.0.0.1", proxy.port),
+                           metrics_port=0)
+    gateway.start()
+    try:
+        first = write_fills(journal, 1, 100)
+        assert gateway.wait_for(journal.last_seq, 20)
+        up = scrape(gateway.metrics_port)
+        assert (up["up"], up["lag_records"], up["retries_total"]) == (1, 0, 0)
+        assert up["delivered_total"] == len(first) and up["cursor_seq"] == journal.last_seq
+        assert healthz(gateway.metrics_port) == (200, "ok\n")
+        proxy.stop()
+        write_fills(journal, 101, 100)
+        assert wait_until(lambda: scrape(gateway.metrics_port)["up"] == 0, 10)
+        assert wait_until(lambda: scrape(gateway.metrics_port)["retries_total"] >= 2, 10)
+        down = scrape(gateway.metrics_port)
+        assert down["journal_seq"] == journal.last_seq and down["lag_records"] == 200
+        assert down["cursor_seq"] == 200 and down["lag_seconds"] >= 0
+        status, detail = healthz(gateway.metrics_port)
+        assert status == 503 and detail.startswith("postgres: ")  # with the connection error
+        proxy.start()
+        assert gateway.wait_for(journal.last_seq, 30), gateway.metrics.snapshot()
+        back = scrape(gateway.metrics_port)
+        assert (back["up"], back["lag_records"], back["lag_seconds"]) == (1, 0, 0)
+        assert back["delivered_total"] == 200
+    finally:
+        gateway.stop()
+        proxy.stop()

@@ -12,13 +12,17 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import msgspec
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
-    AdminReply, ExecType, ExecutionReport, JournalCommand, JournalEvent, NewOrder, OrdStatus, Side,
+    AdminReply, ExecType, ExecutionReport, JournalCommand, JournalEvent, KillSwitch, NewOrder, OrdStatus,
+    Side,
 )
 
 SYMBOLS = ("AAA", "BBB", "CCC", "BRK.B")
@@ -264,3 +268,45 @@ class TcpProxy:
             except OSError:
                 pass
             s.close()
+
+
+def kill_switch(req_id: str, action: str = "engage", scope: str = "account", target: str | None = "ACC1",
+                *, session_id: str = "adm") -> JournalCommand:
+    """The journaled ``KillSwitch`` request an admin reply answers."""
+    request = KillSwitch(req_id=req_id, action=action, scope=scope, target=target, text="test")
+    return JournalCommand(session_id=session_id, principal="ops", received_ns=T0, request=request)
+
+
+def write_kill_switch(writer: JournalWriter, req_id: str, scope: str = "account",
+                      target: str | None = "ACC1", *, action: str = "engage", cancels: int = 0,
+                      session_id: str = "adm") -> int:
+    """A kill switch as the engine journals it: the command, the cancels it causes, the reply.
+
+    Returns the reply's seq.
+    """
+    writer.append_msg(RecordKind.COMMAND, kill_switch(req_id, action, scope, target, session_id=session_id))
+    for i in range(cancels):
+        writer.append_msg(RecordKind.EVENT, JournalEvent(session_id="s1", event=new_ack(i)))
+    reply = AdminReply(req_id=req_id, ok=True, text=f"kill switch {action}d", transact_time=T0)
+    return writer.append_msg(RecordKind.EVENT, JournalEvent(session_id=session_id, event=reply))
+
+
+# ---------------------------------------------------------------- metrics
+def parse(text: str) -> dict[tuple[str, str], float]:
+    """``{(metric name without the kronos_gateway_ prefix, gateway name): value}``."""
+    return {(sample.name.removeprefix("kronos_gateway_"), sample.labels["gateway"]): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+            if sample.name.startswith("kronos_gateway_") and not sample.name.endswith("_created")}
+
+
+def scrape(port: int) -> dict[tuple[str, str], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return parse(reply.read().decode())
+
+
+def healthz(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()

@@ -20,6 +20,14 @@ def test_defaults():
     assert nats.duplicate_window_s == 600 and nats.servers == ["nats://127.0.0.1:4222"]
     assert isinstance(pg, PostgresConfig) and pg.schema == "kronos"
     assert [c.gateway_name for c in (zmq, nats, pg)] == ["zmq", "nats", "postgres"]
+    assert (zmq.nice, zmq.metrics_port, zmq.metrics_host) == (10, None, "127.0.0.1")
+
+
+def test_metrics_port_zero_may_repeat():
+    # 0 picks a free port each: no clash to report.
+    configs = parse_gateway_configs([{"type": "zmq", "metrics_port": 0},
+                                     {"type": "nats", "metrics_port": 0}])
+    assert [c.metrics_port for c in configs] == [0, 0]
 
 
 def test_conninfo_default_comes_from_the_environment(monkeypatch):
@@ -50,6 +58,10 @@ def test_conninfo_default_comes_from_the_environment(monkeypatch):
     ([{"type": "zmq"}, {"type": "zmq", "name": "b", "replay_endpoint": "tcp://127.0.0.1:9"}],
      "'gateways[1].endpoint': 'tcp://127.0.0.1:7101' is already bound by gateways[0]"),
     (["zmq"], "'gateways[0]': expected a table"),
+    ([{"type": "zmq", "nice": 20}], "'gateways[0].nice'"),
+    ([{"type": "zmq", "metrics_port": 70000}], "'gateways[0].metrics_port'"),
+    ([{"type": "zmq", "metrics_port": 9500}, {"type": "nats", "metrics_port": 9500}],
+     "'gateways[1].metrics_port': 9500 is also the metrics port of gateways[0]"),
 ])
 def test_errors_name_the_key(tables, expected):
     assert expected in error(tables)

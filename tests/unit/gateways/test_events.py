@@ -4,9 +4,13 @@ import msgspec
 import pytest
 
 from engine.journal import JournalReader, JournalWriter, RecordKind
-from engine.messages import ExecType, JournalEvent, OrdStatus, Reject, Side
+from engine.messages import (
+    AdminReply, ExecType, JournalCommand, JournalEvent, OrdStatus, Reject, ReloadLimits, Side,
+)
 from gateways.events import DEFAULT_EVENT_TYPES, GatewayEvent, Normalizer, snake_case, topic_of
-from tests.unit.gateways.helpers import admin, command, fill, new_ack, write_mixed
+from tests.unit.gateways.helpers import (
+    admin, command, fill, new_ack, write_fills, write_kill_switch, write_mixed,
+)
 
 
 def read(path):
@@ -54,6 +58,68 @@ def test_admin_event(tmp_path):
     assert (event.type, event.req_id, event.ok, event.text, event.symbol) == \
         ("admin", "K3", True, "kill switch engaged: global", None)
     assert topic_of(event) == "admin"
+
+
+def admin_fields(event):
+    return event.req_id, event.action, event.scope, event.target
+
+
+def test_kill_switch_scope_and_target_come_from_its_request(tmp_path):
+    with JournalWriter(tmp_path, fsync="none") as w:
+        write_fills(w, 1, 3)
+        account = write_kill_switch(w, "K1", "account", "ACC2", cancels=5)
+        symbol = write_kill_switch(w, "K2", "symbol", "BRK.B", action="release")
+        everything = write_kill_switch(w, "K3", "global", None)
+    admins = [e for e in Normalizer().normalize(read(tmp_path)) if e.type == "admin"]
+    assert [e.seq for e in admins] == [account, symbol, everything]
+    assert [admin_fields(e) for e in admins] == [
+        ("K1", "engage", "account", "ACC2"), ("K2", "release", "symbol", "BRK.B"),
+        ("K3", "engage", "global", None)]
+    assert topic_of(admins[0]) == "admin"  # where admin events are published is unchanged
+
+
+def test_the_request_is_matched_by_session_and_req_id(tmp_path):
+    # Two sessions reuse a req_id; each reply gets its own session's request.
+    with JournalWriter(tmp_path, fsync="none") as w:
+        write_kill_switch(w, "K", "account", "ACC1", session_id="a")
+        write_kill_switch(w, "K", "symbol", "AAA", session_id="b")
+    admins = Normalizer().normalize(read(tmp_path))
+    assert [(e.session_id, e.scope, e.target) for e in admins] == [("a", "account", "ACC1"),
+                                                                   ("b", "symbol", "AAA")]
+
+
+def test_reload_limits_reply(tmp_path):
+    with JournalWriter(tmp_path, fsync="none") as w:
+        w.append_msg(RecordKind.COMMAND, JournalCommand(
+            session_id="adm", principal="ops", received_ns=1, request=ReloadLimits(req_id="R1")))
+        w.append_msg(RecordKind.EVENT, JournalEvent(session_id="adm", event=AdminReply(
+            req_id="R1", ok=True, text="risk limits reloaded")))
+    [event] = Normalizer().normalize(read(tmp_path))
+    assert admin_fields(event) == ("R1", "reload_limits", None, None)
+
+
+def test_reading_from_between_request_and_reply_looks_the_request_up(tmp_path):
+    # A gateway resuming from its cursor (or a replay) can start after the
+    # request; given the journal, the normalizer reads the request back.
+    with JournalWriter(tmp_path, fsync="none") as w:
+        write_fills(w, 1, 2000)  # the look-back has to go past its first windows
+        reply = write_kill_switch(w, "K9", "symbol", "CCC", cancels=700)
+    after_request = [r for r in read(tmp_path) if r.seq >= reply - 700]
+    [event] = [e for e in Normalizer(journal=JournalReader(tmp_path)).normalize(after_request)
+               if e.type == "admin"]
+    assert admin_fields(event) == ("K9", "engage", "symbol", "CCC")
+    # Without the journal the reply is still published, without the request's fields.
+    [bare] = [e for e in Normalizer().normalize(after_request) if e.type == "admin"]
+    assert (bare.seq, admin_fields(bare)) == (reply, ("K9", None, None, None))
+
+
+def test_a_reply_without_a_request_is_published_without_its_fields(tmp_path):
+    with JournalWriter(tmp_path, fsync="none") as w:
+        write_fills(w, 1, 10)
+        w.append_msg(RecordKind.EVENT, JournalEvent(session_id="adm", event=admin(3)))
+    [event] = [e for e in Normalizer(journal=JournalReader(tmp_path)).normalize(read(tmp_path))
+               if e.type == "admin"]
+    assert admin_fields(event) == ("K3", None, None, None) and event.ok
 
 
 def test_unknown_event_type_is_kept_loosely_and_filtered(tmp_path):

@@ -8,7 +8,7 @@ from engine.journal import JournalWriter
 from gateways import from_config
 from gateways.events import GatewayEvent
 from gateways.zmq_pub import HEADER, UNKNOWN, Subscriber
-from tests.unit.gateways.helpers import write_fills, write_mixed
+from tests.unit.gateways.helpers import write_fills, write_kill_switch, write_mixed
 
 
 def make_gateway(tmp_path, **keys):
@@ -180,3 +180,23 @@ def test_stream_header_chains(tmp_path, journal):
         sub.close()
         context.term()
         gateway.stop()
+
+
+def test_admin_events_published_and_replayed_with_the_kill_switch_scope(tmp_path, journal):
+    write_fills(journal, 1, 10)
+    reply = write_kill_switch(journal, "K1", "symbol", "AAA", cancels=2)
+    gateway = make_gateway(tmp_path)
+    gateway.start()
+    try:
+        # Live: the subscriber replays from the start and gets the reply with its request's fields.
+        with Subscriber(gateway.endpoint, gateway.replay_endpoint, topics=[b"admin"], start_seq=0) as sub:
+            [live] = collect(sub, 1)
+        # A replay that starts at the reply: the service reads the request back.
+        with Subscriber(gateway.endpoint, gateway.replay_endpoint, topics=[b"admin"],
+                        start_seq=reply - 1) as sub:
+            [replayed] = collect(sub, 1)
+    finally:
+        gateway.stop()
+    for event in (live, replayed):
+        assert (event.seq, event.type, event.req_id) == (reply, "admin", "K1")
+        assert (event.action, event.scope, event.target) == ("engage", "symbol", "AAA")
