@@ -14,7 +14,6 @@ each acknowledgement before the client can see it (see docs/engine.md).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from typing import Callable
@@ -31,7 +30,7 @@ from engine.messages import (
 )
 from engine.orders import Child, Order, OrderTable, Stage, execution_report, half_ticks_to_price
 from ext.instrument import ConversionError, Instrument
-from ext.risk import RiskFlag
+from ext.risk import RiskFlag, cl_ord_hash
 from ext.router import (ACT_CANCEL, ACT_NEW, ACT_REPLACE, CF_POST_ONLY, STRAT_AUTO,
                         STRAT_DARK_FIRST, STRAT_PASSIVE, STRAT_POV, STRAT_SWEEP, STRAT_TWAP,
                         STRAT_VWAP)
@@ -57,12 +56,6 @@ HISTORY_PART = 500
 def risk_flags(req: NewOrder) -> int:
     """The risk engine's flag bits of a new order."""
     return (_LOCATE if req.locate else 0) | (_INTENDED_DUPLICATE if req.intended_duplicate else 0)
-
-
-def cl_ord_hash(cl_ord_id: str) -> int:
-    """A stable 64-bit hash of a client order id (the same after a restart)."""
-    return int.from_bytes(hashlib.blake2b(cl_ord_id.encode(), digest_size=8).digest(),
-                          "little", signed=True)
 
 
 class _Pending:
@@ -111,6 +104,7 @@ class Pipeline(Handler):
         self.reload_limits = reload_limits
         self.orders = OrderTable()
         self.sessions: dict[str, Session] = {}
+        self._gates: dict = {}  # session id -> its ext.risk.SessionGate
         self.fills_by_account: dict[str, list[TradeFill]] = {}
         self.venue_names = [v.name for v in venues.venues]
         self._sim_to_child: dict[int, int] = {}
@@ -313,9 +307,12 @@ class Pipeline(Handler):
         order.advance(Stage.VALIDATED, now)
         # -- risk-checked
         self.refresh_market(inst_ix, now)
-        reason = self.risk.check_new(order.order_id, self.risk.session_index(session.session_id),
-                                     account_ix, inst_ix, order.side, order.ord_type, order.qty,
-                                     order.price, risk_flags(req), cl_ord_hash(req.cl_ord_id), now)
+        gate = self._gates.get(session.session_id)
+        if gate is None:
+            gate = self._gates[session.session_id] = self.risk.session_gate(session.session_id)
+        reason = gate.check_new(order.order_id, account_ix, inst_ix, order.side, order.ord_type,
+                                order.qty, order.price, risk_flags(req),
+                                cl_ord_hash(req.cl_ord_id), now)
         if reason:
             return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
         order.advance(Stage.RISK_CHECKED, now)
@@ -397,13 +394,9 @@ class Pipeline(Handler):
 
     def _execute(self, now: int) -> None:
         """Send the router's queued actions to the venues."""
-        actions = self.router.drain_actions()
-        if not len(actions):
-            return
         venues = self.venues
-        for a in actions.tolist():
-            child_id, parent_id, price, qty, _min_qty, _ts, venue, instrument, kind, side, \
-                ord_type, tif, flags, _role, _pad = a
+        for kind, child_id, parent_id, venue, instrument, side, price, qty, ord_type, tif, \
+                flags in self.router.take_actions():
             if kind == ACT_NEW:
                 order = self.orders.by_id.get(parent_id)
                 account = self._venue_account.get(order.account, 0) if order is not None else 0
@@ -500,8 +493,8 @@ class Pipeline(Handler):
         while router.pending_actions or router.pending_finished:
             self._execute(now)
             if router.pending_finished:
-                for rec in router.drain_finished().tolist():
-                    self._parent_finished(rec[0], rec[4], rec[6], now)
+                for parent_id, status, reason in router.take_finished():
+                    self._parent_finished(parent_id, status, reason, now)
 
     def _parent_finished(self, order_id: int, status: int, reason: int, now: int) -> None:
         order = self.orders.by_id.get(order_id)

@@ -1724,6 +1724,24 @@ cdef class Router:
         self.n_actions = 0
         return out
 
+    def take_actions(self):
+        """The queued actions as a list of tuples, and forget them.
+
+        Each tuple is ``(kind, child_id, parent_id, venue, instrument, side,
+        price, qty, ord_type, tif, flags)``: the fields a caller needs to
+        send the action, built in C (the engine's per-order path; a numpy
+        array per call and its ``tolist`` cost more than the routing).
+        """
+        cdef Py_ssize_t k, n = self.n_actions
+        cdef Action* a
+        out = []
+        for k in range(n):
+            a = &self.actions[k]
+            out.append((a.kind, a.child_id, a.parent_id, a.venue, a.instrument, a.side,
+                        a.price, a.qty, a.ord_type, a.tif, a.flags))
+        self.n_actions = 0
+        return out
+
     def drain_into(self, cnp.ndarray out not None, Py_ssize_t start=0):
         """Move queued actions into ``out[start:]`` (a reused ``ACTION_DTYPE`` array).
 
@@ -1867,6 +1885,29 @@ cdef class Router:
         cdef cnp.ndarray row = np.zeros(1, dtype=BESTEX_DTYPE)
         self._bestex(p, <BestEx*>cnp.PyArray_DATA(row))
         return {name: row[name][0].tolist() for name in BESTEX_DTYPE.names}
+
+    def take_finished(self):
+        """``(parent_id, status, reason)`` of each parent finished since the last drain.
+
+        The engine's per-order twin of ``drain_finished``: the same parents
+        are drained and forgotten, without building best-execution rows
+        (a numpy array per call costs more than the rest of the drain).
+        """
+        cdef Py_ssize_t k, n = self.n_finished
+        cdef int32_t pi
+        cdef Parent* p
+        out = []
+        for k in range(n):
+            pi = self.finished[k]
+            p = &self.parents[pi]
+            out.append((p.parent_id, p.status, p.reason))
+            idmap_del(&self.parent_ids, p.parent_id)
+            PyMem_Free(p.cum_ppm)
+            p.cum_ppm = NULL
+            p.next_active = self.parent_free
+            self.parent_free = pi
+        self.n_finished = 0
+        return out
 
     def drain_finished(self):
         """Best-execution records (``BESTEX_DTYPE``) of the parents finished since the last drain.

@@ -608,3 +608,16 @@ def test_batch_matches_single_calls():
     expect = [single.check_new(*map(int, row)) for row in rows]
     assert out.tolist() == expect and passed == expect.count(0)
     assert batch.snapshot() == single.snapshot()
+
+
+def test_cl_ord_hash_is_fnv1a_64_of_the_utf8():
+    """The duplicate checks' key of a cl_ord_id: stable across restarts (published vectors)."""
+    from ext.risk import cl_ord_hash
+
+    def signed(x):
+        return x - (1 << 64) if x >= 1 << 63 else x
+    assert cl_ord_hash("") == signed(0xcbf29ce484222325)
+    assert cl_ord_hash("a") == signed(0xaf63dc4c8601ec8c)
+    assert cl_ord_hash("foobar") == signed(0x85944171f73967e8)
+    assert cl_ord_hash("é") != cl_ord_hash("e")  # UTF-8 bytes, not a lossy encoding
+    assert len({cl_ord_hash(f"algo-{i}") for i in range(10_000)}) == 10_000
