@@ -60,8 +60,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_engine(port: int, workdir: Path) -> subprocess.Popen:
-    """``kronos-exec serve`` with a benchmark configuration; returns once it serves."""
+def start_engine(port: int, workdir: Path, extra_toml: str = "") -> subprocess.Popen:
+    """``kronos-exec serve`` with a benchmark configuration; returns once it serves.
+
+    ``extra_toml`` is appended to the configuration (e.g. ``[[gateways]]`` tables).
+    """
     cfg = workdir / "engine.toml"
     cfg.write_text(textwrap.dedent(f"""
         [intake]
@@ -78,6 +81,8 @@ def start_engine(port: int, workdir: Path) -> subprocess.Popen:
         [logging]
         level = "INFO"
         json = false
+        [metrics]
+        port = 0
         [sim]
         duration = "6h"
         [risk.firm]
@@ -85,7 +90,7 @@ def start_engine(port: int, workdir: Path) -> subprocess.Popen:
         [risk.accounts.BENCH]
         cash = "100000000000"
         allow_short = true
-    """))
+    """) + extra_toml)
     log = workdir / "engine.log"
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config", str(cfg)],
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)

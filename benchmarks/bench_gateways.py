@@ -36,7 +36,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import inspect  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
@@ -49,14 +48,12 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
-from types import SimpleNamespace  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hdrh.histogram import HdrHistogram  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from benchmarks import bench_e2e  # noqa: E402
 from benchmarks.bench_e2e import free_port, open_loop, orders, pct, start_engine  # noqa: E402
 from benchmarks.common import best_of, console, emit, machine, table  # noqa: E402
 from engine.journal import JournalReader, JournalWriter, RecordKind  # noqa: E402
@@ -183,27 +180,7 @@ def gateways_toml(tables: list[dict]) -> str:
 
 def start_engine_with(port: int, workdir: Path, tables: list[dict]) -> subprocess.Popen:
     """``bench_e2e.start_engine`` (the engine as bench_e2e runs it) with ``tables`` attached."""
-    extra = gateways_toml(tables)
-    if "extra_toml" in inspect.signature(start_engine).parameters:
-        return start_engine(port, workdir, extra_toml=extra)
-    # start_engine takes no extra tables yet: add ours to the configuration
-    # text it builds (it writes what textwrap.dedent returns), for this one
-    # call only. Asked for as a start_engine parameter; this goes then.
-    real = bench_e2e.textwrap
-
-    def dedent(text: str) -> str:
-        text = real.dedent(text)
-        if "[metrics]" not in text:
-            # The engine's metrics endpoint defaults to port 9464, which any
-            # other engine on the machine may hold; these runs need none.
-            text += "\n[metrics]\nport = 0\n"
-        return text + extra
-
-    bench_e2e.textwrap = SimpleNamespace(dedent=dedent)
-    try:
-        return start_engine(port, workdir)
-    finally:
-        bench_e2e.textwrap = real
+    return start_engine(port, workdir, extra_toml=gateways_toml(tables))
 
 
 def stop_engine(engine: subprocess.Popen) -> None:
