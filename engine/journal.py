@@ -132,13 +132,19 @@ def list_segments(data_dir: str | os.PathLike) -> list[Path]:
 
 
 # ---------------------------------------------------------------- scanning
-class _Header(NamedTuple):
+# Public for readers that follow a live journal (gateways/tail.py): parse a
+# segment's header, then scan its bytes record by record; IncompleteRecord
+# says "the writer is not done with this one yet", not "corrupt".
+class SegmentHeader(NamedTuple):
+    """A segment file's header: its first record's seq, creation time, the hash it chains from."""
+
     first_seq: int
     created_ns: int
     prev_hash: bytes
 
 
-def _parse_file_header(path: Path, data: bytes | memoryview) -> _Header:
+def parse_segment_header(path: Path, data: bytes | memoryview) -> SegmentHeader:
+    """The header at the start of a segment's bytes; ``JournalCorruptError`` if it is bad."""
     if len(data) < FILE_HEADER_SIZE:
         raise JournalCorruptError(path, 0, None, "header", f"file header is {len(data)} bytes, "
                                                            f"needs {FILE_HEADER_SIZE}")
@@ -149,7 +155,7 @@ def _parse_file_header(path: Path, data: bytes | memoryview) -> _Header:
         raise JournalCorruptError(path, 0, None, "header", f"unsupported format version {version}")
     if crc != zlib.crc32(bytes(data[16:FILE_HEADER_SIZE]), zlib.crc32(bytes(data[:12]))):
         raise JournalCorruptError(path, 0, None, "header", "file header checksum mismatch")
-    return _Header(first_seq, created_ns, prev_hash)
+    return SegmentHeader(first_seq, created_ns, prev_hash)
 
 
 def _pack_file_header(first_seq: int, prev_hash: bytes) -> bytes:
@@ -160,7 +166,7 @@ def _pack_file_header(first_seq: int, prev_hash: bytes) -> bytes:
     return bytes(header)
 
 
-class _Torn(Exception):
+class IncompleteRecord(Exception):
     """The record at ``offset`` runs past the end of the data it sits in."""
 
     def __init__(self, offset: int, detail: str):
@@ -168,11 +174,11 @@ class _Torn(Exception):
         self.offset = offset
 
 
-def _scan(path: Path, data: bytes, expected_seq: int | None, prev_hash: bytes,
-          *, check_chain: bool = True) -> Iterator[Record]:
+def scan_records(path: Path, data: bytes, expected_seq: int | None, prev_hash: bytes,
+                 *, check_chain: bool = True) -> Iterator[Record]:
     """Records of one segment's bytes, checked.
 
-    Raises ``_Torn`` when the data ends inside a record (or the last record
+    Raises ``IncompleteRecord`` when the data ends inside a record (or the last record
     is incomplete on disk: its checksum fails and nothing follows it), and
     ``JournalCorruptError`` for a bad record with data after it.
     """
@@ -181,7 +187,7 @@ def _scan(path: Path, data: bytes, expected_seq: int | None, prev_hash: bytes,
     offset = FILE_HEADER_SIZE
     while offset < end:
         if end - offset < RECORD_HEADER_SIZE:
-            raise _Torn(offset, f"{end - offset} bytes left, a record header needs {RECORD_HEADER_SIZE}")
+            raise IncompleteRecord(offset, f"{end - offset} bytes left, a record header needs {RECORD_HEADER_SIZE}")
         length, crc, seq, ts_ns, kind, _, stored_hash = _RECORD_HEADER.unpack_from(view, offset)
         record_end = offset + RECORD_HEADER_SIZE + length
         if length > MAX_PAYLOAD or record_end > end:
@@ -192,13 +198,13 @@ def _scan(path: Path, data: bytes, expected_seq: int | None, prev_hash: bytes,
             if _good_record_after(view, offset + 1, expected_seq):
                 raise JournalCorruptError(path, offset, expected_seq, "length",
                                           f"record claims {length} payload bytes but good records follow")
-            raise _Torn(offset, f"record claims {length} payload bytes, {end - offset - RECORD_HEADER_SIZE} remain")
+            raise IncompleteRecord(offset, f"record claims {length} payload bytes, {end - offset - RECORD_HEADER_SIZE} remain")
         actual = zlib.crc32(view[offset + 8:record_end], zlib.crc32(view[offset:offset + 4]))
         if actual != crc:
             if record_end == end:
                 # The last record: a crash can extend the file before the data
                 # blocks land (zeros or stale bytes), so this is a torn tail.
-                raise _Torn(offset, "last record fails its checksum")
+                raise IncompleteRecord(offset, "last record fails its checksum")
             raise JournalCorruptError(path, offset, expected_seq, "checksum",
                                       f"crc32 {actual:#010x} != stored {crc:#010x}")
         if expected_seq is not None and seq != expected_seq:
@@ -296,7 +302,7 @@ class JournalReader:
             data = path.read_bytes()
             last_segment = index == len(segments) - 1
             try:
-                header = _parse_file_header(path, data)
+                header = parse_segment_header(path, data)
             except JournalCorruptError:
                 if last_segment and len(data) < FILE_HEADER_SIZE:
                     self.torn = TornTail(path, 0, len(data), "segment header incomplete")
@@ -311,7 +317,7 @@ class JournalReader:
             expected = header.first_seq
             prev_hash = header.prev_hash
             try:
-                for record in _scan(path, data, expected, prev_hash, check_chain=self.check_chain):
+                for record in scan_records(path, data, expected, prev_hash, check_chain=self.check_chain):
                     expected, prev_hash = record.seq + 1, record.hash
                     if record.seq < start_seq:
                         continue
@@ -320,7 +326,7 @@ class JournalReader:
                     if end_ns is not None and record.ts_ns >= end_ns:
                         continue
                     yield record
-            except _Torn as torn:
+            except IncompleteRecord as torn:
                 if not last_segment:
                     raise JournalCorruptError(path, torn.offset, expected, "length",
                                               f"segment is cut short before the next one: {torn}") from None
@@ -526,7 +532,7 @@ class JournalWriter:
             if last is not None:
                 self._last_hash = last.hash
             elif len(segments) > 1:  # the previous segment holds no record
-                self._last_hash = _parse_file_header(segments[-2], segments[-2].read_bytes()).prev_hash
+                self._last_hash = parse_segment_header(segments[-2], segments[-2].read_bytes()).prev_hash
             else:
                 self._last_hash = GENESIS_HASH
             self._segment = self._new_segment(self._last_seq + 1, self._last_hash)
@@ -539,7 +545,7 @@ class JournalWriter:
             self.repaired = torn
             log.warning("journal: truncated torn record at %s @ %d (%d bytes: %s)",
                         path.name, torn.offset, torn.dropped_bytes, torn.detail)
-        header = _parse_file_header(path, path.read_bytes()[:FILE_HEADER_SIZE])
+        header = parse_segment_header(path, path.read_bytes()[:FILE_HEADER_SIZE])
         if last is not None:
             self._last_seq, self._last_hash = last.seq, last.hash
         else:

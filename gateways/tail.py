@@ -8,12 +8,11 @@ few records at a time: a gateway polling every millisecond would re-read and
 re-hash the current segment each time. :class:`JournalTail` keeps its place
 (segment, byte offset, expected seq, chain hash) and reads from there.
 
-It checks records with the journal's own scanner (CRC, sequence and hash
-chain, torn-tail rules), so a record the engine is still writing looks torn
-and is simply picked up on the next read; it only adds the bookkeeping of
-where it is. The scanner and the header parser are private to
-``engine.journal``: this module is the one place outside it that uses them
-(a public follow mode in ``engine/journal.py`` would make that unnecessary).
+It checks records with the journal's own public scanner
+(``engine.journal.scan_records``: CRC, sequence and hash chain, torn-tail
+rules), so a record the engine is still writing raises ``IncompleteRecord``
+and is simply picked up on the next read; this module only adds the
+bookkeeping of where it is.
 """
 from __future__ import annotations
 
@@ -22,10 +21,9 @@ import os
 from pathlib import Path
 
 from engine.journal import (
-    FILE_HEADER_SIZE, RECORD_HEADER_SIZE, JournalCorruptError, JournalError, JournalReader, Record,
-    list_segments, segment_name,
+    FILE_HEADER_SIZE, RECORD_HEADER_SIZE, IncompleteRecord, JournalCorruptError, JournalError,
+    JournalReader, Record, list_segments, parse_segment_header, scan_records, segment_name,
 )
-from engine.journal import _parse_file_header, _scan, _Torn  # noqa: PLC2701 - see module docstring
 
 
 class JournalGapError(JournalError):
@@ -108,7 +106,7 @@ class JournalTail:
             head = handle.read(FILE_HEADER_SIZE)
         if len(head) < FILE_HEADER_SIZE and index == len(segments) - 1:
             return False  # the writer is creating it; try again on the next read
-        header = _parse_file_header(path, head)
+        header = parse_segment_header(path, head)
         offset, next_seq, prev_hash = FILE_HEADER_SIZE, header.first_seq, header.prev_hash
         at = bisect.bisect_right([mark[0] for mark in self._marks], target) - 1
         if at >= 0:
@@ -172,7 +170,7 @@ class JournalTail:
         before = self._offset
         skip_through = self._skip_through
         try:
-            for record in _scan(self._path, data, self._next_seq, self._prev_hash,
+            for record in scan_records(self._path, data, self._next_seq, self._prev_hash,
                                 check_chain=self.check_chain):
                 self._offset = start + record.offset + RECORD_HEADER_SIZE + len(record.payload)
                 self._next_seq, self._prev_hash = record.seq + 1, record.hash
@@ -185,7 +183,7 @@ class JournalTail:
                                       record.hash, record.path, start + record.offset))
                     if len(out) >= limit:
                         break
-        except _Torn:
+        except IncompleteRecord:
             pass  # the record being written: it is complete on a later read
         except JournalCorruptError as exc:
             # The scanner's offsets are relative to the slice it was given.
@@ -206,7 +204,7 @@ class JournalTail:
             head = handle.read(FILE_HEADER_SIZE)
         if len(head) < FILE_HEADER_SIZE:
             return False  # being created
-        header = _parse_file_header(path, head)
+        header = parse_segment_header(path, head)
         if header.prev_hash != self._prev_hash:
             raise JournalCorruptError(path, 0, self._next_seq, "chain",
                                       "segment does not chain from the previous one")
