@@ -960,6 +960,15 @@ cdef class MarketLoop:
             self._sample(self.now)
         return n
 
+    def next_message_due(self):
+        """Time of the next message (an order, a report, a timer), ignoring background flow.
+
+        Real-time pacing wakes for these exactly; background operations
+        between them are caught up in batches (see ``sim.realtime``).
+        None: no message pending.
+        """
+        return self.heap[0].ts if self.heap_n > 0 else None
+
     def next_due(self):
         """Time of the next background operation or message (None: nothing left)."""
         if self.cpos >= self.clen and not self.flow_done:

@@ -25,9 +25,12 @@ fee units). Callbacks run on the event loop, inside the pacing task: they
 should be quick (hand work to a queue). Reports of orders submitted without a
 callback go to the ``reports`` queue.
 
-Timing: the market is advanced at least every ``tick`` seconds, so a report
-is delivered within about ``tick`` of its simulated time; between wake-ups
-every event is still processed in simulated-time order.
+Timing: the pacer wakes when the next message (an order reaching its venue,
+a report coming back) is due, and otherwise every ``tick`` seconds to catch
+the background flow up; between wake-ups every event is still processed in
+simulated-time order. (The event loop's timers have a resolution of one
+millisecond: a message due sooner is waited for by yielding to the loop, so
+a report is not held back by a timer's rounding.)
 """
 from __future__ import annotations
 
@@ -65,7 +68,7 @@ class RealtimeVenues:
         Order book class (``OrderBook``).
     """
 
-    def __init__(self, config=None, *, speed: float = 1.0, tick: float = 0.0005,
+    def __init__(self, config=None, *, speed: float = 1.0, tick: float = 0.001,
                  duration: str | None = None, start_at: str | None = None,
                  book_class=OrderBook) -> None:
         cfg = config if isinstance(config, SimConfig) else load_config(config)
@@ -137,7 +140,13 @@ class RealtimeVenues:
         loop = asyncio.get_running_loop()
         while True:
             self.catch_up()
-            nxt = self.market.loop.next_due()
+            # Wake for messages (reports to the engine's orders) when they are
+            # due, but catch the background flow up once a tick: waking per
+            # flow event (tens of thousands a second, and with a tick below
+            # the loop's 1 ms timer resolution every wait was zero) kept a
+            # core busy on pacing alone. Simulated time stays exact either
+            # way: run_until processes every event in order.
+            nxt = self.market.loop.next_message_due()
             delay = self.tick if nxt is None else min(self.tick, self.clock.wall_delay(nxt))
             # A bare future and a timer handle: no task per wake-up.
             self._waiter = loop.create_future()
