@@ -94,11 +94,18 @@ class Order:
         ticks), so ``avg_px = notional_x2 / (2 * cum_qty)`` ticks, exactly.
     transitions : list of (Stage, int)
         Every stage the order went through, with its time (ns).
+
+    Notes
+    -----
+    The engine keeps every order of the day in memory, so each one holds as
+    few garbage-collected containers as it can (the stage path is one flat
+    list of ints, earlier client ids an immutable tuple): a full collection
+    traverses them all, and its pause is the engine's worst-case latency.
     """
 
     __slots__ = ("order_id", "cl_ord_id", "orig_cl_ord_ids", "session_id", "account", "symbol",
                  "side", "ord_type", "tif", "price", "qty", "cum_qty", "notional_x2", "fees",
-                 "stage", "transitions", "children", "reject_reason", "text", "created_ns",
+                 "stage", "_path", "children", "reject_reason", "text", "created_ns",
                  "last_report")
 
     def __init__(self, order_id: int, cl_ord_id: str, session_id: str, account: str,
@@ -106,20 +113,26 @@ class Order:
                  now_ns: int):
         self.order_id = order_id
         self.cl_ord_id = cl_ord_id
-        self.orig_cl_ord_ids: list[str] = []
+        self.orig_cl_ord_ids: tuple[str, ...] = ()
         self.session_id = session_id
         self.account, self.symbol = account, symbol
         self.side, self.ord_type, self.tif = side, ord_type, tif
         self.price, self.qty = price, qty
         self.cum_qty = self.notional_x2 = self.fees = 0
         self.stage = Stage.RECEIVED
-        self.transitions: list[tuple[Stage, int]] = [(Stage.RECEIVED, now_ns)]
+        self._path: list[int] = [Stage.RECEIVED, now_ns]  # stage, time, stage, time, ...
         self.children: dict[int, Child] = {}
         self.reject_reason = 0
         self.text: str | None = None
         self.created_ns = now_ns
         #: the last ExecutionReport sent for this order (answers status requests)
         self.last_report = None
+
+    @property
+    def transitions(self) -> list[tuple[Stage, int]]:
+        """Every stage the order went through, with its time (ns), oldest first."""
+        path = self._path
+        return [(Stage(path[k]), path[k + 1]) for k in range(0, len(path), 2)]
 
     @property
     def leaves_qty(self) -> int:
@@ -148,7 +161,7 @@ class Order:
             raise IllegalTransition(f"order {self.order_id} ({self.cl_ord_id}): "
                                     f"{self.stage.name} -> {stage.name}")
         self.stage = stage
-        self.transitions.append((stage, now_ns))
+        self._path += (stage, now_ns)
 
     def reject(self, reason: int, text: str, now_ns: int) -> None:
         """Refuse the order before it was routed."""
@@ -259,7 +272,7 @@ class OrderTable:
 
     def alias(self, order: Order, new_cl_ord_id: str) -> None:
         """After a replace the order answers to its new ``cl_ord_id`` too."""
-        order.orig_cl_ord_ids.append(order.cl_ord_id)
+        order.orig_cl_ord_ids += (order.cl_ord_id,)
         order.cl_ord_id = new_cl_ord_id
         self.by_cl_ord_id[(order.account, new_cl_ord_id)] = order
 
