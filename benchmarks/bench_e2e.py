@@ -60,15 +60,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_engine(port: int, workdir: Path, extra_toml: str = "") -> subprocess.Popen:
-    """``kronos-exec serve`` with a benchmark configuration; returns once it serves.
-
-    ``extra_toml`` is appended to the configuration (e.g. ``[[gateways]]`` tables).
-    """
-    cfg = workdir / "engine.toml"
-    cfg.write_text(textwrap.dedent(f"""
+def engine_config(endpoint: str, workdir: Path, extra_toml: str = "") -> str:
+    """The benchmark engine's configuration: one plaintext endpoint, account BENCH with
+    limits out of the way, no fsync, no metrics port; ``extra_toml`` appended."""
+    return textwrap.dedent(f"""
         [intake]
-        plaintext_endpoints = ["tcp://127.0.0.1:{port}"]
+        plaintext_endpoints = ["{endpoint}"]
         allow_plaintext = true
         heartbeat_timeout_ms = 600000
         recv_hwm = 1000000
@@ -90,7 +87,16 @@ def start_engine(port: int, workdir: Path, extra_toml: str = "") -> subprocess.P
         [risk.accounts.BENCH]
         cash = "100000000000"
         allow_short = true
-    """) + extra_toml)
+    """) + extra_toml
+
+
+def start_engine(port: int, workdir: Path, extra_toml: str = "") -> subprocess.Popen:
+    """``kronos-exec serve`` with a benchmark configuration; returns once it serves.
+
+    ``extra_toml`` is appended to the configuration (e.g. ``[[gateways]]`` tables).
+    """
+    cfg = workdir / "engine.toml"
+    cfg.write_text(engine_config(f"tcp://127.0.0.1:{port}", workdir, extra_toml))
     log = workdir / "engine.log"
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config", str(cfg)],
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)

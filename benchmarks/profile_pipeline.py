@@ -29,7 +29,6 @@ import json
 import pstats
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_e2e import orders as encoded_orders  # noqa: E402
+from benchmarks.bench_e2e import engine_config, orders as encoded_orders  # noqa: E402
 from engine.config import parse_config  # noqa: E402
 from engine.messages import request_decoder  # noqa: E402
 from engine.service import EngineService  # noqa: E402
@@ -79,27 +78,9 @@ class _ManualClock:
 
 
 def _config(work: Path):
-    return parse_config(textwrap.dedent(f"""
-        [intake]
-        plaintext_endpoints = ["tcp://127.0.0.1:0"]
-        allow_plaintext = true
-        [security]
-        plaintext_accounts = ["BENCH"]
-        [journal]
-        dir = "{work / 'journal'}"
-        fsync = "none"
-        [metrics]
-        port = 0
-        [logging]
-        level = "WARNING"
-        [sim]
-        duration = "6h"
-        [risk.firm]
-        throttle_rate = 10000000
-        [risk.accounts.BENCH]
-        cash = "100000000000"
-        allow_short = true
-    """), base_dir=work, source="profile_pipeline")
+    # bench_e2e's engine, quieter; its endpoint is bound but never used.
+    text = engine_config("tcp://127.0.0.1:0", work).replace('level = "INFO"', 'level = "WARNING"')
+    return parse_config(text, base_dir=work, source="profile_pipeline")
 
 
 def run(pipe, venues, session, requests) -> None:

@@ -341,3 +341,4 @@ cdef class Router:
                    int64_t qty) noexcept
     cdef bint _any_routable_lit(self, int64_t now) noexcept
     cdef void _bestex(self, Parent* p, BestEx* out) noexcept
+    cdef void _release_parent(self, int32_t pi) noexcept

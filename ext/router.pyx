@@ -1886,6 +1886,15 @@ cdef class Router:
         self._bestex(p, <BestEx*>cnp.PyArray_DATA(row))
         return {name: row[name][0].tolist() for name in BESTEX_DTYPE.names}
 
+    cdef void _release_parent(self, int32_t pi) noexcept:
+        # A drained parent: its id is forgotten and its slot reused.
+        cdef Parent* p = &self.parents[pi]
+        idmap_del(&self.parent_ids, p.parent_id)
+        PyMem_Free(p.cum_ppm)
+        p.cum_ppm = NULL
+        p.next_active = self.parent_free
+        self.parent_free = pi
+
     def take_finished(self):
         """``(parent_id, status, reason)`` of each parent finished since the last drain.
 
@@ -1901,11 +1910,7 @@ cdef class Router:
             pi = self.finished[k]
             p = &self.parents[pi]
             out.append((p.parent_id, p.status, p.reason))
-            idmap_del(&self.parent_ids, p.parent_id)
-            PyMem_Free(p.cum_ppm)
-            p.cum_ppm = NULL
-            p.next_active = self.parent_free
-            self.parent_free = pi
+            self._release_parent(pi)
         self.n_finished = 0
         return out
 
@@ -1923,11 +1928,7 @@ cdef class Router:
             pi = self.finished[k]
             p = &self.parents[pi]
             self._bestex(p, &rows[k])
-            idmap_del(&self.parent_ids, p.parent_id)
-            PyMem_Free(p.cum_ppm)
-            p.cum_ppm = NULL
-            p.next_active = self.parent_free
-            self.parent_free = pi
+            self._release_parent(pi)
         self.n_finished = 0
         return out
 
