@@ -74,6 +74,18 @@ BUY, SELL = int(Side.BUY), int(Side.SELL)
 
 # ---------------------------------------------------------------- loading
 
+def _columns(path: str | Path, columns: tuple[str, ...], decimal_columns: tuple[str, ...]):
+    """``({"ts": int64 ns array, other column: texts}, table)`` of a file that must have ``columns``."""
+    table = _read(path, decimal_columns)
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    out = {"ts": _ts_column(table, path)}
+    for c in columns[1:]:
+        out[c] = _text(table, c)
+    return out, table
+
+
 def _read(path: str | Path, decimal_columns: tuple[str, ...]):
     """A CSV or Parquet file as a pyarrow Table, decimal columns kept as text."""
     import pyarrow as pa
@@ -133,14 +145,7 @@ def load_quotes(path: str | Path) -> dict[str, list | np.ndarray]:
     ValueError
         On a missing column or an unreadable file.
     """
-    table = _read(path, ("bid_px", "bid_qty", "ask_px", "ask_qty"))
-    missing = [c for c in QUOTE_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-    out = {"ts": _ts_column(table, path)}
-    for c in QUOTE_COLUMNS[1:]:
-        out[c] = _text(table, c)
-    return out
+    return _columns(path, QUOTE_COLUMNS, ("bid_px", "bid_qty", "ask_px", "ask_qty"))[0]
 
 
 def load_depth(path: str | Path) -> dict[str, list | np.ndarray]:
@@ -157,25 +162,12 @@ def load_depth(path: str | Path) -> dict[str, list | np.ndarray]:
     ValueError
         On a missing column or an unreadable file.
     """
-    table = _read(path, ("price", "qty"))
-    missing = [c for c in DEPTH_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-    out = {"ts": _ts_column(table, path)}
-    for c in DEPTH_COLUMNS[1:]:
-        out[c] = _text(table, c)
-    return out
+    return _columns(path, DEPTH_COLUMNS, ("price", "qty"))[0]
 
 
 def load_trades(path: str | Path) -> dict[str, list | np.ndarray]:
     """Read a trades file (columns in the module docstring); ``side`` may be absent."""
-    table = _read(path, ("price", "qty"))
-    missing = [c for c in TRADE_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-    out = {"ts": _ts_column(table, path)}
-    for c in TRADE_COLUMNS[1:]:
-        out[c] = _text(table, c)
+    out, table = _columns(path, TRADE_COLUMNS, ("price", "qty"))
     out["side"] = _text(table, "side") if "side" in table.column_names else [None] * len(out["ts"])
     return out
 
