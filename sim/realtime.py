@@ -28,9 +28,10 @@ callback go to the ``reports`` queue.
 Timing: the pacer wakes when the next message (an order reaching its venue,
 a report coming back) is due, and otherwise every ``tick`` seconds to catch
 the background flow up; between wake-ups every event is still processed in
-simulated-time order. (The event loop's timers have a resolution of one
-millisecond: a message due sooner is waited for by yielding to the loop, so
-a report is not held back by a timer's rounding.)
+simulated-time order. The event loop's timers have a resolution of one
+millisecond (``MIN_WAIT_S``), so a report reaches its callback up to that
+long after its simulated time: venue latency as the engine sees it is
+quantised to the millisecond. An order submitted wakes the pacer at once.
 """
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ from ext.types import OrdType, TimeInForce
 from sim.clock import WallClock, parse_duration
 from sim.config import SimConfig, load_config
 from sim.market import Market
+
+
+#: Shortest wait between market updates: the event loop's timer resolution.
+MIN_WAIT_S = 0.001
 
 
 def _resolve(fut: asyncio.Future) -> None:
@@ -148,9 +153,14 @@ class RealtimeVenues:
             # way: run_until processes every event in order.
             nxt = self.market.loop.next_message_due()
             delay = self.tick if nxt is None else min(self.tick, self.clock.wall_delay(nxt))
+            # Never below the loop's timer resolution: a shorter wait is no
+            # wait, and polling until a report is due kept a core busy under
+            # load (stolen from the client and the gateways on 2 cores). A
+            # report may so come up to 1 ms after its simulated time.
+            delay = max(delay, MIN_WAIT_S)
             # A bare future and a timer handle: no task per wake-up.
             self._waiter = loop.create_future()
-            handle = loop.call_later(max(delay, 0.0), _resolve, self._waiter)
+            handle = loop.call_later(delay, _resolve, self._waiter)
             try:
                 await self._waiter
             finally:
