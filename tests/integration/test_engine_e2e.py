@@ -5,6 +5,7 @@ the test's own orders put there and every report is known in advance.
 """
 import time
 
+import msgspec
 import pytest
 
 from engine.client import Client
@@ -206,3 +207,37 @@ replay_endpoint = "tcp://127.0.0.1:{rep}"
         fills = sorted((e.cl_ord_id, e.last_qty, e.last_px, e.account) for e in got)
         assert fills == [("g1", "40", "50.1", "DEMO2"), ("g2", "40", "50.1", "DEMO1")]
         assert [e.seq for e in got] == sorted(e.seq for e in got)
+
+
+@pytest.mark.parametrize("policy", ["group", "always"])
+def test_acks_leave_only_once_durable(tmp_path, policy):
+    """With fsync "group" or "always", the engine sends an acknowledgement only after
+    the journal says its record is durable (group commit: replies wait for the sync)."""
+    from engine.journal import JournalReader, RecordKind, verify
+    from engine.messages import JournalEvent, JournalPayload
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    # A long group window (200 ms): an ack sent before its sync could not hide.
+    path.write_text(config_text(port, tmp_path / "journal", fsync=policy).replace(
+        'fsync = "group"', 'fsync = "group"\ngroup_commit_us = 200000'))
+    with ThreadedEngine(path) as eng, Client(f"tcp://127.0.0.1:{port}") as client:
+        journal = eng.service.journal
+        durable_at_receipt = {}
+        for i in range(5):
+            client.new_order("AAA", "buy", "1", f"49.{10 + i}", account="DEMO1", cl_ord_id=f"d{i}")
+        while len(durable_at_receipt) < 5:
+            msg = client.recv(5)
+            if isinstance(msg, ExecutionReport) and msg.exec_type == ExecType.NEW:
+                durable_at_receipt[msg.cl_ord_id] = eng.call(lambda: journal.durable_seq)
+    decoder = msgspec.msgpack.Decoder(JournalPayload)
+    record_of = {}
+    for rec in JournalReader(tmp_path / "journal"):
+        payload = rec.decode(decoder) if rec.kind == RecordKind.EVENT else None
+        if isinstance(payload, JournalEvent) and isinstance(payload.event, ExecutionReport) \
+                and payload.event.exec_type == ExecType.NEW:
+            record_of[payload.event.cl_ord_id] = rec.seq
+    # Each acknowledgement's own record was durable when the client held it.
+    assert sorted(durable_at_receipt) == [f"d{i}" for i in range(5)]
+    for cl_ord_id, durable in durable_at_receipt.items():
+        assert durable >= record_of[cl_ord_id], (cl_ord_id, durable, record_of[cl_ord_id])
+    assert verify(tmp_path / "journal").ok
