@@ -59,6 +59,11 @@ fsync = "{fsync}"
 level = "INFO"
 json = false
 
+# No metrics endpoint: the default port (9464) may be held by another engine
+# on the machine, and a test engine needs none.
+[metrics]
+port = 0
+
 [sim]
 config = "{sim}"
 duration = "6h"
