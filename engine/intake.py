@@ -553,10 +553,13 @@ class IntakeServer:
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Let the handler make this batch durable; it then releases the frames."""
+        """Let the handler make this batch durable; it then releases the frames.
+
+        Called at the end of every drain even with nothing to send: a request
+        answered later (a cancel waits for the venue) still has its journal
+        record written now, not with the next reply.
+        """
         self._flush_scheduled = False
-        if not self._outbox:
-            return
         batch, self._outbox = self._outbox, []
         try:
             self.handler.flush(lambda: self._transmit(batch))
@@ -566,6 +569,8 @@ class IntakeServer:
             log.exception("intake: handler flush failed; %d messages held back", len(batch))
 
     def _transmit(self, batch: list[tuple[Session, bytes]]) -> None:
+        if not batch:
+            return
         listeners = set()
         for session, frame in batch:
             listener = session._listener

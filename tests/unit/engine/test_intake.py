@@ -464,3 +464,39 @@ def test_plaintext_needs_explicit_opt_in(tmp_path):
     thread = IntakeThread(IntakeServer(config, SecurityConfig(), EchoHandler()))
     with pytest.raises(ValueError, match="allow_plaintext"):
         thread.start()
+
+
+class _FlushLog(EchoHandler):
+    """Answers later (as a venue's cancel would), and logs intake's flush calls."""
+
+    def __init__(self):
+        super().__init__(defer=0.3)
+        self.flushes = []   # (requests handled so far, frames recorded so far) at each flush
+        self.recorded = 0
+
+    def record_sent(self, session, frame):
+        self.recorded += 1
+
+    def flush(self, release):
+        self.flushes.append((len(self.requests), self.recorded))
+        release()
+
+
+def test_every_drain_flushes_even_with_nothing_to_send(tmp_path):
+    """A request answered later still has the handler flush (its journal write) at the end of
+    the drain that read it; frames are recorded once each, before the flush that sends them."""
+    handler = _FlushLog()
+    thread = make_server(tmp_path, handler=handler)
+    try:
+        with Client(thread.server.plaintext_endpoints[0]) as client:
+            client.send(order_for(client))
+            deadline = time.monotonic() + 5
+            while not any(n == 1 and sent == 0 for n, sent in thread.call(lambda: list(handler.flushes))):
+                assert time.monotonic() < deadline, handler.flushes
+                time.sleep(0.01)
+            reply = client.recv(5)   # the deferred answer, sent by a later flush
+            assert reply.cl_ord_id == handler.requests[0][1].cl_ord_id
+            assert thread.call(lambda: handler.recorded) == 1
+            assert thread.call(lambda: handler.flushes[-1]) == (1, 1)
+    finally:
+        thread.stop()
