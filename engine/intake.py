@@ -206,19 +206,14 @@ class Session:
             or not it could be delivered (no connection, or ZeroMQ's queue
             to the peer full).
         """
-        self.send_frame(msg)
-        return self._seq
-
-    def send_frame(self, msg: Response) -> bytes:
-        """As :meth:`send`, returning the encoded frame (to journal the exact bytes sent)."""
         self._seq += 1
         stamped = msgspec.structs.replace(msg, seq=self._seq)
         self._ring.append(stamped)
         frame = self._listener.encoder.encode(stamped)
         server = self._listener.server
-        server.handler.record_sent(self, frame)
+        server.handler.record_sent(self, frame)  # journaled as sent, seq included
         server._queue(self, frame)
-        return frame
+        return self._seq
 
     def reject(self, reason: int, text: str, *, ref_type: str | None = None,
                cl_ord_id: str | None = None) -> int:
