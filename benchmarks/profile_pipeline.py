@@ -47,21 +47,21 @@ BATCH = 10
 
 
 class _Session:
-    """Stands in for an intake session: stamps and encodes what it is sent."""
+    """Stands in for an intake session: stamps, encodes and journals what it is sent
+    (through the handler's ``record_sent``, as ``engine.intake.Session.send`` does)."""
 
     session_id, principal, client_name = "S1", "", "profile"
 
-    def __init__(self):
+    def __init__(self, handler):
         self.sent = 0
+        self._handler = handler
         self._encoder = msgspec.msgpack.Encoder()
 
     def send(self, msg) -> int:
-        self.send_frame(msg)
-        return self.sent
-
-    def send_frame(self, msg) -> bytes:
         self.sent += 1
-        return self._encoder.encode(msgspec.structs.replace(msg, seq=self.sent))
+        frame = self._encoder.encode(msgspec.structs.replace(msg, seq=self.sent))
+        self._handler.record_sent(self, frame)
+        return self.sent
 
 
 class _ManualClock:
@@ -102,7 +102,7 @@ async def main(n: int, sort: str | None) -> dict:
     venues, pipe = service.venues, service.pipeline
     venues.clock = _ManualClock(venues.market.now)
     decode = request_decoder().decode
-    session = _Session()
+    session = _Session(pipe)
     run(pipe, venues, session, [decode(m) for m in encoded_orders(2_000, "warm")])
     requests = [decode(m) for m in encoded_orders(n, "p")]
     profile = cProfile.Profile() if sort else None
