@@ -10,7 +10,10 @@ by hand (20 µs per order), so every run does exactly the same work: N new
 orders (half marketable IOC, half far passive IOC) through
 ``Pipeline.handle``, venue reports, and the journal flush per batch of ten.
 Intake and sockets are left out (a stand-in session encodes what it is
-sent): this measures the pipeline itself. The measured loop runs inside
+sent): this measures the pipeline itself. With ``--intake`` the orders
+travel as bytes over a real DEALER socket to the engine's own intake
+(ROUTER socket, decoding, checks, sessions, sends), whose drain is called by
+hand once each batch has arrived; the replies are read back and counted. The measured loop runs inside
 ``itertools.starmap`` so that callgrind can count it alone
 (``--toggle-collect=starmap_next``); divide the total by N.
 
@@ -95,7 +98,30 @@ def run(pipe, venues, session, requests) -> None:
         pipe.flush(lambda: None)
 
 
-async def main(n: int, sort: str | None) -> dict:
+def run_intake(intake, listener, venues, pipe, client, frames) -> None:
+    """As :func:`run`, through intake: each batch is sent, drained, answered and read back."""
+    import zmq
+    socket = listener.socket
+    for k in range(0, len(frames), BATCH):
+        batch = frames[k:k + BATCH]
+        for frame in batch:
+            client.send(frame, copy=False)
+        handled = 0
+        while handled < len(batch):
+            socket.poll(1000)
+            before = intake.messages_read
+            intake._drain(listener)
+            handled += intake.messages_read - before
+        venues.clock.t += SIM_NS_PER_ORDER * BATCH
+        venues.catch_up()
+        while pipe._pump_scheduled:
+            pipe._deferred_pump()
+        intake._flush()
+        while client.poll(0):
+            client.recv(copy=False)
+
+
+async def main(n: int, sort: str | None, through_intake: bool = False) -> dict:
     service = EngineService(_config(Path(tempfile.mkdtemp(prefix="kronos-profile-"))))
     await service.start()
     await service.venues.stop()  # no pacing task: simulated time moves only by hand
@@ -103,21 +129,38 @@ async def main(n: int, sort: str | None) -> dict:
     venues.clock = _ManualClock(venues.market.now)
     decode = request_decoder().decode
     session = _Session(pipe)
-    run(pipe, venues, session, [decode(m) for m in encoded_orders(2_000, "warm")])
-    requests = [decode(m) for m in encoded_orders(n, "p")]
     profile = cProfile.Profile() if sort else None
-    sent = session.sent
+    if through_intake:
+        import zmq
+        intake = service.intake
+        listener = intake._listeners[0]
+        asyncio.get_running_loop().remove_reader(listener.socket.getsockopt(zmq.FD))
+        client = zmq.Context.instance().socket(zmq.DEALER)
+        client.connect(intake.plaintext_endpoints[0])
+        args = (intake, listener, venues, pipe, client)
+        run_intake(*args, encoded_orders(2_000, "warm"))
+        frames, runner = encoded_orders(n, "p"), run_intake
+        sent = intake.frames_sent
+    else:
+        run(pipe, venues, session, [decode(m) for m in encoded_orders(2_000, "warm")])
+        args, frames, runner = (pipe, venues, session), [decode(m) for m in encoded_orders(n, "p")], run
+        sent = session.sent
     cpu = time.process_time()
     if profile:
         profile.enable()
-    collections.deque(itertools.starmap(run, [(pipe, venues, session, requests)]), 0)
+    collections.deque(itertools.starmap(runner, [(*args, frames)]), 0)
     if profile:
         profile.disable()
     cpu = time.process_time() - cpu
+    if through_intake:
+        client.close(linger=0)
+        messages = intake.frames_sent - sent
+    else:
+        messages = session.sent - sent
     if profile:
         pstats.Stats(profile).sort_stats(sort).print_stats(40)
     figures = {"orders": n, "us_per_order_cpu": round(cpu / n * 1e6, 1),
-               "messages_per_order": round((session.sent - sent) / n, 2)}
+               "messages_per_order": round(messages / n, 2), "intake": through_intake}
     await service.stop()
     return figures
 
@@ -125,9 +168,11 @@ async def main(n: int, sort: str | None) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("n", nargs="?", type=int, default=5_000, help="orders measured")
+    parser.add_argument("--intake", action="store_true",
+                        help="send the orders through the engine's intake over a real socket")
     parser.add_argument("--cprofile", metavar="SORT", help="print a cProfile sorted by SORT")
     args = parser.parse_args()
-    result = uvloop.run(main(args.n, args.cprofile))
+    result = uvloop.run(main(args.n, args.cprofile, args.intake))
     print(f"{result['orders']} orders: {result['us_per_order_cpu']} µs CPU per order, "
           f"{result['messages_per_order']} messages per order")
     print(json.dumps(result))

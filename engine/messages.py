@@ -422,6 +422,19 @@ class JournalEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 JournalPayload = Union[JournalCommand, JournalEvent]
 
 
+class JournalSession(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
+    """Whose a client session is, as the journal stores it (a ``META`` record).
+
+    Written before the first message the engine sends on a session, so that
+    recovery restores every session with the key that owns it, including a
+    session that never sent a command (only heartbeats, or only bad input).
+    ``principal`` is the client's CURVE public key (Z85), empty for plaintext.
+    """
+
+    session_id: str
+    principal: str
+
+
 # ---------------------------------------------------------------- codecs
 def request_decoder() -> msgspec.msgpack.Decoder:
     """A decoder for client-to-engine frames; make one per socket and reuse it."""

@@ -24,8 +24,8 @@ from engine.intake import Handler, Session
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, ExecutionReport, JournalCommand,
-    JournalEvent, KillSwitch, NewOrder, OrderStatusReply, OrderStatusRequest, OrdType,
-    ReloadLimits, Replace, Request, StageTime, TradeFill, TradeHistoryReply, TradeHistoryRequest,
+    JournalEvent, JournalSession, KillSwitch, NewOrder, OrderStatusReply, OrderStatusRequest,
+    OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill, TradeHistoryReply, TradeHistoryRequest,
     make_reject, reject_name,
 )
 from engine.orders import Child, Order, OrderTable, Stage, execution_report, half_ticks_to_price
@@ -104,6 +104,8 @@ class Pipeline(Handler):
         self.reload_limits = reload_limits
         self.orders = OrderTable()
         self.sessions: dict[str, Session] = {}
+        #: sessions whose key the journal holds (a JournalSession record)
+        self.journaled_sessions: set[str] = set()
         self._gates: dict = {}  # session id -> its ext.risk.SessionGate
         self.fills_by_account: dict[str, list[TradeFill]] = {}
         self.venue_names = [v.name for v in venues.venues]
@@ -193,7 +195,16 @@ class Pipeline(Handler):
             self.journal.append_msg(RecordKind.EVENT, JournalEvent(session_id=session_id, event=msg))
 
     def record_sent(self, session: Session, frame: bytes) -> None:
-        """Journal the exact frame a session sends (its seq included)."""
+        """Journal the exact frame a session sends (its seq included).
+
+        A session's first frame is preceded by a ``JournalSession`` record
+        naming its key: recovery must restore it on the same kind of
+        endpoint, for the same key, even when it never sent a command.
+        """
+        if session.session_id not in self.journaled_sessions:
+            self.journaled_sessions.add(session.session_id)
+            self.journal.append_msg(RecordKind.META, JournalSession(
+                session_id=session.session_id, principal=session.principal))
         self.journal.append_msg(RecordKind.EVENT, JournalEvent(
             session_id=session.session_id, event=msgspec.Raw(frame)))
 

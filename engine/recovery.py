@@ -34,7 +34,7 @@ import msgspec
 from engine.journal import JournalReader, RecordKind
 from engine.messages import (
     BulkNewOrders, ExecType, ExecutionReport, JournalCommand, JournalEvent, JournalPayload,
-    NewOrder, TradeFill,
+    JournalSession, NewOrder, TradeFill,
 )
 from engine.orders import Stage
 from engine.pipeline import cl_ord_hash, risk_flags
@@ -96,6 +96,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     live_config = risk.config
     risk.reload(_permissive(live_config), 0, "recovery")
     decoder = msgspec.msgpack.Decoder(JournalPayload)
+    meta_decoder = msgspec.msgpack.Decoder(JournalSession)
     new_orders: dict[tuple[str, str], NewOrder] = {}
     records = fills = 0
     max_exec = 0
@@ -103,6 +104,14 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     sent: dict[str, collections.deque] = {}
     for rec in JournalReader(journal_dir).records(1):
         records += 1
+        if rec.kind == RecordKind.META:
+            try:
+                known = rec.decode(meta_decoder)
+            except msgspec.ValidationError:
+                continue  # another kind of bookkeeping
+            principals[known.session_id] = known.principal
+            pipeline.journaled_sessions.add(known.session_id)
+            continue
         if rec.kind not in (RecordKind.COMMAND, RecordKind.EVENT):
             continue
         payload = rec.decode(decoder)
@@ -128,8 +137,15 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     table.next_order_id = max(table.by_id, default=0) + 1
     risk.reload(live_config, time.time_ns(), "recovery")
     rerouted = _reroute(pipeline)
-    sessions = [RecoveredSession(sid, principals.get(sid, ""), ring[-1].seq, list(ring))
-                for sid, ring in sent.items()]
+    # A session whose key the journal does not name (written before sessions
+    # were journaled) is not restored: guessing "plaintext" would hand a CURVE
+    # client's session to whoever resumes it on the plaintext endpoint.
+    unknown = [sid for sid in sent if sid not in principals]
+    if unknown:
+        log.warning("recovery: %d sessions without a journaled key not restored (e.g. %s)",
+                    len(unknown), unknown[0])
+    sessions = [RecoveredSession(sid, principals[sid], ring[-1].seq, list(ring))
+                for sid, ring in sent.items() if sid in principals]
     result = Recovered(records, len(table), len(table.working()), fills, rerouted, sessions)
     if records:
         log.info("recovery: %s", result.summary())

@@ -165,3 +165,53 @@ def test_session_sequence_numbers_survive_kill_9(tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
+
+
+def test_curve_session_is_restored_for_its_own_key_only(tmp_path):
+    """A CURVE session that only ever sent heartbeats (no command names its key in the
+    journal) is restored after kill -9 for that key, on the CURVE endpoint: its owner
+    resumes it, a plaintext client asking for it is refused."""
+    from engine.client import load_client_keys
+    from engine.intake import generate_keypair
+    from engine.messages import RejectReason
+
+    server_public, server_secret = generate_keypair(tmp_path / "keys", "server")
+    _, alice_secret = generate_keypair(tmp_path / "keys", "alice")
+    alice = load_client_keys(alice_secret)
+    port, curve_port = free_port(), free_port()
+    text = config_text(port, tmp_path / "journal")
+    text = text.replace("[intake]\n", f'[intake]\nendpoints = ["tcp://127.0.0.1:{curve_port}"]\n', 1)
+    text = text.replace("[security]\n", f'[security]\nserver_secret_key_file = "{server_secret}"\n', 1)
+    text += f'\n[[security.clients]]\nname = "alice"\npublic_key = "{alice[0].decode()}"\n' \
+            f'accounts = ["DEMO1"]\n'
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text(text)
+    server_key = load_client_keys(server_secret)[0]
+    curve = f"tcp://127.0.0.1:{curve_port}"
+    plain = f"tcp://127.0.0.1:{port}"
+    proc = start_subprocess(cfg, tmp_path / "engine.log")
+    try:
+        with Client(curve, server_key=server_key, client_keypair=alice) as client:
+            client.heartbeat(test_req_id="only")
+            first = client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)[-1]
+            session_id = client.session_id
+        assert first.seq == 1 and session_id
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    proc = start_subprocess(cfg, tmp_path / "engine.log")
+    try:
+        with Client(plain) as intruder:
+            intruder.resume(session_id, 0)
+            refused = intruder.recv_until(lambda m: isinstance(m, (Reject, HeartbeatAck)), 5)[-1]
+            assert isinstance(refused, Reject) and \
+                refused.reject_reason == RejectReason.RESUME_REFUSED, refused
+        with Client(curve, server_key=server_key, client_keypair=alice) as client:
+            client.resume(session_id, 0)
+            replay = client.recv_until(lambda m: isinstance(m, HeartbeatAck) and m.seq > 1, 5)
+            assert [(type(m).__name__, m.seq) for m in replay] == \
+                [("HeartbeatAck", 1), ("HeartbeatAck", 2)]
+            assert replay[0].test_req_id == "only" and replay[-1].session_id == session_id
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)

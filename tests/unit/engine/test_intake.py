@@ -390,6 +390,9 @@ def test_burst_drained_in_order(tmp_path):
             replies = [c.recv(10) for _ in orders]
         assert [m.cl_ord_id for m in replies] == [o.cl_ord_id for o in orders]
         assert [m.seq for m in replies] == list(range(1, 2001))
+        # Intake's own counters saw every message and every reply.
+        assert thread.server.messages_read == 2000
+        assert thread.server.frames_sent == 2000
     finally:
         thread.stop()
 
