@@ -33,6 +33,9 @@ from typing import Callable, Iterator, Literal, NamedTuple
 
 import msgspec
 
+from ext import journalframe
+from ext.journalframe import frame_record
+
 log = logging.getLogger(__name__)
 
 FsyncPolicy = Literal["always", "group", "none"]
@@ -54,8 +57,8 @@ FILE_HEADER_SIZE = _FILE_HEADER.size  # 64
 # timestamp, kind, reserved) and the payload.
 _RECORD_HEADER = struct.Struct("<IIQqHH32s")
 RECORD_HEADER_SIZE = _RECORD_HEADER.size  # 60
-_LEN = struct.Struct("<I")
-_FIXED = struct.Struct("<QqHH")  # bytes 8..28 of the record header: seq, ts, kind, reserved
+# Records are framed by ext/journalframe.pyx (the engine's per-message path).
+assert journalframe.RECORD_HEADER_SIZE == RECORD_HEADER_SIZE
 # A length beyond this is not a record but garbage (a torn or corrupt header).
 MAX_PAYLOAD = 64 << 20
 _SEQ = struct.Struct("<Q")
@@ -468,7 +471,6 @@ class JournalWriter:
         self.fsync = fsync
         self.group_commit_us = group_commit_us
         self.rotate_bytes = rotate_bytes
-        self._buf = bytearray(4096)
         self.buffered = buffered
         self._out = bytearray()          # buffered records not yet written
         self._out_seq = 0                # last seq in ``_out``
@@ -598,50 +600,15 @@ class JournalWriter:
         int
             The record's ``seq``. Under ``always`` it is durable on return.
         """
-        if self.buffered:
-            return self._buffer_record(kind, bytes(payload), ts_ns)
-        buf = self._buf
-        size = RECORD_HEADER_SIZE + len(payload)
-        if len(buf) < size:
-            buf.extend(bytes(size - len(buf)))
-        buf[RECORD_HEADER_SIZE:size] = payload
-        return self._commit_record(kind, size, ts_ns)
+        return self._append(kind, bytes(payload), ts_ns)
 
     def append_msg(self, kind: int, msg: object, *, ts_ns: int | None = None) -> int:
         """Append a msgspec struct (or any msgpack-able value) as one record."""
-        if self.buffered:
-            return self._buffer_record(kind, self._encoder.encode(msg), ts_ns)
-        # Encode straight after the header room: one buffer, one write.
-        self._encoder.encode_into(msg, self._buf, RECORD_HEADER_SIZE)
-        return self._commit_record(kind, len(self._buf), ts_ns)
+        return self._append(kind, self._encoder.encode(msg), ts_ns)
 
-    def _commit_record(self, kind: int, size: int, ts_ns: int | None) -> int:
-        if self._closed:
-            raise JournalError("journal is closed")
-        payload_len = size - RECORD_HEADER_SIZE
-        if payload_len > MAX_PAYLOAD:
-            raise ValueError(f"payload of {payload_len} bytes exceeds {MAX_PAYLOAD}")
-        if self._segment.size + size > self.rotate_bytes and self._segment.size > FILE_HEADER_SIZE:
-            self._rotate()
-        seq = self._last_seq + 1
-        ts_ns = time.time_ns() if ts_ns is None else ts_ns
-        buf = self._buf
-        view = memoryview(buf)
-        try:
-            _RECORD_HEADER.pack_into(buf, 0, payload_len, 0, seq, ts_ns, int(kind), 0, GENESIS_HASH)
-            digest = chain_hash(self._last_hash, view[8:28], view[RECORD_HEADER_SIZE:size])
-            buf[28:RECORD_HEADER_SIZE] = digest
-            crc = zlib.crc32(view[8:size], zlib.crc32(view[0:4]))
-            _LEN.pack_into(buf, 4, crc)
-            self._last_seq, self._last_hash = seq, digest
-            self._write(view[:size])
-        finally:
-            view.release()
-        self._written(seq)
-        return seq
-
-    def _buffer_record(self, kind: int, payload: bytes, ts_ns: int | None) -> int:
-        """Frame one record into the flush buffer (the engine's per-message path)."""
+    def _append(self, kind: int, payload: bytes, ts_ns: int | None) -> int:
+        """Sequence and frame one record: into the flush buffer when buffered (the
+        engine's per-message path), else written now and synced per the policy."""
         if self._closed:
             raise JournalError("journal is closed")
         payload_len = len(payload)
@@ -653,15 +620,12 @@ class JournalWriter:
             self._write_out()  # buffered records belong to the segment they were sequenced in
             self._rotate()
         seq = self._last_seq + 1
-        fixed = _FIXED.pack(seq, time.time_ns() if ts_ns is None else ts_ns, int(kind), 0)
-        digest = chain_hash(self._last_hash, fixed, payload)
-        length = _LEN.pack(payload_len)
-        body = b"".join((fixed, digest, payload))
-        out = self._out
-        out += length
-        out += _LEN.pack(zlib.crc32(body, zlib.crc32(length)))
-        out += body
-        self._last_seq, self._last_hash, self._out_seq = seq, digest, seq
+        self._last_hash = frame_record(self._out, self._last_hash, seq,
+                                       time.time_ns() if ts_ns is None else ts_ns, kind, payload)
+        self._last_seq = self._out_seq = seq
+        if not self.buffered:
+            self._write_out()
+            self._written(seq)
         return seq
 
     def _write(self, data) -> None:
