@@ -19,6 +19,8 @@ import enum
 import time
 from decimal import Decimal, localcontext
 
+import msgspec
+
 from engine.messages import ExecType, ExecutionReport, OrdStatus, reject_name
 from ext.instrument import Instrument
 
@@ -63,15 +65,19 @@ class IllegalTransition(RuntimeError):
     """The engine tried a transition the state machine does not allow (a bug)."""
 
 
-class Child:
-    """A child order at one venue, as the parent sees it."""
+class Child(msgspec.Struct, gc=False, eq=False):
+    """A child order at one venue, as the parent sees it.
 
-    __slots__ = ("child_id", "venue", "price", "qty", "cum_qty", "done")
+    Not tracked by the garbage collector (``gc=False``: it holds only
+    plain values), like :class:`Order`.
+    """
 
-    def __init__(self, child_id: int, venue: str, price: int, qty: int):
-        self.child_id, self.venue, self.price, self.qty = child_id, venue, price, qty
-        self.cum_qty = 0
-        self.done = False
+    child_id: int
+    venue: str
+    price: int
+    qty: int
+    cum_qty: int = 0
+    done: bool = False
 
     def as_dict(self) -> dict:
         """Plain-data view for queries and logs."""
@@ -79,7 +85,7 @@ class Child:
                 "qty": self.qty, "cum_qty": self.cum_qty, "done": self.done}
 
 
-class Order:
+class Order(msgspec.Struct, gc=False, eq=False):
     """One client order (the parent): identity, terms, fills and stage.
 
     Attributes
@@ -97,41 +103,50 @@ class Order:
 
     Notes
     -----
-    The engine keeps every order of the day in memory, so each one holds as
-    few garbage-collected containers as it can (the stage path is one flat
-    list of ints, earlier client ids an immutable tuple): a full collection
-    traverses them all, and its pause is the engine's worst-case latency.
+    The engine keeps every order of the day in memory, and the garbage
+    collector's pauses land on whatever order is in flight: each young
+    collection traverses every tracked object made since the last one. So an
+    order is a struct the collector does not track (``gc=False``: it cannot
+    be part of a reference cycle, as it references only strings, numbers,
+    the untracked last report and its children), its stage path is a tuple
+    of plain ints (which the collector stops tracking the first time it
+    sees it), and its one tracked object is the dict of its children. Identity is the order itself
+    (``eq=False``): two orders with equal fields are still two orders.
     """
 
-    __slots__ = ("order_id", "cl_ord_id", "orig_cl_ord_ids", "session_id", "account", "symbol",
-                 "side", "ord_type", "tif", "price", "qty", "cum_qty", "notional_x2", "fees",
-                 "stage", "_path", "children", "reject_reason", "text", "created_ns",
-                 "last_report")
+    order_id: int
+    cl_ord_id: str
+    session_id: str
+    account: str
+    symbol: str
+    side: int
+    ord_type: int
+    tif: int
+    price: int
+    qty: int
+    created_ns: int
+    orig_cl_ord_ids: tuple = ()
+    cum_qty: int = 0
+    notional_x2: int = 0
+    fees: int = 0
+    stage: Stage = Stage.RECEIVED
+    #: stage, time, stage, time, ... (see ``transitions``)
+    path: tuple = ()
+    #: child orders at venues, by child id
+    children: dict = None
+    reject_reason: int = 0
+    text: str | None = None
+    #: the last ExecutionReport sent for this order (answers status requests)
+    last_report: ExecutionReport | None = None
 
-    def __init__(self, order_id: int, cl_ord_id: str, session_id: str, account: str,
-                 symbol: str, side: int, ord_type: int, tif: int, price: int, qty: int,
-                 now_ns: int):
-        self.order_id = order_id
-        self.cl_ord_id = cl_ord_id
-        self.orig_cl_ord_ids: tuple[str, ...] = ()
-        self.session_id = session_id
-        self.account, self.symbol = account, symbol
-        self.side, self.ord_type, self.tif = side, ord_type, tif
-        self.price, self.qty = price, qty
-        self.cum_qty = self.notional_x2 = self.fees = 0
-        self.stage = Stage.RECEIVED
-        self._path: list[int] = [Stage.RECEIVED, now_ns]  # stage, time, stage, time, ...
-        self.children: dict[int, Child] = {}
-        self.reject_reason = 0
-        self.text: str | None = None
-        self.created_ns = now_ns
-        #: the last ExecutionReport sent for this order (answers status requests)
-        self.last_report = None
+    def __post_init__(self) -> None:
+        self.path = (int(Stage.RECEIVED), self.created_ns)
+        self.children = {}
 
     @property
     def transitions(self) -> list[tuple[Stage, int]]:
         """Every stage the order went through, with its time (ns), oldest first."""
-        path = self._path
+        path = self.path
         return [(Stage(path[k]), path[k + 1]) for k in range(0, len(path), 2)]
 
     @property
@@ -161,7 +176,7 @@ class Order:
             raise IllegalTransition(f"order {self.order_id} ({self.cl_ord_id}): "
                                     f"{self.stage.name} -> {stage.name}")
         self.stage = stage
-        self._path += (stage, now_ns)
+        self.path += (int(stage), now_ns)
 
     def reject(self, reason: int, text: str, now_ns: int) -> None:
         """Refuse the order before it was routed."""

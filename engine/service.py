@@ -66,14 +66,17 @@ def _freeze_after_full_collection(phase: str, info: dict) -> None:
 def bound_gc_pauses() -> None:
     """Keep full garbage collections short while serving.
 
-    A full collection traverses every tracked object, and its pause lands on
-    whatever order is in flight (measured: 125 ms with 22,000 orders in
-    memory, the engine's whole p99). What is alive at start-up (modules,
-    the recovered order table) and whatever survives a full collection is
-    frozen (``gc.freeze``), so each full collection only traverses what was
-    made since the last one (46 ms in the same run). A cycle among frozen
-    objects is never collected: a small leak traded for bounded pauses, as
-    long-running CPython services commonly do.
+    A collection traverses every tracked object of the generations it
+    collects, and its pause lands on whatever order is in flight. Orders and
+    their children are not tracked at all (see ``engine.orders.Order``); on
+    top of that, what is alive at start-up (modules, the recovered order
+    table) and whatever survives a full collection is frozen
+    (``gc.freeze``), so each full collection only traverses what was made
+    since the last one. Measured with 60,000 orders in memory: a full
+    collection of everything took 378 ms with tracked orders and 34 ms
+    without; young collections went from 1.5 ms to 0.15 ms (median). A cycle
+    among frozen objects is never collected: a small leak traded for bounded
+    pauses, as long-running CPython services commonly do.
     """
     gc.collect()
     gc.freeze()

@@ -105,3 +105,26 @@ def test_table_lookup_by_current_and_previous_cl_ord_id():
     assert table.find("OTHER", "c2") is None
     route(order)
     assert table.working() == [order]
+
+
+def test_orders_cost_the_garbage_collector_one_object_at_most():
+    """Young collections traverse every tracked object: an order of the day adds at most
+    its children's dict to them (the order, its path and its children are untracked)."""
+    import gc
+
+    from engine.orders import Child
+
+    table = OrderTable()
+    order = new_order(table)
+    route(order)
+    order.children[7] = Child(7, "XNAS", 18925, 10_000)
+    order.fill(4_000, 2 * 18925, 3)
+    gc.collect(0)  # a tuple of untracked values is untracked at its first collection
+    assert not gc.is_tracked(order) and not gc.is_tracked(order.path)
+    assert not gc.is_tracked(order.children[7])
+    assert [s for s, _ in order.transitions] == [Stage.RECEIVED, Stage.VALIDATED,
+                                                 Stage.RISK_CHECKED, Stage.ROUTED,
+                                                 Stage.PARTIALLY_FILLED]
+    # Identity, not field equality: a second order with equal fields is another order.
+    twin = new_order(OrderTable())
+    assert twin != new_order(OrderTable()) and len({twin, order}) == 2
