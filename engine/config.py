@@ -191,6 +191,20 @@ class JournalConfig(_Section):
     rotate_bytes: Annotated[int, Meta(ge=4096)] = 64 << 20
 
 
+class HistoryConfig(_Section):
+    """``[history]``: the fills the engine keeps in memory for ``TradeHistoryRequest``.
+
+    Attributes
+    ----------
+    max_fills_per_account : int
+        Fills kept per account, the oldest dropped first (the journal and
+        the postgres trade store keep them all). A query reaching further
+        back is answered with ``complete = false``. Default 1,000,000.
+    """
+
+    max_fills_per_account: PositiveInt = 1_000_000
+
+
 class MetricsConfig(_Section):
     """``[metrics]``: the Prometheus ``/metrics`` and ``/healthz`` HTTP endpoint.
 
@@ -232,6 +246,7 @@ class Config(_Section):
     intake: IntakeConfig = IntakeConfig()
     security: SecurityConfig = SecurityConfig()
     journal: JournalConfig = JournalConfig()
+    history: HistoryConfig = HistoryConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     risk: dict[str, Any] = {}

@@ -343,6 +343,9 @@ class TradeHistoryReply(_Response):
     """Answer to ``TradeHistoryRequest``; long answers come in several parts.
 
     ``last`` is true on the final part; parts of one answer share ``req_id``.
+    ``complete`` is false when fills of the range are no longer held in the
+    engine's memory (its bound per account); the answer is then complete
+    from ``complete_from`` (ns) on, and ``text`` says where the rest is.
     """
 
     req_id: Label
@@ -352,6 +355,8 @@ class TradeHistoryReply(_Response):
     reject_reason: int = 0
     reject_name: str | None = None
     text: Text | None = None
+    complete: bool = True
+    complete_from: Nanos = 0
 
 
 class HeartbeatAck(_Response, gc=False):

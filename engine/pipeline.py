@@ -28,6 +28,7 @@ from engine.messages import (
     OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill, TradeHistoryReply, TradeHistoryRequest,
     make_reject, reject_name,
 )
+from engine.history import TradeHistory
 from engine.orders import Child, Order, OrderTable, Stage, execution_report, half_ticks_to_price
 from ext.instrument import ConversionError, Instrument
 from ext.risk import RiskFlag, cl_ord_hash
@@ -95,7 +96,7 @@ class Pipeline(Handler):
     """
 
     def __init__(self, *, instruments: dict[str, Instrument], risk, router, venues,
-                 journal: JournalWriter, metrics=None,
+                 journal: JournalWriter, metrics=None, history: TradeHistory | None = None,
                  reload_limits: Callable[[], dict] | None = None):
         self.instruments = instruments
         self.symbols = list(instruments)
@@ -107,7 +108,8 @@ class Pipeline(Handler):
         #: sessions whose key the journal holds (a JournalSession record)
         self.journaled_sessions: set[str] = set()
         self._gates: dict = {}  # session id -> its ext.risk.SessionGate
-        self.fills_by_account: dict[str, list[TradeFill]] = {}
+        #: fills per account, bounded (answers TradeHistoryRequest)
+        self.history = history if history is not None else TradeHistory()
         self.venue_names = [v.name for v in venues.venues]
         self._sim_to_child: dict[int, int] = {}
         self._child_to_sim: dict[int, int] = {}
@@ -493,7 +495,7 @@ class Pipeline(Handler):
         self._report(order, ExecType.FILL if order.stage == Stage.FILLED else ExecType.PARTIAL_FILL,
                      last_qty=qty, last_px_x2=px_x2, venue=venue, exec_id=exec_id)
         inst = self.instruments[order.symbol]
-        self.fills_by_account.setdefault(order.account, []).append(TradeFill(
+        self.history.add(order.account, TradeFill(
             exec_id=exec_id, order_id=str(order.order_id), cl_ord_id=order.cl_ord_id,
             symbol=order.symbol, side=order.side, last_qty=inst.lots_to_qty(qty),
             last_px=half_ticks_to_price(inst, px_x2), transact_time=now, venue=venue))
@@ -579,14 +581,19 @@ class Pipeline(Handler):
         self._send(session.session_id, msg)
 
     def _history(self, session: Session, req: TradeHistoryRequest) -> None:
-        fills = [f for f in self.fills_by_account.get(req.account, ())
-                 if req.start_time <= f.transact_time < req.end_time
-                 and (req.symbol is None or f.symbol == req.symbol)]
+        answer = self.history.query(req.account, req.start_time, req.end_time, req.symbol)
+        fills = answer.fills
+        text = None
+        if not answer.complete:
+            text = (f"fills before {answer.complete_from_ns} ns are no longer held in memory "
+                    f"(history.max_fills_per_account = {self.history.max_fills_per_account}); "
+                    f"the trade store (postgres gateway) and the journal have them")
         parts = [fills[i:i + HISTORY_PART] for i in range(0, len(fills), HISTORY_PART)] or [[]]
         for k, part in enumerate(parts):
             self._send(session.session_id, TradeHistoryReply(
                 req_id=req.req_id, account=req.account, fills=part, last=k == len(parts) - 1,
-                transact_time=time.time_ns()))
+                transact_time=time.time_ns(), complete=answer.complete,
+                complete_from=answer.complete_from_ns, text=text))
 
     def _kill_switch(self, session: Session, req: KillSwitch, now: int) -> None:
         actor = f"{session.client_name} ({session.session_id})"

@@ -195,7 +195,7 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         order.fill(qty, px_x2, ts)
         risk.on_fill(order.order_id, qty,
                      (px_x2 + 1) // 2 if order.side == 1 else px_x2 // 2)
-        pipeline.fills_by_account.setdefault(order.account, []).append(TradeFill(
+        pipeline.history.add(order.account, TradeFill(
             exec_id=report.exec_id or "", order_id=report.order_id, cl_ord_id=order.cl_ord_id,
             symbol=order.symbol, side=order.side, last_qty=report.last_qty,
             last_px=report.last_px, transact_time=report.transact_time, venue=report.venue))

@@ -20,6 +20,7 @@ from typing import Any
 
 import gateways
 from engine.config import Config, ConfigError, load_config, parse_config
+from engine.history import TradeHistory
 from engine.intake import IntakeServer
 from engine.journal import JournalWriter
 from engine.metrics import Metrics, MetricsServer, setup_logging
@@ -131,6 +132,7 @@ class EngineService:
             log.warning("journal: dropped a torn last record: %s", self.journal.repaired)
         self.pipeline = Pipeline(instruments=instruments, risk=risk, router=router,
                                  venues=self.venues, journal=self.journal, metrics=self.metrics,
+                                 history=TradeHistory(cfg.history.max_fills_per_account),
                                  reload_limits=self._reload_limits)
         # Recovery runs before the venues' clock starts: rerouted orders'
         # reports can only come back once the sessions they belong to exist.

@@ -179,6 +179,35 @@ def test_status_and_trade_history(engine, client):
     hist = client.recv_until(lambda m: isinstance(m, TradeHistoryReply), 5)[-1]
     assert [(f.cl_ord_id, f.last_qty, f.last_px, f.symbol) for f in hist.fills] == \
         [("h2", "30", "120", "BBB")]
+    assert hist.complete and hist.complete_from == 0 and hist.text is None
+
+
+def test_trade_history_beyond_the_memory_bound_says_so(tmp_path):
+    """With [history] max_fills_per_account = 1 the older fills leave memory; an answer
+    reaching back to them is marked incomplete, and says from when it is complete."""
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal",
+                                extra="[history]\nmax_fills_per_account = 1\n"))
+    with ThreadedEngine(path) as eng, Client(f"tcp://127.0.0.1:{port}") as client:
+        t0 = time.time_ns()
+        for i in range(3):
+            client.new_order("BBB", "sell_short", "10", "120.00", account="DEMO2",
+                             cl_ord_id=f"s{i}", locate=True)
+            reports_until(client, f"s{i}", ExecType.NEW)
+            wait_quote(eng, "BBB", ask=12000)
+            client.new_order("BBB", "buy", "10", "120.00", account="DEMO1", cl_ord_id=f"b{i}")
+            reports_until(client, f"b{i}", ExecType.FILL)
+        client.history("DEMO1", t0, time.time_ns() + 10**9)
+        hist = client.recv_until(lambda m: isinstance(m, TradeHistoryReply), 5)[-1]
+        assert not hist.complete and "max_fills_per_account = 1" in hist.text
+        # What is held is the newest, and everything from complete_from on is there.
+        assert [f.cl_ord_id for f in hist.fills][-1] == "b2" and len(hist.fills) <= 2
+        assert all(f.transact_time >= hist.complete_from for f in hist.fills)
+        client.history("DEMO1", hist.complete_from, time.time_ns() + 10**9)
+        later = client.recv_until(lambda m: isinstance(m, TradeHistoryReply), 5)[-1]
+        assert later.complete and [f.exec_id for f in later.fills] == \
+            [f.exec_id for f in hist.fills]
 
 
 def test_fills_reach_the_zmq_gateway(tmp_path):
