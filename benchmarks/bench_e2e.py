@@ -258,6 +258,18 @@ def max_rate(endpoint: str, msgs: list[bytes], window: int, bulk: int = 0,
     return acks / elapsed, acks
 
 
+def verdict(added_us: float, target_us: float) -> str:
+    """Whether an added latency meets its target; a negative one proves nothing.
+
+    The engine's run and the floor's are minutes apart on a shared machine:
+    when the floor came out slower than the engine, the machine's load, not
+    the engine, decided both figures, and the run is no evidence either way.
+    """
+    if added_us < 0:
+        return "no verdict (floor slower than the engine: machine overloaded)"
+    return "yes" if added_us <= target_us else "no"
+
+
 def pct(h: HdrHistogram, p: float) -> float:
     return float(h.get_value_at_percentile(p)) if h.get_total_count() else float("nan")
 
@@ -342,8 +354,8 @@ def main(argv=None) -> int:
          single >= TARGET_RATE],
         ["  the echo floor, same client loop", floor_max, "-", "-"],
         ["orders/s inside BulkNewOrders of 100", bulk, "-", "-"],
-        ["added p50 at 10,000/s (µs)", t10[0], TARGET_ADDED_P50_US, t10[0] <= TARGET_ADDED_P50_US],
-        ["added p99 at 10,000/s (µs)", t10[1], TARGET_ADDED_P99_US, t10[1] <= TARGET_ADDED_P99_US],
+        ["added p50 at 10,000/s (µs)", t10[0], TARGET_ADDED_P50_US, verdict(t10[0], TARGET_ADDED_P50_US)],
+        ["added p99 at 10,000/s (µs)", t10[1], TARGET_ADDED_P99_US, verdict(t10[1], TARGET_ADDED_P99_US)],
     ])
     emit(figures)
     return 0

@@ -392,8 +392,9 @@ def headline_rows(results: dict) -> list[list[str]]:
             v, f = e2e.get(f"ack_p{p}_us_at_{rate}"), e2e.get(f"floor_p{p}_us_at_{rate}")
             add(f"engine ack p{p} at {rate:,}/s, µs (bench_e2e)", v, "ZeroMQ echo", f,
                 _ratio(v, f) + " the floor")
-    add("engine single-order msgs/s, closed loop (bench_e2e)", e2e.get("max_single_orders_per_s"),
-        "no same-run baseline", None, "-")
+    single, floor_max = e2e.get("max_single_orders_per_s"), e2e.get("floor_max_msgs_per_s")
+    add("engine single-order msgs/s, closed loop (bench_e2e)", single,
+        "ZeroMQ echo, same client", floor_max, _ratio(single, floor_max) + " the floor")
     load = (results.get("loadgen") or {}).get("runs") or {}
     for rate, res in (load.get("engine") or {}).items():
         floor = ((load.get("floor") or {}).get(rate) or {}).get("figures") or {}
