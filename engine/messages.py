@@ -427,6 +427,17 @@ class JournalEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 JournalPayload = Union[JournalCommand, JournalEvent]
 
 
+def event_envelope(session_id: str) -> bytes:
+    """The msgpack of ``JournalEvent(session_id, event=...)`` up to the event itself.
+
+    ``event_envelope(sid) + frame`` is exactly the encoding of
+    ``JournalEvent(session_id=sid, event=msgspec.Raw(frame))``: msgspec
+    writes the tag and the fields in definition order, and the event is the
+    last field (tested).
+    """
+    return msgspec.msgpack.encode(JournalEvent(session_id=session_id, event=msgspec.Raw(b"")))
+
+
 class JournalSession(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
     """Whose a client session is, as the journal stores it (a ``META`` record).
 

@@ -25,8 +25,8 @@ from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, ExecutionReport, JournalCommand,
     JournalEvent, JournalSession, KillSwitch, NewOrder, OrderStatusReply, OrderStatusRequest,
-    OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill, TradeHistoryReply, TradeHistoryRequest,
-    make_reject, reject_name,
+    OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill, TradeHistoryReply,
+    TradeHistoryRequest, event_envelope, make_reject, reject_name,
 )
 from engine.history import TradeHistory
 from engine.orders import Child, Order, OrderTable, Stage, execution_report, half_ticks_to_price
@@ -107,6 +107,7 @@ class Pipeline(Handler):
         self.sessions: dict[str, Session] = {}
         #: sessions whose key the journal holds (a JournalSession record)
         self.journaled_sessions: set[str] = set()
+        self._event_envelopes: dict[str, bytes] = {}
         self._gates: dict = {}  # session id -> its ext.risk.SessionGate
         #: fills per account, bounded (answers TradeHistoryRequest)
         self.history = history if history is not None else TradeHistory()
@@ -202,13 +203,19 @@ class Pipeline(Handler):
         A session's first frame is preceded by a ``JournalSession`` record
         naming its key: recovery must restore it on the same kind of
         endpoint, for the same key, even when it never sent a command.
+        The record is ``JournalEvent(session_id, event=frame)``; its encoding
+        is the session's fixed envelope followed by the frame, so the
+        envelope is encoded once per session, not once per message.
         """
-        if session.session_id not in self.journaled_sessions:
-            self.journaled_sessions.add(session.session_id)
-            self.journal.append_msg(RecordKind.META, JournalSession(
-                session_id=session.session_id, principal=session.principal))
-        self.journal.append_msg(RecordKind.EVENT, JournalEvent(
-            session_id=session.session_id, event=msgspec.Raw(frame)))
+        envelope = self._event_envelopes.get(session.session_id)
+        if envelope is None:
+            if session.session_id not in self.journaled_sessions:
+                self.journaled_sessions.add(session.session_id)
+                self.journal.append_msg(RecordKind.META, JournalSession(
+                    session_id=session.session_id, principal=session.principal))
+            envelope = self._event_envelopes[session.session_id] = event_envelope(
+                session.session_id)
+        self.journal.append(RecordKind.EVENT, envelope + frame)
 
     def flush(self, release: Callable[[], None]) -> None:
         """Write this wake-up's journal records, then let intake send (see ``Handler.flush``).

@@ -322,3 +322,12 @@ def test_reject_table_in_docs_is_complete():
     text = DOCS.read_text(encoding="utf-8")
     for reason in core.RejectReason:
         assert re.search(rf"\|\s*{int(reason)}\s*\|\s*`{reason.name}`", text), reason.name
+
+
+@given(session_id=st.text(max_size=80), frame=st.binary(max_size=300))
+def test_event_envelope_plus_frame_is_the_journal_event_encoding(session_id, frame):
+    from engine.messages import JournalEvent, event_envelope
+    # Any msgpack value stands for the frame; a real one is an encoded Response.
+    value = msgspec.msgpack.encode(frame)
+    assert event_envelope(session_id) + value == msgspec.msgpack.encode(
+        JournalEvent(session_id=session_id, event=msgspec.Raw(value)))
