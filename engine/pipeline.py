@@ -416,13 +416,13 @@ class Pipeline(Handler):
         """Send the router's queued actions to the venues."""
         venues = self.venues
         for kind, child_id, parent_id, venue, instrument, side, price, qty, ord_type, tif, \
-                flags in self.router.take_actions():
+                flags, min_qty in self.router.take_actions():
             if kind == ACT_NEW:
                 order = self.orders.by_id.get(parent_id)
                 account = self._venue_account.get(order.account, 0) if order is not None else 0
                 sim_id = venues.submit(venue, self.symbols[instrument], side, qty, price,
                                        ord_type, tif, bool(flags & CF_POST_ONLY), account,
-                                       on_report=self._on_report)
+                                       on_report=self._on_report, min_qty=min_qty)
                 self._sim_to_child[sim_id] = child_id
                 self._child_to_sim[child_id] = sim_id
                 self._child_parent[child_id] = parent_id

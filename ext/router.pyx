@@ -1728,7 +1728,7 @@ cdef class Router:
         """The queued actions as a list of tuples, and forget them.
 
         Each tuple is ``(kind, child_id, parent_id, venue, instrument, side,
-        price, qty, ord_type, tif, flags)``: the fields a caller needs to
+        price, qty, ord_type, tif, flags, min_qty)``: the fields a caller needs to
         send the action, built in C (the engine's per-order path; a numpy
         array per call and its ``tolist`` cost more than the routing).
         """
@@ -1738,7 +1738,7 @@ cdef class Router:
         for k in range(n):
             a = &self.actions[k]
             out.append((a.kind, a.child_id, a.parent_id, a.venue, a.instrument, a.side,
-                        a.price, a.qty, a.ord_type, a.tif, a.flags))
+                        a.price, a.qty, a.ord_type, a.tif, a.flags, a.min_qty))
         self.n_actions = 0
         return out
 

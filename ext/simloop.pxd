@@ -42,7 +42,7 @@ ctypedef struct Msg:
     int64_t qty               # NEW/REPLACE: order quantity; REPORT: last quantity
     int64_t leaves            # REPORT: leaves_qty after this report
     int64_t cum               # REPORT: cum_qty after this report
-    int64_t order_qty         # REPORT: order quantity (changes with a replace)
+    int64_t order_qty         # REPORT: order quantity (changes with a replace); NEW: min_qty
     int64_t fee               # REPORT: fee of this fill, in fee units (negative: rebate)
     int64_t venue_ts          # REPORT: when it happened at the venue
     int32_t kind              # MSG_*
@@ -305,7 +305,7 @@ cdef class MarketLoop:
     cdef int _deliver(self, Msg* m) except -1
     cdef int _dark_new(self, int32_t d, int64_t order_id, int side, int64_t limit, int64_t qty,
                        int64_t account, int ord_type, int tif, int flags, int stp, int64_t ts,
-                       bint strategy) except -1
+                       bint strategy, int64_t min_qty) except -1
     cdef int _dark_cancel(self, int32_t d, int64_t order_id, int64_t ts, bint strategy) except -1
     cdef int _dark_refresh(self, int32_t d, int64_t mid2, int64_t ts) except -1
     cdef int _dark_watch_instr(self, int instr, int64_t ts) except -1
@@ -313,7 +313,7 @@ cdef class MarketLoop:
     cdef int _sample(self, int64_t upto) except -1
     cdef int _tape_quote(self, int32_t b, int64_t ts) except -1
     cdef int64_t submit_c(self, int book, int side, int64_t qty, int64_t price, int ord_type,
-                          int tif, int flags, int64_t account, int stp,
+                          int tif, int flags, int64_t account, int stp, int64_t min_qty,
                           object owner) except -1
     cdef int cancel_c(self, int64_t child_id) except -1
     cdef int replace_c(self, int64_t child_id, int64_t price, int64_t qty) except -1

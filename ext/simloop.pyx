@@ -51,8 +51,8 @@ from ext.book cimport (
 from ext.types cimport (
     BUY, SELL, SELL_SHORT, MARKET, LIMIT, DAY, GTC, IOC, FOK,
     EV_ACCEPTED, EV_REJECTED, EV_CANCELED, EV_EXPIRED, EV_REPLACED,
-    CXL_USER, CXL_IOC_REMAINDER, CXL_FOK_UNFILLABLE, CXL_END_OF_DAY,
-    INVALID_QTY, INVALID_PRICE, INVALID_SIDE, INVALID_ORD_TYPE, INVALID_TIF,
+    CXL_USER, CXL_IOC_REMAINDER, CXL_FOK_UNFILLABLE, CXL_END_OF_DAY, CXL_MIN_QTY_UNFILLABLE,
+    INVALID_FIELD, INVALID_QTY, INVALID_PRICE, INVALID_SIDE, INVALID_ORD_TYPE, INVALID_TIF,
     ORDER_NOT_REPLACEABLE, VENUE_CLOSED,
 )
 from ext.simflow cimport FLAG_PEG_MID, PEG_SCALE
@@ -994,7 +994,7 @@ cdef class MarketLoop:
         if self.venue_dark[v]:
             if op.op == OP_ADD:
                 return self._dark_new(b, op.order_id, op.side, op.price, op.qty, op.account,
-                                      op.ord_type, op.tif, op.flags, stp, op.ts, False)
+                                      op.ord_type, op.tif, op.flags, stp, op.ts, False, 0)
             if op.op == OP_CANCEL:
                 return self._dark_cancel(b, op.order_id, op.ts, False)
             return ORDER_NOT_REPLACEABLE
@@ -1182,7 +1182,12 @@ cdef class MarketLoop:
                                     VENUE_CLOSED, m.ts)
             if self.venue_dark[v]:
                 return self._dark_new(b, m.child_id, m.side, m.price, m.qty, ch.account,
-                                      m.ord_type, m.tif, m.flags, ch.stp, m.ts, True)
+                                      m.ord_type, m.tif, m.flags, ch.stp, m.ts, True,
+                                      m.order_qty)
+            if m.order_qty:
+                # Lit books here have no minimum-quantity orders: refused, not ignored.
+                return self._report(m.child_id, RPT_REJECTED, 2 * m.price, 0, LIQ_NONE,
+                                    INVALID_FIELD, m.ts)
             port.add(m.child_id, m.side, m.price, m.qty, ch.account, m.ord_type, m.tif, m.flags,
                      ch.stp, m.ts, True)
             self._output(b, m.ts, 0, False)
@@ -1277,7 +1282,7 @@ cdef class MarketLoop:
 
     cdef int _dark_new(self, int32_t d, int64_t order_id, int side, int64_t limit, int64_t qty,
                        int64_t account, int ord_type, int tif, int flags, int stp, int64_t ts,
-                       bint strategy) except -1:
+                       bint strategy, int64_t min_qty) except -1:
         cdef int instr = self.book_instr[d]
         cdef DarkBook dk = <DarkBook>self.darks[d]
         cdef BookPort port = <BookPort>self.ports[d]
@@ -1301,10 +1306,28 @@ cdef class MarketLoop:
             reason = INVALID_SIDE
         elif tif != DAY and tif != GTC and tif != IOC and tif != FOK:
             reason = INVALID_TIF
+        elif min_qty < 0 or min_qty > qty:
+            reason = INVALID_QTY
+        elif min_qty > 0 and tif != IOC:
+            # A minimum quantity is honoured for immediate orders (the
+            # router's dark pings); on a resting order every later execution
+            # would have to meet it too, which this pool does not model.
+            reason = INVALID_TIF
         if reason != 0:
             if strategy:
                 self._report(order_id, RPT_REJECTED, 2 * limit, 0, LIQ_NONE, reason, ts)
             return reason
+        if min_qty > 0 and _eligible(side, limit, mid2) and \
+                (port.best_ask_qty() if side == BUY else port.best_bid_qty()) < min_qty:
+            # Every eligible contra order rests at the one dark price, so the
+            # level is what could fill at once: short of the minimum, nothing
+            # trades (all or at least min_qty, as venues' MinQty on IOC).
+            if strategy:
+                self._report(order_id, RPT_ACCEPTED, 2 * limit, 0, LIQ_NONE, 0, ts)
+                self._report(order_id, RPT_CANCELED, 2 * limit, 0, LIQ_NONE,
+                             CXL_MIN_QTY_UNFILLABLE, ts)
+            self._update_watch(instr)
+            return 0
         if _eligible(side, limit, mid2):
             port.add(order_id, side, _DARK_PX, qty, account, LIMIT, tif, 0, stp, ts, strategy)
             self._output(d, ts, mid2, False)
@@ -1467,7 +1490,7 @@ cdef class MarketLoop:
     # ------------------------------------------------------------ Python API: orders
 
     cdef int64_t submit_c(self, int book, int side, int64_t qty, int64_t price, int ord_type,
-                          int tif, int flags, int64_t account, int stp,
+                          int tif, int flags, int64_t account, int stp, int64_t min_qty,
                           object owner) except -1:
         cdef Child* ch
         cdef Msg m
@@ -1500,6 +1523,7 @@ cdef class MarketLoop:
         m.ord_type = <uint8_t>ord_type
         m.tif = <uint8_t>tif
         m.flags = <uint8_t>flags
+        m.order_qty = min_qty
         self._push(&m)
         return m.child_id
 
@@ -1546,7 +1570,7 @@ cdef class MarketLoop:
 
     def submit(self, int book, int side, int64_t qty, int64_t price=0, int ord_type=LIMIT,
                int tif=DAY, bint post_only=False, int64_t account=DEFAULT_ACCOUNT, int stp=-1,
-               on_report=None):
+               on_report=None, int64_t min_qty=0):
         """Send a child order to a book; it arrives after the venue's latency.
 
         Parameters
@@ -1569,6 +1593,12 @@ cdef class MarketLoop:
         on_report : callable, optional
             Called with each ``Report`` when it arrives back (a ``StrategyCore``
             is called at C level).
+        min_qty : int, optional
+            Minimum quantity (lots) of an IOC order at a dark pool: unless at
+            least this much can fill at once, nothing fills (canceled with
+            ``CXL_MIN_QTY_UNFILLABLE``). 0: none. A dark pool refuses it on
+            a resting order (``INVALID_TIF``), a lit book refuses it
+            (``INVALID_FIELD``).
 
         Returns
         -------
@@ -1581,7 +1611,7 @@ cdef class MarketLoop:
                 and -1 <= stp <= 255):
             raise ValueError("side, ord_type, tif or stp out of range")
         return self.submit_c(book, side, qty, price, ord_type, tif,
-                             FLAG_POST_ONLY if post_only else 0, account, stp, on_report)
+                             FLAG_POST_ONLY if post_only else 0, account, stp, min_qty, on_report)
 
     def cancel(self, int64_t child_id):
         """Send a cancel for a child order (answered by RPT_CANCELED or RPT_CANCEL_REJECTED)."""
@@ -1996,7 +2026,7 @@ cdef class StrategyCore:
         if venue < 0 or book >= self.loop.n_books:
             raise IndexError(f"no venue {venue}")
         child_id = self.loop.submit_c(book, self.side, qty, price, ord_type, tif, flags,
-                                      self.account, -1, self)
+                                      self.account, -1, 0, self)
         if self.n_child_ids == self.child_ids_cap:
             self.child_ids = <int64_t*>_grow(self.child_ids, &self.child_ids_cap,
                                              self.n_child_ids + 1, sizeof(int64_t))

@@ -57,6 +57,7 @@ cpdef enum CancelReason:
     CXL_KILL_SWITCH = 6      # mass cancel by risk
     CXL_MASS_CANCEL = 7      # mass cancel by session or account
     CXL_REPLACE_PARTNER = 8  # amend could not keep the order alive
+    CXL_MIN_QTY_UNFILLABLE = 9  # IOC with a minimum quantity: less than that could fill
 
 # ---------------------------------------------------------------- reject reasons
 # One code space for the whole pipeline: 1-31 order validation and the book,

@@ -213,7 +213,8 @@ class Market:
 
     def submit(self, venue, symbol, side: int, qty: int, price: int = 0,
                ord_type: int = OrdType.LIMIT, tif: int = TimeInForce.DAY, post_only: bool = False,
-               account: int = DEFAULT_ACCOUNT, stp: int = -1, on_report=None) -> int:
+               account: int = DEFAULT_ACCOUNT, stp: int = -1, on_report=None,
+               min_qty: int = 0) -> int:
         """Send a child order; it reaches the venue after the venue's latency.
 
         Parameters
@@ -233,6 +234,10 @@ class Market:
             -1: the venue's default (cancel newest).
         on_report : callable, optional
             Receives every ``Report`` for this order when it arrives.
+        min_qty : int, optional
+            Minimum quantity (lots) of an IOC order at a dark pool: unless at
+            least this much fills at once, nothing does. 0: none. Refused on
+            resting dark orders and on lit books (see ``SimLoop.submit``).
 
         Returns
         -------
@@ -240,7 +245,7 @@ class Market:
             Child order id.
         """
         return self.loop.submit(self.book_index(venue, symbol), side, qty, price, ord_type, tif,
-                                post_only, account, stp, on_report)
+                                post_only, account, stp, on_report, min_qty)
 
     def cancel(self, child_id: int) -> None:
         """Ask the venue to cancel a child order."""

@@ -171,7 +171,7 @@ class RealtimeVenues:
     def submit(self, venue, symbol, side: int, qty: int, price: int = 0,
                ord_type: int = OrdType.LIMIT, tif: int = TimeInForce.DAY,
                post_only: bool = False, account: int = 1000, stp: int = -1,
-               on_report=None) -> int:
+               on_report=None, min_qty: int = 0) -> int:
         """Send a child order now; reports come back after the venue's latency.
 
         Parameters are those of ``sim.market.Market.submit``; ``on_report``
@@ -184,7 +184,7 @@ class RealtimeVenues:
         """
         self.catch_up()
         child = self.market.submit(venue, symbol, side, qty, price, ord_type, tif, post_only,
-                                   account, stp, on_report or self.reports.put_nowait)
+                                   account, stp, on_report or self.reports.put_nowait, min_qty)
         self._kick()
         return child
 

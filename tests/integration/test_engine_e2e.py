@@ -95,6 +95,38 @@ def test_passive_then_marketable_trade_exactly(engine, client):
     assert seller[-1].venue == buyer[-1].venue
 
 
+@pytest.mark.parametrize("dark_min_qty, dark_lots", [(6, 0), (5, 5), (0, 5)])
+def test_dark_ping_minimum_quantity_reaches_the_venue(tmp_path, dark_min_qty, dark_lots):
+    """The router's dark ping carries [router] dark_min_qty to the venue: with 5 lots
+    resting at the midpoint pool, a minimum of 6 trades nothing there (all 10 lots on
+    the lit book), a minimum of 5 (or none) takes the 5 at the mid and the rest on the lit
+    book."""
+    from ext.types import Side
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal",
+                                extra=f"[router]\ndark_min_qty = {dark_min_qty}\n"))
+    with ThreadedEngine(path) as eng, Client(f"tcp://127.0.0.1:{port}") as client:
+        client.new_order("AAA", "sell_short", "100", "50.02", account="DEMO2", cl_ord_id="ask",
+                         locate=True)
+        client.new_order("AAA", "buy", "100", "49.98", account="DEMO2", cl_ord_id="bid")
+        reports_until(client, "ask", ExecType.NEW)
+        reports_until(client, "bid", ExecType.NEW)
+        wait_quote(eng, "AAA", bid=4998, ask=5002)
+        market = eng.service.venues.market
+        pool = eng.call(lambda: market.submit("MIDX", "AAA", Side.SELL, 5, 0, account=77))
+        time.sleep(0.05)  # past the pool's latency: the 5 lots rest at the mid
+        client.new_order("AAA", "buy", "10", "50.02", account="DEMO1", cl_ord_id="take",
+                         time_in_force=3, strategy="dark_first")
+        fills = [r for r in reports_until(client, "take", ExecType.FILL)
+                 if r.exec_type in (ExecType.FILL, ExecType.PARTIAL_FILL)]
+        at_mid = sum(int(f.last_qty) for f in fills if f.last_px == "50")
+        assert at_mid == dark_lots
+        assert sum(int(f.last_qty) for f in fills if f.last_px == "50.02") == 10 - dark_lots
+        assert fills[-1].venue != "MIDX" and fills[-1].cum_qty == "10"
+        assert pool > 0
+
+
 def test_cancel_and_replace(client):
     client.new_order("AAA", "buy", "100", "49.00", account="DEMO1", cl_ord_id="p1")
     reports_until(client, "p1", ExecType.NEW)

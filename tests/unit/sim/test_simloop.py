@@ -201,6 +201,32 @@ def test_dark_pool_fills_at_the_lit_midpoint_and_shows_no_depth(book_class):
     assert fill.ts == rec.reports[0].ts and fill.recv_ts == fill.ts + 50 * US
 
 
+def test_dark_minimum_quantity_is_all_or_at_least_min(book_class):
+    """An IOC with min_qty at a dark pool fills only if at least min_qty can fill at once
+    (the router's dark pings carry it); resting orders and lit books refuse it."""
+    m = quiet_market(book_class)
+    add(m, "FAST", 1, BUY, 5000, 100)
+    add(m, "BPS", 1, SELL, 5001, 100)
+    add(m, "POOL", 1, SELL, 0, 30, account=3)               # 30 lots at the mid
+    short, enough, lit, resting, above = (Recorder() for _ in range(5))
+    m.submit("POOL", "AAA", BUY, 40, 0, LIMIT, IOC, on_report=short, min_qty=31)
+    m.submit("POOL", "AAA", BUY, 40, 0, LIMIT, IOC, on_report=enough, min_qty=30)
+    m.submit("FAST", "AAA", BUY, 5, 5001, LIMIT, IOC, on_report=lit, min_qty=5)
+    m.submit("POOL", "AAA", BUY, 5, 0, LIMIT, DAY, on_report=resting, min_qty=5)
+    m.submit("POOL", "AAA", BUY, 5, 0, LIMIT, IOC, on_report=above, min_qty=6)
+    m.run_until(m.now + 1_000 * US)
+    assert [(r.kind, r.last_qty, r.reason) for r in short.reports] == [
+        (K.RPT_ACCEPTED, 0, 0), (K.RPT_CANCELED, 0, CancelReason.CXL_MIN_QTY_UNFILLABLE)]
+    assert [(r.kind, r.last_qty, r.reason) for r in enough.reports] == [
+        (K.RPT_ACCEPTED, 0, 0), (K.RPT_FILL, 30, 0),
+        (K.RPT_CANCELED, 0, CancelReason.CXL_IOC_REMAINDER)]
+    assert [(r.kind, r.reason) for r in lit.reports] == [(K.RPT_REJECTED, RejectReason.INVALID_FIELD)]
+    assert [(r.kind, r.reason) for r in resting.reports] == [(K.RPT_REJECTED, RejectReason.INVALID_TIF)]
+    assert [(r.kind, r.reason) for r in above.reports] == [(K.RPT_REJECTED, RejectReason.INVALID_QTY)]
+    # The lit book was not touched by the refused child.
+    assert m.bbo("FAST", "AAA")[:2] == (5000, 100)
+
+
 def test_dark_limit_order_waits_until_the_mid_reaches_it(book_class):
     m = quiet_market(book_class)
     add(m, "FAST", 1, BUY, 5000, 100)
