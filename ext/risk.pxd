@@ -6,7 +6,7 @@ Python callers (the engine) use the ``def`` methods documented in
 ``check_new_c`` and the ``on_*_c`` twins directly with C values.
 """
 cimport cython
-from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t
+from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, uint32_t
 
 # ---------------------------------------------------------------- public enums
 # Order flags the engine sets from the client's message (bit mask).
@@ -123,10 +123,12 @@ ctypedef struct WorkingOrder:
     uint8_t flags
     uint8_t used
 
-ctypedef struct IndexEntry:         # order key -> pool slot; slot -1: empty
-    int64_t key
-    int32_t slot
-    int32_t _pad
+# Order key -> pool slot. 8 bytes, not 16: the key itself lives in the pool
+# and is compared there only when ``hash`` matches, so the index (probed at
+# random once per order) takes half the cache it would with the key inline.
+ctypedef struct IndexEntry:
+    uint32_t hash                   # low 32 bits of kx_mix(key): home bucket and filter
+    int32_t slot                    # -1: empty bucket
 
 ctypedef struct ClOrdEntry:
     int64_t cl_ord_hash
@@ -254,8 +256,8 @@ cdef class RiskEngine:
     cdef int _ensure_dims(self, int32_t n_acc, int32_t n_ins, int32_t n_ses) except -1
     cdef int _grow_orders(self, int32_t cap) except -1
     cdef int _set_order_index(self, int64_t size) except -1
+    cdef int64_t _index_probe(self, int64_t key, uint32_t hash) noexcept
     cdef int32_t _find(self, int64_t key) noexcept
-    cdef int64_t _index_vacancy(self, int64_t key, int64_t h) noexcept
     cdef int _index_insert(self, int64_t key, int32_t slot) noexcept
     cdef int _index_remove(self, int64_t key) noexcept
     cdef int _set_clord(self, int64_t size) except -1

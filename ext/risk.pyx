@@ -26,7 +26,7 @@ from fractions import Fraction
 
 cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
-from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, int32_t, uint8_t, uint16_t, uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset, memcpy
 
 from ext.types cimport (BUY, SELL, SELL_SHORT, MARKET, LIMIT,
@@ -533,7 +533,7 @@ cdef class RiskEngine:
         return 0
 
     cdef int _set_order_index(self, int64_t size) except -1:
-        """(Re)build the key -> slot index with ``size`` buckets (a power of two)."""
+        """(Re)build the key -> slot index with ``size`` buckets (a power of two, at most 2**32)."""
         cdef IndexEntry* table = <IndexEntry*>PyMem_Malloc(size * sizeof(IndexEntry))
         if table == NULL:
             raise MemoryError()
@@ -541,7 +541,7 @@ cdef class RiskEngine:
         cdef int64_t mask = size - 1, j, h
         for j in range(self.omask + 1 if self.oindex != NULL else 0):
             if self.oindex[j].slot >= 0:
-                h = <int64_t>(kx_mix(<uint64_t>self.oindex[j].key) & <uint64_t>mask)
+                h = self.oindex[j].hash & mask              # no rehash: the entry holds it
                 while table[h].slot >= 0:
                     h = (h + 1) & mask
                 table[h] = self.oindex[j]
@@ -550,49 +550,49 @@ cdef class RiskEngine:
         self.omask = mask
         return 0
 
+    cdef int64_t _index_probe(self, int64_t key, uint32_t hash) noexcept:
+        """The bucket holding ``key`` (``hash`` is its ``_index_hash``), or, when
+        it is not working, ``-1 - b`` for the empty bucket ``b`` where it would go."""
+        cdef int64_t h = hash & self.omask
+        cdef int32_t slot
+        while True:
+            slot = self.oindex[h].slot
+            if slot < 0:
+                return -1 - h
+            # The pool is read only on a hash match: almost always the key itself.
+            if self.oindex[h].hash == hash and self.orders[slot].key == key:
+                return h
+            h = (h + 1) & self.omask
+
     cdef int32_t _find(self, int64_t key) noexcept:
         """Pool slot of a working order, or -1."""
-        cdef int64_t h = <int64_t>(kx_mix(<uint64_t>key) & <uint64_t>self.omask)
-        while self.oindex[h].slot >= 0:
-            if self.oindex[h].key == key:
-                return self.oindex[h].slot
-            h = (h + 1) & self.omask
-        return -1
-
-    cdef int64_t _index_vacancy(self, int64_t key, int64_t h) noexcept:
-        """The empty bucket where ``key`` would go (probing from its home ``h``),
-        or -1 if it is already there."""
-        while self.oindex[h].slot >= 0:
-            if self.oindex[h].key == key:
-                return -1
-            h = (h + 1) & self.omask
-        return h
+        cdef int64_t h = self._index_probe(key, _index_hash(key))
+        return self.oindex[h].slot if h >= 0 else -1
 
     cdef int _index_insert(self, int64_t key, int32_t slot) noexcept:
-        cdef int64_t h = <int64_t>(kx_mix(<uint64_t>key) & <uint64_t>self.omask)
+        cdef uint32_t hash = _index_hash(key)
+        cdef int64_t h = hash & self.omask
         while self.oindex[h].slot >= 0:
             h = (h + 1) & self.omask
-        self.oindex[h].key = key
+        self.oindex[h].hash = hash
         self.oindex[h].slot = slot
         return 0
 
     cdef int _index_remove(self, int64_t key) noexcept:
         """Delete ``key`` by backward shift, so probes never need tombstones."""
         cdef int64_t mask = self.omask
-        cdef int64_t h = <int64_t>(kx_mix(<uint64_t>key) & <uint64_t>mask)
+        cdef int64_t h = self._index_probe(key, _index_hash(key))
         cdef int64_t j, home
-        while self.oindex[h].slot >= 0 and self.oindex[h].key != key:
-            h = (h + 1) & mask
-        if self.oindex[h].slot < 0:
+        if h < 0:
             return 0
         j = h
         while True:
             j = (j + 1) & mask
             if self.oindex[j].slot < 0:
                 break
-            home = <int64_t>(kx_mix(<uint64_t>self.oindex[j].key) & <uint64_t>mask)
-            # Move j back into the hole at h unless its home lies in (h, j].
-            if (j > h and (home <= h or home > j)) or (j < h and (home <= h and home > j)):
+            home = self.oindex[j].hash & mask
+            # Move j back into the hole at h unless its home lies cyclically in (h, j].
+            if ((j - home) & mask) >= ((j - h) & mask):
                 self.oindex[h] = self.oindex[j]
                 h = j
         self.oindex[h].slot = -1
@@ -985,7 +985,8 @@ cdef class RiskEngine:
         cdef int reason
         cdef int64_t value_price = 0, leaves_notional = 0
         cdef int32_t slot
-        cdef int64_t bucket, clord_home, order_home
+        cdef int64_t bucket, clord_home
+        cdef uint32_t order_hash
         cdef WorkingOrder* o
         self.cur_session = session
         self.cur_account = account
@@ -996,9 +997,9 @@ cdef class RiskEngine:
         # buckets now, so the misses overlap each other and the checks below.
         # Each home bucket is hashed once here and handed to its probe below.
         clord_home = _clord_home(cl_ord_hash, session, self.clord_mask)
-        order_home = <int64_t>(kx_mix(<uint64_t>order_key) & <uint64_t>self.omask)
+        order_hash = _index_hash(order_key)
         kx_prefetch(&self.clord[clord_home])
-        kx_prefetch(&self.oindex[order_home])
+        kx_prefetch(&self.oindex[order_hash & self.omask])
         if self.orders_free >= 0:
             kx_prefetch(&self.orders[self.orders_free])     # the pool slot a pass will take
         if self.dup_window_ns > 0:
@@ -1019,11 +1020,11 @@ cdef class RiskEngine:
             return reason
         if (self.n_orders + 1) * 2 > self.omask:
             self._set_order_index((self.omask + 1) * 2)
-            order_home = <int64_t>(kx_mix(<uint64_t>order_key) & <uint64_t>self.omask)
         # One probe both proves the key is not working and finds its bucket.
-        bucket = self._index_vacancy(order_key, order_home)
-        if bucket < 0:
+        bucket = self._index_probe(order_key, order_hash)
+        if bucket >= 0:
             raise ValueError(f"order_key {order_key} is already working")
+        bucket = -1 - bucket
         # Passed: the order is working from now on.
         if self.dup_window_ns > 0:
             self._dup_record(account, instrument, side, qty, price, now_ns,
@@ -1046,7 +1047,7 @@ cdef class RiskEngine:
         o.flags = <uint8_t>flags
         o.used = 1
         o.next_free = -1
-        self.oindex[bucket].key = order_key
+        self.oindex[bucket].hash = order_hash
         self.oindex[bucket].slot = slot
         self.n_orders += 1
         self._reserve(o, leaves_notional, True)
@@ -1956,6 +1957,11 @@ cdef void* _grow(void* ptr, Py_ssize_t old_n, Py_ssize_t new_n, size_t item) exc
     if new_n > old_n:
         memset(<char*>out + old_n * item, 0, (new_n - old_n) * item)
     return out
+
+
+cdef inline uint32_t _index_hash(int64_t order_key) noexcept nogil:
+    # Low bits are the home bucket (tables stay under 2**32 buckets), all 32 the filter.
+    return <uint32_t>kx_mix(<uint64_t>order_key)
 
 
 cdef inline int64_t _clord_home(int64_t cl_ord_hash, int32_t session, int64_t mask) noexcept:
