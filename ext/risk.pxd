@@ -142,9 +142,11 @@ ctypedef struct DupEntry:
     int64_t expires_ns              # identical orders are duplicative until then
     int32_t account
     int32_t instrument
+    uint32_t hash                   # _dup_hash of the fields: home bucket, and a filter that
+                                    # spares the field compare and the rehash on delete
     uint8_t side
     uint8_t used
-    uint8_t _pad[6]
+    uint8_t _pad[2]
 
 # Why the last order was rejected, filled only on the reject path.
 ctypedef struct RejectDetail:
@@ -207,7 +209,7 @@ cdef class RiskEngine:
     cdef int64_t dup_purge_at
     cdef DupEntry* dup_hit           # bucket the last duplicative check looked at
     cdef DupEntry* dup_reuse         # first expired bucket on that probe path, or NULL
-    cdef int64_t dup_home            # home bucket of the order check_new_c is checking
+    cdef uint32_t dup_hash           # _dup_hash of the order check_new_c is checking
 
     cdef RejectDetail detail
     # Names of the call in progress, copied into ``detail`` only on a reject.
@@ -265,11 +267,10 @@ cdef class RiskEngine:
     cdef int _clord_add_at(self, int32_t session, int64_t cl_ord_hash, int64_t h) except -1
     cdef int _set_dup(self, int64_t size) except -1
     cdef DupEntry* _dup_find(self, int32_t account, int32_t instrument, int side,
-                             int64_t qty, int64_t price, int64_t now_ns) noexcept
-    cdef DupEntry* _dup_find_at(self, int32_t account, int32_t instrument, int side,
-                                int64_t qty, int64_t price, int64_t now_ns, int64_t h) noexcept
+                             int64_t qty, int64_t price, int64_t now_ns, uint32_t hash) noexcept
     cdef int _dup_record(self, int32_t account, int32_t instrument, int side,
-                         int64_t qty, int64_t price, int64_t now_ns, DupEntry* found) except -1
+                         int64_t qty, int64_t price, int64_t now_ns, uint32_t hash,
+                         DupEntry* found) except -1
     cdef int _dup_purge(self, int64_t now_ns) noexcept
     cdef int _dup_delete(self, int64_t h) noexcept
 

@@ -643,7 +643,7 @@ cdef class RiskEngine:
         for j in range(self.dup_mask + 1 if self.dup != NULL else 0):
             e = &self.dup[j]
             if e.used:
-                h = _dup_home(e.account, e.instrument, e.side, e.qty, e.price, mask)
+                h = e.hash & mask
                 while table[h].used:
                     h = (h + 1) & mask
                 table[h] = e[0]
@@ -654,24 +654,20 @@ cdef class RiskEngine:
         return 0
 
     cdef DupEntry* _dup_find(self, int32_t account, int32_t instrument, int side,
-                             int64_t qty, int64_t price, int64_t now_ns) noexcept:
-        """The entry of this order, or the empty bucket where it would go.
+                             int64_t qty, int64_t price, int64_t now_ns, uint32_t hash) noexcept:
+        """The entry of this order (of ``_dup_hash`` ``hash``), or the empty bucket
+        where it would go.
 
         Also notes in ``dup_reuse`` the first expired entry on the way: a new
         entry may take that bucket instead (it lies on the same probe path),
         which keeps most inserts from growing the table.
         """
-        return self._dup_find_at(account, instrument, side, qty, price, now_ns,
-                                 _dup_home(account, instrument, side, qty, price, self.dup_mask))
-
-    cdef DupEntry* _dup_find_at(self, int32_t account, int32_t instrument, int side,
-                                int64_t qty, int64_t price, int64_t now_ns, int64_t h) noexcept:
-        """``_dup_find`` from the home bucket ``h`` the caller already hashed."""
         cdef DupEntry* e
+        cdef int64_t h = hash & self.dup_mask
         self.dup_reuse = NULL
         while self.dup[h].used:
             e = &self.dup[h]
-            if (e.qty == qty and e.price == price and e.account == account
+            if (e.hash == hash and e.qty == qty and e.price == price and e.account == account
                     and e.instrument == instrument and e.side == side):
                 return e
             if self.dup_reuse == NULL and now_ns >= e.expires_ns:
@@ -680,11 +676,12 @@ cdef class RiskEngine:
         return &self.dup[h]
 
     cdef int _dup_record(self, int32_t account, int32_t instrument, int side,
-                         int64_t qty, int64_t price, int64_t now_ns, DupEntry* found) except -1:
-        """Note a passed order; ``found`` is its bucket if the check just looked it up
-        (``dup_reuse`` then still belongs to that lookup)."""
+                         int64_t qty, int64_t price, int64_t now_ns, uint32_t hash,
+                         DupEntry* found) except -1:
+        """Note a passed order (of ``_dup_hash`` ``hash``); ``found`` is its bucket if
+        the check just looked it up (``dup_reuse`` then still belongs to that lookup)."""
         cdef DupEntry* e = found if found != NULL else self._dup_find(account, instrument, side, qty,
-                                                                      price, now_ns)
+                                                                      price, now_ns, hash)
         if not e.used:
             if self.dup_reuse != NULL:
                 e = self.dup_reuse      # an expired entry gives way; the count is unchanged
@@ -696,6 +693,7 @@ cdef class RiskEngine:
             e.side = <uint8_t>side
             e.qty = qty
             e.price = price
+            e.hash = hash
         # Each order blocks its twins for the window in force when it passed.
         e.expires_ns = kx_sat_add(now_ns, self.dup_window_ns)
         if self.dup_used >= self.dup_purge_at:
@@ -732,9 +730,9 @@ cdef class RiskEngine:
             e = &self.dup[j]
             if not e.used:
                 break
-            home = _dup_home(e.account, e.instrument, e.side, e.qty, e.price, mask)
-            # Move j back into the hole at h unless its home lies in (h, j].
-            if (j > h and (home <= h or home > j)) or (j < h and (home <= h and home > j)):
+            home = e.hash & mask
+            # Move j back into the hole at h unless its home lies cyclically in (h, j].
+            if ((j - home) & mask) >= ((j - h) & mask):
                 self.dup[h] = e[0]
                 h = j
         self.dup[h].used = 0
@@ -886,7 +884,7 @@ cdef class RiskEngine:
         if is_new:
             if self.dup_window_ns > 0 and not (flags & FLAG_INTENDED_DUPLICATE):
                 # check_new_c hashed the order already (for its prefetch).
-                dup = self._dup_find_at(account, instrument, side, qty, price, now_ns, self.dup_home)
+                dup = self._dup_find(account, instrument, side, qty, price, now_ns, self.dup_hash)
                 self.dup_hit = dup          # check_new_c records into this bucket on a pass
                 if dup.used and now_ns < dup.expires_ns:
                     return self._reject(DUPLICATIVE_ORDER, LAYER_FIRM, M_NS, self.dup_window_ns,
@@ -1003,8 +1001,8 @@ cdef class RiskEngine:
         if self.orders_free >= 0:
             kx_prefetch(&self.orders[self.orders_free])     # the pool slot a pass will take
         if self.dup_window_ns > 0:
-            self.dup_home = _dup_home(account, instrument, side, qty, price, self.dup_mask)
-            kx_prefetch(&self.dup[self.dup_home])
+            self.dup_hash = _dup_hash(account, instrument, side, qty, price)
+            kx_prefetch(&self.dup[self.dup_hash & self.dup_mask])
         # Throttle and cl_ord_id come first and apply to every message, even
         # one rejected further down: they guard the intake, not the exposure.
         reason = self._throttle(&self.sessions[session], now_ns)
@@ -1027,7 +1025,7 @@ cdef class RiskEngine:
         bucket = -1 - bucket
         # Passed: the order is working from now on.
         if self.dup_window_ns > 0:
-            self._dup_record(account, instrument, side, qty, price, now_ns,
+            self._dup_record(account, instrument, side, qty, price, now_ns, self.dup_hash,
                              self.dup_hit if not (flags & FLAG_INTENDED_DUPLICATE) else NULL)
         if self.orders_free < 0:
             self._grow_orders(self.orders_cap * 2)
@@ -1772,6 +1770,7 @@ cdef class RiskEngine:
             If the snapshot's accounts or instruments are not this engine's.
         """
         cdef int32_t a, i, s, slot
+        cdef uint32_t hash
         cdef int64_t h
         cdef AccountState* st
         cdef InstrumentInfo* ins
@@ -1838,9 +1837,11 @@ cdef class RiskEngine:
         # The table size is part of the state: it decides when entries are purged.
         self._set_dup(2 * snap["duplicative_purge_at"])
         for row in snap["duplicative"]:
-            e = self._dup_find(row[0], row[1], row[2], row[3], row[4], INT64_MIN)
+            hash = _dup_hash(row[0], row[1], row[2], row[3], row[4])
+            e = self._dup_find(row[0], row[1], row[2], row[3], row[4], INT64_MIN, hash)
             e.used = 1
             e.account, e.instrument, e.side, e.qty, e.price, e.expires_ns = row
+            e.hash = hash
             self.dup_used += 1
 
 
@@ -1969,11 +1970,12 @@ cdef inline int64_t _clord_home(int64_t cl_ord_hash, int32_t session, int64_t ma
                      & <uint64_t>mask)
 
 
-cdef inline int64_t _dup_home(int32_t account, int32_t instrument, int side, int64_t qty,
-                              int64_t price, int64_t mask) noexcept:
-    cdef uint64_t h = kx_mix(<uint64_t>qty ^ (<uint64_t>account << 40) ^ (<uint64_t>instrument << 16)
-                             ^ <uint64_t>side)
-    return <int64_t>(kx_mix(h ^ <uint64_t>price) & <uint64_t>mask)
+cdef inline uint32_t _dup_hash(int32_t account, int32_t instrument, int side, int64_t qty,
+                               int64_t price) noexcept nogil:
+    # One finaliser over the fields folded together (the multiply keeps qty and
+    # price apart); low bits are the home bucket, all 32 the entry's filter.
+    return <uint32_t>kx_mix((<uint64_t>qty * <uint64_t>0x9E3779B97F4A7C15) ^ <uint64_t>price
+                            ^ (<uint64_t>account << 40) ^ (<uint64_t>instrument << 16) ^ <uint64_t>side)
 
 
 cdef dict _merge(dict base, dict changes):
