@@ -6,7 +6,7 @@ Python callers (the engine) use the ``def`` methods documented in
 ``check_new_c`` and the ``on_*_c`` twins directly with C values.
 """
 cimport cython
-from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 # ---------------------------------------------------------------- public enums
 # Order flags the engine sets from the client's message (bit mask).
@@ -130,12 +130,6 @@ ctypedef struct IndexEntry:
     uint32_t hash                   # low 32 bits of kx_mix(key): home bucket and filter
     int32_t slot                    # -1: empty bucket
 
-ctypedef struct ClOrdEntry:
-    int64_t cl_ord_hash
-    int32_t session
-    uint8_t used
-    uint8_t _pad[3]
-
 ctypedef struct DupEntry:
     int64_t qty
     int64_t price
@@ -199,9 +193,12 @@ cdef class RiskEngine:
     cdef IndexEntry* oindex
     cdef int64_t omask
 
-    cdef ClOrdEntry* clord
+    # The day's (session, cl_ord_id) pairs, one 8-byte key each (_clord_key; 0: empty
+    # bucket, and the pair whose key is 0 is the flag clord_zero instead).
+    cdef uint64_t* clord
     cdef int64_t clord_mask
     cdef int64_t clord_used
+    cdef bint clord_zero
 
     cdef DupEntry* dup
     cdef int64_t dup_mask
@@ -263,8 +260,7 @@ cdef class RiskEngine:
     cdef int _index_insert(self, int64_t key, int32_t slot) noexcept
     cdef int _index_remove(self, int64_t key) noexcept
     cdef int _set_clord(self, int64_t size) except -1
-    cdef int _clord_add(self, int32_t session, int64_t cl_ord_hash) except -1
-    cdef int _clord_add_at(self, int32_t session, int64_t cl_ord_hash, int64_t h) except -1
+    cdef int _clord_add(self, uint64_t key) except -1
     cdef int _set_dup(self, int64_t size) except -1
     cdef DupEntry* _dup_find(self, int32_t account, int32_t instrument, int side,
                              int64_t qty, int64_t price, int64_t now_ns, uint32_t hash) noexcept

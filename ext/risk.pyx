@@ -599,12 +599,13 @@ cdef class RiskEngine:
         return 0
 
     cdef int _set_clord(self, int64_t size) except -1:
-        cdef ClOrdEntry* table = <ClOrdEntry*>_grow(NULL, 0, size, sizeof(ClOrdEntry))
+        """(Re)build the cl_ord_id table with ``size`` buckets (a power of two)."""
+        cdef uint64_t* table = <uint64_t*>_grow(NULL, 0, size, sizeof(uint64_t))
         cdef int64_t mask = size - 1, j, h
         for j in range(self.clord_mask + 1 if self.clord != NULL else 0):
-            if self.clord[j].used:
-                h = _clord_home(self.clord[j].cl_ord_hash, self.clord[j].session, mask)
-                while table[h].used:
+            if self.clord[j]:
+                h = <int64_t>(self.clord[j] & <uint64_t>mask)
+                while table[h]:
                     h = (h + 1) & mask
                 table[h] = self.clord[j]
         PyMem_Free(self.clord)
@@ -612,19 +613,20 @@ cdef class RiskEngine:
         self.clord_mask = mask
         return 0
 
-    cdef int _clord_add(self, int32_t session, int64_t cl_ord_hash) except -1:
-        """Record a cl_ord_id; 1 if the session had already used it today."""
-        return self._clord_add_at(session, cl_ord_hash, _clord_home(cl_ord_hash, session, self.clord_mask))
-
-    cdef int _clord_add_at(self, int32_t session, int64_t cl_ord_hash, int64_t h) except -1:
-        """``_clord_add`` from the home bucket ``h`` the caller already hashed."""
-        while self.clord[h].used:
-            if self.clord[h].cl_ord_hash == cl_ord_hash and self.clord[h].session == session:
+    cdef int _clord_add(self, uint64_t key) except -1:
+        """Record a (session, cl_ord_id) pair by its ``_clord_key``; 1 if it was
+        already used today."""
+        cdef int64_t h = <int64_t>(key & <uint64_t>self.clord_mask)
+        if key == 0:
+            if self.clord_zero:
+                return 1
+            self.clord_zero = True
+            return 0
+        while self.clord[h]:
+            if self.clord[h] == key:
                 return 1
             h = (h + 1) & self.clord_mask
-        self.clord[h].used = 1
-        self.clord[h].session = session
-        self.clord[h].cl_ord_hash = cl_ord_hash
+        self.clord[h] = key
         self.clord_used += 1
         if self.clord_used * 2 > self.clord_mask:
             self._set_clord((self.clord_mask + 1) * 2)
@@ -983,7 +985,8 @@ cdef class RiskEngine:
         cdef int reason
         cdef int64_t value_price = 0, leaves_notional = 0
         cdef int32_t slot
-        cdef int64_t bucket, clord_home
+        cdef int64_t bucket
+        cdef uint64_t clord_key
         cdef uint32_t order_hash
         cdef WorkingOrder* o
         self.cur_session = session
@@ -994,9 +997,9 @@ cdef class RiskEngine:
         # The three hash tables are large and probed at random: ask for their
         # buckets now, so the misses overlap each other and the checks below.
         # Each home bucket is hashed once here and handed to its probe below.
-        clord_home = _clord_home(cl_ord_hash, session, self.clord_mask)
+        clord_key = _clord_key(cl_ord_hash, session)
         order_hash = _index_hash(order_key)
-        kx_prefetch(&self.clord[clord_home])
+        kx_prefetch(&self.clord[clord_key & <uint64_t>self.clord_mask])
         kx_prefetch(&self.oindex[order_hash & self.omask])
         if self.orders_free >= 0:
             kx_prefetch(&self.orders[self.orders_free])     # the pool slot a pass will take
@@ -1012,7 +1015,7 @@ cdef class RiskEngine:
         # (hiding that probe's latency); a duplicate id still wins.
         reason = self._evaluate(account, instrument, side, ord_type, qty, qty, price, flags, now_ns,
                                 True, &value_price, &leaves_notional)
-        if self._clord_add_at(session, cl_ord_hash, clord_home):
+        if self._clord_add(clord_key):
             return self._reject(DUPLICATE_CL_ORD_ID, LAYER_SESSION, M_NONE, 0, 0)
         if reason:
             return reason
@@ -1150,7 +1153,7 @@ cdef class RiskEngine:
         self.cur_account = o.account
         self.cur_instrument = o.instrument
         reason = self._throttle(&self.sessions[o.session], now_ns)
-        if reason == 0 and self._clord_add(o.session, cl_ord_hash):
+        if reason == 0 and self._clord_add(_clord_key(cl_ord_hash, o.session)):
             reason = self._reject(DUPLICATE_CL_ORD_ID, LAYER_SESSION, M_NONE, 0, 0)
         if reason:
             return reason
@@ -1657,8 +1660,9 @@ cdef class RiskEngine:
         self.firm.traded_notional = 0
         self.firm.realized_pnl = 0
         # Emptied in place: the tables keep the size the day needed.
-        memset(self.clord, 0, (self.clord_mask + 1) * sizeof(ClOrdEntry))
+        memset(self.clord, 0, (self.clord_mask + 1) * sizeof(uint64_t))
         self.clord_used = 0
+        self.clord_zero = False
         memset(self.dup, 0, (self.dup_mask + 1) * sizeof(DupEntry))
         self.dup_used = 0
         self._audit(now_ns, "reset_daily", "global", None, actor, "", {})
@@ -1736,8 +1740,9 @@ cdef class RiskEngine:
             st = &self.acct_state[a]
             account_state.append([st.cash_flow, st.reserved, st.short_basis, st.open_notional,
                                   st.open_orders, st.traded_notional, st.realized_pnl])
-        clord = sorted([self.clord[j].session, self.clord[j].cl_ord_hash]
-                       for j in range(self.clord_mask + 1) if self.clord[j].used)
+        # Keys, not (session, hash) pairs: a key is all the table holds (_clord_key).
+        clord = sorted([self.clord[j] for j in range(self.clord_mask + 1) if self.clord[j]]
+                       + ([0] if self.clord_zero else []))
         dup = sorted([self.dup[j].account, self.dup[j].instrument, self.dup[j].side,
                       self.dup[j].qty, self.dup[j].price, self.dup[j].expires_ns]
                      for j in range(self.dup_mask + 1) if self.dup[j].used)
@@ -1828,9 +1833,10 @@ cdef class RiskEngine:
         PyMem_Free(self.clord)
         self.clord = NULL
         self.clord_used = 0
+        self.clord_zero = False
         self._set_clord(2048)
-        for s, value in snap["cl_ord_ids"]:
-            self._clord_add(s, value)
+        for key in snap["cl_ord_ids"]:
+            self._clord_add(key)
         PyMem_Free(self.dup)
         self.dup = NULL
         self.dup_used = 0
@@ -1965,9 +1971,15 @@ cdef inline uint32_t _index_hash(int64_t order_key) noexcept nogil:
     return <uint32_t>kx_mix(<uint64_t>order_key)
 
 
-cdef inline int64_t _clord_home(int64_t cl_ord_hash, int32_t session, int64_t mask) noexcept:
-    return <int64_t>(kx_mix(<uint64_t>cl_ord_hash ^ (<uint64_t>session * <uint64_t>0x9E3779B97F4A7C15))
-                     & <uint64_t>mask)
+cdef inline uint64_t _clord_key(int64_t cl_ord_hash, int32_t session) noexcept nogil:
+    # One 8-byte key per (session, cl_ord_id) pair. For a given session it is a
+    # bijection of the hash (xor, then the invertible finaliser), so one
+    # session's ids are told apart exactly; ids of two sessions s1, s2 share a
+    # key only if hash1 ^ hash2 == (s1 * G) ^ (s2 * G) for the constant G below,
+    # a 2**-64 chance per pair for hashed ids (as for two ids of one session
+    # colliding in cl_ord_hash itself), and then the later order is rejected as
+    # a duplicate: it fails closed, never passes.
+    return kx_mix(<uint64_t>cl_ord_hash ^ (<uint64_t>session * <uint64_t>0x9E3779B97F4A7C15))
 
 
 cdef inline uint32_t _dup_hash(int32_t account, int32_t instrument, int side, int64_t qty,

@@ -656,6 +656,28 @@ def test_order_keys_sharing_an_index_hash_stay_apart():
     assert engine.n_working == 4
 
 
+def test_cl_ord_id_whose_table_key_is_zero():
+    """The cl_ord_id table keeps one 8-byte key per (session, hash) pair, 0 marking an
+    empty bucket; the one pair whose key is 0 is still recorded, per session and day."""
+    golden = 0x9E3779B97F4A7C15
+    engine = RiskEngine(BASE)
+    s1, s2 = engine.session_index("S1"), engine.session_index("S2")
+    zero = unmix(0) ^ ((s1 * golden) & M64)            # _clord_key(zero, s1) == 0
+    zero = zero - (1 << 64) if zero >= 1 << 63 else zero
+
+    def new(key, session, cl):
+        return engine.check_new(key, session, 0, 0, BUY, LIMIT, 1, 10000 + key, 0, cl, key)
+    assert new(1, s1, zero) == 0
+    assert new(2, s1, zero) == R.DUPLICATE_CL_ORD_ID
+    assert new(3, s2, zero) == 0 and new(4, s1, zero + 1) == 0
+    other = RiskEngine(BASE)
+    other.restore(engine.snapshot())
+    assert other.snapshot() == engine.snapshot()
+    assert other.check_new(5, s1, 0, 0, BUY, LIMIT, 1, 10005, 0, zero, 5) == R.DUPLICATE_CL_ORD_ID
+    engine.reset_daily(10)
+    assert new(6, s1, zero) == 0 and new(7, s1, zero) == R.DUPLICATE_CL_ORD_ID
+
+
 def test_cl_ord_hash_is_fnv1a_64_of_the_utf8():
     """The duplicate checks' key of a cl_ord_id: stable across restarts (published vectors)."""
     from ext.risk import cl_ord_hash
