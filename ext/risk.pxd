@@ -6,7 +6,7 @@ Python callers (the engine) use the ``def`` methods documented in
 ``check_new_c`` and the ``on_*_c`` twins directly with C values.
 """
 cimport cython
-from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t
+from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 # ---------------------------------------------------------------- public enums
 # Order flags the engine sets from the client's message (bit mask).
@@ -123,16 +123,12 @@ ctypedef struct WorkingOrder:
     uint8_t flags
     uint8_t used
 
-ctypedef struct IndexEntry:         # order key -> pool slot; slot -1: empty
-    int64_t key
-    int32_t slot
-    int32_t _pad
-
-ctypedef struct ClOrdEntry:
-    int64_t cl_ord_hash
-    int32_t session
-    uint8_t used
-    uint8_t _pad[3]
+# Order key -> pool slot. 8 bytes, not 16: the key itself lives in the pool
+# and is compared there only when ``hash`` matches, so the index (probed at
+# random once per order) takes half the cache it would with the key inline.
+ctypedef struct IndexEntry:
+    uint32_t hash                   # low 32 bits of kx_mix(key): home bucket and filter
+    int32_t slot                    # -1: empty bucket
 
 ctypedef struct DupEntry:
     int64_t qty
@@ -140,9 +136,11 @@ ctypedef struct DupEntry:
     int64_t expires_ns              # identical orders are duplicative until then
     int32_t account
     int32_t instrument
+    uint32_t hash                   # _dup_hash of the fields: home bucket, and a filter that
+                                    # spares the field compare and the rehash on delete
     uint8_t side
     uint8_t used
-    uint8_t _pad[6]
+    uint8_t _pad[2]
 
 # Why the last order was rejected, filled only on the reject path.
 ctypedef struct RejectDetail:
@@ -195,9 +193,12 @@ cdef class RiskEngine:
     cdef IndexEntry* oindex
     cdef int64_t omask
 
-    cdef ClOrdEntry* clord
+    # The day's (session, cl_ord_id) pairs, one 8-byte key each (_clord_key; 0: empty
+    # bucket, and the pair whose key is 0 is the flag clord_zero instead).
+    cdef uint64_t* clord
     cdef int64_t clord_mask
     cdef int64_t clord_used
+    cdef bint clord_zero
 
     cdef DupEntry* dup
     cdef int64_t dup_mask
@@ -205,7 +206,7 @@ cdef class RiskEngine:
     cdef int64_t dup_purge_at
     cdef DupEntry* dup_hit           # bucket the last duplicative check looked at
     cdef DupEntry* dup_reuse         # first expired bucket on that probe path, or NULL
-    cdef int64_t dup_home            # home bucket of the order check_new_c is checking
+    cdef uint32_t dup_hash           # _dup_hash of the order check_new_c is checking
 
     cdef RejectDetail detail
     # Names of the call in progress, copied into ``detail`` only on a reject.
@@ -254,20 +255,18 @@ cdef class RiskEngine:
     cdef int _ensure_dims(self, int32_t n_acc, int32_t n_ins, int32_t n_ses) except -1
     cdef int _grow_orders(self, int32_t cap) except -1
     cdef int _set_order_index(self, int64_t size) except -1
+    cdef int64_t _index_probe(self, int64_t key, uint32_t hash) noexcept
     cdef int32_t _find(self, int64_t key) noexcept
-    cdef int64_t _index_vacancy(self, int64_t key, int64_t h) noexcept
     cdef int _index_insert(self, int64_t key, int32_t slot) noexcept
     cdef int _index_remove(self, int64_t key) noexcept
     cdef int _set_clord(self, int64_t size) except -1
-    cdef int _clord_add(self, int32_t session, int64_t cl_ord_hash) except -1
-    cdef int _clord_add_at(self, int32_t session, int64_t cl_ord_hash, int64_t h) except -1
+    cdef int _clord_add(self, uint64_t key) except -1
     cdef int _set_dup(self, int64_t size) except -1
     cdef DupEntry* _dup_find(self, int32_t account, int32_t instrument, int side,
-                             int64_t qty, int64_t price, int64_t now_ns) noexcept
-    cdef DupEntry* _dup_find_at(self, int32_t account, int32_t instrument, int side,
-                                int64_t qty, int64_t price, int64_t now_ns, int64_t h) noexcept
+                             int64_t qty, int64_t price, int64_t now_ns, uint32_t hash) noexcept
     cdef int _dup_record(self, int32_t account, int32_t instrument, int side,
-                         int64_t qty, int64_t price, int64_t now_ns, DupEntry* found) except -1
+                         int64_t qty, int64_t price, int64_t now_ns, uint32_t hash,
+                         DupEntry* found) except -1
     cdef int _dup_purge(self, int64_t now_ns) noexcept
     cdef int _dup_delete(self, int64_t h) noexcept
 

@@ -26,7 +26,7 @@ from fractions import Fraction
 
 cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
-from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, int32_t, uint8_t, uint16_t, uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset, memcpy
 
 from ext.types cimport (BUY, SELL, SELL_SHORT, MARKET, LIMIT,
@@ -533,7 +533,7 @@ cdef class RiskEngine:
         return 0
 
     cdef int _set_order_index(self, int64_t size) except -1:
-        """(Re)build the key -> slot index with ``size`` buckets (a power of two)."""
+        """(Re)build the key -> slot index with ``size`` buckets (a power of two, at most 2**32)."""
         cdef IndexEntry* table = <IndexEntry*>PyMem_Malloc(size * sizeof(IndexEntry))
         if table == NULL:
             raise MemoryError()
@@ -541,7 +541,7 @@ cdef class RiskEngine:
         cdef int64_t mask = size - 1, j, h
         for j in range(self.omask + 1 if self.oindex != NULL else 0):
             if self.oindex[j].slot >= 0:
-                h = <int64_t>(kx_mix(<uint64_t>self.oindex[j].key) & <uint64_t>mask)
+                h = self.oindex[j].hash & mask              # no rehash: the entry holds it
                 while table[h].slot >= 0:
                     h = (h + 1) & mask
                 table[h] = self.oindex[j]
@@ -550,61 +550,62 @@ cdef class RiskEngine:
         self.omask = mask
         return 0
 
+    cdef int64_t _index_probe(self, int64_t key, uint32_t hash) noexcept:
+        """The bucket holding ``key`` (``hash`` is its ``_index_hash``), or, when
+        it is not working, ``-1 - b`` for the empty bucket ``b`` where it would go."""
+        cdef int64_t h = hash & self.omask
+        cdef int32_t slot
+        while True:
+            slot = self.oindex[h].slot
+            if slot < 0:
+                return -1 - h
+            # The pool is read only on a hash match: almost always the key itself.
+            if self.oindex[h].hash == hash and self.orders[slot].key == key:
+                return h
+            h = (h + 1) & self.omask
+
     cdef int32_t _find(self, int64_t key) noexcept:
         """Pool slot of a working order, or -1."""
-        cdef int64_t h = <int64_t>(kx_mix(<uint64_t>key) & <uint64_t>self.omask)
-        while self.oindex[h].slot >= 0:
-            if self.oindex[h].key == key:
-                return self.oindex[h].slot
-            h = (h + 1) & self.omask
-        return -1
-
-    cdef int64_t _index_vacancy(self, int64_t key, int64_t h) noexcept:
-        """The empty bucket where ``key`` would go (probing from its home ``h``),
-        or -1 if it is already there."""
-        while self.oindex[h].slot >= 0:
-            if self.oindex[h].key == key:
-                return -1
-            h = (h + 1) & self.omask
-        return h
+        cdef int64_t h = self._index_probe(key, _index_hash(key))
+        return self.oindex[h].slot if h >= 0 else -1
 
     cdef int _index_insert(self, int64_t key, int32_t slot) noexcept:
-        cdef int64_t h = <int64_t>(kx_mix(<uint64_t>key) & <uint64_t>self.omask)
+        cdef uint32_t hash = _index_hash(key)
+        cdef int64_t h = hash & self.omask
         while self.oindex[h].slot >= 0:
             h = (h + 1) & self.omask
-        self.oindex[h].key = key
+        self.oindex[h].hash = hash
         self.oindex[h].slot = slot
         return 0
 
     cdef int _index_remove(self, int64_t key) noexcept:
         """Delete ``key`` by backward shift, so probes never need tombstones."""
         cdef int64_t mask = self.omask
-        cdef int64_t h = <int64_t>(kx_mix(<uint64_t>key) & <uint64_t>mask)
+        cdef int64_t h = self._index_probe(key, _index_hash(key))
         cdef int64_t j, home
-        while self.oindex[h].slot >= 0 and self.oindex[h].key != key:
-            h = (h + 1) & mask
-        if self.oindex[h].slot < 0:
+        if h < 0:
             return 0
         j = h
         while True:
             j = (j + 1) & mask
             if self.oindex[j].slot < 0:
                 break
-            home = <int64_t>(kx_mix(<uint64_t>self.oindex[j].key) & <uint64_t>mask)
-            # Move j back into the hole at h unless its home lies in (h, j].
-            if (j > h and (home <= h or home > j)) or (j < h and (home <= h and home > j)):
+            home = self.oindex[j].hash & mask
+            # Move j back into the hole at h unless its home lies cyclically in (h, j].
+            if ((j - home) & mask) >= ((j - h) & mask):
                 self.oindex[h] = self.oindex[j]
                 h = j
         self.oindex[h].slot = -1
         return 0
 
     cdef int _set_clord(self, int64_t size) except -1:
-        cdef ClOrdEntry* table = <ClOrdEntry*>_grow(NULL, 0, size, sizeof(ClOrdEntry))
+        """(Re)build the cl_ord_id table with ``size`` buckets (a power of two)."""
+        cdef uint64_t* table = <uint64_t*>_grow(NULL, 0, size, sizeof(uint64_t))
         cdef int64_t mask = size - 1, j, h
         for j in range(self.clord_mask + 1 if self.clord != NULL else 0):
-            if self.clord[j].used:
-                h = _clord_home(self.clord[j].cl_ord_hash, self.clord[j].session, mask)
-                while table[h].used:
+            if self.clord[j]:
+                h = <int64_t>(self.clord[j] & <uint64_t>mask)
+                while table[h]:
                     h = (h + 1) & mask
                 table[h] = self.clord[j]
         PyMem_Free(self.clord)
@@ -612,19 +613,20 @@ cdef class RiskEngine:
         self.clord_mask = mask
         return 0
 
-    cdef int _clord_add(self, int32_t session, int64_t cl_ord_hash) except -1:
-        """Record a cl_ord_id; 1 if the session had already used it today."""
-        return self._clord_add_at(session, cl_ord_hash, _clord_home(cl_ord_hash, session, self.clord_mask))
-
-    cdef int _clord_add_at(self, int32_t session, int64_t cl_ord_hash, int64_t h) except -1:
-        """``_clord_add`` from the home bucket ``h`` the caller already hashed."""
-        while self.clord[h].used:
-            if self.clord[h].cl_ord_hash == cl_ord_hash and self.clord[h].session == session:
+    cdef int _clord_add(self, uint64_t key) except -1:
+        """Record a (session, cl_ord_id) pair by its ``_clord_key``; 1 if it was
+        already used today."""
+        cdef int64_t h = <int64_t>(key & <uint64_t>self.clord_mask)
+        if key == 0:
+            if self.clord_zero:
+                return 1
+            self.clord_zero = True
+            return 0
+        while self.clord[h]:
+            if self.clord[h] == key:
                 return 1
             h = (h + 1) & self.clord_mask
-        self.clord[h].used = 1
-        self.clord[h].session = session
-        self.clord[h].cl_ord_hash = cl_ord_hash
+        self.clord[h] = key
         self.clord_used += 1
         if self.clord_used * 2 > self.clord_mask:
             self._set_clord((self.clord_mask + 1) * 2)
@@ -643,7 +645,7 @@ cdef class RiskEngine:
         for j in range(self.dup_mask + 1 if self.dup != NULL else 0):
             e = &self.dup[j]
             if e.used:
-                h = _dup_home(e.account, e.instrument, e.side, e.qty, e.price, mask)
+                h = e.hash & mask
                 while table[h].used:
                     h = (h + 1) & mask
                 table[h] = e[0]
@@ -654,24 +656,20 @@ cdef class RiskEngine:
         return 0
 
     cdef DupEntry* _dup_find(self, int32_t account, int32_t instrument, int side,
-                             int64_t qty, int64_t price, int64_t now_ns) noexcept:
-        """The entry of this order, or the empty bucket where it would go.
+                             int64_t qty, int64_t price, int64_t now_ns, uint32_t hash) noexcept:
+        """The entry of this order (of ``_dup_hash`` ``hash``), or the empty bucket
+        where it would go.
 
         Also notes in ``dup_reuse`` the first expired entry on the way: a new
         entry may take that bucket instead (it lies on the same probe path),
         which keeps most inserts from growing the table.
         """
-        return self._dup_find_at(account, instrument, side, qty, price, now_ns,
-                                 _dup_home(account, instrument, side, qty, price, self.dup_mask))
-
-    cdef DupEntry* _dup_find_at(self, int32_t account, int32_t instrument, int side,
-                                int64_t qty, int64_t price, int64_t now_ns, int64_t h) noexcept:
-        """``_dup_find`` from the home bucket ``h`` the caller already hashed."""
         cdef DupEntry* e
+        cdef int64_t h = hash & self.dup_mask
         self.dup_reuse = NULL
         while self.dup[h].used:
             e = &self.dup[h]
-            if (e.qty == qty and e.price == price and e.account == account
+            if (e.hash == hash and e.qty == qty and e.price == price and e.account == account
                     and e.instrument == instrument and e.side == side):
                 return e
             if self.dup_reuse == NULL and now_ns >= e.expires_ns:
@@ -680,11 +678,12 @@ cdef class RiskEngine:
         return &self.dup[h]
 
     cdef int _dup_record(self, int32_t account, int32_t instrument, int side,
-                         int64_t qty, int64_t price, int64_t now_ns, DupEntry* found) except -1:
-        """Note a passed order; ``found`` is its bucket if the check just looked it up
-        (``dup_reuse`` then still belongs to that lookup)."""
+                         int64_t qty, int64_t price, int64_t now_ns, uint32_t hash,
+                         DupEntry* found) except -1:
+        """Note a passed order (of ``_dup_hash`` ``hash``); ``found`` is its bucket if
+        the check just looked it up (``dup_reuse`` then still belongs to that lookup)."""
         cdef DupEntry* e = found if found != NULL else self._dup_find(account, instrument, side, qty,
-                                                                      price, now_ns)
+                                                                      price, now_ns, hash)
         if not e.used:
             if self.dup_reuse != NULL:
                 e = self.dup_reuse      # an expired entry gives way; the count is unchanged
@@ -696,6 +695,7 @@ cdef class RiskEngine:
             e.side = <uint8_t>side
             e.qty = qty
             e.price = price
+            e.hash = hash
         # Each order blocks its twins for the window in force when it passed.
         e.expires_ns = kx_sat_add(now_ns, self.dup_window_ns)
         if self.dup_used >= self.dup_purge_at:
@@ -732,9 +732,9 @@ cdef class RiskEngine:
             e = &self.dup[j]
             if not e.used:
                 break
-            home = _dup_home(e.account, e.instrument, e.side, e.qty, e.price, mask)
-            # Move j back into the hole at h unless its home lies in (h, j].
-            if (j > h and (home <= h or home > j)) or (j < h and (home <= h and home > j)):
+            home = e.hash & mask
+            # Move j back into the hole at h unless its home lies cyclically in (h, j].
+            if ((j - home) & mask) >= ((j - h) & mask):
                 self.dup[h] = e[0]
                 h = j
         self.dup[h].used = 0
@@ -886,7 +886,7 @@ cdef class RiskEngine:
         if is_new:
             if self.dup_window_ns > 0 and not (flags & FLAG_INTENDED_DUPLICATE):
                 # check_new_c hashed the order already (for its prefetch).
-                dup = self._dup_find_at(account, instrument, side, qty, price, now_ns, self.dup_home)
+                dup = self._dup_find(account, instrument, side, qty, price, now_ns, self.dup_hash)
                 self.dup_hit = dup          # check_new_c records into this bucket on a pass
                 if dup.used and now_ns < dup.expires_ns:
                     return self._reject(DUPLICATIVE_ORDER, LAYER_FIRM, M_NS, self.dup_window_ns,
@@ -985,7 +985,9 @@ cdef class RiskEngine:
         cdef int reason
         cdef int64_t value_price = 0, leaves_notional = 0
         cdef int32_t slot
-        cdef int64_t bucket, clord_home, order_home
+        cdef int64_t bucket
+        cdef uint64_t clord_key
+        cdef uint32_t order_hash
         cdef WorkingOrder* o
         self.cur_session = session
         self.cur_account = account
@@ -995,15 +997,15 @@ cdef class RiskEngine:
         # The three hash tables are large and probed at random: ask for their
         # buckets now, so the misses overlap each other and the checks below.
         # Each home bucket is hashed once here and handed to its probe below.
-        clord_home = _clord_home(cl_ord_hash, session, self.clord_mask)
-        order_home = <int64_t>(kx_mix(<uint64_t>order_key) & <uint64_t>self.omask)
-        kx_prefetch(&self.clord[clord_home])
-        kx_prefetch(&self.oindex[order_home])
+        clord_key = _clord_key(cl_ord_hash, session)
+        order_hash = _index_hash(order_key)
+        kx_prefetch(&self.clord[clord_key & <uint64_t>self.clord_mask])
+        kx_prefetch(&self.oindex[order_hash & self.omask])
         if self.orders_free >= 0:
             kx_prefetch(&self.orders[self.orders_free])     # the pool slot a pass will take
         if self.dup_window_ns > 0:
-            self.dup_home = _dup_home(account, instrument, side, qty, price, self.dup_mask)
-            kx_prefetch(&self.dup[self.dup_home])
+            self.dup_hash = _dup_hash(account, instrument, side, qty, price)
+            kx_prefetch(&self.dup[self.dup_hash & self.dup_mask])
         # Throttle and cl_ord_id come first and apply to every message, even
         # one rejected further down: they guard the intake, not the exposure.
         reason = self._throttle(&self.sessions[session], now_ns)
@@ -1013,20 +1015,20 @@ cdef class RiskEngine:
         # (hiding that probe's latency); a duplicate id still wins.
         reason = self._evaluate(account, instrument, side, ord_type, qty, qty, price, flags, now_ns,
                                 True, &value_price, &leaves_notional)
-        if self._clord_add_at(session, cl_ord_hash, clord_home):
+        if self._clord_add(clord_key):
             return self._reject(DUPLICATE_CL_ORD_ID, LAYER_SESSION, M_NONE, 0, 0)
         if reason:
             return reason
         if (self.n_orders + 1) * 2 > self.omask:
             self._set_order_index((self.omask + 1) * 2)
-            order_home = <int64_t>(kx_mix(<uint64_t>order_key) & <uint64_t>self.omask)
         # One probe both proves the key is not working and finds its bucket.
-        bucket = self._index_vacancy(order_key, order_home)
-        if bucket < 0:
+        bucket = self._index_probe(order_key, order_hash)
+        if bucket >= 0:
             raise ValueError(f"order_key {order_key} is already working")
+        bucket = -1 - bucket
         # Passed: the order is working from now on.
         if self.dup_window_ns > 0:
-            self._dup_record(account, instrument, side, qty, price, now_ns,
+            self._dup_record(account, instrument, side, qty, price, now_ns, self.dup_hash,
                              self.dup_hit if not (flags & FLAG_INTENDED_DUPLICATE) else NULL)
         if self.orders_free < 0:
             self._grow_orders(self.orders_cap * 2)
@@ -1046,7 +1048,7 @@ cdef class RiskEngine:
         o.flags = <uint8_t>flags
         o.used = 1
         o.next_free = -1
-        self.oindex[bucket].key = order_key
+        self.oindex[bucket].hash = order_hash
         self.oindex[bucket].slot = slot
         self.n_orders += 1
         self._reserve(o, leaves_notional, True)
@@ -1151,7 +1153,7 @@ cdef class RiskEngine:
         self.cur_account = o.account
         self.cur_instrument = o.instrument
         reason = self._throttle(&self.sessions[o.session], now_ns)
-        if reason == 0 and self._clord_add(o.session, cl_ord_hash):
+        if reason == 0 and self._clord_add(_clord_key(cl_ord_hash, o.session)):
             reason = self._reject(DUPLICATE_CL_ORD_ID, LAYER_SESSION, M_NONE, 0, 0)
         if reason:
             return reason
@@ -1658,8 +1660,9 @@ cdef class RiskEngine:
         self.firm.traded_notional = 0
         self.firm.realized_pnl = 0
         # Emptied in place: the tables keep the size the day needed.
-        memset(self.clord, 0, (self.clord_mask + 1) * sizeof(ClOrdEntry))
+        memset(self.clord, 0, (self.clord_mask + 1) * sizeof(uint64_t))
         self.clord_used = 0
+        self.clord_zero = False
         memset(self.dup, 0, (self.dup_mask + 1) * sizeof(DupEntry))
         self.dup_used = 0
         self._audit(now_ns, "reset_daily", "global", None, actor, "", {})
@@ -1737,8 +1740,9 @@ cdef class RiskEngine:
             st = &self.acct_state[a]
             account_state.append([st.cash_flow, st.reserved, st.short_basis, st.open_notional,
                                   st.open_orders, st.traded_notional, st.realized_pnl])
-        clord = sorted([self.clord[j].session, self.clord[j].cl_ord_hash]
-                       for j in range(self.clord_mask + 1) if self.clord[j].used)
+        # Keys, not (session, hash) pairs: a key is all the table holds (_clord_key).
+        clord = sorted([self.clord[j] for j in range(self.clord_mask + 1) if self.clord[j]]
+                       + ([0] if self.clord_zero else []))
         dup = sorted([self.dup[j].account, self.dup[j].instrument, self.dup[j].side,
                       self.dup[j].qty, self.dup[j].price, self.dup[j].expires_ns]
                      for j in range(self.dup_mask + 1) if self.dup[j].used)
@@ -1771,6 +1775,7 @@ cdef class RiskEngine:
             If the snapshot's accounts or instruments are not this engine's.
         """
         cdef int32_t a, i, s, slot
+        cdef uint32_t hash
         cdef int64_t h
         cdef AccountState* st
         cdef InstrumentInfo* ins
@@ -1828,18 +1833,21 @@ cdef class RiskEngine:
         PyMem_Free(self.clord)
         self.clord = NULL
         self.clord_used = 0
+        self.clord_zero = False
         self._set_clord(2048)
-        for s, value in snap["cl_ord_ids"]:
-            self._clord_add(s, value)
+        for key in snap["cl_ord_ids"]:
+            self._clord_add(key)
         PyMem_Free(self.dup)
         self.dup = NULL
         self.dup_used = 0
         # The table size is part of the state: it decides when entries are purged.
         self._set_dup(2 * snap["duplicative_purge_at"])
         for row in snap["duplicative"]:
-            e = self._dup_find(row[0], row[1], row[2], row[3], row[4], INT64_MIN)
+            hash = _dup_hash(row[0], row[1], row[2], row[3], row[4])
+            e = self._dup_find(row[0], row[1], row[2], row[3], row[4], INT64_MIN, hash)
             e.used = 1
             e.account, e.instrument, e.side, e.qty, e.price, e.expires_ns = row
+            e.hash = hash
             self.dup_used += 1
 
 
@@ -1958,16 +1966,28 @@ cdef void* _grow(void* ptr, Py_ssize_t old_n, Py_ssize_t new_n, size_t item) exc
     return out
 
 
-cdef inline int64_t _clord_home(int64_t cl_ord_hash, int32_t session, int64_t mask) noexcept:
-    return <int64_t>(kx_mix(<uint64_t>cl_ord_hash ^ (<uint64_t>session * <uint64_t>0x9E3779B97F4A7C15))
-                     & <uint64_t>mask)
+cdef inline uint32_t _index_hash(int64_t order_key) noexcept nogil:
+    # Low bits are the home bucket (tables stay under 2**32 buckets), all 32 the filter.
+    return <uint32_t>kx_mix(<uint64_t>order_key)
 
 
-cdef inline int64_t _dup_home(int32_t account, int32_t instrument, int side, int64_t qty,
-                              int64_t price, int64_t mask) noexcept:
-    cdef uint64_t h = kx_mix(<uint64_t>qty ^ (<uint64_t>account << 40) ^ (<uint64_t>instrument << 16)
-                             ^ <uint64_t>side)
-    return <int64_t>(kx_mix(h ^ <uint64_t>price) & <uint64_t>mask)
+cdef inline uint64_t _clord_key(int64_t cl_ord_hash, int32_t session) noexcept nogil:
+    # One 8-byte key per (session, cl_ord_id) pair. For a given session it is a
+    # bijection of the hash (xor, then the invertible finaliser), so one
+    # session's ids are told apart exactly; ids of two sessions s1, s2 share a
+    # key only if hash1 ^ hash2 == (s1 * G) ^ (s2 * G) for the constant G below,
+    # a 2**-64 chance per pair for hashed ids (as for two ids of one session
+    # colliding in cl_ord_hash itself), and then the later order is rejected as
+    # a duplicate: it fails closed, never passes.
+    return kx_mix(<uint64_t>cl_ord_hash ^ (<uint64_t>session * <uint64_t>0x9E3779B97F4A7C15))
+
+
+cdef inline uint32_t _dup_hash(int32_t account, int32_t instrument, int side, int64_t qty,
+                               int64_t price) noexcept nogil:
+    # One finaliser over the fields folded together (the multiply keeps qty and
+    # price apart); low bits are the home bucket, all 32 the entry's filter.
+    return <uint32_t>kx_mix((<uint64_t>qty * <uint64_t>0x9E3779B97F4A7C15) ^ <uint64_t>price
+                            ^ (<uint64_t>account << 40) ^ (<uint64_t>instrument << 16) ^ <uint64_t>side)
 
 
 cdef dict _merge(dict base, dict changes):

@@ -610,6 +610,74 @@ def test_batch_matches_single_calls():
     assert batch.snapshot() == single.snapshot()
 
 
+M64 = (1 << 64) - 1
+MIX1, MIX2 = 0xbf58476d1ce4e5b9, 0x94d049bb133111eb
+
+
+def mix(x):
+    """ext/risk.pyx's kx_mix (the splitmix64 finaliser), on unsigned 64-bit ints."""
+    x &= M64
+    x = ((x ^ (x >> 30)) * MIX1) & M64
+    x = ((x ^ (x >> 27)) * MIX2) & M64
+    return x ^ (x >> 31)
+
+
+def unmix(y):
+    """The key ``x`` with ``mix(x) == y`` (every step of the finaliser is invertible)."""
+    def unshift(v, s):
+        x = v
+        for _ in range(64 // s + 1):
+            x = v ^ (x >> s)
+        return x
+    x = unshift(y, 31)
+    x = unshift((x * pow(MIX2, -1, 1 << 64)) & M64, 27)
+    x = unshift((x * pow(MIX1, -1, 1 << 64)) & M64, 30)
+    assert mix(x) == y
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+def test_order_keys_sharing_an_index_hash_stay_apart():
+    """The order index keeps 32 bits of each key's hash and reads the key from the pool
+    only when they match: keys whose hashes agree in all 32 bits are still told apart."""
+    engine = RiskEngine(BASE)
+    s = engine.session_index("S1")
+    first = 12345
+    twins = [unmix((mix(first) & 0xFFFFFFFF) | (k << 32)) for k in range(1, 6)]
+    keys = [first] + twins
+    for n, key in enumerate(keys):
+        assert engine.check_new(key, s, 0, 0, BUY, LIMIT, 1, 10000 + n, 0, 100 + n, 0) == 0
+    with pytest.raises(ValueError, match="already working"):
+        engine.check_new(twins[2], s, 0, 0, BUY, LIMIT, 1, 10000, 0, 999, 0)
+    assert [engine.working_order(k)["price"] for k in keys] == [10000 + n for n in range(len(keys))]
+    assert engine.on_cancel(twins[0]) == 0 and engine.on_fill(first, 1, 10000) == 0
+    assert engine.working_order(twins[0]) is None and engine.working_order(first) is None
+    assert [engine.working_order(k)["price"] for k in twins[1:]] == [10002, 10003, 10004, 10005]
+    assert engine.on_cancel(twins[0]) == R.UNKNOWN_ORDER
+    assert engine.n_working == 4
+
+
+def test_cl_ord_id_whose_table_key_is_zero():
+    """The cl_ord_id table keeps one 8-byte key per (session, hash) pair, 0 marking an
+    empty bucket; the one pair whose key is 0 is still recorded, per session and day."""
+    golden = 0x9E3779B97F4A7C15
+    engine = RiskEngine(BASE)
+    s1, s2 = engine.session_index("S1"), engine.session_index("S2")
+    zero = unmix(0) ^ ((s1 * golden) & M64)            # _clord_key(zero, s1) == 0
+    zero = zero - (1 << 64) if zero >= 1 << 63 else zero
+
+    def new(key, session, cl):
+        return engine.check_new(key, session, 0, 0, BUY, LIMIT, 1, 10000 + key, 0, cl, key)
+    assert new(1, s1, zero) == 0
+    assert new(2, s1, zero) == R.DUPLICATE_CL_ORD_ID
+    assert new(3, s2, zero) == 0 and new(4, s1, zero + 1) == 0
+    other = RiskEngine(BASE)
+    other.restore(engine.snapshot())
+    assert other.snapshot() == engine.snapshot()
+    assert other.check_new(5, s1, 0, 0, BUY, LIMIT, 1, 10005, 0, zero, 5) == R.DUPLICATE_CL_ORD_ID
+    engine.reset_daily(10)
+    assert new(6, s1, zero) == 0 and new(7, s1, zero) == R.DUPLICATE_CL_ORD_ID
+
+
 def test_cl_ord_hash_is_fnv1a_64_of_the_utf8():
     """The duplicate checks' key of a cl_ord_id: stable across restarts (published vectors)."""
     from ext.risk import cl_ord_hash
