@@ -59,6 +59,7 @@ from benchmarks.common import best_of, console, emit, machine, table  # noqa: E4
 from engine.journal import JournalReader, JournalWriter, RecordKind  # noqa: E402
 from engine.messages import JournalEvent  # noqa: E402
 from gateways import from_config  # noqa: E402
+from gateways.config import parse_gateway_configs  # noqa: E402
 from gateways.events import Normalizer  # noqa: E402
 from gateways.tail import JournalTail  # noqa: E402
 from tests.unit.gateways.helpers import NatsServer, PG_DSN, fill, pg_reachable  # noqa: E402
@@ -160,6 +161,131 @@ def throughput(table: dict, journal_dir: Path, last_seq: int, data_dir: Path) ->
         return time.perf_counter() - start
     finally:
         gateway.stop()
+
+
+# ---------------------------------------------------------------- CPU per event, live
+def engine_records(orders_n: int) -> list[list[tuple[int, bytes]]]:
+    """The journal records the real pipeline writes for ``orders_n`` orders, per order.
+
+    ``benchmarks/profile_pipeline.py``'s in-process engine (simulator
+    venues, bench_e2e's orders: half marketable IOC, half far passive IOC)
+    handles the orders; its journal is read back and cut into one group per
+    order (its command and the events it caused), so a replay can write
+    them at the pace the engine would.
+    """
+    import uvloop
+
+    from benchmarks.profile_pipeline import _config, _ManualClock, _Session, run
+    from benchmarks.bench_e2e import orders as encoded_orders
+    from engine.messages import request_decoder
+    from engine.service import EngineService
+
+    async def produce(work: Path) -> Path:
+        service = EngineService(_config(work))
+        await service.start()
+        await service.venues.stop()  # simulated time moves only by hand
+        service.venues.clock = _ManualClock(service.venues.market.now)
+        decode = request_decoder().decode
+        run(service.pipeline, service.venues, _Session(service.pipeline),
+            [decode(m) for m in encoded_orders(orders_n, "cpu")])
+        await service.stop()
+        return Path(service.config.journal.dir)
+
+    work = Path(tempfile.mkdtemp(prefix="bench-gw-journal-"))
+    try:
+        groups: list[list[tuple[int, bytes]]] = []
+        for record in JournalReader(uvloop.run(produce(work))):
+            if record.kind == RecordKind.COMMAND or not groups:
+                groups.append([])
+            if record.kind != RecordKind.META:
+                groups[-1].append((record.kind, record.payload))
+        return [g for g in groups if g]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def server_pid(table: dict, gateway) -> int | None:
+    """The process doing the destination's side of the work: PostgreSQL's backend, nats-server."""
+    if table["type"] == "postgres":
+        return gateway._conn.info.backend_pid
+    if table["type"] == "nats":
+        for comm in Path("/proc").glob("[0-9]*/comm"):
+            try:
+                if comm.read_text().strip() == "nats-server":
+                    return int(comm.parent.name)
+            except OSError:
+                continue
+    return None
+
+
+def live_cpu(table: dict, groups: list[list[tuple[int, bytes]]], workdir: Path,
+             rate: int = ENGINE_RATE) -> dict:
+    """CPU a gateway spends per event when following a live journal, in-process.
+
+    The engine's records (``groups``, one per order) are appended to a fresh
+    journal in slices of what arrives in one ``poll_interval_ms`` at
+    ``rate`` orders/s (2 orders for ZeroMQ's 2 ms, ...); after each slice
+    the gateway's thread is woken once and delivers it, as it does once per
+    poll on a live journal. The figure is the gateway thread's CPU clock
+    (``pthread_getcpuclockid``) over the run divided by the events
+    delivered, so it holds the per-wake-up cost too, and not other
+    processes' work; the destination server's CPU (PostgreSQL backend,
+    nats-server) over the same span is reported beside it. Each slice
+    waits for the previous one to be delivered, so the work per slice is
+    the same from run to run whatever the machine's load.
+
+    Returns
+    -------
+    dict
+        ``us_per_event``, ``us_per_wake``, ``server_us_per_event`` (None if
+        not known), ``events``, ``wakes``, ``orders_per_wake``.
+    """
+    run_dir = Path(tempfile.mkdtemp(dir=workdir))
+    journal_dir = run_dir / "journal"
+    writer = JournalWriter(journal_dir, fsync="none")
+    # The gateway's own poll interval (its type's default unless set) sets
+    # the slice; the run itself waits only for wake(), never for the timer.
+    poll_ms = parse_gateway_configs([table])[0].poll_interval_ms
+    per_wake = max(1, round(rate * poll_ms / 1000))
+    [gateway] = from_config([{**table, "isolation": "thread", "poll_interval_ms": 3_600_000.0}],
+                            journal_dir, run_dir / "gw")
+    gateway.start()
+    try:
+        if not gateway.wait_for(0, 30) or not _wait(lambda: gateway.metrics.connected, 30):
+            raise RuntimeError(f"{table['type']}: not connected: {gateway.metrics.last_error}")
+        clock = time.pthread_getcpuclockid(gateway._thread.ident)
+        server = server_pid(table, gateway)
+        delivered = gateway.metrics.delivered
+        cpu0, server0 = time.clock_gettime(clock), process_cpu_s(server) if server else 0.0
+        wakes = 0
+        for start in range(0, len(groups), per_wake):
+            for group in groups[start:start + per_wake]:
+                for kind, payload in group:
+                    writer.append(kind, payload)
+            seq = writer.flush()
+            gateway.wake()
+            wakes += 1
+            if not gateway.wait_for(seq, 30):
+                raise RuntimeError(f"{table['type']}: slice not delivered: {gateway.metrics.snapshot()}")
+        cpu = time.clock_gettime(clock) - cpu0
+        server_cpu = process_cpu_s(server) - server0 if server else None
+        events = gateway.metrics.delivered - delivered
+    finally:
+        gateway.stop()
+        writer.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return {"us_per_event": cpu / events * 1e6, "us_per_wake": cpu / wakes * 1e6,
+            "server_us_per_event": None if server_cpu is None else server_cpu / events * 1e6,
+            "events": events, "wakes": wakes, "orders_per_wake": per_wake}
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 # ---------------------------------------------------------------- engine effect
