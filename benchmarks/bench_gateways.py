@@ -25,9 +25,9 @@ Three measurements, one run:
   configuration (no gateway, each gateway; in the full run also the ZeroMQ
   gateway on a thread of the engine's process) runs R times, interleaved
   round by round, and the verdict compares the median of the runs' p99
-  with the median without a gateway, over the rounds in which the rest of
-  the machine stayed quiet (:data:`QUIET_BACKGROUND_CORES`) when there are
-  enough of them, else over all rounds. The median of each run's ratio to
+  with the median without a gateway, over the quieter half of the rounds
+  (:func:`quiet_rounds`: by the other users' work measured on the machine
+  during each run). The median of each run's ratio to
   the no-gateway run of its round is printed beside it, and so is the
   spread of the runs without a gateway, which is the noise a difference
   has to beat on a shared machine. The load is the same in every run and
@@ -491,10 +491,16 @@ def engine_effect(configs: dict[str, list[dict]], *, repeats: int, seconds: floa
 
 
 def quiet_rounds(runs: dict[str, list[dict]]) -> list[int]:
-    """Rounds in which every run had at most ``QUIET_BACKGROUND_CORES`` of other work beside it."""
+    """The quieter half of the rounds (at least), by the other work beside their busiest run.
+
+    A round's noise is the most other work (cores kept busy by other users)
+    that any of its runs had beside it. The rounds kept are those at or below
+    the median of that, or below :data:`QUIET_BACKGROUND_CORES` if more are.
+    """
     rounds = min(len(r) for r in runs.values())
-    return [i for i in range(rounds)
-            if max(r[i]["background_cores"] for r in runs.values()) <= QUIET_BACKGROUND_CORES]
+    noise = [max(r[i]["background_cores"] for r in runs.values()) for i in range(rounds)]
+    limit = max(QUIET_BACKGROUND_CORES, median(noise))
+    return [i for i in range(rounds) if noise[i] <= limit]
 
 
 def report_effect(runs: dict[str, list[dict]], *, repeats: int, seconds: float, figures: dict) -> None:
@@ -505,7 +511,7 @@ def report_effect(runs: dict[str, list[dict]], *, repeats: int, seconds: float, 
     # them: a round where other users' work kept a core busy measures that
     # work more than the gateway. Every configuration keeps or loses the
     # same rounds, so the selection favours none of them.
-    use = quiet if len(quiet) >= max(3, (repeats + 1) // 2) else list(range(min(map(len, runs.values()))))
+    use = quiet if len(quiet) >= 3 else list(range(min(map(len, runs.values()))))
     figures["engine_rounds"] = len(use)
     figures["engine_rounds_quiet"] = len(quiet)
     sel = {name: [runs[name][i] for i in use] for name in names}
@@ -554,7 +560,7 @@ def report_effect(runs: dict[str, list[dict]], *, repeats: int, seconds: float, 
             figures[f"gateway_cpu_s_{name}"] = round(median([r["gateway_cpu_s"] for r in sel[name]]), 2)
             figures[f"server_cpu_s_{name}"] = round(median([r["server_cpu_s"] for r in sel[name]]), 2)
     table(f"Engine ack latency at {ENGINE_RATE:,} orders/s, open loop, µs: {len(use)} of {repeats} "
-          f"interleaved rounds of {seconds:g} s runs" + (" (the quiet ones)" if use == quiet else ""),
+          f"interleaved rounds of {seconds:g} s runs" + (" (the quieter ones)" if use == quiet else ""),
           ["gateways", "p50", "p99 median", "p99 best", "x none", "paired x none",
            f"added (< {TARGET_ADDED_P99:.0%}?)", "engine CPU s", "gateway CPU s", "server CPU s",
            "other cores", "delivered"], rows)
@@ -571,18 +577,17 @@ def report_effect(runs: dict[str, list[dict]], *, repeats: int, seconds: float, 
             markup=False)
     if use != quiet:
         console.print(
-            f"NOTE: only {len(quiet)} of {repeats} rounds were quiet (other work at most "
-            f"{QUIET_BACKGROUND_CORES:g} cores in every run of the round); the verdict uses all "
-            f"rounds, and the machine's other work is in every figure.", markup=False)
+            f"NOTE: fewer than 3 rounds to keep; the verdict uses all {len(use)} rounds.",
+            markup=False)
     console.print(
         f"How the figures are computed: each run starts the engine afresh (bench_e2e's "
         f"configuration plus the gateway's [[gateways]] table), warms it up, then offers "
         f"{ENGINE_RATE:,} orders/s and takes the p99 of the acknowledgement latency. Every round "
         f"runs each configuration once, in rotated order. The verdict compares the MEDIAN of "
         f"the runs' p99 with the median of the runs without a gateway (target: at most "
-        f"{TARGET_ADDED_P99:.0%} added), over the rounds in which no run had more than "
-        f"{QUIET_BACKGROUND_CORES:g} cores of other work beside it when at least half the rounds "
-        f"were so, else over all rounds; 'paired' is the median of each run's p99 over the "
+        f"{TARGET_ADDED_P99:.0%} added), over the quieter half of the rounds (by the other work "
+        f"on the machine beside the round's busiest run; every configuration keeps the same "
+        f"rounds); 'paired' is the median of each run's p99 over the "
         f"no-gateway run of its round. The runs without a gateway alone differ by up to "
         f"{spread:.2f}x (worst p99 / best): a difference below that is within this machine's "
         f"noise. CPU seconds are medians over the measured span: the engine's, the gateway "
