@@ -464,6 +464,12 @@ def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn) 
         except OSError as exc:  # not allowed here: run at the engine's priority
             logging.getLogger(__name__).warning("gateway %s: nice(%d) failed: %s",
                                                 config.gateway_name, config.nice, exc)
+    if config.sched_policy == "idle":
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (OSError, AttributeError) as exc:  # not Linux: nice alone
+            logging.getLogger(__name__).warning("gateway %s: SCHED_IDLE failed: %s",
+                                                config.gateway_name, exc)
     gateway = build(msgspec.structs.replace(config, isolation="thread"),
                     JournalReader(journal_dir, check_chain=check_chain), data_dir)
     gateway._shared_out = shared

@@ -48,8 +48,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         meanwhile go out together in the next batch, so a steady trickle
         costs the destination one round trip (one transaction, one round of
         acknowledgements) per interval, not one per event. The delivery
-        delay it adds is at most this. Default by type: ``zmq`` 2, ``nats``
-        10, ``postgres`` 50.
+        delay it adds is at most this. Default by type: ``zmq`` 10, ``nats``
+        20, ``postgres`` 100 (each wake-up costs CPU whatever it finds, and
+        a batch costs the destination a round trip: ``docs/gateways.md``).
     cursor_interval_ms : int
         How often a local cursor file is rewritten (also at stop). A crash
         re-delivers at most this much, which consumers drop by ``seq``.
@@ -74,6 +75,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         (``gateway.metrics_port`` tells which). Left out: no endpoint.
     metrics_host : str
         Address the metrics endpoint binds. Default ``127.0.0.1``.
+    sched_policy : {"normal", "idle"}
+        Under process isolation, the child's Linux scheduling policy.
+        ``normal`` (default): ``SCHED_OTHER`` at ``nice``. ``idle``:
+        ``SCHED_IDLE``, run only on CPU time no other task wants (a task of
+        the engine's that wakes takes the core from it at once); the gateway
+        falls further behind while the machine is busy.
     """
 
     name: str | None = None
@@ -88,6 +95,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     nice: Annotated[int, Meta(ge=0, le=19)] = 10
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
     metrics_host: str = "127.0.0.1"
+    sched_policy: Literal["normal", "idle"] = "normal"
 
     @property
     def gateway_name(self) -> str:
@@ -125,6 +133,10 @@ class ZmqConfig(GatewayConfig, tag="zmq"):
     sndhwm: PositiveInt = 100_000
     heartbeat_ms: PositiveInt = 1000
     max_replay: PositiveInt = 10_000
+    # Each poll of a live journal costs a wake-up (about 60 µs of CPU here,
+    # whatever it finds): at 2 ms that was half of what the gateway took
+    # from the engine's cores at 1,000 orders/s (docs/gateways.md).
+    poll_interval_ms: PositiveFloat = 10.0
 
 
 class NatsConfig(GatewayConfig, tag="nats"):
@@ -167,7 +179,8 @@ class NatsConfig(GatewayConfig, tag="nats"):
     ack_timeout_s: PositiveFloat = 10.0
     max_pending: PositiveInt = 4096
     connect_timeout_s: PositiveFloat = 2.0
-    poll_interval_ms: PositiveFloat = 10.0
+    # Every batch pays a round of acknowledgements and a flush round trip.
+    poll_interval_ms: PositiveFloat = 20.0
 
 
 class PostgresConfig(GatewayConfig, tag="postgres"):
@@ -188,7 +201,7 @@ class PostgresConfig(GatewayConfig, tag="postgres"):
     schema: str = "kronos"
     connect_timeout_s: PositiveInt = 5
     # A transaction (and a WAL flush) per batch: fewer, larger ones.
-    poll_interval_ms: PositiveFloat = 50.0
+    poll_interval_ms: PositiveFloat = 100.0
 
     @property
     def conninfo(self) -> str:

@@ -51,6 +51,7 @@ class JournalTail:
 
     def __init__(self, reader: JournalReader, *, chunk_bytes: int = 1 << 20, mark_every: int = 4096):
         self.data_dir = Path(reader.data_dir)
+        self._dir_name = str(self.data_dir)
         self.check_chain = reader.check_chain
         self.chunk_bytes = chunk_bytes
         self.mark_every = mark_every
@@ -58,6 +59,7 @@ class JournalTail:
         self._path: Path | None = None
         self._fd = -1
         self._offset = 0
+        self._size = 0                  # the open segment's size at the last fstat
         self._next_seq = 1
         self._prev_hash = b""
         # (next_seq, segment, offset, prev_hash): resumable points, oldest first.
@@ -141,7 +143,11 @@ class JournalTail:
         if self._path is None and not self._position():
             return out
         while len(out) < max_records:
-            if not self._read_chunk(out, max_records) and not self._next_segment():
+            if self._read_chunk(out, max_records) and self._offset < self._size:
+                continue  # more in this segment than one chunk
+            # At the end of what the segment held at the last fstat: one
+            # more fstat per read would only find what the next poll finds.
+            if not self._next_segment():
                 break
         return out
 
@@ -153,7 +159,7 @@ class JournalTail:
         # Only what is there: os.pread allocates the size asked for, and a
         # 1 MiB buffer per idle poll (mapped, faulted, unmapped) was most
         # of what following a quiet journal cost.
-        size = os.fstat(self._fd).st_size
+        self._size = size = os.fstat(self._fd).st_size
         if size <= self._offset:
             return False
         data = os.pread(self._fd, min(self.chunk_bytes, size - self._offset) + FILE_HEADER_SIZE, start)
@@ -193,8 +199,14 @@ class JournalTail:
 
     def _next_segment(self) -> bool:
         """Move to the next segment once the writer has started it."""
-        path = self.data_dir / segment_name(self._next_seq)
-        if path == self._path or not path.exists():
+        # Checked at the end of every read that reaches the end of the
+        # segment (every poll of a live journal): a plain string and one
+        # stat, no pathlib objects, until the segment is there.
+        name = segment_name(self._next_seq)
+        if not os.path.exists(os.path.join(self._dir_name, name)):
+            return False
+        path = self.data_dir / name
+        if path == self._path:
             return False
         size = os.fstat(self._fd).st_size
         if size != self._offset:

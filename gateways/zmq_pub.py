@@ -50,6 +50,7 @@ HEADER = struct.Struct(">QQQ")
 #: ``prev``/``topic_prev`` value meaning "not known": check with a replay.
 UNKNOWN = (1 << 64) - 1
 HEARTBEAT_TOPIC = b"_hb"
+_SNDMORE = int(zmq.SNDMORE)
 
 
 class ZmqGateway(Gateway):
@@ -141,13 +142,16 @@ class ZmqGateway(Gateway):
         return {"published": self._prev}
 
     def deliver(self, events: list[GatewayEvent], through_seq: int) -> None:
-        pub, pack, encode = self._pub, HEADER.pack, self._encoder.encode
+        send, pack, encode = self._pub.send, HEADER.pack, self._encoder.encode
         topic_prev, default = self._topic_prev, self._topic_default
         prev = UNKNOWN if self._prev is None else self._prev
         for event in events:
             topic = topic_of(event).encode()
-            pub.send_multipart((topic, pack(event.seq, prev, topic_prev.get(topic, default)),
-                                encode(event)))
+            # Three sends with a plain-int SNDMORE: send_multipart combines
+            # zmq.Flag enums per frame, which was a third of this loop's time.
+            send(topic, _SNDMORE)
+            send(pack(event.seq, prev, topic_prev.get(topic, default)), _SNDMORE)
+            send(encode(event))
             prev = topic_prev[topic] = event.seq
         self._prev = prev
 

@@ -100,3 +100,12 @@ events = ["fill", "admin"]
     assert gateways[0].source.data_dir == tmp_path / "journal"
     assert gateways[1].data_dir == tmp_path / "gw" / "platform"
     assert not any(g.running for g in gateways)
+
+
+def test_poll_interval_defaults_and_sched_policy():
+    zmq, nats, pg = parse_gateway_configs([{"type": "zmq"}, {"type": "nats"}, {"type": "postgres"}])
+    assert (zmq.poll_interval_ms, nats.poll_interval_ms, pg.poll_interval_ms) == (10, 20, 100)
+    assert zmq.sched_policy == "normal"
+    [idle] = parse_gateway_configs([{"type": "zmq", "sched_policy": "idle"}])
+    assert idle.sched_policy == "idle"
+    assert "'gateways[0].sched_policy'" in error([{"type": "zmq", "sched_policy": "batch"}])

@@ -164,3 +164,47 @@ def test_snake_case(name, expected):
 
 def test_defaults_are_known_types():
     assert DEFAULT_EVENT_TYPES == ("fill", "execution_report", "admin")
+
+
+def _strict(normalizer, record):
+    """The event the strict path (messages.JournalEvent) makes of ``record``."""
+    normalizer._report_decoder = msgspec.msgpack.Decoder(_NeverMatches)
+    return normalizer.event(record)
+
+
+class _NeverMatches(msgspec.Struct, tag="NoSuchType"):
+    """A decoder type no record fits: sends every record down the strict path."""
+
+
+@pytest.mark.parametrize("report", [
+    fill(5), fill(6, partial=True), new_ack(7),
+    msgspec.structs.replace(new_ack(8), exec_type=ExecType.REJECTED, ord_status=OrdStatus.REJECTED,
+                            qty="0", leaves_qty="0", reject_reason=12, reject_name="X", text="no"),
+    msgspec.structs.replace(new_ack(9), exec_type=ExecType.REPLACED, ord_status=OrdStatus.REPLACED,
+                            orig_cl_ord_id="C8", seq=44),
+])
+def test_fast_path_makes_the_same_event_as_the_strict_one(tmp_path, report):
+    # Execution reports are decoded with plain types (no pattern checks, no
+    # IntEnums); what comes out must equal what the strict decode makes,
+    # and encode to the same bytes.
+    with JournalWriter(tmp_path, fsync="none") as w:
+        w.append_msg(RecordKind.EVENT, JournalEvent(session_id="s3", event=report))
+    [record] = read(tmp_path)
+    fast = Normalizer().event(record)
+    strict = _strict(Normalizer(), record)
+    assert fast == strict
+    encode = msgspec.msgpack.Encoder().encode
+    assert encode(fast) == encode(strict)
+    assert type(fast.side) is int and type(fast.exec_type) is int
+
+
+def test_a_report_that_does_not_fit_the_fast_path_goes_the_strict_way(tmp_path):
+    # side as a string fits neither struct: the strict path keeps what it can read.
+    raw = msgspec.msgpack.encode({"type": "JournalEvent", "session_id": "s", "event": {
+        **msgspec.to_builtins(new_ack(3)), "side": "buy"}})
+    with JournalWriter(tmp_path, fsync="none") as w:
+        w.append(RecordKind.EVENT, raw)
+    normalizer = Normalizer(["*"])
+    [event] = normalizer.normalize(read(tmp_path))
+    assert event.type == "execution_report" and event.side is None and event.cl_ord_id == "C3"
+    assert normalizer.unknown == 1

@@ -1,5 +1,7 @@
 """ZeroMQ gateway over real sockets: the stream, its replay service, and the
 Subscriber's de-duplication and gap filling."""
+import os
+
 import msgspec
 import pytest
 import zmq
@@ -200,3 +202,18 @@ def test_admin_events_published_and_replayed_with_the_kill_switch_scope(tmp_path
     for event in (live, replayed):
         assert (event.seq, event.type, event.req_id) == (reply, "admin", "K1")
         assert (event.action, event.scope, event.target) == ("engage", "symbol", "AAA")
+
+
+@pytest.mark.parametrize("policy,expected", [("normal", "SCHED_OTHER"), ("idle", "SCHED_IDLE")])
+def test_child_process_runs_under_its_sched_policy_and_nice(tmp_path, journal, policy, expected):
+    written = write_fills(journal, 1, 50)
+    gateway = make_gateway(tmp_path, isolation="process", sched_policy=policy, nice=7)
+    gateway.start()
+    try:
+        pid = gateway._process.pid
+        assert os.sched_getscheduler(pid) == getattr(os, expected)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 7
+        # Idle or not, on this otherwise quiet test it delivers everything.
+        assert gateway.wait_for(written[-1], 10)
+    finally:
+        gateway.stop()
