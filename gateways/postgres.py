@@ -22,6 +22,7 @@ The tables are created by numbered migrations recorded in
 from __future__ import annotations
 
 import logging
+from decimal import Decimal, InvalidOperation
 from typing import Iterable
 
 import psycopg
@@ -201,6 +202,22 @@ def migrate(conn: psycopg.Connection, schema: str) -> list[int]:
     return applied
 
 
+_DECIMAL_FIELDS = ("price", "qty", "cum_qty", "leaves_qty", "avg_px", "last_qty", "last_px")
+
+
+def _decimals_ok(event: GatewayEvent) -> bool:
+    """Whether every decimal string of ``event`` is a finite decimal number."""
+    for name in _DECIMAL_FIELDS:
+        value = getattr(event, name)
+        if value is not None:
+            try:
+                if not Decimal(value).is_finite():
+                    return False
+            except InvalidOperation:
+                return False
+    return True
+
+
 def _row(event: GatewayEvent) -> tuple:
     return (event.seq, event.ts_ns, event.type, event.session_id, event.transact_time, event.account,
             event.symbol, event.side, event.cl_ord_id, event.orig_cl_ord_id, event.order_id,
@@ -249,6 +266,23 @@ class PostgresGateway(Gateway):
         return
 
     def deliver(self, events: list[GatewayEvent], through_seq: int) -> None:
+        try:
+            self._write(events, through_seq)
+        except psycopg.errors.DataError:
+            # Reports are republished as the engine journaled them (the fast
+            # decode does not re-check decimal strings), so only an engine bug
+            # can bring a value the tables refuse; retrying the batch would
+            # stop the gateway for good. Write it without those events
+            # (each logged as an error, with its journal seq) and move on.
+            kept = [e for e in events if _decimals_ok(e)]
+            if len(kept) == len(events):
+                raise
+            for bad in (e for e in events if not _decimals_ok(e)):
+                log.error("gateway %s: journal seq %d has a malformed decimal; not stored: %s",
+                          self.name, bad.seq, bad)
+            self._write(kept, through_seq)
+
+    def _write(self, events: list[GatewayEvent], through_seq: int) -> None:
         conn = self._conn
         with conn.transaction():
             with conn.cursor() as cur:

@@ -229,3 +229,23 @@ def test_metrics_show_an_outage_and_the_catch_up(tmp_path, schema, journal):
     finally:
         gateway.stop()
         proxy.stop()
+
+
+def test_a_malformed_decimal_is_left_out_not_retried_forever(tmp_path, schema, db, journal):
+    """Only an engine bug journals a decimal the tables refuse; the batch around it is
+    stored without it, and the gateway goes on (a retry of the batch would never pass)."""
+    import msgspec
+
+    from engine.journal import RecordKind
+    before = write_fills(journal, 1, 5)
+    bad = journal.append_msg(RecordKind.EVENT, JournalEvent(
+        session_id="s1", event=msgspec.structs.replace(fill(6), last_px="1.2.3")))
+    after = write_fills(journal, 7, 5)
+    gateway = make_gateway(tmp_path, schema, isolation="thread")
+    gateway.start()
+    try:
+        assert gateway.wait_for(journal.last_seq, 20)
+        assert fill_seqs(db, schema) == before + after
+        assert bad not in fill_seqs(db, schema) and gateway.running
+    finally:
+        gateway.stop()
