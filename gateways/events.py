@@ -30,8 +30,11 @@ it (see ``docs/gateways.md``).
 """
 from __future__ import annotations
 
+import enum
 import logging
 import re
+import types
+import typing
 from typing import Iterable
 
 import msgspec
@@ -120,43 +123,36 @@ _FILL_EXEC_TYPES = (ExecType.FILL, ExecType.PARTIAL_FILL)
 _FILL_CODES = frozenset(int(t) for t in _FILL_EXEC_TYPES)
 
 
-class _PlainReport(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="ExecutionReport"):
-    """An ``ExecutionReport`` as the journal holds it, read with plain types.
+def _plain_type(tp):
+    """``tp`` without what the strict decode checks: constraints dropped, enums as ``int``."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _plain_type(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_plain_type(a) for a in typing.get_args(tp))]
+    if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
+        return int
+    return tp
 
-    The gateways' fast path: most records are execution reports, and
-    decoding them into ``messages.ExecutionReport`` checks every decimal
-    string and id against its pattern and makes each enum code an
-    ``IntEnum`` (about 3 µs of a gateway's CPU per event, most of what
-    normalising cost). The engine built and journaled these reports (each
-    record's CRC and hash chain are checked on the way in), so the gateway
-    republishes their values as they are: the types are still checked, and
-    a record that does not fit this shape (a missing field, a wrong type)
-    goes the strict way, ``messages.JournalEvent``. Fields as in
-    ``ExecutionReport``; ``v`` and the session's ``seq`` are not needed.
-    """
 
-    transact_time: int = 0
-    order_id: str
-    cl_ord_id: str
-    account: str
-    symbol: str
-    side: int
-    exec_type: int
-    ord_status: int
-    qty: str
-    cum_qty: str
-    leaves_qty: str
-    orig_cl_ord_id: str | None = None
-    exec_id: str | None = None
-    ord_type: int | None = None
-    price: str | None = None
-    avg_px: str | None = None
-    last_qty: str | None = None
-    last_px: str | None = None
-    venue: str | None = None
-    reject_reason: int = 0
-    reject_name: str | None = None
-    text: str | None = None
+# An ``ExecutionReport`` as the journal holds it, read with plain types.
+#
+# The gateways' fast path: most records are execution reports, and decoding
+# them into ``messages.ExecutionReport`` checks every decimal string and id
+# against its pattern and makes each enum code an ``IntEnum`` (about 3 µs of
+# a gateway's CPU per event, most of what normalising cost). The engine built
+# and journaled these reports (each record's CRC and hash chain are checked on
+# the way in), so the gateway republishes their values as they are: the types
+# are still checked, and a record that does not fit this shape (a missing
+# field, a wrong type) goes the strict way, ``messages.JournalEvent``. Made
+# from ``ExecutionReport``'s own fields, so the two cannot drift apart; ``v``
+# and the session's ``seq`` are not needed.
+_PlainReport = msgspec.defstruct(
+    "_PlainReport",
+    [(f.name, _plain_type(f.type)) if f.required else
+     (f.name, _plain_type(f.type), f.default)
+     for f in msgspec.structs.fields(ExecutionReport) if f.name not in ("v", "seq")],
+    kw_only=True, frozen=True, gc=False, tag="ExecutionReport", module=__name__)
 
 
 class _PlainReportEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="JournalEvent"):
