@@ -105,8 +105,8 @@ class Pipeline(Handler):
         self.reload_limits = reload_limits
         self.orders = OrderTable()
         self.sessions: dict[str, Session] = {}
-        #: sessions whose key the journal holds (a JournalSession record)
-        self.journaled_sessions: set[str] = set()
+        # Sessions whose key the journal holds (a JournalSession record), each
+        # with the encoded start of its JournalEvent records (see record_sent).
         self._event_envelopes: dict[str, bytes] = {}
         self._gates: dict = {}  # session id -> its ext.risk.SessionGate
         #: fills per account, bounded (answers TradeHistoryRequest)
@@ -209,13 +209,16 @@ class Pipeline(Handler):
         """
         envelope = self._event_envelopes.get(session.session_id)
         if envelope is None:
-            if session.session_id not in self.journaled_sessions:
-                self.journaled_sessions.add(session.session_id)
-                self.journal.append_msg(RecordKind.META, JournalSession(
-                    session_id=session.session_id, principal=session.principal))
-            envelope = self._event_envelopes[session.session_id] = event_envelope(
-                session.session_id)
+            self.journal.append_msg(RecordKind.META, JournalSession(
+                session_id=session.session_id, principal=session.principal))
+            envelope = self.session_journaled(session.session_id)
         self.journal.append(RecordKind.EVENT, envelope + frame)
+
+    def session_journaled(self, session_id: str) -> bytes:
+        """Note that the journal names ``session_id``'s key (recovery calls it for the
+        sessions it read); returns the session's JournalEvent envelope."""
+        envelope = self._event_envelopes[session_id] = event_envelope(session_id)
+        return envelope
 
     def flush(self, release: Callable[[], None]) -> None:
         """Write this wake-up's journal records, then let intake send (see ``Handler.flush``).

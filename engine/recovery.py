@@ -110,7 +110,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
             except msgspec.ValidationError:
                 continue  # another kind of bookkeeping
             principals[known.session_id] = known.principal
-            pipeline.journaled_sessions.add(known.session_id)
+            pipeline.session_journaled(known.session_id)
             continue
         if rec.kind not in (RecordKind.COMMAND, RecordKind.EVENT):
             continue
