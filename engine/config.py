@@ -200,9 +200,14 @@ class HistoryConfig(_Section):
         Fills kept per account, the oldest dropped first (the journal and
         the postgres trade store keep them all). A query reaching further
         back is answered with ``complete = false``. Default 1,000,000.
+    store : str, optional
+        Name of a ``postgres`` gateway whose trade store answers for the
+        fills memory dropped (then such an answer is complete, once the
+        gateway has delivered them). Default: none.
     """
 
     max_fills_per_account: PositiveInt = 1_000_000
+    store: str | None = None
 
 
 class MetricsConfig(_Section):

@@ -10,17 +10,51 @@ time from which the answer is complete), never silently short.
 
 A query is a binary search on the fills' times, not a scan of the
 account's history: it runs on the engine's loop, between orders.
+
+With ``[history] store`` naming a ``postgres`` gateway, what memory dropped
+is fetched from that gateway's trade store (off the loop, see
+``Pipeline._history``), once the store is known to hold it: each trim
+notes the journal position at that moment (every dropped fill was
+journaled before it), and the store is used only when its gateway has
+delivered past that position.
 """
 from __future__ import annotations
 
 import bisect
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Protocol
 
 from engine.messages import TradeFill
 
 
 def _time(fill: TradeFill) -> int:
     return fill.transact_time
+
+
+class TradeStore(Protocol):
+    """Where every fill is kept beyond memory (a ``postgres`` gateway's tables)."""
+
+    def delivered_position(self) -> int:
+        """The journal position up to which the store holds everything."""
+
+    def fills(self, account: str, start_ns: int, end_ns: int,
+              symbol: str | None) -> list[TradeFill]:
+        """Fills of ``account`` in ``[start_ns, end_ns)``, oldest first (blocking I/O)."""
+
+
+class GatewayTradeStore:
+    """The trade store of a running ``postgres`` gateway (``[history] store``)."""
+
+    def __init__(self, gateway):
+        self.gateway = gateway
+
+    def delivered_position(self) -> int:
+        """The gateway's cursor: the last journal seq it delivered."""
+        return self.gateway.metrics.cursor
+
+    def fills(self, account: str, start_ns: int, end_ns: int,
+              symbol: str | None) -> list[TradeFill]:
+        """The gateway's ``trade_history`` (its own connection; blocking)."""
+        return self.gateway.trade_history(account, start_ns, end_ns, symbol)
 
 
 class HistoryAnswer(NamedTuple):
@@ -31,15 +65,20 @@ class HistoryAnswer(NamedTuple):
     complete: bool
     #: the answer is complete from this time on (ns); 0 when it is complete
     complete_from_ns: int
+    #: a trade store that has delivered past this journal position holds every
+    #: fill the answer is missing (0 when complete)
+    store_position: int = 0
 
 
 class _Account:
-    __slots__ = ("fills", "dropped_through_ns")
+    __slots__ = ("fills", "dropped_through_ns", "dropped_position")
 
     def __init__(self) -> None:
         self.fills: list[TradeFill] = []
         #: transact_time of the latest fill dropped from memory (0: none dropped)
         self.dropped_through_ns = 0
+        #: the journal position when the latest fills were dropped
+        self.dropped_position = 0
 
 
 class TradeHistory:
@@ -50,13 +89,17 @@ class TradeHistory:
     max_fills_per_account : int
         Fills kept per account; the oldest go first. Trimming happens in
         chunks of a quarter of the bound, so an append stays O(1) amortised.
+    position : callable, optional
+        The journal's position now (its last seq); noted at each trim.
     """
 
-    def __init__(self, max_fills_per_account: int = 1_000_000):
+    def __init__(self, max_fills_per_account: int = 1_000_000,
+                 position: Callable[[], int] = lambda: 0):
         if max_fills_per_account < 1:
             raise ValueError("max_fills_per_account must be at least 1")
         self.max_fills_per_account = max_fills_per_account
         self._slack = max(1, max_fills_per_account // 4)
+        self._position = position
         self._accounts: dict[str, _Account] = {}
 
     def add(self, account: str, fill: TradeFill) -> None:
@@ -73,6 +116,7 @@ class TradeHistory:
         if len(fills) > self.max_fills_per_account + self._slack:
             drop = len(fills) - self.max_fills_per_account
             entry.dropped_through_ns = max(entry.dropped_through_ns, fills[drop - 1].transact_time)
+            entry.dropped_position = self._position()
             del fills[:drop]
 
     def query(self, account: str, start_ns: int, end_ns: int,
@@ -86,8 +130,14 @@ class TradeHistory:
         hi = bisect.bisect_left(fills, end_ns, lo=lo, key=_time)
         found = fills[lo:hi] if symbol is None else [f for f in fills[lo:hi] if f.symbol == symbol]
         if entry.dropped_through_ns and start_ns <= entry.dropped_through_ns:
-            return HistoryAnswer(found, False, entry.dropped_through_ns + 1)
+            return HistoryAnswer(found, False, entry.dropped_through_ns + 1, entry.dropped_position)
         return HistoryAnswer(found, True, 0)
+
+    @staticmethod
+    def merge(older: list[TradeFill], held: list[TradeFill]) -> list[TradeFill]:
+        """A store's fills before what memory holds, then memory's, in time order, each once."""
+        known = {f.exec_id for f in held}
+        return sorted([f for f in older if f.exec_id not in known] + held, key=_time)
 
     def count(self, account: str) -> int:
         """Fills of ``account`` held in memory."""

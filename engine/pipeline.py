@@ -28,8 +28,8 @@ from engine.messages import (
     OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill, TradeHistoryReply,
     TradeHistoryRequest, event_envelope, make_reject, reject_name,
 )
-from engine.history import TradeHistory
-from engine.orders import Child, Order, OrderTable, Stage, execution_report, half_ticks_to_price
+from engine.history import HistoryAnswer, TradeHistory, TradeStore
+from engine.orders import Child, Order, OrderTable, Stage, execution_report
 from ext.instrument import ConversionError, Instrument
 from ext.risk import RiskFlag, cl_ord_hash
 from ext.router import (ACT_CANCEL, ACT_NEW, ACT_REPLACE, CF_POST_ONLY, STRAT_AUTO,
@@ -111,6 +111,8 @@ class Pipeline(Handler):
         self._gates: dict = {}  # session id -> its ext.risk.SessionGate
         #: fills per account, bounded (answers TradeHistoryRequest)
         self.history = history if history is not None else TradeHistory()
+        #: where fills beyond memory are fetched from ([history] store), or None
+        self.trade_store: TradeStore | None = None
         self.venue_names = [v.name for v in venues.venues]
         self._sim_to_child: dict[int, int] = {}
         self._child_to_sim: dict[int, int] = {}
@@ -504,11 +506,13 @@ class Pipeline(Handler):
             self.metrics.fills.inc()
         self._report(order, ExecType.FILL if order.stage == Stage.FILLED else ExecType.PARTIAL_FILL,
                      last_qty=qty, last_px_x2=px_x2, venue=venue, exec_id=exec_id)
-        inst = self.instruments[order.symbol]
+        # The fill as its report gave it (time included), as recovery and the
+        # trade store have it.
+        sent = order.last_report
         self.history.add(order.account, TradeFill(
             exec_id=exec_id, order_id=str(order.order_id), cl_ord_id=order.cl_ord_id,
-            symbol=order.symbol, side=order.side, last_qty=inst.lots_to_qty(qty),
-            last_px=half_ticks_to_price(inst, px_x2), transact_time=now, venue=venue))
+            symbol=order.symbol, side=order.side, last_qty=sent.last_qty,
+            last_px=sent.last_px, transact_time=sent.transact_time, venue=venue))
 
     def _pump(self, now: int) -> None:
         """Send what the router queued and close the parents it finished."""
@@ -592,18 +596,46 @@ class Pipeline(Handler):
 
     def _history(self, session: Session, req: TradeHistoryRequest) -> None:
         answer = self.history.query(req.account, req.start_time, req.end_time, req.symbol)
-        fills = answer.fills
+        store = self.trade_store
+        if answer.complete or store is None:
+            return self._history_reply(session.session_id, req, answer.fills, answer, None)
+        # What memory dropped comes from the trade store, off the loop (a
+        # database round trip); the answer goes out when it is back.
+        end = min(req.end_time, answer.complete_from_ns)
+
+        def fetch() -> list[TradeFill] | str:
+            if store.delivered_position() < answer.store_position:
+                return "the trade store has not caught up with the fills memory dropped"
+            return store.fills(req.account, req.start_time, end, req.symbol)
+
+        def done(future: asyncio.Future) -> None:
+            try:
+                older = future.result()
+            except Exception as exc:  # noqa: BLE001 - the store's failure is the client's answer
+                older = f"the trade store failed: {type(exc).__name__}: {exc}"
+            if isinstance(older, str):
+                return self._history_reply(session.session_id, req, answer.fills, answer, older)
+            self._history_reply(session.session_id, req, TradeHistory.merge(older, answer.fills),
+                                None, None)
+
+        asyncio.get_running_loop().run_in_executor(None, fetch).add_done_callback(done)
+
+    def _history_reply(self, session_id: str, req: TradeHistoryRequest, fills: list[TradeFill],
+                       incomplete: HistoryAnswer | None, why: str | None) -> None:
+        """Send ``fills`` in parts; ``incomplete``: the memory answer they fall short as."""
         text = None
-        if not answer.complete:
-            text = (f"fills before {answer.complete_from_ns} ns are no longer held in memory "
+        if incomplete is not None and not incomplete.complete:
+            text = (f"fills before {incomplete.complete_from_ns} ns are no longer held in memory "
                     f"(history.max_fills_per_account = {self.history.max_fills_per_account}); "
-                    f"the trade store (postgres gateway) and the journal have them")
+                    + (f"{why}; " if why else "")
+                    + "the trade store (postgres gateway) and the journal have them")
+        complete = incomplete is None or incomplete.complete
         parts = [fills[i:i + HISTORY_PART] for i in range(0, len(fills), HISTORY_PART)] or [[]]
         for k, part in enumerate(parts):
-            self._send(session.session_id, TradeHistoryReply(
+            self._send(session_id, TradeHistoryReply(
                 req_id=req.req_id, account=req.account, fills=part, last=k == len(parts) - 1,
-                transact_time=time.time_ns(), complete=answer.complete,
-                complete_from=answer.complete_from_ns, text=text))
+                transact_time=time.time_ns(), complete=complete,
+                complete_from=0 if complete else incomplete.complete_from_ns, text=text))
 
     def _kill_switch(self, session: Session, req: KillSwitch, now: int) -> None:
         actor = f"{session.client_name} ({session.session_id})"

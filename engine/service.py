@@ -20,7 +20,7 @@ from typing import Any
 
 import gateways
 from engine.config import Config, ConfigError, load_config, parse_config
-from engine.history import TradeHistory
+from engine.history import GatewayTradeStore, TradeHistory
 from engine.intake import IntakeServer
 from engine.journal import JournalWriter
 from engine.metrics import Metrics, MetricsServer, setup_logging
@@ -132,7 +132,8 @@ class EngineService:
             log.warning("journal: dropped a torn last record: %s", self.journal.repaired)
         self.pipeline = Pipeline(instruments=instruments, risk=risk, router=router,
                                  venues=self.venues, journal=self.journal, metrics=self.metrics,
-                                 history=TradeHistory(cfg.history.max_fills_per_account),
+                                 history=TradeHistory(cfg.history.max_fills_per_account,
+                                                      position=lambda: self.journal.last_seq),
                                  reload_limits=self._reload_limits)
         # Recovery runs before the venues' clock starts: rerouted orders'
         # reports can only come back once the sessions they belong to exist.
@@ -141,6 +142,13 @@ class EngineService:
         # handed its directory and never touch the loop.
         self.gateways = gateways.from_config(cfg.gateways, cfg.journal.dir,
                                              Path(cfg.journal.dir).parent / "gateways")
+        if cfg.history.store is not None:
+            store = next((g for g in self.gateways if g.name == cfg.history.store
+                          and g.type == "postgres"), None)
+            if store is None:
+                raise ConfigError(f"history.store: no postgres gateway named "
+                                  f"{cfg.history.store!r}")
+            self.pipeline.trade_store = GatewayTradeStore(store)
         for gateway in self.gateways:
             gateway.start()
         self.intake = IntakeServer.from_config(cfg, self.pipeline, metrics=self.metrics)

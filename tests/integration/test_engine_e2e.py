@@ -302,3 +302,13 @@ def test_acks_leave_only_once_durable(tmp_path, policy):
     for cl_ord_id, durable in durable_at_receipt.items():
         assert durable >= record_of[cl_ord_id], (cl_ord_id, durable, record_of[cl_ord_id])
     assert verify(tmp_path / "journal").ok
+
+
+def test_history_store_must_name_a_postgres_gateway(tmp_path):
+    from engine.config import ConfigError
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(free_port(), tmp_path / "journal",
+                                extra='[history]\nstore = "nowhere"\n'))
+    with pytest.raises(ConfigError, match="no postgres gateway named 'nowhere'"):
+        with ThreadedEngine(path):
+            pass

@@ -249,3 +249,51 @@ def test_a_malformed_decimal_is_left_out_not_retried_forever(tmp_path, schema, d
         assert bad not in fill_seqs(db, schema) and gateway.running
     finally:
         gateway.stop()
+
+
+def test_engine_history_beyond_memory_comes_from_the_trade_store(tmp_path, schema):
+    """[history] store = a postgres gateway: fills memory dropped are answered from the
+    gateway's tables once it has delivered them (complete), and while it has not, the
+    answer says the store is behind (incomplete, never silently short)."""
+    from engine.client import Client
+    from engine.messages import ExecType, TradeHistoryReply
+    from tests.integration.engine_harness import ThreadedEngine, config_text
+    from tests.integration.engine_harness import free_port as engine_port
+    from tests.integration.test_engine_e2e import reports_until, wait_quote
+
+    port = engine_port()
+    extra = (f'[history]\nmax_fills_per_account = 1\nstore = "pg"\n\n'
+             f'[[gateways]]\ntype = "postgres"\nname = "pg"\ndsn = "{PG_DSN}"\n'
+             f'schema = "{schema}"\npoll_interval_ms = 5\n')
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal", extra=extra))
+    with ThreadedEngine(path) as eng, Client(f"tcp://127.0.0.1:{port}") as client:
+        gateway = eng.service.gateways[0]
+
+        def trade(tag: str) -> None:
+            client.new_order("BBB", "sell_short", "10", "120.00", account="DEMO2",
+                             cl_ord_id=f"s{tag}", locate=True)
+            reports_until(client, f"s{tag}", ExecType.NEW)
+            wait_quote(eng, "BBB", ask=12000)
+            client.new_order("BBB", "buy", "10", "120.00", account="DEMO1", cl_ord_id=f"b{tag}")
+            reports_until(client, f"b{tag}", ExecType.FILL)
+
+        def history(start: int) -> TradeHistoryReply:
+            client.history("DEMO1", start, time.time_ns() + 10**9)
+            return client.recv_until(lambda m: isinstance(m, TradeHistoryReply), 10)[-1]
+
+        t0 = time.time_ns()
+        for i in range(3):
+            trade(str(i))
+        assert gateway.wait_for(eng.call(lambda: eng.service.journal.last_seq), 20)
+        whole = history(t0)
+        assert whole.complete and whole.text is None
+        assert [f.cl_ord_id for f in whole.fills] == ["b0", "b1", "b2"]
+        assert len({f.exec_id for f in whole.fills}) == 3
+        # The store stops following the journal: what memory drops next is not in it.
+        gateway.stop()
+        for i in range(3, 6):
+            trade(str(i))
+        behind = history(t0)
+        assert not behind.complete and "not caught up" in behind.text
+        assert [f.cl_ord_id for f in behind.fills][-1] == "b5"

@@ -16,8 +16,8 @@ def test_range_is_half_open_and_symbol_filtered():
         h.add("A", fill(i, t, "AAA" if i % 2 else "BBB"))
     assert [f.exec_id for f in h.query("A", 20, 40).fills] == ["e1", "e2", "e3"]
     assert [f.exec_id for f in h.query("A", 20, 40, "AAA").fills] == ["e1", "e3"]
-    assert h.query("A", 41, 100) == ([], True, 0)
-    assert h.query("nobody", 0, 100) == ([], True, 0)
+    assert h.query("A", 41, 100) == ([], True, 0, 0)
+    assert h.query("nobody", 0, 100) == ([], True, 0, 0)
 
 
 def test_the_bound_drops_the_oldest_and_answers_say_so():
@@ -61,3 +61,19 @@ def test_query_equals_a_scan_of_what_is_held(times, bound, start, length, symbol
     # Complete unless a dropped fill could have been in the range.
     reaches_back = bool(dropped) and start <= dropped[-1].transact_time
     assert answer.complete == (not reaches_back)
+
+
+def test_trims_note_the_journal_position_and_merge_keeps_each_fill_once():
+    position = [100]
+    h = TradeHistory(max_fills_per_account=2, position=lambda: position[0])
+    for i in range(1, 4):
+        h.add("A", fill(i, i * 10))
+    assert h.query("A", 0, 100).store_position == 0  # nothing dropped yet
+    position[0] = 250
+    h.add("A", fill(4, 40))                           # now the oldest two go
+    answer = h.query("A", 0, 100)
+    assert not answer.complete and answer.store_position == 250
+    # A store's answer overlapping what memory holds: each fill once, in time order.
+    older = [fill(1, 10), fill(2, 20), fill(3, 30)]
+    merged = TradeHistory.merge(older, answer.fills)
+    assert [f.exec_id for f in merged] == ["e1", "e2", "e3", "e4"]
