@@ -34,7 +34,7 @@ from typing import Callable, Iterator, Literal, NamedTuple
 import msgspec
 
 from ext import journalframe
-from ext.journalframe import frame_record
+from ext.journalframe import frame_record, read_record
 
 log = logging.getLogger(__name__)
 
@@ -178,17 +178,28 @@ class IncompleteRecord(Exception):
 
 
 def scan_records(path: Path, data: bytes, expected_seq: int | None, prev_hash: bytes,
-                 *, check_chain: bool = True) -> Iterator[Record]:
+                 *, check_chain: bool = True, base_offset: int = 0) -> Iterator[Record]:
     """Records of one segment's bytes, checked.
 
     Raises ``IncompleteRecord`` when the data ends inside a record (or the last record
     is incomplete on disk: its checksum fails and nothing follows it), and
-    ``JournalCorruptError`` for a bad record with data after it.
+    ``JournalCorruptError`` for a bad record with data after it. ``base_offset``:
+    where ``data`` starts in the file, added to the records' ``offset`` (the
+    exceptions' offsets stay relative to ``data``).
     """
     view = memoryview(data)
     end = len(data)
     offset = FILE_HEADER_SIZE
+    data = bytes(data)  # no copy for bytes; the compiled reader takes bytes
     while offset < end:
+        # A record that checks out is read in compiled code; anything else
+        # is looked at here, to tell a torn tail from corruption and say why.
+        good = read_record(data, offset, expected_seq or 0, prev_hash, check_chain)
+        if good is not None:
+            seq, ts_ns, kind, payload, stored_hash, record_end = good
+            yield Record(seq, ts_ns, kind, payload, stored_hash, path, base_offset + offset)
+            prev_hash, expected_seq, offset = stored_hash, seq + 1, record_end
+            continue
         if end - offset < RECORD_HEADER_SIZE:
             raise IncompleteRecord(offset, f"{end - offset} bytes left, a record header needs {RECORD_HEADER_SIZE}")
         length, crc, seq, ts_ns, kind, _, stored_hash = _RECORD_HEADER.unpack_from(view, offset)
@@ -219,7 +230,7 @@ def scan_records(path: Path, data: bytes, expected_seq: int | None, prev_hash: b
             if computed != stored_hash:
                 raise JournalCorruptError(path, offset, seq, "chain",
                                           "hash does not chain from the previous record")
-        yield Record(seq, ts_ns, kind, bytes(payload), stored_hash, path, offset)
+        yield Record(seq, ts_ns, kind, bytes(payload), stored_hash, path, base_offset + offset)
         prev_hash = stored_hash
         expected_seq = seq + 1
         offset = record_end

@@ -177,16 +177,15 @@ class JournalTail:
         skip_through = self._skip_through
         try:
             for record in scan_records(self._path, data, self._next_seq, self._prev_hash,
-                                check_chain=self.check_chain):
-                self._offset = start + record.offset + RECORD_HEADER_SIZE + len(record.payload)
+                                       check_chain=self.check_chain, base_offset=start):
+                self._offset = record.offset + RECORD_HEADER_SIZE + len(record.payload)
                 self._next_seq, self._prev_hash = record.seq + 1, record.hash
                 self._since_mark += 1
                 if self._since_mark >= self.mark_every:
                     self._since_mark = 0
                     self._mark()
                 if record.seq > skip_through:
-                    out.append(Record(record.seq, record.ts_ns, record.kind, record.payload,
-                                      record.hash, record.path, start + record.offset))
+                    out.append(record)
                     if len(out) >= limit:
                         break
         except IncompleteRecord:

@@ -53,3 +53,33 @@ def test_writer_records_read_back_with_their_chain(tmp_path, buffered):
     for r in records:
         assert r.hash == reference_record(prev, r.seq, 7, RecordKind.EVENT, r.payload)[1]
         prev = r.hash
+
+
+@given(payloads=st.lists(st.binary(max_size=200), min_size=1, max_size=5),
+       flip=st.integers(0, 10_000), chain=st.booleans())
+def test_read_record_takes_exactly_the_records_that_check_out(payloads, flip, chain):
+    from ext.journalframe import read_record
+    prefix = b"H" * 64  # where a segment header would be
+    out = bytearray(prefix)
+    prev, hashes = GENESIS_HASH, []
+    for seq, p in enumerate(payloads, 1):
+        prev = frame_record(out, prev, seq, 1000 + seq, 2, p)
+        hashes.append(prev)
+    data = bytes(out)
+    offset, prev = len(prefix), GENESIS_HASH
+    for seq, p in enumerate(payloads, 1):
+        got = read_record(data, offset, seq, prev, chain)
+        assert got == (seq, 1000 + seq, 2, p, hashes[seq - 1], offset + RECORD_HEADER_SIZE + len(p))
+        assert read_record(data, offset, seq + 1, prev, chain) is None  # wrong seq
+        prev, offset = hashes[seq - 1], got[-1]
+    assert read_record(data, offset, len(payloads) + 1, prev, chain) is None  # at the end
+    # One flipped bit anywhere in the first record: it no longer checks out.
+    first_end = len(prefix) + RECORD_HEADER_SIZE + len(payloads[0])
+    at = len(prefix) + flip % (first_end - len(prefix))
+    bad = bytearray(data)
+    bad[at] ^= 0x01
+    assert read_record(bytes(bad), len(prefix), 1, GENESIS_HASH, chain) is None
+    # The chain: the right record after the wrong previous hash.
+    if chain and len(payloads) > 1:
+        assert read_record(data, len(prefix) + RECORD_HEADER_SIZE + len(payloads[0]), 2,
+                           GENESIS_HASH, True) is None
