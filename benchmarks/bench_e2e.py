@@ -143,6 +143,11 @@ def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
               marketable_every: int = 2, drain_s: float = 300.0) -> dict:
     """Send ``msgs`` at ``rate``/s on schedule; histogram the replies' latency (µs).
 
+    Between sends the loop polls the socket with whole-millisecond timeouts
+    (pyzmq's unit), so a wait under 1 ms spins: sends go out on time and
+    replies are stamped as they land, at the price of a core (which the
+    engine then does not have on a 2-core machine; docs/benchmarks.md).
+
     After the last order a heartbeat goes out on the same connection; the
     engine answers a connection's requests in order, so its answer marks
     the end of the backlog, and every reply before it is counted.
