@@ -48,6 +48,7 @@ import zmq.auth
 import zmq.backend
 from zmq.auth.asyncio import AsyncioAuthenticator
 
+from engine.busy import BusyFlag
 from engine.config import ClientKey, Config, IntakeConfig, SecurityConfig
 from engine.messages import (
     AccountRequest,
@@ -376,11 +377,17 @@ class IntakeServer:
         Defaults to a new context owned (and terminated) by the server. The
         ZAP authenticator binds the context's one ZAP endpoint, so a shared
         context must not run another authenticator.
+    busy : BusyFlag, optional
+        Raised for each wake-up that handles client messages, lowered once
+        the replies are handed over (see ``engine.busy``).
     """
 
     def __init__(self, intake: IntakeConfig, security: SecurityConfig, handler: Handler, *,
-                 metrics: Metrics | None = None, context: zmq.Context | None = None):
+                 metrics: Metrics | None = None, context: zmq.Context | None = None,
+                 busy: BusyFlag | None = None):
         self.config = intake
+        #: raised while a wake-up handles client messages (gateways yield to it)
+        self.busy = busy
         self.security = security
         self.handler = handler
         self.metrics = metrics or Metrics()
@@ -411,9 +418,11 @@ class IntakeServer:
 
     @classmethod
     def from_config(cls, config: Config, handler: Handler, *, metrics: Metrics | None = None,
-                    context: zmq.Context | None = None) -> "IntakeServer":
+                    context: zmq.Context | None = None,
+                    busy: BusyFlag | None = None) -> "IntakeServer":
         """Build from the whole configuration."""
-        return cls(config.intake, config.security, handler, metrics=metrics, context=context)
+        return cls(config.intake, config.security, handler, metrics=metrics, context=context,
+                   busy=busy)
 
     # ------------------------------------------------------------ configuration
     def update_security(self, security: SecurityConfig) -> None:
@@ -553,6 +562,9 @@ class IntakeServer:
             return
         now = time.monotonic_ns()  # one clock read per wake-up, not per message
         budget = self.config.drain_batch
+        busy = self.busy
+        if busy is not None:
+            busy.raise_()
         self._draining = True
         try:
             while budget:
@@ -572,6 +584,8 @@ class IntakeServer:
         finally:
             self._draining = False
             self._flush()
+            if busy is not None:
+                busy.lower()  # the replies are with ZeroMQ (or the group commit)
 
     # ------------------------------------------------------------ writing
     def _queue(self, session: Session, frame: bytes) -> None:

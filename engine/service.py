@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import gateways
+from engine.busy import BusyFlag
 from engine.config import Config, ConfigError, load_config, parse_config
 from engine.history import GatewayTradeStore, TradeHistory
 from engine.intake import IntakeServer
@@ -108,6 +109,7 @@ class EngineService:
         self._ticker: asyncio.Task | None = None
         self.gateways: list = []
         self.recovered = None
+        self.busy: BusyFlag | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -128,6 +130,8 @@ class EngineService:
         self.journal = JournalWriter(cfg.journal.dir, fsync=cfg.journal.fsync,
                                      group_commit_us=cfg.journal.group_commit_us,
                                      rotate_bytes=cfg.journal.rotate_bytes, buffered=True)
+        # Made before the gateways start: they find it beside the journal.
+        self.busy = BusyFlag.in_journal(cfg.journal.dir, create=True)
         if self.journal.repaired is not None:
             log.warning("journal: dropped a torn last record: %s", self.journal.repaired)
         self.pipeline = Pipeline(instruments=instruments, risk=risk, router=router,
@@ -151,7 +155,8 @@ class EngineService:
             self.pipeline.trade_store = GatewayTradeStore(store)
         for gateway in self.gateways:
             gateway.start()
-        self.intake = IntakeServer.from_config(cfg, self.pipeline, metrics=self.metrics)
+        self.intake = IntakeServer.from_config(cfg, self.pipeline, metrics=self.metrics,
+                                               busy=self.busy)
         await self.intake.start()
         for rs in self.recovered.sessions:
             session = self.intake.restore_session(rs.session_id, rs.principal, rs.seq, rs.messages)
@@ -185,6 +190,9 @@ class EngineService:
             self.journal.close()
         for gateway in self.gateways:
             gateway.stop()
+        if self.busy is not None:
+            self.busy.lower()
+            self.busy.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         log.info("engine: stopped")

@@ -75,6 +75,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         (``gateway.metrics_port`` tells which). Left out: no endpoint.
     metrics_host : str
         Address the metrics endpoint binds. Default ``127.0.0.1``.
+    yield_to_engine_ms : float
+        How long, at most, the gateway waits at each step of its work while
+        the engine is handling client messages (``engine.busy``: the flag
+        intake raises beside the journal), so that its work does not land on
+        an order in flight; 0: never wait. The bound keeps a gateway moving
+        behind an engine that is always busy. Default 5.
     sched_policy : {"normal", "idle"}
         Under process isolation, the child's Linux scheduling policy.
         ``normal`` (default): ``SCHED_OTHER`` at ``nice``. ``idle``:
@@ -96,6 +102,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
     metrics_host: str = "127.0.0.1"
     sched_policy: Literal["normal", "idle"] = "normal"
+    yield_to_engine_ms: Annotated[float, Meta(ge=0, le=1000)] = 5.0
 
     @property
     def gateway_name(self) -> str:

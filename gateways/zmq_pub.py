@@ -145,7 +145,9 @@ class ZmqGateway(Gateway):
         send, pack, encode = self._pub.send, HEADER.pack, self._encoder.encode
         topic_prev, default = self._topic_prev, self._topic_default
         prev = UNKNOWN if self._prev is None else self._prev
-        for event in events:
+        for k, event in enumerate(events):
+            if k and not k % YIELD_EVERY:
+                self.yield_to_engine()
             topic = topic_of(event).encode()
             # Three sends with a plain-int SNDMORE: send_multipart combines
             # zmq.Flag enums per frame, which was a third of this loop's time.
@@ -161,6 +163,10 @@ class ZmqGateway(Gateway):
             self._last_heartbeat = now
             head = self._prev if self._prev is not None else (self._cursor or 0)
             self._pub.send_multipart((HEARTBEAT_TOPIC, HEADER.pack(head, head, 0), b""))
+
+
+#: events sent between two looks at the engine's busy flag (a few µs each)
+YIELD_EVERY = 4
 
 
 def _matches(topic: bytes, topics: frozenset[bytes], prefixes: tuple[bytes, ...]) -> bool:

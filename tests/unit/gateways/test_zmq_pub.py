@@ -219,3 +219,30 @@ def test_child_process_runs_under_its_sched_policy_and_nice(tmp_path, journal, p
         assert gateway.wait_for(written[-1], 10)
     finally:
         gateway.stop()
+
+
+def test_gateway_yields_to_a_busy_engine_but_never_stalls(tmp_path, journal):
+    """With the engine's busy flag up, each step of the gateway's loop first waits (at most
+    yield_to_engine_ms); held up for good, the events still all arrive, only later."""
+    import time
+
+    from engine.busy import BusyFlag
+    flag = BusyFlag.in_journal(tmp_path / "journal", create=True)
+    flag.raise_()
+    gateway = make_gateway(tmp_path, isolation="thread", yield_to_engine_ms=30,
+                           heartbeat_ms=60_000)
+    gateway.start()
+    try:
+        # Live events only (no start_seq): what the PUB loop sends, not the replay server.
+        with Subscriber(gateway.endpoint, gateway.replay_endpoint) as sub:
+            time.sleep(0.2)  # subscribed before the first event is published
+            started = time.monotonic()
+            seqs = write_fills(journal, 1, 20, with_commands=False)
+            got = collect(sub, 20)
+            took = time.monotonic() - started
+        assert [e.seq for e in got] == seqs
+        # Read, normalise, deliver, and a wait every 4 events sent: at least 3 full waits.
+        assert took >= 0.09
+    finally:
+        gateway.stop()
+        flag.close()
