@@ -13,7 +13,9 @@ busy engine.
 
 The flag is one byte of a small file in the journal directory
 (``engine.busy``), mapped into memory by both sides: raising or checking it
-is a memory access, no system call.
+is a memory access, no system call. An engine killed while the flag is up
+leaves it up; gateways then only run at their bounded pace (each wait ends
+after ``yield_to_engine_ms``) until the restarted engine clears it.
 """
 from __future__ import annotations
 
