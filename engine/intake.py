@@ -674,7 +674,7 @@ class IntakeServer:
             reject = make_reject(RejectReason.NOT_AUTHORIZED, "too many sessions")
             listener.encoder.encode_into(reject, listener.buf)
             try:
-                listener.socket.send_multipart((route, listener.buf), zmq.NOBLOCK)
+                _send_pair(listener.socket, route, listener.buf)
             except zmq.ZMQError:
                 pass
             return None

@@ -72,6 +72,16 @@ def wait_quote(engine, symbol, bid=None, ask=None, timeout=5.0):
     raise AssertionError(f"NBBO of {symbol} is {nbbo}, not ({bid}, {ask})")
 
 
+def cross(engine, client, tag: str) -> None:
+    """DEMO2 rests a short sale of 10 BBB at 120.00, DEMO1 buys it: one fill each side."""
+    client.new_order("BBB", "sell_short", "10", "120.00", account="DEMO2", cl_ord_id=f"s{tag}",
+                     locate=True)
+    reports_until(client, f"s{tag}", ExecType.NEW)
+    wait_quote(engine, "BBB", ask=12000)
+    client.new_order("BBB", "buy", "10", "120.00", account="DEMO1", cl_ord_id=f"b{tag}")
+    reports_until(client, f"b{tag}", ExecType.FILL)
+
+
 def summary(reports):
     return [(r.exec_type, r.ord_status, r.qty, r.cum_qty, r.leaves_qty, r.last_qty, r.last_px)
             for r in reports]
@@ -224,12 +234,7 @@ def test_trade_history_beyond_the_memory_bound_says_so(tmp_path):
     with ThreadedEngine(path) as eng, Client(f"tcp://127.0.0.1:{port}") as client:
         t0 = time.time_ns()
         for i in range(3):
-            client.new_order("BBB", "sell_short", "10", "120.00", account="DEMO2",
-                             cl_ord_id=f"s{i}", locate=True)
-            reports_until(client, f"s{i}", ExecType.NEW)
-            wait_quote(eng, "BBB", ask=12000)
-            client.new_order("BBB", "buy", "10", "120.00", account="DEMO1", cl_ord_id=f"b{i}")
-            reports_until(client, f"b{i}", ExecType.FILL)
+            cross(eng, client, str(i))
         client.history("DEMO1", t0, time.time_ns() + 10**9)
         hist = client.recv_until(lambda m: isinstance(m, TradeHistoryReply), 5)[-1]
         assert not hist.complete and "max_fills_per_account = 1" in hist.text

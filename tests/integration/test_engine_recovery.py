@@ -20,6 +20,12 @@ from engine.messages import (ExecType, ExecutionReport, HeartbeatAck, OrderStatu
 from tests.integration.engine_harness import config_text, free_port, start_subprocess
 
 
+def kill_9(proc) -> None:
+    """SIGKILL the engine and reap it: no shutdown, no flush, as a crash."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
 def send_load(client, prefix, n, rng):
     """Send ``n`` orders; returns every execution report received (in order).
 
@@ -104,8 +110,7 @@ def test_acknowledged_orders_and_fills_survive_kill_9(tmp_path):
                         assert new_id > max_order_id or r.cl_ord_id.startswith(f"r{round_}")
                 max_order_id = max([max_order_id] + [int(r.order_id) for r in seen.values()])
         finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+            kill_9(proc)
     assert len(seen) > 60 and fills, "the load produced acknowledged orders and fills"
     log = (tmp_path / "engine.log").read_text()
     assert log.count("recovery: {") >= 2, "restarts replayed the journal"
@@ -145,8 +150,7 @@ def test_session_sequence_numbers_survive_kill_9(tmp_path):
             last_seq = client.last_seq
         assert last_seq >= 6 and [s for s, _, _ in before] == list(range(2, last_seq + 1))
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        kill_9(proc)
     proc = start_subprocess(cfg, tmp_path / "engine.log")
     try:
         with Client(endpoint) as client:
@@ -163,8 +167,7 @@ def test_session_sequence_numbers_survive_kill_9(tmp_path):
             assert new.cl_ord_id == "after" and new.seq == last_seq + 2
             assert client.gaps == [] and client.lost == []
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        kill_9(proc)
 
 
 def test_curve_session_is_restored_for_its_own_key_only(tmp_path):
@@ -197,8 +200,7 @@ def test_curve_session_is_restored_for_its_own_key_only(tmp_path):
             session_id = client.session_id
         assert first.seq == 1 and session_id
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        kill_9(proc)
     proc = start_subprocess(cfg, tmp_path / "engine.log")
     try:
         with Client(plain) as intruder:
@@ -213,5 +215,4 @@ def test_curve_session_is_restored_for_its_own_key_only(tmp_path):
                 [("HeartbeatAck", 1), ("HeartbeatAck", 2)]
             assert replay[0].test_req_id == "only" and replay[-1].session_id == session_id
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        kill_9(proc)

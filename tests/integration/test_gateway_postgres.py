@@ -59,11 +59,16 @@ def fill_seqs(db, schema):
     return [row[0] for row in db.execute(f"SELECT seq FROM {schema}.fills ORDER BY seq")]
 
 
+def behind_proxy(tmp_path, schema, **keys):
+    """A gateway that reaches PostgreSQL through a TCP proxy the test can cut: (proxy, gateway)."""
+    port = int(psycopg.conninfo.conninfo_to_dict(PG_DSN).get("port") or 5432)
+    proxy = TcpProxy(("127.0.0.1", port)).start()
+    return proxy, make_gateway(tmp_path, schema, dsn=with_port(PG_DSN, "127.0.0.1", proxy.port),
+                               **keys)
+
+
 def test_outage_then_catch_up_exactly_once_in_order(tmp_path, schema, db, journal):
-    host, port = "127.0.0.1", int(psycopg.conninfo.conninfo_to_dict(PG_DSN).get("port") or 5432)
-    proxy = TcpProxy((host, port)).start()
-    gateway = make_gateway(tmp_path, schema, dsn=with_port(PG_DSN, "127.0.0.1", proxy.port),
-                           batch_size=100)
+    proxy, gateway = behind_proxy(tmp_path, schema, batch_size=100)
     gateway.start()
     try:
         before = write_fills(journal, 1, 500)
@@ -200,10 +205,7 @@ def test_admin_events_carry_the_kill_switch_scope_and_target(tmp_path, schema, d
 def test_metrics_show_an_outage_and_the_catch_up(tmp_path, schema, journal):
     # Scraped over HTTP from the gateway's own process while the database is
     # unreachable (a real reset and refused connection), then back.
-    host, port = "127.0.0.1", int(psycopg.conninfo.conninfo_to_dict(PG_DSN).get("port") or 5432)
-    proxy = TcpProxy((host, port)).start()
-    gateway = make_gateway(tmp_path, schema, dsn=with_port(PG_DSN, "127.0.0.1", proxy.port),
-                           metrics_port=0)
+    proxy, gateway = behind_proxy(tmp_path, schema, metrics_port=0)
     gateway.start()
     try:
         first = write_fills(journal, 1, 100)
@@ -256,10 +258,10 @@ def test_engine_history_beyond_memory_comes_from_the_trade_store(tmp_path, schem
     gateway's tables once it has delivered them (complete), and while it has not, the
     answer says the store is behind (incomplete, never silently short)."""
     from engine.client import Client
-    from engine.messages import ExecType, TradeHistoryReply
+    from engine.messages import TradeHistoryReply
     from tests.integration.engine_harness import ThreadedEngine, config_text
     from tests.integration.engine_harness import free_port as engine_port
-    from tests.integration.test_engine_e2e import reports_until, wait_quote
+    from tests.integration.test_engine_e2e import cross
 
     port = engine_port()
     extra = (f'[history]\nmax_fills_per_account = 1\nstore = "pg"\n\n'
@@ -270,21 +272,13 @@ def test_engine_history_beyond_memory_comes_from_the_trade_store(tmp_path, schem
     with ThreadedEngine(path) as eng, Client(f"tcp://127.0.0.1:{port}") as client:
         gateway = eng.service.gateways[0]
 
-        def trade(tag: str) -> None:
-            client.new_order("BBB", "sell_short", "10", "120.00", account="DEMO2",
-                             cl_ord_id=f"s{tag}", locate=True)
-            reports_until(client, f"s{tag}", ExecType.NEW)
-            wait_quote(eng, "BBB", ask=12000)
-            client.new_order("BBB", "buy", "10", "120.00", account="DEMO1", cl_ord_id=f"b{tag}")
-            reports_until(client, f"b{tag}", ExecType.FILL)
-
         def history(start: int) -> TradeHistoryReply:
             client.history("DEMO1", start, time.time_ns() + 10**9)
             return client.recv_until(lambda m: isinstance(m, TradeHistoryReply), 10)[-1]
 
         t0 = time.time_ns()
         for i in range(3):
-            trade(str(i))
+            cross(eng, client, str(i))
         assert gateway.wait_for(eng.call(lambda: eng.service.journal.last_seq), 20)
         whole = history(t0)
         assert whole.complete and whole.text is None
@@ -293,7 +287,7 @@ def test_engine_history_beyond_memory_comes_from_the_trade_store(tmp_path, schem
         # The store stops following the journal: what memory drops next is not in it.
         gateway.stop()
         for i in range(3, 6):
-            trade(str(i))
+            cross(eng, client, str(i))
         behind = history(t0)
         assert not behind.complete and "not caught up" in behind.text
         assert [f.cl_ord_id for f in behind.fills][-1] == "b5"
