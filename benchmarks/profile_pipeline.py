@@ -100,7 +100,6 @@ def run(pipe, venues, session, requests) -> None:
 
 def run_intake(intake, listener, venues, pipe, client, frames) -> None:
     """As :func:`run`, through intake: each batch is sent, drained, answered and read back."""
-    import zmq
     socket = listener.socket
     for k in range(0, len(frames), BATCH):
         batch = frames[k:k + BATCH]

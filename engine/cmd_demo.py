@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import socket
 import tempfile
-import time
 from pathlib import Path
 
 from rich.console import Console

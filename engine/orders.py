@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import time
-from decimal import Decimal, localcontext
+from decimal import Decimal
 
 import msgspec
 

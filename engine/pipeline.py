@@ -18,12 +18,10 @@ import logging
 import time
 from typing import Callable
 
-import msgspec
-
 from engine.intake import Handler, Session
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
-    AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, ExecutionReport, JournalCommand,
+    AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalCommand,
     JournalEvent, JournalSession, KillSwitch, NewOrder, OrderStatusReply, OrderStatusRequest,
     OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill, TradeHistoryReply,
     TradeHistoryRequest, event_envelope, make_reject, reject_name,

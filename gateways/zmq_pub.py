@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import struct
 import threading
 import time
