@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -139,14 +140,31 @@ def index_of(cl_ord_id: str) -> int:
     return int(cl_ord_id.rpartition(".")[2])
 
 
+def wait_readable(sock: zmq.Socket, timeout_s: float) -> None:
+    """Sleep until ``sock`` has a message or ``timeout_s`` passes, to the microsecond.
+
+    pyzmq's ``poll`` takes whole milliseconds; this waits on the socket's
+    ``ZMQ_FD`` with ``select`` (microseconds). That descriptor only signals
+    that ZeroMQ has work: ``ZMQ_EVENTS`` is checked first (which also re-arms
+    it), so a message already queued never waits.
+    """
+    if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        return
+    select.select([sock.getsockopt(zmq.FD)], [], [], timeout_s)
+
+
 def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
-              marketable_every: int = 2, drain_s: float = 300.0) -> dict:
+              marketable_every: int = 2, drain_s: float = 300.0, spin: bool = True) -> dict:
     """Send ``msgs`` at ``rate``/s on schedule; histogram the replies' latency (µs).
 
-    Between sends the loop polls the socket with whole-millisecond timeouts
-    (pyzmq's unit), so a wait under 1 ms spins: sends go out on time and
-    replies are stamped as they land, at the price of a core (which the
-    engine then does not have on a 2-core machine; docs/benchmarks.md).
+    With ``spin`` (the default) the loop polls the socket between sends with
+    whole-millisecond timeouts (pyzmq's unit), so a wait under 1 ms spins:
+    sends go out on time and replies are stamped as they land, at the price
+    of a core (which the engine then does not have on a 2-core machine;
+    docs/benchmarks.md). Without it the loop sleeps on the socket until the
+    next send is due (:func:`wait_readable`, to the microsecond): about a
+    fifth of a core at 1,000/s, but every reply then waits for the client's
+    wake-up too (the floor's p50 about doubles on this machine).
 
     After the last order a heartbeat goes out on the same connection; the
     engine answers a connection's requests in order, so its answer marks
@@ -210,8 +228,11 @@ def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
             break
         if sent < n:
             wait_us = (sched[sent] - time.perf_counter_ns()) / 1000
-            if wait_us > 50:
-                poll.poll(min(wait_us / 1000, 1))
+            if spin:
+                if wait_us > 50:
+                    poll.poll(min(wait_us / 1000, 1))
+            elif wait_us > 0:
+                wait_readable(sock, wait_us / 1e6)
         else:
             poll.poll(1)
     elapsed = (time.perf_counter_ns() - start) / 1e9
@@ -282,7 +303,11 @@ def pct(h: HdrHistogram, p: float) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (about a minute)")
+    parser.add_argument("--client", choices=("spin", "block"), default="spin",
+                        help="between sends the client busy-waits (default: sends on time, "
+                             "replies read as they land, a core taken) or sleeps on its socket")
     args = parser.parse_args(argv)
+    spin = args.client == "spin"
     secs = 1.0 if args.quick else 3.0
     rates = [1_000, 10_000, 50_000]
     # An overloaded phase leaves a backlog of orders in the engine; running
@@ -290,7 +315,8 @@ def main(argv=None) -> int:
     # the high rates for a fraction of a second.
     durations = {1_000: secs, 10_000: secs / 2, 50_000: secs / 10}
     work = Path(tempfile.mkdtemp(prefix="kronos-bench-e2e-"))
-    figures: dict = {"benchmark": "e2e", "transport": "tcp loopback", "machine": machine()}
+    figures: dict = {"benchmark": "e2e", "transport": "tcp loopback", "machine": machine(),
+                     "client": args.client}
     rows = []
 
     # -- the floor: raw pyzmq DEALER/ROUTER echo, same client loop, same messages
@@ -302,7 +328,8 @@ def main(argv=None) -> int:
     try:
         for rate in rates:
             r = open_loop(f"tcp://127.0.0.1:{fport}", orders(int(rate * durations[rate]),
-                                                              f"f{rate}x"), rate, echo=True)
+                                                              f"f{rate}x"), rate, echo=True,
+                          spin=spin)
             floor[rate] = r["ack"]
         # The throughput floor: the same closed loop against the echo. The
         # client (one Python process, decoding every reply) and the kernel's
@@ -322,7 +349,7 @@ def main(argv=None) -> int:
     try:
         for rate in rates:
             r = open_loop(endpoint, orders(int(rate * durations[rate]), f"r{rate}x"), rate,
-                          echo=False)
+                          echo=False, spin=spin)
             figures[f"rejects_at_{rate}"] = r["rejects"]
             fl = floor[rate]
             added = {p: pct(r["ack"], p) - pct(fl, p) for p in (50, 99, 99.9)}

@@ -1,6 +1,7 @@
 """Benchmark of the gateways: what each sustains, and what attaching one costs the engine.
 
     .venv/bin/python benchmarks/bench_gateways.py [--quick] [--events N] [--repeats R] [--seconds S]
+        [--engine-only] [--gateways zmq,nats,postgres] [--controls] [--client spin|block]
 
 Three measurements, one run:
 
@@ -89,6 +90,12 @@ KEPT_UP_P50_US = 5_000
 #: (everything but the engine, its gateways, their servers and this client)
 #: kept at most this many cores busy on average.
 QUIET_BACKGROUND_CORES = 0.25
+#: ``--controls``: CPU burners beside the engine, no gateway (``cpu_burner.py``
+#: arguments: period ms, burst µs, policy). 600 µs every 10 ms is about the
+#: ZeroMQ gateway's share at 1,000 orders/s and its burst per poll.
+CONTROLS = {"burn_600us_per_10ms": ("10", "600", "normal"),
+            "burn_600us_per_10ms_idle": ("10", "600", "idle")}
+BURNER = Path(__file__).resolve().parent / "cpu_burner.py"
 
 
 # ---------------------------------------------------------------- destinations
@@ -393,7 +400,8 @@ def caught_up(port: int, timeout: float) -> dict[str, float]:
 
 
 def measure_engine_p99(with_gateways: list[dict], *, workdir: Path, rate: int = ENGINE_RATE,
-                       seconds: float = 3.0, warmup_s: float = 0.5, tag: str = "") -> dict:
+                       seconds: float = 3.0, warmup_s: float = 0.5, tag: str = "",
+                       spin: bool = True, burner: tuple[str, ...] | None = None) -> dict:
     """The real engine's ack latency at ``rate`` orders/s with ``with_gateways`` attached.
 
     ``kronos-exec serve`` is started as bench_e2e starts it, with the
@@ -417,6 +425,14 @@ def measure_engine_p99(with_gateways: list[dict], *, workdir: Path, rate: int = 
         Measured and warm-up spans.
     tag : str
         Makes this run's ``cl_ord_id`` values unique.
+    spin : bool
+        The client busy-waits between sends (``bench_e2e.open_loop``'s
+        ``spin``, the default) instead of sleeping on the socket, which
+        leaves a core more to the engine, its gateways and their servers
+        but puts the client's own wake-up into every latency.
+    burner : tuple of str, optional
+        ``cpu_burner.py``'s arguments: run it beside the engine (a control,
+        with no gateway); its CPU counts as the gateway's.
 
     Returns
     -------
@@ -431,18 +447,25 @@ def measure_engine_p99(with_gateways: list[dict], *, workdir: Path, rate: int = 
     port = free_port()
     engine = start_engine_with(port, run_dir, tables)
     endpoint = f"tcp://127.0.0.1:{port}"
+    burn = subprocess.Popen([sys.executable, str(BURNER), *burner]) if burner else None
     try:
-        open_loop(endpoint, orders(int(rate * warmup_s), f"w{tag}"), rate, echo=False)
+        open_loop(endpoint, orders(int(rate * warmup_s), f"w{tag}"), rate, echo=False, spin=spin)
         children, servers = child_pids(engine.pid), server_pids()
+        if burn is not None:
+            children.append(burn.pid)
         ours = [engine.pid, *children, os.getpid()]
         cpu_before = [process_cpu_s(pid) for pid in ours + servers]
         busy_before = machine_busy_s()
-        run = open_loop(endpoint, orders(int(rate * seconds), f"m{tag}"), rate, echo=False)
+        run = open_loop(endpoint, orders(int(rate * seconds), f"m{tag}"), rate, echo=False,
+                        spin=spin)
         busy = machine_busy_s() - busy_before
         cpu_after = [process_cpu_s(pid) for pid in ours + servers]
         scraped = {table.get("name", table["type"]): caught_up(table["metrics_port"], 30)
                    for table in tables}
     finally:
+        if burn is not None:
+            burn.kill()
+            burn.wait()
         stop_engine(engine)
         shutil.rmtree(run_dir, ignore_errors=True)
     used = [after - before for before, after in zip(cpu_before, cpu_after)]
@@ -469,11 +492,12 @@ def median(values: list[float]) -> float:
 
 
 def engine_effect(configs: dict[str, list[dict]], *, repeats: int, seconds: float, workdir: Path,
-                  figures: dict) -> None:
+                  figures: dict, spin: bool = True) -> None:
     """Run each configuration ``repeats`` times, interleaved, and report p99 against none.
 
     Round ``r`` runs every configuration once, the order rotated by ``r``,
-    so slow spells of the shared machine fall on all of them alike.
+    so slow spells of the shared machine fall on all of them alike. A name
+    in :data:`CONTROLS` runs its CPU burner beside the engine.
     """
     names = list(configs)
     runs: dict[str, list[dict]] = {name: [] for name in names}
@@ -482,7 +506,8 @@ def engine_effect(configs: dict[str, list[dict]], *, repeats: int, seconds: floa
             tables = configs[name]
             try:
                 runs[name].append(measure_engine_p99(tables, workdir=workdir, seconds=seconds,
-                                                     tag=f"{r}{name[:3]}x"))
+                                                     tag=f"{r}{name[:3]}x", spin=spin,
+                                                     burner=CONTROLS.get(name)))
             finally:
                 cleanup({t.get("name", t["type"]): t for t in tables})
             # Fresh streams and schemas for the next round.
@@ -613,6 +638,48 @@ def pooled_p99(runs: list[dict]) -> float:
     return pct(pooled, 99)
 
 
+def throughput_and_cpu(tables: dict, url: str, tag: str, *, events: int, quick: bool,
+                       workdir: Path, figures: dict) -> None:
+    """The first two measurements: each gateway's events/s catching up, and its CPU per event
+    following a live journal."""
+    # ---- throughput
+    journal_dir = workdir / "journal"
+    last_seq = write_fills(journal_dir, events)
+    base_s, count = best_of(lambda: read_and_normalize(journal_dir), 3)
+    assert count == events
+    base_rate = events / base_s
+    rows = [["read + normalise (baseline)", base_rate, 1.0]]
+    figures["baseline_events_per_s"] = round(base_rate)
+    for name, table_ in tables.items():
+        seconds_ = throughput(table_, journal_dir, last_seq, workdir / f"gw-{name}")
+        rate = events / seconds_
+        rows.append([name, rate, rate / base_rate])
+        figures[f"{name}_events_per_s"] = round(rate)
+        figures[f"{name}_vs_baseline"] = round(rate / base_rate, 3)
+    cleanup(tables)
+    table(f"Throughput, journal -> destination ({events:,} fills)",
+          ["gateway", "events/s", "x baseline"], rows)
+
+    # ---- CPU per event, following a live journal of the real pipeline's records
+    groups = engine_records(3_000 if quick else 10_000)
+    cpu_tables = gateway_tables(url, tag + "c")
+    rows = []
+    for name, table_ in cpu_tables.items():
+        res = live_cpu(table_, groups, workdir)
+        server = res["server_us_per_event"]
+        rows.append([name, res["orders_per_wake"], res["us_per_event"], res["us_per_wake"],
+                     "-" if server is None else server])
+        figures[f"{name}_live_us_per_event"] = round(res["us_per_event"], 1)
+        figures[f"{name}_live_us_per_wake"] = round(res["us_per_wake"], 1)
+        if server is not None:
+            figures[f"{name}_server_us_per_event"] = round(server, 1)
+    cleanup(cpu_tables)
+    table(f"CPU per event following a live journal at {ENGINE_RATE:,} orders/s (the "
+          f"pipeline's records, one wake-up per poll interval; the gateway's thread CPU "
+          f"clock), µs", ["gateway", "orders per wake-up", "gateway µs/event",
+                          "gateway µs/wake-up", "server µs/event"], rows)
+
+
 # ---------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -620,6 +687,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, help="fills in the throughput journal")
     parser.add_argument("--repeats", type=int, help="engine runs per configuration")
     parser.add_argument("--seconds", type=float, help="measured seconds per engine run")
+    parser.add_argument("--controls", action="store_true",
+                        help="also run CPU burners of a gateway's share beside the engine "
+                             "(no gateway; cpu_burner.py), at nice 10 and under SCHED_IDLE")
+    parser.add_argument("--client", choices=("spin", "block"), default="spin",
+                        help="the load client busy-waits between sends (default) or sleeps "
+                             "on its socket (a core more for the engine and its gateways)")
+    parser.add_argument("--gateways", help="comma-separated gateways for the engine-effect runs "
+                                           "(default: every one reachable)")
+    parser.add_argument("--engine-only", action="store_true",
+                        help="only the engine-effect measurement (skip throughput and CPU)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     events = args.events or (20_000 if args.quick else 100_000)
@@ -634,51 +711,24 @@ def main(argv: list[str] | None = None) -> int:
                      "engine_runs": repeats, "engine_seconds": seconds,
                      "skipped": sorted({"zmq", "nats", "postgres"} - set(tables))}
     try:
-        # ---- throughput
-        journal_dir = workdir / "journal"
-        last_seq = write_fills(journal_dir, events)
-        base_s, count = best_of(lambda: read_and_normalize(journal_dir), 3)
-        assert count == events
-        base_rate = events / base_s
-        rows = [["read + normalise (baseline)", base_rate, 1.0]]
-        figures["baseline_events_per_s"] = round(base_rate)
-        for name, table_ in tables.items():
-            seconds_ = throughput(table_, journal_dir, last_seq, workdir / f"gw-{name}")
-            rate = events / seconds_
-            rows.append([name, rate, rate / base_rate])
-            figures[f"{name}_events_per_s"] = round(rate)
-            figures[f"{name}_vs_baseline"] = round(rate / base_rate, 3)
-        cleanup(tables)
-        table(f"Throughput, journal -> destination ({events:,} fills)",
-              ["gateway", "events/s", "x baseline"], rows)
-
-        # ---- CPU per event, following a live journal of the real pipeline's records
-        groups = engine_records(3_000 if args.quick else 10_000)
-        cpu_tables = gateway_tables(url, tag + "c")
-        rows = []
-        for name, table_ in cpu_tables.items():
-            res = live_cpu(table_, groups, workdir)
-            server = res["server_us_per_event"]
-            rows.append([name, res["orders_per_wake"], res["us_per_event"], res["us_per_wake"],
-                         "-" if server is None else server])
-            figures[f"{name}_live_us_per_event"] = round(res["us_per_event"], 1)
-            figures[f"{name}_live_us_per_wake"] = round(res["us_per_wake"], 1)
-            if server is not None:
-                figures[f"{name}_server_us_per_event"] = round(server, 1)
-        cleanup(cpu_tables)
-        table(f"CPU per event following a live journal at {ENGINE_RATE:,} orders/s (the "
-              f"pipeline's records, one wake-up per poll interval; the gateway's thread CPU "
-              f"clock), µs", ["gateway", "orders per wake-up", "gateway µs/event",
-                              "gateway µs/wake-up", "server µs/event"], rows)
-
+        if not args.engine_only:
+            throughput_and_cpu(tables, url, tag, events=events, quick=args.quick,
+                               workdir=workdir, figures=figures)
         # ---- the engine with and without each gateway
         configs = {"none": [], **{name: [t] for name, t in gateway_tables(url, tag + "e").items()}}
-        if not args.quick:
+        if args.gateways:
+            configs = {name: t for name, t in configs.items()
+                       if name == "none" or name in args.gateways.split(",")}
+        if not args.quick and "zmq" in configs:
             # The ZeroMQ gateway on a thread of the engine's own process: what
             # process isolation (the default) saves the engine's loop.
             configs["zmq_thread"] = [{**configs["zmq"][0], "name": "zmq_thread",
                                       "isolation": "thread"}]
-        engine_effect(configs, repeats=repeats, seconds=seconds, workdir=workdir, figures=figures)
+        if args.controls:
+            configs.update({name: [] for name in CONTROLS})
+        figures["client"] = args.client
+        engine_effect(configs, repeats=repeats, seconds=seconds, workdir=workdir, figures=figures,
+                      spin=args.client == "spin")
     finally:
         if own_nats is not None:
             own_nats.stop()

@@ -8,7 +8,8 @@ Builds the real service (simulator venues, risk, router, buffered journal)
 in-process, stops the venues' wall-clock pacing and advances simulated time
 by hand (20 µs per order), so every run does exactly the same work: N new
 orders (half marketable IOC, half far passive IOC) through
-``Pipeline.handle``, venue reports, and the journal flush per batch of ten.
+``Pipeline.handle``, venue reports, and the journal flush per batch of ten
+(``--batch``: orders per wake-up).
 Intake and sockets are left out (a stand-in session encodes what it is
 sent): this measures the pipeline itself. With ``--intake`` the orders
 travel as bytes over a real DEALER socket to the engine's own intake
@@ -86,32 +87,32 @@ def _config(work: Path):
     return parse_config(text, base_dir=work, source="profile_pipeline")
 
 
-def run(pipe, venues, session, requests) -> None:
+def run(pipe, venues, session, requests, batch: int = BATCH) -> None:
     """Hand ``requests`` to the pipeline in batches, as intake would, moving time by hand."""
-    for k in range(0, len(requests), BATCH):
-        for request in requests[k:k + BATCH]:
+    for k in range(0, len(requests), batch):
+        for request in requests[k:k + batch]:
             pipe.handle(session, request)
-        venues.clock.t += SIM_NS_PER_ORDER * BATCH
+        venues.clock.t += SIM_NS_PER_ORDER * batch
         venues.catch_up()
         while pipe._pump_scheduled:
             pipe._deferred_pump()
         pipe.flush(lambda: None)
 
 
-def run_intake(intake, listener, venues, pipe, client, frames) -> None:
+def run_intake(intake, listener, venues, pipe, client, frames, batch: int = BATCH) -> None:
     """As :func:`run`, through intake: each batch is sent, drained, answered and read back."""
     socket = listener.socket
-    for k in range(0, len(frames), BATCH):
-        batch = frames[k:k + BATCH]
-        for frame in batch:
+    for k in range(0, len(frames), batch):
+        sending = frames[k:k + batch]
+        for frame in sending:
             client.send(frame, copy=False)
         handled = 0
-        while handled < len(batch):
+        while handled < len(sending):
             socket.poll(1000)
             before = intake.messages_read
             intake._drain(listener)
             handled += intake.messages_read - before
-        venues.clock.t += SIM_NS_PER_ORDER * BATCH
+        venues.clock.t += SIM_NS_PER_ORDER * batch
         venues.catch_up()
         while pipe._pump_scheduled:
             pipe._deferred_pump()
@@ -120,7 +121,7 @@ def run_intake(intake, listener, venues, pipe, client, frames) -> None:
             client.recv(copy=False)
 
 
-async def main(n: int, sort: str | None, through_intake: bool = False) -> dict:
+async def main(n: int, sort: str | None, through_intake: bool = False, batch: int = BATCH) -> dict:
     service = EngineService(_config(Path(tempfile.mkdtemp(prefix="kronos-profile-"))))
     await service.start()
     await service.venues.stop()  # no pacing task: simulated time moves only by hand
@@ -147,7 +148,7 @@ async def main(n: int, sort: str | None, through_intake: bool = False) -> dict:
     cpu = time.process_time()
     if profile:
         profile.enable()
-    collections.deque(itertools.starmap(runner, [(*args, frames)]), 0)
+    collections.deque(itertools.starmap(runner, [(*args, frames, batch)]), 0)
     if profile:
         profile.disable()
     cpu = time.process_time() - cpu
@@ -159,7 +160,8 @@ async def main(n: int, sort: str | None, through_intake: bool = False) -> dict:
     if profile:
         pstats.Stats(profile).sort_stats(sort).print_stats(40)
     figures = {"orders": n, "us_per_order_cpu": round(cpu / n * 1e6, 1),
-               "messages_per_order": round(messages / n, 2), "intake": through_intake}
+               "messages_per_order": round(messages / n, 2), "intake": through_intake,
+               "batch": batch}
     await service.stop()
     return figures
 
@@ -170,8 +172,11 @@ if __name__ == "__main__":
     parser.add_argument("--intake", action="store_true",
                         help="send the orders through the engine's intake over a real socket")
     parser.add_argument("--cprofile", metavar="SORT", help="print a cProfile sorted by SORT")
+    parser.add_argument("--batch", type=int, default=BATCH,
+                        help=f"orders per wake-up (default {BATCH}); 1 is an engine at a low "
+                             f"rate, where every order pays a whole wake-up")
     args = parser.parse_args()
-    result = uvloop.run(main(args.n, args.cprofile, args.intake))
+    result = uvloop.run(main(args.n, args.cprofile, args.intake, args.batch))
     print(f"{result['orders']} orders: {result['us_per_order_cpu']} µs CPU per order, "
           f"{result['messages_per_order']} messages per order")
     print(json.dumps(result))
