@@ -63,6 +63,7 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 from hdrh.histogram import HdrHistogram  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
@@ -552,7 +553,9 @@ def report_effect(runs: dict[str, list[dict]], *, repeats: int, seconds: float, 
         # Each run against the run without a gateway of the same round: the
         # two ran within seconds of each other, so a slow spell of the
         # machine tends to fall on both.
-        paired = median([run["p99_us"] / base["p99_us"] for run, base in zip(sel[name], none)])
+        ratios = [run["p99_us"] / base["p99_us"] for run, base in zip(sel[name], none)]
+        paired = median(ratios)
+        low, high = bootstrap_median_ci(ratios)
         met = ratio <= 1 + TARGET_ADDED_P99
         delivered = sum(run["gateways"].get(n, {}).get("kronos_gateway_delivered_total", 0)
                         for run in runs[name] for n in run["gateways"])
@@ -560,7 +563,7 @@ def report_effect(runs: dict[str, list[dict]], *, repeats: int, seconds: float, 
                    for g in run["gateways"].values()), default=0)
         rows.append([name if name == "none" else f"+ {name}",
                      median([run["p50_us"] for run in sel[name]]), p99_median, p99_best, ratio,
-                     "-" if name == "none" else round(paired, 2),
+                     "-" if name == "none" else f"{paired:.2f} ({low:.2f}-{high:.2f})",
                      "-" if name == "none" else f"{(ratio - 1) * 100:+.1f}% " + ("yes" if met else "NO"),
                      median([run["engine_cpu_s"] for run in sel[name]]),
                      median([run["gateway_cpu_s"] for run in sel[name]]),
@@ -579,6 +582,7 @@ def report_effect(runs: dict[str, list[dict]], *, repeats: int, seconds: float, 
         if name != "none":
             figures[f"engine_ack_p99_us_ratio_{key}"] = round(ratio, 3)
             figures[f"engine_ack_p99_us_paired_ratio_{key}"] = round(paired, 3)
+            figures[f"engine_ack_p99_us_paired_ratio_ci90_{key}"] = [round(low, 3), round(high, 3)]
             figures[f"engine_ack_p99_us_best_ratio_{key}"] = round(p99_best / base_best, 3)
             figures[f"engine_ack_p99_us_pooled_ratio_{key}"] = round(pooled_p99(sel[name]) / base_pooled, 3)
             figures[f"engine_p99_target_met_{name}"] = met
@@ -586,7 +590,7 @@ def report_effect(runs: dict[str, list[dict]], *, repeats: int, seconds: float, 
             figures[f"server_cpu_s_{name}"] = round(median([r["server_cpu_s"] for r in sel[name]]), 2)
     table(f"Engine ack latency at {ENGINE_RATE:,} orders/s, open loop, µs: {len(use)} of {repeats} "
           f"interleaved rounds of {seconds:g} s runs" + (" (the quieter ones)" if use == quiet else ""),
-          ["gateways", "p50", "p99 median", "p99 best", "x none", "paired x none",
+          ["gateways", "p50", "p99 median", "p99 best", "x none", "paired x none (90% CI)",
            f"added (< {TARGET_ADDED_P99:.0%}?)", "engine CPU s", "gateway CPU s", "server CPU s",
            "other cores", "delivered"], rows)
     console.print("p99 of each run in run order, µs [other work on the machine, cores]; * = round "
@@ -613,12 +617,31 @@ def report_effect(runs: dict[str, list[dict]], *, repeats: int, seconds: float, 
         f"{TARGET_ADDED_P99:.0%} added), over the quieter half of the rounds (by the other work "
         f"on the machine beside the round's busiest run; every configuration keeps the same "
         f"rounds); 'paired' is the median of each run's p99 over the "
-        f"no-gateway run of its round. The runs without a gateway alone differ by up to "
+        f"no-gateway run of its round, with a 90% bootstrap interval of that median in "
+        f"brackets (a gateway whose interval holds 1.05 or less is not shown to miss the "
+        f"target; one whose interval lies above 1.05 misses it beyond this machine's noise). The runs without a gateway alone differ by up to "
         f"{spread:.2f}x (worst p99 / best): a difference below that is within this machine's "
         f"noise. CPU seconds are medians over the measured span: the engine's, the gateway "
         f"processes', and the destination servers' (nats-server and PostgreSQL, whoever uses "
         f"them); 'other cores' is the rest of the machine's busy time; 'delivered' is what the "
         f"gateways report on their /metrics once caught up.", markup=False)
+
+
+def bootstrap_median_ci(values: list[float], level: float = 0.90,
+                        resamples: int = 5000) -> tuple[float, float]:
+    """A percentile-bootstrap interval of the median of ``values`` (fixed seed: reproducible).
+
+    With few rounds the interval is wide, which is the point: it says how
+    far the machine's noise alone could move the median.
+    """
+    if not values:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(0)
+    samples = rng.choice(np.asarray(values, dtype=float), size=(resamples, len(values)))
+    medians = np.median(samples, axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(medians, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def fresh_names(table: dict, suffix: str) -> dict:
@@ -688,8 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="engine runs per configuration")
     parser.add_argument("--seconds", type=float, help="measured seconds per engine run")
     parser.add_argument("--controls", action="store_true",
-                        help="also run CPU burners of a gateway's share beside the engine "
-                             "(no gateway; cpu_burner.py), at nice 10 and under SCHED_IDLE")
+                        help="also run controls: the engine without a gateway a second time "
+                             "(A/A), and CPU burners of a gateway's share beside it (no "
+                             "gateway; cpu_burner.py), at nice 10 and under SCHED_IDLE")
     parser.add_argument("--client", choices=("spin", "block"), default="spin",
                         help="the load client busy-waits between sends (default) or sleeps "
                              "on its socket (a core more for the engine and its gateways)")
@@ -725,6 +749,9 @@ def main(argv: list[str] | None = None) -> int:
             configs["zmq_thread"] = [{**configs["zmq"][0], "name": "zmq_thread",
                                       "isolation": "thread"}]
         if args.controls:
+            # An A/A run (no gateway, twice) shows how far the verdict moves
+            # with nothing changed; then the burners.
+            configs["none_again"] = []
             configs.update({name: [] for name in CONTROLS})
         figures["client"] = args.client
         engine_effect(configs, repeats=repeats, seconds=seconds, workdir=workdir, figures=figures,
