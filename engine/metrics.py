@@ -12,17 +12,144 @@ import logging
 import sys
 import threading
 import time
+from bisect import bisect_left
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, TextIO
+from typing import Callable, Iterator, TextIO
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 # Latency buckets from 1 µs to ~1 s: the engine's stages are microseconds,
 # its worst cases (an fsync on a busy disk) milliseconds.
 LATENCY_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
                    1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0)
+
+
+class LoopCounter:
+    """One counter series that only the event loop's thread moves: a plain number, no lock.
+
+    ``prometheus_client``'s own values take a lock on every increment (about
+    0.5 µs each, several per order) so that any thread may move them. The
+    per-message counters are only ever moved by the loop, so they are plain
+    attributes, and the scrape (another thread) reads them as they are:
+    reading a number is atomic under the GIL.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: float = 1) -> None:
+        """Add ``amount`` (not negative)."""
+        self.value += amount
+
+
+class LoopHistogram:
+    """One histogram series that only the event loop's thread moves (see :class:`LoopCounter`).
+
+    An observation is one ``bisect`` and two additions; the scrape turns the
+    per-bucket counts into Prometheus's cumulative ``le`` buckets.
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        """Count one observation (a bucket holds the values up to and including its bound)."""
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+
+class LoopFamily:
+    """A labelled family of :class:`LoopCounter` or :class:`LoopHistogram` series.
+
+    Registered with a ``CollectorRegistry`` like any ``prometheus_client``
+    collector and scraped the same way, under the same names a ``Counter``
+    or ``Histogram`` would have (``<name>_total``; ``_bucket``, ``_count``,
+    ``_sum``), without the ``_created`` series.
+
+    Parameters
+    ----------
+    name, documentation : str
+        As for ``prometheus_client.Counter``.
+    labelnames : sequence of str
+        Label names; a family without labels is used directly (``inc``,
+        ``observe``, ``value``).
+    buckets : sequence of float, optional
+        Upper bounds: the family is a histogram; without them, a counter.
+    registry : CollectorRegistry, optional
+        Where to register.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...] = (), *,
+                 buckets: tuple[float, ...] | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.name, self.documentation = name, documentation
+        self.labelnames = tuple(labelnames)
+        self.buckets = tuple(sorted(buckets)) if buckets is not None else None
+        self._series: dict[tuple[str, ...], LoopCounter | LoopHistogram] = {}
+        if not self.labelnames:
+            self._unlabelled = self.labels()
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: str) -> LoopCounter | LoopHistogram:
+        """The series of these label values (made on first use; keep it to skip the lookup)."""
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+        key = tuple(str(v) for v in values)
+        series = self._series.get(key)
+        if series is None:
+            series = LoopHistogram(self.buckets) if self.buckets is not None else LoopCounter()
+            self._series[key] = series
+        return series
+
+    def inc(self, amount: float = 1) -> None:
+        """Increment the family's only series (a counter without labels)."""
+        self._unlabelled.inc(amount)
+
+    def observe(self, amount: float) -> None:
+        """Observe into the family's only series (a histogram without labels)."""
+        self._unlabelled.observe(amount)
+
+    @property
+    def value(self) -> float:
+        """The count of a counter without labels."""
+        return self._unlabelled.value
+
+    def describe(self) -> list[Metric]:
+        """The family's name for the registry's duplicate check (no samples)."""
+        if self.buckets is None:
+            return [CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterator[Metric]:
+        """The family's samples now (called by the registry on each scrape)."""
+        series = list(self._series.items())  # the loop may add a series meanwhile
+        if self.buckets is None:
+            family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+            for key, counter in series:
+                family.add_metric(list(key), counter.value)
+            yield family
+            return
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        bounds = [floatToGoString(b) for b in self.buckets] + ["+Inf"]
+        for key, hist in series:
+            counts, total_sum = list(hist.counts), hist.sum
+            cumulative, buckets = 0, []
+            for bound, count in zip(bounds, counts):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            family.add_metric(list(key), buckets, total_sum)
+        yield family
 
 
 class Metrics:
@@ -34,20 +161,25 @@ class Metrics:
         Where to register; a fresh one by default, so that tests and several
         engines in one process do not collide.
 
+    The per-message metrics (``messages_in``, ``orders_in``, ``rejects``,
+    ``fills``, ``stage_latency``) are :class:`LoopFamily` series: only the
+    event loop's thread may move them. The others are ``prometheus_client``
+    metrics, safe from any thread (the journal's committer times its syncs).
+
     Attributes
     ----------
-    messages_in : Counter
+    messages_in : LoopFamily
         Requests decoded, by ``type``.
-    orders_in : Counter
+    orders_in : LoopFamily
         Orders received, each order of a bulk counted (unlabelled: a label
         per account or symbol would grow without bound).
-    rejects : Counter
+    rejects : LoopFamily
         Rejects sent, by ``reason`` (the RejectReason name) and ``stage``
         (``intake``, ``risk``, ``book``, ...).
-    fills : Counter
+    fills : LoopFamily
         Fills reported to clients.
-    stage_latency : Histogram
-        Seconds spent per pipeline ``stage``.
+    stage_latency : LoopFamily
+        Seconds spent per pipeline ``stage`` (a histogram).
     sessions : Gauge
         Sessions currently known to intake.
     send_dropped : Counter
@@ -60,15 +192,16 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.messages_in = Counter("kronos_messages_in", "Requests decoded, by type",
-                                   ["type"], registry=r)
-        self.orders_in = Counter("kronos_orders_in", "Orders received (bulk orders counted one by one)",
-                                 registry=r)
-        self.rejects = Counter("kronos_rejects", "Rejects sent, by reason and stage",
-                               ["reason", "stage"], registry=r)
-        self.fills = Counter("kronos_fills", "Fills reported to clients", registry=r)
-        self.stage_latency = Histogram("kronos_stage_latency_seconds", "Time spent per pipeline stage",
-                                       ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.messages_in = LoopFamily("kronos_messages_in", "Requests decoded, by type",
+                                      ("type",), registry=r)
+        self.orders_in = LoopFamily("kronos_orders_in",
+                                    "Orders received (bulk orders counted one by one)", registry=r)
+        self.rejects = LoopFamily("kronos_rejects", "Rejects sent, by reason and stage",
+                                  ("reason", "stage"), registry=r)
+        self.fills = LoopFamily("kronos_fills", "Fills reported to clients", registry=r)
+        self.stage_latency = LoopFamily("kronos_stage_latency_seconds",
+                                        "Time spent per pipeline stage", ("stage",),
+                                        buckets=LATENCY_BUCKETS, registry=r)
         self.sessions = Gauge("kronos_sessions", "Sessions known to intake", registry=r)
         self.send_dropped = Counter("kronos_send_dropped", "Outbound messages ZeroMQ did not queue",
                                     registry=r)

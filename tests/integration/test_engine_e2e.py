@@ -163,7 +163,7 @@ def test_ioc_with_no_liquidity_is_canceled(client):
 
 
 def test_bulk_orders_answered_one_by_one(engine, client):
-    counted = engine.service.metrics.orders_in._value.get()
+    counted = engine.service.metrics.orders_in.value
     orders = [client.build_new_order("AAA", "buy", "10", px, account="DEMO1", cl_ord_id=cid)
               for cid, px in (("k1", "48.00"), ("k2", "48.005"), ("k3", "48.01"))]
     client.bulk(orders)
@@ -172,7 +172,7 @@ def test_bulk_orders_answered_one_by_one(engine, client):
     assert by_id["k1"].exec_type == ExecType.NEW and by_id["k3"].exec_type == ExecType.NEW
     assert by_id["k2"].exec_type == ExecType.REJECTED and by_id["k2"].reject_name == "OFF_TICK"
     # Each order of the bulk counted once in kronos_orders_in (not once per stage).
-    assert engine.service.metrics.orders_in._value.get() - counted == 3
+    assert engine.service.metrics.orders_in.value - counted == 3
 
 
 def test_rejects_name_the_problem_and_change_nothing(client):
