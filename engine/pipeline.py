@@ -122,6 +122,9 @@ class Pipeline(Handler):
                             for v in range(len(self.venue_names)) if not market.venues[v].dark]
                            for symbol in self.symbols]
         self._book_seqs = [[-1] * len(self.venue_names) for _ in self.symbols]
+        # The core's NBBO by the market's own instrument index (no symbol lookup per order).
+        self._nbbo = market.loop.nbbo
+        self._market_ix = [market.instrument_index(symbol) for symbol in self.symbols]
         self._risk_ix = [risk.instrument_index(symbol) for symbol in self.symbols]
         # Children carry their client account to the venue, so that venue
         # self-trade prevention stops an account trading with itself and
@@ -165,7 +168,7 @@ class Pipeline(Handler):
                 marks[v] = book.seq
                 bids, asks = book.depth(self.router.max_levels)
                 self.router.update_book(ix, v, bids, asks)
-        bid, ask = self.venues.market.nbbo(self.symbols[ix])
+        bid, ask = self._nbbo(self._market_ix[ix])
         if bid and ask:
             self.risk.set_reference_price(self._risk_ix[ix], (bid + ask) // 2, now)
 
