@@ -16,7 +16,8 @@ embedded simulator) in its own process:
 Percentiles come from HDR histograms. Each figure is printed beside the floor
 measured in the same run, with the engine's added latency.
 
-Run: ``python benchmarks/bench_e2e.py`` (or ``--quick``).
+Run: ``python benchmarks/bench_e2e.py`` (or ``--quick``; ``--client block`` for a
+client that sleeps between sends instead of spinning, see :func:`open_loop`).
 """
 from __future__ import annotations
 
