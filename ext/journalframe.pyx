@@ -24,8 +24,17 @@ from libc.string cimport memcpy
 import hashlib
 import zlib
 
-cdef object _blake2b = hashlib.blake2b
 cdef object _crc32 = zlib.crc32
+# An empty BLAKE2b-256 state: each record's hash starts from a copy of it,
+# which costs less than a constructor call with its keyword argument.
+cdef object _blake2b_256 = hashlib.blake2b(digest_size=32)
+
+
+cdef inline bytes _chain_digest(bytes hashed):
+    """BLAKE2b-256 of ``hashed`` (what ``hashlib.blake2b(hashed, digest_size=32)`` gives)."""
+    h = _blake2b_256.copy()
+    h.update(hashed)
+    return h.digest()
 
 cdef enum:
     HASH_SIZE = 32
@@ -87,22 +96,21 @@ def frame_record(bytearray out, bytes prev_hash, uint64_t seq, int64_t ts_ns,
     memcpy(h, PyBytes_AS_STRING(prev_hash), HASH_SIZE)
     _put_fixed(h + HASH_SIZE, seq, ts_ns, kind)
     memcpy(h + HASH_SIZE + FIXED_SIZE, body, n)
-    cdef bytes digest = _blake2b(hashed, digest_size=HASH_SIZE).digest()
-    # The record, bytes 8..end first (what the CRC covers after the length).
-    cdef bytes rest = PyBytes_FromStringAndSize(NULL, HEADER_SIZE - 8 + n)
-    cdef char* r = PyBytes_AS_STRING(rest)
-    _put_fixed(r, seq, ts_ns, kind)
-    memcpy(r + FIXED_SIZE, PyBytes_AS_STRING(digest), HASH_SIZE)
-    memcpy(r + FIXED_SIZE + HASH_SIZE, body, n)
-    cdef char length[4]
-    _put_u32(length, <uint32_t>n)
-    cdef uint32_t crc = _crc32(rest, _crc32(PyBytes_FromStringAndSize(length, 4)))
+    cdef bytes digest = _chain_digest(hashed)
+    # What the CRC covers, contiguous: the length, then bytes 8..end.
+    cdef bytes covered = PyBytes_FromStringAndSize(NULL, HEADER_SIZE - 4 + n)
+    cdef char* c = PyBytes_AS_STRING(covered)
+    _put_u32(c, <uint32_t>n)
+    _put_fixed(c + 4, seq, ts_ns, kind)
+    memcpy(c + 4 + FIXED_SIZE, PyBytes_AS_STRING(digest), HASH_SIZE)
+    memcpy(c + 4 + FIXED_SIZE + HASH_SIZE, body, n)
+    cdef uint32_t crc = _crc32(covered)
     cdef Py_ssize_t start = PyByteArray_GET_SIZE(out)
     PyByteArray_Resize(out, start + HEADER_SIZE + n)
     cdef char* o = PyByteArray_AS_STRING(out) + start
-    memcpy(o, length, 4)
+    memcpy(o, c, 4)
     _put_u32(o + 4, crc)
-    memcpy(o + 8, r, HEADER_SIZE - 8 + n)
+    memcpy(o + 8, c + 4, HEADER_SIZE - 8 + n)
     return digest
 
 
@@ -141,8 +149,12 @@ def read_record(bytes data, Py_ssize_t offset, uint64_t expected_seq, bytes prev
     cdef uint64_t seq = _get_u64(p + 8)
     if expected_seq != 0 and seq != expected_seq:
         return None
-    cdef uint32_t crc = _crc32(PyBytes_FromStringAndSize(<const char*>p + 8, HEADER_SIZE - 8 + length),
-                               _crc32(PyBytes_FromStringAndSize(<const char*>p, 4)))
+    # What the CRC covers, contiguous: the length, then bytes 8..end.
+    cdef bytes covered = PyBytes_FromStringAndSize(NULL, HEADER_SIZE - 4 + length)
+    cdef char* c = PyBytes_AS_STRING(covered)
+    memcpy(c, p, 4)
+    memcpy(c + 4, p + 8, HEADER_SIZE - 8 + length)
+    cdef uint32_t crc = _crc32(covered)
     if crc != _get_u32(p + 4):
         return None
     cdef bytes stored = PyBytes_FromStringAndSize(<const char*>p + 28, HASH_SIZE)
@@ -155,7 +167,7 @@ def read_record(bytes data, Py_ssize_t offset, uint64_t expected_seq, bytes prev
         memcpy(h, PyBytes_AS_STRING(prev_hash), HASH_SIZE)
         memcpy(h + HASH_SIZE, p + 8, FIXED_SIZE)
         memcpy(h + HASH_SIZE + FIXED_SIZE, p + HEADER_SIZE, length)
-        if _blake2b(hashed, digest_size=HASH_SIZE).digest() != stored:
+        if _chain_digest(hashed) != stored:
             return None
     return (seq, <int64_t>_get_u64(p + 16), <unsigned int>(p[24] | (p[25] << 8)), payload, stored,
             offset + HEADER_SIZE + length)
