@@ -475,6 +475,7 @@ def measure_engine_p99(with_gateways: list[dict], *, workdir: Path, rate: int = 
     ack = run["ack"]
     return {"p50_us": pct(ack, 50), "p99_us": pct(ack, 99), "p999_us": pct(ack, 99.9),
             "max_us": float(ack.get_max_value()), "acks": run["acks"], "sent": run["sent"],
+            "rejects": run["rejects"],
             "ack": ack, "engine_cpu_s": used[0], "gateway_cpu_s": sum(used[1:1 + n_children]),
             "server_cpu_s": server_cpu,
             # Cores kept busy by everything else on the machine (other users'
@@ -595,6 +596,15 @@ def report_effect(runs: dict[str, list[dict]], *, repeats: int, seconds: float, 
            "other cores", "delivered"], rows)
     console.print("p99 of each run in run order, µs [other work on the machine, cores]; * = round "
                   "left out of the verdict:\n" + "\n".join(per_run), markup=False)
+    short = [f"{name} round {i + 1}: {run['acks']:,} of {run['sent']:,} "
+             f"({run.get('rejects', 0):,} rejected)"
+             for name in names for i, run in enumerate(runs[name]) if run["acks"] < run["sent"]]
+    figures["engine_runs_short_of_acks"] = len(short)
+    if short:
+        # An unanswered order is missing from its run's histogram (a run with
+        # none has no p99 at all, "nan"): that run measured something else.
+        console.print("WARNING: runs whose orders were not all acknowledged before the drain "
+                      "deadline: " + "; ".join(short), markup=False)
     spread = max(run["p99_us"] for run in none) / base_best
     base_p50 = median([run["p50_us"] for run in none])
     figures["engine_kept_up"] = kept_up = base_p50 <= KEPT_UP_P50_US
