@@ -44,7 +44,10 @@ class LoopCounter:
         self.value = 0
 
     def inc(self, amount: float = 1) -> None:
-        """Add ``amount`` (not negative)."""
+        """Add ``amount``; a counter only goes up (negative: ``ValueError``, as in
+        ``prometheus_client``)."""
+        if amount < 0:
+            raise ValueError(f"a counter only goes up, not by {amount}")
         self.value += amount
 
 

@@ -55,6 +55,9 @@ def test_counters_scrape_like_prometheus_client():
     plain.inc()
     plain.inc(4)
     assert plain.value == 5
+    with pytest.raises(ValueError):
+        plain.inc(-1)
+    assert plain.value == 5
 
 
 def test_wrong_label_count_is_refused():
