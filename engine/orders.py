@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import enum
 import time
-from decimal import Decimal
 
 import msgspec
 
@@ -59,6 +58,9 @@ _STATUS = {
     Stage.CANCELED: OrdStatus.CANCELED, Stage.REJECTED: OrdStatus.REJECTED,
     Stage.EXPIRED: OrdStatus.EXPIRED,
 }
+
+# Bound once for the per-order methods below (engine.messages.members says why).
+_RECEIVED, _FILLED, _PARTIALLY_FILLED = int(Stage.RECEIVED), Stage.FILLED, Stage.PARTIALLY_FILLED
 
 
 class IllegalTransition(RuntimeError):
@@ -140,7 +142,7 @@ class Order(msgspec.Struct, gc=False, eq=False):
     last_report: ExecutionReport | None = None
 
     def __post_init__(self) -> None:
-        self.path = (int(Stage.RECEIVED), self.created_ns)
+        self.path = (_RECEIVED, self.created_ns)
         self.children = {}
 
     @property
@@ -197,7 +199,7 @@ class Order(msgspec.Struct, gc=False, eq=False):
         self.cum_qty += last_qty
         self.notional_x2 += last_qty * last_px_x2
         self.fees += fee
-        self.advance(Stage.FILLED if self.cum_qty == self.qty else Stage.PARTIALLY_FILLED, now_ns)
+        self.advance(_FILLED if self.cum_qty == self.qty else _PARTIALLY_FILLED, now_ns)
 
     def as_dict(self) -> dict:
         """Plain-data view of the order and its children, for queries and logs."""
@@ -213,28 +215,14 @@ class Order(msgspec.Struct, gc=False, eq=False):
 
 
 def half_ticks_to_price(inst: Instrument, price_x2: int) -> str:
-    """A price in half-ticks as an exact decimal string."""
-    if price_x2 % 2 == 0:
-        return inst.ticks_to_price(price_x2 // 2)
-    return format((Decimal(price_x2) * Decimal(inst.tick_size) / 2).normalize(), "f")
+    """A price in half-ticks as an exact decimal string (``Instrument.half_ticks_to_price``)."""
+    return inst.half_ticks_to_price(price_x2)
 
 
 def avg_px(inst: Instrument, notional_x2: int, cum_qty: int) -> str | None:
-    """Exact average price as a decimal string (up to 6 digits past the tick), or None.
-
-    Integer arithmetic only: the average in millionths of a tick, rounded
-    half to even, then written out on the tick's decimal grid.
-    """
-    if cum_qty == 0:
-        return None
-    micro, rem = divmod(notional_x2 * 1_000_000, 2 * cum_qty)
-    if 2 * rem > 2 * cum_qty or (2 * rem == 2 * cum_qty and micro % 2):
-        micro += 1
-    mantissa, _, frac = inst.tick_size.partition(".")
-    scale = len(frac) + 6
-    digits = str(micro * int(mantissa + frac)).rjust(scale + 1, "0")
-    whole, fraction = digits[:-scale], digits[-scale:].rstrip("0")
-    return whole + ("." + fraction if fraction else "")
+    """Exact average price as a decimal string (up to 6 digits past the tick), or None
+    (``Instrument.avg_px``: integer arithmetic only, rounded half to even)."""
+    return inst.avg_px(notional_x2, cum_qty)
 
 
 def execution_report(order: Order, inst: Instrument, exec_type: ExecType, *,
@@ -247,20 +235,24 @@ def execution_report(order: Order, inst: Instrument, exec_type: ExecType, *,
     holds: once the order is done without filling in full, the quantity in
     force is what filled.
     """
-    leaves = order.leaves_qty
-    qty = order.cum_qty + leaves
+    cum = order.cum_qty
+    stage = order.stage
+    leaves = 0 if stage in TERMINAL else order.qty - cum
     lots = inst.lots_to_qty
+    price = order.price
+    # Positional, in ExecutionReport's field order: two reports or more per
+    # order, and a keyword call costs a microsecond more each
+    # (tests/unit/engine/test_orders.py checks every field).
     return ExecutionReport(
-        order_id=str(order.order_id), cl_ord_id=order.cl_ord_id, account=order.account,
-        symbol=order.symbol, side=order.side, exec_type=exec_type, ord_status=order.ord_status,
-        qty=lots(qty), cum_qty=lots(order.cum_qty), leaves_qty=lots(leaves),
-        orig_cl_ord_id=orig_cl_ord_id, exec_id=exec_id, ord_type=order.ord_type,
-        price=inst.ticks_to_price(order.price) if order.price else None,
-        avg_px=avg_px(inst, order.notional_x2, order.cum_qty),
-        last_qty=lots(last_qty) if last_qty else None,
-        last_px=half_ticks_to_price(inst, last_px_x2) if last_qty else None,
-        venue=venue, reject_reason=int(reason), reject_name=reject_name(reason) if reason else None,
-        text=text, transact_time=time.time_ns())
+        str(order.order_id), order.cl_ord_id, order.account, order.symbol, order.side,
+        exec_type, _STATUS[stage], lots(cum + leaves), lots(cum), lots(leaves),
+        orig_cl_ord_id, exec_id, order.ord_type,
+        inst.ticks_to_price(price) if price else None,
+        inst.avg_px(order.notional_x2, cum),
+        lots(last_qty) if last_qty else None,
+        inst.half_ticks_to_price(last_px_x2) if last_qty else None,
+        venue, int(reason), reject_name(reason) if reason else None, text,
+        transact_time=time.time_ns())
 
 
 class OrderTable:

@@ -24,7 +24,7 @@ from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalCommand,
     JournalEvent, JournalSession, KillSwitch, NewOrder, OrderStatusReply, OrderStatusRequest,
     OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill, TradeHistoryReply,
-    TradeHistoryRequest, event_envelope, make_reject, reject_name,
+    TradeHistoryRequest, event_envelope, make_reject, members, reject_name,
 )
 from engine.history import HistoryAnswer, TradeHistory, TradeStore
 from engine.orders import Child, Order, OrderTable, Stage, execution_report
@@ -37,6 +37,12 @@ from ext.simloop import ReportKind
 from ext.types import OrdStatus, RejectReason, Side, TimeInForce
 
 log = logging.getLogger(__name__)
+
+# Per-order code reads enum members through plain-class copies: on Python 3.11
+# an Enum class attribute lookup is slow (see engine.messages.members).
+_Stage, _ExecType, _RecordKind, _ReportKind = map(members, (Stage, ExecType, RecordKind, ReportKind))
+_OrdStatus, _Side, _TimeInForce, _OrdType, _RejectReason = map(
+    members, (OrdStatus, Side, TimeInForce, OrdType, RejectReason))
 
 #: NewOrder.strategy label -> router strategy
 STRATEGIES = {None: STRAT_AUTO, "auto": STRAT_AUTO, "sweep": STRAT_SWEEP,
@@ -181,7 +187,7 @@ class Pipeline(Handler):
     # ------------------------------------------------------------ journal and send
 
     def _journal_command(self, session: Session, request: Request, now: int) -> None:
-        self.journal.append_msg(RecordKind.COMMAND, JournalCommand(
+        self.journal.append_msg(_RecordKind.COMMAND, JournalCommand(
             session_id=session.session_id, principal=session.principal, received_ns=now,
             request=request))
 
@@ -198,7 +204,7 @@ class Pipeline(Handler):
         if session is not None:
             session.send(msg)
         else:
-            self.journal.append_msg(RecordKind.EVENT, JournalEvent(session_id=session_id, event=msg))
+            self.journal.append_msg(_RecordKind.EVENT, JournalEvent(session_id=session_id, event=msg))
 
     def record_sent(self, session: Session, frame: bytes) -> None:
         """Journal the exact frame a session sends (its seq included).
@@ -212,10 +218,10 @@ class Pipeline(Handler):
         """
         envelope = self._event_envelopes.get(session.session_id)
         if envelope is None:
-            self.journal.append_msg(RecordKind.META, JournalSession(
+            self.journal.append_msg(_RecordKind.META, JournalSession(
                 session_id=session.session_id, principal=session.principal))
             envelope = self.session_journaled(session.session_id)
-        self.journal.append(RecordKind.EVENT, envelope + frame)
+        self.journal.append(_RecordKind.EVENT, envelope + frame)
 
     def session_journaled(self, session_id: str) -> bytes:
         """Note that the journal names ``session_id``'s key (recovery calls it for the
@@ -253,7 +259,7 @@ class Pipeline(Handler):
         order.reject(reason, text, now)
         if self.metrics is not None:
             self.metrics.rejects.labels(reject_name(reason), stage).inc()
-        self._report(order, ExecType.REJECTED, reason=reason, text=text)
+        self._report(order, _ExecType.REJECTED, reason=reason, text=text)
 
     # ------------------------------------------------------------ intake handler
 
@@ -303,7 +309,7 @@ class Pipeline(Handler):
         # reject, never a second order.
         if self.orders.find(req.account, req.cl_ord_id) is not None:
             self._send(session.session_id, make_reject(
-                RejectReason.DUPLICATE_CL_ORD_ID,
+                _RejectReason.DUPLICATE_CL_ORD_ID,
                 f"cl_ord_id {req.cl_ord_id!r} was already used by account {req.account}",
                 ref_type="NewOrder", cl_ord_id=req.cl_ord_id))
             return
@@ -313,24 +319,24 @@ class Pipeline(Handler):
                                    0, 0, now)
         # -- validated: instrument, decimal strings, core indices
         if inst is None:
-            return self._reject_order(order, RejectReason.UNKNOWN_INSTRUMENT,
+            return self._reject_order(order, _RejectReason.UNKNOWN_INSTRUMENT,
                                       f"unknown symbol {req.symbol!r}", now, "validate")
         try:
             order.qty = inst.qty_to_lots(req.qty)
             order.price = inst.price_to_ticks(req.price) if req.price is not None else 0
         except ConversionError as exc:
             return self._reject_order(order, exc.reason, str(exc), now, "validate")
-        if req.time_in_force == TimeInForce.FOK:
-            return self._reject_order(order, RejectReason.INVALID_TIF,
+        if req.time_in_force == _TimeInForce.FOK:
+            return self._reject_order(order, _RejectReason.INVALID_TIF,
                                       "FOK is not supported: it cannot hold across venues",
                                       now, "validate")
         try:
             account_ix = self.risk.account_index(req.account)
         except KeyError:
-            return self._reject_order(order, RejectReason.UNKNOWN_ACCOUNT,
+            return self._reject_order(order, _RejectReason.UNKNOWN_ACCOUNT,
                                       f"unknown account {req.account!r}", now, "validate")
         inst_ix = self.risk.instrument_index(req.symbol)
-        order.advance(Stage.VALIDATED, now)
+        order.advance(_Stage.VALIDATED, now)
         # -- risk-checked
         self.refresh_market(inst_ix, now)
         gate = self._gates.get(session.session_id)
@@ -341,12 +347,12 @@ class Pipeline(Handler):
                                 cl_ord_hash(req.cl_ord_id), now)
         if reason:
             return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
-        order.advance(Stage.RISK_CHECKED, now)
+        order.advance(_Stage.RISK_CHECKED, now)
         # -- routed
         strategy = STRATEGIES.get(req.strategy)
         if strategy is None:
             self.risk.on_reject(order.order_id)
-            return self._reject_order(order, RejectReason.INVALID_FIELD,
+            return self._reject_order(order, _RejectReason.INVALID_FIELD,
                                       f"unknown strategy {req.strategy!r}; one of "
                                       f"{', '.join(k for k in STRATEGIES if k)}", now, "route")
         reason = self.router.route(order.order_id, inst_ix, order.side, order.qty, order.price,
@@ -355,8 +361,8 @@ class Pipeline(Handler):
             self.risk.on_reject(order.order_id)
             return self._reject_order(order, reason, f"router: {reject_name(reason)}", now,
                                       "route")
-        order.advance(Stage.ROUTED, now)
-        self._report(order, ExecType.NEW)
+        order.advance(_Stage.ROUTED, now)
+        self._report(order, _ExecType.NEW)
 
     # ------------------------------------------------------------ cancel and replace
 
@@ -364,20 +370,20 @@ class Pipeline(Handler):
         order = self.orders.find(req.account, req.orig_cl_ord_id)
         if order is None:
             self._send(session.session_id, make_reject(
-                RejectReason.UNKNOWN_CL_ORD_ID,
+                _RejectReason.UNKNOWN_CL_ORD_ID,
                 f"no order {req.orig_cl_ord_id!r} for account {req.account}",
                 ref_type=type(req).__name__, cl_ord_id=req.cl_ord_id))
             return None
         if order.done or order.order_id in self._pending:
             why = "is done" if order.done else "has a cancel or replace in progress"
-            self._cancel_reject(session, order, req, RejectReason.TOO_LATE_TO_CANCEL,
+            self._cancel_reject(session, order, req, _RejectReason.TOO_LATE_TO_CANCEL,
                                 f"order {req.orig_cl_ord_id!r} {why}")
             return None
         return order
 
     def _cancel_reject(self, session: Session, order: Order, req: Cancel | Replace, reason: int,
                        text: str) -> None:
-        report = execution_report(order, self.instruments[order.symbol], ExecType.REJECTED,
+        report = execution_report(order, self.instruments[order.symbol], _ExecType.REJECTED,
                                   reason=reason, text=text, orig_cl_ord_id=req.orig_cl_ord_id)
         self._send(session.session_id, report)
 
@@ -398,12 +404,12 @@ class Pipeline(Handler):
             new_price = inst.price_to_ticks(req.price) if req.price is not None else order.price
         except ConversionError as exc:
             return self._cancel_reject(session, order, req, exc.reason, str(exc))
-        if order.ord_type == OrdType.MARKET and req.price is not None:
-            return self._cancel_reject(session, order, req, RejectReason.INVALID_PRICE,
+        if order.ord_type == _OrdType.MARKET and req.price is not None:
+            return self._cancel_reject(session, order, req, _RejectReason.INVALID_PRICE,
                                        "a MARKET order has no price to replace")
         if new_qty <= order.cum_qty:
             return self._cancel_reject(session, order, req,
-                                       RejectReason.REPLACE_QTY_NOT_ABOVE_FILLED,
+                                       _RejectReason.REPLACE_QTY_NOT_ABOVE_FILLED,
                                        f"new qty {req.qty} is not above the filled "
                                        f"{inst.lots_to_qty(order.cum_qty)}")
         reason = self.risk.on_replace(order.order_id, new_qty, new_price,
@@ -451,23 +457,23 @@ class Pipeline(Handler):
             return
         router = self.router
         kind = report.kind
-        if kind == ReportKind.RPT_FILL:
+        if kind == _ReportKind.RPT_FILL:
             router.on_fill(child_id, report.last_qty, report.price_x2, now, fee=report.fee)
             self._parent_fill(child_id, report, now)
-        elif kind == ReportKind.RPT_ACCEPTED:
+        elif kind == _ReportKind.RPT_ACCEPTED:
             router.on_ack(child_id, now)
-        elif kind == ReportKind.RPT_REJECTED:
+        elif kind == _ReportKind.RPT_REJECTED:
             router.on_reject(child_id, report.reason, now)
-        elif kind == ReportKind.RPT_CANCELED:
+        elif kind == _ReportKind.RPT_CANCELED:
             router.on_canceled(child_id, now)
-        elif kind == ReportKind.RPT_EXPIRED:
+        elif kind == _ReportKind.RPT_EXPIRED:
             router.on_expired(child_id, now)
-        elif kind == ReportKind.RPT_REPLACED:
+        elif kind == _ReportKind.RPT_REPLACED:
             router.on_replaced(child_id, now)
-        elif kind == ReportKind.RPT_CANCEL_REJECTED:
+        elif kind == _ReportKind.RPT_CANCEL_REJECTED:
             router.on_replace_rejected(child_id, now)
-        if kind in (ReportKind.RPT_REJECTED, ReportKind.RPT_CANCELED, ReportKind.RPT_EXPIRED) or \
-                (kind == ReportKind.RPT_FILL and report.leaves_qty == 0):
+        if kind in (_ReportKind.RPT_REJECTED, _ReportKind.RPT_CANCELED, _ReportKind.RPT_EXPIRED) or \
+                (kind == _ReportKind.RPT_FILL and report.leaves_qty == 0):
             self._forget_child(child_id, report.child_id)
         # This runs inside the venues' own event processing, which must not
         # be re-entered: what the router wants sent goes out right after it.
@@ -498,14 +504,14 @@ class Pipeline(Handler):
             child.cum_qty += qty
         # Risk books whole ticks: a midpoint fill between two ticks is booked
         # at the tick against the account (up for a buy, down for a sell).
-        px = (px_x2 + 1) // 2 if order.side == Side.BUY else px_x2 // 2
+        px = (px_x2 + 1) // 2 if order.side == _Side.BUY else px_x2 // 2
         self.risk.on_fill(order.order_id, qty, px)
         venue = self.venue_names[report.venue]
         self._exec_id += 1
         exec_id = f"{order.order_id}-{self._exec_id}"
         if self.metrics is not None:
             self.metrics.fills.inc()
-        self._report(order, ExecType.FILL if order.stage == Stage.FILLED else ExecType.PARTIAL_FILL,
+        self._report(order, _ExecType.FILL if order.stage == _Stage.FILLED else _ExecType.PARTIAL_FILL,
                      last_qty=qty, last_px_x2=px_x2, venue=venue, exec_id=exec_id)
         # The fill as its report gave it (time included), as recovery and the
         # trade store have it.
@@ -530,21 +536,21 @@ class Pipeline(Handler):
             return
         pending = self._pending.pop(order_id, None)
         if pending is not None and isinstance(pending.request, Replace) \
-                and not order.done and status != OrdStatus.EXPIRED:
+                and not order.done and status != _OrdStatus.EXPIRED:
             return self._finish_replace(order, pending, now)
         if order.done:  # filled in full while its last children reported in
             if pending is not None:
                 session = self.sessions.get(pending.session_id)
                 if session is not None:
                     self._cancel_reject(session, order, pending.request,
-                                        RejectReason.TOO_LATE_TO_CANCEL, "order is filled")
+                                        _RejectReason.TOO_LATE_TO_CANCEL, "order is filled")
             return
         self.risk.on_cancel(order.order_id)
-        if status == OrdStatus.EXPIRED:
-            order.advance(Stage.EXPIRED, now)
-            self._report(order, ExecType.EXPIRED)
+        if status == _OrdStatus.EXPIRED:
+            order.advance(_Stage.EXPIRED, now)
+            self._report(order, _ExecType.EXPIRED)
         else:
-            order.advance(Stage.CANCELED, now)
+            order.advance(_Stage.CANCELED, now)
             kw = {}
             if pending is not None:
                 # The report answers the cancel: its cl_ord_id, the order's as orig.
@@ -552,9 +558,9 @@ class Pipeline(Handler):
                 self.orders.alias(order, pending.request.cl_ord_id)
             elif reason:
                 kw = {"text": f"canceled by the router: {reject_name(reason)}"}
-            elif order.tif == TimeInForce.IOC or order.ord_type == OrdType.MARKET:
+            elif order.tif == _TimeInForce.IOC or order.ord_type == _OrdType.MARKET:
                 kw = {"text": "unfilled remainder of an immediate order"}
-            self._report(order, ExecType.CANCELED, **kw)
+            self._report(order, _ExecType.CANCELED, **kw)
 
     def _finish_replace(self, order: Order, pending: _Pending, now: int) -> None:
         new_qty, new_price = pending.new_qty, pending.new_price
@@ -567,17 +573,17 @@ class Pipeline(Handler):
                                    order.price, now, STRAT_AUTO, order.tif)
         if reason:
             self.risk.on_cancel(order.order_id)
-            order.advance(Stage.CANCELED, now)
-            return self._report(order, ExecType.CANCELED, orig_cl_ord_id=orig,
+            order.advance(_Stage.CANCELED, now)
+            return self._report(order, _ExecType.CANCELED, orig_cl_ord_id=orig,
                                 text=f"replaced order could not be routed: {reject_name(reason)}")
-        self._report(order, ExecType.REPLACED, orig_cl_ord_id=orig)
+        self._report(order, _ExecType.REPLACED, orig_cl_ord_id=orig)
 
     # ------------------------------------------------------------ queries and admin
 
     def _status(self, session: Session, req: OrderStatusRequest) -> None:
         order = self.orders.find(req.account, req.cl_ord_id)
         if order is None:
-            reason = RejectReason.UNKNOWN_CL_ORD_ID
+            reason = _RejectReason.UNKNOWN_CL_ORD_ID
             msg = OrderStatusReply(cl_ord_id=req.cl_ord_id, account=req.account, found=False,
                                    reject_reason=int(reason), reject_name=reject_name(reason),
                                    text=f"no order {req.cl_ord_id!r} for account {req.account}",
@@ -653,7 +659,7 @@ class Pipeline(Handler):
                                               reason=req.text or "")
                 text = f"kill switch released ({req.scope} {req.target or ''})"
         except (KeyError, ValueError) as exc:
-            reason = RejectReason.INVALID_FIELD
+            reason = _RejectReason.INVALID_FIELD
             return self._send(session.session_id, AdminReply(
                 req_id=req.req_id, ok=False, reject_reason=int(reason),
                 reject_name=reject_name(reason), text=str(exc), transact_time=now))
@@ -671,7 +677,7 @@ class Pipeline(Handler):
                 ok, text = True, "risk limits reloaded; running counters kept"
             except Exception as exc:  # a bad file leaves the running limits in force
                 ok, text = False, f"reload refused, limits unchanged: {exc}"
-        reason = 0 if ok else RejectReason.INVALID_FIELD
+        reason = 0 if ok else _RejectReason.INVALID_FIELD
         self._send(session.session_id, AdminReply(
             req_id=req.req_id, ok=ok, text=text, reject_reason=int(reason),
             reject_name=reject_name(reason) if reason else None, transact_time=now))

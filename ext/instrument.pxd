@@ -22,3 +22,5 @@ cdef class Instrument:
     cpdef int64_t qty_to_lots(self, str qty) except? -1
     cpdef str ticks_to_price(self, int64_t ticks)
     cpdef str lots_to_qty(self, int64_t lots)
+    cpdef str half_ticks_to_price(self, int64_t price_x2)
+    cpdef str avg_px(self, object notional_x2, int64_t cum_qty)

@@ -8,7 +8,7 @@ where decimal strings such as ``"101.25"`` become ticks and back, and it never
 goes through a float: a value is parsed into an integer mantissa and a decimal
 exponent and divided exactly, so ``"0.1"`` is exactly one tenth.
 """
-from libc.stdint cimport INT64_MAX
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
 
 from ext.types import RejectReason
 
@@ -71,8 +71,27 @@ cdef tuple _parse_size(str text, str field):
     return mantissa, exponent
 
 
+cdef extern from *:
+    # gcc/clang builtin: the product, and whether it overflowed int64.
+    bint _mul_overflow "__builtin_mul_overflow"(int64_t a, int64_t b, int64_t* out) nogil
+
+
 cdef str _format(object units, int64_t size_m, int size_e):
-    """``units * size`` as the shortest exact decimal string."""
+    """``units * size`` as the shortest exact decimal string.
+
+    Reports format several quantities and prices per order, so a value that
+    fits 64 bits is written out in C (``_format_i64``); anything larger
+    takes Python's arbitrary-precision integers, with the same result.
+    """
+    cdef int64_t small
+    if type(units) is int and -INT64_MAX <= units <= INT64_MAX:
+        small = units
+        return _format_i64(small, size_m, size_e)
+    return _format_big(units, size_m, size_e)
+
+
+cdef str _format_big(object units, int64_t size_m, int size_e):
+    """``_format`` with Python integers: any size."""
     value = units * size_m
     sign = "-" if value < 0 else ""
     digits = str(abs(value))
@@ -81,6 +100,110 @@ cdef str _format(object units, int64_t size_m, int size_e):
     digits = digits.rjust(size_e + 1, "0")
     whole, frac = digits[:-size_e], digits[-size_e:].rstrip("0")
     return sign + whole + ("." + frac if frac else "")
+
+
+cdef str _format_i64(int64_t units, int64_t size_m, int size_e):
+    """``_format`` for a 64-bit ``units``: digits written into a C buffer."""
+    cdef int64_t value
+    if _mul_overflow(units, size_m, &value) or value == INT64_MIN or size_e > 40:
+        return _format_big(units, size_m, size_e)
+    cdef char digits[64]
+    cdef char out[72]
+    cdef uint64_t mag = <uint64_t>(-value if value < 0 else value)
+    cdef int n = 0, k = 0, whole, last
+    while True:                     # least significant digit first
+        digits[n] = <char>(48 + mag % 10)
+        mag //= 10
+        n += 1
+        if mag == 0:
+            break
+    while n < size_e + 1:           # at least one digit before the point
+        digits[n] = 48
+        n += 1
+    if value < 0:
+        out[k] = 45                 # "-"
+        k += 1
+    whole = n - size_e
+    while n > size_e:
+        n -= 1
+        out[k] = digits[n]
+        k += 1
+    last = 0                        # the last nonzero fraction digit
+    while last < size_e and digits[last] == 48:
+        last += 1
+    if last < size_e:
+        out[k] = 46                 # "."
+        k += 1
+        while n > last:
+            n -= 1
+            out[k] = digits[n]
+            k += 1
+    return out[:k].decode("ascii")
+
+
+# The codes every conversion passes along, as C ints: reading them off the
+# RejectReason enum class costs a Python attribute lookup per call.
+cdef int _INVALID_PRICE = RejectReason.INVALID_PRICE
+cdef int _OFF_TICK = RejectReason.OFF_TICK
+cdef int _INVALID_QTY = RejectReason.INVALID_QTY
+cdef int _OFF_LOT = RejectReason.OFF_LOT
+
+
+cdef int64_t _POW10[19]
+_POW10[0] = 1
+for _k in range(1, 19):
+    _POW10[_k] = _POW10[_k - 1] * 10
+
+
+cdef int64_t _to_units_i64(str text, int64_t size_m, int size_e):
+    """Whole units of ``size`` in a plain positive decimal string, in C; 0 if it
+    is not one that fits (the caller then takes the Python path, which accepts
+    or refuses it with a reason).
+
+    Every order's price and quantity pass here, so the common case (digits,
+    at most one point, at most 18 significant digits, on the grid) costs no
+    Python objects.
+    """
+    cdef Py_ssize_t n = len(text), i
+    if n == 0 or n > 40:
+        return 0
+    cdef Py_UCS4 uch
+    cdef int64_t mantissa = 0, den
+    cdef int digits = 0, exponent = 0, shift
+    cdef long ch
+    cdef bint seen_dot = False, any_digit = False
+    for i in range(n):
+        uch = text[i]
+        ch = <long>uch              # the code point (Py_UCS4 itself does str arithmetic)
+        if ch == 46:                # "."
+            if seen_dot:
+                return 0
+            seen_dot = True
+        elif 48 <= ch <= 57:
+            any_digit = True
+            if mantissa or ch != 48:
+                digits += 1
+                if digits > 18:
+                    return 0
+            mantissa = mantissa * 10 + (ch - 48)
+            if seen_dot:
+                exponent += 1
+        else:
+            return 0
+    if not any_digit or mantissa == 0 or exponent > 18:
+        return 0
+    # value / size = (mantissa * 10**size_e) / (size_m * 10**exponent), exactly.
+    den = size_m
+    shift = size_e - exponent
+    if shift > 0:
+        if shift > 18 or _mul_overflow(mantissa, _POW10[shift], &mantissa):
+            return 0
+    elif shift < 0:
+        if -shift > 18 or _mul_overflow(den, _POW10[-shift], &den):
+            return 0
+    if mantissa % den:
+        return 0
+    return mantissa // den
 
 
 cdef class Instrument:
@@ -135,12 +258,20 @@ cdef class Instrument:
                           int invalid, int off_grid):
         if not isinstance(text, str):
             raise ConversionError(invalid, field, f"{field} must be a decimal string, got {type(text).__name__}")
+        cdef int64_t fast = _to_units_i64(text, size_m, size_e)
+        if fast > 0:
+            return fast
+        # Anything the C path declines (a sign, junk, zero, off the grid, more
+        # than 18 digits) is decided here, with the reason it is refused.
         mantissa, exponent = _parse_decimal(text, field, invalid)
         if mantissa <= 0:
             raise ConversionError(invalid, field, f"{field} must be positive, got {text!r}")
         # value / size = (mantissa * 10**size_e) / (size_m * 10**exponent), exactly.
-        numerator = mantissa * 10 ** size_e
-        denominator = size_m * 10 ** exponent
+        # The power of ten must be a Python int: Cython computes ``10 ** size_e``
+        # of a C int with the C library's pow(), a double, which silently
+        # rounded values of 19 digits and more.
+        numerator = mantissa * (<object>10) ** size_e
+        denominator = size_m * (<object>10) ** exponent
         units, remainder = divmod(numerator, denominator)
         if remainder:
             size = _format(1, size_m, size_e)
@@ -159,7 +290,7 @@ cdef class Instrument:
             or ``VALUE_OUT_OF_RANGE``.
         """
         return self._to_units(price, "price", self._tick_m, self._tick_e,
-                              RejectReason.INVALID_PRICE, RejectReason.OFF_TICK)
+                              _INVALID_PRICE, _OFF_TICK)
 
     cpdef int64_t qty_to_lots(self, str qty) except? -1:
         """Convert a quantity string to integer lots.
@@ -171,7 +302,7 @@ cdef class Instrument:
             ``BELOW_MIN_QTY`` or ``VALUE_OUT_OF_RANGE``.
         """
         cdef int64_t lots = self._to_units(qty, "qty", self._lot_m, self._lot_e,
-                                           RejectReason.INVALID_QTY, RejectReason.OFF_LOT)
+                                           _INVALID_QTY, _OFF_LOT)
         if lots < self.min_lots:
             raise ConversionError(RejectReason.BELOW_MIN_QTY, "qty",
                                   f"qty {qty!r} is below the minimum {self.min_qty}")
@@ -179,11 +310,51 @@ cdef class Instrument:
 
     cpdef str ticks_to_price(self, int64_t ticks):
         """Integer ticks back to the exact decimal price string."""
-        return _format(ticks, self._tick_m, self._tick_e)
+        return _format_i64(ticks, self._tick_m, self._tick_e)
 
     cpdef str lots_to_qty(self, int64_t lots):
         """Integer lots back to the exact decimal quantity string."""
-        return _format(lots, self._lot_m, self._lot_e)
+        return _format_i64(lots, self._lot_m, self._lot_e)
+
+    cpdef str half_ticks_to_price(self, int64_t price_x2):
+        """A price in half-ticks (a midpoint fill) as the exact decimal string.
+
+        >>> Instrument("X", "0.01").half_ticks_to_price(37851)
+        '189.255'
+        """
+        # price_x2 * tick / 2 == (price_x2 * 5) * (tick / 10)
+        cdef int64_t fives
+        if _mul_overflow(price_x2, 5, &fives):
+            return _format_big((<object>price_x2) * 5, self._tick_m, self._tick_e + 1)
+        return _format_i64(fives, self._tick_m, self._tick_e + 1)
+
+    cpdef str avg_px(self, object notional_x2, int64_t cum_qty):
+        """Exact average price (up to 6 digits past the tick) as a decimal string, or None.
+
+        ``notional_x2`` is the sum of ``qty * price`` in lots and half-ticks.
+        The average is taken in millionths of a tick, rounded half to even,
+        and written on the tick's decimal grid; integers only.
+
+        >>> Instrument("X", "0.01").avg_px(2, 3)
+        '0.00333333'
+        """
+        if cum_qty == 0:
+            return None
+        cdef int64_t n, micro, rem
+        if (type(notional_x2) is int and 0 <= notional_x2 <= INT64_MAX // 1_000_000
+                and 0 < cum_qty <= INT64_MAX // 2):
+            n = notional_x2
+            micro = n * 1_000_000 // (2 * cum_qty)
+            rem = n * 1_000_000 % (2 * cum_qty)
+            # rem against half the divisor (2 * cum_qty): cum_qty itself
+            if rem > cum_qty or (rem == cum_qty and micro % 2):
+                micro += 1
+            return _format_i64(micro, self._tick_m, self._tick_e + 6)
+        half = <object>cum_qty          # Python ints from here: no 64-bit overflow
+        big, big_rem = divmod(notional_x2 * 1_000_000, 2 * half)
+        if big_rem > half or (big_rem == half and big % 2):
+            big += 1
+        return _format(big, self._tick_m, self._tick_e + 6)
 
     def notional(self, int64_t ticks, int64_t lots):
         """Exact ``price * qty`` as a decimal string (for reports, not the hot path)."""

@@ -128,3 +128,24 @@ def test_orders_cost_the_garbage_collector_one_object_at_most():
     # Identity, not field equality: a second order with equal fields is another order.
     twin = new_order(OrderTable())
     assert twin != new_order(OrderTable()) and len({twin, order}) == 2
+
+
+def test_report_carries_every_field_by_name():
+    """execution_report builds the struct positionally: each value must land in its field."""
+    table = OrderTable()
+    order = new_order(table, qty=10_000, price=18925)
+    route(order)
+    order.fill(4_000, 2 * 18925 + 1, 3)
+    report = execution_report(order, INST, ExecType.PARTIAL_FILL, last_qty=4_000,
+                              last_px_x2=2 * 18925 + 1, venue="XNAS", exec_id="E9",
+                              orig_cl_ord_id="c0", reason=RejectReason.OFF_TICK, text="why")
+    got = {f: getattr(report, f) for f in report.__struct_fields__ if f != "transact_time"}
+    assert got == {
+        "order_id": str(order.order_id), "cl_ord_id": "c1", "account": "ACC1", "symbol": "AAPL",
+        "side": Side.BUY, "exec_type": ExecType.PARTIAL_FILL,
+        "ord_status": OrdStatus.PARTIALLY_FILLED, "qty": "10", "cum_qty": "4", "leaves_qty": "6",
+        "orig_cl_ord_id": "c0", "exec_id": "E9", "ord_type": OrdType.LIMIT, "price": "189.25",
+        "avg_px": "189.255", "last_qty": "4", "last_px": "189.255", "venue": "XNAS",
+        "reject_reason": int(RejectReason.OFF_TICK), "reject_name": "OFF_TICK", "text": "why",
+        "v": report.v, "seq": 0}
+    assert report.transact_time > 0
