@@ -783,8 +783,10 @@ class IntakeServer:
                            cl_ord_id=getattr(request, "cl_ord_id", None))
 
     def _refuse(self, session: Session, problem: Problem, request: Request) -> None:
+        # A cl_ord_id that is itself the fault is not echoed: it may be any text.
+        cl_ord_id = None if problem.field == "cl_ord_id" else getattr(request, "cl_ord_id", None)
         session.reject(problem.reason, f"{type(request).__name__}: {problem.text}",
-                       ref_type=type(request).__name__, cl_ord_id=getattr(request, "cl_ord_id", None))
+                       ref_type=type(request).__name__, cl_ord_id=cl_ord_id)
 
     def _screen_bulk(self, session: Session, bulk: BulkNewOrders) -> BulkNewOrders | None:
         """Reject the orders of a bulk that fail intake's checks; keep the rest."""

@@ -152,6 +152,17 @@ BAD_INPUTS = [
     ("stp unknown", GOOD | {"stp": 9}, RejectReason.INVALID_STP_MODE, "stp"),
     ("empty cl_ord_id", GOOD | {"cl_ord_id": ""}, RejectReason.INVALID_ORDER_ID, "cl_ord_id"),
     ("cl_ord_id with space", GOOD | {"cl_ord_id": "a b"}, RejectReason.INVALID_ORDER_ID, "cl_ord_id"),
+    # Python's $ matches before a final newline: these passed the old regex patterns.
+    ("cl_ord_id newline", GOOD | {"cl_ord_id": "c-1\n"}, RejectReason.INVALID_ORDER_ID, "cl_ord_id"),
+    ("qty newline", GOOD | {"qty": "10\n"}, RejectReason.INVALID_QTY, "qty"),
+    ("cl_ord_id too long", GOOD | {"cl_ord_id": "c" * 65}, RejectReason.INVALID_ORDER_ID, "cl_ord_id"),
+    ("account not ascii", GOOD | {"account": "ACC\u00e9"}, RejectReason.INVALID_FIELD, "account"),
+    ("symbol too long", GOOD | {"symbol": "S" * 33}, RejectReason.INVALID_FIELD, "symbol"),
+    ("qty 21 whole digits", GOOD | {"qty": "1" * 21}, RejectReason.INVALID_QTY, "qty"),
+    ("price 19 decimals", GOOD | {"price": "1." + "0" * 18 + "1"}, RejectReason.INVALID_PRICE, "price"),
+    ("price zero", GOOD | {"price": "0.00"}, RejectReason.INVALID_PRICE, "price"),
+    ("cancel orig id blank", {"type": "Cancel", "cl_ord_id": "c-2", "orig_cl_ord_id": " ", "account": "A"},
+     RejectReason.INVALID_ORDER_ID, "orig_cl_ord_id"),
     ("account wrong type", GOOD | {"account": 5}, RejectReason.INVALID_FIELD, "account"),
     ("post_only not bool", GOOD | {"post_only": "yes"}, RejectReason.INVALID_FIELD, "post_only"),
     ("bulk bad price", {"type": "BulkNewOrders", "orders": [GOOD, GOOD | {"price": "x"}]},
@@ -163,12 +174,21 @@ BAD_INPUTS = [
 ]
 
 
+def problem_of(data: bytes):
+    """What intake concludes of a frame: decoding, then the checks after decoding."""
+    try:
+        request = request_decoder().decode(data)
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
+        return classify_decode_error(data, exc)
+    problem = check_request(request)
+    assert problem is not None, f"{data!r} was accepted"
+    return problem, type(request).__name__, None if problem.field == "cl_ord_id" else getattr(request, "cl_ord_id", None)
+
+
 @pytest.mark.parametrize("name,payload,reason,field", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
 def test_bad_input_maps_to_reason(name, payload, reason, field):
     data = payload if isinstance(payload, bytes) else msgspec.msgpack.encode(payload)
-    with pytest.raises((msgspec.MsgspecError, UnicodeDecodeError)) as caught:
-        request_decoder().decode(data)
-    problem, ref_type, cl_ord_id = classify_decode_error(data, caught.value)
+    problem, ref_type, cl_ord_id = problem_of(data)
     assert problem.reason == reason, problem
     assert problem.field == field
     assert problem.text  # a sentence for the client, never empty
@@ -180,15 +200,15 @@ def test_bad_input_maps_to_reason(name, payload, reason, field):
 
 
 def test_error_text_names_the_field_and_the_rule():
-    data = msgspec.msgpack.encode(GOOD | {"price": "1e5"})
-    with pytest.raises(msgspec.ValidationError) as caught:
-        request_decoder().decode(data)
-    text = classify_decode_error(data, caught.value)[0].text
-    assert "$.price" in text and "positive decimal string" in text
-    data = msgspec.msgpack.encode({"type": "BulkNewOrders", "orders": [GOOD, GOOD | {"qty": 1}]})
-    with pytest.raises(msgspec.ValidationError) as caught:
-        request_decoder().decode(data)
-    assert "$.orders[1].qty" in classify_decode_error(data, caught.value)[0].text
+    text = problem_of(msgspec.msgpack.encode(GOOD | {"price": "1e5"}))[0].text
+    assert "$.price" in text and "positive decimal string" in text and "'1e5'" in text
+    text = problem_of(msgspec.msgpack.encode({"type": "BulkNewOrders", "orders": [GOOD, GOOD | {"qty": 1}]}))[0].text
+    assert "$.orders[1].qty" in text
+    problem = problem_of(msgspec.msgpack.encode({"type": "BulkNewOrders", "orders": [GOOD, GOOD | {"qty": "1e3"}]}))[0]
+    assert "$.orders[1].qty" in problem.text and problem.reason == RejectReason.INVALID_QTY
+    # A huge value is shown cut short: the reject's text stays readable.
+    problem = problem_of(msgspec.msgpack.encode(GOOD | {"account": "x" * 300}))[0]
+    assert problem.field == "account" and len(problem.text) < 200
 
 
 # ---------------------------------------------------------------- cross-field rules
