@@ -6,18 +6,32 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXT_SRC := $(wildcard ext/*.pyx ext/*.pxd) setup.py pyproject.toml
 
-.PHONY: setup build demo serve test test-fast bench bench-quick annotate debug clean
+# Debian packages the Cython core links against: ext/journalframe hashes
+# journal records with libsodium's BLAKE2b and zlib's CRC-32.
+DEBS   := libsodium-dev zlib1g-dev
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup debs build demo serve test test-fast bench bench-quick annotate debug clean
+
+# Installed only when missing; apt's package lists are refreshed only if the
+# first attempt cannot find them.
+debs:
+	@dpkg -s $(DEBS) >/dev/null 2>&1 || { \
+	  echo "installing Debian packages: $(DEBS)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -q --no-install-recommends $(DEBS) || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(DEBS); }; }
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip "setuptools>=68" wheel "cython>=3.0.10" "numpy>=1.26"
 
-$(STAMP): $(PY) pyproject.toml setup.py
+$(STAMP): $(PY) pyproject.toml setup.py | debs
 	$(PY) -m pip install --quiet --no-build-isolation -e '.[dev]'
 	touch $(STAMP)
 
 # Rebuild the Cython core in place whenever a .pyx/.pxd changes.
-build: $(STAMP) $(EXT_SRC)
+build: $(STAMP) $(EXT_SRC) | debs
 	$(PY) setup.py --quiet build_ext --inplace
 
 setup: build

@@ -33,11 +33,16 @@ compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
 # Cython warnings are errors: a silent type fallback is a bug here.
 Options.warning_errors = True
 
+# C libraries a module links against (Debian's -dev packages, installed by
+# the Makefile): the journal's framing hashes with libsodium and zlib.
+LIBRARIES = {"journalframe": ["sodium", "z"]}
+
 extensions = [
     Extension(
         f"ext.{pyx.stem}",
         [str(pyx)],
         include_dirs=[numpy.get_include(), "ext"],
+        libraries=LIBRARIES.get(pyx.stem, []),
         define_macros=macros,
         extra_compile_args=compile_args + ["-Wno-unused-function"],
     )
