@@ -172,8 +172,7 @@ class Pipeline(Handler):
         for v, book in self._lit_books[ix]:
             if book.seq != marks[v]:
                 marks[v] = book.seq
-                bids, asks = book.depth(self.router.max_levels)
-                self.router.update_book(ix, v, bids, asks)
+                self.router.update_book_from(ix, v, book)
         bid, ask = self._nbbo(self._market_ix[ix])
         if bid and ask:
             self.risk.set_reference_price(self._risk_ix[ix], (bid + ask) // 2, now)

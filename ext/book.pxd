@@ -137,6 +137,8 @@ cdef class OrderBook:
     cdef int64_t best_bid_qty_c(self) noexcept
     cdef int64_t best_ask_qty_c(self) noexcept
     cdef Order* find_c(self, int64_t order_id) noexcept
+    cdef Py_ssize_t depth_c(self, int side_index, int64_t* px, int64_t* qty,
+                            Py_ssize_t n) noexcept
 
     # ------------------------------------------------------------ internals
     cdef int _grow_pool(self, int32_t new_cap) except -1

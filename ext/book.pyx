@@ -790,6 +790,17 @@ cdef class OrderBook:
         """Best ask price in ticks, or None."""
         return self.asks.data[self.asks.n - 1].price if self.asks.n else None
 
+    cdef Py_ssize_t depth_c(self, int side_index, int64_t* px, int64_t* qty,
+                            Py_ssize_t n) noexcept:
+        """Up to ``n`` levels of one side (0: bids, 1: asks), best first, into ``px``/``qty``;
+        returns how many. What ``depth()`` gives, without building arrays."""
+        cdef LevelArray* a = &self.bids if side_index == 0 else &self.asks
+        cdef Py_ssize_t k = min(max(n, 0), a.n), i
+        for i in range(k):
+            px[i] = a.data[a.n - 1 - i].price
+            qty[i] = a.data[a.n - 1 - i].qty
+        return k
+
     def depth(self, Py_ssize_t n=10):
         """L2 depth: ``(bids, asks)`` as ``DEPTH_DTYPE`` arrays, best level first."""
         return self._side_depth(&self.bids, n), self._side_depth(&self.asks, n)

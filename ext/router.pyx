@@ -50,6 +50,7 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.math cimport NAN
 from libc.string cimport memcpy, memmove, memset
 from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put
+from ext.book cimport OrderBook
 from libc.stdint cimport int64_t, int32_t, uint32_t, uint8_t, uint16_t, uint64_t, INT64_MAX
 
 import math
@@ -578,6 +579,29 @@ cdef class Router:
                            &bq[0] if bq.shape[0] else NULL, bp.shape[0])
         self.update_side_c(instrument, venue, 1, &ap[0] if ap.shape[0] else NULL,
                            &aq[0] if aq.shape[0] else NULL, ap.shape[0])
+        return 0
+
+    def update_book_from(self, int instrument, int venue, OrderBook book):
+        """``update_book(instrument, venue, *book.depth(max_levels))``, read from the book in C.
+
+        The engine refreshes its view of every changed lit book before each
+        order; through ``depth()`` that built eight numpy arrays per venue.
+        Same checks, same result codes, same effect.
+        """
+        self._check_book(instrument, venue)
+        cdef int64_t bp[1024]
+        cdef int64_t bq[1024]
+        cdef int64_t ap[1024]
+        cdef int64_t aq[1024]
+        cdef Py_ssize_t nb = book.depth_c(0, bp, bq, self.max_levels)
+        cdef Py_ssize_t na = book.depth_c(1, ap, aq, self.max_levels)
+        cdef int code = self._validate_side(0, bp, bq, nb)
+        if code == 0:
+            code = self._validate_side(1, ap, aq, na)
+        if code:
+            return code
+        self.update_side_c(instrument, venue, 0, bp, bq, nb)
+        self.update_side_c(instrument, venue, 1, ap, aq, na)
         return 0
 
     cdef int _check_book(self, int instrument, int venue) except -1:

@@ -15,6 +15,7 @@ import re
 from fractions import Fraction
 
 import numpy as np
+from hypothesis import given, settings, strategies as st
 import pytest
 
 import ext.router
@@ -840,3 +841,25 @@ def test_docs_example_runs():
     assert lines[:4] == ["1 100 20", "0 101 60", "2 101 40", "1207 / 12"]
     fees, pi_bps = lines[4].split()
     assert fees == "260000" and round(float(pi_bps), 2) == -58.33
+
+
+@settings(max_examples=60, deadline=None)
+@given(orders=st.lists(st.tuples(st.sampled_from([BUY, SELL]), st.integers(90, 110), st.integers(1, 50)),
+                       max_size=40),
+       max_levels=st.integers(1, 12))
+def test_update_book_from_equals_update_book_of_depth(orders, max_levels):
+    """The engine's C path from a venue's book gives the router what depth() gives it."""
+    book = OrderBook("TEST")
+    for k, (side, price, qty) in enumerate(orders):
+        book.add(k + 1, side, price, qty)
+    via_arrays, direct = Router(2, max_levels=max_levels), Router(2, max_levels=max_levels)
+    for router in (via_arrays, direct):  # something to replace, and a mark to clear
+        router.update_book(0, 1, bids=[(5, 1)], asks=[(500, 1)])
+    assert via_arrays.update_book(0, 1, *book.depth(max_levels)) == 0
+    assert direct.update_book_from(0, 1, book) == 0
+    assert direct.depth(0, 1) == via_arrays.depth(0, 1)
+    assert direct.book_state(0, 1) == via_arrays.book_state(0, 1)
+    bids, asks = book.depth(max_levels)
+    assert direct.depth(0, 1) == ([(int(p), int(q)) for p, q, _ in bids], [(int(p), int(q)) for p, q, _ in asks])
+    with pytest.raises(IndexError):
+        direct.update_book_from(0, 2, book)
