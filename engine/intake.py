@@ -45,7 +45,6 @@ from typing import Callable, Iterable, Iterator
 import msgspec
 import zmq
 import zmq.auth
-import zmq.backend
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from engine.busy import BusyFlag
@@ -72,6 +71,7 @@ from engine.messages import (
     request_decoder,
 )
 from engine.metrics import Metrics
+from ext import zmqcall
 
 log = logging.getLogger(__name__)
 
@@ -79,37 +79,11 @@ ZAP_DOMAIN = b"kronos"
 #: accounts value meaning "every account"
 ALL_ACCOUNTS = "*"
 
-# Per-message socket calls go straight to pyzmq's Cython backend: the sugar
-# layer's send_multipart/recv_multipart cost more Python per message (type
-# checks, IntFlag arithmetic on every flag) than the rest of intake's framing.
-# Same libzmq calls, same semantics; flags are plain ints for the same reason.
-_zmq_send = zmq.backend.Socket.send
-_zmq_recv = zmq.backend.Socket.recv
-_zmq_get = zmq.backend.Socket.get
-_NOBLOCK = int(zmq.NOBLOCK)
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
-_SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
-
-
-def _send_pair(socket: zmq.Socket, route: bytes, frame) -> None:
-    """Send ``[route, frame]`` on a ROUTER socket without blocking (raises zmq.Again when full).
-
-    A ROUTER socket queues a multipart message whole or not at all, so the
-    first part can't be accepted with the second refused.
-    """
-    _zmq_send(socket, route, _SNDMORE_NOBLOCK)
-    _zmq_send(socket, frame, _NOBLOCK)
-
-
-def _recv_frames(socket: zmq.Socket) -> list[zmq.Frame]:
-    """Every part of the next message, without blocking (raises zmq.Again when none)."""
-    frame = _zmq_recv(socket, _NOBLOCK, False)
-    frames = [frame]
-    while frame.more:
-        frame = _zmq_recv(socket, _NOBLOCK, False)
-        frames.append(frame)
-    return frames
+# Per-message socket calls (receive, send, "is there more?") are made from C
+# by ext.zmqcall on pyzmq's own libzmq: pyzmq's per-call Python work (a Frame
+# per received part, a SocketOption enum per getsockopt, an exception per
+# empty recv) cost more than intake's framing. Same libzmq calls, same
+# semantics; options, binding, CURVE and closing stay with pyzmq.
 
 
 # ---------------------------------------------------------------- handler interface
@@ -288,6 +262,13 @@ class _Listener:
         self.routes: dict[bytes, Session] = {}
         self.endpoints: list[str] = []
         self.recheck_scheduled = False
+        #: libzmq's socket, for ext.zmqcall; 0 once the socket is closed
+        self.handle = socket.underlying
+
+    def close(self) -> None:
+        """Close the socket; later sends and reads fail (ENOTSOCK) instead of touching it."""
+        self.handle = 0
+        self.socket.close()
 
     def transmit(self, session: Session, frame: bytes) -> None:
         """Send one encoded message to the session's current route (if it has one)."""
@@ -295,12 +276,12 @@ class _Listener:
         if route is None:
             return  # kept in the session's ring for a resend after it resumes
         try:
-            _send_pair(self.socket, route, frame)
-            self.server.frames_sent += 1
-        except zmq.Again:
-            # The peer's queue is full; the message waits in the ring and the
-            # client sees the gap in seq and asks for a resend.
-            self.server.metrics.send_dropped.inc()
+            if zmqcall.send_pair(self.handle, route, frame) == zmqcall.AGAIN:
+                # The peer's queue is full; the message waits in the ring and
+                # the client sees the gap in seq and asks for a resend.
+                self.server.metrics.send_dropped.inc()
+            else:
+                self.server.frames_sent += 1
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
@@ -542,7 +523,7 @@ class IntakeServer:
                 self._loop.remove_reader(listener.socket.getsockopt(zmq.FD))
             except zmq.ZMQError:
                 pass
-            listener.socket.close()
+            listener.close()
         self._listeners.clear()
         if self._auth is not None:
             self._auth.stop()
@@ -555,7 +536,7 @@ class IntakeServer:
         listener.recheck_scheduled = False
         if listener.socket.closed:
             return
-        if listener.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if zmqcall.has_input(listener.handle):
             self._drain(listener)
 
     def _drain(self, listener: _Listener) -> None:
@@ -569,27 +550,18 @@ class IntakeServer:
         if busy is not None:
             busy.raise_()
         self._draining = True
-        first = True
+        handle, curve = listener.handle, listener.curve
         try:
             while budget:
-                try:
-                    frames = _recv_frames(socket)
-                except zmq.Again:
+                message = zmqcall.recv_message(handle, curve)
+                if message is None:
                     return
                 budget -= 1
                 self.messages_read += 1
                 try:
-                    self._on_frames(listener, frames, now)
+                    self._on_frames(listener, message[0], message[1], now)
                 except Exception:  # one bad message must not stop the intake
                     log.exception("intake: failed on a message")
-                if first:
-                    # At low rates a wake-up brings one message, and the
-                    # zmq.Again of a recv that finds none costs more than
-                    # asking ZMQ_EVENTS (8 us against 3 here); past the first
-                    # message a burst is likely, and recv goes on until Again.
-                    first = False
-                    if not _zmq_get(socket, _EVENTS) & _POLLIN:
-                        return
             # Budget spent with messages still waiting: let other callbacks
             # (timers, venue reports) run, then continue where we stopped.
             self._loop.call_soon(self._drain, listener)
@@ -640,9 +612,8 @@ class IntakeServer:
                 listener.recheck_scheduled = True
                 self._loop.call_soon(self._recheck, listener)
 
-    def _on_frames(self, listener: _Listener, frames: list[zmq.Frame], now: int) -> None:
-        route = frames[0].bytes
-        principal = frames[-1].get("User-Id") if listener.curve else ""
+    def _on_frames(self, listener: _Listener, frames: list[bytes], principal: str, now: int) -> None:
+        route = frames[0]
         session = listener.routes.get(route)
         if session is None or session.principal != principal:
             session = self._open_session(listener, route, principal, now)
@@ -662,12 +633,11 @@ class IntakeServer:
             session.reject(RejectReason.MESSAGE_TOO_LARGE,
                            f"message of {size} bytes exceeds the limit of {self.config.max_message_bytes}")
             return
-        buffer = payload.buffer
         started = time.perf_counter_ns()
         try:
-            request = listener.decoder.decode(buffer)
+            request = listener.decoder.decode(payload)
         except Exception as exc:  # noqa: BLE001 - msgspec errors, and UnicodeDecodeError for non-UTF-8 str
-            problem, ref_type, cl_ord_id = classify_decode_error(buffer, exc)
+            problem, ref_type, cl_ord_id = classify_decode_error(payload, exc)
             session.reject(problem.reason, problem.text, ref_type=ref_type, cl_ord_id=cl_ord_id)
             return
         self._dispatch(listener, route, session, request, now, started)
@@ -686,7 +656,7 @@ class IntakeServer:
             reject = make_reject(RejectReason.NOT_AUTHORIZED, "too many sessions")
             listener.encoder.encode_into(reject, listener.buf)
             try:
-                _send_pair(listener.socket, route, listener.buf)
+                zmqcall.send_pair(listener.handle, route, listener.buf)
             except zmq.ZMQError:
                 pass
             return None
