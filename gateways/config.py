@@ -87,6 +87,13 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         ``SCHED_IDLE``, run only on CPU time no other task wants (a task of
         the engine's that wakes takes the core from it at once); the gateway
         falls further behind while the machine is busy.
+    cpu_slice_us : float
+        Longest stretch of work, in µs, after which the gateway offers its
+        CPU to any other task that waits for one (``sched_yield``, at its
+        next step), so that an engine thread that woke meanwhile runs at
+        once instead of after the gateway's kernel time slice. 0: never.
+        Default 100 (docs/gateways.md: with it the ZeroMQ gateway's effect
+        on the engine's p99 went from 1.73x to 1.00x in the same run).
     """
 
     name: str | None = None
@@ -103,6 +110,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     metrics_host: str = "127.0.0.1"
     sched_policy: Literal["normal", "idle"] = "normal"
     yield_to_engine_ms: Annotated[float, Meta(ge=0, le=1000)] = 5.0
+    cpu_slice_us: Annotated[float, Meta(ge=0, le=1_000_000)] = 100.0
 
     @property
     def gateway_name(self) -> str:

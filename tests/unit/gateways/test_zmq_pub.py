@@ -246,3 +246,26 @@ def test_gateway_yields_to_a_busy_engine_but_never_stalls(tmp_path, journal):
     finally:
         gateway.stop()
         flag.close()
+
+
+@pytest.mark.parametrize("slice_us,yields", [(0.001, True), (0.0, False)])
+def test_gateway_offers_the_cpu_after_each_slice_of_work(tmp_path, journal, monkeypatch, slice_us, yields):
+    """cpu_slice_us: past a slice of work the gateway calls sched_yield at its next step
+    (a slice of 1 ns: at every step); 0 never does. Either way every event arrives."""
+    import time
+
+    from gateways import base
+    calls = []
+    monkeypatch.setattr(base, "_sched_yield", lambda: calls.append(time.monotonic()))
+    gateway = make_gateway(tmp_path, isolation="thread", cpu_slice_us=slice_us, heartbeat_ms=60_000)
+    gateway.start()
+    try:
+        with Subscriber(gateway.endpoint, gateway.replay_endpoint) as sub:
+            time.sleep(0.2)
+            seqs = write_fills(journal, 1, 20, with_commands=False)
+            got = collect(sub, 20)
+        assert [e.seq for e in got] == seqs
+    finally:
+        gateway.stop()
+    # 20 events: a step before reading, normalising and delivering, and one every 4 sent.
+    assert (len(calls) >= 5) if yields else calls == []
