@@ -43,6 +43,9 @@ from gateways.tail import JournalTail
 # A name of this module's, so that a test can count the calls.
 _sched_yield = os.sched_yield
 
+#: events a delivery handles between two of the gateway's steps (yield_to_engine)
+YIELD_EVERY = 4
+
 log = logging.getLogger(__name__)
 
 

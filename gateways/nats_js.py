@@ -29,7 +29,7 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from engine.journal import JournalReader
-from gateways.base import Gateway
+from gateways.base import YIELD_EVERY, Gateway
 from gateways.config import NatsConfig
 from gateways.events import GatewayEvent
 
@@ -160,10 +160,13 @@ class NatsGateway(Gateway):
         for start in range(0, len(events), config.max_pending):
             chunk = events[start:start + config.max_pending]
             acks.expect(len(chunk))
-            for event in chunk:
+            for k, event in enumerate(chunk):
+                if k and not k % YIELD_EVERY:
+                    self.yield_to_engine()
                 seq = str(event.seq)
                 await nc.publish(subject_of(prefix, event), encode(event), reply=f"{inbox}.{seq}",
                                  headers={api.Header.MSG_ID: seq})
+            self.yield_to_engine()
             await nc.flush(config.ack_timeout_s)
             await acks.wait(config.ack_timeout_s)
 

@@ -30,7 +30,7 @@ from psycopg import sql
 
 from engine.journal import JournalReader
 from engine.messages import Side, TradeFill
-from gateways.base import Gateway
+from gateways.base import YIELD_EVERY, Gateway
 from gateways.config import PostgresConfig
 from gateways.events import GatewayEvent
 
@@ -287,8 +287,11 @@ class PostgresGateway(Gateway):
         with conn.transaction():
             with conn.cursor() as cur:
                 with cur.copy(self._copy) as copy:
-                    for event in events:
+                    for k, event in enumerate(events):
+                        if k and not k % YIELD_EVERY:
+                            self.yield_to_engine()
                         copy.write_row(_row(event))
+                self.yield_to_engine()
                 for statement in self._statements:
                     cur.execute(statement)
                 cur.execute(self._store_cursor, (self.name, through_seq))

@@ -38,7 +38,7 @@ import msgspec
 import zmq
 
 from engine.journal import JournalReader, RecordKind
-from gateways.base import Gateway
+from gateways.base import YIELD_EVERY, Gateway
 from gateways.config import ZmqConfig
 from gateways.events import GatewayEvent, Normalizer, topic_of
 from gateways.tail import JournalTail
@@ -163,9 +163,6 @@ class ZmqGateway(Gateway):
             head = self._prev if self._prev is not None else (self._cursor or 0)
             self._pub.send_multipart((HEARTBEAT_TOPIC, HEADER.pack(head, head, 0), b""))
 
-
-#: events sent between two looks at the engine's busy flag (a few µs each)
-YIELD_EVERY = 4
 
 
 def _matches(topic: bytes, topics: frozenset[bytes], prefixes: tuple[bytes, ...]) -> bool:

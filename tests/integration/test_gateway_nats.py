@@ -172,3 +172,23 @@ def test_subjects_headers_and_resume_from_the_stream(tmp_path, server, journal):
     finally:
         again.stop()
     assert [e.seq for e, _, _ in stream_events(server.url, "SUBJECTS")] == list(written) + list(more)
+
+
+def test_a_delivery_offers_the_cpu_between_publishes(tmp_path, server, journal, monkeypatch):
+    """With cpu_slice_us of 1 ns the gateway yields at every step, inside a delivery too:
+    every 4 publishes and before waiting for the acknowledgements."""
+    from gateways import base
+    calls = []
+    monkeypatch.setattr(base, "_sched_yield", lambda: calls.append(1))
+    written = write_fills(journal, 1, 40)
+    gateway = make_gateway(tmp_path, server.url, "SLICES", isolation="thread", cpu_slice_us=0.001,
+                           batch_size=100)
+    gateway.start()
+    try:
+        assert gateway.wait_for(journal.last_seq, 20)
+    finally:
+        gateway.stop()
+    assert deduplicated(stream_events(server.url, "SLICES")) == written
+    # 40 fills in one batch: 9 steps inside the delivery (every 4 events, then before the
+    # acknowledgements) beyond the loop's own before reading, normalising and delivering.
+    assert len(calls) >= 12

@@ -294,3 +294,20 @@ def test_engine_history_beyond_memory_comes_from_the_trade_store(tmp_path, schem
         behind = history(t0)
         assert not behind.complete and "not caught up" in behind.text
         assert [f.cl_ord_id for f in behind.fills][-1] == "b5"
+
+
+def test_a_delivery_offers_the_cpu_between_rows(tmp_path, schema, db, journal, monkeypatch):
+    """With cpu_slice_us of 1 ns the gateway yields at every step, inside the COPY of a
+    batch too (every 4 rows, then before the batch's statements)."""
+    from gateways import base
+    calls = []
+    monkeypatch.setattr(base, "_sched_yield", lambda: calls.append(1))
+    written = write_fills(journal, 1, 40)
+    gateway = make_gateway(tmp_path, schema, isolation="thread", cpu_slice_us=0.001, batch_size=100)
+    gateway.start()
+    try:
+        assert gateway.wait_for(journal.last_seq, 20)
+    finally:
+        gateway.stop()
+    assert fill_seqs(db, schema) == written
+    assert len(calls) >= 12
