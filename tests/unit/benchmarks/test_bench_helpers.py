@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from benchmarks.bench_e2e import wait_readable
-from benchmarks.bench_gateways import bootstrap_median_ci
+from benchmarks.bench_gateways import bootstrap_median_ci, verdict
 
 
 @pytest.fixture
@@ -79,3 +79,13 @@ def test_bootstrap_interval_narrows_with_more_rounds():
     few = bootstrap_median_ci([0.9, 1.3, 1.0, 1.2])
     many = bootstrap_median_ci([0.9, 1.3, 1.0, 1.2] * 10)
     assert many[1] - many[0] < few[1] - few[0]
+
+
+def test_verdict_reads_the_interval_not_the_median():
+    """A gateway is 'met' only when its whole interval is within the 5% target, 'missed'
+    only when the whole interval is beyond it; an interval across the target is unresolved."""
+    assert verdict(0.90, 1.04) == "met"
+    assert verdict(0.90, 1.05) == "met"
+    assert verdict(1.06, 1.80) == "missed"
+    assert verdict(0.78, 2.20) == "unresolved"
+    assert verdict(1.05, 1.30) == "unresolved"
