@@ -25,6 +25,7 @@ import logging
 import msgspec
 import nats
 import orjson
+import uvloop
 from nats.js import api
 from nats.js.errors import NotFoundError
 
@@ -71,7 +72,9 @@ class NatsGateway(Gateway):
 
     # ------------------------------------------------------------ connection
     def open(self) -> None:
-        self._loop = asyncio.new_event_loop()
+        # uvloop as in the engine: 6.5% fewer instructions per event delivered
+        # than asyncio's loop (callgrind, batches of 20; docs/gateways.md).
+        self._loop = uvloop.new_event_loop()
         self._loop.run_until_complete(self._connect())
 
     async def _connect(self) -> None:
