@@ -101,6 +101,9 @@ def test_restarted_gateway_resumes_and_the_subscriber_sees_each_event_once(tmp_p
     with Subscriber(gateway.endpoint, gateway.replay_endpoint, start_seq=0) as sub:
         before = write_fills(journal, 1, 200)
         got = collect(sub, 200)
+        # The subscriber may have had them from the replay endpoint, which reads the
+        # journal itself, before the gateway's loop got there: wait for the loop.
+        assert gateway.wait_for(before[-1], 20)
         gateway.stop()
         # Written while the gateway is down: nothing is lost, the journal holds them.
         during = write_fills(journal, 201, 200)
