@@ -30,7 +30,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Iterable, Iterator, TypeVar
 
 import orjson
 
@@ -45,6 +45,8 @@ _sched_yield = os.sched_yield
 
 #: events a delivery handles between two of the gateway's steps (yield_to_engine)
 YIELD_EVERY = 4
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +291,15 @@ class Gateway:
                 self._busy_retry_at = now + 1.0  # no engine (yet): look again later
                 return
         flag.wait_down(limit)
+
+    def paced(self, items: Iterable[_T]) -> Iterator[_T]:
+        """``items`` one by one, taking a step (:meth:`yield_to_engine`) after each
+        :data:`YIELD_EVERY` of them while more follow: a delivery's own work is sliced like
+        the loop's, so a long batch does not hold the CPU while an engine thread waits."""
+        for k, item in enumerate(items):
+            if k and not k % YIELD_EVERY:
+                self.yield_to_engine()
+            yield item
 
     def wait_for(self, seq: int, timeout: float) -> bool:
         """Block until everything up to journal ``seq`` is delivered; whether it was in time."""

@@ -30,7 +30,7 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from engine.journal import JournalReader
-from gateways.base import YIELD_EVERY, Gateway
+from gateways.base import Gateway
 from gateways.config import NatsConfig
 from gateways.events import GatewayEvent
 
@@ -163,9 +163,7 @@ class NatsGateway(Gateway):
         for start in range(0, len(events), config.max_pending):
             chunk = events[start:start + config.max_pending]
             acks.expect(len(chunk))
-            for k, event in enumerate(chunk):
-                if k and not k % YIELD_EVERY:
-                    self.yield_to_engine()
+            for event in self.paced(chunk):
                 seq = str(event.seq)
                 await nc.publish(subject_of(prefix, event), encode(event), reply=f"{inbox}.{seq}",
                                  headers={api.Header.MSG_ID: seq})

@@ -30,7 +30,7 @@ from psycopg import sql
 
 from engine.journal import JournalReader
 from engine.messages import Side, TradeFill
-from gateways.base import YIELD_EVERY, Gateway
+from gateways.base import Gateway
 from gateways.config import PostgresConfig
 from gateways.events import GatewayEvent
 
@@ -287,9 +287,7 @@ class PostgresGateway(Gateway):
         with conn.transaction():
             with conn.cursor() as cur:
                 with cur.copy(self._copy) as copy:
-                    for k, event in enumerate(events):
-                        if k and not k % YIELD_EVERY:
-                            self.yield_to_engine()
+                    for event in self.paced(events):
                         copy.write_row(_row(event))
                 self.yield_to_engine()
                 for statement in self._statements:

@@ -38,7 +38,7 @@ import msgspec
 import zmq
 
 from engine.journal import JournalReader, RecordKind
-from gateways.base import YIELD_EVERY, Gateway
+from gateways.base import Gateway
 from gateways.config import ZmqConfig
 from gateways.events import GatewayEvent, Normalizer, topic_of
 from gateways.tail import JournalTail
@@ -144,9 +144,7 @@ class ZmqGateway(Gateway):
         send, pack, encode = self._pub.send, HEADER.pack, self._encoder.encode
         topic_prev, default = self._topic_prev, self._topic_default
         prev = UNKNOWN if self._prev is None else self._prev
-        for k, event in enumerate(events):
-            if k and not k % YIELD_EVERY:
-                self.yield_to_engine()
+        for event in self.paced(events):
             topic = topic_of(event).encode()
             # Three sends with a plain-int SNDMORE: send_multipart combines
             # zmq.Flag enums per frame, which was a third of this loop's time.
@@ -162,7 +160,6 @@ class ZmqGateway(Gateway):
             self._last_heartbeat = now
             head = self._prev if self._prev is not None else (self._cursor or 0)
             self._pub.send_multipart((HEARTBEAT_TOPIC, HEADER.pack(head, head, 0), b""))
-
 
 
 def _matches(topic: bytes, topics: frozenset[bytes], prefixes: tuple[bytes, ...]) -> bool:

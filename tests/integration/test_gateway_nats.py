@@ -189,6 +189,6 @@ def test_a_delivery_offers_the_cpu_between_publishes(tmp_path, server, journal, 
     finally:
         gateway.stop()
     assert deduplicated(stream_events(server.url, "SLICES")) == written
-    # 40 fills in one batch: 9 steps inside the delivery (every 4 events, then before the
-    # acknowledgements) beyond the loop's own before reading, normalising and delivering.
+    # 40 fills in one batch: 10 steps inside the delivery (9 between publishes, one before
+    # the acknowledgements) beyond the loop's own 3 before reading, normalising and delivering.
     assert len(calls) >= 12
