@@ -40,6 +40,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from benchmarks.common import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
 #: Scripts the report expects; a missing one is reported as skipped. Others
@@ -173,12 +175,7 @@ def discover(bench_dir: Path, only: list[str] | None = None) -> list[tuple[str, 
 
 def machine_info() -> dict:
     """CPU model, cores, OS, Python, library versions and load at the start."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     versions = {}
     for dist in VERSIONED:
         try:
