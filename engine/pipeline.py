@@ -351,7 +351,7 @@ class Pipeline(Handler):
         strategy = STRATEGIES.get(req.strategy)
         if strategy is None:
             self.risk.on_reject(order.order_id)
-            return self._reject_order(order, _RejectReason.INVALID_FIELD,
+            return self._reject_order(order, _RejectReason.INVALID_STRATEGY,
                                       f"unknown strategy {req.strategy!r}; one of "
                                       f"{', '.join(k for k in STRATEGIES if k)}", now, "route")
         reason = self.router.route(order.order_id, inst_ix, order.side, order.qty, order.price,
@@ -377,6 +377,14 @@ class Pipeline(Handler):
             why = "is done" if order.done else "has a cancel or replace in progress"
             self._cancel_reject(session, order, req, _RejectReason.TOO_LATE_TO_CANCEL,
                                 f"order {req.orig_cl_ord_id!r} {why}")
+            return None
+        # The request's own cl_ord_id becomes the order's alias when it goes
+        # through; one already naming an order (this one or another, live or
+        # done) would re-point that name and strand the order it named.
+        if self.orders.find(req.account, req.cl_ord_id) is not None:
+            self._cancel_reject(session, order, req, _RejectReason.DUPLICATE_CL_ORD_ID,
+                                f"cl_ord_id {req.cl_ord_id!r} was already used by account "
+                                f"{req.account}")
             return None
         return order
 

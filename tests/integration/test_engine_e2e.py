@@ -154,6 +154,34 @@ def test_cancel_and_replace(client):
     assert late.reject_name == "TOO_LATE_TO_CANCEL" and late.ord_status == OrdStatus.CANCELED
 
 
+def test_cancel_or_replace_cannot_take_another_orders_cl_ord_id(client):
+    # Two working orders; a cancel of x naming itself "y" would re-point "y"
+    # to x and strand y at its venue with no id left to reach it.
+    for cid in ("x", "y"):
+        client.new_order("AAA", "buy", "10", "49.00", account="DEMO1", cl_ord_id=cid)
+        reports_until(client, cid, ExecType.NEW)
+    for send in (lambda: client.cancel("x", account="DEMO1", cl_ord_id="y"),
+                 lambda: client.replace("x", account="DEMO1", qty="20", cl_ord_id="y")):
+        send()
+        refused = reports_until(client, "x", ExecType.REJECTED)[-1]
+        assert (refused.reject_name, refused.orig_cl_ord_id, refused.ord_status) == \
+            ("DUPLICATE_CL_ORD_ID", "x", OrdStatus.NEW)
+    # Both still answer to their own ids, and y can still be canceled.
+    for cid in ("x", "y"):
+        client.status(cid, account="DEMO1")
+        status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+        assert status.report.cl_ord_id == cid and status.report.ord_status == OrdStatus.NEW
+    client.cancel("y", account="DEMO1", cl_ord_id="y-cxl")
+    assert reports_until(client, "y-cxl", ExecType.CANCELED)[-1].orig_cl_ord_id == "y"
+
+
+def test_unknown_strategy_is_refused_as_such(client):
+    client.new_order("AAA", "buy", "10", "49.00", account="DEMO1", cl_ord_id="st1",
+                     strategy="nope")
+    refused = reports_until(client, "st1", ExecType.REJECTED)[-1]
+    assert refused.reject_name == "INVALID_STRATEGY" and "unknown strategy 'nope'" in refused.text
+
+
 def test_ioc_with_no_liquidity_is_canceled(client):
     client.new_order("AAA", "buy", "10", "50.00", account="DEMO1", cl_ord_id="i1",
                      time_in_force=3)
