@@ -138,6 +138,8 @@ class Order(msgspec.Struct, gc=False, eq=False):
     children: dict = None
     reject_reason: int = 0
     text: str | None = None
+    #: rests only: never takes liquidity, on arrival or when replaced or routed again
+    post_only: bool = False
     #: the last ExecutionReport sent for this order (answers status requests)
     last_report: ExecutionReport | None = None
 

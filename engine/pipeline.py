@@ -354,6 +354,18 @@ class Pipeline(Handler):
             return self._reject_order(order, _RejectReason.INVALID_STRATEGY,
                                       f"unknown strategy {req.strategy!r}; one of "
                                       f"{', '.join(k for k in STRATEGIES if k)}", now, "route")
+        if req.post_only:
+            order.post_only = True
+            if strategy not in (STRAT_AUTO, STRAT_PASSIVE):
+                self.risk.on_reject(order.order_id)
+                return self._reject_order(order, _RejectReason.INVALID_STRATEGY,
+                                          f"post_only rests on the book: strategy auto or "
+                                          f"passive, not {req.strategy!r}", now, "route")
+            text = self._post_only_cross(order, inst_ix, order.price)
+            if text:
+                self.risk.on_reject(order.order_id)
+                return self._reject_order(order, _RejectReason.POST_ONLY_WOULD_CROSS, text, now,
+                                          "route")
         reason = self.router.route(order.order_id, inst_ix, order.side, order.qty, order.price,
                                    now, strategy, order.tif)
         if reason:
@@ -362,6 +374,24 @@ class Pipeline(Handler):
                                       "route")
         order.advance(_Stage.ROUTED, now)
         self._report(order, _ExecType.NEW)
+
+    def _post_only_cross(self, order: Order, inst_ix: int, price: int) -> str | None:
+        """Why a post-only order at ``price`` (ticks) would take liquidity now, or None.
+
+        The lit venues' national best decides, as the router sees it. (The
+        router would otherwise route a marketable limit as a sweep, and its
+        passive placement slides a crossing price below the far touch: both
+        are what a post-only order refuses.) The venue still enforces the
+        flag on each child, for a market that moves in flight.
+        """
+        bid, ask = self._nbbo(self._market_ix[inst_ix])
+        buy = order.side == _Side.BUY
+        touch = ask if buy else bid
+        if touch and (price >= touch if buy else price <= touch):
+            inst = self.instruments[order.symbol]
+            return (f"post_only {'buy' if buy else 'sell'} at {inst.ticks_to_price(price)} would "
+                    f"take the {'offer' if buy else 'bid'} at {inst.ticks_to_price(touch)}")
+        return None
 
     # ------------------------------------------------------------ cancel and replace
 
@@ -414,6 +444,12 @@ class Pipeline(Handler):
         if order.ord_type == _OrdType.MARKET and req.price is not None:
             return self._cancel_reject(session, order, req, _RejectReason.INVALID_PRICE,
                                        "a MARKET order has no price to replace")
+        if order.post_only and new_price != order.price:
+            text = self._post_only_cross(order, self.risk.instrument_index(order.symbol),
+                                         new_price)
+            if text:
+                return self._cancel_reject(session, order, req,
+                                           _RejectReason.POST_ONLY_WOULD_CROSS, text)
         if new_qty <= order.cum_qty:
             return self._cancel_reject(session, order, req,
                                        _RejectReason.REPLACE_QTY_NOT_ABOVE_FILLED,
@@ -576,8 +612,12 @@ class Pipeline(Handler):
         order.qty, order.price = new_qty, new_price
         ix = self.risk.instrument_index(order.symbol)
         self.refresh_market(ix, now)
-        reason = self.router.route(order.order_id, ix, order.side, new_qty - order.cum_qty,
-                                   order.price, now, STRAT_AUTO, order.tif)
+        # A post-only order's new price was checked when the replace came in;
+        # the market may have moved onto it while the children came down.
+        cross = self._post_only_cross(order, ix, order.price) if order.post_only else None
+        reason = _RejectReason.POST_ONLY_WOULD_CROSS if cross else \
+            self.router.route(order.order_id, ix, order.side, new_qty - order.cum_qty,
+                              order.price, now, STRAT_AUTO, order.tif)
         if reason:
             self.risk.on_cancel(order.order_id)
             order.advance(_Stage.CANCELED, now)

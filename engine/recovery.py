@@ -34,11 +34,12 @@ import msgspec
 from engine.journal import JournalReader, RecordKind
 from engine.messages import (
     BulkNewOrders, ExecType, ExecutionReport, JournalCommand, JournalEvent, JournalPayload,
-    JournalSession, NewOrder, TradeFill,
+    JournalSession, NewOrder, TradeFill, reject_name,
 )
 from engine.orders import Stage
 from engine.pipeline import cl_ord_hash, risk_flags
 from ext.router import STRAT_AUTO
+from ext.types import RejectReason
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
                              inst.price_to_ticks(req.price) if req.price and not rejected else 0,
                              0 if rejected else inst.qty_to_lots(req.qty), ts,
                              order_id=int(report.order_id))
+        order.post_only = req.post_only
         order.last_report = report
         if rejected:
             order.reject(report.reject_reason, report.text or "", ts)
@@ -216,16 +218,29 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
 
 
 def _reroute(pipeline) -> int:
-    """Send the working orders' remainders to the venues again."""
+    """Send the working orders' remainders to the venues again.
+
+    One that cannot go (the router refuses it, or a post-only order would
+    now take liquidity) is canceled and its client told, rather than left
+    working with nothing at any venue.
+    """
     now = time.time_ns()
     n = 0
     for order in pipeline.orders.working():
         ix = pipeline.risk.instrument_index(order.symbol)
         pipeline.refresh_market(ix, now)
-        code = pipeline.router.route(order.order_id, ix, order.side, order.qty - order.cum_qty,
-                                     order.price, now, STRAT_AUTO, order.tif)
+        cross = pipeline._post_only_cross(order, ix, order.price) if order.post_only else None
+        code = RejectReason.POST_ONLY_WOULD_CROSS if cross else \
+            pipeline.router.route(order.order_id, ix, order.side, order.qty - order.cum_qty,
+                                  order.price, now, STRAT_AUTO, order.tif)
         if code:
-            log.error("recovery: order %s could not be routed again (%s)", order.order_id, code)
+            log.error("recovery: order %s could not be routed again (%s); canceled",
+                      order.order_id, reject_name(code))
+            pipeline.risk.on_cancel(order.order_id)
+            order.advance(Stage.CANCELED, now)
+            pipeline._report(order, ExecType.CANCELED,
+                             text=f"could not be routed again after a restart: "
+                                  f"{cross or reject_name(code)}")
             continue
         n += 1
     pipeline._pump(now)

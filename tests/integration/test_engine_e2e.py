@@ -182,6 +182,58 @@ def test_unknown_strategy_is_refused_as_such(client):
     assert refused.reject_name == "INVALID_STRATEGY" and "unknown strategy 'nope'" in refused.text
 
 
+def test_post_only_never_takes_liquidity(engine, client):
+    client.new_order("BBB", "sell_short", "10", "120.00", account="DEMO2", cl_ord_id="po-s",
+                     locate=True)
+    reports_until(client, "po-s", ExecType.NEW)
+    wait_quote(engine, "BBB", ask=12000)
+    # At the offer: refused, where a plain limit would sweep it.
+    client.new_order("BBB", "buy", "10", "120.00", account="DEMO1", cl_ord_id="po-1",
+                     post_only=True)
+    refused = reports_until(client, "po-1", ExecType.REJECTED)[-1]
+    assert refused.reject_name == "POST_ONLY_WOULD_CROSS" and "would take the offer at 120" in refused.text
+    # Strategies that take liquidity are not for a post-only order.
+    client.new_order("BBB", "buy", "10", "119.00", account="DEMO1", cl_ord_id="po-2",
+                     post_only=True, strategy="sweep")
+    assert reports_until(client, "po-2", ExecType.REJECTED)[-1].reject_name == "INVALID_STRATEGY"
+    # Below the offer it rests at its limit; a replace onto the offer is refused
+    # and the order keeps working where it was.
+    client.new_order("BBB", "buy", "10", "119.90", account="DEMO1", cl_ord_id="po-3",
+                     post_only=True)
+    assert reports_until(client, "po-3", ExecType.NEW)[-1].price == "119.9"
+    client.replace("po-3", account="DEMO1", price="120.00", cl_ord_id="po-4")
+    moved = reports_until(client, "po-3", ExecType.REJECTED)[-1]
+    assert (moved.reject_name, moved.ord_status, moved.cum_qty) == \
+        ("POST_ONLY_WOULD_CROSS", OrdStatus.NEW, "0")
+    wait_quote(engine, "BBB", bid=11990, ask=12000)
+    # Nothing traded: the resting sell is whole.
+    client.status("po-s", account="DEMO2")
+    status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+    assert status.report.cum_qty == "0" and status.report.ord_status == OrdStatus.NEW
+
+
+def test_post_only_survives_a_restart(tmp_path):
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal"))
+    endpoint = f"tcp://127.0.0.1:{port}"
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("BBB", "sell_short", "10", "120.00", account="DEMO2", cl_ord_id="r-s",
+                         locate=True)
+        reports_until(client, "r-s", ExecType.NEW)
+        client.new_order("BBB", "buy", "10", "119.90", account="DEMO1", cl_ord_id="r-b",
+                         post_only=True)
+        reports_until(client, "r-b", ExecType.NEW)
+        _seen.pop(id(client), None)
+    # Recovery routes both again; the bid is still post-only.
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        wait_quote(engine, "BBB", bid=11990, ask=12000)
+        client.replace("r-b", account="DEMO1", price="120.00", cl_ord_id="r-b2")
+        assert reports_until(client, "r-b", ExecType.REJECTED)[-1].reject_name == \
+            "POST_ONLY_WOULD_CROSS"
+        _seen.pop(id(client), None)
+
+
 def test_ioc_with_no_liquidity_is_canceled(client):
     client.new_order("AAA", "buy", "10", "50.00", account="DEMO1", cl_ord_id="i1",
                      time_in_force=3)
