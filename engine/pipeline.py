@@ -51,6 +51,9 @@ STRATEGIES = {None: STRAT_AUTO, "auto": STRAT_AUTO, "sweep": STRAT_SWEEP,
 
 _LOCATE, _INTENDED_DUPLICATE = int(RiskFlag.FLAG_LOCATE), int(RiskFlag.FLAG_INTENDED_DUPLICATE)
 
+#: KillSwitch.scope (the protocol's words) -> the risk engine's scope names.
+_RISK_SCOPE = {"global": "global", "account": "account", "symbol": "instrument"}
+
 #: Venue-side account id of the engine's first client account.
 VENUE_ACCOUNT_BASE = 1_000_000
 
@@ -693,23 +696,25 @@ class Pipeline(Handler):
 
     def _kill_switch(self, session: Session, req: KillSwitch, now: int) -> None:
         actor = f"{session.client_name} ({session.session_id})"
+        scope = _RISK_SCOPE[req.scope]
         try:
             if req.action == "engage":
-                keys = self.risk.engage_kill_switch(req.scope, req.target, now_ns=now, actor=actor,
+                keys = self.risk.engage_kill_switch(scope, req.target, now_ns=now, actor=actor,
                                                     reason=req.text or "")
                 for order_id in keys:
                     self.router.cancel_parent(int(order_id), now)
                 text = f"kill switch engaged ({req.scope} {req.target or ''}); " \
                        f"{len(keys)} working orders canceled"
             else:
-                self.risk.release_kill_switch(req.scope, req.target, now_ns=now, actor=actor,
+                self.risk.release_kill_switch(scope, req.target, now_ns=now, actor=actor,
                                               reason=req.text or "")
                 text = f"kill switch released ({req.scope} {req.target or ''})"
         except (KeyError, ValueError) as exc:
             reason = _RejectReason.INVALID_FIELD
+            why = f"unknown {req.scope} {req.target!r}" if isinstance(exc, KeyError) else str(exc)
             return self._send(session.session_id, AdminReply(
                 req_id=req.req_id, ok=False, reject_reason=int(reason),
-                reject_name=reject_name(reason), text=str(exc), transact_time=now))
+                reject_name=reject_name(reason), text=why, transact_time=now))
         log.warning("%s by %s: %s", "kill switch", actor, text)
         self._send(session.session_id, AdminReply(req_id=req.req_id, ok=True, text=text,
                                                   transact_time=now))

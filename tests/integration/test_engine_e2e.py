@@ -9,8 +9,8 @@ import msgspec
 import pytest
 
 from engine.client import Client
-from engine.messages import (ExecType, ExecutionReport, OrderStatusReply, OrdStatus, Reject,
-                             TradeHistoryReply, check_report)
+from engine.messages import (AdminReply, ExecType, ExecutionReport, KillSwitch, OrderStatusReply,
+                             OrdStatus, Reject, TradeHistoryReply, check_report)
 from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
 
 
@@ -232,6 +232,29 @@ def test_post_only_survives_a_restart(tmp_path):
         assert reports_until(client, "r-b", ExecType.REJECTED)[-1].reject_name == \
             "POST_ONLY_WOULD_CROSS"
         _seen.pop(id(client), None)
+
+
+def test_symbol_kill_switch_halts_one_symbol(client):
+    def admin(action, target):
+        client.send(KillSwitch(req_id=f"{action}-{target}", action=action, scope="symbol",
+                               target=target))
+        return client.recv_until(lambda m: isinstance(m, AdminReply), 5)[-1]
+
+    client.new_order("AAA", "buy", "10", "49.00", account="DEMO1", cl_ord_id="ks-1")
+    reports_until(client, "ks-1", ExecType.NEW)
+    engaged = admin("engage", "AAA")
+    assert engaged.ok and "1 working orders canceled" in engaged.text
+    reports_until(client, "ks-1", ExecType.CANCELED)
+    client.new_order("AAA", "buy", "10", "49.00", account="DEMO1", cl_ord_id="ks-2")
+    assert reports_until(client, "ks-2", ExecType.REJECTED)[-1].reject_name == "KILL_SWITCH"
+    client.new_order("BBB", "buy", "10", "119.00", account="DEMO1", cl_ord_id="ks-3")
+    reports_until(client, "ks-3", ExecType.NEW)
+    assert admin("release", "AAA").ok
+    client.new_order("AAA", "buy", "10", "49.00", account="DEMO1", cl_ord_id="ks-4")
+    reports_until(client, "ks-4", ExecType.NEW)
+    unknown = admin("engage", "ZZZ")
+    assert not unknown.ok and unknown.reject_name == "INVALID_FIELD" and \
+        unknown.text == "unknown symbol 'ZZZ'"
 
 
 def test_ioc_with_no_liquidity_is_canceled(client):
