@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from engine import service
+from engine.journal import JournalCorruptError
+from engine.recovery import RecoveryError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,6 +17,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Start the service and serve until stopped."""
+    """Start the service and serve until stopped.
+
+    A journal that cannot be replayed (damaged, or holding orders the
+    configuration cannot take) stops the start with the reason and exit
+    code 1; nothing is written to it.
+    """
     config, path = service.load(args.config)
-    return service.run(config, path, args.duration)
+    try:
+        return service.run(config, path, args.duration)
+    except (JournalCorruptError, RecoveryError) as exc:
+        print(f"kronos-exec serve: cannot start on journal {config.journal.dir}: {exc}",
+              file=sys.stderr)
+        return 1

@@ -44,6 +44,10 @@ from ext.types import RejectReason
 log = logging.getLogger(__name__)
 
 
+class RecoveryError(RuntimeError):
+    """The journal cannot be replayed into this configuration (the message says why)."""
+
+
 class RecoveredSession(NamedTuple):
     """A client session as the journal left it: for ``IntakeServer.restore_session``."""
 
@@ -100,6 +104,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     meta_decoder = msgspec.msgpack.Decoder(JournalSession)
     new_orders: dict[tuple[str, str], NewOrder] = {}
     records = fills = 0
+    missing: collections.Counter = collections.Counter()  # (kind, name) -> orders
     max_exec = 0
     principals: dict[str, str] = {}
     sent: dict[str, collections.deque] = {}
@@ -121,7 +126,9 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
             req = payload.request
             for order in (req.orders if isinstance(req, BulkNewOrders) else
                           (req,) if isinstance(req, NewOrder) else ()):
-                new_orders[(order.account, order.cl_ord_id)] = order
+                # The first order under an id is the one it names: a later one
+                # (a duplicate, even inside the same bulk) was refused.
+                new_orders.setdefault((order.account, order.cl_ord_id), order)
             continue
         report = payload.event if isinstance(payload, JournalEvent) else None
         if report is not None and report.seq:
@@ -131,9 +138,16 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
             ring.append(report)
         if not isinstance(report, ExecutionReport):
             continue
-        fills += _apply(pipeline, payload.session_id, report, new_orders, rec.ts_ns)
+        fills += _apply(pipeline, payload.session_id, report, new_orders, rec.ts_ns, missing)
         if report.exec_id:
             max_exec = max(max_exec, int(report.exec_id.rpartition("-")[2] or 0))
+    if missing:
+        raise RecoveryError(
+            "the journal holds accepted orders for "
+            + ", ".join(f"{what} {name!r} ({n} orders)" for (what, name), n in missing.items())
+            + ", which the configuration no longer has. Starting without them would drop "
+              "their orders, fills and exposure and reuse their order ids: put them back in "
+              "the configuration (a new journal directory starts empty)")
     pipeline._exec_id = max_exec
     table.next_order_id = max(table.by_id, default=0) + 1
     risk.reload(live_config, time.time_ns(), "recovery")
@@ -154,17 +168,30 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
 
 
 def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
-           ts: int) -> int:
-    """Apply one journaled execution report; returns 1 for a fill."""
+           ts: int, missing: collections.Counter) -> int:
+    """Apply one journaled execution report; returns 1 for a fill.
+
+    An accepted order whose instrument or account the configuration no
+    longer has is counted in ``missing`` (recovery then refuses to start).
+    """
     table, risk = pipeline.orders, pipeline.risk
     order = table.by_id.get(int(report.order_id))
     inst = pipeline.instruments.get(report.symbol)
     if order is None:
         # The first report of an order: NEW (accepted) or REJECTED (refused).
         req = new_orders.get((report.account, report.cl_ord_id))
-        if req is None or inst is None or report.orig_cl_ord_id is not None:
+        if req is None or report.orig_cl_ord_id is not None:
             return 0
         rejected = report.exec_type == ExecType.REJECTED
+        if not rejected:
+            # (A refused order keeps its id and needs neither: it may have been
+            # refused for naming an unknown symbol or account.)
+            if inst is None:
+                missing["instrument", report.symbol] += 1
+                return 0
+            if report.account not in pipeline._venue_account:
+                missing["account", report.account] += 1
+                return 0
         # A refused order's price or quantity may be exactly why it was
         # refused (off tick, off lot): it is recreated with none.
         order = table.create(report.cl_ord_id, session_id, report.account, report.symbol,
@@ -190,6 +217,10 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
                               cl_ord_hash(order.cl_ord_id), ts)
         if code:
             log.error("recovery: risk refused replaying order %s (%s)", order.order_id, code)
+        return 0
+    if report.exec_type == ExecType.REJECTED:
+        # A refused cancel or replace: the order is as it was (and its last
+        # report, which answers status requests, stays the one before).
         return 0
     order.last_report = report
     if report.exec_type in (ExecType.FILL, ExecType.PARTIAL_FILL):

@@ -1,0 +1,119 @@
+"""Restarts rebuild exactly what clients were told, or refuse to start and say why.
+
+Each test runs a real engine (in a thread), stops it, and starts another on
+the same journal: recovery replays the journal's reports, the same path a
+restart after kill -9 takes (tests/integration/test_engine_recovery.py kills).
+"""
+import subprocess
+import sys
+
+import msgspec
+
+from engine.client import Client
+from engine.messages import ExecType, ExecutionReport, OrderStatusReply, OrdStatus, Reject
+from tests.integration.engine_harness import QUIET_SIM, RISK, ThreadedEngine, config_text, free_port
+
+
+def status(client, cl_ord_id, account="DEMO1"):
+    """The engine's OrderStatusReply for ``cl_ord_id``."""
+    client.status(cl_ord_id, account=account)
+    return client.recv_until(lambda m: isinstance(m, OrderStatusReply) and m.cl_ord_id == cl_ord_id,
+                             5)[-1]
+
+
+def report(client, cl_ord_id, exec_type):
+    """The first ExecutionReport of ``exec_type`` for ``cl_ord_id``."""
+    return client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == cl_ord_id
+                             and m.exec_type == exec_type, 5)[-1]
+
+
+def engine_config(tmp_path, **kw):
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal", **kw))
+    return path, f"tcp://127.0.0.1:{port}"
+
+
+def test_a_refused_duplicate_in_a_bulk_never_becomes_the_order(tmp_path):
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.bulk([client.build_new_order("AAA", "buy", "10", "48.00", account="DEMO1",
+                                            cl_ord_id="X"),
+                     client.build_new_order("AAA", "sell_short", "900", "49.00",
+                                            account="DEMO1", cl_ord_id="X", locate=True)])
+        assert report(client, "X", ExecType.NEW).side == 1
+        assert client.recv_until(lambda m: isinstance(m, Reject), 5)[-1].reject_name == \
+            "DUPLICATE_CL_ORD_ID"
+    with ThreadedEngine(path), Client(endpoint) as client:
+        got = status(client, "X")
+        assert (got.report.side, got.report.qty, got.report.ord_status) == \
+            (1, "10", OrdStatus.NEW)
+        # What recovery sent to the venues again: the accepted buy's terms.
+        assert [(c.price, c.qty, c.cum_qty) for c in got.children] == [("48", "10", "0")]
+
+
+def test_an_order_refused_for_an_unknown_symbol_keeps_its_id(tmp_path):
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("ZZZ", "buy", "1", "1.00", account="DEMO1", cl_ord_id="u1")
+        assert report(client, "u1", ExecType.REJECTED).reject_name == "UNKNOWN_INSTRUMENT"
+        client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="u2")
+        first_id = int(report(client, "u2", ExecType.NEW).order_id)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        assert status(client, "u1").report.reject_name == "UNKNOWN_INSTRUMENT"
+        client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="u1")
+        assert client.recv_until(lambda m: isinstance(m, Reject), 5)[-1].reject_name == \
+            "DUPLICATE_CL_ORD_ID"
+        client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="u3")
+        assert int(report(client, "u3", ExecType.NEW).order_id) == first_id + 1
+
+
+def test_a_refused_cancel_or_replace_is_not_the_orders_state(tmp_path):
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="w1")
+        report(client, "w1", ExecType.NEW)
+        client.replace("w1", account="DEMO1", price="48.005", cl_ord_id="w2")
+        assert report(client, "w1", ExecType.REJECTED).reject_name == "OFF_TICK"
+        before = status(client, "w1").report
+    with ThreadedEngine(path), Client(endpoint) as client:
+        after = status(client, "w1").report
+        assert (after.exec_type, after.ord_status, after.reject_name) == \
+            (ExecType.NEW, OrdStatus.NEW, None)
+        # (The running engine keeps its reports unnumbered; the journal has them as sent.)
+        assert msgspec.structs.replace(after, seq=0) == before
+
+
+def serve_once(path) -> subprocess.CompletedProcess:
+    """``kronos-exec serve`` for a moment: it either refuses at once or runs 3 s."""
+    return subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--config", str(path),
+                           "--duration", "3"], capture_output=True, text=True, timeout=60)
+
+
+def test_a_configuration_missing_an_instrument_or_account_with_orders_refuses_to_start(tmp_path):
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("BBB", "buy", "1", "119.00", account="DEMO1", cl_ord_id="b1")
+        client.new_order("AAA", "sell_short", "2", "51.00", account="DEMO2", cl_ord_id="a1",
+                         locate=True)
+        report(client, "b1", ExecType.NEW)
+        report(client, "a1", ExecType.NEW)
+    # The same journal with BBB gone from the venues and DEMO2 from the accounts.
+    text = QUIET_SIM.read_text()
+    start = text.index('[[instruments]]\nsymbol = "BBB"')
+    sim = tmp_path / "sim.toml"
+    sim.write_text(text[:start] + text[text.index("\n\n", start) + 2:]
+                   .replace('symbol = "BBB"', 'symbol = "AAA"'))
+    journal_dir = tmp_path / "journal"
+    size = sum(f.stat().st_size for f in journal_dir.iterdir())
+    port = free_port()
+    path.write_text(config_text(port, journal_dir, sim=sim)
+                    .replace(RISK.split("[risk.accounts.DEMO2]")[1], "\n")
+                    .replace("[risk.accounts.DEMO2]", "")
+                    .replace('"DEMO1", "DEMO2"', '"DEMO1"'))
+    done = serve_once(path)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "instrument 'BBB' (1 orders)" in done.stderr and "account 'DEMO2' (1 orders)" in \
+        done.stderr and "Traceback" not in done.stderr
+    # Nothing was written to the journal it refused.
+    assert sum(f.stat().st_size for f in journal_dir.iterdir()) == size
