@@ -52,7 +52,7 @@ STRATEGIES = {None: STRAT_AUTO, "auto": STRAT_AUTO, "sweep": STRAT_SWEEP,
 _LOCATE, _INTENDED_DUPLICATE = int(RiskFlag.FLAG_LOCATE), int(RiskFlag.FLAG_INTENDED_DUPLICATE)
 
 #: KillSwitch.scope (the protocol's words) -> the risk engine's scope names.
-_RISK_SCOPE = {"global": "global", "account": "account", "symbol": "instrument"}
+RISK_SCOPE = {"global": "global", "account": "account", "symbol": "instrument"}
 
 #: Venue-side account id of the engine's first client account.
 VENUE_ACCOUNT_BASE = 1_000_000
@@ -696,7 +696,7 @@ class Pipeline(Handler):
 
     def _kill_switch(self, session: Session, req: KillSwitch, now: int) -> None:
         actor = f"{session.client_name} ({session.session_id})"
-        scope = _RISK_SCOPE[req.scope]
+        scope = RISK_SCOPE[req.scope]
         try:
             if req.action == "engage":
                 keys = self.risk.engage_kill_switch(scope, req.target, now_ns=now, actor=actor,

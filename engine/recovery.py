@@ -33,11 +33,11 @@ import msgspec
 
 from engine.journal import JournalReader, RecordKind
 from engine.messages import (
-    BulkNewOrders, ExecType, ExecutionReport, JournalCommand, JournalEvent, JournalPayload,
-    JournalSession, NewOrder, TradeFill, reject_name,
+    AdminReply, BulkNewOrders, ExecType, ExecutionReport, JournalCommand, JournalEvent,
+    JournalPayload, JournalSession, KillSwitch, NewOrder, TradeFill, reject_name,
 )
 from engine.orders import Stage
-from engine.pipeline import cl_ord_hash, risk_flags
+from engine.pipeline import RISK_SCOPE, cl_ord_hash, risk_flags
 from ext.router import STRAT_AUTO
 from ext.types import RejectReason
 
@@ -105,6 +105,10 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     new_orders: dict[tuple[str, str], NewOrder] = {}
     records = fills = 0
     missing: collections.Counter = collections.Counter()  # (kind, name) -> orders
+    # Kill switches: requested (by session and req_id) until their AdminReply
+    # says they took; engaged ones by (scope, target) until released.
+    kill_requests: dict[tuple[str, str], KillSwitch] = {}
+    engaged: dict[tuple[str, str | None], KillSwitch] = {}
     max_exec = 0
     principals: dict[str, str] = {}
     sent: dict[str, collections.deque] = {}
@@ -124,6 +128,8 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
         if isinstance(payload, JournalCommand):
             principals[payload.session_id] = payload.principal
             req = payload.request
+            if isinstance(req, KillSwitch):
+                kill_requests[(payload.session_id, req.req_id)] = req
             for order in (req.orders if isinstance(req, BulkNewOrders) else
                           (req,) if isinstance(req, NewOrder) else ()):
                 # The first order under an id is the one it names: a later one
@@ -136,6 +142,14 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
             if ring is None:
                 ring = sent[payload.session_id] = collections.deque(maxlen=ring_size)
             ring.append(report)
+        if isinstance(report, AdminReply) and report.ok:
+            kill = kill_requests.pop((payload.session_id, report.req_id), None)
+            if kill is not None:
+                key = (kill.scope, kill.target if kill.scope != "global" else None)
+                if kill.action == "engage":
+                    engaged[key] = kill
+                else:
+                    engaged.pop(key, None)
         if not isinstance(report, ExecutionReport):
             continue
         fills += _apply(pipeline, payload.session_id, report, new_orders, rec.ts_ns, missing)
@@ -151,6 +165,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     pipeline._exec_id = max_exec
     table.next_order_id = max(table.by_id, default=0) + 1
     risk.reload(live_config, time.time_ns(), "recovery")
+    _restore_kill_switches(pipeline, engaged)
     rerouted = _reroute(pipeline)
     # A session whose key the journal does not name (written before sessions
     # were journaled) is not restored: guessing "plaintext" would hand a CURVE
@@ -248,6 +263,37 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
     return 0
 
 
+def _cancel(pipeline, order, now: int, text: str) -> None:
+    """Cancel a working order that recovery will not route again, and tell its client."""
+    pipeline.risk.on_cancel(order.order_id)
+    order.advance(Stage.CANCELED, now)
+    pipeline._report(order, ExecType.CANCELED, text=text)
+
+
+def _restore_kill_switches(pipeline, engaged: dict) -> None:
+    """Engage again the kill switches the journal leaves engaged.
+
+    Before the working orders are routed again: an order in scope that was
+    still working at the crash (its venue cancels had not come back) is
+    canceled, not sent back to the market.
+    """
+    now = time.time_ns()
+    for (scope, target), req in engaged.items():
+        try:
+            keys = pipeline.risk.engage_kill_switch(
+                RISK_SCOPE[scope], target, now_ns=now, actor="recovery",
+                reason=f"engaged before the restart by {req.req_id}: {req.text or ''}")
+        except KeyError:  # a symbol or account the configuration no longer has
+            log.warning("recovery: kill switch %s %s not restored: unknown %s", scope, target,
+                        scope)
+            continue
+        for order_id in keys:
+            order = pipeline.orders.by_id.get(int(order_id))
+            if order is not None and not order.done:
+                _cancel(pipeline, order, now, f"kill switch ({scope} {target or ''}) engaged "
+                                              f"before the restart")
+
+
 def _reroute(pipeline) -> int:
     """Send the working orders' remainders to the venues again.
 
@@ -267,11 +313,8 @@ def _reroute(pipeline) -> int:
         if code:
             log.error("recovery: order %s could not be routed again (%s); canceled",
                       order.order_id, reject_name(code))
-            pipeline.risk.on_cancel(order.order_id)
-            order.advance(Stage.CANCELED, now)
-            pipeline._report(order, ExecType.CANCELED,
-                             text=f"could not be routed again after a restart: "
-                                  f"{cross or reject_name(code)}")
+            _cancel(pipeline, order, now, f"could not be routed again after a restart: "
+                                          f"{cross or reject_name(code)}")
             continue
         n += 1
     pipeline._pump(now)

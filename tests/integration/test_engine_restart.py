@@ -10,7 +10,8 @@ import sys
 import msgspec
 
 from engine.client import Client
-from engine.messages import ExecType, ExecutionReport, OrderStatusReply, OrdStatus, Reject
+from engine.messages import (AdminReply, ExecType, ExecutionReport, KillSwitch, OrderStatusReply,
+                             OrdStatus, Reject)
 from tests.integration.engine_harness import QUIET_SIM, RISK, ThreadedEngine, config_text, free_port
 
 
@@ -82,6 +83,30 @@ def test_a_refused_cancel_or_replace_is_not_the_orders_state(tmp_path):
             (ExecType.NEW, OrdStatus.NEW, None)
         # (The running engine keeps its reports unnumbered; the journal has them as sent.)
         assert msgspec.structs.replace(after, seq=0) == before
+
+
+def test_kill_switches_stay_as_they_were(tmp_path):
+    path, endpoint = engine_config(tmp_path)
+
+    def admin(client, action, scope, target=None):
+        client.send(KillSwitch(req_id=f"{action}-{target}", action=action, scope=scope,
+                               target=target))
+        assert client.recv_until(lambda m: isinstance(m, AdminReply), 5)[-1].ok
+
+    with ThreadedEngine(path), Client(endpoint) as client:
+        admin(client, "engage", "account", "DEMO2")
+        admin(client, "engage", "symbol", "BBB")
+        admin(client, "engage", "symbol", "AAA")
+        admin(client, "release", "symbol", "AAA")
+    with ThreadedEngine(path), Client(endpoint) as client:
+        for cid, symbol, account, outcome in (("k1", "AAA", "DEMO2", ExecType.REJECTED),
+                                              ("k2", "BBB", "DEMO1", ExecType.REJECTED),
+                                              ("k3", "AAA", "DEMO1", ExecType.NEW)):
+            client.new_order(symbol, "buy", "1", "48.00" if symbol == "AAA" else "118.00",
+                             account=account, cl_ord_id=cid)
+            got = client.recv_until(lambda m: isinstance(m, ExecutionReport) and
+                                    m.cl_ord_id == cid, 5)[-1]
+            assert got.exec_type == outcome and got.reject_name in (None, "KILL_SWITCH"), got
 
 
 def serve_once(path) -> subprocess.CompletedProcess:
