@@ -87,8 +87,9 @@ class TradeHistory:
     Parameters
     ----------
     max_fills_per_account : int
-        Fills kept per account; the oldest go first. Trimming happens in
-        chunks of a quarter of the bound, so an append stays O(1) amortised.
+        Fills kept per account, at most; the oldest go first. An append
+        that would pass the bound trims a quarter of it at once (down to
+        three quarters), so an append stays O(1) amortised.
     position : callable, optional
         The journal's position now (its last seq); noted at each trim.
     """
@@ -98,7 +99,7 @@ class TradeHistory:
         if max_fills_per_account < 1:
             raise ValueError("max_fills_per_account must be at least 1")
         self.max_fills_per_account = max_fills_per_account
-        self._slack = max(1, max_fills_per_account // 4)
+        self._keep = max_fills_per_account - max_fills_per_account // 4  # after a trim
         self._position = position
         self._accounts: dict[str, _Account] = {}
 
@@ -113,8 +114,8 @@ class TradeHistory:
             bisect.insort_right(fills, fill, key=_time)
         else:
             fills.append(fill)
-        if len(fills) > self.max_fills_per_account + self._slack:
-            drop = len(fills) - self.max_fills_per_account
+        if len(fills) > self.max_fills_per_account:
+            drop = len(fills) - self._keep
             entry.dropped_through_ns = max(entry.dropped_through_ns, fills[drop - 1].transact_time)
             entry.dropped_position = self._position()
             del fills[:drop]
