@@ -251,10 +251,15 @@ class Pipeline(Handler):
         # are 0 and need no grid, so any grid formats them.
         return self.instruments.get(symbol) or Instrument(symbol or "?", "1", "1")
 
-    def _report(self, order: Order, exec_type: ExecType, **kw) -> None:
+    def _report(self, order: Order, exec_type: ExecType, requester: str | None = None,
+                **kw) -> None:
+        """Report the order's state to its session, and to ``requester`` (the session of
+        the cancel or replace this answers) when that is another one."""
         report = execution_report(order, self._instrument(order.symbol), exec_type, **kw)
         order.last_report = report
         self._send(order.session_id, report)
+        if requester is not None and requester != order.session_id:
+            self._send(requester, report)
 
     def _reject_order(self, order: Order, reason: int, text: str, now: int,
                       stage: str) -> None:
@@ -606,7 +611,8 @@ class Pipeline(Handler):
                 kw = {"text": f"canceled by the router: {reject_name(reason)}"}
             elif order.tif == _TimeInForce.IOC or order.ord_type == _OrdType.MARKET:
                 kw = {"text": "unfilled remainder of an immediate order"}
-            self._report(order, _ExecType.CANCELED, **kw)
+            self._report(order, _ExecType.CANCELED,
+                         requester=pending.session_id if pending is not None else None, **kw)
 
     def _finish_replace(self, order: Order, pending: _Pending, now: int) -> None:
         new_qty, new_price = pending.new_qty, pending.new_price
@@ -624,9 +630,10 @@ class Pipeline(Handler):
         if reason:
             self.risk.on_cancel(order.order_id)
             order.advance(_Stage.CANCELED, now)
-            return self._report(order, _ExecType.CANCELED, orig_cl_ord_id=orig,
+            return self._report(order, _ExecType.CANCELED, pending.session_id,
+                                orig_cl_ord_id=orig,
                                 text=f"replaced order could not be routed: {reject_name(reason)}")
-        self._report(order, _ExecType.REPLACED, orig_cl_ord_id=orig)
+        self._report(order, _ExecType.REPLACED, pending.session_id, orig_cl_ord_id=orig)
 
     # ------------------------------------------------------------ queries and admin
 

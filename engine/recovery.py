@@ -254,7 +254,8 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         order.advance(Stage.CANCELED if report.exec_type == ExecType.CANCELED else Stage.EXPIRED,
                       ts)
         risk.on_cancel(order.order_id)
-    elif report.exec_type == ExecType.REPLACED and not order.done:
+    elif report.exec_type == ExecType.REPLACED and not order.done \
+            and report.cl_ord_id != order.cl_ord_id:  # (else the requester's copy: applied)
         new_qty = inst.qty_to_lots(report.qty)
         new_price = inst.price_to_ticks(report.price) if report.price else order.price
         risk.on_replace(order.order_id, new_qty, new_price, cl_ord_hash(report.cl_ord_id), ts)

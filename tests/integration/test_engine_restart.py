@@ -109,6 +109,29 @@ def test_kill_switches_stay_as_they_were(tmp_path):
             assert got.exec_type == outcome and got.reject_name in (None, "KILL_SWITCH"), got
 
 
+def test_a_cancel_or_replace_from_another_session_is_answered_to_it(tmp_path):
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path), Client(endpoint) as owner, Client(endpoint) as other:
+        owner.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="o1")
+        report(owner, "o1", ExecType.NEW)
+        other.replace("o1", account="DEMO1", qty="20", cl_ord_id="o2")
+        for client in (other, owner):
+            assert report(client, "o2", ExecType.REPLACED).qty == "20"
+        other.cancel("o2", account="DEMO1", cl_ord_id="o3")
+        for client in (other, owner):
+            assert report(client, "o3", ExecType.CANCELED).orig_cl_ord_id == "o2"
+        before = status(owner, "o1").report
+    # Each session's copy is in the journal; recovery applies the replace once.
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        order = engine.call(lambda: engine.service.pipeline.orders.find("DEMO1", "o1"))
+        assert order.orig_cl_ord_ids == ("o1", "o2")
+        after = status(client, "o1").report
+        assert (after.cl_ord_id, after.qty, after.ord_status) == ("o3", "0", OrdStatus.CANCELED)
+        assert msgspec.structs.replace(after, seq=0) == before
+        client.status("o2", account="DEMO1")
+        assert client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1].found
+
+
 def serve_once(path) -> subprocess.CompletedProcess:
     """``kronos-exec serve`` for a moment: it either refuses at once or runs 3 s."""
     return subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--config", str(path),
