@@ -416,6 +416,10 @@ class Pipeline(Handler):
             self._cancel_reject(session, order, req, _RejectReason.TOO_LATE_TO_CANCEL,
                                 f"order {req.orig_cl_ord_id!r} {why}")
             return None
+        if req.symbol is not None and req.symbol != order.symbol:
+            self._cancel_reject(session, order, req, _RejectReason.INVALID_FIELD,
+                                f"symbol {req.symbol!r} is not the order's ({order.symbol})")
+            return None
         # The request's own cl_ord_id becomes the order's alias when it goes
         # through; one already naming an order (this one or another, live or
         # done) would re-point that name and strand the order it named.

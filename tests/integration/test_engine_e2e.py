@@ -166,6 +166,11 @@ def test_cancel_or_replace_cannot_take_another_orders_cl_ord_id(client):
         refused = reports_until(client, "x", ExecType.REJECTED)[-1]
         assert (refused.reject_name, refused.orig_cl_ord_id, refused.ord_status) == \
             ("DUPLICATE_CL_ORD_ID", "x", OrdStatus.NEW)
+    # A symbol that is not the order's: refused, nothing changes.
+    client.replace("x", account="DEMO1", qty="20", symbol="BBB", cl_ord_id="x2")
+    wrong = reports_until(client, "x", ExecType.REJECTED)[-1]
+    assert (wrong.reject_name, wrong.qty, wrong.text) == \
+        ("INVALID_FIELD", "10", "symbol 'BBB' is not the order's (AAA)")
     # Both still answer to their own ids, and y can still be canceled.
     for cid in ("x", "y"):
         client.status(cid, account="DEMO1")
