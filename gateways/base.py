@@ -24,9 +24,13 @@ it got, :meth:`Gateway.load_cursor`. The base class owns the loop:
 """
 from __future__ import annotations
 
+import concurrent.futures
+import ctypes
 import logging
 import multiprocessing
 import os
+import queue
+import signal
 import threading
 import time
 from pathlib import Path
@@ -49,6 +53,12 @@ YIELD_EVERY = 4
 _T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception (the type alone if it has no message), for
+    ``metrics.last_error``, ``/healthz`` and one-line log records."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class GatewayMetrics:
@@ -202,8 +212,9 @@ class Gateway:
         self._process = context.Process(
             target=_child_main, name=f"gateway-{self.name}", daemon=True,
             args=(self.config, str(self.source.data_dir), self.source.check_chain,
-                  str(self.data_dir.parent), self._shared, self._process_stop, child_end))
-        self._process.start()
+                  str(self.data_dir.parent), self._shared, self._process_stop, child_end,
+                  os.getpid()))
+        _spawn(self._process)
         child_end.close()
         if not parent_end.poll(30):
             self._stop_process(1)
@@ -437,7 +448,7 @@ class Gateway:
                         self._wake.clear()
                 except Exception as exc:  # noqa: BLE001 - any failure: back off and resume from the cursor
                     self._metrics.failures += 1
-                    self._metrics.last_error = f"{type(exc).__name__}: {exc}"
+                    self._metrics.last_error = describe(exc)
                     log.warning("gateway %s: %s; retrying in %.2f s", self.name,
                                 self._metrics.last_error, backoff)
                     if opened:
@@ -497,28 +508,107 @@ class Gateway:
 
 _SHARED_FIELDS = ("cursor", "delivered", "batches", "records_read", "failures", "connected",
                   "undecodable", "last_delivery_ns", "cursor_ts_ns")
-#: How often a gateway's child checks that the engine that started it is still there.
+#: How often a gateway's child checks that the engine that started it is still there: the
+#: fallback where the kernel cannot kill it with the engine (:func:`_die_with_parent`).
 PARENT_CHECK_S = 1.0
+#: ``prctl`` option: the signal a process gets when its parent ends (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
+_spawn_requests: queue.SimpleQueue | None = None
+_spawn_lock = threading.Lock()
 
 
-def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn) -> None:
+def _spawn(process: multiprocessing.process.BaseProcess) -> None:
+    """Start ``process`` from a thread that lives as long as this process.
+
+    Linux sends the parent-death signal (:func:`_die_with_parent`) when the
+    *thread* that forked the child ends, not the process: a gateway started
+    from a short-lived thread (a worker of an executor, a test's helper)
+    would be killed when that thread finished. One daemon thread forks every
+    gateway child, so the signal comes only when the engine's process ends.
+    """
+    global _spawn_requests
+    with _spawn_lock:
+        if _spawn_requests is None:
+            _spawn_requests = queue.SimpleQueue()
+            threading.Thread(target=_spawn_loop, args=(_spawn_requests,), name="gateway-spawner",
+                             daemon=True).start()
+    done: concurrent.futures.Future = concurrent.futures.Future()
+    _spawn_requests.put((process, done))
+    done.result()
+
+
+def _spawn_loop(requests: queue.SimpleQueue) -> None:
+    while True:
+        process, done = requests.get()
+        try:
+            process.start()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the thread that asked
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+
+def _die_with_parent(parent: int) -> bool:
+    """Have the kernel SIGKILL this process the moment the engine's process ends.
+
+    Without it a child whose engine was killed (``kill -9``, the OOM killer)
+    would keep the gateway's ports bound and its cursor file in use until it
+    noticed (:data:`PARENT_CHECK_S`), and an engine restarted at once (as a
+    supervisor does) could not bind them. SIGKILL rather than SIGTERM: the
+    child has nothing to save that a kill loses (the cursor file is replaced
+    whole and lags at most ``cursor_interval_ms``, which at-least-once
+    delivery re-sends; a PostgreSQL transaction rolls back, NATS drops
+    re-sent ids), while a graceful stop could wait out a NATS flush or a
+    back-off, and no library in the child can catch or delay a SIGKILL.
+
+    Parameters
+    ----------
+    parent : int
+        The engine's pid, as the engine gave it: if the engine ended before
+        the signal was armed, nothing will send it.
+
+    Returns
+    -------
+    bool
+        False if the engine is already gone (the caller exits at once).
+        Where ``prctl`` does not exist (not Linux), the child relies on its
+        periodic check alone.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        prctl = None
+    if prctl is not None:
+        prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+    # Checked after arming: an engine that died before then sent no signal,
+    # and this child has been handed to another parent already.
+    return os.getppid() == parent
+
+
+def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, parent) -> None:
     """A gateway's child process: run it on a thread; its counters go to ``shared``.
 
     The gateway thread writes its counters through to the shared array as
     it moves (no polling thread, which would wake the process hundreds of
-    times a second for nothing). The child lowers its CPU priority by the
-    configured ``nice`` before anything else (every thread it starts
-    inherits it), and stops on its own when the engine is gone (killed
-    without the chance to stop it) instead of following a journal nobody
-    writes forever.
+    times a second for nothing). The child dies with the engine (``parent``,
+    the engine's pid): the kernel kills it when the engine's process ends
+    (:func:`_die_with_parent`), and where it cannot, the child checks every
+    :data:`PARENT_CHECK_S` and stops, instead of following a journal nobody
+    writes while holding the ports a restarted engine needs. It lowers its
+    CPU priority by the configured ``nice`` before starting the gateway
+    (every thread it starts inherits it).
     """
+    if not _die_with_parent(parent):
+        return  # the engine died while this child was starting: nobody to serve
     import msgspec
 
     from gateways import build
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s gateway[{config.gateway_name}] "
                                                    f"%(levelname)s %(message)s")
-    parent = os.getppid()
     if config.nice:
         try:
             os.nice(config.nice)
@@ -537,7 +627,7 @@ def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn) 
     try:
         gateway.start()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+        conn.send({"error": describe(exc)})
         return
     conn.send(gateway.public_info())
     conn.close()

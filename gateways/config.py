@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -131,7 +132,8 @@ class ZmqConfig(GatewayConfig, tag="zmq"):
     Attributes
     ----------
     endpoint : str
-        Where the PUB socket binds. Default ``tcp://127.0.0.1:7101``.
+        Where the PUB socket binds. Default ``tcp://127.0.0.1:7101``. A tcp
+        port is 1 to 65535, or 0 or ``*`` for a free one.
     replay_endpoint : str
         Where the ROUTER replay service binds. Default ``tcp://127.0.0.1:7102``.
     sndhwm : int
@@ -162,7 +164,9 @@ class NatsConfig(GatewayConfig, tag="nats"):
     Attributes
     ----------
     servers : list of str
-        Default ``["nats://127.0.0.1:4222"]``.
+        ``nats://host[:port]``, ``tls://host[:port]`` or ``host:port`` (port
+        1 to 65535, default 4222), checked here. Default
+        ``["nats://127.0.0.1:4222"]``.
     stream : str
         Stream name, created if missing. Default ``KRONOS_EVENTS``.
     subject_prefix : str
@@ -235,6 +239,48 @@ _SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _ZMQ_ENDPOINT = re.compile(r"^(tcp://[^\s]+:(\d+|\*)|ipc://[^\s]+|inproc://[^\s]+)$")
+_NATS_SCHEMES = ("nats", "tls")
+
+
+def _zmq_port_problem(endpoint: str) -> str | None:
+    """Why a tcp:// endpoint's port is out of range, or None.
+
+    libzmq does not refuse a port above 65535: it binds the number modulo
+    65536 (``99999`` becomes ``34463``), and subscribers configured with the
+    written one wait on a port nobody binds.
+    """
+    if not endpoint.startswith("tcp://"):
+        return None
+    port = endpoint.rpartition(":")[2]
+    if port == "*" or int(port) <= 65535:
+        return None  # 0 and * are ephemeral ports
+    return f"port {port} is out of range (1 to 65535, or 0 or * for a free port)"
+
+
+def _nats_server_problem(server: str) -> str | None:
+    """Why ``server`` is not a NATS server address nats-py can use, or None.
+
+    nats-py takes ``nats://host[:port]``, ``tls://host[:port]`` or a bare
+    ``host:port`` (the port defaulting to 4222), and reports a malformed one
+    only when it connects, as a name lookup that fails over and over.
+    """
+    if not server or server != server.strip() or any(c.isspace() for c in server):
+        return "is empty or holds whitespace; expected nats://host:port"
+    url = server if "://" in server else f"nats://{server}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "has a bad port; expected 1 to 65535"
+    if parts.scheme not in _NATS_SCHEMES:
+        return f"has the scheme {parts.scheme!r}; expected nats://, tls:// or none (host:port)"
+    if not parts.hostname:
+        return "has no host; expected nats://host:port"
+    if port == 0:
+        return "has port 0; expected 1 to 65535"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "has a path, query or fragment; expected [nats:// or tls://]host[:port]"
+    return None
 
 
 def _ephemeral(endpoint: str) -> bool:
@@ -320,11 +366,18 @@ def _check(config: GatewayConfig, where: str) -> None:
                 if not _ZMQ_ENDPOINT.match(getattr(config, key)):
                     fail(key, f"{getattr(config, key)!r} is not a tcp://host:port, ipc:// or "
                               f"inproc:// endpoint")
+                problem = _zmq_port_problem(getattr(config, key))
+                if problem:
+                    fail(key, f"{getattr(config, key)!r}: {problem}")
             if config.endpoint == config.replay_endpoint and not _ephemeral(config.endpoint):
                 fail("replay_endpoint", "is the same as 'endpoint'")
         case NatsConfig():
             if not config.servers:
                 fail("servers", "empty")
+            for i, server in enumerate(config.servers):
+                problem = _nats_server_problem(server)
+                if problem:
+                    fail(f"servers[{i}]", f"{server!r} {problem}")
             if not _STREAM_NAME.match(config.stream):
                 fail("stream", f"{config.stream!r} is not a valid stream name")
             if not _SUBJECT_TOKEN.match(config.subject_prefix):

@@ -30,7 +30,7 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from engine.journal import JournalReader
-from gateways.base import Gateway
+from gateways.base import Gateway, describe
 from gateways.config import NatsConfig
 from gateways.events import GatewayEvent
 
@@ -75,17 +75,53 @@ class NatsGateway(Gateway):
         # uvloop as in the engine: 6.5% fewer instructions per event delivered
         # than asyncio's loop (callgrind, batches of 20; docs/gateways.md).
         self._loop = uvloop.new_event_loop()
-        self._loop.run_until_complete(self._connect())
+        try:
+            self._loop.run_until_complete(self._connect())
+        except BaseException:
+            # The base loop closes only what opened: release the event loop
+            # and the half-made client of this attempt here.
+            self._safe_close()
+            raise
 
     async def _connect(self) -> None:
+        """Connect, trying each server once; raise ``ConnectionError`` naming them if none answers.
+
+        The gateway's own loop reconnects (with its back-off, from its
+        cursor, counting each failed open in ``metrics``); the client's
+        reconnect would buffer publishes behind our back. nats-py retries
+        the servers of its pool even with ``allow_reconnect=False`` (60
+        rounds 2 s apart by default) and reports each failure only to
+        ``error_cb``, so the callback ends its loop once every server has
+        failed once.
+        """
         config: NatsConfig = self.config
-        # The gateway's own loop reconnects (with its back-off, from its
-        # cursor); the client's reconnect would buffer publishes behind our back.
-        self._nc = await nats.connect(config.servers, allow_reconnect=False,
-                                      connect_timeout=config.connect_timeout_s,
-                                      name=f"kronos-gateway-{self.name}")
-        self._js = self._nc.jetstream(timeout=config.ack_timeout_s,
-                                      publish_async_max_pending=config.max_pending)
+        failures: list[str] = []
+        connecting = True
+
+        async def on_error(exc: Exception) -> None:
+            # nats-py's default callback logs a traceback per failure.
+            if connecting:
+                failures.append(describe(exc))
+                if len(failures) >= len(config.servers):
+                    raise _AllServersFailed from None
+            else:
+                log.warning("gateway %s: nats: %s", self.name, describe(exc))
+
+        self._nc = nc = nats.NATS()
+        try:
+            # max_reconnect_attempts and reconnect_time_wait bound the pool's
+            # loop too (two immediate tries per server), should a nats-py
+            # version stop reporting connect failures to error_cb.
+            await nc.connect(config.servers, allow_reconnect=False, max_reconnect_attempts=1,
+                             reconnect_time_wait=0, connect_timeout=config.connect_timeout_s,
+                             error_cb=on_error, name=f"kronos-gateway-{self.name}")
+        except Exception as exc:  # noqa: BLE001 - every way a connect fails, as one error
+            cause = "; ".join(dict.fromkeys(failures)) or describe(exc)
+            raise ConnectionError(f"{', '.join(config.servers)}: {cause}") from None
+        finally:
+            connecting = False
+        self._js = nc.jetstream(timeout=config.ack_timeout_s,
+                                publish_async_max_pending=config.max_pending)
         await self._ensure_stream()
 
     async def _ensure_stream(self) -> None:
@@ -170,6 +206,10 @@ class NatsGateway(Gateway):
             self.yield_to_engine()
             await nc.flush(config.ack_timeout_s)
             await acks.wait(config.ack_timeout_s)
+
+
+class _AllServersFailed(Exception):
+    """Raised from the error callback to end nats-py's connect loop (never escapes ``_connect``)."""
 
 
 class _AckCollector:

@@ -38,7 +38,7 @@ import msgspec
 import zmq
 
 from engine.journal import JournalReader, RecordKind
-from gateways.base import Gateway
+from gateways.base import Gateway, describe
 from gateways.config import ZmqConfig
 from gateways.events import GatewayEvent, Normalizer, topic_of
 from gateways.tail import JournalTail
@@ -50,13 +50,41 @@ HEADER = struct.Struct(">QQQ")
 UNKNOWN = (1 << 64) - 1
 HEARTBEAT_TOPIC = b"_hb"
 _SNDMORE = int(zmq.SNDMORE)
+#: How long a bind waits for an address that is still in use before it fails.
+BIND_RETRY_S = 1.0
+
+
+def _bind(socket: zmq.Socket, endpoint: str) -> None:
+    """``socket.bind(endpoint)``, waiting up to :data:`BIND_RETRY_S` while the address is in use.
+
+    An engine restarted the moment the previous one was killed can find its
+    ports still held by the old gateway child: the kernel kills that child
+    with its engine (``gateways.base._die_with_parent``), but the child
+    releases its sockets only once it has run to its exit, which a loaded
+    machine can delay past the new engine's bind. A port that stays taken
+    fails as before, a second later.
+
+    Raises
+    ------
+    zmq.ZMQError
+        Any other bind error at once; ``EADDRINUSE`` once the wait is over.
+    """
+    deadline = time.monotonic() + BIND_RETRY_S
+    while True:
+        try:
+            socket.bind(endpoint)
+            return
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.02)
 
 
 class ZmqGateway(Gateway):
     """Publish events on a ZeroMQ PUB socket and serve replays from the journal.
 
-    Both sockets are bound in :meth:`start` (so a taken port fails at once)
-    and live until :meth:`stop`; a PUB socket has no destination to lose,
+    Both sockets are bound in :meth:`start` (so a taken port fails there,
+    after :data:`BIND_RETRY_S`) and live until :meth:`stop`; a PUB socket has no destination to lose,
     so ``open``/``close`` have nothing to do.
     """
 
@@ -88,7 +116,7 @@ class ZmqGateway(Gateway):
         self._pub.setsockopt(zmq.SNDHWM, config.sndhwm)
         self._pub.setsockopt(zmq.LINGER, 0)
         try:
-            self._pub.bind(config.endpoint)
+            _bind(self._pub, config.endpoint)
             self.endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
             self._replay = ReplayServer(self._context, config.replay_endpoint, self.source,
                                         Normalizer(config.events, journal=self.source),
@@ -168,6 +196,40 @@ def _matches(topic: bytes, topics: frozenset[bytes], prefixes: tuple[bytes, ...]
     return topic in topics or topic.startswith(prefixes)
 
 
+def topic_filter(topics: list[bytes]) -> tuple[frozenset[bytes], tuple[bytes, ...]]:
+    """A subscriber's topics as whole topics and prefixes (the replay request's two lists).
+
+    A symbol is compared whole, since symbols prefix one another (``AAA``,
+    ``AAAX``) and hold dots (``BRK.B``): ``fill.AAA`` is that one topic. A
+    topic ending in ``.`` is a prefix (``fill.``: every fill). A type alone
+    (``fill``, ``admin``) is that type with any symbol or none: the topic
+    itself and the prefix ``<type>.``, never another type it begins
+    (``fill`` is not ``fill_correction``).
+
+    Parameters
+    ----------
+    topics : list of bytes
+        As given to :class:`Subscriber`.
+
+    Returns
+    -------
+    (frozenset of bytes, tuple of bytes)
+        The whole topics and the prefixes; a topic matches if it is one of
+        the first or starts with one of the second.
+    """
+    whole: set[bytes] = set()
+    prefixes: list[bytes] = []
+    for topic in topics:
+        if topic.endswith(b"."):
+            prefixes.append(topic)
+        elif b"." not in topic:
+            whole.add(topic)
+            prefixes.append(topic + b".")
+        else:
+            whole.add(topic)
+    return frozenset(whole), tuple(dict.fromkeys(prefixes))
+
+
 class ReplayServer:
     """Serves journal ranges to subscribers, on a thread of its own.
 
@@ -191,7 +253,7 @@ class ReplayServer:
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         try:
-            self._socket.bind(endpoint)
+            _bind(self._socket, endpoint)
         except zmq.ZMQError:
             self._socket.close()
             raise
@@ -232,7 +294,7 @@ class ReplayServer:
                     reply = self._answer(body)
                 except Exception as exc:  # noqa: BLE001 - a bad request or a journal problem: tell the asker
                     log.warning("gateway replay: %s", exc)
-                    reply = [self._encoder.encode({"ok": False, "error": f"{type(exc).__name__}: {exc}"})]
+                    reply = [self._encoder.encode({"ok": False, "error": describe(exc)})]
                 self._socket.send_multipart(envelope + reply)
 
     def _answer(self, body: bytes) -> list[bytes]:
@@ -302,7 +364,11 @@ class Subscriber:
     replay_endpoint : str
         The gateway's replay endpoint.
     topics : list of bytes, optional
-        Topic prefixes to subscribe to; everything by default.
+        Topics to follow, each compared whole (:func:`topic_filter`):
+        ``b"fill.AAPL"`` is AAPL's fills and not AAPLX's; one ending in
+        ``.`` is a prefix (``b"fill."``: every fill); a type alone
+        (``b"fill"``, ``b"admin"``) is that type, with any symbol or none.
+        Everything by default.
     start_seq : int, optional
         The last seq the consumer already has (e.g. stored with its own
         data): the first :meth:`recv` replays everything after it. Left out,
@@ -341,6 +407,9 @@ class Subscriber:
         prefixes = [t for t in (topics or []) if t]
         self.all_topics = not prefixes
         self.prefixes = prefixes
+        # ZeroMQ matches subscriptions by prefix (fill.AAA lets fill.AAAX
+        # through), so what arrives is checked against the whole topics too.
+        self._topics, self._topic_prefixes = topic_filter(prefixes)
         self._sub = self._context.socket(zmq.SUB)
         self._sub.setsockopt(zmq.RCVHWM, rcvhwm)
         self._sub.setsockopt(zmq.LINGER, 0)
@@ -422,6 +491,8 @@ class Subscriber:
             elif seq > self.last_seq:
                 self._fill(out, self.last_seq + 1, seq, topics=())
             return
+        if not self.all_topics and not _matches(topic, self._topics, self._topic_prefixes):
+            return  # let through by ZeroMQ's prefix match only (fill.AAAX for fill.AAA)
         if self.last_seq is None:
             self.last_seq = seq - 1  # the first message is where this subscriber starts
         if self.all_topics:
@@ -479,9 +550,12 @@ class Subscriber:
             self._req = self._context.socket(zmq.REQ)
             self._req.setsockopt(zmq.LINGER, 0)
             self._req.connect(self._replay_endpoint)
-        request = {"from": first, "to": last,
-                   "topics": [t.decode() for t in topics],
-                   "prefixes": [] if topics else [p.decode() for p in self.prefixes]}
+        if not topics:
+            topics, prefixes = tuple(self._topics), self._topic_prefixes
+        else:
+            prefixes = ()
+        request = {"from": first, "to": last, "topics": [t.decode() for t in topics],
+                   "prefixes": [p.decode() for p in prefixes]}
         self._req.send(self._encoder.encode(request))
         if not self._req.poll(self.replay_timeout_ms):
             # A REQ socket that got no answer cannot send again: start afresh.

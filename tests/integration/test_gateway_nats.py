@@ -1,6 +1,8 @@
 """NATS JetStream gateway against real nats-server processes: an outage of a
 server the test owns, 100,000 fills, de-duplication ids, subjects."""
+import logging
 import socket
+import threading
 import time
 import uuid
 
@@ -9,7 +11,8 @@ import pytest
 from engine.journal import JournalWriter
 from gateways import from_config
 from tests.unit.gateways.helpers import (
-    NatsServer, nats_server_binary, stream_events, wait_until, write_fills, write_mixed,
+    NatsServer, free_port, healthz, nats_server_binary, scrape, stream_events, wait_until, write_fills,
+    write_mixed,
 )
 
 pytestmark = pytest.mark.skipif(nats_server_binary() is None,
@@ -192,3 +195,75 @@ def test_a_delivery_offers_the_cpu_between_publishes(tmp_path, server, journal, 
     # 40 fills in one batch: 10 steps inside the delivery (9 between publishes, one before
     # the acknowledgements) beyond the loop's own 3 before reading, normalising and delivering.
     assert len(calls) >= 12
+
+
+def test_unreachable_server_is_a_failure_retried_with_the_gateways_backoff(tmp_path, journal, caplog):
+    """Nothing listens: each open is one attempt, counted and reported (metrics, /healthz),
+    one line in the log, retried after the gateway's own back-off; stop() returns at once."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    gateway = make_gateway(tmp_path, url, "DOWN", isolation="thread", metrics_port=0,
+                           backoff_initial_ms=50, backoff_max_ms=100)
+    caplog.set_level(logging.WARNING)
+    gateway.start()
+    try:
+        assert wait_until(lambda: gateway.metrics.failures >= 3, 5), gateway.metrics.snapshot()
+        assert url in gateway.metrics.last_error and "ConnectionRefusedError" in gateway.metrics.last_error
+        status, body = healthz(gateway.metrics_port)
+        assert status == 503 and url in body
+        assert scrape(gateway.metrics_port)[("retries_total", "nats")] >= 3
+        thread = gateway._thread
+        started = time.monotonic()
+    finally:
+        gateway.stop()
+    assert time.monotonic() - started < 1 and not thread.is_alive()
+    # One concise warning per failed open, from the gateway; none from nats-py, no tracebacks.
+    assert not [r for r in caplog.records if r.name.startswith("nats")]
+    assert not [r for r in caplog.records if r.exc_info]
+    warnings = [r for r in caplog.records if r.name == "gateways.base"]
+    assert len(warnings) == gateway.metrics.failures
+
+
+def test_each_open_tries_each_server_once(tmp_path, journal):
+    """A server that accepts and hangs up (not NATS): every open tries it once, then the
+    gateway backs off; nats-py's own loop (60 tries 2 s apart by default) never runs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted = []
+
+    def serve():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(time.monotonic())
+            connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    gateway = make_gateway(tmp_path, f"nats://127.0.0.1:{listener.getsockname()[1]}", "HANGUP",
+                           isolation="thread", backoff_initial_ms=200, backoff_max_ms=200,
+                           connect_timeout_s=1)
+    gateway.start()
+    try:
+        assert wait_until(lambda: gateway.metrics.failures >= 3, 5), gateway.metrics.snapshot()
+    finally:
+        gateway.stop()
+        listener.close()
+    failures = gateway.metrics.failures
+    assert failures <= len(accepted) <= failures + 1  # one more may be under way at stop
+    # Attempts are the gateway's back-off apart, not back to back.
+    assert all(b - a >= 0.15 for a, b in zip(accepted, accepted[1:]))
+
+
+def test_a_dead_server_in_the_list_fails_over_to_a_live_one(tmp_path, server, journal):
+    dead = f"nats://127.0.0.1:{free_port()}"
+    gateway = make_gateway(tmp_path, dead, "FAILOVER", isolation="thread", servers=[dead, server.url])
+    gateway.start()
+    try:
+        written = write_fills(journal, 1, 20)
+        assert gateway.wait_for(journal.last_seq, 20), gateway.metrics.snapshot()
+        assert gateway.metrics.failures == 0 and gateway.metrics.connected
+    finally:
+        gateway.stop()
+    assert deduplicated(stream_events(server.url, "FAILOVER")) == written

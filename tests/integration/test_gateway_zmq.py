@@ -1,5 +1,9 @@
-"""ZeroMQ gateway end to end: 100,000 fills to a live subscriber, and a
-subscriber that goes away and comes back with its last seq."""
+"""ZeroMQ gateway end to end: 100,000 fills to a live subscriber, a
+subscriber that goes away and comes back with its last seq, and an engine
+restarted at once after kill -9."""
+import os
+import signal
+import sys
 import time
 
 import pytest
@@ -7,7 +11,8 @@ import pytest
 from engine.journal import JournalWriter
 from gateways import from_config
 from gateways.zmq_pub import Subscriber
-from tests.unit.gateways.helpers import write_fills
+from tests.integration.engine_harness import config_text, free_port, start_subprocess
+from tests.unit.gateways.helpers import process_gone, spawned_children, write_fills
 
 
 @pytest.fixture
@@ -62,3 +67,44 @@ def test_subscriber_down_then_back_with_its_last_seq(journal, gateway):
         got += collect(back, 4000, 20)
         assert back.replayed >= 3000
     assert [e.seq for e in got] == first + missed + later
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_engine_restarted_at_once_after_kill_9_binds_its_gateway_ports(tmp_path):
+    """What a supervisor does after a crash: start the engine again at once. The dead
+    engine's gateway child must not still hold the ports the new one binds."""
+    pub, replay = free_port(), free_port()
+    config = tmp_path / "engine.toml"
+    config.write_text(config_text(free_port(), tmp_path / "journal", extra=f"""
+[[gateways]]
+type = "zmq"
+endpoint = "tcp://127.0.0.1:{pub}"
+replay_endpoint = "tcp://127.0.0.1:{replay}"
+"""))
+    first = start_subprocess(config, tmp_path / "engine1.log")
+    second = None
+    children = []
+    try:
+        children = spawned_children(first.pid)
+        assert len(children) == 1
+        # Stopped, the child cannot notice by itself that its engine is gone
+        # (as when busy or starved of CPU): only the kernel can end it in time.
+        os.kill(children[0], signal.SIGSTOP)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+        second = start_subprocess(config, tmp_path / "engine2.log")
+        assert process_gone(children[0])  # killed with its engine, stopped as it was
+        with Subscriber(f"tcp://127.0.0.1:{pub}", f"tcp://127.0.0.1:{replay}", start_seq=0) as sub:
+            assert sub.recv(timeout_ms=100) == [] and not sub.last_error  # the new engine answers
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except Exception:
+                    proc.kill()
+                    proc.wait(10)
+        for child in children:
+            if not process_gone(child):
+                os.kill(child, signal.SIGKILL)

@@ -92,6 +92,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, ...); None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def process_gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting for init to reap it counts)."""
+    stat = _proc_stat(pid)
+    return stat is None or stat[0] == "Z"
+
+
+def spawned_children(pid: int) -> list[int]:
+    """The live children ``pid`` started with multiprocessing's spawn (its gateway processes)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _proc_stat(int(entry.name))
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if stat is not None and stat[0] != "Z" and int(stat[1]) == pid and b"spawn_main" in cmdline:
+            children.append(int(entry.name))
+    return children
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.01) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

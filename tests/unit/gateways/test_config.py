@@ -67,6 +67,46 @@ def test_errors_name_the_key(tables, expected):
     assert expected in error(tables)
 
 
+@pytest.mark.parametrize("key,value", [
+    ("endpoint", "tcp://127.0.0.1:99999"),   # libzmq would bind 34463 without a word
+    ("replay_endpoint", "tcp://*:65536"),
+])
+def test_zmq_port_out_of_range_is_named(key, value):
+    message = error([{"type": "zmq", key: value}])
+    assert f"'gateways[0].{key}': {value!r}: port" in message and "1 to 65535" in message
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:1", "tcp://*:65535", "tcp://127.0.0.1:0",
+                                      "tcp://127.0.0.1:*", "ipc:///tmp/kronos:99999"])
+def test_zmq_ports_in_range_or_ephemeral_pass(endpoint):
+    [config] = parse_gateway_configs([{"type": "zmq", "endpoint": endpoint}])
+    assert config.endpoint == endpoint
+
+
+@pytest.mark.parametrize("server,why", [
+    ("nats//127.0.0.1:4222", "has a path, query or fragment"),
+    ("http://127.0.0.1:4222", "scheme 'http'"),
+    ("ws://127.0.0.1:80", "scheme 'ws'"),
+    ("nats://127.0.0.1:99999", "bad port"),
+    ("nats://127.0.0.1:0", "port 0"),
+    ("nats://127.0.0.1:x", "bad port"),
+    ("nats://:4222", "no host"),
+    ("nats://127.0.0.1:4222/x", "has a path, query or fragment"),
+    ("nats://127.0.0.1 :4222", "whitespace"),
+    ("", "empty"),
+])
+def test_nats_server_url_is_checked_and_named(server, why):
+    message = error([{"type": "nats", "servers": ["nats://127.0.0.1:4222", server]}])
+    assert message.startswith(f"'gateways[0].servers[1]': {server!r} ") and why in message
+
+
+def test_nats_server_forms_nats_py_takes_pass():
+    servers = ["nats://127.0.0.1:4222", "tls://nats-1.example:4443", "nats-2:4222", "nats-3",
+               "nats://user:secret@nats-4:4222", "[::1]:4222", "nats://nats-5"]
+    [config] = parse_gateway_configs([{"type": "nats", "servers": servers}])
+    assert config.servers == servers
+
+
 def test_unknown_key_message_lists_the_valid_keys():
     message = error([{"type": "nats", "stream_name": "X"}])
     assert "duplicate_window_s" in message and "subject_prefix" in message

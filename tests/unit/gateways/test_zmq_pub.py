@@ -1,16 +1,22 @@
 """ZeroMQ gateway over real sockets: the stream, its replay service, and the
 Subscriber's de-duplication and gap filling."""
 import os
+import socket
+import threading
+import time
 
 import msgspec
 import pytest
 import zmq
 
-from engine.journal import JournalWriter
-from gateways import from_config
+from engine.journal import JournalWriter, RecordKind
+from engine.messages import JournalEvent
+from gateways import from_config, zmq_pub
 from gateways.events import GatewayEvent
 from gateways.zmq_pub import HEADER, UNKNOWN, Subscriber
-from tests.unit.gateways.helpers import wait_until, write_fills, write_kill_switch, write_mixed
+from tests.unit.gateways.helpers import (
+    admin, fill, free_port, new_ack, wait_until, write_fills, write_kill_switch, write_mixed,
+)
 
 
 def make_gateway(tmp_path, **keys):
@@ -272,3 +278,110 @@ def test_gateway_offers_the_cpu_after_each_slice_of_work(tmp_path, journal, monk
         gateway.stop()
     # 20 events: a step before reading, normalising and delivering, and one every 4 sent.
     assert (len(calls) >= 5) if yields else calls == []
+
+
+# Symbols that prefix one another, one with a dot: what a prefix match confuses.
+TOPIC_SYMBOLS = ("AAA", "AAAX", "AA", "BRK", "BRK.B")
+
+
+def write_topic_events(journal) -> list[tuple[int, str, str | None]]:
+    """A NEW and a fill per symbol of TOPIC_SYMBOLS, and an admin reply: ``[(seq, type, symbol)]``."""
+    written = []
+    for i, symbol in enumerate(TOPIC_SYMBOLS, 1):
+        for kind, report in (("execution_report", new_ack(i)), ("fill", fill(i))):
+            seq = journal.append_msg(RecordKind.EVENT, JournalEvent(
+                session_id="s1", event=msgspec.structs.replace(report, symbol=symbol)))
+            written.append((seq, kind, symbol))
+    written.append((journal.append_msg(RecordKind.EVENT, JournalEvent(session_id="adm", event=admin(1))),
+                    "admin", None))
+    return written
+
+
+TOPIC_CASES = [
+    # (topics, which (type, symbol) the subscriber gets)
+    ([b"fill.AAA"], lambda kind, symbol: kind == "fill" and symbol == "AAA"),
+    ([b"fill.BRK"], lambda kind, symbol: kind == "fill" and symbol == "BRK"),
+    ([b"fill.BRK.B"], lambda kind, symbol: kind == "fill" and symbol == "BRK.B"),
+    ([b"fill."], lambda kind, symbol: kind == "fill"),
+    ([b"fill"], lambda kind, symbol: kind == "fill"),
+    ([b"admin"], lambda kind, symbol: kind == "admin"),
+    ([b"fill.AA", b"execution_report"], lambda kind, symbol: (kind, symbol) == ("fill", "AA")
+     or kind == "execution_report"),
+]
+
+
+@pytest.mark.parametrize("topics,wanted", TOPIC_CASES, ids=[b",".join(t).decode() for t, _ in TOPIC_CASES])
+def test_topic_subscriber_compares_whole_topics_live(tmp_path, journal, topics, wanted):
+    """A symbol is one whole topic (fill.AAA is not fill.AAAX, fill.BRK not fill.BRK.B);
+    a topic ending in '.' or a type alone is every symbol of the type."""
+    gateway = make_gateway(tmp_path, isolation="thread", heartbeat_ms=60_000)
+    gateway.start()
+    try:
+        # No start_seq and no heartbeat: everything comes live from the PUB socket.
+        with Subscriber(gateway.endpoint, gateway.replay_endpoint, topics=topics) as sub:
+            time.sleep(0.2)  # subscribed before the first event is published
+            written = write_topic_events(journal)
+            assert gateway.wait_for(journal.last_seq, 10)
+            expected = [seq for seq, kind, symbol in written if wanted(kind, symbol)]
+            got = collect(sub, len(expected), timeout_s=5)
+            got += sub.recv(timeout_ms=200)  # anything extra that followed
+            assert [e.seq for e in got] == expected
+            assert sub.replayed == 0
+    finally:
+        gateway.stop()
+
+
+@pytest.mark.parametrize("topics,wanted", TOPIC_CASES, ids=[b",".join(t).decode() for t, _ in TOPIC_CASES])
+def test_topic_subscriber_compares_whole_topics_on_replay(tmp_path, journal, topics, wanted):
+    written = write_topic_events(journal)
+    gateway = make_gateway(tmp_path, isolation="thread", heartbeat_ms=60_000)
+    gateway.start()
+    try:
+        assert gateway.wait_for(journal.last_seq, 10)  # published before anyone listened
+        with Subscriber(gateway.endpoint, gateway.replay_endpoint, topics=topics, start_seq=0) as sub:
+            expected = [seq for seq, kind, symbol in written if wanted(kind, symbol)]
+            got = collect(sub, len(expected), timeout_s=5)
+            got += sub.recv(timeout_ms=100)
+            assert [e.seq for e in got] == expected
+            assert sub.replayed == len(expected)
+    finally:
+        gateway.stop()
+
+
+def test_topic_filter_splits_whole_topics_from_prefixes():
+    whole, prefixes = zmq_pub.topic_filter([b"fill.AAA", b"fill.", b"admin", b"execution_report.BRK.B"])
+    assert whole == {b"fill.AAA", b"admin", b"execution_report.BRK.B"}
+    assert prefixes == (b"fill.", b"admin.")
+
+
+def test_a_port_held_for_a_moment_is_bound_once_it_is_free(tmp_path, journal):
+    """An engine restarted at once after a crash: the old gateway child is being killed
+    with its engine but has not released the port yet."""
+    port = free_port()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    threading.Timer(0.3, holder.close).start()
+    gateway = make_gateway(tmp_path, isolation="thread", endpoint=f"tcp://127.0.0.1:{port}")
+    started = time.monotonic()
+    gateway.start()
+    try:
+        assert 0.2 < time.monotonic() - started < zmq_pub.BIND_RETRY_S
+        assert gateway.endpoint == f"tcp://127.0.0.1:{port}"
+        seqs = write_fills(journal, 1, 5)
+        assert gateway.wait_for(seqs[-1], 10)
+    finally:
+        gateway.stop()
+
+
+def test_a_port_that_stays_taken_still_fails(tmp_path, journal, monkeypatch):
+    monkeypatch.setattr(zmq_pub, "BIND_RETRY_S", 0.2)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        gateway = make_gateway(tmp_path, isolation="thread", replay_endpoint=f"tcp://127.0.0.1:{port}")
+        with pytest.raises(zmq.ZMQError) as info:
+            gateway.start()
+        assert info.value.errno == zmq.EADDRINUSE
+        assert not gateway.running
