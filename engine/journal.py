@@ -9,8 +9,9 @@ the engine's durable memory, so its format is built to be checked:
 * every record carries a BLAKE2b-256 hash chained over the previous record's
   hash, so an edited, inserted or removed record breaks the chain from that
   point (tamper evidence, not secrecy);
-* a record cut short by a crash (a "torn" tail) is recognised and dropped by
-  readers, and truncated by the writer when it reopens the journal.
+* a record cut short by a crash (a "torn" tail, possibly followed by the
+  zeros of a file extended before its data landed) is recognised and dropped
+  by readers, and truncated by the writer when it reopens the journal.
 
 Files (segments) rotate by size in one data directory and are named by the
 sequence number of their first record. ``docs/journal.md`` has the byte
@@ -182,8 +183,8 @@ def scan_records(path: Path, data: bytes, expected_seq: int | None, prev_hash: b
     """Records of one segment's bytes, checked.
 
     Raises ``IncompleteRecord`` when the data ends inside a record (or the last record
-    is incomplete on disk: its checksum fails and nothing follows it), and
-    ``JournalCorruptError`` for a bad record with data after it. ``base_offset``:
+    is incomplete on disk: its checksum fails and nothing, or only zero bytes, follow
+    it), and ``JournalCorruptError`` for a bad record with data after it. ``base_offset``:
     where ``data`` starts in the file, added to the records' ``offset`` (the
     exceptions' offsets stay relative to ``data``).
     """
@@ -215,10 +216,19 @@ def scan_records(path: Path, data: bytes, expected_seq: int | None, prev_hash: b
             raise IncompleteRecord(offset, f"record claims {length} payload bytes, {end - offset - RECORD_HEADER_SIZE} remain")
         actual = zlib.crc32(view[offset + 8:record_end], zlib.crc32(view[offset:offset + 4]))
         if actual != crc:
-            if record_end == end:
-                # The last record: a crash can extend the file before the data
-                # blocks land (zeros or stale bytes), so this is a torn tail.
-                raise IncompleteRecord(offset, "last record fails its checksum")
+            # A crash can extend the file before the data blocks land: the
+            # last record reads as zeros or stale bytes, and the file may go
+            # on with zeros for pages past it. Nothing after it was ever
+            # written, so it is a torn tail; unless a good record turns up
+            # inside its span (a damaged length swallowing acknowledged
+            # records), and zeros followed by anything else are damage.
+            zeros_after = end - record_end
+            if (zeros_after == 0 or data.count(0, record_end) == zeros_after) and \
+                    not _good_record_after(view, offset + 1, expected_seq):
+                if zeros_after == 0:
+                    raise IncompleteRecord(offset, "last record fails its checksum")
+                raise IncompleteRecord(offset, f"last record fails its checksum; "
+                                               f"{zeros_after} zero bytes follow it")
             raise JournalCorruptError(path, offset, expected_seq, "checksum",
                                       f"crc32 {actual:#010x} != stored {crc:#010x}")
         if expected_seq is not None and seq != expected_seq:
@@ -496,6 +506,7 @@ class JournalWriter:
         self._waiter_order = 0
         self._pending_since: float | None = None
         self._closed = False
+        self._committer_stopping = False
         self.repaired: TornTail | None = None
         self._open()
         self._durable_seq = self._written_seq = self._last_seq
@@ -748,14 +759,18 @@ class JournalWriter:
         window = self.group_commit_us / 1e6
         while True:
             with self._cond:
-                while self._pending_since is None and not self._closed:
+                while self._pending_since is None and not self._closed \
+                        and not self._committer_stopping:
                     self._cond.wait()
-                if self._pending_since is None and self._closed:
+                if self._committer_stopping or self._pending_since is None:
                     return
-                delay = self._pending_since + window - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            with self._cond:
+                # Waiting on the condition, not sleeping: stop_group_commit
+                # must not wait out a long window before its caller can sync.
+                deadline = self._pending_since + window
+                while not self._committer_stopping and (delay := deadline - time.monotonic()) > 0:
+                    self._cond.wait(delay)
+                if self._committer_stopping:
+                    return
                 # Everything written up to now rides in this group.
                 target = self._written_seq
                 self._pending_since = None
@@ -767,6 +782,41 @@ class JournalWriter:
                 log.exception("journal group commit failed; records after %d are not durable",
                               self._durable_seq)
                 raise
+
+    # ------------------------------------------------------------ shutdown
+    def stop_group_commit(self) -> None:
+        """Stop the committer thread (``group``); a no-op under the other policies.
+
+        The policy stays ``group``, but from now on records become durable
+        only when :meth:`sync` (or :meth:`switch_to_always`, :meth:`close`)
+        is called, and durable callbacks run on that caller's thread. For
+        shutdown: the engine syncs and releases the held replies itself, on
+        its loop, so that none is released behind its back by the committer
+        once it has checked that all are out (see ``EngineService.stop``).
+        Returns after a group commit in progress has finished.
+        """
+        if self._committer is None:
+            return
+        with self._cond:
+            self._committer_stopping = True
+            self._cond.notify_all()
+        self._committer.join()
+        self._committer = None
+
+    def switch_to_always(self) -> int:
+        """Sync what is written, then apply the ``always`` policy from now on; returns ``durable_seq``.
+
+        Every later :meth:`flush` (and unbuffered append) is durable when it
+        returns, so whoever holds acknowledgements for durability can send
+        them at once (the pipeline releases a flush's replies synchronously
+        under any policy but ``group``). Stops the committer under ``group``;
+        a caller switching from ``group`` must first let the replies of
+        records already durable go out, or later ones could overtake them.
+        """
+        self.stop_group_commit()
+        durable = self.sync()
+        self.fsync = "always"
+        return durable
 
     # ------------------------------------------------------------ close
     def close(self) -> None:

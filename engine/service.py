@@ -5,7 +5,8 @@ configured otherwise) define the instruments; risk gets those instruments'
 grids plus the ``[risk]`` limits; the router is sized for the venues; the
 journal opens (repairing a torn tail) and is replayed into the order table
 and the risk state; then intake starts taking orders. Shutdown runs the other
-way: stop intake, let in-flight work finish, flush and close the journal.
+way: intake stops taking orders, in-flight work finishes, every reply the
+journal holds goes out, then the sockets close and the journal closes.
 """
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 
 #: The embedded default configuration: engine on the simulator, local plaintext.
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.toml"
+
+#: How long a stopping engine keeps serving after it starts refusing new orders:
+#: requests already on their way get an answer (ENGINE_SHUTTING_DOWN for new
+#: orders and replaces), cancels still reach the venues, fills still come back.
+SHUTDOWN_GRACE_S = 0.1
 
 
 def risk_config(config: Config, instruments) -> dict[str, Any]:
@@ -172,11 +178,29 @@ class EngineService:
                  ", ".join(self.endpoints), len(market.venues), len(instruments),
                  cfg.journal.dir, cfg.journal.fsync)
 
-    async def stop(self) -> None:
-        """Graceful shutdown: stop intake, finish in-flight work, flush the journal."""
+    async def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """Graceful shutdown: refuse new orders, finish in-flight work, send every reply, close.
+
+        An acknowledgement whose record is in the journal must reach its
+        client, so the sockets close only after the last reply is sent:
+
+        1. intake refuses new orders and replaces (``ENGINE_SHUTTING_DOWN``)
+           and keeps answering everything else;
+        2. under ``fsync = "group"`` the replies waiting for the committer are
+           released now, and every later batch is synced before it is sent;
+        3. for ``grace_s`` the engine serves on (requests on their way are
+           answered, cancels reach the venues), then the router's clock and
+           the venues stop;
+        4. intake closes its sockets (ZeroMQ lingers to deliver what was
+           sent), then the journal is synced and closed.
+        """
+        log.info("engine: stopping")
         if self.intake is not None:
             self.intake.begin_shutdown()
-            await self.intake.stop()
+        if self.journal is not None and self.journal.fsync == "group":
+            await self._end_group_commit()
+        if self.intake is not None and grace_s > 0:
+            await asyncio.sleep(grace_s)
         if self._ticker is not None:
             self._ticker.cancel()
             try:
@@ -185,6 +209,11 @@ class EngineService:
                 pass
         if self.venues is not None:
             await self.venues.stop()
+        if self.intake is not None:
+            # Replies queued by the last venue reports flush on the next loop
+            # turn; once the sockets are closed they could not be sent.
+            await asyncio.sleep(0)
+            await self.intake.stop()
         if self.journal is not None:
             self.journal.sync()
             self.journal.close()
@@ -203,6 +232,35 @@ class EngineService:
 
     async def __aexit__(self, *exc) -> None:
         await self.stop()
+
+    async def _end_group_commit(self, max_rounds: int = 100) -> None:
+        """Release every reply the group commit holds, then sync each batch before it is sent.
+
+        Under ``group`` the pipeline hands a batch's replies back to the loop
+        only once the committer has synced the batch, up to a commit window
+        later; replies still held when intake closes its sockets are lost
+        while their orders stay in the journal. Under ``always`` the pipeline
+        sends a batch's replies as soon as its flush returns, so a request
+        intake still reads while it closes is answered before the close.
+        The switch must not let such a batch overtake replies still queued
+        on the loop (the client would see its ``seq`` out of order): with
+        the committer stopped, the journal is synced and the loop turned
+        until a whole turn starts with every record durable and adds none,
+        and then every release has run.
+        """
+        journal = self.journal
+        journal.stop_group_commit()
+        for _ in range(max_rounds):
+            settled = journal.durable_seq == journal.last_seq
+            seq = journal.last_seq
+            journal.sync()
+            await asyncio.sleep(0)
+            if settled and journal.last_seq == seq:
+                break
+        else:
+            log.warning("engine: requests kept coming while stopping; switching the journal to "
+                        "fsync=always with replies possibly still queued")
+        journal.switch_to_always()
 
     # ------------------------------------------------------------ helpers
 

@@ -400,3 +400,164 @@ def test_cli_registered_and_runs_as_a_command(tmp_path):
                           str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "OK: 3 records" in out.stdout
+
+
+# ---------------------------------------------------------------- zero-filled tails
+# A power loss can leave a file whose size reached the disk before its data
+# did: the end reads as zeros, from part of a record to several pages.
+def _zero_from(path: Path, offset: int) -> None:
+    """Zero the file from ``offset`` to its end, keeping its size."""
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(bytes(size - offset))
+
+
+def _append_zeros(path: Path, count: int) -> None:
+    with open(path, "ab") as handle:
+        handle.write(bytes(count))
+
+
+def _reopen_and_append(path: Path, last_seq: int, more: int = 3) -> None:
+    """The writer repairs the tail and continues; the reader gets every record back, chained."""
+    with JournalWriter(path, fsync="always") as writer:
+        assert writer.repaired is not None
+        assert writer.last_seq == last_seq
+        for i in range(1, more + 1):
+            assert writer.append(RecordKind.EVENT, b"after-%d" % i) == last_seq + i
+    records = list(JournalReader(path))
+    assert [r.seq for r in records] == list(range(1, last_seq + more + 1))
+    assert [r.payload for r in records[last_seq:]] == [b"after-%d" % i for i in range(1, more + 1)]
+    for previous, record in zip(records, records[1:]):
+        fixed = struct.pack("<QqHH", record.seq, record.ts_ns, record.kind, 0)
+        assert record.hash == chain_hash(previous.hash, fixed, record.payload)
+    result = verify(path)
+    assert result.ok and result.torn is None and result.last_seq == last_seq + more
+
+
+@pytest.mark.parametrize("zeros", [1, 60, 61, 4096, 100_000])
+def test_zero_filled_tail_after_good_records_is_torn(tmp_path, zeros, capsys):
+    write(tmp_path, 6)
+    segment = list_segments(tmp_path)[-1]
+    good_size = segment.stat().st_size
+    _append_zeros(segment, zeros)
+    reader = JournalReader(tmp_path)
+    assert [r.seq for r in reader] == [1, 2, 3, 4, 5, 6]
+    assert reader.torn is not None
+    assert (reader.torn.path, reader.torn.offset, reader.torn.dropped_bytes) == (segment, good_size, zeros)
+    result = verify(tmp_path)
+    assert result.ok and result.last_seq == 6 and result.torn.offset == good_size
+    parser = cmd_journal.argparse.ArgumentParser()
+    cmd_journal.add_arguments(parser)
+    assert cmd_journal.run(parser.parse_args(["verify", "--data-dir", str(tmp_path)])) == 0
+    out = capsys.readouterr().out
+    assert f"torn tail: {segment.name} @ {good_size}, {zeros} bytes dropped" in out
+    assert "OK: 6 records (seq 1..6)" in out
+    _reopen_and_append(tmp_path, 6)
+    assert segment.stat().st_size > good_size  # truncated, then appended to
+
+
+def test_last_two_records_zeroed_in_place_are_torn(tmp_path):
+    write(tmp_path, 6)
+    segment, start, _ = offsets(tmp_path)[4]
+    size = segment.stat().st_size
+    _zero_from(segment, start)
+    reader = JournalReader(tmp_path)
+    assert [r.seq for r in reader] == [1, 2, 3, 4]
+    assert (reader.torn.offset, reader.torn.dropped_bytes) == (start, size - start)
+    assert verify(tmp_path).ok
+    _reopen_and_append(tmp_path, 4)
+
+
+def test_zeroed_payload_followed_by_zeros_is_torn(tmp_path):
+    # The last record's header landed, its payload and the pages after it did not.
+    write(tmp_path, 5)
+    segment, start, _ = offsets(tmp_path)[-1]
+    _zero_from(segment, start + RECORD_HEADER_SIZE)
+    _append_zeros(segment, 8192)
+    assert [r.seq for r in JournalReader(tmp_path)] == [1, 2, 3, 4]
+    _reopen_and_append(tmp_path, 4)
+
+
+@pytest.mark.parametrize("trailing_zeros", [0, 4096])
+def test_zeroed_record_followed_by_a_good_record_is_corruption(tmp_path, trailing_zeros):
+    write(tmp_path, 6)
+    segment, start, size = offsets(tmp_path)[3]
+    with open(segment, "r+b") as handle:
+        handle.seek(start)
+        handle.write(bytes(size))  # record 4 is zeros, 5 and 6 are intact
+    _append_zeros(segment, trailing_zeros)
+    before = segment.read_bytes()
+    result = verify(tmp_path)
+    assert not result.ok and result.torn is None
+    assert (result.problem.problem, result.problem.seq, result.problem.offset) == ("checksum", 4, start)
+    with pytest.raises(JournalCorruptError):
+        list(JournalReader(tmp_path))
+    with pytest.raises(JournalCorruptError):
+        JournalWriter(tmp_path)
+    assert segment.read_bytes() == before  # nothing was truncated
+
+
+def test_damaged_length_reaching_into_a_zero_tail_is_corruption(tmp_path):
+    # Record 5's length, damaged, spans the good record 6 and ends in zeros
+    # after it: dropping "the tail" from record 5 would lose record 6.
+    write(tmp_path, 6)
+    (segment, start5, size5), (_, _, size6) = offsets(tmp_path)[4:6]
+    _append_zeros(segment, 4096)
+    with open(segment, "r+b") as handle:
+        handle.seek(start5)
+        handle.write(struct.pack("<I", size5 + size6 + 100 - RECORD_HEADER_SIZE))
+    result = verify(tmp_path)
+    assert not result.ok and result.problem.seq == 5 and result.torn is None
+    with pytest.raises(JournalCorruptError):
+        JournalWriter(tmp_path)
+
+
+def test_zero_tail_in_a_segment_before_the_last_is_corruption(tmp_path):
+    write(tmp_path, 30, rotate_bytes=1024)
+    first, second = list_segments(tmp_path)[:2]
+    _append_zeros(first, 4096)
+    result = verify(tmp_path)
+    assert not result.ok and result.problem.path == first
+    with pytest.raises(JournalCorruptError):
+        JournalWriter(tmp_path)
+
+
+# ---------------------------------------------------------------- ending group commit (shutdown)
+def test_stop_group_commit_leaves_durability_to_sync(tmp_path):
+    writer = JournalWriter(tmp_path, fsync="group", group_commit_us=5_000_000, buffered=True)
+    try:
+        calls = []
+        for i in range(3):
+            writer.append(RecordKind.EVENT, payload(i))
+        writer.call_when_durable(writer.flush(), lambda: calls.append(threading.get_ident()))
+        started = time.monotonic()
+        writer.stop_group_commit()  # inside a 5 s window: must not wait it out
+        assert time.monotonic() - started < 1
+        assert writer.fsync == "group" and writer.durable_seq == 0 and not calls
+        assert writer.sync() == 3
+        assert calls == [threading.get_ident()]  # released by the caller's sync, on its thread
+        writer.append(RecordKind.EVENT, payload(3))
+        writer.call_when_durable(writer.flush(), lambda: calls.append("second"))
+        time.sleep(0.05)
+        assert writer.durable_seq == 3 and calls[1:] == []  # no committer any more
+        assert writer.switch_to_always() == 4 and calls[1:] == ["second"]
+        assert writer.fsync == "always"
+        writer.append(RecordKind.EVENT, payload(4))
+        assert writer.flush() == 5 and writer.durable_seq == 5  # durable when flush returns
+    finally:
+        writer.close()
+    result = verify(tmp_path)
+    assert result.ok and result.records == 5
+
+
+@pytest.mark.parametrize("policy", ["always", "none"])
+def test_switch_to_always_from_other_policies(tmp_path, policy):
+    with JournalWriter(tmp_path, fsync=policy, buffered=True) as writer:
+        writer.append(RecordKind.EVENT, payload(1))
+        writer.stop_group_commit()  # nothing to stop
+        assert writer.switch_to_always() == 1
+        assert writer.fsync == "always"
+        writer.append(RecordKind.EVENT, payload(2))
+        assert writer.flush() == 2 and writer.durable_seq == 2
+    assert verify(tmp_path).records == 2
