@@ -33,8 +33,8 @@ import msgspec
 
 from engine.journal import JournalReader, RecordKind
 from engine.messages import (
-    AdminReply, BulkNewOrders, ExecType, ExecutionReport, JournalCommand, JournalEvent,
-    JournalPayload, JournalSession, KillSwitch, NewOrder, TradeFill, reject_name,
+    AdminReply, BulkNewOrders, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
+    JournalEvent, JournalPayload, JournalSession, KillSwitch, NewOrder, TradeFill, reject_name,
 )
 from engine.orders import Stage
 from engine.pipeline import RISK_SCOPE, cl_ord_hash, risk_flags
@@ -55,6 +55,8 @@ class RecoveredSession(NamedTuple):
     principal: str
     seq: int
     messages: list   # the last messages sent (oldest first), each with its seq
+    #: the session's setting as its last HeartbeatAck told the client
+    cancel_on_disconnect: bool = False
 
 
 class Recovered(NamedTuple):
@@ -109,6 +111,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     # says they took; engaged ones by (scope, target) until released.
     kill_requests: dict[tuple[str, str], KillSwitch] = {}
     engaged: dict[tuple[str, str | None], KillSwitch] = {}
+    cancel_on_disconnect: dict[str, bool] = {}
     max_exec = 0
     principals: dict[str, str] = {}
     sent: dict[str, collections.deque] = {}
@@ -142,6 +145,8 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
             if ring is None:
                 ring = sent[payload.session_id] = collections.deque(maxlen=ring_size)
             ring.append(report)
+        if isinstance(report, HeartbeatAck):
+            cancel_on_disconnect[payload.session_id] = report.cancel_on_disconnect
         if isinstance(report, AdminReply) and report.ok:
             kill = kill_requests.pop((payload.session_id, report.req_id), None)
             if kill is not None:
@@ -174,7 +179,8 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     if unknown:
         log.warning("recovery: %d sessions without a journaled key not restored (e.g. %s)",
                     len(unknown), unknown[0])
-    sessions = [RecoveredSession(sid, principals[sid], ring[-1].seq, list(ring))
+    sessions = [RecoveredSession(sid, principals[sid], ring[-1].seq, list(ring),
+                                 cancel_on_disconnect.get(sid, False))
                 for sid, ring in sent.items() if sid in principals]
     result = Recovered(records, len(table), len(table.working()), fills, rerouted, sessions)
     if records:

@@ -167,6 +167,9 @@ class EngineService:
         for rs in self.recovered.sessions:
             session = self.intake.restore_session(rs.session_id, rs.principal, rs.seq, rs.messages)
             if session is not None:
+                # Its opt-in holds across the restart: if the client does not
+                # come back within the heartbeat timeout, its orders are canceled.
+                session.cancel_on_disconnect = rs.cancel_on_disconnect
                 self.pipeline.sessions[rs.session_id] = session
         await self.venues.start()
         if cfg.metrics.port:

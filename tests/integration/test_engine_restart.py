@@ -6,6 +6,7 @@ restart after kill -9 takes (tests/integration/test_engine_recovery.py kills).
 """
 import subprocess
 import sys
+import time
 
 import msgspec
 
@@ -130,6 +131,26 @@ def test_a_cancel_or_replace_from_another_session_is_answered_to_it(tmp_path):
         assert msgspec.structs.replace(after, seq=0) == before
         client.status("o2", account="DEMO1")
         assert client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1].found
+
+
+def test_cancel_on_disconnect_holds_across_a_restart(tmp_path):
+    path, endpoint = engine_config(tmp_path)
+    path.write_text(path.read_text().replace("heartbeat_timeout_ms = 60000",
+                                             "heartbeat_interval_ms = 200\n"
+                                             "heartbeat_timeout_ms = 600"))
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.heartbeat(cancel_on_disconnect=True)
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="c1")
+        report(client, "c1", ExecType.NEW)
+        session_id = client.session_id
+    # The client does not come back: its order is canceled within the timeout.
+    with ThreadedEngine(path) as engine, Client(endpoint) as watcher:
+        deadline = time.monotonic() + 5
+        while status(watcher, "c1").report.ord_status != OrdStatus.CANCELED:
+            assert time.monotonic() < deadline, "order c1 still working"
+            time.sleep(0.1)
+        restored = engine.call(lambda: engine.service.intake.sessions[session_id])
+        assert restored.cancel_on_disconnect
 
 
 def serve_once(path) -> subprocess.CompletedProcess:
