@@ -6,7 +6,8 @@ responses. The client checks the engine's per-session ``seq`` on everything
 it receives: a jump forward is a gap (recorded in ``gaps`` and, with
 ``auto_resend``, asked for again with a ``ResendRequest``), a number seen
 before is a duplicate and is dropped, and a gap the engine can no longer
-fill ends up in ``lost``.
+fill ends up in ``lost``. A message with ``seq`` 0 was sent outside any
+session (see docs/protocol.md, *Resume*) and is delivered untracked.
 
 Example
 -------
@@ -121,6 +122,10 @@ class _Base:
     def _track(self, msg: Response) -> tuple[bool, ResendRequest | None]:
         """Account for ``msg.seq``; returns (deliver?, resend request to send)."""
         seq = msg.seq
+        if seq == 0:
+            # Sent outside any session (a connection whose session was resumed
+            # elsewhere, or no session could be opened): no place in the numbering.
+            return True, None
         resend = None
         if isinstance(msg, HeartbeatAck):
             self.session_id = msg.session_id

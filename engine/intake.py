@@ -29,6 +29,13 @@ ZAP reports the client key as the message's ``User-Id``, which selects the
 accounts the session may use. A session is bound to the key that opened it:
 a frame from another key on the same routing id detaches the old session
 instead of letting the new key speak for it.
+
+Resume: a ``ResendRequest`` naming another session is honoured only as the
+first message of a connection (RESUME_REFUSED otherwise). ROUTER sockets
+are not told when a peer goes away, so a reconnecting client usually resumes
+while its old routing id still looks live; the resume goes ahead, and that
+old routing id is told at once and refused from then on (RESUME_REFUSED,
+``seq`` 0) instead of being given a fresh session behind its back.
 """
 from __future__ import annotations
 
@@ -57,6 +64,7 @@ from engine.messages import (
     HeartbeatAck,
     NewOrder,
     Problem,
+    Reject,
     Replace,
     Request,
     ResendRequest,
@@ -64,6 +72,7 @@ from engine.messages import (
     Response,
     check_new_order,
     check_request,
+    check_version,
     classify_decode_error,
     encoder,
     make_reject,
@@ -242,6 +251,20 @@ class Session:
         return self._ring[0].seq if self._ring else self._seq + 1
 
 
+class _Superseded:
+    """A routing id whose session was resumed by another connection.
+
+    Frames from it (same key) are refused, not given a new session: its
+    client still counts that session's ``seq`` and would drop the new
+    session's numbering as duplicates.
+    """
+
+    __slots__ = ("principal", "session_id", "last_recv_ns")
+
+    def __init__(self, principal: str, session_id: str, now_ns: int):
+        self.principal, self.session_id, self.last_recv_ns = principal, session_id, now_ns
+
+
 class _Entitlement:
     __slots__ = ("name", "accounts", "admin")
 
@@ -260,6 +283,8 @@ class _Listener:
         self.encoder = encoder()
         self.buf = bytearray(1024)
         self.routes: dict[bytes, Session] = {}
+        #: routing ids whose session another connection resumed, oldest first
+        self.superseded: dict[bytes, _Superseded] = {}
         self.endpoints: list[str] = []
         self.recheck_scheduled = False
         #: libzmq's socket, for ext.zmqcall; 0 once the socket is closed
@@ -615,10 +640,19 @@ class IntakeServer:
     def _on_frames(self, listener: _Listener, frames: list[bytes], principal: str, now: int) -> None:
         route = frames[0]
         session = listener.routes.get(route)
+        first = False
         if session is None or session.principal != principal:
+            if listener.superseded:
+                gone = listener.superseded.get(route)
+                if gone is not None:
+                    if gone.principal == principal:
+                        self._refuse_superseded(listener, route, frames, gone, now)
+                        return
+                    del listener.superseded[route]  # another key: as for a new connection
             session = self._open_session(listener, route, principal, now)
             if session is None:
                 return
+            first = True
         session.last_recv_ns = now
         if session.timed_out:
             session.timed_out = False
@@ -640,7 +674,7 @@ class IntakeServer:
             problem, ref_type, cl_ord_id = classify_decode_error(payload, exc)
             session.reject(problem.reason, problem.text, ref_type=ref_type, cl_ord_id=cl_ord_id)
             return
-        self._dispatch(listener, route, session, request, now, started)
+        self._dispatch(listener, route, session, request, now, started, first)
 
     def _open_session(self, listener: _Listener, route: bytes, principal: str,
                       now: int) -> Session | None:
@@ -653,12 +687,8 @@ class IntakeServer:
             previous._route = None
         if len(self.sessions) >= self.config.max_sessions and not self._evict_one():
             log.error("intake: %d sessions, none idle; refusing a new one", len(self.sessions))
-            reject = make_reject(RejectReason.NOT_AUTHORIZED, "too many sessions")
-            listener.encoder.encode_into(reject, listener.buf)
-            try:
-                zmqcall.send_pair(listener.handle, route, listener.buf)
-            except zmq.ZMQError:
-                pass
+            self._send_sessionless(listener, route, make_reject(RejectReason.NOT_AUTHORIZED,
+                                                                "too many sessions"))
             return None
         ent = self._entitlement_of(principal, listener.curve)
         session = Session(listener, route, principal, ent.name, ent.accounts, ent.admin,
@@ -694,6 +724,62 @@ class IntakeServer:
         self.metrics.sessions.set(len(self.sessions))
         return session
 
+    def _send_sessionless(self, listener: _Listener, route: bytes, reject: Reject) -> bool:
+        """Send ``reject`` to ``route`` at once, outside any session (``seq`` 0, no resend).
+
+        Returns False when the peer is gone (nothing to tell any more); a
+        peer whose queue is full loses this one, as it would a session's.
+        """
+        self._count_reject(reject.reject_reason)
+        listener.encoder.encode_into(reject, listener.buf)
+        try:
+            if zmqcall.send_pair(listener.handle, route, listener.buf) == zmqcall.AGAIN:
+                self.metrics.send_dropped.inc()
+                return True
+        except zmq.ZMQError as exc:
+            return exc.errno != zmq.EHOSTUNREACH
+        self.frames_sent += 1
+        return True
+
+    def _supersede(self, listener: _Listener, route: bytes, session: Session, now: int) -> None:
+        """``session`` was resumed elsewhere while ``route`` still looked live: tell ``route``."""
+        notice = make_reject(RejectReason.RESUME_REFUSED,
+                             f"session {session.session_id} was resumed on another connection; "
+                             f"this connection has no session any more and its requests are "
+                             f"refused: reconnect to resume it or to start a new one")
+        if not self._send_sessionless(listener, route, notice):
+            return  # already closed: the usual reconnect, nobody left to refuse
+        log.warning("intake: session %s resumed on a new connection while its old one was still "
+                    "open; the old one is refused from now on", session.session_id)
+        superseded = listener.superseded
+        # Bounded like the sessions; a stalled peer that never speaks again
+        # is also dropped by the watchdog after session_retention_s.
+        while len(superseded) >= self.config.max_sessions:
+            del superseded[next(iter(superseded))]
+        superseded[route] = _Superseded(session.principal, session.session_id, now)
+
+    def _refuse_superseded(self, listener: _Listener, route: bytes, frames: list[bytes],
+                           gone: _Superseded, now: int) -> None:
+        """Refuse a frame from a routing id whose session moved to another connection."""
+        ref_type = cl_ord_id = None
+        if len(frames) == 2 and len(frames[1]) <= self.config.max_message_bytes:
+            try:
+                request = listener.decoder.decode(frames[1])
+            except Exception:  # noqa: BLE001 - refused all the same, only nothing to name
+                pass
+            else:
+                ref_type, cl_ord_id = type(request).__name__, getattr(request, "cl_ord_id", None)
+        reject = make_reject(RejectReason.RESUME_REFUSED,
+                             f"session {gone.session_id} was resumed on another connection; this "
+                             f"connection has no session and its requests are refused: reconnect "
+                             f"to resume it or to start a new one",
+                             ref_type=ref_type, cl_ord_id=cl_ord_id)
+        # Most recently heard from last, so that the bound drops the stalest.
+        del listener.superseded[route]
+        if self._send_sessionless(listener, route, reject):
+            gone.last_recv_ns = now
+            listener.superseded[route] = gone
+
     def _evict_one(self) -> bool:
         detached = [s for s in self.sessions.values() if not s.connected or s.timed_out]
         if not detached:
@@ -711,7 +797,7 @@ class IntakeServer:
 
     # ------------------------------------------------------------ dispatch
     def _dispatch(self, listener: _Listener, route: bytes, session: Session, request: Request,
-                  now: int, started: int) -> None:
+                  now: int, started: int, first: bool) -> None:
         name = type(request).__name__
         counter = self._messages_in.get(name)
         if counter is None:
@@ -728,7 +814,7 @@ class IntakeServer:
                 self._ack(session, request.test_req_id)
                 return
             case ResendRequest():
-                self._resend(listener, route, session, request, now)
+                self._resend(listener, route, session, request, now, first)
                 return
             case BulkNewOrders():
                 request = self._screen_bulk(session, request)
@@ -779,7 +865,10 @@ class IntakeServer:
             return None
         good = []
         for index, order in enumerate(bulk.orders):
-            problem = check_new_order(order)
+            # Each order carries its own "v"; the envelope's says nothing of it.
+            problem = check_version(order)
+            if problem is None:
+                problem = check_new_order(order)
             if problem is None and not session.is_entitled(order.account):
                 problem = Problem(RejectReason.NOT_AUTHORIZED, "account",
                                   f"account {order.account!r} is not entitled to this key")
@@ -805,8 +894,16 @@ class IntakeServer:
                                   resend_end_seq=resend[1] if resend else None))
 
     def _resend(self, listener: _Listener, route: bytes, session: Session,
-                request: ResendRequest, now: int) -> None:
+                request: ResendRequest, now: int, first: bool) -> None:
         if request.session_id is not None and request.session_id != session.session_id:
+            if not first:
+                # This connection already speaks for a session; moving it
+                # would leave that session's requests and numbering behind.
+                session.reject(RejectReason.RESUME_REFUSED,
+                               f"a resume must be the first message of a new connection; this "
+                               f"one already has session {session.session_id}",
+                               ref_type="ResendRequest")
+                return
             target = self.sessions.get(request.session_id)
             if target is None or target.principal != session.principal or target._listener is not listener:
                 session.reject(RejectReason.RESUME_REFUSED,
@@ -837,6 +934,7 @@ class IntakeServer:
         old_route = target._route
         if old_route is not None and listener.routes.get(old_route) is target:
             del listener.routes[old_route]
+            self._supersede(listener, old_route, target, now)
         target._route = route
         target.last_recv_ns = now
         target.timed_out = False
@@ -866,6 +964,13 @@ class IntakeServer:
                         log.exception("intake: on_session_timeout failed for %s", session.session_id)
                 if silent > self._retention_ns:
                     self._forget(session)
+            for listener in self._listeners:
+                superseded = listener.superseded
+                while superseded:
+                    route, gone = next(iter(superseded.items()))
+                    if now - gone.last_recv_ns <= self._retention_ns:
+                        break
+                    del superseded[route]
 
     def _count_reject(self, reason: int) -> None:
         counter = self._reject_counters.get(reason)

@@ -542,6 +542,7 @@ _FIELD_REASON = {
     "orig_cl_ord_id": RejectReason.INVALID_ORDER_ID,
 }
 _PATH = re.compile(r" - at `(\$[^`]*)`$")
+_ORDER_INDEX = re.compile(r"\$\.orders\[(\d+)\]")
 _FIELD_NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
 _FRIENDLY = {
     TextKind.TEXT_POSITIVE_DECIMAL: "a positive decimal string such as \"101.25\" (no sign, exponent or spaces)",
@@ -605,6 +606,18 @@ def classify_decode_error(data: bytes | memoryview, exc: Exception) -> tuple[Pro
     match = _PATH.search(message)
     path = match.group(1) if match else "$"
     detail = message[:match.start()] if match else message
+    inner = _ORDER_INDEX.match(path) if msg_type == "BulkNewOrders" else None
+    if inner is not None:
+        # An order of a version the engine does not speak fails to decode on
+        # whatever that version changed; its version is the fault to name.
+        index = int(inner.group(1))
+        orders = raw.get("orders")
+        order = orders[index] if isinstance(orders, list) and index < len(orders) else None
+        version = order.get("v", PROTOCOL_VERSION) if isinstance(order, dict) else PROTOCOL_VERSION
+        if type(version) is not int or version not in SUPPORTED_VERSIONS:
+            return Problem(RejectReason.UNSUPPORTED_VERSION, "v",
+                           f"{msg_type}: protocol version {version!r} is not supported; this engine "
+                           f"speaks {sorted(SUPPORTED_VERSIONS)} at $.orders[{index}].v"), msg_type, cl_ord_id
     field = None
     if path != "$":
         field = re.split(r"[.\[]", path)[-1].rstrip("]")
@@ -636,15 +649,15 @@ def check_request(request: Request, *, max_bulk_orders: int = 1000) -> Problem |
     Problem or None
         The first rule broken, or ``None``: first the version, then the
         syntax of the text fields (ids, symbols, decimal strings; for
-        ``BulkNewOrders``, of every order, and one bad order refuses the
-        whole message as a malformed one would be), then the rules between
-        fields. For ``BulkNewOrders`` those rules are checked on the batch
-        only; :func:`check_new_order` checks each order.
+        ``BulkNewOrders``, of every order of a supported version, and one
+        bad order refuses the whole message as a malformed one would be),
+        then the rules between fields. For ``BulkNewOrders`` those rules are
+        checked on the batch only; :func:`check_version` and
+        :func:`check_new_order` check each order.
     """
-    if request.v not in SUPPORTED_VERSIONS:
-        return Problem(RejectReason.UNSUPPORTED_VERSION, "v",
-                       f"protocol version {request.v} is not supported; this engine speaks "
-                       f"{sorted(SUPPORTED_VERSIONS)}")
+    problem = check_version(request)
+    if problem is not None:
+        return problem
     spec = _TEXT_FIELDS[type(request)]
     if spec:
         bad = first_bad_field(request, spec)
@@ -666,6 +679,10 @@ def check_request(request: Request, *, max_bulk_orders: int = 1000) -> Problem |
                                f"{len(request.orders)} orders exceed the limit of {max_bulk_orders} per message")
             spec = _TEXT_FIELDS[NewOrder]
             for index, order in enumerate(request.orders):
+                if order.v not in SUPPORTED_VERSIONS:
+                    # Refused on its own by check_version (intake's bulk
+                    # screen); fields of a version not spoken are not judged.
+                    continue
                 bad = first_bad_field(order, spec)
                 if bad >= 0:
                     return _text_problem(order, spec[bad], f"$.orders[{index}]")
@@ -680,6 +697,20 @@ def check_request(request: Request, *, max_bulk_orders: int = 1000) -> Problem |
                 return Problem(RejectReason.INVALID_FIELD, "target",
                                f"a {request.scope} kill switch needs a target")
     return None
+
+
+def check_version(request: Request) -> Problem | None:
+    """UNSUPPORTED_VERSION if ``request.v`` is not a version this engine speaks.
+
+    Applies to a whole request and, in a ``BulkNewOrders``, to each order on
+    its own: an order carries its own ``v``, and one the engine does not
+    speak is refused whatever the envelope's version.
+    """
+    if request.v in SUPPORTED_VERSIONS:
+        return None
+    return Problem(RejectReason.UNSUPPORTED_VERSION, "v",
+                   f"protocol version {request.v} is not supported; this engine speaks "
+                   f"{sorted(SUPPORTED_VERSIONS)}")
 
 
 _LIMIT, _MARKET = OrdType.LIMIT, OrdType.MARKET     # every new order compares (see members())

@@ -425,3 +425,71 @@ def test_history_store_must_name_a_postgres_gateway(tmp_path):
     with pytest.raises(ConfigError, match="no postgres gateway named 'nowhere'"):
         with ThreadedEngine(path):
             pass
+
+
+def test_resume_is_refused_unless_first_on_its_connection(engine):
+    """A connection that has its own session cannot take over another one later: the
+    owner keeps its session and numbering, and its next acknowledgement reaches it."""
+    from engine.messages import HeartbeatAck
+    with Client(engine.endpoint) as owner, Client(engine.endpoint) as other:
+        for _ in range(4):
+            owner.heartbeat()
+            owner.recv(5)
+        other.heartbeat()
+        other_session = other.recv(5).session_id
+        other.resend(1, session_id=owner.session_id)
+        refused = other.recv(5)
+        assert isinstance(refused, Reject) and refused.reject_name == "RESUME_REFUSED", refused
+        assert "first message" in refused.text
+        owner.new_order("AAA", "buy", "1", "49.00", account="DEMO1", cl_ord_id="rs-1")
+        ack = owner.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "rs-1", 5)[-1]
+        assert (ack.exec_type, ack.seq) == (ExecType.NEW, 5)
+        assert owner.duplicates == 0 and owner.gaps == []
+        other.heartbeat()
+        ack = other.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)[-1]
+        assert ack.session_id == other_session
+
+
+def test_resume_of_a_session_still_connected_refuses_the_old_connection(engine):
+    """A reconnect resumes even while the old connection still looks open; if that old
+    connection speaks again it is refused, and nothing it sends is executed."""
+    from engine.messages import HeartbeatAck
+    with Client(engine.endpoint) as old:
+        old.heartbeat()
+        session_id = old.recv(5).session_id
+        old.new_order("AAA", "buy", "1", "49.00", account="DEMO1", cl_ord_id="tk-1")
+        old.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "tk-1", 5)
+        with Client(engine.endpoint) as new:
+            new.resume(session_id, old.last_seq)
+            ack = new.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)[-1]
+            assert ack.session_id == session_id and ack.seq == old.last_seq + 1
+            notice = old.recv(5)
+            assert isinstance(notice, Reject) and notice.reject_name == "RESUME_REFUSED"
+            assert notice.seq == 0 and session_id in notice.text
+            old.new_order("AAA", "buy", "1", "49.01", account="DEMO1", cl_ord_id="tk-2")
+            refused = old.recv(5)
+            assert isinstance(refused, Reject) and refused.reject_name == "RESUME_REFUSED"
+            assert (refused.seq, refused.cl_ord_id) == (0, "tk-2")
+            # Never executed; the session and its order now answer on the new connection.
+            new.status("tk-2", account="DEMO1")
+            assert new.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1].found is False
+            new.cancel("tk-1", account="DEMO1", cl_ord_id="tk-1c")
+            done = new.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "tk-1c", 5)[-1]
+            assert done.exec_type == ExecType.CANCELED and new.gaps == [] and new.duplicates == 0
+            assert old.drain(0.2) == []  # the session's messages went to the new connection only
+
+
+def test_bulk_order_of_an_unsupported_version_is_refused_alone(engine, client):
+    """Each order of a bulk is held to the protocol version, whatever the envelope's."""
+    ok = client.build_new_order("AAA", "buy", "10", "49.00", account="DEMO1", cl_ord_id="bv1")
+    future = msgspec.structs.replace(
+        client.build_new_order("AAA", "buy", "10", "49.00", account="DEMO1", cl_ord_id="bv2"), v=2)
+    client.bulk([future, ok])
+    got = client.drain(0.5)
+    refused = [m for m in got if isinstance(m, Reject)]
+    assert [(r.cl_ord_id, r.reject_name) for r in refused] == [("bv2", "UNSUPPORTED_VERSION")]
+    assert "orders[0]" in refused[0].text
+    reports = [m for m in got if isinstance(m, ExecutionReport)]
+    assert [(r.cl_ord_id, r.exec_type) for r in reports] == [("bv1", ExecType.NEW)]
+    client.status("bv2", account="DEMO1")
+    assert client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1].found is False

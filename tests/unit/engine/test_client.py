@@ -56,6 +56,18 @@ def test_replay_end_marks_unfilled_gaps_lost():
     assert tracker.session_id == "s"
 
 
+def test_seq_0_is_outside_the_numbering_and_delivered():
+    """A Reject the engine sends where it has no session (seq 0) is neither a
+    duplicate nor a gap: the application must see it."""
+    tracker = _Base(auto_resend=True, cl_ord_id_prefix="t")
+    tracker._track(reject(1))
+    tracker._track(reject(2))
+    assert tracker._track(reject(0)) == (True, None)
+    assert tracker._track(reject(0)) == (True, None)
+    assert (tracker.last_seq, tracker.gaps, tracker.duplicates) == (2, [], 0)
+    assert tracker._track(reject(3)) == (True, None)
+
+
 def test_builders_accept_names():
     client = _Base(auto_resend=False, cl_ord_id_prefix="p")
     order = client.build_new_order("AAPL", "SELL_SHORT", "5", None, account="A", time_in_force="ioc")

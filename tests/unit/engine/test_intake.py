@@ -75,9 +75,18 @@ class EchoHandler(Handler):
                 self.orders[request.orig_cl_ord_id] = done
                 self._send(session, done)
             case Replace():
-                last = self.orders[request.orig_cl_ord_id]
+                last = self.orders.get(request.orig_cl_ord_id)
+                # Only a working order is replaced, as in the pipeline: a report
+                # built on a canceled one would break the report invariants (and
+                # the fuzz test's random order of requests does ask for that).
+                if last is None or last.ord_status != OrdStatus.NEW:
+                    session.reject(RejectReason.UNKNOWN_CL_ORD_ID if last is None
+                                   else RejectReason.TOO_LATE_TO_CANCEL, "no working order",
+                                   ref_type="Replace", cl_ord_id=request.cl_ord_id)
+                    return
+                qty = request.qty or last.qty
                 self.orders[request.orig_cl_ord_id] = replaced = msgspec.structs.replace(
-                    last, exec_type=ExecType.REPLACED, qty=request.qty, leaves_qty=request.qty)
+                    last, exec_type=ExecType.REPLACED, qty=qty, leaves_qty=qty)
                 self._send(session, replaced)
             case OrderStatusRequest():
                 last = self.orders.get(request.cl_ord_id)
@@ -254,6 +263,28 @@ def test_bulk_orders_answered_per_order(running, client):
     assert [o.cl_ord_id for o in handed.orders] == [orders[0].cl_ord_id, orders[3].cl_ord_id]
 
 
+def test_bulk_order_of_an_unsupported_version_is_refused_alone(running, client):
+    """The version rule holds for each order of a bulk, not only for the envelope."""
+    future = msgspec.structs.replace(order_for(client), v=2)
+    orders = [order_for(client), future, order_for(client)]
+    client.bulk(orders)
+    by_id = {m.cl_ord_id: m for m in (client.recv(5) for _ in orders)}
+    refused = by_id[future.cl_ord_id]
+    assert isinstance(refused, Reject) and refused.reject_reason == RejectReason.UNSUPPORTED_VERSION
+    assert refused.ref_type == "BulkNewOrders" and "orders[1]" in refused.text and "version 2" in refused.text
+    assert by_id[orders[0].cl_ord_id].exec_type == by_id[orders[2].cl_ord_id].exec_type == ExecType.NEW
+    (_, handed), = running.call(lambda: running.server.handler.requests)
+    assert [o.cl_ord_id for o in handed.orders] == [orders[0].cl_ord_id, orders[2].cl_ord_id]
+    # The version is looked at before anything else of that order: a field this
+    # version cannot read does not refuse the rest of the bulk.
+    odd = msgspec.structs.replace(order_for(client), v=3, price="1,5")
+    plain = order_for(client)
+    client.bulk([odd, plain])
+    by_id = {m.cl_ord_id: m for m in (client.recv(5) for _ in range(2))}
+    assert by_id[odd.cl_ord_id].reject_reason == RejectReason.UNSUPPORTED_VERSION
+    assert by_id[plain.cl_ord_id].exec_type == ExecType.NEW
+
+
 def test_handler_exception_becomes_internal_error(running, client):
     reject = roundtrip(client, order_for(client, cl_ord_id="boom"))
     assert reject.reject_reason == RejectReason.INTERNAL_ERROR and reject.cl_ord_id == "boom"
@@ -349,6 +380,90 @@ def test_resume_on_a_new_connection(running):
     with Client(endpoint) as stranger:
         stranger.resume("0000000000000000", 0)
         assert stranger.recv(5).reject_reason == RejectReason.RESUME_REFUSED
+
+
+def test_resume_later_than_the_first_message_is_refused(running):
+    """A connection that already has a session cannot take over another one: the
+    session stays where it is, and both connections keep their own numbering."""
+    endpoint = running.server.plaintext_endpoints[0]
+    with Client(endpoint) as owner, Client(endpoint) as other:
+        owner.heartbeat()
+        owner_session = owner.recv(5).session_id
+        assert roundtrip(owner, order_for(owner)).seq == 2
+        other.heartbeat()
+        other_session = other.recv(5).session_id
+        other.resume(owner_session, 0)
+        refused = other.recv(5)
+        assert refused.reject_reason == RejectReason.RESUME_REFUSED, refused
+        assert refused.ref_type == "ResendRequest" and "first message" in refused.text
+        assert refused.seq == 2  # on its own session, whose numbering goes on
+        other.heartbeat()
+        assert other.recv(5).session_id == other_session
+        # The owner never noticed: same session, next seq, nothing dropped.
+        order = order_for(owner)
+        reply = roundtrip(owner, order)
+        assert_acked(reply, order)
+        assert reply.seq == 3 and owner.duplicates == 0 and owner.gaps == []
+        owner.heartbeat()
+        assert owner.recv(5).session_id == owner_session
+    handled = running.call(lambda: [(s, type(r).__name__) for s, r in running.server.handler.requests])
+    assert handled == [(owner_session, "NewOrder"), (owner_session, "NewOrder")]
+
+
+def test_resume_while_the_old_connection_is_open_tells_the_old_one(running):
+    """A reconnecting client may resume before the engine knows its old connection is
+    gone; if that connection is in fact alive, it is told at once, and whatever it sends
+    afterwards is refused (never run, never a fresh session restarting at seq 1)."""
+    endpoint = running.server.plaintext_endpoints[0]
+    with Client(endpoint) as old, Client(endpoint) as new:
+        old.heartbeat()
+        session_id = old.recv(5).session_id
+        assert roundtrip(old, order_for(old)).seq == 2
+        new.resume(session_id, 2)
+        ack = new.recv(5)
+        assert isinstance(ack, HeartbeatAck) and ack.session_id == session_id and ack.seq == 3
+        notice = old.recv(5)
+        assert isinstance(notice, Reject) and notice.reject_reason == RejectReason.RESUME_REFUSED
+        assert notice.seq == 0 and session_id in notice.text and "another connection" in notice.text
+        stray = order_for(old)
+        refused = roundtrip(old, stray)
+        assert refused.reject_reason == RejectReason.RESUME_REFUSED and refused.seq == 0
+        assert (refused.ref_type, refused.cl_ord_id) == ("NewOrder", stray.cl_ord_id)
+        old.heartbeat()
+        assert old.recv(5).reject_reason == RejectReason.RESUME_REFUSED
+        # Not even a resume of its own session: that needs a new connection.
+        old.resend(3, session_id=session_id)
+        assert old.recv(5).reject_reason == RejectReason.RESUME_REFUSED
+        assert old.last_seq == 2 and old.duplicates == 0
+        # The session carries on where it moved.
+        order = order_for(new)
+        assert roundtrip(new, order).seq == 4 and new.gaps == []
+        # The old client reconnects and takes it back the documented way.
+        with Client(endpoint) as back:
+            back.resume(session_id, 4)
+            assert back.recv(5).session_id == session_id
+            assert new.recv(5).reject_reason == RejectReason.RESUME_REFUSED
+            assert roundtrip(back, order_for(back)).seq == 6
+    handled = running.call(lambda: [(s, r.cl_ord_id) for s, r in running.server.handler.requests])
+    assert [s for s, _ in handled] == [session_id] * 3 and stray.cl_ord_id not in {c for _, c in handled}
+    assert running.call(lambda: len(running.server.sessions)) == 1
+
+
+def test_resume_after_the_old_connection_closed_keeps_nothing_for_it(running):
+    """The usual reconnect: the engine may not have noticed the close yet; the resume
+    works, and a closed connection leaves no refusal entry behind."""
+    endpoint = running.server.plaintext_endpoints[0]
+    with Client(endpoint) as old:
+        old.heartbeat()
+        session_id = old.recv(5).session_id
+        assert roundtrip(old, order_for(old)).seq == 2
+    assert running.call(lambda: running.server.sessions[session_id].connected)
+    time.sleep(0.3)  # the close reaches the ROUTER, which alone lets go of the route
+    with Client(endpoint) as new:
+        new.resume(session_id, 2)
+        assert new.recv(5).session_id == session_id
+        assert roundtrip(new, order_for(new)).seq == 4
+    assert running.call(lambda: [lst.superseded for lst in running.server._listeners]) == [{}]
 
 
 # ---------------------------------------------------------------- heartbeats
