@@ -600,12 +600,11 @@ class Pipeline(Handler):
                     self._cancel_reject(session, order, pending.request,
                                         _RejectReason.TOO_LATE_TO_CANCEL, "order is filled")
             return
-        self.risk.on_cancel(order.order_id)
         if status == _OrdStatus.EXPIRED:
+            self.risk.on_cancel(order.order_id)
             order.advance(_Stage.EXPIRED, now)
             self._report(order, _ExecType.EXPIRED)
         else:
-            order.advance(_Stage.CANCELED, now)
             kw = {}
             if pending is not None:
                 # The report answers the cancel: its cl_ord_id, the order's as orig.
@@ -615,8 +614,8 @@ class Pipeline(Handler):
                 kw = {"text": f"canceled by the router: {reject_name(reason)}"}
             elif order.tif == _TimeInForce.IOC or order.ord_type == _OrdType.MARKET:
                 kw = {"text": "unfilled remainder of an immediate order"}
-            self._report(order, _ExecType.CANCELED,
-                         requester=pending.session_id if pending is not None else None, **kw)
+            self.cancel_working(order, now, pending.session_id if pending is not None else None,
+                                **kw)
 
     def _finish_replace(self, order: Order, pending: _Pending, now: int) -> None:
         new_qty, new_price = pending.new_qty, pending.new_price
@@ -625,19 +624,38 @@ class Pipeline(Handler):
         order.qty, order.price = new_qty, new_price
         ix = self.risk.instrument_index(order.symbol)
         self.refresh_market(ix, now)
-        # A post-only order's new price was checked when the replace came in;
-        # the market may have moved onto it while the children came down.
-        cross = self._post_only_cross(order, ix, order.price) if order.post_only else None
-        reason = _RejectReason.POST_ONLY_WOULD_CROSS if cross else \
-            self.router.route(order.order_id, ix, order.side, new_qty - order.cum_qty,
-                              order.price, now, STRAT_AUTO, order.tif)
+        # (A post-only order's new price was checked when the replace came in;
+        # route_remainder checks it again: the market may have moved onto it
+        # while the children came down.)
+        reason, _ = self.route_remainder(order, ix, now)
         if reason:
-            self.risk.on_cancel(order.order_id)
-            order.advance(_Stage.CANCELED, now)
-            return self._report(order, _ExecType.CANCELED, pending.session_id,
-                                orig_cl_ord_id=orig,
-                                text=f"replaced order could not be routed: {reject_name(reason)}")
+            return self.cancel_working(
+                order, now, pending.session_id, orig_cl_ord_id=orig,
+                text=f"replaced order could not be routed: {reject_name(reason)}")
         self._report(order, _ExecType.REPLACED, pending.session_id, orig_cl_ord_id=orig)
+
+    def route_remainder(self, order: Order, ix: int, now: int) -> tuple[int, str | None]:
+        """Route what is left of a working order again (after a replace, or at recovery).
+
+        Returns ``(0, None)``, or the reject code and why when it cannot go:
+        the router refuses it, or it is post-only and the market has moved
+        onto its price (routing it would take liquidity).
+        """
+        if order.post_only:
+            cross = self._post_only_cross(order, ix, order.price)
+            if cross:
+                return _RejectReason.POST_ONLY_WOULD_CROSS, cross
+        reason = self.router.route(order.order_id, ix, order.side, order.qty - order.cum_qty,
+                                   order.price, now, STRAT_AUTO, order.tif)
+        return reason, reject_name(reason) if reason else None
+
+    def cancel_working(self, order: Order, now: int, requester: str | None = None,
+                       **kw) -> None:
+        """Cancel a working order the engine takes out of the market itself, and report
+        it (to ``requester`` too: see :meth:`_report`)."""
+        self.risk.on_cancel(order.order_id)
+        order.advance(_Stage.CANCELED, now)
+        self._report(order, _ExecType.CANCELED, requester, **kw)
 
     # ------------------------------------------------------------ queries and admin
 

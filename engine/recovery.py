@@ -38,8 +38,6 @@ from engine.messages import (
 )
 from engine.orders import Stage
 from engine.pipeline import RISK_SCOPE, cl_ord_hash, risk_flags
-from ext.router import STRAT_AUTO
-from ext.types import RejectReason
 
 log = logging.getLogger(__name__)
 
@@ -270,13 +268,6 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
     return 0
 
 
-def _cancel(pipeline, order, now: int, text: str) -> None:
-    """Cancel a working order that recovery will not route again, and tell its client."""
-    pipeline.risk.on_cancel(order.order_id)
-    order.advance(Stage.CANCELED, now)
-    pipeline._report(order, ExecType.CANCELED, text=text)
-
-
 def _restore_kill_switches(pipeline, engaged: dict) -> None:
     """Engage again the kill switches the journal leaves engaged.
 
@@ -297,8 +288,9 @@ def _restore_kill_switches(pipeline, engaged: dict) -> None:
         for order_id in keys:
             order = pipeline.orders.by_id.get(int(order_id))
             if order is not None and not order.done:
-                _cancel(pipeline, order, now, f"kill switch ({scope} {target or ''}) engaged "
-                                              f"before the restart")
+                pipeline.cancel_working(
+                    order, now, text=f"kill switch ({scope} {target or ''}) engaged before the "
+                                     f"restart")
 
 
 def _reroute(pipeline) -> int:
@@ -313,15 +305,12 @@ def _reroute(pipeline) -> int:
     for order in pipeline.orders.working():
         ix = pipeline.risk.instrument_index(order.symbol)
         pipeline.refresh_market(ix, now)
-        cross = pipeline._post_only_cross(order, ix, order.price) if order.post_only else None
-        code = RejectReason.POST_ONLY_WOULD_CROSS if cross else \
-            pipeline.router.route(order.order_id, ix, order.side, order.qty - order.cum_qty,
-                                  order.price, now, STRAT_AUTO, order.tif)
+        code, why = pipeline.route_remainder(order, ix, now)
         if code:
             log.error("recovery: order %s could not be routed again (%s); canceled",
                       order.order_id, reject_name(code))
-            _cancel(pipeline, order, now, f"could not be routed again after a restart: "
-                                          f"{cross or reject_name(code)}")
+            pipeline.cancel_working(order, now,
+                                    text=f"could not be routed again after a restart: {why}")
             continue
         n += 1
     pipeline._pump(now)
