@@ -597,11 +597,9 @@ def classify_decode_error(data: bytes | memoryview, exc: Exception) -> tuple[Pro
         shown = repr(msg_type)[:40]
         return Problem(RejectReason.UNKNOWN_MESSAGE_TYPE, "type",
                        f"unknown message type {shown}; expected one of {', '.join(REQUEST_TYPES)}"), None, cl_ord_id
-    version = raw.get("v", PROTOCOL_VERSION)
-    if type(version) is not int or version not in SUPPORTED_VERSIONS:
-        return Problem(RejectReason.UNSUPPORTED_VERSION, "v",
-                       f"protocol version {version!r} is not supported; this engine speaks "
-                       f"{sorted(SUPPORTED_VERSIONS)}"), msg_type, cl_ord_id
+    problem = _version_problem(raw.get("v", PROTOCOL_VERSION))
+    if problem is not None:
+        return problem, msg_type, cl_ord_id
     message = str(exc)
     match = _PATH.search(message)
     path = match.group(1) if match else "$"
@@ -614,10 +612,9 @@ def classify_decode_error(data: bytes | memoryview, exc: Exception) -> tuple[Pro
         orders = raw.get("orders")
         order = orders[index] if isinstance(orders, list) and index < len(orders) else None
         version = order.get("v", PROTOCOL_VERSION) if isinstance(order, dict) else PROTOCOL_VERSION
-        if type(version) is not int or version not in SUPPORTED_VERSIONS:
-            return Problem(RejectReason.UNSUPPORTED_VERSION, "v",
-                           f"{msg_type}: protocol version {version!r} is not supported; this engine "
-                           f"speaks {sorted(SUPPORTED_VERSIONS)} at $.orders[{index}].v"), msg_type, cl_ord_id
+        problem = _version_problem(version, f"{msg_type}: ", f" at $.orders[{index}].v")
+        if problem is not None:
+            return problem, msg_type, cl_ord_id
     field = None
     if path != "$":
         field = re.split(r"[.\[]", path)[-1].rstrip("]")
@@ -655,9 +652,8 @@ def check_request(request: Request, *, max_bulk_orders: int = 1000) -> Problem |
         checked on the batch only; :func:`check_version` and
         :func:`check_new_order` check each order.
     """
-    problem = check_version(request)
-    if problem is not None:
-        return problem
+    if request.v not in SUPPORTED_VERSIONS:  # (inline: every request passes here)
+        return check_version(request)
     spec = _TEXT_FIELDS[type(request)]
     if spec:
         bad = first_bad_field(request, spec)
@@ -706,11 +702,17 @@ def check_version(request: Request) -> Problem | None:
     its own: an order carries its own ``v``, and one the engine does not
     speak is refused whatever the envelope's version.
     """
-    if request.v in SUPPORTED_VERSIONS:
+    return _version_problem(request.v)
+
+
+def _version_problem(version: object, before: str = "", after: str = "") -> Problem | None:
+    """UNSUPPORTED_VERSION naming ``version`` (a decoded request's, or a raw frame's
+    value of any type), or None if this engine speaks it."""
+    if type(version) is int and version in SUPPORTED_VERSIONS:
         return None
     return Problem(RejectReason.UNSUPPORTED_VERSION, "v",
-                   f"protocol version {request.v} is not supported; this engine speaks "
-                   f"{sorted(SUPPORTED_VERSIONS)}")
+                   f"{before}protocol version {version!r} is not supported; this engine speaks "
+                   f"{sorted(SUPPORTED_VERSIONS)}{after}")
 
 
 _LIMIT, _MARKET = OrdType.LIMIT, OrdType.MARKET     # every new order compares (see members())
