@@ -230,12 +230,14 @@ def avg_px(inst: Instrument, notional_x2: int, cum_qty: int) -> str | None:
 def execution_report(order: Order, inst: Instrument, exec_type: ExecType, *,
                      last_qty: int = 0, last_px_x2: int = 0, venue: str | None = None,
                      exec_id: str | None = None, orig_cl_ord_id: str | None = None,
-                     reason: int = 0, text: str | None = None) -> ExecutionReport:
+                     reason: int = 0, text: str | None = None,
+                     cl_ord_id: str | None = None) -> ExecutionReport:
     """The order's current state as an ``ExecutionReport``.
 
     ``qty`` is the quantity in force, so ``qty == cum_qty + leaves_qty``
     holds: once the order is done without filling in full, the quantity in
-    force is what filled.
+    force is what filled. ``cl_ord_id`` overrides the order's own: a refused
+    cancel or replace is reported under the request's id.
     """
     cum = order.cum_qty
     stage = order.stage
@@ -246,7 +248,7 @@ def execution_report(order: Order, inst: Instrument, exec_type: ExecType, *,
     # order, and a keyword call costs a microsecond more each
     # (tests/unit/engine/test_orders.py checks every field).
     return ExecutionReport(
-        str(order.order_id), order.cl_ord_id, order.account, order.symbol, order.side,
+        str(order.order_id), cl_ord_id or order.cl_ord_id, order.account, order.symbol, order.side,
         exec_type, _STATUS[stage], lots(cum + leaves), lots(cum), lots(leaves),
         orig_cl_ord_id, exec_id, order.ord_type,
         inst.ticks_to_price(price) if price else None,

@@ -423,17 +423,24 @@ class Pipeline(Handler):
         # The request's own cl_ord_id becomes the order's alias when it goes
         # through; one already naming an order (this one or another, live or
         # done) would re-point that name and strand the order it named.
+        # (A Reject, not an ExecutionReport: a report under that cl_ord_id
+        # would read as news of the order it already names.)
         if self.orders.find(req.account, req.cl_ord_id) is not None:
-            self._cancel_reject(session, order, req, _RejectReason.DUPLICATE_CL_ORD_ID,
-                                f"cl_ord_id {req.cl_ord_id!r} was already used by account "
-                                f"{req.account}")
+            self._send(session.session_id, make_reject(
+                _RejectReason.DUPLICATE_CL_ORD_ID,
+                f"cl_ord_id {req.cl_ord_id!r} was already used by account {req.account}",
+                ref_type=type(req).__name__, cl_ord_id=req.cl_ord_id))
             return None
         return order
 
     def _cancel_reject(self, session: Session, order: Order, req: Cancel | Replace, reason: int,
                        text: str) -> None:
+        # As FIX's OrderCancelReject: cl_ord_id names the refused request (two
+        # cancels of one order are told apart), orig_cl_ord_id the order as
+        # it stands; the rest is the order's unchanged state.
         report = execution_report(order, self.instruments[order.symbol], _ExecType.REJECTED,
-                                  reason=reason, text=text, orig_cl_ord_id=req.orig_cl_ord_id)
+                                  reason=reason, text=text, cl_ord_id=req.cl_ord_id,
+                                  orig_cl_ord_id=order.cl_ord_id)
         self._send(session.session_id, report)
 
     def _cancel(self, session: Session, req: Cancel, now: int) -> None:

@@ -149,9 +149,10 @@ def test_cancel_and_replace(client):
         ("p2", OrdStatus.CANCELED, "0", "0")
     # Too late: the order is done.
     client.cancel("p3", account="DEMO1", cl_ord_id="p4")
-    late = client.recv_until(lambda m: isinstance(m, ExecutionReport) and
-                             m.exec_type == ExecType.REJECTED, 5)[-1]
-    assert late.reject_name == "TOO_LATE_TO_CANCEL" and late.ord_status == OrdStatus.CANCELED
+    late = reports_until(client, "p4", ExecType.REJECTED)[-1]
+    # As FIX's OrderCancelReject: the refused request's id, the order's as orig.
+    assert (late.reject_name, late.orig_cl_ord_id, late.ord_status, late.order_id) == \
+        ("TOO_LATE_TO_CANCEL", "p3", OrdStatus.CANCELED, rep.order_id)
 
 
 def test_cancel_or_replace_cannot_take_another_orders_cl_ord_id(client):
@@ -162,15 +163,17 @@ def test_cancel_or_replace_cannot_take_another_orders_cl_ord_id(client):
         reports_until(client, cid, ExecType.NEW)
     for send in (lambda: client.cancel("x", account="DEMO1", cl_ord_id="y"),
                  lambda: client.replace("x", account="DEMO1", qty="20", cl_ord_id="y")):
-        send()
-        refused = reports_until(client, "x", ExecType.REJECTED)[-1]
-        assert (refused.reject_name, refused.orig_cl_ord_id, refused.ord_status) == \
-            ("DUPLICATE_CL_ORD_ID", "x", OrdStatus.NEW)
+        sent = send()
+        # A Reject, not an ExecutionReport: a REJECTED report under "y"
+        # would read as news of order y.
+        refused = client.recv_until(lambda m: isinstance(m, Reject), 5)[-1]
+        assert (refused.reject_name, refused.ref_type, refused.cl_ord_id) == \
+            ("DUPLICATE_CL_ORD_ID", type(sent).__name__, "y")
     # A symbol that is not the order's: refused, nothing changes.
     client.replace("x", account="DEMO1", qty="20", symbol="BBB", cl_ord_id="x2")
-    wrong = reports_until(client, "x", ExecType.REJECTED)[-1]
-    assert (wrong.reject_name, wrong.qty, wrong.text) == \
-        ("INVALID_FIELD", "10", "symbol 'BBB' is not the order's (AAA)")
+    wrong = reports_until(client, "x2", ExecType.REJECTED)[-1]
+    assert (wrong.reject_name, wrong.orig_cl_ord_id, wrong.qty, wrong.text) == \
+        ("INVALID_FIELD", "x", "10", "symbol 'BBB' is not the order's (AAA)")
     # Both still answer to their own ids, and y can still be canceled.
     for cid in ("x", "y"):
         client.status(cid, account="DEMO1")
@@ -178,6 +181,24 @@ def test_cancel_or_replace_cannot_take_another_orders_cl_ord_id(client):
         assert status.report.cl_ord_id == cid and status.report.ord_status == OrdStatus.NEW
     client.cancel("y", account="DEMO1", cl_ord_id="y-cxl")
     assert reports_until(client, "y-cxl", ExecType.CANCELED)[-1].orig_cl_ord_id == "y"
+
+
+def test_two_refused_requests_for_one_order_are_told_apart(client):
+    # A client with two requests in flight for one order learns which was
+    # refused and why: each refusal carries the request's own cl_ord_id.
+    client.new_order("AAA", "buy", "10", "49.00", account="DEMO1", cl_ord_id="r1")
+    reports_until(client, "r1", ExecType.NEW)
+    client.replace("r1", account="DEMO1", qty="20", price="49.001", cl_ord_id="r1-px")
+    client.replace("r1", account="DEMO1", qty="0.5", cl_ord_id="r1-qty")
+    off_tick = reports_until(client, "r1-px", ExecType.REJECTED)[-1]
+    off_lot = reports_until(client, "r1-qty", ExecType.REJECTED)[-1]
+    assert (off_tick.reject_name, off_tick.orig_cl_ord_id) == ("OFF_TICK", "r1")
+    assert off_lot.orig_cl_ord_id == "r1" and off_lot.reject_name != "OFF_TICK"
+    # Neither request's id names an order: the order still answers to r1.
+    for cid, found in (("r1", True), ("r1-px", False)):
+        client.status(cid, account="DEMO1")
+        status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+        assert status.found is found
 
 
 def test_unknown_strategy_is_refused_as_such(client):
@@ -207,9 +228,9 @@ def test_post_only_never_takes_liquidity(engine, client):
                      post_only=True)
     assert reports_until(client, "po-3", ExecType.NEW)[-1].price == "119.9"
     client.replace("po-3", account="DEMO1", price="120.00", cl_ord_id="po-4")
-    moved = reports_until(client, "po-3", ExecType.REJECTED)[-1]
-    assert (moved.reject_name, moved.ord_status, moved.cum_qty) == \
-        ("POST_ONLY_WOULD_CROSS", OrdStatus.NEW, "0")
+    moved = reports_until(client, "po-4", ExecType.REJECTED)[-1]
+    assert (moved.reject_name, moved.orig_cl_ord_id, moved.ord_status, moved.cum_qty) == \
+        ("POST_ONLY_WOULD_CROSS", "po-3", OrdStatus.NEW, "0")
     wait_quote(engine, "BBB", bid=11990, ask=12000)
     # Nothing traded: the resting sell is whole.
     client.status("po-s", account="DEMO2")
@@ -234,7 +255,7 @@ def test_post_only_survives_a_restart(tmp_path):
     with ThreadedEngine(path) as engine, Client(endpoint) as client:
         wait_quote(engine, "BBB", bid=11990, ask=12000)
         client.replace("r-b", account="DEMO1", price="120.00", cl_ord_id="r-b2")
-        assert reports_until(client, "r-b", ExecType.REJECTED)[-1].reject_name == \
+        assert reports_until(client, "r-b2", ExecType.REJECTED)[-1].reject_name == \
             "POST_ONLY_WOULD_CROSS"
         _seen.pop(id(client), None)
 

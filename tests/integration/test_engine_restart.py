@@ -76,7 +76,7 @@ def test_a_refused_cancel_or_replace_is_not_the_orders_state(tmp_path):
         client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="w1")
         report(client, "w1", ExecType.NEW)
         client.replace("w1", account="DEMO1", price="48.005", cl_ord_id="w2")
-        assert report(client, "w1", ExecType.REJECTED).reject_name == "OFF_TICK"
+        assert report(client, "w2", ExecType.REJECTED).reject_name == "OFF_TICK"
         before = status(client, "w1").report
     with ThreadedEngine(path), Client(endpoint) as client:
         after = status(client, "w1").report
