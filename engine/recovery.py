@@ -19,7 +19,11 @@ limits are reloaded, which keeps every running counter.
 
 Orders that were working at the crash are routed again for what they have
 left: the embedded simulator's venues do not outlive the process, so their
-children are gone, exactly like a venue that cancels on disconnect.
+children are gone, exactly like a venue that cancels on disconnect. That is a
+second step, :func:`resume_working`, which the service takes once intake has
+restored the sessions: an order it cancels (a kill switch engaged before the
+restart, or a remainder that can no longer be routed) is reported to its
+session in its numbering, kept for resends like any other report.
 """
 from __future__ import annotations
 
@@ -64,12 +68,14 @@ class Recovered(NamedTuple):
     orders: int
     working: int
     fills: int
-    rerouted: int
     sessions: list[RecoveredSession] = []
+    #: the kill switches the journal leaves engaged: (scope, target) -> request
+    kill_switches: dict = {}
 
     def summary(self) -> dict:
         """The counts, for the log."""
-        return {**self._asdict(), "sessions": len(self.sessions)}
+        return {**self._asdict(), "sessions": len(self.sessions),
+                "kill_switches": len(self.kill_switches)}
 
 
 def _permissive(table: dict) -> dict:
@@ -95,7 +101,9 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     """Replay the journal in ``journal_dir`` into ``pipeline``; returns a summary.
 
     ``ring_size``: how many of each session's last messages to keep for
-    resends (intake's ``resend_ring_size``).
+    resends (intake's ``resend_ring_size``). Nothing is sent to any client
+    or venue: once the sessions are restored, :func:`resume_working` takes
+    the working orders back to the market.
     """
     risk, table = pipeline.risk, pipeline.orders
     live_config = risk.config
@@ -168,8 +176,6 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     pipeline._exec_id = max_exec
     table.next_order_id = max(table.by_id, default=0) + 1
     risk.reload(live_config, time.time_ns(), "recovery")
-    _restore_kill_switches(pipeline, engaged)
-    rerouted = _reroute(pipeline)
     # A session whose key the journal does not name (written before sessions
     # were journaled) is not restored: guessing "plaintext" would hand a CURVE
     # client's session to whoever resumes it on the plaintext endpoint.
@@ -180,10 +186,24 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     sessions = [RecoveredSession(sid, principals[sid], ring[-1].seq, list(ring),
                                  cancel_on_disconnect.get(sid, False))
                 for sid, ring in sent.items() if sid in principals]
-    result = Recovered(records, len(table), len(table.working()), fills, rerouted, sessions)
+    result = Recovered(records, len(table), len(table.working()), fills, sessions, engaged)
     if records:
         log.info("recovery: %s", result.summary())
     return result
+
+
+def resume_working(pipeline, recovered: Recovered) -> int:
+    """Engage the journal's kill switches again, then route the working orders again.
+
+    Call it once the recovered sessions are in ``pipeline.sessions``: the
+    cancels it reports are then numbered in their sessions and kept for
+    resends. Returns how many orders went back to the market.
+    """
+    _restore_kill_switches(pipeline, recovered.kill_switches)
+    rerouted = _reroute(pipeline)
+    if recovered.working:
+        log.info("recovery: %d of %d working orders routed again", rerouted, recovered.working)
+    return rerouted
 
 
 def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,

@@ -27,7 +27,7 @@ from engine.intake import IntakeServer
 from engine.journal import JournalWriter
 from engine.metrics import Metrics, MetricsServer, setup_logging
 from engine.pipeline import Pipeline
-from engine.recovery import recover
+from engine.recovery import recover, resume_working
 from ext.risk import RiskEngine
 from ext.router import Router
 from sim.config import load_config as load_sim_config
@@ -171,6 +171,7 @@ class EngineService:
                 # come back within the heartbeat timeout, its orders are canceled.
                 session.cancel_on_disconnect = rs.cancel_on_disconnect
                 self.pipeline.sessions[rs.session_id] = session
+        resume_working(self.pipeline, self.recovered)
         await self.venues.start()
         if cfg.metrics.port:
             self.metrics_server = MetricsServer(self.metrics, cfg.metrics.host, cfg.metrics.port,

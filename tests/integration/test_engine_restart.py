@@ -11,8 +11,9 @@ import time
 import msgspec
 
 from engine.client import Client
-from engine.messages import (AdminReply, ExecType, ExecutionReport, KillSwitch, OrderStatusReply,
-                             OrdStatus, Reject)
+from engine.journal import JournalWriter, RecordKind
+from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
+                             JournalEvent, KillSwitch, OrderStatusReply, OrdStatus, Reject)
 from tests.integration.engine_harness import QUIET_SIM, RISK, ThreadedEngine, config_text, free_port
 
 
@@ -186,3 +187,33 @@ def test_a_configuration_missing_an_instrument_or_account_with_orders_refuses_to
         done.stderr and "Traceback" not in done.stderr
     # Nothing was written to the journal it refused.
     assert sum(f.stat().st_size for f in journal_dir.iterdir()) == size
+
+
+def test_an_order_recovery_cancels_is_reported_in_its_session(tmp_path):
+    # The journal ends as a crash can leave it: a kill switch on DEMO1 took
+    # effect (its AdminReply went out) while o1's venue cancel had not come
+    # back. Recovery cancels o1; its CANCELED must be numbered in o1's
+    # session and kept for resends, so the client that resumes is told.
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.heartbeat(test_req_id="hi")
+        client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="o1")
+        report(client, "o1", ExecType.NEW)
+        session_id, last_seq = client.session_id, client.last_seq
+    with JournalWriter(tmp_path / "journal") as journal:
+        journal.append_msg(RecordKind.COMMAND, JournalCommand(
+            session_id=session_id, principal="", received_ns=time.time_ns(),
+            request=KillSwitch(req_id="ks", action="engage", scope="account", target="DEMO1")))
+        journal.append_msg(RecordKind.EVENT, JournalEvent(
+            session_id=session_id, event=AdminReply(req_id="ks", ok=True, seq=last_seq + 1)))
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.resume(session_id, last_seq)
+        canceled = report(client, "o1", ExecType.CANCELED)
+        assert canceled.seq == last_seq + 2 and "kill switch" in canceled.text
+        assert client.gaps == [] and client.last_seq == last_seq + 2
+    # And again after another restart: the report is in the journal as sent.
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.resume(session_id, last_seq + 1)
+        assert report(client, "o1", ExecType.CANCELED).seq == last_seq + 2
+        assert status(client, "o1").report.ord_status == OrdStatus.CANCELED
