@@ -5,6 +5,8 @@ import argparse
 import sys
 
 from engine import service
+from engine.config import ConfigError
+from engine.intake import EndpointError
 from engine.journal import JournalCorruptError
 from engine.recovery import RecoveryError
 
@@ -19,14 +21,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start the service and serve until stopped.
 
-    A journal that cannot be replayed (damaged, or holding orders the
-    configuration cannot take) stops the start with the reason and exit
-    code 1; nothing is written to it.
+    Exit codes: 2 for a configuration that cannot be used (the message
+    names the key); 1 when the start fails: a journal that cannot be
+    replayed (damaged, or holding orders the configuration cannot take;
+    nothing is written to it), or an endpoint that cannot be bound. Each
+    is one line on stderr, without a traceback.
     """
-    config, path = service.load(args.config)
+    try:
+        config, path = service.load(args.config)
+    except (ConfigError, OSError) as exc:  # (OSError: a file that cannot be read)
+        print(f"kronos-exec serve: {exc}", file=sys.stderr)
+        return 2
     try:
         return service.run(config, path, args.duration)
     except (JournalCorruptError, RecoveryError) as exc:
         print(f"kronos-exec serve: cannot start on journal {config.journal.dir}: {exc}",
               file=sys.stderr)
+        return 1
+    except (ConfigError, EndpointError) as exc:
+        print(f"kronos-exec serve: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -96,6 +96,10 @@ ALL_ACCOUNTS = "*"
 
 
 # ---------------------------------------------------------------- handler interface
+class EndpointError(OSError):
+    """An endpoint of the configuration could not be bound (the message names it and why)."""
+
+
 class Handler:
     """What intake hands decoded requests to: the pipeline implements this.
 
@@ -525,10 +529,13 @@ class IntakeServer:
         return socket
 
     def _bind(self, listener: _Listener, endpoints: list[str]) -> None:
+        self._listeners.append(listener)  # stop() closes it even when a bind fails
         for endpoint in endpoints:
-            listener.socket.bind(endpoint)
+            try:
+                listener.socket.bind(endpoint)
+            except zmq.ZMQError as exc:
+                raise EndpointError(f"intake: cannot bind {endpoint}: {zmq.strerror(exc.errno)}") from None
             listener.endpoints.append(listener.socket.getsockopt_string(zmq.LAST_ENDPOINT))
-        self._listeners.append(listener)
 
     def begin_shutdown(self) -> None:
         """Refuse new orders and replaces (ENGINE_SHUTTING_DOWN); cancels and queries still pass."""

@@ -120,7 +120,22 @@ class EngineService:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Build every component, recover from the journal, then open intake."""
+        """Build every component, recover from the journal, then open intake.
+
+        A start that fails part way (an endpoint taken, a journal that cannot
+        be replayed) stops what it had started, gateway processes and the
+        journal included, before the error propagates.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            try:
+                await self.stop(grace_s=0)
+            except Exception:  # the start's own error is the one to report
+                log.exception("engine: cleaning up after a failed start")
+            raise
+
+    async def _start(self) -> None:
         cfg = self.config
         sim = dict(cfg.sim)
         sim_cfg = load_sim_config(sim.pop("config", None))

@@ -4,13 +4,17 @@ Each test runs a real engine (in a thread), stops it, and starts another on
 the same journal: recovery replays the journal's reports, the same path a
 restart after kill -9 takes (tests/integration/test_engine_recovery.py kills).
 """
+import multiprocessing
+import socket
 import subprocess
 import sys
 import time
 
 import msgspec
+import pytest
 
 from engine.client import Client
+from engine.intake import EndpointError
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
                              JournalEvent, KillSwitch, OrderStatusReply, OrdStatus, Reject)
@@ -217,3 +221,40 @@ def test_an_order_recovery_cancels_is_reported_in_its_session(tmp_path):
         client.resume(session_id, last_seq + 1)
         assert report(client, "o1", ExecType.CANCELED).seq == last_seq + 2
         assert status(client, "o1").report.ord_status == OrdStatus.CANCELED
+
+
+def test_serve_says_why_it_cannot_start(tmp_path):
+    path, endpoint = engine_config(tmp_path)
+    good = path.read_text()
+    path.write_text(good.replace("[journal]", "[journal]\nfsinc = \"always\""))
+    done = serve_once(path)
+    assert done.returncode == 2 and "unknown key 'journal.fsinc'" in done.stderr
+    assert "Traceback" not in done.stderr
+    path.write_text(good)
+    with socket.create_server(("127.0.0.1", int(endpoint.rpartition(":")[2]))):
+        done = serve_once(path)
+    assert done.returncode == 1 and f"cannot bind {endpoint}: Address already in use" in \
+        done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+def test_a_failed_start_stops_what_it_started(tmp_path):
+    # The gateway's process is up (it bound its endpoints) before intake
+    # finds its port taken; the failed start must not leave it running.
+    pub, rep = free_port(), free_port()
+    path, endpoint = engine_config(tmp_path, extra=f"""
+[[gateways]]
+type = "zmq"
+endpoint = "tcp://127.0.0.1:{pub}"
+replay_endpoint = "tcp://127.0.0.1:{rep}"
+""")
+    with socket.create_server(("127.0.0.1", int(endpoint.rpartition(":")[2]))):
+        with pytest.raises(EndpointError, match="cannot bind"):
+            with ThreadedEngine(path):
+                pass
+    assert multiprocessing.active_children() == []
+    for port in (pub, rep):  # free again: nothing holds them
+        socket.create_server(("127.0.0.1", port)).close()
+    # And the journal was closed: an engine starts on it at once.
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="after")
+        report(client, "after", ExecType.NEW)
