@@ -127,9 +127,10 @@ class NewOrder(_Request, gc=False):
     ``price`` is required for LIMIT orders and must be absent for MARKET.
     ``intended_duplicate`` tells risk's duplicative-order check that an
     identical order to a recent one is deliberate; ``locate`` asserts a
-    borrow was located for a SELL_SHORT; ``strategy`` and ``route_hint`` are
-    passed to the router (a strategy label and a preferred venue or routing
-    style).
+    borrow was located for a SELL_SHORT; ``strategy`` names the router's
+    strategy; ``route_hint`` (a preferred venue or routing style) is
+    journaled but not acted on yet; ``stp`` None leaves self-trade
+    prevention to each venue's default.
     """
 
     cl_ord_id: ClOrdId
@@ -141,7 +142,7 @@ class NewOrder(_Request, gc=False):
     price: PositiveDecimalStr | None = None
     time_in_force: TimeInForce = TimeInForce.DAY
     post_only: bool = False
-    stp: StpMode = StpMode.STP_NONE
+    stp: StpMode | None = None
     intended_duplicate: bool = False
     locate: bool = False
     strategy: Label | None = None

@@ -140,6 +140,10 @@ class Order(msgspec.Struct, gc=False, eq=False):
     text: str | None = None
     #: rests only: never takes liquidity, on arrival or when replaced or routed again
     post_only: bool = False
+    #: the router's strategy (ext.router Strategy), kept for routing the remainder again
+    strategy: int = 0
+    #: self-trade prevention mode for its children (StpMode; -1: the venue's default)
+    stp: int = -1
     #: the last ExecutionReport sent for this order (answers status requests)
     last_report: ExecutionReport | None = None
 

@@ -69,15 +69,20 @@ def risk_flags(req: NewOrder) -> int:
 class _Pending:
     """A cancel or replace waiting for the router to take the children down.
 
-    A replace also carries its new terms (lots, ticks), already passed by risk.
+    A replace also carries its new terms (lots, ticks). Risk judges them only
+    once the children are down: until then the old terms are what can still
+    fill, so they stay in force at risk. ``cancel`` is set when the order must
+    come out of the market instead (a kill switch, cancel-on-disconnect): the
+    replace is then refused with ``cancel``'s reason and the order canceled.
     """
 
-    __slots__ = ("session_id", "request", "new_qty", "new_price")
+    __slots__ = ("session_id", "request", "new_qty", "new_price", "cancel")
 
     def __init__(self, session_id: str, request: Cancel | Replace, new_qty: int = 0,
                  new_price: int = 0):
         self.session_id, self.request = session_id, request
         self.new_qty, self.new_price = new_qty, new_price
+        self.cancel: tuple[int, str] | None = None
 
 
 class Pipeline(Handler):
@@ -303,9 +308,21 @@ class Pipeline(Handler):
         keys = self.risk.cancel_on_disconnect(session.session_id, now)
         log.warning("session %s silent: canceling %d working orders", session.session_id,
                     len(keys))
-        for order_id in keys:
-            self.router.cancel_parent(int(order_id), now)
+        self._pull(keys, now, _RejectReason.ORDER_NOT_REPLACEABLE,
+                   "canceled: its session went silent (cancel_on_disconnect)")
         self._pump(now)
+
+    def _pull(self, order_ids, now: int, reason: int, text: str) -> None:
+        """Take orders out of the market on the engine's own account (kill switch, disconnect).
+
+        An order with a replace in flight is already coming down; the replace
+        must not send it back, so it is marked to end canceled instead.
+        """
+        for order_id in order_ids:
+            pending = self._pending.get(int(order_id))
+            if pending is not None and isinstance(pending.request, Replace):
+                pending.cancel = (reason, text)
+            self.router.cancel_parent(int(order_id), now)
 
     # ------------------------------------------------------------ new orders
 
@@ -374,6 +391,9 @@ class Pipeline(Handler):
                 self.risk.on_reject(order.order_id)
                 return self._reject_order(order, _RejectReason.POST_ONLY_WOULD_CROSS, text, now,
                                           "route")
+        order.strategy = strategy
+        if req.stp is not None:
+            order.stp = int(req.stp)
         reason = self.router.route(order.order_id, inst_ix, order.side, order.qty, order.price,
                                    now, strategy, order.tif)
         if reason:
@@ -433,6 +453,12 @@ class Pipeline(Handler):
             return None
         return order
 
+    def _refuse_pending(self, pending: _Pending, order: Order, reason: int, text: str) -> None:
+        """Refuse a cancel or replace that was in flight (its session may be gone by now)."""
+        session = self.sessions.get(pending.session_id)
+        if session is not None:
+            self._cancel_reject(session, order, pending.request, reason, text)
+
     def _cancel_reject(self, session: Session, order: Order, req: Cancel | Replace, reason: int,
                        text: str) -> None:
         # As FIX's OrderCancelReject: cl_ord_id names the refused request (two
@@ -474,13 +500,8 @@ class Pipeline(Handler):
                                        _RejectReason.REPLACE_QTY_NOT_ABOVE_FILLED,
                                        f"new qty {req.qty} is not above the filled "
                                        f"{inst.lots_to_qty(order.cum_qty)}")
-        reason = self.risk.on_replace(order.order_id, new_qty, new_price,
-                                      cl_ord_hash(req.cl_ord_id), now)
-        if reason:
-            return self._cancel_reject(session, order, req, reason,
-                                       self.risk.last_reject_text())
-        # The children come down first; the remainder is routed again with
-        # the new terms when the router says the parent is out of the market.
+        # The children come down first; risk then judges the new terms and
+        # the remainder is routed again with them (see _finish_replace).
         self._pending[order.order_id] = _Pending(session.session_id, req, new_qty, new_price)
         self.router.cancel_parent(order.order_id, now)
 
@@ -493,9 +514,10 @@ class Pipeline(Handler):
                 flags, min_qty in self.router.take_actions():
             if kind == ACT_NEW:
                 order = self.orders.by_id.get(parent_id)
-                account = self._venue_account.get(order.account, 0) if order is not None else 0
+                account, stp = (self._venue_account.get(order.account, 0), order.stp) \
+                    if order is not None else (0, -1)
                 sim_id = venues.submit(venue, self.symbols[instrument], side, qty, price,
-                                       ord_type, tif, bool(flags & CF_POST_ONLY), account,
+                                       ord_type, tif, bool(flags & CF_POST_ONLY), account, stp,
                                        on_report=self._on_report, min_qty=min_qty)
                 self._sim_to_child[sim_id] = child_id
                 self._child_to_sim[child_id] = sim_id
@@ -602,15 +624,16 @@ class Pipeline(Handler):
             return self._finish_replace(order, pending, now)
         if order.done:  # filled in full while its last children reported in
             if pending is not None:
-                session = self.sessions.get(pending.session_id)
-                if session is not None:
-                    self._cancel_reject(session, order, pending.request,
-                                        _RejectReason.TOO_LATE_TO_CANCEL, "order is filled")
+                self._refuse_pending(pending, order, _RejectReason.TOO_LATE_TO_CANCEL,
+                                     "order is filled")
             return
         if status == _OrdStatus.EXPIRED:
             self.risk.on_cancel(order.order_id)
             order.advance(_Stage.EXPIRED, now)
             self._report(order, _ExecType.EXPIRED)
+            if pending is not None:  # (its time in force ran out first)
+                self._refuse_pending(pending, order, _RejectReason.TOO_LATE_TO_CANCEL,
+                                     "order expired")
         else:
             kw = {}
             if pending is not None:
@@ -625,12 +648,49 @@ class Pipeline(Handler):
                                 **kw)
 
     def _finish_replace(self, order: Order, pending: _Pending, now: int) -> None:
+        """The replaced order's children are down: apply the new terms, or say why not.
+
+        Until now risk held the old terms, which is what the children could
+        still fill, so fills that raced the replace were booked exactly. Now:
+
+        * an order pulled meanwhile (kill switch, cancel-on-disconnect) is
+          canceled, and the replace refused with that reason;
+        * if what filled meanwhile reaches the new quantity, the replace is
+          refused and the rest canceled: buying more would pass the client's
+          new total;
+        * risk judges the new terms; if it refuses them, the replace is
+          refused and the order goes on with its old terms, routed again;
+        * else the order takes the new terms and is routed again with them.
+        """
+        req = pending.request
+        inst = self.instruments[order.symbol]
         new_qty, new_price = pending.new_qty, pending.new_price
-        orig = order.cl_ord_id
-        self.orders.alias(order, pending.request.cl_ord_id)
-        order.qty, order.price = new_qty, new_price
+        if pending.cancel is not None:
+            reason, text = pending.cancel
+            self._refuse_pending(pending, order, reason, text)
+            return self.cancel_working(order, now, text=text)
+        if new_qty <= order.cum_qty:
+            filled = inst.lots_to_qty(order.cum_qty)
+            self._refuse_pending(pending, order, _RejectReason.REPLACE_QTY_NOT_ABOVE_FILLED,
+                                 f"{filled} filled while the replace was in flight; new qty "
+                                 f"{req.qty} is not above it")
+            return self.cancel_working(
+                order, now, text=f"replace to {req.qty} came after {filled} had filled: "
+                                 f"the rest is canceled")
         ix = self.risk.instrument_index(order.symbol)
         self.refresh_market(ix, now)
+        reason = self.risk.on_replace(order.order_id, new_qty, new_price,
+                                      cl_ord_hash(req.cl_ord_id), now)
+        if reason:
+            self._refuse_pending(pending, order, reason, self.risk.last_reject_text())
+            code, why = self.route_remainder(order, ix, now)
+            if code:
+                self.cancel_working(order, now, text=f"could not be routed again after its "
+                                                     f"replace was refused: {why}")
+            return
+        orig = order.cl_ord_id
+        self.orders.alias(order, req.cl_ord_id)
+        order.qty, order.price = new_qty, new_price
         # (A post-only order's new price was checked when the replace came in;
         # route_remainder checks it again: the market may have moved onto it
         # while the children came down.)
@@ -653,7 +713,7 @@ class Pipeline(Handler):
             if cross:
                 return _RejectReason.POST_ONLY_WOULD_CROSS, cross
         reason = self.router.route(order.order_id, ix, order.side, order.qty - order.cum_qty,
-                                   order.price, now, STRAT_AUTO, order.tif)
+                                   order.price, now, order.strategy, order.tif)
         return reason, reject_name(reason) if reason else None
 
     def cancel_working(self, order: Order, now: int, requester: str | None = None,
@@ -737,8 +797,8 @@ class Pipeline(Handler):
             if req.action == "engage":
                 keys = self.risk.engage_kill_switch(scope, req.target, now_ns=now, actor=actor,
                                                     reason=req.text or "")
-                for order_id in keys:
-                    self.router.cancel_parent(int(order_id), now)
+                self._pull(keys, now, _RejectReason.KILL_SWITCH,
+                           f"canceled: kill switch engaged ({req.scope} {req.target or ''})")
                 text = f"kill switch engaged ({req.scope} {req.target or ''}); " \
                        f"{len(keys)} working orders canceled"
             else:

@@ -41,7 +41,7 @@ from engine.messages import (
     JournalEvent, JournalPayload, JournalSession, KillSwitch, NewOrder, TradeFill, reject_name,
 )
 from engine.orders import Stage
-from engine.pipeline import RISK_SCOPE, cl_ord_hash, risk_flags
+from engine.pipeline import RISK_SCOPE, STRATEGIES, cl_ord_hash, risk_flags
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,9 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
                              0 if rejected else inst.qty_to_lots(req.qty), ts,
                              order_id=int(report.order_id))
         order.post_only = req.post_only
+        order.strategy = STRATEGIES.get(req.strategy, order.strategy)
+        if req.stp is not None:
+            order.stp = int(req.stp)
         order.last_report = report
         if rejected:
             order.reject(report.reject_reason, report.text or "", ts)

@@ -258,3 +258,17 @@ replay_endpoint = "tcp://127.0.0.1:{rep}"
     with ThreadedEngine(path), Client(endpoint) as client:
         client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="after")
         report(client, "after", ExecType.NEW)
+
+
+def test_an_orders_strategy_and_stp_survive_a_restart(tmp_path):
+    # What recovery routes the remainder with: the order's own strategy and
+    # self-trade prevention, not the defaults.
+    from ext.router import STRAT_PASSIVE
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="p1",
+                         strategy="passive", stp=2)
+        report(client, "p1", ExecType.NEW)
+    with ThreadedEngine(path) as engine:
+        order = engine.call(lambda: engine.service.pipeline.orders.find("DEMO1", "p1"))
+        assert (order.strategy, order.stp, order.done) == (STRAT_PASSIVE, 2, False)

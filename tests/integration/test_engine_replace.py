@@ -1,0 +1,171 @@
+"""A Replace racing its order's fills, a kill switch or risk: reports and risk stay exact.
+
+The venues answer after a fixed 15 ms (the quiet test market with every
+latency set so), so an order's child reaches its venue, and fills there,
+before the cancel a Replace sends right after it: the race is certain, not
+timing luck. One engine serves every test; each uses its own ids and leaves
+no liquidity behind.
+"""
+import re
+import time
+
+import pytest
+
+from engine.client import Client
+from engine.messages import (AdminReply, ExecType, ExecutionReport, KillSwitch, OrderStatusReply,
+                             OrdStatus)
+from tests.integration.engine_harness import QUIET_SIM, ThreadedEngine, config_text, free_port
+
+VENUE_LATENCY = 'latency = { model = "fixed", mean_us = 15000.0 }'
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("slow")
+    sim = tmp / "slow_sim.toml"
+    sim.write_text(re.sub(r"latency = \{[^}]*\}", VENUE_LATENCY, QUIET_SIM.read_text()))
+    port = free_port()
+    path = tmp / "engine.toml"
+    path.write_text(config_text(port, tmp / "journal", sim=sim))
+    with ThreadedEngine(path) as engine, Client(f"tcp://127.0.0.1:{port}") as client:
+        yield engine, client
+
+
+def report(client, cl_ord_id, exec_type):
+    """The first ExecutionReport of ``exec_type`` under ``cl_ord_id``."""
+    return client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == cl_ord_id
+                             and m.exec_type == exec_type, 5)[-1]
+
+
+def risk_view(engine, order_id):
+    """Risk's working order for ``order_id`` (None once done) and DEMO1's AAA exposure."""
+    risk = engine.service.pipeline.risk
+    return engine.call(lambda: (risk.working_order(int(order_id)),
+                                risk.exposure(risk.account_index("DEMO1"),
+                                              risk.instrument_index("AAA"))))
+
+
+def offer(client, cl_ord_id, qty, price):
+    """DEMO2 rests a sell; returns once it is at its venue."""
+    client.new_order("AAA", "sell_short", qty, price, account="DEMO2", cl_ord_id=cl_ord_id,
+                     locate=True)
+    report(client, cl_ord_id, ExecType.NEW)
+    time.sleep(0.1)
+
+
+@pytest.mark.parametrize("new_qty", ["40", "300"])
+def test_fills_racing_a_replace_are_booked_and_the_replace_is_too_late(slow, new_qty):
+    engine, client = slow
+    tag = f"race-{new_qty}"
+    _, before = risk_view(engine, 0)
+    offer(client, f"{tag}-ask", "100", "50.00")
+    client.new_order("AAA", "buy", "100", "50.00", account="DEMO1", cl_ord_id=tag)
+    new = report(client, tag, ExecType.NEW)
+    client.replace(tag, account="DEMO1", qty=new_qty, cl_ord_id=f"{tag}-r")
+    # The child filled in full before its cancel arrived.
+    assert report(client, tag, ExecType.FILL).cum_qty == "100"
+    late = report(client, f"{tag}-r", ExecType.REJECTED)
+    assert (late.reject_name, late.orig_cl_ord_id, late.ord_status) == \
+        ("TOO_LATE_TO_CANCEL", tag, OrdStatus.FILLED)
+    working, after = risk_view(engine, new.order_id)
+    assert working is None  # nothing left reserved for a filled order
+    assert after["position"] - before["position"] == 100
+
+
+def test_a_replace_below_what_filled_meanwhile_cancels_the_rest(slow):
+    engine, client = slow
+    offer(client, "part-ask", "60", "50.00")
+    client.new_order("AAA", "buy", "100", "50.00", account="DEMO1", cl_ord_id="part")
+    new = report(client, "part", ExecType.NEW)
+    _, before = risk_view(engine, 0)
+    client.replace("part", account="DEMO1", qty="50", cl_ord_id="part-r")
+    refused = report(client, "part-r", ExecType.REJECTED)
+    assert refused.reject_name == "REPLACE_QTY_NOT_ABOVE_FILLED" and "60 filled" in refused.text
+    # Buying more would pass the client's new total of 50: the rest is canceled.
+    done = report(client, "part", ExecType.CANCELED)
+    assert (done.cum_qty, done.leaves_qty, done.qty) == ("60", "0", "60")
+    working, after = risk_view(engine, new.order_id)
+    assert working is None and after["position"] - before["position"] == 60
+
+
+def test_a_kill_switch_during_a_replace_cancels_the_order(slow):
+    engine, client = slow
+    client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="kill")
+    new = report(client, "kill", ExecType.NEW)
+    time.sleep(0.1)  # resting at its venue
+    client.replace("kill", account="DEMO1", qty="50", cl_ord_id="kill-r")
+    client.send(KillSwitch(req_id="k1", action="engage", scope="account", target="DEMO1"))
+    try:
+        assert client.recv_until(lambda m: isinstance(m, AdminReply), 5)[-1].ok
+        refused = report(client, "kill-r", ExecType.REJECTED)
+        assert (refused.reject_name, refused.orig_cl_ord_id) == ("KILL_SWITCH", "kill")
+        done = report(client, "kill", ExecType.CANCELED)
+        assert done.qty == "0" and "kill switch" in done.text
+        assert risk_view(engine, new.order_id)[0] is None
+        client.status("kill", account="DEMO1")
+        status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+        assert status.report.ord_status == OrdStatus.CANCELED
+        assert all(child.done for child in status.children)
+    finally:
+        client.send(KillSwitch(req_id="k2", action="release", scope="account", target="DEMO1"))
+        assert client.recv_until(lambda m: isinstance(m, AdminReply), 5)[-1].ok
+
+
+def test_a_replace_risk_refuses_leaves_the_order_working_on_its_old_terms(slow):
+    engine, client = slow
+    client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="big")
+    new = report(client, "big", ExecType.NEW)
+    client.replace("big", account="DEMO1", qty="200000", cl_ord_id="big-r")
+    refused = report(client, "big-r", ExecType.REJECTED)
+    assert (refused.reject_name, refused.qty, refused.ord_status) == \
+        ("MAX_ORDER_QTY", "100", OrdStatus.NEW)
+    working, _ = risk_view(engine, new.order_id)
+    assert (working["qty"], working["leaves"]) == (100, 100)
+    time.sleep(0.1)
+    client.status("big", account="DEMO1")
+    status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+    assert status.report.ord_status == OrdStatus.NEW
+    live = [c for c in status.children if not c.done]
+    assert [(c.price, c.qty) for c in live] == [("48", "100")]  # back at a venue, old terms
+    client.cancel("big", account="DEMO1", cl_ord_id="big-c")
+    report(client, "big-c", ExecType.CANCELED)
+
+
+def test_a_replace_keeps_the_orders_strategy(slow):
+    # A passive buy above the offer rests (below the offer) instead of taking
+    # it; replaced to a smaller quantity it must stay passive.
+    engine, client = slow
+    offer(client, "pas-ask", "100", "50.10")
+    client.new_order("AAA", "buy", "100", "50.20", account="DEMO1", cl_ord_id="pas",
+                     strategy="passive")
+    report(client, "pas", ExecType.NEW)
+    client.replace("pas", account="DEMO1", qty="80", cl_ord_id="pas-r")
+    assert report(client, "pas-r", ExecType.REPLACED).qty == "80"
+    time.sleep(0.2)
+    client.status("pas-ask", account="DEMO2")
+    ask = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+    assert ask.report.cum_qty == "0"  # nothing was taken
+    for cid, account in (("pas-r", "DEMO1"), ("pas-ask", "DEMO2")):
+        client.cancel(cid, account=account, cl_ord_id=f"{cid}-c")
+        report(client, f"{cid}-c", ExecType.CANCELED)
+
+
+def test_stp_is_the_clients_choice(slow):
+    engine, client = slow
+    # Asked for explicitly, STP_NONE lets an account's buy meet its own sell.
+    client.new_order("AAA", "sell_short", "10", "50.30", account="DEMO1", cl_ord_id="self-ask",
+                     locate=True)
+    report(client, "self-ask", ExecType.NEW)
+    time.sleep(0.1)
+    client.new_order("AAA", "buy", "10", "50.30", account="DEMO1", cl_ord_id="self-buy", stp=0)
+    assert report(client, "self-buy", ExecType.FILL).cum_qty == "10"
+    # By default the venue's own prevention applies: no trade with itself.
+    client.new_order("AAA", "sell_short", "10", "50.30", account="DEMO1", cl_ord_id="self-ask2",
+                     locate=True)
+    report(client, "self-ask2", ExecType.NEW)
+    time.sleep(0.1)
+    client.new_order("AAA", "buy", "10", "50.30", account="DEMO1", cl_ord_id="self-buy2",
+                     time_in_force="ioc")
+    assert report(client, "self-buy2", ExecType.CANCELED).cum_qty == "0"
+    client.cancel("self-ask2", account="DEMO1", cl_ord_id="self-ask2-c")
+    report(client, "self-ask2-c", ExecType.CANCELED)
