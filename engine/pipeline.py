@@ -85,6 +85,16 @@ class _Pending:
         self.cancel: tuple[int, str] | None = None
 
 
+class _NoMetric:
+    """Stands in for a metric series when the pipeline runs without metrics."""
+
+    def observe(self, amount: float) -> None:
+        pass
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+
 class Pipeline(Handler):
     """Order handling from intake to venues and back.
 
@@ -138,6 +148,10 @@ class Pipeline(Handler):
         self._book_seqs = [[-1] * len(self.venue_names) for _ in self.symbols]
         # The core's NBBO by the market's own instrument index (no symbol lookup per order).
         self._nbbo = market.loop.nbbo
+        self._flushed_seq = 0
+        # Per-stage time of a new order (intake times its own stage).
+        self._stage_time = {stage: metrics.stage_latency.labels(stage) if metrics else _NoMetric()
+                            for stage in ("validate", "risk", "route", "journal")}
         self._market_ix = [market.instrument_index(symbol) for symbol in self.symbols]
         self._risk_ix = [risk.instrument_index(symbol) for symbol in self.symbols]
         # Children carry their client account to the venue, so that venue
@@ -244,7 +258,11 @@ class Pipeline(Handler):
         sync of the batch's last record (in order: every release goes
         through the loop, behind the ones already waiting).
         """
+        started = time.perf_counter_ns()
         seq = self.journal.flush()
+        if seq != self._flushed_seq:  # the wake-up's journal write (and sync, under "always")
+            self._flushed_seq = seq
+            self._stage_time["journal"].observe((time.perf_counter_ns() - started) / 1e9)
         if self.journal.fsync != "group":
             release()
             return
@@ -269,9 +287,18 @@ class Pipeline(Handler):
     def _reject_order(self, order: Order, reason: int, text: str, now: int,
                       stage: str) -> None:
         order.reject(reason, text, now)
+        self._count_reject(reason, stage)
+        self._report(order, _ExecType.REJECTED, reason=reason, text=text)
+
+    def _count_reject(self, reason: int, stage: str) -> None:
+        """Count a refusal the pipeline sends (kronos_rejects; intake counts its own)."""
         if self.metrics is not None:
             self.metrics.rejects.labels(reject_name(reason), stage).inc()
-        self._report(order, _ExecType.REJECTED, reason=reason, text=text)
+
+    def _refuse(self, session: Session, reason: int, text: str, stage: str, **kw) -> None:
+        """Send a ``Reject`` for a request that names no order it could be reported on."""
+        self._count_reject(reason, stage)
+        self._send(session.session_id, make_reject(reason, text, **kw))
 
     # ------------------------------------------------------------ intake handler
 
@@ -331,12 +358,12 @@ class Pipeline(Handler):
         # A cl_ord_id names one order for the engine's lifetime (journal
         # included): a client resending after a lost ack or a restart gets a
         # reject, never a second order.
+        started = time.perf_counter_ns()
         if self.orders.find(req.account, req.cl_ord_id) is not None:
-            self._send(session.session_id, make_reject(
-                _RejectReason.DUPLICATE_CL_ORD_ID,
+            return self._refuse(
+                session, _RejectReason.DUPLICATE_CL_ORD_ID,
                 f"cl_ord_id {req.cl_ord_id!r} was already used by account {req.account}",
-                ref_type="NewOrder", cl_ord_id=req.cl_ord_id))
-            return
+                "validate", ref_type="NewOrder", cl_ord_id=req.cl_ord_id)
         inst = self.instruments.get(req.symbol)
         order = self.orders.create(req.cl_ord_id, session.session_id, req.account, req.symbol,
                                    int(req.side), int(req.ord_type), int(req.time_in_force),
@@ -361,6 +388,9 @@ class Pipeline(Handler):
                                       f"unknown account {req.account!r}", now, "validate")
         inst_ix = self.risk.instrument_index(req.symbol)
         order.advance(_Stage.VALIDATED, now)
+        stages = self._stage_time
+        validated = time.perf_counter_ns()
+        stages["validate"].observe((validated - started) / 1e9)
         # -- risk-checked
         self.refresh_market(inst_ix, now)
         gate = self._gates.get(session.session_id)
@@ -372,6 +402,8 @@ class Pipeline(Handler):
         if reason:
             return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
         order.advance(_Stage.RISK_CHECKED, now)
+        checked = time.perf_counter_ns()
+        stages["risk"].observe((checked - validated) / 1e9)
         # -- routed
         strategy = STRATEGIES.get(req.strategy)
         if strategy is None:
@@ -401,6 +433,7 @@ class Pipeline(Handler):
             return self._reject_order(order, reason, f"router: {reject_name(reason)}", now,
                                       "route")
         order.advance(_Stage.ROUTED, now)
+        stages["route"].observe((time.perf_counter_ns() - checked) / 1e9)
         self._report(order, _ExecType.NEW)
 
     def _post_only_cross(self, order: Order, inst_ix: int, price: int) -> str | None:
@@ -425,11 +458,11 @@ class Pipeline(Handler):
 
     def _lookup(self, session: Session, req: Cancel | Replace, now: int) -> Order | None:
         order = self.orders.find(req.account, req.orig_cl_ord_id)
+        kind = type(req).__name__
         if order is None:
-            self._send(session.session_id, make_reject(
-                _RejectReason.UNKNOWN_CL_ORD_ID,
-                f"no order {req.orig_cl_ord_id!r} for account {req.account}",
-                ref_type=type(req).__name__, cl_ord_id=req.cl_ord_id))
+            self._refuse(session, _RejectReason.UNKNOWN_CL_ORD_ID,
+                         f"no order {req.orig_cl_ord_id!r} for account {req.account}",
+                         kind.lower(), ref_type=kind, cl_ord_id=req.cl_ord_id)
             return None
         if order.done or order.order_id in self._pending:
             why = "is done" if order.done else "has a cancel or replace in progress"
@@ -446,10 +479,9 @@ class Pipeline(Handler):
         # (A Reject, not an ExecutionReport: a report under that cl_ord_id
         # would read as news of the order it already names.)
         if self.orders.find(req.account, req.cl_ord_id) is not None:
-            self._send(session.session_id, make_reject(
-                _RejectReason.DUPLICATE_CL_ORD_ID,
-                f"cl_ord_id {req.cl_ord_id!r} was already used by account {req.account}",
-                ref_type=type(req).__name__, cl_ord_id=req.cl_ord_id))
+            self._refuse(session, _RejectReason.DUPLICATE_CL_ORD_ID,
+                         f"cl_ord_id {req.cl_ord_id!r} was already used by account {req.account}",
+                         kind.lower(), ref_type=kind, cl_ord_id=req.cl_ord_id)
             return None
         return order
 
@@ -464,6 +496,7 @@ class Pipeline(Handler):
         # As FIX's OrderCancelReject: cl_ord_id names the refused request (two
         # cancels of one order are told apart), orig_cl_ord_id the order as
         # it stands; the rest is the order's unchanged state.
+        self._count_reject(reason, type(req).__name__.lower())
         report = execution_report(order, self.instruments[order.symbol], _ExecType.REJECTED,
                                   reason=reason, text=text, cl_ord_id=req.cl_ord_id,
                                   orig_cl_ord_id=order.cl_ord_id)
@@ -808,6 +841,7 @@ class Pipeline(Handler):
         except (KeyError, ValueError) as exc:
             reason = _RejectReason.INVALID_FIELD
             why = f"unknown {req.scope} {req.target!r}" if isinstance(exc, KeyError) else str(exc)
+            self._count_reject(reason, "admin")
             return self._send(session.session_id, AdminReply(
                 req_id=req.req_id, ok=False, reject_reason=int(reason),
                 reject_name=reject_name(reason), text=why, transact_time=now))
@@ -826,6 +860,8 @@ class Pipeline(Handler):
             except Exception as exc:  # a bad file leaves the running limits in force
                 ok, text = False, f"reload refused, limits unchanged: {exc}"
         reason = 0 if ok else _RejectReason.INVALID_FIELD
+        if reason:
+            self._count_reject(reason, "admin")
         self._send(session.session_id, AdminReply(
             req_id=req.req_id, ok=ok, text=text, reject_reason=int(reason),
             reject_name=reject_name(reason) if reason else None, transact_time=now))

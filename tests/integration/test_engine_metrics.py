@@ -1,0 +1,54 @@
+"""The Prometheus metrics count what the client saw, scraped over HTTP from a running engine."""
+import collections
+import re
+import time
+import urllib.request
+
+from engine.client import Client
+from engine.messages import ExecType, ExecutionReport, Reject
+from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
+
+
+def test_rejects_fills_and_stage_times_match_what_the_client_saw(tmp_path):
+    port, metrics_port = free_port(), free_port()
+    path = tmp_path / "engine.toml"
+    text = config_text(port, tmp_path / "journal", fsync="always")
+    assert "[metrics]\nport = 0" in text
+    path.write_text(text.replace("[metrics]\nport = 0", f"[metrics]\nport = {metrics_port}"))
+    seen = collections.Counter()
+    with ThreadedEngine(path), Client(f"tcp://127.0.0.1:{port}") as client:
+        client.new_order("AAA", "sell_short", "100", "50.00", account="DEMO2", cl_ord_id="s1",
+                         locate=True)
+        answers = client.recv_until(lambda m: isinstance(m, ExecutionReport) and
+                                    m.cl_ord_id == "s1", 5)
+        time.sleep(0.1)  # at its venue, where the buy finds it
+        client.new_order("AAA", "buy", "100", "50.00", account="DEMO1", cl_ord_id="b1")
+        answers += client.recv_until(lambda m: isinstance(m, ExecutionReport) and
+                                     m.cl_ord_id == "b1" and m.exec_type == ExecType.FILL, 5)
+        client.new_order("AAA", "buy", "10", "50.001", account="DEMO1", cl_ord_id="b2")  # off tick
+        client.new_order("AAA", "buy", "10", "49.00", account="DEMO1", cl_ord_id="b1")  # duplicate
+        client.cancel("nope", account="DEMO1", cl_ord_id="c1")  # unknown order
+        client.cancel("b1", account="DEMO1", cl_ord_id="c2")  # filled: too late
+        client.replace("s1", account="DEMO2", qty="200", cl_ord_id="c3")  # filled: too late
+        client.new_order("AAA", "buy", "10", "49.00", account="OTHER", cl_ord_id="b3")  # intake
+        answers += client.recv_until(lambda m: isinstance(m, Reject) and m.cl_ord_id == "b3", 5)
+        for m in answers:
+            if isinstance(m, Reject) or (isinstance(m, ExecutionReport) and
+                                         m.exec_type == ExecType.REJECTED):
+                seen[m.reject_name] += 1
+            elif isinstance(m, ExecutionReport) and m.exec_type in (ExecType.FILL,
+                                                                    ExecType.PARTIAL_FILL):
+                seen["fill"] += 1
+        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                      timeout=5).read().decode()
+    counted = collections.Counter()
+    for reason, value in re.findall(r'^kronos_rejects_total\{reason="([^"]+)",stage="[^"]+"\} '
+                                    r'(\S+)$', body, re.M):
+        counted[reason] += int(float(value))
+    counted["fill"] = int(float(re.search(r"^kronos_fills_total (\S+)$", body, re.M).group(1)))
+    assert set(seen) == {"fill", "OFF_TICK", "DUPLICATE_CL_ORD_ID", "UNKNOWN_CL_ORD_ID",
+                         "TOO_LATE_TO_CANCEL", "NOT_AUTHORIZED"}
+    assert counted == seen, (seen, counted)
+    timed = set(re.findall(r'^kronos_stage_latency_seconds_count\{stage="([^"]+)"\} [1-9]', body,
+                           re.M))
+    assert timed == {"intake", "validate", "risk", "route", "journal"}
