@@ -488,6 +488,21 @@ class JournalSession(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=Fal
     principal: str
 
 
+class JournalValuation(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
+    """The price risk valued a market order at, as the journal stores it (a ``META`` record).
+
+    A market order has no price of its own: risk values it at the market's
+    reference (or the collar's edge), which the journal would not otherwise
+    hold. Recovery replays the order's decision at this same value.
+    """
+
+    order_id: int
+    value_ticks: int
+
+
+JournalMeta = Union[JournalSession, JournalValuation]
+
+
 # ---------------------------------------------------------------- codecs
 def request_decoder() -> msgspec.msgpack.Decoder:
     """A decoder for client-to-engine frames; make one per socket and reuse it."""

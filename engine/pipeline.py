@@ -22,7 +22,7 @@ from engine.intake import Handler, Session
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalCommand,
-    JournalEvent, JournalSession, KillSwitch, NewOrder, OrderStatusReply, OrderStatusRequest,
+    JournalEvent, JournalSession, JournalValuation, KillSwitch, NewOrder, OrderStatusReply, OrderStatusRequest,
     OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill, TradeHistoryReply,
     TradeHistoryRequest, event_envelope, make_reject, members, reject_name,
 )
@@ -401,6 +401,10 @@ class Pipeline(Handler):
                                 cl_ord_hash(req.cl_ord_id), now)
         if reason:
             return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
+        if order.ord_type == _OrdType.MARKET:  # (its value is the market's, not journaled else)
+            self.journal.append_msg(_RecordKind.META, JournalValuation(
+                order_id=order.order_id,
+                value_ticks=self.risk.working_order(order.order_id)["value_price"]))
         order.advance(_Stage.RISK_CHECKED, now)
         checked = time.perf_counter_ns()
         stages["risk"].observe((checked - validated) / 1e9)

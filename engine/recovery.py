@@ -38,7 +38,7 @@ import msgspec
 from engine.journal import JournalReader, RecordKind
 from engine.messages import (
     AdminReply, BulkNewOrders, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
-    JournalEvent, JournalPayload, JournalSession, KillSwitch, NewOrder, TradeFill, reject_name,
+    JournalEvent, JournalMeta, JournalPayload, JournalSession, KillSwitch, NewOrder, TradeFill, reject_name,
 )
 from engine.orders import Stage
 from engine.pipeline import RISK_SCOPE, STRATEGIES, cl_ord_hash, risk_flags
@@ -109,7 +109,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     live_config = risk.config
     risk.reload(_permissive(live_config), 0, "recovery")
     decoder = msgspec.msgpack.Decoder(JournalPayload)
-    meta_decoder = msgspec.msgpack.Decoder(JournalSession)
+    meta_decoder = msgspec.msgpack.Decoder(JournalMeta)
     new_orders: dict[tuple[str, str], NewOrder] = {}
     records = fills = 0
     missing: collections.Counter = collections.Counter()  # (kind, name) -> orders
@@ -118,6 +118,10 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     kill_requests: dict[tuple[str, str], KillSwitch] = {}
     engaged: dict[tuple[str, str | None], KillSwitch] = {}
     cancel_on_disconnect: dict[str, bool] = {}
+    # The last price seen per instrument index (a limit, a fill): what a
+    # market order is valued at when its decision is replayed.
+    references: dict[int, int] = {}
+    valuations: dict[int, int] = {}  # market order id -> the value risk gave it live
     max_exec = 0
     principals: dict[str, str] = {}
     sent: dict[str, collections.deque] = {}
@@ -128,8 +132,11 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
                 known = rec.decode(meta_decoder)
             except msgspec.ValidationError:
                 continue  # another kind of bookkeeping
-            principals[known.session_id] = known.principal
-            pipeline.session_journaled(known.session_id)
+            if isinstance(known, JournalSession):
+                principals[known.session_id] = known.principal
+                pipeline.session_journaled(known.session_id)
+            else:
+                valuations[known.order_id] = known.value_ticks
             continue
         if rec.kind not in (RecordKind.COMMAND, RecordKind.EVENT):
             continue
@@ -163,7 +170,8 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
                     engaged.pop(key, None)
         if not isinstance(report, ExecutionReport):
             continue
-        fills += _apply(pipeline, payload.session_id, report, new_orders, rec.ts_ns, missing)
+        fills += _apply(pipeline, payload.session_id, report, new_orders, rec.ts_ns, missing,
+                        references, valuations)
         if report.exec_id:
             max_exec = max(max_exec, int(report.exec_id.rpartition("-")[2] or 0))
     if missing:
@@ -207,7 +215,7 @@ def resume_working(pipeline, recovered: Recovered) -> int:
 
 
 def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
-           ts: int, missing: collections.Counter) -> int:
+           ts: int, missing: collections.Counter, references: dict, valuations: dict) -> int:
     """Apply one journaled execution report; returns 1 for a fill.
 
     An accepted order whose instrument or account the configuration no
@@ -248,14 +256,24 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
             return 0
         for stage in (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED):
             order.advance(stage, ts)
-        # The decision was taken when the order arrived; with the limits out,
-        # only a reference price is needed (market orders are valued at it).
+        # The decision was taken when the order arrived; with the limits out
+        # (no collar), a market order is valued at the reference: set it to
+        # the value risk gave the order live (a JournalValuation), or for a
+        # journal without one the last price it shows for the instrument.
         inst_ix = risk.instrument_index(order.symbol)
-        risk.set_reference_price(inst_ix, order.price or 1, ts)
+        if order.price:
+            references[inst_ix] = order.price
+        reference = valuations.get(order.order_id) or references.get(inst_ix)
+        if reference is None:
+            log.warning("recovery: market order %s has no earlier price of %s in the journal; "
+                        "valued at one tick until the market gives one", order.order_id,
+                        order.symbol)
+            reference = 1
+        risk.set_reference_price(inst_ix, reference, ts)
         code = risk.check_new(order.order_id, risk.session_index(session_id),
                               risk.account_index(order.account),
                               inst_ix, order.side, order.ord_type,
-                              order.qty, order.price or 1, risk_flags(req),
+                              order.qty, order.price, risk_flags(req),
                               cl_ord_hash(order.cl_ord_id), ts)
         if code:
             log.error("recovery: risk refused replaying order %s (%s)", order.order_id, code)
@@ -268,6 +286,7 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
     if report.exec_type in (ExecType.FILL, ExecType.PARTIAL_FILL):
         qty, px_x2 = inst.qty_to_lots(report.last_qty), _px_x2(inst, report.last_px)
         order.fill(qty, px_x2, ts)
+        references[risk.instrument_index(order.symbol)] = px_x2 // 2
         risk.on_fill(order.order_id, qty,
                      (px_x2 + 1) // 2 if order.side == 1 else px_x2 // 2)
         pipeline.history.add(order.account, TradeFill(

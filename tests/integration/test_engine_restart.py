@@ -5,6 +5,7 @@ the same journal: recovery replays the journal's reports, the same path a
 restart after kill -9 takes (tests/integration/test_engine_recovery.py kills).
 """
 import multiprocessing
+import re
 import socket
 import subprocess
 import sys
@@ -272,3 +273,40 @@ def test_an_orders_strategy_and_stp_survive_a_restart(tmp_path):
     with ThreadedEngine(path) as engine:
         order = engine.call(lambda: engine.service.pipeline.orders.find("DEMO1", "p1"))
         assert (order.strategy, order.stp, order.done) == (STRAT_PASSIVE, 2, False)
+
+
+def test_a_working_market_order_keeps_its_value_at_risk_across_a_restart(tmp_path, monkeypatch):
+    # A market order has no price: risk valued it at the market's mid. Its
+    # child is still on its way to the venue (300 ms) when the engine stops.
+    # (The venues restart empty, so once routed again it is canceled: its
+    # value is read as recovery left it, before the engine routes it again.)
+    from engine import service
+    sim = tmp_path / "slow_sim.toml"
+    sim.write_text(re.sub(r"latency = \{[^}]*\}", 'latency = { model = "fixed", mean_us = 300000.0 }',
+                          QUIET_SIM.read_text()))
+    path, endpoint = engine_config(tmp_path, sim=sim, extra="[router]\nack_timeout_ns = 5000000000\n")
+
+    def valued(engine, order_id):
+        risk = engine.service.pipeline.risk
+        return engine.call(lambda: risk.working_order(order_id)["value_price"])
+
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        client.new_order("AAA", "buy", "1000", "49.00", account="DEMO2", cl_ord_id="bid")
+        client.new_order("AAA", "sell_short", "1000", "51.00", account="DEMO2", cl_ord_id="ask",
+                         locate=True)
+        report(client, "ask", ExecType.NEW)
+        time.sleep(0.7)  # both rest at their venue: the mid is 50.00
+        client.new_order("AAA", "buy", "100", None, account="DEMO1", cl_ord_id="mkt",
+                         ord_type="market")
+        order_id = int(report(client, "mkt", ExecType.NEW).order_id)
+        assert valued(engine, order_id) == 5000
+    recovered = {}
+    resume = service.resume_working
+
+    def look_then_resume(pipeline, summary):
+        recovered["value"] = pipeline.risk.working_order(order_id)["value_price"]
+        return resume(pipeline, summary)
+
+    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    with ThreadedEngine(path):
+        assert recovered == {"value": 5000}
