@@ -222,6 +222,7 @@ cdef class RiskEngine:
     cdef list _instrument_names
     cdef list _session_names
     cdef dict _instruments           # symbol -> ext.instrument.Instrument
+    cdef dict _grids                 # symbol -> Instrument, every symbol ever configured
     cdef dict _config
     cdef object _plan_cache          # the validated form of _config
     cdef readonly list audit_log
@@ -272,6 +273,7 @@ cdef class RiskEngine:
 
     # ------------------------------------------------------------ config, admin, text
     cdef int _apply(self, dict config, int64_t now_ns, str action, str actor) except -1
+    cdef int _check_units(self, object plan, dict config) except -1
     cdef int _set_cell(self, int32_t a, int32_t i, str symbol, dict f, dict acct, dict ins,
                        dict cell) except -1
     cdef int _set_throttle(self, int32_t s, object plan, bint fresh) except -1

@@ -214,6 +214,16 @@ cdef int64_t _count(object value, str field) except? -1:
     return _clamp(number)
 
 
+cdef int64_t _burst(object value, str field) except? -1:
+    """A throttle bucket size: a whole number of orders, at least one."""
+    cdef int64_t burst = _count(value, field)
+    if burst < 1:
+        # A bucket that cannot hold one order's token would throttle every order.
+        raise ConfigError(f"{field}: {value!r} must be at least 1 (orders a session may send at once); "
+                          f"to turn the throttle off, set throttle_rate = 0")
+    return burst
+
+
 cdef int64_t _ms_to_ns(object value, str field) except? -1:
     """Milliseconds (whole or decimal) as nanoseconds, capped at INT64_MAX."""
     return _clamp(_nonneg(value, field) * NS_PER_MS)
@@ -291,7 +301,7 @@ cdef _Plan _plan(dict config):
                                           "firm.max_reference_age_ms")
     f["duplicative_window_ns"] = _ms_to_ns(firm.get("duplicative_window_ms", 0), "firm.duplicative_window_ms")
     f["throttle_rate"] = _count(firm.get("throttle_rate", 0), "firm.throttle_rate")
-    f["throttle_burst"] = _count(firm.get("throttle_burst", f["throttle_rate"] or 1), "firm.throttle_burst")
+    f["throttle_burst"] = _burst(firm.get("throttle_burst", f["throttle_rate"] or 1), "firm.throttle_burst")
     f["restricted"] = set(_symbols(firm.get("restricted", []), "firm.restricted"))
     plan.firm = f
 
@@ -356,8 +366,10 @@ cdef _Plan _plan(dict config):
     for name, raw in sessions.items():
         section = _section(raw, f"sessions.{name}", _SESSION_KEYS)
         rate = _count(section.get("throttle_rate", f["throttle_rate"]), f"sessions.{name}.throttle_rate")
-        burst = _count(section.get("throttle_burst", section.get("throttle_rate", f["throttle_burst"]) or 1),
-                       f"sessions.{name}.throttle_burst")
+        if "throttle_burst" in section:
+            burst = _burst(section["throttle_burst"], f"sessions.{name}.throttle_burst")
+        else:
+            burst = (rate or 1) if "throttle_rate" in section else f["throttle_burst"]
         plan.sessions[name] = {"throttle_rate": rate, "throttle_burst": burst}
     return plan
 
@@ -457,6 +469,7 @@ cdef class RiskEngine:
         self._instrument_names = []
         self._session_names = []
         self._instruments = {}
+        self._grids = {}
         self._config = {}
 
     def __init__(self, dict config=None, Py_ssize_t capacity_hint=0):
@@ -781,7 +794,7 @@ cdef class RiskEngine:
         cdef AccountState* ast
         cdef CellLimits* cl
         cdef CellState* cs
-        cdef int64_t cell, ref, band, dev, notional, avail, worst, age, loss
+        cdef int64_t cell, ref, band, dev, notional, avail, worst, age, loss, long_worst, short_worst
         cdef int band_layer, ovf = 0
         cdef DupEntry* dup
         self.cur_account = account
@@ -866,15 +879,22 @@ cdef class RiskEngine:
                 dev = price - ref if price > ref else ref - price
                 if dev > band:
                     return self._reject(PRICE_COLLAR, band_layer, M_TICKS, band, dev)
-            else:
-                # A market order is valued at the far edge of the collar: the
-                # worst price it may fill at if the venue honours the band.
-                if band_layer == LAYER_NONE:
-                    band = 0
-                if side == BUY:
-                    value_price[0] = kx_sat_add(ref, band)
-                else:
-                    value_price[0] = ref - band if ref - band > 1 else 1
+            elif band_layer == LAYER_NONE:
+                band = 0
+            # Valued at the highest price it may fill at while the venue honours
+            # the band: the worst case of every check, a buy's cost as much as a
+            # sell's notional and a short sale's proceeds, which are held twice
+            # (valued lower, a better fill would take buying power below zero).
+            # A buy limit never fills above its limit; a sell limit may fill
+            # above it, up to the band's upper edge, which the collar check just
+            # proved is not below the limit.
+            if ord_type == MARKET or side != BUY:
+                value_price[0] = kx_sat_add(ref, band)
+        elif side != BUY and ins.ref_price > price:
+            # Nothing bounds an uncollared sell limit's fill price; a marketable
+            # one fills at the bids, at or below a mid reference. Any age will
+            # do: the reference can only raise the valuation above the limit.
+            value_price[0] = ins.ref_price
 
         # ---- fat finger: notional (checked in full; an overflow is over the limit)
         notional = kx_mul3(qty, value_price[0], ins.mult, &ovf)
@@ -911,14 +931,21 @@ cdef class RiskEngine:
             if leaves > avail:
                 return self._reject(INSUFFICIENT_POSITION, LAYER_ACCOUNT, M_LOTS, avail if avail > 0 else 0,
                                     leaves)
-        worst = kx_sat_add(kx_sat_add(cs.position if cs.position >= 0 else -cs.position, cs.open_buy),
-                           kx_sat_add(cs.open_sell, leaves))
+        # The largest long position (every working buy filled) and the largest
+        # short one (every working sell filled), this order included.
+        long_worst = kx_sat_add(cs.position, cs.open_buy)
+        short_worst = kx_sat_sub(cs.open_sell, cs.position)
+        if side == BUY:
+            long_worst = kx_sat_add(long_worst, leaves)
+        else:
+            short_worst = kx_sat_add(short_worst, leaves)
+        # Gross adds the two sides, so a working order that can only reduce
+        # the position (a sell of a long, a buy of a short) adds nothing: an
+        # account at its gross limit can still close out.
+        worst = kx_sat_add(long_worst if long_worst > 0 else 0, short_worst if short_worst > 0 else 0)
         if worst > cl.max_gross:
             return self._reject(MAX_GROSS_POSITION, cl.layer_gross, M_LOTS, cl.max_gross, worst)
-        if side == BUY:
-            worst = kx_sat_add(kx_sat_add(cs.position, cs.open_buy), leaves)
-        else:
-            worst = kx_sat_sub(kx_sat_add(cs.open_sell, leaves), cs.position)
+        worst = long_worst if side == BUY else short_worst
         if worst > cl.max_net:
             return self._reject(MAX_NET_POSITION, cl.layer_net, M_LOTS, cl.max_net, worst)
 
@@ -1441,7 +1468,9 @@ cdef class RiskEngine:
         Raises
         ------
         ConfigError
-            If the new configuration is invalid (nothing is changed).
+            If the new configuration is invalid, or changes ``firm.money_unit``
+            or a known instrument's ``tick_size`` or ``lot_size`` (the kept
+            state is counted in those units); nothing is changed.
         """
         self._apply(config, now_ns, "reload", actor)
 
@@ -1463,6 +1492,7 @@ cdef class RiskEngine:
         cdef int32_t a, i, s
         cdef InstrumentInfo* ins
         cdef AccountLimits* al
+        self._check_units(plan, config)
         for symbol in plan.instruments:
             if symbol not in self._instrument_ix:
                 self._instrument_ix[symbol] = len(self._instrument_names)
@@ -1477,6 +1507,7 @@ cdef class RiskEngine:
         self._config = _merge({}, config)
         self._plan_cache = plan
         self._instruments = {sym: entry["grid"] for sym, entry in plan.instruments.items()}
+        self._grids.update(self._instruments)
         f = plan.firm
 
         self.firm.max_open = f.get("max_open_orders", UNLIMITED)
@@ -1522,6 +1553,36 @@ cdef class RiskEngine:
 
         self._audit(now_ns, action, "config", None, actor, "",
                     {"accounts": len(plan.accounts), "instruments": len(plan.instruments)})
+        return 0
+
+    cdef int _check_units(self, object plan, dict config) except -1:
+        """Refuse a new money unit or price/quantity grid at run time.
+
+        Counters, positions, working orders, reference prices and the
+        duplicative history are integers of the units they were counted in;
+        read in new units they would be wrong (a money unit 100 times coarser
+        makes every amount 100 times larger), and not every amount converts
+        exactly. A symbol keeps its grid even while it is left out of the
+        config, as it keeps its state.
+        """
+        restart = "; to change it, restart the engine on a new journal (at a day boundary)"
+        if self._plan_cache is not None and plan.money_unit != self._plan_cache.money_unit:
+            new_unit = config.get("firm", {}).get("money_unit", DEFAULT_MONEY_UNIT)
+            raise ConfigError(
+                f"firm.money_unit: cannot change from {self._money_unit_text()} to {new_unit} while "
+                f"running: cash flow, reservations, traded notional and P&L are counted in the old unit"
+                + restart)
+        for symbol, entry in plan.instruments.items():
+            old = self._grids.get(symbol)
+            if old is None:
+                continue
+            new = entry["grid"]
+            for key, unit in (("tick_size", "prices and reference prices are in the old ticks"),
+                              ("lot_size", "positions and working quantities are in the old lots")):
+                if Decimal(getattr(new, key)) != Decimal(getattr(old, key)):
+                    raise ConfigError(
+                        f"instruments.{symbol}.{key}: cannot change from {getattr(old, key)} to "
+                        f"{getattr(new, key)} while running: {unit}" + restart)
         return 0
 
     cdef int _set_cell(self, int32_t a, int32_t i, str symbol, dict f, dict acct, dict ins,

@@ -117,13 +117,26 @@ class RiskReference:
         self.firm_realized = 0
         self.instrument_open_orders: dict[int, int] = {}
         self.detail: dict = {}
+        self.money_unit: Fraction | None = None
+        self.units: dict[str, tuple[Fraction, Fraction]] = {}   # symbol -> (tick, lot), ever configured
         self.reload(config or {})
 
     # ------------------------------------------------------------ config
     def reload(self, config: dict, now_ns: int = 0, actor: str = "admin") -> None:
-        self.config = config
         firm = config.get("firm", {})
         unit = _number(firm.get("money_unit", "0.0001"))
+        # Counters are in the units they were counted in: the units never change.
+        if self.money_unit is not None and unit != self.money_unit:
+            raise ValueError("firm.money_unit: cannot change while running")
+        units = {symbol: (_number(str(section.get("tick_size", "0.01"))),
+                          _number(str(section.get("lot_size", "1"))))
+                 for symbol, section in config.get("instruments", {}).items()}
+        for symbol, grid in units.items():
+            if self.units.get(symbol, grid) != grid:
+                raise ValueError(f"instruments.{symbol}: tick_size and lot_size cannot change while running")
+        self.money_unit = unit
+        self.units.update(units)
+        self.config = config
         def money(value, default=None):
             return default if value is None else _floor(_number(value) / unit)
 
@@ -145,6 +158,8 @@ class RiskReference:
         self.dup_window = count(firm.get("duplicative_window_ms", 0)) * MS
         self.firm_rate = count(firm.get("throttle_rate", 0))
         self.firm_burst = count(firm.get("throttle_burst", self.firm_rate or 1))
+        if self.firm_burst < 1:
+            raise ValueError("firm.throttle_burst: must be at least 1")
         firm_restricted = set(firm.get("restricted", []))
 
         self.grid: dict[int, Instrument] = {}
@@ -213,8 +228,7 @@ class RiskReference:
             for key, value in extra.items():
                 out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
             return out
-        self.config = merge(self.config, changes)
-        self.reload(self.config, now_ns, actor)
+        self.reload(merge(self.config, changes), now_ns, actor)
 
     def _set_throttle(self, s: int, fresh: bool) -> None:
         cfg = self.session_cfg.get(self.session_names[s])
@@ -359,10 +373,15 @@ class RiskReference:
             if ord_type == OrdType.LIMIT:
                 if abs(price - ref) > band:
                     return fail(R.PRICE_COLLAR, band_layer, band, abs(price - ref))
-            else:
-                if not band_layer:
-                    band = 0
-                value_price = ref + band if side == Side.BUY else max(1, ref - band)
+            elif not band_layer:
+                band = 0
+            # the highest price it may fill at: a buy limit's is its limit, a
+            # sell limit's the band's upper edge (not below the limit, as it passed)
+            if ord_type == OrdType.MARKET or side != Side.BUY:
+                value_price = ref + band
+        elif side != Side.BUY:
+            # an uncollared sell limit: at least the reference, if there is one (any age)
+            value_price = max(price, self.ref.get(instrument, (0, 0))[0])
 
         mult = self.mult[instrument]
         notional = qty * value_price * mult
@@ -391,14 +410,14 @@ class RiskReference:
             avail = cell.position - cell.open_sell
             if leaves > avail:
                 return fail(R.INSUFFICIENT_POSITION, ACCOUNT, max(avail, 0), leaves)
-        gross = abs(cell.position) + cell.open_buy + cell.open_sell + leaves
+        # largest long (every working buy filled) plus largest short (every working sell filled)
+        longest = cell.position + cell.open_buy + (leaves if side == Side.BUY else 0)
+        shortest = cell.open_sell + (leaves if side != Side.BUY else 0) - cell.position
+        gross = max(0, longest) + max(0, shortest)
         limit, layer = lim["max_gross_position"]
         if gross > limit:
             return fail(R.MAX_GROSS_POSITION, layer, limit, gross)
-        if side == Side.BUY:
-            net = cell.position + cell.open_buy + leaves
-        else:
-            net = cell.open_sell + leaves - cell.position
+        net = longest if side == Side.BUY else shortest
         limit, layer = lim["max_net_position"]
         if net > limit:
             return fail(R.MAX_NET_POSITION, layer, limit, net)

@@ -264,8 +264,59 @@ def test_market_order_valued_at_collar_edge(make):
     assert e.working_order(h.key)["value_price"] == 10100
     assert h.money()["reserved"] == 3 * 10100 * 100
     h.trade(BUY, 5, 10000)
+    open_notional = h.money()["open_notional"]
+    # a sell too: its highest fill price is the worst case of the notional limits
     assert h.new(side=SELL, ord_type=MARKET, price=0, qty=2) == 0
-    assert e.working_order(h.key)["value_price"] == 9900
+    assert e.working_order(h.key)["value_price"] == 10100
+    assert h.money()["open_notional"] == open_notional + 2 * 10100 * 100
+
+
+# ---------------------------------------------------------------- short sales: valued at the highest fill price
+# cash $1000; a short's fill holds twice its proceeds, so the fill price that
+# could take buying power below zero is the highest one.
+SHORT_CASH = {"accounts": {"A1": {"cash": "1000", "allow_short": True}}}
+
+
+def test_collared_limit_short_valued_at_band_upper_edge(make):
+    h = make(merged(SHORT_CASH, {"firm": {"collar_bps": 2000}}))      # 20%: 10.00 +- 2.00
+    e = h.engine
+    e.set_reference_price(e.instrument_index("AAPL"), 1000, 0)
+    # 100 @ 9.00 could fill at up to 12.00 and hold 2 x $1200 against $1000 + $1200
+    assert h.new(side=SHORT, qty=100, price=900, flags=LOCATE) == R.INSUFFICIENT_BUYING_POWER
+    assert h.limit() == 10_000_000 and h.engine.last_reject()["value"] == 100 * 1200 * 100
+    assert h.new(side=SHORT, qty=80, price=900, flags=LOCATE) == 0
+    assert e.working_order(h.key)["value_price"] == 1200
+    assert h.money()["reserved"] == 80 * 1200 * 100
+    assert h.fill_last(80, 1200) == 0                                  # the best fill the band allows
+    assert h.money()["buying_power"] == 400_000                        # $1000 - $960, never below 0
+
+
+@pytest.mark.parametrize("fill", [500, 1000, 1499, 1500])
+def test_market_short_fill_anywhere_in_the_band_keeps_buying_power(make, fill):
+    h = make(merged(SHORT_CASH, {"firm": {"collar_bps": 5000}}))      # 50%: 5.00 .. 15.00
+    e = h.engine
+    e.set_reference_price(e.instrument_index("AAPL"), 1000, 0)
+    assert h.new(side=SHORT, ord_type=MARKET, price=0, qty=67, flags=LOCATE) == R.INSUFFICIENT_BUYING_POWER
+    assert h.new(side=SHORT, ord_type=MARKET, price=0, qty=66, flags=LOCATE) == 0
+    assert e.working_order(h.key)["value_price"] == 1500
+    assert h.fill_last(66, fill) == 0
+    assert h.money()["buying_power"] == 10_000_000 - 66 * fill * 100 >= 100_000
+
+
+def test_uncollared_sell_limit_valued_at_least_at_the_reference(make):
+    h = make(SHORT_CASH)
+    e = h.engine
+    # no reference, no collar: nothing bounds the fill price; the limit is all risk knows
+    assert h.new(side=SHORT, qty=10, price=900, flags=LOCATE) == 0
+    assert e.working_order(h.key)["value_price"] == 900
+    e.set_reference_price(e.instrument_index("AAPL"), 1200, 0)
+    # a marketable short limit fills at the bids, below a mid reference of 12.00
+    assert h.new(side=SHORT, qty=10, price=900, flags=LOCATE) == 0
+    assert e.working_order(h.key)["value_price"] == 1200
+    assert h.new(side=SHORT, qty=10, price=1300, flags=LOCATE) == 0   # resting above: its limit
+    assert e.working_order(h.key)["value_price"] == 1300
+    assert h.new(qty=10, price=900) == 0                               # a buy never fills above its limit
+    assert e.working_order(h.key)["value_price"] == 900
 
 
 # ---------------------------------------------------------------- open orders, layered
@@ -299,11 +350,33 @@ def test_max_net_position_counts_working_orders(make):
 
 def test_max_gross_position(make):
     h = make({"instruments": {"AAPL": {"max_gross_position": 150}}, "accounts": {"A1": {"allow_short": True}}})
-    h.trade(BUY, 30, 10000)                                   # |pos| 30
-    assert h.new(qty=70) == 0                                 # + 70 working buys
-    assert h.new(side=SHORT, qty=50, flags=LOCATE) == 0       # + 50 working sells = 150
+    assert h.new(qty=40) == 0                                 # flat: working buys and sells both count
+    assert h.new(side=SHORT, qty=110, flags=LOCATE) == 0      # 40 + 110 = 150
     assert h.new(side=SHORT, qty=1, flags=LOCATE) == R.MAX_GROSS_POSITION
+    assert h.engine.last_reject()["value"] == 151
     assert h.layer() == L.LAYER_INSTRUMENT
+    h2 = make({"instruments": {"AAPL": {"max_gross_position": 150}}, "accounts": {"A1": {"allow_short": True}}})
+    h2.trade(BUY, 30, 10000)                                  # long 30
+    assert h2.new(qty=70) == 0                                # longest: 100
+    assert h2.new(side=SHORT, qty=80, flags=LOCATE) == 0      # 30 of it closes the long: shortest 50
+    assert h2.new(side=SHORT, qty=1, flags=LOCATE) == R.MAX_GROSS_POSITION
+    assert h2.engine.last_reject()["value"] == 151
+
+
+def test_gross_limit_lets_a_position_close_out(make):
+    h = make({"instruments": {"AAPL": {"max_gross_position": 10}}, "accounts": {"A1": {"allow_short": True}}})
+    h.trade(BUY, 10, 10000)                                   # long 10, at the limit
+    assert h.new(qty=1) == R.MAX_GROSS_POSITION
+    assert h.new(side=SELL, qty=6) == 0                       # reduce-only sells add nothing
+    assert h.new(side=SHORT, qty=4, flags=LOCATE) == 0        # (a short sale closes a long first)
+    assert h.new(side=SHORT, qty=1, flags=LOCATE) == R.MAX_GROSS_POSITION    # would open a short
+    assert h.engine.on_fill(h.key - 1, 4, 10000) == 0
+    assert h.engine.on_fill(h.key - 2, 6, 10000) == 0
+    assert h.exposure()["position"] == 0
+    h.trade(SHORT, 10, 10000, flags=LOCATE)                   # short 10, at the limit
+    assert h.new(side=SHORT, qty=1, flags=LOCATE) == R.MAX_GROSS_POSITION
+    assert h.new(qty=10) == 0                                 # the covering buy
+    assert h.new(qty=1) == R.MAX_GROSS_POSITION               # would open a long
 
 
 def test_sell_needs_position_net_of_working_sells(make):
@@ -553,6 +626,61 @@ def test_invalid_reload_changes_nothing():
     s, a, i = risk.session_index("S"), risk.account_index("A1"), risk.instrument_index("AAPL")
     assert risk.check_new(1, s, a, i, BUY, LIMIT, 6, 100, 0, 1, 0) == R.MAX_ORDER_QTY
     assert risk.instruments == ["AAPL", "MSFT"]
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"firm": {"money_unit": "0.01"}}, "firm.money_unit"),
+    ({"instruments": {"AAPL": {"tick_size": "0.05"}}}, "instruments.AAPL.tick_size"),
+    ({"instruments": {"AAPL": {"lot_size": "100"}}}, "instruments.AAPL.lot_size"),
+])
+def test_reload_refuses_new_units(make, changes, key):
+    # Counters, positions and working orders are integers of the units in force:
+    # read in new ones they would be wrong (buying power $900 -> -$9000 here).
+    h = make()
+    h.trade(BUY, 10, 10000)
+    assert h.new(qty=5) == 0
+    before = (h.exposure(), h.money())
+    for change in (lambda: h.engine.reload(merged(BASE, changes)), lambda: h.engine.update(changes)):
+        with pytest.raises(ValueError) as exc:
+            change()
+        if h.cython:
+            assert isinstance(exc.value, ConfigError)
+            assert str(exc.value).startswith(f"{key}: cannot change from ")
+            assert "restart the engine on a new journal" in str(exc.value)
+    assert (h.exposure(), h.money()) == before
+    assert h.new(qty=4, price=10000) == 0                     # the old limits and units still work
+    # the same units written another way are no change
+    h.engine.reload(merged(BASE, {"firm": {"money_unit": "0.00010"},
+                                  "instruments": {"AAPL": {"tick_size": "0.010", "lot_size": "1.0"}}}))
+    assert (h.exposure()["position"], h.exposure()["open_buy"]) == (10, 9)
+
+
+def test_reload_refuses_new_grid_for_a_symbol_that_was_left_out(make):
+    h = make()
+    h.trade(BUY, 10, 10000, instrument="MSFT")
+    config = copy.deepcopy(BASE)
+    del config["instruments"]["MSFT"]
+    h.engine.reload(config)                                   # left out: its state is kept
+    with pytest.raises(ValueError):
+        h.engine.reload(merged(BASE, {"instruments": {"MSFT": {"lot_size": "10"}}}))
+    h.engine.reload(BASE)
+    assert h.exposure(instrument="MSFT")["position"] == 10
+
+
+@pytest.mark.parametrize("config, key", [
+    ({"firm": {"throttle_rate": 1000, "throttle_burst": 0}}, "firm.throttle_burst"),
+    ({"firm": {"throttle_burst": "0"}}, "firm.throttle_burst"),
+    ({"sessions": {"S1": {"throttle_rate": 5, "throttle_burst": 0}}}, "sessions.S1.throttle_burst"),
+])
+def test_zero_throttle_burst_is_refused(config, key):
+    # A bucket that cannot hold one order's token throttles every order forever.
+    with pytest.raises(ConfigError, match=rf"^{key}: .* must be at least 1 .*throttle_rate = 0"):
+        RiskEngine(merged(BASE, config))
+    risk = RiskEngine(merged(BASE, {"firm": {"throttle_rate": 1000}}))
+    with pytest.raises(ConfigError, match=rf"^{key}: "):
+        risk.reload(merged(BASE, config))
+    s = risk.session_index("S1")
+    assert risk.check_new(1, s, 0, 0, BUY, LIMIT, 1, 100, 0, 1, 0) == 0     # burst kept at 1000
 
 
 def test_update_merges_an_admin_message(make):

@@ -71,11 +71,13 @@ def test_gate_limit_exactly_at_passes_just_over_rejects(cls):
     risk = prepared(cls)
     gate = risk.session_gate("S1")
     acc, aapl = risk.account_index("A1"), risk.instrument_index("AAPL")
+    # max_order_notional $50,000 = 500 lots x 10_000 ticks x 100 money units: exactly at it
     assert gate.check_new(1, acc, aapl, BUY, LIMIT, 500, 10_000, 0, 11, T0) == 0
     assert gate.check_new(2, acc, aapl, BUY, LIMIT, 501, 10_000, 0, 12, T0 + 1) == R.MAX_ORDER_QTY
-    # max_order_notional $50,000 = 500 lots x 10_000 ticks x 100 money units: exactly at it
-    assert gate.check_new(3, acc, aapl, SHORT, LIMIT, 500, 10_000, LOCATE, 13, T0 + 2) == 0
     assert gate.check_new(4, acc, aapl, BUY, LIMIT, 500, 10_001, 0, 14, T0 + 3) == R.MAX_ORDER_NOTIONAL
+    # a short sale counts at the collar's upper edge, 10_500 ticks: 476 lots are $49,980
+    assert gate.check_new(3, acc, aapl, SHORT, LIMIT, 477, 10_000, LOCATE, 13, T0 + 2) == R.MAX_ORDER_NOTIONAL
+    assert gate.check_new(3, acc, aapl, SHORT, LIMIT, 476, 10_000, LOCATE, 15, T0 + 2) == 0
     # the gate's session is the one the throttle and cl_ord_id checks use
     assert gate.check_new(5, acc, aapl, BUY, LIMIT, 1, 10_000, 0, 11, T0 + 4) == R.DUPLICATE_CL_ORD_ID
     other = risk.session_gate("S2")
