@@ -8,7 +8,9 @@ For operators and smoke tests::
 
 Each response is printed as one JSON line (enum fields by name). The command
 listens until ``--wait`` seconds pass without a message. Exit status: 0 when
-answered, 1 when the answer is a reject, 3 when nothing came back.
+answered, 1 when the answer is a reject (an ``OrderStatusReply`` with
+``found`` false included), 2 when the endpoint or a key file cannot be used,
+3 when nothing came back.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from engine.messages import (
     ExecType,
     ExecutionReport,
     OrdStatus,
+    OrderStatusReply,
     OrdType,
     Reject,
     Side,
@@ -81,19 +84,37 @@ def _readable(msg) -> dict:
     return data
 
 
+def _refused(msg) -> bool:
+    """Whether an answer says no: a reject, or a status request for an order not known."""
+    return isinstance(msg, Reject) or \
+        (isinstance(msg, ExecutionReport) and msg.exec_type == ExecType.REJECTED) or \
+        (isinstance(msg, OrderStatusReply) and not msg.found)
+
+
 def run(args: argparse.Namespace) -> int:
     """Connect, send, print the answers; returns the exit status."""
-    server_key = args.server_key
-    if args.server_key_file:
-        import zmq.auth
+    import zmq
+    import zmq.auth
 
-        server_key, _ = zmq.auth.load_certificate(args.server_key_file)
-    keypair = load_client_keys(args.client_key_file) if args.client_key_file else None
-    if server_key is None and keypair is not None:
-        print("kronos-exec client: --client-key-file needs --server-key or --server-key-file",
-              file=sys.stderr)
+    def fail(message: str) -> int:
+        print(f"kronos-exec client: {message}", file=sys.stderr)
         return 2
-    with Client(args.endpoint, server_key=server_key, client_keypair=keypair) as client:
+
+    server_key = args.server_key
+    try:
+        if args.server_key_file:
+            server_key, _ = zmq.auth.load_certificate(args.server_key_file)
+        keypair = load_client_keys(args.client_key_file) if args.client_key_file else None
+    except (OSError, ValueError) as exc:  # missing file, or not a ZeroMQ certificate
+        return fail(f"cannot load a key: {exc}")
+    if server_key is None and keypair is not None:
+        return fail("--client-key-file needs --server-key or --server-key-file")
+    try:
+        client = Client(args.endpoint, server_key=server_key, client_keypair=keypair)
+    except zmq.ZMQError as exc:
+        return fail(f"cannot connect to {args.endpoint!r}: {exc.strerror} "
+                    f"(expected tcp://host:port or ipc:///path)")
+    with client:
         match args.request:
             case "new":
                 client.new_order(args.symbol, args.side, args.qty, args.price, account=args.account,
@@ -113,6 +134,4 @@ def run(args: argparse.Namespace) -> int:
     if not answers:
         print(f"kronos-exec client: no answer from {args.endpoint} within {args.wait} s", file=sys.stderr)
         return 3
-    rejected = any(isinstance(m, Reject) or (isinstance(m, ExecutionReport) and m.exec_type == ExecType.REJECTED)
-                   for m in answers)
-    return 1 if rejected else 0
+    return 1 if any(_refused(m) for m in answers) else 0

@@ -2,7 +2,8 @@
 
 ``verify`` walks every record of a journal directory and reports the first
 one whose checksum, sequence or hash chain breaks (exit status 1), or how
-many records are intact (exit status 0). ``export`` writes the records of a
+many records are intact (exit status 0); a directory that holds no journal
+is exit status 2, like other unusable arguments. ``export`` writes the records of a
 time range to a Parquet file, one row per record, with the common order
 fields pulled out into columns and the whole payload kept as JSON.
 """
@@ -11,12 +12,20 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 import sys
 from pathlib import Path
 
 import msgspec
 
-from engine.journal import JournalCorruptError, JournalReader, RecordKind, verify
+from engine.journal import (
+    SEGMENT_SUFFIX,
+    JournalCorruptError,
+    JournalReader,
+    RecordKind,
+    list_segments,
+    verify,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,24 +42,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--out", required=True, type=Path, help="Parquet file to write")
 
 
+# The fraction of a second, split off so that it is read to the nanosecond
+# (datetime keeps microseconds and silently drops the rest): it follows the
+# seconds' last digit and only a zone may come after it.
+_FRACTION = re.compile(r"(.*\d)[.,](\d+)([zZ]|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:\.\d+)?)?)?)?")
+
+
 def parse_time(text: str) -> int:
-    """``2024-01-02T09:30:00Z`` (naive means UTC) or ``1704187800000000000`` -> ns since the epoch."""
+    """``2024-01-02T09:30:00.123456789Z`` (naive means UTC) or ``1704187800000000000`` -> ns
+    since the epoch, exact to the nanosecond (a finer fraction is refused)."""
     if text.lstrip("-").isdigit():
         return int(text)
+    fraction_ns, match = 0, _FRACTION.fullmatch(text)
+    if match:
+        head, digits, zone = match.groups()
+        if len(digits) > 9 and digits[9:].strip("0"):
+            raise argparse.ArgumentTypeError(f"{text!r}: the journal's timestamps are whole "
+                                             f"nanoseconds; give at most 9 fractional digits")
+        fraction_ns = int(digits[:9].ljust(9, "0"))
+        text = head + (zone or "")
     try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is neither ISO 8601 nor integer nanoseconds") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
     delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    return ((delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+            + fraction_ns)
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """Why the arguments cannot be acted on (before anything is read), or None."""
+    if not args.data_dir.is_dir():
+        return f"{args.data_dir} is not a directory"
+    if not list_segments(args.data_dir):
+        return (f"no journal in {args.data_dir}: it holds no segment files "
+                f"(<first seq>{SEGMENT_SUFFIX}); is --data-dir the journal's directory?")
+    if args.action == "export":
+        if args.start is not None and args.end is not None and args.start > args.end:
+            return f"--start ({args.start} ns) is after --end ({args.end} ns)"
+        if args.out.is_dir():
+            return f"--out {args.out} is a directory; give a file name"
+        if not args.out.parent.is_dir():
+            return f"--out {args.out}: directory {args.out.parent} does not exist"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action; returns the exit status."""
-    if not args.data_dir.is_dir():
-        print(f"kronos-exec journal: {args.data_dir} is not a directory", file=sys.stderr)
+    problem = _usage_problem(args)
+    if problem:
+        print(f"kronos-exec journal: {problem}", file=sys.stderr)
         return 2
     if args.action == "verify":
         return _verify(args.data_dir)
@@ -131,8 +174,13 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
                       for name, values in columns.items()})
     # Write beside the target and rename, so a reader never sees half a file.
     tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    except OSError as exc:  # a full disk, no permission: say so, leave no partial file
+        tmp.unlink(missing_ok=True)
+        print(f"kronos-exec journal: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"wrote {table.num_rows} records to {out}")
     if reader.torn is not None:
         print(f"note: torn tail dropped at {reader.torn.path.name} @ {reader.torn.offset}")

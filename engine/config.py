@@ -6,11 +6,12 @@ The engine's own sections (``[intake]``, ``[security]``, ``[journal]``,
 names it, because a misspelt ``fsync`` silently falling back to a default is
 how a journal stops being durable. The sections owned by other components
 (``[risk]``, ``[router]``, ``[sim]``, ``[[gateways]]``) are kept as
-plain tables here and validated by their owners (``msgspec.convert`` into
-their own structs).
+plain tables here and converted by their owners; ``[sim]`` and
+``[[gateways]]`` are also checked here, so that a mistake in them stops the
+engine before it opens anything, with the file and key named like the rest.
 
-Relative paths (journal directory, key files) are taken relative to the
-directory of the configuration file.
+Relative paths (journal directory, key files, ``sim.config``) are taken
+relative to the directory of the configuration file.
 
 Example
 -------
@@ -36,17 +37,27 @@ Example
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal, NoReturn
 
 import msgspec
 from msgspec import Meta
 
+from gateways.config import GatewayConfigError, _zmq_port_problem, parse_gateway_configs
+
 PositiveInt = Annotated[int, Meta(ge=1)]
 Port = Annotated[int, Meta(ge=0, le=65535)]
+
+#: Longest group commit window: under ``group`` every acknowledgement waits
+#: for it, so a larger value is a mistake (a unit slip), not a tuning.
+MAX_GROUP_COMMIT_US = 1_000_000
+
+#: The keys of ``[sim]``: the embedded simulator's venues (docs/engine.md).
+SIM_KEYS = ("config", "speed", "duration", "start_at")
 
 
 class ConfigError(ValueError):
@@ -176,18 +187,19 @@ class JournalConfig(_Section):
     Attributes
     ----------
     dir : str
-        Directory of the journal segments. Default ``data/journal``.
+        Directory of the journal segments (not empty). Default ``data/journal``.
     fsync : {"always", "group", "none"}
         Durability policy (see ``docs/journal.md``). Default ``always``.
     group_commit_us : int
-        Group commit window for ``group``. Default 1000.
+        Group commit window for ``group``, 1 to ``MAX_GROUP_COMMIT_US``
+        (1 s: acknowledgements wait for it). Default 1000.
     rotate_bytes : int
         Segment size at which a new file starts. Default 64 MiB.
     """
 
-    dir: str = "data/journal"
+    dir: Annotated[str, Meta(min_length=1)] = "data/journal"
     fsync: Literal["always", "group", "none"] = "always"
-    group_commit_us: PositiveInt = 1000
+    group_commit_us: Annotated[int, Meta(ge=1, le=MAX_GROUP_COMMIT_US)] = 1000
     rotate_bytes: Annotated[int, Meta(ge=4096)] = 64 << 20
 
 
@@ -216,7 +228,8 @@ class MetricsConfig(_Section):
     Attributes
     ----------
     host : str
-        Address to bind. Default ``127.0.0.1``.
+        Address to bind: an IP address or a host name (``0.0.0.0`` for
+        every interface). Default ``127.0.0.1``.
     port : int
         Port; 0 turns the endpoint off. Default 9464.
     """
@@ -244,7 +257,8 @@ class Config(_Section):
     """The whole file. Every section is optional.
 
     ``risk``, ``router``, ``sim`` and ``gateways`` belong to other
-    components and are passed through as parsed TOML tables. Instruments are
+    components and are passed through as parsed TOML tables (``sim`` and
+    ``gateways`` checked, ``sim.config`` made absolute). Instruments are
     defined once, by the venues (``[sim]``); risk adds limits to them.
     """
 
@@ -263,6 +277,20 @@ class Config(_Section):
 # ---------------------------------------------------------------- loading
 _Z85_KEY = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 _ENDPOINT = re.compile(r"^(tcp://[^\s]+:(\d+|\*)|ipc://[^\s]+|inproc://[^\s]+)$")
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def _is_host(text: str) -> bool:
+    """An IP address literal or an RFC 1123 host name (not resolved here)."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        pass
+    labels = text.removesuffix(".").split(".")
+    # An all-digit last label is a mistyped address ("10.0.0.256"), not a name.
+    return 0 < len(text) <= 253 and all(_HOST_LABEL.match(label) for label in labels) \
+        and not labels[-1].isdigit()
 
 
 def load_config(path: str | os.PathLike) -> Config:
@@ -339,19 +367,25 @@ def _resolve_paths(config: Config, base: Path) -> Config:
                  for c in config.security.clients],
     )
     journal = msgspec.structs.replace(config.journal, dir=resolve(config.journal.dir))
-    return msgspec.structs.replace(config, security=security, journal=journal)
+    sim = config.sim
+    if isinstance(sim.get("config"), str) and sim["config"]:
+        sim = {**sim, "config": resolve(sim["config"])}
+    return msgspec.structs.replace(config, security=security, journal=journal, sim=sim)
 
 
 def _check(config: Config, source: str) -> None:
     intake, security = config.intake, config.security
 
-    def fail(message: str) -> None:
+    def fail(message: str) -> NoReturn:
         raise ConfigError(f"{source}: {message}")
 
     for key in ("endpoints", "plaintext_endpoints"):
         for endpoint in getattr(intake, key):
             if not _ENDPOINT.match(endpoint):
                 fail(f"'intake.{key}': {endpoint!r} is not a tcp://host:port, ipc:// or inproc:// endpoint")
+            problem = _zmq_port_problem(endpoint)
+            if problem:
+                fail(f"'intake.{key}': {endpoint!r}: {problem}")
     if intake.plaintext_endpoints and not intake.allow_plaintext:
         fail("'intake.plaintext_endpoints' is set but 'intake.allow_plaintext' is not true; "
              "plaintext must be asked for explicitly")
@@ -376,3 +410,60 @@ def _check(config: Config, source: str) -> None:
             if client.public_key in seen:
                 fail(f"'{where}.public_key': same key as client {seen[client.public_key]!r}")
             seen[client.public_key] = client.name
+    if not _is_host(config.metrics.host):
+        fail(f"'metrics.host': {config.metrics.host!r} is not an IP address or a host name "
+             f"(\"0.0.0.0\" binds every interface)")
+    try:
+        parse_gateway_configs(config.gateways)
+    except GatewayConfigError as exc:
+        fail(str(exc))
+    _check_sim(config.sim, fail)
+
+
+def _check_sim(sim: dict[str, Any], fail: Callable[[str], NoReturn]) -> None:
+    """Check ``[sim]`` as ``EngineService`` will use it (``RealtimeVenues``'s arguments).
+
+    A duration needs its unit: a bare TOML integer would be read as
+    nanoseconds. ``sim.config`` is loaded, so that a missing or bad
+    simulator file is reported now and not once intake is open.
+    """
+    from sim.clock import parse_duration, parse_time_of_day
+    from sim.config import ConfigError as SimConfigError, load_config as load_sim_config
+
+    for key in sorted(set(sim) - set(SIM_KEYS)):
+        fail(f"unknown key 'sim.{key}' (keys: {', '.join(SIM_KEYS)})")
+    if "config" in sim:
+        path = sim["config"]
+        if not isinstance(path, str) or not path:
+            fail(f"'sim.config': expected the path of a simulator TOML file, got {path!r}")
+        try:
+            load_sim_config(path)
+        except OSError as exc:
+            fail(f"'sim.config': cannot read {path}: {exc.strerror}")
+        except SimConfigError as exc:
+            fail(f"'sim.config': {path}: {exc}")
+    if "speed" in sim:
+        speed = sim["speed"]
+        if isinstance(speed, bool) or not isinstance(speed, (int, float)) or \
+                not 0 < speed < float("inf"):
+            fail(f"'sim.speed': expected a positive number of simulated seconds per second, "
+                 f"got {speed!r}")
+    if "duration" in sim:
+        duration = sim["duration"]
+        if not isinstance(duration, str):
+            fail(f"'sim.duration': expected a duration with its unit, e.g. \"6h\" or \"90s\", "
+                 f"got {duration!r}")
+        try:
+            positive = parse_duration(duration) > 0
+        except ValueError as exc:
+            fail(f"'sim.duration': {exc}")
+        if not positive:
+            fail(f"'sim.duration': {duration!r} is not a positive duration")
+    if "start_at" in sim:
+        start_at = sim["start_at"]
+        if not isinstance(start_at, str):
+            fail(f"'sim.start_at': expected a time of day \"HH:MM:SS\", got {start_at!r}")
+        try:
+            parse_time_of_day(start_at)
+        except ValueError as exc:
+            fail(f"'sim.start_at': {exc}")

@@ -171,11 +171,17 @@ def _pack_file_header(first_seq: int, prev_hash: bytes) -> bytes:
 
 
 class IncompleteRecord(Exception):
-    """The record at ``offset`` runs past the end of the data it sits in."""
+    """The record at ``offset`` runs past the end of the data it sits in.
 
-    def __init__(self, offset: int, detail: str):
+    ``problem`` is what it would be called were it not at the end (where a
+    crash leaves it): ``length`` for a record cut short, ``checksum`` for
+    a whole one whose checksum fails (its data never landed).
+    """
+
+    def __init__(self, offset: int, detail: str, problem: str = "length"):
         super().__init__(detail)
         self.offset = offset
+        self.problem = problem
 
 
 def scan_records(path: Path, data: bytes, expected_seq: int | None, prev_hash: bytes,
@@ -226,9 +232,9 @@ def scan_records(path: Path, data: bytes, expected_seq: int | None, prev_hash: b
             if (zeros_after == 0 or data.count(0, record_end) == zeros_after) and \
                     not _good_record_after(view, offset + 1, expected_seq):
                 if zeros_after == 0:
-                    raise IncompleteRecord(offset, "last record fails its checksum")
+                    raise IncompleteRecord(offset, "last record fails its checksum", "checksum")
                 raise IncompleteRecord(offset, f"last record fails its checksum; "
-                                               f"{zeros_after} zero bytes follow it")
+                                               f"{zeros_after} zero bytes follow it", "checksum")
             raise JournalCorruptError(path, offset, expected_seq, "checksum",
                                       f"crc32 {actual:#010x} != stored {crc:#010x}")
         if expected_seq is not None and seq != expected_seq:
@@ -327,11 +333,14 @@ class JournalReader:
             last_segment = index == len(segments) - 1
             try:
                 header = parse_segment_header(path, data)
-            except JournalCorruptError:
+            except JournalCorruptError as exc:
                 if last_segment and len(data) < FILE_HEADER_SIZE:
                     self.torn = TornTail(path, 0, len(data), "segment header incomplete")
                     return
-                raise
+                # The header cannot say which seq the segment starts at, but
+                # the previous segment (or the file's name) does.
+                seq = expected if expected is not None else int(path.stem)
+                raise JournalCorruptError(path, 0, seq, exc.problem, exc.detail) from None
             if expected is not None and header.first_seq != expected:
                 raise JournalCorruptError(path, 0, expected, "sequence",
                                           f"segment starts at {header.first_seq}, expected {expected}")
@@ -352,8 +361,13 @@ class JournalReader:
                     yield record
             except IncompleteRecord as torn:
                 if not last_segment:
-                    raise JournalCorruptError(path, torn.offset, expected, "length",
-                                              f"segment is cut short before the next one: {torn}") from None
+                    # Another segment follows, so no crash can explain it:
+                    # a whole record failing its checksum is damage to it.
+                    detail = (f"{torn}, and another segment follows: damage, not a torn tail"
+                              if torn.problem == "checksum" else
+                              f"segment is cut short before the next one: {torn}")
+                    raise JournalCorruptError(path, torn.offset, expected, torn.problem,
+                                              detail) from None
                 self.torn = TornTail(path, torn.offset, len(data) - torn.offset, str(torn))
                 return
 
@@ -469,6 +483,12 @@ class JournalWriter:
         flushes, then sends the acknowledgements: one system call per batch
         instead of one per record. A record is neither written nor durable
         before the flush (``last_seq`` counts it, ``durable_seq`` does not).
+    on_sync : callable, optional
+        Called with the seconds each ``fdatasync`` of records took (the
+        engine's ``kronos_journal_sync_seconds``), from the thread that
+        synced: the appender's under ``always``, the committer's under
+        ``group``. It must be quick and thread-safe. Appends that do not
+        sync never call it.
 
     Raises
     ------
@@ -482,7 +502,7 @@ class JournalWriter:
 
     def __init__(self, data_dir: str | os.PathLike, *, fsync: FsyncPolicy = "always",
                  group_commit_us: int = 1000, rotate_bytes: int = 64 << 20,
-                 buffered: bool = False):
+                 buffered: bool = False, on_sync: Callable[[float], None] | None = None):
         if fsync not in ("always", "group", "none"):
             raise ValueError(f"fsync policy must be always, group or none, not {fsync!r}")
         if group_commit_us <= 0 or rotate_bytes <= FILE_HEADER_SIZE + RECORD_HEADER_SIZE:
@@ -493,6 +513,7 @@ class JournalWriter:
         self.group_commit_us = group_commit_us
         self.rotate_bytes = rotate_bytes
         self.buffered = buffered
+        self.on_sync = on_sync
         self._out = bytearray()          # buffered records not yet written
         self._out_seq = 0                # last seq in ``_out``
         self._encoder = msgspec.msgpack.Encoder()
@@ -600,7 +621,7 @@ class JournalWriter:
                 old = None
         if old is not None:
             if self.fsync == "always":
-                os.fdatasync(old.fd)
+                self._datasync(old.fd)
             os.close(old.fd)
 
     # ------------------------------------------------------------ append
@@ -669,7 +690,7 @@ class JournalWriter:
     def _written(self, seq: int) -> None:
         """Records up to ``seq`` are written: make them durable per the policy."""
         if self.fsync == "always":
-            os.fdatasync(self._segment.fd)
+            self._datasync(self._segment.fd)
             self._mark_durable(seq)
         elif self.fsync == "none":
             self._mark_durable(seq)
@@ -692,6 +713,16 @@ class JournalWriter:
         return self._last_seq
 
     # ------------------------------------------------------------ durability
+    def _datasync(self, fd: int) -> None:
+        """``fdatasync`` records to disk, timed for ``on_sync`` when there is one."""
+        on_sync = self.on_sync
+        if on_sync is None:
+            os.fdatasync(fd)
+            return
+        start = time.perf_counter()
+        os.fdatasync(fd)
+        on_sync(time.perf_counter() - start)
+
     def _mark_durable(self, seq: int) -> None:
         self._durable_seq = seq
         if self._waiters:
@@ -742,14 +773,14 @@ class JournalWriter:
                 self._retired = []
             self._sync_segments(segments, target)
         else:
-            os.fdatasync(self._segment.fd)
+            self._datasync(self._segment.fd)
             self._mark_durable(self._written_seq)
         return self._durable_seq
 
     def _sync_segments(self, segments: list[_Segment], target: int) -> None:
         with self._sync_lock:
             for segment in segments:
-                os.fdatasync(segment.fd)
+                self._datasync(segment.fd)
             for segment in segments[:-1]:
                 os.close(segment.fd)
             if target > self._durable_seq:

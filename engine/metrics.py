@@ -189,7 +189,12 @@ class Metrics:
         Outbound messages ZeroMQ would not queue (peer gone or too slow);
         they stay in the resend ring.
     journal_sync : Histogram
-        Seconds per journal fsync.
+        Seconds per ``fdatasync`` of journal records (fed by the journal's
+        ``on_sync``: per flushed batch under ``always``, per group commit
+        under ``group``; under ``none`` only the syncs at shutdown).
+    venues_open : Gauge
+        Venues in their trading hours now (read from the venues at each
+        scrape: the service sets its function).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None):
@@ -210,6 +215,8 @@ class Metrics:
                                     registry=r)
         self.journal_sync = Histogram("kronos_journal_sync_seconds", "Journal fsync duration",
                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.venues_open = Gauge("kronos_venues_open", "Venues in their trading hours now",
+                                 registry=r)
 
     def observe_stage(self, stage: str, start_ns: int, end_ns: int | None = None) -> None:
         """Record that ``stage`` took from ``start_ns`` to ``end_ns`` (``perf_counter_ns``)."""
@@ -233,6 +240,12 @@ class MetricsServer:
     health : callable, optional
         Returns ``(ok, detail)``; ``/healthz`` answers 200 or 503 with the
         detail. Defaults to always healthy.
+
+    Raises
+    ------
+    OSError
+        If ``host:port`` cannot be bound (the socket is bound here, before
+        :meth:`start`).
     """
 
     def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 0,
@@ -277,8 +290,11 @@ class MetricsServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._httpd.shutdown()
+        """Stop serving and close the socket (also when it was bound but never started)."""
+        if self._thread.is_alive():
+            # shutdown() waits for serve_forever to return: it would wait
+            # forever on a server that never started serving.
+            self._httpd.shutdown()
         self._httpd.server_close()
 
 

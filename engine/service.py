@@ -23,7 +23,7 @@ import gateways
 from engine.busy import BusyFlag
 from engine.config import Config, ConfigError, load_config, parse_config
 from engine.history import GatewayTradeStore, TradeHistory
-from engine.intake import IntakeServer
+from engine.intake import EndpointError, IntakeServer
 from engine.journal import JournalWriter
 from engine.metrics import Metrics, MetricsServer, setup_logging
 from engine.pipeline import Pipeline
@@ -150,7 +150,18 @@ class EngineService:
         router = Router(len(market.venues), len(instruments), 10, dict(cfg.router))
         self.journal = JournalWriter(cfg.journal.dir, fsync=cfg.journal.fsync,
                                      group_commit_us=cfg.journal.group_commit_us,
-                                     rotate_bytes=cfg.journal.rotate_bytes, buffered=True)
+                                     rotate_bytes=cfg.journal.rotate_bytes, buffered=True,
+                                     on_sync=self.metrics.journal_sync.observe)
+        if cfg.metrics.port:
+            # Bound before gateways and intake open, so a taken port stops the
+            # start with nothing to undo; /healthz says 503 until serving.
+            try:
+                self.metrics_server = MetricsServer(self.metrics, cfg.metrics.host,
+                                                    cfg.metrics.port, health=self._health).start()
+            except OSError as exc:
+                raise EndpointError(f"metrics: cannot bind {cfg.metrics.host}:{cfg.metrics.port}: "
+                                    f"{exc.strerror or exc}") from None
+            self.metrics.venues_open.set_function(self.venues.open_count)
         # Made before the gateways start: they find it beside the journal.
         self.busy = BusyFlag.in_journal(cfg.journal.dir, create=True)
         if self.journal.repaired is not None:
@@ -188,9 +199,6 @@ class EngineService:
                 self.pipeline.sessions[rs.session_id] = session
         resume_working(self.pipeline, self.recovered)
         await self.venues.start()
-        if cfg.metrics.port:
-            self.metrics_server = MetricsServer(self.metrics, cfg.metrics.host, cfg.metrics.port,
-                                                health=self._health).start()
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="router-tick")
         bound_gc_pauses()
         log.info("engine: serving on %s (%d venues, %d instruments, journal %s fsync=%s)",
@@ -296,9 +304,26 @@ class EngineService:
         return risk_config(fresh, self.venues.market.instruments)
 
     def _health(self) -> tuple[bool, str]:
-        ok = self.venues is not None and self.venues.running and self.intake is not None \
-            and not self.intake.shutting_down
-        return ok, "ok" if ok else "not serving"
+        """``/healthz``: whether the engine serves (503 if not), and whether its venues are open.
+
+        Closed venues are the market's state, not the engine's: it still
+        takes requests (new orders are refused ``NO_ROUTE``, cancels and
+        status requests answered), so that is a 200 whose detail says so.
+        Called from the HTTP thread: it only reads.
+        """
+        if self._ticker is None:
+            return False, "not serving: starting"
+        if self.intake.shutting_down:
+            return False, "not serving: shutting down"
+        if not self.venues.running:
+            return False, "not serving: the venues' clock has stopped"
+        if self._ticker.done():
+            return False, "not serving: the router's clock has stopped"
+        total, open_now = len(self.venues.venues), self.venues.open_count()
+        if open_now:
+            return True, f"ok: serving, {open_now} of {total} venues open"
+        why = "the session is over" if self.venues.session_over else "outside their trading hours"
+        return True, f"ok: serving, venues closed ({why}): new orders are refused NO_ROUTE"
 
     async def _tick(self) -> None:
         """Drive the router's clock: schedules, acknowledgement timeouts, reprices."""

@@ -36,6 +36,7 @@ quantised to the millisecond. An order submitted wakes the pacer at once.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from ext.book import OrderBook
 from ext.types import OrdType, TimeInForce
@@ -65,8 +66,11 @@ class RealtimeVenues:
     tick : float, optional
         Longest wall-clock wait between market updates, in seconds.
     duration : str, optional
-        How long the background flow lasts (default: to the session end);
-        the venues keep answering orders after it.
+        How long the venues' session lasts, from ``start_at``: at its end
+        every venue closes (resting DAY orders expire, new ones are refused
+        ``VENUE_CLOSED``) and the background flow stops; a venue whose own
+        hours end earlier closes then. Default: the venues keep their
+        trading hours and the background flow runs to ``session.end``.
     start_at : str, optional
         Simulated time of day the session starts at (default ``session.start``).
     book_class : type, optional
@@ -81,6 +85,11 @@ class RealtimeVenues:
         start = cfg.session.at(start_at) if start_at else cfg.session.start_ns
         end = start + parse_duration(duration) if duration else cfg.session.end_ns
         self.market = Market(cfg, book_class=book_class, end_ns=end)
+        #: When the last venue closes (simulated ns): no venue trades after it.
+        self.close_ns = max(venue.close_ns for venue in self.market.venues)
+        if duration:
+            self._close_venues_at(end)
+            self.close_ns = min(self.close_ns, end)
         # Warm the books up (in simulated time, instantly) before going live.
         self.market.run_until(start)
         self.start_ns, self.end_ns = start, end
@@ -90,6 +99,28 @@ class RealtimeVenues:
         self._task: asyncio.Task | None = None
         self._waiter: asyncio.Future | None = None
         self.venues = self.market.venues
+
+    def _close_venues_at(self, end: int) -> None:
+        """End every venue's trading hours at ``end`` (simulated ns), if they run longer.
+
+        The market's loop already holds each venue's open and close; a close
+        at ``end`` is added in front (it expires resting DAY orders like the
+        venue's own close). A venue that would only open at or after ``end``
+        must stay closed: its queued opening is undone by a timer right
+        behind it (same timestamp, queued later, so it runs after).
+        """
+        loop = self.market.loop
+        for venue in self.market.venues:
+            if venue.close_ns <= end:
+                continue
+            # Hours (0, 1): closed from now on, and nothing more is queued.
+            stay_closed = partial(loop.set_session, venue.index, 0, 1)
+            if venue.open_ns < end:
+                loop.set_session(venue.index, venue.open_ns, end)
+            elif venue.open_ns > loop.now:
+                self.market.set_timer(venue.open_ns, stay_closed)
+            else:
+                stay_closed()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -119,7 +150,23 @@ class RealtimeVenues:
 
     @property
     def running(self) -> bool:
+        """Whether the pacing task is alive (the venues' clock runs; they may be closed)."""
         return self._task is not None and not self._task.done()
+
+    def open_count(self) -> int:
+        """How many venues are in their trading hours now.
+
+        Reads the market as the pacer last advanced it (at most ``tick``
+        behind) and never advances it, so other threads (``/healthz``, the
+        metrics scrape) may call it.
+        """
+        is_open = self.market.loop.is_open
+        return sum(1 for venue in self.venues if is_open(venue.index))
+
+    @property
+    def session_over(self) -> bool:
+        """Whether the last venue has closed (``close_ns``): none opens again."""
+        return self.market.now >= self.close_ns
 
     def now(self) -> int:
         """Simulated time now (ns since the epoch)."""

@@ -53,11 +53,11 @@ max_order_qty = "10000"
 buying_power = "1000000"
 
 [sim]
-seed = 7
+speed = 2
 
 [[gateways]]
-kind = "nats"
-url = "nats://127.0.0.1:4222"
+type = "nats"
+servers = ["nats://127.0.0.1:4222"]
 """)
     config = load_config(path)
     assert config.intake.endpoints == ["tcp://0.0.0.0:7001", "ipc:///tmp/kronos.sock"]
@@ -68,8 +68,8 @@ url = "nats://127.0.0.1:4222"
     assert config.journal.dir == str(tmp_path / "journal")
     assert (config.journal.fsync, config.journal.group_commit_us) == ("group", 250)
     assert config.risk == {"max_order_qty": "10000", "accounts": {"ACC1": {"buying_power": "1000000"}}}
-    assert config.sim == {"seed": 7}
-    assert config.gateways[0]["kind"] == "nats"
+    assert config.sim == {"speed": 2}
+    assert config.gateways[0]["type"] == "nats"
 
 
 def test_documented_defaults():

@@ -1,0 +1,133 @@
+"""Operations: ``[sim] duration`` ends the venues' session, ``/healthz`` says whether they are open,
+journal sync times reach the metrics, and start-up mistakes are one line before anything opens."""
+import re
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+
+from engine.client import Client
+from engine.messages import ExecType, ExecutionReport
+from ext.simloop import ReportKind
+from ext.types import OrdType, Side, TimeInForce
+from sim.config import config_from_dict
+from sim.realtime import RealtimeVenues
+from tests.integration.engine_harness import QUIET_SIM, ThreadedEngine, config_text, free_port
+
+
+def _quiet_sim(start: str):
+    """The test market (no background flow), venues trading 09:30-16:00, session from ``start``."""
+    data = tomllib.loads(QUIET_SIM.read_text())
+    data["session"]["start"] = start
+    for venue in data["venues"]:
+        venue["hours"] = ["09:30:00", "16:00:00"]
+    return config_from_dict(data, base_dir=QUIET_SIM.parent)
+
+
+def _at(venues: RealtimeVenues, time_of_day: str) -> int:
+    return venues.config.session.at(time_of_day)
+
+
+def test_duration_closes_the_venues_and_expires_resting_orders():
+    # Venues trade 09:30-16:00; the session runs 09:29 to 09:31.
+    venues = RealtimeVenues(_quiet_sim("09:00:00"), duration="2m", start_at="09:29:00")
+    market = venues.market
+    assert venues.open_count() == 0 and not venues.session_over
+    market.run_until(_at(venues, "09:30:30"))
+    assert venues.open_count() == len(venues.venues)
+    reports = []
+    market.submit("NEXA", "AAA", Side.BUY, 10, 4000, OrdType.LIMIT, TimeInForce.DAY,
+                  on_report=reports.append)
+    market.run_until(_at(venues, "09:31:00") + 10_000_000)
+    assert venues.open_count() == 0 and venues.session_over
+    assert [ReportKind(r.kind) for r in reports] == [ReportKind.RPT_ACCEPTED, ReportKind.RPT_EXPIRED]
+    assert reports[-1].ts == _at(venues, "09:31:00")
+    market.run_until(_at(venues, "15:00:00"))
+    assert venues.open_count() == 0
+
+
+def test_a_session_ending_before_the_open_keeps_the_venues_closed():
+    venues = RealtimeVenues(_quiet_sim("09:00:00"), duration="10m", start_at="09:00:00")
+    venues.market.run_until(_at(venues, "09:45:00"))
+    assert venues.open_count() == 0 and venues.session_over
+    # Without a duration the venues keep their own hours.
+    control = RealtimeVenues(_quiet_sim("09:00:00"), start_at="09:00:00")
+    control.market.run_until(_at(control, "09:45:00"))
+    assert control.open_count() == len(control.venues) and not control.session_over
+
+
+def _engine_config(tmp_path, sim: str, metrics_port: int = 0, fsync: str = "none"):
+    port = free_port()
+    text = config_text(port, tmp_path / "journal", fsync=fsync).replace(
+        'duration = "6h"', sim).replace("[metrics]\nport = 0", f"[metrics]\nport = {metrics_port}")
+    path = tmp_path / "engine.toml"
+    path.write_text(text)
+    return path, port
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.status, reply.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode().strip()
+
+
+def test_after_the_session_orders_get_no_route_and_healthz_says_venues_closed(tmp_path):
+    mport = free_port()
+    path, port = _engine_config(tmp_path, 'duration = "1s"', mport)
+    with ThreadedEngine(path), Client(f"tcp://127.0.0.1:{port}") as client:
+        assert _get(f"http://127.0.0.1:{mport}/healthz") == (200, "ok: serving, 4 of 4 venues open")
+        time.sleep(1.3)
+        client.new_order("AAA", "buy", "10", "40.00", account="DEMO1", cl_ord_id="late")
+        reports = [m for m in client.drain(1.0) if isinstance(m, ExecutionReport)]
+        status, body = _get(f"http://127.0.0.1:{mport}/healthz")
+        scrape = _get(f"http://127.0.0.1:{mport}/metrics")[1]
+    assert [(r.exec_type, r.reject_name) for r in reports] == [(ExecType.REJECTED, "NO_ROUTE")]
+    # A closed market is not a failed engine: 200, and the body says why orders are refused.
+    assert (status, body) == (200, "ok: serving, venues closed (the session is over): "
+                                   "new orders are refused NO_ROUTE")
+    assert re.search(r"^kronos_venues_open 0\.0$", scrape, re.M)
+
+
+def test_journal_sync_times_are_scraped(tmp_path):
+    mport = free_port()
+    path, port = _engine_config(tmp_path, 'duration = "6h"', mport, fsync="always")
+    with ThreadedEngine(path), Client(f"tcp://127.0.0.1:{port}") as client:
+        for i in range(3):  # one at a time: each is its own batch, with its own fdatasync
+            client.new_order("AAA", "buy", "10", "49.00", account="DEMO1", cl_ord_id=f"o{i}")
+            client.drain(0.3)
+        scrape = _get(f"http://127.0.0.1:{mport}/metrics")[1]
+    count = float(re.search(r"^kronos_journal_sync_seconds_count (\S+)$", scrape, re.M).group(1))
+    assert count >= 3
+    assert re.search(r"^kronos_venues_open 4\.0$", scrape, re.M)
+
+
+def _serve(path):
+    return subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--config", str(path),
+                           "--duration", "0.5"], capture_output=True, text=True, timeout=60)
+
+
+def test_a_taken_metrics_port_stops_the_start_before_intake_opens(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        mport = taken.getsockname()[1]
+        path, _ = _engine_config(tmp_path, 'duration = "6h"', mport)
+        done = _serve(path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "intake: serving" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == \
+        f"kronos-exec serve: cannot start: metrics: cannot bind 127.0.0.1:{mport}: Address already in use"
+
+
+def test_a_bad_sim_value_is_one_line_naming_the_key(tmp_path):
+    path, _ = _engine_config(tmp_path, 'duration = "6h"\nspeed = 0')
+    done = _serve(path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"kronos-exec serve: {path}: 'sim.speed': expected a positive number of simulated "
+        f"seconds per second, got 0"]

@@ -1,0 +1,77 @@
+"""``kronos-exec journal``: times read to the nanosecond, and arguments that cannot work refused
+with one line and a non-zero exit."""
+import argparse
+
+import pyarrow.parquet as pq
+import pytest
+
+from engine.cli import main
+from engine.cmd_journal import parse_time
+from engine.journal import JournalWriter, RecordKind
+
+T0 = 1_704_205_800_000_000_000  # 2024-01-02T14:30:00Z
+S = 1_000_000_000
+
+
+@pytest.mark.parametrize("text,ns", [
+    ("2024-01-02T14:30:00Z", T0),
+    ("2024-01-02T14:30:00", T0),                              # no zone: UTC
+    ("2024-01-02T15:30:00+01:00", T0),
+    ("2024-01-02T14:30:10.000000500Z", T0 + 10 * S + 500),    # below a microsecond
+    ("2024-01-02T14:30:10.123456789+00:00", T0 + 10 * S + 123_456_789),
+    ("2024-01-02T15:30:10.000000001+01:00", T0 + 10 * S + 1),
+    ("2024-01-02 14:30:10.5", T0 + 10 * S + 500_000_000),
+    ("2024-01-02T14:30:10,25z", T0 + 10 * S + 250_000_000),
+    ("2024-01-02T14:30:10.0000000010Z", T0 + 10 * S + 1),     # a tenth digit that is 0
+    ("1969-12-31T23:59:59.999999999Z", -1),
+    (str(T0 + 7), T0 + 7),
+])
+def test_parse_time_is_exact_to_the_nanosecond(text, ns):
+    assert parse_time(text) == ns
+
+
+def test_parse_time_refuses_what_it_cannot_represent():
+    with pytest.raises(argparse.ArgumentTypeError, match="at most 9 fractional digits"):
+        parse_time("2024-01-02T14:30:10.0000000001Z")
+    with pytest.raises(argparse.ArgumentTypeError, match="neither ISO 8601"):
+        parse_time("yesterday")
+
+
+@pytest.fixture
+def journal(tmp_path):
+    path = tmp_path / "journal"
+    with JournalWriter(path, fsync="none") as j:
+        for i in range(20):
+            j.append(RecordKind.EVENT, b"\x80", ts_ns=T0 + i * S)   # msgpack {}
+    return path
+
+
+def test_export_start_below_a_microsecond(journal, tmp_path, capsys):
+    out = tmp_path / "x.parquet"
+    assert main(["journal", "export", "--data-dir", str(journal), "--start",
+                 "2024-01-02T14:30:10.000000500Z", "--end", "2024-01-02T14:30:12Z",
+                 "--out", str(out)]) == 0
+    # seq 11 is at 14:30:10 exactly: 500 ns before --start.
+    assert pq.read_table(out).column("seq").to_pylist() == [12]
+
+
+def test_verify_an_empty_directory_is_not_ok(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["journal", "verify", "--data-dir", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"kronos-exec journal: no journal in {tmp_path / 'empty'}")
+    assert len(err.splitlines()) == 1
+
+
+def test_export_refuses_start_after_end_and_a_missing_out_directory(journal, tmp_path, capsys):
+    out = tmp_path / "x.parquet"
+    assert main(["journal", "export", "--data-dir", str(journal), "--start", str(T0 + 5 * S),
+                 "--end", str(T0), "--out", str(out)]) == 2
+    assert "--start (1704205805000000000 ns) is after --end" in capsys.readouterr().err
+    assert not out.exists()
+    missing = tmp_path / "nodir" / "x.parquet"
+    assert main(["journal", "export", "--data-dir", str(journal), "--out", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"directory {tmp_path / 'nodir'} does not exist" in err and len(err.splitlines()) == 1
+    assert main(["journal", "export", "--data-dir", str(journal), "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err

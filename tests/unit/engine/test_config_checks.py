@@ -1,0 +1,83 @@
+"""Configuration checks made when the file is read: ``[sim]``, ``[[gateways]]``, port ranges and
+values that used to pass until start-up (or never failed at all)."""
+from pathlib import Path
+
+import pytest
+
+from engine.config import MAX_GROUP_COMMIT_US, ConfigError, load_config, parse_config
+
+PLAIN = '[intake]\nplaintext_endpoints = ["tcp://127.0.0.1:7002"]\nallow_plaintext = true\n'
+SIM = Path(__file__).resolve().parents[2] / "integration" / "configs" / "quiet_sim.toml"
+
+
+@pytest.mark.parametrize("snippet,message", [
+    ('[sim]\nsped = 2\n', "unknown key 'sim.sped' (keys: config, speed, duration, start_at)"),
+    ('[sim]\nspeed = 0\n', "'sim.speed': expected a positive number of simulated seconds per second, got 0"),
+    ('[sim]\nspeed = -1.5\n', "'sim.speed'"),
+    ('[sim]\nspeed = "fast"\n', "'sim.speed': expected a positive number"),
+    ('[sim]\nspeed = true\n', "'sim.speed'"),
+    ('[sim]\nspeed = inf\n', "'sim.speed'"),
+    # A bare integer would be nanoseconds: a session of 5 ns.
+    ('[sim]\nduration = 5\n', "'sim.duration': expected a duration with its unit"),
+    ('[sim]\nduration = "6 hours"\n', "'sim.duration': duration '6 hours': expected a number and a unit"),
+    ('[sim]\nduration = "0s"\n', "'sim.duration': '0s' is not a positive duration"),
+    ('[sim]\nstart_at = "25:00:00"\n', "'sim.start_at': time '25:00:00': expected HH:MM:SS"),
+    ('[sim]\nstart_at = 930\n', "'sim.start_at': expected a time of day"),
+    ('[sim]\nconfig = "no/such/sim.toml"\n', "'sim.config': cannot read"),
+    ('[sim]\nconfig = ""\n', "'sim.config': expected the path of a simulator TOML file"),
+    ('[journal]\ndir = ""\n', "'journal.dir'"),
+    (f'[journal]\ngroup_commit_us = {MAX_GROUP_COMMIT_US + 1}\n', "'journal.group_commit_us': Expected `int` <= 1000000"),
+    ('[metrics]\nhost = ""\n', "'metrics.host': '' is not an IP address or a host name"),
+    ('[metrics]\nhost = "not a host"\n', "'metrics.host'"),
+    ('[metrics]\nhost = "10.0.0.256"\n', "'metrics.host'"),
+    ('[[gateways]]\ntype = "zmq"\nendpont = "tcp://127.0.0.1:1"\n',
+     "'gateways[0].endpont': unknown key for a zmq gateway"),
+])
+def test_mistakes_are_named_when_the_file_is_read(snippet, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(PLAIN + snippet, source="engine.toml")
+    assert str(caught.value).startswith("engine.toml: ")
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("key", ["endpoints", "plaintext_endpoints"])
+def test_an_intake_port_above_65535_is_refused(key):
+    # libzmq would bind 70001 - 65536 = 4465 and say nothing.
+    text = (f'[intake]\n{key} = ["tcp://127.0.0.1:70001"]\nallow_plaintext = true\n'
+            '[security]\nserver_secret_key_file = "k"\n')
+    with pytest.raises(ConfigError, match=r"'intake\.%s': 'tcp://127.0.0.1:70001': port 70001 is out "
+                                          r"of range" % key):
+        parse_config(text, source="engine.toml")
+
+
+@pytest.mark.parametrize("snippet", [
+    '[sim]\nspeed = 2.5\nduration = "90s"\nstart_at = "15:59:58"\n',
+    '[sim]\nspeed = 10\nduration = "1.5h"\n',
+    f'[journal]\ngroup_commit_us = {MAX_GROUP_COMMIT_US}\n',
+    '[metrics]\nhost = "0.0.0.0"\n',
+    '[metrics]\nhost = "::1"\n',
+    '[metrics]\nhost = "metrics-1.example.com"\n',
+    '[intake]\nplaintext_endpoints = ["tcp://127.0.0.1:65535", "tcp://127.0.0.1:*", "tcp://127.0.0.1:0"]\n'
+    'allow_plaintext = true\n',
+])
+def test_good_values_pass(snippet):
+    text = snippet if snippet.startswith("[intake]") else PLAIN + snippet
+    parse_config(text, source="engine.toml")
+
+
+def test_sim_config_is_relative_to_the_file(tmp_path):
+    (tmp_path / "markets").mkdir()
+    (tmp_path / "markets" / "sim.toml").write_text(SIM.read_text())
+    path = tmp_path / "engine.toml"
+    path.write_text(PLAIN + '[sim]\nconfig = "markets/sim.toml"\nduration = "6h"\n')
+    config = load_config(path)
+    assert config.sim == {"config": str(tmp_path / "markets" / "sim.toml"), "duration": "6h"}
+
+
+def test_a_bad_simulator_file_is_named(tmp_path):
+    (tmp_path / "sim.toml").write_text(SIM.read_text() + "\n[session]\n")
+    path = tmp_path / "engine.toml"
+    path.write_text(PLAIN + '[sim]\nconfig = "sim.toml"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: 'sim.config': {tmp_path / 'sim.toml'}: ")
