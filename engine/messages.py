@@ -130,7 +130,11 @@ class NewOrder(_Request, gc=False):
     borrow was located for a SELL_SHORT; ``strategy`` names the router's
     strategy; ``route_hint`` (a preferred venue or routing style) is
     journaled but not acted on yet; ``stp`` None leaves self-trade
-    prevention to each venue's default.
+    prevention to each venue's default. A scheduled strategy takes its
+    window from ``start_time`` (default: on arrival) and ``end_time``
+    (required by ``twap`` and ``vwap``), ``twap`` its ``slices``, ``vwap``
+    its volume ``profile`` (weights of equal buckets) and ``pov`` its
+    ``participation`` (a fraction of the market's volume, e.g. "0.1").
     """
 
     cl_ord_id: ClOrdId
@@ -147,6 +151,13 @@ class NewOrder(_Request, gc=False):
     locate: bool = False
     strategy: Label | None = None
     route_hint: Label | None = None
+    #: the schedule of a ``twap``, ``vwap`` or ``pov`` order (see check_new_order)
+    start_time: Nanos | None = None
+    end_time: Nanos | None = None
+    slices: Annotated[int, Meta(ge=1, le=1000)] | None = None
+    profile: Annotated[list[Annotated[int, Meta(ge=0, le=1_000_000)]],
+                       Meta(min_length=1, max_length=1000)] | None = None
+    participation: PositiveDecimalStr | None = None
 
 
 class Cancel(_Request, gc=False):
@@ -756,7 +767,56 @@ def check_new_order(order: NewOrder) -> Problem | None:
         if order.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
             return Problem(RejectReason.INVALID_TIF, "time_in_force",
                            "post_only cannot be IOC or FOK: it never takes liquidity")
+    if order.strategy in _SCHEDULED or order.start_time is not None or \
+            order.end_time is not None or order.slices is not None or \
+            order.profile is not None or order.participation is not None:
+        return _schedule_problem(order)
     return None
+
+
+#: The strategies that trade on a schedule, and the fields each may carry.
+_SCHEDULED = {"twap": ("start_time", "end_time", "slices"),
+              "vwap": ("start_time", "end_time", "profile"),
+              "pov": ("start_time", "end_time", "participation")}
+
+
+def _schedule_problem(order: NewOrder) -> Problem | None:
+    """A scheduled order's fields: each belongs to its strategy, and they agree."""
+    allowed = _SCHEDULED.get(order.strategy, ())
+    for name in ("start_time", "end_time", "slices", "profile", "participation"):
+        if getattr(order, name) is not None and name not in allowed:
+            return Problem(RejectReason.INVALID_SCHEDULE, name,
+                           f"{name} is not a parameter of strategy {order.strategy or 'auto'!r}")
+    if order.strategy in ("twap", "vwap") and order.end_time is None:
+        return Problem(RejectReason.INVALID_SCHEDULE, "end_time",
+                       f"strategy {order.strategy!r} needs an end_time")
+    if order.start_time is not None and order.end_time is not None and \
+            order.end_time <= order.start_time:
+        return Problem(RejectReason.INVALID_SCHEDULE, "end_time", "end_time is not after start_time")
+    if order.strategy == "vwap" and order.profile is None:
+        return Problem(RejectReason.INVALID_SCHEDULE, "profile",
+                       "strategy 'vwap' needs a volume profile")
+    if order.strategy == "vwap" and not any(order.profile):
+        return Problem(RejectReason.INVALID_SCHEDULE, "profile", "the profile is all zeros")
+    if order.strategy == "pov":
+        if order.participation is None:
+            return Problem(RejectReason.INVALID_SCHEDULE, "participation",
+                           "strategy 'pov' needs a participation rate")
+        if participation_ppm(order.participation) is None:
+            return Problem(RejectReason.INVALID_SCHEDULE, "participation",
+                           f"participation {order.participation!r} is not a fraction above 0 and "
+                           f"at most 1 with at most 6 decimals")
+    return None
+
+
+def participation_ppm(text: str) -> int | None:
+    """A participation rate ("0.1") in parts per million, exactly; None unless 0 < rate <= 1
+    with at most six decimals."""
+    mantissa, exponent = _units(text)
+    if exponent > 6:
+        return None
+    ppm = mantissa * 10 ** (6 - exponent)
+    return ppm if 0 < ppm <= 1_000_000 else None
 
 
 # ---------------------------------------------------------------- invariants

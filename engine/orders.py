@@ -144,6 +144,8 @@ class Order(msgspec.Struct, gc=False, eq=False):
     strategy: int = 0
     #: self-trade prevention mode for its children (StpMode; -1: the venue's default)
     stp: int = -1
+    #: a twap/vwap/pov order's window and parameters (pipeline.order_schedule), else None
+    schedule: tuple | None = None
     #: the last ExecutionReport sent for this order (answers status requests)
     last_report: ExecutionReport | None = None
 

@@ -22,9 +22,10 @@ from engine.intake import Handler, Session
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalCommand,
-    JournalEvent, JournalSession, JournalValuation, KillSwitch, NewOrder, OrderStatusReply, OrderStatusRequest,
-    OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill, TradeHistoryReply,
-    TradeHistoryRequest, event_envelope, make_reject, members, reject_name,
+    JournalEvent, JournalSession, JournalValuation, KillSwitch, NewOrder, OrderStatusReply,
+    OrderStatusRequest, OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill,
+    TradeHistoryReply, TradeHistoryRequest, event_envelope, make_reject, members,
+    participation_ppm, reject_name,
 )
 from engine.history import HistoryAnswer, TradeHistory, TradeStore
 from engine.orders import Child, Order, OrderTable, Stage, execution_report
@@ -50,6 +51,41 @@ STRATEGIES = {None: STRAT_AUTO, "auto": STRAT_AUTO, "sweep": STRAT_SWEEP,
               "vwap": STRAT_VWAP, "pov": STRAT_POV}
 
 _LOCATE, _INTENDED_DUPLICATE = int(RiskFlag.FLAG_LOCATE), int(RiskFlag.FLAG_INTENDED_DUPLICATE)
+
+def order_schedule(req: NewOrder) -> tuple | None:
+    """A scheduled order's window and parameters as the router takes them, or None.
+
+    ``(start_ns, end_ns, slices, profile, pov_ppm)``, -1 (or None for the
+    profile) where the order leaves the router's default. The fields were
+    checked at intake (``messages.check_new_order``).
+    """
+    if req.strategy not in ("twap", "vwap", "pov"):
+        return None
+    return (-1 if req.start_time is None else req.start_time,
+            -1 if req.end_time is None else req.end_time,
+            -1 if req.slices is None else req.slices,
+            None if req.profile is None else tuple(req.profile),
+            -1 if req.participation is None else participation_ppm(req.participation))
+
+
+def _remaining_schedule(order: Order, now: int) -> dict:
+    """The router's schedule for what is left of ``order`` (after a replace or a restart).
+
+    The rest of the window from ``now``: a TWAP in the slices it has left,
+    a VWAP on the profile's remaining buckets, a POV at the same rate. A
+    window already over leaves nothing to schedule (the router refuses it).
+    """
+    start, end, slices, profile, ppm = order.schedule
+    if start < 0:
+        start = order.created_ns
+    elapsed = 0
+    buckets = len(profile) if profile else slices
+    if end > start and now > start and buckets > 0:
+        elapsed = min(buckets - 1, (now - start) * buckets // (end - start))
+    return {"start_ns": max(start, now), "end_ns": end,
+            "slices": slices - elapsed if slices > 0 else -1,
+            "profile": profile[elapsed:] if profile else None, "pov_ppm": ppm}
+
 
 #: KillSwitch.scope (the protocol's words) -> the risk engine's scope names.
 RISK_SCOPE = {"global": "global", "account": "account", "symbol": "instrument"}
@@ -149,6 +185,8 @@ class Pipeline(Handler):
         # The core's NBBO by the market's own instrument index (no symbol lookup per order).
         self._nbbo = market.loop.nbbo
         self._flushed_seq = 0
+        # The market's traded lots per instrument as last reported to the router (for POV).
+        self._volume_seen = [market.market_volume(symbol)[0] for symbol in self.symbols]
         # Per-stage time of a new order (intake times its own stage).
         self._stage_time = {stage: metrics.stage_latency.labels(stage) if metrics else _NoMetric()
                             for stage in ("validate", "risk", "route", "journal")}
@@ -401,10 +439,8 @@ class Pipeline(Handler):
                                 cl_ord_hash(req.cl_ord_id), now)
         if reason:
             return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
-        if order.ord_type == _OrdType.MARKET:  # (its value is the market's, not journaled else)
-            self.journal.append_msg(_RecordKind.META, JournalValuation(
-                order_id=order.order_id,
-                value_ticks=self.risk.working_order(order.order_id)["value_price"]))
+        if order.side != _Side.BUY or order.ord_type == _OrdType.MARKET:
+            self._journal_valuation(order)
         order.advance(_Stage.RISK_CHECKED, now)
         checked = time.perf_counter_ns()
         stages["risk"].observe((checked - validated) / 1e9)
@@ -430,8 +466,15 @@ class Pipeline(Handler):
         order.strategy = strategy
         if req.stp is not None:
             order.stp = int(req.stp)
-        reason = self.router.route(order.order_id, inst_ix, order.side, order.qty, order.price,
-                                   now, strategy, order.tif)
+        order.schedule = schedule = order_schedule(req)
+        if schedule is None:
+            reason = self.router.route(order.order_id, inst_ix, order.side, order.qty,
+                                       order.price, now, strategy, order.tif)
+        else:
+            start, end, slices, profile, ppm = schedule
+            reason = self.router.route(order.order_id, inst_ix, order.side, order.qty,
+                                       order.price, now, strategy, order.tif, start_ns=start,
+                                       end_ns=end, slices=slices, profile=profile, pov_ppm=ppm)
         if reason:
             self.risk.on_reject(order.order_id)
             return self._reject_order(order, reason, f"router: {reject_name(reason)}", now,
@@ -439,6 +482,19 @@ class Pipeline(Handler):
         order.advance(_Stage.ROUTED, now)
         stages["route"].observe((time.perf_counter_ns() - checked) / 1e9)
         self._report(order, _ExecType.NEW)
+
+    def _journal_valuation(self, order: Order) -> None:
+        """Journal the price risk valued ``order`` at, when it is not the order's own limit.
+
+        Risk values a buy limit at its limit, but a market order or a sell at
+        the highest price it may fill at, from the market's reference price
+        and the collar: neither is in the journal otherwise, and recovery
+        replays the order's exposure at exactly this value.
+        """
+        value = self.risk.working_order(order.order_id)["value_price"]
+        if value != order.price:
+            self.journal.append_msg(_RecordKind.META, JournalValuation(
+                order_id=order.order_id, value_ticks=value))
 
     def _post_only_cross(self, order: Order, inst_ix: int, price: int) -> str | None:
         """Why a post-only order at ``price`` (ticks) would take liquidity now, or None.
@@ -749,8 +805,9 @@ class Pipeline(Handler):
             cross = self._post_only_cross(order, ix, order.price)
             if cross:
                 return _RejectReason.POST_ONLY_WOULD_CROSS, cross
+        schedule = {} if order.schedule is None else _remaining_schedule(order, now)
         reason = self.router.route(order.order_id, ix, order.side, order.qty - order.cum_qty,
-                                   order.price, now, order.strategy, order.tif)
+                                   order.price, now, order.strategy, order.tif, **schedule)
         return reason, reject_name(reason) if reason else None
 
     def cancel_working(self, order: Order, now: int, requester: str | None = None,
@@ -873,10 +930,19 @@ class Pipeline(Handler):
     # ------------------------------------------------------------ time
 
     def tick(self, now: int) -> int:
-        """Drive the router's clock (schedules, ack timeouts, reprices); returns its next wake-up."""
+        """Drive the router's clock (schedules, ack timeouts, reprices); returns its next wake-up.
+
+        The market's printed volume since the last tick is reported too: a
+        POV order trades a share of it.
+        """
         self._refresh_venues()
-        for ix in range(len(self.symbols)):
+        market, router, seen = self.venues.market, self.router, self._volume_seen
+        for ix, symbol in enumerate(self.symbols):
             self.refresh_market(ix, now)
-        self.router.tick(now)
+            printed = market.market_volume(symbol)[0]
+            if printed > seen[ix]:
+                router.on_market_volume(ix, printed - seen[ix])
+                seen[ix] = printed
+        router.tick(now)
         self._pump(now)
         return self.router.next_wakeup(now)

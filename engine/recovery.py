@@ -41,7 +41,7 @@ from engine.messages import (
     JournalEvent, JournalMeta, JournalPayload, JournalSession, KillSwitch, NewOrder, TradeFill, reject_name,
 )
 from engine.orders import Stage
-from engine.pipeline import RISK_SCOPE, STRATEGIES, cl_ord_hash, risk_flags
+from engine.pipeline import RISK_SCOPE, STRATEGIES, cl_ord_hash, order_schedule, risk_flags
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +248,7 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
                              order_id=int(report.order_id))
         order.post_only = req.post_only
         order.strategy = STRATEGIES.get(req.strategy, order.strategy)
+        order.schedule = order_schedule(req)
         if req.stp is not None:
             order.stp = int(req.stp)
         order.last_report = report
@@ -256,14 +257,16 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
             return 0
         for stage in (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED):
             order.advance(stage, ts)
-        # The decision was taken when the order arrived; with the limits out
-        # (no collar), a market order is valued at the reference: set it to
-        # the value risk gave the order live (a JournalValuation), or for a
-        # journal without one the last price it shows for the instrument.
+        # The decision was taken when the order arrived. With the limits out
+        # (no collar) risk values a market order at the reference, and a
+        # sell at the higher of its limit and the reference: so the reference
+        # is set to the value risk gave the order live (its JournalValuation;
+        # none means its own limit), and for a market order in a journal
+        # written without one, to the last price the journal shows.
         inst_ix = risk.instrument_index(order.symbol)
         if order.price:
             references[inst_ix] = order.price
-        reference = valuations.get(order.order_id) or references.get(inst_ix)
+        reference = valuations.get(order.order_id) or order.price or references.get(inst_ix)
         if reference is None:
             log.warning("recovery: market order %s has no earlier price of %s in the journal; "
                         "valued at one tick until the market gives one", order.order_id,

@@ -261,30 +261,40 @@ replay_endpoint = "tcp://127.0.0.1:{rep}"
         report(client, "after", ExecType.NEW)
 
 
-def test_an_orders_strategy_and_stp_survive_a_restart(tmp_path):
-    # What recovery routes the remainder with: the order's own strategy and
-    # self-trade prevention, not the defaults.
-    from ext.router import STRAT_PASSIVE
+def test_an_orders_strategy_stp_and_schedule_survive_a_restart(tmp_path):
+    # What recovery routes the remainder with: the order's own strategy,
+    # schedule and self-trade prevention, not the defaults.
+    from ext.router import STRAT_PASSIVE, STRAT_TWAP
     path, endpoint = engine_config(tmp_path)
+    end = time.time_ns() + 3600 * 10**9
     with ThreadedEngine(path), Client(endpoint) as client:
         client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="p1",
                          strategy="passive", stp=2)
         report(client, "p1", ExecType.NEW)
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="t1",
+                         strategy="twap", end_time=end, slices=7)
+        report(client, "t1", ExecType.NEW)
     with ThreadedEngine(path) as engine:
         order = engine.call(lambda: engine.service.pipeline.orders.find("DEMO1", "p1"))
         assert (order.strategy, order.stp, order.done) == (STRAT_PASSIVE, 2, False)
+        twap = engine.call(lambda: engine.service.pipeline.orders.find("DEMO1", "t1"))
+        assert (twap.strategy, twap.schedule, twap.done) == (STRAT_TWAP, (-1, end, 7, None, -1),
+                                                             False)
 
 
-def test_a_working_market_order_keeps_its_value_at_risk_across_a_restart(tmp_path, monkeypatch):
-    # A market order has no price: risk valued it at the market's mid. Its
-    # child is still on its way to the venue (300 ms) when the engine stops.
-    # (The venues restart empty, so once routed again it is canceled: its
-    # value is read as recovery left it, before the engine routes it again.)
+def test_working_orders_keep_their_value_at_risk_across_a_restart(tmp_path, monkeypatch):
+    # Risk values a market order, and a sell under a collar, from the market
+    # (the collar's upper edge above the mid), not from a price of its own. The
+    # market order's child is still on its way to the venue (300 ms) when
+    # the engine stops. (The venues restart empty, so once routed again it
+    # is canceled: values are read as recovery left them, before that.)
     from engine import service
     sim = tmp_path / "slow_sim.toml"
     sim.write_text(re.sub(r"latency = \{[^}]*\}", 'latency = { model = "fixed", mean_us = 300000.0 }',
                           QUIET_SIM.read_text()))
     path, endpoint = engine_config(tmp_path, sim=sim, extra="[router]\nack_timeout_ns = 5000000000\n")
+    path.write_text(path.read_text().replace("[risk.accounts.DEMO1]\n",
+                                             "[risk.accounts.DEMO1]\ncollar_ticks = 100\n"))
 
     def valued(engine, order_id):
         risk = engine.service.pipeline.risk
@@ -299,14 +309,19 @@ def test_a_working_market_order_keeps_its_value_at_risk_across_a_restart(tmp_pat
         client.new_order("AAA", "buy", "100", None, account="DEMO1", cl_ord_id="mkt",
                          ord_type="market")
         order_id = int(report(client, "mkt", ExecType.NEW).order_id)
-        assert valued(engine, order_id) == 5000
+        client.new_order("AAA", "sell_short", "10", "50.50", account="DEMO1", cl_ord_id="sell",
+                         locate=True)
+        sell_id = int(report(client, "sell", ExecType.NEW).order_id)
+        # Both at the collar's upper edge, the mid + 100 ticks (above the sell's own limit).
+        assert (valued(engine, order_id), valued(engine, sell_id)) == (5100, 5100)
     recovered = {}
     resume = service.resume_working
 
     def look_then_resume(pipeline, summary):
-        recovered["value"] = pipeline.risk.working_order(order_id)["value_price"]
+        recovered.update({key: pipeline.risk.working_order(key)["value_price"]
+                          for key in (order_id, sell_id)})
         return resume(pipeline, summary)
 
     monkeypatch.setattr(service, "resume_working", look_then_resume)
     with ThreadedEngine(path):
-        assert recovered == {"value": 5000}
+        assert recovered == {order_id: 5100, sell_id: 5100}

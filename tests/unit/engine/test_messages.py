@@ -26,7 +26,8 @@ DOCS = Path(__file__).resolve().parents[3] / "docs" / "protocol.md"
 ORDER = NewOrder(cl_ord_id="c-1", account="ACC1", symbol="AAPL", side=Side.BUY, qty="10",
                  price="101.25", time_in_force=TimeInForce.GTC, post_only=True,
                  stp=StpMode.CANCEL_NEWEST, intended_duplicate=True, locate=False,
-                 strategy="twap", route_hint="XNAS")
+                 strategy="twap", route_hint="XNAS", start_time=1_700_000_000_000_000_000,
+                 end_time=1_700_000_600_000_000_000, slices=4)
 REPORT = ExecutionReport(order_id="o-1", cl_ord_id="c-1", account="ACC1", symbol="AAPL",
                          side=Side.BUY, exec_type=ExecType.PARTIAL_FILL,
                          ord_status=OrdStatus.PARTIALLY_FILLED, qty="10", cum_qty="4",

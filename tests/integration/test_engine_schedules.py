@@ -1,0 +1,130 @@
+"""Scheduled strategies through the engine: TWAP, VWAP and POV orders over the real protocol.
+
+The quiet test market has no background flow: the only liquidity and the
+only printed volume are what a test puts there, so how much a scheduled
+order has traded at each moment follows from its schedule alone.
+"""
+import time
+
+import pytest
+
+from engine.client import Client
+from engine.messages import ExecType, ExecutionReport, OrderStatusReply, Reject
+from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("schedules")
+    port = free_port()
+    path = tmp / "engine.toml"
+    path.write_text(config_text(port, tmp / "journal"))
+    with ThreadedEngine(path), Client(f"tcp://127.0.0.1:{port}") as client:
+        yield client
+
+
+def fills_until_done(client, cl_ord_id, timeout=5.0):
+    """(arrival time, report) of each fill of ``cl_ord_id`` up to the one that completes it."""
+    got, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = client.recv(deadline - time.monotonic())
+        if isinstance(m, ExecutionReport) and m.cl_ord_id == cl_ord_id and \
+                m.exec_type in (ExecType.PARTIAL_FILL, ExecType.FILL):
+            got.append((time.monotonic(), m))
+            if m.exec_type == ExecType.FILL:
+                return got
+    raise AssertionError(f"{cl_ord_id} not filled: {[r.cum_qty for _, r in got]}")
+
+
+def offer(client, cl_ord_id, qty, price):
+    client.new_order("AAA", "sell_short", qty, price, account="DEMO2", cl_ord_id=cl_ord_id,
+                     locate=True)
+    client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == cl_ord_id, 5)
+    time.sleep(0.05)  # at its venue
+
+
+def cancel(client, cl_ord_id, account="DEMO2"):
+    client.cancel(cl_ord_id, account=account, cl_ord_id=f"{cl_ord_id}-x")
+    client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == f"{cl_ord_id}-x",
+                      5)
+
+
+def test_twap_trades_in_equal_slices_across_its_window(client):
+    offer(client, "tw-ask", "100", "50.10")
+    start = time.time_ns()
+    client.new_order("AAA", "buy", "40", "50.10", account="DEMO1", cl_ord_id="tw",
+                     strategy="twap", end_time=start + 800_000_000, slices=4)
+    fills = fills_until_done(client, "tw")
+    assert [r.last_qty for _, r in fills] == ["10", "10", "10", "10"]
+    # Slice k starts at k * 200 ms: the last cannot come before 600 ms.
+    assert fills[-1][0] - fills[0][0] >= 0.5
+    cancel(client, "tw-ask")
+
+
+def test_vwap_follows_its_volume_profile(client):
+    offer(client, "vw-ask", "100", "50.10")
+    start = time.time_ns()
+    client.new_order("AAA", "buy", "40", "50.10", account="DEMO1", cl_ord_id="vw",
+                     strategy="vwap", end_time=start + 600_000_000, profile=[1, 0, 3])
+    fills = fills_until_done(client, "vw")
+    # A quarter of the volume in the first bucket, nothing more in the second.
+    assert [r.cum_qty for _, r in fills] == ["10", "40"]
+    assert fills[1][0] - fills[0][0] >= 0.3
+    cancel(client, "vw-ask")
+
+
+def test_pov_trades_a_share_of_the_printed_volume(client):
+    offer(client, "pv-ask", "1000", "50.10")
+    client.new_order("AAA", "buy", "100", "50.10", account="DEMO1", cl_ord_id="pv",
+                     strategy="pov", participation="0.5")
+    client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "pv", 5)
+    time.sleep(0.3)
+    client.status("pv", account="DEMO1")
+    quiet = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+    assert quiet.report.cum_qty == "0"  # no volume printed, nothing to take a share of
+    client.new_order("AAA", "buy", "40", "50.10", account="DEMO1", cl_ord_id="pv-print",
+                     time_in_force="ioc")
+    deadline, cum = time.monotonic() + 3, 0
+    while time.monotonic() < deadline and cum < 20:
+        time.sleep(0.1)
+        client.status("pv", account="DEMO1")
+        cum = int(client.recv_until(lambda m: isinstance(m, OrderStatusReply) and
+                                    m.cl_ord_id == "pv", 5)[-1].report.cum_qty)
+    # Half of everything printed, its own fills included: 40 others -> 40 of its own at most.
+    assert 20 <= cum <= 40
+    for cid, account in (("pv", "DEMO1"), ("pv-ask", "DEMO2")):
+        cancel(client, cid, account)
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"strategy": "twap"}, "end_time"),
+    ({"strategy": "vwap", "end_time": 2**62}, "profile"),
+    ({"strategy": "pov", "participation": "1.5"}, "participation"),
+    ({"slices": 3}, "slices"),
+    ({"strategy": "twap", "start_time": 2**62, "end_time": 2**61}, "end_time"),
+])
+def test_a_schedule_that_does_not_fit_its_strategy_is_refused(client, fields, field):
+    order = client.new_order("AAA", "buy", "1", "50.00", account="DEMO1", **fields)
+    refused = client.recv_until(lambda m: isinstance(m, Reject) and
+                                m.cl_ord_id == order.cl_ord_id, 5)[-1]
+    assert refused.reject_name == "INVALID_SCHEDULE" and field in refused.text
+
+
+def test_a_replaced_twap_keeps_its_schedule(client):
+    offer(client, "rt-ask", "200", "50.10")
+    start = time.time_ns()
+    client.new_order("AAA", "buy", "40", "50.10", account="DEMO1", cl_ord_id="rt",
+                     strategy="twap", end_time=start + 1_000_000_000, slices=4)
+    # Slices start every 250 ms; replaced in the second (its 10 lots filled).
+    client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "rt" and
+                      m.cum_qty == "20", 5)
+    time.sleep(max(0.0, (start + 350_000_000 - time.time_ns()) / 1e9))
+    client.replace("rt", account="DEMO1", qty="80", cl_ord_id="rt2")
+    replaced = client.recv_until(lambda m: isinstance(m, ExecutionReport) and
+                                 m.cl_ord_id == "rt2" and m.exec_type == ExecType.REPLACED, 5)[-1]
+    assert replaced.cum_qty == "20"
+    # The 60 left go in the 3 slices left of the window, not at once.
+    fills = fills_until_done(client, "rt2")
+    assert [r.last_qty for _, r in fills] == ["20", "20", "20"]
+    assert fills[-1][0] - fills[0][0] >= 0.3
+    cancel(client, "rt-ask")
