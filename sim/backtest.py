@@ -28,8 +28,8 @@ import numpy as np
 from ext.book import OrderBook
 from ext.simloop import Liquidity
 from ext.types import Side
-from sim.clock import NS_PER_S, format_ts, parse_duration
-from sim.config import SimConfig, StrategyConfig, load_config
+from sim.clock import NS_PER_S, format_ts
+from sim.config import ConfigError, SimConfig, StrategyConfig, check_seed, load_config
 from sim.fees import units_to_currency
 from sim.market import Market
 from sim.strategies import ExecutionStrategy, ParentOrder, resolve_strategy
@@ -38,8 +38,33 @@ from sim.strategies import ExecutionStrategy, ParentOrder, resolve_strategy
 #: cancel confirmations and late reports still arrive.
 DRAIN_NS = NS_PER_S
 
+#: What ``BacktestResult.write`` and ``plot`` (``kronos-exec sim``) put in an
+#: output folder; ``remove_outputs`` deletes these names, and only these.
+OUTPUT_FILES = ("fills.parquet", "fills.csv", "orders.parquet", "orders.csv", "summary.json",
+                "cumulative_fill.png", "price_*.png")
+
 FILL_COLUMNS = ("parent_id", "symbol", "side", "child_id", "venue", "venue_ts", "recv_ts",
                 "time", "price", "price_x2", "qty", "lots", "liquidity", "fee_units", "fee")
+
+
+class OverfillError(RuntimeError):
+    """A strategy filled more than its parent's quantity (a bug in the strategy)."""
+
+
+def remove_outputs(out_dir: str | Path) -> list[Path]:
+    """Delete the files a backtest writes (``OUTPUT_FILES``) from ``out_dir``; returns them.
+
+    ``kronos-exec sim`` calls this before writing, so a folder never mixes
+    the tables or plots of two runs. Other files are left alone.
+    """
+    out = Path(out_dir)
+    removed = []
+    for pattern in OUTPUT_FILES:
+        for path in sorted(out.glob(pattern)):
+            if path.is_file():
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def _as_config(config) -> SimConfig:
@@ -70,6 +95,13 @@ class Backtest:
     progress : bool, optional
         Show a progress bar while running.
 
+    Raises
+    ------
+    ConfigError
+        If there is no parent, the seed is negative, or a strategy name or
+        parameter is unknown or out of range (checked here, once the
+        overrides are applied, so nothing fails after the run has started).
+
     Examples
     --------
     >>> bt = Backtest(strategy="twap", params={"slices": 6}, seed=7)   # doctest: +SKIP
@@ -81,7 +113,8 @@ class Backtest:
                  seed: int | None = None, book_class=OrderBook, progress: bool = False) -> None:
         cfg = _as_config(config)
         if seed is not None:
-            cfg = cfg.with_overrides(session=replace(cfg.session, seed=int(seed)))
+            cfg = cfg.with_overrides(session=replace(cfg.session,
+                                                     seed=check_seed(seed, "seed")))
         if strategy is not None or params is not None:
             # The configured parameters belong to the configured strategy.
             same = strategy is None or strategy == cfg.strategy.name
@@ -92,39 +125,55 @@ class Backtest:
                 cfg = cfg.with_overrides(parents=tuple(replace(p, strategy=None, params={})
                                                        for p in cfg.parents))
         if not cfg.parents:
-            raise ValueError("the configuration has no [[parents]] to execute")
+            raise ConfigError("the configuration has no [[parents]] to execute")
         self.config = cfg
         self.book_class = book_class
         self.progress = progress
         self.market: Market | None = None
         self.strategies: list[ExecutionStrategy] = []
+        self._built = False
+        self.parent_orders()        # strategies and their parameters, checked now
+
+    def _strategy_of(self, k: int, p) -> tuple[str, dict]:
+        """Parent ``k``'s strategy name and its checked parameters (ConfigError naming the key)."""
+        cfg = self.config
+        name = p.strategy or cfg.strategy.name
+        params = {**cfg.strategy.params, **p.params} if not p.strategy else dict(p.params)
+        own = f"parents[{k}]"
+        try:
+            cls = resolve_strategy(name)
+        except ValueError as exc:
+            raise ConfigError(f"{own + '.strategy' if p.strategy else 'strategy.name'}: "
+                              f"{exc}") from None
+        try:
+            return name, cls.check_params(params, cfg.venues)
+        except ValueError as exc:
+            raise ConfigError(f"{own + '.params' if p.strategy or p.params else 'strategy.params'}"
+                              f": {exc}") from None
 
     # ------------------------------------------------------------ set-up
 
     def parent_orders(self) -> list[ParentOrder]:
         """The configured parents, converted to ticks, lots and ns."""
         cfg, out = self.config, []
-        for k, p in enumerate(cfg.parents, start=1):
+        for k, p in enumerate(cfg.parents):
             inst = next(i for i in cfg.instruments if i.symbol == p.symbol).instrument()
-            start = cfg.session.at(p.start) if p.start else cfg.session.start_ns
-            if p.end:
-                end = cfg.session.at(p.end)
-            elif p.duration:
-                end = start + parse_duration(p.duration)
-            else:
-                end = cfg.session.end_ns
-            if end <= start:
-                raise ValueError(f"parent {k}: end is not after start")
-            out.append(ParentOrder(parent_id=k, symbol=p.symbol,
+            # Windows, quantities and accounts were checked with the configuration.
+            start, end = p.window(cfg.session)
+            name, params = self._strategy_of(k, p)
+            out.append(ParentOrder(parent_id=k + 1, symbol=p.symbol,
                                    side=int(Side.BUY) if p.side == "buy" else int(Side.SELL),
                                    qty=inst.qty_to_lots(p.qty), start_ns=start, end_ns=end,
-                                   account=p.account, strategy=p.strategy or cfg.strategy.name,
-                                   params={**cfg.strategy.params, **p.params}
-                                   if not p.strategy else dict(p.params)))
+                                   account=p.account, strategy=name, params=params))
         return out
 
     def build(self) -> Market:
-        """The market and the strategies, ready to run (``run`` calls this)."""
+        """The market, the replay and the strategies, ready to run.
+
+        ``run`` calls this unless it was called since the last run: calling
+        it first separates the errors of the set-up (a replay file that
+        cannot be read: ``ConfigError``) from those of the run.
+        """
         market = Market(self.config, book_class=self.book_class)
         self.replay = None
         if self.config.replay is not None:
@@ -137,6 +186,7 @@ class Backtest:
             market.set_timer(parent.end_ns, strat.stop)
             self.strategies.append(strat)
         self.market = market
+        self._built = True
         return market
 
     def _advance(self, ts: int) -> None:
@@ -154,7 +204,8 @@ class Backtest:
         -------
         BacktestResult
         """
-        market = self.build()
+        market = self.market if self._built else self.build()
+        self._built = False
         horizon = max(self.config.session.end_ns, max(s.parent.end_ns for s in self.strategies))
         horizon += DRAIN_NS
         start = market.now
@@ -191,6 +242,11 @@ class Backtest:
                 progress.update(task, completed=steps)
                 progress.stop()
         wall = time.perf_counter() - wall
+        for s in self.strategies:
+            if s.filled > s.parent.qty:
+                raise OverfillError(f"parent {s.parent.parent_id} ({s.name}): {s.filled} lots "
+                                    f"filled of {s.parent.qty}; the strategy sent more than the "
+                                    "parent's remaining quantity")
         return BacktestResult(self.config, market, self.strategies, wall)
 
 
@@ -409,15 +465,22 @@ class BacktestResult:
         for col in ("parent", "strategy", "filled", "fill %", "avg px", "arrival",
                     "IS bps", "fees bps", "IS+fees", "vs VWAP bps", "fees", "time to fill"):
             t.add_column(col, justify="left" if col in ("parent", "strategy") else "right")
+
+        def units(lots, symbol):
+            # Quantities in the instrument's units (shares), not lots.
+            return Decimal(self.market.instrument(symbol).lots_to_qty(lots))
         for r in self.orders:
-            t.add_row(f"#{r['parent_id']} {r['side']} {r['qty']:,} {r['symbol']}", r["strategy"],
-                      f"{r['filled']:,}", f(100 * r["fill_rate"], 1), f(r["avg_price"], 4),
+            t.add_row(f"#{r['parent_id']} {r['side']} {units(r['qty'], r['symbol']):,} "
+                      f"{r['symbol']}", r["strategy"],
+                      f"{units(r['filled'], r['symbol']):,}", f(100 * r["fill_rate"], 1),
+                      f(r["avg_price"], 4),
                       f(r["arrival_price"], 4), f(r["shortfall_bps"]), f(r["fee_bps"]),
                       f(r["shortfall_with_fees_bps"]), f(r["vwap_slippage_bps"]),
                       f(r["fees"]), "-" if r["time_to_fill_s"] != r["time_to_fill_s"]
                       else f"{r['time_to_fill_s']:.1f} s")
         tt = self.totals
-        t.add_row("[bold]total", "", f"{tt['filled']:,}", f(100 * tt["fill_rate"], 1), "", "",
+        filled = sum(units(r["filled"], r["symbol"]) for r in self.orders)
+        t.add_row("[bold]total", "", f"{filled:,}", f(100 * tt["fill_rate"], 1), "", "",
                   f(tt["shortfall_bps"]), f(tt["fee_bps"]), f(tt["shortfall_with_fees_bps"]),
                   f(tt["vwap_slippage_bps"]), f(tt["fees"]), "")
         return t

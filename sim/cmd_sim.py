@@ -3,9 +3,9 @@
 Executes the configured parent orders with an execution strategy against the
 simulated venues, then prints a summary table and writes the fills, the
 per-order metrics (Parquet and/or CSV), ``summary.json`` and PNG plots to the
-output folder. With no ``--config`` it runs the embedded default
-(``sim/configs/default.toml``: a rebalance on three lit venues and a dark
-pool). See ``docs/sim.md``.
+output folder, after deleting what an earlier run wrote there. With no
+``--config`` it runs the embedded default (``sim/configs/default.toml``: a
+rebalance on three lit venues and a dark pool). See ``docs/sim.md``.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import sys
 import tomllib
 
 from rich.console import Console
+from rich.markup import escape
 
 
 def _param(text: str) -> tuple[str, object]:
@@ -46,18 +47,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the backtest; 0 on success, 2 on a configuration error."""
-    from sim.backtest import Backtest
-    from sim.config import ConfigError, load_config
+    from sim.backtest import Backtest, remove_outputs
+    from sim.config import ConfigError, load_config, parse_formats
 
     # Rich wraps at 80 columns when not on a terminal; the table needs more.
     console = Console() if sys.stdout.isatty() else Console(width=160)
     try:
         config = load_config(args.config)
+        formats = parse_formats([f.strip() for f in args.format.split(",")], "--format") \
+            if args.format else config.output.formats
         bt = Backtest(config, strategy=args.strategy,
                       params=dict(args.param) if args.param else None, seed=args.seed,
                       progress=not args.no_progress)
-    except (ConfigError, ValueError, OSError) as exc:
-        console.print(f"[red]kronos-exec sim: {exc}")
+        # Replay files are read here: their errors are configuration errors too.
+        bt.build()
+    except (ConfigError, OSError) as exc:
+        # OSError: the configuration file itself cannot be read. Anything
+        # else escaping the set-up is a bug and keeps its traceback.
+        console.print(f"[red]kronos-exec sim: {escape(str(exc))}", highlight=False)
         return 2
     result = bt.run()
     console.print(result.summary_table())
@@ -66,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
                   f"({tt['shortfall_bps']:.2f} bps) + fees {tt['fees']:,.2f} "
                   f"({tt['fee_bps']:.2f} bps); {tt['events_per_s']:,.0f} market events/s")
     out = args.out or str(config.output.dir)
-    formats = tuple(f.strip() for f in args.format.split(",")) if args.format \
-        else config.output.formats
+    # The folder must not mix this run's files with an earlier run's.
+    removed = remove_outputs(out)
+    if removed:
+        console.print(f"removed {len(removed)} file(s) of an earlier run from {out}",
+                      highlight=False)
     written = result.write(out, formats)
     if config.output.plots and not args.no_plots:
         written += result.plot(out)

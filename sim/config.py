@@ -11,18 +11,28 @@ only parameterise random draws. Every key is documented in ``docs/sim.md``;
 """
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ext.instrument import Instrument
-from sim.clock import at, parse_date, parse_duration, parse_time_of_day
+from sim.clock import at, format_ts, parse_date, parse_duration, parse_time_of_day
 from sim.fees import FeeSchedule
 from sim.latency import LatencySpec
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
+#: Output formats of ``[output] formats`` and ``kronos-exec sim --format``.
+OUTPUT_FORMATS = ("parquet", "csv")
+#: Accounts 1-4 are the background flow's, 5-6 the replay's: a parent on one
+#: of them would self-trade-prevent against that flow and execute nothing.
+FIRST_PARENT_ACCOUNT = 7
+#: Above this many background events per simulated second (every book's
+#: rates added up), the Poisson gaps fall below a few nanoseconds and a
+#: backtest would not end in any useful time.
+MAX_FLOW_EVENTS_PER_S = 10_000_000
 
 
 class ConfigError(ValueError):
@@ -37,6 +47,10 @@ def _take(table: dict, key: str, where: str, default: Any = ..., kind: type | tu
     value = table[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if isinstance(value, float) and kind is float and not math.isfinite(value):
+        # TOML allows inf and nan; as a rate or a volatility they make the
+        # event generator stall, so they are refused with the key's name.
+        raise ConfigError(f"{where}.{key} = {value!r}: must be a finite number")
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         # Quantities and prices are decimal strings; a bare TOML integer is
         # accepted (it is exact), a float is not (it may not be).
@@ -53,6 +67,26 @@ def _check_keys(table: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+
+
+def check_seed(value, where: str) -> int:
+    """A seed (an integer from 0 to 2^63 - 1), or ConfigError naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 63:
+        raise ConfigError(f"{where} = {value!r}: must be an integer from 0 to 2^63 - 1")
+    return value
+
+
+def parse_formats(values, where: str) -> tuple[str, ...]:
+    """Output formats (``OUTPUT_FORMATS``, lower case as written), or ConfigError naming ``where``.
+
+    One rule for ``[output] formats`` and ``kronos-exec sim --format``.
+    """
+    formats = tuple(values)
+    bad = [f for f in formats if f not in OUTPUT_FORMATS]
+    if bad:
+        raise ConfigError(f"{where}: unknown format(s) {', '.join(repr(f) for f in bad)}; "
+                          f"use \"parquet\" and/or \"csv\"")
+    return formats
 
 
 # ---------------------------------------------------------------- sections
@@ -170,6 +204,21 @@ class ParentConfig:
     params: dict = field(default_factory=dict)
     account: int = 1000
 
+    def window(self, session: SessionConfig) -> tuple[int, int]:
+        """``(start_ns, end_ns)`` of the execution window.
+
+        From ``start`` (default: the session start) to ``end``,
+        ``start + duration`` or (neither given) the session end.
+        """
+        start = session.at(self.start) if self.start else session.start_ns
+        if self.end:
+            end = session.at(self.end)
+        elif self.duration:
+            end = start + parse_duration(self.duration)
+        else:
+            end = session.end_ns
+        return start, end
+
 
 @dataclass(frozen=True)
 class StrategyConfig:
@@ -237,7 +286,7 @@ def _session(t: dict) -> SessionConfig:
         start=_take(t, "start", w, SessionConfig.start, str),
         end=_take(t, "end", w, SessionConfig.end, str),
         warmup=_take(t, "warmup", w, SessionConfig.warmup, str),
-        seed=_take(t, "seed", w, SessionConfig.seed, int),
+        seed=check_seed(_take(t, "seed", w, SessionConfig.seed, int), "session.seed"),
         sample_interval=_take(t, "sample_interval", w, SessionConfig.sample_interval, str),
     )
     try:
@@ -318,13 +367,15 @@ def _venue(t: dict, k: int) -> VenueConfig:
         if key in lat_t:
             kind_ = str if key == "model" else int if key == "seed" else float
             lat_kw[key] = _take(lat_t, key, f"{w}.latency", kind=kind_)
+    if "seed" in lat_kw:
+        check_seed(lat_kw["seed"], f"{w}.latency.seed")
     try:
         latency = LatencySpec(**lat_kw)
     except ValueError as exc:
         raise ConfigError(f"{w}.latency: {exc}") from exc
     hours = _take(t, "hours", w, ["09:30:00", "16:00:00"], list)
-    if len(hours) != 2:
-        raise ConfigError(f"{w}.hours must be [open, close]")
+    if len(hours) != 2 or not all(isinstance(h, str) for h in hours):
+        raise ConfigError(f"{w}.hours must be [open, close], e.g. [\"09:30:00\", \"16:00:00\"]")
     try:
         if parse_time_of_day(hours[1]) <= parse_time_of_day(hours[0]):
             raise ConfigError(f"{w}.hours: close must be after open")
@@ -363,6 +414,59 @@ def _parent(t: dict, k: int) -> ParentConfig:
     return p
 
 
+def _check_quantities(instruments, venues, flow: FlowConfig) -> None:
+    """What only holds per instrument: fee granularity, flow sizes on the lot grid, event rate."""
+    for ic in instruments:
+        inst = ic.instrument()
+        for k, v in enumerate(venues):
+            try:
+                v.fees.per_lot_units(inst)
+            except ValueError as exc:
+                raise ConfigError(f"venues[{k}].fees: {exc}") from exc
+        for name in ("lp_qty", "taker_qty", "qty_unit", "dark_qty"):
+            try:
+                inst.qty_to_lots(getattr(flow, name))
+            except ValueError as exc:
+                raise ConfigError(f"flow.{name}: {exc} (instrument {ic.symbol}, lot_size "
+                                  f"{ic.lot_size})") from exc
+    # The event rate SyntheticFlow draws from, every book added up.
+    lit_rate = flow.lp_rate + flow.cancel_rate + flow.taker_rate
+    dark_rate = flow.dark_rate + flow.dark_taker_rate
+    total = sum(v.flow_scale * ic.activity * (dark_rate if v.dark else lit_rate)
+                for v in venues for ic in instruments)
+    if total > MAX_FLOW_EVENTS_PER_S:
+        raise ConfigError(f"flow: {total:.3g} background events per simulated second (the flow "
+                          "rates x venues[].flow_scale x instruments[].activity, over every "
+                          f"book) is more than {MAX_FLOW_EVENTS_PER_S:,}")
+
+
+def _check_parent(p: ParentConfig, k: int, session: SessionConfig, instruments, venues) -> None:
+    """A parent that could execute: a known instrument, a quantity, a window in the session."""
+    w = f"parents[{k}]"
+    ic = next((i for i in instruments if i.symbol == p.symbol), None)
+    if ic is None:
+        raise ConfigError(f"{w}.symbol {p.symbol!r} is not an instrument")
+    try:
+        ic.instrument().qty_to_lots(p.qty)
+    except ValueError as exc:
+        raise ConfigError(f"{w}.qty: {exc}") from exc
+    if p.account < FIRST_PARENT_ACCOUNT:
+        raise ConfigError(f"{w}.account = {p.account}: accounts 1-4 are the background flow's "
+                          f"and 5-6 the replay's; use {FIRST_PARENT_ACCOUNT} or more "
+                          "(default 1000)")
+    start, end = p.window(session)
+    span = " to ".join(format_ts(t)[11:].removesuffix(".000000") for t in (start, end))
+    if end <= start:
+        raise ConfigError(f"{w}: the window {span} is empty (end must be after start)")
+    if start < session.start_ns or end > session.end_ns:
+        raise ConfigError(f"{w}: the window {span} is not inside the session "
+                          f"(session.start {session.start} to session.end {session.end})")
+    date = parse_date(session.date)
+    if not any(at(date, v.hours[0]) < end and start < at(date, v.hours[1])
+               for v in venues if not v.dark):
+        raise ConfigError(f"{w}: the window {span} is outside every lit venue's hours")
+
+
 def config_from_dict(data: dict, base_dir: str | Path = ".") -> SimConfig:
     """Build and validate a ``SimConfig`` from parsed TOML.
 
@@ -393,10 +497,9 @@ def config_from_dict(data: dict, base_dir: str | Path = ".") -> SimConfig:
                               params=dict(_take(st, "params", "strategy", {}, dict)))
     parents = tuple(_parent(t, k) for k, t in
                     enumerate(_take(data, "parents", "config", [], list)))
-    symbols = {i.symbol for i in instruments}
+    _check_quantities(instruments, venues, flow)
     for k, p in enumerate(parents):
-        if p.symbol not in symbols:
-            raise ConfigError(f"parents[{k}].symbol {p.symbol!r} is not an instrument")
+        _check_parent(p, k, session, instruments, venues)
     replay = None
     if "replay" in data:
         rt = _take(data, "replay", "config", kind=dict)
@@ -408,11 +511,14 @@ def config_from_dict(data: dict, base_dir: str | Path = ".") -> SimConfig:
                               flow=_take(rt, "flow", "replay", False, bool))
         if replay.quotes is None and replay.trades is None and replay.depth is None:
             raise ConfigError("replay needs quotes, depth and/or trades")
+        for kind in ("quotes", "trades", "depth"):
+            path = getattr(replay, kind)
+            if path is not None and not (Path(base_dir) / path).is_file():
+                raise ConfigError(f"replay.{kind}: no such file: {Path(base_dir) / path}")
     out = _take(data, "output", "config", {}, dict)
     _check_keys(out, {"dir", "formats", "plots"}, "output")
-    formats = tuple(_take(out, "formats", "output", ["parquet", "csv"], list))
-    if not set(formats) <= {"parquet", "csv"}:
-        raise ConfigError("output.formats: \"parquet\" and/or \"csv\"")
+    formats = parse_formats(_take(out, "formats", "output", list(OUTPUT_FORMATS), list),
+                            "output.formats")
     output = OutputConfig(dir=_take(out, "dir", "output", "out/sim", str), formats=formats,
                           plots=_take(out, "plots", "output", True, bool))
     return SimConfig(session=session, instruments=instruments, venues=venues, flow=flow,
@@ -433,6 +539,6 @@ def load_config(path: str | Path | None = None) -> SimConfig:
     p = Path(path) if path is not None else DEFAULT_CONFIG
     try:
         data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: {exc}") from exc
     return config_from_dict(data, base_dir=p.resolve().parent)

@@ -119,6 +119,10 @@ class SyntheticFlow:
                            _log1mp(insts[k].qty_to_lots(flow.taker_qty) / u)]
         r = np.array(rates, dtype=np.float64)
         self.total_rate = float(r.sum())
+        if not (math.isfinite(self.total_rate) and r.min(initial=0.0) >= 0):
+            # A nan or infinite rate would make every gap 0 or nan: time
+            # would never advance (``sim.config`` refuses such values first).
+            raise ValueError(f"background flow rates must be finite and >= 0, got {rates}")
         if self.total_rate <= 0:
             self.done = True
             cum_p = np.ones_like(r)

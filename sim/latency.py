@@ -18,6 +18,7 @@ Models (all in microseconds in configuration, nanoseconds out):
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,8 +60,10 @@ class LatencySpec:
         if self.model not in MODELS:
             raise ValueError(f"latency model {self.model!r}: expected one of {', '.join(MODELS)}")
         for name in ("mean_us", "std_us", "median_us", "sigma", "min_us"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"latency {name} must be >= 0")
+            value = getattr(self, name)
+            # ``not value >= 0`` also refuses nan, which every comparison fails.
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"latency {name} = {value!r}: must be a finite number >= 0")
 
     @property
     def typical_us(self) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import quote
 
 import matplotlib
 
@@ -21,6 +22,15 @@ from sim.clock import NS_PER_S  # noqa: E402
 
 def _minutes(ts, t0: int) -> np.ndarray:
     return (np.asarray(ts, dtype=np.int64) - t0) / (60 * NS_PER_S)
+
+
+def symbol_file_part(symbol: str) -> str:
+    """A symbol as it appears in a file name: ``"BRK/B"`` -> ``"BRK%2FB"``.
+
+    Everything but ASCII letters, digits and ``_.-~`` is percent-encoded, so
+    a symbol cannot name another folder and two symbols never share a file.
+    """
+    return quote(symbol, safe="")
 
 
 def plot_price_paths(result, out: Path) -> list[Path]:
@@ -57,7 +67,7 @@ def plot_price_paths(result, out: Path) -> list[Path]:
         ax.set_title(f"{symbol}: price path and fills")
         ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
-        path = out / f"price_{symbol}.png"
+        path = out / f"price_{symbol_file_part(symbol)}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)

@@ -17,14 +17,21 @@ depth (L2: price levels per venue, one row per level change)
     ``side``     ``B``/``bid``/``buy`` or ``S``/``ask``/``sell``
     ``price``    decimal
     ``qty``      decimal: the level's new total size; 0 or empty removes it
-    Rows with the same ``ts`` for the same book are one update (a snapshot
-    is such a group). A book is replayed from quotes or from depth, not both.
+    Rows with the same ``ts`` for the same book are one update, wherever
+    they are in the file (a snapshot is such a group). A book is replayed
+    from quotes or from depth, not both.
 
 trades
     ``ts``, ``venue``, ``symbol`` as above
     ``price``, ``qty``  decimal
     ``side``     optional aggressor side: ``B``/``buy`` or ``S``/``sell``;
                  when empty the side is inferred from the replayed quote
+
+A malformed row (an empty ``ts``, venue or symbol, a value that is not a
+decimal on the instrument's grid, an unknown side, a trade without a price
+or quantity) is refused with ``ReplayDataError`` naming the file, the row
+(from 1, header not counted) and the column. ``ts`` is read as an integer
+and never through a float.
 
 How the books follow the file. The replay keeps, per venue, instrument,
 side and price level, its own orders (account ``REPLAY_ACCOUNT``). When a
@@ -49,14 +56,14 @@ shipped in ``sim/data/`` was made with it (``python -m sim.replay``).
 from __future__ import annotations
 
 import argparse
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
 
 from ext.book import OP_ADD, OP_CANCEL, OP_REPLACE
 from ext.types import OrdType, Side, StpMode, TimeInForce
-from sim.clock import NS_PER_S, parse_duration
+from sim.clock import NS_PER_S, format_ts, parse_duration
 from sim.config import ConfigError, SimConfig, load_config
 
 REPLAY_ACCOUNT = 5
@@ -72,6 +79,14 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 BUY, SELL = int(Side.BUY), int(Side.SELL)
 
 
+class ReplayDataError(ConfigError):
+    """A replay file is unreadable, empty, outside the session or has a malformed row.
+
+    The message names the file (when known), the row (counted from 1, the
+    header not counted) and the column.
+    """
+
+
 # ---------------------------------------------------------------- loading
 
 def _columns(path: str | Path, columns: tuple[str, ...], decimal_columns: tuple[str, ...]):
@@ -79,7 +94,9 @@ def _columns(path: str | Path, columns: tuple[str, ...], decimal_columns: tuple[
     table = _read(path, decimal_columns)
     missing = [c for c in columns if c not in table.column_names]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        raise ReplayDataError(f"{path}: missing column(s) {', '.join(missing)}")
+    if table.num_rows == 0:
+        raise ReplayDataError(f"{path}: no data rows")
     out = {"ts": _ts_column(table, path)}
     for c in columns[1:]:
         out[c] = _text(table, c)
@@ -92,33 +109,48 @@ def _read(path: str | Path, decimal_columns: tuple[str, ...]):
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
     p = Path(path)
-    if p.suffix.lower() in (".parquet", ".pq"):
-        table = pq.read_table(p)
-    elif p.suffix.lower() in (".csv", ".txt") or p.name.endswith(".csv.gz"):
-        # Prices stay strings: a CSV "100.10" read as a float would no
-        # longer be the decimal that was written.
-        types = {c: pa.string() for c in decimal_columns + ("venue", "symbol", "side")}
-        table = pacsv.read_csv(p, convert_options=pacsv.ConvertOptions(
-            column_types=types, strings_can_be_null=True))
-    else:
-        raise ValueError(f"{p}: replay files are .csv or .parquet")
+    try:
+        if p.suffix.lower() in (".parquet", ".pq"):
+            table = pq.read_table(p)
+        elif p.suffix.lower() in (".csv", ".txt") or p.name.endswith(".csv.gz"):
+            # Prices stay strings: a CSV "100.10" read as a float would no
+            # longer be the decimal that was written.
+            types = {c: pa.string() for c in decimal_columns + ("venue", "symbol", "side")}
+            table = pacsv.read_csv(p, convert_options=pacsv.ConvertOptions(
+                column_types=types, strings_can_be_null=True))
+        else:
+            raise ReplayDataError(f"{p}: replay files are .csv or .parquet")
+    except (pa.ArrowException, OSError) as exc:
+        # Missing, unreadable, empty or not CSV/Parquet at all.
+        raise ReplayDataError(f"{p}: {exc}") from exc
     return table
 
 
 def _ts_column(table, path) -> np.ndarray:
+    """The ``ts`` column as int64 ns; never through a float (which would round it)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     if "ts" not in table.column_names:
-        raise ValueError(f"{path}: missing column 'ts'")
+        raise ReplayDataError(f"{path}: missing column 'ts'")
     col = table.column("ts")
-    if pa.types.is_timestamp(col.type):
-        col = pc.cast(col, pa.timestamp("ns")).cast(pa.int64())
-    elif pa.types.is_string(col.type):
-        # ISO 8601 text, e.g. "2026-01-05T10:00:00.000123456" (taken as UTC).
-        col = pc.cast(pc.cast(col, pa.timestamp("ns")), pa.int64())
-    elif not pa.types.is_integer(col.type):
-        raise ValueError(f"{path}: 'ts' must be int64 ns since the epoch or a timestamp")
-    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.int64)
+    try:
+        if pa.types.is_timestamp(col.type):
+            col = pc.cast(col, pa.timestamp("ns")).cast(pa.int64())
+        elif pa.types.is_string(col.type):
+            # ISO 8601 text, e.g. "2026-01-05T10:00:00.000123456" (taken as UTC).
+            col = pc.cast(pc.cast(col, pa.timestamp("ns")), pa.int64())
+        elif pa.types.is_integer(col.type):
+            col = pc.cast(col, pa.int64())          # a checked cast: no overflow
+        else:
+            raise ReplayDataError(f"{path}: column ts must be int64 ns since the epoch or a "
+                                  f"timestamp, not {col.type}")
+    except pa.ArrowException as exc:
+        raise ReplayDataError(f"{path}: column ts: {exc}") from exc
+    if col.null_count:
+        # pyarrow hands a column with nulls to numpy as float64: refuse first.
+        row = pc.index(pc.is_null(col), True).as_py()
+        raise ReplayDataError(f"{path}: row {row + 1}, column ts: empty")
+    return np.asarray(col.to_numpy(), dtype=np.int64)
 
 
 def _text(table, name: str) -> list:
@@ -142,8 +174,8 @@ def load_quotes(path: str | Path) -> dict[str, list | np.ndarray]:
 
     Raises
     ------
-    ValueError
-        On a missing column or an unreadable file.
+    ReplayDataError
+        On a missing, unreadable or empty file, a missing column or an empty ``ts``.
     """
     return _columns(path, QUOTE_COLUMNS, ("bid_px", "bid_qty", "ask_px", "ask_qty"))[0]
 
@@ -159,8 +191,8 @@ def load_depth(path: str | Path) -> dict[str, list | np.ndarray]:
 
     Raises
     ------
-    ValueError
-        On a missing column or an unreadable file.
+    ReplayDataError
+        On a missing, unreadable or empty file, a missing column or an empty ``ts``.
     """
     return _columns(path, DEPTH_COLUMNS, ("price", "qty"))[0]
 
@@ -186,54 +218,83 @@ class ReplayFeed:
         As returned by ``load_quotes`` / ``load_trades`` / ``load_depth``.
     venue_map : dict, optional
         File venue name -> configured venue name.
+    sources : dict, optional
+        ``{"quotes": path, ...}``: the files the tables came from, for error
+        messages.
 
     Raises
     ------
-    ValueError
-        If a row names an unknown venue or symbol, a price is off-tick, a
-        depth side is unknown, or a book is in both the quotes and the depth.
+    ReplayDataError
+        If a row names an unknown venue or symbol (or none), a price or
+        quantity is not a decimal on the instrument's grid, a depth or trade
+        side is unknown, a trade has no price or quantity, or a book is in
+        both the quotes and the depth.
     """
 
-    def __init__(self, market, quotes=None, trades=None, venue_map=None, depth=None) -> None:
+    def __init__(self, market, quotes=None, trades=None, venue_map=None, depth=None, *,
+                 sources: dict | None = None) -> None:
         self.market = market
         venue_map = dict(venue_map or {})
+        sources = dict(sources or {})
         rows = []          # (ts, order-in-ts, kind, book, a, b, c, d)
         self._inst_cache: dict = {}
         quote_books: set[int] = set()
         if quotes is not None:
-            books = self._books(quotes, venue_map)
+            cell = _Cells("quotes", sources.get("quotes"), quotes)
+            books = self._books(quotes, venue_map, cell)
             for k in range(len(quotes["ts"])):
                 b = books[k]
                 inst = market.instruments[b % market.n_instruments]
                 quote_books.add(b)
                 rows.append((int(quotes["ts"][k]), 1, 0, b,
-                             self._px(inst, quotes["bid_px"][k]), self._qty(inst, quotes["bid_qty"][k]),
-                             self._px(inst, quotes["ask_px"][k]), self._qty(inst, quotes["ask_qty"][k])))
+                             cell(k, "bid_px", self._px, inst),
+                             cell(k, "bid_qty", self._qty, inst),
+                             cell(k, "ask_px", self._px, inst),
+                             cell(k, "ask_qty", self._qty, inst)))
+        self.n_depth = 0
         if depth is not None:
-            books = self._books(depth, venue_map)
+            cell = _Cells("depth", sources.get("depth"), depth)
+            books = self._books(depth, venue_map, cell)
+            # One update per (ts, book), wherever its rows are in the file: a
+            # feed may interleave books within one instant.
+            groups: dict[tuple[int, int], list] = {}
             for k in range(len(depth["ts"])):
                 b = books[k]
                 if b in quote_books:
-                    raise ValueError(f"replay: {depth['venue'][k]}/{depth['symbol'][k]} is in "
+                    raise cell.error(k, "venue", f"{depth['venue'][k]}/{depth['symbol'][k]} is in "
                                      "both the quotes and the depth file")
                 inst = market.instruments[b % market.n_instruments]
                 side = _side(depth["side"][k])
                 if side == 0:
-                    raise ValueError(f"replay depth row {k}: side {depth['side'][k]!r} is not "
-                                     "B/bid/buy or S/ask/sell")
-                rows.append((int(depth["ts"][k]), 1, 2, b, side,
-                             self._px(inst, depth["price"][k]), self._qty(inst, depth["qty"][k]),
-                             0))
+                    raise cell.error(k, "side", f"side {depth['side'][k]!r} is not B/bid/buy or "
+                                     "S/ask/sell")
+                ts = int(depth["ts"][k])
+                changes = groups.get((ts, b))
+                if changes is None:
+                    changes = groups[(ts, b)] = []
+                    rows.append((ts, 1, 2, b, changes, 0, 0, 0))
+                changes.append((side, cell(k, "price", self._px, inst, True),
+                                cell(k, "qty", self._qty, inst)))
+                self.n_depth += 1
         if trades is not None:
-            books = self._books(trades, venue_map)
+            cell = _Cells("trades", sources.get("trades"), trades)
+            books = self._books(trades, venue_map, cell)
             for k in range(len(trades["ts"])):
                 b = books[k]
                 inst = market.instruments[b % market.n_instruments]
-                rows.append((int(trades["ts"][k]), 0, 1, b, self._px(inst, trades["price"][k]),
-                             self._qty(inst, trades["qty"][k]), _side(trades["side"][k]), 0))
+                text = trades["side"][k]
+                side = _side(text)
+                if side == 0 and text is not None and text.strip():
+                    raise cell.error(k, "side", f"side {text!r} is not B/buy or S/sell (or empty)")
+                qty = cell(k, "qty", self._qty, inst)
+                if qty == 0:
+                    raise cell.error(k, "qty", "a trade needs a positive quantity")
+                rows.append((int(trades["ts"][k]), 0, 1, b, cell(k, "price", self._px, inst, True),
+                             qty, side, 0))
         # A trade sorts before a quote or depth change with the same time:
         # those show the book after the trade. The sort is stable, so rows
-        # of one time keep their file order.
+        # of one time keep their file order (a depth update is where its
+        # first row was).
         rows.sort(key=lambda r: (r[0], r[1]))
         self.rows = rows
         self.pos = 0
@@ -241,51 +302,79 @@ class ReplayFeed:
         # Per (book, side): {price: the replay's orders there, oldest first}.
         self.levels: dict[tuple[int, int], dict[int, list[int]]] = {}
         self.n_quotes = sum(1 for r in rows if r[2] == 0)
-        self.n_depth = sum(1 for r in rows if r[2] == 2)
-        self.n_trades = len(rows) - self.n_quotes - self.n_depth
+        self.n_trades = sum(1 for r in rows if r[2] == 1)
 
     @classmethod
     def from_config(cls, config: SimConfig, market) -> "ReplayFeed":
-        """The feed described by ``config.replay`` (paths relative to the config file)."""
-        rc = config.replay
-        quotes = load_quotes(config.resolve(rc.quotes)) if rc.quotes else None
-        trades = load_trades(config.resolve(rc.trades)) if rc.trades else None
-        depth = load_depth(config.resolve(rc.depth)) if rc.depth else None
-        return cls(market, quotes, trades, rc.venue_map, depth)
+        """The feed described by ``config.replay`` (paths relative to the config file).
 
-    def _books(self, data, venue_map) -> list[int]:
+        Raises
+        ------
+        ReplayDataError
+            As the loaders (the message starting with the configuration key,
+            ``replay.quotes``, ...) and the constructor; also when no row of
+            a file falls in the session (from the clock start, warm-up
+            included, to the session end): a wrong date or file.
+        """
+        rc = config.replay
+        tables, sources = {}, {}
+        for kind, load in (("quotes", load_quotes), ("trades", load_trades),
+                           ("depth", load_depth)):
+            if getattr(rc, kind):
+                sources[kind] = config.resolve(getattr(rc, kind))
+                try:
+                    tables[kind] = load(sources[kind])
+                except ReplayDataError as exc:
+                    raise ReplayDataError(f"replay.{kind}: {exc}") from None
+                _check_session(market, kind, tables[kind]["ts"], sources[kind])
+        return cls(market, tables.get("quotes"), tables.get("trades"), rc.venue_map,
+                   tables.get("depth"), sources=sources)
+
+    def _books(self, data, venue_map, cell) -> list[int]:
         m = self.market
         out = []
         cache: dict = {}
-        for venue, symbol in zip(data["venue"], data["symbol"]):
+        for k, (venue, symbol) in enumerate(zip(data["venue"], data["symbol"])):
             key = (venue, symbol)
             if key not in cache:
+                if venue is None or symbol is None:
+                    raise cell.error(k, "venue" if venue is None else "symbol", "empty")
                 name = venue_map.get(venue, venue)
                 try:
                     b = m.book_index(name, symbol)
                 except KeyError as exc:
-                    raise ValueError(f"replay row for {venue}/{symbol}: {exc.args[0]}") from None
+                    raise cell.error(k, "venue", f"{venue}/{symbol}: {exc.args[0]}") from None
                 if m.venues[m.venue_index(name)].dark:
-                    raise ValueError(f"replay row for {venue}: a dark pool has no quotes to replay")
+                    raise cell.error(k, "venue", f"{venue}: a dark pool has no quotes to replay")
                 cache[key] = b
             out.append(cache[key])
         return out
 
-    def _px(self, inst, text) -> int:
-        if text is None or text in ("0", "0.0"):
+    def _px(self, inst, text, required: bool = False) -> int:
+        """Ticks of a price; 0 when empty or zero (a quote's empty side) unless ``required``."""
+        if text is None:
+            if required:
+                raise ValueError("empty")
             return 0
         key = (inst.symbol, "p", text)
-        if key not in self._inst_cache:
-            self._inst_cache[key] = inst.price_to_ticks(text)
-        return self._inst_cache[key]
+        ticks = self._inst_cache.get(key)
+        if ticks is None:
+            # The value, not the text: "0", "0.00" and "0E-2" are all zero.
+            ticks = 0 if _decimal(text) == 0 else inst.price_to_ticks(text)
+            self._inst_cache[key] = ticks
+        if ticks == 0 and required:
+            raise ValueError(f"{text!r}: must be positive")
+        return ticks
 
     def _qty(self, inst, text) -> int:
-        if text is None or Decimal(text) == 0:
+        if text is None:
             return 0
         key = (inst.symbol, "q", text)
-        if key not in self._inst_cache:
-            self._inst_cache[key] = inst.qty_to_lots(text)
-        return self._inst_cache[key]
+        lots = self._inst_cache.get(key)
+        if lots is None:
+            lots = 0 if _decimal(text) == 0 else inst.qty_to_lots(text)
+            self._inst_cache[key] = lots
+        return lots
 
     # ------------------------------------------------------------ running
 
@@ -304,14 +393,8 @@ class ReplayFeed:
                 self._quote(row[3], row[4], row[5], row[6], row[7])
             elif row[2] == 2:
                 # One update: every depth row of this time and book.
-                changes = [(row[4], row[5], row[6])]
-                while (self.pos < len(rows) and rows[self.pos][0] == row[0]
-                       and rows[self.pos][2] == 2 and rows[self.pos][3] == row[3]):
-                    r = rows[self.pos]
-                    changes.append((r[4], r[5], r[6]))
-                    self.pos += 1
-                    n += 1
-                self._depth(row[3], changes)
+                self._depth(row[3], row[4])
+                n += len(row[4]) - 1
             else:
                 self._trade(row[3], row[4], row[5], row[6])
             n += 1
@@ -417,6 +500,44 @@ class ReplayFeed:
         self.market.loop.external(book, OP_ADD, self._new_id(book), side, px, qty,
                                   int(OrdType.LIMIT), int(TimeInForce.IOC),
                                   REPLAY_TAKER_ACCOUNT, int(StpMode.STP_NONE))
+
+
+def _check_session(market, kind: str, ts, source) -> None:
+    """Refuse a table none of whose rows falls in the session (a wrong date or file)."""
+    if len(ts) == 0:
+        return
+    lo, hi = market.clock_start, market.session_end
+    ts = np.asarray(ts, dtype=np.int64)
+    inside = np.count_nonzero((ts >= lo) & (ts <= hi))
+    if not inside:
+        raise ReplayDataError(
+            f"replay.{kind} {source}: no row falls in the session ({format_ts(lo)} to "
+            f"{format_ts(hi)}); the rows span {format_ts(int(np.min(ts)))} to "
+            f"{format_ts(int(np.max(ts)))} (check session.date and the file)")
+
+
+class _Cells:
+    """Reads one table's cells, naming the file, row and column when one is malformed."""
+
+    def __init__(self, kind: str, source, data: dict) -> None:
+        self.where = f"{source}: " if source else f"replay {kind}: "
+        self.data = data
+
+    def error(self, k: int, column: str, message: str) -> ReplayDataError:
+        return ReplayDataError(f"{self.where}row {k + 1}, column {column}: {message}")
+
+    def __call__(self, k: int, column: str, convert, inst, *args):
+        try:
+            return convert(inst, self.data[column][k], *args)
+        except ValueError as exc:
+            raise self.error(k, column, str(exc)) from None
+
+
+def _decimal(text) -> Decimal:
+    try:
+        return Decimal(text)
+    except (InvalidOperation, TypeError, ValueError):
+        raise ValueError(f"{text!r} is not a decimal number") from None
 
 
 def _side(text) -> int:
@@ -584,7 +705,8 @@ def main(argv=None) -> int:
 
 
 __all__ = ["load_quotes", "load_trades", "load_depth", "ReplayFeed", "record_sample",
-           "record_depth_sample", "write_tables", "REPLAY_ACCOUNT", "REPLAY_ID_BASE", "ConfigError"]
+           "record_depth_sample", "write_tables", "REPLAY_ACCOUNT", "REPLAY_ID_BASE", "ConfigError",
+           "ReplayDataError"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

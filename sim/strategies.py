@@ -33,6 +33,7 @@ the venue that pays best for liquidity, then sweep what is left).
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 
 from ext.simloop import Liquidity, ReportKind, StrategyCore  # noqa: F401  (re-exported)
@@ -76,6 +77,74 @@ class ParentOrder:
     params: dict = field(default_factory=dict)
 
 
+# ---------------------------------------------------------------- parameter checks
+#
+# A check takes (name, value, venues) and returns the value or raises
+# ValueError naming the parameter; ``venues`` are the market's venues (objects
+# with ``name`` and ``dark``), or None when they are not known.
+
+def integer_param(low: int, optional: bool = False):
+    """A check: an integer >= ``low`` (or None if ``optional``)."""
+    def check(name, value, venues=None):
+        if value is None and optional:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} = {value!r}: must be an integer >= {low}"
+                             + (" or omitted" if optional else ""))
+        return value
+    return check
+
+
+def fraction_param(name, value, venues=None):
+    """A check: a number from 0 to 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not (math.isfinite(value) and 0 <= value <= 1):
+        raise ValueError(f"{name} = {value!r}: must be a number from 0 to 1")
+    return value
+
+
+def duration_param(name, value, venues=None):
+    """A check: a positive duration (``"1s"``, ``"250ms"``, or an int of ns)."""
+    try:
+        ns = parse_duration(value)
+    except (ValueError, TypeError):
+        ns = 0
+    if ns <= 0:
+        raise ValueError(f"{name} = {value!r}: must be a positive duration such as \"1s\" "
+                         "or \"250ms\"")
+    return value
+
+
+def lit_venue_param(name, value, venues=None):
+    """A check: None or the name of a lit venue."""
+    if value is None:
+        return value
+    lit = [v.name for v in venues if not v.dark] if venues is not None else None
+    if not isinstance(value, str) or (lit is not None and value not in lit):
+        raise ValueError(f"{name} = {value!r}: must be the name of a lit venue"
+                         + (f" ({', '.join(lit)})" if lit else ""))
+    return value
+
+
+def venue_list_param(name, value, venues=None):
+    """A check: None or a non-empty list of venue names or indices."""
+    if value is None:
+        return value
+    names = [v.name for v in venues] if venues is not None else None
+    ok = isinstance(value, (list, tuple)) and len(value) > 0
+    for v in value if ok else ():
+        if isinstance(v, str):
+            ok = ok and (names is None or v in names)
+        elif isinstance(v, int) and not isinstance(v, bool):
+            ok = ok and v >= 0 and (names is None or v < len(names))
+        else:
+            ok = False
+    if not ok:
+        raise ValueError(f"{name} = {value!r}: must be a non-empty list of venue names or indices"
+                         + (f" ({', '.join(names)})" if names else ""))
+    return value
+
+
 class ExecutionStrategy(StrategyCore):
     """Base class of execution strategies (see the module docstring).
 
@@ -94,21 +163,50 @@ class ExecutionStrategy(StrategyCore):
     Raises
     ------
     ValueError
-        On an unknown parameter.
+        On an unknown parameter or one ``checks`` refuses.
     """
 
     name = "base"
     #: Parameters a subclass accepts, with defaults.
     defaults: dict = {}
+    #: Per parameter, a check ``(name, value, venues) -> value`` raising
+    #: ValueError (``integer_param``, ``fraction_param``, ...); a parameter
+    #: without one is taken as given.
+    checks: dict = {}
+
+    @classmethod
+    def check_params(cls, params: dict, venues=None) -> dict:
+        """The parameters with the defaults filled in, each checked.
+
+        Parameters
+        ----------
+        params : dict
+        venues : sequence, optional
+            Objects with ``name`` and ``dark`` (``VenueConfig``, ``VenueInfo``)
+            for checks of venue names.
+
+        Raises
+        ------
+        ValueError
+            Naming the first unknown or invalid parameter.
+        """
+        unknown = set(params) - set(cls.defaults)
+        if unknown:
+            raise ValueError(f"strategy {cls.name!r}: unknown parameter(s) "
+                             f"{', '.join(sorted(unknown))}; known: {', '.join(cls.defaults)}")
+        merged = {**cls.defaults, **params}
+        for key, check in cls.checks.items():
+            try:
+                merged[key] = check(key, merged[key], venues)
+            except ValueError as exc:
+                raise ValueError(f"strategy {cls.name!r}: {exc}") from None
+        return merged
 
     def __init__(self, market, parent: ParentOrder, **params) -> None:
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise ValueError(f"strategy {self.name!r}: unknown parameter(s) "
-                             f"{', '.join(sorted(unknown))}; known: {', '.join(self.defaults)}")
+        params = self.check_params(params, market.venues)
         super().__init__(market.loop, market.instrument_index(parent.symbol), parent.side,
                          parent.qty, parent.account)
-        self.params = {**self.defaults, **params}
+        self.params = params
         self.market = market
         self.parent = parent
         self.is_buy = parent.side == BUY
@@ -243,6 +341,10 @@ class SweepStrategy(ExecutionStrategy):
 
     name = "sweep"
     defaults = {"depth": 10, "dark_fraction": 0.0, "retry": "1s", "limit_ticks": None}
+    checks = {"depth": integer_param(1), "dark_fraction": fraction_param,
+              "retry": duration_param, "limit_ticks": integer_param(0, optional=True)}
+    #: When the pending retry timer fires (0: none pending).
+    retry_at = 0
 
     def on_start(self) -> None:
         self.retry_ns = parse_duration(self.params["retry"])
@@ -255,10 +357,11 @@ class SweepStrategy(ExecutionStrategy):
 
     def sweep(self, qty: int) -> None:
         """Send IOC orders for ``qty`` lots now (less what the dark part takes)."""
+        # Never more than the parent still needs, whatever the parameters.
         qty = min(qty, self.remaining - self.open_qty)
         if qty <= 0:
             return
-        dark_qty = int(qty * self.params["dark_fraction"])
+        dark_qty = min(int(qty * self.params["dark_fraction"]), qty)
         darks = [v for v in self.market.dark_venues() if self.market.is_open(v.index)]
         if dark_qty > 0 and darks:
             self.send(darks[0].index, dark_qty, 0, LIMIT, IOC)
@@ -267,8 +370,16 @@ class SweepStrategy(ExecutionStrategy):
                           self.params["depth"], self.limit)
         for venue, price, q in plan:
             self.send(venue, q, price, LIMIT, IOC)
-        if not plan and not self.working:
-            self.wake_at(self.now + self.retry_ns)
+        if not plan and self.retry_at <= self.now:
+            # Nothing visible: look again after ``retry``, also when a dark
+            # IOC is out (sweeping again as soon as it came back would ping
+            # the pool once per round trip).
+            self.retry_at = self.now + self.retry_ns
+            self.wake_at(self.retry_at)
+
+    def next_round(self) -> bool:
+        """Every child of this round has answered and no retry is pending."""
+        return not self.working and self.now >= self.retry_at
 
     def on_timer(self) -> None:
         self.sweep(self.remaining)
@@ -276,7 +387,7 @@ class SweepStrategy(ExecutionStrategy):
     def on_child_done(self, report) -> None:
         # Sweep again once every IOC of this round has answered: what is
         # left missed because the book moved while the orders travelled.
-        if not self.working and self.remaining > 0:
+        if self.remaining > 0 and self.next_round():
             self.sweep(self.remaining)
 
 
@@ -297,11 +408,12 @@ class TwapStrategy(SweepStrategy):
 
     name = "twap"
     defaults = {**SweepStrategy.defaults, "slices": 10}
+    checks = {**SweepStrategy.checks, "slices": integer_param(1)}
 
     def on_start(self) -> None:
         self.retry_ns = parse_duration(self.params["retry"])
         self.limit = None
-        self.slices = max(1, int(self.params["slices"]))
+        self.slices = self.params["slices"]
         self.interval = (self.parent.end_ns - self.parent.start_ns) // self.slices
         self.slice = 0
         self.on_timer()
@@ -319,7 +431,7 @@ class TwapStrategy(SweepStrategy):
         self.sweep(self.target() - self.filled)
 
     def on_child_done(self, report) -> None:
-        if not self.working and self.target() - self.filled > 0:
+        if self.target() - self.filled > 0 and self.next_round():
             self.sweep(self.target() - self.filled)
 
 
@@ -348,6 +460,8 @@ class PassiveAggressiveStrategy(SweepStrategy):
     name = "passive_aggressive"
     defaults = {**SweepStrategy.defaults, "passive_fraction": 0.6, "reprice": "2s",
                 "venue": None}
+    checks = {**SweepStrategy.checks, "passive_fraction": fraction_param,
+              "reprice": duration_param, "venue": lit_venue_param}
 
     def on_start(self) -> None:
         self.retry_ns = parse_duration(self.params["retry"])
@@ -371,7 +485,8 @@ class PassiveAggressiveStrategy(SweepStrategy):
                 return (m_pl * 100 + px * m_cb, v.latency_us, v.index)
             self.venue = min(lit, key=maker_cost).index
         darks = self.market.dark_venues()
-        dark_qty = int(self.parent.qty * self.params["dark_fraction"])
+        dark_qty = min(int(self.parent.qty * self.params["dark_fraction"]),
+                       self.remaining - self.open_qty)
         if dark_qty > 0 and darks:
             self.send(darks[0].index, dark_qty, 0, LIMIT, DAY)
         self.post()
@@ -414,7 +529,7 @@ class PassiveAggressiveStrategy(SweepStrategy):
     def on_child_done(self, report) -> None:
         if report.child_id == self.passive_child:
             self.passive_child = None
-        if self.aggressive and not self.working and self.remaining > 0:
+        if self.aggressive and self.remaining > 0 and self.next_round():
             self.sweep(self.remaining)
 
 
@@ -440,6 +555,8 @@ class PeriodicTakerStrategy(PeriodicTakerCore, ExecutionStrategy):
 
     name = "periodic_taker"
     defaults = {"interval": "1s", "child_qty": 1, "venues": None}
+    checks = {"interval": duration_param, "child_qty": integer_param(1),
+              "venues": venue_list_param}
 
     def on_start(self) -> None:
         interval = self.params["interval"]
@@ -479,9 +596,12 @@ def resolve_strategy(name: str) -> type[ExecutionStrategy]:
     """
     if name in STRATEGIES:
         return STRATEGIES[name]
-    if ":" in name:
+    if isinstance(name, str) and ":" in name:
         module, _, attr = name.partition(":")
-        cls = getattr(importlib.import_module(module), attr)
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"strategy {name!r}: {exc}") from exc
         if not (isinstance(cls, type) and issubclass(cls, ExecutionStrategy)):
             raise ValueError(f"{name} is not an ExecutionStrategy subclass")
         return cls
@@ -491,4 +611,5 @@ def resolve_strategy(name: str) -> type[ExecutionStrategy]:
 
 __all__ = ["ExecutionStrategy", "ParentOrder", "SweepStrategy", "TwapStrategy",
            "PassiveAggressiveStrategy", "PeriodicTakerStrategy", "STRATEGIES", "register_strategy", "resolve_strategy",
-           "plan_sweep", "Liquidity", "NS_PER_S"]
+           "plan_sweep", "Liquidity", "NS_PER_S", "integer_param", "fraction_param",
+           "duration_param", "lit_venue_param", "venue_list_param"]

@@ -99,3 +99,64 @@ def test_config_paths_resolve_against_the_file(tmp_path):
     (tmp_path / "c.toml").write_text(text)
     c = load_config(tmp_path / "c.toml")
     assert c.session.seed == 3 and c.base_dir == str(tmp_path) and data
+
+
+INF, NAN = float("inf"), float("nan")
+VENUE = {"name": "A", "hours": ["09:30:00", "16:00:00"]}
+
+
+@pytest.mark.parametrize("section,value,message", [
+    # Non-finite numbers (valid TOML) would stall the flow generator.
+    ("flow", {"lp_rate": INF}, r"flow.lp_rate = inf: must be a finite number"),
+    ("flow", {"lp_rate": NAN}, r"flow.lp_rate = nan: must be a finite number"),
+    ("flow", {"half_spread_ticks": NAN}, r"flow.half_spread_ticks = nan"),
+    ("flow", {"lp_rate": 1e300}, r"background events per simulated second"),
+    ("instruments", [{"symbol": "AAA", "volatility": NAN}], r"instruments\[0\].volatility = nan"),
+    ("instruments", [{"symbol": "AAA", "activity": INF}], r"instruments\[0\].activity = inf"),
+    ("venues", [{"name": "A", "flow_scale": INF}], r"venues\[0\].flow_scale = inf"),
+    ("venues", [{"name": "A", "latency": {"mean_us": NAN}}], r"venues\[0\].latency.mean_us = nan"),
+    ("venues", [{"name": "A", "latency": {"seed": -5}}], r"venues\[0\].latency.seed = -5"),
+    ("session", {"seed": -1}, r"session.seed = -1: must be an integer from 0"),
+    ("session", {"seed": 2 ** 64}, r"session.seed"),
+    ("venues", [{"name": "A", "hours": ["09:30:00", 16]}], r"venues\[0\].hours must be"),
+    # Known only per instrument: fees and flow sizes on the instrument's grid.
+    ("venues", [{"name": "A", "fees": {"maker_per_share": "abc"}}],
+     r"venues\[0\].fees: maker_per_share: 'abc' is not a decimal"),
+    ("venues", [{"name": "A", "fees": {"taker_per_share": "0.00000001"}}],
+     r"venues\[0\].fees: taker_per_share .* finer than one fee unit"),
+    ("flow", {"lp_qty": "0"}, r"flow.lp_qty: qty must be positive"),
+    ("instruments", [{"symbol": "AAA", "lot_size": "100"}],
+     r"flow.taker_qty: qty '150' is not a multiple of 100 \(instrument AAA, lot_size 100\)"),
+    # Parents that could not execute.
+    ("parents", [{"symbol": "AAA", "side": "buy", "qty": "0"}], r"parents\[0\].qty: .*positive"),
+    ("parents", [{"symbol": "AAA", "side": "buy", "qty": "1.5"}], r"parents\[0\].qty"),
+    ("parents", [{"symbol": "AAA", "side": "buy", "qty": "1", "duration": "0s"}],
+     r"parents\[0\]: the window 10:00:00 to 10:00:00 is empty"),
+    ("parents", [{"symbol": "AAA", "side": "buy", "qty": "1", "start": "09:00:00",
+                  "duration": "8s"}], r"parents\[0\]: the window .* is not inside the session"),
+    ("parents", [{"symbol": "AAA", "side": "buy", "qty": "1", "start": "10:05:00",
+                  "duration": "10m"}], r"not inside the session"),
+    ("parents", [{"symbol": "AAA", "side": "buy", "qty": "1", "account": 1}],
+     r"parents\[0\].account = 1: accounts 1-4 are the background flow's and 5-6 the replay's"),
+    ("parents", [{"symbol": "AAA", "side": "buy", "qty": "1", "account": 6}], r"account = 6"),
+    ("output", {"formats": ["CSV"]}, r"output.formats: unknown format\(s\) 'CSV'"),
+    ("replay", {"quotes": "/nonexistent/q.csv"}, r"replay.quotes: no such file"),
+])
+def test_values_that_would_hang_or_execute_nothing_are_refused_at_load(section, value, message):
+    with pytest.raises(ConfigError, match=message):
+        config(QUIET, **{section: value})
+
+
+def test_a_parent_window_outside_every_lit_venues_hours_is_refused():
+    late = [{**v, "hours": ["14:00:00", "16:00:00"]} if v.get("kind") != "dark" else v
+            for v in QUIET["venues"]]
+    with pytest.raises(ConfigError, match=r"parents\[0\]: .* outside every lit venue's hours"):
+        config(QUIET, venues=late)
+    # One lit venue open for part of the window is enough.
+    config(QUIET, venues=[{**late[0], "hours": ["10:05:00", "16:00:00"]}] + late[1:])
+
+
+def test_latency_spec_refuses_non_finite_values():
+    for bad in (NAN, INF):
+        with pytest.raises(ValueError, match="mean_us"):
+            LatencySpec("fixed", mean_us=bad)

@@ -105,3 +105,12 @@ def test_price_models_move_and_stay_positive(model):
     m, _ = chunks(4, instruments=[inst])
     ref = m.flow.reference(0)
     assert ref > 0 and ref != 5000.0
+
+
+def test_a_non_finite_rate_built_around_the_config_check_is_refused_not_run_forever():
+    cfg = config(SMALL, flow=FLOW)
+    for bad in (float("inf"), float("nan")):
+        # FlowConfig is a plain dataclass: a program can set what a file cannot.
+        broken = cfg.with_overrides(flow=replace(cfg.flow, lp_rate=bad))
+        with pytest.raises(ValueError, match="flow rates must be finite"):
+            Market(broken)

@@ -1,4 +1,6 @@
 """Historical replay: the shipped sample loads (CSV and Parquet) and drives the venues."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -6,7 +8,9 @@ from ext.simloop import Liquidity, ReportKind as K
 from sim.backtest import Backtest
 from sim.config import load_config
 from sim.market import Market
-from sim.replay import DATA_DIR, ReplayFeed, load_quotes, load_trades, write_tables
+from sim.replay import (
+    DATA_DIR, ReplayDataError, ReplayFeed, load_quotes, load_trades, write_tables,
+)
 from tests.unit.sim.helpers import BUY, GTC, LIMIT, Recorder
 
 REPLAY = "sim/configs/replay.toml"
@@ -100,3 +104,77 @@ def test_backtest_on_the_shipped_replay_fills_its_parent():
     assert order["filled"] == order["qty"] == 3000
     assert result.events > 100          # rows replayed up to the end of the sweep
     assert set(result.fills["venue"]) <= {"NEXA", "BRIX", "COVE"}
+
+
+# ---------------------------------------------------------------- malformed files
+
+QUOTES_HEADER = "ts,venue,symbol,bid_px,bid_qty,ask_px,ask_qty\n"
+T0 = 1767607200000000000          # 2026-01-05 10:00:00, the replay session's start
+
+
+def test_an_empty_ts_is_refused_naming_file_row_and_column(tmp_path):
+    # With a null in it, pyarrow hands the column to numpy as float64: the empty
+    # cell became INT64_MIN and every other ts was rounded by up to 256 ns.
+    path = tmp_path / "q.csv"
+    path.write_text(QUOTES_HEADER + f"{T0 + 1},NEXA,AAA,50.00,1,50.01,1\n"
+                    ",NEXA,AAA,50.00,2,50.01,1\n")
+    with pytest.raises(ReplayDataError, match=r"q.csv: row 2, column ts: empty"):
+        load_quotes(path)
+    path.write_text(QUOTES_HEADER + f"{T0 + 1},NEXA,AAA,50.00,1,50.01,1\n")
+    assert load_quotes(path)["ts"].tolist() == [T0 + 1]          # exact, not rounded
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", r"Empty CSV file"),
+    (QUOTES_HEADER, r"no data rows"),
+])
+def test_an_empty_file_is_refused(tmp_path, text, message):
+    (tmp_path / "q.csv").write_text(text)
+    with pytest.raises(ReplayDataError, match=message):
+        load_quotes(tmp_path / "q.csv")
+
+
+def test_a_zero_quote_price_in_any_notation_is_an_empty_side():
+    m = Market(load_config(REPLAY))
+    feed = ReplayFeed(m, quotes={"ts": [T0], "venue": ["NEXA"], "symbol": ["AAA"],
+                                 "bid_px": ["0.00"], "bid_qty": ["0"], "ask_px": ["49.98"],
+                                 "ask_qty": ["100"]})
+    feed.run_until(T0)
+    assert m.bbo("NEXA", "AAA") == (0, 0, 4998, 100)
+
+
+def trades(**column):
+    data = {"ts": [T0, T0 + 1], "venue": ["NEXA"] * 2, "symbol": ["AAA"] * 2,
+            "price": ["50.00"] * 2, "qty": ["100"] * 2, "side": ["B", "S"]}
+    for name, value in column.items():
+        data[name] = [data[name][0], value]
+    return data
+
+
+@pytest.mark.parametrize("column,value,message", [
+    ("side", "X", r"replay trades: row 2, column side: side 'X' is not B/buy or S/sell"),
+    ("qty", "abc", r"row 2, column qty: 'abc' is not a decimal number"),
+    ("qty", None, r"row 2, column qty: a trade needs a positive quantity"),
+    ("price", None, r"row 2, column price: empty"),
+    ("price", "0.00", r"row 2, column price: '0.00': must be positive"),
+    ("price", "50.001", r"row 2, column price: .*multiple of 0.01"),
+    ("venue", None, r"row 2, column venue: empty"),
+])
+def test_a_malformed_trade_row_is_refused(column, value, message):
+    m = Market(load_config(REPLAY))
+    ReplayFeed(m, trades=trades())
+    with pytest.raises(ReplayDataError, match=message):
+        ReplayFeed(m, trades=trades(**{column: value}))
+
+
+def test_a_backtest_on_replay_data_outside_the_session_is_refused(tmp_path):
+    day = 86_400 * 10**9
+    rows = (DATA_DIR / "sample_quotes.csv").read_text().splitlines()
+    shifted = [rows[0]] + [f"{int(r.split(',', 1)[0]) + day},{r.split(',', 1)[1]}"
+                           for r in rows[1:]]
+    (tmp_path / "q.csv").write_text("\n".join(shifted) + "\n")
+    cfg = load_config(REPLAY)
+    cfg = cfg.with_overrides(replay=dataclasses.replace(cfg.replay, quotes=str(tmp_path / "q.csv")))
+    with pytest.raises(ReplayDataError, match=r"replay.quotes .*q.csv: no row falls in the "
+                                              r"session .* the rows span 2026-01-06"):
+        Backtest(cfg).run()

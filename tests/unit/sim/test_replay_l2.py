@@ -216,3 +216,24 @@ def test_pegged_flow_quotes_stay_around_the_replayed_market():
     assert len(flow_prices) > 20 and len(mids) > 30
     # within a few ticks of the replayed mid (the depth decay's tail aside)
     assert np.percentile(flow_prices, 90) <= 2 * 6
+
+
+def test_an_update_is_grouped_by_time_and_book_even_when_books_interleave():
+    # One NEXA update at t1 (bid up to 50.00, ask 50.00 leaves, new ask 50.01)
+    # with a BRIX row in the middle of it: still one update, decreases first,
+    # so the new bid does not meet the ask the same update removes.
+    t0 = load_config(REPLAY).session.start_ns
+    t1 = 1_000 * MS
+    snap = [(0, v, "AAA", s, px, "100") for v in ("NEXA", "BRIX")
+            for s, px in (("B", "49.99"), ("S", "50.00"))]
+    update = [(t1, "NEXA", "AAA", "B", "50.00", "100"), (t1, "BRIX", "AAA", "B", "49.98", "100"),
+              (t1, "NEXA", "AAA", "S", "50.00", "0"), (t1, "NEXA", "AAA", "S", "50.01", "100")]
+    m = Market(load_config(REPLAY), record_tape=True)
+    feed = ReplayFeed(m, depth=mini(t0, snap + update))
+    feed.run_until(t0 + t1)
+    bids, asks = m.depth("NEXA", "AAA", 5)
+    assert bids.tolist() == [(5000, 100, 1), (4999, 100, 1)]
+    assert asks.tolist() == [(5001, 100, 1)]
+    assert len(m.tape()[0]) == 0                       # nothing traded
+    assert m.bbo("BRIX", "AAA")[:2] == (4999, 100)
+    assert feed.n_depth == 8 and feed.done

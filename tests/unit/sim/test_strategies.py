@@ -2,11 +2,15 @@
 import pytest
 
 from ext.simloop import Liquidity, ReportKind as K
+from sim.backtest import Backtest, OverfillError
+from sim.config import ConfigError
 from sim.strategies import (
-    ExecutionStrategy, ParentOrder, PassiveAggressiveStrategy, SweepStrategy, TwapStrategy,
-    plan_sweep, resolve_strategy,
+    ExecutionStrategy, ParentOrder, PassiveAggressiveStrategy, PeriodicTakerStrategy,
+    SweepStrategy, TwapStrategy, plan_sweep, register_strategy, resolve_strategy,
 )
-from tests.unit.sim.helpers import BUY, QUIET, SELL, US, add, quiet_market
+from tests.unit.sim.helpers import (
+    BUY, IOC, LIMIT, QUIET, SELL, SMALL, US, add, config, quiet_market,
+)
 
 S = 1_000_000_000
 
@@ -144,3 +148,96 @@ def test_a_custom_strategy_sees_only_the_hooks_it_defines():
     s.cancel_all()
     m.run_until(m.now + S // 100)
     assert s.seen == [("fill", 3), ("done", int(K.RPT_CANCELED))] and not s.working
+
+
+# ---------------------------------------------------------------- parameters and limits
+
+@pytest.mark.parametrize("cls,params,message", [
+    (SweepStrategy, {"dark_fraction": 3.0}, r"dark_fraction = 3.0: must be a number from 0 to 1"),
+    (SweepStrategy, {"dark_fraction": -0.1}, r"dark_fraction"),
+    (SweepStrategy, {"dark_fraction": float("nan")}, r"dark_fraction"),
+    (SweepStrategy, {"depth": 0}, r"depth = 0: must be an integer >= 1"),
+    (SweepStrategy, {"retry": "0s"}, r"retry = '0s': must be a positive duration"),
+    (SweepStrategy, {"retry": "soon"}, r"retry"),
+    (SweepStrategy, {"limit_ticks": -1}, r"limit_ticks = -1"),
+    (TwapStrategy, {"slices": 0}, r"slices = 0: must be an integer >= 1"),
+    (TwapStrategy, {"slices": -3}, r"slices = -3"),
+    (TwapStrategy, {"slices": 2.5}, r"slices = 2.5"),
+    (TwapStrategy, {"slices": True}, r"slices = True"),
+    (PassiveAggressiveStrategy, {"passive_fraction": 1.5}, r"passive_fraction"),
+    (PassiveAggressiveStrategy, {"reprice": 0}, r"reprice"),
+    (PassiveAggressiveStrategy, {"venue": "NOPE"}, r"venue = 'NOPE': must be the name of a lit "
+                                                   r"venue \(FAST, BPS, INV\)"),
+    (PassiveAggressiveStrategy, {"venue": "POOL"}, r"venue = 'POOL'"),
+    (PeriodicTakerStrategy, {"child_qty": 0}, r"child_qty = 0"),
+    (PeriodicTakerStrategy, {"venues": []}, r"venues = \[\]"),
+    (PeriodicTakerStrategy, {"venues": ["FAST", 9]}, r"venues"),
+])
+def test_out_of_range_parameters_are_refused_naming_the_parameter(cls, params, message):
+    m = quiet_market()
+    with pytest.raises(ValueError, match=message):
+        cls(m, parent(m), **params)
+    with pytest.raises(ValueError, match=message):
+        cls.check_params(params, m.venues)
+
+
+def test_backtest_refuses_bad_parameters_before_running_naming_the_key():
+    with pytest.raises(ConfigError, match=r"strategy.params: strategy 'sweep': dark_fraction"):
+        Backtest(config(SMALL), strategy="sweep", params={"dark_fraction": 3.0})
+    own = {"parents": [{**SMALL["parents"][0], "strategy": "twap", "params": {"slices": 0}}]}
+    with pytest.raises(ConfigError, match=r"parents\[0\].params: strategy 'twap': slices = 0"):
+        Backtest(config(SMALL, **own))
+    with pytest.raises(ConfigError, match=r"strategy.name: unknown strategy 'twapp'"):
+        Backtest(config(SMALL), strategy="twapp")
+    with pytest.raises(ConfigError, match=r"strategy.name: .*No module named 'nowhere'"):
+        Backtest(config(SMALL), strategy="nowhere:Strategy")
+    with pytest.raises(ConfigError, match=r"seed = -1"):
+        Backtest(config(SMALL), seed=-1)
+
+
+def dark_contra(m):
+    """A valid lit NBBO and 1,000 lots resting in the dark pool to sell at the mid."""
+    add(m, "FAST", 1, BUY, 4999, 5)
+    add(m, "FAST", 2, SELL, 5001, 5)
+    add(m, "POOL", 3, SELL, 0, 1000, account=3)
+
+
+@pytest.mark.parametrize("cls", [SweepStrategy, PassiveAggressiveStrategy])
+def test_a_strategy_never_sends_more_than_the_parent_needs(cls):
+    # Defence in depth: the check refuses dark_fraction > 1, but what a strategy
+    # sends is bounded by what remains even when a parameter slips through.
+    m = quiet_market()
+    dark_contra(m)
+    s = cls(m, parent(m, qty=20))
+    s.params["dark_fraction"] = 3.0
+    run(m, s, 1)
+    assert s.filled == 20 and sum(f.last_qty for f in s.fills) == 20
+    assert {f.venue for f in s.fills} == {3}
+
+
+@pytest.mark.parametrize("cls", [SweepStrategy, TwapStrategy])
+def test_with_nothing_visible_a_dark_ioc_does_not_make_the_sweep_spin(cls):
+    # One ask at the limit, then nothing: each round's dark IOC comes back
+    # empty; the next round waits `retry` instead of following at once.
+    m = quiet_market()
+    add(m, "FAST", 1, SELL, 5001, 10)
+    params = {"slices": 1} if cls is TwapStrategy else {"limit_ticks": 0}
+    s = cls(m, parent(m, qty=30, seconds=60), dark_fraction=0.5, retry="1s", **params)
+    run(m, s, 5.5)
+    assert s.filled == 10
+    # Rounds at 0, 1, ..., 5 s: a dark IOC each, and the first lit IOC.
+    assert len(s.children) <= 8
+
+
+def test_a_strategy_that_overfills_fails_the_backtest_rather_than_report_it():
+    @register_strategy
+    class Greedy(ExecutionStrategy):
+        name = "greedy_test"
+
+        def on_start(self):
+            bid, ask = self.market.nbbo(self.instrument)
+            self.send(0, 3 * self.remaining, ask + 50, LIMIT, IOC)
+
+    small = {"parents": [{**SMALL["parents"][0], "qty": "20"}]}
+    with pytest.raises(OverfillError, match=r"parent 1 \(greedy_test\): 60 lots filled of 20"):
+        Backtest(config(SMALL, **small), strategy="greedy_test").run()
