@@ -37,16 +37,19 @@ Example
 """
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 import re
 import tomllib
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, NoReturn
 
 import msgspec
 from msgspec import Meta
 
+from engine.tradingday import TradingDay
 from gateways.config import GatewayConfigError, _zmq_port_problem, parse_gateway_configs
 
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -253,6 +256,24 @@ class LoggingConfig(_Section):
     json: bool = True
 
 
+class TradingDayConfig(_Section):
+    """``[trading_day]``: when the daily risk counters start afresh.
+
+    Attributes
+    ----------
+    roll_time : str
+        Local time of day at which a trading day ends, ``HH:MM`` or
+        ``HH:MM:SS``: traded notional and realized P&L (``max_daily_notional``,
+        ``max_daily_loss``) count from zero after it. Default ``00:00``.
+    timezone : str
+        IANA time zone of ``roll_time`` (daylight saving followed).
+        Default ``UTC``.
+    """
+
+    roll_time: str = "00:00"
+    timezone: str = "UTC"
+
+
 class Config(_Section):
     """The whole file. Every section is optional.
 
@@ -268,6 +289,7 @@ class Config(_Section):
     history: HistoryConfig = HistoryConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    trading_day: TradingDayConfig = TradingDayConfig()
     risk: dict[str, Any] = {}
     router: dict[str, Any] = {}
     sim: dict[str, Any] = {}
@@ -373,6 +395,26 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     return msgspec.structs.replace(config, security=security, journal=journal, sim=sim)
 
 
+def trading_day(config: Config) -> TradingDay:
+    """The configuration's ``[trading_day]`` as a :class:`~engine.tradingday.TradingDay`.
+
+    Raises ValueError naming the key when the time or the zone is not one.
+    """
+    section = config.trading_day
+    try:
+        roll = dt.time.fromisoformat(section.roll_time)
+    except ValueError:
+        roll = None
+    if roll is None or not re.fullmatch(r"\d\d:\d\d(:\d\d)?", section.roll_time):
+        raise ValueError(f"'trading_day.roll_time': {section.roll_time!r} is not a time of day "
+                         f"HH:MM or HH:MM:SS")
+    try:
+        return TradingDay(roll, section.timezone)
+    except (ValueError, KeyError, zoneinfo.ZoneInfoNotFoundError):
+        raise ValueError(f"'trading_day.timezone': {section.timezone!r} is not an IANA time zone "
+                         f"such as \"UTC\" or \"America/New_York\"") from None
+
+
 def _check(config: Config, source: str) -> None:
     intake, security = config.intake, config.security
 
@@ -413,6 +455,10 @@ def _check(config: Config, source: str) -> None:
     if not _is_host(config.metrics.host):
         fail(f"'metrics.host': {config.metrics.host!r} is not an IP address or a host name "
              f"(\"0.0.0.0\" binds every interface)")
+    try:
+        trading_day(config)
+    except ValueError as exc:
+        fail(str(exc))
     try:
         parse_gateway_configs(config.gateways)
     except GatewayConfigError as exc:

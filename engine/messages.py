@@ -511,7 +511,18 @@ class JournalValuation(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=F
     value_ticks: int
 
 
-JournalMeta = Union[JournalSession, JournalValuation]
+class JournalDayRoll(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
+    """A trading day ended here (a ``META`` record): the daily risk counters start afresh.
+
+    ``day`` is the trading day that begins (ISO date). Recovery resets the
+    counters at the same point of the journal, so a replay counts each fill
+    in the day it counted in live.
+    """
+
+    day: str
+
+
+JournalMeta = Union[JournalSession, JournalValuation, JournalDayRoll]
 
 
 # ---------------------------------------------------------------- codecs

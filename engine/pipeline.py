@@ -14,6 +14,7 @@ each acknowledgement before the client can see it (see docs/engine.md).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from typing import Callable
@@ -22,13 +23,14 @@ from engine.intake import Handler, Session
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalCommand,
-    JournalEvent, JournalSession, JournalValuation, KillSwitch, NewOrder, OrderStatusReply,
+    JournalDayRoll, JournalEvent, JournalSession, JournalValuation, KillSwitch, NewOrder, OrderStatusReply,
     OrderStatusRequest, OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill,
     TradeHistoryReply, TradeHistoryRequest, event_envelope, make_reject, members,
     participation_ppm, reject_name,
 )
 from engine.history import HistoryAnswer, TradeHistory, TradeStore
 from engine.orders import Child, Order, OrderTable, Stage, execution_report
+from engine.tradingday import TradingDay
 from ext.instrument import ConversionError, Instrument
 from ext.risk import RiskFlag, cl_ord_hash
 from ext.router import (ACT_CANCEL, ACT_NEW, ACT_REPLACE, CF_POST_ONLY, STRAT_AUTO,
@@ -151,11 +153,14 @@ class Pipeline(Handler):
     metrics : engine.metrics.Metrics, optional
     reload_limits : callable, optional
         Returns the new ``[risk]`` table for ``ReloadLimits``.
+    trading_day : engine.tradingday.TradingDay, optional
+        When the daily risk counters start afresh (default: midnight UTC).
     """
 
     def __init__(self, *, instruments: dict[str, Instrument], risk, router, venues,
                  journal: JournalWriter, metrics=None, history: TradeHistory | None = None,
-                 reload_limits: Callable[[], dict] | None = None):
+                 reload_limits: Callable[[], dict] | None = None,
+                 trading_day: TradingDay | None = None):
         self.instruments = instruments
         self.symbols = list(instruments)
         self.risk, self.router, self.venues = risk, router, venues
@@ -185,6 +190,8 @@ class Pipeline(Handler):
         # The core's NBBO by the market's own instrument index (no symbol lookup per order).
         self._nbbo = market.loop.nbbo
         self._flushed_seq = 0
+        self.trading_day = trading_day or TradingDay(dt.time(0, 0))
+        self._next_roll = self.trading_day.next_roll(time.time_ns())
         # The market's traded lots per instrument as last reported to the router (for POV).
         self._volume_seen = [market.market_volume(symbol)[0] for symbol in self.symbols]
         # Per-stage time of a new order (intake times its own stage).
@@ -343,6 +350,8 @@ class Pipeline(Handler):
     def handle(self, session: Session, request: Request) -> None:
         """Journal a request, then process it (see ``engine.intake.Handler``)."""
         now = time.time_ns()
+        if now >= self._next_roll:
+            self.roll_day(now)
         self.sessions[session.session_id] = session
         self._journal_command(session, request, now)
         match request:
@@ -629,6 +638,8 @@ class Pipeline(Handler):
     def _venue_report(self, report) -> None:
         """A venue's report about a child order (runs on the loop, from the venues' task)."""
         now = time.time_ns()
+        if now >= self._next_roll:
+            self.roll_day(now)
         child_id = self._sim_to_child.get(report.child_id)
         if child_id is None:
             return
@@ -929,12 +940,32 @@ class Pipeline(Handler):
 
     # ------------------------------------------------------------ time
 
+    def roll_day(self, now: int) -> None:
+        """A trading day ended: reset risk's daily counters and journal where it happened.
+
+        Checked before anything that moves risk (a request, a venue report,
+        the router's tick), so every fill counts in the day it happened, and
+        recovery resets at the same point of the journal.
+        """
+        day = self.trading_day.day_of(now)
+        self.risk.reset_daily(now, "engine")
+        self.journal.append_msg(_RecordKind.META, JournalDayRoll(day=day.isoformat()), ts_ns=now)
+        self._next_roll = self.trading_day.next_roll(now)
+        log.info("trading day %s begins: daily risk counters reset", day)
+
+    def day_started_at(self, ns: int) -> None:
+        """The current trading day is the one ``ns`` belongs to (recovery: the journal's
+        last roll, or its first record); a roll is due at once if it has ended since."""
+        self._next_roll = self.trading_day.next_roll(ns)
+
     def tick(self, now: int) -> int:
         """Drive the router's clock (schedules, ack timeouts, reprices); returns its next wake-up.
 
         The market's printed volume since the last tick is reported too: a
         POV order trades a share of it.
         """
+        if now >= self._next_roll:
+            self.roll_day(now)
         self._refresh_venues()
         market, router, seen = self.venues.market, self.router, self._volume_seen
         for ix, symbol in enumerate(self.symbols):

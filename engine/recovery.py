@@ -38,7 +38,7 @@ import msgspec
 from engine.journal import JournalReader, RecordKind
 from engine.messages import (
     AdminReply, BulkNewOrders, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
-    JournalEvent, JournalMeta, JournalPayload, JournalSession, KillSwitch, NewOrder, TradeFill, reject_name,
+    JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalSession, KillSwitch, NewOrder, TradeFill, reject_name,
 )
 from engine.orders import Stage
 from engine.pipeline import RISK_SCOPE, STRATEGIES, cl_ord_hash, order_schedule, risk_flags
@@ -125,8 +125,11 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     max_exec = 0
     principals: dict[str, str] = {}
     sent: dict[str, collections.deque] = {}
+    day_start = None  # the current trading day's start: its roll, or the journal's first record
     for rec in JournalReader(journal_dir).records(1):
         records += 1
+        if day_start is None:
+            day_start = rec.ts_ns
         if rec.kind == RecordKind.META:
             try:
                 known = rec.decode(meta_decoder)
@@ -135,6 +138,9 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
             if isinstance(known, JournalSession):
                 principals[known.session_id] = known.principal
                 pipeline.session_journaled(known.session_id)
+            elif isinstance(known, JournalDayRoll):
+                risk.reset_daily(rec.ts_ns, "recovery")
+                day_start = rec.ts_ns
             else:
                 valuations[known.order_id] = known.value_ticks
             continue
@@ -184,6 +190,8 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     pipeline._exec_id = max_exec
     table.next_order_id = max(table.by_id, default=0) + 1
     risk.reload(live_config, time.time_ns(), "recovery")
+    if day_start is not None:
+        pipeline.day_started_at(day_start)
     # A session whose key the journal does not name (written before sessions
     # were journaled) is not restored: guessing "plaintext" would hand a CURVE
     # client's session to whoever resumes it on the plaintext endpoint.

@@ -21,7 +21,7 @@ from typing import Any
 
 import gateways
 from engine.busy import BusyFlag
-from engine.config import Config, ConfigError, load_config, parse_config
+from engine.config import Config, ConfigError, load_config, parse_config, trading_day
 from engine.history import GatewayTradeStore, TradeHistory
 from engine.intake import EndpointError, IntakeServer
 from engine.journal import JournalWriter
@@ -170,7 +170,8 @@ class EngineService:
                                  venues=self.venues, journal=self.journal, metrics=self.metrics,
                                  history=TradeHistory(cfg.history.max_fills_per_account,
                                                       position=lambda: self.journal.last_seq),
-                                 reload_limits=self._reload_limits)
+                                 reload_limits=self._reload_limits,
+                                 trading_day=trading_day(cfg))
         # Recovery runs before the venues' clock starts: rerouted orders'
         # reports can only come back once the sessions they belong to exist.
         self.recovered = recover(self.pipeline, cfg.journal.dir, cfg.intake.resend_ring_size)

@@ -4,6 +4,7 @@ Each test runs a real engine (in a thread), stops it, and starts another on
 the same journal: recovery replays the journal's reports, the same path a
 restart after kill -9 takes (tests/integration/test_engine_recovery.py kills).
 """
+import datetime
 import multiprocessing
 import re
 import socket
@@ -325,3 +326,31 @@ def test_working_orders_keep_their_value_at_risk_across_a_restart(tmp_path, monk
     monkeypatch.setattr(service, "resume_working", look_then_resume)
     with ThreadedEngine(path):
         assert recovered == {order_id: 5100, sell_id: 5100}
+
+
+def test_daily_limits_start_afresh_when_the_trading_day_rolls(tmp_path):
+    # The day rolls two seconds after the engine starts: the fill before the
+    # roll no longer counts toward DEMO1's daily notional, here and after a
+    # restart (recovery resets where the journal says the day rolled).
+    roll = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
+    path, endpoint = engine_config(tmp_path, extra=f'[trading_day]\nroll_time = '
+                                                  f'"{roll:%H:%M:%S}"\n')
+    path.write_text(path.read_text().replace(
+        "[risk.accounts.DEMO1]\n", '[risk.accounts.DEMO1]\nmax_daily_notional = "6000"\n'))
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("AAA", "sell_short", "100", "50.00", account="DEMO2", cl_ord_id="s",
+                         locate=True)
+        report(client, "s", ExecType.NEW)
+        time.sleep(0.05)
+        client.new_order("AAA", "buy", "100", "50.00", account="DEMO1", cl_ord_id="b")
+        report(client, "b", ExecType.FILL)
+        client.new_order("AAA", "buy", "40", "50.00", account="DEMO1", cl_ord_id="b2")
+        assert report(client, "b2", ExecType.REJECTED).reject_name == "DAILY_NOTIONAL_LIMIT"
+        time.sleep(max(0.0, roll.timestamp() - time.time()) + 1.1)  # (roll_time has whole seconds)
+        client.new_order("AAA", "buy", "40", "48.00", account="DEMO1", cl_ord_id="b3")
+        report(client, "b3", ExecType.NEW)  # 1,920 working: the new day's only notional
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("AAA", "buy", "40", "48.00", account="DEMO1", cl_ord_id="b4")
+        report(client, "b4", ExecType.NEW)
+        client.new_order("AAA", "buy", "50", "48.00", account="DEMO1", cl_ord_id="b5")
+        assert report(client, "b5", ExecType.REJECTED).reject_name == "DAILY_NOTIONAL_LIMIT"

@@ -1,0 +1,45 @@
+"""When a trading day ends: the instant the day's risk counters start afresh.
+
+``[trading_day]`` in the engine's configuration names a local time of day and
+a time zone (``roll_time = "17:00"``, ``timezone = "America/New_York"``): each
+day at that time the daily limits (traded notional, realized P&L) count from
+zero again. Times are the engine's clock, nanoseconds since the Unix epoch.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+_NS = 1_000_000_000
+
+
+class TradingDay:
+    """The roll instants of a trading day ending at ``roll_time`` local time in ``timezone``.
+
+    Parameters
+    ----------
+    roll_time : datetime.time
+        Local time of day at which a trading day ends and the next begins.
+    timezone : str
+        IANA time zone name (``"UTC"``, ``"America/New_York"``); the roll
+        follows its daylight saving changes.
+    """
+
+    def __init__(self, roll_time: dt.time, timezone: str = "UTC"):
+        self.roll_time = roll_time
+        self.zone = ZoneInfo(timezone)
+
+    def next_roll(self, now_ns: int) -> int:
+        """The first roll instant after ``now_ns`` (ns since the epoch)."""
+        now = dt.datetime.fromtimestamp(now_ns // _NS, tz=self.zone)
+        day = now.date()
+        while True:
+            roll = dt.datetime.combine(day, self.roll_time, tzinfo=self.zone)
+            roll_ns = int(roll.timestamp()) * _NS + roll.microsecond * 1000
+            if roll_ns > now_ns:
+                return roll_ns
+            day += dt.timedelta(days=1)
+
+    def day_of(self, ns: int) -> dt.date:
+        """The trading day ``ns`` belongs to: named by the date its roll ends it on."""
+        return dt.datetime.fromtimestamp(self.next_roll(ns) // _NS, tz=self.zone).date()
