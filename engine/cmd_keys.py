@@ -33,7 +33,12 @@ def run(args: argparse.Namespace) -> int:
         if not args.file.is_file():
             print(f"kronos-exec keys: no such file {args.file}", file=sys.stderr)
             return 1
-        print(load_keypair(args.file)[0].decode("ascii"))
+        try:
+            public = load_keypair(args.file)[0]
+        except (ValueError, OSError, UnicodeDecodeError) as exc:  # not a ZeroMQ certificate
+            print(f"kronos-exec keys: {args.file} is not a CURVE key file: {exc}", file=sys.stderr)
+            return 1
+        print(public.decode("ascii"))
         return 0
     public_file = args.dir / f"{args.name}.key"
     if public_file.exists() and not args.force:

@@ -49,6 +49,14 @@ def test_demo_runs_the_engine_on_the_simulator(tmp_path):
     assert (tmp_path / "journal").is_dir()
 
 
+def test_keys_show_says_when_a_file_is_not_a_key(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a certificate\n")
+    out = kronos("keys", "show", str(bad))
+    assert out.returncode == 1 and "is not a CURVE key file" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_keys_generate_and_show(tmp_path):
     keys = tmp_path / "keys"
     out = kronos("keys", "generate", "algo-1", "--dir", str(keys), "--accounts", "ACC1,ACC2")
