@@ -45,7 +45,7 @@ from ext.types cimport (
     CXL_END_OF_DAY, CXL_MASS_CANCEL,
     REJ_NONE, UNKNOWN_ORDER, DUPLICATE_ORDER_ID, INVALID_QTY, INVALID_PRICE,
     INVALID_SIDE, INVALID_ORD_TYPE, INVALID_TIF, POST_ONLY_WOULD_CROSS,
-    REPLACE_QTY_NOT_ABOVE_FILLED, INVALID_STP_MODE, INVALID_ORDER_ID,
+    REPLACE_QTY_NOT_ABOVE_FILLED, INVALID_STP_MODE, INVALID_ORDER_ID, VALUE_OUT_OF_RANGE,
 )
 
 cnp.import_array()
@@ -103,6 +103,12 @@ cdef inline int32_t _lower_bound(LevelArray* a, int64_t key, bint is_bid) noexce
         else:
             hi = mid
     return lo
+
+
+cdef inline int64_t _level_qty(LevelArray* a, int64_t price, bint is_bid) noexcept nogil:
+    """Total resting quantity at ``price`` on one side (0 without a level there)."""
+    cdef int32_t li = _lower_bound(a, _key(price, is_bid), is_bid)
+    return a.data[li].qty if li < a.n and a.data[li].price == price else 0
 
 
 cdef inline bint _valid_side(int side) noexcept nogil:
@@ -391,7 +397,11 @@ cdef class OrderBook:
         while li >= 0:
             if not is_market and not _crosses(is_buy, limit, opp.data[li].price):
                 return False
+            # avail < qty throughout (it returns on reaching qty), so
+            # comparing against ``qty - avail`` before adding cannot overflow.
             if stp == STP_NONE:
+                if opp.data[li].qty >= qty - avail:
+                    return True
                 avail += opp.data[li].qty
             else:
                 oi = opp.data[li].head
@@ -402,9 +412,9 @@ cdef class OrderBook:
                             # STP would cancel the FOK before it is filled.
                             return avail >= qty
                     else:
-                        avail += o.leaves
-                        if avail >= qty:
+                        if o.leaves >= qty - avail:
                             return True
+                        avail += o.leaves
                     oi = o.next
             if avail >= qty:
                 return True
@@ -497,6 +507,11 @@ cdef class OrderBook:
                 opp = &self.asks if is_buy else &self.bids
                 if opp.n > 0 and _crosses(is_buy, price, opp.data[opp.n - 1].price):
                     reason = POST_ONLY_WOULD_CROSS
+        if (reason == REJ_NONE and not is_market and (tif == DAY or tif == GTC)
+                and qty > INT64_MAX - _level_qty(&self.bids if is_buy else &self.asks, price,
+                                                 is_buy)):
+            # Resting in full would overflow its level's total (depth, bbo).
+            reason = VALUE_OUT_OF_RANGE
         if reason != REJ_NONE:
             self._event(EV_REJECTED, order_id, account, side, price, qty, 0, 0, reason, ts)
             return reason
@@ -571,6 +586,11 @@ cdef class OrderBook:
             opp = &self.bids if not is_bid else &self.asks
             if opp.n > 0 and _crosses(is_bid, price, opp.data[opp.n - 1].price):
                 return POST_ONLY_WOULD_CROSS
+        # Resting in full at the new price must not overflow that level's
+        # total (the order's own leaves leave it first when the price stays).
+        if qty - cum > INT64_MAX - (_level_qty(a, price, is_bid)
+                                    - (o.leaves if price == o.price else 0)):
+            return VALUE_OUT_OF_RANGE
         # Any other change loses priority: leave the queue, re-enter as new.
         account, side, tif, flags, stp = o.account, o.side, o.tif, o.flags, o.stp
         leaves = qty - cum
@@ -853,20 +873,37 @@ cdef class OrderBook:
         Raises
         ------
         ValueError
-            If the snapshot has duplicate or invalid ids, bad quantities, or
-            is crossed.
+            If the snapshot has duplicate or invalid ids, a row that could not
+            be resting (side, price, quantities, a time in force other than
+            DAY/GTC, an unknown STP mode or flag), a level whose total would
+            exceed 2**63-1 lots, or is crossed. The message names the order
+            and the field.
         """
         cdef OrderBook book = OrderBook(symbol, max(len(snapshot), 16), stp)
         cdef int64_t bid = 0, ask = 0
+        cdef int tif, row_stp, flags
         for row in snapshot:
             order_id, side, price = int(row["order_id"]), int(row["side"]), int(row["price"])
             qty, leaves = int(row["qty"]), int(row["leaves_qty"])
+            tif, row_stp, flags = int(row["tif"]), int(row["stp"]), int(row["flags"])
             if order_id <= 0 or idmap_get(&book.ids, order_id) != NIL:
                 raise ValueError(f"snapshot has a duplicate or invalid order id {order_id}")
             if not _valid_side(side) or price <= 0 or leaves <= 0 or leaves > qty:
-                raise ValueError(f"snapshot row for order {order_id} is invalid")
+                raise ValueError(f"snapshot row for order {order_id} is invalid "
+                                 f"(side {side}, price {price}, qty {qty}, leaves_qty {leaves})")
+            if tif != DAY and tif != GTC:
+                raise ValueError(f"snapshot row for order {order_id}: tif {tif} cannot rest "
+                                 f"(only DAY or GTC orders rest)")
+            if row_stp < STP_NONE or row_stp > CANCEL_BOTH:
+                raise ValueError(f"snapshot row for order {order_id}: unknown stp mode {row_stp}")
+            if flags & ~FLAG_POST_ONLY:
+                raise ValueError(f"snapshot row for order {order_id}: unknown flags {flags}")
+            if leaves > INT64_MAX - _level_qty(&book.bids if side == BUY else &book.asks, price,
+                                               side == BUY):
+                raise ValueError(f"snapshot row for order {order_id}: the level at price "
+                                 f"{price} would hold more than 2**63-1 lots")
             book._rest(order_id, int(row["account"]), side == BUY, side, price, qty, leaves,
-                       int(row["tif"]), int(row["flags"]), int(row["stp"]), int(row["ts"]))
+                       tif, flags, row_stp, int(row["ts"]))
         bid, ask = book.best_bid_c(), book.best_ask_c()
         if bid and ask and bid >= ask:
             raise ValueError(f"snapshot is crossed: bid {bid} >= ask {ask}")

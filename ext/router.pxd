@@ -157,6 +157,7 @@ ctypedef struct Venue:
     int64_t n_sent            # children sent
     int64_t n_rejects
     int64_t n_timeouts
+    int64_t n_fills_outside_limit   # fills reported at a worse price than the child's limit
     int32_t n_down            # consecutive timeouts: the backoff exponent
     uint8_t dark
     uint8_t open              # session open (caller); closed venues are never routed to
@@ -170,6 +171,7 @@ ctypedef struct Child:
     int64_t qty               # order quantity
     int64_t cum
     int64_t sent_ts
+    int64_t book_seq          # sweep: its book side's update count when it was sent
     int32_t parent            # parent slot
     int32_t prev              # live siblings, creation order; free list through ``next``
     int32_t next
@@ -244,8 +246,10 @@ cdef class Router:
     cdef int64_t* lvl_qty             # side 0: bids (best first), 1: asks (best first)
     cdef int32_t* lvl_n               # [(instrument*n_venues + venue)*2 + side]
     cdef uint8_t* stale               # [instrument*n_venues + venue]: displayed size proved absent
-    cdef int64_t* res_live            # per book side: live sweep children's leaves there
-    cdef int64_t* res_filled          # per book side: our fills there since its last update
+    cdef int64_t* res_live            # per book side: leaves there of the live sweep children
+                                      # sent since its last update
+    cdef int64_t* res_filled          # per book side: what those children filled there
+    cdef int64_t* book_seq            # per book side: updates received (children compare)
     cdef int64_t* volume              # per instrument: market volume reported (POV)
 
     # ------------------------------------------------------------ parents and children
@@ -324,6 +328,7 @@ cdef class Router:
     cdef int32_t _new_child(self, int32_t pi, int venue, int role, int64_t price, int64_t qty,
                             int64_t min_qty, int ord_type, int tif, int flags,
                             int64_t now) except -2
+    cdef Py_ssize_t _sweep_claim(self, int32_t ci) noexcept
     cdef int32_t _live_child(self, int64_t child_id) noexcept
     cdef void _child_done(self, int32_t ci) noexcept
     cdef void _heard_from(self, int venue) noexcept

@@ -179,6 +179,14 @@ cdef inline bint _is_buy(int side) noexcept nogil:
     return side == BUY
 
 
+cdef inline bint _outside_limit(bint buy, int64_t px_x2, int64_t limit,
+                                int64_t pending) noexcept nogil:
+    # A replace in flight: the venue may fill at either price, the looser counts.
+    if pending > 0 and (pending > limit if buy else pending < limit):
+        limit = pending
+    return px_x2 > 2 * limit if buy else px_x2 < 2 * limit
+
+
 cdef object _as_int(object value, str key):
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"router config {key!r} must be an integer, not {value!r}")
@@ -270,6 +278,7 @@ cdef class Router:
         self.stale = NULL
         self.res_live = NULL
         self.res_filled = NULL
+        self.book_seq = NULL
         self.volume = NULL
         self.parents = NULL
         self.parents_cap = 0
@@ -313,6 +322,7 @@ cdef class Router:
         self.stale = <uint8_t*>PyMem_Malloc(books * sizeof(uint8_t))
         self.res_live = <int64_t*>PyMem_Malloc(books * 2 * sizeof(int64_t))
         self.res_filled = <int64_t*>PyMem_Malloc(books * 2 * sizeof(int64_t))
+        self.book_seq = <int64_t*>PyMem_Malloc(books * 2 * sizeof(int64_t))
         self.volume = <int64_t*>PyMem_Malloc(n_instruments * sizeof(int64_t))
         self.actions_cap = 256
         self.actions = <Action*>PyMem_Malloc(self.actions_cap * sizeof(Action))
@@ -320,8 +330,8 @@ cdef class Router:
         self.finished = <int32_t*>PyMem_Malloc(self.finished_cap * sizeof(int32_t))
         if (self.venues == NULL or self.fees == NULL or self.lvl_px == NULL or self.lvl_qty == NULL
                 or self.lvl_n == NULL or self.stale == NULL or self.res_live == NULL
-                or self.res_filled == NULL or self.volume == NULL or self.actions == NULL
-                or self.finished == NULL):
+                or self.res_filled == NULL or self.book_seq == NULL or self.volume == NULL
+                or self.actions == NULL or self.finished == NULL):
             raise MemoryError()
         memset(self.venues, 0, n_venues * sizeof(Venue))
         memset(self.fees, 0, books * sizeof(Fees))
@@ -331,6 +341,7 @@ cdef class Router:
         memset(self.stale, 0, books * sizeof(uint8_t))
         memset(self.res_live, 0, books * 2 * sizeof(int64_t))
         memset(self.res_filled, 0, books * 2 * sizeof(int64_t))
+        memset(self.book_seq, 0, books * 2 * sizeof(int64_t))
         memset(self.volume, 0, n_instruments * sizeof(int64_t))
         idmap_init(&self.parent_ids, 1024)
         idmap_init(&self.child_ids, 4096)
@@ -401,6 +412,7 @@ cdef class Router:
         PyMem_Free(self.stale)
         PyMem_Free(self.res_live)
         PyMem_Free(self.res_filled)
+        PyMem_Free(self.book_seq)
         PyMem_Free(self.volume)
         PyMem_Free(self.parents)
         PyMem_Free(self.children)
@@ -553,14 +565,18 @@ cdef class Router:
         -------
         int
             0, or ``INVALID_PRICE`` / ``INVALID_QTY`` (nothing changed) when
-            prices are not positive and strictly ordered best first or a
-            quantity is not positive.
+            prices are not positive, above ``MAX_PRICE`` or not strictly
+            ordered best first, or a quantity is not positive. A level of
+            more than ``MAX_QTY`` lots is held as ``MAX_QTY`` lots.
 
         Notes
         -----
         An update is the new truth for that venue: it clears the venue's
-        "displayed size proved absent" mark and forgets the router's own
-        fills there since the previous update.
+        "displayed size proved absent" mark and ends the claims of the sweep
+        children sent before it. Such a child may already have executed there,
+        so the update may show the book without the lots it took: keeping its
+        claim, or counting its fills against this book, would hide real
+        liquidity and let a sweep trade through it (see docs/router.md).
         """
         self._check_book(instrument, venue)
         bpx, bqty = _levels(bids)
@@ -619,7 +635,7 @@ cdef class Router:
         for k in range(n):
             if px[k] <= 0 or px[k] > C_MAX_PRICE:
                 return INVALID_PRICE
-            if qty[k] <= 0 or qty[k] > C_MAX_QTY:
+            if qty[k] <= 0:
                 return INVALID_QTY
             # Bids strictly descending, asks strictly ascending: best first.
             if k and (px[k] >= px[k - 1] if side_index == 0 else px[k] <= px[k - 1]):
@@ -631,16 +647,23 @@ cdef class Router:
         """Replace one side (0: bids, 1: asks) of one venue's depth; returns 0 or a code."""
         cdef int code = self._validate_side(side_index, px, qty, n)
         cdef Py_ssize_t book = <Py_ssize_t>instrument * self.n_venues + venue
-        cdef Py_ssize_t b = book * 2 + side_index
+        cdef Py_ssize_t b = book * 2 + side_index, k
         if code:
             return code
         if n > self.max_levels:
             n = self.max_levels
         if n:
             memcpy(&self.lvl_px[b * self.max_levels], px, n * sizeof(int64_t))
-            memcpy(&self.lvl_qty[b * self.max_levels], qty, n * sizeof(int64_t))
+        for k in range(n):
+            # A level beyond MAX_QTY is more than any parent can take; holding
+            # it as MAX_QTY keeps every sum over levels and claims in int64.
+            self.lvl_qty[b * self.max_levels + k] = qty[k] if qty[k] < C_MAX_QTY else C_MAX_QTY
         self.lvl_n[b] = <int32_t>n
         self.stale[book] = 0
+        # Children sent before this update no longer claim anything here:
+        # _sweep_claim tells them apart by the update count.
+        self.book_seq[b] += 1
+        self.res_live[b] = 0
         self.res_filled[b] = 0
         return 0
 
@@ -747,7 +770,8 @@ cdef class Router:
             "health": VenueHealth(vn.health), "routable": bool(self.routable_c(venue, now)),
             "retry_at": vn.retry_at, "consecutive_timeouts": vn.n_down,
             "latency_ns": vn.latency_ns, "children_sent": vn.n_sent, "rejects": vn.n_rejects,
-            "timeouts": vn.n_timeouts, "passive_sent": vn.passive_sent,
+            "timeouts": vn.n_timeouts, "fills_outside_limit": vn.n_fills_outside_limit,
+            "passive_sent": vn.passive_sent,
             "passive_filled": vn.passive_filled, "fill_rate_ppm": self._fill_rate_ppm(vn),
         }
 
@@ -797,6 +821,7 @@ cdef class Router:
         cdef int32_t ci
         cdef Child* c
         cdef Parent* p = &self.parents[pi]
+        cdef Py_ssize_t b
         if self.child_free < 0:
             self._grow_children()
         ci = self.child_free
@@ -829,11 +854,28 @@ cdef class Router:
         p.v_children[venue] += 1
         self.venues[venue].n_sent += 1
         if role == ROLE_SWEEP:
-            self.res_live[(<Py_ssize_t>p.instrument * self.n_venues + venue) * 2
-                          + (1 if _is_buy(p.side) else 0)] += qty
+            b = (<Py_ssize_t>p.instrument * self.n_venues + venue) * 2 + (
+                1 if _is_buy(p.side) else 0)
+            c.book_seq = self.book_seq[b]
+            self.res_live[b] += qty
         idmap_put(&self.child_ids, c.child_id, ci)
         self._emit(ACT_NEW, ci, price, qty, min_qty, ord_type, tif, flags, now)
         return ci
+
+    cdef Py_ssize_t _sweep_claim(self, int32_t ci) noexcept:
+        """The book side a sweep child's lots count against (res_live, res_filled), or -1.
+
+        -1 for any other role, and for a sweep child sent before its book's
+        last update: that update may already show what the child took, so
+        the child's lots must not hide anything on it.
+        """
+        cdef Child* c = &self.children[ci]
+        cdef Py_ssize_t b
+        if c.role != ROLE_SWEEP:
+            return -1
+        b = (<Py_ssize_t>self.parents[c.parent].instrument * self.n_venues + c.venue) * 2 + (
+            1 if _is_buy(c.side) else 0)
+        return b if c.book_seq == self.book_seq[b] else -1
 
     cdef int32_t _live_child(self, int64_t child_id) noexcept:
         if child_id <= 0:
@@ -845,10 +887,10 @@ cdef class Router:
         cdef Child* c = &self.children[ci]
         cdef Parent* p = &self.parents[c.parent]
         cdef int64_t leaves = c.qty - c.cum
+        cdef Py_ssize_t b = self._sweep_claim(ci)
         p.working -= leaves
-        if c.role == ROLE_SWEEP:
-            self.res_live[(<Py_ssize_t>p.instrument * self.n_venues + c.venue) * 2
-                          + (1 if _is_buy(c.side) else 0)] -= leaves
+        if b >= 0:
+            self.res_live[b] -= leaves
         elif c.role == ROLE_POST:
             self.venues[c.venue].passive_sent += c.qty
             self.venues[c.venue].passive_filled += c.cum
@@ -873,8 +915,9 @@ cdef class Router:
         A k-way merge over the venues' levels, best price first, then the
         lower fee-adjusted price, then the lower latency, then the lower venue
         index. Each venue gets one IOC child at the worst price taken there.
-        Displayed size already claimed by our live sweep children, or filled
-        by them since the venue's last update, is skipped.
+        Displayed size claimed or filled by our sweep children sent since
+        the venue's last update is skipped (children sent before it claim
+        nothing: the update may already show what they took).
         """
         cdef Parent* p = &self.parents[pi]
         cdef int nv = self.n_venues, L = self.max_levels, i = p.instrument
@@ -1135,12 +1178,15 @@ cdef class Router:
         cdef int64_t free, target
         if p.phase == PH_DONE:
             return 0
+        # Filled first: a child may fill in full after a cancel was asked for
+        # (the cancel came too late), and the record must then say FILLED.
+        # cum == qty leaves nothing working, so no child is left to wait for.
+        if p.cum == p.qty:
+            self._finish(pi, FILLED, 0, now)
+            return 0
         if p.cancel_requested != CR_NONE:
             if p.n_live == 0:
                 self._finish(pi, CANCELED if p.cancel_requested == CR_USER else EXPIRED, 0, now)
-            return 0
-        if p.cum == p.qty:
-            self._finish(pi, FILLED, 0, now)
             return 0
         if p.phase == PH_DARK:
             if p.n_live > 0 or self._ping_dark(pi, now):
@@ -1413,6 +1459,10 @@ cdef class Router:
                 or fee_total > INT64_MAX or fee_total < -INT64_MAX):
             return VALUE_OUT_OF_RANGE
         fee = <int64_t>(fee_total - p.fees)
+        if c.price > 0 and _outside_limit(_is_buy(c.side), last_px_x2, c.price, c.pending_price):
+            # A venue fault, but the fill happened: booked (the engine books
+            # it in the order and risk whatever the router does), and counted.
+            self.venues[c.venue].n_fills_outside_limit += 1
         self._heard_from(c.venue)
         c.acked = 1
         c.cum += last_qty
@@ -1425,11 +1475,10 @@ cdef class Router:
         p.rounds = 0
         if p.status == NEW:
             p.status = PARTIALLY_FILLED
-        if c.role == ROLE_SWEEP:
+        k = self._sweep_claim(ci)
+        if k >= 0:
             # The lots move from "claimed by a live child" to "taken since
             # the venue's last update": both keep the next sweep off them.
-            k = (<Py_ssize_t>p.instrument * self.n_venues + c.venue) * 2 + (
-                1 if _is_buy(c.side) else 0)
             self.res_live[k] -= last_qty
             self.res_filled[k] += last_qty
         if c.cum == c.qty:

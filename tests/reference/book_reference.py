@@ -30,6 +30,7 @@ LIMIT, MARKET = int(OrdType.LIMIT), int(OrdType.MARKET)
 STP_NONE, NEWEST, OLDEST, BOTH = (int(StpMode.STP_NONE), int(StpMode.CANCEL_NEWEST),
                                   int(StpMode.CANCEL_OLDEST), int(StpMode.CANCEL_BOTH))
 VALID_TIF = {int(T.DAY), int(T.GTC), int(T.IOC), int(T.FOK)}
+INT64_MAX = (1 << 63) - 1
 IOC, FOK, DAY = int(T.IOC), int(T.FOK), int(T.DAY)
 
 
@@ -166,6 +167,10 @@ class ReferenceBook:
         level.qty += order.leaves
         level.count += 1
 
+    def _level_qty(self, side, price):
+        level = self._side(side).levels.get(self._side(side).key(price))
+        return level.qty if level is not None else 0
+
     def _fok_fillable(self, is_buy, is_market, limit, qty, account, stp):
         avail = 0
         for level in self._opposite(BUY if is_buy else SELL).ordered_levels(True):
@@ -269,6 +274,9 @@ class ReferenceBook:
                 best = self._opposite(side).best()
                 if best is not None and self._crosses(is_buy, price, best.price):
                     reason = R.POST_ONLY_WOULD_CROSS
+        if not reason and not is_market and tif in (int(T.DAY), int(T.GTC)) \
+                and self._level_qty(side, price) + qty > INT64_MAX:
+            reason = R.VALUE_OUT_OF_RANGE       # resting in full would overflow the level
         if reason:
             self._event(E.EV_REJECTED, order_id, account, side, price, qty, 0, 0, reason, ts)
             return reason
@@ -324,6 +332,9 @@ class ReferenceBook:
             best = self._opposite(o.side).best()
             if best is not None and self._crosses(o.side == BUY, price, best.price):
                 return R.POST_ONLY_WOULD_CROSS
+        own = o.leaves if price == o.price else 0
+        if self._level_qty(o.side, price) - own + qty - cum > INT64_MAX:
+            return R.VALUE_OUT_OF_RANGE
         self._remove(o)
         leaves = qty - cum
         self._event(E.EV_REPLACED, order_id, o.account, o.side, price, qty, leaves, cum, 0, ts)

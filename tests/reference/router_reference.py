@@ -50,24 +50,25 @@ class _Fees:
 
 class _Venue:
     __slots__ = ("dark", "open", "latency_ns", "health", "retry_at", "n_down", "passive_sent",
-                 "passive_filled", "n_sent", "n_rejects", "n_timeouts")
+                 "passive_filled", "n_sent", "n_rejects", "n_timeouts", "n_fills_outside_limit")
 
     def __init__(self):
         self.dark, self.open = False, True
         self.latency_ns = 0
         self.health, self.retry_at, self.n_down = UP, 0, 0
         self.passive_sent = self.passive_filled = 0
-        self.n_sent = self.n_rejects = self.n_timeouts = 0
+        self.n_sent = self.n_rejects = self.n_timeouts = self.n_fills_outside_limit = 0
 
 
 class _Child:
     __slots__ = ("child_id", "parent", "venue", "side", "role", "price", "pending_price", "qty",
-                 "cum", "sent_ts", "acked", "cancel_sent")
+                 "cum", "sent_ts", "acked", "cancel_sent", "book_seq")
 
     def __init__(self, child_id, parent, venue, role, price, qty, now):
         self.child_id, self.parent, self.venue, self.side = child_id, parent, venue, parent.side
         self.role, self.price, self.pending_price, self.qty, self.cum = role, price, 0, qty, 0
         self.sent_ts, self.acked, self.cancel_sent = now, False, False
+        self.book_seq = 0
 
 
 class _Parent:
@@ -104,6 +105,7 @@ class ReferenceRouter:
         self.stale: set[tuple[int, int]] = set()
         self.res_live: dict[tuple[int, int, int], int] = {}
         self.res_filled: dict[tuple[int, int, int], int] = {}
+        self.book_seq: dict[tuple[int, int, int], int] = {}
         self.volume = [0] * n_instruments
         self.parents: dict[int, _Parent] = {}
         self.active: dict[int, _Parent] = {}
@@ -162,7 +164,7 @@ class ReferenceRouter:
         for k, (px, qty) in enumerate(levels[:self.max_levels]):
             if not 0 < px <= MAX_PRICE:
                 return R["INVALID_PRICE"]
-            if not 0 < qty <= MAX_QTY:
+            if qty <= 0:
                 return R["INVALID_QTY"]
             if k and (px >= levels[k - 1][0] if is_bid else px <= levels[k - 1][0]):
                 return R["INVALID_PRICE"]
@@ -173,10 +175,17 @@ class ReferenceRouter:
         code = self._valid(bids, True) or self._valid(asks, False)
         if code:
             return code
-        self.books[instrument, venue] = (bids[:self.max_levels], asks[:self.max_levels])
+        # A level beyond MAX_QTY is held as MAX_QTY lots.
+        self.books[instrument, venue] = tuple(
+            [(px, min(qty, MAX_QTY)) for px, qty in side[:self.max_levels]]
+            for side in (bids, asks))
         self.stale.discard((instrument, venue))
-        self.res_filled[instrument, venue, 0] = 0
-        self.res_filled[instrument, venue, 1] = 0
+        for s in (0, 1):
+            # Children sent before an update claim nothing on it (it may
+            # already show what they took).
+            key = (instrument, venue, s)
+            self.book_seq[key] = self.book_seq.get(key, 0) + 1
+            self.res_live[key] = self.res_filled[key] = 0
         return 0
 
     def depth(self, instrument, venue):
@@ -241,6 +250,7 @@ class ReferenceRouter:
                 "routable": bool(self._routable(venue, now)), "retry_at": vn.retry_at,
                 "consecutive_timeouts": vn.n_down, "latency_ns": vn.latency_ns,
                 "children_sent": vn.n_sent, "rejects": vn.n_rejects, "timeouts": vn.n_timeouts,
+                "fills_outside_limit": vn.n_fills_outside_limit,
                 "passive_sent": vn.passive_sent, "passive_filled": vn.passive_filled,
                 "fill_rate_ppm": self._fill_rate_ppm(vn)}
 
@@ -268,16 +278,25 @@ class ReferenceRouter:
         self.venues[v].n_sent += 1
         if role == ROLE_SWEEP:
             key = (p.instrument, v, 1 if p.side == BUY else 0)
+            c.book_seq = self.book_seq.get(key, 0)
             self.res_live[key] = self.res_live.get(key, 0) + qty
         self._emit(ACT_NEW, c, price, qty, min_qty, ord_type, tif, flags, now)
         return c
+
+    def _sweep_claim(self, c):
+        """The book side key a sweep child's lots count against, or None (see the Cython)."""
+        if c.role != ROLE_SWEEP:
+            return None
+        key = (c.parent.instrument, c.venue, 1 if c.side == BUY else 0)
+        return key if c.book_seq == self.book_seq.get(key, 0) else None
 
     def _child_done(self, c):
         p = c.parent
         leaves = c.qty - c.cum
         p.working -= leaves
-        if c.role == ROLE_SWEEP:
-            self.res_live[p.instrument, c.venue, 1 if c.side == BUY else 0] -= leaves
+        key = self._sweep_claim(c)
+        if key is not None:
+            self.res_live[key] -= leaves
         elif c.role == ROLE_POST:
             self.venues[c.venue].passive_sent += c.qty
             self.venues[c.venue].passive_filled += c.cum
@@ -421,12 +440,12 @@ class ReferenceRouter:
         max_reroutes = self.config["max_reroutes"]
         if p.phase == PH_DONE:
             return
+        if p.cum == p.qty:              # before the cancel: a too-late cancel still FILLED
+            self._finish(p, FILLED, 0, now)
+            return
         if p.cancel_requested:
             if not p.live:
                 self._finish(p, CANCELED if p.cancel_requested == CR_USER else EXPIRED, 0, now)
-            return
-        if p.cum == p.qty:
-            self._finish(p, FILLED, 0, now)
             return
         if p.phase == PH_DARK:
             if p.live or self._ping_dark(p, now):
@@ -638,6 +657,12 @@ class ReferenceRouter:
         limit = (1 << 63) - 1
         if p.notional_x2 + last_qty * last_px_x2 > limit or not -limit <= p.fees + fee <= limit:
             return R["VALUE_OUT_OF_RANGE"]
+        if c.price > 0:
+            buy = c.side == BUY
+            limits = [c.price] + ([c.pending_price] if c.pending_price else [])
+            bound = max(limits) if buy else min(limits)     # a replace in flight: the looser
+            if (last_px_x2 > 2 * bound) if buy else (last_px_x2 < 2 * bound):
+                self.venues[c.venue].n_fills_outside_limit += 1
         self._heard_from(c.venue)
         c.acked = True
         c.cum += last_qty
@@ -650,8 +675,8 @@ class ReferenceRouter:
         p.rounds = 0
         if p.status == NEW:
             p.status = PARTIAL
-        if c.role == ROLE_SWEEP:
-            key = (p.instrument, c.venue, 1 if c.side == BUY else 0)
+        key = self._sweep_claim(c)
+        if key is not None:
             self.res_live[key] -= last_qty
             self.res_filled[key] = self.res_filled.get(key, 0) + last_qty
         if c.cum == c.qty:

@@ -319,6 +319,71 @@ def test_from_snapshot_rejects_bad_snapshots():
         OrderBook.from_snapshot(dup)
 
 
+def test_from_snapshot_rejects_rows_that_cannot_rest():
+    book = OrderBook()
+    book.add(1, BUY, 100, 5)
+    book.add(2, SELL, 101, 5)
+    snap = book.snapshot()
+    for field, value, message in [("tif", T.IOC, "order 1: tif 3 cannot rest"),
+                                  ("tif", T.FOK, "order 1: tif 4 cannot rest"),
+                                  ("stp", 9, "order 1: unknown stp mode 9"),
+                                  ("flags", 4, "order 1: unknown flags 4")]:
+        bad = snap.copy()
+        bad[field][0] = value
+        with pytest.raises(ValueError, match=message):
+            OrderBook.from_snapshot(bad)
+    big = snap.copy()
+    big["qty"] = big["leaves_qty"] = 1 << 62
+    huge = np.concatenate([big, big])
+    huge["order_id"] = [1, 2, 3, 4]
+    huge["side"] = [BUY, BUY, SELL, SELL]
+    huge["price"] = [100, 100, 101, 101]
+    with pytest.raises(ValueError, match="order 2: the level at price 100 would hold more"):
+        OrderBook.from_snapshot(huge)
+
+
+# ---------------------------------------------------------------- level totals
+HALF = 1 << 62
+INT64_MAX = (1 << 63) - 1
+
+
+def test_order_that_would_overflow_its_level_total_is_rejected(book):
+    """Level totals (depth, bbo) are int64: an order that cannot rest in full is refused."""
+    assert book.add(1, SELL, 100, HALF, account=1) == 0
+    book.drain_events()
+    assert book.add(2, SELL, 100, HALF, account=1, ts=5) == R.VALUE_OUT_OF_RANGE
+    assert events(book) == [(E.EV_REJECTED, 2, 0, 0, R.VALUE_OUT_OF_RANGE)]
+    assert book.bbo() == (0, 0, 100, HALF) and 2 not in book
+    assert book.add(3, SELL, 100, HALF - 1, account=1) == 0      # exactly INT64_MAX in total
+    assert book.bbo() == (0, 0, 100, INT64_MAX)
+    assert book.add(4, SELL, 101, HALF, account=1) == 0          # another level: its own total
+    # An order that cannot rest never adds to a level: an IOC of any size is fine.
+    assert book.add(5, SELL, 100, HALF, account=1, tif=T.IOC) == 0
+    assert book.bbo() == (0, 0, 100, INT64_MAX)
+
+
+def test_replace_that_would_overflow_its_level_total_is_refused(book):
+    assert book.add(1, SELL, 100, HALF, account=1) == 0
+    assert book.add(2, SELL, 101, HALF, account=1) == 0
+    book.drain_events()
+    assert book.replace(2, 100, HALF) == R.VALUE_OUT_OF_RANGE   # onto the full level
+    assert book.replace(1, 100, INT64_MAX) == 0                 # its own lots leave first
+    assert book.replace(2, 101, HALF + 1) == 0
+    assert book.replace(2, 100, 1) == R.VALUE_OUT_OF_RANGE
+    assert [int(x) for x in (book.order(1)["qty"], book.order(2)["qty"])] == [INT64_MAX, HALF + 1]
+    assert book.depth()[1].tolist() == [(100, INT64_MAX, 1), (101, HALF + 1, 1)]
+
+
+@pytest.mark.parametrize("stp", [StpMode.STP_NONE, StpMode.CANCEL_NEWEST])
+def test_fok_counts_huge_levels_without_overflow(book, stp):
+    """Two levels of 2**62 hold 2**63 lots: a FOK for 2**63-1 is fillable."""
+    assert book.add(1, SELL, 100, HALF, account=1) == 0
+    assert book.add(2, SELL, 101, HALF, account=1) == 0
+    assert book.add(3, BUY, 101, INT64_MAX, account=2, tif=T.FOK, stp=stp) == 0
+    assert [(f[0], f[3]) for f in fills(book)] == [(1, HALF), (2, HALF - 1)]
+    assert book.bbo() == (0, 0, 101, 1)
+
+
 def test_batch_api_matches_per_call(book):
     ops = np.zeros(6, dtype=OP_DTYPE)
     rows = [(OP_ADD, SELL, 100, 10, 1), (OP_ADD, SELL, 101, 10, 2), (OP_ADD, BUY, 101, 15, 3),

@@ -332,6 +332,58 @@ def test_fee_reported_by_the_venue_wins(R):
     assert r.parent(1)["fees"] == -12345
 
 
+# ---------------------------------------------------------------- own liquidity
+def test_fill_reported_after_a_book_update_does_not_hide_the_fresh_book(R):
+    """A child executes, the venue's fresh depth arrives, then the fill report: the
+    update already shows the book without our lots, so the fill must not hide
+    the lots it still shows (else the next parent trades through them)."""
+    r = R(2)
+    r.update_book(0, 0, asks=[(100, 20)])
+    r.update_book(0, 1, asks=[(101, 50)])
+    r.route(1, 0, BUY, 10, 101, now=0, strategy=STRAT_SWEEP, tif=T.IOC)
+    (a,) = r.drain_actions()
+    assert int(a["venue"]) == 0 and r.book_state(0, 0)["reserved_asks"] == 10
+    r.update_book(0, 0, asks=[(100, 10)])           # already without our 10 lots...
+    assert r.book_state(0, 0)["reserved_asks"] == 0
+    assert r.on_fill(int(a["child_id"]), 10, 200, now=2) == 0      # ...then the report
+    assert r.book_state(0, 0)["reserved_asks"] == 0
+    r.route(2, 0, BUY, 10, 101, now=3, strategy=STRAT_SWEEP, tif=T.IOC)
+    assert news(r.drain_actions()) == [(0, BUY, 100, 10, T.IOC, 0)]  # not venue 1 at 101
+
+
+def test_own_claims_and_fills_hide_lots_until_the_next_update(R):
+    """Without a fresh update in between, two parents never chase the same lots."""
+    r = R(2)
+    r.update_book(0, 0, asks=[(100, 20)])
+    r.update_book(0, 1, asks=[(101, 50)])
+    r.route(1, 0, BUY, 10, 101, now=0, strategy=STRAT_SWEEP, tif=T.IOC)
+    (a,) = r.drain_actions()
+    r.route(2, 0, BUY, 15, 101, now=1, strategy=STRAT_SWEEP, tif=T.IOC)   # 10 claimed
+    assert news(r.drain_actions()) == [(0, BUY, 100, 10, T.IOC, 0),
+                                       (1, BUY, 101, 5, T.IOC, CF_ISO)]
+    assert r.on_fill(int(a["child_id"]), 10, 200, now=2) == 0   # claimed -> filled
+    assert r.book_state(0, 0)["reserved_asks"] == 20
+    r.route(3, 0, BUY, 5, 101, now=3, strategy=STRAT_SWEEP, tif=T.IOC)
+    assert news(r.drain_actions()) == [(1, BUY, 101, 5, T.IOC, 0)]
+
+
+def test_level_beyond_max_qty_is_held_as_max_qty(R):
+    r = R(1)
+    assert r.update_book(0, 0, bids=[(99, 1 << 62)], asks=[(101, 5), (102, (1 << 63) - 1)]) == 0
+    assert r.depth(0, 0) == ([(99, 1 << 40)], [(101, 5), (102, 1 << 40)])
+    assert r.nbbo(0) == (99, 1 << 40, 101, 5)
+
+
+def test_update_book_from_a_book_with_a_huge_level():
+    """The engine's path: a venue level above MAX_QTY is not a reason to keep old depth."""
+    book = OrderBook("TEST")
+    assert book.add(1, SELL, 100, 1 << 62, account=1) == 0
+    assert book.add(2, SELL, 100, 1 << 62, account=1) == RR.VALUE_OUT_OF_RANGE
+    r = Router(1)
+    assert r.update_book_from(0, 0, book) == 0
+    assert r.depth(0, 0) == ([], [(100, 1 << 40)])
+
+
 # ---------------------------------------------------------------- accounting
 def test_avg_px_is_an_exact_rational_and_leaves_follow_fills(R):
     r = R(1)
@@ -409,6 +461,43 @@ def test_book_updates_must_be_best_first(R):
     assert r.depth(0, 0) == ([], [])
     bids, asks = OrderBook().depth(5)                   # numpy DEPTH_DTYPE is accepted
     assert r.update_book(0, 0, bids, asks) == 0
+
+
+def test_fill_outside_the_child_limit_is_booked_and_counted(R):
+    """A fill worse than the child's limit is a venue fault, but it happened: the parent
+    books it (as the engine's order and risk do) and the venue's count shows it."""
+    r = R(2)
+    r.update_book(0, 0, bids=[(99, 10)], asks=[(100, 10)])
+    r.update_book(0, 1, bids=[(99, 10)], asks=[(100, 10)])
+    r.route(1, 0, BUY, 20, 100, now=0, strategy=STRAT_SWEEP, tif=T.IOC)
+    a, b = (int(x["child_id"]) for x in r.drain_actions())
+    assert r.on_fill(a, 5, 200, now=1) == 0                 # at the limit
+    assert r.on_fill(a, 5, 199, now=1) == 0                 # better: price improvement
+    assert r.venue_state(0)["fills_outside_limit"] == 0
+    assert r.on_fill(b, 10, 201, now=2) == 0                # half a tick through the limit
+    assert r.venue_state(1)["fills_outside_limit"] == 1
+    assert r.parent(1)["cum_qty"] == 20 and r.parent(1)["notional_x2"] == 5 * 200 + 5 * 199 + 2010
+    r.route(2, 0, SELL, 10, 99, now=3, strategy=STRAT_SWEEP, tif=T.IOC)
+    (c,) = r.drain_actions()
+    assert r.on_fill(int(c["child_id"]), 10, 197, now=4) == 0
+    assert r.venue_state(int(c["venue"]))["fills_outside_limit"] == 1 + (int(c["venue"]) == 1)
+    # A reprice in flight: the venue may fill at either price.
+    r.update_book(0, 0, bids=[(99, 10)], asks=[(102, 10)])
+    r.update_book(0, 1, bids=[(99, 10)], asks=[(102, 10)])
+    r.route(3, 0, BUY, 10, 101, now=10, strategy=STRAT_PASSIVE, tif=T.DAY)
+    (post,) = r.drain_actions()
+    assert int(post["price"]) == 99
+    r.on_ack(int(post["child_id"]), 11)
+    v = int(post["venue"])
+    r.update_book(0, v, bids=[(100, 10)], asks=[(102, 10)])
+    r.tick(10_000_000)
+    (rep,) = r.drain_actions()
+    assert rep["kind"] == ACT_REPLACE and int(rep["price"]) == 100
+    before = r.venue_state(v)["fills_outside_limit"]
+    assert r.on_fill(int(post["child_id"]), 1, 200, now=10_000_001) == 0
+    assert r.venue_state(v)["fills_outside_limit"] == before
+    assert r.on_fill(int(post["child_id"]), 1, 201, now=10_000_002) == 0
+    assert r.venue_state(v)["fills_outside_limit"] == before + 1
 
 
 # ---------------------------------------------------------------- dark first
@@ -779,6 +868,22 @@ def test_cancel_parent_cancels_working_children(R):
     rec = r.drain_finished()
     assert rec[0]["status"] == OrdStatus.CANCELED and rec[0]["cum_qty"] == 10_000
     assert r.cancel_parent(1, 9) is None
+
+
+def test_parent_filled_in_full_after_cancel_parent_ends_filled(R):
+    """The cancel came too late: the in-flight child filled in full, so did the parent."""
+    r = R(2)
+    r.update_book(0, 0, asks=[(100, 10)])
+    r.update_book(0, 1, asks=[(100, 10)])
+    r.route(1, 0, BUY, 20, 100, now=0, strategy=STRAT_SWEEP, tif=T.IOC)
+    ids = [int(x["child_id"]) for x in r.drain_actions()]
+    r.cancel_parent(1, 1)
+    assert r.on_fill(ids[0], 10, 200, 2) == 0
+    assert not r.parent(1)["done"]                          # one child still out
+    assert r.on_fill(ids[1], 10, 200, 3) == 0
+    (rec,) = r.drain_finished()
+    assert rec["status"] == OrdStatus.FILLED and rec["cum_qty"] == 20 and rec["leaves_qty"] == 0
+    assert rec["reason"] == 0 and rec["done_ts"] == 3
 
 
 def test_bestex_record_fields(R):
