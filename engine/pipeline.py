@@ -110,17 +110,20 @@ class _Pending:
     A replace also carries its new terms (lots, ticks). Risk judges them only
     once the children are down: until then the old terms are what can still
     fill, so they stay in force at risk. ``cancel`` is set when the order must
-    come out of the market instead (a kill switch, cancel-on-disconnect): the
-    replace is then refused with ``cancel``'s reason and the order canceled.
+    come out of the market instead (a kill switch, cancel-on-disconnect, a
+    client's Cancel): the replace is then refused with ``cancel``'s reason
+    and the order canceled. ``canceler`` is that Cancel and its session: the
+    CANCELED report answers it.
     """
 
-    __slots__ = ("session_id", "request", "new_qty", "new_price", "cancel")
+    __slots__ = ("session_id", "request", "new_qty", "new_price", "cancel", "canceler")
 
     def __init__(self, session_id: str, request: Cancel | Replace, new_qty: int = 0,
                  new_price: int = 0):
         self.session_id, self.request = session_id, request
         self.new_qty, self.new_price = new_qty, new_price
         self.cancel: tuple[int, str] | None = None
+        self.canceler: tuple[str, Cancel] | None = None
 
 
 class _NoMetric:
@@ -239,7 +242,11 @@ class Pipeline(Handler):
         for v, book in self._lit_books[ix]:
             if book.seq != marks[v]:
                 marks[v] = book.seq
-                self.router.update_book_from(ix, v, book)
+                code = self.router.update_book_from(ix, v, book)
+                if code:  # (a price beyond the router's MAX_PRICE)
+                    log.warning("router refused %s's book of %s (%s): its view of that venue "
+                                "is stale", self.venue_names[v], self.symbols[ix],
+                                reject_name(code))
         bid, ask = self._nbbo(self._market_ix[ix])
         if bid and ask:
             self.risk.set_reference_price(self._risk_ix[ix], (bid + ask) // 2, now)
@@ -533,7 +540,11 @@ class Pipeline(Handler):
                          f"no order {req.orig_cl_ord_id!r} for account {req.account}",
                          kind.lower(), ref_type=kind, cl_ord_id=req.cl_ord_id)
             return None
-        if order.done or order.order_id in self._pending:
+        pending = self._pending.get(order.order_id)
+        # (A Cancel may follow a Replace in flight: see _cancel.)
+        if order.done or pending is not None and not (
+                type(req) is Cancel and isinstance(pending.request, Replace)
+                and pending.canceler is None):
             why = "is done" if order.done else "has a cancel or replace in progress"
             self._cancel_reject(session, order, req, _RejectReason.TOO_LATE_TO_CANCEL,
                                 f"order {req.orig_cl_ord_id!r} {why}")
@@ -554,11 +565,26 @@ class Pipeline(Handler):
             return None
         return order
 
-    def _refuse_pending(self, pending: _Pending, order: Order, reason: int, text: str) -> None:
-        """Refuse a cancel or replace that was in flight (its session may be gone by now)."""
-        session = self.sessions.get(pending.session_id)
-        if session is not None:
-            self._cancel_reject(session, order, pending.request, reason, text)
+    def _refuse_pending(self, pending: _Pending, order: Order, reason: int, text: str, *,
+                        queued: bool = True) -> None:
+        """Refuse a cancel or replace that was in flight, and (``queued``) a Cancel queued
+        behind it (their sessions may be gone by now)."""
+        refused = [(pending.session_id, pending.request)]
+        if queued and pending.canceler is not None:
+            refused.append(pending.canceler)
+        for session_id, req in refused:
+            session = self.sessions.get(session_id)
+            if session is not None:
+                self._cancel_reject(session, order, req, reason, text)
+
+    def _cancel_replaced(self, order: Order, pending: _Pending, now: int, text: str) -> None:
+        """Cancel an order whose replace was refused; a Cancel queued behind it is answered."""
+        if pending.canceler is None:
+            return self.cancel_working(order, now, text=text)
+        session_id, cancel = pending.canceler
+        orig = order.cl_ord_id
+        self.orders.alias(order, cancel.cl_ord_id)
+        self.cancel_working(order, now, session_id, orig_cl_ord_id=orig)
 
     def _cancel_reject(self, session: Session, order: Order, req: Cancel | Replace, reason: int,
                        text: str) -> None:
@@ -574,6 +600,15 @@ class Pipeline(Handler):
     def _cancel(self, session: Session, req: Cancel, now: int) -> None:
         order = self._lookup(session, req, now)
         if order is None:
+            return
+        pending = self._pending.get(order.order_id)
+        if pending is not None:
+            # A replace is taking the children down: the order stays down,
+            # the replace is refused, and the CANCELED answers this request.
+            pending.canceler = (session.session_id, req)
+            if pending.cancel is None:
+                pending.cancel = (_RejectReason.ORDER_NOT_REPLACEABLE,
+                                  f"canceled by {req.cl_ord_id!r} before the replace completed")
             return
         self._pending[order.order_id] = _Pending(session.session_id, req)
         self.router.cancel_parent(order.order_id, now)
@@ -771,8 +806,9 @@ class Pipeline(Handler):
         new_qty, new_price = pending.new_qty, pending.new_price
         if pending.cancel is not None:
             reason, text = pending.cancel
-            self._refuse_pending(pending, order, reason, text)
-            return self.cancel_working(order, now, text=text)
+            # (A queued Cancel is answered by the CANCELED report, not refused.)
+            self._refuse_pending(pending, order, reason, text, queued=False)
+            return self._cancel_replaced(order, pending, now, text)
         if new_qty <= order.cum_qty:
             filled = inst.lots_to_qty(order.cum_qty)
             self._refuse_pending(pending, order, _RejectReason.REPLACE_QTY_NOT_ABOVE_FILLED,

@@ -169,3 +169,20 @@ def test_stp_is_the_clients_choice(slow):
     assert report(client, "self-buy2", ExecType.CANCELED).cum_qty == "0"
     client.cancel("self-ask2", account="DEMO1", cl_ord_id="self-ask2-c")
     report(client, "self-ask2-c", ExecType.CANCELED)
+
+
+def test_a_cancel_while_a_replace_is_in_flight_wins(slow):
+    engine, client = slow
+    client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="qc")
+    new = report(client, "qc", ExecType.NEW)
+    time.sleep(0.05)  # resting at its venue
+    client.replace("qc", account="DEMO1", qty="50", cl_ord_id="qc-r")
+    client.cancel("qc", account="DEMO1", cl_ord_id="qc-c")  # the replace is not through yet
+    refused = report(client, "qc-r", ExecType.REJECTED)
+    assert (refused.reject_name, refused.orig_cl_ord_id) == ("ORDER_NOT_REPLACEABLE", "qc")
+    done = report(client, "qc-c", ExecType.CANCELED)
+    assert (done.orig_cl_ord_id, done.order_id, done.cum_qty) == ("qc", new.order_id, "0")
+    assert risk_view(engine, new.order_id)[0] is None
+    # A second Cancel behind the first is too late, and the order answers to the cancel's id.
+    client.cancel("qc-c", account="DEMO1", cl_ord_id="qc-c2")
+    assert report(client, "qc-c2", ExecType.REJECTED).reject_name == "TOO_LATE_TO_CANCEL"
