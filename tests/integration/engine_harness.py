@@ -6,6 +6,7 @@ journal, and a simulator with no background flow so fills are predictable.
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -70,6 +71,19 @@ duration = "6h"
 {RISK}
 {extra}
 """
+
+
+@contextlib.contextmanager
+def serving(tmp: Path, **config):
+    """An engine (in a thread) on a free port, its journal in ``tmp``; yields ``(engine, endpoint)``.
+
+    ``config`` goes to :func:`config_text` (``sim``, ``fsync``, ``extra``).
+    """
+    port = free_port()
+    path = tmp / "engine.toml"
+    path.write_text(config_text(port, tmp / "journal", **config))
+    with ThreadedEngine(path) as engine:
+        yield engine, f"tcp://127.0.0.1:{port}"
 
 
 def start_subprocess(config_path: Path, log_path: Path) -> subprocess.Popen:

@@ -14,7 +14,7 @@ import pytest
 from engine.client import Client
 from engine.messages import (AdminReply, ExecType, ExecutionReport, KillSwitch, OrderStatusReply,
                              OrdStatus)
-from tests.integration.engine_harness import QUIET_SIM, ThreadedEngine, config_text, free_port
+from tests.integration.engine_harness import QUIET_SIM, serving
 
 VENUE_LATENCY = 'latency = { model = "fixed", mean_us = 15000.0 }'
 
@@ -24,10 +24,7 @@ def slow(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("slow")
     sim = tmp / "slow_sim.toml"
     sim.write_text(re.sub(r"latency = \{[^}]*\}", VENUE_LATENCY, QUIET_SIM.read_text()))
-    port = free_port()
-    path = tmp / "engine.toml"
-    path.write_text(config_text(port, tmp / "journal", sim=sim))
-    with ThreadedEngine(path) as engine, Client(f"tcp://127.0.0.1:{port}") as client:
+    with serving(tmp, sim=sim) as (engine, endpoint), Client(endpoint) as client:
         yield engine, client
 
 
@@ -88,12 +85,19 @@ def test_a_replace_below_what_filled_meanwhile_cancels_the_rest(slow):
     assert working is None and after["position"] - before["position"] == 60
 
 
+def resting_then_replaced(client, cl_ord_id):
+    """A DEMO1 bid of 100 resting at its venue, then a Replace to 50 (``<id>-r``) sent;
+    returns the bid's NEW report."""
+    client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id=cl_ord_id)
+    new = report(client, cl_ord_id, ExecType.NEW)
+    time.sleep(0.05)
+    client.replace(cl_ord_id, account="DEMO1", qty="50", cl_ord_id=f"{cl_ord_id}-r")
+    return new
+
+
 def test_a_kill_switch_during_a_replace_cancels_the_order(slow):
     engine, client = slow
-    client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="kill")
-    new = report(client, "kill", ExecType.NEW)
-    time.sleep(0.1)  # resting at its venue
-    client.replace("kill", account="DEMO1", qty="50", cl_ord_id="kill-r")
+    new = resting_then_replaced(client, "kill")
     client.send(KillSwitch(req_id="k1", action="engage", scope="account", target="DEMO1"))
     try:
         assert client.recv_until(lambda m: isinstance(m, AdminReply), 5)[-1].ok
@@ -173,10 +177,7 @@ def test_stp_is_the_clients_choice(slow):
 
 def test_a_cancel_while_a_replace_is_in_flight_wins(slow):
     engine, client = slow
-    client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="qc")
-    new = report(client, "qc", ExecType.NEW)
-    time.sleep(0.05)  # resting at its venue
-    client.replace("qc", account="DEMO1", qty="50", cl_ord_id="qc-r")
+    new = resting_then_replaced(client, "qc")
     client.cancel("qc", account="DEMO1", cl_ord_id="qc-c")  # the replace is not through yet
     refused = report(client, "qc-r", ExecType.REJECTED)
     assert (refused.reject_name, refused.orig_cl_ord_id) == ("ORDER_NOT_REPLACEABLE", "qc")

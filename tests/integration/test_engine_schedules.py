@@ -10,16 +10,13 @@ import pytest
 
 from engine.client import Client
 from engine.messages import ExecType, ExecutionReport, OrderStatusReply, Reject
-from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
+from tests.integration.engine_harness import serving
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("schedules")
-    port = free_port()
-    path = tmp / "engine.toml"
-    path.write_text(config_text(port, tmp / "journal"))
-    with ThreadedEngine(path), Client(f"tcp://127.0.0.1:{port}") as client:
+    with serving(tmp_path_factory.mktemp("schedules")) as (_, endpoint), \
+            Client(endpoint) as client:
         yield client
 
 

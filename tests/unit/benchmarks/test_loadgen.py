@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from benchmarks import cmd_loadgen, loadgen
-from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
+from tests.integration.engine_harness import serving
 
 
 def test_parse_mix():
@@ -42,12 +42,8 @@ def test_plan_acts_only_on_orders_it_sent():
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("engine")
-    port = free_port()
-    path = tmp / "engine.toml"
-    path.write_text(config_text(port, tmp / "journal"))
-    with ThreadedEngine(path):
-        yield f"tcp://127.0.0.1:{port}"
+    with serving(tmp_path_factory.mktemp("engine")) as (_, endpoint):
+        yield endpoint
 
 
 def test_loadgen_against_engine(endpoint, tmp_path, capsys):
