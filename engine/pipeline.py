@@ -89,6 +89,9 @@ def _remaining_schedule(order: Order, now: int) -> dict:
             "profile": profile[elapsed:] if profile else None, "pov_ppm": ppm}
 
 
+#: One new order in this many is timed stage by stage (kronos_stage_latency_seconds).
+STAGE_SAMPLE = 16
+
 #: KillSwitch.scope (the protocol's words) -> the risk engine's scope names.
 RISK_SCOPE = {"global": "global", "account": "account", "symbol": "instrument"}
 
@@ -197,9 +200,11 @@ class Pipeline(Handler):
         self._next_roll = self.trading_day.next_roll(time.time_ns())
         # The market's traded lots per instrument as last reported to the router (for POV).
         self._volume_seen = [market.market_volume(symbol)[0] for symbol in self.symbols]
-        # Per-stage time of a new order (intake times its own stage).
-        self._stage_time = {stage: metrics.stage_latency.labels(stage) if metrics else _NoMetric()
-                            for stage in ("validate", "risk", "route", "journal")}
+        self._orders_seen = 0
+        # Per-stage time of a new order (intake times its own stage), as bound methods.
+        (self._time_validate, self._time_risk, self._time_route, self._time_journal) = (
+            (metrics.stage_latency.labels(stage) if metrics else _NoMetric()).observe
+            for stage in ("validate", "risk", "route", "journal"))
         self._market_ix = [market.instrument_index(symbol) for symbol in self.symbols]
         self._risk_ix = [risk.instrument_index(symbol) for symbol in self.symbols]
         # Children carry their client account to the venue, so that venue
@@ -314,7 +319,7 @@ class Pipeline(Handler):
         seq = self.journal.flush()
         if seq != self._flushed_seq:  # the wake-up's journal write (and sync, under "always")
             self._flushed_seq = seq
-            self._stage_time["journal"].observe((time.perf_counter_ns() - started) / 1e9)
+            self._time_journal((time.perf_counter_ns() - started) / 1e9)
         if self.journal.fsync != "group":
             release()
             return
@@ -412,7 +417,11 @@ class Pipeline(Handler):
         # A cl_ord_id names one order for the engine's lifetime (journal
         # included): a client resending after a lost ack or a restart gets a
         # reject, never a second order.
-        started = time.perf_counter_ns()
+        # One new order in STAGE_SAMPLE is timed stage by stage: timing each
+        # would cost it about 3 µs (clock reads, histogram updates).
+        self._orders_seen = seen = self._orders_seen + 1
+        timed = seen % STAGE_SAMPLE == 1  # (the first order is timed: the 1st, 17th, ...)
+        started = time.perf_counter_ns() if timed else 0
         if self.orders.find(req.account, req.cl_ord_id) is not None:
             return self._refuse(
                 session, _RejectReason.DUPLICATE_CL_ORD_ID,
@@ -442,9 +451,9 @@ class Pipeline(Handler):
                                       f"unknown account {req.account!r}", now, "validate")
         inst_ix = self.risk.instrument_index(req.symbol)
         order.advance(_Stage.VALIDATED, now)
-        stages = self._stage_time
-        validated = time.perf_counter_ns()
-        stages["validate"].observe((validated - started) / 1e9)
+        if timed:
+            validated = time.perf_counter_ns()
+            self._time_validate((validated - started) / 1e9)
         # -- risk-checked
         self.refresh_market(inst_ix, now)
         gate = self._gates.get(session.session_id)
@@ -458,8 +467,9 @@ class Pipeline(Handler):
         if order.side != _Side.BUY or order.ord_type == _OrdType.MARKET:
             self._journal_valuation(order)
         order.advance(_Stage.RISK_CHECKED, now)
-        checked = time.perf_counter_ns()
-        stages["risk"].observe((checked - validated) / 1e9)
+        if timed:
+            checked = time.perf_counter_ns()
+            self._time_risk((checked - validated) / 1e9)
         # -- routed
         strategy = STRATEGIES.get(req.strategy)
         if strategy is None:
@@ -482,11 +492,12 @@ class Pipeline(Handler):
         order.strategy = strategy
         if req.stp is not None:
             order.stp = int(req.stp)
-        order.schedule = schedule = order_schedule(req)
+        schedule = None if req.strategy is None else order_schedule(req)
         if schedule is None:
             reason = self.router.route(order.order_id, inst_ix, order.side, order.qty,
                                        order.price, now, strategy, order.tif)
         else:
+            order.schedule = schedule
             start, end, slices, profile, ppm = schedule
             reason = self.router.route(order.order_id, inst_ix, order.side, order.qty,
                                        order.price, now, strategy, order.tif, start_ns=start,
@@ -496,7 +507,8 @@ class Pipeline(Handler):
             return self._reject_order(order, reason, f"router: {reject_name(reason)}", now,
                                       "route")
         order.advance(_Stage.ROUTED, now)
-        stages["route"].observe((time.perf_counter_ns() - checked) / 1e9)
+        if timed:
+            self._time_route((time.perf_counter_ns() - checked) / 1e9)
         self._report(order, _ExecType.NEW)
 
     def _journal_valuation(self, order: Order) -> None:
@@ -507,7 +519,7 @@ class Pipeline(Handler):
         and the collar: neither is in the journal otherwise, and recovery
         replays the order's exposure at exactly this value.
         """
-        value = self.risk.working_order(order.order_id)["value_price"]
+        value = self.risk.value_price(order.order_id)
         if value != order.price:
             self.journal.append_msg(_RecordKind.META, JournalValuation(
                 order_id=order.order_id, value_ticks=value))

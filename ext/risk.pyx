@@ -1761,6 +1761,16 @@ cdef class RiskEngine:
                 "buying_power": kx_sat_sub(kx_sat_sub(kx_sat_add(kx_sat_add(l.cash, s.cash_flow), l.credit),
                                                       s.reserved), kx_sat_add(s.short_basis, s.short_basis))}
 
+    def value_price(self, int64_t order_key):
+        """The price (ticks) a working order is valued at, or -1 if it is not working.
+
+        The engine journals it when it is not the order's own limit (a
+        market order, a sell under a collar): recovery replays the order's
+        exposure at it. (``working_order`` has it too, in a dict per call.)
+        """
+        cdef int32_t slot = self._find(order_key)
+        return self.orders[slot].value_price if slot >= 0 else -1
+
     def working_order(self, int64_t order_key):
         """A working order as a dict, or None."""
         cdef int32_t slot = self._find(order_key)
