@@ -610,6 +610,10 @@ class RiskReference:
     def last_reject(self) -> dict:
         return dict(self.detail)
 
+    def value_price(self, order_key):
+        o = self.orders.get(order_key)
+        return -1 if o is None else o.value_price
+
     def working_order(self, order_key):
         o = self.orders.get(order_key)
         if o is None:

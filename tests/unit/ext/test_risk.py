@@ -269,6 +269,8 @@ def test_market_order_valued_at_collar_edge(make):
     assert h.new(side=SELL, ord_type=MARKET, price=0, qty=2) == 0
     assert e.working_order(h.key)["value_price"] == 10100
     assert h.money()["open_notional"] == open_notional + 2 * 10100 * 100
+    # (what the engine journals for recovery; -1 once the order is not working)
+    assert e.value_price(h.key) == 10100 and e.value_price(h.key + 1000) == -1
 
 
 # ---------------------------------------------------------------- short sales: valued at the highest fill price
