@@ -84,9 +84,12 @@ def _remaining_schedule(order: Order, now: int) -> dict:
     buckets = len(profile) if profile else slices
     if end > start and now > start and buckets > 0:
         elapsed = min(buckets - 1, (now - start) * buckets // (end - start))
+    rest = profile[elapsed:] if profile else None
+    if rest is not None and not any(rest):
+        rest = (1,)  # what is left is due now: the weight of the elapsed buckets
     return {"start_ns": max(start, now), "end_ns": end,
             "slices": slices - elapsed if slices > 0 else -1,
-            "profile": profile[elapsed:] if profile else None, "pov_ppm": ppm}
+            "profile": rest, "pov_ppm": ppm}
 
 
 #: One new order in this many is timed stage by stage (kronos_stage_latency_seconds).
@@ -499,6 +502,11 @@ class Pipeline(Handler):
         else:
             order.schedule = schedule
             start, end, slices, profile, ppm = schedule
+            if 0 <= end <= now:  # (trading it all at once is not what a schedule asks)
+                self.risk.on_reject(order.order_id)
+                return self._reject_order(order, _RejectReason.INVALID_SCHEDULE,
+                                          f"end_time {end} is not in the future (now {now})",
+                                          now, "route")
             reason = self.router.route(order.order_id, inst_ix, order.side, order.qty,
                                        order.price, now, strategy, order.tif, start_ns=start,
                                        end_ns=end, slices=slices, profile=profile, pov_ppm=ppm)
@@ -638,6 +646,13 @@ class Pipeline(Handler):
         if order.ord_type == _OrdType.MARKET and req.price is not None:
             return self._cancel_reject(session, order, req, _RejectReason.INVALID_PRICE,
                                        "a MARKET order has no price to replace")
+        if (order.tif == _TimeInForce.IOC or order.ord_type == _OrdType.MARKET) \
+                and order.schedule is None:
+            # It trades on arrival and its remainder is canceled: routed
+            # again with new terms, it would trade a second time.
+            return self._cancel_reject(session, order, req, _RejectReason.ORDER_NOT_REPLACEABLE,
+                                       "an IOC or MARKET order trades on arrival: it cannot be "
+                                       "replaced")
         if order.post_only and new_price != order.price:
             text = self._post_only_cross(order, self.risk.instrument_index(order.symbol),
                                          new_price)
@@ -781,7 +796,10 @@ class Pipeline(Handler):
         if status == _OrdStatus.EXPIRED:
             self.risk.on_cancel(order.order_id)
             order.advance(_Stage.EXPIRED, now)
-            self._report(order, _ExecType.EXPIRED)
+            self._report(order, _ExecType.EXPIRED, text=(
+                "its schedule's window ended" if order.schedule is not None
+                else "the venues closed: its day is over" if reason == _RejectReason.VENUE_CLOSED
+                else "its time in force ran out"))
             if pending is not None:  # (its time in force ran out first)
                 self._refuse_pending(pending, order, _RejectReason.TOO_LATE_TO_CANCEL,
                                      "order expired")
@@ -831,10 +849,17 @@ class Pipeline(Handler):
                                  f"the rest is canceled")
         ix = self.risk.instrument_index(order.symbol)
         self.refresh_market(ix, now)
-        reason = self.risk.on_replace(order.order_id, new_qty, new_price,
-                                      cl_ord_hash(req.cl_ord_id), now)
+        # The market may have moved onto a post-only order's new price while
+        # the children came down: that refuses the replace, not the order.
+        cross = self._post_only_cross(order, ix, new_price) if order.post_only else None
+        if cross:
+            reason, why = _RejectReason.POST_ONLY_WOULD_CROSS, cross
+        else:
+            reason = self.risk.on_replace(order.order_id, new_qty, new_price,
+                                          cl_ord_hash(req.cl_ord_id), now)
+            why = self.risk.last_reject_text() if reason else None
         if reason:
-            self._refuse_pending(pending, order, reason, self.risk.last_reject_text())
+            self._refuse_pending(pending, order, reason, why)
             code, why = self.route_remainder(order, ix, now)
             if code:
                 self.cancel_working(order, now, text=f"could not be routed again after its "
@@ -843,9 +868,8 @@ class Pipeline(Handler):
         orig = order.cl_ord_id
         self.orders.alias(order, req.cl_ord_id)
         order.qty, order.price = new_qty, new_price
-        # (A post-only order's new price was checked when the replace came in;
-        # route_remainder checks it again: the market may have moved onto it
-        # while the children came down.)
+        if order.side != _Side.BUY or order.ord_type == _OrdType.MARKET:
+            self._journal_valuation(order)  # (risk valued the new terms from the market)
         reason, _ = self.route_remainder(order, ix, now)
         if reason:
             return self.cancel_working(

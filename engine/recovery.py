@@ -274,7 +274,7 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         inst_ix = risk.instrument_index(order.symbol)
         if order.price:
             references[inst_ix] = order.price
-        reference = valuations.get(order.order_id) or order.price or references.get(inst_ix)
+        reference = valuations.pop(order.order_id, None) or order.price or references.get(inst_ix)
         if reference is None:
             log.warning("recovery: market order %s has no earlier price of %s in the journal; "
                         "valued at one tick until the market gives one", order.order_id,
@@ -315,6 +315,10 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
             and report.cl_ord_id != order.cl_ord_id:  # (else the requester's copy: applied)
         new_qty = inst.qty_to_lots(report.qty)
         new_price = inst.price_to_ticks(report.price) if report.price else order.price
+        # As at arrival: the new terms are valued at what risk gave them live.
+        risk.set_reference_price(risk.instrument_index(order.symbol),
+                                 valuations.pop(order.order_id, None) or new_price or
+                                 references.get(risk.instrument_index(order.symbol), 1), ts)
         risk.on_replace(order.order_id, new_qty, new_price, cl_ord_hash(report.cl_ord_id), ts)
         table.alias(order, report.cl_ord_id)
         order.qty, order.price = new_qty, new_price

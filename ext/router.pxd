@@ -344,6 +344,7 @@ cdef class Router:
     cdef int _finish(self, int32_t pi, int status, int reason, int64_t now) except -1
     cdef i128 _fee(self, int instrument, int venue, bint maker, int64_t px_x2,
                    int64_t qty) noexcept
+    cdef bint _any_open_lit(self) noexcept
     cdef bint _any_routable_lit(self, int64_t now) noexcept
     cdef void _bestex(self, Parent* p, BestEx* out) noexcept
     cdef void _release_parent(self, int32_t pi) noexcept

@@ -751,6 +751,13 @@ cdef class Router:
             delay = self.recovery_ns << shift
         vn.retry_at = now + delay
 
+    cdef bint _any_open_lit(self) noexcept:
+        cdef int v
+        for v in range(self.n_venues):
+            if not self.venues[v].dark and self.venues[v].open:
+                return True
+        return False
+
     cdef bint _any_routable_lit(self, int64_t now) noexcept:
         cdef int v
         for v in range(self.n_venues):
@@ -1221,6 +1228,11 @@ cdef class Router:
                 return 0
             if self._post(pi, now):
                 p.rounds += 1
+            elif p.tif == DAY and not self._any_open_lit():
+                # Every lit venue is closed (a child refused at the close): a
+                # day order's day is over. A GTC one waits for the next open,
+                # and any order for a venue that is only down.
+                self._finish(pi, EXPIRED, VENUE_CLOSED, now)
             return 0
         if p.phase == PH_SCHED:
             target = self._target(p, now)

@@ -187,3 +187,41 @@ def test_a_cancel_while_a_replace_is_in_flight_wins(slow):
     # A second Cancel behind the first is too late, and the order answers to the cancel's id.
     client.cancel("qc-c", account="DEMO1", cl_ord_id="qc-c2")
     assert report(client, "qc-c2", ExecType.REJECTED).reject_name == "TOO_LATE_TO_CANCEL"
+
+
+def test_an_immediate_order_cannot_be_replaced(slow):
+    # An IOC trades what is there on arrival; routed again with new terms it
+    # would trade a second time.
+    engine, client = slow
+    offer(client, "ioc-ask", "10", "50.20")
+    client.new_order("AAA", "buy", "20", "50.20", account="DEMO1", cl_ord_id="ioc",
+                     time_in_force="ioc")
+    report(client, "ioc", ExecType.NEW)  # its child is on its way to the offer
+    client.replace("ioc", account="DEMO1", qty="30", cl_ord_id="ioc-r")
+    refused = report(client, "ioc-r", ExecType.REJECTED)
+    assert refused.reject_name == "ORDER_NOT_REPLACEABLE"
+    assert report(client, "ioc", ExecType.CANCELED).cum_qty == "10"
+
+
+def test_a_post_only_replace_the_market_moves_onto_keeps_the_order(slow):
+    # Not crossing when asked; by the time the children are down an offer
+    # sits at the new price: the replace is refused, the order stays as it was.
+    engine, client = slow
+    client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="po",
+                     post_only=True)
+    report(client, "po", ExecType.NEW)
+    time.sleep(0.05)
+    client.replace("po", account="DEMO1", price="50.50", cl_ord_id="po-r")
+    client.new_order("AAA", "sell_short", "10", "50.50", account="DEMO2", cl_ord_id="po-ask",
+                     locate=True)
+    refused = report(client, "po-r", ExecType.REJECTED)
+    assert (refused.reject_name, refused.price, refused.ord_status) == \
+        ("POST_ONLY_WOULD_CROSS", "48", OrdStatus.NEW)
+    time.sleep(0.1)
+    client.status("po", account="DEMO1")
+    status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+    assert status.report.ord_status == OrdStatus.NEW and status.report.cum_qty == "0"
+    assert [(c.price, c.done) for c in status.children][-1] == ("48", False)
+    for cid, account in (("po", "DEMO1"), ("po-ask", "DEMO2")):
+        client.cancel(cid, account=account, cl_ord_id=f"{cid}-x")
+        report(client, f"{cid}-x", ExecType.CANCELED)

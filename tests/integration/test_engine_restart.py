@@ -307,14 +307,22 @@ def test_working_orders_keep_their_value_at_risk_across_a_restart(tmp_path, monk
                          locate=True)
         report(client, "ask", ExecType.NEW)
         time.sleep(0.7)  # both rest at their venue: the mid is 50.00
-        client.new_order("AAA", "buy", "100", None, account="DEMO1", cl_ord_id="mkt",
-                         ord_type="market")
-        order_id = int(report(client, "mkt", ExecType.NEW).order_id)
         client.new_order("AAA", "sell_short", "10", "50.50", account="DEMO1", cl_ord_id="sell",
                          locate=True)
         sell_id = int(report(client, "sell", ExecType.NEW).order_id)
-        # Both at the collar's upper edge, the mid + 100 ticks (above the sell's own limit).
-        assert (valued(engine, order_id), valued(engine, sell_id)) == (5100, 5100)
+        # At the collar's upper edge, the mid + 100 ticks (above the sell's own limit).
+        assert valued(engine, sell_id) == 5100
+        # The bid moves up, then the sell is replaced: valued again, from the new mid.
+        client.new_order("AAA", "buy", "10", "49.50", account="DEMO2", cl_ord_id="bid2")
+        report(client, "bid2", ExecType.NEW)
+        time.sleep(0.7)
+        client.replace("sell", account="DEMO1", qty="20", cl_ord_id="sell2")
+        report(client, "sell2", ExecType.REPLACED)
+        assert valued(engine, sell_id) == 5125
+        client.new_order("AAA", "buy", "100", None, account="DEMO1", cl_ord_id="mkt",
+                         ord_type="market")
+        order_id = int(report(client, "mkt", ExecType.NEW).order_id)
+        assert valued(engine, order_id) == 5125
     recovered = {}
     resume = service.resume_working
 
@@ -325,7 +333,7 @@ def test_working_orders_keep_their_value_at_risk_across_a_restart(tmp_path, monk
 
     monkeypatch.setattr(service, "resume_working", look_then_resume)
     with ThreadedEngine(path):
-        assert recovered == {order_id: 5100, sell_id: 5100}
+        assert recovered == {order_id: 5125, sell_id: 5125}
 
 
 def test_daily_limits_start_afresh_when_the_trading_day_rolls(tmp_path):

@@ -125,3 +125,26 @@ def test_a_replaced_twap_keeps_its_schedule(client):
     assert [r.last_qty for _, r in fills] == ["20", "20", "20"]
     assert fills[-1][0] - fills[0][0] >= 0.3
     cancel(client, "rt-ask")
+
+
+def test_a_schedule_already_over_is_refused_not_traded_at_once(client):
+    offer(client, "old-ask", "100", "50.10")
+    now = time.time_ns()
+    client.new_order("AAA", "buy", "40", "50.10", account="DEMO1", cl_ord_id="old",
+                     strategy="twap", start_time=now - 3600 * 10**9, end_time=now - 10**9)
+    refused = client.recv_until(lambda m: isinstance(m, ExecutionReport) and
+                                m.cl_ord_id == "old", 5)[-1]
+    assert (refused.exec_type, refused.reject_name, refused.cum_qty) == \
+        (ExecType.REJECTED, "INVALID_SCHEDULE", "0")
+    assert "not in the future" in refused.text
+    cancel(client, "old-ask")
+
+
+def test_a_schedule_that_ends_with_quantity_left_expires_saying_why(client):
+    offer(client, "end-ask", "100", "50.10")
+    client.new_order("AAA", "buy", "40", "50.00", account="DEMO1", cl_ord_id="end",
+                     strategy="twap", end_time=time.time_ns() + 300_000_000, slices=2)
+    done = client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "end"
+                             and m.exec_type == ExecType.EXPIRED, 5)[-1]
+    assert (done.cum_qty, done.text) == ("0", "its schedule's window ended")
+    cancel(client, "end-ask")

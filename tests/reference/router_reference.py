@@ -479,6 +479,8 @@ class ReferenceRouter:
                 return
             if self._post(p, now):
                 p.rounds += 1
+            elif p.tif == DAY and not any(not vn.dark and vn.open for vn in self.venues):
+                self._finish(p, EXPIRED, R["VENUE_CLOSED"], now)
             return
         if p.phase == PH_SCHED:
             target = self._target(p, now)

@@ -772,6 +772,27 @@ def test_venue_unavailable_and_closed_rejects(R):
     assert rec["status"] == OrdStatus.CANCELED and rec["reason"] == RR.NO_ROUTE
 
 
+def test_a_day_order_refused_at_the_close_expires_a_gtc_one_waits(R):
+    # A resting limit's child reaches its venue just after the close: with
+    # every lit venue closed, a DAY order's day is over; a GTC waits for the open.
+    for tif, ends in ((T.DAY, True), (T.GTC, False)):
+        r = R(1)
+        r.update_book(0, 0, bids=[(99, 10)], asks=[(101, 10)])
+        assert r.route(1, 0, BUY, 10, 100, now=0, tif=tif) == 0
+        (post,) = r.drain_actions()
+        r.on_reject(int(post["child_id"]), RR.VENUE_CLOSED, 5)
+        r.tick(10)
+        finished = r.drain_finished()
+        if ends:
+            assert [(f["status"], f["reason"]) for f in finished] == \
+                [(OrdStatus.EXPIRED, RR.VENUE_CLOSED)]
+        else:
+            assert finished.size == 0 and r.n_active == 1
+            r.set_open(0, True)
+            r.tick(20)
+            assert [int(a["kind"]) for a in r.drain_actions()] == [ACT_NEW]  # posted again
+
+
 # ---------------------------------------------------------------- scheduled strategies
 def deep_book(R, n_venues=1, **config):
     r = R(n_venues, config=config)
