@@ -42,6 +42,13 @@ def risk_view(engine, order_id):
                                               risk.instrument_index("AAA"))))
 
 
+def cancel(client, *orders):
+    """Cancel each ``(cl_ord_id, account)`` and wait for its CANCELED."""
+    for cl_ord_id, account in orders:
+        client.cancel(cl_ord_id, account=account, cl_ord_id=f"{cl_ord_id}-x")
+        report(client, f"{cl_ord_id}-x", ExecType.CANCELED)
+
+
 def offer(client, cl_ord_id, qty, price):
     """DEMO2 rests a sell; returns once it is at its venue."""
     client.new_order("AAA", "sell_short", qty, price, account="DEMO2", cl_ord_id=cl_ord_id,
@@ -131,8 +138,7 @@ def test_a_replace_risk_refuses_leaves_the_order_working_on_its_old_terms(slow):
     assert status.report.ord_status == OrdStatus.NEW
     live = [c for c in status.children if not c.done]
     assert [(c.price, c.qty) for c in live] == [("48", "100")]  # back at a venue, old terms
-    client.cancel("big", account="DEMO1", cl_ord_id="big-c")
-    report(client, "big-c", ExecType.CANCELED)
+    cancel(client, ("big", "DEMO1"))
 
 
 def test_a_replace_keeps_the_orders_strategy(slow):
@@ -149,9 +155,7 @@ def test_a_replace_keeps_the_orders_strategy(slow):
     client.status("pas-ask", account="DEMO2")
     ask = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
     assert ask.report.cum_qty == "0"  # nothing was taken
-    for cid, account in (("pas-r", "DEMO1"), ("pas-ask", "DEMO2")):
-        client.cancel(cid, account=account, cl_ord_id=f"{cid}-c")
-        report(client, f"{cid}-c", ExecType.CANCELED)
+    cancel(client, ("pas-r", "DEMO1"), ("pas-ask", "DEMO2"))
 
 
 def test_stp_is_the_clients_choice(slow):
@@ -171,8 +175,7 @@ def test_stp_is_the_clients_choice(slow):
     client.new_order("AAA", "buy", "10", "50.30", account="DEMO1", cl_ord_id="self-buy2",
                      time_in_force="ioc")
     assert report(client, "self-buy2", ExecType.CANCELED).cum_qty == "0"
-    client.cancel("self-ask2", account="DEMO1", cl_ord_id="self-ask2-c")
-    report(client, "self-ask2-c", ExecType.CANCELED)
+    cancel(client, ("self-ask2", "DEMO1"))
 
 
 def test_a_cancel_while_a_replace_is_in_flight_wins(slow):
@@ -222,6 +225,4 @@ def test_a_post_only_replace_the_market_moves_onto_keeps_the_order(slow):
     status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
     assert status.report.ord_status == OrdStatus.NEW and status.report.cum_qty == "0"
     assert [(c.price, c.done) for c in status.children][-1] == ("48", False)
-    for cid, account in (("po", "DEMO1"), ("po-ask", "DEMO2")):
-        client.cancel(cid, account=account, cl_ord_id=f"{cid}-x")
-        report(client, f"{cid}-x", ExecType.CANCELED)
+    cancel(client, ("po", "DEMO1"), ("po-ask", "DEMO2"))
