@@ -19,6 +19,7 @@ Example
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import os
 import secrets
@@ -68,8 +69,19 @@ class ClientProtocolError(Exception):
     """The engine sent something this client cannot read."""
 
 
+#: How long messages after a gap wait for the gap to be filled before they
+#: are delivered anyway (out of order, the gap still listed in ``gaps``).
+REORDER_WAIT_S = 1.0
+
+
 class _Base:
-    """What both clients share: request building, encoding, seq tracking."""
+    """What both clients share: request building, encoding, seq tracking.
+
+    Messages reach the caller in ``seq`` order: with ``auto_resend``, those
+    after a gap wait (at most ``REORDER_WAIT_S``) for the resend that fills
+    it, so a strategy never sees an order's CANCELED before its NEW. A gap the
+    engine says it no longer keeps (``lost``) releases them at once.
+    """
 
     def __init__(self, *, auto_resend: bool, cl_ord_id_prefix: str | None):
         self.auto_resend = auto_resend
@@ -88,6 +100,10 @@ class _Base:
         self.lost: list[list[int]] = []
         #: messages dropped because their seq was already received
         self.duplicates = 0
+        self._ready: collections.deque[Response] = collections.deque()  # for the caller, in order
+        self._held: dict[int, Response] = {}  # seq -> message waiting for a gap below it
+        self._held_since = 0.0
+        self._requested: list[list[int]] = []  # resend ranges asked for and not yet closed
 
     # ------------------------------------------------------------ building
     def next_cl_ord_id(self) -> str:
@@ -119,30 +135,68 @@ class _Base:
                 raise ClientProtocolError(f"inconsistent execution report from the engine: {problem}")
         return msg
 
-    def _track(self, msg: Response) -> tuple[bool, ResendRequest | None]:
-        """Account for ``msg.seq``; returns (deliver?, resend request to send)."""
+    def _accept(self, msg: Response) -> ResendRequest | None:
+        """Account for ``msg.seq`` and queue what may now reach the caller; returns a
+        resend request to send, if a gap opened that no earlier request covers."""
         seq = msg.seq
         if seq == 0:
             # Sent outside any session (a connection whose session was resumed
             # elsewhere, or no session could be opened): no place in the numbering.
-            return True, None
+            self._ready.append(msg)
+            return None
         resend = None
         if isinstance(msg, HeartbeatAck):
             self.session_id = msg.session_id
         if seq == self.last_seq + 1:
             self.last_seq = seq
         elif seq > self.last_seq:
-            self.gaps.append([self.last_seq + 1, seq - 1])
-            if self.auto_resend:
-                resend = ResendRequest(begin_seq=self.last_seq + 1, end_seq=seq - 1)
+            gap = [self.last_seq + 1, seq - 1]
+            self.gaps.append(gap)
+            if self.auto_resend and not self._covered(gap):
+                resend = ResendRequest(begin_seq=gap[0], end_seq=gap[1])
+                self._requested.append(gap[:])
             self.last_seq = seq
-        elif not self._fill_gap(seq):
+        elif not self._fill_gap(seq) and not self._recover_lost(seq):
             self.duplicates += 1
-            return False, None
+            return None
         if isinstance(msg, HeartbeatAck) and msg.resend_begin_seq is not None:
             end = msg.resend_end_seq if msg.resend_end_seq is not None else seq - 1
             self._close_replay(msg.resend_begin_seq, end)
-        return True, resend
+        if not self.auto_resend:
+            self._ready.append(msg)  # (no resend will fill a gap: nothing to wait for)
+            return resend
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held[seq] = msg
+        self._release()
+        return resend
+
+    def _release(self, *, expired: bool = False) -> None:
+        """Move held messages that no open gap precedes (all, once ``expired``) to the caller."""
+        floor = None if expired else min((first for first, _ in self.gaps), default=None)
+        for seq in sorted(self._held):
+            if floor is not None and seq > floor:
+                break
+            self._ready.append(self._held.pop(seq))
+        if self._held and floor is not None:
+            self._held_since = min(self._held_since, time.monotonic())
+
+    def _hold_deadline(self) -> float | None:
+        """When held messages are delivered anyway (monotonic seconds), or None."""
+        return self._held_since + REORDER_WAIT_S if self._held else None
+
+    def _covered(self, gap: list[int]) -> bool:
+        """Whether a resend already asked for covers ``gap`` (a resume's, an earlier one)."""
+        return any(b <= gap[0] and (e == 0 or gap[1] <= e) for b, e in self._requested)
+
+    def _recover_lost(self, seq: int) -> bool:
+        """A seq given up as lost arrived after all (the caller asked again): take it."""
+        for index, (first, last) in enumerate(self.lost):
+            if first <= seq <= last:
+                pieces = [[first, seq - 1], [seq + 1, last]]
+                self.lost[index:index + 1] = [p for p in pieces if p[0] <= p[1]]
+                return True
+        return False
 
     def _fill_gap(self, seq: int) -> bool:
         for index, (first, last) in enumerate(self.gaps):
@@ -154,6 +208,8 @@ class _Base:
 
     def _close_replay(self, begin: int, end: int) -> None:
         """After a replay, whatever it should have covered and did not is lost."""
+        self._requested = [r for r in self._requested if not (r[0] == begin and
+                                                              (r[1] == 0 or r[1] == end))]
         remaining = []
         for first, last in self.gaps:
             lo, hi = max(first, begin), min(last, end)
@@ -292,6 +348,7 @@ class Client(_Base):
         """
         self.last_seq = last_seq
         self.session_id = session_id
+        self._requested.append([last_seq + 1, 0])
         self.resend(last_seq + 1, session_id=session_id)
 
     # ------------------------------------------------------------ receiving
@@ -305,15 +362,22 @@ class Client(_Base):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self.socket.poll(None if wait is None else int(wait * 1000)):
-                raise TimeoutError(f"no message from {self.endpoint} within {timeout} s")
-            msg = self._decode(self.socket.recv(copy=False).buffer)
-            deliver, resend = self._track(msg)
+            if self._ready:
+                return self._ready.popleft()
+            now = time.monotonic()
+            held = self._hold_deadline()
+            if held is not None and now >= held:
+                self._release(expired=True)
+                continue
+            wait = min(t for t in (deadline, held) if t is not None) - now \
+                if deadline is not None or held is not None else None
+            if not self.socket.poll(None if wait is None else int(max(0.0, wait) * 1000)):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"no message from {self.endpoint} within {timeout} s")
+                continue
+            resend = self._accept(self._decode(self.socket.recv(copy=False).buffer))
             if resend is not None:
                 self.send(resend)
-            if deliver:
-                return msg
 
     def recv_until(self, predicate, timeout: float = 5.0) -> list[Response]:
         """Receive until ``predicate(msg)`` is true; returns everything received, that one last."""
@@ -366,9 +430,12 @@ class AsyncClient(_Base):
         # zmq.asyncio may queue the frame: hand it an immutable copy.
         await self.socket.send(bytes(self._encode(request)))
 
-    async def send_raw(self, data: bytes) -> None:
-        """Send bytes as they are (for tests)."""
-        await self.socket.send(data)
+    async def send_raw(self, data: bytes | Iterable[bytes]) -> None:
+        """Send bytes as they are (one frame, or several from an iterable); for tests."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            await self.socket.send(data)
+        else:
+            await self.socket.send_multipart(list(data))
 
     async def new_order(self, symbol: str, side, qty: str, price: str | None = None, *,
                         account: str, **fields) -> NewOrder:
@@ -425,24 +492,32 @@ class AsyncClient(_Base):
         """Take over session ``session_id`` after a reconnect (see ``Client.resume``)."""
         self.last_seq = last_seq
         self.session_id = session_id
+        self._requested.append([last_seq + 1, 0])
         await self.resend(last_seq + 1, session_id=session_id)
 
     async def recv(self, timeout: float | None = 5.0) -> Response:
-        """The next response not seen before; ``TimeoutError`` after ``timeout`` seconds."""
-        async def next_new() -> Response:
-            while True:
-                frame = await self.socket.recv(copy=False)
-                msg = self._decode(frame.buffer)
-                deliver, resend = self._track(msg)
-                if resend is not None:
-                    await self.send(resend)
-                if deliver:
-                    return msg
-
-        try:
-            return await asyncio.wait_for(next_new(), timeout)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"no message from {self.endpoint} within {timeout} s") from None
+        """The next response not seen before; ``TimeoutError`` after ``timeout`` seconds
+        (0: only what has already arrived)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._ready:
+                return self._ready.popleft()
+            now = time.monotonic()
+            held = self._hold_deadline()
+            if held is not None and now >= held:
+                self._release(expired=True)
+                continue
+            wait = min(t for t in (deadline, held) if t is not None) - now \
+                if deadline is not None or held is not None else None
+            # (poll, not wait_for(recv): a zero wait still takes a waiting message)
+            if not await self.socket.poll(None if wait is None else int(max(0.0, wait) * 1000)):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"no message from {self.endpoint} within {timeout} s")
+                continue
+            frame = await self.socket.recv(copy=False)
+            resend = self._accept(self._decode(frame.buffer))
+            if resend is not None:
+                await self.send(resend)
 
     async def recv_until(self, predicate, timeout: float = 5.0) -> list[Response]:
         """Receive until ``predicate(msg)`` is true; returns everything received."""
@@ -452,6 +527,15 @@ class AsyncClient(_Base):
             msg = await self.recv(max(0.0, deadline - time.monotonic()))
             received.append(msg)
             if predicate(msg):
+                return received
+
+    async def drain(self, timeout: float = 0.1) -> list[Response]:
+        """Everything that arrives until ``timeout`` seconds of silence."""
+        received = []
+        while True:
+            try:
+                received.append(await self.recv(timeout))
+            except TimeoutError:
                 return received
 
 

@@ -91,6 +91,16 @@ def _refused(msg) -> bool:
         (isinstance(msg, OrderStatusReply) and not msg.found)
 
 
+def _is_z85_key(key: str | bytes) -> bool:
+    """Whether ``key`` is a Z85-encoded 32-byte CURVE key."""
+    from zmq.utils import z85
+
+    try:
+        return len(key) == 40 and len(z85.decode(key)) == 32
+    except (ValueError, KeyError, TypeError, UnicodeError):
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     """Connect, send, print the answers; returns the exit status."""
     import zmq
@@ -109,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"cannot load a key: {exc}")
     if server_key is None and keypair is not None:
         return fail("--client-key-file needs --server-key or --server-key-file")
+    if server_key is not None and not _is_z85_key(server_key):
+        return fail(f"--server-key {server_key!r} is not a 40-character Z85 CURVE public key "
+                    f"(see kronos-exec keys show)")
     try:
         client = Client(args.endpoint, server_key=server_key, client_keypair=keypair)
     except zmq.ZMQError as exc:

@@ -30,42 +30,84 @@ def reject(seq):
 
 
 # ---------------------------------------------------------------- seq tracking
-def test_gap_detected_and_resend_requested():
+def seqs(tracker):
+    """The seqs the caller has been given so far (taken from the tracker)."""
+    out = [m.seq for m in tracker._ready]
+    tracker._ready.clear()
+    return out
+
+
+def test_gap_detected_resend_requested_and_order_kept():
     tracker = _Base(auto_resend=True, cl_ord_id_prefix="t")
-    assert tracker._track(reject(1)) == (True, None)
-    deliver, resend = tracker._track(reject(5))
-    assert deliver and (resend.begin_seq, resend.end_seq) == (2, 4)
+    assert tracker._accept(reject(1)) is None and seqs(tracker) == [1]
+    resend = tracker._accept(reject(5))
+    assert (resend.begin_seq, resend.end_seq) == (2, 4)
     assert tracker.gaps == [[2, 4]] and tracker.last_seq == 5
-    assert tracker._track(reject(3))[0]          # late arrival fills the middle
-    assert tracker.gaps == [[2, 2], [4, 4]]
-    assert tracker._track(reject(3)) == (False, None)  # seen: a duplicate
-    assert tracker._track(reject(1)) == (False, None)
+    assert seqs(tracker) == []                    # 5 waits for 2..4
+    assert tracker._accept(reject(3)) is None     # late arrival fills the middle
+    assert tracker.gaps == [[2, 2], [4, 4]] and seqs(tracker) == []
+    assert tracker._accept(reject(3)) is None and tracker._accept(reject(1)) is None
     assert tracker.duplicates == 2
-    tracker._track(reject(2))
-    tracker._track(reject(4))
+    tracker._accept(reject(2))
+    assert seqs(tracker) == [2, 3]                # up to the next gap
+    tracker._accept(reject(4))
+    assert seqs(tracker) == [4, 5]
     assert tracker.gaps == [] and tracker.lost == []
 
 
-def test_replay_end_marks_unfilled_gaps_lost():
-    tracker = _Base(auto_resend=False, cl_ord_id_prefix="t")
-    tracker._track(reject(1))
-    assert tracker._track(reject(10)) == (True, None)  # no auto resend
-    tracker._track(reject(8))
-    tracker._track(ack(11, begin=2, end=9))
+def test_a_gap_already_asked_for_is_not_asked_for_again():
+    # After a resume, the engine's first new message can come before the
+    # replay it asked for: that gap is the replay's, not a new one.
+    tracker = _Base(auto_resend=True, cl_ord_id_prefix="t")
+    tracker.last_seq = 2
+    tracker._requested.append([3, 0])             # what Client.resume asks for
+    assert tracker._accept(reject(11)) is None
+    for seq in range(3, 11):
+        tracker._accept(reject(seq))
+    assert seqs(tracker) == list(range(3, 12)) and tracker.gaps == []
+
+
+def test_replay_end_marks_unfilled_gaps_lost_and_releases_what_waited():
+    tracker = _Base(auto_resend=True, cl_ord_id_prefix="t")
+    tracker._accept(reject(1))
+    tracker._accept(reject(10))
+    tracker._accept(reject(8))
+    assert seqs(tracker) == [1]
+    tracker._accept(ack(11, begin=2, end=9))
     assert tracker.lost == [[2, 7], [9, 9]] and tracker.gaps == []
-    assert tracker.session_id == "s"
+    assert seqs(tracker) == [8, 10, 11] and tracker.session_id == "s"
+    # Asked for again, a lost seq is taken, not dropped as a duplicate.
+    tracker._accept(reject(9))
+    assert seqs(tracker) == [9] and tracker.lost == [[2, 7]] and tracker.duplicates == 0
+
+
+def test_without_auto_resend_nothing_waits():
+    tracker = _Base(auto_resend=False, cl_ord_id_prefix="t")
+    tracker._accept(reject(1))
+    assert tracker._accept(reject(10)) is None     # no resend asked
+    assert seqs(tracker) == [1, 10] and tracker.gaps == [[2, 9]]
+
+
+def test_what_waits_too_long_for_a_gap_is_delivered():
+    tracker = _Base(auto_resend=True, cl_ord_id_prefix="t")
+    tracker._accept(reject(1))
+    tracker._accept(reject(3))
+    assert seqs(tracker) == [1] and tracker._hold_deadline() is not None
+    tracker._release(expired=True)
+    assert seqs(tracker) == [3] and tracker.gaps == [[2, 2]]
 
 
 def test_seq_0_is_outside_the_numbering_and_delivered():
     """A Reject the engine sends where it has no session (seq 0) is neither a
     duplicate nor a gap: the application must see it."""
     tracker = _Base(auto_resend=True, cl_ord_id_prefix="t")
-    tracker._track(reject(1))
-    tracker._track(reject(2))
-    assert tracker._track(reject(0)) == (True, None)
-    assert tracker._track(reject(0)) == (True, None)
+    tracker._accept(reject(1))
+    tracker._accept(reject(2))
+    assert tracker._accept(reject(0)) is None and tracker._accept(reject(0)) is None
+    assert seqs(tracker) == [1, 2, 0, 0]
     assert (tracker.last_seq, tracker.gaps, tracker.duplicates) == (2, [], 0)
-    assert tracker._track(reject(3)) == (True, None)
+    tracker._accept(reject(3))
+    assert seqs(tracker) == [3]
 
 
 def test_builders_accept_names():
@@ -106,10 +148,13 @@ def test_missed_messages_are_recovered_by_auto_resend(running):
 
         running.call(lose_two)
         following = order_for(client)
-        reply = roundtrip(client, following)
-        assert reply.seq == 4 and client.gaps == [[2, 3]]
-        recovered = client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
-        assert [(m.seq, m.exec_type) for m in recovered[:2]] == [(2, ExecType.PARTIAL_FILL), (3, ExecType.FILL)]
+        client.send(following)
+        got = client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+        # In seq order: the two the network lost (resent) come before the
+        # reply whose seq revealed the gap, then the replay's closing ack.
+        assert [m.seq for m in got] == [2, 3, 4, 5]
+        assert [m.exec_type for m in got[:2]] == [ExecType.PARTIAL_FILL, ExecType.FILL]
+        assert got[2].cl_ord_id == following.cl_ord_id
         assert client.gaps == [] and client.lost == [] and client.last_seq == 5
 
 
@@ -131,6 +176,21 @@ def test_blocking_client_requests(running):
         assert [client.recv().exec_type for _ in range(3)] == [ExecType.NEW] * 3
         with pytest.raises(TimeoutError):
             client.recv(timeout=0.05)
+
+
+def test_async_client_has_the_blocking_ones_receiving_calls(running):
+    """recv(0) takes a message that has already arrived, and drain() exists, as on Client."""
+    async def main():
+        async with AsyncClient(running.server.plaintext_endpoints[0]) as client:
+            await client.heartbeat(test_req_id="z")
+            await asyncio.sleep(0.3)
+            assert (await client.recv(0)).test_req_id == "z"
+            with pytest.raises(TimeoutError):
+                await client.recv(0)
+            await client.heartbeat(test_req_id="d1")
+            await client.heartbeat(test_req_id="d2")
+            assert [m.test_req_id for m in await client.drain(0.3)] == ["d1", "d2"]
+    asyncio.run(main())
 
 
 def test_async_client(running):

@@ -41,3 +41,10 @@ def test_an_unusable_endpoint_or_key_is_one_line(tmp_path):
                      str(tmp_path / "server.key"), "heartbeat")
     assert bad_key.returncode == 2 and "Traceback" not in bad_key.stderr
     assert bad_key.stderr.startswith("kronos-exec client: cannot load a key:")
+
+
+def test_a_malformed_server_key_is_named_not_the_endpoint():
+    out = kronos("client", "--endpoint", "tcp://127.0.0.1:1", "--server-key", "not-a-z85-key",
+                 "heartbeat")
+    assert out.returncode == 2 and "is not a 40-character Z85 CURVE public key" in out.stderr
+    assert "cannot connect" not in out.stderr
