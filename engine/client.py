@@ -185,26 +185,35 @@ class _Base:
         """When held messages are delivered anyway (monotonic seconds), or None."""
         return self._held_since + REORDER_WAIT_S if self._held else None
 
+    def _next(self, deadline: float | None) -> tuple[Response | None, float | None]:
+        """The next message for the caller, or ``(None, ms)``: how long to poll the
+        socket for more (None: forever), bounded by ``deadline`` and by held messages."""
+        while True:
+            if self._ready:
+                return self._ready.popleft(), 0
+            now = time.monotonic()
+            held = self._hold_deadline()
+            if held is not None and now >= held:
+                self._release(expired=True)
+                continue
+            until = [t for t in (deadline, held) if t is not None]
+            return None, int(max(0.0, min(until) - now) * 1000) if until else None
+
+    def _timed_out(self, deadline: float | None, timeout: float | None) -> None:
+        """Raise ``TimeoutError`` once ``deadline`` has passed."""
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"no message from {self.endpoint} within {timeout} s")
+
     def _covered(self, gap: list[int]) -> bool:
         """Whether a resend already asked for covers ``gap`` (a resume's, an earlier one)."""
         return any(b <= gap[0] and (e == 0 or gap[1] <= e) for b, e in self._requested)
 
     def _recover_lost(self, seq: int) -> bool:
         """A seq given up as lost arrived after all (the caller asked again): take it."""
-        for index, (first, last) in enumerate(self.lost):
-            if first <= seq <= last:
-                pieces = [[first, seq - 1], [seq + 1, last]]
-                self.lost[index:index + 1] = [p for p in pieces if p[0] <= p[1]]
-                return True
-        return False
+        return _take(self.lost, seq)
 
     def _fill_gap(self, seq: int) -> bool:
-        for index, (first, last) in enumerate(self.gaps):
-            if first <= seq <= last:
-                pieces = [[first, seq - 1], [seq + 1, last]]
-                self.gaps[index:index + 1] = [p for p in pieces if p[0] <= p[1]]
-                return True
-        return False
+        return _take(self.gaps, seq)
 
     def _close_replay(self, begin: int, end: int) -> None:
         """After a replay, whatever it should have covered and did not is lost."""
@@ -226,6 +235,16 @@ class _Base:
     def _encode(self, request: Request) -> bytearray:
         self._encoder.encode_into(request, self._buf)
         return self._buf
+
+
+def _take(ranges: list[list[int]], seq: int) -> bool:
+    """Remove ``seq`` from the ``[first, last]`` range holding it; False if none does."""
+    for index, (first, last) in enumerate(ranges):
+        if first <= seq <= last:
+            pieces = [[first, seq - 1], [seq + 1, last]]
+            ranges[index:index + 1] = [p for p in pieces if p[0] <= p[1]]
+            return True
+    return False
 
 
 def _configure(socket: zmq.Socket, server_key, client_keypair, routing_id) -> None:
@@ -362,18 +381,11 @@ class Client(_Base):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._ready:
-                return self._ready.popleft()
-            now = time.monotonic()
-            held = self._hold_deadline()
-            if held is not None and now >= held:
-                self._release(expired=True)
-                continue
-            wait = min(t for t in (deadline, held) if t is not None) - now \
-                if deadline is not None or held is not None else None
-            if not self.socket.poll(None if wait is None else int(max(0.0, wait) * 1000)):
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"no message from {self.endpoint} within {timeout} s")
+            msg, wait_ms = self._next(deadline)
+            if msg is not None:
+                return msg
+            if not self.socket.poll(wait_ms):
+                self._timed_out(deadline, timeout)
                 continue
             resend = self._accept(self._decode(self.socket.recv(copy=False).buffer))
             if resend is not None:
@@ -500,19 +512,12 @@ class AsyncClient(_Base):
         (0: only what has already arrived)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._ready:
-                return self._ready.popleft()
-            now = time.monotonic()
-            held = self._hold_deadline()
-            if held is not None and now >= held:
-                self._release(expired=True)
-                continue
-            wait = min(t for t in (deadline, held) if t is not None) - now \
-                if deadline is not None or held is not None else None
+            msg, wait_ms = self._next(deadline)
+            if msg is not None:
+                return msg
             # (poll, not wait_for(recv): a zero wait still takes a waiting message)
-            if not await self.socket.poll(None if wait is None else int(max(0.0, wait) * 1000)):
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"no message from {self.endpoint} within {timeout} s")
+            if not await self.socket.poll(wait_ms):
+                self._timed_out(deadline, timeout)
                 continue
             frame = await self.socket.recv(copy=False)
             resend = self._accept(self._decode(frame.buffer))
