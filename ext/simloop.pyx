@@ -2019,12 +2019,24 @@ cdef class StrategyCore:
 
     cdef int64_t send_c(self, int venue, int64_t qty, int64_t price, int ord_type, int tif,
                         int flags) except -1:
-        """``send`` for compiled strategies: no Python object made."""
+        """``send`` for compiled strategies: no Python object made.
+
+        Refuses (``ValueError``) a child that, with the working ones and
+        what has filled, would take the parent past its quantity: no
+        strategy, compiled or Python, can overfill its parent.
+        """
         cdef int book = venue * self.n_instruments + self.instrument
-        cdef int64_t child_id
+        cdef int64_t child_id, committed = self.filled
         cdef Child* ch
+        cdef Py_ssize_t k
         if venue < 0 or book >= self.loop.n_books:
             raise IndexError(f"no venue {venue}")
+        for k in range(self.w_n):
+            if self.w_ids[k]:
+                committed += self.w_leaves[k]
+        if qty > self.qty - committed:
+            raise ValueError(f"a child of {qty} lots would overfill the parent: {self.qty} lots, "
+                             f"{self.filled} filled and {committed - self.filled} working")
         child_id = self.loop.submit_c(book, self.side, qty, price, ord_type, tif, flags,
                                       self.account, -1, 0, self)
         if self.n_child_ids == self.child_ids_cap:

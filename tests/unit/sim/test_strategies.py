@@ -9,7 +9,7 @@ from sim.strategies import (
     SweepStrategy, TwapStrategy, plan_sweep, register_strategy, resolve_strategy,
 )
 from tests.unit.sim.helpers import (
-    BUY, IOC, LIMIT, QUIET, SELL, SMALL, US, add, config, quiet_market,
+    BUY, DAY, IOC, LIMIT, QUIET, SELL, SMALL, US, add, config, quiet_market,
 )
 
 S = 1_000_000_000
@@ -229,7 +229,7 @@ def test_with_nothing_visible_a_dark_ioc_does_not_make_the_sweep_spin(cls):
     assert len(s.children) <= 8
 
 
-def test_a_strategy_that_overfills_fails_the_backtest_rather_than_report_it():
+def test_a_strategy_cannot_send_more_than_its_parent_needs():
     @register_strategy
     class Greedy(ExecutionStrategy):
         name = "greedy_test"
@@ -239,5 +239,20 @@ def test_a_strategy_that_overfills_fails_the_backtest_rather_than_report_it():
             self.send(0, 3 * self.remaining, ask + 50, LIMIT, IOC)
 
     small = {"parents": [{**SMALL["parents"][0], "qty": "20"}]}
-    with pytest.raises(OverfillError, match=r"parent 1 \(greedy_test\): 60 lots filled of 20"):
+    with pytest.raises(ValueError, match="a child of 60 lots would overfill the parent: 20 lots"):
         Backtest(config(SMALL, **small), strategy="greedy_test").run()
+
+
+def test_a_strategy_that_overfills_by_growing_a_child_fails_the_backtest():
+    @register_strategy
+    class Grower(ExecutionStrategy):
+        name = "grower_test"
+
+        def on_start(self):
+            bid, ask = self.market.nbbo(self.instrument)
+            child = self.send(0, self.remaining, bid - 100, LIMIT, DAY)  # rests, far away
+            self.replace(child, ask + 50, 3 * self.remaining)            # then grows and crosses
+
+    small = {"parents": [{**SMALL["parents"][0], "qty": "20"}]}
+    with pytest.raises(OverfillError, match=r"parent 1 \(grower_test\): 60 lots filled of 20"):
+        Backtest(config(SMALL, **small), strategy="grower_test").run()
