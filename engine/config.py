@@ -113,6 +113,11 @@ class IntakeConfig(_Section):
         of a burst for less time. Default 64.
     send_hwm, recv_hwm : int
         ZeroMQ high-water marks of the ROUTER sockets. Default 100000.
+    shutdown_grace_ms : int
+        How long a stopping engine keeps serving once it refuses new orders
+        (``ENGINE_SHUTTING_DOWN``): requests on their way are answered,
+        cancels reach the venues, fills still come back. 0 to 60000.
+        Default 100.
     """
 
     endpoints: list[str] = []
@@ -129,6 +134,7 @@ class IntakeConfig(_Section):
     drain_batch: PositiveInt = 64
     send_hwm: PositiveInt = 100000
     recv_hwm: PositiveInt = 100000
+    shutdown_grace_ms: Annotated[int, Meta(ge=0, le=60_000)] = 100
 
     @property
     def hard_max_bytes(self) -> int:

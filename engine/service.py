@@ -38,11 +38,6 @@ log = logging.getLogger(__name__)
 #: The embedded default configuration: engine on the simulator, local plaintext.
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.toml"
 
-#: How long a stopping engine keeps serving after it starts refusing new orders:
-#: requests already on their way get an answer (ENGINE_SHUTTING_DOWN for new
-#: orders and replaces), cancels still reach the venues, fills still come back.
-SHUTDOWN_GRACE_S = 0.1
-
 
 def risk_config(config: Config, instruments) -> dict[str, Any]:
     """The ``[risk]`` table completed with every tradable instrument's grid.
@@ -206,7 +201,7 @@ class EngineService:
                  ", ".join(self.endpoints), len(market.venues), len(instruments),
                  cfg.journal.dir, cfg.journal.fsync)
 
-    async def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+    async def stop(self, grace_s: float | None = None) -> None:
         """Graceful shutdown: refuse new orders, finish in-flight work, send every reply, close.
 
         An acknowledgement whose record is in the journal must reach its
@@ -216,12 +211,14 @@ class EngineService:
            and keeps answering everything else;
         2. under ``fsync = "group"`` the replies waiting for the committer are
            released now, and every later batch is synced before it is sent;
-        3. for ``grace_s`` the engine serves on (requests on their way are
-           answered, cancels reach the venues), then the router's clock and
-           the venues stop;
+        3. for ``grace_s`` (default ``[intake] shutdown_grace_ms``) the engine
+           serves on (requests on their way are answered, cancels reach the
+           venues), then the router's clock and the venues stop;
         4. intake closes its sockets (ZeroMQ lingers to deliver what was
            sent), then the journal is synced and closed.
         """
+        if grace_s is None:
+            grace_s = self.config.intake.shutdown_grace_ms / 1000
         log.info("engine: stopping")
         if self.intake is not None:
             self.intake.begin_shutdown()

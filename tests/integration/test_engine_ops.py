@@ -9,6 +9,8 @@ import tomllib
 import urllib.error
 import urllib.request
 
+import pytest
+
 from engine.client import Client
 from engine.messages import ExecType, ExecutionReport
 from ext.simloop import ReportKind
@@ -131,3 +133,18 @@ def test_a_bad_sim_value_is_one_line_naming_the_key(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"kronos-exec serve: {path}: 'sim.speed': expected a positive number of simulated "
         f"seconds per second, got 0"]
+
+
+def test_shutdown_grace_is_the_configured_one(tmp_path):
+    """``[intake] shutdown_grace_ms``: how long a stopping engine keeps serving."""
+    from engine.config import ConfigError, parse_config
+    with pytest.raises(ConfigError, match="shutdown_grace_ms"):
+        parse_config('[intake]\nplaintext_endpoints = ["tcp://127.0.0.1:1"]\n'
+                     'allow_plaintext = true\nshutdown_grace_ms = -1\n')
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(free_port(), tmp_path / "journal")
+                    .replace("[intake]\n", "[intake]\nshutdown_grace_ms = 700\n"))
+    engine = ThreadedEngine(path).__enter__()
+    started = time.monotonic()
+    engine.__exit__(None, None, None)
+    assert time.monotonic() - started >= 0.7
