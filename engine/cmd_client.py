@@ -76,11 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _readable(msg) -> dict:
-    data = msgspec.to_builtins(msg)
-    data = {"type": type(msg).__name__, **data}
-    for field, enum_type in _ENUM_FIELDS.items():
-        if isinstance(data.get(field), int):
-            data[field] = enum_type(data[field]).name
+    """A message as a dict with its enums by name (those of a nested report too)."""
+    data = {"type": type(msg).__name__, **msgspec.to_builtins(msg)}
+    for fields in (data, data.get("report") or {}):
+        for field, enum_type in _ENUM_FIELDS.items():
+            if isinstance(fields.get(field), int):
+                fields[field] = enum_type(fields[field]).name
     return data
 
 

@@ -25,6 +25,8 @@ def test_status_of_an_unknown_order_exits_1(running):  # noqa: F811
     found = kronos("client", "--endpoint", endpoint, "--wait", "0.5", "status",
                    "--cl-ord-id", "k1", "--account", "ACC1")
     assert found.returncode == 0 and orjson.loads(found.stdout)["found"] is True
+    # The nested report reads like a top-level one: enums by name.
+    assert orjson.loads(found.stdout)["report"]["side"] == "BUY"
     unknown = kronos("client", "--endpoint", endpoint, "--wait", "0.5", "status",
                      "--cl-ord-id", "nope", "--account", "ACC1")
     assert orjson.loads(unknown.stdout)["found"] is False
