@@ -362,3 +362,62 @@ def test_daily_limits_start_afresh_when_the_trading_day_rolls(tmp_path):
         report(client, "b4", ExecType.NEW)
         client.new_order("AAA", "buy", "50", "48.00", account="DEMO1", cl_ord_id="b5")
         assert report(client, "b5", ExecType.REJECTED).reject_name == "DAILY_NOTIONAL_LIMIT"
+
+
+def test_risk_books_after_a_restart_are_those_before_it(tmp_path, monkeypatch):
+    # A mixed load under a collar (resting and crossing orders, sells, short
+    # sales, market orders, replaces up and down, cancels), then a stop.
+    # Recovery must rebuild risk's books exactly: positions, working orders
+    # and what they are valued at, reservations, daily counters.
+    import random
+    from engine import service
+    path, endpoint = engine_config(tmp_path)
+    path.write_text(path.read_text().replace("[risk.accounts.DEMO1]\n",
+                                             "[risk.accounts.DEMO1]\ncollar_ticks = 200\n"))
+    rng = random.Random(11)
+
+    def books(risk):
+        snap = risk.snapshot()
+        return {key: snap[key] for key in ("firm", "account_state", "cells", "orders")}
+
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        for cid, side, price in (("b0", "buy", "49.00"), ("a0", "sell_short", "51.00")):
+            client.new_order("AAA", side, "500", price, account="DEMO2", cl_ord_id=cid,
+                             locate=True)
+            report(client, cid, ExecType.NEW)
+        time.sleep(0.1)
+        working = []
+        for i in range(60):
+            cid, r = f"o{i}", rng.random()
+            if r < 0.3 and working:
+                orig = rng.choice(working)
+                client.replace(orig, account="DEMO1", qty=str(rng.randint(5, 40)),
+                               cl_ord_id=cid)
+                working[working.index(orig)] = cid
+            elif r < 0.4 and working:
+                client.cancel(working.pop(rng.randrange(len(working))), account="DEMO1",
+                              cl_ord_id=cid)
+            elif r < 0.55:
+                client.new_order("AAA", rng.choice(["buy", "sell_short"]), "10", None,
+                                 account="DEMO1", cl_ord_id=cid, locate=True)
+            else:
+                side = rng.choice(["buy", "sell_short"])
+                price = f"{rng.randint(4950, 5050) / 100:.2f}"
+                client.new_order("AAA", side, str(rng.randint(5, 30)), price, account="DEMO1",
+                                 cl_ord_id=cid, locate=True)
+                working.append(cid)
+            time.sleep(0.005)
+        client.drain(0.5)
+        risk = engine.service.pipeline.risk
+        before = engine.call(lambda: books(risk))
+    assert before["orders"] and before["cells"], "the load left working orders and positions"
+    after = {}
+    resume = service.resume_working
+
+    def look_then_resume(pipeline, summary):
+        after.update(books(pipeline.risk))
+        return resume(pipeline, summary)
+
+    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    with ThreadedEngine(path):
+        assert after == before
