@@ -500,11 +500,12 @@ class JournalSession(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=Fal
 
 
 class JournalValuation(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
-    """The price risk valued a market order at, as the journal stores it (a ``META`` record).
+    """The price risk valued an order at, as the journal stores it (a ``META`` record).
 
-    A market order has no price of its own: risk values it at the market's
-    reference (or the collar's edge), which the journal would not otherwise
-    hold. Recovery replays the order's decision at this same value.
+    Written when that is not the order's own limit (a market order, a sell
+    under a collar: valued from the market's reference), on arrival and
+    after a replace, as the journal would not otherwise hold it. Recovery
+    replays the order's exposure at this same value.
     """
 
     order_id: int
@@ -778,7 +779,7 @@ def check_new_order(order: NewOrder) -> Problem | None:
         if order.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
             return Problem(RejectReason.INVALID_TIF, "time_in_force",
                            "post_only cannot be IOC or FOK: it never takes liquidity")
-    if order.strategy in _SCHEDULED or order.start_time is not None or \
+    if order.strategy in SCHEDULE_FIELDS or order.start_time is not None or \
             order.end_time is not None or order.slices is not None or \
             order.profile is not None or order.participation is not None:
         return _schedule_problem(order)
@@ -786,14 +787,14 @@ def check_new_order(order: NewOrder) -> Problem | None:
 
 
 #: The strategies that trade on a schedule, and the fields each may carry.
-_SCHEDULED = {"twap": ("start_time", "end_time", "slices"),
+SCHEDULE_FIELDS = {"twap": ("start_time", "end_time", "slices"),
               "vwap": ("start_time", "end_time", "profile"),
               "pov": ("start_time", "end_time", "participation")}
 
 
 def _schedule_problem(order: NewOrder) -> Problem | None:
     """A scheduled order's fields: each belongs to its strategy, and they agree."""
-    allowed = _SCHEDULED.get(order.strategy, ())
+    allowed = SCHEDULE_FIELDS.get(order.strategy, ())
     for name in ("start_time", "end_time", "slices", "profile", "participation"):
         if getattr(order, name) is not None and name not in allowed:
             return Problem(RejectReason.INVALID_SCHEDULE, name,

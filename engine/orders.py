@@ -20,7 +20,7 @@ import time
 
 import msgspec
 
-from engine.messages import ExecType, ExecutionReport, OrdStatus, reject_name
+from engine.messages import ExecType, ExecutionReport, OrdStatus, OrdType, TimeInForce, reject_name
 from ext.instrument import Instrument
 
 
@@ -61,6 +61,7 @@ _STATUS = {
 
 # Bound once for the per-order methods below (engine.messages.members says why).
 _RECEIVED, _FILLED, _PARTIALLY_FILLED = int(Stage.RECEIVED), Stage.FILLED, Stage.PARTIALLY_FILLED
+_IOC, _MARKET = int(TimeInForce.IOC), int(OrdType.MARKET)
 
 
 class IllegalTransition(RuntimeError):
@@ -158,6 +159,11 @@ class Order(msgspec.Struct, gc=False, eq=False):
         """Every stage the order went through, with its time (ns), oldest first."""
         path = self.path
         return [(Stage(path[k]), path[k + 1]) for k in range(0, len(path), 2)]
+
+    @property
+    def immediate(self) -> bool:
+        """IOC or MARKET: it trades on arrival, and what it cannot is canceled."""
+        return self.tif == _IOC or self.ord_type == _MARKET
 
     @property
     def leaves_qty(self) -> int:

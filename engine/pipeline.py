@@ -22,10 +22,10 @@ from typing import Callable
 from engine.intake import Handler, Session
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
-    AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalCommand,
-    JournalDayRoll, JournalEvent, JournalSession, JournalValuation, KillSwitch, NewOrder, OrderStatusReply,
-    OrderStatusRequest, OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill,
-    TradeHistoryReply, TradeHistoryRequest, event_envelope, make_reject, members,
+    SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalCommand,
+    JournalDayRoll, JournalEvent, JournalSession, JournalValuation, KillSwitch, NewOrder,
+    OrderStatusReply, OrderStatusRequest, OrdType, ReloadLimits, Replace, Request, StageTime,
+    TradeFill, TradeHistoryReply, TradeHistoryRequest, event_envelope, make_reject, members,
     participation_ppm, reject_name,
 )
 from engine.history import HistoryAnswer, TradeHistory, TradeStore
@@ -61,7 +61,7 @@ def order_schedule(req: NewOrder) -> tuple | None:
     profile) where the order leaves the router's default. The fields were
     checked at intake (``messages.check_new_order``).
     """
-    if req.strategy not in ("twap", "vwap", "pov"):
+    if req.strategy not in SCHEDULE_FIELDS:
         return None
     return (-1 if req.start_time is None else req.start_time,
             -1 if req.end_time is None else req.end_time,
@@ -467,8 +467,7 @@ class Pipeline(Handler):
                                 cl_ord_hash(req.cl_ord_id), now)
         if reason:
             return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
-        if order.side != _Side.BUY or order.ord_type == _OrdType.MARKET:
-            self._journal_valuation(order)
+        self._journal_valuation(order)
         order.advance(_Stage.RISK_CHECKED, now)
         if timed:
             checked = time.perf_counter_ns()
@@ -495,7 +494,7 @@ class Pipeline(Handler):
         order.strategy = strategy
         if req.stp is not None:
             order.stp = int(req.stp)
-        schedule = None if req.strategy is None else order_schedule(req)
+        schedule = order_schedule(req)
         if schedule is None:
             reason = self.router.route(order.order_id, inst_ix, order.side, order.qty,
                                        order.price, now, strategy, order.tif)
@@ -527,6 +526,8 @@ class Pipeline(Handler):
         and the collar: neither is in the journal otherwise, and recovery
         replays the order's exposure at exactly this value.
         """
+        if order.side == _Side.BUY and order.ord_type != _OrdType.MARKET:
+            return  # (valued at its own limit: no call into risk on the usual path)
         value = self.risk.value_price(order.order_id)
         if value != order.price:
             self.journal.append_msg(_RecordKind.META, JournalValuation(
@@ -646,8 +647,7 @@ class Pipeline(Handler):
         if order.ord_type == _OrdType.MARKET and req.price is not None:
             return self._cancel_reject(session, order, req, _RejectReason.INVALID_PRICE,
                                        "a MARKET order has no price to replace")
-        if (order.tif == _TimeInForce.IOC or order.ord_type == _OrdType.MARKET) \
-                and order.schedule is None:
+        if order.immediate and order.schedule is None:
             # It trades on arrival and its remainder is canceled: routed
             # again with new terms, it would trade a second time.
             return self._cancel_reject(session, order, req, _RejectReason.ORDER_NOT_REPLACEABLE,
@@ -811,7 +811,7 @@ class Pipeline(Handler):
                 self.orders.alias(order, pending.request.cl_ord_id)
             elif reason:
                 kw = {"text": f"canceled by the router: {reject_name(reason)}"}
-            elif order.tif == _TimeInForce.IOC or order.ord_type == _OrdType.MARKET:
+            elif order.immediate:
                 kw = {"text": "unfilled remainder of an immediate order"}
             self.cancel_working(order, now, pending.session_id if pending is not None else None,
                                 **kw)
@@ -868,8 +868,7 @@ class Pipeline(Handler):
         orig = order.cl_ord_id
         self.orders.alias(order, req.cl_ord_id)
         order.qty, order.price = new_qty, new_price
-        if order.side != _Side.BUY or order.ord_type == _OrdType.MARKET:
-            self._journal_valuation(order)  # (risk valued the new terms from the market)
+        self._journal_valuation(order)  # (risk valued the new terms)
         reason, _ = self.route_remainder(order, ix, now)
         if reason:
             return self.cancel_working(

@@ -38,7 +38,8 @@ import msgspec
 from engine.journal import JournalReader, RecordKind
 from engine.messages import (
     AdminReply, BulkNewOrders, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
-    JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalSession, KillSwitch, NewOrder, TradeFill, reject_name,
+    JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalSession, KillSwitch,
+    NewOrder, TradeFill, reject_name,
 )
 from engine.orders import Stage
 from engine.pipeline import RISK_SCOPE, STRATEGIES, cl_ord_hash, order_schedule, risk_flags
@@ -119,9 +120,9 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     engaged: dict[tuple[str, str | None], KillSwitch] = {}
     cancel_on_disconnect: dict[str, bool] = {}
     # The last price seen per instrument index (a limit, a fill): what a
-    # market order is valued at when its decision is replayed.
+    # market order is valued at when the journal holds no valuation of it.
     references: dict[int, int] = {}
-    valuations: dict[int, int] = {}  # market order id -> the value risk gave it live
+    valuations: dict[int, int] = {}  # order id -> the value risk gave it live (JournalValuation)
     max_exec = 0
     principals: dict[str, str] = {}
     sent: dict[str, collections.deque] = {}
@@ -265,22 +266,13 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
             return 0
         for stage in (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED):
             order.advance(stage, ts)
-        # The decision was taken when the order arrived. With the limits out
-        # (no collar) risk values a market order at the reference, and a
-        # sell at the higher of its limit and the reference: so the reference
-        # is set to the value risk gave the order live (its JournalValuation;
-        # none means its own limit), and for a market order in a journal
-        # written without one, to the last price the journal shows.
+        # The decision was taken when the order arrived; with the limits
+        # out, only the price risk values it at is needed.
         inst_ix = risk.instrument_index(order.symbol)
         if order.price:
             references[inst_ix] = order.price
-        reference = valuations.pop(order.order_id, None) or order.price or references.get(inst_ix)
-        if reference is None:
-            log.warning("recovery: market order %s has no earlier price of %s in the journal; "
-                        "valued at one tick until the market gives one", order.order_id,
-                        order.symbol)
-            reference = 1
-        risk.set_reference_price(inst_ix, reference, ts)
+        risk.set_reference_price(inst_ix, _valued_at(order, order.price, inst_ix, valuations,
+                                                     references), ts)
         code = risk.check_new(order.order_id, risk.session_index(session_id),
                               risk.account_index(order.account),
                               inst_ix, order.side, order.ord_type,
@@ -316,13 +308,30 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         new_qty = inst.qty_to_lots(report.qty)
         new_price = inst.price_to_ticks(report.price) if report.price else order.price
         # As at arrival: the new terms are valued at what risk gave them live.
-        risk.set_reference_price(risk.instrument_index(order.symbol),
-                                 valuations.pop(order.order_id, None) or new_price or
-                                 references.get(risk.instrument_index(order.symbol), 1), ts)
+        inst_ix = risk.instrument_index(order.symbol)
+        risk.set_reference_price(inst_ix, _valued_at(order, new_price, inst_ix, valuations,
+                                                     references), ts)
         risk.on_replace(order.order_id, new_qty, new_price, cl_ord_hash(report.cl_ord_id), ts)
         table.alias(order, report.cl_ord_id)
         order.qty, order.price = new_qty, new_price
     return 0
+
+
+def _valued_at(order, price: int, inst_ix: int, valuations: dict, references: dict) -> int:
+    """The reference price at which risk, its limits out, values ``order`` (at ``price``) as live.
+
+    With no collar risk values a market order at the reference, and a sell
+    at the higher of its limit and the reference: so the value risk gave the
+    order live (its JournalValuation, taken once), else its own limit, else
+    (a market order in a journal written without valuations) the last price
+    the journal shows for the instrument.
+    """
+    value = valuations.pop(order.order_id, None) or price or references.get(inst_ix)
+    if value is None:
+        log.warning("recovery: market order %s has no earlier price of %s in the journal; "
+                    "valued at one tick until the market gives one", order.order_id, order.symbol)
+        value = 1
+    return value
 
 
 def _restore_kill_switches(pipeline, engaged: dict) -> None:
