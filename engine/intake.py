@@ -269,6 +269,13 @@ class _Superseded:
         self.principal, self.session_id, self.last_recv_ns = principal, session_id, now_ns
 
 
+def _superseded_text(session_id: str) -> str:
+    """What a connection whose session was resumed elsewhere is told."""
+    return (f"session {session_id} was resumed on another connection; this connection has no "
+            f"session any more and its requests are refused: reconnect to resume it or to "
+            f"start a new one")
+
+
 class _Entitlement:
     __slots__ = ("name", "accounts", "admin")
 
@@ -750,10 +757,7 @@ class IntakeServer:
 
     def _supersede(self, listener: _Listener, route: bytes, session: Session, now: int) -> None:
         """``session`` was resumed elsewhere while ``route`` still looked live: tell ``route``."""
-        notice = make_reject(RejectReason.RESUME_REFUSED,
-                             f"session {session.session_id} was resumed on another connection; "
-                             f"this connection has no session any more and its requests are "
-                             f"refused: reconnect to resume it or to start a new one")
+        notice = make_reject(RejectReason.RESUME_REFUSED, _superseded_text(session.session_id))
         if not self._send_sessionless(listener, route, notice):
             return  # already closed: the usual reconnect, nobody left to refuse
         log.warning("intake: session %s resumed on a new connection while its old one was still "
@@ -776,10 +780,7 @@ class IntakeServer:
                 pass
             else:
                 ref_type, cl_ord_id = type(request).__name__, getattr(request, "cl_ord_id", None)
-        reject = make_reject(RejectReason.RESUME_REFUSED,
-                             f"session {gone.session_id} was resumed on another connection; this "
-                             f"connection has no session and its requests are refused: reconnect "
-                             f"to resume it or to start a new one",
+        reject = make_reject(RejectReason.RESUME_REFUSED, _superseded_text(gone.session_id),
                              ref_type=ref_type, cl_ord_id=cl_ord_id)
         # Most recently heard from last, so that the bound drops the stalest.
         del listener.superseded[route]
