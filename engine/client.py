@@ -178,8 +178,6 @@ class _Base:
             if floor is not None and seq > floor:
                 break
             self._ready.append(self._held.pop(seq))
-        if self._held and floor is not None:
-            self._held_since = min(self._held_since, time.monotonic())
 
     def _hold_deadline(self) -> float | None:
         """When held messages are delivered anyway (monotonic seconds), or None."""
