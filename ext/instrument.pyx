@@ -329,32 +329,40 @@ cdef class Instrument:
         return _format_i64(fives, self._tick_m, self._tick_e + 1)
 
     cpdef str avg_px(self, object notional_x2, int64_t cum_qty):
-        """Exact average price (up to 6 digits past the tick) as a decimal string, or None.
+        """Average price, exact up to 6 digits past the tick's decimals, as a decimal string, or None.
 
         ``notional_x2`` is the sum of ``qty * price`` in lots and half-ticks.
-        The average is taken in millionths of a tick, rounded half to even,
-        and written on the tick's decimal grid; integers only.
+        The average is taken in units of ``10**-(tick decimals + 6)``,
+        rounded half to even; integers only. (Millionths of a *tick* would
+        not do: a tick of 0.25 would then round at 0.00000025, off the
+        documented decimal grid.)
 
         >>> Instrument("X", "0.01").avg_px(2, 3)
         '0.00333333'
+        >>> Instrument("X", "0.05").avg_px(2 * (400 + 2 * 401), 3)
+        '20.03333333'
         """
         if cum_qty == 0:
             return None
-        cdef int64_t n, micro, rem
-        if (type(notional_x2) is int and 0 <= notional_x2 <= INT64_MAX // 1_000_000
+        # average = notional_x2 * tick_m * 10**-tick_e / (2 * cum_qty), so in
+        # units of 10**-(tick_e + 6): notional_x2 * tick_m * 10**6 / (2 * cum_qty).
+        cdef int64_t n, scaled, units, rem
+        if (type(notional_x2) is int and 0 <= notional_x2 <= INT64_MAX
                 and 0 < cum_qty <= INT64_MAX // 2):
             n = notional_x2
-            micro = n * 1_000_000 // (2 * cum_qty)
-            rem = n * 1_000_000 % (2 * cum_qty)
-            # rem against half the divisor (2 * cum_qty): cum_qty itself
-            if rem > cum_qty or (rem == cum_qty and micro % 2):
-                micro += 1
-            return _format_i64(micro, self._tick_m, self._tick_e + 6)
+            if (not _mul_overflow(n, self._tick_m, &scaled)
+                    and not _mul_overflow(scaled, 1_000_000, &scaled)):
+                units = scaled // (2 * cum_qty)
+                rem = scaled % (2 * cum_qty)
+                # rem against half the divisor (2 * cum_qty): cum_qty itself
+                if rem > cum_qty or (rem == cum_qty and units % 2):
+                    units += 1
+                return _format_i64(units, 1, self._tick_e + 6)
         half = <object>cum_qty          # Python ints from here: no 64-bit overflow
-        big, big_rem = divmod(notional_x2 * 1_000_000, 2 * half)
+        big, big_rem = divmod(notional_x2 * self._tick_m * 1_000_000, 2 * half)
         if big_rem > half or (big_rem == half and big % 2):
             big += 1
-        return _format(big, self._tick_m, self._tick_e + 6)
+        return _format(big, 1, self._tick_e + 6)
 
     def notional(self, int64_t ticks, int64_t lots):
         """Exact ``price * qty`` as a decimal string (for reports, not the hot path)."""

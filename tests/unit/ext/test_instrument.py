@@ -108,9 +108,10 @@ def test_formatting_matches_exact_arithmetic(units, tick, lot):
 
 
 def exact_avg(notional_x2: int, cum_qty: int, tick: str) -> str:
-    """The average price in millionths of a tick, rounded half to even, on the tick's grid."""
-    micro = Fraction(notional_x2 * 1_000_000, 2 * cum_qty)
-    return exact(round(micro), str(Decimal(tick) / 1_000_000))   # round(): half to even
+    """The average price rounded half to even at 6 digits past the tick's decimals."""
+    decimals = max(0, -Decimal(tick).normalize().as_tuple().exponent) + 6
+    units = round(Fraction(notional_x2, 2 * cum_qty) * Fraction(tick) * 10**decimals)
+    return exact(units, f"1e-{decimals}")   # round(): half to even
 
 
 @settings(max_examples=1500, deadline=None)
