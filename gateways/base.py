@@ -87,14 +87,19 @@ class GatewayMetrics:
     cursor_ts_ns : int
         When the engine journaled the record at ``cursor`` (ns since the
         epoch): how far behind the journal's head the gateway is, in time.
+    dropped : int
+        Events the destination cannot take at all (a value its store
+        refuses, e.g. a NUL in a text for PostgreSQL): logged as errors and
+        left out, so that one of them does not stop the gateway for good.
     """
 
     __slots__ = ("delivered", "batches", "records_read", "failures", "cursor", "connected",
-                 "last_error", "undecodable", "last_delivery_ns", "cursor_ts_ns")
+                 "last_error", "undecodable", "last_delivery_ns", "cursor_ts_ns", "dropped")
 
     def __init__(self) -> None:
         self.delivered = self.batches = self.records_read = self.failures = 0
         self.cursor = self.undecodable = self.last_delivery_ns = self.cursor_ts_ns = 0
+        self.dropped = 0
         self.connected = False
         self.last_error = ""
 
@@ -134,8 +139,12 @@ class Gateway:
         self._process = None
         self._process_stop = None
         self._shared = None
-        # In the child: the shared counters this gateway writes through to.
+        self._shared_error = None
+        # In the child: the shared counters (and last error text) this gateway
+        # writes through to, and the text last written there.
         self._shared_out = None
+        self._shared_error_out = None
+        self._shared_error_text = ""
         self._metrics_server = None
         #: The port of the gateway's ``/metrics`` endpoint (``metrics_port``), once started.
         self.metrics_port: int | None = None
@@ -207,13 +216,19 @@ class Gateway:
         # that a forked child must not inherit.
         context = multiprocessing.get_context("spawn")
         self._shared = context.RawArray("q", len(_SHARED_FIELDS))
+        # The text of the last error, beside the counters: /healthz and the
+        # engine's own view of the gateway need it, and a failing child
+        # would otherwise only say so in its own log. No lock, like the
+        # counters: a child killed mid-write must not hang the engine's
+        # reads, and a read racing a write garbles one diagnostic at worst.
+        self._shared_error = context.RawArray("c", _SHARED_ERROR_BYTES)
         self._process_stop = context.Event()
         parent_end, child_end = context.Pipe(duplex=False)
         self._process = context.Process(
             target=_child_main, name=f"gateway-{self.name}", daemon=True,
             args=(self.config, str(self.source.data_dir), self.source.check_chain,
                   str(self.data_dir.parent), self._shared, self._process_stop, child_end,
-                  os.getpid()))
+                  os.getpid(), self._shared_error))
         _spawn(self._process)
         child_end.close()
         if not parent_end.poll(30):
@@ -241,14 +256,24 @@ class Gateway:
         if self._shared is not None:
             for name, value in zip(_SHARED_FIELDS, self._shared):
                 setattr(self._metrics, name, bool(value) if name == "connected" else value)
+        if self._shared_error is not None:
+            self._metrics.last_error = self._shared_error.value.decode("utf-8", "replace")
 
     def _share_metrics(self) -> None:
-        """In a child process: copy the counters to the parent's shared array."""
+        """In a child process: copy the counters (and a new last error) to the parent's shared memory."""
         shared = self._shared_out
         if shared is not None:
             metrics = self._metrics
             for i, name in enumerate(_SHARED_FIELDS):
                 shared[i] = int(getattr(metrics, name))
+            error = metrics.last_error
+            if error != self._shared_error_text and self._shared_error_out is not None:
+                # Only when it changed (a failure), not on every cursor move;
+                # cut to the buffer on a character boundary, and without NULs
+                # (the buffer's text ends at the first one).
+                text = error.replace("\0", "\\0").encode("utf-8")[:_SHARED_ERROR_BYTES - 1]
+                self._shared_error_out.value = text.decode("utf-8", "ignore").encode("utf-8")
+                self._shared_error_text = error
 
     @property
     def metrics(self) -> GatewayMetrics:
@@ -507,7 +532,9 @@ class Gateway:
 
 
 _SHARED_FIELDS = ("cursor", "delivered", "batches", "records_read", "failures", "connected",
-                  "undecodable", "last_delivery_ns", "cursor_ts_ns")
+                  "undecodable", "last_delivery_ns", "cursor_ts_ns", "dropped")
+#: Room for ``metrics.last_error`` shared by a gateway's child (UTF-8, longer text is cut).
+_SHARED_ERROR_BYTES = 1024
 #: How often a gateway's child checks that the engine that started it is still there: the
 #: fallback where the kernel cannot kill it with the engine (:func:`_die_with_parent`).
 PARENT_CHECK_S = 1.0
@@ -588,8 +615,10 @@ def _die_with_parent(parent: int) -> bool:
     return os.getppid() == parent
 
 
-def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, parent) -> None:
-    """A gateway's child process: run it on a thread; its counters go to ``shared``.
+def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, parent,
+                shared_error=None) -> None:
+    """A gateway's child process: run it on a thread; its counters go to ``shared``
+    and the text of its last error to ``shared_error``.
 
     The gateway thread writes its counters through to the shared array as
     it moves (no polling thread, which would wake the process hundreds of
@@ -623,7 +652,7 @@ def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, 
                                                 config.gateway_name, exc)
     gateway = build(msgspec.structs.replace(config, isolation="thread"),
                     JournalReader(journal_dir, check_chain=check_chain), data_dir)
-    gateway._shared_out = shared
+    gateway._shared_out, gateway._shared_error_out = shared, shared_error
     try:
         gateway.start()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it

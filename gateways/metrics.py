@@ -17,6 +17,7 @@ Metrics (labels ``gateway``, the name, and ``type``):
 ``kronos_gateway_records_read_total``       counter journal records read (events, commands, ...)
 ``kronos_gateway_retries_total``            counter failed attempts, each followed by a back-off
 ``kronos_gateway_undecodable_total``        counter event records that did not decode (skipped)
+``kronos_gateway_dropped_total``            counter events the destination cannot store (logged, left out)
 ``kronos_gateway_up``                       gauge   1 while the destination is open, else 0
 ``kronos_gateway_cursor_seq``               gauge   last journal seq delivered
 ``kronos_gateway_journal_seq``              gauge   last journal seq written by the engine
@@ -121,6 +122,7 @@ class GatewayCollector(Collector):
         records = counter("records_read", "Journal records read (events and everything else)")
         retries = counter("retries", "Failed attempts (open or deliver), each followed by a back-off")
         undecodable = counter("undecodable", "Event records that did not decode (skipped)")
+        dropped = counter("dropped", "Events the destination cannot store (logged, left out)")
         up = gauge("up", "1 while the destination is open")
         cursor = gauge("cursor_seq", "Last journal seq delivered")
         journal = gauge("journal_seq", "Last journal seq the engine wrote")
@@ -136,6 +138,7 @@ class GatewayCollector(Collector):
                 records.add_metric(labels, m.records_read)
                 retries.add_metric(labels, m.failures)
                 undecodable.add_metric(labels, m.undecodable)
+                dropped.add_metric(labels, m.dropped)
                 up.add_metric(labels, 1 if m.connected else 0)
                 cursor.add_metric(labels, m.cursor)
                 last.add_metric(labels, m.last_delivery_ns / 1e9)
@@ -148,7 +151,7 @@ class GatewayCollector(Collector):
                     journal.add_metric(labels, max(head_seq, m.cursor))
                     lag.add_metric(labels, behind)
                     lag_s.add_metric(labels, max(0, head_ts - m.cursor_ts_ns) / 1e9 if behind else 0.0)
-        yield from (delivered, batches, records, retries, undecodable, up, cursor, journal, lag,
+        yield from (delivered, batches, records, retries, undecodable, dropped, up, cursor, journal, lag,
                     lag_s, last)
 
     def close(self) -> None:

@@ -4,12 +4,16 @@ Each batch is one transaction: the events are COPYed into a temporary
 staging table, then spread into the tables with set-based statements, and
 the gateway's cursor row is moved in the same transaction, so the tables and
 the cursor never disagree. Every statement is idempotent, which makes a
-replay after a failure harmless:
+replay after a failure harmless. Only the event types the tables hold are
+staged; an event PostgreSQL cannot store (a NUL in a text, a malformed
+decimal) is logged as an error, counted in ``metrics.dropped`` and left out,
+so one bad event never stops the trade store:
 
 * ``fills``: one row per fill, keyed by the journal ``seq`` (``ON CONFLICT
   DO NOTHING``);
 * ``orders``: one row per ``order_id``, upserted only when the incoming
-  ``seq`` is newer than the stored one;
+  ``seq`` is newer than the stored one; a refused cancel or replace (a
+  REJECTED report with ``orig_cl_ord_id``) leaves the order as it was;
 * ``admin_events``: kill switch and limit reload replies (with the kill
   switch's action, scope and target), keyed by ``seq``;
 * ``gateway_cursor``: the last journal seq each gateway has stored.
@@ -22,7 +26,6 @@ The tables are created by numbered migrations recorded in
 from __future__ import annotations
 
 import logging
-from decimal import Decimal, InvalidOperation
 from typing import Iterable
 
 import psycopg
@@ -132,6 +135,9 @@ FROM gateway_staging WHERE type = 'fill'
 ON CONFLICT (seq) DO NOTHING
 """
 # The newest report per order in the batch wins, and only over an older stored one.
+# A refused cancel or replace (REJECTED, naming the order in orig_cl_ord_id; a
+# refused new order never has one) changes nothing about the order: its
+# cl_ord_id names the refused request, so it is not the order's state.
 _UPSERT_ORDERS = """
 INSERT INTO {schema}.orders AS o (order_id, seq, ts_ns, transact_time, account, symbol, side,
     cl_ord_id, orig_cl_ord_id, ord_type, price, qty, cum_qty, leaves_qty, avg_px, ord_status,
@@ -141,6 +147,7 @@ SELECT DISTINCT ON (order_id) order_id, seq, ts_ns, COALESCE(NULLIF(transact_tim
     avg_px, ord_status, exec_type, venue, reject_reason, text
 FROM gateway_staging
 WHERE type IN ('fill', 'execution_report') AND order_id IS NOT NULL AND order_id <> ''
+    AND (exec_type <> 8 OR orig_cl_ord_id IS NULL)      -- 8: ExecType.REJECTED
 ORDER BY order_id, seq DESC
 ON CONFLICT (order_id) DO UPDATE SET
     seq = EXCLUDED.seq, ts_ns = EXCLUDED.ts_ns, transact_time = EXCLUDED.transact_time,
@@ -160,6 +167,8 @@ SELECT seq, ts_ns, COALESCE(NULLIF(transact_time, 0), ts_ns), session_id, req_id
 FROM gateway_staging WHERE type = 'admin'
 ON CONFLICT (seq) DO NOTHING
 """
+# The event types the statements above read from the staging table.
+_STORED_TYPES = frozenset(("fill", "execution_report", "admin"))
 _STORE_CURSOR = """
 INSERT INTO {schema}.gateway_cursor (name, seq) VALUES (%s, %s)
 ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq WHERE gateway_cursor.seq < EXCLUDED.seq
@@ -200,22 +209,6 @@ def migrate(conn: psycopg.Connection, schema: str) -> list[int]:
     if applied:
         log.info("postgres gateway: schema %s migrated to version %d", schema, applied[-1])
     return applied
-
-
-_DECIMAL_FIELDS = ("price", "qty", "cum_qty", "leaves_qty", "avg_px", "last_qty", "last_px")
-
-
-def _decimals_ok(event: GatewayEvent) -> bool:
-    """Whether every decimal string of ``event`` is a finite decimal number."""
-    for name in _DECIMAL_FIELDS:
-        value = getattr(event, name)
-        if value is not None:
-            try:
-                if not Decimal(value).is_finite():
-                    return False
-            except InvalidOperation:
-                return False
-    return True
 
 
 def _row(event: GatewayEvent) -> tuple:
@@ -266,33 +259,51 @@ class PostgresGateway(Gateway):
         return
 
     def deliver(self, events: list[GatewayEvent], through_seq: int) -> None:
+        stored = [event for event in events if event.type in _STORED_TYPES]
         try:
-            self._write(events, through_seq)
+            self._write(stored, through_seq)
         except psycopg.errors.DataError:
             # Reports are republished as the engine journaled them (the fast
-            # decode does not re-check decimal strings), so only an engine bug
-            # can bring a value the tables refuse; retrying the batch would
-            # stop the gateway for good. Write it without those events
-            # (each logged as an error, with its journal seq) and move on.
-            kept = [e for e in events if _decimals_ok(e)]
-            if len(kept) == len(events):
-                raise
-            for bad in (e for e in events if not _decimals_ok(e)):
-                log.error("gateway %s: journal seq %d has a malformed decimal; not stored: %s",
-                          self.name, bad.seq, bad)
-            self._write(kept, through_seq)
+            # decode does not re-check decimal strings, and a client's req_id
+            # or cl_ord_id may hold a NUL, which text columns refuse), so a
+            # value the tables cannot take would fail this batch on every
+            # retry and stop the gateway for good. Stage the events one by
+            # one instead, leave out those PostgreSQL refuses (each logged as
+            # an error, with its journal seq) and store the rest.
+            refused = self._write(stored, through_seq, one_by_one=True)
+            for event, exc in refused:
+                log.error("gateway %s: journal seq %d cannot be stored (%s); left out: %s",
+                          self.name, event.seq, exc, event)
+            self._metrics.dropped += len(refused)
 
-    def _write(self, events: list[GatewayEvent], through_seq: int) -> None:
+    def _write(self, events: list[GatewayEvent], through_seq: int, *,
+               one_by_one: bool = False) -> list[tuple[GatewayEvent, psycopg.errors.DataError]]:
+        """Store ``events`` and the cursor in one transaction.
+
+        With ``one_by_one``, each event is staged in a savepoint of its own,
+        and those refused with a ``DataError`` are left out and returned
+        (with the error); otherwise the whole batch is one COPY.
+        """
         conn = self._conn
+        refused = []
         with conn.transaction():
             with conn.cursor() as cur:
-                with cur.copy(self._copy) as copy:
+                if one_by_one:
                     for event in self.paced(events):
-                        copy.write_row(_row(event))
+                        try:
+                            with conn.transaction(), cur.copy(self._copy) as copy:
+                                copy.write_row(_row(event))
+                        except psycopg.errors.DataError as exc:
+                            refused.append((event, exc))
+                else:
+                    with cur.copy(self._copy) as copy:
+                        for event in self.paced(events):
+                            copy.write_row(_row(event))
                 self.yield_to_engine()
                 for statement in self._statements:
                     cur.execute(statement)
                 cur.execute(self._store_cursor, (self.name, through_seq))
+        return refused
 
     def trade_history(self, account: str, start_ns: int, end_ns: int,
                       symbol: str | None = None) -> list[TradeFill]:

@@ -72,6 +72,12 @@ class JournalTail:
         """Sequence number the next record read will have at the earliest."""
         return max(self._next_seq, self._skip_through + 1)
 
+    @property
+    def last_read_seq(self) -> int:
+        """Sequence number of the last record read (0 before any): after reading to the
+        end of the journal, its last record."""
+        return self._next_seq - 1
+
     def seek(self, after_seq: int) -> None:
         """Make the next :meth:`read` start at ``after_seq + 1``."""
         if after_seq < 0:

@@ -24,7 +24,8 @@ Replay (REQ -> ROUTER): the request is a msgpack map ``{"from": a, "to": b,
 no topics nor prefixes: everything); the answer is ``[status, topic,
 header, payload, topic, header, payload, ...]`` where ``status`` is a msgpack
 map ``{"ok": true, "through": s, "end": bool}``: every matching event up to
-``s`` is in the answer. Ask again from ``s + 1`` until ``end`` or ``s >= b``.
+``s`` is in the answer (``s`` never passes the journal's last seq). Ask
+again from ``s + 1`` until ``end`` or ``s >= b``.
 """
 from __future__ import annotations
 
@@ -339,6 +340,11 @@ class ReplayServer:
                         break
             if done:
                 break
+        if end:
+            # Asked from past the journal's end: claim only the seqs that
+            # exist, or a client resuming from through + 1 would skip the
+            # events written after this answer.
+            through = min(through, tail.last_read_seq)
         status = {"ok": True, "through": through, "end": end}
         return [self._encoder.encode(status), *frames]
 

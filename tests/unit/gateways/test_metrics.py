@@ -11,7 +11,7 @@ from gateways.tail import JournalTail
 from tests.unit.gateways.helpers import T0, fill, healthz, parse, scrape, write_mixed
 
 NAMES = ("delivered_total", "batches_total", "records_read_total", "retries_total",
-         "undecodable_total", "up", "cursor_seq", "journal_seq", "lag_records", "lag_seconds",
+         "undecodable_total", "dropped_total", "up", "cursor_seq", "journal_seq", "lag_records", "lag_seconds",
          "last_delivery_timestamp_seconds")
 
 

@@ -1,0 +1,68 @@
+"""Gateway fixes: a replay asked from past the journal's end claims only the
+seqs that exist, and under process isolation the engine sees the child's
+last error text (not only its counters)."""
+import msgspec
+import zmq
+
+from engine.journal import JournalWriter
+from gateways import from_config
+from tests.unit.gateways.helpers import free_port, wait_until, write_fills
+
+
+def ask_replay(endpoint: str, request: dict) -> tuple[dict, list[int]]:
+    """One replay request over a real REQ socket: (status, seqs of the events)."""
+    context = zmq.Context.instance()
+    req = context.socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    req.connect(endpoint)
+    try:
+        req.send(msgspec.msgpack.encode(request))
+        assert req.poll(5000), "the replay service did not answer"
+        status, *frames = req.recv_multipart()
+    finally:
+        req.close()
+    return msgspec.msgpack.decode(status), [int.from_bytes(frames[i + 1][:8], "big")
+                                            for i in range(0, len(frames), 3)]
+
+
+def test_replay_from_past_the_end_claims_only_what_the_journal_holds(tmp_path):
+    journal = JournalWriter(tmp_path / "journal", fsync="none")
+    write_fills(journal, 1, 10)
+    [gateway] = from_config([{"type": "zmq", "endpoint": "tcp://127.0.0.1:0",
+                              "replay_endpoint": "tcp://127.0.0.1:0", "isolation": "thread"}],
+                            tmp_path / "journal", tmp_path / "gw")
+    gateway.start()
+    try:
+        last = journal.last_seq
+        for first in (last + 1, last + 1000, 2**63 - 1):
+            status, seqs = ask_replay(gateway.replay_endpoint, {"from": first, "to": 0})
+            assert status == {"ok": True, "through": last, "end": True} and seqs == []
+        # So a client resuming from through + 1 gets what is written next.
+        written = write_fills(journal, 11, 3)
+        status, seqs = ask_replay(gateway.replay_endpoint, {"from": last + 1, "to": 0})
+        assert seqs == written and status["through"] == journal.last_seq and status["end"]
+        # An empty range before the end is still answered as asked.
+        status, seqs = ask_replay(gateway.replay_endpoint, {"from": 3, "to": 2})
+        assert status["through"] == 2 and seqs == []
+    finally:
+        gateway.stop()
+        journal.close()
+
+
+def test_the_last_error_of_a_gateway_in_a_child_process_reaches_the_engine(tmp_path):
+    journal = JournalWriter(tmp_path / "journal", fsync="none")
+    write_fills(journal, 1, 3)
+    dead = free_port()  # nobody listens: every connection attempt fails
+    [gateway] = from_config([{"type": "postgres", "isolation": "process", "connect_timeout_s": 1,
+                              "dsn": f"postgresql://postgres@127.0.0.1:{dead}/test",
+                              "backoff_initial_ms": 20, "backoff_max_ms": 100}],
+                            tmp_path / "journal", tmp_path / "gw")
+    gateway.start()
+    try:
+        assert wait_until(lambda: gateway.metrics.failures >= 2, 20), gateway.metrics.snapshot()
+        error = gateway.metrics.last_error
+        assert error.startswith("OperationalError: ") and str(dead) in error
+    finally:
+        gateway.stop(timeout=5)
+        journal.close()
+    assert gateway.metrics.last_error.startswith("OperationalError: ")  # still there once stopped
