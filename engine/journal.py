@@ -94,6 +94,17 @@ class JournalError(Exception):
     """The journal cannot be used as it is."""
 
 
+class JournalFailedError(JournalError):
+    """The writer stopped for good: the disk refused to make records durable.
+
+    After a failed ``fdatasync`` the kernel may have dropped the dirty pages
+    it could not write, so a later sync that succeeds proves nothing about
+    them: no record after ``durable_seq`` can be acknowledged any more. The
+    writer fails stop: it writes nothing more, and restarting on what is on
+    disk is the way on (the journal then ends at a good record or a torn tail).
+    """
+
+
 class JournalCorruptError(JournalError):
     """A record before the end of the journal fails its checks.
 
@@ -337,6 +348,13 @@ class JournalReader:
                 if last_segment and len(data) < FILE_HEADER_SIZE:
                     self.torn = TornTail(path, 0, len(data), "segment header incomplete")
                     return
+                if last_segment and data.count(0) == len(data):
+                    # A power loss while rotating: the file's size reached the
+                    # disk, its header did not. No record in it can have been
+                    # acknowledged: the header is synced before any record.
+                    self.torn = TornTail(path, 0, len(data), "segment header never written "
+                                                             "(all zeros)")
+                    return
                 # The header cannot say which seq the segment starts at, but
                 # the previous segment (or the file's name) does.
                 seq = expected if expected is not None else int(path.stem)
@@ -489,6 +507,12 @@ class JournalWriter:
         synced: the appender's under ``always``, the committer's under
         ``group``. It must be quick and thread-safe. Appends that do not
         sync never call it.
+    on_failure : callable, optional
+        Called once with the ``JournalFailedError`` when the journal fails
+        (an ``fdatasync`` of records fails, or a short write cannot be
+        undone), from the thread that found it: the appender's, or the
+        committer's under ``group``. The engine stops on it. Without one the
+        failure is logged.
 
     Raises
     ------
@@ -498,11 +522,19 @@ class JournalWriter:
     Notes
     -----
     One thread appends (the event loop); the committer thread only syncs.
+
+    A write cut short (a full disk) is undone, the file truncated back to its
+    last whole record, and raises ``OSError``: the records stay buffered and
+    the next :meth:`flush` (or append) writes them whole. A failed
+    ``fdatasync`` is final (see ``JournalFailedError``): from then on
+    :meth:`flush`, :meth:`sync` and :meth:`call_when_durable` raise it, and
+    nothing more becomes durable.
     """
 
     def __init__(self, data_dir: str | os.PathLike, *, fsync: FsyncPolicy = "always",
                  group_commit_us: int = 1000, rotate_bytes: int = 64 << 20,
-                 buffered: bool = False, on_sync: Callable[[float], None] | None = None):
+                 buffered: bool = False, on_sync: Callable[[float], None] | None = None,
+                 on_failure: Callable[[JournalFailedError], None] | None = None):
         if fsync not in ("always", "group", "none"):
             raise ValueError(f"fsync policy must be always, group or none, not {fsync!r}")
         if group_commit_us <= 0 or rotate_bytes <= FILE_HEADER_SIZE + RECORD_HEADER_SIZE:
@@ -514,6 +546,8 @@ class JournalWriter:
         self.rotate_bytes = rotate_bytes
         self.buffered = buffered
         self.on_sync = on_sync
+        self.on_failure = on_failure
+        self._failure: JournalFailedError | None = None
         self._out = bytearray()          # buffered records not yet written
         self._out_seq = 0                # last seq in ``_out``
         self._encoder = msgspec.msgpack.Encoder()
@@ -552,6 +586,37 @@ class JournalWriter:
     def last_hash(self) -> bytes:
         """Chain hash of the last record written."""
         return self._last_hash
+
+    @property
+    def failure(self) -> str | None:
+        """Why the journal failed (see ``JournalFailedError``), or None while it works."""
+        return None if self._failure is None else str(self._failure)
+
+    def _fail(self, cause: OSError, what: str) -> JournalFailedError:
+        """Fail stop: record the first failure, report it once; returns the error to raise."""
+        with self._lock:
+            first = self._failure is None
+            if first:
+                self._failure = JournalFailedError(
+                    f"journal failed: {what}: {cause}; records after seq {self._durable_seq} "
+                    f"may not be durable, so none can be acknowledged: restart the engine "
+                    f"on what is on disk")
+                self._failure.__cause__ = cause
+        if first:
+            if self.on_failure is None:
+                log.error("%s", self._failure)
+            else:
+                try:
+                    self.on_failure(self._failure)
+                except Exception:  # the failure stands whatever the callback does
+                    log.exception("journal failure callback failed")
+        return self._failed_error()
+
+    def _failed_error(self) -> JournalFailedError:
+        # A fresh exception per raise: re-raising one instance keeps growing its traceback.
+        error = JournalFailedError(*self._failure.args)
+        error.__cause__ = self._failure.__cause__
+        return error
 
     # ------------------------------------------------------------ open / rotate
     def _open(self) -> None:
@@ -612,16 +677,21 @@ class JournalWriter:
 
     def _rotate(self) -> None:
         old = self._segment
+        if self.fsync != "none":
+            # The old file's tail is durable before the new file exists: a
+            # power loss in between must leave the new file to be dropped
+            # (no header), not a torn tail in a segment that is not the last,
+            # which readers cannot tell from damage.
+            self._datasync(old.fd)
         new = self._new_segment(self._last_seq + 1, self._last_hash)
         with self._lock:
             self._segment = new
             if self.fsync == "group":
-                # The committer still has to sync the old file's tail.
+                # The committer may be syncing it right now: it closes it,
+                # and marks its records durable.
                 self._retired.append(old)
                 old = None
         if old is not None:
-            if self.fsync == "always":
-                self._datasync(old.fd)
             os.close(old.fd)
 
     # ------------------------------------------------------------ append
@@ -673,14 +743,28 @@ class JournalWriter:
 
     def _write(self, data) -> None:
         size = len(data)
-        written = os.write(self._segment.fd, data)
-        if written != size:  # a full disk or a signal: never leave half a record silently
-            raise OSError(f"short journal write: {written} of {size} bytes")
-        self._segment.size += size
+        segment = self._segment
+        written = os.write(segment.fd, data)
+        if written != size:
+            # A full disk or a file size limit: never leave part of a batch in
+            # the file, or the retry would land after it and the good records
+            # would sit behind a corrupt one. Cut the file back to its last
+            # whole record; the batch stays buffered for the next flush.
+            try:
+                os.ftruncate(segment.fd, segment.size)
+            except OSError as exc:
+                # The fragment stays (a torn tail on restart); appending after it would not.
+                raise self._fail(exc, f"cannot undo a short write ({written} of {size} bytes) "
+                                      f"to {segment.path.name}") from exc
+            raise OSError(f"short journal write ({written} of {size} bytes) to "
+                          f"{segment.path.name}, undone; the records stay buffered")
+        segment.size += size
         self._written_seq = self._last_seq if not self._out else self._out_seq
 
     def _write_out(self) -> int:
         """Write the buffered records (no sync); returns the last seq written, 0 if none."""
+        if self._failure is not None:
+            raise self._failed_error()
         if not self._out:
             return 0
         self._write(self._out)
@@ -706,6 +790,14 @@ class JournalWriter:
         Under ``always`` the records are durable on return; under ``group``
         the committer syncs them within ``group_commit_us`` (see
         :meth:`call_when_durable`). A no-op when nothing is buffered.
+
+        Raises
+        ------
+        OSError
+            The write failed or was cut short (a full disk): the file is as
+            before and the records stay buffered, for the next flush.
+        JournalFailedError
+            The journal has failed (see the class notes).
         """
         seq = self._write_out()
         if seq:
@@ -715,13 +807,13 @@ class JournalWriter:
     # ------------------------------------------------------------ durability
     def _datasync(self, fd: int) -> None:
         """``fdatasync`` records to disk, timed for ``on_sync`` when there is one."""
-        on_sync = self.on_sync
-        if on_sync is None:
-            os.fdatasync(fd)
-            return
         start = time.perf_counter()
-        os.fdatasync(fd)
-        on_sync(time.perf_counter() - start)
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            raise self._fail(exc, "fdatasync of records") from exc
+        if self.on_sync is not None:
+            self.on_sync(time.perf_counter() - start)
 
     def _mark_durable(self, seq: int) -> None:
         self._durable_seq = seq
@@ -741,8 +833,12 @@ class JournalWriter:
 
         Called at once if it already is; otherwise from the committer thread
         (use ``loop.call_soon_threadsafe`` inside it to get back to a loop).
+        Raises ``JournalFailedError`` once the journal has failed: the
+        callback would never be called.
         """
         with self._lock:
+            if self._failure is not None:
+                raise self._failed_error()
             if seq > self._durable_seq:
                 self._waiter_order += 1
                 heapq.heappush(self._waiters, (seq, self._waiter_order, callback))
@@ -809,10 +905,11 @@ class JournalWriter:
                 self._retired = []
             try:
                 self._sync_segments(segments, target)
-            except OSError:
-                log.exception("journal group commit failed; records after %d are not durable",
-                              self._durable_seq)
-                raise
+            except JournalFailedError:
+                return  # reported by _fail; nothing can become durable any more
+            except OSError as exc:  # closing a synced retired segment
+                self._fail(exc, "group commit")
+                return
 
     # ------------------------------------------------------------ shutdown
     def stop_group_commit(self) -> None:
@@ -851,12 +948,16 @@ class JournalWriter:
 
     # ------------------------------------------------------------ close
     def close(self) -> None:
-        """Sync (unless the policy is ``none``), stop the committer and close the file."""
+        """Sync (unless the policy is ``none``), stop the committer and close the file.
+
+        A failed journal is only closed: nothing more is written or synced.
+        """
         if self._closed:
             return
-        self.flush()
-        if self.fsync != "none":
-            self.sync()
+        if self._failure is None:
+            self.flush()
+            if self.fsync != "none":
+                self.sync()
         with self._cond:
             self._closed = True
             self._cond.notify_all()

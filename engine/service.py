@@ -24,7 +24,7 @@ from engine.busy import BusyFlag
 from engine.config import Config, ConfigError, load_config, parse_config, trading_day
 from engine.history import GatewayTradeStore, TradeHistory
 from engine.intake import EndpointError, IntakeServer
-from engine.journal import JournalWriter
+from engine.journal import JournalFailedError, JournalWriter
 from engine.metrics import Metrics, MetricsServer, setup_logging
 from engine.pipeline import Pipeline
 from engine.recovery import recover, resume_working
@@ -96,6 +96,14 @@ class EngineService:
         The parsed configuration (``engine.config.load_config``).
     config_path : str or Path, optional
         Where it came from: ``ReloadLimits`` re-reads its ``[risk]`` table.
+
+    Attributes
+    ----------
+    stop_requested : asyncio.Event
+        Set when the service must stop by itself (the journal failed); its
+        runner then calls :meth:`stop`. ``run`` also sets it on SIGINT/SIGTERM.
+    exit_code : int
+        0, or 1 once the service stopped on a failure.
     """
 
     def __init__(self, config: Config, config_path: str | Path | None = None):
@@ -111,6 +119,9 @@ class EngineService:
         self.gateways: list = []
         self.recovered = None
         self.busy: BusyFlag | None = None
+        self.stop_requested = asyncio.Event()
+        self.exit_code = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -143,10 +154,12 @@ class EngineService:
         instruments = {inst.symbol: inst for inst in market.instruments}
         risk = RiskEngine(risk_config(cfg, market.instruments))
         router = Router(len(market.venues), len(instruments), 10, dict(cfg.router))
+        self._loop = asyncio.get_running_loop()
         self.journal = JournalWriter(cfg.journal.dir, fsync=cfg.journal.fsync,
                                      group_commit_us=cfg.journal.group_commit_us,
                                      rotate_bytes=cfg.journal.rotate_bytes, buffered=True,
-                                     on_sync=self.metrics.journal_sync.observe)
+                                     on_sync=self.metrics.journal_sync.observe,
+                                     on_failure=self._journal_failed)
         if cfg.metrics.port:
             # Bound before gateways and intake open, so a taken port stops the
             # start with nothing to undo; /healthz says 503 until serving.
@@ -216,14 +229,23 @@ class EngineService:
            venues), then the router's clock and the venues stop;
         4. intake closes its sockets (ZeroMQ lingers to deliver what was
            sent), then the journal is synced and closed.
+
+        After a journal failure no reply can be sent any more: there is no
+        grace period, and the journal is closed without a sync.
         """
+        journal_failed = self.journal is not None and self.journal.failure is not None
         if grace_s is None:
             grace_s = self.config.intake.shutdown_grace_ms / 1000
+        if journal_failed:
+            grace_s = 0
         log.info("engine: stopping")
         if self.intake is not None:
             self.intake.begin_shutdown()
-        if self.journal is not None and self.journal.fsync == "group":
-            await self._end_group_commit()
+        if self.journal is not None and self.journal.fsync == "group" and not journal_failed:
+            try:
+                await self._end_group_commit()
+            except JournalFailedError:
+                pass  # reported (_journal_failed); the sockets must close all the same
         if self.intake is not None and grace_s > 0:
             await asyncio.sleep(grace_s)
         if self._ticker is not None:
@@ -240,7 +262,11 @@ class EngineService:
             await asyncio.sleep(0)
             await self.intake.stop()
         if self.journal is not None:
-            self.journal.sync()
+            try:
+                if self.journal.failure is None:
+                    self.journal.sync()
+            except JournalFailedError:
+                pass  # reported (_journal_failed)
             self.journal.close()
         for gateway in self.gateways:
             gateway.stop()
@@ -287,6 +313,24 @@ class EngineService:
                         "fsync=always with replies possibly still queued")
         journal.switch_to_always()
 
+    def _journal_failed(self, error: JournalFailedError) -> None:
+        """The journal failed (any thread): stop taking orders and stop, exit code 1.
+
+        Fail stop rather than trade on: nothing written from now on could be
+        acknowledged, so orders would be acted on and never answered.
+        """
+        self.exit_code = 1
+        log.error("engine: stopping: %s", error)
+        try:
+            self._loop.call_soon_threadsafe(self._begin_fail_stop)
+        except RuntimeError:  # the loop is already closed: the service has stopped
+            pass
+
+    def _begin_fail_stop(self) -> None:
+        if self.intake is not None:
+            self.intake.begin_shutdown()
+        self.stop_requested.set()
+
     # ------------------------------------------------------------ helpers
 
     @property
@@ -307,8 +351,12 @@ class EngineService:
         Closed venues are the market's state, not the engine's: it still
         takes requests (new orders are refused ``NO_ROUTE``, cancels and
         status requests answered), so that is a 200 whose detail says so.
+        A failed journal is a 503 from the moment it fails, before the stop.
         Called from the HTTP thread: it only reads.
         """
+        failure = self.journal.failure if self.journal is not None else None
+        if failure is not None:
+            return False, f"not serving: {failure}"
         if self._ticker is None:
             return False, "not serving: starting"
         if self.intake.shutting_down:
@@ -364,10 +412,18 @@ class EngineThread:
             self._ready.set()
             return
         self._ready.set()
+        # A service that must stop by itself (a failed journal) ends the loop.
+        watcher = self._loop.create_task(self.service.stop_requested.wait())
+        watcher.add_done_callback(lambda task: task.cancelled() or self._loop.stop())
         self._loop.run_forever()
+        watcher.cancel()
         self._loop.run_until_complete(self.service.stop())
         self._loop.close()
         self._stopped.set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait until the engine has stopped (by itself: see ``EngineService.stop_requested``)."""
+        return self._stopped.wait(timeout)
 
     def call(self, fn, *args):
         """Run ``fn(*args)`` on the engine's loop and return its result."""
@@ -394,7 +450,10 @@ class EngineThread:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        try:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        except RuntimeError:  # closed: the service stopped by itself (see stop_requested)
+            pass
         self._stopped.wait(30)
 
 
@@ -416,25 +475,28 @@ def default_config(*snippets: str, base_dir: str | Path | None = None) -> Config
 
 
 def run(config: Config, config_path: Path | None, duration: float | None = None) -> int:
-    """Run the service on uvloop until interrupted (or for ``duration`` seconds)."""
+    """Run the service on uvloop until interrupted (or for ``duration`` seconds).
+
+    Returns the exit code: 0, or 1 when the service stopped on a failure
+    (the journal could not make records durable).
+    """
     import signal
 
     import uvloop
 
     setup_logging(config.logging.level, json=config.logging.json)
 
-    async def main() -> None:
+    async def main() -> int:
         service = EngineService(config, config_path)
         await service.start()
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, service.stop_requested.set)
         try:
-            await asyncio.wait_for(stop.wait(), timeout=duration)
+            await asyncio.wait_for(service.stop_requested.wait(), timeout=duration)
         except asyncio.TimeoutError:
             pass
         await service.stop()
+        return service.exit_code
 
-    uvloop.run(main())
-    return 0
+    return uvloop.run(main())

@@ -1,0 +1,254 @@
+"""The journal under disk failures: a short write is undone, a failed sync fails stop,
+and a segment whose header never reached the disk is a torn tail.
+
+Short writes are real ones: the process's file size limit (RLIMIT_FSIZE, with
+SIGXFSZ ignored) makes the kernel cut a write short, as a full disk does.
+A failing ``fdatasync`` is injected (no portable way to make a disk fail).
+"""
+import contextlib
+import errno
+import os
+import resource
+import signal
+import threading
+
+import pytest
+
+import engine.journal as journal_module
+from engine.cli import main as cli_main
+from engine.journal import (
+    FILE_HEADER_SIZE,
+    JournalCorruptError,
+    JournalFailedError,
+    JournalReader,
+    JournalWriter,
+    RecordKind,
+    _pack_file_header,
+    list_segments,
+    segment_name,
+    verify,
+)
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """Files of this process cannot grow past ``limit`` bytes: writes beyond it are cut short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def _append(writer, first, count):
+    for i in range(first, first + count):
+        writer.append_msg(RecordKind.EVENT, {"i": i, "pad": "x" * 60})
+
+
+# ---------------------------------------------------------------- short writes
+@pytest.mark.parametrize("fsync", ["always", "group", "none"])
+def test_a_short_write_is_undone_and_the_retry_writes_the_batch_whole(tmp_path, fsync):
+    writer = JournalWriter(tmp_path, fsync=fsync, buffered=True)
+    _append(writer, 0, 5)
+    writer.flush()
+    segment = writer._segment.path
+    good_size = segment.stat().st_size
+    _append(writer, 5, 3)
+    with file_size_limit(good_size + 100):  # the disk fills up part way through the batch
+        with pytest.raises(OSError, match="short journal write .* undone"):
+            writer.flush()
+    assert segment.stat().st_size == good_size  # no fragment left behind
+    assert writer.durable_seq <= 5 and writer.failure is None
+    assert writer.flush() == 8  # space again: the held batch goes out whole
+    writer.close()
+    result = verify(tmp_path)
+    assert result.ok and result.torn is None and (result.first_seq, result.last_seq) == (1, 8)
+    assert [r.decode()["i"] for r in JournalReader(tmp_path)] == list(range(8))
+    JournalWriter(tmp_path, fsync=fsync).close()  # and the engine can open it
+
+
+def test_a_short_write_that_cannot_be_undone_fails_the_journal(tmp_path, monkeypatch):
+    failures = []
+    writer = JournalWriter(tmp_path, fsync="always", buffered=True, on_failure=failures.append)
+    _append(writer, 0, 5)
+    writer.flush()
+    good_size = writer._segment.path.stat().st_size
+
+    def no_truncate(fd, length):
+        raise OSError(errno.EIO, "Input/output error (injected)")
+
+    monkeypatch.setattr(journal_module.os, "ftruncate", no_truncate)
+    _append(writer, 5, 3)
+    with file_size_limit(good_size + 100):
+        with pytest.raises(JournalFailedError, match="cannot undo a short write"):
+            writer.flush()
+    monkeypatch.undo()
+    assert len(failures) == 1 and writer.failure is not None
+    # Nothing is appended after the fragment: it stays a torn tail.
+    with pytest.raises(JournalFailedError):
+        writer.flush()
+    writer.close()
+    result = verify(tmp_path)
+    assert result.ok and result.last_seq == 5 and result.torn.offset == good_size
+    with JournalWriter(tmp_path, fsync="always") as reopened:  # repaired on open
+        assert reopened.last_seq == 5
+
+
+# ---------------------------------------------------------------- failed syncs: fail stop
+@pytest.fixture
+def failing_fdatasync(monkeypatch):
+    """``fail["thread"] = name`` makes the next fdatasync on that thread raise EIO, once."""
+    real = os.fdatasync
+    fail = {"thread": None}
+
+    def fdatasync(fd):
+        if fail["thread"] == threading.current_thread().name:
+            fail["thread"] = None
+            raise OSError(errno.EIO, "Input/output error (injected)")
+        return real(fd)
+
+    monkeypatch.setattr(journal_module.os, "fdatasync", fdatasync)
+    return fail
+
+
+def test_a_failed_group_commit_fails_stop(tmp_path, failing_fdatasync):
+    failures = []
+    failed = threading.Event()
+    writer = JournalWriter(tmp_path, fsync="group", group_commit_us=1000, buffered=True,
+                           on_failure=lambda error: (failures.append(error), failed.set()))
+    durable = threading.Event()
+    _append(writer, 0, 2)
+    writer.call_when_durable(writer.flush(), durable.set)
+    assert durable.wait(5)
+    failing_fdatasync["thread"] = "journal-commit"  # one transient I/O error
+    held = threading.Event()
+    _append(writer, 2, 1)
+    writer.call_when_durable(writer.flush(), held.set)
+    assert failed.wait(5)
+    assert len(failures) == 1 and isinstance(failures[0], JournalFailedError)
+    assert "fdatasync" in str(failures[0]) and "after seq 2" in str(failures[0])
+    # The disk works again, but what the failed sync held is lost to the kernel:
+    # nothing is acknowledged from now on, and every use says why.
+    assert not held.wait(0.05) and writer.durable_seq == 2
+    _append(writer, 3, 1)
+    with pytest.raises(JournalFailedError, match="journal failed"):
+        writer.flush()
+    with pytest.raises(JournalFailedError):
+        writer.call_when_durable(3, held.set)
+    with pytest.raises(JournalFailedError):
+        writer.sync()
+    assert writer.failure == str(failures[0])
+    writer.close()  # releases the files, writes nothing
+    assert not held.is_set() and len(failures) == 1
+
+
+def test_a_failed_sync_under_always_fails_stop(tmp_path, failing_fdatasync):
+    failures = []
+    writer = JournalWriter(tmp_path, fsync="always", buffered=True, on_failure=failures.append)
+    _append(writer, 0, 2)
+    writer.flush()
+    failing_fdatasync["thread"] = threading.current_thread().name
+    _append(writer, 2, 1)
+    with pytest.raises(JournalFailedError, match="fdatasync of records"):
+        writer.flush()
+    assert writer.durable_seq == 2 and len(failures) == 1
+    # A later sync that succeeds would prove nothing about the lost pages.
+    _append(writer, 3, 1)
+    with pytest.raises(JournalFailedError):
+        writer.flush()
+    assert writer.durable_seq == 2
+    writer.close()
+    assert verify(tmp_path).ok
+
+
+def test_without_a_failure_callback_the_failure_is_logged(tmp_path, failing_fdatasync, caplog):
+    writer = JournalWriter(tmp_path, fsync="always")
+    failing_fdatasync["thread"] = threading.current_thread().name
+    with pytest.raises(JournalFailedError):
+        writer.append(RecordKind.EVENT, b"\x80")
+    writer.close()
+    assert [r.levelname for r in caplog.records if "journal failed" in r.getMessage()] == ["ERROR"]
+
+
+# ---------------------------------------------------------------- a rotation cut by a power loss
+def _rotated_journal(path):
+    with JournalWriter(path, fsync="always", rotate_bytes=600) as writer:
+        for i in range(12):
+            writer.append_msg(RecordKind.EVENT, {"i": i})
+    records = list(JournalReader(path))
+    return records[-1]
+
+
+@pytest.mark.parametrize("size", [FILE_HEADER_SIZE, FILE_HEADER_SIZE + 4096, 100])
+def test_a_last_segment_of_zeros_is_a_torn_tail(tmp_path, capsys, size):
+    last = _rotated_journal(tmp_path)
+    # The new segment's size reached the disk, its header did not.
+    zeros = tmp_path / segment_name(last.seq + 1)
+    zeros.write_bytes(bytes(size))
+    result = verify(tmp_path)
+    assert result.ok and result.last_seq == last.seq
+    assert (result.torn.path, result.torn.offset, result.torn.dropped_bytes) == (zeros, 0, size)
+    assert cli_main(["journal", "verify", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"torn tail: {zeros.name} @ 0, {size} bytes dropped" in out and "OK: 12 records" in out
+    with JournalWriter(tmp_path, fsync="always", rotate_bytes=600) as writer:  # the engine starts
+        assert writer.repaired is not None
+        assert writer.append(RecordKind.EVENT, b"\x80") == last.seq + 1
+    result = verify(tmp_path)
+    assert result.ok and result.torn is None and result.last_seq == last.seq + 1
+
+
+def test_the_only_segment_all_zeros_starts_the_journal_again(tmp_path):
+    (tmp_path / segment_name(1)).write_bytes(bytes(FILE_HEADER_SIZE))
+    assert verify(tmp_path).ok
+    with JournalWriter(tmp_path, fsync="always") as writer:
+        assert writer.append(RecordKind.EVENT, b"\x80") == 1
+    assert verify(tmp_path).records == 1
+
+
+def test_zeros_where_a_header_should_be_are_still_damage_before_the_end(tmp_path):
+    _rotated_journal(tmp_path)
+    middle = list_segments(tmp_path)[-2]
+    middle.write_bytes(bytes(middle.stat().st_size))  # another segment follows it
+    result = verify(tmp_path)
+    assert not result.ok and result.problem.problem == "header"
+    with pytest.raises(JournalCorruptError):
+        JournalWriter(tmp_path, fsync="always")
+
+
+def test_a_last_segment_header_not_all_zeros_is_still_damage(tmp_path):
+    last = _rotated_journal(tmp_path)
+    header = bytearray(_pack_file_header(last.seq + 1, last.hash))
+    header[40] ^= 0x01  # one bit of the prev_hash: the header's checksum fails
+    (tmp_path / segment_name(last.seq + 1)).write_bytes(bytes(header) + bytes(4096))
+    result = verify(tmp_path)
+    assert not result.ok and (result.problem.problem, result.problem.seq) == ("header", last.seq + 1)
+
+
+@pytest.mark.parametrize("fsync", ["always", "group"])
+def test_a_segment_is_synced_before_the_next_one_is_created(tmp_path, monkeypatch, fsync):
+    # Otherwise a power loss right after the rotation leaves the new segment
+    # (its header synced) behind a torn tail in the old one: damage, not a tail.
+    events = []
+    real_fdatasync, real_open = os.fdatasync, os.open
+
+    def fdatasync(fd):
+        events.append(("sync", os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1]))
+        return real_fdatasync(fd)
+
+    def open_(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            events.append(("create", os.fspath(path).rsplit("/", 1)[-1]))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(journal_module.os, "fdatasync", fdatasync)
+    monkeypatch.setattr(journal_module.os, "open", open_)
+    with JournalWriter(tmp_path, fsync=fsync, rotate_bytes=600, group_commit_us=10**6,
+                       buffered=True) as writer:
+        _append(writer, 0, 12)  # the first segment's records are written by the rotation
+    monkeypatch.undo()
+    first, second = (p.name for p in list_segments(tmp_path)[:2])
+    assert events.index(("sync", first)) < events.index(("create", second))
