@@ -110,8 +110,12 @@ _TEXT_KINDS = ((ClOrdId, TextKind.TEXT_ID), (Account, TextKind.TEXT_ID),
                (DecimalStr, TextKind.TEXT_DECIMAL))
 Label = Annotated[str, Meta(max_length=64)]
 Text = Annotated[str, Meta(max_length=512)]
-Nanos = Annotated[int, Meta(ge=0, description="nanoseconds since the Unix epoch")]
-Seq = Annotated[int, Meta(ge=0)]
+#: Largest integer a request may carry: the core's integers are int64, and a
+#: larger one (msgpack has uint64) would pass decoding only to overflow
+#: converting to C after risk took the order.
+INT64_MAX = 2**63 - 1
+Nanos = Annotated[int, Meta(ge=0, le=INT64_MAX, description="nanoseconds since the Unix epoch")]
+Seq = Annotated[int, Meta(ge=0, le=INT64_MAX)]
 
 
 # ---------------------------------------------------------------- requests
@@ -157,7 +161,9 @@ class NewOrder(_Request, gc=False):
     slices: Annotated[int, Meta(ge=1, le=1000)] | None = None
     profile: Annotated[list[Annotated[int, Meta(ge=0, le=1_000_000)]],
                        Meta(min_length=1, max_length=1000)] | None = None
-    participation: PositiveDecimalStr | None = None
+    #: (a non-negative decimal: "0" is well-formed, and refused INVALID_SCHEDULE as out of
+    #: range by check_new_order, as any rate outside (0, 1] is)
+    participation: DecimalStr | None = None
 
 
 class Cancel(_Request, gc=False):
@@ -232,7 +238,7 @@ class ResendRequest(_Request, gc=False):
     session then continues on the new connection with its sequence intact.
     """
 
-    begin_seq: Annotated[int, Meta(ge=1)]
+    begin_seq: Annotated[int, Meta(ge=1, le=INT64_MAX)]
     end_seq: Seq = 0
     session_id: Label | None = None
 

@@ -149,6 +149,9 @@ class Order(msgspec.Struct, gc=False, eq=False):
     schedule: tuple | None = None
     #: the last ExecutionReport sent for this order (answers status requests)
     last_report: ExecutionReport | None = None
+    #: the seq ``last_report`` went out with in the order's session (0: not sent on one);
+    #: kept apart from the report so that sending it costs no copy (see Pipeline._status)
+    report_seq: int = 0
 
     def __post_init__(self) -> None:
         self.path = (_RECEIVED, self.created_ns)
@@ -272,12 +275,20 @@ def execution_report(order: Order, inst: Instrument, exec_type: ExecType, *,
 
 
 class OrderTable:
-    """Every order the engine knows, by engine id and by (account, cl_ord_id)."""
+    """Every order the engine knows, by engine id and by (account, cl_ord_id).
+
+    ``by_cl_ord_id`` also holds the ids that name no order but are spent all
+    the same (mapped to None): the ``cl_ord_id`` of every Cancel and Replace
+    the pipeline took, from the moment it arrives (while it is in flight its
+    id is the order's name to be, and a refused one's is never handed out
+    again). So one lookup tells whether an id is free (:meth:`used`), and
+    :meth:`find` finds no order under a spent id.
+    """
 
     def __init__(self, first_order_id: int = 1):
         self.next_order_id = first_order_id
         self.by_id: dict[int, Order] = {}
-        self.by_cl_ord_id: dict[tuple[str, str], Order] = {}
+        self.by_cl_ord_id: dict[tuple[str, str], Order | None] = {}
 
     def create(self, cl_ord_id: str, session_id: str, account: str, symbol: str, side: int,
                ord_type: int, tif: int, price: int, qty: int, now_ns: int,
@@ -293,14 +304,42 @@ class OrderTable:
         self.by_cl_ord_id[(account, cl_ord_id)] = order
         return order
 
+    def reserve(self, account: str, cl_ord_id: str) -> bool:
+        """Spend ``cl_ord_id`` on ``account`` (a Cancel's or Replace's own id).
+
+        Returns
+        -------
+        bool
+            True if the id was free; False if it already named an order or
+            was spent (it is left as it was).
+        """
+        key = (account, cl_ord_id)
+        if key in self.by_cl_ord_id:
+            return False
+        self.by_cl_ord_id[key] = None
+        return True
+
     def alias(self, order: Order, new_cl_ord_id: str) -> None:
-        """After a replace the order answers to its new ``cl_ord_id`` too."""
+        """After a cancel or replace the order answers to its new ``cl_ord_id`` too.
+
+        The id is normally one :meth:`reserve` spent for the request. It never
+        re-points an id that names another order: that order would become
+        unreachable by its client id (a journal written before ids in flight
+        were reserved may hold such a pair; the earlier holder keeps it).
+        """
         order.orig_cl_ord_ids += (order.cl_ord_id,)
         order.cl_ord_id = new_cl_ord_id
-        self.by_cl_ord_id[(order.account, new_cl_ord_id)] = order
+        key = (order.account, new_cl_ord_id)
+        if self.by_cl_ord_id.get(key) is None:
+            self.by_cl_ord_id[key] = order
+
+    def used(self, account: str, cl_ord_id: str) -> bool:
+        """Whether ``cl_ord_id`` names an order of ``account`` or was spent by a request."""
+        return (account, cl_ord_id) in self.by_cl_ord_id
 
     def find(self, account: str, cl_ord_id: str) -> Order | None:
-        """The order an account knows as ``cl_ord_id`` (current or earlier id)."""
+        """The order an account knows as ``cl_ord_id`` (current or earlier id); None for an
+        id no order has (a spent one included)."""
         return self.by_cl_ord_id.get((account, cl_ord_id))
 
     def working(self) -> list[Order]:

@@ -19,6 +19,8 @@ import logging
 import time
 from typing import Callable
 
+import msgspec
+
 from engine.intake import Handler, Session
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
@@ -33,7 +35,7 @@ from engine.orders import Child, Order, OrderTable, Stage, execution_report
 from engine.tradingday import TradingDay
 from ext.instrument import ConversionError, Instrument
 from ext.risk import RiskFlag, cl_ord_hash
-from ext.router import (ACT_CANCEL, ACT_NEW, ACT_REPLACE, CF_POST_ONLY, STRAT_AUTO,
+from ext.router import (ACT_CANCEL, ACT_NEW, ACT_REPLACE, CF_MID_PEG, CF_POST_ONLY, STRAT_AUTO,
                         STRAT_DARK_FIRST, STRAT_PASSIVE, STRAT_POV, STRAT_SWEEP, STRAT_TWAP,
                         STRAT_VWAP)
 from ext.simloop import ReportKind
@@ -272,20 +274,21 @@ class Pipeline(Handler):
             session_id=session.session_id, principal=session.principal, received_ns=now,
             request=request))
 
-    def _send(self, session_id: str, msg) -> None:
+    def _send(self, session_id: str, msg) -> int:
         """Send an outbound message; it is journaled as sent (see :meth:`record_sent`).
 
         The session stamps its sequence number and holds the frame until
         intake's flush, which calls :meth:`flush` first: the record is in the
         journal before the client can see the message. A message for a
         session intake no longer has is journaled all the same (the order
-        state it reports is answered by ``OrderStatusRequest``).
+        state it reports is answered by ``OrderStatusRequest``). Returns the
+        seq the message went out with, 0 for such a session.
         """
         session = self.sessions.get(session_id)
         if session is not None:
-            session.send(msg)
-        else:
-            self.journal.append_msg(_RecordKind.EVENT, JournalEvent(session_id=session_id, event=msg))
+            return session.send(msg)
+        self.journal.append_msg(_RecordKind.EVENT, JournalEvent(session_id=session_id, event=msg))
+        return 0
 
     def record_sent(self, session: Session, frame: bytes) -> None:
         """Journal the exact frame a session sends (its seq included).
@@ -340,7 +343,7 @@ class Pipeline(Handler):
         the cancel or replace this answers) when that is another one."""
         report = execution_report(order, self._instrument(order.symbol), exec_type, **kw)
         order.last_report = report
-        self._send(order.session_id, report)
+        order.report_seq = self._send(order.session_id, report)
         if requester is not None and requester != order.session_id:
             self._send(requester, report)
 
@@ -374,7 +377,7 @@ class Pipeline(Handler):
                 self._new_order(session, request, now)
             case BulkNewOrders():
                 for order in request.orders:
-                    self._new_order(session, order, now)
+                    self._new_order(session, order, now, "BulkNewOrders")
             case Cancel():
                 self._cancel(session, request, now)
             case Replace():
@@ -415,21 +418,24 @@ class Pipeline(Handler):
 
     # ------------------------------------------------------------ new orders
 
-    def _new_order(self, session: Session, req: NewOrder, now: int) -> None:
+    def _new_order(self, session: Session, req: NewOrder, now: int,
+                   ref_type: str = "NewOrder") -> None:
         # (intake counts orders in: kronos_orders_in)
         # A cl_ord_id names one order for the engine's lifetime (journal
         # included): a client resending after a lost ack or a restart gets a
-        # reject, never a second order.
+        # reject, never a second order. An id a Cancel or Replace spent is
+        # refused the same way (see OrderTable). ``ref_type``: the message
+        # the order came in (a bulk's orders are refused as intake's are).
         # One new order in STAGE_SAMPLE is timed stage by stage: timing each
         # would cost it about 3 µs (clock reads, histogram updates).
         self._orders_seen = seen = self._orders_seen + 1
         timed = seen % STAGE_SAMPLE == 1  # (the first order is timed: the 1st, 17th, ...)
         started = time.perf_counter_ns() if timed else 0
-        if self.orders.find(req.account, req.cl_ord_id) is not None:
+        if self.orders.used(req.account, req.cl_ord_id):
             return self._refuse(
                 session, _RejectReason.DUPLICATE_CL_ORD_ID,
-                f"cl_ord_id {req.cl_ord_id!r} was already used by account {req.account}",
-                "validate", ref_type="NewOrder", cl_ord_id=req.cl_ord_id)
+                f"{ref_type}: cl_ord_id {req.cl_ord_id!r} was already used by account "
+                f"{req.account}", "validate", ref_type=ref_type, cl_ord_id=req.cl_ord_id)
         inst = self.instruments.get(req.symbol)
         order = self.orders.create(req.cl_ord_id, session.session_id, req.account, req.symbol,
                                    int(req.side), int(req.ord_type), int(req.time_in_force),
@@ -495,20 +501,30 @@ class Pipeline(Handler):
         if req.stp is not None:
             order.stp = int(req.stp)
         schedule = order_schedule(req)
-        if schedule is None:
-            reason = self.router.route(order.order_id, inst_ix, order.side, order.qty,
-                                       order.price, now, strategy, order.tif)
-        else:
-            order.schedule = schedule
-            start, end, slices, profile, ppm = schedule
-            if 0 <= end <= now:  # (trading it all at once is not what a schedule asks)
-                self.risk.on_reject(order.order_id)
-                return self._reject_order(order, _RejectReason.INVALID_SCHEDULE,
-                                          f"end_time {end} is not in the future (now {now})",
-                                          now, "route")
-            reason = self.router.route(order.order_id, inst_ix, order.side, order.qty,
-                                       order.price, now, strategy, order.tif, start_ns=start,
-                                       end_ns=end, slices=slices, profile=profile, pov_ppm=ppm)
+        try:
+            if schedule is None:
+                reason = self.router.route(order.order_id, inst_ix, order.side, order.qty,
+                                           order.price, now, strategy, order.tif)
+            else:
+                order.schedule = schedule
+                start, end, slices, profile, ppm = schedule
+                if 0 <= end <= now:  # (trading it all at once is not what a schedule asks)
+                    self.risk.on_reject(order.order_id)
+                    return self._reject_order(order, _RejectReason.INVALID_SCHEDULE,
+                                              f"end_time {end} is not in the future (now {now})",
+                                              now, "route")
+                reason = self.router.route(order.order_id, inst_ix, order.side, order.qty,
+                                           order.price, now, strategy, order.tif, start_ns=start,
+                                           end_ns=end, slices=slices, profile=profile,
+                                           pov_ppm=ppm)
+        except Exception as exc:  # noqa: BLE001 - an engine bug must not strand the order
+            # Risk has taken the order: left half-made, it would hold buying
+            # power with nothing at the venues and no answer to a Cancel.
+            log.exception("router failed on order %s (%s)", order.order_id, req.cl_ord_id)
+            self.risk.on_reject(order.order_id)
+            return self._reject_order(order, _RejectReason.INTERNAL_ERROR,
+                                      f"the engine failed to route the order "
+                                      f"({type(exc).__name__}); it was not sent", now, "route")
         if reason:
             self.risk.on_reject(order.order_id)
             return self._reject_order(order, reason, f"router: {reject_name(reason)}", now,
@@ -554,6 +570,14 @@ class Pipeline(Handler):
     # ------------------------------------------------------------ cancel and replace
 
     def _lookup(self, session: Session, req: Cancel | Replace, now: int) -> Order | None:
+        """The order a Cancel or Replace may act on, or None once the request is refused.
+
+        Whatever the outcome, the request's own cl_ord_id is spent on the
+        account from here on: it is the order's name to be while the request
+        is in flight, and no later request or order may take it (recovery
+        spends it again from the journaled command).
+        """
+        fresh = self.orders.reserve(req.account, req.cl_ord_id)
         order = self.orders.find(req.account, req.orig_cl_ord_id)
         kind = type(req).__name__
         if order is None:
@@ -576,10 +600,11 @@ class Pipeline(Handler):
             return None
         # The request's own cl_ord_id becomes the order's alias when it goes
         # through; one already naming an order (this one or another, live or
-        # done) would re-point that name and strand the order it named.
-        # (A Reject, not an ExecutionReport: a report under that cl_ord_id
-        # would read as news of the order it already names.)
-        if self.orders.find(req.account, req.cl_ord_id) is not None:
+        # done) or spent by another request would re-point that name and
+        # strand the order it named. (A Reject, not an ExecutionReport: a
+        # report under that cl_ord_id would read as news of the order it
+        # already names.)
+        if not fresh:
             self._refuse(session, _RejectReason.DUPLICATE_CL_ORD_ID,
                          f"cl_ord_id {req.cl_ord_id!r} was already used by account {req.account}",
                          kind.lower(), ref_type=kind, cl_ord_id=req.cl_ord_id)
@@ -687,7 +712,10 @@ class Pipeline(Handler):
                 self._child_to_sim[child_id] = sim_id
                 self._child_parent[child_id] = parent_id
                 if order is not None:
-                    order.children[child_id] = Child(child_id, self.venue_names[venue], price, qty)
+                    # A midpoint peg's price is only its protective limit: it
+                    # trades at the venue's midpoint, so it shows none (0).
+                    order.children[child_id] = Child(child_id, self.venue_names[venue],
+                                                     0 if flags & CF_MID_PEG else price, qty)
             elif kind == ACT_CANCEL:
                 sim_id = self._child_to_sim.get(child_id)
                 if sim_id is not None:
@@ -720,6 +748,7 @@ class Pipeline(Handler):
             router.on_expired(child_id, now)
         elif kind == _ReportKind.RPT_REPLACED:
             router.on_replaced(child_id, now)
+            self._child_replaced(child_id, report)
         elif kind == _ReportKind.RPT_CANCEL_REJECTED:
             router.on_replace_rejected(child_id, now)
         if kind in (_ReportKind.RPT_REJECTED, _ReportKind.RPT_CANCELED, _ReportKind.RPT_EXPIRED) or \
@@ -730,6 +759,16 @@ class Pipeline(Handler):
         if not self._pump_scheduled and (router.pending_actions or router.pending_finished):
             self._pump_scheduled = True
             asyncio.get_running_loop().call_soon(self._deferred_pump)
+
+    def _child_replaced(self, child_id: int, report) -> None:
+        """The venue repriced a child (the router's ACT_REPLACE): its new terms, as the venue
+        confirms them, are what status requests show."""
+        order = self.orders.by_id.get(self._child_parent.get(child_id))
+        child = order.children.get(child_id) if order is not None else None
+        if child is not None:
+            if child.price:  # (a market or midpoint child keeps none)
+                child.price = report.price_x2 // 2
+            child.qty = report.order_qty
 
     def _deferred_pump(self) -> None:
         self._pump_scheduled = False
@@ -912,9 +951,15 @@ class Pipeline(Handler):
                                    transact_time=time.time_ns())
         else:
             inst = self._instrument(order.symbol)
+            report = order.last_report
+            if order.report_seq and report.seq != order.report_seq:
+                # The report as its session got it (the order keeps the
+                # unstamped one: stamping a copy per report would cost every
+                # report; recovery keeps the journaled, stamped frame).
+                report = msgspec.structs.replace(report, seq=order.report_seq)
             msg = OrderStatusReply(
                 cl_ord_id=req.cl_ord_id, account=req.account, found=True,
-                report=order.last_report, transact_time=time.time_ns(),
+                report=report, transact_time=time.time_ns(),
                 stages=[StageTime(stage=stage.name, time=t) for stage, t in order.transitions],
                 children=[ChildState(child_id=str(c.child_id), venue=c.venue,
                                      price=inst.ticks_to_price(c.price) if c.price else None,

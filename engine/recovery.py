@@ -23,7 +23,11 @@ children are gone, exactly like a venue that cancels on disconnect. That is a
 second step, :func:`resume_working`, which the service takes once intake has
 restored the sessions: an order it cancels (a kill switch engaged before the
 restart, or a remainder that can no longer be routed) is reported to its
-session in its numbering, kept for resends like any other report.
+session in its numbering, kept for resends like any other report. A Cancel or
+Replace the journal holds with no answer yet (its venue had not confirmed the
+children down) is taken up again first: the children are gone with the
+venues, so the pipeline finishes it as it would have live, and the requester
+gets its answer instead of the order going back to the market.
 """
 from __future__ import annotations
 
@@ -37,14 +41,31 @@ import msgspec
 
 from engine.journal import JournalReader, RecordKind
 from engine.messages import (
-    AdminReply, BulkNewOrders, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
+    AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
     JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalSession, KillSwitch,
-    NewOrder, TradeFill, reject_name,
+    NewOrder, OrdStatus, Reject, RejectReason, Replace, TradeFill, reject_name,
 )
 from engine.orders import Stage
 from engine.pipeline import RISK_SCOPE, STRATEGIES, cl_ord_hash, order_schedule, risk_flags
 
 log = logging.getLogger(__name__)
+
+_R = RejectReason
+#: New-order refusals of the pipeline's validation, before risk saw the order. (Risk refuses
+#: an order for an account or instrument a reload took out with the same codes; the journal
+#: does not tell the two apart, and such an order reads as refused at validation.)
+_REFUSED_UNVALIDATED = frozenset(map(int, (
+    _R.UNKNOWN_INSTRUMENT, _R.UNKNOWN_ACCOUNT, _R.INVALID_TIF, _R.INVALID_FIELD, _R.INVALID_QTY,
+    _R.INVALID_PRICE, _R.OFF_TICK, _R.OFF_LOT, _R.BELOW_MIN_QTY, _R.VALUE_OUT_OF_RANGE)))
+#: Refusals of an order risk had passed: routing it (the router's codes are NO_ROUTE and up).
+_REFUSED_ROUTING = frozenset(map(int, (_R.POST_ONLY_WOULD_CROSS, _R.INTERNAL_ERROR)))
+#: Refusals of a replace by risk's own checks (``on_replace``), which record its cl_ord_id:
+#: risk's codes, less THROTTLED (checked before the id is recorded) and KILL_SWITCH (a replace
+#: refused for a kill switch was pulled by the pipeline before risk judged it).
+_RISK_JUDGED_REPLACE = frozenset(range(_R.UNKNOWN_INSTRUMENT, _R.UNKNOWN_SESSION + 1)) \
+    - {int(_R.THROTTLED), int(_R.KILL_SWITCH)}
+#: The exec types that answer a Cancel or Replace (with ``orig_cl_ord_id`` set).
+_ANSWERS = frozenset((ExecType.CANCELED, ExecType.REPLACED, ExecType.REJECTED))
 
 
 class RecoveryError(RuntimeError):
@@ -72,11 +93,21 @@ class Recovered(NamedTuple):
     sessions: list[RecoveredSession] = []
     #: the kill switches the journal leaves engaged: (scope, target) -> request
     kill_switches: dict = {}
+    #: the Cancels and Replaces the journal leaves unanswered, oldest first:
+    #: (session_id, request)
+    in_flight: list = []
 
     def summary(self) -> dict:
         """The counts, for the log."""
         return {**self._asdict(), "sessions": len(self.sessions),
-                "kill_switches": len(self.kill_switches)}
+                "kill_switches": len(self.kill_switches), "in_flight": len(self.in_flight)}
+
+
+class _Requester(NamedTuple):
+    """The session of a request taken up again whose session was not restored (its answer
+    is journaled all the same, as for any session intake no longer has)."""
+
+    session_id: str
 
 
 def _permissive(table: dict) -> dict:
@@ -118,6 +149,10 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     # says they took; engaged ones by (scope, target) until released.
     kill_requests: dict[tuple[str, str], KillSwitch] = {}
     engaged: dict[tuple[str, str | None], KillSwitch] = {}
+    # Cancels and Replaces until their answer: by record number (journal
+    # order), and the numbers under each (session, cl_ord_id) the answer names.
+    requests: dict[int, tuple[str, Cancel | Replace]] = {}
+    unanswered: dict[tuple[str, str], collections.deque] = {}
     cancel_on_disconnect: dict[str, bool] = {}
     # The last price seen per instrument index (a limit, a fill): what a
     # market order is valued at when the journal holds no valuation of it.
@@ -153,6 +188,10 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
             req = payload.request
             if isinstance(req, KillSwitch):
                 kill_requests[(payload.session_id, req.req_id)] = req
+            elif isinstance(req, (Cancel, Replace)):
+                requests[records] = (payload.session_id, req)
+                unanswered.setdefault((payload.session_id, req.cl_ord_id),
+                                      collections.deque()).append(records)
             for order in (req.orders if isinstance(req, BulkNewOrders) else
                           (req,) if isinstance(req, NewOrder) else ()):
                 # The first order under an id is the one it names: a later one
@@ -167,6 +206,9 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
             ring.append(report)
         if isinstance(report, HeartbeatAck):
             cancel_on_disconnect[payload.session_id] = report.cancel_on_disconnect
+        answered = _answered(report, payload.session_id, requests, unanswered)
+        if answered is not None:
+            _spend(pipeline, answered, report)
         if isinstance(report, AdminReply) and report.ok:
             kill = kill_requests.pop((payload.session_id, report.req_id), None)
             if kill is not None:
@@ -203,24 +245,73 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     sessions = [RecoveredSession(sid, principals[sid], ring[-1].seq, list(ring),
                                  cancel_on_disconnect.get(sid, False))
                 for sid, ring in sent.items() if sid in principals]
-    result = Recovered(records, len(table), len(table.working()), fills, sessions, engaged)
+    result = Recovered(records, len(table), len(table.working()), fills, sessions, engaged,
+                       list(requests.values()))
     if records:
         log.info("recovery: %s", result.summary())
     return result
 
 
 def resume_working(pipeline, recovered: Recovered) -> int:
-    """Engage the journal's kill switches again, then route the working orders again.
+    """Take up the unanswered Cancels and Replaces, engage the journal's kill switches again,
+    then route the working orders again.
 
     Call it once the recovered sessions are in ``pipeline.sessions``: the
-    cancels it reports are then numbered in their sessions and kept for
+    reports it makes are then numbered in their sessions and kept for
     resends. Returns how many orders went back to the market.
     """
+    now = time.time_ns()
+    _take_up(pipeline, recovered.in_flight, now)
     _restore_kill_switches(pipeline, recovered.kill_switches)
     rerouted = _reroute(pipeline)
+    rerouted += _finish_in_flight(pipeline, now)
     if recovered.working:
         log.info("recovery: %d of %d working orders routed again", rerouted, recovered.working)
     return rerouted
+
+
+def _answered(msg, session_id: str, requests: dict, unanswered: dict) -> Cancel | Replace | None:
+    """The journaled Cancel or Replace that ``msg``, sent to ``session_id``, answers, or None.
+
+    An answer names the request's cl_ord_id: a ``Reject`` of it, or a report
+    of its order with ``orig_cl_ord_id`` set (CANCELED, REPLACED, or REJECTED
+    when refused). A ``Reject`` answers at once, so it answers the latest
+    request under that id (a resent duplicate); a report, the first.
+    """
+    if isinstance(msg, Reject):
+        if msg.ref_type not in ("Cancel", "Replace"):
+            return None
+    elif not (isinstance(msg, ExecutionReport) and msg.orig_cl_ord_id is not None
+              and msg.exec_type in _ANSWERS):
+        return None
+    key = (session_id, msg.cl_ord_id)
+    waiting = unanswered.get(key)
+    if not waiting:
+        return None
+    number = waiting.pop() if isinstance(msg, Reject) else waiting.popleft()
+    if not waiting:
+        del unanswered[key]
+    return requests.pop(number)[1]
+
+
+def _spend(pipeline, req: Cancel | Replace, answer) -> None:
+    """Spend an answered request's cl_ord_id again, as the pipeline did on its arrival.
+
+    In the order table (a duplicate's id was spent already, by its first
+    use: one still in flight keeps it free until it is taken up again); and
+    at risk for a replace refused by risk's own checks, which record the id
+    even when they refuse (an accepted replace records it when replayed).
+    """
+    reason = answer.reject_reason
+    if not (isinstance(answer, Reject) and reason == _R.DUPLICATE_CL_ORD_ID):
+        pipeline.orders.reserve(req.account, req.cl_ord_id)
+    if isinstance(req, Replace) and isinstance(answer, ExecutionReport) \
+            and answer.exec_type == ExecType.REJECTED and reason in _RISK_JUDGED_REPLACE:
+        order = pipeline.orders.by_id.get(int(answer.order_id))
+        if order is not None:
+            risk = pipeline.risk
+            risk.record_cl_ord_id(risk.session_index(order.session_id),
+                                  cl_ord_hash(req.cl_ord_id))
 
 
 def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
@@ -262,7 +353,18 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
             order.stp = int(req.stp)
         order.last_report = report
         if rejected:
-            order.reject(report.reject_reason, report.text or "", ts)
+            reason = report.reject_reason
+            if reason not in _REFUSED_UNVALIDATED:
+                # It reached risk, as its path shows, and spent its cl_ord_id
+                # there even though refused (but for the throttle, risk's first
+                # check); a refusal of routing it came after risk passed it.
+                order.advance(Stage.VALIDATED, ts)
+                if reason in _REFUSED_ROUTING or reason >= _R.NO_ROUTE:
+                    order.advance(Stage.RISK_CHECKED, ts)
+                if reason != _R.THROTTLED:
+                    risk.record_cl_ord_id(risk.session_index(session_id),
+                                          cl_ord_hash(report.cl_ord_id))
+            order.reject(reason, report.text or "", ts)
             return 0
         for stage in (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED):
             order.advance(stage, ts)
@@ -285,7 +387,10 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         # A refused cancel or replace: the order is as it was (and its last
         # report, which answers status requests, stays the one before).
         return 0
-    order.last_report = report
+    if session_id == order.session_id:
+        # (Status requests get the report as the order's session got it, seq
+        # included; a requester in another session had its own copy.)
+        order.last_report = report
     if report.exec_type in (ExecType.FILL, ExecType.PARTIAL_FILL):
         qty, px_x2 = inst.qty_to_lots(report.last_qty), _px_x2(inst, report.last_px)
         order.fill(qty, px_x2, ts)
@@ -351,12 +456,17 @@ def _restore_kill_switches(pipeline, engaged: dict) -> None:
             log.warning("recovery: kill switch %s %s not restored: unknown %s", scope, target,
                         scope)
             continue
+        text = f"kill switch ({scope} {target or ''}) engaged before the restart"
         for order_id in keys:
             order = pipeline.orders.by_id.get(int(order_id))
-            if order is not None and not order.done:
-                pipeline.cancel_working(
-                    order, now, text=f"kill switch ({scope} {target or ''}) engaged before the "
-                                     f"restart")
+            if order is None or order.done:
+                continue
+            if order.order_id in pipeline._pending:
+                # A Cancel or Replace is taking it down: as live, the Cancel's
+                # CANCELED will answer it, a Replace is refused and it canceled.
+                pipeline._pull((order.order_id,), now, _R.KILL_SWITCH, text)
+            else:
+                pipeline.cancel_working(order, now, text=text)
 
 
 def _reroute(pipeline) -> int:
@@ -369,6 +479,8 @@ def _reroute(pipeline) -> int:
     now = time.time_ns()
     n = 0
     for order in pipeline.orders.working():
+        if order.order_id in pipeline._pending:
+            continue  # (a Cancel or Replace in flight decides: see _finish_in_flight)
         ix = pipeline.risk.instrument_index(order.symbol)
         pipeline.refresh_market(ix, now)
         code, why = pipeline.route_remainder(order, ix, now)
@@ -381,3 +493,38 @@ def _reroute(pipeline) -> int:
         n += 1
     pipeline._pump(now)
     return n
+
+
+def _take_up(pipeline, in_flight: list, now: int) -> None:
+    """Hand the Cancels and Replaces the journal leaves unanswered to the pipeline again.
+
+    They arrived and were acted on, but their orders' children were not
+    down yet when the engine stopped, so nobody was answered. The pipeline
+    checks each again as on arrival (one it refuses is answered now) and
+    holds the rest in flight; they finish in :func:`_finish_in_flight`.
+    Nothing reaches the router: it knows none of the orders yet.
+    """
+    for session_id, req in in_flight:
+        session = pipeline.sessions.get(session_id)
+        if session is None:
+            session = _Requester(session_id)
+        if isinstance(req, Cancel):
+            pipeline._cancel(session, req, now)
+        else:
+            pipeline._replace(session, req, now)
+
+
+def _finish_in_flight(pipeline, now: int) -> int:
+    """Finish the Cancels and Replaces taken up again; returns the orders routed again.
+
+    Their children went down with the venues, which is what the router
+    reports when it has canceled a parent: so the pipeline finishes each as
+    then. A Cancel's order is canceled, answering it; a Replace's order
+    takes the new terms (or is refused them, by risk say) and is routed
+    again, unless something pulled it meanwhile.
+    """
+    order_ids = list(pipeline._pending)
+    for order_id in order_ids:
+        pipeline._parent_finished(order_id, OrdStatus.CANCELED, 0, now)
+    pipeline._pump(now)
+    return sum(not pipeline.orders.by_id[order_id].done for order_id in order_ids)

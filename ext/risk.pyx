@@ -1321,6 +1321,34 @@ cdef class RiskEngine:
         """
         return self.on_replace_c(order_key, new_qty, new_price, cl_ord_hash, now_ns)
 
+    def record_cl_ord_id(self, int32_t session, int64_t cl_ord_hash, /):
+        """Record that ``session`` used a cl_ord_id today, as ``check_new`` and ``on_replace`` do.
+
+        For journal replay: a request that passed the throttle spent its
+        cl_ord_id even though a later check refused it, and replaying only
+        the accepted requests would hand that id out again.
+
+        Parameters
+        ----------
+        session : int
+            Index from ``session_index`` (for a replace, the order's session).
+        cl_ord_hash : int
+            Hash of the request's cl_ord_id.
+
+        Returns
+        -------
+        bool
+            True if the pair was already recorded today.
+
+        Raises
+        ------
+        IndexError
+            If ``session`` was never registered.
+        """
+        if session < 0 or session >= self.n_sessions or not self.sessions[session].known:
+            raise IndexError(f"session index {session} out of range")
+        return self._clord_add(_clord_key(cl_ord_hash, session)) == 1
+
     def set_reference_price(self, int32_t instrument, int64_t price, int64_t now_ns):
         """Market data: last trade or mid, in ticks, as of ``now_ns``."""
         if instrument < 0 or instrument >= self.n_instruments:

@@ -90,7 +90,7 @@ def test_a_refused_cancel_or_replace_is_not_the_orders_state(tmp_path):
         assert (after.exec_type, after.ord_status, after.reject_name) == \
             (ExecType.NEW, OrdStatus.NEW, None)
         # (The running engine keeps its reports unnumbered; the journal has them as sent.)
-        assert msgspec.structs.replace(after, seq=0) == before
+        assert after == before
 
 
 def test_kill_switches_stay_as_they_were(tmp_path):
@@ -135,7 +135,7 @@ def test_a_cancel_or_replace_from_another_session_is_answered_to_it(tmp_path):
         assert order.orig_cl_ord_ids == ("o1", "o2")
         after = status(client, "o1").report
         assert (after.cl_ord_id, after.qty, after.ord_status) == ("o3", "0", OrdStatus.CANCELED)
-        assert msgspec.structs.replace(after, seq=0) == before
+        assert after == before
         client.status("o2", account="DEMO1")
         assert client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1].found
 

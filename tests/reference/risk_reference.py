@@ -277,6 +277,15 @@ class RiskReference:
         s.tokens -= NANO
         return 0
 
+    def record_cl_ord_id(self, session, cl_ord_hash):
+        """Record a cl_ord_id the session used (journal replay); True if already recorded."""
+        if session not in self.session_state:
+            raise IndexError(f"session index {session} out of range")
+        key = (session, cl_ord_hash)
+        known = key in self.cl_ord_ids
+        self.cl_ord_ids.add(key)
+        return known
+
     def check_new(self, order_key, session, account, instrument, side, ord_type, qty, price, flags,
                   cl_ord_hash, now_ns):
         state = self.session_state.get(session)

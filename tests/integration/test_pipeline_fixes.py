@@ -1,0 +1,247 @@
+"""The pipeline's answers at the edges: ids in flight, integers past int64, child prices, seqs.
+
+One real engine serves every test. Its venues answer after a fixed 15 ms
+(the quiet test market with every latency set so), so a Cancel or Replace
+sent right behind an order is still in flight when the next request
+arrives: the race is certain, not timing luck. Each test uses its own ids.
+"""
+import re
+import time
+
+import pytest
+
+from engine.client import Client
+from engine.messages import (ExecType, ExecutionReport, OrderStatusReply, OrdStatus,
+                             Reject)
+from ext.types import Side
+from tests.integration.engine_harness import QUIET_SIM, serving
+
+VENUE_LATENCY = 'latency = { model = "fixed", mean_us = 15000.0 }'
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("slow")
+    sim = tmp / "slow_sim.toml"
+    sim.write_text(re.sub(r"latency = \{[^}]*\}", VENUE_LATENCY, QUIET_SIM.read_text()))
+    with serving(tmp, sim=sim) as (engine, endpoint), Client(endpoint) as client:
+        yield engine, client
+
+
+def answer(client, predicate):
+    """The first message (after those already read) that ``predicate`` accepts."""
+    return client.recv_until(predicate, 5)[-1]
+
+
+def report(client, cl_ord_id, exec_type):
+    """The first ExecutionReport of ``exec_type`` under ``cl_ord_id``."""
+    return answer(client, lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == cl_ord_id
+                  and m.exec_type == exec_type)
+
+
+def reject(client, cl_ord_id):
+    return answer(client, lambda m: isinstance(m, Reject) and m.cl_ord_id == cl_ord_id)
+
+
+def status(client, cl_ord_id, account="DEMO1") -> OrderStatusReply:
+    client.status(cl_ord_id, account=account)
+    return answer(client, lambda m: isinstance(m, OrderStatusReply) and m.cl_ord_id == cl_ord_id)
+
+
+def resting(client, cl_ord_id, qty="10", price="40.00"):
+    """A DEMO1 buy of AAA far below the market; returns its NEW report."""
+    client.new_order("AAA", "buy", qty, price, account="DEMO1", cl_ord_id=cl_ord_id)
+    return report(client, cl_ord_id, ExecType.NEW)
+
+
+def working_at_risk(engine, order_id):
+    risk = engine.service.pipeline.risk
+    return engine.call(lambda: risk.working_order(int(order_id)))
+
+
+def venue_submit(engine, *args, **kw):
+    """Rest an order of another firm (venue account 77) directly at a venue."""
+    market = engine.service.venues.market
+    return engine.call(lambda: market.submit(*args, account=77, **kw))
+
+
+def test_a_schedule_time_past_int64_is_refused_at_intake(slow):
+    """end_time = 2**63 decodes as msgpack uint64: intake refuses it, nothing reaches risk."""
+    engine, client = slow
+    client.new_order("AAA", "buy", "10", "40.00", account="DEMO1", cl_ord_id="ov-1",
+                     strategy="twap", end_time=2**63)
+    refused = reject(client, "ov-1")
+    assert (refused.reject_name, refused.ref_type) == ("INVALID_FIELD", "NewOrder")
+    assert "end_time" in refused.text
+    assert not status(client, "ov-1").found
+    # The largest time the core holds is taken.
+    client.new_order("AAA", "buy", "10", "40.00", account="DEMO1", cl_ord_id="ov-2",
+                     strategy="twap", end_time=2**63 - 1)
+    new = report(client, "ov-2", ExecType.NEW)
+    client.cancel("ov-2", account="DEMO1", cl_ord_id="ov-2-x")
+    report(client, "ov-2-x", ExecType.CANCELED)
+    assert working_at_risk(engine, new.order_id) is None
+
+
+class _FailingRouter:
+    """The engine's router, except that its next ``route`` raises (an engine bug)."""
+
+    def __init__(self, real):
+        self.real, self.failed = real, False
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def route(self, *args, **kw):
+        if not self.failed:
+            self.failed = True
+            raise OverflowError("injected: value too large to convert to int64_t")
+        return self.real.route(*args, **kw)
+
+
+def test_a_router_failure_rejects_the_order_and_gives_back_its_risk(slow):
+    """An exception in routing after risk took the order: the order is REJECTED
+    INTERNAL_ERROR, risk holds nothing for it, a Cancel is answered, and the rest of
+    its bulk goes on."""
+    engine, client = slow
+    pipeline = engine.service.pipeline
+    real = pipeline.router
+    engine.call(lambda: setattr(pipeline, "router", _FailingRouter(real)))
+    try:
+        client.bulk([client.build_new_order("AAA", "buy", "10", "40.00", account="DEMO1",
+                                            cl_ord_id=cl_ord_id) for cl_ord_id in ("rf-1", "rf-2")])
+        failed = report(client, "rf-1", ExecType.REJECTED)
+        assert (failed.reject_name, failed.ord_status) == ("INTERNAL_ERROR", OrdStatus.REJECTED)
+        good = report(client, "rf-2", ExecType.NEW)
+    finally:
+        engine.call(lambda: setattr(pipeline, "router", real))
+    assert working_at_risk(engine, failed.order_id) is None
+    client.cancel("rf-1", account="DEMO1", cl_ord_id="rf-1-x")
+    late = report(client, "rf-1-x", ExecType.REJECTED)
+    assert late.reject_name == "TOO_LATE_TO_CANCEL"
+    client.cancel("rf-2", account="DEMO1", cl_ord_id="rf-2-x")
+    report(client, "rf-2-x", ExecType.CANCELED)
+    assert working_at_risk(engine, good.order_id) is None
+
+
+def test_a_cancels_id_is_taken_while_it_is_in_flight(slow):
+    """A NewOrder under the id of a Cancel still waiting for its venue is refused; the
+    id then names the canceled order."""
+    engine, client = slow
+    first = resting(client, "ic-1")
+    client.cancel("ic-1", account="DEMO1", cl_ord_id="ic-Z")
+    client.new_order("AAA", "buy", "7", "41.00", account="DEMO1", cl_ord_id="ic-Z")
+    dup = reject(client, "ic-Z")
+    assert (dup.reject_name, dup.ref_type) == ("DUPLICATE_CL_ORD_ID", "NewOrder")
+    canceled = report(client, "ic-Z", ExecType.CANCELED)
+    assert (canceled.order_id, canceled.orig_cl_ord_id) == (first.order_id, "ic-1")
+    found = status(client, "ic-Z")
+    assert (found.report.order_id, found.report.ord_status) == (first.order_id, OrdStatus.CANCELED)
+
+
+def test_a_replaces_id_is_taken_while_it_is_in_flight(slow):
+    """A NewOrder or a second Replace under the id of a Replace in flight gets a Reject
+    DUPLICATE_CL_ORD_ID (not a REJECTED report from risk); the first replace goes through."""
+    engine, client = slow
+    first = resting(client, "ir-1")
+    second = resting(client, "ir-2")
+    client.replace("ir-1", account="DEMO1", qty="20", cl_ord_id="ir-Z")
+    client.new_order("AAA", "buy", "7", "41.00", account="DEMO1", cl_ord_id="ir-Z")
+    client.replace("ir-2", account="DEMO1", qty="30", cl_ord_id="ir-Z")
+    dups = client.recv_until(lambda m: isinstance(m, Reject) and m.ref_type == "Replace", 5)
+    assert [(m.reject_name, m.ref_type) for m in dups if isinstance(m, Reject)] == \
+        [("DUPLICATE_CL_ORD_ID", "NewOrder"), ("DUPLICATE_CL_ORD_ID", "Replace")]
+    replaced = report(client, "ir-Z", ExecType.REPLACED)
+    assert (replaced.order_id, replaced.qty) == (first.order_id, "20")
+    other = status(client, "ir-2").report
+    assert (other.order_id, other.cl_ord_id, other.qty, other.ord_status) == \
+        (second.order_id, "ir-2", "10", OrdStatus.NEW)
+    for cl_ord_id in ("ir-Z", "ir-2"):
+        client.cancel(cl_ord_id, account="DEMO1", cl_ord_id=f"{cl_ord_id}-x")
+        report(client, f"{cl_ord_id}-x", ExecType.CANCELED)
+
+
+def test_a_refused_cancel_or_replace_spends_its_id(slow):
+    """Every cl_ord_id the pipeline saw on an account is spent, refused or not; it still
+    names no order."""
+    engine, client = slow
+    resting(client, "rs-1")
+    client.replace("rs-1", account="DEMO1", price="40.005", cl_ord_id="rs-X1")
+    assert report(client, "rs-X1", ExecType.REJECTED).reject_name == "OFF_TICK"
+    client.cancel("rs-1", account="DEMO1", symbol="BBB", cl_ord_id="rs-X2")
+    assert report(client, "rs-X2", ExecType.REJECTED).reject_name == "INVALID_FIELD"
+    client.cancel("nobody", account="DEMO1", cl_ord_id="rs-X3")
+    assert reject(client, "rs-X3").reject_name == "UNKNOWN_CL_ORD_ID"
+    client.new_order("AAA", "buy", "10", "40.00", account="DEMO1", cl_ord_id="rs-X1")
+    assert reject(client, "rs-X1").reject_name == "DUPLICATE_CL_ORD_ID"
+    client.replace("rs-1", account="DEMO1", qty="11", cl_ord_id="rs-X2")
+    assert reject(client, "rs-X2").reject_name == "DUPLICATE_CL_ORD_ID"
+    client.cancel("rs-1", account="DEMO1", cl_ord_id="rs-X3")
+    assert reject(client, "rs-X3").reject_name == "DUPLICATE_CL_ORD_ID"
+    for spent in ("rs-X1", "rs-X2", "rs-X3"):
+        assert status(client, spent).reject_name == "UNKNOWN_CL_ORD_ID"
+    client.cancel("rs-1", account="DEMO1", cl_ord_id="rs-1-x")
+    report(client, "rs-1-x", ExecType.CANCELED)
+
+
+def test_a_bulk_order_refused_as_a_duplicate_is_referred_to_its_bulk(slow):
+    engine, client = slow
+    resting(client, "bd-1")
+    client.bulk([client.build_new_order("AAA", "buy", "10", "40.00", account="DEMO1",
+                                        cl_ord_id="bd-1")])
+    dup = reject(client, "bd-1")
+    assert (dup.reject_name, dup.ref_type) == ("DUPLICATE_CL_ORD_ID", "BulkNewOrders")
+    client.cancel("bd-1", account="DEMO1", cl_ord_id="bd-1-x")
+    report(client, "bd-1-x", ExecType.CANCELED)
+
+
+def test_a_status_reply_carries_the_report_with_the_seq_it_was_sent_with(slow):
+    engine, client = slow
+    new = resting(client, "sq-1")
+    assert new.seq > 0
+    assert status(client, "sq-1").report == new
+    client.cancel("sq-1", account="DEMO1", cl_ord_id="sq-1-x")
+    canceled = report(client, "sq-1-x", ExecType.CANCELED)
+    assert status(client, "sq-1").report == canceled
+
+
+def test_a_repriced_passive_childs_price_is_its_new_one(slow):
+    """The router moves a passive child up with the national bid; the status shows the
+    price the venue confirmed."""
+    engine, client = slow
+    asks = venue_submit(engine, "NEXA", "AAA", Side.SELL, 50, 5005)
+    bid = venue_submit(engine, "NEXA", "AAA", Side.BUY, 50, 4998)
+    time.sleep(0.1)
+    client.new_order("AAA", "buy", "100", "50.03", account="DEMO1", cl_ord_id="rp-1",
+                     strategy="passive")
+    report(client, "rp-1", ExecType.NEW)
+    time.sleep(0.2)
+    assert [c.price for c in status(client, "rp-1").children] == ["49.98"]  # joins the bid
+    better = venue_submit(engine, "BRIX", "AAA", Side.BUY, 10, 5000)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        children = status(client, "rp-1").children
+        if children[0].price != "49.98":
+            break
+        time.sleep(0.05)
+    assert [(c.price, c.qty, c.done) for c in children] == [("50", "100", False)]
+    client.cancel("rp-1", account="DEMO1", cl_ord_id="rp-1-x")
+    report(client, "rp-1-x", ExecType.CANCELED)
+    market = engine.service.venues.market
+    for sim_id in (asks, bid, better):
+        engine.call(lambda: market.cancel(sim_id))
+
+
+def test_a_midpoint_childs_price_is_null(slow):
+    engine, client = slow
+    venue_submit(engine, "NEXA", "BBB", Side.BUY, 100, 11998)
+    venue_submit(engine, "NEXA", "BBB", Side.SELL, 100, 12003)
+    venue_submit(engine, "MIDX", "BBB", Side.SELL, 7, 0)
+    time.sleep(0.1)
+    client.new_order("BBB", "buy", "10", "120.03", account="DEMO1", cl_ord_id="mp-1",
+                     time_in_force="ioc", strategy="dark_first")
+    answer(client, lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "mp-1"
+           and m.ord_status == OrdStatus.FILLED)
+    children = {c.venue: c for c in status(client, "mp-1").children}
+    assert children["MIDX"].price is None and children["MIDX"].cum_qty == "7"
+    assert children["NEXA"].price == "120.03" and children["NEXA"].cum_qty == "3"

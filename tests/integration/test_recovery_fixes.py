@@ -1,0 +1,239 @@
+"""Recovery answers what was in flight and spends what was spent, as the engine did live.
+
+* A Cancel or Replace journaled with no answer yet (its venue had not
+  confirmed the children down when the engine died) is finished after the
+  restart, as the pipeline would have finished it: the requester is answered
+  and a canceled order does not go back to the market.
+* A request refused by risk spent its cl_ord_id at risk (docs/risk.md): the
+  restarted engine's risk holds the same ids as the live one.
+* A refused order's stages after the restart are those it went through live.
+
+The venues in these tests are 1.5 s away (or quiet), so what is in flight
+stays in flight; one test kills the engine with SIGKILL, the others stop it
+without a grace period, which leaves the journal the same way (the venues'
+answers never come).
+"""
+import os
+import re
+import signal
+import time
+
+from engine.client import Client
+from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, KillSwitch,
+                             OrderStatusReply, OrdStatus, Reject)
+from tests.integration.engine_harness import (QUIET_SIM, ThreadedEngine, config_text, free_port,
+                                              start_subprocess)
+
+ACCOUNT = "DEMO1"
+
+
+def engine_config(tmp_path, *, slow: bool):
+    """A configuration on a free port; ``slow``: every venue 1.5 s away, and a stop does
+    not wait for the venues. Returns (path, endpoint)."""
+    sim = QUIET_SIM
+    if slow:
+        sim = tmp_path / "sim.toml"
+        sim.write_text(re.sub(r"^latency = .*$",
+                              'latency = { model = "fixed", mean_us = 1500000.0 }',
+                              QUIET_SIM.read_text(), flags=re.M))
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    text = config_text(port, tmp_path / "journal", sim=sim)
+    if slow:
+        text = text.replace("heartbeat_timeout_ms = 60000",
+                            "heartbeat_timeout_ms = 60000\nshutdown_grace_ms = 0")
+    path.write_text(text)
+    return path, f"tcp://127.0.0.1:{port}"
+
+
+def open_session(endpoint) -> Client:
+    client = Client(endpoint)
+    client.heartbeat()
+    client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+    return client
+
+
+def rest(client, cl_ord_id, qty="10", price="49.00", account=ACCOUNT, **fields):
+    client.new_order("AAA", "buy", qty, price, account=account, cl_ord_id=cl_ord_id, **fields)
+    return client.recv_until(lambda m: isinstance(m, (ExecutionReport, Reject))
+                             and m.cl_ord_id == cl_ord_id, 5)[-1]
+
+
+def answer(client, cl_ord_id, timeout=5.0):
+    """The answer to the cancel or replace ``cl_ord_id``: a Reject or a report under it."""
+    return client.recv_until(lambda m: m.cl_ord_id == cl_ord_id and (
+        isinstance(m, Reject) or isinstance(m, ExecutionReport) and m.exec_type in (
+            ExecType.CANCELED, ExecType.REPLACED, ExecType.REJECTED)), timeout)[-1]
+
+
+def status(client, cl_ord_id, account=ACCOUNT) -> OrderStatusReply:
+    client.status(cl_ord_id, account=account)
+    return client.recv_until(lambda m: isinstance(m, OrderStatusReply)
+                             and m.cl_ord_id == cl_ord_id, 5)[-1]
+
+
+def live_qty(reply: OrderStatusReply) -> int:
+    """What the order has working at venues, by its children's state."""
+    return sum(int(c.qty) - int(c.cum_qty) for c in reply.children if not c.done)
+
+
+def resumed(endpoint, session_id, last_seq) -> tuple[Client, list]:
+    """The session resumed after a restart, and what it was sent meanwhile."""
+    client = Client(endpoint)
+    client.resume(session_id, last_seq)
+    got = client.recv_until(lambda m: isinstance(m, HeartbeatAck) and m.seq > last_seq, 5)
+    return client, got + client.drain(0.3)
+
+
+def test_a_cancel_and_a_replace_in_flight_at_kill_9_are_answered_after_the_restart(tmp_path):
+    path, endpoint = engine_config(tmp_path, slow=True)
+    proc = start_subprocess(path, tmp_path / "engine.log")
+    try:
+        client = open_session(endpoint)
+        assert rest(client, "A").exec_type == ExecType.NEW
+        assert rest(client, "B").exec_type == ExecType.NEW
+        time.sleep(1.7)  # the children are acknowledged
+        client.drain(0.1)
+        client.cancel("A", account=ACCOUNT, cl_ord_id="CXL-A")
+        client.replace("B", account=ACCOUNT, qty="30", cl_ord_id="RPL-B")
+        time.sleep(0.5)  # journaled; the venues' answers are a second away
+        assert not [m for m in client.drain(0.1) if isinstance(m, ExecutionReport)]
+        session_id, last = client.session_id, client.last_seq
+        client.close()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    with ThreadedEngine(path):
+        client, got = resumed(endpoint, session_id, last)
+        with client:
+            reports = {m.cl_ord_id: m for m in got if isinstance(m, ExecutionReport)}
+            canceled, replaced = reports["CXL-A"], reports["RPL-B"]
+            assert (canceled.exec_type, canceled.orig_cl_ord_id, canceled.leaves_qty) == \
+                (ExecType.CANCELED, "A", "0")
+            assert (replaced.exec_type, replaced.orig_cl_ord_id, replaced.qty) == \
+                (ExecType.REPLACED, "B", "30")
+            a = status(client, "A")
+            assert a.report.ord_status == OrdStatus.CANCELED and live_qty(a) == 0
+            b = status(client, "RPL-B")
+            assert b.report.ord_status == OrdStatus.NEW and live_qty(b) == 30
+
+
+def test_requests_in_flight_at_a_stop_finish_as_they_would_have_live(tmp_path):
+    path, endpoint = engine_config(tmp_path, slow=True)
+    with ThreadedEngine(path):
+        client = open_session(endpoint)
+        for cl_ord_id in ("R", "Q", "K"):
+            rest(client, cl_ord_id)
+        rest(client, "K2", account="DEMO2")
+        time.sleep(1.7)
+        client.drain(0.1)
+        # risk refuses the new terms once the children are down
+        client.replace("R", account=ACCOUNT, qty="200000", cl_ord_id="R-big")
+        # a Cancel queued behind a Replace: the cancel wins
+        client.replace("Q", account=ACCOUNT, qty="20", cl_ord_id="Q-rpl")
+        client.cancel("Q", account=ACCOUNT, cl_ord_id="Q-cxl")
+        # an account's kill switch pulls an order whose replace is in flight
+        client.replace("K2", account="DEMO2", qty="20", cl_ord_id="K2-rpl")
+        client.send(KillSwitch(req_id="ks", action="engage", scope="account", target="DEMO2"))
+        assert client.recv_until(lambda m: isinstance(m, AdminReply), 5)[-1].ok
+        assert not [m for m in client.drain(0.2) if isinstance(m, ExecutionReport)
+                    and m.orig_cl_ord_id is not None]
+        session_id, last = client.session_id, client.last_seq
+        client.close()
+    with ThreadedEngine(path):
+        client, got = resumed(endpoint, session_id, last)
+        with client:
+            answers = {m.cl_ord_id: m for m in got if isinstance(m, ExecutionReport)
+                       and m.orig_cl_ord_id is not None}
+            big = answers["R-big"]
+            assert (big.exec_type, big.reject_name, big.qty) == \
+                (ExecType.REJECTED, "MAX_ORDER_QTY", "10")
+            r = status(client, "R")
+            assert r.report.ord_status == OrdStatus.NEW and live_qty(r) == 10
+            # the refused replace spent its id, as live
+            client.replace("R", account=ACCOUNT, qty="20", cl_ord_id="R-big")
+            assert answer(client, "R-big").reject_name == "DUPLICATE_CL_ORD_ID"
+
+            assert (answers["Q-rpl"].exec_type, answers["Q-rpl"].reject_name) == \
+                (ExecType.REJECTED, "ORDER_NOT_REPLACEABLE")
+            assert (answers["Q-cxl"].exec_type, answers["Q-cxl"].orig_cl_ord_id) == \
+                (ExecType.CANCELED, "Q")
+            assert live_qty(status(client, "Q")) == 0
+
+            assert (answers["K2-rpl"].exec_type, answers["K2-rpl"].reject_name) == \
+                (ExecType.REJECTED, "KILL_SWITCH")
+            k2 = status(client, "K2", account="DEMO2")
+            assert k2.report.ord_status == OrdStatus.CANCELED and live_qty(k2) == 0
+            # orders with nothing in flight go back to the market as before
+            assert live_qty(status(client, "K")) == 10
+
+
+def refusals(client):
+    """Orders refused at validation, by risk and when routed; replaces refused by risk and
+    before it."""
+    assert rest(client, "val", price="49.005").reject_name == "OFF_TICK"
+    assert rest(client, "risk", qty="200000").reject_name == "MAX_ORDER_QTY"
+    # a resting offer for a post-only bid to cross
+    client.new_order("AAA", "sell_short", "5", "50.00", account="DEMO2", cl_ord_id="ask",
+                     locate=True)
+    client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "ask", 5)
+    time.sleep(0.2)
+    assert rest(client, "route", price="50.00", post_only=True).reject_name == \
+        "POST_ONLY_WOULD_CROSS"
+    rest(client, "w")
+    client.replace("w", account=ACCOUNT, qty="200000", cl_ord_id="w-big")
+    assert answer(client, "w-big").reject_name == "MAX_ORDER_QTY"
+    client.replace("w", account=ACCOUNT, price="49.005", cl_ord_id="w-tick")
+    assert answer(client, "w-tick").reject_name == "OFF_TICK"
+
+
+def cl_ord_ids(engine):
+    return engine.call(lambda: engine.service.pipeline.risk.snapshot()["cl_ord_ids"])
+
+
+def test_ids_risk_refused_stay_spent_at_risk_after_a_restart(tmp_path):
+    path, endpoint = engine_config(tmp_path, slow=False)
+    with ThreadedEngine(path) as engine:
+        client = open_session(endpoint)
+        refusals(client)
+        live = cl_ord_ids(engine)
+        session_id, last = client.session_id, client.last_seq
+        client.close()
+    with ThreadedEngine(path) as engine:
+        assert cl_ord_ids(engine) == live
+        client, _ = resumed(endpoint, session_id, last)
+        with client:
+            # risk's ids are the session's, whatever the account: as live, "risk" is spent
+            got = rest(client, "risk", account="DEMO2")
+            assert (got.exec_type, got.reject_name) == (ExecType.REJECTED, "DUPLICATE_CL_ORD_ID")
+
+
+def test_a_refused_orders_stages_are_those_it_went_through(tmp_path):
+    path, endpoint = engine_config(tmp_path, slow=False)
+    names = ("val", "risk", "route")
+
+    def stages(client):
+        return {n: [s.stage for s in status(client, n).stages] for n in names}
+
+    with ThreadedEngine(path):
+        with open_session(endpoint) as client:
+            refusals(client)
+            live = stages(client)
+    assert live == {"val": ["RECEIVED", "REJECTED"],
+                    "risk": ["RECEIVED", "VALIDATED", "REJECTED"],
+                    "route": ["RECEIVED", "VALIDATED", "RISK_CHECKED", "REJECTED"]}
+    with ThreadedEngine(path), Client(endpoint) as client:
+        assert stages(client) == live
+
+
+def test_status_after_a_restart_is_the_report_the_orders_session_got(tmp_path):
+    path, endpoint = engine_config(tmp_path, slow=False)
+    with ThreadedEngine(path), open_session(endpoint) as owner, open_session(endpoint) as other:
+        rest(owner, "o1")
+        other.cancel("o1", account=ACCOUNT, cl_ord_id="o2")
+        theirs = answer(other, "o2")
+        assert answer(owner, "o2").seq != theirs.seq  # (each session numbers its copy)
+        before = status(owner, "o1").report
+    with ThreadedEngine(path), Client(endpoint) as client:
+        assert status(client, "o1").report == before
+
