@@ -7,10 +7,13 @@ journal, and a simulator with no background flow so fills are predictable.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from engine.service import EngineThread as ThreadedEngine  # noqa: F401  (the tests' name)
@@ -30,6 +33,25 @@ allow_short = true
 cash = "10000000"
 allow_short = true
 """
+
+
+def slow_sim(directory: Path, mean_us: float) -> Path:
+    """The quiet test market with every venue ``mean_us`` µs away (fixed latency), written
+    to ``directory``: what a test sends stays in flight that long."""
+    path = directory / "slow_sim.toml"
+    path.write_text(re.sub(r"latency = \{[^}]*\}",
+                           f'latency = {{ model = "fixed", mean_us = {float(mean_us)} }}',
+                           QUIET_SIM.read_text()))
+    return path
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """(status, body stripped) of a GET, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.status, reply.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode().strip()
 
 
 def free_port() -> int:

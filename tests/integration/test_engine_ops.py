@@ -6,8 +6,6 @@ import subprocess
 import sys
 import time
 import tomllib
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -17,7 +15,7 @@ from ext.simloop import ReportKind
 from ext.types import OrdType, Side, TimeInForce
 from sim.config import config_from_dict
 from sim.realtime import RealtimeVenues
-from tests.integration.engine_harness import QUIET_SIM, ThreadedEngine, config_text, free_port
+from tests.integration.engine_harness import QUIET_SIM, ThreadedEngine, config_text, free_port, http_get
 
 
 def _quiet_sim(start: str):
@@ -70,24 +68,16 @@ def _engine_config(tmp_path, sim: str, metrics_port: int = 0, fsync: str = "none
     return path, port
 
 
-def _get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            return reply.status, reply.read().decode().strip()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode().strip()
-
-
 def test_after_the_session_orders_get_no_route_and_healthz_says_venues_closed(tmp_path):
     mport = free_port()
     path, port = _engine_config(tmp_path, 'duration = "1s"', mport)
     with ThreadedEngine(path), Client(f"tcp://127.0.0.1:{port}") as client:
-        assert _get(f"http://127.0.0.1:{mport}/healthz") == (200, "ok: serving, 4 of 4 venues open")
+        assert http_get(f"http://127.0.0.1:{mport}/healthz") == (200, "ok: serving, 4 of 4 venues open")
         time.sleep(1.3)
         client.new_order("AAA", "buy", "10", "40.00", account="DEMO1", cl_ord_id="late")
         reports = [m for m in client.drain(1.0) if isinstance(m, ExecutionReport)]
-        status, body = _get(f"http://127.0.0.1:{mport}/healthz")
-        scrape = _get(f"http://127.0.0.1:{mport}/metrics")[1]
+        status, body = http_get(f"http://127.0.0.1:{mport}/healthz")
+        scrape = http_get(f"http://127.0.0.1:{mport}/metrics")[1]
     assert [(r.exec_type, r.reject_name) for r in reports] == [(ExecType.REJECTED, "NO_ROUTE")]
     # A closed market is not a failed engine: 200, and the body says why orders are refused.
     assert (status, body) == (200, "ok: serving, venues closed (the session is over): "
@@ -102,7 +92,7 @@ def test_journal_sync_times_are_scraped(tmp_path):
         for i in range(3):  # one at a time: each is its own batch, with its own fdatasync
             client.new_order("AAA", "buy", "10", "49.00", account="DEMO1", cl_ord_id=f"o{i}")
             client.drain(0.3)
-        scrape = _get(f"http://127.0.0.1:{mport}/metrics")[1]
+        scrape = http_get(f"http://127.0.0.1:{mport}/metrics")[1]
     count = float(re.search(r"^kronos_journal_sync_seconds_count (\S+)$", scrape, re.M).group(1))
     assert count >= 3
     assert re.search(r"^kronos_venues_open 4\.0$", scrape, re.M)

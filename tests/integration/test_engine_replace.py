@@ -6,7 +6,6 @@ before the cancel a Replace sends right after it: the race is certain, not
 timing luck. One engine serves every test; each uses its own ids and leaves
 no liquidity behind.
 """
-import re
 import time
 
 import pytest
@@ -14,17 +13,12 @@ import pytest
 from engine.client import Client
 from engine.messages import (AdminReply, ExecType, ExecutionReport, KillSwitch, OrderStatusReply,
                              OrdStatus)
-from tests.integration.engine_harness import QUIET_SIM, serving
-
-VENUE_LATENCY = 'latency = { model = "fixed", mean_us = 15000.0 }'
-
+from tests.integration.engine_harness import serving, slow_sim
 
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("slow")
-    sim = tmp / "slow_sim.toml"
-    sim.write_text(re.sub(r"latency = \{[^}]*\}", VENUE_LATENCY, QUIET_SIM.read_text()))
-    with serving(tmp, sim=sim) as (engine, endpoint), Client(endpoint) as client:
+    with serving(tmp, sim=slow_sim(tmp, 15_000)) as (engine, endpoint), Client(endpoint) as client:
         yield engine, client
 
 

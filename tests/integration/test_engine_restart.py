@@ -6,7 +6,6 @@ restart after kill -9 takes (tests/integration/test_engine_recovery.py kills).
 """
 import datetime
 import multiprocessing
-import re
 import socket
 import subprocess
 import sys
@@ -20,7 +19,8 @@ from engine.intake import EndpointError
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
                              JournalEvent, KillSwitch, OrderStatusReply, OrdStatus, Reject)
-from tests.integration.engine_harness import QUIET_SIM, RISK, ThreadedEngine, config_text, free_port
+from tests.integration.engine_harness import (QUIET_SIM, RISK, ThreadedEngine, config_text, free_port,
+                                              slow_sim)
 
 
 def status(client, cl_ord_id, account="DEMO1"):
@@ -290,9 +290,7 @@ def test_working_orders_keep_their_value_at_risk_across_a_restart(tmp_path, monk
     # the engine stops. (The venues restart empty, so once routed again it
     # is canceled: values are read as recovery left them, before that.)
     from engine import service
-    sim = tmp_path / "slow_sim.toml"
-    sim.write_text(re.sub(r"latency = \{[^}]*\}", 'latency = { model = "fixed", mean_us = 300000.0 }',
-                          QUIET_SIM.read_text()))
+    sim = slow_sim(tmp_path, 300_000)
     path, endpoint = engine_config(tmp_path, sim=sim, extra="[router]\nack_timeout_ns = 5000000000\n")
     path.write_text(path.read_text().replace("[risk.accounts.DEMO1]\n",
                                              "[risk.accounts.DEMO1]\ncollar_ticks = 100\n"))

@@ -12,8 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -21,7 +19,8 @@ import engine.journal as journal_module
 from engine.client import Client
 from engine.journal import JournalFailedError, JournalReader, JournalWriter, verify
 from engine.messages import ExecType, ExecutionReport, HeartbeatAck
-from tests.integration.engine_harness import ThreadedEngine, config_text, free_port, serving
+from tests.integration.engine_harness import (ThreadedEngine, config_text, free_port, http_get,
+                                              serving)
 
 # Runs ``kronos-exec`` with every fdatasync failing (EIO) while the trigger file exists.
 FAILING_DISK = textwrap.dedent("""
@@ -76,14 +75,6 @@ def test_a_failed_fdatasync_stops_the_engine_with_exit_code_1(tmp_path, fsync):
         assert reopened.last_seq >= 2
 
 
-def _get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            return reply.status, reply.read().decode().strip()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode().strip()
-
-
 def test_healthz_says_the_journal_failed_before_the_engine_stops(tmp_path, monkeypatch):
     port, metrics_port = free_port(), free_port()
     config = tmp_path / "engine.toml"
@@ -95,7 +86,7 @@ def test_healthz_says_the_journal_failed_before_the_engine_stops(tmp_path, monke
 
     with ThreadedEngine(config) as engine:
         healthz = f"http://127.0.0.1:{metrics_port}/healthz"
-        assert _get(healthz)[0] == 200
+        assert http_get(healthz)[0] == 200
 
         def fail_and_poll():
             # On the engine's loop, so the stop it schedules waits until the poll is done.
@@ -105,7 +96,7 @@ def test_healthz_says_the_journal_failed_before_the_engine_stops(tmp_path, monke
                     engine.service.journal.sync()
             finally:
                 monkeypatch.undo()
-            return _get(healthz)
+            return http_get(healthz)
 
         status, body = engine.call(fail_and_poll)
         assert status == 503 and body.startswith("not serving: journal failed: fdatasync")

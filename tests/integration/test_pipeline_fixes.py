@@ -5,7 +5,6 @@ One real engine serves every test. Its venues answer after a fixed 15 ms
 sent right behind an order is still in flight when the next request
 arrives: the race is certain, not timing luck. Each test uses its own ids.
 """
-import re
 import time
 
 import pytest
@@ -14,17 +13,12 @@ from engine.client import Client
 from engine.messages import (ExecType, ExecutionReport, OrderStatusReply, OrdStatus,
                              Reject)
 from ext.types import Side
-from tests.integration.engine_harness import QUIET_SIM, serving
-
-VENUE_LATENCY = 'latency = { model = "fixed", mean_us = 15000.0 }'
-
+from tests.integration.engine_harness import serving, slow_sim
 
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("slow")
-    sim = tmp / "slow_sim.toml"
-    sim.write_text(re.sub(r"latency = \{[^}]*\}", VENUE_LATENCY, QUIET_SIM.read_text()))
-    with serving(tmp, sim=sim) as (engine, endpoint), Client(endpoint) as client:
+    with serving(tmp, sim=slow_sim(tmp, 15_000)) as (engine, endpoint), Client(endpoint) as client:
         yield engine, client
 
 

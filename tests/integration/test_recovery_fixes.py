@@ -14,7 +14,6 @@ without a grace period, which leaves the journal the same way (the venues'
 answers never come).
 """
 import os
-import re
 import signal
 import time
 
@@ -22,7 +21,7 @@ from engine.client import Client
 from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, KillSwitch,
                              OrderStatusReply, OrdStatus, Reject)
 from tests.integration.engine_harness import (QUIET_SIM, ThreadedEngine, config_text, free_port,
-                                              start_subprocess)
+                                              slow_sim, start_subprocess)
 
 ACCOUNT = "DEMO1"
 
@@ -30,12 +29,7 @@ ACCOUNT = "DEMO1"
 def engine_config(tmp_path, *, slow: bool):
     """A configuration on a free port; ``slow``: every venue 1.5 s away, and a stop does
     not wait for the venues. Returns (path, endpoint)."""
-    sim = QUIET_SIM
-    if slow:
-        sim = tmp_path / "sim.toml"
-        sim.write_text(re.sub(r"^latency = .*$",
-                              'latency = { model = "fixed", mean_us = 1500000.0 }',
-                              QUIET_SIM.read_text(), flags=re.M))
+    sim = slow_sim(tmp_path, 1_500_000) if slow else QUIET_SIM
     port = free_port()
     path = tmp_path / "engine.toml"
     text = config_text(port, tmp_path / "journal", sim=sim)
