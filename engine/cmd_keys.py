@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.intake import generate_keypair, load_keypair
+from engine.intake import KEY_NAME, generate_keypair, load_keypair
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the chosen action; exit status 1 when a file is missing or would be overwritten."""
+    """Run the chosen action.
+
+    Exit status 1 when a file is missing, would be overwritten (either
+    half of the pair, without ``--force``), or the name is not a plain
+    file name (``engine.intake.KEY_NAME``).
+    """
     if args.action == "show":
         if not args.file.is_file():
             print(f"kronos-exec keys: no such file {args.file}", file=sys.stderr)
@@ -40,10 +45,16 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(public.decode("ascii"))
         return 0
-    public_file = args.dir / f"{args.name}.key"
-    if public_file.exists() and not args.force:
-        print(f"kronos-exec keys: {public_file} exists; --force to replace it", file=sys.stderr)
+    if not KEY_NAME.fullmatch(args.name):
+        print(f"kronos-exec keys: {args.name!r} is not a key name: use letters, digits, '.', '_' "
+              f"and '-', not starting with a dot", file=sys.stderr)
         return 1
+    # Either half existing stops it: a lone secret file is still someone's key.
+    for existing in (args.dir / f"{args.name}.key", args.dir / f"{args.name}.key_secret"):
+        if existing.exists() and not args.force:
+            print(f"kronos-exec keys: {existing} exists; --force to replace the pair",
+                  file=sys.stderr)
+            return 1
     public_file, secret_file = generate_keypair(args.dir, args.name)
     public = load_keypair(public_file)[0].decode("ascii")
     print(f"public key  {public}")

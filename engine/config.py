@@ -6,9 +6,10 @@ The engine's own sections (``[intake]``, ``[security]``, ``[journal]``,
 names it, because a misspelt ``fsync`` silently falling back to a default is
 how a journal stops being durable. The sections owned by other components
 (``[risk]``, ``[router]``, ``[sim]``, ``[[gateways]]``) are kept as
-plain tables here and converted by their owners; ``[sim]`` and
-``[[gateways]]`` are also checked here, so that a mistake in them stops the
-engine before it opens anything, with the file and key named like the rest.
+plain tables here and converted by their owners; they are also checked
+here (with their owners' own checks), and so are the key files named in
+``[security]``, so that a mistake stops the engine before it opens
+anything, with the file and key named like the rest.
 
 Relative paths (journal directory, key files, ``sim.config``) are taken
 relative to the directory of the configuration file.
@@ -37,6 +38,7 @@ Example
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import ipaddress
 import os
@@ -47,12 +49,17 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, NoReturn
 
 import msgspec
+import zmq.auth
 from msgspec import Meta
 
 from engine.tradingday import TradingDay
 from gateways.config import GatewayConfigError, _zmq_port_problem, parse_gateway_configs
 
 PositiveInt = Annotated[int, Meta(ge=1)]
+#: ZeroMQ takes high-water marks and heartbeat times as C ints: a larger value
+#: would fail only once the socket exists (OverflowError), not here.
+MAX_C_INT = 2**31 - 1
+IntakeInt = Annotated[int, Meta(ge=1, le=MAX_C_INT)]
 Port = Annotated[int, Meta(ge=0, le=65535)]
 
 #: Longest group commit window: under ``group`` every acknowledgement waits
@@ -73,6 +80,9 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 class IntakeConfig(_Section):
     """``[intake]``: the ZeroMQ ROUTER endpoints and session rules.
+
+    Every number below is at most ``MAX_C_INT`` (2**31 - 1): ZeroMQ takes
+    them as C ints.
 
     Attributes
     ----------
@@ -123,17 +133,18 @@ class IntakeConfig(_Section):
     endpoints: list[str] = []
     plaintext_endpoints: list[str] = []
     allow_plaintext: bool = False
-    max_message_bytes: PositiveInt = 65536
-    hard_max_message_bytes: int | None = None
-    max_bulk_orders: PositiveInt = 1000
-    heartbeat_interval_ms: PositiveInt = 1000
-    heartbeat_timeout_ms: PositiveInt = 3000
-    resend_ring_size: PositiveInt = 10000
-    session_retention_s: PositiveInt = 3600
-    max_sessions: PositiveInt = 10000
-    drain_batch: PositiveInt = 64
-    send_hwm: PositiveInt = 100000
-    recv_hwm: PositiveInt = 100000
+    max_message_bytes: IntakeInt = 65536
+    # libzmq keeps the hard limit in an int64.
+    hard_max_message_bytes: Annotated[int, Meta(le=2**63 - 1)] | None = None
+    max_bulk_orders: IntakeInt = 1000
+    heartbeat_interval_ms: IntakeInt = 1000
+    heartbeat_timeout_ms: IntakeInt = 3000
+    resend_ring_size: IntakeInt = 10000
+    session_retention_s: IntakeInt = 3600
+    max_sessions: IntakeInt = 10000
+    drain_batch: IntakeInt = 64
+    send_hwm: IntakeInt = 100000
+    recv_hwm: IntakeInt = 100000
     shutdown_grace_ms: Annotated[int, Meta(ge=0, le=60_000)] = 100
 
     @property
@@ -284,8 +295,8 @@ class Config(_Section):
     """The whole file. Every section is optional.
 
     ``risk``, ``router``, ``sim`` and ``gateways`` belong to other
-    components and are passed through as parsed TOML tables (``sim`` and
-    ``gateways`` checked, ``sim.config`` made absolute). Instruments are
+    components and are passed through as parsed TOML tables (all four
+    checked by their owners' checks, ``sim.config`` made absolute). Instruments are
     defined once, by the venues (``[sim]``); risk adds limits to them.
     """
 
@@ -344,6 +355,8 @@ def load_config(path: str | os.PathLike) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
     return parse_config(text, base_dir=path.parent, source=str(path))
 
 
@@ -443,21 +456,33 @@ def _check(config: Config, source: str) -> None:
         fail("'intake.hard_max_message_bytes' is below 'intake.max_message_bytes'")
     if intake.heartbeat_timeout_ms <= intake.heartbeat_interval_ms:
         fail("'intake.heartbeat_timeout_ms' must be longer than 'intake.heartbeat_interval_ms'")
-    if intake.endpoints and not security.server_secret_key_file:
-        fail("'security.server_secret_key_file' is required for CURVE 'intake.endpoints'")
+    if intake.endpoints:
+        if not security.server_secret_key_file:
+            fail("'security.server_secret_key_file' is required for CURVE 'intake.endpoints'")
+        _, secret = _certificate(security.server_secret_key_file,
+                                 "security.server_secret_key_file", fail)
+        if secret is None:
+            fail(f"'security.server_secret_key_file': {security.server_secret_key_file} holds no "
+                 f"secret key (a public certificate: give the .key_secret file)")
     seen: dict[str, str] = {}
     for index, client in enumerate(security.clients):
         where = f"security.clients[{index}]"
         if (client.public_key is None) == (client.public_key_file is None):
             fail(f"'{where}': give exactly one of 'public_key' and 'public_key_file'")
-        if client.public_key is not None and not _Z85_KEY.match(client.public_key):
-            fail(f"'{where}.public_key': not a 40-character Z85 CURVE key")
+        if client.public_key is not None:
+            key, field = client.public_key, f"{where}.public_key"
+            if not _Z85_KEY.match(key):
+                fail(f"'{field}': not a 40-character Z85 CURVE key")
+        else:
+            field = f"{where}.public_key_file"
+            key = _certificate(client.public_key_file, field, fail)[0].decode("ascii")
         if not client.accounts:
             fail(f"'{where}.accounts': empty; list the accounts or \"*\"")
-        if client.public_key is not None:
-            if client.public_key in seen:
-                fail(f"'{where}.public_key': same key as client {seen[client.public_key]!r}")
-            seen[client.public_key] = client.name
+        # Keys read from files count too: the last entry of a key listed
+        # twice would silently decide its rights (admin, "*").
+        if key in seen:
+            fail(f"'{field}': same key as client {seen[key]!r}")
+        seen[key] = client.name
     if not _is_host(config.metrics.host):
         fail(f"'metrics.host': {config.metrics.host!r} is not an IP address or a host name "
              f"(\"0.0.0.0\" binds every interface)")
@@ -466,34 +491,119 @@ def _check(config: Config, source: str) -> None:
     except ValueError as exc:
         fail(str(exc))
     try:
-        parse_gateway_configs(config.gateways)
+        gateway_configs = parse_gateway_configs(config.gateways)
     except GatewayConfigError as exc:
         fail(str(exc))
-    _check_sim(config.sim, fail)
+    _check_history_store(config.history, gateway_configs, fail)
+    venues = _check_sim(config.sim, fail)
+    _check_risk_and_router(config, venues, fail)
 
 
-def _check_sim(sim: dict[str, Any], fail: Callable[[str], NoReturn]) -> None:
+def _certificate(path: str, key: str, fail: Callable[[str], NoReturn]) -> tuple[bytes, bytes | None]:
+    """``(public, secret)`` of the ZeroMQ certificate file ``path`` named by config key ``key``.
+
+    Read now, so that a missing or wrong file is one line naming the key,
+    not a traceback once the sockets are being opened.
+    """
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except OSError as exc:
+        fail(f"'{key}': cannot read {path}: {exc.strerror or 'no such file'}")
+    except ValueError:
+        fail(f"'{key}': {path} is not a ZeroMQ certificate file (no public-key line; "
+             f"see `kronos-exec keys generate`)")
+    if not _Z85_KEY.match(public.decode("latin-1")):
+        fail(f"'{key}': {path}: its public-key is not a 40-character Z85 CURVE key")
+    return public, secret
+
+
+def _check_history_store(history: HistoryConfig, gateways: list, fail: Callable[[str], NoReturn]) -> None:
+    """``[history] store`` names an enabled ``postgres`` gateway that stores fills.
+
+    Answers count the store's fills as complete once it has delivered past
+    a position: a store left without fills would make them complete and empty.
+    """
+    if history.store is None:
+        return
+    store = next((g for g in gateways if g.enabled and g.type == "postgres"
+                  and g.gateway_name == history.store), None)
+    if store is None:
+        fail(f"'history.store': no postgres gateway named {history.store!r} (an enabled "
+             f"[[gateways]] table with type = \"postgres\" and that name)")
+    if "*" not in store.events and "fill" not in store.events:
+        fail(f"'history.store': gateway {history.store!r} does not store fills (its 'events' "
+             f"leave out \"fill\"), so it cannot answer for the fills memory dropped")
+
+
+def risk_config(config: Config, instruments) -> dict[str, Any]:
+    """The ``[risk]`` table completed with every tradable instrument's grid.
+
+    Instruments are defined once, by the venues; ``[risk.instruments.X]``
+    only adds limits, and a grid written there must agree with the venue's.
+    """
+    table = copy.deepcopy(config.risk)
+    per_inst = table.setdefault("instruments", {})
+    for inst in instruments:
+        entry = per_inst.setdefault(inst.symbol, {})
+        for key in ("tick_size", "lot_size", "min_qty"):
+            value = getattr(inst, key)
+            if key in entry and entry[key] != value:
+                raise ConfigError(f"risk.instruments.{inst.symbol}.{key} = {entry[key]!r} "
+                                  f"disagrees with the venue definition {value!r}")
+            entry[key] = value
+    unknown = set(per_inst) - {i.symbol for i in instruments}
+    if unknown:
+        raise ConfigError(f"risk.instruments names symbols no venue trades: {sorted(unknown)}")
+    return table
+
+
+
+def _check_risk_and_router(config: Config, venues, fail: Callable[[str], NoReturn]) -> None:
+    """Build ``[risk]`` and ``[router]`` as ``EngineService`` does, so their owners check them.
+
+    ``venues`` is the simulator configuration: it defines the instruments
+    that risk's limits apply to.
+    """
+    from ext.risk import RiskEngine
+    from ext.router import Router
+
+    if not isinstance(config.risk.get("instruments", {}), dict):
+        fail("'risk.instruments': expected a table of per-symbol tables")
+    instruments = [ic.instrument() for ic in venues.instruments]
+    try:
+        RiskEngine(risk_config(config, instruments))
+    except ConfigError as exc:  # risk_config's own, already naming the key
+        fail(str(exc))
+    except (ValueError, TypeError) as exc:  # ext.risk.ConfigError is a ValueError
+        fail(f"'risk': {exc}")
+    try:
+        Router(len(venues.venues), len(instruments), 10, dict(config.router))
+    except (ValueError, TypeError) as exc:
+        fail(f"'router': {exc}")
+
+
+def _check_sim(sim: dict[str, Any], fail: Callable[[str], NoReturn]):
     """Check ``[sim]`` as ``EngineService`` will use it (``RealtimeVenues``'s arguments).
 
     A duration needs its unit: a bare TOML integer would be read as
-    nanoseconds. ``sim.config`` is loaded, so that a missing or bad
-    simulator file is reported now and not once intake is open.
+    nanoseconds. ``sim.config`` (or the simulator's embedded default) is
+    loaded, so that a missing or bad simulator file is reported now and not
+    once intake is open; it is returned (``sim.config.SimConfig``).
     """
     from sim.clock import parse_duration, parse_time_of_day
     from sim.config import ConfigError as SimConfigError, load_config as load_sim_config
 
     for key in sorted(set(sim) - set(SIM_KEYS)):
         fail(f"unknown key 'sim.{key}' (keys: {', '.join(SIM_KEYS)})")
-    if "config" in sim:
-        path = sim["config"]
-        if not isinstance(path, str) or not path:
-            fail(f"'sim.config': expected the path of a simulator TOML file, got {path!r}")
-        try:
-            load_sim_config(path)
-        except OSError as exc:
-            fail(f"'sim.config': cannot read {path}: {exc.strerror}")
-        except SimConfigError as exc:
-            fail(f"'sim.config': {path}: {exc}")
+    path = sim.get("config")
+    if "config" in sim and (not isinstance(path, str) or not path):
+        fail(f"'sim.config': expected the path of a simulator TOML file, got {path!r}")
+    try:
+        venues = load_sim_config(path)
+    except OSError as exc:
+        fail(f"'sim.config': cannot read {path}: {exc.strerror}")
+    except SimConfigError as exc:
+        fail(f"'sim.config': {path}: {exc}")
     if "speed" in sim:
         speed = sim["speed"]
         if isinstance(speed, bool) or not isinstance(speed, (int, float)) or \
@@ -519,3 +629,4 @@ def _check_sim(sim: dict[str, Any], fail: Callable[[str], NoReturn]) -> None:
             parse_time_of_day(start_at)
         except ValueError as exc:
             fail(f"'sim.start_at': {exc}")
+    return venues

@@ -30,9 +30,11 @@ accounts the session may use. A session is bound to the key that opened it:
 a frame from another key on the same routing id detaches the old session
 instead of letting the new key speak for it.
 
-Resume: a ``ResendRequest`` naming another session is honoured only as the
-first message of a connection (RESUME_REFUSED otherwise). ROUTER sockets
-are not told when a peer goes away, so a reconnecting client usually resumes
+Resume: a ``ResendRequest`` naming another session is honoured only while
+the connection's own session is fresh: nothing it sent was accepted yet,
+it was only answered with intake's ``Reject`` (a malformed or refused first
+frame does not spend the connection's resume); RESUME_REFUSED otherwise.
+ROUTER sockets are not told when a peer goes away, so a reconnecting client usually resumes
 while its old routing id still looks live; the resume goes ahead, and that
 old routing id is told at once and refused from then on (RESUME_REFUSED,
 ``seq`` 0) instead of being given a fresh session behind its back.
@@ -43,7 +45,10 @@ import asyncio
 import collections
 import logging
 import os
+import re
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -56,6 +61,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from engine.busy import BusyFlag
 from engine.config import ClientKey, Config, IntakeConfig, SecurityConfig
+from engine.journal import JournalError
 from engine.messages import (
     AccountRequest,
     AdminRequest,
@@ -167,12 +173,15 @@ class Session:
         The client opted in (``Heartbeat.cancel_on_disconnect``).
     timed_out : bool
         Silent for longer than the heartbeat timeout.
+    fresh : bool
+        No request of it was accepted yet (only intake's ``Reject`` were
+        sent): its connection may still resume another session instead.
     last_recv_ns : int
         ``time.monotonic_ns()`` of the wake-up that read its last message.
     """
 
     __slots__ = ("session_id", "principal", "client_name", "accounts", "admin",
-                 "cancel_on_disconnect", "timed_out", "last_recv_ns", "created_ns",
+                 "cancel_on_disconnect", "timed_out", "fresh", "last_recv_ns", "created_ns",
                  "_seq", "_ring", "_route", "_listener")
 
     def __init__(self, listener: "_Listener", route: bytes | None, principal: str,
@@ -185,6 +194,7 @@ class Session:
         self.admin = admin
         self.cancel_on_disconnect = False
         self.timed_out = False
+        self.fresh = True
         self.last_recv_ns = now_ns
         self.created_ns = now_ns
         self._seq = 0
@@ -343,27 +353,53 @@ class _CredentialsProvider:
 
 
 # ---------------------------------------------------------------- keys
+#: What ``generate_keypair`` takes as a name: a plain file name, never a path
+#: (``../x`` would leave the directory) nor hidden (``.x``, or ``""``: ``.key``).
+KEY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
 def generate_keypair(directory: str | os.PathLike, name: str) -> tuple[Path, Path]:
     """Create a CURVE key pair as ZeroMQ certificate files.
+
+    The files are written in a private (mode 0700) directory beside the
+    destination and then renamed into place, so the secret one is never
+    readable by anyone but its owner, whatever the umask. Existing files of
+    that name are replaced.
 
     Parameters
     ----------
     directory : str or PathLike
         Where to write (created if missing).
     name : str
-        Base file name: ``<name>.key`` (public) and ``<name>.key_secret``.
+        Base file name (``KEY_NAME``: letters, digits, ``.``, ``_``, ``-``,
+        not starting with a dot): ``<name>.key`` (public) and
+        ``<name>.key_secret``.
 
     Returns
     -------
     (Path, Path)
-        The public and the secret certificate files; the secret one is made
+        The public and the secret certificate files; the secret one is
         readable by its owner only.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a ``KEY_NAME``.
     """
+    if not KEY_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a key name: use letters, digits, '.', '_' and '-', "
+                         f"not starting with a dot")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(directory, name)
-    os.chmod(secret, 0o600)
-    return Path(public), Path(secret)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=directory))
+    try:
+        public, secret = (Path(p) for p in zmq.auth.create_certificates(staging, name))
+        os.chmod(secret, 0o600)
+        public = public.replace(directory / public.name)
+        secret = secret.replace(directory / secret.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return public, secret
 
 
 def load_keypair(path: str | os.PathLike) -> tuple[bytes, bytes | None]:
@@ -450,10 +486,21 @@ class IntakeServer:
 
         A key removed here can no longer connect; its open sessions lose
         every account (requests are refused with NOT_AUTHORIZED).
+
+        Raises
+        ------
+        ValueError
+            When two clients have the same key (read from a file or
+            inline); nothing is changed then.
         """
         entitlements = {}
         for client in security.clients:
-            entitlements[client_public_key(client)] = _Entitlement(client.name, client.accounts, client.admin)
+            key = client_public_key(client)
+            if key in entitlements:
+                # Whichever entry came last would decide the key's rights.
+                raise ValueError(f"security.clients: client {client.name!r} has the same key as "
+                                 f"client {entitlements[key].name!r}")
+            entitlements[key] = _Entitlement(client.name, client.accounts, client.admin)
         self.security = security
         self._entitlements = entitlements
         self._plaintext = _Entitlement("plaintext", security.plaintext_accounts, security.plaintext_admin)
@@ -497,13 +544,7 @@ class IntakeServer:
             self._auth.start()
             self._auth.configure_curve_callback(domain=ZAP_DOMAIN.decode(),
                                                 credentials_provider=_CredentialsProvider(self))
-            socket = self._make_socket()
-            socket.curve_server = True
-            socket.curve_publickey = public
-            socket.curve_secretkey = secret
-            socket.zap_domain = ZAP_DOMAIN
-            # Without a ZAP handler libzmq would let any key in; refuse instead.
-            socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+            socket = self._make_socket(curve_keys=(public, secret))
             self._bind(_Listener(self, socket, curve=True), cfg.endpoints)
         if cfg.plaintext_endpoints:
             if not cfg.allow_plaintext:
@@ -518,21 +559,37 @@ class IntakeServer:
         self._watchdog = self._loop.create_task(self._watch_sessions())
         log.info("intake: serving on %s", ", ".join(self.endpoints + self.plaintext_endpoints))
 
-    def _make_socket(self) -> zmq.Socket:
+    def _make_socket(self, curve_keys: tuple[bytes, bytes] | None = None) -> zmq.Socket:
+        """A ROUTER socket with the configured options (a CURVE server given ``curve_keys``).
+
+        A socket left open makes ``context.term()`` wait for ever, and this
+        one is not yet a listener that ``stop`` closes: if an option is
+        refused (a value out of range), it is closed before the error goes on.
+        """
         cfg = self.config
         socket = self.context.socket(zmq.ROUTER)
-        # Know when a peer is gone instead of silently dropping its messages.
-        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        socket.sndhwm = cfg.send_hwm
-        socket.rcvhwm = cfg.recv_hwm
-        # Frames above the hard limit are refused by libzmq (the connection
-        # drops) so they are never buffered; between the soft and the hard
-        # limit intake answers MESSAGE_TOO_LARGE.
-        socket.maxmsgsize = cfg.hard_max_bytes
-        socket.linger = 200
-        # ZMTP heartbeats find dead TCP peers so their routes are released.
-        socket.heartbeat_ivl = cfg.heartbeat_interval_ms
-        socket.heartbeat_timeout = cfg.heartbeat_timeout_ms
+        try:
+            # Know when a peer is gone instead of silently dropping its messages.
+            socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            socket.sndhwm = cfg.send_hwm
+            socket.rcvhwm = cfg.recv_hwm
+            # Frames above the hard limit are refused by libzmq (the connection
+            # drops) so they are never buffered; between the soft and the hard
+            # limit intake answers MESSAGE_TOO_LARGE.
+            socket.maxmsgsize = cfg.hard_max_bytes
+            socket.linger = 200
+            # ZMTP heartbeats find dead TCP peers so their routes are released.
+            socket.heartbeat_ivl = cfg.heartbeat_interval_ms
+            socket.heartbeat_timeout = cfg.heartbeat_timeout_ms
+            if curve_keys is not None:
+                socket.curve_server = True
+                socket.curve_publickey, socket.curve_secretkey = curve_keys
+                socket.zap_domain = ZAP_DOMAIN
+                # Without a ZAP handler libzmq would let any key in; refuse instead.
+                socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        except BaseException:
+            socket.close(linger=0)
+            raise
         return socket
 
     def _bind(self, listener: _Listener, endpoints: list[str]) -> None:
@@ -631,6 +688,10 @@ class IntakeServer:
         batch, self._outbox = self._outbox, []
         try:
             self.handler.flush(lambda: self._transmit(batch))
+        except JournalError as exc:
+            # The journal said what went wrong (and a failed one stops the
+            # engine): one line, not a traceback per wake-up.
+            log.warning("intake: %d messages held back: %s", len(batch), exc)
         except Exception:
             # Nothing is sent that the journal may not hold; the clients see
             # the gap in seq and ask for a resend once the engine recovers.
@@ -654,7 +715,6 @@ class IntakeServer:
     def _on_frames(self, listener: _Listener, frames: list[bytes], principal: str, now: int) -> None:
         route = frames[0]
         session = listener.routes.get(route)
-        first = False
         if session is None or session.principal != principal:
             if listener.superseded:
                 gone = listener.superseded.get(route)
@@ -666,7 +726,6 @@ class IntakeServer:
             session = self._open_session(listener, route, principal, now)
             if session is None:
                 return
-            first = True
         session.last_recv_ns = now
         if session.timed_out:
             session.timed_out = False
@@ -688,7 +747,7 @@ class IntakeServer:
             problem, ref_type, cl_ord_id = classify_decode_error(payload, exc)
             session.reject(problem.reason, problem.text, ref_type=ref_type, cl_ord_id=cl_ord_id)
             return
-        self._dispatch(listener, route, session, request, now, started, first)
+        self._dispatch(listener, route, session, request, now, started)
 
     def _open_session(self, listener: _Listener, route: bytes, principal: str,
                       now: int) -> Session | None:
@@ -805,7 +864,7 @@ class IntakeServer:
 
     # ------------------------------------------------------------ dispatch
     def _dispatch(self, listener: _Listener, route: bytes, session: Session, request: Request,
-                  now: int, started: int, first: bool) -> None:
+                  now: int, started: int) -> None:
         name = type(request).__name__
         counter = self._messages_in.get(name)
         if counter is None:
@@ -819,10 +878,11 @@ class IntakeServer:
             case Heartbeat():
                 if request.cancel_on_disconnect is not None:
                     session.cancel_on_disconnect = request.cancel_on_disconnect
+                session.fresh = False
                 self._ack(session, request.test_req_id)
                 return
             case ResendRequest():
-                self._resend(listener, route, session, request, now, first)
+                self._resend(listener, route, session, request, now)
                 return
             case BulkNewOrders():
                 request = self._screen_bulk(session, request)
@@ -847,6 +907,7 @@ class IntakeServer:
         self._hand_over(session, request)
 
     def _hand_over(self, session: Session, request: Request) -> None:
+        session.fresh = False
         try:
             self.handler.handle(session, request)
         except Exception:
@@ -902,9 +963,9 @@ class IntakeServer:
                                   resend_end_seq=resend[1] if resend else None))
 
     def _resend(self, listener: _Listener, route: bytes, session: Session,
-                request: ResendRequest, now: int, first: bool) -> None:
+                request: ResendRequest, now: int) -> None:
         if request.session_id is not None and request.session_id != session.session_id:
-            if not first:
+            if not session.fresh:
                 # This connection already speaks for a session; moving it
                 # would leave that session's requests and numbering behind.
                 session.reject(RejectReason.RESUME_REFUSED,
@@ -919,6 +980,7 @@ class IntakeServer:
                                f"(unknown, expired or another key's)", ref_type="ResendRequest")
                 return
             session = self._resume(listener, route, session, target, now)
+        session.fresh = False  # this connection now speaks for this session
         begin = request.begin_seq
         end = min(request.end_seq or session.seq, session.seq)
         oldest = session.oldest_kept_seq
@@ -948,9 +1010,9 @@ class IntakeServer:
         target.timed_out = False
         listener.routes[route] = target
         current._route = None
-        if current.seq == 0:
-            # Made for this very message, never used: nothing to keep.
-            self._forget(current)
+        # Fresh (see _resend): made for this connection and never used but to
+        # refuse its first frames; nobody was told its id, nothing to keep.
+        self._forget(current)
         log.info("intake: session %s resumed on a new connection", target.session_id)
         return target
 

@@ -11,7 +11,6 @@ journal holds goes out, then the sockets close and the journal closes.
 from __future__ import annotations
 
 import asyncio
-import copy
 import gc
 import logging
 import threading
@@ -21,7 +20,7 @@ from typing import Any
 
 import gateways
 from engine.busy import BusyFlag
-from engine.config import Config, ConfigError, load_config, parse_config, trading_day
+from engine.config import Config, ConfigError, load_config, parse_config, risk_config, trading_day
 from engine.history import GatewayTradeStore, TradeHistory
 from engine.intake import EndpointError, IntakeServer
 from engine.journal import JournalFailedError, JournalWriter
@@ -37,28 +36,6 @@ log = logging.getLogger(__name__)
 
 #: The embedded default configuration: engine on the simulator, local plaintext.
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.toml"
-
-
-def risk_config(config: Config, instruments) -> dict[str, Any]:
-    """The ``[risk]`` table completed with every tradable instrument's grid.
-
-    Instruments are defined once, by the venues; ``[risk.instruments.X]``
-    only adds limits, and a grid written there must agree with the venue's.
-    """
-    table = copy.deepcopy(config.risk)
-    per_inst = table.setdefault("instruments", {})
-    for inst in instruments:
-        entry = per_inst.setdefault(inst.symbol, {})
-        for key in ("tick_size", "lot_size", "min_qty"):
-            value = getattr(inst, key)
-            if key in entry and entry[key] != value:
-                raise ConfigError(f"risk.instruments.{inst.symbol}.{key} = {entry[key]!r} "
-                                  f"disagrees with the venue definition {value!r}")
-            entry[key] = value
-    unknown = set(per_inst) - {i.symbol for i in instruments}
-    if unknown:
-        raise ConfigError(f"risk.instruments names symbols no venue trades: {sorted(unknown)}")
-    return table
 
 
 def _freeze_after_full_collection(phase: str, info: dict) -> None:
@@ -188,11 +165,8 @@ class EngineService:
         self.gateways = gateways.from_config(cfg.gateways, cfg.journal.dir,
                                              Path(cfg.journal.dir).parent / "gateways")
         if cfg.history.store is not None:
-            store = next((g for g in self.gateways if g.name == cfg.history.store
-                          and g.type == "postgres"), None)
-            if store is None:
-                raise ConfigError(f"history.store: no postgres gateway named "
-                                  f"{cfg.history.store!r}")
+            # (the configuration check made sure it names a postgres gateway storing fills)
+            store = next(g for g in self.gateways if g.name == cfg.history.store)
             self.pipeline.trade_store = GatewayTradeStore(store)
         for gateway in self.gateways:
             gateway.start()

@@ -19,7 +19,17 @@ from msgspec import Meta
 from gateways.events import DEFAULT_EVENT_TYPES, KNOWN_EVENT_TYPES
 
 PositiveInt = Annotated[int, Meta(ge=1)]
-PositiveFloat = Annotated[float, Meta(gt=0)]
+# Durations have upper bounds: an infinite (TOML ``inf``) or absurd one is a
+# mistake that would only show at run time (a timer that cannot be set, a
+# gateway that fails for ever), so it is refused here, naming the key.
+#: ``poll_interval_ms``: at most a minute (it is the delivery delay added).
+PollMs = Annotated[float, Meta(gt=0, le=60_000)]
+#: Reconnect delays, heartbeats and cursor writes: at most an hour.
+HourMs = Annotated[int, Meta(ge=1, le=3_600_000)]
+#: Timeouts of one connection attempt or of one batch's acknowledgements.
+TimeoutS = Annotated[float, Meta(gt=0, le=3600)]
+#: NATS keeps stream ages in int64 nanoseconds: a century fits, ``inf`` does not.
+MAX_AGE_S = 100 * 365 * 86_400
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -103,10 +113,10 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     enabled: bool = True
     events: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_EVENT_TYPES))
     batch_size: Annotated[int, Meta(ge=1, le=100_000)] = 1000
-    poll_interval_ms: PositiveFloat = 2.0
-    cursor_interval_ms: Annotated[int, Meta(ge=0)] = 100
-    backoff_initial_ms: PositiveInt = 100
-    backoff_max_ms: PositiveInt = 5000
+    poll_interval_ms: PollMs = 2.0
+    cursor_interval_ms: Annotated[int, Meta(ge=0, le=3_600_000)] = 100
+    backoff_initial_ms: HourMs = 100
+    backoff_max_ms: HourMs = 5000
     isolation: Literal["process", "thread"] = "process"
     nice: Annotated[int, Meta(ge=0, le=19)] = 10
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
@@ -150,12 +160,12 @@ class ZmqConfig(GatewayConfig, tag="zmq"):
     endpoint: str = "tcp://127.0.0.1:7101"
     replay_endpoint: str = "tcp://127.0.0.1:7102"
     sndhwm: PositiveInt = 100_000
-    heartbeat_ms: PositiveInt = 1000
+    heartbeat_ms: HourMs = 1000
     max_replay: PositiveInt = 10_000
     # Each poll of a live journal costs a wake-up (about 60 µs of CPU here,
     # whatever it finds): at 2 ms that was half of what the gateway took
     # from the engine's cores at 1,000 orders/s (docs/gateways.md).
-    poll_interval_ms: PositiveFloat = 10.0
+    poll_interval_ms: PollMs = 10.0
 
 
 class NatsConfig(GatewayConfig, tag="nats"):
@@ -193,15 +203,15 @@ class NatsConfig(GatewayConfig, tag="nats"):
     servers: list[str] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
     stream: str = "KRONOS_EVENTS"
     subject_prefix: str = "kronos"
-    duplicate_window_s: PositiveFloat = 600.0
+    duplicate_window_s: Annotated[float, Meta(gt=0, le=MAX_AGE_S)] = 600.0
     storage: Literal["file", "memory"] = "file"
     replicas: Annotated[int, Meta(ge=1, le=5)] = 1
-    max_age_s: Annotated[float, Meta(ge=0)] = 0.0
-    ack_timeout_s: PositiveFloat = 10.0
+    max_age_s: Annotated[float, Meta(ge=0, le=MAX_AGE_S)] = 0.0
+    ack_timeout_s: TimeoutS = 10.0
     max_pending: PositiveInt = 4096
-    connect_timeout_s: PositiveFloat = 2.0
+    connect_timeout_s: TimeoutS = 2.0
     # Every batch pays a round of acknowledgements and a flush round trip.
-    poll_interval_ms: PositiveFloat = 20.0
+    poll_interval_ms: PollMs = 20.0
 
 
 class PostgresConfig(GatewayConfig, tag="postgres"):
@@ -220,9 +230,9 @@ class PostgresConfig(GatewayConfig, tag="postgres"):
 
     dsn: str | None = None
     schema: str = "kronos"
-    connect_timeout_s: PositiveInt = 5
+    connect_timeout_s: Annotated[int, Meta(ge=1, le=3600)] = 5
     # A transaction (and a WAL flush) per batch: fewer, larger ones.
-    poll_interval_ms: PositiveFloat = 100.0
+    poll_interval_ms: PollMs = 100.0
 
     @property
     def conninfo(self) -> str:

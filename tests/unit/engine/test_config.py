@@ -16,7 +16,9 @@ PLAIN = '[intake]\nplaintext_endpoints = ["tcp://127.0.0.1:7002"]\nallow_plainte
 
 
 def test_full_file(tmp_path):
-    (tmp_path / "keys").mkdir()
+    # The key files are read when the file is (a missing one is named then).
+    generate_keypair(tmp_path / "keys", "server")
+    generate_keypair(tmp_path / "keys", "ops")
     path = tmp_path / "engine.toml"
     path.write_text(f"""
 [intake]
@@ -47,10 +49,10 @@ group_commit_us = 250
 [metrics]
 port = 0
 
-[risk]
+[risk.firm]
 max_order_qty = "10000"
 [risk.accounts.ACC1]
-buying_power = "1000000"
+cash = "1000000"
 
 [sim]
 speed = 2
@@ -67,7 +69,7 @@ servers = ["nats://127.0.0.1:4222"]
     assert config.security.clients[1].admin and not config.security.clients[0].admin
     assert config.journal.dir == str(tmp_path / "journal")
     assert (config.journal.fsync, config.journal.group_commit_us) == ("group", 250)
-    assert config.risk == {"max_order_qty": "10000", "accounts": {"ACC1": {"buying_power": "1000000"}}}
+    assert config.risk == {"firm": {"max_order_qty": "10000"}, "accounts": {"ACC1": {"cash": "1000000"}}}
     assert config.sim == {"speed": 2}
     assert config.gateways[0]["type"] == "nats"
 
@@ -137,6 +139,9 @@ def test_docs_config_examples_parse(tmp_path):
     for doc in (DOCS / "protocol.md", DOCS / "journal.md"):
         blocks += re.findall(r"```toml\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
     assert blocks
+    # The key files the examples name must exist: they are read with the file.
+    for name in ("server", "algo-1"):
+        generate_keypair(tmp_path / "keys", name)
     for block in blocks:
         assert isinstance(parse_config(block, base_dir=tmp_path), Config)
 
