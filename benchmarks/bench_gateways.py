@@ -270,7 +270,9 @@ def live_cpu(table: dict, groups: list[list[tuple[int, bytes]]], workdir: Path,
     # the slice; the run itself waits only for wake(), never for the timer.
     poll_ms = parse_gateway_configs([table])[0].poll_interval_ms
     per_wake = max(1, round(rate * poll_ms / 1000))
-    [gateway] = from_config([{**table, "isolation": "thread", "poll_interval_ms": 3_600_000.0}],
+    # (The longest poll interval the configuration allows, a minute: at most
+    # one timer wake-up in a run, against hundreds of wake() calls.)
+    [gateway] = from_config([{**table, "isolation": "thread", "poll_interval_ms": 60_000.0}],
                             journal_dir, run_dir / "gw")
     gateway.start()
     try:
