@@ -56,6 +56,8 @@ from engine.tradingday import TradingDay
 from gateways.config import GatewayConfigError, _zmq_port_problem, parse_gateway_configs
 
 PositiveInt = Annotated[int, Meta(ge=1)]
+#: Price levels per venue book the router keeps (``core_router``).
+ROUTER_BOOK_LEVELS = 10
 #: ZeroMQ takes high-water marks and heartbeat times as C ints: a larger value
 #: would fail only once the socket exists (OverflowError), not here.
 MAX_C_INT = 2**31 - 1
@@ -557,6 +559,21 @@ def risk_config(config: Config, instruments) -> dict[str, Any]:
     return table
 
 
+def core_risk(config: Config, instruments):
+    """The risk engine of ``config``'s ``[risk]`` over the venues' ``instruments``
+    (``ext.risk.RiskEngine``; raises ``ConfigError`` or risk's own ``ValueError``)."""
+    from ext.risk import RiskEngine
+
+    return RiskEngine(risk_config(config, instruments))
+
+
+def core_router(config: Config, n_venues: int, n_instruments: int):
+    """The smart order router of ``config``'s ``[router]`` (``ext.router.Router``, books
+    ``ROUTER_BOOK_LEVELS`` deep; raises ``ValueError`` for a bad table)."""
+    from ext.router import Router
+
+    return Router(n_venues, n_instruments, ROUTER_BOOK_LEVELS, dict(config.router))
+
 
 def _check_risk_and_router(config: Config, venues, fail: Callable[[str], NoReturn]) -> None:
     """Build ``[risk]`` and ``[router]`` as ``EngineService`` does, so their owners check them.
@@ -564,20 +581,17 @@ def _check_risk_and_router(config: Config, venues, fail: Callable[[str], NoRetur
     ``venues`` is the simulator configuration: it defines the instruments
     that risk's limits apply to.
     """
-    from ext.risk import RiskEngine
-    from ext.router import Router
-
     if not isinstance(config.risk.get("instruments", {}), dict):
         fail("'risk.instruments': expected a table of per-symbol tables")
     instruments = [ic.instrument() for ic in venues.instruments]
     try:
-        RiskEngine(risk_config(config, instruments))
+        core_risk(config, instruments)
     except ConfigError as exc:  # risk_config's own, already naming the key
         fail(str(exc))
     except (ValueError, TypeError) as exc:  # ext.risk.ConfigError is a ValueError
         fail(f"'risk': {exc}")
     try:
-        Router(len(venues.venues), len(instruments), 10, dict(config.router))
+        core_router(config, len(venues.venues), len(instruments))
     except (ValueError, TypeError) as exc:
         fail(f"'router': {exc}")
 

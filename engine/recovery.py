@@ -505,9 +505,7 @@ def _take_up(pipeline, in_flight: list, now: int) -> None:
     Nothing reaches the router: it knows none of the orders yet.
     """
     for session_id, req in in_flight:
-        session = pipeline.sessions.get(session_id)
-        if session is None:
-            session = _Requester(session_id)
+        session = pipeline.sessions.get(session_id) or _Requester(session_id)
         if isinstance(req, Cancel):
             pipeline._cancel(session, req, now)
         else:

@@ -20,15 +20,14 @@ from typing import Any
 
 import gateways
 from engine.busy import BusyFlag
-from engine.config import Config, ConfigError, load_config, parse_config, risk_config, trading_day
+from engine.config import (Config, ConfigError, core_risk, core_router, load_config, parse_config,
+                           risk_config, trading_day)
 from engine.history import GatewayTradeStore, TradeHistory
 from engine.intake import EndpointError, IntakeServer
 from engine.journal import JournalFailedError, JournalWriter
 from engine.metrics import Metrics, MetricsServer, setup_logging
 from engine.pipeline import Pipeline
 from engine.recovery import recover, resume_working
-from ext.risk import RiskEngine
-from ext.router import Router
 from sim.config import load_config as load_sim_config
 from sim.realtime import RealtimeVenues
 
@@ -129,8 +128,8 @@ class EngineService:
             raise ConfigError(f"unknown key 'sim.{sorted(sim)[0]}'")
         market = self.venues.market
         instruments = {inst.symbol: inst for inst in market.instruments}
-        risk = RiskEngine(risk_config(cfg, market.instruments))
-        router = Router(len(market.venues), len(instruments), 10, dict(cfg.router))
+        risk = core_risk(cfg, market.instruments)
+        router = core_router(cfg, len(market.venues), len(instruments))
         self._loop = asyncio.get_running_loop()
         self.journal = JournalWriter(cfg.journal.dir, fsync=cfg.journal.fsync,
                                      group_commit_us=cfg.journal.group_commit_us,
