@@ -18,6 +18,13 @@ hand once each batch has arrived; the replies are read back and counted. The mea
 ``itertools.starmap`` so that callgrind can count it alone
 (``--toggle-collect=starmap_next``); divide the total by N.
 
+``--intake --stub-lifecycle`` keeps everything around the order's lifecycle
+and drops the lifecycle itself: each request is journaled as
+``Pipeline.handle`` journals it, then answered with two ready-made execution
+reports (sent, stamped and journaled as real ones are), and nothing is
+validated, checked, routed or tracked. Its cost is what a per-order
+lifecycle in C would leave of the figure (see docs/benchmarks.md).
+
 Not a benchmark of a target (bench_e2e.py is): a tool to see where an
 order's time goes and to compare two versions of the hot path without the
 machine's noise. The last line is a JSON object of its figures.
@@ -43,7 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_e2e import engine_config, orders as encoded_orders  # noqa: E402
 from engine.config import parse_config  # noqa: E402
-from engine.messages import request_decoder  # noqa: E402
+from engine.messages import ExecType, request_decoder  # noqa: E402
+from engine.orders import execution_report  # noqa: E402
 from engine.service import EngineService  # noqa: E402
 
 SIM_NS_PER_ORDER = 20_000
@@ -121,9 +129,30 @@ def run_intake(intake, listener, venues, pipe, client, frames, batch: int = BATC
             client.recv(copy=False)
 
 
-async def main(n: int, sort: str | None, through_intake: bool = False, batch: int = BATCH) -> dict:
+def stub_lifecycle(pipe) -> None:
+    """Replace ``pipe.handle`` by the journaling and answering around a lifecycle (see the
+    module docstring): the command's record, then a NEW and a FILL report of one fixed order."""
+    order = pipe.orders.create("stub", "-", pipe.risk.accounts[0], pipe.symbols[0], 1, 2, 0,
+                               100, 1, time.time_ns())
+    inst = pipe.instruments[order.symbol]
+    answers = (execution_report(order, inst, ExecType.NEW),
+               execution_report(order, inst, ExecType.FILL, last_qty=1, last_px_x2=200))
+
+    def handle(session, request) -> None:
+        pipe.sessions[session.session_id] = session
+        pipe._journal_command(session, request, time.time_ns())
+        for report in answers:
+            session.send(report)
+
+    pipe.handle = handle
+
+
+async def main(n: int, sort: str | None, through_intake: bool = False, batch: int = BATCH,
+               stub: bool = False) -> dict:
     service = EngineService(_config(Path(tempfile.mkdtemp(prefix="kronos-profile-"))))
     await service.start()
+    if stub:
+        stub_lifecycle(service.pipeline)
     await service.venues.stop()  # no pacing task: simulated time moves only by hand
     venues, pipe = service.venues, service.pipeline
     venues.clock = _ManualClock(venues.market.now)
@@ -161,7 +190,7 @@ async def main(n: int, sort: str | None, through_intake: bool = False, batch: in
         pstats.Stats(profile).sort_stats(sort).print_stats(40)
     figures = {"orders": n, "us_per_order_cpu": round(cpu / n * 1e6, 1),
                "messages_per_order": round(messages / n, 2), "intake": through_intake,
-               "batch": batch}
+               "batch": batch, "stub_lifecycle": stub}
     await service.stop()
     return figures
 
@@ -175,8 +204,13 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=BATCH,
                         help=f"orders per wake-up (default {BATCH}); 1 is an engine at a low "
                              f"rate, where every order pays a whole wake-up")
+    parser.add_argument("--stub-lifecycle", action="store_true",
+                        help="with --intake: answer each request with two ready-made reports "
+                             "instead of running the order's lifecycle")
     args = parser.parse_args()
-    result = uvloop.run(main(args.n, args.cprofile, args.intake, args.batch))
+    if args.stub_lifecycle and not args.intake:
+        parser.error("--stub-lifecycle needs --intake")
+    result = uvloop.run(main(args.n, args.cprofile, args.intake, args.batch, args.stub_lifecycle))
     print(f"{result['orders']} orders: {result['us_per_order_cpu']} µs CPU per order, "
           f"{result['messages_per_order']} messages per order")
     print(json.dumps(result))
