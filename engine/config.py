@@ -244,6 +244,29 @@ class HistoryConfig(_Section):
     store: str | None = None
 
 
+class OrdersConfig(_Section):
+    """``[orders]``: how many orders the engine holds in memory.
+
+    Attributes
+    ----------
+    max_orders : int
+        Orders in the engine's order table, at most: every order since the
+        journal began (done ones too, rejected ones included: they answer
+        status requests and keep their ``cl_ord_id`` spent). Once it is
+        reached, new orders are refused ``ORDER_CAPACITY`` (76) and nothing
+        else changes: working orders keep trading, cancels, replaces and
+        queries work (a ``BulkNewOrders`` that arrives before the table is
+        full is taken whole, so the table can pass the bound by less than
+        one bulk). An order costs about 2.2 KB of memory (measured, see
+        docs/engine.md), so the default, 4,000,000, is about 9 GB. The bound
+        exists so that the engine refuses orders instead of running out of
+        memory: a journal holding more orders than memory could not be
+        recovered either.
+    """
+
+    max_orders: PositiveInt = 4_000_000
+
+
 class MetricsConfig(_Section):
     """``[metrics]``: the Prometheus ``/metrics`` and ``/healthz`` HTTP endpoint.
 
@@ -306,6 +329,7 @@ class Config(_Section):
     security: SecurityConfig = SecurityConfig()
     journal: JournalConfig = JournalConfig()
     history: HistoryConfig = HistoryConfig()
+    orders: OrdersConfig = OrdersConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     trading_day: TradingDayConfig = TradingDayConfig()

@@ -195,6 +195,9 @@ class Metrics:
     venues_open : Gauge
         Venues in their trading hours now (read from the venues at each
         scrape: the service sets its function).
+    orders_held : Gauge
+        Orders in the engine's order table, done ones included (read at each
+        scrape); new orders are refused at ``[orders] max_orders``.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None):
@@ -217,6 +220,8 @@ class Metrics:
                                       buckets=LATENCY_BUCKETS, registry=r)
         self.venues_open = Gauge("kronos_venues_open", "Venues in their trading hours now",
                                  registry=r)
+        self.orders_held = Gauge("kronos_orders_held",
+                                 "Orders in the order table, done ones included", registry=r)
 
     def observe_stage(self, stage: str, start_ns: int, end_ns: int | None = None) -> None:
         """Record that ``stage`` took from ``start_ns`` to ``end_ns`` (``perf_counter_ns``)."""

@@ -166,18 +166,26 @@ class Pipeline(Handler):
         Returns the new ``[risk]`` table for ``ReloadLimits``.
     trading_day : engine.tradingday.TradingDay, optional
         When the daily risk counters start afresh (default: midnight UTC).
+    max_orders : int, optional
+        Orders the table holds at most (``[orders] max_orders``); new orders
+        beyond it are refused ``ORDER_CAPACITY``.
     """
 
     def __init__(self, *, instruments: dict[str, Instrument], risk, router, venues,
                  journal: JournalWriter, metrics=None, history: TradeHistory | None = None,
                  reload_limits: Callable[[], dict] | None = None,
-                 trading_day: TradingDay | None = None):
+                 trading_day: TradingDay | None = None, max_orders: int = 4_000_000):
         self.instruments = instruments
         self.symbols = list(instruments)
         self.risk, self.router, self.venues = risk, router, venues
         self.journal, self.metrics = journal, metrics
         self.reload_limits = reload_limits
         self.orders = OrderTable()
+        self.max_orders = max_orders
+        # From 90% of max_orders on, each new order looks at the table's filling
+        # (_capacity_refuses); 1 once the 90% line was logged, 2 once "full" was.
+        self._capacity_check_at = max(1, max_orders * 9 // 10)
+        self._capacity_logged = 0
         self.sessions: dict[str, Session] = {}
         # Sessions whose key the journal holds (a JournalSession record), each
         # with the encoded start of its JournalEvent records (see record_sent).
@@ -371,6 +379,9 @@ class Pipeline(Handler):
         if now >= self._next_roll:
             self.roll_day(now)
         self.sessions[session.session_id] = session
+        if len(self.orders.by_id) >= self._capacity_check_at and \
+                isinstance(request, (NewOrder, BulkNewOrders)) and self._capacity_refuses():
+            return self._refuse_capacity(session, request)
         self._journal_command(session, request, now)
         match request:
             case NewOrder():
@@ -432,10 +443,7 @@ class Pipeline(Handler):
         timed = seen % STAGE_SAMPLE == 1  # (the first order is timed: the 1st, 17th, ...)
         started = time.perf_counter_ns() if timed else 0
         if self.orders.used(req.account, req.cl_ord_id):
-            return self._refuse(
-                session, _RejectReason.DUPLICATE_CL_ORD_ID,
-                f"{ref_type}: cl_ord_id {req.cl_ord_id!r} was already used by account "
-                f"{req.account}", "validate", ref_type=ref_type, cl_ord_id=req.cl_ord_id)
+            return self._refuse_duplicate(session, req, ref_type)
         inst = self.instruments.get(req.symbol)
         order = self.orders.create(req.cl_ord_id, session.session_id, req.account, req.symbol,
                                    int(req.side), int(req.ord_type), int(req.time_in_force),
@@ -533,6 +541,49 @@ class Pipeline(Handler):
         if timed:
             self._time_route((time.perf_counter_ns() - checked) / 1e9)
         self._report(order, _ExecType.NEW)
+
+    def _refuse_capacity(self, session: Session, request: NewOrder | BulkNewOrders) -> None:
+        """Refuse a new order, or a bulk's every order, for a full order table.
+
+        Checked once per message, before the command is journaled: the
+        journal holds no trace of it but the ``Reject`` frames, so its
+        ``cl_ord_id`` stays free (for after a restart with a larger bound) and
+        recovery has nothing to undo. A bulk that arrives before the table is
+        full is taken whole, so the table can pass ``max_orders`` by less than
+        one bulk.
+        """
+        ref_type = type(request).__name__
+        text = (f"{ref_type}: the engine holds {len(self.orders.by_id)} orders, its [orders] "
+                f"max_orders is {self.max_orders}: no new orders until it restarts with a "
+                f"larger one")
+        for order in (request.orders if isinstance(request, BulkNewOrders) else (request,)):
+            if self.orders.used(order.account, order.cl_ord_id):
+                # A resend of an order the engine has: the client must learn that it has it.
+                self._refuse_duplicate(session, order, ref_type)
+            else:
+                self._refuse(session, _RejectReason.ORDER_CAPACITY, text, "validate",
+                             ref_type=ref_type, cl_ord_id=order.cl_ord_id)
+
+    def _refuse_duplicate(self, session: Session, req: NewOrder, ref_type: str) -> None:
+        """Refuse a new order whose ``cl_ord_id`` its account has already used."""
+        self._refuse(session, _RejectReason.DUPLICATE_CL_ORD_ID,
+                     f"{ref_type}: cl_ord_id {req.cl_ord_id!r} was already used by account "
+                     f"{req.account}", "validate", ref_type=ref_type, cl_ord_id=req.cl_ord_id)
+
+    def _capacity_refuses(self) -> bool:
+        """Whether the order table is full; logs its filling once at 90% and once when full."""
+        held = len(self.orders.by_id)
+        full = held >= self.max_orders
+        level = 2 if full else 1
+        if level > self._capacity_logged:
+            self._capacity_logged = level
+            if full:
+                log.error("order table full: %d orders, [orders] max_orders = %d; new orders "
+                          "are refused ORDER_CAPACITY", held, self.max_orders)
+            else:
+                log.warning("order table 90%% full: %d orders of [orders] max_orders = %d",
+                            held, self.max_orders)
+        return full
 
     def _journal_valuation(self, order: Order) -> None:
         """Journal the price risk valued ``order`` at, when it is not the order's own limit.

@@ -155,7 +155,9 @@ class EngineService:
                                  history=TradeHistory(cfg.history.max_fills_per_account,
                                                       position=lambda: self.journal.last_seq),
                                  reload_limits=self._reload_limits,
-                                 trading_day=trading_day(cfg))
+                                 trading_day=trading_day(cfg),
+                                 max_orders=cfg.orders.max_orders)
+        self.metrics.orders_held.set_function(lambda: len(self.pipeline.orders))
         # Recovery runs before the venues' clock starts: rerouted orders'
         # reports can only come back once the sessions they belong to exist.
         self.recovered = recover(self.pipeline, cfg.journal.dir, cfg.intake.resend_ring_size)

@@ -121,6 +121,7 @@ cpdef enum RejectReason:
     RESUME_REFUSED = 73      # resume of a session that does not exist or is not yours
     INTERNAL_ERROR = 74      # the engine failed on this request; query its state
     TOO_LATE_TO_CANCEL = 75  # cancel/replace of an order that is done or already changing
+    ORDER_CAPACITY = 76      # the engine holds [orders] max_orders orders: no new ones
 
     NO_ROUTE = 96
     VENUE_REJECT = 97
