@@ -19,7 +19,8 @@ limits are reloaded, which keeps every running counter.
 
 Orders that were working at the crash are routed again for what they have
 left: the embedded simulator's venues do not outlive the process, so their
-children are gone, exactly like a venue that cancels on disconnect. That is a
+children are gone, exactly like a venue that cancels on disconnect (an IOC or
+market order is canceled instead: it was for the market of its arrival). That is a
 second step, :func:`resume_working`, which the service takes once intake has
 restored the sessions: an order it cancels (a kill switch engaged before the
 restart, or a remainder that can no longer be routed) is reported to its
@@ -474,13 +475,21 @@ def _reroute(pipeline) -> int:
 
     One that cannot go (the router refuses it, or a post-only order would
     now take liquidity) is canceled and its client told, rather than left
-    working with nothing at any venue.
+    working with nothing at any venue. An immediate one (IOC or market) is
+    canceled without trying: it was meant to trade at the market its sender
+    saw when it arrived, not at whatever market there is after a restart.
     """
     now = time.time_ns()
     n = 0
     for order in pipeline.orders.working():
         if order.order_id in pipeline._pending:
             continue  # (a Cancel or Replace in flight decides: see _finish_in_flight)
+        if order.immediate:
+            log.warning("recovery: immediate order %s was in flight at the stop; canceled",
+                        order.order_id)
+            pipeline.cancel_working(order, now, text="canceled: the engine restarted while "
+                                                     "this immediate order was in flight")
+            continue
         ix = pipeline.risk.instrument_index(order.symbol)
         pipeline.refresh_market(ix, now)
         code, why = pipeline.route_remainder(order, ix, now)
