@@ -475,8 +475,8 @@ def _reroute(pipeline) -> int:
 
     One that cannot go (the router refuses it, or a post-only order would
     now take liquidity) is canceled and its client told, rather than left
-    working with nothing at any venue. An immediate one (IOC or market) is
-    canceled without trying: it was meant to trade at the market its sender
+    working with nothing at any venue. An immediate one (IOC or market, not
+    on a schedule) is canceled without trying: it was meant to trade at the market its sender
     saw when it arrived, not at whatever market there is after a restart.
     """
     now = time.time_ns()
@@ -484,7 +484,7 @@ def _reroute(pipeline) -> int:
     for order in pipeline.orders.working():
         if order.order_id in pipeline._pending:
             continue  # (a Cancel or Replace in flight decides: see _finish_in_flight)
-        if order.immediate:
+        if order.immediate and order.schedule is None:  # (a schedule's slices are its own)
             log.warning("recovery: immediate order %s was in flight at the stop; canceled",
                         order.order_id)
             pipeline.cancel_working(order, now, text="canceled: the engine restarted while "

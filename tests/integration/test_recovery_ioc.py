@@ -49,6 +49,12 @@ def test_an_immediate_order_in_flight_at_a_stop_is_canceled_a_day_order_routed_a
                              time_in_force=tif)
             client.recv_until(lambda m: isinstance(m, ExecutionReport) and
                               m.cl_ord_id == cl_ord_id and m.exec_type == ExecType.NEW, 5)
+        # An IOC on a schedule: its slices trade on arrival, the parent works to its end.
+        client.new_order("AAA", "buy", "2", price, account="DEMO1", cl_ord_id="twap-1",
+                         time_in_force="IOC", strategy="twap",
+                         end_time=time.time_ns() + 600 * 10**9)
+        client.recv_until(lambda m: isinstance(m, ExecutionReport) and
+                          m.cl_ord_id == "twap-1" and m.exec_type == ExecType.NEW, 5)
         for cl_ord_id in ("ioc-1", "day-1"):  # both children still on their way
             order = _order(engine, cl_ord_id)
             assert order.stage == Stage.ROUTED and len(order.children) == 1
@@ -58,6 +64,7 @@ def test_an_immediate_order_in_flight_at_a_stop_is_canceled_a_day_order_routed_a
         assert "restart" in ioc.last_report.text
         assert day.stage in (Stage.ROUTED, Stage.PARTIALLY_FILLED, Stage.FILLED)
         assert day.children  # sent again
+        assert not _order(engine, "twap-1").done  # its schedule goes on
         time.sleep(2.0)  # the round trip of what was sent after the restart
         ioc = _order(engine, "ioc-1")
         assert ioc.stage == Stage.CANCELED and ioc.cum_qty == 0 and not ioc.children
