@@ -48,6 +48,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -549,8 +550,13 @@ class IntakeServer:
         if cfg.plaintext_endpoints:
             if not cfg.allow_plaintext:
                 raise ValueError("plaintext endpoints need intake.allow_plaintext = true")
-            log.warning("intake: PLAINTEXT endpoints %s accept unauthenticated, unencrypted "
-                        "connections (allow_plaintext = true)", ", ".join(cfg.plaintext_endpoints))
+            warning = (f"intake: PLAINTEXT endpoints {', '.join(cfg.plaintext_endpoints)} accept "
+                       f"unauthenticated, unencrypted connections (allow_plaintext = true)")
+            log.warning(warning)
+            if not log.isEnabledFor(logging.WARNING):
+                # A level that hides warnings must not hide this one: it is
+                # the only sign that anyone on the network may trade.
+                print(warning, file=sys.stderr, flush=True)
             self._bind(_Listener(self, self._make_socket(), curve=False), cfg.plaintext_endpoints)
         for listener in self._listeners:
             self._loop.add_reader(listener.socket.getsockopt(zmq.FD), self._drain, listener)

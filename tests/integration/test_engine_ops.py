@@ -138,3 +138,23 @@ def test_shutdown_grace_is_the_configured_one(tmp_path):
     started = time.monotonic()
     engine.__exit__(None, None, None)
     assert time.monotonic() - started >= 0.7
+
+
+def test_the_plaintext_warning_shows_whatever_the_log_level(tmp_path):
+    """[logging] level = "ERROR" hides warnings, but not the one that says anyone may trade."""
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal").replace('level = "INFO"',
+                                                                     'level = "ERROR"'))
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with Client(f"tcp://127.0.0.1:{port}") as client:  # serving once it answers
+            client.heartbeat()
+            client.recv(10)
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    lines = [line for line in stderr.splitlines() if "PLAINTEXT" in line]
+    assert lines == [f"intake: PLAINTEXT endpoints tcp://127.0.0.1:{port} accept "
+                     f"unauthenticated, unencrypted connections (allow_plaintext = true)"]
