@@ -563,6 +563,8 @@ class JournalWriter:
         self._closed = False
         self._committer_stopping = False
         self.repaired: TornTail | None = None
+        self._rotation_failing = False   # a rotation failed; logged once until one succeeds
+        self._failure_watchers: set[Callable[[JournalFailedError], None]] = set()
         self._open()
         self._durable_seq = self._written_seq = self._last_seq
         self._committer: threading.Thread | None = None
@@ -603,6 +605,10 @@ class JournalWriter:
                     f"on what is on disk")
                 self._failure.__cause__ = cause
         if first:
+            with self._lock:
+                watchers = list(self._failure_watchers)
+            for watcher in watchers:
+                watcher(self._failed_error())
             if self.on_failure is None:
                 log.error("%s", self._failure)
             else:
@@ -667,12 +673,20 @@ class JournalWriter:
         path = self.data_dir / segment_name(first_seq)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         header = _pack_file_header(first_seq, prev_hash)
-        os.write(fd, header)
-        if self.fsync != "none":
-            # The header and the directory entry must be durable before any
-            # record in the file can be.
-            os.fsync(fd)
-            _fsync_dir(self.data_dir)
+        try:
+            if os.write(fd, header) != len(header):
+                raise OSError(f"short write of {path.name}'s header")
+            if self.fsync != "none":
+                # The header and the directory entry must be durable before any
+                # record in the file can be.
+                os.fsync(fd)
+                _fsync_dir(self.data_dir)
+        except OSError:
+            # Not a segment (no whole header): gone, so that the next attempt
+            # can create it (O_EXCL) and no reader meets it.
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
         return _Segment(path, fd, first_seq, len(header))
 
     def _rotate(self) -> None:
@@ -730,8 +744,7 @@ class JournalWriter:
         pending = self._segment.size + len(self._out)
         if pending + RECORD_HEADER_SIZE + payload_len > self.rotate_bytes and \
                 pending > FILE_HEADER_SIZE:
-            self._write_out()  # buffered records belong to the segment they were sequenced in
-            self._rotate()
+            self._rotate_now()
         seq = self._last_seq + 1
         self._last_hash = frame_record(self._out, self._last_hash, seq,
                                        time.time_ns() if ts_ns is None else ts_ns, kind, payload)
@@ -740,6 +753,31 @@ class JournalWriter:
             self._write_out()
             self._written(seq)
         return seq
+
+    def _rotate_now(self) -> None:
+        """Write what is buffered (it belongs to the segment it was sequenced in) and start
+        the next segment.
+
+        Buffered (the engine's per-message path), a disk that refuses either
+        is not the appending handler's problem: the record goes on in the
+        current segment, past ``rotate_bytes``, and the next append tries
+        again. What was not written stays buffered and the flush meets the
+        same disk, where failures are dealt with (a short write is retried
+        by the next flush, a failed sync fails the journal, see the class
+        notes). Unbuffered, the caller is told at once.
+        """
+        try:
+            self._write_out()
+            self._rotate()
+        except (OSError, JournalFailedError) as exc:
+            if not self.buffered:
+                raise
+            if not self._rotation_failing:
+                log.warning("journal: cannot start a new segment yet (%s); records go on in "
+                            "%s", exc, self._segment.path.name)
+            self._rotation_failing = True
+        else:
+            self._rotation_failing = False
 
     def _write(self, data) -> None:
         size = len(data)
@@ -846,17 +884,39 @@ class JournalWriter:
         callback()
 
     async def wait_durable(self, seq: int) -> None:
-        """Wait (on the running asyncio loop) until record ``seq`` is durable."""
+        """Wait (on the running asyncio loop) until record ``seq`` is durable.
+
+        Raises
+        ------
+        JournalFailedError
+            The journal failed before the record was durable (at once, if it
+            had already failed): it never will be.
+        """
         if seq <= self._durable_seq:
             return
         loop = asyncio.get_running_loop()
         future = loop.create_future()
 
-        def done() -> None:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
+        def settle(error: JournalFailedError | None = None) -> None:
+            def apply() -> None:
+                if not future.done():
+                    if error is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(error)
+            try:
+                loop.call_soon_threadsafe(apply)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
 
-        self.call_when_durable(seq, done)
-        await future
+        with self._lock:
+            self._failure_watchers.add(settle)
+        try:
+            self.call_when_durable(seq, settle)
+            await future
+        finally:
+            with self._lock:
+                self._failure_watchers.discard(settle)
 
     def sync(self) -> int:
         """Make everything appended so far durable now; returns ``durable_seq``."""
