@@ -23,7 +23,7 @@ from engine.busy import BusyFlag
 from engine.config import (Config, ConfigError, core_risk, core_router, load_config, parse_config,
                            risk_config, trading_day)
 from engine.history import GatewayTradeStore, TradeHistory
-from engine.intake import EndpointError, IntakeServer
+from engine.intake import EndpointError, IntakeServer, client_public_key
 from engine.journal import JournalFailedError, JournalWriter
 from engine.metrics import Metrics, MetricsServer, setup_logging
 from engine.pipeline import Pipeline
@@ -313,12 +313,55 @@ class EngineService:
         """Every bound client endpoint (CURVE first, then plaintext)."""
         return self.intake.endpoints + self.intake.plaintext_endpoints if self.intake else []
 
-    def _reload_limits(self) -> dict:
+    def _fresh_config(self) -> Config:
+        """The configuration file read again, with every load-time check (ConfigError)."""
         if self.config_path is None:
             raise ConfigError("started without a configuration file")
-        fresh = default_config() if self.config_path == DEFAULT_CONFIG else \
+        return default_config() if self.config_path == DEFAULT_CONFIG else \
             load_config(self.config_path)
-        return risk_config(fresh, self.venues.market.instruments)
+
+    def _reload_limits(self) -> dict:
+        return risk_config(self._fresh_config(), self.venues.market.instruments)
+
+    def reload_security(self) -> bool:
+        """Take the file's ``[security]`` clients and entitlements (``serve`` does on SIGHUP).
+
+        The whole file is read and checked as at start; a file that does not
+        pass changes nothing (one error line). Otherwise the allow-list and
+        every key's accounts and admin right are replaced, for the sessions
+        already open too (``IntakeServer.update_security``): a removed key
+        cannot connect, and its open sessions' requests are refused
+        ``NOT_AUTHORIZED``. The server's own key and the endpoints need a
+        restart. Returns whether the new keys are in force.
+        """
+        try:
+            fresh = self._fresh_config()
+        except (ConfigError, OSError) as exc:
+            log.error("security reload refused, the keys in force stay: %s", exc)
+            return False
+        # What a key may do, by client name (a key file's content counts, not its path).
+        def rights(security):
+            return {c.name: (client_public_key(c), tuple(c.accounts), c.admin)
+                    for c in security.clients}
+        before = rights(self.intake.security)
+        try:
+            after = rights(fresh.security)
+        except (OSError, ValueError) as exc:  # (read at load: changed since)
+            log.error("security reload refused, the keys in force stay: %s", exc)
+            return False
+        if fresh.security.server_secret_key_file != self.intake.security.server_secret_key_file:
+            log.warning("security reload: server_secret_key_file changed; the server key "
+                        "changes only with a restart")
+        try:
+            self.intake.update_security(fresh.security)
+        except ValueError as exc:
+            log.error("security reload refused, the keys in force stay: %s", exc)
+            return False
+        changed = sorted(n for n in before.keys() & after.keys() if before[n] != after[n])
+        log.warning("security reloaded: clients added %s, removed %s, changed %s",
+                    sorted(after.keys() - before.keys()), sorted(before.keys() - after.keys()),
+                    changed)
+        return True
 
     def _health(self) -> tuple[bool, str]:
         """``/healthz``: whether the engine serves (503 if not), and whether its venues are open.
@@ -467,6 +510,7 @@ def run(config: Config, config_path: Path | None, duration: float | None = None)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, service.stop_requested.set)
+        loop.add_signal_handler(signal.SIGHUP, service.reload_security)
         try:
             await asyncio.wait_for(service.stop_requested.wait(), timeout=duration)
         except asyncio.TimeoutError:
