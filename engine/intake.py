@@ -94,6 +94,8 @@ log = logging.getLogger(__name__)
 ZAP_DOMAIN = b"kronos"
 #: accounts value meaning "every account"
 ALL_ACCOUNTS = "*"
+#: How soon a backlog (a peer whose queue was full) is tried again, seconds.
+BACKLOG_RETRY_S = 0.002
 
 # Per-message socket calls (receive, send, "is there more?") are made from C
 # by ext.zmqcall on pyzmq's own libzmq: pyzmq's per-call Python work (a Frame
@@ -183,7 +185,7 @@ class Session:
 
     __slots__ = ("session_id", "principal", "client_name", "accounts", "admin",
                  "cancel_on_disconnect", "timed_out", "fresh", "last_recv_ns", "created_ns",
-                 "_seq", "_ring", "_route", "_listener")
+                 "_seq", "_ring", "_route", "_listener", "_backlog")
 
     def __init__(self, listener: "_Listener", route: bytes | None, principal: str,
                  client_name: str, accounts: frozenset[str], admin: bool, ring_size: int,
@@ -202,6 +204,9 @@ class Session:
         self._ring: collections.deque[Response] = collections.deque(maxlen=ring_size)
         self._route = route
         self._listener = listener
+        # (route, frames) that ZeroMQ would not take yet for that route (the
+        # peer reads slower than we send): sent in order before anything newer.
+        self._backlog: tuple[bytes, collections.deque] | None = None
 
     def __repr__(self) -> str:
         return (f"Session({self.session_id}, client={self.client_name!r}, seq={self._seq}, "
@@ -318,25 +323,51 @@ class _Listener:
         self.socket.close()
 
     def transmit(self, session: Session, frame: bytes) -> None:
-        """Send one encoded message to the session's current route (if it has one)."""
+        """Send one encoded message to the session's current route (if it has one).
+
+        When the peer's queue is full (it reads slower than the engine
+        sends, a resend's replay say), the frame waits in the session's
+        backlog, in order, and the server retries it shortly; a frame never
+        overtakes one waiting.
+        """
         route = session._route
         if route is None:
             return  # kept in the session's ring for a resend after it resumes
+        backlog = session._backlog
+        if backlog is not None:
+            if backlog[0] == route:
+                self.server._hold(session, backlog[1], frame)
+                return
+            session._backlog = None  # for a connection that is gone: the ring has them
+        # (send's body, inline: this is every message's path)
+        try:
+            if zmqcall.send_pair(self.handle, route, frame) != zmqcall.AGAIN:
+                self.server.frames_sent += 1
+                return
+        except zmq.ZMQError as exc:
+            return self._unreachable(session, route, exc)
+        session._backlog = (route, collections.deque())
+        self.server._hold(session, session._backlog[1], frame)
+
+    def send(self, session: Session, route: bytes, frame: bytes) -> bool:
+        """Hand one frame to ZeroMQ for ``route``; False if the peer's queue is full."""
         try:
             if zmqcall.send_pair(self.handle, route, frame) == zmqcall.AGAIN:
-                # The peer's queue is full; the message waits in the ring and
-                # the client sees the gap in seq and asks for a resend.
-                self.server.metrics.send_dropped.inc()
-            else:
-                self.server.frames_sent += 1
+                return False
+            self.server.frames_sent += 1
         except zmq.ZMQError as exc:
-            if exc.errno != zmq.EHOSTUNREACH:
-                raise
-            # The connection is gone (ROUTER_MANDATORY tells us): keep the
-            # session for a resume, stop sending to the dead route.
-            self.server.metrics.send_dropped.inc()
-            if self.routes.get(route) is session:
-                del self.routes[route]
+            self._unreachable(session, route, exc)
+        return True
+
+    def _unreachable(self, session: Session, route: bytes, exc: zmq.ZMQError) -> None:
+        """The connection behind ``route`` is gone (ROUTER_MANDATORY tells us): keep the
+        session for a resume, stop sending to the dead route."""
+        if exc.errno != zmq.EHOSTUNREACH:
+            raise exc
+        self.server.metrics.send_dropped.inc()
+        if self.routes.get(route) is session:
+            del self.routes[route]
+        if session._route == route:
             session._route = None
 
 
@@ -471,6 +502,9 @@ class IntakeServer:
         #: counters for tests and profiling; Prometheus has the labelled ones)
         self.messages_read = 0
         self.frames_sent = 0
+        # Sessions whose peer's queue was full, and the timer that retries them.
+        self._backlogged: set[Session] = set()
+        self._backlog_timer: asyncio.TimerHandle | None = None
         self.update_security(security)
 
     @classmethod
@@ -612,7 +646,14 @@ class IntakeServer:
         self.shutting_down = True
 
     async def stop(self) -> None:
-        """Stop reading, close the sockets and the authenticator."""
+        """Stop reading, close the sockets and the authenticator.
+
+        What backlogs still hold is not sent (it is in the journal and the
+        sessions' rings: a client that resumes after a restart asks for it).
+        """
+        if self._backlog_timer is not None:
+            self._backlog_timer.cancel()
+            self._backlog_timer = None
         if self._watchdog is not None:
             self._watchdog.cancel()
             try:
@@ -702,6 +743,39 @@ class IntakeServer:
             # Nothing is sent that the journal may not hold; the clients see
             # the gap in seq and ask for a resend once the engine recovers.
             log.exception("intake: handler flush failed; %d messages held back", len(batch))
+
+    def _hold(self, session: Session, frames: collections.deque, frame: bytes) -> None:
+        """Keep ``frame`` in ``session``'s backlog until its peer's queue has room.
+
+        A backlog past ``resend_ring_size`` drops its oldest frame (counted
+        in ``kronos_send_dropped``): a peer that far behind gets a gap in
+        ``seq`` and asks for a resend, as any client that missed messages.
+        """
+        frames.append(frame)
+        if len(frames) > self.config.resend_ring_size:
+            frames.popleft()
+            self.metrics.send_dropped.inc()
+        self._backlogged.add(session)
+        if self._backlog_timer is None and self._loop is not None:
+            self._backlog_timer = self._loop.call_later(BACKLOG_RETRY_S, self._send_backlogs)
+
+    def _send_backlogs(self) -> None:
+        """Send what the backlogs hold, in order, until each is empty or its peer full again."""
+        self._backlog_timer = None
+        for session in list(self._backlogged):
+            entry, listener = session._backlog, session._listener
+            if entry is None or entry[0] != session._route or listener.handle == 0:
+                session._backlog = None  # gone with its connection: the ring has them
+                self._backlogged.discard(session)
+                continue
+            route, frames = entry
+            while frames and listener.send(session, route, frames[0]):
+                frames.popleft()
+            if not frames:
+                session._backlog = None
+                self._backlogged.discard(session)
+        if self._backlogged:
+            self._backlog_timer = self._loop.call_later(BACKLOG_RETRY_S, self._send_backlogs)
 
     def _transmit(self, batch: list[tuple[Session, bytes]]) -> None:
         if not batch:

@@ -186,8 +186,9 @@ class Metrics:
     sessions : Gauge
         Sessions currently known to intake.
     send_dropped : Counter
-        Outbound messages ZeroMQ would not queue (peer gone or too slow);
-        they stay in the resend ring.
+        Outbound messages not delivered on their connection: the peer was
+        gone, or so slow that its backlog passed ``resend_ring_size``; they
+        stay in the resend ring.
     journal_sync : Histogram
         Seconds per ``fdatasync`` of journal records (fed by the journal's
         ``on_sync``: per flushed batch under ``always``, per group commit
@@ -214,7 +215,8 @@ class Metrics:
                                         "Time spent per pipeline stage", ("stage",),
                                         buckets=LATENCY_BUCKETS, registry=r)
         self.sessions = Gauge("kronos_sessions", "Sessions known to intake", registry=r)
-        self.send_dropped = Counter("kronos_send_dropped", "Outbound messages ZeroMQ did not queue",
+        self.send_dropped = Counter("kronos_send_dropped",
+                                    "Outbound messages not delivered on their connection",
                                     registry=r)
         self.journal_sync = Histogram("kronos_journal_sync_seconds", "Journal fsync duration",
                                       buckets=LATENCY_BUCKETS, registry=r)
