@@ -543,6 +543,11 @@ class IntakeServer:
             ent = self._entitlement_of(session.principal, session._listener.curve)
             session.accounts, session.admin = ent.accounts, ent.admin
 
+    def client_rights(self) -> dict[str, tuple[str, tuple[str, ...], bool]]:
+        """Each allowed client's ``(public key, accounts, admin)``, by its name."""
+        return {ent.name: (key, tuple(sorted(ent.accounts)), ent.admin)
+                for key, ent in self._entitlements.items()}
+
     def _entitlement_of(self, principal: str, curve: bool) -> _Entitlement:
         if not curve:
             return self._plaintext

@@ -23,7 +23,7 @@ from engine.busy import BusyFlag
 from engine.config import (Config, ConfigError, core_risk, core_router, load_config, parse_config,
                            risk_config, trading_day)
 from engine.history import GatewayTradeStore, TradeHistory
-from engine.intake import EndpointError, IntakeServer, client_public_key
+from engine.intake import EndpointError, IntakeServer
 from engine.journal import JournalFailedError, JournalWriter
 from engine.metrics import Metrics, MetricsServer, setup_logging
 from engine.pipeline import Pipeline
@@ -334,33 +334,21 @@ class EngineService:
         ``NOT_AUTHORIZED``. The server's own key and the endpoints need a
         restart. Returns whether the new keys are in force.
         """
+        before = self.intake.client_rights()
+        server_key_file = self.intake.security.server_secret_key_file
         try:
             fresh = self._fresh_config()
-        except (ConfigError, OSError) as exc:
+            self.intake.update_security(fresh.security)  # (all or nothing)
+        except (ConfigError, OSError, ValueError) as exc:
             log.error("security reload refused, the keys in force stay: %s", exc)
             return False
-        # What a key may do, by client name (a key file's content counts, not its path).
-        def rights(security):
-            return {c.name: (client_public_key(c), tuple(c.accounts), c.admin)
-                    for c in security.clients}
-        before = rights(self.intake.security)
-        try:
-            after = rights(fresh.security)
-        except (OSError, ValueError) as exc:  # (read at load: changed since)
-            log.error("security reload refused, the keys in force stay: %s", exc)
-            return False
-        if fresh.security.server_secret_key_file != self.intake.security.server_secret_key_file:
+        after = self.intake.client_rights()
+        if fresh.security.server_secret_key_file != server_key_file:
             log.warning("security reload: server_secret_key_file changed; the server key "
                         "changes only with a restart")
-        try:
-            self.intake.update_security(fresh.security)
-        except ValueError as exc:
-            log.error("security reload refused, the keys in force stay: %s", exc)
-            return False
-        changed = sorted(n for n in before.keys() & after.keys() if before[n] != after[n])
         log.warning("security reloaded: clients added %s, removed %s, changed %s",
                     sorted(after.keys() - before.keys()), sorted(before.keys() - after.keys()),
-                    changed)
+                    sorted(n for n in before.keys() & after.keys() if before[n] != after[n]))
         return True
 
     def _health(self) -> tuple[bool, str]:
