@@ -779,6 +779,12 @@ class IntakeServer:
             if not frames:
                 session._backlog = None
                 self._backlogged.discard(session)
+            if not listener.recheck_scheduled:
+                # As after any send (see _transmit): it can swallow the FD's
+                # wake-up for requests that arrived meanwhile, which would then
+                # wait unread until some other event.
+                listener.recheck_scheduled = True
+                self._loop.call_soon(self._recheck, listener)
         if self._backlogged:
             self._backlog_timer = self._loop.call_later(BACKLOG_RETRY_S, self._send_backlogs)
 

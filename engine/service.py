@@ -494,11 +494,17 @@ def run(config: Config, config_path: Path | None, duration: float | None = None)
 
     async def main() -> int:
         service = EngineService(config, config_path)
-        await service.start()
         loop = asyncio.get_running_loop()
+        # SIGHUP's default action ends the process: one sent while the engine
+        # starts (a journal replay can take minutes) is kept for after the start.
+        hups = []
+        loop.add_signal_handler(signal.SIGHUP, hups.append, None)
+        await service.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, service.stop_requested.set)
         loop.add_signal_handler(signal.SIGHUP, service.reload_security)
+        if hups:
+            service.reload_security()
         try:
             await asyncio.wait_for(service.stop_requested.wait(), timeout=duration)
         except asyncio.TimeoutError:

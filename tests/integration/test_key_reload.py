@@ -3,21 +3,30 @@
 A real engine process with a CURVE endpoint, real key files and real
 clients: a key taken out of the file is refused from the signal on (its
 open session too), a key added trades without a restart, and a file that
-does not pass the load-time checks changes nothing.
+does not pass the load-time checks changes nothing. A SIGHUP that arrives
+while the engine is still starting does not end it: the reload is made
+once it serves.
 """
+import errno
+import fcntl
+import os
 import signal
+import subprocess
+import struct
+import sys
+import termios
 import time
 from pathlib import Path
-
 
 from engine.client import Client, load_client_keys
 from engine.intake import generate_keypair, load_keypair
 from engine.messages import ExecType, ExecutionReport, HeartbeatAck, Reject
-from tests.integration.engine_harness import config_text, free_port, start_subprocess
+from tests.integration.engine_harness import (QUIET_SIM, config_text, free_port,
+                                              start_subprocess)
 
 
-def _config(tmp_path, port, curve_port, keys, clients, *, broken=False):
-    text = config_text(port, tmp_path / "journal").replace(
+def _config(tmp_path, port, curve_port, keys, clients, *, broken=False, sim=QUIET_SIM):
+    text = config_text(port, tmp_path / "journal", sim=sim).replace(
         "[intake]\n", f'[intake]\nendpoints = ["tcp://127.0.0.1:{curve_port}"]\n', 1).replace(
         "[security]\n", f'[security]\nserver_secret_key_file = "{keys["server"][1]}"\n', 1)
     for name, account in clients:
@@ -103,3 +112,78 @@ def test_sighup_takes_the_files_keys_and_a_bad_file_changes_nothing(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _open_fifo_for_writing(fifo: Path, proc: subprocess.Popen) -> int:
+    """Wait for the engine to open ``fifo`` for reading; the writing end's fd."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:  # ENXIO: no reader yet
+            if exc.errno != errno.ENXIO:
+                raise
+            assert proc.poll() is None, f"engine exited with {proc.returncode}"
+            assert time.monotonic() < deadline, "the engine never read the file"
+            time.sleep(0.01)
+            continue
+        os.set_blocking(fd, True)
+        return fd
+
+
+def _feed(fd: int, text: str, fifo: Path, proc: subprocess.Popen) -> None:
+    """Write ``text``, close, and wait until the engine has read it and closed the file (the
+    next open for writing then meets its next read, not the end of this one)."""
+    os.write(fd, text.encode())
+    deadline = time.monotonic() + 20
+    # Once the engine has taken the bytes its end is open (not merely being opened): from
+    # then on /proc lists it until the engine closes it.
+    while struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]:
+        assert time.monotonic() < deadline, "the engine did not read the file"
+        time.sleep(0.01)
+    os.close(fd)
+    fds = Path(f"/proc/{proc.pid}/fd")
+    while any(os.path.realpath(f) == str(fifo) for f in fds.iterdir()):
+        assert time.monotonic() < deadline, "the engine did not finish reading the file"
+        time.sleep(0.01)
+
+
+def test_a_sighup_during_the_start_is_applied_once_serving(tmp_path):
+    """SIGHUP's default action ends a process: one that arrives while the engine starts (a
+    journal replay takes minutes on a large journal) must not stop it.
+
+    The engine's simulator file is a FIFO, so the test holds the engine inside its start (it
+    reads that file there) while the signal arrives: deterministic, without a large journal.
+    """
+    keys = {name: generate_keypair(tmp_path / "keys", name) for name in ("server", "alice")}
+    server_public = load_keypair(keys["server"][0])[0]
+    port, curve_port = free_port(), free_port()
+    fifo = tmp_path / "sim.toml"
+    os.mkfifo(fifo)
+    sim_text = QUIET_SIM.read_text()
+    path = _config(tmp_path, port, curve_port, keys, [], sim=fifo)
+    log = tmp_path / "engine.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config",
+                                 str(path)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _feed(_open_fifo_for_writing(fifo, proc), sim_text, fifo, proc)  # the file's check
+        held = _open_fifo_for_writing(fifo, proc)  # the start reads it: hold it there
+        _config(tmp_path, port, curve_port, keys, [("alice", "DEMO1")], sim=fifo)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        assert proc.poll() is None, "SIGHUP during the start ended the engine"
+        _feed(held, sim_text, fifo, proc)
+        _feed(_open_fifo_for_writing(fifo, proc), sim_text, fifo, proc)  # the reload's
+        text = _wait_for_log(log, "security reloaded", 0)
+        assert "engine: serving on" in log.read_text()
+        assert "added ['alice'], removed []" in text
+        with _client(f"tcp://127.0.0.1:{curve_port}", keys, "alice", server_public) as alice:
+            assert _served(alice)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
