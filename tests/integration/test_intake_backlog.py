@@ -6,28 +6,49 @@ queue that does not read while thousands of reports are sent (more than the
 two queues and the kernel's socket buffers hold): ZeroMQ refuses frames for
 that peer. Before, each refused frame waited only in the resend ring and the
 client saw gaps; the same holds for a resend's replay, which used to go out
-in one burst.
+in one burst: a client that resumes after missing hundreds of reports and
+reads slowly gets each once, in order, and a request it sends half-way is
+served after the replay.
 """
 import time
 
 import msgspec
 import zmq
 
-from engine.messages import (BulkNewOrders, ExecutionReport, HeartbeatAck, NewOrder,
+from engine.messages import (BulkNewOrders, ExecutionReport, Heartbeat, HeartbeatAck, NewOrder,
                              ResendRequest, response_decoder)
 from ext.types import Side, TimeInForce
 from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
 
 ORDERS = 3000  # far-off IOC buys: NEW then CANCELED each, 6,000 reports
+GAP_ORDERS = 400  # missed by a client that resumes: 800 reports
 
 
-def _dealer(endpoint):
+def _dealer(endpoint, rcvhwm=10):
     sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.RCVHWM, 10)
+    sock.setsockopt(zmq.RCVHWM, rcvhwm)
     sock.setsockopt(zmq.RCVBUF, 4096)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
     return sock
+
+
+def _engine_config(tmp_path, *, send_hwm):
+    """An engine whose send queue per peer holds ``send_hwm`` messages; (path, endpoint)."""
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal").replace(
+        "heartbeat_timeout_ms = 60000", f"heartbeat_timeout_ms = 60000\nsend_hwm = {send_hwm}"))
+    return path, f"tcp://127.0.0.1:{port}"
+
+
+def _send_orders(sock, n):
+    """``n`` far-off IOC buys o0..o{n-1} (NEW then CANCELED each), in bulks of 200."""
+    for k in range(0, n, 200):  # (bulks within max_message_bytes)
+        sock.send(msgspec.msgpack.encode(BulkNewOrders(orders=[
+            NewOrder(cl_ord_id=f"o{i}", account="DEMO1", symbol="AAA", side=Side.BUY,
+                     qty="1", price="1.00", time_in_force=TimeInForce.IOC)
+            for i in range(k, min(n, k + 200))])))
 
 
 def _read_all(sock, decode, until, timeout=30.0):
@@ -42,22 +63,12 @@ def _read_all(sock, decode, until, timeout=30.0):
 
 
 def test_a_slow_reader_gets_every_message_in_order(tmp_path):
-    port = free_port()
-    endpoint = f"tcp://127.0.0.1:{port}"
-    path = tmp_path / "engine.toml"
-    # The engine's own send queue per peer: 10 messages.
-    path.write_text(config_text(port, tmp_path / "journal").replace(
-        "heartbeat_timeout_ms = 60000", "heartbeat_timeout_ms = 60000\nsend_hwm = 10"))
+    path, endpoint = _engine_config(tmp_path, send_hwm=10)
     decode = response_decoder().decode
-    encode = msgspec.msgpack.encode
     with ThreadedEngine(path):
         sock = _dealer(endpoint)
         try:
-            for k in range(0, ORDERS, 200):  # (bulks within max_message_bytes)
-                sock.send(encode(BulkNewOrders(orders=[
-                    NewOrder(cl_ord_id=f"o{n}", account="DEMO1", symbol="AAA", side=Side.BUY,
-                             qty="1", price="1.00", time_in_force=TimeInForce.IOC)
-                    for n in range(k, k + 200)])))
+            _send_orders(sock, ORDERS)
             time.sleep(1.5)  # not reading: the engine meets a full queue
             got = _read_all(sock, decode, lambda m: isinstance(m, ExecutionReport) and
                             m.cl_ord_id == f"o{ORDERS - 1}" and m.exec_type.name == "CANCELED")
@@ -65,9 +76,60 @@ def test_a_slow_reader_gets_every_message_in_order(tmp_path):
             assert seqs == list(range(1, len(seqs) + 1)), "a gap or a repeat"
             assert len(seqs) == 2 * ORDERS
             # The same client asks for everything again: the replay arrives whole.
-            sock.send(encode(ResendRequest(begin_seq=1)))
+            sock.send(msgspec.msgpack.encode(ResendRequest(begin_seq=1)))
             time.sleep(1.0)
             replay = _read_all(sock, decode, lambda m: isinstance(m, HeartbeatAck))
             assert [m.seq for m in replay[:-1]] == seqs
         finally:
             sock.close()
+
+
+def _recv(sock, decode, timeout=5.0, got=()):
+    if not sock.poll(int(timeout * 1000)):
+        raise AssertionError(f"nothing more after {len(got)} messages, seq "
+                             f"{[m.seq for m in got[:3]]}...{[m.seq for m in got[-3:]]}")
+    return decode(sock.recv())
+
+
+def test_a_resumed_session_replays_a_large_gap_to_a_slow_reader(tmp_path):
+    path, endpoint = _engine_config(tmp_path, send_hwm=4)
+    decode = response_decoder().decode
+    encode = msgspec.msgpack.encode
+    with ThreadedEngine(path) as engine:
+        first = _dealer(endpoint, rcvhwm=1000)
+        first.send(encode(Heartbeat()))
+        ack = _recv(first, decode)
+        assert isinstance(ack, HeartbeatAck) and ack.seq == 1
+        _send_orders(first, GAP_ORDERS)
+        last = 1 + 2 * GAP_ORDERS
+        session = engine.call(lambda: engine.service.intake.sessions[ack.session_id])
+        deadline = time.monotonic() + 10
+        while engine.call(lambda: session.seq) < last:
+            assert time.monotonic() < deadline, f"engine at seq {session.seq} of {last}"
+            time.sleep(0.05)
+        # Gone without reading a report. (Only now: a request still unread
+        # when the connection goes would open a session of its own.)
+        first.close()
+
+        again = _dealer(endpoint, rcvhwm=4)
+        try:
+            again.send(encode(ResendRequest(begin_seq=2, session_id=ack.session_id)))
+            time.sleep(0.5)  # not reading yet: the engine meets a full queue
+            got = []
+            while not (got and isinstance(got[-1], HeartbeatAck) and got[-1].test_req_id == "mid"):
+                got.append(_recv(again, decode, got=got))
+                if len(got) == GAP_ORDERS:
+                    again.send(encode(Heartbeat(test_req_id="mid")))
+                if len(got) % 50 == 0:
+                    time.sleep(0.02)  # a slow reader
+            closing = next(m for m in got if isinstance(m, HeartbeatAck)
+                           and m.resend_end_seq is not None)
+            assert (closing.resend_begin_seq, closing.resend_end_seq) == (2, last)
+            replay = [m for m in got if isinstance(m, ExecutionReport)]
+            assert [m.seq for m in replay] == list(range(2, last + 1)), "a gap or a repeat"
+            assert sorted((m.cl_ord_id, m.exec_type.name) for m in replay) == sorted(
+                (f"o{n}", t) for n in range(GAP_ORDERS) for t in ("NEW", "CANCELED"))
+            # The closing ack, then the mid-replay heartbeat's, numbered on.
+            assert [m.seq for m in got[len(replay):]] == [last + 1, last + 2]
+        finally:
+            again.close()
