@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", default=None,
                         help="TOML configuration (default: the embedded sim/configs/default.toml)")
     parser.add_argument("--strategy", "-s", default=None,
-                        help="strategy for every parent: sweep, twap, passive_aggressive or "
+                        help="strategy for every parent: sweep, twap, passive_aggressive, periodic_taker or "
                              "package.module:Class (default: from the configuration)")
     parser.add_argument("--param", "-p", action="append", type=_param, default=[],
                         metavar="KEY=VALUE", help="strategy parameter (repeatable), e.g. slices=6")
