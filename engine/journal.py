@@ -509,9 +509,10 @@ class JournalWriter:
         sync never call it.
     on_failure : callable, optional
         Called once with the ``JournalFailedError`` when the journal fails
-        (an ``fdatasync`` of records fails, or a short write cannot be
-        undone), from the thread that found it: the appender's, or the
-        committer's under ``group``. The engine stops on it. Without one the
+        (an ``fdatasync`` of records fails, a short write cannot be undone,
+        or a segment rotation fails at an append and again at the flush),
+        from the thread that found it: the appender's, or the committer's
+        under ``group``. The engine stops on it. Without one the
         failure is logged.
 
     Raises
@@ -527,8 +528,10 @@ class JournalWriter:
     last whole record, and raises ``OSError``: the records stay buffered and
     the next :meth:`flush` (or append) writes them whole. A failed
     ``fdatasync`` is final (see ``JournalFailedError``): from then on
-    :meth:`flush`, :meth:`sync` and :meth:`call_when_durable` raise it, and
-    nothing more becomes durable.
+    :meth:`flush`, :meth:`sync` and :meth:`call_when_durable` raise it,
+    :meth:`wait_durable` raises it for a record not yet durable, and nothing
+    more becomes durable. A buffered ``append`` raises for neither: a segment
+    rotation it cannot do is left to the flush.
     """
 
     def __init__(self, data_dir: str | os.PathLike, *, fsync: FsyncPolicy = "always",
@@ -759,25 +762,42 @@ class JournalWriter:
         the next segment.
 
         Buffered (the engine's per-message path), a disk that refuses either
-        is not the appending handler's problem: the record goes on in the
-        current segment, past ``rotate_bytes``, and the next append tries
-        again. What was not written stays buffered and the flush meets the
-        same disk, where failures are dealt with (a short write is retried
-        by the next flush, a failed sync fails the journal, see the class
-        notes). Unbuffered, the caller is told at once.
+        is not the appending handler's problem: an exception would unwind it
+        with its order half-handled. The records go on in the current
+        segment, past ``rotate_bytes``, and :meth:`flush`, where the disk's
+        failures are dealt with, tries the rotation again (see there); the
+        appends until then do not. Unbuffered, the caller is told at once.
         """
+        if self._rotation_failing:
+            return  # the flush tries again
         try:
             self._write_out()
             self._rotate()
-        except (OSError, JournalFailedError) as exc:
+        except JournalFailedError:
             if not self.buffered:
                 raise
-            if not self._rotation_failing:
-                log.warning("journal: cannot start a new segment yet (%s); records go on in "
-                            "%s", exc, self._segment.path.name)
+            # _fail reported it (on_failure stops the engine); the flush raises it.
+        except OSError as exc:
+            if not self.buffered:
+                raise
+            log.warning("journal: cannot start a new segment yet (%s); records go on in %s "
+                        "until the flush tries again", exc, self._segment.path.name)
             self._rotation_failing = True
-        else:
-            self._rotation_failing = False
+
+    def _retry_rotation(self) -> None:
+        """The rotation an append could not do, tried again by the flush; fails the journal
+        if the disk refuses it again.
+
+        Going on in one segment without bound would hide a disk that refuses
+        new files until it refuses the records too; failing stop here is the
+        same end as a failed ``fdatasync``, with every order handled whole.
+        """
+        try:
+            self._rotate()
+        except OSError as exc:
+            raise self._fail(exc, f"cannot start the segment after "
+                                  f"{self._segment.path.name}") from exc
+        self._rotation_failing = False
 
     def _write(self, data) -> None:
         size = len(data)
@@ -835,9 +855,14 @@ class JournalWriter:
             The write failed or was cut short (a full disk): the file is as
             before and the records stay buffered, for the next flush.
         JournalFailedError
-            The journal has failed (see the class notes).
+            The journal has failed (see the class notes), or failed now: a
+            segment rotation that an append could not do failed here too.
         """
         seq = self._write_out()
+        if self._rotation_failing:
+            # The batch is written whole (a short write raised above and is
+            # retried by the next flush, as any other): now the rotation.
+            self._retry_rotation()
         if seq:
             self._written(seq)
         return self._last_seq
@@ -1011,21 +1036,26 @@ class JournalWriter:
         """Sync (unless the policy is ``none``), stop the committer and close the file.
 
         A failed journal is only closed: nothing more is written or synced.
+        A last flush or sync the disk refuses raises (``OSError`` or
+        ``JournalFailedError``), after the committer is stopped and the files
+        are closed all the same.
         """
         if self._closed:
             return
-        if self._failure is None:
-            self.flush()
-            if self.fsync != "none":
-                self.sync()
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if self._committer is not None:
-            self._committer.join()
-        for segment in self._retired:
-            os.close(segment.fd)
-        os.close(self._segment.fd)
+        try:
+            if self._failure is None:
+                self.flush()
+                if self.fsync != "none":
+                    self.sync()
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+            if self._committer is not None:
+                self._committer.join()
+            for segment in self._retired:
+                os.close(segment.fd)
+            os.close(self._segment.fd)
 
     def __enter__(self) -> "JournalWriter":
         return self

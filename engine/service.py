@@ -238,11 +238,18 @@ class EngineService:
             await self.intake.stop()
         if self.journal is not None:
             try:
-                if self.journal.failure is None:
-                    self.journal.sync()
+                try:
+                    if self.journal.failure is None:
+                        self.journal.sync()  # under "none" too: a graceful stop is durable
+                finally:
+                    self.journal.close()
             except JournalFailedError:
                 pass  # reported (_journal_failed)
-            self.journal.close()
+            except OSError as exc:
+                # A short last write: what it held was never acknowledged
+                # (replies go out only after their records are written).
+                log.error("engine: journal: the last records could not be written at "
+                          "shutdown: %s", exc)
         for gateway in self.gateways:
             gateway.stop()
         if self.busy is not None:
