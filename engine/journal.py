@@ -173,6 +173,25 @@ def parse_segment_header(path: Path, data: bytes | memoryview) -> SegmentHeader:
     return SegmentHeader(first_seq, created_ns, prev_hash)
 
 
+def journal_identity(data_dir: str | os.PathLike) -> str | None:
+    """Which journal ``data_dir`` holds: its oldest segment's creation time (ns), in hex.
+
+    Two journals made apart never share it, and it never changes while the
+    journal grows, so whatever follows a journal by seq (a gateway's cursor)
+    can tell "this journal, further on" from "another journal whose seqs
+    start again at 1". ``None`` while the journal has no readable segment.
+    """
+    segments = list_segments(data_dir)
+    if not segments:
+        return None
+    try:
+        with open(segments[0], "rb") as f:
+            header = parse_segment_header(segments[0], f.read(FILE_HEADER_SIZE))
+    except (OSError, JournalCorruptError):
+        return None
+    return f"{header.created_ns:016x}"
+
+
 def _pack_file_header(first_seq: int, prev_hash: bytes) -> bytes:
     header = bytearray(_FILE_HEADER.pack(FILE_MAGIC, FORMAT_VERSION, 0, 0, first_seq,
                                          time.time_ns(), prev_hash))

@@ -162,9 +162,10 @@ class EngineService:
         # reports can only come back once the sessions they belong to exist.
         self.recovered = recover(self.pipeline, cfg.journal.dir, cfg.intake.resend_ring_size)
         # Gateways follow the journal from their own processes: they are
-        # handed its directory and never touch the loop.
+        # handed its directory and never touch the loop. Their cursors live
+        # inside it: a cursor counts in this journal's seqs, and goes with it.
         self.gateways = gateways.from_config(cfg.gateways, cfg.journal.dir,
-                                             Path(cfg.journal.dir).parent / "gateways")
+                                             Path(cfg.journal.dir) / "gateways")
         if cfg.history.store is not None:
             # (the configuration check made sure it names a postgres gateway storing fills)
             store = next(g for g in self.gateways if g.name == cfg.history.store)

@@ -6,7 +6,7 @@ delivers what it reads (ZeroMQ PUB, NATS JetStream, PostgreSQL), at least
 once and in order, keyed by the journal ``seq``. The service builds them
 from the ``[[gateways]]`` tables of its configuration::
 
-    gateways = gateways.from_config(config.gateways, config.journal.dir, "data/gateways")
+    gateways = gateways.from_config(config.gateways, config.journal.dir, "data/journal/gateways")
     for gateway in gateways:
         gateway.start()
     ...

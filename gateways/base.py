@@ -21,6 +21,13 @@ it got, :meth:`Gateway.load_cursor`. The base class owns the loop:
 3. deliver them; on success move the cursor, on failure close, back off
    (doubling up to ``backoff_max_ms``), reopen and resume from the cursor,
    so the failed batch is delivered again (at least once, in order).
+
+A cursor counts in one journal's seqs: a journal made anew starts again at
+seq 1. Each stored cursor therefore names its journal
+(:func:`engine.journal.journal_identity`), and a gateway whose stored
+cursor (file, table or stream) names another journal delivers nothing and
+says so (:class:`ForeignCursorError`) instead of skipping the new journal's
+records up to the old cursor.
 """
 from __future__ import annotations
 
@@ -39,7 +46,7 @@ from typing import ClassVar, Iterable, Iterator, TypeVar
 import orjson
 
 from engine.busy import BusyFlag
-from engine.journal import JournalReader
+from engine.journal import JournalReader, journal_identity
 from gateways.config import GatewayConfig
 from gateways.events import GatewayEvent, Normalizer
 from gateways.tail import JournalTail
@@ -59,6 +66,37 @@ def describe(exc: BaseException) -> str:
     """``Type: message`` of an exception (the type alone if it has no message), for
     ``metrics.last_error``, ``/healthz`` and one-line log records."""
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class ForeignCursorError(Exception):
+    """A gateway's stored cursor counts in the seqs of another journal than the one it follows.
+
+    Resuming from it would skip the new journal's records up to the old
+    cursor, and consumers that drop repeats by seq would drop the rest: the
+    gateway delivers nothing until a person resolves it (the message says how).
+    """
+
+
+def message_id(journal: str | None, seq: int) -> str:
+    """A de-duplication id for the event at ``seq`` of ``journal``: ``<journal>:<seq>``.
+
+    The journal's identity keeps a new journal's seq 1 from being taken for
+    a repeat of the old one's by a destination that de-duplicates by id
+    (JetStream's ``Nats-Msg-Id``).
+    """
+    return f"{journal}:{seq}" if journal else str(seq)
+
+
+def parse_message_id(value) -> tuple[int | None, str | None]:
+    """``(seq, journal)`` of a :func:`message_id` (``journal`` ``None`` for a bare seq);
+    ``(None, None)`` for anything else."""
+    if not isinstance(value, str):
+        return None, None
+    journal, _, seq = value.rpartition(":")
+    try:
+        return int(seq), journal or None
+    except ValueError:
+        return None, None
 
 
 class GatewayMetrics:
@@ -152,6 +190,11 @@ class Gateway:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._cursor: int | None = None          # in memory: the freshest truth once known
+        #: The journal the cursor just loaded from storage counts in (``None``: the
+        #: storage names none); set by :meth:`load_cursor`, checked by the loop.
+        self.cursor_journal: str | None = None
+        #: The identity of the journal followed (:func:`engine.journal.journal_identity`).
+        self.journal_id: str | None = None
         self._cursor_stored: int | None = None
         self._cursor_stored_at = 0.0
         self._progress = threading.Condition()
@@ -381,6 +424,7 @@ class Gateway:
         if self._cursor is not None:
             return self._cursor
         state = self.read_cursor_file()
+        self.cursor_journal = state.get("journal")
         return int(state.get("seq", 0))
 
     def cursor_state(self) -> dict:
@@ -421,7 +465,8 @@ class Gateway:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.cursor_path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps({"seq": seq, **self.cursor_state()}))
+        tmp.write_bytes(orjson.dumps({"seq": seq, "journal": self.journal_id,
+                                      **self.cursor_state()}))
         os.replace(tmp, self.cursor_path)
         self._cursor_stored, self._cursor_stored_at = seq, now
 
@@ -438,9 +483,13 @@ class Gateway:
             while not self._stop.is_set():
                 try:
                     if not opened:
+                        self.journal_id = self.journal_id or journal_identity(self.source.data_dir)
                         self.open()
                         opened = True
-                        self._cursor = self.load_cursor()
+                        self.cursor_journal = None
+                        cursor = self.load_cursor()
+                        self._check_journal(cursor)
+                        self._cursor = cursor
                         self._metrics.connected = True
                         self._set_cursor(self._cursor, self._seek(tail, self._cursor))
                     self.tick()
@@ -474,8 +523,11 @@ class Gateway:
                 except Exception as exc:  # noqa: BLE001 - any failure: back off and resume from the cursor
                     self._metrics.failures += 1
                     self._metrics.last_error = describe(exc)
-                    log.warning("gateway %s: %s; retrying in %.2f s", self.name,
-                                self._metrics.last_error, backoff)
+                    # Another journal's cursor waits for a person, not for a
+                    # destination to come back: an error, at every retry.
+                    log.log(logging.ERROR if isinstance(exc, ForeignCursorError) else
+                            logging.WARNING, "gateway %s: %s; retrying in %.2f s", self.name,
+                            self._metrics.last_error, backoff)
                     if opened:
                         self._safe_close()
                         opened = False
@@ -495,6 +547,20 @@ class Gateway:
                 self._safe_close()
             self._metrics.connected = False
             self._share_metrics()
+
+    def _check_journal(self, cursor: int) -> None:
+        """Refuse a stored cursor that counts in another journal's seqs."""
+        if cursor and self.cursor_journal is not None and self.journal_id is not None \
+                and self.cursor_journal != self.journal_id:
+            raise ForeignCursorError(
+                f"its stored cursor (seq {cursor}) belongs to journal {self.cursor_journal}, "
+                f"not to {self.journal_id} in {self.source.data_dir}: the journal was made anew and its "
+                f"seqs start again at 1. Point the gateway at a new destination (or clear the "
+                f"old one's events and cursor) and remove {self.cursor_where()}")
+
+    def cursor_where(self) -> str:
+        """Where the stored cursor is, for :class:`ForeignCursorError`'s message."""
+        return str(self.cursor_path)
 
     @staticmethod
     def _seek(tail: JournalTail, cursor: int) -> int:

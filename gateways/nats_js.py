@@ -2,7 +2,8 @@
 
 Each event is published to ``<prefix>.<plural type>.<symbol>``
 (``kronos.fills.AAPL``, ``kronos.execution_reports.AAPL``, ``kronos.admin``)
-with the header ``Nats-Msg-Id: <seq>``, and counts as delivered only when
+with the header ``Nats-Msg-Id: <journal>:<seq>`` (the journal's identity,
+:func:`engine.journal.journal_identity`, then the seq), and counts as delivered only when
 JetStream has acknowledged it. A batch is published pipelined (up to
 ``max_pending`` in flight) and the cursor moves only when every
 acknowledgement of the batch is in; after a failure the gateway reconnects
@@ -12,7 +13,11 @@ what had already been stored.
 The cursor on (re)connect is the lower of the local one (memory, else the
 cursor file) and the ``Nats-Msg-Id`` of the stream's last message: a stream
 that lost messages or was recreated is filled again from the journal, and a
-gateway that lost its data directory resumes where the stream ends.
+gateway that lost its data directory resumes where the stream ends. A
+stream whose last message is of another journal (the journal was made anew,
+its seqs start again at 1) is refused (``ForeignCursorError``), never
+resumed from: the new journal's events would be skipped, or dropped as
+duplicates.
 
 nats-py is asyncio-only; the gateway runs a private event loop on its own
 thread, never the engine's.
@@ -30,7 +35,7 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from engine.journal import JournalReader
-from gateways.base import Gateway, describe
+from gateways.base import Gateway, describe, message_id, parse_message_id
 from gateways.config import NatsConfig
 from gateways.events import GatewayEvent
 
@@ -154,31 +159,35 @@ class NatsGateway(Gateway):
 
     # ------------------------------------------------------------ cursor
     def load_cursor(self) -> int:
-        local = self._cursor
+        local, local_journal = self._cursor, None
         if local is None:
             state = self.read_cursor_file()
             local = int(state["seq"]) if "seq" in state else None
-        stream = self._loop.run_until_complete(self._stream_cursor())
+            local_journal = state.get("journal")
+        stream, stream_journal = self._loop.run_until_complete(self._stream_cursor())
+        foreign = [j for j in (local_journal, stream_journal) if j not in (None, self.journal_id)]
+        self.cursor_journal = foreign[0] if foreign else None
         known = [c for c in (local, stream) if c is not None]
         cursor = min(known) if known else 0
         log.info("gateway %s: resuming after seq %d (local %s, stream %s)", self.name, cursor,
                  local, stream)
         return cursor
 
-    async def _stream_cursor(self) -> int | None:
-        """The seq of the stream's last message; 0 for a new stream, None if unknown."""
+    async def _stream_cursor(self) -> tuple[int | None, str | None]:
+        """The journal seq of the stream's last message and the journal it names: ``(0, None)``
+        for a new stream, ``(None, None)`` if unknown."""
         info = await self._js.stream_info(self.config.stream)
         if info.state.last_seq == 0:
-            return 0
+            return 0, None
         try:
             message = await self._js.get_msg(self.config.stream, seq=info.state.last_seq)
         except NotFoundError:
-            return None  # removed by retention: only the local cursor knows
-        msg_id = (message.headers or {}).get(api.Header.MSG_ID)
-        try:
-            return int(msg_id)
-        except (TypeError, ValueError):
-            return None  # someone else's message: not a position in our journal
+            return None, None  # removed by retention: only the local cursor knows
+        # Someone else's message is not a position in our journal: (None, None).
+        return parse_message_id((message.headers or {}).get(api.Header.MSG_ID))
+
+    def cursor_where(self) -> str:
+        return f"the messages of stream {self.config.stream!r} and {self.cursor_path}"
 
     # ------------------------------------------------------------ delivery
     def deliver(self, events: list[GatewayEvent], through_seq: int) -> None:
@@ -199,10 +208,11 @@ class NatsGateway(Gateway):
         for start in range(0, len(events), config.max_pending):
             chunk = events[start:start + config.max_pending]
             acks.expect(len(chunk))
+            journal = self.journal_id
             for event in self.paced(chunk):
-                seq = str(event.seq)
-                await nc.publish(subject_of(prefix, event), encode(event), reply=f"{inbox}.{seq}",
-                                 headers={api.Header.MSG_ID: seq})
+                await nc.publish(subject_of(prefix, event), encode(event),
+                                 reply=f"{inbox}.{event.seq}",
+                                 headers={api.Header.MSG_ID: message_id(journal, event.seq)})
             self.yield_to_engine()
             await nc.flush(config.ack_timeout_s)
             await acks.wait(config.ack_timeout_s)

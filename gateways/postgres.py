@@ -108,6 +108,9 @@ ALTER TABLE {schema}.admin_events
     ADD COLUMN scope  text,
     ADD COLUMN target text;
 """),
+    (3, "gateway cursors: the journal each counts in", """
+ALTER TABLE {schema}.gateway_cursor ADD COLUMN journal text;
+"""),
 ]
 
 # Staging columns, in COPY order; every event of a batch lands here first.
@@ -170,8 +173,9 @@ ON CONFLICT (seq) DO NOTHING
 # The event types the statements above read from the staging table.
 _STORED_TYPES = frozenset(("fill", "execution_report", "admin"))
 _STORE_CURSOR = """
-INSERT INTO {schema}.gateway_cursor (name, seq) VALUES (%s, %s)
-ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq WHERE gateway_cursor.seq < EXCLUDED.seq
+INSERT INTO {schema}.gateway_cursor (name, seq, journal) VALUES (%s, %s, %s)
+ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq, journal = EXCLUDED.journal
+WHERE gateway_cursor.seq < EXCLUDED.seq
 """
 
 
@@ -249,9 +253,15 @@ class PostgresGateway(Gateway):
 
     def load_cursor(self) -> int:
         # The table is the truth: it moved in the same transaction as the rows.
-        row = self._conn.execute(_q("SELECT seq FROM {schema}.gateway_cursor WHERE name = %s",
-                                    self.config.schema), (self.name,)).fetchone()
-        return row[0] if row else 0
+        row = self._conn.execute(_q("SELECT seq, journal FROM {schema}.gateway_cursor "
+                                    "WHERE name = %s", self.config.schema), (self.name,)).fetchone()
+        if not row:
+            return 0
+        self.cursor_journal = row[1]
+        return row[0]
+
+    def cursor_where(self) -> str:
+        return f"the row {self.name!r} of {self.config.schema}.gateway_cursor"
 
     def store_cursor(self, seq: int, *, force: bool = False) -> None:
         # deliver() stores the cursor with each batch; a stretch of records
@@ -302,7 +312,7 @@ class PostgresGateway(Gateway):
                 self.yield_to_engine()
                 for statement in self._statements:
                     cur.execute(statement)
-                cur.execute(self._store_cursor, (self.name, through_seq))
+                cur.execute(self._store_cursor, (self.name, through_seq, self.journal_id))
         return refused
 
     def trade_history(self, account: str, start_ns: int, end_ns: int,

