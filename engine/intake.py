@@ -312,6 +312,9 @@ class _Listener:
         self.routes: dict[bytes, Session] = {}
         #: routing ids whose session another connection resumed, oldest first
         self.superseded: dict[bytes, _Superseded] = {}
+        #: routing ids whose connection a send found gone, with their session, oldest first:
+        #: requests still unread from them belong to that session (see _unreachable)
+        self.departed: dict[bytes, Session] = {}
         self.endpoints: list[str] = []
         self.recheck_scheduled = False
         #: libzmq's socket, for ext.zmqcall; 0 once the socket is closed
@@ -367,6 +370,13 @@ class _Listener:
         self.server.metrics.send_dropped.inc()
         if self.routes.get(route) is session:
             del self.routes[route]
+            # A request the client sent just before it went can still be
+            # unread in the socket: read later, it is its session's (the one
+            # the client resumes), not a new one's that nobody would resume.
+            departed = self.departed
+            while len(departed) >= self.server.config.max_sessions:
+                del departed[next(iter(departed))]
+            departed[route] = session
         if session._route == route:
             session._route = None
 
@@ -807,14 +817,7 @@ class IntakeServer:
         route = frames[0]
         session = listener.routes.get(route)
         if session is None or session.principal != principal:
-            if listener.superseded:
-                gone = listener.superseded.get(route)
-                if gone is not None:
-                    if gone.principal == principal:
-                        self._refuse_superseded(listener, route, frames, gone, now)
-                        return
-                    del listener.superseded[route]  # another key: as for a new connection
-            session = self._open_session(listener, route, principal, now)
+            session = self._session_for(listener, route, frames, principal, now)
             if session is None:
                 return
         session.last_recv_ns = now
@@ -839,6 +842,24 @@ class IntakeServer:
             session.reject(problem.reason, problem.text, ref_type=ref_type, cl_ord_id=cl_ord_id)
             return
         self._dispatch(listener, route, session, request, now, started)
+
+    def _session_for(self, listener: _Listener, route: bytes, frames: list[bytes],
+                     principal: str, now: int) -> Session | None:
+        """The session of a message from a routing id with none live: the one whose connection
+        died with the message still unread, else a new one; None when the message was refused
+        (its session resumed on another connection) or no session can be opened."""
+        gone = listener.departed.get(route)
+        if gone is not None and gone.principal == principal \
+                and self.sessions.get(gone.session_id) is gone:
+            return gone  # sent before its connection died (see _Listener._unreachable)
+        if listener.superseded:
+            superseded = listener.superseded.get(route)
+            if superseded is not None:
+                if superseded.principal == principal:
+                    self._refuse_superseded(listener, route, frames, superseded, now)
+                    return None
+                del listener.superseded[route]  # another key: as for a new connection
+        return self._open_session(listener, route, principal, now)
 
     def _open_session(self, listener: _Listener, route: bytes, principal: str,
                       now: int) -> Session | None:
@@ -1132,6 +1153,13 @@ class IntakeServer:
                     if now - gone.last_recv_ns <= self._retention_ns:
                         break
                     del superseded[route]
+                departed = listener.departed
+                while departed:
+                    route, session = next(iter(departed.items()))
+                    if now - session.last_recv_ns <= self._retention_ns and \
+                            self.sessions.get(session.session_id) is session:
+                        break
+                    del departed[route]
 
     def _count_reject(self, reason: int) -> None:
         counter = self._reject_counters.get(reason)
