@@ -626,10 +626,12 @@ def _check_sim(sim: dict[str, Any], fail: Callable[[str], NoReturn]):
     A duration needs its unit: a bare TOML integer would be read as
     nanoseconds. ``sim.config`` (or the simulator's embedded default) is
     loaded, so that a missing or bad simulator file is reported now and not
-    once intake is open; it is returned (``sim.config.SimConfig``).
+    once intake is open; it is returned (``sim.config.SimConfig``). A
+    ``start_at`` is checked against its session (``sim.realtime.start_at_problem``).
     """
     from sim.clock import parse_duration, parse_time_of_day
     from sim.config import ConfigError as SimConfigError, load_config as load_sim_config
+    from sim.realtime import start_at_problem
 
     for key in sorted(set(sim) - set(SIM_KEYS)):
         fail(f"unknown key 'sim.{key}' (keys: {', '.join(SIM_KEYS)})")
@@ -667,4 +669,9 @@ def _check_sim(sim: dict[str, Any], fail: Callable[[str], NoReturn]):
             parse_time_of_day(start_at)
         except ValueError as exc:
             fail(f"'sim.start_at': {exc}")
+        # Against the simulator's session, now: too early a start would
+        # serve a frozen market with empty books while /healthz says open.
+        problem = start_at_problem(venues, start_at, sim.get("duration"))
+        if problem is not None:
+            fail(f"'sim.start_at': {problem}")
     return venues

@@ -41,7 +41,7 @@ from functools import partial
 from ext.book import OrderBook
 from ext.types import OrdType, TimeInForce
 from sim.clock import WallClock, parse_duration
-from sim.config import SimConfig, load_config
+from sim.config import ConfigError, SimConfig, load_config
 from sim.market import Market
 
 
@@ -52,6 +52,52 @@ MIN_WAIT_S = 0.001
 def _resolve(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def start_at_problem(config: SimConfig, start_at: str | None,
+                     duration: str | None = None) -> str | None:
+    """Why the venues cannot start at ``start_at`` on this market; None when they can.
+
+    The market is built at ``session.start`` less ``session.warmup`` and its
+    clock only moves forward: a start before that would leave a frozen market
+    with empty books, and one inside the warmup would cut it short, so the
+    start may not precede ``session.start``. Without a ``duration`` the
+    background flow stops at ``session.end``: a start at or after it would
+    leave the books frozen.
+
+    Parameters
+    ----------
+    config : SimConfig
+        The simulator's configuration (its ``[session]``).
+    start_at : str or None
+        Time of day ``"HH:MM:SS"`` (None: ``session.start``, always fine).
+    duration : str, optional
+        The venues' session length from ``start_at`` (the flow then runs to its end).
+
+    Returns
+    -------
+    str or None
+        A one-line message naming the session bound, e.g. ``'09:00:00' is
+        before the simulator's session.start 10:00:00: ...``.
+
+    Raises
+    ------
+    ValueError
+        If ``start_at`` is not a time of day.
+    """
+    if not start_at:
+        return None
+    session = config.session
+    start = session.at(start_at)
+    if start < session.start_ns:
+        return (f"{start_at!r} is before the simulator's session.start {session.start}: its "
+                f"market is built from then (less the {session.warmup} warmup) and cannot start "
+                f"earlier; use {session.start} or later, or an earlier session.start")
+    if not duration and start >= session.end_ns:
+        return (f"{start_at!r} is at or after the simulator's session.end {session.end}, when "
+                f"its background flow stops (the books would stay frozen); set a duration "
+                f"(the flow then runs to start_at + duration) or a later session.end")
+    return None
 
 
 class RealtimeVenues:
@@ -72,9 +118,16 @@ class RealtimeVenues:
         hours end earlier closes then. Default: the venues keep their
         trading hours and the background flow runs to ``session.end``.
     start_at : str, optional
-        Simulated time of day the session starts at (default ``session.start``).
+        Simulated time of day the session starts at (default ``session.start``):
+        not before ``session.start``, and before ``session.end`` unless a
+        ``duration`` is given (see :func:`start_at_problem`).
     book_class : type, optional
         Order book class (``OrderBook``).
+
+    Raises
+    ------
+    sim.config.ConfigError
+        If the market cannot start at ``start_at`` (the message says why).
     """
 
     def __init__(self, config=None, *, speed: float = 1.0, tick: float = 0.001,
@@ -82,6 +135,11 @@ class RealtimeVenues:
                  book_class=OrderBook) -> None:
         cfg = config if isinstance(config, SimConfig) else load_config(config)
         self.config = cfg
+        problem = start_at_problem(cfg, start_at, duration)
+        if problem is not None:
+            # run_until cannot rewind: refuse rather than map the wall clock
+            # onto a time the market has already passed.
+            raise ConfigError(f"start_at {problem}")
         start = cfg.session.at(start_at) if start_at else cfg.session.start_ns
         end = start + parse_duration(duration) if duration else cfg.session.end_ns
         self.market = Market(cfg, book_class=book_class, end_ns=end)
