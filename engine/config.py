@@ -615,9 +615,26 @@ def _check_risk_and_router(config: Config, venues, fail: Callable[[str], NoRetur
     except (ValueError, TypeError) as exc:  # ext.risk.ConfigError is a ValueError
         fail(f"'risk': {exc}")
     try:
-        core_router(config, len(venues.venues), len(instruments))
+        router = core_router(config, len(venues.venues), len(instruments))
     except (ValueError, TypeError) as exc:
         fail(f"'router': {exc}")
+    _check_default_strategy(router.config["strategy"], fail)
+
+
+def _check_default_strategy(strategy: str | int, fail: Callable[[str], NoReturn]) -> None:
+    """``[router] strategy`` (a name or a ``Strategy`` the router took) is no scheduled one.
+
+    It is the strategy of an order naming none, and such an order carries no
+    schedule (``end_time``, ``profile``, ``participation``): under twap, vwap
+    or pov every one of them would be refused ``INVALID_SCHEDULE``.
+    """
+    from ext.router import STRAT_POV, STRAT_TWAP, STRAT_VWAP, STRATEGY_NAMES
+
+    code = STRATEGY_NAMES[strategy] if isinstance(strategy, str) else strategy
+    if code in (STRAT_TWAP, STRAT_VWAP, STRAT_POV):
+        name = next(n for n, c in STRATEGY_NAMES.items() if c == code)
+        fail(f"'router.strategy': {name!r} cannot be the default: an order naming no strategy "
+             f"has no schedule to follow; use 'auto', 'sweep', 'dark_first' or 'passive'")
 
 
 def _check_sim(sim: dict[str, Any], fail: Callable[[str], NoReturn]):

@@ -36,8 +36,8 @@ from engine.tradingday import TradingDay
 from ext.instrument import ConversionError, Instrument
 from ext.risk import RiskFlag, cl_ord_hash
 from ext.router import (ACT_CANCEL, ACT_NEW, ACT_REPLACE, CF_MID_PEG, CF_POST_ONLY, STRAT_AUTO,
-                        STRAT_DARK_FIRST, STRAT_PASSIVE, STRAT_POV, STRAT_SWEEP, STRAT_TWAP,
-                        STRAT_VWAP)
+                        STRAT_DARK_FIRST, STRAT_DEFAULT, STRAT_PASSIVE, STRAT_POV, STRAT_SWEEP,
+                        STRAT_TWAP, STRAT_VWAP, STRATEGY_NAMES)
 from ext.simloop import ReportKind
 from ext.types import OrdStatus, RejectReason, Side, TimeInForce
 
@@ -49,8 +49,9 @@ _Stage, _ExecType, _RecordKind, _ReportKind = map(members, (Stage, ExecType, Rec
 _OrdStatus, _Side, _TimeInForce, _OrdType, _RejectReason = map(
     members, (OrdStatus, Side, TimeInForce, OrdType, RejectReason))
 
-#: NewOrder.strategy label -> router strategy
-STRATEGIES = {None: STRAT_AUTO, "auto": STRAT_AUTO, "sweep": STRAT_SWEEP,
+#: NewOrder.strategy label -> router strategy. Only an order naming none takes
+#: ``[router] strategy`` (STRAT_DEFAULT); one naming "auto" is routed by auto.
+STRATEGIES = {None: STRAT_DEFAULT, "auto": STRAT_AUTO, "sweep": STRAT_SWEEP,
               "dark_first": STRAT_DARK_FIRST, "passive": STRAT_PASSIVE, "twap": STRAT_TWAP,
               "vwap": STRAT_VWAP, "pov": STRAT_POV}
 
@@ -178,6 +179,11 @@ class Pipeline(Handler):
         self.instruments = instruments
         self.symbols = list(instruments)
         self.risk, self.router, self.venues = risk, router, venues
+        # A post-only order naming no strategy must rest: it takes the
+        # default only when that one rests (passive), else auto.
+        default = router.config["strategy"]
+        self._post_only_default = STRAT_PASSIVE if STRATEGY_NAMES.get(default, default) \
+            == STRAT_PASSIVE else STRAT_AUTO
         self.journal, self.metrics = journal, metrics
         self.reload_limits = reload_limits
         self.orders = OrderTable()
@@ -487,7 +493,7 @@ class Pipeline(Handler):
             checked = time.perf_counter_ns()
             self._time_risk((checked - validated) / 1e9)
         # -- routed
-        strategy = STRATEGIES.get(req.strategy)
+        strategy = self.strategy_of(req)
         if strategy is None:
             self.risk.on_reject(order.order_id)
             return self._reject_order(order, _RejectReason.INVALID_STRATEGY,
@@ -541,6 +547,19 @@ class Pipeline(Handler):
         if timed:
             self._time_route((time.perf_counter_ns() - checked) / 1e9)
         self._report(order, _ExecType.NEW)
+
+    def strategy_of(self, req: NewOrder) -> int | None:
+        """The router strategy of a new order; None for a name the router does not know.
+
+        The one it names (``"auto"`` included); ``STRAT_DEFAULT`` (the
+        router's ``[router] strategy``) for an order naming none, except a
+        post-only one, which must rest: it takes the default only when that
+        is ``passive``, else ``auto``.
+        """
+        strategy = STRATEGIES.get(req.strategy)
+        if strategy == STRAT_DEFAULT and req.post_only:
+            return self._post_only_default
+        return strategy
 
     def _refuse_capacity(self, session: Session, request: NewOrder | BulkNewOrders) -> None:
         """Refuse a new order, or a bulk's every order, for a full order table.

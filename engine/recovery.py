@@ -47,7 +47,7 @@ from engine.messages import (
     NewOrder, OrdStatus, Reject, RejectReason, Replace, TradeFill, reject_name,
 )
 from engine.orders import Stage
-from engine.pipeline import RISK_SCOPE, STRATEGIES, cl_ord_hash, order_schedule, risk_flags
+from engine.pipeline import RISK_SCOPE, cl_ord_hash, order_schedule, risk_flags
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +348,9 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
                              0 if rejected else inst.qty_to_lots(req.qty), ts,
                              order_id=int(report.order_id))
         order.post_only = req.post_only
-        order.strategy = STRATEGIES.get(req.strategy, order.strategy)
+        strategy = pipeline.strategy_of(req)
+        if strategy is not None:
+            order.strategy = strategy
         order.schedule = order_schedule(req)
         if req.stp is not None:
             order.stp = int(req.stp)

@@ -25,6 +25,9 @@ cpdef enum Strategy:
     STRAT_TWAP = 4          # equal slices over [start, end), each swept
     STRAT_VWAP = 5          # slices following a volume profile
     STRAT_POV = 6           # a percentage of the market volume reported
+    # Not a strategy: "the parent names none", so the router's configured
+    # default (config ``strategy``) applies. STRAT_AUTO is always auto itself.
+    STRAT_DEFAULT = 255
 
 cpdef enum ActionKind:
     ACT_NEW = 1

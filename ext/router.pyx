@@ -1304,7 +1304,9 @@ cdef class Router:
             return INVALID_PRICE
         if tif != DAY and tif != GTC and tif != IOC:
             return INVALID_TIF          # FOK cannot be honoured across venues
-        if strategy == STRAT_AUTO:
+        # Only a parent naming no strategy takes the configured default: one
+        # naming STRAT_AUTO is routed by auto whatever the default is.
+        if strategy == STRAT_DEFAULT:
             strategy = self.default_strategy
         if strategy < STRAT_AUTO or strategy > STRAT_POV:
             return INVALID_STRATEGY
@@ -1608,7 +1610,7 @@ cdef class Router:
 
     # ============================================================ Python API: orders
     def route(self, int64_t parent_id, int instrument, int side, int64_t qty,
-              int64_t limit_px=0, int64_t now=0, int strategy=STRAT_AUTO, int tif=DAY, *,
+              int64_t limit_px=0, int64_t now=0, int strategy=STRAT_DEFAULT, int tif=DAY, *,
               int64_t start_ns=-1, int64_t end_ns=-1, int64_t slices=-1, object profile=None,
               int64_t pov_ppm=-1, int64_t dark_min_qty=-1, object post_residual=None):
         """Route a parent order that passed risk; its first actions are queued.
@@ -1628,8 +1630,9 @@ cdef class Router:
         now : int, optional
             Caller's clock, ns.
         strategy : Strategy, optional
-            ``STRAT_AUTO`` (the configured default) picks SWEEP for a
-            marketable order and PASSIVE otherwise.
+            ``STRAT_DEFAULT`` (the parent names none): config ``strategy``.
+            ``STRAT_AUTO`` picks SWEEP for a marketable or IOC order and
+            otherwise rests at the limit, whatever the configured default.
         tif : TimeInForce, optional
             DAY, GTC or IOC (FOK is refused: it cannot hold across venues).
         start_ns, end_ns : int, optional
@@ -1671,7 +1674,8 @@ cdef class Router:
     def route_batch(self, cnp.ndarray orders not None, int64_t now=0):
         """Route many parents in one call (``PARENT_DTYPE`` array); returns their codes (uint16).
 
-        Every parent uses the configured defaults for the optional parameters.
+        Every parent uses the configured defaults for the optional parameters;
+        a ``strategy`` of ``STRAT_DEFAULT`` takes config ``strategy``.
         """
         if orders.dtype != PARENT_DTYPE or not orders.flags.c_contiguous:
             raise TypeError("orders must be a C-contiguous PARENT_DTYPE array")

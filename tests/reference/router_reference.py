@@ -21,7 +21,7 @@ from ext.router import (
     ACT_CANCEL, ACT_NEW, ACT_REPLACE, ACTION_DTYPE, BESTEX_DTYPE, CF_ISO, CF_MID_PEG,
     CF_POST_ONLY, DEFAULT_CONFIG, MAX_CBPS, MAX_FEE_PER_LOT, MAX_PRICE, MAX_QTY, MAX_VENUES,
     PH_DARK, PH_DONE, PH_POST, PH_SCHED, PH_SWEEP, ROLE_DARK, ROLE_POST, ROLE_SWEEP,
-    STRAT_AUTO, STRAT_DARK_FIRST, STRAT_PASSIVE, STRAT_POV, STRAT_SWEEP, STRAT_TWAP,
+    STRAT_AUTO, STRAT_DARK_FIRST, STRAT_DEFAULT, STRAT_PASSIVE, STRAT_POV, STRAT_SWEEP, STRAT_TWAP,
     STRAT_VWAP, STRATEGY_NAMES, ChildRole, Phase, Strategy, VenueHealth,
 )
 from ext.types import OrdStatus, OrdType, RejectReason, Side, TimeInForce
@@ -500,7 +500,7 @@ class ReferenceRouter:
         self.finished.append(p)
 
     # ------------------------------------------------------------ orders
-    def route(self, parent_id, instrument, side, qty, limit_px=0, now=0, strategy=STRAT_AUTO,
+    def route(self, parent_id, instrument, side, qty, limit_px=0, now=0, strategy=STRAT_DEFAULT,
               tif=DAY, *, start_ns=-1, end_ns=-1, slices=-1, profile=None, pov_ppm=-1,
               dark_min_qty=-1, post_residual=None):
         side, tif, strategy = int(side), int(tif), int(strategy)
@@ -518,7 +518,7 @@ class ReferenceRouter:
             return R["INVALID_PRICE"]
         if tif not in (DAY, GTC, IOC):
             return R["INVALID_TIF"]
-        if strategy == STRAT_AUTO:
+        if strategy == STRAT_DEFAULT:
             strategy = self.default_strategy
         if not STRAT_AUTO <= strategy <= STRAT_POV:
             return R["INVALID_STRATEGY"]
