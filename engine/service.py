@@ -171,7 +171,12 @@ class EngineService:
             store = next(g for g in self.gateways if g.name == cfg.history.store)
             self.pipeline.trade_store = GatewayTradeStore(store)
         for gateway in self.gateways:
-            gateway.start()
+            try:
+                gateway.start()
+            except gateways.base.GatewayBindError as exc:
+                # Reported like intake's and metrics' ports: one line, exit 1
+                # (cmd_serve); start() stops the gateways already running.
+                raise EndpointError(str(exc)) from None
         self.intake = IntakeServer.from_config(cfg, self.pipeline, metrics=self.metrics,
                                                busy=self.busy)
         await self.intake.start()

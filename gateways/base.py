@@ -68,6 +68,37 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+class GatewayBindError(OSError):
+    """A gateway could not bind one of its endpoints (a port already taken, an address not here).
+
+    Raised by :meth:`Gateway.start` under either isolation (a child reports
+    it to the engine, which raises it again), so that the engine can refuse
+    to start with one line naming the gateway and the endpoint. An
+    ``OSError``, as the failed bind was.
+
+    Parameters
+    ----------
+    gateway : str
+        The gateway's name.
+    endpoint : str
+        The endpoint as configured (``tcp://127.0.0.1:7101``, ``127.0.0.1:9471``).
+    reason : str
+        Why, as the system says it (``Address already in use``).
+    errno : int, optional
+        The bind's error number (``errno.EADDRINUSE``).
+    """
+
+    def __init__(self, gateway: str, endpoint: str, reason: str, errno: int | None = None):
+        # OSError's, not super()'s: a subclass may derive from a library's
+        # error as well (gateways.zmq_pub.ZmqBindError), whose __init__ takes other arguments.
+        OSError.__init__(self, f"gateway {gateway}: cannot bind {endpoint}: {reason}")
+        self.gateway, self.endpoint, self.reason = gateway, endpoint, reason
+        self.errno, self.strerror = errno, reason
+
+    def __str__(self) -> str:
+        return self.args[0]  # the whole line, not OSError's "[Errno 98] <strerror>"
+
+
 class ForeignCursorError(Exception):
     """A gateway's stored cursor counts in the seqs of another journal than the one it follows.
 
@@ -210,7 +241,8 @@ class Gateway:
 
         Connection failures are not raised here: the gateway retries with
         back-off and reports them in ``metrics``. A gateway that cannot
-        start at all (a port already bound) raises.
+        start at all raises: :class:`GatewayBindError` for an endpoint it
+        cannot bind (a port already taken).
         """
         if self.running:
             return
@@ -220,8 +252,12 @@ class Gateway:
             return
         if self.config.metrics_port is not None and self._metrics_server is None:
             from gateways.metrics import serve_metrics
-            self._metrics_server = serve_metrics([self], self.config.metrics_host,
-                                                 self.config.metrics_port)
+            host, port = self.config.metrics_host, self.config.metrics_port
+            try:
+                self._metrics_server = serve_metrics([self], host, port)
+            except OSError as exc:
+                raise GatewayBindError(self.name, f"{host}:{port}", exc.strerror or str(exc),
+                                       exc.errno) from exc
             self.metrics_port = self._metrics_server.port
         self._stop.clear()
         self._thread = threading.Thread(target=self.run, name=f"gateway-{self.name}", daemon=True)
@@ -281,6 +317,8 @@ class Gateway:
         parent_end.close()
         if "error" in info:
             self._stop_process(5)
+            if "bind" in info:  # the child's GatewayBindError, raised again here
+                raise GatewayBindError(self.name, *info["bind"])
             raise RuntimeError(f"gateway {self.name} did not start: {info['error']}")
         for key, value in info.items():
             setattr(self, key, value)
@@ -722,7 +760,10 @@ def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, 
     try:
         gateway.start()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        conn.send({"error": describe(exc)})
+        error = {"error": describe(exc)}
+        if isinstance(exc, GatewayBindError):
+            error["bind"] = (exc.endpoint, exc.reason, exc.errno)
+        conn.send(error)
         return
     conn.send(gateway.public_info())
     conn.close()

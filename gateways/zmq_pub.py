@@ -39,7 +39,7 @@ import msgspec
 import zmq
 
 from engine.journal import JournalReader, RecordKind
-from gateways.base import Gateway, describe
+from gateways.base import Gateway, GatewayBindError, describe
 from gateways.config import ZmqConfig
 from gateways.events import GatewayEvent, Normalizer, topic_of
 from gateways.tail import JournalTail
@@ -81,6 +81,18 @@ def _bind(socket: zmq.Socket, endpoint: str) -> None:
         time.sleep(0.02)
 
 
+class ZmqBindError(GatewayBindError, zmq.ZMQError):
+    """An endpoint of the gateway that ZeroMQ could not bind.
+
+    A :class:`GatewayBindError` (what the engine reports: the gateway, the
+    endpoint, why) that is still the :class:`zmq.ZMQError` it was, ``errno``
+    included, for callers that catch that.
+    """
+
+    def __init__(self, gateway: str, endpoint: str, error: zmq.ZMQError):
+        super().__init__(gateway, endpoint, zmq.strerror(error.errno), error.errno)
+
+
 class ZmqGateway(Gateway):
     """Publish events on a ZeroMQ PUB socket and serve replays from the journal.
 
@@ -105,7 +117,16 @@ class ZmqGateway(Gateway):
         self.replay_endpoint = config.replay_endpoint
 
     def start(self) -> None:
-        """Bind the PUB socket and the replay service, then start following."""
+        """Bind the PUB socket and the replay service, then start following.
+
+        Raises
+        ------
+        GatewayBindError
+            Naming the endpoint that could not be bound (after
+            :data:`BIND_RETRY_S` for one in use); nothing is left bound.
+            Under ``thread`` isolation a :class:`ZmqBindError`, which is
+            also the ``zmq.ZMQError`` of the bind.
+        """
         if self.running:
             return
         if self.config.isolation == "process":
@@ -116,16 +137,19 @@ class ZmqGateway(Gateway):
         self._pub = self._context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.SNDHWM, config.sndhwm)
         self._pub.setsockopt(zmq.LINGER, 0)
+        binding = config.endpoint  # the one the error names
         try:
-            _bind(self._pub, config.endpoint)
+            _bind(self._pub, binding)
             self.endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
-            self._replay = ReplayServer(self._context, config.replay_endpoint, self.source,
+            binding = config.replay_endpoint
+            self._replay = ReplayServer(self._context, binding, self.source,
                                         Normalizer(config.events, journal=self.source),
                                         max_replay=config.max_replay)
-        except zmq.ZMQError:
+        except zmq.ZMQError as exc:
             self._pub.close()
             self._context.term()
-            raise
+            self._pub = self._context = None  # stop() has nothing left to close
+            raise ZmqBindError(self.name, binding, exc) from exc
         self.replay_endpoint = self._replay.endpoint
         self._replay.start()
         try:
