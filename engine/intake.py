@@ -88,6 +88,7 @@ from engine.messages import (
 )
 from engine.metrics import Metrics
 from ext import zmqcall
+from ext.msgpackkeys import duplicate_key
 
 log = logging.getLogger(__name__)
 
@@ -840,6 +841,14 @@ class IntakeServer:
         except Exception as exc:  # noqa: BLE001 - msgspec errors, and UnicodeDecodeError for non-UTF-8 str
             problem, ref_type, cl_ord_id = classify_decode_error(payload, exc)
             session.reject(problem.reason, problem.text, ref_type=ref_type, cl_ord_id=cl_ord_id)
+            return
+        repeated = duplicate_key(payload)
+        if repeated is not None:
+            # The decoder kept the last of the two values; the sender meant one.
+            name = type(request).__name__
+            session.reject(RejectReason.INVALID_FIELD,
+                           f"{name}: key {repeated[1]!r} appears twice at {repeated[0]}",
+                           ref_type=name, cl_ord_id=getattr(request, "cl_ord_id", None))
             return
         self._dispatch(listener, route, session, request, now, started)
 

@@ -327,6 +327,17 @@ def test_rejects_name_the_problem_and_change_nothing(client):
     client.status("r1", account="DEMO1")
     status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
     assert status.found and status.report.ord_status == OrdStatus.REJECTED
+    # A field written twice: which value the sender meant is unknown, so neither is taken.
+    order = msgspec.msgpack.encode(client.build_new_order("AAA", "buy", "1", "48.00",
+                                                          account="DEMO1", cl_ord_id="twice"))
+    assert order[0] == 0xde  # a map16: the count of its pairs follows, then the pairs
+    count = int.from_bytes(order[1:3], "big") + 1
+    client.send_raw(b"\xde" + count.to_bytes(2, "big") + order[3:] + b"\xa3qty\xa41000")
+    bad = client.recv_until(lambda m: isinstance(m, Reject), 5)[-1]
+    assert (bad.reject_name, bad.ref_type, bad.cl_ord_id, bad.text) == (
+        "INVALID_FIELD", "NewOrder", "twice", "NewOrder: key 'qty' appears twice at $")
+    client.status("twice", account="DEMO1")
+    assert not client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1].found
 
 
 def test_status_and_trade_history(engine, client):

@@ -8,9 +8,10 @@ frame that is not a valid, permitted request must come back as exactly one
 reach the handler; a valid one must reach the handler unchanged.
 """
 import msgspec
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from engine.client import Client
+from ext.msgpackkeys import duplicate_key
 from engine.messages import (
     BulkNewOrders, Cancel, ExecType, HeartbeatAck, KillSwitch, NewOrder, OrderStatusRequest, Reject,
     RejectReason, Replace, TradeHistoryRequest, check_request, classify_decode_error, request_decoder,
@@ -61,7 +62,18 @@ def tweaked(draw):
     return msgspec.msgpack.encode(message)
 
 
+@st.composite
+def repeated(draw):
+    """A valid message with one of its fields written twice, the second time plausibly."""
+    message = dict(draw(st.sampled_from(BASES)))
+    assume(len(message) < 15)  # (a fixmap: its header is one byte)
+    key = draw(st.sampled_from(sorted(message)))
+    again = msgspec.msgpack.encode({key: draw(st.sampled_from(PLAUSIBLE))})[1:]
+    return bytes([0x80 | len(message) + 1]) + msgspec.msgpack.encode(message)[1:] + again
+
+
 frames = st.one_of(
+    repeated(),
     st.binary(max_size=200),
     st.sampled_from([b"\xa1\x80", b"\x81\xa1\x80\x01", b"\x81\xa4type\xa1\x80",
                      b"\x82\xa4type\xa8NewOrder\xa3qty\xa1\x80"]),
@@ -82,6 +94,8 @@ def expected(frame: bytes):
         request = DECODER.decode(frame)
     except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         return classify_decode_error(frame, exc)[0].reason, None
+    if duplicate_key(frame) is not None:  # a key twice: the decoder kept one of two values
+        return RejectReason.INVALID_FIELD, None
     return None, request
 
 
