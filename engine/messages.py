@@ -109,7 +109,9 @@ _TEXT_KINDS = ((ClOrdId, TextKind.TEXT_ID), (Account, TextKind.TEXT_ID),
                (Symbol, TextKind.TEXT_SYMBOL), (PositiveDecimalStr, TextKind.TEXT_POSITIVE_DECIMAL),
                (DecimalStr, TextKind.TEXT_DECIMAL))
 Label = Annotated[str, Meta(max_length=64)]
-Text = Annotated[str, Meta(max_length=512)]
+#: Longest ``text`` of any message (characters).
+MAX_TEXT = 512
+Text = Annotated[str, Meta(max_length=MAX_TEXT)]
 #: Largest integer a request may carry: the core's integers are int64, and a
 #: larger one (msgpack has uint64) would pass decoding only to overflow
 #: converting to C after risk took the order.
@@ -567,10 +569,23 @@ def reject_name(code: int) -> str:
     return _REJECT_NAMES.get(code) or f"UNKNOWN_{code}"
 
 
+def clip_text(text: str | None) -> str | None:
+    """``text`` within the wire's :data:`MAX_TEXT` characters, cut with a final "…".
+
+    For a text the engine composes from something unbounded (an exception,
+    a configuration's errors): msgspec does not check lengths when a struct
+    is built, and a longer text would reach the client (which refuses it) and
+    the journal (whose recovery reads it with the same schema).
+    """
+    if text is None or len(text) <= MAX_TEXT:
+        return text
+    return text[:MAX_TEXT - 1] + "…"
+
+
 def make_reject(reason: int, text: str, *, ref_type: str | None = None,
                 cl_ord_id: str | None = None) -> Reject:
     """A ``Reject`` with its name and ``transact_time`` filled in."""
-    return Reject(reject_reason=int(reason), reject_name=reject_name(reason), text=text[:512],
+    return Reject(reject_reason=int(reason), reject_name=reject_name(reason), text=clip_text(text),
                   ref_type=ref_type, cl_ord_id=cl_ord_id, transact_time=time.time_ns())
 
 

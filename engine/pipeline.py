@@ -27,8 +27,8 @@ from engine.messages import (
     SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalCommand,
     JournalDayRoll, JournalEvent, JournalSession, JournalValuation, KillSwitch, NewOrder,
     OrderStatusReply, OrderStatusRequest, OrdType, ReloadLimits, Replace, Request, StageTime,
-    TradeFill, TradeHistoryReply, TradeHistoryRequest, event_envelope, make_reject, members,
-    participation_ppm, reject_name,
+    TradeFill, TradeHistoryReply, TradeHistoryRequest, clip_text, event_envelope, make_reject,
+    members, participation_ppm, reject_name,
 )
 from engine.history import HistoryAnswer, TradeHistory, TradeStore
 from engine.orders import Child, Order, OrderTable, Stage, execution_report
@@ -1061,7 +1061,7 @@ class Pipeline(Handler):
             try:
                 older = future.result()
             except Exception as exc:  # noqa: BLE001 - the store's failure is the client's answer
-                older = f"the trade store failed: {type(exc).__name__}: {exc}"
+                older = clip_text(f"the trade store failed: {type(exc).__name__}: {exc}")
             if isinstance(older, str):
                 return self._history_reply(session.session_id, req, answer.fills, answer, older)
             self._history_reply(session.session_id, req, TradeHistory.merge(older, answer.fills),
@@ -1103,7 +1103,8 @@ class Pipeline(Handler):
                 text = f"kill switch released ({req.scope} {req.target or ''})"
         except (KeyError, ValueError) as exc:
             reason = _RejectReason.INVALID_FIELD
-            why = f"unknown {req.scope} {req.target!r}" if isinstance(exc, KeyError) else str(exc)
+            why = clip_text(f"unknown {req.scope} {req.target!r}" if isinstance(exc, KeyError)
+                            else str(exc))
             self._count_reject(reason, "admin")
             return self._send(session.session_id, AdminReply(
                 req_id=req.req_id, ok=False, reject_reason=int(reason),
@@ -1121,7 +1122,7 @@ class Pipeline(Handler):
                                  f"{session.client_name} ({session.session_id})")
                 ok, text = True, "risk limits reloaded; running counters kept"
             except Exception as exc:  # a bad file leaves the running limits in force
-                ok, text = False, f"reload refused, limits unchanged: {exc}"
+                ok, text = False, clip_text(f"reload refused, limits unchanged: {exc}")
         reason = 0 if ok else _RejectReason.INVALID_FIELD
         if reason:
             self._count_reject(reason, "admin")

@@ -44,7 +44,7 @@ from engine.journal import JournalReader, RecordKind
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
     JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalSession, KillSwitch,
-    NewOrder, OrdStatus, Reject, RejectReason, Replace, TradeFill, reject_name,
+    NewOrder, OrdStatus, Reject, RejectReason, Replace, TradeFill, clip_text, reject_name,
 )
 from engine.orders import Stage
 from engine.pipeline import RISK_SCOPE, cl_ord_hash, order_schedule, risk_flags
@@ -109,6 +109,23 @@ class _Requester(NamedTuple):
     is journaled all the same, as for any session intake no longer has)."""
 
     session_id: str
+
+
+def _decode_clipped(data: bytes) -> JournalPayload:
+    """A record an older engine wrote with a ``text`` past ``MAX_TEXT``, its texts cut.
+
+    Such an engine sent (and journaled) a refused reload's long reason whole;
+    refusing the record would make the journal unrecoverable for a message's
+    wording. Anything else the schema refuses is raised as before.
+    """
+    def clip(value):
+        if isinstance(value, dict):
+            return {k: clip_text(v) if k == "text" and isinstance(v, str) else clip(v)
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [clip(v) for v in value]
+        return value
+    return msgspec.convert(clip(msgspec.msgpack.decode(data)), JournalPayload)
 
 
 def _permissive(table: dict) -> dict:
@@ -183,7 +200,10 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
             continue
         if rec.kind not in (RecordKind.COMMAND, RecordKind.EVENT):
             continue
-        payload = rec.decode(decoder)
+        try:
+            payload = rec.decode(decoder)
+        except msgspec.ValidationError:
+            payload = _decode_clipped(rec.payload)
         if isinstance(payload, JournalCommand):
             principals[payload.session_id] = payload.principal
             req = payload.request
