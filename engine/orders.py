@@ -152,6 +152,9 @@ class Order(msgspec.Struct, gc=False, eq=False):
     #: the seq ``last_report`` went out with in the order's session (0: not sent on one);
     #: kept apart from the report so that sending it costs no copy (see Pipeline._status)
     report_seq: int = 0
+    #: (reason, text) once the engine took the order down on its own account (kill switch,
+    #: cancel-on-disconnect): a Replace arriving after that is refused, never routes it again
+    pulled: tuple | None = None
 
     def __post_init__(self) -> None:
         self.path = (_RECEIVED, self.created_ns)

@@ -425,9 +425,15 @@ class Pipeline(Handler):
         """Take orders out of the market on the engine's own account (kill switch, disconnect).
 
         An order with a replace in flight is already coming down; the replace
-        must not send it back, so it is marked to end canceled instead.
+        must not send it back, so it is marked to end canceled instead. A
+        replace that arrives while the order comes down is refused with the
+        same reason (``Order.pulled``).
         """
+        by_id = self.orders.by_id
         for order_id in order_ids:
+            order = by_id.get(int(order_id))
+            if order is not None:
+                order.pulled = (reason, text)
             pending = self._pending.get(int(order_id))
             if pending is not None and isinstance(pending.request, Replace):
                 pending.cancel = (reason, text)
@@ -747,6 +753,10 @@ class Pipeline(Handler):
         if order.ord_type == _OrdType.MARKET and req.price is not None:
             return self._cancel_reject(session, order, req, _RejectReason.INVALID_PRICE,
                                        "a MARKET order has no price to replace")
+        if order.pulled is not None:
+            # Coming down on the engine's own account: routed again with new
+            # terms (or, refused, with its old ones) it would trade on.
+            return self._cancel_reject(session, order, req, *order.pulled)
         if order.immediate and order.schedule is None:
             # It trades on arrival and its remainder is canceled: routed
             # again with new terms, it would trade a second time.
