@@ -20,7 +20,7 @@ Example
 
     [intake]
     endpoints = ["tcp://0.0.0.0:7001", "ipc:///run/kronos/intake.sock"]
-    max_message_bytes = 65536
+    max_message_bytes = 262144
     heartbeat_interval_ms = 1000
     heartbeat_timeout_ms = 3000
 
@@ -97,7 +97,8 @@ class IntakeConfig(_Section):
         Explicit opt-in for ``plaintext_endpoints``. Default false.
     max_message_bytes : int
         Larger frames are answered with MESSAGE_TOO_LARGE, undecoded.
-        Default 65536.
+        Default 262144 (256 KiB): a ``BulkNewOrders`` of ``max_bulk_orders``
+        orders as the client library writes them (about 240 bytes each) fits.
     hard_max_message_bytes : int
         Larger frames make ZeroMQ drop the connection (they are never read
         into memory). Default 16 x ``max_message_bytes``.
@@ -135,7 +136,7 @@ class IntakeConfig(_Section):
     endpoints: list[str] = []
     plaintext_endpoints: list[str] = []
     allow_plaintext: bool = False
-    max_message_bytes: IntakeInt = 65536
+    max_message_bytes: IntakeInt = 262144
     # libzmq keeps the hard limit in an int64.
     hard_max_message_bytes: Annotated[int, Meta(le=2**63 - 1)] | None = None
     max_bulk_orders: IntakeInt = 1000

@@ -9,8 +9,9 @@ import msgspec
 import pytest
 
 from engine.client import Client
-from engine.messages import (AdminReply, ExecType, ExecutionReport, KillSwitch, OrderStatusReply,
-                             OrdStatus, Reject, TradeHistoryReply, check_report)
+from engine.messages import (AdminReply, BulkNewOrders, ExecType, ExecutionReport, KillSwitch,
+                             OrderStatusReply, OrdStatus, Reject, TradeHistoryReply,
+                             check_report)
 from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
 
 
@@ -525,3 +526,22 @@ def test_bulk_order_of_an_unsupported_version_is_refused_alone(engine, client):
     assert [(r.cl_ord_id, r.exec_type) for r in reports] == [("bv1", ExecType.NEW)]
     client.status("bv2", account="DEMO1")
     assert client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1].found is False
+
+
+def test_a_bulk_of_the_default_maximum_fits_the_default_message_size(tmp_path):
+    """intake.max_bulk_orders (1000) orders, as the client library writes them, are one
+    message that intake.max_message_bytes lets through: with the old 64 KiB, 280 did."""
+    from tests.integration.engine_harness import serving
+    with serving(tmp_path) as (engine, endpoint), Client(endpoint) as client:
+        assert engine.config.intake.max_bulk_orders == 1000
+        orders = [client.build_new_order("AAA", "buy", "1", "48.00", account="DEMO1",
+                                         cl_ord_id=f"bulk-{i:06d}-padded-as-clients-do")
+                  for i in range(1000)]
+        assert len(msgspec.msgpack.encode(BulkNewOrders(orders=orders))) > 200_000
+        client.bulk(orders)
+        acked = set()
+        while len(acked) < 1000:
+            message = client.recv(5)
+            assert isinstance(message, ExecutionReport), message
+            assert message.exec_type == ExecType.NEW
+            acked.add(message.cl_ord_id)

@@ -77,7 +77,7 @@ servers = ["nats://127.0.0.1:4222"]
 def test_documented_defaults():
     config = parse_config(PLAIN)
     assert config.intake.allow_plaintext
-    assert config.intake.max_message_bytes == 65536
+    assert config.intake.max_message_bytes == 262144
     assert (config.intake.heartbeat_interval_ms, config.intake.heartbeat_timeout_ms) == (1000, 3000)
     assert config.journal == JournalConfig(dir=str(Path("data/journal").resolve()))
     assert config.journal.fsync == "always"
