@@ -156,6 +156,13 @@ class Handler:
         session stays resumable; any later message clears ``timed_out``.
         """
 
+    def on_session_forgotten(self, session: "Session") -> None:
+        """Intake let the session go (evicted, or silent past ``session_retention_s``).
+
+        It can no longer be resumed; messages for it have nowhere to go. The
+        handler drops what it keeps per session. Default: no-op.
+        """
+
 
 # ---------------------------------------------------------------- sessions
 class Session:
@@ -982,6 +989,10 @@ class IntakeServer:
             del session._listener.routes[route]
         session._route = None
         self.metrics.sessions.set(len(self.sessions))
+        try:
+            self.handler.on_session_forgotten(session)
+        except Exception:
+            log.exception("intake: on_session_forgotten failed for %s", session.session_id)
 
     # ------------------------------------------------------------ dispatch
     def _dispatch(self, listener: _Listener, route: bytes, session: Session, request: Request,

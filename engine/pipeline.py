@@ -409,6 +409,15 @@ class Pipeline(Handler):
                 self._reload(session, request, now)
         self._pump(now)
 
+    def on_session_forgotten(self, session: Session) -> None:
+        """Intake let the session go: drop it (and its resend ring) from the sessions reports
+        are sent to. Its orders' reports are journaled, as for any session intake no longer
+        has (see :meth:`_send`); without this the table grew with every connection."""
+        if self.sessions.get(session.session_id) is session:
+            del self.sessions[session.session_id]
+        self._gates.pop(session.session_id, None)
+        self._event_envelopes.pop(session.session_id, None)
+
     def on_session_timeout(self, session: Session) -> None:
         """Cancel the session's working orders if it asked for cancel-on-disconnect."""
         if not session.cancel_on_disconnect:
