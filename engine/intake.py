@@ -875,10 +875,29 @@ class IntakeServer:
                     self._refuse_superseded(listener, route, frames, superseded, now)
                     return None
                 del listener.superseded[route]  # another key: as for a new connection
-        return self._open_session(listener, route, principal, now)
+        # At max_sessions a new session evicts an idle one, or is refused; not
+        # the one carrying a resume: it lives for one frame (the resumed session
+        # takes its connection), and evicting for it could drop the very
+        # session being resumed (the oldest idle one).
+        resuming = len(self.sessions) >= self.config.max_sessions and \
+            self._resumes_held(listener, frames, principal)
+        return self._open_session(listener, route, principal, now, evict=not resuming)
+
+    def _resumes_held(self, listener: _Listener, frames: list[bytes], principal: str) -> bool:
+        """Whether the message resumes a session this key holds (read only at the limit)."""
+        if len(frames) != 2 or len(frames[1]) > self.config.max_message_bytes:
+            return False
+        try:
+            request = listener.decoder.decode(frames[1])
+        except Exception:  # noqa: BLE001 - refused once it is read as a session's message
+            return False
+        if not isinstance(request, ResendRequest) or request.session_id is None:
+            return False
+        target = self.sessions.get(request.session_id)
+        return target is not None and target.principal == principal
 
     def _open_session(self, listener: _Listener, route: bytes, principal: str,
-                      now: int) -> Session | None:
+                      now: int, evict: bool = True) -> Session | None:
         previous = listener.routes.get(route)
         if previous is not None:
             # Another key now speaks on this routing id: never let it act
@@ -886,7 +905,7 @@ class IntakeServer:
             log.warning("intake: routing id of session %s taken over by another key; detached",
                         previous.session_id)
             previous._route = None
-        if len(self.sessions) >= self.config.max_sessions and not self._evict_one():
+        if evict and len(self.sessions) >= self.config.max_sessions and not self._evict_one():
             log.error("intake: %d sessions, none idle; refusing a new one", len(self.sessions))
             self._send_sessionless(listener, route, make_reject(RejectReason.NOT_AUTHORIZED,
                                                                 "too many sessions"))

@@ -25,3 +25,31 @@ def test_the_pipelines_sessions_stay_within_max_sessions(tmp_path):
                                     set(engine.service.pipeline.sessions)))
         assert held[0] <= 5
         assert held[1] <= set(engine.call(lambda: list(engine.service.intake.sessions)))
+
+
+def test_a_client_resumes_its_session_when_the_engine_holds_max_sessions(tmp_path):
+    """The frame carrying a resume needs a session for a moment; at the limit it was refused
+    ("too many sessions") or evicted an idle session, possibly the one being resumed."""
+    from engine.messages import ExecType, ExecutionReport, HeartbeatAck
+    port = free_port()
+    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
+    path.write_text(config_text(port, tmp_path / "journal").replace(
+        "heartbeat_timeout_ms = 60000", "heartbeat_timeout_ms = 60000\nmax_sessions = 2"))
+    with ThreadedEngine(path) as engine, Client(endpoint) as other:
+        other.heartbeat()
+        other.recv(5)
+        first = Client(endpoint)
+        first.heartbeat()
+        first.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="a1")
+        acked = first.recv_until(lambda m: isinstance(m, ExecutionReport), 5)[-1]
+        session_id = first.session_id
+        first.close()  # its session is held: the engine cannot know the connection is gone
+        assert engine.call(lambda: len(engine.service.intake.sessions)) == 2
+        with Client(endpoint) as again:
+            again.resume(session_id, acked.seq - 1)
+            got = again.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+            assert [(m.cl_ord_id, m.exec_type) for m in got if isinstance(m, ExecutionReport)] \
+                == [("a1", ExecType.NEW)]
+            assert got[-1].session_id == session_id
+            assert engine.call(lambda: sorted(engine.service.intake.sessions)) == \
+                sorted([session_id, other.session_id])
