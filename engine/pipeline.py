@@ -675,6 +675,17 @@ class Pipeline(Handler):
                          f"no order {req.orig_cl_ord_id!r} for account {req.account}",
                          kind.lower(), ref_type=kind, cl_ord_id=req.cl_ord_id)
             return None
+        # The request's own cl_ord_id becomes the order's alias when it goes
+        # through; one already naming an order (this one or another, live or
+        # done) or spent by another request would re-point that name and
+        # strand the order it named. (A Reject, not an ExecutionReport: a
+        # report under that cl_ord_id would read as news of the order it
+        # already names; so before any check that answers with one.)
+        if not fresh:
+            self._refuse(session, _RejectReason.DUPLICATE_CL_ORD_ID,
+                         f"cl_ord_id {req.cl_ord_id!r} was already used by account {req.account}",
+                         kind.lower(), ref_type=kind, cl_ord_id=req.cl_ord_id)
+            return None
         pending = self._pending.get(order.order_id)
         # (A Cancel may follow a Replace in flight: see _cancel.)
         if order.done or pending is not None and not (
@@ -687,17 +698,6 @@ class Pipeline(Handler):
         if req.symbol is not None and req.symbol != order.symbol:
             self._cancel_reject(session, order, req, _RejectReason.INVALID_FIELD,
                                 f"symbol {req.symbol!r} is not the order's ({order.symbol})")
-            return None
-        # The request's own cl_ord_id becomes the order's alias when it goes
-        # through; one already naming an order (this one or another, live or
-        # done) or spent by another request would re-point that name and
-        # strand the order it named. (A Reject, not an ExecutionReport: a
-        # report under that cl_ord_id would read as news of the order it
-        # already names.)
-        if not fresh:
-            self._refuse(session, _RejectReason.DUPLICATE_CL_ORD_ID,
-                         f"cl_ord_id {req.cl_ord_id!r} was already used by account {req.account}",
-                         kind.lower(), ref_type=kind, cl_ord_id=req.cl_ord_id)
             return None
         return order
 

@@ -239,3 +239,24 @@ def test_a_midpoint_childs_price_is_null(slow):
     children = {c.venue: c for c in status(client, "mp-1").children}
     assert children["MIDX"].price is None and children["MIDX"].cum_qty == "7"
     assert children["NEXA"].price == "120.03" and children["NEXA"].cum_qty == "3"
+
+
+def test_a_spent_id_on_a_cancel_of_a_done_order_gets_a_reject_not_a_report(slow):
+    """A Cancel or Replace reusing an id is refused DUPLICATE_CL_ORD_ID whatever else is wrong
+    with it: an ExecutionReport under that id (TOO_LATE_TO_CANCEL for a done order, a wrong
+    symbol) would read as news of the order the id already names."""
+    engine, client = slow
+    done = resting(client, "sp-done")
+    client.cancel("sp-done", account="DEMO1", cl_ord_id="sp-done-x")
+    report(client, "sp-done-x", ExecType.CANCELED)
+    resting(client, "sp-live")
+    client.cancel("sp-done", account="DEMO1", cl_ord_id="sp-live")  # done order, spent id
+    dup = reject(client, "sp-live")
+    assert (dup.reject_name, dup.ref_type) == ("DUPLICATE_CL_ORD_ID", "Cancel")
+    client.replace("sp-live", account="DEMO1", qty="9", symbol="BBB", cl_ord_id="sp-done")
+    dup = reject(client, "sp-done")
+    assert (dup.reject_name, dup.ref_type) == ("DUPLICATE_CL_ORD_ID", "Replace")
+    assert not [m for m in client.drain(0.2) if isinstance(m, ExecutionReport)
+                and m.cl_ord_id in ("sp-live", "sp-done")]
+    assert status(client, "sp-live").report.ord_status == OrdStatus.NEW
+    assert status(client, "sp-done").report.order_id == done.order_id
