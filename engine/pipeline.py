@@ -766,6 +766,11 @@ class Pipeline(Handler):
             # Coming down on the engine's own account: routed again with new
             # terms (or, refused, with its old ones) it would trade on.
             return self._cancel_reject(session, order, req, *order.pulled)
+        if not self.venues.open_count():
+            # Its children would come down and the new terms could go nowhere:
+            # the order would be canceled for a replace. It keeps its terms.
+            return self._cancel_reject(session, order, req, _RejectReason.NO_ROUTE,
+                                       "the venues are closed: the order keeps its terms")
         if order.immediate and order.schedule is None:
             # It trades on arrival and its remainder is canceled: routed
             # again with new terms, it would trade a second time.
@@ -931,7 +936,10 @@ class Pipeline(Handler):
             order.advance(_Stage.EXPIRED, now)
             self._report(order, _ExecType.EXPIRED, text=(
                 "its schedule's window ended" if order.schedule is not None
-                else "the venues closed: its day is over" if reason == _RejectReason.VENUE_CLOSED
+                # (a child the venue expired at its close finishes the order with
+                # no reason of the router's: the venues' state tells)
+                else "the venues closed: its day is over"
+                if reason == _RejectReason.VENUE_CLOSED or not self.venues.open_count()
                 else "its time in force ran out"))
             if pending is not None:  # (its time in force ran out first)
                 self._refuse_pending(pending, order, _RejectReason.TOO_LATE_TO_CANCEL,
