@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import fcntl
 import hashlib
 import heapq
 import logging
@@ -103,6 +104,39 @@ class JournalFailedError(JournalError):
     writer fails stop: it writes nothing more, and restarting on what is on
     disk is the way on (the journal then ends at a good record or a torn tail).
     """
+
+
+class JournalLockedError(JournalError):
+    """Another process writes this journal (it holds ``journal.lock``): two writers would
+    interleave their sequences and break the chain for good."""
+
+
+#: The file a writer holds an exclusive ``flock`` on for as long as it is open.
+LOCK_NAME = "journal.lock"
+
+
+def _lock(data_dir: Path) -> int:
+    """Take the journal's writer lock; returns its file descriptor (closing it releases it).
+
+    ``flock`` is released by the kernel when the process ends, ``kill -9``
+    included, so a crashed engine never leaves a stale lock behind. The
+    holder's pid is written into the file for the refusal's message.
+    """
+    path = data_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise JournalLockedError(f"{data_dir} is in use by another engine (pid {holder}, "
+                                 f"which holds {path}); one journal has one writer") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class JournalCorruptError(JournalError):
@@ -563,6 +597,9 @@ class JournalWriter:
             raise ValueError("group_commit_us and rotate_bytes must be positive")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Before anything is read or repaired: a second writer's "torn tail"
+        # may be the first one's record being written.
+        self._lock_fd = _lock(self.data_dir)
         self.fsync = fsync
         self.group_commit_us = group_commit_us
         self.rotate_bytes = rotate_bytes
@@ -587,7 +624,11 @@ class JournalWriter:
         self.repaired: TornTail | None = None
         self._rotation_failing = False   # a rotation failed; logged once until one succeeds
         self._failure_watchers: set[Callable[[JournalFailedError], None]] = set()
-        self._open()
+        try:
+            self._open()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         self._durable_seq = self._written_seq = self._last_seq
         self._committer: threading.Thread | None = None
         if fsync == "group":
@@ -1075,6 +1116,7 @@ class JournalWriter:
             for segment in self._retired:
                 os.close(segment.fd)
             os.close(self._segment.fd)
+            os.close(self._lock_fd)  # the next writer may start
 
     def __enter__(self) -> "JournalWriter":
         return self

@@ -40,7 +40,8 @@ from typing import NamedTuple
 
 import msgspec
 
-from engine.journal import JournalReader, RecordKind
+from engine.journal import (FILE_HEADER_SIZE, JournalReader, RecordKind, list_segments,
+                            parse_segment_header)
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
     JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalSession, KillSwitch,
@@ -111,6 +112,25 @@ class _Requester(NamedTuple):
     session_id: str
 
 
+def _check_whole(journal_dir) -> None:
+    """Refuse a journal whose first segments are gone (archived or deleted from the front).
+
+    The engine's state is the replay of the whole journal (there are no
+    checkpoints): from a later segment it would miss orders, fills and
+    positions, and take spent cl_ord_ids for free, without a word.
+    """
+    segments = list_segments(journal_dir)
+    if not segments:
+        return
+    with open(segments[0], "rb") as f:
+        first = parse_segment_header(segments[0], f.read(FILE_HEADER_SIZE)).first_seq
+    if first != 1:
+        raise RecoveryError(
+            f"the journal begins at seq {first} ({segments[0].name}): its first segments were "
+            f"archived or deleted, and the engine rebuilds its state from the whole journal; "
+            f"put them back (journal verify and export still read what is left)")
+
+
 def _decode_clipped(data: bytes) -> JournalPayload:
     """A record an older engine wrote with a ``text`` past ``MAX_TEXT``, its texts cut.
 
@@ -155,6 +175,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     or venue: once the sessions are restored, :func:`resume_working` takes
     the working orders back to the market.
     """
+    _check_whole(journal_dir)
     risk, table = pipeline.risk, pipeline.orders
     live_config = risk.config
     risk.reload(_permissive(live_config), 0, "recovery")
