@@ -39,6 +39,8 @@ from engine.messages import (
     NewOrder,
     OrderStatusRequest,
     OrdType,
+    Reject,
+    RejectReason,
     Replace,
     Request,
     ResendRequest,
@@ -104,6 +106,8 @@ class _Base:
         self._held: dict[int, Response] = {}  # seq -> message waiting for a gap below it
         self._held_since = 0.0
         self._requested: list[list[int]] = []  # resend ranges asked for and not yet closed
+        #: a resume was sent and neither its closing HeartbeatAck nor a refusal came back
+        self.resuming = False
 
     # ------------------------------------------------------------ building
     def next_cl_ord_id(self) -> str:
@@ -145,8 +149,19 @@ class _Base:
             self._ready.append(msg)
             return None
         resend = None
+        if self.resuming and isinstance(msg, Reject) and msg.ref_type == "ResendRequest" \
+                and msg.reject_reason == RejectReason.RESUME_REFUSED:
+            # Not resumed: the connection has a session of its own, whose
+            # numbering this reject began; the old one's seqs no longer apply.
+            self.resuming = False
+            self.session_id, self.last_seq = None, seq
+            self.gaps, self.lost, self._requested = [], [], []
+            self._ready.append(msg)
+            return None
         if isinstance(msg, HeartbeatAck):
             self.session_id = msg.session_id
+            if msg.resend_begin_seq is not None:
+                self.resuming = False
         if seq == self.last_seq + 1:
             self.last_seq = seq
         elif seq > self.last_seq:
@@ -365,6 +380,7 @@ class Client(_Base):
         """
         self.last_seq = last_seq
         self.session_id = session_id
+        self.resuming = True
         self._requested.append([last_seq + 1, 0])
         self.resend(last_seq + 1, session_id=session_id)
 
@@ -502,6 +518,7 @@ class AsyncClient(_Base):
         """Take over session ``session_id`` after a reconnect (see ``Client.resume``)."""
         self.last_seq = last_seq
         self.session_id = session_id
+        self.resuming = True
         self._requested.append([last_seq + 1, 0])
         await self.resend(last_seq + 1, session_id=session_id)
 

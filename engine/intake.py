@@ -1130,9 +1130,31 @@ class IntakeServer:
                                f"no session {request.session_id!r} to resume for this key "
                                f"(unknown, expired or another key's)", ref_type="ResendRequest")
                 return
+            if request.begin_seq > target.seq + 1:
+                # The client saw messages this session never sent: the engine
+                # lost them (a journal that lost its tail). Numbering over
+                # them would reuse seqs the client has, which it drops.
+                log.error("intake: resume of session %s from seq %d refused: it has sent %d "
+                          "messages; the engine lost messages it had sent", target.session_id,
+                          request.begin_seq, target.seq)
+                session.reject(RejectReason.RESUME_REFUSED,
+                               f"session {target.session_id} has sent {target.seq} messages and "
+                               f"you have seen {request.begin_seq - 1}: this engine lost messages "
+                               f"it had sent (its journal lost its tail); not resumed: this "
+                               f"connection has a new session, ask for your orders' status",
+                               ref_type="ResendRequest")
+                return
             session = self._resume(listener, route, session, target, now)
         session.fresh = False  # this connection now speaks for this session
         begin = request.begin_seq
+        if begin > session.seq + 1:
+            # Outside the numbering (seq 0): at the session's next seq, below
+            # what the client has seen, the client would drop it as a repeat.
+            self._send_sessionless(listener, route, make_reject(
+                RejectReason.INVALID_FIELD,
+                f"begin_seq {begin} is past this session's last message, seq {session.seq}",
+                ref_type="ResendRequest"))
+            return
         end = min(request.end_seq or session.seq, session.seq)
         oldest = session.oldest_kept_seq
         # Taken before the reject below, which enters the ring and may push
