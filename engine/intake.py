@@ -280,17 +280,19 @@ class Session:
 
 
 class _Superseded:
-    """A routing id whose session was resumed by another connection.
+    """A routing id whose session it no longer has: resumed by another connection, or
+    dropped by intake (evicted at ``max_sessions``, expired) while the connection lived.
 
-    Frames from it (same key) are refused, not given a new session: its
-    client still counts that session's ``seq`` and would drop the new
-    session's numbering as duplicates.
+    Frames from it (same key) are refused with ``text``, not given a new
+    session: its client still counts that session's ``seq`` and would drop
+    the new session's numbering as duplicates.
     """
 
-    __slots__ = ("principal", "session_id", "last_recv_ns")
+    __slots__ = ("principal", "session_id", "last_recv_ns", "text")
 
-    def __init__(self, principal: str, session_id: str, now_ns: int):
+    def __init__(self, principal: str, session_id: str, now_ns: int, text: str):
         self.principal, self.session_id, self.last_recv_ns = principal, session_id, now_ns
+        self.text = text
 
 
 def _superseded_text(session_id: str) -> str:
@@ -973,7 +975,8 @@ class IntakeServer:
         # is also dropped by the watchdog after session_retention_s.
         while len(superseded) >= self.config.max_sessions:
             del superseded[next(iter(superseded))]
-        superseded[route] = _Superseded(session.principal, session.session_id, now)
+        superseded[route] = _Superseded(session.principal, session.session_id, now,
+                                        _superseded_text(session.session_id))
 
     def _refuse_superseded(self, listener: _Listener, route: bytes, frames: list[bytes],
                            gone: _Superseded, now: int) -> None:
@@ -986,8 +989,8 @@ class IntakeServer:
                 pass
             else:
                 ref_type, cl_ord_id = type(request).__name__, getattr(request, "cl_ord_id", None)
-        reject = make_reject(RejectReason.RESUME_REFUSED, _superseded_text(gone.session_id),
-                             ref_type=ref_type, cl_ord_id=cl_ord_id)
+        reject = make_reject(RejectReason.RESUME_REFUSED, gone.text, ref_type=ref_type,
+                             cl_ord_id=cl_ord_id)
         # Most recently heard from last, so that the bound drops the stalest.
         del listener.superseded[route]
         if self._send_sessionless(listener, route, reject):
@@ -998,14 +1001,30 @@ class IntakeServer:
         detached = [s for s in self.sessions.values() if not s.connected or s.timed_out]
         if not detached:
             return False
-        self._forget(min(detached, key=lambda s: s.last_recv_ns))
+        victim = min(detached, key=lambda s: s.last_recv_ns)
+        self._forget(victim, f"session {victim.session_id} was dropped to make room (the "
+                             f"engine holds intake.max_sessions sessions and this one was "
+                             f"silent)")
         return True
 
-    def _forget(self, session: Session) -> None:
+    def _forget(self, session: Session, why: str | None = None) -> None:
+        """Drop ``session`` for good. ``why``: intake drops it (evicted, expired), and a
+        connection it may still have is refused from now on with that reason."""
         self.sessions.pop(session.session_id, None)
         route = session._route
-        if route is not None and session._listener.routes.get(route) is session:
-            del session._listener.routes[route]
+        listener = session._listener
+        if route is not None and listener.routes.get(route) is session:
+            del listener.routes[route]
+            if why is not None:
+                # Its next frame would open a new session numbered from 1,
+                # which its client drops as repeats of what it has seen.
+                superseded = listener.superseded
+                while len(superseded) >= self.config.max_sessions:
+                    del superseded[next(iter(superseded))]
+                superseded[route] = _Superseded(
+                    session.principal, session.session_id, time.monotonic_ns(),
+                    f"{why}; this connection has no session any more and its requests are "
+                    f"refused: reconnect to start a new one")
         session._route = None
         self.metrics.sessions.set(len(self.sessions))
         try:
@@ -1206,7 +1225,8 @@ class IntakeServer:
                     except Exception:
                         log.exception("intake: on_session_timeout failed for %s", session.session_id)
                 if silent > self._retention_ns:
-                    self._forget(session)
+                    self._forget(session, f"session {session.session_id} expired: silent "
+                                          f"for intake.session_retention_s")
             for listener in self._listeners:
                 superseded = listener.superseded
                 while superseded:

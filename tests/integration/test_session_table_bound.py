@@ -53,3 +53,35 @@ def test_a_client_resumes_its_session_when_the_engine_holds_max_sessions(tmp_pat
             assert got[-1].session_id == session_id
             assert engine.call(lambda: sorted(engine.service.intake.sessions)) == \
                 sorted([session_id, other.session_id])
+
+
+def test_a_connection_whose_session_was_evicted_is_told_not_renumbered(tmp_path):
+    """A connected session that only timed out can be evicted for a newcomer; its next
+    message opened a new session numbered from 1, whose acknowledgements its client
+    dropped as repeats (an order accepted, the client never knowing)."""
+    from engine.messages import ExecutionReport, Heartbeat, Reject
+    port = free_port()
+    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
+    path.write_text(config_text(port, tmp_path / "journal").replace(
+        "heartbeat_timeout_ms = 60000",
+        "heartbeat_timeout_ms = 300\nheartbeat_interval_ms = 100\nmax_sessions = 2"))
+    with ThreadedEngine(path), Client(endpoint) as a, Client(endpoint) as b:
+        a.heartbeat()
+        a.recv(5)
+        a.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="a-1")
+        a.recv_until(lambda m: isinstance(m, ExecutionReport), 5)
+        b.heartbeat()
+        b.recv(5)
+        time.sleep(0.6)  # both silent past the timeout: still connected, evictable
+        with Client(endpoint) as newcomer:
+            newcomer.heartbeat()
+            newcomer.recv(5)  # it took the oldest one's place: a's
+        a.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="a-2")
+        told = a.recv(5)
+        assert isinstance(told, Reject) and told.seq == 0
+        assert (told.reject_name, told.ref_type, told.cl_ord_id) == (
+            "RESUME_REFUSED", "NewOrder", "a-2")
+        assert "was dropped to make room" in told.text and "reconnect" in told.text
+        assert a.duplicates == 0
+        a.send(Heartbeat())  # and so on, until it reconnects
+        assert isinstance(a.recv(5), Reject)
