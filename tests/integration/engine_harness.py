@@ -108,10 +108,16 @@ def serving(tmp: Path, **config):
         yield engine, f"tcp://127.0.0.1:{port}"
 
 
-def start_subprocess(config_path: Path, log_path: Path) -> subprocess.Popen:
-    """``kronos-exec serve`` as a child process; returns once it accepts orders."""
+def start_subprocess(config_path: Path, log_path: Path,
+                     launcher: tuple[str, ...] = ("-m", "engine.cli")) -> subprocess.Popen:
+    """``kronos-exec serve`` as a child process; returns once it accepts orders.
+
+    ``launcher``: the Python arguments before ``serve``; a test that injects
+    a fault runs ``("-c", SCRIPT, arg)``, a script that patches the process
+    and then calls ``engine.cli.main(sys.argv[2:])``.
+    """
     log = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config",
+    proc = subprocess.Popen([sys.executable, *launcher, "serve", "--config",
                              str(config_path)], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -122,3 +128,21 @@ def start_subprocess(config_path: Path, log_path: Path) -> subprocess.Popen:
         time.sleep(0.05)
     proc.kill()
     raise TimeoutError("engine did not start within 60 s")
+
+
+def order_on_failing_disk(proc: subprocess.Popen, client, trigger: Path, cl_ord_id: str) -> None:
+    """Make an injected disk fault happen (``trigger`` is the file the patched engine of
+    :func:`start_subprocess` looks for), send one more order, and check that the engine
+    stops by itself with exit code 1, acknowledging nothing more."""
+    from engine.messages import ExecutionReport
+    trigger.touch()
+    client.new_order("AAA", "buy", "10", "49.01", account="DEMO1", cl_ord_id=cl_ord_id)
+    assert proc.wait(10) == 1  # stopped by itself
+    assert not [m for m in client.drain(0.2) if isinstance(m, ExecutionReport)]
+
+
+def kill_if_running(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` unless it has ended, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()

@@ -8,10 +8,7 @@ kernel's, under a file size limit (RLIMIT_FSIZE), as on a full disk.
 """
 import resource
 import signal
-import subprocess
-import sys
 import textwrap
-import time
 
 import pytest
 
@@ -20,7 +17,8 @@ from engine.client import Client
 from engine.journal import JournalFailedError, JournalReader, JournalWriter, verify
 from engine.messages import ExecType, ExecutionReport, HeartbeatAck
 from tests.integration.engine_harness import (ThreadedEngine, config_text, free_port, http_get,
-                                              serving)
+                                              kill_if_running, order_on_failing_disk, serving,
+                                              start_subprocess)
 
 # Runs ``kronos-exec`` with every fdatasync failing (EIO) while the trigger file exists.
 FAILING_DISK = textwrap.dedent("""
@@ -45,26 +43,15 @@ def test_a_failed_fdatasync_stops_the_engine_with_exit_code_1(tmp_path, fsync):
     config.write_text(config_text(port, journal_dir, fsync=fsync))
     trigger = tmp_path / "disk-fails"
     log_path = tmp_path / "engine.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", FAILING_DISK, str(trigger), "serve",
-                                 "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    proc = start_subprocess(config, log_path, ("-c", FAILING_DISK, str(trigger)))
     try:
-        deadline = time.monotonic() + 60
-        while b"engine: serving on" not in log_path.read_bytes():
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
         with Client(f"tcp://127.0.0.1:{port}") as client:
             client.new_order("AAA", "buy", "10", "49.00", account="DEMO1", cl_ord_id="A")
             acked = client.recv_until(lambda m: isinstance(m, ExecutionReport), 5)[-1]
             assert (acked.cl_ord_id, acked.exec_type) == ("A", ExecType.NEW)
-            trigger.touch()  # the disk fails
-            client.new_order("AAA", "buy", "10", "49.01", account="DEMO1", cl_ord_id="B")
-            assert proc.wait(10) == 1  # stopped by itself
-            assert not [m for m in client.drain(0.2) if isinstance(m, ExecutionReport)]
+            order_on_failing_disk(proc, client, trigger, "B")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     errors = [line for line in log_path.read_text().splitlines()
               if "ERROR engine.service" in line]
     assert len(errors) == 1, errors

@@ -6,15 +6,14 @@ journal that verifies and restarts.
 The refusal is injected into a real ``kronos-exec serve`` process: a small wrapper makes
 ``os.open`` of a new segment file raise ENOSPC once a trigger file exists.
 """
-import subprocess
-import sys
 import textwrap
-import time
 
 from engine.client import Client
 from engine.journal import JournalReader, RecordKind, list_segments, verify
 from engine.messages import ExecType, ExecutionReport
-from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
+from tests.integration.engine_harness import (ThreadedEngine, config_text, free_port,
+                                              kill_if_running, order_on_failing_disk,
+                                              start_subprocess)
 
 ROTATE = 4096
 
@@ -40,14 +39,8 @@ def test_a_segment_the_disk_refuses_stops_the_engine_after_the_order_is_handled(
         'fsync = "always"', f'fsync = "always"\nrotate_bytes = {ROTATE}'))
     trigger = tmp_path / "disk-refuses"
     log_path = tmp_path / "engine.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", REFUSING_DISK, str(trigger), "serve",
-                                 "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    proc = start_subprocess(config, log_path, ("-c", REFUSING_DISK, str(trigger)))
     try:
-        deadline = time.monotonic() + 60
-        while b"engine: serving on" not in log_path.read_bytes():
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
         with Client(f"tcp://127.0.0.1:{port}") as client:
             # Orders until the next one's records cannot fit in the current segment.
             for n in range(100):
@@ -59,14 +52,9 @@ def test_a_segment_the_disk_refuses_stops_the_engine_after_the_order_is_handled(
                 if size > before and size + (size - before) > ROTATE:
                     break
             sent = n + 1
-            trigger.touch()  # the disk refuses new files
-            client.new_order("AAA", "buy", "10", "49.01", account="DEMO1", cl_ord_id="LAST")
-            assert proc.wait(10) == 1  # stopped by itself
-            assert not [m for m in client.drain(0.2) if isinstance(m, ExecutionReport)]
+            order_on_failing_disk(proc, client, trigger, "LAST")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     lines = log_path.read_text().splitlines()
     errors = [line for line in lines if " ERROR " in line]
     assert len(errors) == 1, errors

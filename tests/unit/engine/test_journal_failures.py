@@ -13,12 +13,9 @@ switch is on), as is a failing ``fdatasync``; short writes are the kernel's,
 under a file size limit (RLIMIT_FSIZE, SIGXFSZ ignored), as on a full disk.
 """
 import asyncio
-import contextlib
 import errno
 import logging
 import os
-import resource
-import signal
 import threading
 import time
 
@@ -34,6 +31,7 @@ from engine.journal import (
     segment_name,
     verify,
 )
+from tests.unit.engine.test_journal_fixes import file_size_limit
 
 ROTATE = 4096
 PAYLOAD = b"p" * 200  # 260 bytes a record: a segment holds 15
@@ -74,27 +72,20 @@ def refuse_segments(monkeypatch):
     return refuse
 
 
-@contextlib.contextmanager
-def file_size_limit(limit: int):
-    """Files of this process cannot grow past ``limit`` bytes: writes beyond it are cut short."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, handler)
+def opened(path, fsync: str) -> tuple[JournalWriter, list]:
+    """A buffered writer with small segments, 10 records in; and the failures it reports."""
+    failures = []
+    writer = JournalWriter(path, fsync=fsync, rotate_bytes=ROTATE, buffered=True,
+                           on_failure=failures.append)
+    append(writer, 0, 10)
+    return writer, failures
 
 
 # ---------------------------------------------------------------- rotation
 @pytest.mark.parametrize("fsync", ["always", "group", "none"])
 def test_a_rotation_refused_at_an_append_is_done_by_the_flush(tmp_path, fsync, refuse_segments,
                                                               caplog):
-    failures = []
-    writer = JournalWriter(tmp_path, fsync=fsync, rotate_bytes=ROTATE, buffered=True,
-                           on_failure=failures.append)
-    append(writer, 0, 10)
+    writer, failures = opened(tmp_path, fsync)
     writer.flush()
     refuse_segments["left"] = 1  # once: the disk has room again by the flush
     with caplog.at_level(logging.WARNING, logger="engine.journal"):
@@ -115,10 +106,7 @@ def test_a_rotation_refused_at_an_append_is_done_by_the_flush(tmp_path, fsync, r
 @pytest.mark.parametrize("fsync", ["always", "group"])
 def test_a_rotation_the_disk_keeps_refusing_fails_stop_at_the_flush(tmp_path, fsync,
                                                                      refuse_segments):
-    failures = []
-    writer = JournalWriter(tmp_path, fsync=fsync, rotate_bytes=ROTATE, buffered=True,
-                           on_failure=failures.append)
-    append(writer, 0, 10)
+    writer, failures = opened(tmp_path, fsync)
     writer.sync()
     refuse_segments["left"] = 1000
     assert append(writer, 10, 30) == list(range(11, 41))  # the handler is not interrupted
