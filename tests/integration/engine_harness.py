@@ -117,11 +117,13 @@ def start_subprocess(config_path: Path, log_path: Path,
     and then calls ``engine.cli.main(sys.argv[2:])``.
     """
     log = open(log_path, "ab")
+    # Only this run's lines: a restart appends to the log of the one before.
+    start = log.tell()
     proc = subprocess.Popen([sys.executable, *launcher, "serve", "--config",
                              str(config_path)], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if b"engine: serving on" in Path(log_path).read_bytes():
+        if b"engine: serving on" in Path(log_path).read_bytes()[start:]:
             return proc
         if proc.poll() is not None:
             raise RuntimeError(f"engine exited: {Path(log_path).read_text()[-2000:]}")
