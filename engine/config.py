@@ -121,7 +121,8 @@ class IntakeConfig(_Section):
     drain_batch : int
         Messages handled per wake-up before their replies are flushed (one
         journal write, then the sends) and other loop callbacks get a turn
-        (the rest are handled in the next turn, not waited for). Larger
+        (the rest are handled in the next turn, not waited for). A message
+        that makes several replies (a bulk's orders) counts as that many. Larger
         batches cost fewer system calls; smaller ones hold the first reply
         of a burst for less time. Default 64.
     send_hwm, recv_hwm : int

@@ -708,7 +708,13 @@ class IntakeServer:
             self._drain(listener)
 
     def _drain(self, listener: _Listener) -> None:
-        """Handle every ready message (up to ``drain_batch``), then flush once."""
+        """Handle every ready message (up to ``drain_batch``), then flush once.
+
+        The budget counts the replies a message makes when they are more than
+        one: a bulk of 200 orders spends 200, so its acknowledgements leave
+        with the next flush instead of waiting behind 63 more bulks (a
+        second and more at the engine's rate).
+        """
         socket = listener.socket
         if socket.closed:
             return
@@ -720,16 +726,17 @@ class IntakeServer:
         self._draining = True
         handle, curve = listener.handle, listener.curve
         try:
-            while budget:
+            while budget > 0:
                 message = zmqcall.recv_message(handle, curve)
                 if message is None:
                     return
-                budget -= 1
                 self.messages_read += 1
+                queued = len(self._outbox)
                 try:
                     self._on_frames(listener, message[0], message[1], now)
                 except Exception:  # one bad message must not stop the intake
                     log.exception("intake: failed on a message")
+                budget -= max(1, len(self._outbox) - queued)
             # Budget spent with messages still waiting: let other callbacks
             # (timers, venue reports) run, then continue where we stopped.
             self._loop.call_soon(self._drain, listener)
