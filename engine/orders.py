@@ -155,6 +155,9 @@ class Order(msgspec.Struct, gc=False, eq=False):
     #: (reason, text) once the engine took the order down on its own account (kill switch,
     #: cancel-on-disconnect): a Replace arriving after that is refused, never routes it again
     pulled: tuple | None = None
+    #: why the engine cancels the order, when no request or router reason says it (the
+    #: text of its CANCELED report)
+    cancel_text: str | None = None
 
     def __post_init__(self) -> None:
         self.path = (_RECEIVED, self.created_ns)

@@ -39,7 +39,7 @@ from ext.router import (ACT_CANCEL, ACT_NEW, ACT_REPLACE, CF_MID_PEG, CF_POST_ON
                         STRAT_DARK_FIRST, STRAT_DEFAULT, STRAT_PASSIVE, STRAT_POV, STRAT_SWEEP,
                         STRAT_TWAP, STRAT_VWAP, STRATEGY_NAMES)
 from ext.simloop import ReportKind
-from ext.types import OrdStatus, RejectReason, Side, TimeInForce
+from ext.types import CancelReason, OrdStatus, RejectReason, Side, TimeInForce
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 _Stage, _ExecType, _RecordKind, _ReportKind = map(members, (Stage, ExecType, RecordKind, ReportKind))
 _OrdStatus, _Side, _TimeInForce, _OrdType, _RejectReason = map(
     members, (OrdStatus, Side, TimeInForce, OrdType, RejectReason))
+_CXL_SELF_TRADE = int(CancelReason.CXL_SELF_TRADE)
 
 #: NewOrder.strategy label -> router strategy. Only an order naming none takes
 #: ``[router] strategy`` (STRAT_DEFAULT); one naming "auto" is routed by auto.
@@ -842,6 +843,8 @@ class Pipeline(Handler):
         elif kind == _ReportKind.RPT_REJECTED:
             router.on_reject(child_id, report.reason, now)
         elif kind == _ReportKind.RPT_CANCELED:
+            if report.reason == _CXL_SELF_TRADE:
+                self._self_trade(child_id, now)  # (first: the router must not post it again)
             router.on_canceled(child_id, now)
         elif kind == _ReportKind.RPT_EXPIRED:
             router.on_expired(child_id, now)
@@ -858,6 +861,24 @@ class Pipeline(Handler):
         if not self._pump_scheduled and (router.pending_actions or router.pending_finished):
             self._pump_scheduled = True
             asyncio.get_running_loop().call_soon(self._deferred_pump)
+
+    def _self_trade(self, child_id: int, now: int) -> None:
+        """A venue canceled a child by self-trade prevention: cancel its order.
+
+        The venue applied the order's ``stp`` mode (the resting order under
+        CANCEL_OLDEST, the incoming one under CANCEL_NEWEST, both under
+        CANCEL_BOTH); to the router it was an ordinary cancel, and a resting
+        order's child was posted again, at once, where it would meet the same
+        order of its own account. The order is canceled instead, saying why.
+        """
+        order = self.orders.by_id.get(self._child_parent.get(child_id))
+        if order is None or order.done or order.pulled is not None:
+            return
+        venue = order.children[child_id].venue if child_id in order.children else "a venue"
+        order.cancel_text = (f"canceled by self-trade prevention at {venue}: it met an order "
+                             f"of its own account")
+        order.pulled = (_RejectReason.ORDER_NOT_REPLACEABLE, order.cancel_text)
+        self.router.cancel_parent(order.order_id, now)
 
     def _child_replaced(self, child_id: int, report) -> None:
         """The venue repriced a child (the router's ACT_REPLACE): its new terms, as the venue
@@ -950,6 +971,8 @@ class Pipeline(Handler):
                 # The report answers the cancel: its cl_ord_id, the order's as orig.
                 kw = {"orig_cl_ord_id": order.cl_ord_id}
                 self.orders.alias(order, pending.request.cl_ord_id)
+            elif order.cancel_text is not None:
+                kw = {"text": order.cancel_text}
             elif reason:
                 kw = {"text": f"canceled by the router: {reject_name(reason)}"}
             elif order.immediate:

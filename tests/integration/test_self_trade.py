@@ -1,0 +1,53 @@
+"""Self-trade prevention: the order the venue's STP cancels is canceled, saying why.
+
+Under CANCEL_OLDEST (and CANCEL_BOTH) the venue cancels the resting order's child when an
+order of the same account would trade with it; the router took that for an ordinary
+cancel and posted the child again at once, so the order was never canceled nor reported
+and came back to meet its own account's orders.
+"""
+from engine.client import Client
+from engine.messages import ExecType, ExecutionReport, OrderStatusReply
+from ext.types import OrdStatus, StpMode
+from tests.integration.engine_harness import serving
+
+
+def reports(client, cl_ord_id, until):
+    return [m for m in client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                                         and m.cl_ord_id == cl_ord_id
+                                         and m.exec_type == until, 5)
+            if isinstance(m, ExecutionReport) and m.cl_ord_id == cl_ord_id]
+
+
+def test_the_resting_order_cancel_oldest_cancels_is_canceled_and_not_posted_again(tmp_path):
+    with serving(tmp_path) as (_, endpoint), Client(endpoint) as client:
+        client.new_order("AAA", "sell_short", "10", "50.00", account="DEMO1", cl_ord_id="old",
+                         locate=True, stp=int(StpMode.CANCEL_OLDEST))
+        reports(client, "old", ExecType.NEW)
+        client.drain(0.3)
+        client.new_order("AAA", "buy", "10", "50.00", account="DEMO1", cl_ord_id="new",
+                         time_in_force="ioc", stp=int(StpMode.CANCEL_OLDEST))
+        canceled = reports(client, "old", ExecType.CANCELED)[-1]
+        assert canceled.text.startswith("canceled by self-trade prevention at ")
+        assert canceled.cum_qty == "0"
+        client.drain(0.3)
+        client.status("old", account="DEMO1")
+        status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+        assert status.report.ord_status == OrdStatus.CANCELED
+        assert status.children and all(child.done for child in status.children)
+
+
+def test_under_the_default_mode_the_incoming_order_is_canceled_saying_why(tmp_path):
+    """CANCEL_NEWEST (the simulator's default): the incoming order ends canceled for self-trade
+    prevention, not "canceled by the router: NO_LIQUIDITY"; the resting one works on."""
+    with serving(tmp_path) as (_, endpoint), Client(endpoint) as client:
+        client.new_order("AAA", "sell_short", "10", "50.00", account="DEMO1", cl_ord_id="rest",
+                         locate=True)
+        reports(client, "rest", ExecType.NEW)
+        client.drain(0.3)
+        client.new_order("AAA", "buy", "10", "50.00", account="DEMO1", cl_ord_id="cross")
+        canceled = reports(client, "cross", ExecType.CANCELED)[-1]
+        assert canceled.text.startswith("canceled by self-trade prevention at ")
+        client.status("rest", account="DEMO1")
+        status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+        assert status.report.ord_status == OrdStatus.NEW
+        assert [c.done for c in status.children] == [False]
