@@ -710,33 +710,35 @@ class IntakeServer:
     def _drain(self, listener: _Listener) -> None:
         """Handle every ready message (up to ``drain_batch``), then flush once.
 
-        The budget counts the replies a message makes when they are more than
-        one: a bulk of 200 orders spends 200, so its acknowledgements leave
-        with the next flush instead of waiting behind 63 more bulks (a
-        second and more at the engine's rate).
+        The batch also ends once it has queued ``drain_batch`` replies: a
+        bulk of 200 orders ends it, so its acknowledgements leave with the
+        next flush instead of waiting behind 63 more bulks (a second and more
+        at the engine's rate).
         """
         socket = listener.socket
         if socket.closed:
             return
         now = time.monotonic_ns()  # one clock read per wake-up, not per message
         budget = self.config.drain_batch
+        replies_limit = len(self._outbox) + budget
         busy = self.busy
         if busy is not None:
             busy.raise_()
         self._draining = True
         handle, curve = listener.handle, listener.curve
         try:
-            while budget > 0:
+            while budget:
                 message = zmqcall.recv_message(handle, curve)
                 if message is None:
                     return
+                budget -= 1
                 self.messages_read += 1
-                queued = len(self._outbox)
                 try:
                     self._on_frames(listener, message[0], message[1], now)
                 except Exception:  # one bad message must not stop the intake
                     log.exception("intake: failed on a message")
-                budget -= max(1, len(self._outbox) - queued)
+                if len(self._outbox) >= replies_limit:
+                    break
             # Budget spent with messages still waiting: let other callbacks
             # (timers, venue reports) run, then continue where we stopped.
             self._loop.call_soon(self._drain, listener)

@@ -510,7 +510,9 @@ class Pipeline(Handler):
             checked = time.perf_counter_ns()
             self._time_risk((checked - validated) / 1e9)
         # -- routed
-        strategy = self.strategy_of(req)
+        strategy = STRATEGIES.get(req.strategy)  # (strategy_of, inline: every order's path)
+        if strategy == STRAT_DEFAULT and req.post_only:
+            strategy = self._post_only_default
         if strategy is None:
             self.risk.on_reject(order.order_id)
             return self._reject_order(order, _RejectReason.INVALID_STRATEGY,
