@@ -46,7 +46,7 @@ from typing import ClassVar, Iterable, Iterator, TypeVar
 import orjson
 
 from engine.busy import BusyFlag
-from engine.journal import JournalReader, journal_identity
+from engine.journal import DurableMark, JournalReader, journal_identity
 from gateways.config import GatewayConfig
 from gateways.events import GatewayEvent, Normalizer
 from gateways.tail import JournalTail
@@ -232,6 +232,8 @@ class Gateway:
         # The engine's busy flag beside the journal, once found (yield_to_engine).
         self._busy: BusyFlag | None = None
         self._busy_retry_at = 0.0
+        # The journal's durable seq, once found (durable_seq).
+        self._durable: DurableMark | None = None
         self._slice_s = config.cpu_slice_us / 1e6
         self._slice_start = 0.0
 
@@ -409,6 +411,22 @@ class Gateway:
                 return
         flag.wait_down(limit)
 
+    def durable_seq(self) -> int | None:
+        """The journal's durable seq: the loop delivers no record past it (None: the journal
+        has no mark, as one written before marks were, and is read to its end).
+
+        A record the engine wrote but has not synced can vanish with a power
+        cut; delivered, it would be an event the engine never had, and its
+        seq would go to another record that consumers drop as a repeat.
+        """
+        mark = self._durable
+        if mark is None:
+            try:
+                mark = self._durable = DurableMark(self.source.data_dir)
+            except FileNotFoundError:
+                return None
+        return mark.seq
+
     def paced(self, items: Iterable[_T]) -> Iterator[_T]:
         """``items`` one by one, taking a step (:meth:`yield_to_engine`) after each
         :data:`YIELD_EVERY` of them while more follow: a delivery's own work is sliced like
@@ -532,7 +550,7 @@ class Gateway:
                         self._set_cursor(self._cursor, self._seek(tail, self._cursor))
                     self.tick()
                     self.yield_to_engine()
-                    records = tail.read(config.batch_size)
+                    records = tail.read(config.batch_size, self.durable_seq())
                     if not records:
                         self.store_cursor(self._cursor)
                         self._wake.wait(poll)

@@ -65,6 +65,8 @@ class JournalTail:
         # (next_seq, segment, offset, prev_hash): resumable points, oldest first.
         self._marks: list[tuple[int, Path, int, bytes]] = []
         self._since_mark = 0
+        self._upto: int | None = None   # the read's bound (see read)
+        self._at_bound = False
 
     # ------------------------------------------------------------ position
     @property
@@ -133,10 +135,12 @@ class JournalTail:
                 del self._marks[:1024]
 
     # ------------------------------------------------------------ reading
-    def read(self, max_records: int) -> list[Record]:
-        """Up to ``max_records`` records from the current position on.
+    def read(self, max_records: int, upto_seq: int | None = None) -> list[Record]:
+        """Up to ``max_records`` records from the current position on, none past ``upto_seq``.
 
-        Returns an empty list when nothing new is complete yet.
+        Returns an empty list when nothing new is complete yet. ``upto_seq``
+        (the journal's durable seq, for a gateway) leaves the records after
+        it unread: the next read with a higher bound returns them.
 
         Raises
         ------
@@ -146,11 +150,17 @@ class JournalTail:
             The records to read were removed from the journal.
         """
         out: list[Record] = []
+        if upto_seq is not None and self.next_seq > upto_seq:
+            return out
         if self._path is None and not self._position():
             return out
+        self._upto, self._at_bound = upto_seq, False
         while len(out) < max_records:
-            if self._read_chunk(out, max_records) and self._offset < self._size:
+            if self._read_chunk(out, max_records) and self._offset < self._size \
+                    and not self._at_bound:
                 continue  # more in this segment than one chunk
+            if self._at_bound:
+                break
             # At the end of what the segment held at the last fstat: one
             # more fstat per read would only find what the next poll finds.
             if not self._next_segment():
@@ -172,7 +182,7 @@ class JournalTail:
         if len(data) <= FILE_HEADER_SIZE:
             return False
         moved = self._scan(data, start, out, limit)
-        if not moved and size - start > len(data):
+        if not moved and not self._at_bound and size - start > len(data):
             # A record bigger than the chunk: read up to the end of the file.
             data = os.pread(self._fd, size - start, start)
             moved = self._scan(data, start, out, limit)
@@ -180,10 +190,13 @@ class JournalTail:
 
     def _scan(self, data: bytes, start: int, out: list[Record], limit: int) -> bool:
         before = self._offset
-        skip_through = self._skip_through
+        skip_through, upto = self._skip_through, self._upto
         try:
             for record in scan_records(self._path, data, self._next_seq, self._prev_hash,
                                        check_chain=self.check_chain, base_offset=start):
+                if upto is not None and record.seq > upto:
+                    self._at_bound = True  # left for a read with a higher bound
+                    break
                 self._offset = record.offset + RECORD_HEADER_SIZE + len(record.payload)
                 self._next_seq, self._prev_hash = record.seq + 1, record.hash
                 self._since_mark += 1
