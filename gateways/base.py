@@ -610,9 +610,10 @@ class Gateway:
                 and self.cursor_journal != self.journal_id:
             raise ForeignCursorError(
                 f"its stored cursor (seq {cursor}) belongs to journal {self.cursor_journal}, "
-                f"not to {self.journal_id} in {self.source.data_dir}: the journal was made anew and its "
-                f"seqs start again at 1. Point the gateway at a new destination (or clear the "
-                f"old one's events and cursor) and remove {self.cursor_where()}")
+                f"not to {self.journal_id} in {self.source.data_dir}: the journal was made anew "
+                f"(its seqs start again at 1), or another engine's journal delivers to the same "
+                f"destination. Give each journal its own destination (or clear the old one's "
+                f"events and cursor) and remove {self.cursor_where()}")
 
     def cursor_where(self) -> str:
         """Where the stored cursor is, for :class:`ForeignCursorError`'s message."""

@@ -33,7 +33,7 @@ from psycopg import sql
 
 from engine.journal import JournalReader
 from engine.messages import Side, TradeFill
-from gateways.base import Gateway
+from gateways.base import ForeignCursorError, Gateway
 from gateways.config import PostgresConfig
 from gateways.events import GatewayEvent
 
@@ -255,6 +255,18 @@ class PostgresGateway(Gateway):
         # The table is the truth: it moved in the same transaction as the rows.
         row = self._conn.execute(_q("SELECT seq, journal FROM {schema}.gateway_cursor "
                                     "WHERE name = %s", self.config.schema), (self.name,)).fetchone()
+        # Rows are keyed by seq and order id, which every journal numbers from 1: another
+        # journal's gateway in this schema would have its events taken for repeats.
+        other = self._conn.execute(_q("SELECT name, journal FROM {schema}.gateway_cursor "
+                                      "WHERE name <> %s AND journal <> %s LIMIT 1",
+                                      self.config.schema),
+                                   (self.name, self.journal_id or "")).fetchone()
+        if other is not None:
+            raise ForeignCursorError(
+                f"schema {self.config.schema} holds the events of journal {other[1]} (gateway "
+                f"{other[0]!r}), not of {self.journal_id}: its rows are keyed by seq and order "
+                f"id, which every journal numbers from 1. Give each engine's journal its own "
+                f"schema")
         if not row:
             return 0
         self.cursor_journal = row[1]

@@ -83,3 +83,38 @@ def test_a_stream_holding_another_journals_events_is_refused(tmp_path):
         assert len(stream_events(server.url, "FOREIGN")) == 20
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(pg_reachable() is not None, reason=pg_reachable() or "")
+def test_a_second_journals_gateway_refuses_a_schema_another_journal_writes(tmp_path):
+    """Two engines' gateways (names differ, so two cursor rows) on one schema: the second
+    journal's fills collided with the first's by seq and vanished, its cursor moving on."""
+    import psycopg
+
+    from engine.journal import JournalWriter
+    from gateways.postgres import drop_schema
+    from tests.unit.gateways.helpers import write_fills
+    schema = f"gw_shared_{uuid.uuid4().hex[:8]}"
+
+    def gateway(name: str):
+        table = {"type": "postgres", "name": f"desk-{name}", "dsn": PG_DSN, "schema": schema,
+                 "poll_interval_ms": 1, "backoff_initial_ms": 20, "backoff_max_ms": 50,
+                 "isolation": "thread"}
+        return from_config([table], tmp_path / name, tmp_path / f"{name}-gw")[0]
+    writers = {name: JournalWriter(tmp_path / name, fsync="none") for name in ("a", "b")}
+    try:
+        write_fills(writers["a"], 1, 4)
+        write_fills(writers["b"], 1, 6)
+        assert run_until_refused_or_done(gateway("a"), writers["a"].last_seq) == ""
+        error = run_until_refused_or_done(gateway("b"), writers["b"].last_seq)
+        assert f"schema {schema} holds the events of journal" in error
+        assert "(gateway 'desk-a')" in error and "its own schema" in error
+        with psycopg.connect(PG_DSN, autocommit=True) as db:
+            assert db.execute(f"SELECT count(*) FROM {schema}.fills").fetchone()[0] == 4
+            assert db.execute(f"SELECT name FROM {schema}.gateway_cursor").fetchall() == \
+                [("desk-a",)]
+    finally:
+        for writer in writers.values():
+            writer.close()
+        with psycopg.connect(PG_DSN, autocommit=True) as db:
+            drop_schema(db, schema)
