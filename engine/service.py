@@ -92,6 +92,7 @@ class EngineService:
         self.journal: JournalWriter | None = None
         self.metrics_server: MetricsServer | None = None
         self._ticker: asyncio.Task | None = None
+        self._gateway_watch: asyncio.Task | None = None
         self.gateways: list = []
         self.recovered = None
         self.busy: BusyFlag | None = None
@@ -190,6 +191,9 @@ class EngineService:
         resume_working(self.pipeline, self.recovered)
         await self.venues.start()
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="router-tick")
+        if any(gateway.config.isolation == "process" for gateway in self.gateways):
+            self._gateway_watch = asyncio.get_running_loop().create_task(
+                self._watch_gateways(), name="gateway-watch")
         bound_gc_pauses()
         log.info("engine: serving on %s (%d venues, %d instruments, journal %s fsync=%s)",
                  ", ".join(self.endpoints), len(market.venues), len(instruments),
@@ -229,12 +233,13 @@ class EngineService:
                 pass  # reported (_journal_failed); the sockets must close all the same
         if self.intake is not None and grace_s > 0:
             await asyncio.sleep(grace_s)
-        if self._ticker is not None:
-            self._ticker.cancel()
-            try:
-                await self._ticker
-            except asyncio.CancelledError:
-                pass
+        for task in (self._ticker, self._gateway_watch):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         if self.venues is not None:
             await self.venues.stop()
         if self.intake is not None:
@@ -389,6 +394,22 @@ class EngineService:
             return True, f"ok: serving, {open_now} of {total} venues open"
         why = "the session is over" if self.venues.session_over else "outside their trading hours"
         return True, f"ok: serving, venues closed ({why}): new orders are refused NO_ROUTE"
+
+    async def _watch_gateways(self, period_s: float = 1.0) -> None:
+        """Start a gateway's child process again when it dies (see ``Gateway.revive``).
+
+        Off the loop: a child takes about a second to start. A gateway that
+        cannot start again (its port taken meanwhile) is logged and tried
+        again at the next look.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period_s)
+            for gateway in self.gateways:
+                try:
+                    await loop.run_in_executor(None, gateway.revive)
+                except Exception as exc:  # noqa: BLE001 - logged, tried again next time
+                    log.error("gateway %s: cannot start its process again: %s", gateway.name, exc)
 
     async def _tick(self) -> None:
         """Drive the router's clock: schedules, acknowledgement timeouts, reprices."""

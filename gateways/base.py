@@ -325,6 +325,28 @@ class Gateway:
         for key, value in info.items():
             setattr(self, key, value)
 
+    def revive(self) -> bool:
+        """Start the child process again if it died without being stopped; whether it did.
+
+        The OOM killer or a crash in native code ends a child with nothing
+        said: deliveries stopped until the engine restarted. The new child
+        resumes from the cursor (file or destination), so nothing is lost;
+        events of the batch in hand are delivered again (at least once). The
+        counters in ``metrics`` start again from 0 (Prometheus counters reset
+        as after any restart). Blocks while the child starts (about a
+        second): call it off the engine's loop. Raises as :meth:`start`.
+        """
+        process = self._process
+        if process is None or process.is_alive() or self._process_stop.is_set():
+            return False
+        process.join(0)
+        self._refresh()
+        self._process = None
+        log.error("gateway %s: its process died (exit code %s) with %s delivered; starting it "
+                  "again from its cursor", self.name, process.exitcode, self._metrics.cursor)
+        self._start_process()
+        return True
+
     def _stop_process(self, timeout: float) -> None:
         self._process_stop.set()
         self._process.join(timeout)

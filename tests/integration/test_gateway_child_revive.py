@@ -1,0 +1,43 @@
+"""A gateway's child process that dies (the OOM killer, a crash) is started again by the
+engine, which says so, and delivery resumes from the cursor with nothing lost.
+
+It was never watched: deliveries stopped until the engine restarted, and nothing was
+logged (the gateway audit killed the PostgreSQL gateway's child with kill -9).
+"""
+import logging
+import os
+import signal
+
+from engine.client import Client
+from engine.messages import ExecType, ExecutionReport
+from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
+from tests.unit.gateways.helpers import wait_until
+
+
+def test_a_killed_gateway_child_is_started_again_and_catches_up(tmp_path, caplog):
+    port = free_port()
+    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
+    path.write_text(config_text(port, tmp_path / "journal", extra=f"""
+[[gateways]]
+type = "zmq"
+endpoint = "tcp://127.0.0.1:{free_port()}"
+replay_endpoint = "tcp://127.0.0.1:{free_port()}"
+poll_interval_ms = 1
+"""))
+    with ThreadedEngine(path) as engine, Client(endpoint) as client, \
+            caplog.at_level(logging.ERROR, logger="gateways.base"):
+        [gateway] = engine.service.gateways
+
+        def order(cl_ord_id):
+            client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id=cl_ord_id)
+            client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                              and m.exec_type == ExecType.NEW, 5)
+            return engine.call(lambda: engine.service.journal.last_seq)
+        assert gateway.wait_for(order("before"), 10)
+        first = gateway._process.pid
+        os.kill(first, signal.SIGKILL)  # as the OOM killer would
+        last = order("while-dead")
+        assert wait_until(lambda: gateway._process is not None and gateway._process.pid != first
+                          and gateway.running, 15)
+        assert gateway.wait_for(last, 10)  # the order sent while it was dead, delivered
+        assert any("its process died (exit code -9)" in r.getMessage() for r in caplog.records)
