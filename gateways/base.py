@@ -99,6 +99,10 @@ class GatewayBindError(OSError):
         return self.args[0]  # the whole line, not OSError's "[Errno 98] <strerror>"
 
 
+#: How often an idle gateway checks that its destination is still there (Gateway.check_alive).
+ALIVE_CHECK_S = 1.0
+
+
 class ForeignCursorError(Exception):
     """A gateway's stored cursor counts in the seqs of another journal than the one it follows.
 
@@ -493,6 +497,14 @@ class Gateway:
     def tick(self) -> None:
         """Called once per loop turn, busy or idle (heartbeats and the like)."""
 
+    def check_alive(self) -> None:
+        """Raise if the destination is gone; called while idle, every :data:`ALIVE_CHECK_S`.
+
+        Without it a connection that died while nothing was delivered went
+        unnoticed (``kronos_gateway_up`` 1, ``/healthz`` 200) until the next
+        event failed. Default: nothing to check.
+        """
+
     def load_cursor(self) -> int:
         """Last journal seq delivered, read on every (re)open.
 
@@ -556,6 +568,7 @@ class Gateway:
         normalizer = Normalizer(config.events, journal=self.source)
         backoff = config.backoff_initial_ms / 1000
         poll = config.poll_interval_ms / 1000
+        alive_check_at = time.monotonic() + ALIVE_CHECK_S
         opened = False
         try:
             while not self._stop.is_set():
@@ -575,6 +588,10 @@ class Gateway:
                     records = tail.read(config.batch_size, self.durable_seq())
                     if not records:
                         self.store_cursor(self._cursor)
+                        now = time.monotonic()
+                        if now >= alive_check_at:
+                            self.check_alive()
+                            alive_check_at = now + ALIVE_CHECK_S
                         self._wake.wait(poll)
                         self._wake.clear()
                         continue

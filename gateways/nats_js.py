@@ -157,6 +157,17 @@ class NatsGateway(Gateway):
         finally:
             loop.close()
 
+    def check_alive(self) -> None:
+        """A PING answered within ``ack_timeout_s`` (the client's own loop runs only while
+        the gateway publishes, so it cannot notice a dead connection by itself)."""
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            raise ConnectionError("nats: connection closed")
+        try:
+            self._loop.run_until_complete(nc.flush(self.config.ack_timeout_s))
+        except Exception as exc:  # noqa: BLE001 - any failure: the connection is gone
+            raise ConnectionError(f"nats: no answer to a ping: {describe(exc)}") from None
+
     # ------------------------------------------------------------ cursor
     def load_cursor(self) -> int:
         local, local_journal = self._cursor, None

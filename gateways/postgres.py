@@ -251,6 +251,11 @@ class PostgresGateway(Gateway):
         if conn is not None:
             conn.close()
 
+    def check_alive(self) -> None:
+        """``SELECT 1`` on the gateway's connection: an idle one whose server went away
+        raises here, not at the next event."""
+        self._conn.execute("SELECT 1")
+
     def load_cursor(self) -> int:
         # The table is the truth: it moved in the same transaction as the rows.
         row = self._conn.execute(_q("SELECT seq, journal FROM {schema}.gateway_cursor "
