@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from decimal import Decimal
+from decimal import Decimal, Inexact, localcontext
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from ext.simloop import Liquidity
 from ext.types import Side
 from sim.clock import NS_PER_S, format_ts
 from sim.config import ConfigError, SimConfig, StrategyConfig, check_seed, load_config
-from sim.fees import units_to_currency
+from sim.fees import FEE_UNITS_PER_TICK_LOT, units_to_currency
 from sim.market import Market
 from sim.strategies import ExecutionStrategy, ParentOrder, resolve_strategy
 
@@ -65,6 +66,14 @@ def remove_outputs(out_dir: str | Path) -> list[Path]:
                 path.unlink()
                 removed.append(path)
     return removed
+
+
+def _json_decimal(value):
+    """orjson ``default``: a ``Decimal`` (the share totals) as an exact JSON number."""
+    import orjson
+    if isinstance(value, Decimal) and value.is_finite():
+        return orjson.Fragment(format(value, "f"))
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _as_config(config) -> SimConfig:
@@ -270,7 +279,10 @@ class BacktestResult:
         ``vwap_slippage_bps``, ``fees``, ``time_to_fill_s``, children and
         maker/taker/dark quantities.
     totals : dict
-        The same aggregated over parents (notional-weighted).
+        The same aggregated over parents: ``qty`` and ``filled`` in shares
+        (the instruments' units, ``Decimal``), ``fill_rate`` their ratio,
+        ``shortfall`` and ``fees`` in currency, the bps figures over
+        currency notionals (see ``_totals``).
     samples : dict
         NBBO and market volume samples per symbol (``Market.samples``).
     events : int
@@ -333,10 +345,10 @@ class BacktestResult:
         opportunity = sign * (end_mid - arrival) / arrival * 1e4 if arrival else float("nan")
         exec_part = (shortfall + fee_bps) * s.filled / p.qty if s.filled else 0.0
         is_total = exec_part + opportunity * unfilled / p.qty
-        v0, n0 = s.start_volume
-        v1, n1 = s.end_volume or m.market_volume(p.symbol)
-        vwap_x2 = (n1 - n0) / (v1 - v0) if v1 > v0 else float("nan")
-        vwap_slip = sign * (avg_x2 - vwap_x2) / vwap_x2 * 1e4 if s.filled and v1 > v0 else float("nan")
+        volume, notional_x2 = self._window_volume(s)
+        vwap_x2 = notional_x2 / volume if volume > 0 else float("nan")
+        vwap_slip = sign * (avg_x2 - vwap_x2) / vwap_x2 * 1e4 if s.filled and volume > 0 \
+            else float("nan")
         maker = sum(f.last_qty for f in s.fills if f.liquidity == Liquidity.LIQ_MAKER)
         dark = sum(f.last_qty for f in s.fills if m.venues[f.venue].dark)
         return {
@@ -345,7 +357,7 @@ class BacktestResult:
             "fill_rate": s.filled / p.qty,
             "arrival_price": arrival / 2 * tick,
             "avg_price": avg_x2 / 2 * tick if s.filled else float("nan"),
-            "vwap": vwap_x2 / 2 * tick if v1 > v0 else float("nan"),
+            "vwap": vwap_x2 / 2 * tick if volume > 0 else float("nan"),
             "shortfall_bps": shortfall, "fee_bps": fee_bps,
             "shortfall_with_fees_bps": shortfall + fee_bps if s.filled else float("nan"),
             "is_total_bps": is_total, "vwap_slippage_bps": vwap_slip,
@@ -359,45 +371,83 @@ class BacktestResult:
         }
 
     def _totals(self) -> dict:
-        o, strategies = self.orders, self.strategies
-        qty = sum(r["qty"] for r in o)
-        filled = sum(r["filled"] for r in o)
-        arrival_notional = sum(r["arrival_x2"] * r["filled"] for r in o)
-        # Exact integer cost in half-tick-lots per parent, to currency per instrument.
-        cost = Decimal(0)
-        fees = Decimal(0)
-        for r, s in zip(o, strategies):
-            inst = self.market.instrument(s.parent.symbol)
-            sign = 1 if s.is_buy else -1
-            half_tick_lot = Decimal(inst.tick_size) * Decimal(inst.lot_size) / 2
-            cost += sign * (r["notional_x2"] - r["arrival_x2"] * r["filled"]) * half_tick_lot
-            fees += units_to_currency(s.fees, inst)
-        arrival_value = sum(Decimal(r["arrival_x2"] * r["filled"])
-                            * Decimal(self.market.instrument(r["symbol"]).tick_size)
-                            * Decimal(self.market.instrument(r["symbol"]).lot_size) / 2 for r in o)
-        shortfall_bps = float(cost / arrival_value * 10_000) if arrival_value else float("nan")
-        fee_bps = float(fees / arrival_value * 10_000) if arrival_value else float("nan")
-        weights = [r["arrival_x2"] * r["qty"] for r in o]
-        wsum = sum(weights)
+        """The per-parent metrics aggregated over parents, in currency and shares.
 
-        def wavg(key):
-            vals = [(w, r[key]) for w, r in zip(weights, o) if r[key] == r[key]]
-            tw = sum(w for w, _ in vals)
-            return sum(w * v for w, v in vals) / tw if tw else float("nan")
+        Parents may trade instruments of different tick and lot sizes, so
+        nothing is added in ticks or lots: quantities are summed in shares
+        (the instrument's units, exact ``Decimal``) and money in currency,
+        exactly (``Fraction``), with floats only for the final ratios.
+        ``shortfall_bps`` and ``fee_bps`` are in bps of the filled part's
+        arrival notional; ``is_total_bps`` and ``vwap_slippage_bps`` are the
+        parents' figures weighted by their arrival notional (arrival price x
+        quantity, in currency), parents without the figure (NaN) left out.
+        """
+        o, strategies = self.orders, self.strategies
+        qty = filled = Decimal(0)
+        cost = fees = arrival_value = Fraction(0)
+        is_cost = is_weight = vwap_sum = vwap_weight = Fraction(0)
+        with localcontext(prec=100) as ctx:
+            # Decimal sums of share quantities: exact, or an error.
+            ctx.traps[Inexact] = True
+            for r, s in zip(o, strategies):
+                inst = self.market.instrument(s.parent.symbol)
+                sign = 1 if s.is_buy else -1
+                qty += Decimal(inst.lots_to_qty(r["qty"]))
+                filled += Decimal(inst.lots_to_qty(r["filled"]))
+                # Currency of one tick x lot, and of one half-tick x lot: they
+                # turn each parent's exact integers into money.
+                tick_lot = Fraction(Decimal(inst.tick_size)) * Fraction(Decimal(inst.lot_size))
+                half_tick_lot = tick_lot / 2
+                arrival = r["arrival_x2"]
+                cost += sign * (r["notional_x2"] - arrival * r["filled"]) * half_tick_lot
+                parent_fees = s.fees * tick_lot / FEE_UNITS_PER_TICK_LOT
+                fees += parent_fees
+                arrival_value += arrival * r["filled"] * half_tick_lot
+                if not arrival:
+                    continue        # no arrival price: no bps figure for this parent
+                weight = arrival * r["qty"] * half_tick_lot
+                # Perold, in currency: what was paid beyond arrival and the
+                # fees on the filled part, the move to the end mid on the rest.
+                end_mid = s.end_mid_x2 or arrival
+                is_cost += (sign * (r["notional_x2"] - arrival * r["filled"]) * half_tick_lot
+                            + parent_fees
+                            + sign * (end_mid - arrival) * (r["qty"] - r["filled"]) * half_tick_lot)
+                is_weight += weight
+                vwap_x2 = self._window_vwap_x2(s)
+                if r["filled"] and vwap_x2:
+                    avg_x2 = Fraction(r["notional_x2"], r["filled"])
+                    vwap_sum += weight * sign * (avg_x2 - vwap_x2) / vwap_x2
+                    vwap_weight += weight
+
+        def bps(num: Fraction, den: Fraction) -> float:
+            return float(num * 10_000 / den) if den else float("nan")
+        shortfall_bps = bps(cost, arrival_value)
+        fee_bps = bps(fees, arrival_value)
         return {
             "parents": len(o), "qty": qty, "filled": filled,
-            "fill_rate": filled / qty if qty else float("nan"),
+            "fill_rate": float(Fraction(filled) / Fraction(qty)) if qty else float("nan"),
             "shortfall": float(cost), "shortfall_bps": shortfall_bps,
             "fees": float(fees), "fee_bps": fee_bps,
             "shortfall_with_fees_bps": shortfall_bps + fee_bps,
-            "is_total_bps": wavg("is_total_bps") if wsum else float("nan"),
-            "vwap_slippage_bps": wavg("vwap_slippage_bps"),
+            "is_total_bps": bps(is_cost, is_weight),
+            "vwap_slippage_bps": bps(vwap_sum, vwap_weight),
             "children": sum(r["children"] for r in o),
             "fills": len(self.fills["child_id"]),
             "arrival_notional": float(arrival_value),
             "events": self.events, "wall_s": self.wall_s,
             "events_per_s": self.events / self.wall_s if self.wall_s > 0 else float("nan"),
         }
+
+    def _window_volume(self, s: ExecutionStrategy) -> tuple[int, int]:
+        """Market ``(qty, notional_x2)`` traded in the parent's execution window."""
+        v0, n0 = s.start_volume
+        v1, n1 = s.end_volume or self.market.market_volume(s.parent.symbol)
+        return v1 - v0, n1 - n0
+
+    def _window_vwap_x2(self, s: ExecutionStrategy) -> Fraction:
+        """The market VWAP over the parent's window in half-ticks, exactly (0: no volume)."""
+        volume, notional_x2 = self._window_volume(s)
+        return Fraction(notional_x2, volume) if volume > 0 else Fraction(0)
 
     # ------------------------------------------------------------ output
 
@@ -441,7 +491,8 @@ class BacktestResult:
         summary = {"totals": self.totals, "orders": self.orders,
                    "config": {"seed": self.config.session.seed,
                               "strategies": sorted({s.name for s in self.strategies})}}
-        (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2
+        (out / "summary.json").write_bytes(orjson.dumps(summary, default=_json_decimal,
+                                                        option=orjson.OPT_INDENT_2
                                                         | orjson.OPT_SERIALIZE_NUMPY))
         written.append(out / "summary.json")
         return written
@@ -479,8 +530,7 @@ class BacktestResult:
                       f(r["fees"]), "-" if r["time_to_fill_s"] != r["time_to_fill_s"]
                       else f"{r['time_to_fill_s']:.1f} s")
         tt = self.totals
-        filled = sum(units(r["filled"], r["symbol"]) for r in self.orders)
-        t.add_row("[bold]total", "", f"{filled:,}", f(100 * tt["fill_rate"], 1), "", "",
+        t.add_row("[bold]total", "", f"{tt['filled']:,}", f(100 * tt["fill_rate"], 1), "", "",
                   f(tt["shortfall_bps"]), f(tt["fee_bps"]), f(tt["shortfall_with_fees_bps"]),
                   f(tt["vwap_slippage_bps"]), f(tt["fees"]), "")
         return t

@@ -15,6 +15,9 @@ Models (all in microseconds in configuration, nanoseconds out):
 ``lognormal``
     ``median_us * exp(sigma * N(0, 1))``, cut below at ``min_us``: the long
     right tail real networks show.
+
+Every time parameter is from 0 to ``MAX_LATENCY_US`` (one day), ``sigma``
+from 0 to ``MAX_SIGMA`` (10), and every draw is capped at one day.
 """
 from __future__ import annotations
 
@@ -24,6 +27,17 @@ from dataclasses import dataclass
 import numpy as np
 
 MODELS = ("fixed", "normal", "lognormal")
+
+#: Upper bound of every latency parameter and of every draw: one day, in
+#: microseconds. Simulated time is int64 ns since the epoch (about 2^60.6
+#: today), so a latency of some 85 years would wrap it; one day leaves the
+#: arithmetic exact and is far beyond any venue worth simulating.
+MAX_LATENCY_US = 86_400_000_000.0
+
+#: Upper bound of the log-normal ``sigma``: draws then span up to e^(10 x 9)
+#: of the median before the cap, and ``exp`` never overflows to inf (which
+#: times a zero median would be nan).
+MAX_SIGMA = 10.0
 
 
 @dataclass(frozen=True)
@@ -61,9 +75,13 @@ class LatencySpec:
             raise ValueError(f"latency model {self.model!r}: expected one of {', '.join(MODELS)}")
         for name in ("mean_us", "std_us", "median_us", "sigma", "min_us"):
             value = getattr(self, name)
+            high, what = (MAX_SIGMA, f"{MAX_SIGMA:g}") if name == "sigma" else \
+                (MAX_LATENCY_US, f"{MAX_LATENCY_US:.0f} (one day)")
             # ``not value >= 0`` also refuses nan, which every comparison fails.
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"latency {name} = {value!r}: must be a finite number >= 0")
+            if value > high:
+                raise ValueError(f"latency {name} = {value!r}: must be at most {what}")
 
     @property
     def typical_us(self) -> float:
@@ -92,7 +110,7 @@ class LatencyModel:
         self.rng = np.random.default_rng(spec.seed if spec.seed is not None else seed)
 
     def sample(self, n: int) -> np.ndarray:
-        """``n`` latencies (int64 ns, >= 0)."""
+        """``n`` latencies (int64 ns, from 0 to ``MAX_LATENCY_US`` x 1,000)."""
         s = self.spec
         if s.model == "fixed":
             us = np.full(n, s.mean_us)
@@ -100,4 +118,7 @@ class LatencyModel:
             us = np.maximum(self.rng.normal(s.mean_us, s.std_us, n), s.min_us)
         else:
             us = np.maximum(s.median_us * np.exp(s.sigma * self.rng.standard_normal(n)), s.min_us)
-        return np.rint(us * 1_000).astype(np.int64)
+        # The random models' tails can pass any bound the parameters keep
+        # (a log-normal one by orders of magnitude): cap the draws, so the
+        # int64 conversion and the loop's time arithmetic stay exact.
+        return np.rint(np.minimum(us, MAX_LATENCY_US) * 1_000).astype(np.int64)

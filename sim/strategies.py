@@ -336,7 +336,10 @@ class SweepStrategy(ExecutionStrategy):
     retry : str
         Wait before sweeping again when nothing is visible ("1s").
     limit_ticks : int or None
-        Do not pay more than this many ticks through the arrival touch (None).
+        Do not pay more than this many ticks through the arrival touch (None):
+        no child, lit or dark, fills beyond the parent's-start ask plus it (a
+        buy) or bid less it (a sell). ``twap`` and ``passive_aggressive``
+        keep the same limit (``arrival_limit``).
     """
 
     name = "sweep"
@@ -348,12 +351,38 @@ class SweepStrategy(ExecutionStrategy):
 
     def on_start(self) -> None:
         self.retry_ns = parse_duration(self.params["retry"])
+        self.limit = self.arrival_limit()
+        self.sweep(self.remaining)
+
+    def arrival_limit(self) -> int | None:
+        """The worst price (ticks) any child may fill at, from ``limit_ticks``.
+
+        ``limit_ticks`` through the far touch of now (the parent's start):
+        the ask plus it for a buy, the bid less it for a sell. None when the
+        parameter is absent or that side of the NBBO is empty (no touch to
+        measure from). Subclasses call this in their ``on_start`` too, so
+        the limit means the same in every built-in strategy.
+        """
         bid, ask = self.market.nbbo(self.instrument)
         touch = ask if self.is_buy else bid
         lt = self.params["limit_ticks"]
-        self.limit = None if lt is None or touch == 0 else (
-            touch + lt if self.is_buy else touch - lt)
-        self.sweep(self.remaining)
+        if lt is None or touch == 0:
+            return None
+        return touch + lt if self.is_buy else touch - lt
+
+    def within_limit(self, price: int) -> int:
+        """``price`` (ticks) moved inside the limit: a resting order never rests beyond it."""
+        if self.limit is None or price <= 0:
+            return price
+        return min(price, self.limit) if self.is_buy else max(price, self.limit)
+
+    def dark_limit(self) -> int:
+        """The limit of a midpoint order (ticks; 0 a pure peg), so the mid cannot cross ours.
+
+        A sell limit at or below zero excludes no price: a pure peg (a dark
+        pool refuses a negative limit).
+        """
+        return 0 if self.limit is None else max(self.limit, 0)
 
     def sweep(self, qty: int) -> None:
         """Send IOC orders for ``qty`` lots now (less what the dark part takes)."""
@@ -364,7 +393,9 @@ class SweepStrategy(ExecutionStrategy):
         dark_qty = min(int(qty * self.params["dark_fraction"]), qty)
         darks = [v for v in self.market.dark_venues() if self.market.is_open(v.index)]
         if dark_qty > 0 and darks:
-            self.send(darks[0].index, dark_qty, 0, LIMIT, IOC)
+            # The midpoint moves with the market: without the limit a dark
+            # fill could land beyond what the lit part may pay.
+            self.send(darks[0].index, dark_qty, self.dark_limit(), LIMIT, IOC)
             qty -= dark_qty
         plan = plan_sweep(self.market, self.instrument, self.parent.side, qty,
                           self.params["depth"], self.limit)
@@ -412,7 +443,7 @@ class TwapStrategy(SweepStrategy):
 
     def on_start(self) -> None:
         self.retry_ns = parse_duration(self.params["retry"])
-        self.limit = None
+        self.limit = self.arrival_limit()
         self.slices = self.params["slices"]
         self.interval = (self.parent.end_ns - self.parent.start_ns) // self.slices
         self.slice = 0
@@ -443,7 +474,8 @@ class PassiveAggressiveStrategy(SweepStrategy):
     (sell) on the lit venue that pays the most for adding liquidity, with
     ``dark_fraction`` of it resting in the dark pool as a midpoint peg; every
     ``reprice`` it follows the touch. Then everything is canceled and the
-    rest is swept.
+    rest is swept. With ``limit_ticks`` the resting order never goes past
+    the limit and the peg carries it, as the sweep does.
 
     Parameters
     ----------
@@ -465,7 +497,7 @@ class PassiveAggressiveStrategy(SweepStrategy):
 
     def on_start(self) -> None:
         self.retry_ns = parse_duration(self.params["retry"])
-        self.limit = None
+        self.limit = self.arrival_limit()
         self.reprice_ns = parse_duration(self.params["reprice"])
         span = self.parent.end_ns - self.parent.start_ns
         self.switch_ts = self.parent.start_ns + int(span * self.params["passive_fraction"])
@@ -488,13 +520,14 @@ class PassiveAggressiveStrategy(SweepStrategy):
         dark_qty = min(int(self.parent.qty * self.params["dark_fraction"]),
                        self.remaining - self.open_qty)
         if dark_qty > 0 and darks:
-            self.send(darks[0].index, dark_qty, 0, LIMIT, DAY)
+            self.send(darks[0].index, dark_qty, self.dark_limit(), LIMIT, DAY)
         self.post()
         self.wake_at(min(self.now + self.reprice_ns, self.switch_ts))
 
     def touch(self) -> int:
+        """The near touch (ticks; 0 if empty), moved inside ``limit_ticks``."""
         bid, ask = self.market.nbbo(self.instrument)
-        return bid if self.is_buy else ask
+        return self.within_limit(bid if self.is_buy else ask)
 
     def post(self) -> None:
         """Rest what is not working elsewhere at the near touch."""
