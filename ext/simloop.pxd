@@ -13,6 +13,12 @@ from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t
 
 from ext.book cimport OrderBook, Fill, Event, Op
 
+cdef extern from *:
+    # gcc's 128-bit integer: the fee of a fill and the market's cumulative
+    # notional are products of two int64 (price x quantity) that need not
+    # fit in 64 bits on a fine price and lot grid.
+    ctypedef long long i128 "__int128"
+
 # ---------------------------------------------------------------- report kinds
 # What a child order's owner hears back. 1-5 mirror EventKind so a book event
 # becomes a report without a table; FILL and CANCEL_REJECTED are venue-level.
@@ -152,6 +158,8 @@ cdef class BookPort:
     cdef int64_t best_bid_qty(self) except -1
     cdef int64_t best_ask_qty(self) except -1
     cdef int64_t leaves(self, int64_t order_id) except -1
+    cdef int can_fill(self, bint is_buy, int64_t limit, int64_t qty, int64_t account,
+                      int stp) except -1
 
 
 @cython.final
@@ -267,7 +275,7 @@ cdef class MarketLoop:
     # ------------------------------------------------------------ statistics and tape
     cdef readonly int64_t n_bg_ops, n_strategy_msgs, n_reports
     cdef int64_t* cum_qty
-    cdef int64_t* cum_notional2
+    cdef i128* cum_notional2          # 128 bits: a session's notional can pass 2^63
     cdef int64_t sample_ns, next_sample
     cdef int64_t* sample_buf
     cdef Py_ssize_t n_samples, samples_cap
@@ -287,7 +295,8 @@ cdef class MarketLoop:
     cdef int _fill_latency(self, int v) except -1
     cdef int64_t _latency(self, int v) except -1
     cdef int64_t _deliver_at(self, int v, int64_t venue_ts) except -1
-    cdef int64_t fee_c(self, int32_t b, int liquidity, int64_t price_x2, int64_t qty) noexcept
+    cdef int64_t fee_c(self, int32_t b, int liquidity, int64_t price_x2,
+                       int64_t qty) except? 0x7FFFFFFFFFFFFFFF
     cdef int64_t mid2_c(self, int instr) except -1
     cdef int _bg_op(self, const Op* op, int32_t b) except -1
     cdef int64_t _arrival(self, int v) except -1

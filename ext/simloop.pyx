@@ -35,12 +35,16 @@ Money. Fees are integers in *fee units* of 1e-4 tick x lot: a per-lot fee is
 ``per_lot * qty`` and a basis-point fee ``price_x2 * qty * cbps / 200``
 (``cbps``: hundredths of a basis point) rounded half away from zero. Fill
 prices are reported in half-ticks (``price_x2``) so a midpoint fill is exact.
+On a fine grid (tick 0.0001, lot 0.000001) a price times a quantity passes
+2^63, so fees are computed with 128-bit intermediates (exact whenever the fee
+itself fits in int64, an ``OverflowError`` otherwise) and the market's
+cumulative notional is kept in 128 bits. Nothing wraps.
 """
 cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from cpython.object cimport Py_TYPE
 from libc.string cimport memcpy, memset
-from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, INT64_MAX
+from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, uint64_t, INT64_MAX, INT64_MIN
 
 import numpy as np
 cimport numpy as cnp
@@ -49,7 +53,7 @@ from ext.book cimport (
     OrderBook, Order, Fill, Event, Op, OP_ADD, OP_CANCEL, OP_REPLACE, FLAG_POST_ONLY, STP_DEFAULT,
 )
 from ext.types cimport (
-    BUY, SELL, SELL_SHORT, MARKET, LIMIT, DAY, GTC, IOC, FOK,
+    BUY, SELL, SELL_SHORT, MARKET, LIMIT, DAY, GTC, IOC, FOK, STP_NONE, CANCEL_NEWEST, CANCEL_OLDEST,
     EV_ACCEPTED, EV_REJECTED, EV_CANCELED, EV_EXPIRED, EV_REPLACED,
     CXL_USER, CXL_IOC_REMAINDER, CXL_FOK_UNFILLABLE, CXL_END_OF_DAY, CXL_MIN_QTY_UNFILLABLE,
     INVALID_FIELD, INVALID_QTY, INVALID_PRICE, INVALID_SIDE, INVALID_ORD_TYPE, INVALID_TIF,
@@ -60,6 +64,15 @@ from ext.book import FILL_DTYPE, EVENT_DTYPE, OP_DTYPE, DEPTH_DTYPE
 
 cnp.import_array()
 
+cdef extern from *:
+    # gcc's checked arithmetic: the result is stored wrapped and the call
+    # returns true when it did not fit.
+    bint _mul_overflow_i128 "__builtin_mul_overflow"(i128 a, i128 b, i128* out) noexcept nogil
+    bint _mul_overflow_i64 "__builtin_mul_overflow"(int64_t a, int64_t b,
+                                                     int64_t* out) noexcept nogil
+    bint _add_overflow_i64 "__builtin_add_overflow"(int64_t a, int64_t b,
+                                                     int64_t* out) noexcept nogil
+
 # ---------------------------------------------------------------- constants
 #: Child (strategy) order ids start above this; background and replay orders
 #: use ids below it, so a fill tells whose order it touched by its id alone.
@@ -68,6 +81,10 @@ CHILD_ID_BASE = _CHILD_ID_BASE
 #: The one price every dark-pool order rests at inside its matching book.
 cdef int64_t _DARK_PX = 1
 DARK_PX = _DARK_PX
+#: Below this magnitude ``_div_round`` (which forms ``2 * a``) cannot overflow.
+cdef int64_t _I64_QUARTER = (<int64_t>1) << 62
+#: int64 words per instrument in a sample row (the notional takes two).
+cdef Py_ssize_t _SAMPLE_WORDS = 5
 #: Account of child orders when the caller names none.
 DEFAULT_ACCOUNT = 1000
 #: Latency draws fetched from a model at a time.
@@ -110,6 +127,25 @@ cdef inline int64_t _div_round(int64_t a, int64_t b) noexcept nogil:
     if a >= 0:
         return (2 * a + b) // (2 * b)
     return -((-2 * a + b) // (2 * b))
+
+
+cdef inline i128 _div_round128(i128 a, int64_t b) noexcept nogil:
+    """``a / b`` rounded half away from zero, for ``b > 0``, without forming ``2 * a``."""
+    cdef i128 q = a // b            # cdivision: truncates toward zero
+    cdef i128 r = a - q * b         # |r| < b
+    if a >= 0:
+        if 2 * r >= b:
+            q += 1
+    elif -2 * r >= b:
+        q -= 1
+    return q
+
+
+cdef object _py_int128(i128 x):
+    """An exact Python int (Cython would convert through ``long long``)."""
+    if INT64_MIN <= x <= INT64_MAX:
+        return <int64_t>x
+    return (<object>(<int64_t>(x >> 64))) * 18446744073709551616 + <object>(<uint64_t>x)
 
 
 cdef inline bint _eligible(int side, int64_t limit, int64_t mid2) noexcept nogil:
@@ -178,6 +214,17 @@ cdef class BookPort:
         raise NotImplementedError
 
     cdef int64_t leaves(self, int64_t order_id) except -1:
+        raise NotImplementedError
+
+    cdef int can_fill(self, bint is_buy, int64_t limit, int64_t qty, int64_t account,
+                      int stp) except -1:
+        """1 if an incoming limit order could fill ``qty`` at once, else 0.
+
+        Counted as the book would match it: contra orders in priority order,
+        without those of ``account`` that self-trade prevention (``stp``;
+        -1: the book's default) will not trade with, and up to the first one
+        that would cancel the incoming order (the book's FOK rule).
+        """
         raise NotImplementedError
 
 
@@ -249,6 +296,12 @@ cdef class CyBookPort(BookPort):
     cdef int64_t leaves(self, int64_t order_id) except -1:
         cdef Order* o = self.cy.find_c(order_id)
         return 0 if o == NULL else o.leaves
+
+    cdef int can_fill(self, bint is_buy, int64_t limit, int64_t qty, int64_t account,
+                      int stp) except -1:
+        # The book's own FOK test: the same walk its matching will do.
+        return self.cy._fok_fillable(is_buy, False, limit, qty, account,
+                                     self.cy.default_stp if stp < 0 else stp)
 
 
 @cython.final
@@ -352,6 +405,28 @@ cdef class PyBookPort(BookPort):
     cdef int64_t leaves(self, int64_t order_id) except -1:
         o = self._order(order_id)
         return 0 if o is None else o["leaves_qty"]
+
+    cdef int can_fill(self, bint is_buy, int64_t limit, int64_t qty, int64_t account,
+                      int stp) except -1:
+        # From the public L3 snapshot (priority order, bids then asks), so
+        # any book with OrderBook's Python API will do; both books default to
+        # cancel-newest.
+        cdef int64_t avail = 0
+        if stp < 0:
+            stp = getattr(self.book, "default_stp", CANCEL_NEWEST)
+        for row in self.book.snapshot():
+            if (int(row["side"]) == BUY) == is_buy:
+                continue
+            if (row["price"] > limit) if is_buy else (row["price"] < limit):
+                break
+            if stp != STP_NONE and row["account"] == account:
+                if stp != CANCEL_OLDEST:
+                    break                    # STP cancels the incoming order here
+                continue                     # STP cancels this resting one instead
+            avail += row["leaves_qty"]
+            if avail >= qty:
+                return 1
+        return 0
 
 
 def make_port(book):
@@ -511,6 +586,42 @@ cdef class Report:
                 + ")")
 
 
+# ---------------------------------------------------------------- samples
+
+class SampleTable:
+    """``MarketLoop.samples()`` once a cumulative notional has passed 2^63 - 1.
+
+    Indexed like the int64 array it stands for: ``table[:, k]`` is that int64
+    column, except a ``cum_notional_x2`` column that no longer fits, which is
+    an object array of exact Python ints. ``numpy.asarray(table)`` is the
+    whole table as an object array.
+    """
+
+    def __init__(self, ints, wide):
+        self._ints = ints
+        self._wide = wide
+        self.shape = ints.shape
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], (int, np.integer)):
+            col = int(key[1])
+            if col < 0:
+                col += self.shape[1]
+            if col in self._wide:
+                return self._wide[col][key[0]]
+            return self._ints[key[0], col]
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self._ints.astype(object)
+        for col, values in self._wide.items():
+            out[:, col] = values
+        return out if dtype is None else out.astype(dtype)
+
+
 # ---------------------------------------------------------------- the loop
 
 cdef class MarketLoop:
@@ -615,7 +726,7 @@ cdef class MarketLoop:
         self.rtt_n = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
         self.rtt_sum = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
         self.cum_qty = <int64_t*>PyMem_Malloc(ni * sizeof(int64_t))
-        self.cum_notional2 = <int64_t*>PyMem_Malloc(ni * sizeof(int64_t))
+        self.cum_notional2 = <i128*>PyMem_Malloc(ni * sizeof(i128))
         self.last_bbo = <int64_t*>PyMem_Malloc(4 * nb * sizeof(int64_t))
         if (self.book_venue == NULL or self.book_instr == NULL or self.lit_books == NULL
                 or self.dark_books == NULL or self.n_lit == NULL or self.n_dark == NULL
@@ -856,16 +967,29 @@ cdef class MarketLoop:
             self.batch_deliver = t
         return self.batch_deliver
 
-    cdef int64_t fee_c(self, int32_t b, int liquidity, int64_t price_x2, int64_t qty) noexcept:
-        cdef int64_t per_lot, cbps, fee
+    cdef int64_t fee_c(self, int32_t b, int liquidity, int64_t price_x2,
+                       int64_t qty) except? 0x7FFFFFFFFFFFFFFF:
+        cdef int64_t per_lot, cbps
+        cdef i128 fee, bps
         if liquidity == LIQ_MAKER:
             per_lot, cbps = self.maker_per_lot[b], self.maker_cbps[b]
         else:
             per_lot, cbps = self.taker_per_lot[b], self.taker_cbps[b]
-        fee = per_lot * qty
+        # Products of two int64 fit in 128 bits; price_x2 * qty alone passes
+        # 2^63 on a fine grid (1e7 half-ticks x 1e11 lots), so 64 bits wrap.
+        fee = (<i128>per_lot) * qty
         if cbps != 0:
-            fee += _div_round(price_x2 * qty * cbps, 200)
-        return fee
+            if _mul_overflow_i128((<i128>price_x2) * qty, cbps, &bps):
+                raise OverflowError(f"the fee of a fill of {qty} lots at {price_x2} half-ticks "
+                                    f"(book {b}) does not fit in 128 bits")
+            if -_I64_QUARTER < bps < _I64_QUARTER:
+                fee += _div_round(<int64_t>bps, 200)    # the usual case: no 128-bit division
+            else:
+                fee += _div_round128(bps, 200)
+        if fee > INT64_MAX or fee < INT64_MIN:
+            raise OverflowError(f"the fee of a fill of {qty} lots at {price_x2} half-ticks "
+                                f"(book {b}) is {_py_int128(fee)} fee units, beyond int64")
+        return <int64_t>fee
 
     cdef Child* _child(self, int64_t child_id) except NULL:
         cdef int64_t idx = child_id - _CHILD_ID_BASE - 1
@@ -1048,6 +1172,9 @@ cdef class MarketLoop:
         cdef Child* ch
         cdef Trade* t
         cdef int64_t px2
+        # A dark order rests at the pool's placeholder price: its reports
+        # carry the order's own limit (0: a pure peg), as a parked one's do.
+        cdef bint dark = self.venue_dark[self.book_venue[b]]
         while i < nf or j < ne:
             # Fills and events share one sequence: merging by it replays the
             # book's exact order (ack, fills, then the cancel of an IOC rest).
@@ -1056,7 +1183,7 @@ cdef class MarketLoop:
                 i += 1
                 px2 = mid2 if mid2 > 0 else 2 * f.price
                 self.cum_qty[instr] += f.qty
-                self.cum_notional2[instr] += px2 * f.qty
+                self.cum_notional2[instr] += (<i128>px2) * f.qty
                 if self.record_tape:
                     self.trades = <Trade*>_grow(self.trades, &self.trades_cap, self.n_trades + 1,
                                                 sizeof(Trade))
@@ -1080,7 +1207,9 @@ cdef class MarketLoop:
                     ch = self._child(e.order_id)
                     ch.qty = e.qty
                     ch.limit = e.price
-                self._report(e.order_id, e.kind, 2 * e.price, 0, LIQ_NONE, e.reason, ts)
+                px2 = 2 * (self.children[e.order_id - _CHILD_ID_BASE - 1].limit if dark
+                           else e.price)
+                self._report(e.order_id, e.kind, px2, 0, LIQ_NONE, e.reason, ts)
         port.clear()
         return 0
 
@@ -1294,6 +1423,9 @@ cdef class MarketLoop:
             limit = 0
             if tif != FOK:
                 tif = IOC
+        if strategy:
+            # What its reports carry from the book (a market order has none).
+            self.children[order_id - _CHILD_ID_BASE - 1].limit = limit
         if flags & FLAG_POST_ONLY or (ord_type != LIMIT and ord_type != MARKET):
             # A midpoint order neither adds nor removes visible liquidity:
             # post-only has no meaning here and is refused, not ignored.
@@ -1318,10 +1450,12 @@ cdef class MarketLoop:
                 self._report(order_id, RPT_REJECTED, 2 * limit, 0, LIQ_NONE, reason, ts)
             return reason
         if min_qty > 0 and _eligible(side, limit, mid2) and \
-                (port.best_ask_qty() if side == BUY else port.best_bid_qty()) < min_qty:
-            # Every eligible contra order rests at the one dark price, so the
-            # level is what could fill at once: short of the minimum, nothing
-            # trades (all or at least min_qty, as venues' MinQty on IOC).
+                not port.can_fill(side == BUY, _DARK_PX, min_qty, account, stp):
+            # Every eligible contra order rests at the one dark price; what
+            # could fill at once is that level less the account's own orders
+            # that self-trade prevention will not trade with. Short of the
+            # minimum, nothing trades (all or at least min_qty, as venues'
+            # MinQty on IOC).
             if strategy:
                 self._report(order_id, RPT_ACCEPTED, 2 * limit, 0, LIQ_NONE, 0, ts)
                 self._report(order_id, RPT_CANCELED, 2 * limit, 0, LIQ_NONE,
@@ -1452,9 +1586,12 @@ cdef class MarketLoop:
     # ------------------------------------------------------------ recording
 
     cdef int _sample(self, int64_t upto) except -1:
-        cdef Py_ssize_t width = 1 + 4 * self.n_instruments, i
+        # A row is ts, then per instrument bid, ask, cum_qty and the 128-bit
+        # cumulative notional as two words (low, high); ``samples()`` joins them.
+        cdef Py_ssize_t width = 1 + _SAMPLE_WORDS * self.n_instruments, i
         cdef int64_t* row
         cdef int64_t bid, ask
+        cdef i128 notional
         while self.next_sample <= upto:
             self.sample_buf = <int64_t*>_grow(self.sample_buf, &self.samples_cap,
                                            (self.n_samples + 1) * width, sizeof(int64_t))
@@ -1462,10 +1599,12 @@ cdef class MarketLoop:
             row[0] = self.next_sample
             for i in range(self.n_instruments):
                 self._nbbo(<int>i, &bid, &ask)
-                row[1 + 4 * i] = bid
-                row[2 + 4 * i] = ask
-                row[3 + 4 * i] = self.cum_qty[i]
-                row[4 + 4 * i] = self.cum_notional2[i]
+                notional = self.cum_notional2[i]
+                row[1 + _SAMPLE_WORDS * i] = bid
+                row[2 + _SAMPLE_WORDS * i] = ask
+                row[3 + _SAMPLE_WORDS * i] = self.cum_qty[i]
+                row[4 + _SAMPLE_WORDS * i] = <int64_t>(<uint64_t>notional)
+                row[5 + _SAMPLE_WORDS * i] = <int64_t>(notional >> 64)
             self.n_samples += 1
             self.next_sample += self.sample_ns
         return 0
@@ -1739,7 +1878,7 @@ cdef class MarketLoop:
         """Cumulative traded ``(qty, notional_x2)`` of an instrument on all venues."""
         if instrument < 0 or instrument >= self.n_instruments:
             raise IndexError(f"no instrument {instrument}")
-        return self.cum_qty[instrument], self.cum_notional2[instrument]
+        return self.cum_qty[instrument], _py_int128(self.cum_notional2[instrument])
 
     def child(self, int64_t child_id):
         """The venue-side state of a child order as a dict."""
@@ -1765,15 +1904,31 @@ cdef class MarketLoop:
 
         Returns
         -------
-        numpy.ndarray
+        numpy.ndarray or SampleTable
             int64, shape ``(n, 1 + 4 * n_instruments)``: ``ts`` then, per
-            instrument, ``bid, ask, cum_qty, cum_notional_x2``.
+            instrument, ``bid, ask, cum_qty, cum_notional_x2``. When a
+            cumulative notional has passed 2^63 - 1 (a fine price and lot
+            grid), a ``SampleTable`` indexed the same way (``[:, k]``) whose
+            notional column is exact Python ints.
         """
-        cdef Py_ssize_t width = 1 + 4 * self.n_instruments
-        out = np.empty((self.n_samples, width), dtype=np.int64)
+        cdef Py_ssize_t ni = self.n_instruments, i, k
+        cdef Py_ssize_t words = 1 + _SAMPLE_WORDS * ni
+        raw = np.empty((self.n_samples, words), dtype=np.int64)
         if self.n_samples:
-            memcpy(cnp.PyArray_DATA(out), self.sample_buf, self.n_samples * width * sizeof(int64_t))
-        return out
+            memcpy(cnp.PyArray_DATA(raw), self.sample_buf,
+                   self.n_samples * words * sizeof(int64_t))
+        out = np.empty((self.n_samples, 1 + 4 * ni), dtype=np.int64)
+        out[:, 0] = raw[:, 0]
+        wide = {}
+        for i in range(ni):
+            k = 1 + _SAMPLE_WORDS * i
+            out[:, 1 + 4 * i:5 + 4 * i] = raw[:, k:k + 4]
+            low, high = raw[:, k + 3], raw[:, k + 4]
+            if not np.array_equal(high, low >> 63):        # not just the sign of the low word
+                wide[4 + 4 * i] = np.array(
+                    [h * 18446744073709551616 + (l & 0xFFFFFFFFFFFFFFFF)
+                     for h, l in zip(high.tolist(), low.tolist())], dtype=object)
+        return SampleTable(out, wide) if wide else out
 
     def tape(self):
         """Recorded ``(trades, quotes)`` (``TRADE_DTYPE``, ``QUOTE_DTYPE``) when ``record_tape``."""
@@ -2159,15 +2314,24 @@ cdef class StrategyCore:
         cdef Child* ch
         cdef ReportRec* rec
         cdef ReportRec tmp
+        cdef int64_t filled, notional_x2, fees
         if kind == RPT_ACCEPTED or kind == RPT_CANCEL_REJECTED:
             # An ack changes nothing here: ``send`` already booked the order
             # quantity as working, and an ack carries leaves_qty == qty.
             return 0
         ch = &self.loop.children[m.child_id - _CHILD_ID_BASE - 1]
         if kind == RPT_FILL:
-            self.filled += m.qty
-            self.notional_x2 += m.price * m.qty
-            self.fees += m.fee
+            # The parent's sums are int64 (fields compiled strategies share):
+            # refuse to go on rather than wrap.
+            if (_add_overflow_i64(self.filled, m.qty, &filled)
+                    or _mul_overflow_i64(m.price, m.qty, &notional_x2)
+                    or _add_overflow_i64(self.notional_x2, notional_x2, &notional_x2)
+                    or _add_overflow_i64(self.fees, m.fee, &fees)):
+                raise OverflowError(
+                    f"a parent's filled notional ({self.notional_x2} + {m.price} x {m.qty} "
+                    f"half-tick x lots) or fees ({self.fees} + {m.fee} fee units) passed "
+                    f"2^63 - 1; use a coarser tick_size or lot_size for this instrument")
+            self.filled, self.notional_x2, self.fees = filled, notional_x2, fees
             if self.n_fill_recs == self.fill_recs_cap:
                 self.fill_recs = <ReportRec*>_grow(self.fill_recs, &self.fill_recs_cap,
                                                    self.n_fill_recs + 1, sizeof(ReportRec))

@@ -1,0 +1,188 @@
+"""The event loop's money on a fine grid, dark minimum quantity under self-trade
+prevention, and the prices dark-pool reports carry.
+
+Expected numbers are computed here independently: notionals with Python ints,
+fees from the published schedule in ``Decimal`` and with ``sim.fees.fee_units``.
+Loop-level scenarios run on the Cython book and on the pure-Python reference.
+"""
+from decimal import Decimal
+
+import numpy as np
+import pytest
+
+from ext.book import OrderBook
+from ext.simloop import Liquidity, ReportKind as K, StrategyCore
+from ext.types import CancelReason, StpMode
+from sim.fees import fee_units, units_to_currency
+from tests.reference.book_reference import ReferenceBook
+from tests.unit.sim.helpers import (
+    BUY, DAY, IOC, LIMIT, MARKET, SELL, US, Recorder, add, quiet_market,
+)
+
+MAKER, TAKER = int(Liquidity.LIQ_MAKER), int(Liquidity.LIQ_TAKER)
+#: Fractional shares at a 0.0001 tick: a price times a quantity passes 2^63.
+FINE = [{"symbol": "AAA", "tick_size": "0.0001", "lot_size": "0.000001", "price": "500.00"}]
+PX_500 = 5_000_000                          # 500.00 in 0.0001 ticks
+SHARE = 1_000_000                           # lots per share
+
+
+@pytest.fixture(params=[OrderBook, ReferenceBook], ids=["cython", "reference"])
+def book_class(request):
+    return request.param
+
+
+def step(m, us=1_000):
+    m.run_until(m.now + us * US)
+
+
+# ---------------------------------------------------------------- market notional
+
+def test_market_notional_and_vwap_are_exact_past_int64(book_class):
+    m = quiet_market(book_class, record_tape=True, instruments=FINE)
+    assert isinstance(m.loop.samples(), np.ndarray)     # nothing wide yet: the plain array
+    q1, q2 = 1_000_000 * SHARE, 300_000 * SHARE + 7     # lots
+    px1, px2 = PX_500, PX_500 + 123                     # ticks
+    add(m, "FAST", 1, SELL, px1, q1)
+    add(m, "FAST", 2, BUY, px1, q1, account=2, tif=IOC)
+    add(m, "BPS", 3, SELL, px2, q2)
+    add(m, "BPS", 4, BUY, px2, q2, account=2, tif=IOC)
+    notional_x2 = 2 * px1 * q1 + 2 * px2 * q2           # Python ints: exact
+    assert notional_x2 > 2**63
+    trades, _ = m.tape()
+    assert sum(int(t["price_x2"]) * int(t["qty"]) for t in trades) == notional_x2
+    assert m.market_volume("AAA") == (q1 + q2, notional_x2)
+    # The backtest's market VWAP is notional_x2 / qty / 2 ticks: ~500.00, not negative.
+    vwap = notional_x2 / (q1 + q2) / 2 * 0.0001
+    assert vwap == pytest.approx(500.0028, abs=1e-4)
+    step(m, 2_000_000)                                  # two samples after the trades
+    s = m.samples()["AAA"]
+    assert int(s["cum_qty"][-1]) == q1 + q2
+    assert s["cum_notional_x2"][-1] == notional_x2
+    assert s["bid"].dtype == np.int64 and s["ts"].dtype == np.int64    # plots read these
+    assert [int(x) for x in s["cum_notional_x2"]] == sorted(int(x) for x in s["cum_notional_x2"])
+    assert np.asarray(m.loop.samples())[-1, 4] == notional_x2
+
+
+# ---------------------------------------------------------------- fees
+
+def test_fee_of_a_large_fill_is_exact():
+    m = quiet_market(instruments=FINE)
+    inst = m.instrument("AAA")
+    price_x2 = 2 * PX_500
+    # Published schedule, by hand: BPS takes 0.25 bps and pays 0.10 bps.
+    for shares in (10_000, 40_000, 100_000, 1_000_000):
+        notional = Decimal(500) * shares
+        lots = shares * SHARE
+        taker = m.fee("BPS", "AAA", TAKER, price_x2, lots)
+        maker = m.fee("BPS", "AAA", MAKER, price_x2, lots)
+        assert units_to_currency(taker, inst) == notional * Decimal("0.000025")
+        assert units_to_currency(maker, inst) == -notional * Decimal("0.000010")
+    # Every venue and side against the Python-int reference.
+    for venue in ("FAST", "BPS", "INV", "POOL"):
+        mpl, tpl, mcb, tcb = m.fee_rates(venue, "AAA")
+        for lots in (1, 10**10 + 3, 4 * 10**10, 10**12 + 1):
+            for px in (price_x2, price_x2 + 1):
+                assert m.fee(venue, "AAA", TAKER, px, lots) == fee_units(tpl, tcb, px, lots)
+                assert m.fee(venue, "AAA", MAKER, px, lots) == fee_units(mpl, mcb, px, lots)
+    # A fee that itself cannot be an int64 is an error (naming the exact fee), not a
+    # wrapped number: a charge and a rebate.
+    mpl, tpl, mcb, tcb = m.fee_rates("FAST", "AAA")
+    for liq, per_lot, cbps in ((TAKER, tpl, tcb), (MAKER, mpl, mcb)):
+        exact = fee_units(per_lot, cbps, price_x2, 2**62)
+        assert abs(exact) > 2**63
+        with pytest.raises(OverflowError, match=f"is {exact} fee units, beyond int64"):
+            m.fee("FAST", "AAA", liq, price_x2, 2**62)
+
+
+def test_child_fill_reports_the_exact_fee(book_class):
+    m = quiet_market(book_class, instruments=FINE)
+    inst = m.instrument("AAA")
+    lots = 40_000 * SHARE
+    add(m, "BPS", 1, SELL, PX_500, lots)
+    rec = Recorder()
+    m.submit("BPS", "AAA", BUY, lots, PX_500, LIMIT, IOC, on_report=rec)
+    step(m)
+    fill = [r for r in rec.reports if r.kind == K.RPT_FILL][0]
+    assert (fill.price_x2, fill.last_qty) == (2 * PX_500, lots)
+    assert units_to_currency(fill.fee, inst) == Decimal(500)       # $20M at 0.25 bps
+
+
+def test_parent_sums_refuse_to_wrap():
+    """A parent's notional is int64 (shared with compiled strategies): past it, an error."""
+    m = quiet_market(instruments=FINE)
+    lots = 1_000_000 * SHARE                             # 2 * PX_500 * lots = 1e19 > 2^63
+    add(m, "FAST", 1, SELL, PX_500, 2 * lots)
+    parent = StrategyCore(m.loop, 0, BUY, 2 * lots)
+    parent.send(m.venue_index("FAST"), lots // 2, PX_500, LIMIT, IOC)
+    step(m)
+    assert (parent.filled, parent.notional_x2) == (lots // 2, PX_500 * lots)
+    parent.send(m.venue_index("FAST"), lots, PX_500, LIMIT, IOC)
+    with pytest.raises(OverflowError, match="coarser tick_size or lot_size"):
+        step(m)
+    assert (parent.filled, parent.notional_x2) == (lots // 2, PX_500 * lots)   # not wrapped
+
+
+# ---------------------------------------------------------------- dark minimum quantity
+
+def _dark_ping(book_class, resting, stp=-1):
+    """Rest ``(account, qty)`` sell pegs in the pool in that order, then send an IOC
+    buy of 150 with min_qty 100 from account 1000; returns its reports and the
+    resting orders' reports."""
+    m = quiet_market(book_class)
+    add(m, "FAST", 1, BUY, 5000, 1000, account=2)
+    add(m, "FAST", 2, SELL, 5001, 1000, account=2)
+    makers = Recorder()
+    for account, qty in resting:
+        m.submit("POOL", "AAA", SELL, qty, 0, LIMIT, DAY, account=account, on_report=makers)
+        step(m)
+    ping = Recorder()
+    m.submit("POOL", "AAA", BUY, 150, 0, LIMIT, IOC, account=1000, stp=stp, on_report=ping,
+             min_qty=100)
+    step(m)
+    return ([(r.kind, r.last_qty, r.reason) for r in ping.reports],
+            [(r.kind, r.last_qty, r.reason) for r in makers.reports if r.kind != K.RPT_ACCEPTED])
+
+
+def test_dark_min_qty_does_not_count_own_orders_that_stp_will_not_trade(book_class):
+    unfillable = [(K.RPT_ACCEPTED, 0, 0),
+                  (K.RPT_CANCELED, 0, CancelReason.CXL_MIN_QTY_UNFILLABLE)]
+    # Cancel-newest: 50 lots of another account, then our own 100: only 50 can trade.
+    ping, makers = _dark_ping(book_class, [(2000, 50), (1000, 100)])
+    assert (ping, makers) == (unfillable, [])
+    # Cancel-oldest: our own 100 first would be canceled, not traded: again only 50.
+    ping, makers = _dark_ping(book_class, [(1000, 100), (2000, 50)],
+                              stp=int(StpMode.CANCEL_OLDEST))
+    assert (ping, makers) == (unfillable, [])
+    # 120 lots of others ahead of our own: the minimum is met and the ping trades.
+    ping, makers = _dark_ping(book_class, [(2000, 120), (1000, 100)])
+    assert ping == [(K.RPT_ACCEPTED, 0, 0), (K.RPT_FILL, 120, 0),
+                    (K.RPT_CANCELED, 0, CancelReason.CXL_SELF_TRADE)]
+    assert makers == [(K.RPT_FILL, 120, 0)]
+    # No self-trade prevention: our own orders count (and trade).
+    ping, _ = _dark_ping(book_class, [(2000, 50), (1000, 100)], stp=int(StpMode.STP_NONE))
+    assert ping == [(K.RPT_ACCEPTED, 0, 0), (K.RPT_FILL, 50, 0), (K.RPT_FILL, 100, 0)]
+
+
+# ---------------------------------------------------------------- dark report prices
+
+def test_dark_reports_carry_the_order_limit_not_the_pool_price(book_class):
+    m = quiet_market(book_class)
+    add(m, "FAST", 1, BUY, 5000, 1000, account=2)
+    add(m, "FAST", 2, SELL, 5002, 1000, account=2)          # mid 50.01
+    resting, parked, peg_ioc, limit_ioc, market_ioc = (Recorder() for _ in range(5))
+    child = m.submit("POOL", "AAA", BUY, 100, 5005, LIMIT, DAY, on_report=resting)
+    m.submit("POOL", "AAA", BUY, 100, 4990, LIMIT, DAY, on_report=parked)   # below the mid
+    m.submit("POOL", "AAA", BUY, 100, 0, LIMIT, IOC, on_report=peg_ioc)
+    m.submit("POOL", "AAA", BUY, 100, 5005, LIMIT, IOC, on_report=limit_ioc)
+    m.submit("POOL", "AAA", BUY, 100, 5005, MARKET, IOC, on_report=market_ioc)
+    step(m)
+    m.cancel(child)
+    step(m)
+
+    def prices(rec):
+        return [(r.kind, r.price_x2) for r in rec.reports]
+    assert prices(resting) == [(K.RPT_ACCEPTED, 10010), (K.RPT_CANCELED, 10010)]
+    assert prices(parked) == [(K.RPT_ACCEPTED, 9980)]
+    assert prices(peg_ioc) == [(K.RPT_ACCEPTED, 0), (K.RPT_CANCELED, 0)]
+    assert prices(limit_ioc) == [(K.RPT_ACCEPTED, 10010), (K.RPT_CANCELED, 10010)]
+    assert prices(market_ioc) == [(K.RPT_ACCEPTED, 0), (K.RPT_CANCELED, 0)]
