@@ -61,6 +61,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports (each held until all are picked: calls of
+    :func:`free_port` one after another may return the same port twice)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def config_text(port: int, journal_dir: Path, *, sim: Path = QUIET_SIM, fsync: str = "none",
                 extra: str = "") -> str:
     """A complete engine configuration for a test."""

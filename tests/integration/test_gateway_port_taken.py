@@ -16,13 +16,14 @@ import pytest
 from engine.client import Client
 from engine.intake import EndpointError
 from engine.messages import ExecType, ExecutionReport
-from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
+from tests.integration.engine_harness import (ThreadedEngine, config_text, free_port,
+                                              free_ports)
 
 
 def two_gateways(isolation: str) -> tuple[str, dict[str, int]]:
     """``[[gateways]]`` tables: ``first`` (binds fine) then ``second``; and the ports they bind."""
-    ports = {key: free_port() for key in ("first_pub", "first_replay", "endpoint",
-                                          "replay_endpoint", "metrics_port")}
+    keys = ("first_pub", "first_replay", "endpoint", "replay_endpoint", "metrics_port")
+    ports = dict(zip(keys, free_ports(len(keys))))
     return f"""
 [[gateways]]
 type = "zmq"
