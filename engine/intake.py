@@ -674,11 +674,19 @@ class IntakeServer:
         """Stop reading, close the sockets and the authenticator.
 
         What backlogs still hold is not sent (it is in the journal and the
-        sessions' rings: a client that resumes after a restart asks for it).
+        sessions' rings: a client that resumes after a restart asks for it);
+        it is logged and counted in ``kronos_send_dropped``.
         """
         if self._backlog_timer is not None:
             self._backlog_timer.cancel()
             self._backlog_timer = None
+        held = [len(s._backlog[1]) for s in self._backlogged if s._backlog is not None]
+        if sum(held):
+            self.metrics.send_dropped.inc(sum(held))
+            log.warning("intake: %d replies to %d slow readers not sent at shutdown: they are in "
+                        "the journal, and a client gets them by resuming its session after the "
+                        "restart", sum(held), len(held))
+        self._backlogged.clear()
         if self._watchdog is not None:
             self._watchdog.cancel()
             try:

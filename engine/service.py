@@ -529,13 +529,16 @@ def run(config: Config, config_path: Path | None, duration: float | None = None)
     async def main() -> int:
         service = EngineService(config, config_path)
         loop = asyncio.get_running_loop()
-        # SIGHUP's default action ends the process: one sent while the engine
-        # starts (a journal replay can take minutes) is kept for after the start.
+        # Signals that arrive while the engine starts (a journal replay can
+        # take minutes) are kept for after the start: SIGHUP's default action
+        # ends the process, and SIGINT or SIGTERM then would skip the stop
+        # (asyncio's own SIGINT handler cancels the start half-way). A stop
+        # asked for during the start is done as soon as it is over.
         hups = []
         loop.add_signal_handler(signal.SIGHUP, hups.append, None)
-        await service.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, service.stop_requested.set)
+        await service.start()
         loop.add_signal_handler(signal.SIGHUP, service.reload_security)
         if hups:
             service.reload_security()

@@ -7,10 +7,15 @@ journal, and a simulator with no background flow so fills are predictable.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import os
 import re
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 import urllib.error
 import urllib.request
@@ -163,3 +168,48 @@ def kill_if_running(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+def wait_for_log(log: Path, text: str, after: int = 0) -> str:
+    """The log from ``after`` on, once it holds ``text`` (within 10 s)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        tail = log.read_text()[after:]
+        if text in tail:
+            return tail
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not logged: {log.read_text()[after:][-2000:]}")
+
+
+def open_fifo_for_writing(fifo: Path, proc: subprocess.Popen) -> int:
+    """Wait for the engine to open ``fifo`` for reading; the writing end's fd."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:  # ENXIO: no reader yet
+            if exc.errno != errno.ENXIO:
+                raise
+            assert proc.poll() is None, f"engine exited with {proc.returncode}"
+            assert time.monotonic() < deadline, "the engine never read the file"
+            time.sleep(0.01)
+            continue
+        os.set_blocking(fd, True)
+        return fd
+
+
+def feed_fifo(fd: int, text: str, fifo: Path, proc: subprocess.Popen) -> None:
+    """Write ``text``, close, and wait until the engine has read it and closed the file (the
+    next open for writing then meets its next read, not the end of this one)."""
+    os.write(fd, text.encode())
+    deadline = time.monotonic() + 20
+    # Once the engine has taken the bytes its end is open (not merely being opened): from
+    # then on /proc lists it until the engine closes it.
+    while struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]:
+        assert time.monotonic() < deadline, "the engine did not read the file"
+        time.sleep(0.01)
+    os.close(fd)
+    fds = Path(f"/proc/{proc.pid}/fd")
+    while any(os.path.realpath(f) == str(fifo) for f in fds.iterdir()):
+        assert time.monotonic() < deadline, "the engine did not finish reading the file"
+        time.sleep(0.01)

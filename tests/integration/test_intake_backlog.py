@@ -133,3 +133,28 @@ def test_a_resumed_session_replays_a_large_gap_to_a_slow_reader(tmp_path):
             assert [m.seq for m in got[len(replay):]] == [last + 1, last + 2]
         finally:
             again.close()
+
+
+def test_replies_a_slow_reader_has_not_taken_at_shutdown_are_counted_and_said(tmp_path, caplog):
+    """A graceful stop cannot wait for a reader that does not read: what its backlog holds
+    is left (the journal has it, a resume gets it), said in a warning and counted, not
+    dropped in silence."""
+    import logging
+    path, endpoint = _engine_config(tmp_path, send_hwm=5)
+    sock = _dealer(endpoint, rcvhwm=5)
+    try:
+        with caplog.at_level(logging.WARNING, logger="engine.intake"):
+            with ThreadedEngine(path) as engine:
+                _send_orders(sock, 1000)
+                deadline = time.monotonic() + 10
+                while not engine.call(lambda: engine.service.intake._backlogged):
+                    assert time.monotonic() < deadline, "no backlog formed"
+                    time.sleep(0.05)
+                metrics = engine.service.metrics
+        warned = [r.getMessage() for r in caplog.records
+                  if "not sent at shutdown" in r.getMessage()]
+        assert len(warned) == 1 and "resuming its session" in warned[0]
+        held = int(warned[0].split("intake: ")[1].split()[0])
+        assert held > 0 and metrics.registry.get_sample_value("kronos_send_dropped_total") >= held
+    finally:
+        sock.close()

@@ -7,22 +7,19 @@ does not pass the load-time checks changes nothing. A SIGHUP that arrives
 while the engine is still starting does not end it: the reload is made
 once it serves.
 """
-import errno
-import fcntl
 import os
 import signal
 import subprocess
-import struct
 import sys
-import termios
 import time
 from pathlib import Path
 
 from engine.client import Client, load_client_keys
 from engine.intake import generate_keypair, load_keypair
 from engine.messages import ExecType, ExecutionReport, HeartbeatAck, Reject
-from tests.integration.engine_harness import (QUIET_SIM, config_text, free_port,
-                                              start_subprocess)
+from tests.integration.engine_harness import (QUIET_SIM, config_text, feed_fifo, free_port,
+                                              open_fifo_for_writing, start_subprocess,
+                                              wait_for_log)
 
 
 def _config(tmp_path, port, curve_port, keys, clients, *, broken=False, sim=QUIET_SIM):
@@ -35,16 +32,6 @@ def _config(tmp_path, port, curve_port, keys, clients, *, broken=False, sim=QUIE
                  f'public_key_file = "{public}"\n')
     (tmp_path / "engine.toml").write_text(text)
     return tmp_path / "engine.toml"
-
-
-def _wait_for_log(log: Path, text: str, after: int) -> str:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        tail = log.read_text()[after:]
-        if text in tail:
-            return tail
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not logged: {log.read_text()[after:][-2000:]}")
 
 
 def _client(endpoint, keys, name, server_public):
@@ -87,7 +74,7 @@ def test_sighup_takes_the_files_keys_and_a_bad_file_changes_nothing(tmp_path):
         _config(tmp_path, port, curve_port, keys, [("carol", "DEMO1")])
         mark = len(log.read_text())
         proc.send_signal(signal.SIGHUP)
-        line = _wait_for_log(log, "security reloaded", mark)
+        line = wait_for_log(log, "security reloaded", mark)
         assert "added ['carol'], removed ['alice']" in line
         alice.new_order("AAA", "buy", "1", "40.00", account="DEMO1", cl_ord_id="a2")
         refused = _answer(alice, "a2")
@@ -104,7 +91,7 @@ def test_sighup_takes_the_files_keys_and_a_bad_file_changes_nothing(tmp_path):
         _config(tmp_path, port, curve_port, keys, [("carol", "DEMO1")], broken=True)
         mark = len(log.read_text())
         proc.send_signal(signal.SIGHUP)
-        _wait_for_log(log, "security reload refused, the keys in force stay", mark)
+        wait_for_log(log, "security reload refused, the keys in force stay", mark)
         carol.new_order("AAA", "buy", "1", "40.00", account="DEMO1", cl_ord_id="c2")
         assert _answer(carol, "c2").exec_type == ExecType.NEW
         carol.close()
@@ -112,40 +99,6 @@ def test_sighup_takes_the_files_keys_and_a_bad_file_changes_nothing(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
-
-
-def _open_fifo_for_writing(fifo: Path, proc: subprocess.Popen) -> int:
-    """Wait for the engine to open ``fifo`` for reading; the writing end's fd."""
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:  # ENXIO: no reader yet
-            if exc.errno != errno.ENXIO:
-                raise
-            assert proc.poll() is None, f"engine exited with {proc.returncode}"
-            assert time.monotonic() < deadline, "the engine never read the file"
-            time.sleep(0.01)
-            continue
-        os.set_blocking(fd, True)
-        return fd
-
-
-def _feed(fd: int, text: str, fifo: Path, proc: subprocess.Popen) -> None:
-    """Write ``text``, close, and wait until the engine has read it and closed the file (the
-    next open for writing then meets its next read, not the end of this one)."""
-    os.write(fd, text.encode())
-    deadline = time.monotonic() + 20
-    # Once the engine has taken the bytes its end is open (not merely being opened): from
-    # then on /proc lists it until the engine closes it.
-    while struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]:
-        assert time.monotonic() < deadline, "the engine did not read the file"
-        time.sleep(0.01)
-    os.close(fd)
-    fds = Path(f"/proc/{proc.pid}/fd")
-    while any(os.path.realpath(f) == str(fifo) for f in fds.iterdir()):
-        assert time.monotonic() < deadline, "the engine did not finish reading the file"
-        time.sleep(0.01)
 
 
 def test_a_sighup_during_the_start_is_applied_once_serving(tmp_path):
@@ -167,15 +120,15 @@ def test_a_sighup_during_the_start_is_applied_once_serving(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config",
                                  str(path)], stdout=out, stderr=subprocess.STDOUT)
     try:
-        _feed(_open_fifo_for_writing(fifo, proc), sim_text, fifo, proc)  # the file's check
-        held = _open_fifo_for_writing(fifo, proc)  # the start reads it: hold it there
+        feed_fifo(open_fifo_for_writing(fifo, proc), sim_text, fifo, proc)  # the file's check
+        held = open_fifo_for_writing(fifo, proc)  # the start reads it: hold it there
         _config(tmp_path, port, curve_port, keys, [("alice", "DEMO1")], sim=fifo)
         proc.send_signal(signal.SIGHUP)
         time.sleep(0.3)
         assert proc.poll() is None, "SIGHUP during the start ended the engine"
-        _feed(held, sim_text, fifo, proc)
-        _feed(_open_fifo_for_writing(fifo, proc), sim_text, fifo, proc)  # the reload's
-        text = _wait_for_log(log, "security reloaded", 0)
+        feed_fifo(held, sim_text, fifo, proc)
+        feed_fifo(open_fifo_for_writing(fifo, proc), sim_text, fifo, proc)  # the reload's
+        text = wait_for_log(log, "security reloaded", 0)
         assert "engine: serving on" in log.read_text()
         assert "added ['alice'], removed []" in text
         with _client(f"tcp://127.0.0.1:{curve_port}", keys, "alice", server_public) as alice:
