@@ -7,7 +7,7 @@ import sys
 from engine import service
 from engine.config import ConfigError
 from engine.intake import EndpointError
-from engine.journal import JournalCorruptError, JournalLockedError
+from engine.journal import JournalError
 from engine.recovery import RecoveryError
 
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         return service.run(config, path, args.duration)
-    except (JournalCorruptError, JournalLockedError, RecoveryError) as exc:
+    except (JournalError, RecoveryError) as exc:
         print(f"kronos-exec serve: cannot start on journal {config.journal.dir}: {exc}",
               file=sys.stderr)
         return 1

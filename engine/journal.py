@@ -652,7 +652,11 @@ class JournalWriter:
         if group_commit_us <= 0 or rotate_bytes <= FILE_HEADER_SIZE + RECORD_HEADER_SIZE:
             raise ValueError("group_commit_us and rotate_bytes must be positive")
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, a read-only or virtual file system
+            raise JournalError(f"cannot make the journal directory {self.data_dir}: "
+                               f"{exc.strerror or exc}") from None
         # Before anything is read or repaired: a second writer's "torn tail"
         # may be the first one's record being written.
         self._lock_fd = _lock(self.data_dir)
