@@ -332,8 +332,25 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+#: (level, json) of the last setup_logging to stderr: what gateway child processes repeat.
+_stderr_logging: tuple[str, bool] | None = None
+
+
+def logging_settings() -> tuple[str, bool] | None:
+    """``(level, json)`` as :func:`setup_logging` last set them for stderr, or None.
+
+    A gateway's child process is a fresh interpreter: it sets its own
+    logging up the same way, so that ``[logging] json`` and ``level`` hold
+    for its lines too (a log pipeline parsing JSON would drop them).
+    """
+    return _stderr_logging
+
+
 def setup_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | None = None) -> None:
     """Configure the root logger: JSON lines (or plain text) to ``stream`` (stderr)."""
+    global _stderr_logging
+    if stream is None:
+        _stderr_logging = (level, json)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if json else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

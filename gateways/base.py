@@ -46,6 +46,7 @@ from typing import ClassVar, Iterable, Iterator, TypeVar
 import orjson
 
 from engine.busy import BusyFlag
+from engine.metrics import logging_settings
 from engine.journal import DurableMark, JournalReader, journal_identity
 from gateways.config import GatewayConfig
 from gateways.events import GatewayEvent, Normalizer
@@ -313,7 +314,7 @@ class Gateway:
             target=_child_main, name=f"gateway-{self.name}", daemon=True,
             args=(self.config, str(self.source.data_dir), self.source.check_chain,
                   str(self.data_dir.parent), self._shared, self._process_stop, child_end,
-                  os.getpid(), self._shared_error))
+                  os.getpid(), self._shared_error, logging_settings()))
         _spawn(self._process)
         child_end.close()
         if not parent_end.poll(30):
@@ -778,7 +779,7 @@ def _die_with_parent(parent: int) -> bool:
 
 
 def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, parent,
-                shared_error=None) -> None:
+                shared_error=None, log_settings=None) -> None:
     """A gateway's child process: run it on a thread; its counters go to ``shared``
     and the text of its last error to ``shared_error``.
 
@@ -798,8 +799,13 @@ def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, 
 
     from gateways import build
 
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s gateway[{config.gateway_name}] "
-                                                   f"%(levelname)s %(message)s")
+    if log_settings is not None:  # the engine's [logging]: its level, JSON lines or text
+        from engine.metrics import setup_logging
+        setup_logging(log_settings[0], json=log_settings[1])
+    else:
+        logging.basicConfig(level=logging.INFO,
+                            format=f"%(asctime)s gateway[{config.gateway_name}] "
+                                   f"%(levelname)s %(message)s")
     if config.nice:
         try:
             os.nice(config.nice)
