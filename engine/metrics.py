@@ -9,6 +9,7 @@ for a global.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import threading
 import time
@@ -285,7 +286,10 @@ class MetricsServer:
             def log_message(self, *args) -> None:  # scrapes every few seconds are not news
                 pass
 
-        self._httpd = ThreadingHTTPServer((host, port), _Handler)
+        # ThreadingHTTPServer binds IPv4 only: an IPv6 literal ("::1", "::")
+        # passed the configuration's check and then could never be bound.
+        http_server = _ThreadingHTTPServer6 if ":" in host else ThreadingHTTPServer
+        self._httpd = http_server((host, port), _Handler)
         self._httpd.daemon_threads = True
         self.host, self.port = self._httpd.server_address[:2]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics-http",
@@ -330,6 +334,12 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
+
+
+class _ThreadingHTTPServer6(ThreadingHTTPServer):
+    """The metrics endpoint on an IPv6 address."""
+
+    address_family = socket.AF_INET6
 
 
 #: (level, json) of the last setup_logging to stderr: what gateway child processes repeat.

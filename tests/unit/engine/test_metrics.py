@@ -101,3 +101,28 @@ def test_scrape_while_the_loop_counts():
     inf_line = next(line for line in final.splitlines()
                     if line.startswith('kronos_stage_latency_seconds_bucket{le="+Inf",stage="intake"}'))
     assert count_line.split()[-1] == inf_line.split()[-1]
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_the_endpoint_binds_an_ipv6_address():
+    """``[metrics] host = "::1"`` passed the configuration's check ("an IP address") and then
+    could never be bound (the HTTP server was IPv4 only)."""
+    import urllib.request
+
+    from engine.metrics import Metrics, MetricsServer
+    server = MetricsServer(Metrics(), "::1", 0).start()
+    try:
+        with urllib.request.urlopen(f"http://[::1]:{server.port}/healthz", timeout=5) as reply:
+            assert reply.status == 200
+    finally:
+        server.stop()
