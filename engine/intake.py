@@ -564,9 +564,15 @@ class IntakeServer:
             session.accounts, session.admin = ent.accounts, ent.admin
 
     def client_rights(self) -> dict[str, tuple[str, tuple[str, ...], bool]]:
-        """Each allowed client's ``(public key, accounts, admin)``, by its name."""
-        return {ent.name: (key, tuple(sorted(ent.accounts)), ent.admin)
-                for key, ent in self._entitlements.items()}
+        """Each allowed client's ``(public key, accounts, admin)``, by its name; the plaintext
+        endpoints' rights (``plaintext_accounts``, ``plaintext_admin``) as ``"plaintext"``
+        with no key, when there are plaintext endpoints."""
+        rights = {ent.name: (key, tuple(sorted(ent.accounts)), ent.admin)
+                  for key, ent in self._entitlements.items()}
+        if any(not listener.curve for listener in self._listeners):
+            plain = self._plaintext
+            rights[plain.name] = ("", tuple(sorted(plain.accounts)), plain.admin)
+        return rights
 
     def _entitlement_of(self, principal: str, curve: bool) -> _Entitlement:
         if not curve:

@@ -140,3 +140,20 @@ def test_a_sighup_during_the_start_is_applied_once_serving(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_the_reload_line_names_a_change_of_the_plaintext_rights(tmp_path, caplog):
+    """Withdrawing an account from plaintext_accounts took effect but the one audit line said
+    nothing changed ("clients added [], removed [], changed []")."""
+    import logging
+
+    from tests.integration.engine_harness import ThreadedEngine
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal"))
+    with ThreadedEngine(path) as engine, caplog.at_level(logging.WARNING, logger="engine.service"):
+        path.write_text(path.read_text().replace('plaintext_accounts = ["DEMO1", "DEMO2"]',
+                                                 'plaintext_accounts = ["DEMO1"]'))
+        assert engine.call(engine.service.reload_security)
+    [line] = [r.getMessage() for r in caplog.records if "security reloaded" in r.getMessage()]
+    assert line == "security reloaded: clients added [], removed [], changed ['plaintext']"
