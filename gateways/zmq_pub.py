@@ -34,6 +34,7 @@ import logging
 import struct
 import threading
 import time
+from typing import Callable
 
 import msgspec
 import zmq
@@ -144,7 +145,8 @@ class ZmqGateway(Gateway):
             binding = config.replay_endpoint
             self._replay = ReplayServer(self._context, binding, self.source,
                                         Normalizer(config.events, journal=self.source),
-                                        max_replay=config.max_replay)
+                                        max_replay=config.max_replay,
+                                        durable_seq=self.durable_seq)
         except zmq.ZMQError as exc:
             self._pub.close()
             self._context.term()
@@ -272,10 +274,14 @@ class ReplayServer:
         Selects the same event types as the gateway publishes.
     max_replay : int
         Most events per answer.
+    durable_seq : callable, optional
+        The journal's durable seq (``Gateway.durable_seq``): a replay serves
+        nothing past it, as the publishing loop does not publish past it.
     """
 
     def __init__(self, context: zmq.Context, endpoint: str, source: JournalReader,
-                 normalizer: Normalizer, *, max_replay: int = 10_000):
+                 normalizer: Normalizer, *, max_replay: int = 10_000,
+                 durable_seq: Callable[[], int | None] | None = None):
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         try:
@@ -289,6 +295,7 @@ class ReplayServer:
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(dict)
         self.max_replay = max_replay
+        self._durable_seq = durable_seq or (lambda: None)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gateway-replay", daemon=True)
         self.requests = 0
@@ -338,8 +345,9 @@ class ReplayServer:
         # Scanning is bounded too, so a narrow filter over a long range
         # answers in pieces instead of holding the service.
         scan_budget = self.max_replay * 20
+        durable = self._durable_seq()
         while count < self.max_replay and scan_budget > 0:
-            records = tail.read(min(1000, scan_budget))
+            records = tail.read(min(1000, scan_budget), durable)
             if not records:
                 end = True
                 break
@@ -367,9 +375,11 @@ class ReplayServer:
                 break
         if end:
             # Asked from past the journal's end: claim only the seqs that
-            # exist, or a client resuming from through + 1 would skip the
-            # events written after this answer.
-            through = min(through, tail.last_read_seq)
+            # exist (and are durable), or a client resuming from through + 1
+            # would skip the events written after this answer. (A bounded
+            # read past the durable seq does not move the tail.)
+            through = min(through, tail.last_read_seq if durable is None else
+                          max(tail.last_read_seq, min(durable, through)))
         status = {"ok": True, "through": through, "end": end}
         return [self._encoder.encode(status), *frames]
 

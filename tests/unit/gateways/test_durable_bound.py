@@ -52,3 +52,37 @@ def test_a_bounded_tail_read_leaves_the_rest_for_the_next_read(tmp_path):
     assert [r.seq for r in tail.read(100, upto_seq=30)] == list(range(13, 31))
     assert [r.seq for r in tail.read(100)] == list(range(31, 41))
     tail.close()
+
+
+def test_a_replay_serves_nothing_past_the_durable_seq(tmp_path):
+    """The replay service reads the journal itself: it must stop where publishing stops."""
+    import msgspec
+    import zmq
+    writer = JournalWriter(tmp_path / "journal", fsync="group", group_commit_us=400_000,
+                           buffered=True)
+    table = {"type": "zmq", "endpoint": "tcp://127.0.0.1:0",
+             "replay_endpoint": "tcp://127.0.0.1:0", "poll_interval_ms": 1,
+             "isolation": "thread"}
+    [gateway] = from_config([table], tmp_path / "journal", tmp_path / "gw")
+    gateway.start()
+    context = zmq.Context()
+    req = context.socket(zmq.REQ)
+    req.connect(gateway.replay_endpoint)
+
+    def replayed() -> int:
+        req.send(msgspec.msgpack.encode({"from": 1}))
+        return len(req.recv_multipart()[1:]) // 3
+    try:
+        write_fills(writer, 1, 5)
+        last = writer.flush()
+        written_at = time.monotonic()
+        early = replayed()
+        if time.monotonic() - written_at < 0.35:  # (the commit is 400 ms away)
+            assert early == 0
+        assert gateway.wait_for(last, 5)
+        assert replayed() == 5
+    finally:
+        req.close()
+        context.term()
+        gateway.stop()
+        writer.close()
