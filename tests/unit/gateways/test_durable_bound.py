@@ -14,7 +14,9 @@ from gateways import from_config
 from tests.unit.gateways.helpers import write_fills
 
 
-def test_records_wait_for_the_group_commit_before_they_are_delivered(tmp_path):
+def slow_commit_and_gateway(tmp_path):
+    """A buffered writer whose group commit is 400 ms away, and a started ZeroMQ gateway
+    (thread isolation) following its journal."""
     writer = JournalWriter(tmp_path / "journal", fsync="group", group_commit_us=400_000,
                            buffered=True)
     table = {"type": "zmq", "endpoint": "tcp://127.0.0.1:0",
@@ -22,6 +24,10 @@ def test_records_wait_for_the_group_commit_before_they_are_delivered(tmp_path):
              "isolation": "thread"}
     [gateway] = from_config([table], tmp_path / "journal", tmp_path / "gw")
     gateway.start()
+    return writer, gateway
+
+def test_records_wait_for_the_group_commit_before_they_are_delivered(tmp_path):
+    writer, gateway = slow_commit_and_gateway(tmp_path)
     try:
         write_fills(writer, 1, 5)
         last = writer.flush()  # written: in the file, not yet synced
@@ -58,13 +64,7 @@ def test_a_replay_serves_nothing_past_the_durable_seq(tmp_path):
     """The replay service reads the journal itself: it must stop where publishing stops."""
     import msgspec
     import zmq
-    writer = JournalWriter(tmp_path / "journal", fsync="group", group_commit_us=400_000,
-                           buffered=True)
-    table = {"type": "zmq", "endpoint": "tcp://127.0.0.1:0",
-             "replay_endpoint": "tcp://127.0.0.1:0", "poll_interval_ms": 1,
-             "isolation": "thread"}
-    [gateway] = from_config([table], tmp_path / "journal", tmp_path / "gw")
-    gateway.start()
+    writer, gateway = slow_commit_and_gateway(tmp_path)
     context = zmq.Context()
     req = context.socket(zmq.REQ)
     req.connect(gateway.replay_endpoint)
