@@ -295,6 +295,14 @@ class _Superseded:
         self.text = text
 
 
+def _remember(bounded: dict, key, value, bound: int) -> None:
+    """``bounded[key] = value`` as its newest entry, the oldest dropped past ``bound``
+    (the routing-id maps: one entry per connection that went, never more than sessions)."""
+    while len(bounded) >= bound:
+        del bounded[next(iter(bounded))]
+    bounded[key] = value
+
+
 def _superseded_text(session_id: str) -> str:
     """What a connection whose session was resumed elsewhere is told."""
     return (f"session {session_id} was resumed on another connection; this connection has no "
@@ -383,10 +391,7 @@ class _Listener:
             # A request the client sent just before it went can still be
             # unread in the socket: read later, it is its session's (the one
             # the client resumes), not a new one's that nobody would resume.
-            departed = self.departed
-            while len(departed) >= self.server.config.max_sessions:
-                del departed[next(iter(departed))]
-            departed[route] = session
+            _remember(self.departed, route, session, self.server.config.max_sessions)
         if session._route == route:
             session._route = None
 
@@ -687,11 +692,12 @@ class IntakeServer:
             self._backlog_timer.cancel()
             self._backlog_timer = None
         held = [len(s._backlog[1]) for s in self._backlogged if s._backlog is not None]
-        if sum(held):
-            self.metrics.send_dropped.inc(sum(held))
+        unsent = sum(held)
+        if unsent:
+            self.metrics.send_dropped.inc(unsent)
             log.warning("intake: %d replies to %d slow readers not sent at shutdown: they are in "
                         "the journal, and a client gets them by resuming its session after the "
-                        "restart", sum(held), len(held))
+                        "restart", unsent, len(held))
         self._backlogged.clear()
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -993,13 +999,16 @@ class IntakeServer:
             return  # already closed: the usual reconnect, nobody left to refuse
         log.warning("intake: session %s resumed on a new connection while its old one was still "
                     "open; the old one is refused from now on", session.session_id)
-        superseded = listener.superseded
-        # Bounded like the sessions; a stalled peer that never speaks again
-        # is also dropped by the watchdog after session_retention_s.
-        while len(superseded) >= self.config.max_sessions:
-            del superseded[next(iter(superseded))]
-        superseded[route] = _Superseded(session.principal, session.session_id, now,
-                                        _superseded_text(session.session_id))
+        self._refuse_route(listener, route, session, now, _superseded_text(session.session_id))
+
+    def _refuse_route(self, listener: _Listener, route: bytes, session: Session, now: int,
+                      text: str) -> None:
+        """From now on refuse frames from ``route`` (same key) with ``text``: its session is
+        no longer its. Bounded like the sessions; a stalled peer that never speaks again is
+        also dropped by the watchdog after session_retention_s."""
+        _remember(listener.superseded, route,
+                  _Superseded(session.principal, session.session_id, now, text),
+                  self.config.max_sessions)
 
     def _refuse_superseded(self, listener: _Listener, route: bytes, frames: list[bytes],
                            gone: _Superseded, now: int) -> None:
@@ -1041,13 +1050,9 @@ class IntakeServer:
             if why is not None:
                 # Its next frame would open a new session numbered from 1,
                 # which its client drops as repeats of what it has seen.
-                superseded = listener.superseded
-                while len(superseded) >= self.config.max_sessions:
-                    del superseded[next(iter(superseded))]
-                superseded[route] = _Superseded(
-                    session.principal, session.session_id, time.monotonic_ns(),
-                    f"{why}; this connection has no session any more and its requests are "
-                    f"refused: reconnect to start a new one")
+                self._refuse_route(listener, route, session, time.monotonic_ns(),
+                                   f"{why}; this connection has no session any more and its "
+                                   f"requests are refused: reconnect to start a new one")
         session._route = None
         self.metrics.sessions.set(len(self.sessions))
         try:
