@@ -263,6 +263,19 @@ def parse_segment_header(path: Path, data: bytes | memoryview) -> SegmentHeader:
     return SegmentHeader(first_seq, created_ns, prev_hash)
 
 
+def first_segment_header(data_dir: str | os.PathLike) -> tuple[Path, SegmentHeader] | None:
+    """The oldest segment of a journal and its header; None when it has no segment.
+
+    Raises ``JournalCorruptError`` for a bad header and ``OSError`` for an
+    unreadable file.
+    """
+    segments = list_segments(data_dir)
+    if not segments:
+        return None
+    with open(segments[0], "rb") as f:
+        return segments[0], parse_segment_header(segments[0], f.read(FILE_HEADER_SIZE))
+
+
 def journal_identity(data_dir: str | os.PathLike) -> str | None:
     """Which journal ``data_dir`` holds: its oldest segment's creation time (ns), in hex.
 
@@ -271,15 +284,11 @@ def journal_identity(data_dir: str | os.PathLike) -> str | None:
     can tell "this journal, further on" from "another journal whose seqs
     start again at 1". ``None`` while the journal has no readable segment.
     """
-    segments = list_segments(data_dir)
-    if not segments:
-        return None
     try:
-        with open(segments[0], "rb") as f:
-            header = parse_segment_header(segments[0], f.read(FILE_HEADER_SIZE))
+        first = first_segment_header(data_dir)
     except (OSError, JournalCorruptError):
         return None
-    return f"{header.created_ns:016x}"
+    return None if first is None else f"{first[1].created_ns:016x}"
 
 
 def _pack_file_header(first_seq: int, prev_hash: bytes) -> bytes:

@@ -40,8 +40,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from engine.journal import (FILE_HEADER_SIZE, JournalReader, RecordKind, list_segments,
-                            parse_segment_header)
+from engine.journal import JournalReader, RecordKind, first_segment_header
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
     JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalSession, KillSwitch,
@@ -119,16 +118,13 @@ def _check_whole(journal_dir) -> None:
     checkpoints): from a later segment it would miss orders, fills and
     positions, and take spent cl_ord_ids for free, without a word.
     """
-    segments = list_segments(journal_dir)
-    if not segments:
-        return
-    with open(segments[0], "rb") as f:
-        first = parse_segment_header(segments[0], f.read(FILE_HEADER_SIZE)).first_seq
-    if first != 1:
+    first = first_segment_header(journal_dir)
+    if first is not None and first[1].first_seq != 1:
+        path, header = first
         raise RecoveryError(
-            f"the journal begins at seq {first} ({segments[0].name}): its first segments were "
-            f"archived or deleted, and the engine rebuilds its state from the whole journal; "
-            f"put them back (journal verify and export still read what is left)")
+            f"the journal begins at seq {header.first_seq} ({path.name}): its first segments "
+            f"were archived or deleted, and the engine rebuilds its state from the whole "
+            f"journal; put them back (journal verify and export still read what is left)")
 
 
 def _decode_clipped(data: bytes) -> JournalPayload:
