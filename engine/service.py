@@ -406,6 +406,8 @@ class EngineService:
         while True:
             await asyncio.sleep(period_s)
             for gateway in self.gateways:
+                if not gateway.died:  # (a look, on the loop; the start, off it)
+                    continue
                 try:
                     await loop.run_in_executor(None, gateway.revive)
                 except Exception as exc:  # noqa: BLE001 - logged, tried again next time

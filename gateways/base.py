@@ -46,8 +46,8 @@ from typing import ClassVar, Iterable, Iterator, TypeVar
 import orjson
 
 from engine.busy import BusyFlag
-from engine.metrics import logging_settings
 from engine.journal import DurableMark, JournalReader, journal_identity
+from engine.metrics import logging_settings, setup_logging
 from gateways.config import GatewayConfig
 from gateways.events import GatewayEvent, Normalizer
 from gateways.tail import JournalTail
@@ -330,6 +330,13 @@ class Gateway:
         for key, value in info.items():
             setattr(self, key, value)
 
+    @property
+    def died(self) -> bool:
+        """Whether the child process ended without being stopped (see :meth:`revive`)."""
+        process = self._process
+        return process is not None and not process.is_alive() and \
+            not self._process_stop.is_set()
+
     def revive(self) -> bool:
         """Start the child process again if it died without being stopped; whether it did.
 
@@ -341,9 +348,9 @@ class Gateway:
         as after any restart). Blocks while the child starts (about a
         second): call it off the engine's loop. Raises as :meth:`start`.
         """
-        process = self._process
-        if process is None or process.is_alive() or self._process_stop.is_set():
+        if not self.died:
             return False
+        process = self._process
         process.join(0)
         self._refresh()
         self._process = None
@@ -800,7 +807,6 @@ def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, 
     from gateways import build
 
     if log_settings is not None:  # the engine's [logging]: its level, JSON lines or text
-        from engine.metrics import setup_logging
         setup_logging(log_settings[0], json=log_settings[1])
     else:
         logging.basicConfig(level=logging.INFO,

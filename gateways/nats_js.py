@@ -14,10 +14,10 @@ The cursor on (re)connect is the lower of the local one (memory, else the
 cursor file) and the ``Nats-Msg-Id`` of the stream's last message: a stream
 that lost messages or was recreated is filled again from the journal, and a
 gateway that lost its data directory resumes where the stream ends. A
-stream whose last message is of another journal (the journal was made anew,
-its seqs start again at 1) is refused (``ForeignCursorError``), never
-resumed from: the new journal's events would be skipped, or dropped as
-duplicates.
+stream whose first or last message is of another journal (the journal was
+made anew, its seqs start again at 1, or another engine publishes there) is
+refused (``ForeignCursorError``), never resumed from: the new journal's
+events would be skipped, or dropped as duplicates.
 
 nats-py is asyncio-only; the gateway runs a private event loop on its own
 thread, never the engine's.
