@@ -239,7 +239,10 @@ def run(spec: LoadSpec, progress=None) -> dict:
     fills = 0
     max_lag_ns = 0
 
-    client = Client(spec.endpoint, server_key=spec.server_key, client_keypair=spec.client_keypair)
+    # The raw socket is driven here, so the client's reconnect handling (a socket
+    # monitor it reads on its own calls) would only cost a thread's events.
+    client = Client(spec.endpoint, server_key=spec.server_key, client_keypair=spec.client_keypair,
+                    auto_resume=False)
     sock = client.socket
     # Open loop means nothing may block the sender: no high-water mark.
     sock.setsockopt(zmq.SNDHWM, 0)

@@ -9,6 +9,22 @@ before is a duplicate and is dropped, and a gap the engine can no longer
 fill ends up in ``lost``. A message with ``seq`` 0 was sent outside any
 session (see docs/protocol.md, *Resume*) and is delivered untracked.
 
+Reconnects: when the engine drops the connection (a frame above
+``hard_max_message_bytes``, a TCP reset, an engine restart), libzmq would
+reconnect the DEALER by itself under a new routing id, and the engine would
+take its next message for a new session numbered from 1: the client, still
+counting the old session, would drop those replies as repeats, and the old
+session's replies that never arrived would stay lost. So the client watches
+its socket's connection events (a ZeroMQ socket monitor) and, once a
+connection that completed its handshake is gone, replaces the socket and
+sends, as the new connection's first message, the resume of its session
+(``ResendRequest`` with ``session_id``, from the oldest seq it misses):
+the engine replays what was sent meanwhile and numbering goes on. This
+needs the session's id, which only a ``HeartbeatAck`` tells: start with a
+``heartbeat()``. Without it the new connection gets a new session, its
+numbering is taken afresh, and it starts with a ``Heartbeat`` so that the
+next reconnect can resume.
+
 Example
 -------
 >>> with Client("tcp://127.0.0.1:7001", server_key=SERVER_PUB,           # doctest: +SKIP
@@ -29,6 +45,7 @@ from typing import Iterable
 import msgspec
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from engine.messages import (
     BulkNewOrders,
@@ -85,8 +102,18 @@ class _Base:
     engine says it no longer keeps (``lost``) releases them at once.
     """
 
-    def __init__(self, *, auto_resend: bool, cl_ord_id_prefix: str | None):
+    def __init__(self, *, auto_resend: bool, cl_ord_id_prefix: str | None,
+                 auto_resume: bool = False):
         self.auto_resend = auto_resend
+        #: resume the session on a new connection when the engine drops this one
+        self.auto_resume = auto_resume
+        #: connections lost and replaced by a new one (see the module's *Reconnects*)
+        self.reconnects = 0
+        self.endpoint = ""
+        self.socket: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None  # this connection's events (auto_resume)
+        self._handshaken = False  # the socket's connection completed its handshake
+        self._lost = False  # ...and is gone since: replace the socket before using it
         self._decoder = response_decoder()
         self._encoder = encoder()
         self._buf = bytearray(512)
@@ -249,6 +276,89 @@ class _Base:
         self._encoder.encode_into(request, self._buf)
         return self._buf
 
+    # ------------------------------------------------------------ connections
+    def _open(self, context: zmq.Context, server_key, client_keypair,
+              routing_id: bytes | None) -> None:
+        """Make ``self.socket`` a new DEALER connected to the endpoint (its monitor first)."""
+        socket = context.socket(zmq.DEALER)
+        monitor = None
+        try:
+            if self.auto_resume:
+                # A routing id of its own: a request that libzmq's reconnect of this socket
+                # delivers before the client notices the loss (and closes the socket) is
+                # taken by the engine for this connection's session (docs/protocol.md,
+                # *Resume*), not for a new session that nobody resumes.
+                routing_id = routing_id if routing_id is not None else _new_routing_id()
+                address = f"inproc://kronos-client-monitor-{secrets.token_hex(8)}"
+                socket.monitor(address, zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+                # A plain socket, also under asyncio: it is only read without waiting.
+                monitor = zmq.Socket(context, zmq.PAIR)
+                monitor.linger = 0
+                monitor.connect(address)
+            _configure(socket, server_key, client_keypair, routing_id)
+            socket.connect(self.endpoint)
+        except BaseException:
+            if monitor is not None:
+                monitor.close(0)
+            socket.close(0)
+            raise
+        self.socket, self._monitor = socket, monitor
+        self._handshaken = self._lost = False
+
+    def _close_socket(self) -> None:
+        """Close the socket and its monitor."""
+        if self._monitor is not None:
+            try:
+                self.socket.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(0)
+            self._monitor = None
+        self.socket.close(0)
+
+    def _connection_lost(self) -> bool:
+        """Take the connection events waiting; True once the socket's connection (its
+        handshake done) is gone: the socket must then be replaced before it is used.
+
+        The events say nothing about a connection that never completed a handshake
+        (the engine not up yet, a CURVE refusal): libzmq retries it, and what was sent
+        waits for it in the socket as before.
+        """
+        monitor = self._monitor
+        if monitor is None or self._lost:
+            return self._lost
+        while monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            event = parse_monitor_message(monitor.recv_multipart())["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._handshaken = True
+            elif event == zmq.EVENT_DISCONNECTED and self._handshaken:
+                self._lost = True
+                break
+        return self._lost
+
+    def _first_on_new_connection(self) -> Request:
+        """What a new connection sends before anything else, with the seq bookkeeping
+        for it: the resume of the session, or a Heartbeat when no session can be resumed."""
+        self.reconnects += 1
+        if self.session_id is None:
+            # No HeartbeatAck named the session: it cannot be resumed. The new
+            # connection has a session of its own, numbered from 1, where the old
+            # one's numbers mean nothing; its id (in the ack of this Heartbeat) lets
+            # the next reconnect resume it.
+            self._release(expired=True)
+            self.last_seq = 0
+            self.gaps, self.lost, self._requested = [], [], []
+            self.resuming = False
+            return Heartbeat()
+        # From the oldest seq not received: replies the old connection never
+        # delivered, and the fills of a resend it asked for and never got.
+        begin = self.last_seq + 1
+        if self.auto_resend and self.gaps:
+            begin = min(begin, min(first for first, _ in self.gaps))
+        self.resuming = True
+        self._requested = [[begin, 0]]
+        return ResendRequest(begin_seq=begin, end_seq=0, session_id=self.session_id)
+
 
 def _take(ranges: list[list[int]], seq: int) -> bool:
     """Remove ``seq`` from the ``[first, last]`` range holding it; False if none does."""
@@ -260,12 +370,25 @@ def _take(ranges: list[list[int]], seq: int) -> bool:
     return False
 
 
+def _new_routing_id() -> bytes:
+    """A random routing id for one connection (libzmq reserves ids starting with a zero byte)."""
+    return b"k" + secrets.token_bytes(15)
+
+
+def _keypair(server_key, client_keypair):
+    """The CURVE key pair every connection of a client uses: a resume must come from the
+    session's key, so a throw-away pair is made once, not per connection."""
+    if server_key is None or client_keypair is not None:
+        return client_keypair
+    return zmq.curve_keypair()
+
+
 def _configure(socket: zmq.Socket, server_key, client_keypair, routing_id) -> None:
     socket.linger = 0
     if routing_id is not None:
         socket.routing_id = routing_id
     if server_key is not None:
-        public, secret = client_keypair if client_keypair is not None else zmq.curve_keypair()
+        public, secret = client_keypair
         socket.curve_serverkey = server_key if isinstance(server_key, bytes) else server_key.encode()
         socket.curve_publickey = public if isinstance(public, bytes) else public.encode()
         socket.curve_secretkey = secret if isinstance(secret, bytes) else secret.encode()
@@ -289,20 +412,62 @@ class Client(_Base):
         Defaults to the process-wide instance.
     cl_ord_id_prefix : str, optional
         Prefix of generated client order ids.
+    routing_id : bytes, optional
+        The first connection's ZeroMQ routing id. By default, and for every
+        connection after a loss, a random one of its own (with ``auto_resume``;
+        without it the engine's ROUTER makes one up).
+    auto_resume : bool
+        When the engine drops the connection, open a new one and resume the
+        session there before sending anything else (module docstring,
+        *Reconnects*). Default true. ``socket`` is then a new socket: options
+        set on the old one are not carried over.
+
+    Notes
+    -----
+    Connection events are read when the client is used (``send``, ``recv``
+    and what calls them): a loss is noticed, and the session resumed, on the
+    next call. A request sent on a connection that is already gone but not
+    yet noticed may never reach the engine; after the resume's replay (its
+    closing ``HeartbeatAck``), a request with no answer was not received:
+    send it again (a ``cl_ord_id`` the engine has is refused
+    ``DUPLICATE_CL_ORD_ID``, never executed twice).
     """
 
     def __init__(self, endpoint: str, *, server_key=None, client_keypair=None,
                  auto_resend: bool = True, context: zmq.Context | None = None,
-                 cl_ord_id_prefix: str | None = None, routing_id: bytes | None = None):
-        super().__init__(auto_resend=auto_resend, cl_ord_id_prefix=cl_ord_id_prefix)
+                 cl_ord_id_prefix: str | None = None, routing_id: bytes | None = None,
+                 auto_resume: bool = True):
+        super().__init__(auto_resend=auto_resend, cl_ord_id_prefix=cl_ord_id_prefix,
+                         auto_resume=auto_resume)
         self.endpoint = endpoint
-        self.socket = (context or zmq.Context.instance()).socket(zmq.DEALER)
-        _configure(self.socket, server_key, client_keypair, routing_id)
-        self.socket.connect(endpoint)
+        self._context = context or zmq.Context.instance()
+        self._server_key, self._keypair = server_key, _keypair(server_key, client_keypair)
+        self._open(self._context, self._server_key, self._keypair, routing_id)
+        self._poller = self._make_poller()
+
+    def _make_poller(self) -> zmq.Poller | None:
+        """What ``recv`` waits on: the socket and its monitor (None: the socket alone)."""
+        if self._monitor is None:
+            return None
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        return poller
 
     def close(self) -> None:
         """Close the socket."""
-        self.socket.close(0)
+        self._close_socket()
+
+    def _reconnect(self) -> None:
+        """Replace the lost connection: take what it delivered, open a new one, resume on it."""
+        while self.socket.poll(0):
+            # Arrived before the loss: accounted for now, so the resume starts after it
+            # (a resend it would ask for is the resume's to cover).
+            self._accept(self._decode(self.socket.recv(copy=False).buffer))
+        self._close_socket()
+        self._open(self._context, self._server_key, self._keypair, None)
+        self._poller = self._make_poller()
+        self.socket.send(self._encode(self._first_on_new_connection()))
 
     def __enter__(self) -> "Client":
         return self
@@ -312,11 +477,16 @@ class Client(_Base):
 
     # ------------------------------------------------------------ sending
     def send(self, request: Request) -> None:
-        """Encode and send one request."""
+        """Encode and send one request (on a new connection, after its resume, if the
+        engine dropped the last one)."""
+        if self._connection_lost():
+            self._reconnect()
         self.socket.send(self._encode(request))
 
     def send_raw(self, data: bytes | Iterable[bytes]) -> None:
         """Send bytes as they are (one frame, or several from an iterable); for tests."""
+        if self._connection_lost():
+            self._reconnect()
         if isinstance(data, (bytes, bytearray, memoryview)):
             self.socket.send(data)
         else:
@@ -380,6 +550,9 @@ class Client(_Base):
         """
         self.last_seq = last_seq
         self.session_id = session_id
+        if self._connection_lost():
+            self._reconnect()  # whose first message is this resume
+            return
         self.resuming = True
         self._requested.append([last_seq + 1, 0])
         self.resend(last_seq + 1, session_id=session_id)
@@ -398,7 +571,14 @@ class Client(_Base):
             msg, wait_ms = self._next(deadline)
             if msg is not None:
                 return msg
-            if not self.socket.poll(wait_ms):
+            if self._connection_lost():
+                self._reconnect()  # the replay of what the old connection missed follows
+                continue
+            if self._poller is None:
+                readable = self.socket.poll(wait_ms)
+            else:  # (woken by a connection event too)
+                readable = self.socket in dict(self._poller.poll(wait_ms))
+            if not readable:
                 self._timed_out(deadline, timeout)
                 continue
             resend = self._accept(self._decode(self.socket.recv(copy=False).buffer))
@@ -429,21 +609,47 @@ class AsyncClient(_Base):
     """asyncio client; the same API as :class:`Client` with ``await`` on I/O.
 
     Parameters are those of :class:`Client`; ``context`` is a
-    ``zmq.asyncio.Context`` (the process-wide one by default).
+    ``zmq.asyncio.Context`` (the process-wide one by default). Reconnects
+    are handled as by :class:`Client` (``auto_resume``).
     """
 
     def __init__(self, endpoint: str, *, server_key=None, client_keypair=None,
                  auto_resend: bool = True, context: zmq.asyncio.Context | None = None,
-                 cl_ord_id_prefix: str | None = None, routing_id: bytes | None = None):
-        super().__init__(auto_resend=auto_resend, cl_ord_id_prefix=cl_ord_id_prefix)
+                 cl_ord_id_prefix: str | None = None, routing_id: bytes | None = None,
+                 auto_resume: bool = True):
+        super().__init__(auto_resend=auto_resend, cl_ord_id_prefix=cl_ord_id_prefix,
+                         auto_resume=auto_resume)
         self.endpoint = endpoint
-        self.socket = (context or zmq.asyncio.Context.instance()).socket(zmq.DEALER)
-        _configure(self.socket, server_key, client_keypair, routing_id)
-        self.socket.connect(endpoint)
+        self._context = context or zmq.asyncio.Context.instance()
+        self._server_key, self._keypair = server_key, _keypair(server_key, client_keypair)
+        self._open(self._context, self._server_key, self._keypair, routing_id)
+        self._poller = self._make_poller()
+
+    def _make_poller(self) -> zmq.asyncio.Poller | None:
+        """What ``recv`` waits on: the socket and its monitor (None: the socket alone)."""
+        if self._monitor is None:
+            return None
+        poller = zmq.asyncio.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        return poller
 
     def close(self) -> None:
         """Close the socket."""
-        self.socket.close(0)
+        self._close_socket()
+
+    async def _reconnect(self) -> None:
+        """Replace the lost connection (see ``Client._reconnect``)."""
+        while True:
+            try:
+                frame = await self.socket.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            self._accept(self._decode(frame.buffer))
+        self._close_socket()
+        self._open(self._context, self._server_key, self._keypair, None)
+        self._poller = self._make_poller()
+        await self.socket.send(bytes(self._encode(self._first_on_new_connection())))
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -452,12 +658,16 @@ class AsyncClient(_Base):
         self.close()
 
     async def send(self, request: Request) -> None:
-        """Encode and send one request."""
+        """Encode and send one request (after a resume if the connection was lost)."""
+        if self._connection_lost():
+            await self._reconnect()
         # zmq.asyncio may queue the frame: hand it an immutable copy.
         await self.socket.send(bytes(self._encode(request)))
 
     async def send_raw(self, data: bytes | Iterable[bytes]) -> None:
         """Send bytes as they are (one frame, or several from an iterable); for tests."""
+        if self._connection_lost():
+            await self._reconnect()
         if isinstance(data, (bytes, bytearray, memoryview)):
             await self.socket.send(data)
         else:
@@ -518,6 +728,9 @@ class AsyncClient(_Base):
         """Take over session ``session_id`` after a reconnect (see ``Client.resume``)."""
         self.last_seq = last_seq
         self.session_id = session_id
+        if self._connection_lost():
+            await self._reconnect()
+            return
         self.resuming = True
         self._requested.append([last_seq + 1, 0])
         await self.resend(last_seq + 1, session_id=session_id)
@@ -530,8 +743,15 @@ class AsyncClient(_Base):
             msg, wait_ms = self._next(deadline)
             if msg is not None:
                 return msg
+            if self._connection_lost():
+                await self._reconnect()
+                continue
             # (poll, not wait_for(recv): a zero wait still takes a waiting message)
-            if not await self.socket.poll(wait_ms):
+            if self._poller is None:
+                readable = await self.socket.poll(wait_ms)
+            else:
+                readable = self.socket in dict(await self._poller.poll(wait_ms))
+            if not readable:
                 self._timed_out(deadline, timeout)
                 continue
             frame = await self.socket.recv(copy=False)

@@ -1,9 +1,12 @@
 """Client library: seq tracking finds gaps and duplicates, resends fill gaps,
-the asyncio client works like the blocking one, and ``kronos-exec client``
-sends an order and prints the answers."""
+the asyncio client works like the blocking one, a connection the engine drops
+is replaced and the session resumed on it, and ``kronos-exec client`` sends
+an order and prints the answers."""
 import asyncio
+import inspect
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -13,9 +16,9 @@ import pytest
 from engine.client import AsyncClient, Client, _Base
 from engine.messages import (
     ExecType, ExecutionReport, HeartbeatAck, OrdStatus, OrdType, Reject, RejectReason, Side, TimeInForce,
-    make_reject,
+    encoder, make_reject,
 )
-from tests.unit.engine.test_intake import EchoHandler, make_server, order_for, roundtrip
+from tests.unit.engine.test_intake import EchoHandler, assert_acked, make_server, order_for, roundtrip
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -240,3 +243,154 @@ def test_cli_client_sends_an_order_and_prints_reports(running):
 def test_cli_client_without_a_server(tmp_path):
     out = kronos("client", "--endpoint", f"ipc://{tmp_path}/nobody", "--wait", "0.3", "heartbeat")
     assert out.returncode == 3 and "no answer" in out.stderr
+
+
+# ---------------------------------------------------------------- reconnects
+@pytest.fixture
+def strict(tmp_path):
+    """The echo intake with a low hard frame limit (a bigger frame drops its connection)."""
+    thread = make_server(tmp_path, max_message_bytes=1024, hard_max_message_bytes=8192,
+                         heartbeat_timeout_ms=60000)
+    yield thread
+    thread.stop()
+
+
+def lose_one(running, session_id, order):
+    """The engine sends one message to the session while no connection is there to take it
+    (kept for resends, as a fill while the client is away): returns it."""
+    session = running.server.sessions[session_id]
+    late = msgspec.structs.replace(running.server.handler.orders[order.cl_ord_id],
+                                   exec_type=ExecType.CANCELED, ord_status=OrdStatus.CANCELED,
+                                   leaves_qty="0", qty="0")
+    route, session._route = session._route, None
+    session.send(late)
+    running.server._flush()
+    session._route = route
+    return late
+
+
+class Driver:
+    """The blocking and the asyncio client behind one blocking interface, for the tests."""
+
+    def __init__(self, kind, endpoint):
+        self.kind = kind
+        if kind == "blocking":
+            self.client = Client(endpoint)
+        else:
+            self.loop = asyncio.new_event_loop()
+            self.client = self.loop.run_until_complete(self._make_async(endpoint))
+
+    @staticmethod
+    async def _make_async(endpoint):
+        return AsyncClient(endpoint)
+
+    def __getattr__(self, name):
+        attr = getattr(self.client, name)
+        if self.kind == "blocking" or not callable(attr) or not inspect.iscoroutinefunction(attr):
+            return attr
+        return lambda *args, **kw: self.loop.run_until_complete(attr(*args, **kw))
+
+    def close(self):
+        self.client.close()
+        if self.kind != "blocking":
+            self.loop.close()
+
+
+@pytest.mark.parametrize("kind", ["blocking", "asyncio"])
+@pytest.mark.parametrize("noticed_by", ["send", "recv"])
+def test_a_dropped_connection_is_resumed_and_what_it_missed_is_replayed(strict, kind, noticed_by):
+    """The engine drops the connection (a frame above hard_max_message_bytes); libzmq would
+    reconnect under a new routing id, whose next message the engine takes for a new session
+    numbered from 1, which the client dropped as repeats. The client resumes instead, and a
+    message sent while no connection was there comes in the replay."""
+    client = Driver(kind, strict.server.plaintext_endpoints[0])
+    try:
+        client.heartbeat()
+        session_id = client.recv(5).session_id
+        first = order_for(client)
+        client.send(first)
+        assert_acked(client.recv(5), first)
+        client.send_raw(b"\x00" * 20000)  # above the hard limit: the engine drops the connection
+        late = strict.call(lose_one, strict, session_id, first)
+        time.sleep(0.5)  # the connection is gone (and libzmq has reconnected by itself)
+        following = order_for(client)
+        if noticed_by == "send":
+            client.send(following)
+            got = client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                                    and m.cl_ord_id == following.cl_ord_id, 5)
+        else:
+            got = client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+            client.send(following)
+            got.append(client.recv(5))
+        # The replay (the message that never arrived, then its closing ack), then the new
+        # order's acknowledgement: in the same session, each once, numbered on.
+        assert [m.seq for m in got] == [3, 4, 5]
+        assert (got[0].cl_ord_id, got[0].exec_type) == (late.cl_ord_id, ExecType.CANCELED)
+        assert (got[1].session_id, got[1].resend_begin_seq) == (session_id, 3)
+        assert_acked(got[2], following)
+        assert (client.session_id, client.reconnects, client.resuming) == (session_id, 1, False)
+        assert (client.duplicates, client.gaps, client.lost) == (0, [], [])
+        handled = strict.call(lambda: [(s, r.cl_ord_id) for s, r in strict.server.handler.requests])
+        assert handled == [(session_id, first.cl_ord_id), (session_id, following.cl_ord_id)]
+    finally:
+        client.close()
+
+
+def test_without_a_known_session_a_reconnect_starts_a_new_one_and_drops_nothing(strict):
+    """No HeartbeatAck named the session: it cannot be resumed. The new connection's session
+    numbers from 1 again, and the client counts it so (not as repeats); it asks for the new
+    session's id, so that the next reconnect resumes."""
+    with Client(strict.server.plaintext_endpoints[0]) as client:
+        first = order_for(client)
+        client.send(first)
+        assert_acked(client.recv(5), first)
+        client.send(order_for(client))
+        client.recv(5)
+        client.send_raw(b"\x00" * 20000)
+        time.sleep(0.5)
+        following = order_for(client)
+        client.send(following)
+        hello, ack_msg = client.recv(5), client.recv(5)
+        assert isinstance(hello, HeartbeatAck) and hello.seq == 1
+        assert_acked(ack_msg, following)
+        assert ack_msg.seq == 2 and client.session_id == hello.session_id
+        assert (client.reconnects, client.duplicates, client.gaps) == (1, 0, [])
+        # Now known: the next drop is resumed.
+        client.send_raw(b"\x00" * 20000)
+        time.sleep(0.5)
+        again = order_for(client)
+        client.send(again)
+        got = client.recv_until(lambda m: isinstance(m, ExecutionReport), 5)
+        assert [type(m) for m in got] == [HeartbeatAck, ExecutionReport]
+        assert got[0].session_id == hello.session_id and got[-1].seq == 4
+        assert (client.reconnects, client.duplicates) == (2, 0)
+
+
+def test_a_request_sent_before_the_loss_is_noticed_never_lands_in_another_session(strict):
+    """A request sent on a connection already gone, before the client noticed (here: on its
+    socket directly, once the engine has dropped the connection), waits in that socket and
+    reaches the engine through libzmq's own reconnect of it. There it is the session's:
+    each connection has a routing id of its own, which the engine maps to the session; an
+    id the engine makes up would open a new session for it that nobody resumes (the order
+    working, its acknowledgement never seen)."""
+    for _ in range(2):
+        with Client(strict.server.plaintext_endpoints[0]) as client:
+            client.heartbeat()
+            session_id = client.recv(5).session_id
+            client.send_raw(b"\x00" * 20000)
+            time.sleep(0.05)  # dropped: what is sent now waits in the socket
+            leaked = order_for(client)
+            client.socket.send(encoder().encode(leaked))
+            time.sleep(0.4)  # libzmq reconnected the old socket and delivered it
+            following = order_for(client)
+            client.send(following)
+            got = client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                                    and m.cl_ord_id == following.cl_ord_id, 5)
+            got += client.drain(0.2)
+            handled = strict.call(lambda: [(s, r.cl_ord_id)
+                                           for s, r in strict.server.handler.requests])
+            in_sessions = [s for s, cl_ord_id in handled if cl_ord_id == leaked.cl_ord_id]
+            acks = [m for m in got if getattr(m, "cl_ord_id", None) == leaked.cl_ord_id]
+            assert in_sessions in ([], [session_id])  # ([]: it died with the connection)
+            assert len(acks) == len(in_sessions)  # answered in the session: the client has it
+            assert (client.session_id, client.duplicates, client.gaps) == (session_id, 0, [])

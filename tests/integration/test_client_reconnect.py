@@ -1,0 +1,122 @@
+"""engine.client across a lost connection, against a real engine over real sockets.
+
+When the engine drops a client's connection (a frame above
+``[intake] hard_max_message_bytes``, which libzmq refuses by closing the
+connection; a TCP reset; the engine restarting), libzmq reconnects the
+client's DEALER by itself under a new routing id. The engine took the next
+request for a new session numbered from 1, and the client, still counting
+the old session, dropped its acknowledgements as repeats: the caller never
+saw them, nor what the old session was sent while the client was away.
+The client now resumes its session on a connection of its own first.
+"""
+import asyncio
+import time
+
+import pytest
+
+from engine.client import AsyncClient, Client
+from engine.messages import ExecType, ExecutionReport, HeartbeatAck
+from tests.integration.engine_harness import ThreadedEngine, config_text, free_port, serving
+
+
+def acked(cl_ord_id, exec_type=ExecType.NEW):
+    """A predicate: the ExecutionReport of ``exec_type`` for ``cl_ord_id``."""
+    return lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == cl_ord_id \
+        and m.exec_type == exec_type
+
+
+def assert_clean(client, session_id, reconnects):
+    """Same session, nothing dropped as a repeat, nothing missing."""
+    assert (client.session_id, client.reconnects, client.resuming) == (session_id, reconnects, False)
+    assert (client.duplicates, client.gaps, client.lost) == (0, [], [])
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("reconnect")) as (engine, endpoint):
+        yield engine, endpoint
+
+
+def oversize(engine) -> bytes:
+    """A frame the engine's ROUTER refuses by dropping the connection."""
+    return b"\x00" * (engine.config.intake.hard_max_bytes + 1)
+
+
+def test_an_order_after_a_dropped_connection_is_acknowledged(engine):
+    engine, endpoint = engine
+    with Client(endpoint) as client:
+        client.heartbeat()
+        session_id = client.recv(5).session_id
+        sessions = engine.call(lambda: len(engine.service.intake.sessions))
+        client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="drop-1")
+        first = client.recv_until(acked("drop-1"), 5)[-1]
+        client.send_raw(oversize(engine))
+        time.sleep(0.5)  # dropped (and libzmq has reconnected by itself)
+        client.new_order("AAA", "buy", "1", "48.01", account="DEMO1", cl_ord_id="drop-2")
+        got = client.recv_until(acked("drop-2"), 5)
+        # The resume's closing ack (nothing was missed), then the order: numbered on.
+        assert [type(m) for m in got] == [HeartbeatAck, ExecutionReport]
+        assert (got[0].session_id, got[0].resend_begin_seq) == (session_id, first.seq + 1)
+        assert got[-1].seq == first.seq + 2
+        assert_clean(client, session_id, 1)
+        # The new connection took the session over: no other session was opened for it.
+        assert session_id in engine.call(lambda: list(engine.service.intake.sessions))
+        assert engine.call(lambda: len(engine.service.intake.sessions)) == sessions
+        client.cancel("drop-1", account="DEMO1", cl_ord_id="drop-1c")
+        client.cancel("drop-2", account="DEMO1", cl_ord_id="drop-2c")
+        client.recv_until(acked("drop-2c", ExecType.CANCELED), 5)
+
+
+def test_the_asyncio_client_resumes_while_it_waits(engine):
+    """Waiting in recv when the connection goes, the client resumes without being sent to."""
+    engine, endpoint = engine
+
+    async def main():
+        async with AsyncClient(endpoint) as client:
+            await client.heartbeat()
+            session_id = (await client.recv(5)).session_id
+            await client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="adrop-1")
+            first = (await client.recv_until(acked("adrop-1"), 5))[-1]
+            await client.send_raw(oversize(engine))
+            closing = (await client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5))[-1]
+            assert (closing.session_id, closing.resend_begin_seq) == (session_id, first.seq + 1)
+            await client.new_order("AAA", "buy", "1", "48.01", account="DEMO1", cl_ord_id="adrop-2")
+            ack = (await client.recv_until(acked("adrop-2"), 5))[-1]
+            assert ack.seq == first.seq + 2
+            assert_clean(client, session_id, 1)
+            await client.cancel("adrop-1", account="DEMO1", cl_ord_id="adrop-1c")
+            await client.cancel("adrop-2", account="DEMO1", cl_ord_id="adrop-2c")
+            await client.recv_until(acked("adrop-2c", ExecType.CANCELED), 5)
+    asyncio.run(main())
+
+
+def test_after_an_engine_restart_the_client_resumes_and_gets_what_it_missed(tmp_path):
+    """The engine restarts on the same journal and port; while the client is away its resting
+    order fills (the venues restart empty and recovery sends it there again). The fill reaches
+    the client in the resume's replay, before the acknowledgement of its next order."""
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal"))
+    endpoint = f"tcp://127.0.0.1:{port}"
+    client = Client(endpoint)
+    try:
+        with ThreadedEngine(path):
+            client.heartbeat()
+            session_id = client.recv(5).session_id
+            client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="rs-1")
+            client.recv_until(acked("rs-1"), 5)
+        with ThreadedEngine(path):
+            with Client(endpoint) as other:
+                other.new_order("AAA", "sell_short", "10", "48.00", account="DEMO2",
+                                cl_ord_id="rs-x", locate=True)
+                other.recv_until(acked("rs-x", ExecType.FILL), 5)
+            client.new_order("AAA", "buy", "1", "47.00", account="DEMO1", cl_ord_id="rs-2")
+            got = client.recv_until(acked("rs-2"), 5)
+        fills = [m for m in got if isinstance(m, ExecutionReport) and m.cl_ord_id == "rs-1"]
+        assert [(m.exec_type, m.cum_qty) for m in fills] == [(ExecType.FILL, "10")]
+        closing = next(m for m in got if isinstance(m, HeartbeatAck))
+        assert got.index(fills[0]) < got.index(closing) < len(got) - 1
+        assert [m.seq for m in got] == sorted(m.seq for m in got)
+        assert_clean(client, session_id, 1)
+    finally:
+        client.close()
