@@ -537,7 +537,9 @@ class Pipeline(Handler):
         try:
             if schedule is None:
                 reason = self.router.route(order.order_id, inst_ix, order.side, order.qty,
-                                           order.price, now, strategy, order.tif)
+                                           order.price, now, strategy, order.tif,
+                                           stp_account=self._venue_account.get(order.account, 0),
+                                           stp=order.stp)
             else:
                 order.schedule = schedule
                 start, end, slices, profile, ppm = schedule
@@ -549,7 +551,9 @@ class Pipeline(Handler):
                 reason = self.router.route(order.order_id, inst_ix, order.side, order.qty,
                                            order.price, now, strategy, order.tif, start_ns=start,
                                            end_ns=end, slices=slices, profile=profile,
-                                           pov_ppm=ppm)
+                                           pov_ppm=ppm,
+                                           stp_account=self._venue_account.get(order.account, 0),
+                                           stp=order.stp)
         except Exception as exc:  # noqa: BLE001 - an engine bug must not strand the order
             # Risk has taken the order: left half-made, it would hold buying
             # power with nothing at the venues and no answer to a Cancel.
@@ -1055,7 +1059,9 @@ class Pipeline(Handler):
                 return _RejectReason.POST_ONLY_WOULD_CROSS, cross
         schedule = {} if order.schedule is None else _remaining_schedule(order, now)
         reason = self.router.route(order.order_id, ix, order.side, order.qty - order.cum_qty,
-                                   order.price, now, order.strategy, order.tif, **schedule)
+                                   order.price, now, order.strategy, order.tif, **schedule,
+                                   stp_account=self._venue_account.get(order.account, 0),
+                                   stp=order.stp)
         return reason, reject_name(reason) if reason else None
 
     def cancel_working(self, order: Order, now: int, requester: str | None = None,

@@ -58,6 +58,11 @@ cpdef enum VenueHealth:
 cpdef enum:
     MAX_VENUES = 16         # per-parent statistics are fixed arrays of this size
 
+cpdef enum:
+    # Parent.stp when the parent's children carry the venue's default mode,
+    # which the router does not know: no own liquidity is assumed out of reach.
+    STP_UNKNOWN = 255
+
 cpdef enum CancelMode:
     # Parent.cancel_requested: why the parent stops once its children are done.
     CR_NONE = 0
@@ -141,6 +146,8 @@ ctypedef struct RouteParams:
     int64_t post_residual
     const int64_t* profile    # VWAP weights, one per bucket
     Py_ssize_t n_profile
+    int64_t stp_account       # the venue account its children carry (self-trade scope)
+    int64_t stp               # StpMode its children carry; -1: the venue's default (unknown here)
 
 # ---------------------------------------------------------------- internals
 # Fees of one venue for one instrument: a fee unit is 1e-4 tick x lot, so the
@@ -174,7 +181,9 @@ ctypedef struct Child:
     int64_t qty               # order quantity
     int64_t cum
     int64_t sent_ts
-    int64_t book_seq          # sweep: its book side's update count when it was sent
+    int64_t book_seq          # sweep: its book side's update count when it was sent;
+                              # post: its own side's count when the venue last confirmed
+                              # it resting at ``price`` (ack, replace, first fill)
     int32_t parent            # parent slot
     int32_t prev              # live siblings, creation order; free list through ``next``
     int32_t next
@@ -206,6 +215,8 @@ ctypedef struct Parent:
     int64_t last_target
     int64_t dark_min_qty
     int64_t last_reprice_ts
+    int64_t stp_account       # venue account of its children: who self-trade prevention
+                              # compares (parents with the same one share the scope)
     int64_t* cum_ppm          # VWAP: cumulative profile in ppm, owned; NULL otherwise
     int32_t n_slices          # TWAP slices, VWAP buckets
     int32_t instrument
@@ -227,7 +238,8 @@ ctypedef struct Parent:
     uint8_t cancel_requested  # CancelMode
     uint16_t reason           # RejectReason explaining an unfilled end, 0 otherwise
     uint8_t post_at_limit     # rest at the limit (limit-order semantics), not joining the NBBO
-    uint8_t _pad[5]
+    uint8_t stp               # StpMode of its children; STP_UNKNOWN: the venue's default
+    uint8_t _pad[4]
     int64_t v_sent[MAX_VENUES]
     int64_t v_filled[MAX_VENUES]
     int64_t v_fees[MAX_VENUES]
@@ -252,6 +264,8 @@ cdef class Router:
     cdef int64_t* res_live            # per book side: leaves there of the live sweep children
                                       # sent since its last update
     cdef int64_t* res_filled          # per book side: what those children filled there
+    cdef int64_t* own_lvl             # sweep scratch [venue*max_levels + k]: lots at level k
+                                      # of our resting children the parent's STP cancels
     cdef int64_t* book_seq            # per book side: updates received (children compare)
     cdef int64_t* volume              # per instrument: market volume reported (POV)
 
@@ -332,6 +346,8 @@ cdef class Router:
                             int64_t min_qty, int ord_type, int tif, int flags,
                             int64_t now) except -2
     cdef Py_ssize_t _sweep_claim(self, int32_t ci) noexcept
+    cdef void _confirm_resting(self, int32_t ci) noexcept
+    cdef uint32_t _own_resting(self, Parent* p, int s) noexcept
     cdef int32_t _live_child(self, int64_t child_id) noexcept
     cdef void _child_done(self, int32_t ci) noexcept
     cdef void _heard_from(self, int venue) noexcept

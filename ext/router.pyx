@@ -64,7 +64,7 @@ from ext.types cimport (
     UNKNOWN_ORDER, DUPLICATE_ORDER_ID, INVALID_QTY, INVALID_PRICE, INVALID_SIDE, INVALID_TIF,
     VALUE_OUT_OF_RANGE, INVALID_ORDER_ID, UNKNOWN_INSTRUMENT,
     NO_ROUTE, VENUE_UNAVAILABLE, VENUE_CLOSED, NO_LIQUIDITY, REROUTE_LIMIT, INVALID_STRATEGY,
-    INVALID_SCHEDULE,
+    INVALID_SCHEDULE, INVALID_STP_MODE, CANCEL_OLDEST, CANCEL_BOTH,
 )
 
 cnp.import_array()
@@ -175,6 +175,14 @@ cdef inline i128 _ceil_div(i128 a, int64_t b) noexcept nogil:
     return q
 
 
+cdef inline int64_t _level_avail(const int64_t* qty, const int64_t* own, int k) noexcept nogil:
+    # Lots at level k a sweep can take: all of them, less our own resting
+    # lots there that the venue's self-trade prevention keeps from us.
+    if own == NULL or own[k] <= 0:
+        return qty[k]
+    return qty[k] - own[k] if own[k] < qty[k] else 0
+
+
 cdef inline bint _is_buy(int side) noexcept nogil:
     return side == BUY
 
@@ -278,6 +286,7 @@ cdef class Router:
         self.stale = NULL
         self.res_live = NULL
         self.res_filled = NULL
+        self.own_lvl = NULL
         self.book_seq = NULL
         self.volume = NULL
         self.parents = NULL
@@ -322,6 +331,7 @@ cdef class Router:
         self.stale = <uint8_t*>PyMem_Malloc(books * sizeof(uint8_t))
         self.res_live = <int64_t*>PyMem_Malloc(books * 2 * sizeof(int64_t))
         self.res_filled = <int64_t*>PyMem_Malloc(books * 2 * sizeof(int64_t))
+        self.own_lvl = <int64_t*>PyMem_Malloc(<Py_ssize_t>n_venues * max_levels * sizeof(int64_t))
         self.book_seq = <int64_t*>PyMem_Malloc(books * 2 * sizeof(int64_t))
         self.volume = <int64_t*>PyMem_Malloc(n_instruments * sizeof(int64_t))
         self.actions_cap = 256
@@ -330,7 +340,8 @@ cdef class Router:
         self.finished = <int32_t*>PyMem_Malloc(self.finished_cap * sizeof(int32_t))
         if (self.venues == NULL or self.fees == NULL or self.lvl_px == NULL or self.lvl_qty == NULL
                 or self.lvl_n == NULL or self.stale == NULL or self.res_live == NULL
-                or self.res_filled == NULL or self.book_seq == NULL or self.volume == NULL
+                or self.res_filled == NULL or self.own_lvl == NULL or self.book_seq == NULL
+                or self.volume == NULL
                 or self.actions == NULL or self.finished == NULL):
             raise MemoryError()
         memset(self.venues, 0, n_venues * sizeof(Venue))
@@ -412,6 +423,7 @@ cdef class Router:
         PyMem_Free(self.stale)
         PyMem_Free(self.res_live)
         PyMem_Free(self.res_filled)
+        PyMem_Free(self.own_lvl)
         PyMem_Free(self.book_seq)
         PyMem_Free(self.volume)
         PyMem_Free(self.parents)
@@ -860,6 +872,7 @@ cdef class Router:
         p.v_sent[venue] += qty
         p.v_children[venue] += 1
         self.venues[venue].n_sent += 1
+        c.book_seq = 0
         if role == ROLE_SWEEP:
             b = (<Py_ssize_t>p.instrument * self.n_venues + venue) * 2 + (
                 1 if _is_buy(p.side) else 0)
@@ -883,6 +896,56 @@ cdef class Router:
         b = (<Py_ssize_t>self.parents[c.parent].instrument * self.n_venues + c.venue) * 2 + (
             1 if _is_buy(c.side) else 0)
         return b if c.book_seq == self.book_seq[b] else -1
+
+    cdef void _confirm_resting(self, int32_t ci) noexcept:
+        """The venue confirmed a passive child resting at its price (ack, replace, fill).
+
+        Its own book side's update count is noted: only an update after this
+        one can show the child in the displayed depth (``_own_resting``).
+        """
+        cdef Child* c = &self.children[ci]
+        if c.role == ROLE_POST:
+            c.book_seq = self.book_seq[
+                (<Py_ssize_t>self.parents[c.parent].instrument * self.n_venues + c.venue) * 2
+                + (0 if _is_buy(c.side) else 1)]
+
+    cdef uint32_t _own_resting(self, Parent* p, int s) noexcept:
+        """Fill ``own_lvl`` with our resting children that ``p``'s sweep cannot take.
+
+        Under CANCEL_OLDEST a venue cancels the resting order of the same
+        account that an incoming order meets and goes on matching: those lots
+        are no liquidity for ``p``, yet they are no obstacle either. Counted
+        per displayed level of book side ``s`` on every venue: the leaves of
+        the live passive children of parents with ``p``'s ``stp_account``,
+        confirmed at their price (no replace in flight) before the venue's
+        last update, so that the depth the router holds shows them. Returns
+        the venues where there are any (a bit per venue).
+        """
+        cdef int nv = self.n_venues, L = self.max_levels, k
+        cdef int32_t qi = self.active_head, ci
+        cdef Parent* q
+        cdef Child* c
+        cdef Py_ssize_t b
+        cdef uint32_t found = 0
+        memset(self.own_lvl, 0, <Py_ssize_t>nv * L * sizeof(int64_t))
+        while qi >= 0:
+            q = &self.parents[qi]
+            if q.stp_account == p.stp_account and q.instrument == p.instrument:
+                ci = q.head
+                while ci >= 0:
+                    c = &self.children[ci]
+                    if (c.role == ROLE_POST and c.acked and c.pending_price == 0
+                            and (0 if _is_buy(c.side) else 1) == s):
+                        b = (<Py_ssize_t>p.instrument * nv + c.venue) * 2 + s
+                        if self.book_seq[b] > c.book_seq:
+                            for k in range(self.lvl_n[b]):
+                                if self.lvl_px[b * L + k] == c.price:
+                                    self.own_lvl[c.venue * L + k] += c.qty - c.cum
+                                    found |= (<uint32_t>1) << c.venue
+                                    break
+                    ci = c.next
+            qi = q.next_active
+        return found
 
     cdef int32_t _live_child(self, int64_t child_id) noexcept:
         if child_id <= 0:
@@ -925,6 +988,16 @@ cdef class Router:
         Displayed size claimed or filled by our sweep children sent since
         the venue's last update is skipped (children sent before it claim
         nothing: the update may already show what they took).
+
+        Under CANCEL_OLDEST, our own resting children in the parent's
+        self-trade scope (``_own_resting``) are skipped on a venue whose child
+        goes past them: the venue cancels them on the way instead of trading,
+        so they are not there to take, and the child is priced down to the
+        level that holds what it can take. A level of ours the sweep reaches
+        but its venue's child would stop short of (or that would get none)
+        counts as before: the child goes through it, so that the sweep never
+        trades through our own quote (nor leaves standing in its way the
+        order the parent's mode says to cancel).
         """
         cdef Parent* p = &self.parents[pi]
         cdef int nv = self.n_venues, L = self.max_levels, i = p.instrument
@@ -934,6 +1007,7 @@ cdef class Router:
         # comparison needs, loaded once so the merge loop touches only these.
         cdef const int64_t* lpx[MAX_VENUES]
         cdef const int64_t* lqty[MAX_VENUES]
+        cdef const int64_t* lown[MAX_VENUES]   # our lots to skip per level, or NULL
         cdef int32_t pos[MAX_VENUES]
         cdef int32_t nlev[MAX_VENUES]
         cdef int64_t cur[MAX_VENUES]       # price at pos
@@ -945,79 +1019,147 @@ cdef class Router:
         cdef int64_t worst[MAX_VENUES]
         cdef int cand[MAX_VENUES]          # venues with levels left, ascending index
         cdef int order[MAX_VENUES]         # venues in the order first used
-        cdef int n_cand = 0, n_order = 0, v, j, best, k, n
-        cdef int64_t limit = p.limit_px, remaining = want, skip, px, bpx, take
-        cdef int64_t first_px = 0, fee_v, fee_b
+        # Venues whose own lots are skipped: their first level not all
+        # claimed, the lots of it claimed, and their levels within the limit.
+        cdef int32_t first[MAX_VENUES]
+        cdef int64_t first_claimed[MAX_VENUES]
+        cdef int32_t nlim[MAX_VENUES]
+        cdef int n_cand, n_order, v, j, best, k, n
+        cdef int64_t limit = p.limit_px, remaining, skip, px, bpx, take
+        cdef int64_t first_px, last_px = 0, fee_v, fee_b, hide
+        cdef uint32_t hidden = 0           # venues with lots of ours in own_lvl
+        cdef uint32_t used                 # venues with a child
+        cdef bint settled
         cdef Py_ssize_t b
         cdef Venue* vn
-        for v in range(nv):
-            vn = &self.venues[v]
-            if vn.dark or not self.routable_c(v, now) or self.stale[<Py_ssize_t>i * nv + v]:
-                continue
-            b = (<Py_ssize_t>i * nv + v) * 2 + s
-            n = self.lvl_n[b]
-            lpx[v] = &self.lvl_px[b * L]
-            lqty[v] = &self.lvl_qty[b * L]
-            skip = self.res_live[b] + self.res_filled[b]
-            k = 0
-            while k < n and skip >= lqty[v][k]:
-                skip -= lqty[v][k]
-                k += 1
-            if limit > 0:
-                # Levels are best first: stop at the first one beyond the limit.
-                while n > k and (lpx[v][n - 1] > limit if buy else lpx[v][n - 1] < limit):
-                    n -= 1
-            if k >= n:
-                continue
-            pos[v] = k
-            nlev[v] = n
-            cur[v] = lpx[v][k]
-            avail[v] = lqty[v][k] - skip
-            per_lot[v] = self.fees[<Py_ssize_t>i * nv + v].taker_per_lot * 100
-            cbps[v] = self.fees[<Py_ssize_t>i * nv + v].taker_cbps
-            lat[v] = vn.latency_ns
-            alloc[v] = 0
-            cand[n_cand] = v
-            n_cand += 1
-        while remaining > 0 and n_cand > 0:
-            best = cand[0]
-            bpx = cur[best]
-            for j in range(1, n_cand):
-                v = cand[j]
-                px = cur[v]
-                if px != bpx:
-                    if (px < bpx) == buy:
-                        best, bpx = v, px
+        # The venue's self-trade prevention acts on the incoming order's mode:
+        # only CANCEL_OLDEST removes our resting orders and keeps matching.
+        # (CANCEL_NEWEST and CANCEL_BOTH end the child on meeting them: the
+        # engine cancels the parent, saying why; STP_NONE trades with them.)
+        if p.stp == CANCEL_OLDEST:
+            hidden = self._own_resting(p, s)
+        while True:
+            n_cand = n_order = 0
+            remaining = want
+            first_px = 0
+            for v in range(nv):
+                first[v] = -1
+                vn = &self.venues[v]
+                if vn.dark or not self.routable_c(v, now) or self.stale[<Py_ssize_t>i * nv + v]:
                     continue
-                # Same price: the lower fee-adjusted price, then the faster venue.
-                fee_v = per_lot[v] + px * cbps[v]
-                fee_b = per_lot[best] + px * cbps[best]
-                if fee_v < fee_b or (fee_v == fee_b and lat[v] < lat[best]):
-                    best = v
-            if first_px == 0:
-                first_px = bpx
-            take = avail[best] if avail[best] < remaining else remaining
-            if alloc[best] == 0:
-                order[n_order] = best
-                n_order += 1
-            alloc[best] += take
-            worst[best] = bpx
-            remaining -= take
-            avail[best] -= take
-            if avail[best] == 0:
-                pos[best] += 1
-                if pos[best] < nlev[best]:
-                    cur[best] = lpx[best][pos[best]]
-                    avail[best] = lqty[best][pos[best]]
-                else:
-                    # Exhausted: drop it, keeping the rest in index order.
-                    j = 0
-                    while cand[j] != best:
-                        j += 1
-                    while j < n_cand - 1:
-                        cand[j] = cand[j + 1]
-                        j += 1
-                    n_cand -= 1
+                b = (<Py_ssize_t>i * nv + v) * 2 + s
+                n = self.lvl_n[b]
+                lpx[v] = &self.lvl_px[b * L]
+                lqty[v] = &self.lvl_qty[b * L]
+                skip = self.res_live[b] + self.res_filled[b]
+                k = 0
+                while k < n and skip >= lqty[v][k]:
+                    skip -= lqty[v][k]
+                    k += 1
+                if limit > 0:
+                    # Levels are best first: stop at the first one beyond the limit.
+                    while n > k and (lpx[v][n - 1] > limit if buy else lpx[v][n - 1] < limit):
+                        n -= 1
+                if k >= n:
+                    continue
+                avail[v] = lqty[v][k] - skip
+                lown[v] = NULL
+                if (hidden >> v) & 1:
+                    lown[v] = &self.own_lvl[v * L]
+                    first[v], first_claimed[v], nlim[v] = k, skip, n
+                    # Claims are counted from the best level down, as if our
+                    # children had taken our own resting lots first: that
+                    # never hides more than can still be ours (hiding a third
+                    # party's lots could make the sweep trade through them).
+                    hide = lown[v][k] - skip
+                    if hide > 0:
+                        avail[v] -= hide if hide < avail[v] else avail[v]
+                    while avail[v] == 0:
+                        k += 1
+                        if k >= n:
+                            break
+                        avail[v] = _level_avail(lqty[v], lown[v], k)
+                    if k >= n:
+                        continue
+                pos[v] = k
+                nlev[v] = n
+                cur[v] = lpx[v][k]
+                per_lot[v] = self.fees[<Py_ssize_t>i * nv + v].taker_per_lot * 100
+                cbps[v] = self.fees[<Py_ssize_t>i * nv + v].taker_cbps
+                lat[v] = vn.latency_ns
+                alloc[v] = 0
+                cand[n_cand] = v
+                n_cand += 1
+            while remaining > 0 and n_cand > 0:
+                best = cand[0]
+                bpx = cur[best]
+                for j in range(1, n_cand):
+                    v = cand[j]
+                    px = cur[v]
+                    if px != bpx:
+                        if (px < bpx) == buy:
+                            best, bpx = v, px
+                        continue
+                    # Same price: the lower fee-adjusted price, then the faster venue.
+                    fee_v = per_lot[v] + px * cbps[v]
+                    fee_b = per_lot[best] + px * cbps[best]
+                    if fee_v < fee_b or (fee_v == fee_b and lat[v] < lat[best]):
+                        best = v
+                if first_px == 0:
+                    first_px = bpx
+                last_px = bpx
+                take = avail[best] if avail[best] < remaining else remaining
+                if alloc[best] == 0:
+                    order[n_order] = best
+                    n_order += 1
+                alloc[best] += take
+                worst[best] = bpx
+                remaining -= take
+                avail[best] -= take
+                if avail[best] == 0:
+                    pos[best] += 1
+                    while pos[best] < nlev[best]:
+                        avail[best] = _level_avail(lqty[best], lown[best], pos[best])
+                        if avail[best] > 0:
+                            break
+                        pos[best] += 1      # only our own lots there
+                    if pos[best] < nlev[best]:
+                        cur[best] = lpx[best][pos[best]]
+                    else:
+                        # Exhausted: drop it, keeping the rest in index order.
+                        j = 0
+                        while cand[j] != best:
+                            j += 1
+                        while j < n_cand - 1:
+                            cand[j] = cand[j + 1]
+                            j += 1
+                        n_cand -= 1
+            if hidden == 0:
+                break
+            # Every level of ours the sweep reaches (at or better than the
+            # worst price taken; any within the limit while lots are left to
+            # take) must lie on its venue's child's way. The first one per
+            # venue that does not counts as before, and the allocation is made
+            # again: each pass counts at least one more level, so this ends.
+            used = 0
+            for j in range(n_order):
+                used |= (<uint32_t>1) << order[j]
+            settled = True
+            for v in range(nv):
+                if not (hidden >> v) & 1 or first[v] < 0:
+                    continue
+                for k in range(first[v], nlim[v]):
+                    if self.own_lvl[v * L + k] - (first_claimed[v] if k == first[v] else 0) <= 0:
+                        continue
+                    px = lpx[v][k]
+                    if remaining == 0 and (px > last_px if buy else px < last_px):
+                        break           # the sweep does not get that far
+                    if not (used >> v) & 1 or (worst[v] < px if buy else worst[v] > px):
+                        self.own_lvl[v * L + k] = 0
+                        settled = False
+                        break
+            if settled:
+                break
         for j in range(n_order):
             v = order[j]
             # Beyond the best price the child relies on its siblings taking
@@ -1285,6 +1427,7 @@ cdef class Router:
         cdef int64_t dark_min = self.dark_min_qty
         cdef bint post_residual = self.post_residual, marketable, buy = side == BUY
         cdef bint at_limit = False
+        cdef int64_t stp_account = 0, stp = -1
         cdef int32_t pi
         cdef Parent* p
         cdef Py_ssize_t k
@@ -1331,6 +1474,10 @@ cdef class Router:
                 dark_min = params.dark_min_qty
             if params.post_residual >= 0:
                 post_residual = params.post_residual != 0
+            stp_account = params.stp_account
+            stp = params.stp
+        if stp < -1 or stp > CANCEL_BOTH:
+            return INVALID_STP_MODE
         if strategy == STRAT_TWAP or strategy == STRAT_VWAP:
             if end <= start:
                 return INVALID_SCHEDULE
@@ -1399,6 +1546,8 @@ cdef class Router:
         p.status = NEW
         p.post_residual = post_residual
         p.post_at_limit = at_limit
+        p.stp_account = stp_account
+        p.stp = <uint8_t>(STP_UNKNOWN if stp < 0 else stp)
         if strategy == STRAT_DARK_FIRST:
             p.phase = PH_DARK
         elif strategy == STRAT_SWEEP:
@@ -1445,6 +1594,7 @@ cdef class Router:
             return UNKNOWN_ORDER
         self._heard_from(self.children[ci].venue)
         self.children[ci].acked = 1
+        self._confirm_resting(ci)
         return self._advance(self.children[ci].parent, now)
 
     cdef int on_fill_c(self, int64_t child_id, int64_t last_qty, int64_t last_px_x2,
@@ -1478,6 +1628,8 @@ cdef class Router:
             # it in the order and risk whatever the router does), and counted.
             self.venues[c.venue].n_fills_outside_limit += 1
         self._heard_from(c.venue)
+        if not c.acked:
+            self._confirm_resting(ci)   # a fill before the ack: it was at the venue
         c.acked = 1
         c.cum += last_qty
         p.cum += last_qty
@@ -1572,6 +1724,7 @@ cdef class Router:
         if c.pending_price:
             c.price = c.pending_price
             c.pending_price = 0
+        self._confirm_resting(ci)       # at its new price from here
         return self._advance(c.parent, now)
 
     cdef int on_replace_rejected_c(self, int64_t child_id, int64_t now) except -1:
@@ -1612,7 +1765,8 @@ cdef class Router:
     def route(self, int64_t parent_id, int instrument, int side, int64_t qty,
               int64_t limit_px=0, int64_t now=0, int strategy=STRAT_DEFAULT, int tif=DAY, *,
               int64_t start_ns=-1, int64_t end_ns=-1, int64_t slices=-1, object profile=None,
-              int64_t pov_ppm=-1, int64_t dark_min_qty=-1, object post_residual=None):
+              int64_t pov_ppm=-1, int64_t dark_min_qty=-1, object post_residual=None,
+              int64_t stp_account=0, int64_t stp=-1):
         """Route a parent order that passed risk; its first actions are queued.
 
         Parameters
@@ -1648,11 +1802,22 @@ cdef class Router:
             DARK_FIRST minimum fill size (default: config ``dark_min_qty``).
         post_residual : bool, optional
             Rest what a sweep could not fill (DAY/GTC limit orders only).
+        stp_account : int, optional
+            The account the caller sends this parent's children under, the
+            one venue self-trade prevention compares: parents with the same
+            value are in one self-trade scope.
+        stp : StpMode, optional
+            The self-trade prevention mode the caller sends the children with;
+            -1 (default): the venue's default, unknown to the router. Under
+            ``CANCEL_OLDEST`` a sweep does not count our own resting children
+            in the same scope as liquidity (docs/router.md, "Own resting
+            orders").
 
         Returns
         -------
         int
-            0 when accepted, else a ``RejectReason`` and nothing is kept.
+            0 when accepted, else a ``RejectReason`` and nothing is kept
+            (``INVALID_STP_MODE`` for an ``stp`` outside -1 to 3).
         """
         cdef RouteParams prm
         cdef int64_t[::1] prof
@@ -1664,6 +1829,8 @@ cdef class Router:
         prm.post_residual = -1 if post_residual is None else (1 if post_residual else 0)
         prm.profile = NULL
         prm.n_profile = 0
+        prm.stp_account = stp_account
+        prm.stp = stp
         if profile is not None:
             prof = np.ascontiguousarray(profile, dtype=np.int64)
             if prof.shape[0]:

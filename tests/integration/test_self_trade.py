@@ -51,3 +51,27 @@ def test_under_the_default_mode_the_incoming_order_is_canceled_saying_why(tmp_pa
         status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
         assert status.report.ord_status == OrdStatus.NEW
         assert [c.done for c in status.children] == [False]
+
+
+def test_an_ioc_sweeping_its_own_bid_under_cancel_oldest_reaches_the_third_party_bid(tmp_path):
+    """The router hides the account's own resting lots from a CANCEL_OLDEST sweep.
+
+    It used to price the sweep's child at the own bid's level: STP removed that bid, the
+    child found nothing at its price, and the IOC ended NO_LIQUIDITY with a third party's
+    bid one tick lower, inside its limit, untouched."""
+    with serving(tmp_path) as (_, endpoint), Client(endpoint) as client:
+        client.new_order("AAA", "buy", "10", "49.99", account="DEMO2", cl_ord_id="other")
+        reports(client, "other", ExecType.NEW)
+        client.new_order("AAA", "buy", "10", "50.00", account="DEMO1", cl_ord_id="own")
+        reports(client, "own", ExecType.NEW)
+        client.drain(0.3)  # both bids in the venues' books the router sees
+        client.new_order("AAA", "sell_short", "10", "49.99", account="DEMO1", cl_ord_id="ioc",
+                         locate=True, time_in_force="ioc", stp=int(StpMode.CANCEL_OLDEST))
+        seen = client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                                 and m.cl_ord_id == "own" and m.exec_type == ExecType.CANCELED, 5)
+        seen += client.drain(0.3)
+        last = {m.cl_ord_id: m for m in seen if isinstance(m, ExecutionReport)}
+        assert (last["ioc"].ord_status, last["ioc"].cum_qty, last["ioc"].avg_px) == (
+            OrdStatus.FILLED, "10", "49.99")
+        assert last["own"].text.startswith("canceled by self-trade prevention at ")
+        assert (last["other"].ord_status, last["other"].last_px) == (OrdStatus.FILLED, "49.99")

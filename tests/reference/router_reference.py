@@ -24,7 +24,7 @@ from ext.router import (
     STRAT_AUTO, STRAT_DARK_FIRST, STRAT_DEFAULT, STRAT_PASSIVE, STRAT_POV, STRAT_SWEEP, STRAT_TWAP,
     STRAT_VWAP, STRATEGY_NAMES, ChildRole, Phase, Strategy, VenueHealth,
 )
-from ext.types import OrdStatus, OrdType, RejectReason, Side, TimeInForce
+from ext.types import OrdStatus, OrdType, RejectReason, Side, StpMode, TimeInForce
 
 E6 = 1_000_000
 BUY, SELL, SELL_SHORT = int(Side.BUY), int(Side.SELL), int(Side.SELL_SHORT)
@@ -35,6 +35,7 @@ CANCELED, EXPIRED = int(OrdStatus.CANCELED), int(OrdStatus.EXPIRED)
 R = {m.name: int(m) for m in RejectReason}
 UP, DOWN = int(VenueHealth.HEALTH_UP), int(VenueHealth.HEALTH_DOWN)
 CR_NONE, CR_USER, CR_EXPIRE = 0, 1, 2
+CANCEL_OLDEST, CANCEL_BOTH = int(StpMode.CANCEL_OLDEST), int(StpMode.CANCEL_BOTH)
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -77,7 +78,7 @@ class _Parent:
                  "done_ts", "arr", "start_ns", "end_ns", "n_slices", "cum_ppm", "pov_ppm",
                  "vol_start", "last_target", "dark_min_qty", "post_residual", "last_reprice_ts",
                  "live", "n_children", "rounds", "dark_tried", "cancel_requested", "post_at_limit",
-                 "v_sent", "v_filled", "v_fees", "v_children")
+                 "stp_account", "stp", "v_sent", "v_filled", "v_fees", "v_children")
 
     def __init__(self):
         self.live: dict[int, _Child] = {}
@@ -283,6 +284,27 @@ class ReferenceRouter:
         self._emit(ACT_NEW, c, price, qty, min_qty, ord_type, tif, flags, now)
         return c
 
+    def _confirm_resting(self, c):
+        """A passive child confirmed at its price: only a later update of its side shows it."""
+        if c.role == ROLE_POST:
+            c.book_seq = self.book_seq.get(
+                (c.parent.instrument, c.venue, 0 if c.side == BUY else 1), 0)
+
+    def _own_resting(self, p, s):
+        """{(venue, price): lots} of our resting children ``p``'s sweep cannot take (see the
+        Cython): passive, same ``stp_account``, confirmed before the venue's last update."""
+        own = {}
+        for q in self.active.values():
+            if q.stp_account != p.stp_account or q.instrument != p.instrument:
+                continue
+            for c in q.live.values():
+                key = (p.instrument, c.venue, s)
+                if (c.role == ROLE_POST and c.acked and not c.pending_price
+                        and (0 if c.side == BUY else 1) == s
+                        and self.book_seq.get(key, 0) > c.book_seq):
+                    own[c.venue, c.price] = own.get((c.venue, c.price), 0) + c.qty - c.cum
+        return own
+
     def _sweep_claim(self, c):
         """The book side key a sweep child's lots count against, or None (see the Cython)."""
         if c.role != ROLE_SWEEP:
@@ -307,33 +329,62 @@ class ReferenceRouter:
     def _sweep(self, p, want, now):
         buy = p.side == BUY
         s = 1 if buy else 0
-        levels = []  # (rank price, fee-adjusted key, latency, venue, depth index, price, lots)
-        for v, vn in enumerate(self.venues):
-            if vn.dark or not self._routable(v, now) or (p.instrument, v) in self.stale:
-                continue
-            skip = (self.res_live.get((p.instrument, v, s), 0)
-                    + self.res_filled.get((p.instrument, v, s), 0))
-            for k, (px, qty) in enumerate(self.books[p.instrument, v][s]):
-                if skip >= qty:
-                    skip -= qty
+        better = (lambda a, b: a < b) if buy else (lambda a, b: a > b)
+        # Under CANCEL_OLDEST the venue cancels our own resting orders in the
+        # parent's scope instead of trading: skipped where the venue's child
+        # goes past them; a level of ours the sweep reaches but its venue's
+        # child would not counts as before (see the Cython).
+        own = self._own_resting(p, s) if p.stp == CANCEL_OLDEST else {}
+        while True:
+            levels = []  # (rank price, fee-adjusted key, latency, venue, index, price, lots)
+            mine = {}    # hidden venue -> prices of the levels where lots of ours are skipped
+            for v, vn in enumerate(self.venues):
+                if vn.dark or not self._routable(v, now) or (p.instrument, v) in self.stale:
                     continue
-                avail, skip = qty - skip, 0
-                if p.limit_px and (px > p.limit_px if buy else px < p.limit_px):
+                skip = (self.res_live.get((p.instrument, v, s), 0)
+                        + self.res_filled.get((p.instrument, v, s), 0))
+                for k, (px, qty) in enumerate(self.books[p.instrument, v][s]):
+                    if skip >= qty:
+                        skip -= qty
+                        continue
+                    # Claims took our own lots first: hide only what can still be ours.
+                    hide = own.get((v, px), 0) - skip
+                    avail, skip = qty - skip, 0
+                    if p.limit_px and better(p.limit_px, px):
+                        break
+                    if hide > 0:
+                        mine.setdefault(v, []).append(px)
+                        avail -= min(hide, avail)
+                    if not avail:
+                        continue
+                    f = self.fees[p.instrument, v]
+                    levels.append((px if buy else -px, f.taker_fee * 100 + px * f.taker_cbps,
+                                   vn.latency_ns, v, k, px, avail))
+            levels.sort()
+            remaining = want
+            alloc: dict[int, list] = {}    # venue -> [lots, worst price]; insertion = first
+            last_px = 0
+            for _, _, _, v, _, px, avail in levels:
+                if remaining == 0:
                     break
-                f = self.fees[p.instrument, v]
-                levels.append((px if buy else -px, f.taker_fee * 100 + px * f.taker_cbps,
-                               vn.latency_ns, v, k, px, avail))
-        levels.sort()
-        remaining = want
-        alloc: dict[int, list] = {}    # venue -> [lots, worst price]; insertion = first taken
-        for _, _, _, v, _, px, avail in levels:
-            if remaining == 0:
+                take = min(avail, remaining)
+                entry = alloc.setdefault(v, [0, px])
+                entry[0] += take
+                entry[1] = last_px = px
+                remaining -= take
+            # Each skipped level of ours the sweep reaches must lie on its venue's
+            # child's way; the first per venue that does not counts from now on.
+            settled = True
+            for v in sorted(mine):
+                for px in mine[v]:
+                    if remaining == 0 and better(last_px, px):
+                        break
+                    if v not in alloc or better(alloc[v][1], px):
+                        del own[v, px]
+                        settled = False
+                        break
+            if settled:
                 break
-            take = min(avail, remaining)
-            entry = alloc.setdefault(v, [0, px])
-            entry[0] += take
-            entry[1] = px
-            remaining -= take
         first_px = levels[0][5] if levels else 0
         for v, (lots, worst) in alloc.items():
             self._new_child(p, v, ROLE_SWEEP, worst, lots, 0, LIMIT, IOC,
@@ -502,8 +553,8 @@ class ReferenceRouter:
     # ------------------------------------------------------------ orders
     def route(self, parent_id, instrument, side, qty, limit_px=0, now=0, strategy=STRAT_DEFAULT,
               tif=DAY, *, start_ns=-1, end_ns=-1, slices=-1, profile=None, pov_ppm=-1,
-              dark_min_qty=-1, post_residual=None):
-        side, tif, strategy = int(side), int(tif), int(strategy)
+              dark_min_qty=-1, post_residual=None, stp_account=0, stp=-1):
+        side, tif, strategy, stp = int(side), int(tif), int(strategy), int(stp)
         if parent_id <= 0:
             return R["INVALID_ORDER_ID"]
         if parent_id in self.parents:
@@ -538,6 +589,8 @@ class ReferenceRouter:
         dark_min = dark_min_qty if dark_min_qty >= 0 else self.config["dark_min_qty"]
         post = self.config["post_residual"] if post_residual is None else bool(post_residual)
         weights = [] if profile is None else [int(w) for w in profile]
+        if not -1 <= stp <= CANCEL_BOTH:
+            return R["INVALID_STP_MODE"]
         if strategy in (STRAT_TWAP, STRAT_VWAP):
             if end <= start:
                 return R["INVALID_SCHEDULE"]
@@ -573,6 +626,7 @@ class ReferenceRouter:
         p.vol_start, p.last_target = self.volume[instrument], 0
         p.dark_min_qty, p.post_residual, p.last_reprice_ts = dark_min, post, 0
         p.post_at_limit = at_limit
+        p.stp_account, p.stp = stp_account, stp
         p.n_children = p.rounds = p.dark_tried = 0
         p.cancel_requested = CR_NONE
         p.phase = {STRAT_DARK_FIRST: PH_DARK, STRAT_SWEEP: PH_SWEEP,
@@ -642,6 +696,7 @@ class ReferenceRouter:
             return R["UNKNOWN_ORDER"]
         self._heard_from(c.venue)
         c.acked = True
+        self._confirm_resting(c)
         self._advance(c.parent, now)
         return 0
 
@@ -666,6 +721,8 @@ class ReferenceRouter:
             if (last_px_x2 > 2 * bound) if buy else (last_px_x2 < 2 * bound):
                 self.venues[c.venue].n_fills_outside_limit += 1
         self._heard_from(c.venue)
+        if not c.acked:
+            self._confirm_resting(c)
         c.acked = True
         c.cum += last_qty
         p.cum += last_qty
@@ -739,6 +796,7 @@ class ReferenceRouter:
         c.acked = True
         if c.pending_price:
             c.price, c.pending_price = c.pending_price, 0
+        self._confirm_resting(c)
         self._advance(c.parent, now)
         return 0
 

@@ -1,11 +1,12 @@
 """Property tests: the Cython router against the reference, and the router's invariants.
 
-* Random streams of book updates, parent orders (every strategy), venue
-  reports (acks, partial and full fills, rejects of every kind, cancels,
-  expiries, replaces, reports for unknown children), ticks, volume, cancels
-  and venue closures run through ``ext.router.Router`` and
-  ``tests/reference/router_reference.py``; after every call the two must have
-  queued the same actions and hold the same parents, records and venue states.
+* Random streams of book updates, parent orders (every strategy, two
+  self-trade scopes, CANCEL_OLDEST or not), venue reports (acks, partial and
+  full fills, rejects of every kind, cancels, expiries, replaces, reports for
+  unknown children), ticks, volume, cancels and venue closures run through
+  ``ext.router.Router`` and ``tests/reference/router_reference.py``; after
+  every call the two must have queued the same actions and hold the same
+  parents, records and venue states.
 * After every call the accounting invariants hold: a parent's cumulative
   quantity, notional and fees are the sums of the fills reported for its
   children, its working quantity is the sum of its live children's leaves,
@@ -22,10 +23,10 @@ from hypothesis import given, strategies as st
 
 from ext.book import OrderBook
 from ext.router import (
-    ACT_NEW, ROLE_SWEEP, STRAT_AUTO, STRAT_DARK_FIRST, STRAT_PASSIVE, STRAT_POV, STRAT_SWEEP,
-    STRAT_TWAP, STRAT_VWAP, Router,
+    ACT_NEW, ROLE_POST, ROLE_SWEEP, STRAT_AUTO, STRAT_DARK_FIRST, STRAT_PASSIVE, STRAT_POV,
+    STRAT_SWEEP, STRAT_TWAP, STRAT_VWAP, Router,
 )
-from ext.types import RejectReason as RR, Side, TimeInForce as T
+from ext.types import RejectReason as RR, Side, StpMode, TimeInForce as T
 from tests.reference.router_reference import ReferenceRouter
 
 BUY, SELL = int(Side.BUY), int(Side.SELL)
@@ -86,20 +87,27 @@ ROUTE = st.tuples(
     st.sampled_from([STRAT_AUTO, STRAT_SWEEP, STRAT_DARK_FIRST, STRAT_PASSIVE, STRAT_TWAP,
                      STRAT_VWAP, STRAT_POV]),
     st.sampled_from([int(T.DAY), int(T.GTC), int(T.IOC)]),
-    st.integers(1, 5), st.sampled_from([0, 100_000, 500_000]), st.integers(0, 3))
+    st.integers(1, 5), st.sampled_from([0, 100_000, 500_000]), st.integers(0, 3),
+    # self-trade scope: two accounts; CANCEL_OLDEST makes a sweep skip our resting lots
+    st.integers(0, 1), st.sampled_from([-1, int(StpMode.STP_NONE), int(StpMode.CANCEL_OLDEST),
+                                        int(StpMode.CANCEL_OLDEST)]))
 REPORT = st.tuples(
     st.just("report"), st.integers(0, 1000),
-    st.sampled_from(["ack", "fill", "fill", "fill_all", "fill_all", "reject", "canceled",
+    st.sampled_from(["ack", "ack", "fill", "fill", "fill_all", "fill_all", "reject", "canceled",
                      "expired", "replaced", "replace_rejected", "unknown"]),
     st.integers(1, 1000), st.integers(-4, 4), st.sampled_from([None, None, 0, -500, 777]),
     st.sampled_from([RR.VENUE_REJECT, RR.VENUE_UNAVAILABLE, RR.VENUE_CLOSED,
                      RR.POST_ONLY_WOULD_CROSS]))
 BOOK = st.tuples(st.just("book"), st.integers(0, 5), side_levels(True), side_levels(False))
+# A venue's depth that shows our resting children there, acknowledged, as a real venue's
+# would (so that a sweep under CANCEL_OLDEST finds its own lots in the depth).
+SHOW = st.tuples(st.just("show"), st.integers(0, 5), side_levels(True), side_levels(False))
 TICK = st.tuples(st.just("tick"), st.integers(0, 600))
 # one_of picks its branches uniformly: repeats weight the mix toward what
 # needs depth (routes, then many reports on their children).
 OPS = st.lists(st.one_of(
-    BOOK, BOOK, ROUTE, ROUTE, ROUTE, REPORT, REPORT, REPORT, REPORT, REPORT, REPORT, TICK, TICK,
+    BOOK, BOOK, SHOW, ROUTE, ROUTE, ROUTE, REPORT, REPORT, REPORT, REPORT, REPORT, REPORT, TICK,
+    TICK,
     st.tuples(st.just("volume"), st.integers(0, 300)),
     st.tuples(st.just("cancel"), st.integers(0, 1000)),
     st.tuples(st.just("venue"), st.integers(0, 5), st.booleans()),
@@ -150,21 +158,38 @@ def test_cython_matches_reference_and_keeps_its_books(setup, ops):
             r.set_venue(v, dark=v in dark, **fees[v])
             assert r.update_book(0, v, *books[v]) == 0
     pids, ledger, now, next_pid = [], Ledger(), 0, 1
+    sides_of = {}
     for op in ops:
         kind = op[0]
         if kind == "book":
             v = op[1] % n
             assert cy.update_book(0, v, op[2], op[3]) == ref.update_book(0, v, op[2], op[3])
+        elif kind == "show":
+            v = op[1] % n
+            sides = [dict(op[2]), dict(op[3])]
+            for pid in pids:
+                for c in cy.live_children(pid):
+                    if c["venue"] == v and c["role"] == ROLE_POST:
+                        if not c["acked"]:      # resting there: the venue has accepted it
+                            assert cy.on_ack(c["child_id"], now) == \
+                                ref.on_ack(c["child_id"], now) == 0
+                        s = 0 if sides_of[pid] == BUY else 1
+                        sides[s][c["price"]] = sides[s].get(c["price"], 0) \
+                            + c["qty"] - c["cum_qty"]
+            bids = sorted(sides[0].items(), reverse=True)
+            asks = sorted(sides[1].items())
+            assert cy.update_book(0, v, bids, asks) == ref.update_book(0, v, bids, asks) == 0
         elif kind == "route":
-            _, side, qty, offset, strategy, tif, slices, pov, extra = op
+            _, side, qty, offset, strategy, tif, slices, pov, extra, account, stp = op
             limit = 0 if offset == 0 and extra % 2 else MID + offset
             kw = dict(strategy=strategy, tif=tif, end_ns=now + 1000 * slices, slices=slices,
                       profile=list(range(extra + 1, 0, -1)), pov_ppm=pov,
-                      dark_min_qty=-1 if extra else 3)
+                      dark_min_qty=-1 if extra else 3, stp_account=account, stp=stp)
             codes = [r.route(next_pid, 0, side, qty, limit, now, **kw) for r in (cy, ref)]
             assert codes[0] == codes[1]
             if codes[0] == 0:
                 pids.append(next_pid)
+                sides_of[next_pid] = side
             next_pid += 1
         elif kind == "report":
             _, pick, what, q, dpx, fee, reason = op
@@ -318,6 +343,96 @@ def test_sweep_takes_every_better_price_first_and_executes_without_trade_through
     left = [p for p in left if p]
     extreme = max(paid) if buy else min(paid)
     assert all(not better(p, extreme) for p in left)
+
+
+@st.composite
+def own_case(draw):
+    n = draw(st.integers(1, 4))
+    books = [draw(side_levels(False, max_levels=6)) for _ in range(n)]
+    own = [draw(st.lists(st.tuples(st.integers(MID, MID + 8), st.integers(1, 60)), max_size=3))
+           for _ in range(n)]
+    fees = [draw(st.sampled_from([-2000, 0, 1000, 3000])) for _ in range(n)]
+    qty = draw(st.integers(1, 400))
+    limit = draw(st.sampled_from([0, MID + 2, MID + 5, MID + 12]))
+    return n, books, own, fees, qty, limit
+
+
+@given(own_case())
+def test_sweep_under_cancel_oldest_past_our_own_resting_orders(case):
+    """Our account rests sells (passive children, acknowledged, in the depth) among a third
+    party's asks; the same account sweeps a buy under CANCEL_OLDEST. Both implementations
+    send the same children, and executed on real books that apply the account and mode:
+
+    * each child fills all the third party's lots at or better than its price, up to its
+      quantity (what it did not get can only have been ours);
+    * nothing better than the worst price sent is left behind, neither a third party's ask
+      nor ours (our quote is never traded through), and when the sweep sent less than the
+      parent's quantity nothing within the limit: but for our own lots at a child's price
+      on its venue that the child, filled first, did not meet in the queue;
+    * on one venue, the parent gets every third-party lot within its limit up to its
+      quantity in this one round: our own lots in the way do not stop it.
+    """
+    n, books, own, fees, qty, limit = case
+    ours, theirs = 7, 1
+    oldest = int(StpMode.CANCEL_OLDEST)
+    venues = [OrderBook() for _ in range(n)]
+    for v in range(n):
+        for k, (px, q) in enumerate(books[v]):
+            venues[v].add(k + 1, SELL, px, q, account=theirs)
+    outputs = []
+    for cls in (Router, ReferenceRouter):
+        r = cls(n)
+        for v in range(n):
+            r.set_venue(v, taker_fee=fees[v])
+        pid = 100
+        for v in range(n):
+            for px, q in own[v]:
+                # Each resting sell goes to venue v: the only one open while it is routed.
+                for u in range(n):
+                    r.set_open(u, u == v)
+                assert r.route(pid, 0, SELL, q, px, 0, STRAT_AUTO, T.GTC, stp_account=ours,
+                               stp=oldest) == 0
+                (a,) = r.drain_actions()
+                assert (int(a["venue"]), int(a["price"]), a["role"]) == (v, px, ROLE_POST)
+                assert r.on_ack(int(a["child_id"]), 0) == 0
+                if cls is Router:
+                    assert venues[v].add(10**5 + int(a["child_id"]), SELL, px, q,
+                                         account=ours, post_only=True) == 0
+                pid += 1
+        for u in range(n):
+            r.set_open(u, True)
+            assert r.update_book(0, u, *venues[u].depth(10)) == 0
+        assert r.route(1, 0, BUY, qty, limit, 1, STRAT_SWEEP, T.IOC, stp_account=ours,
+                       stp=oldest) == 0
+        outputs.append(r.drain_actions())
+    actions = outputs[0]
+    assert actions.tolist() == outputs[1].tolist()
+    if not len(actions):                # nothing at all within the limit, ours or not
+        assert all(b.best_ask is None or (limit and b.best_ask > limit) for b in venues)
+        return
+    filled = 0
+    for a in actions:
+        v, price = int(a["venue"]), int(a["price"])
+        theirs_there = sum(q for px, q in books[v] if px <= price)
+        assert venues[v].add(10**6, BUY, price, int(a["qty"]), account=ours, tif=T.IOC,
+                             stp=oldest) == 0
+        f = venues[v].drain_fills()
+        assert int(f["qty"].sum()) == min(int(a["qty"]), theirs_there)
+        assert (f["maker_account"] == theirs).all()
+        filled += int(f["qty"].sum())
+    worst = int(actions["price"].max())
+    short = int(actions["qty"].sum()) < qty
+    sent_at = {int(a["venue"]): int(a["price"]) for a in actions}
+    for v, b in enumerate(venues):
+        for row in b.snapshot():
+            # Our own lots may be left at a child's price on its venue, when the child had
+            # filled before it met them in the queue: no trade was made through them.
+            at_child = row["account"] == ours and row["price"] == sent_at.get(v)
+            assert row["price"] >= worst or at_child
+            if short and (not limit or row["price"] <= limit):
+                assert at_child
+    if n == 1:
+        assert filled == min(qty, sum(q for px, q in books[0] if not limit or px <= limit))
 
 
 # ---------------------------------------------------------------- accounting

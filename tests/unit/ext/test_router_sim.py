@@ -8,16 +8,17 @@ latency and session state into the router, sends the router's actions with
 router. Reports arrive inside ``Market.run_until``, which must not be
 re-entered, so new actions go out only after it returns.
 
-Runs are deterministic: the default configuration's seeded flow.
+Runs are deterministic: the default configuration's seeded flow, or the quiet market of
+``tests/unit/sim/helpers.py`` (no background flow) where a test places every order itself.
 """
 import pytest
 
 from ext.router import (
-    ACT_CANCEL, ACT_NEW, ACT_REPLACE, CF_MID_PEG, CF_POST_ONLY, ROLE_DARK, ROLE_SWEEP,
+    ACT_CANCEL, ACT_NEW, ACT_REPLACE, CF_MID_PEG, CF_POST_ONLY, ROLE_DARK, ROLE_POST, ROLE_SWEEP,
     STRAT_DARK_FIRST, STRAT_SWEEP, STRAT_TWAP, Router,
 )
 from ext.simloop import ReportKind
-from ext.types import OrdStatus, Side, TimeInForce as T
+from ext.types import CancelReason, OrdStatus, Side, StpMode, TimeInForce as T
 
 sim = pytest.importorskip("sim")
 
@@ -28,10 +29,11 @@ SYMBOL = "AAA"
 class SimVenues:
     """The simulator's venues as the router sees them (one instrument, index 0)."""
 
-    def __init__(self):
-        self.market = sim.Market(sim.load_config())
-        self.market.run_until(self.market.session_start)
-        m = self.market
+    def __init__(self, market=None):
+        if market is None:
+            market = sim.Market(sim.load_config())
+            market.run_until(market.session_start)
+        self.market = m = market
         self.router = Router(len(m.venues), n_instruments=1, max_levels=10)
         for info in m.venues:
             maker_pl, taker_pl, maker_cb, taker_cb = m.fee_rates(info.index, SYMBOL)
@@ -42,6 +44,7 @@ class SimVenues:
         self.sim_of = {}                # router child id -> sim id
         self.reports = []               # every report handed to the router
         self.sent = []                  # every action sent
+        self.scope = {}                 # parent id -> (account, stp) its children carry
         self.publish()
 
     @property
@@ -95,9 +98,12 @@ class SimVenues:
             self.sent.append(a)
             cid, kind = int(a["child_id"]), int(a["kind"])
             if kind == ACT_NEW:
+                # As the engine does: the parent's account and STP mode (default: the
+                # venue's) go with each child, so that venue STP compares accounts.
+                account, stp = self.scope.get(int(a["parent_id"]), (1000, -1))
                 sim_id = m.submit(int(a["venue"]), SYMBOL, int(a["side"]), int(a["qty"]),
                                   int(a["price"]), int(a["ord_type"]), int(a["tif"]),
-                                  bool(a["flags"] & CF_POST_ONLY), account=1000,
+                                  bool(a["flags"] & CF_POST_ONLY), account=account, stp=stp,
                                   on_report=self._on_report)
                 self.child_of[sim_id] = cid
                 self.sim_of[cid] = sim_id
@@ -205,3 +211,38 @@ def test_twap_on_simulated_time():
         assert sent_by <= 100 * (k + 1)           # never ahead of the schedule
     rec = v.router.drain_finished()
     assert len(rec) == 1 and rec[0]["status"] == OrdStatus.FILLED and rec[0]["cum_qty"] == 600
+
+
+def test_a_sweep_meeting_its_own_resting_order_under_cancel_oldest_reaches_the_next_level():
+    """The audit's case on the simulator's venues (no background flow): our account rests a
+    buy of 100 at 50.00, a third party bids 49.99 for 100 on the same venue, and the same
+    account sells 100 IOC limit 49.99 under CANCEL_OLDEST. The venue cancels our resting buy
+    and the child, priced at 49.99 and not at 50.00, takes the third party's bid."""
+    from tests.unit.sim.helpers import BUY, add, quiet_market   # (needs sim: imported here)
+    v = SimVenues(quiet_market())
+    oldest = int(StpMode.CANCEL_OLDEST)
+    v.scope[1] = v.scope[2] = (1001, oldest)
+    assert v.router.route(1, 0, Side.BUY, 100, 5000, v.now, tif=T.DAY, stp_account=1001,
+                          stp=oldest) == 0
+    v.send()
+    post = v.sent[-1]
+    assert (post["role"], int(post["price"])) == (ROLE_POST, 5000)
+    venue = int(post["venue"])
+    v.run(v.now + 2 * MS)
+    assert v.router.live_children(1)[0]["acked"]
+    add(v.market, v.market.venues[venue].name, 1, BUY, 4999, 100, account=1)
+    v.publish()
+    assert v.router.depth(0, venue)[0] == [(5000, 100), (4999, 100)]
+    assert v.router.route(2, 0, Side.SELL, 100, 4999, v.now, tif=T.IOC, stp_account=1001,
+                          stp=oldest) == 0
+    v.send()
+    sweep = v.sent[-1]
+    assert (int(sweep["venue"]), int(sweep["price"]), int(sweep["qty"]), sweep["role"]) == \
+        (venue, 4999, 100, ROLE_SWEEP)
+    v.run(v.now + 3 * MS)
+    rec = {int(r["parent_id"]): r for r in v.router.drain_finished()}
+    assert rec[2]["status"] == OrdStatus.FILLED and rec[2]["cum_qty"] == 100
+    assert (rec[2]["avg_px_num"], rec[2]["avg_px_den"]) == (4999, 1)
+    own = [rep for cid, rep in v.reports if cid == int(post["child_id"])
+           and rep.kind == ReportKind.RPT_CANCELED]
+    assert [rep.reason for rep in own] == [CancelReason.CXL_SELF_TRADE]
