@@ -69,6 +69,7 @@ from engine.messages import (
     encoder,
     response_decoder,
 )
+from gateways.config import zmq_ipv6
 
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL, "sell_short": Side.SELL_SHORT, "short": Side.SELL_SHORT}
 _ORD_TYPES = {"limit": OrdType.LIMIT, "market": OrdType.MARKET}
@@ -296,6 +297,7 @@ class _Base:
                 monitor.linger = 0
                 monitor.connect(address)
             _configure(socket, server_key, client_keypair, routing_id)
+            socket.ipv6 = zmq_ipv6(self.endpoint)  # tcp://[::1]:p needs ZMQ_IPV6
             socket.connect(self.endpoint)
         except BaseException:
             if monitor is not None:

@@ -53,7 +53,7 @@ import zmq.auth
 from msgspec import Meta
 
 from engine.tradingday import TradingDay
-from gateways.config import GatewayConfigError, _zmq_port_problem, parse_gateway_configs
+from gateways.config import GatewayConfigError, _zmq_endpoint_problem, parse_gateway_configs
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 #: Price levels per venue book the router keeps (``core_router``).
@@ -472,7 +472,7 @@ def _check(config: Config, source: str) -> None:
         for endpoint in getattr(intake, key):
             if not _ENDPOINT.match(endpoint):
                 fail(f"'intake.{key}': {endpoint!r} is not a tcp://host:port, ipc:// or inproc:// endpoint")
-            problem = _zmq_port_problem(endpoint)
+            problem = _zmq_endpoint_problem(endpoint)
             if problem:
                 fail(f"'intake.{key}': {endpoint!r}: {problem}")
     if intake.plaintext_endpoints and not intake.allow_plaintext:
@@ -616,15 +616,21 @@ def _check_risk_and_router(config: Config, venues, fail: Callable[[str], NoRetur
         fail(str(exc))
     except (ValueError, TypeError) as exc:  # ext.risk.ConfigError is a ValueError
         fail(f"'risk': {exc}")
+    if "strategy" in config.router:
+        # Before the router sees it: its own refusal names no key ("unknown strategy").
+        _check_default_strategy(config.router["strategy"], fail)
     try:
-        router = core_router(config, len(venues.venues), len(instruments))
+        core_router(config, len(venues.venues), len(instruments))
     except (ValueError, TypeError) as exc:
         fail(f"'router': {exc}")
-    _check_default_strategy(router.config["strategy"], fail)
 
 
-def _check_default_strategy(strategy: str | int, fail: Callable[[str], NoReturn]) -> None:
-    """``[router] strategy`` (a name or a ``Strategy`` the router took) is no scheduled one.
+#: The strategies ``[router] strategy`` may name (the scheduled ones need an order's schedule).
+DEFAULT_STRATEGY_NAMES = ("auto", "sweep", "dark_first", "passive")
+
+
+def _check_default_strategy(strategy: Any, fail: Callable[[str], NoReturn]) -> None:
+    """``[router] strategy`` is a strategy (a name or a ``Strategy`` code), and no scheduled one.
 
     It is the strategy of an order naming none, and such an order carries no
     schedule (``end_time``, ``profile``, ``participation``): under twap, vwap
@@ -632,11 +638,19 @@ def _check_default_strategy(strategy: str | int, fail: Callable[[str], NoReturn]
     """
     from ext.router import STRAT_POV, STRAT_TWAP, STRAT_VWAP, STRATEGY_NAMES
 
-    code = STRATEGY_NAMES[strategy] if isinstance(strategy, str) else strategy
+    allowed = ", ".join(repr(n) for n in DEFAULT_STRATEGY_NAMES[:-1])
+    allowed = f"{allowed} or {DEFAULT_STRATEGY_NAMES[-1]!r}"
+    if isinstance(strategy, str) and strategy in STRATEGY_NAMES:
+        code = STRATEGY_NAMES[strategy]
+    elif not isinstance(strategy, bool) and isinstance(strategy, int) \
+            and strategy in STRATEGY_NAMES.values():
+        code = strategy
+    else:
+        fail(f"'router.strategy': unknown strategy {strategy!r}; expected {allowed}")
     if code in (STRAT_TWAP, STRAT_VWAP, STRAT_POV):
         name = next(n for n, c in STRATEGY_NAMES.items() if c == code)
         fail(f"'router.strategy': {name!r} cannot be the default: an order naming no strategy "
-             f"has no schedule to follow; use 'auto', 'sweep', 'dark_first' or 'passive'")
+             f"has no schedule to follow; use {allowed}")
 
 
 def _check_sim(sim: dict[str, Any], fail: Callable[[str], NoReturn]):

@@ -89,6 +89,7 @@ from engine.messages import (
 from engine.metrics import Metrics
 from ext import zmqcall
 from ext.msgpackkeys import duplicate_key
+from gateways.config import zmq_ipv6
 
 log = logging.getLogger(__name__)
 
@@ -671,6 +672,9 @@ class IntakeServer:
     def _bind(self, listener: _Listener, endpoints: list[str]) -> None:
         self._listeners.append(listener)  # stop() closes it even when a bind fails
         for endpoint in endpoints:
+            # Per endpoint: libzmq takes the option at each bind, and an
+            # IPv4 endpoint bound with it on would change (gateways.config.zmq_ipv6).
+            listener.socket.ipv6 = zmq_ipv6(endpoint)
             try:
                 listener.socket.bind(endpoint)
             except zmq.ZMQError as exc:

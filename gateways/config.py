@@ -8,6 +8,7 @@ somewhere nobody reads. ``docs/gateways.md`` lists every key with its default.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from typing import Annotated, Any, Literal, Union
@@ -267,6 +268,62 @@ def _zmq_port_problem(endpoint: str) -> str | None:
     return f"port {port} is out of range (1 to 65535, or 0 or * for a free port)"
 
 
+def zmq_ipv6(endpoint: str) -> bool:
+    """Whether ``endpoint`` is a tcp:// endpoint on a bracketed IPv6 address (``tcp://[::1]:7001``).
+
+    libzmq resolves such a host only on a socket whose ``ZMQ_IPV6`` option is
+    set, and refuses it otherwise as "No such device". The option is set for
+    these endpoints alone, right before their bind or connect, because on any
+    other one it changes what is bound: ``tcp://*:7001`` becomes ``[::]``, an
+    interface name binds its IPv6 address and an IPv4 address is reported
+    IPv4-mapped (``tcp://[::ffff:127.0.0.1]:7001``).
+
+    Parameters
+    ----------
+    endpoint : str
+        A ZeroMQ endpoint.
+
+    Returns
+    -------
+    bool
+        True for ``tcp://[...]:port``.
+    """
+    return endpoint.startswith("tcp://[")
+
+
+def _zmq_host_problem(endpoint: str) -> str | None:
+    """Why a tcp:// endpoint's host is malformed around IPv6 brackets, or None.
+
+    libzmq takes the host as everything before the last ``:`` and strips one
+    pair of brackets: a lone or misplaced bracket, or an IPv6 address without
+    brackets, fails only at bind time (as "No such device"), and brackets
+    around anything but an IPv6 address pass by accident.
+    """
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    address = host[1:-1]
+    if host.startswith("[") and host.endswith("]") and address and "[" not in address \
+            and "]" not in address:
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            return f"{address!r} in brackets is not an IPv6 address"
+        return None
+    if "[" in host or "]" in host:
+        return "expected an IPv6 address in one pair of brackets before the port, e.g. tcp://[::1]:7001"
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return None  # an IPv4 address, a host or interface name, or *
+    return f"an IPv6 address is written in brackets: tcp://[{host}]:{port}"
+
+
+def _zmq_endpoint_problem(endpoint: str) -> str | None:
+    """Why a tcp:// endpoint's host or port would fail (or mislead) at bind time, or None."""
+    return _zmq_host_problem(endpoint) or _zmq_port_problem(endpoint)
+
+
 def _nats_server_problem(server: str) -> str | None:
     """Why ``server`` is not a NATS server address nats-py can use, or None.
 
@@ -376,7 +433,7 @@ def _check(config: GatewayConfig, where: str) -> None:
                 if not _ZMQ_ENDPOINT.match(getattr(config, key)):
                     fail(key, f"{getattr(config, key)!r} is not a tcp://host:port, ipc:// or "
                               f"inproc:// endpoint")
-                problem = _zmq_port_problem(getattr(config, key))
+                problem = _zmq_endpoint_problem(getattr(config, key))
                 if problem:
                     fail(key, f"{getattr(config, key)!r}: {problem}")
             if config.endpoint == config.replay_endpoint and not _ephemeral(config.endpoint):

@@ -41,7 +41,7 @@ import zmq
 
 from engine.journal import JournalReader, RecordKind
 from gateways.base import Gateway, GatewayBindError, describe
-from gateways.config import ZmqConfig
+from gateways.config import ZmqConfig, zmq_ipv6
 from gateways.events import GatewayEvent, Normalizer, topic_of
 from gateways.tail import JournalTail
 
@@ -72,6 +72,7 @@ def _bind(socket: zmq.Socket, endpoint: str) -> None:
         Any other bind error at once; ``EADDRINUSE`` once the wait is over.
     """
     deadline = time.monotonic() + BIND_RETRY_S
+    socket.ipv6 = zmq_ipv6(endpoint)  # tcp://[::1]:p needs it; other endpoints must not have it
     while True:
         try:
             socket.bind(endpoint)
@@ -458,6 +459,7 @@ class Subscriber:
             self._sub.setsockopt(zmq.SUBSCRIBE, prefix)
         if prefixes:
             self._sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)
+        self._sub.ipv6 = zmq_ipv6(endpoint)
         self._sub.connect(endpoint)
         self._req: zmq.Socket | None = None
         self._decoder = msgspec.msgpack.Decoder(GatewayEvent)
@@ -590,6 +592,7 @@ class Subscriber:
         if self._req is None:
             self._req = self._context.socket(zmq.REQ)
             self._req.setsockopt(zmq.LINGER, 0)
+            self._req.ipv6 = zmq_ipv6(self._replay_endpoint)
             self._req.connect(self._replay_endpoint)
         if not topics:
             topics, prefixes = tuple(self._topics), self._topic_prefixes

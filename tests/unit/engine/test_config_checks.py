@@ -32,6 +32,16 @@ SIM = Path(__file__).resolve().parents[2] / "integration" / "configs" / "quiet_s
     ('[metrics]\nhost = "10.0.0.256"\n', "'metrics.host'"),
     ('[[gateways]]\ntype = "zmq"\nendpont = "tcp://127.0.0.1:1"\n',
      "'gateways[0].endpont': unknown key for a zmq gateway"),
+    # The router's own refusal named no key ("'router': unknown strategy ...").
+    ('[router]\nstrategy = "bogus"\n', "'router.strategy': unknown strategy 'bogus'; expected "
+                                        "'auto', 'sweep', 'dark_first' or 'passive'"),
+    ('[router]\nstrategy = 9\n', "'router.strategy': unknown strategy 9; expected 'auto'"),
+    ('[router]\nstrategy = true\n', "'router.strategy': unknown strategy True"),
+    ('[[gateways]]\ntype = "zmq"\nendpoint = "tcp://[::1:7101"\n',
+     "'gateways[0].endpoint': 'tcp://[::1:7101': expected an IPv6 address in one pair of brackets"),
+    ('[[gateways]]\ntype = "zmq"\nreplay_endpoint = "tcp://::1:7102"\n',
+     "'gateways[0].replay_endpoint': 'tcp://::1:7102': an IPv6 address is written in brackets: "
+     "tcp://[::1]:7102"),
 ])
 def test_mistakes_are_named_when_the_file_is_read(snippet, message):
     with pytest.raises(ConfigError) as caught:
@@ -50,6 +60,36 @@ def test_an_intake_port_above_65535_is_refused(key):
         parse_config(text, source="engine.toml")
 
 
+def test_an_unknown_default_strategy_is_one_line_naming_the_key(tmp_path):
+    path = tmp_path / "engine.toml"
+    path.write_text(PLAIN + '[router]\nstrategy = "bogus"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (f"{path}: 'router.strategy': unknown strategy 'bogus'; expected "
+                                 f"'auto', 'sweep', 'dark_first' or 'passive'")
+
+
+@pytest.mark.parametrize("endpoint,message", [
+    # libzmq would fail each of these only at bind time, as "No such device".
+    ("tcp://[::1:7002", "expected an IPv6 address in one pair of brackets before the port"),
+    ("tcp://::1]:7002", "expected an IPv6 address in one pair of brackets before the port"),
+    ("tcp://[::1]]:7002", "expected an IPv6 address in one pair of brackets before the port"),
+    ("tcp://[]:7002", "expected an IPv6 address in one pair of brackets before the port"),
+    ("tcp://::1:7002", "an IPv6 address is written in brackets: tcp://[::1]:7002"),
+    # Brackets around anything else would pass by accident.
+    ("tcp://[127.0.0.1]:7002", "'127.0.0.1' in brackets is not an IPv6 address"),
+    ("tcp://[localhost]:7002", "'localhost' in brackets is not an IPv6 address"),
+    ("tcp://[::1]:70001", "port 70001 is out of range"),
+])
+def test_a_malformed_ipv6_endpoint_is_refused(endpoint, message):
+    text = f'[intake]\nplaintext_endpoints = ["{endpoint}"]\nallow_plaintext = true\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="engine.toml")
+    refusal = str(caught.value)
+    assert refusal.startswith(f"engine.toml: 'intake.plaintext_endpoints': {endpoint!r}: {message}")
+    assert "\n" not in refusal
+
+
 @pytest.mark.parametrize("snippet", [
     '[sim]\nspeed = 2.5\nduration = "90s"\nstart_at = "15:59:58"\n',
     '[sim]\nspeed = 10\nduration = "1.5h"\n',
@@ -59,6 +99,10 @@ def test_an_intake_port_above_65535_is_refused(key):
     '[metrics]\nhost = "metrics-1.example.com"\n',
     '[intake]\nplaintext_endpoints = ["tcp://127.0.0.1:65535", "tcp://127.0.0.1:*", "tcp://127.0.0.1:0"]\n'
     'allow_plaintext = true\n',
+    '[intake]\nplaintext_endpoints = ["tcp://[::1]:7002", "tcp://[::]:*", "tcp://[::ffff:127.0.0.1]:0"]\n'
+    'allow_plaintext = true\n',
+    '[[gateways]]\ntype = "zmq"\nendpoint = "tcp://[::1]:7101"\nreplay_endpoint = "tcp://[::1]:7102"\n',
+    '[router]\nstrategy = "dark_first"\n',
 ])
 def test_good_values_pass(snippet):
     text = snippet if snippet.startswith("[intake]") else PLAIN + snippet
