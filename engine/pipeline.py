@@ -102,6 +102,23 @@ STAGE_SAMPLE = 16
 #: KillSwitch.scope (the protocol's words) -> the risk engine's scope names.
 RISK_SCOPE = {"global": "global", "account": "account", "symbol": "instrument"}
 
+
+def kill_switch_scope(scope: str, target: str | None) -> str:
+    """How texts name a kill switch's scope: ``global``, ``account DEMO1``, ``symbol AAA``.
+
+    A global switch has no target, and no space is left for one: ``(global)``,
+    not ``(global )``.
+
+    Parameters
+    ----------
+    scope : str
+        ``KillSwitch.scope``.
+    target : str or None
+        ``KillSwitch.target``.
+    """
+    return f"{scope} {target}" if target else scope
+
+
 #: Venue-side account id of the engine's first client account.
 VENUE_ACCOUNT_BASE = 1_000_000
 
@@ -444,6 +461,7 @@ class Pipeline(Handler):
             order = by_id.get(int(order_id))
             if order is not None:
                 order.pulled = (reason, text)
+                order.cancel_text = text  # its CANCELED report says why (not a bare cancel)
             pending = self._pending.get(int(order_id))
             if pending is not None and isinstance(pending.request, Replace):
                 pending.cancel = (reason, text)
@@ -501,7 +519,7 @@ class Pipeline(Handler):
             gate = self._gates[session.session_id] = self.risk.session_gate(session.session_id)
         reason = gate.check_new(order.order_id, account_ix, inst_ix, order.side, order.ord_type,
                                 order.qty, order.price, risk_flags(req),
-                                cl_ord_hash(req.cl_ord_id), now)
+                                cl_ord_hash(req.cl_ord_id, req.account), now)
         if reason:
             return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
         self._journal_valuation(order)
@@ -1026,7 +1044,7 @@ class Pipeline(Handler):
             reason, why = _RejectReason.POST_ONLY_WOULD_CROSS, cross
         else:
             reason = self.risk.on_replace(order.order_id, new_qty, new_price,
-                                          cl_ord_hash(req.cl_ord_id), now)
+                                          cl_ord_hash(req.cl_ord_id, order.account), now)
             why = self.risk.last_reject_text() if reason else None
         if reason:
             self._refuse_pending(pending, order, reason, why)
@@ -1147,18 +1165,18 @@ class Pipeline(Handler):
     def _kill_switch(self, session: Session, req: KillSwitch, now: int) -> None:
         actor = f"{session.client_name} ({session.session_id})"
         scope = RISK_SCOPE[req.scope]
+        named = kill_switch_scope(req.scope, req.target)
         try:
             if req.action == "engage":
                 keys = self.risk.engage_kill_switch(scope, req.target, now_ns=now, actor=actor,
                                                     reason=req.text or "")
                 self._pull(keys, now, _RejectReason.KILL_SWITCH,
-                           f"canceled: kill switch engaged ({req.scope} {req.target or ''})")
-                text = f"kill switch engaged ({req.scope} {req.target or ''}); " \
-                       f"{len(keys)} working orders canceled"
+                           f"canceled: kill switch engaged ({named})")
+                text = f"kill switch engaged ({named}); {len(keys)} working orders canceled"
             else:
                 self.risk.release_kill_switch(scope, req.target, now_ns=now, actor=actor,
                                               reason=req.text or "")
-                text = f"kill switch released ({req.scope} {req.target or ''})"
+                text = f"kill switch released ({named})"
         except (KeyError, ValueError) as exc:
             reason = _RejectReason.INVALID_FIELD
             why = clip_text(f"unknown {req.scope} {req.target!r}" if isinstance(exc, KeyError)

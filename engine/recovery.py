@@ -47,9 +47,16 @@ from engine.messages import (
     NewOrder, OrdStatus, Reject, RejectReason, Replace, TradeFill, clip_text, reject_name,
 )
 from engine.orders import Stage
-from engine.pipeline import RISK_SCOPE, cl_ord_hash, order_schedule, risk_flags
+from engine.pipeline import (
+    RISK_SCOPE, cl_ord_hash, kill_switch_scope, order_schedule, risk_flags,
+)
+from ext.risk import RiskFlag
 
 log = logging.getLogger(__name__)
+
+#: Risk flags every replayed order carries: the duplicative check was taken when the order
+#: arrived (under the window then in force); replayed, it must pass and be recorded again.
+_REPLAYED = int(RiskFlag.FLAG_INTENDED_DUPLICATE)
 
 _R = RejectReason
 #: New-order refusals of the pipeline's validation, before risk saw the order. (Risk refuses
@@ -145,8 +152,14 @@ def _decode_clipped(data: bytes) -> JournalPayload:
 
 
 def _permissive(table: dict) -> dict:
-    """The risk configuration with its limits taken out (grids, accounts and cash kept)."""
-    firm = {k: v for k, v in table.get("firm", {}).items() if k == "money_unit"}
+    """The risk configuration with its limits taken out (grids, accounts and cash kept).
+
+    The duplicative-order window stays: replayed orders pass it (they carry the
+    intended-duplicate flag, see :func:`_apply`) but are recorded under it, so each
+    blocks its twins after the restart as it did before.
+    """
+    firm = {k: v for k, v in table.get("firm", {}).items()
+            if k in ("money_unit", "duplicative_window_ms")}
     instruments = {sym: {k: v for k, v in entry.items() if k in ("tick_size", "lot_size", "min_qty")}
                    for sym, entry in table.get("instruments", {}).items()}
     accounts = {name: {"active": True, "allow_short": True, "entitlements": "*",
@@ -349,7 +362,7 @@ def _spend(pipeline, req: Cancel | Replace, answer) -> None:
         if order is not None:
             risk = pipeline.risk
             risk.record_cl_ord_id(risk.session_index(order.session_id),
-                                  cl_ord_hash(req.cl_ord_id))
+                                  cl_ord_hash(req.cl_ord_id, order.account))
 
 
 def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
@@ -403,7 +416,7 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
                     order.advance(Stage.RISK_CHECKED, ts)
                 if reason != _R.THROTTLED:
                     risk.record_cl_ord_id(risk.session_index(session_id),
-                                          cl_ord_hash(report.cl_ord_id))
+                                          cl_ord_hash(report.cl_ord_id, report.account))
             order.reject(reason, report.text or "", ts)
             return 0
         for stage in (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED):
@@ -418,8 +431,8 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         code = risk.check_new(order.order_id, risk.session_index(session_id),
                               risk.account_index(order.account),
                               inst_ix, order.side, order.ord_type,
-                              order.qty, order.price, risk_flags(req),
-                              cl_ord_hash(order.cl_ord_id), ts)
+                              order.qty, order.price, risk_flags(req) | _REPLAYED,
+                              cl_ord_hash(order.cl_ord_id, order.account), ts)
         if code:
             log.error("recovery: risk refused replaying order %s (%s)", order.order_id, code)
         return 0
@@ -456,7 +469,8 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         inst_ix = risk.instrument_index(order.symbol)
         risk.set_reference_price(inst_ix, _valued_at(order, new_price, inst_ix, valuations,
                                                      references), ts)
-        risk.on_replace(order.order_id, new_qty, new_price, cl_ord_hash(report.cl_ord_id), ts)
+        risk.on_replace(order.order_id, new_qty, new_price,
+                        cl_ord_hash(report.cl_ord_id, order.account), ts)
         table.alias(order, report.cl_ord_id)
         order.qty, order.price = new_qty, new_price
     return 0
@@ -491,12 +505,12 @@ def _restore_kill_switches(pipeline, engaged: dict) -> None:
         try:
             keys = pipeline.risk.engage_kill_switch(
                 RISK_SCOPE[scope], target, now_ns=now, actor="recovery",
-                reason=f"engaged before the restart by {req.req_id}: {req.text or ''}")
+                reason=f"engaged before the restart by {req.req_id}" + (f": {req.text}" if req.text else ""))
         except KeyError:  # a symbol or account the configuration no longer has
             log.warning("recovery: kill switch %s %s not restored: unknown %s", scope, target,
                         scope)
             continue
-        text = f"kill switch ({scope} {target or ''}) engaged before the restart"
+        text = f"kill switch ({kill_switch_scope(scope, target)}) engaged before the restart"
         for order_id in keys:
             order = pipeline.orders.by_id.get(int(order_id))
             if order is None or order.done:

@@ -1072,7 +1072,9 @@ cdef class RiskEngine:
         o.instrument = instrument
         o.side = <uint8_t>side
         o.ord_type = <uint8_t>ord_type
-        o.flags = <uint8_t>flags
+        # Only what a later replace re-judges is kept: the intended-duplicate flag
+        # counts once, on arrival (journal replay sets it on every order).
+        o.flags = <uint8_t>(flags & ~FLAG_INTENDED_DUPLICATE)
         o.used = 1
         o.next_free = -1
         self.oindex[bucket].hash = order_hash
@@ -1765,7 +1767,8 @@ cdef class RiskEngine:
         # Kill switches and halts are what an operator must see; config and
         # day rolls are routine.
         level = logging.WARNING if action.startswith(("kill", "halt", "cancel")) else logging.INFO
-        _log.log(level, "risk %s %s %s", action, scope, target or "", extra={"risk_event": entry})
+        _log.log(level, "risk %s %s%s", action, scope, f" {target}" if target else "",
+                 extra={"risk_event": entry})
         return 0
 
     # ------------------------------------------------------------ inspection
@@ -1987,16 +1990,26 @@ cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
 
 
-def cl_ord_hash(str cl_ord_id):
+def cl_ord_hash(str cl_ord_id, str account=None):
     """The 64-bit key of a client order id for the duplicate checks (FNV-1a over its UTF-8).
 
-    Stable across processes and restarts (recovery recomputes it from the
-    journal); a 64-bit collision, the only way two ids could be taken for
-    one, is about 1 in 10^19 per pair. In C: the engine calls it per order.
+    With ``account`` the key is of the id in that account (FNV-1a over the
+    account's UTF-8, a 0xFF byte, which UTF-8 never holds, then the id): ids
+    are unique per account (docs/protocol.md), so one session may use the same
+    id for two accounts, and the engine passes it. Stable across processes
+    and restarts (recovery recomputes it from the journal); a 64-bit
+    collision, the only way two ids could be taken for one, is about 1 in
+    10^19 per pair. In C: the engine calls it per order.
     """
     cdef Py_ssize_t n, k
-    cdef const unsigned char* p = <const unsigned char*>PyUnicode_AsUTF8AndSize(cl_ord_id, &n)
+    cdef const unsigned char* p
     cdef uint64_t h = 14695981039346656037ULL
+    if account is not None:
+        p = <const unsigned char*>PyUnicode_AsUTF8AndSize(account, &n)
+        for k in range(n):
+            h = (h ^ p[k]) * 1099511628211ULL
+        h = (h ^ 0xFF) * 1099511628211ULL
+    p = <const unsigned char*>PyUnicode_AsUTF8AndSize(cl_ord_id, &n)
     for k in range(n):
         h = (h ^ p[k]) * 1099511628211ULL
     return <int64_t>h

@@ -305,8 +305,9 @@ class RiskReference:
             return reason
         if self.dup_window > 0:
             self.recent[(account, instrument, side, qty, price)] = min(INT64_MAX, now_ns + self.dup_window)
+        # The intended-duplicate flag counts on arrival only; the order keeps the rest.
         order = Order(order_key, session, account, instrument, side, ord_type, qty, qty, price, value_price,
-                      flags)
+                      flags & ~FLAG_INTENDED_DUPLICATE)
         self.orders[order_key] = order
         self._reserve(order, notional, True)
         return 0

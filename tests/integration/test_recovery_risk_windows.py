@@ -1,0 +1,47 @@
+"""Risk's time windows after a restart: the duplicative-order window holds across kill -9.
+
+Recovery replays the journal's orders into risk under a permissive copy of the limits; that
+copy used to leave out ``duplicative_window_ms``, so the replayed orders were recorded
+nowhere and a twin sent right after a restart passed, inside the window it should have
+been refused in (docs/risk.md: "each passed order blocks its twins for the window").
+"""
+import os
+import signal
+
+from engine.client import Client
+from engine.messages import ExecutionReport, Reject
+from ext.types import RejectReason
+from tests.integration.engine_harness import config_text, free_port, kill_if_running, \
+    start_subprocess
+
+
+def send(client, cl_ord_id, **fields):
+    """A resting buy of 10 AAA at 47.50 for DEMO1; its first answer."""
+    client.new_order("AAA", "buy", "10", "47.50", account="DEMO1", cl_ord_id=cl_ord_id, **fields)
+    return client.recv_until(lambda m: isinstance(m, (ExecutionReport, Reject))
+                             and m.cl_ord_id == cl_ord_id, 5)[-1]
+
+
+def test_an_order_before_a_kill_9_still_blocks_its_twin_after_the_restart(tmp_path):
+    port = free_port()
+    config = tmp_path / "engine.toml"
+    config.write_text(config_text(port, tmp_path / "journal", fsync="always").replace(
+        "throttle_rate = 100000", "throttle_rate = 100000\nduplicative_window_ms = 600000"))
+    endpoint, log = f"tcp://127.0.0.1:{port}", tmp_path / "engine.log"
+    proc = start_subprocess(config, log)
+    try:
+        with Client(endpoint) as client:
+            assert send(client, "first").reject_reason == 0
+            assert send(client, "twin-1").reject_reason == RejectReason.DUPLICATIVE_ORDER
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        proc = start_subprocess(config, log)
+        with Client(endpoint) as client:
+            twin = send(client, "twin-2")
+            assert (twin.reject_reason, twin.reject_name) == (
+                RejectReason.DUPLICATIVE_ORDER, "DUPLICATIVE_ORDER")
+            # The flag that says a twin is meant still lets it through, and the
+            # first order is still working (replayed, not refused).
+            assert send(client, "meant", intended_duplicate=True).reject_reason == 0
+    finally:
+        kill_if_running(proc)
