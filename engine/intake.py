@@ -902,7 +902,15 @@ class IntakeServer:
         gone = listener.departed.get(route)
         if gone is not None and gone.principal == principal \
                 and self.sessions.get(gone.session_id) is gone:
-            return gone  # sent before its connection died (see _Listener._unreachable)
+            # Sent before its connection died (see _Listener._unreachable), or by a
+            # client that reconnected under a routing id of its own: either way
+            # the route is the session's again, so its replies go there (a dead
+            # one is found dead at the next send, and the ring keeps them).
+            if gone._route is None:
+                del listener.departed[route]
+                gone._route = route
+                listener.routes[route] = gone
+            return gone
         if listener.superseded:
             superseded = listener.superseded.get(route)
             if superseded is not None:
