@@ -516,7 +516,8 @@ class Pipeline(Handler):
         self.refresh_market(inst_ix, now)
         gate = self._gates.get(session.session_id)
         if gate is None:
-            gate = self._gates[session.session_id] = self.risk.session_gate(session.session_id)
+            gate = self._gates[session.session_id] = self.risk.session_gate(
+                session.session_id, session.client_name)
         reason = gate.check_new(order.order_id, account_ix, inst_ix, order.side, order.ord_type,
                                 order.qty, order.price, risk_flags(req),
                                 cl_ord_hash(req.cl_ord_id, req.account), now)

@@ -221,6 +221,7 @@ cdef class RiskEngine:
     cdef list _account_names
     cdef list _instrument_names
     cdef list _session_names
+    cdef list _session_profiles       # per session: its [sessions.<name>] table's name
     cdef dict _instruments           # symbol -> ext.instrument.Instrument
     cdef dict _grids                 # symbol -> Instrument, every symbol ever configured
     cdef dict _config

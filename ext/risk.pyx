@@ -468,6 +468,7 @@ cdef class RiskEngine:
         self._account_names = []
         self._instrument_names = []
         self._session_names = []
+        self._session_profiles = []
         self._instruments = {}
         self._grids = {}
         self._config = {}
@@ -1434,8 +1435,10 @@ cdef class RiskEngine:
         """Index of a configured instrument; raises KeyError if unknown."""
         return self._instrument_ix[symbol]
 
-    def session_gate(self, str name):
+    def session_gate(self, str name, str profile=None):
         """The per-order entry point of one client session (registered on first use).
+
+        ``profile``: see :meth:`session_index`.
 
         ``gate.check_new(order_key, account, instrument, side, ord_type, qty,
         price, flags, cl_ord_hash, now_ns)`` is ``check_new`` with this
@@ -1443,22 +1446,31 @@ cdef class RiskEngine:
         connects and calls it per order, without resolving the session name
         each time. Every check runs as in :meth:`check_new`.
         """
-        cdef int32_t ix = self.session_index(name)
+        cdef int32_t ix = self.session_index(name, profile)
         return SessionGate.new(self, ix, name)
 
-    def session_index(self, str name):
+    def session_index(self, str name, str profile=None):
         """Index of a client session, registering it on first use.
 
-        A session gets its throttle from ``sessions.<name>`` or the firm
-        defaults. Its index never changes.
+        A session gets its throttle from ``sessions.<profile>`` (``profile``
+        defaults to ``name``; the engine passes the client key's name, as its
+        sessions are named by random ids) or the firm defaults. A profile given
+        for a session known under another one (journal replay registers
+        sessions before it knows their keys) takes over, keeping the tokens
+        left. Its index never changes.
         """
         cdef int32_t ix
         if name in self._session_ix:
-            return self._session_ix[name]
+            ix = self._session_ix[name]
+            if profile is not None and profile != self._session_profiles[ix]:
+                self._session_profiles[ix] = profile
+                self._set_throttle(ix, self._plan_cache, False)
+            return ix
         ix = self.n_sessions
         self._ensure_dims(self.n_accounts, self.n_instruments, ix + 1)
         self._session_ix[name] = ix
         self._session_names.append(name)
+        self._session_profiles.append(name if profile is None else profile)
         self.n_sessions = ix + 1
         memset(&self.sessions[ix], 0, sizeof(SessionState))
         self.sessions[ix].known = 1
@@ -1640,7 +1652,7 @@ cdef class RiskEngine:
 
     cdef int _set_throttle(self, int32_t s, object plan, bint fresh) except -1:
         cdef SessionState* ses = &self.sessions[s]
-        e = plan.sessions.get(self._session_names[s])
+        e = plan.sessions.get(self._session_profiles[s])
         rate = plan.firm["throttle_rate"] if e is None else e["throttle_rate"]
         burst = plan.firm["throttle_burst"] if e is None else e["throttle_burst"]
         ses.rate = rate

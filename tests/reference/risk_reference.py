@@ -100,6 +100,7 @@ class RiskReference:
         self.account_names: list[str] = []
         self.instrument_names: list[str] = []
         self.session_names: list[str] = []
+        self.session_profiles: list[str] = []  # the [sessions.<name>] each takes its limits from
         self.session_state: dict[int, SessionState] = {}
         self.cells: dict[tuple[int, int], Cell] = {}
         self.acct: dict[int, AccountState] = {}
@@ -231,7 +232,7 @@ class RiskReference:
         self.reload(merge(self.config, changes), now_ns, actor)
 
     def _set_throttle(self, s: int, fresh: bool) -> None:
-        cfg = self.session_cfg.get(self.session_names[s])
+        cfg = self.session_cfg.get(self.session_profiles[s])
         state = self.session_state[s]
         if cfg is None:
             rate, burst = self.firm_rate, self.firm_burst
@@ -250,16 +251,20 @@ class RiskReference:
     def instrument_index(self, symbol: str) -> int:
         return self.instruments[symbol]
 
-    def session_index(self, name: str) -> int:
+    def session_index(self, name: str, profile: str | None = None) -> int:
         if name not in self.sessions:
             self.sessions[name] = len(self.session_names)
             self.session_names.append(name)
+            self.session_profiles.append(name if profile is None else profile)
             self.session_state[self.sessions[name]] = SessionState()
             self._set_throttle(self.sessions[name], fresh=True)
+        elif profile is not None and profile != self.session_profiles[self.sessions[name]]:
+            self.session_profiles[self.sessions[name]] = profile
+            self._set_throttle(self.sessions[name], fresh=False)
         return self.sessions[name]
 
-    def session_gate(self, name: str) -> "SessionGate":
-        return SessionGate(self, self.session_index(name), name)
+    def session_gate(self, name: str, profile: str | None = None) -> "SessionGate":
+        return SessionGate(self, self.session_index(name, profile), name)
 
     # ------------------------------------------------------------ checks
     def _reject(self, reason, layer=0, limit=0, value=0):

@@ -464,6 +464,21 @@ def test_throttle_token_bucket(make):
     assert [h.new(now=10_000 * MS) for _ in range(3)] == [0, 0, R.THROTTLED]
 
 
+def test_a_session_takes_the_throttle_of_its_profile(make):
+    """The engine names sessions by random ids and passes the client key's name as the
+    profile; a profile given later (after journal replay) takes over, tokens kept."""
+    h = make({"firm": {"throttle_rate": 1}, "sessions": {"algo-1": {"throttle_rate": 100,
+                                                                      "throttle_burst": 3}}})
+    e = h.engine
+    e.session_index("9f2c", "algo-1")
+    assert [h.new(session="9f2c") for _ in range(4)] == [0, 0, 0, R.THROTTLED]
+    e.session_index("77aa")                  # replay: registered before its key is known
+    assert h.new(session="77aa") == 0
+    e.session_index("77aa", "algo-1")        # its key's table from now on
+    # A second on, the firm's bucket would hold one token; the key's holds three.
+    assert [h.new(session="77aa", now=1_000 * MS) for _ in range(4)] == [0, 0, 0, R.THROTTLED]
+
+
 def test_session_override_of_throttle(make):
     h = make({"firm": {"throttle_rate": 1}, "sessions": {"FAST": {"throttle_rate": 100, "throttle_burst": 5}}})
     assert [h.new(session="FAST") for _ in range(6)] == [0] * 5 + [R.THROTTLED]

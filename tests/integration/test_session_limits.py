@@ -1,0 +1,35 @@
+"""``[risk.sessions.<name>]`` limits apply to the sessions of the client key of that name.
+
+The engine registered each session at risk under its random session id, which no
+configured name can match: the table configured nothing. Sessions now take their
+limits from the table of their key's name (``plaintext`` for plaintext endpoints).
+"""
+from engine.client import Client
+from engine.messages import ExecutionReport, Reject
+from tests.integration.engine_harness import serving
+
+SESSION_LIMITS = """
+[risk.sessions.plaintext]
+throttle_rate = 1
+throttle_burst = 2
+"""
+
+
+def answers(client, count):
+    got = []
+    for n in range(count):
+        client.new_order("AAA", "buy", "1", "47.50", account="DEMO1", cl_ord_id=f"t{n}")
+        got.append(client.recv_until(lambda m: isinstance(m, (ExecutionReport, Reject))
+                                     and m.cl_ord_id == f"t{n}", 5)[-1])
+    return [m.reject_name for m in got]
+
+
+def test_the_plaintext_table_throttles_plaintext_sessions(tmp_path):
+    with serving(tmp_path, extra=SESSION_LIMITS) as (_, endpoint), Client(endpoint) as client:
+        # The firm allows 100,000/s; the key's table a burst of 2 at 1/s.
+        assert answers(client, 3) == [None, None, "THROTTLED"]
+
+
+def test_without_a_table_the_firm_throttle_applies(tmp_path):
+    with serving(tmp_path) as (_, endpoint), Client(endpoint) as client:
+        assert answers(client, 3) == [None, None, None]
