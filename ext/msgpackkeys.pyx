@@ -10,20 +10,21 @@ included) and refuses the message naming it.
 
 The walk only reads: it bounds every read by the data's end and gives up
 (returns None) on bytes that are not msgpack or nest deeper than
-:data:`MAX_DEPTH`, which the decoder refuses on its own. Keys are compared
-as their encoded bytes: the wire's keys are strings, and one string has one
-msgpack encoding as far as equality goes (a ``str8`` and a ``fixstr`` of the
-same text differ in bytes, and no encoder writes both in one map).
+:data:`MAX_DEPTH`, which the decoder refuses on its own. String keys are
+compared by their text, whatever string form carries it (a ``fixstr`` and a
+``str8`` of one text are one field to the decoder); other keys by their bytes.
+Maps of any size are walked.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int32_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, memset
 
 #: Deepest nesting walked (maps and arrays); a request nests three deep.
 MAX_DEPTH = 32
 DEF _MAX_DEPTH = 32
-# Keys compared per map, at most: a request has about 25 fields; a bigger map
-# is refused by the decoder (unknown fields) and need not be walked.
+# Keys of a map compared with tables on the stack: a request has about 25
+# fields; a bigger map (a reload's accounts) takes a table from the heap.
 DEF _MAX_KEYS = 64
 # Open addressing over the keys of one map: twice as many slots as keys, so a
 # probe is about one step (a pairwise test of 25 keys cost 2,400 instructions).
@@ -150,40 +151,87 @@ cdef inline uint64_t _head(const unsigned char* p, Py_ssize_t length) noexcept n
     return v
 
 
+cdef inline Py_ssize_t _str_body(const unsigned char* p, Py_ssize_t length) noexcept nogil:
+    """How many header bytes a string key has (its text follows), 0 for other keys.
+
+    Keys are compared by their text: one text may come as a fixstr or as a
+    str8/16/32, and the decoder takes both for one field.
+    """
+    cdef unsigned char b = p[0]
+    if 0xa0 <= b <= 0xbf:
+        return 1
+    if b == 0xd9:
+        return 2 if length >= 2 else 0
+    if b == 0xda:
+        return 3 if length >= 3 else 0
+    if b == 0xdb:
+        return 5 if length >= 5 else 0
+    return 0
+
+
 cdef int _map(_Walk* w, unsigned long long n, int depth) noexcept nogil:
-    cdef Py_ssize_t keys[_MAX_KEYS]
-    cdef Py_ssize_t lens[_MAX_KEYS]
-    cdef uint64_t heads[_MAX_KEYS]
-    cdef signed char slots[_SLOTS]             # index into keys, -1 empty
-    cdef uint64_t head
+    cdef Py_ssize_t keys_s[_MAX_KEYS]
+    cdef Py_ssize_t lens_s[_MAX_KEYS]
+    cdef uint64_t heads_s[_MAX_KEYS]
+    cdef int32_t slots_s[_SLOTS]               # index into keys, -1 empty
+    cdef Py_ssize_t* keys = keys_s
+    cdef Py_ssize_t* lens = lens_s
+    cdef uint64_t* heads = heads_s
+    cdef int32_t* slots = slots_s
+    cdef uint64_t head, mask = _SLOTS - 1, size = _SLOTS
     cdef unsigned long long i
-    cdef Py_ssize_t start, length
-    cdef int j, slot, found
-    if depth >= _MAX_DEPTH or n > _MAX_KEYS:
+    cdef Py_ssize_t start, length, body, slot
+    cdef int32_t j
+    cdef int found = 0
+    cdef void* block = NULL
+    if depth >= _MAX_DEPTH:
         return -1
-    memset(slots, -1, sizeof(slots))
+    if n > _MAX_KEYS:
+        # A big map (a reload's table of many accounts, or a request padded
+        # with repeats to get past this check): every entry takes at least two
+        # bytes, so the data bounds it; the table then lives on the heap.
+        if n > <unsigned long long>(w.end - w.pos) // 2:
+            return -1
+        while size < 2 * n:
+            size *= 2
+        mask = size - 1
+        block = malloc(n * (2 * sizeof(Py_ssize_t) + sizeof(uint64_t)) + size * sizeof(int32_t))
+        if block == NULL:
+            return -1
+        keys = <Py_ssize_t*>block
+        lens = keys + n
+        heads = <uint64_t*>(lens + n)
+        slots = <int32_t*>(heads + n)
+    memset(slots, -1, size * sizeof(int32_t))
     for i in range(n):
         start = w.pos
         found = _item(w, depth + 1)               # the key (a map key of a map: walked too)
         if found:
-            return found
+            break
         length = w.pos - start
-        head = _head(w.data + start, length)
-        slot = <int>(((head ^ <uint64_t>length) * <uint64_t>0x9E3779B97F4A7C15) >> 57)
+        body = _str_body(w.data + start, length)
+        head = _head(w.data + start + body, length - body)
+        slot = <Py_ssize_t>((((head ^ <uint64_t>(length - body)) * <uint64_t>0x9E3779B97F4A7C15)
+                             >> 32) & mask)
         while slots[slot] >= 0:
             j = slots[slot]
-            if heads[j] == head and lens[j] == length and \
-                    memcmp(w.data + keys[j], w.data + start, length) == 0:
+            if heads[j] == head and lens[j] == length - body and \
+                    memcmp(w.data + keys[j], w.data + start + body, length - body) == 0:
                 w.dup_key, w.dup_key_len, w.depth_found = start, length, depth
-                return 1
-            slot = (slot + 1) & (_SLOTS - 1)
-        slots[slot] = <signed char>i
-        keys[i], lens[i], heads[i] = start, length, head
+                found = 1
+                break
+            slot = (slot + 1) & mask
+        if found:
+            break
+        slots[slot] = <int32_t>i
+        keys[i], lens[i], heads[i] = start + body, length - body, head
         w.path_key[depth], w.path_len[depth] = start, length
         found = _item(w, depth + 1)
         if found:
-            return found
-    return 0
+            break
+    if block != NULL:
+        free(block)
+    return found
 
 
 cdef str _key_text(const unsigned char* data, Py_ssize_t start, Py_ssize_t length):

@@ -101,3 +101,28 @@ def test_truncated_and_deep_input_give_up_quietly():
     assert duplicate_key(deep) is None                       # beyond the walk: the decoder's
     shallow = b"\x91" * 3 + b"\x82\xa1a\x01\xa1a\x02"
     assert duplicate_key(shallow) == ("$[0][0][0]", "a")
+
+
+def test_one_key_in_two_string_forms_is_one_key():
+    """A fixstr and a str8 of one text are one field to the decoder (it kept the last)."""
+    data = b"\x82" + b"\xa3qty" + b"\xa11" + b"\xd9\x03qty" + b"\xa41000"
+    assert msgspec.msgpack.decode(data) == {"qty": "1000"}
+    assert duplicate_key(data) == ("$", "qty")
+
+
+def test_a_map_of_more_than_64_entries_is_walked():
+    """Padding a map past the stack table's size used to end the walk with no answer."""
+    enc = msgspec.msgpack.encode
+    padded = b"\xde\x00\x47" + b"".join(enc(f"k{i}") + enc(i) for i in range(70)) \
+        + enc("qty") + enc(1)
+    assert duplicate_key(padded) is None  # 71 distinct keys
+    repeated = b"\xde\x00\x47" + b"".join(enc(f"k{i}") + enc(i) for i in range(70)) \
+        + enc("k3") + enc(1)
+    assert duplicate_key(repeated) == ("$", "k3")
+    # A bulk whose first order is a big map: the second's repeat is still found.
+    big = enc({f"f{i}": i for i in range(100)})
+    second = b"\x82" + enc("qty") + enc(1) + enc("qty") + enc(2)
+    bulk = b"\x81" + enc("orders") + b"\x92" + big + second
+    assert duplicate_key(bulk) == ("$.orders[1]", "qty")
+    many = {f"A{i}": {"cash": i} for i in range(5000)}
+    assert duplicate_key(enc({"accounts": many})) is None
