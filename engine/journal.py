@@ -125,7 +125,11 @@ def _lock(data_dir: Path) -> int:
     holder's pid is written into the file for the refusal's message.
     """
     path = data_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # a directory there, an immutable file, no rights
+        raise JournalError(f"cannot open the journal's lock file {path}: "
+                           f"{exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -803,6 +807,13 @@ class JournalWriter:
             self._last_seq, self._last_hash = header.first_seq - 1, header.prev_hash
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._segment = _Segment(path, fd, header.first_seq, os.fstat(fd).st_size)
+        if self.fsync != "none":
+            # An engine killed inside its group window (or between a write and
+            # its fdatasync) left records written but perhaps not on disk: they
+            # count as durable from here on (gateways publish them), so make
+            # them so before the durable mark says it.
+            os.fdatasync(fd)
+            _fsync_dir(self.data_dir)
 
     def _new_segment(self, first_seq: int, prev_hash: bytes) -> _Segment:
         path = self.data_dir / segment_name(first_seq)

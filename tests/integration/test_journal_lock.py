@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from engine.client import Client
-from engine.journal import JournalLockedError, JournalWriter, verify
+from engine.journal import JournalLockedError, JournalWriter, RecordKind, segment_name, verify
 from engine.messages import ExecType, ExecutionReport
 from tests.integration.engine_harness import config_text, free_port, start_subprocess
 
@@ -94,3 +94,43 @@ def test_a_journal_directory_that_cannot_be_made_is_one_line_not_a_traceback(tmp
     assert done.stderr.strip().splitlines()[-1] == (
         f"kronos-exec serve: cannot start on journal {in_the_way}: cannot make the journal "
         f"directory {in_the_way}: File exists")
+
+
+def test_a_lock_file_that_cannot_be_opened_is_one_line_not_a_traceback(tmp_path):
+    journal = tmp_path / "journal"
+    (journal / "journal.lock").mkdir(parents=True)  # a directory where the lock file goes
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(free_port(), journal))
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--config", str(path),
+                           "--duration", "1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"kronos-exec serve: cannot start on journal {journal}: cannot open the journal's "
+        f"lock file {journal / 'journal.lock'}: Is a directory")
+
+
+@pytest.mark.parametrize("fsync", ["group", "always"])
+def test_reopening_syncs_what_a_killed_writer_left_before_calling_it_durable(
+        tmp_path, monkeypatch, fsync):
+    """A writer killed inside its group window left records written, perhaps not on disk;
+    the next writer marks them durable (gateways publish them), so it syncs them first."""
+    import engine.journal as journal_module
+    writer = JournalWriter(tmp_path, fsync="none")  # written, never synced: as at a kill
+    for n in range(5):
+        writer.append(RecordKind.META, b"x%d" % n)
+    last = writer.last_seq
+    writer.close()
+    synced = []
+    real = journal_module.os.fdatasync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(journal_module.os, "fdatasync", spy)
+    reopened = JournalWriter(tmp_path, fsync=fsync)
+    try:
+        assert reopened.durable_seq == last == 5
+        assert str(tmp_path / segment_name(1)) in synced
+    finally:
+        reopened.close()
