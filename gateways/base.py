@@ -212,6 +212,8 @@ class Gateway:
         # Process isolation: the child's handle, its stop flag and counters.
         self._process = None
         self._process_stop = None
+        #: a dead child whose start again failed: the next look tries again (revive)
+        self._revive_pending = False
         self._shared = None
         self._shared_error = None
         # In the child: the shared counters (and last error text) this gateway
@@ -278,6 +280,7 @@ class Gateway:
         timeout : float
             Seconds to wait for the thread (or child process).
         """
+        self._revive_pending = False  # stopped on purpose: nothing to start again
         if self._process is not None:
             self._stop_process(timeout)
             return
@@ -334,7 +337,7 @@ class Gateway:
     def died(self) -> bool:
         """Whether the child process ended without being stopped (see :meth:`revive`)."""
         process = self._process
-        return process is not None and not process.is_alive() and \
+        return self._revive_pending or process is not None and not process.is_alive() and \
             not self._process_stop.is_set()
 
     def revive(self) -> bool:
@@ -351,12 +354,18 @@ class Gateway:
         if not self.died:
             return False
         process = self._process
-        process.join(0)
-        self._refresh()
-        self._process = None
-        log.error("gateway %s: its process died (exit code %s) with %s delivered; starting it "
-                  "again from its cursor", self.name, process.exitcode, self._metrics.cursor)
+        if process is not None:  # (None: dead already, and a start again failed)
+            process.join(0)
+            self._refresh()
+            self._process = None
+            log.error("gateway %s: its process died (exit code %s) with %s delivered; starting "
+                      "it again from its cursor", self.name, process.exitcode,
+                      self._metrics.cursor)
+        # Until a start succeeds, the gateway stays dead and is tried again at
+        # each look (a start that fails leaves no process to see dead).
+        self._revive_pending = True
         self._start_process()
+        self._revive_pending = False
         return True
 
     def _stop_process(self, timeout: float) -> None:

@@ -41,3 +41,39 @@ poll_interval_ms = 1
                           and gateway.running, 15)
         assert gateway.wait_for(last, 10)  # the order sent while it was dead, delivered
         assert any("its process died (exit code -9)" in r.getMessage() for r in caplog.records)
+
+
+def test_a_child_whose_start_again_fails_is_tried_again_until_it_starts(tmp_path, caplog):
+    """The first start again failed (its port taken meanwhile) and left no process to see
+    dead: the gateway was never looked at again and stayed down while the engine served."""
+    import socket
+
+    port, gateway_port = free_port(), free_port()
+    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
+    path.write_text(config_text(port, tmp_path / "journal", extra=f"""
+[[gateways]]
+type = "zmq"
+endpoint = "tcp://127.0.0.1:{gateway_port}"
+replay_endpoint = "tcp://127.0.0.1:{free_port()}"
+poll_interval_ms = 1
+"""))
+    with ThreadedEngine(path) as engine, Client(endpoint) as client, \
+            caplog.at_level(logging.ERROR, logger="engine.service"):
+        [gateway] = engine.service.gateways
+        first = gateway._process.pid
+        squatter = socket.socket()
+        try:
+            os.kill(first, signal.SIGKILL)
+            assert wait_until(lambda: not gateway._process.is_alive(), 5)
+            squatter.bind(("127.0.0.1", gateway_port))
+            squatter.listen()
+            assert wait_until(lambda: any("cannot start its process again" in r.getMessage()
+                                          for r in caplog.records), 15)
+        finally:
+            squatter.close()
+        client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="after")
+        client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                          and m.exec_type == ExecType.NEW, 5)
+        last = engine.call(lambda: engine.service.journal.last_seq)
+        assert wait_until(lambda: gateway._process is not None and gateway.running, 20)
+        assert gateway.wait_for(last, 10)
