@@ -1172,6 +1172,21 @@ class IntakeServer:
                                   resend_begin_seq=resend[0] if resend else None,
                                   resend_end_seq=resend[1] if resend else None))
 
+    def _refuse_resume(self, listener: _Listener, route: bytes, session: Session,
+                       text: str) -> None:
+        """Refuse the resume that opened ``session``; the connection goes on in it, unless
+        the session was opened past ``max_sessions`` for the resume alone (see
+        ``_session_for``): then it is dropped, or every refused resume would add one."""
+        if len(self.sessions) <= self.config.max_sessions:
+            session.reject(RejectReason.RESUME_REFUSED, text, ref_type="ResendRequest")
+            return
+        why = f"the engine holds its [intake] max_sessions ({self.config.max_sessions})"
+        self._send_sessionless(listener, route, make_reject(
+            RejectReason.RESUME_REFUSED,
+            f"{text.split('; not resumed')[0]}; no session for this connection either: {why}",
+            ref_type="ResendRequest"))
+        self._forget(session, why)
+
     def _resend(self, listener: _Listener, route: bytes, session: Session,
                 request: ResendRequest, now: int) -> None:
         if request.session_id is not None and request.session_id != session.session_id:
@@ -1185,10 +1200,9 @@ class IntakeServer:
                 return
             target = self.sessions.get(request.session_id)
             if target is None or target.principal != session.principal or target._listener is not listener:
-                session.reject(RejectReason.RESUME_REFUSED,
-                               f"no session {request.session_id!r} to resume for this key "
-                               f"(unknown, expired or another key's)", ref_type="ResendRequest")
-                return
+                return self._refuse_resume(listener, route, session,
+                                           f"no session {request.session_id!r} to resume for "
+                                           f"this key (unknown, expired or another key's)")
             if request.begin_seq > target.seq + 1:
                 # The client saw messages this session never sent: the engine
                 # lost them (a journal that lost its tail). Numbering over
@@ -1196,13 +1210,12 @@ class IntakeServer:
                 log.error("intake: resume of session %s from seq %d refused: it has sent %d "
                           "messages; the engine lost messages it had sent", target.session_id,
                           request.begin_seq, target.seq)
-                session.reject(RejectReason.RESUME_REFUSED,
-                               f"session {target.session_id} has sent {target.seq} messages and "
-                               f"you have seen {request.begin_seq - 1}: this engine lost messages "
-                               f"it had sent (its journal lost its tail); not resumed: this "
-                               f"connection has a new session, ask for your orders' status",
-                               ref_type="ResendRequest")
-                return
+                return self._refuse_resume(
+                    listener, route, session,
+                    f"session {target.session_id} has sent {target.seq} messages and you have "
+                    f"seen {request.begin_seq - 1}: this engine lost messages it had sent (its "
+                    f"journal lost its tail); not resumed: this connection has a new session, "
+                    f"ask for your orders' status")
             session = self._resume(listener, route, session, target, now)
         session.fresh = False  # this connection now speaks for this session
         begin = request.begin_seq

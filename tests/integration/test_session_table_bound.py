@@ -85,3 +85,39 @@ def test_a_connection_whose_session_was_evicted_is_told_not_renumbered(tmp_path)
         assert a.duplicates == 0
         a.send(Heartbeat())  # and so on, until it reconnects
         assert isinstance(a.recv(5), Reject)
+
+
+def test_refused_resumes_at_max_sessions_leave_no_sessions_behind(tmp_path):
+    """A resume at the limit opens its carrier past max_sessions; refused (here: from past
+    the session's end), the carrier stayed as a session of its own, one more per try."""
+    import msgspec
+    import zmq
+    from engine.messages import HeartbeatAck
+    port = free_port()
+    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
+    path.write_text(config_text(port, tmp_path / "journal").replace(
+        "heartbeat_timeout_ms = 60000", "heartbeat_timeout_ms = 60000\nmax_sessions = 2"))
+    context = zmq.Context()
+    with ThreadedEngine(path) as engine, Client(endpoint) as a, Client(endpoint) as b:
+        for client in (a, b):
+            client.heartbeat()
+            client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+        try:
+            for n in range(3):
+                dealer = context.socket(zmq.DEALER)
+                dealer.linger = 0
+                dealer.connect(endpoint)
+                dealer.send(msgspec.msgpack.encode({"type": "ResendRequest", "v": 1,
+                                                    "begin_seq": 50, "session_id": a.session_id}))
+                assert dealer.poll(5000)
+                refused = msgspec.msgpack.decode(dealer.recv())
+                assert (refused["reject_name"], refused["seq"]) == ("RESUME_REFUSED", 0)
+                assert "max_sessions" in refused["text"]
+                dealer.send(msgspec.msgpack.encode({"type": "Heartbeat", "v": 1}))
+                assert dealer.poll(5000)
+                assert msgspec.msgpack.decode(dealer.recv())["type"] == "Reject"
+                dealer.close()
+            assert engine.call(lambda: sorted(engine.service.intake.sessions)) == \
+                sorted([a.session_id, b.session_id])
+        finally:
+            context.destroy(linger=0)  # (a failed assertion leaves a socket open)
