@@ -146,9 +146,13 @@ class Venues:
             elif int(rec["order_id"]) >= OFFSET:
                 cid = int(rec["order_id"]) - OFFSET
                 if rec["kind"] == EventKind.EV_CANCELED:
-                    assert r.on_canceled(cid, now) == 0
+                    self._canceled(cid, rec, now)
                 elif rec["kind"] == EventKind.EV_EXPIRED:
                     assert r.on_expired(cid, now) == 0
+
+    def _canceled(self, cid, rec, now):
+        """The venue canceled child ``cid`` (event ``rec``): tell the router."""
+        assert self.router.on_canceled(cid, now) == 0
 
 
 def news(actions):

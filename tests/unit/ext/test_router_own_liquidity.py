@@ -63,26 +63,14 @@ class StpVenues(Venues):
         assert self.router.on_ack(cid, now) == 0
         self._report(v, now)
 
-    def _report(self, v, now):
-        book, r = self.books[v], self.router
-        out = [(int(f["seq"]), "fill", f) for f in book.drain_fills()]
-        out += [(int(e["seq"]), "event", e) for e in book.drain_events()]
-        for _, what, rec in sorted(out, key=lambda x: x[0]):
-            if what == "fill":
-                for oid in (int(rec["taker_id"]), int(rec["maker_id"])):
-                    if oid >= OFFSET:
-                        qty, px_x2 = int(rec["qty"]), 2 * int(rec["price"])
-                        self.fills.append((oid - OFFSET, v, qty, px_x2))
-                        assert r.on_fill(oid - OFFSET, qty, px_x2, now) == 0
-            elif int(rec["order_id"]) >= OFFSET and rec["kind"] == EventKind.EV_CANCELED:
-                cid = int(rec["order_id"]) - OFFSET
-                if rec["reason"] == CancelReason.CXL_SELF_TRADE:
-                    # The engine's rule (pipeline._self_trade): its parent is
-                    # canceled first, so that it is not posted again at once.
-                    # (The cancel it queues finds the order gone: ignored.)
-                    self.stp_canceled.append(cid)
-                    r.cancel_parent(self.parent_of[cid], now)
-                assert r.on_canceled(cid, now) == 0
+    def _canceled(self, cid, rec, now):
+        if rec["reason"] == CancelReason.CXL_SELF_TRADE:
+            # The engine's rule (pipeline._self_trade): its parent is
+            # canceled first, so that it is not posted again at once.
+            # (The cancel it queues finds the order gone: ignored.)
+            self.stp_canceled.append(cid)
+            self.router.cancel_parent(self.parent_of[cid], now)
+        super()._canceled(cid, rec, now)
 
 
 def resting_buy(R, account=A, stp=OLDEST):
