@@ -14,16 +14,23 @@ from tests.integration.engine_harness import ThreadedEngine, config_text, free_p
 from tests.unit.gateways.helpers import wait_until
 
 
-def test_a_killed_gateway_child_is_started_again_and_catches_up(tmp_path, caplog):
+def engine_with_zmq_gateway(tmp_path, gateway_port):
+    """An engine configuration with a ZeroMQ gateway (in its own process) publishing on
+    ``gateway_port``; returns (path, the engine's endpoint)."""
     port = free_port()
-    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
+    path = tmp_path / "engine.toml"
     path.write_text(config_text(port, tmp_path / "journal", extra=f"""
 [[gateways]]
 type = "zmq"
-endpoint = "tcp://127.0.0.1:{free_port()}"
+endpoint = "tcp://127.0.0.1:{gateway_port}"
 replay_endpoint = "tcp://127.0.0.1:{free_port()}"
 poll_interval_ms = 1
 """))
+    return path, f"tcp://127.0.0.1:{port}"
+
+
+def test_a_killed_gateway_child_is_started_again_and_catches_up(tmp_path, caplog):
+    path, endpoint = engine_with_zmq_gateway(tmp_path, free_port())
     with ThreadedEngine(path) as engine, Client(endpoint) as client, \
             caplog.at_level(logging.ERROR, logger="gateways.base"):
         [gateway] = engine.service.gateways
@@ -48,15 +55,8 @@ def test_a_child_whose_start_again_fails_is_tried_again_until_it_starts(tmp_path
     dead: the gateway was never looked at again and stayed down while the engine served."""
     import socket
 
-    port, gateway_port = free_port(), free_port()
-    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
-    path.write_text(config_text(port, tmp_path / "journal", extra=f"""
-[[gateways]]
-type = "zmq"
-endpoint = "tcp://127.0.0.1:{gateway_port}"
-replay_endpoint = "tcp://127.0.0.1:{free_port()}"
-poll_interval_ms = 1
-"""))
+    gateway_port = free_port()
+    path, endpoint = engine_with_zmq_gateway(tmp_path, gateway_port)
     with ThreadedEngine(path) as engine, Client(endpoint) as client, \
             caplog.at_level(logging.ERROR, logger="engine.service"):
         [gateway] = engine.service.gateways

@@ -83,15 +83,21 @@ def test_an_engine_refuses_a_journal_whose_first_segments_are_gone(tmp_path):
             pass
 
 
+def refusal_of(config_path) -> str:
+    """``serve`` on a configuration it must refuse: exit 1, no traceback; its last line."""
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--config",
+                           str(config_path), "--duration", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    return done.stderr.strip().splitlines()[-1]
+
+
 def test_a_journal_directory_that_cannot_be_made_is_one_line_not_a_traceback(tmp_path):
     in_the_way = tmp_path / "journal"
     in_the_way.write_text("a file where the journal's directory should be")
     path = tmp_path / "engine.toml"
     path.write_text(config_text(free_port(), in_the_way))
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--config", str(path),
-                           "--duration", "1"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines()[-1] == (
+    assert refusal_of(path) == (
         f"kronos-exec serve: cannot start on journal {in_the_way}: cannot make the journal "
         f"directory {in_the_way}: File exists")
 
@@ -101,10 +107,7 @@ def test_a_lock_file_that_cannot_be_opened_is_one_line_not_a_traceback(tmp_path)
     (journal / "journal.lock").mkdir(parents=True)  # a directory where the lock file goes
     path = tmp_path / "engine.toml"
     path.write_text(config_text(free_port(), journal))
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--config", str(path),
-                           "--duration", "1"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines()[-1] == (
+    assert refusal_of(path) == (
         f"kronos-exec serve: cannot start on journal {journal}: cannot open the journal's "
         f"lock file {journal / 'journal.lock'}: Is a directory")
 
