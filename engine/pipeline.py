@@ -37,7 +37,7 @@ from ext.instrument import ConversionError, Instrument
 from ext.risk import RiskFlag, cl_ord_hash
 from ext.router import (ACT_CANCEL, ACT_NEW, ACT_REPLACE, CF_MID_PEG, CF_POST_ONLY, STRAT_AUTO,
                         STRAT_DARK_FIRST, STRAT_DEFAULT, STRAT_PASSIVE, STRAT_POV, STRAT_SWEEP,
-                        STRAT_TWAP, STRAT_VWAP, STRATEGY_NAMES)
+                        STRAT_TWAP, STRAT_VWAP)
 from ext.simloop import ReportKind
 from ext.types import CancelReason, OrdStatus, RejectReason, Side, TimeInForce
 
@@ -199,9 +199,8 @@ class Pipeline(Handler):
         self.risk, self.router, self.venues = risk, router, venues
         # A post-only order naming no strategy must rest: it takes the
         # default only when that one rests (passive), else auto.
-        default = router.config["strategy"]
-        self._post_only_default = STRAT_PASSIVE if STRATEGY_NAMES.get(default, default) \
-            == STRAT_PASSIVE else STRAT_AUTO
+        self._post_only_default = STRAT_PASSIVE if router.default_strategy == STRAT_PASSIVE \
+            else STRAT_AUTO
         self.journal, self.metrics = journal, metrics
         self.reload_limits = reload_limits
         self.orders = OrderTable()

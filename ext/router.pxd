@@ -291,7 +291,7 @@ cdef class Router:
     cdef Py_ssize_t actions_cap
 
     # ------------------------------------------------------------ configuration (C copies)
-    cdef int default_strategy
+    cdef readonly int default_strategy   # the strategy of a parent naming none (config)
     cdef int max_reroutes
     cdef bint post_residual
     cdef int64_t dark_min_qty
