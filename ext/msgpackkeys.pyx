@@ -236,17 +236,8 @@ cdef int _map(_Walk* w, unsigned long long n, int depth) noexcept nogil:
 
 cdef str _key_text(const unsigned char* data, Py_ssize_t start, Py_ssize_t length):
     """A map key as text: its string decoded, else its msgpack bytes in hex."""
-    cdef unsigned char b = data[start]
-    cdef Py_ssize_t skip = 0
-    if 0xa0 <= b <= 0xbf:
-        skip = 1
-    elif b == 0xd9:
-        skip = 2
-    elif b == 0xda:
-        skip = 3
-    elif b == 0xdb:
-        skip = 5
-    if skip and skip <= length:
+    cdef Py_ssize_t skip = _str_body(data + start, length)
+    if skip:
         return (<bytes>data[start + skip:start + length]).decode("utf-8", "replace")
     return (<bytes>data[start:start + length]).hex()
 
