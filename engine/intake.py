@@ -1173,19 +1173,19 @@ class IntakeServer:
                                   resend_end_seq=resend[1] if resend else None))
 
     def _refuse_resume(self, listener: _Listener, route: bytes, session: Session,
-                       text: str) -> None:
-        """Refuse the resume that opened ``session``; the connection goes on in it, unless
-        the session was opened past ``max_sessions`` for the resume alone (see
-        ``_session_for``): then it is dropped, or every refused resume would add one."""
+                       why: str, goes_on: str = "") -> None:
+        """Refuse the resume that opened ``session`` saying ``why``; the connection goes on
+        in it (``goes_on`` tells the client so), unless the session was opened past
+        ``max_sessions`` for the resume alone (see ``_session_for``): then it is dropped,
+        or every refused resume would add one."""
         if len(self.sessions) <= self.config.max_sessions:
-            session.reject(RejectReason.RESUME_REFUSED, text, ref_type="ResendRequest")
+            session.reject(RejectReason.RESUME_REFUSED, why + goes_on, ref_type="ResendRequest")
             return
-        why = f"the engine holds its [intake] max_sessions ({self.config.max_sessions})"
+        full = f"the engine holds its [intake] max_sessions ({self.config.max_sessions})"
         self._send_sessionless(listener, route, make_reject(
-            RejectReason.RESUME_REFUSED,
-            f"{text.split('; not resumed')[0]}; no session for this connection either: {why}",
+            RejectReason.RESUME_REFUSED, f"{why}; no session for this connection either: {full}",
             ref_type="ResendRequest"))
-        self._forget(session, why)
+        self._forget(session, full)
 
     def _resend(self, listener: _Listener, route: bytes, session: Session,
                 request: ResendRequest, now: int) -> None:
@@ -1214,8 +1214,9 @@ class IntakeServer:
                     listener, route, session,
                     f"session {target.session_id} has sent {target.seq} messages and you have "
                     f"seen {request.begin_seq - 1}: this engine lost messages it had sent (its "
-                    f"journal lost its tail); not resumed: this connection has a new session, "
-                    f"ask for your orders' status")
+                    f"journal lost its tail)",
+                    "; not resumed: this connection has a new session, ask for your orders' "
+                    "status")
             session = self._resume(listener, route, session, target, now)
         session.fresh = False  # this connection now speaks for this session
         begin = request.begin_seq

@@ -505,7 +505,8 @@ def _restore_kill_switches(pipeline, engaged: dict) -> None:
         try:
             keys = pipeline.risk.engage_kill_switch(
                 RISK_SCOPE[scope], target, now_ns=now, actor="recovery",
-                reason=f"engaged before the restart by {req.req_id}" + (f": {req.text}" if req.text else ""))
+                reason=f"engaged before the restart by {req.req_id}"
+                       + (f": {req.text}" if req.text else ""))
         except KeyError:  # a symbol or account the configuration no longer has
             log.warning("recovery: kill switch %s %s not restored: unknown %s", scope, target,
                         scope)
