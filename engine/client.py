@@ -103,6 +103,9 @@ class _Base:
     engine says it no longer keeps (``lost``) releases them at once.
     """
 
+    #: what ``recv`` waits on, the socket and its monitor (zmq.Poller or zmq.asyncio.Poller)
+    _POLLER: type = zmq.Poller
+
     def __init__(self, *, auto_resend: bool, cl_ord_id_prefix: str | None,
                  auto_resume: bool = False):
         self.auto_resend = auto_resend
@@ -111,8 +114,11 @@ class _Base:
         #: connections lost and replaced by a new one (see the module's *Reconnects*)
         self.reconnects = 0
         self.endpoint = ""
+        self._context: zmq.Context | None = None
+        self._server_key = self._keypair = None
         self.socket: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None  # this connection's events (auto_resume)
+        self._poller = None  # the socket and its monitor (None: the socket alone)
         self._handshaken = False  # the socket's connection completed its handshake
         self._lost = False  # ...and is gone since: replace the socket before using it
         self._decoder = response_decoder()
@@ -278,9 +284,16 @@ class _Base:
         return self._buf
 
     # ------------------------------------------------------------ connections
-    def _open(self, context: zmq.Context, server_key, client_keypair,
-              routing_id: bytes | None) -> None:
+    def _connect(self, endpoint: str, context: zmq.Context, server_key, client_keypair,
+                 routing_id: bytes | None) -> None:
+        """Take the connection's terms (kept for every later connection) and open the first."""
+        self.endpoint, self._context = endpoint, context
+        self._server_key, self._keypair = server_key, _keypair(server_key, client_keypair)
+        self._open(routing_id)
+
+    def _open(self, routing_id: bytes | None) -> None:
         """Make ``self.socket`` a new DEALER connected to the endpoint (its monitor first)."""
+        context = self._context
         socket = context.socket(zmq.DEALER)
         monitor = None
         try:
@@ -296,7 +309,7 @@ class _Base:
                 monitor = zmq.Socket(context, zmq.PAIR)
                 monitor.linger = 0
                 monitor.connect(address)
-            _configure(socket, server_key, client_keypair, routing_id)
+            _configure(socket, self._server_key, self._keypair, routing_id)
             socket.ipv6 = zmq_ipv6(self.endpoint)  # tcp://[::1]:p needs ZMQ_IPV6
             socket.connect(self.endpoint)
         except BaseException:
@@ -306,6 +319,22 @@ class _Base:
             raise
         self.socket, self._monitor = socket, monitor
         self._handshaken = self._lost = False
+        self._poller = None
+        if monitor is not None:  # recv is woken by a connection event too
+            self._poller = self._POLLER()
+            self._poller.register(socket, zmq.POLLIN)
+            self._poller.register(monitor, zmq.POLLIN)
+
+    def _replace_socket(self) -> Request:
+        """Close the lost connection's socket, open a new one; returns the request it must
+        send first (see ``_first_on_new_connection``)."""
+        self._close_socket()
+        self._open(None)
+        return self._first_on_new_connection()
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._close_socket()
 
     def _close_socket(self) -> None:
         """Close the socket and its monitor."""
@@ -441,24 +470,8 @@ class Client(_Base):
                  auto_resume: bool = True):
         super().__init__(auto_resend=auto_resend, cl_ord_id_prefix=cl_ord_id_prefix,
                          auto_resume=auto_resume)
-        self.endpoint = endpoint
-        self._context = context or zmq.Context.instance()
-        self._server_key, self._keypair = server_key, _keypair(server_key, client_keypair)
-        self._open(self._context, self._server_key, self._keypair, routing_id)
-        self._poller = self._make_poller()
-
-    def _make_poller(self) -> zmq.Poller | None:
-        """What ``recv`` waits on: the socket and its monitor (None: the socket alone)."""
-        if self._monitor is None:
-            return None
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
-        poller.register(self._monitor, zmq.POLLIN)
-        return poller
-
-    def close(self) -> None:
-        """Close the socket."""
-        self._close_socket()
+        self._connect(endpoint, context or zmq.Context.instance(), server_key, client_keypair,
+                      routing_id)
 
     def _reconnect(self) -> None:
         """Replace the lost connection: take what it delivered, open a new one, resume on it."""
@@ -466,10 +479,8 @@ class Client(_Base):
             # Arrived before the loss: accounted for now, so the resume starts after it
             # (a resend it would ask for is the resume's to cover).
             self._accept(self._decode(self.socket.recv(copy=False).buffer))
-        self._close_socket()
-        self._open(self._context, self._server_key, self._keypair, None)
-        self._poller = self._make_poller()
-        self.socket.send(self._encode(self._first_on_new_connection()))
+        first = self._replace_socket()  # (before self.socket is read: it is a new one)
+        self.socket.send(self._encode(first))
 
     def __enter__(self) -> "Client":
         return self
@@ -615,30 +626,16 @@ class AsyncClient(_Base):
     are handled as by :class:`Client` (``auto_resume``).
     """
 
+    _POLLER = zmq.asyncio.Poller
+
     def __init__(self, endpoint: str, *, server_key=None, client_keypair=None,
                  auto_resend: bool = True, context: zmq.asyncio.Context | None = None,
                  cl_ord_id_prefix: str | None = None, routing_id: bytes | None = None,
                  auto_resume: bool = True):
         super().__init__(auto_resend=auto_resend, cl_ord_id_prefix=cl_ord_id_prefix,
                          auto_resume=auto_resume)
-        self.endpoint = endpoint
-        self._context = context or zmq.asyncio.Context.instance()
-        self._server_key, self._keypair = server_key, _keypair(server_key, client_keypair)
-        self._open(self._context, self._server_key, self._keypair, routing_id)
-        self._poller = self._make_poller()
-
-    def _make_poller(self) -> zmq.asyncio.Poller | None:
-        """What ``recv`` waits on: the socket and its monitor (None: the socket alone)."""
-        if self._monitor is None:
-            return None
-        poller = zmq.asyncio.Poller()
-        poller.register(self.socket, zmq.POLLIN)
-        poller.register(self._monitor, zmq.POLLIN)
-        return poller
-
-    def close(self) -> None:
-        """Close the socket."""
-        self._close_socket()
+        self._connect(endpoint, context or zmq.asyncio.Context.instance(), server_key,
+                      client_keypair, routing_id)
 
     async def _reconnect(self) -> None:
         """Replace the lost connection (see ``Client._reconnect``)."""
@@ -648,10 +645,8 @@ class AsyncClient(_Base):
             except zmq.Again:
                 break
             self._accept(self._decode(frame.buffer))
-        self._close_socket()
-        self._open(self._context, self._server_key, self._keypair, None)
-        self._poller = self._make_poller()
-        await self.socket.send(bytes(self._encode(self._first_on_new_connection())))
+        first = self._replace_socket()  # (before self.socket is read: it is a new one)
+        await self.socket.send(bytes(self._encode(first)))
 
     async def __aenter__(self) -> "AsyncClient":
         return self
