@@ -554,10 +554,7 @@ class Pipeline(Handler):
         schedule = order_schedule(req)
         try:
             if schedule is None:
-                reason = self.router.route(order.order_id, inst_ix, order.side, order.qty,
-                                           order.price, now, strategy, order.tif,
-                                           stp_account=self._venue_account.get(order.account, 0),
-                                           stp=order.stp)
+                reason = self._route(order, inst_ix, order.qty, now)
             else:
                 order.schedule = schedule
                 start, end, slices, profile, ppm = schedule
@@ -566,12 +563,8 @@ class Pipeline(Handler):
                     return self._reject_order(order, _RejectReason.INVALID_SCHEDULE,
                                               f"end_time {end} is not in the future (now {now})",
                                               now, "route")
-                reason = self.router.route(order.order_id, inst_ix, order.side, order.qty,
-                                           order.price, now, strategy, order.tif, start_ns=start,
-                                           end_ns=end, slices=slices, profile=profile,
-                                           pov_ppm=ppm,
-                                           stp_account=self._venue_account.get(order.account, 0),
-                                           stp=order.stp)
+                reason = self._route(order, inst_ix, order.qty, now, start_ns=start, end_ns=end,
+                                     slices=slices, profile=profile, pov_ppm=ppm)
         except Exception as exc:  # noqa: BLE001 - an engine bug must not strand the order
             # Risk has taken the order: left half-made, it would hold buying
             # power with nothing at the venues and no answer to a Cancel.
@@ -1076,11 +1069,17 @@ class Pipeline(Handler):
             if cross:
                 return _RejectReason.POST_ONLY_WOULD_CROSS, cross
         schedule = {} if order.schedule is None else _remaining_schedule(order, now)
-        reason = self.router.route(order.order_id, ix, order.side, order.qty - order.cum_qty,
-                                   order.price, now, order.strategy, order.tif, **schedule,
-                                   stp_account=self._venue_account.get(order.account, 0),
-                                   stp=order.stp)
+        reason = self._route(order, ix, order.qty - order.cum_qty, now, **schedule)
         return reason, reject_name(reason) if reason else None
+
+    def _route(self, order: Order, ix: int, qty: int, now: int, **schedule) -> int:
+        """Hand ``qty`` lots of the order to the router on its terms (strategy, limit,
+        time in force, the schedule's keywords) and its account's self-trade scope;
+        returns the router's reject code, 0 when routed."""
+        return self.router.route(order.order_id, ix, order.side, qty, order.price, now,
+                                 order.strategy, order.tif, **schedule,
+                                 stp_account=self._venue_account.get(order.account, 0),
+                                 stp=order.stp)
 
     def cancel_working(self, order: Order, now: int, requester: str | None = None,
                        **kw) -> None:

@@ -1191,6 +1191,16 @@ cdef class RiskEngine:
         leaves = new_qty - cum
         if leaves <= 0:
             return self._reject(REPLACE_QTY_NOT_ABOVE_FILLED, LAYER_NONE, M_LOTS, cum, new_qty)
+        if leaves <= o.leaves and (o.ord_type != LIMIT or new_price == o.price):
+            # Reduce-only (fewer lots, same terms) takes risk away and is never
+            # judged: a trader must be able to cut an order that limits
+            # tightened, a loss gate or a halt have left above what a new
+            # order could be, as a cancel could. Its reservation shrinks at
+            # the valuation it was made with, exactly.
+            self._release(o, o.leaves - leaves, False)
+            o.qty = new_qty
+            o.leaves = leaves
+            return 0
         # Judge the new order against exposure without the old one in it.
         old_leaves = o.leaves
         old_notional = kx_mul3(old_leaves, o.value_price, self.inst[o.instrument].mult, &ovf)

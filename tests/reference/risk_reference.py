@@ -551,6 +551,11 @@ class RiskReference:
         leaves = new_qty - cum
         if leaves <= 0:
             return self._reject(R.REPLACE_QTY_NOT_ABOVE_FILLED, 0, cum, new_qty)
+        if leaves <= order.leaves and (order.ord_type != OrdType.LIMIT or new_price == order.price):
+            # reduce-only: never judged, the reservation shrinks at its valuation
+            self._release(order, order.leaves - leaves, False)
+            order.qty, order.leaves = new_qty, leaves
+            return 0
         mult = self.mult[order.instrument]
         old_notional = order.leaves * order.value_price * mult
         self._release(order, order.leaves, False)

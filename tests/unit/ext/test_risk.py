@@ -602,6 +602,32 @@ def test_replace_checked_against_limits(make):
     assert h.engine.on_replace(k, 100, 10005, 9002, 1) == R.DUPLICATE_CL_ORD_ID
 
 
+
+def test_reduce_only_replace_passes_limits_tightened_below_it(make):
+    # A trader cuts an order that tightened limits (or a halt) left above what
+    # a new order could be: fewer lots at the same price take risk away and
+    # must go through, as a cancel would; anything else is judged.
+    h = make()
+    assert h.new(qty=50) == 0
+    k = h.key
+    assert h.fill_last(10, 10000) == 0
+    h.engine.reload(merged(BASE, {"accounts": {"A1": {"max_order_qty": 5}}}))
+    h.engine.set_halted("AAPL", True, 2)
+    assert h.engine.on_replace(k, 30, 10000, 9001, 3) == 0       # 40 -> 20 leaves, same price
+    assert h.engine.working_order(k)["leaves"] == 20
+    assert h.exposure()["open_buy"] == 20
+    assert h.money()["reserved"] == 20 * 10000 * 100           # shrunk exactly
+    assert h.engine.on_replace(k, 30, 10000, 9002, 4) == 0       # same lots: no change either
+    assert h.engine.on_replace(k, 25, 9999, 9003, 5) == R.INSTRUMENT_HALTED   # new price: judged
+    h.engine.set_halted("AAPL", False, 6)
+    assert h.engine.on_replace(k, 25, 9999, 9004, 7) == R.MAX_ORDER_QTY
+    assert h.engine.on_replace(k, 31, 10000, 9005, 8) == R.MAX_ORDER_QTY   # more lots: judged
+    assert h.engine.working_order(k)["leaves"] == 20
+    assert h.money()["reserved"] == 20 * 10000 * 100
+    assert h.engine.on_replace(k, 10, 10000, 9006, 9) == R.REPLACE_QTY_NOT_ABOVE_FILLED
+    assert h.engine.on_replace(k, 11, 10000, 9006, 9) == R.DUPLICATE_CL_ORD_ID
+
+
 # ---------------------------------------------------------------- run-time reload
 def test_reload_keeps_counters_and_applies_new_limits(make):
     h = make()
