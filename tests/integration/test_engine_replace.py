@@ -135,6 +135,28 @@ def test_a_replace_risk_refuses_leaves_the_order_working_on_its_old_terms(slow):
     cancel(client, ("big", "DEMO1"))
 
 
+
+def test_a_reduce_only_replace_passes_limits_tightened_below_the_order(slow):
+    # Limits cut below a working order (here DEMO1's cash): the trader can
+    # still cut the order's quantity; a new price is judged and refused.
+    engine, client = slow
+    risk = engine.service.pipeline.risk
+    client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="cut")
+    new = report(client, "cut", ExecType.NEW)
+    engine.call(lambda: risk.update({"accounts": {"DEMO1": {"cash": "1"}}}))
+    try:
+        client.replace("cut", account="DEMO1", qty="60", cl_ord_id="cut-r")
+        replaced = report(client, "cut-r", ExecType.REPLACED)
+        assert (replaced.qty, replaced.leaves_qty, replaced.price) == ("60", "60", "48")
+        working, exposure = risk_view(engine, new.order_id)
+        assert (working["qty"], working["leaves"], exposure["open_buy"]) == (60, 60, 60)
+        client.replace("cut-r", account="DEMO1", qty="50", price="47.99", cl_ord_id="cut-r2")
+        refused = report(client, "cut-r2", ExecType.REJECTED)
+        assert (refused.reject_name, refused.qty) == ("INSUFFICIENT_BUYING_POWER", "60")
+    finally:
+        engine.call(lambda: risk.update({"accounts": {"DEMO1": {"cash": "10000000"}}}))
+    cancel(client, ("cut-r", "DEMO1"))
+
 def test_a_replace_keeps_the_orders_strategy(slow):
     # A passive buy above the offer rests (below the offer) instead of taking
     # it; replaced to a smaller quantity it must stay passive.
