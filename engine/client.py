@@ -23,7 +23,10 @@ the engine replays what was sent meanwhile and numbering goes on. This
 needs the session's id, which only a ``HeartbeatAck`` tells: start with a
 ``heartbeat()``. Without it the new connection gets a new session, its
 numbering is taken afresh, and it starts with a ``Heartbeat`` so that the
-next reconnect can resume.
+next reconnect can resume. An engine host that vanishes without closing the
+connection (power cut, a firewall dropping packets) is a loss too: the
+client's ZeroMQ pings go unanswered and libzmq drops the connection
+(``heartbeat_s``, ``heartbeat_timeout_s``).
 
 Example
 -------
@@ -76,6 +79,10 @@ _ORD_TYPES = {"limit": OrdType.LIMIT, "market": OrdType.MARKET}
 _TIFS = {"day": TimeInForce.DAY, "gtc": TimeInForce.GTC, "ioc": TimeInForce.IOC, "fok": TimeInForce.FOK}
 
 
+#: Default ZMTP ping interval and unanswered-ping timeout of a client's connection, seconds.
+HEARTBEAT_S, HEARTBEAT_TIMEOUT_S = 1.0, 3.0
+
+
 def _enum(value, table: dict, enum_type):
     if isinstance(value, str):
         try:
@@ -107,8 +114,14 @@ class _Base:
     _POLLER: type = zmq.Poller
 
     def __init__(self, *, auto_resend: bool, cl_ord_id_prefix: str | None,
-                 auto_resume: bool = False):
+                 auto_resume: bool = False, heartbeat_s: float = HEARTBEAT_S,
+                 heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S):
+        if heartbeat_s < 0 or heartbeat_timeout_s < 0:
+            raise ValueError("heartbeat_s and heartbeat_timeout_s must not be negative")
         self.auto_resend = auto_resend
+        #: ZeroMQ (ZMTP) pings every so many seconds, and how long one may go unanswered
+        #: before the connection counts as lost (0: no pings; see the module's *Reconnects*)
+        self.heartbeat_s, self.heartbeat_timeout_s = heartbeat_s, heartbeat_timeout_s
         #: resume the session on a new connection when the engine drops this one
         self.auto_resume = auto_resume
         #: connections lost and replaced by a new one (see the module's *Reconnects*)
@@ -310,6 +323,14 @@ class _Base:
                 monitor.linger = 0
                 monitor.connect(address)
             _configure(socket, self._server_key, self._keypair, routing_id)
+            if self.heartbeat_s:
+                # A peer that vanished without a FIN or RST (its host gone, a
+                # firewall dropping packets) is noticed only by pings going
+                # unanswered: libzmq then drops the connection, which the
+                # monitor reports like any other loss.
+                socket.heartbeat_ivl = round(self.heartbeat_s * 1000)
+                socket.heartbeat_timeout = round((self.heartbeat_timeout_s or
+                                                  self.heartbeat_s) * 1000)
             socket.ipv6 = zmq_ipv6(self.endpoint)  # tcp://[::1]:p needs ZMQ_IPV6
             socket.connect(self.endpoint)
         except BaseException:
@@ -452,6 +473,12 @@ class Client(_Base):
         session there before sending anything else (module docstring,
         *Reconnects*). Default true. ``socket`` is then a new socket: options
         set on the old one are not carried over.
+    heartbeat_s, heartbeat_timeout_s : float
+        ZeroMQ pings (ZMTP ``PING``, answered by the engine's libzmq) every
+        ``heartbeat_s`` seconds; one unanswered for ``heartbeat_timeout_s``
+        drops the connection, a loss handled like any other (``auto_resume``).
+        That is how an engine host that vanished without closing its
+        connections is noticed. Defaults 1 and 3; ``heartbeat_s=0`` sends none.
 
     Notes
     -----
@@ -467,9 +494,11 @@ class Client(_Base):
     def __init__(self, endpoint: str, *, server_key=None, client_keypair=None,
                  auto_resend: bool = True, context: zmq.Context | None = None,
                  cl_ord_id_prefix: str | None = None, routing_id: bytes | None = None,
-                 auto_resume: bool = True):
+                 auto_resume: bool = True, heartbeat_s: float = HEARTBEAT_S,
+                 heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S):
         super().__init__(auto_resend=auto_resend, cl_ord_id_prefix=cl_ord_id_prefix,
-                         auto_resume=auto_resume)
+                         auto_resume=auto_resume, heartbeat_s=heartbeat_s,
+                         heartbeat_timeout_s=heartbeat_timeout_s)
         self._connect(endpoint, context or zmq.Context.instance(), server_key, client_keypair,
                       routing_id)
 
@@ -631,9 +660,11 @@ class AsyncClient(_Base):
     def __init__(self, endpoint: str, *, server_key=None, client_keypair=None,
                  auto_resend: bool = True, context: zmq.asyncio.Context | None = None,
                  cl_ord_id_prefix: str | None = None, routing_id: bytes | None = None,
-                 auto_resume: bool = True):
+                 auto_resume: bool = True, heartbeat_s: float = HEARTBEAT_S,
+                 heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S):
         super().__init__(auto_resend=auto_resend, cl_ord_id_prefix=cl_ord_id_prefix,
-                         auto_resume=auto_resume)
+                         auto_resume=auto_resume, heartbeat_s=heartbeat_s,
+                         heartbeat_timeout_s=heartbeat_timeout_s)
         self._connect(endpoint, context or zmq.asyncio.Context.instance(), server_key,
                       client_keypair, routing_id)
 
