@@ -237,6 +237,15 @@ class PostgresGateway(Gateway):
             sql.SQL(", ").join(map(sql.Identifier, _STAGING_COLUMNS)))
         self._statements = [_q(s, schema) for s in (_INSERT_FILLS, _UPSERT_ORDERS, _INSERT_ADMIN)]
         self._store_cursor = _q(_STORE_CURSOR, schema)
+        # At open, this gateway's own row is _check_journal's; in a batch any row counts
+        # (an engine with the same gateway name on another journal would take it over).
+        self._foreign_cursor = _q("SELECT name, journal FROM {schema}.gateway_cursor "
+                                  "WHERE name <> %s AND journal <> %s LIMIT 1", schema)
+        self._foreign_batch = _q("SELECT name, journal FROM {schema}.gateway_cursor "
+                                 "WHERE journal <> %s LIMIT 1", schema)
+        # Serialises the batches of every gateway storing in the schema (see _write).
+        self._batch_lock = ("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                            (f"kronos-gateway-batch-{schema}",))
 
     def open(self) -> None:
         config: PostgresConfig = self.config
@@ -260,22 +269,28 @@ class PostgresGateway(Gateway):
         # The table is the truth: it moved in the same transaction as the rows.
         row = self._conn.execute(_q("SELECT seq, journal FROM {schema}.gateway_cursor "
                                     "WHERE name = %s", self.config.schema), (self.name,)).fetchone()
-        # Rows are keyed by seq and order id, which every journal numbers from 1: another
-        # journal's gateway in this schema would have its events taken for repeats.
-        other = self._conn.execute(_q("SELECT name, journal FROM {schema}.gateway_cursor "
-                                      "WHERE name <> %s AND journal <> %s LIMIT 1",
-                                      self.config.schema),
-                                   (self.name, self.journal_id or "")).fetchone()
+        self._refuse_foreign(self._conn)
+        if not row:
+            return 0
+        self.cursor_journal = row[1]
+        return row[0]
+
+    def _refuse_foreign(self, conn, *, in_batch: bool = False) -> None:
+        """Raise ``ForeignCursorError`` when another journal's gateway stores in this schema.
+
+        Rows are keyed by seq and order id, which every journal numbers from
+        1: another journal's events would be taken for repeats. Checked at
+        open and again in each batch's transaction (see :meth:`_write`).
+        """
+        journal = self.journal_id or ""
+        other = conn.execute(self._foreign_batch, (journal,)).fetchone() if in_batch else \
+            conn.execute(self._foreign_cursor, (self.name, journal)).fetchone()
         if other is not None:
             raise ForeignCursorError(
                 f"schema {self.config.schema} holds the events of journal {other[1]} (gateway "
                 f"{other[0]!r}), not of {self.journal_id}: its rows are keyed by seq and order "
                 f"id, which every journal numbers from 1. Give each engine's journal its own "
                 f"schema")
-        if not row:
-            return 0
-        self.cursor_journal = row[1]
-        return row[0]
 
     def cursor_where(self) -> str:
         return f"the row {self.name!r} of {self.config.schema}.gateway_cursor"
@@ -314,6 +329,13 @@ class PostgresGateway(Gateway):
         conn = self._conn
         refused = []
         with conn.transaction():
+            # Two engines' gateways opened on an empty schema both passed the
+            # check at open: the first batch stored decides whose the schema
+            # is. The lock orders the batches, and the check (a statement after
+            # the lock, so it sees the batch committed before it) refuses the
+            # other journal's before any of its rows is written.
+            conn.execute(*self._batch_lock)
+            self._refuse_foreign(conn, in_batch=True)
             with conn.cursor() as cur:
                 if one_by_one:
                     for event in self.paced(events):
