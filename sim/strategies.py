@@ -103,8 +103,14 @@ def fraction_param(name, value, venues=None):
     return value
 
 
+#: Shortest timer a strategy parameter may ask for: every timer is a wake-up
+#: of the strategy, and at ``"1ns"`` a backtest of one simulated hour would
+#: wake it 3.6e12 times (it never ends).
+MIN_TIMER_NS = 1_000_000
+
+
 def duration_param(name, value, venues=None):
-    """A check: a positive duration (``"1s"``, ``"250ms"``, or an int of ns)."""
+    """A check: a duration of at least ``MIN_TIMER_NS`` (``"1s"``, ``"250ms"``, or an int of ns)."""
     try:
         ns = parse_duration(value)
     except (ValueError, TypeError):
@@ -112,6 +118,9 @@ def duration_param(name, value, venues=None):
     if ns <= 0:
         raise ValueError(f"{name} = {value!r}: must be a positive duration such as \"1s\" "
                          "or \"250ms\"")
+    if ns < MIN_TIMER_NS:
+        raise ValueError(f"{name} = {value!r}: must be at least 1ms (each one wakes the "
+                         f"strategy; shorter would make the backtest crawl)")
     return value
 
 
@@ -645,4 +654,4 @@ def resolve_strategy(name: str) -> type[ExecutionStrategy]:
 __all__ = ["ExecutionStrategy", "ParentOrder", "SweepStrategy", "TwapStrategy",
            "PassiveAggressiveStrategy", "PeriodicTakerStrategy", "STRATEGIES", "register_strategy", "resolve_strategy",
            "plan_sweep", "Liquidity", "NS_PER_S", "integer_param", "fraction_param",
-           "duration_param", "lit_venue_param", "venue_list_param"]
+           "duration_param", "lit_venue_param", "venue_list_param", "MIN_TIMER_NS"]

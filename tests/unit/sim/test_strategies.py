@@ -166,6 +166,8 @@ def test_a_custom_strategy_sees_only_the_hooks_it_defines():
     (TwapStrategy, {"slices": True}, r"slices = True"),
     (PassiveAggressiveStrategy, {"passive_fraction": 1.5}, r"passive_fraction"),
     (PassiveAggressiveStrategy, {"reprice": 0}, r"reprice"),
+    (PassiveAggressiveStrategy, {"reprice": "1ns"}, r"reprice = '1ns': must be at least 1ms"),
+    (SweepStrategy, {"retry": 999_999}, r"retry = 999999: must be at least 1ms"),
     (PassiveAggressiveStrategy, {"venue": "NOPE"}, r"venue = 'NOPE': must be the name of a lit "
                                                    r"venue \(FAST, BPS, INV\)"),
     (PassiveAggressiveStrategy, {"venue": "POOL"}, r"venue = 'POOL'"),
