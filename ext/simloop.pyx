@@ -57,7 +57,7 @@ from ext.types cimport (
     EV_ACCEPTED, EV_REJECTED, EV_CANCELED, EV_EXPIRED, EV_REPLACED,
     CXL_USER, CXL_IOC_REMAINDER, CXL_FOK_UNFILLABLE, CXL_END_OF_DAY, CXL_MIN_QTY_UNFILLABLE,
     INVALID_FIELD, INVALID_QTY, INVALID_PRICE, INVALID_SIDE, INVALID_ORD_TYPE, INVALID_TIF,
-    ORDER_NOT_REPLACEABLE, VENUE_CLOSED,
+    INVALID_STP_MODE, CANCEL_BOTH, ORDER_NOT_REPLACEABLE, VENUE_CLOSED,
 )
 from ext.simflow cimport FLAG_PEG_MID, PEG_SCALE
 from ext.book import FILL_DTYPE, EVENT_DTYPE, OP_DTYPE, DEPTH_DTYPE
@@ -1438,6 +1438,10 @@ cdef class MarketLoop:
             reason = INVALID_SIDE
         elif tif != DAY and tif != GTC and tif != IOC and tif != FOK:
             reason = INVALID_TIF
+        elif stp > CANCEL_BOTH or stp < -1:  # (-1: the pool's default mode)
+            # Refused here as the lit books refuse it: the minimum-quantity
+            # check below would otherwise take it for a mode and cancel.
+            reason = INVALID_STP_MODE
         elif min_qty < 0 or min_qty > qty:
             reason = INVALID_QTY
         elif min_qty > 0 and tif != IOC:

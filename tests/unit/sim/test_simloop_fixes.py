@@ -12,7 +12,7 @@ import pytest
 
 from ext.book import OrderBook
 from ext.simloop import Liquidity, ReportKind as K, StrategyCore
-from ext.types import CancelReason, StpMode
+from ext.types import CancelReason, RejectReason, StpMode
 from sim.fees import fee_units, units_to_currency
 from tests.reference.book_reference import ReferenceBook
 from tests.unit.sim.helpers import (
@@ -161,6 +161,24 @@ def test_dark_min_qty_does_not_count_own_orders_that_stp_will_not_trade(book_cla
     # No self-trade prevention: our own orders count (and trade).
     ping, _ = _dark_ping(book_class, [(2000, 50), (1000, 100)], stp=int(StpMode.STP_NONE))
     assert ping == [(K.RPT_ACCEPTED, 0, 0), (K.RPT_FILL, 50, 0), (K.RPT_FILL, 100, 0)]
+
+
+
+@pytest.mark.parametrize("min_qty_ping", [True, False])
+def test_dark_pool_refuses_an_unknown_stp_mode(book_class, min_qty_ping):
+    # With a minimum quantity it was acknowledged, then canceled "min qty
+    # unfillable" (the check took 9 for a mode); it is refused as lit books do.
+    if min_qty_ping:
+        ping, makers = _dark_ping(book_class, [(2000, 50)], stp=9)  # short of the minimum
+    else:
+        m = quiet_market(book_class)
+        add(m, "FAST", 1, BUY, 5000, 1000, account=2)
+        add(m, "FAST", 2, SELL, 5001, 1000, account=2)
+        rec, makers = Recorder(), []
+        m.submit("POOL", "AAA", BUY, 150, 0, LIMIT, DAY, account=1000, stp=9, on_report=rec)
+        step(m)
+        ping = [(r.kind, r.last_qty, r.reason) for r in rec.reports]
+    assert (ping, makers) == ([(K.RPT_REJECTED, 0, int(RejectReason.INVALID_STP_MODE))], [])
 
 
 # ---------------------------------------------------------------- dark report prices
