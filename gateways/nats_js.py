@@ -219,20 +219,31 @@ class NatsGateway(Gateway):
         refused (one journal per destination) whichever journal wrote last.
         """
         info = await self._js.stream_info(self.config.stream)
-        self._stream_last = info.state.last_seq
-        if info.state.last_seq == 0:
-            return 0, None, None
+        state = info.state
+        self._stream_last = state.last_seq
+        if state.last_seq == 0 or not state.messages:
+            return (0, None, None) if state.last_seq == 0 else (None, None, None)
 
-        async def ids(seq: int) -> tuple[int | None, str | None]:
-            try:
-                message = await self._js.get_msg(self.config.stream, seq=seq)
-            except NotFoundError:
-                return None, None  # removed by retention meanwhile
-            # Someone else's message is not a position in our journal: (None, None).
-            return parse_message_id((message.headers or {}).get(api.Header.MSG_ID))
-        last_seq, last_journal = await ids(info.state.last_seq)
-        first_journal = (await ids(info.state.first_seq))[1] \
-            if info.state.first_seq != info.state.last_seq else last_journal
+        async def ids(seq: int, *, back: int = 0) -> tuple[int | None, str | None]:
+            # The message at seq, else (back > 0) the nearest one before it.
+            # The stream's last message may have been deleted (js.delete_msg:
+            # its sequence stays the stream's last): the last one that still
+            # exists is where our journal's events stop. Resuming from the
+            # cursor file instead republishes events the stream holds; after
+            # a server restart JetStream's last message id is empty, and the
+            # first new event, expecting a repeat's id, was refused for ever.
+            # At most ``back`` sequences are missing: the stream's deleted count.
+            for candidate in range(seq, max(state.first_seq, seq - back) - 1, -1):
+                try:
+                    message = await self._js.get_msg(self.config.stream, seq=candidate)
+                except NotFoundError:
+                    continue  # deleted, or removed by retention meanwhile
+                # Someone else's message is not a position in our journal: (None, None).
+                return parse_message_id((message.headers or {}).get(api.Header.MSG_ID))
+            return None, None
+        last_seq, last_journal = await ids(state.last_seq, back=state.num_deleted or 0)
+        first_journal = (await ids(state.first_seq))[1] \
+            if state.first_seq != state.last_seq else last_journal
         return last_seq, last_journal, first_journal
 
     def cursor_where(self) -> str:

@@ -92,3 +92,46 @@ def test_the_second_journals_publishes_are_refused_and_the_stream_too(tmp_path):
         first.close()
         second.close()
         server.stop()
+
+
+def delete_last_message(url: str, stream: str) -> None:
+    """What an operator's ``nats stream rmm``: the stream's last message deleted."""
+    import asyncio
+
+    import nats
+
+    async def delete():
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        await js.delete_msg(stream, (await js.stream_info(stream)).state.last_seq)
+        await nc.close()
+    asyncio.run(delete())
+
+
+@needs_nats_server()
+def test_a_deleted_last_message_resumes_after_the_last_one_left(tmp_path):
+    # The gateway's cursor file lags the stream (it is stored now and then);
+    # the stream's last message is deleted and the server restarted, which
+    # empties JetStream's "last message id". Resuming from the cursor file
+    # republished events the stream holds (acknowledged as duplicates), and
+    # the first new one, expecting a duplicate's id, was refused for ever.
+    server = NatsServer(tmp_path / "nats-store").start()
+    new_journal(tmp_path / "a", 10)
+    table = {"type": "nats", "servers": [server.url], "stream": "DEL", "ack_timeout_s": 2}
+    gateway, events, last = opened(tmp_path / "a", table)
+    try:
+        gateway.deliver(events[:6], events[5].seq)
+        gateway.store_cursor(events[2].seq, force=True)
+        gateway.close()
+        delete_last_message(server.url, "DEL")
+        server.stop()
+        server.start()
+        gateway.open()
+        assert gateway.load_cursor() == events[4].seq  # the last message left
+        gateway.deliver(events[5:], last)
+        stored = [event.seq for event, _, _ in stream_events(server.url, "DEL")]
+        # The deleted event is published again (consumers de-duplicate by seq).
+        assert stored == [e.seq for e in events]
+    finally:
+        gateway.close()
+        server.stop()
