@@ -811,7 +811,15 @@ class JournalWriter:
             # An engine killed inside its group window (or between a write and
             # its fdatasync) left records written but perhaps not on disk: they
             # count as durable from here on (gateways publish them), so make
-            # them so before the durable mark says it.
+            # them so before the durable mark says it. Every segment, not only
+            # the last: an engine that ran under "none" rotated without
+            # syncing (a clean file's fdatasync costs next to nothing).
+            for earlier in segments[:-1]:
+                earlier_fd = os.open(earlier, os.O_RDONLY)
+                try:
+                    os.fdatasync(earlier_fd)
+                finally:
+                    os.close(earlier_fd)
             os.fdatasync(fd)
             _fsync_dir(self.data_dir)
 

@@ -67,6 +67,25 @@ def test_reopen_continues_sequence_and_chain(tmp_path):
     assert result.ok and result.records == 6 and result.last_seq == 6
 
 
+def test_reopening_under_a_sync_policy_syncs_every_segment(tmp_path, monkeypatch):
+    # A run under "none" rotates without syncing: its earlier segments may be
+    # dirty in the page cache when an engine restarted under "always" treats
+    # their records as durable (gateways publish them).
+    from engine import journal as journal_module
+    write(tmp_path, 200, rotate_bytes=2048, fsync="none")
+    segments = list_segments(tmp_path)
+    assert len(segments) > 5
+    synced = []
+    real = os.fdatasync
+
+    def fdatasync(fd):
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        real(fd)
+    monkeypatch.setattr(journal_module.os, "fdatasync", fdatasync)
+    with JournalWriter(tmp_path, fsync="always", rotate_bytes=2048):
+        assert set(synced) == {p.name for p in segments}
+
+
 def test_rotation_and_reading_from_a_seq(tmp_path):
     write(tmp_path, 200, rotate_bytes=2048)
     segments = list_segments(tmp_path)
