@@ -531,7 +531,27 @@ class JournalDayRoll(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=Fal
     day: str
 
 
-JournalMeta = Union[JournalSession, JournalValuation, JournalDayRoll]
+class JournalChildren(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False,
+                      omit_defaults=True):
+    """What happened to child orders at the venues since the last one (a ``META`` record).
+
+    Written once per journal flush that has any (not once per child: the
+    hot path pays one record per wake-up), so that an order's children stay
+    queryable (``OrderStatusReply.children``) after a restart, and the
+    journal holds where each order was routed. ``new``: (child_id,
+    parent order id, venue, price in ticks (0: market or midpoint peg),
+    qty in lots); ``fills``: (child_id, lots); ``repriced``: (child_id,
+    price, qty) as the venue confirmed them; ``done``: child ids finished
+    at their venue.
+    """
+
+    new: list[tuple[int, int, str, int, int]] = []
+    fills: list[tuple[int, int]] = []
+    repriced: list[tuple[int, int, int]] = []
+    done: list[int] = []
+
+
+JournalMeta = Union[JournalSession, JournalValuation, JournalDayRoll, JournalChildren]
 
 
 # ---------------------------------------------------------------- codecs

@@ -25,7 +25,7 @@ from engine.intake import Handler, Session
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
     SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalCommand,
-    JournalDayRoll, JournalEvent, JournalSession, JournalValuation, KillSwitch, NewOrder,
+    JournalChildren, JournalDayRoll, JournalEvent, JournalSession, JournalValuation, KillSwitch, NewOrder,
     OrderStatusReply, OrderStatusRequest, OrdType, ReloadLimits, Replace, Request, StageTime,
     TradeFill, TradeHistoryReply, TradeHistoryRequest, clip_text, event_envelope, make_reject,
     members, participation_ppm, reject_name,
@@ -224,6 +224,12 @@ class Pipeline(Handler):
         self._child_parent: dict[int, int] = {}
         self._pending: dict[int, _Pending] = {}
         self._pump_scheduled = False
+        # What happened to children since the last flush, journaled then in
+        # one JournalChildren record (see _journal_children).
+        self._child_new: list[tuple] = []
+        self._child_fills: list[tuple] = []
+        self._child_repriced: list[tuple] = []
+        self._child_done: list[int] = []
         market = venues.market
         self._lit_books = [[(v, market.loop.book(market.book_index(v, symbol)))
                             for v in range(len(self.venue_names)) if not market.venues[v].dark]
@@ -353,6 +359,7 @@ class Pipeline(Handler):
         through the loop, behind the ones already waiting).
         """
         started = time.perf_counter_ns()
+        self.journal_children()
         seq = self.journal.flush()
         if seq != self._flushed_seq:  # the wake-up's journal write (and sync, under "always")
             self._flushed_seq = seq
@@ -362,6 +369,23 @@ class Pipeline(Handler):
             return
         loop = asyncio.get_running_loop()
         self.journal.call_when_durable(seq, lambda: loop.call_soon_threadsafe(release))
+
+    def journal_children(self) -> None:
+        """One ``JournalChildren`` record for what the children did since the last one, if
+        anything (:meth:`flush` calls it; the service too, before its last journal write).
+
+        Not a record per child: the journal gains one record per wake-up.
+        Written with the wake-up's other records, before intake sends the
+        reports that follow from them.
+        """
+        if not (self._child_new or self._child_fills or self._child_done or
+                self._child_repriced):
+            return
+        self.journal.append_msg(_RecordKind.META, JournalChildren(
+            new=self._child_new, fills=self._child_fills, repriced=self._child_repriced,
+            done=self._child_done))
+        self._child_new, self._child_fills, self._child_repriced, self._child_done = \
+            [], [], [], []
 
     def _instrument(self, symbol: str) -> Instrument:
         # An order for an unknown symbol is still answered; its quantities
@@ -831,8 +855,10 @@ class Pipeline(Handler):
                 if order is not None:
                     # A midpoint peg's price is only its protective limit: it
                     # trades at the venue's midpoint, so it shows none (0).
-                    order.children[child_id] = Child(child_id, self.venue_names[venue],
-                                                     0 if flags & CF_MID_PEG else price, qty)
+                    shown = 0 if flags & CF_MID_PEG else price
+                    name = self.venue_names[venue]
+                    order.children[child_id] = Child(child_id, name, shown, qty)
+                    self._child_new.append((child_id, parent_id, name, shown, qty))
             elif kind == ACT_CANCEL:
                 sim_id = self._child_to_sim.get(child_id)
                 if sim_id is not None:
@@ -906,6 +932,7 @@ class Pipeline(Handler):
             if child.price:  # (a market or midpoint child keeps none)
                 child.price = report.price_x2 // 2
             child.qty = report.order_qty
+            self._child_repriced.append((child_id, child.price, child.qty))
 
     def _deferred_pump(self) -> None:
         self._pump_scheduled = False
@@ -918,6 +945,7 @@ class Pipeline(Handler):
         order = self.orders.by_id.get(parent_id)
         if order is not None and child_id in order.children:
             order.children[child_id].done = True
+            self._child_done.append(child_id)
 
     def _parent_fill(self, child_id: int, report, now: int) -> None:
         order = self.orders.by_id.get(self._child_parent.get(child_id))
@@ -928,6 +956,7 @@ class Pipeline(Handler):
         child = order.children.get(child_id)
         if child is not None:
             child.cum_qty += qty
+            self._child_fills.append((child_id, qty))
         # Risk books whole ticks: a midpoint fill between two ticks is booked
         # at the tick against the account (up for a buy, down for a sell).
         px = (px_x2 + 1) // 2 if order.side == _Side.BUY else px_x2 // 2

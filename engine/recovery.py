@@ -42,11 +42,11 @@ import msgspec
 
 from engine.journal import JournalReader, RecordKind, first_segment_header
 from engine.messages import (
-    AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
-    JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalSession, KillSwitch,
+    AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalChildren,
+    JournalCommand, JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalSession, KillSwitch,
     NewOrder, OrdStatus, Reject, RejectReason, Replace, TradeFill, clip_text, reject_name,
 )
-from engine.orders import Stage
+from engine.orders import Child, Stage
 from engine.pipeline import (
     RISK_SCOPE, cl_ord_hash, kill_switch_scope, order_schedule, risk_flags,
 )
@@ -207,6 +207,8 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     references: dict[int, int] = {}
     valuations: dict[int, int] = {}  # order id -> the value risk gave it live (JournalValuation)
     max_exec = 0
+    children: dict = {}  # child id -> Child, until the journal says it is done
+    last_child = 0  # the highest child order id the journal names
     principals: dict[str, str] = {}
     sent: dict[str, collections.deque] = {}
     day_start = None  # the current trading day's start: its roll, or the journal's first record
@@ -225,6 +227,9 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
             elif isinstance(known, JournalDayRoll):
                 risk.reset_daily(rec.ts_ns, "recovery")
                 day_start = rec.ts_ns
+            elif isinstance(known, JournalChildren):
+                _apply_children(table, children, known)
+                last_child = max(last_child, max((c[0] for c in known.new), default=0))
             else:
                 valuations[known.order_id] = known.value_ticks
             continue
@@ -282,6 +287,12 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
               "their orders, fills and exposure and reuse their order ids: put them back in "
               "the configuration (a new journal directory starts empty)")
     pipeline._exec_id = max_exec
+    # Every child the journal names is done: the venues did not outlive the
+    # engine (working orders are routed again, under new child ids).
+    for order in table.by_id.values():
+        for child in order.children.values():
+            child.done = True
+    pipeline.router.skip_child_ids(last_child + 1)
     table.next_order_id = max(table.by_id, default=0) + 1
     risk.reload(live_config, time.time_ns(), "recovery")
     if day_start is not None:
@@ -301,6 +312,28 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     if records:
         log.info("recovery: %s", result.summary())
     return result
+
+
+def _apply_children(table, children: dict, record: JournalChildren) -> None:
+    """Replay a ``JournalChildren`` record into the orders' children (``children``: every
+    child so far by id, the ids the later records name)."""
+    by_id = table.by_id
+    for child_id, parent_id, venue, price, qty in record.new:
+        order = by_id.get(parent_id)
+        if order is not None:
+            order.children[child_id] = children[child_id] = Child(child_id, venue, price, qty)
+    for child_id, qty in record.fills:
+        child = children.get(child_id)
+        if child is not None:
+            child.cum_qty += qty
+    for child_id, price, qty in record.repriced:
+        child = children.get(child_id)
+        if child is not None:
+            child.price, child.qty = price, qty
+    for child_id in record.done:
+        child = children.pop(child_id, None)
+        if child is not None:
+            child.done = True
 
 
 def resume_working(pipeline, recovered: Recovered) -> int:

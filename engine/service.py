@@ -251,6 +251,8 @@ class EngineService:
             try:
                 try:
                     if self.journal.failure is None:
+                        if self.pipeline is not None:
+                            self.pipeline.journal_children()  # the last venue reports'
                         self.journal.sync()  # under "none" too: a graceful stop is durable
                 finally:
                     self.journal.close()

@@ -2037,6 +2037,18 @@ cdef class Router:
             pi = self.parents[pi].next_active
         return n
 
+    @property
+    def next_child_id(self):
+        """The id the next child order gets (ids only increase, from ``child_id_base``)."""
+        return self.next_child_id
+
+    def skip_child_ids(self, int64_t first):
+        """Give the next child order id ``first`` or more: after a restart, the ids the
+        journal's children had are not handed out again (a parent's children are keyed
+        by id). Never moves back."""
+        if first > self.next_child_id:
+            self.next_child_id = first
+
     cdef Parent* _parent(self, int64_t parent_id) except NULL:
         cdef int32_t pi = idmap_get(&self.parent_ids, parent_id) if parent_id > 0 else -1
         if pi < 0:

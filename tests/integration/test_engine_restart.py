@@ -60,8 +60,11 @@ def test_a_refused_duplicate_in_a_bulk_never_becomes_the_order(tmp_path):
         got = status(client, "X")
         assert (got.report.side, got.report.qty, got.report.ord_status) == \
             (1, "10", OrdStatus.NEW)
-        # What recovery sent to the venues again: the accepted buy's terms.
-        assert [(c.price, c.qty, c.cum_qty) for c in got.children] == [("48", "10", "0")]
+        # The child before the restart (done: its venue did not outlive the
+        # engine), then what recovery sent again: the accepted buy's terms.
+        assert [(c.price, c.qty, c.cum_qty, c.done) for c in got.children] == \
+            [("48", "10", "0", True), ("48", "10", "0", False)]
+        assert len({c.child_id for c in got.children}) == 2
 
 
 def test_an_order_refused_for_an_unknown_symbol_keeps_its_id(tmp_path):
@@ -452,3 +455,73 @@ poll_interval_ms = 1
     last, delivered = run(["new"])
     assert last < old_last
     assert delivered >= 1  # the new order's acknowledgement, published
+
+
+def test_an_orders_children_are_the_same_after_a_restart(tmp_path):
+    # The journal holds the child orders (JournalChildren, one record per
+    # flush): a status request after a restart lists the children a done
+    # order had, their venue, terms and fills, as before it.
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="kb")
+        report(client, "kb", ExecType.NEW)
+        time.sleep(0.05)  # the child rests at its venue (quiet_sim latencies are under 2 ms)
+        client.new_order("AAA", "sell_short", "4", "48.00", account="DEMO2", cl_ord_id="ks",
+                         locate=True)
+        seen = set()
+        client.recv_until(lambda m: isinstance(m, ExecutionReport) and seen.add(
+            (m.cl_ord_id, m.exec_type)) is None and {("ks", ExecType.FILL),
+                                                     ("kb", ExecType.PARTIAL_FILL)} <= seen, 5)
+        client.cancel("kb", account="DEMO1", cl_ord_id="kb-c")
+        report(client, "kb-c", ExecType.CANCELED)
+        before = {cid: status(client, cid, account)
+                  for cid, account in (("kb", "DEMO1"), ("ks", "DEMO2"))}
+    assert [(c.qty, c.cum_qty, c.done) for c in before["kb"].children] == [("10", "4", True)]
+    assert [(c.qty, c.cum_qty, c.done) for c in before["ks"].children] == [("4", "4", True)]
+    with ThreadedEngine(path), Client(endpoint) as client:
+        after = {cid: status(client, cid, account)
+                 for cid, account in (("kb", "DEMO1"), ("ks", "DEMO2"))}
+        assert {cid: s.children for cid, s in after.items()} == \
+            {cid: s.children for cid, s in before.items()}
+        # New children get ids the journal's did not have.
+        client.new_order("AAA", "buy", "1", "47.00", account="DEMO1", cl_ord_id="kn")
+        report(client, "kn", ExecType.NEW)
+        [fresh] = status(client, "kn").children
+        assert int(fresh.child_id) > max(int(c.child_id) for s in before.values()
+                                         for c in s.children)
+
+
+def test_a_childs_reprice_no_client_heard_of_survives_a_restart(tmp_path):
+    # The router moves a passive child up with the national bid: the venue's
+    # confirmation leads to no report to the client, and is journaled with
+    # the next write all the same (intake's next wake-up, or the engine's
+    # last write when it stops).
+    from ext.types import Side
+
+    def at_venue(engine, *args):  # another firm's order (venue account 77)
+        market = engine.service.venues.market
+        return engine.call(lambda: market.submit(*args, account=77))
+
+    def child_prices(engine):
+        order = engine.service.pipeline.orders.find("DEMO1", "rp")
+        return engine.call(lambda: [c.price for c in order.children.values()])
+
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        at_venue(engine, "NEXA", "AAA", Side.SELL, 50, 5005)
+        at_venue(engine, "NEXA", "AAA", Side.BUY, 50, 4998)
+        time.sleep(0.1)
+        client.new_order("AAA", "buy", "100", "50.03", account="DEMO1", cl_ord_id="rp",
+                         strategy="passive")
+        report(client, "rp", ExecType.NEW)
+        deadline = time.monotonic() + 3
+        while child_prices(engine) != [4998] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert child_prices(engine) == [4998]  # joins the bid
+        at_venue(engine, "BRIX", "AAA", Side.BUY, 10, 5000)
+        while child_prices(engine) != [5000] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert child_prices(engine) == [5000]  # moved up; the client is told nothing
+    with ThreadedEngine(path), Client(endpoint) as client:
+        first = status(client, "rp").children[0]
+        assert (first.price, first.qty, first.done) == ("50", "100", True)

@@ -84,9 +84,15 @@ def test_an_ioc_in_flight_at_kill_9_is_canceled_not_sent_again_a_day_order_is(tm
             assert "restarted" in ended[0].text
             after = _status(client, cl_ord_id)
             assert after.report.ord_status == OrdStatus.CANCELED
-            assert after.children == []  # not sent to a venue again
+            # Only the child sent before the kill (journaled), gone with its
+            # venue: not sent to a venue again.
+            sent = before[("ioc-1", "mkt-1").index(cl_ord_id)].children
+            assert [(c.child_id, c.venue, c.cum_qty, c.done) for c in after.children] == \
+                [(sent[0].child_id, sent[0].venue, "0", True)]
         assert [m.exec_type for m in reports if m.cl_ord_id == "day-1"] == [ExecType.FILL]
 
         day = _status(client, "day-1")
         assert day.report.ord_status == OrdStatus.FILLED
-        assert [(c.cum_qty, c.done) for c in day.children] == [("1", True)]  # sent again
+        # The child before the kill, then the one sent again, which filled.
+        assert [(c.cum_qty, c.done) for c in day.children] == [("0", True), ("1", True)]
+        assert day.children[0].child_id == before[2].children[0].child_id

@@ -60,12 +60,15 @@ def test_an_immediate_order_in_flight_at_a_stop_is_canceled_a_day_order_routed_a
             assert order.stage == Stage.ROUTED and len(order.children) == 1
     with ThreadedEngine(path) as engine:
         ioc, day = _order(engine, "ioc-1"), _order(engine, "day-1")
-        assert ioc.stage == Stage.CANCELED and not ioc.children
+        # Each keeps the child it had (journaled), done: gone with its venue.
+        assert ioc.stage == Stage.CANCELED
+        assert [c.done for c in ioc.children.values()] == [True]
         assert "restart" in ioc.last_report.text
         assert day.stage in (Stage.ROUTED, Stage.PARTIALLY_FILLED, Stage.FILLED)
-        assert day.children  # sent again
+        assert len(day.children) == 2  # sent again
         assert not _order(engine, "twap-1").done  # its schedule goes on
         time.sleep(2.0)  # the round trip of what was sent after the restart
         ioc = _order(engine, "ioc-1")
-        assert ioc.stage == Stage.CANCELED and ioc.cum_qty == 0 and not ioc.children
+        assert ioc.stage == Stage.CANCELED and ioc.cum_qty == 0
+        assert [(c.cum_qty, c.done) for c in ioc.children.values()] == [(0, True)]  # not sent again
         assert _order(engine, "day-1").cum_qty == 1  # the DAY order traded at its venue
