@@ -225,7 +225,7 @@ class Pipeline(Handler):
         self._pending: dict[int, _Pending] = {}
         self._pump_scheduled = False
         # What happened to children since the last flush, journaled then in
-        # one JournalChildren record (see _journal_children).
+        # one JournalChildren record (see journal_children).
         self._child_new: list[tuple] = []
         self._child_fills: list[tuple] = []
         self._child_repriced: list[tuple] = []
