@@ -209,9 +209,11 @@ class Gateway:
         self.source = source
         self.data_dir = Path(data_dir) / self.name
         self._metrics = GatewayMetrics()
-        # Process isolation: the child's handle, its stop flag and counters.
+        # Process isolation: the child's handle, the write end of its stop pipe
+        # (closed to stop it), whether it was told to stop, and its counters.
         self._process = None
-        self._process_stop = None
+        self._stop_pipe = None
+        self._stopping = False
         #: a dead child whose start again failed: the next look tries again (revive)
         self._revive_pending = False
         self._shared = None
@@ -311,15 +313,24 @@ class Gateway:
         # counters: a child killed mid-write must not hang the engine's
         # reads, and a read racing a write garbles one diagnostic at worst.
         self._shared_error = context.RawArray("c", _SHARED_ERROR_BYTES)
-        self._process_stop = context.Event()
+        # Stopped by closing a pipe, not by a multiprocessing Event: an
+        # Event's five semaphores are the resource tracker's to clean up
+        # when the engine is killed, and it says so in plain text on the
+        # engine's log, breaking a JSON log. The child sees the pipe's end
+        # at once, also when the engine dies.
+        if self._stop_pipe is not None:
+            self._stop_pipe.close()  # a dead child's, revived
+        stop_end, self._stop_pipe = context.Pipe(duplex=False)
+        self._stopping = False
         parent_end, child_end = context.Pipe(duplex=False)
         self._process = context.Process(
             target=_child_main, name=f"gateway-{self.name}", daemon=True,
             args=(self.config, str(self.source.data_dir), self.source.check_chain,
-                  str(self.data_dir.parent), self._shared, self._process_stop, child_end,
+                  str(self.data_dir.parent), self._shared, stop_end, child_end,
                   os.getpid(), self._shared_error, logging_settings()))
         _spawn(self._process)
         child_end.close()
+        stop_end.close()
         if not parent_end.poll(30):
             self._stop_process(1)
             raise RuntimeError(f"gateway {self.name}: child process did not start in 30 s")
@@ -338,7 +349,7 @@ class Gateway:
         """Whether the child process ended without being stopped (see :meth:`revive`)."""
         process = self._process
         return self._revive_pending or process is not None and not process.is_alive() and \
-            not self._process_stop.is_set()
+            not self._stopping
 
     def revive(self) -> bool:
         """Start the child process again if it died without being stopped; whether it did.
@@ -369,7 +380,8 @@ class Gateway:
         return True
 
     def _stop_process(self, timeout: float) -> None:
-        self._process_stop.set()
+        self._stopping = True
+        self._stop_pipe.close()  # the child's end reads end-of-file: stop
         self._process.join(timeout)
         if self._process.is_alive():
             log.warning("gateway %s: child still busy %.1f s after stop; terminating", self.name, timeout)
@@ -847,10 +859,13 @@ def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, 
     conn.send(gateway.public_info())
     conn.close()
     try:
-        while not stop.wait(PARENT_CHECK_S):
+        # ``stop``: the read end of a pipe the engine closes to stop this
+        # child (its end reads end-of-file then, and when the engine dies).
+        while not stop.poll(PARENT_CHECK_S):
             if os.getppid() != parent:
-                log.warning("gateway %s: the engine (pid %d) is gone; stopping", gateway.name, parent)
                 break
+        if os.getppid() != parent:
+            log.warning("gateway %s: the engine (pid %d) is gone; stopping", gateway.name, parent)
     finally:
         gateway.stop()
         gateway._share_metrics()

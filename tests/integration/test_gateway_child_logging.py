@@ -1,8 +1,11 @@
 """A gateway's child process logs as the engine's [logging] says: JSON lines at its level.
 
 It logged plain text at INFO whatever the configuration, so a log pipeline parsing the
-engine's JSON broke (or dropped) exactly the lines about a failing gateway.
+engine's JSON broke (or dropped) exactly the lines about a failing gateway. And after a
+``kill -9`` of the engine, multiprocessing's resource tracker (a helper process of the
+engine's) wrote a plain-text warning about the child's leaked semaphores to the same log.
 """
+from pathlib import Path
 import subprocess
 import sys
 import time
@@ -10,6 +13,20 @@ import time
 import orjson
 
 from tests.integration.engine_harness import config_text, free_port, kill_if_running
+from tests.unit.gateways.helpers import process_gone, wait_until
+
+
+def children_of(pid: int) -> list[int]:
+    """Every live process whose parent is ``pid`` (gateway children, multiprocessing helpers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
 
 
 def test_a_gateway_childs_lines_are_json_at_the_engines_level(tmp_path):
@@ -25,13 +42,18 @@ backoff_max_ms = 100
     with open(log, "ab") as out:  # (at WARNING, "serving on" is not logged: no start_subprocess)
         proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config",
                                  str(path)], stdout=out, stderr=subprocess.STDOUT)
+    helpers = []
     try:
         deadline = time.monotonic() + 30
         while b"gateway nats:" not in log.read_bytes():  # nobody at that port: it retries
             assert time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.05)
+        helpers = children_of(proc.pid)
+        assert helpers  # the gateway's child, multiprocessing's resource tracker
     finally:
         kill_if_running(proc)
+    # What the engine's helper processes write as they end is in the log too.
+    assert wait_until(lambda: all(process_gone(pid) for pid in helpers), 10)
     text = log.read_text()
     whole = text[:text.rfind("\n") + 1]  # (the kill may cut the last line short)
     lines = [orjson.loads(line) for line in whole.splitlines()]
