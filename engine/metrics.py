@@ -367,3 +367,7 @@ def setup_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Python warnings (a library's DeprecationWarning, a ResourceWarning)
+    # go through the same handler, as WARNING lines of logger py.warnings,
+    # not as plain text on stderr in the middle of a JSON log.
+    logging.captureWarnings(True)

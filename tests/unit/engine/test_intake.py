@@ -571,10 +571,37 @@ def test_json_log_lines():
         setup_logging("INFO", stream=stream)
         logging.getLogger("engine.test").info("order %s rejected", "c1", extra={"reason": "OFF_TICK"})
     finally:
+        logging.captureWarnings(False)
         root.handlers[:], _ = saved[0], root.setLevel(saved[1])
     line = orjson.loads(stream.getvalue().splitlines()[-1])
     assert line["msg"] == "order c1 rejected" and line["reason"] == "OFF_TICK"
     assert line["level"] == "INFO" and line["logger"] == "engine.test"
+
+
+def test_python_warnings_are_json_lines_too():
+    import io
+    import logging
+    import warnings
+
+    import orjson
+
+    from engine.metrics import setup_logging
+
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    logging.captureWarnings(False)  # (an earlier setup_logging's, undone by pytest since)
+    try:
+        setup_logging("INFO", stream=stream)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("a library's deprecation", DeprecationWarning)
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    line = orjson.loads(stream.getvalue().splitlines()[-1])
+    assert line["level"] == "WARNING" and line["logger"] == "py.warnings"
+    assert "a library's deprecation" in line["msg"]
 
 
 def test_plaintext_needs_explicit_opt_in(tmp_path):
