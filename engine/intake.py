@@ -473,6 +473,19 @@ def client_public_key(client: ClientKey) -> str:
     return public.decode("ascii")
 
 
+def _emit_whatever_the_level(logger: logging.Logger, level: int, text: str) -> None:
+    """Write ``text`` through the root logger's handlers even where the configured level
+    hides ``level``: in the configured format (a JSON log stays JSON), or as plain text
+    on stderr when logging is not set up."""
+    handlers = logging.getLogger().handlers
+    if not handlers:
+        print(text, file=sys.stderr, flush=True)
+        return
+    record = logger.makeRecord(logger.name, level, __file__, 0, text, None, None)
+    for handler in handlers:
+        handler.handle(record)
+
+
 # ---------------------------------------------------------------- server
 class IntakeServer:
     """The ROUTER server: sessions, decoding, checks and dispatch to a handler.
@@ -627,7 +640,7 @@ class IntakeServer:
             if not log.isEnabledFor(logging.WARNING):
                 # A level that hides warnings must not hide this one: it is
                 # the only sign that anyone on the network may trade.
-                print(warning, file=sys.stderr, flush=True)
+                _emit_whatever_the_level(log, logging.WARNING, warning)
             self._bind(_Listener(self, self._make_socket(), curve=False), cfg.plaintext_endpoints)
         for listener in self._listeners:
             self._loop.add_reader(listener.socket.getsockopt(zmq.FD), self._drain, listener)

@@ -7,6 +7,7 @@ import sys
 import time
 import tomllib
 
+import orjson
 import pytest
 
 from engine.client import Client
@@ -140,12 +141,14 @@ def test_shutdown_grace_is_the_configured_one(tmp_path):
     assert time.monotonic() - started >= 0.7
 
 
-def test_the_plaintext_warning_shows_whatever_the_log_level(tmp_path):
-    """[logging] level = "ERROR" hides warnings, but not the one that says anyone may trade."""
+@pytest.mark.parametrize("json", [False, True])
+def test_the_plaintext_warning_shows_whatever_the_log_level(tmp_path, json):
+    """[logging] level = "ERROR" hides warnings, but not the one that says anyone may trade;
+    in the log's own format (under json = true a plain line would break a JSON log)."""
     port = free_port()
     path = tmp_path / "engine.toml"
-    path.write_text(config_text(port, tmp_path / "journal").replace('level = "INFO"',
-                                                                     'level = "ERROR"'))
+    path.write_text(config_text(port, tmp_path / "journal").replace(
+        'level = "INFO"\njson = false', f'level = "ERROR"\njson = {str(json).lower()}'))
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -155,6 +158,14 @@ def test_the_plaintext_warning_shows_whatever_the_log_level(tmp_path):
     finally:
         proc.terminate()
         _, stderr = proc.communicate(timeout=30)
+    warning = (f"intake: PLAINTEXT endpoints tcp://127.0.0.1:{port} accept "
+               f"unauthenticated, unencrypted connections (allow_plaintext = true)")
     lines = [line for line in stderr.splitlines() if "PLAINTEXT" in line]
-    assert lines == [f"intake: PLAINTEXT endpoints tcp://127.0.0.1:{port} accept "
-                     f"unauthenticated, unencrypted connections (allow_plaintext = true)"]
+    assert len(lines) == 1
+    if json:
+        line = orjson.loads(lines[0])
+        assert (line["level"], line["logger"], line["msg"]) == ("WARNING", "engine.intake", warning)
+    else:
+        assert lines[0].endswith(f" WARNING engine.intake: {warning}")
+    # Nothing else at a level the configuration hides.
+    assert not [line for line in stderr.splitlines() if " INFO " in line or '"INFO"' in line]
