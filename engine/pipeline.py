@@ -24,9 +24,9 @@ import msgspec
 from engine.intake import Handler, Session
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
-    SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalCommand,
-    JournalChildren, JournalDayRoll, JournalEvent, JournalSession, JournalValuation, KillSwitch, NewOrder,
-    OrderStatusReply, OrderStatusRequest, OrdType, ReloadLimits, Replace, Request, StageTime,
+    SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalChildren,
+    JournalCommand, JournalDayRoll, JournalEvent, JournalSession, JournalValuation, KillSwitch,
+    NewOrder, OrderStatusReply, OrderStatusRequest, OrdType, ReloadLimits, Replace, Request, StageTime,
     TradeFill, TradeHistoryReply, TradeHistoryRequest, clip_text, event_envelope, make_reject,
     members, participation_ppm, reject_name,
 )

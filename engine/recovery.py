@@ -43,8 +43,8 @@ import msgspec
 from engine.journal import JournalReader, RecordKind, first_segment_header
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalChildren,
-    JournalCommand, JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalSession, KillSwitch,
-    NewOrder, OrdStatus, Reject, RejectReason, Replace, TradeFill, clip_text, reject_name,
+    JournalCommand, JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalSession,
+    KillSwitch, NewOrder, OrdStatus, Reject, RejectReason, Replace, TradeFill, clip_text, reject_name,
 )
 from engine.orders import Child, Stage
 from engine.pipeline import (

@@ -252,7 +252,7 @@ class EngineService:
                 try:
                     if self.journal.failure is None:
                         if self.pipeline is not None:
-                            self.pipeline.journal_children()  # the last venue reports'
+                            self.pipeline.journal_children()  # what the last venue reports did
                         self.journal.sync()  # under "none" too: a graceful stop is durable
                 finally:
                     self.journal.close()
