@@ -26,9 +26,9 @@ from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
     SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalChildren,
     JournalCommand, JournalDayRoll, JournalEvent, JournalSession, JournalValuation, KillSwitch,
-    NewOrder, OrderStatusReply, OrderStatusRequest, OrdType, ReloadLimits, Replace, Request, StageTime,
-    TradeFill, TradeHistoryReply, TradeHistoryRequest, clip_text, event_envelope, make_reject,
-    members, participation_ppm, reject_name,
+    NewOrder, OrderStatusReply, OrderStatusRequest, OrdType, ReloadLimits, Replace, Request,
+    StageTime, TradeFill, TradeHistoryReply, TradeHistoryRequest, clip_text, event_envelope,
+    make_reject, members, participation_ppm, reject_name,
 )
 from engine.history import HistoryAnswer, TradeHistory, TradeStore
 from engine.orders import Child, Order, OrderTable, Stage, execution_report
