@@ -93,6 +93,9 @@ class EngineService:
         self.metrics_server: MetricsServer | None = None
         self._ticker: asyncio.Task | None = None
         self._gateway_watch: asyncio.Task | None = None
+        #: a gateway's child being started again (``_watch_gateways``), off the loop
+        self._reviving: asyncio.Future | None = None
+        self._stopping = False
         self.gateways: list = []
         self.recovered = None
         self.busy: BusyFlag | None = None
@@ -224,6 +227,7 @@ class EngineService:
         if journal_failed:
             grace_s = 0
         log.info("engine: stopping")
+        self._stopping = True  # no gateway child is started again from here on
         if self.intake is not None:
             self.intake.begin_shutdown()
         if self.journal is not None and self.journal.fsync == "group" and not journal_failed:
@@ -240,6 +244,10 @@ class EngineService:
                     await task
                 except asyncio.CancelledError:
                     pass
+        if self._reviving is not None:
+            # A child being started again: let the start finish, so that the
+            # gateway's stop below finds the child it has to stop.
+            await asyncio.gather(self._reviving, return_exceptions=True)
         if self.venues is not None:
             await self.venues.stop()
         if self.intake is not None:
@@ -408,12 +416,22 @@ class EngineService:
         while True:
             await asyncio.sleep(period_s)
             for gateway in self.gateways:
-                if not gateway.died:  # (a look, on the loop; the start, off it)
+                # (a look, on the loop; the start, off it). A child that died
+                # with the engine's stop (a signal to the process group) is not
+                # started again only to be stopped.
+                if self._stopping or not gateway.died:
                     continue
+                self._reviving = loop.run_in_executor(None, gateway.revive)
                 try:
-                    await loop.run_in_executor(None, gateway.revive)
+                    # Shielded: the stop cancels this task, not the start in flight.
+                    await asyncio.shield(self._reviving)
+                except asyncio.CancelledError:
+                    raise
                 except Exception as exc:  # noqa: BLE001 - logged, tried again next time
                     log.error("gateway %s: cannot start its process again: %s", gateway.name, exc)
+                finally:
+                    if self._reviving.done():
+                        self._reviving = None
 
     async def _tick(self) -> None:
         """Drive the router's clock: schedules, acknowledgement timeouts, reprices."""

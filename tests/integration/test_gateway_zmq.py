@@ -108,3 +108,36 @@ replay_endpoint = "tcp://127.0.0.1:{replay}"
         for child in children:
             if not process_gone(child):
                 os.kill(child, signal.SIGKILL)
+
+
+def test_an_engine_whose_gateway_child_died_with_it_stops_at_once(tmp_path):
+    """A supervisor that signals the whole process group (systemd's default KillMode, a
+    shell's Ctrl-C, ``timeout``) ends the gateway child and the engine together. The
+    child was stopped through a multiprocessing Event; a child killed while waiting on
+    it left the engine's ``Event.set`` waiting for ever, and the engine never exited. Nor
+    is the dead child started again during the stop's grace period (longer here than
+    the engine's one-second look at its gateways), only to be stopped."""
+    config = tmp_path / "engine.toml"
+    config.write_text(config_text(free_port(), tmp_path / "journal", extra=f"""
+[[gateways]]
+type = "zmq"
+endpoint = "tcp://127.0.0.1:{free_port()}"
+replay_endpoint = "tcp://127.0.0.1:{free_port()}"
+""").replace("heartbeat_timeout_ms = 60000", "heartbeat_timeout_ms = 60000\nshutdown_grace_ms = 1500"))
+    engine = start_subprocess(config, tmp_path / "engine.log")
+    children = []
+    try:
+        children = spawned_children(engine.pid)
+        assert len(children) == 1
+        os.kill(children[0], signal.SIGTERM)
+        engine.send_signal(signal.SIGTERM)
+        assert engine.wait(20) == 0
+        log = (tmp_path / "engine.log").read_bytes()
+        assert b"engine: stopped" in log and b"starting it again" not in log
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait(10)
+        for child in children:
+            if not process_gone(child):
+                os.kill(child, signal.SIGKILL)
