@@ -70,17 +70,24 @@ def test_subscriber_down_then_back_with_its_last_seq(journal, gateway):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_engine_restarted_at_once_after_kill_9_binds_its_gateway_ports(tmp_path):
-    """What a supervisor does after a crash: start the engine again at once. The dead
-    engine's gateway child must not still hold the ports the new one binds."""
-    pub, replay = free_port(), free_port()
+def engine_with_zmq_gateway(tmp_path, pub: int, replay: int, intake: str = ""):
+    """An engine configuration (written to ``tmp_path``) with a ZeroMQ gateway on ``pub``
+    and ``replay``; ``intake``: more keys of its ``[intake]`` table."""
     config = tmp_path / "engine.toml"
     config.write_text(config_text(free_port(), tmp_path / "journal", extra=f"""
 [[gateways]]
 type = "zmq"
 endpoint = "tcp://127.0.0.1:{pub}"
 replay_endpoint = "tcp://127.0.0.1:{replay}"
-"""))
+""").replace("heartbeat_timeout_ms = 60000", f"heartbeat_timeout_ms = 60000\n{intake}"))
+    return config
+
+
+def test_engine_restarted_at_once_after_kill_9_binds_its_gateway_ports(tmp_path):
+    """What a supervisor does after a crash: start the engine again at once. The dead
+    engine's gateway child must not still hold the ports the new one binds."""
+    pub, replay = free_port(), free_port()
+    config = engine_with_zmq_gateway(tmp_path, pub, replay)
     first = start_subprocess(config, tmp_path / "engine1.log")
     second = None
     children = []
@@ -117,13 +124,8 @@ def test_an_engine_whose_gateway_child_died_with_it_stops_at_once(tmp_path):
     it left the engine's ``Event.set`` waiting for ever, and the engine never exited. Nor
     is the dead child started again during the stop's grace period (longer here than
     the engine's one-second look at its gateways), only to be stopped."""
-    config = tmp_path / "engine.toml"
-    config.write_text(config_text(free_port(), tmp_path / "journal", extra=f"""
-[[gateways]]
-type = "zmq"
-endpoint = "tcp://127.0.0.1:{free_port()}"
-replay_endpoint = "tcp://127.0.0.1:{free_port()}"
-""").replace("heartbeat_timeout_ms = 60000", "heartbeat_timeout_ms = 60000\nshutdown_grace_ms = 1500"))
+    config = engine_with_zmq_gateway(tmp_path, free_port(), free_port(),
+                                     intake="shutdown_grace_ms = 1500")
     engine = start_subprocess(config, tmp_path / "engine.log")
     children = []
     try:
