@@ -384,8 +384,8 @@ class Gateway:
         self._stop_pipe.close()  # the child's end reads end-of-file: stop
         self._process.join(timeout)
         if self._process.is_alive():
-            log.warning("gateway %s: child still busy %.1f s after stop; terminating", self.name, timeout)
-            self._process.terminate()
+            log.warning("gateway %s: child still busy %.1f s after stop; killing it", self.name, timeout)
+            self._process.kill()  # (it ignores SIGTERM: see _child_main)
             self._process.join(5)
         self._refresh()
         self._process = None
@@ -823,6 +823,14 @@ def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, 
     """
     if not _die_with_parent(parent):
         return  # the engine died while this child was starting: nobody to serve
+    # The engine stops its gateways: a SIGINT or SIGTERM sent to the whole
+    # process group (Ctrl-C in a shell, systemd's default KillMode) is the
+    # engine's to act on. Killed by it, the child would redeliver what its
+    # cursor file had not caught up with; ignoring it, the child waits for
+    # the engine's stop and stores its cursor. (A dead engine still ends it:
+    # the pipe's end-of-file, and the kernel's SIGKILL above.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import msgspec
 
     from gateways import build

@@ -12,7 +12,7 @@ from engine.journal import JournalWriter
 from gateways import from_config
 from gateways.zmq_pub import Subscriber
 from tests.integration.engine_harness import config_text, free_port, start_subprocess
-from tests.unit.gateways.helpers import process_gone, spawned_children, write_fills
+from tests.unit.gateways.helpers import process_gone, spawned_children, wait_until, write_fills
 
 
 @pytest.fixture
@@ -117,13 +117,12 @@ def test_engine_restarted_at_once_after_kill_9_binds_its_gateway_ports(tmp_path)
                 os.kill(child, signal.SIGKILL)
 
 
-def test_an_engine_whose_gateway_child_died_with_it_stops_at_once(tmp_path):
-    """A supervisor that signals the whole process group (systemd's default KillMode, a
-    shell's Ctrl-C, ``timeout``) ends the gateway child and the engine together. The
-    child was stopped through a multiprocessing Event; a child killed while waiting on
-    it left the engine's ``Event.set`` waiting for ever, and the engine never exited. Nor
-    is the dead child started again during the stop's grace period (longer here than
-    the engine's one-second look at its gateways), only to be stopped."""
+def stopped_engine(tmp_path, child_signal: int) -> tuple[bytes, bool]:
+    """Start an engine with a ZeroMQ gateway, send ``child_signal`` to the gateway's child
+    process and SIGTERM to the engine, as a supervisor signalling the whole process group
+    does; returns the engine's log once it has exited 0, and whether the child outlived
+    the signal (looked at 0.5 s after it, before the engine's SIGTERM). The stop's grace
+    period is longer than the engine's one-second look at its gateways."""
     config = engine_with_zmq_gateway(tmp_path, free_port(), free_port(),
                                      intake="shutdown_grace_ms = 1500")
     engine = start_subprocess(config, tmp_path / "engine.log")
@@ -131,11 +130,13 @@ def test_an_engine_whose_gateway_child_died_with_it_stops_at_once(tmp_path):
     try:
         children = spawned_children(engine.pid)
         assert len(children) == 1
-        os.kill(children[0], signal.SIGTERM)
+        os.kill(children[0], child_signal)
+        time.sleep(0.5)
+        survived = not process_gone(children[0])
         engine.send_signal(signal.SIGTERM)
         assert engine.wait(20) == 0
-        log = (tmp_path / "engine.log").read_bytes()
-        assert b"engine: stopped" in log and b"starting it again" not in log
+        assert wait_until(lambda: process_gone(children[0]), 5)
+        return (tmp_path / "engine.log").read_bytes(), survived
     finally:
         if engine.poll() is None:
             engine.kill()
@@ -143,3 +144,22 @@ def test_an_engine_whose_gateway_child_died_with_it_stops_at_once(tmp_path):
         for child in children:
             if not process_gone(child):
                 os.kill(child, signal.SIGKILL)
+
+
+def test_an_engine_whose_gateway_child_was_killed_stops_at_once(tmp_path):
+    """The child was stopped through a multiprocessing Event; a child killed while waiting
+    on it (the OOM killer, a signal to the process group) left the engine's ``Event.set``
+    waiting for ever, and the engine never exited. Nor is the dead child started again
+    during the stop, only to be stopped."""
+    log, survived = stopped_engine(tmp_path, signal.SIGKILL)
+    assert not survived
+    assert b"engine: stopped" in log and b"starting it again" not in log
+
+
+def test_a_gateway_child_leaves_a_group_sigterm_to_its_engine(tmp_path):
+    """Ctrl-C in a shell or systemd's stop signals every process of the group: the child
+    ignores it and stops when the engine stops it, its cursor stored (killed by it, it
+    would deliver again what its cursor file had not caught up with)."""
+    log, survived = stopped_engine(tmp_path, signal.SIGTERM)
+    assert survived
+    assert b"engine: stopped" in log and b"died" not in log
