@@ -208,7 +208,6 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     valuations: dict[int, int] = {}  # order id -> the value risk gave it live (JournalValuation)
     max_exec = 0
     children: dict = {}  # child id -> Child, until the journal says it is done
-    last_child = 0  # the highest child order id the journal names
     principals: dict[str, str] = {}
     sent: dict[str, collections.deque] = {}
     day_start = None  # the current trading day's start: its roll, or the journal's first record
@@ -229,7 +228,6 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
                 day_start = rec.ts_ns
             elif isinstance(known, JournalChildren):
                 _apply_children(table, children, known)
-                last_child = max(last_child, max((c[0] for c in known.new), default=0))
             else:
                 valuations[known.order_id] = known.value_ticks
             continue
@@ -288,10 +286,12 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
               "the configuration (a new journal directory starts empty)")
     pipeline._exec_id = max_exec
     # Every child the journal names is done: the venues did not outlive the
-    # engine (working orders are routed again, under new child ids).
+    # engine (working orders are routed again, under ids above these).
+    last_child = 0
     for order in table.by_id.values():
         for child in order.children.values():
             child.done = True
+            last_child = max(last_child, child.child_id)
     pipeline.router.skip_child_ids(last_child + 1)
     table.next_order_id = max(table.by_id, default=0) + 1
     risk.reload(live_config, time.time_ns(), "recovery")

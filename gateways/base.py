@@ -210,10 +210,9 @@ class Gateway:
         self.data_dir = Path(data_dir) / self.name
         self._metrics = GatewayMetrics()
         # Process isolation: the child's handle, the write end of its stop pipe
-        # (closed to stop it), whether it was told to stop, and its counters.
+        # (closed to stop it: a closed one says it was told to stop), its counters.
         self._process = None
         self._stop_pipe = None
-        self._stopping = False
         #: a dead child whose start again failed: the next look tries again (revive)
         self._revive_pending = False
         self._shared = None
@@ -321,7 +320,6 @@ class Gateway:
         if self._stop_pipe is not None:
             self._stop_pipe.close()  # a dead child's, revived
         stop_end, self._stop_pipe = context.Pipe(duplex=False)
-        self._stopping = False
         parent_end, child_end = context.Pipe(duplex=False)
         self._process = context.Process(
             target=_child_main, name=f"gateway-{self.name}", daemon=True,
@@ -349,7 +347,7 @@ class Gateway:
         """Whether the child process ended without being stopped (see :meth:`revive`)."""
         process = self._process
         return self._revive_pending or process is not None and not process.is_alive() and \
-            not self._stopping
+            not self._stop_pipe.closed
 
     def revive(self) -> bool:
         """Start the child process again if it died without being stopped; whether it did.
@@ -380,7 +378,6 @@ class Gateway:
         return True
 
     def _stop_process(self, timeout: float) -> None:
-        self._stopping = True
         self._stop_pipe.close()  # the child's end reads end-of-file: stop
         self._process.join(timeout)
         if self._process.is_alive():

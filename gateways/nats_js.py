@@ -221,8 +221,10 @@ class NatsGateway(Gateway):
         info = await self._js.stream_info(self.config.stream)
         state = info.state
         self._stream_last = state.last_seq
-        if state.last_seq == 0 or not state.messages:
-            return (0, None, None) if state.last_seq == 0 else (None, None, None)
+        if state.last_seq == 0:
+            return 0, None, None
+        if not state.messages:  # every message removed: no position to read
+            return None, None, None
 
         async def ids(seq: int, *, back: int = 0) -> tuple[int | None, str | None]:
             # The message at seq, else (back > 0) the nearest one before it.
