@@ -156,10 +156,12 @@ def test_an_engine_whose_gateway_child_was_killed_stops_at_once(tmp_path):
     assert b"engine: stopped" in log and b"starting it again" not in log
 
 
-def test_a_gateway_child_leaves_a_group_sigterm_to_its_engine(tmp_path):
-    """Ctrl-C in a shell or systemd's stop signals every process of the group: the child
-    ignores it and stops when the engine stops it, its cursor stored (killed by it, it
-    would deliver again what its cursor file had not caught up with)."""
-    log, survived = stopped_engine(tmp_path, signal.SIGTERM)
+@pytest.mark.parametrize("group_signal", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_gateway_child_leaves_a_group_signal_to_its_engine(tmp_path, group_signal):
+    """Ctrl-C in a shell or systemd's stop signals every process of the group, and so does
+    a reload sent as ``kill -HUP -<pgid>``: the child ignores it and stops when the engine
+    stops it, its cursor stored (killed by it, it would deliver again what its cursor file
+    had not caught up with)."""
+    log, survived = stopped_engine(tmp_path, group_signal)
     assert survived
     assert b"engine: stopped" in log and b"died" not in log
