@@ -360,6 +360,9 @@ class ChildState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     qty: DecimalStr
     cum_qty: DecimalStr
     done: bool
+    #: the venue acknowledged it: false while it is on its way there (the venue's latency),
+    #: and for a child the venue refused
+    acked: bool = False
 
 
 class OrderStatusReply(_Response):
@@ -540,12 +543,13 @@ class JournalChildren(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=Fa
     queryable (``OrderStatusReply.children``) after a restart, and the
     journal holds where each order was routed. ``new``: (child_id,
     parent order id, venue, price in ticks (0: market or midpoint peg),
-    qty in lots); ``fills``: (child_id, lots); ``repriced``: (child_id,
-    price, qty) as the venue confirmed them; ``done``: child ids finished
-    at their venue.
+    qty in lots); ``acked``: child ids their venue acknowledged;
+    ``fills``: (child_id, lots); ``repriced``: (child_id, price, qty) as
+    the venue confirmed them; ``done``: child ids finished at their venue.
     """
 
     new: list[tuple[int, int, str, int, int]] = []
+    acked: list[int] = []
     fills: list[tuple[int, int]] = []
     repriced: list[tuple[int, int, int]] = []
     done: list[int] = []

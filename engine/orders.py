@@ -81,11 +81,15 @@ class Child(msgspec.Struct, gc=False, eq=False):
     qty: int
     cum_qty: int = 0
     done: bool = False
+    #: the venue acknowledged it (it rests or traded there); False while on its way, and for
+    #: a child the venue refused
+    acked: bool = False
 
     def as_dict(self) -> dict:
         """Plain-data view for queries and logs."""
         return {"child_id": self.child_id, "venue": self.venue, "price": self.price,
-                "qty": self.qty, "cum_qty": self.cum_qty, "done": self.done}
+                "qty": self.qty, "cum_qty": self.cum_qty, "done": self.done,
+                "acked": self.acked}
 
 
 class Order(msgspec.Struct, gc=False, eq=False):

@@ -227,6 +227,7 @@ class Pipeline(Handler):
         # What happened to children since the last flush, journaled then in
         # one JournalChildren record (see journal_children).
         self._child_new: list[tuple] = []
+        self._child_acked: list[int] = []
         self._child_fills: list[tuple] = []
         self._child_repriced: list[tuple] = []
         self._child_done: list[int] = []
@@ -378,14 +379,14 @@ class Pipeline(Handler):
         Written with the wake-up's other records, before intake sends the
         reports that follow from them.
         """
-        if not (self._child_new or self._child_fills or self._child_done or
+        if not (self._child_new or self._child_acked or self._child_fills or self._child_done or
                 self._child_repriced):
             return
         self.journal.append_msg(_RecordKind.META, JournalChildren(
-            new=self._child_new, fills=self._child_fills, repriced=self._child_repriced,
-            done=self._child_done))
-        self._child_new, self._child_fills, self._child_repriced, self._child_done = \
-            [], [], [], []
+            new=self._child_new, acked=self._child_acked, fills=self._child_fills,
+            repriced=self._child_repriced, done=self._child_done))
+        self._child_new, self._child_acked, self._child_fills, self._child_repriced, \
+            self._child_done = [], [], [], [], []
 
     def _instrument(self, symbol: str) -> Instrument:
         # An order for an unknown symbol is still answered; its quantities
@@ -883,6 +884,7 @@ class Pipeline(Handler):
             self._parent_fill(child_id, report, now)
         elif kind == _ReportKind.RPT_ACCEPTED:
             router.on_ack(child_id, now)
+            self._child_accepted(child_id)
         elif kind == _ReportKind.RPT_REJECTED:
             router.on_reject(child_id, report.reason, now)
         elif kind == _ReportKind.RPT_CANCELED:
@@ -934,6 +936,15 @@ class Pipeline(Handler):
             child.qty = report.order_qty
             self._child_repriced.append((child_id, child.price, child.qty))
 
+    def _child_accepted(self, child_id: int) -> None:
+        """The venue acknowledged a child: status requests show it at the venue, no longer
+        on its way."""
+        order = self.orders.by_id.get(self._child_parent.get(child_id))
+        child = order.children.get(child_id) if order is not None else None
+        if child is not None and not child.acked:
+            child.acked = True
+            self._child_acked.append(child_id)
+
     def _deferred_pump(self) -> None:
         self._pump_scheduled = False
         self._pump(time.time_ns())
@@ -956,6 +967,7 @@ class Pipeline(Handler):
         child = order.children.get(child_id)
         if child is not None:
             child.cum_qty += qty
+            child.acked = True  # (a venue may send a fill without an ack before it)
             self._child_fills.append((child_id, qty))
         # Risk books whole ticks: a midpoint fill between two ticks is booked
         # at the tick against the account (up for a buy, down for a sell).
@@ -1143,7 +1155,8 @@ class Pipeline(Handler):
                 children=[ChildState(child_id=str(c.child_id), venue=c.venue,
                                      price=inst.ticks_to_price(c.price) if c.price else None,
                                      qty=inst.lots_to_qty(c.qty),
-                                     cum_qty=inst.lots_to_qty(c.cum_qty), done=c.done)
+                                     cum_qty=inst.lots_to_qty(c.cum_qty), done=c.done,
+                                     acked=c.acked)
                           for c in order.children.values()])
         self._send(session.session_id, msg)
 

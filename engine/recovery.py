@@ -322,10 +322,15 @@ def _apply_children(table, children: dict, record: JournalChildren) -> None:
         order = by_id.get(parent_id)
         if order is not None:
             order.children[child_id] = children[child_id] = Child(child_id, venue, price, qty)
+    for child_id in record.acked:
+        child = children.get(child_id)
+        if child is not None:
+            child.acked = True
     for child_id, qty in record.fills:
         child = children.get(child_id)
         if child is not None:
             child.cum_qty += qty
+            child.acked = True  # (as the pipeline books a fill)
     for child_id, price, qty in record.repriced:
         child = children.get(child_id)
         if child is not None:

@@ -478,8 +478,10 @@ def test_an_orders_children_are_the_same_after_a_restart(tmp_path):
         report(client, "kb-c", ExecType.CANCELED)
         before = {cid: status(client, cid, account)
                   for cid, account in (("kb", "DEMO1"), ("ks", "DEMO2"))}
-    assert [(c.qty, c.cum_qty, c.done) for c in before["kb"].children] == [("10", "4", True)]
-    assert [(c.qty, c.cum_qty, c.done) for c in before["ks"].children] == [("4", "4", True)]
+    assert [(c.qty, c.cum_qty, c.done, c.acked) for c in before["kb"].children] == \
+        [("10", "4", True, True)]
+    assert [(c.qty, c.cum_qty, c.done, c.acked) for c in before["ks"].children] == \
+        [("4", "4", True, True)]
     with ThreadedEngine(path), Client(endpoint) as client:
         after = {cid: status(client, cid, account)
                  for cid, account in (("kb", "DEMO1"), ("ks", "DEMO2"))}
@@ -491,6 +493,27 @@ def test_an_orders_children_are_the_same_after_a_restart(tmp_path):
         [fresh] = status(client, "kn").children
         assert int(fresh.child_id) > max(int(c.child_id) for s in before.values()
                                          for c in s.children)
+
+
+def test_a_child_on_its_way_to_its_venue_is_told_from_one_there_and_after_a_restart(tmp_path):
+    # Every venue is 300 ms away: the order's NEW report leaves when it is
+    # routed, its child reaches the venue later. A status request tells the
+    # two apart (acked), and the journal keeps the venue's acknowledgement.
+    path, endpoint = engine_config(tmp_path, sim=slow_sim(tmp_path, 300_000),
+                                   extra="[router]\nack_timeout_ns = 5000000000\n")
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="way")
+        report(client, "way", ExecType.NEW)
+        [child] = status(client, "way").children
+        assert (child.acked, child.done) == (False, False)
+        deadline = time.monotonic() + 5
+        while not child.acked and time.monotonic() < deadline:
+            time.sleep(0.05)
+            [child] = status(client, "way").children
+        assert (child.acked, child.done) == (True, False)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        [child] = status(client, "way").children[:1]  # (then its order's new child)
+        assert (child.acked, child.done) == (True, True)
 
 
 def test_a_childs_reprice_no_client_heard_of_survives_a_restart(tmp_path):

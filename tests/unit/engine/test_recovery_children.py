@@ -41,3 +41,17 @@ def test_a_child_of_an_order_the_journal_does_not_hold_is_skipped():
     live = replay(table, JournalChildren(new=[(1, order.order_id + 99, "NEXA", 5000, 1)],
                                          fills=[(1, 1)], done=[1]))
     assert live == {} and order.children == {}
+
+
+def test_a_child_is_acked_by_its_venues_ack_or_a_fill_and_not_otherwise():
+    # A child the venue refused (done, never acked) stays unacked; a fill
+    # tells a venue had it, as it does live.
+    table = OrderTable()
+    order = table.create("a-1", "s1", "ACC1", "AAA", 1, 2, 0, 5000, 100, 0)
+    replay(table,
+           JournalChildren(new=[(1, order.order_id, "NEXA", 5000, 10),
+                                (2, order.order_id, "BRIX", 5000, 10),
+                                (3, order.order_id, "LITA", 5000, 10)], acked=[1]),
+           JournalChildren(fills=[(2, 5)], done=[3]))
+    assert [(c.child_id, c.acked, c.done) for c in order.children.values()] == \
+        [(1, True, False), (2, True, False), (3, False, True)]
