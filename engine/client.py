@@ -20,10 +20,15 @@ connection that completed its handshake is gone, replaces the socket and
 sends, as the new connection's first message, the resume of its session
 (``ResendRequest`` with ``session_id``, from the oldest seq it misses):
 the engine replays what was sent meanwhile and numbering goes on. This
-needs the session's id, which only a ``HeartbeatAck`` tells: start with a
-``heartbeat()``. Without it the new connection gets a new session, its
-numbering is taken afresh, and it starts with a ``Heartbeat`` so that the
-next reconnect can resume. An engine host that vanishes without closing the
+needs the session's id, which only a ``HeartbeatAck`` tells, so a client
+asks for it itself: before its first request (unless that is a
+``Heartbeat`` or a resume) it sends a ``Heartbeat`` with ``test_req_id``
+``SESSION_PROBE``, whose ack it keeps to itself. That ack is the session's
+seq 1: the caller's first reply has seq 2. A connection lost before that
+ack arrived cannot be resumed: the new connection gets a new session, its
+numbering is taken afresh, and it starts with a ``Heartbeat`` (its ack
+handed to the caller) so that the next reconnect can resume. With
+``auto_resume=False`` there is no probe and no resume. An engine host that vanishes without closing the
 connection (power cut, a firewall dropping packets) is a loss too: the
 client's ZeroMQ pings go unanswered and libzmq drops the connection
 (``heartbeat_s``, ``heartbeat_timeout_s``).
@@ -99,6 +104,9 @@ class ClientProtocolError(Exception):
 #: How long messages after a gap wait for the gap to be filled before they
 #: are delivered anyway (out of order, the gap still listed in ``gaps``).
 REORDER_WAIT_S = 1.0
+#: ``test_req_id`` of the Heartbeat an ``auto_resume`` client sends before its first request
+#: to learn its session's id; its HeartbeatAck is accounted for, not handed to the caller
+SESSION_PROBE = "kronos-client-session"
 
 
 class _Base:
@@ -155,6 +163,10 @@ class _Base:
         self._requested: list[list[int]] = []  # resend ranges asked for and not yet closed
         #: a resume was sent and neither its closing HeartbeatAck nor a refusal came back
         self.resuming = False
+        # A session can be resumed only by its id, which only a HeartbeatAck
+        # tells: an auto_resume client asks for it before its first request
+        # (see _opening), unless that request is a Heartbeat or a resume.
+        self._session_asked = not auto_resume
 
     # ------------------------------------------------------------ building
     def next_cl_ord_id(self) -> str:
@@ -221,9 +233,12 @@ class _Base:
         elif not self._fill_gap(seq) and not self._recover_lost(seq):
             self.duplicates += 1
             return None
-        if isinstance(msg, HeartbeatAck) and msg.resend_begin_seq is not None:
-            end = msg.resend_end_seq if msg.resend_end_seq is not None else seq - 1
-            self._close_replay(msg.resend_begin_seq, end)
+        if isinstance(msg, HeartbeatAck):
+            if msg.resend_begin_seq is not None:
+                end = msg.resend_end_seq if msg.resend_end_seq is not None else seq - 1
+                self._close_replay(msg.resend_begin_seq, end)
+            elif msg.test_req_id == SESSION_PROBE:
+                return resend  # (the client's own question: numbered, not the caller's)
         if not self.auto_resend:
             self._ready.append(msg)  # (no resend will fill a gap: nothing to wait for)
             return resend
@@ -291,6 +306,17 @@ class _Base:
             if hi < last:
                 remaining.append([hi + 1, last])
         self.gaps = remaining
+
+    def _opening(self, request: Request) -> Heartbeat | None:
+        """The Heartbeat to send before ``request`` when it is the session's first: its
+        ack names the session, which a reconnect needs to resume it (module docstring,
+        *Reconnects*). None once asked, and before a Heartbeat or a resume of the caller's."""
+        if self._session_asked:
+            return None
+        self._session_asked = True
+        if isinstance(request, (Heartbeat, ResendRequest)):
+            return None
+        return Heartbeat(test_req_id=SESSION_PROBE)
 
     def _encode(self, request: Request) -> bytearray:
         self._encoder.encode_into(request, self._buf)
@@ -401,6 +427,7 @@ class _Base:
             self.last_seq = 0
             self.gaps, self.lost, self._requested = [], [], []
             self.resuming = False
+            self._session_asked = True  # (this Heartbeat asks: no probe before the next request)
             return Heartbeat()
         # From the oldest seq not received: replies the old connection never
         # delivered, and the fills of a resend it asked for and never got.
@@ -523,6 +550,9 @@ class Client(_Base):
         engine dropped the last one)."""
         if self._connection_lost():
             self._reconnect()
+        opening = self._opening(request)
+        if opening is not None:
+            self.socket.send(self._encode(opening))
         self.socket.send(self._encode(request))
 
     def send_raw(self, data: bytes | Iterable[bytes]) -> None:
@@ -689,6 +719,9 @@ class AsyncClient(_Base):
         """Encode and send one request (after a resume if the connection was lost)."""
         if self._connection_lost():
             await self._reconnect()
+        opening = self._opening(request)
+        if opening is not None:
+            await self.socket.send(bytes(self._encode(opening)))
         # zmq.asyncio may queue the frame: hand it an immutable copy.
         await self.socket.send(bytes(self._encode(request)))
 

@@ -143,7 +143,9 @@ def test_fuzzed_intake_keeps_serving(tmp_path):
 
             probe()
             assert fuzz.gaps == [] and good.gaps == [] and fuzz.duplicates == 0
-            assert good.last_seq == sum(counts.values())  # one answer per probe, none lost
+            # One answer per probe, none lost; and seq 1, the ack of the good client's
+            # question for its session id (engine.client.SESSION_PROBE).
+            assert good.last_seq == sum(counts.values()) + 1
     finally:
         thread.stop()
     # The generator reached both outcomes, not just one kind of failure.

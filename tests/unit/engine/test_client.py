@@ -155,10 +155,11 @@ def test_missed_messages_are_recovered_by_auto_resend(running):
         got = client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
         # In seq order: the two the network lost (resent) come before the
         # reply whose seq revealed the gap, then the replay's closing ack.
-        assert [m.seq for m in got] == [2, 3, 4, 5]
+        # (seq 1: the ack of the client's question for its session id.)
+        assert [m.seq for m in got] == [3, 4, 5, 6]
         assert [m.exec_type for m in got[:2]] == [ExecType.PARTIAL_FILL, ExecType.FILL]
         assert got[2].cl_ord_id == following.cl_ord_id
-        assert client.gaps == [] and client.lost == [] and client.last_seq == 5
+        assert client.gaps == [] and client.lost == [] and client.last_seq == 6
 
 
 def test_blocking_client_requests(running):
@@ -341,6 +342,7 @@ def test_without_a_known_session_a_reconnect_starts_a_new_one_and_drops_nothing(
     numbers from 1 again, and the client counts it so (not as repeats); it asks for the new
     session's id, so that the next reconnect resumes."""
     with Client(strict.server.plaintext_endpoints[0]) as client:
+        client._session_asked = True  # as a client whose question for its id went unanswered
         first = order_for(client)
         client.send(first)
         assert_acked(client.recv(5), first)
@@ -364,6 +366,39 @@ def test_without_a_known_session_a_reconnect_starts_a_new_one_and_drops_nothing(
         assert [type(m) for m in got] == [HeartbeatAck, ExecutionReport]
         assert got[0].session_id == hello.session_id and got[-1].seq == 4
         assert (client.reconnects, client.duplicates) == (2, 0)
+
+
+def test_a_client_that_never_sent_a_heartbeat_resumes_its_session(strict):
+    """A client learns its session's id before its first reply (a Heartbeat of its own, whose
+    ack it keeps to itself), so a reconnect resumes the session: without it the client had
+    to remember to send a heartbeat() first, and one that did not lost the replies sent
+    while it was away (found by a kill -9 soak: a new session, numbered from 1)."""
+    with Client(strict.server.plaintext_endpoints[0]) as client:
+        first = order_for(client)
+        client.send(first)
+        ack = client.recv(5)
+        assert_acked(ack, first)
+        assert ack.seq == 2 and client.session_id is not None  # (seq 1: the probe's ack)
+        session_id = client.session_id
+        client.send_raw(b"\x00" * 20000)  # above the hard limit: the engine drops the connection
+        time.sleep(0.5)
+        again = order_for(client)
+        client.send(again)
+        got = client.recv_until(lambda m: isinstance(m, ExecutionReport), 5)
+        assert [type(m) for m in got] == [HeartbeatAck, ExecutionReport]
+        assert got[0].session_id == session_id and got[0].resend_begin_seq == 3
+        assert got[-1].cl_ord_id == again.cl_ord_id and got[-1].seq == 4
+        assert (client.reconnects, client.duplicates, client.gaps) == (1, 0, [])
+
+
+def test_the_async_client_asks_for_its_session_id_too(running):
+    async def main():
+        async with AsyncClient(running.server.plaintext_endpoints[0]) as client:
+            order = await client.new_order("AAPL", "buy", "10", "101.25", account="ACC1")
+            reply = await client.recv(5)
+            assert reply.cl_ord_id == order.cl_ord_id and reply.seq == 2
+            assert client.session_id is not None
+    asyncio.run(main())
 
 
 def test_a_request_sent_before_the_loss_is_noticed_never_lands_in_another_session(strict):
