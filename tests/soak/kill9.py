@@ -1,0 +1,371 @@
+"""A kill -9 soak of the engine: random order flow, the engine killed at random moments and
+restarted on its journal, and what a client and the platform were told checked after each.
+
+    .venv/bin/python -m tests.soak.kill9 [--rounds 8] [--seed 1] [--fsync group] [--gateways]
+
+Not part of the test suite (it runs for minutes, on the simulator's random flow): a check
+to run before a release, or after a change to the journal, recovery, intake or the client.
+The suite's own kill -9 tests (tests/integration/test_engine_recovery.py and the tests it
+names) are short and deterministic; this one runs long and mixes everything at once:
+
+* one ``Client`` kept across every restart (it resumes its session): every seq of the
+  session arrives, once, in order;
+* new orders (resting, IOC, market), bulks, cancels and replaces on two accounts, and a
+  kill switch on one of them engaged and released now and then;
+* every execution report keeps ``qty == cum_qty + leaves_qty`` while working, never lowers
+  ``cum_qty`` and never follows a terminal one; no exec id twice;
+* after each restart: every order the client heard of is there, its ``cum_qty`` not
+  lower, a done order exactly as the client last saw it; its children's fills add up to
+  its own; the trade history holds every fill the client saw, no exec id twice, and each
+  order's fills add up to its ``cum_qty``; the kill switch is as the last acknowledged
+  request left it;
+* at the end, the client's last report of every order is the engine's state;
+* with ``--gateways``: a PostgreSQL and a NATS JetStream gateway run all along (the
+  machine's servers), and at the end each holds every fill of the trade history exactly
+  once (the stream after de-duplication by ``seq``, in ``seq`` order).
+
+Prints one line per round and the problems found; the last line is a JSON object of its
+figures (``problems`` 0 is a pass). Exit status 1 if any problem was found.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from engine.client import Client
+from engine.messages import (AdminReply, ExecType, ExecutionReport, KillSwitch, OrderStatusReply,
+                             TradeHistoryReply)
+from tests.integration.engine_harness import config_text, free_port, start_subprocess
+
+ROOT = Path(__file__).resolve().parents[2]
+SIM = ROOT / "sim" / "configs" / "default.toml"   # the default market, with its own flow
+TERMINAL = {"FILLED", "CANCELED", "REJECTED", "EXPIRED"}
+PG_DSN = os.environ.get("KRONOS_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+class Soak:
+    """The client's view of the engine, and the checks against it."""
+
+    def __init__(self, endpoint: str, rng: random.Random):
+        self.rng = rng
+        self.client = Client(endpoint)
+        self.last: dict[str, ExecutionReport] = {}  # order_id -> the latest report of it
+        self.fills: dict[str, str] = {}             # exec_id -> order_id
+        self.seqs: list[int] = []
+        self.problems: list[str] = []
+        self.engaged = False                         # the kill switch on DEMO2, as acknowledged
+        self.pending: tuple[str, str] | None = None  # (req_id, action) not yet answered
+        self.toggles = self.switch_checks = 0
+
+    def bad(self, text: str) -> None:
+        """Record a problem (and show it at once)."""
+        self.problems.append(text)
+        print("PROBLEM:", text, flush=True)
+
+    # ------------------------------------------------------------ receiving
+    def pump(self, seconds: float) -> None:
+        """Receive for ``seconds``, checking every report."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                msg = self.client.recv(0.02)
+            except TimeoutError:
+                continue
+            self.seqs.append(msg.seq)
+            if isinstance(msg, ExecutionReport):
+                self.on_report(msg)
+            elif isinstance(msg, AdminReply) and self.pending and msg.req_id == self.pending[0]:
+                if msg.ok:
+                    self.engaged = self.pending[1] == "engage"
+                self.pending = None
+
+    def on_report(self, r: ExecutionReport) -> None:
+        """Check one execution report against the ones before it."""
+        qty, cum, leaves = int(r.qty), int(r.cum_qty), int(r.leaves_qty)
+        terminal = r.ord_status.name in TERMINAL
+        if not terminal and qty != cum + leaves:
+            self.bad(f"{r.cl_ord_id}: qty {qty} != cum {cum} + leaves {leaves}")
+        if terminal and leaves:
+            self.bad(f"{r.cl_ord_id}: {r.ord_status.name} with leaves {leaves}")
+        prev = self.last.get(r.order_id)
+        if prev is not None and r.exec_type != ExecType.REJECTED:
+            if int(prev.cum_qty) > cum:
+                self.bad(f"{r.cl_ord_id}: cum_qty {prev.cum_qty} -> {cum}")
+            if prev.ord_status.name in TERMINAL:
+                self.bad(f"{r.cl_ord_id}: {r.exec_type.name} after {prev.ord_status.name}")
+        if r.exec_type == ExecType.REJECTED and prev is not None:
+            return  # a refused cancel or replace: the order is as its last report said
+        if r.exec_id:
+            if r.exec_id in self.fills:
+                self.bad(f"exec_id {r.exec_id} twice")
+            self.fills[r.exec_id] = r.order_id
+        self.last[r.order_id] = r
+
+    # ------------------------------------------------------------ sending
+    def load(self, prefix: str, n: int) -> None:
+        """Send ``n`` random requests, receiving as they go."""
+        rng, client = self.rng, self.client
+        working = self.working()
+        for i in range(n):
+            cid, account = f"{prefix}-{i}", rng.choice(["DEMO1", "DEMO2"])
+            price = f"{rng.randint(49, 50)}.{rng.randint(0, 99):02d}"
+            qty = str(rng.randint(1, 300))
+            r = rng.random()
+            if r < 0.35:
+                client.new_order("AAA", rng.choice(["buy", "sell_short"]), qty, price,
+                                 account=account, cl_ord_id=cid, locate=True)
+            elif r < 0.45:
+                client.new_order("AAA", "buy", qty, price, account=account, cl_ord_id=cid,
+                                 time_in_force="ioc")
+            elif r < 0.5:
+                client.new_order("AAA", "buy", qty, None, account=account, cl_ord_id=cid,
+                                 ord_type="market")
+            elif r < 0.6:
+                client.bulk([client.build_new_order(
+                    "AAA", rng.choice(["buy", "sell_short"]), str(rng.randint(1, 50)), price,
+                    account=account, cl_ord_id=f"{cid}b{k}", locate=True) for k in range(5)])
+            elif r < 0.8 and working:
+                w = rng.choice(working)
+                client.cancel(w.cl_ord_id, account=w.account, cl_ord_id=cid)
+            elif working:
+                w = rng.choice(working)
+                client.replace(w.cl_ord_id, account=w.account, qty=str(rng.randint(1, 400)),
+                               price=price, cl_ord_id=cid)
+            if i % 50 == 7 and self.pending is None and rng.random() < 0.3:
+                self.toggles += 1
+                self.pending = (f"ks{self.toggles}", "release" if self.engaged else "engage")
+                client.send(KillSwitch(req_id=self.pending[0], action=self.pending[1],
+                                       scope="account", target="DEMO2"))
+            if i % 10 == 0:
+                self.pump(0.005)
+                working = self.working()
+
+    def working(self) -> list[ExecutionReport]:
+        return [r for r in self.last.values() if r.ord_status.name not in TERMINAL]
+
+    def cancel_all(self) -> None:
+        """Cancel every working order and wait for the answers: no fill comes after."""
+        for k, w in enumerate(self.working()):
+            self.client.cancel(w.cl_ord_id, account=w.account, cl_ord_id=f"end-{k}")
+        deadline = time.monotonic() + 30
+        while self.working() and time.monotonic() < deadline:
+            self.pump(0.1)
+        if self.working():
+            self.bad(f"{len(self.working())} orders still working 30 s after their cancels")
+
+    # ------------------------------------------------------------ after a restart
+    def check_kill_switch(self, name: str) -> None:
+        """A DEMO2 order is refused KILL_SWITCH exactly when the switch is engaged."""
+        if self.pending is not None:
+            return  # asked, unanswered at the kill: either state is right
+        self.client.new_order("AAA", "buy", "1", "40.00", account="DEMO2", cl_ord_id=name)
+        msg = self.client.recv_until(lambda m: getattr(m, "cl_ord_id", None) == name, 5)[-1]
+        self.seqs.append(msg.seq)
+        if isinstance(msg, ExecutionReport):
+            self.on_report(msg)
+        self.switch_checks += 1
+        if (getattr(msg, "reject_name", None) == "KILL_SWITCH") != self.engaged:
+            self.bad(f"kill switch engaged={self.engaged}, but {name} got {msg}")
+
+    def status(self, r: ExecutionReport) -> OrderStatusReply:
+        self.client.status(r.cl_ord_id, account=r.account)
+        reply = self.client.recv_until(lambda m: isinstance(m, OrderStatusReply)
+                                       and m.cl_ord_id == r.cl_ord_id, 10)[-1]
+        self.seqs.append(reply.seq)
+        return reply
+
+    def history(self) -> dict[str, list]:
+        """Every fill the engine has, by order id."""
+        by_order = collections.defaultdict(list)
+        for account in ("DEMO1", "DEMO2"):
+            self.client.history(account, 0, 2**62)
+            for part in self.client.recv_until(
+                    lambda m: isinstance(m, TradeHistoryReply) and m.last, 10):
+                self.seqs.append(part.seq)
+                if isinstance(part, TradeHistoryReply):
+                    if not part.complete:
+                        self.bad(f"history of {account} incomplete: {part.text}")
+                    for fill in part.fills:
+                        by_order[fill.order_id].append(fill)
+        return by_order
+
+    def check_state(self) -> dict[str, list]:
+        """Every order the client heard of against the engine's; returns the history."""
+        statuses = {}
+        for order_id, seen in list(self.last.items()):
+            reply = self.status(seen)
+            if not reply.found:
+                self.bad(f"{seen.cl_ord_id} (order {order_id}) not found")
+                continue
+            got = statuses[order_id] = reply.report
+            if got.order_id != order_id or int(got.cum_qty) < int(seen.cum_qty):
+                self.bad(f"{seen.cl_ord_id}: order {order_id} cum {seen.cum_qty} is now "
+                         f"order {got.order_id} cum {got.cum_qty}")
+            if seen.ord_status.name in TERMINAL and (got.ord_status, got.cum_qty, got.avg_px) \
+                    != (seen.ord_status, seen.cum_qty, seen.avg_px):
+                self.bad(f"{seen.cl_ord_id}: done as {seen.ord_status.name} {seen.cum_qty} "
+                         f"{seen.avg_px}, now {got.ord_status.name} {got.cum_qty} {got.avg_px}")
+            if sum(int(c.cum_qty) for c in reply.children) != int(got.cum_qty):
+                self.bad(f"{seen.cl_ord_id}: children's fills {reply.children} are not its "
+                         f"cum_qty {got.cum_qty}")
+            self.last[order_id] = got
+        # After the statuses: fills only add to the history meanwhile.
+        history = self.history()
+        exec_ids = [f.exec_id for fills in history.values() for f in fills]
+        if len(exec_ids) != len(set(exec_ids)):
+            self.bad("an exec_id twice in the trade history")
+        for exec_id in set(self.fills) - set(exec_ids):
+            self.bad(f"fill {exec_id} the client saw is not in the trade history")
+        for order_id, got in statuses.items():
+            filled = sum(int(f.last_qty) for f in history.get(order_id, []))
+            if filled < int(got.cum_qty) or (got.ord_status.name in TERMINAL
+                                             and filled != int(got.cum_qty)):
+                self.bad(f"{got.cl_ord_id}: history fills {filled}, cum_qty {got.cum_qty}")
+        return history
+
+    def check_seqs(self) -> None:
+        """One session all along: every seq after the session probe's (1) once, in order."""
+        got = [s for s in self.seqs if s]
+        if got != list(range(2, len(got) + 2)):
+            self.bad(f"session seqs not 2..{len(got) + 1}: {len(got) - len(set(got))} repeats, "
+                     f"{len(set(range(2, max(got) + 1)) - set(got))} missing")
+
+
+def gateways_toml(tag: str) -> str:
+    return f"""
+[[gateways]]
+type = "postgres"
+dsn = "{PG_DSN}"
+schema = "{tag}"
+
+[[gateways]]
+type = "nats"
+stream = "{tag.upper()}"
+subject_prefix = "{tag}"
+"""
+
+
+def check_gateways(soak: Soak, tag: str, fills: set[str]) -> dict:
+    """Each gateway's destination holds every fill exactly once (waiting up to a minute for
+    them to catch up with the journal); drops what the run made there."""
+    import msgspec
+    import nats
+    import psycopg
+
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        deadline = time.monotonic() + 60
+        while True:
+            rows = [r[0] for r in conn.execute(f"SELECT exec_id FROM {tag}.fills")]
+            if len(rows) >= len(fills) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        conn.execute(f"DROP SCHEMA {tag} CASCADE")
+    if sorted(rows) != sorted(fills):
+        soak.bad(f"postgres: {len(rows)} fill rows ({len(set(rows))} distinct), "
+                 f"history has {len(fills)}")
+
+    async def stream() -> list[dict]:
+        nc = await nats.connect("nats://127.0.0.1:4222")
+        try:
+            js = nc.jetstream()
+            last, deadline = -1, time.monotonic() + 60
+            while time.monotonic() < deadline:  # until the stream stops growing
+                state = (await js.stream_info(tag.upper())).state
+                if state.last_seq == last:
+                    break
+                last = state.last_seq
+                await asyncio.sleep(2)
+            events = [msgspec.msgpack.decode((await js.get_msg(tag.upper(), n)).data)
+                      for n in range(state.first_seq, state.last_seq + 1)]
+            await js.delete_stream(tag.upper())
+            return events
+        finally:
+            await nc.close()
+
+    events = asyncio.run(stream())
+    seqs = [e["seq"] for e in events]
+    unique = {e["seq"]: e for e in events}
+    nats_fills = [e["exec_id"] for e in unique.values() if e["type"] == "fill"]
+    if seqs != sorted(seqs) or sorted(nats_fills) != sorted(fills):
+        soak.bad(f"nats: {len(nats_fills)} fills ({len(set(nats_fills))} distinct), history "
+                 f"has {len(fills)}; in seq order: {seqs == sorted(seqs)}")
+    return {"postgres_fills": len(rows), "nats_events": len(events),
+            "nats_repeats": len(events) - len(unique)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=8, help="kill -9s (default 8)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--fsync", default="group", choices=("always", "group", "none"))
+    parser.add_argument("--gateways", action="store_true",
+                        help="run a PostgreSQL and a NATS gateway and check their destinations")
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="kronos-soak-"))
+    tag = f"soak_{os.getpid()}"
+    port = free_port()
+    config = work / "engine.toml"
+    config.write_text(config_text(port, work / "journal", sim=SIM, fsync=args.fsync,
+                                  extra=gateways_toml(tag) if args.gateways else ""))
+    soak = Soak(f"tcp://127.0.0.1:{port}", rng)
+    started = time.monotonic()
+    figures = {}
+    try:
+        for rnd in range(args.rounds + 1):
+            engine = start_subprocess(config, work / "engine.log")
+            try:
+                soak.pump(1.0)  # the resume's replay of what the client missed
+                soak.check_kill_switch(f"switch-{rnd}")
+                history = soak.check_state()
+                if rnd == args.rounds:
+                    soak.cancel_all()
+                    history = soak.check_state()  # final: nothing works any more
+                    break
+                kill_at, k = time.monotonic() + rng.uniform(1, 5), 0
+                while time.monotonic() < kill_at:
+                    soak.load(f"s{args.seed}r{rnd}x{k}", 50)
+                    k += 1
+                os.kill(engine.pid, signal.SIGKILL)
+                engine.wait(10)
+            finally:
+                if engine.poll() is None:
+                    engine.send_signal(signal.SIGTERM)
+                    engine.wait(30)
+            print(f"round {rnd}: {len(soak.last)} orders, {len(soak.fills)} fills seen, "
+                  f"{len(soak.seqs)} messages, {len(soak.problems)} problems", flush=True)
+        soak.check_seqs()
+        if args.gateways:
+            fills = {f.exec_id for fs in history.values() for f in fs}
+            figures = check_gateways(soak, tag, fills)
+        errors = [line for line in (work / "engine.log").read_text().splitlines()
+                  if re.search(r"\bERROR\b|Traceback", line)]
+        for line in errors[:10]:
+            soak.bad(f"engine log: {line}")
+    finally:
+        soak.client.close()
+    figures.update(rounds=args.rounds, seed=args.seed, fsync=args.fsync, orders=len(soak.last),
+                   fills_seen=len(soak.fills), messages=len(soak.seqs),
+                   kill_switch_toggles=soak.toggles, kill_switch_checks=soak.switch_checks,
+                   seconds=round(time.monotonic() - started, 1), problems=len(soak.problems))
+    if not soak.problems:
+        shutil.rmtree(work)
+    else:
+        print(f"engine log and journal kept in {work}")
+    print(json.dumps(figures))
+    return 1 if soak.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
