@@ -79,16 +79,28 @@ class Soak:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             try:
-                msg = self.client.recv(0.02)
+                self.take(self.client.recv(0.02))
             except TimeoutError:
                 continue
-            self.seqs.append(msg.seq)
-            if isinstance(msg, ExecutionReport):
-                self.on_report(msg)
-            elif isinstance(msg, AdminReply) and self.pending and msg.req_id == self.pending[0]:
-                if msg.ok:
-                    self.engaged = self.pending[1] == "engage"
-                self.pending = None
+
+    def until(self, predicate, timeout: float = 10):
+        """Receive (checking everything) until ``predicate(msg)``; returns that message."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.client.recv(max(0.0, deadline - time.monotonic()))
+            self.take(msg)
+            if predicate(msg):
+                return msg
+
+    def take(self, msg) -> None:
+        """Account for one message from the engine."""
+        self.seqs.append(msg.seq)
+        if isinstance(msg, ExecutionReport):
+            self.on_report(msg)
+        elif isinstance(msg, AdminReply) and self.pending and msg.req_id == self.pending[0]:
+            if msg.ok:
+                self.engaged = self.pending[1] == "engage"
+            self.pending = None
 
     def on_report(self, r: ExecutionReport) -> None:
         """Check one execution report against the ones before it."""
@@ -170,34 +182,30 @@ class Soak:
         if self.pending is not None:
             return  # asked, unanswered at the kill: either state is right
         self.client.new_order("AAA", "buy", "1", "40.00", account="DEMO2", cl_ord_id=name)
-        msg = self.client.recv_until(lambda m: getattr(m, "cl_ord_id", None) == name, 5)[-1]
-        self.seqs.append(msg.seq)
-        if isinstance(msg, ExecutionReport):
-            self.on_report(msg)
+        msg = self.until(lambda m: getattr(m, "cl_ord_id", None) == name)
         self.switch_checks += 1
         if (getattr(msg, "reject_name", None) == "KILL_SWITCH") != self.engaged:
             self.bad(f"kill switch engaged={self.engaged}, but {name} got {msg}")
 
     def status(self, r: ExecutionReport) -> OrderStatusReply:
         self.client.status(r.cl_ord_id, account=r.account)
-        reply = self.client.recv_until(lambda m: isinstance(m, OrderStatusReply)
-                                       and m.cl_ord_id == r.cl_ord_id, 10)[-1]
-        self.seqs.append(reply.seq)
-        return reply
+        return self.until(lambda m: isinstance(m, OrderStatusReply)
+                          and m.cl_ord_id == r.cl_ord_id)
 
     def history(self) -> dict[str, list]:
         """Every fill the engine has, by order id."""
         by_order = collections.defaultdict(list)
         for account in ("DEMO1", "DEMO2"):
-            self.client.history(account, 0, 2**62)
-            for part in self.client.recv_until(
-                    lambda m: isinstance(m, TradeHistoryReply) and m.last, 10):
-                self.seqs.append(part.seq)
-                if isinstance(part, TradeHistoryReply):
-                    if not part.complete:
-                        self.bad(f"history of {account} incomplete: {part.text}")
-                    for fill in part.fills:
-                        by_order[fill.order_id].append(fill)
+            req_id = self.client.history(account, 0, 2**62)
+            last = False
+            while not last:
+                part = self.until(lambda m: isinstance(m, TradeHistoryReply)
+                                  and m.req_id == req_id)
+                if not part.complete:
+                    self.bad(f"history of {account} incomplete: {part.text}")
+                for fill in part.fills:
+                    by_order[fill.order_id].append(fill)
+                last = part.last
         return by_order
 
     def check_state(self) -> dict[str, list]:
@@ -235,7 +243,10 @@ class Soak:
         return history
 
     def check_seqs(self) -> None:
-        """One session all along: every seq after the session probe's (1) once, in order."""
+        """One session all along: every seq after the session probe's (1) once, in order,
+        and no gap the client gave up on."""
+        if self.client.gaps or self.client.lost:
+            self.bad(f"client gaps {self.client.gaps}, lost {self.client.lost}")
         got = [s for s in self.seqs if s]
         if got != list(range(2, len(got) + 2)):
             self.bad(f"session seqs not 2..{len(got) + 1}: {len(got) - len(set(got))} repeats, "
