@@ -116,7 +116,7 @@ class Soak:
                 self.bad(f"{r.cl_ord_id}: cum_qty {prev.cum_qty} -> {cum}")
             if prev.ord_status.name in TERMINAL:
                 self.bad(f"{r.cl_ord_id}: {r.exec_type.name} after {prev.ord_status.name}")
-        if r.exec_type == ExecType.REJECTED and prev is not None:
+        if r.exec_type == ExecType.REJECTED and (prev is not None or r.orig_cl_ord_id):
             return  # a refused cancel or replace: the order is as its last report said
         if r.exec_id:
             if r.exec_id in self.fills:
