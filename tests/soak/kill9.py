@@ -1,15 +1,17 @@
 """A kill -9 soak of the engine: random order flow, the engine killed at random moments and
 restarted on its journal, and what a client and the platform were told checked after each.
 
-    .venv/bin/python -m tests.soak.kill9 [--rounds 8] [--seed 1] [--fsync group] [--gateways]
+    .venv/bin/python -m tests.soak.kill9 [--rounds 8] [--seed 1] [--clients 2] [--fsync group]
+                                         [--gateways]
 
 Not part of the test suite (it runs for minutes, on the simulator's random flow): a check
 to run before a release, or after a change to the journal, recovery, intake or the client.
 The suite's own kill -9 tests (tests/integration/test_engine_recovery.py and the tests it
 names) are short and deterministic; this one runs long and mixes everything at once:
 
-* one ``Client`` kept across every restart (it resumes its session): every seq of the
-  session arrives, once, in order;
+* clients (``--clients``, 2 by default) kept across every restart, each resuming its own
+  session: every seq of each session arrives, once, in order; the second and later ones
+  cancel and replace the first one's orders too (an answer in two sessions);
 * new orders (resting, IOC, market), bulks, cancels and replaces on two accounts, and a
   kill switch on one of them engaged and released now and then;
 * every execution report keeps ``qty == cum_qty + leaves_qty`` while working, never lowers
@@ -57,13 +59,18 @@ PG_DSN = os.environ.get("KRONOS_PG_DSN", "postgresql://postgres@127.0.0.1:5432/t
 class Soak:
     """The client's view of the engine, and the checks against it."""
 
-    def __init__(self, endpoint: str, rng: random.Random):
+    def __init__(self, endpoint: str, rng: random.Random, problems: list[str], *,
+                 switch: bool = True, others: tuple[Soak, ...] = ()):
+        """``switch``: this client toggles the kill switch; ``others``: clients whose working
+        orders this one cancels and replaces too (same accounts, other sessions)."""
         self.rng = rng
+        self.switch, self.others = switch, others
         self.client = Client(endpoint)
         self.last: dict[str, ExecutionReport] = {}  # order_id -> the latest report of it
         self.fills: dict[str, str] = {}             # exec_id -> order_id
+        self.own: set[str] = set()                  # ids of the orders this client sent
         self.seqs: list[int] = []
-        self.problems: list[str] = []
+        self.problems = problems
         self.engaged = False                         # the kill switch on DEMO2, as acknowledged
         self.pending: tuple[str, str] | None = None  # (req_id, action) not yet answered
         self.toggles = self.switch_checks = 0
@@ -118,6 +125,8 @@ class Soak:
                 self.bad(f"{r.cl_ord_id}: {r.exec_type.name} after {prev.ord_status.name}")
         if r.exec_type == ExecType.REJECTED and (prev is not None or r.orig_cl_ord_id):
             return  # a refused cancel or replace: the order is as its last report said
+        if prev is None and r.orig_cl_ord_id is None:
+            self.own.add(r.order_id)  # (not a copy of an answer to this client's request)
         if r.exec_id:
             if r.exec_id in self.fills:
                 self.bad(f"exec_id {r.exec_id} twice")
@@ -154,7 +163,7 @@ class Soak:
                 w = rng.choice(working)
                 client.replace(w.cl_ord_id, account=w.account, qty=str(rng.randint(1, 400)),
                                price=price, cl_ord_id=cid)
-            if i % 50 == 7 and self.pending is None and rng.random() < 0.3:
+            if self.switch and i % 50 == 7 and self.pending is None and rng.random() < 0.3:
                 self.toggles += 1
                 self.pending = (f"ks{self.toggles}", "release" if self.engaged else "engage")
                 client.send(KillSwitch(req_id=self.pending[0], action=self.pending[1],
@@ -164,22 +173,28 @@ class Soak:
                 working = self.working()
 
     def working(self) -> list[ExecutionReport]:
-        return [r for r in self.last.values() if r.ord_status.name not in TERMINAL]
+        """Orders this client (and the ones it acts for) last saw working."""
+        return [r for s in (self, *self.others) for r in s.last.values()
+                if r.ord_status.name not in TERMINAL]
 
     def cancel_all(self) -> None:
-        """Cancel every working order and wait for the answers: no fill comes after."""
-        for k, w in enumerate(self.working()):
-            self.client.cancel(w.cl_ord_id, account=w.account, cl_ord_id=f"end-{k}")
+        """Cancel every order of this client still working, and wait until none is: no
+        fill comes after. (Another client's orders: their reports go to its session.)"""
+        def left() -> list[ExecutionReport]:
+            return [self.last[o] for o in self.own
+                    if self.last[o].ord_status.name not in TERMINAL]
+        for k, w in enumerate(left()):
+            self.client.cancel(w.cl_ord_id, account=w.account, cl_ord_id=f"end-{id(self)}-{k}")
         deadline = time.monotonic() + 30
-        while self.working() and time.monotonic() < deadline:
+        while left() and time.monotonic() < deadline:
             self.pump(0.1)
-        if self.working():
-            self.bad(f"{len(self.working())} orders still working 30 s after their cancels")
+        if left():
+            self.bad(f"{len(left())} orders still working 30 s after their cancels")
 
     # ------------------------------------------------------------ after a restart
     def check_kill_switch(self, name: str) -> None:
         """A DEMO2 order is refused KILL_SWITCH exactly when the switch is engaged."""
-        if self.pending is not None:
+        if not self.switch or self.pending is not None:
             return  # asked, unanswered at the kill: either state is right
         self.client.new_order("AAA", "buy", "1", "40.00", account="DEMO2", cl_ord_id=name)
         msg = self.until(lambda m: getattr(m, "cl_ord_id", None) == name)
@@ -319,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=8, help="kill -9s (default 8)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--clients", type=int, default=2,
+                        help="clients, each its own session; the second and later cancel and "
+                             "replace the first one's orders too (default 2)")
     parser.add_argument("--fsync", default="group", choices=("always", "group", "none"))
     parser.add_argument("--gateways", action="store_true",
                         help="run a PostgreSQL and a NATS gateway and check their destinations")
@@ -330,23 +348,30 @@ def main(argv: list[str] | None = None) -> int:
     config = work / "engine.toml"
     config.write_text(config_text(port, work / "journal", sim=SIM, fsync=args.fsync,
                                   extra=gateways_toml(tag) if args.gateways else ""))
-    soak = Soak(f"tcp://127.0.0.1:{port}", rng)
+    problems: list[str] = []
+    first = Soak(f"tcp://127.0.0.1:{port}", random.Random(args.seed * 1000), problems)
+    soaks = [first] + [Soak(f"tcp://127.0.0.1:{port}", random.Random(args.seed * 1000 + k),
+                            problems, switch=False, others=(first,))
+                       for k in range(1, args.clients)]
     started = time.monotonic()
     figures = {}
     try:
         for rnd in range(args.rounds + 1):
             engine = start_subprocess(config, work / "engine.log")
             try:
-                soak.pump(1.0)  # the resume's replay of what the client missed
-                soak.check_kill_switch(f"switch-{rnd}")
-                history = soak.check_state()
+                for soak in soaks:
+                    soak.pump(1.0)  # the resume's replay of what the client missed
+                first.check_kill_switch(f"switch-{rnd}")
+                history = [soak.check_state() for soak in soaks][0]
                 if rnd == args.rounds:
-                    soak.cancel_all()
-                    history = soak.check_state()  # final: nothing works any more
+                    for soak in soaks:
+                        soak.cancel_all()
+                    history = [soak.check_state() for soak in soaks][0]  # final: all done
                     break
                 kill_at, k = time.monotonic() + rng.uniform(1, 5), 0
                 while time.monotonic() < kill_at:
-                    soak.load(f"s{args.seed}r{rnd}x{k}", 50)
+                    for n, soak in enumerate(soaks):
+                        soak.load(f"s{args.seed}c{n}r{rnd}x{k}", 50 // len(soaks))
                     k += 1
                 os.kill(engine.pid, signal.SIGKILL)
                 engine.wait(10)
@@ -354,28 +379,33 @@ def main(argv: list[str] | None = None) -> int:
                 if engine.poll() is None:
                     engine.send_signal(signal.SIGTERM)
                     engine.wait(30)
-            print(f"round {rnd}: {len(soak.last)} orders, {len(soak.fills)} fills seen, "
-                  f"{len(soak.seqs)} messages, {len(soak.problems)} problems", flush=True)
-        soak.check_seqs()
+            print(f"round {rnd}: {sum(len(s.last) for s in soaks)} orders seen, "
+                  f"{sum(len(s.seqs) for s in soaks)} messages, {len(problems)} problems",
+                  flush=True)
+        for soak in soaks:
+            soak.check_seqs()
         if args.gateways:
             fills = {f.exec_id for fs in history.values() for f in fs}
-            figures = check_gateways(soak, tag, fills)
+            figures = check_gateways(first, tag, fills)
         errors = [line for line in (work / "engine.log").read_text().splitlines()
                   if re.search(r"\bERROR\b|Traceback", line)]
         for line in errors[:10]:
-            soak.bad(f"engine log: {line}")
+            first.bad(f"engine log: {line}")
     finally:
-        soak.client.close()
-    figures.update(rounds=args.rounds, seed=args.seed, fsync=args.fsync, orders=len(soak.last),
-                   fills_seen=len(soak.fills), messages=len(soak.seqs),
-                   kill_switch_toggles=soak.toggles, kill_switch_checks=soak.switch_checks,
-                   seconds=round(time.monotonic() - started, 1), problems=len(soak.problems))
-    if not soak.problems:
+        for soak in soaks:
+            soak.client.close()
+    figures.update(rounds=args.rounds, seed=args.seed, clients=args.clients, fsync=args.fsync,
+                   orders=len({oid for s in soaks for oid in s.last}),
+                   fills_seen=len({e for s in soaks for e in s.fills}),
+                   messages=sum(len(s.seqs) for s in soaks),
+                   kill_switch_toggles=first.toggles, kill_switch_checks=first.switch_checks,
+                   seconds=round(time.monotonic() - started, 1), problems=len(problems))
+    if not problems:
         shutil.rmtree(work)
     else:
         print(f"engine log and journal kept in {work}")
     print(json.dumps(figures))
-    return 1 if soak.problems else 0
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
