@@ -28,10 +28,10 @@ seq 1: the caller's first reply has seq 2. A connection lost before that
 ack arrived cannot be resumed: the new connection gets a new session, its
 numbering is taken afresh, and it starts with a ``Heartbeat`` (its ack
 handed to the caller) so that the next reconnect can resume. With
-``auto_resume=False`` there is no probe and no resume. An engine host that vanishes without closing the
-connection (power cut, a firewall dropping packets) is a loss too: the
-client's ZeroMQ pings go unanswered and libzmq drops the connection
-(``heartbeat_s``, ``heartbeat_timeout_s``).
+``auto_resume=False`` there is no probe and no resume. An engine host that
+vanishes without closing the connection (power cut, a firewall dropping
+packets) is a loss too: the client's ZeroMQ pings go unanswered and libzmq
+drops the connection (``heartbeat_s``, ``heartbeat_timeout_s``).
 
 Example
 -------
