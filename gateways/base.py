@@ -823,10 +823,11 @@ def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, 
     # The engine stops its gateways: a SIGINT or SIGTERM sent to the whole
     # process group (Ctrl-C in a shell, systemd's default KillMode) is the
     # engine's to act on, and so is a SIGHUP (the engine reloads its keys;
-    # its default action would end the child). Killed by it, the child would redeliver what its
-    # cursor file had not caught up with; ignoring it, the child waits for
-    # the engine's stop and stores its cursor. (A dead engine still ends it:
-    # the pipe's end-of-file, and the kernel's SIGKILL above.)
+    # its default action would end the child). Killed by one, the child would
+    # deliver again what its cursor file had not caught up with; ignoring it,
+    # the child waits for the engine's stop and stores its cursor. (A dead
+    # engine still ends it: the pipe's end-of-file, and the kernel's SIGKILL
+    # above.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

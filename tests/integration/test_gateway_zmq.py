@@ -69,7 +69,6 @@ def test_subscriber_down_then_back_with_its_last_seq(journal, gateway):
     assert [e.seq for e in got] == first + missed + later
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def engine_with_zmq_gateway(tmp_path, pub: int, replay: int, intake: str = ""):
     """An engine configuration (written to ``tmp_path``) with a ZeroMQ gateway on ``pub``
     and ``replay``; ``intake``: more keys of its ``[intake]`` table."""
@@ -83,6 +82,7 @@ replay_endpoint = "tcp://127.0.0.1:{replay}"
     return config
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_engine_restarted_at_once_after_kill_9_binds_its_gateway_ports(tmp_path):
     """What a supervisor does after a crash: start the engine again at once. The dead
     engine's gateway child must not still hold the ports the new one binds."""
