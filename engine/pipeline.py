@@ -925,11 +925,15 @@ class Pipeline(Handler):
         order.pulled = (_RejectReason.ORDER_NOT_REPLACEABLE, order.cancel_text)
         self.router.cancel_parent(order.order_id, now)
 
+    def _child(self, child_id: int) -> Child | None:
+        """A child still at its venue, as its order lists it (None once it is forgotten)."""
+        order = self.orders.by_id.get(self._child_parent.get(child_id))
+        return order.children.get(child_id) if order is not None else None
+
     def _child_replaced(self, child_id: int, report) -> None:
         """The venue repriced a child (the router's ACT_REPLACE): its new terms, as the venue
         confirms them, are what status requests show."""
-        order = self.orders.by_id.get(self._child_parent.get(child_id))
-        child = order.children.get(child_id) if order is not None else None
+        child = self._child(child_id)
         if child is not None:
             if child.price:  # (a market or midpoint child keeps none)
                 child.price = report.price_x2 // 2
@@ -939,8 +943,7 @@ class Pipeline(Handler):
     def _child_accepted(self, child_id: int) -> None:
         """The venue acknowledged a child: status requests show it at the venue, no longer
         on its way."""
-        order = self.orders.by_id.get(self._child_parent.get(child_id))
-        child = order.children.get(child_id) if order is not None else None
+        child = self._child(child_id)
         if child is not None and not child.acked:
             child.acked = True
             self._child_acked.append(child_id)
