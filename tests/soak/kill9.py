@@ -203,6 +203,7 @@ class Soak:
             self.bad(f"kill switch engaged={self.engaged}, but {name} got {msg}")
 
     def status(self, r: ExecutionReport) -> OrderStatusReply:
+        """The engine's answer to a status request for ``r``'s order."""
         self.client.status(r.cl_ord_id, account=r.account)
         return self.until(lambda m: isinstance(m, OrderStatusReply)
                           and m.cl_ord_id == r.cl_ord_id)
@@ -223,8 +224,9 @@ class Soak:
                 last = part.last
         return by_order
 
-    def check_state(self) -> dict[str, list]:
-        """Every order the client heard of against the engine's; returns the history."""
+    def check_orders(self) -> dict[str, ExecutionReport]:
+        """Every order the client heard of against the engine's; returns the engine's
+        reports of them, by order id."""
         statuses = {}
         for order_id, seen in list(self.last.items()):
             reply = self.status(seen)
@@ -243,19 +245,19 @@ class Soak:
                 self.bad(f"{seen.cl_ord_id}: children's fills {reply.children} are not its "
                          f"cum_qty {got.cum_qty}")
             self.last[order_id] = got
-        # After the statuses: fills only add to the history meanwhile.
-        history = self.history()
-        exec_ids = [f.exec_id for fills in history.values() for f in fills]
-        if len(exec_ids) != len(set(exec_ids)):
-            self.bad("an exec_id twice in the trade history")
-        for exec_id in set(self.fills) - set(exec_ids):
+        return statuses
+
+    def check_fills(self, statuses: dict[str, ExecutionReport], history: dict[str, list],
+                    exec_ids: set[str]) -> None:
+        """The trade history (taken after ``statuses``: fills only add to it meanwhile)
+        against the fills this client saw and the orders' ``cum_qty``."""
+        for exec_id in set(self.fills) - exec_ids:
             self.bad(f"fill {exec_id} the client saw is not in the trade history")
         for order_id, got in statuses.items():
             filled = sum(int(f.last_qty) for f in history.get(order_id, []))
             if filled < int(got.cum_qty) or (got.ord_status.name in TERMINAL
                                              and filled != int(got.cum_qty)):
                 self.bad(f"{got.cl_ord_id}: history fills {filled}, cum_qty {got.cum_qty}")
-        return history
 
     def check_seqs(self) -> None:
         """One session all along: every seq after the session probe's (1) once, in order,
@@ -266,6 +268,19 @@ class Soak:
         if got != list(range(2, len(got) + 2)):
             self.bad(f"session seqs not 2..{len(got) + 1}: {len(got) - len(set(got))} repeats, "
                      f"{len(set(range(2, max(got) + 1)) - set(got))} missing")
+
+
+def check_state(soaks: list[Soak]) -> dict[str, list]:
+    """Every client's orders, then the trade history (the same for all: asked once) against
+    each; returns the history."""
+    statuses = [soak.check_orders() for soak in soaks]
+    history = soaks[0].history()
+    exec_ids = [f.exec_id for fills in history.values() for f in fills]
+    if len(exec_ids) != len(set(exec_ids)):
+        soaks[0].bad("an exec_id twice in the trade history")
+    for soak, seen in zip(soaks, statuses):
+        soak.check_fills(seen, history, set(exec_ids))
+    return history
 
 
 def gateways_toml(tag: str) -> str:
@@ -362,11 +377,11 @@ def main(argv: list[str] | None = None) -> int:
                 for soak in soaks:
                     soak.pump(1.0)  # the resume's replay of what the client missed
                 first.check_kill_switch(f"switch-{rnd}")
-                history = [soak.check_state() for soak in soaks][0]
+                history = check_state(soaks)
                 if rnd == args.rounds:
                     for soak in soaks:
                         soak.cancel_all()
-                    history = [soak.check_state() for soak in soaks][0]  # final: all done
+                    history = check_state(soaks)  # final: nothing works any more
                     break
                 kill_at, k = time.monotonic() + rng.uniform(1, 5), 0
                 while time.monotonic() < kill_at:
