@@ -99,14 +99,19 @@ ctypedef struct InstrumentInfo:
     uint8_t killed
     uint8_t _pad[4]
 
-ctypedef struct SessionState:
+ctypedef struct ThrottleBucket:
+    # One per session profile (the engine's client key): every session of a key
+    # draws from it, so opening more sessions does not multiply the key's rate.
     int64_t rate                    # orders per second; 0: not throttled
     int64_t capacity                # burst, in nano-tokens (1e9 per order)
     int64_t tokens                  # nano-tokens
     int64_t last_ns
+
+ctypedef struct SessionState:
     int64_t open_orders
+    int32_t bucket                  # index into RiskEngine.buckets
     uint8_t known
-    uint8_t _pad[7]
+    uint8_t _pad[3]
 
 ctypedef struct WorkingOrder:
     int64_t key
@@ -174,6 +179,8 @@ cdef class RiskEngine:
     cdef int32_t cap_accounts
     cdef int32_t cap_instruments
     cdef int32_t cap_sessions
+    cdef int32_t n_buckets
+    cdef int32_t cap_buckets
 
     # ------------------------------------------------------------ C state
     cdef FirmState firm
@@ -183,6 +190,7 @@ cdef class RiskEngine:
     cdef CellLimits* cell_limits     # [account * cap_instruments + instrument]
     cdef CellState* cell_state
     cdef SessionState* sessions
+    cdef ThrottleBucket* buckets      # [bucket]; names in _bucket_names
     cdef int64_t dup_window_ns       # 0: duplicative check off
 
     # working orders: pool + open-addressing index key -> pool slot
@@ -222,6 +230,8 @@ cdef class RiskEngine:
     cdef list _instrument_names
     cdef list _session_names
     cdef list _session_profiles       # per session: its [sessions.<name>] table's name
+    cdef dict _bucket_ix              # profile -> index into buckets
+    cdef list _bucket_names           # per bucket: its profile
     cdef dict _instruments           # symbol -> ext.instrument.Instrument
     cdef dict _grids                 # symbol -> Instrument, every symbol ever configured
     cdef dict _config
@@ -241,7 +251,7 @@ cdef class RiskEngine:
     # ------------------------------------------------------------ checks
     cdef int _reject(self, int reason, int layer, int measure, int64_t limit,
                      int64_t value) noexcept
-    cdef int _throttle(self, SessionState* ses, int64_t now_ns) noexcept
+    cdef int _throttle(self, ThrottleBucket* b, int64_t now_ns) noexcept
     cdef int _evaluate(self, int32_t account, int32_t instrument, int side, int ord_type,
                        int64_t qty, int64_t leaves, int64_t price, int flags, int64_t now_ns,
                        bint is_new, int64_t* value_price, int64_t* leaves_notional) noexcept
@@ -277,7 +287,8 @@ cdef class RiskEngine:
     cdef int _check_units(self, object plan, dict config) except -1
     cdef int _set_cell(self, int32_t a, int32_t i, str symbol, dict f, dict acct, dict ins,
                        dict cell) except -1
-    cdef int _set_throttle(self, int32_t s, object plan, bint fresh) except -1
+    cdef int32_t _bucket_of(self, str profile) except -1
+    cdef int _set_throttle(self, int32_t b, object plan, bint fresh) except -1
     cdef list _kill(self, str scope, object target, bint engage)
     cdef list _working_keys(self, int kind, int32_t ix)
     cdef int _audit(self, int64_t now_ns, str action, str scope, object target, str actor,

@@ -219,7 +219,7 @@ cdef int64_t _burst(object value, str field) except? -1:
     cdef int64_t burst = _count(value, field)
     if burst < 1:
         # A bucket that cannot hold one order's token would throttle every order.
-        raise ConfigError(f"{field}: {value!r} must be at least 1 (orders a session may send at once); "
+        raise ConfigError(f"{field}: {value!r} must be at least 1 (orders a client key may send at once); "
                           f"to turn the throttle off, set throttle_rate = 0")
     return burst
 
@@ -398,7 +398,8 @@ _LAYER_NAMES = {1: "firm", 2: "account", 3: "instrument", 4: "account-instrument
 
 _REASON_TEXT = {
     UNKNOWN_SESSION: "session is not registered with risk",
-    THROTTLED: "order rate above the session throttle ({limit} orders per second with burst); slow down and resend",
+    THROTTLED: ("order rate above the throttle of {profile} ({limit} orders per second, burst {value}), "
+                "one bucket for all its sessions; slow down and resend"),
     DUPLICATE_CL_ORD_ID: "cl_ord_id already used in this session today; send a new cl_ord_id",
     UNKNOWN_INSTRUMENT: "instrument is not configured for trading",
     UNKNOWN_ACCOUNT: "account is not configured for trading",
@@ -469,6 +470,8 @@ cdef class RiskEngine:
         self._instrument_names = []
         self._session_names = []
         self._session_profiles = []
+        self._bucket_ix = {}
+        self._bucket_names = []
         self._instruments = {}
         self._grids = {}
         self._config = {}
@@ -493,6 +496,7 @@ cdef class RiskEngine:
         PyMem_Free(self.cell_limits)
         PyMem_Free(self.cell_state)
         PyMem_Free(self.sessions)
+        PyMem_Free(self.buckets)
         PyMem_Free(self.orders)
         PyMem_Free(self.oindex)
         PyMem_Free(self.clord)
@@ -767,23 +771,23 @@ cdef class RiskEngine:
         self.detail.value = value
         return reason
 
-    cdef int _throttle(self, SessionState* ses, int64_t now_ns) noexcept:
+    cdef int _throttle(self, ThrottleBucket* b, int64_t now_ns) noexcept:
         """Token bucket in nano-tokens: ``rate`` tokens a second up to ``capacity``."""
         cdef int64_t refill
         cdef int ovf = 0
-        if ses.rate == 0:
+        if b.rate == 0:
             return 0
-        if now_ns > ses.last_ns:
+        if now_ns > b.last_ns:
             # An overflowing refill is a full bucket (no division on this path).
-            refill = kx_mul3(now_ns - ses.last_ns, ses.rate, 1, &ovf)
-            if ovf or refill >= ses.capacity - ses.tokens:
-                ses.tokens = ses.capacity
+            refill = kx_mul3(now_ns - b.last_ns, b.rate, 1, &ovf)
+            if ovf or refill >= b.capacity - b.tokens:
+                b.tokens = b.capacity
             else:
-                ses.tokens += refill
-            ses.last_ns = now_ns
-        if ses.tokens < NANO_TOKENS:
-            return self._reject(THROTTLED, LAYER_SESSION, M_ORDERS, ses.rate, ses.capacity // NANO_TOKENS)
-        ses.tokens -= NANO_TOKENS
+                b.tokens += refill
+            b.last_ns = now_ns
+        if b.tokens < NANO_TOKENS:
+            return self._reject(THROTTLED, LAYER_SESSION, M_ORDERS, b.rate, b.capacity // NANO_TOKENS)
+        b.tokens -= NANO_TOKENS
         return 0
 
     cdef int _evaluate(self, int32_t account, int32_t instrument, int side, int ord_type,
@@ -1036,7 +1040,7 @@ cdef class RiskEngine:
             kx_prefetch(&self.dup[self.dup_hash & self.dup_mask])
         # Throttle and cl_ord_id come first and apply to every message, even
         # one rejected further down: they guard the intake, not the exposure.
-        reason = self._throttle(&self.sessions[session], now_ns)
+        reason = self._throttle(&self.buckets[self.sessions[session].bucket], now_ns)
         if reason:
             return reason
         # _evaluate changes no state, so it may run before the cl_ord_id probe
@@ -1182,7 +1186,7 @@ cdef class RiskEngine:
         self.cur_session = o.session
         self.cur_account = o.account
         self.cur_instrument = o.instrument
-        reason = self._throttle(&self.sessions[o.session], now_ns)
+        reason = self._throttle(&self.buckets[self.sessions[o.session].bucket], now_ns)
         if reason == 0 and self._clord_add(_clord_key(cl_ord_hash, o.session)):
             reason = self._reject(DUPLICATE_CL_ORD_ID, LAYER_SESSION, M_NONE, 0, 0)
         if reason:
@@ -1406,8 +1410,9 @@ cdef class RiskEngine:
                  LAYER_INSTRUMENT: f"instrument {symbol}",
                  LAYER_ACCOUNT_INSTRUMENT: f"account {account} in {symbol}",
                  LAYER_SESSION: f"session {session}"}.get(d.layer, "")
+        profile = self._name(self._session_profiles, d.session)
         text = template.format(layer=layer, limit=self._show(d.measure, d.limit, symbol),
-                               value=self._show(d.measure, d.value, symbol))
+                               value=self._show(d.measure, d.value, symbol), profile=profile)
         return f"{name}: {text} [account {account}, instrument {symbol}, session {session}]"
 
     cdef str _name(self, list names, int32_t index):
@@ -1462,19 +1467,21 @@ cdef class RiskEngine:
     def session_index(self, str name, str profile=None):
         """Index of a client session, registering it on first use.
 
-        A session gets its throttle from ``sessions.<profile>`` (``profile``
-        defaults to ``name``; the engine passes the client key's name, as its
-        sessions are named by random ids) or the firm defaults. A profile given
-        for a session known under another one (journal replay registers
-        sessions before it knows their keys) takes over, keeping the tokens
-        left. Its index never changes.
+        A session draws on the throttle bucket of its ``profile`` (default:
+        ``name``; the engine passes the client key's name, as its sessions are
+        named by random ids): every session of one profile shares one bucket,
+        sized by ``sessions.<profile>`` or the firm defaults, so a client
+        cannot raise its rate by opening more sessions. A profile given for a
+        session known under another one (journal replay registers sessions
+        before it knows their keys) takes over: the session draws on that
+        profile's bucket from then on. Its index never changes.
         """
         cdef int32_t ix
         if name in self._session_ix:
             ix = self._session_ix[name]
             if profile is not None and profile != self._session_profiles[ix]:
                 self._session_profiles[ix] = profile
-                self._set_throttle(ix, self._plan_cache, False)
+                self.sessions[ix].bucket = self._bucket_of(profile)
             return ix
         ix = self.n_sessions
         self._ensure_dims(self.n_accounts, self.n_instruments, ix + 1)
@@ -1484,8 +1491,26 @@ cdef class RiskEngine:
         self.n_sessions = ix + 1
         memset(&self.sessions[ix], 0, sizeof(SessionState))
         self.sessions[ix].known = 1
-        self._set_throttle(ix, self._plan_cache, True)
+        self.sessions[ix].bucket = self._bucket_of(self._session_profiles[ix])
         return ix
+
+    cdef int32_t _bucket_of(self, str profile) except -1:
+        """The throttle bucket of ``profile``, made full on its first use."""
+        cdef int32_t b = self._bucket_ix.get(profile, -1)
+        cdef int32_t cap
+        if b >= 0:
+            return b
+        b = self.n_buckets
+        if b == self.cap_buckets:
+            cap = max(4, 2 * self.cap_buckets)
+            self.buckets = <ThrottleBucket*>_grow(self.buckets, self.cap_buckets, cap, sizeof(ThrottleBucket))
+            self.cap_buckets = cap
+        memset(&self.buckets[b], 0, sizeof(ThrottleBucket))
+        self._bucket_ix[profile] = b
+        self._bucket_names.append(profile)
+        self.n_buckets = b + 1
+        self._set_throttle(b, self._plan_cache, True)
+        return b
 
     def instrument(self, str symbol):
         """The ``ext.instrument.Instrument`` grid of a configured symbol."""
@@ -1541,7 +1566,7 @@ cdef class RiskEngine:
 
     cdef int _apply(self, dict config, int64_t now_ns, str action, str actor) except -1:
         cdef _Plan plan = _plan(config)
-        cdef int32_t a, i, s
+        cdef int32_t a, i, b
         cdef InstrumentInfo* ins
         cdef AccountLimits* al
         self._check_units(plan, config)
@@ -1600,8 +1625,8 @@ cdef class RiskEngine:
                     continue
                 self._set_cell(a, i, symbol, f, e, ie, e["cells"].get(symbol, {}))
 
-        for s, name in enumerate(self._session_names):
-            self._set_throttle(s, plan, False)
+        for b in range(self.n_buckets):
+            self._set_throttle(b, plan, False)
 
         self._audit(now_ns, action, "config", None, actor, "",
                     {"accounts": len(plan.accounts), "instruments": len(plan.instruments)})
@@ -1660,15 +1685,15 @@ cdef class RiskEngine:
                          LAYER_FIRM if symbol in f["restricted"] else LAYER_NONE)
         return 0
 
-    cdef int _set_throttle(self, int32_t s, object plan, bint fresh) except -1:
-        cdef SessionState* ses = &self.sessions[s]
-        e = plan.sessions.get(self._session_profiles[s])
+    cdef int _set_throttle(self, int32_t b, object plan, bint fresh) except -1:
+        cdef ThrottleBucket* bucket = &self.buckets[b]
+        e = plan.sessions.get(self._bucket_names[b])
         rate = plan.firm["throttle_rate"] if e is None else e["throttle_rate"]
         burst = plan.firm["throttle_burst"] if e is None else e["throttle_burst"]
-        ses.rate = rate
-        ses.capacity = NANO_TOKENS * min(burst, INT64_MAX // NANO_TOKENS)
-        if fresh or ses.tokens > ses.capacity:
-            ses.tokens = ses.capacity
+        bucket.rate = rate
+        bucket.capacity = NANO_TOKENS * min(burst, INT64_MAX // NANO_TOKENS)
+        if fresh or bucket.tokens > bucket.capacity:
+            bucket.tokens = bucket.capacity
         return 0
 
     # ------------------------------------------------------------ admin
@@ -1881,8 +1906,10 @@ cdef class RiskEngine:
             "instrument_state": [[self.inst[i].ref_price, self.inst[i].ref_ns, self.inst[i].open_orders,
                                   int(self.inst[i].halted & HALT_RUNTIME), int(self.inst[i].killed)]
                                  for i in range(self.n_instruments)],
-            "session_state": [[self.sessions[s].tokens, self.sessions[s].last_ns, self.sessions[s].open_orders]
-                              for s in range(self.n_sessions)],
+            "session_profiles": list(self._session_profiles),
+            "session_state": [self.sessions[s].open_orders for s in range(self.n_sessions)],
+            "throttle": [[self._bucket_names[b], self.buckets[b].tokens, self.buckets[b].last_ns]
+                         for b in range(self.n_buckets)],
             "cells": cells,
             "orders": orders,
             "cl_ord_ids": clord,
@@ -1898,7 +1925,7 @@ cdef class RiskEngine:
         ValueError
             If the snapshot's accounts or instruments are not this engine's.
         """
-        cdef int32_t a, i, s, slot
+        cdef int32_t a, i, s, b, slot
         cdef uint32_t hash
         cdef int64_t h
         cdef AccountState* st
@@ -1908,9 +1935,13 @@ cdef class RiskEngine:
         cdef DupEntry* e
         if snap["accounts"] != self._account_names or snap["instruments"] != self._instrument_names:
             raise ValueError("snapshot was taken with other accounts or instruments")
-        for name in snap["sessions"]:
-            self.session_index(name)
-        if snap["sessions"] != self._session_names:
+        # Buckets first, in the snapshot's order, so that a fresh engine numbers
+        # them alike (a bucket outlives the sessions that moved to another).
+        for name, _, _ in snap["throttle"]:
+            self._bucket_of(name)
+        for name, profile in zip(snap["sessions"], snap["session_profiles"]):
+            self.session_index(name, profile)
+        if snap["sessions"] != self._session_names or snap["session_profiles"] != self._session_profiles:
             raise ValueError("snapshot sessions do not match this engine's")
         (self.firm.open_orders, self.firm.open_notional, self.firm.traded_notional,
          self.firm.realized_pnl, self.firm.killed) = snap["firm"]
@@ -1924,8 +1955,11 @@ cdef class RiskEngine:
             ins.ref_price, ins.ref_ns, ins.open_orders = row[0], row[1], row[2]
             ins.halted = (ins.halted & HALT_CONFIG) | (HALT_RUNTIME if row[3] else 0)
             ins.killed = row[4]
-        for s, row in enumerate(snap["session_state"]):
-            self.sessions[s].tokens, self.sessions[s].last_ns, self.sessions[s].open_orders = row
+        for s, open_orders in enumerate(snap["session_state"]):
+            self.sessions[s].open_orders = open_orders
+        for name, tokens, last_ns in snap["throttle"]:
+            b = self._bucket_ix[name]
+            self.buckets[b].tokens, self.buckets[b].last_ns = tokens, last_ns
         memset(self.cell_state, 0, <size_t>self.cap_accounts * self.cap_instruments * sizeof(CellState))
         for row in snap["cells"]:
             cs = &self.cell_state[<int64_t>row[0] * self.cap_instruments + row[1]]

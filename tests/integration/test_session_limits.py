@@ -15,12 +15,13 @@ throttle_burst = 2
 """
 
 
-def answers(client, count):
+def answers(client, count, prefix="t"):
     got = []
     for n in range(count):
-        client.new_order("AAA", "buy", "1", "47.50", account="DEMO1", cl_ord_id=f"t{n}")
+        cl_ord_id = f"{prefix}{n}"
+        client.new_order("AAA", "buy", "1", "47.50", account="DEMO1", cl_ord_id=cl_ord_id)
         got.append(client.recv_until(lambda m: isinstance(m, (ExecutionReport, Reject))
-                                     and m.cl_ord_id == f"t{n}", 5)[-1])
+                                     and m.cl_ord_id == cl_ord_id, 5)[-1])
     return [m.reject_name for m in got]
 
 
@@ -33,3 +34,14 @@ def test_the_plaintext_table_throttles_plaintext_sessions(tmp_path):
 def test_without_a_table_the_firm_throttle_applies(tmp_path):
     with serving(tmp_path) as (_, endpoint), Client(endpoint) as client:
         assert answers(client, 3) == [None, None, None]
+
+
+def test_the_sessions_of_one_key_share_its_throttle(tmp_path):
+    """A second connection of the same key is a new session, not a new allowance:
+    were the bucket per session, each client here would get its burst of 2."""
+    with serving(tmp_path, extra=SESSION_LIMITS) as (_, endpoint), \
+            Client(endpoint) as first, Client(endpoint) as second:
+        assert answers(first, 2) == [None, None]
+        assert answers(second, 1, prefix="u") == ["THROTTLED"]
+        # (each client learned its session id from its first request's probe)
+        assert None is not first.session_id != second.session_id is not None

@@ -82,11 +82,16 @@ class AccountState:
 
 
 @dataclass
-class SessionState:
+class Bucket:
+    """A profile's throttle: every session of the profile draws on it."""
     rate: int = 0
     capacity: int = NANO
     tokens: int = NANO
     last_ns: int = 0
+
+
+@dataclass
+class SessionState:
     open_orders: int = 0
 
 
@@ -102,6 +107,7 @@ class RiskReference:
         self.session_names: list[str] = []
         self.session_profiles: list[str] = []  # the [sessions.<name>] each takes its limits from
         self.session_state: dict[int, SessionState] = {}
+        self.buckets: dict[str, Bucket] = {}        # profile -> its throttle
         self.cells: dict[tuple[int, int], Cell] = {}
         self.acct: dict[int, AccountState] = {}
         self.orders: dict[int, Order] = {}
@@ -219,8 +225,8 @@ class RiskReference:
                                      FIRM if symbol in firm_restricted else 0)
                 self.limits[(a, i)] = eff
         self.session_cfg = config.get("sessions", {})
-        for name in self.session_names:
-            self._set_throttle(self.sessions[name], fresh=False)
+        for profile in self.buckets:
+            self._set_throttle(profile, fresh=False)
 
     def update(self, changes: dict, now_ns: int = 0, actor: str = "admin") -> None:
         """Merge an admin message into the current config and reload."""
@@ -231,9 +237,9 @@ class RiskReference:
             return out
         self.reload(merge(self.config, changes), now_ns, actor)
 
-    def _set_throttle(self, s: int, fresh: bool) -> None:
-        cfg = self.session_cfg.get(self.session_profiles[s])
-        state = self.session_state[s]
+    def _set_throttle(self, profile: str, fresh: bool) -> None:
+        cfg = self.session_cfg.get(profile)
+        state = self.buckets[profile]
         if cfg is None:
             rate, burst = self.firm_rate, self.firm_burst
         else:
@@ -257,10 +263,12 @@ class RiskReference:
             self.session_names.append(name)
             self.session_profiles.append(name if profile is None else profile)
             self.session_state[self.sessions[name]] = SessionState()
-            self._set_throttle(self.sessions[name], fresh=True)
         elif profile is not None and profile != self.session_profiles[self.sessions[name]]:
             self.session_profiles[self.sessions[name]] = profile
-            self._set_throttle(self.sessions[name], fresh=False)
+        profile = self.session_profiles[self.sessions[name]]
+        if profile not in self.buckets:
+            self.buckets[profile] = Bucket()
+            self._set_throttle(profile, fresh=True)
         return self.sessions[name]
 
     def session_gate(self, name: str, profile: str | None = None) -> "SessionGate":
@@ -271,7 +279,8 @@ class RiskReference:
         self.detail = {"reason": reason, "layer": layer, "limit": limit, "value": value}
         return int(reason)
 
-    def _throttle(self, s: SessionState, now_ns: int) -> int:
+    def _throttle(self, session: int, now_ns: int) -> int:
+        s = self.buckets[self.session_profiles[session]]
         if s.rate == 0:
             return 0
         if now_ns > s.last_ns:
@@ -296,7 +305,7 @@ class RiskReference:
         state = self.session_state.get(session)
         if state is None:
             return self._reject(R.UNKNOWN_SESSION, SESSION)
-        reason = self._throttle(state, now_ns)
+        reason = self._throttle(session, now_ns)
         if reason:
             return reason
         if (session, cl_ord_hash) in self.cl_ord_ids:
@@ -541,7 +550,7 @@ class RiskReference:
         order = self.orders.get(order_key)
         if order is None:
             return self._reject(R.UNKNOWN_ORDER)
-        reason = self._throttle(self.session_state[order.session], now_ns)
+        reason = self._throttle(order.session, now_ns)
         if reason:
             return reason
         if (order.session, cl_ord_hash) in self.cl_ord_ids:

@@ -485,6 +485,28 @@ def test_session_override_of_throttle(make):
     assert [h.new(session="SLOW") for _ in range(2)] == [0, R.THROTTLED]
 
 
+def test_the_sessions_of_one_profile_share_its_bucket(make):
+    """A client key may open many sessions: were each a bucket of its own, every
+    new session would add ``throttle_burst`` orders and ``throttle_rate`` per
+    second to what the key may send."""
+    h = make({"firm": {"throttle_rate": 1000}, "sessions": {"algo-1": {"throttle_rate": 10,
+                                                                         "throttle_burst": 3}}})
+    e = h.engine
+    for name in ("s1", "s2", "s3"):
+        e.session_index(name, "algo-1")
+    assert [h.new(session=s) for s in ("s1", "s2", "s3", "s1")] == [0, 0, 0, R.THROTTLED]
+    e.session_index("s4", "algo-1")          # a new session finds the bucket as it is
+    assert h.new(session="s4") == R.THROTTLED
+    if h.cython:
+        assert "throttle of algo-1 (10 orders per second, burst 3)" in e.last_reject_text()
+    assert h.new(session="other") == 0       # another profile: its own bucket
+    # Refilled at the key's rate, whichever session draws on it.
+    assert [h.new(session=s, now=200 * MS) for s in ("s2", "s4", "s1")] == [0, 0, R.THROTTLED]
+    # A reload resizes the one bucket for all of them.
+    h.engine.update({"sessions": {"algo-1": {"throttle_rate": 10, "throttle_burst": 1}}}, 200 * MS)
+    assert [h.new(session=s, now=10_000 * MS) for s in ("s3", "s1")] == [0, R.THROTTLED]
+
+
 def test_duplicate_cl_ord_id_per_session(make):
     h = make()
     assert h.new(cl=42) == 0
@@ -751,6 +773,10 @@ def test_snapshot_restore_round_trip():
     config = merged(BASE, {"firm": {"duplicative_window_ms": 100, "throttle_rate": 50}})
     h = Harness(RiskEngine, config)
     h.engine.set_reference_price(0, 10000, 0)
+    h.engine.session_index("S1")                     # index 0, used below
+    h.engine.session_index("S2", "S1")               # shares S1's bucket
+    h.engine.session_index("S3")
+    h.engine.session_index("S3", "K")                # moved: its old bucket stays
     assert h.new(qty=10) == 0
     h.fill_last(3, 10000)
     assert h.new(side=SELL, qty=2, price=10100) == 0

@@ -41,7 +41,7 @@ def random_ops(rng, n):
         roll = rng.random()
         price = rng.randint(9800, 10200)
         if roll < 0.55:
-            op = ("new", rng.choice([0, 0, 1]), rng.choice([0] * 6 + [1] * 6 + [2]),
+            op = ("new", rng.choice([0, 0, 1, 2]), rng.choice([0] * 6 + [1] * 6 + [2]),
                   rng.choice([0] * 6 + [1] * 6 + [2]),
                   rng.choice([Side.BUY] * 5 + [Side.SELL] * 3 + [Side.SELL_SHORT] * 2 + [3]),
                   rng.choice([1, 2, 2, 2]), rng.choice([rng.randint(1, 30)] * 12 + [0, -1]), price,
@@ -121,6 +121,7 @@ def new_engines():
     for engine in (core, ref):
         engine.session_index("S1")
         engine.session_index("S2")
+        engine.session_index("S3", "S1")           # shares S1's throttle bucket
         engine.set_reference_price(0, 10000, 0)
         engine.set_reference_price(1, 10000, 0)
     return core, ref
