@@ -118,6 +118,11 @@ class IntakeConfig(_Section):
     max_sessions : int
         Sessions beyond this are refused (the oldest idle one is evicted first).
         Default 10000.
+    max_sessions_per_key : int
+        Sessions one client key may hold (all plaintext clients count as one
+        key): past it, a new session of the key evicts the key's longest silent
+        idle one, or is refused (``NOT_AUTHORIZED``), so that one key's leaked
+        connections cannot take the whole of ``max_sessions``. Default 1000.
     drain_batch : int
         Messages handled per wake-up before their replies are flushed (one
         journal write, then the sends) and other loop callbacks get a turn
@@ -146,6 +151,7 @@ class IntakeConfig(_Section):
     resend_ring_size: IntakeInt = 10000
     session_retention_s: IntakeInt = 3600
     max_sessions: IntakeInt = 10000
+    max_sessions_per_key: IntakeInt = 1000
     drain_batch: IntakeInt = 64
     send_hwm: IntakeInt = 100000
     recv_hwm: IntakeInt = 100000

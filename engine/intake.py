@@ -522,6 +522,8 @@ class IntakeServer:
         self.context = context or zmq.Context()
         self._listeners: list[_Listener] = []
         self.sessions: dict[str, Session] = {}
+        #: sessions held per principal (max_sessions_per_key)
+        self._held: collections.Counter[str] = collections.Counter()
         self._entitlements: dict[str, _Entitlement] = {}
         self._plaintext = _Entitlement("plaintext", security.plaintext_accounts, security.plaintext_admin)
         self._auth: AsyncioAuthenticator | None = None
@@ -931,13 +933,18 @@ class IntakeServer:
                     self._refuse_superseded(listener, route, frames, superseded, now)
                     return None
                 del listener.superseded[route]  # another key: as for a new connection
-        # At max_sessions a new session evicts an idle one, or is refused; not
-        # the one carrying a resume: it lives for one frame (the resumed session
-        # takes its connection), and evicting for it could drop the very
-        # session being resumed (the oldest idle one).
-        resuming = len(self.sessions) >= self.config.max_sessions and \
-            self._resumes_held(listener, frames, principal)
+        # At max_sessions (or the key's max_sessions_per_key) a new session
+        # evicts an idle one, or is refused; not the one carrying a resume: it
+        # lives for one frame (the resumed session takes its connection), and
+        # evicting for it could drop the very session being resumed (the
+        # oldest idle one).
+        resuming = self._full(principal) and self._resumes_held(listener, frames, principal)
         return self._open_session(listener, route, principal, now, evict=not resuming)
+
+    def _full(self, principal: str) -> bool:
+        """Whether a new session of ``principal`` would pass either limit."""
+        return len(self.sessions) >= self.config.max_sessions or \
+            self._held[principal] >= self.config.max_sessions_per_key
 
     def _resumes_held(self, listener: _Listener, frames: list[bytes], principal: str) -> bool:
         """Whether the message resumes a session this key holds (read only at the limit)."""
@@ -961,16 +968,28 @@ class IntakeServer:
             log.warning("intake: routing id of session %s taken over by another key; detached",
                         previous.session_id)
             previous._route = None
+        ent = self._entitlement_of(principal, listener.curve)
+        # The key's own limit first: evicting one of its idle sessions also
+        # makes room under the engine's.
+        if evict and self._held[principal] >= self.config.max_sessions_per_key \
+                and not self._evict_one(principal):
+            log.error("intake: key %s holds %d sessions, none idle; refusing a new one",
+                      ent.name, self._held[principal])
+            self._send_sessionless(listener, route, make_reject(
+                RejectReason.NOT_AUTHORIZED,
+                f"too many sessions for key {ent.name}: it holds intake.max_sessions_per_key "
+                f"({self.config.max_sessions_per_key}), all connected; close one first"))
+            return None
         if evict and len(self.sessions) >= self.config.max_sessions and not self._evict_one():
             log.error("intake: %d sessions, none idle; refusing a new one", len(self.sessions))
             self._send_sessionless(listener, route, make_reject(RejectReason.NOT_AUTHORIZED,
                                                                 "too many sessions"))
             return None
-        ent = self._entitlement_of(principal, listener.curve)
         session = Session(listener, route, principal, ent.name, ent.accounts, ent.admin,
                           self.config.resend_ring_size, now)
         listener.routes[route] = session
         self.sessions[session.session_id] = session
+        self._held[principal] += 1
         self.metrics.sessions.set(len(self.sessions))
         log.info("intake: session %s opened by %s", session.session_id, ent.name)
         return session
@@ -997,6 +1016,7 @@ class IntakeServer:
         session._seq = seq
         session._ring.extend(messages)
         self.sessions[session_id] = session
+        self._held[principal] += 1
         self.metrics.sessions.set(len(self.sessions))
         return session
 
@@ -1054,20 +1074,26 @@ class IntakeServer:
             gone.last_recv_ns = now
             listener.superseded[route] = gone
 
-    def _evict_one(self) -> bool:
-        detached = [s for s in self.sessions.values() if not s.connected or s.timed_out]
+    def _evict_one(self, principal: str | None = None) -> bool:
+        """Drop the longest silent idle session (of ``principal`` only, if given)."""
+        detached = [s for s in self.sessions.values() if (not s.connected or s.timed_out)
+                    and (principal is None or s.principal == principal)]
         if not detached:
             return False
         victim = min(detached, key=lambda s: s.last_recv_ns)
-        self._forget(victim, f"session {victim.session_id} was dropped to make room (the "
-                             f"engine holds intake.max_sessions sessions and this one was "
-                             f"silent)")
+        holder = "the engine holds intake.max_sessions" if principal is None else \
+            f"key {victim.client_name} holds intake.max_sessions_per_key"
+        self._forget(victim, f"session {victim.session_id} was dropped to make room ({holder} "
+                             f"sessions and this one was silent)")
         return True
 
     def _forget(self, session: Session, why: str | None = None) -> None:
         """Drop ``session`` for good. ``why``: intake drops it (evicted, expired), and a
         connection it may still have is refused from now on with that reason."""
-        self.sessions.pop(session.session_id, None)
+        if self.sessions.pop(session.session_id, None) is session:
+            self._held[session.principal] -= 1
+            if not self._held[session.principal]:
+                del self._held[session.principal]
         route = session._route
         listener = session._listener
         if route is not None and listener.routes.get(route) is session:
@@ -1190,11 +1216,17 @@ class IntakeServer:
         """Refuse the resume that opened ``session`` saying ``why``; the connection goes on
         in it (``goes_on`` tells the client so), unless the session was opened past
         ``max_sessions`` for the resume alone (see ``_session_for``): then it is dropped,
-        or every refused resume would add one."""
-        if len(self.sessions) <= self.config.max_sessions:
+        or every refused resume would add one. Likewise past the key's
+        ``max_sessions_per_key``."""
+        cfg = self.config
+        if len(self.sessions) <= cfg.max_sessions and self._held[session.principal] <= cfg.max_sessions_per_key:
             session.reject(RejectReason.RESUME_REFUSED, why + goes_on, ref_type="ResendRequest")
             return
-        full = f"the engine holds its [intake] max_sessions ({self.config.max_sessions})"
+        if len(self.sessions) > cfg.max_sessions:
+            full = f"the engine holds its [intake] max_sessions ({cfg.max_sessions})"
+        else:
+            full = (f"key {session.client_name} holds its [intake] max_sessions_per_key "
+                    f"({cfg.max_sessions_per_key})")
         self._send_sessionless(listener, route, make_reject(
             RejectReason.RESUME_REFUSED, f"{why}; no session for this connection either: {full}",
             ref_type="ResendRequest"))

@@ -171,3 +171,33 @@ def test_zap_is_enforced(running):
     # Without a ZAP answer libzmq would admit any key; the socket says it must not.
     socket = running.server._listeners[0].socket
     assert running.call(socket.getsockopt, zmq.ZAP_ENFORCE_DOMAIN) == 1
+
+
+def test_one_keys_sessions_are_capped_not_the_other_keys(tmp_path, keys):
+    """A key's leaked connections (each a session, all connected) used to fill the engine's
+    max_sessions and lock every other key out; now the key is refused at its own cap."""
+    from engine.messages import Reject
+    config = IntakeConfig(endpoints=["tcp://127.0.0.1:*"], max_sessions_per_key=2,
+                          heartbeat_interval_ms=200, heartbeat_timeout_ms=60_000)
+    thread = IntakeThread(IntakeServer(config, security_for(keys), EchoHandler())).start()
+    clients = []
+    try:
+        answers = []
+        for who in ("alice", "alice", "alice", "bob"):  # one at a time: arrival order
+            client = connect(thread, keys, who)
+            clients.append(client)
+            client.heartbeat()
+            answers.append(client.recv(5))
+        assert [type(m).__name__ for m in answers] == ["HeartbeatAck", "HeartbeatAck", "Reject",
+                                                       "HeartbeatAck"]
+        refused = answers[2]
+        assert isinstance(refused, Reject) and refused.seq == 0
+        assert refused.reject_name == "NOT_AUTHORIZED"
+        assert "too many sessions for key alice" in refused.text
+        assert "max_sessions_per_key (2)" in refused.text
+        held = sorted(s.client_name for s in thread.call(lambda: list(thread.server.sessions.values())))
+        assert held == ["alice", "alice", "bob"]
+    finally:
+        for client in clients:
+            client.close()
+        thread.stop()

@@ -5,7 +5,13 @@ import time
 
 from engine.client import Client
 from engine.messages import OrderStatusReply, OrderStatusRequest
+import pytest
+
 from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
+
+# The engine's limit, or the key's (every plaintext client is the one key "plaintext"):
+# each makes room and refuses alike.
+LIMITS = pytest.mark.parametrize("limit", ["max_sessions", "max_sessions_per_key"])
 
 
 def test_the_pipelines_sessions_stay_within_max_sessions(tmp_path):
@@ -27,14 +33,15 @@ def test_the_pipelines_sessions_stay_within_max_sessions(tmp_path):
         assert held[1] <= set(engine.call(lambda: list(engine.service.intake.sessions)))
 
 
-def test_a_client_resumes_its_session_when_the_engine_holds_max_sessions(tmp_path):
+@LIMITS
+def test_a_client_resumes_its_session_when_the_engine_holds_max_sessions(tmp_path, limit):
     """The frame carrying a resume needs a session for a moment; at the limit it was refused
     ("too many sessions") or evicted an idle session, possibly the one being resumed."""
     from engine.messages import ExecType, ExecutionReport, HeartbeatAck
     port = free_port()
     path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
     path.write_text(config_text(port, tmp_path / "journal").replace(
-        "heartbeat_timeout_ms = 60000", "heartbeat_timeout_ms = 60000\nmax_sessions = 2"))
+        "heartbeat_timeout_ms = 60000", f"heartbeat_timeout_ms = 60000\n{limit} = 2"))
     with ThreadedEngine(path) as engine, Client(endpoint) as other:
         other.heartbeat()
         other.recv(5)
@@ -55,7 +62,8 @@ def test_a_client_resumes_its_session_when_the_engine_holds_max_sessions(tmp_pat
                 sorted([session_id, other.session_id])
 
 
-def test_a_connection_whose_session_was_evicted_is_told_not_renumbered(tmp_path):
+@LIMITS
+def test_a_connection_whose_session_was_evicted_is_told_not_renumbered(tmp_path, limit):
     """A connected session that only timed out can be evicted for a newcomer; its next
     message opened a new session numbered from 1, whose acknowledgements its client
     dropped as repeats (an order accepted, the client never knowing)."""
@@ -64,7 +72,7 @@ def test_a_connection_whose_session_was_evicted_is_told_not_renumbered(tmp_path)
     path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
     path.write_text(config_text(port, tmp_path / "journal").replace(
         "heartbeat_timeout_ms = 60000",
-        "heartbeat_timeout_ms = 300\nheartbeat_interval_ms = 100\nmax_sessions = 2"))
+        f"heartbeat_timeout_ms = 300\nheartbeat_interval_ms = 100\n{limit} = 2"))
     with ThreadedEngine(path), Client(endpoint) as a, Client(endpoint) as b:
         a.heartbeat()
         a.recv(5)
@@ -82,12 +90,14 @@ def test_a_connection_whose_session_was_evicted_is_told_not_renumbered(tmp_path)
         assert (told.reject_name, told.ref_type, told.cl_ord_id) == (
             "RESUME_REFUSED", "NewOrder", "a-2")
         assert "was dropped to make room" in told.text and "reconnect" in told.text
+        assert f"intake.{limit}" in told.text
         assert a.duplicates == 0
         a.send(Heartbeat())  # and so on, until it reconnects
         assert isinstance(a.recv(5), Reject)
 
 
-def test_refused_resumes_at_max_sessions_leave_no_sessions_behind(tmp_path):
+@LIMITS
+def test_refused_resumes_at_max_sessions_leave_no_sessions_behind(tmp_path, limit):
     """A resume at the limit opens its carrier past max_sessions; refused (here: from past
     the session's end), the carrier stayed as a session of its own, one more per try."""
     import msgspec
@@ -96,7 +106,7 @@ def test_refused_resumes_at_max_sessions_leave_no_sessions_behind(tmp_path):
     port = free_port()
     path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
     path.write_text(config_text(port, tmp_path / "journal").replace(
-        "heartbeat_timeout_ms = 60000", "heartbeat_timeout_ms = 60000\nmax_sessions = 2"))
+        "heartbeat_timeout_ms = 60000", f"heartbeat_timeout_ms = 60000\n{limit} = 2"))
     context = zmq.Context()
     with ThreadedEngine(path) as engine, Client(endpoint) as a, Client(endpoint) as b:
         for client in (a, b):
@@ -112,7 +122,7 @@ def test_refused_resumes_at_max_sessions_leave_no_sessions_behind(tmp_path):
                 assert dealer.poll(5000)
                 refused = msgspec.msgpack.decode(dealer.recv())
                 assert (refused["reject_name"], refused["seq"]) == ("RESUME_REFUSED", 0)
-                assert "max_sessions" in refused["text"]
+                assert f"{limit} (2)" in refused["text"]
                 dealer.send(msgspec.msgpack.encode({"type": "Heartbeat", "v": 1}))
                 assert dealer.poll(5000)
                 assert msgspec.msgpack.decode(dealer.recv())["type"] == "Reject"
