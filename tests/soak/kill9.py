@@ -2,7 +2,7 @@
 restarted on its journal, and what a client and the platform were told checked after each.
 
     .venv/bin/python -m tests.soak.kill9 [--rounds 8] [--seed 1] [--clients 2] [--fsync group]
-                                         [--gateways]
+                                         [--gateways] [--outages]
 
 Not part of the test suite (it runs for minutes, on the simulator's random flow): a check
 to run before a release, or after a change to the journal, recovery, intake or the client.
@@ -24,7 +24,11 @@ names) are short and deterministic; this one runs long and mixes everything at o
 * at the end, the client's last report of every order is the engine's state;
 * with ``--gateways``: a PostgreSQL and a NATS JetStream gateway run all along (the
   machine's servers), and at the end each holds every fill of the trade history exactly
-  once (the stream after de-duplication by ``seq``, in ``seq`` order).
+  once (the stream after de-duplication by ``seq``, in ``seq`` order);
+* with ``--outages`` (implies ``--gateways``): the gateways reach PostgreSQL and NATS
+  through TCP proxies the soak cuts and restores at random moments, independently of the
+  kill -9s (a destination may be down across a restart), so that each gateway catches up
+  from the journal after outages and restarts alike; the same end check.
 
 Prints one line per round and the problems found; the last line is a JSON object of its
 figures (``problems`` 0 is a pass). Exit status 1 if any problem was found.
@@ -49,6 +53,7 @@ from engine.client import Client
 from engine.messages import (AdminReply, ExecType, ExecutionReport, KillSwitch, OrderStatusReply,
                              TradeHistoryReply)
 from tests.integration.engine_harness import config_text, free_port, start_subprocess
+from tests.unit.gateways.helpers import TcpProxy, with_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SIM = ROOT / "sim" / "configs" / "default.toml"   # the default market, with its own flow
@@ -283,18 +288,63 @@ def check_state(soaks: list[Soak]) -> dict[str, list]:
     return history
 
 
-def gateways_toml(tag: str) -> str:
+def gateways_toml(tag: str, proxies: dict[str, TcpProxy] | None = None) -> str:
+    """The two gateways' tables; through ``proxies`` ("postgres", "nats") when given."""
+    dsn, nats = PG_DSN, "nats://127.0.0.1:4222"
+    if proxies:
+        dsn = with_port(PG_DSN, "127.0.0.1", proxies["postgres"].port)
+        nats = f"nats://127.0.0.1:{proxies['nats'].port}"
     return f"""
 [[gateways]]
 type = "postgres"
-dsn = "{PG_DSN}"
+dsn = "{dsn}"
 schema = "{tag}"
 
 [[gateways]]
 type = "nats"
+servers = ["{nats}"]
 stream = "{tag.upper()}"
 subject_prefix = "{tag}"
 """
+
+
+class Outages:
+    """The gateways' destinations behind proxies, cut and restored at random moments."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.proxies = {"postgres": TcpProxy(("127.0.0.1", 5432)).start(),
+                        "nats": TcpProxy(("127.0.0.1", 4222)).start()}
+        self.down: set[str] = set()
+        self.cuts = 0
+        self._next = {name: 0.0 for name in self.proxies}
+
+    def plan(self, start: float, end: float) -> None:
+        """Each destination changes state (cut or restored) at a random moment of the round."""
+        for name in self.proxies:
+            self._next[name] = self.rng.uniform(start, end) if self.rng.random() < 0.7 else end + 1e9
+
+    def tick(self, now: float) -> None:
+        for name, proxy in self.proxies.items():
+            if now < self._next[name]:
+                continue
+            self._next[name] = now + 1e9
+            if name in self.down:
+                proxy.start()
+                self.down.discard(name)
+            else:
+                proxy.stop()
+                self.down.add(name)
+                self.cuts += 1
+
+    def restore(self) -> None:
+        for name in list(self.down):
+            self.proxies[name].start()
+        self.down.clear()
+
+    def close(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.stop()
 
 
 def check_gateways(soak: Soak, tag: str, fills: set[str]) -> dict:
@@ -355,14 +405,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fsync", default="group", choices=("always", "group", "none"))
     parser.add_argument("--gateways", action="store_true",
                         help="run a PostgreSQL and a NATS gateway and check their destinations")
+    parser.add_argument("--outages", action="store_true",
+                        help="--gateways, their destinations cut at random moments")
     args = parser.parse_args(argv)
+    args.gateways = args.gateways or args.outages
     rng = random.Random(args.seed)
+    outages = Outages(random.Random(args.seed * 7)) if args.outages else None
     work = Path(tempfile.mkdtemp(prefix="kronos-soak-"))
     tag = f"soak_{os.getpid()}"
     port = free_port()
     config = work / "engine.toml"
     config.write_text(config_text(port, work / "journal", sim=SIM, fsync=args.fsync,
-                                  extra=gateways_toml(tag) if args.gateways else ""))
+                                  extra=gateways_toml(tag, outages and outages.proxies)
+                                  if args.gateways else ""))
     problems: list[str] = []
     first = Soak(f"tcp://127.0.0.1:{port}", random.Random(args.seed * 1000), problems)
     soaks = [first] + [Soak(f"tcp://127.0.0.1:{port}", random.Random(args.seed * 1000 + k),
@@ -384,10 +439,14 @@ def main(argv: list[str] | None = None) -> int:
                     history = check_state(soaks)  # final: nothing works any more
                     break
                 kill_at, k = time.monotonic() + rng.uniform(1, 5), 0
+                if outages:
+                    outages.plan(time.monotonic(), kill_at)
                 while time.monotonic() < kill_at:
                     for n, soak in enumerate(soaks):
                         soak.load(f"s{args.seed}c{n}r{rnd}x{k}", 50 // len(soaks))
                     k += 1
+                    if outages:
+                        outages.tick(time.monotonic())
                 os.kill(engine.pid, signal.SIGKILL)
                 engine.wait(10)
             finally:
@@ -400,8 +459,23 @@ def main(argv: list[str] | None = None) -> int:
         for soak in soaks:
             soak.check_seqs()
         if args.gateways:
-            fills = {f.exec_id for fs in history.values() for f in fs}
-            figures = check_gateways(first, tag, fills)
+            if outages:
+                # The engine is stopped: the gateways catch up at its next start.
+                outages.restore()
+                engine = start_subprocess(config, work / "engine.log")
+            try:
+                fills = {f.exec_id for fs in history.values() for f in fs}
+                figures = check_gateways(first, tag, fills)
+            finally:
+                if outages:
+                    engine.send_signal(signal.SIGTERM)
+                    engine.wait(30)
+            if outages:
+                # (evidence that the cuts were felt: the gateways' complaints)
+                figures["outages"] = outages.cuts
+                figures["gateway_warnings"] = sum(
+                    1 for line in (work / "engine.log").read_text().splitlines()
+                    if "WARNING" in line and "gateway" in line)
         errors = [line for line in (work / "engine.log").read_text().splitlines()
                   if re.search(r"\bERROR\b|Traceback", line)]
         for line in errors[:10]:
@@ -409,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for soak in soaks:
             soak.client.close()
+        if outages:
+            outages.close()
     figures.update(rounds=args.rounds, seed=args.seed, clients=args.clients, fsync=args.fsync,
                    orders=len({oid for s in soaks for oid in s.last}),
                    fills_seen=len({e for s in soaks for e in s.fills}),
