@@ -22,9 +22,13 @@ names) are short and deterministic; this one runs long and mixes everything at o
   order's fills add up to its ``cum_qty``; the kill switch is as the last acknowledged
   request left it;
 * at the end, the client's last report of every order is the engine's state;
-* with ``--gateways``: a PostgreSQL and a NATS JetStream gateway run all along (the
-  machine's servers), and at the end each holds every fill of the trade history exactly
-  once (the stream after de-duplication by ``seq``, in ``seq`` order);
+* with ``--gateways``: the ZeroMQ gateway (the embedded default), a PostgreSQL and a NATS
+  JetStream gateway run all along (the machine's servers). Two ``Subscriber``\ s of the
+  ZeroMQ gateway, kept across every restart (gaps filled by the gateway's replay service),
+  follow everything and the fills' topics. At the end each destination holds every fill of
+  the trade history exactly once (the stream after de-duplication by ``seq``, in ``seq``
+  order); the subscribers got every fill once, in ``seq`` order (by symbol for the fills'
+  topics), and the one following everything the same events as the NATS stream;
 * with ``--outages`` (implies ``--gateways``): the gateways reach PostgreSQL and NATS
   through TCP proxies the soak cuts and restores at random moments, independently of the
   kill -9s (a destination may be down across a restart), so that each gateway catches up
@@ -46,6 +50,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -53,6 +58,7 @@ from engine.client import Client
 from engine.messages import (AdminReply, ExecType, ExecutionReport, KillSwitch, OrderStatusReply,
                              TradeHistoryReply)
 from tests.integration.engine_harness import config_text, free_port, start_subprocess
+from gateways.zmq_pub import Subscriber
 from tests.unit.gateways.helpers import TcpProxy, with_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -288,13 +294,19 @@ def check_state(soaks: list[Soak]) -> dict[str, list]:
     return history
 
 
-def gateways_toml(tag: str, proxies: dict[str, TcpProxy] | None = None) -> str:
-    """The two gateways' tables; through ``proxies`` ("postgres", "nats") when given."""
+def gateways_toml(tag: str, pub: int, replay: int, proxies: dict[str, TcpProxy] | None = None) -> str:
+    """The three gateways' tables (the ZeroMQ one on ports ``pub`` and ``replay``); PostgreSQL
+    and NATS through ``proxies`` ("postgres", "nats") when given."""
     dsn, nats = PG_DSN, "nats://127.0.0.1:4222"
     if proxies:
         dsn = with_port(PG_DSN, "127.0.0.1", proxies["postgres"].port)
         nats = f"nats://127.0.0.1:{proxies['nats'].port}"
     return f"""
+[[gateways]]
+type = "zmq"
+endpoint = "tcp://127.0.0.1:{pub}"
+replay_endpoint = "tcp://127.0.0.1:{replay}"
+
 [[gateways]]
 type = "postgres"
 dsn = "{dsn}"
@@ -306,6 +318,66 @@ servers = ["{nats}"]
 stream = "{tag.upper()}"
 subject_prefix = "{tag}"
 """
+
+
+class Subscribers:
+    """The ZeroMQ gateway's subscribers, kept across every restart on threads of their own:
+    one to every event, one to the fills' topics only."""
+
+    def __init__(self, pub: int, replay: int):
+        self.events: dict[str, list] = {"all": [], "fills": []}
+        self.stats: dict[str, dict] = {}
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(name, topics, pub, replay),
+                                          daemon=True)
+                         for name, topics in (("all", None), ("fills", [b"fill."]))]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, name: str, topics: list[bytes] | None, pub: int, replay: int) -> None:
+        with Subscriber(f"tcp://127.0.0.1:{pub}", f"tcp://127.0.0.1:{replay}", topics=topics,
+                        start_seq=0, replay_timeout_ms=2000) as sub:
+            while not self._stop.is_set():
+                self.events[name].extend(sub.recv(timeout_ms=200))
+            self.stats[name] = {"gaps": sub.gaps, "replayed": sub.replayed,
+                                "duplicates": sub.duplicates}
+
+    def wait_for(self, fills: set[str], timeout: float = 60) -> None:
+        """Until both have every fill in ``fills`` (or ``timeout``), then a little longer
+        for anything after them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(fills <= {e.exec_id for e in list(events) if e.type == "fill"}
+                   for events in self.events.values()):
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+
+    def check(self, soak: Soak, fills: set[str], stream_seqs: list[int]) -> dict:
+        """Every fill once and in order; everything as the NATS stream has it (``stream_seqs``,
+        de-duplicated)."""
+        for name, events in self.events.items():
+            by_symbol = collections.defaultdict(list)
+            for event in events:
+                by_symbol[event.symbol if name == "fills" else ""].append(event.seq)
+            if any(seqs != sorted(set(seqs)) for seqs in by_symbol.values()):
+                soak.bad(f"zmq subscriber {name}: seqs not increasing or repeated")
+            got = [e.exec_id for e in events if e.type == "fill"]
+            if sorted(got) != sorted(fills):
+                soak.bad(f"zmq subscriber {name}: {len(got)} fills ({len(set(got))} distinct), "
+                         f"history has {len(fills)}")
+        seqs = [e.seq for e in self.events["all"]]
+        if seqs != stream_seqs:
+            soak.bad(f"zmq subscriber all: {len(seqs)} events, the NATS stream {len(stream_seqs)}; "
+                     f"first difference at {next((a, b) for a, b in zip(seqs + [None], stream_seqs + [None]) if a != b)}")
+        return {"zmq_events": len(seqs), "zmq_fills": len(self.events["fills"]),
+                **{f"zmq_{name}_{key}": value for name, stats in self.stats.items()
+                   for key, value in stats.items()}}
 
 
 class Outages:
@@ -392,7 +464,7 @@ def check_gateways(soak: Soak, tag: str, fills: set[str]) -> dict:
         soak.bad(f"nats: {len(nats_fills)} fills ({len(set(nats_fills))} distinct), history "
                  f"has {len(fills)}; in seq order: {seqs == sorted(seqs)}")
     return {"postgres_fills": len(rows), "nats_events": len(events),
-            "nats_repeats": len(events) - len(unique)}
+            "nats_repeats": len(events) - len(unique), "nats_seqs": sorted(unique)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
                              "replace the first one's orders too (default 2)")
     parser.add_argument("--fsync", default="group", choices=("always", "group", "none"))
     parser.add_argument("--gateways", action="store_true",
-                        help="run a PostgreSQL and a NATS gateway and check their destinations")
+                        help="run the ZeroMQ, a PostgreSQL and a NATS gateway and check what "
+                             "each delivered")
     parser.add_argument("--outages", action="store_true",
                         help="--gateways, their destinations cut at random moments")
     args = parser.parse_args(argv)
@@ -413,11 +486,12 @@ def main(argv: list[str] | None = None) -> int:
     outages = Outages(random.Random(args.seed * 7)) if args.outages else None
     work = Path(tempfile.mkdtemp(prefix="kronos-soak-"))
     tag = f"soak_{os.getpid()}"
-    port = free_port()
+    port, pub, replay = free_port(), free_port(), free_port()
     config = work / "engine.toml"
     config.write_text(config_text(port, work / "journal", sim=SIM, fsync=args.fsync,
-                                  extra=gateways_toml(tag, outages and outages.proxies)
+                                  extra=gateways_toml(tag, pub, replay, outages and outages.proxies)
                                   if args.gateways else ""))
+    subscribers = Subscribers(pub, replay) if args.gateways else None
     problems: list[str] = []
     first = Soak(f"tcp://127.0.0.1:{port}", random.Random(args.seed * 1000), problems)
     soaks = [first] + [Soak(f"tcp://127.0.0.1:{port}", random.Random(args.seed * 1000 + k),
@@ -459,17 +533,20 @@ def main(argv: list[str] | None = None) -> int:
         for soak in soaks:
             soak.check_seqs()
         if args.gateways:
+            # Started once more, all destinations up: the gateways catch up with the journal
+            # and the subscribers' replays are answered.
             if outages:
-                # The engine is stopped: the gateways catch up at its next start.
                 outages.restore()
-                engine = start_subprocess(config, work / "engine.log")
+            engine = start_subprocess(config, work / "engine.log")
             try:
                 fills = {f.exec_id for fs in history.values() for f in fs}
                 figures = check_gateways(first, tag, fills)
+                subscribers.wait_for(fills)
+                subscribers.close()
+                figures.update(subscribers.check(first, fills, figures.pop("nats_seqs")))
             finally:
-                if outages:
-                    engine.send_signal(signal.SIGTERM)
-                    engine.wait(30)
+                engine.send_signal(signal.SIGTERM)
+                engine.wait(30)
             if outages:
                 # (evidence that the cuts were felt: the gateways' complaints)
                 figures["outages"] = outages.cuts
@@ -485,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
             soak.client.close()
         if outages:
             outages.close()
+        if subscribers:
+            subscribers.close()
     figures.update(rounds=args.rounds, seed=args.seed, clients=args.clients, fsync=args.fsync,
                    orders=len({oid for s in soaks for oid in s.last}),
                    fills_seen=len({e for s in soaks for e in s.fills}),
