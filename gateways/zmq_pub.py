@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import struct
 import threading
 import time
@@ -51,6 +52,18 @@ HEADER = struct.Struct(">QQQ")
 #: ``prev``/``topic_prev`` value meaning "not known": check with a replay.
 UNKNOWN = (1 << 64) - 1
 HEARTBEAT_TOPIC = b"_hb"
+
+
+class HeartbeatInfo(msgspec.Struct, array_like=True):
+    """A heartbeat's payload: ``topics`` published since the heartbeat numbered
+    ``number - 1`` of the same ``epoch`` (one run of the gateway), each with
+    its last seq. A topic subscriber that got that one too needs no replay to
+    know it lost nothing at the end of a topic; older gateways send none."""
+
+    epoch: int
+    number: int
+    topics: dict[str, int]
+
 _SNDMORE = int(zmq.SNDMORE)
 #: How long a bind waits for an address that is still in use before it fails.
 BIND_RETRY_S = 1.0
@@ -115,6 +128,12 @@ class ZmqGateway(Gateway):
         self._topic_prev: dict[bytes, int] = {}
         self._topic_default = UNKNOWN
         self._last_heartbeat = 0.0
+        # What the next heartbeat tells (see HeartbeatInfo): the topics published
+        # since the last one, numbered within this run (a random epoch) so that
+        # a subscriber knows when it missed one.
+        self._since_heartbeat: dict[bytes, int] = {}
+        self._epoch = int.from_bytes(os.urandom(8), "big")
+        self._heartbeats = 0
         self.endpoint = config.endpoint
         self.replay_endpoint = config.replay_endpoint
 
@@ -199,7 +218,7 @@ class ZmqGateway(Gateway):
 
     def deliver(self, events: list[GatewayEvent], through_seq: int) -> None:
         send, pack, encode = self._pub.send, HEADER.pack, self._encoder.encode
-        topic_prev, default = self._topic_prev, self._topic_default
+        topic_prev, default, since = self._topic_prev, self._topic_default, self._since_heartbeat
         prev = UNKNOWN if self._prev is None else self._prev
         for event in self.paced(events):
             topic = topic_of(event).encode()
@@ -208,7 +227,7 @@ class ZmqGateway(Gateway):
             send(topic, _SNDMORE)
             send(pack(event.seq, prev, topic_prev.get(topic, default)), _SNDMORE)
             send(encode(event))
-            prev = topic_prev[topic] = event.seq
+            prev = topic_prev[topic] = since[topic] = event.seq
         self._prev = prev
 
     def tick(self) -> None:
@@ -216,7 +235,12 @@ class ZmqGateway(Gateway):
         if (now - self._last_heartbeat) * 1000 >= self.config.heartbeat_ms:
             self._last_heartbeat = now
             head = self._prev if self._prev is not None else (self._cursor or 0)
-            self._pub.send_multipart((HEARTBEAT_TOPIC, HEADER.pack(head, head, 0), b""))
+            info = HeartbeatInfo(self._epoch, self._heartbeats,
+                                 {t.decode(): seq for t, seq in self._since_heartbeat.items()})
+            self._since_heartbeat.clear()
+            self._heartbeats += 1
+            self._pub.send_multipart((HEARTBEAT_TOPIC, HEADER.pack(head, head, 0),
+                                      self._encoder.encode(info)))
 
 
 def _matches(topic: bytes, topics: frozenset[bytes], prefixes: tuple[bytes, ...]) -> bool:
@@ -396,8 +420,9 @@ class Subscriber:
     the whole stream by ``prev``: it delivers every event in seq order.
     Subscribed to topics (``[b"fill."]`` for all fills, ``[b"fill.AAPL"]``),
     it follows each topic by ``topic_prev`` and delivers each topic in seq
-    order; a heartbeat makes it check the range since the last one, so an
-    event lost at the end of a topic is found too.
+    order; a heartbeat names the topics published since the one before (or,
+    one missed, makes it replay the range since the last one), so an event
+    lost at the end of a topic is found too.
 
     Parameters
     ----------
@@ -471,6 +496,9 @@ class Subscriber:
         self.last_seq: int | None = start_seq
         self._topic_seq: dict[bytes, int] = {}
         self._caught_up = start_seq is None
+        self._heartbeat_decoder = msgspec.msgpack.Decoder(HeartbeatInfo)
+        # (epoch, number, seq) of the last heartbeat whose range is complete
+        self._last_heartbeat: tuple[int, int, int] | None = None
         self._pending: collections.deque[list[bytes]] = collections.deque()
         self.gaps = self.replayed = self.duplicates = 0
         self.last_error = ""
@@ -529,10 +557,7 @@ class Subscriber:
         topic, header, payload = frames
         seq, prev, topic_prev = HEADER.unpack(header)
         if topic == HEARTBEAT_TOPIC:
-            if self.last_seq is None:
-                self.last_seq = seq
-            elif seq > self.last_seq:
-                self._fill(out, self.last_seq + 1, seq, topics=())
+            self._heartbeat(seq, payload, out)
             return
         if not self.all_topics and not _matches(topic, self._topics, self._topic_prefixes):
             return  # let through by ZeroMQ's prefix match only (fill.AAAX for fill.AAA)
@@ -556,6 +581,40 @@ class Subscriber:
             if seq <= have:
                 return
         self._deliver(topic, self._decoder.decode(payload), out)
+
+    def _heartbeat(self, seq: int, payload: bytes, out: list[GatewayEvent]) -> None:
+        """Make sure nothing up to the heartbeat's ``seq`` was lost.
+
+        Following everything, the chain shows every hole but one at the end,
+        which ``seq`` shows. Following topics, a topic's last event may be
+        lost with nothing after it on that topic: if the previous heartbeat of
+        the same run was handled, this one's topics (published since) say
+        which of ours moved and to where, and only a topic left behind is
+        replayed; else the whole range since the last one is.
+        """
+        try:
+            info = self._heartbeat_decoder.decode(payload) if payload else None
+        except msgspec.DecodeError:
+            info = None
+        if self.last_seq is None:
+            self.last_seq = seq
+        elif seq > self.last_seq:
+            last = self._last_heartbeat
+            if self.all_topics or info is None or last is None or \
+                    (last[0], last[1] + 1, last[2]) != (info.epoch, info.number, self.last_seq):
+                self._fill(out, self.last_seq + 1, seq, topics=())
+            else:
+                for name, topic_last in info.topics.items():
+                    topic = name.encode()
+                    if not _matches(topic, self._topics, self._topic_prefixes):
+                        continue
+                    have = max(self._topic_seq.get(topic, 0), self.last_seq)
+                    if topic_last > have:
+                        self.gaps += 1
+                        self._fill(out, have + 1, seq, topics=(topic,))
+                self.last_seq = seq
+        if info is not None:
+            self._last_heartbeat = (info.epoch, info.number, self.last_seq)
 
     def _deliver(self, topic: bytes, event: GatewayEvent, out: list[GatewayEvent]) -> None:
         out.append(event)

@@ -385,3 +385,94 @@ def test_a_port_that_stays_taken_still_fails(tmp_path, journal, monkeypatch):
             gateway.start()
         assert info.value.errno == zmq.EADDRINUSE
         assert not gateway.running
+
+
+def test_a_topic_subscriber_asks_for_no_replay_while_nothing_is_lost(tmp_path, journal):
+    """Each heartbeat tells the topics published since the one before: a topic subscriber
+    that lost nothing checks them, instead of replaying every heartbeat's whole range
+    (which re-read and re-sent every event of its topics once more)."""
+    gateway = make_gateway(tmp_path, isolation="thread", heartbeat_ms=20)
+    gateway.start()
+    try:
+        with Subscriber(gateway.endpoint, gateway.replay_endpoint, topics=[b"fill.AAA"]) as sub:
+            deadline = time.monotonic() + 5
+            while sub.last_seq is None and time.monotonic() < deadline:
+                sub.recv(timeout_ms=20)  # a heartbeat: subscribed, numbering known
+            expected = []
+            for batch in range(8):       # over several heartbeats
+                written = write_mixed(journal, 1 + 40 * batch, 40)
+                expected += [s for s, kind in written.items() if kind == "fill"]
+                time.sleep(0.05)
+            assert gateway.wait_for(journal.last_seq, 10)
+            got = collect(sub, len(expected) // 2, timeout_s=5)
+            got += sub.recv(timeout_ms=200)
+            aaa = [e.seq for e in got]
+            assert aaa and all(e.symbol == "AAA" and e.type == "fill" for e in got)
+            assert aaa == sorted(set(aaa)) == [s for s in expected if s in set(aaa)]
+            assert (sub.gaps, sub.replayed, sub.duplicates) == (0, 0, 0)
+            assert gateway._replay.requests == 0
+    finally:
+        gateway.stop()
+
+
+def test_a_topics_lost_last_event_is_found_from_the_heartbeat(tmp_path, journal):
+    """The last event of a topic lost (nothing after it on that topic to show the hole): the
+    next heartbeat names the topic's last seq and only that topic is replayed; a heartbeat
+    missed makes the subscriber replay the whole range since the last one."""
+    from gateways.zmq_pub import HEARTBEAT_TOPIC, HeartbeatInfo
+    written = write_mixed(journal, 1, 20)
+    gateway = make_gateway(tmp_path, isolation="thread", heartbeat_ms=60_000)
+    gateway.start()
+    context = zmq.Context()
+    req, pub = context.socket(zmq.REQ), context.socket(zmq.PUB)
+    port = free_port()
+    pub.bind(f"tcp://127.0.0.1:{port}")
+    try:
+        assert gateway.wait_for(journal.last_seq, 10)
+        req.connect(gateway.replay_endpoint)
+        req.send(msgspec.msgpack.encode({"from": 1, "to": 0}))
+        _, *frames = req.recv_multipart()
+        events = [(frames[i], HEADER.unpack(frames[i + 1])[0], frames[i + 2])
+                  for i in range(0, len(frames), 3)]
+        assert [seq for _, seq, _ in events] == sorted(written)
+        encode = msgspec.msgpack.encode
+
+        def heartbeat(number, head, topics):
+            pub.send_multipart([HEARTBEAT_TOPIC, HEADER.pack(head, head, 0),
+                                encode(HeartbeatInfo(7, number, topics))])
+
+        with Subscriber(f"tcp://127.0.0.1:{port}", gateway.replay_endpoint,
+                        topics=[b"fill.AAA"]) as sub:
+            deadline = time.monotonic() + 5
+            while sub.last_seq is None and time.monotonic() < deadline:
+                heartbeat(0, 0, {})   # (repeated until the subscription is in place)
+                sub.recv(timeout_ms=20)
+            aaa = [seq for topic, seq, _ in events if topic == b"fill.AAA"]
+            lost = aaa[-1]
+            prev, topic_prev, last_on = 0, {}, {}
+            for topic, seq, payload in events:
+                if seq != lost:  # published, then dropped on its way
+                    pub.send_multipart([topic, HEADER.pack(seq, prev, topic_prev.get(topic, 0)),
+                                        payload])
+                prev = topic_prev[topic] = last_on[topic.decode()] = seq
+            heartbeat(1, prev, last_on)
+            got = collect(sub, len(aaa), timeout_s=5)
+            assert [e.seq for e in got] == aaa
+            assert (sub.gaps, sub.replayed) == (1, 1)
+            assert gateway._replay.requests == 2  # the test's own request, then fill.AAA's
+
+            more = write_mixed(journal, 21, 5)  # none of them published at all
+            assert gateway.wait_for(journal.last_seq, 10)
+            heartbeat(3, journal.last_seq, {})  # heartbeat 2 lost: its topics unknown
+            # Orders 21..25, each an acknowledgement and two fills; AAA is order 24's symbol.
+            assert list(more.values()) == ["execution_report", "fill", "fill"] * 5
+            expected = list(more)[3 * 3 + 1:3 * 3 + 3]
+            got = collect(sub, 2, timeout_s=5)
+            got += sub.recv(timeout_ms=100)
+            assert [e.seq for e in got] == expected and {e.symbol for e in got} == {"AAA"}
+            assert sub.last_seq == journal.last_seq
+    finally:
+        req.close()
+        pub.close()
+        context.term()
+        gateway.stop()
