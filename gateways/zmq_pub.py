@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import struct
 import threading
 import time
@@ -55,13 +54,13 @@ HEARTBEAT_TOPIC = b"_hb"
 
 
 class HeartbeatInfo(msgspec.Struct, array_like=True):
-    """A heartbeat's payload: ``topics`` published since the heartbeat numbered
-    ``number - 1`` of the same ``epoch`` (one run of the gateway), each with
-    its last seq. A topic subscriber that got that one too needs no replay to
-    know it lost nothing at the end of a topic; older gateways send none."""
+    """A heartbeat's payload: the ``topics`` published after seq ``since`` (the
+    previous heartbeat's seq, or where this run of the gateway started;
+    ``UNKNOWN`` if not known), each with its last seq. A topic subscriber that
+    has everything up to ``since`` needs no replay to know whether it lost a
+    topic's last event; older gateways send no payload."""
 
-    epoch: int
-    number: int
+    since: int
     topics: dict[str, int]
 
 _SNDMORE = int(zmq.SNDMORE)
@@ -129,11 +128,9 @@ class ZmqGateway(Gateway):
         self._topic_default = UNKNOWN
         self._last_heartbeat = 0.0
         # What the next heartbeat tells (see HeartbeatInfo): the topics published
-        # since the last one, numbered within this run (a random epoch) so that
-        # a subscriber knows when it missed one.
+        # after _heartbeat_head, the seq the last one carried.
         self._since_heartbeat: dict[bytes, int] = {}
-        self._epoch = int.from_bytes(os.urandom(8), "big")
-        self._heartbeats = 0
+        self._heartbeat_head = UNKNOWN
         self.endpoint = config.endpoint
         self.replay_endpoint = config.replay_endpoint
 
@@ -211,6 +208,8 @@ class ZmqGateway(Gateway):
             published = state.get("published")
             self._prev = published if type(published) is int else None
             self._topic_default = UNKNOWN
+        # This run publishes after _prev: the first heartbeat's topics start there.
+        self._heartbeat_head = UNKNOWN if self._prev is None else self._prev
         return seq
 
     def cursor_state(self) -> dict:
@@ -235,10 +234,10 @@ class ZmqGateway(Gateway):
         if (now - self._last_heartbeat) * 1000 >= self.config.heartbeat_ms:
             self._last_heartbeat = now
             head = self._prev if self._prev is not None else (self._cursor or 0)
-            info = HeartbeatInfo(self._epoch, self._heartbeats,
+            info = HeartbeatInfo(self._heartbeat_head,
                                  {t.decode(): seq for t, seq in self._since_heartbeat.items()})
             self._since_heartbeat.clear()
-            self._heartbeats += 1
+            self._heartbeat_head = head
             self._pub.send_multipart((HEARTBEAT_TOPIC, HEADER.pack(head, head, 0),
                                       self._encoder.encode(info)))
 
@@ -497,8 +496,6 @@ class Subscriber:
         self._topic_seq: dict[bytes, int] = {}
         self._caught_up = start_seq is None
         self._heartbeat_decoder = msgspec.msgpack.Decoder(HeartbeatInfo)
-        # (epoch, number, seq) of the last heartbeat whose range is complete
-        self._last_heartbeat: tuple[int, int, int] | None = None
         self._pending: collections.deque[list[bytes]] = collections.deque()
         self.gaps = self.replayed = self.duplicates = 0
         self.last_error = ""
@@ -587,10 +584,11 @@ class Subscriber:
 
         Following everything, the chain shows every hole but one at the end,
         which ``seq`` shows. Following topics, a topic's last event may be
-        lost with nothing after it on that topic: if the previous heartbeat of
-        the same run was handled, this one's topics (published since) say
-        which of ours moved and to where, and only a topic left behind is
-        replayed; else the whole range since the last one is.
+        lost with nothing after it on that topic: when the subscriber has
+        everything up to the heartbeat's ``since``, its topics (published
+        after it) say which of ours moved and to where, and only a topic left
+        behind is replayed; else (a heartbeat missed, a gateway restarted
+        past what it had announced) the whole range since ``last_seq`` is.
         """
         try:
             info = self._heartbeat_decoder.decode(payload) if payload else None
@@ -599,9 +597,7 @@ class Subscriber:
         if self.last_seq is None:
             self.last_seq = seq
         elif seq > self.last_seq:
-            last = self._last_heartbeat
-            if self.all_topics or info is None or last is None or \
-                    (last[0], last[1] + 1, last[2]) != (info.epoch, info.number, self.last_seq):
+            if self.all_topics or info is None or info.since > self.last_seq:
                 self._fill(out, self.last_seq + 1, seq, topics=())
             else:
                 for name, topic_last in info.topics.items():
@@ -613,8 +609,6 @@ class Subscriber:
                         self.gaps += 1
                         self._fill(out, have + 1, seq, topics=(topic,))
                 self.last_seq = seq
-        if info is not None:
-            self._last_heartbeat = (info.epoch, info.number, self.last_seq)
 
     def _deliver(self, topic: bytes, event: GatewayEvent, out: list[GatewayEvent]) -> None:
         out.append(event)

@@ -418,7 +418,8 @@ def test_a_topic_subscriber_asks_for_no_replay_while_nothing_is_lost(tmp_path, j
 def test_a_topics_lost_last_event_is_found_from_the_heartbeat(tmp_path, journal):
     """The last event of a topic lost (nothing after it on that topic to show the hole): the
     next heartbeat names the topic's last seq and only that topic is replayed; a heartbeat
-    missed makes the subscriber replay the whole range since the last one."""
+    missed (the next one's ``since`` past what the subscriber has) makes it replay the whole
+    range since the last one."""
     from gateways.zmq_pub import HEARTBEAT_TOPIC, HeartbeatInfo
     written = write_mixed(journal, 1, 20)
     gateway = make_gateway(tmp_path, isolation="thread", heartbeat_ms=60_000)
@@ -437,9 +438,9 @@ def test_a_topics_lost_last_event_is_found_from_the_heartbeat(tmp_path, journal)
         assert [seq for _, seq, _ in events] == sorted(written)
         encode = msgspec.msgpack.encode
 
-        def heartbeat(number, head, topics):
+        def heartbeat(since, head, topics):
             pub.send_multipart([HEARTBEAT_TOPIC, HEADER.pack(head, head, 0),
-                                encode(HeartbeatInfo(7, number, topics))])
+                                encode(HeartbeatInfo(since, topics))])
 
         with Subscriber(f"tcp://127.0.0.1:{port}", gateway.replay_endpoint,
                         topics=[b"fill.AAA"]) as sub:
@@ -455,7 +456,7 @@ def test_a_topics_lost_last_event_is_found_from_the_heartbeat(tmp_path, journal)
                     pub.send_multipart([topic, HEADER.pack(seq, prev, topic_prev.get(topic, 0)),
                                         payload])
                 prev = topic_prev[topic] = last_on[topic.decode()] = seq
-            heartbeat(1, prev, last_on)
+            heartbeat(0, prev, last_on)
             got = collect(sub, len(aaa), timeout_s=5)
             assert [e.seq for e in got] == aaa
             assert (sub.gaps, sub.replayed) == (1, 1)
@@ -463,7 +464,8 @@ def test_a_topics_lost_last_event_is_found_from_the_heartbeat(tmp_path, journal)
 
             more = write_mixed(journal, 21, 5)  # none of them published at all
             assert gateway.wait_for(journal.last_seq, 10)
-            heartbeat(3, journal.last_seq, {})  # heartbeat 2 lost: its topics unknown
+            # The heartbeat naming them lost: the next one starts after it.
+            heartbeat(list(more)[-1], journal.last_seq, {})
             # Orders 21..25, each an acknowledgement and two fills; AAA is order 24's symbol.
             assert list(more.values()) == ["execution_report", "fill", "fill"] * 5
             expected = list(more)[3 * 3 + 1:3 * 3 + 3]
@@ -476,3 +478,49 @@ def test_a_topics_lost_last_event_is_found_from_the_heartbeat(tmp_path, journal)
         pub.close()
         context.term()
         gateway.stop()
+
+
+def test_heartbeats_chain_and_name_each_topics_last_seq(tmp_path, journal):
+    """Each heartbeat's ``since`` is the seq the one before carried, and its topics are those
+    published in between, each with its last seq."""
+    from gateways.zmq_pub import HEARTBEAT_TOPIC, HeartbeatInfo
+    decode = msgspec.msgpack.Decoder(HeartbeatInfo).decode
+
+    def run(gateway, write):
+        context = zmq.Context()
+        sub = context.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        gateway.start()
+        sub.connect(gateway.endpoint)
+        beats, last_on = [], {}
+        try:
+            assert sub.poll(5000)
+            written = write()
+            assert gateway.wait_for(journal.last_seq, 10)
+            deadline = time.monotonic() + 5
+            while (not beats or beats[-1][1] < journal.last_seq) and time.monotonic() < deadline:
+                if not sub.poll(1000):
+                    continue
+                topic, header, payload = sub.recv_multipart()
+                if topic == HEARTBEAT_TOPIC:
+                    beats.append((decode(payload), HEADER.unpack(header)[0]))
+                else:
+                    last_on[topic.decode()] = HEADER.unpack(header)[0]
+        finally:
+            gateway.stop()
+            sub.close()
+            context.term()
+        return written, beats, last_on
+
+    first = make_gateway(tmp_path, isolation="thread", heartbeat_ms=5)
+    written, beats, last_on = run(first, lambda: write_mixed(journal, 1, 30))
+    for (info, _), (_, before) in zip(beats[1:], beats):
+        assert info.since == before
+    named = {}
+    for info, head in beats:
+        assert all(info.since < seq <= head for seq in info.topics.values())
+        named.update(info.topics)
+    # (the heartbeats the SUB socket got before its subscription took hold are not here)
+    assert {t: s for t, s in last_on.items() if s > beats[0][0].since} == \
+        {t: s for t, s in named.items() if s > beats[0][0].since}
+    assert beats[-1][1] == max(written)
