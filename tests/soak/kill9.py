@@ -28,7 +28,8 @@ names) are short and deterministic; this one runs long and mixes everything at o
   follow everything and the fills' topics. At the end each destination holds every fill of
   the trade history exactly once (the stream after de-duplication by ``seq``, in ``seq``
   order); the subscribers got every fill once, in ``seq`` order (by symbol for the fills'
-  topics), and the one following everything the same events as the NATS stream;
+  topics), and the one following everything the same events as the NATS stream; the
+  trade store's ``orders`` table holds every order as the engine last gave it;
 * with ``--outages`` (implies ``--gateways``): the gateways reach PostgreSQL and NATS
   through TCP proxies the soak cuts and restores at random moments, independently of the
   kill -9s (a destination may be down across a restart), so that each gateway catches up
@@ -52,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from engine.client import Client
@@ -419,24 +421,33 @@ class Outages:
             proxy.stop()
 
 
-def check_gateways(soak: Soak, tag: str, fills: set[str]) -> dict:
-    """Each gateway's destination holds every fill exactly once (waiting up to a minute for
-    them to catch up with the journal); drops what the run made there."""
+def check_gateways(soaks: list[Soak], tag: str, fills: set[str]) -> dict:
+    """Each gateway's destination holds every fill exactly once, and the trade store every
+    order in its final state (waiting up to a minute for them to catch up with the
+    journal); drops what the run made there."""
     import msgspec
     import nats
     import psycopg
 
+    soak = soaks[0]
+    final = {oid: (int(r.ord_status), Decimal(r.cum_qty)) for s in soaks for oid, r in s.last.items()}
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         deadline = time.monotonic() + 60
         while True:
             rows = [r[0] for r in conn.execute(f"SELECT exec_id FROM {tag}.fills")]
-            if len(rows) >= len(fills) or time.monotonic() > deadline:
+            orders = {oid: (status, cum) for oid, status, cum in
+                      conn.execute(f"SELECT order_id, ord_status, cum_qty FROM {tag}.orders")}
+            differ = [oid for oid, state in final.items() if orders.get(oid) != state]
+            if (len(rows) >= len(fills) and not differ) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         conn.execute(f"DROP SCHEMA {tag} CASCADE")
     if sorted(rows) != sorted(fills):
         soak.bad(f"postgres: {len(rows)} fill rows ({len(set(rows))} distinct), "
                  f"history has {len(fills)}")
+    for oid in differ[:10]:
+        soak.bad(f"postgres: order {oid} is {orders.get(oid)}, the engine's last word "
+                 f"{final[oid]} (ord_status, cum_qty)")
 
     async def stream() -> list[dict]:
         nc = await nats.connect("nats://127.0.0.1:4222")
@@ -463,7 +474,7 @@ def check_gateways(soak: Soak, tag: str, fills: set[str]) -> dict:
     if seqs != sorted(seqs) or sorted(nats_fills) != sorted(fills):
         soak.bad(f"nats: {len(nats_fills)} fills ({len(set(nats_fills))} distinct), history "
                  f"has {len(fills)}; in seq order: {seqs == sorted(seqs)}")
-    return {"postgres_fills": len(rows), "nats_events": len(events),
+    return {"postgres_fills": len(rows), "postgres_orders": len(orders), "nats_events": len(events),
             "nats_repeats": len(events) - len(unique), "nats_seqs": sorted(unique)}
 
 
@@ -540,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             engine = start_subprocess(config, work / "engine.log")
             try:
                 fills = {f.exec_id for fs in history.values() for f in fs}
-                figures = check_gateways(first, tag, fills)
+                figures = check_gateways(soaks, tag, fills)
                 subscribers.wait_for(fills)
                 subscribers.close()
                 figures.update(subscribers.check(first, fills, figures.pop("nats_seqs")))
