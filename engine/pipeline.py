@@ -831,6 +831,11 @@ class Pipeline(Handler):
                                        _RejectReason.REPLACE_QTY_NOT_ABOVE_FILLED,
                                        f"new qty {req.qty} is not above the filled "
                                        f"{inst.lots_to_qty(order.cum_qty)}")
+        # The throttle does not depend on the new terms: judged now, a replace
+        # over the client's rate leaves the order working where it is.
+        reason = self.risk.admit_replace(order.order_id, now)
+        if reason:
+            return self._cancel_reject(session, order, req, reason, self.risk.last_reject_text())
         # The children come down first; risk then judges the new terms and
         # the remainder is routed again with them (see _finish_replace).
         self._pending[order.order_id] = _Pending(session.session_id, req, new_qty, new_price)
@@ -1081,7 +1086,8 @@ class Pipeline(Handler):
             reason, why = _RejectReason.POST_ONLY_WOULD_CROSS, cross
         else:
             reason = self.risk.on_replace(order.order_id, new_qty, new_price,
-                                          cl_ord_hash(req.cl_ord_id, order.account), now)
+                                          cl_ord_hash(req.cl_ord_id, order.account), now,
+                                          admitted=True)
             why = self.risk.last_reject_text() if reason else None
         if reason:
             self._refuse_pending(pending, order, reason, why)

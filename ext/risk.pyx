@@ -1172,11 +1172,23 @@ cdef class RiskEngine:
         self._remove(slot)
         return 0
 
-    cdef int on_replace_c(self, int64_t order_key, int64_t new_qty, int64_t new_price,
-                          int64_t cl_ord_hash, int64_t now_ns) except -1:
+    cdef int admit_replace_c(self, int64_t order_key, int64_t now_ns) noexcept:
         cdef int32_t slot = self._find(order_key)
         cdef WorkingOrder* o
-        cdef int reason
+        if slot < 0:
+            self.cur_account = self.cur_instrument = self.cur_session = -1
+            return self._reject(UNKNOWN_ORDER, LAYER_NONE, M_NONE, 0, 0)
+        o = &self.orders[slot]
+        self.cur_session = o.session
+        self.cur_account = o.account
+        self.cur_instrument = o.instrument
+        return self._throttle(&self.buckets[self.sessions[o.session].bucket], now_ns)
+
+    cdef int on_replace_c(self, int64_t order_key, int64_t new_qty, int64_t new_price,
+                          int64_t cl_ord_hash, int64_t now_ns, bint admitted) except -1:
+        cdef int32_t slot = self._find(order_key)
+        cdef WorkingOrder* o
+        cdef int reason = 0
         cdef int64_t cum, leaves, value_price = 0, leaves_notional = 0, old_leaves, old_notional
         cdef int ovf = 0
         if slot < 0:
@@ -1186,7 +1198,8 @@ cdef class RiskEngine:
         self.cur_session = o.session
         self.cur_account = o.account
         self.cur_instrument = o.instrument
-        reason = self._throttle(&self.buckets[self.sessions[o.session].bucket], now_ns)
+        if not admitted:
+            reason = self._throttle(&self.buckets[self.sessions[o.session].bucket], now_ns)
         if reason == 0 and self._clord_add(_clord_key(cl_ord_hash, o.session)):
             reason = self._reject(DUPLICATE_CL_ORD_ID, LAYER_SESSION, M_NONE, 0, 0)
         if reason:
@@ -1318,7 +1331,7 @@ cdef class RiskEngine:
         return self.on_done_c(order_key)
 
     def on_replace(self, int64_t order_key, int64_t new_qty, int64_t new_price,
-                   int64_t cl_ord_hash, int64_t now_ns, /):
+                   int64_t cl_ord_hash, int64_t now_ns, /, bint admitted=False):
         """Check and apply a cancel/replace of a working order.
 
         Parameters
@@ -1329,6 +1342,9 @@ cdef class RiskEngine:
             The new limit price (ignored for MARKET orders).
         cl_ord_hash : int
             Hash of the replace request's new cl_ord_id.
+        admitted : bool
+            The replace passed :meth:`admit_replace` when it arrived: the
+            throttle is not checked again.
 
         Returns
         -------
@@ -1336,7 +1352,22 @@ cdef class RiskEngine:
             0 when the replace passed and is applied; else a reason and the
             order keeps its old quantity and price.
         """
-        return self.on_replace_c(order_key, new_qty, new_price, cl_ord_hash, now_ns)
+        return self.on_replace_c(order_key, new_qty, new_price, cl_ord_hash, now_ns, admitted)
+
+    def admit_replace(self, int64_t order_key, int64_t now_ns, /):
+        """The throttle of a replace of ``order_key``, judged when it arrives.
+
+        The engine takes an order's children down before :meth:`on_replace`
+        judges the new terms; the throttle does not depend on them, so it is
+        asked first and a throttled replace leaves the order where it works.
+        A pass uses a token; then call ``on_replace(..., admitted=True)``.
+
+        Returns
+        -------
+        int
+            0, ``THROTTLED`` or ``UNKNOWN_ORDER`` (``last_reject()`` has the detail).
+        """
+        return self.admit_replace_c(order_key, now_ns)
 
     def record_cl_ord_id(self, int32_t session, int64_t cl_ord_hash, /):
         """Record that ``session`` used a cl_ord_id today, as ``check_new`` and ``on_replace`` do.

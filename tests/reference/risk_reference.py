@@ -546,11 +546,17 @@ class RiskReference:
 
     on_reject = on_cancel
 
-    def on_replace(self, order_key, new_qty, new_price, cl_ord_hash, now_ns):
+    def admit_replace(self, order_key, now_ns):
         order = self.orders.get(order_key)
         if order is None:
             return self._reject(R.UNKNOWN_ORDER)
-        reason = self._throttle(order.session, now_ns)
+        return self._throttle(order.session, now_ns)
+
+    def on_replace(self, order_key, new_qty, new_price, cl_ord_hash, now_ns, admitted=False):
+        order = self.orders.get(order_key)
+        if order is None:
+            return self._reject(R.UNKNOWN_ORDER)
+        reason = 0 if admitted else self._throttle(order.session, now_ns)
         if reason:
             return reason
         if (order.session, cl_ord_hash) in self.cl_ord_ids:

@@ -507,6 +507,23 @@ def test_the_sessions_of_one_profile_share_its_bucket(make):
     assert [h.new(session=s, now=10_000 * MS) for s in ("s3", "s1")] == [0, R.THROTTLED]
 
 
+def test_a_replace_is_throttled_when_it_arrives(make):
+    """The engine asks admit_replace before it takes the order's children down (the throttle
+    does not depend on the new terms); on_replace(admitted=True) then uses no second token."""
+    h = make({"firm": {"throttle_rate": 10, "throttle_burst": 3}})
+    e = h.engine
+    assert h.new(qty=5) == 0                                   # token 1
+    key = h.key
+    assert e.admit_replace(key, 0) == 0                        # token 2
+    assert e.on_replace(key, 6, 10000, 901, 0, admitted=True) == 0
+    assert e.working_order(key)["qty"] == 6
+    assert e.admit_replace(key, 0) == 0                        # token 3
+    assert e.admit_replace(key, 0) == R.THROTTLED
+    assert e.on_replace(key, 7, 10000, 902, 0) == R.THROTTLED  # the one-call form uses one too
+    assert e.working_order(key)["qty"] == 6
+    assert e.admit_replace(10**9, 0) == R.UNKNOWN_ORDER
+
+
 def test_duplicate_cl_ord_id_per_session(make):
     h = make()
     assert h.new(cl=42) == 0

@@ -52,7 +52,8 @@ def random_ops(rng, n):
             op = (rng.choice(["cancel", "cancel", "reject"]), rng.randint(0, 8))
         elif roll < 0.90:
             op = ("replace", rng.randint(0, 8), rng.randint(0, 40), price,
-                  rng.choice([None] * 8 + [rng.randint(0, 3)]))
+                  rng.choice([None] * 8 + [rng.randint(0, 3)]),
+                  rng.random() < 0.5)  # admitted first (the engine's way), or all in one call
         elif roll < 0.97:
             op = ("ref", rng.randint(0, 1), price)
         else:
@@ -91,7 +92,11 @@ def apply(engine, op, now, keys, key):
         return engine.on_cancel(key) if kind == "cancel" else engine.on_reject(key)
     elif kind == "replace":
         cl = 2_000_000 + len(keys) if op[4] is None else op[4]
-        result = engine.on_replace(key, op[2], op[3], cl, now)
+        if op[5]:
+            result = engine.admit_replace(key, now) or \
+                engine.on_replace(key, op[2], op[3], cl, now, admitted=True)
+        else:
+            result = engine.on_replace(key, op[2], op[3], cl, now)
     elif kind == "ref":
         engine.set_reference_price(op[1], op[2], now)
         return None
