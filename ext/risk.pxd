@@ -248,6 +248,7 @@ cdef class RiskEngine:
     cdef int on_replace_c(self, int64_t order_key, int64_t new_qty, int64_t new_price,
                           int64_t cl_ord_hash, int64_t now_ns, bint admitted) except -1
     cdef int admit_replace_c(self, int64_t order_key, int64_t now_ns) noexcept
+    cdef int32_t _replace_slot(self, int64_t order_key) noexcept
 
     # ------------------------------------------------------------ checks
     cdef int _reject(self, int reason, int layer, int measure, int64_t limit,

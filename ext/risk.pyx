@@ -1172,32 +1172,37 @@ cdef class RiskEngine:
         self._remove(slot)
         return 0
 
-    cdef int admit_replace_c(self, int64_t order_key, int64_t now_ns) noexcept:
+    cdef int32_t _replace_slot(self, int64_t order_key) noexcept:
+        """The pool slot of the order a replace names, its names taken for a reject; -1
+        (``UNKNOWN_ORDER`` in the detail) when risk does not hold it."""
         cdef int32_t slot = self._find(order_key)
         cdef WorkingOrder* o
         if slot < 0:
             self.cur_account = self.cur_instrument = self.cur_session = -1
-            return self._reject(UNKNOWN_ORDER, LAYER_NONE, M_NONE, 0, 0)
+            self._reject(UNKNOWN_ORDER, LAYER_NONE, M_NONE, 0, 0)
+            return -1
         o = &self.orders[slot]
         self.cur_session = o.session
         self.cur_account = o.account
         self.cur_instrument = o.instrument
-        return self._throttle(&self.buckets[self.sessions[o.session].bucket], now_ns)
+        return slot
+
+    cdef int admit_replace_c(self, int64_t order_key, int64_t now_ns) noexcept:
+        cdef int32_t slot = self._replace_slot(order_key)
+        if slot < 0:
+            return UNKNOWN_ORDER
+        return self._throttle(&self.buckets[self.sessions[self.orders[slot].session].bucket], now_ns)
 
     cdef int on_replace_c(self, int64_t order_key, int64_t new_qty, int64_t new_price,
                           int64_t cl_ord_hash, int64_t now_ns, bint admitted) except -1:
-        cdef int32_t slot = self._find(order_key)
+        cdef int32_t slot = self._replace_slot(order_key)
         cdef WorkingOrder* o
         cdef int reason = 0
         cdef int64_t cum, leaves, value_price = 0, leaves_notional = 0, old_leaves, old_notional
         cdef int ovf = 0
         if slot < 0:
-            self.cur_account = self.cur_instrument = self.cur_session = -1
-            return self._reject(UNKNOWN_ORDER, LAYER_NONE, M_NONE, 0, 0)
+            return UNKNOWN_ORDER
         o = &self.orders[slot]
-        self.cur_session = o.session
-        self.cur_account = o.account
-        self.cur_instrument = o.instrument
         if not admitted:
             reason = self._throttle(&self.buckets[self.sessions[o.session].bucket], now_ns)
         if reason == 0 and self._clord_add(_clord_key(cl_ord_hash, o.session)):
