@@ -229,9 +229,8 @@ cdef class RiskEngine:
     cdef list _account_names
     cdef list _instrument_names
     cdef list _session_names
-    cdef list _session_profiles       # per session: its [sessions.<name>] table's name
     cdef dict _bucket_ix              # profile -> index into buckets
-    cdef list _bucket_names           # per bucket: its profile
+    cdef list _bucket_names           # per bucket: its profile ([sessions.<name>] table's name)
     cdef dict _instruments           # symbol -> ext.instrument.Instrument
     cdef dict _grids                 # symbol -> Instrument, every symbol ever configured
     cdef dict _config
@@ -253,7 +252,7 @@ cdef class RiskEngine:
     # ------------------------------------------------------------ checks
     cdef int _reject(self, int reason, int layer, int measure, int64_t limit,
                      int64_t value) noexcept
-    cdef int _throttle(self, ThrottleBucket* b, int64_t now_ns) noexcept
+    cdef int _throttle(self, int32_t session, int64_t now_ns) noexcept
     cdef int _evaluate(self, int32_t account, int32_t instrument, int side, int ord_type,
                        int64_t qty, int64_t leaves, int64_t price, int flags, int64_t now_ns,
                        bint is_new, int64_t* value_price, int64_t* leaves_notional) noexcept
@@ -290,6 +289,7 @@ cdef class RiskEngine:
     cdef int _set_cell(self, int32_t a, int32_t i, str symbol, dict f, dict acct, dict ins,
                        dict cell) except -1
     cdef int32_t _bucket_of(self, str profile) except -1
+    cdef str _profile(self, int32_t s)
     cdef int _set_throttle(self, int32_t b, object plan, bint fresh) except -1
     cdef list _kill(self, str scope, object target, bint engage)
     cdef list _working_keys(self, int kind, int32_t ix)

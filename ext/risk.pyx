@@ -469,7 +469,6 @@ cdef class RiskEngine:
         self._account_names = []
         self._instrument_names = []
         self._session_names = []
-        self._session_profiles = []
         self._bucket_ix = {}
         self._bucket_names = []
         self._instruments = {}
@@ -771,8 +770,10 @@ cdef class RiskEngine:
         self.detail.value = value
         return reason
 
-    cdef int _throttle(self, ThrottleBucket* b, int64_t now_ns) noexcept:
-        """Token bucket in nano-tokens: ``rate`` tokens a second up to ``capacity``."""
+    cdef int _throttle(self, int32_t session, int64_t now_ns) noexcept:
+        """Token bucket in nano-tokens, the session's profile's: ``rate`` tokens a second
+        up to ``capacity``."""
+        cdef ThrottleBucket* b = &self.buckets[self.sessions[session].bucket]
         cdef int64_t refill
         cdef int ovf = 0
         if b.rate == 0:
@@ -1040,7 +1041,7 @@ cdef class RiskEngine:
             kx_prefetch(&self.dup[self.dup_hash & self.dup_mask])
         # Throttle and cl_ord_id come first and apply to every message, even
         # one rejected further down: they guard the intake, not the exposure.
-        reason = self._throttle(&self.buckets[self.sessions[session].bucket], now_ns)
+        reason = self._throttle(session, now_ns)
         if reason:
             return reason
         # _evaluate changes no state, so it may run before the cl_ord_id probe
@@ -1191,7 +1192,7 @@ cdef class RiskEngine:
         cdef int32_t slot = self._replace_slot(order_key)
         if slot < 0:
             return UNKNOWN_ORDER
-        return self._throttle(&self.buckets[self.sessions[self.orders[slot].session].bucket], now_ns)
+        return self._throttle(self.orders[slot].session, now_ns)
 
     cdef int on_replace_c(self, int64_t order_key, int64_t new_qty, int64_t new_price,
                           int64_t cl_ord_hash, int64_t now_ns, bint admitted) except -1:
@@ -1204,7 +1205,7 @@ cdef class RiskEngine:
             return UNKNOWN_ORDER
         o = &self.orders[slot]
         if not admitted:
-            reason = self._throttle(&self.buckets[self.sessions[o.session].bucket], now_ns)
+            reason = self._throttle(o.session, now_ns)
         if reason == 0 and self._clord_add(_clord_key(cl_ord_hash, o.session)):
             reason = self._reject(DUPLICATE_CL_ORD_ID, LAYER_SESSION, M_NONE, 0, 0)
         if reason:
@@ -1446,7 +1447,7 @@ cdef class RiskEngine:
                  LAYER_INSTRUMENT: f"instrument {symbol}",
                  LAYER_ACCOUNT_INSTRUMENT: f"account {account} in {symbol}",
                  LAYER_SESSION: f"session {session}"}.get(d.layer, "")
-        profile = self._name(self._session_profiles, d.session)
+        profile = self._profile(d.session) if 0 <= d.session < self.n_sessions else f"#{d.session}"
         text = template.format(layer=layer, limit=self._show(d.measure, d.limit, symbol),
                                value=self._show(d.measure, d.value, symbol), profile=profile)
         return f"{name}: {text} [account {account}, instrument {symbol}, session {session}]"
@@ -1515,20 +1516,22 @@ cdef class RiskEngine:
         cdef int32_t ix
         if name in self._session_ix:
             ix = self._session_ix[name]
-            if profile is not None and profile != self._session_profiles[ix]:
-                self._session_profiles[ix] = profile
+            if profile is not None and profile != self._profile(ix):
                 self.sessions[ix].bucket = self._bucket_of(profile)
             return ix
         ix = self.n_sessions
         self._ensure_dims(self.n_accounts, self.n_instruments, ix + 1)
         self._session_ix[name] = ix
         self._session_names.append(name)
-        self._session_profiles.append(name if profile is None else profile)
         self.n_sessions = ix + 1
         memset(&self.sessions[ix], 0, sizeof(SessionState))
         self.sessions[ix].known = 1
-        self.sessions[ix].bucket = self._bucket_of(self._session_profiles[ix])
+        self.sessions[ix].bucket = self._bucket_of(name if profile is None else profile)
         return ix
+
+    cdef str _profile(self, int32_t s):
+        """Session ``s``'s profile: the name of the throttle bucket it draws on."""
+        return self._bucket_names[self.sessions[s].bucket]
 
     cdef int32_t _bucket_of(self, str profile) except -1:
         """The throttle bucket of ``profile``, made full on its first use."""
@@ -1942,7 +1945,7 @@ cdef class RiskEngine:
             "instrument_state": [[self.inst[i].ref_price, self.inst[i].ref_ns, self.inst[i].open_orders,
                                   int(self.inst[i].halted & HALT_RUNTIME), int(self.inst[i].killed)]
                                  for i in range(self.n_instruments)],
-            "session_profiles": list(self._session_profiles),
+            "session_profiles": [self._profile(s) for s in range(self.n_sessions)],
             "session_state": [self.sessions[s].open_orders for s in range(self.n_sessions)],
             "throttle": [[self._bucket_names[b], self.buckets[b].tokens, self.buckets[b].last_ns]
                          for b in range(self.n_buckets)],
@@ -1977,7 +1980,8 @@ cdef class RiskEngine:
             self._bucket_of(name)
         for name, profile in zip(snap["sessions"], snap["session_profiles"]):
             self.session_index(name, profile)
-        if snap["sessions"] != self._session_names or snap["session_profiles"] != self._session_profiles:
+        if snap["sessions"] != self._session_names or \
+                snap["session_profiles"] != [self._profile(s) for s in range(self.n_sessions)]:
             raise ValueError("snapshot sessions do not match this engine's")
         (self.firm.open_orders, self.firm.open_notional, self.firm.traded_notional,
          self.firm.realized_pnl, self.firm.killed) = snap["firm"]
