@@ -127,9 +127,8 @@ class ZmqGateway(Gateway):
         self._topic_prev: dict[bytes, int] = {}
         self._topic_default = UNKNOWN
         self._last_heartbeat = 0.0
-        # What the next heartbeat tells (see HeartbeatInfo): the topics published
-        # after _heartbeat_head, the seq the last one carried.
-        self._since_heartbeat: dict[bytes, int] = {}
+        # The seq the last heartbeat carried: the next one names the topics
+        # published after it (see HeartbeatInfo).
         self._heartbeat_head = UNKNOWN
         self.endpoint = config.endpoint
         self.replay_endpoint = config.replay_endpoint
@@ -217,7 +216,7 @@ class ZmqGateway(Gateway):
 
     def deliver(self, events: list[GatewayEvent], through_seq: int) -> None:
         send, pack, encode = self._pub.send, HEADER.pack, self._encoder.encode
-        topic_prev, default, since = self._topic_prev, self._topic_default, self._since_heartbeat
+        topic_prev, default = self._topic_prev, self._topic_default
         prev = UNKNOWN if self._prev is None else self._prev
         for event in self.paced(events):
             topic = topic_of(event).encode()
@@ -226,7 +225,7 @@ class ZmqGateway(Gateway):
             send(topic, _SNDMORE)
             send(pack(event.seq, prev, topic_prev.get(topic, default)), _SNDMORE)
             send(encode(event))
-            prev = topic_prev[topic] = since[topic] = event.seq
+            prev = topic_prev[topic] = event.seq
         self._prev = prev
 
     def tick(self) -> None:
@@ -234,9 +233,11 @@ class ZmqGateway(Gateway):
         if (now - self._last_heartbeat) * 1000 >= self.config.heartbeat_ms:
             self._last_heartbeat = now
             head = self._prev if self._prev is not None else (self._cursor or 0)
-            info = HeartbeatInfo(self._heartbeat_head,
-                                 {t.decode(): seq for t, seq in self._since_heartbeat.items()})
-            self._since_heartbeat.clear()
+            # Each topic's last seq is in _topic_prev already: those past the last
+            # heartbeat are the ones published since (nothing added per event).
+            since = self._heartbeat_head
+            info = HeartbeatInfo(since, {t.decode(): seq for t, seq in self._topic_prev.items()
+                                         if seq > since})
             self._heartbeat_head = head
             self._pub.send_multipart((HEARTBEAT_TOPIC, HEADER.pack(head, head, 0),
                                       self._encoder.encode(info)))
