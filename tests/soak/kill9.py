@@ -558,14 +558,13 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 engine.send_signal(signal.SIGTERM)
                 engine.wait(30)
-            if outages:
-                # (evidence that the cuts were felt: the gateways' complaints)
-                figures["outages"] = outages.cuts
-                figures["gateway_warnings"] = sum(
-                    1 for line in (work / "engine.log").read_text().splitlines()
-                    if "WARNING" in line and "gateway" in line)
-        errors = [line for line in (work / "engine.log").read_text().splitlines()
-                  if re.search(r"\bERROR\b|Traceback", line)]
+        log = (work / "engine.log").read_text().splitlines()
+        if outages:
+            # (evidence that the cuts were felt: the gateways' complaints)
+            figures["outages"] = outages.cuts
+            figures["gateway_warnings"] = sum(1 for line in log
+                                              if "WARNING" in line and "gateway" in line)
+        errors = [line for line in log if re.search(r"\bERROR\b|Traceback", line)]
         for line in errors[:10]:
             first.bad(f"engine log: {line}")
     finally:
