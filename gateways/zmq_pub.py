@@ -54,9 +54,11 @@ HEARTBEAT_TOPIC = b"_hb"
 
 
 class HeartbeatInfo(msgspec.Struct, array_like=True):
-    """A heartbeat's payload: the ``topics`` published after seq ``since`` (the
-    previous heartbeat's seq, or where this run of the gateway started;
-    ``UNKNOWN`` if not known), each with its last seq. A topic subscriber that
+    """A heartbeat's payload: the ``topics`` published after seq ``since``, each
+    with its last seq. ``since`` is the seq the heartbeat :data:`HEARTBEAT_WINDOW`
+    before this one carried, or where this run of the gateway started (after
+    a restart, where the previous run's window started, when its topics were
+    stored with its cursor); ``UNKNOWN`` if not known. A topic subscriber that
     has everything up to ``since`` needs no replay to know whether it lost a
     topic's last event; older gateways send no payload."""
 
@@ -64,6 +66,14 @@ class HeartbeatInfo(msgspec.Struct, array_like=True):
     topics: dict[str, int]
 
 _SNDMORE = int(zmq.SNDMORE)
+#: The most topics whose last seqs go into the cursor file with it (rewritten every
+#: ``cursor_interval_ms``); past that a restarted gateway starts their chains
+#: as not known, as without them (subscribers check with a replay).
+MAX_STORED_TOPICS = 10_000
+#: A heartbeat names the topics published since the one this many heartbeats
+#: before it: a subscriber that missed fewer (or reconnected to a restarted
+#: gateway within as many periods) still needs no range replay.
+HEARTBEAT_WINDOW = 4
 #: How long a bind waits for an address that is still in use before it fails.
 BIND_RETRY_S = 1.0
 
@@ -127,9 +137,10 @@ class ZmqGateway(Gateway):
         self._topic_prev: dict[bytes, int] = {}
         self._topic_default = UNKNOWN
         self._last_heartbeat = 0.0
-        # The seq the last heartbeat carried: the next one names the topics
-        # published after it (see HeartbeatInfo).
-        self._heartbeat_head = UNKNOWN
+        # The seqs the last HEARTBEAT_WINDOW heartbeats carried (or where this run
+        # started): the next heartbeat names the topics published after the oldest.
+        # load_cursor sets where it starts.
+        self._heads: collections.deque[int] = collections.deque([UNKNOWN], HEARTBEAT_WINDOW)
         self.endpoint = config.endpoint
         self.replay_endpoint = config.replay_endpoint
 
@@ -203,16 +214,33 @@ class ZmqGateway(Gateway):
         if seq == 0:
             # Nothing was ever published: "the previous one" is none, not unknown.
             self._prev, self._topic_default = 0, 0
-        else:
-            published = state.get("published")
-            self._prev = published if type(published) is int else None
-            self._topic_default = UNKNOWN
-        # This run publishes after _prev: the first heartbeat's topics start there.
-        self._heartbeat_head = UNKNOWN if self._prev is None else self._prev
+            self._heads = collections.deque([0], HEARTBEAT_WINDOW)
+            return seq
+        published = state.get("published")
+        self._prev = published if type(published) is int else None
+        self._topic_default = UNKNOWN
+        # This run publishes after _prev: the first heartbeat's topics start there...
+        start = UNKNOWN if self._prev is None else self._prev
+        topics, since = state.get("topics"), state.get("since")
+        if self._prev is not None and isinstance(topics, dict) and type(since) is int:
+            # ... unless the previous run's topics were stored with its cursor: then each
+            # topic's chain goes on where it was, and the first heartbeats name the topics
+            # since the previous run's last ones, so a topic subscriber that had everything
+            # up to one of them needs no replay to cross the restart.
+            self._topic_prev = {t.encode(): s for t, s in topics.items() if type(s) is int}
+            start = since
+            if state.get("topics_complete") is True:
+                self._topic_default = 0  # a topic not named was never published
+        self._heads = collections.deque([start], HEARTBEAT_WINDOW)
         return seq
 
     def cursor_state(self) -> dict:
-        return {"published": self._prev}
+        state = {"published": self._prev}
+        if self._prev is not None and len(self._topic_prev) <= MAX_STORED_TOPICS:
+            state.update(since=self._heads[0],
+                         topics={t.decode(): s for t, s in self._topic_prev.items()},
+                         topics_complete=self._topic_default == 0)
+        return state
 
     def deliver(self, events: list[GatewayEvent], through_seq: int) -> None:
         send, pack, encode = self._pub.send, HEADER.pack, self._encoder.encode
@@ -233,12 +261,15 @@ class ZmqGateway(Gateway):
         if (now - self._last_heartbeat) * 1000 >= self.config.heartbeat_ms:
             self._last_heartbeat = now
             head = self._prev if self._prev is not None else (self._cursor or 0)
-            # Each topic's last seq is in _topic_prev already: those past the last
-            # heartbeat are the ones published since (nothing added per event).
-            since = self._heartbeat_head
+            # Each topic's last seq is in _topic_prev already: those past `since` are
+            # the ones published since (nothing added per event).
+            heads = self._heads
+            since = heads[0]
             info = HeartbeatInfo(since, {t.decode(): seq for t, seq in self._topic_prev.items()
                                          if seq > since})
-            self._heartbeat_head = head
+            heads.append(head)
+            if heads[0] == UNKNOWN:
+                heads.popleft()  # known from now on: no need to keep sending "not known"
             self._pub.send_multipart((HEARTBEAT_TOPIC, HEADER.pack(head, head, 0),
                                       self._encoder.encode(info)))
 
@@ -420,8 +451,8 @@ class Subscriber:
     the whole stream by ``prev``: it delivers every event in seq order.
     Subscribed to topics (``[b"fill."]`` for all fills, ``[b"fill.AAPL"]``),
     it follows each topic by ``topic_prev`` and delivers each topic in seq
-    order; a heartbeat names the topics published since the one before (or,
-    one missed, makes it replay the range since the last one), so an event
+    order; a heartbeat names the topics published since one a few before (or,
+    too many missed, makes it replay the range since the last one), so an event
     lost at the end of a topic is found too.
 
     Parameters

@@ -6,6 +6,7 @@ import threading
 import time
 
 import msgspec
+import orjson
 import pytest
 import zmq
 
@@ -481,9 +482,9 @@ def test_a_topics_lost_last_event_is_found_from_the_heartbeat(tmp_path, journal)
 
 
 def test_heartbeats_chain_and_name_each_topics_last_seq(tmp_path, journal):
-    """Each heartbeat's ``since`` is the seq the one before carried, and its topics are those
-    published in between, each with its last seq."""
-    from gateways.zmq_pub import HEARTBEAT_TOPIC, HeartbeatInfo
+    """Each heartbeat's ``since`` is the seq the one HEARTBEAT_WINDOW before carried, and its
+    topics are those published in between, each with its last seq."""
+    from gateways.zmq_pub import HEARTBEAT_TOPIC, HEARTBEAT_WINDOW, HeartbeatInfo
     decode = msgspec.msgpack.Decoder(HeartbeatInfo).decode
 
     def run(gateway, write):
@@ -498,7 +499,8 @@ def test_heartbeats_chain_and_name_each_topics_last_seq(tmp_path, journal):
             written = write()
             assert gateway.wait_for(journal.last_seq, 10)
             deadline = time.monotonic() + 5
-            while (not beats or beats[-1][1] < journal.last_seq) and time.monotonic() < deadline:
+            while ((len(beats) <= HEARTBEAT_WINDOW or beats[-1][1] < journal.last_seq)
+                   and time.monotonic() < deadline):
                 if not sub.poll(1000):
                     continue
                 topic, header, payload = sub.recv_multipart()
@@ -514,7 +516,8 @@ def test_heartbeats_chain_and_name_each_topics_last_seq(tmp_path, journal):
 
     first = make_gateway(tmp_path, isolation="thread", heartbeat_ms=5)
     written, beats, last_on = run(first, lambda: write_mixed(journal, 1, 30))
-    for (info, _), (_, before) in zip(beats[1:], beats):
+    assert len(beats) > HEARTBEAT_WINDOW
+    for (info, _), (_, before) in zip(beats[HEARTBEAT_WINDOW:], beats):
         assert info.since == before
     named = {}
     for info, head in beats:
@@ -524,3 +527,57 @@ def test_heartbeats_chain_and_name_each_topics_last_seq(tmp_path, journal):
     assert {t: s for t, s in last_on.items() if s > beats[0][0].since} == \
         {t: s for t, s in named.items() if s > beats[0][0].since}
     assert beats[-1][1] == max(written)
+
+
+def test_a_topic_subscriber_crosses_a_gateway_restart_without_a_replay(tmp_path, journal):
+    """The gateway killed after storing its cursor, then started again: its stored topics keep
+    each topic's chain going and its first heartbeats start where the previous run's did, so a
+    topic subscriber kept across the restart asks the replay service for nothing (before, each
+    topic's first event and the first heartbeat sent it there), drops the events republished
+    from the cursor by seq, and misses none."""
+    gateway = make_gateway(tmp_path, isolation="thread", heartbeat_ms=20, cursor_interval_ms=0)
+    gateway.start()
+    with Subscriber(gateway.endpoint, gateway.replay_endpoint, topics=[b"fill.AAA"]) as sub:
+        deadline = time.monotonic() + 5
+        while sub.last_seq is None and time.monotonic() < deadline:
+            sub.recv(timeout_ms=20)  # a heartbeat: subscribed
+        # The subscriber's last heartbeat comes before every event (the next one "never"):
+        # it has to cross the restart on the new run's heartbeats.
+        gateway._last_heartbeat = float("inf")
+        assert sub.last_seq == 0
+        # Orders 1..60 below; AAA is the symbol of every fourth, each with two fills.
+        write_mixed(journal, 1, 20)
+        # (the file is written just after the batch is counted)
+        assert wait_until(lambda: orjson.loads(gateway.cursor_path.read_bytes())["seq"]
+                          == journal.last_seq, 10)
+        stored = gateway.cursor_path.read_bytes()  # the last cursor file before the "kill"
+        write_mixed(journal, 21, 20)   # published, and past the cursor file kept
+        assert gateway.wait_for(journal.last_seq, 10)
+        got = collect(sub, 20)
+        assert (sub.gaps, sub.replayed, sub.duplicates) == (0, 0, 0)
+        gateway.stop()
+        gateway.cursor_path.write_bytes(stored)
+        # (its first heartbeat goes before the SUB socket has reconnected: the next ones,
+        # within HEARTBEAT_WINDOW, still start where the previous run's did)
+        again = make_gateway(tmp_path, isolation="thread", heartbeat_ms=200,
+                             endpoint=gateway.endpoint, replay_endpoint=gateway.replay_endpoint)
+        again.start()
+        try:
+            deadline = time.monotonic() + 5
+            while sub.last_seq == 0 and time.monotonic() < deadline:
+                got += sub.recv(timeout_ms=20)  # reconnected: a heartbeat of the new run
+            assert sub.last_seq > 0
+            write_mixed(journal, 41, 20)
+            assert again.wait_for(journal.last_seq, 10)
+            got += collect(sub, 30 - len(got), timeout_s=5)
+            got += sub.recv(timeout_ms=200)
+            assert (sub.gaps, sub.replayed) == (0, 0)
+            assert again._replay.requests == 0
+            # Against the journal: every AAA fill once, in order.
+            with Subscriber(again.endpoint, again.replay_endpoint, topics=[b"fill.AAA"],
+                            start_seq=0) as check:
+                expected = collect(check, 30, timeout_s=5)
+            assert len(expected) == 30 and {e.symbol for e in expected} == {"AAA"}
+            assert [e.seq for e in got] == [e.seq for e in expected]
+        finally:
+            again.stop()
