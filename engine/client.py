@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import os
 import secrets
@@ -86,6 +87,8 @@ _TIFS = {"day": TimeInForce.DAY, "gtc": TimeInForce.GTC, "ioc": TimeInForce.IOC,
 
 #: Default ZMTP ping interval and unanswered-ping timeout of a client's connection, seconds.
 HEARTBEAT_S, HEARTBEAT_TIMEOUT_S = 1.0, 3.0
+#: Default longest wait of a send for room in the socket's queue, seconds.
+SEND_TIMEOUT_S = 10.0
 
 
 def _enum(value, table: dict, enum_type):
@@ -99,6 +102,15 @@ def _enum(value, table: dict, enum_type):
 
 class ClientProtocolError(Exception):
     """The engine sent something this client cannot read."""
+
+
+class EngineUnavailableError(ConnectionError):
+    """A request could not be handed to the connection within ``send_timeout_s``.
+
+    The socket's queue (ZeroMQ's send high-water mark, 1,000 messages) stayed
+    full: the engine is down or not reading. The request was not sent; the
+    ones queued before it go out if the engine comes back on this connection.
+    """
 
 
 #: How long messages after a gap wait for the gap to be filled before they
@@ -123,9 +135,14 @@ class _Base:
 
     def __init__(self, *, auto_resend: bool, cl_ord_id_prefix: str | None,
                  auto_resume: bool = False, heartbeat_s: float = HEARTBEAT_S,
-                 heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S):
+                 heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+                 send_timeout_s: float | None = SEND_TIMEOUT_S):
         if heartbeat_s < 0 or heartbeat_timeout_s < 0:
             raise ValueError("heartbeat_s and heartbeat_timeout_s must not be negative")
+        if send_timeout_s is not None and not send_timeout_s > 0:
+            raise ValueError("send_timeout_s must be positive (None: wait for ever)")
+        #: longest wait of a send for room in the socket's queue (None: for ever)
+        self.send_timeout_s = send_timeout_s
         self.auto_resend = auto_resend
         #: ZeroMQ (ZMTP) pings every so many seconds, and how long one may go unanswered
         #: before the connection counts as lost (0: no pings; see the module's *Reconnects*)
@@ -357,6 +374,10 @@ class _Base:
                 socket.heartbeat_ivl = round(self.heartbeat_s * 1000)
                 socket.heartbeat_timeout = round((self.heartbeat_timeout_s or
                                                   self.heartbeat_s) * 1000)
+            if self.send_timeout_s is not None:
+                # Without it a send blocks for good once the queue is full (the engine
+                # gone, or not reading): the caller gets EngineUnavailableError instead.
+                socket.sndtimeo = max(1, round(self.send_timeout_s * 1000))
             socket.ipv6 = zmq_ipv6(self.endpoint)  # tcp://[::1]:p needs ZMQ_IPV6
             socket.connect(self.endpoint)
         except BaseException:
@@ -393,6 +414,18 @@ class _Base:
             self._monitor.close(0)
             self._monitor = None
         self.socket.close(0)
+
+    @contextlib.contextmanager
+    def _unsent(self):
+        """Around a send: the queue still full after ``send_timeout_s`` (``zmq.Again``)
+        is an :class:`EngineUnavailableError` naming the engine."""
+        try:
+            yield
+        except zmq.Again:
+            raise EngineUnavailableError(
+                f"the engine at {self.endpoint} took no message for {self.send_timeout_s:g} s "
+                "(this connection's queue is full: the engine is down or not reading); "
+                "the request was not sent") from None
 
     def _connection_lost(self) -> bool:
         """Take the connection events waiting; True once the socket's connection (its
@@ -506,6 +539,10 @@ class Client(_Base):
         drops the connection, a loss handled like any other (``auto_resume``).
         That is how an engine host that vanished without closing its
         connections is noticed. Defaults 1 and 3; ``heartbeat_s=0`` sends none.
+    send_timeout_s : float or None
+        How long a send waits for room in the connection's queue (1,000
+        messages while the engine is away) before it raises
+        :class:`EngineUnavailableError`. Default 10; ``None`` waits for ever.
 
     Notes
     -----
@@ -522,10 +559,11 @@ class Client(_Base):
                  auto_resend: bool = True, context: zmq.Context | None = None,
                  cl_ord_id_prefix: str | None = None, routing_id: bytes | None = None,
                  auto_resume: bool = True, heartbeat_s: float = HEARTBEAT_S,
-                 heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S):
+                 heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+                 send_timeout_s: float | None = SEND_TIMEOUT_S):
         super().__init__(auto_resend=auto_resend, cl_ord_id_prefix=cl_ord_id_prefix,
                          auto_resume=auto_resume, heartbeat_s=heartbeat_s,
-                         heartbeat_timeout_s=heartbeat_timeout_s)
+                         heartbeat_timeout_s=heartbeat_timeout_s, send_timeout_s=send_timeout_s)
         self._connect(endpoint, context or zmq.Context.instance(), server_key, client_keypair,
                       routing_id)
 
@@ -547,22 +585,30 @@ class Client(_Base):
     # ------------------------------------------------------------ sending
     def send(self, request: Request) -> None:
         """Encode and send one request (on a new connection, after its resume, if the
-        engine dropped the last one)."""
-        if self._connection_lost():
-            self._reconnect()
-        opening = self._opening(request)
-        if opening is not None:
-            self.socket.send(self._encode(opening))
-        self.socket.send(self._encode(request))
+        engine dropped the last one).
+
+        Raises
+        ------
+        EngineUnavailableError
+            The connection's queue stayed full for ``send_timeout_s``.
+        """
+        with self._unsent():
+            if self._connection_lost():
+                self._reconnect()
+            opening = self._opening(request)
+            if opening is not None:
+                self.socket.send(self._encode(opening))
+            self.socket.send(self._encode(request))
 
     def send_raw(self, data: bytes | Iterable[bytes]) -> None:
         """Send bytes as they are (one frame, or several from an iterable); for tests."""
-        if self._connection_lost():
-            self._reconnect()
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            self.socket.send(data)
-        else:
-            self.socket.send_multipart(list(data))
+        with self._unsent():
+            if self._connection_lost():
+                self._reconnect()
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                self.socket.send(data)
+            else:
+                self.socket.send_multipart(list(data))
 
     def new_order(self, symbol: str, side, qty: str, price: str | None = None, *, account: str,
                   **fields) -> NewOrder:
@@ -691,10 +737,11 @@ class AsyncClient(_Base):
                  auto_resend: bool = True, context: zmq.asyncio.Context | None = None,
                  cl_ord_id_prefix: str | None = None, routing_id: bytes | None = None,
                  auto_resume: bool = True, heartbeat_s: float = HEARTBEAT_S,
-                 heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S):
+                 heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+                 send_timeout_s: float | None = SEND_TIMEOUT_S):
         super().__init__(auto_resend=auto_resend, cl_ord_id_prefix=cl_ord_id_prefix,
                          auto_resume=auto_resume, heartbeat_s=heartbeat_s,
-                         heartbeat_timeout_s=heartbeat_timeout_s)
+                         heartbeat_timeout_s=heartbeat_timeout_s, send_timeout_s=send_timeout_s)
         self._connect(endpoint, context or zmq.asyncio.Context.instance(), server_key,
                       client_keypair, routing_id)
 
@@ -716,23 +763,26 @@ class AsyncClient(_Base):
         self.close()
 
     async def send(self, request: Request) -> None:
-        """Encode and send one request (after a resume if the connection was lost)."""
-        if self._connection_lost():
-            await self._reconnect()
-        opening = self._opening(request)
-        if opening is not None:
-            await self.socket.send(bytes(self._encode(opening)))
-        # zmq.asyncio may queue the frame: hand it an immutable copy.
-        await self.socket.send(bytes(self._encode(request)))
+        """Encode and send one request (after a resume if the connection was lost);
+        :class:`EngineUnavailableError` as for :meth:`Client.send`."""
+        with self._unsent():
+            if self._connection_lost():
+                await self._reconnect()
+            opening = self._opening(request)
+            if opening is not None:
+                await self.socket.send(bytes(self._encode(opening)))
+            # zmq.asyncio may queue the frame: hand it an immutable copy.
+            await self.socket.send(bytes(self._encode(request)))
 
     async def send_raw(self, data: bytes | Iterable[bytes]) -> None:
         """Send bytes as they are (one frame, or several from an iterable); for tests."""
-        if self._connection_lost():
-            await self._reconnect()
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            await self.socket.send(data)
-        else:
-            await self.socket.send_multipart(list(data))
+        with self._unsent():
+            if self._connection_lost():
+                await self._reconnect()
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                await self.socket.send(data)
+            else:
+                await self.socket.send_multipart(list(data))
 
     async def new_order(self, symbol: str, side, qty: str, price: str | None = None, *,
                         account: str, **fields) -> NewOrder:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from engine.client import AsyncClient, Client
+from engine.client import AsyncClient, Client, EngineUnavailableError
 from engine.messages import ExecType, ExecutionReport, HeartbeatAck
 from tests.integration.engine_harness import ThreadedEngine, config_text, free_port, serving
 
@@ -125,3 +125,53 @@ def test_after_an_engine_restart_the_client_resumes_and_gets_what_it_missed(tmp_
         assert_clean(client, session_id, 1)
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("use_asyncio", [False, True], ids=["blocking", "asyncio"])
+def test_a_send_while_the_engine_is_gone_fails_after_send_timeout_s(tmp_path, use_asyncio):
+    """The engine stopped: requests queue on the client's new connection until its queue
+    (ZeroMQ's high-water mark) is full; the next send then waits ``send_timeout_s`` and raises
+    EngineUnavailableError naming the engine, where it used to block for ever. The engine
+    back on its port, the same client resumes and its next order is acknowledged."""
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal"))
+    endpoint = f"tcp://127.0.0.1:{port}"
+
+    async def flood(client):
+        sent = 0
+        while True:
+            started = time.monotonic()
+            try:
+                result = client.new_order("AAA", "buy", "1", "40.00", account="DEMO1",
+                                          time_in_force="ioc", cl_ord_id=f"gone-{sent}")
+                if use_asyncio:
+                    await result
+            except EngineUnavailableError as exc:
+                return sent, time.monotonic() - started, exc
+            sent += 1
+            assert sent < 5_000, "the queue never filled"
+
+    async def once(client, cl_ord_id):
+        result = client.new_order("AAA", "buy", "1", "40.00", account="DEMO1", cl_ord_id=cl_ord_id)
+        if use_asyncio:
+            await result
+            return await client.recv_until(acked(cl_ord_id), 10)
+        return client.recv_until(acked(cl_ord_id), 10)
+
+    async def run():
+        client = (AsyncClient if use_asyncio else Client)(endpoint, send_timeout_s=0.3)
+        try:
+            with ThreadedEngine(path):
+                await once(client, "before")
+            sent, waited, exc = await flood(client)
+            assert 500 <= sent <= 1_100    # the queue's 1,000 (the first ones may have left)
+            assert 0.25 <= waited < 5
+            assert endpoint in str(exc) and "not sent" in str(exc)
+            with ThreadedEngine(path):
+                await once(client, "after")
+            assert client.reconnects >= 1 and client.lost == []
+        finally:
+            client.close()
+
+    asyncio.run(run())
