@@ -520,9 +520,17 @@ class EngineThread:
 
 
 def load(path: str | Path | None) -> tuple[Config, Path]:
-    """The configuration at ``path``, or the embedded default."""
-    if not path:
+    """The configuration at ``path``, or the embedded default when ``path`` is None.
+
+    An empty path is refused (``ConfigError``), not taken for "no file": a
+    ``--config "$KRONOS_CONFIG"`` with the variable unset would otherwise
+    start the default engine, on its port and journal, with no durability.
+    """
+    if path is None:
         return default_config(), DEFAULT_CONFIG
+    if not str(path).strip():
+        raise ConfigError("--config names no file (an empty path); leave --config out "
+                          "for the embedded default")
     return load_config(path), Path(path)
 
 

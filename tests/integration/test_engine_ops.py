@@ -126,6 +126,19 @@ def test_a_bad_sim_value_is_one_line_naming_the_key(tmp_path):
         f"seconds per second, got 0"]
 
 
+def test_an_empty_config_path_is_refused_not_taken_for_the_default(tmp_path):
+    """``--config "$KRONOS_CONFIG"`` with the variable unset: the default engine (its port, a
+    journal in the working directory, no fsync) must not start in place of the one meant."""
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--config", "",
+                           "--duration", "0.5"], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "kronos-exec serve: --config names no file (an empty path); leave --config out "
+        "for the embedded default"]
+    assert list(tmp_path.iterdir()) == []  # no journal made
+
+
 def test_shutdown_grace_is_the_configured_one(tmp_path):
     """``[intake] shutdown_grace_ms``: how long a stopping engine keeps serving."""
     from engine.config import ConfigError, parse_config
