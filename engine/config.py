@@ -490,9 +490,11 @@ def _check(config: Config, source: str) -> None:
         fail("'intake.hard_max_message_bytes' is below 'intake.max_message_bytes'")
     if intake.heartbeat_timeout_ms <= intake.heartbeat_interval_ms:
         fail("'intake.heartbeat_timeout_ms' must be longer than 'intake.heartbeat_interval_ms'")
-    if intake.endpoints:
-        if not security.server_secret_key_file:
-            fail("'security.server_secret_key_file' is required for CURVE 'intake.endpoints'")
+    if intake.endpoints and not security.server_secret_key_file:
+        fail("'security.server_secret_key_file' is required for CURVE 'intake.endpoints'")
+    if security.server_secret_key_file:
+        # Read even with plaintext endpoints only: a wrong path would otherwise
+        # show only on the day CURVE is turned on.
         _, secret = _certificate(security.server_secret_key_file,
                                  "security.server_secret_key_file", fail)
         if secret is None:

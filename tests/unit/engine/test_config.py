@@ -98,6 +98,9 @@ def test_documented_defaults():
     (PLAIN + "max_message_bytes = 0\n", "'intake.max_message_bytes'"),
     ('[intake]\nplaintext_endpoints = ["tcp://127.0.0.1:7002"]\n', "allow_plaintext"),
     ('[intake]\nendpoints = ["tcp://127.0.0.1:7001"]\n', "server_secret_key_file"),
+    # read though only plaintext endpoints are open: a typo must not wait for CURVE's day
+    (PLAIN + '[security]\nserver_secret_key_file = "nowhere/server.key_secret"\n',
+     "'security.server_secret_key_file'"),
     ("[intake]\n", "accept no connections"),
     (PLAIN.replace("tcp://127.0.0.1:7002", "http://x"), "not a tcp://host:port"),
     (PLAIN + "heartbeat_timeout_ms = 500\n", "heartbeat_timeout_ms"),
