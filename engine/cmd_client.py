@@ -36,13 +36,25 @@ _ENUM_FIELDS = {"side": Side, "exec_type": ExecType, "ord_status": OrdStatus, "o
                 "time_in_force": TimeInForce}
 
 
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds: ``--wait 0`` closed the socket before the
+    request left, and looked like an engine that did not answer."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the connection options and one sub-command per request."""
     parser.add_argument("--endpoint", required=True, help="intake endpoint, tcp://host:port or ipc:///path")
     parser.add_argument("--server-key", help="engine's Z85 public key (turns CURVE on)")
     parser.add_argument("--server-key-file", help="engine's public certificate file (turns CURVE on)")
     parser.add_argument("--client-key-file", help="this client's secret certificate file")
-    parser.add_argument("--wait", type=float, default=1.0,
+    parser.add_argument("--wait", type=_seconds, default=1.0,
                         help="stop after this many seconds without a message (default 1.0)")
     sub = parser.add_subparsers(dest="request", metavar="REQUEST", required=True)
 

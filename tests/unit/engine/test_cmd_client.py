@@ -50,3 +50,12 @@ def test_a_malformed_server_key_is_named_not_the_endpoint():
                  "heartbeat")
     assert out.returncode == 2 and "is not a 40-character Z85 CURVE public key" in out.stderr
     assert "cannot connect" not in out.stderr
+
+
+def test_a_wait_that_is_not_positive_is_refused():
+    """``--wait 0`` (or less) closed the socket before the request left and then said "no
+    answer": refused up front instead, naming the option."""
+    for wait in ("0", "-1", "nan", "soon"):
+        out = kronos("client", "--endpoint", "tcp://127.0.0.1:1", "--wait", wait, "heartbeat")
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert "argument --wait" in out.stderr and repr(wait) in out.stderr
