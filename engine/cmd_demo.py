@@ -47,7 +47,10 @@ SCRIPT = [
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--data-dir`` for the journal, ``--pause`` between orders."""
-    parser.add_argument("--data-dir", help="journal directory (default: a new temporary one)")
+    parser.add_argument("--data-dir",
+                        help="data directory: the journal goes to its journal/ subdirectory, "
+                             "which journal verify/export take as --data-dir "
+                             "(default: a new temporary one)")
     parser.add_argument("--pause", type=float, default=0.3,
                         help="seconds between orders, so fills arrive in between (default 0.3)")
 

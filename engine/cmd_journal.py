@@ -19,6 +19,7 @@ from pathlib import Path
 import msgspec
 
 from engine.journal import (
+    FILE_MAGIC,
     SEGMENT_SUFFIX,
     JournalCorruptError,
     JournalReader,
@@ -76,7 +77,11 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
     """Why the arguments cannot be acted on (before anything is read), or None."""
     if not args.data_dir.is_dir():
         return f"{args.data_dir} is not a directory"
-    if not list_segments(args.data_dir):
+    try:
+        segments = list_segments(args.data_dir)
+    except OSError as exc:
+        return f"cannot list {args.data_dir}: {exc.strerror or exc}"
+    if not segments:
         return (f"no journal in {args.data_dir}: it holds no segment files "
                 f"(<first seq>{SEGMENT_SUFFIX}); is --data-dir the journal's directory?")
     if args.action == "export":
@@ -86,6 +91,36 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
             return f"--out {args.out} is a directory; give a file name"
         if not args.out.parent.is_dir():
             return f"--out {args.out}: directory {args.out.parent} does not exist"
+        return _clobbers_journal(args.out, args.data_dir)
+    return None
+
+
+def _clobbers_journal(out: Path, data_dir: Path) -> str | None:
+    """Why writing ``out`` could destroy journal data, or None.
+
+    A typo in ``--out`` must not replace an acknowledged segment with
+    Parquet, nor plant a file among the segments; both the path as written
+    (where the file lands) and with every symlink followed are checked.
+    """
+    journal = data_dir.resolve()
+    try:
+        targets = (out.parent.resolve() / out.name, out.resolve())
+    except RuntimeError as exc:  # a symlink loop
+        return f"--out {out}: {exc}"
+    for target in targets:
+        if target == journal or journal in target.parents:
+            return (f"--out {out} is inside the journal directory {data_dir}; "
+                    f"write the export elsewhere")
+    if out.name.endswith(SEGMENT_SUFFIX) and out.name[:-len(SEGMENT_SUFFIX)].isdigit() \
+            and out.exists():
+        return f"--out {out} is named like a journal segment and exists; it is not overwritten"
+    try:
+        with open(out, "rb") as existing:
+            magic = existing.read(len(FILE_MAGIC))
+    except OSError:  # none there (or unreadable: the write says why)
+        return None
+    if magic == FILE_MAGIC:
+        return f"--out {out} is a journal segment; it is not overwritten"
     return None
 
 
@@ -111,7 +146,12 @@ def _verify(data_dir: Path) -> int:
               f"chain head {result.last_hash.hex()}")
         return 0
     p = result.problem
-    print(f"BROKEN: {p.problem} at {p.path.name} offset {p.offset} (seq {p.seq}): {p.detail}")
+    if p.problem == "unreadable":
+        # The whole path, for the operator to go and look at; no offset: the
+        # operating system does not say where in the file it gave up.
+        print(f"BROKEN: unreadable at {p.path} (seq {p.seq}): {p.detail}")
+    else:
+        print(f"BROKEN: {p.problem} at {p.path.name} offset {p.offset} (seq {p.seq}): {p.detail}")
     print(f"{result.records} records before it are intact ({span})")
     return 1
 
@@ -134,6 +174,10 @@ def _flatten(payload) -> dict:
         value = body.get(column, payload.get(column))
         if column in _INT_COLUMNS:
             row[column] = value if isinstance(value, int) and not isinstance(value, bool) else None
+        elif column == "order_id" and isinstance(value, int) and not isinstance(value, bool):
+            # JournalValuation keeps the engine's integer id; execution reports
+            # carry it as text, and one column type lets the two be joined.
+            row[column] = str(value)
         else:
             row[column] = value if isinstance(value, str) else None
     return row
@@ -168,6 +212,10 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
     except JournalCorruptError as exc:
         print(f"kronos-exec journal: journal is corrupt, nothing written: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a segment that cannot be read: a bad disk, a directory in its place
+        print(f"kronos-exec journal: cannot read {exc.filename or data_dir}: "
+              f"{exc.strerror or exc}; nothing written", file=sys.stderr)
+        return 1
     types = {"seq": pa.uint64(), "ts": pa.timestamp("ns", tz="UTC"),
              **{c: pa.int32() for c in _INT_COLUMNS}}
     table = pa.table({name: pa.array(values, type=types.get(name, pa.string()))
@@ -178,7 +226,10 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
         pq.write_table(table, tmp)
         os.replace(tmp, out)
     except OSError as exc:  # a full disk, no permission: say so, leave no partial file
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # e.g. a leftover directory of that name: not ours to remove
+            pass  # the write's error is the one to report
         print(f"kronos-exec journal: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(f"wrote {table.num_rows} records to {out}")

@@ -211,7 +211,8 @@ class JournalCorruptError(JournalError):
     seq : int or None
         Sequence number the record should have had.
     problem : str
-        ``checksum``, ``chain``, ``sequence``, ``header`` or ``length``.
+        ``checksum``, ``chain``, ``sequence``, ``header``, ``length`` or ``name``
+        (a segment file whose name is not its header's first seq).
     """
 
     def __init__(self, path: Path, offset: int, seq: int | None, problem: str, detail: str):
@@ -462,7 +463,7 @@ class JournalReader:
             segments = segments[keep:]
         expected, prev_hash = None, None
         for index, path in enumerate(segments):
-            data = path.read_bytes()
+            data = _read_segment(path)
             last_segment = index == len(segments) - 1
             try:
                 header = parse_segment_header(path, data)
@@ -481,6 +482,7 @@ class JournalReader:
                 # the previous segment (or the file's name) does.
                 seq = expected if expected is not None else int(path.stem)
                 raise JournalCorruptError(path, 0, seq, exc.problem, exc.detail) from None
+            check_segment_name(path, header, expected if expected is not None else header.first_seq)
             if expected is not None and header.first_seq != expected:
                 raise JournalCorruptError(path, 0, expected, "sequence",
                                           f"segment starts at {header.first_seq}, expected {expected}")
@@ -510,6 +512,33 @@ class JournalReader:
                                               detail) from None
                 self.torn = TornTail(path, torn.offset, len(data) - torn.offset, str(torn))
                 return
+
+
+def check_segment_name(path: Path, header, seq: int) -> None:
+    """Raise ``JournalCorruptError`` (problem ``name``, at ``seq``) unless the segment's file
+    name is its header's first seq.
+
+    A reader starting from a seq picks its segment by name (``JournalReader``,
+    ``gateways.tail``): a renamed one would make it start past the records
+    it was asked for, without a word.
+    """
+    if int(path.stem) != header.first_seq:
+        raise JournalCorruptError(
+            path, 0, seq, "name",
+            f"the file is named for seq {int(path.stem)} but its header says its first "
+            f"record is seq {header.first_seq} (renamed?); its name must be "
+            f"{segment_name(header.first_seq)}")
+
+
+def _read_segment(path: Path) -> bytes:
+    """A segment's bytes; an ``OSError`` always names the file (a failed ``read``, EIO say,
+    does not by itself)."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
 class VerifyProblem(NamedTuple):
@@ -551,7 +580,10 @@ def verify(data_dir: str | os.PathLike) -> VerifyResult:
     -------
     VerifyResult
         The number of good records and the first record where the checksum,
-        the sequence or the chain breaks (``problem``), if any.
+        the sequence or the chain breaks (``problem``), if any. A segment
+        that cannot be read (a directory or a dangling symlink in its place,
+        an I/O error, no permission) is the problem ``unreadable``, with the
+        operating system's reason as its detail.
     """
     reader = JournalReader(data_dir, check_chain=True)
     count, first, last, last_hash = 0, None, None, GENESIS_HASH
@@ -563,7 +595,17 @@ def verify(data_dir: str | os.PathLike) -> VerifyResult:
             last, last_hash = record.seq, record.hash
     except JournalCorruptError as exc:
         problem = VerifyProblem(exc.path, exc.offset, exc.seq, exc.problem, exc.detail)
-    return VerifyResult(problem is None, count, first, last, len(list_segments(data_dir)),
+    except OSError as exc:
+        # On a failing disk is when verify is run: what cannot be read is
+        # its finding, not a crash of the checker.
+        path = Path(exc.filename) if exc.filename is not None else Path(data_dir)
+        seq = last + 1 if last is not None else (int(path.stem) if path.stem.isdigit() else None)
+        problem = VerifyProblem(path, 0, seq, "unreadable", exc.strerror or str(exc))
+    try:
+        segments = len(list_segments(data_dir))
+    except OSError:  # the directory itself cannot be listed: reported above
+        segments = 0
+    return VerifyResult(problem is None, count, first, last, segments,
                         problem, reader.torn, last_hash)
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from engine.journal import (
     FILE_HEADER_SIZE, RECORD_HEADER_SIZE, IncompleteRecord, JournalCorruptError, JournalError,
-    JournalReader, Record, list_segments, parse_segment_header, scan_records, segment_name,
+    JournalReader, Record, check_segment_name, list_segments, parse_segment_header, scan_records,
+    segment_name,
 )
 
 
@@ -117,6 +118,7 @@ class JournalTail:
         if len(head) < FILE_HEADER_SIZE and index == len(segments) - 1:
             return False  # the writer is creating it; try again on the next read
         header = parse_segment_header(path, head)
+        check_segment_name(path, header, target)
         offset, next_seq, prev_hash = FILE_HEADER_SIZE, header.first_seq, header.prev_hash
         at = bisect.bisect_right([mark[0] for mark in self._marks], target) - 1
         if at >= 0:

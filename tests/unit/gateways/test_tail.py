@@ -119,3 +119,20 @@ def test_removed_segments_are_a_gap(tmp_path):
         tail.read(10)
     tail.seek(int(segments[1].stem) - 1)
     assert tail.read(1)[0].seq == int(segments[1].stem)
+
+
+def test_a_renamed_segment_is_reported_not_skipped_past(tmp_path):
+    """A tail positioning itself picks its segment by file name: one renamed below its header's
+    first seq (by hand) would make it start past the seqs it was asked for, silently."""
+    from engine.journal import segment_name
+    with JournalWriter(tmp_path, fsync="none", rotate_bytes=4096) as writer:
+        for i in range(1, 500):
+            writer.append(RecordKind.EVENT, payload(i))
+    second = list_segments(tmp_path)[1]
+    first_seq = int(second.stem)
+    second.rename(tmp_path / segment_name(first_seq - 3))   # now "holds" the 3 before it
+    tail = JournalTail(JournalReader(tmp_path))
+    tail.seek(first_seq - 3)   # the next seq it wants lies in the renamed segment's name range
+    with pytest.raises(JournalCorruptError) as info:
+        tail.read(10)
+    assert info.value.problem == "name" and info.value.seq == first_seq - 2
