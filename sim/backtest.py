@@ -31,7 +31,7 @@ from ext.simloop import Liquidity
 from ext.types import Side
 from sim.clock import NS_PER_S, format_ts
 from sim.config import ConfigError, SimConfig, StrategyConfig, check_seed, load_config
-from sim.fees import FEE_UNITS_PER_TICK_LOT, units_to_currency
+from sim.fees import FEE_UNITS_PER_TICK_LOT, decimal_text, price_x2_to_decimal, units_to_currency
 from sim.market import Market
 from sim.strategies import ExecutionStrategy, ParentOrder, resolve_strategy
 
@@ -43,6 +43,14 @@ DRAIN_NS = NS_PER_S
 #: output folder; ``remove_outputs`` deletes these names, and only these.
 OUTPUT_FILES = ("fills.parquet", "fills.csv", "orders.parquet", "orders.csv", "summary.json",
                 "cumulative_fill.png", "price_*.png")
+
+#: Columns of ``orders`` holding prices or money: ``Decimal`` (None where
+#: there is no value), written as decimal text in the tables and as exact
+#: numbers in ``summary.json``, never through a float.
+ORDER_DECIMAL_COLUMNS = ("arrival_price", "avg_price", "vwap", "fees")
+#: Digits beyond the tick's own decimals an average price is rounded to
+#: (a quotient of integers rarely terminates).
+AVG_PRICE_EXTRA_DIGITS = 6
 
 FILL_COLUMNS = ("parent_id", "symbol", "side", "child_id", "venue", "venue_ts", "recv_ts",
                 "time", "price", "price_x2", "qty", "lots", "liquidity", "fee_units", "fee")
@@ -69,11 +77,49 @@ def remove_outputs(out_dir: str | Path) -> list[Path]:
 
 
 def _json_decimal(value):
-    """orjson ``default``: a ``Decimal`` (the share totals) as an exact JSON number."""
+    """orjson ``default``: a ``Decimal`` (shares, prices, money) as an exact JSON number."""
     import orjson
     if isinstance(value, Decimal) and value.is_finite():
-        return orjson.Fragment(format(value, "f"))
+        return orjson.Fragment(decimal_text(value))
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def exact_decimal(value: Fraction, places: int | None = None, min_places: int = 0) -> Decimal:
+    """A fraction as a ``Decimal``: exact, or rounded half to even to ``places`` decimals.
+
+    Trailing zeros are dropped down to ``min_places`` decimals (the tick's,
+    for a price), and the result never has a positive exponent (``3000``,
+    not ``3E+3``); ``decimal_text`` writes it without an exponent.
+
+    Raises
+    ------
+    ValueError
+        If ``places`` is None and the fraction has no finite decimal form.
+    """
+    value = Fraction(value)
+    if places is None:
+        den, twos, fives = value.denominator, 0, 0
+        while den % 2 == 0:
+            den, twos = den // 2, twos + 1
+        while den % 5 == 0:
+            den, fives = den // 5, fives + 1
+        places = max(twos, fives)
+        if den != 1:
+            raise ValueError(f"{value} has no finite decimal form")
+    units = round(value * 10 ** places)          # Fraction.round: exact, half to even
+    with localcontext(prec=200) as ctx:
+        out = Decimal(units).scaleb(-places, ctx)
+        if out == 0:
+            return Decimal(0).quantize(Decimal(1).scaleb(-min_places))
+        out = out.normalize(ctx)
+        if out.as_tuple().exponent > -min_places:
+            out = out.quantize(Decimal(1).scaleb(-min_places), context=ctx)
+    return out
+
+
+def _decimals_of(size: str) -> int:
+    """Decimals of a tick size (``"0.05"``: 2)."""
+    return max(0, -Decimal(size).normalize().as_tuple().exponent)
 
 
 def _as_config(config) -> SimConfig:
@@ -277,11 +323,16 @@ class BacktestResult:
         ``is_total_bps`` (Perold: executed cost plus fees plus the
         opportunity cost of the unfilled part at the end mid), ``vwap``,
         ``vwap_slippage_bps``, ``fees``, ``time_to_fill_s``, children and
-        maker/taker/dark quantities.
+        maker/taker/dark quantities. Prices and money
+        (``ORDER_DECIMAL_COLUMNS``) are ``Decimal``, None where there is
+        none (no arrival price, nothing filled, no market volume);
+        ``time_to_fill_s`` runs to the last fill, also of a partly filled
+        parent.
     totals : dict
         The same aggregated over parents: ``qty`` and ``filled`` in shares
         (the instruments' units, ``Decimal``), ``fill_rate`` their ratio,
-        ``shortfall`` and ``fees`` in currency, the bps figures over
+        ``shortfall``, ``fees`` and ``arrival_notional`` in currency
+        (exact ``Decimal``), the bps figures over
         currency notionals (see ``_totals``).
     samples : dict
         NBBO and market volume samples per symbol (``Market.samples``).
@@ -319,21 +370,22 @@ class BacktestResult:
                 cols["venue_ts"].append(f.ts)
                 cols["recv_ts"].append(f.recv_ts)
                 cols["time"].append(format_ts(f.ts))
-                cols["price"].append(str(Decimal(f.price_x2) * Decimal(inst.tick_size) / 2))
+                cols["price"].append(decimal_text(price_x2_to_decimal(f.price_x2, inst)))
                 cols["price_x2"].append(f.price_x2)
                 cols["qty"].append(inst.lots_to_qty(f.last_qty))
                 cols["lots"].append(f.last_qty)
                 cols["liquidity"].append("maker" if f.liquidity == Liquidity.LIQ_MAKER
                                          else "taker")
                 cols["fee_units"].append(f.fee)
-                cols["fee"].append(str(units_to_currency(f.fee, inst)))
+                cols["fee"].append(decimal_text(units_to_currency(f.fee, inst)))
         order = np.lexsort((cols["child_id"], cols["venue_ts"])) if cols["venue_ts"] else []
         return {c: [v[i] for i in order] for c, v in cols.items()}
 
     def _metrics(self, s: ExecutionStrategy) -> dict:
         m, p = self.market, s.parent
         inst = m.instrument(p.symbol)
-        tick = float(Decimal(inst.tick_size))
+        tick = Fraction(Decimal(inst.tick_size))
+        places = _decimals_of(inst.tick_size)
         sign = 1 if s.is_buy else -1
         arrival = s.arrival_x2
         avg_x2 = s.notional_x2 / s.filled if s.filled else float("nan")
@@ -355,18 +407,25 @@ class BacktestResult:
             "parent_id": p.parent_id, "symbol": p.symbol, "side": "buy" if s.is_buy else "sell",
             "strategy": s.name, "qty": p.qty, "filled": s.filled,
             "fill_rate": s.filled / p.qty,
-            "arrival_price": arrival / 2 * tick,
-            "avg_price": avg_x2 / 2 * tick if s.filled else float("nan"),
-            "vwap": vwap_x2 / 2 * tick if volume > 0 else float("nan"),
+            # Prices and money exact (Decimal), None where there is none.
+            "arrival_price": exact_decimal(Fraction(arrival, 2) * tick, min_places=places)
+            if arrival else None,
+            "avg_price": exact_decimal(Fraction(s.notional_x2, 2 * s.filled) * tick,
+                                       places + AVG_PRICE_EXTRA_DIGITS, places)
+            if s.filled else None,
+            "vwap": exact_decimal(Fraction(notional_x2, 2 * volume) * tick,
+                                  places + AVG_PRICE_EXTRA_DIGITS, places)
+            if volume > 0 else None,
             "shortfall_bps": shortfall, "fee_bps": fee_bps,
             "shortfall_with_fees_bps": shortfall + fee_bps if s.filled else float("nan"),
             "is_total_bps": is_total, "vwap_slippage_bps": vwap_slip,
-            "fees": float(units_to_currency(s.fees, inst)), "fee_units": s.fees,
-            "time_to_fill_s": (s.finished_ts - p.start_ns) / NS_PER_S
-            if s.finished_ts is not None else float("nan"),
+            "fees": units_to_currency(s.fees, inst), "fee_units": s.fees,
+            # To the last fill, also for a parent that was not completed.
+            "time_to_fill_s": (max(f.recv_ts for f in s.fills) - p.start_ns) / NS_PER_S
+            if s.filled else float("nan"),
             "children": len(s.children), "maker_qty": maker, "taker_qty": s.filled - maker,
             "dark_qty": dark, "start": format_ts(p.start_ns), "end": format_ts(p.end_ns),
-            # Exact integers behind the floats above.
+            # Exact integers behind the figures above.
             "arrival_x2": arrival, "notional_x2": s.notional_x2,
         }
 
@@ -377,14 +436,15 @@ class BacktestResult:
         nothing is added in ticks or lots: quantities are summed in shares
         (the instrument's units, exact ``Decimal``) and money in currency,
         exactly (``Fraction``), with floats only for the final ratios.
-        ``shortfall_bps`` and ``fee_bps`` are in bps of the filled part's
-        arrival notional; ``is_total_bps`` and ``vwap_slippage_bps`` are the
+        ``shortfall`` and ``fee_bps`` leave out a parent without an arrival
+        price (``fees`` counts it: it was paid); ``shortfall_bps`` and
+        ``fee_bps`` are in bps of the filled part's arrival notional; ``is_total_bps`` and ``vwap_slippage_bps`` are the
         parents' figures weighted by their arrival notional (arrival price x
         quantity, in currency), parents without the figure (NaN) left out.
         """
         o, strategies = self.orders, self.strategies
         qty = filled = Decimal(0)
-        cost = fees = arrival_value = Fraction(0)
+        cost = fees = measured_fees = arrival_value = Fraction(0)
         is_cost = is_weight = vwap_sum = vwap_weight = Fraction(0)
         with localcontext(prec=100) as ctx:
             # Decimal sums of share quantities: exact, or an error.
@@ -399,12 +459,15 @@ class BacktestResult:
                 tick_lot = Fraction(Decimal(inst.tick_size)) * Fraction(Decimal(inst.lot_size))
                 half_tick_lot = tick_lot / 2
                 arrival = r["arrival_x2"]
-                cost += sign * (r["notional_x2"] - arrival * r["filled"]) * half_tick_lot
                 parent_fees = s.fees * tick_lot / FEE_UNITS_PER_TICK_LOT
                 fees += parent_fees
-                arrival_value += arrival * r["filled"] * half_tick_lot
                 if not arrival:
-                    continue        # no arrival price: no bps figure for this parent
+                    # No arrival price: nothing to measure a shortfall from (it
+                    # counted the whole notional as one) and no bps figure.
+                    continue
+                cost += sign * (r["notional_x2"] - arrival * r["filled"]) * half_tick_lot
+                measured_fees += parent_fees
+                arrival_value += arrival * r["filled"] * half_tick_lot
                 weight = arrival * r["qty"] * half_tick_lot
                 # Perold, in currency: what was paid beyond arrival and the
                 # fees on the filled part, the move to the end mid on the rest.
@@ -422,18 +485,18 @@ class BacktestResult:
         def bps(num: Fraction, den: Fraction) -> float:
             return float(num * 10_000 / den) if den else float("nan")
         shortfall_bps = bps(cost, arrival_value)
-        fee_bps = bps(fees, arrival_value)
+        fee_bps = bps(measured_fees, arrival_value)
         return {
             "parents": len(o), "qty": qty, "filled": filled,
             "fill_rate": float(Fraction(filled) / Fraction(qty)) if qty else float("nan"),
-            "shortfall": float(cost), "shortfall_bps": shortfall_bps,
-            "fees": float(fees), "fee_bps": fee_bps,
+            "shortfall": exact_decimal(cost), "shortfall_bps": shortfall_bps,
+            "fees": exact_decimal(fees), "fee_bps": fee_bps,
             "shortfall_with_fees_bps": shortfall_bps + fee_bps,
             "is_total_bps": bps(is_cost, is_weight),
             "vwap_slippage_bps": bps(vwap_sum, vwap_weight),
             "children": sum(r["children"] for r in o),
             "fills": len(self.fills["child_id"]),
-            "arrival_notional": float(arrival_value),
+            "arrival_notional": exact_decimal(arrival_value),
             "events": self.events, "wall_s": self.wall_s,
             "events_per_s": self.events / self.wall_s if self.wall_s > 0 else float("nan"),
         }
@@ -465,7 +528,15 @@ class BacktestResult:
         import pyarrow as pa
         if not self.orders:
             return pa.table({})
-        return pa.table({k: [r[k] for r in self.orders] for k in self.orders[0]})
+        cols = {}
+        for k in self.orders[0]:
+            values = [r[k] for r in self.orders]
+            if k in ORDER_DECIMAL_COLUMNS:
+                # Exact decimal text, as the fills' prices and fees.
+                values = pa.array([None if v is None else decimal_text(v) for v in values],
+                                  type=pa.string())
+            cols[k] = values
+        return pa.table(cols)
 
     def write(self, out_dir: str | Path, formats=("parquet", "csv")) -> list[Path]:
         """Write ``fills`` and ``orders`` (Parquet and/or CSV) and ``summary.json``.
@@ -505,32 +576,49 @@ class BacktestResult:
         return plot_price_paths(self, out) + [plot_cumulative_fill(self, out)]
 
     def summary_table(self):
-        """The per-parent and total metrics as a ``rich`` table."""
+        """The per-parent and total metrics as a ``rich`` table.
+
+        ``vs arrival bps`` is the filled part's average price against the
+        arrival mid (``shortfall_bps``); ``IS bps`` is Perold's
+        implementation shortfall (``is_total_bps``), which also counts the
+        fees and the unfilled part's opportunity cost, so a partly filled
+        parent's cost is not understated under that name.
+        """
         from rich.table import Table
 
         def f(x, digits=2):
-            return "-" if x != x else f"{x:,.{digits}f}"
+            return "-" if x is None or x != x else f"{x:,.{digits}f}"
         t = Table(title=f"Backtest: {self.totals['parents']} parent order(s), "
                         f"{self.totals['fills']:,} fills, {self.events:,} market events in "
-                        f"{self.wall_s:.2f} s")
+                        f"{self.wall_s:.2f} s",
+                  caption="bps, positive is a cost. vs arrival: the filled part's average "
+                          "price against the arrival mid. IS: implementation shortfall "
+                          "(Perold), unfilled part and fees included.")
         for col in ("parent", "strategy", "filled", "fill %", "avg px", "arrival",
-                    "IS bps", "fees bps", "IS+fees", "vs VWAP bps", "fees", "time to fill"):
+                    "vs arrival bps", "fees bps", "IS bps", "vs VWAP bps", "fees",
+                    "time to fill"):
             t.add_column(col, justify="left" if col in ("parent", "strategy") else "right")
 
         def units(lots, symbol):
             # Quantities in the instrument's units (shares), not lots.
             return Decimal(self.market.instrument(symbol).lots_to_qty(lots))
+
+        def price(value, symbol, extra=0):
+            # The tick's decimals (plus ``extra`` for an average), at least 2.
+            places = max(2, _decimals_of(self.market.instrument(symbol).tick_size)) + extra
+            return f(value, places)
         for r in self.orders:
             t.add_row(f"#{r['parent_id']} {r['side']} {units(r['qty'], r['symbol']):,} "
                       f"{r['symbol']}", r["strategy"],
                       f"{units(r['filled'], r['symbol']):,}", f(100 * r["fill_rate"], 1),
-                      f(r["avg_price"], 4),
-                      f(r["arrival_price"], 4), f(r["shortfall_bps"]), f(r["fee_bps"]),
-                      f(r["shortfall_with_fees_bps"]), f(r["vwap_slippage_bps"]),
-                      f(r["fees"]), "-" if r["time_to_fill_s"] != r["time_to_fill_s"]
+                      price(r["avg_price"], r["symbol"], 2),
+                      "-" if r["arrival_price"] is None else decimal_text(r["arrival_price"]),
+                      f(r["shortfall_bps"]), f(r["fee_bps"]), f(r["is_total_bps"]),
+                      f(r["vwap_slippage_bps"]), f(r["fees"]),
+                      "-" if r["time_to_fill_s"] != r["time_to_fill_s"]
                       else f"{r['time_to_fill_s']:.1f} s")
         tt = self.totals
         t.add_row("[bold]total", "", f"{tt['filled']:,}", f(100 * tt["fill_rate"], 1), "", "",
-                  f(tt["shortfall_bps"]), f(tt["fee_bps"]), f(tt["shortfall_with_fees_bps"]),
+                  f(tt["shortfall_bps"]), f(tt["fee_bps"]), f(tt["is_total_bps"]),
                   f(tt["vwap_slippage_bps"]), f(tt["fees"]), "")
         return t

@@ -69,6 +69,17 @@ def _check_keys(table: dict, allowed: set[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
 
 
+def _tables(data: dict, key: str, default: Any = ...) -> list:
+    """The array of tables ``key`` (``[[key]]``), each item checked to be a table."""
+    items = _take(data, key, "config", default, list)
+    for k, item in enumerate(items):
+        if not isinstance(item, dict):
+            # Otherwise a string's characters were reported as its unknown keys.
+            raise ConfigError(f"{key}[{k}] must be a table ([[{key}]] in TOML), got "
+                              f"{type(item).__name__} {item!r}")
+    return items
+
+
 def check_seed(value, where: str) -> int:
     """A seed (an integer from 0 to 2^63 - 1), or ConfigError naming ``where``."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 63:
@@ -479,8 +490,8 @@ def config_from_dict(data: dict, base_dir: str | Path = ".") -> SimConfig:
                        "replay", "output"}, "config")
     session = _session(_take(data, "session", "config", {}, dict))
     instruments = tuple(_instrument(t, k) for k, t in
-                        enumerate(_take(data, "instruments", "config", kind=list)))
-    venues = tuple(_venue(t, k) for k, t in enumerate(_take(data, "venues", "config", kind=list)))
+                        enumerate(_tables(data, "instruments")))
+    venues = tuple(_venue(t, k) for k, t in enumerate(_tables(data, "venues")))
     if not instruments or not venues:
         raise ConfigError("config needs at least one instrument and one venue")
     for what, names in (("instrument symbol", [i.symbol for i in instruments]),
@@ -496,7 +507,7 @@ def config_from_dict(data: dict, base_dir: str | Path = ".") -> SimConfig:
     strategy = StrategyConfig(name=_take(st, "name", "strategy", "twap", str),
                               params=dict(_take(st, "params", "strategy", {}, dict)))
     parents = tuple(_parent(t, k) for k, t in
-                    enumerate(_take(data, "parents", "config", [], list)))
+                    enumerate(_tables(data, "parents", [])))
     _check_quantities(instruments, venues, flow)
     for k, p in enumerate(parents):
         _check_parent(p, k, session, instruments, venues)
@@ -509,6 +520,10 @@ def config_from_dict(data: dict, base_dir: str | Path = ".") -> SimConfig:
                               depth=_take(rt, "depth", "replay", None, str),
                               venue_map=dict(_take(rt, "venue_map", "replay", {}, dict)),
                               flow=_take(rt, "flow", "replay", False, bool))
+        for key, value in replay.venue_map.items():
+            if not isinstance(value, str):
+                raise ConfigError(f"replay.venue_map.{key} = {value!r}: must be a venue name "
+                                  "(a string)")
         if replay.quotes is None and replay.trades is None and replay.depth is None:
             raise ConfigError("replay needs quotes, depth and/or trades")
         for kind in ("quotes", "trades", "depth"):
@@ -538,7 +553,8 @@ def load_config(path: str | Path | None = None) -> SimConfig:
     """
     p = Path(path) if path is not None else DEFAULT_CONFIG
     try:
-        data = tomllib.loads(p.read_text())
+        # utf-8-sig: a byte-order mark (some Windows editors write one) is not TOML.
+        data = tomllib.loads(p.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: {exc}") from exc
     return config_from_dict(data, base_dir=p.resolve().parent)

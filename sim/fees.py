@@ -19,7 +19,7 @@ one fee unit is $0.000001.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 
 from ext.instrument import Instrument
@@ -111,10 +111,24 @@ def fee_units(per_lot: int, cbps: int, price_x2: int, qty: int) -> int:
 
 def units_to_currency(units: int, instrument: Instrument) -> Decimal:
     """Fee units as an exact amount of currency (for reports)."""
-    return (Decimal(int(units)) * Decimal(instrument.tick_size) * Decimal(instrument.lot_size)
-            / FEE_UNITS_PER_TICK_LOT)
+    # Exact: the default context's 28 digits could round an int64 of units
+    # times a tick and a lot size with long mantissas.
+    with localcontext(prec=60):
+        return (Decimal(int(units)) * Decimal(instrument.tick_size)
+                * Decimal(instrument.lot_size) / FEE_UNITS_PER_TICK_LOT)
 
 
 def price_x2_to_decimal(price_x2: int, instrument: Instrument) -> Decimal:
     """A half-tick price as an exact decimal price."""
     return Decimal(int(price_x2)) * Decimal(instrument.tick_size) / 2
+
+
+def decimal_text(value: Decimal) -> str:
+    """A decimal as report text: every digit, never an exponent, zero as ``"0"``.
+
+    ``str(Decimal)`` switches to scientific notation for small values
+    (``"0E-10"``, ``"1.2E-13"``), which spreadsheets and many readers take
+    for a float or a string; trailing zeros of a non-zero value are kept
+    (``"0.30"``: the precision it was computed in).
+    """
+    return "0" if value == 0 else format(value, "f")

@@ -10,7 +10,8 @@ quotes (top of book per venue, one row per change)
     ``bid_px``, ``bid_qty``, ``ask_px``, ``ask_qty``
                  decimal prices and quantities (strings are exact; numbers are
                  accepted and read through their shortest decimal form); an
-                 empty value or 0 means that side is empty
+                 empty value or 0 means that side is empty ("NaN", "NA",
+                 "N/A", "null" are not empty: they are refused as not decimals)
 
 depth (L2: price levels per venue, one row per level change)
     ``ts``, ``venue``, ``symbol`` as above
@@ -30,8 +31,9 @@ trades
 A malformed row (an empty ``ts``, venue or symbol, a value that is not a
 decimal on the instrument's grid, an unknown side, a trade without a price
 or quantity) is refused with ``ReplayDataError`` naming the file, the row
-(from 1, header not counted) and the column. ``ts`` is read as an integer
-and never through a float.
+(from 1, header not counted) and the column; so is a ``ts`` that is neither
+an integer nor an ISO 8601 timestamp, or a column mixing the two. ``ts`` is
+read as an integer and never through a float.
 
 How the books follow the file. The replay keeps, per venue, instrument,
 side and price level, its own orders (account ``REPLAY_ACCOUNT``). When a
@@ -65,6 +67,7 @@ from ext.book import OP_ADD, OP_CANCEL, OP_REPLACE
 from ext.types import OrdType, Side, StpMode, TimeInForce
 from sim.clock import NS_PER_S, format_ts, parse_duration
 from sim.config import ConfigError, SimConfig, load_config
+from sim.fees import decimal_text, price_x2_to_decimal
 
 REPLAY_ACCOUNT = 5
 REPLAY_TAKER_ACCOUNT = 6
@@ -116,8 +119,11 @@ def _read(path: str | Path, decimal_columns: tuple[str, ...]):
             # Prices stay strings: a CSV "100.10" read as a float would no
             # longer be the decimal that was written.
             types = {c: pa.string() for c in decimal_columns + ("venue", "symbol", "side")}
+            # Only an empty cell is empty: pyarrow's default null strings
+            # ("NaN", "NA", "N/A", "null", ...) would make a malformed price
+            # an empty quote side, and the ticker NA no symbol at all.
             table = pacsv.read_csv(p, convert_options=pacsv.ConvertOptions(
-                column_types=types, strings_can_be_null=True))
+                column_types=types, strings_can_be_null=True, null_values=[""]))
         else:
             raise ReplayDataError(f"{p}: replay files are .csv or .parquet")
     except (pa.ArrowException, OSError) as exc:
@@ -136,9 +142,8 @@ def _ts_column(table, path) -> np.ndarray:
     try:
         if pa.types.is_timestamp(col.type):
             col = pc.cast(col, pa.timestamp("ns")).cast(pa.int64())
-        elif pa.types.is_string(col.type):
-            # ISO 8601 text, e.g. "2026-01-05T10:00:00.000123456" (taken as UTC).
-            col = pc.cast(pc.cast(col, pa.timestamp("ns")), pa.int64())
+        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            col = _ts_from_text(col, path)
         elif pa.types.is_integer(col.type):
             col = pc.cast(col, pa.int64())          # a checked cast: no overflow
         else:
@@ -153,13 +158,71 @@ def _ts_column(table, path) -> np.ndarray:
     return np.asarray(col.to_numpy(), dtype=np.int64)
 
 
+#: An integer timestamp written as text (ns since the epoch).
+_INT_TEXT = r"^\s*[+-]?[0-9]+\s*$"
+
+
+def _ts_from_text(col, path):
+    """A text ``ts`` column as int64 ns: all integers, or all ISO 8601 timestamps.
+
+    pyarrow reads a CSV column as text once one cell is not an integer, and
+    its block cast names neither the row nor the bad value; the first cell
+    that does not parse (or that mixes the two forms) is found and named.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    is_int = pc.fill_null(pc.match_substring_regex(col, _INT_TEXT), False)
+    texts = None
+    n_int = pc.sum(is_int).as_py() or 0
+    n_text = len(col) - col.null_count - n_int
+    if n_int and n_text:
+        texts = col.to_pylist()
+        kinds = is_int.to_pylist()
+        # The form most rows have is taken as meant; the first other row is named.
+        ints = n_int >= n_text
+        ref = next(k for k, t in enumerate(texts) if t is not None and kinds[k] == ints)
+        k = next(k for k, t in enumerate(texts) if t is not None and kinds[k] != ints)
+        if ints:
+            problem = (f"{texts[k]!r} is not an integer (ns since the epoch, as in row "
+                       f"{ref + 1})")
+        else:
+            problem = (f"{texts[k]!r} is an integer, but row {ref + 1} is ISO 8601 text "
+                       f"({texts[ref]!r})")
+        raise ReplayDataError(f"{path}: row {k + 1}, column ts: {problem}; a column is either "
+                              "int64 ns since the epoch or ISO 8601 timestamps, not both")
+    try:
+        if n_int:
+            return pc.cast(pc.utf8_trim_whitespace(col), pa.int64())
+        # ISO 8601 text, e.g. "2026-01-05T10:00:00.000123456" (taken as UTC).
+        return pc.cast(pc.cast(col, pa.timestamp("ns")), pa.int64())
+    except pa.ArrowException:
+        pass
+    # The block cast failed: find the first cell that does on its own.
+    target = pa.int64() if n_int else pa.timestamp("ns")
+    for k, text in enumerate(col.to_pylist() if texts is None else texts):
+        if text is None:
+            continue
+        try:
+            pa.scalar(text.strip() if n_int else text).cast(target)
+        except (pa.ArrowException, ValueError) as exc:
+            what = ("is not an int64 of ns since the epoch" if n_int else
+                    "is not an ISO 8601 timestamp such as 2026-01-05T10:00:00.000123456 "
+                    "(UTC, no zone suffix)")
+            raise ReplayDataError(f"{path}: row {k + 1}, column ts: {text!r} {what}") from exc
+    raise ReplayDataError(f"{path}: column ts: cannot be read as timestamps")
+
+
 def _text(table, name: str) -> list:
-    """A column as decimal text (None where empty); numbers via their shortest repr."""
+    """A column as decimal text (None where empty); numbers via their shortest repr.
+
+    A float NaN or infinity stays text ("nan", "inf"), refused as not a
+    decimal: only a missing value is empty.
+    """
     import pyarrow as pa
     col = table.column(name)
     values = col.to_pylist()
     if pa.types.is_floating(col.type):
-        return [None if v is None or v != v else repr(float(v)) for v in values]
+        return [None if v is None else repr(float(v)) for v in values]
     return [None if v is None or v == "" else str(v) for v in values]
 
 
@@ -345,7 +408,8 @@ class ReplayFeed:
                 except KeyError as exc:
                     raise cell.error(k, "venue", f"{venue}/{symbol}: {exc.args[0]}") from None
                 if m.venues[m.venue_index(name)].dark:
-                    raise cell.error(k, "venue", f"{venue}: a dark pool has no quotes to replay")
+                    raise cell.error(k, "venue", f"{venue} is a dark pool: replay drives lit "
+                                     "venues only")
                 cache[key] = b
             out.append(cache[key])
         return out
@@ -511,7 +575,7 @@ def _check_session(market, kind: str, ts, source) -> None:
     inside = np.count_nonzero((ts >= lo) & (ts <= hi))
     if not inside:
         raise ReplayDataError(
-            f"replay.{kind} {source}: no row falls in the session ({format_ts(lo)} to "
+            f"replay.{kind}: {source}: no row falls in the session ({format_ts(lo)} to "
             f"{format_ts(hi)}); the rows span {format_ts(int(np.min(ts)))} to "
             f"{format_ts(int(np.max(ts)))} (check session.date and the file)")
 
@@ -520,7 +584,8 @@ class _Cells:
     """Reads one table's cells, naming the file, row and column when one is malformed."""
 
     def __init__(self, kind: str, source, data: dict) -> None:
-        self.where = f"{source}: " if source else f"replay {kind}: "
+        # As the loaders' errors from ``ReplayFeed.from_config``: key, then file.
+        self.where = f"replay.{kind}: {source}: " if source else f"replay {kind}: "
         self.data = data
 
     def error(self, k: int, column: str, message: str) -> ReplayDataError:
@@ -535,9 +600,13 @@ class _Cells:
 
 def _decimal(text) -> Decimal:
     try:
-        return Decimal(text)
+        value = Decimal(text)
     except (InvalidOperation, TypeError, ValueError):
         raise ValueError(f"{text!r} is not a decimal number") from None
+    if not value.is_finite():
+        # Decimal reads "NaN", "sNaN" and "Infinity"; none is a price or size.
+        raise ValueError(f"{text!r} is not a decimal number")
+    return value
 
 
 def _side(text) -> int:
@@ -610,7 +679,7 @@ def record_sample(config: SimConfig | None = None, seconds: float = 20.0,
         t["ts"].append(int(trades["ts"][k]))
         t["venue"].append(venue)
         t["symbol"].append(symbol)
-        t["price"].append(str(Decimal(int(trades["price_x2"][k])) * Decimal(inst.tick_size) / 2))
+        t["price"].append(decimal_text(price_x2_to_decimal(int(trades["price_x2"][k]), inst)))
         t["qty"].append(inst.lots_to_qty(int(trades["qty"][k])))
         t["side"].append("B" if int(trades["aggressor_side"][k]) == BUY else "S")
     return q, t

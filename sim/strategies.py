@@ -83,14 +83,32 @@ class ParentOrder:
 # ValueError naming the parameter; ``venues`` are the market's venues (objects
 # with ``name`` and ``dark``), or None when they are not known.
 
-def integer_param(low: int, optional: bool = False):
-    """A check: an integer >= ``low`` (or None if ``optional``)."""
+#: Largest value of an int64: the event loop keeps quantities, prices and
+#: times in int64, so no integer parameter may exceed it.
+INT64_MAX = 2 ** 63 - 1
+
+
+def _bound_text(value: int) -> str:
+    if value == INT64_MAX:
+        return "2^63 - 1"
+    digits = str(value)
+    if value >= 10 ** 9 and digits.strip("0") == "1":
+        return f"10^{len(digits) - 1}"
+    return f"{value:,}"
+
+
+def integer_param(low: int, high: int = INT64_MAX, optional: bool = False):
+    """A check: an integer from ``low`` to ``high`` (or None if ``optional``).
+
+    ``high`` defaults to ``INT64_MAX``: a larger value cannot reach the event
+    loop's int64 arguments, and would fail half-way through a run.
+    """
     def check(name, value, venues=None):
         if value is None and optional:
             return value
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} = {value!r}: must be an integer >= {low}"
-                             + (" or omitted" if optional else ""))
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{name} = {value!r}: must be an integer from {_bound_text(low)} "
+                             f"to {_bound_text(high)}" + (" or omitted" if optional else ""))
         return value
     return check
 
@@ -107,20 +125,39 @@ def fraction_param(name, value, venues=None):
 #: of the strategy, and at ``"1ns"`` a backtest of one simulated hour would
 #: wake it 3.6e12 times (it never ends).
 MIN_TIMER_NS = 1_000_000
+#: Longest one: a session is one day, so a longer timer could never fire,
+#: and the bound keeps ``now + period`` far inside int64 (a period near
+#: 2^63 ns wrapped the sum negative and the timer fired at the same
+#: instant for ever).
+MAX_TIMER_NS = 24 * 3600 * NS_PER_S
+#: Upper bounds of the built-in strategies' integer parameters. ``depth``
+#: is passed to the loop as a C int; a twap slice is a wake-up, so
+#: ``slices`` bounds the work of a parent like ``MIN_TIMER_NS`` does;
+#: ``limit_ticks`` is added to a price and the sum doubled (half-ticks)
+#: in int64, so it stays far from 2^62.
+MAX_DEPTH = 1_000_000
+MAX_SLICES = 100_000
+MAX_LIMIT_TICKS = 10 ** 15
 
 
 def duration_param(name, value, venues=None):
-    """A check: a duration of at least ``MIN_TIMER_NS`` (``"1s"``, ``"250ms"``, or an int of ns)."""
+    """A check: a duration from ``MIN_TIMER_NS`` to ``MAX_TIMER_NS``.
+
+    Written ``"1s"``, ``"250ms"``, or as an int of ns.
+    """
     try:
         ns = parse_duration(value)
     except (ValueError, TypeError):
         ns = 0
     if ns <= 0:
-        raise ValueError(f"{name} = {value!r}: must be a positive duration such as \"1s\" "
-                         "or \"250ms\"")
+        raise ValueError(f"{name} = {value!r}: must be a duration from 1ms to 24h, such as "
+                         "\"1s\" or \"250ms\" (an integer is ns)")
     if ns < MIN_TIMER_NS:
-        raise ValueError(f"{name} = {value!r}: must be at least 1ms (each one wakes the "
-                         f"strategy; shorter would make the backtest crawl)")
+        raise ValueError(f"{name} = {value!r}: must be a duration from 1ms to 24h (each one "
+                         "wakes the strategy; shorter would make the backtest crawl)")
+    if ns > MAX_TIMER_NS:
+        raise ValueError(f"{name} = {value!r}: must be a duration from 1ms to 24h (a session "
+                         "is one day; longer could not fire)")
     return value
 
 
@@ -353,8 +390,9 @@ class SweepStrategy(ExecutionStrategy):
 
     name = "sweep"
     defaults = {"depth": 10, "dark_fraction": 0.0, "retry": "1s", "limit_ticks": None}
-    checks = {"depth": integer_param(1), "dark_fraction": fraction_param,
-              "retry": duration_param, "limit_ticks": integer_param(0, optional=True)}
+    checks = {"depth": integer_param(1, MAX_DEPTH), "dark_fraction": fraction_param,
+              "retry": duration_param,
+              "limit_ticks": integer_param(0, MAX_LIMIT_TICKS, optional=True)}
     #: When the pending retry timer fires (0: none pending).
     retry_at = 0
 
@@ -448,7 +486,7 @@ class TwapStrategy(SweepStrategy):
 
     name = "twap"
     defaults = {**SweepStrategy.defaults, "slices": 10}
-    checks = {**SweepStrategy.checks, "slices": integer_param(1)}
+    checks = {**SweepStrategy.checks, "slices": integer_param(1, MAX_SLICES)}
 
     def on_start(self) -> None:
         self.retry_ns = parse_duration(self.params["retry"])
@@ -654,4 +692,5 @@ def resolve_strategy(name: str) -> type[ExecutionStrategy]:
 __all__ = ["ExecutionStrategy", "ParentOrder", "SweepStrategy", "TwapStrategy",
            "PassiveAggressiveStrategy", "PeriodicTakerStrategy", "STRATEGIES", "register_strategy", "resolve_strategy",
            "plan_sweep", "Liquidity", "NS_PER_S", "integer_param", "fraction_param",
-           "duration_param", "lit_venue_param", "venue_list_param", "MIN_TIMER_NS"]
+           "duration_param", "lit_venue_param", "venue_list_param", "MIN_TIMER_NS",
+           "MAX_TIMER_NS", "MAX_DEPTH", "MAX_SLICES", "MAX_LIMIT_TICKS", "INT64_MAX"]

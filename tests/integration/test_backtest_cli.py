@@ -120,4 +120,4 @@ def test_sim_command_reports_a_bad_configuration(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text(SMALL_TOML.replace('kind = "dark"', 'kind = "murky"'))
     assert main(["sim", "--config", str(bad), "--no-progress"]) == 2
-    assert "kind" in capsys.readouterr().out
+    assert "kind" in capsys.readouterr().err

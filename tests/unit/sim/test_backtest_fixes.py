@@ -174,7 +174,7 @@ def test_totals_add_shares_and_currency_not_lots_and_half_ticks(tmp_path):
     # Paid beyond arrival: AAA 400 x (50.05 - 50.00) = 20, BBB 1,000 x
     # (120.00 - 119.99) = 10. Taker fees $0.0030 a share: 1.20 + 3.00.
     arrival_value = Fraction(400 * 50 + 1000 * 120)
-    assert t["shortfall"] == 30.0 and t["fees"] == 4.2
+    assert t["shortfall"] == Decimal(30) and t["fees"] == Decimal("4.2")          # exact
     assert t["shortfall_bps"] == float(30 * 10_000 / arrival_value)
     assert t["fee_bps"] == float(Fraction("4.2") * 10_000 / arrival_value)
     # Perold per parent, in dollars: AAA 20 + 1.20 and the 600 unfilled

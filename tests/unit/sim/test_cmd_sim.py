@@ -94,9 +94,10 @@ def test_configuration_errors_exit_2_with_one_line(tmp_path, capsys, args, edit,
     (tmp_path / "empty.csv").write_bytes(b"")
     config = CONFIG.replace(*edit) if edit else CONFIG
     assert sim(tmp_path, *args, "--no-plots", config=config) == 2
-    out = capsys.readouterr().out
-    assert message in out and "Traceback" not in out
-    assert len(out.strip().splitlines()) <= 2          # rich may wrap one long line
+    captured = capsys.readouterr()
+    # One line on stderr, never wrapped (rich wrapped long ones on stdout).
+    assert captured.err.startswith("kronos-exec sim: ") and message in captured.err
+    assert len(captured.err.splitlines()) == 1 and captured.out == ""
 
 
 def test_a_run_replaces_every_output_of_an_earlier_run_and_nothing_else(tmp_path, capsys):

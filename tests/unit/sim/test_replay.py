@@ -175,6 +175,6 @@ def test_a_backtest_on_replay_data_outside_the_session_is_refused(tmp_path):
     (tmp_path / "q.csv").write_text("\n".join(shifted) + "\n")
     cfg = load_config(REPLAY)
     cfg = cfg.with_overrides(replay=dataclasses.replace(cfg.replay, quotes=str(tmp_path / "q.csv")))
-    with pytest.raises(ReplayDataError, match=r"replay.quotes .*q.csv: no row falls in the "
+    with pytest.raises(ReplayDataError, match=r"replay.quotes: .*q.csv: no row falls in the "
                                               r"session .* the rows span 2026-01-06"):
         Backtest(cfg).run()

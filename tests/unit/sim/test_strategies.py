@@ -156,18 +156,35 @@ def test_a_custom_strategy_sees_only_the_hooks_it_defines():
     (SweepStrategy, {"dark_fraction": 3.0}, r"dark_fraction = 3.0: must be a number from 0 to 1"),
     (SweepStrategy, {"dark_fraction": -0.1}, r"dark_fraction"),
     (SweepStrategy, {"dark_fraction": float("nan")}, r"dark_fraction"),
-    (SweepStrategy, {"depth": 0}, r"depth = 0: must be an integer >= 1"),
-    (SweepStrategy, {"retry": "0s"}, r"retry = '0s': must be a positive duration"),
+    (SweepStrategy, {"depth": 0}, r"depth = 0: must be an integer from 1 to 1,000,000$"),
+    (SweepStrategy, {"retry": "0s"}, r"retry = '0s': must be a duration from 1ms to 24h"),
     (SweepStrategy, {"retry": "soon"}, r"retry"),
     (SweepStrategy, {"limit_ticks": -1}, r"limit_ticks = -1"),
-    (TwapStrategy, {"slices": 0}, r"slices = 0: must be an integer >= 1"),
+    (TwapStrategy, {"slices": 0}, r"slices = 0: must be an integer from 1 to 100,000$"),
     (TwapStrategy, {"slices": -3}, r"slices = -3"),
     (TwapStrategy, {"slices": 2.5}, r"slices = 2.5"),
     (TwapStrategy, {"slices": True}, r"slices = True"),
     (PassiveAggressiveStrategy, {"passive_fraction": 1.5}, r"passive_fraction"),
     (PassiveAggressiveStrategy, {"reprice": 0}, r"reprice"),
-    (PassiveAggressiveStrategy, {"reprice": "1ns"}, r"reprice = '1ns': must be at least 1ms"),
-    (SweepStrategy, {"retry": 999_999}, r"retry = 999999: must be at least 1ms"),
+    (PassiveAggressiveStrategy, {"reprice": "1ns"},
+     r"reprice = '1ns': must be a duration from 1ms to 24h \(each one wakes"),
+    (SweepStrategy, {"retry": 999_999}, r"retry = 999999: must be a duration from 1ms to 24h"),
+    # Upper bounds: beyond them a value passed the check and then hung the run
+    # (a timer period near 2^63 ns wrapped now + period negative) or failed
+    # half-way with OverflowError when it reached the loop's int64 arguments.
+    (PeriodicTakerStrategy, {"interval": 2**63 - 1},
+     r"interval = 9223372036854775807: must be a duration from 1ms to 24h \(a session"),
+    (PeriodicTakerStrategy, {"interval": "25h"}, r"interval = '25h': must be a duration from"),
+    (SweepStrategy, {"retry": 2**63 - 1}, r"retry = 9223372036854775807: must be a duration"),
+    (PassiveAggressiveStrategy, {"reprice": "1e20s"}, r"reprice = '1e20s'"),
+    (PeriodicTakerStrategy, {"child_qty": 2**63},
+     r"child_qty = 9223372036854775808: must be an integer from 1 to 2\^63 - 1$"),
+    (SweepStrategy, {"depth": 2**31}, r"depth = 2147483648: must be an integer from 1 to "
+                                      r"1,000,000$"),
+    (TwapStrategy, {"slices": 100_001}, r"slices = 100001: must be an integer from 1 to "
+                                        r"100,000$"),
+    (SweepStrategy, {"limit_ticks": 2**63 - 1}, r"limit_ticks = 9223372036854775807: must be "
+                                                r"an integer from 0 to 10\^15 or omitted$"),
     (PassiveAggressiveStrategy, {"venue": "NOPE"}, r"venue = 'NOPE': must be the name of a lit "
                                                    r"venue \(FAST, BPS, INV\)"),
     (PassiveAggressiveStrategy, {"venue": "POOL"}, r"venue = 'POOL'"),
