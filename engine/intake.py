@@ -118,11 +118,14 @@ class Handler:
     the intake's event loop thread and must not block it.
     """
 
-    def handle(self, session: "Session", request: Request) -> None:
+    def handle(self, session: "Session", request: Request,
+               positions: tuple[int, ...] | None = None) -> None:
         """Process one request that passed intake's checks.
 
         Receives ``NewOrder``, ``Cancel``, ``Replace``, ``BulkNewOrders``
-        (only the orders that passed intake's per-order checks),
+        (only the orders that passed intake's per-order checks; when some did
+        not, ``positions`` gives each kept order's place in the bulk as sent,
+        and intake passes it only then),
         ``OrderStatusRequest``, ``TradeHistoryRequest``, ``KillSwitch`` and
         ``ReloadLimits``; answers go out through ``session.send(msg)``, now or
         later. An exception raised here is logged and answered with an
@@ -1123,6 +1126,7 @@ class IntakeServer:
         if problem is not None:
             self._refuse(session, problem, request)
             return
+        positions = None  # a bulk's kept orders' places, when intake refused some
         match request:
             case Heartbeat():
                 if request.cancel_on_disconnect is not None:
@@ -1134,7 +1138,7 @@ class IntakeServer:
                 self._resend(listener, route, session, request, now)
                 return
             case BulkNewOrders():
-                request = self._screen_bulk(session, request)
+                request, positions = self._screen_bulk(session, request)
                 if request is None:
                     return
             case NewOrder() | Replace() if self.shutting_down:
@@ -1153,12 +1157,16 @@ class IntakeServer:
             self.metrics.orders_in.inc()
         # Intake's stage: decode and checks, up to the hand-over to the pipeline.
         self._stage_latency.observe((time.perf_counter_ns() - started) / 1e9)
-        self._hand_over(session, request)
+        self._hand_over(session, request, positions)
 
-    def _hand_over(self, session: Session, request: Request) -> None:
+    def _hand_over(self, session: Session, request: Request,
+                   positions: tuple[int, ...] | None = None) -> None:
         session.fresh = False
         try:
-            self.handler.handle(session, request)
+            if positions is None:
+                self.handler.handle(session, request)
+            else:
+                self.handler.handle(session, request, positions=positions)
         except Exception:
             log.exception("intake: handler failed on %s from session %s",
                           type(request).__name__, session.session_id)
@@ -1174,14 +1182,23 @@ class IntakeServer:
         session.reject(problem.reason, f"{type(request).__name__}: {problem.text}",
                        ref_type=type(request).__name__, cl_ord_id=cl_ord_id)
 
-    def _screen_bulk(self, session: Session, bulk: BulkNewOrders) -> BulkNewOrders | None:
-        """Reject the orders of a bulk that fail intake's checks; keep the rest."""
+    def _screen_bulk(self, session: Session, bulk: BulkNewOrders
+                     ) -> tuple[BulkNewOrders | None, tuple[int, ...] | None]:
+        """Reject the orders of a bulk that fail intake's checks; keep the rest.
+
+        Returns the bulk to hand over (None: nothing left) and, when some
+        orders were refused, the place in the bulk as sent of each one kept
+        (the pipeline names a bulk's orders by it, as intake does). An order
+        whose ``cl_ord_id`` an earlier one of the bulk has, on its account, is
+        refused ``DUPLICATE_CL_ORD_ID`` here, whether the earlier one passed
+        or not: one id, one answer.
+        """
         if self.shutting_down:
             for order in bulk.orders:
                 session.reject(RejectReason.ENGINE_SHUTTING_DOWN, "the engine is shutting down",
                                ref_type="BulkNewOrders", cl_ord_id=order.cl_ord_id)
-            return None
-        good = []
+            return None, None
+        good, positions, first = [], [], {}
         for index, order in enumerate(bulk.orders):
             # Each order carries its own "v"; the envelope's says nothing of it.
             problem = check_version(order)
@@ -1190,15 +1207,26 @@ class IntakeServer:
             if problem is None and not session.is_entitled(order.account):
                 problem = Problem(RejectReason.NOT_AUTHORIZED, "account",
                                   f"account {order.account!r} is not entitled to this key")
+            if problem is None:
+                earlier = first.setdefault((order.account, order.cl_ord_id), index)
+                if earlier != index:
+                    problem = Problem(RejectReason.DUPLICATE_CL_ORD_ID, "",
+                                      f"cl_ord_id {order.cl_ord_id!r} is also orders[{earlier}]'s "
+                                      f"(account {order.account}); the later one is refused")
+            elif isinstance(order.cl_ord_id, str):
+                first.setdefault((order.account, order.cl_ord_id), index)
             if problem is not None:
                 session.reject(problem.reason, f"BulkNewOrders orders[{index}]: {problem.text}",
                                ref_type="BulkNewOrders", cl_ord_id=order.cl_ord_id)
             else:
                 good.append(order)
+                positions.append(index)
         self.metrics.orders_in.inc(len(good))
         if not good:
-            return None
-        return bulk if len(good) == len(bulk.orders) else msgspec.structs.replace(bulk, orders=good)
+            return None, None
+        if len(good) == len(bulk.orders):
+            return bulk, None
+        return msgspec.structs.replace(bulk, orders=good), tuple(positions)
 
     def _ack(self, session: Session, test_req_id: str | None, *,
              resend: tuple[int, int] | None = None) -> None:

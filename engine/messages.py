@@ -748,7 +748,9 @@ def check_request(request: Request, *, max_bulk_orders: int = 1000) -> Problem |
             return check_new_order(request)
         case Cancel() | Replace():
             if request.cl_ord_id == request.orig_cl_ord_id:
-                return Problem(RejectReason.INVALID_ORDER_ID, "cl_ord_id",
+                # (Its field is orig_cl_ord_id: the id itself is well formed, and the
+                # Reject carries it, as for any request that had one.)
+                return Problem(RejectReason.INVALID_ORDER_ID, "orig_cl_ord_id",
                                "cl_ord_id must name this request, not repeat orig_cl_ord_id")
             if type(request) is Replace and request.qty is None and request.price is None:
                 return Problem(RejectReason.INVALID_FIELD, "qty",

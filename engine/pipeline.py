@@ -421,7 +421,8 @@ class Pipeline(Handler):
 
     # ------------------------------------------------------------ intake handler
 
-    def handle(self, session: Session, request: Request) -> None:
+    def handle(self, session: Session, request: Request,
+               positions: tuple[int, ...] | None = None) -> None:
         """Journal a request, then process it (see ``engine.intake.Handler``)."""
         now = time.time_ns()
         if now >= self._next_roll:
@@ -436,7 +437,8 @@ class Pipeline(Handler):
                 self._new_order(session, request, now)
             case BulkNewOrders():
                 for i, order in enumerate(request.orders):
-                    self._new_order(session, order, now, "BulkNewOrders", i)
+                    self._new_order(session, order, now, "BulkNewOrders",
+                                    i if positions is None else positions[i])
             case Cancel():
                 self._cancel(session, request, now)
             case Replace():
@@ -482,14 +484,19 @@ class Pipeline(Handler):
         """
         by_id = self.orders.by_id
         for order_id in order_ids:
-            order = by_id.get(int(order_id))
-            if order is not None:
-                order.pulled = (reason, text)
-                order.cancel_text = text  # its CANCELED report says why (not a bare cancel)
-            pending = self._pending.get(int(order_id))
-            if pending is not None and isinstance(pending.request, Replace):
-                pending.cancel = (reason, text)
-            self.router.cancel_parent(int(order_id), now)
+            self._take_down(int(order_id), by_id.get(int(order_id)), now, reason, text)
+
+    def _take_down(self, order_id: int, order: Order | None, now: int, reason: int,
+                   text: str) -> None:
+        """Cancel one order at its venues for good: a replace in flight ends canceled, not
+        routed again, and one arriving is refused with ``reason`` (``Order.pulled``)."""
+        if order is not None:
+            order.pulled = (reason, text)
+            order.cancel_text = text  # its CANCELED report says why (not a bare cancel)
+        pending = self._pending.get(order_id)
+        if pending is not None and isinstance(pending.request, Replace):
+            pending.cancel = (reason, text)
+        self.router.cancel_parent(order_id, now)
 
     # ------------------------------------------------------------ new orders
 
@@ -729,6 +736,16 @@ class Pipeline(Handler):
                          f"cl_ord_id {req.cl_ord_id!r} was already used by account {req.account}",
                          kind.lower(), ref_type=kind, cl_ord_id=req.cl_ord_id)
             return None
+        if req.orig_cl_ord_id != order.cl_ord_id:
+            # An id the order answered to before a replace (status requests still take
+            # it): acting on it would act on terms the sender has not seen replaced
+            # (a Replace from that view overwrote the newer quantity). FIX refuses it.
+            self._refuse(session, _RejectReason.UNKNOWN_CL_ORD_ID,
+                         f"{req.orig_cl_ord_id!r} is no longer the cl_ord_id of its order of "
+                         f"account {req.account}: it was replaced, and is now "
+                         f"{order.cl_ord_id!r}", kind.lower(), ref_type=kind,
+                         cl_ord_id=req.cl_ord_id)
+            return None
         pending = self._pending.get(order.order_id)
         # (A Cancel may follow a Replace in flight: see _cancel.)
         if order.done or pending is not None and not (
@@ -925,10 +942,10 @@ class Pipeline(Handler):
         if order is None or order.done or order.pulled is not None:
             return
         venue = order.children[child_id].venue if child_id in order.children else "a venue"
-        order.cancel_text = (f"canceled by self-trade prevention at {venue}: it met an order "
-                             f"of its own account")
-        order.pulled = (_RejectReason.ORDER_NOT_REPLACEABLE, order.cancel_text)
-        self.router.cancel_parent(order.order_id, now)
+        # (A replace in flight must not send it back to meet its own account again.)
+        self._take_down(order.order_id, order, now, _RejectReason.ORDER_NOT_REPLACEABLE,
+                        f"canceled by self-trade prevention at {venue}: it met an order "
+                        f"of its own account")
 
     def _child(self, child_id: int) -> Child | None:
         """A child still at its venue, as its order lists it (None once it is forgotten)."""

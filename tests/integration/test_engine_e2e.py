@@ -305,6 +305,37 @@ def test_bulk_orders_answered_one_by_one(engine, client):
     assert engine.service.metrics.orders_in.value - counted == 3
 
 
+def test_a_bulks_refusals_name_each_order_by_its_place_as_sent(engine, client):
+    """Refusals name ``orders[i]`` by the bulk as sent, also after intake took orders out of
+    it (the engine numbered what was left: a duplicate at [3] was called [2]); and a
+    ``cl_ord_id`` two orders of the bulk share gets one answer: the later one is refused even
+    when the earlier one failed intake's checks (it was accepted: a Reject, then a NEW, for
+    one id)."""
+    from engine.messages import NewOrder
+    client.new_order("AAA", "buy", "1", "40.00", account="DEMO1", cl_ord_id="bx-used")
+    reports_until(client, "bx-used", ExecType.NEW)
+    good = lambda cid: client.build_new_order("AAA", "buy", "1", "40.00", account="DEMO1",  # noqa: E731
+                                              cl_ord_id=cid)
+    bad_version = NewOrder(**{**msgspec.structs.asdict(good("bx-q")), "v": 2})
+    client.bulk([good("bx-1"), bad_version, good("bx-2"), good("bx-used"), good("bx-q")])
+    got = client.drain(0.5)
+    rejects = {m.text.split(":")[0]: m for m in got if isinstance(m, Reject)}
+    assert set(rejects) == {"BulkNewOrders orders[1]", "BulkNewOrders orders[3]",
+                            "BulkNewOrders orders[4]"}
+    assert rejects["BulkNewOrders orders[1]"].reject_name == "UNSUPPORTED_VERSION"
+    assert (rejects["BulkNewOrders orders[3]"].reject_name,
+            rejects["BulkNewOrders orders[3]"].cl_ord_id) == ("DUPLICATE_CL_ORD_ID", "bx-used")
+    assert (rejects["BulkNewOrders orders[4]"].reject_name,
+            rejects["BulkNewOrders orders[4]"].cl_ord_id) == ("DUPLICATE_CL_ORD_ID", "bx-q")
+    assert "is also orders[1]'s" in rejects["BulkNewOrders orders[4]"].text
+    news = {m.cl_ord_id for m in got if isinstance(m, ExecutionReport)
+            and m.exec_type == ExecType.NEW}
+    assert news == {"bx-1", "bx-2"}
+    for cid in ("bx-used", "bx-1", "bx-2"):
+        client.cancel(cid, account="DEMO1", cl_ord_id=f"{cid}-x")
+        reports_until(client, f"{cid}-x", ExecType.CANCELED)
+
+
 def test_rejects_name_the_problem_and_change_nothing(client):
     cases = [
         (dict(symbol="ZZZ", side="buy", qty="1", price="1.00", account="DEMO1"), "UNKNOWN_INSTRUMENT"),

@@ -242,3 +242,28 @@ def test_a_post_only_replace_the_market_moves_onto_keeps_the_order(slow):
     assert status.report.ord_status == OrdStatus.NEW and status.report.cum_qty == "0"
     assert [(c.price, c.done) for c in status.children][-1] == ("48", False)
     cancel(client, ("po", "DEMO1"), ("po-ask", "DEMO2"))
+
+
+def test_a_cancel_or_replace_naming_an_earlier_cl_ord_id_is_refused(slow):
+    """``orig_cl_ord_id`` is the order's current id: one it answered to before a replace is
+    refused ``UNKNOWN_CL_ORD_ID``, naming the current one, and the order keeps its terms. (A
+    Replace from a view that missed the first replace overwrote its quantity, 80 -> 120.)"""
+    from engine.messages import Reject
+    _, client = slow
+    client.new_order("AAA", "buy", "100", "40.00", account="DEMO1", cl_ord_id="st1")
+    report(client, "st1", ExecType.NEW)
+    client.replace("st1", account="DEMO1", qty="80", cl_ord_id="st1-r1")
+    assert report(client, "st1-r1", ExecType.REPLACED).orig_cl_ord_id == "st1"
+    for request in (lambda: client.replace("st1", account="DEMO1", qty="120", cl_ord_id="st1-r2"),
+                    lambda: client.cancel("st1", account="DEMO1", cl_ord_id="st1-c")):
+        sent = request()
+        refused = client.recv_until(lambda m: isinstance(m, Reject)
+                                    and m.cl_ord_id == sent.cl_ord_id, 5)[-1]
+        assert refused.reject_name == "UNKNOWN_CL_ORD_ID"
+        assert "it was replaced, and is now 'st1-r1'" in refused.text
+    client.drain(0.1)
+    client.status("st1", account="DEMO1")  # status still takes an earlier id
+    status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+    assert (status.report.cl_ord_id, status.report.qty, status.report.ord_status) == \
+        ("st1-r1", "80", OrdStatus.NEW)
+    cancel(client, ("st1-r1", "DEMO1"))

@@ -50,12 +50,13 @@ def test_a_refused_duplicate_in_a_bulk_never_becomes_the_order(tmp_path):
                                             cl_ord_id="X"),
                      client.build_new_order("AAA", "sell_short", "900", "49.00",
                                             account="DEMO1", cl_ord_id="X", locate=True)])
-        assert report(client, "X", ExecType.NEW).side == 1
+        # (intake refuses the second before the engine acknowledges the first)
         dup = client.recv_until(lambda m: isinstance(m, Reject), 5)[-1]
+        assert report(client, "X", ExecType.NEW).side == 1
         assert (dup.reject_name, dup.ref_type, dup.cl_ord_id) == \
             ("DUPLICATE_CL_ORD_ID", "BulkNewOrders", "X")
         # Which of the two orders named X was refused: the second.
-        assert dup.text.startswith("BulkNewOrders orders[1]: cl_ord_id 'X' was already used")
+        assert dup.text.startswith("BulkNewOrders orders[1]: cl_ord_id 'X' is also orders[0]'s")
     with ThreadedEngine(path), Client(endpoint) as client:
         got = status(client, "X")
         assert (got.report.side, got.report.qty, got.report.ord_status) == \

@@ -76,3 +76,26 @@ def test_a_replace_from_another_session_during_a_disconnect_pull_is_refused(tmp_
         status = settle(other, "c1", "DEMO1")
         # Canceled under its own id: the replace was not applied.
         assert (status.report.ord_status, status.report.cl_ord_id) == (OrdStatus.CANCELED, "c1")
+
+
+def test_a_replace_in_flight_when_self_trade_prevention_cancels_the_order_is_refused(tmp_path):
+    """The venue cancels the order's child by self-trade prevention while a Replace of the
+    order is taking its children down: the order ends canceled, saying why, and the replace is
+    refused. It used to be replaced and routed again, to meet its own account once more (and
+    then stay working with a live child, its later replaces refused as canceled)."""
+    with serving(tmp_path, sim=slow_sim(tmp_path, 20_000)) as (_, endpoint), \
+            Client(endpoint) as client:
+        client.new_order("AAA", "sell_short", "10", "50.00", account="DEMO1", cl_ord_id="rest",
+                         locate=True)
+        reports(client, "rest", ExecType.NEW)
+        client.drain(0.15)  # resting at its venue
+        client.new_order("AAA", "buy", "10", "50.00", account="DEMO1", cl_ord_id="x")
+        reports(client, "x", ExecType.NEW)
+        client.replace("x", account="DEMO1", qty="8", cl_ord_id="x-r")  # before the venue's STP
+        refused = reports(client, "x-r", ExecType.REJECTED)[-1]
+        assert refused.reject_name == "ORDER_NOT_REPLACEABLE"
+        assert refused.text.startswith("canceled by self-trade prevention at ")
+        status = settle(client, "x", "DEMO1")
+        assert status.report.ord_status == OrdStatus.CANCELED
+        assert status.report.text.startswith("canceled by self-trade prevention at ")
+        assert status.children and all(child.done for child in status.children)

@@ -29,6 +29,7 @@ class EchoHandler(Handler):
 
     def __init__(self, defer: float | None = None):
         self.requests = []        # (session_id, request) in arrival order
+        self.positions = []       # what intake passed as each one's positions
         self.orders = {}          # cl_ord_id -> last ExecutionReport
         self.timeouts = []        # (session_id, cancel_on_disconnect)
         self.timed_out = threading.Event()
@@ -50,8 +51,9 @@ class EchoHandler(Handler):
             import asyncio
             asyncio.get_running_loop().call_later(self.defer, session.send, msg)
 
-    def handle(self, session, request):
+    def handle(self, session, request, positions=None):
         self.requests.append((session.session_id, request))
+        self.positions.append(positions)
         self.sessions[session.session_id] = session
         match request:
             case NewOrder(cl_ord_id="boom"):
@@ -185,6 +187,10 @@ BAD_FRAMES = [
     ("future version", _good_dict() | {"v": 9}, RejectReason.UNSUPPORTED_VERSION),
     ("limit without price", _good_dict() | {"price": None}, RejectReason.PRICE_REQUIRED),
     ("other account", _good_dict() | {"account": "ACC9"}, RejectReason.NOT_AUTHORIZED),
+    # A well-formed id, refused for repeating its target's: the Reject still carries it.
+    ("cancel reusing its target's id", {"type": "Cancel", "v": 1, "cl_ord_id": "bad-1",
+                                         "orig_cl_ord_id": "bad-1", "account": "ACC1"},
+     RejectReason.INVALID_ORDER_ID),
 ]
 
 
@@ -267,6 +273,8 @@ def test_bulk_orders_answered_per_order(running, client):
     (_, handed), = running.call(lambda: running.server.handler.requests)
     assert isinstance(handed, BulkNewOrders) and handed.batch_id == "b1"
     assert [o.cl_ord_id for o in handed.orders] == [orders[0].cl_ord_id, orders[3].cl_ord_id]
+    # Where the kept orders were in the bulk as sent, for the engine to name them by.
+    assert running.call(lambda: running.server.handler.positions) == [(0, 3)]
 
 
 def test_bulk_order_of_an_unsupported_version_is_refused_alone(running, client):
