@@ -5,7 +5,6 @@ arrays of tables in the configuration, replay cells that pyarrow took for
 nulls, bad replay timestamps named by row, the console's implementation
 shortfall, and prices and money written as exact decimals.
 """
-import argparse
 import json
 import math
 import re
@@ -17,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 
-from sim import cmd_sim
 from sim.backtest import Backtest, BacktestResult
 from sim.config import ConfigError, load_config
 from sim.fees import price_x2_to_decimal, units_to_currency
@@ -25,6 +23,7 @@ from sim.market import Market
 from sim.replay import ReplayDataError, ReplayFeed, load_quotes, load_trades
 from sim.strategies import ParentOrder, SweepStrategy
 from tests.unit.sim.helpers import BUY, QUIET, SELL, SMALL, add, config, quiet_market
+from tests.unit.sim import test_cmd_sim as cmd_sim_test
 from tests.unit.sim.test_cmd_sim import CONFIG
 
 S = 1_000_000_000
@@ -33,14 +32,8 @@ QUOTES_HEADER = "ts,venue,symbol,bid_px,bid_qty,ask_px,ask_qty\n"
 
 
 def sim(tmp_path, *args, out=None):
-    """Exit code of ``kronos-exec sim`` on the small CLI configuration."""
-    path = tmp_path / "c.toml"
-    path.write_text(CONFIG)
-    parser = argparse.ArgumentParser()
-    cmd_sim.add_arguments(parser)
-    argv = ["-c", str(path), "--no-progress", "--no-plots",
-            "-o", str(out or tmp_path / "out"), *args]
-    return cmd_sim.run(parser.parse_args(argv))
+    """Exit code of ``kronos-exec sim`` on the small CLI configuration, without plots."""
+    return cmd_sim_test.sim(tmp_path, "--no-plots", *args, out=out)
 
 
 # ---------------------------------------------------------------- F1, F2: parameter bounds

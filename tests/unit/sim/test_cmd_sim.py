@@ -57,13 +57,13 @@ duration = "4s"
 """
 
 
-def sim(tmp_path, *args, config=CONFIG):
-    """Exit code of ``kronos-exec sim -c <config> ...`` and what it printed."""
+def sim(tmp_path, *args, config=CONFIG, out=None):
+    """Exit code of ``kronos-exec sim -c <config> -o <out> ...`` (default ``tmp_path/out``)."""
     path = tmp_path / "c.toml"
     path.write_text(config)
     parser = argparse.ArgumentParser()
     cmd_sim.add_arguments(parser)
-    argv = ["-c", str(path), "--no-progress", "-o", str(tmp_path / "out"), *args]
+    argv = ["-c", str(path), "--no-progress", "-o", str(out or tmp_path / "out"), *args]
     return cmd_sim.run(parser.parse_args(argv))
 
 
