@@ -170,6 +170,13 @@ SELECT seq, ts_ns, COALESCE(NULLIF(transact_time, 0), ts_ns), session_id, req_id
 FROM gateway_staging WHERE type = 'admin'
 ON CONFLICT (seq) DO NOTHING
 """
+_CLEAR_STAGING = "DELETE FROM gateway_staging"
+#: Errors that refuse an event's values, the same on every retry: a value a
+#: column cannot take (class 22), a constraint (23), a value too large for an
+#: index (54000). Connection and server errors are not among them: those are
+#: retried, as a destination that is down.
+_REFUSED = (psycopg.errors.DataError, psycopg.errors.IntegrityError,
+            psycopg.errors.ProgramLimitExceeded)
 # The event types the statements above read from the staging table.
 _STORED_TYPES = frozenset(("fill", "execution_report", "admin"))
 _STORE_CURSOR = """
@@ -304,14 +311,16 @@ class PostgresGateway(Gateway):
         stored = [event for event in events if event.type in _STORED_TYPES]
         try:
             self._write(stored, through_seq)
-        except psycopg.errors.DataError:
+        except _REFUSED:
             # Reports are republished as the engine journaled them (the fast
             # decode does not re-check decimal strings, and a client's req_id
-            # or cl_ord_id may hold a NUL, which text columns refuse), so a
-            # value the tables cannot take would fail this batch on every
-            # retry and stop the gateway for good. Stage the events one by
-            # one instead, leave out those PostgreSQL refuses (each logged as
-            # an error, with its journal seq) and store the rest.
+            # or cl_ord_id may hold a NUL, which text columns refuse; a
+            # journal written by a buggy engine may lack a value a column
+            # requires, or hold one too large for an index), so a value the
+            # tables cannot take would fail this batch on every retry and
+            # stop the gateway for good. Store the events one by one
+            # instead, leave out those PostgreSQL refuses (each logged as an
+            # error, with its journal seq) and store the rest.
             refused = self._write(stored, through_seq, one_by_one=True)
             for event, exc in refused:
                 log.error("gateway %s: journal seq %d cannot be stored (%s); left out: %s",
@@ -319,12 +328,14 @@ class PostgresGateway(Gateway):
             self._metrics.dropped += len(refused)
 
     def _write(self, events: list[GatewayEvent], through_seq: int, *,
-               one_by_one: bool = False) -> list[tuple[GatewayEvent, psycopg.errors.DataError]]:
+               one_by_one: bool = False) -> list[tuple[GatewayEvent, psycopg.Error]]:
         """Store ``events`` and the cursor in one transaction.
 
-        With ``one_by_one``, each event is staged in a savepoint of its own,
-        and those refused with a ``DataError`` are left out and returned
-        (with the error); otherwise the whole batch is one COPY.
+        With ``one_by_one``, each event is staged and stored in a savepoint of
+        its own, and those PostgreSQL refuses (``_REFUSED``: a value a column
+        cannot take, a constraint, a value too large for an index) are left
+        out and returned (with the error); otherwise the whole batch is one
+        COPY and one statement per table.
         """
         conn = self._conn
         refused = []
@@ -340,17 +351,21 @@ class PostgresGateway(Gateway):
                 if one_by_one:
                     for event in self.paced(events):
                         try:
-                            with conn.transaction(), cur.copy(self._copy) as copy:
-                                copy.write_row(_row(event))
-                        except psycopg.errors.DataError as exc:
+                            with conn.transaction():
+                                with cur.copy(self._copy) as copy:
+                                    copy.write_row(_row(event))
+                                for statement in self._statements:
+                                    cur.execute(statement)
+                                cur.execute(_CLEAR_STAGING)  # the next event's alone there
+                        except _REFUSED as exc:
                             refused.append((event, exc))
                 else:
                     with cur.copy(self._copy) as copy:
                         for event in self.paced(events):
                             copy.write_row(_row(event))
-                self.yield_to_engine()
-                for statement in self._statements:
-                    cur.execute(statement)
+                    self.yield_to_engine()
+                    for statement in self._statements:
+                        cur.execute(statement)
                 cur.execute(self._store_cursor, (self.name, through_seq, self.journal_id))
         return refused
 

@@ -349,6 +349,27 @@ def test_an_event_with_a_nul_is_left_out_and_counted_the_rest_is_stored(tmp_path
         gateway.stop()
 
 
+def test_events_a_table_refuses_are_left_out_not_retried_for_ever(tmp_path, schema, db, journal):
+    """A fill with no last_qty (a NOT NULL column) and one whose cl_ord_id is too long for the
+    table's index: PostgreSQL refuses them when the staged rows are inserted, not in the COPY.
+    Only the COPY's DataError was handled: the batch failed on every retry, for good."""
+    before = write_fills(journal, 1, 3)
+    no_price = journal.append_msg(RecordKind.EVENT, JournalEvent(
+        session_id="s1", event=msgspec.structs.replace(fill(4), last_qty=None)))
+    long_id = journal.append_msg(RecordKind.EVENT, JournalEvent(
+        session_id="s1", event=msgspec.structs.replace(fill(5), cl_ord_id=os.urandom(4000).hex())))
+    after = write_fills(journal, 6, 3)
+    gateway = make_gateway(tmp_path, schema, isolation="thread")
+    gateway.start()
+    try:
+        assert gateway.wait_for(journal.last_seq, 20), gateway.metrics.snapshot()
+        stored = fill_seqs(db, schema)
+        assert stored == before + after and no_price not in stored and long_id not in stored
+        assert gateway.metrics.dropped == 2 and gateway.metrics.failures == 0
+    finally:
+        gateway.stop()
+
+
 def test_session_traffic_is_not_staged(tmp_path, schema, db, journal):
     # events = ["*"] hands the gateway types no table holds; a NUL in one of
     # them is no reason to refuse or drop anything.
