@@ -1276,6 +1276,12 @@ class IntakeServer:
                 return self._refuse_resume(listener, route, session,
                                            f"no session {request.session_id!r} to resume for "
                                            f"this key (unknown, expired or another key's)")
+            if listener.curve and session.principal not in self._entitlements:
+                # Removed by a reload: a connection it still has open must not take over
+                # its other sessions (and their messages since) any more than a new one can.
+                return self._refuse_resume(listener, route, session,
+                                           "this key was removed from the allow-list: its "
+                                           "sessions cannot be resumed")
             if request.begin_seq > target.seq + 1:
                 # The client saw messages this session never sent: the engine
                 # lost them (a journal that lost its tail). Numbering over

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engine.client import Client, load_client_keys
 from engine.intake import generate_keypair, load_keypair
-from engine.messages import ExecType, ExecutionReport, HeartbeatAck, Reject
+from engine.messages import ExecType, ExecutionReport, HeartbeatAck, Reject, ResendRequest
 from tests.integration.engine_harness import (QUIET_SIM, config_text, feed_fifo, free_port,
                                               open_fifo_for_writing, start_subprocess,
                                               wait_for_log)
@@ -67,6 +67,10 @@ def test_sighup_takes_the_files_keys_and_a_bad_file_changes_nothing(tmp_path):
         assert _served(alice)
         alice.new_order("AAA", "buy", "1", "40.00", account="DEMO1", cl_ord_id="a1")
         assert _answer(alice, "a1").exec_type == ExecType.NEW
+        # A second connection of alice's key, open (handshake done) and idle across the reload.
+        spare = Client(endpoint, server_key=server_public, auto_resume=False,
+                       client_keypair=load_client_keys(keys["alice"][1]))
+        time.sleep(0.3)
         with _client(endpoint, keys, "carol", server_public) as carol:
             assert not _served(carol)  # not in the file yet
 
@@ -82,6 +86,12 @@ def test_sighup_takes_the_files_keys_and_a_bad_file_changes_nothing(tmp_path):
         alice.close()
         with _client(endpoint, keys, "alice", server_public) as again:
             assert not _served(again)  # a new connection with the removed key
+        # Nor can the open one take over alice's session (and the messages sent it since).
+        spare.send(ResendRequest(begin_seq=1, session_id=alice.session_id))
+        refused = spare.recv(5)
+        assert isinstance(refused, Reject) and refused.reject_name == "RESUME_REFUSED"
+        assert "removed from the allow-list" in refused.text
+        spare.close()
         carol = _client(endpoint, keys, "carol", server_public)
         assert _served(carol)
         carol.new_order("AAA", "buy", "1", "40.00", account="DEMO1", cl_ord_id="c1")
