@@ -501,8 +501,17 @@ def _check(config: Config, source: str) -> None:
             fail(f"'security.server_secret_key_file': {security.server_secret_key_file} holds no "
                  f"secret key (a public certificate: give the .key_secret file)")
     seen: dict[str, str] = {}
+    names: dict[str, int] = {}
     for index, client in enumerate(security.clients):
         where = f"security.clients[{index}]"
+        # The name is the key's throttle bucket, its [risk.sessions.<name>] limits,
+        # the kill switch's audit name and the reload log's: two keys must not share it.
+        if client.name == "plaintext":
+            fail(f"'{where}.name': 'plaintext' names the plaintext endpoints' clients; "
+                 f"give this key another name")
+        if names.setdefault(client.name, index) != index:
+            fail(f"'{where}.name': {client.name!r} is also security.clients[{names[client.name]}]'s; "
+                 f"each client needs a name of its own")
         if (client.public_key is None) == (client.public_key_file is None):
             fail(f"'{where}': give exactly one of 'public_key' and 'public_key_file'")
         if client.public_key is not None:

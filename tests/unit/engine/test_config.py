@@ -12,6 +12,7 @@ from engine.intake import client_public_key, generate_keypair
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+KEY2 = "f<>Lq:&t8wzH=swUqnftdK.WCv=[]LL7>PIk]x#0"  # another key
 PLAIN = '[intake]\nplaintext_endpoints = ["tcp://127.0.0.1:7002"]\nallow_plaintext = true\n'
 
 
@@ -111,6 +112,12 @@ def test_documented_defaults():
     (PLAIN + f'[[security.clients]]\nname="a"\npublic_key="{KEY}"\naccounts=["A"]\n'
              f'[[security.clients]]\nname="b"\npublic_key="{KEY}"\naccounts=["B"]\n', "same key as client 'a'"),
     ("[intake\n", "not valid TOML"),
+    # Two keys under one name would share its throttle bucket and limits.
+    (PLAIN + f'[[security.clients]]\nname="a"\npublic_key="{KEY}"\naccounts=["A"]\n'
+             f'[[security.clients]]\nname="a"\npublic_key="{KEY2}"\naccounts=["B"]\n',
+     "'security.clients[1].name': 'a' is also security.clients[0]'s"),
+    (PLAIN + f'[[security.clients]]\nname="plaintext"\npublic_key="{KEY}"\naccounts=["A"]\n',
+     "'plaintext' names the plaintext endpoints' clients"),
 ])
 def test_mistakes_are_named(text, message):
     with pytest.raises(ConfigError) as caught:
