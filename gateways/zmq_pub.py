@@ -30,6 +30,7 @@ again from ``s + 1`` until ``end`` or ``s >= b``.
 from __future__ import annotations
 
 import collections
+import ipaddress
 import logging
 import struct
 import threading
@@ -180,6 +181,14 @@ class ZmqGateway(Gateway):
             self._pub = self._context = None  # stop() has nothing left to close
             raise ZmqBindError(self.name, binding, exc) from exc
         self.replay_endpoint = self._replay.endpoint
+        exposed = [e for e in (self.endpoint, self.replay_endpoint) if _reachable_from_afar(e)]
+        if exposed:
+            # Neither socket authenticates (no CURVE): whoever reaches them reads every
+            # account's events, session ids included, and replays the whole journal.
+            log.warning("gateway %s: %s take unauthenticated connections from other hosts: "
+                        "anyone who can reach them reads every account's events; bind them "
+                        "to 127.0.0.1 (the default) or an ipc:// path, or firewall them",
+                        self.name, " and ".join(exposed))
         self._replay.start()
         try:
             super().start()
@@ -272,6 +281,20 @@ class ZmqGateway(Gateway):
                 heads.popleft()  # known from now on: no need to keep sending "not known"
             self._pub.send_multipart((HEARTBEAT_TOPIC, HEADER.pack(head, head, 0),
                                       self._encoder.encode(info)))
+
+
+def _reachable_from_afar(endpoint: str) -> bool:
+    """Whether a bound ``tcp://`` endpoint listens beyond the loopback interface (a
+    wildcard, a host name or address that is not loopback); ipc:// and inproc:// do not."""
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[len("tcp://"):].rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # "*", an interface or host name: assume it is reachable
 
 
 def _matches(topic: bytes, topics: frozenset[bytes], prefixes: tuple[bytes, ...]) -> bool:

@@ -581,3 +581,25 @@ def test_a_topic_subscriber_crosses_a_gateway_restart_without_a_replay(tmp_path,
             assert [e.seq for e in got] == [e.seq for e in expected]
         finally:
             again.stop()
+
+
+def test_endpoints_open_to_other_hosts_are_warned_about(tmp_path, journal, caplog):
+    """Neither socket authenticates: bound beyond loopback, anyone reaching them reads every
+    account's events. The docs' own example binds 0.0.0.0; the start now says so."""
+    import logging
+    from gateways.zmq_pub import _reachable_from_afar
+    assert [_reachable_from_afar(e) for e in (
+        "tcp://0.0.0.0:1", "tcp://[::]:1", "tcp://10.1.2.3:1", "tcp://eth0:1", "tcp://127.0.0.1:1",
+        "tcp://[::1]:1", "tcp://localhost:1", "ipc:///tmp/x", "inproc://x")] == \
+        [True, True, True, True, False, False, False, False, False]
+    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        caplog.clear()
+        gateway = make_gateway(tmp_path / host, isolation="thread", endpoint=f"tcp://{host}:0",
+                               replay_endpoint="tcp://127.0.0.1:0")
+        with caplog.at_level(logging.WARNING, logger="gateways.zmq_pub"):
+            gateway.start()
+            gateway.stop()
+        lines = [r.getMessage() for r in caplog.records if "unauthenticated" in r.getMessage()]
+        assert bool(lines) == warned
+        if warned:
+            assert gateway.endpoint in lines[0] and gateway.replay_endpoint not in lines[0]
