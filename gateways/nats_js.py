@@ -157,6 +157,12 @@ class NatsGateway(Gateway):
         if subjects[0] not in (info.config.subjects or []):
             log.warning("gateway %s: stream %s has subjects %s, not %s; publishes may be refused",
                         self.name, config.stream, info.config.subjects, subjects[0])
+        differences = _stream_differences(info.config, config)
+        if differences:
+            # Used as it is (the platform may have set it up on purpose), but a
+            # shorter max_age or memory storage loses events downstream: say so.
+            log.warning("gateway %s: stream %s exists with settings other than this gateway's, "
+                        "kept as they are: %s", self.name, config.stream, "; ".join(differences))
 
     def close(self) -> None:
         loop, nc = self._loop, self._nc
@@ -328,7 +334,13 @@ class _AckCollector:
             ack = orjson.loads(msg.data)
         except orjson.JSONDecodeError:
             ack = {"error": {"description": f"not an acknowledgement: {msg.data[:80]!r}"}}
-        if "error" in ack:
+        if not msg.data and (msg.headers or {}).get("Status") == "503":
+            # NATS's "no responders" (an empty reply to the inbox): no stream listens
+            # on the subject published to.
+            self._error = self._error or (
+                f"no stream takes the events' subjects (NATS: no responders): stream "
+                f"{self.stream!r} must exist with subjects covering the gateway's subject_prefix")
+        elif "error" in ack:
             self._error = self._error or f"{msg.subject}: {ack['error'].get('description', ack['error'])}"
         elif ack.get("stream") != self.stream:
             self._error = self._error or f"stored in stream {ack.get('stream')!r}, not {self.stream!r}"
@@ -345,3 +357,18 @@ class _AckCollector:
             raise TimeoutError(f"{self._missing} JetStream acknowledgements missing after {timeout} s") from None
         if self._error:
             raise RuntimeError(f"JetStream refused a publish: {self._error}")
+
+
+def _stream_differences(existing, config: NatsConfig) -> list[str]:
+    """How an existing stream's settings differ from those the gateway would create it with
+    (``storage``, ``replicas``, ``max_age_s``, ``duplicate_window_s``), one text each."""
+    storage = getattr(existing.storage, "value", existing.storage)
+    wanted = {
+        "storage": (storage, config.storage),
+        "replicas": (existing.num_replicas or 1, config.replicas),
+        "max_age_s": (existing.max_age or 0, config.max_age_s or 0),
+        "duplicate_window_s": (existing.duplicate_window or 0, config.duplicate_window_s),
+    }
+    return [f"{key} {have!r} (configured {want!r})" for key, (have, want) in wanted.items()
+            if (abs(have - want) > 1e-6 if isinstance(want, (int, float)) and
+                isinstance(have, (int, float)) else str(have) != str(want))]

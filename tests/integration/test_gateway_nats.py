@@ -268,3 +268,48 @@ def test_a_dead_server_in_the_list_fails_over_to_a_live_one(tmp_path, server, jo
     finally:
         gateway.stop()
     assert deduplicated(stream_events(server.url, "FAILOVER")) == written
+
+
+def test_an_existing_stream_with_other_settings_is_named_and_a_subject_it_misses_too(
+        tmp_path, server, journal, caplog):
+    """A stream made beforehand with memory storage and a 30 s max_age (events lost on a
+    server restart, or after 30 s) was used without a word; one whose subjects miss the
+    gateway's prefix failed every publish with "not an acknowledgement: b''" (NATS's no
+    responders)."""
+    import asyncio
+    import logging
+
+    import nats
+    from nats.js import api
+
+    async def make(subjects):
+        nc = await nats.connect(server.url)
+        try:
+            await nc.jetstream().add_stream(api.StreamConfig(
+                name="OTHER", subjects=subjects, storage=api.StorageType.MEMORY, max_age=30))
+        finally:
+            await nc.close()
+
+    asyncio.run(make(["kronos.>"]))
+    write_fills(journal, 1, 3)
+    gateway = make_gateway(tmp_path, server.url, "OTHER", isolation="thread")
+    with caplog.at_level(logging.WARNING, logger="gateways.nats_js"):
+        gateway.start()
+        try:
+            assert gateway.wait_for(journal.last_seq, 20)
+        finally:
+            gateway.stop()
+    [line] = [r.getMessage() for r in caplog.records if "settings other than" in r.getMessage()]
+    assert "storage 'memory' (configured 'file')" in line and "max_age_s 30" in line
+    assert "duplicate_window_s 30.0 (configured 600.0)" in line  # (NATS caps it at max_age)
+
+    _delete_stream(server.url, "OTHER")
+    asyncio.run(make(["elsewhere.>"]))
+    caplog.clear()
+    gateway = make_gateway(tmp_path, server.url, "OTHER", isolation="thread")
+    gateway.start()
+    try:
+        assert wait_until(lambda: gateway.metrics.failures > 0, 10)
+        assert "no stream takes the events' subjects" in (gateway.metrics.last_error or "")
+    finally:
+        gateway.stop()
