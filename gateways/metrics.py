@@ -150,7 +150,14 @@ class GatewayCollector(Collector):
                     behind = max(0, head_seq - m.cursor)
                     journal.add_metric(labels, max(head_seq, m.cursor))
                     lag.add_metric(labels, behind)
-                    lag_s.add_metric(labels, max(0, head_ts - m.cursor_ts_ns) / 1e9 if behind else 0.0)
+                    if not behind:
+                        lag_s.add_metric(labels, 0.0)
+                    elif m.cursor_ts_ns:
+                        lag_s.add_metric(labels, max(0, head_ts - m.cursor_ts_ns) / 1e9)
+                    else:
+                        # No cursor record known yet (nothing delivered this run, its
+                        # destination down since the start): not the head's age since 1970.
+                        lag_s.add_metric(labels, float("nan"))
         yield from (delivered, batches, records, retries, undecodable, dropped, up, cursor, journal, lag,
                     lag_s, last)
 
