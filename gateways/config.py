@@ -227,11 +227,17 @@ class PostgresConfig(GatewayConfig, tag="postgres"):
         Schema of the tables (created with them). Default ``kronos``.
     connect_timeout_s : int
         Default 5.
+    io_timeout_s : int
+        How long the connection may go unanswered (data sent and not
+        acknowledged, or keepalive probes unanswered while waiting for a
+        reply) before it counts as broken: libpq's ``tcp_user_timeout`` and
+        TCP keepalives. Default 30.
     """
 
     dsn: str | None = None
     schema: str = "kronos"
     connect_timeout_s: Annotated[int, Meta(ge=1, le=3600)] = 5
+    io_timeout_s: Annotated[int, Meta(ge=3, le=3600)] = 30
     # A transaction (and a WAL flush) per batch: fewer, larger ones.
     poll_interval_ms: PollMs = 100.0
 
@@ -239,6 +245,19 @@ class PostgresConfig(GatewayConfig, tag="postgres"):
     def conninfo(self) -> str:
         """``dsn`` with its defaults applied."""
         return self.dsn or os.environ.get("KRONOS_PG_DSN") or DEFAULT_PG_DSN
+
+    def connect_kwargs(self) -> dict:
+        """libpq parameters of every connection the gateway opens (over the ``dsn``'s).
+
+        Without them a server that stops answering (a network partition, its
+        host gone) leaves a statement, and the gateway, waiting for the
+        kernel's retransmissions to give up (about 15 minutes), while it
+        still reports itself up.
+        """
+        io = self.io_timeout_s
+        return {"connect_timeout": self.connect_timeout_s, "keepalives": 1,
+                "keepalives_idle": max(1, io // 3), "keepalives_interval": max(1, io // 9),
+                "keepalives_count": 3, "tcp_user_timeout": io * 1000}
 
 
 AnyGatewayConfig = Union[ZmqConfig, NatsConfig, PostgresConfig]

@@ -256,7 +256,7 @@ class PostgresGateway(Gateway):
 
     def open(self) -> None:
         config: PostgresConfig = self.config
-        self._conn = psycopg.connect(config.conninfo, connect_timeout=config.connect_timeout_s,
+        self._conn = psycopg.connect(config.conninfo, **config.connect_kwargs(),
                                      application_name=f"kronos-gateway-{self.name}")
         self._conn.autocommit = True
         migrate(self._conn, config.schema)
@@ -377,7 +377,7 @@ class PostgresGateway(Gateway):
         its thread. Blocking: call it from an executor, not the engine's loop.
         """
         config: PostgresConfig = self.config
-        with psycopg.connect(config.conninfo, connect_timeout=config.connect_timeout_s) as conn:
+        with psycopg.connect(config.conninfo, **config.connect_kwargs()) as conn:
             return trade_history(conn, account, start_ns, end_ns, symbol, schema=config.schema)
 
 

@@ -425,3 +425,20 @@ def test_a_refused_replace_or_cancel_leaves_the_order_row_as_it_was(tmp_path, sc
         assert (refused.exec_type, refused.ord_status) == (ExecType.REJECTED, OrdStatus.CANCELED)
         time.sleep(0.05)
         assert order_row() == canceled
+
+
+def test_the_connection_gives_up_on_a_silent_server_within_io_timeout_s(tmp_path, schema, journal):
+    """A server that stops answering (a partition) kept a statement waiting for the kernel's
+    retransmissions, about 15 minutes, with the gateway reporting itself up: the connection
+    now carries libpq's tcp_user_timeout and TCP keepalives from io_timeout_s."""
+    write_fills(journal, 1, 2)
+    gateway = make_gateway(tmp_path, schema, isolation="thread", io_timeout_s=9)
+    gateway.start()
+    try:
+        assert gateway.wait_for(journal.last_seq, 20)
+        params = gateway._conn.info.get_parameters()
+        assert (params["tcp_user_timeout"], params["keepalives"], params["keepalives_idle"],
+                params["keepalives_interval"], params["keepalives_count"]) == \
+            ("9000", "1", "3", "1", "3")
+    finally:
+        gateway.stop()
