@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     # Either half existing stops it: a lone secret file is still someone's key.
     for existing in (args.dir / f"{args.name}.key", args.dir / f"{args.name}.key_secret"):
-        if existing.exists() and not args.force:
+        # (lexists: a dangling symlink in its place is someone's too, and would be replaced)
+        if os.path.lexists(existing) and not args.force:
             print(f"kronos-exec keys: {existing} exists; --force to replace the pair",
                   file=sys.stderr)
             return 1

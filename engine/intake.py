@@ -456,6 +456,7 @@ def generate_keypair(directory: str | os.PathLike, name: str) -> tuple[Path, Pat
     try:
         public, secret = (Path(p) for p in zmq.auth.create_certificates(staging, name))
         os.chmod(secret, 0o600)
+        os.chmod(public, 0o644)  # readable by all, writable by its owner only, whatever the umask
         public = public.replace(directory / public.name)
         secret = secret.replace(directory / secret.name)
     finally:

@@ -207,6 +207,24 @@ def test_keys_generate_keeps_a_lone_secret_file(tmp_path, capsys):
     assert (keys / "server.key_secret").read_bytes() != secret
 
 
+def test_keys_generate_keeps_a_dangling_symlink_and_writes_the_public_file_0644(tmp_path, capsys):
+    """A dangling symlink where the secret goes is someone's (exists() followed it and said no);
+    under umask 000 the public file was world-writable (only the secret one was chmodded)."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "server.key_secret").symlink_to(tmp_path / "elsewhere" / "server.key_secret")
+    assert cli.main(["keys", "generate", "server", "--dir", str(keys)]) == 1
+    assert "server.key_secret exists; --force" in capsys.readouterr().err
+    assert (keys / "server.key_secret").is_symlink()
+    old = os.umask(0)
+    try:
+        assert cli.main(["keys", "generate", "algo", "--dir", str(keys)]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((keys / "algo.key").stat().st_mode) == 0o644
+    assert stat.S_IMODE((keys / "algo.key_secret").stat().st_mode) == 0o600
+
+
 @pytest.mark.parametrize("name", ["../outside", "sub/x", "", ".hidden", "a b"])
 def test_keys_generate_takes_only_plain_file_names(tmp_path, capsys, name):
     keys = tmp_path / "keys"
