@@ -48,9 +48,6 @@ OUTPUT_FILES = ("fills.parquet", "fills.csv", "orders.parquet", "orders.csv", "s
 #: there is no value), written as decimal text in the tables and as exact
 #: numbers in ``summary.json``, never through a float.
 ORDER_DECIMAL_COLUMNS = ("arrival_price", "avg_price", "vwap", "fees")
-#: Digits beyond the tick's own decimals an average price is rounded to
-#: (a quotient of integers rarely terminates).
-AVG_PRICE_EXTRA_DIGITS = 6
 
 FILL_COLUMNS = ("parent_id", "symbol", "side", "child_id", "venue", "venue_ts", "recv_ts",
                 "time", "price", "price_x2", "qty", "lots", "liquidity", "fee_units", "fee")
@@ -115,6 +112,12 @@ def exact_decimal(value: Fraction, places: int | None = None, min_places: int = 
         if out.as_tuple().exponent > -min_places:
             out = out.quantize(Decimal(1).scaleb(-min_places), context=ctx)
     return out
+
+
+def _at_tick(text: str, places: int) -> Decimal:
+    """A price the engine's ``Instrument`` wrote (trailing zeros dropped) with at least
+    ``places`` decimals (the tick's), as the result files show prices."""
+    return exact_decimal(Fraction(Decimal(text)), min_places=places)
 
 
 def _decimals_of(size: str) -> int:
@@ -384,7 +387,6 @@ class BacktestResult:
     def _metrics(self, s: ExecutionStrategy) -> dict:
         m, p = self.market, s.parent
         inst = m.instrument(p.symbol)
-        tick = Fraction(Decimal(inst.tick_size))
         places = _decimals_of(inst.tick_size)
         sign = 1 if s.is_buy else -1
         arrival = s.arrival_x2
@@ -408,14 +410,13 @@ class BacktestResult:
             "strategy": s.name, "qty": p.qty, "filled": s.filled,
             "fill_rate": s.filled / p.qty,
             # Prices and money exact (Decimal), None where there is none.
-            "arrival_price": exact_decimal(Fraction(arrival, 2) * tick, min_places=places)
+            # The engine's own rules (Instrument: exact half-ticks; averages rounded half to
+            # even 6 digits past the tick's decimals), written to the tick's decimals at least.
+            "arrival_price": _at_tick(inst.half_ticks_to_price(arrival), places)
             if arrival else None,
-            "avg_price": exact_decimal(Fraction(s.notional_x2, 2 * s.filled) * tick,
-                                       places + AVG_PRICE_EXTRA_DIGITS, places)
+            "avg_price": _at_tick(inst.avg_px(s.notional_x2, s.filled), places)
             if s.filled else None,
-            "vwap": exact_decimal(Fraction(notional_x2, 2 * volume) * tick,
-                                  places + AVG_PRICE_EXTRA_DIGITS, places)
-            if volume > 0 else None,
+            "vwap": _at_tick(inst.avg_px(notional_x2, volume), places) if volume > 0 else None,
             "shortfall_bps": shortfall, "fee_bps": fee_bps,
             "shortfall_with_fees_bps": shortfall + fee_bps if s.filled else float("nan"),
             "is_total_bps": is_total, "vwap_slippage_bps": vwap_slip,
