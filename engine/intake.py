@@ -125,7 +125,7 @@ class Handler:
         Receives ``NewOrder``, ``Cancel``, ``Replace``, ``BulkNewOrders``
         (only the orders that passed intake's per-order checks; when some did
         not, ``positions`` gives each kept order's place in the bulk as sent,
-        and intake passes it only then),
+        else it is None),
         ``OrderStatusRequest``, ``TradeHistoryRequest``, ``KillSwitch`` and
         ``ReloadLimits``; answers go out through ``session.send(msg)``, now or
         later. An exception raised here is logged and answered with an
@@ -1164,10 +1164,7 @@ class IntakeServer:
                    positions: tuple[int, ...] | None = None) -> None:
         session.fresh = False
         try:
-            if positions is None:
-                self.handler.handle(session, request)
-            else:
-                self.handler.handle(session, request, positions=positions)
+            self.handler.handle(session, request, positions)
         except Exception:
             log.exception("intake: handler failed on %s from session %s",
                           type(request).__name__, session.session_id)
