@@ -24,6 +24,7 @@ from engine.journal import (
     JournalCorruptError,
     JournalReader,
     RecordKind,
+    is_segment_name,
     list_segments,
     verify,
 )
@@ -111,8 +112,7 @@ def _clobbers_journal(out: Path, data_dir: Path) -> str | None:
         if target == journal or journal in target.parents:
             return (f"--out {out} is inside the journal directory {data_dir}; "
                     f"write the export elsewhere")
-    if out.name.endswith(SEGMENT_SUFFIX) and out.name[:-len(SEGMENT_SUFFIX)].isdigit() \
-            and out.exists():
+    if is_segment_name(out) and out.exists():
         return f"--out {out} is named like a journal segment and exists; it is not overwritten"
     try:
         with open(out, "rb") as existing:

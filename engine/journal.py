@@ -237,8 +237,13 @@ def list_segments(data_dir: str | os.PathLike) -> list[Path]:
     directory = Path(data_dir)
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir()
-                  if p.suffix == SEGMENT_SUFFIX and p.stem.isdigit())
+    return sorted(p for p in directory.iterdir() if is_segment_name(p))
+
+
+def is_segment_name(path: str | os.PathLike) -> bool:
+    """Whether a file's name is a segment's (``<digits>.krj``)."""
+    path = Path(path)
+    return path.suffix == SEGMENT_SUFFIX and path.stem.isdigit()
 
 
 # ---------------------------------------------------------------- scanning
