@@ -144,20 +144,21 @@ class NatsGateway(Gateway):
     async def _ensure_stream(self) -> None:
         config: NatsConfig = self.config
         subjects = [f"{config.subject_prefix}.>"]
+        wanted = api.StreamConfig(
+            name=config.stream, subjects=subjects,
+            storage=api.StorageType.FILE if config.storage == "file" else api.StorageType.MEMORY,
+            num_replicas=config.replicas, max_age=config.max_age_s or None,
+            duplicate_window=config.duplicate_window_s)
         try:
             info = await self._js.stream_info(config.stream)
         except NotFoundError:
-            await self._js.add_stream(api.StreamConfig(
-                name=config.stream, subjects=subjects,
-                storage=api.StorageType.FILE if config.storage == "file" else api.StorageType.MEMORY,
-                num_replicas=config.replicas, max_age=config.max_age_s or None,
-                duplicate_window=config.duplicate_window_s))
+            await self._js.add_stream(wanted)
             log.info("gateway %s: created stream %s for %s", self.name, config.stream, subjects[0])
             return
         if subjects[0] not in (info.config.subjects or []):
             log.warning("gateway %s: stream %s has subjects %s, not %s; publishes may be refused",
                         self.name, config.stream, info.config.subjects, subjects[0])
-        differences = _stream_differences(info.config, config)
+        differences = _stream_differences(info.config, wanted)
         if differences:
             # Used as it is (the platform may have set it up on purpose), but a
             # shorter max_age or memory storage loses events downstream: say so.
@@ -359,16 +360,23 @@ class _AckCollector:
             raise RuntimeError(f"JetStream refused a publish: {self._error}")
 
 
-def _stream_differences(existing, config: NatsConfig) -> list[str]:
-    """How an existing stream's settings differ from those the gateway would create it with
-    (``storage``, ``replicas``, ``max_age_s``, ``duplicate_window_s``), one text each."""
-    storage = getattr(existing.storage, "value", existing.storage)
-    wanted = {
-        "storage": (storage, config.storage),
-        "replicas": (existing.num_replicas or 1, config.replicas),
-        "max_age_s": (existing.max_age or 0, config.max_age_s or 0),
-        "duplicate_window_s": (existing.duplicate_window or 0, config.duplicate_window_s),
-    }
-    return [f"{key} {have!r} (configured {want!r})" for key, (have, want) in wanted.items()
-            if (abs(have - want) > 1e-6 if isinstance(want, (int, float)) and
-                isinstance(have, (int, float)) else str(have) != str(want))]
+#: The settings a gateway creates its stream with: (nats-py's field, the config key).
+_STREAM_SETTINGS = (("storage", "storage"), ("num_replicas", "replicas"),
+                    ("max_age", "max_age_s"), ("duplicate_window", "duplicate_window_s"))
+
+
+def _stream_differences(existing, wanted) -> list[str]:
+    """How an existing stream's settings differ from ``wanted``, the ``StreamConfig`` the
+    gateway would create it with, one text each, named by the gateway's config keys."""
+    def value(stream, field):
+        v = getattr(stream, field)
+        # Unset reads as the server's default: one replica, no age limit.
+        return getattr(v, "value", v) if v is not None else (1 if field == "num_replicas" else 0)
+
+    out = []
+    for field, key in _STREAM_SETTINGS:
+        have, want = value(existing, field), value(wanted, field)
+        same = abs(have - want) <= 1e-6 if isinstance(want, (int, float)) else have == want
+        if not same:
+            out.append(f"{key} {have!r} (configured {want!r})")
+    return out
