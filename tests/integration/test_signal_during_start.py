@@ -9,12 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from engine.journal import JournalWriter
 from tests.integration.engine_harness import (QUIET_SIM, config_text, feed_fifo, free_port,
-                                              open_fifo_for_writing)
+                                              open_fifo_for_writing, wait_for_log)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -43,3 +44,46 @@ def test_a_stop_signal_during_the_start_stops_the_engine_cleanly_after_it(tmp_pa
     assert "engine: stopped" in text and "Traceback" not in text
     with JournalWriter(tmp_path / "journal", fsync="none"):
         pass  # closed: its lock is free
+
+
+def blocked_signals(pid: int) -> int:
+    """The process's blocked-signal mask (``SigBlk`` in /proc), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("SigBlk:"):
+                    return int(line.split()[1], 16)
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_a_signal_while_the_engine_loads_waits_for_its_handlers(tmp_path, sig):
+    # SIGHUP (reload the keys) or SIGTERM sent while `serve` still imports its
+    # modules took their default action: the process died at once.
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(free_port(), tmp_path / "journal"))
+    log = tmp_path / "engine.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config",
+                                 str(path)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while not blocked_signals(proc.pid) & (1 << (sig - 1)):
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                "serve never held the signal while it loaded"
+            time.sleep(0.001)
+        proc.send_signal(sig)
+        if sig == signal.SIGHUP:
+            wait_for_log(log, "engine: serving on")
+            time.sleep(0.5)
+            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "engine: serving on" in text and "engine: stopped" in text and "Traceback" not in text
