@@ -587,18 +587,22 @@ def risk_config(config: Config, instruments) -> dict[str, Any]:
     only adds limits, and a grid written there must agree with the venue's.
     """
     table = copy.deepcopy(config.risk)
-    per_inst = table.setdefault("instruments", {})
+    given = table.get("instruments", {})
+    unknown = set(given) - {i.symbol for i in instruments}
+    if unknown:
+        raise ConfigError(f"risk.instruments names symbols no venue trades: {sorted(unknown)}")
+    # In the venues' order, whatever the file's: the risk engine numbers
+    # instruments as they come here, and the pipeline and the router number
+    # them in the venues' order; an instrument has one number in all three.
+    per_inst = table["instruments"] = {}
     for inst in instruments:
-        entry = per_inst.setdefault(inst.symbol, {})
+        entry = per_inst[inst.symbol] = given.get(inst.symbol, {})
         for key in ("tick_size", "lot_size", "min_qty"):
             value = getattr(inst, key)
             if key in entry and entry[key] != value:
                 raise ConfigError(f"risk.instruments.{inst.symbol}.{key} = {entry[key]!r} "
                                   f"disagrees with the venue definition {value!r}")
             entry[key] = value
-    unknown = set(per_inst) - {i.symbol for i in instruments}
-    if unknown:
-        raise ConfigError(f"risk.instruments names symbols no venue trades: {sorted(unknown)}")
     return table
 
 

@@ -249,7 +249,13 @@ class Pipeline(Handler):
             (metrics.stage_latency.labels(stage) if metrics else _NoMetric()).observe
             for stage in ("validate", "risk", "route", "journal"))
         self._market_ix = [market.instrument_index(symbol) for symbol in self.symbols]
-        self._risk_ix = [risk.instrument_index(symbol) for symbol in self.symbols]
+        # One number per instrument in the risk engine, the router and here
+        # (engine.config.risk_config builds risk's in this order): the order's
+        # instrument is looked up once, in risk, and used for all three.
+        numbered = [risk.instrument_index(symbol) for symbol in self.symbols]
+        if numbered != list(range(len(self.symbols))):
+            raise ValueError(f"the risk engine numbers the instruments {numbered}, not in the "
+                             f"venues' order {self.symbols}")
         # Children carry their client account to the venue, so that venue
         # self-trade prevention stops an account trading with itself and
         # nothing else (all children under one id would block every cross).
@@ -297,7 +303,7 @@ class Pipeline(Handler):
                                 reject_name(code))
         bid, ask = self._nbbo(self._market_ix[ix])
         if bid and ask:
-            self.risk.set_reference_price(self._risk_ix[ix], (bid + ask) // 2, now)
+            self.risk.set_reference_price(ix, (bid + ask) // 2, now)
 
     def _refresh_venues(self) -> None:
         """Venue sessions open and close: tell the router (from the clock, not per order)."""
