@@ -294,6 +294,10 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
             last_child = max(last_child, child.child_id)
     pipeline.router.skip_child_ids(last_child + 1)
     table.next_order_id = max(table.by_id, default=0) + 1
+    # The replay set the references its orders were valued at; from here on
+    # only the market's quotes do, as in a live engine that has seen none yet
+    # (NO_REFERENCE_PRICE until a two-sided quote, not a replayed limit price).
+    risk.clear_reference_prices()
     risk.reload(live_config, time.time_ns(), "recovery")
     if day_start is not None:
         pipeline.day_started_at(day_start)

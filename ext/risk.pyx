@@ -1412,6 +1412,18 @@ cdef class RiskEngine:
         self.inst[instrument].ref_price = price
         self.inst[instrument].ref_ns = now_ns
 
+    def clear_reference_prices(self):
+        """Forget every instrument's reference price, as before any market data.
+
+        Recovery values replayed orders at the references they had live; the
+        market must then set them afresh, or an order would be checked
+        against a price the market no longer quotes (or never did).
+        """
+        cdef int32_t i
+        for i in range(self.n_instruments):
+            self.inst[i].ref_price = 0
+            self.inst[i].ref_ns = 0
+
     def last_reject(self):
         """The last reject as a dict: reason, layer, limit, value and names."""
         cdef RejectDetail d = self.detail
