@@ -1149,6 +1149,10 @@ class Pipeline(Handler):
         """Hand ``qty`` lots of the order to the router on its terms (strategy, limit,
         time in force, the schedule's keywords) and its account's self-trade scope;
         returns the router's reject code, 0 when routed."""
+        if order.strategy == STRAT_POV:
+            # What printed before now is not the order's to take part in: the
+            # router hears of it here, not at the next tick, after the arrival.
+            self._report_volume(ix)
         return self.router.route(order.order_id, ix, order.side, qty, order.price, now,
                                  order.strategy, order.tif, **schedule,
                                  stp_account=self._venue_account.get(order.account, 0),
@@ -1299,6 +1303,14 @@ class Pipeline(Handler):
         last roll, or its first record); a roll is due at once if it has ended since."""
         self._next_roll = self.trading_day.next_roll(ns)
 
+    def _report_volume(self, ix: int) -> None:
+        """Tell the router what the market printed in instrument ``ix`` since it was last told."""
+        printed = self.venues.market.market_volume(self.symbols[ix])[0]
+        seen = self._volume_seen
+        if printed > seen[ix]:
+            self.router.on_market_volume(ix, printed - seen[ix])
+            seen[ix] = printed
+
     def tick(self, now: int) -> int:
         """Drive the router's clock (schedules, ack timeouts, reprices); returns its next wake-up.
 
@@ -1308,13 +1320,9 @@ class Pipeline(Handler):
         if now >= self._next_roll:
             self.roll_day(now)
         self._refresh_venues()
-        market, router, seen = self.venues.market, self.router, self._volume_seen
-        for ix, symbol in enumerate(self.symbols):
+        for ix in range(len(self.symbols)):
             self.refresh_market(ix, now)
-            printed = market.market_volume(symbol)[0]
-            if printed > seen[ix]:
-                router.on_market_volume(ix, printed - seen[ix])
-                seen[ix] = printed
-        router.tick(now)
+            self._report_volume(ix)
+        self.router.tick(now)
         self._pump(now)
         return self.router.next_wakeup(now)

@@ -217,7 +217,8 @@ ctypedef struct Parent:
     int64_t last_reprice_ts
     int64_t stp_account       # venue account of its children: who self-trade prevention
                               # compares (parents with the same one share the scope)
-    int64_t* cum_ppm          # VWAP: cumulative profile in ppm, owned; NULL otherwise
+    i128* cum_weight          # VWAP: cumulative profile weights (the last is their total),
+                              # owned; NULL otherwise
     int32_t n_slices          # TWAP slices, VWAP buckets
     int32_t instrument
     int32_t head              # live children, creation order

@@ -414,7 +414,7 @@ cdef class Router:
         cdef int32_t k
         if self.parents != NULL:
             for k in range(self.parents_cap):
-                PyMem_Free(self.parents[k].cum_ppm)
+                PyMem_Free(self.parents[k].cum_weight)
         PyMem_Free(self.venues)
         PyMem_Free(self.fees)
         PyMem_Free(self.lvl_px)
@@ -1303,6 +1303,11 @@ cdef class Router:
         cdef int64_t k, n = p.n_slices, target
         cdef i128 t
         if p.strategy == STRAT_POV:
+            if now <= p.start_ns:
+                # Volume counts from the start: what printed until then is not
+                # the order's to take part in (volume comes in before the tick).
+                p.vol_start = self.volume[p.instrument]
+                return 0
             t = (<i128>(self.volume[p.instrument] - p.vol_start)) * p.pov_ppm / E6
             return p.qty if t > p.qty else <int64_t>t
         if now < p.start_ns:
@@ -1317,7 +1322,8 @@ cdef class Router:
         if p.strategy == STRAT_TWAP:
             target = <int64_t>((<i128>p.qty) * k / n)
         else:
-            target = <int64_t>((<i128>p.qty) * p.cum_ppm[k - 1] / E6)
+            # Exact: qty * (weights through bucket k) / (all weights), floored.
+            target = <int64_t>((<i128>p.qty) * p.cum_weight[k - 1] / p.cum_weight[n - 1])
         return target
 
     # ============================================================ the parent's state machine
@@ -1377,6 +1383,13 @@ cdef class Router:
                 self._finish(pi, EXPIRED, VENUE_CLOSED, now)
             return 0
         if p.phase == PH_SCHED:
+            if p.end_ns > 0 and now >= p.end_ns:
+                # The window is over: nothing new is sent (a child that came back
+                # unfilled is not swept again); what is left expires once the
+                # children still working are done.
+                if p.n_live == 0:
+                    self._finish(pi, EXPIRED, 0, now)
+                return 0
             target = self._target(p, now)
             if target > p.last_target:
                 p.last_target = target
@@ -1387,8 +1400,6 @@ cdef class Router:
                 if self._sweep(pi, free, now) > 0:
                     p.rounds += 1
                     return 0
-            if p.n_live == 0 and p.end_ns > 0 and now >= p.end_ns:
-                self._finish(pi, EXPIRED, 0, now)
         return 0
 
     cdef int _finish(self, int32_t pi, int status, int reason, int64_t now) except -1:
@@ -1423,7 +1434,7 @@ cdef class Router:
                      const RouteParams* params) except -1:
         """Accept a parent order and send its first children; returns 0 or a RejectReason."""
         cdef int64_t q[4]
-        cdef int64_t start = now, end = 0, slices = 0, pov = 0, total = 0, w
+        cdef int64_t start = now, end = 0, slices = 0, pov = 0, w
         cdef int64_t dark_min = self.dark_min_qty
         cdef bint post_residual = self.post_residual, marketable, buy = side == BUY
         cdef bint at_limit = False
@@ -1516,16 +1527,16 @@ cdef class Router:
         self.parent_free = p.next_active
         memset(p, 0, sizeof(Parent))
         if strategy == STRAT_VWAP:
-            # The profile becomes cumulative parts per million, so a target is
-            # one multiplication and the last bucket is exactly the whole qty.
-            p.cum_ppm = <int64_t*>PyMem_Malloc(params.n_profile * sizeof(int64_t))
-            if p.cum_ppm == NULL:
+            # The profile becomes cumulative weights (128 bits: up to 1e6 buckets
+            # of 2^50 each), so a bucket's target is qty times an exact share,
+            # and the last bucket's is exactly the whole qty.
+            p.cum_weight = <i128*>PyMem_Malloc(params.n_profile * sizeof(i128))
+            if p.cum_weight == NULL:
                 raise MemoryError()
-            total = <int64_t>acc
             acc = 0
             for k in range(params.n_profile):
                 acc += params.profile[k]
-                p.cum_ppm[k] = <int64_t>(acc * E6 / total)
+                p.cum_weight[k] = acc
         p.parent_id = parent_id
         p.qty = qty
         p.limit_px = limit_px
@@ -1896,10 +1907,10 @@ cdef class Router:
                         best = t
                 ci = c.next
             t = -1
-            if p.phase == PH_SCHED and p.strategy != STRAT_POV:
-                if now < p.start_ns:
-                    t = p.start_ns
-                elif now < p.end_ns:
+            if p.phase == PH_SCHED and now < p.start_ns:
+                t = p.start_ns      # (POV too: its volume counts from then)
+            elif p.phase == PH_SCHED and p.strategy != STRAT_POV:
+                if now < p.end_ns:
                     d = p.end_ns - p.start_ns
                     k = <int64_t>((<i128>(now - p.start_ns)) * p.n_slices / d) + 1
                     t = p.start_ns + <int64_t>_ceil_div((<i128>k) * d, p.n_slices) \
@@ -2158,8 +2169,8 @@ cdef class Router:
         # A drained parent: its id is forgotten and its slot reused.
         cdef Parent* p = &self.parents[pi]
         idmap_del(&self.parent_ids, p.parent_id)
-        PyMem_Free(p.cum_ppm)
-        p.cum_ppm = NULL
+        PyMem_Free(p.cum_weight)
+        p.cum_weight = NULL
         p.next_active = self.parent_free
         self.parent_free = pi
 

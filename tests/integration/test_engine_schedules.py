@@ -93,6 +93,26 @@ def test_pov_trades_a_share_of_the_printed_volume(client):
         cancel(client, cid, account)
 
 
+def test_pov_takes_no_share_of_what_printed_before_it_arrived(client):
+    offer(client, "pa-ask", "1000", "50.10")
+    client.new_order("AAA", "buy", "500", "50.10", account="DEMO1", cl_ord_id="pa-print",
+                     time_in_force="ioc")
+    client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "pa-print"
+                      and m.exec_type == ExecType.FILL, 5)
+    # Printed, and the router told of it only at its next tick (every 50 ms or so):
+    # the POV arrives before that tick, and must not count those 500 lots as its own.
+    client.new_order("AAA", "buy", "1000", "50.10", account="DEMO1", cl_ord_id="pa",
+                     strategy="pov", participation="0.1")
+    client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "pa", 5)
+    time.sleep(0.3)
+    client.status("pa", account="DEMO1")
+    quiet = client.recv_until(lambda m: isinstance(m, OrderStatusReply) and m.cl_ord_id == "pa",
+                              5)[-1]
+    assert quiet.report.cum_qty == "0"  # nothing printed since it arrived
+    for cid, account in (("pa", "DEMO1"), ("pa-ask", "DEMO2")):
+        cancel(client, cid, account)
+
+
 @pytest.mark.parametrize("fields, field", [
     ({"strategy": "twap"}, "end_time"),
     ({"strategy": "vwap", "end_time": 2**62}, "profile"),

@@ -13,6 +13,7 @@ it as its baseline.
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -75,7 +76,7 @@ class _Child:
 class _Parent:
     __slots__ = ("parent_id", "instrument", "side", "qty", "limit_px", "tif", "strategy", "phase",
                  "status", "reason", "cum", "notional_x2", "fees", "working", "arrival_ts",
-                 "done_ts", "arr", "start_ns", "end_ns", "n_slices", "cum_ppm", "pov_ppm",
+                 "done_ts", "arr", "start_ns", "end_ns", "n_slices", "cum_weight", "pov_ppm",
                  "vol_start", "last_target", "dark_min_qty", "post_residual", "last_reprice_ts",
                  "live", "n_children", "rounds", "dark_tried", "cancel_requested", "post_at_limit",
                  "stp_account", "stp", "v_sent", "v_filled", "v_fees", "v_children")
@@ -477,6 +478,9 @@ class ReferenceRouter:
 
     def _target(self, p, now):
         if p.strategy == STRAT_POV:
+            if now <= p.start_ns:  # volume counts from the start
+                p.vol_start = self.volume[p.instrument]
+                return 0
             return min((self.volume[p.instrument] - p.vol_start) * p.pov_ppm // E6, p.qty)
         if now < p.start_ns:
             return 0
@@ -484,7 +488,7 @@ class ReferenceRouter:
         k = n if now >= p.end_ns else min((now - p.start_ns) * n // (p.end_ns - p.start_ns) + 1, n)
         if p.strategy == STRAT_TWAP:
             return p.qty * k // n
-        return p.qty * p.cum_ppm[k - 1] // E6
+        return p.qty * p.cum_weight[k - 1] // p.cum_weight[-1]
 
     # ------------------------------------------------------------ the parent's state machine
     def _advance(self, p, now):
@@ -534,6 +538,10 @@ class ReferenceRouter:
                 self._finish(p, EXPIRED, R["VENUE_CLOSED"], now)
             return
         if p.phase == PH_SCHED:
+            if p.end_ns > 0 and now >= p.end_ns:  # the window is over: nothing new is sent
+                if not p.live:
+                    self._finish(p, EXPIRED, 0, now)
+                return
             target = self._target(p, now)
             if target > p.last_target:
                 p.last_target, p.rounds = target, 0
@@ -542,8 +550,6 @@ class ReferenceRouter:
                     and p.rounds <= max_reroutes and self._sweep(p, free, now) > 0):
                 p.rounds += 1
                 return
-            if not p.live and p.end_ns > 0 and now >= p.end_ns:
-                self._finish(p, EXPIRED, 0, now)
 
     def _finish(self, p, status, reason, now):
         p.phase, p.status, p.reason, p.done_ts = PH_DONE, status, reason, now
@@ -617,12 +623,9 @@ class ReferenceRouter:
         p.cum = p.notional_x2 = p.fees = p.working = 0
         p.arrival_ts, p.done_ts, p.arr = now, 0, (bid, bid_qty, ask, ask_qty)
         p.start_ns, p.end_ns, p.n_slices, p.pov_ppm = start, end, n_slices, pov
-        p.cum_ppm = None
+        p.cum_weight = None
         if strategy == STRAT_VWAP:
-            total, acc, p.cum_ppm = sum(weights), 0, []
-            for w in weights:
-                acc += w
-                p.cum_ppm.append(acc * E6 // total)
+            p.cum_weight = list(itertools.accumulate(weights))
         p.vol_start, p.last_target = self.volume[instrument], 0
         p.dark_min_qty, p.post_residual, p.last_reprice_ts = dark_min, post, 0
         p.post_at_limit = at_limit
@@ -674,10 +677,10 @@ class ReferenceRouter:
         for p in self.active.values():
             times += [c.sent_ts + self.config["ack_timeout_ns"] for c in p.live.values()
                       if not c.acked and not c.cancel_sent]
-            if p.phase == PH_SCHED and p.strategy != STRAT_POV:
-                if now < p.start_ns:
-                    times.append(p.start_ns)
-                elif now < p.end_ns:
+            if p.phase == PH_SCHED and now < p.start_ns:
+                times.append(p.start_ns)
+            elif p.phase == PH_SCHED and p.strategy != STRAT_POV:
+                if now < p.end_ns:
                     d = p.end_ns - p.start_ns
                     k = (now - p.start_ns) * p.n_slices // d + 1
                     times.append(p.start_ns + _ceil_div(k * d, p.n_slices) if k < p.n_slices

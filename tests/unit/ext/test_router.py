@@ -846,6 +846,23 @@ def test_twap_catches_up_a_missed_slice_and_expires_at_the_end(R):
     assert rec["status"] == OrdStatus.EXPIRED and rec["cum_qty"] == 400 and rec["done_ts"] == 4000
 
 
+def test_a_schedule_sends_nothing_after_its_end(R):
+    # The last slice's child comes back unfilled after the window ended: the
+    # rest expires; it is not swept again past end_time (at the other venue).
+    r = deep_book(R, 2)
+    r.route(1, 0, BUY, 1000, 101, now=0, strategy=STRAT_TWAP, end_ns=4000, slices=4)
+    for now in (0, 1000, 2000):
+        if now:
+            r.tick(now)
+        fill_all(r, r.drain_actions(), now)
+    r.tick(3000)
+    (last,) = r.drain_actions()
+    assert r.on_canceled(int(last["child_id"]), 4100) == 0
+    assert r.drain_actions().size == 0
+    rec = r.drain_finished()[0]
+    assert rec["status"] == OrdStatus.EXPIRED and rec["cum_qty"] == 750 and rec["done_ts"] == 4100
+
+
 def test_vwap_follows_the_volume_profile(R):
     r = deep_book(R)
     assert r.route(1, 0, SELL, 1000, 0, now=100, strategy=STRAT_VWAP, start_ns=1000,
@@ -875,6 +892,38 @@ def test_pov_tracks_the_volume_it_is_told_about(R):
     # targets: 100, 155, 160 (5 due < slice_min 10: wait), 166, then capped at the order's 500
     assert sent == [(1, 100), (2, 55), (4, 11), (5, 334)]
     assert r.parent(1)["status"] == OrdStatus.FILLED
+
+
+def test_vwap_targets_are_exact_shares_of_the_profile(R):
+    # A flat profile is a TWAP: 1, 2, 3 of 3 lots (parts per million rounded
+    # each share down, 333,333 ppm of 3 lots being 0: the buckets lagged a lot).
+    r = deep_book(R)
+    assert r.route(1, 0, BUY, 3, 101, now=0, strategy=STRAT_VWAP, end_ns=3000,
+                   profile=[1, 1, 1]) == 0
+    sent = []
+    for now in (0, 1000, 2000):
+        if now:
+            r.tick(now)
+        a = r.drain_actions()
+        sent += [(now, int(x["qty"])) for x in a]
+        fill_all(r, a, now)
+    assert sent == [(0, 1), (1000, 1), (2000, 1)]
+
+
+def test_pov_takes_part_in_the_volume_from_its_start_only(R):
+    r = deep_book(R, slice_min_qty=1)
+    assert r.route(1, 0, BUY, 500, 101, now=0, strategy=STRAT_POV, pov_ppm=100_000,
+                   start_ns=10) == 0
+    assert r.next_wakeup(0) == 10                           # woken at its start
+    sent = []
+    for now, volume in ((5, 1000), (10, 200), (11, 300), (12, 50)):
+        r.on_market_volume(0, volume)                       # printed before ``now``
+        r.tick(now)
+        a = r.drain_actions()
+        sent += [(now, int(x["qty"])) for x in a]
+        fill_all(r, a, now)
+    # 1,200 lots printed until its start count for nothing; then 10% of 300 and of 350
+    assert sent == [(11, 30), (12, 5)]
 
 
 # ---------------------------------------------------------------- cancel and best-ex
