@@ -165,7 +165,14 @@ async def main(n: int, sort: str | None, through_intake: bool = False, batch: in
         listener = intake._listeners[0]
         asyncio.get_running_loop().remove_reader(listener.socket.getsockopt(zmq.FD))
         client = zmq.Context.instance().socket(zmq.DEALER)
+        handshake = client.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         client.connect(intake.plaintext_endpoints[0])
+        # The handshake waits for intake's ZAP handler, which runs on this loop;
+        # run_intake below never yields to it.
+        while not handshake.poll(0):
+            await asyncio.sleep(0.001)
+        client.disable_monitor()
+        handshake.close()
         args = (intake, listener, venues, pipe, client)
         run_intake(*args, encoded_orders(2_000, "warm"))
         frames, runner = encoded_orders(n, "p"), run_intake

@@ -527,9 +527,10 @@ class Client(_Base):
     routing_id : bytes, optional
         The first connection's ZeroMQ routing id. By default, and for every
         connection after a loss, a random one of its own (with ``auto_resume``;
-        without it the engine's ROUTER makes one up). One given here must be
-        unguessable (16 random bytes or more): another key connecting under
-        it while this client is away receives the session's messages
+        without it the engine's ROUTER makes one up). One given here should
+        be unguessable (16 random bytes or more): another key connecting
+        under it while this client is away is sent nothing of the session,
+        but holds the id, so this client's reconnect under it is refused
         (docs/protocol.md, *Routing ids*).
     auto_resume : bool
         When the engine drops the connection, open a new one and resume the

@@ -34,10 +34,19 @@ Resume: a ``ResendRequest`` naming another session is honoured only while
 the connection's own session is fresh: nothing it sent was accepted yet,
 it was only answered with intake's ``Reject`` (a malformed or refused first
 frame does not spend the connection's resume); RESUME_REFUSED otherwise.
-ROUTER sockets are not told when a peer goes away, so a reconnecting client usually resumes
-while its old routing id still looks live; the resume goes ahead, and that
-old routing id is told at once and refused from then on (RESUME_REFUSED,
-``seq`` 0) instead of being given a fresh session behind its back.
+A reconnecting client can resume while its old routing id still looks live
+(a connection that vanished without closing is known gone only when ZMTP
+heartbeats time it out); the resume goes ahead, and that old routing id is
+told at once and refused from then on (RESUME_REFUSED, ``seq`` 0) instead of
+being given a fresh session behind its back.
+
+Connections gone: each socket's monitor reports a connection closed
+(``EVENT_DISCONNECTED``, by file descriptor); intake matches the descriptor
+to the routing id last heard on it and detaches that session, which is sent
+nothing more until its client speaks again. The notices are read before
+every batch of sends and before the ZAP handler answers a handshake, so a
+connection that takes the routing id of one gone (another key, silent) is
+not sent that session's messages: ROUTER sockets route by id alone.
 """
 from __future__ import annotations
 
@@ -59,6 +68,7 @@ import msgspec
 import zmq
 import zmq.auth
 from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.utils.monitor import parse_monitor_message
 
 from engine.busy import BusyFlag
 from engine.config import ClientKey, Config, IntakeConfig, SecurityConfig
@@ -341,11 +351,39 @@ class _Listener:
         self.recheck_scheduled = False
         #: libzmq's socket, for ext.zmqcall; 0 once the socket is closed
         self.handle = socket.underlying
+        #: the routing id last heard on each connection (by its file descriptor), so
+        #: that the monitor's EVENT_DISCONNECTED, which names only the descriptor,
+        #: tells which routing id lost its connection
+        self.fd_routes: dict[int, bytes] = {}
+        self.monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.monitor_handle = self.monitor.underlying
 
     def close(self) -> None:
         """Close the socket; later sends and reads fail (ENOTSOCK) instead of touching it."""
-        self.handle = 0
+        self.handle = self.monitor_handle = 0
+        self.socket.disable_monitor()
+        self.monitor.close(linger=0)
         self.socket.close()
+
+    def read_disconnects(self) -> None:
+        """Detach every session whose connection the monitor reports gone.
+
+        Sending nothing more to a routing id whose connection went is what
+        keeps another connection that takes that id from receiving the
+        session's messages: see *Routing ids* in docs/protocol.md.
+        """
+        handle = self.monitor_handle
+        while handle:
+            message = zmqcall.recv_message(handle, False)
+            if message is None:
+                return
+            event = parse_monitor_message(message[0])
+            if event["event"] != zmq.EVENT_DISCONNECTED:
+                continue
+            route = self.fd_routes.pop(event["value"], None)
+            session = self.routes.get(route) if route is not None else None
+            if session is not None:
+                self.depart(session, route)
 
     def transmit(self, session: Session, frame: bytes) -> None:
         """Send one encoded message to the session's current route (if it has one).
@@ -385,11 +423,15 @@ class _Listener:
         return True
 
     def _unreachable(self, session: Session, route: bytes, exc: zmq.ZMQError) -> None:
-        """The connection behind ``route`` is gone (ROUTER_MANDATORY tells us): keep the
-        session for a resume, stop sending to the dead route."""
+        """A send found the connection behind ``route`` gone (ROUTER_MANDATORY tells us)."""
         if exc.errno != zmq.EHOSTUNREACH:
             raise exc
         self.server.metrics.send_dropped.inc()
+        self.depart(session, route)
+
+    def depart(self, session: Session, route: bytes) -> None:
+        """The connection behind ``route`` is gone: keep the session for a resume, and
+        send nothing more to that routing id."""
         if self.routes.get(route) is session:
             del self.routes[route]
             # A request the client sent just before it went can still be
@@ -398,6 +440,40 @@ class _Listener:
             _remember(self.departed, route, session, self.server.config.max_sessions)
         if session._route == route:
             session._route = None
+
+
+class _Authenticator(AsyncioAuthenticator):
+    """pyzmq's ZAP authenticator, reading the listeners' disconnect notices first.
+
+    A connection can only take a routing id once the connection that had it
+    is gone, and only after its own handshake, which waits for this answer.
+    libzmq reports the old connection gone before it frees the id, so reading
+    the notices here detaches its session before the new connection can
+    take the id and be sent the session's messages.
+    """
+
+    def __init__(self, server: "IntakeServer"):
+        super().__init__(server.context)
+        self._server = server
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        """Detach the sessions of connections gone, then answer the handshake."""
+        self._server.read_disconnects()
+        await super().handle_zap_message(msg)
+
+    async def aclose(self) -> None:
+        """Stop answering. Unlike ``stop``, the ZAP task has finished before its
+        socket is closed: a poll cancelled after that leaves uvloop a reader on a
+        closed descriptor, and uvloop aborts the process."""
+        # AsyncioAuthenticator's own task (name-mangled); without it, as plain stop().
+        task = getattr(self, "_AsyncioAuthenticator__task", None)
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self.stop()
 
 
 class _CredentialsProvider:
@@ -530,7 +606,7 @@ class IntakeServer:
         self._held: collections.Counter[str] = collections.Counter()
         self._entitlements: dict[str, _Entitlement] = {}
         self._plaintext = _Entitlement("plaintext", security.plaintext_accounts, security.plaintext_admin)
-        self._auth: AsyncioAuthenticator | None = None
+        self._auth: _Authenticator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task | None = None
         self._timeout_ns = intake.heartbeat_timeout_ms * 1_000_000
@@ -625,21 +701,25 @@ class IntakeServer:
         self._loop = asyncio.get_running_loop()
         cfg = self.config
         self._server_public = None
+        if cfg.plaintext_endpoints and not cfg.allow_plaintext:
+            raise ValueError("plaintext endpoints need intake.allow_plaintext = true")
         if cfg.endpoints:
             public, secret = load_keypair(self.security.server_secret_key_file)
             if secret is None:
                 raise ValueError(f"{self.security.server_secret_key_file} holds no secret key")
             self._server_public = public
+        if cfg.endpoints or cfg.plaintext_endpoints:
             # The authenticator must be answering before the first handshake.
-            self._auth = AsyncioAuthenticator(self.context)
+            # Plaintext endpoints use it too: it admits any NULL peer, and reads
+            # the disconnect notices before it does (see _Authenticator).
+            self._auth = _Authenticator(self)
             self._auth.start()
+        if cfg.endpoints:
             self._auth.configure_curve_callback(domain=ZAP_DOMAIN.decode(),
                                                 credentials_provider=_CredentialsProvider(self))
             socket = self._make_socket(curve_keys=(public, secret))
             self._bind(_Listener(self, socket, curve=True), cfg.endpoints)
         if cfg.plaintext_endpoints:
-            if not cfg.allow_plaintext:
-                raise ValueError("plaintext endpoints need intake.allow_plaintext = true")
             warning = (f"intake: PLAINTEXT endpoints {', '.join(cfg.plaintext_endpoints)} accept "
                        f"unauthenticated, unencrypted connections (allow_plaintext = true)")
             log.warning(warning)
@@ -649,6 +729,7 @@ class IntakeServer:
                 _emit_whatever_the_level(log, logging.WARNING, warning)
             self._bind(_Listener(self, self._make_socket(), curve=False), cfg.plaintext_endpoints)
         for listener in self._listeners:
+            self._loop.add_reader(listener.monitor.getsockopt(zmq.FD), listener.read_disconnects)
             self._loop.add_reader(listener.socket.getsockopt(zmq.FD), self._drain, listener)
             # Messages may have arrived before the reader was registered.
             self._loop.call_soon(self._drain, listener)
@@ -677,10 +758,10 @@ class IntakeServer:
             # ZMTP heartbeats find dead TCP peers so their routes are released.
             socket.heartbeat_ivl = cfg.heartbeat_interval_ms
             socket.heartbeat_timeout = cfg.heartbeat_timeout_ms
+            socket.zap_domain = ZAP_DOMAIN  # every handshake waits for _Authenticator
             if curve_keys is not None:
                 socket.curve_server = True
                 socket.curve_publickey, socket.curve_secretkey = curve_keys
-                socket.zap_domain = ZAP_DOMAIN
                 # Without a ZAP handler libzmq would let any key in; refuse instead.
                 socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
         except BaseException:
@@ -730,14 +811,15 @@ class IntakeServer:
                 pass
             self._watchdog = None
         for listener in self._listeners:
-            try:
-                self._loop.remove_reader(listener.socket.getsockopt(zmq.FD))
-            except zmq.ZMQError:
-                pass
+            for socket in (listener.monitor, listener.socket):
+                try:
+                    self._loop.remove_reader(socket.getsockopt(zmq.FD))
+                except zmq.ZMQError:
+                    pass
             listener.close()
         self._listeners.clear()
         if self._auth is not None:
-            self._auth.stop()
+            await self._auth.aclose()
             self._auth = None
         if self._own_context:
             self.context.term()
@@ -770,6 +852,9 @@ class IntakeServer:
         self._draining = True
         handle, curve = listener.handle, listener.curve
         try:
+            # Connections gone are detached first: a resume below must not tell a
+            # routing id that another connection has taken which session it was.
+            listener.read_disconnects()
             while budget:
                 message = zmqcall.recv_message(handle, curve)
                 if message is None:
@@ -777,7 +862,7 @@ class IntakeServer:
                 budget -= 1
                 self.messages_read += 1
                 try:
-                    self._on_frames(listener, message[0], message[1], now)
+                    self._on_frames(listener, message[0], message[1], now, message[2])
                 except Exception:  # one bad message must not stop the intake
                     log.exception("intake: failed on a message")
                 if len(self._outbox) >= replies_limit:
@@ -839,6 +924,7 @@ class IntakeServer:
     def _send_backlogs(self) -> None:
         """Send what the backlogs hold, in order, until each is empty or its peer full again."""
         self._backlog_timer = None
+        self.read_disconnects()
         for session in list(self._backlogged):
             entry, listener = session._backlog, session._listener
             if entry is None or entry[0] != session._route or listener.handle == 0:
@@ -863,6 +949,7 @@ class IntakeServer:
     def _transmit(self, batch: list[tuple[Session, bytes]]) -> None:
         if not batch:
             return
+        self.read_disconnects()  # nothing goes to a routing id whose connection went
         listeners = set()
         for session, frame in batch:
             listener = session._listener
@@ -875,8 +962,15 @@ class IntakeServer:
                 listener.recheck_scheduled = True
                 self._loop.call_soon(self._recheck, listener)
 
-    def _on_frames(self, listener: _Listener, frames: list[bytes], principal: str, now: int) -> None:
+    def read_disconnects(self) -> None:
+        """Detach the sessions of every connection the sockets' monitors report gone."""
+        for listener in self._listeners:
+            listener.read_disconnects()
+
+    def _on_frames(self, listener: _Listener, frames: list[bytes], principal: str, now: int,
+                   fd: int) -> None:
         route = frames[0]
+        listener.fd_routes[fd] = route
         session = listener.routes.get(route)
         if session is None or session.principal != principal:
             session = self._session_for(listener, route, frames, principal, now)
@@ -1415,6 +1509,11 @@ class IntakeThread:
             self.loop.run_until_complete(self.server.start())
         except BaseException as exc:  # report start-up failures to the starting thread
             self._error = exc
+            # What the start opened (the authenticator, sockets bound before
+            # the failure) is closed here: left to the garbage collector, the
+            # context's term() could wait for ever.
+            self.loop.run_until_complete(self.server.stop())
+            self.loop.close()
             self._ready.set()
             return
         self._ready.set()

@@ -49,6 +49,7 @@ ctypedef size_t (*msg_size_fn)(const zmq_msg_t* msg) noexcept nogil
 ctypedef int (*msg_more_fn)(const zmq_msg_t* msg) noexcept nogil
 ctypedef int (*msg_close_fn)(zmq_msg_t* msg) noexcept nogil
 ctypedef const char* (*msg_gets_fn)(const zmq_msg_t* msg, const char* prop) noexcept nogil
+ctypedef int (*msg_get_fn)(const zmq_msg_t* msg, int prop) noexcept nogil
 ctypedef int (*getsockopt_fn)(void* s, int option, void* optval, size_t* optvallen) noexcept nogil
 
 cdef send_fn _send = NULL
@@ -59,6 +60,7 @@ cdef msg_size_fn _msg_size = NULL
 cdef msg_more_fn _msg_more = NULL
 cdef msg_close_fn _msg_close = NULL
 cdef msg_gets_fn _msg_gets = NULL
+cdef msg_get_fn _msg_get = NULL
 cdef getsockopt_fn _getsockopt = NULL
 
 cdef enum:
@@ -66,6 +68,7 @@ cdef enum:
     ZMQ_SNDMORE = 2
     ZMQ_EVENTS = 15
     ZMQ_POLLIN = 1
+    ZMQ_SRCFD = 2
     ENOTSOCK_ = 88
 
 
@@ -93,7 +96,7 @@ cdef void* _sym(void* lib, const char* name) except NULL:
 
 cdef void _resolve() except *:
     global _send, _msg_init, _msg_recv, _msg_data, _msg_size, _msg_more, _msg_close, _msg_gets
-    global _getsockopt
+    global _msg_get, _getsockopt
     path = _libzmq_path().encode()
     cdef void* lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
     if lib == NULL:
@@ -106,6 +109,7 @@ cdef void _resolve() except *:
     _msg_more = <msg_more_fn>_sym(lib, b"zmq_msg_more")
     _msg_close = <msg_close_fn>_sym(lib, b"zmq_msg_close")
     _msg_gets = <msg_gets_fn>_sym(lib, b"zmq_msg_gets")
+    _msg_get = <msg_get_fn>_sym(lib, b"zmq_msg_get")
     _getsockopt = <getsockopt_fn>_sym(lib, b"zmq_getsockopt")
 
 
@@ -154,14 +158,17 @@ cpdef int send_pair(size_t handle, bytes route, const unsigned char[::1] frame) 
 cpdef object recv_message(size_t handle, bint want_user_id):
     """The next message's parts as ``bytes`` without blocking, or None when none waits.
 
-    Returns ``(parts, user_id)``: ``user_id`` is the ZAP ``User-Id`` of the
-    last part (the CURVE key that sent it) when ``want_user_id``, else "".
+    Returns ``(parts, user_id, fd)``: ``user_id`` is the ZAP ``User-Id`` of
+    the last part (the CURVE key that sent it) when ``want_user_id``, else "";
+    ``fd`` is the file descriptor of the connection it came over
+    (``ZMQ_SRCFD``), which the socket monitor's ``EVENT_DISCONNECTED`` names
+    when that connection goes: how intake learns which routing id went.
     """
     if handle == 0:
         raise _error(ENOTSOCK_)
     cdef void* s = <void*>handle
     cdef zmq_msg_t msg
-    cdef int rc, more = 1, err
+    cdef int rc, more = 1, err, fd = -1
     cdef const char* uid
     parts = []
     user_id = ""
@@ -176,12 +183,14 @@ cpdef object recv_message(size_t handle, bint want_user_id):
             raise _error(err)
         parts.append(PyBytes_FromStringAndSize(<char*>_msg_data(&msg), _msg_size(&msg)))
         more = _msg_more(&msg)
-        if not more and want_user_id:
-            uid = _msg_gets(&msg, b"User-Id")
-            if uid != NULL:
-                user_id = uid.decode()
+        if not more:
+            fd = _msg_get(&msg, ZMQ_SRCFD)
+            if want_user_id:
+                uid = _msg_gets(&msg, b"User-Id")
+                if uid != NULL:
+                    user_id = uid.decode()
         _msg_close(&msg)
-    return parts, user_id
+    return parts, user_id, fd
 
 
 cpdef bint has_input(size_t handle) except -1:

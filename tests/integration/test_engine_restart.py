@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from engine.client import Client
-from engine.intake import EndpointError
+from engine.intake import EndpointError, generate_keypair
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
                              JournalEvent, KillSwitch, OrderStatusReply, OrdStatus, Reject)
@@ -242,10 +242,17 @@ def test_serve_says_why_it_cannot_start(tmp_path):
     assert done.returncode == 2 and "unknown key 'journal.fsinc'" in done.stderr
     assert "Traceback" not in done.stderr
     path.write_text(good)
-    with socket.create_server(("127.0.0.1", int(endpoint.rpartition(":")[2]))):
-        done = serve_once(path)
-    assert done.returncode == 1 and f"cannot bind {endpoint}: Address already in use" in \
-        done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+    # Plaintext, then CURVE (its ZAP authenticator was started before the bind
+    # failed, and stopping it under uvloop aborted the process: exit -6).
+    _, secret = generate_keypair(tmp_path / "keys", "server")
+    curve = good.replace("plaintext_endpoints", "endpoints").replace(
+        "[security]", f'[security]\nserver_secret_key_file = "{secret}"')
+    for text in (good, curve):
+        path.write_text(text)
+        with socket.create_server(("127.0.0.1", int(endpoint.rpartition(":")[2]))):
+            done = serve_once(path)
+        assert done.returncode == 1 and f"cannot bind {endpoint}: Address already in use" in \
+            done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
 
 
 def test_a_failed_start_stops_what_it_started(tmp_path):

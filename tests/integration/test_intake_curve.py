@@ -160,6 +160,50 @@ def test_a_session_belongs_to_its_key(running, keys):
         assert late.seq == 3 and late.cl_ord_id == order.cl_ord_id
 
 
+def silent_connection(running, keys, who, routing_id):
+    """A CURVE DEALER of ``who`` under ``routing_id`` that sends nothing, once connected."""
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.linger = 0
+    socket.curve_serverkey = running.server.server_public_key
+    socket.curve_publickey, socket.curve_secretkey = keys[who]["pair"]
+    socket.routing_id = routing_id
+    monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    socket.connect(running.server.endpoints[0])
+    assert monitor.poll(5000), "the handshake did not succeed"
+    socket.disable_monitor()
+    monitor.close()
+    return socket
+
+
+def test_a_routing_id_taken_by_a_silent_connection_is_sent_nothing(running, keys):
+    # Alice's connection under a routing id of her own goes; Bob's key connects
+    # under that id and never speaks, so the engine cannot tell his key from
+    # hers. Her session's messages must wait for her resume, not go to him.
+    routing_id = b"alice-fixed-id"
+    with Client(running.server.endpoints[0], server_key=running.server.server_public_key,
+                client_keypair=keys["alice"]["pair"], routing_id=routing_id,
+                auto_resume=False) as alice:
+        alice.heartbeat()
+        alice_session = alice.recv(5).session_id
+        order = order_for(alice)
+        roundtrip(alice, order)
+    time.sleep(0.3)  # her connection is closed at the engine, and the id free
+    thief = silent_connection(running, keys, "bob", routing_id)
+    try:
+        time.sleep(0.2)  # his connection holds the id at the ROUTER
+        session = running.call(lambda: running.server.sessions[alice_session])
+        report = running.server.handler.orders[order.cl_ord_id]
+        running.call(session.send, report)  # a fill for Alice, say
+        assert not thief.poll(SILENCE * 1000), f"Bob received Alice's {thief.recv()!r}"
+        assert running.call(lambda: session.connected) is False
+    finally:
+        thief.close()
+    with connect(running, keys, "alice") as alice:
+        alice.resume(alice_session, 2)
+        late = alice.recv(5)
+        assert late.seq == 3 and late.cl_ord_id == order.cl_ord_id
+
+
 def test_start_refuses_a_public_only_server_key(tmp_path, keys):
     config = IntakeConfig(endpoints=["tcp://127.0.0.1:*"])
     security = SecurityConfig(server_secret_key_file=str(keys["server"]["public_file"]))

@@ -1,4 +1,5 @@
 """ext.zmqcall against pyzmq on real sockets: the same messages, the same errors."""
+import os
 import time
 
 import pytest
@@ -49,9 +50,11 @@ def test_recv_message_gives_every_part_and_none_when_empty(pair):
     assert not zmqcall.has_input(handle)
     dealer.send_multipart([b"a", b"bb", b"x" * 100_000])
     wait_input(handle)
-    parts, user_id = zmqcall.recv_message(handle, True)
+    parts, user_id, fd = zmqcall.recv_message(handle, True)
     assert parts == [route, b"a", b"bb", b"x" * 100_000]
     assert user_id == ""  # no ZAP handler: no User-Id
+    # The connection's own descriptor: a TCP socket of this process.
+    assert os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
     assert zmqcall.recv_message(handle, False) is None
 
 
