@@ -70,6 +70,7 @@ import zmq.auth
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
+from engine.aio import cancel_and_wait
 from engine.busy import BusyFlag
 from engine.config import ClientKey, Config, IntakeConfig, SecurityConfig
 from engine.journal import JournalError
@@ -466,13 +467,7 @@ class _Authenticator(AsyncioAuthenticator):
         socket is closed: a poll cancelled after that leaves uvloop a reader on a
         closed descriptor, and uvloop aborts the process."""
         # AsyncioAuthenticator's own task (name-mangled); without it, as plain stop().
-        task = getattr(self, "_AsyncioAuthenticator__task", None)
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(getattr(self, "_AsyncioAuthenticator__task", None))
         self.stop()
 
 
@@ -803,13 +798,8 @@ class IntakeServer:
                         "the journal, and a client gets them by resuming its session after the "
                         "restart", unsent, len(held))
         self._backlogged.clear()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            try:
-                await self._watchdog
-            except asyncio.CancelledError:
-                pass
-            self._watchdog = None
+        await cancel_and_wait(self._watchdog)
+        self._watchdog = None
         for listener in self._listeners:
             for socket in (listener.monitor, listener.socket):
                 try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import gateways
+from engine.aio import cancel_and_wait
 from engine.busy import BusyFlag
 from engine.config import (Config, ConfigError, core_risk, core_router, load_config, parse_config,
                            risk_config, trading_day)
@@ -238,12 +239,7 @@ class EngineService:
         if self.intake is not None and grace_s > 0:
             await asyncio.sleep(grace_s)
         for task in (self._ticker, self._gateway_watch):
-            if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+            await cancel_and_wait(task)
         if self._reviving is not None:
             # A child being started again: let the start finish, so that the
             # gateway's stop below finds the child it has to stop.

@@ -115,6 +115,15 @@ duration = "6h"
 """
 
 
+def engine_config(tmp: Path, **config) -> tuple[Path, str]:
+    """``tmp/engine.toml`` for an engine on a free port, its journal in ``tmp/journal``;
+    returns ``(path, endpoint)``. ``config`` goes to :func:`config_text`."""
+    port = free_port()
+    path = tmp / "engine.toml"
+    path.write_text(config_text(port, tmp / "journal", **config))
+    return path, f"tcp://127.0.0.1:{port}"
+
+
 @contextlib.contextmanager
 def serving(tmp: Path, **config):
     """An engine (in a thread) on a free port, its journal in ``tmp``; yields ``(engine, endpoint)``.

@@ -12,7 +12,7 @@ from engine.client import Client
 from engine.messages import (AdminReply, BulkNewOrders, ExecType, ExecutionReport, KillSwitch,
                              OrderStatusReply, OrdStatus, Reject, TradeHistoryReply,
                              check_report)
-from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
+from tests.integration.engine_harness import ThreadedEngine, config_text, engine_config, free_port
 
 
 @pytest.fixture()
@@ -240,10 +240,7 @@ def test_post_only_never_takes_liquidity(engine, client):
 
 
 def test_post_only_survives_a_restart(tmp_path):
-    port = free_port()
-    path = tmp_path / "engine.toml"
-    path.write_text(config_text(port, tmp_path / "journal"))
-    endpoint = f"tcp://127.0.0.1:{port}"
+    path, endpoint = engine_config(tmp_path)
     with ThreadedEngine(path), Client(endpoint) as client:
         client.new_order("BBB", "sell_short", "10", "120.00", account="DEMO2", cl_ord_id="r-s",
                          locate=True)

@@ -19,8 +19,8 @@ from engine.intake import EndpointError, generate_keypair
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
                              JournalEvent, KillSwitch, OrderStatusReply, OrdStatus, Reject)
-from tests.integration.engine_harness import (QUIET_SIM, RISK, ThreadedEngine, config_text, free_port,
-                                              slow_sim)
+from tests.integration.engine_harness import (QUIET_SIM, RISK, ThreadedEngine, config_text,
+                                              engine_config, free_port, slow_sim)
 
 
 def status(client, cl_ord_id, account="DEMO1"):
@@ -34,13 +34,6 @@ def report(client, cl_ord_id, exec_type):
     """The first ExecutionReport of ``exec_type`` for ``cl_ord_id``."""
     return client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == cl_ord_id
                              and m.exec_type == exec_type, 5)[-1]
-
-
-def engine_config(tmp_path, **kw):
-    port = free_port()
-    path = tmp_path / "engine.toml"
-    path.write_text(config_text(port, tmp_path / "journal", **kw))
-    return path, f"tcp://127.0.0.1:{port}"
 
 
 def test_a_refused_duplicate_in_a_bulk_never_becomes_the_order(tmp_path):

@@ -126,6 +126,15 @@ def test_revoked_key_loses_its_accounts_and_cannot_reconnect(running, keys):
         assert silent(again, order_for(again, account="ACC2"))
 
 
+def assert_resumed_with_the_late_report(running, keys, session_id, order):
+    """Alice, back with her key, resumes ``session_id`` and gets the report sent while she
+    was away (seq 3, after her HeartbeatAck and her order's NEW)."""
+    with connect(running, keys, "alice") as alice:
+        alice.resume(session_id, 2)
+        late = alice.recv(5)
+        assert late.seq == 3 and late.cl_ord_id == order.cl_ord_id
+
+
 def test_a_session_belongs_to_its_key(running, keys):
     with connect(running, keys, "alice") as alice:
         alice.heartbeat()
@@ -153,11 +162,7 @@ def test_a_session_belongs_to_its_key(running, keys):
             thief.recv(SILENCE)
     finally:
         thief.close()
-    # Alice, back with her key, resumes and gets it.
-    with connect(running, keys, "alice") as alice:
-        alice.resume(alice_session, 2)
-        late = alice.recv(5)
-        assert late.seq == 3 and late.cl_ord_id == order.cl_ord_id
+    assert_resumed_with_the_late_report(running, keys, alice_session, order)
 
 
 def silent_connection(running, keys, who, routing_id):
@@ -198,10 +203,7 @@ def test_a_routing_id_taken_by_a_silent_connection_is_sent_nothing(running, keys
         assert running.call(lambda: session.connected) is False
     finally:
         thief.close()
-    with connect(running, keys, "alice") as alice:
-        alice.resume(alice_session, 2)
-        late = alice.recv(5)
-        assert late.seq == 3 and late.cl_ord_id == order.cl_ord_id
+    assert_resumed_with_the_late_report(running, keys, alice_session, order)
 
 
 def test_start_refuses_a_public_only_server_key(tmp_path, keys):

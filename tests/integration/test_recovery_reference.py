@@ -7,7 +7,7 @@ valued at a resting bid's limit, and judged collared limits against it.
 """
 from engine.client import Client
 from engine.messages import ExecType, ExecutionReport, RejectReason
-from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
+from tests.integration.engine_harness import ThreadedEngine, engine_config
 
 
 def answer(client, cl_ord_id):
@@ -17,10 +17,7 @@ def answer(client, cl_ord_id):
 
 
 def test_a_restart_leaves_no_reference_price_the_market_did_not_quote(tmp_path):
-    port = free_port()
-    path = tmp_path / "engine.toml"
-    path.write_text(config_text(port, tmp_path / "journal"))
-    endpoint = f"tcp://127.0.0.1:{port}"
+    path, endpoint = engine_config(tmp_path)
     with ThreadedEngine(path), Client(endpoint) as client:
         # One far bid and no offer: no two-sided quote, so no reference price.
         client.new_order("AAA", "buy", "10", "1.00", account="DEMO2", cl_ord_id="bid")

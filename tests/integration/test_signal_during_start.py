@@ -5,6 +5,7 @@ SIGTERM killed the process (its default action) and SIGINT let it open intake an
 with a CancelledError/KeyboardInterrupt traceback, skipping the stop. The engine's simulator
 file is a FIFO, so the test holds the engine inside its start while the signal arrives.
 """
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,7 +16,29 @@ import pytest
 
 from engine.journal import JournalWriter
 from tests.integration.engine_harness import (QUIET_SIM, config_text, feed_fifo, free_port,
-                                              open_fifo_for_writing, wait_for_log)
+                                              kill_if_running, open_fifo_for_writing,
+                                              wait_for_log)
+
+
+@contextlib.contextmanager
+def serve(path, log):
+    """``kronos-exec serve --config path``, its output in ``log``; it must exit 0 once the
+    block is done (within 30 s), and is killed if it has not."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config",
+                                 str(path)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        kill_if_running(proc)
+
+
+def assert_stopped_cleanly(log):
+    """The engine served, then stopped through its own stop, without a traceback."""
+    text = log.read_text()
+    assert "engine: serving on" in text and "engine: stopping" in text
+    assert "engine: stopped" in text and "Traceback" not in text
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -25,23 +48,13 @@ def test_a_stop_signal_during_the_start_stops_the_engine_cleanly_after_it(tmp_pa
     path = tmp_path / "engine.toml"
     path.write_text(config_text(free_port(), tmp_path / "journal", sim=fifo))
     log = tmp_path / "engine.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config",
-                                 str(path)], stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with serve(path, log) as proc:
         sim_text = QUIET_SIM.read_text()
         feed_fifo(open_fifo_for_writing(fifo, proc), sim_text, fifo, proc)  # the file's check
         held = open_fifo_for_writing(fifo, proc)  # the start reads it: held there
         proc.send_signal(sig)
         feed_fifo(held, sim_text, fifo, proc)
-        assert proc.wait(30) == 0, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = log.read_text()
-    assert "engine: serving on" in text and "engine: stopping" in text
-    assert "engine: stopped" in text and "Traceback" not in text
+    assert_stopped_cleanly(log)
     with JournalWriter(tmp_path / "journal", fsync="none"):
         pass  # closed: its lock is free
 
@@ -65,10 +78,7 @@ def test_a_signal_while_the_engine_loads_waits_for_its_handlers(tmp_path, sig):
     path = tmp_path / "engine.toml"
     path.write_text(config_text(free_port(), tmp_path / "journal"))
     log = tmp_path / "engine.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config",
-                                 str(path)], stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with serve(path, log) as proc:
         deadline = time.monotonic() + 20
         while not blocked_signals(proc.pid) & (1 << (sig - 1)):
             assert proc.poll() is None and time.monotonic() < deadline, \
@@ -80,10 +90,4 @@ def test_a_signal_while_the_engine_loads_waits_for_its_handlers(tmp_path, sig):
             time.sleep(0.5)
             assert proc.poll() is None, log.read_text()[-3000:]
             proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = log.read_text()
-    assert "engine: serving on" in text and "engine: stopped" in text and "Traceback" not in text
+    assert_stopped_cleanly(log)
