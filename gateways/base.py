@@ -150,6 +150,10 @@ class GatewayMetrics:
         Failed attempts (open or deliver); each is followed by a back-off.
     cursor : int
         Last journal seq delivered (or read past).
+    cursor_known : bool
+        Whether ``cursor`` was read from where it is stored: not before the
+        destination first opened (a destination down since the start has not
+        told it yet, and 0 would claim the whole journal undelivered).
     connected : bool
         Whether the destination is open.
     last_error : str
@@ -168,13 +172,14 @@ class GatewayMetrics:
     """
 
     __slots__ = ("delivered", "batches", "records_read", "failures", "cursor", "connected",
-                 "last_error", "undecodable", "last_delivery_ns", "cursor_ts_ns", "dropped")
+                 "last_error", "undecodable", "last_delivery_ns", "cursor_ts_ns", "dropped",
+                 "cursor_known")
 
     def __init__(self) -> None:
         self.delivered = self.batches = self.records_read = self.failures = 0
         self.cursor = self.undecodable = self.last_delivery_ns = self.cursor_ts_ns = 0
         self.dropped = 0
-        self.connected = False
+        self.connected = self.cursor_known = False
         self.last_error = ""
 
     def snapshot(self) -> dict:
@@ -390,7 +395,7 @@ class Gateway:
     def _refresh(self) -> None:
         if self._shared is not None:
             for name, value in zip(_SHARED_FIELDS, self._shared):
-                setattr(self._metrics, name, bool(value) if name == "connected" else value)
+                setattr(self._metrics, name, bool(value) if name in _SHARED_FLAGS else value)
         if self._shared_error is not None:
             self._metrics.last_error = self._shared_error.value.decode("utf-8", "replace")
 
@@ -704,6 +709,7 @@ class Gateway:
     def _set_cursor(self, seq: int, ts_ns: int = 0) -> None:
         with self._progress:
             self._metrics.cursor = seq
+            self._metrics.cursor_known = True
             if ts_ns:
                 self._metrics.cursor_ts_ns = ts_ns
             self._progress.notify_all()
@@ -720,7 +726,9 @@ class Gateway:
 
 
 _SHARED_FIELDS = ("cursor", "delivered", "batches", "records_read", "failures", "connected",
-                  "undecodable", "last_delivery_ns", "cursor_ts_ns", "dropped")
+                  "undecodable", "last_delivery_ns", "cursor_ts_ns", "dropped", "cursor_known")
+#: The shared fields that are booleans (shared as 0 or 1).
+_SHARED_FLAGS = ("connected", "cursor_known")
 #: Room for ``metrics.last_error`` shared by a gateway's child (UTF-8, longer text is cut).
 _SHARED_ERROR_BYTES = 1024
 #: How often a gateway's child checks that the engine that started it is still there: the

@@ -19,9 +19,9 @@ Metrics (labels ``gateway``, the name, and ``type``):
 ``kronos_gateway_undecodable_total``        counter event records that did not decode (skipped)
 ``kronos_gateway_dropped_total``            counter events the destination cannot store (logged, left out)
 ``kronos_gateway_up``                       gauge   1 while the destination is open, else 0
-``kronos_gateway_cursor_seq``               gauge   last journal seq delivered
+``kronos_gateway_cursor_seq``               gauge   last journal seq delivered (NaN: not known yet)
 ``kronos_gateway_journal_seq``              gauge   last journal seq written by the engine
-``kronos_gateway_lag_records``              gauge   journal seq minus cursor
+``kronos_gateway_lag_records``              gauge   journal seq minus cursor (NaN: cursor not known)
 ``kronos_gateway_lag_seconds``              gauge   journal time of the head minus that of the cursor
 ``kronos_gateway_last_delivery_timestamp_seconds`` gauge when the last batch arrived (0: never)
 =========================================== ======= ==================================================
@@ -140,10 +140,17 @@ class GatewayCollector(Collector):
                 undecodable.add_metric(labels, m.undecodable)
                 dropped.add_metric(labels, m.dropped)
                 up.add_metric(labels, 1 if m.connected else 0)
-                cursor.add_metric(labels, m.cursor)
+                # Not read yet from where it is stored (destination down since the
+                # start): unknown, not 0, which would count the whole journal as lag.
+                known = m.cursor_known
+                cursor.add_metric(labels, m.cursor if known else float("nan"))
                 last.add_metric(labels, m.last_delivery_ns / 1e9)
                 head = self._head(gateway)
-                if head is not None:
+                if head is not None and not known:
+                    journal.add_metric(labels, head[0])
+                    lag.add_metric(labels, float("nan"))
+                    lag_s.add_metric(labels, float("nan"))
+                elif head is not None:
                     head_seq, head_ts = head
                     # The head is read after the counters: a cursor past it
                     # means records arrived in between, so no lag.
@@ -155,8 +162,8 @@ class GatewayCollector(Collector):
                     elif m.cursor_ts_ns:
                         lag_s.add_metric(labels, max(0, head_ts - m.cursor_ts_ns) / 1e9)
                     else:
-                        # No cursor record known yet (nothing delivered this run, its
-                        # destination down since the start): not the head's age since 1970.
+                        # No cursor record (cursor 0, nothing delivered yet): not the
+                        # head's age since 1970.
                         lag_s.add_metric(labels, float("nan"))
         yield from (delivered, batches, records, retries, undecodable, dropped, up, cursor, journal, lag,
                     lag_s, last)
