@@ -550,6 +550,8 @@ def run(config: Config, config_path: Path | None, duration: float | None = None)
 
     import uvloop
 
+    from engine.cmd_serve import HELD_SIGNALS
+
     setup_logging(config.logging.level, json=config.logging.json)
 
     async def main() -> int:
@@ -564,8 +566,8 @@ def run(config: Config, config_path: Path | None, duration: float | None = None)
         loop.add_signal_handler(signal.SIGHUP, hups.append, None)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, service.stop_requested.set)
-        # `serve` held them until now (engine.cmd_serve): any that came arrive here.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGHUP, signal.SIGINT, signal.SIGTERM))
+        # `serve` held them until now: any that came arrive here.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
         await service.start()
         loop.add_signal_handler(signal.SIGHUP, service.reload_security)
         if hups:

@@ -1299,7 +1299,8 @@ cdef class Router:
         return 1
 
     cdef int64_t _target(self, Parent* p, int64_t now) noexcept:
-        """Cumulative quantity a scheduled parent should have sent by ``now``."""
+        """Cumulative quantity a scheduled parent should have sent by ``now``
+        (before its ``end_ns``: ``_advance`` ends a schedule at its end)."""
         cdef int64_t k, n = p.n_slices, target
         cdef i128 t
         if p.strategy == STRAT_POV:
@@ -1312,13 +1313,11 @@ cdef class Router:
             return p.qty if t > p.qty else <int64_t>t
         if now < p.start_ns:
             return 0
-        if now >= p.end_ns:
+        # Slice k (0-based) begins at start + ceil(k * duration / n); capped, a
+        # moment past the end still means the whole quantity, never a bucket past it.
+        k = <int64_t>((<i128>(now - p.start_ns)) * n / (p.end_ns - p.start_ns)) + 1
+        if k > n:
             k = n
-        else:
-            # Slice k (0-based) begins at start + ceil(k * duration / n).
-            k = <int64_t>((<i128>(now - p.start_ns)) * n / (p.end_ns - p.start_ns)) + 1
-            if k > n:
-                k = n
         if p.strategy == STRAT_TWAP:
             target = <int64_t>((<i128>p.qty) * k / n)
         else:

@@ -485,7 +485,7 @@ class ReferenceRouter:
         if now < p.start_ns:
             return 0
         n = p.n_slices
-        k = n if now >= p.end_ns else min((now - p.start_ns) * n // (p.end_ns - p.start_ns) + 1, n)
+        k = min((now - p.start_ns) * n // (p.end_ns - p.start_ns) + 1, n)
         if p.strategy == STRAT_TWAP:
             return p.qty * k // n
         return p.qty * p.cum_weight[k - 1] // p.cum_weight[-1]
