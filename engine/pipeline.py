@@ -742,6 +742,15 @@ class Pipeline(Handler):
                          f"cl_ord_id {req.cl_ord_id!r} was already used by account {req.account}",
                          kind.lower(), ref_type=kind, cl_ord_id=req.cl_ord_id)
             return None
+        if order.done:
+            # Done is final whichever of its ids the request names (a completed
+            # Cancel also gave the order a new id, without any replace): FIX's
+            # "too late", with the order's state, not an unknown id.
+            now_named = "" if req.orig_cl_ord_id == order.cl_ord_id else \
+                f" (its cl_ord_id is now {order.cl_ord_id!r})"
+            self._cancel_reject(session, order, req, _RejectReason.TOO_LATE_TO_CANCEL,
+                                f"order {req.orig_cl_ord_id!r} is done{now_named}")
+            return None
         if req.orig_cl_ord_id != order.cl_ord_id:
             # An id the order answered to before a replace (status requests still take
             # it): acting on it would act on terms the sender has not seen replaced
@@ -754,12 +763,12 @@ class Pipeline(Handler):
             return None
         pending = self._pending.get(order.order_id)
         # (A Cancel may follow a Replace in flight: see _cancel.)
-        if order.done or pending is not None and not (
+        if pending is not None and not (
                 type(req) is Cancel and isinstance(pending.request, Replace)
                 and pending.canceler is None):
-            why = "is done" if order.done else "has a cancel or replace in progress"
             self._cancel_reject(session, order, req, _RejectReason.TOO_LATE_TO_CANCEL,
-                                f"order {req.orig_cl_ord_id!r} {why}")
+                                f"order {req.orig_cl_ord_id!r} has a cancel or replace in "
+                                f"progress")
             return None
         if req.symbol is not None and req.symbol != order.symbol:
             self._cancel_reject(session, order, req, _RejectReason.INVALID_FIELD,

@@ -156,6 +156,26 @@ def test_cancel_and_replace(client):
         ("TOO_LATE_TO_CANCEL", "p3", OrdStatus.CANCELED, rep.order_id)
 
 
+def test_a_canceled_order_named_by_any_of_its_ids_is_too_late_to_cancel(client):
+    # A completed Cancel gives the order the cancel's id. A second cancel under the id
+    # the client gave the order was refused UNKNOWN_CL_ORD_ID, "it was replaced", with
+    # no state: it was never replaced, and a done order is FIX's "too late".
+    client.new_order("AAA", "buy", "100", "49.00", account="DEMO1", cl_ord_id="tl1")
+    reports_until(client, "tl1", ExecType.NEW)
+    client.replace("tl1", account="DEMO1", qty="120", cl_ord_id="tl2")
+    reports_until(client, "tl2", ExecType.REPLACED)
+    client.cancel("tl2", account="DEMO1", cl_ord_id="tl3")
+    reports_until(client, "tl3", ExecType.CANCELED)
+    for name, request in (("tl2", client.cancel), ("tl1", client.cancel), ("tl2", client.replace)):
+        extra = {"qty": "90"} if request == client.replace else {}
+        request(name, account="DEMO1", cl_ord_id=f"{name}-again-{len(extra)}", **extra)
+        late = reports_until(client, f"{name}-again-{len(extra)}", ExecType.REJECTED)[-1]
+        assert (late.reject_name, late.orig_cl_ord_id, late.ord_status, late.cum_qty,
+                late.leaves_qty, late.price) == \
+            ("TOO_LATE_TO_CANCEL", "tl3", OrdStatus.CANCELED, "0", "0", "49")
+        assert late.text == f"order {name!r} is done (its cl_ord_id is now 'tl3')"
+
+
 def test_cancel_or_replace_cannot_take_another_orders_cl_ord_id(client):
     # Two working orders; a cancel of x naming itself "y" would re-point "y"
     # to x and strand y at its venue with no id left to reach it.
