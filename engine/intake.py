@@ -548,6 +548,19 @@ def client_public_key(client: ClientKey) -> str:
     return public.decode("ascii")
 
 
+#: The client name of the plaintext endpoints' sessions, and of a key no longer allowed.
+PLAINTEXT_CLIENT, REVOKED_CLIENT = "plaintext", "revoked"
+
+
+def client_names(security: SecurityConfig) -> Callable[[str], str]:
+    """The client name a session of a principal (its Z85 key; ``""``: plaintext) gets, as
+    intake names it: for recovery, which registers the journal's sessions with risk under
+    their keys' throttle buckets before intake exists."""
+    names = {client_public_key(client): client.name for client in security.clients}
+    return lambda principal: names.get(principal, REVOKED_CLIENT) if principal \
+        else PLAINTEXT_CLIENT
+
+
 def _emit_whatever_the_level(logger: logging.Logger, level: int, text: str) -> None:
     """Write ``text`` through the root logger's handlers even where the configured level
     hides ``level``: in the configured format (a JSON log stays JSON), or as plain text
@@ -600,7 +613,8 @@ class IntakeServer:
         #: sessions held per principal (max_sessions_per_key)
         self._held: collections.Counter[str] = collections.Counter()
         self._entitlements: dict[str, _Entitlement] = {}
-        self._plaintext = _Entitlement("plaintext", security.plaintext_accounts, security.plaintext_admin)
+        self._plaintext = _Entitlement(PLAINTEXT_CLIENT, security.plaintext_accounts,
+                                       security.plaintext_admin)
         self._auth: _Authenticator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task | None = None
@@ -654,7 +668,8 @@ class IntakeServer:
             entitlements[key] = _Entitlement(client.name, client.accounts, client.admin)
         self.security = security
         self._entitlements = entitlements
-        self._plaintext = _Entitlement("plaintext", security.plaintext_accounts, security.plaintext_admin)
+        self._plaintext = _Entitlement(PLAINTEXT_CLIENT, security.plaintext_accounts,
+                                       security.plaintext_admin)
         for session in self.sessions.values():
             ent = self._entitlement_of(session.principal, session._listener.curve)
             session.accounts, session.admin = ent.accounts, ent.admin
@@ -673,7 +688,7 @@ class IntakeServer:
     def _entitlement_of(self, principal: str, curve: bool) -> _Entitlement:
         if not curve:
             return self._plaintext
-        return self._entitlements.get(principal) or _Entitlement("revoked", (), False)
+        return self._entitlements.get(principal) or _Entitlement(REVOKED_CLIENT, (), False)
 
     @property
     def endpoints(self) -> list[str]:

@@ -555,7 +555,17 @@ class JournalChildren(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=Fa
     done: list[int] = []
 
 
-JournalMeta = Union[JournalSession, JournalValuation, JournalDayRoll, JournalChildren]
+class JournalSessionEnd(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
+    """Intake let a session go here (a ``META`` record): evicted to make room under
+    ``max_sessions`` or ``max_sessions_per_key``, or silent past
+    ``session_retention_s``. Recovery does not restore it: a session the engine had
+    dropped stays dropped across a restart, and its resend ring is not held again."""
+
+    session_id: str
+
+
+JournalMeta = Union[JournalSession, JournalValuation, JournalDayRoll, JournalChildren,
+                    JournalSessionEnd]
 
 
 # ---------------------------------------------------------------- codecs

@@ -25,9 +25,9 @@ from engine.intake import Handler, Session
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
     SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalChildren,
-    JournalCommand, JournalDayRoll, JournalEvent, JournalSession, JournalValuation, KillSwitch,
-    NewOrder, OrderStatusReply, OrderStatusRequest, OrdType, ReloadLimits, Replace, Request,
-    StageTime, TradeFill, TradeHistoryReply, TradeHistoryRequest, clip_text, event_envelope,
+    JournalCommand, JournalDayRoll, JournalEvent, JournalSession, JournalSessionEnd,
+    JournalValuation, KillSwitch, NewOrder, OrderStatusReply, OrderStatusRequest, OrdType,
+    ReloadLimits, Replace, Request, StageTime, TradeFill, TradeHistoryReply, TradeHistoryRequest, clip_text, event_envelope,
     make_reject, members, participation_ppm, reject_name,
 )
 from engine.history import HistoryAnswer, TradeHistory, TradeStore
@@ -57,6 +57,7 @@ STRATEGIES = {None: STRAT_DEFAULT, "auto": STRAT_AUTO, "sweep": STRAT_SWEEP,
               "vwap": STRAT_VWAP, "pov": STRAT_POV}
 
 _LOCATE, _INTENDED_DUPLICATE = int(RiskFlag.FLAG_LOCATE), int(RiskFlag.FLAG_INTENDED_DUPLICATE)
+_ADMITTED = int(RiskFlag.FLAG_ADMITTED)  # the throttle was judged before the order was taken
 
 def order_schedule(req: NewOrder) -> tuple | None:
     """A scheduled order's window and parameters as the router takes them, or None.
@@ -437,6 +438,10 @@ class Pipeline(Handler):
         if len(self.orders.by_id) >= self._capacity_check_at and \
                 isinstance(request, (NewOrder, BulkNewOrders)) and self._capacity_refuses():
             return self._refuse_capacity(session, request)
+        if type(request) is NewOrder or type(request) is BulkNewOrders:
+            request, positions = self._admit(session, request, positions, now)
+            if request is None:
+                return
         self._journal_command(session, request, now)
         match request:
             case NewOrder():
@@ -466,7 +471,10 @@ class Pipeline(Handler):
         if self.sessions.get(session.session_id) is session:
             del self.sessions[session.session_id]
         self._gates.pop(session.session_id, None)
-        self._event_envelopes.pop(session.session_id, None)
+        if self._event_envelopes.pop(session.session_id, None) is not None:
+            # The journal names it: a restart would restore it (see JournalSessionEnd).
+            self.journal.append_msg(_RecordKind.META,
+                                    JournalSessionEnd(session_id=session.session_id))
 
     def on_session_timeout(self, session: Session) -> None:
         """Cancel the session's working orders if it asked for cancel-on-disconnect."""
@@ -551,12 +559,9 @@ class Pipeline(Handler):
             self._time_validate((validated - started) / 1e9)
         # -- risk-checked
         self.refresh_market(inst_ix, now)
-        gate = self._gates.get(session.session_id)
-        if gate is None:
-            gate = self._gates[session.session_id] = self.risk.session_gate(
-                session.session_id, session.client_name)
+        gate = self._gates.get(session.session_id) or self._gate(session)
         reason = gate.check_new(order.order_id, account_ix, inst_ix, order.side, order.ord_type,
-                                order.qty, order.price, risk_flags(req),
+                                order.qty, order.price, risk_flags(req) | _ADMITTED,
                                 cl_ord_hash(req.cl_ord_id, req.account), now)
         if reason:
             return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
@@ -655,6 +660,44 @@ class Pipeline(Handler):
             else:
                 self._refuse(session, _RejectReason.ORDER_CAPACITY, text, "validate",
                              ref_type=ref_type, cl_ord_id=order.cl_ord_id)
+
+    def _admit(self, session: Session, request: NewOrder | BulkNewOrders,
+               positions: tuple[int, ...] | None, now: int
+               ) -> tuple[NewOrder | BulkNewOrders | None, tuple[int, ...] | None]:
+        """Judge the client key's throttle on each new order, before the command is journaled.
+
+        A throttled order is answered ``Reject`` ``THROTTLED`` and leaves no
+        trace but that frame: no order (it would hold a place in the order
+        table, ``max_orders``, for the engine's life), no spent ``cl_ord_id``
+        (the client resends it when it has slowed down), nothing for
+        recovery. An order whose ``cl_ord_id`` is used already goes on to be
+        refused as a duplicate, without a token: the client must learn the
+        engine has it. Returns the request to take (None: nothing left) and
+        the bulk's kept orders' places as sent (see ``Handler.handle``).
+        """
+        gate = self._gates.get(session.session_id) or self._gate(session)
+        used = self.orders.used
+        if type(request) is NewOrder:
+            if used(request.account, request.cl_ord_id) or not gate.admit(now):
+                return request, positions
+            self._refuse(session, _RejectReason.THROTTLED, self.risk.last_reject_text(), "risk",
+                         ref_type="NewOrder", cl_ord_id=request.cl_ord_id)
+            return None, None
+        kept, places = [], []
+        for i, order in enumerate(request.orders):
+            place = i if positions is None else positions[i]
+            if used(order.account, order.cl_ord_id) or not gate.admit(now):
+                kept.append(order)
+                places.append(place)
+            else:
+                self._refuse(session, _RejectReason.THROTTLED,
+                             f"BulkNewOrders orders[{place}]: {self.risk.last_reject_text()}",
+                             "risk", ref_type="BulkNewOrders", cl_ord_id=order.cl_ord_id)
+        if not kept:
+            return None, None
+        if len(kept) == len(request.orders):
+            return request, positions
+        return msgspec.structs.replace(request, orders=kept), tuple(places)
 
     def _refuse_duplicate(self, session: Session, req: NewOrder, ref_type: str,
                           index: int = -1) -> None:
@@ -824,7 +867,16 @@ class Pipeline(Handler):
         self._pending[order.order_id] = _Pending(session.session_id, req)
         self.router.cancel_parent(order.order_id, now)
 
-    def _replace(self, session: Session, req: Replace, now: int) -> None:
+    def _gate(self, session: Session):
+        """The session's risk gate, made on its first order or replace: registers it with
+        risk under its client key's throttle bucket."""
+        gate = self._gates[session.session_id] = self.risk.session_gate(
+            session.session_id, session.client_name)
+        return gate
+
+    def _replace(self, session: Session, req: Replace, now: int, admitted: bool = False) -> None:
+        """Take a Replace: checks, the throttle (unless ``admitted``: recovery takes up one
+        that passed it before a restart), then the children come down."""
         order = self._lookup(session, req, now)
         if order is None:
             return
@@ -864,10 +916,14 @@ class Pipeline(Handler):
                                        f"new qty {req.qty} is not above the filled "
                                        f"{inst.lots_to_qty(order.cum_qty)}")
         # The throttle does not depend on the new terms: judged now, a replace
-        # over the client's rate leaves the order working where it is.
-        reason = self.risk.admit_replace(order.order_id, now)
-        if reason:
-            return self._cancel_reject(session, order, req, reason, self.risk.last_reject_text())
+        # over the client's rate leaves the order working where it is. The
+        # sender's key pays, whichever session placed the order.
+        if not admitted:
+            gate = self._gates.get(session.session_id) or self._gate(session)
+            reason = self.risk.admit_replace(order.order_id, now, gate.session)
+            if reason:
+                return self._cancel_reject(session, order, req, reason,
+                                           self.risk.last_reject_text())
         # The children come down first; risk then judges the new terms and
         # the remainder is routed again with them (see _finish_replace).
         self._pending[order.order_id] = _Pending(session.session_id, req, new_qty, new_price)

@@ -36,7 +36,7 @@ import collections
 import logging
 import time
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import msgspec
 
@@ -44,7 +44,7 @@ from engine.journal import JournalReader, RecordKind, first_segment_header
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalChildren,
     JournalCommand, JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalSession,
-    KillSwitch, NewOrder, OrdStatus, Reject, RejectReason, Replace, TradeFill, clip_text, reject_name,
+    JournalSessionEnd, KillSwitch, NewOrder, OrdStatus, Reject, RejectReason, Replace, TradeFill, clip_text, reject_name,
 )
 from engine.orders import Child, Stage
 from engine.pipeline import (
@@ -168,6 +168,15 @@ def _permissive(table: dict) -> dict:
     return {"firm": firm, "instruments": instruments, "accounts": accounts}
 
 
+def _known_session(risk, principals: dict, session_id: str, principal: str,
+                   client_name: Callable[[str], str] | None) -> None:
+    """Note a session's principal; the first time, register it with risk under its key's
+    throttle bucket (as the pipeline does live), not under a bucket of its own."""
+    if session_id not in principals and client_name is not None:
+        risk.session_index(session_id, client_name(principal))
+    principals[session_id] = principal
+
+
 def _px_x2(inst, price: str) -> int:
     """A decimal price string as half-ticks, exactly."""
     value = Decimal(price) * 2 / Decimal(inst.tick_size)
@@ -176,11 +185,15 @@ def _px_x2(inst, price: str) -> int:
     return int(value)
 
 
-def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
+def recover(pipeline, journal_dir, ring_size: int = 10_000,
+            client_name: Callable[[str], str] | None = None) -> Recovered:
     """Replay the journal in ``journal_dir`` into ``pipeline``; returns a summary.
 
     ``ring_size``: how many of each session's last messages to keep for
-    resends (intake's ``resend_ring_size``). Nothing is sent to any client
+    resends (intake's ``resend_ring_size``). ``client_name``: the client
+    name of a principal, as intake gives it (``engine.intake.client_names``):
+    each session is registered with risk under its key's throttle bucket, as
+    live (None: under a bucket of its own, for tests of the replay alone). Nothing is sent to any client
     or venue: once the sessions are restored, :func:`resume_working` takes
     the working orders back to the market.
     """
@@ -210,6 +223,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
     children: dict = {}  # child id -> Child, until the journal says it is done
     principals: dict[str, str] = {}
     sent: dict[str, collections.deque] = {}
+    ended: set[str] = set()  # sessions intake dropped (JournalSessionEnd)
     day_start = None  # the current trading day's start: its roll, or the journal's first record
     for rec in JournalReader(journal_dir).records(1):
         records += 1
@@ -221,8 +235,13 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
             except msgspec.ValidationError:
                 continue  # another kind of bookkeeping
             if isinstance(known, JournalSession):
-                principals[known.session_id] = known.principal
+                _known_session(risk, principals, known.session_id, known.principal, client_name)
                 pipeline.session_journaled(known.session_id)
+            elif isinstance(known, JournalSessionEnd):
+                # Intake dropped it: not restored (its orders' later reports
+                # are journaled unnumbered and fill no ring).
+                ended.add(known.session_id)
+                sent.pop(known.session_id, None)
             elif isinstance(known, JournalDayRoll):
                 risk.reset_daily(rec.ts_ns, "recovery")
                 day_start = rec.ts_ns
@@ -238,7 +257,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
         except msgspec.ValidationError:
             payload = _decode_clipped(rec.payload)
         if isinstance(payload, JournalCommand):
-            principals[payload.session_id] = payload.principal
+            _known_session(risk, principals, payload.session_id, payload.principal, client_name)
             req = payload.request
             if isinstance(req, KillSwitch):
                 kill_requests[(payload.session_id, req.req_id)] = req
@@ -253,7 +272,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000) -> Recovered:
                 new_orders.setdefault((order.account, order.cl_ord_id), order)
             continue
         report = payload.event if isinstance(payload, JournalEvent) else None
-        if report is not None and report.seq:
+        if report is not None and report.seq and payload.session_id not in ended:
             ring = sent.get(payload.session_id)
             if ring is None:
                 ring = sent[payload.session_id] = collections.deque(maxlen=ring_size)
@@ -452,7 +471,9 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
             if reason not in _REFUSED_UNVALIDATED:
                 # It reached risk, as its path shows, and spent its cl_ord_id
                 # there even though refused (but for the throttle, risk's first
-                # check); a refusal of routing it came after risk passed it.
+                # check: a THROTTLED order is in journals written before the
+                # engine judged the throttle ahead of taking the order); a
+                # refusal of routing it came after risk passed it.
                 order.advance(Stage.VALIDATED, ts)
                 if reason in _REFUSED_ROUTING or reason >= _R.NO_ROUTE:
                     order.advance(Stage.RISK_CHECKED, ts)
@@ -605,8 +626,8 @@ def _take_up(pipeline, in_flight: list, now: int) -> None:
 
     They arrived and were acted on, but their orders' children were not
     down yet when the engine stopped, so nobody was answered. The pipeline
-    checks each again as on arrival (one it refuses is answered now) and
-    holds the rest in flight; they finish in :func:`_finish_in_flight`.
+    checks each again as on arrival, but for the throttle it passed then
+    (one it refuses is answered now), and holds the rest in flight; they finish in :func:`_finish_in_flight`.
     Nothing reaches the router: it knows none of the orders yet.
     """
     for session_id, req in in_flight:
@@ -614,7 +635,8 @@ def _take_up(pipeline, in_flight: list, now: int) -> None:
         if isinstance(req, Cancel):
             pipeline._cancel(session, req, now)
         else:
-            pipeline._replace(session, req, now)
+            # Its throttle token was paid when it arrived.
+            pipeline._replace(session, req, now, admitted=True)
 
 
 def _finish_in_flight(pipeline, now: int) -> int:

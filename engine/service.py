@@ -24,7 +24,7 @@ from engine.busy import BusyFlag
 from engine.config import (Config, ConfigError, core_risk, core_router, load_config, parse_config,
                            risk_config, trading_day)
 from engine.history import GatewayTradeStore, TradeHistory
-from engine.intake import EndpointError, IntakeServer
+from engine.intake import EndpointError, IntakeServer, client_names
 from engine.journal import JournalFailedError, JournalWriter
 from engine.metrics import Metrics, MetricsServer, setup_logging
 from engine.pipeline import Pipeline
@@ -165,7 +165,8 @@ class EngineService:
         self.metrics.orders_held.set_function(lambda: len(self.pipeline.orders))
         # Recovery runs before the venues' clock starts: rerouted orders'
         # reports can only come back once the sessions they belong to exist.
-        self.recovered = recover(self.pipeline, cfg.journal.dir, cfg.intake.resend_ring_size)
+        self.recovered = recover(self.pipeline, cfg.journal.dir, cfg.intake.resend_ring_size,
+                                 client_names(cfg.security))
         # Gateways follow the journal from their own processes: they are
         # handed its directory and never touch the loop. Their cursors live
         # inside it: a cursor counts in this journal's seqs, and goes with it.

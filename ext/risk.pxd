@@ -13,6 +13,7 @@ from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 cpdef enum RiskFlag:
     FLAG_LOCATE = 1                 # SELL_SHORT: a locate was obtained
     FLAG_INTENDED_DUPLICATE = 2     # client says the repeat order is intended
+    FLAG_ADMITTED = 4               # the throttle was judged already (SessionGate.admit)
 
 # Which configuration layer a limit came from; named in the reject text.
 cpdef enum LimitLayer:
@@ -246,7 +247,7 @@ cdef class RiskEngine:
     cdef int on_done_c(self, int64_t order_key) except -1
     cdef int on_replace_c(self, int64_t order_key, int64_t new_qty, int64_t new_price,
                           int64_t cl_ord_hash, int64_t now_ns, bint admitted) except -1
-    cdef int admit_replace_c(self, int64_t order_key, int64_t now_ns) noexcept
+    cdef int admit_replace_c(self, int64_t order_key, int64_t now_ns, int32_t session) noexcept
     cdef int32_t _replace_slot(self, int64_t order_key) noexcept
 
     # ------------------------------------------------------------ checks

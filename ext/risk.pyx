@@ -1041,9 +1041,11 @@ cdef class RiskEngine:
             kx_prefetch(&self.dup[self.dup_hash & self.dup_mask])
         # Throttle and cl_ord_id come first and apply to every message, even
         # one rejected further down: they guard the intake, not the exposure.
-        reason = self._throttle(session, now_ns)
-        if reason:
-            return reason
+        # (The engine judges the throttle before it takes the order at all.)
+        if not (flags & FLAG_ADMITTED):
+            reason = self._throttle(session, now_ns)
+            if reason:
+                return reason
         # _evaluate changes no state, so it may run before the cl_ord_id probe
         # (hiding that probe's latency); a duplicate id still wins.
         reason = self._evaluate(account, instrument, side, ord_type, qty, qty, price, flags, now_ns,
@@ -1080,7 +1082,7 @@ cdef class RiskEngine:
         o.ord_type = <uint8_t>ord_type
         # Only what a later replace re-judges is kept: the intended-duplicate flag
         # counts once, on arrival (journal replay sets it on every order).
-        o.flags = <uint8_t>(flags & ~FLAG_INTENDED_DUPLICATE)
+        o.flags = <uint8_t>(flags & ~(FLAG_INTENDED_DUPLICATE | FLAG_ADMITTED))
         o.used = 1
         o.next_free = -1
         self.oindex[bucket].hash = order_hash
@@ -1188,11 +1190,17 @@ cdef class RiskEngine:
         self.cur_instrument = o.instrument
         return slot
 
-    cdef int admit_replace_c(self, int64_t order_key, int64_t now_ns) noexcept:
+    cdef int admit_replace_c(self, int64_t order_key, int64_t now_ns, int32_t session) noexcept:
         cdef int32_t slot = self._replace_slot(order_key)
         if slot < 0:
             return UNKNOWN_ORDER
-        return self._throttle(self.orders[slot].session, now_ns)
+        if session < 0:
+            session = self.orders[slot].session
+        elif session >= self.n_sessions or not self.sessions[session].known:
+            self.cur_session = session
+            return self._reject(UNKNOWN_SESSION, LAYER_SESSION, M_NONE, 0, 0)
+        self.cur_session = session
+        return self._throttle(session, now_ns)
 
     cdef int on_replace_c(self, int64_t order_key, int64_t new_qty, int64_t new_price,
                           int64_t cl_ord_hash, int64_t now_ns, bint admitted) except -1:
@@ -1360,7 +1368,7 @@ cdef class RiskEngine:
         """
         return self.on_replace_c(order_key, new_qty, new_price, cl_ord_hash, now_ns, admitted)
 
-    def admit_replace(self, int64_t order_key, int64_t now_ns, /):
+    def admit_replace(self, int64_t order_key, int64_t now_ns, /, int32_t session=-1):
         """The throttle of a replace of ``order_key``, judged when it arrives.
 
         The engine takes an order's children down before :meth:`on_replace`
@@ -1368,12 +1376,18 @@ cdef class RiskEngine:
         asked first and a throttled replace leaves the order where it works.
         A pass uses a token; then call ``on_replace(..., admitted=True)``.
 
+        ``session``: the index of the session that sent the replace, whose
+        profile's bucket pays the token (any session of the account may
+        replace an order; the engine passes the sender's). -1, the default:
+        the session that placed the order.
+
         Returns
         -------
         int
-            0, ``THROTTLED`` or ``UNKNOWN_ORDER`` (``last_reject()`` has the detail).
+            0, ``THROTTLED``, ``UNKNOWN_SESSION`` or ``UNKNOWN_ORDER``
+            (``last_reject()`` has the detail).
         """
-        return self.admit_replace_c(order_key, now_ns)
+        return self.admit_replace_c(order_key, now_ns, session)
 
     def record_cl_ord_id(self, int32_t session, int64_t cl_ord_hash, /):
         """Record that ``session`` used a cl_ord_id today, as ``check_new`` and ``on_replace`` do.
@@ -1462,7 +1476,10 @@ cdef class RiskEngine:
         profile = self._profile(d.session) if 0 <= d.session < self.n_sessions else f"#{d.session}"
         text = template.format(layer=layer, limit=self._show(d.measure, d.limit, symbol),
                                value=self._show(d.measure, d.value, symbol), profile=profile)
-        return f"{name}: {text} [account {account}, instrument {symbol}, session {session}]"
+        names = ", ".join(f"{what} {who}" for what, index, who in (
+            ("account", d.account, account), ("instrument", d.instrument, symbol),
+            ("session", d.session, session)) if index >= 0)
+        return f"{name}: {text} [{names}]"
 
     cdef str _name(self, list names, int32_t index):
         return names[index] if 0 <= index < len(names) else f"#{index}"
@@ -2170,6 +2187,26 @@ cdef class SessionGate:
         """
         return _check_new_args(self.risk, self.session, order_key, account, instrument, side,
                                ord_type, qty, price, flags, cl_ord_hash, now_ns)
+
+    def admit(self, int64_t now_ns, /):
+        """The throttle of one new order of this session, judged before the order is taken.
+
+        The engine asks it before it creates or journals the order, so a
+        throttled order leaves nothing behind (no order, no spent
+        ``cl_ord_id``); a pass uses a token, and the order's ``check_new``
+        then carries ``FLAG_ADMITTED`` so as not to use a second one.
+
+        Returns
+        -------
+        int
+            0, or ``THROTTLED`` (``last_reject_text()`` names the key and its
+            sizes; no account or instrument, as none was looked at).
+        """
+        cdef RiskEngine risk = self.risk
+        risk.cur_session = self.session
+        risk.cur_account = -1
+        risk.cur_instrument = -1
+        return risk._throttle(self.session, now_ns)
 
     def __repr__(self):
         return f"<SessionGate {self.name!r} (session {self.session})>"

@@ -72,3 +72,126 @@ def test_a_throttled_replace_leaves_the_order_where_it_works(tmp_path):
         assert refused.reject_name == "THROTTLED" and refused.exec_type == ExecType.REJECTED
         assert "throttle of plaintext" in refused.text
         assert children() == before  # the same child, still working at its venue
+
+
+def _restart(proc, config, log):
+    """kill -9 the engine and start it again on its journal."""
+    import os
+    import signal
+    from tests.integration.engine_harness import start_subprocess
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    return start_subprocess(config, log)
+
+
+def _answer(client, cl_ord_id):
+    return client.recv_until(lambda m: isinstance(m, (ExecutionReport, Reject))
+                             and m.cl_ord_id == cl_ord_id, 5)[-1]
+
+
+def test_a_replace_after_a_restart_pays_its_senders_key(tmp_path):
+    """A replace was charged to the bucket of the session that placed the order, and a
+    session replayed from the journal had a bucket of its own, sized by the firm (here
+    100,000/s): after a kill -9, the orders placed before it could be replaced at any rate."""
+    from tests.integration.engine_harness import engine_config, kill_if_running, \
+        start_subprocess
+    config, endpoint = engine_config(tmp_path, extra=SESSION_LIMITS.replace(
+        "throttle_burst = 2", "throttle_burst = 3"), fsync="always")
+    log = tmp_path / "engine.log"
+    proc = start_subprocess(config, log)
+    try:
+        with Client(endpoint) as client:
+            client.new_order("AAA", "buy", "1", "47.50", account="DEMO1", cl_ord_id="before")
+            assert _answer(client, "before").reject_name is None
+        proc = _restart(proc, config, log)
+        with Client(endpoint) as client:
+            # The key's bucket starts full after a restart (3); this takes it all.
+            assert answers(client, 4, prefix="after") == [None, None, None, "THROTTLED"]
+            client.replace("before", account="DEMO1", price="47.40", cl_ord_id="before-r")
+            refused = _answer(client, "before-r")
+            assert refused.reject_name == "THROTTLED"
+            assert "throttle of plaintext (1 orders per second, burst 3)" in refused.text
+    finally:
+        kill_if_running(proc)
+
+
+def test_replaces_in_flight_at_a_crash_are_not_throttled_again(tmp_path):
+    """A replace the engine admitted, still taking its order's children down at a kill -9,
+    is finished after the restart; its throttle token was paid when it arrived. The
+    restart charged it again, to a bucket of the session's own sized by the firm (1/s,
+    burst 1 here; the key allows 1,000/s): two of three were refused THROTTLED, the text
+    naming the session id as if it were a key."""
+    from engine.messages import ExecType
+    from tests.integration.engine_harness import RISK, config_text, free_port, \
+        kill_if_running, slow_sim, start_subprocess
+    port = free_port()
+    endpoint, config, log = f"tcp://127.0.0.1:{port}", tmp_path / "engine.toml", \
+        tmp_path / "engine.log"
+    firm = RISK.replace("throttle_rate = 100000", "throttle_rate = 1\nthrottle_burst = 1")
+    assert firm != RISK
+    key = "\n[risk.sessions.plaintext]\nthrottle_rate = 1000\nthrottle_burst = 1000\n"
+    config.write_text(config_text(port, tmp_path / "journal", fsync="always",
+                                  sim=slow_sim(tmp_path, 400_000.0), extra=key)
+                      .replace(RISK, firm))
+    proc = start_subprocess(config, log)
+    try:
+        client = Client(endpoint)
+        for n in range(3):
+            client.new_order("AAA", "buy", "1", "40.00", account="DEMO1", cl_ord_id=f"o{n}")
+        for n in range(3):
+            assert _answer(client, f"o{n}").exec_type == ExecType.NEW
+        for n in range(3):
+            client.replace(f"o{n}", account="DEMO1", price="40.05", cl_ord_id=f"r{n}")
+        client.heartbeat()  # answered once the replaces are journaled; theirs wait 0.4 s
+        client.recv_until(lambda m: type(m).__name__ == "HeartbeatAck", 5)
+        session_id, last_seq = client.session_id, client.last_seq
+        client.close()
+        proc = _restart(proc, config, log)
+        with Client(endpoint) as again:
+            again.resume(session_id, last_seq)
+            wanted, got = {"r0", "r1", "r2"}, {}
+            again.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id in wanted
+                             and got.setdefault(m.cl_ord_id, m) and len(got) == 3, 5)
+            assert {name: (m.exec_type, m.price, m.reject_name) for name, m in got.items()} == \
+                {name: (ExecType.REPLACED, "40.05", None) for name in wanted}
+    finally:
+        kill_if_running(proc)
+
+
+def test_a_throttled_order_leaves_no_trace(tmp_path):
+    """Each THROTTLED order was created, journaled and kept: one key over its rate filled
+    [orders] max_orders (every client then refused ORDER_CAPACITY, across restarts too),
+    and spent the cl_ord_id the client was told to resend. The throttle is now judged
+    before the order is taken: a Reject and nothing else, also after a kill -9."""
+    from engine.messages import OrderStatusReply
+    from tests.integration.engine_harness import engine_config, kill_if_running, \
+        start_subprocess
+    config, endpoint = engine_config(tmp_path, fsync="always", extra=SESSION_LIMITS.replace(
+        "throttle_rate = 1", "throttle_rate = 4") + "\n[orders]\nmax_orders = 10\n")
+    log = tmp_path / "engine.log"
+    proc = start_subprocess(config, log)
+    try:
+        with Client(endpoint) as client:
+            sent = [f"t{n}" for n in range(30)]
+            for cl_ord_id in sent:
+                client.new_order("AAA", "buy", "1", "47.50", account="DEMO1", cl_ord_id=cl_ord_id)
+            got = {m.cl_ord_id: m for m in client.recv_until(
+                lambda m: isinstance(m, (ExecutionReport, Reject)) and m.cl_ord_id == sent[-1], 5)
+                if isinstance(m, (ExecutionReport, Reject))}
+            throttled = [c for c in sent if got[c].reject_name == "THROTTLED"]
+            assert len(throttled) >= 25 and all(type(got[c]) is Reject for c in throttled)
+            assert "throttle of plaintext (4 orders per second, burst 2)" in got[throttled[0]].text
+        proc = _restart(proc, config, log)
+        with Client(endpoint) as client:
+            client.status(throttled[0], account="DEMO1")
+            status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+            assert not status.found
+            # Neither the table nor the id was taken: the resend and another account's
+            # order are orders (once the bucket allows them).
+            client.new_order("AAA", "buy", "1", "47.50", account="DEMO1", cl_ord_id=throttled[0])
+            client.new_order("AAA", "buy", "1", "47.50", account="DEMO2", cl_ord_id="other")
+            for cl_ord_id in (throttled[0], "other"):
+                answer = _answer(client, cl_ord_id)
+                assert (type(answer), answer.reject_name) == (ExecutionReport, None)
+    finally:
+        kill_if_running(proc)

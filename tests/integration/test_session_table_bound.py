@@ -131,3 +131,46 @@ def test_refused_resumes_at_max_sessions_leave_no_sessions_behind(tmp_path, limi
                 sorted([a.session_id, b.session_id])
         finally:
             context.destroy(linger=0)  # (a failed assertion leaves a socket open)
+
+
+def test_a_session_intake_dropped_stays_dropped_across_a_restart(tmp_path):
+    """Recovery restored every session the journal ever named, each with its resend
+    ring: after a kill -9 the engine held more than max_sessions, and a session evicted
+    before the crash, refused RESUME_REFUSED then, could be resumed again."""
+    import os
+    import signal
+    from engine.messages import ExecType, ExecutionReport, HeartbeatAck, Reject
+    from tests.integration.engine_harness import kill_if_running, start_subprocess
+    port = free_port()
+    path, endpoint, log = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}", \
+        tmp_path / "engine.log"
+    path.write_text(config_text(port, tmp_path / "journal", fsync="always").replace(
+        "heartbeat_timeout_ms = 60000", "heartbeat_timeout_ms = 60000\nmax_sessions = 2"))
+    proc = start_subprocess(path, log)
+    try:
+        with Client(endpoint) as first:
+            first.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="f1")
+            acked = first.recv_until(lambda m: isinstance(m, ExecutionReport), 5)[-1]
+            dropped = first.session_id
+        for _ in range(3):  # each newcomer evicts the longest silent session closed before it
+            with Client(endpoint) as later:
+                later.heartbeat()
+                later.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+        with Client(endpoint) as again:
+            again.resume(dropped, acked.seq)
+            assert again.recv_until(lambda m: isinstance(m, Reject), 5)[-1].reject_name == \
+                "RESUME_REFUSED"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        proc = start_subprocess(path, log)
+        with Client(endpoint) as again:
+            again.resume(dropped, acked.seq)
+            answer = again.recv_until(lambda m: isinstance(m, (Reject, HeartbeatAck)), 5)[-1]
+            assert isinstance(answer, Reject) and answer.reject_name == "RESUME_REFUSED"
+        with Client(endpoint) as other:
+            # Its order is the engine's all the same.
+            other.status("f1", account="DEMO1")
+            got = other.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+            assert got.found and got.report.exec_type == ExecType.NEW
+    finally:
+        kill_if_running(proc)

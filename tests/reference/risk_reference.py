@@ -23,6 +23,7 @@ NANO = 10**9
 MS = 10**6
 FLAG_LOCATE = 1
 FLAG_INTENDED_DUPLICATE = 2
+FLAG_ADMITTED = 4
 FIRM, ACCOUNT, INSTRUMENT, ACCOUNT_INSTRUMENT, SESSION = 1, 2, 3, 4, 5
 QTY_KEYS = ("max_order_qty", "max_gross_position", "max_net_position")
 
@@ -305,7 +306,7 @@ class RiskReference:
         state = self.session_state.get(session)
         if state is None:
             return self._reject(R.UNKNOWN_SESSION, SESSION)
-        reason = self._throttle(session, now_ns)
+        reason = 0 if flags & FLAG_ADMITTED else self._throttle(session, now_ns)
         if reason:
             return reason
         if (session, cl_ord_hash) in self.cl_ord_ids:
@@ -321,7 +322,7 @@ class RiskReference:
             self.recent[(account, instrument, side, qty, price)] = min(INT64_MAX, now_ns + self.dup_window)
         # The intended-duplicate flag counts on arrival only; the order keeps the rest.
         order = Order(order_key, session, account, instrument, side, ord_type, qty, qty, price, value_price,
-                      flags & ~FLAG_INTENDED_DUPLICATE)
+                      flags & ~(FLAG_INTENDED_DUPLICATE | FLAG_ADMITTED))
         self.orders[order_key] = order
         self._reserve(order, notional, True)
         return 0
@@ -546,11 +547,11 @@ class RiskReference:
 
     on_reject = on_cancel
 
-    def admit_replace(self, order_key, now_ns):
+    def admit_replace(self, order_key, now_ns, session=None):
         order = self.orders.get(order_key)
         if order is None:
             return self._reject(R.UNKNOWN_ORDER)
-        return self._throttle(order.session, now_ns)
+        return self._throttle(order.session if session is None else session, now_ns)
 
     def on_replace(self, order_key, new_qty, new_price, cl_ord_hash, now_ns, admitted=False):
         order = self.orders.get(order_key)

@@ -524,6 +524,25 @@ def test_a_replace_is_throttled_when_it_arrives(make):
     assert e.admit_replace(10**9, 0) == R.UNKNOWN_ORDER
 
 
+def test_a_replace_pays_the_bucket_of_the_session_that_sends_it(make):
+    """Any session of the account may replace an order: the sender's key pays the token,
+    not the key that placed the order (a throttled key replaced at another's rate)."""
+    h = make({"firm": {"throttle_rate": 1000}, "sessions": {"slow": {"throttle_rate": 1,
+                                                                       "throttle_burst": 1}}})
+    e = h.engine
+    fast, slow = e.session_index("f1", "fast"), e.session_index("s1", "slow")
+    assert h.new(session="f1") == 0
+    key = h.key
+    assert e.admit_replace(key, 0, slow) == 0               # the slow key's one token
+    assert e.admit_replace(key, 0, slow) == R.THROTTLED
+    if h.cython:
+        assert "throttle of slow (1 orders per second, burst 1)" in e.last_reject_text()
+    assert e.admit_replace(key, 0, fast) == 0               # the fast key's own tokens
+    assert e.admit_replace(key, 0) == 0                     # -1: the order's own session
+    if h.cython:
+        assert e.admit_replace(key, 0, 99) == R.UNKNOWN_SESSION
+
+
 def test_duplicate_cl_ord_id_per_session(make):
     h = make()
     assert h.new(cl=42) == 0
