@@ -438,7 +438,12 @@ class Pipeline(Handler):
         if len(self.orders.by_id) >= self._capacity_check_at and \
                 isinstance(request, (NewOrder, BulkNewOrders)) and self._capacity_refuses():
             return self._refuse_capacity(session, request)
-        if type(request) is NewOrder or type(request) is BulkNewOrders:
+        # The client key's throttle, before the command is journaled (see _admit).
+        if type(request) is NewOrder:
+            gate = self._gates.get(session.session_id) or self._gate(session)
+            if gate.admit(now) and not self.orders.used(request.account, request.cl_ord_id):
+                return self._refuse_throttled(session, request, "NewOrder")
+        elif type(request) is BulkNewOrders:
             request, positions = self._admit(session, request, positions, now)
             if request is None:
                 return
@@ -661,43 +666,44 @@ class Pipeline(Handler):
                 self._refuse(session, _RejectReason.ORDER_CAPACITY, text, "validate",
                              ref_type=ref_type, cl_ord_id=order.cl_ord_id)
 
-    def _admit(self, session: Session, request: NewOrder | BulkNewOrders,
+    def _admit(self, session: Session, request: BulkNewOrders,
                positions: tuple[int, ...] | None, now: int
-               ) -> tuple[NewOrder | BulkNewOrders | None, tuple[int, ...] | None]:
-        """Judge the client key's throttle on each new order, before the command is journaled.
+               ) -> tuple[BulkNewOrders | None, tuple[int, ...] | None]:
+        """Judge the client key's throttle on each order of a bulk, before it is journaled.
 
         A throttled order is answered ``Reject`` ``THROTTLED`` and leaves no
         trace but that frame: no order (it would hold a place in the order
         table, ``max_orders``, for the engine's life), no spent ``cl_ord_id``
         (the client resends it when it has slowed down), nothing for
-        recovery. An order whose ``cl_ord_id`` is used already goes on to be
-        refused as a duplicate, without a token: the client must learn the
-        engine has it. Returns the request to take (None: nothing left) and
-        the bulk's kept orders' places as sent (see ``Handler.handle``).
+        recovery. An order whose ``cl_ord_id`` its account has used goes on
+        to be refused as a duplicate whatever the throttle says: the client
+        must learn the engine has it. Returns the bulk to take (None: nothing
+        left) and its kept orders' places as sent (see ``Handler.handle``).
+        (A single ``NewOrder`` is judged the same way inline, in :meth:`handle`.)
         """
         gate = self._gates.get(session.session_id) or self._gate(session)
         used = self.orders.used
-        if type(request) is NewOrder:
-            if used(request.account, request.cl_ord_id) or not gate.admit(now):
-                return request, positions
-            self._refuse(session, _RejectReason.THROTTLED, self.risk.last_reject_text(), "risk",
-                         ref_type="NewOrder", cl_ord_id=request.cl_ord_id)
-            return None, None
         kept, places = [], []
         for i, order in enumerate(request.orders):
             place = i if positions is None else positions[i]
-            if used(order.account, order.cl_ord_id) or not gate.admit(now):
+            if gate.admit(now) and not used(order.account, order.cl_ord_id):
+                self._refuse_throttled(session, order, "BulkNewOrders", place)
+            else:
                 kept.append(order)
                 places.append(place)
-            else:
-                self._refuse(session, _RejectReason.THROTTLED,
-                             f"BulkNewOrders orders[{place}]: {self.risk.last_reject_text()}",
-                             "risk", ref_type="BulkNewOrders", cl_ord_id=order.cl_ord_id)
         if not kept:
             return None, None
         if len(kept) == len(request.orders):
             return request, positions
         return msgspec.structs.replace(request, orders=kept), tuple(places)
+
+    def _refuse_throttled(self, session: Session, order: NewOrder, ref_type: str,
+                          index: int = -1) -> None:
+        """Answer a new order over its key's throttle (not taken: see :meth:`_admit`)."""
+        text = self.risk.last_reject_text()
+        self._refuse(session, _RejectReason.THROTTLED,
+                     text if index < 0 else f"BulkNewOrders orders[{index}]: {text}", "risk",
+                     ref_type=ref_type, cl_ord_id=order.cl_ord_id)
 
     def _refuse_duplicate(self, session: Session, req: NewOrder, ref_type: str,
                           index: int = -1) -> None:

@@ -181,6 +181,9 @@ def test_a_throttled_order_leaves_no_trace(tmp_path):
             throttled = [c for c in sent if got[c].reject_name == "THROTTLED"]
             assert len(throttled) >= 25 and all(type(got[c]) is Reject for c in throttled)
             assert "throttle of plaintext (4 orders per second, burst 2)" in got[throttled[0]].text
+            # A resend of an order the engine has is told so, over the throttle too.
+            client.new_order("AAA", "buy", "1", "47.50", account="DEMO1", cl_ord_id="t0")
+            assert _answer(client, "t0").reject_name == "DUPLICATE_CL_ORD_ID"
         proc = _restart(proc, config, log)
         with Client(endpoint) as client:
             client.status(throttled[0], account="DEMO1")
