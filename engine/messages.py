@@ -564,8 +564,19 @@ class JournalSessionEnd(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=
     session_id: str
 
 
+class JournalPulled(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
+    """Orders the engine took out of the market on its own account (a ``META`` record):
+    a kill switch, cancel-on-disconnect, self-trade prevention. Their venue cancels may
+    still be on their way when the engine stops: recovery cancels these orders, with
+    ``reason`` and ``text``, instead of routing them again."""
+
+    order_ids: list[int]
+    reason: int
+    text: str
+
+
 JournalMeta = Union[JournalSession, JournalValuation, JournalDayRoll, JournalChildren,
-                    JournalSessionEnd]
+                    JournalSessionEnd, JournalPulled]
 
 
 # ---------------------------------------------------------------- codecs

@@ -25,8 +25,8 @@ from engine.intake import Handler, Session
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
     SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalChildren,
-    JournalCommand, JournalDayRoll, JournalEvent, JournalSession, JournalSessionEnd,
-    JournalValuation, KillSwitch, NewOrder, OrderStatusReply, OrderStatusRequest, OrdType,
+    JournalCommand, JournalDayRoll, JournalEvent, JournalPulled, JournalSession,
+    JournalSessionEnd, JournalValuation, KillSwitch, NewOrder, OrderStatusReply, OrderStatusRequest, OrdType,
     ReloadLimits, Replace, Request, StageTime, TradeFill, TradeHistoryReply, TradeHistoryRequest, clip_text, event_envelope,
     make_reject, members, participation_ppm, reject_name,
 )
@@ -499,11 +499,17 @@ class Pipeline(Handler):
         An order with a replace in flight is already coming down; the replace
         must not send it back, so it is marked to end canceled instead. A
         replace that arrives while the order comes down is refused with the
-        same reason (``Order.pulled``).
+        same reason (``Order.pulled``). Journaled (``JournalPulled``): a
+        restart before the venues' cancels come back cancels the orders
+        rather than routing them again.
         """
+        order_ids = [int(order_id) for order_id in order_ids]
+        if order_ids:
+            self.journal.append_msg(_RecordKind.META, JournalPulled(
+                order_ids=order_ids, reason=int(reason), text=text))
         by_id = self.orders.by_id
         for order_id in order_ids:
-            self._take_down(int(order_id), by_id.get(int(order_id)), now, reason, text)
+            self._take_down(order_id, by_id.get(order_id), now, reason, text)
 
     def _take_down(self, order_id: int, order: Order | None, now: int, reason: int,
                    text: str) -> None:
@@ -1020,9 +1026,9 @@ class Pipeline(Handler):
             return
         venue = order.children[child_id].venue if child_id in order.children else "a venue"
         # (A replace in flight must not send it back to meet its own account again.)
-        self._take_down(order.order_id, order, now, _RejectReason.ORDER_NOT_REPLACEABLE,
-                        f"canceled by self-trade prevention at {venue}: it met an order "
-                        f"of its own account")
+        self._pull((order.order_id,), now, _RejectReason.ORDER_NOT_REPLACEABLE,
+                   f"canceled by self-trade prevention at {venue}: it met an order "
+                   f"of its own account")
 
     def _child(self, child_id: int) -> Child | None:
         """A child still at its venue, as its order lists it (None once it is forgotten)."""

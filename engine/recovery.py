@@ -43,8 +43,8 @@ import msgspec
 from engine.journal import JournalReader, RecordKind, first_segment_header
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalChildren,
-    JournalCommand, JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalSession,
-    JournalSessionEnd, KillSwitch, NewOrder, OrdStatus, Reject, RejectReason, Replace, TradeFill, clip_text, reject_name,
+    JournalCommand, JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalPulled,
+    JournalSession, JournalSessionEnd, KillSwitch, NewOrder, OrdStatus, Reject, RejectReason, Replace, TradeFill, clip_text, reject_name,
 )
 from engine.orders import Child, Stage
 from engine.pipeline import (
@@ -237,6 +237,12 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
             if isinstance(known, JournalSession):
                 _known_session(risk, principals, known.session_id, known.principal, client_name)
                 pipeline.session_journaled(known.session_id)
+            elif isinstance(known, JournalPulled):
+                for order_id in known.order_ids:
+                    order = table.by_id.get(order_id)
+                    if order is not None and not order.done:
+                        order.pulled = (known.reason, known.text)
+                        order.cancel_text = known.text
             elif isinstance(known, JournalSessionEnd):
                 # Intake dropped it: not restored (its orders' later reports
                 # are journaled unnumbered and fill no ring).
@@ -374,6 +380,7 @@ def resume_working(pipeline, recovered: Recovered) -> int:
     """
     now = time.time_ns()
     _take_up(pipeline, recovered.in_flight, now)
+    _finish_pulled(pipeline, now)
     _restore_kill_switches(pipeline, recovered.kill_switches)
     rerouted = _reroute(pipeline)
     rerouted += _finish_in_flight(pipeline, now)
@@ -556,6 +563,16 @@ def _valued_at(order, price: int, inst_ix: int, valuations: dict, references: di
     return value
 
 
+def _finish_pulled(pipeline, now: int) -> None:
+    """Cancel the orders the engine had pulled (``JournalPulled``) whose venue cancels had
+    not come back at the stop: a kill switch released since, or cancel-on-disconnect,
+    had decided that they leave the market, and they are not routed again. One with a
+    Cancel taken up again is left to it (its CANCELED answers the Cancel)."""
+    for order in pipeline.orders.working():
+        if order.pulled is not None and order.order_id not in pipeline._pending:
+            pipeline.cancel_working(order, now, text=order.pulled[1])
+
+
 def _restore_kill_switches(pipeline, engaged: dict) -> None:
     """Engage again the kill switches the journal leaves engaged.
 
@@ -627,7 +644,8 @@ def _take_up(pipeline, in_flight: list, now: int) -> None:
     They arrived and were acted on, but their orders' children were not
     down yet when the engine stopped, so nobody was answered. The pipeline
     checks each again as on arrival, but for the throttle it passed then
-    (one it refuses is answered now), and holds the rest in flight; they finish in :func:`_finish_in_flight`.
+    (one it refuses is answered now), and holds the rest in flight; they
+    finish in :func:`_finish_in_flight`.
     Nothing reaches the router: it knows none of the orders yet.
     """
     for session_id, req in in_flight:
