@@ -27,8 +27,11 @@ asks for it itself: before its first request (unless that is a
 seq 1: the caller's first reply has seq 2. A connection lost before that
 ack arrived cannot be resumed: the new connection gets a new session, its
 numbering is taken afresh, and it starts with a ``Heartbeat`` (its ack
-handed to the caller) so that the next reconnect can resume. With
-``auto_resume=False`` there is no probe and no resume. An engine host that
+handed to the caller) so that the next reconnect can resume; after a
+refused resume the client asks the new session's id at once, likewise. With
+``auto_resume=False`` there is no probe and no resume, and a new connection
+goes unnoticed: the new session's messages, numbered from 1, are dropped as
+repeats (``duplicates``) until the caller resumes or starts over. An engine host that
 vanishes without closing the connection (power cut, a firewall dropping
 packets) is a loss too: the client's ZeroMQ pings go unanswered and libzmq
 drops the connection (``heartbeat_s``, ``heartbeat_timeout_s``).
@@ -215,9 +218,10 @@ class _Base:
                 raise ClientProtocolError(f"inconsistent execution report from the engine: {problem}")
         return msg
 
-    def _accept(self, msg: Response) -> ResendRequest | None:
+    def _accept(self, msg: Response) -> ResendRequest | Heartbeat | None:
         """Account for ``msg.seq`` and queue what may now reach the caller; returns a
-        resend request to send, if a gap opened that no earlier request covers."""
+        request to send: a resend, if a gap opened that no earlier request covers, or
+        the probe that asks a new session's id after a refused resume."""
         seq = msg.seq
         if seq == 0:
             # Sent outside any session (a connection whose session was resumed
@@ -229,11 +233,15 @@ class _Base:
                 and msg.reject_reason == RejectReason.RESUME_REFUSED:
             # Not resumed: the connection has a session of its own, whose
             # numbering this reject began; the old one's seqs no longer apply.
+            # Its id is asked for at once (and, should that probe be lost, before
+            # the next request): without it the next reconnect could not resume
+            # this session either, and what it was sent meanwhile would be lost.
             self.resuming = False
             self.session_id, self.last_seq = None, seq
             self.gaps, self.lost, self._requested = [], [], []
             self._ready.append(msg)
-            return None
+            self._session_asked = False
+            return Heartbeat(test_req_id=SESSION_PROBE)
         if isinstance(msg, HeartbeatAck):
             self.session_id = msg.session_id
             if msg.resend_begin_seq is not None:
@@ -862,14 +870,24 @@ class AsyncClient(_Base):
                 await self._reconnect()
                 continue
             # (poll, not wait_for(recv): a zero wait still takes a waiting message)
-            if self._poller is None:
-                readable = await self.socket.poll(wait_ms)
-            else:
-                readable = self.socket in dict(await self._poller.poll(wait_ms))
+            socket = self.socket
+            try:
+                if self._poller is None:
+                    readable = await socket.poll(wait_ms)
+                else:
+                    readable = socket in dict(await self._poller.poll(wait_ms))
+                if readable:
+                    frame = await socket.recv(copy=False)
+            except asyncio.CancelledError:
+                # Another task's send found the connection lost and replaced the
+                # socket, which cancels a wait on the old one: wait on the new one.
+                # (A cancel of this task itself is passed on.)
+                if self.socket is socket or asyncio.current_task().cancelling():
+                    raise
+                continue
             if not readable:
                 self._timed_out(deadline, timeout)
                 continue
-            frame = await self.socket.recv(copy=False)
             resend = self._accept(self._decode(frame.buffer))
             if resend is not None:
                 await self.send(resend)

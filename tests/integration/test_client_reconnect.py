@@ -127,6 +127,92 @@ def test_after_an_engine_restart_the_client_resumes_and_gets_what_it_missed(tmp_
         client.close()
 
 
+def test_after_a_refused_resume_the_next_reconnect_resumes_the_new_session(tmp_path):
+    """A resume the engine refuses (here: an engine on another journal) leaves the client
+    on a new session. The client never asked that session's id, so the next reconnect
+    started yet another session, and what the second one was sent while the client was
+    away (a fill) was lost, neither delivered nor counted in ``gaps`` or ``lost``."""
+    from engine.messages import Reject
+    port = free_port()
+    first, second = tmp_path / "first.toml", tmp_path / "second.toml"
+    first.write_text(config_text(port, tmp_path / "journal-1"))
+    second.write_text(config_text(port, tmp_path / "journal-2"))
+    endpoint = f"tcp://127.0.0.1:{port}"
+    client = Client(endpoint)
+    try:
+        with ThreadedEngine(first):
+            client.heartbeat()
+            client.recv(5)
+        with ThreadedEngine(second):
+            client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="rr-1")
+            got = client.recv_until(acked("rr-1"), 5)
+            assert got[0].reject_name == "RESUME_REFUSED" and isinstance(got[0], Reject)
+            client.drain(0.3)  # (the probe's ack is the client's own, not delivered)
+            session_id = client.session_id
+            assert session_id is not None  # asked at once
+        with ThreadedEngine(second):
+            time.sleep(0.1)  # (rr-1 is routed again: see the test above)
+            with Client(endpoint) as other:
+                other.new_order("AAA", "sell_short", "10", "48.00", account="DEMO2",
+                                cl_ord_id="rr-x", locate=True)
+                other.recv_until(acked("rr-x", ExecType.FILL), 5)
+            client.new_order("AAA", "buy", "1", "47.00", account="DEMO1", cl_ord_id="rr-2")
+            got = client.recv_until(acked("rr-2"), 5)
+        assert [(m.cl_ord_id, m.exec_type) for m in got if isinstance(m, ExecutionReport)] == \
+            [("rr-1", ExecType.FILL), ("rr-2", ExecType.NEW)]
+        assert_clean(client, session_id, 2)
+    finally:
+        client.close()
+
+
+def test_an_asyncio_reader_task_survives_a_send_that_reconnects(tmp_path):
+    """One task waits in ``recv``, another sends: the send found the connection lost and
+    replaced the socket, which cancelled the reader's wait on the old one. The reader
+    task died with CancelledError and the session's messages went unread."""
+    import os
+    import signal
+    from tests.integration.engine_harness import kill_if_running, start_subprocess
+    port = free_port()
+    path, log = tmp_path / "engine.toml", tmp_path / "engine.log"
+    path.write_text(config_text(port, tmp_path / "journal", fsync="always"))
+    endpoint = f"tcp://127.0.0.1:{port}"
+    proc = start_subprocess(path, log)
+
+    async def main():
+        nonlocal proc
+        client = AsyncClient(endpoint)
+        try:
+            await client.heartbeat()
+            await client.recv(5)
+            got = []
+
+            async def reader():
+                while True:
+                    got.append(await client.recv(None))
+
+            task = asyncio.create_task(reader())
+            await asyncio.sleep(0.2)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            proc = start_subprocess(path, log)  # (blocking: the reader has not run since)
+            await client.new_order("AAA", "buy", "1", "48.00", account="DEMO1",
+                                   cl_ord_id="rd-1")
+            for _ in range(50):
+                if task.done() or any(acked("rd-1")(m) for m in got):
+                    break
+                await asyncio.sleep(0.1)
+            assert not task.done(), task
+            assert [m.cl_ord_id for m in got if isinstance(m, ExecutionReport)] == ["rd-1"]
+            task.cancel()
+        finally:
+            client.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        kill_if_running(proc)
+
+
 @pytest.mark.parametrize("use_asyncio", [False, True], ids=["blocking", "asyncio"])
 def test_a_send_while_the_engine_is_gone_fails_after_send_timeout_s(tmp_path, use_asyncio):
     """The engine stopped: requests queue on the client's new connection until its queue
