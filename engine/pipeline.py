@@ -1348,8 +1348,9 @@ class Pipeline(Handler):
             ok, text = False, "this engine has no configuration file to reload"
         else:
             try:
-                self.risk.reload(self.reload_limits(), now,
-                                 f"{session.client_name} ({session.session_id})")
+                config = self.reload_limits()
+                self._check_reload(config)
+                self.risk.reload(config, now, f"{session.client_name} ({session.session_id})")
                 ok, text = True, "risk limits reloaded; running counters kept"
             except Exception as exc:  # a bad file leaves the running limits in force
                 ok, text = False, clip_text(f"reload refused, limits unchanged: {exc}")
@@ -1359,6 +1360,30 @@ class Pipeline(Handler):
         self._send(session.session_id, AdminReply(
             req_id=req.req_id, ok=ok, text=text, reject_reason=int(reason),
             reject_name=reject_name(reason) if reason else None, transact_time=now))
+
+    def _check_reload(self, config: dict) -> None:
+        """Refuse a reload that takes out an account the engine cannot do without.
+
+        Risk keeps an account left out of the file (its orders refused
+        UNKNOWN_ACCOUNT), but the next start replays the journal under the
+        file: an account with accepted orders in it would stop the engine from
+        starting, and one with a kill switch engaged would come back without
+        it. ``active = false`` stops an account's trading and keeps both.
+        (The order table is read only when the file leaves an account out.)
+        """
+        kept = config.get("accounts", {})
+        dropped = {name for name in self.risk.accounts if name not in kept}
+        if not dropped:
+            return
+        for name in sorted(dropped & set(self.risk.kill_switches()["accounts"])):
+            raise ValueError(f"account {name!r} is left out of [risk.accounts] with its kill "
+                             f"switch engaged: release it first, or keep the account with "
+                             f"active = false")
+        for order in self.orders.by_id.values():
+            if order.account in dropped and order.stage != _Stage.REJECTED:
+                raise ValueError(f"account {order.account!r} is left out of [risk.accounts] "
+                                 f"but has orders in the journal, which a restart replays "
+                                 f"under it: keep it, with active = false to stop its trading")
 
     # ------------------------------------------------------------ time
 

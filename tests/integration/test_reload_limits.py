@@ -1,0 +1,50 @@
+"""A ReloadLimits that takes an account out of [risk.accounts] the engine still needs is refused.
+
+Risk keeps an account a reload leaves out (its orders refused UNKNOWN_ACCOUNT), but the next
+start replays the journal under the file: with accepted orders of that account in the
+journal the engine then refused to start at all (after a crash too), and a kill switch
+engaged on it was dropped with a log line. An accepted admin message must not leave the
+engine unable to restart.
+"""
+from engine.client import Client
+from engine.messages import AdminReply, ExecType, ExecutionReport, KillSwitch, ReloadLimits
+from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
+
+DEMO1 = '[risk.accounts.DEMO1]\ncash = "10000000"\nallow_short = true\n'
+DEMO2 = '[risk.accounts.DEMO2]\ncash = "10000000"\nallow_short = true\n'
+
+
+def admin(client, msg) -> AdminReply:
+    client.send(msg)
+    return client.recv_until(lambda m: isinstance(m, AdminReply), 5)[-1]
+
+
+def test_a_reload_keeps_the_accounts_a_restart_needs(tmp_path):
+    port = free_port()
+    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
+    text = config_text(port, tmp_path / "journal")
+    assert DEMO1 in text and DEMO2 in text
+    path.write_text(text)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("AAA", "buy", "1", "48.00", account="DEMO2", cl_ord_id="d2")
+        client.recv_until(lambda m: isinstance(m, ExecutionReport), 5)
+        path.write_text(text.replace(DEMO2, ""))
+        refused = admin(client, ReloadLimits(req_id="drop-2"))
+        assert not refused.ok and "'DEMO2'" in refused.text and "active = false" in refused.text
+        assert admin(client, KillSwitch(req_id="ks", action="engage", scope="account",
+                                        target="DEMO1")).ok
+        path.write_text(text.replace(DEMO1, ""))
+        refused = admin(client, ReloadLimits(req_id="drop-1"))
+        assert not refused.ok and "'DEMO1'" in refused.text and "kill switch" in refused.text
+        # Nothing changed: DEMO2 still trades.
+        client.new_order("AAA", "buy", "1", "48.00", account="DEMO2", cl_ord_id="d2-b")
+        assert client.recv_until(lambda m: isinstance(m, ExecutionReport), 5)[-1].exec_type \
+            == ExecType.NEW
+        # Released, and with no order of its own, DEMO1 may go.
+        assert admin(client, KillSwitch(req_id="ks-r", action="release", scope="account",
+                                        target="DEMO1")).ok
+        assert admin(client, ReloadLimits(req_id="drop-1-again")).ok
+    # And the engine starts again on that file.
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.status("d2", account="DEMO2")
+        assert client.recv(5).found
