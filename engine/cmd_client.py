@@ -15,7 +15,9 @@ answered, 1 when the answer is a reject (an ``OrderStatusReply`` with
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
+import time
 
 import msgspec
 import orjson
@@ -48,6 +50,23 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _time_ns(text: str) -> int:
+    """A time as nanoseconds since 1970: an integer as is, else ISO 8601 (UTC when it
+    names no zone)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: give ISO 8601 (2026-12-05T09:30:00Z) or nanoseconds "
+            f"since 1970") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the connection options and one sub-command per request."""
     parser.add_argument("--endpoint", required=True, help="intake endpoint, tcp://host:port or ipc:///path")
@@ -68,6 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     new.add_argument("--tif", default="day", choices=["day", "gtc", "ioc", "fok"])
     new.add_argument("--cl-ord-id")
     new.add_argument("--post-only", action="store_true")
+    new.add_argument("--locate", action="store_true",
+                     help="a locate was obtained (every sell_short needs one: docs/risk.md)")
 
     cancel = sub.add_parser("cancel", help="send a Cancel")
     cancel.add_argument("--orig-cl-ord-id", required=True)
@@ -82,6 +103,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     status = sub.add_parser("status", help="send an OrderStatusRequest")
     status.add_argument("--cl-ord-id", required=True)
     status.add_argument("--account", required=True)
+
+    history = sub.add_parser("history", help="send a TradeHistoryRequest (the account's fills)")
+    history.add_argument("--account", required=True)
+    history.add_argument("--start", type=_time_ns, default=0,
+                         help="from this time on (ISO 8601, e.g. 2026-12-05T09:30:00Z, or "
+                              "nanoseconds since 1970; default: the beginning)")
+    history.add_argument("--end", type=_time_ns, default=None,
+                         help="up to, not including, this time (same forms; default: now)")
+    history.add_argument("--symbol")
 
     heartbeat = sub.add_parser("heartbeat", help="send a Heartbeat")
     heartbeat.add_argument("--cancel-on-disconnect", action=argparse.BooleanOptionalAction, default=None)
@@ -145,13 +175,18 @@ def run(args: argparse.Namespace) -> int:
             case "new":
                 client.new_order(args.symbol, args.side, args.qty, args.price, account=args.account,
                                  ord_type=args.ord_type, time_in_force=args.tif,
-                                 cl_ord_id=args.cl_ord_id, post_only=args.post_only)
+                                 cl_ord_id=args.cl_ord_id, post_only=args.post_only,
+                                 locate=args.locate)
             case "cancel":
                 client.cancel(args.orig_cl_ord_id, account=args.account)
             case "replace":
                 client.replace(args.orig_cl_ord_id, account=args.account, qty=args.qty, price=args.price)
             case "status":
                 client.status(args.cl_ord_id, account=args.account)
+            case "history":
+                client.history(args.account, args.start,
+                               time.time_ns() if args.end is None else args.end,
+                               symbol=args.symbol)
             case "heartbeat":
                 client.heartbeat(cancel_on_disconnect=args.cancel_on_disconnect, test_req_id="cli")
         answers = client.drain(args.wait)

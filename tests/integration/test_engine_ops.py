@@ -182,3 +182,35 @@ def test_the_plaintext_warning_shows_whatever_the_log_level(tmp_path, json):
         assert lines[0].endswith(f" WARNING engine.intake: {warning}")
     # Nothing else at a level the configuration hides.
     assert not [line for line in stderr.splitlines() if " INFO " in line or '"INFO"' in line]
+
+
+def test_the_command_line_client_sells_short_with_a_locate_and_asks_the_history(tmp_path):
+    """`client new --side sell_short` was always refused LOCATE_REQUIRED: the command had no
+    `--locate`; nor could it ask for the trade history."""
+    import subprocess
+    import sys
+    import orjson
+    from tests.integration.engine_harness import serving
+
+    def kronos(endpoint, *args):
+        done = subprocess.run([sys.executable, "-m", "engine.cli", "client", "--endpoint",
+                               endpoint, "--wait", "0.5", *args], capture_output=True, text=True,
+                              timeout=60)
+        return done.returncode, [orjson.loads(line) for line in done.stdout.splitlines()]
+
+    with serving(tmp_path) as (_, endpoint):
+        short = ("new", "--symbol", "AAA", "--side", "sell_short", "--qty", "10", "--price",
+                 "48.00", "--account", "DEMO2", "--cl-ord-id", "s1")
+        code, answers = kronos(endpoint, *short, "--locate")
+        assert (code, answers[0]["exec_type"]) == (0, "NEW")
+        code, answers = kronos(endpoint, *short[:-2], "--cl-ord-id", "s2")
+        assert (code, answers[0]["reject_name"]) == (1, "LOCATE_REQUIRED")
+        code, answers = kronos(endpoint, "new", "--symbol", "AAA", "--side", "buy", "--qty", "10",
+                               "--price", "48.00", "--account", "DEMO1", "--cl-ord-id", "b1")
+        assert code == 0 and any(a.get("exec_type") == "FILL" for a in answers)
+        code, answers = kronos(endpoint, "history", "--account", "DEMO1",
+                               "--start", "2020-01-01T00:00:00Z")
+        assert code == 0 and answers[-1]["type"] == "TradeHistoryReply"
+        assert [(f["cl_ord_id"], f["last_qty"]) for f in answers[-1]["fills"]] == [("b1", "10")]
+        code, _ = kronos(endpoint, "history", "--account", "DEMO1", "--start", "yesterday")
+        assert code == 2
