@@ -70,6 +70,8 @@ MAX_GROUP_COMMIT_US = 1_000_000
 
 #: The keys of ``[sim]``: the embedded simulator's venues (docs/engine.md).
 SIM_KEYS = ("config", "speed", "duration", "start_at")
+#: The fastest a served market may run (``[sim] speed``), simulated seconds per second.
+MAX_SIM_SPEED = 1000
 
 
 class ConfigError(ValueError):
@@ -704,6 +706,12 @@ def _check_sim(sim: dict[str, Any], fail: Callable[[str], NoReturn]):
                 not 0 < speed < float("inf"):
             fail(f"'sim.speed': expected a positive number of simulated seconds per second, "
                  f"got {speed!r}")
+        if speed > MAX_SIM_SPEED:
+            # Faster, the venues' background flow outgrows what one core generates:
+            # memory grew by ~87 MB a second at 1e6, and past ~1e10 the clock's
+            # nanoseconds overflowed and stopped it (a backtest runs untimed: `sim`).
+            fail(f"'sim.speed': at most {MAX_SIM_SPEED:,} simulated seconds per second, got "
+                 f"{speed!r}; for a faster run, backtest with kronos-exec sim")
     if "duration" in sim:
         duration = sim["duration"]
         if not isinstance(duration, str):

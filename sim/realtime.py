@@ -36,6 +36,7 @@ quantised to the millisecond. An order submitted wakes the pacer at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 from functools import partial
 
 from ext.book import OrderBook
@@ -43,6 +44,8 @@ from ext.types import OrdType, TimeInForce
 from sim.clock import WallClock, parse_duration
 from sim.config import ConfigError, SimConfig, load_config
 from sim.market import Market
+
+log = logging.getLogger(__name__)
 
 
 #: Shortest wait between market updates: the event loop's timer resolution.
@@ -190,14 +193,20 @@ class RealtimeVenues:
         self._task = asyncio.get_running_loop().create_task(self._pace(), name="sim-venues")
 
     async def stop(self) -> None:
-        """Stop pacing (orders in flight stay where they are)."""
+        """Stop pacing (orders in flight stay where they are).
+
+        A pacing task that had died of an error is logged, not raised: the
+        caller's own stop (an engine's: its intake, journal, gateways) goes on.
+        """
         if self._task is not None:
-            self._task.cancel()
+            task, self._task = self._task, None
+            task.cancel()
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
-            self._task = None
+            except Exception:
+                log.exception("realtime venues: the clock had stopped on an error")
 
     async def __aenter__(self) -> "RealtimeVenues":
         await self.start()

@@ -17,6 +17,7 @@ SIM = Path(__file__).resolve().parents[2] / "integration" / "configs" / "quiet_s
     ('[sim]\nspeed = "fast"\n', "'sim.speed': expected a positive number"),
     ('[sim]\nspeed = true\n', "'sim.speed'"),
     ('[sim]\nspeed = inf\n', "'sim.speed'"),
+    ('[sim]\nspeed = 1e6\n', "'sim.speed': at most 1,000 simulated seconds per second, got 1000000.0"),
     # A bare integer would be nanoseconds: a session of 5 ns.
     ('[sim]\nduration = 5\n', "'sim.duration': expected a duration with its unit"),
     ('[sim]\nduration = "6 hours"\n', "'sim.duration': duration '6 hours': expected a number and a unit"),

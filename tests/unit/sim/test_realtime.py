@@ -67,3 +67,24 @@ def test_a_report_callback_may_send_the_next_order():
         assert len(set(ids)) == 3 and ids == sorted(ids)
         assert all(k in (K.RPT_ACCEPTED, K.RPT_FILL, K.RPT_CANCELED) for _, k in chain)
     asyncio.run(main())
+
+
+def test_stop_after_the_clock_died_of_an_error_does_not_raise(caplog):
+    """The pacing task's error came out of stop(): an engine's stop then skipped its
+    intake, journal and gateways, and the process hung until kill -9."""
+    async def main():
+        venues = RealtimeVenues(config(SMALL), speed=1.0, tick=0.001)
+        await venues.start()
+
+        def boom():
+            raise OverflowError("the clock overflowed")
+        venues.catch_up = boom
+        for _ in range(200):
+            if not venues.running:
+                break
+            await asyncio.sleep(0.005)
+        assert not venues.running
+        await venues.stop()  # (raised OverflowError)
+        assert not venues.running
+    asyncio.run(main())
+    assert "the clock had stopped on an error" in caplog.text
