@@ -31,6 +31,18 @@ def assert_clean(client, session_id, reconnects):
     assert (client.duplicates, client.gaps, client.lost) == (0, [], [])
 
 
+def sell_into_the_restored_bid(endpoint, cl_ord_id):
+    """Another client sells 10 AAA at 48.00 into a restarted engine's DEMO1 bid, and waits
+    for its fill. Recovery sends the bid to a venue again, which takes the venue's latency
+    (under 2 ms in quiet_sim.toml): a sell sent before then finds no bid and rests at a
+    venue of its own (about one run in twenty), hence the pause."""
+    time.sleep(0.1)
+    with Client(endpoint) as other:
+        other.new_order("AAA", "sell_short", "10", "48.00", account="DEMO2",
+                        cl_ord_id=cl_ord_id, locate=True)
+        other.recv_until(acked(cl_ord_id, ExecType.FILL), 5)
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     with serving(tmp_path_factory.mktemp("reconnect")) as (engine, endpoint):
@@ -106,15 +118,7 @@ def test_after_an_engine_restart_the_client_resumes_and_gets_what_it_missed(tmp_
             client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="rs-1")
             client.recv_until(acked("rs-1"), 5)
         with ThreadedEngine(path):
-            # Recovery sends rs-1 to a venue again, which takes the venue's
-            # latency (under 2 ms in quiet_sim.toml): a sell sent before
-            # then finds no bid and rests at a venue of its own (about one
-            # run in twenty).
-            time.sleep(0.1)
-            with Client(endpoint) as other:
-                other.new_order("AAA", "sell_short", "10", "48.00", account="DEMO2",
-                                cl_ord_id="rs-x", locate=True)
-                other.recv_until(acked("rs-x", ExecType.FILL), 5)
+            sell_into_the_restored_bid(endpoint, "rs-x")
             client.new_order("AAA", "buy", "1", "47.00", account="DEMO1", cl_ord_id="rs-2")
             got = client.recv_until(acked("rs-2"), 5)
         fills = [m for m in got if isinstance(m, ExecutionReport) and m.cl_ord_id == "rs-1"]
@@ -151,11 +155,7 @@ def test_after_a_refused_resume_the_next_reconnect_resumes_the_new_session(tmp_p
             session_id = client.session_id
             assert session_id is not None  # asked at once
         with ThreadedEngine(second):
-            time.sleep(0.1)  # (rr-1 is routed again: see the test above)
-            with Client(endpoint) as other:
-                other.new_order("AAA", "sell_short", "10", "48.00", account="DEMO2",
-                                cl_ord_id="rr-x", locate=True)
-                other.recv_until(acked("rr-x", ExecType.FILL), 5)
+            sell_into_the_restored_bid(endpoint, "rr-x")
             client.new_order("AAA", "buy", "1", "47.00", account="DEMO1", cl_ord_id="rr-2")
             got = client.recv_until(acked("rr-2"), 5)
         assert [(m.cl_ord_id, m.exec_type) for m in got if isinstance(m, ExecutionReport)] == \
