@@ -31,10 +31,10 @@ handed to the caller) so that the next reconnect can resume; after a
 refused resume the client asks the new session's id at once, likewise. With
 ``auto_resume=False`` there is no probe and no resume, and a new connection
 goes unnoticed: the new session's messages, numbered from 1, are dropped as
-repeats (``duplicates``) until the caller resumes or starts over. An engine host that
-vanishes without closing the connection (power cut, a firewall dropping
-packets) is a loss too: the client's ZeroMQ pings go unanswered and libzmq
-drops the connection (``heartbeat_s``, ``heartbeat_timeout_s``).
+repeats (``duplicates``) until the caller resumes or starts over. An engine
+host that vanishes without closing the connection (power cut, a firewall
+dropping packets) is a loss too: the client's ZeroMQ pings go unanswered and
+libzmq drops the connection (``heartbeat_s``, ``heartbeat_timeout_s``).
 
 Example
 -------

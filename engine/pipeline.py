@@ -26,9 +26,10 @@ from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
     SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalChildren,
     JournalCommand, JournalDayRoll, JournalEvent, JournalPulled, JournalSession,
-    JournalSessionEnd, JournalValuation, KillSwitch, NewOrder, OrderStatusReply, OrderStatusRequest, OrdType,
-    ReloadLimits, Replace, Request, StageTime, TradeFill, TradeHistoryReply, TradeHistoryRequest, clip_text, event_envelope,
-    make_reject, members, participation_ppm, reject_name,
+    JournalSessionEnd, JournalValuation, KillSwitch, NewOrder, OrderStatusReply,
+    OrderStatusRequest, OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill,
+    TradeHistoryReply, TradeHistoryRequest, clip_text, event_envelope, make_reject, members,
+    participation_ppm, reject_name,
 )
 from engine.history import HistoryAnswer, TradeHistory, TradeStore
 from engine.orders import Child, Order, OrderTable, Stage, execution_report
@@ -516,8 +517,7 @@ class Pipeline(Handler):
         """Cancel one order at its venues for good: a replace in flight ends canceled, not
         routed again, and one arriving is refused with ``reason`` (``Order.pulled``)."""
         if order is not None:
-            order.pulled = (reason, text)
-            order.cancel_text = text  # its CANCELED report says why (not a bare cancel)
+            order.pull(reason, text)
         pending = self._pending.get(order_id)
         if pending is not None and isinstance(pending.request, Replace):
             pending.cancel = (reason, text)
@@ -1375,9 +1375,10 @@ class Pipeline(Handler):
         dropped = {name for name in self.risk.accounts if name not in kept}
         if not dropped:
             return
-        for name in sorted(dropped & set(self.risk.kill_switches()["accounts"])):
-            raise ValueError(f"account {name!r} is left out of [risk.accounts] with its kill "
-                             f"switch engaged: release it first, or keep the account with "
+        killed = sorted(dropped & set(self.risk.kill_switches()["accounts"]))
+        if killed:
+            raise ValueError(f"account {killed[0]!r} is left out of [risk.accounts] with its "
+                             f"kill switch engaged: release it first, or keep the account with "
                              f"active = false")
         for order in self.orders.by_id.values():
             if order.account in dropped and order.stage != _Stage.REJECTED:

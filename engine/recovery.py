@@ -44,7 +44,8 @@ from engine.journal import JournalReader, RecordKind, first_segment_header
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalChildren,
     JournalCommand, JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalPulled,
-    JournalSession, JournalSessionEnd, KillSwitch, NewOrder, OrdStatus, Reject, RejectReason, Replace, TradeFill, clip_text, reject_name,
+    JournalSession, JournalSessionEnd, KillSwitch, NewOrder, OrdStatus, Reject, RejectReason,
+    Replace, TradeFill, clip_text, reject_name,
 )
 from engine.orders import Child, Stage
 from engine.pipeline import (
@@ -193,9 +194,9 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     resends (intake's ``resend_ring_size``). ``client_name``: the client
     name of a principal, as intake gives it (``engine.intake.client_names``):
     each session is registered with risk under its key's throttle bucket, as
-    live (None: under a bucket of its own, for tests of the replay alone). Nothing is sent to any client
-    or venue: once the sessions are restored, :func:`resume_working` takes
-    the working orders back to the market.
+    live (None: under a bucket of its own, for tests of the replay alone).
+    Nothing is sent to any client or venue: once the sessions are restored,
+    :func:`resume_working` takes the working orders back to the market.
     """
     _check_whole(journal_dir)
     risk, table = pipeline.risk, pipeline.orders
@@ -241,8 +242,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
                 for order_id in known.order_ids:
                     order = table.by_id.get(order_id)
                     if order is not None and not order.done:
-                        order.pulled = (known.reason, known.text)
-                        order.cancel_text = known.text
+                        order.pull(known.reason, known.text)
             elif isinstance(known, JournalSessionEnd):
                 # Intake dropped it: not restored (its orders' later reports
                 # are journaled unnumbered and fill no ring).

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -170,6 +171,12 @@ def order_on_failing_disk(proc: subprocess.Popen, client, trigger: Path, cl_ord_
     client.new_order("AAA", "buy", "10", "49.01", account="DEMO1", cl_ord_id=cl_ord_id)
     assert proc.wait(10) == 1  # stopped by itself
     assert not [m for m in client.drain(0.2) if isinstance(m, ExecutionReport)]
+
+
+def kill_9(proc: subprocess.Popen) -> None:
+    """SIGKILL the engine and reap it: no shutdown, no flush, as a crash."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
 
 
 def kill_if_running(proc: subprocess.Popen) -> None:

@@ -169,9 +169,7 @@ def test_an_asyncio_reader_task_survives_a_send_that_reconnects(tmp_path):
     """One task waits in ``recv``, another sends: the send found the connection lost and
     replaced the socket, which cancelled the reader's wait on the old one. The reader
     task died with CancelledError and the session's messages went unread."""
-    import os
-    import signal
-    from tests.integration.engine_harness import kill_if_running, start_subprocess
+    from tests.integration.engine_harness import kill_9, kill_if_running, start_subprocess
     port = free_port()
     path, log = tmp_path / "engine.toml", tmp_path / "engine.log"
     path.write_text(config_text(port, tmp_path / "journal", fsync="always"))
@@ -192,8 +190,7 @@ def test_an_asyncio_reader_task_survives_a_send_that_reconnects(tmp_path):
 
             task = asyncio.create_task(reader())
             await asyncio.sleep(0.2)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+            kill_9(proc)
             proc = start_subprocess(path, log)  # (blocking: the reader has not run since)
             await client.new_order("AAA", "buy", "1", "48.00", account="DEMO1",
                                    cl_ord_id="rd-1")

@@ -4,13 +4,11 @@ Risk keyed the ids it had seen by session alone: a session trading two accounts 
 its order for the second account refused DUPLICATE_CL_ORD_ID when the first had
 used the id, though the engine's order table (per account) had let it through.
 """
-import os
-import signal
 
 from engine.client import Client
 from engine.messages import ExecType, ExecutionReport, HeartbeatAck, Reject
 from ext.types import RejectReason
-from tests.integration.engine_harness import config_text, free_port, kill_if_running, \
+from tests.integration.engine_harness import config_text, free_port, kill_9, kill_if_running, \
     start_subprocess
 
 
@@ -35,8 +33,7 @@ def test_one_session_uses_one_id_in_two_accounts_once_each_also_after_a_restart(
             assert (second.account, second.exec_type) == ("DEMO2", ExecType.NEW)
             assert send(client, "DEMO1", "same").reject_reason == RejectReason.DUPLICATE_CL_ORD_ID
             last_seq = client.last_seq
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        kill_9(proc)
         proc = start_subprocess(config, log)
         with Client(endpoint) as client:
             client.resume(ack.session_id, last_seq)

@@ -17,13 +17,7 @@ import time
 from engine.client import Client
 from engine.messages import (ExecType, ExecutionReport, HeartbeatAck, OrderStatusReply, Reject,
                              TradeHistoryReply)
-from tests.integration.engine_harness import config_text, free_port, start_subprocess
-
-
-def kill_9(proc) -> None:
-    """SIGKILL the engine and reap it: no shutdown, no flush, as a crash."""
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
+from tests.integration.engine_harness import config_text, free_port, kill_9, start_subprocess
 
 
 def send_load(client, prefix, n, rng):

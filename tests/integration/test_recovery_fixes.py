@@ -13,15 +13,13 @@ stays in flight; one test kills the engine with SIGKILL, the others stop it
 without a grace period, which leaves the journal the same way (the venues'
 answers never come).
 """
-import os
-import signal
 import time
 
 from engine.client import Client
 from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, KillSwitch,
                              OrderStatusReply, OrdStatus, Reject)
 from tests.integration.engine_harness import (QUIET_SIM, ThreadedEngine, config_text, free_port,
-                                              slow_sim, start_subprocess)
+                                              kill_9, slow_sim, start_subprocess)
 
 ACCOUNT = "DEMO1"
 
@@ -95,8 +93,7 @@ def test_a_cancel_and_a_replace_in_flight_at_kill_9_are_answered_after_the_resta
         session_id, last = client.session_id, client.last_seq
         client.close()
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        kill_9(proc)
     with ThreadedEngine(path):
         client, got = resumed(endpoint, session_id, last)
         with client:

@@ -14,14 +14,12 @@ orders' children are still on their way out when the engine dies, and
 whatever is sent after the restart fills about 2 s later. The client sees
 everything over the wire, resuming its session after the restart.
 """
-import os
-import signal
 
 from engine.client import Client
 from engine.messages import (ExecType, ExecutionReport, HeartbeatAck, OrderStatusReply,
                              OrdStatus)
-from tests.integration.engine_harness import (ThreadedEngine, config_text, free_port, slow_sim,
-                                              start_subprocess)
+from tests.integration.engine_harness import (ThreadedEngine, config_text, free_port, kill_9,
+                                              slow_sim, start_subprocess)
 
 ACCOUNT = "DEMO1"
 #: A dollar and more through any offer the warm-up leaves around 50.00 (there is no collar).
@@ -68,8 +66,7 @@ def test_an_ioc_in_flight_at_kill_9_is_canceled_not_sent_again_a_day_order_is(tm
             assert not any(c.done or c.cum_qty != "0" for s in before for c in s.children)
             session_id, last_seq = client.session_id, client.last_seq
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        kill_9(proc)
 
     with ThreadedEngine(path), Client(endpoint) as client:
         client.resume(session_id, last_seq)

@@ -8,14 +8,12 @@ admin had been told they were canceled (here the switch was released at once, so
 switch engaged after the restart held them back). The pull is journaled now
 (``JournalPulled``), and recovery cancels such orders.
 """
-import os
-import signal
 import time
 
 from engine.client import Client
 from engine.messages import AdminReply, ExecType, ExecutionReport, KillSwitch, OrderStatusReply, \
     OrdStatus
-from tests.integration.engine_harness import config_text, free_port, kill_if_running, \
+from tests.integration.engine_harness import config_text, free_port, kill_9, kill_if_running, \
     slow_sim, start_subprocess
 
 
@@ -37,8 +35,7 @@ def test_orders_a_released_kill_switch_pulled_stay_canceled_after_a_kill_9(tmp_p
                 client.send(KillSwitch(req_id=action, action=action, scope="account",
                                        target="DEMO1"))
                 assert client.recv_until(lambda m: isinstance(m, AdminReply), 5)[-1].ok
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        kill_9(proc)
         proc = start_subprocess(config, log)
         with Client(endpoint) as client:
             deadline = time.monotonic() + 3  # past the venue's round trip: a child would show

@@ -5,13 +5,11 @@ copy used to leave out ``duplicative_window_ms``, so the replayed orders were re
 nowhere and a twin sent right after a restart passed, inside the window it should have
 been refused in (docs/risk.md: "each passed order blocks its twins for the window").
 """
-import os
-import signal
 
 from engine.client import Client
 from engine.messages import ExecutionReport, Reject
 from ext.types import RejectReason
-from tests.integration.engine_harness import config_text, free_port, kill_if_running, \
+from tests.integration.engine_harness import config_text, free_port, kill_9, kill_if_running, \
     start_subprocess
 
 
@@ -33,8 +31,7 @@ def test_an_order_before_a_kill_9_still_blocks_its_twin_after_the_restart(tmp_pa
         with Client(endpoint) as client:
             assert send(client, "first").reject_reason == 0
             assert send(client, "twin-1").reject_reason == RejectReason.DUPLICATIVE_ORDER
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        kill_9(proc)
         proc = start_subprocess(config, log)
         with Client(endpoint) as client:
             twin = send(client, "twin-2")

@@ -76,11 +76,8 @@ def test_a_throttled_replace_leaves_the_order_where_it_works(tmp_path):
 
 def _restart(proc, config, log):
     """kill -9 the engine and start it again on its journal."""
-    import os
-    import signal
-    from tests.integration.engine_harness import start_subprocess
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
+    from tests.integration.engine_harness import kill_9, start_subprocess
+    kill_9(proc)
     return start_subprocess(config, log)
 
 

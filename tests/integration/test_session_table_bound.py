@@ -137,10 +137,8 @@ def test_a_session_intake_dropped_stays_dropped_across_a_restart(tmp_path):
     """Recovery restored every session the journal ever named, each with its resend
     ring: after a kill -9 the engine held more than max_sessions, and a session evicted
     before the crash, refused RESUME_REFUSED then, could be resumed again."""
-    import os
-    import signal
     from engine.messages import ExecType, ExecutionReport, HeartbeatAck, Reject
-    from tests.integration.engine_harness import kill_if_running, start_subprocess
+    from tests.integration.engine_harness import kill_9, kill_if_running, start_subprocess
     port = free_port()
     path, endpoint, log = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}", \
         tmp_path / "engine.log"
@@ -160,8 +158,7 @@ def test_a_session_intake_dropped_stays_dropped_across_a_restart(tmp_path):
             again.resume(dropped, acked.seq)
             assert again.recv_until(lambda m: isinstance(m, Reject), 5)[-1].reject_name == \
                 "RESUME_REFUSED"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        kill_9(proc)
         proc = start_subprocess(path, log)
         with Client(endpoint) as again:
             again.resume(dropped, acked.seq)
