@@ -138,7 +138,7 @@ def stub_lifecycle(pipe) -> None:
     answers = (execution_report(order, inst, ExecType.NEW),
                execution_report(order, inst, ExecType.FILL, last_qty=1, last_px_x2=200))
 
-    def handle(session, request, positions=None) -> None:
+    def handle(session, request, positions=None, held=()) -> None:
         pipe.sessions[session.session_id] = session
         pipe._journal_command(session, request, time.time_ns())
         for report in answers:

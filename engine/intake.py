@@ -52,7 +52,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
+import operator
 import os
 import re
 import secrets
@@ -122,6 +124,52 @@ class EndpointError(OSError):
     """An endpoint of the configuration could not be bound (the message names it and why)."""
 
 
+class HeldReject:
+    """A ``Reject`` intake holds back for one order of a bulk it refused.
+
+    A bulk's answers leave in the bulk's order: the handler sends each held
+    reject (calls it) just before it answers the first order placed after it
+    in the bulk as sent. Calling it a second time does nothing, so intake can
+    send whatever a failed handler left unsent.
+    """
+
+    __slots__ = ("place", "_send", "sent")
+
+    def __init__(self, place: int, send: Callable[[], object]) -> None:
+        self.place = place      # the refused order's place in the bulk as sent
+        self._send = send
+        self.sent = False
+
+    def __call__(self) -> None:
+        if not self.sent:
+            self.sent = True
+            self._send()
+
+
+def in_bulk_order(request: BulkNewOrders, positions: tuple[int, ...] | None,
+                  held: list[HeldReject], answer: Callable[..., object]) -> None:
+    """Answer a bulk's kept orders and send its held rejects, all in the bulk's order.
+
+    Calls ``answer(order, index=place)`` for each order of ``request``
+    (``positions``: their places in the bulk as sent, None for 0, 1, ...),
+    sending each of ``held`` just before the first order placed after it.
+    ``held`` is sorted by place; those placed after the last order are left
+    for the caller to send (``HeldReject`` sends once, so sending all of
+    ``held`` afterwards, in a ``finally``, is right and safe).
+    """
+    held.sort(key=_place)
+    k = 0
+    for i, order in enumerate(request.orders):
+        place = i if positions is None else positions[i]
+        while k < len(held) and held[k].place < place:
+            held[k]()
+            k += 1
+        answer(order, index=place)
+
+
+_place = operator.attrgetter("place")
+
+
 class Handler:
     """What intake hands decoded requests to: the pipeline implements this.
 
@@ -130,13 +178,15 @@ class Handler:
     """
 
     def handle(self, session: "Session", request: Request,
-               positions: tuple[int, ...] | None = None) -> None:
+               positions: tuple[int, ...] | None = None,
+               held: tuple[HeldReject, ...] = ()) -> None:
         """Process one request that passed intake's checks.
 
         Receives ``NewOrder``, ``Cancel``, ``Replace``, ``BulkNewOrders``
         (only the orders that passed intake's per-order checks; when some did
         not, ``positions`` gives each kept order's place in the bulk as sent,
-        else it is None),
+        else it is None, and ``held`` the refused orders' rejects, by place,
+        for the handler to send in the bulk's order),
         ``OrderStatusRequest``, ``TradeHistoryRequest``, ``KillSwitch`` and
         ``ReloadLimits``; answers go out through ``session.send(msg)``, now or
         later. An exception raised here is logged and answered with an
@@ -800,7 +850,7 @@ class IntakeServer:
 
         What backlogs still hold is not sent (it is in the journal and the
         sessions' rings: a client that resumes after a restart asks for it);
-        it is logged and counted in ``kronos_send_dropped``.
+        it is logged and counted in ``kronos_send_dropped_total``.
         """
         if self._backlog_timer is not None:
             self._backlog_timer.cancel()
@@ -915,7 +965,7 @@ class IntakeServer:
         """Keep ``frame`` in ``session``'s backlog until its peer's queue has room.
 
         A backlog past ``resend_ring_size`` drops its oldest frame (counted
-        in ``kronos_send_dropped``): a peer that far behind gets a gap in
+        in ``kronos_send_dropped_total``): a peer that far behind gets a gap in
         ``seq`` and asks for a resend, as any client that missed messages.
         """
         frames.append(frame)
@@ -1226,7 +1276,7 @@ class IntakeServer:
         if problem is not None:
             self._refuse(session, problem, request)
             return
-        positions = None  # a bulk's kept orders' places, when intake refused some
+        positions, held = None, ()  # a bulk's kept orders' places and refused ones' rejects
         match request:
             case Heartbeat():
                 if request.cancel_on_disconnect is not None:
@@ -1238,7 +1288,7 @@ class IntakeServer:
                 self._resend(listener, route, session, request, now)
                 return
             case BulkNewOrders():
-                request, positions = self._screen_bulk(session, request)
+                request, positions, held = self._screen_bulk(session, request)
                 if request is None:
                     return
             case NewOrder() | Replace() if self.shutting_down:
@@ -1257,14 +1307,17 @@ class IntakeServer:
             self.metrics.orders_in.inc()
         # Intake's stage: decode and checks, up to the hand-over to the pipeline.
         self._stage_latency.observe((time.perf_counter_ns() - started) / 1e9)
-        self._hand_over(session, request, positions)
+        self._hand_over(session, request, positions, held)
 
     def _hand_over(self, session: Session, request: Request,
-                   positions: tuple[int, ...] | None = None) -> None:
+                   positions: tuple[int, ...] | None = None,
+                   held: tuple[HeldReject, ...] = ()) -> None:
         session.fresh = False
         try:
-            self.handler.handle(session, request, positions)
+            self.handler.handle(session, request, positions, held)
         except Exception:
+            for reject in held:  # (what the failed handler left unsent)
+                reject()
             log.exception("intake: handler failed on %s from session %s",
                           type(request).__name__, session.session_id)
             session.reject(RejectReason.INTERNAL_ERROR,
@@ -1280,12 +1333,15 @@ class IntakeServer:
                        ref_type=type(request).__name__, cl_ord_id=cl_ord_id)
 
     def _screen_bulk(self, session: Session, bulk: BulkNewOrders
-                     ) -> tuple[BulkNewOrders | None, tuple[int, ...] | None]:
+                     ) -> tuple[BulkNewOrders | None, tuple[int, ...] | None,
+                                tuple[HeldReject, ...]]:
         """Reject the orders of a bulk that fail intake's checks; keep the rest.
 
-        Returns the bulk to hand over (None: nothing left) and, when some
-        orders were refused, the place in the bulk as sent of each one kept
-        (the pipeline names a bulk's orders by it, as intake does). An order
+        Returns the bulk to hand over (None: nothing left, and the rejects
+        are sent) and, when some orders were refused, the place in the bulk
+        as sent of each one kept (the pipeline names a bulk's orders by it, as
+        intake does) and the refused ones' rejects, held back for the handler
+        to send in the bulk's order (see ``HeldReject``). An order
         whose ``cl_ord_id`` an earlier one of the bulk has, on its account, is
         refused ``DUPLICATE_CL_ORD_ID`` here, whether the earlier one passed
         or not: one id, one answer.
@@ -1294,8 +1350,8 @@ class IntakeServer:
             for order in bulk.orders:
                 session.reject(RejectReason.ENGINE_SHUTTING_DOWN, "the engine is shutting down",
                                ref_type="BulkNewOrders", cl_ord_id=order.cl_ord_id)
-            return None, None
-        good, positions, first = [], [], {}
+            return None, None, ()
+        good, positions, held, first = [], [], [], {}
         for index, order in enumerate(bulk.orders):
             # Each order carries its own "v"; the envelope's says nothing of it.
             problem = check_version(order)
@@ -1313,17 +1369,21 @@ class IntakeServer:
             elif isinstance(order.cl_ord_id, str):
                 first.setdefault((order.account, order.cl_ord_id), index)
             if problem is not None:
-                session.reject(problem.reason, f"BulkNewOrders orders[{index}]: {problem.text}",
-                               ref_type="BulkNewOrders", cl_ord_id=order.cl_ord_id)
+                held.append(HeldReject(index, functools.partial(
+                    session.reject, problem.reason,
+                    f"BulkNewOrders orders[{index}]: {problem.text}",
+                    ref_type="BulkNewOrders", cl_ord_id=order.cl_ord_id)))
             else:
                 good.append(order)
                 positions.append(index)
         self.metrics.orders_in.inc(len(good))
         if not good:
-            return None, None
+            for reject in held:
+                reject()
+            return None, None, ()
         if len(good) == len(bulk.orders):
-            return bulk, None
-        return msgspec.structs.replace(bulk, orders=good), tuple(positions)
+            return bulk, None, ()
+        return msgspec.structs.replace(bulk, orders=good), tuple(positions), tuple(held)
 
     def _ack(self, session: Session, test_req_id: str | None, *,
              resend: tuple[int, int] | None = None) -> None:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import time
 from typing import Callable
 
 import msgspec
 
-from engine.intake import Handler, Session
+from engine.intake import Handler, HeldReject, Session, in_bulk_order
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
     SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalChildren,
@@ -418,7 +419,7 @@ class Pipeline(Handler):
         self._report(order, _ExecType.REJECTED, reason=reason, text=text)
 
     def _count_reject(self, reason: int, stage: str) -> None:
-        """Count a refusal the pipeline sends (kronos_rejects; intake counts its own)."""
+        """Count a refusal the pipeline sends (kronos_rejects_total; intake counts its own)."""
         if self.metrics is not None:
             self.metrics.rejects.labels(reject_name(reason), stage).inc()
 
@@ -430,32 +431,27 @@ class Pipeline(Handler):
     # ------------------------------------------------------------ intake handler
 
     def handle(self, session: Session, request: Request,
-               positions: tuple[int, ...] | None = None) -> None:
+               positions: tuple[int, ...] | None = None,
+               held: tuple[HeldReject, ...] = ()) -> None:
         """Journal a request, then process it (see ``engine.intake.Handler``)."""
         now = time.time_ns()
         if now >= self._next_roll:
             self.roll_day(now)
         self.sessions[session.session_id] = session
+        if type(request) is BulkNewOrders:
+            return self._bulk(session, request, positions, held, now)
         if len(self.orders.by_id) >= self._capacity_check_at and \
-                isinstance(request, (NewOrder, BulkNewOrders)) and self._capacity_refuses():
+                type(request) is NewOrder and self._capacity_refuses():
             return self._refuse_capacity(session, request)
         # The client key's throttle, before the command is journaled (see _admit).
         if type(request) is NewOrder:
             gate = self._gates.get(session.session_id) or self._gate(session)
             if gate.admit(now) and not self.orders.used(request.account, request.cl_ord_id):
                 return self._refuse_throttled(session, request, "NewOrder")
-        elif type(request) is BulkNewOrders:
-            request, positions = self._admit(session, request, positions, now)
-            if request is None:
-                return
         self._journal_command(session, request, now)
         match request:
             case NewOrder():
                 self._new_order(session, request, now)
-            case BulkNewOrders():
-                for i, order in enumerate(request.orders):
-                    self._new_order(session, order, now, "BulkNewOrders",
-                                    i if positions is None else positions[i])
             case Cancel():
                 self._cancel(session, request, now)
             case Replace():
@@ -527,7 +523,7 @@ class Pipeline(Handler):
 
     def _new_order(self, session: Session, req: NewOrder, now: int,
                    ref_type: str = "NewOrder", index: int = -1) -> None:
-        # (intake counts orders in: kronos_orders_in)
+        # (intake counts orders in: kronos_orders_in_total)
         # A cl_ord_id names one order for the engine's lifetime (journal
         # included): a client resending after a lost ack or a restart gets a
         # reject, never a second order. An id a Cancel or Replace spent is
@@ -649,8 +645,36 @@ class Pipeline(Handler):
             return self._post_only_default
         return strategy
 
-    def _refuse_capacity(self, session: Session, request: NewOrder | BulkNewOrders) -> None:
-        """Refuse a new order, or a bulk's every order, for a full order table.
+    def _bulk(self, session: Session, request: BulkNewOrders,
+              positions: tuple[int, ...] | None, held: tuple[HeldReject, ...], now: int) -> None:
+        """Take a bulk's orders, answering them, intake's refusals included, in the bulk's order.
+
+        Each order's first answer (its ``NEW`` or ``REJECTED`` report, or a
+        ``Reject``) leaves in the order of the bulk as sent; the rejects intake
+        held back (``held``) and the throttled orders' go out between the
+        others, in place, and go out even if taking an order fails.
+        """
+        held = list(held)
+        try:
+            if len(self.orders.by_id) >= self._capacity_check_at and self._capacity_refuses():
+                in_bulk_order(request, positions, held, functools.partial(
+                    self._refuse_capacity, session, request))
+                return
+            request, positions = self._admit(session, request, positions, held, now)
+            if request is None:
+                return
+            self._journal_command(session, request, now)
+            in_bulk_order(request, positions, held, functools.partial(
+                self._new_order, session, now=now, ref_type="BulkNewOrders"))
+        finally:
+            held.sort(key=lambda reject: reject.place)
+            for reject in held:  # the ones after the last order taken (sent ones send nothing)
+                reject()
+        self._pump(now)
+
+    def _refuse_capacity(self, session: Session, request: NewOrder | BulkNewOrders,
+                         order: NewOrder | None = None, index: int = -1) -> None:
+        """Refuse a new order (a bulk's order at ``index``) for a full order table.
 
         Checked once per message, before the command is journaled: the
         journal holds no trace of it but the ``Reject`` frames, so its
@@ -660,20 +684,18 @@ class Pipeline(Handler):
         one bulk.
         """
         ref_type = type(request).__name__
-        text = (f"{ref_type}: the engine holds {len(self.orders.by_id)} orders, its [orders] "
-                f"max_orders is {self.max_orders}: no new orders until it restarts with a "
-                f"larger one")
-        bulk = isinstance(request, BulkNewOrders)
-        for i, order in enumerate(request.orders if bulk else (request,)):
-            if self.orders.used(order.account, order.cl_ord_id):
-                # A resend of an order the engine has: the client must learn that it has it.
-                self._refuse_duplicate(session, order, ref_type, i if bulk else -1)
-            else:
-                self._refuse(session, _RejectReason.ORDER_CAPACITY, text, "validate",
-                             ref_type=ref_type, cl_ord_id=order.cl_ord_id)
+        order = order or request
+        if self.orders.used(order.account, order.cl_ord_id):
+            # A resend of an order the engine has: the client must learn that it has it.
+            return self._refuse_duplicate(session, order, ref_type, index)
+        where = f"{ref_type} orders[{index}]" if index >= 0 else ref_type
+        self._refuse(session, _RejectReason.ORDER_CAPACITY,
+                     f"{where}: the engine holds {len(self.orders.by_id)} orders, its [orders] "
+                     f"max_orders is {self.max_orders}: no new orders until it restarts with a "
+                     f"larger one", "validate", ref_type=ref_type, cl_ord_id=order.cl_ord_id)
 
     def _admit(self, session: Session, request: BulkNewOrders,
-               positions: tuple[int, ...] | None, now: int
+               positions: tuple[int, ...] | None, held: list[HeldReject], now: int
                ) -> tuple[BulkNewOrders | None, tuple[int, ...] | None]:
         """Judge the client key's throttle on each order of a bulk, before it is journaled.
 
@@ -684,8 +706,10 @@ class Pipeline(Handler):
         recovery. An order whose ``cl_ord_id`` its account has used goes on
         to be refused as a duplicate whatever the throttle says: the client
         must learn the engine has it. Returns the bulk to take (None: nothing
-        left) and its kept orders' places as sent (see ``Handler.handle``).
-        (A single ``NewOrder`` is judged the same way inline, in :meth:`handle`.)
+        left) and its kept orders' places as sent (see ``Handler.handle``);
+        the throttled orders' rejects are added to ``held``, to go out in the
+        bulk's order. (A single ``NewOrder`` is judged the same way inline, in
+        :meth:`handle`.)
         """
         gate = self._gates.get(session.session_id) or self._gate(session)
         used = self.orders.used
@@ -693,7 +717,8 @@ class Pipeline(Handler):
         for i, order in enumerate(request.orders):
             place = i if positions is None else positions[i]
             if gate.admit(now) and not used(order.account, order.cl_ord_id):
-                self._refuse_throttled(session, order, "BulkNewOrders", place)
+                held.append(HeldReject(place, functools.partial(
+                    self._refuse_throttled, session, order, "BulkNewOrders", place)))
             else:
                 kept.append(order)
                 places.append(place)

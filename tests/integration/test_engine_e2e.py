@@ -336,6 +336,8 @@ def test_a_bulks_refusals_name_each_order_by_its_place_as_sent(engine, client):
     bad_version = NewOrder(**{**msgspec.structs.asdict(good("bx-q")), "v": 2})
     client.bulk([good("bx-1"), bad_version, good("bx-2"), good("bx-used"), good("bx-q")])
     got = client.drain(0.5)
+    # Each order's answer in its place in the bulk.
+    assert [m.cl_ord_id for m in got[:5]] == ["bx-1", "bx-q", "bx-2", "bx-used", "bx-q"]
     rejects = {m.text.split(":")[0]: m for m in got if isinstance(m, Reject)}
     assert set(rejects) == {"BulkNewOrders orders[1]", "BulkNewOrders orders[3]",
                             "BulkNewOrders orders[4]"}

@@ -43,9 +43,10 @@ def test_a_refused_duplicate_in_a_bulk_never_becomes_the_order(tmp_path):
                                             cl_ord_id="X"),
                      client.build_new_order("AAA", "sell_short", "900", "49.00",
                                             account="DEMO1", cl_ord_id="X", locate=True)])
-        # (intake refuses the second before the engine acknowledges the first)
-        dup = client.recv_until(lambda m: isinstance(m, Reject), 5)[-1]
-        assert report(client, "X", ExecType.NEW).side == 1
+        # (the answers leave in the bulk's order: the first's NEW, then the refusal)
+        *before, dup = client.recv_until(lambda m: isinstance(m, Reject), 5)
+        assert [(m.cl_ord_id, m.exec_type, m.side) for m in before
+                if isinstance(m, ExecutionReport)] == [("X", ExecType.NEW, 1)]
         assert (dup.reject_name, dup.ref_type, dup.cl_ord_id) == \
             ("DUPLICATE_CL_ORD_ID", "BulkNewOrders", "X")
         # Which of the two orders named X was refused: the second.

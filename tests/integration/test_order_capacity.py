@@ -58,7 +58,9 @@ def test_a_full_order_table_refuses_new_orders_and_keeps_everything_else(tmp_pat
         # A bulk: each order refused under its own id; an id the engine has is a duplicate.
         client.bulk([NewOrder(cl_ord_id=c, account="DEMO1", symbol="AAA", side=Side.BUY,
                               qty="10", price="40.00") for c in ("x2", "w1")])
-        assert _reject(client, "x2").reject_name == "ORDER_CAPACITY"
+        refused = _reject(client, "x2")
+        assert refused.reject_name == "ORDER_CAPACITY"
+        assert refused.text.startswith("BulkNewOrders orders[0]: the engine holds 3 orders")
         duplicate = _reject(client, "w1")
         assert (duplicate.reject_name, duplicate.ref_type) == ("DUPLICATE_CL_ORD_ID",
                                                                "BulkNewOrders")

@@ -195,3 +195,20 @@ def test_a_throttled_order_leaves_no_trace(tmp_path):
                 assert (type(answer), answer.reject_name) == (ExecutionReport, None)
     finally:
         kill_if_running(proc)
+
+
+def test_a_bulks_answers_leave_in_the_bulks_order(tmp_path):
+    """Intake's refusals and the throttled orders' rejects used to leave first, before
+    the answers to the orders taken; now each order's answer leaves in its place."""
+    from engine.messages import NewOrder, Side
+    order = lambda cid, price="47.50": NewOrder(  # noqa: E731
+        cl_ord_id=cid, account="DEMO1", symbol="AAA", side=Side.BUY, qty="1", price=price)
+    with serving(tmp_path, extra=SESSION_LIMITS) as (_, endpoint), Client(endpoint) as client:
+        client.bulk([order("b0"), order("b1", price=None), order("b2"), order("b3"),
+                     order("b0"), order("b5")])
+        got = [m for m in client.drain(1.0) if isinstance(m, (ExecutionReport, Reject))]
+    first = [(m.cl_ord_id, m.reject_name) for m in got[:6]]
+    assert first == [("b0", None), ("b1", "PRICE_REQUIRED"), ("b2", None), ("b3", "THROTTLED"),
+                     ("b0", "DUPLICATE_CL_ORD_ID"), ("b5", "THROTTLED")]
+    assert [type(m) for m in got[:6]] == [ExecutionReport, Reject, ExecutionReport, Reject,
+                                          Reject, Reject]

@@ -44,9 +44,9 @@ class FlagWatchingHandler(EchoHandler):
         super().__init__()
         self.flag, self.seen = flag, []
 
-    def handle(self, session, request, positions=None):
+    def handle(self, session, request, positions=None, held=()):
         self.seen.append(self.flag.up)
-        super().handle(session, request, positions)
+        super().handle(session, request, positions, held)
 
 
 def test_intake_raises_the_flag_while_it_handles_messages(tmp_path):

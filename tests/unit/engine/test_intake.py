@@ -15,7 +15,7 @@ import zmq
 
 from engine.client import Client
 from engine.config import IntakeConfig, SecurityConfig
-from engine.intake import Handler, IntakeServer, IntakeThread
+from engine.intake import Handler, IntakeServer, IntakeThread, in_bulk_order
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, KillSwitch,
     NewOrder, OrderStatusReply, OrderStatusRequest, OrdStatus, Reject, RejectReason, ReloadLimits,
@@ -51,7 +51,7 @@ class EchoHandler(Handler):
             import asyncio
             asyncio.get_running_loop().call_later(self.defer, session.send, msg)
 
-    def handle(self, session, request, positions=None):
+    def handle(self, session, request, positions=None, held=()):
         self.requests.append((session.session_id, request))
         self.positions.append(positions)
         self.sessions[session.session_id] = session
@@ -62,9 +62,15 @@ class EchoHandler(Handler):
                 self.orders[request.cl_ord_id] = report = self._report(request)
                 self._send(session, report)
             case BulkNewOrders():
-                for order in request.orders:
+                def answer(order, index):
+                    if order.cl_ord_id == "boom":
+                        raise RuntimeError("pipeline bug")
                     self.orders[order.cl_ord_id] = report = self._report(order)
                     self._send(session, report)
+                held = list(held)
+                in_bulk_order(request, positions, held, answer)
+                for reject in held:
+                    reject()
             case Cancel():
                 last = self.orders.get(request.orig_cl_ord_id)
                 if last is None:
@@ -265,6 +271,8 @@ def test_bulk_orders_answered_per_order(running, client):
               order_for(client, account="ACC2")]
     client.bulk(orders, batch_id="b1")
     replies = [client.recv(5) for _ in orders]
+    # Intake's refusals leave in the bulk's place, between the handler's answers.
+    assert [m.cl_ord_id for m in replies] == [o.cl_ord_id for o in orders]
     by_id = {m.cl_ord_id: m for m in replies}
     assert by_id[orders[1].cl_ord_id].reject_reason == RejectReason.NOT_AUTHORIZED
     assert "orders[1]" in by_id[orders[1].cl_ord_id].text
@@ -275,6 +283,22 @@ def test_bulk_orders_answered_per_order(running, client):
     assert [o.cl_ord_id for o in handed.orders] == [orders[0].cl_ord_id, orders[3].cl_ord_id]
     # Where the kept orders were in the bulk as sent, for the engine to name them by.
     assert running.call(lambda: running.server.handler.positions) == [(0, 3)]
+
+
+def test_a_failing_handler_still_sends_the_bulks_held_rejects(running, client):
+    """A refused order's reject is held for the handler to send in place; a handler that
+    fails before sending it does not lose it."""
+    orders = [order_for(client), msgspec.structs.replace(order_for(client), cl_ord_id="boom"),
+              order_for(client, account="ACC9")]
+    client.bulk(orders)
+    replies = [client.recv(5) for _ in range(3)]
+    assert [type(m) for m in replies] == [ExecutionReport, Reject, Reject]
+    assert replies[0].cl_ord_id == orders[0].cl_ord_id
+    refused = {m.reject_reason: m for m in replies[1:]}
+    assert refused[RejectReason.NOT_AUTHORIZED].cl_ord_id == orders[2].cl_ord_id
+    assert refused[RejectReason.INTERNAL_ERROR].ref_type == "BulkNewOrders"
+    with pytest.raises(TimeoutError):  # each reject went out once
+        client.recv(0.3)
 
 
 def test_bulk_order_of_an_unsupported_version_is_refused_alone(running, client):
