@@ -1345,17 +1345,22 @@ class Pipeline(Handler):
         actor = f"{session.client_name} ({session.session_id})"
         scope = RISK_SCOPE[req.scope]
         named = kill_switch_scope(req.scope, req.target)
+        engaged = self.risk.kill_switches()
+        was_engaged = engaged["global"] if scope == "global" else \
+            req.target in engaged["accounts" if scope == "account" else "instruments"]
         try:
             if req.action == "engage":
                 keys = self.risk.engage_kill_switch(scope, req.target, now_ns=now, actor=actor,
                                                     reason=req.text or "")
                 self._pull(keys, now, _RejectReason.KILL_SWITCH,
                            f"canceled: kill switch engaged ({named})")
-                text = f"kill switch engaged ({named}); {len(keys)} working orders canceled"
+                text = f"kill switch engaged ({named}); {len(keys)} working orders canceled" + \
+                    ("; it was engaged already" if was_engaged else "")
             else:
                 self.risk.release_kill_switch(scope, req.target, now_ns=now, actor=actor,
                                               reason=req.text or "")
-                text = f"kill switch released ({named})"
+                text = f"kill switch released ({named})" + \
+                    ("" if was_engaged else "; it was not engaged")
         except (KeyError, ValueError) as exc:
             reason = _RejectReason.INVALID_FIELD
             why = clip_text(f"unknown {req.scope} {req.target!r}" if isinstance(exc, KeyError)

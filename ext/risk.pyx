@@ -1468,11 +1468,15 @@ cdef class RiskEngine:
         account = self._name(self._account_names, d.account)
         symbol = self._name(self._instrument_names, d.instrument)
         session = self._name(self._session_names, d.session)
-        layer = {LAYER_FIRM: "firm",
-                 LAYER_ACCOUNT: f"account {account}",
-                 LAYER_INSTRUMENT: f"instrument {symbol}",
-                 LAYER_ACCOUNT_INSTRUMENT: f"account {account} in {symbol}",
-                 LAYER_SESSION: f"session {session}"}.get(d.layer, "")
+        if reason == KILL_SWITCH:  # named as KillSwitch names it, to release it by
+            layer = {LAYER_FIRM: "global", LAYER_ACCOUNT: f"account {account}",
+                     LAYER_INSTRUMENT: f"symbol {symbol}"}.get(d.layer, "")
+        else:
+            layer = {LAYER_FIRM: "firm",
+                     LAYER_ACCOUNT: f"account {account}",
+                     LAYER_INSTRUMENT: f"instrument {symbol}",
+                     LAYER_ACCOUNT_INSTRUMENT: f"account {account} in {symbol}",
+                     LAYER_SESSION: f"session {session}"}.get(d.layer, "")
         profile = self._profile(d.session) if 0 <= d.session < self.n_sessions else f"#{d.session}"
         text = template.format(layer=layer, limit=self._show(d.measure, d.limit, symbol),
                                value=self._show(d.measure, d.value, symbol), profile=profile)

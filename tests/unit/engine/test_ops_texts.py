@@ -78,3 +78,27 @@ def test_kill_switch_texts_over_a_running_engine(tmp_path, caplog, scope, target
     assert len(lines) == 2
     for line, text in zip(lines, (engaged.text, released.text)):
         assert line.startswith("kill switch by ") and line.endswith(f": {text}")
+
+
+@pytest.mark.parametrize("scope,target,named", [
+    ("global", None, "global"),
+    ("symbol", "AAA", "symbol AAA"),
+])
+def test_a_refused_order_names_the_switch_as_a_release_would(tmp_path, scope, target, named):
+    """Risk named the switches by its own layers ("(firm)", "(instrument AAA)"), not as a
+    KillSwitch does ("global", "symbol AAA"); and a release of a switch that was not
+    engaged, or a second engage, answered as if it had changed something."""
+    def admin(action):
+        client.send(KillSwitch(req_id=action, action=action, scope=scope, target=target))
+        return _collect(client, _admin_reply)[0].text
+
+    with serving(tmp_path) as (_, endpoint), Client(endpoint) as client:
+        assert admin("engage") == f"kill switch engaged ({named}); 0 working orders canceled"
+        assert admin("engage") == (f"kill switch engaged ({named}); 0 working orders canceled; "
+                                   f"it was engaged already")
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="k1")
+        [refused] = _collect(client, _report("k1", ExecType.REJECTED))
+        assert refused.reject_name == "KILL_SWITCH"
+        assert f"kill switch engaged ({named}); no new orders" in refused.text
+        assert admin("release") == f"kill switch released ({named})"
+        assert admin("release") == f"kill switch released ({named}); it was not engaged"

@@ -66,6 +66,9 @@ class Harness:
         phrase = {L.LAYER_FIRM: "firm", L.LAYER_ACCOUNT: f"account {account}",
                   L.LAYER_INSTRUMENT: f"instrument {instrument}", L.LAYER_SESSION: "session",
                   L.LAYER_ACCOUNT_INSTRUMENT: f"account {account} in {instrument}"}.get(layer)
+        if reason == R.KILL_SWITCH:  # named as a KillSwitch request names it
+            phrase = {L.LAYER_FIRM: "(global)", L.LAYER_ACCOUNT: f"(account {account})",
+                      L.LAYER_INSTRUMENT: f"(symbol {instrument})"}.get(layer)
         if "{layer}" in ext.risk._REASON_TEXT[reason] and layer != L.LAYER_NONE:
             # layered limits say which layer ("the account A1 max_order_qty ...")
             assert phrase and phrase in text, text
