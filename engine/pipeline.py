@@ -571,6 +571,12 @@ class Pipeline(Handler):
                                 order.qty, order.price, risk_flags(req) | _ADMITTED,
                                 cl_ord_hash(req.cl_ord_id, req.account), now)
         if reason:
+            if reason == _RejectReason.STALE_REFERENCE_PRICE and not self.venues.open_count():
+                # Prices went stale because the venues closed: the router's answer
+                # then, and what /healthz promises, is NO_ROUTE.
+                return self._reject_order(order, _RejectReason.NO_ROUTE,
+                                          "the venues are closed: no venue to route to",
+                                          now, "route")
             return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
         self._journal_valuation(order)
         order.advance(_Stage.RISK_CHECKED, now)
