@@ -46,7 +46,7 @@ import re
 import tomllib
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, NoReturn
+from typing import Annotated, Any, Callable, Iterator, Literal, NoReturn
 
 import msgspec
 import zmq.auth
@@ -351,7 +351,8 @@ class Config(_Section):
 
 # ---------------------------------------------------------------- loading
 _Z85_KEY = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
-_ENDPOINT = re.compile(r"^(tcp://[^\s]+:(\d+|\*)|ipc://[^\s]+|inproc://[^\s]+)$")
+# (inproc:// is refused: only the engine's own process could reach it, never a client)
+_ENDPOINT = re.compile(r"^(tcp://[^\s]+:(\d+|\*)|ipc://[^\s]+)$")
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
@@ -479,7 +480,7 @@ def _check(config: Config, source: str) -> None:
     for key in ("endpoints", "plaintext_endpoints"):
         for endpoint in getattr(intake, key):
             if not _ENDPOINT.match(endpoint):
-                fail(f"'intake.{key}': {endpoint!r} is not a tcp://host:port, ipc:// or inproc:// endpoint")
+                fail(f"'intake.{key}': {endpoint!r} is not a tcp://host:port or ipc:// endpoint")
             problem = _zmq_endpoint_problem(endpoint)
             if problem:
                 fail(f"'intake.{key}': {endpoint!r}: {problem}")
@@ -542,8 +543,66 @@ def _check(config: Config, source: str) -> None:
     except GatewayConfigError as exc:
         fail(str(exc))
     _check_history_store(config.history, gateway_configs, fail)
+    _check_binds(config, gateway_configs, fail)
     venues = _check_sim(config.sim, fail)
     _check_risk_and_router(config, venues, fail)
+
+
+def _binds(config: Config, gateway_configs: list) -> Iterator[tuple[str, str, str]]:
+    """Every address the configuration binds: ``(key, host or "ipc", port or path)``.
+
+    Ports left to the system (0, ``*``) and endpoints turned off are left out.
+    """
+    def endpoint(key: str, value: str) -> Iterator[tuple[str, str, str]]:
+        if value.startswith("ipc://"):
+            yield key, "ipc", value[len("ipc://"):]
+        elif value.startswith("tcp://"):
+            host, _, port = value[len("tcp://"):].rpartition(":")
+            if port not in ("0", "*"):
+                yield key, host, str(int(port))
+
+    for key in ("endpoints", "plaintext_endpoints"):
+        for i, value in enumerate(getattr(config.intake, key)):
+            yield from endpoint(f"intake.{key}[{i}]", value)
+    if config.metrics.port:
+        yield "metrics.port", config.metrics.host, str(config.metrics.port)
+    for i, gateway in enumerate(gateway_configs):
+        if not gateway.enabled:
+            continue
+        for key in ("endpoint", "replay_endpoint"):
+            if hasattr(gateway, key):
+                yield from endpoint(f"gateways[{i}].{key}", getattr(gateway, key))
+        if gateway.metrics_port:
+            yield f"gateways[{i}].metrics_port", gateway.metrics_host, str(gateway.metrics_port)
+
+
+def _check_binds(config: Config, gateway_configs: list, fail: Callable[[str], NoReturn]) -> None:
+    """Refuse two endpoints of the file that would bind one address.
+
+    Found here, the clash is named by its two keys (exit 2) instead of
+    failing at bind time, half started, with "Address already in use".
+    """
+    seen: list[tuple[str, str, str]] = []
+    for key, host, port in _binds(config, gateway_configs):
+        for other, other_host, other_port in seen:
+            if port == other_port and _same_address(host, other_host):
+                where = f"the path {port}" if host == "ipc" else f"port {port}"
+                fail(f"'{key}': binds {where}, as '{other}' does; give each its own")
+        seen.append((key, host, port))
+
+
+def _same_address(a: str, b: str) -> bool:
+    """Whether two binds' hosts (``"ipc"`` for paths) take one address on a shared port.
+
+    ``0.0.0.0`` and ``*`` take every IPv4 address; ``::`` every address,
+    IPv4 included (dual stack). Host names are compared as written, not
+    resolved, and counted as IPv4.
+    """
+    if "ipc" in (a, b):
+        return a == b
+    a, b = a.strip("[]"), b.strip("[]")
+    return a == b or "::" in (a, b) or (
+        bool({a, b} & {"*", "0.0.0.0"}) and ":" not in a + b)
 
 
 def _certificate(path: str, key: str, fail: Callable[[str], NoReturn]) -> tuple[bytes, bytes | None]:
@@ -599,6 +658,9 @@ def risk_config(config: Config, instruments) -> dict[str, Any]:
     per_inst = table["instruments"] = {}
     for inst in instruments:
         entry = per_inst[inst.symbol] = given.get(inst.symbol, {})
+        if not isinstance(entry, dict):
+            raise ConfigError(f"'risk.instruments.{inst.symbol}': expected a table of limits "
+                              f"([risk.instruments.{inst.symbol}]), not {entry!r}")
         for key in ("tick_size", "lot_size", "min_qty"):
             value = getattr(inst, key)
             if key in entry and entry[key] != value:

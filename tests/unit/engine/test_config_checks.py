@@ -43,6 +43,17 @@ SIM = Path(__file__).resolve().parents[2] / "integration" / "configs" / "quiet_s
     ('[[gateways]]\ntype = "zmq"\nreplay_endpoint = "tcp://::1:7102"\n',
      "'gateways[0].replay_endpoint': 'tcp://::1:7102': an IPv6 address is written in brackets: "
      "tcp://[::1]:7102"),
+    # Two endpoints of one file on one address failed at bind time, half started
+    # ("Address already in use", exit 1); a table's place taken by a number said
+    # "'risk': argument of type 'int' is not iterable".
+    ('[metrics]\nport = 7002\n',
+     "'metrics.port': binds port 7002, as 'intake.plaintext_endpoints[0]' does"),
+    ('[[gateways]]\ntype = "zmq"\nendpoint = "tcp://0.0.0.0:7002"\n',
+     "'gateways[0].endpoint': binds port 7002, as 'intake.plaintext_endpoints[0]' does"),
+    ('[[gateways]]\ntype = "zmq"\nmetrics_port = 9464\nmetrics_host = "0.0.0.0"\n',
+     "'gateways[0].metrics_port': binds port 9464, as 'metrics.port' does"),
+    ('[risk.instruments]\nAAA = 5\n',
+     "'risk.instruments.AAA': expected a table of limits ([risk.instruments.AAA]), not 5"),
 ])
 def test_mistakes_are_named_when_the_file_is_read(snippet, message):
     with pytest.raises(ConfigError) as caught:
@@ -104,6 +115,11 @@ def test_a_malformed_ipv6_endpoint_is_refused(endpoint, message):
     'allow_plaintext = true\n',
     '[[gateways]]\ntype = "zmq"\nendpoint = "tcp://[::1]:7101"\nreplay_endpoint = "tcp://[::1]:7102"\n',
     '[router]\nstrategy = "dark_first"\n',
+    # Same port, other hosts; a gateway's metrics beside the engine's.
+    '[metrics]\nhost = "127.0.0.2"\nport = 7002\n',
+    '[metrics]\nhost = "::1"\nport = 7002\n',
+    '[intake]\nplaintext_endpoints = ["tcp://*:7002", "tcp://[::1]:7002"]\nallow_plaintext = true\n',
+    '[[gateways]]\ntype = "zmq"\nmetrics_port = 9465\n',
 ])
 def test_good_values_pass(snippet):
     text = snippet if snippet.startswith("[intake]") else PLAIN + snippet
@@ -126,3 +142,22 @@ def test_a_bad_simulator_file_is_named(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert str(caught.value).startswith(f"{path}: 'sim.config': {tmp_path / 'sim.toml'}: ")
+
+
+@pytest.mark.parametrize("endpoints,message", [
+    ('["tcp://127.0.0.1:7003", "tcp://127.0.0.1:7003"]',
+     "'intake.plaintext_endpoints[1]': binds port 7003, as 'intake.plaintext_endpoints[0]' does"),
+    ('["tcp://*:7003", "tcp://127.0.0.1:7003"]', "'intake.plaintext_endpoints[1]': binds port 7003"),
+    ('["tcp://[::1]:7003", "tcp://[::]:7003"]', "'intake.plaintext_endpoints[1]': binds port 7003"),
+    ('["tcp://[::]:7003", "tcp://127.0.0.1:7003"]', "'intake.plaintext_endpoints[1]': binds port 7003"),
+    ('["ipc:///tmp/k.sock", "ipc:///tmp/k.sock"]',
+     "'intake.plaintext_endpoints[1]': binds the path /tmp/k.sock, as"),
+    # Only the engine's own process could connect to it.
+    ('["inproc://intake"]', "'intake.plaintext_endpoints': 'inproc://intake' is not a "
+                            "tcp://host:port or ipc:// endpoint"),
+])
+def test_intake_endpoints_no_client_could_use_are_refused(endpoints, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"[intake]\nplaintext_endpoints = {endpoints}\nallow_plaintext = true\n",
+                     source="engine.toml")
+    assert message in str(caught.value)
