@@ -21,10 +21,10 @@ from typing import Any
 import gateways
 from engine.aio import cancel_and_wait
 from engine.busy import BusyFlag
-from engine.config import (Config, ConfigError, core_risk, core_router, load_config, parse_config,
-                           risk_config, trading_day)
+from engine.config import (Config, ConfigError, SecurityConfig, core_risk, core_router,
+                           load_config, parse_config, risk_config, trading_day)
 from engine.history import GatewayTradeStore, TradeHistory
-from engine.intake import EndpointError, IntakeServer, client_names
+from engine.intake import ALL_ACCOUNTS, EndpointError, IntakeServer, client_names
 from engine.journal import JournalFailedError, JournalWriter
 from engine.metrics import Metrics, MetricsServer, setup_logging
 from engine.pipeline import Pipeline
@@ -186,6 +186,7 @@ class EngineService:
         self.intake = IntakeServer.from_config(cfg, self.pipeline, metrics=self.metrics,
                                                busy=self.busy)
         await self.intake.start()
+        self._warn_unknown_entitled(cfg.security)
         for rs in self.recovered.sessions:
             session = self.intake.restore_session(rs.session_id, rs.principal, rs.seq, rs.messages)
             if session is not None:
@@ -374,7 +375,26 @@ class EngineService:
         log.warning("security reloaded: clients added %s, removed %s, changed %s",
                     sorted(after.keys() - before.keys()), sorted(before.keys() - after.keys()),
                     sorted(n for n in before.keys() & after.keys() if before[n] != after[n]))
+        self._warn_unknown_entitled(fresh.security)
         return True
+
+    def _warn_unknown_entitled(self, security: SecurityConfig) -> None:
+        """Log each account a key is entitled to that risk has no limits for.
+
+        Not refused when the file is read: an entitlement may be written
+        before a ReloadLimits adds its account. Until then the account's
+        orders are refused ``UNKNOWN_ACCOUNT``, and the line says why.
+        """
+        known = set(self.pipeline.risk.accounts) | {ALL_ACCOUNTS}
+        holders = [("security.plaintext_accounts", "plaintext", security.plaintext_accounts)]
+        holders += [(f"security.clients[{i}]", client.name, client.accounts)
+                    for i, client in enumerate(security.clients)]
+        for where, name, accounts in holders:
+            missing = sorted(set(accounts) - known)
+            if missing:
+                log.warning("%s (%s) is entitled to %s, which [risk.accounts] does not have: "
+                            "their orders are refused UNKNOWN_ACCOUNT until a ReloadLimits "
+                            "adds them", where, name, ", ".join(missing))
 
     def _health(self) -> tuple[bool, str]:
         """``/healthz``: whether the engine serves (503 if not), and whether its venues are open.

@@ -48,3 +48,19 @@ def test_a_reload_keeps_the_accounts_a_restart_needs(tmp_path):
     with ThreadedEngine(path), Client(endpoint) as client:
         client.status("d2", account="DEMO2")
         assert client.recv(5).found
+
+
+def test_an_entitlement_to_an_account_risk_lacks_is_logged_at_start(tmp_path, caplog):
+    """The file may entitle a key to an account [risk.accounts] does not have yet (a
+    ReloadLimits may add it later); its orders are refused UNKNOWN_ACCOUNT, and the start
+    now says so instead of nothing."""
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal").replace(
+        'plaintext_accounts = ["DEMO1", "DEMO2"]', 'plaintext_accounts = ["DEMO1", "GHOST"]'))
+    with ThreadedEngine(path):
+        pass
+    lines = [r.getMessage() for r in caplog.records if "is entitled to" in r.getMessage()]
+    assert lines == ["security.plaintext_accounts (plaintext) is entitled to GHOST, which "
+                     "[risk.accounts] does not have: their orders are refused UNKNOWN_ACCOUNT "
+                     "until a ReloadLimits adds them"]
