@@ -78,53 +78,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="request", metavar="REQUEST", required=True)
 
     new = sub.add_parser("new", help="send a NewOrder")
-    new.add_argument("--symbol", required=True)
+    new.add_argument("--symbol", required=True, help="instrument, e.g. AAPL")
     new.add_argument("--side", required=True, choices=["buy", "sell", "sell_short"])
     new.add_argument("--qty", required=True, help="decimal quantity, e.g. 10")
     new.add_argument("--price", help="decimal limit price, e.g. 101.25 (omit for a market order)")
-    new.add_argument("--account", required=True)
-    new.add_argument("--ord-type", choices=["limit", "market"])
-    new.add_argument("--tif", default="day", choices=["day", "gtc", "ioc", "fok"])
-    new.add_argument("--cl-ord-id")
-    new.add_argument("--post-only", action="store_true")
+    new.add_argument("--account", required=True, help="account the order trades for")
+    new.add_argument("--ord-type", choices=["limit", "market"],
+                     help="default: limit with --price, market without")
+    # No "fok": the engine refuses every FOK order (INVALID_TIF), as a fill-or-kill
+    # cannot be held across venues; offering it would only invite the reject.
+    new.add_argument("--tif", default="day", choices=["day", "gtc", "ioc"],
+                     help="time in force (default day; the engine refuses FOK)")
+    new.add_argument("--cl-ord-id", help="client order id (default: a fresh <hex>-1)")
+    new.add_argument("--post-only", action="store_true",
+                     help="only rest on the book, never take liquidity (limit, day or gtc)")
     new.add_argument("--locate", action="store_true",
                      help="a locate was obtained (every sell_short needs one: docs/risk.md)")
 
     cancel = sub.add_parser("cancel", help="send a Cancel")
-    cancel.add_argument("--orig-cl-ord-id", required=True)
-    cancel.add_argument("--account", required=True)
+    cancel.add_argument("--orig-cl-ord-id", required=True, help="cl_ord_id of the order to cancel")
+    cancel.add_argument("--account", required=True, help="the order's account")
 
     replace = sub.add_parser("replace", help="send a Replace")
-    replace.add_argument("--orig-cl-ord-id", required=True)
-    replace.add_argument("--account", required=True)
-    replace.add_argument("--qty")
-    replace.add_argument("--price")
+    replace.add_argument("--orig-cl-ord-id", required=True, help="cl_ord_id of the order to change")
+    replace.add_argument("--account", required=True, help="the order's account")
+    replace.add_argument("--qty", help="new decimal quantity (default: unchanged)")
+    replace.add_argument("--price", help="new decimal limit price (default: unchanged)")
 
     status = sub.add_parser("status", help="send an OrderStatusRequest")
-    status.add_argument("--cl-ord-id", required=True)
-    status.add_argument("--account", required=True)
+    status.add_argument("--cl-ord-id", required=True, help="the order's cl_ord_id")
+    status.add_argument("--account", required=True, help="the order's account")
 
     history = sub.add_parser("history", help="send a TradeHistoryRequest (the account's fills)")
-    history.add_argument("--account", required=True)
+    history.add_argument("--account", required=True, help="whose fills")
     history.add_argument("--start", type=_time_ns, default=0,
                          help="from this time on (ISO 8601, e.g. 2026-12-05T09:30:00Z, or "
                               "nanoseconds since 1970; default: the beginning)")
     history.add_argument("--end", type=_time_ns, default=None,
                          help="up to, not including, this time (same forms; default: now)")
-    history.add_argument("--symbol")
+    history.add_argument("--symbol", help="only this instrument's fills (default: all)")
 
     heartbeat = sub.add_parser("heartbeat", help="send a Heartbeat")
-    heartbeat.add_argument("--cancel-on-disconnect", action=argparse.BooleanOptionalAction, default=None)
+    heartbeat.add_argument("--cancel-on-disconnect", action=argparse.BooleanOptionalAction,
+                           default=None, help="opt the session in to (or, with --no-, out of) "
+                                              "cancel-on-disconnect (default: leave it as it is)")
 
 
 def _readable(msg) -> dict:
-    """A message as a dict with its enums by name (those of a nested report too)."""
+    """A message as a dict with its enums by name, at every depth.
+
+    Nested structs too: an ``OrderStatusReply``'s ``report`` and each of a
+    ``TradeHistoryReply``'s ``fills`` carry a ``side``, which would otherwise
+    print as an integer in one line and a name in the next.
+    """
     data = {"type": type(msg).__name__, **msgspec.to_builtins(msg)}
-    for fields in (data, data.get("report") or {}):
-        for field, enum_type in _ENUM_FIELDS.items():
-            if isinstance(fields.get(field), int):
-                fields[field] = enum_type(fields[field]).name
+    _name_enums(data)
     return data
+
+
+def _name_enums(value) -> None:
+    """Replace, in place, the enum fields' integers by names in ``value``'s dicts, however deep."""
+    if isinstance(value, dict):
+        for field, item in value.items():
+            enum_type = _ENUM_FIELDS.get(field)
+            if enum_type is not None and isinstance(item, int):
+                value[field] = enum_type(item).name
+            else:
+                _name_enums(item)
+    elif isinstance(value, list):
+        for item in value:
+            _name_enums(item)
 
 
 def _refused(msg) -> bool:
