@@ -258,7 +258,7 @@ class Session:
 
     __slots__ = ("session_id", "principal", "client_name", "accounts", "admin",
                  "cancel_on_disconnect", "timed_out", "fresh", "last_recv_ns", "created_ns",
-                 "_seq", "_ring", "_route", "_listener", "_backlog")
+                 "_seq", "_ring", "_route", "_listener", "_backlog", "_departed")
 
     def __init__(self, listener: "_Listener", route: bytes | None, principal: str,
                  client_name: str, accounts: frozenset[str], admin: bool, ring_size: int,
@@ -280,6 +280,10 @@ class Session:
         # (route, frames) that ZeroMQ would not take yet for that route (the
         # peer reads slower than we send): sent in order before anything newer.
         self._backlog: tuple[bytes, collections.deque] | None = None
+        # (listener, route) of its connections that went, in that listener's
+        # ``departed``: taken out when the session is dropped, so that a
+        # dropped session (and its ring) is not held there after it.
+        self._departed: list[tuple[_Listener, bytes]] = []
 
     def __repr__(self) -> str:
         return (f"Session({self.session_id}, client={self.client_name!r}, seq={self._seq}, "
@@ -489,6 +493,9 @@ class _Listener:
             # unread in the socket: read later, it is its session's (the one
             # the client resumes), not a new one's that nobody would resume.
             _remember(self.departed, route, session, self.server.config.max_sessions)
+            session._departed = [(listener, r) for listener, r in session._departed
+                                 if listener.departed.get(r) is session]
+            session._departed.append((self, route))
         if session._route == route:
             session._route = None
 
@@ -1258,6 +1265,10 @@ class IntakeServer:
                                    f"{why}; this connection has no session any more and its "
                                    f"requests are refused: reconnect to start a new one")
         session._route = None
+        for departed_from, gone in session._departed:
+            if departed_from.departed.get(gone) is session:
+                del departed_from.departed[gone]
+        session._departed = []
         self.metrics.sessions.set(len(self.sessions))
         try:
             self.handler.on_session_forgotten(session)

@@ -171,3 +171,40 @@ def test_a_session_intake_dropped_stays_dropped_across_a_restart(tmp_path):
             assert got.found and got.report.exec_type == ExecType.NEW
     finally:
         kill_if_running(proc)
+
+
+def test_a_dropped_sessions_closed_connections_do_not_keep_it(tmp_path):
+    """Each closed connection stays in its listener's ``departed`` map for a late frame; a
+    session intake dropped stayed there too, with its resend ring, bounded only by
+    max_sessions (10,000 by default), while one resumed session at the head of the map kept
+    the watchdog from clearing anything behind it: memory grew with every session dropped."""
+    from engine.messages import HeartbeatAck
+    port = free_port()
+    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
+    path.write_text(config_text(port, tmp_path / "journal").replace(
+        "heartbeat_timeout_ms = 60000", "heartbeat_timeout_ms = 60000\nmax_sessions_per_key = 3"))
+    with ThreadedEngine(path) as engine:
+        first = Client(endpoint, heartbeat_s=0)
+        first.heartbeat()
+        first.recv(5)
+        session_id, last = first.session_id, first.last_seq
+        first.close()
+        time.sleep(0.3)
+        with Client(endpoint, heartbeat_s=0) as pinned:  # resumed: alive at the map's head
+            pinned.resume(session_id, last)
+            pinned.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+            for _ in range(12):
+                with Client(endpoint, heartbeat_s=0) as brief:
+                    for _ in range(20):
+                        brief.heartbeat()
+                    brief.recv_until(lambda m: brief.last_seq >= 20, 5)
+                time.sleep(0.05)
+            time.sleep(0.3)
+
+            def held():
+                intake = engine.service.intake
+                kept = [s for listener in intake._listeners for s in listener.departed.values()]
+                return len(kept), sum(s.session_id not in intake.sessions for s in kept)
+
+            kept, dropped = engine.call(held)
+    assert kept >= 1 and dropped == 0
