@@ -448,6 +448,16 @@ class Pipeline(Handler):
             gate = self._gates.get(session.session_id) or self._gate(session)
             if gate.admit(now) and not self.orders.used(request.account, request.cl_ord_id):
                 return self._refuse_throttled(session, request, "NewOrder")
+        elif type(request) is Cancel or type(request) is Replace:
+            order = self.orders.find(request.account, request.orig_cl_ord_id)
+            if (order is None or order.done) and \
+                    not self.orders.used(request.account, request.cl_ord_id):
+                # It names no order it could act on: refused as it would be, but
+                # not journaled and its id not spent. Spent, such requests (which
+                # nothing throttles) would grow the id table and the journal
+                # for good, past [orders] max_orders.
+                self._lookup(session, request, now, spend=False)
+                return
         self._journal_command(session, request, now)
         match request:
             case NewOrder():
@@ -801,15 +811,19 @@ class Pipeline(Handler):
 
     # ------------------------------------------------------------ cancel and replace
 
-    def _lookup(self, session: Session, req: Cancel | Replace, now: int) -> Order | None:
+    def _lookup(self, session: Session, req: Cancel | Replace, now: int,
+                spend: bool = True) -> Order | None:
         """The order a Cancel or Replace may act on, or None once the request is refused.
 
         Whatever the outcome, the request's own cl_ord_id is spent on the
-        account from here on: it is the order's name to be while the request
-        is in flight, and no later request or order may take it (recovery
-        spends it again from the journaled command).
+        account from here on (unless ``spend`` is false: one that names no
+        order it could act on, refused before it is journaled): it is the
+        order's name to be while the request is in flight, and no later
+        request or order may take it (recovery spends it again from the
+        journaled command).
         """
-        fresh = self.orders.reserve(req.account, req.cl_ord_id)
+        fresh = self.orders.reserve(req.account, req.cl_ord_id) if spend else \
+            not self.orders.used(req.account, req.cl_ord_id)
         order = self.orders.find(req.account, req.orig_cl_ord_id)
         kind = type(req).__name__
         if order is None:

@@ -229,3 +229,46 @@ def test_status_after_a_restart_is_the_report_the_orders_session_got(tmp_path):
     with ThreadedEngine(path), Client(endpoint) as client:
         assert status(client, "o1").report == before
 
+
+
+def test_requests_naming_no_order_they_could_act_on_leave_nothing_across_a_kill_9(tmp_path):
+    """A Cancel or Replace naming no order (or a done one) is refused before it is journaled
+    and spends no id: after a kill -9 the journal has nothing to replay for it, the ids
+    are free, and what was journaled comes back as it was."""
+    from engine.messages import OrderStatusReply, OrdStatus, Reject
+    from tests.integration.engine_harness import kill_9, kill_if_running, start_subprocess
+    port = free_port()
+    endpoint, config, log = f"tcp://127.0.0.1:{port}", tmp_path / "engine.toml", \
+        tmp_path / "engine.log"
+    config.write_text(config_text(port, tmp_path / "journal", fsync="always"))
+
+    def answer(client, cl_ord_id):
+        return client.recv_until(lambda m: isinstance(m, (ExecutionReport, Reject))
+                                 and m.cl_ord_id == cl_ord_id, 5)[-1]
+
+    proc = start_subprocess(config, log)
+    try:
+        with Client(endpoint) as client:
+            client.cancel("nobody", account="DEMO1", cl_ord_id="u-1")
+            client.replace("nobody", account="DEMO1", qty="5", cl_ord_id="u-2")
+            assert [answer(client, c).reject_name for c in ("u-1", "u-2")] == \
+                ["UNKNOWN_CL_ORD_ID", "UNKNOWN_CL_ORD_ID"]
+            client.new_order("AAA", "buy", "10", "40.00", account="DEMO1", cl_ord_id="o-1")
+            assert answer(client, "o-1").exec_type == ExecType.NEW
+            client.cancel("o-1", account="DEMO1", cl_ord_id="o-1-x")
+            assert answer(client, "o-1-x").exec_type == ExecType.CANCELED
+            client.cancel("o-1-x", account="DEMO1", cl_ord_id="late")
+            assert answer(client, "late").reject_name == "TOO_LATE_TO_CANCEL"
+        kill_9(proc)
+        proc = start_subprocess(config, log)
+        with Client(endpoint) as client:
+            for cl_ord_id in ("u-1", "u-2", "late"):
+                client.new_order("AAA", "buy", "1", "40.00", account="DEMO1", cl_ord_id=cl_ord_id)
+                assert answer(client, cl_ord_id).exec_type == ExecType.NEW
+            client.new_order("AAA", "buy", "1", "40.00", account="DEMO1", cl_ord_id="o-1-x")
+            assert answer(client, "o-1-x").reject_name == "DUPLICATE_CL_ORD_ID"
+            client.status("o-1", account="DEMO1")
+            status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+            assert status.report.ord_status == OrdStatus.CANCELED
+    finally:
+        kill_if_running(proc)
