@@ -393,6 +393,9 @@ cdef object _lots(object qty, object grid):
     return _clamp(qty / Fraction(Decimal(grid.lot_size)))
 
 
+#: ``RiskEngine.audit_log`` keeps at most this many of the latest entries.
+AUDIT_LOG_KEEP = 10_000
+
 # ================================================================= reason text
 _LAYER_NAMES = {1: "firm", 2: "account", 3: "instrument", 4: "account-instrument", 5: "session"}
 
@@ -1836,7 +1839,9 @@ cdef class RiskEngine:
         Logged and audited; exposure is released as the engine reports each
         cancel with ``on_cancel``.
         """
-        ix = self._session_ix[session]
+        ix = self._session_ix.get(session)
+        if ix is None:  # never placed an order: nothing to cancel (it may still have opted in)
+            return []
         keys = self._working_keys(3, ix)
         self._audit(now_ns, "cancel_on_disconnect", "session", session, "engine", "", {"orders": len(keys)})
         return keys
@@ -1883,6 +1888,10 @@ cdef class RiskEngine:
                  "actor": actor, "reason": reason}
         entry.update(extra)
         self.audit_log.append(entry)
+        if len(self.audit_log) > AUDIT_LOG_KEEP:
+            # The log lines are the record; the list is for inspection, and one
+            # entry per cancel-on-disconnect would grow it for the process's life.
+            del self.audit_log[:len(self.audit_log) - AUDIT_LOG_KEEP // 2]
         # Kill switches and halts are what an operator must see; config and
         # day rolls are routine.
         level = logging.WARNING if action.startswith(("kill", "halt", "cancel")) else logging.INFO

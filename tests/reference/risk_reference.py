@@ -617,8 +617,8 @@ class RiskReference:
             self.killed_instruments.discard(self.instruments[target])
 
     def cancel_on_disconnect(self, session, now_ns=0):
-        s = self.sessions[session]
-        return self._keys(lambda o: o.session == s)
+        s = self.sessions.get(session)
+        return [] if s is None else self._keys(lambda o: o.session == s)
 
     def reset_daily(self, now_ns, actor="engine"):
         for state in self.acct.values():

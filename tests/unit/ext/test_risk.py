@@ -626,6 +626,18 @@ def test_cancel_on_disconnect_returns_session_orders(make):
         assert h.engine.on_cancel(key) == 0
     assert h.engine.cancel_on_disconnect("S1", 6) == []
     assert h.exposure()["open_orders"] == 1
+    # A session that opted in but never placed an order has nothing to cancel
+    # (it raised KeyError, logged as a traceback by the engine at every timeout).
+    assert h.engine.cancel_on_disconnect("never-ordered", 7) == []
+
+
+def test_the_audit_log_keeps_the_latest_entries_only():
+    """One entry per cancel-on-disconnect grew the list for the process's life."""
+    engine = RiskEngine(BASE)
+    for n in range(ext.risk.AUDIT_LOG_KEEP + 10):
+        engine.release_kill_switch("global", now_ns=n, actor="ops")
+    assert len(engine.audit_log) <= ext.risk.AUDIT_LOG_KEEP
+    assert engine.audit_log[-1]["ts_ns"] == ext.risk.AUDIT_LOG_KEEP + 9
 
 
 # ---------------------------------------------------------------- lifecycle and replace
