@@ -1519,8 +1519,12 @@ class IntakeServer:
                 silent = now - session.last_recv_ns
                 if not session.timed_out and silent > self._timeout_ns:
                     session.timed_out = True
-                    log.warning("intake: session %s silent for %d ms", session.session_id,
-                                silent // 1_000_000)
+                    # A client that closed its connection is expected to go quiet:
+                    # only a silent open connection is worth a warning.
+                    log.log(logging.WARNING if session.connected else logging.INFO,
+                            "intake: session %s silent for %d ms%s", session.session_id,
+                            silent // 1_000_000,
+                            "" if session.connected else " (its connection closed)")
                     try:
                         self.handler.on_session_timeout(session)
                     except Exception:

@@ -208,3 +208,27 @@ def test_a_dropped_sessions_closed_connections_do_not_keep_it(tmp_path):
 
             kept, dropped = engine.call(held)
     assert kept >= 1 and dropped == 0
+
+
+def test_a_closed_connections_silence_is_not_a_warning(tmp_path, caplog):
+    """Every client that closed its connection was later logged at WARNING as "silent":
+    one warning per session ever opened, drowning the silent open connections."""
+    import logging
+    caplog.set_level(logging.INFO, logger="engine.intake")
+    port = free_port()
+    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
+    path.write_text(config_text(port, tmp_path / "journal").replace(
+        "heartbeat_timeout_ms = 60000", "heartbeat_timeout_ms = 300\nheartbeat_interval_ms = 100"))
+    with ThreadedEngine(path):
+        with Client(endpoint, heartbeat_s=0) as gone:
+            gone.send(OrderStatusRequest(cl_ord_id="nope", account="DEMO1"))
+            gone.recv(5)
+        quiet = Client(endpoint, heartbeat_s=0)  # open, but silent
+        quiet.send(OrderStatusRequest(cl_ord_id="nope", account="DEMO1"))
+        quiet.recv(5)
+        time.sleep(1.0)
+        quiet.close()
+    silent = [(r.levelno, r.getMessage()) for r in caplog.records if "silent for" in r.getMessage()]
+    assert sorted(level for level, _ in silent) == [logging.INFO, logging.WARNING]
+    assert all((level == logging.INFO) == text.endswith("(its connection closed)")
+               for level, text in silent)
