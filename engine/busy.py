@@ -53,7 +53,10 @@ class BusyFlag:
         fd = os.open(self.path, flags, 0o644)
         try:
             if create or os.fstat(fd).st_size < _SIZE:
-                os.ftruncate(fd, _SIZE)
+                # Written, not ftruncate'd: a sparse page the disk cannot give
+                # would kill the process with SIGBUS at the first store into
+                # the mapping; a write fails with ENOSPC instead.
+                os.pwrite(fd, bytes(_SIZE), 0)
             self._map = mmap.mmap(fd, _SIZE)
         finally:
             os.close(fd)  # the mapping keeps the file

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import enum
+import errno
 import fcntl
 import hashlib
 import heapq
@@ -29,6 +30,7 @@ import logging
 import mmap
 import os
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -140,8 +142,13 @@ def _lock(data_dir: Path) -> int:
     except BaseException:
         os.close(fd)
         raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:  # a full disk
+        os.close(fd)
+        raise JournalError(f"cannot write the journal's lock file {path}: "
+                           f"{exc.strerror or exc}") from None
     return fd
 
 
@@ -178,20 +185,32 @@ class DurableMark:
                      0o644)
         try:
             if os.fstat(fd).st_size < 8:
-                os.ftruncate(fd, 8)
+                # Written, not ftruncate'd (see engine.busy.BusyFlag): on a full
+                # disk, ENOSPC here rather than SIGBUS at the first store.
+                os.pwrite(fd, bytes(8), 0)
             self._map = mmap.mmap(fd, 8)
         finally:
             os.close(fd)  # the mapping keeps the file
         self._word = ctypes.c_uint64.from_buffer(self._map)
 
+    #: Set in the word by a writer that syncs (``always``, ``group``): the mark
+    #: then proves its records reached the disk (see JournalWriter's open check).
+    SYNCED = 1 << 63
+
     @property
     def seq(self) -> int:
         """The highest seq the journal holds durably."""
-        return self._word.value
+        return self._word.value & ~self.SYNCED
 
     @seq.setter
     def seq(self, value: int) -> None:
-        self._word.value = value
+        self._word.value = value | self._flag
+
+    _flag = 0
+
+    def mark_synced(self, synced: bool) -> None:
+        """Whether the seqs this writer sets were made durable by a sync (not under ``none``)."""
+        self._flag = self.SYNCED if synced else 0
 
     def close(self) -> None:
         """Unmap (the file stays for the other side)."""
@@ -746,12 +765,17 @@ class JournalWriter:
         self._failure_watchers: set[Callable[[JournalFailedError], None]] = set()
         try:
             self._open()
+            self._durable_seq = self._written_seq = self._last_seq
+            # What is on disk at open is what the journal holds: recovery replays it.
+            self._durable_mark = DurableMark(self.data_dir, create=True)
+        except OSError as exc:  # a full disk, a read-only file system
+            os.close(self._lock_fd)
+            raise JournalError(f"cannot open the journal {self.data_dir}: "
+                               f"{exc.strerror or exc}") from exc
         except BaseException:
             os.close(self._lock_fd)
             raise
-        self._durable_seq = self._written_seq = self._last_seq
-        # What is on disk at open is what the journal holds: recovery replays it.
-        self._durable_mark = DurableMark(self.data_dir, create=True)
+        self._durable_mark.mark_synced(fsync != "none")
         self._durable_mark.seq = self._last_seq
         self._committer: threading.Thread | None = None
         if fsync == "group":
@@ -779,6 +803,16 @@ class JournalWriter:
     def failure(self) -> str | None:
         """Why the journal failed (see ``JournalFailedError``), or None while it works."""
         return None if self._failure is None else str(self._failure)
+
+    def fail(self, cause: OSError, what: str) -> JournalFailedError:
+        """Fail stop on the owner's word: a write the owner cannot wait to retry.
+
+        A short write leaves the journal usable (its records stay buffered
+        for the next flush); an engine that acts on each command before its
+        wake-up is written cannot wait, so it fails the journal here: the
+        same end as a failed ``fdatasync``. Returns the error to raise.
+        """
+        return self._fail(cause, what)
 
     def _fail(self, cause: OSError, what: str) -> JournalFailedError:
         """Fail stop: record the first failure, report it once; returns the error to raise."""
@@ -811,9 +845,35 @@ class JournalWriter:
         return error
 
     # ------------------------------------------------------------ open / rotate
+    def _check_durable_kept(self, end_seq: int) -> None:
+        """Refuse a journal that ends before the seq its ``durable.seq`` says was durable.
+
+        Before any repair: a torn tail is a record being written at a crash,
+        never one made durable. Records missing below the mark were made
+        durable (and acknowledged, and published by gateways): the segment
+        was truncated, emptied or deleted since. Starting on what is left
+        would lose those orders and give their seqs to other records. Only a
+        mark a syncing writer set counts: under ``none`` the mark follows the
+        writes, and a power cut may take records below it as that policy allows.
+        """
+        path = self.data_dir / DURABLE_NAME
+        try:
+            word = path.read_bytes()[:8]
+        except FileNotFoundError:
+            return
+        word = int.from_bytes(word, sys.byteorder) if len(word) == 8 else 0
+        mark = word & ~DurableMark.SYNCED
+        if word & DurableMark.SYNCED and mark > end_seq:
+            raise JournalError(
+                f"journal {self.data_dir} ends at seq {end_seq}, but seq {mark} was made durable "
+                f"({DURABLE_NAME}): {mark - end_seq} records acknowledged as durable are "
+                f"missing (a segment truncated, emptied or deleted); restore the journal from a "
+                f"copy, or remove {DURABLE_NAME} to start on what is there, those orders lost")
+
     def _open(self) -> None:
         segments = list_segments(self.data_dir)
         if not segments:
+            self._check_durable_kept(0)
             self._last_seq, self._last_hash = 0, GENESIS_HASH
             self._segment = self._new_segment(1, GENESIS_HASH)
             return
@@ -823,6 +883,7 @@ class JournalWriter:
             pass
         torn = reader.torn
         path = segments[-1]
+        self._check_durable_kept(last.seq if last is not None else int(path.stem) - 1)
         if torn is not None and torn.offset == 0:
             # A segment whose header never made it to disk (a crash while
             # rotating): start it again under the same name.
@@ -1013,7 +1074,8 @@ class JournalWriter:
                 raise self._fail(exc, f"cannot undo a short write ({written} of {size} bytes) "
                                       f"to {segment.path.name}") from exc
             raise OSError(f"short journal write ({written} of {size} bytes) to "
-                          f"{segment.path.name}, undone; the records stay buffered")
+                          f"{segment.path.name}, undone (the disk is full, or a file size "
+                          f"limit was reached); the records stay buffered")
         segment.size += size
         self._written_seq = self._last_seq if not self._out else self._out_seq
 
@@ -1062,6 +1124,12 @@ class JournalWriter:
             # retried by the next flush, as any other): now the rotation.
             self._retry_rotation()
         if seq:
+            if os.fstat(self._segment.fd).st_nlink == 0:
+                # Deleted under the writer (the journal directory removed while the
+                # engine runs): the records would go to a file no restart can
+                # find, each acknowledged order lost with it.
+                raise self._fail(OSError(errno.ENOENT, "No such file or directory"),
+                                 f"segment {self._segment.path} was deleted while in use")
             self._written(seq)
         return self._last_seq
 

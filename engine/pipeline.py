@@ -23,7 +23,7 @@ from typing import Callable
 import msgspec
 
 from engine.intake import Handler, HeldReject, Session, in_bulk_order
-from engine.journal import JournalWriter, RecordKind
+from engine.journal import JournalError, JournalWriter, RecordKind
 from engine.messages import (
     SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalChildren,
     JournalCommand, JournalDayRoll, JournalEvent, JournalPulled, JournalSession,
@@ -370,7 +370,16 @@ class Pipeline(Handler):
         """
         started = time.perf_counter_ns()
         self.journal_children()
-        seq = self.journal.flush()
+        try:
+            seq = self.journal.flush()
+        except JournalError:
+            raise
+        except OSError as exc:
+            # A full disk: the journal would keep the batch for a retry, but
+            # this wake-up's commands were acted on (orders sent to venues),
+            # and the next ones would be too, none of it durable or answered.
+            # Fail stop rather than trade on (EngineService._journal_failed).
+            raise self.journal.fail(exc, "cannot write this wake-up's records") from exc
         if seq != self._flushed_seq:  # the wake-up's journal write (and sync, under "always")
             self._flushed_seq = seq
             self._time_journal((time.perf_counter_ns() - started) / 1e9)

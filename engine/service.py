@@ -25,7 +25,7 @@ from engine.config import (Config, ConfigError, SecurityConfig, core_risk, core_
                            load_config, parse_config, risk_config, trading_day)
 from engine.history import GatewayTradeStore, TradeHistory
 from engine.intake import ALL_ACCOUNTS, EndpointError, IntakeServer, client_names
-from engine.journal import JournalFailedError, JournalWriter
+from engine.journal import JournalError, JournalFailedError, JournalWriter
 from engine.metrics import Metrics, MetricsServer, setup_logging
 from engine.pipeline import Pipeline
 from engine.recovery import recover, resume_working
@@ -152,7 +152,11 @@ class EngineService:
                                     f"{exc.strerror or exc}") from None
             self.metrics.venues_open.set_function(self.venues.open_count)
         # Made before the gateways start: they find it beside the journal.
-        self.busy = BusyFlag.in_journal(cfg.journal.dir, create=True)
+        try:
+            self.busy = BusyFlag.in_journal(cfg.journal.dir, create=True)
+        except OSError as exc:  # a full disk
+            raise JournalError(f"cannot make the busy flag beside the journal: "
+                               f"{exc.strerror or exc}") from exc
         if self.journal.repaired is not None:
             log.warning("journal: dropped a torn last record: %s", self.journal.repaired)
         self.pipeline = Pipeline(instruments=instruments, risk=risk, router=router,
@@ -238,6 +242,10 @@ class EngineService:
                 await self._end_group_commit()
             except JournalFailedError:
                 pass  # reported (_journal_failed); the sockets must close all the same
+            except OSError as exc:  # a short write (a full disk): the stop must go on
+                self.exit_code = 1
+                log.error("engine: journal: the last records could not be written at "
+                          "shutdown: %s", exc)
         if self.intake is not None and grace_s > 0:
             await asyncio.sleep(grace_s)
         for task in (self._ticker, self._gateway_watch):
@@ -267,6 +275,7 @@ class EngineService:
             except OSError as exc:
                 # A short last write: what it held was never acknowledged
                 # (replies go out only after their records are written).
+                self.exit_code = 1
                 log.error("engine: journal: the last records could not be written at "
                           "shutdown: %s", exc)
         for gateway in self.gateways:

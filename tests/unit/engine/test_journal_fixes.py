@@ -252,3 +252,60 @@ def test_a_segment_is_synced_before_the_next_one_is_created(tmp_path, monkeypatc
     monkeypatch.undo()
     first, second = (p.name for p in list_segments(tmp_path)[:2])
     assert events.index(("sync", first)) < events.index(("create", second))
+
+
+def _synced_journal(path, n, fsync="always", rotate_bytes=1 << 20):
+    with journal_module.JournalWriter(path, fsync=fsync, rotate_bytes=rotate_bytes) as writer:
+        for i in range(n):
+            writer.append(journal_module.RecordKind.EVENT, b"record %d" % i)
+    return path
+
+
+@pytest.mark.parametrize("damage", ["cut at a record", "cut mid-record", "segment deleted"])
+def test_a_journal_missing_records_its_mark_says_were_durable_is_refused(tmp_path, damage):
+    """The end of a journal was cut or deleted (an audit): the engine took the damage for a
+    torn tail, dropped records that had been made durable and acknowledged, and gave their
+    seqs to new records. durable.seq says what was durable: the start is refused."""
+    journal = _synced_journal(tmp_path / "j", 40, rotate_bytes=2048)
+    segments = journal_module.list_segments(journal)
+    last = segments[-1]
+    if damage == "segment deleted":
+        last.unlink()
+    else:
+        data = last.read_bytes()
+        records = [r for r in journal_module.JournalReader(journal)]
+        cut = len(data) - (len(records[-1].payload) + journal_module.RECORD_HEADER_SIZE)
+        last.write_bytes(data[:cut - (0 if damage == "cut at a record" else 5)])
+    before = {p.name: p.read_bytes() for p in journal_module.list_segments(journal)}
+    with pytest.raises(journal_module.JournalError, match=r"but seq 40 was made durable "
+                                                         r"\(durable.seq\)"):
+        journal_module.JournalWriter(journal, fsync="always")
+    # Refused before any repair: the journal is as the damage left it.
+    assert {p.name: p.read_bytes() for p in journal_module.list_segments(journal)} == before
+
+
+def test_a_journal_written_without_syncs_starts_on_what_is_there(tmp_path):
+    """Under fsync = "none" the mark follows the writes: a power cut may take records below
+    it as that policy allows, so its torn tail is repaired as before."""
+    journal = _synced_journal(tmp_path / "j", 10, fsync="none")
+    last = journal_module.list_segments(journal)[-1]
+    last.write_bytes(last.read_bytes()[:-7])
+    with journal_module.JournalWriter(journal, fsync="always") as writer:
+        assert writer.last_seq == 9 and writer.repaired is not None
+
+
+@pytest.mark.parametrize("fsync", ["always", "group", "none"])
+def test_a_segment_deleted_under_the_writer_fails_the_journal(tmp_path, fsync):
+    """The journal directory removed while the engine ran: it went on writing to the
+    unlinked file and acknowledging, and every order was lost at the next restart. The
+    flush after the deletion now fails stop; nothing written after it is acknowledged."""
+    import shutil
+    writer = journal_module.JournalWriter(tmp_path / "j", fsync=fsync, buffered=True)
+    writer.append(journal_module.RecordKind.EVENT, b"before")
+    writer.flush()
+    shutil.rmtree(tmp_path / "j")
+    writer.append(journal_module.RecordKind.EVENT, b"after")
+    with pytest.raises(JournalFailedError, match="was deleted while in use"):
+        writer.flush()
+    assert "deleted" in writer.failure
+    writer.close()
