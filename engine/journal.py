@@ -592,6 +592,18 @@ class VerifyResult(NamedTuple):
     last_hash: bytes
 
 
+def synced_mark(data_dir: str | os.PathLike) -> int:
+    """The durable seq a syncing writer (``always``, ``group``) left in ``durable.seq``:
+    the journal must reach it. 0 when there is none, or when a writer under ``none`` set it
+    (that mark follows the writes, not syncs)."""
+    try:
+        word = (Path(data_dir) / DURABLE_NAME).read_bytes()[:8]
+    except FileNotFoundError:
+        return 0
+    word = int.from_bytes(word, sys.byteorder) if len(word) == 8 else 0
+    return word & ~DurableMark.SYNCED if word & DurableMark.SYNCED else 0
+
+
 def verify(data_dir: str | os.PathLike) -> VerifyResult:
     """Check every record's checksum, sequence and hash chain.
 
@@ -625,6 +637,13 @@ def verify(data_dir: str | os.PathLike) -> VerifyResult:
         path = Path(exc.filename) if exc.filename is not None else Path(data_dir)
         seq = last + 1 if last is not None else (int(path.stem) if path.stem.isdigit() else None)
         problem = VerifyProblem(path, 0, seq, "unreadable", exc.strerror or str(exc))
+    if problem is None:
+        mark = synced_mark(data_dir)
+        end = last or 0
+        if mark > end:  # records made durable are gone (see JournalWriter's open check)
+            problem = VerifyProblem(Path(data_dir) / DURABLE_NAME, 0, end + 1, "missing",
+                                    f"the journal ends at seq {end}, but seq {mark} was made "
+                                    f"durable: {mark - end} records are missing")
     try:
         segments = len(list_segments(data_dir))
     except OSError:  # the directory itself cannot be listed: reported above
@@ -856,14 +875,8 @@ class JournalWriter:
         mark a syncing writer set counts: under ``none`` the mark follows the
         writes, and a power cut may take records below it as that policy allows.
         """
-        path = self.data_dir / DURABLE_NAME
-        try:
-            word = path.read_bytes()[:8]
-        except FileNotFoundError:
-            return
-        word = int.from_bytes(word, sys.byteorder) if len(word) == 8 else 0
-        mark = word & ~DurableMark.SYNCED
-        if word & DurableMark.SYNCED and mark > end_seq:
+        mark = synced_mark(self.data_dir)
+        if mark > end_seq:
             raise JournalError(
                 f"journal {self.data_dir} ends at seq {end_seq}, but seq {mark} was made durable "
                 f"({DURABLE_NAME}): {mark - end_seq} records acknowledged as durable are "

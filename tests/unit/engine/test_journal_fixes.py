@@ -277,6 +277,10 @@ def test_a_journal_missing_records_its_mark_says_were_durable_is_refused(tmp_pat
         cut = len(data) - (len(records[-1].payload) + journal_module.RECORD_HEADER_SIZE)
         last.write_bytes(data[:cut - (0 if damage == "cut at a record" else 5)])
     before = {p.name: p.read_bytes() for p in journal_module.list_segments(journal)}
+    result = journal_module.verify(journal)  # (verify said OK: it never read the mark)
+    assert not result.ok and result.problem.problem == "missing"
+    assert result.problem.detail.endswith("but seq 40 was made durable: "
+                                          f"{40 - result.problem.seq + 1} records are missing")
     with pytest.raises(journal_module.JournalError, match=r"but seq 40 was made durable "
                                                          r"\(durable.seq\)"):
         journal_module.JournalWriter(journal, fsync="always")
