@@ -32,6 +32,7 @@ records up to the old cursor.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -241,6 +242,7 @@ class Gateway:
         self.journal_id: str | None = None
         self._cursor_stored: int | None = None
         self._cursor_stored_at = 0.0
+        self._cursor_failing = False   # the last store failed (logged once)
         self._progress = threading.Condition()
         # The engine's busy flag beside the journal, once found (yield_to_engine).
         self._busy: BusyFlag | None = None
@@ -584,11 +586,28 @@ class Gateway:
         now = time.monotonic()
         if not force and (now - self._cursor_stored_at) * 1000 < self.config.cursor_interval_ms:
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.cursor_path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps({"seq": seq, "journal": self.journal_id,
-                                      **self.cursor_state()}))
-        os.replace(tmp, self.cursor_path)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(orjson.dumps({"seq": seq, "journal": self.journal_id,
+                                          **self.cursor_state()}))
+            os.replace(tmp, self.cursor_path)
+        except OSError as exc:
+            # A full disk: not the destination's failure, and no reason to
+            # stop delivering (raised, the loop backed off after every batch).
+            # The stored cursor only lags: a restart delivers again from it.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            self._cursor_stored_at = now  # tried again after cursor_interval_ms
+            if not self._cursor_failing:
+                self._cursor_failing = True
+                log.warning("gateway %s: cannot store the cursor file %s (%s); delivery goes "
+                            "on, and a restart would deliver again from seq %s", self.name,
+                            self.cursor_path, exc.strerror or exc, self._cursor_stored)
+            return
+        if self._cursor_failing:
+            self._cursor_failing = False
+            log.warning("gateway %s: cursor file %s stored again", self.name, self.cursor_path)
         self._cursor_stored, self._cursor_stored_at = seq, now
 
     # ------------------------------------------------------------ the loop

@@ -1,5 +1,6 @@
 """A gateway's child process dies with the engine that started it, at once, and
 only with it: real processes, real ZeroMQ ports, real signals."""
+import logging
 import multiprocessing
 import os
 import signal
@@ -126,3 +127,20 @@ def test_a_child_whose_engine_is_already_gone_exits_without_starting(tmp_path, j
         if child.is_alive():
             child.kill()
         receive.close()
+
+
+def test_a_cursor_file_that_cannot_be_stored_does_not_stop_delivery(tmp_path, journal, caplog):
+    """A full disk under the cursor's directory raised out of store_cursor into the loop,
+    which took it for the destination failing and backed off after every batch (delivery
+    at up to 5 s, an audit); its warning named no file. The cursor only lags now."""
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the gateways' directory should be")
+    [gateway] = from_config([{"type": "zmq", "endpoint": f"tcp://127.0.0.1:{free_port()}",
+                              "replay_endpoint": "tcp://127.0.0.1:0", "isolation": "thread"}],
+                            journal.data_dir, blocked / "gateways")
+    with caplog.at_level(logging.WARNING, logger="gateways.base"):
+        gateway.store_cursor(5, force=True)
+        gateway.store_cursor(6, force=True)
+    lines = [r.getMessage() for r in caplog.records if "cursor file" in r.getMessage()]
+    assert len(lines) == 1 and str(gateway.cursor_path) in lines[0]
+    assert "delivery goes on" in lines[0]
