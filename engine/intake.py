@@ -167,6 +167,13 @@ def in_bulk_order(request: BulkNewOrders, positions: tuple[int, ...] | None,
         answer(order, index=place)
 
 
+def send_held(held: Iterable[HeldReject]) -> None:
+    """Send, in the bulk's order, those of ``held`` not sent yet: what follows the
+    bulk's last order, or what a handler that failed left (each sends once)."""
+    for reject in sorted(held, key=_place):
+        reject()
+
+
 _place = operator.attrgetter("place")
 
 
@@ -1327,8 +1334,7 @@ class IntakeServer:
         try:
             self.handler.handle(session, request, positions, held)
         except Exception:
-            for reject in held:  # (what the failed handler left unsent)
-                reject()
+            send_held(held)  # (what the failed handler left unsent)
             log.exception("intake: handler failed on %s from session %s",
                           type(request).__name__, session.session_id)
             session.reject(RejectReason.INTERNAL_ERROR,
@@ -1389,8 +1395,7 @@ class IntakeServer:
                 positions.append(index)
         self.metrics.orders_in.inc(len(good))
         if not good:
-            for reject in held:
-                reject()
+            send_held(held)
             return None, None, ()
         if len(good) == len(bulk.orders):
             return bulk, None, ()

@@ -22,8 +22,8 @@ from typing import Callable
 
 import msgspec
 
-from engine.intake import Handler, HeldReject, Session, in_bulk_order
-from engine.journal import JournalError, JournalWriter, RecordKind
+from engine.intake import Handler, HeldReject, Session, in_bulk_order, send_held
+from engine.journal import JournalWriter, RecordKind
 from engine.messages import (
     SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalChildren,
     JournalCommand, JournalDayRoll, JournalEvent, JournalPulled, JournalSession,
@@ -372,9 +372,7 @@ class Pipeline(Handler):
         self.journal_children()
         try:
             seq = self.journal.flush()
-        except JournalError:
-            raise
-        except OSError as exc:
+        except OSError as exc:  # (not a JournalError: that one has failed the journal already)
             # A full disk: the journal would keep the batch for a retry, but
             # this wake-up's commands were acted on (orders sent to venues),
             # and the next ones would be too, none of it durable or answered.
@@ -692,9 +690,7 @@ class Pipeline(Handler):
             in_bulk_order(request, positions, held, functools.partial(
                 self._new_order, session, now=now, ref_type="BulkNewOrders"))
         finally:
-            held.sort(key=lambda reject: reject.place)
-            for reject in held:  # the ones after the last order taken (sent ones send nothing)
-                reject()
+            send_held(held)  # the ones after the last order taken
         self._pump(now)
 
     def _refuse_capacity(self, session: Session, request: NewOrder | BulkNewOrders,

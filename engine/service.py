@@ -24,7 +24,8 @@ from engine.busy import BusyFlag
 from engine.config import (Config, ConfigError, SecurityConfig, core_risk, core_router,
                            load_config, parse_config, risk_config, trading_day)
 from engine.history import GatewayTradeStore, TradeHistory
-from engine.intake import ALL_ACCOUNTS, EndpointError, IntakeServer, client_names
+from engine.intake import (ALL_ACCOUNTS, PLAINTEXT_CLIENT, EndpointError, IntakeServer,
+                           client_names)
 from engine.journal import JournalError, JournalFailedError, JournalWriter
 from engine.metrics import Metrics, MetricsServer, setup_logging
 from engine.pipeline import Pipeline
@@ -243,9 +244,7 @@ class EngineService:
             except JournalFailedError:
                 pass  # reported (_journal_failed); the sockets must close all the same
             except OSError as exc:  # a short write (a full disk): the stop must go on
-                self.exit_code = 1
-                log.error("engine: journal: the last records could not be written at "
-                          "shutdown: %s", exc)
+                self._last_records_lost(exc)
         if self.intake is not None and grace_s > 0:
             await asyncio.sleep(grace_s)
         for task in (self._ticker, self._gateway_watch):
@@ -273,11 +272,7 @@ class EngineService:
             except JournalFailedError:
                 pass  # reported (_journal_failed)
             except OSError as exc:
-                # A short last write: what it held was never acknowledged
-                # (replies go out only after their records are written).
-                self.exit_code = 1
-                log.error("engine: journal: the last records could not be written at "
-                          "shutdown: %s", exc)
+                self._last_records_lost(exc)
         for gateway in self.gateways:
             gateway.stop()
         if self.busy is not None:
@@ -387,6 +382,12 @@ class EngineService:
         self._warn_unknown_entitled(fresh.security)
         return True
 
+    def _last_records_lost(self, exc: OSError) -> None:
+        """A stop's last journal write failed (a full disk): said, and exit code 1. What it
+        held was never acknowledged (replies go out only after their records are written)."""
+        self.exit_code = 1
+        log.error("engine: journal: the last records could not be written at shutdown: %s", exc)
+
     def _warn_unknown_entitled(self, security: SecurityConfig) -> None:
         """Log each account a key is entitled to that risk has no limits for.
 
@@ -395,7 +396,7 @@ class EngineService:
         orders are refused ``UNKNOWN_ACCOUNT``, and the line says why.
         """
         known = set(self.pipeline.risk.accounts) | {ALL_ACCOUNTS}
-        holders = [("security.plaintext_accounts", "plaintext", security.plaintext_accounts)]
+        holders = [("security.plaintext_accounts", PLAINTEXT_CLIENT, security.plaintext_accounts)]
         holders += [(f"security.clients[{i}]", client.name, client.accounts)
                     for i, client in enumerate(security.clients)]
         for where, name, accounts in holders:

@@ -15,7 +15,7 @@ import zmq
 
 from engine.client import Client
 from engine.config import IntakeConfig, SecurityConfig
-from engine.intake import Handler, IntakeServer, IntakeThread, in_bulk_order
+from engine.intake import Handler, IntakeServer, IntakeThread, in_bulk_order, send_held
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, KillSwitch,
     NewOrder, OrderStatusReply, OrderStatusRequest, OrdStatus, Reject, RejectReason, ReloadLimits,
@@ -69,8 +69,7 @@ class EchoHandler(Handler):
                     self._send(session, report)
                 held = list(held)
                 in_bulk_order(request, positions, held, answer)
-                for reject in held:
-                    reject()
+                send_held(held)
             case Cancel():
                 last = self.orders.get(request.orig_cl_ord_id)
                 if last is None:
