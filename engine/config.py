@@ -224,7 +224,8 @@ class JournalConfig(_Section):
         Durability policy (see ``docs/journal.md``). Default ``always``.
     group_commit_us : int
         Group commit window for ``group``, 1 to ``MAX_GROUP_COMMIT_US``
-        (1 s: acknowledgements wait for it). Default 1000.
+        (1 s: acknowledgements wait for it). Default 1000. Refused with any
+        other ``fsync``, where it would be ignored.
     rotate_bytes : int
         Segment size at which a new file starts. Default 64 MiB.
     """
@@ -408,6 +409,12 @@ def parse_config(text: str, *, base_dir: str | os.PathLike = ".", source: str = 
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_explain(str(exc))}") from None
     config = _resolve_paths(config, Path(base_dir))
+    if "group_commit_us" in raw.get("journal", {}) and config.journal.fsync != "group":
+        # A window set for another policy would be ignored: a file meant for
+        # "group" that says "none" (or leaves the default, "always") must not
+        # pass for one that commits in groups.
+        raise ConfigError(f"{source}: 'journal.group_commit_us' is set, but it only applies to "
+                          f"fsync = \"group\" and fsync is {config.journal.fsync!r}")
     _check(config, source)
     return config
 

@@ -28,6 +28,11 @@ SIM = Path(__file__).resolve().parents[2] / "integration" / "configs" / "quiet_s
     ('[sim]\nconfig = ""\n', "'sim.config': expected the path of a simulator TOML file"),
     ('[journal]\ndir = ""\n', "'journal.dir'"),
     (f'[journal]\ngroup_commit_us = {MAX_GROUP_COMMIT_US + 1}\n', "'journal.group_commit_us': Expected `int` <= 1000000"),
+    # A window the policy ignores: the file does not do what it says.
+    ('[journal]\nfsync = "none"\ngroup_commit_us = 500\n',
+     "'journal.group_commit_us' is set, but it only applies to fsync = \"group\" and fsync is 'none'"),
+    ('[journal]\ngroup_commit_us = 500\n',
+     "'journal.group_commit_us' is set, but it only applies to fsync = \"group\" and fsync is 'always'"),
     ('[metrics]\nhost = ""\n', "'metrics.host': '' is not an IP address or a host name"),
     ('[metrics]\nhost = "not a host"\n', "'metrics.host'"),
     ('[metrics]\nhost = "10.0.0.256"\n', "'metrics.host'"),
@@ -105,7 +110,7 @@ def test_a_malformed_ipv6_endpoint_is_refused(endpoint, message):
 @pytest.mark.parametrize("snippet", [
     '[sim]\nspeed = 2.5\nduration = "90s"\nstart_at = "15:59:58"\n',
     '[sim]\nspeed = 10\nduration = "1.5h"\n',
-    f'[journal]\ngroup_commit_us = {MAX_GROUP_COMMIT_US}\n',
+    f'[journal]\nfsync = "group"\ngroup_commit_us = {MAX_GROUP_COMMIT_US}\n',
     '[metrics]\nhost = "0.0.0.0"\n',
     '[metrics]\nhost = "::1"\n',
     '[metrics]\nhost = "metrics-1.example.com"\n',
