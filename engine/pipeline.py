@@ -936,9 +936,12 @@ class Pipeline(Handler):
             session.session_id, session.client_name)
         return gate
 
-    def _replace(self, session: Session, req: Replace, now: int, admitted: bool = False) -> None:
+    def _replace(self, session: Session, req: Replace, now: int, admitted: bool = False,
+                 filled_at_arrival: int | None = None) -> None:
         """Take a Replace: checks, the throttle (unless ``admitted``: recovery takes up one
-        that passed it before a restart), then the children come down."""
+        that passed it before a restart), then the children come down.
+        ``filled_at_arrival``: what the order had filled when the Replace arrived
+        (recovery's, from the journal; None: now)."""
         order = self._lookup(session, req, now)
         if order is None:
             return
@@ -972,7 +975,7 @@ class Pipeline(Handler):
             if text:
                 return self._cancel_reject(session, order, req,
                                            _RejectReason.POST_ONLY_WOULD_CROSS, text)
-        if new_qty <= order.cum_qty:
+        if new_qty <= (order.cum_qty if filled_at_arrival is None else filled_at_arrival):
             return self._cancel_reject(session, order, req,
                                        _RejectReason.REPLACE_QTY_NOT_ABOVE_FILLED,
                                        f"new qty {req.qty} is not above the filled "

@@ -103,7 +103,7 @@ class Recovered(NamedTuple):
     #: the kill switches the journal leaves engaged: (scope, target) -> request
     kill_switches: dict = {}
     #: the Cancels and Replaces the journal leaves unanswered, oldest first:
-    #: (session_id, request)
+    #: (session_id, request, what their order had filled when they arrived)
     in_flight: list = []
 
     def summary(self) -> dict:
@@ -213,7 +213,10 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     engaged: dict[tuple[str, str | None], KillSwitch] = {}
     # Cancels and Replaces until their answer: by record number (journal
     # order), and the numbers under each (session, cl_ord_id) the answer names.
-    requests: dict[int, tuple[str, Cancel | Replace]] = {}
+    # Each keeps what its order had filled when it arrived: fills journaled
+    # after it raced it, and are judged as the pipeline judges them live
+    # once the children are down (see _take_up).
+    requests: dict[int, tuple[str, Cancel | Replace, int]] = {}
     unanswered: dict[tuple[str, str], collections.deque] = {}
     cancel_on_disconnect: dict[str, bool] = {}
     # The last price seen per instrument index (a limit, a fill): what a
@@ -268,7 +271,9 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
             if isinstance(req, KillSwitch):
                 kill_requests[(payload.session_id, req.req_id)] = req
             elif isinstance(req, (Cancel, Replace)):
-                requests[records] = (payload.session_id, req)
+                named = table.find(req.account, req.orig_cl_ord_id)
+                requests[records] = (payload.session_id, req,
+                                     named.cum_qty if named is not None else 0)
                 unanswered.setdefault((payload.session_id, req.cl_ord_id),
                                       collections.deque()).append(records)
             for order in (req.orders if isinstance(req, BulkNewOrders) else
@@ -643,18 +648,23 @@ def _take_up(pipeline, in_flight: list, now: int) -> None:
 
     They arrived and were acted on, but their orders' children were not
     down yet when the engine stopped, so nobody was answered. The pipeline
-    checks each again as on arrival, but for the throttle it passed then
-    (one it refuses is answered now), and holds the rest in flight; they
-    finish in :func:`_finish_in_flight`.
+    checks each again as on arrival, but for the throttle it passed then and
+    with the filled quantity its order had then (one it refuses is answered
+    now), and holds the rest in flight; they finish in
+    :func:`_finish_in_flight`.
     Nothing reaches the router: it knows none of the orders yet.
     """
-    for session_id, req in in_flight:
+    for session_id, req, filled in in_flight:
         session = pipeline.sessions.get(session_id) or _Requester(session_id)
         if isinstance(req, Cancel):
             pipeline._cancel(session, req, now)
         else:
-            # Its throttle token was paid when it arrived.
-            pipeline._replace(session, req, now, admitted=True)
+            # Its throttle token was paid when it arrived. Its quantity is
+            # judged against what had filled then: a fill that came while its
+            # children were coming down is _finish_replace's to judge (the
+            # rest is canceled), not a refusal on arrival (the order would go
+            # back to the market and could fill past the client's new total).
+            pipeline._replace(session, req, now, admitted=True, filled_at_arrival=filled)
 
 
 def _finish_in_flight(pipeline, now: int) -> int:

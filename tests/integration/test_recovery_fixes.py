@@ -19,7 +19,8 @@ from engine.client import Client
 from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, KillSwitch,
                              OrderStatusReply, OrdStatus, Reject)
 from tests.integration.engine_harness import (QUIET_SIM, ThreadedEngine, config_text, free_port,
-                                              kill_9, slow_sim, start_subprocess)
+                                              kill_9, kill_if_running, slow_sim,
+                                              start_subprocess)
 
 ACCOUNT = "DEMO1"
 
@@ -107,6 +108,49 @@ def test_a_cancel_and_a_replace_in_flight_at_kill_9_are_answered_after_the_resta
             assert a.report.ord_status == OrdStatus.CANCELED and live_qty(a) == 0
             b = status(client, "RPL-B")
             assert b.report.ord_status == OrdStatus.NEW and live_qty(b) == 30
+
+
+def test_a_replace_in_flight_that_a_fill_overtakes_at_kill_9_cancels_the_rest(tmp_path):
+    """A fill that raced the replace and reached its new qty: live the replace is refused and
+    the rest canceled (protocol.md). Recovery judged the qty as if the replace had only now
+    arrived, which refuses it and leaves the order working: routed again, it could buy past the
+    client's new total."""
+    sim = slow_sim(tmp_path, 300_000)
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal", sim=sim,
+                                extra="[router]\nack_timeout_ns = 5000000000\n"))
+    endpoint = f"tcp://127.0.0.1:{port}"
+    proc = start_subprocess(path, tmp_path / "engine.log")
+    try:
+        client = open_session(endpoint)
+        assert rest(client, "B", qty="100", price="50.00").exec_type == ExecType.NEW
+        time.sleep(0.8)  # its child rests at the venue and the router has seen it there
+        client.new_order("AAA", "sell_short", "60", "50.00", account="DEMO2", cl_ord_id="S",
+                         locate=True)
+        time.sleep(0.4)  # the sell reaches the venue first, then the replace's cancel
+        client.replace("B", account=ACCOUNT, qty="50", cl_ord_id="B-r")
+        partial = client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                                    and m.cl_ord_id == "B", 5)[-1]
+        kill_9(proc)  # before the venue's cancel comes back (0.4 s later)
+        assert (partial.exec_type, partial.cum_qty) == (ExecType.PARTIAL_FILL, "60")
+        session_id, last = client.session_id, client.last_seq
+        client.close()
+    finally:
+        kill_if_running(proc)
+    with ThreadedEngine(path):
+        client, got = resumed(endpoint, session_id, last)
+        with client:
+            reports = [m for m in got if isinstance(m, ExecutionReport)]
+            refused = next(m for m in reports if m.cl_ord_id == "B-r")
+            assert (refused.exec_type, refused.reject_name) == \
+                (ExecType.REJECTED, "REPLACE_QTY_NOT_ABOVE_FILLED")
+            assert "filled while the replace was in flight" in refused.text
+            canceled = next(m for m in reports if m.cl_ord_id == "B")
+            assert (canceled.exec_type, canceled.cum_qty, canceled.leaves_qty) == \
+                (ExecType.CANCELED, "60", "0")
+            b = status(client, "B")
+            assert b.report.ord_status == OrdStatus.CANCELED and live_qty(b) == 0
 
 
 def test_requests_in_flight_at_a_stop_finish_as_they_would_have_live(tmp_path):
