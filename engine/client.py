@@ -505,6 +505,15 @@ def _keypair(server_key, client_keypair):
 
 def _configure(socket: zmq.Socket, server_key, client_keypair, routing_id) -> None:
     socket.linger = 0
+    # No receive high-water mark: libzmq keeps reading the connection whatever
+    # the caller does, so ZMTP pings are answered while it does not call recv.
+    # With a bound, a caller that paused past it stalled the connection: the
+    # engine's pings went unanswered and it dropped the connection (what was
+    # queued for it beyond its resend ring was lost), and this socket's own
+    # heartbeat timeout made libzmq reconnect, which aborts the process
+    # (libzmq issue #3937: "Assertion failed: _input_stopped"). What the caller
+    # has not read is held in this process's memory instead.
+    socket.rcvhwm = 0
     if routing_id is not None:
         socket.routing_id = routing_id
     if server_key is not None:

@@ -9,9 +9,13 @@ such a connection. Here a TCP proxy between the client and a real engine
 stops forwarding in both directions without closing anything, which is what
 the client sees in those cases.
 """
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +146,35 @@ def test_without_pings_a_silently_cut_connection_goes_unnoticed(proxy):
 def test_negative_heartbeat_settings_are_refused():
     with pytest.raises(ValueError, match="must not be negative"):
         Client("tcp://127.0.0.1:1", heartbeat_s=-1)
+
+
+PAUSING_CALLER = """
+import sys, time
+from engine.client import Client
+from engine.messages import ExecutionReport
+endpoint, n, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+with Client(endpoint, heartbeat_s=0.2, heartbeat_timeout_s=0.6) as client:
+    for i in range(n):
+        client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id=f"p-{i}")
+    time.sleep(pause)  # a busy caller: reads nothing while its reports arrive
+    got = 0
+    while got < n:
+        if isinstance(client.recv(10), ExecutionReport):
+            got += 1
+    print(got, client.reconnects, client.gaps, client.lost)
+"""
+
+
+def test_a_caller_that_pauses_reading_keeps_its_connection_and_its_process(engine, tmp_path):
+    """More reports than a receive high-water mark would hold, unread past the pings'
+    timeout: the connection stalled, libzmq reconnected it and aborted the process
+    (libzmq #3937: "Assertion failed: _input_stopped"), and the engine had dropped the
+    stalled connection. The client reads on whatever its caller does."""
+    script = tmp_path / "pausing_caller.py"
+    script.write_text(PAUSING_CALLER)
+    done = subprocess.run([sys.executable, str(script), f"tcp://127.0.0.1:{engine[1]}",
+                           "3000", "2.0"], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2],
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["3000", "0", "[]", "[]"]
