@@ -715,6 +715,27 @@ def _check_risk_and_router(config: Config, venues, fail: Callable[[str], NoRetur
         core_router(config, len(venues.venues), len(instruments))
     except (ValueError, TypeError) as exc:
         fail(f"'router': {exc}")
+    _check_router_fees(venues, instruments, fail)
+
+
+def _check_router_fees(venues, instruments, fail: Callable[[str], NoReturn]) -> None:
+    """Each venue's fees, in fee units per lot of each instrument, within the router's bound.
+
+    A fee unit is 1e-4 of a tick x lot, so a per-share fee on a fine tick is
+    a large number of units: past the router's bound the engine failed at
+    start with a traceback naming neither the venue nor the instrument.
+    """
+    from ext.router import MAX_FEE_PER_LOT
+
+    for v, venue in enumerate(venues.venues):
+        for inst in instruments:
+            for field, units in zip(("maker_per_share", "taker_per_share"),
+                                    venue.fees.per_lot_units(inst)):
+                if abs(units) > MAX_FEE_PER_LOT:
+                    fail(f"'sim.config': venues[{v}] ({venue.name}) fees.{field} "
+                         f"{getattr(venue.fees, field)} is {units:,} fee units (1e-4 tick x lot) "
+                         f"per lot of {inst.symbol} (tick {inst.tick_size}), beyond the router's +-"
+                         f"{MAX_FEE_PER_LOT:,} (2^40): a coarser tick_size, or a smaller fee")
 
 
 #: The strategies ``[router] strategy`` may name (the scheduled ones need an order's schedule).

@@ -40,6 +40,7 @@ from ext.risk import RiskFlag, cl_ord_hash
 from ext.router import (ACT_CANCEL, ACT_NEW, ACT_REPLACE, CF_MID_PEG, CF_POST_ONLY, STRAT_AUTO,
                         STRAT_DARK_FIRST, STRAT_DEFAULT, STRAT_PASSIVE, STRAT_POV, STRAT_SWEEP,
                         STRAT_TWAP, STRAT_VWAP)
+from ext.router import MAX_PRICE as ROUTER_MAX_PRICE, MAX_QTY as ROUTER_MAX_QTY
 from ext.simloop import ReportKind
 from ext.types import CancelReason, OrdStatus, RejectReason, Side, TimeInForce
 
@@ -75,6 +76,20 @@ def order_schedule(req: NewOrder) -> tuple | None:
             -1 if req.slices is None else req.slices,
             None if req.profile is None else tuple(req.profile),
             -1 if req.participation is None else participation_ppm(req.participation))
+
+
+def _beyond_router(inst: Instrument, qty: int, price: int) -> str | None:
+    """Why the router could not take ``qty`` lots at ``price`` ticks (its 2^40 bound,
+    which keeps its fee-adjusted price comparisons exact), or None. Judged with the
+    other checks of the values, so that such an order is refused VALUE_OUT_OF_RANGE
+    saying so, and a Replace to such terms is refused before its order comes down."""
+    if qty > ROUTER_MAX_QTY:
+        return (f"qty {inst.lots_to_qty(qty)} is above the largest the router takes, "
+                f"{inst.lots_to_qty(ROUTER_MAX_QTY)} (2^40 lots of {inst.lot_size})")
+    if price > ROUTER_MAX_PRICE:
+        return (f"price {inst.ticks_to_price(price)} is above the largest the router takes, "
+                f"{inst.ticks_to_price(ROUTER_MAX_PRICE)} (2^40 ticks of {inst.tick_size})")
+    return None
 
 
 def _remaining_schedule(order: Order, now: int) -> dict:
@@ -567,6 +582,10 @@ class Pipeline(Handler):
             order.price = inst.price_to_ticks(req.price) if req.price is not None else 0
         except ConversionError as exc:
             return self._reject_order(order, exc.reason, str(exc), now, "validate")
+        if order.qty > ROUTER_MAX_QTY or order.price > ROUTER_MAX_PRICE:
+            return self._reject_order(order, _RejectReason.VALUE_OUT_OF_RANGE,
+                                      _beyond_router(inst, order.qty, order.price), now,
+                                      "validate")
         if req.time_in_force == _TimeInForce.FOK:
             return self._reject_order(order, _RejectReason.INVALID_TIF,
                                       "FOK is not supported: it cannot hold across venues",
@@ -951,6 +970,10 @@ class Pipeline(Handler):
             new_price = inst.price_to_ticks(req.price) if req.price is not None else order.price
         except ConversionError as exc:
             return self._cancel_reject(session, order, req, exc.reason, str(exc))
+        beyond = _beyond_router(inst, new_qty, new_price)
+        if beyond:
+            return self._cancel_reject(session, order, req, _RejectReason.VALUE_OUT_OF_RANGE,
+                                       beyond)
         if order.ord_type == _OrdType.MARKET and req.price is not None:
             return self._cancel_reject(session, order, req, _RejectReason.INVALID_PRICE,
                                        "a MARKET order has no price to replace")

@@ -71,6 +71,10 @@ cdef tuple _parse_size(str text, str field):
     return mantissa, exponent
 
 
+#: Decimals a tick size may have: ``avg_px`` is given to 6 more, and the wire's
+#: decimal strings have at most 18.
+MAX_TICK_DECIMALS = 12
+
 cdef extern from *:
     # gcc/clang builtin: the product, and whether it overflowed int64.
     bint _mul_overflow "__builtin_mul_overflow"(int64_t a, int64_t b, int64_t* out) nogil
@@ -225,7 +229,8 @@ cdef class Instrument:
     Raises
     ------
     ConversionError
-        If a size is not a positive decimal string or ``min_qty`` is off-lot.
+        If a size is not a positive decimal string, the tick has more than
+        ``MAX_TICK_DECIMALS`` decimals, or ``min_qty`` is off-lot.
 
     Examples
     --------
@@ -241,6 +246,14 @@ cdef class Instrument:
             raise ConversionError(RejectReason.INVALID_FIELD, "symbol", "symbol must not be empty")
         self.symbol = symbol
         self._tick_m, self._tick_e = _parse_size(tick_size, "tick_size")
+        if self._tick_e > MAX_TICK_DECIMALS:
+            # avg_px has 6 digits past the tick's decimals: the wire's
+            # decimal strings have at most 18 (docs/protocol.md).
+            raise ConversionError(
+                RejectReason.VALUE_OUT_OF_RANGE, "tick_size",
+                f"tick_size {tick_size!r} has {self._tick_e} decimals; at most "
+                f"{MAX_TICK_DECIMALS}, as avg_px carries 6 more and the protocol's "
+                f"decimal strings at most 18")
         self._lot_m, self._lot_e = _parse_size(lot_size, "lot_size")
         self.tick_size = _format(1, self._tick_m, self._tick_e)
         self.lot_size = _format(1, self._lot_m, self._lot_e)

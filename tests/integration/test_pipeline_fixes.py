@@ -268,3 +268,27 @@ def test_a_spent_id_on_a_cancel_of_a_done_order_gets_a_reject_not_a_report(slow)
                 and m.cl_ord_id in ("sp-live", "sp-done")]
     assert status(client, "sp-live").report.ord_status == OrdStatus.NEW
     assert status(client, "sp-done").report.order_id == done.order_id
+
+
+def test_a_price_past_the_routers_range_is_refused_as_out_of_range_and_a_replace_keeps_its_order(slow):
+    """The router takes at most 2^40 ticks (2^40 lots). Past it, with the buying power for it
+    (the audit's accounts), an order was refused INVALID_PRICE ("router: INVALID_PRICE") after
+    risk had passed it, and a Replace to such a price took its order down and canceled it
+    ("replaced order could not be routed"). It is now a value check, before risk: here the
+    old code answered INSUFFICIENT_BUYING_POWER, which named no limit."""
+    _, client = slow
+    largest = "10995116277.76"  # 2^40 ticks of 0.01
+    client.new_order("AAA", "sell_short", "1", "10995116277.77", locate=True, account="DEMO1", cl_ord_id="big-px")
+    refused = report(client, "big-px", ExecType.REJECTED)
+    assert refused.reject_name == "VALUE_OUT_OF_RANGE"
+    assert refused.text == (f"price 10995116277.77 is above the largest the router takes, "
+                            f"{largest} (2^40 ticks of 0.01)")
+    # (an offer: a bid's buying power would refuse the new price first)
+    client.new_order("AAA", "sell_short", "1", "60.00", account="DEMO1", cl_ord_id="big-rpl",
+                     locate=True)
+    report(client, "big-rpl", ExecType.NEW)
+    client.replace("big-rpl", account="DEMO1", price="20000000000", cl_ord_id="big-rpl-2")
+    replace_refused = report(client, "big-rpl-2", ExecType.REJECTED)
+    assert (replace_refused.reject_name, replace_refused.ord_status) == \
+        ("VALUE_OUT_OF_RANGE", OrdStatus.NEW)
+    assert status(client, "big-rpl").report.ord_status == OrdStatus.NEW

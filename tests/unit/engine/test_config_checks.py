@@ -140,6 +140,25 @@ def test_sim_config_is_relative_to_the_file(tmp_path):
     assert config.sim == {"config": str(tmp_path / "markets" / "sim.toml"), "duration": "6h"}
 
 
+def test_a_venue_fee_past_the_routers_range_is_refused_naming_venue_and_instrument(tmp_path):
+    """A per-share fee is 1e4 / tick fee units per lot: on a fine tick it passed the router's
+    2^40 bound, and the engine failed at start with a traceback ("maker_fee must be within
+    +-1099511627776") naming neither the venue nor the instrument."""
+    fine = SIM.read_text().replace('symbol = "BBB"\ntick_size = "0.01"',
+                                   'symbol = "BBB"\ntick_size = "0.000000000001"', 1)
+    assert fine != SIM.read_text()
+    (tmp_path / "sim.toml").write_text(fine.replace('price = "120.00"', 'price = "0.00012"'))
+    path = tmp_path / "engine.toml"
+    path.write_text(PLAIN + '[sim]\nconfig = "sim.toml"\n'
+                    '[risk.firm]\nmoney_unit = "0.000000000001"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{path}: 'sim.config': venues[0] (NEXA) fees.maker_per_share -0.0020 is "
+        f"-20,000,000,000,000 fee units (1e-4 tick x lot) per lot of BBB (tick 0.000000000001), "
+        f"beyond the router's +-1,099,511,627,776 (2^40): a coarser tick_size, or a smaller fee")
+
+
 def test_a_bad_simulator_file_is_named(tmp_path):
     (tmp_path / "sim.toml").write_text(SIM.read_text() + "\n[session]\n")
     path = tmp_path / "engine.toml"

@@ -144,3 +144,14 @@ def test_price_strings(tick, ticks, text):
     assert inst.ticks_to_price(ticks) == text
     if ticks > 0:
         assert inst.price_to_ticks(text) == ticks
+
+
+def test_a_tick_finer_than_12_decimals_is_refused():
+    """avg_px carries 6 digits past the tick's decimals, and the wire's decimal strings have at
+    most 18: a 1e-13 tick gave a 19-decimal avg_px that the protocol's own check refuses."""
+    fine = Instrument("X", tick_size="0.000000000001")
+    assert fine.avg_px(2 * 1, 3) == "0.000000000000333333"
+    with pytest.raises(ConversionError) as refused:
+        Instrument("X", tick_size="0.0000000000001")
+    assert refused.value.reason == RejectReason.VALUE_OUT_OF_RANGE
+    assert "has 13 decimals; at most 12" in str(refused.value)
