@@ -103,7 +103,10 @@ class IntakeConfig(_Section):
         orders as the client library writes them (about 240 bytes each) fits.
     hard_max_message_bytes : int
         Larger frames make ZeroMQ drop the connection (they are never read
-        into memory). Default 16 x ``max_message_bytes``.
+        into memory). Default 4 x ``max_message_bytes``. With ``recv_hwm``,
+        it bounds what one connection can make the engine hold:
+        ``recv_hwm x hard_max_message_bytes`` (1 GiB by default; frames of a
+        client's own bulks, about 240 KB at most, 240 MB).
     max_bulk_orders : int
         Largest ``BulkNewOrders``. Default 1000.
     heartbeat_interval_ms : int
@@ -132,8 +135,16 @@ class IntakeConfig(_Section):
         that makes several replies (a bulk's orders) counts as that many. Larger
         batches cost fewer system calls; smaller ones hold the first reply
         of a burst for less time. Default 64.
-    send_hwm, recv_hwm : int
-        ZeroMQ high-water marks of the ROUTER sockets. Default 100000.
+    send_hwm : int
+        ZeroMQ's send high-water mark: messages queued for one client before
+        the engine holds the rest in its backlog. Default 100000.
+    recv_hwm : int
+        ZeroMQ's receive high-water mark: messages read ahead from one
+        connection before libzmq stops reading it (its client is then held
+        back by TCP). Default 1000: a client pipelining faster than the
+        engine handles its requests waits in its own socket, not in the
+        engine's memory (100,000 frames of 90 KB made the engine grow by
+        840 MB).
     shutdown_grace_ms : int
         How long a stopping engine keeps serving once it refuses new orders
         (``ENGINE_SHUTTING_DOWN``): requests on their way are answered,
@@ -156,13 +167,13 @@ class IntakeConfig(_Section):
     max_sessions_per_key: IntakeInt = 1000
     drain_batch: IntakeInt = 64
     send_hwm: IntakeInt = 100000
-    recv_hwm: IntakeInt = 100000
+    recv_hwm: IntakeInt = 1000
     shutdown_grace_ms: Annotated[int, Meta(ge=0, le=60_000)] = 100
 
     @property
     def hard_max_bytes(self) -> int:
         """``hard_max_message_bytes`` with its default applied."""
-        return self.hard_max_message_bytes or 16 * self.max_message_bytes
+        return self.hard_max_message_bytes or 4 * self.max_message_bytes
 
 
 class ClientKey(_Section):

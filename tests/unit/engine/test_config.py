@@ -64,7 +64,7 @@ servers = ["nats://127.0.0.1:4222"]
 """)
     config = load_config(path)
     assert config.intake.endpoints == ["tcp://0.0.0.0:7001", "ipc:///tmp/kronos.sock"]
-    assert config.intake.hard_max_bytes == 16 * 4096
+    assert config.intake.hard_max_bytes == 4 * 4096
     assert config.security.server_secret_key_file == str(tmp_path / "keys" / "server.key_secret")
     assert config.security.clients[1].public_key_file == str(tmp_path / "keys" / "ops.key")
     assert config.security.clients[1].admin and not config.security.clients[0].admin
