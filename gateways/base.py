@@ -264,6 +264,11 @@ class Gateway:
         if self.running:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Known from the first start on, and handed to every child started
+        # again: read afresh after old segments were archived from the front,
+        # it would be the identity of the oldest segment left, and the
+        # gateway would refuse its own cursor as another journal's.
+        self.journal_id = self.journal_id or journal_identity(self.source.data_dir)
         if self.config.isolation == "process":
             self._start_process()
             return
@@ -332,7 +337,7 @@ class Gateway:
             target=_child_main, name=f"gateway-{self.name}", daemon=True,
             args=(self.config, str(self.source.data_dir), self.source.check_chain,
                   str(self.data_dir.parent), self._shared, stop_end, child_end,
-                  os.getpid(), self._shared_error, logging_settings()))
+                  os.getpid(), self._shared_error, logging_settings(), self.journal_id))
         _spawn(self._process)
         child_end.close()
         stop_end.close()
@@ -374,7 +379,7 @@ class Gateway:
             process.join(0)
             self._refresh()
             self._process = None
-            log.error("gateway %s: its process died (exit code %s) with %s delivered; starting "
+            log.error("gateway %s: its process died (exit code %s) with its cursor at seq %s; starting "
                       "it again from its cursor", self.name, process.exitcode,
                       self._metrics.cursor)
         # Until a start succeeds, the gateway stays dead and is tried again at
@@ -697,6 +702,9 @@ class Gateway:
         """Refuse a stored cursor that counts in another journal's seqs."""
         if cursor and self.cursor_journal is not None and self.journal_id is not None \
                 and self.cursor_journal != self.journal_id:
+            # Nothing of this journal is delivered: its lag is the whole of it
+            # (docs/gateways.md), not unknown (NaN), which no lag alert fires on.
+            self._set_cursor(0)
             raise ForeignCursorError(
                 f"its stored cursor (seq {cursor}) belongs to journal {self.cursor_journal}, "
                 f"not to {self.journal_id} in {self.source.data_dir}: the journal was made anew "
@@ -831,7 +839,7 @@ def _die_with_parent(parent: int) -> bool:
 
 
 def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, parent,
-                shared_error=None, log_settings=None) -> None:
+                shared_error=None, log_settings=None, journal_id=None) -> None:
     """A gateway's child process: run it on a thread; its counters go to ``shared``
     and the text of its last error to ``shared_error``.
 
@@ -883,6 +891,7 @@ def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, 
     gateway = build(msgspec.structs.replace(config, isolation="thread"),
                     JournalReader(journal_dir, check_chain=check_chain), data_dir)
     gateway._shared_out, gateway._shared_error_out = shared, shared_error
+    gateway.journal_id = journal_id  # (the engine's, from its first start: see start)
     try:
         gateway.start()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it

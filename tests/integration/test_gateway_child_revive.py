@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 
+import orjson
+
 from engine.client import Client
 from engine.messages import ExecType, ExecutionReport
 from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
@@ -77,3 +79,41 @@ def test_a_child_whose_start_again_fails_is_tried_again_until_it_starts(tmp_path
         last = engine.call(lambda: engine.service.journal.last_seq)
         assert wait_until(lambda: gateway._process is not None and gateway.running, 20)
         assert gateway.wait_for(last, 10)
+
+
+def test_a_child_started_again_after_old_segments_were_archived_keeps_delivering(tmp_path):
+    """journal.md allows archiving delivered segments from the front while the engine runs.
+    A child started again then read the journal's identity afresh, from the oldest segment
+    left, and refused its own cursor as another journal's (ForeignCursorError) at every
+    retry, for good: nothing was delivered until the engine restarted."""
+    path, endpoint = engine_with_zmq_gateway(tmp_path, free_port())
+    path.write_text(path.read_text().replace('fsync = "none"',
+                                              'fsync = "none"\nrotate_bytes = 4096'))
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        [gateway] = engine.service.gateways
+        journal = engine.service.journal
+
+        def order(cl_ord_id):
+            client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id=cl_ord_id)
+            client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                              and m.cl_ord_id == cl_ord_id and m.exec_type == ExecType.NEW, 5)
+            return engine.call(lambda: journal.last_seq)
+        for i in range(40):
+            last = order(f"early-{i}")
+        assert gateway.wait_for(last, 10)
+        # (its cursor stored past them: what a restarted child starts from)
+        assert wait_until(lambda: gateway.cursor_path.exists() and
+                          orjson.loads(gateway.cursor_path.read_bytes())["seq"] >= last, 15)
+        segments = sorted((tmp_path / "journal").glob("*.krj"))
+        assert len(segments) >= 3
+        for segment in segments[:2]:  # delivered long ago: archived
+            segment.rename(archive / segment.name)
+        first = gateway._process.pid
+        os.kill(first, signal.SIGKILL)
+        last = order("after-archive")
+        assert wait_until(lambda: gateway._process is not None and gateway._process.pid != first
+                          and gateway.running, 15)
+        assert gateway.wait_for(last, 10)
+        assert "ForeignCursorError" not in gateway.metrics.last_error

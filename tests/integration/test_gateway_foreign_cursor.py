@@ -27,6 +27,15 @@ def run_until_refused_or_done(gateway, last: int) -> str:
         gateway.stop()
 
 
+def lag_records(gateway) -> float:
+    """``kronos_gateway_lag_records`` of ``gateway`` as a scrape reads it."""
+    from gateways.metrics import GatewayCollector
+    for metric in GatewayCollector([gateway]).collect():
+        if metric.name == "kronos_gateway_lag_records":
+            return metric.samples[0].value
+    raise AssertionError("no kronos_gateway_lag_records")
+
+
 @needs_postgres()
 def test_a_schema_holding_another_journals_cursor_is_refused(tmp_path):
     import psycopg
@@ -43,8 +52,11 @@ def test_a_schema_holding_another_journals_cursor_is_refused(tmp_path):
         old_id = journal_identity(tmp_path / "journal")
         assert run_until_refused_or_done(gateway(), old_last) == ""
         last = new_journal(tmp_path, 3)
-        error = run_until_refused_or_done(gateway(), last)
+        refused = gateway()
+        error = run_until_refused_or_done(refused, last)
         assert f"belongs to journal {old_id}" in error
+        # Its lag counts the whole new journal, as gateways.md says: it was NaN.
+        assert lag_records(refused) == last
         assert f"the row 'postgres' of {schema}.gateway_cursor" in error
         with psycopg.connect(PG_DSN, autocommit=True) as db:
             # The old journal's 20 fills only: the new one's seq 2, 4, 6 were not stored over them.
