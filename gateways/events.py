@@ -225,6 +225,17 @@ class Normalizer:
         self.undecodable = 0
         self.unknown = 0
 
+    def reset(self) -> None:
+        """Forget what was fed: the next record starts a new run (a replay of another range).
+
+        An admin request fed in one range and left unanswered there must not
+        answer for a reply in another: a later request under the same
+        ``req_id`` (an engage, then its release) would lend that reply its
+        action, scope and target.
+        """
+        self._admin_requests.clear()
+        self._fed_first = self._fed_last = 0
+
     def wants(self, event_type: str) -> bool:
         """Whether events of ``event_type`` are kept."""
         return self.all_types or event_type in self.event_types

@@ -419,6 +419,7 @@ class ReplayServer:
             raise ValueError(f"'from' must be >= 1, not {first}")
         tail, normalizer, pack, encode = self._tail, self._normalizer, HEADER.pack, self._encoder.encode
         tail.seek(first - 1)
+        normalizer.reset()  # (each answer reads its own range: see Normalizer.reset)
         frames: list[bytes] = []
         count, through, end = 0, first - 1, False
         # Scanning is bounded too, so a narrow filter over a long range

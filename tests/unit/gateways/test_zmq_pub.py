@@ -216,6 +216,39 @@ def test_admin_events_published_and_replayed_with_the_kill_switch_scope(tmp_path
         assert (event.action, event.scope, event.target) == ("engage", "symbol", "AAA")
 
 
+def test_a_replay_answers_an_admin_reply_with_its_own_request_whatever_was_asked_before(
+        tmp_path, journal):
+    """An engage and a release under one req_id. A replay that ended between the release's
+    request and its reply left that request in the service's shared state, and the next
+    replay, of the engage's reply, gave it the release's action (the live feed and the
+    stores had the engage's)."""
+    write_fills(journal, 1, 5)
+    engage = write_kill_switch(journal, "K1", "account", "DEMO2", cancels=2)
+    release = write_kill_switch(journal, "K1", "account", "DEMO2", action="release")
+    release_request = release - 1
+    gateway = make_gateway(tmp_path)
+    gateway.start()
+    context = zmq.Context()
+    req = context.socket(zmq.REQ)
+    req.connect(gateway.replay_endpoint)
+    decoder = msgspec.msgpack.Decoder(GatewayEvent)
+
+    def replay(first, last):
+        req.send(msgspec.msgpack.encode({"from": first, "to": last}))
+        _, *frames = req.recv_multipart()
+        return [decoder.decode(frames[i + 2]) for i in range(0, len(frames), 3)]
+    try:
+        assert replay(release_request, release_request) == []  # the request alone
+        [admin] = [e for e in replay(engage, engage) if e.type == "admin"]
+        assert (admin.seq, admin.req_id, admin.action) == (engage, "K1", "engage")
+        [admin] = [e for e in replay(release, release) if e.type == "admin"]
+        assert (admin.seq, admin.action) == (release, "release")
+    finally:
+        req.close()
+        context.term()
+        gateway.stop()
+
+
 @pytest.mark.parametrize("policy,expected", [("normal", "SCHED_OTHER"), ("idle", "SCHED_IDLE")])
 def test_child_process_runs_under_its_sched_policy_and_nice(tmp_path, journal, policy, expected):
     written = write_fills(journal, 1, 50)
