@@ -255,7 +255,12 @@ class _Base:
                 resend = ResendRequest(begin_seq=gap[0], end_seq=gap[1])
                 self._requested.append(gap[:])
             self.last_seq = seq
-        elif not self._fill_gap(seq) and not self._recover_lost(seq):
+        elif self._fill_gap(seq):
+            # A gap filling (a replay arriving): what waits behind it waits
+            # REORDER_WAIT_S from the latest progress, not from the first
+            # message held, or a long replay would be overtaken mid-way.
+            self._held_since = time.monotonic()
+        elif not self._recover_lost(seq):
             self.duplicates += 1
             return None
         if isinstance(msg, HeartbeatAck):

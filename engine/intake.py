@@ -51,6 +51,7 @@ not sent that session's messages: ROUTER sockets route by id alone.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import functools
 import logging
@@ -111,6 +112,12 @@ ZAP_DOMAIN = b"kronos"
 ALL_ACCOUNTS = "*"
 #: How soon a backlog (a peer whose queue was full) is tried again, seconds.
 BACKLOG_RETRY_S = 0.002
+#: Every this many messages a session notes which journal record holds it, so a
+#: resend of messages its ring no longer keeps reads the journal from there.
+RESEND_MARK_EVERY = 1000
+#: Most messages one ``ResendRequest`` is answered with from the journal (the
+#: newest of its range; older ones are refused ``RESEND_UNAVAILABLE``).
+JOURNAL_RESEND_MAX = 100_000
 
 # Per-message socket calls (receive, send, "is there more?") are made from C
 # by ext.zmqcall on pyzmq's own libzmq: pyzmq's per-call Python work (a Frame
@@ -213,12 +220,23 @@ class Handler:
         """
         release()
 
-    def record_sent(self, session: "Session", frame: bytes) -> None:
+    def record_sent(self, session: "Session", frame: bytes) -> int | None:
         """Every frame a session sends passes here once, before ``flush``.
 
         The pipeline journals it (seq included), so that recovery restores
-        each session's sequence number and resend ring exactly. Default: no-op.
+        each session's sequence number and resend ring exactly, and returns
+        the journal record's seq (see :meth:`sent_frames`). Default: no-op.
         """
+        return None
+
+    def sent_frames(self, session_id: str, from_record: int, begin_seq: int,
+                    end_seq: int) -> list[bytes]:
+        """The frames ``session_id`` was sent with seq ``begin_seq`` to ``end_seq``, as
+        :meth:`record_sent` kept them, looked for from record ``from_record`` on; fewer
+        (the first ones, in order) when some are not kept. Called on a worker thread,
+        for a resend of messages older than the session's ring. Default: none.
+        """
+        return []
 
     def on_session_timeout(self, session: "Session") -> None:
         """The session's peer has been silent for ``heartbeat_timeout_ms``.
@@ -265,7 +283,8 @@ class Session:
 
     __slots__ = ("session_id", "principal", "client_name", "accounts", "admin",
                  "cancel_on_disconnect", "timed_out", "fresh", "last_recv_ns", "created_ns",
-                 "_seq", "_ring", "_route", "_listener", "_backlog", "_departed")
+                 "_seq", "_ring", "_route", "_listener", "_backlog", "_departed", "_marks",
+                 "_replaying")
 
     def __init__(self, listener: "_Listener", route: bytes | None, principal: str,
                  client_name: str, accounts: frozenset[str], admin: bool, ring_size: int,
@@ -291,6 +310,10 @@ class Session:
         # ``departed``: taken out when the session is dropped, so that a
         # dropped session (and its ring) is not held there after it.
         self._departed: list[tuple[_Listener, bytes]] = []
+        # (seq, journal record) of every RESEND_MARK_EVERY-th message: where a
+        # resend older than the ring starts reading the journal.
+        self._marks: list[tuple[int, int]] = []
+        self._replaying: bytes | None = None  # the route a resend reads the journal for
 
     def __repr__(self) -> str:
         return (f"Session({self.session_id}, client={self.client_name!r}, seq={self._seq}, "
@@ -332,7 +355,9 @@ class Session:
         self._ring.append(stamped)
         frame = self._listener.encoder.encode(stamped)
         server = self._listener.server
-        server.handler.record_sent(self, frame)  # journaled as sent, seq included
+        record = server.handler.record_sent(self, frame)  # journaled as sent, seq included
+        if record and self._seq % RESEND_MARK_EVERY == 1:
+            self._marks.append((self._seq, record))
         server._queue(self, frame)
         return self._seq
 
@@ -353,6 +378,11 @@ class Session:
     def oldest_kept_seq(self) -> int:
         """Lowest sequence number still available for resend (``seq + 1`` if none)."""
         return self._ring[0].seq if self._ring else self._seq + 1
+
+    def journal_mark(self, seq: int) -> int | None:
+        """A journal record at or before the one holding message ``seq`` (None: unknown)."""
+        at = bisect.bisect_right(self._marks, (seq, sys.maxsize)) - 1
+        return self._marks[at][1] if at >= 0 else None
 
 
 class _Superseded:
@@ -1162,7 +1192,8 @@ class IntakeServer:
         return session
 
     def restore_session(self, session_id: str, principal: str, seq: int,
-                        messages: Iterable[Response]) -> Session | None:
+                        messages: Iterable[Response],
+                        marks: Iterable[tuple[int, int]] = ()) -> Session | None:
         """Re-create a session recovered from the journal, detached until its client resumes.
 
         The client resumes it as after any reconnect (``ResendRequest`` with
@@ -1182,6 +1213,7 @@ class IntakeServer:
         session.session_id = session_id
         session._seq = seq
         session._ring.extend(messages)
+        session._marks = list(marks)
         self.sessions[session_id] = session
         self._held[principal] += 1
         self.metrics.sessions.set(len(self.sessions))
@@ -1482,19 +1514,87 @@ class IntakeServer:
             return
         end = min(request.end_seq or session.seq, session.seq)
         oldest = session.oldest_kept_seq
-        # Taken before the reject below, which enters the ring and may push
+        older = (begin, min(oldest - 1, end)) if begin < oldest and begin <= end else None
+        if older is not None and session._replaying is not None \
+                and session._replaying == session._route:
+            # One journal read at a time per connection: asked again and again,
+            # it would make the engine read and send the same range each time.
+            # (A resume on a new connection reads anew: the old read's answer
+            # is for a connection that is gone.)
+            session.reject(RejectReason.THROTTLED,
+                           "a resend from the journal is in progress for this session; ask "
+                           "again once its closing HeartbeatAck has arrived",
+                           ref_type="ResendRequest")
+            return
+        # Taken before the rejects below, which enter the ring and may push
         # the oldest kept message out.
         replay = list(session.sent(max(begin, oldest), end))
-        if begin < oldest and begin <= end:
-            session.reject(RejectReason.RESEND_UNAVAILABLE,
-                           f"messages {begin}..{min(oldest - 1, end)} are no longer kept; "
-                           f"recover order state with OrderStatusRequest",
-                           ref_type="ResendRequest")
+        journal_part = None
+        if older is not None:
+            # Older than the ring: read back from the journal, the newest
+            # JOURNAL_RESEND_MAX of them, from the mark before the first.
+            first = max(begin, older[1] - JOURNAL_RESEND_MAX + 1)
+            mark = session.journal_mark(first)
+            if mark is not None:
+                journal_part = (first, older[1], mark)
+            unavailable = older[1] if journal_part is None else first - 1
+            if unavailable >= begin:
+                self._resend_unavailable(session, begin, unavailable)
+        if journal_part is not None and session._route is not None:
+            return self._resend_from_journal(session, journal_part, replay, begin, end)
         if session._route is not None:
             for msg in replay:
                 self._queue(session, listener.encoder.encode(msg))
         # The ack marks the end of the replay and confirms which session this is.
         self._ack(session, None, resend=(begin, end))
+
+    def _resend_unavailable(self, session: Session, begin: int, end: int) -> None:
+        session.reject(RejectReason.RESEND_UNAVAILABLE,
+                       f"messages {begin}..{end} are no longer kept; "
+                       f"recover order state with OrderStatusRequest",
+                       ref_type="ResendRequest")
+
+    def _resend_from_journal(self, session: Session, part: tuple[int, int, int],
+                             kept: list[Response], begin: int, end: int) -> None:
+        """Send ``part`` (first seq, last seq, the journal record to read from) of a resend
+        from the journal, then ``kept`` (the rest, from the ring), then the closing ack of
+        ``begin..end``.
+
+        The journal is read on a worker thread: the loop goes on meanwhile, and
+        messages sent then arrive before the replayed ones (the client puts
+        them in order by seq). Its connection gone meanwhile, nothing is sent:
+        the client's next resume asks again.
+        """
+        first, last, mark = part
+        route = session._replaying = session._route
+
+        def read() -> None:
+            # Once this wake-up's records are written (its flush): the range
+            # may end with messages sent in it.
+            reading = self._loop.run_in_executor(None, self.handler.sent_frames,
+                                                 session.session_id, mark, first, last)
+            reading.add_done_callback(done)
+
+        def done(future: asyncio.Future) -> None:
+            if session._replaying == route:
+                session._replaying = None
+            try:
+                frames = future.result()
+            except Exception:  # noqa: BLE001 - a journal that cannot be read: say what is missing
+                log.exception("intake: resend of session %s from the journal failed",
+                              session.session_id)
+                frames = []
+            if session._route != route or self.sessions.get(session.session_id) is not session:
+                return
+            if len(frames) < last - first + 1:
+                self._resend_unavailable(session, first + len(frames), last)
+            for frame in frames:
+                self._queue(session, frame)
+            encode = session._listener.encoder.encode
+            for msg in kept:
+                self._queue(session, encode(msg))
+            self._ack(session, None, resend=(begin, end))
+        self._loop.call_soon(read)
 
     def _resume(self, listener: _Listener, route: bytes, current: Session, target: Session,
                 now: int) -> Session:

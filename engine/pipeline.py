@@ -23,7 +23,7 @@ from typing import Callable
 import msgspec
 
 from engine.intake import Handler, HeldReject, Session, in_bulk_order, send_held
-from engine.journal import JournalWriter, RecordKind
+from engine.journal import JournalReader, JournalWriter, RecordKind
 from engine.messages import (
     SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalChildren,
     JournalCommand, JournalDayRoll, JournalEvent, JournalPulled, JournalSession,
@@ -61,6 +61,15 @@ STRATEGIES = {None: STRAT_DEFAULT, "auto": STRAT_AUTO, "sweep": STRAT_SWEEP,
 
 _LOCATE, _INTENDED_DUPLICATE = int(RiskFlag.FLAG_LOCATE), int(RiskFlag.FLAG_INTENDED_DUPLICATE)
 _ADMITTED = int(RiskFlag.FLAG_ADMITTED)  # the throttle was judged before the order was taken
+
+
+class _SeqOf(msgspec.Struct):
+    """The ``seq`` of any outbound message (its other fields left unread)."""
+
+    seq: int = 0
+
+
+_SEQ_OF = msgspec.msgpack.Decoder(_SeqOf)
 
 def order_schedule(req: NewOrder) -> tuple | None:
     """A scheduled order's window and parameters as the router takes them, or None.
@@ -352,8 +361,8 @@ class Pipeline(Handler):
         self.journal.append_msg(_RecordKind.EVENT, JournalEvent(session_id=session_id, event=msg))
         return 0
 
-    def record_sent(self, session: Session, frame: bytes) -> None:
-        """Journal the exact frame a session sends (its seq included).
+    def record_sent(self, session: Session, frame: bytes) -> int:
+        """Journal the exact frame a session sends (its seq included); returns its record's seq.
 
         A session's first frame is preceded by a ``JournalSession`` record
         naming its key: recovery must restore it on the same kind of
@@ -367,7 +376,31 @@ class Pipeline(Handler):
             self.journal.append_msg(_RecordKind.META, JournalSession(
                 session_id=session.session_id, principal=session.principal))
             envelope = self.session_journaled(session.session_id)
-        self.journal.append(_RecordKind.EVENT, envelope + frame)
+        return self.journal.append(_RecordKind.EVENT, envelope + frame)
+
+    def sent_frames(self, session_id: str, from_record: int, begin_seq: int,
+                    end_seq: int) -> list[bytes]:
+        """The frames a session was sent, read back from the journal (see
+        ``engine.intake.Handler.sent_frames``): the records :meth:`record_sent` wrote, the
+        session's envelope stripped. Runs on a worker thread: it only reads the journal's
+        files, as any reader may while the engine writes them."""
+        envelope = event_envelope(session_id)
+        cut, frames, expected = len(envelope), [], begin_seq
+        reader = JournalReader(self.journal.data_dir, check_chain=False)
+        for record in reader.records(from_record):
+            if record.kind != _RecordKind.EVENT or not record.payload.startswith(envelope):
+                continue
+            frame = record.payload[cut:]
+            seq = _SEQ_OF.decode(frame).seq
+            if seq < expected:
+                continue  # before the range, or journaled unnumbered (seq 0)
+            if seq != expected:
+                break  # (one missing: the caller says from where)
+            frames.append(frame)
+            if seq == end_seq:
+                break
+            expected += 1
+        return frames
 
     def session_journaled(self, session_id: str) -> bytes:
         """Note that the journal names ``session_id``'s key (recovery calls it for the

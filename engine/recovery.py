@@ -40,6 +40,7 @@ from typing import Callable, NamedTuple
 
 import msgspec
 
+from engine.intake import RESEND_MARK_EVERY
 from engine.journal import JournalReader, RecordKind, first_segment_header
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalChildren,
@@ -90,6 +91,9 @@ class RecoveredSession(NamedTuple):
     messages: list   # the last messages sent (oldest first), each with its seq
     #: the session's setting as its last HeartbeatAck told the client
     cancel_on_disconnect: bool = False
+    #: (seq, journal record) of every RESEND_MARK_EVERY-th message sent: where a
+    #: resend older than the ring reads the journal from (``Session.journal_mark``)
+    marks: list = []
 
 
 class Recovered(NamedTuple):
@@ -227,6 +231,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     children: dict = {}  # child id -> Child, until the journal says it is done
     principals: dict[str, str] = {}
     sent: dict[str, collections.deque] = {}
+    marks: dict[str, list[tuple[int, int]]] = {}
     ended: set[str] = set()  # sessions intake dropped (JournalSessionEnd)
     day_start = None  # the current trading day's start: its roll, or the journal's first record
     for rec in JournalReader(journal_dir).records(1):
@@ -251,6 +256,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
                 # are journaled unnumbered and fill no ring).
                 ended.add(known.session_id)
                 sent.pop(known.session_id, None)
+                marks.pop(known.session_id, None)
             elif isinstance(known, JournalDayRoll):
                 risk.reset_daily(rec.ts_ns, "recovery")
                 day_start = rec.ts_ns
@@ -288,6 +294,8 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
             if ring is None:
                 ring = sent[payload.session_id] = collections.deque(maxlen=ring_size)
             ring.append(report)
+            if report.seq % RESEND_MARK_EVERY == 1:
+                marks.setdefault(payload.session_id, []).append((report.seq, rec.seq))
         if isinstance(report, HeartbeatAck):
             cancel_on_disconnect[payload.session_id] = report.cancel_on_disconnect
         answered = _answered(report, payload.session_id, requests, unanswered)
@@ -339,7 +347,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
         log.warning("recovery: %d sessions without a journaled key not restored (e.g. %s)",
                     len(unknown), unknown[0])
     sessions = [RecoveredSession(sid, principals[sid], ring[-1].seq, list(ring),
-                                 cancel_on_disconnect.get(sid, False))
+                                 cancel_on_disconnect.get(sid, False), marks.get(sid, []))
                 for sid, ring in sent.items() if sid in principals]
     result = Recovered(records, len(table), len(table.working()), fills, sessions, engaged,
                        list(requests.values()))

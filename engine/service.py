@@ -193,7 +193,8 @@ class EngineService:
         await self.intake.start()
         self._warn_unknown_entitled(cfg.security)
         for rs in self.recovered.sessions:
-            session = self.intake.restore_session(rs.session_id, rs.principal, rs.seq, rs.messages)
+            session = self.intake.restore_session(rs.session_id, rs.principal, rs.seq, rs.messages,
+                                                  rs.marks)
             if session is not None:
                 # Its opt-in holds across the restart: if the client does not
                 # come back within the heartbeat timeout, its orders are canceled.

@@ -1,0 +1,133 @@
+"""A resend of messages older than the session's ring is answered from the journal.
+
+The ring keeps a session's last ``[intake] resend_ring_size`` messages in
+memory; every message the engine sends is also journaled exactly as sent.
+A client that missed more than the ring holds (its connection dropped while
+it was not reading, a backlog it could not keep up with) was refused
+``RESEND_UNAVAILABLE`` for the rest, and those reports were lost for good
+although the journal had them (audit: 20,720 reports after an 8 s pause).
+Here the ring holds 50 messages and the client asks for thousands.
+"""
+import threading
+import time
+
+from engine.client import Client
+from engine.messages import ExecType, ExecutionReport, HeartbeatAck, Reject, ResendRequest
+from tests.integration.engine_harness import (ThreadedEngine, config_text, free_port, kill_9,
+                                              kill_if_running, start_subprocess)
+
+RING = 50
+
+
+def small_ring_config(tmp_path):
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal").replace(
+        "heartbeat_timeout_ms = 60000", f"heartbeat_timeout_ms = 60000\nresend_ring_size = {RING}"))
+    return path, f"tcp://127.0.0.1:{port}"
+
+
+def place(client, count, prefix) -> int:
+    """``count`` resting orders in bulks of 1000, each acknowledged; returns the last seq."""
+    for start in range(0, count, 1000):
+        client.bulk([client.build_new_order("AAA", "buy", "1", "40.00", account="DEMO1",
+                                            cl_ord_id=f"{prefix}-{i}")
+                     for i in range(start, min(count, start + 1000))])
+    acked = 0
+    while acked < count:
+        message = client.recv(10)
+        if isinstance(message, ExecutionReport) and message.exec_type == ExecType.NEW:
+            acked += 1
+    return client.last_seq
+
+
+def resumed_from(endpoint, session_id, after) -> tuple[list, Client]:
+    """Resume ``session_id`` on a new connection from ``after``; every message up to the
+    replay's closing HeartbeatAck, in the order the client hands them over."""
+    client = Client(endpoint)
+    client.resume(session_id, after)
+    got = client.recv_until(lambda m: isinstance(m, HeartbeatAck)
+                            and m.resend_begin_seq == after + 1, 30)
+    return got, client
+
+
+def check_replay(got, client, first, last):
+    numbered = [m.seq for m in got[:-1]]
+    assert numbered == list(range(first, last + 1))
+    assert not [m for m in got if isinstance(m, Reject)]
+    ack = got[-1]
+    assert (ack.resend_begin_seq, ack.resend_end_seq) == (first, last)
+    assert (client.gaps, client.lost, client.duplicates) == ([], [], 0)
+
+
+def test_a_resume_from_far_behind_the_ring_gets_every_message_from_the_journal(tmp_path):
+    path, endpoint = small_ring_config(tmp_path)
+    with ThreadedEngine(path):
+        with Client(endpoint) as first:
+            first.heartbeat()
+            first.recv(5)
+            last = place(first, 2500, "o")
+            session_id = first.session_id
+        # From before the second journal mark (every 1000th message), and from the start.
+        for after in (1500, 0):
+            got, client = resumed_from(endpoint, session_id, after)
+            with client:
+                # (each resume's closing ack is one more message of the session)
+                check_replay(got, client, after + 1, got[-1].seq - 1)
+                assert got[-1].seq - 1 == (last if after else last + 1)
+
+
+def test_after_kill_9_the_recovered_session_is_resent_from_the_journal(tmp_path):
+    path, endpoint = small_ring_config(tmp_path)
+    proc = start_subprocess(path, tmp_path / "engine.log")
+    try:
+        with Client(endpoint) as first:
+            first.heartbeat()
+            first.recv(5)
+            last = place(first, 1200, "k")
+            session_id = first.session_id
+        time.sleep(0.2)
+    finally:
+        kill_9(proc)
+    proc = start_subprocess(path, tmp_path / "engine.log")
+    try:
+        got, client = resumed_from(endpoint, session_id, 0)
+        with client:
+            # (the resume's closing ack ends the numbering after the first session's last)
+            check_replay(got, client, 1, got[-1].seq - 1)
+            assert got[-1].seq - 1 >= last
+            news = [m for m in got if isinstance(m, ExecutionReport)]
+            assert sorted(m.cl_ord_id for m in news) == sorted(f"k-{i}" for i in range(1200))
+    finally:
+        kill_if_running(proc)
+
+
+def test_a_second_resend_into_the_journal_while_one_reads_is_refused_throttled(tmp_path):
+    """A client asking again and again (audit: 1,000 pipelined ResendRequests) made the engine
+    replay the same range each time; one journal read per connection runs at a time."""
+    path, endpoint = small_ring_config(tmp_path)
+    with ThreadedEngine(path) as engine:
+        with Client(endpoint) as first:
+            first.heartbeat()
+            first.recv(5)
+            last = place(first, 300, "t")
+            session_id = first.session_id
+        pipeline = engine.service.pipeline
+        release = threading.Event()
+        read = pipeline.sent_frames
+
+        def held_read(*args):
+            release.wait(10)
+            return read(*args)
+        pipeline.sent_frames = held_read
+        client = Client(endpoint)
+        with client:
+            client.resume(session_id, 0)
+            client.send(ResendRequest(begin_seq=1, end_seq=10))
+            refused = client.recv_until(lambda m: isinstance(m, Reject), 5)[-1]
+            assert (refused.reject_name, refused.ref_type) == ("THROTTLED", "ResendRequest")
+            release.set()
+            got = client.recv_until(lambda m: isinstance(m, HeartbeatAck)
+                                    and m.resend_begin_seq == 1 and m.resend_end_seq >= last, 10)
+            replayed = {m.seq for m in got if isinstance(m, ExecutionReport)}
+            assert replayed >= set(range(2, last + 1))
