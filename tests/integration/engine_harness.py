@@ -22,6 +22,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from engine.client import Client
+from engine.messages import HeartbeatAck
 from engine.service import EngineThread as ThreadedEngine  # noqa: F401  (the tests' name)
 
 QUIET_SIM = Path(__file__).parent / "configs" / "quiet_sim.toml"
@@ -49,6 +51,14 @@ def slow_sim(directory: Path, mean_us: float) -> Path:
                            f'latency = {{ model = "fixed", mean_us = {float(mean_us)} }}',
                            QUIET_SIM.read_text()))
     return path
+
+
+def open_session(endpoint: str) -> Client:
+    """A client whose session has begun: its id is known, so it can be resumed."""
+    client = Client(endpoint)
+    client.heartbeat()
+    client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+    return client
 
 
 def http_get(url: str) -> tuple[int, str]:

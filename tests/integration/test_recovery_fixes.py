@@ -13,13 +13,14 @@ stays in flight; one test kills the engine with SIGKILL, the others stop it
 without a grace period, which leaves the journal the same way (the venues'
 answers never come).
 """
+import contextlib
 import time
 
 from engine.client import Client
 from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, KillSwitch,
                              OrderStatusReply, OrdStatus, Reject)
 from tests.integration.engine_harness import (QUIET_SIM, ThreadedEngine, config_text, free_port,
-                                              kill_9, kill_if_running, slow_sim,
+                                              kill_9, kill_if_running, open_session, slow_sim,
                                               start_subprocess)
 
 ACCOUNT = "DEMO1"
@@ -37,13 +38,6 @@ def engine_config(tmp_path, *, slow: bool):
                             "heartbeat_timeout_ms = 60000\nshutdown_grace_ms = 0")
     path.write_text(text)
     return path, f"tcp://127.0.0.1:{port}"
-
-
-def open_session(endpoint) -> Client:
-    client = Client(endpoint)
-    client.heartbeat()
-    client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
-    return client
 
 
 def rest(client, cl_ord_id, qty="10", price="49.00", account=ACCOUNT, **fields):
@@ -68,6 +62,16 @@ def status(client, cl_ord_id, account=ACCOUNT) -> OrderStatusReply:
 def live_qty(reply: OrderStatusReply) -> int:
     """What the order has working at venues, by its children's state."""
     return sum(int(c.qty) - int(c.cum_qty) for c in reply.children if not c.done)
+
+
+@contextlib.contextmanager
+def restarted_and_resumed(path, endpoint, session_id, last_seq):
+    """The engine started again on ``path``; yields (client, what it was sent) of the
+    session resumed there."""
+    with ThreadedEngine(path):
+        client, got = resumed(endpoint, session_id, last_seq)
+        with client:
+            yield client, got
 
 
 def resumed(endpoint, session_id, last_seq) -> tuple[Client, list]:
@@ -95,19 +99,17 @@ def test_a_cancel_and_a_replace_in_flight_at_kill_9_are_answered_after_the_resta
         client.close()
     finally:
         kill_9(proc)
-    with ThreadedEngine(path):
-        client, got = resumed(endpoint, session_id, last)
-        with client:
-            reports = {m.cl_ord_id: m for m in got if isinstance(m, ExecutionReport)}
-            canceled, replaced = reports["CXL-A"], reports["RPL-B"]
-            assert (canceled.exec_type, canceled.orig_cl_ord_id, canceled.leaves_qty) == \
-                (ExecType.CANCELED, "A", "0")
-            assert (replaced.exec_type, replaced.orig_cl_ord_id, replaced.qty) == \
-                (ExecType.REPLACED, "B", "30")
-            a = status(client, "A")
-            assert a.report.ord_status == OrdStatus.CANCELED and live_qty(a) == 0
-            b = status(client, "RPL-B")
-            assert b.report.ord_status == OrdStatus.NEW and live_qty(b) == 30
+    with restarted_and_resumed(path, endpoint, session_id, last) as (client, got):
+        reports = {m.cl_ord_id: m for m in got if isinstance(m, ExecutionReport)}
+        canceled, replaced = reports["CXL-A"], reports["RPL-B"]
+        assert (canceled.exec_type, canceled.orig_cl_ord_id, canceled.leaves_qty) == \
+            (ExecType.CANCELED, "A", "0")
+        assert (replaced.exec_type, replaced.orig_cl_ord_id, replaced.qty) == \
+            (ExecType.REPLACED, "B", "30")
+        a = status(client, "A")
+        assert a.report.ord_status == OrdStatus.CANCELED and live_qty(a) == 0
+        b = status(client, "RPL-B")
+        assert b.report.ord_status == OrdStatus.NEW and live_qty(b) == 30
 
 
 def test_a_replace_in_flight_that_a_fill_overtakes_at_kill_9_cancels_the_rest(tmp_path):
@@ -138,19 +140,17 @@ def test_a_replace_in_flight_that_a_fill_overtakes_at_kill_9_cancels_the_rest(tm
         client.close()
     finally:
         kill_if_running(proc)
-    with ThreadedEngine(path):
-        client, got = resumed(endpoint, session_id, last)
-        with client:
-            reports = [m for m in got if isinstance(m, ExecutionReport)]
-            refused = next(m for m in reports if m.cl_ord_id == "B-r")
-            assert (refused.exec_type, refused.reject_name) == \
-                (ExecType.REJECTED, "REPLACE_QTY_NOT_ABOVE_FILLED")
-            assert "filled while the replace was in flight" in refused.text
-            canceled = next(m for m in reports if m.cl_ord_id == "B")
-            assert (canceled.exec_type, canceled.cum_qty, canceled.leaves_qty) == \
-                (ExecType.CANCELED, "60", "0")
-            b = status(client, "B")
-            assert b.report.ord_status == OrdStatus.CANCELED and live_qty(b) == 0
+    with restarted_and_resumed(path, endpoint, session_id, last) as (client, got):
+        reports = [m for m in got if isinstance(m, ExecutionReport)]
+        refused = next(m for m in reports if m.cl_ord_id == "B-r")
+        assert (refused.exec_type, refused.reject_name) == \
+            (ExecType.REJECTED, "REPLACE_QTY_NOT_ABOVE_FILLED")
+        assert "filled while the replace was in flight" in refused.text
+        canceled = next(m for m in reports if m.cl_ord_id == "B")
+        assert (canceled.exec_type, canceled.cum_qty, canceled.leaves_qty) == \
+            (ExecType.CANCELED, "60", "0")
+        b = status(client, "B")
+        assert b.report.ord_status == OrdStatus.CANCELED and live_qty(b) == 0
 
 
 def test_requests_in_flight_at_a_stop_finish_as_they_would_have_live(tmp_path):

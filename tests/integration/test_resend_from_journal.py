@@ -14,7 +14,7 @@ import time
 from engine.client import Client
 from engine.messages import ExecType, ExecutionReport, HeartbeatAck, Reject, ResendRequest
 from tests.integration.engine_harness import (ThreadedEngine, config_text, free_port, kill_9,
-                                              kill_if_running, start_subprocess)
+                                              kill_if_running, open_session, start_subprocess)
 
 RING = 50
 
@@ -63,9 +63,7 @@ def check_replay(got, client, first, last):
 def test_a_resume_from_far_behind_the_ring_gets_every_message_from_the_journal(tmp_path):
     path, endpoint = small_ring_config(tmp_path)
     with ThreadedEngine(path):
-        with Client(endpoint) as first:
-            first.heartbeat()
-            first.recv(5)
+        with open_session(endpoint) as first:
             last = place(first, 2500, "o")
             session_id = first.session_id
         # From before the second journal mark (every 1000th message), and from the start.
@@ -81,9 +79,7 @@ def test_after_kill_9_the_recovered_session_is_resent_from_the_journal(tmp_path)
     path, endpoint = small_ring_config(tmp_path)
     proc = start_subprocess(path, tmp_path / "engine.log")
     try:
-        with Client(endpoint) as first:
-            first.heartbeat()
-            first.recv(5)
+        with open_session(endpoint) as first:
             last = place(first, 1200, "k")
             session_id = first.session_id
         time.sleep(0.2)
@@ -107,9 +103,7 @@ def test_a_second_resend_into_the_journal_while_one_reads_is_refused_throttled(t
     replay the same range each time; one journal read per connection runs at a time."""
     path, endpoint = small_ring_config(tmp_path)
     with ThreadedEngine(path) as engine:
-        with Client(endpoint) as first:
-            first.heartbeat()
-            first.recv(5)
+        with open_session(endpoint) as first:
             last = place(first, 300, "t")
             session_id = first.session_id
         pipeline = engine.service.pipeline
