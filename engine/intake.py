@@ -1578,6 +1578,8 @@ class IntakeServer:
         def done(future: asyncio.Future) -> None:
             if session._replaying == route:
                 session._replaying = None
+            if future.cancelled():
+                return  # (the engine is stopping)
             try:
                 frames = future.result()
             except Exception:  # noqa: BLE001 - a journal that cannot be read: say what is missing
