@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import heapq
 import itertools
 import os
 import secrets
@@ -179,6 +180,7 @@ class _Base:
         self.duplicates = 0
         self._ready: collections.deque[Response] = collections.deque()  # for the caller, in order
         self._held: dict[int, Response] = {}  # seq -> message waiting for a gap below it
+        self._held_seqs: list[int] = []  # their seqs, a heap: a long replay is not sorted per message
         self._held_since = 0.0
         self._requested: list[list[int]] = []  # resend ranges asked for and not yet closed
         #: a resume was sent and neither its closing HeartbeatAck nor a refusal came back
@@ -275,16 +277,16 @@ class _Base:
         if not self._held:
             self._held_since = time.monotonic()
         self._held[seq] = msg
+        heapq.heappush(self._held_seqs, seq)
         self._release()
         return resend
 
     def _release(self, *, expired: bool = False) -> None:
         """Move held messages that no open gap precedes (all, once ``expired``) to the caller."""
         floor = None if expired else min((first for first, _ in self.gaps), default=None)
-        for seq in sorted(self._held):
-            if floor is not None and seq > floor:
-                break
-            self._ready.append(self._held.pop(seq))
+        seqs = self._held_seqs
+        while seqs and (floor is None or seqs[0] <= floor):
+            self._ready.append(self._held.pop(heapq.heappop(seqs)))
 
     def _hold_deadline(self) -> float | None:
         """When held messages are delivered anyway (monotonic seconds), or None."""

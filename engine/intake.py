@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
+import concurrent.futures
 import functools
 import logging
 import operator
@@ -99,6 +100,7 @@ from engine.messages import (
     make_reject,
     reject_name,
     request_decoder,
+    seq_of,
 )
 from engine.metrics import Metrics
 from ext import zmqcall
@@ -118,6 +120,8 @@ RESEND_MARK_EVERY = 1000
 #: Most messages one ``ResendRequest`` is answered with from the journal (the
 #: newest of its range; older ones are refused ``RESEND_UNAVAILABLE``).
 JOURNAL_RESEND_MAX = 100_000
+#: ResendRequests of one connection that may wait for its journal read; more are refused THROTTLED.
+MAX_WAITING_RESENDS = 16
 
 # Per-message socket calls (receive, send, "is there more?") are made from C
 # by ext.zmqcall on pyzmq's own libzmq: pyzmq's per-call Python work (a Frame
@@ -284,7 +288,7 @@ class Session:
     __slots__ = ("session_id", "principal", "client_name", "accounts", "admin",
                  "cancel_on_disconnect", "timed_out", "fresh", "last_recv_ns", "created_ns",
                  "_seq", "_ring", "_route", "_listener", "_backlog", "_departed", "_marks",
-                 "_replaying")
+                 "_reading", "_dropped_from")
 
     def __init__(self, listener: "_Listener", route: bytes | None, principal: str,
                  client_name: str, accounts: frozenset[str], admin: bool, ring_size: int,
@@ -313,7 +317,11 @@ class Session:
         # (seq, journal record) of every RESEND_MARK_EVERY-th message: where a
         # resend older than the ring starts reading the journal.
         self._marks: list[tuple[int, int]] = []
-        self._replaying: bytes | None = None  # the route a resend reads the journal for
+        self._reading: _JournalRead | None = None  # a resend reading the journal
+        # The first seq its full backlog dropped (0: none): from there on the
+        # backlog takes nothing new, and once it has drained the engine sends
+        # the dropped messages again, from the ring or the journal.
+        self._dropped_from = 0
 
     def __repr__(self) -> str:
         return (f"Session({self.session_id}, client={self.client_name!r}, seq={self._seq}, "
@@ -383,6 +391,19 @@ class Session:
         """A journal record at or before the one holding message ``seq`` (None: unknown)."""
         at = bisect.bisect_right(self._marks, (seq, sys.maxsize)) - 1
         return self._marks[at][1] if at >= 0 else None
+
+
+class _JournalRead:
+    """A resend reading a session's older messages from the journal: for which connection,
+    its future, and the ResendRequests of that connection waiting for it."""
+
+    __slots__ = ("route", "future", "waiting", "superseded")
+
+    def __init__(self, route: bytes):
+        self.route = route
+        self.future: asyncio.Future | None = None
+        self.waiting: list[tuple[_Listener, ResendRequest]] = []
+        self.superseded = False
 
 
 class _Superseded:
@@ -728,6 +749,11 @@ class IntakeServer:
         self.frames_sent = 0
         # Sessions whose peer's queue was full, and the timer that retries them.
         self._backlogged: set[Session] = set()
+        # Resends older than a session's ring read the journal here, one at a
+        # time and off the loop (see _resend_from_journal).
+        self._journal_reads = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="kronos-resend")
+        self._stopped = False
         self._backlog_timer: asyncio.TimerHandle | None = None
         self.update_security(security)
 
@@ -896,6 +922,10 @@ class IntakeServer:
         sessions' rings: a client that resumes after a restart asks for it);
         it is logged and counted in ``kronos_send_dropped_total``.
         """
+        self._stopped = True
+        # A resend still reading the journal answers nobody now: the client
+        # resumes after the restart and asks again.
+        self._journal_reads.shutdown(wait=False, cancel_futures=True)
         if self._backlog_timer is not None:
             self._backlog_timer.cancel()
             self._backlog_timer = None
@@ -1008,14 +1038,22 @@ class IntakeServer:
     def _hold(self, session: Session, frames: collections.deque, frame: bytes) -> None:
         """Keep ``frame`` in ``session``'s backlog until its peer's queue has room.
 
-        A backlog past ``resend_ring_size`` drops its oldest frame (counted
-        in ``kronos_send_dropped_total``): a peer that far behind gets a gap in
-        ``seq`` and asks for a resend, as any client that missed messages.
+        A full backlog (``resend_ring_size`` frames, a replay's included)
+        takes nothing new until it has drained: the frames it cannot take are
+        counted in ``kronos_send_dropped_total``, and once it is empty the
+        engine sends again, in order, from the ring or the journal, everything
+        from the lowest seq it dropped on (``_send_dropped``; what the client
+        already has among them it drops as repeats). What it holds stays whole
+        and in order, so a client that reads slowly misses nothing.
         """
-        frames.append(frame)
-        if len(frames) > self.config.resend_ring_size:
-            frames.popleft()
+        if session._dropped_from or len(frames) >= self.config.resend_ring_size:
+            # (the lowest: a ring replay's frames are older than what it holds)
+            seq = seq_of(frame)
+            if not session._dropped_from or seq < session._dropped_from:
+                session._dropped_from = seq
             self.metrics.send_dropped.inc()
+            return
+        frames.append(frame)
         self._backlogged.add(session)
         if self._backlog_timer is None and self._loop is not None:
             self._backlog_timer = self._loop.call_later(BACKLOG_RETRY_S, self._send_backlogs)
@@ -1036,6 +1074,8 @@ class IntakeServer:
             if not frames:
                 session._backlog = None
                 self._backlogged.discard(session)
+                if session._dropped_from:
+                    self._send_dropped(session)  # (a backlog again, for those)
             if not listener.recheck_scheduled:
                 # As after any send (see _transmit): it can swallow the FD's
                 # wake-up for requests that arrived meanwhile, which would then
@@ -1515,17 +1555,26 @@ class IntakeServer:
         end = min(request.end_seq or session.seq, session.seq)
         oldest = session.oldest_kept_seq
         older = (begin, min(oldest - 1, end)) if begin < oldest and begin <= end else None
-        if older is not None and session._replaying is not None \
-                and session._replaying == session._route:
-            # One journal read at a time per connection: asked again and again,
-            # it would make the engine read and send the same range each time.
-            # (A resume on a new connection reads anew: the old read's answer
-            # is for a connection that is gone.)
-            session.reject(RejectReason.THROTTLED,
-                           "a resend from the journal is in progress for this session; ask "
-                           "again once its closing HeartbeatAck has arrived",
-                           ref_type="ResendRequest")
-            return
+        reading = session._reading
+        if older is not None and reading is not None:
+            if reading.route == session._route:
+                # One journal read per session at a time: this one waits for it
+                # (asked again and again, the engine would read and send the
+                # same range each time), up to MAX_WAITING_RESENDS.
+                if len(reading.waiting) >= MAX_WAITING_RESENDS:
+                    session.reject(RejectReason.THROTTLED,
+                                   f"{MAX_WAITING_RESENDS} resends already wait for this "
+                                   f"session's resend from the journal; ask again once its "
+                                   f"closing HeartbeatAck has arrived", ref_type="ResendRequest")
+                else:
+                    reading.waiting.append((listener, request))
+                return
+            # A resume on another connection: the old read's answer would go
+            # nowhere. Stopped (or dropped before it starts), it costs nothing more.
+            reading.superseded = True
+            if reading.future is not None:
+                reading.future.cancel()
+            session._reading = None
         # Taken before the rejects below, which enter the ring and may push
         # the oldest kept message out.
         replay = list(session.sent(max(begin, oldest), end))
@@ -1540,6 +1589,10 @@ class IntakeServer:
             unavailable = older[1] if journal_part is None else first - 1
             if unavailable >= begin:
                 self._resend_unavailable(session, begin, unavailable)
+                if journal_part is not None:
+                    # Closed at once: the client need not hold what follows it
+                    # until the read is done.
+                    self._ack(session, None, resend=(begin, unavailable))
         if journal_part is not None and session._route is not None:
             return self._resend_from_journal(session, journal_part, replay, begin, end)
         if session._route is not None:
@@ -1548,6 +1601,44 @@ class IntakeServer:
         # The ack marks the end of the replay and confirms which session this is.
         self._ack(session, None, resend=(begin, end))
 
+    def _replay(self, session: Session, frames: list[bytes],
+                then: Callable[[], None] | None = None) -> None:
+        """Send already journaled frames (a replay) to the session's connection through its
+        backlog, never dropped (the client is told they were sent), then call ``then`` (the
+        closing ack). Once this wake-up's messages are out, which go first (a
+        RESEND_UNAVAILABLE before the replay); nothing newer overtakes them."""
+        route = session._route
+
+        def send() -> None:
+            if session._route != route or route is None:
+                return  # gone meanwhile: the client's resume asks again
+            if frames:
+                backlog = session._backlog
+                if backlog is None or backlog[0] != route:
+                    backlog = session._backlog = (route, collections.deque())
+                backlog[1].extend(frames)
+                self._backlogged.add(session)
+                self._send_backlogs()
+            if then is not None:
+                then()
+        self._loop.call_soon(send)
+
+    def _send_dropped(self, session: Session) -> None:
+        """The session's backlog has drained after dropping messages: send them again, from
+        the ring, and from the journal for those it no longer keeps."""
+        first, last, oldest = session._dropped_from, session.seq, session.oldest_kept_seq
+        if first < oldest and session._reading is not None:
+            return  # after the journal read in progress, whose replay drains the backlog again
+        session._dropped_from = 0
+        kept = list(session.sent(max(first, oldest), last))
+        mark = session.journal_mark(first) if first < oldest else None
+        if mark is not None:
+            return self._resend_from_journal(session, (first, oldest - 1, mark), kept, first,
+                                             last, ack=False)
+        if first < oldest:
+            self._resend_unavailable(session, first, oldest - 1)
+        self._replay(session, [session._listener.encoder.encode(msg) for msg in kept])
+
     def _resend_unavailable(self, session: Session, begin: int, end: int) -> None:
         session.reject(RejectReason.RESEND_UNAVAILABLE,
                        f"messages {begin}..{end} are no longer kept; "
@@ -1555,48 +1646,53 @@ class IntakeServer:
                        ref_type="ResendRequest")
 
     def _resend_from_journal(self, session: Session, part: tuple[int, int, int],
-                             kept: list[Response], begin: int, end: int) -> None:
+                             kept: list[Response], begin: int, end: int,
+                             ack: bool = True) -> None:
         """Send ``part`` (first seq, last seq, the journal record to read from) of a resend
         from the journal, then ``kept`` (the rest, from the ring), then the closing ack of
-        ``begin..end``.
+        ``begin..end``; then take the session's ResendRequests that waited for it.
 
-        The journal is read on a worker thread: the loop goes on meanwhile, and
-        messages sent then arrive before the replayed ones (the client puts
-        them in order by seq). Its connection gone meanwhile, nothing is sent:
-        the client's next resume asks again.
+        The journal is read on a worker thread, one read at a time for the
+        whole engine: the loop goes on meanwhile, and messages sent then arrive
+        before the replayed ones (the client puts them in order by seq). Its
+        connection gone meanwhile, nothing is sent: the client's next resume
+        asks again.
         """
         first, last, mark = part
-        route = session._replaying = session._route
+        read = session._reading = _JournalRead(session._route)
 
-        def read() -> None:
+        def start() -> None:
             # Once this wake-up's records are written (its flush): the range
             # may end with messages sent in it.
-            reading = self._loop.run_in_executor(None, self.handler.sent_frames,
-                                                 session.session_id, mark, first, last)
-            reading.add_done_callback(done)
+            if read.superseded or self._stopped:
+                return
+            read.future = self._loop.run_in_executor(self._journal_reads, self.handler.sent_frames,
+                                                     session.session_id, mark, first, last)
+            read.future.add_done_callback(done)
 
         def done(future: asyncio.Future) -> None:
-            if session._replaying == route:
-                session._replaying = None
-            if future.cancelled():
-                return  # (the engine is stopping)
+            if session._reading is read:
+                session._reading = None
+            if future.cancelled() or read.superseded or self._stopped:
+                return
             try:
                 frames = future.result()
             except Exception:  # noqa: BLE001 - a journal that cannot be read: say what is missing
                 log.exception("intake: resend of session %s from the journal failed",
                               session.session_id)
                 frames = []
-            if session._route != route or self.sessions.get(session.session_id) is not session:
+            if session._route != read.route or self.sessions.get(session.session_id) is not session:
                 return
             if len(frames) < last - first + 1:
                 self._resend_unavailable(session, first + len(frames), last)
-            for frame in frames:
-                self._queue(session, frame)
             encode = session._listener.encoder.encode
-            for msg in kept:
-                self._queue(session, encode(msg))
-            self._ack(session, None, resend=(begin, end))
-        self._loop.call_soon(read)
+            self._replay(session, frames + [encode(msg) for msg in kept],
+                         (lambda: self._ack(session, None, resend=(begin, end))) if ack else None)
+            now = time.monotonic_ns()
+            for listener, request in read.waiting:
+                if session._route == read.route:
+                    self._resend(listener, read.route, session, request, now)
+        self._loop.call_soon(start)
 
     def _resume(self, listener: _Listener, route: bytes, current: Session, target: Session,
                 now: int) -> Session:

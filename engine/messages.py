@@ -486,6 +486,20 @@ class JournalEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 JournalPayload = Union[JournalCommand, JournalEvent]
 
 
+class _SeqOnly(msgspec.Struct):
+    """An outbound message's ``seq``, its other fields left unread."""
+
+    seq: int = 0
+
+
+_SEQ_ONLY = msgspec.msgpack.Decoder(_SeqOnly)
+
+
+def seq_of(frame: bytes) -> int:
+    """The ``seq`` of an encoded outbound message (0: sent outside any session)."""
+    return _SEQ_ONLY.decode(frame).seq
+
+
 def event_envelope(session_id: str) -> bytes:
     """The msgpack of ``JournalEvent(session_id, event=...)`` up to the event itself.
 

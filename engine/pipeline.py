@@ -30,7 +30,7 @@ from engine.messages import (
     JournalSessionEnd, JournalValuation, KillSwitch, NewOrder, OrderStatusReply,
     OrderStatusRequest, OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill,
     TradeHistoryReply, TradeHistoryRequest, clip_text, event_envelope, make_reject, members,
-    participation_ppm, reject_name,
+    participation_ppm, reject_name, seq_of,
 )
 from engine.history import HistoryAnswer, TradeHistory, TradeStore
 from engine.orders import Child, Order, OrderTable, Stage, execution_report
@@ -62,14 +62,6 @@ STRATEGIES = {None: STRAT_DEFAULT, "auto": STRAT_AUTO, "sweep": STRAT_SWEEP,
 _LOCATE, _INTENDED_DUPLICATE = int(RiskFlag.FLAG_LOCATE), int(RiskFlag.FLAG_INTENDED_DUPLICATE)
 _ADMITTED = int(RiskFlag.FLAG_ADMITTED)  # the throttle was judged before the order was taken
 
-
-class _SeqOf(msgspec.Struct):
-    """The ``seq`` of any outbound message (its other fields left unread)."""
-
-    seq: int = 0
-
-
-_SEQ_OF = msgspec.msgpack.Decoder(_SeqOf)
 
 def order_schedule(req: NewOrder) -> tuple | None:
     """A scheduled order's window and parameters as the router takes them, or None.
@@ -391,7 +383,7 @@ class Pipeline(Handler):
             if record.kind != _RecordKind.EVENT or not record.payload.startswith(envelope):
                 continue
             frame = record.payload[cut:]
-            seq = _SEQ_OF.decode(frame).seq
+            seq = seq_of(frame)
             if seq < expected:
                 continue  # before the range, or journaled unnumbered (seq 0)
             if seq != expected:

@@ -33,12 +33,14 @@ def _dealer(endpoint, rcvhwm=10):
     return sock
 
 
-def _engine_config(tmp_path, *, send_hwm):
-    """An engine whose send queue per peer holds ``send_hwm`` messages; (path, endpoint)."""
+def _engine_config(tmp_path, *, send_hwm, ring=10000):
+    """An engine whose send queue per peer holds ``send_hwm`` messages, and whose sessions
+    keep ``ring`` for resends (the backlog's bound); (path, endpoint)."""
     port = free_port()
     path = tmp_path / "engine.toml"
     path.write_text(config_text(port, tmp_path / "journal").replace(
-        "heartbeat_timeout_ms = 60000", f"heartbeat_timeout_ms = 60000\nsend_hwm = {send_hwm}"))
+        "heartbeat_timeout_ms = 60000", f"heartbeat_timeout_ms = 60000\nsend_hwm = {send_hwm}\n"
+                                        f"resend_ring_size = {ring}"))
     return path, f"tcp://127.0.0.1:{port}"
 
 
@@ -80,6 +82,28 @@ def test_a_slow_reader_gets_every_message_in_order(tmp_path):
             time.sleep(1.0)
             replay = _read_all(sock, decode, lambda m: isinstance(m, HeartbeatAck))
             assert [m.seq for m in replay[:-1]] == seqs
+        finally:
+            sock.close()
+
+
+def test_a_full_backlog_sends_what_it_could_not_take_once_it_has_drained(tmp_path):
+    """The backlog holds 100 here and the reader stalls for 6,000 reports. A full backlog
+    dropped its oldest frames, older than anything the ring kept: the reader was told of a gap
+    that a resend could no longer fill (audit: 3,015 of 20,015 lost for good). Now it takes
+    nothing new until it has drained, then the engine sends the rest again, unasked."""
+    path, endpoint = _engine_config(tmp_path, send_hwm=10, ring=100)
+    decode = response_decoder().decode
+    with ThreadedEngine(path) as engine:
+        sock = _dealer(endpoint)
+        try:
+            _send_orders(sock, ORDERS)
+            time.sleep(1.5)  # not reading: the backlog fills and drops
+            got = _read_all(sock, decode, lambda m: isinstance(m, ExecutionReport) and
+                            m.cl_ord_id == f"o{ORDERS - 1}" and m.exec_type.name == "CANCELED")
+            assert engine.service.metrics.registry.get_sample_value(
+                "kronos_send_dropped_total") > 0
+            seqs = [m.seq for m in got]
+            assert seqs == list(range(1, 2 * ORDERS + 1)), "a gap, a repeat or out of order"
         finally:
             sock.close()
 
