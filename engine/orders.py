@@ -163,6 +163,9 @@ class Order(msgspec.Struct, gc=False, eq=False):
     #: why the engine cancels the order, when no request or router reason says it (the
     #: text of its CANCELED report)
     cancel_text: str | None = None
+    #: a market buy under a collar: the band's upper edge (ticks), which risk valued it
+    #: at; the router takes nothing above it (0: none)
+    protect: int = 0
 
     def __post_init__(self) -> None:
         self.path = (_RECEIVED, self.created_ns)

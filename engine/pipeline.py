@@ -93,14 +93,17 @@ def _beyond_router(inst: Instrument, qty: int, price: int) -> str | None:
     return None
 
 
-def _remaining_schedule(order: Order, now: int) -> dict:
+def _remaining_schedule(order: Order, now: int, twap_slices: int) -> dict:
     """The router's schedule for what is left of ``order`` (after a replace or a restart).
 
-    The rest of the window from ``now``: a TWAP in the slices it has left,
-    a VWAP on the profile's remaining buckets, a POV at the same rate. A
-    window already over leaves nothing to schedule (the router refuses it).
+    The rest of the window from ``now``: a TWAP in the slices it has left
+    (of ``twap_slices``, the router's default, when it named none), a VWAP on
+    the profile's remaining buckets, a POV at the same rate. A window already
+    over leaves nothing to schedule (the router refuses it).
     """
     start, end, slices, profile, ppm = order.schedule
+    if slices < 0 and order.strategy == STRAT_TWAP:
+        slices = twap_slices  # (left as -1, the router would start a full set again)
     if start < 0:
         start = order.created_ns
     elapsed = 0
@@ -255,6 +258,7 @@ class Pipeline(Handler):
                             for v in range(len(self.venue_names)) if not market.venues[v].dark]
                            for symbol in self.symbols]
         self._book_seqs = [[-1] * len(self.venue_names) for _ in self.symbols]
+        self._references = [0] * len(self.symbols)  # the reference price risk was last given
         # The core's NBBO by the market's own instrument index (no symbol lookup per order).
         self._nbbo = market.loop.nbbo
         self._flushed_seq = 0
@@ -322,7 +326,8 @@ class Pipeline(Handler):
                                 reject_name(code))
         bid, ask = self._nbbo(self._market_ix[ix])
         if bid and ask:
-            self.risk.set_reference_price(ix, (bid + ask) // 2, now)
+            self._references[ix] = reference = (bid + ask) // 2
+            self.risk.set_reference_price(ix, reference, now)
 
     def _refresh_venues(self) -> None:
         """Venue sessions open and close: tell the router (from the clock, not per order)."""
@@ -640,6 +645,8 @@ class Pipeline(Handler):
                                           now, "route")
             return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
         self._journal_valuation(order)
+        if order.ord_type == _OrdType.MARKET and order.side == _Side.BUY:
+            self._protect(order, inst_ix)
         order.advance(_Stage.RISK_CHECKED, now)
         if timed:
             checked = time.perf_counter_ns()
@@ -839,6 +846,20 @@ class Pipeline(Handler):
         if value != order.price:
             self.journal.append_msg(_RecordKind.META, JournalValuation(
                 order_id=order.order_id, value_ticks=value))
+
+    def _protect(self, order: Order, ix: int) -> None:
+        """Hold a market buy under a collar to the band's upper edge (``Order.protect``).
+
+        Risk valued it there, assuming fills inside the band; a sweep up the
+        book past it would spend more than risk reserved and take buying
+        power below zero. So the router takes nothing above it, and what it
+        cannot fill within the band is canceled, as a market order's
+        remainder is. Without a collar risk values it at the reference
+        itself, and it is not held (it would never fill).
+        """
+        value = self.risk.value_price(order.order_id)
+        if value > self._references[ix]:
+            order.protect = value
 
     def _post_only_cross(self, order: Order, inst_ix: int, price: int) -> str | None:
         """Why a post-only order at ``price`` (ticks) would take liquidity now, or None.
@@ -1240,6 +1261,10 @@ class Pipeline(Handler):
                 self.orders.alias(order, pending.request.cl_ord_id)
             elif order.cancel_text is not None:
                 kw = {"text": order.cancel_text}
+            elif order.protect:
+                kw = {"text": f"unfilled remainder of a market order: nothing more at or below "
+                              f"{self._instrument(order.symbol).ticks_to_price(order.protect)}, "
+                              f"the collar's upper edge"}
             elif reason:
                 kw = {"text": f"canceled by the router: {reject_name(reason)}"}
             elif order.immediate:
@@ -1319,7 +1344,8 @@ class Pipeline(Handler):
             cross = self._post_only_cross(order, ix, order.price)
             if cross:
                 return _RejectReason.POST_ONLY_WOULD_CROSS, cross
-        schedule = {} if order.schedule is None else _remaining_schedule(order, now)
+        schedule = {} if order.schedule is None else \
+            _remaining_schedule(order, now, self.router.config["twap_slices"])
         reason = self._route(order, ix, order.qty - order.cum_qty, now, **schedule)
         return reason, reject_name(reason) if reason else None
 
@@ -1331,8 +1357,13 @@ class Pipeline(Handler):
             # What printed before now is not the order's to take part in: the
             # router hears of it here, not at the next tick, after the arrival.
             self._report_volume(ix)
-        return self.router.route(order.order_id, ix, order.side, qty, order.price, now,
-                                 order.strategy, order.tif, **schedule,
+        price, tif = order.price, order.tif
+        if order.protect:
+            # Swept up to it, and no further: a market order never rests
+            # (a schedule's slices are sweeps already).
+            price, tif = order.protect, (tif if order.schedule is not None else _TimeInForce.IOC)
+        return self.router.route(order.order_id, ix, order.side, qty, price, now,
+                                 order.strategy, tif, **schedule,
                                  stp_account=self._venue_account.get(order.account, 0),
                                  stp=order.stp)
 
