@@ -1704,6 +1704,9 @@ class IntakeServer:
         target._route = route
         target.last_recv_ns = now
         target.timed_out = False
+        # What a full backlog dropped is the resume's to ask for now (from the
+        # client's last seq), not to send again unasked on the new connection.
+        target._dropped_from = 0
         listener.routes[route] = target
         current._route = None
         # Fresh (see _resend): made for this connection and never used but to
