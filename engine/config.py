@@ -116,7 +116,9 @@ class IntakeConfig(_Section):
         Silence after which a session times out and the handler's
         ``on_session_timeout`` runs. Default 3000.
     resend_ring_size : int
-        Outbound messages kept per session for ``ResendRequest``. Default 10000.
+        Outbound messages kept in memory per session for ``ResendRequest``
+        (older ones are read back from the journal), and the bound of a slow
+        reader's backlog. Default 10000.
     session_retention_s : int
         A session silent for this long is forgotten, with the messages kept
         for its resend. Default 3600.
