@@ -318,9 +318,9 @@ class Session:
         # resend older than the ring starts reading the journal.
         self._marks: list[tuple[int, int]] = []
         self._reading: _JournalRead | None = None  # a resend reading the journal
-        # The first seq its full backlog dropped (0: none): from there on the
+        # The lowest seq its full backlog dropped (0: none): from there on the
         # backlog takes nothing new, and once it has drained the engine sends
-        # the dropped messages again, from the ring or the journal.
+        # the messages from there again, from the ring or the journal.
         self._dropped_from = 0
 
     def __repr__(self) -> str:
@@ -1580,13 +1580,7 @@ class IntakeServer:
         replay = list(session.sent(max(begin, oldest), end))
         journal_part = None
         if older is not None:
-            # Older than the ring: read back from the journal, the newest
-            # JOURNAL_RESEND_MAX of them, from the mark before the first.
-            first = max(begin, older[1] - JOURNAL_RESEND_MAX + 1)
-            mark = session.journal_mark(first)
-            if mark is not None:
-                journal_part = (first, older[1], mark)
-            unavailable = older[1] if journal_part is None else first - 1
+            journal_part, unavailable = self._from_journal(session, *older)
             if unavailable >= begin:
                 self._resend_unavailable(session, begin, unavailable)
                 if journal_part is not None:
@@ -1631,13 +1625,28 @@ class IntakeServer:
             return  # after the journal read in progress, whose replay drains the backlog again
         session._dropped_from = 0
         kept = list(session.sent(max(first, oldest), last))
-        mark = session.journal_mark(first) if first < oldest else None
-        if mark is not None:
-            return self._resend_from_journal(session, (first, oldest - 1, mark), kept, first,
-                                             last, ack=False)
         if first < oldest:
-            self._resend_unavailable(session, first, oldest - 1)
+            journal_part, unavailable = self._from_journal(session, first, oldest - 1)
+            if unavailable >= first:
+                self._resend_unavailable(session, first, unavailable)
+            if journal_part is not None:
+                return self._resend_from_journal(session, journal_part, kept, first, last,
+                                                 ack=False)
         self._replay(session, [session._listener.encoder.encode(msg) for msg in kept])
+
+    @staticmethod
+    def _from_journal(session: Session, begin: int, last: int
+                      ) -> tuple[tuple[int, int, int] | None, int]:
+        """How messages ``begin..last``, older than the session's ring, are sent again:
+        the part the journal sends (first seq, last seq, the record to read from: the
+        newest JOURNAL_RESEND_MAX of them, from the mark before the first), or None when no
+        mark leads there; and the last seq of what can no longer be sent (``begin - 1``:
+        nothing)."""
+        first = max(begin, last - JOURNAL_RESEND_MAX + 1)
+        mark = session.journal_mark(first)
+        if mark is None:
+            return None, last
+        return (first, last, mark), first - 1
 
     def _resend_unavailable(self, session: Session, begin: int, end: int) -> None:
         session.reject(RejectReason.RESEND_UNAVAILABLE,

@@ -612,7 +612,7 @@ class Pipeline(Handler):
             order.price = inst.price_to_ticks(req.price) if req.price is not None else 0
         except ConversionError as exc:
             return self._reject_order(order, exc.reason, str(exc), now, "validate")
-        if order.qty > ROUTER_MAX_QTY or order.price > ROUTER_MAX_PRICE:
+        if order.qty > ROUTER_MAX_QTY or order.price > ROUTER_MAX_PRICE:  # (no call per order)
             return self._reject_order(order, _RejectReason.VALUE_OUT_OF_RANGE,
                                       _beyond_router(inst, order.qty, order.price), now,
                                       "validate")
@@ -644,9 +644,9 @@ class Pipeline(Handler):
                                           "the venues are closed: no venue to route to",
                                           now, "route")
             return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
-        self._journal_valuation(order)
+        value = self._journal_valuation(order)
         if order.ord_type == _OrdType.MARKET and order.side == _Side.BUY:
-            self._protect(order, inst_ix)
+            self._protect(order, inst_ix, value)
         order.advance(_Stage.RISK_CHECKED, now)
         if timed:
             checked = time.perf_counter_ns()
@@ -832,8 +832,9 @@ class Pipeline(Handler):
                             held, self.max_orders)
         return full
 
-    def _journal_valuation(self, order: Order) -> None:
-        """Journal the price risk valued ``order`` at, when it is not the order's own limit.
+    def _journal_valuation(self, order: Order) -> int:
+        """Journal the price risk valued ``order`` at, when it is not the order's own limit;
+        returns that price (ticks).
 
         Risk values a buy limit at its limit, but a market order or a sell at
         the highest price it may fill at, from the market's reference price
@@ -841,14 +842,16 @@ class Pipeline(Handler):
         replays the order's exposure at exactly this value.
         """
         if order.side == _Side.BUY and order.ord_type != _OrdType.MARKET:
-            return  # (valued at its own limit: no call into risk on the usual path)
+            return order.price  # (valued at its own limit: no call into risk on the usual path)
         value = self.risk.value_price(order.order_id)
         if value != order.price:
             self.journal.append_msg(_RecordKind.META, JournalValuation(
                 order_id=order.order_id, value_ticks=value))
+        return value
 
-    def _protect(self, order: Order, ix: int) -> None:
-        """Hold a market buy under a collar to the band's upper edge (``Order.protect``).
+    def _protect(self, order: Order, ix: int, value: int) -> None:
+        """Hold a market buy under a collar to the band's upper edge (``Order.protect``):
+        ``value``, the price risk valued it at.
 
         Risk valued it there, assuming fills inside the band; a sweep up the
         book past it would spend more than risk reserved and take buying
@@ -857,7 +860,6 @@ class Pipeline(Handler):
         remainder is. Without a collar risk values it at the reference
         itself, and it is not held (it would never fill).
         """
-        value = self.risk.value_price(order.order_id)
         if value > self._references[ix]:
             order.protect = value
 
