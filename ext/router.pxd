@@ -237,6 +237,7 @@ ctypedef struct Parent:
     uint8_t status            # OrdStatus
     uint8_t post_residual
     uint8_t cancel_requested  # CancelMode
+    uint8_t sums_saturated    # notional_x2 or fees passed int64 and saturated (avg_px not exact)
     uint16_t reason           # RejectReason explaining an unfilled end, 0 otherwise
     uint8_t post_at_limit     # rest at the limit (limit-order semantics), not joining the NBBO
     uint8_t stp               # StpMode of its children; STP_UNKNOWN: the venue's default

@@ -1613,7 +1613,7 @@ cdef class Router:
         cdef int32_t pi
         cdef Child* c
         cdef Parent* p
-        cdef i128 fee_total
+        cdef i128 fill_fee, fee_total, notional, venue_fees
         cdef Py_ssize_t k
         if ci < 0:
             return UNKNOWN_ORDER
@@ -1624,15 +1624,19 @@ cdef class Router:
             return INVALID_QTY
         if last_px_x2 <= 0 or last_px_x2 > 2 * C_MAX_PRICE:
             return INVALID_PRICE
-        fee_total = self._fee(p.instrument, c.venue, c.role == ROLE_POST, last_px_x2,
-                              last_qty) if not has_fee \
+        fill_fee = self._fee(p.instrument, c.venue, c.role == ROLE_POST, last_px_x2,
+                             last_qty) if not has_fee \
             else <i128>fee
-        # Exact sums are int64: refuse (and do not apply) what would overflow.
-        fee_total += p.fees
-        if ((<i128>last_qty) * last_px_x2 + p.notional_x2 > INT64_MAX
-                or fee_total > INT64_MAX or fee_total < -INT64_MAX):
-            return VALUE_OUT_OF_RANGE
-        fee = <int64_t>(fee_total - p.fees)
+        # The fill happened at the venue, so its lots are always booked: a
+        # refused fill would leave the router routing lots already bought.
+        # The money sums are int64 and saturate (as risk's do); the parent
+        # then says its average price is not exact (the engine keeps its own).
+        notional = (<i128>last_qty) * last_px_x2 + p.notional_x2
+        fee_total = fill_fee + p.fees
+        venue_fees = fill_fee + p.v_fees[c.venue]
+        if (notional > INT64_MAX or fee_total > INT64_MAX or fee_total < -INT64_MAX
+                or venue_fees > INT64_MAX or venue_fees < -INT64_MAX):
+            p.sums_saturated = 1
         if c.price > 0 and _outside_limit(_is_buy(c.side), last_px_x2, c.price, c.pending_price):
             # A venue fault, but the fill happened: booked (the engine books
             # it in the order and risk whatever the router does), and counted.
@@ -1644,10 +1648,10 @@ cdef class Router:
         c.cum += last_qty
         p.cum += last_qty
         p.working -= last_qty
-        p.notional_x2 += last_qty * last_px_x2
-        p.fees += fee
+        p.notional_x2 = _sat64(notional)
+        p.fees = _sat64(fee_total)
         p.v_filled[c.venue] += last_qty
-        p.v_fees[c.venue] += fee
+        p.v_fees[c.venue] = _sat64(venue_fees)
         p.rounds = 0
         if p.status == NEW:
             p.status = PARTIALLY_FILLED
@@ -1949,9 +1953,10 @@ cdef class Router:
         -------
         int
             0; ``UNKNOWN_ORDER`` (no such live child), ``INVALID_QTY`` (not
-            positive or above the child's leaves), ``INVALID_PRICE`` or
-            ``VALUE_OUT_OF_RANGE`` (a sum would overflow); nothing is applied
-            on a non-zero code.
+            positive or above the child's leaves) or ``INVALID_PRICE``;
+            nothing is applied on a non-zero code. A fill whose notional or
+            fees pass int64 is booked with those sums saturated, and the
+            parent's ``sums_saturated`` says so (its ``avg_px`` is then None).
         """
         if fee is None:
             return self.on_fill_c(child_id, last_qty, last_px_x2, 0, False, now)
@@ -2078,7 +2083,8 @@ cdef class Router:
                 "leaves_qty": p.qty - p.cum, "working_qty": p.working,
                 "avg_px": self._avg_px(p), "notional_x2": p.notional_x2, "fees": p.fees,
                 "live_children": p.n_live, "children": p.n_children, "rounds": p.rounds,
-                "reason": p.reason, "done": p.phase == PH_DONE}
+                "reason": p.reason, "done": p.phase == PH_DONE,
+                "sums_saturated": bool(p.sums_saturated)}
 
     def live_children(self, int64_t parent_id):
         """The live children of a parent: a list of dicts, creation order."""
@@ -2096,6 +2102,8 @@ cdef class Router:
         return out
 
     cdef tuple _avg_px(self, Parent* p):
+        if p.sums_saturated:
+            return None
         if p.cum == 0:
             return (0, 1)
         g = math.gcd(p.notional_x2, 2 * p.cum)
@@ -2117,6 +2125,8 @@ cdef class Router:
         # Exact average price as a reduced fraction (half-ticks over 2 x lots).
         if p.cum == 0:
             out.avg_px_num, out.avg_px_den = 0, 1
+        elif p.sums_saturated:
+            out.avg_px_num, out.avg_px_den = 0, 0    # not exact: the sums saturated
         else:
             den = 2 * p.cum
             g = _gcd(p.notional_x2, den)
@@ -2128,13 +2138,13 @@ cdef class Router:
         # 128-bit products: prices times quantities may exceed int64 even
         # when every stored sum fits; the stored figure saturates.
         ref = p.arr_ask if buy else p.arr_bid
-        if ref > 0 and cum > 0:
+        if ref > 0 and cum > 0 and not p.sums_saturated:
             pi_x2 = (2 * ref * cum - notional_x2) if buy else (notional_x2 - 2 * ref * cum)
             out.pi_x2 = _sat64(pi_x2)
             out.pi_bps = <double>pi_x2 / <double>(2 * ref * cum) * 1e4
         else:
             out.pi_x2, out.pi_bps = 0, NAN
-        if p.arr_bid > 0 and p.arr_ask > 0 and cum > 0:
+        if p.arr_bid > 0 and p.arr_ask > 0 and cum > 0 and not p.sums_saturated:
             mid_x2 = <i128>p.arr_bid + p.arr_ask
             edge = (mid_x2 * cum - notional_x2) if buy else (notional_x2 - mid_x2 * cum)
             out.vs_mid_bps = <double>edge / <double>(mid_x2 * cum) * 1e4

@@ -79,10 +79,12 @@ class _Parent:
                  "done_ts", "arr", "start_ns", "end_ns", "n_slices", "cum_weight", "pov_ppm",
                  "vol_start", "last_target", "dark_min_qty", "post_residual", "last_reprice_ts",
                  "live", "n_children", "rounds", "dark_tried", "cancel_requested", "post_at_limit",
-                 "stp_account", "stp", "v_sent", "v_filled", "v_fees", "v_children")
+                 "stp_account", "stp", "v_sent", "v_filled", "v_fees", "v_children",
+                 "sums_saturated")
 
     def __init__(self):
         self.live: dict[int, _Child] = {}
+        self.sums_saturated = False
         self.v_sent, self.v_filled = [0] * MAX_VENUES, [0] * MAX_VENUES
         self.v_fees, self.v_children = [0] * MAX_VENUES, [0] * MAX_VENUES
 
@@ -714,9 +716,6 @@ class ReferenceRouter:
         p = c.parent
         if fee is None:
             fee = self._fee(p.instrument, c.venue, c.role == ROLE_POST, last_px_x2, last_qty)
-        limit = (1 << 63) - 1
-        if p.notional_x2 + last_qty * last_px_x2 > limit or not -limit <= p.fees + fee <= limit:
-            return R["VALUE_OUT_OF_RANGE"]
         if c.price > 0:
             buy = c.side == BUY
             limits = [c.price] + ([c.pending_price] if c.pending_price else [])
@@ -730,10 +729,13 @@ class ReferenceRouter:
         c.cum += last_qty
         p.cum += last_qty
         p.working -= last_qty
-        p.notional_x2 += last_qty * last_px_x2
-        p.fees += fee
+        # The lots are booked whatever the sums: int64 money saturates.
+        limit = (1 << 63) - 1
+        sums = (p.notional_x2 + last_qty * last_px_x2, p.fees + fee, p.v_fees[c.venue] + fee)
+        if any(not -limit <= x <= limit for x in sums):
+            p.sums_saturated = True
+        p.notional_x2, p.fees, p.v_fees[c.venue] = (max(-limit, min(limit, x)) for x in sums)
         p.v_filled[c.venue] += last_qty
-        p.v_fees[c.venue] += fee
         p.rounds = 0
         if p.status == NEW:
             p.status = PARTIAL
@@ -839,6 +841,8 @@ class ReferenceRouter:
 
     @staticmethod
     def _avg_px(p):
+        if p.sums_saturated:
+            return None
         if not p.cum:
             return (0, 1)
         g = math.gcd(p.notional_x2, 2 * p.cum)
@@ -851,7 +855,7 @@ class ReferenceRouter:
                 "leaves_qty": p.qty - p.cum, "working_qty": p.working, "avg_px": self._avg_px(p),
                 "notional_x2": p.notional_x2, "fees": p.fees, "live_children": len(p.live),
                 "children": p.n_children, "rounds": p.rounds, "reason": p.reason,
-                "done": p.phase == PH_DONE}
+                "done": p.phase == PH_DONE, "sums_saturated": p.sums_saturated}
 
     def live_children(self, parent_id):
         return [{"child_id": c.child_id, "venue": c.venue, "role": ChildRole(c.role),
@@ -861,15 +865,16 @@ class ReferenceRouter:
 
     def _bestex(self, p):
         buy = p.side == BUY
-        num, den = self._avg_px(p)
+        num, den = self._avg_px(p) or (0, 0)
         bid, bid_qty, ask, ask_qty = p.arr
         ref = ask if buy else bid
-        if ref > 0 and p.cum > 0:
+        exact = p.cum > 0 and not p.sums_saturated
+        if ref > 0 and exact:
             pi_x2 = 2 * ref * p.cum - p.notional_x2 if buy else p.notional_x2 - 2 * ref * p.cum
             pi_bps = pi_x2 / (2 * ref * p.cum) * 1e4
         else:
             pi_x2, pi_bps = 0, math.nan
-        if bid > 0 and ask > 0 and p.cum > 0:
+        if bid > 0 and ask > 0 and exact:
             mid_x2 = bid + ask
             edge = mid_x2 * p.cum - p.notional_x2 if buy else p.notional_x2 - mid_x2 * p.cum
             vs_mid_bps = edge / (mid_x2 * p.cum) * 1e4

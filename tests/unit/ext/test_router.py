@@ -1042,3 +1042,36 @@ def test_update_book_from_equals_update_book_of_depth(orders, max_levels):
     assert direct.depth(0, 1) == ([(int(p), int(q)) for p, q, _ in bids], [(int(p), int(q)) for p, q, _ in asks])
     with pytest.raises(IndexError):
         direct.update_book_from(0, 2, book)
+
+
+def test_a_fill_past_int64_money_is_booked_and_its_sums_saturate(R):
+    # The venue filled it, so the lots count whatever the money sums do: a
+    # refused fill left the router routing the parent's lots a second time.
+    r = R(1)
+    top = 1 << 40
+    r.update_book(0, 0, asks=[(top, top)])
+    r.route(1, 0, BUY, top, top, now=0)
+    cid = int(r.drain_actions()[0]["child_id"])
+    half = 1 << 22                      # 2^22 lots x 2^41 half-ticks = 2^63: one past int64
+    assert r.on_fill(cid, half, 2 * top, 1) == 0
+    st = r.parent(1)
+    assert st["cum_qty"] == half and st["working_qty"] == top - half
+    assert st["notional_x2"] == (1 << 63) - 1 and st["sums_saturated"] and st["avg_px"] is None
+    assert r.on_fill(cid, top - half, 2 * top, 2) == 0
+    st = r.parent(1)
+    assert st["cum_qty"] == top and st["leaves_qty"] == 0 and st["done"]
+    assert not [a for a in r.drain_actions() if a["kind"] == ACT_NEW]   # nothing routed again
+    rec = r.bestex(1)
+    assert (rec["avg_px_num"], rec["avg_px_den"]) == (0, 0) and math.isnan(rec["pi_bps"])
+
+
+def test_fees_past_int64_saturate_and_the_fill_still_counts(R):
+    r = R(1)
+    r.update_book(0, 0, asks=[(100, 10)])
+    r.route(1, 0, BUY, 10, 0, now=0)
+    cid = int(r.drain_actions()[0]["child_id"])
+    assert r.on_fill(cid, 4, 200, 1, fee=(1 << 63) - 1) == 0
+    assert r.on_fill(cid, 6, 200, 2, fee=5) == 0
+    st = r.parent(1)
+    assert st["cum_qty"] == 10 and st["fees"] == (1 << 63) - 1 and st["sums_saturated"]
+    assert st["notional_x2"] == 2000
