@@ -352,7 +352,7 @@ cdef class Router:
     cdef uint32_t _own_resting(self, Parent* p, int s) noexcept
     cdef int32_t _live_child(self, int64_t child_id) noexcept
     cdef void _child_done(self, int32_t ci) noexcept
-    cdef void _heard_from(self, int venue) noexcept
+    cdef void _heard_from(self, int32_t ci, int64_t now) noexcept
     cdef void _mark_down(self, int venue, int64_t now) noexcept
     cdef int64_t _sweep(self, int32_t pi, int64_t want, int64_t now) except -1
     cdef int _ping_dark(self, int32_t pi, int64_t now) except -1

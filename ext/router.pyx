@@ -742,10 +742,19 @@ cdef class Router:
         cdef Venue* vn = &self.venues[venue]
         return vn.open and (vn.health == HEALTH_UP or now >= vn.retry_at)
 
-    cdef void _heard_from(self, int venue) noexcept:
-        # Any report proves the venue answers again.
-        self.venues[venue].health = HEALTH_UP
-        self.venues[venue].n_down = 0
+    cdef void _heard_from(self, int32_t ci, int64_t now) noexcept:
+        # A child's first answer within the ack timeout proves the venue
+        # responsive: healthy, and its backoff starts over. A late answer
+        # (or a report on a resting child) proves it alive but not prompt:
+        # it stays avoided until its retry, and the backoff is kept, so a
+        # venue that always answers late is retried ever less often.
+        cdef Child* c = &self.children[ci]
+        cdef Venue* vn = &self.venues[c.venue]
+        if not c.acked and now - c.sent_ts < self.ack_timeout_ns:
+            vn.n_down = 0
+        elif vn.health == HEALTH_DOWN and now < vn.retry_at:
+            return
+        vn.health = HEALTH_UP
 
     cdef void _mark_down(self, int venue, int64_t now) noexcept:
         cdef Venue* vn = &self.venues[venue]
@@ -1602,7 +1611,7 @@ cdef class Router:
         cdef int32_t ci = self._live_child(child_id)
         if ci < 0:
             return UNKNOWN_ORDER
-        self._heard_from(self.children[ci].venue)
+        self._heard_from(ci, now)
         self.children[ci].acked = 1
         self._confirm_resting(ci)
         return self._advance(self.children[ci].parent, now)
@@ -1641,7 +1650,7 @@ cdef class Router:
             # A venue fault, but the fill happened: booked (the engine books
             # it in the order and risk whatever the router does), and counted.
             self.venues[c.venue].n_fills_outside_limit += 1
-        self._heard_from(c.venue)
+        self._heard_from(ci, now)
         if not c.acked:
             self._confirm_resting(ci)   # a fill before the ack: it was at the venue
         c.acked = 1
@@ -1681,7 +1690,7 @@ cdef class Router:
         elif reason == VENUE_CLOSED:
             self.venues[v].open = 0
         else:
-            self._heard_from(v)
+            self._heard_from(ci, now)
             if c.role == ROLE_SWEEP:
                 # Whatever the venue's reason, what we saw there did not take
                 # this order: leave its book alone until it updates.
@@ -1697,7 +1706,7 @@ cdef class Router:
             return UNKNOWN_ORDER
         c = &self.children[ci]
         pi = c.parent
-        self._heard_from(c.venue)
+        self._heard_from(ci, now)
         if c.role == ROLE_SWEEP and not c.cancel_sent and c.cum < c.qty:
             # An IOC that came back short: the displayed size was not there.
             self.stale[<Py_ssize_t>self.parents[pi].instrument * self.n_venues + c.venue] = 1
@@ -1712,7 +1721,7 @@ cdef class Router:
         if ci < 0:
             return UNKNOWN_ORDER
         pi = self.children[ci].parent
-        self._heard_from(self.children[ci].venue)
+        self._heard_from(ci, now)
         self._child_done(ci)
         p = &self.parents[pi]
         if p.phase != PH_DONE and p.cancel_requested == CR_NONE:
@@ -1733,7 +1742,7 @@ cdef class Router:
         if ci < 0:
             return UNKNOWN_ORDER
         c = &self.children[ci]
-        self._heard_from(c.venue)
+        self._heard_from(ci, now)
         c.acked = 1
         if c.pending_price:
             c.price = c.pending_price
@@ -1745,7 +1754,7 @@ cdef class Router:
         cdef int32_t ci = self._live_child(child_id)
         if ci < 0:
             return UNKNOWN_ORDER
-        self._heard_from(self.children[ci].venue)
+        self._heard_from(ci, now)
         self.children[ci].pending_price = 0
         return self._advance(self.children[ci].parent, now)
 

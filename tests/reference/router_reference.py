@@ -230,8 +230,13 @@ class ReferenceRouter:
         vn = self.venues[v]
         return vn.open and (vn.health == UP or now >= vn.retry_at)
 
-    def _heard_from(self, v):
-        self.venues[v].health, self.venues[v].n_down = UP, 0
+    def _heard_from(self, c, now):
+        vn = self.venues[c.venue]
+        if not c.acked and now - c.sent_ts < self.config["ack_timeout_ns"]:
+            vn.n_down = 0                   # answered in time: the backoff starts over
+        elif vn.health == DOWN and now < vn.retry_at:
+            return                          # a late answer: avoided until its retry
+        vn.health = UP
 
     def _mark_down(self, v, now):
         vn = self.venues[v]
@@ -699,7 +704,7 @@ class ReferenceRouter:
         c = self.children.get(child_id)
         if c is None:
             return R["UNKNOWN_ORDER"]
-        self._heard_from(c.venue)
+        self._heard_from(c, now)
         c.acked = True
         self._confirm_resting(c)
         self._advance(c.parent, now)
@@ -722,7 +727,7 @@ class ReferenceRouter:
             bound = max(limits) if buy else min(limits)     # a replace in flight: the looser
             if (last_px_x2 > 2 * bound) if buy else (last_px_x2 < 2 * bound):
                 self.venues[c.venue].n_fills_outside_limit += 1
-        self._heard_from(c.venue)
+        self._heard_from(c, now)
         if not c.acked:
             self._confirm_resting(c)
         c.acked = True
@@ -759,7 +764,7 @@ class ReferenceRouter:
         elif reason == R["VENUE_CLOSED"]:
             vn.open = False
         else:
-            self._heard_from(c.venue)
+            self._heard_from(c, now)
             if c.role == ROLE_SWEEP:
                 self.stale.add((c.parent.instrument, c.venue))
         self._child_done(c)
@@ -770,7 +775,7 @@ class ReferenceRouter:
         c = self.children.get(child_id)
         if c is None:
             return R["UNKNOWN_ORDER"]
-        self._heard_from(c.venue)
+        self._heard_from(c, now)
         if c.role == ROLE_SWEEP and not c.cancel_sent and c.cum < c.qty:
             self.stale.add((c.parent.instrument, c.venue))
         self._child_done(c)
@@ -781,7 +786,7 @@ class ReferenceRouter:
         c = self.children.get(child_id)
         if c is None:
             return R["UNKNOWN_ORDER"]
-        self._heard_from(c.venue)
+        self._heard_from(c, now)
         self._child_done(c)
         p = c.parent
         if p.phase != PH_DONE and p.cancel_requested == CR_NONE:
@@ -797,7 +802,7 @@ class ReferenceRouter:
         c = self.children.get(child_id)
         if c is None:
             return R["UNKNOWN_ORDER"]
-        self._heard_from(c.venue)
+        self._heard_from(c, now)
         c.acked = True
         if c.pending_price:
             c.price, c.pending_price = c.pending_price, 0
@@ -809,7 +814,7 @@ class ReferenceRouter:
         c = self.children.get(child_id)
         if c is None:
             return R["UNKNOWN_ORDER"]
-        self._heard_from(c.venue)
+        self._heard_from(c, now)
         c.pending_price = 0
         self._advance(c.parent, now)
         return 0

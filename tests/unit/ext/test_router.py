@@ -1075,3 +1075,41 @@ def test_fees_past_int64_saturate_and_the_fill_still_counts(R):
     st = r.parent(1)
     assert st["cum_qty"] == 10 and st["fees"] == (1 << 63) - 1 and st["sums_saturated"]
     assert st["notional_x2"] == 2000
+
+
+def test_a_venue_that_always_answers_late_is_retried_ever_less_often(R):
+    # Each child is acked 150 ns after it went out, past the 100 ns timeout:
+    # the venue is alive but slow, so each answer must not reset its backoff.
+    r = R(2, config={"ack_timeout_ns": 100, "recovery_ns": 1000, "recovery_max_ns": 4000})
+    r.update_book(0, 0, asks=[(99, 1000)])      # the better price, at the slow venue
+    r.update_book(0, 1, asks=[(100, 1000)])
+    now, retries = 0, []
+    for parent in range(1, 5):
+        while not r.venue_state(0, now)["routable"]:
+            now += 50
+        r.route(parent, 0, BUY, 5, 0, now=now)
+        (probe,) = r.drain_actions()
+        assert int(probe["venue"]) == 0
+        r.tick(now + 100)                        # no ack in time
+        assert r.drain_actions()["kind"].tolist() == [ACT_CANCEL]
+        r.on_ack(int(probe["child_id"]), now + 150)                  # late
+        st = r.venue_state(0, now + 150)
+        assert st["health"] == VenueHealth.HEALTH_DOWN and not st["routable"]
+        retries.append(st["retry_at"] - (now + 100))
+        assert r.on_fill(int(probe["child_id"]), 5, 198, now + 160) == 0   # and it trades
+        assert r.parent(parent)["done"] and r.drain_actions().size == 0
+    assert retries == [1000, 2000, 4000, 4000]
+
+
+def test_an_answer_in_time_ends_the_backoff(R):
+    r = R(1, config={"ack_timeout_ns": 100, "recovery_ns": 1000, "recovery_max_ns": 8000})
+    r.update_book(0, 0, asks=[(100, 1000)])
+    r.route(1, 0, BUY, 5, 0, now=0)
+    (late,) = r.drain_actions()
+    r.tick(100)
+    r.drain_actions()
+    r.route(2, 0, BUY, 5, 0, now=1100)                   # the retry's probe
+    (probe,) = r.drain_actions()
+    r.on_ack(int(probe["child_id"]), 1150)                # answered in time
+    st = r.venue_state(0, 1150)
+    assert st["health"] == VenueHealth.HEALTH_UP and st["consecutive_timeouts"] == 0
