@@ -1227,7 +1227,9 @@ cdef class Router:
                 px = q[2]
             if q[0] > 0 and px <= q[0]:
                 px = q[0] + 1
-        return px if px > 0 else 0
+        # 0: nowhere to post (a bid at the top of the price range leaves a
+        # seller no passive price); the parent waits for the book to move.
+        return px if 0 < px <= C_MAX_PRICE else 0
 
     cdef int _choose_post_venue(self, Parent* p, int64_t px, int64_t now) noexcept:
         """The lit venue with the best expected value of posting at ``px``.

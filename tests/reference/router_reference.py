@@ -434,7 +434,7 @@ class ReferenceRouter:
                 px = ask
             if bid > 0 and px <= bid:
                 px = bid + 1
-        return max(px, 0)
+        return px if 0 < px <= MAX_PRICE else 0
 
     def _choose_post_venue(self, p, px, now):
         s = 0 if p.side == BUY else 1

@@ -1113,3 +1113,18 @@ def test_an_answer_in_time_ends_the_backoff(R):
     r.on_ack(int(probe["child_id"]), 1150)                # answered in time
     st = r.venue_state(0, 1150)
     assert st["health"] == VenueHealth.HEALTH_UP and st["consecutive_timeouts"] == 0
+
+
+def test_a_passive_sell_under_a_bid_at_the_top_of_the_range_waits(R):
+    # Posting one tick above a bid at 2^40 ticks would pass the router's own
+    # price bound (a fill there could not be booked): nothing is posted.
+    top = 1 << 40
+    r = R(1, config={"reprice_interval_ns": 0})
+    r.update_book(0, 0, bids=[(top, 10)])
+    assert r.route(1, 0, SELL, 10, top, now=0, strategy=STRAT_PASSIVE) == 0
+    assert r.drain_actions().size == 0
+    assert r.parent(1)["working_qty"] == 0 and not r.parent(1)["done"]
+    r.update_book(0, 0, bids=[(top - 5, 10)])          # the bid comes down: it posts
+    r.tick(1)
+    (a,) = r.drain_actions()
+    assert (a["kind"], int(a["price"]), int(a["qty"])) == (ACT_NEW, top, 10)
