@@ -163,9 +163,14 @@ class _Pending:
     client's Cancel): the replace is then refused with ``cancel``'s reason
     and the order canceled. ``canceler`` is that Cancel and its session: the
     CANCELED report answers it.
+
+    ``amend``: a replace to fewer lots at the same price whose children are
+    being amended where they rest (keeping their queue places) instead of
+    taken down; see ``Pipeline._amend_settled``.
     """
 
-    __slots__ = ("session_id", "request", "new_qty", "new_price", "cancel", "canceler")
+    __slots__ = ("session_id", "request", "new_qty", "new_price", "cancel", "canceler",
+                 "amend")
 
     def __init__(self, session_id: str, request: Cancel | Replace, new_qty: int = 0,
                  new_price: int = 0):
@@ -173,6 +178,7 @@ class _Pending:
         self.new_qty, self.new_price = new_qty, new_price
         self.cancel: tuple[int, str] | None = None
         self.canceler: tuple[str, Cancel] | None = None
+        self.amend = False
 
 
 class _NoMetric:
@@ -579,6 +585,7 @@ class Pipeline(Handler):
         pending = self._pending.get(order_id)
         if pending is not None and isinstance(pending.request, Replace):
             pending.cancel = (reason, text)
+            pending.amend = False
         self.router.cancel_parent(order_id, now)
 
     # ------------------------------------------------------------ new orders
@@ -992,6 +999,9 @@ class Pipeline(Handler):
             if pending.cancel is None:
                 pending.cancel = (_RejectReason.ORDER_NOT_REPLACEABLE,
                                   f"canceled by {req.cl_ord_id!r} before the replace completed")
+            if pending.amend:  # (its children were being amended, not taken down)
+                pending.amend = False
+                self.router.cancel_parent(order.order_id, now)
             return
         self._pending[order.order_id] = _Pending(session.session_id, req)
         self.router.cancel_parent(order.order_id, now)
@@ -1060,10 +1070,56 @@ class Pipeline(Handler):
             if reason:
                 return self._cancel_reject(session, order, req, reason,
                                            self.risk.last_reject_text())
-        # The children come down first; risk then judges the new terms and
-        # the remainder is routed again with them (see _finish_replace).
-        self._pending[order.order_id] = _Pending(session.session_id, req, new_qty, new_price)
+        pending = self._pending[order.order_id] = _Pending(session.session_id, req, new_qty,
+                                                           new_price)
+        # Fewer lots at the same price: the resting children are amended where
+        # they are and keep their queue places, when the router can do it.
+        # (Not at recovery: the venues there are new, the order is routed afresh.)
+        if (new_price == order.price and new_qty < order.qty and filled_at_arrival is None
+                and order.schedule is None and not order.protect
+                and self.router.reduce_parent(order.order_id, order.qty - new_qty, now) == 0):
+            pending.amend = True
+            return self._amend_settled(order.order_id, now)
+        # Otherwise the children come down first; risk then judges the new
+        # terms and the remainder is routed again with them (_finish_replace).
         self.router.cancel_parent(order.order_id, now)
+
+    def _amend_settled(self, order_id: int, now: int) -> None:
+        """Finish a replace done by amends (``_Pending.amend``) once the venues have answered
+        them all.
+
+        Risk held the old terms until now, since the children could fill
+        their old sizes. If every amend took (the router's leaves are the new
+        quantity's), what filled meanwhile is below the new quantity and risk
+        takes the new terms, the order is replaced where it rests. Anything
+        else (a fill that raced an amend, a venue that refused one, risk's
+        refusal) goes the usual way: the children come down and
+        ``_finish_replace`` judges the replace as it does every other.
+        """
+        pending = self._pending.get(order_id)
+        if pending is None or not pending.amend:
+            return
+        try:
+            state = self.router.parent(order_id)
+        except KeyError:
+            return
+        if state["amending"] or state["done"]:
+            return  # (done: the parent ended; _parent_finished takes the replace from there)
+        pending.amend = False
+        order = self.orders.by_id[order_id]
+        req, new_qty = pending.request, pending.new_qty
+        if (new_qty > order.cum_qty and state["leaves_qty"] == new_qty - order.cum_qty
+                and not self.risk.on_replace(order_id, new_qty, pending.new_price,
+                                             cl_ord_hash(req.cl_ord_id, order.account), now,
+                                             admitted=True)):
+            del self._pending[order_id]
+            orig = order.cl_ord_id
+            self.orders.alias(order, req.cl_ord_id)
+            order.qty = new_qty
+            self._journal_valuation(order)  # (risk valued the new terms)
+            self._report(order, _ExecType.REPLACED, pending.session_id, orig_cl_ord_id=orig)
+            return
+        self.router.cancel_parent(order_id, now)
 
     # ------------------------------------------------------------ venues
 
@@ -1108,6 +1164,8 @@ class Pipeline(Handler):
             return
         router = self.router
         kind = report.kind
+        # (Read before the report may forget the child: an amend may settle.)
+        amended = self._child_parent.get(child_id) if self._pending else None
         if kind == _ReportKind.RPT_FILL:
             router.on_fill(child_id, report.last_qty, report.price_x2, now, fee=report.fee)
             self._parent_fill(child_id, report, now)
@@ -1130,6 +1188,8 @@ class Pipeline(Handler):
         if kind in (_ReportKind.RPT_REJECTED, _ReportKind.RPT_CANCELED, _ReportKind.RPT_EXPIRED) or \
                 (kind == _ReportKind.RPT_FILL and report.leaves_qty == 0):
             self._forget_child(child_id, report.child_id)
+        if amended is not None:
+            self._amend_settled(amended, now)
         # This runs inside the venues' own event processing, which must not
         # be re-entered: what the router wants sent goes out right after it.
         if not self._pump_scheduled and (router.pending_actions or router.pending_finished):

@@ -178,6 +178,7 @@ ctypedef struct Child:
     int64_t child_id
     int64_t price             # limit in ticks (confirmed)
     int64_t pending_price     # replace in flight, 0: none
+    int64_t pending_qty       # amend in flight (its new, lower order quantity), 0: none
     int64_t qty               # order quantity
     int64_t cum
     int64_t sent_ts
@@ -226,6 +227,7 @@ ctypedef struct Parent:
     int32_t n_live
     int32_t n_children
     int32_t rounds            # routing rounds since the last fill (bounded by max_reroutes)
+    int32_t n_amending        # children with an amend (pending_qty) in flight
     int32_t prev_active       # active parents in arrival order; free list through next_active
     int32_t next_active
     uint32_t dark_tried       # dark venues already pinged (bit per venue)
@@ -329,6 +331,7 @@ cdef class Router:
     cdef int on_replace_rejected_c(self, int64_t child_id, int64_t now) except -1
     cdef int tick_c(self, int64_t now) except -1
     cdef int cancel_parent_c(self, int64_t parent_id, int64_t now) except -1
+    cdef int reduce_parent_c(self, int64_t parent_id, int64_t cut, int64_t now) except -1
 
     # ------------------------------------------------------------ internals
     cdef int _configure(self, dict overrides) except -1

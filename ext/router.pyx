@@ -64,7 +64,7 @@ from ext.types cimport (
     UNKNOWN_ORDER, DUPLICATE_ORDER_ID, INVALID_QTY, INVALID_PRICE, INVALID_SIDE, INVALID_TIF,
     VALUE_OUT_OF_RANGE, INVALID_ORDER_ID, UNKNOWN_INSTRUMENT,
     NO_ROUTE, VENUE_UNAVAILABLE, VENUE_CLOSED, NO_LIQUIDITY, REROUTE_LIMIT, INVALID_STRATEGY,
-    INVALID_SCHEDULE, INVALID_STP_MODE, CANCEL_OLDEST, CANCEL_BOTH,
+    INVALID_SCHEDULE, INVALID_STP_MODE, CANCEL_OLDEST, CANCEL_BOTH, ORDER_NOT_REPLACEABLE,
 )
 
 cnp.import_array()
@@ -859,6 +859,7 @@ cdef class Router:
         self.next_child_id += 1
         c.price = price
         c.pending_price = 0
+        c.pending_qty = 0
         c.qty = qty
         c.cum = 0
         c.sent_ts = now
@@ -968,6 +969,9 @@ cdef class Router:
         cdef int64_t leaves = c.qty - c.cum
         cdef Py_ssize_t b = self._sweep_claim(ci)
         p.working -= leaves
+        if c.pending_qty:
+            c.pending_qty = 0       # its amend will not happen: the parent keeps those lots
+            p.n_amending -= 1
         if b >= 0:
             self.res_live[b] -= leaves
         elif c.role == ROLE_POST:
@@ -1295,7 +1299,8 @@ cdef class Router:
         if ci < 0:
             return 0
         c = &self.children[ci]
-        if (c.role != ROLE_POST or not c.acked or c.pending_price or c.cancel_sent
+        if (c.role != ROLE_POST or not c.acked or c.pending_price or c.pending_qty
+                or c.cancel_sent
                 or now - p.last_reprice_ts < self.reprice_interval_ns):
             return 0
         px = self._passive_price(p)
@@ -1608,6 +1613,59 @@ cdef class Router:
         self._advance(pi, now)
         return 0
 
+    cdef int reduce_parent_c(self, int64_t parent_id, int64_t cut, int64_t now) except -1:
+        """Take ``cut`` lots off a parent in place, keeping its children's queue places.
+
+        Lots not at any venue go at once; the rest come off the newest
+        resting children by amends (same price, lower quantity: the venue
+        keeps their place), each taking effect when the venue confirms it
+        (``on_replaced``); until then the child can still fill its old size.
+        Refused (``ORDER_NOT_REPLACEABLE``, nothing changed) unless every live
+        child is an acknowledged passive child with nothing else in flight
+        and no child would be cut to nothing; the caller then cancels and
+        routes again instead.
+        """
+        cdef int32_t pi = idmap_get(&self.parent_ids, parent_id) if parent_id > 0 else -1
+        cdef int32_t ci
+        cdef Parent* p
+        cdef Child* c
+        cdef int64_t free, rest, take
+        if pi < 0 or self.parents[pi].phase == PH_DONE:
+            return UNKNOWN_ORDER
+        p = &self.parents[pi]
+        if (cut <= 0 or cut >= p.qty - p.cum or p.cancel_requested != CR_NONE
+                or p.n_amending or p.strategy == STRAT_TWAP or p.strategy == STRAT_VWAP
+                or p.strategy == STRAT_POV):
+            return ORDER_NOT_REPLACEABLE
+        free = p.qty - p.cum - p.working
+        if free < 0:
+            free = 0
+        rest = cut - free if cut > free else 0
+        ci = p.tail                    # the newest first: they have the least to lose
+        while ci >= 0:
+            c = &self.children[ci]
+            if (c.role != ROLE_POST or not c.acked or c.cancel_sent or c.pending_price
+                    or c.pending_qty):
+                return ORDER_NOT_REPLACEABLE
+            if rest >= c.qty - c.cum and rest > 0:
+                return ORDER_NOT_REPLACEABLE
+            rest -= rest if rest < c.qty - c.cum else c.qty - c.cum
+            ci = c.prev
+        # Checked: apply.
+        rest = cut - free if cut > free else 0
+        p.qty -= cut - rest             # lots at no venue go at once
+        ci = p.tail
+        while ci >= 0 and rest > 0:
+            c = &self.children[ci]
+            take = rest if rest < c.qty - c.cum else c.qty - c.cum
+            c.pending_qty = c.qty - take
+            p.n_amending += 1
+            self._emit(ACT_REPLACE, ci, c.price, c.pending_qty, 0, LIMIT, p.tif, CF_POST_ONLY,
+                       now)
+            rest -= take
+            ci = c.prev
+        return 0
+
     # ============================================================ C API: reports
     cdef int on_ack_c(self, int64_t child_id, int64_t now) except -1:
         cdef int32_t ci = self._live_child(child_id)
@@ -1741,6 +1799,7 @@ cdef class Router:
     cdef int on_replaced_c(self, int64_t child_id, int64_t now) except -1:
         cdef int32_t ci = self._live_child(child_id)
         cdef Child* c
+        cdef Parent* p
         if ci < 0:
             return UNKNOWN_ORDER
         c = &self.children[ci]
@@ -1749,7 +1808,15 @@ cdef class Router:
         if c.pending_price:
             c.price = c.pending_price
             c.pending_price = 0
-        self._confirm_resting(ci)       # at its new price from here
+        if c.pending_qty:
+            # The amend took: those lots leave the child and the parent.
+            p = &self.parents[c.parent]
+            p.qty -= c.qty - c.pending_qty
+            p.working -= c.qty - c.pending_qty
+            c.qty = c.pending_qty
+            c.pending_qty = 0
+            p.n_amending -= 1
+        self._confirm_resting(ci)       # at its new price (or size) from here
         return self._advance(c.parent, now)
 
     cdef int on_replace_rejected_c(self, int64_t child_id, int64_t now) except -1:
@@ -1758,6 +1825,9 @@ cdef class Router:
             return UNKNOWN_ORDER
         self._heard_from(ci, now)
         self.children[ci].pending_price = 0
+        if self.children[ci].pending_qty:
+            self.children[ci].pending_qty = 0     # the child keeps its size, the parent its lots
+            self.parents[self.children[ci].parent].n_amending -= 1
         return self._advance(self.children[ci].parent, now)
 
     cdef int tick_c(self, int64_t now) except -1:
@@ -1894,6 +1964,15 @@ cdef class Router:
             return None
         return np.array([self.actions[k].child_id for k in range(n0, self.n_actions)
                          if self.actions[k].kind == ACT_CANCEL], dtype=np.int64)
+
+    def reduce_parent(self, int64_t parent_id, int64_t cut, int64_t now=0):
+        """Take ``cut`` lots off a working parent in place (see ``reduce_parent_c``).
+
+        Returns 0 (amends queued as ``ACT_REPLACE``; ``parent(id)["amending"]``
+        counts those the venues have not confirmed), ``UNKNOWN_ORDER``, or
+        ``ORDER_NOT_REPLACEABLE`` when it cannot be done in place.
+        """
+        return self.reduce_parent_c(parent_id, cut, now)
 
     def tick(self, int64_t now):
         """Advance time: ack timeouts, schedule slices, reprices; returns the actions queued."""
@@ -2095,7 +2174,7 @@ cdef class Router:
                 "avg_px": self._avg_px(p), "notional_x2": p.notional_x2, "fees": p.fees,
                 "live_children": p.n_live, "children": p.n_children, "rounds": p.rounds,
                 "reason": p.reason, "done": p.phase == PH_DONE,
-                "sums_saturated": bool(p.sums_saturated)}
+                "sums_saturated": bool(p.sums_saturated), "amending": p.n_amending}
 
     def live_children(self, int64_t parent_id):
         """The live children of a parent: a list of dicts, creation order."""
@@ -2106,7 +2185,8 @@ cdef class Router:
         while ci >= 0:
             c = &self.children[ci]
             out.append({"child_id": c.child_id, "venue": c.venue, "role": ChildRole(c.role),
-                        "price": c.price, "pending_price": c.pending_price, "qty": c.qty,
+                        "price": c.price, "pending_price": c.pending_price,
+                        "pending_qty": c.pending_qty, "qty": c.qty,
                         "cum_qty": c.cum, "acked": bool(c.acked),
                         "cancel_sent": bool(c.cancel_sent), "sent_ts": c.sent_ts})
             ci = c.next

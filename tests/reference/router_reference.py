@@ -64,13 +64,13 @@ class _Venue:
 
 class _Child:
     __slots__ = ("child_id", "parent", "venue", "side", "role", "price", "pending_price", "qty",
-                 "cum", "sent_ts", "acked", "cancel_sent", "book_seq")
+                 "cum", "sent_ts", "acked", "cancel_sent", "book_seq", "pending_qty")
 
     def __init__(self, child_id, parent, venue, role, price, qty, now):
         self.child_id, self.parent, self.venue, self.side = child_id, parent, venue, parent.side
         self.role, self.price, self.pending_price, self.qty, self.cum = role, price, 0, qty, 0
         self.sent_ts, self.acked, self.cancel_sent = now, False, False
-        self.book_seq = 0
+        self.book_seq = self.pending_qty = 0
 
 
 class _Parent:
@@ -80,11 +80,12 @@ class _Parent:
                  "vol_start", "last_target", "dark_min_qty", "post_residual", "last_reprice_ts",
                  "live", "n_children", "rounds", "dark_tried", "cancel_requested", "post_at_limit",
                  "stp_account", "stp", "v_sent", "v_filled", "v_fees", "v_children",
-                 "sums_saturated")
+                 "sums_saturated", "n_amending")
 
     def __init__(self):
         self.live: dict[int, _Child] = {}
         self.sums_saturated = False
+        self.n_amending = 0
         self.v_sent, self.v_filled = [0] * MAX_VENUES, [0] * MAX_VENUES
         self.v_fees, self.v_children = [0] * MAX_VENUES, [0] * MAX_VENUES
 
@@ -324,6 +325,9 @@ class ReferenceRouter:
         p = c.parent
         leaves = c.qty - c.cum
         p.working -= leaves
+        if c.pending_qty:
+            c.pending_qty = 0
+            p.n_amending -= 1
         key = self._sweep_claim(c)
         if key is not None:
             self.res_live[key] -= leaves
@@ -470,8 +474,8 @@ class ReferenceRouter:
         if not p.live:
             return
         c = next(iter(p.live.values()))
-        if (c.role != ROLE_POST or not c.acked or c.pending_price or c.cancel_sent
-                or now - p.last_reprice_ts < self.config["reprice_interval_ns"]):
+        if (c.role != ROLE_POST or not c.acked or c.pending_price or c.pending_qty
+                or c.cancel_sent or now - p.last_reprice_ts < self.config["reprice_interval_ns"]):
             return
         px = self._passive_price(p)
         if px <= 0:
@@ -665,6 +669,34 @@ class ReferenceRouter:
         self._advance(p, now)
         return np.array(ids, dtype=np.int64)
 
+    def reduce_parent(self, parent_id, cut, now=0):
+        p = self.parents.get(parent_id)
+        if p is None or p.phase == PH_DONE:
+            return R["UNKNOWN_ORDER"]
+        if (not 0 < cut < p.qty - p.cum or p.cancel_requested != CR_NONE or p.n_amending
+                or p.strategy in (STRAT_TWAP, STRAT_VWAP, STRAT_POV)):
+            return R["ORDER_NOT_REPLACEABLE"]
+        free = max(p.qty - p.cum - p.working, 0)
+        rest = max(cut - free, 0)
+        newest_first = list(p.live.values())[::-1]
+        if any(c.role != ROLE_POST or not c.acked or c.cancel_sent or c.pending_price
+               or c.pending_qty for c in newest_first):
+            return R["ORDER_NOT_REPLACEABLE"]
+        plan, left = [], rest
+        for c in newest_first:
+            if left == 0:
+                break
+            if left >= c.qty - c.cum:
+                return R["ORDER_NOT_REPLACEABLE"]     # it would be cut to nothing
+            plan.append((c, left))
+            left = 0
+        p.qty -= cut - rest
+        for c, take in plan:
+            c.pending_qty = c.qty - take
+            p.n_amending += 1
+            self._emit(ACT_REPLACE, c, c.price, c.pending_qty, 0, LIMIT, p.tif, CF_POST_ONLY, now)
+        return 0
+
     def tick(self, now):
         n0 = len(self.actions)
         timeout = self.config["ack_timeout_ns"]
@@ -806,6 +838,12 @@ class ReferenceRouter:
         c.acked = True
         if c.pending_price:
             c.price, c.pending_price = c.pending_price, 0
+        if c.pending_qty:
+            p = c.parent
+            p.qty -= c.qty - c.pending_qty
+            p.working -= c.qty - c.pending_qty
+            c.qty, c.pending_qty = c.pending_qty, 0
+            p.n_amending -= 1
         self._confirm_resting(c)
         self._advance(c.parent, now)
         return 0
@@ -816,6 +854,9 @@ class ReferenceRouter:
             return R["UNKNOWN_ORDER"]
         self._heard_from(c, now)
         c.pending_price = 0
+        if c.pending_qty:
+            c.pending_qty = 0
+            c.parent.n_amending -= 1
         self._advance(c.parent, now)
         return 0
 
@@ -860,11 +901,13 @@ class ReferenceRouter:
                 "leaves_qty": p.qty - p.cum, "working_qty": p.working, "avg_px": self._avg_px(p),
                 "notional_x2": p.notional_x2, "fees": p.fees, "live_children": len(p.live),
                 "children": p.n_children, "rounds": p.rounds, "reason": p.reason,
-                "done": p.phase == PH_DONE, "sums_saturated": p.sums_saturated}
+                "done": p.phase == PH_DONE, "sums_saturated": p.sums_saturated,
+                "amending": p.n_amending}
 
     def live_children(self, parent_id):
         return [{"child_id": c.child_id, "venue": c.venue, "role": ChildRole(c.role),
-                 "price": c.price, "pending_price": c.pending_price, "qty": c.qty,
+                 "price": c.price, "pending_price": c.pending_price,
+                 "pending_qty": c.pending_qty, "qty": c.qty,
                  "cum_qty": c.cum, "acked": c.acked, "cancel_sent": c.cancel_sent,
                  "sent_ts": c.sent_ts} for c in self.parents[parent_id].live.values()]
 

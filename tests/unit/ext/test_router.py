@@ -1128,3 +1128,83 @@ def test_a_passive_sell_under_a_bid_at_the_top_of_the_range_waits(R):
     r.tick(1)
     (a,) = r.drain_actions()
     assert (a["kind"], int(a["price"]), int(a["qty"])) == (ACT_NEW, top, 10)
+
+
+# ---------------------------------------------------------------- reduce in place
+def _resting_passive(R):
+    """A passive buy of 50 resting at 99 on venue 0 behind 100 lots, with 40 lots that
+    joined the level after it."""
+    r, venues = passive_setup(R, reprice_interval_ns=10**12)
+    r.route(1, 0, BUY, 50, 100, now=0, strategy=STRAT_PASSIVE)
+    venues.run(now=0)
+    (child,) = r.live_children(1)
+    assert (child["venue"], child["price"], child["acked"]) == (0, 99, True)
+    venues.rest(0, BUY, 99, 40, account=5)
+    return r, venues, child["child_id"]
+
+
+def test_reduce_parent_amends_the_resting_child_and_keeps_its_place(R):
+    r, venues, cid = _resting_passive(R)
+    assert r.reduce_parent(1, 20, now=10) == 0
+    (a,) = r.drain_actions()
+    assert (a["kind"], int(a["child_id"]), int(a["price"]), int(a["qty"])) == \
+        (ACT_REPLACE, cid, 99, 30)
+    st = r.parent(1)
+    assert (st["qty"], st["working_qty"], st["amending"]) == (50, 50, 1)  # not yet confirmed
+    venues._execute(a, 10)
+    st = r.parent(1)
+    assert (st["qty"], st["leaves_qty"], st["working_qty"], st["amending"]) == (30, 30, 30, 0)
+    (child,) = r.live_children(1)
+    assert (child["child_id"], child["qty"], child["pending_qty"]) == (cid, 30, 0)
+    venues.take(0, SELL, 130, 99, now=20)   # the 100 ahead, then us: not the 40 behind
+    st = r.parent(1)
+    assert st["cum_qty"] == 30 and st["done"] and st["status"] == OrdStatus.FILLED
+    assert r.drain_actions().size == 0
+
+
+def test_a_fill_before_the_amend_lands_is_kept_and_the_amend_still_takes(R):
+    r, venues, cid = _resting_passive(R)
+    assert r.reduce_parent(1, 20, now=10) == 0
+    (a,) = r.drain_actions()
+    venues.take(0, SELL, 125, 99, now=11)   # 25 of ours fill against the old size
+    assert r.parent(1)["cum_qty"] == 25
+    venues._execute(a, 12)                  # 30 is above the 25 filled: the venue takes it
+    st = r.parent(1)
+    assert (st["qty"], st["cum_qty"], st["working_qty"], st["amending"]) == (30, 25, 5, 0)
+
+
+def test_an_amend_the_venue_refuses_leaves_the_parent_its_lots(R):
+    r, venues, cid = _resting_passive(R)
+    assert r.reduce_parent(1, 20, now=10) == 0
+    (a,) = r.drain_actions()
+    venues.take(0, SELL, 135, 99, now=11)   # 35 fill: 30 is no longer above what filled
+    venues._execute(a, 12)                  # REPLACE_QTY_NOT_ABOVE_FILLED
+    st = r.parent(1)
+    assert (st["qty"], st["cum_qty"], st["working_qty"], st["amending"]) == (50, 35, 15, 0)
+    assert r.live_children(1)[0]["pending_qty"] == 0
+
+
+def test_a_child_that_fills_up_before_its_amend_ends_the_amend(R):
+    r, venues, cid = _resting_passive(R)
+    assert r.reduce_parent(1, 20, now=10) == 0
+    r.drain_actions()
+    venues.take(0, SELL, 150, 99, now=11)   # the child fills its old size in full
+    st = r.parent(1)
+    assert st["cum_qty"] == 50 and st["amending"] == 0 and st["done"]
+
+
+def test_reduce_parent_refuses_what_it_cannot_do_in_place(R):
+    r, venues, cid = _resting_passive(R)
+    assert r.reduce_parent(1, 50, now=10) == RR.ORDER_NOT_REPLACEABLE    # nothing would be left
+    assert r.reduce_parent(1, 0, now=10) == RR.ORDER_NOT_REPLACEABLE
+    assert r.reduce_parent(2, 5, now=10) == RR.UNKNOWN_ORDER
+    assert r.reduce_parent(1, 10, now=10) == 0
+    assert r.reduce_parent(1, 5, now=10) == RR.ORDER_NOT_REPLACEABLE     # one amend at a time
+    r.drain_actions()
+    # A child not yet acknowledged, or a schedule: not in place.
+    r.route(2, 0, BUY, 10, 100, now=20, strategy=STRAT_PASSIVE)
+    assert r.drain_actions().size == 1
+    assert r.reduce_parent(2, 5, now=21) == RR.ORDER_NOT_REPLACEABLE
+    r.route(3, 0, BUY, 10, 100, now=20, strategy=STRAT_TWAP, start_ns=0, end_ns=10**9, slices=2)
+    assert r.reduce_parent(3, 5, now=21) == RR.ORDER_NOT_REPLACEABLE
+    assert r.parent(2)["qty"] == 10 and r.parent(3)["qty"] == 10
