@@ -182,6 +182,13 @@ class Backtest:
             if strategy is not None:
                 cfg = cfg.with_overrides(parents=tuple(replace(p, strategy=None, params={})
                                                        for p in cfg.parents))
+            elif params:
+                # The caller's parameters win over a parent's own too (a
+                # parent's `params`, or those of its own `strategy`): they
+                # were ignored there, silently.
+                cfg = cfg.with_overrides(parents=tuple(
+                    replace(p, params={**p.params, **params}) if p.strategy or p.params else p
+                    for p in cfg.parents))
         if not cfg.parents:
             raise ConfigError("the configuration has no [[parents]] to execute")
         self.config = cfg
@@ -395,8 +402,11 @@ class BacktestResult:
         # fee units / (notional in fee units) * 1e4, notional = arrival/2 * filled * 1e4.
         fee_bps = 2 * s.fees / (arrival * s.filled) if s.filled and arrival else float("nan")
         unfilled = p.qty - s.filled
-        end_mid = s.end_mid_x2 or arrival
-        opportunity = sign * (end_mid - arrival) / arrival * 1e4 if arrival else float("nan")
+        # (With nothing unfilled the end price does not matter; with no end
+        # price at all, the unfilled part's cost is unknown, not zero.)
+        end_mid = s.end_mid_x2 or (arrival if not unfilled else 0)
+        opportunity = sign * (end_mid - arrival) / arrival * 1e4 if arrival and end_mid \
+            else float("nan")
         exec_part = (shortfall + fee_bps) * s.filled / p.qty if s.filled else 0.0
         is_total = exec_part + opportunity * unfilled / p.qty
         volume, notional_x2 = self._window_volume(s)
@@ -472,11 +482,14 @@ class BacktestResult:
                 weight = arrival * r["qty"] * half_tick_lot
                 # Perold, in currency: what was paid beyond arrival and the
                 # fees on the filled part, the move to the end mid on the rest.
-                end_mid = s.end_mid_x2 or arrival
-                is_cost += (sign * (r["notional_x2"] - arrival * r["filled"]) * half_tick_lot
-                            + parent_fees
-                            + sign * (end_mid - arrival) * (r["qty"] - r["filled"]) * half_tick_lot)
-                is_weight += weight
+                # (No end price for an unfilled part: its is_total_bps is NaN, left out.)
+                end_mid = s.end_mid_x2 or (arrival if r["qty"] == r["filled"] else 0)
+                if end_mid:
+                    is_cost += (sign * (r["notional_x2"] - arrival * r["filled"]) * half_tick_lot
+                                + parent_fees
+                                + sign * (end_mid - arrival) * (r["qty"] - r["filled"])
+                                * half_tick_lot)
+                    is_weight += weight
                 vwap_x2 = self._window_vwap_x2(s)
                 if r["filled"] and vwap_x2:
                     avg_x2 = Fraction(r["notional_x2"], r["filled"])

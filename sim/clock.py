@@ -76,6 +76,9 @@ def parse_time_of_day(text: str) -> int:
         t = _dt.time.fromisoformat(text)
     except ValueError as exc:
         raise ValueError(f"time {text!r}: expected HH:MM:SS") from exc
+    if t.tzinfo is not None:
+        # Every time here is UTC: an offset would be dropped, not applied.
+        raise ValueError(f"time {text!r}: times of day are UTC, write it without an offset")
     return ((t.hour * 60 + t.minute) * 60 + t.second) * NS_PER_S + t.microsecond * NS_PER_US
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from ext.instrument import Instrument
 from sim.clock import at, format_ts, parse_date, parse_duration, parse_time_of_day
 from sim.fees import FeeSchedule
-from sim.latency import LatencySpec
+from sim.latency import LATENCY_KEYS, LatencySpec
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
@@ -57,6 +57,10 @@ def _take(table: dict, key: str, where: str, default: Any = ..., kind: type | tu
         if isinstance(value, float):
             raise ConfigError(f"{where}.{key} = {value!r}: write it as a string, e.g. \"{value}\"")
         value = str(value)
+    if isinstance(value, bool) and kind is not bool and not (
+            isinstance(kind, tuple) and bool in kind):
+        # (TOML's true is a Python int: a count of `true` is a mistake.)
+        raise ConfigError(f"{where}.{key} must be {getattr(kind, '__name__', kind)}, got bool")
     if not isinstance(value, kind):
         name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise ConfigError(f"{where}.{key} must be {name}, got {type(value).__name__}")
@@ -380,6 +384,13 @@ def _venue(t: dict, k: int) -> VenueConfig:
             lat_kw[key] = _take(lat_t, key, f"{w}.latency", kind=kind_)
     if "seed" in lat_kw:
         check_seed(lat_kw["seed"], f"{w}.latency.seed")
+    model = lat_kw.get("model", LatencySpec.model)
+    foreign = sorted(set(lat_kw) - LATENCY_KEYS.get(model, set(lat_kw)))
+    if foreign:
+        # A key of another model would be silently ignored (a lognormal's
+        # mean_us left the venue at the default 100 µs median).
+        raise ConfigError(f"{w}.latency: {', '.join(foreign)} do(es) not apply to model "
+                          f"{model!r} (its keys: {', '.join(sorted(LATENCY_KEYS[model]))})")
     try:
         latency = LatencySpec(**lat_kw)
     except ValueError as exc:

@@ -27,6 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 
 MODELS = ("fixed", "normal", "lognormal")
+#: The keys each model reads (a venue's ``latency`` table may name no other).
+LATENCY_KEYS = {
+    "fixed": {"model", "mean_us", "seed"},
+    "normal": {"model", "mean_us", "std_us", "min_us", "seed"},
+    "lognormal": {"model", "median_us", "sigma", "min_us", "seed"},
+}
 
 #: Upper bound of every latency parameter and of every draw: one day, in
 #: microseconds. Simulated time is int64 ns since the epoch (about 2^60.6

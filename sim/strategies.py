@@ -36,6 +36,8 @@ import importlib
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ext.simloop import Liquidity, ReportKind, StrategyCore  # noqa: F401  (re-exported)
 from ext.simstrat import PeriodicTakerCore
 from ext.types import OrdType, Side, TimeInForce
@@ -291,7 +293,11 @@ class ExecutionStrategy(StrategyCore):
             self.stopped = True
             if self.end_volume is None:
                 self.end_volume = self.market.market_volume(self.instrument)
-            self.end_mid_x2 = reference_mid_x2(self.market, self.instrument)
+            # After the venues' close the book is empty: the last quote they
+            # showed is the end price (the unfilled part's cost is measured
+            # against it, not dropped).
+            self.end_mid_x2 = reference_mid_x2(self.market, self.instrument) or \
+                last_sampled_mid_x2(self.market, self.parent.symbol)
             self.on_stop()
 
 
@@ -308,6 +314,16 @@ def reference_mid_x2(market, instrument) -> int:
     if bid and ask:
         return bid + ask
     return 2 * (bid or ask)
+
+
+def last_sampled_mid_x2(market, symbol) -> int:
+    """The mid (half-ticks) of the last two-sided NBBO the market sampled, 0 if none."""
+    s = market.samples()[symbol]
+    two_sided = np.flatnonzero((s["bid"] > 0) & (s["ask"] > 0))
+    if not two_sided.size:
+        return 0
+    k = two_sided[-1]
+    return int(s["bid"][k]) + int(s["ask"][k])
 
 
 # ---------------------------------------------------------------- sweep planning

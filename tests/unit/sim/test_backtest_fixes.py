@@ -17,14 +17,14 @@ import pytest
 
 from ext.book import OP_ADD
 from ext.simloop import Liquidity
-from sim.backtest import BacktestResult
+from sim.backtest import Backtest, BacktestResult
 from sim.config import ConfigError
 from sim.latency import LatencyModel, LatencySpec
 from sim.strategies import (
     ParentOrder, PassiveAggressiveStrategy, SweepStrategy, TwapStrategy,
 )
 from tests.unit.sim.helpers import (
-    BUY, GTC, IOC, LIMIT, QUIET, SELL, STP_NONE, add, cancel, config, quiet_market,
+    BUY, GTC, IOC, LIMIT, QUIET, SELL, SMALL, STP_NONE, add, cancel, config, quiet_market,
 )
 
 S = 1_000_000_000
@@ -221,7 +221,8 @@ ONE_DAY_US = 86_400_000_000
     ("std_us", 1e16), ("median_us", 1e16), ("min_us", 1e16),
 ])
 def test_a_latency_beyond_one_day_is_a_configuration_error(key, value):
-    venues = [{**QUIET["venues"][0], "latency": {"model": "normal", key: value}}]
+    model = "lognormal" if key == "median_us" else "normal"     # (the model that reads it)
+    venues = [{**QUIET["venues"][0], "latency": {"model": model, key: value}}]
     with pytest.raises(ConfigError) as err:
         config(QUIET, venues=venues)
     assert str(err.value) == (f"venues[0].latency: latency {key} = {value!r}: "
@@ -266,3 +267,63 @@ def test_kronos_exec_sim_refuses_a_huge_latency_with_exit_2_and_one_line(tmp_pat
     assert lines == [f"kronos-exec sim: venues[2].latency: latency mean_us = "
                      f"{float(mean_us)!r}: must be at most 86400000000 (one day)"]
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- stop 31 audit
+@pytest.mark.parametrize("latency,foreign", [
+    ({"model": "lognormal", "mean_us": 5000.0}, "mean_us"),
+    ({"model": "fixed", "mean_us": 80.0, "sigma": 0.3, "std_us": 5.0}, "sigma, std_us"),
+    ({"model": "normal", "median_us": 80.0}, "median_us"),
+])
+def test_a_latency_key_of_another_model_is_refused(latency, foreign):
+    # It was dropped: a lognormal venue with mean_us 5000 ran at the default 100 µs.
+    venues = [{**QUIET["venues"][0], "latency": latency}]
+    with pytest.raises(ConfigError, match=rf"^venues\[0\].latency: {foreign} do\(es\) not "
+                                          rf"apply to model '{latency['model']}'"):
+        config(QUIET, venues=venues)
+
+
+@pytest.mark.parametrize("start", ["10:00:00+05:00", "10:01:00Z"])
+def test_a_time_of_day_with_a_utc_offset_is_refused(start):
+    # The offset was dropped: +05:00 ran at 10:00 UTC.
+    parents = [{"symbol": "AAA", "side": "buy", "qty": "1", "start": start}]
+    with pytest.raises(ConfigError, match="times of day are UTC, write it without an offset"):
+        config(QUIET, parents=parents)
+
+
+def test_a_boolean_count_is_refused():
+    with pytest.raises(ConfigError, match=r"^flow.max_orders must be int, got bool$"):
+        config(SMALL, flow={**SMALL["flow"], "max_orders": True})
+
+
+def test_the_callers_params_win_over_a_parents_own():
+    # `-p slices=20` used to be ignored for a parent with its own params.
+    own = [{**SMALL["parents"][0], "params": {"slices": 2}},
+           {**SMALL["parents"][0], "strategy": "twap", "params": {"slices": 5}},
+           {**SMALL["parents"][0]}]
+    bt = Backtest(config(SMALL, parents=own), params={"slices": 3})
+    assert [p.params.get("slices", 3) for p in bt.config.parents] == [3, 3, 3]
+    assert bt.config.strategy.params["slices"] == 3
+
+
+def test_the_unfilled_part_after_the_venues_close_is_costed_at_their_last_quote():
+    # The lit venues close at 10:01 while the parent runs to 10:01:30 and
+    # cannot fill in full: its end mid is the last two-sided NBBO sampled,
+    # not the arrival price (which made the unfilled part cost nothing).
+    venues = [{**v, "hours": ["09:30:00", "10:01:00"]} if v.get("kind") != "dark" else v
+              for v in SMALL["venues"]]
+    parents = [{**SMALL["parents"][0], "qty": "10000000"}]
+    bt = Backtest(config(SMALL, venues=venues, parents=parents))
+    result = bt.run()
+    (s,) = bt.strategies
+    samples = bt.market.samples()["AAA"]
+    two_sided = np.flatnonzero((samples["bid"] > 0) & (samples["ask"] > 0))
+    last = two_sided[-1]
+    assert samples["ts"][last] <= bt.parent_orders()[0].start_ns + 60 * S   # before the close
+    assert s.end_mid_x2 == int(samples["bid"][last] + samples["ask"][last]) != s.arrival_x2
+    (row,) = result.orders
+    unfilled = 1 - row["filled"] / row["qty"]
+    opportunity = (s.end_mid_x2 - s.arrival_x2) / s.arrival_x2 * 1e4
+    assert row["is_total_bps"] == pytest.approx(
+        (row["shortfall_bps"] + row["fee_bps"]) * (1 - unfilled) + opportunity * unfilled)
+    assert result.totals["is_total_bps"] == pytest.approx(row["is_total_bps"])
