@@ -35,6 +35,8 @@ from sim.fees import FEE_UNITS_PER_TICK_LOT, decimal_text, price_x2_to_decimal, 
 from sim.market import Market
 from sim.strategies import ExecutionStrategy, ParentOrder, resolve_strategy
 
+INT64_MAX = (1 << 63) - 1
+
 #: How long after the last parent finishes the market keeps running, so
 #: cancel confirmations and late reports still arrive.
 DRAIN_NS = NS_PER_S
@@ -222,13 +224,24 @@ class Backtest:
         """The configured parents, converted to ticks, lots and ns."""
         cfg, out = self.config, []
         for k, p in enumerate(cfg.parents):
-            inst = next(i for i in cfg.instruments if i.symbol == p.symbol).instrument()
+            icfg = next(i for i in cfg.instruments if i.symbol == p.symbol)
+            inst = icfg.instrument()
             # Windows, quantities and accounts were checked with the configuration.
             start, end = p.window(cfg.session)
             name, params = self._strategy_of(k, p)
+            lots = inst.qty_to_lots(p.qty)
+            # A parent's filled notional is int64 half-tick x lots: one that
+            # would pass it filled at twice the reference price is refused now,
+            # not after the run (an OverflowError that wrote nothing).
+            if lots * 4 * inst.price_to_ticks(icfg.price) > INT64_MAX:
+                raise ConfigError(
+                    f"parents[{k}].qty: {p.qty} {p.symbol} at twice its price "
+                    f"{icfg.price} would pass 2^63 - 1 half-tick x lots of filled notional "
+                    f"(tick_size {icfg.tick_size}, lot_size {icfg.lot_size}); use a coarser "
+                    f"tick_size or lot_size, or a smaller qty")
             out.append(ParentOrder(parent_id=k + 1, symbol=p.symbol,
                                    side=int(Side.BUY) if p.side == "buy" else int(Side.SELL),
-                                   qty=inst.qty_to_lots(p.qty), start_ns=start, end_ns=end,
+                                   qty=lots, start_ns=start, end_ns=end,
                                    account=p.account, strategy=name, params=params))
         return out
 

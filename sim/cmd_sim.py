@@ -98,7 +98,13 @@ def run(args: argparse.Namespace) -> int:
         # else escaping the set-up is a bug and keeps its traceback.
         _error(str(exc))
         return 2
-    result = bt.run()
+    try:
+        result = bt.run()
+    except OverflowError as exc:
+        # A sum past int64 that the set-up could not foresee (prices far
+        # from the reference): the message says which and what to change.
+        _error(str(exc))
+        return 2
     console.print(result.summary_table())
     tt = result.totals
     # "Implementation shortfall" is Perold's, unfilled part included; the

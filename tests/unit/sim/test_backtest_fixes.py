@@ -327,3 +327,33 @@ def test_the_unfilled_part_after_the_venues_close_is_costed_at_their_last_quote(
     assert row["is_total_bps"] == pytest.approx(
         (row["shortfall_bps"] + row["fee_bps"]) * (1 - unfilled) + opportunity * unfilled)
     assert result.totals["is_total_bps"] == pytest.approx(row["is_total_bps"])
+
+
+def test_a_parent_whose_notional_cannot_fit_is_refused_before_the_run():
+    # Was: the whole session ran, then OverflowError with a traceback and no output.
+    fine = [{"symbol": "AAA", "tick_size": "0.0001", "lot_size": "0.000001",
+             "price": "5000.0000"}]
+    parents = [{"symbol": "AAA", "side": "buy", "qty": "100000"}]
+    with pytest.raises(ConfigError, match=r"^parents\[0\].qty: 100000 AAA at twice its price "
+                                          r"5000.0000 would pass 2\^63 - 1"):
+        Backtest(config(QUIET, instruments=fine, parents=parents))
+    # 40,000 shares fit: 4e10 lots x 2 x (2 x 5e7 half-ticks) = 8e18 < 2^63.
+    Backtest(config(QUIET, instruments=fine, parents=[{**parents[0], "qty": "40000"}]))
+
+
+class OverflowingStrategy(SweepStrategy):
+    """Stands for a sum past int64 that the set-up could not foresee."""
+
+    def on_start(self):
+        raise OverflowError("a parent's filled notional passed 2^63 - 1; use a coarser "
+                            "tick_size or lot_size for this instrument")
+
+
+def test_kronos_exec_sim_reports_an_overflow_in_the_run_as_one_line(tmp_path, capsys):
+    from engine.cli import main
+    code = main(["sim", "-s", "tests.unit.sim.test_backtest_fixes:OverflowingStrategy",
+                 "--no-progress", "--no-plots", "-o", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["kronos-exec sim: a parent's filled notional passed 2^63 - 1; use a coarser "
+                   "tick_size or lot_size for this instrument"]
