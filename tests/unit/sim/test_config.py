@@ -141,6 +141,17 @@ VENUE = {"name": "A", "hours": ["09:30:00", "16:00:00"]}
     ("parents", [{"symbol": "AAA", "side": "buy", "qty": "1", "account": 6}], r"account = 6"),
     ("output", {"formats": ["CSV"]}, r"output.formats: unknown format\(s\) 'CSV'"),
     ("replay", {"quotes": "/nonexistent/q.csv"}, r"replay.quotes: no such file"),
+    # What would take memory without bound (a traceback or gigabytes mid-run).
+    ("flow", {"chunk_events": 1 << 40}, r"^flow.chunk_events = 1099511627776: must be at most "
+                                        r"1,048,576$"),
+    ("flow", {"max_orders": 10 ** 9}, r"^flow.max_orders = 1000000000: must be at most"),
+    ("flow", {"dark_max_orders": 10 ** 9}, r"^flow.dark_max_orders = 1000000000"),
+    ("session", {"start": "10:00:00", "end": "10:30:00", "sample_interval": "1us"},
+     r"^session.sample_interval = '1us' takes 1,8\d0,000,000 samples over the session; "
+     r"at most 2,000,000"),
+    # Sizes are whole qty_units: a smaller mean was raised to one unit, silently.
+    ("flow", {"lp_qty": "50"}, r"^flow.lp_qty = '50' is below flow.qty_unit = '100'"),
+    ("flow", {"taker_qty": "99"}, r"^flow.taker_qty = '99' is below"),
 ])
 def test_values_that_would_hang_or_execute_nothing_are_refused_at_load(section, value, message):
     with pytest.raises(ConfigError, match=message):
