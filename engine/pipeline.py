@@ -505,7 +505,8 @@ class Pipeline(Handler):
         if type(request) is NewOrder:
             gate = self._gates.get(session.session_id) or self._gate(session)
             if gate.admit(now) and not self.orders.used(request.account, request.cl_ord_id):
-                return self._refuse_throttled(session, request, "NewOrder")
+                return self._refuse_throttled(session, request, "NewOrder",
+                                              self.risk.last_reject_text())
         elif type(request) is Cancel or type(request) is Replace:
             order = self.orders.find(request.account, request.orig_cl_ord_id)
             if (order is None or order.done) and \
@@ -796,8 +797,11 @@ class Pipeline(Handler):
         for i, order in enumerate(request.orders):
             place = i if positions is None else positions[i]
             if gate.admit(now) and not used(order.account, order.cl_ord_id):
+                # (Its text now: the kept orders' risk checks, run before the
+                # held rejects go out, overwrite risk's last reject.)
                 held.append(HeldReject(place, functools.partial(
-                    self._refuse_throttled, session, order, "BulkNewOrders", place)))
+                    self._refuse_throttled, session, order, "BulkNewOrders",
+                    self.risk.last_reject_text(), place)))
             else:
                 kept.append(order)
                 places.append(place)
@@ -807,10 +811,10 @@ class Pipeline(Handler):
             return request, positions
         return msgspec.structs.replace(request, orders=kept), tuple(places)
 
-    def _refuse_throttled(self, session: Session, order: NewOrder, ref_type: str,
+    def _refuse_throttled(self, session: Session, order: NewOrder, ref_type: str, text: str,
                           index: int = -1) -> None:
-        """Answer a new order over its key's throttle (not taken: see :meth:`_admit`)."""
-        text = self.risk.last_reject_text()
+        """Answer a new order over its key's throttle (not taken: see :meth:`_admit`) with
+        ``text``, risk's words for it when it was judged."""
         self._refuse(session, _RejectReason.THROTTLED,
                      text if index < 0 else f"BulkNewOrders orders[{index}]: {text}", "risk",
                      ref_type=ref_type, cl_ord_id=order.cl_ord_id)

@@ -212,3 +212,28 @@ def test_a_bulks_answers_leave_in_the_bulks_order(tmp_path):
                      ("b0", "DUPLICATE_CL_ORD_ID"), ("b5", "THROTTLED")]
     assert [type(m) for m in got[:6]] == [ExecutionReport, Reject, ExecutionReport, Reject,
                                           Reject, Reject]
+
+
+def test_a_throttled_order_of_a_bulk_is_told_of_the_throttle_not_another_orders_reject(
+        tmp_path):
+    """The held THROTTLED rejects of a bulk read risk's last reject text when they were
+    sent, after the bulk's kept orders were checked: a risk refusal of one of those
+    (here MAX_ORDER_QTY) was given to every throttled order."""
+    with serving(tmp_path, extra=SESSION_LIMITS) as (_, endpoint), Client(endpoint) as client:
+        orders = [client.build_new_order("AAA", "buy", qty, "47.50", account="DEMO1",
+                                         cl_ord_id=f"b{n}")
+                  for n, qty in enumerate(["1", "200000", "1", "1"])]
+        client.bulk(orders)
+        got = {}
+        while len(got) < 4:
+            for m in client.recv_until(lambda m: isinstance(m, (ExecutionReport, Reject))
+                                       and m.cl_ord_id.startswith("b"), 5):
+                if isinstance(m, (ExecutionReport, Reject)) and m.cl_ord_id.startswith("b"):
+                    got.setdefault(m.cl_ord_id, m)
+        assert got["b0"].reject_name is None
+        assert got["b1"].reject_name == "MAX_ORDER_QTY"
+        for cl_ord_id, place in (("b2", 2), ("b3", 3)):
+            refused = got[cl_ord_id]
+            assert refused.reject_name == "THROTTLED"
+            assert refused.text.startswith(f"BulkNewOrders orders[{place}]: THROTTLED: ")
+            assert "throttle of plaintext" in refused.text and "MAX_ORDER_QTY" not in refused.text
