@@ -813,6 +813,10 @@ def check_request(request: Request, *, max_bulk_orders: int = 1000) -> Problem |
             if request.scope != "global" and not request.target:
                 return Problem(RejectReason.INVALID_FIELD, "target",
                                f"a {request.scope} kill switch needs a target")
+            if request.scope == "global" and request.target:
+                # Taken, it stopped every account while its texts named one.
+                return Problem(RejectReason.INVALID_FIELD, "target",
+                               "a global kill switch has no target")
     return None
 
 

@@ -138,7 +138,7 @@ def kill_switch_scope(scope: str, target: str | None) -> str:
     target : str or None
         ``KillSwitch.target``.
     """
-    return f"{scope} {target}" if target else scope
+    return f"{scope} {target}" if target and scope != "global" else scope
 
 
 #: Venue-side account id of the engine's first client account.

@@ -223,6 +223,11 @@ def test_error_text_names_the_field_and_the_rule():
     (TradeHistoryRequest(req_id="h", account="A", start_time=5, end_time=4), RejectReason.INVALID_FIELD),
     (ResendRequest(begin_seq=5, end_seq=4), RejectReason.INVALID_FIELD),
     (KillSwitch(req_id="k", action="engage", scope="symbol"), RejectReason.INVALID_FIELD),
+    # (A global switch naming an account stopped every account, its texts naming that one.)
+    (KillSwitch(req_id="k", action="engage", scope="global", target="ACC2"),
+     RejectReason.INVALID_FIELD),
+    (KillSwitch(req_id="k", action="release", scope="global", target="ZZZ"),
+     RejectReason.INVALID_FIELD),
     (Heartbeat(v=2), RejectReason.UNSUPPORTED_VERSION),
 ])
 def test_cross_field_rules(request_, reason):
