@@ -1381,10 +1381,6 @@ class IntakeServer:
                 request, positions, held = self._screen_bulk(session, request)
                 if request is None:
                     return
-            case NewOrder() | Replace() if self.shutting_down:
-                session.reject(RejectReason.ENGINE_SHUTTING_DOWN, "the engine is shutting down",
-                               ref_type=name, cl_ord_id=request.cl_ord_id)
-                return
         if isinstance(request, AdminRequest) and not session.admin:
             session.reject(RejectReason.NOT_AUTHORIZED, f"{name} needs an admin key", ref_type=name)
             return
@@ -1392,6 +1388,12 @@ class IntakeServer:
             session.reject(RejectReason.NOT_AUTHORIZED,
                            f"account {request.account!r} is not entitled to this key",
                            ref_type=name, cl_ord_id=getattr(request, "cl_ord_id", None))
+            return
+        if self.shutting_down and (type(request) is NewOrder or type(request) is Replace):
+            # (After the checks above, as protocol.md orders them: a key not
+            # entitled to the account hears that, not of the shutdown.)
+            session.reject(RejectReason.ENGINE_SHUTTING_DOWN, "the engine is shutting down",
+                           ref_type=name, cl_ord_id=request.cl_ord_id)
             return
         if isinstance(request, NewOrder):
             self.metrics.orders_in.inc()
@@ -1435,11 +1437,6 @@ class IntakeServer:
         refused ``DUPLICATE_CL_ORD_ID`` here, whether the earlier one passed
         or not: one id, one answer.
         """
-        if self.shutting_down:
-            for order in bulk.orders:
-                session.reject(RejectReason.ENGINE_SHUTTING_DOWN, "the engine is shutting down",
-                               ref_type="BulkNewOrders", cl_ord_id=order.cl_ord_id)
-            return None, None, ()
         good, positions, held, first = [], [], [], {}
         for index, order in enumerate(bulk.orders):
             # Each order carries its own "v"; the envelope's says nothing of it.
@@ -1457,6 +1454,9 @@ class IntakeServer:
                                       f"(account {order.account}); the later one is refused")
             elif isinstance(order.cl_ord_id, str):
                 first.setdefault((order.account, order.cl_ord_id), index)
+            if problem is None and self.shutting_down:
+                problem = Problem(RejectReason.ENGINE_SHUTTING_DOWN, "",
+                                  "the engine is shutting down")
             if problem is not None:
                 held.append(HeldReject(index, functools.partial(
                     session.reject, problem.reason,

@@ -334,8 +334,18 @@ def test_shutdown_refuses_new_orders_but_not_cancels(running, client):
     roundtrip(client, first)
     running.call(running.server.begin_shutdown)
     assert roundtrip(client, order_for(client)).reject_reason == RejectReason.ENGINE_SHUTTING_DOWN
-    client.bulk([order_for(client), order_for(client)])
-    assert [client.recv(5).reject_reason for _ in range(2)] == [RejectReason.ENGINE_SHUTTING_DOWN] * 2
+    bulk = [order_for(client), order_for(client, account="ACC9"), order_for(client)]
+    client.bulk(bulk)
+    refused = [client.recv(5) for _ in bulk]
+    # Each order is named, and the check that comes before the shutdown's (its
+    # account's entitlement: protocol.md) still speaks first.
+    assert [(r.cl_ord_id, r.reject_reason) for r in refused] == [
+        (bulk[0].cl_ord_id, RejectReason.ENGINE_SHUTTING_DOWN),
+        (bulk[1].cl_ord_id, RejectReason.NOT_AUTHORIZED),
+        (bulk[2].cl_ord_id, RejectReason.ENGINE_SHUTTING_DOWN)]
+    assert [r.text.split(":")[0] for r in refused] == [f"BulkNewOrders orders[{i}]" for i in range(3)]
+    assert roundtrip(client, order_for(client, account="ACC9")).reject_reason == \
+        RejectReason.NOT_AUTHORIZED
     canceled = roundtrip(client, Cancel(cl_ord_id="c-x", orig_cl_ord_id=first.cl_ord_id, account="ACC1"))
     assert canceled.exec_type == ExecType.CANCELED and canceled.qty == canceled.cum_qty == "0"
 
