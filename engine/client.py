@@ -167,7 +167,11 @@ class _Base:
         self._encoder = encoder()
         self._buf = bytearray(512)
         self._ids = itertools.count(1)
-        self._prefix = cl_ord_id_prefix or secrets.token_hex(3)
+        # 64 random bits: an id names one order of its account for the engine's
+        # life, and every client counts from 1, so two clients of one account
+        # must not draw the same prefix (24 bits met by chance within a few
+        # thousand clients: their orders were refused DUPLICATE_CL_ORD_ID).
+        self._prefix = cl_ord_id_prefix or secrets.token_hex(8)
         #: id of the engine session (from the last HeartbeatAck)
         self.session_id: str | None = None
         #: highest seq received
@@ -547,7 +551,9 @@ class Client(_Base):
     context : zmq.Context, optional
         Defaults to the process-wide instance.
     cl_ord_id_prefix : str, optional
-        Prefix of generated client order ids.
+        Prefix of generated client order ids (default: 16 random hex digits,
+        fresh per client). Ids must be unique per account for the engine's
+        whole life: a prefix given here must not be reused by another client.
     routing_id : bytes, optional
         The first connection's ZeroMQ routing id. By default, and for every
         connection after a loss, a random one of its own (with ``auto_resume``;
