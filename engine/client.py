@@ -199,6 +199,12 @@ class _Base:
         """A fresh client order id (``<prefix>-<n>``)."""
         return f"{self._prefix}-{next(self._ids)}"
 
+    def _cl_ord_id(self, given: str | None) -> str:
+        # Only None means "make one up": an empty id given (an unset
+        # variable in a script) goes to the engine, which refuses it, rather
+        # than becoming a fresh id that no retry could be matched with.
+        return self.next_cl_ord_id() if given is None else given
+
     def build_new_order(self, symbol: str, side, qty: str, price: str | None = None, *,
                         account: str, ord_type=None, time_in_force="day",
                         cl_ord_id: str | None = None, **fields) -> NewOrder:
@@ -207,7 +213,7 @@ class _Base:
         defaults to LIMIT with a price and MARKET without."""
         if ord_type is None:
             ord_type = OrdType.LIMIT if price is not None else OrdType.MARKET
-        return NewOrder(cl_ord_id=cl_ord_id or self.next_cl_ord_id(), account=account,
+        return NewOrder(cl_ord_id=self._cl_ord_id(cl_ord_id), account=account,
                         symbol=symbol, side=_enum(side, _SIDES, Side), qty=qty, price=price,
                         ord_type=_enum(ord_type, _ORD_TYPES, OrdType),
                         time_in_force=_enum(time_in_force, _TIFS, TimeInForce), **fields)
@@ -654,7 +660,7 @@ class Client(_Base):
     def cancel(self, orig_cl_ord_id: str, *, account: str, symbol: str | None = None,
                cl_ord_id: str | None = None) -> Cancel:
         """Send a ``Cancel`` of ``orig_cl_ord_id``; returns it."""
-        request = Cancel(cl_ord_id=cl_ord_id or self.next_cl_ord_id(), orig_cl_ord_id=orig_cl_ord_id,
+        request = Cancel(cl_ord_id=self._cl_ord_id(cl_ord_id), orig_cl_ord_id=orig_cl_ord_id,
                          account=account, symbol=symbol)
         self.send(request)
         return request
@@ -663,7 +669,7 @@ class Client(_Base):
                 price: str | None = None, symbol: str | None = None,
                 cl_ord_id: str | None = None) -> Replace:
         """Send a ``Replace`` of ``orig_cl_ord_id``; returns it."""
-        request = Replace(cl_ord_id=cl_ord_id or self.next_cl_ord_id(), orig_cl_ord_id=orig_cl_ord_id,
+        request = Replace(cl_ord_id=self._cl_ord_id(cl_ord_id), orig_cl_ord_id=orig_cl_ord_id,
                           account=account, qty=qty, price=price, symbol=symbol)
         self.send(request)
         return request
@@ -828,7 +834,7 @@ class AsyncClient(_Base):
     async def cancel(self, orig_cl_ord_id: str, *, account: str, symbol: str | None = None,
                      cl_ord_id: str | None = None) -> Cancel:
         """Send a ``Cancel``; returns it."""
-        request = Cancel(cl_ord_id=cl_ord_id or self.next_cl_ord_id(), orig_cl_ord_id=orig_cl_ord_id,
+        request = Cancel(cl_ord_id=self._cl_ord_id(cl_ord_id), orig_cl_ord_id=orig_cl_ord_id,
                          account=account, symbol=symbol)
         await self.send(request)
         return request
@@ -837,7 +843,7 @@ class AsyncClient(_Base):
                       price: str | None = None, symbol: str | None = None,
                       cl_ord_id: str | None = None) -> Replace:
         """Send a ``Replace``; returns it."""
-        request = Replace(cl_ord_id=cl_ord_id or self.next_cl_ord_id(), orig_cl_ord_id=orig_cl_ord_id,
+        request = Replace(cl_ord_id=self._cl_ord_id(cl_ord_id), orig_cl_ord_id=orig_cl_ord_id,
                           account=account, qty=qty, price=price, symbol=symbol)
         await self.send(request)
         return request

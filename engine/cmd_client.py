@@ -15,7 +15,6 @@ answered, 1 when the answer is a reject (an ``OrderStatusReply`` with
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 import time
 
@@ -23,6 +22,7 @@ import msgspec
 import orjson
 
 from engine.client import Client, load_client_keys
+from engine.cmd_journal import parse_time
 from engine.messages import (
     ExecType,
     ExecutionReport,
@@ -37,6 +37,8 @@ from engine.messages import (
 _ENUM_FIELDS = {"side": Side, "exec_type": ExecType, "ord_status": OrdStatus, "ord_type": OrdType,
                 "time_in_force": TimeInForce}
 
+INT64_MAX = (1 << 63) - 1
+
 
 def _seconds(text: str) -> float:
     """A positive, finite number of seconds: ``--wait 0`` closed the socket before the
@@ -50,21 +52,23 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _given_id(text: str) -> str:
+    """An id given on the command line: not empty (``--cl-ord-id "$ID"`` with ``ID``
+    unset made a fresh id, and a retry a second order)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty id: give one, or leave the option out")
+    return text
+
+
 def _time_ns(text: str) -> int:
-    """A time as nanoseconds since 1970: an integer as is, else ISO 8601 (UTC when it
-    names no zone)."""
-    if text.isdigit():
-        return int(text)
-    try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: give ISO 8601 (2026-12-05T09:30:00Z) or nanoseconds "
-            f"since 1970") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    """A time as nanoseconds since 1970, read as ``journal export`` reads it (integer
+    ns, or ISO 8601 exact to the nanosecond, UTC when it names no zone), within what
+    the protocol's times hold (0 to 2^63 - 1)."""
+    value = parse_time(text)
+    if not 0 <= value <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside 1970 to 2262 (0 to 2^63 - 1 "
+                                         f"ns), the range of the engine's times")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # cannot be held across venues; offering it would only invite the reject.
     new.add_argument("--tif", default="day", choices=["day", "gtc", "ioc"],
                      help="time in force (default day; the engine refuses FOK)")
-    new.add_argument("--cl-ord-id", help="client order id (default: a fresh <hex>-1)")
+    new.add_argument("--cl-ord-id", type=_given_id,
+                     help="client order id (default: a fresh <hex>-1)")
     new.add_argument("--post-only", action="store_true",
                      help="only rest on the book, never take liquidity (limit, day or gtc)")
     new.add_argument("--locate", action="store_true",

@@ -13,8 +13,21 @@ HELD_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and ``--duration SECONDS``."""
     parser.add_argument("--config", help="TOML configuration (default: the embedded default)")
-    parser.add_argument("--duration", type=float, default=None,
+    parser.add_argument("--duration", type=_duration, default=None,
                         help="stop after this many seconds (default: until SIGINT/SIGTERM)")
+
+
+def _duration(text: str) -> float:
+    """A positive number of seconds (``inf``: until stopped). ``nan`` started the engine,
+    then broke its loop's timer with the engine holding its journal and ports and deaf
+    to SIGTERM; a negative one stopped it at once."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:   # (nan fails every comparison)
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

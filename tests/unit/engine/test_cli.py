@@ -85,3 +85,12 @@ server_secret_key_file = "{keys / 'server.key_secret'}"
     again = kronos("keys", "generate", "algo-1", "--dir", str(keys))
     assert again.returncode == 1 and "exists" in again.stderr
     assert kronos("keys", "show", str(keys / "algo-1.key")).stdout.strip() == public
+
+
+def test_serve_refuses_a_duration_that_is_not_a_positive_number():
+    # `--duration nan` started the engine, then broke its loop with the journal
+    # lock and the ports held and SIGTERM ignored; -1 stopped it at once.
+    for duration in ("nan", "-1", "0", "soon"):
+        out = kronos("serve", "--duration", duration)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert "argument --duration" in out.stderr and repr(duration) in out.stderr

@@ -59,3 +59,35 @@ def test_a_wait_that_is_not_positive_is_refused():
         out = kronos("client", "--endpoint", "tcp://127.0.0.1:1", "--wait", wait, "heartbeat")
         assert out.returncode == 2 and "Traceback" not in out.stderr
         assert "argument --wait" in out.stderr and repr(wait) in out.stderr
+
+
+def test_an_empty_cl_ord_id_is_refused_not_made_up():
+    # `--cl-ord-id "$ID"` with ID unset placed the order under a fresh id: every
+    # retry of the script became another order.
+    out = kronos("client", "--endpoint", "tcp://127.0.0.1:1", "new", "--symbol", "AAA",
+                 "--side", "buy", "--qty", "1", "--price", "1", "--account", "A",
+                 "--cl-ord-id", "")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "argument --cl-ord-id: an empty id" in out.stderr
+
+
+def test_an_empty_id_given_to_the_client_library_is_sent_as_given():
+    from engine.client import Client
+    with Client("tcp://127.0.0.1:1") as client:
+        assert client.build_new_order("AAA", "buy", "1", "1", account="A", cl_ord_id="") \
+            .cl_ord_id == ""
+        assert client.build_new_order("AAA", "buy", "1", "1", account="A").cl_ord_id
+
+
+def test_history_times_outside_the_engines_range_are_usage_errors():
+    for start in ("99999999999999999999999", "1600-01-01T00:00:00Z", "2300-01-01T00:00:00Z"):
+        out = kronos("client", "--endpoint", "tcp://127.0.0.1:1", "history", "--account", "A",
+                     "--start", start)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert "is outside 1970 to 2262" in out.stderr
+
+
+def test_history_times_are_read_to_the_nanosecond():
+    from engine.cmd_client import _time_ns
+    assert _time_ns("1970-01-01T00:00:01.000000007Z") == 1_000_000_007
+    assert _time_ns("1000000007") == 1_000_000_007
