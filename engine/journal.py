@@ -212,6 +212,11 @@ class DurableMark:
         """Whether the seqs this writer sets were made durable by a sync (not under ``none``)."""
         self._flag = self.SYNCED if synced else 0
 
+    def seal(self, seq: int) -> None:
+        """Set ``seq`` with ``SYNCED`` once, whatever the writer's policy: a writer under
+        ``none`` that synced everything at a graceful stop (``JournalWriter.seal``)."""
+        self._word.value = seq | self.SYNCED
+
     def close(self) -> None:
         """Unmap (the file stays for the other side)."""
         del self._word  # (a mapping with an exported buffer cannot close)
@@ -774,6 +779,7 @@ class JournalWriter:
         # synced, which must not happen under another round's feet.
         self._sync_lock = threading.Lock()
         self._retired: list[_Segment] = []
+        self._unsynced: list[Path] = []  # segments closed under "none" without a sync (seal)
         self._waiters: list[tuple[int, int, Callable[[], None]]] = []
         self._waiter_order = 0
         self._pending_since: float | None = None
@@ -982,6 +988,8 @@ class JournalWriter:
                 old = None
         if old is not None:
             os.close(old.fd)
+            if self.fsync == "none":
+                self._unsynced.append(old.path)
 
     # ------------------------------------------------------------ append
     def append(self, kind: int, payload: bytes | bytearray | memoryview, *,
@@ -1237,6 +1245,34 @@ class JournalWriter:
             self._datasync(self._segment.fd)
             self._mark_durable(self._written_seq)
         return self._durable_seq
+
+    def seal(self) -> int:
+        """Make everything appended durable for a graceful stop, whatever the policy, and
+        say so in ``durable.seq``; returns ``durable_seq``.
+
+        Under ``none`` the mark follows the writes and proves nothing, so a
+        journal cut short after a clean stop (its last segment deleted, its
+        last records damaged) read as a crash's torn tail, and recovery went
+        on without the lost records. Sealed, the segments this writer closed
+        without a sync are synced too and the mark carries ``SYNCED``:
+        recovery and ``journal verify`` then require the journal to reach it.
+        An append after the seal takes the proof away again.
+        """
+        seq = self.sync()
+        if self.fsync == "none":
+            for path in self._unsynced:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue  # archived while the engine ran (journal.md allows it)
+                try:
+                    self._datasync(fd)
+                finally:
+                    os.close(fd)
+            self._unsynced = []
+            _fsync_dir(self.data_dir)  # (the segments' entries: not synced under "none")
+            self._durable_mark.seal(seq)
+        return seq
 
     def _sync_segments(self, segments: list[_Segment], target: int) -> None:
         with self._sync_lock:

@@ -267,7 +267,9 @@ class EngineService:
                     if self.journal.failure is None:
                         if self.pipeline is not None:
                             self.pipeline.journal_children()  # what the last venue reports did
-                        self.journal.sync()  # under "none" too: a graceful stop is durable
+                        # Under "none" too: a graceful stop is durable, and durable.seq
+                        # says so (a journal cut short after it is then refused).
+                        self.journal.seal()
                 finally:
                     self.journal.close()
             except JournalFailedError:

@@ -12,6 +12,7 @@ import signal
 import time
 
 import msgspec
+import pytest
 
 from engine.client import Client
 from engine.journal import JournalReader, RecordKind, verify
@@ -83,3 +84,32 @@ def test_sigterm_under_group_commit_delivers_every_journaled_ack(tmp_path):
     text = log_path.read_text()
     assert "Traceback" not in text and "non-socket" not in text and "ENOTSOCK" not in text
     assert "engine: stopped" in text
+
+
+def test_a_graceful_stop_under_none_seals_the_journal(tmp_path):
+    """Under fsync = "none" the stop syncs everything; durable.seq now says so, and a
+    journal cut short after the stop is refused (it read as a crash's torn tail)."""
+    from engine.journal import JournalError, JournalWriter, list_segments, synced_mark
+    port = free_port()
+    journal_dir = tmp_path / "journal"
+    config = tmp_path / "engine.toml"
+    config.write_text(config_text(port, journal_dir, fsync="none"))
+    proc = start_subprocess(config, tmp_path / "engine.log")
+    try:
+        with Client(f"tcp://127.0.0.1:{port}") as client:
+            client.new_order("AAA", "buy", "10", "49.00", account="DEMO1", cl_ord_id="s1")
+            client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                              and m.exec_type == ExecType.NEW, 5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    result = verify(journal_dir)
+    assert result.ok and synced_mark(journal_dir) == result.last_seq > 0
+    last = list_segments(journal_dir)[-1]
+    last.write_bytes(last.read_bytes()[:-3])
+    assert not verify(journal_dir).ok
+    with pytest.raises(JournalError, match="was made durable"):
+        JournalWriter(journal_dir, fsync="none")

@@ -288,6 +288,43 @@ def test_a_journal_missing_records_its_mark_says_were_durable_is_refused(tmp_pat
     assert {p.name: p.read_bytes() for p in journal_module.list_segments(journal)} == before
 
 
+@pytest.mark.parametrize("damage", ["cut mid-record", "segment deleted"])
+def test_a_journal_sealed_at_a_graceful_stop_under_none_must_reach_its_mark(tmp_path, damage):
+    """Under fsync = "none" a graceful stop syncs everything (EngineService.stop), but the
+    mark stayed one that proves nothing: the last segment deleted, or the last record
+    damaged, after a clean stop read as a crash's torn tail; verify said OK and recovery
+    went on without those records. Sealed, the mark is one that proves."""
+    journal = tmp_path / "j"
+    with journal_module.JournalWriter(journal, fsync="none", rotate_bytes=2048) as writer:
+        for i in range(40):
+            writer.append(journal_module.RecordKind.EVENT, b"record %d" % i)
+        assert writer.seal() == 40
+    assert journal_module.synced_mark(journal) == 40
+    last = journal_module.list_segments(journal)[-1]
+    if damage == "segment deleted":
+        last.unlink()
+    else:
+        last.write_bytes(last.read_bytes()[:-5])
+    result = journal_module.verify(journal)
+    assert not result.ok and result.problem.problem == "missing"
+    with pytest.raises(journal_module.JournalError, match=r"but seq 40 was made durable"):
+        journal_module.JournalWriter(journal, fsync="none")
+
+
+def test_an_append_after_the_seal_takes_its_proof_away(tmp_path):
+    journal = tmp_path / "j"
+    with journal_module.JournalWriter(journal, fsync="none") as writer:
+        writer.append(journal_module.RecordKind.EVENT, b"one")
+        writer.seal()
+        writer.append(journal_module.RecordKind.EVENT, b"two")
+        writer.flush()
+    assert journal_module.synced_mark(journal) == 0      # a crash tail may follow: repaired
+    last = journal_module.list_segments(journal)[-1]
+    last.write_bytes(last.read_bytes()[:-2])
+    with journal_module.JournalWriter(journal, fsync="none") as writer:
+        assert writer.last_seq == 1 and writer.repaired is not None
+
+
 def test_a_journal_written_without_syncs_starts_on_what_is_there(tmp_path):
     """Under fsync = "none" the mark follows the writes: a power cut may take records below
     it as that policy allows, so its torn tail is repaired as before."""
