@@ -497,6 +497,18 @@ class JournalReader:
             try:
                 header = parse_segment_header(path, data)
             except JournalCorruptError as exc:
+                if (last_segment and expected is not None and int(path.stem) != expected
+                        and (len(data) < FILE_HEADER_SIZE or data.count(0) == len(data))):
+                    # A crash while rotating leaves the segment named for the
+                    # seq after the last record; any other name is a file
+                    # that is not this journal's (left in the directory).
+                    raise JournalCorruptError(
+                        path, 0, expected, "name",
+                        f"a file without a whole segment header, named for seq "
+                        f"{int(path.stem)}, follows a segment that ends at seq {expected - 1}: "
+                        f"not a segment started at a crash (that one would be "
+                        f"{segment_name(expected)}); remove it if it is not the journal's"
+                    ) from None
                 if last_segment and len(data) < FILE_HEADER_SIZE:
                     self.torn = TornTail(path, 0, len(data), "segment header incomplete")
                     return

@@ -201,6 +201,26 @@ def test_a_last_segment_of_zeros_is_a_torn_tail(tmp_path, capsys, size):
     assert result.ok and result.torn is None and result.last_seq == last.seq + 1
 
 
+@pytest.mark.parametrize("content", [b"junk\n", bytes(FILE_HEADER_SIZE)])
+def test_a_stray_file_named_like_a_segment_is_refused_not_repaired(tmp_path, capsys, content):
+    """A file in the journal directory named for a seq that does not follow the last
+    record (an audit: ``echo junk > 00000000000000099999.krj``): verify called it a torn
+    tail and said OK; serve removed it, made a segment starting at seq 99999 in its place,
+    and every later start failed. A crash while rotating names the new segment for the
+    next seq; anything else is refused, by both, and nothing is written."""
+    last = _rotated_journal(tmp_path)
+    stray = tmp_path / segment_name(last.seq + 1000)
+    stray.write_bytes(content)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = verify(tmp_path)
+    assert not result.ok and result.problem.problem == "name"
+    assert f"follows a segment that ends at seq {last.seq}" in result.problem.detail
+    assert cli_main(["journal", "verify", "--data-dir", str(tmp_path)]) == 1
+    with pytest.raises(journal_module.JournalError, match="not a segment started at a crash"):
+        JournalWriter(tmp_path, fsync="always")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_the_only_segment_all_zeros_starts_the_journal_again(tmp_path):
     (tmp_path / segment_name(1)).write_bytes(bytes(FILE_HEADER_SIZE))
     assert verify(tmp_path).ok
