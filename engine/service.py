@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 #: The embedded default configuration: engine on the simulator, local plaintext.
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.toml"
+#: ``/healthz`` answers 503 once the event loop has not run the router's tick
+#: (every 50 ms at most) for this long: a loop held up answers no client.
+LOOP_STALL_S = 2.0
 
 
 def _freeze_after_full_collection(phase: str, info: dict) -> None:
@@ -94,6 +97,7 @@ class EngineService:
         self.journal: JournalWriter | None = None
         self.metrics_server: MetricsServer | None = None
         self._ticker: asyncio.Task | None = None
+        self._loop_seen = time.monotonic()  # the router tick's last run (_health)
         self._gateway_watch: asyncio.Task | None = None
         #: a gateway's child being started again (``_watch_gateways``), off the loop
         self._reviving: asyncio.Future | None = None
@@ -429,6 +433,11 @@ class EngineService:
             return False, "not serving: the venues' clock has stopped"
         if self._ticker.done():
             return False, "not serving: the router's clock has stopped"
+        stalled = time.monotonic() - self._loop_seen
+        if stalled > LOOP_STALL_S:
+            # The tick runs every 50 ms at most: a loop that has not run it
+            # for this long answers nobody, whatever the rest says.
+            return False, f"not serving: the event loop has not run for {stalled * 1e3:.0f} ms"
         total, open_now = len(self.venues.venues), self.venues.open_count()
         if open_now:
             return True, f"ok: serving, {open_now} of {total} venues open"
@@ -466,6 +475,7 @@ class EngineService:
     async def _tick(self) -> None:
         """Drive the router's clock: schedules, acknowledgement timeouts, reprices."""
         while True:
+            self._loop_seen = time.monotonic()
             now = time.time_ns()
             wake = self.pipeline.tick(now)
             delay = 0.05 if wake < 0 else min(max((wake - now) / 1e9, 0.001), 0.05)

@@ -225,3 +225,21 @@ def test_the_command_line_client_offers_no_fok():
                            "--qty", "10", "--price", "48.00", "--account", "DEMO1", "--tif", "fok"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "invalid choice: 'fok'" in done.stderr
+
+
+def test_healthz_says_when_the_event_loop_is_held_up(tmp_path):
+    """/healthz answered 200 while the loop was blocked and no client was answered (an
+    audit): it runs on the HTTP thread and only looked at flags. It now looks at when the
+    loop last ran the router's tick."""
+    mport = free_port()
+    path, _ = _engine_config(tmp_path, 'duration = "6h"', mport)
+    url = f"http://127.0.0.1:{mport}/healthz"
+    with ThreadedEngine(path) as engine:
+        assert http_get(url)[0] == 200
+        engine._loop.call_soon_threadsafe(time.sleep, 3.0)    # the loop held up for 3 s
+        time.sleep(2.5)
+        status, body = http_get(url)
+        assert status == 503 and re.fullmatch(r"not serving: the event loop has not run for "
+                                              r"2\d\d\d ms", body), body
+        time.sleep(1.0)
+        assert http_get(url) == (200, "ok: serving, 4 of 4 venues open")
