@@ -174,8 +174,13 @@ class Soak:
                 client.cancel(w.cl_ord_id, account=w.account, cl_ord_id=cid)
             elif working:
                 w = rng.choice(working)
-                client.replace(w.cl_ord_id, account=w.account, qty=str(rng.randint(1, 400)),
-                               price=price, cl_ord_id=cid)
+                if rng.random() < 0.5 and int(w.qty) > 1:
+                    # Fewer lots at the same price: amended where it rests, when it can be.
+                    client.replace(w.cl_ord_id, account=w.account,
+                                   qty=str(rng.randint(1, int(w.qty) - 1)), cl_ord_id=cid)
+                else:
+                    client.replace(w.cl_ord_id, account=w.account, qty=str(rng.randint(1, 400)),
+                                   price=price, cl_ord_id=cid)
             if self.switch and i % 50 == 7 and self.pending is None and rng.random() < 0.3:
                 self.toggles += 1
                 self.pending = (f"ks{self.toggles}", "release" if self.engaged else "engage")
