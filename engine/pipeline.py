@@ -585,8 +585,7 @@ class Pipeline(Handler):
             order.pull(reason, text)
         pending = self._pending.get(order_id)
         if pending is not None and isinstance(pending.request, Replace):
-            pending.cancel = (reason, text)
-            pending.amend = False
+            pending.cancel = (reason, text)  # (an amend the venue applied first still stands)
         self.router.cancel_parent(order_id, now)
 
     # ------------------------------------------------------------ new orders
@@ -1003,8 +1002,10 @@ class Pipeline(Handler):
             if pending.cancel is None:
                 pending.cancel = (_RejectReason.ORDER_NOT_REPLACEABLE,
                                   f"canceled by {req.cl_ord_id!r} before the replace completed")
-            if pending.amend:  # (its children were being amended, not taken down)
-                pending.amend = False
+            if pending.amend:
+                # Its children were being amended, not taken down: down they
+                # come now. An amend a venue applied first still stands
+                # (_amend_settled): the Cancel then follows the replace.
                 self.router.cancel_parent(order.order_id, now)
             return
         self._pending[order.order_id] = _Pending(session.session_id, req)
@@ -1099,6 +1100,13 @@ class Pipeline(Handler):
         else (a fill that raced an amend, a venue that refused one, risk's
         refusal) goes the usual way: the children come down and
         ``_finish_replace`` judges the replace as it does every other.
+
+        A Cancel (or a kill switch) that came meanwhile has its children
+        coming down already. An amend the venues applied before it is a
+        fact: the replace is reported, and the Cancel then goes on as one of
+        the order with its new terms (FILLED and refused too late, if the
+        fills complete it). One that did not take leaves the replace refused
+        by ``_finish_replace``, the Cancel winning, as documented.
         """
         pending = self._pending.get(order_id)
         if pending is None or not pending.amend:
@@ -1116,14 +1124,18 @@ class Pipeline(Handler):
                 and not self.risk.on_replace(order_id, new_qty, pending.new_price,
                                              cl_ord_hash(req.cl_ord_id, order.account), now,
                                              admitted=True)):
-            del self._pending[order_id]
             orig = order.cl_ord_id
             self.orders.alias(order, req.cl_ord_id)
             order.qty = new_qty
             self._journal_valuation(order)  # (risk valued the new terms)
             self._report(order, _ExecType.REPLACED, pending.session_id, orig_cl_ord_id=orig)
+            if pending.canceler is not None:
+                self._pending[order_id] = _Pending(*pending.canceler)
+            else:
+                del self._pending[order_id]  # (a kill switch's pull goes on: Order.pulled)
             return
-        self.router.cancel_parent(order_id, now)
+        if pending.cancel is None:  # (else they are coming down already)
+            self.router.cancel_parent(order_id, now)
 
     # ------------------------------------------------------------ venues
 

@@ -1645,8 +1645,8 @@ cdef class Router:
         while ci >= 0:
             c = &self.children[ci]
             if (c.role != ROLE_POST or not c.acked or c.cancel_sent or c.pending_price
-                    or c.pending_qty):
-                return ORDER_NOT_REPLACEABLE
+                    or c.pending_qty or not self.venues[c.venue].open):
+                return ORDER_NOT_REPLACEABLE    # (a closed venue refuses the amend)
             if rest >= c.qty - c.cum and rest > 0:
                 return ORDER_NOT_REPLACEABLE
             rest -= rest if rest < c.qty - c.cum else c.qty - c.cum

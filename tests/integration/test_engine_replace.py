@@ -87,12 +87,14 @@ def test_a_replace_below_what_filled_meanwhile_cancels_the_rest(slow):
 
 
 def resting_then_replaced(client, cl_ord_id):
-    """A DEMO1 bid of 100 resting at its venue, then a Replace to 50 (``<id>-r``) sent;
-    returns the bid's NEW report."""
+    """A DEMO1 bid of 100 resting at its venue, then a Replace to 50 at 47.90 (``<id>-r``)
+    sent, which takes the child down (a lower qty at the same price would amend it in
+    place: test_replace_in_place.py); returns the bid's NEW report."""
     client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id=cl_ord_id)
     new = report(client, cl_ord_id, ExecType.NEW)
     time.sleep(0.05)
-    client.replace(cl_ord_id, account="DEMO1", qty="50", cl_ord_id=f"{cl_ord_id}-r")
+    client.replace(cl_ord_id, account="DEMO1", qty="50", price="47.90",
+                   cl_ord_id=f"{cl_ord_id}-r")
     return new
 
 

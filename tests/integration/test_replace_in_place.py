@@ -119,14 +119,56 @@ def test_a_fill_past_the_new_qty_first_refuses_the_replace_and_cancels_the_rest(
     assert all(c.done for c in status(client, "race2").children)
 
 
-def test_a_cancel_during_the_amend_wins(slow):
+def test_a_cancel_right_behind_the_amend_cancels_the_replaced_order(slow):
+    # The Cancel reaches the engine before the venue's answer to the amend, but
+    # the venue takes the amend first: the replace happened, then the cancel.
     engine, client = slow
     resting_bid(client, "cx", "100", "48.00")
     client.replace("cx", account="DEMO1", qty="40", cl_ord_id="cx-r")
     client.cancel("cx", account="DEMO1", cl_ord_id="cx-x")
-    refused = report(client, "cx-r", ExecType.REJECTED)
-    assert refused.reject_name == "ORDER_NOT_REPLACEABLE"
-    done = report(client, "cx-x", ExecType.CANCELED)
-    assert (done.cum_qty, done.ord_status) == ("0", OrdStatus.CANCELED)
+    done = report(client, "cx-r", ExecType.REPLACED)
+    assert (done.qty, done.leaves_qty) == ("40", "40")
+    canceled = report(client, "cx-x", ExecType.CANCELED)
+    assert (canceled.cum_qty, canceled.orig_cl_ord_id, canceled.ord_status) == \
+        ("0", "cx-r", OrdStatus.CANCELED)
     risk = engine.service.pipeline.risk
-    assert engine.call(lambda: risk.working_order(int(done.order_id))) is None
+    assert engine.call(lambda: risk.working_order(int(canceled.order_id))) is None
+
+
+def test_fills_of_the_amended_child_before_a_cancel_fill_the_replaced_order(slow):
+    # (An audit: the venue amended the child to 60 and it filled 60 while a Cancel
+    # was on its way; the engine refused the replace, "40 still working", and
+    # called the order CANCELED with the router's parent FILLED.)
+    engine, client = slow
+    before = position(engine)
+    resting_bid(client, "fx", "100", "48.00")
+    client.replace("fx", account="DEMO1", qty="60", cl_ord_id="fx-r")
+    time.sleep(0.02)        # the amend is at the venue; its answer is on its way back
+    sell_into(client, "fx-s", "100", "48.00")
+    client.cancel("fx", account="DEMO1", cl_ord_id="fx-x")
+    done = report(client, "fx-r", ExecType.REPLACED)
+    assert (done.qty, done.leaves_qty) == ("60", "60")
+    filled = report(client, "fx-r", ExecType.FILL)
+    assert (filled.cum_qty, filled.leaves_qty, filled.ord_status) == ("60", "0", OrdStatus.FILLED)
+    late = report(client, "fx-x", ExecType.REJECTED)
+    assert late.reject_name == "TOO_LATE_TO_CANCEL"
+    assert position(engine) - before == 60
+
+
+def test_a_kill_switch_right_behind_the_amend_cancels_the_replaced_order(slow):
+    from engine.messages import AdminReply, KillSwitch
+    engine, client = slow
+    resting_bid(client, "ks", "100", "48.00")
+    client.replace("ks", account="DEMO1", qty="70", cl_ord_id="ks-r")
+    client.send(KillSwitch(req_id="ks1", action="engage", scope="account", target="DEMO1"))
+    try:
+        assert client.recv_until(lambda m: isinstance(m, AdminReply), 5)[-1].ok
+        assert report(client, "ks-r", ExecType.REPLACED).qty == "70"
+        done = report(client, "ks-r", ExecType.CANCELED)
+        assert done.cum_qty == "0" and "kill switch" in done.text
+        risk = engine.service.pipeline.risk
+        assert engine.call(lambda: risk.working_order(int(done.order_id))) is None
+        assert all(c.done for c in status(client, "ks-r").children)
+    finally:
+        client.send(KillSwitch(req_id="ks2", action="release", scope="account", target="DEMO1"))
+        assert client.recv_until(lambda m: isinstance(m, AdminReply), 5)[-1].ok

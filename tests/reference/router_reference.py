@@ -680,7 +680,7 @@ class ReferenceRouter:
         rest = max(cut - free, 0)
         newest_first = list(p.live.values())[::-1]
         if any(c.role != ROLE_POST or not c.acked or c.cancel_sent or c.pending_price
-               or c.pending_qty for c in newest_first):
+               or c.pending_qty or not self.venues[c.venue].open for c in newest_first):
             return R["ORDER_NOT_REPLACEABLE"]
         plan, left = [], rest
         for c in newest_first:

@@ -1198,6 +1198,9 @@ def test_reduce_parent_refuses_what_it_cannot_do_in_place(R):
     assert r.reduce_parent(1, 50, now=10) == RR.ORDER_NOT_REPLACEABLE    # nothing would be left
     assert r.reduce_parent(1, 0, now=10) == RR.ORDER_NOT_REPLACEABLE
     assert r.reduce_parent(2, 5, now=10) == RR.UNKNOWN_ORDER
+    r.set_open(0, False)                    # its venue closed: it would refuse the amend
+    assert r.reduce_parent(1, 10, now=10) == RR.ORDER_NOT_REPLACEABLE
+    r.set_open(0, True)
     assert r.reduce_parent(1, 10, now=10) == 0
     assert r.reduce_parent(1, 5, now=10) == RR.ORDER_NOT_REPLACEABLE     # one amend at a time
     r.drain_actions()
