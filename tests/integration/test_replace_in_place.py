@@ -8,24 +8,9 @@ more lots) still takes the children down and routes the order again
 """
 import time
 
-import pytest
-
-from engine.client import Client
-from engine.messages import ExecType, ExecutionReport, OrderStatusReply, OrdStatus
-from tests.integration.engine_harness import serving, slow_sim
-
-
-@pytest.fixture(scope="module")
-def slow(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("amend")
-    with serving(tmp, sim=slow_sim(tmp, 15_000)) as (engine, endpoint), Client(endpoint) as client:
-        yield engine, client
-
-
-def report(client, cl_ord_id, exec_type):
-    """The first ExecutionReport of ``exec_type`` under ``cl_ord_id``."""
-    return client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == cl_ord_id
-                             and m.exec_type == exec_type, 5)[-1]
+from engine.messages import ExecType, OrderStatusReply, OrdStatus
+# (the same engine fixture and report helper as the take-down path's tests)
+from tests.integration.test_engine_replace import report, slow  # noqa: F401
 
 
 def status(client, cl_ord_id):
