@@ -166,7 +166,7 @@ class Metrics:
         engines in one process do not collide.
 
     The per-message metrics (``messages_in``, ``orders_in``, ``rejects``,
-    ``fills``, ``stage_latency``) are :class:`LoopFamily` series: only the
+    ``fills``, ``replaces``, ``stage_latency``) are :class:`LoopFamily` series: only the
     event loop's thread may move them. The others are ``prometheus_client``
     metrics, safe from any thread (the journal's committer times its syncs).
 
@@ -182,6 +182,10 @@ class Metrics:
         (``intake``, ``risk``, ``book``, ...).
     fills : LoopFamily
         Fills reported to clients.
+    replaces : LoopFamily
+        Replaces done (``REPLACED`` reports), by ``path``: ``in_place`` (a
+        lower qty at the same price, the resting children amended where they
+        keep their queue places) or ``routed_again`` (children taken down).
     stage_latency : LoopFamily
         Seconds spent per pipeline ``stage`` (a histogram).
     sessions : Gauge
@@ -212,6 +216,9 @@ class Metrics:
         self.rejects = LoopFamily("kronos_rejects", "Rejects sent, by reason and stage",
                                   ("reason", "stage"), registry=r)
         self.fills = LoopFamily("kronos_fills", "Fills reported to clients", registry=r)
+        self.replaces = LoopFamily("kronos_replaces", "Replaces done, by path: in_place "
+                                   "(resting children amended) or routed_again", ("path",),
+                                   registry=r)
         self.stage_latency = LoopFamily("kronos_stage_latency_seconds",
                                         "Time spent per pipeline stage", ("stage",),
                                         buckets=LATENCY_BUCKETS, registry=r)

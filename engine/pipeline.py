@@ -1129,6 +1129,7 @@ class Pipeline(Handler):
             order.qty = new_qty
             self._journal_valuation(order)  # (risk valued the new terms)
             self._report(order, _ExecType.REPLACED, pending.session_id, orig_cl_ord_id=orig)
+            self._count_replace("in_place")
             if pending.canceler is not None:
                 self._pending[order_id] = _Pending(*pending.canceler)
             else:
@@ -1410,6 +1411,11 @@ class Pipeline(Handler):
                 order, now, pending.session_id, orig_cl_ord_id=orig,
                 text=f"replaced order could not be routed: {reject_name(reason)}")
         self._report(order, _ExecType.REPLACED, pending.session_id, orig_cl_ord_id=orig)
+        self._count_replace("routed_again")
+
+    def _count_replace(self, path: str) -> None:
+        if self.metrics is not None:
+            self.metrics.replaces.labels(path).inc()
 
     def route_remainder(self, order: Order, ix: int, now: int) -> tuple[int, str | None]:
         """Route what is left of a working order again (after a replace, or at recovery).

@@ -52,3 +52,32 @@ def test_rejects_fills_and_stage_times_match_what_the_client_saw(tmp_path):
     timed = set(re.findall(r'^kronos_stage_latency_seconds_count\{stage="([^"]+)"\} [1-9]', body,
                            re.M))
     assert timed == {"intake", "validate", "risk", "route", "journal"}
+
+
+def test_replaces_are_counted_by_path(tmp_path):
+    port, metrics_port = free_port(), free_port()
+    path = tmp_path / "engine.toml"
+    text = config_text(port, tmp_path / "journal")
+    path.write_text(text.replace("[metrics]\nport = 0", f"[metrics]\nport = {metrics_port}"))
+
+    def replaced(client, cl_ord_id):
+        return client.recv_until(lambda m: isinstance(m, ExecutionReport) and
+                                 m.cl_ord_id == cl_ord_id and m.exec_type == ExecType.REPLACED, 5)
+
+    with ThreadedEngine(path), Client(f"tcp://127.0.0.1:{port}") as client:
+        client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="r0")
+        client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "r0", 5)
+        time.sleep(0.2)                                     # acknowledged at its venue
+        client.replace("r0", account="DEMO1", qty="60", cl_ord_id="r1")     # in place
+        replaced(client, "r1")
+        time.sleep(0.2)
+        client.replace("r1", account="DEMO1", qty="50", price="47.90", cl_ord_id="r2")
+        replaced(client, "r2")
+        time.sleep(0.2)
+        client.replace("r2", account="DEMO1", qty="40", cl_ord_id="r3")     # in place
+        replaced(client, "r3")
+        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                      timeout=5).read().decode()
+    counted = {path: int(float(value)) for path, value in re.findall(
+        r'^kronos_replaces_total\{path="([^"]+)"\} (\S+)$', body, re.M)}
+    assert counted == {"in_place": 2, "routed_again": 1}
