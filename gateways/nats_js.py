@@ -79,6 +79,7 @@ class NatsGateway(Gateway):
         self._nc = None
         self._js = None
         self._acks: _AckCollector | None = None
+        self._lost: asyncio.Event | None = None  # set by nats-py when the connection ends
         self._inbox = ""
         self._encoder = msgspec.msgpack.Encoder()
         #: The stream sequence of the stream's last message as this gateway knows it
@@ -124,6 +125,11 @@ class NatsGateway(Gateway):
             else:
                 log.warning("gateway %s: nats: %s", self.name, describe(exc))
 
+        self._lost = lost = asyncio.Event()
+
+        async def on_lost() -> None:
+            lost.set()
+
         self._nc = nc = nats.NATS()
         try:
             # max_reconnect_attempts and reconnect_time_wait bound the pool's
@@ -131,7 +137,8 @@ class NatsGateway(Gateway):
             # version stop reporting connect failures to error_cb.
             await nc.connect(config.servers, allow_reconnect=False, max_reconnect_attempts=1,
                              reconnect_time_wait=0, connect_timeout=config.connect_timeout_s,
-                             error_cb=on_error, name=f"kronos-gateway-{self.name}")
+                             error_cb=on_error, disconnected_cb=on_lost, closed_cb=on_lost,
+                             name=f"kronos-gateway-{self.name}")
         except Exception as exc:  # noqa: BLE001 - every way a connect fails, as one error
             cause = "; ".join(dict.fromkeys(failures)) or describe(exc)
             raise ConnectionError(f"{', '.join(config.servers)}: {cause}") from None
@@ -289,25 +296,56 @@ class NatsGateway(Gateway):
         for start in range(0, len(events), config.max_pending):
             chunk = events[start:start + config.max_pending]
             acks.expect(len(chunk))
-            journal = self.journal_id
-            for event in self.paced(chunk):
-                msg_id = message_id(journal, event.seq)
-                if previous is not None:
-                    headers = {api.Header.MSG_ID: msg_id,
-                               api.Header.EXPECTED_LAST_MSG_ID: previous}
-                elif self._stream_last is not None:
-                    headers = {api.Header.MSG_ID: msg_id,
-                               api.Header.EXPECTED_LAST_SEQUENCE: str(self._stream_last)}
-                else:
-                    headers = {api.Header.MSG_ID: msg_id}
-                previous = msg_id
-                await nc.publish(subject_of(prefix, event), encode(event),
-                                 reply=f"{inbox}.{event.seq}", headers=headers)
+            # (Each wait raced against the connection's end: see _unless_lost.)
+            previous = await self._unless_lost(
+                self._send(nc, chunk, previous, encode, prefix, inbox))
             self.yield_to_engine()
-            await nc.flush(config.ack_timeout_s)
-            await acks.wait(config.ack_timeout_s)
+            await self._unless_lost(nc.flush(config.ack_timeout_s))
+            await self._unless_lost(acks.wait(config.ack_timeout_s))
             if self._stream_last is not None:
                 self._stream_last = max(self._stream_last, acks.last_seq)
+
+    async def _send(self, nc, chunk: list[GatewayEvent], previous: str | None, encode,
+                    prefix: str, inbox: str) -> str | None:
+        """Publish one chunk (the headers as :meth:`_publish` says); returns the last id."""
+        journal = self.journal_id
+        for event in self.paced(chunk):
+            msg_id = message_id(journal, event.seq)
+            if previous is not None:
+                headers = {api.Header.MSG_ID: msg_id,
+                           api.Header.EXPECTED_LAST_MSG_ID: previous}
+            elif self._stream_last is not None:
+                headers = {api.Header.MSG_ID: msg_id,
+                           api.Header.EXPECTED_LAST_SEQUENCE: str(self._stream_last)}
+            else:
+                headers = {api.Header.MSG_ID: msg_id}
+            previous = msg_id
+            await nc.publish(subject_of(prefix, event), encode(event),
+                             reply=f"{inbox}.{event.seq}", headers=headers)
+        return previous
+
+
+    async def _unless_lost(self, awaitable):
+        """Await ``awaitable``, or raise ``ConnectionError`` as soon as the connection ends.
+
+        nats-py leaves a pending flush (and our acknowledgements) waiting out
+        its timeout, ``ack_timeout_s`` (up to an hour), after the server has
+        gone, and a publish that waits for room in its write buffer waits
+        for good once the connection's flusher is gone: the gateway was
+        reported up, and delivered nothing, that long.
+        """
+        if self._lost.is_set():
+            raise ConnectionError("nats: connection lost")
+        task = asyncio.ensure_future(awaitable)
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not task.done():
+            task.cancel()
+            raise ConnectionError("nats: connection lost while waiting for JetStream")
+        return task.result()
 
 
 class _AllServersFailed(Exception):

@@ -78,6 +78,42 @@ def test_server_down_then_catch_up_exactly_once_in_order(tmp_path, server, journ
     assert len(messages) == len(before + during + after)
 
 
+def test_a_server_gone_mid_publish_is_seen_at_once_not_after_ack_timeout(tmp_path, server,
+                                                                         journal):
+    """nats-py left the flush of a delivery in flight waiting out ack_timeout_s after the
+    server went (an audit: 30 s of 'up' and no delivery after a restart 2 s later). The
+    connection's end now fails the delivery at once: down, then caught up soon after."""
+    gateway = make_gateway(tmp_path, server.url, "GONE", batch_size=2000, ack_timeout_s=120)
+    writing, written = threading.Event(), []
+    writing.set()
+
+    def keep_writing():
+        first = 1
+        while writing.is_set():
+            written.extend(write_fills(journal, first, 200))
+            first += 200
+            time.sleep(0.002)
+
+    writer = threading.Thread(target=keep_writing)
+    gateway.start()
+    writer.start()
+    try:
+        assert wait_until(lambda: gateway.metrics.cursor > 2000, 20)
+        server.stop()
+        stopped = time.monotonic()
+        assert wait_until(lambda: not gateway.metrics.connected, 10), gateway.metrics.snapshot()
+        assert time.monotonic() - stopped < 10
+        server.start()
+        writing.clear()
+        writer.join()
+        assert gateway.wait_for(journal.last_seq, 30), gateway.metrics.snapshot()
+    finally:
+        writing.clear()
+        writer.join()
+        gateway.stop()
+    assert deduplicated(stream_events(server.url, "GONE")) == written
+
+
 def test_hundred_thousand_fills(tmp_path, journal):
     url = shared_nats_url()
     own = None
