@@ -231,7 +231,9 @@ class PostgresConfig(GatewayConfig, tag="postgres"):
         How long the connection may go unanswered (data sent and not
         acknowledged, or keepalive probes unanswered while waiting for a
         reply) before it counts as broken: libpq's ``tcp_user_timeout`` and
-        TCP keepalives. Default 30.
+        TCP keepalives; and how long one batch (or migration, or liveness
+        check) may take before the gateway cuts the connection, which also
+        catches a middlebox that acknowledges and forwards nothing. Default 30.
     """
 
     dsn: str | None = None

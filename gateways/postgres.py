@@ -25,8 +25,12 @@ The tables are created by numbered migrations recorded in
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Iterable
+import os
+import socket
+import threading
+from typing import Iterable, Iterator
 
 import psycopg
 from psycopg import sql
@@ -259,8 +263,42 @@ class PostgresGateway(Gateway):
         self._conn = psycopg.connect(config.conninfo, **config.connect_kwargs(),
                                      application_name=f"kronos-gateway-{self.name}")
         self._conn.autocommit = True
-        migrate(self._conn, config.schema)
-        self._conn.execute(_STAGING)
+        with self._deadline("the schema's migrations"):
+            migrate(self._conn, config.schema)
+            self._conn.execute(_STAGING)
+
+    @contextlib.contextmanager
+    def _deadline(self, what: str) -> Iterator[None]:
+        """Cut the connection when ``what`` has waited ``io_timeout_s`` for the server.
+
+        libpq's TCP timeouts see a server that stops answering, but not a
+        middlebox (a proxy, a load balancer) that keeps acknowledging and
+        forwards nothing: a statement then waited for good, with the gateway
+        reported up and healthy. Shutting the socket down from a timer ends
+        libpq's wait; the error is the gateway's failure, retried with its
+        back-off like any other.
+        """
+        conn, seconds = self._conn, self.config.io_timeout_s
+        fired = threading.Event()
+
+        def cut() -> None:
+            fired.set()
+            with contextlib.suppress(OSError):
+                with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(seconds, cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except psycopg.Error as exc:
+            if fired.is_set():
+                raise ConnectionError(f"postgres: no answer to {what} in {seconds} s "
+                                      f"(io_timeout_s): the connection was cut") from exc
+            raise
+        finally:
+            timer.cancel()
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -270,7 +308,8 @@ class PostgresGateway(Gateway):
     def check_alive(self) -> None:
         """``SELECT 1`` on the gateway's connection: an idle one whose server went away
         raises here, not at the next event."""
-        self._conn.execute("SELECT 1")
+        with self._deadline("a SELECT 1"):
+            self._conn.execute("SELECT 1")
 
     def load_cursor(self) -> int:
         # The table is the truth: it moved in the same transaction as the rows.
@@ -309,6 +348,10 @@ class PostgresGateway(Gateway):
 
     def deliver(self, events: list[GatewayEvent], through_seq: int) -> None:
         stored = [event for event in events if event.type in _STORED_TYPES]
+        with self._deadline(f"a batch of {len(stored)} events"):
+            self._deliver(stored, through_seq)
+
+    def _deliver(self, stored: list[GatewayEvent], through_seq: int) -> None:
         try:
             self._write(stored, through_seq)
         except _REFUSED:

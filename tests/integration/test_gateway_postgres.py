@@ -99,6 +99,30 @@ def test_outage_then_catch_up_exactly_once_in_order(tmp_path, schema, db, journa
     assert cursor == (journal.last_seq,)
 
 
+def test_a_database_that_acknowledges_and_never_answers_is_a_destination_down(
+        tmp_path, schema, db, journal):
+    """A middlebox that keeps acknowledging and forwards nothing (an audit: 40 s of
+    'up' and no delivery, and no bound at all against a real black hole): libpq's TCP
+    timeouts never fire. A batch past io_timeout_s now cuts the connection."""
+    proxy, gateway = behind_proxy(tmp_path, schema, batch_size=100, io_timeout_s=3)
+    gateway.start()
+    try:
+        before = write_fills(journal, 1, 300)
+        assert gateway.wait_for(journal.last_seq, 20)
+        proxy.hanging.set()
+        during = write_fills(journal, 301, 300)
+        hung = time.monotonic()
+        assert wait_until(lambda: not gateway.metrics.connected, 15), gateway.metrics.snapshot()
+        assert time.monotonic() - hung < 12
+        assert gateway.metrics.failures >= 1
+        proxy.hanging.clear()
+        assert gateway.wait_for(journal.last_seq, 30), gateway.metrics.snapshot()
+    finally:
+        gateway.stop()
+        proxy.stop()
+    assert fill_seqs(db, schema) == before + during
+
+
 def test_hundred_thousand_fills(tmp_path, schema, db, journal):
     seqs = write_fills(journal, 1, 100_000, with_commands=False)
     gateway = make_gateway(tmp_path, schema, batch_size=5000)

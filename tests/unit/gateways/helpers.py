@@ -6,6 +6,7 @@ test reads a journal the engine could have produced.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -263,6 +264,10 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
+        #: A black hole while set: connections stay open and data is read (the
+        #: kernel acknowledges it) but nothing is forwarded, as a middlebox
+        #: that has lost its upstream.
+        self.hanging = threading.Event()
 
     def start(self) -> "TcpProxy":
         listener = socket.socket()
@@ -279,6 +284,11 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self.hanging.is_set():
+                with self._lock:
+                    self._sockets.append(client)   # accepted, answered never
+                threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -291,10 +301,16 @@ class TcpProxy:
             threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
 
     @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _swallow(source: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while source.recv(65536):
+                pass
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if not self.hanging.is_set():
+                    sink.sendall(data)
         except OSError:
             pass
         finally:
