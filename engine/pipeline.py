@@ -509,9 +509,10 @@ class Pipeline(Handler):
                                               self.risk.last_reject_text())
         elif type(request) is Cancel or type(request) is Replace:
             order = self.orders.find(request.account, request.orig_cl_ord_id)
-            if (order is None or order.done) and \
-                    not self.orders.used(request.account, request.cl_ord_id):
-                # It names no order it could act on: refused as it would be, but
+            if (order is None or order.done or request.orig_cl_ord_id != order.cl_ord_id) \
+                    and not self.orders.used(request.account, request.cl_ord_id):
+                # It names no order it could act on (none, a done one, or one by
+                # the id it had before a replace): refused as it would be, but
                 # not journaled and its id not spent. Spent, such requests (which
                 # nothing throttles) would grow the id table and the journal
                 # for good, past [orders] max_orders.

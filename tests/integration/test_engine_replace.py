@@ -250,8 +250,9 @@ def test_a_cancel_or_replace_naming_an_earlier_cl_ord_id_is_refused(slow):
     """``orig_cl_ord_id`` is the order's current id: one it answered to before a replace is
     refused ``UNKNOWN_CL_ORD_ID``, naming the current one, and the order keeps its terms. (A
     Replace from a view that missed the first replace overwrote its quantity, 80 -> 120.)"""
+    from engine.journal import JournalReader, RecordKind
     from engine.messages import Reject
-    _, client = slow
+    engine, client = slow
     client.new_order("AAA", "buy", "100", "40.00", account="DEMO1", cl_ord_id="st1")
     report(client, "st1", ExecType.NEW)
     client.replace("st1", account="DEMO1", qty="80", cl_ord_id="st1-r1")
@@ -263,9 +264,16 @@ def test_a_cancel_or_replace_naming_an_earlier_cl_ord_id_is_refused(slow):
                                     and m.cl_ord_id == sent.cl_ord_id, 5)[-1]
         assert refused.reject_name == "UNKNOWN_CL_ORD_ID"
         assert "it was replaced, and is now 'st1-r1'" in refused.text
+    # Refused before it was journaled (protocol.md): its own id is still free.
+    client.new_order("AAA", "buy", "1", "40.00", account="DEMO1", cl_ord_id="st1-c")
+    free = report(client, "st1-c", ExecType.NEW)
+    journal = engine.service.journal
+    commands = engine.call(lambda: [r for r in JournalReader(journal.data_dir)
+                                    if r.kind == RecordKind.COMMAND and b"st1-r2" in r.payload])
+    assert commands == []
     client.drain(0.1)
     client.status("st1", account="DEMO1")  # status still takes an earlier id
     status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
     assert (status.report.cl_ord_id, status.report.qty, status.report.ord_status) == \
         ("st1-r1", "80", OrdStatus.NEW)
-    cancel(client, ("st1-r1", "DEMO1"))
+    cancel(client, ("st1-r1", "DEMO1"), (free.cl_ord_id, "DEMO1"))
