@@ -789,6 +789,12 @@ def _spawn(process: multiprocessing.process.BaseProcess) -> None:
 
 
 def _spawn_loop(requests: queue.SimpleQueue) -> None:
+    # What this thread starts inherits its signal mask: multiprocessing's
+    # resource tracker, started with the first child, ignores SIGINT and
+    # SIGTERM but not SIGHUP, so a SIGHUP to the engine's process group (a
+    # key reload) killed it. Blocked here, it never reaches the tracker (nor
+    # the children, which ignore it anyway).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     while True:
         process, done = requests.get()
         try:

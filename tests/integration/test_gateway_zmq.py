@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,41 @@ def test_a_gateway_child_leaves_a_group_signal_to_its_engine(tmp_path, group_sig
     log, survived = stopped_engine(tmp_path, group_signal)
     assert survived
     assert b"engine: stopped" in log and b"died" not in log
+
+
+def test_a_group_sighup_leaves_the_resource_tracker_alive(tmp_path):
+    """multiprocessing's resource tracker, the engine's other child, ignores SIGINT and
+    SIGTERM but not SIGHUP: a key reload sent to the process group killed it (an audit;
+    the next gateway restart then warned of leaks). The thread that starts the children
+    now blocks SIGHUP, and the tracker inherits that."""
+    config = engine_with_zmq_gateway(tmp_path, free_port(), free_port())
+    engine = start_subprocess(config, tmp_path / "engine.log")
+    try:
+        assert wait_until(lambda: spawned_children(engine.pid), 10)
+        trackers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                    and b"resource_tracker" in _cmdline(p)
+                    and _parent(p) == engine.pid]
+        assert len(trackers) == 1
+        os.kill(trackers[0], signal.SIGHUP)
+        time.sleep(0.5)
+        assert not process_gone(trackers[0])
+        engine.send_signal(signal.SIGTERM)
+        assert engine.wait(20) == 0
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait(10)
+
+
+def _cmdline(entry: Path) -> bytes:
+    try:
+        return (entry / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _parent(entry: Path) -> int:
+    try:
+        return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
