@@ -189,6 +189,12 @@ def kill_9(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
+def terminate(proc: subprocess.Popen, timeout: float = 20) -> int:
+    """SIGTERM the engine (a graceful stop) and wait for it; returns its exit status."""
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout)
+
+
 def kill_if_running(proc: subprocess.Popen) -> None:
     """Kill ``proc`` unless it has ended, and reap it."""
     if proc.poll() is None:

@@ -17,7 +17,8 @@ import pytest
 from engine.client import Client
 from engine.journal import JournalReader, RecordKind, verify
 from engine.messages import ExecType, ExecutionReport, HeartbeatAck, Reject, RejectReason
-from tests.integration.engine_harness import config_text, free_port, start_subprocess
+from tests.integration.engine_harness import (config_text, free_port, kill_if_running, start_subprocess,
+                                             terminate)
 
 
 def _journaled(journal_dir, session_id):
@@ -100,12 +101,9 @@ def test_a_graceful_stop_under_none_seals_the_journal(tmp_path):
             client.new_order("AAA", "buy", "10", "49.00", account="DEMO1", cl_ord_id="s1")
             client.recv_until(lambda m: isinstance(m, ExecutionReport)
                               and m.exec_type == ExecType.NEW, 5)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
+        assert terminate(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        kill_if_running(proc)
     result = verify(journal_dir)
     assert result.ok and synced_mark(journal_dir) == result.last_seq > 0
     last = list_segments(journal_dir)[-1]

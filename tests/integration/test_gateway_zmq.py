@@ -12,7 +12,8 @@ import pytest
 from engine.journal import JournalWriter
 from gateways import from_config
 from gateways.zmq_pub import Subscriber
-from tests.integration.engine_harness import config_text, free_port, start_subprocess
+from tests.integration.engine_harness import (config_text, free_port, kill_if_running, start_subprocess,
+                                             terminate)
 from tests.unit.gateways.helpers import process_gone, spawned_children, wait_until, write_fills
 
 
@@ -184,12 +185,9 @@ def test_a_group_sighup_leaves_the_resource_tracker_alive(tmp_path):
         os.kill(trackers[0], signal.SIGHUP)
         time.sleep(0.5)
         assert not process_gone(trackers[0])
-        engine.send_signal(signal.SIGTERM)
-        assert engine.wait(20) == 0
+        assert terminate(engine) == 0
     finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.wait(10)
+        kill_if_running(engine)
 
 
 def _cmdline(entry: Path) -> bytes:
