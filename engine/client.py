@@ -101,11 +101,17 @@ def _enum(value, table: dict, enum_type):
             return table[value.lower()]
         except KeyError:
             raise ValueError(f"{value!r} is not one of {', '.join(table)}") from None
+    if isinstance(value, bool):  # (True is 1: side=True placed a BUY)
+        raise ValueError(f"{value!r} is not one of {', '.join(table)}")
     return enum_type(value)
 
 
 class ClientProtocolError(Exception):
     """The engine sent something this client cannot read."""
+
+
+class ClientClosedError(RuntimeError):
+    """The client was closed: it sends and receives nothing more (open another)."""
 
 
 class EngineUnavailableError(ConnectionError):
@@ -195,6 +201,17 @@ class _Base:
         self._session_asked = not auto_resume
 
     # ------------------------------------------------------------ building
+    @contextlib.contextmanager
+    def _given_back(self, received: list[Response]):
+        """Put ``received`` back in front of what the next ``recv`` returns when the block
+        ends with an exception: ``recv_until`` timing out dropped the messages it had
+        taken (an order's NEW, waiting for its FILL), and they were gone for good."""
+        try:
+            yield
+        except BaseException:
+            self._ready.extendleft(reversed(received))
+            raise
+
     def next_cl_ord_id(self) -> str:
         """A fresh client order id (``<prefix>-<n>``)."""
         return f"{self._prefix}-{next(self._ids)}"
@@ -213,6 +230,12 @@ class _Base:
         defaults to LIMIT with a price and MARKET without."""
         if ord_type is None:
             ord_type = OrdType.LIMIT if price is not None else OrdType.MARKET
+        # Decimal strings, as the wire has them: a float is not exact, and it
+        # went out to be refused a round trip later.
+        for name, value in (("qty", qty), ("price", price)):
+            if not isinstance(value, str) and not (name == "price" and value is None):
+                raise TypeError(f"{name} must be a decimal string, e.g. \"100\", not "
+                                f"{type(value).__name__} {value!r}")
         return NewOrder(cl_ord_id=self._cl_ord_id(cl_ord_id), account=account,
                         symbol=symbol, side=_enum(side, _SIDES, Side), qty=qty, price=price,
                         ord_type=_enum(ord_type, _ORD_TYPES, OrdType),
@@ -305,6 +328,7 @@ class _Base:
     def _next(self, deadline: float | None) -> tuple[Response | None, float | None]:
         """The next message for the caller, or ``(None, ms)``: how long to poll the
         socket for more (None: forever), bounded by ``deadline`` and by held messages."""
+        self._check_open()
         while True:
             if self._ready:
                 return self._ready.popleft(), 0
@@ -426,8 +450,18 @@ class _Base:
         return self._first_on_new_connection()
 
     def close(self) -> None:
-        """Close the socket."""
+        """Close the socket; a send or receive after it (or waiting in another task) raises
+        :class:`ClientClosedError`."""
+        self._closed = True
         self._close_socket()
+
+    _closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            # (The closed socket said "Socket operation on non-socket", or a
+            # receive timed out, or waited for ever.)
+            raise ClientClosedError(f"the client of {self.endpoint} is closed")
 
     def _close_socket(self) -> None:
         """Close the socket and its monitor."""
@@ -444,6 +478,7 @@ class _Base:
     def _unsent(self):
         """Around a send: the queue still full after ``send_timeout_s`` (``zmq.Again``)
         is an :class:`EngineUnavailableError` naming the engine."""
+        self._check_open()
         try:
             yield
         except zmq.Again:
@@ -743,24 +778,36 @@ class Client(_Base):
             if resend is not None:
                 self.send(resend)
 
-    def recv_until(self, predicate, timeout: float = 5.0) -> list[Response]:
-        """Receive until ``predicate(msg)`` is true; returns everything received, that one last."""
-        deadline = time.monotonic() + timeout
+    def recv_until(self, predicate, timeout: float | None = 5.0) -> list[Response]:
+        """Receive until ``predicate(msg)`` is true; returns everything received, that one last.
+
+        On a timeout (``TimeoutError``, ``None``: none) or any other exception,
+        what it had received is kept for the next ``recv``, not lost.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
         received = []
-        while True:
-            msg = self.recv(max(0.0, deadline - time.monotonic()))
-            received.append(msg)
-            if predicate(msg):
-                return received
+        with self._given_back(received):
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    msg = self.recv(left)
+                except TimeoutError:
+                    raise TimeoutError(f"no message matching from {self.endpoint} within "
+                                       f"{timeout:g} s") from None
+                received.append(msg)
+                if predicate(msg):
+                    return received
 
     def drain(self, timeout: float = 0.1) -> list[Response]:
-        """Everything that arrives until ``timeout`` seconds of silence."""
+        """Everything that arrives until ``timeout`` seconds of silence (kept for the next
+        ``recv`` if anything else than the silence ends it)."""
         received = []
-        while True:
-            try:
-                received.append(self.recv(timeout))
-            except TimeoutError:
-                return received
+        with self._given_back(received):
+            while True:
+                try:
+                    received.append(self.recv(timeout))
+                except TimeoutError:
+                    return received
 
 
 class AsyncClient(_Base):
@@ -910,7 +957,10 @@ class AsyncClient(_Base):
                 # Another task's send found the connection lost and replaced the
                 # socket, which cancels a wait on the old one: wait on the new one.
                 # (A cancel of this task itself is passed on.)
-                if self.socket is socket or asyncio.current_task().cancelling():
+                if asyncio.current_task().cancelling():
+                    raise
+                self._check_open()  # (closed under it: that, not a cancellation)
+                if self.socket is socket:
                     raise
                 continue
             if not readable:
@@ -920,24 +970,34 @@ class AsyncClient(_Base):
             if resend is not None:
                 await self.send(resend)
 
-    async def recv_until(self, predicate, timeout: float = 5.0) -> list[Response]:
-        """Receive until ``predicate(msg)`` is true; returns everything received."""
-        deadline = time.monotonic() + timeout
+    async def recv_until(self, predicate, timeout: float | None = 5.0) -> list[Response]:
+        """Receive until ``predicate(msg)`` is true; returns everything received, that one
+        last. On a timeout, a cancellation (``asyncio.wait_for``) or any other exception,
+        what it had received is kept for the next ``recv``, not lost."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         received = []
-        while True:
-            msg = await self.recv(max(0.0, deadline - time.monotonic()))
-            received.append(msg)
-            if predicate(msg):
-                return received
+        with self._given_back(received):
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    msg = await self.recv(left)
+                except TimeoutError:
+                    raise TimeoutError(f"no message matching from {self.endpoint} within "
+                                       f"{timeout:g} s") from None
+                received.append(msg)
+                if predicate(msg):
+                    return received
 
     async def drain(self, timeout: float = 0.1) -> list[Response]:
-        """Everything that arrives until ``timeout`` seconds of silence."""
+        """Everything that arrives until ``timeout`` seconds of silence (kept for the next
+        ``recv`` if anything else than the silence ends it, a cancellation included)."""
         received = []
-        while True:
-            try:
-                received.append(await self.recv(timeout))
-            except TimeoutError:
-                return received
+        with self._given_back(received):
+            while True:
+                try:
+                    received.append(await self.recv(timeout))
+                except TimeoutError:
+                    return received
 
 
 def load_client_keys(secret_file: str | os.PathLike) -> tuple[bytes, bytes]:

@@ -217,6 +217,60 @@ def test_async_client(running):
     asyncio.run(main())
 
 
+def test_what_recv_until_received_before_its_timeout_is_kept(running):
+    """recv_until timing out threw away what it had taken (an order's ack, while waiting
+    for its fill): the next recv or drain never saw it."""
+    with Client(running.server.plaintext_endpoints[0]) as client:
+        client.heartbeat(test_req_id="h1")
+        client.heartbeat(test_req_id="h2")
+        with pytest.raises(TimeoutError, match=r"no message matching .* within 0.5 s"):
+            client.recv_until(lambda m: getattr(m, "test_req_id", None) == "never", 0.5)
+        assert [m.test_req_id for m in client.drain(0.2)] == ["h1", "h2"]
+
+    async def main():
+        async with AsyncClient(running.server.plaintext_endpoints[0]) as client:
+            await client.heartbeat(test_req_id="a1")
+            await client.heartbeat(test_req_id="a2")
+            with pytest.raises(asyncio.TimeoutError):   # cancelled by wait_for
+                await asyncio.wait_for(client.recv_until(lambda m: False, None), 0.5)
+            assert [m.test_req_id for m in await client.drain(0.2)] == ["a1", "a2"]
+    asyncio.run(main())
+
+
+def test_a_closed_client_says_so(running):
+    """After close(), a send said "Socket operation on non-socket", a receive timed out,
+    and recv(None) waited for ever."""
+    from engine.client import ClientClosedError
+    client = Client(running.server.plaintext_endpoints[0])
+    client.close()
+    client.close()      # (twice is fine)
+    for call in (lambda: client.recv(None), lambda: client.recv(0.1), client.heartbeat,
+                 lambda: client.drain(0.1)):
+        with pytest.raises(ClientClosedError, match="is closed"):
+            call()
+
+    async def main():
+        client = AsyncClient(running.server.plaintext_endpoints[0])
+        await client.heartbeat()
+        await client.recv(5)                 # (the heartbeat's ack)
+        waiting = asyncio.ensure_future(client.recv(None))
+        await asyncio.sleep(0.3)
+        client.close()
+        with pytest.raises(ClientClosedError):   # not a bare CancelledError
+            await waiting
+    asyncio.run(main())
+
+
+def test_order_fields_are_checked_before_anything_is_sent():
+    with Client("tcp://127.0.0.1:1") as client:
+        with pytest.raises(TypeError, match="qty must be a decimal string"):
+            client.build_new_order("AAA", "buy", 10.0, "1", account="A")
+        with pytest.raises(TypeError, match="price must be a decimal string"):
+            client.build_new_order("AAA", "buy", "10", 49.0, account="A")
+        with pytest.raises(ValueError, match="True is not one of"):
+            client.build_new_order("AAA", True, "10", "1", account="A")  # (was a BUY)
+
+
 # ---------------------------------------------------------------- kronos-exec client
 def kronos(*args):
     return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
