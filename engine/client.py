@@ -147,8 +147,11 @@ class _Base:
                  auto_resume: bool = False, heartbeat_s: float = HEARTBEAT_S,
                  heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
                  send_timeout_s: float | None = SEND_TIMEOUT_S):
-        if heartbeat_s < 0 or heartbeat_timeout_s < 0:
-            raise ValueError("heartbeat_s and heartbeat_timeout_s must not be negative")
+        if not (heartbeat_s == 0 or heartbeat_s >= 0.001) or \
+                not (heartbeat_timeout_s == 0 or heartbeat_timeout_s >= 0.001):
+            # (libzmq counts milliseconds: 0.0004 s became 0, pings silently off)
+            raise ValueError("heartbeat_s and heartbeat_timeout_s are 0 (pings off; for the "
+                             "timeout: heartbeat_s) or at least 0.001 s")
         if send_timeout_s is not None and not send_timeout_s > 0:
             raise ValueError("send_timeout_s must be positive (None: wait for ever)")
         #: longest wait of a send for room in the socket's queue (None: for ever)
@@ -613,7 +616,9 @@ class Client(_Base):
         ``heartbeat_s`` seconds; one unanswered for ``heartbeat_timeout_s``
         drops the connection, a loss handled like any other (``auto_resume``).
         That is how an engine host that vanished without closing its
-        connections is noticed. Defaults 1 and 3; ``heartbeat_s=0`` sends none.
+        connections is noticed. Defaults 1 and 3; ``heartbeat_s=0`` sends none,
+        ``heartbeat_timeout_s=0`` means ``heartbeat_s``; else at least 0.001
+        (libzmq counts milliseconds).
     send_timeout_s : float or None
         How long a send waits for room in the connection's queue (1,000
         messages while the engine is away) before it raises

@@ -198,17 +198,19 @@ def run(args: argparse.Namespace) -> int:
     except zmq.ZMQError as exc:
         return fail(f"cannot connect to {args.endpoint!r}: {exc.strerror} "
                     f"(expected tcp://host:port or ipc:///path)")
+    sent = None
     with client:
         match args.request:
             case "new":
-                client.new_order(args.symbol, args.side, args.qty, args.price, account=args.account,
-                                 ord_type=args.ord_type, time_in_force=args.tif,
-                                 cl_ord_id=args.cl_ord_id, post_only=args.post_only,
-                                 locate=args.locate)
+                sent = client.new_order(args.symbol, args.side, args.qty, args.price,
+                                        account=args.account, ord_type=args.ord_type,
+                                        time_in_force=args.tif, cl_ord_id=args.cl_ord_id,
+                                        post_only=args.post_only, locate=args.locate)
             case "cancel":
-                client.cancel(args.orig_cl_ord_id, account=args.account)
+                sent = client.cancel(args.orig_cl_ord_id, account=args.account)
             case "replace":
-                client.replace(args.orig_cl_ord_id, account=args.account, qty=args.qty, price=args.price)
+                sent = client.replace(args.orig_cl_ord_id, account=args.account, qty=args.qty,
+                                      price=args.price)
             case "status":
                 client.status(args.cl_ord_id, account=args.account)
             case "history":
@@ -221,6 +223,10 @@ def run(args: argparse.Namespace) -> int:
     for msg in answers:
         sys.stdout.write(orjson.dumps(_readable(msg)).decode() + "\n")
     if not answers:
-        print(f"kronos-exec client: no answer from {args.endpoint} within {args.wait} s", file=sys.stderr)
+        # The request may have arrived all the same: its id is what to ask
+        # about (status), or to send again with (never executed twice).
+        sent_as = f"; it was sent as cl_ord_id {sent.cl_ord_id!r}" if sent is not None else ""
+        print(f"kronos-exec client: no answer from {args.endpoint} within {args.wait} s{sent_as}",
+              file=sys.stderr)
         return 3
     return 1 if any(_refused(m) for m in answers) else 0

@@ -4,6 +4,7 @@ is replaced and the session resumed on it, and ``kronos-exec client`` sends
 an order and prints the answers."""
 import asyncio
 import inspect
+import re
 import subprocess
 import sys
 import time
@@ -298,6 +299,12 @@ def test_cli_client_sends_an_order_and_prints_reports(running):
 def test_cli_client_without_a_server(tmp_path):
     out = kronos("client", "--endpoint", f"ipc://{tmp_path}/nobody", "--wait", "0.3", "heartbeat")
     assert out.returncode == 3 and "no answer" in out.stderr
+    # An order with no answer names the id it went under: the engine may have it.
+    out = kronos("client", "--endpoint", f"ipc://{tmp_path}/nobody", "--wait", "0.3", "new",
+                 "--symbol", "AAA", "--side", "buy", "--qty", "1", "--price", "1",
+                 "--account", "A")
+    assert out.returncode == 3
+    assert re.search(r"no answer .* it was sent as cl_ord_id '[0-9a-f]{16}-1'$", out.stderr.strip())
 
 
 # ---------------------------------------------------------------- reconnects
@@ -483,3 +490,12 @@ def test_a_request_sent_before_the_loss_is_noticed_never_lands_in_another_sessio
             assert in_sessions in ([], [session_id])  # ([]: it died with the connection)
             assert len(acks) == len(in_sessions)  # answered in the session: the client has it
             assert (client.session_id, client.duplicates, client.gaps) == (session_id, 0, [])
+
+
+def test_a_heartbeat_below_a_millisecond_is_refused_not_turned_off():
+    # libzmq counts milliseconds: heartbeat_s=0.0004 became 0, the pings silently off.
+    for bad in ({"heartbeat_s": 0.0004}, {"heartbeat_timeout_s": 0.0001},
+                {"heartbeat_s": float("nan")}, {"heartbeat_s": -1}):
+        with pytest.raises(ValueError, match="at least 0.001 s"):
+            Client("tcp://127.0.0.1:1", **bad)
+    Client("tcp://127.0.0.1:1", heartbeat_s=0).close()          # off, as documented
