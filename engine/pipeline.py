@@ -96,26 +96,37 @@ def _beyond_router(inst: Instrument, qty: int, price: int) -> str | None:
 def _remaining_schedule(order: Order, now: int, twap_slices: int) -> dict:
     """The router's schedule for what is left of ``order`` (after a replace or a restart).
 
-    The rest of the window from ``now``: a TWAP in the slices it has left
-    (of ``twap_slices``, the router's default, when it named none), a VWAP on
-    the profile's remaining buckets, a POV at the same rate. A window already
-    over leaves nothing to schedule (the router refuses it).
+    On the order's own slice grid: the slice under way has had its share
+    sent (the router sends a slice's share as it begins), so what is left
+    starts at the next slice's start, in the slices it has left (of
+    ``twap_slices``, the router's default, when it named none), or a VWAP on
+    the profile's buckets after the current one. Spread from ``now`` instead,
+    a new first slice was due at once on top of the current one's share: a
+    TWAP whose price was replaced four times in its first slice had bought
+    four slices' worth. In the last slice (or with no weight left after the
+    current bucket) all that is left is due now. A POV goes on at the same
+    rate. A window already over leaves nothing to schedule (the router
+    refuses it).
     """
     start, end, slices, profile, ppm = order.schedule
     if slices < 0 and order.strategy == STRAT_TWAP:
         slices = twap_slices  # (left as -1, the router would start a full set again)
     if start < 0:
         start = order.created_ns
-    elapsed = 0
     buckets = len(profile) if profile else slices
-    if end > start and now > start and buckets > 0:
-        elapsed = min(buckets - 1, (now - start) * buckets // (end - start))
-    rest = profile[elapsed:] if profile else None
-    if rest is not None and not any(rest):
-        rest = (1,)  # what is left is due now: the weight of the elapsed buckets
-    return {"start_ns": max(start, now), "end_ns": end,
-            "slices": slices - elapsed if slices > 0 else -1,
-            "profile": rest, "pov_ppm": ppm}
+    if not (end > start and now > start and buckets > 0):
+        return {"start_ns": max(start, now), "end_ns": end, "slices": slices,
+                "profile": profile, "pov_ppm": ppm}
+    current = min(buckets - 1, (now - start) * buckets // (end - start))
+    rest = profile[current + 1:] if profile else None
+    if current + 1 < buckets and (rest is None or any(rest)):
+        # Slice k begins at start + ceil(k * duration / n), as the router counts.
+        following = start - (-(current + 1) * (end - start) // buckets)
+        return {"start_ns": max(following, now), "end_ns": end,
+                "slices": slices - current - 1 if slices > 0 else -1,
+                "profile": rest, "pov_ppm": ppm}
+    return {"start_ns": now, "end_ns": end, "slices": 1 if slices > 0 else -1,
+            "profile": (1,) if profile else None, "pov_ppm": ppm}
 
 
 #: One new order in this many is timed stage by stage (kronos_stage_latency_seconds).

@@ -129,7 +129,7 @@ def test_a_schedule_that_does_not_fit_its_strategy_is_refused(client, fields, fi
 
 def test_a_replaced_twap_keeps_its_schedule(client):
     offer(client, "rt-ask", "200", "50.10")
-    start = time.time_ns()
+    start, began = time.time_ns(), time.monotonic()
     client.new_order("AAA", "buy", "40", "50.10", account="DEMO1", cl_ord_id="rt",
                      strategy="twap", end_time=start + 1_000_000_000, slices=4)
     # Slices start every 250 ms; replaced in the second (its 10 lots filled).
@@ -140,11 +140,35 @@ def test_a_replaced_twap_keeps_its_schedule(client):
     replaced = client.recv_until(lambda m: isinstance(m, ExecutionReport) and
                                  m.cl_ord_id == "rt2" and m.exec_type == ExecType.REPLACED, 5)[-1]
     assert replaced.cum_qty == "20"
-    # The 60 left go in the 3 slices left of the window, not at once.
+    # The second slice's share went out: the 60 left go in the 2 slices after it, at
+    # 500 and 750 ms of the window (its own grid), not at once.
     fills = fills_until_done(client, "rt2")
-    assert [r.last_qty for _, r in fills] == ["20", "20", "20"]
-    assert fills[-1][0] - fills[0][0] >= 0.3
+    assert [r.last_qty for _, r in fills] == ["30", "30"]
+    assert fills[0][0] - began >= 0.45             # the third slice's start, not at once
+    assert fills[-1][0] - fills[0][0] >= 0.2
     cancel(client, "rt-ask")
+
+
+def test_replacing_a_twaps_price_does_not_trade_ahead_of_its_schedule(client):
+    """Each replace spread what was left from that moment, a new first slice due at once
+    on top of the slice under way: an audit's TWAP, its price replaced four times in its
+    first slice, had bought four slices' worth (40 of 100 against 10)."""
+    offer(client, "rp-ask", "200", "50.10")
+    client.new_order("AAA", "buy", "40", "50.10", account="DEMO1", cl_ord_id="rp0",
+                     strategy="twap", end_time=time.time_ns() + 2_000_000_000, slices=4)
+    client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "rp0" and
+                      m.cum_qty == "10", 5)
+    for k in range(1, 4):       # within the first slice (500 ms)
+        client.replace(f"rp{k - 1}", account="DEMO1", price=f"50.1{k}", cl_ord_id=f"rp{k}")
+        client.recv_until(lambda m: isinstance(m, ExecutionReport) and
+                          m.cl_ord_id == f"rp{k}" and m.exec_type == ExecType.REPLACED, 5)
+    time.sleep(0.1)
+    client.status("rp3", account="DEMO1")
+    status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+    assert status.report.cum_qty == "10"          # still the first slice's share
+    fills = fills_until_done(client, "rp3")
+    assert [r.last_qty for _, r in fills] == ["10", "10", "10"]
+    cancel(client, "rp-ask")
 
 
 def test_a_schedule_already_over_is_refused_not_traded_at_once(client):
