@@ -111,8 +111,8 @@ def _remaining_schedule(order: Order, now: int, twap_slices: int) -> dict:
     start, end, slices, profile, ppm = order.schedule
     if slices < 0 and order.strategy == STRAT_TWAP:
         slices = twap_slices  # (left as -1, the router would start a full set again)
-    if start < 0:
-        start = order.created_ns
+    # (No start_time, or one already past when it arrived: its arrival, as routed.)
+    start = max(start, order.created_ns)
     buckets = len(profile) if profile else slices
     if not (end > start and now > start and buckets > 0):
         return {"start_ns": max(start, now), "end_ns": end, "slices": slices,
@@ -706,8 +706,11 @@ class Pipeline(Handler):
                     return self._reject_order(order, _RejectReason.INVALID_SCHEDULE,
                                               f"end_time {end} is not in the future (now {now})",
                                               now, "route")
-                reason = self._route(order, inst_ix, order.qty, now, start_ns=start, end_ns=end,
-                                     slices=slices, profile=profile, pov_ppm=ppm)
+                # A start_time already past is the order's arrival: the slices
+                # it names would otherwise all be due at once, one sweep.
+                reason = self._route(order, inst_ix, order.qty, now,
+                                     start_ns=max(start, now) if start >= 0 else -1,
+                                     end_ns=end, slices=slices, profile=profile, pov_ppm=ppm)
         except Exception as exc:  # noqa: BLE001 - an engine bug must not strand the order
             # Risk has taken the order: left half-made, it would hold buying
             # power with nothing at the venues and no answer to a Cancel.

@@ -192,3 +192,17 @@ def test_a_schedule_that_ends_with_quantity_left_expires_saying_why(client):
                              and m.exec_type == ExecType.EXPIRED, 5)[-1]
     assert (done.cum_qty, done.text) == ("0", "its schedule's window ended")
     cancel(client, "end-ask")
+
+
+def test_a_start_time_already_past_is_taken_as_the_orders_arrival(client):
+    """A TWAP whose start_time was 9 s ago, ending in 1 s, was one sweep at arrival (all its
+    slices due at once), what a past end_time is refused for."""
+    offer(client, "past-ask", "100", "50.10")
+    now = time.time_ns()
+    client.new_order("AAA", "buy", "40", "50.10", account="DEMO1", cl_ord_id="past",
+                     strategy="twap", start_time=now - 9_000_000_000,
+                     end_time=now + 800_000_000, slices=4)
+    fills = fills_until_done(client, "past")
+    assert [r.last_qty for _, r in fills] == ["10", "10", "10", "10"]
+    assert fills[-1][0] - fills[0][0] >= 0.5
+    cancel(client, "past-ask")
