@@ -637,6 +637,14 @@ def _reroute(pipeline) -> int:
             pipeline.cancel_working(order, now, text="canceled: the engine restarted while "
                                                      "this immediate order was in flight")
             continue
+        if order.schedule is not None and 0 <= order.schedule[1] <= now:
+            # Its window ended while the engine was down: nothing is left to
+            # schedule (protocol.md), an expected end, not a routing failure.
+            log.info("recovery: order %s's schedule ended while the engine was down; canceled",
+                     order.order_id)
+            pipeline.cancel_working(order, now, text="canceled: its schedule's window ended "
+                                                     "while the engine was down")
+            continue
         ix = pipeline.risk.instrument_index(order.symbol)
         pipeline.refresh_market(ix, now)
         code, why = pipeline.route_remainder(order, ix, now)

@@ -272,6 +272,26 @@ replay_endpoint = "tcp://127.0.0.1:{rep}"
         report(client, "after", ExecType.NEW)
 
 
+def test_a_schedule_that_ended_while_the_engine_was_down_is_canceled_saying_so(tmp_path,
+                                                                              caplog):
+    """Restarted after its window, a TWAP was canceled "could not be routed again after a
+    restart: INVALID_SCHEDULE" with an ERROR logged: an expected end, told as a failure."""
+    import logging
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="w1",
+                         strategy="twap", end_time=time.time_ns() + 500_000_000, slices=2)
+        report(client, "w1", ExecType.NEW)
+    time.sleep(0.6)        # (stopped before its window's end; restarted after it)
+    caplog.set_level(logging.INFO, logger="engine.recovery")
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.status("w1", account="DEMO1")
+        reply = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+    assert reply.report.exec_type == ExecType.CANCELED
+    assert reply.report.text == "canceled: its schedule's window ended while the engine was down"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def test_an_orders_strategy_stp_and_schedule_survive_a_restart(tmp_path):
     # What recovery routes the remainder with: the order's own strategy,
     # schedule and self-trade prevention, not the defaults.
