@@ -204,6 +204,14 @@ class _Base:
         self._session_asked = not auto_resume
 
     # ------------------------------------------------------------ building
+    @staticmethod
+    def _left(deadline: float | None) -> float | None:
+        """Seconds left until ``deadline`` (None: none)."""
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def _no_match(self, timeout: float | None) -> TimeoutError:
+        return TimeoutError(f"no message matching from {self.endpoint} within {timeout:g} s")
+
     @contextlib.contextmanager
     def _given_back(self, received: list[Response]):
         """Put ``received`` back in front of what the next ``recv`` returns when the block
@@ -792,16 +800,15 @@ class Client(_Base):
         deadline = None if timeout is None else time.monotonic() + timeout
         received = []
         with self._given_back(received):
-            while True:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    msg = self.recv(left)
-                except TimeoutError:
-                    raise TimeoutError(f"no message matching from {self.endpoint} within "
-                                       f"{timeout:g} s") from None
-                received.append(msg)
-                if predicate(msg):
-                    return received
+            while not received or not predicate(received[-1]):
+                received.append(self._recv_by(deadline, timeout))
+        return received
+
+    def _recv_by(self, deadline: float | None, timeout: float | None) -> Response:
+        try:
+            return self.recv(self._left(deadline))
+        except TimeoutError:
+            raise self._no_match(timeout) from None
 
     def drain(self, timeout: float = 0.1) -> list[Response]:
         """Everything that arrives until ``timeout`` seconds of silence (kept for the next
@@ -982,16 +989,15 @@ class AsyncClient(_Base):
         deadline = None if timeout is None else time.monotonic() + timeout
         received = []
         with self._given_back(received):
-            while True:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    msg = await self.recv(left)
-                except TimeoutError:
-                    raise TimeoutError(f"no message matching from {self.endpoint} within "
-                                       f"{timeout:g} s") from None
-                received.append(msg)
-                if predicate(msg):
-                    return received
+            while not received or not predicate(received[-1]):
+                received.append(await self._recv_by(deadline, timeout))
+        return received
+
+    async def _recv_by(self, deadline: float | None, timeout: float | None) -> Response:
+        try:
+            return await self.recv(self._left(deadline))
+        except TimeoutError:
+            raise self._no_match(timeout) from None
 
     async def drain(self, timeout: float = 0.1) -> list[Response]:
         """Everything that arrives until ``timeout`` seconds of silence (kept for the next
