@@ -1617,19 +1617,20 @@ cdef class Router:
         """Take ``cut`` lots off a parent in place, keeping its children's queue places.
 
         Lots not at any venue go at once; the rest come off the newest
-        resting children by amends (same price, lower quantity: the venue
-        keeps their place), each taking effect when the venue confirms it
-        (``on_replaced``); until then the child can still fill its old size.
-        Refused (``ORDER_NOT_REPLACEABLE``, nothing changed) unless every live
-        child is an acknowledged passive child with nothing else in flight
-        and no child would be cut to nothing; the caller then cancels and
-        routes again instead.
+        resting child (it has the least queue place to lose) by an amend
+        (same price, lower quantity: the venue keeps its place), taking
+        effect when the venue confirms it (``on_replaced``); until then the
+        child can still fill its old size. Refused (``ORDER_NOT_REPLACEABLE``,
+        nothing changed) unless every live child is an acknowledged passive
+        child with nothing else in flight at an open venue (a closed one
+        refuses the amend), and the newest keeps lots after the cut; the
+        caller then cancels and routes again instead.
         """
         cdef int32_t pi = idmap_get(&self.parent_ids, parent_id) if parent_id > 0 else -1
         cdef int32_t ci
         cdef Parent* p
         cdef Child* c
-        cdef int64_t free, rest, take
+        cdef int64_t free, rest
         if pi < 0 or self.parents[pi].phase == PH_DONE:
             return UNKNOWN_ORDER
         p = &self.parents[pi]
@@ -1637,33 +1638,26 @@ cdef class Router:
                 or p.n_amending or p.strategy == STRAT_TWAP or p.strategy == STRAT_VWAP
                 or p.strategy == STRAT_POV):
             return ORDER_NOT_REPLACEABLE
-        free = p.qty - p.cum - p.working
-        if free < 0:
-            free = 0
-        rest = cut - free if cut > free else 0
-        ci = p.tail                    # the newest first: they have the least to lose
+        ci = p.tail
         while ci >= 0:
             c = &self.children[ci]
             if (c.role != ROLE_POST or not c.acked or c.cancel_sent or c.pending_price
                     or c.pending_qty or not self.venues[c.venue].open):
-                return ORDER_NOT_REPLACEABLE    # (a closed venue refuses the amend)
-            if rest >= c.qty - c.cum and rest > 0:
                 return ORDER_NOT_REPLACEABLE
-            rest -= rest if rest < c.qty - c.cum else c.qty - c.cum
             ci = c.prev
-        # Checked: apply.
-        rest = cut - free if cut > free else 0
-        p.qty -= cut - rest             # lots at no venue go at once
-        ci = p.tail
-        while ci >= 0 and rest > 0:
-            c = &self.children[ci]
-            take = rest if rest < c.qty - c.cum else c.qty - c.cum
-            c.pending_qty = c.qty - take
+        free = p.qty - p.cum - p.working
+        if free < 0:
+            free = 0
+        rest = cut - free if cut > free else 0      # (then there is a live child)
+        if rest:
+            c = &self.children[p.tail]
+            if rest >= c.qty - c.cum:
+                return ORDER_NOT_REPLACEABLE        # cut to nothing: that is a cancel
+            c.pending_qty = c.qty - rest
             p.n_amending += 1
-            self._emit(ACT_REPLACE, ci, c.price, c.pending_qty, 0, LIMIT, p.tif, CF_POST_ONLY,
-                       now)
-            rest -= take
-            ci = c.prev
+            self._emit(ACT_REPLACE, p.tail, c.price, c.pending_qty, 0, LIMIT, p.tif,
+                       CF_POST_ONLY, now)
+        p.qty -= cut - rest             # lots at no venue go at once
         return 0
 
     # ============================================================ C API: reports

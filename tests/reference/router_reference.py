@@ -676,25 +676,18 @@ class ReferenceRouter:
         if (not 0 < cut < p.qty - p.cum or p.cancel_requested != CR_NONE or p.n_amending
                 or p.strategy in (STRAT_TWAP, STRAT_VWAP, STRAT_POV)):
             return R["ORDER_NOT_REPLACEABLE"]
-        free = max(p.qty - p.cum - p.working, 0)
-        rest = max(cut - free, 0)
-        newest_first = list(p.live.values())[::-1]
         if any(c.role != ROLE_POST or not c.acked or c.cancel_sent or c.pending_price
-               or c.pending_qty or not self.venues[c.venue].open for c in newest_first):
+               or c.pending_qty or not self.venues[c.venue].open for c in p.live.values()):
             return R["ORDER_NOT_REPLACEABLE"]
-        plan, left = [], rest
-        for c in newest_first:
-            if left == 0:
-                break
-            if left >= c.qty - c.cum:
+        rest = max(cut - max(p.qty - p.cum - p.working, 0), 0)
+        if rest:
+            c = list(p.live.values())[-1]                # the newest
+            if rest >= c.qty - c.cum:
                 return R["ORDER_NOT_REPLACEABLE"]     # it would be cut to nothing
-            plan.append((c, left))
-            left = 0
-        p.qty -= cut - rest
-        for c, take in plan:
-            c.pending_qty = c.qty - take
+            c.pending_qty = c.qty - rest
             p.n_amending += 1
             self._emit(ACT_REPLACE, c, c.price, c.pending_qty, 0, LIMIT, p.tif, CF_POST_ONLY, now)
+        p.qty -= cut - rest
         return 0
 
     def tick(self, now):
