@@ -1134,17 +1134,10 @@ class Pipeline(Handler):
             return  # (done: the parent ended; _parent_finished takes the replace from there)
         pending.amend = False
         order = self.orders.by_id[order_id]
-        req, new_qty = pending.request, pending.new_qty
+        new_qty = pending.new_qty
         if (new_qty > order.cum_qty and state["leaves_qty"] == new_qty - order.cum_qty
-                and not self.risk.on_replace(order_id, new_qty, pending.new_price,
-                                             cl_ord_hash(req.cl_ord_id, order.account), now,
-                                             admitted=True)):
-            orig = order.cl_ord_id
-            self.orders.alias(order, req.cl_ord_id)
-            order.qty = new_qty
-            self._journal_valuation(order)  # (risk valued the new terms)
-            self._report(order, _ExecType.REPLACED, pending.session_id, orig_cl_ord_id=orig)
-            self._count_replace("in_place")
+                and not self._judge_replace(order, pending, now)):
+            self._replaced(order, pending, self._take_terms(order, pending), "in_place")
             if pending.canceler is not None:
                 self._pending[order_id] = _Pending(*pending.canceler)
             else:
@@ -1405,9 +1398,7 @@ class Pipeline(Handler):
         if cross:
             reason, why = _RejectReason.POST_ONLY_WOULD_CROSS, cross
         else:
-            reason = self.risk.on_replace(order.order_id, new_qty, new_price,
-                                          cl_ord_hash(req.cl_ord_id, order.account), now,
-                                          admitted=True)
+            reason = self._judge_replace(order, pending, now)
             why = self.risk.last_reject_text() if reason else None
         if reason:
             self._refuse_pending(pending, order, reason, why)
@@ -1416,19 +1407,32 @@ class Pipeline(Handler):
                 self.cancel_working(order, now, text=f"could not be routed again after its "
                                                      f"replace was refused: {why}")
             return
-        orig = order.cl_ord_id
-        self.orders.alias(order, req.cl_ord_id)
-        order.qty, order.price = new_qty, new_price
-        self._journal_valuation(order)  # (risk valued the new terms)
+        orig = self._take_terms(order, pending)
         reason, _ = self.route_remainder(order, ix, now)
         if reason:
             return self.cancel_working(
                 order, now, pending.session_id, orig_cl_ord_id=orig,
                 text=f"replaced order could not be routed: {reject_name(reason)}")
-        self._report(order, _ExecType.REPLACED, pending.session_id, orig_cl_ord_id=orig)
-        self._count_replace("routed_again")
+        self._replaced(order, pending, orig, "routed_again")
 
-    def _count_replace(self, path: str) -> None:
+    def _judge_replace(self, order: Order, pending: _Pending, now: int) -> int:
+        """Risk's judgement of a replace's new terms (its throttle was judged when it
+        arrived); 0 when risk takes them, else the reason, the old terms kept."""
+        return self.risk.on_replace(order.order_id, pending.new_qty, pending.new_price,
+                                    cl_ord_hash(pending.request.cl_ord_id, order.account), now,
+                                    admitted=True)
+
+    def _take_terms(self, order: Order, pending: _Pending) -> str:
+        """The order takes a replace's terms and its cl_ord_id; returns the id it had."""
+        orig = order.cl_ord_id
+        self.orders.alias(order, pending.request.cl_ord_id)
+        order.qty, order.price = pending.new_qty, pending.new_price
+        self._journal_valuation(order)  # (risk valued the new terms)
+        return orig
+
+    def _replaced(self, order: Order, pending: _Pending, orig: str, path: str) -> None:
+        """Report a replace done (``path``: ``in_place`` or ``routed_again``, the metric's)."""
+        self._report(order, _ExecType.REPLACED, pending.session_id, orig_cl_ord_id=orig)
         if self.metrics is not None:
             self.metrics.replaces.labels(path).inc()
 
