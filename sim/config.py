@@ -64,12 +64,10 @@ def _take(table: dict, key: str, where: str, default: Any = ..., kind: type | tu
         if isinstance(value, float):
             raise ConfigError(f"{where}.{key} = {value!r}: write it as a string, e.g. \"{value}\"")
         value = str(value)
-    if isinstance(value, bool) and kind is not bool and not (
-            isinstance(kind, tuple) and bool in kind):
-        # (TOML's true is a Python int: a count of `true` is a mistake.)
-        raise ConfigError(f"{where}.{key} must be {getattr(kind, '__name__', kind)}, got bool")
-    if not isinstance(value, kind):
-        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # (TOML's true is a Python int: a count of `true` is a mistake.)
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kinds):
+        name = "/".join(k.__name__ for k in kinds)
         raise ConfigError(f"{where}.{key} must be {name}, got {type(value).__name__}")
     return value
 
