@@ -275,12 +275,12 @@ class NatsGateway(Gateway):
         # every message (one socket write each); here a whole chunk goes out
         # in one write and the acks are counted as they come back.
         config: NatsConfig = self.config
-        nc, encode, prefix = self._nc, self._encoder.encode, config.subject_prefix
+        nc = self._nc
         if self._acks is None:
             self._inbox = nc.new_inbox()
             self._acks = _AckCollector(config.stream)
             await nc.subscribe(f"{self._inbox}.*", cb=self._acks.on_message)
-        acks, inbox = self._acks, self._inbox
+        acks = self._acks
         # Each publish expects the stream's last message to be the one before
         # it, ours: the first by its stream sequence (known from the stream at
         # open, then from the acknowledgements), the others by their id. A
@@ -297,18 +297,17 @@ class NatsGateway(Gateway):
             chunk = events[start:start + config.max_pending]
             acks.expect(len(chunk))
             # (Each wait raced against the connection's end: see _unless_lost.)
-            previous = await self._unless_lost(
-                self._send(nc, chunk, previous, encode, prefix, inbox))
+            previous = await self._unless_lost(self._send(chunk, previous))
             self.yield_to_engine()
             await self._unless_lost(nc.flush(config.ack_timeout_s))
             await self._unless_lost(acks.wait(config.ack_timeout_s))
             if self._stream_last is not None:
                 self._stream_last = max(self._stream_last, acks.last_seq)
 
-    async def _send(self, nc, chunk: list[GatewayEvent], previous: str | None, encode,
-                    prefix: str, inbox: str) -> str | None:
+    async def _send(self, chunk: list[GatewayEvent], previous: str | None) -> str | None:
         """Publish one chunk (the headers as :meth:`_publish` says); returns the last id."""
-        journal = self.journal_id
+        nc, encode, journal = self._nc, self._encoder.encode, self.journal_id
+        prefix, inbox = self.config.subject_prefix, self._inbox
         for event in self.paced(chunk):
             msg_id = message_id(journal, event.seq)
             if previous is not None:
@@ -323,7 +322,6 @@ class NatsGateway(Gateway):
             await nc.publish(subject_of(prefix, event), encode(event),
                              reply=f"{inbox}.{event.seq}", headers=headers)
         return previous
-
 
     async def _unless_lost(self, awaitable):
         """Await ``awaitable``, or raise ``ConnectionError`` as soon as the connection ends.
