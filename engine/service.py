@@ -195,7 +195,7 @@ class EngineService:
         self.intake = IntakeServer.from_config(cfg, self.pipeline, metrics=self.metrics,
                                                busy=self.busy)
         await self.intake.start()
-        self._warn_unknown_entitled(cfg.security)
+        self._warn_unmatched_names(cfg.security)
         for rs in self.recovered.sessions:
             session = self.intake.restore_session(rs.session_id, rs.principal, rs.seq, rs.messages,
                                                   rs.marks)
@@ -386,7 +386,7 @@ class EngineService:
         log.warning("security reloaded: clients added %s, removed %s, changed %s",
                     sorted(after.keys() - before.keys()), sorted(before.keys() - after.keys()),
                     sorted(n for n in before.keys() & after.keys() if before[n] != after[n]))
-        self._warn_unknown_entitled(fresh.security)
+        self._warn_unmatched_names(fresh.security)
         return True
 
     def _last_records_lost(self, exc: OSError) -> None:
@@ -395,13 +395,22 @@ class EngineService:
         self.exit_code = 1
         log.error("engine: journal: the last records could not be written at shutdown: %s", exc)
 
-    def _warn_unknown_entitled(self, security: SecurityConfig) -> None:
-        """Log each account a key is entitled to that risk has no limits for.
+    def _warn_unmatched_names(self, security: SecurityConfig) -> None:
+        """Log each account a key is entitled to that risk has no limits for, and each
+        ``[risk.sessions.<name>]`` that names no client key.
 
         Not refused when the file is read: an entitlement may be written
-        before a ReloadLimits adds its account. Until then the account's
-        orders are refused ``UNKNOWN_ACCOUNT``, and the line says why.
+        before a ReloadLimits adds its account, a throttle table before the
+        key is added to ``[security]``. Until then the account's orders are
+        refused ``UNKNOWN_ACCOUNT``, and the table throttles no one (a
+        misspelt name leaves the key it meant on the firm's sizes); the
+        line says so.
         """
+        keys = {client.name for client in security.clients} | {PLAINTEXT_CLIENT}
+        for name in sorted(set(self.pipeline.risk.config.get("sessions", {})) - keys):
+            log.warning("[risk.sessions.%s] names no client key (keys: %s; %r for the plaintext "
+                        "endpoints): it throttles no one, and the key it was meant for draws on "
+                        "the firm's throttle", name, ", ".join(sorted(keys)), PLAINTEXT_CLIENT)
         known = set(self.pipeline.risk.accounts) | {ALL_ACCOUNTS}
         holders = [("security.plaintext_accounts", PLAINTEXT_CLIENT, security.plaintext_accounts)]
         holders += [(f"security.clients[{i}]", client.name, client.accounts)

@@ -64,3 +64,20 @@ def test_an_entitlement_to_an_account_risk_lacks_is_logged_at_start(tmp_path, ca
     assert lines == ["security.plaintext_accounts (plaintext) is entitled to GHOST, which "
                      "[risk.accounts] does not have: their orders are refused UNKNOWN_ACCOUNT "
                      "until a ReloadLimits adds them"]
+
+
+def test_a_throttle_table_naming_no_client_key_is_logged_at_start(tmp_path, caplog):
+    """[risk.sessions.<name>] sizes the throttle of the key named so; a misspelt name
+    throttles no one and leaves the key it meant on the firm's sizes. The start says so.
+    A table for the plaintext endpoints' sessions is no such mistake."""
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal") + (
+        "\n[risk.sessions.plaintxt]\nthrottle_rate = 1\nthrottle_burst = 1\n"
+        "\n[risk.sessions.plaintext]\nthrottle_rate = 1000\n"))
+    with ThreadedEngine(path):
+        pass
+    lines = [r.getMessage() for r in caplog.records if "names no client key" in r.getMessage()]
+    assert lines == ["[risk.sessions.plaintxt] names no client key (keys: plaintext; "
+                     "'plaintext' for the plaintext endpoints): it throttles no one, and the key "
+                     "it was meant for draws on the firm's throttle"]
