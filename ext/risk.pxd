@@ -140,6 +140,9 @@ ctypedef struct DupEntry:
     int64_t qty
     int64_t price
     int64_t expires_ns              # identical orders are duplicative until then
+    int64_t owner                   # order key whose pass set ``expires_ns`` (0: unknown)
+    int64_t prev_expires_ns         # what it was before that pass (INT64_MIN: none), so a
+                                    # downstream reject of the owner undoes its pass
     int32_t account
     int32_t instrument
     uint32_t hash                   # _dup_hash of the fields: home bucket, and a filter that
@@ -280,7 +283,8 @@ cdef class RiskEngine:
                              int64_t qty, int64_t price, int64_t now_ns, uint32_t hash) noexcept
     cdef int _dup_record(self, int32_t account, int32_t instrument, int side,
                          int64_t qty, int64_t price, int64_t now_ns, uint32_t hash,
-                         DupEntry* found) except -1
+                         DupEntry* found, int64_t owner) except -1
+    cdef int _dup_undo(self, WorkingOrder* o) noexcept
     cdef int _dup_purge(self, int64_t now_ns) noexcept
     cdef int _dup_delete(self, int64_t h) noexcept
 

@@ -354,6 +354,10 @@ cdef _Plan _plan(dict config):
         if not isinstance(limits, dict):
             raise ConfigError(f"{where}.limits: must be a table")
         for symbol, cell in limits.items():
+            if symbol not in plan.instruments:
+                # (A misspelt symbol would leave the limit meant for another off.)
+                raise ConfigError(f"{where}.limits.{symbol}: no such instrument in this config "
+                                  f"(instruments: {', '.join(sorted(plan.instruments)) or 'none'})")
             cells[symbol] = _order_limits(_section(cell, f"{where}.limits.{symbol}", _CELL_KEYS),
                                           f"{where}.limits.{symbol}", money_unit)
         entry["cells"] = cells
@@ -699,9 +703,9 @@ cdef class RiskEngine:
 
     cdef int _dup_record(self, int32_t account, int32_t instrument, int side,
                          int64_t qty, int64_t price, int64_t now_ns, uint32_t hash,
-                         DupEntry* found) except -1:
-        """Note a passed order (of ``_dup_hash`` ``hash``); ``found`` is its bucket if
-        the check just looked it up (``dup_reuse`` then still belongs to that lookup)."""
+                         DupEntry* found, int64_t owner) except -1:
+        """Note order ``owner``'s pass (of ``_dup_hash`` ``hash``); ``found`` is its bucket
+        if the check just looked it up (``dup_reuse`` then still belongs to that lookup)."""
         cdef DupEntry* e = found if found != NULL else self._dup_find(account, instrument, side, qty,
                                                                       price, now_ns, hash)
         if not e.used:
@@ -716,12 +720,34 @@ cdef class RiskEngine:
             e.qty = qty
             e.price = price
             e.hash = hash
+            e.prev_expires_ns = INT64_MIN
+        else:
+            e.prev_expires_ns = e.expires_ns
+        e.owner = owner
         # Each order blocks its twins for the window in force when it passed.
         e.expires_ns = kx_sat_add(now_ns, self.dup_window_ns)
         if self.dup_used >= self.dup_purge_at:
             self._dup_purge(now_ns)
             if self.dup_used * 4 > self.dup_mask + 1:
                 self._set_dup((self.dup_mask + 1) * 2)
+        return 0
+
+    cdef int _dup_undo(self, WorkingOrder* o) noexcept:
+        """Take back ``o``'s pass from the duplicative check: refused downstream, it never
+        worked, so its twins are judged as if it had not come.
+
+        Only while its pass is the entry's last (a later twin's, with the
+        intended flag, stands); the entry expires as it would have without it.
+        """
+        cdef uint32_t hash
+        cdef DupEntry* e
+        if self.dup == NULL or self.dup_used == 0:
+            return 0
+        hash = _dup_hash(o.account, o.instrument, o.side, o.qty, o.price)
+        e = self._dup_find(o.account, o.instrument, o.side, o.qty, o.price, INT64_MIN, hash)
+        if e.used and e.owner == o.key:
+            e.expires_ns = e.prev_expires_ns
+            e.owner = 0
         return 0
 
     cdef int _dup_purge(self, int64_t now_ns) noexcept:
@@ -913,7 +939,9 @@ cdef class RiskEngine:
 
         # ---- duplicative order, open orders: only a new order adds one
         if is_new:
-            if self.dup_window_ns > 0 and not (flags & FLAG_INTENDED_DUPLICATE):
+            # (Also with the window now 0: earlier passes keep their own windows.)
+            if ((self.dup_window_ns > 0 or self.dup_used > 0)
+                    and not (flags & FLAG_INTENDED_DUPLICATE)):
                 # check_new_c hashed the order already (for its prefetch).
                 dup = self._dup_find(account, instrument, side, qty, price, now_ns, self.dup_hash)
                 self.dup_hit = dup          # check_new_c records into this bucket on a pass
@@ -1039,7 +1067,7 @@ cdef class RiskEngine:
         kx_prefetch(&self.oindex[order_hash & self.omask])
         if self.orders_free >= 0:
             kx_prefetch(&self.orders[self.orders_free])     # the pool slot a pass will take
-        if self.dup_window_ns > 0:
+        if self.dup_window_ns > 0 or self.dup_used > 0:
             self.dup_hash = _dup_hash(account, instrument, side, qty, price)
             kx_prefetch(&self.dup[self.dup_hash & self.dup_mask])
         # Throttle and cl_ord_id come first and apply to every message, even
@@ -1067,7 +1095,8 @@ cdef class RiskEngine:
         # Passed: the order is working from now on.
         if self.dup_window_ns > 0:
             self._dup_record(account, instrument, side, qty, price, now_ns, self.dup_hash,
-                             self.dup_hit if not (flags & FLAG_INTENDED_DUPLICATE) else NULL)
+                             self.dup_hit if not (flags & FLAG_INTENDED_DUPLICATE) else NULL,
+                             order_key)
         if self.orders_free < 0:
             self._grow_orders(self.orders_cap * 2)
         slot = self.orders_free
@@ -1343,8 +1372,13 @@ cdef class RiskEngine:
     def on_reject(self, int64_t order_key, /):
         """A downstream reject (router, venue) of an order risk had passed.
 
-        Returns 0 or ``UNKNOWN_ORDER``.
+        Its exposure is released and its pass taken back from the
+        duplicative check (the order never worked: a corrected resend is no
+        duplicate of it). Returns 0 or ``UNKNOWN_ORDER``.
         """
+        cdef int32_t slot = self._find(order_key)
+        if slot >= 0:
+            self._dup_undo(&self.orders[slot])
         return self.on_done_c(order_key)
 
     def on_replace(self, int64_t order_key, int64_t new_qty, int64_t new_price,
@@ -1974,7 +2008,8 @@ cdef class RiskEngine:
         clord = sorted([self.clord[j] for j in range(self.clord_mask + 1) if self.clord[j]]
                        + ([0] if self.clord_zero else []))
         dup = sorted([self.dup[j].account, self.dup[j].instrument, self.dup[j].side,
-                      self.dup[j].qty, self.dup[j].price, self.dup[j].expires_ns]
+                      self.dup[j].qty, self.dup[j].price, self.dup[j].expires_ns,
+                      self.dup[j].owner, self.dup[j].prev_expires_ns]
                      for j in range(self.dup_mask + 1) if self.dup[j].used)
         return {
             "accounts": list(self._account_names),
@@ -2086,7 +2121,8 @@ cdef class RiskEngine:
             hash = _dup_hash(row[0], row[1], row[2], row[3], row[4])
             e = self._dup_find(row[0], row[1], row[2], row[3], row[4], INT64_MIN, hash)
             e.used = 1
-            e.account, e.instrument, e.side, e.qty, e.price, e.expires_ns = row
+            e.account, e.instrument, e.side, e.qty, e.price, e.expires_ns, e.owner, \
+                e.prev_expires_ns = row
             e.hash = hash
             self.dup_used += 1
 

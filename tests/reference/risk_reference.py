@@ -114,6 +114,7 @@ class RiskReference:
         self.orders: dict[int, Order] = {}
         self.cl_ord_ids: set[tuple[int, int]] = set()
         self.recent: dict[tuple, int] = {}          # duplicative check: key -> expiry ns
+        self.recent_owner: dict[tuple, tuple] = {}  # key -> (last passed order, expiry before)
         self.ref: dict[int, tuple[int, int]] = {}   # instrument -> (price, ns)
         self.killed_firm = False
         self.killed_accounts: set[int] = set()
@@ -319,7 +320,10 @@ class RiskReference:
         if reason:
             return reason
         if self.dup_window > 0:
-            self.recent[(account, instrument, side, qty, price)] = min(INT64_MAX, now_ns + self.dup_window)
+            key = (account, instrument, side, qty, price)
+            # (owner, what the expiry was before its pass): a downstream reject undoes it
+            self.recent_owner[key] = (order_key, self.recent.get(key))
+            self.recent[key] = min(INT64_MAX, now_ns + self.dup_window)
         # The intended-duplicate flag counts on arrival only; the order keeps the rest.
         order = Order(order_key, session, account, instrument, side, ord_type, qty, qty, price, value_price,
                       flags & ~(FLAG_INTENDED_DUPLICATE | FLAG_ADMITTED))
@@ -416,7 +420,7 @@ class RiskReference:
         leaves_notional = leaves * value_price * mult
 
         if is_new:
-            if self.dup_window > 0 and not flags & FLAG_INTENDED_DUPLICATE:
+            if not flags & FLAG_INTENDED_DUPLICATE:     # (earlier passes keep their windows)
                 expires = self.recent.get((account, instrument, side, qty, price))
                 if expires is not None and now_ns < expires:
                     return fail(R.DUPLICATIVE_ORDER, FIRM, self.dup_window, expires - now_ns)
@@ -545,7 +549,18 @@ class RiskReference:
         self._release(order, order.leaves, True)
         return 0
 
-    on_reject = on_cancel
+    def on_reject(self, order_key):
+        order = self.orders.get(order_key)
+        if order is not None:
+            key = (order.account, order.instrument, order.side, order.qty, order.price)
+            owner, before = self.recent_owner.get(key, (None, None))
+            if owner == order_key:
+                del self.recent_owner[key]
+                if before is None:
+                    del self.recent[key]
+                else:
+                    self.recent[key] = before
+        return self.on_cancel(order_key)
 
     def admit_replace(self, order_key, now_ns, session=None):
         order = self.orders.get(order_key)
@@ -628,6 +643,7 @@ class RiskReference:
         self.firm_realized = 0
         self.cl_ord_ids.clear()
         self.recent.clear()
+        self.recent_owner.clear()
 
     # ------------------------------------------------------------ inspection
     def exposure(self, account, instrument) -> dict:

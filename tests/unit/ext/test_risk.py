@@ -577,6 +577,50 @@ def test_duplicative_window_change_applies_to_orders_after_it(make):
     assert h.new(qty=7, now=1010 * MS) == 0
 
 
+def test_duplicative_window_set_to_zero_keeps_earlier_passes_windows(make):
+    # risk.md: each passed order blocks its twins for the window in force when it passed.
+    h = make({"firm": {"duplicative_window_ms": 1000}})
+    assert h.new(qty=7, now=0) == 0
+    h.engine.update({"firm": {"duplicative_window_ms": 0}}, now_ns=1)
+    assert h.new(qty=7, now=600 * MS) == R.DUPLICATIVE_ORDER
+    assert h.new(qty=7, now=1000 * MS) == 0
+    assert h.new(qty=7, now=1000 * MS + 1) == 0          # (that pass, under window 0, blocks nothing)
+
+
+def test_a_downstream_reject_takes_back_the_duplicative_pass(make):
+    # Refused after risk passed it (router, strategy, post-only...), the order never
+    # worked: its corrected resend is no duplicate of it.
+    h = make({"firm": {"duplicative_window_ms": 1000}})
+    assert h.new(qty=7, now=0) == 0
+    assert h.engine.on_reject(h.key) == 0
+    assert h.new(qty=7, now=1 * MS) == 0
+    assert h.new(qty=7, now=2 * MS) == R.DUPLICATIVE_ORDER   # the resend works: its twins wait
+
+
+def test_a_downstream_reject_leaves_the_working_twins_windows(make):
+    h = make({"firm": {"duplicative_window_ms": 1000}})
+    assert h.new(qty=7, now=0) == 0                          # A works
+    assert h.new(qty=7, now=500 * MS, flags=INTENDED) == 0   # B, meant, refused downstream
+    assert h.engine.on_reject(h.key) == 0
+    assert h.new(qty=7, now=1000 * MS - 1) == R.DUPLICATIVE_ORDER   # A's window, not B's
+    assert h.new(qty=7, now=1000 * MS) == 0
+    # Refused after a later twin passed, an order's reject leaves that twin's window.
+    assert h.new(qty=8, now=2000 * MS) == 0
+    first = h.key
+    assert h.new(qty=8, now=2500 * MS, flags=INTENDED) == 0
+    assert h.engine.on_reject(first) == 0
+    assert h.new(qty=8, now=3500 * MS - 1) == R.DUPLICATIVE_ORDER
+    assert h.new(qty=8, now=3500 * MS) == 0
+
+
+def test_a_cancel_keeps_the_duplicative_pass(make):
+    # A canceled order did work: a twin inside the window is still duplicative.
+    h = make({"firm": {"duplicative_window_ms": 1000}})
+    assert h.new(qty=7, now=0) == 0
+    assert h.engine.on_cancel(h.key) == 0
+    assert h.new(qty=7, now=1 * MS) == R.DUPLICATIVE_ORDER
+
+
 def test_duplicative_history_survives_purges(make):
     # Far more distinct orders than the table holds before it purges, then a twin of each live one.
     h = make({"firm": {"duplicative_window_ms": 1}, "accounts": {"A1": {"cash": "100000000000"}}})
@@ -742,6 +786,21 @@ def test_invalid_reload_changes_nothing():
     s, a, i = risk.session_index("S"), risk.account_index("A1"), risk.instrument_index("AAPL")
     assert risk.check_new(1, s, a, i, BUY, LIMIT, 6, 100, 0, 1, 0) == R.MAX_ORDER_QTY
     assert risk.instruments == ["AAPL", "MSFT"]
+
+
+def test_a_limit_for_an_instrument_the_config_lacks_is_refused():
+    # A misspelt symbol would leave the limit meant for the real one off, silently.
+    config = merged(BASE, {"accounts": {"A1": {"limits": {"APPL": {"max_order_qty": 10}}}}})
+    with pytest.raises(ConfigError, match=r"^accounts\.A1\.limits\.APPL: no such instrument in "
+                                          r"this config \(instruments: AAPL, MSFT\)"):
+        RiskEngine(config)
+    risk = RiskEngine(BASE)
+    with pytest.raises(ConfigError, match=r"limits\.APPL: no such instrument"):
+        risk.reload(config)
+    ok = merged(BASE, {"accounts": {"A1": {"limits": {"AAPL": {"max_order_qty": 10}}}}})
+    risk.reload(ok)
+    s, a, i = risk.session_index("S"), risk.account_index("A1"), risk.instrument_index("AAPL")
+    assert risk.check_new(1, s, a, i, BUY, LIMIT, 11, 100, 0, 1, 0) == R.MAX_ORDER_QTY
 
 
 @pytest.mark.parametrize("changes, key", [
