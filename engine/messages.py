@@ -747,7 +747,35 @@ def classify_decode_error(data: bytes | memoryview, exc: Exception) -> tuple[Pro
     else:
         reason = _FIELD_REASON.get(field, RejectReason.INVALID_FIELD)
     where = f" at {path}" if path != "$" else ""
+    value = _string_at(raw, path)
+    if value is not None and ", got " not in detail:
+        # (A rule the schema checks, e.g. a decimal string's length: the text
+        # names the value sent, as textcheck's refusals do.)
+        detail = f"{detail}, got {_shown(value)}"
     return Problem(reason, field, f"{msg_type}: {detail}{where}"), msg_type, cl_ord_id
+
+
+_PATH_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+
+
+def _string_at(raw: object, path: str) -> str | None:
+    """The string at a decoder error's ``path`` (``$.orders[2].qty``) in the schemaless
+    message ``raw``, or None where it holds no string."""
+    node = raw
+    for name, index in _PATH_STEP.findall(path):
+        if name and isinstance(node, dict):
+            node = node.get(name)
+        elif index and isinstance(node, list) and int(index) < len(node):
+            node = node[int(index)]
+        else:
+            return None
+    return node if isinstance(node, str) else None
+
+
+def _shown(value: str) -> str:
+    """A value for a reject's text: its repr, cut short with ``...`` past 48 characters."""
+    shown = repr(value[:64])
+    return shown if len(shown) <= 48 else shown[:45] + "..."
 
 
 def check_request(request: Request, *, max_bulk_orders: int = 1000) -> Problem | None:
@@ -846,10 +874,8 @@ _LIMIT, _MARKET = OrdType.LIMIT, OrdType.MARKET     # every new order compares (
 def _text_problem(msg: msgspec.Struct, field_kind: tuple[str, int], path: str) -> Problem:
     """The reject for a text field of ``msg`` that ext.textcheck refused."""
     field, kind = field_kind
-    shown = repr(getattr(msg, field))
-    shown = shown if len(shown) <= 48 else shown[:45] + "..."
     return Problem(_FIELD_REASON.get(field, RejectReason.INVALID_FIELD), field,
-                   f"Expected {_FRIENDLY[kind]}, got {shown} at {path}.{field}")
+                   f"Expected {_FRIENDLY[kind]}, got {_shown(getattr(msg, field))} at {path}.{field}")
 
 
 def check_new_order(order: NewOrder) -> Problem | None:

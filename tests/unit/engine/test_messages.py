@@ -210,6 +210,17 @@ def test_error_text_names_the_field_and_the_rule():
     # A huge value is shown cut short: the reject's text stays readable.
     problem = problem_of(msgspec.msgpack.encode(GOOD | {"account": "x" * 300}))[0]
     assert problem.field == "account" and len(problem.text) < 200
+    # A rule the schema checks (a decimal string's length) names the value too.
+    problem = problem_of(msgspec.msgpack.encode(GOOD | {"qty": "1" * 1000}))[0]
+    assert problem.reason == RejectReason.INVALID_QTY
+    assert problem.text == ("NewOrder: Expected `str` of length <= 40, got '" + "1" * 44
+                            + "... at $.qty")
+    problem = problem_of(msgspec.msgpack.encode(
+        {"type": "BulkNewOrders", "orders": [GOOD, GOOD | {"price": "9" * 41}]}))[0]
+    assert problem.text.endswith(f"got '{'9' * 41}' at $.orders[1].price"), problem.text
+    # (A type error already says what came: nothing added.)
+    text = problem_of(msgspec.msgpack.encode(GOOD | {"side": "buy"}))[0].text
+    assert text == "NewOrder: Expected `int`, got `str` at $.side"
 
 
 # ---------------------------------------------------------------- cross-field rules
