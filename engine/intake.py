@@ -395,15 +395,21 @@ class Session:
 
 class _JournalRead:
     """A resend reading a session's older messages from the journal: for which connection,
-    its future, and the ResendRequests of that connection waiting for it."""
+    its future, and the ResendRequests of that connection waiting for it.
 
-    __slots__ = ("route", "future", "waiting", "superseded")
+    ``holds``: newer messages wait in the session's backlog until the read's
+    replay goes ahead of them (a slow reader's dropped messages, which the
+    client did not ask for: it must see them in order).
+    """
 
-    def __init__(self, route: bytes):
+    __slots__ = ("route", "future", "waiting", "superseded", "holds")
+
+    def __init__(self, route: bytes, holds: bool = False):
         self.route = route
         self.future: asyncio.Future | None = None
         self.waiting: list[tuple[_Listener, ResendRequest]] = []
         self.superseded = False
+        self.holds = holds
 
 
 class _Superseded:
@@ -1069,6 +1075,8 @@ class IntakeServer:
                 self._backlogged.discard(session)
                 continue
             route, frames = entry
+            if session._reading is not None and session._reading.holds:
+                continue  # (its replay goes first: _resend_from_journal)
             while frames and listener.send(session, route, frames[0]):
                 frames.popleft()
             if not frames:
@@ -1596,11 +1604,12 @@ class IntakeServer:
         self._ack(session, None, resend=(begin, end))
 
     def _replay(self, session: Session, frames: list[bytes],
-                then: Callable[[], None] | None = None) -> None:
+                then: Callable[[], None] | None = None, ahead: bool = False) -> None:
         """Send already journaled frames (a replay) to the session's connection through its
         backlog, never dropped (the client is told they were sent), then call ``then`` (the
         closing ack). Once this wake-up's messages are out, which go first (a
-        RESEND_UNAVAILABLE before the replay); nothing newer overtakes them."""
+        RESEND_UNAVAILABLE before the replay); nothing newer overtakes them.
+        ``ahead``: they go before what the backlog holds (newer messages held for them)."""
         route = session._route
 
         def send() -> None:
@@ -1610,12 +1619,18 @@ class IntakeServer:
                 backlog = session._backlog
                 if backlog is None or backlog[0] != route:
                     backlog = session._backlog = (route, collections.deque())
-                backlog[1].extend(frames)
+                if ahead:
+                    backlog[1].extendleft(reversed(frames))
+                else:
+                    backlog[1].extend(frames)
                 self._backlogged.add(session)
                 self._send_backlogs()
             if then is not None:
                 then()
-        self._loop.call_soon(send)
+        if ahead:
+            send()  # (at once: a backlog retry in between would let the held ones go first)
+        else:
+            self._loop.call_soon(send)
 
     def _send_dropped(self, session: Session) -> None:
         """The session's backlog has drained after dropping messages: send them again, from
@@ -1630,6 +1645,8 @@ class IntakeServer:
             if unavailable >= first:
                 self._resend_unavailable(session, first, unavailable)
             if journal_part is not None:
+                # Messages sent while the journal is read wait behind its replay.
+                session._backlog = (session._route, collections.deque())
                 return self._resend_from_journal(session, journal_part, kept, first, last,
                                                  ack=False)
         self._replay(session, [session._listener.encoder.encode(msg) for msg in kept])
@@ -1668,7 +1685,8 @@ class IntakeServer:
         asks again.
         """
         first, last, mark = part
-        read = session._reading = _JournalRead(session._route)
+        holds = not ack     # (a slow reader's dropped messages: see _JournalRead)
+        read = session._reading = _JournalRead(session._route, holds)
 
         def start() -> None:
             # Once this wake-up's records are written (its flush): the range
@@ -1696,7 +1714,8 @@ class IntakeServer:
                 self._resend_unavailable(session, first + len(frames), last)
             encode = session._listener.encoder.encode
             self._replay(session, frames + [encode(msg) for msg in kept],
-                         (lambda: self._ack(session, None, resend=(begin, end))) if ack else None)
+                         (lambda: self._ack(session, None, resend=(begin, end))) if ack else None,
+                         ahead=holds)
             now = time.monotonic_ns()
             for listener, request in read.waiting:
                 if session._route == read.route:

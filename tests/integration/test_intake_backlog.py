@@ -108,6 +108,39 @@ def test_a_full_backlog_sends_what_it_could_not_take_once_it_has_drained(tmp_pat
             sock.close()
 
 
+def test_messages_sent_while_the_journal_is_read_wait_behind_the_dropped_ones(tmp_path):
+    """The dropped messages older than the ring are read from the journal on a worker thread.
+    Messages the engine sent meanwhile (here: answers to the heartbeats it is still taking)
+    went straight out, ahead of them (audit: 1..55, 7720..7773, 56..7719): a client keeping
+    the highest seq seen would drop 56..7719 as repeats. They now wait behind the replay:
+    the client sees one unbroken sequence, unasked. (Small journal segments: a read over
+    many files leaves the loop time to answer meanwhile.)"""
+    beats = 12000
+    path, endpoint = _engine_config(tmp_path, send_hwm=5, ring=50)
+    path.write_text(path.read_text().replace('fsync = "none"',
+                                             'fsync = "none"\nrotate_bytes = 4096'))
+    decode = response_decoder().decode
+    with ThreadedEngine(path) as engine:
+        sock = _dealer(endpoint, rcvhwm=5)
+        try:
+            for i in range(beats):
+                sock.send(msgspec.msgpack.encode(Heartbeat(test_req_id=f"x{i:06d}-" + "p" * 50)))
+            time.sleep(2.5)  # not reading: the backlog fills and drops
+            got = []
+            while len(got) < beats and sock.poll(5000):
+                got.append(decode(sock.recv()))
+                if len(got) % 200 == 0:
+                    time.sleep(0.05)  # a slow reader, still
+            assert engine.service.metrics.registry.get_sample_value(
+                "kronos_send_dropped_total") > 0
+            seqs = [m.seq for m in got]
+            breaks = [(a, b) for a, b in zip(seqs, seqs[1:]) if b != a + 1]
+            assert not breaks and seqs[0] == 1, f"out of order at {breaks[:3]}"
+            assert len(seqs) == beats
+        finally:
+            sock.close()
+
+
 def _recv(sock, decode, timeout=5.0, got=()):
     if not sock.poll(int(timeout * 1000)):
         raise AssertionError(f"nothing more after {len(got)} messages, seq "
