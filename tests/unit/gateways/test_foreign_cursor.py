@@ -39,8 +39,10 @@ def test_a_cursor_file_of_another_journal_is_refused_until_removed(tmp_path, cap
             assert f"belongs to journal {old_id}" in gateway.metrics.last_error
             # Nothing delivered, nothing skipped: the cursor has not moved.
             assert gateway.metrics.delivered == 0 and gateway.metrics.cursor == 0
-            assert any("ForeignCursorError" in r.getMessage() for r in caplog.records
-                       if r.levelno == logging.ERROR)
+            # (Logged just after last_error is set, by the gateway's thread.)
+            assert wait_until(lambda: any("ForeignCursorError" in r.getMessage()
+                                          for r in list(caplog.records)
+                                          if r.levelno == logging.ERROR), 5)
             # What the error says to do: remove the cursor. The retry starts at seq 1.
             gateway.cursor_path.unlink()
             assert gateway.wait_for(last, 10)
