@@ -1167,7 +1167,12 @@ cdef class Router:
                     px = lpx[v][k]
                     if remaining == 0 and (px > last_px if buy else px < last_px):
                         break           # the sweep does not get that far
-                    if not (used >> v) & 1 or (worst[v] < px if buy else worst[v] > px):
+                    # At the child's own worst price it may stop short of our
+                    # lots (behind others' in the queue): counted, unless the
+                    # sweep goes no further anywhere and fills the parent.
+                    if (not (used >> v) & 1 or (worst[v] < px if buy else worst[v] > px)
+                            or (worst[v] == px and (remaining > 0 or (
+                                last_px > px if buy else last_px < px)))):
                         self.own_lvl[v * L + k] = 0
                         settled = False
                         break
@@ -1252,7 +1257,8 @@ cdef class Router:
         cdef Fees* f
         for v in range(self.n_venues):
             vn = &self.venues[v]
-            if vn.dark or not self.routable_c(v, now):
+            if (vn.dark or not self.routable_c(v, now)
+                    or self.stale[<Py_ssize_t>p.instrument * self.n_venues + v]):
                 continue
             b = ((<Py_ssize_t>p.instrument * self.n_venues + v) * 2 + s) * self.max_levels
             n = self.lvl_n[(<Py_ssize_t>p.instrument * self.n_venues + v) * 2 + s]
@@ -1745,10 +1751,11 @@ cdef class Router:
             self.venues[v].open = 0
         else:
             self._heard_from(ci, now)
-            if c.role == ROLE_SWEEP:
-                # Whatever the venue's reason, what we saw there did not take
-                # this order: leave its book alone until it updates.
-                self.stale[<Py_ssize_t>self.parents[pi].instrument * self.n_venues + v] = 1
+            # Whatever the venue's reason, what we saw there did not take this
+            # order (a post-only child the market moved onto, say): leave its
+            # book alone until it updates, or the same child goes again at
+            # once, is refused again, and the rounds run out.
+            self.stale[<Py_ssize_t>self.parents[pi].instrument * self.n_venues + v] = 1
         self._child_done(ci)
         return self._advance(pi, now)
 
@@ -1792,6 +1799,7 @@ cdef class Router:
 
     cdef int on_replaced_c(self, int64_t child_id, int64_t now) except -1:
         cdef int32_t ci = self._live_child(child_id)
+        cdef int32_t pi
         cdef Child* c
         cdef Parent* p
         if ci < 0:
@@ -1803,13 +1811,23 @@ cdef class Router:
             c.price = c.pending_price
             c.pending_price = 0
         if c.pending_qty:
-            # The amend took: those lots leave the child and the parent.
-            p = &self.parents[c.parent]
+            # The amend took: those lots leave the child and the parent. (A
+            # venue confirming it below what the child filled meanwhile, as
+            # a real one should refuse, takes only the unfilled lots: the
+            # child is done there, and the parent never holds less than it
+            # bought.)
+            pi = c.parent
+            p = &self.parents[pi]
+            if c.pending_qty < c.cum:
+                c.pending_qty = c.cum
             p.qty -= c.qty - c.pending_qty
             p.working -= c.qty - c.pending_qty
             c.qty = c.pending_qty
             c.pending_qty = 0
             p.n_amending -= 1
+            if c.cum == c.qty:
+                self._child_done(ci)
+                return self._advance(pi, now)
         self._confirm_resting(ci)       # at its new price (or size) from here
         return self._advance(c.parent, now)
 

@@ -391,7 +391,8 @@ class ReferenceRouter:
                 for px in mine[v]:
                     if remaining == 0 and better(last_px, px):
                         break
-                    if v not in alloc or better(alloc[v][1], px):
+                    if v not in alloc or better(alloc[v][1], px) or (
+                            alloc[v][1] == px and (remaining > 0 or better(px, last_px))):
                         del own[v, px]
                         settled = False
                         break
@@ -445,7 +446,7 @@ class ReferenceRouter:
         qref, value = self.config["queue_ref_lots"], self.config["passive_value"]
         best = None
         for v, vn in enumerate(self.venues):
-            if vn.dark or not self._routable(v, now):
+            if vn.dark or not self._routable(v, now) or (p.instrument, v) in self.stale:
                 continue
             ahead = next((q for lpx, q in self.books[p.instrument, v][s] if lpx == px), 0)
             pfill = self._fill_rate_ppm(vn) * qref // (qref + ahead)
@@ -790,8 +791,7 @@ class ReferenceRouter:
             vn.open = False
         else:
             self._heard_from(c, now)
-            if c.role == ROLE_SWEEP:
-                self.stale.add((c.parent.instrument, c.venue))
+            self.stale.add((c.parent.instrument, c.venue))
         self._child_done(c)
         self._advance(c.parent, now)
         return 0
@@ -833,10 +833,15 @@ class ReferenceRouter:
             c.price, c.pending_price = c.pending_price, 0
         if c.pending_qty:
             p = c.parent
+            c.pending_qty = max(c.pending_qty, c.cum)   # (never below what it filled)
             p.qty -= c.qty - c.pending_qty
             p.working -= c.qty - c.pending_qty
             c.qty, c.pending_qty = c.pending_qty, 0
             p.n_amending -= 1
+            if c.cum == c.qty:
+                self._child_done(c)
+                self._advance(p, now)
+                return 0
         self._confirm_resting(c)
         self._advance(c.parent, now)
         return 0

@@ -1130,6 +1130,26 @@ def test_a_passive_sell_under_a_bid_at_the_top_of_the_range_waits(R):
     assert (a["kind"], int(a["price"]), int(a["qty"])) == (ACT_NEW, top, 10)
 
 
+def test_a_refused_passive_child_waits_for_its_venues_next_update(R):
+    """A post-only child the market moved onto is refused; posted again at once at the same
+    venue and price it was refused again, each time a round, and the order ended
+    REROUTE_LIMIT (router.md: any reject but the two marks the book stale). The venue's
+    book is now stale for posting too: the parent waits for its next update."""
+    r = R(1, config={"max_reroutes": 2})
+    r.update_book(0, 0, bids=[(99, 10)], asks=[(101, 10)])
+    assert r.route(1, 0, BUY, 10, 100, now=0, strategy=STRAT_PASSIVE) == 0
+    (a,) = r.drain_actions()
+    assert r.on_reject(int(a["child_id"]), RR.POST_ONLY_WOULD_CROSS, 1) == 0
+    assert r.book_state(0, 0)["stale"]
+    for now in range(2, 6):
+        r.tick(now)
+    assert r.drain_actions().size == 0 and not r.parent(1)["done"]
+    r.update_book(0, 0, bids=[(98, 10)], asks=[(99, 10)])   # the market moved down
+    r.tick(7)
+    (again,) = r.drain_actions()
+    assert (int(again["kind"]), int(again["price"]), int(again["qty"])) == (ACT_NEW, 98, 10)
+
+
 # ---------------------------------------------------------------- reduce in place
 def _resting_passive(R):
     """A passive buy of 50 resting at 99 on venue 0 behind 100 lots, with 40 lots that
@@ -1191,6 +1211,23 @@ def test_a_child_that_fills_up_before_its_amend_ends_the_amend(R):
     venues.take(0, SELL, 150, 99, now=11)   # the child fills its old size in full
     st = r.parent(1)
     assert st["cum_qty"] == 50 and st["amending"] == 0 and st["done"]
+
+
+def test_an_amend_confirmed_below_what_the_child_filled_takes_only_the_unfilled(R):
+    """A venue should refuse an amend below what filled meanwhile (ours does); one that
+    confirms it anyway took the parent's qty below its cum_qty (audit: qty 70, cum 80,
+    leaves -10). Only the unfilled lots go: the child is done, the parent keeps what it
+    bought."""
+    r, venues, cid = _resting_passive(R)
+    assert r.reduce_parent(1, 20, now=10) == 0          # 50 -> 30
+    r.drain_actions()
+    venues.take(0, SELL, 140, 99, now=11)               # 40 of ours fill at the old size
+    assert r.on_replaced(cid, 12) == 0                  # confirmed at 30 all the same
+    st = r.parent(1)
+    assert (st["qty"], st["cum_qty"], st["leaves_qty"], st["working_qty"], st["amending"]) == \
+        (40, 40, 0, 0, 0)
+    assert st["done"] and st["status"] == OrdStatus.FILLED
+    assert r.live_children(1) == []
 
 
 def test_reduce_parent_refuses_what_it_cannot_do_in_place(R):

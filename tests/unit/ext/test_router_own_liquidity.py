@@ -228,6 +228,34 @@ def test_our_bid_behind_the_third_partys_is_met_when_lots_are_left_to_take(R):
     assert rec[2]["cum_qty"] == 50 and rec[2]["avg_px_num"] == 100
 
 
+def test_our_bid_behind_a_third_partys_at_the_childs_last_level_is_not_traded_through(R):
+    """Venue 0 bids 99: a third party's 5, then our 5 behind it; venue 1 bids 98. Selling
+    10: the child at 99 sized to the third party's 5 stopped short of our bid, while venue 1
+    sold 5 at 98, through our standing 99 (audit). The child at 99 now carries our lots too:
+    it meets our bid (the venue cancels it), and 98 is taken in the next round."""
+    r = R(2)
+    venues = StpVenues(r, lit=[0, 1])
+    r.set_venue(1, maker_fee=1000)                      # our post goes to venue 0
+    venues.rest(0, BUY, 99, 5, account=THIRD)
+    venues.publish()
+    assert venues.route(1, BUY, 5, 99, 0, A, OLDEST, tif=T.DAY) == 0
+    venues.run(now=1)
+    assert r.live_children(1)[0]["venue"] == 0
+    venues.rest(1, BUY, 98, 10, account=THIRD)
+    venues.publish()
+    assert venues.route(2, SELL, 10, 98, 2, A, OLDEST, tif=T.IOC) == 0
+    first = r.drain_actions()
+    assert news(first) == [(0, SELL, 99, 10, T.IOC, 0)]
+    for a in first:
+        venues._execute(a, 2)
+    venues.publish()
+    venues.run(now=3)
+    assert venues.stp_canceled == [int(first[0]["child_id"]) - 1]   # our resting bid
+    rec = {int(x["parent_id"]): x for x in r.drain_finished()}
+    assert rec[2]["status"] == OrdStatus.FILLED and rec[2]["cum_qty"] == 10
+    assert (rec[2]["avg_px_num"], rec[2]["avg_px_den"]) == (197, 2)    # 5 at 99, 5 at 98
+
+
 # ---------------------------------------------------------------- when own lots do count
 @pytest.mark.parametrize("account, stp, price", [
     (A, NONE, 100),     # STP off: the account may trade with itself, its bid is liquidity
