@@ -26,7 +26,9 @@ from engine.journal import (
     RecordKind,
     is_segment_name,
     list_segments,
+    unsynced_note,
     verify,
+    written_mark,
 )
 
 
@@ -55,6 +57,7 @@ def parse_time(text: str) -> int:
     since the epoch, exact to the nanosecond (a finer fraction is refused)."""
     if text.lstrip("-").isdigit():
         return int(text)
+    given = text
     fraction_ns, match = 0, _FRACTION.fullmatch(text)
     if match:
         head, digits, zone = match.groups()
@@ -66,7 +69,8 @@ def parse_time(text: str) -> int:
     try:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither ISO 8601 nor integer nanoseconds") from None
+        raise argparse.ArgumentTypeError(f"{given!r} is neither ISO 8601 nor integer "
+                                         f"nanoseconds") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
     delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -144,6 +148,8 @@ def _verify(data_dir: Path) -> int:
     if result.ok:
         print(f"OK: {result.records} records ({span}) in {result.segments} segment(s); "
               f"chain head {result.last_hash.hex()}")
+        if result.unsynced_mark:
+            print(f"note: {unsynced_note(result.unsynced_mark, result.last_seq or 0)}")
         return 0
     p = result.problem
     if p.problem == "unreadable":
@@ -190,6 +196,7 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
     columns: dict[str, list] = {name: [] for name in
                                 ("seq", "ts", "kind", "msg_type", *_COLUMNS, "payload_json")}
     decoder = msgspec.msgpack.Decoder()
+    mark, synced = written_mark(data_dir)  # (first: a live writer moves it on; see verify)
     reader = JournalReader(data_dir)
     try:
         for record in reader.records(start_ns=start, end_ns=end):
@@ -216,6 +223,14 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
         print(f"kronos-exec journal: cannot read {exc.filename or data_dir}: "
               f"{exc.strerror or exc}; nothing written", file=sys.stderr)
         return 1
+    last = (reader.next_seq or 1) - 1
+    if synced and mark > last:
+        # What verify calls missing: an export that left them out in silence
+        # would pass for the whole record.
+        print(f"kronos-exec journal: the journal ends at seq {last}, but seq {mark} was made "
+              f"durable: {mark - last} records are missing (run journal verify); nothing "
+              f"written", file=sys.stderr)
+        return 1
     types = {"seq": pa.uint64(), "ts": pa.timestamp("ns", tz="UTC"),
              **{c: pa.int32() for c in _INT_COLUMNS}}
     table = pa.table({name: pa.array(values, type=types.get(name, pa.string()))
@@ -235,4 +250,6 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
     print(f"wrote {table.num_rows} records to {out}")
     if reader.torn is not None:
         print(f"note: torn tail dropped at {reader.torn.path.name} @ {reader.torn.offset}")
+    if mark > last:
+        print(f"note: {unsynced_note(mark, last)}")
     return 0

@@ -415,13 +415,25 @@ def scan_records(path: Path, data: bytes, expected_seq: int | None, prev_hash: b
         offset = record_end
 
 
+#: How many seqs past a bad record ``_good_record_after`` looks for: a bad block of that
+#: many records (at least 60 bytes each) is still told from a torn tail.
+GOOD_AFTER_SEQS = 4096
+
+
 def _good_record_after(view: memoryview, start: int, expected_seq: int | None) -> bool:
-    """Whether a record with a later seq and a valid checksum starts after ``start``."""
+    """Whether a record with a later seq and a valid checksum starts after ``start``.
+
+    Any of the next ``GOOD_AFTER_SEQS`` seqs (no more than the bytes left could
+    hold): a damaged block may cover several records, and only a good one
+    after it shows that what looks like a torn tail is damage with
+    acknowledged records behind it.
+    """
     if expected_seq is None:
         return False
     data = view.obj if isinstance(view.obj, bytes) else bytes(view)
     end = len(data)
-    for seq in (expected_seq + 1, expected_seq + 2):
+    most = min(GOOD_AFTER_SEQS, max(0, end - start) // RECORD_HEADER_SIZE + 1)
+    for seq in range(expected_seq + 1, expected_seq + 1 + most):
         needle = _SEQ.pack(seq)
         at = data.find(needle, start + 8)
         while at >= 0:
@@ -472,6 +484,7 @@ class JournalReader:
         self.data_dir = Path(data_dir)
         self.check_chain = check_chain
         self.torn: TornTail | None = None
+        self.next_seq: int | None = None     # after reading to the end: see records()
 
     def __iter__(self) -> Iterator[Record]:
         return self.records()
@@ -481,9 +494,12 @@ class JournalReader:
         """Records with ``seq >= start_seq`` and ``start_ns <= ts_ns < end_ns``.
 
         Segments that end before ``start_seq`` are skipped unread, but then
-        the chain is only checked from the first segment read.
+        the chain is only checked from the first segment read. Read to the
+        end, ``next_seq`` is the seq after the journal's last record (None for
+        an empty journal).
         """
         self.torn = None
+        self.next_seq = None
         segments = list_segments(self.data_dir)
         if start_seq > 1:
             # The last segment whose first record is <= start_seq holds it.
@@ -511,6 +527,7 @@ class JournalReader:
                     ) from None
                 if last_segment and len(data) < FILE_HEADER_SIZE:
                     self.torn = TornTail(path, 0, len(data), "segment header incomplete")
+                    self.next_seq = expected
                     return
                 if last_segment and data.count(0) == len(data):
                     # A power loss while rotating: the file's size reached the
@@ -518,6 +535,7 @@ class JournalReader:
                     # acknowledged: the header is synced before any record.
                     self.torn = TornTail(path, 0, len(data), "segment header never written "
                                                              "(all zeros)")
+                    self.next_seq = expected
                     return
                 # The header cannot say which seq the segment starts at, but
                 # the previous segment (or the file's name) does.
@@ -552,7 +570,9 @@ class JournalReader:
                     raise JournalCorruptError(path, torn.offset, expected, torn.problem,
                                               detail) from None
                 self.torn = TornTail(path, torn.offset, len(data) - torn.offset, str(torn))
+                self.next_seq = expected
                 return
+        self.next_seq = expected
 
 
 def check_segment_name(path: Path, header, seq: int) -> None:
@@ -607,18 +627,37 @@ class VerifyResult(NamedTuple):
     problem: VerifyProblem | None
     torn: TornTail | None
     last_hash: bytes
+    #: the seq a writer under ``none`` had written through, when the journal ends before
+    #: it (0 otherwise): a power loss may explain it, and so may records cut off since
+    unsynced_mark: int = 0
+
+
+def written_mark(data_dir: str | os.PathLike) -> tuple[int, bool]:
+    """The seq the writer left in ``durable.seq`` (0: none), and whether a sync made it
+    durable (``always``, ``group``, a sealed ``none``) or it only follows the writes."""
+    try:
+        word = (Path(data_dir) / DURABLE_NAME).read_bytes()[:8]
+    except FileNotFoundError:
+        return 0, False
+    word = int.from_bytes(word, sys.byteorder) if len(word) == 8 else 0
+    return word & ~DurableMark.SYNCED, bool(word & DurableMark.SYNCED)
 
 
 def synced_mark(data_dir: str | os.PathLike) -> int:
     """The durable seq a syncing writer (``always``, ``group``) left in ``durable.seq``:
     the journal must reach it. 0 when there is none, or when a writer under ``none`` set it
     (that mark follows the writes, not syncs)."""
-    try:
-        word = (Path(data_dir) / DURABLE_NAME).read_bytes()[:8]
-    except FileNotFoundError:
-        return 0
-    word = int.from_bytes(word, sys.byteorder) if len(word) == 8 else 0
-    return word & ~DurableMark.SYNCED if word & DurableMark.SYNCED else 0
+    seq, synced = written_mark(data_dir)
+    return seq if synced else 0
+
+
+def unsynced_note(mark: int, end: int) -> str:
+    """What to say of a journal ending at ``end`` below the seq ``mark`` a writer under
+    ``none`` had written through."""
+    return (f"the journal ends at seq {end}, but its writer (fsync none) had written through "
+            f"seq {mark}: {mark - end} records are gone, as a power loss before they reached "
+            f"the disk leaves it; after a kill -9 or a clean stop nothing is lost, so anything "
+            f"else took them (a segment truncated, emptied or deleted)")
 
 
 def verify(data_dir: str | os.PathLike) -> VerifyResult:
@@ -638,6 +677,9 @@ def verify(data_dir: str | os.PathLike) -> VerifyResult:
         an I/O error, no permission) is the problem ``unreadable``, with the
         operating system's reason as its detail.
     """
+    # The mark first: a live writer moves it on while the segments are read,
+    # past what was read, and records it reached later are no loss.
+    mark, synced = written_mark(data_dir)
     reader = JournalReader(data_dir, check_chain=True)
     count, first, last, last_hash = 0, None, None, GENESIS_HASH
     problem = None
@@ -654,19 +696,21 @@ def verify(data_dir: str | os.PathLike) -> VerifyResult:
         path = Path(exc.filename) if exc.filename is not None else Path(data_dir)
         seq = last + 1 if last is not None else (int(path.stem) if path.stem.isdigit() else None)
         problem = VerifyProblem(path, 0, seq, "unreadable", exc.strerror or str(exc))
+    unsynced = 0
     if problem is None:
-        mark = synced_mark(data_dir)
         end = last or 0
-        if mark > end:  # records made durable are gone (see JournalWriter's open check)
+        if synced and mark > end:  # records made durable are gone (see JournalWriter's open check)
             problem = VerifyProblem(Path(data_dir) / DURABLE_NAME, 0, end + 1, "missing",
                                     f"the journal ends at seq {end}, but seq {mark} was made "
                                     f"durable: {mark - end} records are missing")
+        elif mark > end:
+            unsynced = mark
     try:
         segments = len(list_segments(data_dir))
     except OSError:  # the directory itself cannot be listed: reported above
         segments = 0
     return VerifyResult(problem is None, count, first, last, segments,
-                        problem, reader.torn, last_hash)
+                        problem, reader.torn, last_hash, unsynced)
 
 
 # ---------------------------------------------------------------- writer
@@ -893,8 +937,10 @@ class JournalWriter:
         mark a syncing writer set counts: under ``none`` the mark follows the
         writes, and a power cut may take records below it as that policy allows.
         """
-        mark = synced_mark(self.data_dir)
-        if mark > end_seq:
+        mark, synced = written_mark(self.data_dir)
+        if mark > end_seq and not synced:
+            log.warning("journal %s: %s", self.data_dir, unsynced_note(mark, end_seq))
+        elif mark > end_seq:
             raise JournalError(
                 f"journal {self.data_dir} ends at seq {end_seq}, but seq {mark} was made durable "
                 f"({DURABLE_NAME}): {mark - end_seq} records acknowledged as durable are "

@@ -231,6 +231,24 @@ def test_corrupt_length_mid_file_is_not_mistaken_for_a_torn_tail(tmp_path):
     assert len(segment.read_bytes()) > start  # nothing was truncated
 
 
+def test_a_bad_block_over_several_records_is_not_mistaken_for_a_torn_tail(tmp_path):
+    """Garbage over three whole records mid-segment (a bad disk block): only the next two
+    seqs were looked for after it, so it passed as a torn tail, verify said OK, and the
+    writer cut the acknowledged records behind it (audit: 5 of them, 1,151 behind 4 KiB)."""
+    write(tmp_path, 12)
+    rows = offsets(tmp_path)
+    segment, start, _ = rows[4]
+    _, last_start, last_size = rows[7]
+    with open(segment, "r+b") as handle:  # records 5, 6, 7 and 8, from their length fields on
+        handle.seek(start)
+        handle.write(b"\xa5" * (last_start + last_size - start))
+    result = verify(tmp_path)
+    assert not result.ok and result.problem.seq == 5 and result.torn is None
+    with pytest.raises(JournalCorruptError):
+        JournalWriter(tmp_path)
+    assert len(segment.read_bytes()) > last_start + last_size  # nothing was truncated
+
+
 def test_segment_that_does_not_chain_from_the_previous(tmp_path):
     write(tmp_path, 40, rotate_bytes=1024)
     second = list_segments(tmp_path)[1]
