@@ -189,15 +189,51 @@ def _flatten(payload) -> dict:
     return row
 
 
+#: Records per Parquet row group: the export holds one group's rows at a time, so its
+#: memory does not grow with the journal.
+EXPORT_BATCH = 16_384
+
+
 def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns: dict[str, list] = {name: [] for name in
-                                ("seq", "ts", "kind", "msg_type", *_COLUMNS, "payload_json")}
+    names = ("seq", "ts", "kind", "msg_type", *_COLUMNS, "payload_json")
+    types = {"seq": pa.uint64(), "ts": pa.timestamp("ns", tz="UTC"),
+             **{c: pa.int32() for c in _INT_COLUMNS}}
+    schema = pa.schema([(name, types.get(name, pa.string())) for name in names])
+    columns: dict[str, list] = {name: [] for name in names}
     decoder = msgspec.msgpack.Decoder()
     mark, synced = written_mark(data_dir)  # (first: a live writer moves it on; see verify)
     reader = JournalReader(data_dir)
+    # Written beside the target and renamed, so a reader never sees half a file
+    # (nor one a refusal below leaves unfinished).
+    tmp = out.with_name(out.name + ".tmp")
+    writer, rows = None, 0
+
+    def flush() -> None:
+        nonlocal writer, rows
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, schema)
+        writer.write_table(pa.table({name: pa.array(values, type=schema.field(name).type)
+                                     for name, values in columns.items()}, schema=schema))
+        rows += len(columns["seq"])
+        for values in columns.values():
+            values.clear()
+
+    def give_up(message: str) -> int:
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError:  # (the full disk being reported, say)
+                pass
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # e.g. a leftover directory of that name: not ours to remove
+            pass  # the first error is the one to report
+        print(f"kronos-exec journal: {message}", file=sys.stderr)
+        return 1
+
     try:
         for record in reader.records(start_ns=start, end_ns=end):
             try:
@@ -216,38 +252,31 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
                 columns[column].append(row.get(column))
             columns["payload_json"].append(
                 msgspec.json.encode(payload).decode() if payload is not None else None)
+            if len(columns["seq"]) >= EXPORT_BATCH:
+                flush()
     except JournalCorruptError as exc:
-        print(f"kronos-exec journal: journal is corrupt, nothing written: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # a segment that cannot be read: a bad disk, a directory in its place
-        print(f"kronos-exec journal: cannot read {exc.filename or data_dir}: "
-              f"{exc.strerror or exc}; nothing written", file=sys.stderr)
-        return 1
+        return give_up(f"journal is corrupt, nothing written: {exc}")
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename) in (tmp, out):
+            return give_up(f"cannot write {out}: {exc.strerror or exc}")  # a full disk, say
+        # a segment that cannot be read: a bad disk, a directory in its place
+        return give_up(f"cannot read {exc.filename or data_dir}: {exc.strerror or exc}; "
+                       f"nothing written")
     last = (reader.next_seq or 1) - 1
     if synced and mark > last:
         # What verify calls missing: an export that left them out in silence
         # would pass for the whole record.
-        print(f"kronos-exec journal: the journal ends at seq {last}, but seq {mark} was made "
-              f"durable: {mark - last} records are missing (run journal verify); nothing "
-              f"written", file=sys.stderr)
-        return 1
-    types = {"seq": pa.uint64(), "ts": pa.timestamp("ns", tz="UTC"),
-             **{c: pa.int32() for c in _INT_COLUMNS}}
-    table = pa.table({name: pa.array(values, type=types.get(name, pa.string()))
-                      for name, values in columns.items()})
-    # Write beside the target and rename, so a reader never sees half a file.
-    tmp = out.with_name(out.name + ".tmp")
+        return give_up(f"the journal ends at seq {last}, but seq {mark} was made durable: "
+                       f"{mark - last} records are missing (run journal verify); nothing written")
     try:
-        pq.write_table(table, tmp)
+        if columns["seq"] or writer is None:
+            flush()  # (an export of no records is a file of no rows)
+        writer.close()
+        writer = None
         os.replace(tmp, out)
     except OSError as exc:  # a full disk, no permission: say so, leave no partial file
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:  # e.g. a leftover directory of that name: not ours to remove
-            pass  # the write's error is the one to report
-        print(f"kronos-exec journal: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {table.num_rows} records to {out}")
+        return give_up(f"cannot write {out}: {exc.strerror or exc}")
+    print(f"wrote {rows} records to {out}")
     if reader.torn is not None:
         print(f"note: torn tail dropped at {reader.torn.path.name} @ {reader.torn.offset}")
     if mark > last:

@@ -102,3 +102,23 @@ def test_a_time_that_is_neither_form_is_quoted_as_given():
     with pytest.raises(cmd_journal.argparse.ArgumentTypeError,
                        match=r"^'1704205800\.5' is neither ISO 8601 nor integer nanoseconds"):
         cmd_journal.parse_time("1704205800.5")
+
+
+def test_export_writes_row_groups_as_it_reads(tmp_path, monkeypatch, capsys):
+    """The export held every row in Python lists to the end (audit: 570 MB for 200k
+    records); it writes a row group per EXPORT_BATCH records now, the same rows."""
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "j"
+    _write(data, 25, fsync="none", rotate_bytes=1024)
+    monkeypatch.setattr(cmd_journal, "EXPORT_BATCH", 10)
+    out = tmp_path / "all.parquet"
+    assert _cli("export", "--data-dir", str(data), "--out", str(out)) == 0
+    assert "wrote 25 records" in capsys.readouterr().out
+    parquet = pq.ParquetFile(out)
+    assert parquet.metadata.num_row_groups == 3
+    assert parquet.read().column("seq").to_pylist() == list(range(1, 26))
+    empty = tmp_path / "none.parquet"
+    assert _cli("export", "--data-dir", str(data), "--out", str(empty), "--start", "5000") == 0
+    assert "wrote 0 records" in capsys.readouterr().out
+    assert pq.read_table(empty).num_rows == 0
