@@ -102,7 +102,7 @@ from engine.messages import (
     request_decoder,
     seq_of,
 )
-from engine.metrics import Metrics
+from engine.metrics import Metrics, warn_whatever_the_level
 from ext import zmqcall
 from ext.msgpackkeys import duplicate_key
 from gateways.config import zmq_ipv6
@@ -622,7 +622,7 @@ def generate_keypair(directory: str | os.PathLike, name: str) -> tuple[Path, Pat
     Parameters
     ----------
     directory : str or PathLike
-        Where to write (created if missing).
+        Where to write (created if missing, mode 0700).
     name : str
         Base file name (``KEY_NAME``: letters, digits, ``.``, ``_``, ``-``,
         not starting with a dot): ``<name>.key`` (public) and
@@ -643,7 +643,8 @@ def generate_keypair(directory: str | os.PathLike, name: str) -> tuple[Path, Pat
         raise ValueError(f"{name!r} is not a key name: use letters, digits, '.', '_' and '-', "
                          f"not starting with a dot")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    # Made private (whatever the umask): others must not replace or remove key files.
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=directory))
     try:
         public, secret = (Path(p) for p in zmq.auth.create_certificates(staging, name))
@@ -680,19 +681,6 @@ def client_names(security: SecurityConfig) -> Callable[[str], str]:
     names = {client_public_key(client): client.name for client in security.clients}
     return lambda principal: names.get(principal, REVOKED_CLIENT) if principal \
         else PLAINTEXT_CLIENT
-
-
-def _emit_whatever_the_level(logger: logging.Logger, level: int, text: str) -> None:
-    """Write ``text`` through the root logger's handlers even where the configured level
-    hides ``level``: in the configured format (a JSON log stays JSON), or as plain text
-    on stderr when logging is not set up."""
-    handlers = logging.getLogger().handlers
-    if not handlers:
-        print(text, file=sys.stderr, flush=True)
-        return
-    record = logger.makeRecord(logger.name, level, __file__, 0, text, None, None)
-    for handler in handlers:
-        handler.handle(record)
 
 
 # ---------------------------------------------------------------- server
@@ -858,11 +846,8 @@ class IntakeServer:
         if cfg.plaintext_endpoints:
             warning = (f"intake: PLAINTEXT endpoints {', '.join(cfg.plaintext_endpoints)} accept "
                        f"unauthenticated, unencrypted connections (allow_plaintext = true)")
-            log.warning(warning)
-            if not log.isEnabledFor(logging.WARNING):
-                # A level that hides warnings must not hide this one: it is
-                # the only sign that anyone on the network may trade.
-                _emit_whatever_the_level(log, logging.WARNING, warning)
+            # (Whatever the level: the only sign that anyone on the network may trade.)
+            warn_whatever_the_level(log, warning)
             self._bind(_Listener(self, self._make_socket(), curve=False), cfg.plaintext_endpoints)
         for listener in self._listeners:
             self._loop.add_reader(listener.monitor.getsockopt(zmq.FD), listener.read_disconnects)

@@ -844,11 +844,13 @@ class JournalWriter:
         self.repaired: TornTail | None = None
         self._rotation_failing = False   # a rotation failed; logged once until one succeeds
         self._failure_watchers: set[Callable[[JournalFailedError], None]] = set()
+        self._spare_fds: list[int] = []
         try:
             self._open()
             self._durable_seq = self._written_seq = self._last_seq
             # What is on disk at open is what the journal holds: recovery replays it.
             self._durable_mark = DurableMark(self.data_dir, create=True)
+            self._take_spare_fds()
         except OSError as exc:  # a full disk, a read-only file system
             os.close(self._lock_fd)
             raise JournalError(f"cannot open the journal {self.data_dir}: "
@@ -1008,7 +1010,38 @@ class JournalWriter:
             os.fdatasync(fd)
             _fsync_dir(self.data_dir)
 
+    #: Descriptors the writer holds for its next segment (its file and the directory's,
+    #: to sync): the process may run out (a flood of connections, say), and the journal
+    #: must not stop for that.
+    SPARE_FDS = 2
+
+    def _take_spare_fds(self) -> None:
+        while len(self._spare_fds) < self.SPARE_FDS:
+            try:
+                self._spare_fds.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:  # none to spare now: taken again after the next rotation
+                return
+
+    def _release_spare_fds(self) -> None:
+        while self._spare_fds:
+            os.close(self._spare_fds.pop())
+
     def _new_segment(self, first_seq: int, prev_hash: bytes) -> _Segment:
+        try:
+            return self._create_segment(first_seq, prev_hash)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE) or not self._spare_fds:
+                raise
+            reason = os.strerror(exc.errno)
+        log.warning("journal: the process is out of file descriptors (%s); the segment after "
+                    "seq %d is opened on the ones kept spare for it", reason, first_seq - 1)
+        self._release_spare_fds()
+        try:
+            return self._create_segment(first_seq, prev_hash)
+        finally:
+            self._take_spare_fds()
+
+    def _create_segment(self, first_seq: int, prev_hash: bytes) -> _Segment:
         path = self.data_dir / segment_name(first_seq)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         header = _pack_file_header(first_seq, prev_hash)
@@ -1431,6 +1464,7 @@ class JournalWriter:
                 os.close(segment.fd)
             os.close(self._segment.fd)
             self._durable_mark.close()
+            self._release_spare_fds()
             os.close(self._lock_fd)  # the next writer may start
 
     def __enter__(self) -> "JournalWriter":

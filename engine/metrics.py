@@ -363,6 +363,23 @@ def logging_settings() -> tuple[str, bool] | None:
     return _stderr_logging
 
 
+def warn_whatever_the_level(logger: logging.Logger, text: str) -> None:
+    """Log ``text`` as a warning, written even where the configured level hides warnings
+    (a security exposure must not go unsaid): through the root logger's handlers, in the
+    configured format (a JSON log stays JSON), or as plain text on stderr when logging is
+    not set up."""
+    if logger.isEnabledFor(logging.WARNING):
+        logger.warning(text)
+        return
+    handlers = logging.getLogger().handlers
+    if not handlers:
+        print(text, file=sys.stderr, flush=True)
+        return
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, text, None, None)
+    for handler in handlers:
+        handler.handle(record)
+
+
 def setup_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | None = None) -> None:
     """Configure the root logger: JSON lines (or plain text) to ``stream`` (stderr)."""
     global _stderr_logging

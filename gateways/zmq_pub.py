@@ -41,6 +41,7 @@ import msgspec
 import zmq
 
 from engine.journal import JournalReader, RecordKind
+from engine.metrics import warn_whatever_the_level
 from gateways.base import Gateway, GatewayBindError, describe
 from gateways.config import ZmqConfig, zmq_ipv6
 from gateways.events import GatewayEvent, Normalizer, topic_of
@@ -185,10 +186,12 @@ class ZmqGateway(Gateway):
         if exposed:
             # Neither socket authenticates (no CURVE): whoever reaches them reads every
             # account's events, session ids included, and replays the whole journal.
-            log.warning("gateway %s: %s take unauthenticated connections from other hosts: "
-                        "anyone who can reach them reads every account's events; bind them "
-                        "to 127.0.0.1 (the default) or an ipc:// path, or firewall them",
-                        self.name, " and ".join(exposed))
+            # (Whatever the level, as the plaintext intake's warning.)
+            warn_whatever_the_level(log, f"gateway {self.name}: {' and '.join(exposed)} take "
+                                         f"unauthenticated connections from other hosts: anyone "
+                                         f"who can reach them reads every account's events; "
+                                         f"bind them to 127.0.0.1 (the default) or an ipc:// "
+                                         f"path, or firewall them")
         self._replay.start()
         try:
             super().start()

@@ -225,6 +225,18 @@ def test_keys_generate_keeps_a_dangling_symlink_and_writes_the_public_file_0644(
     assert stat.S_IMODE((keys / "algo.key_secret").stat().st_mode) == 0o600
 
 
+def test_keys_generate_makes_its_directory_private_whatever_the_umask(tmp_path):
+    """Under umask 000 the key directory it made was drwxrwxrwx: anyone could replace or
+    remove the key files in it (audit)."""
+    keys = tmp_path / "keys"
+    old = os.umask(0)
+    try:
+        assert cli.main(["keys", "generate", "server", "--dir", str(keys)]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+
+
 @pytest.mark.parametrize("name", ["../outside", "sub/x", "", ".hidden", "a b"])
 def test_keys_generate_takes_only_plain_file_names(tmp_path, capsys, name):
     keys = tmp_path / "keys"

@@ -122,3 +122,31 @@ def test_export_writes_row_groups_as_it_reads(tmp_path, monkeypatch, capsys):
     assert _cli("export", "--data-dir", str(data), "--out", str(empty), "--start", "5000") == 0
     assert "wrote 0 records" in capsys.readouterr().out
     assert pq.read_table(empty).num_rows == 0
+
+
+def test_a_rotation_with_no_descriptor_left_uses_the_spare_ones(tmp_path, caplog):
+    """A flood of half-open connections took every descriptor the process may have; the
+    next segment could not be opened and the journal failed, stopping the engine (audit).
+    The writer keeps two spare descriptors for it."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fillers = []
+    with JournalWriter(tmp_path, fsync="always", rotate_bytes=1024) as writer:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 20,
+                                                        hard))
+            with pytest.raises(OSError):
+                while True:
+                    fillers.append(os.open(os.devnull, os.O_RDONLY))
+            with caplog.at_level(logging.WARNING, logger="engine.journal"):
+                for _ in range(30):  # several rotations
+                    writer.append(RecordKind.EVENT, b"z" * 100)
+            assert writer.last_seq == 30 and len(list_segments(tmp_path)) > 2
+            assert any("out of file descriptors" in r.getMessage() for r in caplog.records)
+        finally:
+            for fd in fillers:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert verify(tmp_path).ok

@@ -640,3 +640,23 @@ def test_endpoints_open_to_other_hosts_are_warned_about(tmp_path, journal, caplo
         assert bool(lines) == warned
         if warned:
             assert gateway.endpoint in lines[0] and gateway.replay_endpoint not in lines[0]
+
+
+def test_the_open_endpoints_warning_is_written_at_any_level(tmp_path, journal, capsys):
+    """At [logging] level = "ERROR" the warning went unsaid, while the plaintext intake's,
+    the same kind of exposure, is written whatever the level (audit)."""
+    import logging
+    gateway = make_gateway(tmp_path / "quiet", isolation="thread", endpoint="tcp://0.0.0.0:0",
+                           replay_endpoint="tcp://127.0.0.1:0")
+    logger = logging.getLogger("gateways.zmq_pub")
+    root, level = logging.getLogger(), logger.level
+    saved = root.handlers[:]
+    root.handlers = []                  # no logging set up: the line goes to stderr
+    logger.setLevel(logging.ERROR)
+    try:
+        gateway.start()
+        gateway.stop()
+    finally:
+        logger.setLevel(level)
+        root.handlers = saved
+    assert "take unauthenticated connections from other hosts" in capsys.readouterr().err
