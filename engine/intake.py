@@ -56,6 +56,7 @@ import collections
 import concurrent.futures
 import functools
 import logging
+import math
 import operator
 import os
 import re
@@ -593,15 +594,38 @@ class _Authenticator(AsyncioAuthenticator):
 
 
 class _CredentialsProvider:
-    """ZAP callback: a client key is allowed if the configuration lists it."""
+    """ZAP callback: a client key is allowed if the configuration lists it.
+
+    A refusal is logged, the key named, up to ``REFUSALS_LOGGED`` in each
+    ``REFUSAL_WINDOW_S``; past that they are counted and said in one line:
+    a client retrying an unknown key (or anyone, with keys of their own
+    choosing) must not flood the log.
+    """
+
+    REFUSALS_LOGGED = 10
+    REFUSAL_WINDOW_S = 10.0
 
     def __init__(self, server: "IntakeServer"):
         self.server = server
+        self._window_start = -math.inf
+        self._logged = self._unlogged = 0
 
     def callback(self, domain: str, key: bytes) -> bool:
         allowed = key.decode("ascii") in self.server._entitlements
         if not allowed:
-            log.warning("intake: refused CURVE key %s (not in the allow-list)", key.decode("ascii"))
+            now = time.monotonic()
+            if now - self._window_start >= self.REFUSAL_WINDOW_S:
+                if self._unlogged:
+                    log.warning("intake: refused %d more CURVE handshakes (keys not in the "
+                                "allow-list) in %.0f s, not each logged", self._unlogged,
+                                now - self._window_start)
+                self._window_start, self._logged, self._unlogged = now, 0, 0
+            if self._logged < self.REFUSALS_LOGGED:
+                self._logged += 1
+                log.warning("intake: refused CURVE key %s (not in the allow-list)",
+                            key.decode("ascii"))
+            else:
+                self._unlogged += 1
         return allowed
 
 
