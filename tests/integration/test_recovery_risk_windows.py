@@ -20,12 +20,18 @@ def send(client, cl_ord_id, **fields):
                              and m.cl_ord_id == cl_ord_id, 5)[-1]
 
 
-def test_an_order_before_a_kill_9_still_blocks_its_twin_after_the_restart(tmp_path):
+def _windowed_engine(tmp_path):
+    """An engine config (fsync always) with a 10-minute duplicative window: (config path,
+    endpoint, log path)."""
     port = free_port()
     config = tmp_path / "engine.toml"
     config.write_text(config_text(port, tmp_path / "journal", fsync="always").replace(
         "throttle_rate = 100000", "throttle_rate = 100000\nduplicative_window_ms = 600000"))
-    endpoint, log = f"tcp://127.0.0.1:{port}", tmp_path / "engine.log"
+    return config, f"tcp://127.0.0.1:{port}", tmp_path / "engine.log"
+
+
+def test_an_order_before_a_kill_9_still_blocks_its_twin_after_the_restart(tmp_path):
+    config, endpoint, log = _windowed_engine(tmp_path)
     proc = start_subprocess(config, log)
     try:
         with Client(endpoint) as client:
@@ -48,11 +54,7 @@ def test_an_order_refused_after_risk_passed_it_blocks_no_twin(tmp_path):
     """Refused past risk (an unknown strategy, a post-only order that would cross), the
     order never worked: its corrected resend is judged as if it had not come, live and
     after a restart alike. The resend, which works, blocks its own twins."""
-    port = free_port()
-    config = tmp_path / "engine.toml"
-    config.write_text(config_text(port, tmp_path / "journal", fsync="always").replace(
-        "throttle_rate = 100000", "throttle_rate = 100000\nduplicative_window_ms = 600000"))
-    endpoint, log = f"tcp://127.0.0.1:{port}", tmp_path / "engine.log"
+    config, endpoint, log = _windowed_engine(tmp_path)
     proc = start_subprocess(config, log)
     try:
         with Client(endpoint) as client:
