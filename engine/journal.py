@@ -584,11 +584,14 @@ def check_segment_name(path: Path, header, seq: int) -> None:
     it was asked for, without a word.
     """
     if int(path.stem) != header.first_seq:
+        proper = path.with_name(segment_name(header.first_seq))
+        advice = (f"{proper.name} exists too: this file may be a copy of it, to be removed, "
+                  f"not renamed over it" if proper.exists() else
+                  f"its name must be {proper.name}")
         raise JournalCorruptError(
             path, 0, seq, "name",
             f"the file is named for seq {int(path.stem)} but its header says its first "
-            f"record is seq {header.first_seq} (renamed?); its name must be "
-            f"{segment_name(header.first_seq)}")
+            f"record is seq {header.first_seq} (renamed?); {advice}")
 
 
 def _read_segment(path: Path) -> bytes:

@@ -183,6 +183,18 @@ def test_a_renamed_segment_fails_verify(journal, capsys, first, renamed):
     assert f"its name must be {segment_name(first)}" in line
 
 
+def test_a_copy_of_a_segment_under_another_name_is_not_advised_over_the_original(journal,
+                                                                                 capsys):
+    """verify told to rename a duplicated segment to its header's name, which the genuine
+    segment holds (audit): following that advice would overwrite it."""
+    import shutil
+    shutil.copy(journal / segment_name(11), journal / segment_name(12))
+    assert main(["journal", "verify", "--data-dir", str(journal)]) == 1
+    line = capsys.readouterr().out.splitlines()[0]
+    assert f"{segment_name(11)} exists too: this file may be a copy of it, to be removed" in line
+    assert "its name must be" not in line
+
+
 @pytest.mark.parametrize("first,renamed,start", [(11, 8, 9), (11, 8, 12), (11, 14, 12),
                                                  (11, 14, 15), (6, 3, 4)])
 def test_a_reader_never_starts_past_the_seq_asked_for(journal, first, renamed, start):
