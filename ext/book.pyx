@@ -29,7 +29,9 @@ Rules, as documented in docs/book.md:
   (an own order that would cancel the FOK makes it unfillable).
 """
 cimport cython
+from cpython.long cimport PyLong_Check
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from cpython.number cimport PyNumber_Index
 from libc.string cimport memcpy, memmove, memset
 from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, uint64_t, INT64_MAX
 
@@ -120,6 +122,21 @@ cdef inline bint _crosses(bint is_buy, int64_t limit, int64_t level_price) noexc
 
 
 @cython.final
+cdef inline int64_t _whole(object value) except? -1:
+    """An integer argument as int64: ints and numpy integers pass; a float or a Decimal
+    raises ``TypeError`` (never truncated), beyond int64 ``OverflowError``."""
+    if not PyLong_Check(value):
+        value = PyNumber_Index(value)
+    return value
+
+
+cdef inline int _small(object value) except? -1:
+    """``_whole`` for a C int (a side, an order type, a time in force, an STP mode)."""
+    if not PyLong_Check(value):
+        value = PyNumber_Index(value)
+    return value
+
+
 cdef class OrderBook:
     """An L3 order book for one instrument, with price-time priority matching.
 
@@ -480,7 +497,7 @@ cdef class OrderBook:
         cdef bint stp_canceled = False
         cdef int64_t leaves
         cdef LevelArray* opp
-        if stp < 0:
+        if stp == -1:
             stp = self.default_stp
         if order_id <= 0:
             reason = INVALID_ORDER_ID
@@ -641,10 +658,11 @@ cdef class OrderBook:
         return NULL if oi == NIL else &self.pool[oi]
 
     # ------------------------------------------------------------ Python API: orders
+    # Numbers come in as objects and pass _whole: a C integer parameter would
+    # take a float (or a Decimal) and truncate it, 100.9 ticks resting at 100.
 
-    def add(self, int64_t order_id, int side, int64_t price, int64_t qty,
-            int64_t account=0, int ord_type=LIMIT, int tif=GTC, bint post_only=False,
-            int stp=-1, int64_t ts=0):
+    def add(self, order_id, side, price, qty, account=0, ord_type=LIMIT, tif=GTC,
+            bint post_only=False, stp=-1, ts=0):
         """Submit a new order; it matches at once and any remainder rests.
 
         Parameters
@@ -673,15 +691,24 @@ cdef class OrderBook:
         int
             ``RejectReason``: 0 if accepted, otherwise why not (the book is
             unchanged apart from a REJECTED event).
+
+        Raises
+        ------
+        TypeError
+            If a number is not an integer (a float, a Decimal); nothing changed.
+        OverflowError
+            If one is beyond int64 (an enum beyond C int); nothing changed.
         """
-        return self.add_c(order_id, side, price, qty, account, ord_type, tif,
-                          FLAG_POST_ONLY if post_only else 0, stp, ts)
+        return self.add_c(_whole(order_id), _small(side), _whole(price), _whole(qty),
+                          _whole(account), _small(ord_type), _small(tif),
+                          FLAG_POST_ONLY if post_only else 0, _small(stp), _whole(ts))
 
-    def cancel(self, int64_t order_id, int64_t ts=0):
-        """Cancel a resting order. Returns 0, or ``UNKNOWN_ORDER``."""
-        return self.cancel_c(order_id, CXL_USER, ts)
+    def cancel(self, order_id, ts=0):
+        """Cancel a resting order. Returns 0, or ``UNKNOWN_ORDER`` (``TypeError`` for an
+        id that is not an integer)."""
+        return self.cancel_c(_whole(order_id), CXL_USER, _whole(ts))
 
-    def replace(self, int64_t order_id, int64_t price, int64_t qty, int64_t ts=0):
+    def replace(self, order_id, price, qty, ts=0):
         """Change a resting order's price and/or total quantity.
 
         ``qty`` is the new order quantity including what has already filled
@@ -692,10 +719,11 @@ cdef class OrderBook:
         -------
         int
             0, or ``UNKNOWN_ORDER``, ``INVALID_PRICE``, ``INVALID_QTY``,
-            ``REPLACE_QTY_NOT_ABOVE_FILLED``, ``POST_ONLY_WOULD_CROSS``; on
-            a reject the order is unchanged.
+            ``REPLACE_QTY_NOT_ABOVE_FILLED``, ``POST_ONLY_WOULD_CROSS``,
+            ``VALUE_OUT_OF_RANGE``; on a reject the order is unchanged
+            (``TypeError`` for a number that is not an integer).
         """
-        return self.replace_c(order_id, price, qty, ts)
+        return self.replace_c(_whole(order_id), _whole(price), _whole(qty), _whole(ts))
 
     def expire_day(self, int64_t ts=0):
         """Expire every resting DAY order (end of session). Returns the count."""
@@ -779,8 +807,9 @@ cdef class OrderBook:
         cdef bint recording = self.record_events
         if ops.dtype != OP_DTYPE:
             raise TypeError(f"ops must have dtype OP_DTYPE, not {ops.dtype}")
-        if not ops.flags.c_contiguous:
-            raise ValueError("ops must be C-contiguous")
+        if ops.ndim != 1 or not ops.flags.c_contiguous:
+            # (of a 2-D array only its first dimension's count would run)
+            raise ValueError("ops must be a one-dimensional C-contiguous array")
         if results is not None:
             res_arr = results
             if res_arr.dtype != np.uint16 or not res_arr.flags.c_contiguous \
@@ -845,8 +874,9 @@ cdef class OrderBook:
         """L3 snapshot: every resting order in priority order (``SNAPSHOT_DTYPE``).
 
         Bids come first, best price first and oldest first within a price;
-        then asks the same way. ``OrderBook.from_snapshot(snap, seq=book.seq)``
-        rebuilds an identical book.
+        then asks the same way. ``OrderBook.from_snapshot(snap, seq=book.seq,
+        stp=<the book's default STP mode>)`` rebuilds an identical book (the
+        snapshot holds the orders, not the book's own settings).
         """
         cdef cnp.ndarray out = np.empty(self.n_orders, dtype=SNAPSHOT_DTYPE)
         cdef int32_t li, oi
@@ -910,9 +940,9 @@ cdef class OrderBook:
         book.seq = seq
         return book
 
-    def order(self, int64_t order_id):
+    def order(self, order_id):
         """State of a resting order as a dict, or None if it is not resting."""
-        cdef Order* o = self.find_c(order_id)
+        cdef Order* o = self.find_c(_whole(order_id))
         if o == NULL:
             return None
         return {
@@ -926,7 +956,10 @@ cdef class OrderBook:
         return self.n_orders
 
     def __contains__(self, order_id):
-        return self.find_c(order_id) != NULL
+        try:
+            return self.find_c(_whole(order_id)) != NULL
+        except (TypeError, OverflowError):  # (1.5 is no order id, nor is 2**64)
+            return False
 
     def __repr__(self):
         return (f"<OrderBook {self.symbol!r} orders={self.n_orders} "

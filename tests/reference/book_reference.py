@@ -13,6 +13,7 @@ simulator can plug it in as the baseline.
 """
 from __future__ import annotations
 
+import operator
 from bisect import bisect_left, insort
 from collections import deque
 
@@ -240,11 +241,13 @@ class ReferenceBook:
     def add(self, order_id, side, price, qty, account=0, ord_type=LIMIT, tif=int(T.GTC),
             post_only=False, stp=-1, ts=0):
         """Same contract as ``OrderBook.add``."""
+        order_id, side, price, qty, account, ord_type, tif, stp, ts = map(
+            operator.index, (order_id, side, price, qty, account, ord_type, tif, stp, ts))
         return self._add(order_id, side, price, qty, account, ord_type, tif,
                          FLAG_POST_ONLY if post_only else 0, stp, ts)
 
     def _add(self, order_id, side, price, qty, account, ord_type, tif, flags, stp, ts):
-        if stp < 0:
+        if stp == -1:
             stp = self.default_stp
         is_buy = side == BUY
         is_market = ord_type == MARKET
@@ -300,7 +303,7 @@ class ReferenceBook:
 
     def cancel(self, order_id, ts=0, reason=C.CXL_USER):
         """Same contract as ``OrderBook.cancel``."""
-        o = self.orders.get(order_id)
+        o = self.orders.get(operator.index(order_id))
         if o is None:
             return R.UNKNOWN_ORDER
         kind = E.EV_EXPIRED if reason == C.CXL_END_OF_DAY else E.EV_CANCELED
@@ -310,6 +313,7 @@ class ReferenceBook:
 
     def replace(self, order_id, price, qty, ts=0):
         """Same contract as ``OrderBook.replace``."""
+        order_id, price, qty = operator.index(order_id), operator.index(price), operator.index(qty)
         o = self.orders.get(order_id)
         if o is None:
             return R.UNKNOWN_ORDER

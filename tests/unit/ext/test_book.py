@@ -419,3 +419,34 @@ def test_memory_reused_and_grows():
             assert book.cancel(round_ * 10_000 + i) == 0
         assert len(book) == 0 and book.bbo() == (0, 0, 0, 0)
     book.drain_events()
+
+
+# ---------------------------------------------------------------- numbers that are not integers
+def test_a_float_or_decimal_is_refused_never_truncated(book):
+    """add(2, BUY, 100.9, 5.7) rested 5 lots at 100; cancel(2.5) canceled order 2 (audit)."""
+    from decimal import Decimal
+    assert book.add(2, BUY, 100, 5) == 0
+    for call in (lambda: book.add(3, BUY, 100.9, 5), lambda: book.add(3, BUY, 100, 5.7),
+                 lambda: book.add(3.7, BUY, 100, 5), lambda: book.add(3, BUY, Decimal("101.5"), 5),
+                 lambda: book.add(3, 1.0, 100, 5), lambda: book.cancel(2.5),
+                 lambda: book.replace(2, 100.5, 5), lambda: book.replace(2, 100, 4.5)):
+        with pytest.raises(TypeError):
+            call()
+    assert book.bbo() == (100, 5, 0, 0) and len(book) == 1 and book.order(2)["qty"] == 5
+    # numpy integers are integers
+    assert book.add(np.int64(4), np.int32(BUY), np.int64(99), np.uint16(7)) == 0
+    assert book.cancel(np.int64(4)) == 0
+
+
+def test_an_stp_mode_below_the_default_marker_is_unknown(book):
+    assert book.add(1, BUY, 100, 5, stp=-2) == R.INVALID_STP_MODE
+    assert book.add(1, BUY, 100, 5, stp=-100) == R.INVALID_STP_MODE
+    assert len(book) == 0
+    assert book.add(1, BUY, 100, 5, stp=-1) == 0          # the book's default
+
+
+def test_apply_refuses_an_array_that_is_not_one_dimensional():
+    b = OrderBook("TEST")
+    ops = np.zeros((2, 2), dtype=OP_DTYPE)
+    with pytest.raises(ValueError, match="one-dimensional"):
+        b.apply(ops)
