@@ -1351,7 +1351,11 @@ cdef class RiskEngine:
             passed += out[k] == 0
         return passed
 
-    def on_fill(self, int64_t order_key, int64_t qty, int64_t price, /):
+    # The Python API's 64-bit numbers are Py_ssize_t (int64 here): Cython converts those
+    # with operator.index, which refuses a float or a Decimal (TypeError), where an
+    # int64_t parameter would truncate 2.5 lots to 2 in silence. (check_new's kx_arg
+    # does the same.)
+    def on_fill(self, Py_ssize_t order_key, Py_ssize_t qty, Py_ssize_t price, /):
         """Apply a fill (``qty`` lots at ``price`` ticks) of a working order.
 
         Returns
@@ -1362,14 +1366,14 @@ cdef class RiskEngine:
         """
         return self.on_fill_c(order_key, qty, price)
 
-    def on_cancel(self, int64_t order_key, /):
+    def on_cancel(self, Py_ssize_t order_key, /):
         """The order is canceled (or expired): its remaining exposure is released.
 
         Returns 0 or ``UNKNOWN_ORDER``.
         """
         return self.on_done_c(order_key)
 
-    def on_reject(self, int64_t order_key, /):
+    def on_reject(self, Py_ssize_t order_key, /):
         """A downstream reject (router, venue) of an order risk had passed.
 
         Its exposure is released and its pass taken back from the
@@ -1381,8 +1385,8 @@ cdef class RiskEngine:
             self._dup_undo(&self.orders[slot])
         return self.on_done_c(order_key)
 
-    def on_replace(self, int64_t order_key, int64_t new_qty, int64_t new_price,
-                   int64_t cl_ord_hash, int64_t now_ns, /, bint admitted=False):
+    def on_replace(self, Py_ssize_t order_key, Py_ssize_t new_qty, Py_ssize_t new_price,
+                   Py_ssize_t cl_ord_hash, Py_ssize_t now_ns, /, bint admitted=False):
         """Check and apply a cancel/replace of a working order.
 
         Parameters
@@ -1405,7 +1409,7 @@ cdef class RiskEngine:
         """
         return self.on_replace_c(order_key, new_qty, new_price, cl_ord_hash, now_ns, admitted)
 
-    def admit_replace(self, int64_t order_key, int64_t now_ns, /, int32_t session=-1):
+    def admit_replace(self, Py_ssize_t order_key, Py_ssize_t now_ns, /, int32_t session=-1):
         """The throttle of a replace of ``order_key``, judged when it arrives.
 
         The engine takes an order's children down before :meth:`on_replace`
@@ -1426,7 +1430,7 @@ cdef class RiskEngine:
         """
         return self.admit_replace_c(order_key, now_ns, session)
 
-    def record_cl_ord_id(self, int32_t session, int64_t cl_ord_hash, /):
+    def record_cl_ord_id(self, int32_t session, Py_ssize_t cl_ord_hash, /):
         """Record that ``session`` used a cl_ord_id today, as ``check_new`` and ``on_replace`` do.
 
         For journal replay: a request that passed the throttle spent its
@@ -1454,7 +1458,7 @@ cdef class RiskEngine:
             raise IndexError(f"session index {session} out of range")
         return self._clord_add(_clord_key(cl_ord_hash, session)) == 1
 
-    def set_reference_price(self, int32_t instrument, int64_t price, int64_t now_ns):
+    def set_reference_price(self, int32_t instrument, Py_ssize_t price, Py_ssize_t now_ns):
         """Market data: last trade or mid, in ticks, as of ``now_ns``."""
         if instrument < 0 or instrument >= self.n_instruments:
             raise IndexError(f"instrument index {instrument} out of range")
@@ -1643,7 +1647,7 @@ cdef class RiskEngine:
         return self.n_orders
 
     # ------------------------------------------------------------ configuration
-    def reload(self, dict config, int64_t now_ns=0, str actor="admin"):
+    def reload(self, dict config, Py_ssize_t now_ns=0, str actor="admin"):
         """Replace the whole configuration at run time.
 
         Counters, positions, working orders, kill switches and sessions are
@@ -1660,7 +1664,7 @@ cdef class RiskEngine:
         """
         self._apply(config, now_ns, "reload", actor)
 
-    def update(self, dict changes, int64_t now_ns=0, str actor="admin"):
+    def update(self, dict changes, Py_ssize_t now_ns=0, str actor="admin"):
         """Merge ``changes`` (same shape as the config) into the current config.
 
         The admin-message form of :meth:`reload`: e.g.
@@ -1806,7 +1810,7 @@ cdef class RiskEngine:
         return 0
 
     # ------------------------------------------------------------ admin
-    def set_halted(self, str symbol, bint halted, int64_t now_ns, str actor="admin", str reason=""):
+    def set_halted(self, str symbol, bint halted, Py_ssize_t now_ns, str actor="admin", str reason=""):
         """Halt or resume an instrument at run time (kept across reloads)."""
         cdef int32_t i = self._instrument_ix[symbol]
         if halted:
@@ -1815,7 +1819,7 @@ cdef class RiskEngine:
             self.inst[i].halted &= ~HALT_RUNTIME
         self._audit(now_ns, "halt" if halted else "resume", "instrument", symbol, actor, reason, {})
 
-    def engage_kill_switch(self, str scope, str target=None, *, int64_t now_ns, str actor, str reason=""):
+    def engage_kill_switch(self, str scope, str target=None, *, Py_ssize_t now_ns, str actor, str reason=""):
         """Stop new orders for the firm, an account or an instrument.
 
         Parameters
@@ -1838,7 +1842,7 @@ cdef class RiskEngine:
         self._audit(now_ns, "kill_switch_engage", scope, target, actor, reason, {"orders": len(keys)})
         return keys
 
-    def release_kill_switch(self, str scope, str target=None, *, int64_t now_ns, str actor, str reason=""):
+    def release_kill_switch(self, str scope, str target=None, *, Py_ssize_t now_ns, str actor, str reason=""):
         """Allow new orders again in ``scope``; logged and audited."""
         self._kill(scope, target, False)
         self._audit(now_ns, "kill_switch_release", scope, target, actor, reason, {})
@@ -1867,7 +1871,7 @@ cdef class RiskEngine:
                 "accounts": [n for a, n in enumerate(self._account_names) if self.acct_limits[a].killed],
                 "instruments": [s for i, s in enumerate(self._instrument_names) if self.inst[i].killed]}
 
-    def cancel_on_disconnect(self, str session, int64_t now_ns=0):
+    def cancel_on_disconnect(self, str session, Py_ssize_t now_ns=0):
         """Keys of the working orders of ``session``, to mass-cancel on disconnect.
 
         Logged and audited; exposure is released as the engine reports each
@@ -1895,7 +1899,7 @@ cdef class RiskEngine:
         keys.sort()
         return keys
 
-    def reset_daily(self, int64_t now_ns, str actor="engine"):
+    def reset_daily(self, Py_ssize_t now_ns, str actor="engine"):
         """Start a new trading day.
 
         Zeroes traded notional and realized P&L (account and firm), and
@@ -1954,7 +1958,7 @@ cdef class RiskEngine:
                 "buying_power": kx_sat_sub(kx_sat_sub(kx_sat_add(kx_sat_add(l.cash, s.cash_flow), l.credit),
                                                       s.reserved), kx_sat_add(s.short_basis, s.short_basis))}
 
-    def value_price(self, int64_t order_key):
+    def value_price(self, Py_ssize_t order_key):
         """The price (ticks) a working order is valued at, or -1 if it is not working.
 
         The engine journals it when it is not the order's own limit (a
@@ -1964,7 +1968,7 @@ cdef class RiskEngine:
         cdef int32_t slot = self._find(order_key)
         return self.orders[slot].value_price if slot >= 0 else -1
 
-    def working_order(self, int64_t order_key):
+    def working_order(self, Py_ssize_t order_key):
         """A working order as a dict, or None."""
         cdef int32_t slot = self._find(order_key)
         if slot < 0:
@@ -2237,7 +2241,7 @@ cdef class SessionGate:
         return _check_new_args(self.risk, self.session, order_key, account, instrument, side,
                                ord_type, qty, price, flags, cl_ord_hash, now_ns)
 
-    def admit(self, int64_t now_ns, /):
+    def admit(self, Py_ssize_t now_ns, /):
         """The throttle of one new order of this session, judged before the order is taken.
 
         The engine asks it before it creates or journals the order, so a

@@ -553,7 +553,7 @@ cdef class Router:
             raise IndexError(f"venue {venue} out of range (0 to {self.n_venues - 1})")
         return &self.venues[venue]
 
-    def set_latency(self, int venue, int64_t latency_ns):
+    def set_latency(self, int venue, Py_ssize_t latency_ns):
         """Record a venue's measured latency (ns)."""
         self.set_venue(venue, latency_ns=latency_ns)
 
@@ -730,7 +730,7 @@ cdef class Router:
         self.nbbo_c(instrument, q)
         return (q[0], q[1], q[2], q[3])
 
-    def on_market_volume(self, int instrument, int64_t qty):
+    def on_market_volume(self, int instrument, Py_ssize_t qty):
         """Add traded volume (lots, as printed, including this router's fills) for POV."""
         self._check_book(instrument, 0)
         if qty < 0 or qty > C_MAX_QTY:
@@ -786,7 +786,7 @@ cdef class Router:
                 return True
         return False
 
-    def venue_state(self, int venue, int64_t now=0):
+    def venue_state(self, int venue, Py_ssize_t now=0):
         """A venue's routing state and history as a dict.
 
         ``fill_rate_ppm`` is the passive fill-rate estimate used to choose
@@ -1869,11 +1869,15 @@ cdef class Router:
         return <int>(self.n_actions - n0)
 
     # ============================================================ Python API: orders
-    def route(self, int64_t parent_id, int instrument, int side, int64_t qty,
-              int64_t limit_px=0, int64_t now=0, int strategy=STRAT_DEFAULT, int tif=DAY, *,
-              int64_t start_ns=-1, int64_t end_ns=-1, int64_t slices=-1, object profile=None,
-              int64_t pov_ppm=-1, int64_t dark_min_qty=-1, object post_residual=None,
-              int64_t stp_account=0, int64_t stp=-1):
+    # The Python API's 64-bit numbers are Py_ssize_t (int64 here): Cython converts those
+    # with operator.index, which refuses a float or a Decimal (TypeError), where an
+    # int64_t parameter would truncate 5.7 lots to 5 in silence.
+    def route(self, Py_ssize_t parent_id, int instrument, int side, Py_ssize_t qty,
+              Py_ssize_t limit_px=0, Py_ssize_t now=0, int strategy=STRAT_DEFAULT,
+              int tif=DAY, *, Py_ssize_t start_ns=-1, Py_ssize_t end_ns=-1,
+              Py_ssize_t slices=-1, object profile=None, Py_ssize_t pov_ppm=-1,
+              Py_ssize_t dark_min_qty=-1, object post_residual=None,
+              Py_ssize_t stp_account=0, Py_ssize_t stp=-1):
         """Route a parent order that passed risk; its first actions are queued.
 
         Parameters
@@ -1945,7 +1949,7 @@ cdef class Router:
                 prm.n_profile = prof.shape[0]
         return self.route_c(parent_id, instrument, side, qty, limit_px, strategy, tif, now, &prm)
 
-    def route_batch(self, cnp.ndarray orders not None, int64_t now=0):
+    def route_batch(self, cnp.ndarray orders not None, Py_ssize_t now=0):
         """Route many parents in one call (``PARENT_DTYPE`` array); returns their codes (uint16).
 
         Every parent uses the configured defaults for the optional parameters;
@@ -1963,7 +1967,7 @@ cdef class Router:
                                               o[k].tif, now, NULL)
         return out
 
-    def cancel_parent(self, int64_t parent_id, int64_t now=0):
+    def cancel_parent(self, Py_ssize_t parent_id, Py_ssize_t now=0):
         """Cancel a parent; returns the ids of the children to cancel (numpy int64).
 
         The same cancels are queued as ``ACT_CANCEL`` actions (send those;
@@ -1977,7 +1981,7 @@ cdef class Router:
         return np.array([self.actions[k].child_id for k in range(n0, self.n_actions)
                          if self.actions[k].kind == ACT_CANCEL], dtype=np.int64)
 
-    def reduce_parent(self, int64_t parent_id, int64_t cut, int64_t now=0):
+    def reduce_parent(self, Py_ssize_t parent_id, Py_ssize_t cut, Py_ssize_t now=0):
         """Take ``cut`` lots off a working parent in place (see ``reduce_parent_c``).
 
         Returns 0 (amends queued as ``ACT_REPLACE``; ``parent(id)["amending"]``
@@ -1986,11 +1990,11 @@ cdef class Router:
         """
         return self.reduce_parent_c(parent_id, cut, now)
 
-    def tick(self, int64_t now):
+    def tick(self, Py_ssize_t now):
         """Advance time: ack timeouts, schedule slices, reprices; returns the actions queued."""
         return self.tick_c(now)
 
-    def next_wakeup(self, int64_t now):
+    def next_wakeup(self, Py_ssize_t now):
         """Earliest time after ``now`` at which ``tick`` has work (ns), or -1 for none known.
 
         Covers acknowledgement deadlines, schedule slice starts and ends and
@@ -2030,12 +2034,12 @@ cdef class Router:
         return best
 
     # ============================================================ Python API: reports
-    def on_ack(self, int64_t child_id, int64_t now=0):
+    def on_ack(self, Py_ssize_t child_id, Py_ssize_t now=0):
         """The venue accepted a child. Returns 0 or ``UNKNOWN_ORDER``."""
         return self.on_ack_c(child_id, now)
 
-    def on_fill(self, int64_t child_id, int64_t last_qty, int64_t last_px_x2, int64_t now=0,
-                fee=None):
+    def on_fill(self, Py_ssize_t child_id, Py_ssize_t last_qty, Py_ssize_t last_px_x2,
+                Py_ssize_t now=0, fee=None):
         """A child (partly) filled.
 
         Parameters
@@ -2060,11 +2064,13 @@ cdef class Router:
             fees pass int64 is booked with those sums saturated, and the
             parent's ``sums_saturated`` says so (its ``avg_px`` is then None).
         """
+        cdef Py_ssize_t given        # (Py_ssize_t: a float fee is refused, see route)
         if fee is None:
             return self.on_fill_c(child_id, last_qty, last_px_x2, 0, False, now)
-        return self.on_fill_c(child_id, last_qty, last_px_x2, fee, True, now)
+        given = fee
+        return self.on_fill_c(child_id, last_qty, last_px_x2, given, True, now)
 
-    def on_reject(self, int64_t child_id, int reason, int64_t now=0):
+    def on_reject(self, Py_ssize_t child_id, int reason, Py_ssize_t now=0):
         """The venue rejected a new child (``reason``: a RejectReason). Its lots are re-routed.
 
         ``VENUE_UNAVAILABLE`` marks the venue down, ``VENUE_CLOSED`` closes
@@ -2072,19 +2078,19 @@ cdef class Router:
         """
         return self.on_reject_c(child_id, reason, now)
 
-    def on_canceled(self, int64_t child_id, int64_t now=0):
+    def on_canceled(self, Py_ssize_t child_id, Py_ssize_t now=0):
         """A child ended without filling in full (IOC remainder, cancel done): re-route the rest."""
         return self.on_canceled_c(child_id, now)
 
-    def on_expired(self, int64_t child_id, int64_t now=0):
+    def on_expired(self, Py_ssize_t child_id, Py_ssize_t now=0):
         """A DAY child expired at its venue: the parent cancels the rest and ends EXPIRED."""
         return self.on_expired_c(child_id, now)
 
-    def on_replaced(self, int64_t child_id, int64_t now=0):
+    def on_replaced(self, Py_ssize_t child_id, Py_ssize_t now=0):
         """The venue confirmed a replace (reprice) of a child."""
         return self.on_replaced_c(child_id, now)
 
-    def on_replace_rejected(self, int64_t child_id, int64_t now=0):
+    def on_replace_rejected(self, Py_ssize_t child_id, Py_ssize_t now=0):
         """The venue refused a replace; the child keeps its price."""
         return self.on_replace_rejected_c(child_id, now)
 
@@ -2159,7 +2165,7 @@ cdef class Router:
         """The id the next child order gets (ids only increase, from ``child_id_base``)."""
         return self.next_child_id
 
-    def skip_child_ids(self, int64_t first):
+    def skip_child_ids(self, Py_ssize_t first):
         """Give the next child order id ``first`` or more: after a restart, the ids the
         journal's children had are not handed out again (a parent's children are keyed
         by id). Never moves back."""
@@ -2172,7 +2178,7 @@ cdef class Router:
             raise KeyError(parent_id)
         return &self.parents[pi]
 
-    def parent(self, int64_t parent_id):
+    def parent(self, Py_ssize_t parent_id):
         """A parent's state: status, quantities and the exact average price.
 
         ``avg_px`` is ``(numerator, denominator)`` in ticks, reduced
@@ -2188,7 +2194,7 @@ cdef class Router:
                 "reason": p.reason, "done": p.phase == PH_DONE,
                 "sums_saturated": bool(p.sums_saturated), "amending": p.n_amending}
 
-    def live_children(self, int64_t parent_id):
+    def live_children(self, Py_ssize_t parent_id):
         """The live children of a parent: a list of dicts, creation order."""
         cdef Parent* p = self._parent(parent_id)
         cdef int32_t ci = p.head
@@ -2263,7 +2269,7 @@ cdef class Router:
             out.venue_fees[v] = p.v_fees[v]
             out.venue_fill_rate[v] = (<double>p.v_filled[v] / p.v_sent[v]) if p.v_sent[v] else NAN
 
-    def bestex(self, int64_t parent_id):
+    def bestex(self, Py_ssize_t parent_id):
         """The best-execution record of a parent (live or finished, until drained), a dict.
 
         Fields are those of ``BESTEX_DTYPE``: arrival NBBO, exact average

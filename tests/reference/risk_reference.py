@@ -11,6 +11,7 @@ baseline.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -502,6 +503,7 @@ class RiskReference:
             self.firm_open_orders -= 1
 
     def on_fill(self, order_key, qty, price):
+        qty, price = operator.index(qty), operator.index(price)  # (floats refused, as in Cython)
         order = self.orders.get(order_key)
         if order is None:
             return int(R.UNKNOWN_ORDER)
@@ -569,6 +571,7 @@ class RiskReference:
         return self._throttle(order.session if session is None else session, now_ns)
 
     def on_replace(self, order_key, new_qty, new_price, cl_ord_hash, now_ns, admitted=False):
+        new_qty, new_price = operator.index(new_qty), operator.index(new_price)
         order = self.orders.get(order_key)
         if order is None:
             return self._reject(R.UNKNOWN_ORDER)

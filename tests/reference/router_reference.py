@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 
 import numpy as np
 
@@ -572,6 +573,8 @@ class ReferenceRouter:
     def route(self, parent_id, instrument, side, qty, limit_px=0, now=0, strategy=STRAT_DEFAULT,
               tif=DAY, *, start_ns=-1, end_ns=-1, slices=-1, profile=None, pov_ppm=-1,
               dark_min_qty=-1, post_residual=None, stp_account=0, stp=-1):
+        # (As the Cython router: a float quantity or price is refused, never truncated.)
+        parent_id, qty, limit_px, now = map(operator.index, (parent_id, qty, limit_px, now))
         side, tif, strategy, stp = int(side), int(tif), int(strategy), int(stp)
         if parent_id <= 0:
             return R["INVALID_ORDER_ID"]
@@ -671,6 +674,7 @@ class ReferenceRouter:
         return np.array(ids, dtype=np.int64)
 
     def reduce_parent(self, parent_id, cut, now=0):
+        cut = operator.index(cut)
         p = self.parents.get(parent_id)
         if p is None or p.phase == PH_DONE:
             return R["UNKNOWN_ORDER"]
@@ -737,6 +741,8 @@ class ReferenceRouter:
         return 0
 
     def on_fill(self, child_id, last_qty, last_px_x2, now=0, fee=None):
+        last_qty, last_px_x2 = operator.index(last_qty), operator.index(last_px_x2)
+        fee = None if fee is None else operator.index(fee)
         c = self.children.get(child_id)
         if c is None:
             return R["UNKNOWN_ORDER"]

@@ -996,3 +996,16 @@ def test_cl_ord_hash_is_fnv1a_64_of_the_utf8():
     assert cl_ord_hash("foobar") == signed(0x85944171f73967e8)
     assert cl_ord_hash("é") != cl_ord_hash("e")  # UTF-8 bytes, not a lossy encoding
     assert len({cl_ord_hash(f"algo-{i}") for i in range(10_000)}) == 10_000
+
+
+def test_a_float_quantity_or_price_is_refused_never_truncated(make):
+    """on_fill(key, 2.5, ...) booked 2 lots: the Python API's int64 parameters cut floats
+    down in silence (audit of the book; the same in risk)."""
+    h = make()
+    assert h.new(qty=5) == 0
+    for call in (lambda: h.engine.on_fill(h.key, 2.5, 10000),
+                 lambda: h.engine.on_fill(h.key, 2, 10000.5),
+                 lambda: h.engine.on_replace(h.key, 4.5, 10000, 99, 1)):
+        with pytest.raises(TypeError):
+            call()
+    assert h.exposure()["position"] == 0 and h.exposure()["open_buy"] == 5

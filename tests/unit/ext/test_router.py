@@ -1248,3 +1248,22 @@ def test_reduce_parent_refuses_what_it_cannot_do_in_place(R):
     r.route(3, 0, BUY, 10, 100, now=20, strategy=STRAT_TWAP, start_ns=0, end_ns=10**9, slices=2)
     assert r.reduce_parent(3, 5, now=21) == RR.ORDER_NOT_REPLACEABLE
     assert r.parent(2)["qty"] == 10 and r.parent(3)["qty"] == 10
+
+
+def test_a_float_quantity_price_or_fee_is_refused_never_truncated(R):
+    """route(1, 0, BUY, 5.7, 100) routed 5 lots: the Python API's int64 parameters cut
+    floats down in silence (as the book's did, audit)."""
+    r = R(1)
+    r.update_book(0, 0, bids=[(99, 10)], asks=[(101, 10)])
+    for call in (lambda: r.route(1, 0, BUY, 5.7, 100), lambda: r.route(1, 0, BUY, 5, 100.5)):
+        with pytest.raises(TypeError):
+            call()
+    assert r.n_active == 0
+    assert r.route(1, 0, BUY, np.int64(5), 100, strategy=STRAT_PASSIVE) == 0   # numpy ints pass
+    (a,) = r.drain_actions()
+    child = int(a["child_id"])
+    for call in (lambda: r.on_fill(child, 2.5, 198), lambda: r.on_fill(child, 2, 198, fee=1.5),
+                 lambda: r.reduce_parent(1, 1.5)):
+        with pytest.raises(TypeError):
+            call()
+    assert r.parent(1)["cum_qty"] == 0 and r.parent(1)["qty"] == 5
