@@ -179,7 +179,9 @@ def _flatten(payload) -> dict:
     for column in _COLUMNS:
         value = body.get(column, payload.get(column))
         if column in _INT_COLUMNS:
-            row[column] = value if isinstance(value, int) and not isinstance(value, bool) else None
+            # (int32 columns: a value past that, which no engine writes, is left out)
+            row[column] = value if isinstance(value, int) and not isinstance(value, bool) \
+                and -2**31 <= value < 2**31 else None
         elif column == "order_id" and isinstance(value, int) and not isinstance(value, bool):
             # JournalValuation keeps the engine's integer id; execution reports
             # carry it as text, and one column type lets the two be joined.
@@ -213,15 +215,19 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
 
     def flush() -> None:
         nonlocal writer, rows
-        if writer is None:
-            writer = pq.ParquetWriter(tmp, schema)
-        writer.write_table(pa.table({name: pa.array(values, type=schema.field(name).type)
-                                     for name, values in columns.items()}, schema=schema))
+        table = pa.table({name: pa.array(values, type=schema.field(name).type)
+                          for name, values in columns.items()}, schema=schema)
+        try:
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, schema)
+            writer.write_table(table)
+        except OSError as exc:  # (pyarrow's names no file: told apart from a journal read)
+            raise _WriteFailed(exc.strerror or str(exc)) from exc
         rows += len(columns["seq"])
         for values in columns.values():
             values.clear()
 
-    def give_up(message: str) -> int:
+    def discard() -> None:
         if writer is not None:
             try:
                 writer.close()
@@ -231,6 +237,9 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
             tmp.unlink(missing_ok=True)
         except OSError:  # e.g. a leftover directory of that name: not ours to remove
             pass  # the first error is the one to report
+
+    def give_up(message: str) -> int:
+        discard()
         print(f"kronos-exec journal: {message}", file=sys.stderr)
         return 1
 
@@ -254,31 +263,38 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
                 msgspec.json.encode(payload).decode() if payload is not None else None)
             if len(columns["seq"]) >= EXPORT_BATCH:
                 flush()
-    except JournalCorruptError as exc:
-        return give_up(f"journal is corrupt, nothing written: {exc}")
-    except OSError as exc:
-        if exc.filename is not None and Path(exc.filename) in (tmp, out):
-            return give_up(f"cannot write {out}: {exc.strerror or exc}")  # a full disk, say
-        # a segment that cannot be read: a bad disk, a directory in its place
-        return give_up(f"cannot read {exc.filename or data_dir}: {exc.strerror or exc}; "
-                       f"nothing written")
-    last = (reader.next_seq or 1) - 1
-    if synced and mark > last:
-        # What verify calls missing: an export that left them out in silence
-        # would pass for the whole record.
-        return give_up(f"the journal ends at seq {last}, but seq {mark} was made durable: "
-                       f"{mark - last} records are missing (run journal verify); nothing written")
-    try:
+        last = (reader.next_seq or 1) - 1
+        if synced and mark > last:
+            # What verify calls missing: an export that left them out in silence
+            # would pass for the whole record.
+            return give_up(f"the journal ends at seq {last}, but seq {mark} was made durable: "
+                           f"{mark - last} records are missing (run journal verify); nothing "
+                           f"written")
         if columns["seq"] or writer is None:
             flush()  # (an export of no records is a file of no rows)
-        writer.close()
-        writer = None
-        os.replace(tmp, out)
-    except OSError as exc:  # a full disk, no permission: say so, leave no partial file
-        return give_up(f"cannot write {out}: {exc.strerror or exc}")
+        try:
+            writer.close()
+            writer = None
+            os.replace(tmp, out)
+        except OSError as exc:
+            raise _WriteFailed(exc.strerror or str(exc)) from exc
+    except _WriteFailed as exc:  # a full disk, no permission: said, no partial file left
+        return give_up(f"cannot write {out}: {exc}")
+    except JournalCorruptError as exc:
+        return give_up(f"journal is corrupt, nothing written: {exc}")
+    except OSError as exc:  # a segment that cannot be read: a bad disk, a directory in its place
+        return give_up(f"cannot read {exc.filename or data_dir}: {exc.strerror or exc}; "
+                       f"nothing written")
+    except BaseException:
+        discard()  # (a value pyarrow refuses, an interrupt: no half file left)
+        raise
     print(f"wrote {rows} records to {out}")
     if reader.torn is not None:
         print(f"note: torn tail dropped at {reader.torn.path.name} @ {reader.torn.offset}")
     if mark > last:
         print(f"note: {unsynced_note(mark, last)}")
     return 0
+
+
+class _WriteFailed(Exception):
+    """The export's own file could not be written (the reason is its text)."""
