@@ -616,9 +616,10 @@ class _CredentialsProvider:
             now = time.monotonic()
             if now - self._window_start >= self.REFUSAL_WINDOW_S:
                 if self._unlogged:
+                    # (Said with the next refusal after the window: none, none said.)
                     log.warning("intake: refused %d more CURVE handshakes (keys not in the "
-                                "allow-list) in %.0f s, not each logged", self._unlogged,
-                                now - self._window_start)
+                                "allow-list) within %.0f s of the first logged, not each "
+                                "logged", self._unlogged, self.REFUSAL_WINDOW_S)
                 self._window_start, self._logged, self._unlogged = now, 0, 0
             if self._logged < self.REFUSALS_LOGGED:
                 self._logged += 1

@@ -65,6 +65,7 @@ from ext.types cimport (
     VALUE_OUT_OF_RANGE, INVALID_ORDER_ID, UNKNOWN_INSTRUMENT,
     NO_ROUTE, VENUE_UNAVAILABLE, VENUE_CLOSED, NO_LIQUIDITY, REROUTE_LIMIT, INVALID_STRATEGY,
     INVALID_SCHEDULE, INVALID_STP_MODE, CANCEL_OLDEST, CANCEL_BOTH, ORDER_NOT_REPLACEABLE,
+    POST_ONLY_WOULD_CROSS,
 )
 
 cnp.import_array()
@@ -1751,11 +1752,13 @@ cdef class Router:
             self.venues[v].open = 0
         else:
             self._heard_from(ci, now)
-            # Whatever the venue's reason, what we saw there did not take this
-            # order (a post-only child the market moved onto, say): leave its
-            # book alone until it updates, or the same child goes again at
-            # once, is refused again, and the rounds run out.
-            self.stale[<Py_ssize_t>self.parents[pi].instrument * self.n_venues + v] = 1
+            if c.role == ROLE_SWEEP or reason == POST_ONLY_WOULD_CROSS:
+                # What we saw there did not take this order: leave its book
+                # alone until it updates (a post-only child the market moved
+                # onto would otherwise go again at once, be refused again,
+                # and use up the rounds). A passive child refused for another
+                # reason (a venue's throttle) says nothing of the book.
+                self.stale[<Py_ssize_t>self.parents[pi].instrument * self.n_venues + v] = 1
         self._child_done(ci)
         return self._advance(pi, now)
 

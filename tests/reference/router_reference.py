@@ -797,7 +797,8 @@ class ReferenceRouter:
             vn.open = False
         else:
             self._heard_from(c, now)
-            self.stale.add((c.parent.instrument, c.venue))
+            if c.role == ROLE_SWEEP or reason == R["POST_ONLY_WOULD_CROSS"]:
+                self.stale.add((c.parent.instrument, c.venue))
         self._child_done(c)
         self._advance(c.parent, now)
         return 0

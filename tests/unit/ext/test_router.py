@@ -1267,3 +1267,18 @@ def test_a_float_quantity_price_or_fee_is_refused_never_truncated(R):
         with pytest.raises(TypeError):
             call()
     assert r.parent(1)["cum_qty"] == 0 and r.parent(1)["qty"] == 5
+
+
+def test_a_passive_child_refused_by_a_venues_throttle_leaves_sweeps_that_venue(R):
+    """Every reject of a passive child marked the book stale, so an unrelated marketable
+    order then found nothing to take there and was canceled (review). Only a post-only
+    child's POST_ONLY_WOULD_CROSS says the book moved."""
+    r = R(1)
+    r.update_book(0, 0, bids=[(99, 10)], asks=[(101, 50)])
+    assert r.route(1, 0, BUY, 10, 100, now=0, strategy=STRAT_PASSIVE) == 0
+    (a,) = r.drain_actions()
+    assert r.on_reject(int(a["child_id"]), RR.THROTTLED, 1) == 0
+    assert not r.book_state(0, 0)["stale"]
+    assert r.route(2, 0, BUY, 20, 101, now=2, tif=T.IOC) == 0
+    sweeps = [x for x in r.drain_actions() if int(x["parent_id"]) == 2]
+    assert [(int(x["price"]), int(x["qty"])) for x in sweeps] == [(101, 20)]
