@@ -26,6 +26,7 @@ from engine.journal import (
     RecordKind,
     is_segment_name,
     list_segments,
+    missing_note,
     unsynced_note,
     verify,
     written_mark,
@@ -267,9 +268,7 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
         if synced and mark > last:
             # What verify calls missing: an export that left them out in silence
             # would pass for the whole record.
-            return give_up(f"the journal ends at seq {last}, but seq {mark} was made durable: "
-                           f"{mark - last} records are missing (run journal verify); nothing "
-                           f"written")
+            return give_up(f"{missing_note(mark, last)} (run journal verify); nothing written")
         if columns["seq"] or writer is None:
             flush()  # (an export of no records is a file of no rows)
         try:

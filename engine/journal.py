@@ -68,7 +68,6 @@ RECORD_HEADER_SIZE = _RECORD_HEADER.size  # 60
 assert journalframe.RECORD_HEADER_SIZE == RECORD_HEADER_SIZE
 # A length beyond this is not a record but garbage (a torn or corrupt header).
 MAX_PAYLOAD = 64 << 20
-_SEQ = struct.Struct("<Q")
 _ANY_DECODER = msgspec.msgpack.Decoder()
 
 
@@ -649,12 +648,11 @@ def written_mark(data_dir: str | os.PathLike) -> tuple[int, bool]:
     return word & ~DurableMark.SYNCED, bool(word & DurableMark.SYNCED)
 
 
-def synced_mark(data_dir: str | os.PathLike) -> int:
-    """The durable seq a syncing writer (``always``, ``group``) left in ``durable.seq``:
-    the journal must reach it. 0 when there is none, or when a writer under ``none`` set it
-    (that mark follows the writes, not syncs)."""
-    seq, synced = written_mark(data_dir)
-    return seq if synced else 0
+def missing_note(mark: int, end: int) -> str:
+    """What to say of a journal ending at ``end`` below the seq ``mark`` a syncing writer
+    made durable: records that were acknowledged are gone."""
+    return (f"the journal ends at seq {end}, but seq {mark} was made durable: {mark - end} "
+            f"records are missing")
 
 
 def unsynced_note(mark: int, end: int) -> str:
@@ -707,8 +705,7 @@ def verify(data_dir: str | os.PathLike) -> VerifyResult:
         end = last or 0
         if synced and mark > end:  # records made durable are gone (see JournalWriter's open check)
             problem = VerifyProblem(Path(data_dir) / DURABLE_NAME, 0, end + 1, "missing",
-                                    f"the journal ends at seq {end}, but seq {mark} was made "
-                                    f"durable: {mark - end} records are missing")
+                                    missing_note(mark, end))
         elif mark > end:
             unsynced = mark
     try:
@@ -1042,8 +1039,7 @@ class JournalWriter:
                 raise
             reason = os.strerror(exc.errno)
         else:
-            if len(self._spare_fds) < self.SPARE_FDS:
-                self._take_spare_fds()  # (fewer could be taken before: top them up)
+            self._take_spare_fds()  # (fewer could be taken before: top them up)
             return segment
         log.warning("journal: the process is out of file descriptors (%s); the segment after "
                     "seq %d is opened on the ones kept spare for it", reason, first_seq - 1)

@@ -90,7 +90,7 @@ def test_sigterm_under_group_commit_delivers_every_journaled_ack(tmp_path):
 def test_a_graceful_stop_under_none_seals_the_journal(tmp_path):
     """Under fsync = "none" the stop syncs everything; durable.seq now says so, and a
     journal cut short after the stop is refused (it read as a crash's torn tail)."""
-    from engine.journal import JournalError, JournalWriter, list_segments, synced_mark
+    from engine.journal import JournalError, JournalWriter, list_segments, written_mark
     port = free_port()
     journal_dir = tmp_path / "journal"
     config = tmp_path / "engine.toml"
@@ -105,7 +105,7 @@ def test_a_graceful_stop_under_none_seals_the_journal(tmp_path):
     finally:
         kill_if_running(proc)
     result = verify(journal_dir)
-    assert result.ok and synced_mark(journal_dir) == result.last_seq > 0
+    assert result.ok and written_mark(journal_dir) == (result.last_seq, True) and result.last_seq > 0
     last = list_segments(journal_dir)[-1]
     last.write_bytes(last.read_bytes()[:-3])
     assert not verify(journal_dir).ok
