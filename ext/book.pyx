@@ -121,22 +121,16 @@ cdef inline bint _crosses(bint is_buy, int64_t limit, int64_t level_price) noexc
     return level_price <= limit if is_buy else level_price >= limit
 
 
-@cython.final
-cdef inline int64_t _whole(object value) except? -1:
-    """An integer argument as int64: ints and numpy integers pass; a float or a Decimal
-    raises ``TypeError`` (never truncated), beyond int64 ``OverflowError``."""
-    if not PyLong_Check(value):
-        value = PyNumber_Index(value)
-    return value
-
-
 cdef inline int _small(object value) except? -1:
-    """``_whole`` for a C int (a side, an order type, a time in force, an STP mode)."""
+    """A C int argument (a side, an order type, a time in force, an STP mode) as
+    ``operator.index`` takes it: a float raises ``TypeError``, never truncated (Cython's
+    own conversion to a C int would cut 1.5 to 1), beyond a C int ``OverflowError``."""
     if not PyLong_Check(value):
         value = PyNumber_Index(value)
     return value
 
 
+@cython.final
 cdef class OrderBook:
     """An L3 order book for one instrument, with price-time priority matching.
 
@@ -658,11 +652,13 @@ cdef class OrderBook:
         return NULL if oi == NIL else &self.pool[oi]
 
     # ------------------------------------------------------------ Python API: orders
-    # Numbers come in as objects and pass _whole: a C integer parameter would
-    # take a float (or a Decimal) and truncate it, 100.9 ticks resting at 100.
+    # The 64-bit numbers are Py_ssize_t (int64 here), which Cython converts with
+    # operator.index: a float or a Decimal raises TypeError, where an int64_t
+    # parameter would truncate it (100.9 ticks resting at 100). Enums pass _small.
 
-    def add(self, order_id, side, price, qty, account=0, ord_type=LIMIT, tif=GTC,
-            bint post_only=False, stp=-1, ts=0):
+    def add(self, Py_ssize_t order_id, side, Py_ssize_t price, Py_ssize_t qty,
+            Py_ssize_t account=0, ord_type=LIMIT, tif=GTC, bint post_only=False, stp=-1,
+            Py_ssize_t ts=0):
         """Submit a new order; it matches at once and any remainder rests.
 
         Parameters
@@ -699,16 +695,15 @@ cdef class OrderBook:
         OverflowError
             If one is beyond int64 (an enum beyond C int); nothing changed.
         """
-        return self.add_c(_whole(order_id), _small(side), _whole(price), _whole(qty),
-                          _whole(account), _small(ord_type), _small(tif),
-                          FLAG_POST_ONLY if post_only else 0, _small(stp), _whole(ts))
+        return self.add_c(order_id, _small(side), price, qty, account, _small(ord_type),
+                          _small(tif), FLAG_POST_ONLY if post_only else 0, _small(stp), ts)
 
-    def cancel(self, order_id, ts=0):
+    def cancel(self, Py_ssize_t order_id, Py_ssize_t ts=0):
         """Cancel a resting order. Returns 0, or ``UNKNOWN_ORDER`` (``TypeError`` for an
         id that is not an integer)."""
-        return self.cancel_c(_whole(order_id), CXL_USER, _whole(ts))
+        return self.cancel_c(order_id, CXL_USER, ts)
 
-    def replace(self, order_id, price, qty, ts=0):
+    def replace(self, Py_ssize_t order_id, Py_ssize_t price, Py_ssize_t qty, Py_ssize_t ts=0):
         """Change a resting order's price and/or total quantity.
 
         ``qty`` is the new order quantity including what has already filled
@@ -723,7 +718,7 @@ cdef class OrderBook:
             ``VALUE_OUT_OF_RANGE``; on a reject the order is unchanged
             (``TypeError`` for a number that is not an integer).
         """
-        return self.replace_c(_whole(order_id), _whole(price), _whole(qty), _whole(ts))
+        return self.replace_c(order_id, price, qty, ts)
 
     def expire_day(self, int64_t ts=0):
         """Expire every resting DAY order (end of session). Returns the count."""
@@ -940,9 +935,9 @@ cdef class OrderBook:
         book.seq = seq
         return book
 
-    def order(self, order_id):
+    def order(self, Py_ssize_t order_id):
         """State of a resting order as a dict, or None if it is not resting."""
-        cdef Order* o = self.find_c(_whole(order_id))
+        cdef Order* o = self.find_c(order_id)
         if o == NULL:
             return None
         return {
@@ -956,10 +951,12 @@ cdef class OrderBook:
         return self.n_orders
 
     def __contains__(self, order_id):
+        cdef Py_ssize_t key
         try:
-            return self.find_c(_whole(order_id)) != NULL
+            key = order_id
         except (TypeError, OverflowError):  # (1.5 is no order id, nor is 2**64)
             return False
+        return self.find_c(key) != NULL
 
     def __repr__(self):
         return (f"<OrderBook {self.symbol!r} orders={self.n_orders} "
