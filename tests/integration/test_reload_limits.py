@@ -50,17 +50,22 @@ def test_a_reload_keeps_the_accounts_a_restart_needs(tmp_path):
         assert client.recv(5).found
 
 
+def _logged_at_start(tmp_path, caplog, needle, edit):
+    """The log lines holding ``needle`` when an engine on the test config, changed by
+    ``edit`` (text -> text), starts and stops."""
+    path = tmp_path / "engine.toml"
+    path.write_text(edit(config_text(free_port(), tmp_path / "journal")))
+    with ThreadedEngine(path):
+        pass
+    return [r.getMessage() for r in caplog.records if needle in r.getMessage()]
+
+
 def test_an_entitlement_to_an_account_risk_lacks_is_logged_at_start(tmp_path, caplog):
     """The file may entitle a key to an account [risk.accounts] does not have yet (a
     ReloadLimits may add it later); its orders are refused UNKNOWN_ACCOUNT, and the start
     now says so instead of nothing."""
-    port = free_port()
-    path = tmp_path / "engine.toml"
-    path.write_text(config_text(port, tmp_path / "journal").replace(
+    lines = _logged_at_start(tmp_path, caplog, "is entitled to", lambda text: text.replace(
         'plaintext_accounts = ["DEMO1", "DEMO2"]', 'plaintext_accounts = ["DEMO1", "GHOST"]'))
-    with ThreadedEngine(path):
-        pass
-    lines = [r.getMessage() for r in caplog.records if "is entitled to" in r.getMessage()]
     assert lines == ["security.plaintext_accounts (plaintext) is entitled to GHOST, which "
                      "[risk.accounts] does not have: their orders are refused UNKNOWN_ACCOUNT "
                      "until a ReloadLimits adds them"]
@@ -70,14 +75,9 @@ def test_a_throttle_table_naming_no_client_key_is_logged_at_start(tmp_path, capl
     """[risk.sessions.<name>] sizes the throttle of the key named so; a misspelt name
     throttles no one and leaves the key it meant on the firm's sizes. The start says so.
     A table for the plaintext endpoints' sessions is no such mistake."""
-    port = free_port()
-    path = tmp_path / "engine.toml"
-    path.write_text(config_text(port, tmp_path / "journal") + (
+    lines = _logged_at_start(tmp_path, caplog, "names no client key", lambda text: text + (
         "\n[risk.sessions.plaintxt]\nthrottle_rate = 1\nthrottle_burst = 1\n"
         "\n[risk.sessions.plaintext]\nthrottle_rate = 1000\n"))
-    with ThreadedEngine(path):
-        pass
-    lines = [r.getMessage() for r in caplog.records if "names no client key" in r.getMessage()]
     assert lines == ["[risk.sessions.plaintxt] names no client key (keys: plaintext; "
                      "'plaintext' for the plaintext endpoints): it throttles no one, and the key "
                      "it was meant for draws on the firm's throttle"]
