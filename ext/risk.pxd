@@ -240,6 +240,7 @@ cdef class RiskEngine:
     cdef dict _config
     cdef object _plan_cache          # the validated form of _config
     cdef readonly list audit_log
+    cdef bint _log_events             # audit events also to the kronos.risk logger
 
     # ------------------------------------------------------------ C API
     cdef int check_new_c(self, int64_t order_key, int32_t session, int32_t account,

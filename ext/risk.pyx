@@ -235,12 +235,17 @@ cdef bint _flag(object value, str field) except -1:
     return value
 
 
-cdef list _symbols(object value, str field):
+cdef list _symbols(object value, str field, dict known):
+    """The symbols of a list, each one of ``known``'s (the instruments): a misspelt symbol
+    would leave a restriction off (or an entitlement out) without a word."""
     if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
         raise ConfigError(f"{field}: must be a list of symbols")
     for item in value:
         if not isinstance(item, str):
             raise ConfigError(f"{field}: {item!r} is not a symbol")
+        if item not in known:
+            raise ConfigError(f"{field}: {item!r}: no such instrument in this config "
+                              f"(instruments: {', '.join(sorted(known)) or 'none'})")
     return list(value)
 
 
@@ -302,7 +307,6 @@ cdef _Plan _plan(dict config):
     f["duplicative_window_ns"] = _ms_to_ns(firm.get("duplicative_window_ms", 0), "firm.duplicative_window_ms")
     f["throttle_rate"] = _count(firm.get("throttle_rate", 0), "firm.throttle_rate")
     f["throttle_burst"] = _burst(firm.get("throttle_burst", f["throttle_rate"] or 1), "firm.throttle_burst")
-    f["restricted"] = set(_symbols(firm.get("restricted", []), "firm.restricted"))
     plan.firm = f
 
     plan.instruments = {}
@@ -330,6 +334,7 @@ cdef _Plan _plan(dict config):
             entry["max_reference_age_ns"] = _ms_to_ns(section["max_reference_age_ms"],
                                                       f"{where}.max_reference_age_ms")
         plan.instruments[symbol] = entry
+    f["restricted"] = set(_symbols(firm.get("restricted", []), "firm.restricted", plan.instruments))
 
     plan.accounts = {}
     accounts = config.get("accounts", {})
@@ -347,8 +352,11 @@ cdef _Plan _plan(dict config):
             if key in section:
                 entry[key] = _clamp(_nonneg(section[key], f"{where}.{key}") / money_unit)
         ent = section.get("entitlements", "*")
-        entry["entitlements"] = None if ent == "*" else set(_symbols(ent, f"{where}.entitlements"))
-        entry["restricted"] = set(_symbols(section.get("restricted", []), f"{where}.restricted"))
+        # ["*"] as security.clients' accounts write "all" (it matched no symbol: no entitlement)
+        entry["entitlements"] = None if ent == "*" or (isinstance(ent, list) and ent == ["*"]) \
+            else set(_symbols(ent, f"{where}.entitlements", plan.instruments))
+        entry["restricted"] = set(_symbols(section.get("restricted", []), f"{where}.restricted",
+                                           plan.instruments))
         cells = {}
         limits = section.get("limits", {})
         if not isinstance(limits, dict):
@@ -453,6 +461,11 @@ cdef class RiskEngine:
     capacity_hint : int, optional
         Expected working orders and cl_ord_ids in a day; tables are sized
         for it up front (they grow past it, at a pause on that order).
+    log_events : bool, optional
+        Whether audit events (``audit_log``) also go to the ``kronos.risk``
+        logger, whose lines are the record. Default true; false for an
+        engine built only to check a configuration, whose ``init`` is no
+        event of the running engine's.
 
     Raises
     ------
@@ -482,7 +495,8 @@ cdef class RiskEngine:
         self._grids = {}
         self._config = {}
 
-    def __init__(self, dict config=None, Py_ssize_t capacity_hint=0):
+    def __init__(self, dict config=None, Py_ssize_t capacity_hint=0, *, bint log_events=True):
+        self._log_events = log_events
         # Tables are sized (and their pages touched) here for the expected
         # working orders and cl_ord_ids of a day, so that the order path
         # rarely grows one; they still grow when the hint is exceeded.
@@ -1932,9 +1946,10 @@ cdef class RiskEngine:
             del self.audit_log[:len(self.audit_log) - AUDIT_LOG_KEEP // 2]
         # Kill switches and halts are what an operator must see; config and
         # day rolls are routine.
-        level = logging.WARNING if action.startswith(("kill", "halt", "cancel")) else logging.INFO
-        _log.log(level, "risk %s %s%s", action, scope, f" {target}" if target else "",
-                 extra={"risk_event": entry})
+        if self._log_events:
+            level = logging.WARNING if action.startswith(("kill", "halt", "cancel")) else logging.INFO
+            _log.log(level, "risk %s %s%s", action, scope, f" {target}" if target else "",
+                     extra={"risk_event": entry})
         return 0
 
     # ------------------------------------------------------------ inspection

@@ -385,6 +385,10 @@ cdef class Router:
                 raise ValueError(f"router config {key!r} must be positive")
         if cfg["twap_slices"] > 1_000_000:
             raise ValueError("router config 'twap_slices' must be at most 1e6")
+        if cfg["recovery_max_ns"] < cfg["recovery_ns"]:
+            # The cap would win from the first retry: not the delay the file says.
+            raise ValueError(f"router config 'recovery_max_ns' ({cfg['recovery_max_ns']}) must be "
+                             f"at least 'recovery_ns' ({cfg['recovery_ns']})")
         if not 0 <= cfg["reprice_interval_ns"] <= 1 << 62:
             raise ValueError("router config 'reprice_interval_ns' must be 0 or more")
         if not 0 <= cfg["fill_rate_prior_ppm"] <= E6:

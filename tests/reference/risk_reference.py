@@ -223,7 +223,7 @@ class RiskReference:
                 for key in ("max_order_notional", "collar_bps", "collar_ticks"):
                     eff[key] = _tightest([(d[key], lay) for d, lay in layers])
                 eff["max_open_orders"] = _tightest([(cell["max_open_orders"], ACCOUNT_INSTRUMENT)])
-                eff["entitled"] = ent == "*" or symbol in ent
+                eff["entitled"] = ent == "*" or ent == ["*"] or symbol in ent
                 eff["restricted"] = (ACCOUNT if symbol in section.get("restricted", []) else
                                      FIRM if symbol in firm_restricted else 0)
                 self.limits[(a, i)] = eff

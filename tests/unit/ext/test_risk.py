@@ -158,6 +158,25 @@ def test_entitlements(make):
     assert h.new(account="A2") == 0
 
 
+def test_entitled_to_all_written_as_a_list(make):
+    """Audit (stop 33): ["*"] (how security.clients write "all accounts") was the symbol "*",
+    so the account was entitled to nothing."""
+    h = make({"accounts": {"A1": {"entitlements": ["*"]}}})
+    assert h.new() == 0 and h.new(instrument="MSFT") == 0
+
+
+@pytest.mark.parametrize("changes,field", [
+    ({"firm": {"restricted": ["AAPL", "AAPL."]}}, "firm.restricted"),
+    ({"accounts": {"A1": {"restricted": ["msft"]}}}, "accounts.A1.restricted"),
+    ({"accounts": {"A1": {"entitlements": ["MSFT", "AAPLE"]}}}, "accounts.A1.entitlements"),
+])
+def test_a_misspelt_symbol_in_a_list_is_refused(changes, field):
+    """Audit (stop 33): restricted = ["AAA."] restricted nothing, without a word."""
+    with pytest.raises(ConfigError, match=rf"^{field}: '\w+\.?': no such instrument in this "
+                                          r"config \(instruments: AAPL, MSFT\)"):
+        RiskEngine(merged(BASE, changes))
+
+
 # ---------------------------------------------------------------- the order's own fields
 def test_order_field_checks(make):
     h = make({"instruments": {"AAPL": {"min_qty": "5"}}})

@@ -1006,6 +1006,10 @@ def test_config_is_validated():
         Router(17)
     with pytest.raises(IndexError):
         Router(2).set_venue(2, taker_fee=1)
+    # Audit (stop 33): a cap below the first delay won from the first retry, silently.
+    with pytest.raises(ValueError, match="'recovery_max_ns' \\(1000\\) must be at least "
+                                         "'recovery_ns' \\(5000\\)"):
+        Router(2, config={"recovery_ns": 5000, "recovery_max_ns": 1000})
     assert Router(2, config={"strategy": "passive"}).config["strategy"] == "passive"
 
 
