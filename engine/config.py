@@ -147,6 +147,20 @@ class IntakeConfig(_Section):
         engine handles its requests waits in its own socket, not in the
         engine's memory (100,000 frames of 90 KB made the engine grow by
         840 MB).
+    request_rate : int
+        Requests other than orders, per second per client key (all its
+        sessions together): ``Heartbeat``, ``ResendRequest``,
+        ``OrderStatusRequest``, ``TradeHistoryRequest``, and every message
+        intake itself refuses (malformed, oversize, invalid, not entitled).
+        Past it a request is not served: it is answered ``THROTTLED`` outside
+        the session's numbering (``seq`` 0, neither journaled nor kept for
+        resend), so a flood cannot grow the journal. Orders and replaces have
+        risk's throttle; cancels and admin requests are never held back. 0:
+        no limit. Default 2000 (a key's sessions heartbeat once a second
+        each).
+    request_burst : int
+        Bucket size of ``request_rate``: requests a key may send at once.
+        Default ``request_rate``.
     shutdown_grace_ms : int
         How long a stopping engine keeps serving once it refuses new orders
         (``ENGINE_SHUTTING_DOWN``): requests on their way are answered,
@@ -171,11 +185,18 @@ class IntakeConfig(_Section):
     send_hwm: IntakeInt = 100000
     recv_hwm: IntakeInt = 1000
     shutdown_grace_ms: Annotated[int, Meta(ge=0, le=60_000)] = 100
+    request_rate: Annotated[int, Meta(ge=0, le=MAX_C_INT)] = 2000
+    request_burst: Annotated[int, Meta(ge=1, le=MAX_C_INT)] | None = None
 
     @property
     def hard_max_bytes(self) -> int:
         """``hard_max_message_bytes`` with its default applied."""
         return self.hard_max_message_bytes or 4 * self.max_message_bytes
+
+    @property
+    def request_bucket(self) -> int:
+        """``request_burst`` with its default applied."""
+        return self.request_burst or max(self.request_rate, 1)
 
 
 class ClientKey(_Section):
@@ -403,7 +424,9 @@ def load_config(path: str | os.PathLike) -> Config:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig, as the simulator's files: a byte-order mark (some Windows
+        # editors write one) is not TOML, and tomllib's error would not say so.
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
@@ -513,6 +536,13 @@ def _check(config: Config, source: str) -> None:
         fail("'intake.hard_max_message_bytes' is below 'intake.max_message_bytes'")
     if intake.heartbeat_timeout_ms <= intake.heartbeat_interval_ms:
         fail("'intake.heartbeat_timeout_ms' must be longer than 'intake.heartbeat_interval_ms'")
+    if intake.session_retention_s * 1000 <= intake.heartbeat_timeout_ms:
+        # A session forgotten before it times out would never have its
+        # cancel-on-disconnect done, and one heartbeating on time would be
+        # forgotten all the same (the two keys are in different units).
+        fail(f"'intake.session_retention_s' ({intake.session_retention_s} s) must be longer "
+             f"than 'intake.heartbeat_timeout_ms' ({intake.heartbeat_timeout_ms} ms): a session "
+             f"is forgotten only after it has timed out")
     if intake.endpoints and not security.server_secret_key_file:
         fail("'security.server_secret_key_file' is required for CURVE 'intake.endpoints'")
     if security.server_secret_key_file:
@@ -562,6 +592,10 @@ def _check(config: Config, source: str) -> None:
         gateway_configs = parse_gateway_configs(config.gateways)
     except GatewayConfigError as exc:
         fail(str(exc))
+    for i, gateway in enumerate(gateway_configs):
+        if gateway.enabled and not _is_host(gateway.metrics_host):
+            fail(f"'gateways[{i}].metrics_host': {gateway.metrics_host!r} is not an IP address "
+                 f"or a host name (\"0.0.0.0\" binds every interface)")
     _check_history_store(config.history, gateway_configs, fail)
     _check_binds(config, gateway_configs, fail)
     venues = _check_sim(config.sim, fail)
@@ -690,12 +724,14 @@ def risk_config(config: Config, instruments) -> dict[str, Any]:
     return table
 
 
-def core_risk(config: Config, instruments):
+def core_risk(config: Config, instruments, *, log_events: bool = True):
     """The risk engine of ``config``'s ``[risk]`` over the venues' ``instruments``
-    (``ext.risk.RiskEngine``; raises ``ConfigError`` or risk's own ``ValueError``)."""
+    (``ext.risk.RiskEngine``; raises ``ConfigError`` or risk's own ``ValueError``).
+    ``log_events``: false for one built only to check the file (its ``init`` would
+    be logged as an audit event of the running engine at every reload)."""
     from ext.risk import RiskEngine
 
-    return RiskEngine(risk_config(config, instruments))
+    return RiskEngine(risk_config(config, instruments), log_events=log_events)
 
 
 def core_router(config: Config, n_venues: int, n_instruments: int):
@@ -716,7 +752,7 @@ def _check_risk_and_router(config: Config, venues, fail: Callable[[str], NoRetur
         fail("'risk.instruments': expected a table of per-symbol tables")
     instruments = [ic.instrument() for ic in venues.instruments]
     try:
-        core_risk(config, instruments)
+        core_risk(config, instruments, log_events=False)
     except ConfigError as exc:  # risk_config's own, already naming the key
         fail(str(exc))
     except (ValueError, TypeError) as exc:  # ext.risk.ConfigError is a ValueError
@@ -803,6 +839,13 @@ def _check_sim(sim: dict[str, Any], fail: Callable[[str], NoReturn]):
         fail(f"'sim.config': cannot read {path}: {exc.strerror}")
     except SimConfigError as exc:
         fail(f"'sim.config': {path}: {exc}")
+    if venues.replay is not None:
+        # The engine's venues run on the wall clock and replay nothing: the
+        # [replay] table would only turn the background flow off, leaving
+        # empty books behind a /healthz that says open.
+        fail(f"'sim.config': {path} has a [replay] table: recorded market data is replayed by "
+             f"the backtester (kronos-exec sim), not by the engine's venues; serve with a "
+             f"simulator file without it")
     if "speed" in sim:
         speed = sim["speed"]
         if isinstance(speed, bool) or not isinstance(speed, (int, float)) or \

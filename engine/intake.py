@@ -56,7 +56,6 @@ import collections
 import concurrent.futures
 import functools
 import logging
-import math
 import operator
 import os
 import re
@@ -75,7 +74,7 @@ import zmq.auth
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
-from engine.aio import cancel_and_wait
+from engine.aio import cancel_and_wait, log_if_it_dies
 from engine.busy import BusyFlag
 from engine.config import ClientKey, Config, IntakeConfig, SecurityConfig
 from engine.journal import JournalError
@@ -86,6 +85,7 @@ from engine.messages import (
     Heartbeat,
     HeartbeatAck,
     NewOrder,
+    OrderStatusRequest,
     Problem,
     Reject,
     Replace,
@@ -102,8 +102,9 @@ from engine.messages import (
     reject_name,
     request_decoder,
     seq_of,
+    TradeHistoryRequest,
 )
-from engine.metrics import Metrics, warn_whatever_the_level
+from engine.metrics import Metrics, SparseLog, warn_whatever_the_level
 from ext import zmqcall
 from ext.msgpackkeys import duplicate_key
 from gateways.config import zmq_ipv6
@@ -123,6 +124,9 @@ RESEND_MARK_EVERY = 1000
 JOURNAL_RESEND_MAX = 100_000
 #: ResendRequests of one connection that may wait for its journal read; more are refused THROTTLED.
 MAX_WAITING_RESENDS = 16
+#: Requests charged to the key's ``intake.request_rate`` when served (see
+#: ``IntakeServer._may_answer``; refusals are charged wherever they are made).
+_CHARGED = frozenset({Heartbeat, ResendRequest, OrderStatusRequest, TradeHistoryRequest})
 
 # Per-message socket calls (receive, send, "is there more?") are made from C
 # by ext.zmqcall on pyzmq's own libzmq: pyzmq's per-call Python work (a Frame
@@ -596,37 +600,22 @@ class _Authenticator(AsyncioAuthenticator):
 class _CredentialsProvider:
     """ZAP callback: a client key is allowed if the configuration lists it.
 
-    A refusal is logged, the key named, up to ``REFUSALS_LOGGED`` in each
-    ``REFUSAL_WINDOW_S``; past that they are counted and said in one line:
+    A refusal is logged, the key named, up to 10 in 10 s; past that they are
+    counted and said in one line (``engine.metrics.SparseLog``):
     a client retrying an unknown key (or anyone, with keys of their own
     choosing) must not flood the log.
     """
 
-    REFUSALS_LOGGED = 10
-    REFUSAL_WINDOW_S = 10.0
-
     def __init__(self, server: "IntakeServer"):
         self.server = server
-        self._window_start = -math.inf
-        self._logged = self._unlogged = 0
+        self._refusals = SparseLog(log, "intake: refused CURVE handshakes (keys not in the "
+                                        "allow-list)")
 
     def callback(self, domain: str, key: bytes) -> bool:
         allowed = key.decode("ascii") in self.server._entitlements
         if not allowed:
-            now = time.monotonic()
-            if now - self._window_start >= self.REFUSAL_WINDOW_S:
-                if self._unlogged:
-                    # (Said with the next refusal after the window: none, none said.)
-                    log.warning("intake: refused %d more CURVE handshakes (keys not in the "
-                                "allow-list) within %.0f s of the first logged, not each "
-                                "logged", self._unlogged, self.REFUSAL_WINDOW_S)
-                self._window_start, self._logged, self._unlogged = now, 0, 0
-            if self._logged < self.REFUSALS_LOGGED:
-                self._logged += 1
-                log.warning("intake: refused CURVE key %s (not in the allow-list)",
-                            key.decode("ascii"))
-            else:
-                self._unlogged += 1
+            self._refusals.log(logging.WARNING, "intake: refused CURVE key %s (not in the "
+                               "allow-list)", key.decode("ascii"))
         return allowed
 
 
@@ -757,6 +746,11 @@ class IntakeServer:
         self.shutting_down = False
         self._messages_in = {}
         self._reject_counters = {}
+        #: per principal: [tokens in units of 1e-9 request, when last refilled] (request_rate)
+        self._request_buckets: dict[str, list[int]] = {}
+        self._throttled_log = SparseLog(log, "requests answered THROTTLED (intake.request_rate)",
+                                        most=1)
+        self._bad_resume_log = SparseLog(log, "resumes refused from past their session's end")
         self._stage_latency = self.metrics.stage_latency.labels("intake")
         # Outbound messages held until the handler's flush (see Handler.flush).
         self._outbox: list[tuple[Session, bytes]] = []
@@ -879,7 +873,8 @@ class IntakeServer:
             self._loop.add_reader(listener.socket.getsockopt(zmq.FD), self._drain, listener)
             # Messages may have arrived before the reader was registered.
             self._loop.call_soon(self._drain, listener)
-        self._watchdog = self._loop.create_task(self._watch_sessions())
+        self._watchdog = log_if_it_dies(self._loop.create_task(self._watch_sessions()),
+                                        "intake: the sessions' watchdog (timeouts, retention)")
         log.info("intake: serving on %s", ", ".join(self.endpoints + self.plaintext_endpoints))
 
     def _make_socket(self, curve_keys: tuple[bytes, bytes] | None = None) -> zmq.Socket:
@@ -1138,29 +1133,34 @@ class IntakeServer:
             session.timed_out = False
             log.info("intake: session %s is back", session.session_id)
         if len(frames) != 2:
-            session.reject(RejectReason.MALFORMED_MESSAGE,
-                           f"a message is one frame, got {len(frames) - 1}")
+            if self._may_answer(listener, route, session, now, None):
+                session.reject(RejectReason.MALFORMED_MESSAGE,
+                               f"a message is one frame, got {len(frames) - 1}")
             return
         payload = frames[1]
         size = len(payload)
         if size > self.config.max_message_bytes:
-            session.reject(RejectReason.MESSAGE_TOO_LARGE,
-                           f"message of {size} bytes exceeds the limit of {self.config.max_message_bytes}")
+            if self._may_answer(listener, route, session, now, None):
+                session.reject(RejectReason.MESSAGE_TOO_LARGE, f"message of {size} bytes "
+                               f"exceeds the limit of {self.config.max_message_bytes}")
             return
         started = time.perf_counter_ns()
         try:
             request = listener.decoder.decode(payload)
         except Exception as exc:  # noqa: BLE001 - msgspec errors, and UnicodeDecodeError for non-UTF-8 str
             problem, ref_type, cl_ord_id = classify_decode_error(payload, exc)
-            session.reject(problem.reason, problem.text, ref_type=ref_type, cl_ord_id=cl_ord_id)
+            if self._may_answer(listener, route, session, now, ref_type):
+                session.reject(problem.reason, problem.text, ref_type=ref_type,
+                               cl_ord_id=cl_ord_id)
             return
         repeated = duplicate_key(payload)
         if repeated is not None:
             # The decoder kept the last of the two values; the sender meant one.
             name = type(request).__name__
-            session.reject(RejectReason.INVALID_FIELD,
-                           f"{name}: key {repeated[1]!r} appears twice at {repeated[0]}",
-                           ref_type=name, cl_ord_id=getattr(request, "cl_ord_id", None))
+            if self._may_answer(listener, route, session, now, name):
+                session.reject(RejectReason.INVALID_FIELD,
+                               f"{name}: key {repeated[1]!r} appears twice at {repeated[0]}",
+                               ref_type=name, cl_ord_id=getattr(request, "cl_ord_id", None))
             return
         self._dispatch(listener, route, session, request, now, started)
 
@@ -1382,7 +1382,10 @@ class IntakeServer:
         counter.inc()
         problem = check_request(request, max_bulk_orders=self.config.max_bulk_orders)
         if problem is not None:
-            self._refuse(session, problem, request)
+            if self._may_answer(listener, route, session, now, name):
+                self._refuse(session, problem, request)
+            return
+        if type(request) in _CHARGED and not self._may_answer(listener, route, session, now, name):
             return
         positions, held = None, ()  # a bulk's kept orders' places and refused ones' rejects
         match request:
@@ -1400,12 +1403,15 @@ class IntakeServer:
                 if request is None:
                     return
         if isinstance(request, AdminRequest) and not session.admin:
-            session.reject(RejectReason.NOT_AUTHORIZED, f"{name} needs an admin key", ref_type=name)
+            if self._may_answer(listener, route, session, now, name):
+                session.reject(RejectReason.NOT_AUTHORIZED, f"{name} needs an admin key",
+                               ref_type=name)
             return
         if isinstance(request, AccountRequest) and not session.is_entitled(request.account):
-            session.reject(RejectReason.NOT_AUTHORIZED,
-                           f"account {request.account!r} is not entitled to this key",
-                           ref_type=name, cl_ord_id=getattr(request, "cl_ord_id", None))
+            if self._may_answer(listener, route, session, now, name):
+                session.reject(RejectReason.NOT_AUTHORIZED,
+                               f"account {request.account!r} is not entitled to this key",
+                               ref_type=name, cl_ord_id=getattr(request, "cl_ord_id", None))
             return
         if self.shutting_down and (type(request) is NewOrder or type(request) is Replace):
             # (After the checks above, as protocol.md orders them: a key not
@@ -1418,6 +1424,41 @@ class IntakeServer:
         # Intake's stage: decode and checks, up to the hand-over to the pipeline.
         self._stage_latency.observe((time.perf_counter_ns() - started) / 1e9)
         self._hand_over(session, request, positions, held)
+
+    def _may_answer(self, listener: _Listener, route: bytes, session: Session, now: int,
+                    ref_type: str | None) -> bool:
+        """Charge a request other than an order to its key's ``request_rate``.
+
+        True: serve it. False: the key is past its rate, and the request was
+        answered ``THROTTLED`` outside the session's numbering (not journaled,
+        not kept), so that a flood of queries or of bad messages costs the
+        journal nothing. Order requests have risk's throttle instead; cancels
+        and admin requests are never charged (they take risk off).
+        """
+        rate = self.config.request_rate
+        if not rate:
+            return True
+        unit = 1_000_000_000  # one request, in units of the refill (rate per ns)
+        full = self.config.request_bucket * unit
+        bucket = self._request_buckets.get(session.principal)
+        if bucket is None:
+            bucket = self._request_buckets[session.principal] = [full, now]
+        else:
+            bucket[0] = min(full, bucket[0] + (now - bucket[1]) * rate)
+            bucket[1] = now
+        if bucket[0] >= unit:
+            bucket[0] -= unit
+            return True
+        self._send_sessionless(listener, route, make_reject(
+            RejectReason.THROTTLED,
+            f"requests above the limit of key {session.client_name}: "
+            f"{rate} per second (intake.request_rate), all its sessions together; "
+            "not served, and this answer is outside the session's numbering",
+            ref_type=ref_type))
+        self._throttled_log.log(logging.WARNING, "intake: key %s is past intake.request_rate "
+                                "(%d per second); its requests are answered THROTTLED",
+                                session.client_name, rate)
+        return False
 
     def _hand_over(self, session: Session, request: Request,
                    positions: tuple[int, ...] | None = None,
@@ -1546,17 +1587,21 @@ class IntakeServer:
                                            "this key was removed from the allow-list: its "
                                            "sessions cannot be resumed")
             if request.begin_seq > target.seq + 1:
-                # The client saw messages this session never sent: the engine
-                # lost them (a journal that lost its tail). Numbering over
-                # them would reuse seqs the client has, which it drops.
-                log.error("intake: resume of session %s from seq %d refused: it has sent %d "
-                          "messages; the engine lost messages it had sent", target.session_id,
-                          request.begin_seq, target.seq)
+                # The client says it saw messages this session never sent:
+                # the engine lost them (a journal under fsync none that lost
+                # its tail; recovery says so in its own lines), or the client
+                # is wrong, which any client can be at will: a warning, and
+                # sparse. Numbering over them would reuse seqs the client
+                # has, which it would drop.
+                self._bad_resume_log.log(
+                    logging.WARNING, "intake: resume of session %s from seq %d refused: it "
+                    "has sent %d messages (a client's error, or messages lost with an unsynced "
+                    "journal tail)", target.session_id, request.begin_seq, target.seq)
                 return self._refuse_resume(
                     listener, route, session,
                     f"session {target.session_id} has sent {target.seq} messages and you have "
                     f"seen {request.begin_seq - 1}: this engine lost messages it had sent (its "
-                    f"journal lost its tail)",
+                    f"journal lost its tail), or your count is wrong",
                     "; not resumed: this connection has a new session, ask for your orders' "
                     "status")
             session = self._resume(listener, route, session, target, now)

@@ -380,6 +380,47 @@ def warn_whatever_the_level(logger: logging.Logger, text: str) -> None:
         handler.handle(record)
 
 
+class SparseLog:
+    """At most ``most`` lines per ``window_s`` for one kind of event that anyone may cause
+    (a refused key, a bad resume, a key past its rate); the rest are counted, and the count
+    is logged with the first line of the next window.
+
+    Events a client can repeat at will must not flood the log, nor hide among
+    thousands of copies of themselves.
+
+    Parameters
+    ----------
+    logger : logging.Logger
+    what : str
+        The event's name, first in the count's line ("intake: refused CURVE handshakes").
+    most : int
+        Lines logged per window.
+    window_s : float
+        The window, seconds.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str, most: int = 10,
+                 window_s: float = 10.0):
+        self.logger, self.what, self.most, self.window_s = logger, what, most, window_s
+        self._window_start = -float("inf")
+        self._logged = self._unlogged = 0
+
+    def log(self, level: int, msg: str, *args) -> None:
+        """Log ``msg % args`` at ``level``, or count it when the window has had its lines."""
+        now = time.monotonic()
+        if now - self._window_start >= self.window_s:
+            if self._unlogged:
+                # (Said with the next event after the window: none since, none said.)
+                self.logger.log(level, "%s: %d more within %.0f s of the first logged, "
+                                "not each logged", self.what, self._unlogged, self.window_s)
+            self._window_start, self._logged, self._unlogged = now, 0, 0
+        if self._logged < self.most:
+            self._logged += 1
+            self.logger.log(level, msg, *args)
+        else:
+            self._unlogged += 1
+
+
 def setup_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | None = None) -> None:
     """Configure the root logger: JSON lines (or plain text) to ``stream`` (stderr)."""
     global _stderr_logging

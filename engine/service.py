@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import gateways
-from engine.aio import cancel_and_wait
+from engine.aio import cancel_and_wait, log_if_it_dies
 from engine.busy import BusyFlag
 from engine.config import (Config, ConfigError, SecurityConfig, core_risk, core_router,
                            load_config, parse_config, risk_config, trading_day)
@@ -206,10 +206,12 @@ class EngineService:
                 self.pipeline.sessions[rs.session_id] = session
         resume_working(self.pipeline, self.recovered)
         await self.venues.start()
-        self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="router-tick")
+        self._ticker = log_if_it_dies(asyncio.get_running_loop().create_task(
+            self._tick(), name="router-tick"),
+            "engine: the router's clock (schedules, acknowledgement timeouts, reprices)")
         if any(gateway.config.isolation == "process" for gateway in self.gateways):
-            self._gateway_watch = asyncio.get_running_loop().create_task(
-                self._watch_gateways(), name="gateway-watch")
+            self._gateway_watch = log_if_it_dies(asyncio.get_running_loop().create_task(
+                self._watch_gateways(), name="gateway-watch"), "engine: the gateways' watch")
         bound_gc_pauses()
         log.info("engine: serving on %s (%d venues, %d instruments, journal %s fsync=%s)",
                  ", ".join(self.endpoints), len(market.venues), len(instruments),

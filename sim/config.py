@@ -434,7 +434,12 @@ def _venue(t: dict, k: int) -> VenueConfig:
     scale = _take(t, "flow_scale", w, 1.0, float)
     if scale < 0:
         raise ConfigError(f"{w}.flow_scale must be >= 0")
-    return VenueConfig(name=_take(t, "name", w, kind=str), kind=kind, fees=fees, latency=latency,
+    name = _take(t, "name", w, kind=str)
+    if not name.strip() or name != name.strip():
+        # Every fill and report names its venue: a blank one attributes nothing.
+        raise ConfigError(f"{w}.name {name!r}: expected a venue's name (not blank, no spaces "
+                          f"around it)")
+    return VenueConfig(name=name, kind=kind, fees=fees, latency=latency,
                        hours=(str(hours[0]), str(hours[1])), flow_scale=scale)
 
 
@@ -533,8 +538,10 @@ def config_from_dict(data: dict, base_dir: str | Path = ".") -> SimConfig:
     venues = tuple(_venue(t, k) for k, t in enumerate(_tables(data, "venues")))
     if not instruments or not venues:
         raise ConfigError("config needs at least one instrument and one venue")
+    # Venue names told apart by case alone ("NEXA", "nexa") are refused too:
+    # people read reports by them.
     for what, names in (("instrument symbol", [i.symbol for i in instruments]),
-                        ("venue name", [v.name for v in venues])):
+                        ("venue name", [v.name.casefold() for v in venues])):
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ConfigError(f"duplicate {what}(s): {', '.join(sorted(dupes))}")

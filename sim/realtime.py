@@ -36,17 +36,14 @@ quantised to the millisecond. An order submitted wakes the pacer at once.
 from __future__ import annotations
 
 import asyncio
-import logging
 from functools import partial
 
+from engine.aio import cancel_and_wait, log_if_it_dies
 from ext.book import OrderBook
 from ext.types import OrdType, TimeInForce
 from sim.clock import WallClock, parse_duration
 from sim.config import ConfigError, SimConfig, load_config
 from sim.market import Market
-
-log = logging.getLogger(__name__)
-
 
 #: Shortest wait between market updates: the event loop's timer resolution.
 MIN_WAIT_S = 0.001
@@ -190,23 +187,19 @@ class RealtimeVenues:
         if self._task is not None:
             raise RuntimeError("already started")
         self.clock = WallClock(self.start_ns, self.speed)
-        self._task = asyncio.get_running_loop().create_task(self._pace(), name="sim-venues")
+        self._task = log_if_it_dies(asyncio.get_running_loop().create_task(
+            self._pace(), name="sim-venues"), "realtime venues: the clock")
 
     async def stop(self) -> None:
         """Stop pacing (orders in flight stay where they are).
 
-        A pacing task that had died of an error is logged, not raised: the
-        caller's own stop (an engine's: its intake, journal, gateways) goes on.
+        A pacing task that had died of an error was logged when it died, and
+        is not raised: the caller's own stop (an engine's: its intake,
+        journal, gateways) goes on.
         """
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                log.exception("realtime venues: the clock had stopped on an error")
+            await cancel_and_wait(task)
 
     async def __aenter__(self) -> "RealtimeVenues":
         await self.start()

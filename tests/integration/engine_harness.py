@@ -93,14 +93,14 @@ def free_ports(count: int) -> list[int]:
 
 
 def config_text(port: int, journal_dir: Path, *, sim: Path = QUIET_SIM, fsync: str = "none",
-                extra: str = "") -> str:
-    """A complete engine configuration for a test."""
+                extra: str = "", intake: str = "") -> str:
+    """A complete engine configuration for a test (``intake``: more ``[intake]`` keys)."""
     return f"""
 [intake]
 plaintext_endpoints = ["tcp://127.0.0.1:{port}"]
 allow_plaintext = true
 heartbeat_timeout_ms = 60000
-
+{intake}
 [security]
 plaintext_accounts = ["DEMO1", "DEMO2"]
 plaintext_admin = true
@@ -139,7 +139,7 @@ def engine_config(tmp: Path, **config) -> tuple[Path, str]:
 def serving(tmp: Path, **config):
     """An engine (in a thread) on a free port, its journal in ``tmp``; yields ``(engine, endpoint)``.
 
-    ``config`` goes to :func:`config_text` (``sim``, ``fsync``, ``extra``).
+    ``config`` goes to :func:`config_text` (``sim``, ``fsync``, ``extra``, ``intake``).
     """
     port = free_port()
     path = tmp / "engine.toml"

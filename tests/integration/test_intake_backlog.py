@@ -38,9 +38,9 @@ def _engine_config(tmp_path, *, send_hwm, ring=10000):
     keep ``ring`` for resends (the backlog's bound); (path, endpoint)."""
     port = free_port()
     path = tmp_path / "engine.toml"
-    path.write_text(config_text(port, tmp_path / "journal").replace(
-        "heartbeat_timeout_ms = 60000", f"heartbeat_timeout_ms = 60000\nsend_hwm = {send_hwm}\n"
-                                        f"resend_ring_size = {ring}"))
+    # (no request_rate: some tests here make their traffic out of heartbeats)
+    path.write_text(config_text(port, tmp_path / "journal", intake=(
+        f"send_hwm = {send_hwm}\nresend_ring_size = {ring}\nrequest_rate = 0")))
     return path, f"tcp://127.0.0.1:{port}"
 
 

@@ -81,3 +81,18 @@ def test_a_throttle_table_naming_no_client_key_is_logged_at_start(tmp_path, capl
     assert lines == ["[risk.sessions.plaintxt] names no client key (keys: plaintext; "
                      "'plaintext' for the plaintext endpoints): it throttles no one, and the key "
                      "it was meant for draws on the firm's throttle"]
+
+
+def test_a_reload_logs_no_startup_init_event(tmp_path, caplog):
+    """Audit (stop 33): the file's check built a risk engine of its own, whose "init by
+    startup" went to the risk audit log at every reload (a refused one too)."""
+    import logging
+    caplog.set_level(logging.INFO, logger="kronos.risk")
+    port = free_port()
+    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
+    path.write_text(config_text(port, tmp_path / "journal"))
+    with ThreadedEngine(path), Client(endpoint) as client:
+        caplog.clear()
+        assert admin(client, ReloadLimits(req_id="r1")).ok
+    events = [r.risk_event for r in caplog.records if hasattr(r, "risk_event")]
+    assert [e["action"] for e in events] == ["reload"], events

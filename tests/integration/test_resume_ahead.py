@@ -53,3 +53,22 @@ def test_a_resend_from_past_the_sessions_end_is_refused_outside_the_numbering(tm
         assert (refused.reject_name, refused.ref_type, refused.text) == (
             "INVALID_FIELD", "ResendRequest",
             "begin_seq 99 is past this session's last message, seq 1")
+
+
+def test_resumes_from_past_the_end_are_logged_sparsely_as_warnings(tmp_path, caplog):
+    """Audit (stop 33): 200 such resumes wrote 200 ERROR lines saying the engine had lost
+    messages, which any client can make it write at will."""
+    import logging
+    caplog.set_level(logging.INFO, logger="engine.intake")
+    with serving(tmp_path) as (_, endpoint):
+        with Client(endpoint) as first:
+            first.heartbeat()
+            first.recv(5)
+            session_id = first.session_id
+        for _ in range(15):
+            with Client(endpoint, auto_resume=False) as again:
+                again.resume(session_id, 9)
+                assert again.recv(5).reject_name == "RESUME_REFUSED"
+    lines = [r for r in caplog.records if f"resume of session {session_id}" in r.getMessage()]
+    assert len(lines) == 10 and {r.levelno for r in lines} == {logging.WARNING}
+    assert "a client's error, or messages lost" in lines[0].getMessage()

@@ -105,6 +105,13 @@ def test_documented_defaults():
     ("[intake]\n", "accept no connections"),
     (PLAIN.replace("tcp://127.0.0.1:7002", "http://x"), "not a tcp://host:port"),
     (PLAIN + "heartbeat_timeout_ms = 500\n", "heartbeat_timeout_ms"),
+    # Audit (stop 33): forgotten before it timed out, a session's cancel-on-disconnect was never
+    # done, and a client heartbeating on time lost its session (seconds against milliseconds).
+    (PLAIN + "session_retention_s = 1\n", "'intake.session_retention_s' (1 s) must be longer "
+                                          "than 'intake.heartbeat_timeout_ms' (3000 ms)"),
+    (PLAIN + "heartbeat_timeout_ms = 4000000\n", "must be longer than 'intake.heartbeat_timeout_ms'"),
+    (PLAIN + "request_burst = 0\n", "'intake.request_burst'"),
+    (PLAIN + "request_rate = -1\n", "'intake.request_rate'"),
     (PLAIN + "hard_max_message_bytes = 10\n", "hard_max_message_bytes"),
     (PLAIN + '[[security.clients]]\nname="a"\npublic_key="short"\naccounts=["A"]\n', "Z85"),
     (PLAIN + '[[security.clients]]\nname="a"\naccounts=["A"]\n', "exactly one of"),

@@ -26,6 +26,9 @@ SIM = Path(__file__).resolve().parents[2] / "integration" / "configs" / "quiet_s
     ('[sim]\nstart_at = 930\n', "'sim.start_at': expected a time of day"),
     ('[sim]\nconfig = "no/such/sim.toml"\n', "'sim.config': cannot read"),
     ('[sim]\nconfig = ""\n', "'sim.config': expected the path of a simulator TOML file"),
+    # Audit (stop 33): served an empty market (the flow turned off, nothing replayed).
+    (f'[sim]\nconfig = "{SIM.parents[3] / "sim" / "configs" / "replay.toml"}"\n',
+     "has a [replay] table: recorded market data is replayed by the backtester"),
     ('[journal]\ndir = ""\n', "'journal.dir'"),
     (f'[journal]\ngroup_commit_us = {MAX_GROUP_COMMIT_US + 1}\n', "'journal.group_commit_us': Expected `int` <= 1000000"),
     # A window the policy ignores: the file does not do what it says.
@@ -36,6 +39,9 @@ SIM = Path(__file__).resolve().parents[2] / "integration" / "configs" / "quiet_s
     ('[metrics]\nhost = ""\n', "'metrics.host': '' is not an IP address or a host name"),
     ('[metrics]\nhost = "not a host"\n', "'metrics.host'"),
     ('[metrics]\nhost = "10.0.0.256"\n', "'metrics.host'"),
+    # Audit (stop 33): refused only at bind time, as "cannot bind".
+    ('[[gateways]]\ntype = "zmq"\nmetrics_host = "not a host"\nmetrics_port = 47212\n',
+     "'gateways[0].metrics_host': 'not a host' is not an IP address or a host name"),
     ('[[gateways]]\ntype = "zmq"\nendpont = "tcp://127.0.0.1:1"\n',
      "'gateways[0].endpont': unknown key for a zmq gateway"),
     # The router's own refusal named no key ("'router': unknown strategy ...").
@@ -185,3 +191,11 @@ def test_intake_endpoints_no_client_could_use_are_refused(endpoints, message):
         parse_config(f"[intake]\nplaintext_endpoints = {endpoints}\nallow_plaintext = true\n",
                      source="engine.toml")
     assert message in str(caught.value)
+
+
+def test_a_byte_order_mark_is_read_past(tmp_path):
+    """Audit (stop 33): "not valid TOML ... (at line 1, column 1)", where the simulator's
+    files read past one."""
+    path = tmp_path / "engine.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + PLAIN.encode())
+    assert load_config(path).intake.allow_plaintext

@@ -22,6 +22,7 @@ def test_refusals_past_the_burst_are_counted_in_one_line(monkeypatch, caplog):
         clock[0] += 3600.0                       # the next window: the count, then the key
         assert not provider.callback("global", b"LATE")
     lines = [r.getMessage() for r in caplog.records]
-    assert lines[10:] == ["intake: refused 15 more CURVE handshakes (keys not in the allow-list) "
+    assert lines[10:] == ["intake: refused CURVE handshakes (keys not in the allow-list): 15 more "
                           "within 10 s of the first logged, not each logged",
                           "intake: refused CURVE key LATE (not in the allow-list)"]
+

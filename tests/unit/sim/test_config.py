@@ -29,6 +29,10 @@ def test_default_configuration_has_three_lit_venues_and_a_dark_pool():
     ("instruments", [{"symbol": "AAA", "price": "50.001"}], "multiple of"),
     ("venues", [{"name": "A", "kind": "grey"}], "kind"),
     ("venues", [{"name": "A"}, {"name": "A"}], "duplicate venue"),
+    # Audit (stop 33): fills came back with venue "", and NEXA and nexa were two venues.
+    ("venues", [{"name": "A"}, {"name": "a"}], "duplicate venue name"),
+    ("venues", [{"name": ""}], r"venues\[0\]\.name '': expected a venue's name"),
+    ("venues", [{"name": " A"}], "no spaces around it"),
     ("venues", [{"name": "D", "kind": "dark"}], "lit venue"),
     ("venues", [{"name": "A", "latency": {"model": "gamma"}}], "latency model"),
     ("venues", [{"name": "A", "fees": {"taker_bps": "0.001"}}], "two decimals"),

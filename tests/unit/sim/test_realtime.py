@@ -87,4 +87,4 @@ def test_stop_after_the_clock_died_of_an_error_does_not_raise(caplog):
         await venues.stop()  # (raised OverflowError)
         assert not venues.running
     asyncio.run(main())
-    assert "the clock had stopped on an error" in caplog.text
+    assert "realtime venues: the clock stopped on an error" in caplog.text
