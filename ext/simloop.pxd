@@ -242,7 +242,11 @@ cdef class MarketLoop:
     cdef double* rtt_ewma
     cdef int64_t* rtt_n
     cdef int64_t* rtt_sum
-    cdef int64_t batch_deliver        # delivery time of the current response batch
+    # The current response batch (one venue operation's reports): its number, and per
+    # venue the batch it last drew a delivery time for, and that time.
+    cdef int64_t batch_gen
+    cdef int64_t* batch_gen_of
+    cdef int64_t* batch_at
 
     # ------------------------------------------------------------ time and heap
     cdef readonly int64_t now

@@ -722,6 +722,8 @@ cdef class MarketLoop:
         self.lat_len = <Py_ssize_t*>PyMem_Malloc(nv * sizeof(Py_ssize_t))
         self.last_in = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
         self.last_out = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
+        self.batch_gen_of = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
+        self.batch_at = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
         self.rtt_ewma = <double*>PyMem_Malloc(nv * sizeof(double))
         self.rtt_n = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
         self.rtt_sum = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
@@ -734,7 +736,8 @@ cdef class MarketLoop:
                 or self.maker_per_lot == NULL or self.taker_per_lot == NULL
                 or self.maker_cbps == NULL or self.taker_cbps == NULL or self.lat_ptr == NULL
                 or self.lat_pos == NULL or self.lat_len == NULL or self.last_in == NULL
-                or self.last_out == NULL or self.rtt_ewma == NULL or self.rtt_n == NULL
+                or self.last_out == NULL or self.batch_gen_of == NULL or self.batch_at == NULL
+                or self.rtt_ewma == NULL or self.rtt_n == NULL
                 or self.rtt_sum == NULL or self.cum_qty == NULL or self.cum_notional2 == NULL
                 or self.last_bbo == NULL):
             raise MemoryError()
@@ -744,6 +747,7 @@ cdef class MarketLoop:
             self.lat_ptr[v] = NULL
             self.lat_pos[v] = self.lat_len[v] = 0
             self.last_in[v] = self.last_out[v] = start_ts
+            self.batch_gen_of[v] = -1
             self.rtt_ewma[v] = 0.0
             self.rtt_n[v] = self.rtt_sum[v] = 0
         for i in range(ni):
@@ -800,7 +804,7 @@ cdef class MarketLoop:
         self.record_tape = record_tape
         self.trades_cap = self.n_trades = 0
         self.quotes_cap = self.n_quotes = 0
-        self.batch_deliver = -1
+        self.batch_gen = 0
         self.pending_ack = 0
 
     def __dealloc__(self):
@@ -822,6 +826,8 @@ cdef class MarketLoop:
         PyMem_Free(self.lat_len)
         PyMem_Free(self.last_in)
         PyMem_Free(self.last_out)
+        PyMem_Free(self.batch_gen_of)
+        PyMem_Free(self.batch_at)
         PyMem_Free(self.rtt_ewma)
         PyMem_Free(self.rtt_n)
         PyMem_Free(self.rtt_sum)
@@ -955,17 +961,21 @@ cdef class MarketLoop:
     cdef int64_t _deliver_at(self, int v, int64_t venue_ts) except -1:
         """Delivery time of the current batch of reports from venue ``v``.
 
-        Everything one venue operation produces (ack, fills, cancel of the
-        rest) leaves in one batch, so one latency draw covers it.
+        Everything one venue operation produces at one venue (ack, fills,
+        cancel of the rest) leaves in one batch, so one latency draw covers
+        it. An operation that reaches two venues (a lit trade that moves the
+        mid and fills a dark peg) sends a batch from each: each venue draws
+        from its own model and keeps its own channel in order.
         """
         cdef int64_t t
-        if self.batch_deliver < 0:
+        if self.batch_gen_of[v] != self.batch_gen:
             t = venue_ts + self._latency(v)
             if t < self.last_out[v]:
                 t = self.last_out[v]
             self.last_out[v] = t
-            self.batch_deliver = t
-        return self.batch_deliver
+            self.batch_gen_of[v] = self.batch_gen
+            self.batch_at[v] = t
+        return self.batch_at[v]
 
     cdef int64_t fee_c(self, int32_t b, int liquidity, int64_t price_x2,
                        int64_t qty) except? 0x7FFFFFFFFFFFFFFF:
@@ -1053,7 +1063,7 @@ cdef class MarketLoop:
                 self._refill()
             bg_ts = self.cops[self.cpos].ts if self.cpos < self.clen else INT64_MAX
             msg_ts = self.heap[0].ts if self.heap_n > 0 else INT64_MAX
-            self.batch_deliver = -1
+            self.batch_gen += 1
             if msg_ts <= bg_ts:
                 if msg_ts > until:
                     break
@@ -1813,7 +1823,7 @@ cdef class MarketLoop:
         o.order_id, o.account, o.price, o.qty, o.ts = order_id, account, price, qty, self.now
         if self.now >= self.next_sample:
             self._sample(self.now)
-        self.batch_deliver = -1
+        self.batch_gen += 1
         r = self._bg_op(&o, book)
         if self.pending_ack:
             self._flush_ack()

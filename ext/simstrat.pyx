@@ -95,6 +95,7 @@ cdef class PeriodicTakerCore(StrategyCore):
             qty = self.child_qty
         if qty <= 0:
             return 0
-        self.n_sent += 1
+        # The first child to the first venue listed (the venues in order of preference).
         self.send_c(self.venue_list[self.n_sent % self.n_venue_list], qty, 0, MARKET, IOC, 0)
+        self.n_sent += 1
         return 0

@@ -31,8 +31,8 @@ class PythonPeriodicTaker(ExecutionStrategy):
     def on_timer(self):
         qty = min(self.params["child_qty"], self.remaining - self.open_qty)
         if qty > 0:
-            self.n_sent += 1
             self.send(self.venue_list[self.n_sent % len(self.venue_list)], qty, 0, MARKET, IOC)
+            self.n_sent += 1
 
 
 def fill_rows(result):
@@ -68,6 +68,18 @@ def test_periodic_taker_stops_at_the_parent_quantity():
     # one per second from the start, each filled 200 us later (100 us each way)
     t0 = parent.start_ns
     assert [f.recv_ts - t0 for f in s.fills] == [200 * US, S + 200 * US, 2 * S + 200 * US]
+
+
+def test_periodic_taker_sends_its_first_child_to_the_first_venue_listed():
+    """Audit (stop 33): it counted before choosing, so the first child went to the second."""
+    m = quiet_market()
+    for venue in ("FAST", "BPS", "INV"):
+        add(m, venue, 1, SELL, 5001, 1000)
+    parent = ParentOrder(1, "AAA", BUY, 30, m.now, m.now + 60 * S)
+    s = PeriodicTakerStrategy(m, parent, interval="1s", child_qty=10, venues=["INV", "FAST"])
+    m.set_timer(parent.start_ns, s.start)
+    m.run_until(m.now + 10 * S)
+    assert [f.venue for f in s.fills] == [2, 0, 2]       # INV, FAST, INV
 
 
 def test_fills_children_and_working_are_stable_python_views():
