@@ -28,6 +28,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import random  # noqa: E402
@@ -201,19 +202,30 @@ def floor_call(orders) -> int:
     return time.perf_counter_ns() - t0
 
 
+def _no_gc(fn) -> int:
+    """``fn()`` (a run that times itself) with the collector off, as common.best_of times
+    every other benchmark: the reference allocates per order and the core hardly at all,
+    so collections would land on the reference's runs only."""
+    gc.collect()
+    gc.disable()
+    try:
+        return fn()
+    finally:
+        gc.enable()
+
+
 def best(fn, repeats: int) -> int:
-    return min(fn() for _ in range(repeats))
+    return min(_no_gc(fn) for _ in range(repeats))
 
 
-def best_pair(core_fn, ref_fn, core_repeats: int, ref_repeats: int) -> tuple[int, int]:
-    """Best time of each, runs interleaved so that both meet the same
-    neighbours on a shared machine (the ratio is what matters)."""
+def best_pair(core_fn, ref_fn, repeats: int) -> tuple[int, int]:
+    """Best time of each over the same number of runs, interleaved so that both meet the
+    same neighbours on a shared machine (the ratio is what matters; more runs for one
+    side would only ever lower its best)."""
     core, ref = [], []
-    for k in range(max(core_repeats, ref_repeats)):
-        if k < core_repeats:
-            core.append(core_fn())
-        if k < ref_repeats:
-            ref.append(ref_fn())
+    for _ in range(repeats):
+        core.append(_no_gc(core_fn))
+        ref.append(_no_gc(ref_fn))
     return min(core), min(ref)
 
 
@@ -234,7 +246,7 @@ def main(argv=None) -> int:
     logging.disable(logging.INFO)        # config loads log at INFO; keep the output to figures
     n = args.orders or (40_000 if args.quick else 200_000)
     # The machine is shared: the best of several runs is the least disturbed one.
-    core_repeats, ref_repeats = (5, 2) if args.quick else (11, 3)
+    repeats = 5 if args.quick else 7
     config = make_config()
 
     orders = check_stream(n, args.seed)
@@ -253,14 +265,14 @@ def main(argv=None) -> int:
     hint = len(orders) + N_ACCOUNTS * N_INSTRUMENTS
     t_gate, t_gate_ref = best_pair(lambda: run_gates(fresh(RiskEngine, config, hint), orders),
                                    lambda: run_gates(fresh(RiskReference, config), orders),
-                                   core_repeats, ref_repeats)
+                                   repeats)
     t_core, t_ref = best_pair(lambda: run_checks(fresh(RiskEngine, config, hint), orders),
                               lambda: run_checks(fresh(RiskReference, config), orders),
-                              core_repeats, ref_repeats)
-    t_floor = best(lambda: floor_call(orders), core_repeats)
+                              repeats)
+    t_floor = best(lambda: floor_call(orders), repeats)
     t_life, t_life_ref = best_pair(lambda: run_lifecycle(fresh(RiskEngine, config, hint), ops),
                                    lambda: run_lifecycle(fresh(RiskReference, config), ops),
-                                   core_repeats, ref_repeats)
+                                   repeats)
 
     array = np.array(orders, dtype=np.int64)
     out = np.zeros(len(orders), dtype=np.uint16)
@@ -270,7 +282,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter_ns()
         engine.check_new_batch(array, out)
         return time.perf_counter_ns() - t0
-    t_batch = best(run_batch, core_repeats)
+    t_batch = best(run_batch, repeats)
     assert out.tolist() == results, "batch and single calls disagree"
 
     m = len(orders)
@@ -291,7 +303,7 @@ def main(argv=None) -> int:
         "ns_python_call_floor": round(t_floor / m, 1),
     }
     print(f"risk benchmark: {m} orders ({pass_fraction:.1%} pass), {N_ACCOUNTS} accounts x "
-          f"{N_INSTRUMENTS} instruments, best of {core_repeats} (reference {ref_repeats})")
+          f"{N_INSTRUMENTS} instruments, best of {repeats} runs each (collector off)")
     print(f"{'figure':<34}{'core ns':>10}{'reference ns':>14}{'ratio':>9}")
     print(f"{'engine path: SessionGate.check_new':<34}{figures['ns_per_order_engine_path']:>10}"
           f"{figures['ns_per_order_engine_path_reference']:>14}{figures['ratio_engine_path_vs_reference']:>8}x")

@@ -668,15 +668,27 @@ def write_report(results: dict, out_dir: Path, plots: list[str]) -> None:
 
 
 #: Name fragments whose figures are better when smaller (latencies, costs).
-_LOWER_BETTER = ("_us", "ns_per", "_ns", "latency", "seconds")
+#: Name parts (between underscores) of latencies and costs.
+_COST_UNITS = frozenset({"us", "ns", "ms", "seconds", "latency"})
+#: Figures that are a run's settings, not its results: no direction.
+_SETTINGS = frozenset({"engine_seconds"})
 
 
 def lower_is_better(name: str) -> bool | None:
-    """True for latencies and costs, False for rates and speed-ups, None when unknown."""
+    """True for latencies and costs, False for rates and speed-ups, None when unknown.
+
+    Read from the leaf name's parts, not its substrings: ``us_per_strategy_order``
+    is a cost in µs, though it holds ``per_s`` (``per_strategy``).
+    """
     leaf = name.rsplit(".", 1)[-1]
-    if any(f in leaf for f in _LOWER_BETTER):
+    if leaf in _SETTINGS:
+        return None
+    parts = leaf.split("_")
+    if leaf.endswith("_per_s"):
+        return False
+    if _COST_UNITS & set(parts):  # a cost, or a ratio of costs (p99 with / without a gateway)
         return True
-    if any(f in leaf for f in ("per_s", "ratio", "_vs_")):
+    if "ratio" in parts or "vs" in parts:  # a speed-up over a baseline
         return False
     return None
 
@@ -784,6 +796,14 @@ def run(args: argparse.Namespace) -> int:
     bench_dir = Path(args.bench_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     only = [n.strip() for n in args.only.split(",")] if args.only else None
+    if only:
+        # A typo would run nothing and pass: skipped is for an expected script not there.
+        known = set(EXPECTED) | {p.stem.removeprefix("bench_") for p in bench_dir.glob("bench_*.py")}
+        unknown = [n for n in only if n not in known]
+        if unknown:
+            console.print(f"bench --only: no benchmark {', '.join(map(repr, unknown))} "
+                          f"(benchmarks: {', '.join(sorted(known))})")
+            return 2
     scripts = discover(bench_dir, only)
     micro = args.micro if args.micro is not None else not args.quick
     micro = micro and any(bench_dir.glob("test_*.py"))

@@ -46,7 +46,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    """One harness run over the four fake scripts (and one missing name)."""
+    """One harness run over the four fake scripts (and one expected name, router, that is not there)."""
     root = tmp_path_factory.mktemp("bench")
     bench_dir = root / "benchmarks"
     bench_dir.mkdir()
@@ -55,7 +55,7 @@ def report(tmp_path_factory):
     out = root / "report"
     code = harness.run(parse(["--quick", "--bench-dir", str(bench_dir), "--out", str(out),
                               "--no-loadgen", "--timeout", "3",
-                              "--only", "ok,crash,hang,nojson,missing"]))
+                              "--only", "ok,crash,hang,nojson,router"]))
     return code, out, orjson.loads((out / "results.json").read_bytes())
 
 
@@ -63,7 +63,7 @@ def test_statuses(report):
     code, _, results = report
     statuses = {name: res["status"] for name, res in results["benchmarks"].items()}
     assert statuses == {"ok": "ok", "crash": "failed", "hang": "timeout", "nojson": "no-json",
-                        "missing": "skipped"}
+                        "router": "skipped"}
     # A failed benchmark fails the command (CI decides whether that matters).
     assert code == 1
 
@@ -93,7 +93,7 @@ def test_report_lists_every_status(report):
     _, out, _ = report
     text = (out / "report.md").read_text()
     for name, status in [("ok", "ok"), ("crash", "failed"), ("hang", "timeout"),
-                         ("nojson", "no-json"), ("missing", "skipped")]:
+                         ("nojson", "no-json"), ("router", "skipped")]:
         assert f"| {name} | {status} |" in text
     assert (out / "headline.md").exists()
     assert (out / "logs" / "crash.err").read_text().strip().endswith("boom: the benchmark crashed")
@@ -149,3 +149,26 @@ def test_headline_from_real_keys():
     rows = {r[0]: r for r in harness.headline_rows(results)}
     assert rows["book batch ops/s"][3] == "20.00x faster"
     assert rows["book per-call ops/s"][3] == "10.00x faster"
+
+
+@pytest.mark.parametrize("name,lower", [
+    # Audit (stop 33): "per_strategy" holds "per_s", so a slower simulator showed as better.
+    ("sim.us_per_strategy_order", True), ("sim.us_per_strategy_order_compiled_best", True),
+    ("risk.ns_python_call_floor", True), ("e2e.ack_p99_us_at_1000", True),
+    ("gateways.engine_ack_p99_us_ratio_with_zmq", True),   # a ratio of latencies
+    ("router.decisions_per_s", False), ("risk.ratio_engine_path_vs_reference", False),
+    ("e2e.max_single_ratio_vs_floor", False), ("gateways.zmq_vs_baseline", False),
+    ("gateways.engine_seconds", None), ("router.decisions_per_run", None), ("book.fills", None),
+])
+def test_direction_of_each_kind_of_figure(name, lower):
+    assert harness.lower_is_better(name) is lower
+
+
+def test_an_unknown_only_name_is_refused(tmp_path, capsys):
+    """Audit (stop 33): ``--only nosuch`` ran nothing and exited 0."""
+    parser = argparse.ArgumentParser()
+    harness.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--only", "book,nosuch", "--out", str(tmp_path)])
+    assert harness.run(args) == 2
+    assert "no benchmark 'nosuch'" in capsys.readouterr().out
+    assert not any(tmp_path.iterdir())
