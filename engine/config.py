@@ -43,6 +43,7 @@ import datetime as dt
 import ipaddress
 import os
 import re
+import socket
 import tomllib
 import zoneinfo
 from pathlib import Path
@@ -649,14 +650,32 @@ def _same_address(a: str, b: str) -> bool:
     """Whether two binds' hosts (``"ipc"`` for paths) take one address on a shared port.
 
     ``0.0.0.0`` and ``*`` take every IPv4 address; ``::`` every address,
-    IPv4 included (dual stack). Host names are compared as written, not
-    resolved, and counted as IPv4.
+    IPv4 included (dual stack). A host name counts as the IPv4 addresses it
+    resolves to (``localhost`` is ``127.0.0.1``), as ZeroMQ and the HTTP
+    server bind it; one that does not resolve is compared as written.
     """
     if "ipc" in (a, b):
         return a == b
     a, b = a.strip("[]"), b.strip("[]")
-    return a == b or "::" in (a, b) or (
-        bool({a, b} & {"*", "0.0.0.0"}) and ":" not in a + b)
+    if a == b or "::" in (a, b):
+        return True
+    if {a, b} & {"*", "0.0.0.0"}:
+        return ":" not in a + b
+    return bool(_ipv4_of(a) & _ipv4_of(b))
+
+
+def _ipv4_of(host: str) -> frozenset[str]:
+    """The IPv4 addresses ``host`` binds (itself when it is an address or does not resolve)."""
+    try:
+        ipaddress.ip_address(host)
+        return frozenset({host})
+    except ValueError:
+        pass
+    try:
+        return frozenset(info[4][0] for info in socket.getaddrinfo(
+            host, None, socket.AF_INET, socket.SOCK_STREAM)) or frozenset({host})
+    except (OSError, UnicodeError):
+        return frozenset({host})
 
 
 def _certificate(path: str, key: str, fail: Callable[[str], NoReturn]) -> tuple[bytes, bytes | None]:

@@ -63,6 +63,10 @@ SIM = Path(__file__).resolve().parents[2] / "integration" / "configs" / "quiet_s
      "'gateways[0].endpoint': binds port 7002, as 'intake.plaintext_endpoints[0]' does"),
     ('[[gateways]]\ntype = "zmq"\nmetrics_port = 9464\nmetrics_host = "0.0.0.0"\n',
      "'gateways[0].metrics_port': binds port 9464, as 'metrics.port' does"),
+    # Audit (stop 33): a host name was compared as written, so the clash showed at bind time
+    # as "Address already in use", blaming another process.
+    ('[metrics]\nhost = "localhost"\nport = 7002\n',
+     "'metrics.port': binds port 7002, as 'intake.plaintext_endpoints[0]' does"),
     ('[risk.instruments]\nAAA = 5\n',
      "'risk.instruments.AAA': expected a table of limits ([risk.instruments.AAA]), not 5"),
 ])
