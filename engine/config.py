@@ -54,7 +54,8 @@ import zmq.auth
 from msgspec import Meta
 
 from engine.tradingday import TradingDay
-from gateways.config import GatewayConfigError, _zmq_endpoint_problem, parse_gateway_configs
+from gateways.config import (Z85_KEY, GatewayConfigError, _zmq_endpoint_problem,
+                             parse_gateway_configs)
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 #: Price levels per venue book the router keeps (``core_router``).
@@ -386,7 +387,6 @@ class Config(_Section):
 
 
 # ---------------------------------------------------------------- loading
-_Z85_KEY = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 # (inproc:// is refused: only the engine's own process could reach it, never a client)
 _ENDPOINT = re.compile(r"^(tcp://[^\s]+:(\d+|\*)|ipc://[^\s]+)$")
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -492,7 +492,23 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     sim = config.sim
     if isinstance(sim.get("config"), str) and sim["config"]:
         sim = {**sim, "config": resolve(sim["config"])}
-    return msgspec.structs.replace(config, security=security, journal=journal, sim=sim)
+    gateways = [_resolve_gateway_paths(table, resolve) for table in config.gateways]
+    return msgspec.structs.replace(config, security=security, journal=journal, sim=sim,
+                                   gateways=gateways)
+
+
+def _resolve_gateway_paths(table, resolve: Callable[[str], str]):
+    """A ``[[gateways]]`` table with its key files' paths taken from the file's directory
+    (a table that is not one is left for the gateway's own check to name)."""
+    if not isinstance(table, dict):
+        return table
+    table = dict(table)
+    if isinstance(table.get("curve_secret_key_file"), str):
+        table["curve_secret_key_file"] = resolve(table["curve_secret_key_file"])
+    files = table.get("subscriber_key_files")
+    if isinstance(files, list):
+        table["subscriber_key_files"] = [resolve(f) if isinstance(f, str) else f for f in files]
+    return table
 
 
 def trading_day(config: Config) -> TradingDay:
@@ -570,7 +586,7 @@ def _check(config: Config, source: str) -> None:
             fail(f"'{where}': give exactly one of 'public_key' and 'public_key_file'")
         if client.public_key is not None:
             key, field = client.public_key, f"{where}.public_key"
-            if not _Z85_KEY.match(key):
+            if not Z85_KEY.fullmatch(key):
                 fail(f"'{field}': not a 40-character Z85 CURVE key")
         else:
             field = f"{where}.public_key_file"
@@ -594,7 +610,16 @@ def _check(config: Config, source: str) -> None:
     except GatewayConfigError as exc:
         fail(str(exc))
     for i, gateway in enumerate(gateway_configs):
-        if gateway.enabled and not _is_host(gateway.metrics_host):
+        if not gateway.enabled:
+            continue
+        if getattr(gateway, "curve_secret_key_file", None) is not None:
+            where = f"gateways[{i}].curve_secret_key_file"
+            if _certificate(gateway.curve_secret_key_file, where, fail)[1] is None:
+                fail(f"'{where}': {gateway.curve_secret_key_file} holds no secret key (a public "
+                     f"certificate: give the .key_secret file)")
+            for k, path in enumerate(gateway.subscriber_key_files):
+                _certificate(path, f"gateways[{i}].subscriber_key_files[{k}]", fail)
+        if not _is_host(gateway.metrics_host):
             fail(f"'gateways[{i}].metrics_host': {gateway.metrics_host!r} is not an IP address "
                  f"or a host name (\"0.0.0.0\" binds every interface)")
     _check_history_store(config.history, gateway_configs, fail)
@@ -691,7 +716,7 @@ def _certificate(path: str, key: str, fail: Callable[[str], NoReturn]) -> tuple[
     except ValueError:
         fail(f"'{key}': {path} is not a ZeroMQ certificate file (no public-key line; "
              f"see `kronos-exec keys generate`)")
-    if not _Z85_KEY.match(public.decode("latin-1")):
+    if not Z85_KEY.fullmatch(public.decode("latin-1")):
         fail(f"'{key}': {path}: its public-key is not a 40-character Z85 CURVE key")
     return public, secret
 

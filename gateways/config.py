@@ -34,6 +34,10 @@ MAX_AGE_S = 100 * 365 * 86_400
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+#: A CURVE key in Z85 (``fullmatch``): 40 characters of its alphabet.
+Z85_KEY = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
+
+
 class GatewayConfigError(ValueError):
     """A ``[[gateways]]`` table is wrong; the message names the table and key."""
 
@@ -156,6 +160,16 @@ class ZmqConfig(GatewayConfig, tag="zmq"):
     max_replay : int
         Most events in one replay answer (the subscriber asks again for the
         rest). Default 10000.
+    curve_secret_key_file : str, optional
+        The gateway's CURVE certificate with its secret key (``zmq.auth``
+        format, as ``kronos-exec keys generate`` writes it; relative to the
+        configuration file). Set, both sockets are CURVE servers: encrypted,
+        and only the keys below may connect. Default: none (no CURVE).
+    subscriber_keys : list of str
+        Z85 public keys (40 characters) allowed to subscribe and replay.
+    subscriber_key_files : list of str
+        Public certificate files of the keys allowed to subscribe and replay.
+        With CURVE, at least one key between the two lists.
     """
 
     endpoint: str = "tcp://127.0.0.1:7101"
@@ -163,6 +177,9 @@ class ZmqConfig(GatewayConfig, tag="zmq"):
     sndhwm: PositiveInt = 100_000
     heartbeat_ms: HourMs = 1000
     max_replay: PositiveInt = 10_000
+    curve_secret_key_file: str | None = None
+    subscriber_keys: list[str] = []
+    subscriber_key_files: list[str] = []
     # Each poll of a live journal costs a wake-up (about 60 µs of CPU here,
     # whatever it finds): at 2 ms that was half of what the gateway took
     # from the engine's cores at 1,000 orders/s (docs/gateways.md).
@@ -459,6 +476,18 @@ def _check(config: GatewayConfig, where: str) -> None:
                     fail(key, f"{getattr(config, key)!r}: {problem}")
             if config.endpoint == config.replay_endpoint and not _ephemeral(config.endpoint):
                 fail("replay_endpoint", "is the same as 'endpoint'")
+            subscribers = len(config.subscriber_keys) + len(config.subscriber_key_files)
+            if config.curve_secret_key_file is not None and not subscribers:
+                fail("curve_secret_key_file", "is set, but 'subscriber_keys' and "
+                                              "'subscriber_key_files' are empty: no one could "
+                                              "connect")
+            if config.curve_secret_key_file is None and subscribers:
+                fail("subscriber_keys" if config.subscriber_keys else "subscriber_key_files",
+                     "lists keys, but 'curve_secret_key_file' is not set: without CURVE the "
+                     "gateway cannot tell one subscriber from another")
+            for i, key in enumerate(config.subscriber_keys):
+                if not Z85_KEY.fullmatch(key):
+                    fail(f"subscriber_keys[{i}]", "not a 40-character Z85 CURVE public key")
         case NatsConfig():
             if not config.servers:
                 fail("servers", "empty")

@@ -35,13 +35,15 @@ import logging
 import struct
 import threading
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import msgspec
 import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 
 from engine.journal import JournalReader, RecordKind
-from engine.metrics import warn_whatever_the_level
+from engine.metrics import SparseLog, warn_whatever_the_level
 from gateways.base import Gateway, GatewayBindError, describe
 from gateways.config import ZmqConfig, zmq_ipv6
 from gateways.events import GatewayEvent, Normalizer, topic_of
@@ -53,6 +55,54 @@ HEADER = struct.Struct(">QQQ")
 #: ``prev``/``topic_prev`` value meaning "not known": check with a replay.
 UNKNOWN = (1 << 64) - 1
 HEARTBEAT_TOPIC = b"_hb"
+#: The ZAP domain of a CURVE gateway's sockets (its own context's authenticator answers it).
+ZAP_DOMAIN = "kronos-gateway"
+
+
+class CurveServer(NamedTuple):
+    """A CURVE gateway's keys: its own pair, and the subscribers' public keys (Z85)."""
+
+    public: bytes
+    secret: bytes
+    subscribers: frozenset[bytes]
+
+    @classmethod
+    def of(cls, config: ZmqConfig) -> "CurveServer | None":
+        """The keys ``config`` names, read from their files (None: no CURVE)."""
+        if config.curve_secret_key_file is None:
+            return None
+        public, secret = zmq.auth.load_certificate(config.curve_secret_key_file)
+        if secret is None:
+            raise ValueError(f"{config.curve_secret_key_file} holds no secret key")
+        keys = {key.encode() for key in config.subscriber_keys}
+        keys.update(zmq.auth.load_certificate(path)[0] for path in config.subscriber_key_files)
+        return cls(public, secret, frozenset(keys))
+
+    def serve(self, socket: zmq.Socket) -> None:
+        """Make ``socket`` (not yet bound) a CURVE server that only the subscribers reach."""
+        socket.zap_domain = ZAP_DOMAIN.encode()
+        socket.curve_server = True
+        socket.curve_publickey, socket.curve_secretkey = self.public, self.secret
+        # Without an answer from the authenticator libzmq would let any key in.
+        socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+
+
+class _Subscribers:
+    """ZAP callback: a key may connect if the gateway lists it (refusals logged sparsely)."""
+
+    def __init__(self, name: str, keys: frozenset[bytes]):
+        self.keys = keys
+        self.refused = 0
+        self._log = SparseLog(log, f"gateway {name}: refused CURVE keys (not in "
+                                   f"subscriber_keys or subscriber_key_files)")
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        if key in self.keys:
+            return True
+        self.refused += 1
+        self._log.log(logging.WARNING, "gateway: refused CURVE key %s (not a subscriber)",
+                      key.decode("ascii", "replace"))
+        return False
 
 
 class HeartbeatInfo(msgspec.Struct, array_like=True):
@@ -132,6 +182,7 @@ class ZmqGateway(Gateway):
     def __init__(self, config: ZmqConfig, source: JournalReader, data_dir):
         super().__init__(config, source, data_dir)
         self._context: zmq.Context | None = None
+        self._auth: ThreadAuthenticator | None = None
         self._pub: zmq.Socket | None = None
         self._replay: ReplayServer | None = None
         self._encoder = msgspec.msgpack.Encoder()
@@ -163,10 +214,19 @@ class ZmqGateway(Gateway):
             super().start()  # the child binds, and reports the endpoints back
             return
         config: ZmqConfig = self.config
+        curve = CurveServer.of(config)
         self._context = zmq.Context()
+        if curve is not None:
+            # Answering before the first handshake, as the engine's intake does.
+            self._auth = ThreadAuthenticator(self._context)
+            self._auth.start()
+            self._auth.configure_curve_callback(
+                domain=ZAP_DOMAIN, credentials_provider=_Subscribers(self.name, curve.subscribers))
         self._pub = self._context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.SNDHWM, config.sndhwm)
         self._pub.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.serve(self._pub)
         binding = config.endpoint  # the one the error names
         try:
             _bind(self._pub, binding)
@@ -175,15 +235,16 @@ class ZmqGateway(Gateway):
             self._replay = ReplayServer(self._context, binding, self.source,
                                         Normalizer(config.events, journal=self.source),
                                         max_replay=config.max_replay,
-                                        durable_seq=self.durable_seq)
+                                        durable_seq=self.durable_seq, curve=curve)
         except zmq.ZMQError as exc:
             self._pub.close()
+            self._stop_auth()
             self._context.term()
             self._pub = self._context = None  # stop() has nothing left to close
             raise ZmqBindError(self.name, binding, exc) from exc
         self.replay_endpoint = self._replay.endpoint
         exposed = [e for e in (self.endpoint, self.replay_endpoint) if _reachable_from_afar(e)]
-        if exposed:
+        if exposed and curve is None:
             # Neither socket authenticates (no CURVE): whoever reaches them reads every
             # account's events, session ids included, and replays the whole journal.
             # (Whatever the level, as the plaintext intake's warning.)
@@ -212,9 +273,15 @@ class ZmqGateway(Gateway):
         if self._pub is not None:
             self._pub.close()
             self._pub = None
+        self._stop_auth()
         if self._context is not None:
             self._context.term()
             self._context = None
+
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
 
     def load_cursor(self) -> int:
         """The cursor file (or memory), and with it the last published seq."""
@@ -359,14 +426,19 @@ class ReplayServer:
     durable_seq : callable, optional
         The journal's durable seq (``Gateway.durable_seq``): a replay serves
         nothing past it, as the publishing loop does not publish past it.
+    curve : CurveServer, optional
+        Serve over CURVE, to the subscribers' keys only.
     """
 
     def __init__(self, context: zmq.Context, endpoint: str, source: JournalReader,
                  normalizer: Normalizer, *, max_replay: int = 10_000,
-                 durable_seq: Callable[[], int | None] | None = None):
+                 durable_seq: Callable[[], int | None] | None = None,
+                 curve: CurveServer | None = None):
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         try:
+            if curve is not None:
+                curve.serve(self._socket)
             _bind(self._socket, endpoint)
         except zmq.ZMQError:
             self._socket.close()
@@ -503,6 +575,12 @@ class Subscriber:
         How long one replay request may take.
     rcvhwm : int
         SUB high-water mark.
+    server_key : bytes or str, optional
+        The gateway's CURVE public key (Z85), for a gateway with
+        ``curve_secret_key_file``: both sockets then speak CURVE.
+    client_keypair : (bytes, bytes), optional
+        This subscriber's CURVE (public, secret) keys, the public one listed
+        in the gateway's ``subscriber_keys`` or ``subscriber_key_files``.
 
     Attributes
     ----------
@@ -524,7 +602,13 @@ class Subscriber:
 
     def __init__(self, endpoint: str, replay_endpoint: str, *, topics: list[bytes] | None = None,
                  start_seq: int | None = None, context: zmq.Context | None = None,
-                 replay_timeout_ms: int = 5000, rcvhwm: int = 1_000_000):
+                 replay_timeout_ms: int = 5000, rcvhwm: int = 1_000_000,
+                 server_key: bytes | str | None = None,
+                 client_keypair: tuple[bytes | str, bytes | str] | None = None):
+        if (server_key is None) != (client_keypair is None):
+            raise ValueError("server_key and client_keypair go together (CURVE needs both)")
+        self._curve = None if server_key is None else tuple(
+            k if isinstance(k, bytes) else k.encode() for k in (server_key, *client_keypair))
         self._own_context = context is None
         self._context = context or zmq.Context()
         self._replay_endpoint = replay_endpoint
@@ -536,6 +620,7 @@ class Subscriber:
         # through), so what arrives is checked against the whole topics too.
         self._topics, self._topic_prefixes = topic_filter(prefixes)
         self._sub = self._context.socket(zmq.SUB)
+        self._curve_client(self._sub)
         self._sub.setsockopt(zmq.RCVHWM, rcvhwm)
         self._sub.setsockopt(zmq.LINGER, 0)
         for prefix in prefixes or [b""]:
@@ -700,9 +785,14 @@ class Subscriber:
                 raise ReplayError(f"replay made no progress at seq {first}")
             first = through + 1
 
+    def _curve_client(self, socket: zmq.Socket) -> None:
+        if self._curve is not None:
+            socket.curve_serverkey, socket.curve_publickey, socket.curve_secretkey = self._curve
+
     def _request(self, first: int, last: int, topics: tuple[bytes, ...]) -> tuple[dict, list[bytes]]:
         if self._req is None:
             self._req = self._context.socket(zmq.REQ)
+            self._curve_client(self._req)
             self._req.setsockopt(zmq.LINGER, 0)
             self._req.ipv6 = zmq_ipv6(self._replay_endpoint)
             self._req.connect(self._replay_endpoint)
@@ -726,12 +816,28 @@ class Subscriber:
         return status, reply[1:]
 
 
-def subscribe_main() -> None:  # pragma: no cover - the runnable example of docs/gateways.md
-    """``python -m gateways.zmq_pub PUB_ENDPOINT REPLAY_ENDPOINT [START_SEQ]``: print events."""
+def subscribe_main(argv: list[str] | None = None) -> None:  # pragma: no cover - docs/gateways.md's example
+    """``python -m gateways.zmq_pub PUB REPLAY [START_SEQ] [--server-key F --key F]``: print events."""
+    import argparse
     import sys
-    endpoint, replay = sys.argv[1], sys.argv[2]
-    start = int(sys.argv[3]) if len(sys.argv) > 3 else None
-    with Subscriber(endpoint, replay, start_seq=start) as sub:
+    parser = argparse.ArgumentParser(prog="python -m gateways.zmq_pub",
+                                     description="Print a ZeroMQ gateway's events as JSON lines.")
+    parser.add_argument("endpoint")
+    parser.add_argument("replay_endpoint")
+    parser.add_argument("start_seq", nargs="?", type=int)
+    parser.add_argument("--server-key", metavar="FILE",
+                        help="the gateway's public certificate (a CURVE gateway)")
+    parser.add_argument("--key", metavar="FILE",
+                        help="this subscriber's secret certificate (a CURVE gateway)")
+    args = parser.parse_args(argv)
+    curve = {}
+    if args.server_key or args.key:
+        if not (args.server_key and args.key):
+            parser.error("--server-key and --key go together")
+        public, secret = zmq.auth.load_certificate(args.key)
+        curve = {"server_key": zmq.auth.load_certificate(args.server_key)[0],
+                 "client_keypair": (public, secret)}
+    with Subscriber(args.endpoint, args.replay_endpoint, start_seq=args.start_seq, **curve) as sub:
         while True:
             for event in sub.recv(timeout_ms=1000):
                 print(msgspec.json.encode(event).decode(), flush=True)
