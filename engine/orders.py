@@ -85,12 +85,6 @@ class Child(msgspec.Struct, gc=False, eq=False):
     #: a child the venue refused
     acked: bool = False
 
-    def as_dict(self) -> dict:
-        """Plain-data view for queries and logs."""
-        return {"child_id": self.child_id, "venue": self.venue, "price": self.price,
-                "qty": self.qty, "cum_qty": self.cum_qty, "done": self.done,
-                "acked": self.acked}
-
 
 class Order(msgspec.Struct, gc=False, eq=False):
     """One client order (the parent): identity, terms, fills and stage.
@@ -135,7 +129,6 @@ class Order(msgspec.Struct, gc=False, eq=False):
     orig_cl_ord_ids: tuple = ()
     cum_qty: int = 0
     notional_x2: int = 0
-    fees: int = 0
     stage: Stage = Stage.RECEIVED
     #: stage, time, stage, time, ... (see ``transitions``)
     path: tuple = ()
@@ -222,7 +215,7 @@ class Order(msgspec.Struct, gc=False, eq=False):
         self.reject_reason, self.text = int(reason), text
         self.advance(Stage.REJECTED, now_ns)
 
-    def fill(self, last_qty: int, last_px_x2: int, now_ns: int, fee: int = 0) -> None:
+    def fill(self, last_qty: int, last_px_x2: int, now_ns: int) -> None:
         """Book a fill (price in half-ticks) and move to PARTIALLY_FILLED or FILLED.
 
         Raises
@@ -235,20 +228,7 @@ class Order(msgspec.Struct, gc=False, eq=False):
                                     f"{self.qty - self.cum_qty} left")
         self.cum_qty += last_qty
         self.notional_x2 += last_qty * last_px_x2
-        self.fees += fee
         self.advance(_FILLED if self.cum_qty == self.qty else _PARTIALLY_FILLED, now_ns)
-
-    def as_dict(self) -> dict:
-        """Plain-data view of the order and its children, for queries and logs."""
-        return {
-            "order_id": self.order_id, "cl_ord_id": self.cl_ord_id, "account": self.account,
-            "symbol": self.symbol, "side": self.side, "ord_type": self.ord_type, "tif": self.tif,
-            "price": self.price, "qty": self.qty, "cum_qty": self.cum_qty,
-            "leaves_qty": self.leaves_qty, "notional_x2": self.notional_x2, "fees": self.fees,
-            "stage": self.stage.name, "ord_status": self.ord_status.name,
-            "transitions": [(s.name, t) for s, t in self.transitions],
-            "children": [c.as_dict() for c in self.children.values()],
-        }
 
 
 def half_ticks_to_price(inst: Instrument, price_x2: int) -> str:

@@ -1280,7 +1280,7 @@ class Pipeline(Handler):
         if order is None or order.done:
             return
         qty, px_x2 = report.last_qty, report.price_x2
-        order.fill(qty, px_x2, now, report.fee)
+        order.fill(qty, px_x2, now)
         child = order.children.get(child_id)
         if child is not None:
             child.cum_qty += qty
