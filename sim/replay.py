@@ -34,6 +34,14 @@ or quantity) is refused with ``ReplayDataError`` naming the file, the row
 (from 1, header not counted) and the column; so is a ``ts`` that is neither
 an integer nor an ISO 8601 timestamp, or a column mixing the two. ``ts`` is
 read as an integer and never through a float.
+So is a quotes row whose bid is not below its ask, and a CSV row that does
+not parse. Rows out of time order are sorted and rows outside the session
+replayed at its start or not at all, as before, with one warning per file
+(``ReplayFeed.from_config``).
+
+Memory: the loaders return text columns as pyarrow arrays (``TextColumn``);
+the feed keeps only integer arrays (a few tens of bytes a row) and reads
+them by index as it runs.
 
 How the books follow the file. The replay keeps, per venue, instrument,
 side and price level, its own orders (account ``REPLAY_ACCOUNT``). When a
@@ -58,6 +66,9 @@ shipped in ``sim/data/`` was made with it (``python -m sim.replay``).
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Sequence
+from itertools import repeat
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -78,6 +89,11 @@ QUOTE_COLUMNS = ("ts", "venue", "symbol", "bid_px", "bid_qty", "ask_px", "ask_qt
 DEPTH_COLUMNS = ("ts", "venue", "symbol", "side", "price", "qty")
 TRADE_COLUMNS = ("ts", "venue", "symbol", "price", "qty")
 DATA_DIR = Path(__file__).resolve().parent / "data"
+#: Events turned into Python tuples at a time while replaying: the feed keeps
+#: arrays, and a chunk of tuples costs nothing next to the simulation.
+_CHUNK = 4096
+
+log = logging.getLogger(__name__)
 
 BUY, SELL = int(Side.BUY), int(Side.SELL)
 
@@ -92,8 +108,54 @@ class ReplayDataError(ConfigError):
 
 # ---------------------------------------------------------------- loading
 
+class TextColumn(Sequence):
+    """A loaded text column: one ``str`` (or None where empty) per row, kept in pyarrow.
+
+    The loaders used to return Python lists, about 60 bytes a cell before
+    the text; this keeps pyarrow's buffers (the text and a 4-byte offset)
+    and converts a cell only when it is read. ``ReplayFeed`` reads
+    ``arrow`` directly, column at a time.
+
+    Attributes
+    ----------
+    arrow : pyarrow.ChunkedArray
+        The strings, null where the cell is empty.
+    """
+
+    __slots__ = ("arrow",)
+    __hash__ = None             # compared by value, like the lists it replaces
+
+    def __init__(self, arrow) -> None:
+        import pyarrow as pa
+        self.arrow = arrow if isinstance(arrow, pa.ChunkedArray) else pa.chunked_array([arrow])
+
+    def __len__(self) -> int:
+        return len(self.arrow)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return list(self)[k]
+        return self.arrow[k].as_py()
+
+    def __iter__(self):
+        # A slice at a time: iterating a whole column never builds all its strings.
+        for chunk in self.arrow.chunks:
+            for start in range(0, len(chunk), 1 << 16):
+                yield from chunk.slice(start, 1 << 16).to_pylist()
+
+    def __eq__(self, other):
+        if isinstance(other, TextColumn):
+            return self.arrow.equals(other.arrow)
+        if isinstance(other, (list, tuple)):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"TextColumn({self[:5]}{'...' if len(self) > 5 else ''}, {len(self)} rows)"
+
+
 def _columns(path: str | Path, columns: tuple[str, ...], decimal_columns: tuple[str, ...]):
-    """``({"ts": int64 ns array, other column: texts}, table)`` of a file that must have ``columns``."""
+    """``({"ts": int64 ns array, other column: TextColumn}, table)`` of a file that must have ``columns``."""
     table = _read(path, decimal_columns)
     missing = [c for c in columns if c not in table.column_names]
     if missing:
@@ -102,7 +164,7 @@ def _columns(path: str | Path, columns: tuple[str, ...], decimal_columns: tuple[
         raise ReplayDataError(f"{path}: no data rows")
     out = {"ts": _ts_column(table, path)}
     for c in columns[1:]:
-        out[c] = _text(table, c)
+        out[c] = TextColumn(_text(table, c))
     return out, table
 
 
@@ -128,8 +190,33 @@ def _read(path: str | Path, decimal_columns: tuple[str, ...]):
             raise ReplayDataError(f"{p}: replay files are .csv or .parquet")
     except (pa.ArrowException, OSError) as exc:
         # Missing, unreadable, empty or not CSV/Parquet at all.
-        raise ReplayDataError(f"{p}: {exc}") from exc
+        raise ReplayDataError(f"{p}: {_csv_parse_row(p, exc)}{exc}") from exc
     return table
+
+
+def _csv_parse_row(path: Path, exc) -> str:
+    """``"row N: "`` of the row a CSV parse error is about, or ``""``.
+
+    pyarrow's message ("Expected 7 columns, got 5: <the row>") gives the
+    row's number only when it parses on one thread; the file is parsed
+    again so, on the error path only, to learn it.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    if not str(exc).startswith("CSV parse error") or "Row #" in str(exc):
+        return ""
+    rows = []
+
+    def first_bad(row):
+        rows.append(row.number)
+        return "error"
+    try:
+        pacsv.read_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
+                       parse_options=pacsv.ParseOptions(invalid_row_handler=first_bad))
+    except (pa.ArrowException, OSError):
+        pass
+    # pyarrow counts the header as row 1; ours start at the first data row.
+    return f"row {rows[0] - 1}: " if rows and rows[0] else ""
 
 
 def _ts_column(table, path) -> np.ndarray:
@@ -147,8 +234,8 @@ def _ts_column(table, path) -> np.ndarray:
         elif pa.types.is_integer(col.type):
             col = pc.cast(col, pa.int64())          # a checked cast: no overflow
         else:
-            raise ReplayDataError(f"{path}: column ts must be int64 ns since the epoch or a "
-                                  f"timestamp, not {col.type}")
+            raise ReplayDataError(f"{path}: {_first_float_ts(col, path)}column ts must be int64 "
+                                  f"ns since the epoch or a timestamp, not {col.type}")
     except pa.ArrowException as exc:
         raise ReplayDataError(f"{path}: column ts: {exc}") from exc
     if col.null_count:
@@ -156,6 +243,34 @@ def _ts_column(table, path) -> np.ndarray:
         row = pc.index(pc.is_null(col), True).as_py()
         raise ReplayDataError(f"{path}: row {row + 1}, column ts: empty")
     return np.asarray(col.to_numpy(), dtype=np.int64)
+
+
+def _first_float_ts(col, path) -> str:
+    """``"row N: 'text' is a floating-point number; "`` for a ts column read as numbers, or ``""``.
+
+    A CSV ``ts`` column is read as float64 once one cell has a point or an
+    exponent: the column is read again as text (on the error path only) to
+    name that cell. A Parquet column has one type for all its rows, so the
+    first is named.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    if not pa.types.is_floating(col.type):
+        return ""
+    p = Path(path)
+    if p.suffix.lower() in (".parquet", ".pq"):
+        return f"row 1: {col[0].as_py()!r} is a floating-point number; "
+    try:
+        text = pacsv.read_csv(p, convert_options=pacsv.ConvertOptions(
+            include_columns=["ts"], column_types={"ts": pa.string()})).column("ts")
+    except (pa.ArrowException, OSError):
+        return ""
+    is_int = pc.fill_null(pc.match_substring_regex(text, _INT_TEXT), True)
+    if pc.all(is_int).as_py():
+        return ""
+    k = pc.index(is_int, False).as_py()
+    return f"row {k + 1}: {text[k].as_py()!r} is a floating-point number; "
 
 
 #: An integer timestamp written as text (ns since the epoch).
@@ -212,58 +327,75 @@ def _ts_from_text(col, path):
     raise ReplayDataError(f"{path}: column ts: cannot be read as timestamps")
 
 
-def _text(table, name: str) -> list:
-    """A column as decimal text (None where empty); numbers via their shortest repr.
+def _text(table, name: str):
+    """A column as decimal text (null where empty); numbers via their shortest repr.
 
     A float NaN or infinity stays text ("nan", "inf"), refused as not a
-    decimal: only a missing value is empty.
+    decimal: only a missing value is empty. A column that is not text is
+    converted once per distinct value, with Python's ``repr``/``str`` (what
+    a recorded float means is its shortest decimal form, which pyarrow's own
+    cast does not always write).
     """
     import pyarrow as pa
+    import pyarrow.compute as pc
     col = table.column(name)
-    values = col.to_pylist()
-    if pa.types.is_floating(col.type):
-        return [None if v is None else repr(float(v)) for v in values]
-    return [None if v is None or v == "" else str(v) for v in values]
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        col = col.cast(pa.string())
+        empty = pc.fill_null(pc.equal(col, ""), False)
+        if pc.any(empty).as_py():
+            col = pc.if_else(empty, pa.scalar(None, pa.string()), col)
+        return col
+    distinct = pc.unique(col)
+    floating = pa.types.is_floating(col.type)
+    texts = [None if v is None else repr(float(v)) if floating else str(v)
+             for v in distinct.to_pylist()]
+    return pa.array(texts, pa.string()).take(pc.index_in(col, value_set=distinct))
 
 
-def load_quotes(path: str | Path) -> dict[str, list | np.ndarray]:
+def load_quotes(path: str | Path) -> dict[str, TextColumn | np.ndarray]:
     """Read a quotes file (columns in the module docstring).
 
     Returns
     -------
     dict
         ``ts`` (int64 array), ``venue``, ``symbol``, ``bid_px``, ``bid_qty``,
-        ``ask_px``, ``ask_qty`` (lists of decimal strings or None).
+        ``ask_px``, ``ask_qty`` (``TextColumn``: decimal strings or None).
 
     Raises
     ------
     ReplayDataError
-        On a missing, unreadable or empty file, a missing column or an empty ``ts``.
+        On a missing, unreadable or empty file, a row that does not parse,
+        a missing column or an empty ``ts``.
     """
     return _columns(path, QUOTE_COLUMNS, ("bid_px", "bid_qty", "ask_px", "ask_qty"))[0]
 
 
-def load_depth(path: str | Path) -> dict[str, list | np.ndarray]:
+def load_depth(path: str | Path) -> dict[str, TextColumn | np.ndarray]:
     """Read an L2 depth file (columns in the module docstring).
 
     Returns
     -------
     dict
         ``ts`` (int64 array), ``venue``, ``symbol``, ``side``, ``price``,
-        ``qty`` (lists of text or None).
+        ``qty`` (``TextColumn``: text or None).
 
     Raises
     ------
     ReplayDataError
-        On a missing, unreadable or empty file, a missing column or an empty ``ts``.
+        On a missing, unreadable or empty file, a row that does not parse,
+        a missing column or an empty ``ts``.
     """
     return _columns(path, DEPTH_COLUMNS, ("price", "qty"))[0]
 
 
-def load_trades(path: str | Path) -> dict[str, list | np.ndarray]:
+def load_trades(path: str | Path) -> dict[str, TextColumn | np.ndarray]:
     """Read a trades file (columns in the module docstring); ``side`` may be absent."""
+    import pyarrow as pa
     out, table = _columns(path, TRADE_COLUMNS, ("price", "qty"))
-    out["side"] = _text(table, "side") if "side" in table.column_names else [None] * len(out["ts"])
+    out["side"] = TextColumn(_text(table, "side") if "side" in table.column_names
+                             else pa.nulls(len(out["ts"]), pa.string()))
     return out
 
 
@@ -299,73 +431,149 @@ class ReplayFeed:
         self.market = market
         venue_map = dict(venue_map or {})
         sources = dict(sources or {})
-        rows = []          # (ts, order-in-ts, kind, book, a, b, c, d)
         self._inst_cache: dict = {}
-        quote_books: set[int] = set()
+        # Each kind's rows as arrays (ts, book, then kind-specific integers),
+        # checked a column at a time; the first bad row is named as before.
+        q = d = t = None
         if quotes is not None:
-            cell = _Cells("quotes", sources.get("quotes"), quotes)
-            books = self._books(quotes, venue_map, cell)
-            for k in range(len(quotes["ts"])):
-                b = books[k]
-                inst = market.instruments[b % market.n_instruments]
-                quote_books.add(b)
-                rows.append((int(quotes["ts"][k]), 1, 0, b,
-                             cell(k, "bid_px", self._px, inst),
-                             cell(k, "bid_qty", self._qty, inst),
-                             cell(k, "ask_px", self._px, inst),
-                             cell(k, "ask_qty", self._qty, inst)))
-        self.n_depth = 0
+            q = self._quote_rows(quotes, venue_map, sources.get("quotes"))
         if depth is not None:
-            cell = _Cells("depth", sources.get("depth"), depth)
-            books = self._books(depth, venue_map, cell)
-            # One update per (ts, book), wherever its rows are in the file: a
-            # feed may interleave books within one instant.
-            groups: dict[tuple[int, int], list] = {}
-            for k in range(len(depth["ts"])):
-                b = books[k]
-                if b in quote_books:
-                    raise cell.error(k, "venue", f"{depth['venue'][k]}/{depth['symbol'][k]} is in "
-                                     "both the quotes and the depth file")
-                inst = market.instruments[b % market.n_instruments]
-                side = _side(depth["side"][k])
-                if side == 0:
-                    raise cell.error(k, "side", f"side {depth['side'][k]!r} is not B/bid/buy or "
-                                     "S/ask/sell")
-                ts = int(depth["ts"][k])
-                changes = groups.get((ts, b))
-                if changes is None:
-                    changes = groups[(ts, b)] = []
-                    rows.append((ts, 1, 2, b, changes, 0, 0, 0))
-                changes.append((side, cell(k, "price", self._px, inst, True),
-                                cell(k, "qty", self._qty, inst)))
-                self.n_depth += 1
+            q_books = np.unique(q["book"]) if q is not None else np.zeros(0, np.int32)
+            d = self._depth_rows(depth, venue_map, sources.get("depth"), q_books)
         if trades is not None:
-            cell = _Cells("trades", sources.get("trades"), trades)
-            books = self._books(trades, venue_map, cell)
-            for k in range(len(trades["ts"])):
-                b = books[k]
-                inst = market.instruments[b % market.n_instruments]
-                text = trades["side"][k]
-                side = _side(text)
-                if side == 0 and text is not None and text.strip():
-                    raise cell.error(k, "side", f"side {text!r} is not B/buy or S/sell (or empty)")
-                qty = cell(k, "qty", self._qty, inst)
-                if qty == 0:
-                    raise cell.error(k, "qty", "a trade needs a positive quantity")
-                rows.append((int(trades["ts"][k]), 0, 1, b, cell(k, "price", self._px, inst, True),
-                             qty, side, 0))
-        # A trade sorts before a quote or depth change with the same time:
-        # those show the book after the trade. The sort is stable, so rows
-        # of one time keep their file order (a depth update is where its
-        # first row was).
-        rows.sort(key=lambda r: (r[0], r[1]))
-        self.rows = rows
-        self.pos = 0
+            t = self._trade_rows(trades, venue_map, sources.get("trades"))
+        self.n_quotes = 0 if q is None else len(q["ts"])
+        self.n_depth = 0 if d is None else len(d["side"])
+        self.n_trades = 0 if t is None else len(t["ts"])
+        self._merge(q, d, t)
+        self.pos = 0                    # events applied (a depth update is one event)
+        self._buffer: list = []         # events as tuples, a chunk at a time (``_fill``)
+        self._buffer_pos = 0
+        self._filled = 0                # events put in a buffer so far
+        self._next = [0, 0, 0]          # per kind: the first row not yet in the buffer
         self.next_id = [REPLAY_ID_BASE] * market.loop.n_books
         # Per (book, side): {price: the replay's orders there, oldest first}.
         self.levels: dict[tuple[int, int], dict[int, list[int]]] = {}
-        self.n_quotes = sum(1 for r in rows if r[2] == 0)
-        self.n_trades = sum(1 for r in rows if r[2] == 1)
+
+    def _quote_rows(self, data, venue_map, source) -> dict:
+        cols = _arrow_columns(data, QUOTE_COLUMNS)
+        cell = _Cells("quotes", source, cols)
+        books = self._books(cols, venue_map, cell)
+        first = _FirstError()
+        units = [self._units(cols, column, books, self._px if "px" in column else self._qty,
+                             first, rank, cell)
+                 for rank, column in enumerate(("bid_px", "bid_qty", "ask_px", "ask_qty"))]
+        bid_px, bid_qty, ask_px, ask_qty = units
+        # A row is one venue's book at one instant: its bid cannot reach its ask
+        # (replayed, the ask would trade the bid away by self-trade prevention).
+        crossed = (bid_qty > 0) & (ask_qty > 0) & (bid_px > 0) & (bid_px >= ask_px)
+        first.note(crossed, 4, lambda k: cell.error(
+            k, "bid_px", f"bid {cell.text(k, 'bid_px')} is not below the ask "
+            f"{cell.text(k, 'ask_px')} of the same row: a crossed or locked quote"))
+        first.raise_it()
+        return {"ts": cols["ts"], "book": books, "bid_px": bid_px, "bid_qty": bid_qty,
+                "ask_px": ask_px, "ask_qty": ask_qty}
+
+    def _depth_rows(self, data, venue_map, source, quote_books) -> dict:
+        cols = _arrow_columns(data, DEPTH_COLUMNS)
+        cell = _Cells("depth", source, cols)
+        books = self._books(cols, venue_map, cell)
+        first = _FirstError()
+        if len(quote_books):
+            first.note(np.isin(books, quote_books), 0, lambda k: cell.error(
+                k, "venue", f"{cell.text(k, 'venue')}/{cell.text(k, 'symbol')} is in both the "
+                "quotes and the depth file"))
+        codes, texts = _codes(cols["side"])
+        side = np.array([_side(t) for t in texts], np.int8)[codes]
+        first.note(side == 0, 1, lambda k: cell.error(
+            k, "side", f"side {cell.text(k, 'side')!r} is not B/bid/buy or S/ask/sell"))
+        price = self._units(cols, "price", books, self._px, first, 2, cell, True)
+        qty = self._units(cols, "qty", books, self._qty, first, 3, cell)
+        first.raise_it()
+        return {"ts": cols["ts"], "book": books, "side": side, "price": price, "qty": qty}
+
+    def _trade_rows(self, data, venue_map, source) -> dict:
+        cols = _arrow_columns(data, TRADE_COLUMNS + ("side",))
+        cell = _Cells("trades", source, cols)
+        books = self._books(cols, venue_map, cell)
+        first = _FirstError()
+        codes, texts = _codes(cols["side"])
+        side = np.array([_side(t) for t in texts], np.int8)
+        # Empty is allowed (the side is inferred); anything else must be a side.
+        unknown = np.array([s == 0 and t is not None and bool(t.strip())
+                            for s, t in zip(side.tolist(), texts)], bool)
+        side = side[codes]
+        first.note(unknown[codes], 0, lambda k: cell.error(
+            k, "side", f"side {cell.text(k, 'side')!r} is not B/buy or S/sell (or empty)"))
+        qty = self._units(cols, "qty", books, self._qty, first, 1, cell)
+        first.note(qty == 0, 2, lambda k: cell.error(k, "qty", "a trade needs a positive quantity"))
+        price = self._units(cols, "price", books, self._px, first, 3, cell, True)
+        first.raise_it()
+        return {"ts": cols["ts"], "book": books, "price": price, "qty": qty, "side": side}
+
+    def _merge(self, q, d, t) -> None:
+        """Put the rows in the order they are applied, each kind's arrays permuted to it.
+
+        A trade sorts before a quote or depth change with the same time:
+        those show the book after the trade. Rows of one time otherwise keep
+        their file order (quotes, then depth, then trades, as they were
+        appended), a depth update being where its first row was. ``_kind``
+        says which kind each event is; each kind's arrays are then read in
+        order, so the feed keeps no per-row index.
+        """
+        empty = np.zeros(0, np.int64)
+        # Depth rows of one (ts, book) are one update, wherever they are in
+        # the file: group them (in file order within the group), and number
+        # the groups by their first row.
+        if d is not None and len(d["ts"]):
+            n = len(d["ts"])
+            by_key = _stable_order(d["ts"], d["book"])
+            ts_s, book_s = d["ts"][by_key], d["book"][by_key]
+            new = np.ones(n, bool)
+            new[1:] = (ts_s[1:] != ts_s[:-1]) | (book_s[1:] != book_s[:-1])
+            starts = np.flatnonzero(new)
+            group_of = np.cumsum(new) - 1                   # per row of by_key
+            appear = np.argsort(by_key[starts], kind="stable")
+            rank = np.empty(len(starts), np.int64)
+            rank[appear] = np.arange(len(starts))
+            g_ts, g_book = ts_s[starts][appear], book_s[starts][appear]
+            del ts_s, book_s, new
+        else:
+            g_ts, g_book = empty, np.zeros(0, np.int32)
+        q_ts = q["ts"] if q is not None else empty
+        t_ts = t["ts"] if t is not None else empty
+        nq, ng, nt = len(q_ts), len(g_ts), len(t_ts)
+        kind = np.concatenate([np.zeros(nq, np.int8), np.full(ng, 2, np.int8),
+                               np.ones(nt, np.int8)])
+        order = _stable_order(np.concatenate([q_ts, g_ts, t_ts]), (kind != 1).astype(np.int8))
+        self._kind = kind[order]
+        self.n_events = len(order)
+        self._q = self._t = None
+        if nq:
+            perm = order[self._kind == 0]
+            self._q = tuple(q[c][perm] for c in ("ts", "book", "bid_px", "bid_qty", "ask_px",
+                                                 "ask_qty"))
+        if nt:
+            perm = order[self._kind == 1] - nq - ng
+            self._t = tuple(t[c][perm] for c in ("ts", "book", "price", "qty", "side"))
+        self._g = self._d = None
+        if ng:
+            g_perm = order[self._kind == 2] - nq
+            position = np.empty(ng, np.int64)
+            position[g_perm] = np.arange(ng)
+            # Each depth row goes to its update's place in the event order.
+            row_position = position[rank[group_of]]
+            rows = by_key[np.argsort(row_position, kind="stable")]
+            ends = np.cumsum(np.bincount(row_position, minlength=ng))
+            self._g = (g_ts[g_perm], g_book[g_perm], ends)
+            self._d = (d["side"][rows], d["price"][rows], d["qty"][rows])
+
+    def nbytes(self) -> int:
+        """Bytes the loaded rows take (the arrays the feed keeps until it has run)."""
+        arrays = [self._kind]
+        for part in (self._q, self._t, self._g, self._d):
+            arrays.extend(part or ())
+        return sum(a.nbytes for a in arrays)
 
     @classmethod
     def from_config(cls, config: SimConfig, market) -> "ReplayFeed":
@@ -390,28 +598,71 @@ class ReplayFeed:
                 except ReplayDataError as exc:
                     raise ReplayDataError(f"replay.{kind}: {exc}") from None
                 _check_session(market, kind, tables[kind]["ts"], sources[kind])
+                _note_order_and_session(market, kind, tables[kind]["ts"], sources[kind])
         return cls(market, tables.get("quotes"), tables.get("trades"), rc.venue_map,
                    tables.get("depth"), sources=sources)
 
-    def _books(self, data, venue_map, cell) -> list[int]:
+    def _books(self, cols, venue_map, cell) -> np.ndarray:
+        """The book index of every row (int32), each (venue, symbol) pair resolved once."""
         m = self.market
-        out = []
-        cache: dict = {}
-        for k, (venue, symbol) in enumerate(zip(data["venue"], data["symbol"])):
-            key = (venue, symbol)
-            if key not in cache:
-                if venue is None or symbol is None:
-                    raise cell.error(k, "venue" if venue is None else "symbol", "empty")
-                name = venue_map.get(venue, venue)
+        v_codes, venues = _codes(cols["venue"])
+        s_codes, symbols = _codes(cols["symbol"])
+        pair = v_codes.astype(np.int64) * max(len(symbols), 1) + s_codes
+        pairs, first_row, inverse = np.unique(pair, return_index=True, return_inverse=True)
+        lut = np.zeros(len(pairs), np.int32)
+        # In the order the pairs first appear: the first bad row is the one named.
+        for j in np.argsort(first_row, kind="stable").tolist():
+            k = int(first_row[j])
+            venue, symbol = venues[v_codes[k]], symbols[s_codes[k]]
+            if venue is None or symbol is None:
+                raise cell.error(k, "venue" if venue is None else "symbol", "empty")
+            name = venue_map.get(venue, venue)
+            try:
+                b = m.book_index(name, symbol)
+            except KeyError as exc:
+                raise cell.error(k, "venue", f"{venue}/{symbol}: {exc.args[0]}") from None
+            if m.venues[m.venue_index(name)].dark:
+                raise cell.error(k, "venue", f"{venue} is a dark pool: replay drives lit "
+                                 "venues only")
+            lut[j] = b
+        return lut[inverse.reshape(-1)]
+
+    def _units(self, cols, column, books, convert, first, rank, cell, *args) -> np.ndarray:
+        """A price or quantity column as int64 ticks or lots, each distinct text converted once.
+
+        ``convert`` is ``_px`` or ``_qty``, the exact decimal conversion of
+        one cell: a recorded feed has few distinct prices and sizes, so
+        converting those and spreading them with numpy is exact and costs
+        no Python object per row. A bad cell is noted in ``first`` (the
+        message is made again from the cell when it is the first one).
+        """
+        codes, texts = _codes(cols[column])
+        out = np.zeros(len(codes), np.int64)
+        ni = self.market.n_instruments
+        inst_of = books % ni
+        instruments = np.unique(inst_of).tolist()
+        bad = None
+        for i in instruments:
+            rows = slice(None) if len(instruments) == 1 else np.flatnonzero(inst_of == i)
+            inst = self.market.instruments[i]
+            lut = np.zeros(len(texts), np.int64)
+            lut_bad = np.zeros(len(texts), bool)
+            for u in np.unique(codes[rows]).tolist():
                 try:
-                    b = m.book_index(name, symbol)
-                except KeyError as exc:
-                    raise cell.error(k, "venue", f"{venue}/{symbol}: {exc.args[0]}") from None
-                if m.venues[m.venue_index(name)].dark:
-                    raise cell.error(k, "venue", f"{venue} is a dark pool: replay drives lit "
-                                     "venues only")
-                cache[key] = b
-            out.append(cache[key])
+                    lut[u] = convert(inst, texts[u], *args)
+                except ValueError:
+                    lut_bad[u] = True
+            out[rows] = lut[codes[rows]]
+            if lut_bad.any():
+                if bad is None:
+                    bad = np.zeros(len(codes), bool)
+                bad[rows] = lut_bad[codes[rows]]
+        if bad is not None:
+            def error(k):
+                # The cell's own conversion again: the message as it always was.
+                cell(k, column, convert, self.market.instruments[int(books[k]) % ni], *args)
+                raise AssertionError(f"row {k + 1}, column {column} converted on its own")
+            first.note(bad, rank, error)
         return out
 
     def _px(self, inst, text, required: bool = False) -> int:
@@ -444,26 +695,68 @@ class ReplayFeed:
 
     @property
     def done(self) -> bool:
-        return self.pos >= len(self.rows)
+        return self.pos >= self.n_events
 
     def run_until(self, ts: int) -> int:
         """Apply every row up to ``ts``, with the market's own events in between."""
-        loop, rows, n = self.market.loop, self.rows, 0
-        while self.pos < len(rows) and rows[self.pos][0] <= ts:
-            row = rows[self.pos]
-            self.pos += 1
-            loop.run_until(row[0])
-            if row[2] == 0:
-                self._quote(row[3], row[4], row[5], row[6], row[7])
-            elif row[2] == 2:
-                # One update: every depth row of this time and book.
-                self._depth(row[3], row[4])
-                n += len(row[4]) - 1
-            else:
-                self._trade(row[3], row[4], row[5], row[6])
-            n += 1
+        loop, n = self.market.loop, 0
+        buffer, i = self._buffer, self._buffer_pos
+        try:
+            while True:
+                if i == len(buffer):
+                    if self._filled >= self.n_events:
+                        break
+                    buffer, i = self._fill(), 0
+                row = buffer[i]
+                if row[0] > ts:
+                    break
+                i += 1
+                loop.run_until(row[0])
+                if row[1] == 0:
+                    self._quote(row[2], row[3], row[4], row[5], row[6])
+                elif row[1] == 2:
+                    # One update: every depth row of this time and book.
+                    self._depth(row[2], row[3])
+                    n += len(row[3]) - 1
+                else:
+                    self._trade(row[2], row[3], row[4], row[5])
+                n += 1
+        finally:
+            self._buffer, self._buffer_pos = buffer, i
+            self.pos = self._filled - len(buffer) + i
         loop.run_until(ts)
         return n
+
+    def _fill(self) -> list:
+        """The next ``_CHUNK`` events as tuples of Python ints, read from the arrays.
+
+        A row is ``(ts, 0, book, bid_px, bid_qty, ask_px, ask_qty)``,
+        ``(ts, 1, book, price, qty, side)`` or ``(ts, 2, book, [(side, price,
+        qty), ...])``.
+        """
+        start = self._filled
+        kinds = self._kind[start:start + _CHUNK]
+        nq, nt, ng = np.bincount(kinds, minlength=3).tolist()
+        iq, it, ig = self._next
+        rows = [None, None, None]
+        if nq:
+            ts, book, *rest = (a[iq:iq + nq].tolist() for a in self._q)
+            rows[0] = zip(ts, repeat(0), book, *rest)
+        if nt:
+            ts, book, *rest = (a[it:it + nt].tolist() for a in self._t)
+            rows[1] = zip(ts, repeat(1), book, *rest)
+        if ng:
+            g_ts, g_book, ends = self._g
+            lo = int(ends[ig - 1]) if ig else 0
+            bounds = (ends[ig:ig + ng] - lo).tolist()
+            changes = list(zip(*(a[lo:lo + bounds[-1]].tolist() for a in self._d)))
+            rows[2] = zip(g_ts[ig:ig + ng].tolist(), repeat(2), g_book[ig:ig + ng].tolist(),
+                          [changes[a:b] for a, b in zip([0] + bounds[:-1], bounds)])
+        self._next = [iq + nq, it + nt, ig + ng]
+        self._filled = start + len(kinds)
+        if max(nq, nt, ng) == len(kinds):
+            return list(next(r for r in rows if r is not None))
+        return [next(rows[k]) for k in kinds.tolist()]
 
     def replay_levels(self, book: int, side: int) -> dict[int, int]:
         """The replay's own ``{price: open lots}`` on one side of a book (for inspection)."""
@@ -588,14 +881,107 @@ class _Cells:
         self.where = f"replay.{kind}: {source}: " if source else f"replay {kind}: "
         self.data = data
 
+    def text(self, k: int, column: str):
+        """The cell as ``str`` (None where empty)."""
+        return self.data[column][k].as_py()
+
     def error(self, k: int, column: str, message: str) -> ReplayDataError:
         return ReplayDataError(f"{self.where}row {k + 1}, column {column}: {message}")
 
     def __call__(self, k: int, column: str, convert, inst, *args):
         try:
-            return convert(inst, self.data[column][k], *args)
+            return convert(inst, self.text(k, column), *args)
         except ValueError as exc:
             raise self.error(k, column, str(exc)) from None
+
+
+class _FirstError:
+    """The first bad cell of a table: lowest row, then the column checked first.
+
+    Checks run a column at a time over all rows; this keeps the error the
+    row-by-row reading reported, so a file's message does not depend on
+    how it is checked.
+    """
+
+    def __init__(self) -> None:
+        self.first: tuple[int, int, object] | None = None
+
+    def note(self, bad: np.ndarray, rank: int, make_error) -> None:
+        """Remember the first ``True`` of ``bad``; ``make_error(row)`` gives (or raises) its error."""
+        if not bad.any():
+            return
+        k = int(np.argmax(bad))
+        if self.first is None or (k, rank) < self.first[:2]:
+            self.first = (k, rank, make_error)
+
+    def raise_it(self) -> None:
+        if self.first is not None:
+            k, _rank, make_error = self.first
+            raise make_error(k)
+
+
+def _arrow_columns(data: dict, columns: tuple[str, ...]) -> dict:
+    """A table given to ``ReplayFeed`` as ``{"ts": int64 array, column: pyarrow ChunkedArray}``.
+
+    Loaded tables hold ``TextColumn``s; a table built by hand may hold lists
+    of strings (an empty string is then text, refused as not a decimal, as
+    before).
+    """
+    import pyarrow as pa
+    out = {"ts": np.asarray(data["ts"], dtype=np.int64)}
+    for c in columns[1:]:
+        values = data[c]
+        if isinstance(values, TextColumn):
+            values = values.arrow
+        elif isinstance(values, pa.Array):
+            values = pa.chunked_array([values])
+        elif not isinstance(values, pa.ChunkedArray):
+            values = pa.chunked_array([pa.array(list(values), pa.string())], pa.string())
+        out[c] = values
+    return out
+
+
+def _codes(col) -> tuple[np.ndarray, list]:
+    """``(codes, values)``: each row's index (int32) into the column's distinct values (None included)."""
+    import pyarrow.compute as pc
+    distinct = pc.unique(col)
+    codes = pc.index_in(col, value_set=distinct)
+    return np.asarray(codes.to_numpy(), dtype=np.int32), distinct.to_pylist()
+
+
+def _stable_order(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
+    """Row order by ``(primary, secondary)``, ties in row order (two stable sorts)."""
+    order = np.argsort(secondary, kind="stable")
+    return order[np.argsort(primary[order], kind="stable")]
+
+
+def _note_order_and_session(market, kind: str, ts: np.ndarray, source) -> None:
+    """Log one warning for a file's rows out of time order or outside the session.
+
+    They are replayed anyway, as they always were: sorted by time; rows
+    before the clock start (warm-up included) applied at it; rows after the
+    session end only while the run drains past it, otherwise never. The
+    warning says how many, so a file that is not what it seems is noticed.
+    """
+    if len(ts) == 0:
+        return
+    late = int(np.count_nonzero(ts[1:] < np.maximum.accumulate(ts)[:-1]))
+    before = int(np.count_nonzero(ts < market.clock_start))
+    after = int(np.count_nonzero(ts > market.session_end))
+    parts = []
+    if late:
+        parts.append(f"{late} {_rows(late)} out of time order, sorted")
+    if before:
+        parts.append(f"{before} {_rows(before)} before the session start, applied at it")
+    if after:
+        parts.append(f"{after} {_rows(after)} after its end, dropped (unless the run drains "
+                     "past the end)")
+    if parts:
+        log.warning("replay.%s: %s: %s", kind, source, "; ".join(parts))
+
+
+def _rows(n: int) -> str:
+    return "row" if n == 1 else "rows"
 
 
 def _decimal(text) -> Decimal:
