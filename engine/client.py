@@ -271,7 +271,10 @@ class _Base:
         seq = msg.seq
         if seq == 0:
             # Sent outside any session (a connection whose session was resumed
-            # elsewhere, or no session could be opened): no place in the numbering.
+            # elsewhere, or no session could be opened), or a request past the
+            # key's intake.request_rate: no place in the numbering.
+            if isinstance(msg, Reject) and msg.reject_reason == RejectReason.THROTTLED:
+                self._not_served(msg.ref_type)
             self._ready.append(msg)
             return None
         resend = None
@@ -355,6 +358,21 @@ class _Base:
         """Raise ``TimeoutError`` once ``deadline`` has passed."""
         if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError(f"no message from {self.endpoint} within {timeout} s")
+
+    def _not_served(self, ref_type: str | None) -> None:
+        """A request went unanswered (``THROTTLED``): ask again what this client asked itself.
+
+        A Heartbeat while the session's id is unknown may have been the probe
+        that asks for it: the next request asks again. A ResendRequest for a
+        gap was not served: the gaps are no longer taken as asked for, so the
+        next gap asks for them (and the caller may ``resend``); until then
+        what waits behind them is released after ``REORDER_WAIT_S``. (A
+        resume is never throttled.)
+        """
+        if ref_type == "Heartbeat" and self.session_id is None and not self.resuming:
+            self._session_asked = False
+        elif ref_type == "ResendRequest":
+            self._requested = [r for r in self._requested if r[1] == 0 and self.resuming]
 
     def _covered(self, gap: list[int]) -> bool:
         """Whether a resend already asked for covers ``gap`` (a resume's, an earlier one)."""

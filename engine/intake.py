@@ -1149,7 +1149,7 @@ class IntakeServer:
             request = listener.decoder.decode(payload)
         except Exception as exc:  # noqa: BLE001 - msgspec errors, and UnicodeDecodeError for non-UTF-8 str
             problem, ref_type, cl_ord_id = classify_decode_error(payload, exc)
-            if self._may_answer(listener, route, session, now, ref_type):
+            if self._may_answer(listener, route, session, now, ref_type, cl_ord_id):
                 session.reject(problem.reason, problem.text, ref_type=ref_type,
                                cl_ord_id=cl_ord_id)
             return
@@ -1157,10 +1157,11 @@ class IntakeServer:
         if repeated is not None:
             # The decoder kept the last of the two values; the sender meant one.
             name = type(request).__name__
-            if self._may_answer(listener, route, session, now, name):
+            cl_ord_id = getattr(request, "cl_ord_id", None)
+            if self._may_answer(listener, route, session, now, name, cl_ord_id):
                 session.reject(RejectReason.INVALID_FIELD,
                                f"{name}: key {repeated[1]!r} appears twice at {repeated[0]}",
-                               ref_type=name, cl_ord_id=getattr(request, "cl_ord_id", None))
+                               ref_type=name, cl_ord_id=cl_ord_id)
             return
         self._dispatch(listener, route, session, request, now, started)
 
@@ -1382,10 +1383,20 @@ class IntakeServer:
         counter.inc()
         problem = check_request(request, max_bulk_orders=self.config.max_bulk_orders)
         if problem is not None:
-            if self._may_answer(listener, route, session, now, name):
+            if self._may_answer(listener, route, session, now, name,
+                                None if problem.field == "cl_ord_id" else
+                                getattr(request, "cl_ord_id", None)):
                 self._refuse(session, problem, request)
             return
-        if type(request) in _CHARGED and not self._may_answer(listener, route, session, now, name):
+        # A session's first message, when it is a Heartbeat (the one that learns the
+        # session's id, engine.client's probe) or a resume, is never charged: a client
+        # refused it could not resume its session later, or would be left out of step
+        # with it; and the connection each needs bounds how often anyone sends one.
+        charged = type(request) in _CHARGED and not (session.fresh and (
+            type(request) is Heartbeat
+            or type(request) is ResendRequest and request.session_id is not None))
+        if charged and not self._may_answer(listener, route, session, now, name,
+                                            getattr(request, "cl_ord_id", None)):
             return
         positions, held = None, ()  # a bulk's kept orders' places and refused ones' rejects
         match request:
@@ -1408,7 +1419,9 @@ class IntakeServer:
                                ref_type=name)
             return
         if isinstance(request, AccountRequest) and not session.is_entitled(request.account):
-            if self._may_answer(listener, route, session, now, name):
+            # (A query charged above is not charged twice.)
+            if charged or self._may_answer(listener, route, session, now, name,
+                                           getattr(request, "cl_ord_id", None)):
                 session.reject(RejectReason.NOT_AUTHORIZED,
                                f"account {request.account!r} is not entitled to this key",
                                ref_type=name, cl_ord_id=getattr(request, "cl_ord_id", None))
@@ -1426,7 +1439,7 @@ class IntakeServer:
         self._hand_over(session, request, positions, held)
 
     def _may_answer(self, listener: _Listener, route: bytes, session: Session, now: int,
-                    ref_type: str | None) -> bool:
+                    ref_type: str | None, cl_ord_id: str | None = None) -> bool:
         """Charge a request other than an order to its key's ``request_rate``.
 
         True: serve it. False: the key is past its rate, and the request was
@@ -1454,7 +1467,7 @@ class IntakeServer:
             f"requests above the limit of key {session.client_name}: "
             f"{rate} per second (intake.request_rate), all its sessions together; "
             "not served, and this answer is outside the session's numbering",
-            ref_type=ref_type))
+            ref_type=ref_type, cl_ord_id=cl_ord_id))
         self._throttled_log.log(logging.WARNING, "intake: key %s is past intake.request_rate "
                                 "(%d per second); its requests are answered THROTTLED",
                                 session.client_name, rate)

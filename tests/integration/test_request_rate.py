@@ -14,7 +14,8 @@ from engine.messages import (ExecType, ExecutionReport, HeartbeatAck, OrderStatu
                              Reject)
 from tests.integration.engine_harness import serving
 
-# A burst of 4 that refills at one a second: the test's few milliseconds add none.
+# A burst of 4 that refills at one a second: the test's few milliseconds add none. (A
+# session's first Heartbeat is not charged: it learns the session's id.)
 SLOW = "request_rate = 1\nrequest_burst = 4\n"
 
 
@@ -42,9 +43,9 @@ def test_heartbeats_past_the_burst_are_throttled_outside_the_numbering(tmp_path)
         answers = _collect(client, 10, HeartbeatAck)
         acks = [m for m in answers if isinstance(m, HeartbeatAck)]
         refused = [m for m in answers if isinstance(m, Reject)]
-        assert [m.test_req_id for m in acks] == ["h0", "h1", "h2", "h3"]
-        assert [m.seq for m in acks] == [1, 2, 3, 4]
-        assert len(refused) == 6
+        assert [m.test_req_id for m in acks] == ["h0", "h1", "h2", "h3", "h4"]  # h0 free
+        assert [m.seq for m in acks] == [1, 2, 3, 4, 5]
+        assert len(refused) == 5
         assert {(m.reject_name, m.seq, m.ref_type) for m in refused} == {("THROTTLED", 0, "Heartbeat")}
         assert "intake.request_rate" in refused[0].text
 
@@ -52,9 +53,9 @@ def test_heartbeats_past_the_burst_are_throttled_outside_the_numbering(tmp_path)
 def test_throttled_answers_are_not_journaled(tmp_path):
     with serving(tmp_path, intake=SLOW) as (_, endpoint), \
             Client(endpoint, auto_resume=False) as client:
-        for n in range(4):
+        for n in range(5):  # (the first is free)
             client.heartbeat(test_req_id=f"h{n}")
-        _collect(client, 4, HeartbeatAck)
+        _collect(client, 5, HeartbeatAck)
         before = _journal_records(tmp_path / "journal")
         for n in range(200):
             client.status(f"x{n}", account="DEMO1")
@@ -65,7 +66,7 @@ def test_throttled_answers_are_not_journaled(tmp_path):
         ack = client.recv_until(lambda m: isinstance(m, (ExecutionReport, Reject))
                                 and m.cl_ord_id == "o1", 5)[-1]
         assert isinstance(ack, ExecutionReport) and ack.exec_type == ExecType.NEW
-        assert ack.seq == 5
+        assert ack.seq == 6
         time.sleep(0.2)  # fsync none: the writer's write happens with the flush; let it land
         # The order's command, events and report: a handful of records, not 200 answers.
         assert _journal_records(tmp_path / "journal") - before < 20
@@ -85,9 +86,9 @@ def test_garbage_is_charged_too(tmp_path):
 def test_orders_and_cancels_are_not_charged(tmp_path):
     with serving(tmp_path, intake=SLOW) as (_, endpoint), \
             Client(endpoint, auto_resume=False) as client:
-        for n in range(6):
+        for n in range(7):  # (the first is free)
             client.heartbeat(test_req_id=f"h{n}")
-        assert sum(isinstance(m, Reject) for m in _collect(client, 6, HeartbeatAck)) == 2
+        assert sum(isinstance(m, Reject) for m in _collect(client, 7, HeartbeatAck)) == 2
         for n in range(6):
             client.new_order("AAA", "buy", "1", "47.50", account="DEMO1", cl_ord_id=f"o{n}")
         acks = client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "o5", 5)
@@ -102,10 +103,10 @@ def test_orders_and_cancels_are_not_charged(tmp_path):
 def test_the_bucket_refills(tmp_path):
     with serving(tmp_path, intake="request_rate = 50\nrequest_burst = 2\n") as (_, endpoint), \
             Client(endpoint, auto_resume=False) as client:
-        for n in range(3):
+        for n in range(4):  # (the first is free)
             client.heartbeat(test_req_id=f"a{n}")
-        assert sorted(type(m).__name__ for m in _collect(client, 3, HeartbeatAck)) == \
-            ["HeartbeatAck", "HeartbeatAck", "Reject"]
+        assert sorted(type(m).__name__ for m in _collect(client, 4, HeartbeatAck)) == \
+            ["HeartbeatAck", "HeartbeatAck", "HeartbeatAck", "Reject"]
         time.sleep(0.1)  # 5 requests' worth at 50/s; the bucket holds 2
         for n in range(3):
             client.heartbeat(test_req_id=f"b{n}")
@@ -120,3 +121,85 @@ def test_zero_is_no_limit(tmp_path):
             client.heartbeat(test_req_id=f"h{n}")
         answers = _collect(client, 3000, HeartbeatAck)
         assert all(isinstance(m, HeartbeatAck) for m in answers)
+
+
+# ---------------------------------------------------------------- review of stop 33
+# The first version charged every Heartbeat and ResendRequest. A reconnecting client's
+# resume answered THROTTLED left it resuming a session the engine had not resumed (every
+# later reply dropped as a repeat), each such resume left a session past
+# max_sessions_per_key, and engine.client's probe went unanswered, so its session could
+# never be resumed.
+
+def test_a_resume_is_served_with_the_bucket_empty(tmp_path):
+    with serving(tmp_path, intake="request_rate = 1\nrequest_burst = 2\n") as (engine, endpoint):
+        with Client(endpoint) as client:
+            client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="o1")
+            client.recv_until(lambda m: isinstance(m, ExecutionReport), 5)
+            client.heartbeat()
+            client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)  # the bucket is empty
+            session_id = client.session_id
+            # Drop the connection (libzmq drops a frame over the hard limit): the next
+            # request reconnects, and the new connection's first message is the resume.
+            client.send_raw(b"\0" * (engine.config.intake.hard_max_bytes + 1))
+            time.sleep(0.5)
+            client.new_order("AAA", "buy", "1", "48.01", account="DEMO1", cl_ord_id="o2")
+            ack = client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                                    and m.cl_ord_id == "o2", 5)[-1]
+            assert ack.exec_type == ExecType.NEW
+            assert client.reconnects == 1 and client.session_id == session_id
+            assert not client.resuming and client.duplicates == 0
+        assert list(engine.call(lambda: list(engine.service.intake.sessions))) == [session_id]
+
+
+def test_throttled_keys_resumes_open_no_sessions_past_the_limit(tmp_path):
+    import msgspec
+    import zmq
+
+    from engine.messages import ResendRequest
+    limits = "request_rate = 1\nrequest_burst = 1\nmax_sessions_per_key = 2\n"
+    with serving(tmp_path, intake=limits) as (engine, endpoint), \
+            Client(endpoint) as first, Client(endpoint, auto_resume=False) as second:
+        first.heartbeat()
+        session_id = first.recv(5).session_id
+        second.heartbeat()
+        second.recv(5)
+        context = zmq.Context.instance()
+        for _ in range(10):
+            sock = context.socket(zmq.DEALER)
+            sock.connect(endpoint)
+            sock.send(msgspec.msgpack.encode(ResendRequest(begin_seq=1, session_id=session_id)))
+            assert sock.poll(2000)
+            sock.close(0)
+        time.sleep(0.2)
+        assert engine.call(lambda: len(engine.service.intake.sessions)) <= 2
+
+
+def test_the_clients_probe_is_answered_with_the_bucket_empty(tmp_path):
+    with serving(tmp_path, intake="request_rate = 1\nrequest_burst = 1\n") as (_, endpoint):
+        with Client(endpoint, auto_resume=False) as other:
+            other.heartbeat()
+            other.recv(5)  # another plaintext client spends the shared bucket
+            with Client(endpoint) as client:
+                client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="p1")
+                got = client.recv_until(lambda m: isinstance(m, ExecutionReport), 5)
+                assert not [m for m in got if isinstance(m, Reject)]
+                assert client.session_id is not None
+
+
+def test_a_throttled_refusal_keeps_its_cl_ord_id(tmp_path):
+    with serving(tmp_path, intake="request_rate = 1\nrequest_burst = 1\n") as (_, endpoint), \
+            Client(endpoint, auto_resume=False) as client:
+        client.status("x0", account="DEMO1")
+        client.recv(5)
+        client.new_order("AAA", "buy", "0", "48.00", account="DEMO1", cl_ord_id="bad-1")
+        refused = client.recv(5)
+        assert (refused.reject_name, refused.seq, refused.cl_ord_id, refused.ref_type) == \
+            ("THROTTLED", 0, "bad-1", "NewOrder")
+
+
+def test_a_query_for_another_account_is_charged_once(tmp_path):
+    with serving(tmp_path, intake="request_rate = 1\nrequest_burst = 1\n") as (_, endpoint), \
+            Client(endpoint, auto_resume=False) as client:
+        client.status("x1", account="NOPE")
+        refused = client.recv(5)
+        assert (refused.reject_name, refused.seq) == ("NOT_AUTHORIZED", 1)

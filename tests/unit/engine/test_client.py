@@ -41,6 +41,33 @@ def seqs(tracker):
     return out
 
 
+def throttled(ref_type):
+    return make_reject(RejectReason.THROTTLED, "x", ref_type=ref_type)  # seq 0
+
+
+def test_a_throttled_gap_resend_is_asked_again_at_the_next_gap():
+    """A ResendRequest past intake.request_rate goes unanswered: taken as still asked for,
+    the gaps it covered would never be asked for again."""
+    tracker = _Base(auto_resend=True, cl_ord_id_prefix="t")
+    tracker._accept(reject(1))
+    assert tracker._accept(reject(5)) is not None          # asks for 2..4
+    assert tracker._accept(throttled("ResendRequest")) is None
+    resend = tracker._accept(reject(8))                   # the next gap asks again
+    assert (resend.begin_seq, resend.end_seq) == (6, 7)
+    assert tracker._requested == [[6, 7]]
+
+
+def test_a_throttled_heartbeat_before_the_session_is_known_asks_again():
+    tracker = _Base(auto_resend=True, cl_ord_id_prefix="t")
+    tracker._session_asked = True                         # its probe went out
+    tracker._accept(throttled("Heartbeat"))
+    assert not tracker._session_asked                     # the next request asks again
+    tracker._accept(ack(1))
+    tracker._session_asked = True
+    tracker._accept(throttled("Heartbeat"))               # the session is known: nothing to redo
+    assert tracker._session_asked
+
+
 def test_gap_detected_resend_requested_and_order_kept():
     tracker = _Base(auto_resend=True, cl_ord_id_prefix="t")
     assert tracker._accept(reject(1)) is None and seqs(tracker) == [1]
