@@ -430,8 +430,10 @@ class EngineService:
         Closed venues are the market's state, not the engine's: it still
         takes requests (new orders are refused ``NO_ROUTE``, cancels and
         status requests answered), so that is a 200 whose detail says so.
-        A failed journal is a 503 from the moment it fails, before the stop.
-        Called from the HTTP thread: it only reads.
+        A failed journal is a 503 from the moment it fails, before the stop;
+        so is a full order table (``[orders] max_orders``), which refuses
+        every new order until a restart. Called from the HTTP thread: it only
+        reads.
         """
         failure = self.journal.failure if self.journal is not None else None
         if failure is not None:
@@ -449,6 +451,13 @@ class EngineService:
             # The tick runs every 50 ms at most: a loop that has not run it
             # for this long answers nobody, whatever the rest says.
             return False, f"not serving: the event loop has not run for {stalled * 1e3:.0f} ms"
+        pipeline = self.pipeline
+        if len(pipeline.orders.by_id) >= pipeline.max_orders:
+            # Unlike closed venues, it lasts until an operator restarts the engine with
+            # a larger bound: every new order is refused until then.
+            return False, (f"not serving new orders: the order table is full ([orders] "
+                           f"max_orders = {pipeline.max_orders}); they are refused "
+                           f"ORDER_CAPACITY until a restart with a larger one")
         total, open_now = len(self.venues.venues), self.venues.open_count()
         if open_now:
             return True, f"ok: serving, {open_now} of {total} venues open"

@@ -6,7 +6,10 @@ journal never holds a refused order, so a restart with a larger bound takes
 the refused ids.
 """
 import re
+import urllib.error
 import urllib.request
+
+import pytest
 
 from engine.client import Client
 from engine.messages import ExecType, ExecutionReport, NewOrder, OrderStatusReply, Reject
@@ -72,6 +75,13 @@ def test_a_full_order_table_refuses_new_orders_and_keeps_everything_else(tmp_pat
         client.status("x1", account="DEMO1")
         assert not _first(client, lambda m: isinstance(m, OrderStatusReply)).found
         assert _held(metrics_port) == 3
+        # /healthz says so (audit, stop 33: it said "ok: serving" while every new order
+        # was refused until a restart).
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=5)
+        assert caught.value.code == 503
+        assert caught.value.read().decode().startswith(
+            "not serving new orders: the order table is full ([orders] max_orders = 3)")
 
     # A restart with room for more: the refused ids were never spent, and the
     # orders the engine had are all there.
@@ -84,3 +94,5 @@ def test_a_full_order_table_refuses_new_orders_and_keeps_everything_else(tmp_pat
         reply = _first(client, lambda m: isinstance(m, OrderStatusReply))
         assert reply.found and reply.report.price == "39"
         assert _held(metrics_port) == 4
+        health = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=5)
+        assert health.status == 200
