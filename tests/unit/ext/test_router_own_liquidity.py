@@ -90,6 +90,22 @@ def resting_buy(R, account=A, stp=OLDEST):
     return r, venues
 
 
+def our_bid_on_venue_0(R, qty, price, *third):
+    """Two lit venues, a post going to venue 0 (venue 1's maker fee is higher): the third
+    party's buys ``third`` (venue, price, qty) rest, then our buy ``qty`` @ ``price`` rests
+    on venue 0. Returns the router and the venues."""
+    r = R(2)
+    venues = StpVenues(r, lit=[0, 1])
+    r.set_venue(1, maker_fee=1000)
+    for venue, px, q in third:
+        venues.rest(venue, BUY, px, q, account=THIRD)
+    venues.publish()
+    assert venues.route(1, BUY, qty, price, 0, A, OLDEST, tif=T.DAY) == 0
+    venues.run(now=1)
+    assert r.live_children(1)[0]["venue"] == 0
+    return r, venues
+
+
 # ---------------------------------------------------------------- the audit's example
 def test_router_calls_alone_price_the_child_at_the_level_it_can_take(R):
     """The example through the router's calls only: no venue, the depth as published."""
@@ -148,14 +164,7 @@ def test_our_quote_alone_on_another_venue_is_cleared_not_traded_through(R):
     at 99 on venue 1 would trade through our own 100 quote and leave it standing: the sweep
     goes through venue 0 first, as before the fix (the venue cancels our bid), then takes
     venue 1 in the next round."""
-    r = R(2)
-    venues = StpVenues(r, lit=[0, 1])
-    r.set_venue(1, maker_fee=1000)                      # the post goes to venue 0
-    venues.rest(1, BUY, 99, 100, account=THIRD)
-    venues.publish()
-    assert venues.route(1, BUY, 100, 100, 0, A, OLDEST, tif=T.DAY) == 0
-    venues.run(now=1)
-    assert r.live_children(1)[0]["venue"] == 0
+    r, venues = our_bid_on_venue_0(R, 100, 100, (1, 99, 100))
     assert venues.route(2, SELL, 100, 99, 2, A, OLDEST, tif=T.IOC) == 0
     first = r.drain_actions()
     assert news(first) == [(0, SELL, 100, 100, T.IOC, 0)]
@@ -172,12 +181,7 @@ def test_our_quote_alone_on_another_venue_is_cleared_not_traded_through(R):
 
 def test_a_better_price_elsewhere_leaves_our_quote_out_of_the_way(R):
     """Our bid at 100 on venue 0 is not reached: venue 1's 101 bid fills the parent."""
-    r = R(2)
-    venues = StpVenues(r, lit=[0, 1])
-    r.set_venue(1, maker_fee=1000)
-    venues.publish()
-    assert venues.route(1, BUY, 100, 100, 0, A, OLDEST, tif=T.DAY) == 0
-    venues.run(now=1)
+    r, venues = our_bid_on_venue_0(R, 100, 100)
     venues.rest(1, BUY, 101, 100, account=THIRD)
     venues.publish()
     assert venues.route(2, SELL, 100, 99, 2, A, OLDEST, tif=T.IOC) == 0
@@ -233,14 +237,7 @@ def test_our_bid_behind_a_third_partys_at_the_childs_last_level_is_not_traded_th
     10: the child at 99 sized to the third party's 5 stopped short of our bid, while venue 1
     sold 5 at 98, through our standing 99 (audit). The child at 99 now carries our lots too:
     it meets our bid (the venue cancels it), and 98 is taken in the next round."""
-    r = R(2)
-    venues = StpVenues(r, lit=[0, 1])
-    r.set_venue(1, maker_fee=1000)                      # our post goes to venue 0
-    venues.rest(0, BUY, 99, 5, account=THIRD)
-    venues.publish()
-    assert venues.route(1, BUY, 5, 99, 0, A, OLDEST, tif=T.DAY) == 0
-    venues.run(now=1)
-    assert r.live_children(1)[0]["venue"] == 0
+    r, venues = our_bid_on_venue_0(R, 5, 99, (0, 99, 5))
     venues.rest(1, BUY, 98, 10, account=THIRD)
     venues.publish()
     assert venues.route(2, SELL, 10, 98, 2, A, OLDEST, tif=T.IOC) == 0
