@@ -15,10 +15,9 @@ def log_if_it_dies(task: asyncio.Task, what: str) -> asyncio.Task:
     with nothing in the log to say why.
     """
     def done(finished: asyncio.Task) -> None:
-        if not finished.cancelled() and finished.exception() is not None:
-            exc = finished.exception()
-            log.error("%s stopped on an error: %s", what, exc,
-                      exc_info=(type(exc), exc, exc.__traceback__))
+        exc = None if finished.cancelled() else finished.exception()
+        if exc is not None:
+            log.error("%s stopped on an error: %s", what, exc, exc_info=exc)
     task.add_done_callback(done)
     return task
 

@@ -153,13 +153,14 @@ class IntakeConfig(_Section):
         Requests other than orders, per second per client key (all its
         sessions together): ``Heartbeat``, ``ResendRequest``,
         ``OrderStatusRequest``, ``TradeHistoryRequest``, and every message
-        intake itself refuses (malformed, oversize, invalid, not entitled).
-        Past it a request is not served: it is answered ``THROTTLED`` outside
-        the session's numbering (``seq`` 0, neither journaled nor kept for
-        resend), so a flood cannot grow the journal. Orders and replaces have
-        risk's throttle; cancels and admin requests are never held back. 0:
-        no limit. Default 2000 (a key's sessions heartbeat once a second
-        each).
+        intake itself refuses (malformed, oversize, invalid, not entitled; a
+        cancel or an order among them). Past it a request is not served: it
+        is answered ``THROTTLED`` outside the session's numbering (``seq`` 0,
+        neither journaled nor kept for resend), so a flood cannot grow the
+        journal. Not charged: a session's first message when it is a
+        ``Heartbeat`` or a resume; orders and replaces (risk's throttle);
+        valid cancels and admin requests. 0: no limit. Default 2000 (a key's
+        sessions heartbeat once a second each).
     request_burst : int
         Bucket size of ``request_rate``: requests a key may send at once.
         Default ``request_rate``.

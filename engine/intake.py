@@ -93,6 +93,7 @@ from engine.messages import (
     ResendRequest,
     RejectReason,
     Response,
+    TradeHistoryRequest,
     check_new_order,
     check_request,
     check_version,
@@ -102,7 +103,6 @@ from engine.messages import (
     reject_name,
     request_decoder,
     seq_of,
-    TradeHistoryRequest,
 )
 from engine.metrics import Metrics, SparseLog, warn_whatever_the_level
 from ext import zmqcall
@@ -1445,8 +1445,10 @@ class IntakeServer:
         True: serve it. False: the key is past its rate, and the request was
         answered ``THROTTLED`` outside the session's numbering (not journaled,
         not kept), so that a flood of queries or of bad messages costs the
-        journal nothing. Order requests have risk's throttle instead; cancels
-        and admin requests are never charged (they take risk off).
+        journal nothing. Called for the requests of ``_CHARGED`` and for every
+        refusal intake makes; valid orders have risk's throttle instead, and
+        valid cancels and admin requests are never charged (they take risk
+        off).
         """
         rate = self.config.request_rate
         if not rate:

@@ -842,10 +842,15 @@ class Pipeline(Handler):
                      f"{where}: cl_ord_id {req.cl_ord_id!r} was already used by account "
                      f"{req.account}", "validate", ref_type=ref_type, cl_ord_id=req.cl_ord_id)
 
+    @property
+    def order_table_full(self) -> bool:
+        """Whether the order table holds ``max_orders`` (new orders are refused)."""
+        return len(self.orders.by_id) >= self.max_orders
+
     def _capacity_refuses(self) -> bool:
         """Whether the order table is full; logs its filling once at 90% and once when full."""
         held = len(self.orders.by_id)
-        full = held >= self.max_orders
+        full = self.order_table_full
         level = 2 if full else 1
         if level > self._capacity_logged:
             self._capacity_logged = level

@@ -451,12 +451,11 @@ class EngineService:
             # The tick runs every 50 ms at most: a loop that has not run it
             # for this long answers nobody, whatever the rest says.
             return False, f"not serving: the event loop has not run for {stalled * 1e3:.0f} ms"
-        pipeline = self.pipeline
-        if len(pipeline.orders.by_id) >= pipeline.max_orders:
+        if self.pipeline.order_table_full:
             # Unlike closed venues, it lasts until an operator restarts the engine with
             # a larger bound: every new order is refused until then.
             return False, (f"not serving new orders: the order table is full ([orders] "
-                           f"max_orders = {pipeline.max_orders}); they are refused "
+                           f"max_orders = {self.pipeline.max_orders}); they are refused "
                            f"ORDER_CAPACITY until a restart with a larger one")
         total, open_now = len(self.venues.venues), self.venues.open_count()
         if open_now:

@@ -92,14 +92,12 @@ class _Subscribers:
 
     def __init__(self, name: str, keys: frozenset[bytes]):
         self.keys = keys
-        self.refused = 0
         self._log = SparseLog(log, f"gateway {name}: refused CURVE keys (not in "
                                    f"subscriber_keys or subscriber_key_files)")
 
     def callback(self, domain: str, key: bytes) -> bool:
         if key in self.keys:
             return True
-        self.refused += 1
         self._log.log(logging.WARNING, "gateway: refused CURVE key %s (not a subscriber)",
                       key.decode("ascii", "replace"))
         return False
