@@ -28,7 +28,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import gc  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import random  # noqa: E402
@@ -40,6 +39,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import without_gc  # noqa: E402
 from ext.risk import RiskEngine  # noqa: E402
 from ext.types import OrdType, Side  # noqa: E402
 from tests.reference.risk_reference import RiskReference  # noqa: E402
@@ -202,20 +202,8 @@ def floor_call(orders) -> int:
     return time.perf_counter_ns() - t0
 
 
-def _no_gc(fn) -> int:
-    """``fn()`` (a run that times itself) with the collector off, as common.best_of times
-    every other benchmark: the reference allocates per order and the core hardly at all,
-    so collections would land on the reference's runs only."""
-    gc.collect()
-    gc.disable()
-    try:
-        return fn()
-    finally:
-        gc.enable()
-
-
 def best(fn, repeats: int) -> int:
-    return min(_no_gc(fn) for _ in range(repeats))
+    return min(without_gc(fn) for _ in range(repeats))
 
 
 def best_pair(core_fn, ref_fn, repeats: int) -> tuple[int, int]:
@@ -224,8 +212,9 @@ def best_pair(core_fn, ref_fn, repeats: int) -> tuple[int, int]:
     side would only ever lower its best)."""
     core, ref = [], []
     for _ in range(repeats):
-        core.append(_no_gc(core_fn))
-        ref.append(_no_gc(ref_fn))
+        # (each run times itself; the reference allocates per order, the core hardly)
+        core.append(without_gc(core_fn))
+        ref.append(without_gc(ref_fn))
     return min(core), min(ref)
 
 

@@ -31,14 +31,13 @@ a minute and a half) or ``--quick`` (2 minutes, under 30 s).
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import emit, machine, table  # noqa: E402
+from benchmarks.common import emit, machine, table, without_gc  # noqa: E402
 from ext.book import OrderBook  # noqa: E402
 from ext.types import OrdType, Side, TimeInForce  # noqa: E402
 from sim.clock import NS_PER_S  # noqa: E402
@@ -100,16 +99,13 @@ def run_market(config, until: int, book_class, interval: int | None, kind: str =
             strat = PeriodicTakerStrategy(market, parent, interval=interval, child_qty=1,
                                           venues=list(lit))
         market.set_timer(market.clock_start + interval, strat.start)
-    gc.collect()
-    gc.disable()
-    try:
+    def timed() -> tuple[float, Market]:
         # CPU time of this process: the machine is shared, and time spent
         # waiting for a core is not the simulator's cost.
         start = time.process_time()
         market.run_until(until)
         return time.process_time() - start, market
-    finally:
-        gc.enable()
+    return without_gc(timed)
 
 
 def events_per_s(config, until: int, book_class, repeat: int) -> tuple[float, int]:

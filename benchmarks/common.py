@@ -23,22 +23,32 @@ from rich.table import Table
 console = Console(stderr=False, highlight=False, width=120)
 
 
+def without_gc(fn: Callable[[], object]) -> object:
+    """``fn()`` after a collection and with the collector off (every timed run, subject
+    and baseline alike: collections would land on whichever side allocates more)."""
+    gc.collect()
+    gc.disable()
+    try:
+        return fn()
+    finally:
+        gc.enable()
+
+
 def best_of(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
     """Run ``fn`` ``repeat`` times with the GC off; return (best seconds, last result).
 
     The best run is the one least disturbed by other work on a shared
     machine; the project's code and its baseline are timed the same way.
     """
+    def timed() -> tuple[float, object]:
+        start = time.perf_counter()
+        result = fn()
+        return time.perf_counter() - start, result
+
     best, result = float("inf"), None
     for _ in range(repeat):
-        gc.collect()
-        gc.disable()
-        try:
-            start = time.perf_counter()
-            result = fn()
-            best = min(best, time.perf_counter() - start)
-        finally:
-            gc.enable()
+        elapsed, result = without_gc(timed)
+        best = min(best, elapsed)
     return best, result
 
 
