@@ -16,7 +16,11 @@ same parents, books and fees go through three call paths in the same run:
   against its decision without the drain) is printed beside the others.
 
 (``drain_actions()`` allocates a numpy array per call; its cost is reported
-on its own line.) Between timed runs, and untimed, every child is reported
+on its own line.) A second table times the router's clock: ``tick(now)`` +
+``next_wakeup(now)`` with N orders resting (acknowledged, half at their
+limit, half joining the bid) while the quotes move without reaching any of
+them, for the router and the reference at the same N, and for the router
+alone at larger N: a tick costs what is awake, not what rests. Between timed runs, and untimed, every child is reported
 filled and the books republished, so each run starts from the same state; the
 benchmark checks that both routers emit identical actions before reporting.
 
@@ -34,7 +38,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import best_of, emit, machine, table  # noqa: E402
-from ext.router import ACT_NEW, ACTION_DTYPE, PARENT_DTYPE, Router  # noqa: E402
+from ext.router import (  # noqa: E402
+    ACT_NEW, ACTION_DTYPE, PARENT_DTYPE, STRAT_AUTO, STRAT_PASSIVE, Router,
+)
 from ext.types import Side, TimeInForce  # noqa: E402
 from tests.reference.router_reference import ReferenceRouter  # noqa: E402
 
@@ -177,6 +183,41 @@ def drain_actions_ns(reps: int) -> float:
     return best_s * 1e9
 
 
+def resting(cls, n: int):
+    """A router holding ``n`` acknowledged resting parents: buys and sells, half at
+    their limit, half joining the best bid or offer (a spread of 11 ticks)."""
+    r = cls(2, config={"reprice_interval_ns": 1_000_000})
+    r.update_book(0, 0, bids=[(9_999, 10)], asks=[(10_010, 10)])
+    for pid in range(1, n + 1):
+        buy = pid % 2
+        r.route(pid, 0, BUY if buy else int(Side.SELL), 10, 9_995 if buy else 10_015, 0,
+                strategy=STRAT_AUTO if pid % 4 < 2 else STRAT_PASSIVE)
+    for a in r.drain_actions():
+        r.on_ack(int(a["child_id"]), 1)
+    r.drain_actions()
+    return r
+
+
+def tick_ns(cls, n: int, runs: int) -> float:
+    """Best ``tick`` + ``next_wakeup`` with ``n`` resting, the quotes moving each time
+    (a venue's bid and offer step back and forth a tick, short of every order's
+    reprice bound); checks that no tick had work."""
+    r = resting(cls, n)
+    now = 10_000_000
+    r.tick(now)
+    best = float("inf")
+    for k in range(runs):
+        now += 1_000_000
+        r.update_book(0, 1, bids=[(9_998 - k % 2, 5)], asks=[(10_011 + k % 2, 5)])
+        start = time.perf_counter()
+        r.tick(now)
+        r.next_wakeup(now)
+        best = min(best, time.perf_counter() - start)
+    if r.pending_actions:
+        raise SystemExit(f"tick with {n} resting queued actions: the market reached an order")
+    return best * 1e9
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (under 20 s)")
@@ -187,6 +228,12 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     results = [measure(n, args.instruments, runs) for n in range(3, 9)]
     drain_ns = drain_actions_ns(200 if args.quick else 2000)
+    clock_n = 2_000 if args.quick else 10_000
+    clock_runs = 5 if args.quick else 20
+    clock = {"router": tick_ns(Router, clock_n, clock_runs),
+             "reference": tick_ns(ReferenceRouter, clock_n, clock_runs),
+             "router_0": tick_ns(Router, 0, clock_runs),
+             "router_10x": tick_ns(Router, 10 * clock_n, clock_runs)}
 
     rows = [[f"{r['venues']} venues", r["py_ns"], r["c_ns"], r["ref_ns"],
              f"{r['ref_ns'] / r['py_ns']:.1f}x", f"{r['ref_ns'] / r['c_ns']:.1f}x",
@@ -204,6 +251,13 @@ def main(argv=None) -> int:
     print(f"target: 4 venues under {TARGET_NS:,} ns per decision (py path): "
           f"{four['py_ns']:,.0f} ns, {'met' if four['py_ns'] < TARGET_NS else 'NOT met'}; "
           f"C level {four['c_ns']:,.0f} ns; run took {time.perf_counter() - started:.1f} s")
+    table(f"Router clock: tick + next_wakeup, orders resting while the quotes move, "
+          f"best of {clock_runs}",
+          ["resting orders", "router ns/tick", "reference ns/tick", "router vs reference"],
+          [[f"{clock_n:,}", clock["router"], clock["reference"],
+            f"{clock['reference'] / clock['router']:.0f}x"],
+           [f"{10 * clock_n:,}", clock["router_10x"], "-", "-"],
+           ["0", clock["router_0"], "-", "-"]])
     emit({
         "benchmark": "router", "quick": args.quick, "levels": LEVELS,
         "decisions_per_run": args.instruments, "runs": runs, "reference_runs": runs,
@@ -217,6 +271,12 @@ def main(argv=None) -> int:
         "c_ratio_vs_reference": round(four["ref_ns"] / four["c_ns"], 2),
         "target_ns": TARGET_NS, "target_met": four["py_ns"] < TARGET_NS,
         "drain_actions_ns": round(drain_ns, 1),
+        "clock_resting_orders": clock_n,
+        "tick_ns": round(clock["router"], 1),
+        "tick_ref_ns": round(clock["reference"], 1),
+        "tick_ratio_vs_reference": round(clock["reference"] / clock["router"], 1),
+        "tick_ns_10x_resting": round(clock["router_10x"], 1),
+        "tick_ns_none_resting": round(clock["router_0"], 1),
         "per_venue_count": {str(r["venues"]): {
             "ns_per_decision": round(r["py_ns"], 1), "c_ns_per_decision": round(r["c_ns"], 1),
             "ref_ns_per_decision": round(r["ref_ns"], 1),

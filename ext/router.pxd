@@ -8,6 +8,7 @@ twins with C values and read ``actions[0:n_actions]`` in place, then reset
 """
 cimport cython
 from ext.idmap cimport IdMap
+from ext.slotheap cimport SlotHeap
 from libc.stdint cimport int64_t, int32_t, uint32_t, uint8_t, uint16_t
 
 cdef extern from *:
@@ -62,6 +63,29 @@ cpdef enum:
     # Parent.stp when the parent's children carry the venue's default mode,
     # which the router does not know: no own liquidity is assumed out of reach.
     STP_UNKNOWN = 255
+
+cdef enum ClockState:
+    # Parent.clock. A posted parent whose tick would do nothing until its
+    # instrument's market moves far enough (or an event touches it) is parked,
+    # off the clock's list, so a tick costs what is awake, not what rests.
+    CLOCK_OFF = 0           # done (or a free slot)
+    CLOCK_AWAKE = 1         # on the clock's list: every tick visits it
+    CLOCK_WOKEN = 2         # woken since the last tick: the next one puts it back on the list
+    CLOCK_PARKED = 3        # in a heap, until the market reaches its key or an event
+    CLOCK_ASLEEP = 4        # no market move can make it reprice: only an event wakes it
+
+cdef enum:
+    # The heaps per instrument: a posted buy joins the bid (its reprice bound is
+    # min(bid, ask - 1)) or rests at its limit (ask - 1); a sell, mirrored.
+    PARK_BUY_JOIN = 0
+    PARK_BUY_LIMIT = 1
+    PARK_SELL_JOIN = 2
+    PARK_SELL_LIMIT = 3
+    PARK_KINDS = 4
+
+ctypedef struct Woken:
+    int64_t seq               # the parent's seq when woken (a reused slot has another)
+    int32_t slot
 
 cpdef enum CancelMode:
     # Parent.cancel_requested: why the parent stops once its children are done.
@@ -230,6 +254,9 @@ ctypedef struct Parent:
     int32_t n_amending        # children with an amend (pending_qty) in flight
     int32_t prev_active       # active parents in arrival order; free list through next_active
     int32_t next_active
+    int32_t prev_awake        # the clock's list: awake parents in arrival order
+    int32_t next_awake
+    int64_t seq               # arrival order (the clock visits parents in it)
     uint32_t dark_tried       # dark venues already pinged (bit per venue)
     uint8_t side
     uint8_t ord_type
@@ -243,7 +270,9 @@ ctypedef struct Parent:
     uint16_t reason           # RejectReason explaining an unfilled end, 0 otherwise
     uint8_t post_at_limit     # rest at the limit (limit-order semantics), not joining the NBBO
     uint8_t stp               # StpMode of its children; STP_UNKNOWN: the venue's default
-    uint8_t _pad[4]
+    uint8_t clock             # ClockState: whether the clock visits it
+    uint8_t park_kind         # PARKED: which of its instrument's PARK_KINDS heaps holds it
+    uint8_t _pad[2]
     int64_t v_sent[MAX_VENUES]
     int64_t v_filled[MAX_VENUES]
     int64_t v_fees[MAX_VENUES]
@@ -279,6 +308,15 @@ cdef class Router:
     cdef int32_t parent_free
     cdef int32_t active_head
     cdef int32_t active_tail
+    cdef int64_t next_seq
+    cdef int32_t awake_head           # the clock's list (see ClockState)
+    cdef int32_t awake_tail
+    cdef Woken* woken                 # woken since the last tick, in no order
+    cdef Py_ssize_t n_woken
+    cdef Py_ssize_t woken_cap
+    cdef SlotHeap* parked             # [instrument*PARK_KINDS + kind]
+    cdef int32_t* park_pos            # per parent slot: its index in its heap
+    cdef Py_ssize_t n_parked
     cdef int32_t* finished
     cdef Py_ssize_t n_finished
     cdef Py_ssize_t finished_cap
@@ -372,3 +410,10 @@ cdef class Router:
     cdef bint _any_routable_lit(self, int64_t now) noexcept
     cdef void _bestex(self, Parent* p, BestEx* out) noexcept
     cdef void _release_parent(self, int32_t pi) noexcept
+    cdef void _awake_link_before(self, int32_t pi, int32_t at) noexcept
+    cdef void _awake_unlink(self, int32_t pi) noexcept
+    cdef int _wake(self, int32_t pi) except -1
+    cdef int _wake_moved(self) except -1
+    cdef int _merge_woken(self) except -1
+    cdef int _try_park(self, int32_t pi, int64_t now) except -1
+    cdef int64_t _wakeup_of(self, int32_t pi, int64_t now, int64_t best) noexcept

@@ -50,6 +50,8 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.math cimport NAN
 from libc.string cimport memcpy, memmove, memset
 from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put
+from ext.slotheap cimport slotheap_free, slotheap_init, slotheap_push, slotheap_remove
+from libc.stdlib cimport qsort
 from ext.book cimport OrderBook
 from libc.stdint cimport int64_t, int32_t, uint32_t, uint8_t, uint16_t, uint64_t, INT64_MAX
 
@@ -196,6 +198,33 @@ cdef inline bint _outside_limit(bint buy, int64_t px_x2, int64_t limit,
     return px_x2 > 2 * limit if buy else px_x2 < 2 * limit
 
 
+cdef inline int64_t _park_bound(int kind, int64_t bid, int64_t ask) noexcept nogil:
+    """What the market offers a parked parent of heap ``kind``: it wakes when its key is at most this.
+
+    From ``_passive_price``: a buy posts at min(limit, bid if it joins, ask - 1),
+    so with its limit past its key it reprices once min(bid, ask - 1) (joining)
+    or ask - 1 (at its limit) reaches the key; a sell, mirrored, once
+    max(ask, bid + 1) or bid + 1 falls to its key (heap keys and bounds of
+    sells are negated, so that every heap is a min-heap). A missing side
+    bounds nothing.
+    """
+    cdef int64_t m
+    if kind == PARK_BUY_JOIN or kind == PARK_BUY_LIMIT:
+        m = ask - 1 if ask > 0 else INT64_MAX
+        if kind == PARK_BUY_JOIN and 0 < bid < m:
+            m = bid
+        return m
+    m = bid + 1 if bid > 0 else 0
+    if kind == PARK_SELL_JOIN and ask > m:
+        m = ask
+    return -m
+
+
+cdef int _woken_cmp(const void* a, const void* b) noexcept nogil:
+    cdef int64_t x = (<const Woken*>a).seq, y = (<const Woken*>b).seq
+    return (x > y) - (x < y)
+
+
 cdef object _as_int(object value, str key):
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"router config {key!r} must be an integer, not {value!r}")
@@ -295,6 +324,15 @@ cdef class Router:
         self.parent_free = -1
         self.active_head = -1
         self.active_tail = -1
+        self.next_seq = 0
+        self.awake_head = -1
+        self.awake_tail = -1
+        self.woken = NULL
+        self.n_woken = 0
+        self.woken_cap = 0
+        self.parked = NULL
+        self.park_pos = NULL
+        self.n_parked = 0
         self.finished = NULL
         self.n_finished = 0
         self.finished_cap = 0
@@ -339,10 +377,15 @@ cdef class Router:
         self.actions = <Action*>PyMem_Malloc(self.actions_cap * sizeof(Action))
         self.finished_cap = 256
         self.finished = <int32_t*>PyMem_Malloc(self.finished_cap * sizeof(int32_t))
+        self.parked = <SlotHeap*>PyMem_Malloc(<Py_ssize_t>n_instruments * PARK_KINDS
+                                              * sizeof(SlotHeap))
+        if self.parked != NULL:
+            for v in range(<Py_ssize_t>n_instruments * PARK_KINDS):
+                slotheap_init(&self.parked[v])
         if (self.venues == NULL or self.fees == NULL or self.lvl_px == NULL or self.lvl_qty == NULL
                 or self.lvl_n == NULL or self.stale == NULL or self.res_live == NULL
                 or self.res_filled == NULL or self.own_lvl == NULL or self.book_seq == NULL
-                or self.volume == NULL
+                or self.volume == NULL or self.parked == NULL
                 or self.actions == NULL or self.finished == NULL):
             raise MemoryError()
         memset(self.venues, 0, n_venues * sizeof(Venue))
@@ -417,9 +460,16 @@ cdef class Router:
 
     def __dealloc__(self):
         cdef int32_t k
+        cdef Py_ssize_t h
         if self.parents != NULL:
             for k in range(self.parents_cap):
                 PyMem_Free(self.parents[k].cum_weight)
+        if self.parked != NULL:
+            for h in range(<Py_ssize_t>self.n_instruments * PARK_KINDS):
+                slotheap_free(&self.parked[h])
+        PyMem_Free(self.parked)
+        PyMem_Free(self.park_pos)
+        PyMem_Free(self.woken)
         PyMem_Free(self.venues)
         PyMem_Free(self.fees)
         PyMem_Free(self.lvl_px)
@@ -444,9 +494,14 @@ cdef class Router:
         cdef int32_t cap = old * 2 if old else 256
         cdef int32_t k
         cdef Parent* grown = <Parent*>PyMem_Realloc(self.parents, cap * sizeof(Parent))
+        cdef int32_t* pos
         if grown == NULL:
             raise MemoryError()
         self.parents = grown
+        pos = <int32_t*>PyMem_Realloc(self.park_pos, cap * sizeof(int32_t))
+        if pos == NULL:
+            raise MemoryError()
+        self.park_pos = pos
         memset(&self.parents[old], 0, (cap - old) * sizeof(Parent))
         # Thread the new slots onto the free list, lowest first.
         for k in range(cap - 1, old - 1, -1):
@@ -1359,6 +1414,9 @@ cdef class Router:
         cdef int64_t free, target
         if p.phase == PH_DONE:
             return 0
+        if p.clock >= CLOCK_PARKED:
+            # An event touched it: the clock visits it again from the next tick.
+            self._wake(pi)
         # Filled first: a child may fill in full after a cancel was asked for
         # (the cancel came too late), and the record must then say FILLED.
         # cum == qty leaves nothing working, so no child is left to wait for.
@@ -1444,6 +1502,14 @@ cdef class Router:
         else:
             self.active_tail = p.prev_active
         p.prev_active = p.next_active = -1
+        if p.clock == CLOCK_AWAKE:
+            self._awake_unlink(pi)
+        elif p.clock >= CLOCK_PARKED:     # (events wake a parent before finishing it)
+            if p.clock == CLOCK_PARKED:
+                slotheap_remove(&self.parked[<Py_ssize_t>p.instrument * PARK_KINDS + p.park_kind],
+                                self.park_pos[pi], self.park_pos)
+            self.n_parked -= 1
+        p.clock = CLOCK_OFF             # (a WOKEN entry left behind is skipped)
         if self.n_finished == self.finished_cap:
             grown = <int32_t*>PyMem_Realloc(self.finished, 2 * self.finished_cap * sizeof(int32_t))
             if grown == NULL:
@@ -1601,6 +1667,10 @@ cdef class Router:
         else:
             self.active_head = pi
         self.active_tail = pi
+        p.seq = self.next_seq
+        self.next_seq += 1
+        self._awake_link_before(pi, -1)
+        p.clock = CLOCK_AWAKE
         self._advance(pi, now)
         return 0
 
@@ -1669,6 +1739,8 @@ cdef class Router:
             self._emit(ACT_REPLACE, p.tail, c.price, c.pending_qty, 0, LIMIT, p.tif,
                        CF_POST_ONLY, now)
         p.qty -= cut - rest             # lots at no venue go at once
+        if p.clock >= CLOCK_PARKED:
+            self._wake(pi)              # (its tick would do nothing; kept simple: events wake)
         return 0
 
     # ============================================================ C API: reports
@@ -1849,11 +1921,156 @@ cdef class Router:
             self.parents[self.children[ci].parent].n_amending -= 1
         return self._advance(self.children[ci].parent, now)
 
+    # ============================================================ the clock
+    # A tick visits the awake parents only. A posted parent whose tick found
+    # nothing to do, and would find nothing until its instrument's market moves
+    # far enough for a reprice, is parked: in a heap keyed by the market level
+    # that would make it reprice (ASLEEP if none can), until the market gets
+    # there or an event touches it (every event ends in ``_advance``, which
+    # wakes it). Parked parents would only have been no-ops, so a tick does
+    # the same as one visiting every active parent in arrival order, the
+    # reference model's, at the cost of what is awake plus what woke.
+
+    cdef void _awake_link_before(self, int32_t pi, int32_t at) noexcept:
+        """Put parent ``pi`` on the clock's list before ``at`` (-1: at the end)."""
+        cdef Parent* p = &self.parents[pi]
+        p.next_awake = at
+        p.prev_awake = self.parents[at].prev_awake if at >= 0 else self.awake_tail
+        if p.prev_awake >= 0:
+            self.parents[p.prev_awake].next_awake = pi
+        else:
+            self.awake_head = pi
+        if at >= 0:
+            self.parents[at].prev_awake = pi
+        else:
+            self.awake_tail = pi
+
+    cdef void _awake_unlink(self, int32_t pi) noexcept:
+        cdef Parent* p = &self.parents[pi]
+        if p.prev_awake >= 0:
+            self.parents[p.prev_awake].next_awake = p.next_awake
+        else:
+            self.awake_head = p.next_awake
+        if p.next_awake >= 0:
+            self.parents[p.next_awake].prev_awake = p.prev_awake
+        else:
+            self.awake_tail = p.prev_awake
+        p.prev_awake = p.next_awake = -1
+
+    cdef int _wake(self, int32_t pi) except -1:
+        """A parked or asleep parent goes back on the clock's list at the next tick."""
+        cdef Parent* p = &self.parents[pi]
+        cdef Woken* grown
+        cdef Py_ssize_t cap
+        if p.clock == CLOCK_PARKED:
+            slotheap_remove(&self.parked[<Py_ssize_t>p.instrument * PARK_KINDS + p.park_kind],
+                            self.park_pos[pi], self.park_pos)
+        if self.n_woken == self.woken_cap:
+            cap = self.woken_cap * 2 if self.woken_cap else 64
+            grown = <Woken*>PyMem_Realloc(self.woken, cap * sizeof(Woken))
+            if grown == NULL:
+                raise MemoryError()
+            self.woken = grown
+            self.woken_cap = cap
+        self.woken[self.n_woken].seq = p.seq
+        self.woken[self.n_woken].slot = pi
+        self.n_woken += 1
+        self.n_parked -= 1
+        p.clock = CLOCK_WOKEN
+        return 0
+
+    cdef int _wake_moved(self) except -1:
+        """Wake the parked parents whose instrument's market reached their key."""
+        cdef Py_ssize_t i, h
+        cdef int kind
+        cdef int64_t q[4]
+        cdef int64_t bound
+        cdef SlotHeap* heap
+        if self.n_parked == 0:
+            return 0
+        for i in range(self.n_instruments):
+            heap = &self.parked[i * PARK_KINDS]
+            if heap[0].n == 0 and heap[1].n == 0 and heap[2].n == 0 and heap[3].n == 0:
+                continue
+            self.nbbo_c(<int>i, q)
+            for kind in range(PARK_KINDS):
+                bound = _park_bound(kind, q[0], q[2])
+                while heap[kind].n and heap[kind].keys[0] <= bound:
+                    self._wake(heap[kind].slots[0])
+        return 0
+
+    cdef int _merge_woken(self) except -1:
+        """Put the parents woken since the last tick back on the clock's list, in arrival order."""
+        cdef Py_ssize_t k
+        cdef int32_t at = self.awake_head, pi
+        cdef Parent* p
+        if self.n_woken == 0:
+            return 0
+        qsort(self.woken, self.n_woken, sizeof(Woken), _woken_cmp)
+        for k in range(self.n_woken):
+            pi = self.woken[k].slot
+            p = &self.parents[pi]
+            if p.clock != CLOCK_WOKEN or p.seq != self.woken[k].seq:
+                continue                # done since, its slot perhaps another parent's
+            while at >= 0 and self.parents[at].seq < p.seq:
+                at = self.parents[at].next_awake
+            self._awake_link_before(pi, at)
+            p.clock = CLOCK_AWAKE
+        self.n_woken = 0
+        return 0
+
+    cdef int _try_park(self, int32_t pi, int64_t now) except -1:
+        """Park ``pi`` if its ticks would do nothing until its market moves (see above).
+
+        That is a posted parent whose one child rests, acknowledged, with
+        nothing in flight, past its reprice interval (so it asks for no
+        wake-up), whose reprice bound the market has not reached: its tick
+        would only find its child where ``_reprice`` leaves it.
+        """
+        cdef Parent* p = &self.parents[pi]
+        cdef Child* c
+        cdef int64_t key
+        cdef int64_t q[4]
+        cdef int kind
+        cdef bint asleep
+        if (p.clock != CLOCK_AWAKE or p.phase != PH_POST or p.n_live != 1 or p.cum >= p.qty
+                or p.cancel_requested != CR_NONE
+                or now - p.last_reprice_ts < self.reprice_interval_ns):
+            return 0
+        c = &self.children[p.head]
+        if (c.role != ROLE_POST or not c.acked or c.pending_price or c.pending_qty
+                or c.cancel_sent):
+            return 0
+        # _reprice moves a buy once its passive price reaches price + reprice_ticks,
+        # a sell once it falls to price - reprice_ticks: never if the limit is short of it.
+        if _is_buy(p.side):
+            key = c.price + self.reprice_ticks
+            kind = PARK_BUY_LIMIT if p.post_at_limit else PARK_BUY_JOIN
+            asleep = p.limit_px < key
+        else:
+            key = -(c.price - self.reprice_ticks)
+            kind = PARK_SELL_LIMIT if p.post_at_limit else PARK_SELL_JOIN
+            asleep = p.limit_px > -key
+        if not asleep:
+            self.nbbo_c(p.instrument, q)
+            if key <= _park_bound(kind, q[0], q[2]):
+                return 0                # (a reprice _reprice declined: no passive price)
+            slotheap_push(&self.parked[<Py_ssize_t>p.instrument * PARK_KINDS + kind], key, pi,
+                          self.park_pos)
+            p.park_kind = <uint8_t>kind
+        self._awake_unlink(pi)
+        p.clock = CLOCK_ASLEEP if asleep else CLOCK_PARKED
+        self.n_parked += 1
+        return 0
+
     cdef int tick_c(self, int64_t now) except -1:
-        """Acknowledgement timeouts, then every active parent in arrival order."""
-        cdef int32_t pi = self.active_head, nxt, ci
+        """Acknowledgement timeouts, then every awake parent in arrival order (see above)."""
+        cdef int32_t pi, nxt, ci
         cdef Child* c
         cdef Py_ssize_t n0 = self.n_actions
+        self._wake_moved()
+        self._merge_woken()
+        pi = self.awake_head
         while pi >= 0:
             ci = self.parents[pi].head
             while ci >= 0:
@@ -1867,11 +2084,12 @@ cdef class Router:
                     c.cancel_sent = 1
                     self._emit(ACT_CANCEL, ci, c.price, c.qty, 0, 0, 0, 0, now)
                 ci = self.children[ci].next
-            pi = self.parents[pi].next_active
-        pi = self.active_head
+            pi = self.parents[pi].next_awake
+        pi = self.awake_head
         while pi >= 0:
-            nxt = self.parents[pi].next_active
+            nxt = self.parents[pi].next_awake
             self._advance(pi, now)
+            self._try_park(pi, now)
             pi = nxt
         return <int>(self.n_actions - n0)
 
@@ -2006,38 +2224,49 @@ cdef class Router:
 
         Covers acknowledgement deadlines, schedule slice starts and ends and
         repricing intervals; market data and volume updates also call for a
-        tick, whenever they arrive.
+        tick, whenever they arrive. (Parked parents ask for none: they wait
+        for the market, past their reprice interval.)
         """
-        cdef int64_t best = -1, t, k, d
-        cdef int32_t pi = self.active_head, ci
-        cdef Parent* p
-        cdef Child* c
+        cdef int64_t best = -1
+        cdef int32_t pi = self.awake_head
+        cdef Py_ssize_t k
         while pi >= 0:
-            p = &self.parents[pi]
-            ci = p.head
-            while ci >= 0:
-                c = &self.children[ci]
-                if not c.acked and not c.cancel_sent:
-                    t = c.sent_ts + self.ack_timeout_ns
-                    if t > now and (best < 0 or t < best):
-                        best = t
-                ci = c.next
-            t = -1
-            if p.phase == PH_SCHED and now < p.start_ns:
-                t = p.start_ns      # (POV too: its volume counts from then)
-            elif p.phase == PH_SCHED and p.strategy != STRAT_POV:
-                if now < p.end_ns:
-                    d = p.end_ns - p.start_ns
-                    k = <int64_t>((<i128>(now - p.start_ns)) * p.n_slices / d) + 1
-                    t = p.start_ns + <int64_t>_ceil_div((<i128>k) * d, p.n_slices) \
-                        if k < p.n_slices else p.end_ns
-            elif p.phase == PH_SCHED and p.end_ns > now:
-                t = p.end_ns
-            elif p.phase == PH_POST and p.n_live > 0:
-                t = p.last_reprice_ts + self.reprice_interval_ns
-            if t > now and (best < 0 or t < best):
-                best = t
-            pi = p.next_active
+            best = self._wakeup_of(pi, now, best)
+            pi = self.parents[pi].next_awake
+        for k in range(self.n_woken):
+            pi = self.woken[k].slot
+            if self.parents[pi].clock == CLOCK_WOKEN and self.parents[pi].seq == self.woken[k].seq:
+                best = self._wakeup_of(pi, now, best)
+        return best
+
+    cdef int64_t _wakeup_of(self, int32_t pi, int64_t now, int64_t best) noexcept:
+        """``best``, or parent ``pi``'s next deadline after ``now`` if that is sooner."""
+        cdef int64_t t, k, d
+        cdef Parent* p = &self.parents[pi]
+        cdef int32_t ci = p.head
+        cdef Child* c
+        while ci >= 0:
+            c = &self.children[ci]
+            if not c.acked and not c.cancel_sent:
+                t = c.sent_ts + self.ack_timeout_ns
+                if t > now and (best < 0 or t < best):
+                    best = t
+            ci = c.next
+        t = -1
+        if p.phase == PH_SCHED and now < p.start_ns:
+            t = p.start_ns      # (POV too: its volume counts from then)
+        elif p.phase == PH_SCHED and p.strategy != STRAT_POV:
+            if now < p.end_ns:
+                d = p.end_ns - p.start_ns
+                k = <int64_t>((<i128>(now - p.start_ns)) * p.n_slices / d) + 1
+                t = p.start_ns + <int64_t>_ceil_div((<i128>k) * d, p.n_slices) \
+                    if k < p.n_slices else p.end_ns
+        elif p.phase == PH_SCHED and p.end_ns > now:
+            t = p.end_ns
+        elif p.phase == PH_POST and p.n_live > 0:
+            t = p.last_reprice_ts + self.reprice_interval_ns
+        if t > now and (best < 0 or t < best):
+            best = t
         return best
 
     # ============================================================ Python API: reports
@@ -2166,6 +2395,11 @@ cdef class Router:
             n += 1
             pi = self.parents[pi].next_active
         return n
+
+    @property
+    def n_parked(self):
+        """Working parents the clock skips until their market moves or an event touches them."""
+        return self.n_parked
 
     @property
     def next_child_id(self):
