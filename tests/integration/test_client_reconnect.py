@@ -248,7 +248,9 @@ def test_a_send_while_the_engine_is_gone_fails_after_send_timeout_s(tmp_path, us
             with ThreadedEngine(path):
                 await once(client, "before")
             sent, waited, exc = await flood(client)
-            assert 500 <= sent <= 1_100    # the queue's 1,000 (the first ones may have left)
+            # The queue holds 1,000; the first ones may have left, into the stopping
+            # engine's socket and the kernel's buffers (more on a busy machine).
+            assert 500 <= sent <= 2_500
             assert 0.25 <= waited < 5
             assert endpoint in str(exc) and "not sent" in str(exc)
             with ThreadedEngine(path):
