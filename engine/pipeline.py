@@ -537,7 +537,11 @@ class Pipeline(Handler):
                 # not journaled and its id not spent. Spent, such requests (which
                 # nothing throttles) would grow the id table and the journal
                 # for good, past [orders] max_orders.
-                self._lookup(session, request, now, spend=False)
+                if order is not None and not order.done \
+                        and request.orig_cl_ord_id == order.cl_ord_id:
+                    self._refuse_replaces_spent(session, order, request)
+                else:
+                    self._lookup(session, request, now, spend=False)
                 return
         self._journal_command(session, request, now)
         match request:
@@ -973,15 +977,6 @@ class Pipeline(Handler):
                          f"{order.cl_ord_id!r}", kind.lower(), ref_type=kind,
                          cl_ord_id=req.cl_ord_id)
             return None
-        if type(req) is Replace and self._replaces_spent(order):
-            # Final, as for a done order: its later replaces are refused the
-            # same way, so a client that keeps sending them grows nothing.
-            self._cancel_reject(session, order, req, _RejectReason.ORDER_NOT_REPLACEABLE,
-                                f"order {req.orig_cl_ord_id!r} was replaced "
-                                f"{order.renames} times, the most one order takes "
-                                f"([orders] max_replaces_per_order): cancel it and send a "
-                                f"new order")
-            return None
         pending = self._pending.get(order.order_id)
         # (A Cancel may follow a Replace in flight: see _cancel.)
         if pending is not None and not (
@@ -996,6 +991,15 @@ class Pipeline(Handler):
                                 f"symbol {req.symbol!r} is not the order's ({order.symbol})")
             return None
         return order
+
+    def _refuse_replaces_spent(self, session: Session, order: Order, req: Replace) -> None:
+        """Refuse a Replace of an order that took all its replaces. Final, as for a done
+        order: its later replaces are refused the same way, so a client that keeps sending
+        them grows nothing."""
+        self._cancel_reject(session, order, req, _RejectReason.ORDER_NOT_REPLACEABLE,
+                            f"order {req.orig_cl_ord_id!r} was replaced {order.renames} times, "
+                            f"the most one order takes ([orders] max_replaces_per_order): "
+                            f"cancel it and send a new order")
 
     def _replaces_spent(self, order: Order) -> bool:
         """Whether ``order`` took all the replaces one order may (``max_replaces_per_order``).
@@ -1076,6 +1080,10 @@ class Pipeline(Handler):
         order = self._lookup(session, req, now)
         if order is None:
             return
+        if self._replaces_spent(order) and not admitted:
+            # (One taken up again at recovery passed this before the restart,
+            # whatever the bound is now.)
+            return self._refuse_replaces_spent(session, order, req)
         inst = self.instruments[order.symbol]
         try:
             new_qty = inst.qty_to_lots(req.qty) if req.qty is not None else order.qty
