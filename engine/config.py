@@ -293,7 +293,7 @@ class HistoryConfig(_Section):
 
 
 class OrdersConfig(_Section):
-    """``[orders]``: how many orders the engine holds in memory.
+    """``[orders]``: how many orders the engine holds in memory, and replaces per order.
 
     Attributes
     ----------
@@ -310,9 +310,21 @@ class OrdersConfig(_Section):
         exists so that the engine refuses orders instead of running out of
         memory: a journal holding more orders than memory could not be
         recovered either.
+    max_replaces_per_order : int
+        Replaces one order takes, at most. Each accepted replace keeps its
+        ``cl_ord_id`` spent (it still finds the order) and, when the order is
+        routed again, the done child it replaced (status requests list every
+        child): about 270 bytes (measured, see docs/engine.md), which
+        ``max_orders`` does not count. A Replace beyond it is refused
+        ``ORDER_NOT_REPLACEABLE`` (16) before it is journaled, its
+        ``cl_ord_id`` left free; the order keeps working and can be
+        canceled. Default 10,000: a replace every 2.3 s of a 6.5-hour day,
+        about 2.7 MB for such an order (the router's own repricing of a
+        ``passive`` order replaces its child at the venue and counts nothing).
     """
 
     max_orders: PositiveInt = 4_000_000
+    max_replaces_per_order: PositiveInt = 10_000
 
 
 class MetricsConfig(_Section):

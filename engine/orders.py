@@ -101,6 +101,11 @@ class Order(msgspec.Struct, gc=False, eq=False):
         ticks), so ``avg_px = notional_x2 / (2 * cum_qty)`` ticks, exactly.
     transitions : list of (Stage, int)
         Every stage the order went through, with its time (ns).
+    renames : int
+        How many times the order took a new ``cl_ord_id`` (each accepted
+        replace, and a completed cancel). Its earlier ids are kept by the
+        :class:`OrderTable` only, which maps each one to the order: the
+        order itself keeps nothing per replace but its children.
 
     Notes
     -----
@@ -126,7 +131,7 @@ class Order(msgspec.Struct, gc=False, eq=False):
     price: int
     qty: int
     created_ns: int
-    orig_cl_ord_ids: tuple = ()
+    renames: int = 0
     cum_qty: int = 0
     notional_x2: int = 0
     stage: Stage = Stage.RECEIVED
@@ -277,10 +282,14 @@ def execution_report(order: Order, inst: Instrument, exec_type: ExecType, *,
 class OrderTable:
     """Every order the engine knows, by engine id and by (account, cl_ord_id).
 
-    ``by_cl_ord_id`` also holds the ids that name no order but are spent all
-    the same (mapped to None): the ``cl_ord_id`` of every Cancel and Replace
-    the pipeline took, from the moment it arrives (while it is in flight its
-    id is the order's name to be, and a refused one's is never handed out
+    The client ids are held per account (``account -> cl_ord_id -> order``),
+    so that each id costs its string and a slot, and no (account, id) pair:
+    an order that is replaced all day holds one id per replace (every one
+    stays spent and finds the order), and nothing else on its account.
+    The table also holds the ids that name no order but are spent all the
+    same (mapped to None): the ``cl_ord_id`` of every Cancel and Replace the
+    pipeline took, from the moment it arrives (while it is in flight its id
+    is the order's name to be, and a refused one's is never handed out
     again). So one lookup tells whether an id is free (:meth:`used`), and
     :meth:`find` finds no order under a spent id.
     """
@@ -288,7 +297,14 @@ class OrderTable:
     def __init__(self, first_order_id: int = 1):
         self.next_order_id = first_order_id
         self.by_id: dict[int, Order] = {}
-        self.by_cl_ord_id: dict[tuple[str, str], Order | None] = {}
+        self._by_account: dict[str, dict[str, Order | None]] = {}
+
+    def _ids(self, account: str) -> dict[str, Order | None]:
+        """The client ids of ``account``, made on its first."""
+        ids = self._by_account.get(account)
+        if ids is None:
+            ids = self._by_account[account] = {}
+        return ids
 
     def create(self, cl_ord_id: str, session_id: str, account: str, symbol: str, side: int,
                ord_type: int, tif: int, price: int, qty: int, now_ns: int,
@@ -301,7 +317,7 @@ class OrderTable:
                       ord_type, tif, price, qty, now_ns)
         self.next_order_id = max(self.next_order_id, order_id + 1)
         self.by_id[order.order_id] = order
-        self.by_cl_ord_id[(account, cl_ord_id)] = order
+        self._ids(account)[cl_ord_id] = order
         return order
 
     def reserve(self, account: str, cl_ord_id: str) -> bool:
@@ -313,10 +329,10 @@ class OrderTable:
             True if the id was free; False if it already named an order or
             was spent (it is left as it was).
         """
-        key = (account, cl_ord_id)
-        if key in self.by_cl_ord_id:
+        ids = self._ids(account)
+        if cl_ord_id in ids:
             return False
-        self.by_cl_ord_id[key] = None
+        ids[cl_ord_id] = None
         return True
 
     def alias(self, order: Order, new_cl_ord_id: str) -> None:
@@ -326,21 +342,30 @@ class OrderTable:
         re-points an id that names another order: that order would become
         unreachable by its client id (a journal written before ids in flight
         were reserved may hold such a pair; the earlier holder keeps it).
+        Its earlier ids keep finding it here; the order only counts them
+        (``renames``), in constant time and memory however often it is replaced.
         """
-        order.orig_cl_ord_ids += (order.cl_ord_id,)
+        order.renames += 1
         order.cl_ord_id = new_cl_ord_id
-        key = (order.account, new_cl_ord_id)
-        if self.by_cl_ord_id.get(key) is None:
-            self.by_cl_ord_id[key] = order
+        ids = self._ids(order.account)
+        if ids.get(new_cl_ord_id) is None:
+            ids[new_cl_ord_id] = order
 
     def used(self, account: str, cl_ord_id: str) -> bool:
         """Whether ``cl_ord_id`` names an order of ``account`` or was spent by a request."""
-        return (account, cl_ord_id) in self.by_cl_ord_id
+        ids = self._by_account.get(account)
+        return ids is not None and cl_ord_id in ids
 
     def find(self, account: str, cl_ord_id: str) -> Order | None:
         """The order an account knows as ``cl_ord_id`` (current or earlier id); None for an
         id no order has (a spent one included)."""
-        return self.by_cl_ord_id.get((account, cl_ord_id))
+        ids = self._by_account.get(account)
+        return ids.get(cl_ord_id) if ids is not None else None
+
+    def ids_held(self) -> int:
+        """How many client ids the table holds: the orders' (current and earlier) and the
+        spent ones, all accounts together."""
+        return sum(map(len, self._by_account.values()))
 
     def working(self) -> list[Order]:
         """Orders that are routed and not done."""

@@ -227,12 +227,16 @@ class Pipeline(Handler):
     max_orders : int, optional
         Orders the table holds at most (``[orders] max_orders``); new orders
         beyond it are refused ``ORDER_CAPACITY``.
+    max_replaces_per_order : int, optional
+        Replaces one order takes at most (``[orders] max_replaces_per_order``);
+        a Replace beyond it is refused ``ORDER_NOT_REPLACEABLE``.
     """
 
     def __init__(self, *, instruments: dict[str, Instrument], risk, router, venues,
                  journal: JournalWriter, metrics=None, history: TradeHistory | None = None,
                  reload_limits: Callable[[], dict] | None = None,
-                 trading_day: TradingDay | None = None, max_orders: int = 4_000_000):
+                 trading_day: TradingDay | None = None, max_orders: int = 4_000_000,
+                 max_replaces_per_order: int = 10_000):
         self.instruments = instruments
         self.symbols = list(instruments)
         self.risk, self.router, self.venues = risk, router, venues
@@ -244,6 +248,10 @@ class Pipeline(Handler):
         self.reload_limits = reload_limits
         self.orders = OrderTable()
         self.max_orders = max_orders
+        # Each accepted replace leaves its id spent and, routed again, its
+        # done child listed (both promised by the protocol), which max_orders
+        # does not count: this bounds them per order.
+        self.max_replaces_per_order = max_replaces_per_order
         # From 90% of max_orders on, each new order looks at the table's filling
         # (_capacity_refuses); 1 once the 90% line was logged, 2 once "full" was.
         self._capacity_check_at = max(1, max_orders * 9 // 10)
@@ -520,14 +528,20 @@ class Pipeline(Handler):
                                               self.risk.last_reject_text())
         elif type(request) is Cancel or type(request) is Replace:
             order = self.orders.find(request.account, request.orig_cl_ord_id)
-            if (order is None or order.done or request.orig_cl_ord_id != order.cl_ord_id) \
+            if (order is None or order.done or request.orig_cl_ord_id != order.cl_ord_id
+                    or (type(request) is Replace and self._replaces_spent(order))) \
                     and not self.orders.used(request.account, request.cl_ord_id):
-                # It names no order it could act on (none, a done one, or one by
-                # the id it had before a replace): refused as it would be, but
+                # It names no order it could act on (none, a done one, one by
+                # the id it had before a replace, or, for a Replace, one that
+                # took all the replaces it may): refused as it would be, but
                 # not journaled and its id not spent. Spent, such requests (which
                 # nothing throttles) would grow the id table and the journal
                 # for good, past [orders] max_orders.
-                self._lookup(session, request, now, spend=False)
+                if order is not None and not order.done \
+                        and request.orig_cl_ord_id == order.cl_ord_id:
+                    self._refuse_replaces_spent(session, order, request)
+                else:
+                    self._lookup(session, request, now, spend=False)
                 return
         self._journal_command(session, request, now)
         match request:
@@ -978,6 +992,25 @@ class Pipeline(Handler):
             return None
         return order
 
+    def _refuse_replaces_spent(self, session: Session, order: Order, req: Replace) -> None:
+        """Refuse a Replace of an order that took all its replaces. Final, as for a done
+        order: its later replaces are refused the same way, so a client that keeps sending
+        them grows nothing."""
+        self._cancel_reject(session, order, req, _RejectReason.ORDER_NOT_REPLACEABLE,
+                            f"order {req.orig_cl_ord_id!r} was replaced {order.renames} times, "
+                            f"the most one order takes ([orders] max_replaces_per_order): "
+                            f"cancel it and send a new order")
+
+    def _replaces_spent(self, order: Order) -> bool:
+        """Whether ``order`` took all the replaces one order may (``max_replaces_per_order``).
+
+        Counted by its renames: a live order took a new ``cl_ord_id`` only
+        by accepted replaces (a completed cancel renames it too, but leaves
+        it done). Recovery renames it as live, so the count survives a
+        restart.
+        """
+        return order.renames >= self.max_replaces_per_order
+
     def _refuse_pending(self, pending: _Pending, order: Order, reason: int, text: str, *,
                         queued: bool = True) -> None:
         """Refuse a cancel or replace that was in flight, and (``queued``) a Cancel queued
@@ -1047,6 +1080,10 @@ class Pipeline(Handler):
         order = self._lookup(session, req, now)
         if order is None:
             return
+        if self._replaces_spent(order) and not admitted:
+            # (One taken up again at recovery passed this before the restart,
+            # whatever the bound is now.)
+            return self._refuse_replaces_spent(session, order, req)
         inst = self.instruments[order.symbol]
         try:
             new_qty = inst.qty_to_lots(req.qty) if req.qty is not None else order.qty

@@ -170,7 +170,8 @@ class EngineService:
                                                       position=lambda: self.journal.last_seq),
                                  reload_limits=self._reload_limits,
                                  trading_day=trading_day(cfg),
-                                 max_orders=cfg.orders.max_orders)
+                                 max_orders=cfg.orders.max_orders,
+                                 max_replaces_per_order=cfg.orders.max_replaces_per_order)
         self.metrics.orders_held.set_function(lambda: len(self.pipeline.orders))
         # Recovery runs before the venues' clock starts: rerouted orders'
         # reports can only come back once the sessions they belong to exist.

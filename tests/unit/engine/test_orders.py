@@ -107,6 +107,37 @@ def test_table_lookup_by_current_and_previous_cl_ord_id():
     assert table.working() == [order]
 
 
+def test_a_rename_keeps_its_id_and_nothing_else():
+    """Each rename (an accepted replace) leaves the new id in the table, where it and
+    every earlier id find the order, and nothing per replace beyond the id's slot: no
+    (account, id) key, no list of earlier ids on the order (a tuple grown per replace
+    also made each replace copy all the earlier ids)."""
+    import tracemalloc
+
+    import engine.orders
+
+    table = OrderTable()
+    order = new_order(table)
+    ids = [f"c1.{k}" for k in range(1, 1001)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for cl_ord_id in ids:
+            assert table.reserve("ACC1", cl_ord_id)  # (as the pipeline spends a Replace's id)
+            table.alias(order, cl_ord_id)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    # What the table's own code allocated and kept (a dict's slots, grown a few times).
+    mine = [tracemalloc.Filter(True, engine.orders.__file__)]
+    kept = after.filter_traces(mine).compare_to(before.filter_traces(mine), "filename")
+    assert sum(s.count_diff for s in kept) < 10
+    assert sum(s.size_diff for s in kept) / len(ids) < 40
+    assert order.renames == len(ids) and order.cl_ord_id == ids[-1]
+    assert all(table.find("ACC1", c) is order for c in ["c1", *ids])
+    assert table.ids_held() == len(ids) + 1
+
+
 def test_orders_cost_the_garbage_collector_one_object_at_most():
     """Young collections traverse every tracked object: an order of the day adds at most
     its children's dict to them (the order, its path and its children are untracked)."""
