@@ -229,6 +229,16 @@ class Handler:
         """
         release()
 
+    def attach(self, flush_soon: Callable[[], None]) -> None:
+        """Intake hands over ``flush_soon``: it has ``flush`` called once the current loop
+        callback is done (batched with whatever else that callback sends).
+
+        For what the handler journals outside a request with nothing to send:
+        a fill for a session intake has let go is journaled only, and without
+        a flush it would wait, not durable, for the next client message.
+        Default: ignored.
+        """
+
     def record_sent(self, session: "Session", frame: bytes) -> int | None:
         """Every frame a session sends passes here once, before ``flush``.
 
@@ -842,6 +852,7 @@ class IntakeServer:
     async def start(self) -> None:
         """Bind the endpoints and start serving on the running loop."""
         self._loop = asyncio.get_running_loop()
+        self.handler.attach(self._flush_soon)
         cfg = self.config
         self._server_public = None
         if cfg.plaintext_endpoints and not cfg.allow_plaintext:
@@ -1020,9 +1031,12 @@ class IntakeServer:
     def _queue(self, session: Session, frame: bytes) -> None:
         """Hold an outbound frame until the next flush (end of this wake-up)."""
         self._outbox.append((session, frame))
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Outside a drain (venue reports, timers), flush once the current callback is
+        done, batching whatever else it sends; a drain flushes at its end anyway."""
         if not self._draining and not self._flush_scheduled:
-            # Sent outside a drain (venue reports, timers): flush once the
-            # current callback is done, batching whatever else it sends.
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 

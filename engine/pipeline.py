@@ -248,6 +248,8 @@ class Pipeline(Handler):
         self.reload_limits = reload_limits
         self.orders = OrderTable()
         self.max_orders = max_orders
+        # Has the journal flushed soon (intake's, see attach); none without intake.
+        self._flush_soon: Callable[[], None] = lambda: None
         # Each accepted replace leaves its id spent and, routed again, its
         # done child listed (both promised by the protocol), which max_orders
         # does not count: this bounds them per order.
@@ -381,7 +383,14 @@ class Pipeline(Handler):
         if session is not None:
             return session.send(msg)
         self.journal.append_msg(_RecordKind.EVENT, JournalEvent(session_id=session_id, event=msg))
+        # Nothing goes out for it, so nothing else would flush it: a fill
+        # waiting for the next client message is lost to a kill -9 meanwhile.
+        self._flush_soon()
         return 0
+
+    def attach(self, flush_soon: Callable[[], None]) -> None:
+        """Intake's ``flush_soon`` (see ``Handler.attach``)."""
+        self._flush_soon = flush_soon
 
     def record_sent(self, session: Session, frame: bytes) -> int:
         """Journal the exact frame a session sends (its seq included); returns its record's seq.

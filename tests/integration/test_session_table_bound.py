@@ -232,3 +232,51 @@ def test_a_closed_connections_silence_is_not_a_warning(tmp_path, caplog):
     assert sorted(level for level, _ in silent) == [logging.INFO, logging.WARNING]
     assert all((level == logging.INFO) == text.endswith("(its connection closed)")
                for level, text in silent)
+
+
+def test_a_fill_for_a_session_let_go_is_made_durable_at_once(tmp_path):
+    """A report for a session intake let go is journaled, not sent. Nothing flushed it: a
+    fill waited in memory, not on disk and not published, until some client spoke, and a
+    kill -9 meanwhile lost it (the order then routed again for lots it had bought)."""
+    from engine.messages import ExecType, ExecutionReport
+    from ext.book import OP_ADD
+    from ext.types import Side, StpMode
+    port = free_port()
+    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
+    path.write_text(config_text(port, tmp_path / "journal", fsync="always").replace(
+        "heartbeat_timeout_ms = 60000",
+        "heartbeat_timeout_ms = 200\nheartbeat_interval_ms = 100\nmax_sessions_per_key = 1"))
+    with ThreadedEngine(path) as engine:
+        pipeline = engine.service.pipeline
+        with Client(endpoint) as a:
+            a.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="f1")
+            a.recv_until(lambda m: isinstance(m, ExecutionReport)
+                         and m.exec_type == ExecType.NEW, 5)
+        time.sleep(0.4)                     # silent past its timeout: it may be evicted
+        with Client(endpoint) as b:         # the key's one session: a's is let go
+            b.heartbeat()
+            b.recv(5)
+        assert engine.call(lambda: len(pipeline.sessions)) <= 1
+        time.sleep(0.3)
+
+        def sell_into_it():
+            # Someone else at the venue sells into the order's child: a fill, and
+            # nothing for any client still connected.
+            order = pipeline.orders.find("DEMO1", "f1")
+            (child,) = order.children.values()
+            market = pipeline.venues.market
+            code = market.loop.external(market.book_index(child.venue, "AAA"), OP_ADD, 1,
+                                        int(Side.SELL), child.price, child.qty, tif=0,
+                                        account=99, stp=int(StpMode.STP_NONE))
+            return code, pipeline.journal.last_seq
+
+        code, before = engine.call(sell_into_it)
+        assert code == 0
+        deadline = time.monotonic() + 5
+        while engine.call(lambda: pipeline.orders.find("DEMO1", "f1").cum_qty) == 0:
+            assert time.monotonic() < deadline, "the venue's fill never reached the order"
+            time.sleep(0.02)
+        time.sleep(0.3)
+        last, durable = engine.call(lambda: (pipeline.journal.last_seq,
+                                             pipeline.journal.durable_seq))
+        assert last > before and durable == last
