@@ -20,7 +20,10 @@ on its own line.) A second table times the router's clock: ``tick(now)`` +
 ``next_wakeup(now)`` with N orders resting (acknowledged, half at their
 limit, half joining the bid) while the quotes move without reaching any of
 them, for the router and the reference at the same N, and for the router
-alone at larger N: a tick costs what is awake, not what rests. Between timed runs, and untimed, every child is reported
+alone at larger N: a tick costs what is awake, not what rests. A third times
+a sweep under ``CANCEL_OLDEST`` (which looks for the account's own resting
+orders in the depth it takes) with N of the account's orders resting below
+the displayed depth, the same way. Between timed runs, and untimed, every child is reported
 filled and the books republished, so each run starts from the same state; the
 benchmark checks that both routers emit identical actions before reporting.
 
@@ -39,9 +42,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import best_of, emit, machine, table  # noqa: E402
 from ext.router import (  # noqa: E402
-    ACT_NEW, ACTION_DTYPE, PARENT_DTYPE, STRAT_AUTO, STRAT_PASSIVE, Router,
+    ACT_NEW, ACTION_DTYPE, PARENT_DTYPE, STRAT_AUTO, STRAT_PASSIVE, STRAT_SWEEP, Router,
 )
-from ext.types import Side, TimeInForce  # noqa: E402
+from ext.types import Side, StpMode, TimeInForce  # noqa: E402
 from tests.reference.router_reference import ReferenceRouter  # noqa: E402
 
 TARGET_NS = 2000            # per decision, 4 venues, Python-facing path
@@ -218,6 +221,32 @@ def tick_ns(cls, n: int, runs: int) -> float:
     return best * 1e9
 
 
+def own_sweep_ns(cls, n: int, runs: int) -> float:
+    """Best market sell swept under CANCEL_OLDEST over 4 venues of 10 levels while the
+    same account rests ``n`` bids below the displayed depth (none of them in its way)."""
+    oldest = int(StpMode.CANCEL_OLDEST)
+    r = cls(4)
+    for v in range(4):
+        r.update_book(0, v, bids=[(9_990 - k, 100) for k in range(LEVELS)],
+                      asks=[(10_000 + k, 100) for k in range(LEVELS)])
+    for pid in range(1, n + 1):
+        r.route(pid, 0, BUY, 10, 9_900 - pid % 50, 0, strategy=STRAT_AUTO, stp_account=1,
+                stp=oldest)
+    for a in r.drain_actions():
+        r.on_ack(int(a["child_id"]), 1)
+    r.drain_actions()
+    best = float("inf")
+    for k in range(runs):
+        start = time.perf_counter()
+        r.route(10**9 + k, 0, int(Side.SELL), 50, 0, 5, strategy=STRAT_SWEEP, stp_account=1,
+                stp=oldest)
+        best = min(best, time.perf_counter() - start)
+        for a in r.drain_actions():
+            r.on_canceled(int(a["child_id"]), 6)
+        r.drain_finished()
+    return best * 1e9
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (under 20 s)")
@@ -234,6 +263,10 @@ def main(argv=None) -> int:
              "reference": tick_ns(ReferenceRouter, clock_n, clock_runs),
              "router_0": tick_ns(Router, 0, clock_runs),
              "router_10x": tick_ns(Router, 10 * clock_n, clock_runs)}
+    own = {"router": own_sweep_ns(Router, clock_n, clock_runs),
+           "reference": own_sweep_ns(ReferenceRouter, clock_n, clock_runs),
+           "router_0": own_sweep_ns(Router, 0, clock_runs),
+           "router_10x": own_sweep_ns(Router, 10 * clock_n, clock_runs)}
 
     rows = [[f"{r['venues']} venues", r["py_ns"], r["c_ns"], r["ref_ns"],
              f"{r['ref_ns'] / r['py_ns']:.1f}x", f"{r['ref_ns'] / r['c_ns']:.1f}x",
@@ -258,6 +291,13 @@ def main(argv=None) -> int:
             f"{clock['reference'] / clock['router']:.0f}x"],
            [f"{10 * clock_n:,}", clock["router_10x"], "-", "-"],
            ["0", clock["router_0"], "-", "-"]])
+    table(f"Router: a sweep under CANCEL_OLDEST with the account's orders resting below the "
+          f"depth, best of {clock_runs}",
+          ["resting orders", "router ns/sweep", "reference ns/sweep", "router vs reference"],
+          [[f"{clock_n:,}", own["router"], own["reference"],
+            f"{own['reference'] / own['router']:.0f}x"],
+           [f"{10 * clock_n:,}", own["router_10x"], "-", "-"],
+           ["0", own["router_0"], "-", "-"]])
     emit({
         "benchmark": "router", "quick": args.quick, "levels": LEVELS,
         "decisions_per_run": args.instruments, "runs": runs, "reference_runs": runs,
@@ -277,6 +317,11 @@ def main(argv=None) -> int:
         "tick_ratio_vs_reference": round(clock["reference"] / clock["router"], 1),
         "tick_ns_10x_resting": round(clock["router_10x"], 1),
         "tick_ns_none_resting": round(clock["router_0"], 1),
+        "own_sweep_ns": round(own["router"], 1),
+        "own_sweep_ref_ns": round(own["reference"], 1),
+        "own_sweep_ratio_vs_reference": round(own["reference"] / own["router"], 1),
+        "own_sweep_ns_10x_resting": round(own["router_10x"], 1),
+        "own_sweep_ns_none_resting": round(own["router_0"], 1),
         "per_venue_count": {str(r["venues"]): {
             "ns_per_decision": round(r["py_ns"], 1), "c_ns_per_decision": round(r["c_ns"], 1),
             "ref_ns_per_decision": round(r["ref_ns"], 1),

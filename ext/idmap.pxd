@@ -77,6 +77,14 @@ cdef inline int idmap_put(IdMap* m, int64_t key, int32_t val) except -1:
     return 0
 
 
+cdef inline void idmap_set(IdMap* m, int64_t key, int32_t val) noexcept nogil:
+    """Point ``key`` (present) at ``val``."""
+    cdef int64_t i = <int64_t>(idmap_hash(key) & <uint64_t>m.mask)
+    while m.keys[i] != key:
+        i = (i + 1) & m.mask
+    m.vals[i] = val
+
+
 cdef inline void idmap_del(IdMap* m, int64_t key) noexcept nogil:
     """Remove ``key`` if present."""
     cdef int64_t mask = m.mask

@@ -218,6 +218,8 @@ ctypedef struct Child:
     uint8_t acked
     uint8_t cancel_sent
     uint8_t _pad[4]
+    int32_t px_prev           # passive children resting at one price of one venue's book
+    int32_t px_next           # side (``post_index``), in no order
 
 ctypedef struct Parent:
     int64_t parent_id
@@ -325,6 +327,7 @@ cdef class Router:
     cdef int32_t child_free
     cdef IdMap parent_ids
     cdef IdMap child_ids
+    cdef IdMap post_index             # _post_key(instrument, venue, side, price) -> a passive child
     cdef int64_t next_child_id
 
     # ------------------------------------------------------------ output
@@ -392,6 +395,8 @@ cdef class Router:
     cdef void _confirm_resting(self, int32_t ci) noexcept
     cdef uint32_t _own_resting(self, Parent* p, int s) noexcept
     cdef int32_t _live_child(self, int64_t child_id) noexcept
+    cdef int _post_link(self, int32_t ci) except -1
+    cdef void _post_unlink(self, int32_t ci) noexcept
     cdef void _child_done(self, int32_t ci) noexcept
     cdef void _heard_from(self, int32_t ci, int64_t now) noexcept
     cdef void _mark_down(self, int venue, int64_t now) noexcept

@@ -49,7 +49,7 @@ cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.math cimport NAN
 from libc.string cimport memcpy, memmove, memset
-from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put
+from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put, idmap_set
 from ext.slotheap cimport slotheap_free, slotheap_init, slotheap_push, slotheap_remove
 from libc.stdlib cimport qsort
 from ext.book cimport OrderBook
@@ -220,6 +220,17 @@ cdef inline int64_t _park_bound(int kind, int64_t bid, int64_t ask) noexcept nog
     return -m
 
 
+cdef inline int64_t _post_key(int instrument, int venue, int side_index,
+                              int64_t price) noexcept nogil:
+    """``post_index``'s key of a book side's price: a hash (positive, never 0), since
+    instrument, venue, side and price take more than 63 bits; lists are checked."""
+    cdef uint64_t x = (<uint64_t>price) * <uint64_t>0x9E3779B97F4A7C15
+    x ^= ((<uint64_t>instrument << 5) | (<uint64_t>venue << 1) | <uint64_t>side_index) \
+        * <uint64_t>0xC2B2AE3D27D4EB4F
+    x >>= 1
+    return <int64_t>x if x else 1
+
+
 cdef int _woken_cmp(const void* a, const void* b) noexcept nogil:
     cdef int64_t x = (<const Woken*>a).seq, y = (<const Woken*>b).seq
     return (x > y) - (x < y)
@@ -343,6 +354,8 @@ cdef class Router:
         self.parent_ids.vals = NULL
         self.child_ids.keys = NULL
         self.child_ids.vals = NULL
+        self.post_index.keys = NULL
+        self.post_index.vals = NULL
         self.actions = NULL
         self.n_actions = 0
         self.actions_cap = 0
@@ -400,6 +413,7 @@ cdef class Router:
         memset(self.volume, 0, n_instruments * sizeof(int64_t))
         idmap_init(&self.parent_ids, 1024)
         idmap_init(&self.child_ids, 4096)
+        idmap_init(&self.post_index, 1024)
         self._grow_parents()
         self._grow_children()
 
@@ -487,6 +501,7 @@ cdef class Router:
         PyMem_Free(self.actions)
         idmap_free(&self.parent_ids)
         idmap_free(&self.child_ids)
+        idmap_free(&self.post_index)
 
     # ============================================================ storage
     cdef int _grow_parents(self) except -1:
@@ -948,6 +963,8 @@ cdef class Router:
                 1 if _is_buy(p.side) else 0)
             c.book_seq = self.book_seq[b]
             self.res_live[b] += qty
+        elif role == ROLE_POST:
+            self._post_link(ci)
         idmap_put(&self.child_ids, c.child_id, ci)
         self._emit(ACT_NEW, ci, price, qty, min_qty, ord_type, tif, flags, now)
         return ci
@@ -989,33 +1006,70 @@ cdef class Router:
         the live passive children of parents with ``p``'s ``stp_account``,
         confirmed at their price (no replace in flight) before the venue's
         last update, so that the depth the router holds shows them. Returns
-        the venues where there are any (a bit per venue).
+        the venues where there are any (a bit per venue). Only the children
+        resting at a displayed price are looked at (``post_index``): the cost
+        is the displayed depth, not the number of orders resting.
         """
-        cdef int nv = self.n_venues, L = self.max_levels, k
-        cdef int32_t qi = self.active_head, ci
+        cdef int nv = self.n_venues, L = self.max_levels, k, v
+        cdef int32_t ci
         cdef Parent* q
         cdef Child* c
         cdef Py_ssize_t b
+        cdef int64_t px
         cdef uint32_t found = 0
         memset(self.own_lvl, 0, <Py_ssize_t>nv * L * sizeof(int64_t))
-        while qi >= 0:
-            q = &self.parents[qi]
-            if q.stp_account == p.stp_account and q.instrument == p.instrument:
-                ci = q.head
+        if self.post_index.used == 0:
+            return 0
+        for v in range(nv):
+            b = (<Py_ssize_t>p.instrument * nv + v) * 2 + s
+            for k in range(self.lvl_n[b]):
+                px = self.lvl_px[b * L + k]
+                ci = idmap_get(&self.post_index, _post_key(p.instrument, v, s, px))
                 while ci >= 0:
                     c = &self.children[ci]
-                    if (c.role == ROLE_POST and c.acked and c.pending_price == 0
-                            and (0 if _is_buy(c.side) else 1) == s):
-                        b = (<Py_ssize_t>p.instrument * nv + c.venue) * 2 + s
-                        if self.book_seq[b] > c.book_seq:
-                            for k in range(self.lvl_n[b]):
-                                if self.lvl_px[b * L + k] == c.price:
-                                    self.own_lvl[c.venue * L + k] += c.qty - c.cum
-                                    found |= (<uint32_t>1) << c.venue
-                                    break
-                    ci = c.next
-            qi = q.next_active
+                    q = &self.parents[c.parent]
+                    # (the index's keys are hashes: another book's children may share a list)
+                    if (c.venue == v and c.price == px and (0 if _is_buy(c.side) else 1) == s
+                            and q.instrument == p.instrument and q.stp_account == p.stp_account
+                            and c.acked and c.pending_price == 0 and self.book_seq[b] > c.book_seq):
+                        self.own_lvl[v * L + k] += c.qty - c.cum
+                        found |= (<uint32_t>1) << v
+                    ci = c.px_next
         return found
+
+    cdef int _post_link(self, int32_t ci) except -1:
+        """Index passive child ``ci`` under its book side and price (after the list's first)."""
+        cdef Child* c = &self.children[ci]
+        cdef int64_t key = _post_key(self.parents[c.parent].instrument, c.venue,
+                                     0 if _is_buy(c.side) else 1, c.price)
+        cdef int32_t head = idmap_get(&self.post_index, key)
+        c.px_prev = head
+        c.px_next = -1
+        if head < 0:
+            idmap_put(&self.post_index, key, ci)
+        else:
+            c.px_next = self.children[head].px_next
+            if c.px_next >= 0:
+                self.children[c.px_next].px_prev = ci
+            self.children[head].px_next = ci
+        return 0
+
+    cdef void _post_unlink(self, int32_t ci) noexcept:
+        """Take passive child ``ci`` out of the index (before its price changes or it ends)."""
+        cdef Child* c = &self.children[ci]
+        cdef int64_t key
+        if c.px_prev >= 0:
+            self.children[c.px_prev].px_next = c.px_next
+        else:
+            key = _post_key(self.parents[c.parent].instrument, c.venue,
+                            0 if _is_buy(c.side) else 1, c.price)
+            if c.px_next >= 0:
+                idmap_set(&self.post_index, key, c.px_next)
+            else:
+                idmap_del(&self.post_index, key)
+        if c.px_next >= 0:
+            self.children[c.px_next].px_prev = c.px_prev
+        c.px_prev = c.px_next = -1
 
     cdef int32_t _live_child(self, int64_t child_id) noexcept:
         if child_id <= 0:
@@ -1037,6 +1091,7 @@ cdef class Router:
         elif c.role == ROLE_POST:
             self.venues[c.venue].passive_sent += c.qty
             self.venues[c.venue].passive_filled += c.cum
+            self._post_unlink(ci)
         if c.prev >= 0:
             self.children[c.prev].next = c.next
         else:
@@ -1887,8 +1942,12 @@ cdef class Router:
         self._heard_from(ci, now)
         c.acked = 1
         if c.pending_price:
+            if c.role == ROLE_POST:
+                self._post_unlink(ci)
             c.price = c.pending_price
             c.pending_price = 0
+            if c.role == ROLE_POST:
+                self._post_link(ci)
         if c.pending_qty:
             # The amend took: those lots leave the child and the parent. (A
             # venue confirming it below what the child filled meanwhile, as

@@ -121,6 +121,27 @@ def test_router_calls_alone_price_the_child_at_the_level_it_can_take(R):
     assert news(r.drain_actions()) == [(0, SELL, 99, 100, T.IOC, 0)]
 
 
+def test_own_bids_below_the_depth_and_on_other_venues_change_nothing(R):
+    """The router looks up our children by the displayed prices (``post_index``): hundreds of
+    our bids elsewhere, repriced or not, leave the one at the displayed 100 the only one
+    hidden, and the child is still priced at 99."""
+    r = R(2)
+    r.set_venue(1, maker_fee=1000)
+    r.update_book(0, 0, bids=[(99, 100)], asks=[(105, 10)])
+    r.update_book(0, 1, bids=[(90, 5)], asks=[(105, 10)])
+    for pid in range(10, 310):          # our bids from 80 to 89 (one venue or the other)
+        assert r.route(pid, 0, BUY, 5, 80 + pid % 10, 0, tif=T.DAY, stp_account=A,
+                       stp=OLDEST) == 0
+    assert r.route(1, 0, BUY, 100, 100, 0, tif=T.DAY, stp_account=A, stp=OLDEST) == 0
+    for a in r.drain_actions():
+        assert r.on_ack(int(a["child_id"]), 1) == 0
+    r.update_book(0, 0, bids=[(100, 100), (99, 100)] + [(89 - k, 10) for k in range(8)],
+                  asks=[(105, 10)])
+    r.update_book(0, 1, bids=[(90, 5)], asks=[(105, 10)])
+    assert r.route(2, 0, SELL, 100, 99, 2, tif=T.IOC, stp_account=A, stp=OLDEST) == 0
+    assert news(r.drain_actions()) == [(0, SELL, 99, 100, T.IOC, 0)]
+
+
 def test_sell_ioc_meets_its_own_bid_and_fills_at_the_third_partys_price(R):
     r, venues = resting_buy(R)
     assert venues.route(2, SELL, 100, 99, 2, A, OLDEST, tif=T.IOC) == 0
