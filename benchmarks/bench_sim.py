@@ -19,6 +19,13 @@ chunks) is run in simulated time, three ways in the same process:
     the pure-Python reference book (``tests/reference/book_reference.py``)
     plugged into every venue, for the ratios. The two books' trade tapes
     must be identical, and are checked.
+(d) the market with ``DARK_ORDERS`` midpoint orders resting in the dark
+    pool (half with a limit the mid is within, in the pool's book; half
+    parked below the mid), against the same market without them: CPU ms per
+    simulated second both ways and their ratio. A mid move should cost only
+    the orders whose eligibility it flips (``ext/simloop.pyx``, DarkBook);
+    what remains is the one-sided and locked NBBOs, which take every limit
+    order out of the book and put it back.
 
 Times are CPU time of this process (the machine is shared: time spent
 waiting for a core is not the simulator's). (a) is the best of several runs;
@@ -47,6 +54,7 @@ from sim.strategies import ExecutionStrategy, ParentOrder, PeriodicTakerStrategy
 from tests.reference.book_reference import ReferenceBook  # noqa: E402
 
 TARGET_EVENTS_PER_S = 2_000_000
+DARK_ORDERS = 10_000
 TARGET_US_PER_ORDER = 2.0
 EVENTS_PER_ORDER = 100
 BUY, SELL = int(Side.BUY), int(Side.SELL)
@@ -156,6 +164,33 @@ def order_cost(config, until: int, book_class, pairs: int,
     return out
 
 
+def dark_resting_cost(config, n: int, secs: int, repeat: int) -> dict:
+    """(d): best CPU ms per simulated second, with ``n`` resting dark orders and with none."""
+    def one(k: int) -> tuple[float, Market]:
+        market = Market(config)
+        market.run_until(market.session_start)
+        pool = market.dark_venues()[0].index
+        sym = market.symbols[0]
+        inst = market.instrument(sym)
+        mid = market.mid_x2(sym) // 2 or inst.price_to_ticks("50.00")
+        for i in range(k):          # limit above the mid: in the book; below: parked
+            market.submit(pool, sym, BUY, 1, mid + 1000 if i % 2 else mid - 1000,
+                          tif=int(TimeInForce.DAY), account=7)
+        market.run_until(market.now + NS_PER_S // 100)
+
+        def timed() -> tuple[float, Market]:
+            t0 = time.process_time()
+            market.run_until(market.now + secs * NS_PER_S)
+            return (time.process_time() - t0) / secs * 1e3, market
+        return without_gc(timed)
+    best = {0: float("inf"), n: float("inf")}
+    for _ in range(repeat):
+        for k in best:
+            best[k] = min(best[k], one(k)[0])
+    return {"ms_per_sim_s": best[n], "ms_per_sim_s_baseline": best[0],
+            "ratio": best[n] / best[0], "orders": n, "simulated_s": secs}
+
+
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
@@ -199,6 +234,8 @@ def main() -> int:
         print("ERROR: the Cython and reference books produced different trades", file=sys.stderr)
         return 1
 
+    dark = dark_resting_cost(config, DARK_ORDERS, 5 if args.quick else 20, 2 if args.quick else 3)
+
     ratio = eps / eps_ref
     order_ratio = cost_ref["us_per_order"] / cost_cy_short["us_per_order"]
     table(f"Simulator: default market (3 lit venues + 1 dark pool, 2 instruments), "
@@ -221,6 +258,11 @@ def main() -> int:
            ["strategy orders per run (b)", cost["orders"], "", "", ""],
            ["reports per order", cost["reports_per_order"], cost_ref["reports_per_order"], "",
             ""]])
+    table(f"(d) dark pool: {dark['orders']:,} resting midpoint orders (half in the book, half "
+          f"parked), best CPU ms per simulated second over {dark['simulated_s']} s",
+          ["figure", "with the orders", "without (baseline)", "ratio"],
+          [["ms per simulated second", dark["ms_per_sim_s"], dark["ms_per_sim_s_baseline"],
+            dark["ratio"]]])
     print(f"trade tapes of the two books identical over {tape_span // NS_PER_S} s: {same}")
     print(f"per-order target (< {TARGET_US_PER_ORDER} us) judged on the compiled strategy: "
           f"{cost_c['us_per_order']:.2f} us; the same strategy in Python: "
@@ -237,6 +279,10 @@ def main() -> int:
         "order_cost_ratio_vs_reference": round(order_ratio, 2),
         "reference_events_per_s": round(eps_ref),
         "reference_us_per_strategy_order": round(cost_ref["us_per_order"], 3),
+        "dark_resting_orders": dark["orders"],
+        "dark_resting_ms_per_sim_s": round(dark["ms_per_sim_s"], 3),
+        "dark_resting_baseline_ms_per_sim_s": round(dark["ms_per_sim_s_baseline"], 3),
+        "dark_resting_ratio": round(dark["ratio"], 2),
         "events": events, "simulated_s": span // NS_PER_S,
         "strategy_orders_per_run": cost["orders"], "events_per_order": EVENTS_PER_ORDER,
         "targets": {"events_per_s": TARGET_EVENTS_PER_S,

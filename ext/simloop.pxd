@@ -12,6 +12,7 @@ cimport cython
 from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t
 
 from ext.book cimport OrderBook, Fill, Event, Op
+from ext.idmap cimport IdMap
 
 cdef extern from *:
     # gcc's 128-bit integer: the fee of a fill and the market's cumulative
@@ -85,16 +86,32 @@ ctypedef struct Child:
 
 ctypedef struct DarkOrder:
     # A midpoint order of the dark pool outside the matching book (parked) or
-    # inside it with a limit that the mid may leave (tracked).
+    # inside it with a limit that the mid may leave (tracked): one slot of a
+    # ``DarkBook``, in one of its four heaps.
     int64_t order_id
     int64_t account
     int64_t limit             # ticks; 0 means a pure peg (any mid)
     int64_t leaves
     int64_t prio              # arrival order, kept through park/unpark
+    int64_t key               # its heap's key (see DarkBook): the mid at which it flips
     int32_t stp
+    int32_t pos               # index in its heap
     uint8_t side
     uint8_t tif
-    uint8_t _pad[2]
+    uint8_t heap              # DARK_PARKED_BUY .. DARK_TRACKED_SELL, or DARK_NONE
+    uint8_t _pad[1]
+
+ctypedef struct DarkHeap:
+    # A binary min-heap of DarkBook slots by (key, prio); each slot knows its
+    # index (``DarkOrder.pos``), so one can leave from anywhere in O(log n).
+    int32_t* slots
+    Py_ssize_t n, cap
+
+ctypedef struct DarkDue:
+    # A parked order the mid lets in, sorted by arrival before it re-enters.
+    int64_t prio
+    int32_t slot
+    int32_t _pad
 
 ctypedef struct ReportRec:
     # A report as its owner receives it: the fields of ``Report``, in C. A
@@ -177,19 +194,41 @@ cdef class PyBookPort(BookPort):
 
 
 # ---------------------------------------------------------------- dark pool state
+cdef enum:
+    # A DarkBook's heaps. Each is a min-heap on a key chosen so that the
+    # orders a mid move flips are a prefix: parked buys by -limit (pure pegs
+    # first), parked sells by limit, tracked buys by limit, tracked sells by
+    # -limit.
+    DARK_PARKED_BUY = 0
+    DARK_PARKED_SELL = 1
+    DARK_TRACKED_BUY = 2
+    DARK_TRACKED_SELL = 3
+    DARK_NONE = 4
+
 @cython.final
 cdef class DarkBook:
-    cdef DarkOrder* parked    # sorted by prio
-    cdef Py_ssize_t n_parked, parked_cap
-    cdef DarkOrder* tracked   # unordered
-    cdef Py_ssize_t n_tracked, tracked_cap
+    cdef DarkOrder* orders    # by slot
+    cdef Py_ssize_t n_slots, slots_cap
+    cdef int32_t* free_slots  # stack of free slots (capacity slots_cap)
+    cdef Py_ssize_t n_free
+    cdef IdMap ids            # order id -> slot, for every parked or tracked order
+    cdef DarkHeap heaps[4]
+    cdef DarkDue* due         # scratch of a refresh and of the close
+    cdef Py_ssize_t due_cap
     cdef int64_t last_mid2
+    cdef int64_t visited      # heap entries a refresh looked at (tests: ``dark_visited``)
 
-    cdef int park(self, DarkOrder* o) except -1
-    cdef int track(self, DarkOrder* o) except -1
-    cdef void unpark_at(self, Py_ssize_t k) noexcept
-    cdef void untrack_at(self, Py_ssize_t k) noexcept
-    cdef Py_ssize_t find_parked(self, int64_t order_id) noexcept
+    cdef int32_t slot_of(self, int64_t order_id) noexcept
+    cdef int32_t add_slot(self, DarkOrder* o) except -1
+    cdef void free_slot(self, int32_t s) noexcept
+    cdef int push(self, int which, int64_t key, int32_t s) except -1
+    cdef void take(self, int32_t s) noexcept
+    cdef void sift(self, DarkHeap* h, Py_ssize_t at) noexcept
+    cdef int park(self, int32_t s) except -1
+    cdef int track(self, int32_t s) except -1
+    cdef int add_due(self, Py_ssize_t n, int32_t s) except -1
+    cdef Py_ssize_t n_parked(self) noexcept
+    cdef Py_ssize_t n_tracked(self) noexcept
 
 
 cdef class MarketLoop
@@ -321,6 +360,7 @@ cdef class MarketLoop:
                        bint strategy, int64_t min_qty) except -1
     cdef int _dark_cancel(self, int32_t d, int64_t order_id, int64_t ts, bint strategy) except -1
     cdef int _dark_refresh(self, int32_t d, int64_t mid2, int64_t ts) except -1
+    cdef int _dark_close(self, DarkBook dk, int64_t ts) except -1
     cdef int _dark_watch_instr(self, int instr, int64_t ts) except -1
     cdef void _update_watch(self, int instr) noexcept
     cdef int _sample(self, int64_t upto) except -1

@@ -44,7 +44,10 @@ cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from cpython.object cimport Py_TYPE
 from libc.string cimport memcpy, memset
-from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, uint64_t, INT64_MAX, INT64_MIN
+from libc.stdint cimport (
+    int64_t, int32_t, uint8_t, uint16_t, uint64_t, INT32_MAX, INT64_MAX, INT64_MIN,
+)
+from libc.stdlib cimport qsort
 
 import numpy as np
 cimport numpy as cnp
@@ -57,9 +60,11 @@ from ext.types cimport (
     EV_ACCEPTED, EV_REJECTED, EV_CANCELED, EV_EXPIRED, EV_REPLACED,
     CXL_USER, CXL_IOC_REMAINDER, CXL_FOK_UNFILLABLE, CXL_END_OF_DAY, CXL_MIN_QTY_UNFILLABLE,
     INVALID_FIELD, INVALID_QTY, INVALID_PRICE, INVALID_SIDE, INVALID_ORD_TYPE, INVALID_TIF,
-    INVALID_STP_MODE, CANCEL_BOTH, ORDER_NOT_REPLACEABLE, VENUE_CLOSED,
+    INVALID_STP_MODE, CANCEL_BOTH, ORDER_NOT_REPLACEABLE, VENUE_CLOSED, INVALID_ORDER_ID,
+    DUPLICATE_ORDER_ID,
 )
 from ext.simflow cimport FLAG_PEG_MID, PEG_SCALE
+from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put
 from ext.book import FILL_DTYPE, EVENT_DTYPE, OP_DTYPE, DEPTH_DTYPE
 
 cnp.import_array()
@@ -438,58 +443,209 @@ def make_port(book):
 
 # ---------------------------------------------------------------- dark pool state
 
+cdef inline bint _dark_before(const DarkOrder* a, const DarkOrder* b) noexcept nogil:
+    return a.key < b.key or (a.key == b.key and a.prio < b.prio)
+
+
+cdef int _due_cmp(const void* a, const void* b) noexcept nogil:
+    cdef int64_t x = (<const DarkDue*>a).prio, y = (<const DarkDue*>b).prio
+    return (x > y) - (x < y)
+
+
 @cython.final
 cdef class DarkBook:
-    """Midpoint orders of one dark book that the matching book cannot hold now."""
+    """Midpoint orders of one dark book that the mid may flip in or out of its matching book.
+
+    Every parked order (outside the book: not eligible at the last mid) and
+    every tracked one (in the book with a limit the mid may leave) has a slot,
+    found by order id through ``ids``, and sits in one of four heaps (see
+    ``DARK_PARKED_BUY``). Each heap is keyed so that the orders one mid move
+    flips come off its top, so a refresh looks at those and one more per heap,
+    not at every order waiting; a cancel finds its order in O(1) and takes it
+    out of its heap in O(log n).
+    """
 
     def __cinit__(self):
-        self.parked = NULL
-        self.tracked = NULL
-        self.n_parked = self.parked_cap = 0
-        self.n_tracked = self.tracked_cap = 0
+        cdef int k
+        self.orders = NULL
+        self.free_slots = NULL
+        self.due = NULL
+        self.n_slots = self.slots_cap = self.n_free = self.due_cap = 0
+        for k in range(4):
+            self.heaps[k].slots = NULL
+            self.heaps[k].n = self.heaps[k].cap = 0
         self.last_mid2 = -1
+        self.visited = 0
+        idmap_init(&self.ids, 64)
 
     def __dealloc__(self):
-        PyMem_Free(self.parked)
-        PyMem_Free(self.tracked)
+        cdef int k
+        PyMem_Free(self.orders)
+        PyMem_Free(self.free_slots)
+        PyMem_Free(self.due)
+        for k in range(4):
+            PyMem_Free(self.heaps[k].slots)
+        idmap_free(&self.ids)
 
-    cdef int park(self, DarkOrder* o) except -1:
-        cdef Py_ssize_t k
-        self.parked = <DarkOrder*>_grow(self.parked, &self.parked_cap, self.n_parked + 1,
-                                        sizeof(DarkOrder))
-        # Keep arrival order: an order taken out of the book and parked again
-        # goes back in ahead of later arrivals.
-        k = self.n_parked
-        while k > 0 and self.parked[k - 1].prio > o.prio:
-            self.parked[k] = self.parked[k - 1]
-            k -= 1
-        self.parked[k] = o[0]
-        self.n_parked += 1
+    cdef int32_t slot_of(self, int64_t order_id) noexcept:
+        if order_id <= 0:
+            return -1
+        return idmap_get(&self.ids, order_id)
+
+    cdef int32_t add_slot(self, DarkOrder* o) except -1:
+        """A slot holding a copy of ``o``, in no heap yet; ``orders`` may move."""
+        cdef int32_t s
+        cdef Py_ssize_t cap
+        if self.n_free > 0:
+            self.n_free -= 1
+            s = self.free_slots[self.n_free]
+        else:
+            if self.n_slots >= INT32_MAX:
+                raise OverflowError("too many orders waiting in one dark book")
+            cap = self.slots_cap
+            self.orders = <DarkOrder*>_grow(self.orders, &self.slots_cap, self.n_slots + 1,
+                                            sizeof(DarkOrder))
+            # The free stack never holds more than every slot: grown with them,
+            # so freeing a slot never allocates.
+            self.free_slots = <int32_t*>_grow(self.free_slots, &cap, self.slots_cap,
+                                              sizeof(int32_t))
+            s = <int32_t>self.n_slots
+            self.n_slots += 1
+        idmap_put(&self.ids, o.order_id, s)
+        self.orders[s] = o[0]
+        self.orders[s].heap = DARK_NONE
+        return s
+
+    cdef void free_slot(self, int32_t s) noexcept:
+        """Forget the order in slot ``s`` (already out of its heap)."""
+        idmap_del(&self.ids, self.orders[s].order_id)
+        self.free_slots[self.n_free] = s
+        self.n_free += 1
+
+    cdef void sift(self, DarkHeap* h, Py_ssize_t at) noexcept:
+        """Move the entry at ``at`` up or down to where its (key, prio) belongs."""
+        cdef int32_t s = h.slots[at], other
+        cdef DarkOrder* o = &self.orders[s]
+        cdef Py_ssize_t parent, child
+        while at > 0:
+            parent = (at - 1) >> 1
+            other = h.slots[parent]
+            if not _dark_before(o, &self.orders[other]):
+                break
+            h.slots[at] = other
+            self.orders[other].pos = <int32_t>at
+            at = parent
+        while True:
+            child = 2 * at + 1
+            if child >= h.n:
+                break
+            if child + 1 < h.n and _dark_before(&self.orders[h.slots[child + 1]],
+                                                &self.orders[h.slots[child]]):
+                child += 1
+            other = h.slots[child]
+            if not _dark_before(&self.orders[other], o):
+                break
+            h.slots[at] = other
+            self.orders[other].pos = <int32_t>at
+            at = child
+        h.slots[at] = s
+        o.pos = <int32_t>at
+
+    cdef int push(self, int which, int64_t key, int32_t s) except -1:
+        cdef DarkHeap* h = &self.heaps[which]
+        h.slots = <int32_t*>_grow(h.slots, &h.cap, h.n + 1, sizeof(int32_t))
+        self.orders[s].key = key
+        self.orders[s].heap = <uint8_t>which
+        h.slots[h.n] = s
+        h.n += 1
+        self.sift(h, h.n - 1)
         return 0
 
-    cdef int track(self, DarkOrder* o) except -1:
-        self.tracked = <DarkOrder*>_grow(self.tracked, &self.tracked_cap, self.n_tracked + 1,
-                                         sizeof(DarkOrder))
-        self.tracked[self.n_tracked] = o[0]
-        self.n_tracked += 1
+    cdef void take(self, int32_t s) noexcept:
+        """Take slot ``s`` out of its heap (it keeps its slot and id)."""
+        cdef DarkOrder* o = &self.orders[s]
+        cdef DarkHeap* h
+        cdef Py_ssize_t at = o.pos
+        if o.heap == DARK_NONE:
+            return
+        h = &self.heaps[o.heap]
+        o.heap = DARK_NONE
+        h.n -= 1
+        if at < h.n:
+            h.slots[at] = h.slots[h.n]
+            self.orders[h.slots[at]].pos = <int32_t>at
+            self.sift(h, at)
+
+    cdef int park(self, int32_t s) except -1:
+        """Wait outside the book: the highest buy limit (pure pegs first) and
+        the lowest sell limit are the first a mid move lets in."""
+        cdef DarkOrder* o = &self.orders[s]
+        if o.side == BUY:
+            return self.push(DARK_PARKED_BUY, -o.limit if o.limit > 0 else INT64_MIN, s)
+        return self.push(DARK_PARKED_SELL, o.limit, s)
+
+    cdef int track(self, int32_t s) except -1:
+        """Rest in the book with a limit: the lowest buy limit and the highest
+        sell limit are the first a mid move takes out."""
+        cdef DarkOrder* o = &self.orders[s]
+        if o.side == BUY:
+            return self.push(DARK_TRACKED_BUY, o.limit, s)
+        return self.push(DARK_TRACKED_SELL, -o.limit, s)
+
+    cdef int add_due(self, Py_ssize_t n, int32_t s) except -1:
+        self.due = <DarkDue*>_grow(self.due, &self.due_cap, n + 1, sizeof(DarkDue))
+        self.due[n].prio = self.orders[s].prio
+        self.due[n].slot = s
+        self.due[n]._pad = 0
         return 0
 
-    cdef void unpark_at(self, Py_ssize_t k) noexcept:
+    cdef Py_ssize_t n_parked(self) noexcept:
+        return self.heaps[DARK_PARKED_BUY].n + self.heaps[DARK_PARKED_SELL].n
+
+    cdef Py_ssize_t n_tracked(self) noexcept:
+        return self.heaps[DARK_TRACKED_BUY].n + self.heaps[DARK_TRACKED_SELL].n
+
+    @property
+    def visited(self):
+        """Heap entries the mid refreshes have looked at so far: the orders
+        they flipped, and at most one more per heap each."""
+        return self.visited
+
+    def check(self):
+        """Raise ``AssertionError`` unless every heap, slot and id agree (tests)."""
+        cdef int k
+        cdef Py_ssize_t i, n = 0
+        cdef DarkHeap* h
+        cdef DarkOrder* o
+        for k in range(4):
+            h = &self.heaps[k]
+            for i in range(h.n):
+                o = &self.orders[h.slots[i]]
+                assert o.heap == k and o.pos == i, (k, i, o.heap, o.pos)
+                assert idmap_get(&self.ids, o.order_id) == h.slots[i], o.order_id
+                assert i == 0 or not _dark_before(o, &self.orders[h.slots[(i - 1) >> 1]]), \
+                    (k, i)
+                if k == DARK_PARKED_BUY or k == DARK_TRACKED_BUY:
+                    assert o.side == BUY
+                else:
+                    assert o.side != BUY
+                if k >= DARK_TRACKED_BUY:
+                    assert o.limit > 0
+            n += h.n
+        assert self.ids.used == n, (self.ids.used, n)
+        assert self.n_slots == n + self.n_free, (self.n_slots, n, self.n_free)
+
+    def waiting(self):
+        """``(parked, tracked)``: order ids in each, in arrival order."""
+        cdef int k
         cdef Py_ssize_t i
-        for i in range(k, self.n_parked - 1):
-            self.parked[i] = self.parked[i + 1]
-        self.n_parked -= 1
-
-    cdef void untrack_at(self, Py_ssize_t k) noexcept:
-        self.n_tracked -= 1
-        self.tracked[k] = self.tracked[self.n_tracked]
-
-    cdef Py_ssize_t find_parked(self, int64_t order_id) noexcept:
-        cdef Py_ssize_t k
-        for k in range(self.n_parked):
-            if self.parked[k].order_id == order_id:
-                return k
-        return -1
+        cdef DarkOrder* o
+        parked, tracked = [], []
+        for k in range(4):
+            for i in range(self.heaps[k].n):
+                o = &self.orders[self.heaps[k].slots[i]]
+                (parked if k < DARK_TRACKED_BUY else tracked).append((o.prio, o.order_id))
+        return [i for _, i in sorted(parked)], [i for _, i in sorted(tracked)]
 
 
 # ---------------------------------------------------------------- reports
@@ -1185,6 +1341,11 @@ cdef class MarketLoop:
         # A dark order rests at the pool's placeholder price: its reports
         # carry the order's own limit (0: a pure peg), as a parked one's do.
         cdef bint dark = self.venue_dark[self.book_venue[b]]
+        # A tracked dark order that leaves the book (filled, or canceled by
+        # self-trade prevention or the close) leaves the dark book's heaps too.
+        cdef DarkBook dk = <DarkBook>self.darks[b] if dark else None
+        cdef bint watch_orders = dark and dk.ids.used > 0
+        cdef int32_t s
         while i < nf or j < ne:
             # Fills and events share one sequence: merging by it replays the
             # book's exact order (ack, fills, then the cancel of an IOC rest).
@@ -1202,6 +1363,12 @@ cdef class MarketLoop:
                     memset(t, 0, sizeof(Trade))     # padding too: tapes compare bytewise
                     t.ts, t.price_x2, t.qty, t.book = ts, px2, f.qty, b
                     t.aggressor_side = f.aggressor_side
+                if watch_orders:
+                    s = dk.slot_of(f.maker_id)
+                    if s >= 0 and dk.orders[s].heap >= DARK_TRACKED_BUY \
+                            and dk.orders[s].heap != DARK_NONE and port.leaves(f.maker_id) <= 0:
+                        dk.take(s)
+                        dk.free_slot(s)
                 if f.maker_id > _CHILD_ID_BASE:
                     self._report(f.maker_id, RPT_FILL, px2, f.qty, LIQ_MAKER, 0, ts)
                 if f.taker_id > _CHILD_ID_BASE:
@@ -1209,6 +1376,12 @@ cdef class MarketLoop:
             else:
                 e = &port.events[j]
                 j += 1
+                if watch_orders and (e.kind == EV_CANCELED or e.kind == EV_EXPIRED):
+                    s = dk.slot_of(e.order_id)
+                    if s >= 0 and dk.orders[s].heap >= DARK_TRACKED_BUY \
+                            and dk.orders[s].heap != DARK_NONE:
+                        dk.take(s)
+                        dk.free_slot(s)
                 if e.order_id <= _CHILD_ID_BASE:
                     continue
                 if internal and e.kind == EV_ACCEPTED:
@@ -1358,7 +1531,6 @@ cdef class MarketLoop:
         cdef int v = m.target
         cdef int32_t b
         cdef Py_ssize_t k
-        cdef DarkBook dk
         cdef BookPort port
         if m.kind == MSG_OPEN:
             self.venue_open[v] = 1
@@ -1369,17 +1541,7 @@ cdef class MarketLoop:
                 continue
             port = <BookPort>self.ports[b]
             if self.venue_dark[v]:
-                dk = <DarkBook>self.darks[b]
-                k = 0
-                while k < dk.n_parked:
-                    if dk.parked[k].tif == DAY:
-                        if dk.parked[k].order_id > _CHILD_ID_BASE:
-                            self._report(dk.parked[k].order_id, RPT_EXPIRED,
-                                         2 * dk.parked[k].limit, 0, LIQ_NONE, CXL_END_OF_DAY,
-                                         m.ts)
-                        dk.unpark_at(k)
-                    else:
-                        k += 1
+                self._dark_close(<DarkBook>self.darks[b], m.ts)
             port.expire_day(m.ts)
             self._output(b, m.ts, 0, False)
         for k in range(self.n_instruments):
@@ -1459,6 +1621,12 @@ cdef class MarketLoop:
             # router's dark pings); on a resting order every later execution
             # would have to meet it too, which this pool does not model.
             reason = INVALID_TIF
+        elif order_id <= 0:
+            reason = INVALID_ORDER_ID
+        elif dk.slot_of(order_id) >= 0 or port.leaves(order_id) > 0:
+            # The book refuses an id it holds; so does the pool for one it
+            # keeps outside the book (which the book cannot see).
+            reason = DUPLICATE_ORDER_ID
         if reason != 0:
             if strategy:
                 self._report(order_id, RPT_REJECTED, 2 * limit, 0, LIQ_NONE, reason, ts)
@@ -1477,7 +1645,9 @@ cdef class MarketLoop:
             self._update_watch(instr)
             return 0
         if _eligible(side, limit, mid2):
-            port.add(order_id, side, _DARK_PX, qty, account, LIMIT, tif, 0, stp, ts, strategy)
+            # Events kept for background orders too: one that self-trade
+            # prevention cancels may be a tracked order (see ``_output``).
+            port.add(order_id, side, _DARK_PX, qty, account, LIMIT, tif, 0, stp, ts, True)
             self._output(d, ts, mid2, False)
             if limit > 0 and (tif == DAY or tif == GTC):
                 lv = port.leaves(order_id)
@@ -1486,7 +1656,7 @@ cdef class MarketLoop:
                     o.order_id, o.account, o.limit, o.leaves = order_id, account, limit, lv
                     o.prio, o.stp, o.side, o.tif = self.dark_prio, stp, side, tif
                     self.dark_prio += 1
-                    dk.track(&o)
+                    dk.track(dk.add_slot(&o))
         else:
             if strategy:
                 self._report(order_id, RPT_ACCEPTED, 2 * limit, 0, LIQ_NONE, 0, ts)
@@ -1499,78 +1669,132 @@ cdef class MarketLoop:
                 o.order_id, o.account, o.limit, o.leaves = order_id, account, limit, qty
                 o.prio, o.stp, o.side, o.tif = self.dark_prio, stp, side, tif
                 self.dark_prio += 1
-                dk.park(&o)
+                dk.park(dk.add_slot(&o))
         self._update_watch(instr)
         return 0
 
     cdef int _dark_cancel(self, int32_t d, int64_t order_id, int64_t ts, bint strategy) except -1:
         cdef DarkBook dk = <DarkBook>self.darks[d]
         cdef BookPort port = <BookPort>self.ports[d]
-        cdef Py_ssize_t k = dk.find_parked(order_id)
+        cdef int32_t s = dk.slot_of(order_id)
         cdef int r
         cdef int64_t limit
-        if k >= 0:
-            limit = dk.parked[k].limit
-            dk.unpark_at(k)
+        if s >= 0 and dk.orders[s].heap <= DARK_PARKED_SELL:
+            limit = dk.orders[s].limit
+            dk.take(s)
+            dk.free_slot(s)
             if strategy:
                 self._report(order_id, RPT_CANCELED, 2 * limit, 0, LIQ_NONE, CXL_USER, ts)
             self._update_watch(self.book_instr[d])
             return 0
         r = port.cancel(order_id, ts, strategy)
+        if s >= 0:
+            # A tracked order: out of the book now (or, were the two ever to
+            # disagree, already out of it).
+            dk.take(s)
+            dk.free_slot(s)
+            self._update_watch(self.book_instr[d])
         if r != 0:
             port.clear()
             if strategy:
                 self._report(order_id, RPT_CANCEL_REJECTED, 0, 0, LIQ_NONE, r, ts)
             return r
-        # A tracked order that is gone is dropped at the next refresh.
         self._output(d, ts, 0, False)
         return 0
 
     cdef int _dark_refresh(self, int32_t d, int64_t mid2, int64_t ts) except -1:
-        """Bring a dark book up to date with the mid: pull out, let in, match."""
+        """Bring a dark book up to date with the mid: pull out, let in, match.
+
+        Only the orders the move flips are touched: the tracked orders whose
+        limit the mid has left come off the tops of the tracked heaps, the
+        parked ones it now allows off the tops of the parked heaps. Those
+        re-enter the book in arrival order (``prio``), as they would from one
+        list of every parked order in that order.
+        """
         cdef DarkBook dk = <DarkBook>self.darks[d]
         cdef BookPort port
-        cdef Py_ssize_t k
-        cdef int64_t lv
+        cdef DarkHeap* h
+        cdef DarkOrder* p
         cdef DarkOrder o
+        cdef Py_ssize_t k, n_due
+        cdef int which
+        cdef int32_t s
+        cdef int64_t lv
         if mid2 == dk.last_mid2:
             return 0
         dk.last_mid2 = mid2
-        if dk.n_tracked == 0 and dk.n_parked == 0:
+        if dk.ids.used == 0:
             return 0
         port = <BookPort>self.ports[d]
-        k = 0
-        while k < dk.n_tracked:
-            o = dk.tracked[k]
-            lv = port.leaves(o.order_id)
-            if lv <= 0:
-                dk.untrack_at(k)
-                continue
-            if not _eligible(o.side, o.limit, mid2):
-                port.cancel(o.order_id, ts, False)
+        for which in range(DARK_TRACKED_BUY, DARK_TRACKED_SELL + 1):
+            h = &dk.heaps[which]
+            while h.n > 0:
+                s = h.slots[0]
+                p = &dk.orders[s]
+                dk.visited += 1
+                if _eligible(p.side, p.limit, mid2):
+                    break
+                dk.take(s)
+                lv = port.leaves(p.order_id)
+                if lv <= 0:
+                    dk.free_slot(s)         # (gone from the book unseen: not expected)
+                    continue
+                port.cancel(p.order_id, ts, False)
                 port.clear()
-                o.leaves = lv
-                dk.untrack_at(k)
-                dk.park(&o)
-                continue
-            k += 1
+                p.leaves = lv
+                dk.park(s)
         if mid2 <= 0:
             return 0
-        k = 0
-        while k < dk.n_parked:
-            o = dk.parked[k]
-            if not _eligible(o.side, o.limit, mid2):
-                k += 1
-                continue
-            dk.unpark_at(k)
+        n_due = 0
+        for which in range(DARK_PARKED_BUY, DARK_PARKED_SELL + 1):
+            h = &dk.heaps[which]
+            while h.n > 0:
+                s = h.slots[0]
+                dk.visited += 1
+                if not _eligible(dk.orders[s].side, dk.orders[s].limit, mid2):
+                    break
+                dk.take(s)
+                dk.add_due(n_due, s)
+                n_due += 1
+        if n_due > 1:
+            qsort(dk.due, n_due, sizeof(DarkDue), _due_cmp)
+        for k in range(n_due):
+            s = dk.due[k].slot
+            o = dk.orders[s]
             port.add(o.order_id, o.side, _DARK_PX, o.leaves, o.account, LIMIT, o.tif, 0, o.stp,
                      ts, True)
             self._output(d, ts, mid2, True)
-            if o.limit > 0:
-                lv = port.leaves(o.order_id)
-                if lv > 0:
-                    o.leaves = lv
-                    dk.track(&o)
+            lv = port.leaves(o.order_id) if o.limit > 0 else 0
+            if lv > 0:
+                dk.orders[s].leaves = lv
+                dk.track(s)
+            else:
+                dk.free_slot(s)
+        return 0
+
+    cdef int _dark_close(self, DarkBook dk, int64_t ts) except -1:
+        """The close: parked DAY orders expire, in arrival order (the book's
+        own expire next, and ``_output`` drops the tracked ones it expires)."""
+        cdef Py_ssize_t i, n = 0
+        cdef int which
+        cdef int32_t s
+        cdef DarkOrder* p
+        for which in range(DARK_PARKED_BUY, DARK_PARKED_SELL + 1):
+            for i in range(dk.heaps[which].n):
+                s = dk.heaps[which].slots[i]
+                if dk.orders[s].tif == DAY:
+                    dk.add_due(n, s)
+                    n += 1
+        if n > 1:
+            qsort(dk.due, n, sizeof(DarkDue), _due_cmp)
+        for i in range(n):
+            s = dk.due[i].slot
+            p = &dk.orders[s]
+            if p.order_id > _CHILD_ID_BASE:
+                self._report(p.order_id, RPT_EXPIRED, 2 * p.limit, 0, LIQ_NONE, CXL_END_OF_DAY,
+                             ts)
+            dk.take(s)
+            dk.free_slot(s)
         return 0
 
     cdef int _dark_watch_instr(self, int instr, int64_t ts) except -1:
@@ -1582,7 +1806,7 @@ cdef class MarketLoop:
             if not self.venue_open[self.book_venue[d]]:
                 continue
             dk = <DarkBook>self.darks[d]
-            if dk.n_parked or dk.n_tracked:
+            if dk.ids.used:
                 self._dark_refresh(d, mid2, ts)
         self._update_watch(instr)
         return 0
@@ -1593,7 +1817,7 @@ cdef class MarketLoop:
         cdef uint8_t watch = 0
         for k in range(self.n_dark[instr]):
             dk = <DarkBook>self.darks[self.dark_books[instr * self.n_venues + k]]
-            if dk.n_parked or dk.n_tracked:
+            if dk.ids.used:
                 watch = 1
         self.dark_watch[instr] = watch
 
@@ -1909,9 +2133,17 @@ cdef class MarketLoop:
         return (<BookPort>self.ports[book]).book
 
     def dark_waiting(self, int book):
-        """``(parked, tracked)`` order counts of a dark book."""
+        """``(parked, tracked)`` order counts of a dark book.
+
+        Parked: waiting outside the book for the mid; tracked: resting in the
+        book with a limit the mid may leave (pure pegs in the book are neither).
+        """
         cdef DarkBook dk = self.darks[book]
-        return dk.n_parked, dk.n_tracked
+        return dk.n_parked(), dk.n_tracked()
+
+    def dark_book(self, int book):
+        """The ``DarkBook`` of a dark book (tests: ``check()``, ``waiting()``, ``visited``)."""
+        return self.darks[book]
 
     def samples(self):
         """NBBO and cumulative volume every ``sample_ns``.
