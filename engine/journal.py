@@ -724,14 +724,6 @@ class _Segment:
         self.path, self.fd, self.first_seq, self.size = path, fd, first_seq, size
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class JournalWriter:
     """Append records to a journal, durable according to an fsync policy.
 
@@ -822,6 +814,15 @@ class JournalWriter:
         # Before anything is read or repaired: a second writer's "torn tail"
         # may be the first one's record being written.
         self._lock_fd = _lock(self.data_dir)
+        # Held for the writer's life: syncing a new segment's directory entry
+        # then needs no descriptor (see SPARE_FDS).
+        try:
+            self._dir_fd = os.open(self.data_dir, os.O_RDONLY)
+        except OSError as exc:
+            os.close(self._lock_fd)
+            raise JournalError(f"cannot open the journal directory {self.data_dir}: "
+                               f"{exc.strerror or exc}") from None
+        self._next_file: int | None = None   # the next segment's file, nameless (see below)
         self.fsync = fsync
         self.group_commit_us = group_commit_us
         self.rotate_bytes = rotate_bytes
@@ -854,14 +855,13 @@ class JournalWriter:
             # What is on disk at open is what the journal holds: recovery replays it.
             self._durable_mark = DurableMark(self.data_dir, create=True)
             self._take_spare_fds()
+            self._prepare_next_file()
         except OSError as exc:  # a full disk, a read-only file system
-            self._release_spare_fds()
-            os.close(self._lock_fd)
+            self._release_fds()
             raise JournalError(f"cannot open the journal {self.data_dir}: "
                                f"{exc.strerror or exc}") from exc
         except BaseException:
-            self._release_spare_fds()
-            os.close(self._lock_fd)
+            self._release_fds()
             raise
         self._durable_mark.mark_synced(fsync != "none")
         self._durable_mark.seq = self._last_seq
@@ -972,7 +972,7 @@ class JournalWriter:
             # A segment whose header never made it to disk (a crash while
             # rotating): start it again under the same name.
             path.unlink()
-            _fsync_dir(self.data_dir)
+            self._sync_dir()
             self.repaired = torn
             log.warning("journal: removed segment %s with a torn header", path.name)
             self._last_seq = int(path.stem) - 1
@@ -1013,11 +1013,13 @@ class JournalWriter:
                 finally:
                     os.close(earlier_fd)
             os.fdatasync(fd)
-            _fsync_dir(self.data_dir)
+            self._sync_dir()
 
-    #: Descriptors the writer holds for its next segment (its file and the directory's,
-    #: to sync): the process may run out (a flood of connections, say), and the journal
-    #: must not stop for that.
+    #: The process may run out of descriptors (a flood of connections, say), and the
+    #: journal must not stop for that. A rotation needs one, for the new segment (the
+    #: directory's is held for good). Out of them, it uses the file opened ahead for
+    #: it (``_prepare_next_file``); failing that, these, kept spare and closed just
+    #: before the file is created (another thread may take one first, hence two).
     SPARE_FDS = 2
 
     def _take_spare_fds(self) -> None:
@@ -1031,16 +1033,50 @@ class JournalWriter:
         while self._spare_fds:
             os.close(self._spare_fds.pop())
 
+    def _release_fds(self) -> None:
+        """Close what the writer holds besides its segments (open failed, or close)."""
+        self._release_spare_fds()
+        if self._next_file is not None:
+            os.close(self._next_file)   # (a nameless file: it goes with its descriptor)
+            self._next_file = None
+        os.close(self._dir_fd)
+        os.close(self._lock_fd)  # the next writer may start
+
+    def _sync_dir(self) -> None:
+        os.fsync(self._dir_fd)
+
+    def _prepare_next_file(self) -> None:
+        """Hold a file for a segment, opened ahead and nameless (``O_TMPFILE``): a rotation
+        that finds no descriptor left writes its header there and links it under its name
+        (``_link_next_file``), with no race for a freed descriptor. Best effort: without
+        a descriptor now, or on a file system without ``O_TMPFILE``, the spare ones are
+        the fallback."""
+        if self._next_file is not None or not hasattr(os, "O_TMPFILE"):
+            return
+        try:
+            self._next_file = os.open(self.data_dir, os.O_TMPFILE | os.O_WRONLY, 0o644)
+        except OSError:
+            self._next_file = None
+
     def _new_segment(self, first_seq: int, prev_hash: bytes) -> _Segment:
         try:
             segment = self._create_segment(first_seq, prev_hash)
         except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE) or not self._spare_fds:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE) or \
+                    (self._next_file is None and not self._spare_fds):
                 raise
             reason = os.strerror(exc.errno)
         else:
             self._take_spare_fds()  # (fewer could be taken before: top them up)
+            self._prepare_next_file()
             return segment
+        if self._next_file is not None:
+            log.warning("journal: the process is out of file descriptors (%s); the segment "
+                        "after seq %d is the file opened ahead for it", reason, first_seq - 1)
+            try:
+                return self._link_next_file(first_seq, prev_hash)
+            finally:
+                self._prepare_next_file()
         log.warning("journal: the process is out of file descriptors (%s); the segment after "
                     "seq %d is opened on the ones kept spare for it", reason, first_seq - 1)
         self._release_spare_fds()
@@ -1048,11 +1084,12 @@ class JournalWriter:
             return self._create_segment(first_seq, prev_hash)
         finally:
             self._take_spare_fds()
+            self._prepare_next_file()
 
     def _create_segment(self, first_seq: int, prev_hash: bytes) -> _Segment:
         path = self.data_dir / segment_name(first_seq)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         header = _pack_file_header(first_seq, prev_hash)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         try:
             if os.write(fd, header) != len(header):
                 raise OSError(f"short write of {path.name}'s header")
@@ -1060,12 +1097,38 @@ class JournalWriter:
                 # The header and the directory entry must be durable before any
                 # record in the file can be.
                 os.fsync(fd)
-                _fsync_dir(self.data_dir)
+                self._sync_dir()
         except OSError:
             # Not a segment (no whole header): gone, so that the next attempt
             # can create it (O_EXCL) and no reader meets it.
             os.close(fd)
             path.unlink(missing_ok=True)
+            raise
+        return _Segment(path, fd, first_seq, len(header))
+
+    def _link_next_file(self, first_seq: int, prev_hash: bytes) -> _Segment:
+        """The segment on the file opened ahead (nameless, see ``_prepare_next_file``): it
+        gets its name with its header in it, needing no new descriptor."""
+        path = self.data_dir / segment_name(first_seq)
+        header = _pack_file_header(first_seq, prev_hash)
+        fd, self._next_file = self._next_file, None
+        linked = False
+        try:
+            if os.write(fd, header) != len(header):
+                raise OSError(f"short write of {path.name}'s header")
+            if self.fsync != "none":
+                os.fsync(fd)
+            # (linkat with AT_SYMLINK_FOLLOW, which a dir fd makes os.link use: plain
+            # link() would link the /proc entry itself.) EEXIST, as O_EXCL would.
+            os.link(f"/proc/self/fd/{fd}", path.name, dst_dir_fd=self._dir_fd)
+            linked = True
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+            if self.fsync != "none":
+                self._sync_dir()
+        except OSError:
+            os.close(fd)
+            if linked:
+                path.unlink(missing_ok=True)
             raise
         return _Segment(path, fd, first_seq, len(header))
 
@@ -1369,7 +1432,7 @@ class JournalWriter:
                 finally:
                     os.close(fd)
             self._unsynced = []
-            _fsync_dir(self.data_dir)  # (the segments' entries: not synced under "none")
+            self._sync_dir()  # (the segments' entries: not synced under "none")
             self._durable_mark.seal(seq)
         return seq
 
@@ -1472,8 +1535,7 @@ class JournalWriter:
                 os.close(segment.fd)
             os.close(self._segment.fd)
             self._durable_mark.close()
-            self._release_spare_fds()
-            os.close(self._lock_fd)  # the next writer may start
+            self._release_fds()
 
     def __enter__(self) -> "JournalWriter":
         return self

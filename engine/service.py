@@ -604,6 +604,28 @@ def default_config(*snippets: str, base_dir: str | Path | None = None) -> Config
     return parse_config(text, base_dir=base_dir or Path.cwd(), source=str(DEFAULT_CONFIG))
 
 
+def raise_open_files_limit() -> None:
+    """Raise the process's soft limit of open files to its hard limit.
+
+    Every client connection holds a descriptor from its TCP accept, before
+    any CURVE handshake, so the soft limit (often 1,024) is what a flood of
+    connections has to exhaust to stop new clients, gateways' restarts and
+    journal rotations. The hard limit is what the operator allowed.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open files limit from %d to %d: %s", soft, target, exc)
+        return
+    log.info("open files limit raised from %d to %d (the hard limit)", soft, target)
+
+
 def run(config: Config, config_path: Path | None, duration: float | None = None) -> int:
     """Run the service on uvloop until interrupted (or for ``duration`` seconds).
 
@@ -617,6 +639,7 @@ def run(config: Config, config_path: Path | None, duration: float | None = None)
     from engine.cmd_serve import HELD_SIGNALS
 
     setup_logging(config.logging.level, json=config.logging.json)
+    raise_open_files_limit()
 
     async def main() -> int:
         service = EngineService(config, config_path)

@@ -152,6 +152,49 @@ def test_a_rotation_with_no_descriptor_left_uses_the_spare_ones(tmp_path, caplog
     assert verify(tmp_path).ok
 
 
+def test_a_rotation_while_another_thread_takes_every_freed_descriptor(tmp_path, monkeypatch,
+                                                                       caplog):
+    """Under a flood of connections ZeroMQ's I/O thread retries its accept without pause and
+    took the spare descriptors the journal closed for its next segment before the journal
+    could open it: the rotation failed and the engine stopped (failure audit). The file
+    opened ahead for the next segment needs no descriptor at the rotation."""
+    import os
+    import resource
+
+    import engine.journal as journal_module
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fillers = []
+    real_close = os.close
+
+    def close_and_lose_it(fd):
+        # The thief: every descriptor closed is taken again at once.
+        real_close(fd)
+        fillers.append(os.open(os.devnull, os.O_RDONLY))
+
+    with JournalWriter(tmp_path, fsync="always", rotate_bytes=1024) as writer:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 20,
+                                                        hard))
+            with pytest.raises(OSError):
+                while True:
+                    fillers.append(os.open(os.devnull, os.O_RDONLY))
+            monkeypatch.setattr(journal_module.os, "close", close_and_lose_it)
+            first = writer._segment.first_seq     # (listing the directory needs a descriptor)
+            with caplog.at_level(logging.WARNING, logger="engine.journal"):
+                while writer._segment.first_seq == first:
+                    writer.append(RecordKind.EVENT, b"t" * 100)
+            assert any("file opened ahead" in r.getMessage() for r in caplog.records)
+            monkeypatch.undo()
+        finally:
+            monkeypatch.undo()
+            for fd in fillers:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        writer.append(RecordKind.EVENT, b"after")
+    assert verify(tmp_path).ok
+
+
 def test_spare_descriptors_short_at_open_are_taken_at_the_next_rotation(tmp_path, monkeypatch):
     """Only the out-of-descriptors path took spares again: a writer that got fewer than two
     at open kept that many for good (review)."""

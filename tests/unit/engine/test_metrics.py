@@ -126,3 +126,29 @@ def test_the_endpoint_binds_an_ipv6_address():
             assert reply.status == 200
     finally:
         server.stop()
+
+
+def test_the_process_figures_are_exported():
+    """A connection flood shows as descriptors in use against the limit, memory growth as
+    resident bytes: prometheus_client's process collector, on the engine's registry."""
+    from prometheus_client import generate_latest
+
+    from engine.metrics import Metrics
+    text = generate_latest(Metrics().registry).decode()
+    for name in ("process_open_fds", "process_max_fds", "process_resident_memory_bytes"):
+        assert f"\n{name} " in text
+
+
+def test_serve_raises_the_open_files_limit_to_the_hard_one():
+    import resource
+
+    from engine.service import raise_open_files_limit
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard < 64:
+        pytest.skip("needs a finite hard limit of at least 64")
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard // 2, hard))
+        raise_open_files_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
