@@ -16,6 +16,10 @@ Both implementations get the same config and the same calls in the same run:
   them (full fills, partial fill then cancel, cancel), per order.
 * ``batch_c``: the check_new stream through ``check_new_batch`` (the whole
   loop in C; no reference twin, compared to the reference's check_new).
+* ``cancel_on_disconnect``: with the check stream's passed orders working,
+  the mass cancel of a session that holds one order (the keys only: nothing
+  is canceled, so every call finds the same). Its cost is the orders in
+  scope; the reference filters every working order.
 
 Each figure is the best of a few repeats on a fresh engine. The last line of
 output is one JSON object with every figure.
@@ -202,6 +206,23 @@ def floor_call(orders) -> int:
     return time.perf_counter_ns() - t0
 
 
+def run_disconnects(engine, calls: int) -> int:
+    cancel = engine.cancel_on_disconnect
+    t0 = time.perf_counter_ns()
+    for _ in range(calls):
+        cancel("QUIET", 0)
+    return time.perf_counter_ns() - t0
+
+
+def quiet_session(engine, orders) -> list[int]:
+    """After the check stream, one more order from a session of its own ("QUIET");
+    that session's mass-cancel keys (untimed)."""
+    key, now = 10**9, orders[-1][10] + 10**9       # past the duplicative window
+    assert engine.check_new(key, engine.session_index("QUIET"), 0, 0, int(Side.BUY),
+                            int(OrdType.LIMIT), 1, 10_000, 0, key, now) == 0, engine.last_reject()
+    return engine.cancel_on_disconnect("QUIET", 0)
+
+
 def best(fn, repeats: int) -> int:
     return min(without_gc(fn) for _ in range(repeats))
 
@@ -274,6 +295,18 @@ def main(argv=None) -> int:
     t_batch = best(run_batch, repeats)
     assert out.tolist() == results, "batch and single calls disagree"
 
+    # Mass cancel beside the day's working orders: the check stream's passes stay working.
+    held_core, held_ref = fresh(RiskEngine, config, hint), fresh(RiskReference, config)
+    run_checks(held_core, orders)
+    run_checks(held_ref, orders)
+    assert quiet_session(held_core, orders) == quiet_session(held_ref, orders) == [10**9]
+    n_working = held_core.n_working
+    calls = 20
+    logging.disable(logging.WARNING)     # each call is audited at WARNING: keep the output to figures
+    t_cod, t_cod_ref = best_pair(lambda: run_disconnects(held_core, calls),
+                                 lambda: run_disconnects(held_ref, calls), repeats)
+    logging.disable(logging.INFO)
+
     m = len(orders)
     figures = {
         "orders": m,
@@ -290,6 +323,12 @@ def main(argv=None) -> int:
         "ns_per_order_batch_c": round(t_batch / m, 1),
         "ratio_batch_c_vs_reference": round(t_ref / t_batch, 1),
         "ns_python_call_floor": round(t_floor / m, 1),
+        "working_orders_at_cancel_on_disconnect": n_working,
+        "us_cancel_on_disconnect_1_order": round(t_cod / calls / 1000, 2),
+        "us_cancel_on_disconnect_1_order_reference": round(t_cod_ref / calls / 1000, 2),
+        # Not named ratio_..._reference: that speed-up grows with the working orders (the
+        # reference filters them all), so it stays off the harness's throughput chart.
+        "speedup_cancel_on_disconnect_vs_reference": round(t_cod_ref / t_cod, 1),
     }
     print(f"risk benchmark: {m} orders ({pass_fraction:.1%} pass), {N_ACCOUNTS} accounts x "
           f"{N_INSTRUMENTS} instruments, best of {repeats} runs each (collector off)")
@@ -303,6 +342,9 @@ def main(argv=None) -> int:
     print(f"{'check_new_batch (C loop)':<34}{figures['ns_per_order_batch_c']:>10}"
           f"{figures['ns_per_check_new_reference']:>14}{figures['ratio_batch_c_vs_reference']:>8}x")
     print(f"{'(empty Python function, 11 args)':<34}{figures['ns_python_call_floor']:>10}")
+    print(f"{'cancel_on_disconnect, 1 of ' + str(n_working):<34}"
+          f"{round(t_cod / calls):>10}{round(t_cod_ref / calls):>14}"
+          f"{figures['speedup_cancel_on_disconnect_vs_reference']:>8}x")
     print(json.dumps(figures))
     return 0
 

@@ -114,6 +114,25 @@ ctypedef struct SessionState:
     uint8_t known
     uint8_t _pad[3]
 
+# The scopes a mass cancel selects by (cancel on disconnect, kill switches):
+# each working order is on one list per scope, so that a mass cancel walks
+# the orders in scope and not the whole pool (whose size is the day's peak).
+cpdef enum Scope:
+    SCOPE_SESSION = 0
+    SCOPE_ACCOUNT = 1
+    SCOPE_INSTRUMENT = 2
+
+# An order's place on one scope's list: pool slots, -1 at either end.
+ctypedef struct ScopeLink:
+    int32_t prev
+    int32_t next
+
+# The ends of one session's, account's or instrument's list (pool slots, -1: empty),
+# in admission order.
+ctypedef struct ScopeList:
+    int32_t head
+    int32_t tail
+
 ctypedef struct WorkingOrder:
     int64_t key
     int64_t qty                     # order quantity (cum + leaves), lots
@@ -124,6 +143,8 @@ ctypedef struct WorkingOrder:
     int32_t account
     int32_t instrument
     int32_t next_free               # free list, -1 at the end
+    ScopeLink link[3]               # [Scope]: its place on its session's, account's and
+                                    # instrument's lists (only while ``used``)
     uint8_t side
     uint8_t ord_type
     uint8_t flags
@@ -204,6 +225,10 @@ cdef class RiskEngine:
     cdef int64_t n_orders
     cdef IndexEntry* oindex
     cdef int64_t omask
+    # [Scope] -> one list per session (cap_sessions), account (cap_accounts) and
+    # instrument (cap_instruments): the working orders of each, for mass cancels.
+    cdef ScopeList* scope_lists[3]
+    cdef int64_t scope_visits        # slots the last mass cancel's walk looked at (debug_scope)
 
     # The day's (session, cl_ord_id) pairs, one 8-byte key each (_clord_key; 0: empty
     # bucket, and the pair whose key is 0 is the flag clord_zero instead).
@@ -268,10 +293,13 @@ cdef class RiskEngine:
     cdef int64_t _close(self, CellState* cs, int64_t qty, int64_t price, int64_t mult,
                         int long_side) noexcept
     cdef int _remove(self, int32_t slot) noexcept
+    cdef void _link(self, int32_t slot) noexcept
+    cdef void _unlink(self, int32_t slot) noexcept
 
     # ------------------------------------------------------------ tables
     cdef int _ensure_dims(self, int32_t n_acc, int32_t n_ins, int32_t n_ses) except -1
     cdef int _grow_orders(self, int32_t cap) except -1
+    cdef int _grow_scope_lists(self, int kind, int32_t old_cap, int32_t cap) except -1
     cdef int _set_order_index(self, int64_t size) except -1
     cdef int64_t _index_probe(self, int64_t key, uint32_t hash) noexcept
     cdef int32_t _find(self, int64_t key) noexcept
@@ -299,6 +327,7 @@ cdef class RiskEngine:
     cdef int _set_throttle(self, int32_t b, object plan, bint fresh) except -1
     cdef list _kill(self, str scope, object target, bint engage)
     cdef list _working_keys(self, int kind, int32_t ix)
+    cdef int _walk_scope(self, list keys, int kind, int32_t ix) except -1
     cdef int _audit(self, int64_t now_ns, str action, str scope, object target, str actor,
                     str reason, dict extra) except -1
     cdef str _name(self, list names, int32_t index)

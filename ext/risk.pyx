@@ -510,6 +510,7 @@ cdef class RiskEngine:
         self._apply(config or {}, 0, "init", "startup")
 
     def __dealloc__(self):
+        cdef int kind
         PyMem_Free(self.acct_limits)
         PyMem_Free(self.acct_state)
         PyMem_Free(self.inst)
@@ -521,6 +522,8 @@ cdef class RiskEngine:
         PyMem_Free(self.oindex)
         PyMem_Free(self.clord)
         PyMem_Free(self.dup)
+        for kind in range(3):
+            PyMem_Free(self.scope_lists[kind])
 
     # ------------------------------------------------------------ storage
     cdef int _ensure_dims(self, int32_t n_acc, int32_t n_ins, int32_t n_ses) except -1:
@@ -537,9 +540,14 @@ cdef class RiskEngine:
             cap_s *= 2
         if cap_s != self.cap_sessions:
             self.sessions = <SessionState*>_grow(self.sessions, self.cap_sessions, cap_s, sizeof(SessionState))
+            self._grow_scope_lists(SCOPE_SESSION, self.cap_sessions, cap_s)
             self.cap_sessions = cap_s
         if cap_a == self.cap_accounts and cap_i == self.cap_instruments:
             return 0
+        if cap_a != self.cap_accounts:
+            self._grow_scope_lists(SCOPE_ACCOUNT, self.cap_accounts, cap_a)
+        if cap_i != self.cap_instruments:
+            self._grow_scope_lists(SCOPE_INSTRUMENT, self.cap_instruments, cap_i)
         self.acct_limits = <AccountLimits*>_grow(self.acct_limits, self.cap_accounts, cap_a, sizeof(AccountLimits))
         self.acct_state = <AccountState*>_grow(self.acct_state, self.cap_accounts, cap_a, sizeof(AccountState))
         self.inst = <InstrumentInfo*>_grow(self.inst, self.cap_instruments, cap_i, sizeof(InstrumentInfo))
@@ -568,6 +576,16 @@ cdef class RiskEngine:
             self.orders[k].next_free = self.orders_free
             self.orders_free = k
         self.orders_cap = cap
+        return 0
+
+    cdef int _grow_scope_lists(self, int kind, int32_t old_cap, int32_t cap) except -1:
+        """Grow one scope's list ends from ``old_cap`` to ``cap`` entries, the new ones empty."""
+        cdef int32_t k
+        cdef ScopeList* lists = <ScopeList*>_grow(self.scope_lists[kind], old_cap, cap, sizeof(ScopeList))
+        for k in range(old_cap, cap):
+            lists[k].head = -1
+            lists[k].tail = -1
+        self.scope_lists[kind] = lists
         return 0
 
     cdef int _set_order_index(self, int64_t size) except -1:
@@ -1080,7 +1098,9 @@ cdef class RiskEngine:
         kx_prefetch(&self.clord[clord_key & <uint64_t>self.clord_mask])
         kx_prefetch(&self.oindex[order_hash & self.omask])
         if self.orders_free >= 0:
-            kx_prefetch(&self.orders[self.orders_free])     # the pool slot a pass will take
+            # The pool slot a pass will take: 88 bytes, so most straddle two cache lines.
+            kx_prefetch(&self.orders[self.orders_free])
+            kx_prefetch(&self.orders[self.orders_free].used)
         if self.dup_window_ns > 0 or self.dup_used > 0:
             self.dup_hash = _dup_hash(account, instrument, side, qty, price)
             kx_prefetch(&self.dup[self.dup_hash & self.dup_mask])
@@ -1134,12 +1154,60 @@ cdef class RiskEngine:
         self.oindex[bucket].hash = order_hash
         self.oindex[bucket].slot = slot
         self.n_orders += 1
+        self._link(slot)
         self._reserve(o, leaves_notional, True)
         return 0
+
+    cdef void _link(self, int32_t slot) noexcept:
+        """Append the order in ``slot`` to its session's, account's and instrument's lists.
+
+        Its session, account and instrument never change while it works (a
+        replace keeps them), so it stays on these three lists until ``_remove``.
+        """
+        cdef WorkingOrder* o = &self.orders[slot]
+        cdef int32_t ix[3]
+        cdef ScopeList* ends
+        cdef int kind
+        ix[0] = o.session
+        ix[1] = o.account
+        ix[2] = o.instrument
+        for kind in range(3):
+            ends = &self.scope_lists[kind][ix[kind]]
+            o.link[kind].prev = ends.tail
+            o.link[kind].next = -1
+            if ends.tail >= 0:
+                self.orders[ends.tail].link[kind].next = slot
+            else:
+                ends.head = slot
+            ends.tail = slot
+
+    cdef void _unlink(self, int32_t slot) noexcept:
+        """Take the order in ``slot`` off its three scope lists."""
+        cdef WorkingOrder* o = &self.orders[slot]
+        cdef int32_t ix[3]
+        cdef int32_t prev, nxt
+        cdef ScopeList* ends
+        cdef int kind
+        ix[0] = o.session
+        ix[1] = o.account
+        ix[2] = o.instrument
+        for kind in range(3):
+            ends = &self.scope_lists[kind][ix[kind]]
+            prev = o.link[kind].prev
+            nxt = o.link[kind].next
+            if prev >= 0:
+                self.orders[prev].link[kind].next = nxt
+            else:
+                ends.head = nxt
+            if nxt >= 0:
+                self.orders[nxt].link[kind].prev = prev
+            else:
+                ends.tail = prev
 
     cdef int _remove(self, int32_t slot) noexcept:
         cdef WorkingOrder* o = &self.orders[slot]
         self._index_remove(o.key)
+        self._unlink(slot)
         o.used = 0
         o.next_free = self.orders_free
         self.orders_free = slot
@@ -1862,17 +1930,17 @@ cdef class RiskEngine:
         self._audit(now_ns, "kill_switch_release", scope, target, actor, reason, {})
 
     cdef list _kill(self, str scope, object target, bint engage):
-        cdef int32_t ix = -1
+        cdef int32_t ix = -1            # with SCOPE_ACCOUNT: every account, the whole firm
         cdef int kind
         if scope == "global":
-            kind = 0
+            kind = SCOPE_ACCOUNT
             self.firm.killed = engage
         elif scope == "account":
-            kind = 1
+            kind = SCOPE_ACCOUNT
             ix = self._account_ix[target]
             self.acct_limits[ix].killed = engage
         elif scope == "instrument":
-            kind = 2
+            kind = SCOPE_INSTRUMENT
             ix = self._instrument_ix[target]
             self.inst[ix].killed = engage
         else:
@@ -1893,25 +1961,45 @@ cdef class RiskEngine:
         """
         ix = self._session_ix.get(session)
         if ix is None:  # never placed an order: nothing to cancel (it may still have opted in)
+            self.scope_visits = 0
             return []
-        keys = self._working_keys(3, ix)
+        keys = self._working_keys(SCOPE_SESSION, ix)
         self._audit(now_ns, "cancel_on_disconnect", "session", session, "engine", "", {"orders": len(keys)})
         return keys
 
     cdef list _working_keys(self, int kind, int32_t ix):
-        """Working order keys: 0 all, 1 by account, 2 by instrument, 3 by session."""
+        """Keys of the working orders of one session, account or instrument (``kind`` a
+        ``Scope``, ``ix`` its index), ascending; ``ix`` -1: of every one of that kind.
+
+        Walks the scope's list, so the cost is the orders in scope (plus one
+        list end per account for the whole firm), not the pool, which keeps
+        the size of the day's peak.
+        """
         cdef list keys = []
-        cdef int32_t k
-        cdef WorkingOrder* o
-        for k in range(self.orders_cap):
-            o = &self.orders[k]
-            if not o.used:
-                continue
-            if (kind == 0 or (kind == 1 and o.account == ix) or (kind == 2 and o.instrument == ix)
-                    or (kind == 3 and o.session == ix)):
-                keys.append(o.key)
+        cdef int32_t k, n
+        self.scope_visits = 0
+        if ix >= 0:
+            self._walk_scope(keys, kind, ix)
+        else:
+            n = self.n_accounts if kind == SCOPE_ACCOUNT else \
+                self.n_instruments if kind == SCOPE_INSTRUMENT else self.n_sessions
+            for k in range(n):
+                self._walk_scope(keys, kind, k)
+        # The lists run in admission order, which need not be key order (recovery
+        # replays, engines that number orders otherwise); one ascending order keeps
+        # callers' cancels and journal records deterministic. An ascending run sorts
+        # in one pass.
         keys.sort()
         return keys
+
+    cdef int _walk_scope(self, list keys, int kind, int32_t ix) except -1:
+        """Append the keys on list ``ix`` of scope ``kind`` to ``keys``, in list order."""
+        cdef int32_t slot = self.scope_lists[kind][ix].head
+        while slot >= 0:
+            keys.append(self.orders[slot].key)
+            self.scope_visits += 1
+            slot = self.orders[slot].link[kind].next
+        return 0
 
     def reset_daily(self, Py_ssize_t now_ns, str actor="engine"):
         """Start a new trading day.
@@ -1993,6 +2081,62 @@ cdef class RiskEngine:
                 "side": o.side, "ord_type": o.ord_type, "qty": o.qty, "leaves": o.leaves,
                 "price": o.price, "value_price": o.value_price, "flags": o.flags}
 
+    def debug_scope(self, int kind, int32_t index):
+        """One scope list behind the mass cancels, walked both ways: for tests, not the engine.
+
+        Every working order is on its session's, account's and instrument's
+        list (``Scope``), in admission order; ``cancel_on_disconnect`` and
+        ``engage_kill_switch`` walk these instead of the whole order pool.
+
+        Parameters
+        ----------
+        kind : Scope
+            ``SCOPE_SESSION``, ``SCOPE_ACCOUNT`` or ``SCOPE_INSTRUMENT``.
+        index : int
+            The session's, account's or instrument's index.
+
+        Returns
+        -------
+        dict
+            ``keys``: the order keys from head to tail; ``reverse``: the keys
+            from tail to head by the backward links (``keys`` reversed while
+            the list is sound); ``visits``: how many orders the last mass
+            cancel's walk looked at (its cost; the orders in scope).
+
+        Raises
+        ------
+        IndexError
+            If ``kind`` or ``index`` is out of range.
+        RuntimeError
+            If a walk takes more steps than there are working orders (a cycle).
+        """
+        cdef int32_t n, slot
+        cdef int64_t steps
+        if kind == SCOPE_SESSION:
+            n = self.n_sessions
+        elif kind == SCOPE_ACCOUNT:
+            n = self.n_accounts
+        elif kind == SCOPE_INSTRUMENT:
+            n = self.n_instruments
+        else:
+            raise IndexError(f"scope kind {kind} out of range")
+        if not 0 <= index < n:
+            raise IndexError(f"{Scope(kind).name} index {index} out of range")
+        walks = []
+        for backward in (False, True):
+            keys = []
+            steps = 0
+            slot = self.scope_lists[kind][index].tail if backward else self.scope_lists[kind][index].head
+            while slot >= 0:
+                steps += 1
+                if steps > self.n_orders:
+                    raise RuntimeError(f"{Scope(kind).name} list {index} is longer than the "
+                                       f"{self.n_orders} working orders")
+                keys.append(self.orders[slot].key)
+                slot = self.orders[slot].link[kind].prev if backward else self.orders[slot].link[kind].next
+            walks.append(keys)
+        return {"keys": walks[0], "reverse": walks[1], "visits": self.scope_visits}
+
     # ------------------------------------------------------------ snapshot
     def snapshot(self):
         """Every piece of mutable state as plain Python values, canonically ordered.
@@ -2060,7 +2204,8 @@ cdef class RiskEngine:
         ValueError
             If the snapshot's accounts or instruments are not this engine's.
         """
-        cdef int32_t a, i, s, b, slot
+        cdef int32_t a, i, s, b, slot, cap
+        cdef int kind
         cdef uint32_t hash
         cdef int64_t h
         cdef AccountState* st
@@ -2114,6 +2259,9 @@ cdef class RiskEngine:
         self.oindex = NULL
         self.omask = 0
         self._set_order_index(size * 2)
+        for kind, cap in ((SCOPE_SESSION, self.cap_sessions), (SCOPE_ACCOUNT, self.cap_accounts),
+                          (SCOPE_INSTRUMENT, self.cap_instruments)):
+            self._grow_scope_lists(kind, 0, cap)        # every list empty again
         for row in snap["orders"]:
             slot = self.orders_free
             o = &self.orders[slot]
@@ -2123,6 +2271,7 @@ cdef class RiskEngine:
             o.used = 1
             o.next_free = -1
             self._index_insert(o.key, slot)
+            self._link(slot)
             self.n_orders += 1
         PyMem_Free(self.clord)
         self.clord = NULL
