@@ -806,6 +806,7 @@ class JournalWriter:
         if group_commit_us <= 0 or rotate_bytes <= FILE_HEADER_SIZE + RECORD_HEADER_SIZE:
             raise ValueError("group_commit_us and rotate_bytes must be positive")
         self.data_dir = Path(data_dir)
+        self._dir_created = not self.data_dir.exists()
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file in the way, a read-only or virtual file system
@@ -958,6 +959,11 @@ class JournalWriter:
         segments = list_segments(self.data_dir)
         if not segments:
             self._check_durable_kept(0)
+            # Said aloud: a journal directory that vanished (an unmounted volume,
+            # a typo in the path) looks the same, and loses every order before.
+            log.warning("journal: a new journal begins in %s (%s): nothing from before is "
+                        "recovered", self.data_dir,
+                        "directory created" if self._dir_created else "no segment in it")
             self._last_seq, self._last_hash = 0, GENESIS_HASH
             self._segment = self._new_segment(1, GENESIS_HASH)
             return

@@ -286,11 +286,14 @@ class MetricsServer:
                     self._reply(404, b"not found\n", "text/plain; charset=utf-8")
 
             def _reply(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass    # a probe that gave up waiting: not worth a traceback
 
             def log_message(self, *args) -> None:  # scrapes every few seconds are not news
                 pass

@@ -291,6 +291,7 @@ class Pipeline(Handler):
         self._flushed_seq = 0
         self.trading_day = trading_day or TradingDay(dt.time(0, 0))
         self._next_roll = self.trading_day.next_roll(time.time_ns())
+        self._day_entered = time.time_ns()  # when the clock entered the current trading day
         # The market's traded lots per instrument as last reported to the router (for POV).
         self._volume_seen = [market.market_volume(symbol)[0] for symbol in self.symbols]
         self._orders_seen = 0
@@ -1690,12 +1691,27 @@ class Pipeline(Handler):
         self.risk.reset_daily(now, "engine")
         self.journal.append_msg(_RecordKind.META, JournalDayRoll(day=day.isoformat()), ts_ns=now)
         self._next_roll = self.trading_day.next_roll(now)
+        self._day_entered = now
         log.info("trading day %s begins: daily risk counters reset", day)
+
+    def _clock_went_back(self, now: int) -> None:
+        """The wall clock stepped back past the moment the current trading day began.
+
+        A step forward may have rolled the day early and put the next roll a
+        day too far: kept, the real roll would be skipped and the daily
+        limits would run on for two days. The next roll is the clock's again.
+        """
+        log.warning("the wall clock went back %.3f s past the start of the trading day; the "
+                    "next roll is taken from the clock again",
+                    (self._day_entered - now) / 1e9)
+        self._next_roll = self.trading_day.next_roll(now)
+        self._day_entered = now
 
     def day_started_at(self, ns: int) -> None:
         """The current trading day is the one ``ns`` belongs to (recovery: the journal's
         last roll, or its first record); a roll is due at once if it has ended since."""
         self._next_roll = self.trading_day.next_roll(ns)
+        self._day_entered = ns
 
     def _report_volume(self, ix: int) -> None:
         """Tell the router what the market printed in instrument ``ix`` since it was last told."""
@@ -1713,6 +1729,8 @@ class Pipeline(Handler):
         """
         if now >= self._next_roll:
             self.roll_day(now)
+        elif now < self._day_entered:
+            self._clock_went_back(now)
         self._refresh_venues()
         for ix in range(len(self.symbols)):
             self.refresh_market(ix, now)

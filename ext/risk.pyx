@@ -847,6 +847,10 @@ cdef class RiskEngine:
             else:
                 b.tokens += refill
             b.last_ns = now_ns
+        elif now_ns < b.last_ns:
+            # The wall clock stepped back: refill from here. Waiting for it to
+            # catch up would refuse every order for as long as the step.
+            b.last_ns = now_ns
         if b.tokens < NANO_TOKENS:
             return self._reject(THROTTLED, LAYER_SESSION, M_ORDERS, b.rate, b.capacity // NANO_TOKENS)
         b.tokens -= NANO_TOKENS

@@ -392,6 +392,22 @@ def test_daily_limits_start_afresh_when_the_trading_day_rolls(tmp_path):
         assert report(client, "b5", ExecType.REJECTED).reject_name == "DAILY_NOTIONAL_LIMIT"
 
 
+def test_a_clock_stepped_forward_then_back_does_not_skip_the_next_roll(tmp_path):
+    """A step of the wall clock a day forward rolled the day; stepped back, the next roll
+    stayed a day too far and the real one was skipped: the daily limits ran on for two days
+    (failure audit). The clock going back past the day's start takes the next roll from it."""
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path) as engine:
+        pipeline = engine.service.pipeline
+        now = time.time_ns()
+        day = 86_400 * 10**9
+        real_next = pipeline.trading_day.next_roll(now)
+        engine.call(lambda: pipeline.tick(now + day + 3_600 * 10**9))    # a day and an hour on
+        assert engine.call(lambda: pipeline._next_roll) > real_next + day - 1
+        engine.call(lambda: pipeline.tick(now + 10**9))                  # back to the real time
+        assert engine.call(lambda: pipeline._next_roll) == real_next
+
+
 def test_risk_books_after_a_restart_are_those_before_it(tmp_path, monkeypatch):
     # A mixed load under a collar (resting and crossing orders, sells, short
     # sales, market orders, replaces up and down, cancels), then a stop.

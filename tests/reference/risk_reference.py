@@ -289,6 +289,8 @@ class RiskReference:
         if now_ns > s.last_ns:
             s.tokens = min(s.capacity, s.tokens + (now_ns - s.last_ns) * s.rate)
             s.last_ns = now_ns
+        elif now_ns < s.last_ns:        # the clock stepped back: refill from here
+            s.last_ns = now_ns
         if s.tokens < NANO:
             return self._reject(R.THROTTLED, SESSION, s.rate, s.capacity // NANO)
         s.tokens -= NANO

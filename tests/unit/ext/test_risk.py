@@ -486,6 +486,17 @@ def test_throttle_token_bucket(make):
     assert [h.new(now=10_000 * MS) for _ in range(3)] == [0, 0, R.THROTTLED]
 
 
+def test_a_wall_clock_step_back_does_not_freeze_the_throttle(make):
+    """The bucket refilled only once the clock passed its last time: a step back of an hour
+    refused every order for an hour (failure audit). It refills from the new time."""
+    h = make({"firm": {"throttle_rate": 10, "throttle_burst": 2}})
+    hour = 3_600_000 * MS
+    assert [h.new(now=hour) for _ in range(3)] == [0, 0, R.THROTTLED]
+    assert h.new(now=1 * MS) == R.THROTTLED                  # stepped back: nothing to refill
+    assert h.new(now=1 * MS + 100 * MS) == 0                 # a tenth of a second later
+    assert h.new(now=1 * MS + 100 * MS) == R.THROTTLED
+
+
 def test_a_session_takes_the_throttle_of_its_profile(make):
     """The engine names sessions by random ids and passes the client key's name as the
     profile; a profile given later (after journal replay) takes over, tokens kept."""
