@@ -824,6 +824,7 @@ class JournalWriter:
             raise JournalError(f"cannot open the journal directory {self.data_dir}: "
                                f"{exc.strerror or exc}") from None
         self._next_file: int | None = None   # the next segment's file, nameless (see below)
+        self._no_next_file = False           # naming one failed: the spare descriptors only
         self.fsync = fsync
         self.group_commit_us = group_commit_us
         self.rotate_bytes = rotate_bytes
@@ -1057,7 +1058,7 @@ class JournalWriter:
         (``_link_next_file``), with no race for a freed descriptor. Best effort: without
         a descriptor now, or on a file system without ``O_TMPFILE``, the spare ones are
         the fallback."""
-        if self._next_file is not None or not hasattr(os, "O_TMPFILE"):
+        if self._next_file is not None or self._no_next_file or not hasattr(os, "O_TMPFILE"):
             return
         try:
             self._next_file = os.open(self.data_dir, os.O_TMPFILE | os.O_WRONLY, 0o644)
@@ -1080,9 +1081,16 @@ class JournalWriter:
             log.warning("journal: the process is out of file descriptors (%s); the segment "
                         "after seq %d is the file opened ahead for it", reason, first_seq - 1)
             try:
-                return self._link_next_file(first_seq, prev_hash)
-            finally:
+                segment = self._link_next_file(first_seq, prev_hash)
+            except OSError as exc:
+                # (No /proc to link through, a sandbox refusing linkat): the spare
+                # descriptors, and no more files opened ahead.
+                log.warning("journal: cannot name the file opened ahead (%s); the spare "
+                            "descriptors are used instead, from now on", exc)
+                self._no_next_file = True
+            else:
                 self._prepare_next_file()
+                return segment
         log.warning("journal: the process is out of file descriptors (%s); the segment after "
                     "seq %d is opened on the ones kept spare for it", reason, first_seq - 1)
         self._release_spare_fds()

@@ -319,6 +319,7 @@ cdef class Router:
     cdef SlotHeap* parked             # [instrument*PARK_KINDS + kind]
     cdef int32_t* park_pos            # per parent slot: its index in its heap
     cdef Py_ssize_t n_parked
+    cdef int64_t last_tick_ns         # the last tick's now (a clock step back wakes all)
     cdef int32_t* finished
     cdef Py_ssize_t n_finished
     cdef Py_ssize_t finished_cap
@@ -419,6 +420,7 @@ cdef class Router:
     cdef void _awake_unlink(self, int32_t pi) noexcept
     cdef int _wake(self, int32_t pi) except -1
     cdef int _wake_moved(self) except -1
+    cdef int _wake_all(self) except -1
     cdef int _merge_woken(self) except -1
     cdef int _try_park(self, int32_t pi, int64_t now) except -1
     cdef int64_t _wakeup_of(self, int32_t pi, int64_t now, int64_t best) noexcept

@@ -53,7 +53,8 @@ from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put, 
 from ext.slotheap cimport slotheap_free, slotheap_init, slotheap_push, slotheap_remove
 from libc.stdlib cimport qsort
 from ext.book cimport OrderBook
-from libc.stdint cimport int64_t, int32_t, uint32_t, uint8_t, uint16_t, uint64_t, INT64_MAX
+from libc.stdint cimport (int64_t, int32_t, uint32_t, uint8_t, uint16_t, uint64_t, INT64_MAX,
+                          INT64_MIN)
 
 import math
 
@@ -344,6 +345,7 @@ cdef class Router:
         self.parked = NULL
         self.park_pos = NULL
         self.n_parked = 0
+        self.last_tick_ns = INT64_MIN
         self.finished = NULL
         self.n_finished = 0
         self.finished_cap = 0
@@ -2058,6 +2060,17 @@ cdef class Router:
                     self._wake(heap[kind].slots[0])
         return 0
 
+    cdef int _wake_all(self) except -1:
+        """Wake every parked parent: the caller's clock went back (a wall clock step), and
+        a parent parked past its reprice interval may be within it again, asking for a
+        wake-up the reference would report (it is visited until the interval passes)."""
+        cdef int32_t pi = self.active_head
+        while pi >= 0:
+            if self.parents[pi].clock >= CLOCK_PARKED:
+                self._wake(pi)
+            pi = self.parents[pi].next_active
+        return 0
+
     cdef int _merge_woken(self) except -1:
         """Put the parents woken since the last tick back on the clock's list, in arrival order."""
         cdef Py_ssize_t k
@@ -2127,6 +2140,9 @@ cdef class Router:
         cdef int32_t pi, nxt, ci
         cdef Child* c
         cdef Py_ssize_t n0 = self.n_actions
+        if now < self.last_tick_ns and self.n_parked:
+            self._wake_all()        # (rare: O(active parents))
+        self.last_tick_ns = now
         self._wake_moved()
         self._merge_woken()
         pi = self.awake_head

@@ -5,6 +5,7 @@
 may leave the journal short of it, and nothing else should.
 """
 import logging
+from pathlib import Path
 import sys
 import threading
 
@@ -192,6 +193,45 @@ def test_a_rotation_while_another_thread_takes_every_freed_descriptor(tmp_path, 
                 os.close(fd)
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         writer.append(RecordKind.EVENT, b"after")
+    assert verify(tmp_path).ok
+
+
+def test_a_file_opened_ahead_that_cannot_be_named_leaves_the_spares_to_do_it(tmp_path,
+                                                                             monkeypatch):
+    """Out of descriptors, with no /proc to link the file opened ahead through (a sandbox):
+    the rotation raised that error and the journal failed, the spare descriptors unused
+    (review). It falls back to them, and opens no more files ahead."""
+    import errno
+    import os
+
+    import engine.journal as journal_module
+
+    real_open, real_link = os.open, os.link
+    writer = JournalWriter(tmp_path, fsync="always", rotate_bytes=400, buffered=True)
+
+    def exhausted_open(path, flags, *args, **kw):
+        # A segment cannot be created while the spare descriptors are held.
+        if journal_module.is_segment_name(Path(str(path))) and flags & os.O_CREAT \
+                and writer._spare_fds:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, flags, *args, **kw)
+
+    def no_proc_link(src, dst, **kw):
+        if str(src).startswith("/proc/self/fd/"):
+            raise OSError(errno.ENOENT, "No such file or directory", src)
+        return real_link(src, dst, **kw)
+
+    monkeypatch.setattr(journal_module.os, "open", exhausted_open)
+    monkeypatch.setattr(journal_module.os, "link", no_proc_link)
+    try:
+        for _ in range(20):
+            writer.append(RecordKind.EVENT, b"x" * 50)
+            writer.flush()
+        assert writer.failure is None and len(list_segments(tmp_path)) > 3
+        assert writer._next_file is None
+    finally:
+        monkeypatch.undo()
+        writer.close()
     assert verify(tmp_path).ok
 
 
