@@ -4,6 +4,7 @@
 ``none``), the journal must reach it; written only (``none`` while running), a power loss
 may leave the journal short of it, and nothing else should.
 """
+import contextlib
 import logging
 from pathlib import Path
 import sys
@@ -129,28 +130,35 @@ def test_a_rotation_with_no_descriptor_left_uses_the_spare_ones(tmp_path, caplog
     """A flood of half-open connections took every descriptor the process may have; the
     next segment could not be opened and the journal failed, stopping the engine (audit).
     The writer keeps two spare descriptors for it."""
-    import os
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    fillers = []
     with JournalWriter(tmp_path, fsync="always", rotate_bytes=1024) as writer:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 20,
-                                                        hard))
-            with pytest.raises(OSError):
-                while True:
-                    fillers.append(os.open(os.devnull, os.O_RDONLY))
+        with out_of_descriptors():
             with caplog.at_level(logging.WARNING, logger="engine.journal"):
                 for _ in range(30):  # several rotations
                     writer.append(RecordKind.EVENT, b"z" * 100)
             assert writer.last_seq == 30 and len(list_segments(tmp_path)) > 2
             assert any("out of file descriptors" in r.getMessage() for r in caplog.records)
-        finally:
-            for fd in fillers:
-                os.close(fd)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert verify(tmp_path).ok
+
+
+@contextlib.contextmanager
+def out_of_descriptors():
+    """Lower the process's open-files limit to a few above what it holds and take them all;
+    yields the list of descriptors taken (closed, and the limit restored, at the end)."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fillers = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 20, hard))
+        with pytest.raises(OSError):
+            while True:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+        yield fillers
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_rotation_while_another_thread_takes_every_freed_descriptor(tmp_path, monkeypatch,
@@ -160,38 +168,26 @@ def test_a_rotation_while_another_thread_takes_every_freed_descriptor(tmp_path, 
     could open it: the rotation failed and the engine stopped (failure audit). The file
     opened ahead for the next segment needs no descriptor at the rotation."""
     import os
-    import resource
 
     import engine.journal as journal_module
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    fillers = []
     real_close = os.close
-
-    def close_and_lose_it(fd):
-        # The thief: every descriptor closed is taken again at once.
-        real_close(fd)
-        fillers.append(os.open(os.devnull, os.O_RDONLY))
-
     with JournalWriter(tmp_path, fsync="always", rotate_bytes=1024) as writer:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 20,
-                                                        hard))
-            with pytest.raises(OSError):
-                while True:
-                    fillers.append(os.open(os.devnull, os.O_RDONLY))
+        with out_of_descriptors() as fillers:
+            def close_and_lose_it(fd):
+                # The thief: every descriptor closed is taken again at once.
+                real_close(fd)
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+
             monkeypatch.setattr(journal_module.os, "close", close_and_lose_it)
-            first = writer._segment.first_seq     # (listing the directory needs a descriptor)
-            with caplog.at_level(logging.WARNING, logger="engine.journal"):
-                while writer._segment.first_seq == first:
-                    writer.append(RecordKind.EVENT, b"t" * 100)
-            assert any("file opened ahead" in r.getMessage() for r in caplog.records)
-            monkeypatch.undo()
-        finally:
-            monkeypatch.undo()
-            for fd in fillers:
-                os.close(fd)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            try:
+                first = writer._segment.first_seq   # (listing the directory needs a descriptor)
+                with caplog.at_level(logging.WARNING, logger="engine.journal"):
+                    while writer._segment.first_seq == first:
+                        writer.append(RecordKind.EVENT, b"t" * 100)
+                assert any("file opened ahead" in r.getMessage() for r in caplog.records)
+            finally:
+                monkeypatch.undo()
         writer.append(RecordKind.EVENT, b"after")
     assert verify(tmp_path).ok
 
