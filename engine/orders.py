@@ -16,6 +16,7 @@ execution report is built.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 import time
 
 import msgspec
@@ -361,6 +362,11 @@ class OrderTable:
         id no order has (a spent one included)."""
         ids = self._by_account.get(account)
         return ids.get(cl_ord_id) if ids is not None else None
+
+    def orders_of(self, account: str) -> Iterator[Order]:
+        """The orders of ``account``, from its client ids (one that was replaced comes once
+        per id it had): the cost is the account's, not the table's."""
+        return (o for o in self._by_account.get(account, {}).values() if o is not None)
 
     def ids_held(self) -> int:
         """How many client ids the table holds: the orders' (current and earlier) and the

@@ -1661,7 +1661,7 @@ class Pipeline(Handler):
         file: an account with accepted orders in it would stop the engine from
         starting, and one with a kill switch engaged would come back without
         it. ``active = false`` stops an account's trading and keeps both.
-        (The order table is read only when the file leaves an account out.)
+        (Only the orders of an account the file leaves out are read.)
         """
         kept = config.get("accounts", {})
         dropped = {name for name in self.risk.accounts if name not in kept}
@@ -1672,9 +1672,9 @@ class Pipeline(Handler):
             raise ValueError(f"account {killed[0]!r} is left out of [risk.accounts] with its "
                              f"kill switch engaged: release it first, or keep the account with "
                              f"active = false")
-        for order in self.orders.by_id.values():
-            if order.account in dropped and order.stage != _Stage.REJECTED:
-                raise ValueError(f"account {order.account!r} is left out of [risk.accounts] "
+        for account in sorted(dropped):
+            if any(o.stage != _Stage.REJECTED for o in self.orders.orders_of(account)):
+                raise ValueError(f"account {account!r} is left out of [risk.accounts] "
                                  f"but has orders in the journal, which a restart replays "
                                  f"under it: keep it, with active = false to stop its trading")
 

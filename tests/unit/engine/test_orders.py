@@ -107,6 +107,17 @@ def test_table_lookup_by_current_and_previous_cl_ord_id():
     assert table.working() == [order]
 
 
+def test_an_accounts_orders_are_read_from_its_ids_alone():
+    """ReloadLimits reads the orders of an account it would drop: from the account's ids
+    (an order once per id it had), not by walking every order held."""
+    table = OrderTable()
+    order = new_order(table)
+    table.alias(order, "c2")
+    assert table.reserve("ACC1", "spent")
+    assert list(table.orders_of("ACC1")) == [order, order]
+    assert list(table.orders_of("OTHER")) == []
+
+
 def test_a_rename_keeps_its_id_and_nothing_else():
     """Each rename (an accepted replace) leaves the new id in the table, where it and
     every earlier id find the order, and nothing per replace beyond the id's slot: no
