@@ -196,8 +196,9 @@ _place = operator.attrgetter("place")
 class Handler:
     """What intake hands decoded requests to: the pipeline implements this.
 
-    Subclassing is optional; intake only calls the two methods. Both run on
-    the intake's event loop thread and must not block it.
+    Subclass it: intake calls every method below (the defaults: ``handle``
+    raises, ``flush`` releases at once, the others do nothing). All but
+    ``sent_frames`` run on the intake's event loop thread and must not block it.
     """
 
     def handle(self, session: "Session", request: Request,
