@@ -1694,6 +1694,15 @@ class Pipeline(Handler):
         self._day_entered = now
         log.info("trading day %s begins: daily risk counters reset", day)
 
+    def clock_stepped(self, step: int) -> None:
+        """The wall clock was set ``step`` ns forward or back (the service saw it against
+        the monotonic clock): the router's deadlines move with it, so a step forward does
+        not time out children that were answered in time, nor a step back hide a venue
+        that stopped answering."""
+        log.warning("the wall clock stepped %+.3f s; the router's deadlines move with it",
+                    step / 1e9)
+        self.router.shift_clock(step)
+
     def _clock_went_back(self, now: int) -> None:
         """The wall clock stepped back past the moment the current trading day began.
 

@@ -2481,6 +2481,28 @@ cdef class Router:
         """The id the next child order gets (ids only increase, from ``child_id_base``)."""
         return self.next_child_id
 
+    def shift_clock(self, Py_ssize_t delta):
+        """The caller's clock stepped by ``delta`` ns (a wall clock set forward or back):
+        move the router's own deadlines with it, so that a step is neither a timeout nor a
+        hidden venue: children's send times, venues' retry times, parents' last reprices.
+
+        Schedule windows are the client's wall times, and stay; records' arrival and done
+        times stay too.
+        """
+        cdef int32_t pi = self.active_head, ci
+        cdef int v
+        for v in range(self.n_venues):
+            self.venues[v].retry_at += delta
+        while pi >= 0:
+            self.parents[pi].last_reprice_ts += delta
+            ci = self.parents[pi].head
+            while ci >= 0:
+                self.children[ci].sent_ts += delta
+                ci = self.children[ci].next
+            pi = self.parents[pi].next_active
+        if self.last_tick_ns != INT64_MIN:
+            self.last_tick_ns += delta
+
     def skip_child_ids(self, Py_ssize_t first):
         """Give the next child order id ``first`` or more: after a restart, the ids the
         journal's children had are not handed out again (a parent's children are keyed

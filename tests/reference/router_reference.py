@@ -154,6 +154,15 @@ class ReferenceRouter:
     def set_open(self, venue, is_open):
         self.venues[venue].open = bool(is_open)
 
+    def shift_clock(self, delta):
+        """The caller's clock stepped by ``delta`` ns: the router's own deadlines move with it."""
+        for vn in self.venues:
+            vn.retry_at += delta
+        for p in self.active.values():
+            p.last_reprice_ts += delta
+            for c in p.live.values():
+                c.sent_ts += delta
+
     def set_latency(self, venue, latency_ns):
         self.venues[venue].latency_ns = latency_ns
 

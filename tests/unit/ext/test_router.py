@@ -718,6 +718,26 @@ def test_reroutes_stop_after_max_reroutes_without_a_fill(R):
 
 
 # ---------------------------------------------------------------- venue health
+def test_a_clock_step_moves_the_deadlines_with_it(R):
+    """The caller's clock set 10 s forward while a child is on its way: shifted, the child
+    is still within its acknowledgement time and its venue stays up; a venue that timed
+    out before a step back stays avoided for the rest of its back-off, not for the step."""
+    r = R(2, config={"ack_timeout_ns": 100, "recovery_ns": 1000, "recovery_max_ns": 3000})
+    r.update_book(0, 0, asks=[(100, 10)])
+    r.update_book(0, 1, asks=[(100, 10)])
+    r.route(1, 0, BUY, 10, 0, now=0)
+    (a,) = r.drain_actions()
+    step = 10_000_000_000
+    r.shift_clock(step)
+    assert r.tick(step + 50) == 0                           # 50 ns after sending, not 10 s
+    assert r.venue_state(int(a["venue"]), step + 50)["health"] == VenueHealth.HEALTH_UP
+    assert r.tick(step + 100) == 1                          # and times out when it should
+    assert r.venue_state(int(a["venue"]), step + 100)["retry_at"] == step + 1100
+    r.shift_clock(-step)                                    # set back: the back-off too
+    assert not r.venue_state(int(a["venue"]), 1099)["routable"]
+    assert r.venue_state(int(a["venue"]), 1100)["routable"]
+
+
 def test_unresponsive_venue_is_avoided_and_recovers(R):
     r = R(2, config={"ack_timeout_ns": 100, "recovery_ns": 1000, "recovery_max_ns": 3000})
     r.update_book(0, 0, asks=[(100, 10)])
