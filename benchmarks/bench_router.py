@@ -247,6 +247,15 @@ def own_sweep_ns(cls, n: int, runs: int) -> float:
     return best * 1e9
 
 
+def resting_table(title: str, what: str, ns: dict, n: int) -> None:
+    """Print ns per ``what`` with ``n`` orders resting (router and reference), 10n and none."""
+    table(title, ["resting orders", f"router ns/{what}", f"reference ns/{what}",
+                  "router vs reference"],
+          [[f"{n:,}", ns["router"], ns["reference"], f"{ns['reference'] / ns['router']:.0f}x"],
+           [f"{10 * n:,}", ns["router_10x"], "-", "-"],
+           ["0", ns["router_0"], "-", "-"]])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (under 20 s)")
@@ -284,20 +293,10 @@ def main(argv=None) -> int:
     print(f"target: 4 venues under {TARGET_NS:,} ns per decision (py path): "
           f"{four['py_ns']:,.0f} ns, {'met' if four['py_ns'] < TARGET_NS else 'NOT met'}; "
           f"C level {four['c_ns']:,.0f} ns; run took {time.perf_counter() - started:.1f} s")
-    table(f"Router clock: tick + next_wakeup, orders resting while the quotes move, "
-          f"best of {clock_runs}",
-          ["resting orders", "router ns/tick", "reference ns/tick", "router vs reference"],
-          [[f"{clock_n:,}", clock["router"], clock["reference"],
-            f"{clock['reference'] / clock['router']:.0f}x"],
-           [f"{10 * clock_n:,}", clock["router_10x"], "-", "-"],
-           ["0", clock["router_0"], "-", "-"]])
-    table(f"Router: a sweep under CANCEL_OLDEST with the account's orders resting below the "
-          f"depth, best of {clock_runs}",
-          ["resting orders", "router ns/sweep", "reference ns/sweep", "router vs reference"],
-          [[f"{clock_n:,}", own["router"], own["reference"],
-            f"{own['reference'] / own['router']:.0f}x"],
-           [f"{10 * clock_n:,}", own["router_10x"], "-", "-"],
-           ["0", own["router_0"], "-", "-"]])
+    resting_table(f"Router clock: tick + next_wakeup, orders resting while the quotes move, "
+                  f"best of {clock_runs}", "tick", clock, clock_n)
+    resting_table(f"Router: a sweep under CANCEL_OLDEST with the account's orders resting "
+                  f"below the depth, best of {clock_runs}", "sweep", own, clock_n)
     emit({
         "benchmark": "router", "quick": args.quick, "levels": LEVELS,
         "decisions_per_run": args.instruments, "runs": runs, "reference_runs": runs,
