@@ -114,6 +114,7 @@ OPS = st.lists(st.one_of(
     st.tuples(st.just("cancel"), st.integers(0, 40)),
     st.tuples(st.just("reduce"), st.integers(0, 40), st.integers(1, 20)),
     st.tuples(st.just("venue"), st.integers(0, 1), st.booleans()),
+    st.tuples(st.just("shift"), st.sampled_from([-900, 400, 5000])),  # a step, seen and moved
 ), min_size=20, max_size=80)
 
 
@@ -172,6 +173,11 @@ def test_parking_changes_nothing_the_router_does(interval, reprice_ticks, ops):
         elif kind == "venue":
             for r in routers:
                 r.set_open(op[1], op[2])
+        elif kind == "shift":
+            step = max(-now, op[1])
+            now += step
+            for r in routers:
+                r.shift_clock(step)
         for pid in pids:
             assert cy.parent(pid) == ref.parent(pid)
             assert cy.live_children(pid) == ref.live_children(pid)
