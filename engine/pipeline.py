@@ -290,8 +290,7 @@ class Pipeline(Handler):
         self._nbbo = market.loop.nbbo
         self._flushed_seq = 0
         self.trading_day = trading_day or TradingDay(dt.time(0, 0))
-        self._next_roll = self.trading_day.next_roll(time.time_ns())
-        self._day_entered = time.time_ns()  # when the clock entered the current trading day
+        self.day_started_at(time.time_ns())
         # The market's traded lots per instrument as last reported to the router (for POV).
         self._volume_seen = [market.market_volume(symbol)[0] for symbol in self.symbols]
         self._orders_seen = 0
@@ -538,17 +537,17 @@ class Pipeline(Handler):
                                               self.risk.last_reject_text())
         elif type(request) is Cancel or type(request) is Replace:
             order = self.orders.find(request.account, request.orig_cl_ord_id)
-            if (order is None or order.done or request.orig_cl_ord_id != order.cl_ord_id
-                    or (type(request) is Replace and self._replaces_spent(order))) \
-                    and not self.orders.used(request.account, request.cl_ord_id):
+            live = order is not None and not order.done \
+                and request.orig_cl_ord_id == order.cl_ord_id
+            spent = live and type(request) is Replace and self._replaces_spent(order)
+            if (not live or spent) and not self.orders.used(request.account, request.cl_ord_id):
                 # It names no order it could act on (none, a done one, one by
                 # the id it had before a replace, or, for a Replace, one that
                 # took all the replaces it may): refused as it would be, but
                 # not journaled and its id not spent. Spent, such requests (which
                 # nothing throttles) would grow the id table and the journal
                 # for good, past [orders] max_orders.
-                if order is not None and not order.done \
-                        and request.orig_cl_ord_id == order.cl_ord_id:
+                if spent:
                     self._refuse_replaces_spent(session, order, request)
                 else:
                     self._lookup(session, request, now, spend=False)
@@ -1690,8 +1689,7 @@ class Pipeline(Handler):
         day = self.trading_day.day_of(now)
         self.risk.reset_daily(now, "engine")
         self.journal.append_msg(_RecordKind.META, JournalDayRoll(day=day.isoformat()), ts_ns=now)
-        self._next_roll = self.trading_day.next_roll(now)
-        self._day_entered = now
+        self.day_started_at(now)
         log.info("trading day %s begins: daily risk counters reset", day)
 
     def clock_stepped(self, step: int) -> None:
@@ -1713,12 +1711,13 @@ class Pipeline(Handler):
         log.warning("the wall clock went back %.3f s past the start of the trading day; the "
                     "next roll is taken from the clock again",
                     (self._day_entered - now) / 1e9)
-        self._next_roll = self.trading_day.next_roll(now)
-        self._day_entered = now
+        self.day_started_at(now)
 
     def day_started_at(self, ns: int) -> None:
-        """The current trading day is the one ``ns`` belongs to (recovery: the journal's
-        last roll, or its first record); a roll is due at once if it has ended since."""
+        """The current trading day is the one ``ns`` belongs to (start, a roll, recovery: the
+        journal's last roll or its first record); a roll is due at once if it has ended
+        since. ``_day_entered``: when the clock entered it (a clock going back before that
+        takes the next roll from the clock again)."""
         self._next_roll = self.trading_day.next_roll(ns)
         self._day_entered = ns
 
