@@ -1055,7 +1055,7 @@ class JournalWriter:
     def _prepare_next_file(self) -> None:
         """Hold a file for a segment, opened ahead and nameless (``O_TMPFILE``): a rotation
         that finds no descriptor left writes its header there and links it under its name
-        (``_link_next_file``), with no race for a freed descriptor. Best effort: without
+        (``_create_segment``), with no race for a freed descriptor. Best effort: without
         a descriptor now, or on a file system without ``O_TMPFILE``, the spare ones are
         the fallback."""
         if self._next_file is not None or self._no_next_file or not hasattr(os, "O_TMPFILE"):
@@ -1081,7 +1081,7 @@ class JournalWriter:
             log.warning("journal: the process is out of file descriptors (%s); the segment "
                         "after seq %d is the file opened ahead for it", reason, first_seq - 1)
             try:
-                segment = self._link_next_file(first_seq, prev_hash)
+                segment = self._create_segment(first_seq, prev_hash, ahead=True)
             except OSError as exc:
                 # (No /proc to link through, a sandbox refusing linkat): the spare
                 # descriptors, and no more files opened ahead.
@@ -1100,10 +1100,18 @@ class JournalWriter:
             self._take_spare_fds()
             self._prepare_next_file()
 
-    def _create_segment(self, first_seq: int, prev_hash: bytes) -> _Segment:
+    def _create_segment(self, first_seq: int, prev_hash: bytes, *,
+                        ahead: bool = False) -> _Segment:
+        """Start segment ``first_seq``: a new file, or (``ahead``) the nameless one opened
+        ahead for it (``_prepare_next_file``), which needs no new descriptor and gets its
+        name once its header is in it."""
         path = self.data_dir / segment_name(first_seq)
         header = _pack_file_header(first_seq, prev_hash)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        if ahead:
+            fd, self._next_file, named = self._next_file, None, False
+        else:
+            fd, named = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
+                                0o644), True
         try:
             if os.write(fd, header) != len(header):
                 raise OSError(f"short write of {path.name}'s header")
@@ -1111,37 +1119,19 @@ class JournalWriter:
                 # The header and the directory entry must be durable before any
                 # record in the file can be.
                 os.fsync(fd)
+            if not named:
+                # (linkat with AT_SYMLINK_FOLLOW, which a dir fd makes os.link use:
+                # plain link() would link the /proc entry itself.) EEXIST, as O_EXCL.
+                os.link(f"/proc/self/fd/{fd}", path.name, dst_dir_fd=self._dir_fd)
+                named = True
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+            if self.fsync != "none":
                 self._sync_dir()
         except OSError:
             # Not a segment (no whole header): gone, so that the next attempt
             # can create it (O_EXCL) and no reader meets it.
             os.close(fd)
-            path.unlink(missing_ok=True)
-            raise
-        return _Segment(path, fd, first_seq, len(header))
-
-    def _link_next_file(self, first_seq: int, prev_hash: bytes) -> _Segment:
-        """The segment on the file opened ahead (nameless, see ``_prepare_next_file``): it
-        gets its name with its header in it, needing no new descriptor."""
-        path = self.data_dir / segment_name(first_seq)
-        header = _pack_file_header(first_seq, prev_hash)
-        fd, self._next_file = self._next_file, None
-        linked = False
-        try:
-            if os.write(fd, header) != len(header):
-                raise OSError(f"short write of {path.name}'s header")
-            if self.fsync != "none":
-                os.fsync(fd)
-            # (linkat with AT_SYMLINK_FOLLOW, which a dir fd makes os.link use: plain
-            # link() would link the /proc entry itself.) EEXIST, as O_EXCL would.
-            os.link(f"/proc/self/fd/{fd}", path.name, dst_dir_fd=self._dir_fd)
-            linked = True
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
-            if self.fsync != "none":
-                self._sync_dir()
-        except OSError:
-            os.close(fd)
-            if linked:
+            if named:
                 path.unlink(missing_ok=True)
             raise
         return _Segment(path, fd, first_seq, len(header))
