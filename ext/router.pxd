@@ -396,6 +396,7 @@ cdef class Router:
     cdef void _confirm_resting(self, int32_t ci) noexcept
     cdef uint32_t _own_resting(self, Parent* p, int s) noexcept
     cdef int32_t _live_child(self, int64_t child_id) noexcept
+    cdef int64_t _post_key_of(self, int32_t ci) noexcept
     cdef int _post_link(self, int32_t ci) except -1
     cdef void _post_unlink(self, int32_t ci) noexcept
     cdef void _child_done(self, int32_t ci) noexcept
@@ -418,6 +419,7 @@ cdef class Router:
     cdef void _release_parent(self, int32_t pi) noexcept
     cdef void _awake_link_before(self, int32_t pi, int32_t at) noexcept
     cdef void _awake_unlink(self, int32_t pi) noexcept
+    cdef void _unpark(self, int32_t pi) noexcept
     cdef int _wake(self, int32_t pi) except -1
     cdef int _wake_moved(self) except -1
     cdef int _wake_all(self) except -1

@@ -1039,11 +1039,16 @@ cdef class Router:
                     ci = c.px_next
         return found
 
+    cdef int64_t _post_key_of(self, int32_t ci) noexcept:
+        """The ``post_index`` key child ``ci`` is under: its book side at its price."""
+        cdef Child* c = &self.children[ci]
+        return _post_key(self.parents[c.parent].instrument, c.venue,
+                         0 if _is_buy(c.side) else 1, c.price)
+
     cdef int _post_link(self, int32_t ci) except -1:
         """Index passive child ``ci`` under its book side and price (after the list's first)."""
         cdef Child* c = &self.children[ci]
-        cdef int64_t key = _post_key(self.parents[c.parent].instrument, c.venue,
-                                     0 if _is_buy(c.side) else 1, c.price)
+        cdef int64_t key = self._post_key_of(ci)
         cdef int32_t head = idmap_get(&self.post_index, key)
         c.px_prev = head
         c.px_next = -1
@@ -1063,8 +1068,7 @@ cdef class Router:
         if c.px_prev >= 0:
             self.children[c.px_prev].px_next = c.px_next
         else:
-            key = _post_key(self.parents[c.parent].instrument, c.venue,
-                            0 if _is_buy(c.side) else 1, c.price)
+            key = self._post_key_of(ci)
             if c.px_next >= 0:
                 idmap_set(&self.post_index, key, c.px_next)
             else:
@@ -1562,10 +1566,7 @@ cdef class Router:
         if p.clock == CLOCK_AWAKE:
             self._awake_unlink(pi)
         elif p.clock >= CLOCK_PARKED:     # (events wake a parent before finishing it)
-            if p.clock == CLOCK_PARKED:
-                slotheap_remove(&self.parked[<Py_ssize_t>p.instrument * PARK_KINDS + p.park_kind],
-                                self.park_pos[pi], self.park_pos)
-            self.n_parked -= 1
+            self._unpark(pi)
         p.clock = CLOCK_OFF             # (a WOKEN entry left behind is skipped)
         if self.n_finished == self.finished_cap:
             grown = <int32_t*>PyMem_Realloc(self.finished, 2 * self.finished_cap * sizeof(int32_t))
@@ -2018,14 +2019,20 @@ cdef class Router:
             self.awake_tail = p.prev_awake
         p.prev_awake = p.next_awake = -1
 
+    cdef void _unpark(self, int32_t pi) noexcept:
+        """Parked or asleep parent ``pi`` leaves its heap (if in one) and the count."""
+        cdef Parent* p = &self.parents[pi]
+        if p.clock == CLOCK_PARKED:
+            slotheap_remove(&self.parked[<Py_ssize_t>p.instrument * PARK_KINDS + p.park_kind],
+                            self.park_pos[pi], self.park_pos)
+        self.n_parked -= 1
+
     cdef int _wake(self, int32_t pi) except -1:
         """A parked or asleep parent goes back on the clock's list at the next tick."""
         cdef Parent* p = &self.parents[pi]
         cdef Woken* grown
         cdef Py_ssize_t cap
-        if p.clock == CLOCK_PARKED:
-            slotheap_remove(&self.parked[<Py_ssize_t>p.instrument * PARK_KINDS + p.park_kind],
-                            self.park_pos[pi], self.park_pos)
+        self._unpark(pi)
         if self.n_woken == self.woken_cap:
             cap = self.woken_cap * 2 if self.woken_cap else 64
             grown = <Woken*>PyMem_Realloc(self.woken, cap * sizeof(Woken))
@@ -2036,7 +2043,6 @@ cdef class Router:
         self.woken[self.n_woken].seq = p.seq
         self.woken[self.n_woken].slot = pi
         self.n_woken += 1
-        self.n_parked -= 1
         p.clock = CLOCK_WOKEN
         return 0
 
