@@ -293,6 +293,8 @@ cdef class RiskEngine:
     cdef int64_t _close(self, CellState* cs, int64_t qty, int64_t price, int64_t mult,
                         int long_side) noexcept
     cdef int _remove(self, int32_t slot) noexcept
+    cdef ScopeList* _ends(self, WorkingOrder* o, int kind) noexcept
+    cdef int32_t _scope_count(self, int kind) noexcept
     cdef void _link(self, int32_t slot) noexcept
     cdef void _unlink(self, int32_t slot) noexcept
 

@@ -1162,6 +1162,17 @@ cdef class RiskEngine:
         self._reserve(o, leaves_notional, True)
         return 0
 
+    cdef ScopeList* _ends(self, WorkingOrder* o, int kind) noexcept:
+        """The ends of the ``kind`` list ``o`` is on: its session's, account's or instrument's."""
+        return &self.scope_lists[kind][o.session if kind == SCOPE_SESSION else
+                                       o.account if kind == SCOPE_ACCOUNT else o.instrument]
+
+    cdef int32_t _scope_count(self, int kind) noexcept:
+        """How many sessions, accounts or instruments (``kind``) have lists; -1: no such kind."""
+        return (self.n_sessions if kind == SCOPE_SESSION else
+                self.n_accounts if kind == SCOPE_ACCOUNT else
+                self.n_instruments if kind == SCOPE_INSTRUMENT else -1)
+
     cdef void _link(self, int32_t slot) noexcept:
         """Append the order in ``slot`` to its session's, account's and instrument's lists.
 
@@ -1169,14 +1180,10 @@ cdef class RiskEngine:
         replace keeps them), so it stays on these three lists until ``_remove``.
         """
         cdef WorkingOrder* o = &self.orders[slot]
-        cdef int32_t ix[3]
         cdef ScopeList* ends
         cdef int kind
-        ix[0] = o.session
-        ix[1] = o.account
-        ix[2] = o.instrument
         for kind in range(3):
-            ends = &self.scope_lists[kind][ix[kind]]
+            ends = self._ends(o, kind)
             o.link[kind].prev = ends.tail
             o.link[kind].next = -1
             if ends.tail >= 0:
@@ -1188,15 +1195,11 @@ cdef class RiskEngine:
     cdef void _unlink(self, int32_t slot) noexcept:
         """Take the order in ``slot`` off its three scope lists."""
         cdef WorkingOrder* o = &self.orders[slot]
-        cdef int32_t ix[3]
         cdef int32_t prev, nxt
         cdef ScopeList* ends
         cdef int kind
-        ix[0] = o.session
-        ix[1] = o.account
-        ix[2] = o.instrument
         for kind in range(3):
-            ends = &self.scope_lists[kind][ix[kind]]
+            ends = self._ends(o, kind)
             prev = o.link[kind].prev
             nxt = o.link[kind].next
             if prev >= 0:
@@ -1980,14 +1983,12 @@ cdef class RiskEngine:
         the size of the day's peak.
         """
         cdef list keys = []
-        cdef int32_t k, n
+        cdef int32_t k
         self.scope_visits = 0
         if ix >= 0:
             self._walk_scope(keys, kind, ix)
         else:
-            n = self.n_accounts if kind == SCOPE_ACCOUNT else \
-                self.n_instruments if kind == SCOPE_INSTRUMENT else self.n_sessions
-            for k in range(n):
+            for k in range(self._scope_count(kind)):
                 self._walk_scope(keys, kind, k)
         # The lists run in admission order, which need not be key order (recovery
         # replays, engines that number orders otherwise); one ascending order keeps
@@ -2114,15 +2115,9 @@ cdef class RiskEngine:
         RuntimeError
             If a walk takes more steps than there are working orders (a cycle).
         """
-        cdef int32_t n, slot
+        cdef int32_t n = self._scope_count(kind), slot
         cdef int64_t steps
-        if kind == SCOPE_SESSION:
-            n = self.n_sessions
-        elif kind == SCOPE_ACCOUNT:
-            n = self.n_accounts
-        elif kind == SCOPE_INSTRUMENT:
-            n = self.n_instruments
-        else:
+        if n < 0:
             raise IndexError(f"scope kind {kind} out of range")
         if not 0 <= index < n:
             raise IndexError(f"{Scope(kind).name} index {index} out of range")
