@@ -221,6 +221,8 @@ cdef class DarkBook:
     cdef int32_t slot_of(self, int64_t order_id) noexcept
     cdef int32_t add_slot(self, DarkOrder* o) except -1
     cdef void free_slot(self, int32_t s) noexcept
+    cdef void drop(self, int32_t s) noexcept
+    cdef int32_t tracked_slot(self, int64_t order_id) noexcept
     cdef int push(self, int which, int64_t key, int32_t s) except -1
     cdef void take(self, int32_t s) noexcept
     cdef void sift(self, DarkHeap* h, Py_ssize_t at) noexcept

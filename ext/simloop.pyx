@@ -522,6 +522,18 @@ cdef class DarkBook:
         self.free_slots[self.n_free] = s
         self.n_free += 1
 
+    cdef void drop(self, int32_t s) noexcept:
+        """Forget the order in slot ``s``: out of its heap, its slot and id free."""
+        self.take(s)
+        self.free_slot(s)
+
+    cdef int32_t tracked_slot(self, int64_t order_id) noexcept:
+        """The slot of ``order_id`` if it is a tracked order (in the book with a limit), else -1."""
+        cdef int32_t s = self.slot_of(order_id)
+        if s >= 0 and DARK_TRACKED_BUY <= self.orders[s].heap <= DARK_TRACKED_SELL:
+            return s
+        return -1
+
     cdef void sift(self, DarkHeap* h, Py_ssize_t at) noexcept:
         """Move the entry at ``at`` up or down to where its (key, prio) belongs."""
         cdef int32_t s = h.slots[at], other
@@ -1364,11 +1376,9 @@ cdef class MarketLoop:
                     t.ts, t.price_x2, t.qty, t.book = ts, px2, f.qty, b
                     t.aggressor_side = f.aggressor_side
                 if watch_orders:
-                    s = dk.slot_of(f.maker_id)
-                    if s >= 0 and dk.orders[s].heap >= DARK_TRACKED_BUY \
-                            and dk.orders[s].heap != DARK_NONE and port.leaves(f.maker_id) <= 0:
-                        dk.take(s)
-                        dk.free_slot(s)
+                    s = dk.tracked_slot(f.maker_id)
+                    if s >= 0 and port.leaves(f.maker_id) <= 0:
+                        dk.drop(s)
                 if f.maker_id > _CHILD_ID_BASE:
                     self._report(f.maker_id, RPT_FILL, px2, f.qty, LIQ_MAKER, 0, ts)
                 if f.taker_id > _CHILD_ID_BASE:
@@ -1377,11 +1387,9 @@ cdef class MarketLoop:
                 e = &port.events[j]
                 j += 1
                 if watch_orders and (e.kind == EV_CANCELED or e.kind == EV_EXPIRED):
-                    s = dk.slot_of(e.order_id)
-                    if s >= 0 and dk.orders[s].heap >= DARK_TRACKED_BUY \
-                            and dk.orders[s].heap != DARK_NONE:
-                        dk.take(s)
-                        dk.free_slot(s)
+                    s = dk.tracked_slot(e.order_id)
+                    if s >= 0:
+                        dk.drop(s)
                 if e.order_id <= _CHILD_ID_BASE:
                     continue
                 if internal and e.kind == EV_ACCEPTED:
@@ -1681,8 +1689,7 @@ cdef class MarketLoop:
         cdef int64_t limit
         if s >= 0 and dk.orders[s].heap <= DARK_PARKED_SELL:
             limit = dk.orders[s].limit
-            dk.take(s)
-            dk.free_slot(s)
+            dk.drop(s)
             if strategy:
                 self._report(order_id, RPT_CANCELED, 2 * limit, 0, LIQ_NONE, CXL_USER, ts)
             self._update_watch(self.book_instr[d])
@@ -1691,8 +1698,7 @@ cdef class MarketLoop:
         if s >= 0:
             # A tracked order: out of the book now (or, were the two ever to
             # disagree, already out of it).
-            dk.take(s)
-            dk.free_slot(s)
+            dk.drop(s)
             self._update_watch(self.book_instr[d])
         if r != 0:
             port.clear()
@@ -1793,8 +1799,7 @@ cdef class MarketLoop:
             if p.order_id > _CHILD_ID_BASE:
                 self._report(p.order_id, RPT_EXPIRED, 2 * p.limit, 0, LIQ_NONE, CXL_END_OF_DAY,
                              ts)
-            dk.take(s)
-            dk.free_slot(s)
+            dk.drop(s)
         return 0
 
     cdef int _dark_watch_instr(self, int instr, int64_t ts) except -1:
