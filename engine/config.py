@@ -298,9 +298,10 @@ class OrdersConfig(_Section):
     Attributes
     ----------
     max_orders : int
-        Orders in the engine's order table, at most: every order since the
-        journal began (done ones too, rejected ones included: they answer
-        status requests and keep their ``cl_ord_id`` spent). Once it is
+        Orders in the engine's order table, at most: the working ones and
+        those done in the last ``keep_done_days`` trading days and the
+        current one (rejected ones included: they answer status requests and
+        keep their ``cl_ord_id`` spent). Once it is
         reached, new orders are refused ``ORDER_CAPACITY`` (76) and nothing
         else changes: working orders keep trading, cancels, replaces and
         queries work (a ``BulkNewOrders`` that arrives before the table is
@@ -321,10 +322,20 @@ class OrdersConfig(_Section):
         canceled. Default 10,000: a replace every 2.3 s of a 6.5-hour day,
         about 2.7 MB for such an order (the router's own repricing of a
         ``passive`` order replaces its child at the venue and counts nothing).
+    keep_done_days : int
+        Trading days a done order stays in the table after the day it was
+        done in: at that many day rolls after its day ended, it is forgotten
+        (status requests, cancels and replaces no longer know it, its
+        ``cl_ord_id`` can be used again; its fills stay in the trade history
+        and the journal). So are the ``cl_ord_id`` s cancels and replaces
+        spent. Default 1: an order done at any time of a day is still known
+        all the next day. At least 1, so that a roll never forgets an order
+        the day that ends was still working on.
     """
 
     max_orders: PositiveInt = 4_000_000
     max_replaces_per_order: PositiveInt = 10_000
+    keep_done_days: Annotated[int, Meta(ge=1, le=3660)] = 1
 
 
 class MetricsConfig(_Section):

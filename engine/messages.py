@@ -543,9 +543,16 @@ class JournalDayRoll(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=Fal
     ``day`` is the trading day that begins (ISO date). Recovery resets the
     counters at the same point of the journal, so a replay counts each fill
     in the day it counted in live.
+
+    ``keep_done_days``: the engine's ``[orders] keep_done_days`` at the roll;
+    the order table forgets what was done that many rolls before
+    (``OrderTable.roll``), in the replay as it did live, whatever the
+    configuration says at the restart. None in a journal written before done
+    orders were forgotten: nothing was.
     """
 
     day: str
+    keep_done_days: int | None = None
 
 
 class JournalChildren(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False,

@@ -15,6 +15,7 @@ execution report is built.
 """
 from __future__ import annotations
 
+import collections
 import enum
 from collections.abc import Iterator
 import time
@@ -59,6 +60,9 @@ _STATUS = {
     Stage.CANCELED: OrdStatus.CANCELED, Stage.REJECTED: OrdStatus.REJECTED,
     Stage.EXPIRED: OrdStatus.EXPIRED,
 }
+
+#: ``Order.done_roll`` of an order the table forgot (OrderTable.roll)
+_FORGOTTEN = -2
 
 # Bound once for the per-order methods below (engine.messages.members says why).
 _RECEIVED, _FILLED, _PARTIALLY_FILLED = int(Stage.RECEIVED), Stage.FILLED, Stage.PARTIALLY_FILLED
@@ -165,6 +169,10 @@ class Order(msgspec.Struct, gc=False, eq=False):
     #: a market buy under a collar: the band's upper edge (ticks), which risk valued it
     #: at; the router takes nothing above it (0: none)
     protect: int = 0
+    #: the number of the first day roll that found the order done (-1: none yet, -2: the
+    #: table forgot it); the table forgets it ``keep_done_days`` rolls later
+    #: (see :meth:`OrderTable.roll`)
+    done_roll: int = -1
 
     def __post_init__(self) -> None:
         self.path = (_RECEIVED, self.created_ns)
@@ -293,12 +301,32 @@ class OrderTable:
     is the order's name to be, and a refused one's is never handed out
     again). So one lookup tells whether an id is free (:meth:`used`), and
     :meth:`find` finds no order under a spent id.
+
+    What is done leaves at the day rolls (:meth:`roll`): an order done, and
+    an id spent by a request, during a trading day are forgotten at the
+    ``keep_done_days``-th roll after that day's end (0: at its end). So the
+    table holds the working orders and the last days' done ones, not every
+    order since the journal began; a forgotten order is unknown to status
+    requests, cancels and replaces, and its ``cl_ord_id`` can be used again.
+    Engine order ids are never reused: ``next_order_id`` only grows.
     """
 
     def __init__(self, first_order_id: int = 1):
         self.next_order_id = first_order_id
         self.by_id: dict[int, Order] = {}
         self._by_account: dict[str, dict[str, Order | None]] = {}
+        #: day rolls since the journal began (live and in recovery's replay alike)
+        self.rolls = 0
+        # The ids requests spent, by the roll that ended the day they were spent
+        # in: (roll number, {account: [cl_ord_id, ...]}), oldest first, then the
+        # current day's (per account: a spent id costs a list slot, no tuple).
+        # Forgotten like done orders (see roll).
+        self._spent_days: collections.deque[tuple[int, dict[str, list[str]]]] = \
+            collections.deque()
+        self._spent_today: dict[str, list[str]] = {}
+        #: accounts with an accepted order the table forgot: the journal still
+        #: holds it, and a restart replays it under its account
+        self.accounts_forgotten: set[str] = set()
 
     def _ids(self, account: str) -> dict[str, Order | None]:
         """The client ids of ``account``, made on its first."""
@@ -321,8 +349,13 @@ class OrderTable:
         self._ids(account)[cl_ord_id] = order
         return order
 
-    def reserve(self, account: str, cl_ord_id: str) -> bool:
+    def reserve(self, account: str, cl_ord_id: str, spent_in: int | None = None) -> bool:
         """Spend ``cl_ord_id`` on ``account`` (a Cancel's or Replace's own id).
+
+        ``spent_in``: the day (the value of :attr:`rolls` then) the request
+        arrived in, when that was before now (recovery spends an id when the
+        request is answered); the id is forgotten as if spent then, and not
+        spent at all if that day's ids are forgotten already.
 
         Returns
         -------
@@ -330,10 +363,20 @@ class OrderTable:
             True if the id was free; False if it already named an order or
             was spent (it is left as it was).
         """
+        if spent_in is None or spent_in == self.rolls:
+            spent = self._spent_today
+        else:
+            spent = next((ids for ended, ids in self._spent_days if ended == spent_in + 1), None)
+            if spent is None:
+                return True  # (its day's ids are forgotten: as if spent, then forgotten)
         ids = self._ids(account)
         if cl_ord_id in ids:
             return False
         ids[cl_ord_id] = None
+        of_account = spent.get(account)
+        if of_account is None:
+            of_account = spent[account] = []
+        of_account.append(cl_ord_id)
         return True
 
     def alias(self, order: Order, new_cl_ord_id: str) -> None:
@@ -372,6 +415,72 @@ class OrderTable:
         """How many client ids the table holds: the orders' (current and earlier) and the
         spent ones, all accounts together."""
         return sum(map(len, self._by_account.values()))
+
+    def roll(self, keep_done_days: int | None) -> list[Order]:
+        """A trading day ended: forget what was done ``keep_done_days`` rolls ago.
+
+        Each order done now and not before is marked with this roll; those
+        marked ``keep_done_days`` rolls ago (this one, for 0) leave the table
+        with every client id that names them, and so do the ids requests
+        spent in the day that ended then. ``None`` (a roll journaled before
+        done orders were forgotten) marks the orders but forgets nothing; a
+        later roll counts from those marks. Returns the orders forgotten.
+
+        The live engine and recovery's replay call it at the same record of
+        the journal (``JournalDayRoll``, which carries ``keep_done_days``), so
+        a restart forgets exactly what the live engine forgot. It walks the
+        table once: about a second at millions of orders, once a day.
+        """
+        self.rolls = roll = self.rolls + 1
+        self._spent_days.append((roll, self._spent_today))
+        self._spent_today = {}
+        forgotten = []
+        for order in self.by_id.values():
+            if order.stage in TERMINAL:
+                if order.done_roll < 0:
+                    order.done_roll = roll
+                if keep_done_days is not None and roll - order.done_roll >= keep_done_days:
+                    forgotten.append(order)
+        if keep_done_days is None:
+            return forgotten
+        self._forget(forgotten)
+        spent_days = self._spent_days
+        while spent_days and roll - spent_days[0][0] >= keep_done_days:
+            for account, spent in spent_days.popleft()[1].items():
+                ids = self._by_account[account]
+                for cl_ord_id in spent:
+                    # (One a replace made an order's name leaves with the order.)
+                    if cl_ord_id in ids and ids[cl_ord_id] is None:
+                        del ids[cl_ord_id]
+        return forgotten
+
+    def _forget(self, forgotten: list[Order]) -> None:
+        """Take ``forgotten`` out of the table, with every client id that names them."""
+        by_id = self.by_id
+        for order in forgotten:
+            order.done_roll = _FORGOTTEN
+        # In place (a caller up the stack may hold the dict: a roll can come from a
+        # venue report the simulator delivers while an order is being routed).
+        if len(forgotten) * 2 > len(by_id):
+            # (Most go: copying the rest out and back is cheaper than deleting them.)
+            kept = {i: o for i, o in by_id.items() if o.done_roll != _FORGOTTEN}
+            by_id.clear()
+            by_id.update(kept)
+        else:
+            for order in forgotten:
+                del by_id[order.order_id]
+        accounts = set()
+        for order in forgotten:
+            accounts.add(order.account)
+            if order.stage != Stage.REJECTED:
+                self.accounts_forgotten.add(order.account)
+        for account in accounts:
+            # Its current id and every id it had before a replace name it.
+            ids = self._by_account[account]
+            kept = {cl_ord_id: o for cl_ord_id, o in ids.items()
+                    if o is None or o.done_roll != _FORGOTTEN}
+            ids.clear()
+            ids.update(kept)
 
     def working(self) -> list[Order]:
         """Orders that are routed and not done."""

@@ -236,7 +236,7 @@ class Pipeline(Handler):
                  journal: JournalWriter, metrics=None, history: TradeHistory | None = None,
                  reload_limits: Callable[[], dict] | None = None,
                  trading_day: TradingDay | None = None, max_orders: int = 4_000_000,
-                 max_replaces_per_order: int = 10_000):
+                 max_replaces_per_order: int = 10_000, keep_done_days: int = 1):
         self.instruments = instruments
         self.symbols = list(instruments)
         self.risk, self.router, self.venues = risk, router, venues
@@ -248,6 +248,8 @@ class Pipeline(Handler):
         self.reload_limits = reload_limits
         self.orders = OrderTable()
         self.max_orders = max_orders
+        # Done orders leave the table this many day rolls after their day (roll_day).
+        self.keep_done_days = keep_done_days
         # Has the journal flushed soon (intake's, see attach); none without intake.
         self._flush_soon: Callable[[], None] = lambda: None
         # Each accepted replace leaves its id spent and, routed again, its
@@ -808,8 +810,8 @@ class Pipeline(Handler):
         where = f"{ref_type} orders[{index}]" if index >= 0 else ref_type
         self._refuse(session, _RejectReason.ORDER_CAPACITY,
                      f"{where}: the engine holds {len(self.orders.by_id)} orders, its [orders] "
-                     f"max_orders is {self.max_orders}: no new orders until it restarts with a "
-                     f"larger one", "validate", ref_type=ref_type, cl_ord_id=order.cl_ord_id)
+                     f"max_orders is {self.max_orders}: no new orders until a day roll forgets done "
+                     f"ones or it restarts with a larger bound", "validate", ref_type=ref_type, cl_ord_id=order.cl_ord_id)
 
     def _admit(self, session: Session, request: BulkNewOrders,
                positions: tuple[int, ...] | None, held: list[HeldReject], now: int
@@ -1672,7 +1674,8 @@ class Pipeline(Handler):
                              f"kill switch engaged: release it first, or keep the account with "
                              f"active = false")
         for account in sorted(dropped):
-            if any(o.stage != _Stage.REJECTED for o in self.orders.orders_of(account)):
+            if account in self.orders.accounts_forgotten or \
+                    any(o.stage != _Stage.REJECTED for o in self.orders.orders_of(account)):
                 raise ValueError(f"account {account!r} is left out of [risk.accounts] "
                                  f"but has orders in the journal, which a restart replays "
                                  f"under it: keep it, with active = false to stop its trading")
@@ -1680,17 +1683,23 @@ class Pipeline(Handler):
     # ------------------------------------------------------------ time
 
     def roll_day(self, now: int) -> None:
-        """A trading day ended: reset risk's daily counters and journal where it happened.
+        """A trading day ended: reset risk's daily counters, forget the orders done
+        ``keep_done_days`` rolls ago (``OrderTable.roll``), and journal where it happened.
 
         Checked before anything that moves risk (a request, a venue report,
         the router's tick), so every fill counts in the day it happened, and
-        recovery resets at the same point of the journal.
+        recovery resets and forgets at the same point of the journal.
         """
         day = self.trading_day.day_of(now)
         self.risk.reset_daily(now, "engine")
-        self.journal.append_msg(_RecordKind.META, JournalDayRoll(day=day.isoformat()), ts_ns=now)
+        self.journal.append_msg(_RecordKind.META, JournalDayRoll(
+            day=day.isoformat(), keep_done_days=self.keep_done_days), ts_ns=now)
         self.day_started_at(now)
-        log.info("trading day %s begins: daily risk counters reset", day)
+        forgotten = self.orders.roll(self.keep_done_days)
+        if len(self.orders) < self._capacity_check_at:
+            self._capacity_logged = 0  # (the next filling is logged again)
+        log.info("trading day %s begins: daily risk counters reset; %d done orders forgotten, "
+                 "%d held", day, len(forgotten), len(self.orders))
 
     def clock_stepped(self, step: int) -> None:
         """The wall clock was set ``step`` ns forward or back (the service saw it against

@@ -229,6 +229,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     valuations: dict[int, int] = {}  # order id -> the value risk gave it live (JournalValuation)
     max_exec = 0
     children: dict = {}  # child id -> Child, until the journal says it is done
+    children_seen = _LastChild()  # the highest child id the journal names
     principals: dict[str, str] = {}
     sent: dict[str, collections.deque] = {}
     marks: dict[str, list[tuple[int, int]]] = {}
@@ -260,8 +261,9 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
             elif isinstance(known, JournalDayRoll):
                 risk.reset_daily(rec.ts_ns, "recovery")
                 day_start = rec.ts_ns
+                _roll(table, known, new_orders, children)
             elif isinstance(known, JournalChildren):
-                _apply_children(table, children, known)
+                _apply_children(table, children, known, children_seen)
             else:
                 valuations[known.order_id] = known.value_ticks
             continue
@@ -279,7 +281,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
             elif isinstance(req, (Cancel, Replace)):
                 named = table.find(req.account, req.orig_cl_ord_id)
                 requests[records] = (payload.session_id, req,
-                                     named.cum_qty if named is not None else 0)
+                                     named.cum_qty if named is not None else 0, table.rolls)
                 unanswered.setdefault((payload.session_id, req.cl_ord_id),
                                       collections.deque()).append(records)
             for order in (req.orders if isinstance(req, BulkNewOrders) else
@@ -324,14 +326,13 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
               "the configuration (a new journal directory starts empty)")
     pipeline._exec_id = max_exec
     # Every child the journal names is done: the venues did not outlive the
-    # engine (working orders are routed again, under ids above these).
-    last_child = 0
+    # engine (working orders are routed again, under ids above every one the
+    # journal names, forgotten orders' included: table.create keeps
+    # next_order_id above every order id, and children_seen counts children).
     for order in table.by_id.values():
         for child in order.children.values():
             child.done = True
-            last_child = max(last_child, child.child_id)
-    pipeline.router.skip_child_ids(last_child + 1)
-    table.next_order_id = max(table.by_id, default=0) + 1
+    pipeline.router.skip_child_ids(children_seen.last + 1)
     # The replay set the references its orders were valued at; from here on
     # only the market's quotes do, as in a live engine that has seen none yet
     # (NO_REFERENCE_PRICE until a two-sided quote, not a replayed limit price).
@@ -350,7 +351,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
                                  cancel_on_disconnect.get(sid, False), marks.get(sid, []))
                 for sid, ring in sent.items() if sid in principals]
     result = Recovered(records, len(table), len(table.working()), fills, sessions, engaged,
-                       list(requests.values()))
+                       [entry[:3] for entry in requests.values()])
     if records:
         summary = result.summary()
         # Each count also as a field of its own, for a JSON log's readers.
@@ -359,10 +360,38 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     return result
 
 
-def _apply_children(table, children: dict, record: JournalChildren) -> None:
+class _LastChild:
+    """The highest child id the journal named so far (``last``)."""
+
+    last = 0
+
+
+def _roll(table, record: JournalDayRoll, new_orders: dict, children: dict) -> None:
+    """Replay a day roll into the order table, as ``Pipeline.roll_day`` did it live.
+
+    The table forgets what the live engine forgot there (the record carries
+    the ``keep_done_days`` then in force). Replay state that only forgotten
+    orders could use goes too, so that the replay's memory follows the
+    table's: their children's entries, and the new orders kept for their first
+    report under an id the table has (a refused duplicate's: its first report
+    never comes; once the id is forgotten and used again, the order of that
+    new use must be the one recreated).
+    """
+    for key in [key for key in new_orders if table.used(*key)]:
+        del new_orders[key]
+    for order in table.roll(record.keep_done_days):
+        for child_id in order.children:
+            children.pop(child_id, None)
+
+
+def _apply_children(table, children: dict, record: JournalChildren,
+                    seen: _LastChild | None = None) -> None:
     """Replay a ``JournalChildren`` record into the orders' children (``children``: every
-    child so far by id, the ids the later records name)."""
+    child so far by id, the ids the later records name; ``seen``: counts the highest
+    child id, whether or not its order is still held)."""
     by_id = table.by_id
+    if seen is not None and record.new:
+        seen.last = max(seen.last, max(new[0] for new in record.new))
     for child_id, parent_id, venue, price, qty in record.new:
         order = by_id.get(parent_id)
         if order is not None:
@@ -405,8 +434,9 @@ def resume_working(pipeline, recovered: Recovered) -> int:
     return rerouted
 
 
-def _answered(msg, session_id: str, requests: dict, unanswered: dict) -> Cancel | Replace | None:
-    """The journaled Cancel or Replace that ``msg``, sent to ``session_id``, answers, or None.
+def _answered(msg, session_id: str, requests: dict, unanswered: dict) -> tuple | None:
+    """The journaled Cancel or Replace that ``msg``, sent to ``session_id``, answers (its
+    entry of ``requests``: session, request, filled then, day), or None.
 
     An answer names the request's cl_ord_id: a ``Reject`` of it, or a report
     of its order with ``orig_cl_ord_id`` set (CANCELED, REPLACED, or REJECTED
@@ -426,20 +456,22 @@ def _answered(msg, session_id: str, requests: dict, unanswered: dict) -> Cancel 
     number = waiting.pop() if isinstance(msg, Reject) else waiting.popleft()
     if not waiting:
         del unanswered[key]
-    return requests.pop(number)[1]
+    return requests.pop(number)
 
 
-def _spend(pipeline, req: Cancel | Replace, answer) -> None:
-    """Spend an answered request's cl_ord_id again, as the pipeline did on its arrival.
+def _spend(pipeline, answered: tuple, answer) -> None:
+    """Spend an answered request's cl_ord_id again, as the pipeline did on its arrival
+    (``answered``: its entry of recovery's ``requests``, the day it arrived in last).
 
     In the order table (a duplicate's id was spent already, by its first
     use: one still in flight keeps it free until it is taken up again); and
     at risk for a replace refused by risk's own checks, which record the id
     even when they refuse (an accepted replace records it when replayed).
     """
+    req, arrived_in = answered[1], answered[3]
     reason = answer.reject_reason
     if not (isinstance(answer, Reject) and reason == _R.DUPLICATE_CL_ORD_ID):
-        pipeline.orders.reserve(req.account, req.cl_ord_id)
+        pipeline.orders.reserve(req.account, req.cl_ord_id, spent_in=arrived_in)
     if isinstance(req, Replace) and isinstance(answer, ExecutionReport) \
             and answer.exec_type == ExecType.REJECTED and reason in _RISK_JUDGED_REPLACE:
         order = pipeline.orders.by_id.get(int(answer.order_id))
@@ -481,6 +513,8 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
                              inst.price_to_ticks(req.price) if req.price and not rejected else 0,
                              0 if rejected else inst.qty_to_lots(req.qty), ts,
                              order_id=int(report.order_id))
+        # (Needed no more: a later report finds the order; see _roll for the rest.)
+        del new_orders[report.account, report.cl_ord_id]
         order.post_only = req.post_only
         strategy = pipeline.strategy_of(req)
         if strategy is not None:

@@ -175,7 +175,8 @@ class EngineService:
                                  reload_limits=self._reload_limits,
                                  trading_day=trading_day(cfg),
                                  max_orders=cfg.orders.max_orders,
-                                 max_replaces_per_order=cfg.orders.max_replaces_per_order)
+                                 max_replaces_per_order=cfg.orders.max_replaces_per_order,
+                                 keep_done_days=cfg.orders.keep_done_days)
         self.metrics.orders_held.set_function(lambda: len(self.pipeline.orders))
         # Recovery runs before the venues' clock starts: rerouted orders'
         # reports can only come back once the sessions they belong to exist.
@@ -461,7 +462,8 @@ class EngineService:
             # a larger bound: every new order is refused until then.
             return False, (f"not serving new orders: the order table is full ([orders] "
                            f"max_orders = {self.pipeline.max_orders}); they are refused "
-                           f"ORDER_CAPACITY until a restart with a larger one")
+                           f"ORDER_CAPACITY until a day roll forgets done orders "
+                           f"([orders] keep_done_days) or a restart with a larger bound")
         total, open_now = len(self.venues.venues), self.venues.open_count()
         if open_now:
             return True, f"ok: serving, {open_now} of {total} venues open"

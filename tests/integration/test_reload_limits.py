@@ -6,6 +6,8 @@ journal the engine then refused to start at all (after a crash too), and a kill 
 engaged on it was dropped with a log line. An accepted admin message must not leave the
 engine unable to restart.
 """
+import time
+
 from engine.client import Client
 from engine.messages import AdminReply, ExecType, ExecutionReport, KillSwitch, ReloadLimits
 from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
@@ -48,6 +50,28 @@ def test_a_reload_keeps_the_accounts_a_restart_needs(tmp_path):
     with ThreadedEngine(path), Client(endpoint) as client:
         client.status("d2", account="DEMO2")
         assert client.recv(5).found
+
+
+
+def test_a_reload_keeps_an_account_whose_orders_the_engine_forgot(tmp_path):
+    # Its canceled order left the order table at the second day roll, but the
+    # journal still holds it: a restart replays it under the account.
+    port = free_port()
+    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
+    text = config_text(port, tmp_path / "journal")
+    path.write_text(text)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+        client.new_order("AAA", "buy", "1", "48.00", account="DEMO2", cl_ord_id="d2")
+        client.recv_until(lambda m: isinstance(m, ExecutionReport), 5)
+        client.cancel("d2", account="DEMO2", cl_ord_id="d2x")
+        client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "d2x", 5)
+        for _ in range(2):
+            engine.call(lambda: pipeline.roll_day(time.time_ns()))
+        assert engine.call(lambda: pipeline.orders.find("DEMO2", "d2x")) is None
+        path.write_text(text.replace(DEMO2, ""))
+        refused = admin(client, ReloadLimits(req_id="drop-2"))
+        assert not refused.ok and "'DEMO2'" in refused.text
 
 
 def _logged_at_start(tmp_path, caplog, needle, edit):

@@ -1,0 +1,225 @@
+"""Done orders leave the engine at the day rolls, and a restart forgets exactly the same.
+
+A real engine (in a thread) trades across two day rolls (``Pipeline.roll_day``, as its
+clock calls it), then stops; another starts on the same journal. With the default
+``[orders] keep_done_days = 1``, what was done on the first day is forgotten at the second
+roll: status requests and cancels no longer know it, its ``cl_ord_id`` can be used again,
+engine order ids are not reused, and the recovered order table is the live one.
+"""
+import time
+
+from engine.client import Client
+from engine.messages import ExecType, OrderStatusReply, Reject
+from tests.integration.engine_harness import ThreadedEngine, engine_config
+
+
+def status(client, cl_ord_id, account="DEMO1"):
+    """The engine's OrderStatusReply for ``cl_ord_id``."""
+    client.status(cl_ord_id, account=account)
+    return client.recv_until(lambda m: isinstance(m, OrderStatusReply) and m.cl_ord_id == cl_ord_id,
+                             5)[-1]
+
+
+def report(client, cl_ord_id, exec_type):
+    """The first ExecutionReport of ``exec_type`` for ``cl_ord_id``."""
+    return client.recv_until(lambda m: getattr(m, "exec_type", None) == exec_type
+                             and m.cl_ord_id == cl_ord_id, 5)[-1]
+
+
+def table_state(table) -> dict:
+    """What the order table holds, comparable between a live engine and a recovered one
+    (a refused order is recreated without the price and quantity it was refused for)."""
+    return {
+        "orders": sorted((o.order_id, o.cl_ord_id, o.account, int(o.stage), o.cum_qty,
+                          o.done_roll, o.renames) for o in table.by_id.values()),
+        "ids": {account: sorted((cl_ord_id, o and o.order_id) for cl_ord_id, o in ids.items())
+                for account, ids in table._by_account.items() if ids},
+        "spent": [(roll, {a: sorted(ids) for a, ids in spent.items()})
+                  for roll, spent in table._spent_days]
+        + [("today", {a: sorted(ids) for a, ids in table._spent_today.items()})],
+        "rolls": table.rolls, "next_order_id": table.next_order_id,
+        "accounts_forgotten": sorted(table.accounts_forgotten),
+    }
+
+
+def test_done_orders_are_forgotten_at_the_second_roll_live_and_after_a_restart(tmp_path,
+                                                                             monkeypatch):
+    from engine import service
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+
+        def roll():
+            engine.call(lambda: pipeline.roll_day(time.time_ns()))
+
+        for cid, side, price in (("b0", "buy", "49.00"), ("a0", "sell_short", "51.00")):
+            client.new_order("AAA", side, "500", price, account="DEMO2", cl_ord_id=cid,
+                             locate=True)
+            report(client, cid, ExecType.NEW)
+        time.sleep(0.1)
+        # Day 0: a fill, a cancel, a replace, a refusal.
+        client.new_order("AAA", "buy", "10", "51.00", account="DEMO1", cl_ord_id="f1")
+        first_ids = [int(report(client, "f1", ExecType.FILL).order_id)]
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="c1")
+        report(client, "c1", ExecType.NEW)
+        client.cancel("c1", account="DEMO1", cl_ord_id="c1x")
+        report(client, "c1x", ExecType.CANCELED)
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="r1")
+        report(client, "r1", ExecType.NEW)
+        client.replace("r1", account="DEMO1", qty="20", cl_ord_id="r1b")
+        report(client, "r1b", ExecType.REPLACED)
+        client.new_order("ZZZ", "buy", "1", "1.00", account="DEMO1", cl_ord_id="z1")
+        first_ids.append(int(report(client, "z1", ExecType.REJECTED).order_id))
+        held_day0 = engine.call(lambda: len(pipeline.orders))
+        roll()
+        # Day 1: all of day 0 is still known.
+        assert status(client, "f1").found and status(client, "c1x").found
+        client.new_order("AAA", "buy", "10", "51.00", account="DEMO1", cl_ord_id="f2")
+        report(client, "f2", ExecType.FILL)
+        roll()
+        # Day 2: day 0's done orders are gone, with every id that named them.
+        for cl_ord_id in ("f1", "c1", "c1x", "z1"):
+            reply = status(client, cl_ord_id)
+            assert not reply.found and reply.reject_name == "UNKNOWN_CL_ORD_ID", cl_ord_id
+        client.cancel("c1", account="DEMO1", cl_ord_id="c1y")
+        assert client.recv_until(lambda m: isinstance(m, Reject), 5)[-1].reject_name == \
+            "UNKNOWN_CL_ORD_ID"
+        assert status(client, "f2").found                       # done on day 1: kept
+        assert status(client, "r1").found and status(client, "r1b").found   # working
+        assert status(client, "b0", account="DEMO2").found
+        # A forgotten cl_ord_id names a new order; the engine order id is a new one.
+        client.new_order("AAA", "buy", "5", "48.00", account="DEMO1", cl_ord_id="f1")
+        reused = int(report(client, "f1", ExecType.NEW).order_id)
+        assert reused > max(first_ids)
+        assert engine.call(lambda: len(pipeline.orders)) == held_day0 - 3 + 2  # -f1 c1 z1, +f2 f1
+        client.drain(0.3)
+        live = engine.call(lambda: table_state(pipeline.orders))
+    assert live["rolls"] == 2 and live["accounts_forgotten"] == ["DEMO1"]
+    recovered = {}
+    resume = service.resume_working
+
+    def look_then_resume(pipeline, summary):
+        recovered.update(table_state(pipeline.orders))
+        return resume(pipeline, summary)
+
+    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        assert recovered == live
+        assert not status(client, "c1").found and status(client, "f1").found
+        client.new_order("AAA", "buy", "5", "48.00", account="DEMO1", cl_ord_id="n1")
+        assert int(report(client, "n1", ExecType.NEW).order_id) > reused
+
+
+
+def test_after_a_restart_ids_stay_above_those_of_forgotten_orders(tmp_path):
+    # The highest engine order id and child id here belong to an order the table
+    # forgot: recovery took both from the orders it held, and handed them out again.
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+        client.new_order("AAA", "sell_short", "500", "51.00", account="DEMO2", cl_ord_id="a0",
+                         locate=True)
+        report(client, "a0", ExecType.NEW)
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="w")
+        report(client, "w", ExecType.NEW)
+        time.sleep(0.1)
+        client.new_order("AAA", "buy", "10", "51.00", account="DEMO1", cl_ord_id="f")
+        last_order = int(report(client, "f", ExecType.FILL).order_id)
+        client.drain(0.3)
+        last_child = max(int(c.child_id) for c in status(client, "f").children)
+        for _ in range(2):
+            engine.call(lambda: pipeline.roll_day(time.time_ns()))
+        assert not status(client, "f").found
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("AAA", "buy", "5", "48.00", account="DEMO1", cl_ord_id="n")
+        assert int(report(client, "n", ExecType.NEW).order_id) > last_order
+        client.drain(0.3)
+        for cl_ord_id in ("n", "w"):          # new, and routed again by recovery
+            assert min(int(c.child_id) for c in status(client, cl_ord_id).children
+                       if not c.done) > last_child, cl_ord_id
+
+
+def test_a_refused_duplicate_of_a_forgotten_order_is_not_its_ids_next_order(tmp_path):
+    # Recovery keeps each new order until its first report; a refused duplicate
+    # has none, and stayed: once the id was forgotten and used again, a restart
+    # recreated the new order with the duplicate's terms.
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="f")
+        report(client, "f", ExecType.NEW)
+        client.new_order("AAA", "buy", "99", "47.00", account="DEMO1", cl_ord_id="f")
+        assert client.recv_until(lambda m: isinstance(m, Reject), 5)[-1].reject_name == \
+            "DUPLICATE_CL_ORD_ID"
+        client.cancel("f", account="DEMO1", cl_ord_id="fx")
+        report(client, "fx", ExecType.CANCELED)
+        for _ in range(2):
+            engine.call(lambda: pipeline.roll_day(time.time_ns()))
+        client.new_order("AAA", "buy", "7", "46.00", account="DEMO1", cl_ord_id="f")
+        report(client, "f", ExecType.NEW)
+        client.drain(0.3)
+        terms = engine.call(lambda: (lambda o: (o.qty, o.price))(
+            pipeline.orders.find("DEMO1", "f")))
+    with ThreadedEngine(path) as engine:
+        order = engine.service.pipeline.orders.find("DEMO1", "f")
+        assert engine.call(lambda: (order.qty, order.price)) == terms      # not 99 at 47.00
+
+
+def test_a_restart_forgets_what_the_live_engine_forgot_under_a_random_load(tmp_path,
+                                                                           monkeypatch):
+    # New orders, fills, cancels, replaces, duplicates, ids used again once forgotten,
+    # and day rolls between them; then a restart: the same table, id for id.
+    import random
+    from engine import service
+    path, endpoint = engine_config(tmp_path)
+    rng = random.Random(7)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+        for cid, side, price in (("b0", "buy", "47.00"), ("a0", "sell_short", "51.00")):
+            client.new_order("AAA", side, "5000", price, account="DEMO2", cl_ord_id=cid,
+                             locate=True)
+            report(client, cid, ExecType.NEW)
+        time.sleep(0.1)
+        working, used, rolls = [], [], 0
+        for i in range(90):
+            r = rng.random()
+            if r < 0.08:
+                engine.call(lambda: pipeline.roll_day(time.time_ns()))
+                rolls += 1
+                continue
+            cid = f"o{i}"
+            if r < 0.25 and working:
+                client.cancel(working.pop(rng.randrange(len(working))), account="DEMO1",
+                              cl_ord_id=cid)
+            elif r < 0.4 and working:
+                k = rng.randrange(len(working))
+                client.replace(working[k], account="DEMO1", qty=str(rng.randint(1, 30)),
+                               cl_ord_id=cid)
+                working[k] = cid
+            elif r < 0.5 and used:
+                # An id used before: refused while held, a new order once forgotten.
+                cid = rng.choice(used)
+                client.new_order("AAA", "buy", "3", "48.00", account="DEMO1", cl_ord_id=cid)
+            elif r < 0.7:
+                client.new_order("AAA", "buy", str(rng.randint(1, 20)), "51.00",
+                                 account="DEMO1", cl_ord_id=cid)
+            else:
+                client.new_order("AAA", "buy", str(rng.randint(1, 20)),
+                                 f"{rng.randint(4800, 4990) / 100:.2f}", account="DEMO1",
+                                 cl_ord_id=cid)
+                working.append(cid)
+            used.append(cid)
+            client.drain(0.01)
+        client.drain(0.3)
+        live = engine.call(lambda: table_state(pipeline.orders))
+    assert rolls >= 4 and live["rolls"] == rolls and live["accounts_forgotten"]
+    recovered = {}
+    resume = service.resume_working
+
+    def look_then_resume(pipeline, summary):
+        recovered.update(table_state(pipeline.orders))
+        return resume(pipeline, summary)
+
+    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    with ThreadedEngine(path):
+        assert recovered == live

@@ -1,0 +1,117 @@
+"""The order table forgets what was done ``keep_done_days`` day rolls ago (``OrderTable.roll``).
+
+Before, the table kept every order since the journal began: ``[orders] max_orders``
+counted them all, so an engine refused every new order once it had taken that many in
+its life, and its memory only grew.
+"""
+from engine.orders import OrderTable, Stage
+
+
+def order(table, cl_ord_id, account="ACC1"):
+    return table.create(cl_ord_id, "s1", account, "AAA", 1, 2, 1, 5000, 100, 0)
+
+
+def finish(o, stage=Stage.CANCELED):
+    for step in (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED, stage):
+        o.advance(step, 0)
+
+
+def test_a_done_order_is_kept_the_next_day_and_forgotten_at_the_roll_after():
+    table = OrderTable()
+    done, working = order(table, "d"), order(table, "w")
+    finish(done)
+    for step in (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED):
+        working.advance(step, 0)
+    assert table.roll(1) == []                    # its day ended: still known all the next
+    assert table.find("ACC1", "d") is done and done.done_roll == 1
+    assert table.roll(1) == [done]                # the next one ended too: forgotten
+    assert table.find("ACC1", "d") is None and not table.used("ACC1", "d")
+    assert done.order_id not in table.by_id and len(table) == 1
+    for _ in range(5):
+        assert table.roll(1) == []                # a working order is never forgotten
+    assert table.find("ACC1", "w") is working
+
+
+def test_keep_done_days_counts_whole_days_after_the_one_the_order_was_done_in():
+    table = OrderTable()
+    first = order(table, "a")
+    first.reject(10, "refused", 0)
+    table.roll(2)
+    later = order(table, "b")
+    finish(later, Stage.FILLED)
+    assert table.roll(2) == []
+    assert table.roll(2) == [first]
+    assert table.roll(2) == [later]
+    assert table.rolls == 4
+
+
+def test_an_accepted_order_forgotten_leaves_its_account_marked():
+    # The journal still holds it: a restart replays it under its account, so the account
+    # cannot leave the configuration (Pipeline's limits reload checks this set).
+    table = OrderTable()
+    filled, refused = order(table, "f", "ACC1"), order(table, "r", "ACC2")
+    finish(filled, Stage.FILLED)
+    refused.reject(10, "no", 0)
+    table.roll(1), table.roll(1)
+    assert table.accounts_forgotten == {"ACC1"}
+
+
+def test_every_id_a_replaced_order_had_leaves_with_it_and_not_before():
+    table = OrderTable()
+    replaced = order(table, "r.0")
+    for k in range(1, 4):                         # replaced three times, on day 0 and day 1
+        assert table.reserve("ACC1", f"r.{k}")
+        table.alias(replaced, f"r.{k}")
+        if k == 1:
+            table.roll(1)
+    finish(replaced)
+    table.roll(1)                                 # done in day 1: its ids stay with it
+    assert all(table.find("ACC1", f"r.{k}") is replaced for k in range(4))
+    assert table.roll(1) == [replaced]
+    assert not any(table.used("ACC1", f"r.{k}") for k in range(4))
+    assert table.ids_held() == 0
+
+
+def test_an_id_a_request_spent_is_forgotten_like_a_done_order():
+    table = OrderTable()
+    assert table.reserve("ACC1", "x")             # a Cancel's id that named no order
+    table.roll(1)
+    assert table.used("ACC1", "x") and not table.reserve("ACC1", "x")
+    table.roll(1)
+    assert not table.used("ACC1", "x")
+    assert table.reserve("ACC1", "x")             # free again, spent again
+
+
+def test_an_id_spent_on_an_earlier_day_goes_with_that_day():
+    # Recovery spends a request's id when it is answered: one that arrived before a
+    # roll and was answered after it is forgotten with the day it arrived in.
+    table = OrderTable()
+    table.roll(1)
+    assert table.reserve("ACC1", "late", spent_in=0)
+    assert table.reserve("ACC1", "today")
+    table.roll(1)
+    assert not table.used("ACC1", "late") and table.used("ACC1", "today")
+    # One whose day is forgotten already is not spent at all (it was, then forgotten).
+    assert table.reserve("ACC1", "older", spent_in=0)
+    assert not table.used("ACC1", "older")
+
+
+def test_a_forgotten_id_names_a_new_order_and_order_ids_are_never_reused():
+    table = OrderTable()
+    first = order(table, "same")
+    finish(first, Stage.FILLED)
+    top = table.next_order_id
+    table.roll(1), table.roll(1)
+    second = order(table, "same")
+    assert second.order_id == top and table.find("ACC1", "same") is second
+
+
+def test_a_roll_journaled_before_orders_were_forgotten_forgets_nothing():
+    table = OrderTable()
+    done = order(table, "d")
+    finish(done)
+    table.reserve("ACC1", "x")
+    assert table.roll(None) == [] and table.roll(None) == []
+    assert table.find("ACC1", "d") is done and table.used("ACC1", "x")
+    # The rolls still count: a later one forgets what they would have.
+    assert table.roll(1) == [done] and not table.used("ACC1", "x")
