@@ -630,9 +630,10 @@ class Pipeline(Handler):
     def _new_order(self, session: Session, req: NewOrder, now: int,
                    ref_type: str = "NewOrder", index: int = -1) -> None:
         # (intake counts orders in: kronos_orders_in_total)
-        # A cl_ord_id names one order for the engine's lifetime (journal
-        # included): a client resending after a lost ack or a restart gets a
-        # reject, never a second order. An id a Cancel or Replace spent is
+        # A cl_ord_id names one order for as long as the engine holds it
+        # (restarts included; forgotten keep_done_days after its day): a client
+        # resending after a lost ack or a restart gets a reject, never a second
+        # order. An id a Cancel or Replace spent is
         # refused the same way (see OrderTable). ``ref_type``: the message
         # the order came in (a bulk's orders are refused as intake's are,
         # ``index`` naming which: two orders of one bulk may share a cl_ord_id).
@@ -939,7 +940,7 @@ class Pipeline(Handler):
     # ------------------------------------------------------------ cancel and replace
 
     def _lookup(self, session: Session, req: Cancel | Replace, now: int,
-                spend: bool = True) -> Order | None:
+                spend: bool = True, spent_in: int | None = None) -> Order | None:
         """The order a Cancel or Replace may act on, or None once the request is refused.
 
         Whatever the outcome, the request's own cl_ord_id is spent on the
@@ -947,9 +948,11 @@ class Pipeline(Handler):
         order it could act on, refused before it is journaled): it is the
         order's name to be while the request is in flight, and no later
         request or order may take it (recovery spends it again from the
-        journaled command).
+        journaled command). ``spent_in``: the trading day (``OrderTable.rolls``) it
+        arrived in, for one recovery takes up again: its id is forgotten with that day's,
+        as a replay of the journal does.
         """
-        fresh = self.orders.reserve(req.account, req.cl_ord_id) if spend else \
+        fresh = self.orders.reserve(req.account, req.cl_ord_id, spent_in) if spend else \
             not self.orders.used(req.account, req.cl_ord_id)
         order = self.orders.find(req.account, req.orig_cl_ord_id)
         kind = type(req).__name__
@@ -1054,8 +1057,9 @@ class Pipeline(Handler):
                                   orig_cl_ord_id=order.cl_ord_id)
         self._send(session.session_id, report)
 
-    def _cancel(self, session: Session, req: Cancel, now: int) -> None:
-        order = self._lookup(session, req, now)
+    def _cancel(self, session: Session, req: Cancel, now: int,
+                spent_in: int | None = None) -> None:
+        order = self._lookup(session, req, now, spent_in=spent_in)
         if order is None:
             return
         pending = self._pending.get(order.order_id)
@@ -1083,12 +1087,12 @@ class Pipeline(Handler):
         return gate
 
     def _replace(self, session: Session, req: Replace, now: int, admitted: bool = False,
-                 filled_at_arrival: int | None = None) -> None:
+                 filled_at_arrival: int | None = None, spent_in: int | None = None) -> None:
         """Take a Replace: checks, the throttle (unless ``admitted``: recovery takes up one
         that passed it before a restart), then the children come down.
         ``filled_at_arrival``: what the order had filled when the Replace arrived
-        (recovery's, from the journal; None: now)."""
-        order = self._lookup(session, req, now)
+        (recovery's, from the journal; None: now); ``spent_in``: see :meth:`_lookup`."""
+        order = self._lookup(session, req, now, spent_in=spent_in)
         if order is None:
             return
         if self._replaces_spent(order) and not admitted:

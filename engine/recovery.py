@@ -107,7 +107,8 @@ class Recovered(NamedTuple):
     #: the kill switches the journal leaves engaged: (scope, target) -> request
     kill_switches: dict = {}
     #: the Cancels and Replaces the journal leaves unanswered, oldest first:
-    #: (session_id, request, what their order had filled when they arrived)
+    #: (session_id, request, what their order had filled when they arrived,
+    #: the trading day they arrived in: OrderTable.rolls then)
     in_flight: list = []
 
     def summary(self) -> dict:
@@ -209,6 +210,9 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     decoder = msgspec.msgpack.Decoder(JournalPayload)
     meta_decoder = msgspec.msgpack.Decoder(JournalMeta)
     new_orders: dict[tuple[str, str], NewOrder] = {}
+    # Each session's last NewOrder or BulkNewOrders, its orders by cl_ord_id: a
+    # Reject DUPLICATE_CL_ORD_ID answers one of them (in the same handling).
+    last_new: dict[str, dict[str, list[NewOrder]]] = {}
     records = fills = 0
     missing: collections.Counter = collections.Counter()  # (kind, name) -> orders
     # Kill switches: requested (by session and req_id) until their AdminReply
@@ -261,7 +265,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
             elif isinstance(known, JournalDayRoll):
                 risk.reset_daily(rec.ts_ns, "recovery")
                 day_start = rec.ts_ns
-                _roll(table, known, new_orders, children)
+                _roll(table, known, new_orders, children, valuations)
             elif isinstance(known, JournalChildren):
                 _apply_children(table, children, known, children_seen)
             else:
@@ -284,11 +288,15 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
                                      named.cum_qty if named is not None else 0, table.rolls)
                 unanswered.setdefault((payload.session_id, req.cl_ord_id),
                                       collections.deque()).append(records)
-            for order in (req.orders if isinstance(req, BulkNewOrders) else
-                          (req,) if isinstance(req, NewOrder) else ()):
-                # The first order under an id is the one it names: a later one
-                # (a duplicate, even inside the same bulk) was refused.
-                new_orders.setdefault((order.account, order.cl_ord_id), order)
+            orders = req.orders if isinstance(req, BulkNewOrders) else \
+                (req,) if isinstance(req, NewOrder) else ()
+            if orders:
+                by_id = last_new[payload.session_id] = {}
+                for order in orders:
+                    # The first order under an id is the one it names: a later one
+                    # (a duplicate, even inside the same bulk) was refused.
+                    new_orders.setdefault((order.account, order.cl_ord_id), order)
+                    by_id.setdefault(order.cl_ord_id, []).append(order)
             continue
         report = payload.event if isinstance(payload, JournalEvent) else None
         if report is not None and report.seq and payload.session_id not in ended:
@@ -300,6 +308,8 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
                 marks.setdefault(payload.session_id, []).append((report.seq, rec.seq))
         if isinstance(report, HeartbeatAck):
             cancel_on_disconnect[payload.session_id] = report.cancel_on_disconnect
+        if isinstance(report, Reject) and report.reject_reason == _R.DUPLICATE_CL_ORD_ID:
+            _refused_duplicate(new_orders, last_new.get(payload.session_id), report)
         answered = _answered(report, payload.session_id, requests, unanswered)
         if answered is not None:
             _spend(pipeline, answered, report)
@@ -351,7 +361,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
                                  cancel_on_disconnect.get(sid, False), marks.get(sid, []))
                 for sid, ring in sent.items() if sid in principals]
     result = Recovered(records, len(table), len(table.working()), fills, sessions, engaged,
-                       [entry[:3] for entry in requests.values()])
+                       list(requests.values()))
     if records:
         summary = result.summary()
         # Each count also as a field of its own, for a JSON log's readers.
@@ -366,7 +376,8 @@ class _LastChild:
     last = 0
 
 
-def _roll(table, record: JournalDayRoll, new_orders: dict, children: dict) -> None:
+def _roll(table, record: JournalDayRoll, new_orders: dict, children: dict,
+          valuations: dict) -> None:
     """Replay a day roll into the order table, as ``Pipeline.roll_day`` did it live.
 
     The table forgets what the live engine forgot there (the record carries
@@ -375,13 +386,35 @@ def _roll(table, record: JournalDayRoll, new_orders: dict, children: dict) -> No
     table's: their children's entries, and the new orders kept for their first
     report under an id the table has (a refused duplicate's: its first report
     never comes; once the id is forgotten and used again, the order of that
-    new use must be the one recreated).
+    new use must be the one recreated), and the valuations of orders refused after
+    risk valued them (an accepted order's is taken when its report is replayed).
     """
     for key in [key for key in new_orders if table.used(*key)]:
         del new_orders[key]
+    by_id = table.by_id
+    for order_id in [i for i in valuations if i in by_id and by_id[i].done]:
+        del valuations[order_id]
     for order in table.roll(record.keep_done_days):
         for child_id in order.children:
             children.pop(child_id, None)
+
+
+def _refused_duplicate(new_orders: dict, last: dict | None, reject: Reject) -> None:
+    """A new order was refused as a duplicate: it will never be created, so its entry
+    in ``new_orders`` (``last``: the orders of its session's last new-order command)
+    goes. Only if it is the one kept under its id: the first of a bulk naming an id
+    twice is created by its report, which comes before the second's refusal.
+
+    Left there, once its id was forgotten and used again, the new use's order would
+    be recreated with the refused one's terms; this does not depend on the replay's
+    view of which ids are spent matching the live engine's.
+    """
+    if last is None or reject.ref_type not in ("NewOrder", "BulkNewOrders"):
+        return
+    for order in last.get(reject.cl_ord_id, ()):
+        key = (order.account, order.cl_ord_id)
+        if new_orders.get(key) is order:
+            del new_orders[key]
 
 
 def _apply_children(table, children: dict, record: JournalChildren,
@@ -707,17 +740,19 @@ def _take_up(pipeline, in_flight: list, now: int) -> None:
     :func:`_finish_in_flight`.
     Nothing reaches the router: it knows none of the orders yet.
     """
-    for session_id, req, filled in in_flight:
+    for session_id, req, filled, arrived_in in in_flight:
         session = pipeline.sessions.get(session_id) or _Requester(session_id)
+        # (Its id is spent in the day it arrived in, as a replay of this journal spends it.)
         if isinstance(req, Cancel):
-            pipeline._cancel(session, req, now)
+            pipeline._cancel(session, req, now, spent_in=arrived_in)
         else:
             # Its throttle token was paid when it arrived. Its quantity is
             # judged against what had filled then: a fill that came while its
             # children were coming down is _finish_replace's to judge (the
             # rest is canceled), not a refusal on arrival (the order would go
             # back to the market and could fill past the client's new total).
-            pipeline._replace(session, req, now, admitted=True, filled_at_arrival=filled)
+            pipeline._replace(session, req, now, admitted=True, filled_at_arrival=filled,
+                              spent_in=arrived_in)
 
 
 def _finish_in_flight(pipeline, now: int) -> int:

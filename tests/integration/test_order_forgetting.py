@@ -223,3 +223,50 @@ def test_a_restart_forgets_what_the_live_engine_forgot_under_a_random_load(tmp_p
     monkeypatch.setattr(service, "resume_working", look_then_resume)
     with ThreadedEngine(path):
         assert recovered == live
+
+
+def _replace_in_flight_across_a_roll(tmp_path):
+    """An engine whose venues are 1.5 s away: an order rests, a Replace of it (too big
+    for risk) is on its way when the day rolls, and the engine stops. Returns (path,
+    endpoint); the next engine takes the Replace up again (and risk refuses it: its
+    cl_ord_id stays spent, naming no order). Left different, the two engines' days for
+    that id let a refused duplicate's terms be recreated for the id's next order once
+    it was forgotten (review, 2026-12-06)."""
+    from tests.integration.test_recovery_fixes import engine_config as slow_config, rest
+    path, endpoint = slow_config(tmp_path, slow=True)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+        rest(client, "R")
+        time.sleep(1.7)
+        client.drain(0.1)
+        client.replace("R", account="DEMO1", qty="200000", cl_ord_id="R-big")
+        time.sleep(0.2)
+        engine.call(lambda: pipeline.roll_day(time.time_ns()))
+    return path, endpoint
+
+
+def test_a_request_taken_up_again_spends_its_id_in_the_day_it_arrived(tmp_path,
+                                                                      monkeypatch):
+    # (Review, 2026-12-06.) The engine that took it up spent its id today; a replay
+    # of that engine's journal spends it in the day the request arrived: the two then
+    # forgot it at different rolls.
+    from engine import service
+    path, endpoint = _replace_in_flight_across_a_roll(tmp_path)
+    with ThreadedEngine(path) as engine:
+        pipeline = engine.service.pipeline
+        time.sleep(0.5)
+        assert engine.call(lambda: pipeline.orders.used("DEMO1", "R-big"))
+        engine.call(lambda: pipeline.roll_day(time.time_ns()))
+        live = engine.call(lambda: table_state(pipeline.orders))
+    assert ("R-big", None) not in live["ids"]["DEMO1"]      # forgotten with its day
+    recovered = {}
+    resume = service.resume_working
+
+    def look_then_resume(pipeline, summary):
+        recovered.update(table_state(pipeline.orders))
+        return resume(pipeline, summary)
+
+    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    with ThreadedEngine(path):
+        assert recovered == live
+

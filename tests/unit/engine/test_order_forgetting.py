@@ -4,7 +4,9 @@ Before, the table kept every order since the journal began: ``[orders] max_order
 counted them all, so an engine refused every new order once it had taken that many in
 its life, and its memory only grew.
 """
+from engine.messages import NewOrder, Reject
 from engine.orders import OrderTable, Stage
+from engine.recovery import _refused_duplicate
 
 
 def order(table, cl_ord_id, account="ACC1"):
@@ -115,3 +117,28 @@ def test_a_roll_journaled_before_orders_were_forgotten_forgets_nothing():
     assert table.find("ACC1", "d") is done and table.used("ACC1", "x")
     # The rolls still count: a later one forgets what they would have.
     assert table.roll(1) == [done] and not table.used("ACC1", "x")
+
+
+def test_recovery_drops_a_refused_duplicates_new_order_whatever_it_thinks_is_spent():
+    # Recovery keeps each new order for its first report; a duplicate's refusal is the
+    # only answer it gets. Whether the replay's table had its id spent or not, it goes:
+    # left, the id's next order (once forgotten) would be recreated with its terms.
+    def new(qty):
+        return NewOrder(cl_ord_id="x", account="ACC1", symbol="AAA", side=1, qty=qty,
+                        price="48.00")
+
+    def duplicate(ref_type):
+        return Reject(reject_reason=53, reject_name="DUPLICATE_CL_ORD_ID", ref_type=ref_type,
+                      cl_ord_id="x", text="dup")
+    refused = new("77")
+    new_orders = {("ACC1", "x"): refused}
+    _refused_duplicate(new_orders, {"x": [refused]}, duplicate("NewOrder"))
+    assert new_orders == {}
+    # Only the refused command's own order: one kept from another command stays.
+    other = new("5")
+    new_orders = {("ACC1", "x"): other}
+    _refused_duplicate(new_orders, {"x": [new("6"), new("7")]}, duplicate("BulkNewOrders"))
+    assert new_orders == {("ACC1", "x"): other}
+    # (A Cancel's duplicate id names no new order.)
+    _refused_duplicate(new_orders, {"x": [other]}, duplicate("Cancel"))
+    assert new_orders == {("ACC1", "x"): other}
