@@ -1745,10 +1745,12 @@ class Pipeline(Handler):
         with a text naming the day (:meth:`_parent_finished`); risk releases
         it then, as for any end. GTC orders carry over.
 
-        The pull is journaled (``JournalPulled``, ``expire``) before any
-        cancel goes out, so an engine stopped before the venues confirm them
+        The pull is journaled (``JournalPulled``, ``expire``, written at
+        once), so an engine stopped before the venues confirm the cancels
         finishes these orders EXPIRED at its restart instead of routing them
-        again (``recovery._finish_pulled``).
+        again (``recovery._finish_pulled``); stopped before the record is
+        written, it finds the roll due and expires them at its start
+        (``recovery.resume_working``).
 
         Left alone: an order the engine is pulling already (a kill switch: it
         ends CANCELED as its admin was told) and one a client's Cancel is
@@ -1784,6 +1786,10 @@ class Pipeline(Handler):
             self._pull(order_ids, now, _RejectReason.TOO_LATE_TO_CANCEL,
                        f"DAY order expired at the end of trading day {day.isoformat()}",
                        expire=True)
+        # A roll on the router's tick sends nothing to any client, so nothing
+        # else would write its records (the roll, the pulls) until the next
+        # message: killed meanwhile, the engine would lose them.
+        self._flush_soon()
 
     def clock_stepped(self, step: int) -> None:
         """The wall clock was set ``step`` ns forward or back (the service saw it against

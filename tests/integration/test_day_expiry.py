@@ -183,3 +183,47 @@ def test_an_engine_down_across_the_roll_expires_the_days_orders_instead_of_routi
     # A second restart finds the expiry in the journal: nothing more happens.
     with ThreadedEngine(path), Client(endpoint) as client:
         assert status(client, "d1").report.ord_status == OrdStatus.EXPIRED
+
+
+def test_an_expiry_cut_short_by_kill_9_ends_expired_after_the_restart(tmp_path):
+    # The same as a real crash: the roll is the engine's own (roll_time a few
+    # seconds after the start), the venues 0.5 s away, so the cancels are still
+    # on their way when the engine is killed.
+    import msgspec
+    from engine.journal import JournalReader, RecordKind
+    from engine.messages import JournalMeta, JournalPulled
+    from tests.integration.engine_harness import config_text, free_port, kill_9, \
+        kill_if_running, start_subprocess
+    port = free_port()
+    endpoint, config, log = f"tcp://127.0.0.1:{port}", tmp_path / "engine.toml", \
+        tmp_path / "engine.log"
+    roll_at = datetime.datetime.fromtimestamp(math.ceil(time.time()) + 8, datetime.timezone.utc)
+    config.write_text(config_text(port, tmp_path / "journal", fsync="always",
+                                  sim=slow_sim(tmp_path, 500_000.0),
+                                  extra=f'[router]\nack_timeout_ns = 5000000000\n'
+                                        f'[trading_day]\nroll_time = "{roll_at:%H:%M:%S}"\n'))
+    proc = start_subprocess(config, log)
+    try:
+        with Client(endpoint) as client:
+            client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="k1")
+            report(client, "k1", ExecType.NEW)
+            assert time.time() < roll_at.timestamp() - 1.5  # (else the test cannot tell)
+            time.sleep(max(0.0, roll_at.timestamp() - time.time()) + 0.25)
+            assert not [m for m in client.drain(0.05) if isinstance(m, ExecutionReport)
+                        and m.exec_type == ExecType.EXPIRED]
+        kill_9(proc)
+        # Killed mid-way: the pull is journaled, the EXPIRED is not.
+        meta = msgspec.msgpack.Decoder(JournalMeta)
+        pulled = [rec.decode(meta) for rec in JournalReader(tmp_path / "journal").records(1)
+                  if rec.kind == RecordKind.META and b"JournalPulled" in rec.payload]
+        assert [p.expire for p in pulled if isinstance(p, JournalPulled)] == [True]
+        proc = start_subprocess(config, log)
+        with Client(endpoint) as client:
+            time.sleep(1.5)  # past the venue's round trip: a child routed again would show
+            reply = status(client, "k1")
+            assert reply.report.exec_type == ExecType.EXPIRED
+            assert reply.report.text.startswith(EXPIRED_TEXT)
+            assert not [c for c in reply.children if not c.done]
+        assert "0 of 1 working orders routed again" in log.read_text()
+    finally:
+        kill_if_running(proc)
