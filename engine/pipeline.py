@@ -1734,6 +1734,35 @@ class Pipeline(Handler):
         log.info("trading day %s begins: daily risk counters reset", day)
         self._expire_day_orders(now)
 
+    def clock_stepped(self, step: int) -> None:
+        """The wall clock was set ``step`` ns forward or back (the service saw it against
+        the monotonic clock): the router's deadlines move with it, so a step forward does
+        not time out children that were answered in time, nor a step back hide a venue
+        that stopped answering."""
+        log.warning("the wall clock stepped %+.3f s; the router's deadlines move with it",
+                    step / 1e9)
+        self.router.shift_clock(step)
+
+    def _clock_went_back(self, now: int) -> None:
+        """The wall clock stepped back past the moment the current trading day began.
+
+        A step forward may have rolled the day early and put the next roll a
+        day too far: kept, the real roll would be skipped and the daily
+        limits would run on for two days. The next roll is the clock's again.
+        """
+        log.warning("the wall clock went back %.3f s past the start of the trading day; the "
+                    "next roll is taken from the clock again",
+                    (self._day_entered - now) / 1e9)
+        self.day_started_at(now)
+
+    def day_started_at(self, ns: int) -> None:
+        """The current trading day is the one ``ns`` belongs to (start, a roll, recovery: the
+        journal's last roll or its first record); a roll is due at once if it has ended
+        since. ``_day_entered``: when the clock entered it (a clock going back before that
+        takes the next roll from the clock again)."""
+        self._next_roll = self.trading_day.next_roll(ns)
+        self._day_entered = ns
+
     def _expire_day_orders(self, now: int) -> None:
         """Take down every working DAY order at a trading-day roll: they end ``EXPIRED``.
 
@@ -1766,8 +1795,10 @@ class Pipeline(Handler):
             The roll's time, ns since the epoch.
         """
         # Ids that ended another way while being expired at an earlier roll.
+        # (An order the table forgot since is done too.)
+        by_id = self.orders.by_id
         self._expiring = {order_id for order_id in self._expiring
-                          if not self.orders.by_id[order_id].done}
+                          if order_id in by_id and not by_id[order_id].done}
         by_day: dict[dt.date, list[int]] = {}
         pending = self._pending
         day_of = self.trading_day.day_of
@@ -1790,35 +1821,6 @@ class Pipeline(Handler):
         # else would write its records (the roll, the pulls) until the next
         # message: killed meanwhile, the engine would lose them.
         self._flush_soon()
-
-    def clock_stepped(self, step: int) -> None:
-        """The wall clock was set ``step`` ns forward or back (the service saw it against
-        the monotonic clock): the router's deadlines move with it, so a step forward does
-        not time out children that were answered in time, nor a step back hide a venue
-        that stopped answering."""
-        log.warning("the wall clock stepped %+.3f s; the router's deadlines move with it",
-                    step / 1e9)
-        self.router.shift_clock(step)
-
-    def _clock_went_back(self, now: int) -> None:
-        """The wall clock stepped back past the moment the current trading day began.
-
-        A step forward may have rolled the day early and put the next roll a
-        day too far: kept, the real roll would be skipped and the daily
-        limits would run on for two days. The next roll is the clock's again.
-        """
-        log.warning("the wall clock went back %.3f s past the start of the trading day; the "
-                    "next roll is taken from the clock again",
-                    (self._day_entered - now) / 1e9)
-        self.day_started_at(now)
-
-    def day_started_at(self, ns: int) -> None:
-        """The current trading day is the one ``ns`` belongs to (start, a roll, recovery: the
-        journal's last roll or its first record); a roll is due at once if it has ended
-        since. ``_day_entered``: when the clock entered it (a clock going back before that
-        takes the next roll from the clock again)."""
-        self._next_roll = self.trading_day.next_roll(ns)
-        self._day_entered = ns
 
     def _report_volume(self, ix: int) -> None:
         """Tell the router what the market printed in instrument ``ix`` since it was last told."""

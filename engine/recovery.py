@@ -330,8 +330,9 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
               "the configuration (a new journal directory starts empty)")
     pipeline._exec_id = max_exec
     # Those still working end EXPIRED at resume_working (_finish_pulled), not CANCELED.
+    # (One the table no longer holds was done.)
     pipeline._expiring.update(order_id for order_id in expiring
-                              if not table.by_id[order_id].done)
+                              if order_id in table.by_id and not table.by_id[order_id].done)
     # Every child the journal names is done: the venues did not outlive the
     # engine (working orders are routed again, under ids above these).
     last_child = 0
