@@ -587,13 +587,17 @@ class JournalSessionEnd(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=
 
 class JournalPulled(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
     """Orders the engine took out of the market on its own account (a ``META`` record):
-    a kill switch, cancel-on-disconnect, self-trade prevention. Their venue cancels may
-    still be on their way when the engine stops: recovery cancels these orders, with
-    ``reason`` and ``text``, instead of routing them again."""
+    a kill switch, cancel-on-disconnect, self-trade prevention, the end of a DAY order's
+    trading day. Their venue cancels may still be on their way when the engine stops:
+    recovery ends these orders, with ``reason`` and ``text``, instead of routing them
+    again: ``EXPIRED`` when ``expire`` is set (DAY orders taken down at a trading-day
+    roll), else ``CANCELED``. (``expire`` came later: a record written without it
+    decodes as False, as every record before it meant.)"""
 
     order_ids: list[int]
     reason: int
     text: str
+    expire: bool = False
 
 
 JournalMeta = Union[JournalSession, JournalValuation, JournalDayRoll, JournalChildren,

@@ -160,8 +160,9 @@ class Order(msgspec.Struct, gc=False, eq=False):
     #: kept apart from the report so that sending it costs no copy (see Pipeline._status)
     report_seq: int = 0
     #: (reason, text) once the engine took the order down on its own account (kill switch,
-    #: cancel-on-disconnect, self-trade prevention): a Replace arriving after that is
-    #: refused, never routes it again; journaled (JournalPulled) for recovery
+    #: cancel-on-disconnect, self-trade prevention, its DAY's end at a trading-day roll): a
+    #: Replace arriving after that is refused, never routes it again; journaled
+    #: (JournalPulled) for recovery
     pulled: tuple | None = None
     #: why the engine cancels the order, when no request or router reason says it (the
     #: text of its CANCELED report)
@@ -180,7 +181,8 @@ class Order(msgspec.Struct, gc=False, eq=False):
 
     def pull(self, reason: int, text: str) -> None:
         """Mark the order taken down on the engine's own account (``pulled``), its
-        CANCELED report saying ``text`` (live, and when recovery finishes it)."""
+        CANCELED (or, its DAY over, EXPIRED) report saying ``text`` (live, and when
+        recovery finishes it)."""
         self.pulled = (reason, text)
         self.cancel_text = text
 

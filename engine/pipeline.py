@@ -274,6 +274,11 @@ class Pipeline(Handler):
         self._child_to_sim: dict[int, int] = {}
         self._child_parent: dict[int, int] = {}
         self._pending: dict[int, _Pending] = {}
+        # Orders taken down because their DAY ended (_expire_day_orders): they end EXPIRED,
+        # not CANCELED, once their children are down. An id stays until its order ends
+        # EXPIRED (expire_working), or until the next roll for an order that ended another
+        # way meanwhile (filled, or a client's Cancel answered by its CANCELED).
+        self._expiring: set[int] = set()
         self._pump_scheduled = False
         # What happened to children since the last flush, journaled then in
         # one JournalChildren record (see journal_children).
@@ -596,30 +601,40 @@ class Pipeline(Handler):
                    "canceled: its session went silent (cancel_on_disconnect)")
         self._pump(now)
 
-    def _pull(self, order_ids, now: int, reason: int, text: str) -> None:
-        """Take orders out of the market on the engine's own account (kill switch, disconnect).
+    def _pull(self, order_ids, now: int, reason: int, text: str, expire: bool = False) -> None:
+        """Take orders out of the market on the engine's own account (kill switch, disconnect,
+        the end of a DAY order's trading day).
 
         An order with a replace in flight is already coming down; the replace
         must not send it back, so it is marked to end canceled instead. A
         replace that arrives while the order comes down is refused with the
         same reason (``Order.pulled``). Journaled (``JournalPulled``): a
         restart before the venues' cancels come back cancels the orders
-        rather than routing them again.
+        rather than routing them again. ``expire``: they end EXPIRED, not
+        CANCELED (see :meth:`_expire_day_orders`).
         """
         order_ids = [int(order_id) for order_id in order_ids]
         if order_ids:
             self.journal.append_msg(_RecordKind.META, JournalPulled(
-                order_ids=order_ids, reason=int(reason), text=text))
+                order_ids=order_ids, reason=int(reason), text=text, expire=expire))
         by_id = self.orders.by_id
         for order_id in order_ids:
-            self._take_down(order_id, by_id.get(order_id), now, reason, text)
+            self._take_down(order_id, by_id.get(order_id), now, reason, text, expire)
 
     def _take_down(self, order_id: int, order: Order | None, now: int, reason: int,
-                   text: str) -> None:
-        """Cancel one order at its venues for good: a replace in flight ends canceled, not
-        routed again, and one arriving is refused with ``reason`` (``Order.pulled``)."""
+                   text: str, expire: bool = False) -> None:
+        """Cancel one order at its venues for good: a replace in flight ends canceled (or,
+        ``expire``, expired), not routed again, and one arriving is refused with ``reason``
+        (``Order.pulled``)."""
         if order is not None:
             order.pull(reason, text)
+        # The last pull's word stands: a kill switch engaged while a DAY order's
+        # expiry comes down ends it CANCELED with the switch's text, as recovery
+        # replays the two JournalPulled records.
+        if expire:
+            self._expiring.add(order_id)
+        elif self._expiring:
+            self._expiring.discard(order_id)
         pending = self._pending.get(order_id)
         if pending is not None and isinstance(pending.request, Replace):
             pending.cancel = (reason, text)  # (an amend the venue applied first still stands)
@@ -1038,8 +1053,11 @@ class Pipeline(Handler):
                 self._cancel_reject(session, order, req, reason, text)
 
     def _cancel_replaced(self, order: Order, pending: _Pending, now: int, text: str) -> None:
-        """Cancel an order whose replace was refused; a Cancel queued behind it is answered."""
+        """Cancel an order whose replace was refused (or expire it, when its DAY ended while
+        the replace was in flight); a Cancel queued behind it is answered."""
         if pending.canceler is None:
+            if order.order_id in self._expiring:
+                return self.expire_working(order, now, text)
             return self.cancel_working(order, now, text=text)
         session_id, cancel = pending.canceler
         orig = order.cl_ord_id
@@ -1385,10 +1403,11 @@ class Pipeline(Handler):
                                      "order is filled")
             return
         if status == _OrdStatus.EXPIRED:
-            self.risk.on_cancel(order.order_id)
-            order.advance(_Stage.EXPIRED, now)
-            self._report(order, _ExecType.EXPIRED, text=(
-                "its schedule's window ended" if order.schedule is not None
+            self.expire_working(order, now, (
+                # (its day ended at the roll while a venue expired its last child:
+                # the engine's reason is the one the client can act on)
+                order.cancel_text if order_id in self._expiring
+                else "its schedule's window ended" if order.schedule is not None
                 # (a child the venue expired at its close finishes the order with
                 # no reason of the router's: the venues' state tells)
                 else "the venues closed: its day is over"
@@ -1397,6 +1416,9 @@ class Pipeline(Handler):
             if pending is not None:  # (its time in force ran out first)
                 self._refuse_pending(pending, order, _RejectReason.TOO_LATE_TO_CANCEL,
                                      "order expired")
+        elif pending is None and order_id in self._expiring:
+            # Its DAY ended at the roll and its children are down (_expire_day_orders).
+            self.expire_working(order, now, order.cancel_text)
         else:
             kw = {}
             if pending is not None:
@@ -1534,6 +1556,25 @@ class Pipeline(Handler):
         self.risk.on_cancel(order.order_id)
         order.advance(_Stage.CANCELED, now)
         self._report(order, _ExecType.CANCELED, requester, **kw)
+
+    def expire_working(self, order: Order, now: int, text: str) -> None:
+        """End a working order ``EXPIRED`` (its time in force or schedule ran out), release
+        it at risk and report it to its session with ``text``.
+
+        Parameters
+        ----------
+        order : Order
+            A working order whose children are down (or that recovery finishes: the
+            venues' children did not outlive the engine).
+        now : int
+            ns since the epoch.
+        text : str
+            Why, for the report's ``text``.
+        """
+        self._expiring.discard(order.order_id)
+        self.risk.on_cancel(order.order_id)
+        order.advance(_Stage.EXPIRED, now)
+        self._report(order, _ExecType.EXPIRED, text=text)
 
     # ------------------------------------------------------------ queries and admin
 
@@ -1688,7 +1729,8 @@ class Pipeline(Handler):
 
     def roll_day(self, now: int) -> None:
         """A trading day ended: reset risk's daily counters, forget the orders done
-        ``keep_done_days`` rolls ago (``OrderTable.roll``), and journal where it happened.
+        ``keep_done_days`` rolls ago (``OrderTable.roll``), expire the working DAY orders
+        (:meth:`_expire_day_orders`), and journal where it happened.
 
         Checked before anything that moves risk (a request, a venue report,
         the router's tick), so every fill counts in the day it happened, and
@@ -1704,6 +1746,7 @@ class Pipeline(Handler):
             self._capacity_logged = 0  # (the next filling is logged again)
         log.info("trading day %s begins: daily risk counters reset; %d done orders forgotten, "
                  "%d held", day, len(forgotten), len(self.orders))
+        self._expire_day_orders(now)
 
     def clock_stepped(self, step: int) -> None:
         """The wall clock was set ``step`` ns forward or back (the service saw it against
@@ -1733,6 +1776,65 @@ class Pipeline(Handler):
         takes the next roll from the clock again)."""
         self._next_roll = self.trading_day.next_roll(ns)
         self._day_entered = ns
+
+    def _expire_day_orders(self, now: int) -> None:
+        """Take down every working DAY order at a trading-day roll: they end ``EXPIRED``.
+
+        A DAY order means the day: one still working at the roll (parked in
+        the router, waiting for a schedule's slice, resting at a venue that
+        does not close, a schedule whose window runs past the roll) would
+        otherwise trade on into the next day. Its children are canceled at
+        the venues, and once they are down the order is reported ``EXPIRED``
+        with a text naming the day (:meth:`_parent_finished`); risk releases
+        it then, as for any end. GTC orders carry over.
+
+        The pull is journaled (``JournalPulled``, ``expire``, written at
+        once), so an engine stopped before the venues confirm the cancels
+        finishes these orders EXPIRED at its restart instead of routing them
+        again (``recovery._finish_pulled``); stopped before the record is
+        written, it finds the roll due and expires them at its start
+        (``recovery.resume_working``).
+
+        Left alone: an order the engine is pulling already (a kill switch: it
+        ends CANCELED as its admin was told) and one a client's Cancel is
+        taking down (its CANCELED answers the Cancel). A Replace in flight is
+        refused ``TOO_LATE_TO_CANCEL`` with the expiry's text and the order
+        expires, as a Replace arriving while the children come down is.
+        Nothing is sent here: each caller of ``roll_day`` pumps the router
+        (a venue report's pump comes right after the venues' own processing).
+
+        Parameters
+        ----------
+        now : int
+            The roll's time, ns since the epoch.
+        """
+        # Ids that ended another way while being expired at an earlier roll.
+        # (An order the table forgot since is done too.)
+        by_id = self.orders.by_id
+        self._expiring = {order_id for order_id in self._expiring
+                          if order_id in by_id and not by_id[order_id].done}
+        by_day: dict[dt.date, list[int]] = {}
+        pending = self._pending
+        day_of = self.trading_day.day_of
+        for order in self.orders.working():
+            if order.tif != _TimeInForce.DAY or order.pulled is not None:
+                continue
+            waiting = pending.get(order.order_id)
+            if waiting is not None and (type(waiting.request) is Cancel
+                                        or waiting.canceler is not None):
+                continue
+            # Named by the trading day it was placed in: an engine down across
+            # several rolls expires its orders for the day they belonged to.
+            by_day.setdefault(day_of(order.created_ns), []).append(order.order_id)
+        for day, order_ids in sorted(by_day.items()):
+            log.info("trading day %s ended: %d DAY orders expire", day, len(order_ids))
+            self._pull(order_ids, now, _RejectReason.TOO_LATE_TO_CANCEL,
+                       f"DAY order expired at the end of trading day {day.isoformat()}",
+                       expire=True)
+        # A roll on the router's tick sends nothing to any client, so nothing
+        # else would write its records (the roll, the pulls) until the next
+        # message: killed meanwhile, the engine would lose them.
+        self._flush_soon()
 
     def _report_volume(self, ix: int) -> None:
         """Tell the router what the market printed in instrument ``ix`` since it was last told."""

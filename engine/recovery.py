@@ -239,6 +239,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     marks: dict[str, list[tuple[int, int]]] = {}
     ended: set[str] = set()  # sessions intake dropped (JournalSessionEnd)
     day_start = None  # the current trading day's start: its roll, or the journal's first record
+    expiring: set[int] = set()  # orders whose last pull was a DAY's end (JournalPulled.expire)
     for rec in JournalReader(journal_dir).records(1):
         records += 1
         if day_start is None:
@@ -256,6 +257,11 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
                     order = table.by_id.get(order_id)
                     if order is not None and not order.done:
                         order.pull(known.reason, known.text)
+                        # (the last pull's word stands, as live: Pipeline._take_down)
+                        if known.expire:
+                            expiring.add(order_id)
+                        else:
+                            expiring.discard(order_id)
             elif isinstance(known, JournalSessionEnd):
                 # Intake dropped it: not restored (its orders' later reports
                 # are journaled unnumbered and fill no ring).
@@ -335,6 +341,10 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
               "their orders, fills and exposure and reuse their order ids: put them back in "
               "the configuration (a new journal directory starts empty)")
     pipeline._exec_id = max_exec
+    # Those still working end EXPIRED at resume_working (_finish_pulled), not CANCELED.
+    # (One the table no longer holds was done.)
+    pipeline._expiring.update(order_id for order_id in expiring
+                              if order_id in table.by_id and not table.by_id[order_id].done)
     # Every child the journal names is done: the venues did not outlive the
     # engine (working orders are routed again, under ids above every one the
     # journal names, forgotten orders' included: table.create keeps
@@ -449,7 +459,8 @@ def _apply_children(table, children: dict, record: JournalChildren,
 
 
 def resume_working(pipeline, recovered: Recovered) -> int:
-    """Take up the unanswered Cancels and Replaces, engage the journal's kill switches again,
+    """Roll the trading day if it ended while the engine was down (its DAY orders expire),
+    take up the unanswered Cancels and Replaces, engage the journal's kill switches again,
     then route the working orders again.
 
     Call it once the recovered sessions are in ``pipeline.sessions``: the
@@ -457,6 +468,12 @@ def resume_working(pipeline, recovered: Recovered) -> int:
     resends. Returns how many orders went back to the market.
     """
     now = time.time_ns()
+    if now >= pipeline._next_roll:
+        # Down across a roll: the engine rolls now, before anything goes back to
+        # the market, so the DAY orders of the day that ended are expired (taken
+        # down here, finished by _finish_pulled) rather than routed again, and a
+        # Replace taken up for one is refused as it would be live.
+        pipeline.roll_day(now)
     _take_up(pipeline, recovered.in_flight, now)
     _finish_pulled(pipeline, now)
     _restore_kill_switches(pipeline, recovered.kill_switches)
@@ -649,11 +666,16 @@ def _valued_at(order, price: int, inst_ix: int, valuations: dict, references: di
 def _finish_pulled(pipeline, now: int) -> None:
     """Cancel the orders the engine had pulled (``JournalPulled``) whose venue cancels had
     not come back at the stop: a kill switch released since, or cancel-on-disconnect,
-    had decided that they leave the market, and they are not routed again. One with a
-    Cancel taken up again is left to it (its CANCELED answers the Cancel)."""
+    had decided that they leave the market, and they are not routed again. DAY orders
+    whose trading day had ended (``JournalPulled.expire``) end EXPIRED instead, as they
+    would have live. One with a Cancel taken up again is left to it (its CANCELED
+    answers the Cancel)."""
     for order in pipeline.orders.working():
         if order.pulled is not None and order.order_id not in pipeline._pending:
-            pipeline.cancel_working(order, now, text=order.pulled[1])
+            if order.order_id in pipeline._expiring:
+                pipeline.expire_working(order, now, order.pulled[1])
+            else:
+                pipeline.cancel_working(order, now, text=order.pulled[1])
 
 
 def _restore_kill_switches(pipeline, engaged: dict) -> None:

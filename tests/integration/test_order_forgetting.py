@@ -54,7 +54,7 @@ def test_done_orders_are_forgotten_at_the_second_roll_live_and_after_a_restart(t
 
         for cid, side, price in (("b0", "buy", "49.00"), ("a0", "sell_short", "51.00")):
             client.new_order("AAA", side, "500", price, account="DEMO2", cl_ord_id=cid,
-                             locate=True)
+                             locate=True, time_in_force="gtc")
             report(client, cid, ExecType.NEW)
         time.sleep(0.1)
         # Day 0: a fill, a cancel, a replace, a refusal.
@@ -64,7 +64,8 @@ def test_done_orders_are_forgotten_at_the_second_roll_live_and_after_a_restart(t
         report(client, "c1", ExecType.NEW)
         client.cancel("c1", account="DEMO1", cl_ord_id="c1x")
         report(client, "c1x", ExecType.CANCELED)
-        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="r1")
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="r1",
+                         time_in_force="gtc")
         report(client, "r1", ExecType.NEW)
         client.replace("r1", account="DEMO1", qty="20", cl_ord_id="r1b")
         report(client, "r1b", ExecType.REPLACED)
@@ -118,9 +119,10 @@ def test_after_a_restart_ids_stay_above_those_of_forgotten_orders(tmp_path):
     with ThreadedEngine(path) as engine, Client(endpoint) as client:
         pipeline = engine.service.pipeline
         client.new_order("AAA", "sell_short", "500", "51.00", account="DEMO2", cl_ord_id="a0",
-                         locate=True)
+                         locate=True, time_in_force="gtc")
         report(client, "a0", ExecType.NEW)
-        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="w")
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="w",
+                         time_in_force="gtc")
         report(client, "w", ExecType.NEW)
         time.sleep(0.1)
         client.new_order("AAA", "buy", "10", "51.00", account="DEMO1", cl_ord_id="f")
@@ -177,7 +179,7 @@ def test_a_restart_forgets_what_the_live_engine_forgot_under_a_random_load(tmp_p
         pipeline = engine.service.pipeline
         for cid, side, price in (("b0", "buy", "47.00"), ("a0", "sell_short", "51.00")):
             client.new_order("AAA", side, "5000", price, account="DEMO2", cl_ord_id=cid,
-                             locate=True)
+                             locate=True, time_in_force="gtc")
             report(client, cid, ExecType.NEW)
         time.sleep(0.1)
         working, used, rolls = [], [], 0
@@ -204,9 +206,10 @@ def test_a_restart_forgets_what_the_live_engine_forgot_under_a_random_load(tmp_p
                 client.new_order("AAA", "buy", str(rng.randint(1, 20)), "51.00",
                                  account="DEMO1", cl_ord_id=cid)
             else:
+                # (A DAY one expires at the next roll: then done, and forgotten.)
                 client.new_order("AAA", "buy", str(rng.randint(1, 20)),
                                  f"{rng.randint(4800, 4990) / 100:.2f}", account="DEMO1",
-                                 cl_ord_id=cid)
+                                 cl_ord_id=cid, time_in_force=rng.choice(["day", "gtc"]))
                 working.append(cid)
             used.append(cid)
             client.drain(0.01)
