@@ -18,7 +18,7 @@ import datetime as dt
 import functools
 import logging
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import msgspec
 
@@ -162,6 +162,14 @@ HISTORY_PART = 500
 def risk_flags(req: NewOrder) -> int:
     """The risk engine's flag bits of a new order."""
     return (_LOCATE if req.locate else 0) | (_INTENDED_DUPLICATE if req.intended_duplicate else 0)
+
+
+class SessionRef(NamedTuple):
+    """A client session by its id alone: one intake no longer holds (or recovery did not
+    restore). What is sent to it is journaled all the same (see ``Pipeline._send``), so
+    its requests have their answers in the journal."""
+
+    session_id: str
 
 
 class _Pending:
@@ -1048,9 +1056,11 @@ class Pipeline(Handler):
         if queued and pending.canceler is not None:
             refused.append(pending.canceler)
         for session_id, req in refused:
-            session = self.sessions.get(session_id)
-            if session is not None:
-                self._cancel_reject(session, order, req, reason, text)
+            # A session intake let go meanwhile is answered in the journal all the
+            # same (see _send): else the request stayed unanswered there, and every
+            # restart took it up again.
+            self._cancel_reject(self.sessions.get(session_id) or SessionRef(session_id),
+                                order, req, reason, text)
 
     def _cancel_replaced(self, order: Order, pending: _Pending, now: int, text: str) -> None:
         """Cancel an order whose replace was refused (or expire it, when its DAY ended while

@@ -50,7 +50,7 @@ from engine.messages import (
 )
 from engine.orders import Child, Stage
 from engine.pipeline import (
-    RISK_SCOPE, cl_ord_hash, kill_switch_scope, order_schedule, risk_flags,
+    RISK_SCOPE, SessionRef, cl_ord_hash, kill_switch_scope, order_schedule, risk_flags,
 )
 from ext.risk import RiskFlag
 
@@ -115,13 +115,6 @@ class Recovered(NamedTuple):
         """The counts, for the log."""
         return {**self._asdict(), "sessions": len(self.sessions),
                 "kill_switches": len(self.kill_switches), "in_flight": len(self.in_flight)}
-
-
-class _Requester(NamedTuple):
-    """The session of a request taken up again whose session was not restored (its answer
-    is journaled all the same, as for any session intake no longer has)."""
-
-    session_id: str
 
 
 def _check_whole(journal_dir) -> None:
@@ -763,7 +756,7 @@ def _take_up(pipeline, in_flight: list, now: int) -> None:
     Nothing reaches the router: it knows none of the orders yet.
     """
     for session_id, req, filled, arrived_in in in_flight:
-        session = pipeline.sessions.get(session_id) or _Requester(session_id)
+        session = pipeline.sessions.get(session_id) or SessionRef(session_id)
         # (Its id is spent in the day it arrived in, as a replay of this journal spends it.)
         if isinstance(req, Cancel):
             pipeline._cancel(session, req, now, spent_in=arrived_in)

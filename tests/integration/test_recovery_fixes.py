@@ -316,3 +316,36 @@ def test_requests_naming_no_order_they_could_act_on_leave_nothing_across_a_kill_
             assert status.report.ord_status == OrdStatus.CANCELED
     finally:
         kill_if_running(proc)
+
+
+def test_a_replace_refused_after_its_session_was_let_go_is_answered_in_the_journal(
+        tmp_path, monkeypatch):
+    # (Review, 2026-12-06.) A replace refused once the children were down, after intake
+    # had let its session go, was answered nowhere, not even in the journal: every
+    # restart found it unanswered and took it up again.
+    from engine import service
+    path, endpoint = engine_config(tmp_path, slow=True)
+    with ThreadedEngine(path) as engine:
+        pipeline = engine.service.pipeline
+        client = open_session(endpoint)
+        assert rest(client, "R").exec_type == ExecType.NEW
+        time.sleep(1.7)  # the child is acknowledged
+        client.replace("R", account=ACCOUNT, qty="200000", cl_ord_id="R-big")  # risk refuses
+        time.sleep(0.3)
+        session = engine.call(lambda: pipeline.sessions[client.session_id])
+        engine.call(lambda: pipeline.on_session_forgotten(session))  # as intake does
+        client.close()
+        deadline = time.time() + 10
+        while engine.call(lambda: pipeline._pending) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not engine.call(lambda: pipeline._pending)        # refused, routed again
+    in_flight = []
+    resume = service.resume_working
+
+    def look_then_resume(pipeline, summary):
+        in_flight.extend(summary.in_flight)
+        return resume(pipeline, summary)
+
+    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    with ThreadedEngine(path):
+        assert in_flight == []
