@@ -257,15 +257,26 @@ def segment_name(first_seq: int) -> str:
 
 
 def list_segments(data_dir: str | os.PathLike) -> list[Path]:
-    """Segment files of a journal, oldest first."""
+    """Segment files of a journal, oldest first.
+
+    Every ``<digits>.krj`` file is listed, in the order of the seq its name
+    gives, a misnamed one (``4711.krj``, not zero-padded) included: sorted by
+    name it would come last, and the segment would look missing where it
+    belongs. Readers refuse it there (``check_zero_padded``).
+    """
     directory = Path(data_dir)
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if is_segment_name(p))
+    return sorted((p for p in directory.iterdir() if is_segment_name(p)),
+                  key=lambda p: (int(p.stem), p.name))
 
 
 def is_segment_name(path: str | os.PathLike) -> bool:
-    """Whether a file's name is a segment's (``<digits>.krj``)."""
+    """Whether a file's name is a segment's (``<digits>.krj``), zero-padded or not.
+
+    A misnamed segment (``4711.krj``) still counts as one, so that nothing
+    takes it for a stray file; ``check_zero_padded`` is the stricter test.
+    """
     path = Path(path)
     return path.suffix == SEGMENT_SUFFIX and path.stem.isdigit()
 
@@ -510,6 +521,9 @@ class JournalReader:
             segments = segments[keep:]
         expected, prev_hash = None, None
         for index, path in enumerate(segments):
+            # Before the header is read: a misnamed file is reported as that, whatever
+            # its header (torn, zeros, another seq) would otherwise make of it.
+            check_zero_padded(path, expected if expected is not None else int(path.stem))
             data = _read_segment(path)
             last_segment = index == len(segments) - 1
             try:
@@ -577,14 +591,42 @@ class JournalReader:
         self.next_seq = expected
 
 
+def check_zero_padded(path: Path, seq: int | None) -> None:
+    """Raise ``JournalCorruptError`` (problem ``name``, at ``seq``) unless the segment's file
+    name is ``segment_name`` of the seq it gives: 20 zero-padded digits.
+
+    ``4711.krj`` names the segment of seq 4711 to a person but not to the writer,
+    which would start another file beside it, nor to tools that sort or match
+    names; verify reported it as a missing segment (or, last, not at all).
+
+    Parameters
+    ----------
+    path : Path
+        A file ``is_segment_name`` accepts.
+    seq : int or None
+        The seq the reader was at, for the report.
+    """
+    proper = path.with_name(segment_name(int(path.stem)))
+    if path.name == proper.name:
+        return
+    advice = (f"{proper.name} exists too: this file may be a copy of it, to be removed, "
+              f"not renamed over it" if proper.exists() else
+              f"rename it to {proper.name} if its header's first seq is {int(path.stem)}")
+    raise JournalCorruptError(
+        path, 0, seq, "name",
+        f"a misnamed segment file: segment names are the first seq in 20 zero-padded digits, "
+        f"and this one is not; {advice}")
+
+
 def check_segment_name(path: Path, header, seq: int) -> None:
     """Raise ``JournalCorruptError`` (problem ``name``, at ``seq``) unless the segment's file
-    name is its header's first seq.
+    name is its header's first seq, zero-padded (``check_zero_padded``).
 
     A reader starting from a seq picks its segment by name (``JournalReader``,
     ``gateways.tail``): a renamed one would make it start past the records
     it was asked for, without a word.
     """
+    check_zero_padded(path, seq)
     if int(path.stem) != header.first_seq:
         proper = path.with_name(segment_name(header.first_seq))
         advice = (f"{proper.name} exists too: this file may be a copy of it, to be removed, "

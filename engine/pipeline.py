@@ -42,6 +42,7 @@ from ext.router import (ACT_CANCEL, ACT_NEW, ACT_REPLACE, CF_MID_PEG, CF_POST_ON
                         STRAT_TWAP, STRAT_VWAP)
 from ext.router import MAX_PRICE as ROUTER_MAX_PRICE, MAX_QTY as ROUTER_MAX_QTY
 from ext.simloop import ReportKind
+from ext.textcheck import TextKind, matches
 from ext.types import CancelReason, OrdStatus, RejectReason, Side, TimeInForce
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,22 @@ _Stage, _ExecType, _RecordKind, _ReportKind = map(members, (Stage, ExecType, Rec
 _OrdStatus, _Side, _TimeInForce, _OrdType, _RejectReason = map(
     members, (OrdStatus, Side, TimeInForce, OrdType, RejectReason))
 _CXL_SELF_TRADE = int(CancelReason.CXL_SELF_TRADE)
+
+_TEXT_DECIMAL = int(TextKind.TEXT_DECIMAL)
+
+
+def price_sent(price: str | None) -> str | None:
+    """The price text of a new order refused before it became ticks, for its report.
+
+    The client sees the price it sent (the ``text`` names it too, but a
+    client matching reports to orders reads fields, not prose). It is echoed
+    whole, never clipped: a clipped number is another number. Intake let it
+    through as a positive decimal string, which a report's ``price`` takes;
+    anything else (a request that did not come through intake) is not
+    echoed, as a report a client cannot decode would be worse than none.
+    """
+    return price if price is not None and matches(price, _TEXT_DECIMAL) else None
+
 
 #: NewOrder.strategy label -> router strategy. Only an order naming none takes
 #: ``[router] strategy`` (STRAT_DEFAULT); one naming "auto" is routed by auto.
@@ -514,10 +531,13 @@ class Pipeline(Handler):
             self._send(requester, report)
 
     def _reject_order(self, order: Order, reason: int, text: str, now: int,
-                      stage: str) -> None:
+                      stage: str, sent_price: str | None = None) -> None:
+        """Refuse a new order; ``sent_price`` is its report's price while the order holds
+        none (see ``price_sent``)."""
         order.reject(reason, text, now)
         self._count_reject(reason, stage)
-        self._report(order, _ExecType.REJECTED, reason=reason, text=text)
+        self._report(order, _ExecType.REJECTED, reason=reason, text=text,
+                     price_sent=sent_price)
 
     def _count_reject(self, reason: int, stage: str) -> None:
         """Count a refusal the pipeline sends (kronos_rejects_total; intake counts its own)."""
@@ -672,14 +692,18 @@ class Pipeline(Handler):
                                    int(req.side), int(req.ord_type), int(req.time_in_force),
                                    0, 0, now)
         # -- validated: instrument, decimal strings, core indices
+        # Refused before the price is ticks (no instrument, a price or quantity that does
+        # not convert), the report carries the client's price text rather than none.
         if inst is None:
             return self._reject_order(order, _RejectReason.UNKNOWN_INSTRUMENT,
-                                      f"unknown symbol {req.symbol!r}", now, "validate")
+                                      f"unknown symbol {req.symbol!r}", now, "validate",
+                                      price_sent(req.price))
         try:
             order.qty = inst.qty_to_lots(req.qty)
             order.price = inst.price_to_ticks(req.price) if req.price is not None else 0
         except ConversionError as exc:
-            return self._reject_order(order, exc.reason, str(exc), now, "validate")
+            return self._reject_order(order, exc.reason, str(exc), now, "validate",
+                                      price_sent(req.price))
         if order.qty > ROUTER_MAX_QTY or order.price > ROUTER_MAX_PRICE:  # (no call per order)
             return self._reject_order(order, _RejectReason.VALUE_OUT_OF_RANGE,
                                       _beyond_router(inst, order.qty, order.price), now,

@@ -550,7 +550,8 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
                 missing["account", report.account] += 1
                 return 0
         # A refused order's price or quantity may be exactly why it was
-        # refused (off tick, off lot): it is recreated with none.
+        # refused (off tick, off lot): it is recreated with none. (Its journaled
+        # report, kept as last_report below, still shows the price it was sent.)
         order = table.create(report.cl_ord_id, session_id, report.account, report.symbol,
                              int(req.side), int(req.ord_type), int(req.time_in_force),
                              inst.price_to_ticks(req.price) if req.price and not rejected else 0,

@@ -29,9 +29,7 @@ Rules, as documented in docs/book.md:
   (an own order that would cancel the FOK makes it unfillable).
 """
 cimport cython
-from cpython.long cimport PyLong_Check
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
-from cpython.number cimport PyNumber_Index
 from libc.string cimport memcpy, memmove, memset
 from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, uint64_t, INT64_MAX
 
@@ -39,6 +37,7 @@ import numpy as np
 cimport numpy as cnp
 
 from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put
+from ext.intarg cimport small_arg
 from ext.types cimport (
     Side, BUY, SELL, SELL_SHORT, OrdType, MARKET, LIMIT, DAY, GTC, IOC, FOK,
     STP_NONE, CANCEL_NEWEST, CANCEL_OLDEST, CANCEL_BOTH,
@@ -121,15 +120,6 @@ cdef inline bint _crosses(bint is_buy, int64_t limit, int64_t level_price) noexc
     return level_price <= limit if is_buy else level_price >= limit
 
 
-cdef inline int _small(object value) except? -1:
-    """A C int argument (a side, an order type, a time in force, an STP mode) as
-    ``operator.index`` takes it: a float raises ``TypeError``, never truncated (Cython's
-    own conversion to a C int would cut 1.5 to 1), beyond a C int ``OverflowError``."""
-    if not PyLong_Check(value):
-        value = PyNumber_Index(value)
-    return value
-
-
 @cython.final
 cdef class OrderBook:
     """An L3 order book for one instrument, with price-time priority matching.
@@ -173,8 +163,9 @@ cdef class OrderBook:
     (40, 1, (0, 0, 10050, 60))
     """
 
-    def __cinit__(self, str symbol="", Py_ssize_t capacity=1024, int stp=CANCEL_NEWEST):
+    def __cinit__(self, str symbol="", Py_ssize_t capacity=1024, stp=CANCEL_NEWEST):
         cdef Py_ssize_t slots = 16
+        cdef int stp_mode = small_arg(stp, "stp")
         if capacity < 1:
             capacity = 1
         if capacity > 1 << 30:
@@ -189,9 +180,9 @@ cdef class OrderBook:
         self.events = NULL
         self.bids.data = NULL
         self.asks.data = NULL
-        if stp < STP_NONE or stp > CANCEL_BOTH:
-            raise ValueError(f"unknown self-trade prevention mode {stp}")
-        self.default_stp = stp
+        if stp_mode < STP_NONE or stp_mode > CANCEL_BOTH:
+            raise ValueError(f"unknown self-trade prevention mode {stp_mode}")
+        self.default_stp = stp_mode
         self.pool_cap = 0
         self.free_head = NIL
         self.n_orders = 0
@@ -654,7 +645,8 @@ cdef class OrderBook:
     # ------------------------------------------------------------ Python API: orders
     # The 64-bit numbers are Py_ssize_t (int64 here), which Cython converts with
     # operator.index: a float or a Decimal raises TypeError, where an int64_t
-    # parameter would truncate it (100.9 ticks resting at 100). Enums pass _small.
+    # parameter would truncate it (100.9 ticks resting at 100). Enums pass small_arg, which
+    # refuses a float the same way and names the argument it refuses.
 
     def add(self, Py_ssize_t order_id, side, Py_ssize_t price, Py_ssize_t qty,
             Py_ssize_t account=0, ord_type=LIMIT, tif=GTC, bint post_only=False, stp=-1,
@@ -693,10 +685,14 @@ cdef class OrderBook:
         TypeError
             If a number is not an integer (a float, a Decimal); nothing changed.
         OverflowError
-            If one is beyond int64 (an enum beyond C int); nothing changed.
+            If a 64-bit number is beyond int64; nothing changed.
+        ValueError
+            If an enum (``side``, ``ord_type``, ``tif``, ``stp``) is beyond a C int, naming
+            it; nothing changed. Within a C int an unknown value is a reject code.
         """
-        return self.add_c(order_id, _small(side), price, qty, account, _small(ord_type),
-                          _small(tif), FLAG_POST_ONLY if post_only else 0, _small(stp), ts)
+        return self.add_c(order_id, small_arg(side, "side"), price, qty, account,
+                          small_arg(ord_type, "ord_type"), small_arg(tif, "tif"),
+                          FLAG_POST_ONLY if post_only else 0, small_arg(stp, "stp"), ts)
 
     def cancel(self, Py_ssize_t order_id, Py_ssize_t ts=0):
         """Cancel a resting order. Returns 0, or ``UNKNOWN_ORDER`` (``TypeError`` for an
@@ -720,11 +716,11 @@ cdef class OrderBook:
         """
         return self.replace_c(order_id, price, qty, ts)
 
-    def expire_day(self, int64_t ts=0):
+    def expire_day(self, Py_ssize_t ts=0):
         """Expire every resting DAY order (end of session). Returns the count."""
         return self._cancel_where(-1, DAY, CXL_END_OF_DAY, ts)
 
-    def cancel_account(self, int64_t account, int64_t ts=0):
+    def cancel_account(self, Py_ssize_t account, Py_ssize_t ts=0):
         """Cancel every resting order of one account. Returns the count."""
         return self._cancel_where(account, -1, CXL_MASS_CANCEL, ts)
 
@@ -892,7 +888,7 @@ cdef class OrderBook:
         return out
 
     @staticmethod
-    def from_snapshot(snapshot, int64_t seq=0, str symbol="", int stp=CANCEL_NEWEST):
+    def from_snapshot(snapshot, Py_ssize_t seq=0, str symbol="", stp=CANCEL_NEWEST):
         """Rebuild a book from ``snapshot()`` output; priority and ids are kept.
 
         Raises

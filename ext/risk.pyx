@@ -41,6 +41,7 @@ from ext.types cimport (BUY, SELL, SELL_SHORT, MARKET, LIMIT,
                         SHORT_SELL_NOT_ALLOWED, LOCATE_REQUIRED, DAILY_NOTIONAL_LIMIT,
                         DAILY_LOSS_LIMIT, THROTTLED, DUPLICATE_CL_ORD_ID, DUPLICATIVE_ORDER,
                         KILL_SWITCH, UNKNOWN_SESSION)
+from ext.intarg cimport small_arg
 from ext.types import RejectReason
 from ext.instrument import Instrument
 
@@ -1585,9 +1586,14 @@ cdef class RiskEngine:
         """Human-actionable text for the last reject (built only when asked)."""
         return self.reject_text(self.detail.reason)
 
-    def reject_text(self, int reason):
-        """Text for ``reason`` using the detail of the last reject."""
+    def reject_text(self, reason):
+        """Text for ``reason`` using the detail of the last reject.
+
+        ``reason`` is an integer (``small_arg``): an ``int`` parameter took 38.9
+        as ``MAX_ORDER_QTY`` (38); a float is now a ``TypeError``.
+        """
         cdef RejectDetail d = self.detail
+        reason = small_arg(reason, "reason")
         try:
             name = RejectReason(reason).name
         except ValueError:

@@ -50,6 +50,7 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.math cimport NAN
 from libc.string cimport memcpy, memmove, memset
 from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put, idmap_set
+from ext.intarg cimport small_arg
 from ext.slotheap cimport slotheap_free, slotheap_init, slotheap_push, slotheap_remove
 from libc.stdlib cimport qsort
 from ext.book cimport OrderBook
@@ -2177,10 +2178,11 @@ cdef class Router:
     # ============================================================ Python API: orders
     # The Python API's 64-bit numbers are Py_ssize_t (int64 here): Cython converts those
     # with operator.index, which refuses a float or a Decimal (TypeError), where an
-    # int64_t parameter would truncate 5.7 lots to 5 in silence.
-    def route(self, Py_ssize_t parent_id, int instrument, int side, Py_ssize_t qty,
-              Py_ssize_t limit_px=0, Py_ssize_t now=0, int strategy=STRAT_DEFAULT,
-              int tif=DAY, *, Py_ssize_t start_ns=-1, Py_ssize_t end_ns=-1,
+    # int64_t parameter would truncate 5.7 lots to 5 in silence. The C-int enums and indices
+    # pass small_arg for the same reason (an int parameter took side=1.7 as BUY).
+    def route(self, Py_ssize_t parent_id, instrument, side, Py_ssize_t qty,
+              Py_ssize_t limit_px=0, Py_ssize_t now=0, strategy=STRAT_DEFAULT,
+              tif=DAY, *, Py_ssize_t start_ns=-1, Py_ssize_t end_ns=-1,
               Py_ssize_t slices=-1, object profile=None, Py_ssize_t pov_ppm=-1,
               Py_ssize_t dark_min_qty=-1, object post_residual=None,
               Py_ssize_t stp_account=0, Py_ssize_t stp=-1):
@@ -2235,7 +2237,19 @@ cdef class Router:
         int
             0 when accepted, else a ``RejectReason`` and nothing is kept
             (``INVALID_STP_MODE`` for an ``stp`` outside -1 to 3).
+
+        Raises
+        ------
+        TypeError
+            If a number is not an integer (``side=1.7``); nothing is kept.
+        ValueError
+            If ``instrument``, ``side``, ``strategy`` or ``tif`` is beyond a C int (the
+            message names it); within a C int an unknown value is a reject code.
         """
+        cdef int instrument_c = small_arg(instrument, "instrument")
+        cdef int side_c = small_arg(side, "side")
+        cdef int strategy_c = small_arg(strategy, "strategy")
+        cdef int tif_c = small_arg(tif, "tif")
         cdef RouteParams prm
         cdef int64_t[::1] prof
         prm.start_ns = start_ns
@@ -2253,7 +2267,8 @@ cdef class Router:
             if prof.shape[0]:
                 prm.profile = &prof[0]
                 prm.n_profile = prof.shape[0]
-        return self.route_c(parent_id, instrument, side, qty, limit_px, strategy, tif, now, &prm)
+        return self.route_c(parent_id, instrument_c, side_c, qty, limit_px, strategy_c, tif_c, now,
+                            &prm)
 
     def route_batch(self, cnp.ndarray orders not None, Py_ssize_t now=0):
         """Route many parents in one call (``PARENT_DTYPE`` array); returns their codes (uint16).
@@ -2387,13 +2402,15 @@ cdef class Router:
         given = fee
         return self.on_fill_c(child_id, last_qty, last_px_x2, given, True, now)
 
-    def on_reject(self, Py_ssize_t child_id, int reason, Py_ssize_t now=0):
+    def on_reject(self, Py_ssize_t child_id, reason, Py_ssize_t now=0):
         """The venue rejected a new child (``reason``: a RejectReason). Its lots are re-routed.
 
         ``VENUE_UNAVAILABLE`` marks the venue down, ``VENUE_CLOSED`` closes
-        it; any other reason marks that venue's book stale for a sweep.
+        it; any other reason marks that venue's book stale for a sweep. A
+        ``reason`` that is not an integer is a ``TypeError``, one beyond a C
+        int a ``ValueError`` (never truncated to another reason).
         """
-        return self.on_reject_c(child_id, reason, now)
+        return self.on_reject_c(child_id, small_arg(reason, "reason"), now)
 
     def on_canceled(self, Py_ssize_t child_id, Py_ssize_t now=0):
         """A child ended without filling in full (IOC remainder, cancel done): re-route the rest."""

@@ -65,6 +65,7 @@ from ext.types cimport (
 )
 from ext.simflow cimport FLAG_PEG_MID, PEG_SCALE
 from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put
+from ext.intarg cimport small_arg
 from ext.book import FILL_DTYPE, EVENT_DTYPE, OP_DTYPE, DEPTH_DTYPE
 
 cnp.import_array()
@@ -791,6 +792,21 @@ class SampleTable:
 
 
 # ---------------------------------------------------------------- the loop
+
+cdef int _check_op_fields(int side, int ord_type, int tif, int stp) except -1:
+    """Refuse an order's enum that does not fit its byte in ``OP_DTYPE`` / the child record.
+
+    A wider value would wrap (side 257 stored as 1, BUY); within the byte an unknown
+    value is left to the book, which answers with its reject code.
+    """
+    if 0 <= side <= 255 and 0 <= ord_type <= 255 and 0 <= tif <= 255 and -1 <= stp <= 255:
+        return 0        # (the per-order path: C comparisons only)
+    for name, value, low in (("side", side, 0), ("ord_type", ord_type, 0), ("tif", tif, 0),
+                             ("stp", stp, -1)):
+        if not low <= value <= 255:
+            raise ValueError(f"{name} {value} is out of range ({low} to 255)")
+    return 0
+
 
 cdef class MarketLoop:
     """The simulated market's event loop: books, venues, latency, messages.
@@ -1950,9 +1966,12 @@ cdef class MarketLoop:
         m.target = slot
         return self._push(&m)
 
-    def submit(self, int book, int side, int64_t qty, int64_t price=0, int ord_type=LIMIT,
-               int tif=DAY, bint post_only=False, int64_t account=DEFAULT_ACCOUNT, int stp=-1,
-               on_report=None, int64_t min_qty=0):
+    # The Python API's numbers are Py_ssize_t (int64 here), converted with operator.index,
+    # and its enums and indices pass small_arg: an int64_t or int parameter converts a
+    # float through __int__, so submit(b, 1.7, 5.7, ...) sent a BUY of 5 lots in silence.
+    def submit(self, book, side, Py_ssize_t qty, Py_ssize_t price=0, ord_type=LIMIT,
+               tif=DAY, bint post_only=False, Py_ssize_t account=DEFAULT_ACCOUNT, stp=-1,
+               on_report=None, Py_ssize_t min_qty=0):
         """Send a child order to a book; it arrives after the venue's latency.
 
         Parameters
@@ -1986,20 +2005,31 @@ cdef class MarketLoop:
         -------
         int
             The child order id (above ``CHILD_ID_BASE``).
-        """
-        if book < 0 or book >= self.n_books:
-            raise IndexError(f"no book {book}")
-        if not (0 <= side <= 255 and 0 <= ord_type <= 255 and 0 <= tif <= 255
-                and -1 <= stp <= 255):
-            raise ValueError("side, ord_type, tif or stp out of range")
-        return self.submit_c(book, side, qty, price, ord_type, tif,
-                             FLAG_POST_ONLY if post_only else 0, account, stp, min_qty, on_report)
 
-    def cancel(self, int64_t child_id):
+        Raises
+        ------
+        TypeError
+            If a number, enum or index is not an integer (a float); nothing is sent.
+        ValueError
+            If ``side``, ``ord_type``, ``tif`` or ``stp`` is out of range (the message
+            names it); nothing is sent.
+        IndexError
+            If there is no book ``book``.
+        """
+        cdef int book_c = small_arg(book, "book"), side_c = small_arg(side, "side")
+        cdef int ord_type_c = small_arg(ord_type, "ord_type"), tif_c = small_arg(tif, "tif")
+        cdef int stp_c = small_arg(stp, "stp")
+        _check_op_fields(side_c, ord_type_c, tif_c, stp_c)
+        if book_c < 0 or book_c >= self.n_books:
+            raise IndexError(f"no book {book_c}")
+        return self.submit_c(book_c, side_c, qty, price, ord_type_c, tif_c,
+                             FLAG_POST_ONLY if post_only else 0, account, stp_c, min_qty, on_report)
+
+    def cancel(self, Py_ssize_t child_id):
         """Send a cancel for a child order (answered by RPT_CANCELED or RPT_CANCEL_REJECTED)."""
         self.cancel_c(child_id)
 
-    def replace(self, int64_t child_id, int64_t price, int64_t qty):
+    def replace(self, Py_ssize_t child_id, Py_ssize_t price, Py_ssize_t qty):
         """Send a cancel/replace: new limit (ticks) and new total quantity (lots).
 
         Priority is kept only for a same-price quantity decrease (book rules);
@@ -2032,28 +2062,37 @@ cdef class MarketLoop:
             m.ts, m.kind = close_ts, MSG_CLOSE
             self._push(&m)
 
-    def external(self, int book, int op, int64_t order_id, int side=BUY, int64_t price=0,
-                 int64_t qty=0, int ord_type=LIMIT, int tif=GTC, int64_t account=0,
-                 int stp=-1):
+    def external(self, book, op, Py_ssize_t order_id, side=BUY, Py_ssize_t price=0,
+                 Py_ssize_t qty=0, ord_type=LIMIT, tif=GTC, Py_ssize_t account=0,
+                 stp=-1):
         """Apply one background operation now, as flow would (replay uses this).
 
         ``order_id`` must be below ``CHILD_ID_BASE``. Returns the book's code.
+        Arguments are checked as ``submit``'s: a float is a ``TypeError``, an
+        ``op``, ``side``, ``ord_type``, ``tif`` or ``stp`` beyond its byte in
+        ``OP_DTYPE`` a ``ValueError`` naming it (it used to wrap: side 257 was BUY).
         """
         cdef Op o
-        if book < 0 or book >= self.n_books:
-            raise IndexError(f"no book {book}")
+        cdef int book_c = small_arg(book, "book"), op_c = small_arg(op, "op")
+        cdef int side_c = small_arg(side, "side"), ord_type_c = small_arg(ord_type, "ord_type")
+        cdef int tif_c = small_arg(tif, "tif"), stp_c = small_arg(stp, "stp")
+        _check_op_fields(side_c, ord_type_c, tif_c, stp_c)
+        if not 0 <= op_c <= 255:
+            raise ValueError(f"op {op_c} is out of range (0 to 255)")
+        if book_c < 0 or book_c >= self.n_books:
+            raise IndexError(f"no book {book_c}")
         if not 0 < order_id < _CHILD_ID_BASE:
             raise ValueError("background order ids are positive and below CHILD_ID_BASE")
         if self.running:
             raise RuntimeError("external() called from inside the loop")
         memset(&o, 0, sizeof(Op))
-        o.op, o.side, o.ord_type, o.tif = op, side, ord_type, tif
-        o.stp = STP_DEFAULT if stp < 0 else stp
+        o.op, o.side, o.ord_type, o.tif = op_c, side_c, ord_type_c, tif_c
+        o.stp = STP_DEFAULT if stp_c < 0 else stp_c
         o.order_id, o.account, o.price, o.qty, o.ts = order_id, account, price, qty, self.now
         if self.now >= self.next_sample:
             self._sample(self.now)
         self.batch_gen += 1
-        r = self._bg_op(&o, book)
+        r = self._bg_op(&o, book_c)
         if self.pending_ack:
             self._flush_ack()
         return r
@@ -2272,8 +2311,10 @@ cdef class StrategyCore:
         PyMem_Free(self.w_ids)
         PyMem_Free(self.w_leaves)
 
-    def __init__(self, MarketLoop loop not None, int instrument, int side, int64_t qty,
-                 int64_t account=DEFAULT_ACCOUNT):
+    def __init__(self, MarketLoop loop not None, instrument, side, Py_ssize_t qty,
+                 Py_ssize_t account=DEFAULT_ACCOUNT):
+        # small_arg and Py_ssize_t refuse a float (side=1.7 was BUY; qty=5.7 was 5 lots).
+        instrument, side = small_arg(instrument, "instrument"), small_arg(side, "side")
         if not 0 <= instrument < loop.n_instruments:
             raise IndexError(f"no instrument {instrument}")
         if _has_instance_dict(self):
@@ -2371,12 +2412,17 @@ cdef class StrategyCore:
 
     # ------------------------------------------------------------ actions
 
-    def send(self, int venue, int64_t qty, int64_t price=0, int ord_type=LIMIT, int tif=DAY,
+    def send(self, venue, Py_ssize_t qty, Py_ssize_t price=0, ord_type=LIMIT, tif=DAY,
              bint post_only=False):
-        """Send a child order on venue ``venue`` (index); returns its id."""
-        return self.send_c(venue, qty, price, ord_type, tif, FLAG_POST_ONLY if post_only else 0)
+        """Send a child order on venue ``venue`` (index); returns its id.
 
-    def cancel(self, int64_t child_id):
+        A float (``qty=5.7``, ``tif=1.5``) is a ``TypeError``, never truncated; an
+        index or enum beyond a C int a ``ValueError`` naming it.
+        """
+        return self.send_c(small_arg(venue, "venue"), qty, price, small_arg(ord_type, "ord_type"),
+                           small_arg(tif, "tif"), FLAG_POST_ONLY if post_only else 0)
+
+    def cancel(self, Py_ssize_t child_id):
         """Ask the venue to cancel a child order."""
         self.loop.cancel_c(child_id)
 
@@ -2390,7 +2436,7 @@ cdef class StrategyCore:
         for child_id in ids:
             self.loop.cancel_c(child_id)
 
-    def replace(self, int64_t child_id, int64_t price, int64_t qty):
+    def replace(self, Py_ssize_t child_id, Py_ssize_t price, Py_ssize_t qty):
         """Ask the venue to change a child order's limit and total quantity."""
         self.loop.replace_c(child_id, price, qty)
 

@@ -349,3 +349,31 @@ def test_a_replace_refused_after_its_session_was_let_go_is_answered_in_the_journ
     monkeypatch.setattr(service, "resume_working", look_then_resume)
     with ThreadedEngine(path):
         assert in_flight == []
+
+
+def test_a_new_order_refused_before_its_price_is_ticks_reports_the_price_sent(tmp_path):
+    """An order refused because its price (or quantity) did not convert reported
+    ``price`` null: the client could not see in the report what it had sent (review). The
+    price text is echoed whole, live, in status replies and after a restart (recovery
+    recreates the refused orders with price 0, as before)."""
+    path, endpoint = engine_config(tmp_path, slow=False)
+    sent = {"tick": ("10", "49.005", "OFF_TICK"),
+            "huge": ("10", "99999999999999999999.5", "VALUE_OUT_OF_RANGE"),
+            "lot": ("10.5", "49.00", "OFF_LOT")}
+    with ThreadedEngine(path):
+        with open_session(endpoint) as client:
+            for cl_ord_id, (qty, price, reason) in sent.items():
+                got = rest(client, cl_ord_id, qty=qty, price=price)
+                assert (got.exec_type, got.reject_name, got.price, got.qty) == \
+                    (ExecType.REJECTED, reason, price, "0")
+                assert status(client, cl_ord_id).report.price == price
+            # an order whose price converted still reports it in ticks' form
+            assert rest(client, "risk", qty="200000", price="49.10").price == "49.1"
+            session_id, last = client.session_id, client.last_seq
+    with ThreadedEngine(path):
+        client, _ = resumed(endpoint, session_id, last)
+        with client:
+            for cl_ord_id, (qty, price, reason) in sent.items():
+                reply = status(client, cl_ord_id)
+                assert (reply.report.reject_name, reply.report.price) == (reason, price)
+            assert rest(client, "after", price="49.00").exec_type == ExecType.NEW

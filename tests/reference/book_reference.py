@@ -34,10 +34,28 @@ VALID_TIF = {int(T.DAY), int(T.GTC), int(T.IOC), int(T.FOK)}
 INT64_MAX = (1 << 63) - 1
 IOC, FOK, DAY = int(T.IOC), int(T.FOK), int(T.DAY)
 
+INT_MIN, INT_MAX = -(1 << 31), (1 << 31) - 1
+
 _NO_FILLS = np.zeros(0, dtype=FILL_DTYPE)
 _NO_FILLS.flags.writeable = False
 _NO_EVENTS = np.zeros(0, dtype=EVENT_DTYPE)
 _NO_EVENTS.flags.writeable = False
+
+
+def small_arg(value, field):
+    """``value`` as ``ext/intarg.pxd``'s ``small_arg`` takes it: an integer within a C int.
+
+    A float raises ``TypeError`` and a value beyond a C int ``ValueError``, both naming
+    ``field``; within a C int an unknown enum value is the caller's reject code.
+    """
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{field} must be an integer, not {type(value).__name__} "
+                        f"({value!r})") from None
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError(f"{field} {value} is out of range (not a valid {field})")
+    return value
 
 
 class _Ints:
@@ -105,6 +123,9 @@ class ReferenceBook:
     """Pure-Python twin of ``ext.book.OrderBook`` (same API, same output)."""
 
     def __init__(self, symbol="", capacity=1024, stp=NEWEST):
+        stp = small_arg(stp, "stp")
+        if not STP_NONE <= stp <= BOTH:
+            raise ValueError(f"unknown self-trade prevention mode {stp}")
         self.symbol, self.default_stp, self.seq = symbol, stp, 0
         self.orders: dict[int, _Order] = {}
         self.bids, self.asks = _Side(True), _Side(False)
@@ -249,8 +270,10 @@ class ReferenceBook:
     def add(self, order_id, side, price, qty, account=0, ord_type=LIMIT, tif=int(T.GTC),
             post_only=False, stp=-1, ts=0):
         """Same contract as ``OrderBook.add``."""
-        order_id, side, price, qty, account, ord_type, tif, stp, ts = map(
-            operator.index, (order_id, side, price, qty, account, ord_type, tif, stp, ts))
+        order_id, price, qty, account, ts = map(
+            operator.index, (order_id, price, qty, account, ts))
+        side, ord_type = small_arg(side, "side"), small_arg(ord_type, "ord_type")
+        tif, stp = small_arg(tif, "tif"), small_arg(stp, "stp")
         return self._add(order_id, side, price, qty, account, ord_type, tif,
                          FLAG_POST_ONLY if post_only else 0, stp, ts)
 
@@ -366,11 +389,13 @@ class ReferenceBook:
 
     def expire_day(self, ts=0):
         """Same contract as ``OrderBook.expire_day``."""
-        return self._cancel_where(lambda o: o.tif == DAY, C.CXL_END_OF_DAY, ts)
+        return self._cancel_where(lambda o: o.tif == DAY, C.CXL_END_OF_DAY, operator.index(ts))
 
     def cancel_account(self, account, ts=0):
         """Same contract as ``OrderBook.cancel_account``."""
-        return self._cancel_where(lambda o: o.account == account, C.CXL_MASS_CANCEL, ts)
+        account = operator.index(account)
+        return self._cancel_where(lambda o: o.account == account, C.CXL_MASS_CANCEL,
+                                  operator.index(ts))
 
     def apply(self, ops, results=None, keep_events=False):
         """Same contract as ``OrderBook.apply``."""

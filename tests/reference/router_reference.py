@@ -27,6 +27,7 @@ from ext.router import (
     STRAT_VWAP, STRATEGY_NAMES, ChildRole, Phase, Strategy, VenueHealth,
 )
 from ext.types import OrdStatus, OrdType, RejectReason, Side, StpMode, TimeInForce
+from tests.reference.book_reference import small_arg
 
 E6 = 1_000_000
 BUY, SELL, SELL_SHORT = int(Side.BUY), int(Side.SELL), int(Side.SELL_SHORT)
@@ -582,9 +583,11 @@ class ReferenceRouter:
     def route(self, parent_id, instrument, side, qty, limit_px=0, now=0, strategy=STRAT_DEFAULT,
               tif=DAY, *, start_ns=-1, end_ns=-1, slices=-1, profile=None, pov_ppm=-1,
               dark_min_qty=-1, post_residual=None, stp_account=0, stp=-1):
-        # (As the Cython router: a float quantity or price is refused, never truncated.)
+        # (As the Cython router: a float quantity, price or enum is refused, never truncated.)
         parent_id, qty, limit_px, now = map(operator.index, (parent_id, qty, limit_px, now))
-        side, tif, strategy, stp = int(side), int(tif), int(strategy), int(stp)
+        instrument, side = small_arg(instrument, "instrument"), small_arg(side, "side")
+        strategy, tif = small_arg(strategy, "strategy"), small_arg(tif, "tif")
+        stp = operator.index(stp)
         if parent_id <= 0:
             return R["INVALID_ORDER_ID"]
         if parent_id in self.parents:
@@ -795,6 +798,7 @@ class ReferenceRouter:
         return 0
 
     def on_reject(self, child_id, reason, now=0):
+        reason = small_arg(reason, "reason")
         c = self.children.get(child_id)
         if c is None:
             return R["UNKNOWN_ORDER"]

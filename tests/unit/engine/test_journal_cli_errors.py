@@ -183,6 +183,37 @@ def test_a_renamed_segment_fails_verify(journal, capsys, first, renamed):
     assert f"its name must be {segment_name(first)}" in line
 
 
+@pytest.mark.parametrize("first,misnamed", [(11, "11.krj"), (16, "16.krj"), (1, "1.krj"),
+                                           (6, "000000000000000000006.krj")])
+def test_a_segment_file_not_zero_padded_is_reported_as_misnamed(journal, capsys, first,
+                                                                 misnamed):
+    """4711.krj was reported as a missing segment (sorted by name it came last, so the
+    next segment broke the sequence), and as the last segment it passed verify (review)."""
+    (journal / segment_name(first)).rename(journal / misnamed)
+    result = verify(journal)
+    assert not result.ok
+    assert (result.problem.path.name, result.problem.problem, result.problem.seq) == \
+        (misnamed, "name", first)
+    assert result.records == first - 1 and result.segments == 4
+    assert main(["journal", "verify", "--data-dir", str(journal)]) == 1
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith(f"BROKEN: name at {misnamed} offset 0 (seq {first}): a misnamed "
+                           f"segment file")
+    assert f"rename it to {segment_name(first)}" in line
+    with pytest.raises(JournalCorruptError) as info:
+        JournalWriter(journal)                       # the writer does not open beside it
+    assert info.value.problem == "name" and info.value.path.name == misnamed
+    (journal / misnamed).rename(journal / segment_name(first))
+    assert verify(journal).ok
+
+
+def test_a_misnamed_copy_beside_its_segment_is_not_advised_over_it(journal):
+    shutil.copy(journal / segment_name(11), journal / "11.krj")
+    result = verify(journal)
+    assert (result.problem.path.name, result.problem.problem) == ("11.krj", "name")
+    assert f"{segment_name(11)} exists too" in result.problem.detail
+
+
 def test_a_copy_of_a_segment_under_another_name_is_not_advised_over_the_original(journal,
                                                                                  capsys):
     """verify told to rename a duplicated segment to its header's name, which the genuine

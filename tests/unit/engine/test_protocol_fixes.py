@@ -89,3 +89,13 @@ def test_alias_takes_a_reserved_id_and_never_an_other_orders():
     table.alias(first, "o2")  # (a journal from before ids in flight were reserved)
     assert table.find("ACC1", "o2") is second
     assert table.find("ACC1", "o1") is first and table.find("ACC1", "c1") is first
+
+
+def test_a_refused_orders_report_echoes_only_a_decimal_price():
+    """The price text a refused order's report echoes is what a report's price takes
+    (a decimal string): anything else is left out, never clipped into another number."""
+    from engine.pipeline import price_sent
+    assert price_sent("49.005") == "49.005" and price_sent("99999999999999999999.5")
+    assert price_sent(None) is None
+    for text in ("1e3", "-1", " 49.00", "4" * 21, "49." + "0" * 19, ""):
+        assert price_sent(text) is None, text

@@ -438,6 +438,56 @@ def test_a_float_or_decimal_is_refused_never_truncated(book):
     assert book.cancel(np.int64(4)) == 0
 
 
+@pytest.mark.parametrize("field", ["side", "ord_type", "tif", "stp"])
+@pytest.mark.parametrize("value", [2**70, 2**64, 2**40, -2**70, 2**31, -2**31 - 1])
+def test_an_enum_far_out_of_range_is_a_value_error_naming_it(book, field, value):
+    """add(1, 2**70, ...) raised Cython's OverflowError "Python int too large to convert to C
+    long", naming no argument (review); within a C int an unknown value stays a reject code."""
+    args = {"side": BUY, "ord_type": int(OrdType.LIMIT), "tif": int(T.GTC), "stp": -1}
+    args[field] = value
+    with pytest.raises(ValueError, match=f"^{field} {value} is out of range"):
+        book.add(1, args.pop("side"), 100, 5, **args)
+    assert len(book) == 0 and book.seq == 0
+    assert book.add(1, 99, 100, 5) == R.INVALID_SIDE
+
+
+@pytest.mark.parametrize("make", [OrderBook, ReferenceBook], ids=["cython", "reference"])
+def test_the_default_stp_mode_is_an_integer_within_range(make):
+    """OrderBook("X", stp=1.7) made a CANCEL_NEWEST book, in silence (review)."""
+    for stp in (1.7, "1", None):
+        with pytest.raises(TypeError, match="^stp must be an integer"):
+            make("X", stp=stp)
+    for stp in (2**70, 4, -1):
+        with pytest.raises(ValueError):
+            make("X", stp=stp)
+    # numpy integers and bools are integers, as operator.index has it (True is CANCEL_NEWEST)
+    for stp, own_trade in ((np.int8(int(StpMode.STP_NONE)), 1), (True, 0)):
+        b = make("X", stp=stp)
+        assert b.add(1, BUY, 100, 5, account=3) == 0 and b.add(2, SELL, 100, 5, account=3) == 0
+        assert len(b.drain_fills()) == own_trade
+
+
+def test_from_snapshot_and_the_mass_cancels_refuse_a_float():
+    """from_snapshot(stp=1.5), cancel_account(7.9) (cancels account 7) and expire_day(ts=1.5)
+    truncated the float (review)."""
+    book = OrderBook("X")
+    assert book.add(1, BUY, 100, 5, account=7) == 0
+    for call in (lambda: OrderBook.from_snapshot(book.snapshot(), stp=1.5),
+                 lambda: OrderBook.from_snapshot(book.snapshot(), seq=1.5),
+                 lambda: book.cancel_account(7.9), lambda: book.expire_day(1.5)):
+        with pytest.raises(TypeError):
+            call()
+    assert len(book) == 1
+
+
+def test_an_enum_float_names_the_field(book):
+    for field in ("side", "ord_type", "tif", "stp"):
+        args = {"side": BUY, "ord_type": int(OrdType.LIMIT), "tif": int(T.GTC), "stp": -1}
+        args[field] = 1.5
+        with pytest.raises(TypeError, match=f"^{field} must be an integer, not float"):
+            book.add(1, args.pop("side"), 100, 5, **args)
+
+
 def test_an_stp_mode_below_the_default_marker_is_unknown(book):
     assert book.add(1, BUY, 100, 5, stp=-2) == R.INVALID_STP_MODE
     assert book.add(1, BUY, 100, 5, stp=-100) == R.INVALID_STP_MODE

@@ -909,7 +909,18 @@ def test_reject_text_is_actionable():
     assert "account A1" in text and "AAPL" in text
 
 
-def test_snapshot_restore_round_trip():
+def test_reject_text_refuses_a_float_reason():
+    """reject_text(38.9) explained MAX_ORDER_QTY (38): an int parameter truncated it (review)."""
+    h = Harness(RiskEngine, merged(BASE, {"accounts": {"A1": {"cash": "1000"}}}))
+    assert h.new(price=100001) == R.INSUFFICIENT_BUYING_POWER
+    with pytest.raises(TypeError, match="^reason must be an integer"):
+        h.engine.reject_text(float(R.MAX_ORDER_QTY) + 0.9)
+    with pytest.raises(ValueError, match="^reason "):
+        h.engine.reject_text(2**70)
+    assert h.engine.reject_text(R.INSUFFICIENT_BUYING_POWER) == h.text()
+
+
+
     config = merged(BASE, {"firm": {"duplicative_window_ms": 100, "throttle_rate": 50}})
     h = Harness(RiskEngine, config)
     h.engine.set_reference_price(0, 10000, 0)

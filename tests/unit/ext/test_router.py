@@ -1293,7 +1293,31 @@ def test_a_float_quantity_price_or_fee_is_refused_never_truncated(R):
     assert r.parent(1)["cum_qty"] == 0 and r.parent(1)["qty"] == 5
 
 
-def test_a_passive_child_refused_by_a_venues_throttle_leaves_sweeps_that_venue(R):
+def test_a_float_enum_or_index_is_refused_never_truncated(R):
+    """route(1, 0, 1.7, ...) routed a BUY and route(..., tif=1.2) a GTC parent: the int
+    parameters took floats through __int__ (review); on_reject(child, 97.5) was a
+    VENUE_REJECT. A value beyond a C int raised an OverflowError naming nothing."""
+    r = R(1)
+    r.update_book(0, 0, bids=[(99, 10)], asks=[(101, 10)])
+    for field, kwargs in (("instrument", dict(instrument=0.2)), ("side", dict(side=1.7)),
+                          ("strategy", dict(strategy=float(STRAT_PASSIVE))),
+                          ("tif", dict(tif=1.2))):
+        args = dict(instrument=0, side=BUY, strategy=STRAT_PASSIVE, tif=int(T.DAY)) | kwargs
+        with pytest.raises(TypeError, match=f"^{field} must be an integer"):
+            r.route(1, args.pop("instrument"), args.pop("side"), 5, 100, **args)
+        args = dict(instrument=0, side=BUY, strategy=STRAT_PASSIVE, tif=int(T.DAY))
+        args[field] = 2**70
+        with pytest.raises(ValueError, match=f"^{field} {2**70} is out of range"):
+            r.route(1, args.pop("instrument"), args.pop("side"), 5, 100, **args)
+    assert r.n_active == 0
+    assert r.route(1, np.int32(0), np.int8(BUY), 5, 100, strategy=STRAT_PASSIVE) == 0
+    (a,) = r.drain_actions()
+    with pytest.raises(TypeError, match="^reason must be an integer"):
+        r.on_reject(int(a["child_id"]), 97.5)
+    assert r.parent(1)["qty"] == 5 and not r.drain_actions().size
+
+
+
     """Every reject of a passive child marked the book stale, so an unrelated marketable
     order then found nothing to take there and was canceled (review). Only a post-only
     child's POST_ONLY_WOULD_CROSS says the book moved."""

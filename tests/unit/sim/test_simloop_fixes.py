@@ -10,7 +10,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from ext.book import OrderBook
+from ext.book import OP_ADD, OrderBook
 from ext.simloop import Liquidity, ReportKind as K, StrategyCore
 from ext.types import CancelReason, RejectReason, StpMode
 from sim.fees import fee_units, units_to_currency
@@ -204,3 +204,47 @@ def test_dark_reports_carry_the_order_limit_not_the_pool_price(book_class):
     assert prices(peg_ioc) == [(K.RPT_ACCEPTED, 0), (K.RPT_CANCELED, 0)]
     assert prices(limit_ioc) == [(K.RPT_ACCEPTED, 10010), (K.RPT_CANCELED, 10010)]
     assert prices(market_ioc) == [(K.RPT_ACCEPTED, 0), (K.RPT_CANCELED, 0)]
+
+
+# ---------------------------------------------------------------- integer arguments
+
+def test_a_float_order_argument_is_refused_never_truncated():
+    """submit(book, 1.7, 5.7, 5000.5) sent a BUY of 5 lots at 5000, external(...) and a
+    strategy's send likewise: the int and int64_t parameters took floats through __int__
+    (review). external(side=257) stored side 1 (BUY) in its byte."""
+    m = quiet_market()
+    b = m.book_index("FAST", "AAA")
+    calls = {
+        "side": lambda: m.loop.submit(b, 1.7, 5, 5000),
+        "qty": lambda: m.loop.submit(b, BUY, 5.7, 5000),
+        "price": lambda: m.loop.submit(b, BUY, 5, 5000.5),
+        "ord_type": lambda: m.loop.submit(b, BUY, 5, 5000, ord_type=2.0),
+        "tif": lambda: m.loop.submit(b, BUY, 5, 5000, tif=0.5),
+        "stp": lambda: m.loop.submit(b, BUY, 5, 5000, stp=1.5),
+        "book": lambda: m.loop.submit(float(b), BUY, 5, 5000),
+        "min_qty": lambda: m.loop.submit(b, BUY, 5, 5000, min_qty=1.5),
+        "external side": lambda: m.loop.external(b, OP_ADD, 7, 2.2, 5000, 5),
+        "external op": lambda: m.loop.external(b, float(OP_ADD), 7, SELL, 5000, 5),
+        "external qty": lambda: m.loop.external(b, OP_ADD, 7, SELL, 5000, 5.5),
+        "strategy side": lambda: StrategyCore(m.loop, 0, 1.7, 100),
+        "strategy qty": lambda: StrategyCore(m.loop, 0, BUY, 100.5),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError):
+            call()
+    parent = StrategyCore(m.loop, 0, BUY, 100)
+    for call in (lambda: parent.send(m.venue_index("FAST"), 5.7, 5000),
+                 lambda: parent.send(m.venue_index("FAST"), 5, 5000, LIMIT, 1.5),
+                 lambda: parent.send(float(m.venue_index("FAST")), 5, 5000)):
+        with pytest.raises(TypeError):
+            call()
+    for field, call in (("side", lambda: m.loop.submit(b, 2**70, 5, 5000)),
+                        ("tif", lambda: m.loop.submit(b, BUY, 5, 5000, tif=256)),
+                        ("side", lambda: m.loop.external(b, OP_ADD, 7, 257, 5000, 5)),
+                        ("op", lambda: m.loop.external(b, OP_ADD + 256, 7, SELL, 5000, 5))):
+        with pytest.raises(ValueError, match=f"^{field} "):
+            call()
+    step(m)
+    assert m.loop.book(b).bbo() == (0, 0, 0, 0) and parent.children == []
+    # numpy integers are integers
+    assert m.loop.external(b, np.uint8(OP_ADD), np.int64(7), np.int8(SELL), 5000, 5) == 0

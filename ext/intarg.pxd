@@ -1,0 +1,55 @@
+# cython: language_level=3
+"""Conversion of the Python API's small integer arguments (enums and indices) to a C int.
+
+A ``def`` parameter typed ``int`` lets Cython convert it, and Cython's C-int
+conversion takes a float through ``__int__``: ``side=1.7`` became BUY, in
+silence, and ``side=2**70`` raised an ``OverflowError`` that named no
+argument. ``small_arg`` takes what ``operator.index`` takes (ints, bools,
+numpy integers) and refuses the rest with an error naming the argument. The
+function is ``inline`` and defined here, so every core that cimports it
+compiles its own copy; there is no ``intarg`` extension module.
+"""
+from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_Check
+from cpython.number cimport PyNumber_Index
+from libc.limits cimport INT_MAX, INT_MIN
+
+
+cdef inline int small_arg(object value, str field) except? -1:
+    """``value`` as a C int, for the argument called ``field``.
+
+    Parameters
+    ----------
+    value : object
+        An integer: an ``int`` (a ``bool`` is one), a numpy integer, anything
+        with ``__index__``.
+    field : str
+        The argument's name, for the error message.
+
+    Returns
+    -------
+    int
+        The value. Whether it is a known enum member is the caller's rule
+        (the book answers an unknown side with ``INVALID_SIDE``).
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not an integer (a float, a Decimal, a string): never
+        truncated.
+    ValueError
+        If it is beyond a C int, so it can be no member of any enum or index.
+    """
+    cdef int overflow = 0
+    cdef long v
+    if not PyLong_Check(value):
+        try:
+            value = PyNumber_Index(value)
+        except TypeError:
+            raise TypeError(f"{field} must be an integer, not {type(value).__name__} "
+                            f"({value!r})") from None
+    # AsLongAndOverflow reports a value beyond a C long in ``overflow`` rather than raising
+    # OverflowError, so one branch turns every out-of-range value into the same ValueError.
+    v = PyLong_AsLongAndOverflow(value, &overflow)
+    if overflow or v < INT_MIN or v > INT_MAX:
+        raise ValueError(f"{field} {value} is out of range (not a valid {field})")
+    return <int>v
