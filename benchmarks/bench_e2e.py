@@ -11,13 +11,17 @@ embedded simulator) in its own process:
   omission): round trip to the acknowledgement (``NEW``) and, for the
   marketable orders, to the fill;
 * the highest sustained rate of single-order messages, and orders per second
-  inside ``BulkNewOrders`` of 100.
+  inside ``BulkNewOrders`` of 100;
+* in process, before the engine starts: what finding the session to evict
+  costs intake when it is full (``intake.max_sessions``) at 10,000 sessions,
+  against the scan of every session it replaced (:func:`scan_evict_one`).
 
 Percentiles come from HDR histograms. Each figure is printed beside the floor
 measured in the same run, with the engine's added latency.
 
 Run: ``python benchmarks/bench_e2e.py`` (or ``--quick``; ``--client block`` for a
-client that sleeps between sends instead of spinning, see :func:`open_loop`).
+client that sleeps between sends instead of spinning, see :func:`open_loop`;
+``--eviction-only`` for the eviction case alone).
 """
 from __future__ import annotations
 
@@ -37,7 +41,9 @@ from hdrh.histogram import HdrHistogram
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import emit, machine, table  # noqa: E402
+from benchmarks.common import best_of, emit, machine, table  # noqa: E402
+from engine.config import IntakeConfig, SecurityConfig  # noqa: E402
+from engine.intake import Handler, IntakeServer, _Listener  # noqa: E402
 from engine.messages import (BulkNewOrders, ExecType, ExecutionReport, NewOrder, Reject,  # noqa: E402
                              request_decoder, response_decoder)
 
@@ -297,6 +303,57 @@ def verdict(added_us: float, target_us: float) -> str:
     return "yes" if added_us <= target_us else "no"
 
 
+def scan_evict_one(server: IntakeServer, principal: str | None = None) -> bool:
+    """The baseline: intake's eviction before its idle-session heap, a scan of every session."""
+    detached = [s for s in server.sessions.values() if (not s.connected or s.timed_out)
+                and (principal is None or s.principal == principal)]
+    if not detached:
+        return False
+    server._forget(min(detached, key=lambda s: s.last_recv_ns), "evicted")
+    return True
+
+
+def eviction_server(n_sessions: int) -> tuple[IntakeServer, _Listener]:
+    """An intake server (not started) holding ``n_sessions``: every other one detached,
+    as a long run's reconnecting clients leave them, at ``max_sessions``."""
+    server = IntakeServer(IntakeConfig(plaintext_endpoints=["tcp://127.0.0.1:*"],
+                                       allow_plaintext=True, max_sessions=n_sessions,
+                                       max_sessions_per_key=n_sessions, request_rate=0),
+                          SecurityConfig(plaintext_accounts=["*"]), Handler())
+    listener = _Listener(server, server._make_socket(), curve=False)
+    server._listeners.append(listener)
+    for i in range(n_sessions):
+        route = i.to_bytes(4, "big")
+        server._open_session(listener, route, "", now=1_000 + i)
+        if i % 2:
+            listener.depart(listener.routes[route], route)
+    return server, listener
+
+
+def session_eviction(n_sessions: int = 10_000, opened: int = 2_000) -> dict:
+    """Per new session at ``max_sessions``: what evicting the longest silent idle one costs,
+    intake's (``IntakeServer._evict_one``) against :func:`scan_evict_one`, each on a
+    server of its own built alike, ``opened`` new sessions each (µs per new session)."""
+    def run(evict) -> float:
+        server, listener = eviction_server(n_sessions)
+        try:
+            def new_sessions() -> None:
+                for i in range(opened):
+                    assert evict(server)
+                    server._open_session(listener, (n_sessions + i).to_bytes(4, "big"), "",
+                                         now=10**9 + i, evict=False)
+            seconds, _ = best_of(new_sessions, 1)
+            return seconds / opened * 1e6
+        finally:
+            listener.close()
+            server.context.term()
+
+    scan = min(run(scan_evict_one) for _ in range(3))
+    heap = min(run(IntakeServer._evict_one) for _ in range(3))
+    return {"sessions": n_sessions, "evict_us": heap, "scan_evict_us": scan,
+            "speedup": scan / heap}
+
+
 def pct(h: HdrHistogram, p: float) -> float:
     return float(h.get_value_at_percentile(p)) if h.get_total_count() else float("nan")
 
@@ -307,7 +364,23 @@ def main(argv=None) -> int:
     parser.add_argument("--client", choices=("spin", "block"), default="spin",
                         help="between sends the client busy-waits (default: sends on time, "
                              "replies read as they land, a core taken) or sleeps on its socket")
+    parser.add_argument("--eviction-only", action="store_true",
+                        help="only the in-process case: evicting a session at max_sessions")
     args = parser.parse_args(argv)
+    eviction = session_eviction()
+    eviction_row = [f"{eviction['sessions']:,} sessions", round(eviction["evict_us"], 2),
+                    round(eviction["scan_evict_us"], 2), f"{eviction['speedup']:.0f}x"]
+    eviction_figures = {"eviction_sessions": eviction["sessions"],
+                        "eviction_us_per_new_session": round(eviction["evict_us"], 3),
+                        "eviction_scan_us_per_new_session": round(eviction["scan_evict_us"], 3),
+                        "eviction_ratio_scan_over_heap": round(eviction["speedup"], 1)}
+    eviction_title = ("A new session at intake.max_sessions: evicting the longest silent idle "
+                      "one (µs per new session), against the old scan of every session")
+    eviction_columns = ["held", "intake (heap)", "scan (baseline)", "ratio"]
+    if args.eviction_only:
+        table(eviction_title, eviction_columns, [eviction_row])
+        emit({"benchmark": "e2e", "machine": machine(), **eviction_figures})
+        return 0
     spin = args.client == "spin"
     secs = 1.0 if args.quick else 3.0
     rates = [1_000, 10_000, 50_000]
@@ -374,6 +447,7 @@ def main(argv=None) -> int:
         figures["max_single_orders_per_s"] = round(single)
         figures["max_single_ratio_vs_floor"] = round(single / floor_max, 3)
         figures["bulk100_orders_per_s"] = round(bulk)
+        figures.update(eviction_figures)
     finally:
         engine.kill()
         engine.wait(10)
@@ -390,6 +464,7 @@ def main(argv=None) -> int:
         ["added p50 at 10,000/s (µs)", t10[0], TARGET_ADDED_P50_US, verdict(t10[0], TARGET_ADDED_P50_US)],
         ["added p99 at 10,000/s (µs)", t10[1], TARGET_ADDED_P99_US, verdict(t10[1], TARGET_ADDED_P99_US)],
     ])
+    table(eviction_title, eviction_columns, [eviction_row])
     emit(figures)
     return 0
 

@@ -397,6 +397,11 @@ class Pipeline(Handler):
     # ------------------------------------------------------------ journal and send
 
     def _journal_command(self, session: Session, request: Request, now: int) -> None:
+        # Risk numbers sessions as recovery does, which registers one at its
+        # first command: with slots reused (release_session), a restart then
+        # gives each session, and so each order, the risk index it had.
+        if session.session_id not in self._gates:
+            self._gate(session)
         self.journal.append_msg(_RecordKind.COMMAND, JournalCommand(
             session_id=session.session_id, principal=session.principal, received_ns=now,
             request=request))
@@ -612,6 +617,10 @@ class Pipeline(Handler):
         if self.sessions.get(session.session_id) is session:
             del self.sessions[session.session_id]
         self._gates.pop(session.session_id, None)
+        # Its risk slot goes to the next session, now or once its working orders
+        # are done (recovery does the same at its JournalSessionEnd): without
+        # this risk kept every session of the engine's life.
+        self.risk.release_session(session.session_id)
         if self._event_envelopes.pop(session.session_id, None) is not None:
             # The journal names it: a restart would restore it (see JournalSessionEnd).
             self.journal.append_msg(_RecordKind.META,
@@ -1132,8 +1141,9 @@ class Pipeline(Handler):
         self.router.cancel_parent(order.order_id, now)
 
     def _gate(self, session: Session):
-        """The session's risk gate, made on its first order or replace: registers it with
-        risk under its client key's throttle bucket."""
+        """The session's risk gate, made on its first command (or first order or replace,
+        when one is refused before it is journaled): registers it with risk under its
+        client key's throttle bucket."""
         gate = self._gates[session.session_id] = self.risk.session_gate(
             session.session_id, session.client_name)
         return gate

@@ -168,11 +168,21 @@ def _permissive(table: dict) -> dict:
 
 
 def _known_session(risk, principals: dict, session_id: str, principal: str,
-                   client_name: Callable[[str], str] | None) -> None:
-    """Note a session's principal; the first time, register it with risk under its key's
-    throttle bucket (as the pipeline does live), not under a bucket of its own."""
-    if session_id not in principals and client_name is not None:
-        risk.session_index(session_id, client_name(principal))
+                   client_name: Callable[[str], str] | None, in_risk: set | None = None) -> None:
+    """Note a session's principal. Given ``in_risk`` (the sessions registered so far:
+    a command of the session's is being read), register it with risk the first time,
+    under its key's throttle bucket, not under a bucket of its own.
+
+    Risk registers a session at its first command, as the pipeline does live
+    (``Pipeline._journal_command``), not at its first frame (JournalSession): a
+    released session's slot goes to the next one registered, so registering
+    at the same points live and here gives each session, and each order, the
+    same risk index after a restart.
+    """
+    if in_risk is not None and session_id not in in_risk:
+        in_risk.add(session_id)
+        if client_name is not None:
+            risk.session_index(session_id, client_name(principal))
     principals[session_id] = principal
 
 
@@ -231,6 +241,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     sent: dict[str, collections.deque] = {}
     marks: dict[str, list[tuple[int, int]]] = {}
     ended: set[str] = set()  # sessions intake dropped (JournalSessionEnd)
+    in_risk: set[str] = set()  # sessions registered with risk, not yet released
     day_start = None  # the current trading day's start: its roll, or the journal's first record
     expiring: set[int] = set()  # orders whose last pull was a DAY's end (JournalPulled.expire)
     for rec in JournalReader(journal_dir).records(1):
@@ -261,6 +272,9 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
                 ended.add(known.session_id)
                 sent.pop(known.session_id, None)
                 marks.pop(known.session_id, None)
+                # Its risk slot is released as live (Pipeline.on_session_forgotten).
+                risk.release_session(known.session_id)
+                in_risk.discard(known.session_id)
             elif isinstance(known, JournalDayRoll):
                 risk.reset_daily(rec.ts_ns, "recovery")
                 day_start = rec.ts_ns
@@ -277,7 +291,8 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
         except msgspec.ValidationError:
             payload = _decode_clipped(rec.payload)
         if isinstance(payload, JournalCommand):
-            _known_session(risk, principals, payload.session_id, payload.principal, client_name)
+            _known_session(risk, principals, payload.session_id, payload.principal, client_name,
+                           in_risk)
             req = payload.request
             if isinstance(req, KillSwitch):
                 kill_requests[(payload.session_id, req.req_id)] = req
@@ -326,6 +341,11 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
                         references, valuations)
         if report.exec_id:
             max_exec = max(max_exec, int(report.exec_id.rpartition("-")[2] or 0))
+    # An order of a dropped session whose acknowledgement came after the drop was
+    # taken into risk at that report, registering its session again: let it go
+    # (freed with its last order). Live, risk had it from its command.
+    for session_id in ended:
+        risk.release_session(session_id)
     if missing:
         raise RecoveryError(
             "the journal holds accepted orders for "

@@ -112,7 +112,12 @@ ctypedef struct SessionState:
     int64_t open_orders
     int32_t bucket                  # index into RiskEngine.buckets
     uint8_t known
-    uint8_t _pad[3]
+    uint8_t releasing               # released with working orders: freed when the last is done
+    uint8_t _pad[2]
+    # How many sessions held this slot before: part of its cl_ord_id keys
+    # (_clord_key), so a reused slot inherits none of the day's pairs.
+    uint32_t generation
+    uint32_t _pad2
 
 # The scopes a mass cancel selects by (cancel on disconnect, kill switches):
 # each working order is on one list per scope, so that a mass cancel walks
@@ -215,6 +220,8 @@ cdef class RiskEngine:
     cdef CellLimits* cell_limits     # [account * cap_instruments + instrument]
     cdef CellState* cell_state
     cdef SessionState* sessions
+    cdef int32_t* free_sessions       # released slots, the next session_index takes the last
+    cdef int32_t n_free_sessions
     cdef ThrottleBucket* buckets      # [bucket]; names in _bucket_names
     cdef int64_t dup_window_ns       # 0: duplicative check off
 
@@ -326,6 +333,8 @@ cdef class RiskEngine:
                        dict cell) except -1
     cdef int32_t _bucket_of(self, str profile) except -1
     cdef str _profile(self, int32_t s)
+    cdef int32_t _take_session_slot(self, str name, str profile) except -1
+    cdef void _free_session(self, int32_t s) noexcept
     cdef int _set_throttle(self, int32_t b, object plan, bint fresh) except -1
     cdef list _kill(self, str scope, object target, bint engage)
     cdef list _working_keys(self, int kind, int32_t ix)

@@ -519,6 +519,7 @@ cdef class RiskEngine:
         PyMem_Free(self.cell_state)
         PyMem_Free(self.sessions)
         PyMem_Free(self.buckets)
+        PyMem_Free(self.free_sessions)
         PyMem_Free(self.orders)
         PyMem_Free(self.oindex)
         PyMem_Free(self.clord)
@@ -541,6 +542,7 @@ cdef class RiskEngine:
             cap_s *= 2
         if cap_s != self.cap_sessions:
             self.sessions = <SessionState*>_grow(self.sessions, self.cap_sessions, cap_s, sizeof(SessionState))
+            self.free_sessions = <int32_t*>_grow(self.free_sessions, self.cap_sessions, cap_s, sizeof(int32_t))
             self._grow_scope_lists(SCOPE_SESSION, self.cap_sessions, cap_s)
             self.cap_sessions = cap_s
         if cap_a == self.cap_accounts and cap_i == self.cap_instruments:
@@ -1078,6 +1080,9 @@ cdef class RiskEngine:
             self.inst[o.instrument].open_orders -= 1
             self.sessions[o.session].open_orders -= 1
             self.firm.open_orders -= 1
+            if self.sessions[o.session].releasing and not self.sessions[o.session].open_orders:
+                # Its session was released while this order worked (release_session).
+                self._free_session(o.session)
 
     cdef int check_new_c(self, int64_t order_key, int32_t session, int32_t account,
                          int32_t instrument, int side, int ord_type, int64_t qty,
@@ -1098,7 +1103,7 @@ cdef class RiskEngine:
         # The three hash tables are large and probed at random: ask for their
         # buckets now, so the misses overlap each other and the checks below.
         # Each home bucket is hashed once here and handed to its probe below.
-        clord_key = _clord_key(cl_ord_hash, session)
+        clord_key = _clord_key(cl_ord_hash, session, self.sessions[session].generation)
         order_hash = _index_hash(order_key)
         kx_prefetch(&self.clord[clord_key & <uint64_t>self.clord_mask])
         kx_prefetch(&self.oindex[order_hash & self.omask])
@@ -1336,7 +1341,8 @@ cdef class RiskEngine:
         o = &self.orders[slot]
         if not admitted:
             reason = self._throttle(o.session, now_ns)
-        if reason == 0 and self._clord_add(_clord_key(cl_ord_hash, o.session)):
+        if reason == 0 and self._clord_add(_clord_key(cl_ord_hash, o.session,
+                                                      self.sessions[o.session].generation)):
             reason = self._reject(DUPLICATE_CL_ORD_ID, LAYER_SESSION, M_NONE, 0, 0)
         if reason:
             return reason
@@ -1546,7 +1552,8 @@ cdef class RiskEngine:
         """
         if session < 0 or session >= self.n_sessions or not self.sessions[session].known:
             raise IndexError(f"session index {session} out of range")
-        return self._clord_add(_clord_key(cl_ord_hash, session)) == 1
+        return self._clord_add(_clord_key(cl_ord_hash, session,
+                                          self.sessions[session].generation)) == 1
 
     def set_reference_price(self, int32_t instrument, Py_ssize_t price, Py_ssize_t now_ns):
         """Market data: last trade or mid, in ticks, as of ``now_ns``."""
@@ -1622,7 +1629,8 @@ cdef class RiskEngine:
         return f"{name}: {text} [{names}]"
 
     cdef str _name(self, list names, int32_t index):
-        return names[index] if 0 <= index < len(names) else f"#{index}"
+        name = names[index] if 0 <= index < len(names) else None
+        return f"#{index}" if name is None else name  # (None: a released session's slot)
 
     cdef str _show(self, int measure, int64_t value, str symbol):
         if value == INT64_MAX:
@@ -1680,7 +1688,9 @@ cdef class RiskEngine:
         cannot raise its rate by opening more sessions. A profile given for a
         session known under another one (journal replay registers sessions
         before it knows their keys) takes over: the session draws on that
-        profile's bucket from then on. Its index never changes.
+        profile's bucket from then on. Its index does not change until it is
+        released (:meth:`release_session`); a new session may then take the
+        index, the last released first, with nothing of the old session's.
         """
         cdef int32_t ix
         if name in self._session_ix:
@@ -1688,15 +1698,73 @@ cdef class RiskEngine:
             if profile is not None and profile != self._profile(ix):
                 self.sessions[ix].bucket = self._bucket_of(profile)
             return ix
-        ix = self.n_sessions
-        self._ensure_dims(self.n_accounts, self.n_instruments, ix + 1)
-        self._session_ix[name] = ix
-        self._session_names.append(name)
-        self.n_sessions = ix + 1
+        return self._take_session_slot(name, name if profile is None else profile)
+
+    cdef int32_t _take_session_slot(self, str name, str profile) except -1:
+        """A slot for a new session ``name`` (None: a released slot that ``restore`` lays
+        out): the last released one if any, else a new one."""
+        cdef int32_t ix
+        cdef uint32_t generation = 0
+        if name is not None and self.n_free_sessions:
+            self.n_free_sessions -= 1
+            ix = self.free_sessions[self.n_free_sessions]
+            # Kept across the reuse: the new session's cl_ord_id keys differ from
+            # the old one's, which stay in the table until the day rolls.
+            generation = self.sessions[ix].generation
+            self._session_names[ix] = name
+        else:
+            ix = self.n_sessions
+            self._ensure_dims(self.n_accounts, self.n_instruments, ix + 1)
+            self._session_names.append(name)
+            self.n_sessions = ix + 1
         memset(&self.sessions[ix], 0, sizeof(SessionState))
-        self.sessions[ix].known = 1
-        self.sessions[ix].bucket = self._bucket_of(name if profile is None else profile)
+        self.sessions[ix].generation = generation
+        self.sessions[ix].known = name is not None
+        self.sessions[ix].bucket = self._bucket_of(profile)
+        if name is not None:
+            self._session_ix[name] = ix
         return ix
+
+    def release_session(self, str name):
+        """Let a session go for good: its slot is freed for the next new session.
+
+        The engine calls it when intake drops a session (and recovery when it
+        replays that). A session with working orders keeps its slot (its
+        orders are still checked, replaced, filled and canceled as its) until
+        the last of them is done, and is freed then. Either way its name is
+        unknown from now on (``session_index`` of it registers a new session).
+        Its throttle bucket belongs to its profile and stays; the day's
+        (session, cl_ord_id) pairs it spent are not inherited by the slot's
+        next session (see ``SessionState.generation``).
+
+        Parameters
+        ----------
+        name : str
+            The session's name, as given to :meth:`session_index`.
+
+        Returns
+        -------
+        bool
+            True if the slot was freed now; False if the session has working
+            orders (freed with the last) or was not registered.
+        """
+        cdef int32_t ix = self._session_ix.pop(name, -1)
+        if ix < 0:
+            return False
+        self._session_names[ix] = None
+        if self.sessions[ix].open_orders:
+            self.sessions[ix].releasing = 1
+            return False
+        self._free_session(ix)
+        return True
+
+    cdef void _free_session(self, int32_t s) noexcept:
+        """Put session slot ``s`` (no working orders, name already let go) on the free list."""
+        self.sessions[s].known = 0
+        self.sessions[s].releasing = 0
+        self.sessions[s].generation += 1
+        self.free_sessions[self.n_free_sessions] = s
+        self.n_free_sessions += 1
 
     cdef str _profile(self, int32_t s):
         """Session ``s``'s profile: the name of the throttle bucket it draws on."""
@@ -2192,6 +2260,11 @@ cdef class RiskEngine:
                                  for i in range(self.n_instruments)],
             "session_profiles": [self._profile(s) for s in range(self.n_sessions)],
             "session_state": [self.sessions[s].open_orders for s in range(self.n_sessions)],
+            # Released slots: name None above; [known, releasing, generation] each,
+            # and the free list in the order session_index takes from it (last first).
+            "session_slots": [[self.sessions[s].known, self.sessions[s].releasing,
+                               self.sessions[s].generation] for s in range(self.n_sessions)],
+            "free_sessions": [self.free_sessions[j] for j in range(self.n_free_sessions)],
             "throttle": [[self._bucket_names[b], self.buckets[b].tokens, self.buckets[b].last_ns]
                          for b in range(self.n_buckets)],
             "cells": cells,
@@ -2224,8 +2297,14 @@ cdef class RiskEngine:
         # them alike (a bucket outlives the sessions that moved to another).
         for name, _, _ in snap["throttle"]:
             self._bucket_of(name)
+        # Slots in the snapshot's order, released ones as placeholders (name None),
+        # none taken from a free list: the snapshot's free list replaces it below.
+        self.n_free_sessions = 0
         for name, profile in zip(snap["sessions"], snap["session_profiles"]):
-            self.session_index(name, profile)
+            if name is None:
+                self._take_session_slot(None, profile)
+            else:
+                self.session_index(name, profile)
         if snap["sessions"] != self._session_names or \
                 snap["session_profiles"] != [self._profile(s) for s in range(self.n_sessions)]:
             raise ValueError("snapshot sessions do not match this engine's")
@@ -2243,6 +2322,13 @@ cdef class RiskEngine:
             ins.killed = row[4]
         for s, open_orders in enumerate(snap["session_state"]):
             self.sessions[s].open_orders = open_orders
+        # (A snapshot from before releases has neither key: every slot known, gen 0.)
+        for s, (known, releasing, generation) in enumerate(snap.get("session_slots", ())):
+            self.sessions[s].known, self.sessions[s].releasing = known, releasing
+            self.sessions[s].generation = generation
+        for j, s in enumerate(snap.get("free_sessions", ())):
+            self.free_sessions[j] = s
+        self.n_free_sessions = len(snap.get("free_sessions", ()))
         for name, tokens, last_ns in snap["throttle"]:
             b = self._bucket_ix[name]
             self.buckets[b].tokens, self.buckets[b].last_ns = tokens, last_ns
@@ -2450,7 +2536,8 @@ cdef inline uint32_t _index_hash(int64_t order_key) noexcept nogil:
     return <uint32_t>kx_mix(<uint64_t>order_key)
 
 
-cdef inline uint64_t _clord_key(int64_t cl_ord_hash, int32_t session) noexcept nogil:
+cdef inline uint64_t _clord_key(int64_t cl_ord_hash, int32_t session,
+                                uint32_t generation) noexcept nogil:
     # One 8-byte key per (session, cl_ord_id) pair. For a given session it is a
     # bijection of the hash (xor, then the invertible finaliser), so one
     # session's ids are told apart exactly; ids of two sessions s1, s2 share a
@@ -2458,7 +2545,12 @@ cdef inline uint64_t _clord_key(int64_t cl_ord_hash, int32_t session) noexcept n
     # a 2**-64 chance per pair for hashed ids (as for two ids of one session
     # colliding in cl_ord_hash itself), and then the later order is rejected as
     # a duplicate: it fails closed, never passes.
-    return kx_mix(<uint64_t>cl_ord_hash ^ (<uint64_t>session * <uint64_t>0x9E3779B97F4A7C15))
+    #
+    # ``generation`` (how many sessions held the slot before) goes in the high
+    # half of the session's number, so a released slot's next session is another
+    # session to this table; for generation 0 the key is what it always was.
+    return kx_mix(<uint64_t>cl_ord_hash ^ (((<uint64_t>generation << 32) | <uint32_t>session)
+                                           * <uint64_t>0x9E3779B97F4A7C15))
 
 
 cdef inline uint32_t _dup_hash(int32_t account, int32_t instrument, int side, int64_t qty,

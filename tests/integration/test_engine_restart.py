@@ -588,3 +588,55 @@ def test_a_childs_reprice_no_client_heard_of_survives_a_restart(tmp_path):
     with ThreadedEngine(path), Client(endpoint) as client:
         first = status(client, "rp").children[0]
         assert (first.price, first.qty, first.done) == ("50", "100", True)
+
+
+def test_risk_sessions_after_a_restart_are_those_before_it(tmp_path, monkeypatch):
+    # Intake drops sessions (evicted at max_sessions here); risk lets their slots go
+    # (one now, one with working orders once they are done) and a later session
+    # takes a freed one. Recovery replays the drops (JournalSessionEnd) as they
+    # happened: the same sessions, slots, free list and orders under the same
+    # indexes, instead of every session the journal ever named.
+    from engine import service
+    path, endpoint = engine_config(tmp_path)
+    path.write_text(path.read_text().replace("heartbeat_timeout_ms = 60000",
+                                             "heartbeat_timeout_ms = 60000\nmax_sessions = 2"))
+
+    def sessions(risk):
+        snap = risk.snapshot()
+        return {key: snap[key] for key in ("sessions", "session_state", "session_slots",
+                                           "free_sessions", "orders", "cl_ord_ids")}
+
+    with ThreadedEngine(path) as engine:
+        with Client(endpoint) as a:  # a resting order: its slot is kept while it works
+            a.new_order("AAA", "buy", "5", "45.00", account="DEMO1", cl_ord_id="a1")
+            report(a, "a1", ExecType.NEW)
+        time.sleep(0.2)
+        with Client(endpoint) as b:  # an order canceled: nothing left working
+            b.new_order("AAA", "buy", "5", "45.00", account="DEMO1", cl_ord_id="b1")
+            report(b, "b1", ExecType.NEW)
+            b.cancel("b1", account="DEMO1", cl_ord_id="b2")
+            report(b, "b2", ExecType.CANCELED)
+        time.sleep(0.2)
+        for _ in range(2):  # each evicts the longest silent closed session: a, then b
+            with Client(endpoint) as later:
+                later.heartbeat()
+                later.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+            time.sleep(0.2)
+        with Client(endpoint) as e:  # takes b's slot
+            e.new_order("AAA", "buy", "5", "45.00", account="DEMO1", cl_ord_id="e1")
+            report(e, "e1", ExecType.NEW)
+        before = engine.call(lambda: sessions(engine.service.pipeline.risk))
+    assert before["sessions"][0] is None and before["session_slots"][0][:2] == [1, 1], \
+        "a's session was released and its slot kept for its working order"
+    assert len(before["sessions"]) == 2 and before["session_slots"][1][2] == 1, \
+        "e took b's slot, freed"
+    after = {}
+    resume = service.resume_working
+
+    def look_then_resume(pipeline, summary):
+        after.update(sessions(pipeline.risk))
+        return resume(pipeline, summary)
+
+    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    with ThreadedEngine(path):
+        assert after == before

@@ -108,12 +108,18 @@ class RiskReference:
         self.instrument_names: list[str] = []
         self.session_names: list[str] = []
         self.session_profiles: list[str] = []  # the [sessions.<name>] each takes its limits from
-        self.session_state: dict[int, SessionState] = {}
+        self.session_state: dict[int, SessionState] = {}  # registered (and releasing) only
+        # Released slots, the next session_index takes the last; per slot, how many
+        # sessions held it before (its cl_ord_id pairs are (slot, generation, hash));
+        # slots released with working orders, freed with their last.
+        self.free_sessions: list[int] = []
+        self.generation: dict[int, int] = {}
+        self.releasing: set[int] = set()
         self.buckets: dict[str, Bucket] = {}        # profile -> its throttle
         self.cells: dict[tuple[int, int], Cell] = {}
         self.acct: dict[int, AccountState] = {}
         self.orders: dict[int, Order] = {}
-        self.cl_ord_ids: set[tuple[int, int]] = set()
+        self.cl_ord_ids: set[tuple[int, int, int]] = set()
         self.recent: dict[tuple, int] = {}          # duplicative check: key -> expiry ns
         self.recent_owner: dict[tuple, tuple] = {}  # key -> (last passed order, expiry before)
         self.ref: dict[int, tuple[int, int]] = {}   # instrument -> (price, ns)
@@ -262,9 +268,14 @@ class RiskReference:
 
     def session_index(self, name: str, profile: str | None = None) -> int:
         if name not in self.sessions:
-            self.sessions[name] = len(self.session_names)
-            self.session_names.append(name)
-            self.session_profiles.append(name if profile is None else profile)
+            if self.free_sessions:
+                ix = self.sessions[name] = self.free_sessions.pop()
+                self.session_names[ix] = name
+                self.session_profiles[ix] = name if profile is None else profile
+            else:
+                self.sessions[name] = len(self.session_names)
+                self.session_names.append(name)
+                self.session_profiles.append(name if profile is None else profile)
             self.session_state[self.sessions[name]] = SessionState()
         elif profile is not None and profile != self.session_profiles[self.sessions[name]]:
             self.session_profiles[self.sessions[name]] = profile
@@ -273,6 +284,28 @@ class RiskReference:
             self.buckets[profile] = Bucket()
             self._set_throttle(profile, fresh=True)
         return self.sessions[name]
+
+    def release_session(self, name: str) -> bool:
+        """Let the session go: its slot is free now, or once its last working order is done."""
+        ix = self.sessions.pop(name, None)
+        if ix is None:
+            return False
+        self.session_names[ix] = None
+        if self.session_state[ix].open_orders:
+            self.releasing.add(ix)
+            return False
+        self._free_session(ix)
+        return True
+
+    def _free_session(self, ix: int) -> None:
+        del self.session_state[ix]
+        self.releasing.discard(ix)
+        self.generation[ix] = self.generation.get(ix, 0) + 1
+        self.free_sessions.append(ix)
+
+    def _clord(self, session: int, cl_ord_hash: int) -> tuple[int, int, int]:
+        """A (session, cl_ord_id) pair: a reused slot's next session is another session."""
+        return session, self.generation.get(session, 0), cl_ord_hash
 
     def session_gate(self, name: str, profile: str | None = None) -> "SessionGate":
         return SessionGate(self, self.session_index(name, profile), name)
@@ -300,7 +333,7 @@ class RiskReference:
         """Record a cl_ord_id the session used (journal replay); True if already recorded."""
         if session not in self.session_state:
             raise IndexError(f"session index {session} out of range")
-        key = (session, cl_ord_hash)
+        key = self._clord(session, cl_ord_hash)
         known = key in self.cl_ord_ids
         self.cl_ord_ids.add(key)
         return known
@@ -313,9 +346,9 @@ class RiskReference:
         reason = 0 if flags & FLAG_ADMITTED else self._throttle(session, now_ns)
         if reason:
             return reason
-        if (session, cl_ord_hash) in self.cl_ord_ids:
+        if self._clord(session, cl_ord_hash) in self.cl_ord_ids:
             return self._reject(R.DUPLICATE_CL_ORD_ID, SESSION)
-        self.cl_ord_ids.add((session, cl_ord_hash))
+        self.cl_ord_ids.add(self._clord(session, cl_ord_hash))
         if order_key in self.orders:
             raise ValueError(f"order_key {order_key} is already working")
         reason, value_price, notional = self._evaluate(account, instrument, side, ord_type, qty, qty, price,
@@ -503,6 +536,8 @@ class RiskReference:
             self.instrument_open_orders[order.instrument] -= 1
             self.session_state[order.session].open_orders -= 1
             self.firm_open_orders -= 1
+            if order.session in self.releasing and not self.session_state[order.session].open_orders:
+                self._free_session(order.session)
 
     def on_fill(self, order_key, qty, price):
         qty, price = operator.index(qty), operator.index(price)  # (floats refused, as in Cython)
@@ -580,9 +615,9 @@ class RiskReference:
         reason = 0 if admitted else self._throttle(order.session, now_ns)
         if reason:
             return reason
-        if (order.session, cl_ord_hash) in self.cl_ord_ids:
+        if self._clord(order.session, cl_ord_hash) in self.cl_ord_ids:
             return self._reject(R.DUPLICATE_CL_ORD_ID, SESSION)
-        self.cl_ord_ids.add((order.session, cl_ord_hash))
+        self.cl_ord_ids.add(self._clord(order.session, cl_ord_hash))
         cum = order.qty - order.leaves
         leaves = new_qty - cum
         if leaves <= 0:

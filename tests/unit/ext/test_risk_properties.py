@@ -1,7 +1,8 @@
 """Property tests: the Cython risk core against the reference and against arithmetic.
 
 Random sequences of new orders, fills, cancels, rejects, replaces, market
-data, kill switches and day rolls run through both implementations; every
+data, kill switches, day rolls and sessions released and registered (a
+released slot reused by the next) run through both implementations; every
 return code and reject detail must agree, the exposure state must agree after
 every step, and the core's exposure must equal a recomputation from the
 fills and working orders. A replay of the same calls, and a restore from a
@@ -41,7 +42,7 @@ def random_ops(rng, n):
         roll = rng.random()
         price = rng.randint(9800, 10200)
         if roll < 0.55:
-            op = ("new", rng.choice([0, 0, 1, 2]), rng.choice([0] * 6 + [1] * 6 + [2]),
+            op = ("new", rng.choice([0, 0, 1, 2, 3]), rng.choice([0] * 6 + [1] * 6 + [2]),
                   rng.choice([0] * 6 + [1] * 6 + [2]),
                   rng.choice([Side.BUY] * 5 + [Side.SELL] * 3 + [Side.SELL_SHORT] * 2 + [3]),
                   rng.choice([1, 2, 2, 2]), rng.choice([rng.randint(1, 30)] * 12 + [0, -1]), price,
@@ -54,8 +55,13 @@ def random_ops(rng, n):
             op = ("replace", rng.randint(0, 8), rng.randint(0, 40), price,
                   rng.choice([None] * 8 + [rng.randint(0, 3)]),
                   rng.random() < 0.5)  # admitted first (the engine's way), or all in one call
-        elif roll < 0.97:
+        elif roll < 0.95:
             op = ("ref", rng.randint(0, 1), price)
+        elif roll < 0.97:
+            # S2 (index 1) and S3 let go, with or without working orders, and
+            # sessions registered again: a freed slot goes to the next.
+            op = rng.choice([("end", "S2"), ("end", "S3"), ("open", "S2"), ("open", "S3"),
+                             ("open", "S4")])
         else:
             # Releases outnumber kills so that a sequence is not mostly dead.
             op = rng.choice([("kill", "account", "A1"), ("kill", "global", None), ("reset",), ("reload",)]
@@ -106,6 +112,10 @@ def apply(engine, op, now, keys, key):
         return engine.release_kill_switch(op[1], op[2], now_ns=now, actor="t")
     elif kind == "reset":
         return engine.reset_daily(now)
+    elif kind == "end":
+        return engine.release_session(op[1])
+    elif kind == "open":
+        return engine.session_index(op[1], "S1" if op[1] == "S3" else None)
     else:
         return engine.reload(CONFIG, now)
     if result == 0:
@@ -168,6 +178,7 @@ def test_core_matches_reference_and_recomputation(sequence):
             sign = 1 if working["side"] == Side.BUY else -1
             fills.append((working["account"], working["instrument"], sign * op[2]))
         assert state(core, core_keys) == state(ref, ref_keys), op
+        assert core.session_names == ref.session_names, op
         check_recomputed(core, fills, core_keys)
 
 
