@@ -183,6 +183,22 @@ def order_on_failing_disk(proc: subprocess.Popen, client, trigger: Path, cl_ord_
     assert not [m for m in client.drain(0.2) if isinstance(m, ExecutionReport)]
 
 
+def seen_at_resume(monkeypatch, look) -> list:
+    """What ``look(pipeline, recovered)`` returns in the next engine started, once recovery
+    has rebuilt its state and before anything goes back to the market (``resume_working``
+    takes the working orders up again after it). Returns the list it is appended to."""
+    from engine import service
+    seen = []
+    resume = service.resume_working
+
+    def look_then_resume(pipeline, recovered):
+        seen.append(look(pipeline, recovered))
+        return resume(pipeline, recovered)
+
+    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    return seen
+
+
 def kill_9(proc: subprocess.Popen) -> None:
     """SIGKILL the engine and reap it: no shutdown, no flush, as a crash."""
     os.kill(proc.pid, signal.SIGKILL)

@@ -20,7 +20,8 @@ from engine.journal import JournalWriter, RecordKind
 from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
                              JournalEvent, KillSwitch, OrderStatusReply, OrdStatus, Reject)
 from tests.integration.engine_harness import (QUIET_SIM, RISK, ThreadedEngine, config_text,
-                                              engine_config, free_port, slow_sim)
+                                              engine_config, free_port, seen_at_resume,
+                                              slow_sim)
 
 
 def status(client, cl_ord_id, account="DEMO1"):
@@ -319,7 +320,6 @@ def test_working_orders_keep_their_value_at_risk_across_a_restart(tmp_path, monk
     # market order's child is still on its way to the venue (300 ms) when
     # the engine stops. (The venues restart empty, so once routed again it
     # is canceled: values are read as recovery left them, before that.)
-    from engine import service
     sim = slow_sim(tmp_path, 300_000)
     path, endpoint = engine_config(tmp_path, sim=sim, extra="[router]\nack_timeout_ns = 5000000000\n")
     path.write_text(path.read_text().replace("[risk.accounts.DEMO1]\n",
@@ -351,17 +351,10 @@ def test_working_orders_keep_their_value_at_risk_across_a_restart(tmp_path, monk
                          ord_type="market")
         order_id = int(report(client, "mkt", ExecType.NEW).order_id)
         assert valued(engine, order_id) == 5125
-    recovered = {}
-    resume = service.resume_working
-
-    def look_then_resume(pipeline, summary):
-        recovered.update({key: pipeline.risk.working_order(key)["value_price"]
-                          for key in (order_id, sell_id)})
-        return resume(pipeline, summary)
-
-    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    recovered = seen_at_resume(monkeypatch, lambda pipeline, summary: {
+        key: pipeline.risk.working_order(key)["value_price"] for key in (order_id, sell_id)})
     with ThreadedEngine(path):
-        assert recovered == {order_id: 5125, sell_id: 5125}
+        assert recovered == [{order_id: 5125, sell_id: 5125}]
 
 
 def test_daily_limits_start_afresh_when_the_trading_day_rolls(tmp_path):
@@ -414,7 +407,6 @@ def test_risk_books_after_a_restart_are_those_before_it(tmp_path, monkeypatch):
     # Recovery must rebuild risk's books exactly: positions, working orders
     # and what they are valued at, reservations, daily counters.
     import random
-    from engine import service
     path, endpoint = engine_config(tmp_path)
     path.write_text(path.read_text().replace("[risk.accounts.DEMO1]\n",
                                              "[risk.accounts.DEMO1]\ncollar_ticks = 200\n"))
@@ -455,16 +447,9 @@ def test_risk_books_after_a_restart_are_those_before_it(tmp_path, monkeypatch):
         risk = engine.service.pipeline.risk
         before = engine.call(lambda: books(risk))
     assert before["orders"] and before["cells"], "the load left working orders and positions"
-    after = {}
-    resume = service.resume_working
-
-    def look_then_resume(pipeline, summary):
-        after.update(books(pipeline.risk))
-        return resume(pipeline, summary)
-
-    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    after = seen_at_resume(monkeypatch, lambda pipeline, summary: books(pipeline.risk))
     with ThreadedEngine(path):
-        assert after == before
+        assert after == [before]
 
 
 def test_a_journal_made_anew_is_published_from_its_first_record(tmp_path):
@@ -596,7 +581,6 @@ def test_risk_sessions_after_a_restart_are_those_before_it(tmp_path, monkeypatch
     # takes a freed one. Recovery replays the drops (JournalSessionEnd) as they
     # happened: the same sessions, slots, free list and orders under the same
     # indexes, instead of every session the journal ever named.
-    from engine import service
     path, endpoint = engine_config(tmp_path)
     path.write_text(path.read_text().replace("heartbeat_timeout_ms = 60000",
                                              "heartbeat_timeout_ms = 60000\nmax_sessions = 2"))
@@ -630,13 +614,6 @@ def test_risk_sessions_after_a_restart_are_those_before_it(tmp_path, monkeypatch
         "a's session was released and its slot kept for its working order"
     assert len(before["sessions"]) == 2 and before["session_slots"][1][2] == 1, \
         "e took b's slot, freed"
-    after = {}
-    resume = service.resume_working
-
-    def look_then_resume(pipeline, summary):
-        after.update(sessions(pipeline.risk))
-        return resume(pipeline, summary)
-
-    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    after = seen_at_resume(monkeypatch, lambda pipeline, summary: sessions(pipeline.risk))
     with ThreadedEngine(path):
-        assert after == before
+        assert after == [before]

@@ -10,7 +10,7 @@ import time
 
 from engine.client import Client
 from engine.messages import ExecType, OrderStatusReply, Reject
-from tests.integration.engine_harness import ThreadedEngine, engine_config
+from tests.integration.engine_harness import ThreadedEngine, engine_config, seen_at_resume
 
 
 def status(client, cl_ord_id, account="DEMO1"):
@@ -44,7 +44,6 @@ def table_state(table) -> dict:
 
 def test_done_orders_are_forgotten_at_the_second_roll_live_and_after_a_restart(tmp_path,
                                                                              monkeypatch):
-    from engine import service
     path, endpoint = engine_config(tmp_path)
     with ThreadedEngine(path) as engine, Client(endpoint) as client:
         pipeline = engine.service.pipeline
@@ -96,16 +95,10 @@ def test_done_orders_are_forgotten_at_the_second_roll_live_and_after_a_restart(t
         client.drain(0.3)
         live = engine.call(lambda: table_state(pipeline.orders))
     assert live["rolls"] == 2 and live["accounts_forgotten"] == ["DEMO1"]
-    recovered = {}
-    resume = service.resume_working
-
-    def look_then_resume(pipeline, summary):
-        recovered.update(table_state(pipeline.orders))
-        return resume(pipeline, summary)
-
-    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    recovered = seen_at_resume(monkeypatch,
+                               lambda pipeline, summary: table_state(pipeline.orders))
     with ThreadedEngine(path), Client(endpoint) as client:
-        assert recovered == live
+        assert recovered == [live]
         assert not status(client, "c1").found and status(client, "f1").found
         client.new_order("AAA", "buy", "5", "48.00", account="DEMO1", cl_ord_id="n1")
         assert int(report(client, "n1", ExecType.NEW).order_id) > reused
@@ -172,7 +165,6 @@ def test_a_restart_forgets_what_the_live_engine_forgot_under_a_random_load(tmp_p
     # New orders, fills, cancels, replaces, duplicates, ids used again once forgotten,
     # and day rolls between them; then a restart: the same table, id for id.
     import random
-    from engine import service
     path, endpoint = engine_config(tmp_path)
     rng = random.Random(7)
     with ThreadedEngine(path) as engine, Client(endpoint) as client:
@@ -216,16 +208,10 @@ def test_a_restart_forgets_what_the_live_engine_forgot_under_a_random_load(tmp_p
         client.drain(0.3)
         live = engine.call(lambda: table_state(pipeline.orders))
     assert rolls >= 4 and live["rolls"] == rolls and live["accounts_forgotten"]
-    recovered = {}
-    resume = service.resume_working
-
-    def look_then_resume(pipeline, summary):
-        recovered.update(table_state(pipeline.orders))
-        return resume(pipeline, summary)
-
-    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    recovered = seen_at_resume(monkeypatch,
+                               lambda pipeline, summary: table_state(pipeline.orders))
     with ThreadedEngine(path):
-        assert recovered == live
+        assert recovered == [live]
 
 
 def _replace_in_flight_across_a_roll(tmp_path):
@@ -253,7 +239,6 @@ def test_a_request_taken_up_again_spends_its_id_in_the_day_it_arrived(tmp_path,
     # (Review, 2026-12-06.) The engine that took it up spent its id today; a replay
     # of that engine's journal spends it in the day the request arrived: the two then
     # forgot it at different rolls.
-    from engine import service
     path, endpoint = _replace_in_flight_across_a_roll(tmp_path)
     with ThreadedEngine(path) as engine:
         pipeline = engine.service.pipeline
@@ -262,14 +247,8 @@ def test_a_request_taken_up_again_spends_its_id_in_the_day_it_arrived(tmp_path,
         engine.call(lambda: pipeline.roll_day(time.time_ns()))
         live = engine.call(lambda: table_state(pipeline.orders))
     assert ("R-big", None) not in live["ids"]["DEMO1"]      # forgotten with its day
-    recovered = {}
-    resume = service.resume_working
-
-    def look_then_resume(pipeline, summary):
-        recovered.update(table_state(pipeline.orders))
-        return resume(pipeline, summary)
-
-    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    recovered = seen_at_resume(monkeypatch,
+                               lambda pipeline, summary: table_state(pipeline.orders))
     with ThreadedEngine(path):
-        assert recovered == live
+        assert recovered == [live]
 

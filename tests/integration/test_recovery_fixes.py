@@ -20,8 +20,8 @@ from engine.client import Client
 from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, KillSwitch,
                              OrderStatusReply, OrdStatus, Reject)
 from tests.integration.engine_harness import (QUIET_SIM, ThreadedEngine, config_text, free_port,
-                                              kill_9, kill_if_running, open_session, slow_sim,
-                                              start_subprocess)
+                                              kill_9, kill_if_running, open_session,
+                                              seen_at_resume, slow_sim, start_subprocess)
 
 ACCOUNT = "DEMO1"
 
@@ -323,7 +323,6 @@ def test_a_replace_refused_after_its_session_was_let_go_is_answered_in_the_journ
     # (Review, 2026-12-06.) A replace refused once the children were down, after intake
     # had let its session go, was answered nowhere, not even in the journal: every
     # restart found it unanswered and took it up again.
-    from engine import service
     path, endpoint = engine_config(tmp_path, slow=True)
     with ThreadedEngine(path) as engine:
         pipeline = engine.service.pipeline
@@ -339,16 +338,9 @@ def test_a_replace_refused_after_its_session_was_let_go_is_answered_in_the_journ
         while engine.call(lambda: pipeline._pending) and time.time() < deadline:
             time.sleep(0.1)
         assert not engine.call(lambda: pipeline._pending)        # refused, routed again
-    in_flight = []
-    resume = service.resume_working
-
-    def look_then_resume(pipeline, summary):
-        in_flight.extend(summary.in_flight)
-        return resume(pipeline, summary)
-
-    monkeypatch.setattr(service, "resume_working", look_then_resume)
+    in_flight = seen_at_resume(monkeypatch, lambda pipeline, summary: summary.in_flight)
     with ThreadedEngine(path):
-        assert in_flight == []
+        assert in_flight == [[]]
 
 
 def test_a_new_order_refused_before_its_price_is_ticks_reports_the_price_sent(tmp_path):
