@@ -181,6 +181,12 @@ def risk_flags(req: NewOrder) -> int:
     return (_LOCATE if req.locate else 0) | (_INTENDED_DUPLICATE if req.intended_duplicate else 0)
 
 
+#: A clock set back past the roll instant the last roll took brings that roll round
+#: again only from this far before it (Pipeline.went_back): less is a clock that ran fast
+#: and was corrected, and the roll stands; more undoes a step forward that rolled early.
+ROLL_RETAKE_NS = 3_600 * 10**9
+
+
 class SessionRef(NamedTuple):
     """A client session by its id alone: one intake no longer holds (or recovery did not
     restore). What is sent to it is journaled all the same (see ``Pipeline._send``), so
@@ -322,6 +328,8 @@ class Pipeline(Handler):
         self._nbbo = market.loop.nbbo
         self._flushed_seq = 0
         self.trading_day = trading_day or TradingDay(dt.time(0, 0))
+        # The roll instant the last roll took (0: none yet): never taken twice (went_back).
+        self._roll_taken = 0
         self.day_started_at(time.time_ns())
         # The market's traded lots per instrument as last reported to the router (for POV).
         self._volume_seen = [market.market_volume(symbol)[0] for symbol in self.symbols]
@@ -476,6 +484,11 @@ class Pipeline(Handler):
         envelope = self._event_envelopes[session_id] = event_envelope(session_id)
         return envelope
 
+    def session_unjournaled(self, session_id: str) -> bool:
+        """Drop ``session_id``'s envelope: intake let the session go (a JournalSessionEnd
+        follows, or recovery read one). Returns whether it had one."""
+        return self._event_envelopes.pop(session_id, None) is not None
+
     def flush(self, release: Callable[[], None]) -> None:
         """Write this wake-up's journal records, then let intake send (see ``Handler.flush``).
 
@@ -621,7 +634,7 @@ class Pipeline(Handler):
         # are done (recovery does the same at its JournalSessionEnd): without
         # this risk kept every session of the engine's life.
         self.risk.release_session(session.session_id)
-        if self._event_envelopes.pop(session.session_id, None) is not None:
+        if self.session_unjournaled(session.session_id):
             # The journal names it: a restart would restore it (see JournalSessionEnd).
             self.journal.append_msg(_RecordKind.META,
                                     JournalSessionEnd(session_id=session.session_id))
@@ -1784,7 +1797,7 @@ class Pipeline(Handler):
         self.risk.reset_daily(now, "engine")
         self.journal.append_msg(_RecordKind.META, JournalDayRoll(
             day=day.isoformat(), keep_done_days=self.keep_done_days), ts_ns=now)
-        self.day_started_at(now)
+        self.day_started_at(now, rolled=True)
         forgotten = self.orders.roll(self.keep_done_days)
         if len(self.orders) < self._capacity_check_at:
             self._capacity_logged = 0  # (the next filling is logged again)
@@ -1802,22 +1815,41 @@ class Pipeline(Handler):
         self.router.shift_clock(step)
 
     def _clock_went_back(self, now: int) -> None:
-        """The wall clock stepped back past the moment the current trading day began.
+        """The wall clock stepped back past the moment the current trading day began
+        (seen by the router's tick): :meth:`went_back`, logged."""
+        log.warning("the wall clock went back %.3f s past the start of the trading day; the "
+                    "next roll is taken from the clock again, unless it is the one just taken",
+                    (self._day_entered - now) / 1e9)
+        self.went_back(now)
+
+    def went_back(self, ns: int) -> None:
+        """The clock reads ``ns``, before the moment the current trading day began: the next
+        roll is the clock's again, unless the clock is less than ``ROLL_RETAKE_NS`` before
+        the roll instant the last roll took.
 
         A step forward may have rolled the day early and put the next roll a
         day too far: kept, the real roll would be skipped and the daily
-        limits would run on for two days. The next roll is the clock's again.
+        limits would run on for two days. But a step back of a few seconds
+        just after a roll (a clock that ran fast, corrected) must not bring
+        that roll round again: rolled twice, the engine would forget the done
+        orders it keeps for the new day and expire the DAY orders placed in
+        it. Recovery applies the same rule to the journal's timestamps, so a
+        restart rolls where the live engine would have.
         """
-        log.warning("the wall clock went back %.3f s past the start of the trading day; the "
-                    "next roll is taken from the clock again",
-                    (self._day_entered - now) / 1e9)
-        self.day_started_at(now)
+        next_roll = self.trading_day.next_roll(ns)
+        if next_roll == self._roll_taken and ns > next_roll - ROLL_RETAKE_NS:
+            next_roll = self.trading_day.next_roll(next_roll)
+        self._next_roll = next_roll
+        self._day_entered = ns
 
-    def day_started_at(self, ns: int) -> None:
+    def day_started_at(self, ns: int, rolled: bool = False) -> None:
         """The current trading day is the one ``ns`` belongs to (start, a roll, recovery: the
-        journal's last roll or its first record); a roll is due at once if it has ended
+        journal's first record and each roll); a roll is due at once if it has ended
         since. ``_day_entered``: when the clock entered it (a clock going back before that
-        takes the next roll from the clock again)."""
+        takes the next roll from the clock again, see :meth:`went_back`). ``rolled``: a roll
+        happened at ``ns``, taking the roll instant before it."""
+        if rolled:
+            self._roll_taken = self.trading_day.last_roll(ns)
         self._next_roll = self.trading_day.next_roll(ns)
         self._day_entered = ns
 

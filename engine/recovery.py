@@ -242,12 +242,17 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     marks: dict[str, list[tuple[int, int]]] = {}
     ended: set[str] = set()  # sessions intake dropped (JournalSessionEnd)
     in_risk: set[str] = set()  # sessions registered with risk, not yet released
-    day_start = None  # the current trading day's start: its roll, or the journal's first record
+    started = False  # the current trading day's start: the journal's first record, then each roll
     expiring: set[int] = set()  # orders whose last pull was a DAY's end (JournalPulled.expire)
     for rec in JournalReader(journal_dir).records(1):
         records += 1
-        if day_start is None:
-            day_start = rec.ts_ns
+        # The trading day as the live engine kept it: entered at the first record and
+        # at each roll, and taken from the clock again where the clock went back.
+        if not started:
+            pipeline.day_started_at(rec.ts_ns)
+            started = True
+        elif rec.ts_ns < pipeline._day_entered:
+            pipeline.went_back(rec.ts_ns)
         if rec.kind == RecordKind.META:
             try:
                 known = rec.decode(meta_decoder)
@@ -272,12 +277,15 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
                 ended.add(known.session_id)
                 sent.pop(known.session_id, None)
                 marks.pop(known.session_id, None)
-                # Its risk slot is released as live (Pipeline.on_session_forgotten).
+                # Its risk slot and its journal envelope go, as live
+                # (Pipeline.on_session_forgotten): else both grew with every
+                # session the journal ever held.
                 risk.release_session(known.session_id)
                 in_risk.discard(known.session_id)
+                pipeline.session_unjournaled(known.session_id)
             elif isinstance(known, JournalDayRoll):
                 risk.reset_daily(rec.ts_ns, "recovery")
-                day_start = rec.ts_ns
+                pipeline.day_started_at(rec.ts_ns, rolled=True)
                 _roll(table, known, new_orders, children, valuations)
             elif isinstance(known, JournalChildren):
                 _apply_children(table, children, known, children_seen)
@@ -371,8 +379,6 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     # (NO_REFERENCE_PRICE until a two-sided quote, not a replayed limit price).
     risk.clear_reference_prices()
     risk.reload(live_config, time.time_ns(), "recovery")
-    if day_start is not None:
-        pipeline.day_started_at(day_start)
     # A session whose key the journal does not name (written before sessions
     # were journaled) is not restored: guessing "plaintext" would hand a CURVE
     # client's session to whoever resumes it on the plaintext endpoint.
@@ -745,11 +751,12 @@ def _reroute(pipeline) -> int:
             continue
         if order.schedule is not None and 0 <= order.schedule[1] <= now:
             # Its window ended while the engine was down: nothing is left to
-            # schedule (protocol.md), an expected end, not a routing failure.
-            log.info("recovery: order %s's schedule ended while the engine was down; canceled",
+            # schedule, an expected end, not a routing failure: EXPIRED, as live
+            # at its window's end (protocol.md).
+            log.info("recovery: order %s's schedule ended while the engine was down; expired",
                      order.order_id)
-            pipeline.cancel_working(order, now, text="canceled: its schedule's window ended "
-                                                     "while the engine was down")
+            pipeline.expire_working(order, now, "its schedule's window ended while the "
+                                                "engine was down")
             continue
         ix = pipeline.risk.instrument_index(order.symbol)
         pipeline.refresh_market(ix, now)

@@ -29,17 +29,29 @@ class TradingDay:
         self.roll_time = roll_time
         self.zone = ZoneInfo(timezone)
 
+    def _roll_on(self, day: dt.date) -> int:
+        """The roll instant on local date ``day`` (ns since the epoch)."""
+        roll = dt.datetime.combine(day, self.roll_time, tzinfo=self.zone)
+        return int(roll.timestamp()) * _NS + roll.microsecond * 1000
+
     def next_roll(self, now_ns: int) -> int:
         """The first roll instant after ``now_ns`` (ns since the epoch)."""
-        now = dt.datetime.fromtimestamp(now_ns // _NS, tz=self.zone)
-        day = now.date()
-        while True:
-            roll = dt.datetime.combine(day, self.roll_time, tzinfo=self.zone)
-            roll_ns = int(roll.timestamp()) * _NS + roll.microsecond * 1000
-            if roll_ns > now_ns:
-                return roll_ns
+        day = dt.datetime.fromtimestamp(now_ns // _NS, tz=self.zone).date()
+        while (roll := self._roll_on(day)) <= now_ns:
             day += dt.timedelta(days=1)
+        return roll
+
+    def last_roll(self, ns: int) -> int:
+        """The last roll instant at or before ``ns`` (ns since the epoch)."""
+        day = dt.datetime.fromtimestamp(ns // _NS, tz=self.zone).date()
+        while (roll := self._roll_on(day)) > ns:
+            day -= dt.timedelta(days=1)
+        return roll
 
     def day_of(self, ns: int) -> dt.date:
-        """The trading day ``ns`` belongs to: named by the date its roll ends it on."""
-        return dt.datetime.fromtimestamp(self.next_roll(ns) // _NS, tz=self.zone).date()
+        """The trading day ``ns`` belongs to, named by the calendar date that holds most of
+        its hours: the date it starts on for a roll before noon (a midnight roll names
+        each day by its own date), the date it ends on for a roll at noon or later (17:00
+        New York: the evening belongs to the next date, as futures count it)."""
+        edge = self.next_roll(ns) if self.roll_time >= dt.time(12, 0) else self.last_roll(ns)
+        return dt.datetime.fromtimestamp(edge // _NS, tz=self.zone).date()

@@ -273,10 +273,11 @@ replay_endpoint = "tcp://127.0.0.1:{rep}"
         report(client, "after", ExecType.NEW)
 
 
-def test_a_schedule_that_ended_while_the_engine_was_down_is_canceled_saying_so(tmp_path,
-                                                                              caplog):
+def test_a_schedule_that_ended_while_the_engine_was_down_expires_saying_so(tmp_path, caplog):
     """Restarted after its window, a TWAP was canceled "could not be routed again after a
-    restart: INVALID_SCHEDULE" with an ERROR logged: an expected end, told as a failure."""
+    restart: INVALID_SCHEDULE" with an ERROR logged: an expected end, told as a failure.
+    It ends EXPIRED, as it would have live at its window's end (multi-day audit: it was
+    CANCELED after a restart)."""
     import logging
     path, endpoint = engine_config(tmp_path)
     with ThreadedEngine(path), Client(endpoint) as client:
@@ -288,8 +289,8 @@ def test_a_schedule_that_ended_while_the_engine_was_down_is_canceled_saying_so(t
     with ThreadedEngine(path), Client(endpoint) as client:
         client.status("w1", account="DEMO1")
         reply = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
-    assert reply.report.exec_type == ExecType.CANCELED
-    assert reply.report.text == "canceled: its schedule's window ended while the engine was down"
+    assert reply.report.exec_type == ExecType.EXPIRED
+    assert reply.report.text == "its schedule's window ended while the engine was down"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -385,11 +386,19 @@ def test_daily_limits_start_afresh_when_the_trading_day_rolls(tmp_path):
         assert report(client, "b5", ExecType.REJECTED).reject_name == "DAILY_NOTIONAL_LIMIT"
 
 
+def rolling_in_half_a_day(tmp_path):
+    """A configuration whose trading day rolls about 12 h from now: a step back to now from
+    past the roll is hours before it (a step back of less than an hour past a roll is a
+    fast clock corrected, and does not bring the roll round again: ROLL_RETAKE_NS)."""
+    roll = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=12)
+    return engine_config(tmp_path, extra=f'[trading_day]\nroll_time = "{roll:%H:%M}"\n')
+
+
 def test_a_clock_stepped_forward_then_back_does_not_skip_the_next_roll(tmp_path):
     """A step of the wall clock a day forward rolled the day; stepped back, the next roll
     stayed a day too far and the real one was skipped: the daily limits ran on for two days
     (failure audit). The clock going back past the day's start takes the next roll from it."""
-    path, endpoint = engine_config(tmp_path)
+    path, endpoint = rolling_in_half_a_day(tmp_path)
     with ThreadedEngine(path) as engine:
         pipeline = engine.service.pipeline
         now = time.time_ns()
@@ -399,6 +408,55 @@ def test_a_clock_stepped_forward_then_back_does_not_skip_the_next_roll(tmp_path)
         assert engine.call(lambda: pipeline._next_roll) > real_next + day - 1
         engine.call(lambda: pipeline.tick(now + 10**9))                  # back to the real time
         assert engine.call(lambda: pipeline._next_roll) == real_next
+
+
+
+def test_a_step_back_just_after_a_roll_does_not_roll_again(tmp_path, monkeypatch):
+    """(Multi-day audit.) The clock set back 2.5 s just after the roll took the next roll
+    from the clock again: the same roll came round, and the engine rolled twice in one
+    day (forgetting the done orders it keeps for the new day, expiring the DAY orders
+    placed in it). The roll just taken is not taken again, after a restart either."""
+    roll = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
+    path, endpoint = engine_config(tmp_path, extra=f'[trading_day]\nroll_time = '
+                                                  f'"{roll:%H:%M:%S}"\n')
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+        time.sleep(max(0.0, roll.timestamp() - time.time()) + 1.2)  # (whole seconds)
+        assert engine.call(lambda: pipeline.orders.rolls) == 1
+        real = time.time_ns
+        monkeypatch.setattr(time, "time_ns", lambda: real() - 2_500_000_000)
+        time.sleep(2.5)  # the clock is back before the roll instant, then past it again
+        assert engine.call(lambda: pipeline.orders.rolls) == 1
+        client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="o1")
+        report(client, "o1", ExecType.NEW)
+        live = engine.call(lambda: pipeline._next_roll)
+    monkeypatch.undo()
+    assert live > time.time_ns() + 3_600 * 10**9  # tomorrow's
+    seen = seen_at_resume(monkeypatch, lambda pipeline, summary: (pipeline._next_roll,
+                                                                   pipeline.orders.rolls))
+    with ThreadedEngine(path):
+        assert seen == [(live, 1)]
+
+
+def test_a_restart_keeps_the_roll_a_clock_set_back_brought_round(tmp_path, monkeypatch):
+    """(Multi-day audit.) Rolled early by a step forward, then set back, the live engine
+    takes the real roll again (the test two above); recovery took the
+    next roll from the early roll's record, a day on, so an engine restarted after the
+    real roll skipped it, and the DAY orders of a finished day went back to the market.
+    Recovery now follows the journal's clock as the live engine followed its own."""
+    path, endpoint = rolling_in_half_a_day(tmp_path)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+        now = time.time_ns()
+        real_next = pipeline.trading_day.next_roll(now)
+        engine.call(lambda: pipeline.tick(now + 86_400 * 10**9 + 3_600 * 10**9))
+        engine.call(lambda: pipeline.tick(now + 10**9))
+        client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="d1")
+        report(client, "d1", ExecType.NEW)
+        assert engine.call(lambda: pipeline._next_roll) == real_next
+    seen = seen_at_resume(monkeypatch, lambda pipeline, summary: pipeline._next_roll)
+    with ThreadedEngine(path):
+        assert seen == [real_next]
 
 
 def test_risk_books_after_a_restart_are_those_before_it(tmp_path, monkeypatch):
@@ -617,3 +675,23 @@ def test_risk_sessions_after_a_restart_are_those_before_it(tmp_path, monkeypatch
     after = seen_at_resume(monkeypatch, lambda pipeline, summary: sessions(pipeline.risk))
     with ThreadedEngine(path):
         assert after == [before]
+
+
+def test_sessions_intake_let_go_leave_nothing_after_a_restart(tmp_path, monkeypatch):
+    # (Multi-day audit.) Recovery kept the journal envelope of every session the journal
+    # ever named, those intake had let go included: it grew with every connection.
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path) as engine:
+        pipeline = engine.service.pipeline
+        for k in range(3):
+            with Client(endpoint) as client:
+                client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id=f"s{k}")
+                report(client, f"s{k}", ExecType.NEW)
+                if k:
+                    session = engine.call(lambda: pipeline.sessions[client.session_id])
+                    engine.call(lambda: pipeline.on_session_forgotten(session))  # as intake does
+        live = engine.call(lambda: sorted(pipeline._event_envelopes))
+    assert len(live) == 1
+    seen = seen_at_resume(monkeypatch, lambda pipeline, summary: sorted(pipeline._event_envelopes))
+    with ThreadedEngine(path):
+        assert seen == [live]

@@ -46,3 +46,26 @@ def test_midnight_utc_by_default():
 def test_a_bad_roll_is_refused_naming_the_key(section, key):
     with pytest.raises(ConfigError, match=key):
         parse_config(BASE + "[trading_day]\n" + section + "\n")
+
+
+@pytest.mark.parametrize("roll_time, zone, at, named", [
+    # (Before, a midnight roll named each day by the next date: an order placed on
+    # 12-07 "expired at the end of trading day 2026-12-08".)
+    (dt.time(0, 0), "UTC", "2026-12-07 10:00", dt.date(2026, 12, 7)),
+    (dt.time(0, 0), "Asia/Tokyo", "2026-12-07 23:59", dt.date(2026, 12, 7)),
+    (dt.time(2, 30), NY, "2026-03-07 12:00", dt.date(2026, 3, 7)),
+    (dt.time(2, 30), NY, "2026-03-07 01:00", dt.date(2026, 3, 6)),
+    (dt.time(16, 0), "Europe/London", "2026-06-01 15:00", dt.date(2026, 6, 1)),
+])
+def test_a_day_is_named_by_the_date_that_holds_most_of_it(roll_time, zone, at, named):
+    assert TradingDay(roll_time, zone).day_of(ns(at, zone)) == named
+
+
+@pytest.mark.parametrize("at, last", [
+    ("2026-03-09 12:00", "2026-03-08 17:00"),   # across the daylight saving change
+    ("2026-03-08 17:00", "2026-03-08 17:00"),   # exactly at a roll: that one
+])
+def test_last_roll_is_the_roll_at_or_before(at, last):
+    day = TradingDay(dt.time(17, 0), NY)
+    assert day.last_roll(ns(at, NY)) == ns(last, NY)
+    assert day.next_roll(day.last_roll(ns(at, NY))) > ns(at, NY)
