@@ -609,13 +609,10 @@ def check_zero_padded(path: Path, seq: int | None) -> None:
     proper = path.with_name(segment_name(int(path.stem)))
     if path.name == proper.name:
         return
-    advice = (f"{proper.name} exists too: this file may be a copy of it, to be removed, "
-              f"not renamed over it" if proper.exists() else
-              f"rename it to {proper.name} if its header's first seq is {int(path.stem)}")
-    raise JournalCorruptError(
-        path, 0, seq, "name",
-        f"a misnamed segment file: segment names are the first seq in 20 zero-padded digits, "
-        f"and this one is not; {advice}")
+    raise _misnamed(path, seq, proper,
+                    "a misnamed segment file: segment names are the first seq in 20 "
+                    "zero-padded digits, and this one is not",
+                    f"rename it to {proper.name} if its header's first seq is {int(path.stem)}")
 
 
 def check_segment_name(path: Path, header, seq: int) -> None:
@@ -629,13 +626,20 @@ def check_segment_name(path: Path, header, seq: int) -> None:
     check_zero_padded(path, seq)
     if int(path.stem) != header.first_seq:
         proper = path.with_name(segment_name(header.first_seq))
-        advice = (f"{proper.name} exists too: this file may be a copy of it, to be removed, "
-                  f"not renamed over it" if proper.exists() else
-                  f"its name must be {proper.name}")
-        raise JournalCorruptError(
-            path, 0, seq, "name",
-            f"the file is named for seq {int(path.stem)} but its header says its first "
-            f"record is seq {header.first_seq} (renamed?); {advice}")
+        raise _misnamed(path, seq, proper,
+                        f"the file is named for seq {int(path.stem)} but its header says its "
+                        f"first record is seq {header.first_seq} (renamed?)",
+                        f"its name must be {proper.name}")
+
+
+def _misnamed(path: Path, seq: int | None, proper: Path, problem: str,
+              fix: str) -> JournalCorruptError:
+    """The error (problem ``name``) for segment file ``path``, which should be ``proper``:
+    ``problem`` says how it is wrong, ``fix`` what to do when no file has that name (one
+    that has may be the original, of which this file is a copy)."""
+    advice = (f"{proper.name} exists too: this file may be a copy of it, to be removed, "
+              f"not renamed over it" if proper.exists() else fix)
+    return JournalCorruptError(path, 0, seq, "name", f"{problem}; {advice}")
 
 
 def _read_segment(path: Path) -> bytes:
