@@ -310,7 +310,8 @@ class OrderTable:
 
     What is done leaves at the day rolls (:meth:`roll`): an order done, and
     an id spent by a request, during a trading day are forgotten at the
-    ``keep_done_days``-th roll after that day's end (0: at its end). So the
+    ``keep_done_days``-th roll after that day's end (the engine's config
+    allows 1 and up: see ``OrdersConfig.keep_done_days``). So the
     table holds the working orders and the last days' done ones, not every
     order since the journal began; a forgotten order is unknown to status
     requests, cancels and replaces, and its ``cl_ord_id`` can be used again.
@@ -426,7 +427,7 @@ class OrderTable:
         """A trading day ended: forget what was done ``keep_done_days`` rolls ago.
 
         Each order done now and not before is marked with this roll; those
-        marked ``keep_done_days`` rolls ago (this one, for 0) leave the table
+        marked ``keep_done_days`` rolls ago leave the table
         with every client id that names them, and so do the ids requests
         spent in the day that ended then. ``None`` (a roll journaled before
         done orders were forgotten) marks the orders but forgets nothing; a

@@ -405,11 +405,6 @@ class Pipeline(Handler):
     # ------------------------------------------------------------ journal and send
 
     def _journal_command(self, session: Session, request: Request, now: int) -> None:
-        # Risk numbers sessions as recovery does, which registers one at its
-        # first command: with slots reused (release_session), a restart then
-        # gives each session, and so each order, the risk index it had.
-        if session.session_id not in self._gates:
-            self._gate(session)
         self.journal.append_msg(_RecordKind.COMMAND, JournalCommand(
             session_id=session.session_id, principal=session.principal, received_ns=now,
             request=request))
@@ -605,6 +600,13 @@ class Pipeline(Handler):
                 else:
                     self._lookup(session, request, now, spend=False)
                 return
+        if type(request) is not NewOrder and session.session_id not in self._gates:
+            # Risk numbers sessions where recovery does: at the session's first
+            # command, or at the throttle check of its first new order (above, and
+            # _admit for a bulk), which a THROTTLED reject leaves in the journal.
+            # With slots reused (release_session), a restart then gives each
+            # session, and so each order, the risk index it had.
+            self._gate(session)
         self._journal_command(session, request, now)
         match request:
             case NewOrder():

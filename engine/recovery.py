@@ -173,8 +173,9 @@ def _known_session(risk, principals: dict, session_id: str, principal: str,
     a command of the session's is being read), register it with risk the first time,
     under its key's throttle bucket, not under a bucket of its own.
 
-    Risk registers a session at its first command, as the pipeline does live
-    (``Pipeline._journal_command``), not at its first frame (JournalSession): a
+    Risk registers a session at its first command, or at the THROTTLED refusal of
+    its first new order, as the pipeline does live (``Pipeline.handle``), not at
+    its first frame (JournalSession): a
     released session's slot goes to the next one registered, so registering
     at the same points live and here gives each session, and each order, the
     same risk index after a restart.
@@ -314,11 +315,19 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
                 (req,) if isinstance(req, NewOrder) else ()
             if orders:
                 by_id = last_new[payload.session_id] = {}
+                first: dict = {}
                 for order in orders:
-                    # The first order under an id is the one it names: a later one
-                    # (a duplicate, even inside the same bulk) was refused.
-                    new_orders.setdefault((order.account, order.cl_ord_id), order)
+                    # The first order under an id in a command is the one it names: a
+                    # later one (a duplicate inside the same bulk) was refused.
+                    first.setdefault((order.account, order.cl_ord_id), order)
                     by_id.setdefault(order.cl_ord_id, []).append(order)
+                for key, order in first.items():
+                    # An id the table holds is refused as a duplicate; one it does not
+                    # is this command's, whatever an earlier command left under it (a
+                    # command whose report the journal lost: the client, never
+                    # acknowledged, sent the id again, maybe with other terms).
+                    if not table.used(*key):
+                        new_orders[key] = order
             continue
         report = payload.event if isinstance(payload, JournalEvent) else None
         if report is not None and report.seq and payload.session_id not in ended:
@@ -330,8 +339,16 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
                 marks.setdefault(payload.session_id, []).append((report.seq, rec.seq))
         if isinstance(report, HeartbeatAck):
             cancel_on_disconnect[payload.session_id] = report.cancel_on_disconnect
-        if isinstance(report, Reject) and report.reject_reason == _R.DUPLICATE_CL_ORD_ID:
-            _refused_duplicate(new_orders, last_new.get(payload.session_id), report)
+        if isinstance(report, Reject):
+            if report.reject_reason == _R.DUPLICATE_CL_ORD_ID:
+                _refused_duplicate(new_orders, last_new.get(payload.session_id), report)
+            elif report.reject_reason == _R.THROTTLED and payload.session_id not in in_risk \
+                    and report.ref_type in ("NewOrder", "BulkNewOrders") \
+                    and payload.session_id in principals:
+                # Live, the throttle check registered the session with risk, though
+                # the order was never journaled (Pipeline.handle, _admit).
+                _known_session(risk, principals, payload.session_id,
+                               principals[payload.session_id], client_name, in_risk)
         answered = _answered(report, payload.session_id, requests, unanswered)
         if answered is not None:
             _spend(pipeline, answered, report)

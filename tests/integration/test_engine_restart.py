@@ -695,3 +695,33 @@ def test_sessions_intake_let_go_leave_nothing_after_a_restart(tmp_path, monkeypa
     seen = seen_at_resume(monkeypatch, lambda pipeline, summary: sorted(pipeline._event_envelopes))
     with ThreadedEngine(path):
         assert seen == [live]
+
+
+def test_a_session_whose_first_order_was_throttled_keeps_its_risk_slot(tmp_path, monkeypatch):
+    # (Final review, 2026-12-06.) Live, the throttle check registered a session with
+    # risk though its throttled order was never journaled; recovery registered it only
+    # at its first journaled command, so two sessions' slots came back swapped.
+    path, endpoint = engine_config(tmp_path)
+    path.write_text(path.read_text().replace("throttle_rate = 100000", "throttle_rate = 1"))
+
+    def sessions(risk):
+        snap = risk.snapshot()
+        return {key: snap[key] for key in ("sessions", "session_state", "session_slots",
+                                           "free_sessions", "orders")}
+    with ThreadedEngine(path) as engine, Client(endpoint) as a, Client(endpoint) as b, \
+            Client(endpoint) as c:
+        a.new_order("AAA", "buy", "5", "45.00", account="DEMO1", cl_ord_id="a1")
+        report(a, "a1", ExecType.NEW)
+        b.new_order("AAA", "buy", "5", "45.00", account="DEMO1", cl_ord_id="b1")
+        assert b.recv_until(lambda m: isinstance(m, Reject), 5)[-1].reject_name == "THROTTLED"
+        time.sleep(1.2)
+        c.new_order("AAA", "buy", "5", "45.00", account="DEMO1", cl_ord_id="c1")
+        report(c, "c1", ExecType.NEW)
+        time.sleep(1.2)
+        b.new_order("AAA", "buy", "5", "45.00", account="DEMO1", cl_ord_id="b2")
+        report(b, "b2", ExecType.NEW)
+        live = engine.call(lambda: sessions(engine.service.pipeline.risk))
+    assert live["sessions"][:3] == [a.session_id, b.session_id, c.session_id]
+    after = seen_at_resume(monkeypatch, lambda pipeline, summary: sessions(pipeline.risk))
+    with ThreadedEngine(path):
+        assert after == [live]

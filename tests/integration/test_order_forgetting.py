@@ -252,3 +252,44 @@ def test_a_request_taken_up_again_spends_its_id_in_the_day_it_arrived(tmp_path,
     with ThreadedEngine(path):
         assert recovered == [live]
 
+
+
+def test_an_id_sent_again_after_its_unanswered_command_takes_the_new_terms(tmp_path,
+                                                                            monkeypatch):
+    # (Final review, 2026-12-06.) A journal may end after a new order's command and
+    # before its report (a torn write): the client, never acknowledged, sends the id
+    # again, here with other terms. Recovery kept the first command under the id, and
+    # a later restart recreated the order with the terms the client had given up.
+    import msgspec
+
+    from engine.journal import JournalReader
+    from engine.messages import JournalCommand, JournalPayload
+
+    def terms_of(order):
+        return order.qty, order.price
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("AAA", "buy", "3", "45.00", account="DEMO1", cl_ord_id="x")
+        report(client, "x", ExecType.NEW)
+        client.new_order("AAA", "buy", "1", "44.00", account="DEMO1", cl_ord_id="pad")
+        report(client, "pad", ExecType.NEW)
+    journal = tmp_path / "journal"
+    decoder = msgspec.msgpack.Decoder(JournalPayload)
+    records = list(JournalReader(journal).records(1))
+    cut = next(i for i, rec in enumerate(records) if rec.kind == 1
+               and isinstance(p := rec.decode(decoder), JournalCommand)
+               and getattr(p.request, "cl_ord_id", None) == "x") + 1
+    with open(records[cut].path, "r+b") as segment:   # the report of x and all after it
+        segment.truncate(records[cut].offset)
+    (journal / "durable.seq").unlink()   # (as a torn write leaves it: never made durable)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        assert engine.call(lambda: engine.service.pipeline.orders.find("DEMO1", "x")) is None
+        client.new_order("AAA", "buy", "7", "46.00", account="DEMO1", cl_ord_id="x")
+        report(client, "x", ExecType.NEW)
+        client.drain(0.3)
+        pipeline = engine.service.pipeline
+        terms = engine.call(lambda: terms_of(pipeline.orders.find("DEMO1", "x")))
+    seen = seen_at_resume(monkeypatch, lambda pipeline, summary: terms_of(
+        pipeline.orders.find("DEMO1", "x")))
+    with ThreadedEngine(path):
+        assert seen == [terms]                      # not 3 at 45.00
