@@ -52,6 +52,7 @@ from libc.string cimport memcpy, memmove, memset
 from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put, idmap_set
 from ext.intarg cimport small_arg
 from ext.slotheap cimport slotheap_free, slotheap_init, slotheap_push, slotheap_remove
+from ext.buffers cimport grow_buffer
 from libc.stdlib cimport qsort
 from ext.book cimport OrderBook
 from libc.stdint cimport (int64_t, int32_t, uint32_t, uint8_t, uint16_t, uint64_t, INT64_MAX,
@@ -2031,16 +2032,9 @@ cdef class Router:
     cdef int _wake(self, int32_t pi) except -1:
         """A parked or asleep parent goes back on the clock's list at the next tick."""
         cdef Parent* p = &self.parents[pi]
-        cdef Woken* grown
-        cdef Py_ssize_t cap
         self._unpark(pi)
-        if self.n_woken == self.woken_cap:
-            cap = self.woken_cap * 2 if self.woken_cap else 64
-            grown = <Woken*>PyMem_Realloc(self.woken, cap * sizeof(Woken))
-            if grown == NULL:
-                raise MemoryError()
-            self.woken = grown
-            self.woken_cap = cap
+        self.woken = <Woken*>grow_buffer(self.woken, &self.woken_cap, self.n_woken + 1,
+                                         sizeof(Woken))
         self.woken[self.n_woken].seq = p.seq
         self.woken[self.n_woken].slot = pi
         self.n_woken += 1

@@ -41,7 +41,7 @@ itself fits in int64, an ``OverflowError`` otherwise) and the market's
 cumulative notional is kept in 128 bits. Nothing wraps.
 """
 cimport cython
-from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.object cimport Py_TYPE
 from libc.string cimport memcpy, memset
 from libc.stdint cimport (
@@ -66,6 +66,7 @@ from ext.types cimport (
 from ext.simflow cimport FLAG_PEG_MID, PEG_SCALE
 from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put
 from ext.intarg cimport small_arg
+from ext.buffers cimport grow_buffer as _grow
 from ext.book import FILL_DTYPE, EVENT_DTYPE, OP_DTYPE, DEPTH_DTYPE
 
 cnp.import_array()
@@ -163,21 +164,6 @@ cdef inline bint _eligible(int side, int64_t limit, int64_t mid2) noexcept nogil
     if side == BUY:
         return mid2 <= 2 * limit
     return mid2 >= 2 * limit
-
-
-cdef void* _grow(void* ptr, Py_ssize_t* cap, Py_ssize_t need, size_t item) except NULL:
-    """Grow a PyMem buffer by doubling until it holds ``need`` items."""
-    cdef Py_ssize_t new_cap = cap[0] if cap[0] > 0 else 16
-    cdef void* out
-    if need <= cap[0] and ptr != NULL:
-        return ptr
-    while new_cap < need:
-        new_cap *= 2
-    out = PyMem_Realloc(ptr, new_cap * item)
-    if out == NULL:
-        raise MemoryError()
-    cap[0] = new_cap
-    return out
 
 
 # ---------------------------------------------------------------- book ports

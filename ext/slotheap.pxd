@@ -7,8 +7,10 @@ heap from anywhere in O(log n) when an event wakes it before its key is due.
 Like ``idmap``, the functions are ``inline`` and defined here: no extension
 module of its own.
 """
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Free
 from libc.stdint cimport int32_t, int64_t
+
+from ext.buffers cimport grow_buffer
 
 ctypedef struct SlotHeap:
     int64_t* keys
@@ -60,20 +62,14 @@ cdef inline void _slotheap_sift(SlotHeap* h, int32_t at, int32_t* pos) noexcept 
 
 
 cdef inline int slotheap_push(SlotHeap* h, int64_t key, int32_t slot, int32_t* pos) except -1:
-    cdef int32_t cap
-    cdef int64_t* keys
-    cdef int32_t* slots
+    cdef Py_ssize_t cap
     if h.n == h.cap:
-        cap = h.cap * 2 if h.cap else 64
-        keys = <int64_t*>PyMem_Realloc(h.keys, cap * sizeof(int64_t))
-        if keys == NULL:
-            raise MemoryError()
-        h.keys = keys
-        slots = <int32_t*>PyMem_Realloc(h.slots, cap * sizeof(int32_t))
-        if slots == NULL:
-            raise MemoryError()
-        h.slots = slots
-        h.cap = cap
+        # (Two arrays, one capacity: each grows from the old one; h.cap moves once both did.)
+        cap = h.cap
+        h.keys = <int64_t*>grow_buffer(h.keys, &cap, h.n + 1, sizeof(int64_t))
+        cap = h.cap
+        h.slots = <int32_t*>grow_buffer(h.slots, &cap, h.n + 1, sizeof(int32_t))
+        h.cap = <int32_t>cap
     _slotheap_place(h, h.n, key, slot, pos)
     h.n += 1
     _slotheap_sift(h, h.n - 1, pos)
