@@ -305,8 +305,9 @@ class OrderTable:
     same (mapped to None): the ``cl_ord_id`` of every Cancel and Replace the
     pipeline took, from the moment it arrives (while it is in flight its id
     is the order's name to be, and a refused one's is not handed out again
-    until it is forgotten with its day's, below). So one lookup tells whether an id is free (:meth:`used`), and
-    :meth:`find` finds no order under a spent id.
+    until it is forgotten with its day's, below). So one lookup tells whether
+    an id is free (:meth:`used`), and :meth:`find` finds no order under a
+    spent id.
 
     What is done leaves at the day rolls (:meth:`roll`): an order done, and
     an id spent by a request, during a trading day are forgotten at the

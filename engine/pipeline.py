@@ -882,8 +882,9 @@ class Pipeline(Handler):
         where = f"{ref_type} orders[{index}]" if index >= 0 else ref_type
         self._refuse(session, _RejectReason.ORDER_CAPACITY,
                      f"{where}: the engine holds {len(self.orders.by_id)} orders, its [orders] "
-                     f"max_orders is {self.max_orders}: no new orders until a day roll forgets done "
-                     f"ones or it restarts with a larger bound", "validate", ref_type=ref_type, cl_ord_id=order.cl_ord_id)
+                     f"max_orders is {self.max_orders}: no new orders until a day roll forgets "
+                     f"done ones or it restarts with a larger bound", "validate",
+                     ref_type=ref_type, cl_ord_id=order.cl_ord_id)
 
     def _admit(self, session: Session, request: BulkNewOrders,
                positions: tuple[int, ...] | None, held: list[HeldReject], now: int
@@ -1156,9 +1157,9 @@ class Pipeline(Handler):
         self.router.cancel_parent(order.order_id, now)
 
     def _gate(self, session: Session):
-        """The session's risk gate, made on its first command (or first order or replace,
-        when one is refused before it is journaled): registers it with risk under its
-        client key's throttle bucket."""
+        """The session's risk gate, made at its first new order's throttle check (before the
+        order is journaled, whether or not it is refused) or at its first other command:
+        registers it with risk under its client key's throttle bucket."""
         gate = self._gates[session.session_id] = self.risk.session_gate(
             session.session_id, session.client_name)
         return gate

@@ -175,10 +175,9 @@ def _known_session(risk, principals: dict, session_id: str, principal: str,
 
     Risk registers a session at its first command, or at the THROTTLED refusal of
     its first new order, as the pipeline does live (``Pipeline.handle``), not at
-    its first frame (JournalSession): a
-    released session's slot goes to the next one registered, so registering
-    at the same points live and here gives each session, and each order, the
-    same risk index after a restart.
+    its first frame (JournalSession): a released session's slot goes to the next
+    one registered, so registering at the same points live and here gives each
+    session, and each order, the same risk index after a restart.
     """
     if in_risk is not None and session_id not in in_risk:
         in_risk.add(session_id)
@@ -237,7 +236,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     valuations: dict[int, int] = {}  # order id -> the value risk gave it live (JournalValuation)
     max_exec = 0
     children: dict = {}  # child id -> Child, until the journal says it is done
-    children_seen = _LastChild()  # the highest child id the journal names
+    last_child = 0  # the highest child id the journal names
     principals: dict[str, str] = {}
     sent: dict[str, collections.deque] = {}
     marks: dict[str, list[tuple[int, int]]] = {}
@@ -289,7 +288,7 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
                 pipeline.day_started_at(rec.ts_ns, rolled=True)
                 _roll(table, known, new_orders, children, valuations)
             elif isinstance(known, JournalChildren):
-                _apply_children(table, children, known, children_seen)
+                last_child = max(last_child, _apply_children(table, children, known))
             else:
                 valuations[known.order_id] = known.value_ticks
             continue
@@ -386,11 +385,11 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     # Every child the journal names is done: the venues did not outlive the
     # engine (working orders are routed again, under ids above every one the
     # journal names, forgotten orders' included: table.create keeps
-    # next_order_id above every order id, and children_seen counts children).
+    # next_order_id above every order id, and last_child counts children).
     for order in table.by_id.values():
         for child in order.children.values():
             child.done = True
-    pipeline.router.skip_child_ids(children_seen.last + 1)
+    pipeline.router.skip_child_ids(last_child + 1)
     # The replay set the references its orders were valued at; from here on
     # only the market's quotes do, as in a live engine that has seen none yet
     # (NO_REFERENCE_PRICE until a two-sided quote, not a replayed limit price).
@@ -414,12 +413,6 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
         log.info("recovery: %s", ", ".join(f"{k} {v}" for k, v in summary.items()),
                  extra={f"recovered_{k}": v for k, v in summary.items()})
     return result
-
-
-class _LastChild:
-    """The highest child id the journal named so far (``last``)."""
-
-    last = 0
 
 
 def _roll(table, record: JournalDayRoll, new_orders: dict, children: dict,
@@ -463,14 +456,11 @@ def _refused_duplicate(new_orders: dict, last: dict | None, reject: Reject) -> N
             del new_orders[key]
 
 
-def _apply_children(table, children: dict, record: JournalChildren,
-                    seen: _LastChild | None = None) -> None:
+def _apply_children(table, children: dict, record: JournalChildren) -> int:
     """Replay a ``JournalChildren`` record into the orders' children (``children``: every
-    child so far by id, the ids the later records name; ``seen``: counts the highest
-    child id, whether or not its order is still held)."""
+    child so far by id, the ids the later records name). Returns the highest child id
+    the record makes (0: none), whether or not its order is still held."""
     by_id = table.by_id
-    if seen is not None and record.new:
-        seen.last = max(seen.last, max(new[0] for new in record.new))
     for child_id, parent_id, venue, price, qty in record.new:
         order = by_id.get(parent_id)
         if order is not None:
@@ -492,6 +482,7 @@ def _apply_children(table, children: dict, record: JournalChildren,
         child = children.pop(child_id, None)
         if child is not None:
             child.done = True
+    return max((new[0] for new in record.new), default=0)
 
 
 def resume_working(pipeline, recovered: Recovered) -> int:
