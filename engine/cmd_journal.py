@@ -1,4 +1,4 @@
-"""``kronos-exec journal``: check a journal and export it for analysis.
+"""``kronos-exec journal``: check a journal, export it for analysis, checkpoint it.
 
 ``verify`` walks every record of a journal directory and reports the first
 one whose checksum, sequence or hash chain breaks (exit status 1), or how
@@ -6,6 +6,9 @@ many records are intact (exit status 0); a directory that holds no journal
 is exit status 2, like other unusable arguments. ``export`` writes the records of a
 time range to a Parquet file, one row per record, with the common order
 fields pulled out into columns and the whole payload kept as JSON.
+``checkpoint`` saves the replay of an engine's journal (``--config``: the
+engine's file) at its last record, so that the engine's next start replays
+only what follows (``engine.checkpoint``); it runs beside a serving engine.
 """
 from __future__ import annotations
 
@@ -45,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--end", type=parse_time, default=None,
                      help="first timestamp excluded: ISO 8601 or integer ns")
     out.add_argument("--out", required=True, type=Path, help="Parquet file to write")
+    save = sub.add_parser("checkpoint", help="save the journal's replay at its last record, "
+                                             "so that a restart replays only what follows")
+    save.add_argument("--config", required=True, type=Path,
+                      help="the engine's configuration file (its journal, risk and venues)")
 
 
 # The fraction of a second, split off so that it is read to the nanosecond
@@ -81,6 +88,8 @@ def parse_time(text: str) -> int:
 
 def _usage_problem(args: argparse.Namespace) -> str | None:
     """Why the arguments cannot be acted on (before anything is read), or None."""
+    if args.action == "checkpoint":
+        return None if args.config.is_file() else f"--config {args.config}: no such file"
     if not args.data_dir.is_dir():
         return f"{args.data_dir} is not a directory"
     try:
@@ -137,7 +146,28 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.action == "verify":
         return _verify(args.data_dir)
+    if args.action == "checkpoint":
+        return _checkpoint(args.config)
     return _export(args.data_dir, args.start, args.end, args.out)
+
+
+def _checkpoint(config_path: Path) -> int:
+    from engine import checkpoint
+    from engine.config import ConfigError, load_config
+    from engine.recovery import RecoveryError
+    try:
+        cfg = load_config(config_path)
+        path = checkpoint.make(cfg)
+    except (ConfigError, RecoveryError, JournalCorruptError, checkpoint.CheckpointError,
+            OSError) as exc:
+        print(f"kronos-exec journal checkpoint: {exc}", file=sys.stderr)
+        return 1
+    if path is None:
+        print("no checkpoint written: the journal is empty, or its newest checkpoint is "
+              "at its last record already")
+    else:
+        print(f"wrote {path}")
+    return 0
 
 
 def _verify(data_dir: Path) -> int:

@@ -265,12 +265,22 @@ class JournalConfig(_Section):
         other ``fsync``, where it would be ignored.
     rotate_bytes : int
         Segment size at which a new file starts. Default 64 MiB.
+    checkpoint : bool
+        After each trading-day roll, save the journal's replay at the roll in
+        ``<dir>/checkpoints`` (a child process does it), so that a restart
+        replays only the journal after the newest checkpoint
+        (``engine.checkpoint``). Default true.
+    checkpoints_kept : int
+        Checkpoints kept, the newest ones (1 to 100). Default 2: an older one
+        is there should the newest be unreadable.
     """
 
     dir: Annotated[str, Meta(min_length=1)] = "data/journal"
     fsync: Literal["always", "group", "none"] = "always"
     group_commit_us: Annotated[int, Meta(ge=1, le=MAX_GROUP_COMMIT_US)] = 1000
     rotate_bytes: Annotated[int, Meta(ge=4096)] = 64 << 20
+    checkpoint: bool = True
+    checkpoints_kept: Annotated[int, Meta(ge=1, le=100)] = 2
 
 
 class HistoryConfig(_Section):

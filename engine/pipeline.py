@@ -330,6 +330,9 @@ class Pipeline(Handler):
         self.trading_day = trading_day or TradingDay(dt.time(0, 0))
         # The roll instant the last roll took (0: none yet): never taken twice (went_back).
         self._roll_taken = 0
+        #: the journal record of this engine's last roll (0: none since it started); the
+        #: service checkpoints the journal there (engine.checkpoint)
+        self.last_roll_seq = 0
         self.day_started_at(time.time_ns())
         # The market's traded lots per instrument as last reported to the router (for POV).
         self._volume_seen = [market.market_volume(symbol)[0] for symbol in self.symbols]
@@ -1798,7 +1801,7 @@ class Pipeline(Handler):
         """
         day = self.trading_day.day_of(now)
         self.risk.reset_daily(now, "engine")
-        self.journal.append_msg(_RecordKind.META, JournalDayRoll(
+        self.last_roll_seq = self.journal.append_msg(_RecordKind.META, JournalDayRoll(
             day=day.isoformat(), keep_done_days=self.keep_done_days), ts_ns=now)
         self.day_started_at(now, rolled=True)
         forgotten = self.orders.roll(self.keep_done_days)

@@ -34,14 +34,16 @@ from __future__ import annotations
 
 import collections
 import logging
+import pickle
 import time
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Callable, NamedTuple
 
 import msgspec
 
 from engine.intake import RESEND_MARK_EVERY
-from engine.journal import JournalReader, RecordKind, first_segment_header
+from engine.journal import JournalReader, Record, RecordKind, first_segment_header
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalChildren,
     JournalCommand, JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalPulled,
@@ -120,9 +122,10 @@ class Recovered(NamedTuple):
 def _check_whole(journal_dir) -> None:
     """Refuse a journal whose first segments are gone (archived or deleted from the front).
 
-    The engine's state is the replay of the whole journal (there are no
-    checkpoints): from a later segment it would miss orders, fills and
-    positions, and take spent cl_ord_ids for free, without a word.
+    The engine's state is the replay of the whole journal (a checkpoint,
+    engine.checkpoint, only saves replaying its beginning again): from a later
+    segment it would miss orders, fills and positions, and take spent
+    cl_ord_ids for free, without a word.
     """
     first = first_segment_header(journal_dir)
     if first is not None and first[1].first_seq != 1:
@@ -194,8 +197,339 @@ def _px_x2(inst, price: str) -> int:
     return int(value)
 
 
+class Replay:
+    """The journal's replay into a pipeline, record by record: :func:`recover`'s work.
+
+    Its state between two records is its own bookkeeping (the attributes
+    named in :attr:`SAVED`) and what it built in the pipeline: the order
+    table, the trade history, risk's state, the trading day and the
+    journaled sessions. :mod:`engine.checkpoint` saves both after a record
+    (:meth:`save`) and loads them into a fresh replay (:meth:`load`), so a
+    restart replays only the journal after the checkpoint and reaches the
+    state a replay of the whole journal reaches.
+
+    Parameters
+    ----------
+    pipeline : engine.pipeline.Pipeline
+        A pipeline as built at start-up, nothing routed yet; its risk engine
+        runs under permissive limits until :meth:`finish` (``_permissive``).
+    ring_size, client_name
+        As for :func:`recover`.
+    """
+
+    #: The replay's own state a checkpoint keeps, beside the pipeline's.
+    SAVED = ("seq", "hash", "records", "fills", "max_exec", "last_child", "started",
+             "new_orders", "last_new", "missing", "kill_requests", "engaged", "requests",
+             "unanswered", "cancel_on_disconnect", "references", "valuations", "children",
+             "principals", "sent", "marks", "ended", "in_risk", "expiring")
+
+    def __init__(self, pipeline, ring_size: int = 10_000,
+                 client_name: Callable[[str], str] | None = None):
+        self.pipeline = pipeline
+        self.ring_size = ring_size
+        self.client_name = client_name
+        self.live_config = pipeline.risk.config
+        pipeline.risk.reload(_permissive(self.live_config), 0, "recovery")
+        # A fill trimmed from the trade history is noted at the record replayed, the
+        # journal's position when the live engine trimmed it (finish puts the live one back).
+        self._history_position = pipeline.history._position
+        pipeline.history._position = lambda: self.seq
+        self.seq = 0        # the last record replayed
+        self.hash = b""     # its chain hash (a checkpoint is bound to it)
+        self.records = self.fills = 0
+        self.max_exec = 0
+        self.last_child = 0  # the highest child id the journal names
+        self.started = False  # the trading day's start was taken (the first record)
+        self.new_orders: dict[tuple[str, str], NewOrder] = {}
+        # Each session's last NewOrder or BulkNewOrders, its orders by cl_ord_id: a
+        # Reject DUPLICATE_CL_ORD_ID answers one of them (in the same handling).
+        self.last_new: dict[str, dict[str, list[NewOrder]]] = {}
+        self.missing: collections.Counter = collections.Counter()  # (kind, name) -> orders
+        # Kill switches: requested (by session and req_id) until their AdminReply
+        # says they took; engaged ones by (scope, target) until released.
+        self.kill_requests: dict[tuple[str, str], KillSwitch] = {}
+        self.engaged: dict[tuple[str, str | None], KillSwitch] = {}
+        # Cancels and Replaces until their answer: by record number (journal
+        # order), and the numbers under each (session, cl_ord_id) the answer names.
+        # Each keeps what its order had filled when it arrived: fills journaled
+        # after it raced it, and are judged as the pipeline judges them live
+        # once the children are down (see _take_up).
+        self.requests: dict[int, tuple[str, Cancel | Replace, int, int]] = {}
+        self.unanswered: dict[tuple[str, str], collections.deque] = {}
+        self.cancel_on_disconnect: dict[str, bool] = {}
+        # The last price seen per instrument index (a limit, a fill): what a
+        # market order is valued at when the journal holds no valuation of it.
+        self.references: dict[int, int] = {}
+        self.valuations: dict[int, int] = {}  # order id -> the value risk gave it (JournalValuation)
+        self.children: dict = {}  # child id -> Child, until the journal says it is done
+        self.principals: dict[str, str] = {}
+        self.sent: dict[str, collections.deque] = {}
+        self.marks: dict[str, list[tuple[int, int]]] = {}
+        self.ended: set[str] = set()  # sessions intake dropped (JournalSessionEnd)
+        self.in_risk: set[str] = set()  # sessions registered with risk, not yet released
+        self.expiring: set[int] = set()  # orders whose last pull was a DAY's end
+
+    def run(self, records: Iterable[Record], until_seq: int | None = None) -> None:
+        """Replay ``records``, the journal's from the one after :attr:`seq` on, through
+        ``until_seq`` (None: all of them)."""
+        pipeline, client_name = self.pipeline, self.client_name
+        risk, table = pipeline.risk, pipeline.orders
+        decoder = msgspec.msgpack.Decoder(JournalPayload)
+        meta_decoder = msgspec.msgpack.Decoder(JournalMeta)
+        new_orders, last_new, missing = self.new_orders, self.last_new, self.missing
+        kill_requests, engaged = self.kill_requests, self.engaged
+        requests, unanswered = self.requests, self.unanswered
+        cancel_on_disconnect, references = self.cancel_on_disconnect, self.references
+        valuations, children, principals = self.valuations, self.children, self.principals
+        sent, marks, ended, in_risk = self.sent, self.marks, self.ended, self.in_risk
+        expiring, ring_size = self.expiring, self.ring_size
+        for rec in records:
+            if until_seq is not None and rec.seq > until_seq:
+                break
+            self.seq, self.hash = rec.seq, rec.hash
+            self.records = records_read = self.records + 1
+            # The trading day as the live engine kept it: entered at the first record and
+            # at each roll, and taken from the clock again where the clock went back.
+            if not self.started:
+                pipeline.day_started_at(rec.ts_ns)
+                self.started = True
+            elif rec.ts_ns < pipeline._day_entered:
+                pipeline.went_back(rec.ts_ns)
+            if rec.kind == RecordKind.META:
+                try:
+                    known = rec.decode(meta_decoder)
+                except msgspec.ValidationError:
+                    continue  # another kind of bookkeeping
+                if isinstance(known, JournalSession):
+                    _known_session(risk, principals, known.session_id, known.principal,
+                                   client_name)
+                    pipeline.session_journaled(known.session_id)
+                elif isinstance(known, JournalPulled):
+                    for order_id in known.order_ids:
+                        order = table.by_id.get(order_id)
+                        if order is not None and not order.done:
+                            order.pull(known.reason, known.text)
+                            # (the last pull's word stands, as live: Pipeline._take_down)
+                            if known.expire:
+                                expiring.add(order_id)
+                            else:
+                                expiring.discard(order_id)
+                elif isinstance(known, JournalSessionEnd):
+                    # Intake dropped it: not restored (its orders' later reports
+                    # are journaled unnumbered and fill no ring).
+                    ended.add(known.session_id)
+                    sent.pop(known.session_id, None)
+                    marks.pop(known.session_id, None)
+                    # Its risk slot and its journal envelope go, as live
+                    # (Pipeline.on_session_forgotten): else both grew with every
+                    # session the journal ever held.
+                    risk.release_session(known.session_id)
+                    in_risk.discard(known.session_id)
+                    pipeline.session_unjournaled(known.session_id)
+                elif isinstance(known, JournalDayRoll):
+                    risk.reset_daily(rec.ts_ns, "recovery")
+                    pipeline.day_started_at(rec.ts_ns, rolled=True)
+                    _roll(table, known, new_orders, children, valuations)
+                elif isinstance(known, JournalChildren):
+                    self.last_child = max(self.last_child,
+                                          _apply_children(table, children, known))
+                else:
+                    valuations[known.order_id] = known.value_ticks
+                continue
+            if rec.kind not in (RecordKind.COMMAND, RecordKind.EVENT):
+                continue
+            try:
+                payload = rec.decode(decoder)
+            except msgspec.ValidationError:
+                payload = _decode_clipped(rec.payload)
+            if isinstance(payload, JournalCommand):
+                _known_session(risk, principals, payload.session_id, payload.principal,
+                               client_name, in_risk)
+                req = payload.request
+                if isinstance(req, KillSwitch):
+                    kill_requests[(payload.session_id, req.req_id)] = req
+                elif isinstance(req, (Cancel, Replace)):
+                    named = table.find(req.account, req.orig_cl_ord_id)
+                    requests[records_read] = (payload.session_id, req,
+                                              named.cum_qty if named is not None else 0,
+                                              table.rolls)
+                    unanswered.setdefault((payload.session_id, req.cl_ord_id),
+                                          collections.deque()).append(records_read)
+                orders = req.orders if isinstance(req, BulkNewOrders) else \
+                    (req,) if isinstance(req, NewOrder) else ()
+                if orders:
+                    by_id = last_new[payload.session_id] = {}
+                    first: dict = {}
+                    for order in orders:
+                        # The first order under an id in a command is the one it names: a
+                        # later one (a duplicate inside the same bulk) was refused.
+                        first.setdefault((order.account, order.cl_ord_id), order)
+                        by_id.setdefault(order.cl_ord_id, []).append(order)
+                    for key, order in first.items():
+                        # An id the table holds is refused as a duplicate; one it does not
+                        # is this command's, whatever an earlier command left under it (a
+                        # command whose report the journal lost: the client, never
+                        # acknowledged, sent the id again, maybe with other terms).
+                        if not table.used(*key):
+                            new_orders[key] = order
+                continue
+            report = payload.event if isinstance(payload, JournalEvent) else None
+            if report is not None and report.seq and payload.session_id not in ended:
+                ring = sent.get(payload.session_id)
+                if ring is None:
+                    ring = sent[payload.session_id] = collections.deque(maxlen=ring_size)
+                ring.append(report)
+                if report.seq % RESEND_MARK_EVERY == 1:
+                    marks.setdefault(payload.session_id, []).append((report.seq, rec.seq))
+            if isinstance(report, HeartbeatAck):
+                cancel_on_disconnect[payload.session_id] = report.cancel_on_disconnect
+            if isinstance(report, Reject):
+                if report.reject_reason == _R.DUPLICATE_CL_ORD_ID:
+                    _refused_duplicate(new_orders, last_new.get(payload.session_id), report)
+                elif report.reject_reason == _R.THROTTLED and payload.session_id not in in_risk \
+                        and report.ref_type in ("NewOrder", "BulkNewOrders") \
+                        and payload.session_id in principals:
+                    # Live, the throttle check registered the session with risk, though
+                    # the order was never journaled (Pipeline.handle, _admit).
+                    _known_session(risk, principals, payload.session_id,
+                                   principals[payload.session_id], client_name, in_risk)
+            answered = _answered(report, payload.session_id, requests, unanswered)
+            if answered is not None:
+                _spend(pipeline, answered, report)
+            if isinstance(report, AdminReply) and report.ok:
+                kill = kill_requests.pop((payload.session_id, report.req_id), None)
+                if kill is not None:
+                    key = (kill.scope, kill.target if kill.scope != "global" else None)
+                    if kill.action == "engage":
+                        engaged[key] = kill
+                    else:
+                        engaged.pop(key, None)
+            if not isinstance(report, ExecutionReport):
+                continue
+            self.fills += _apply(pipeline, payload.session_id, report, new_orders, rec.ts_ns,
+                                 missing, references, valuations)
+            if report.exec_id:
+                self.max_exec = max(self.max_exec, int(report.exec_id.rpartition("-")[2] or 0))
+
+    def finish(self) -> Recovered:
+        """The replay is at the journal's end: hand the state over to the live engine (the
+        real limits, the next ids) and say what was found."""
+        pipeline = self.pipeline
+        risk, table = pipeline.risk, pipeline.orders
+        pipeline.history._position = self._history_position
+        # An order of a dropped session whose acknowledgement came after the drop was
+        # taken into risk at that report, registering its session again: let it go
+        # (freed with its last order). Live, risk had it from its command.
+        for session_id in self.ended:
+            risk.release_session(session_id)
+        if self.missing:
+            raise RecoveryError(
+                "the journal holds accepted orders for "
+                + ", ".join(f"{what} {name!r} ({n} orders)"
+                            for (what, name), n in self.missing.items())
+                + ", which the configuration no longer has. Starting without them would drop "
+                  "their orders, fills and exposure and reuse their order ids: put them back in "
+                  "the configuration (a new journal directory starts empty)")
+        pipeline._exec_id = self.max_exec
+        # Those still working end EXPIRED at resume_working (_finish_pulled), not CANCELED.
+        # (One the table no longer holds was done.)
+        pipeline._expiring.update(order_id for order_id in self.expiring
+                                  if order_id in table.by_id and not table.by_id[order_id].done)
+        # Every child the journal names is done: the venues did not outlive the
+        # engine (working orders are routed again, under ids above every one the
+        # journal names, forgotten orders' included: table.create keeps
+        # next_order_id above every order id, and last_child counts children).
+        for order in table.by_id.values():
+            for child in order.children.values():
+                child.done = True
+        pipeline.router.skip_child_ids(self.last_child + 1)
+        # The replay set the references its orders were valued at; from here on
+        # only the market's quotes do, as in a live engine that has seen none yet
+        # (NO_REFERENCE_PRICE until a two-sided quote, not a replayed limit price).
+        risk.clear_reference_prices()
+        risk.reload(self.live_config, time.time_ns(), "recovery")
+        # A session whose key the journal does not name (written before sessions
+        # were journaled) is not restored: guessing "plaintext" would hand a CURVE
+        # client's session to whoever resumes it on the plaintext endpoint.
+        sent, principals = self.sent, self.principals
+        unknown = [sid for sid in sent if sid not in principals]
+        if unknown:
+            log.warning("recovery: %d sessions without a journaled key not restored (e.g. %s)",
+                        len(unknown), unknown[0])
+        sessions = [RecoveredSession(sid, principals[sid], ring[-1].seq, list(ring),
+                                     self.cancel_on_disconnect.get(sid, False),
+                                     self.marks.get(sid, []))
+                    for sid, ring in sent.items() if sid in principals]
+        return Recovered(self.records, len(table), len(table.working()), self.fills, sessions,
+                         self.engaged, list(self.requests.values()))
+
+    def save(self) -> bytes:
+        """The replay's state after record :attr:`seq`, as bytes for :meth:`load`.
+
+        Pickled in one piece, so that what two structures share (a child in
+        its order and in ``children``, an order under several ids) is still
+        shared when loaded.
+        """
+        pipeline = self.pipeline
+        state = {
+            "replay": {name: getattr(self, name) for name in self.SAVED},
+            "orders": pipeline.orders.__dict__,
+            "history": pipeline.history._accounts,
+            "risk_config": pipeline.risk.config,
+            "risk": pipeline.risk.snapshot(),
+            "day": (pipeline._day_entered, pipeline._roll_taken, pipeline._next_roll),
+            "trading_day": pipeline.trading_day.settings(),
+            "sessions": list(pipeline._event_envelopes),
+        }
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load(self, data: bytes) -> None:
+        """Take up the state :meth:`save` gave, on a replay that has read nothing yet.
+
+        Raises
+        ------
+        ValueError
+            The state does not fit this engine (risk refuses the accounts or
+            instruments it holds); nothing was changed.
+        """
+        if self.records:
+            raise RuntimeError("a checkpoint loads into a replay that has read nothing")
+        state = pickle.loads(data)
+        pipeline = self.pipeline
+        risk = pipeline.risk
+        blank = risk.snapshot()
+        permissive = risk.config
+        try:
+            # Under the limits of the checkpoint's time (its accounts and instruments,
+            # which its state is numbered by), then under today's: a reload keeps
+            # every counter, as a live one does, and takes in an account added since.
+            risk.reload(state["risk_config"], 0, "recovery")
+            risk.restore(state["risk"])
+            risk.reload(permissive, 0, "recovery")
+        except (ValueError, KeyError) as exc:
+            risk.reload(permissive, 0, "recovery")
+            risk.restore(blank)
+            raise ValueError(f"its risk state does not fit this configuration: {exc}") from None
+        for name, value in state["replay"].items():
+            setattr(self, name, value)
+        if any(ring.maxlen != self.ring_size for ring in self.sent.values()):
+            # (intake.resend_ring_size changed: the rings take the new size)
+            self.sent = {sid: collections.deque(ring, maxlen=self.ring_size)
+                         for sid, ring in self.sent.items()}
+        pipeline.orders.__dict__.update(state["orders"])
+        pipeline.history._accounts = state["history"]
+        entered, taken, next_roll = state["day"]
+        pipeline._day_entered, pipeline._roll_taken = entered, taken
+        # Under another trading-day schedule the next roll is the new schedule's.
+        pipeline._next_roll = next_roll if state["trading_day"] == \
+            pipeline.trading_day.settings() else pipeline.trading_day.next_roll(entered)
+        for session_id in state["sessions"]:
+            pipeline.session_journaled(session_id)
+
+
 def recover(pipeline, journal_dir, ring_size: int = 10_000,
-            client_name: Callable[[str], str] | None = None) -> Recovered:
+            client_name: Callable[[str], str] | None = None, *,
+            checkpoints: bool = False) -> Recovered:
     """Replay the journal in ``journal_dir`` into ``pipeline``; returns a summary.
 
     ``ring_size``: how many of each session's last messages to keep for
@@ -203,211 +537,19 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     name of a principal, as intake gives it (``engine.intake.client_names``):
     each session is registered with risk under its key's throttle bucket, as
     live (None: under a bucket of its own, for tests of the replay alone).
+    ``checkpoints``: start from the newest usable checkpoint of the journal
+    (:mod:`engine.checkpoint`) and replay only what follows it.
     Nothing is sent to any client or venue: once the sessions are restored,
     :func:`resume_working` takes the working orders back to the market.
     """
     _check_whole(journal_dir)
-    risk, table = pipeline.risk, pipeline.orders
-    live_config = risk.config
-    risk.reload(_permissive(live_config), 0, "recovery")
-    decoder = msgspec.msgpack.Decoder(JournalPayload)
-    meta_decoder = msgspec.msgpack.Decoder(JournalMeta)
-    new_orders: dict[tuple[str, str], NewOrder] = {}
-    # Each session's last NewOrder or BulkNewOrders, its orders by cl_ord_id: a
-    # Reject DUPLICATE_CL_ORD_ID answers one of them (in the same handling).
-    last_new: dict[str, dict[str, list[NewOrder]]] = {}
-    records = fills = 0
-    missing: collections.Counter = collections.Counter()  # (kind, name) -> orders
-    # Kill switches: requested (by session and req_id) until their AdminReply
-    # says they took; engaged ones by (scope, target) until released.
-    kill_requests: dict[tuple[str, str], KillSwitch] = {}
-    engaged: dict[tuple[str, str | None], KillSwitch] = {}
-    # Cancels and Replaces until their answer: by record number (journal
-    # order), and the numbers under each (session, cl_ord_id) the answer names.
-    # Each keeps what its order had filled when it arrived: fills journaled
-    # after it raced it, and are judged as the pipeline judges them live
-    # once the children are down (see _take_up).
-    requests: dict[int, tuple[str, Cancel | Replace, int]] = {}
-    unanswered: dict[tuple[str, str], collections.deque] = {}
-    cancel_on_disconnect: dict[str, bool] = {}
-    # The last price seen per instrument index (a limit, a fill): what a
-    # market order is valued at when the journal holds no valuation of it.
-    references: dict[int, int] = {}
-    valuations: dict[int, int] = {}  # order id -> the value risk gave it live (JournalValuation)
-    max_exec = 0
-    children: dict = {}  # child id -> Child, until the journal says it is done
-    last_child = 0  # the highest child id the journal names
-    principals: dict[str, str] = {}
-    sent: dict[str, collections.deque] = {}
-    marks: dict[str, list[tuple[int, int]]] = {}
-    ended: set[str] = set()  # sessions intake dropped (JournalSessionEnd)
-    in_risk: set[str] = set()  # sessions registered with risk, not yet released
-    started = False  # the current trading day's start: the journal's first record, then each roll
-    expiring: set[int] = set()  # orders whose last pull was a DAY's end (JournalPulled.expire)
-    for rec in JournalReader(journal_dir).records(1):
-        records += 1
-        # The trading day as the live engine kept it: entered at the first record and
-        # at each roll, and taken from the clock again where the clock went back.
-        if not started:
-            pipeline.day_started_at(rec.ts_ns)
-            started = True
-        elif rec.ts_ns < pipeline._day_entered:
-            pipeline.went_back(rec.ts_ns)
-        if rec.kind == RecordKind.META:
-            try:
-                known = rec.decode(meta_decoder)
-            except msgspec.ValidationError:
-                continue  # another kind of bookkeeping
-            if isinstance(known, JournalSession):
-                _known_session(risk, principals, known.session_id, known.principal, client_name)
-                pipeline.session_journaled(known.session_id)
-            elif isinstance(known, JournalPulled):
-                for order_id in known.order_ids:
-                    order = table.by_id.get(order_id)
-                    if order is not None and not order.done:
-                        order.pull(known.reason, known.text)
-                        # (the last pull's word stands, as live: Pipeline._take_down)
-                        if known.expire:
-                            expiring.add(order_id)
-                        else:
-                            expiring.discard(order_id)
-            elif isinstance(known, JournalSessionEnd):
-                # Intake dropped it: not restored (its orders' later reports
-                # are journaled unnumbered and fill no ring).
-                ended.add(known.session_id)
-                sent.pop(known.session_id, None)
-                marks.pop(known.session_id, None)
-                # Its risk slot and its journal envelope go, as live
-                # (Pipeline.on_session_forgotten): else both grew with every
-                # session the journal ever held.
-                risk.release_session(known.session_id)
-                in_risk.discard(known.session_id)
-                pipeline.session_unjournaled(known.session_id)
-            elif isinstance(known, JournalDayRoll):
-                risk.reset_daily(rec.ts_ns, "recovery")
-                pipeline.day_started_at(rec.ts_ns, rolled=True)
-                _roll(table, known, new_orders, children, valuations)
-            elif isinstance(known, JournalChildren):
-                last_child = max(last_child, _apply_children(table, children, known))
-            else:
-                valuations[known.order_id] = known.value_ticks
-            continue
-        if rec.kind not in (RecordKind.COMMAND, RecordKind.EVENT):
-            continue
-        try:
-            payload = rec.decode(decoder)
-        except msgspec.ValidationError:
-            payload = _decode_clipped(rec.payload)
-        if isinstance(payload, JournalCommand):
-            _known_session(risk, principals, payload.session_id, payload.principal, client_name,
-                           in_risk)
-            req = payload.request
-            if isinstance(req, KillSwitch):
-                kill_requests[(payload.session_id, req.req_id)] = req
-            elif isinstance(req, (Cancel, Replace)):
-                named = table.find(req.account, req.orig_cl_ord_id)
-                requests[records] = (payload.session_id, req,
-                                     named.cum_qty if named is not None else 0, table.rolls)
-                unanswered.setdefault((payload.session_id, req.cl_ord_id),
-                                      collections.deque()).append(records)
-            orders = req.orders if isinstance(req, BulkNewOrders) else \
-                (req,) if isinstance(req, NewOrder) else ()
-            if orders:
-                by_id = last_new[payload.session_id] = {}
-                first: dict = {}
-                for order in orders:
-                    # The first order under an id in a command is the one it names: a
-                    # later one (a duplicate inside the same bulk) was refused.
-                    first.setdefault((order.account, order.cl_ord_id), order)
-                    by_id.setdefault(order.cl_ord_id, []).append(order)
-                for key, order in first.items():
-                    # An id the table holds is refused as a duplicate; one it does not
-                    # is this command's, whatever an earlier command left under it (a
-                    # command whose report the journal lost: the client, never
-                    # acknowledged, sent the id again, maybe with other terms).
-                    if not table.used(*key):
-                        new_orders[key] = order
-            continue
-        report = payload.event if isinstance(payload, JournalEvent) else None
-        if report is not None and report.seq and payload.session_id not in ended:
-            ring = sent.get(payload.session_id)
-            if ring is None:
-                ring = sent[payload.session_id] = collections.deque(maxlen=ring_size)
-            ring.append(report)
-            if report.seq % RESEND_MARK_EVERY == 1:
-                marks.setdefault(payload.session_id, []).append((report.seq, rec.seq))
-        if isinstance(report, HeartbeatAck):
-            cancel_on_disconnect[payload.session_id] = report.cancel_on_disconnect
-        if isinstance(report, Reject):
-            if report.reject_reason == _R.DUPLICATE_CL_ORD_ID:
-                _refused_duplicate(new_orders, last_new.get(payload.session_id), report)
-            elif report.reject_reason == _R.THROTTLED and payload.session_id not in in_risk \
-                    and report.ref_type in ("NewOrder", "BulkNewOrders") \
-                    and payload.session_id in principals:
-                # Live, the throttle check registered the session with risk, though
-                # the order was never journaled (Pipeline.handle, _admit).
-                _known_session(risk, principals, payload.session_id,
-                               principals[payload.session_id], client_name, in_risk)
-        answered = _answered(report, payload.session_id, requests, unanswered)
-        if answered is not None:
-            _spend(pipeline, answered, report)
-        if isinstance(report, AdminReply) and report.ok:
-            kill = kill_requests.pop((payload.session_id, report.req_id), None)
-            if kill is not None:
-                key = (kill.scope, kill.target if kill.scope != "global" else None)
-                if kill.action == "engage":
-                    engaged[key] = kill
-                else:
-                    engaged.pop(key, None)
-        if not isinstance(report, ExecutionReport):
-            continue
-        fills += _apply(pipeline, payload.session_id, report, new_orders, rec.ts_ns, missing,
-                        references, valuations)
-        if report.exec_id:
-            max_exec = max(max_exec, int(report.exec_id.rpartition("-")[2] or 0))
-    # An order of a dropped session whose acknowledgement came after the drop was
-    # taken into risk at that report, registering its session again: let it go
-    # (freed with its last order). Live, risk had it from its command.
-    for session_id in ended:
-        risk.release_session(session_id)
-    if missing:
-        raise RecoveryError(
-            "the journal holds accepted orders for "
-            + ", ".join(f"{what} {name!r} ({n} orders)" for (what, name), n in missing.items())
-            + ", which the configuration no longer has. Starting without them would drop "
-              "their orders, fills and exposure and reuse their order ids: put them back in "
-              "the configuration (a new journal directory starts empty)")
-    pipeline._exec_id = max_exec
-    # Those still working end EXPIRED at resume_working (_finish_pulled), not CANCELED.
-    # (One the table no longer holds was done.)
-    pipeline._expiring.update(order_id for order_id in expiring
-                              if order_id in table.by_id and not table.by_id[order_id].done)
-    # Every child the journal names is done: the venues did not outlive the
-    # engine (working orders are routed again, under ids above every one the
-    # journal names, forgotten orders' included: table.create keeps
-    # next_order_id above every order id, and last_child counts children).
-    for order in table.by_id.values():
-        for child in order.children.values():
-            child.done = True
-    pipeline.router.skip_child_ids(last_child + 1)
-    # The replay set the references its orders were valued at; from here on
-    # only the market's quotes do, as in a live engine that has seen none yet
-    # (NO_REFERENCE_PRICE until a two-sided quote, not a replayed limit price).
-    risk.clear_reference_prices()
-    risk.reload(live_config, time.time_ns(), "recovery")
-    # A session whose key the journal does not name (written before sessions
-    # were journaled) is not restored: guessing "plaintext" would hand a CURVE
-    # client's session to whoever resumes it on the plaintext endpoint.
-    unknown = [sid for sid in sent if sid not in principals]
-    if unknown:
-        log.warning("recovery: %d sessions without a journaled key not restored (e.g. %s)",
-                    len(unknown), unknown[0])
-    sessions = [RecoveredSession(sid, principals[sid], ring[-1].seq, list(ring),
-                                 cancel_on_disconnect.get(sid, False), marks.get(sid, []))
-                for sid, ring in sent.items() if sid in principals]
-    result = Recovered(records, len(table), len(table.working()), fills, sessions, engaged,
-                       list(requests.values()))
-    if records:
+    replay = Replay(pipeline, ring_size, client_name)
+    if checkpoints:
+        from engine.checkpoint import load_newest  # (it builds on this module)
+        load_newest(replay, journal_dir)
+    replay.run(JournalReader(journal_dir).records(replay.seq + 1))
+    result = replay.finish()
+    if replay.records:
         summary = result.summary()
         # Each count also as a field of its own, for a JSON log's readers.
         log.info("recovery: %s", ", ".join(f"{k} {v}" for k, v in summary.items()),

@@ -16,10 +16,11 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gateways
 from engine.aio import cancel_and_wait, log_if_it_dies
+from engine import checkpoint
 from engine.busy import BusyFlag
 from engine.config import (Config, ConfigError, SecurityConfig, core_risk, core_router,
                            load_config, parse_config, risk_config, trading_day)
@@ -72,6 +73,38 @@ def bound_gc_pauses() -> None:
         gc.callbacks.append(_freeze_after_full_collection)
 
 
+def build_venues(cfg: Config) -> RealtimeVenues:
+    """The venues of ``cfg``'s ``[sim]`` (the embedded simulator), not started yet."""
+    sim = dict(cfg.sim)
+    sim_cfg = load_sim_config(sim.pop("config", None))
+    venues = RealtimeVenues(sim_cfg, speed=float(sim.pop("speed", 1.0)),
+                            duration=sim.pop("duration", None), start_at=sim.pop("start_at", None))
+    if sim:
+        raise ConfigError(f"unknown key 'sim.{sorted(sim)[0]}'")
+    return venues
+
+
+def build_pipeline(cfg: Config, venues: RealtimeVenues, journal: JournalWriter | None, *,
+                   metrics=None, reload_limits=None,
+                   history_position: Callable[[], int] = lambda: 0) -> Pipeline:
+    """The pipeline of ``cfg`` over ``venues``: risk, router, order table, trade history.
+
+    The service's, and the checkpoint writer's (:mod:`engine.checkpoint`), which
+    replays the journal into one with no journal to write (``journal`` None).
+    """
+    market = venues.market
+    instruments = {inst.symbol: inst for inst in market.instruments}
+    return Pipeline(instruments=instruments, risk=core_risk(cfg, market.instruments),
+                    router=core_router(cfg, len(market.venues), len(instruments)),
+                    venues=venues, journal=journal, metrics=metrics,
+                    history=TradeHistory(cfg.history.max_fills_per_account,
+                                         position=history_position),
+                    reload_limits=reload_limits, trading_day=trading_day(cfg),
+                    max_orders=cfg.orders.max_orders,
+                    max_replaces_per_order=cfg.orders.max_replaces_per_order,
+                    keep_done_days=cfg.orders.keep_done_days)
+
+
 class EngineService:
     """Kronos Exec as a running service.
 
@@ -105,6 +138,10 @@ class EngineService:
         self._gateway_watch: asyncio.Task | None = None
         #: a gateway's child being started again (``_watch_gateways``), off the loop
         self._reviving: asyncio.Future | None = None
+        #: the child writing a checkpoint (engine.checkpoint), and the roll record it was
+        #: last started for
+        self._checkpointer = None
+        self._checkpoint_seq = 0
         self._stopping = False
         self.gateways: list = []
         self.recovered = None
@@ -133,17 +170,8 @@ class EngineService:
 
     async def _start(self) -> None:
         cfg = self.config
-        sim = dict(cfg.sim)
-        sim_cfg = load_sim_config(sim.pop("config", None))
-        self.venues = RealtimeVenues(sim_cfg, speed=float(sim.pop("speed", 1.0)),
-                                     duration=sim.pop("duration", None),
-                                     start_at=sim.pop("start_at", None))
-        if sim:
-            raise ConfigError(f"unknown key 'sim.{sorted(sim)[0]}'")
+        self.venues = build_venues(cfg)
         market = self.venues.market
-        instruments = {inst.symbol: inst for inst in market.instruments}
-        risk = core_risk(cfg, market.instruments)
-        router = core_router(cfg, len(market.venues), len(instruments))
         self._loop = asyncio.get_running_loop()
         self.journal = JournalWriter(cfg.journal.dir, fsync=cfg.journal.fsync,
                                      group_commit_us=cfg.journal.group_commit_us,
@@ -168,20 +196,14 @@ class EngineService:
                                f"{exc.strerror or exc}") from exc
         if self.journal.repaired is not None:
             log.warning("journal: dropped a torn last record: %s", self.journal.repaired)
-        self.pipeline = Pipeline(instruments=instruments, risk=risk, router=router,
-                                 venues=self.venues, journal=self.journal, metrics=self.metrics,
-                                 history=TradeHistory(cfg.history.max_fills_per_account,
-                                                      position=lambda: self.journal.last_seq),
-                                 reload_limits=self._reload_limits,
-                                 trading_day=trading_day(cfg),
-                                 max_orders=cfg.orders.max_orders,
-                                 max_replaces_per_order=cfg.orders.max_replaces_per_order,
-                                 keep_done_days=cfg.orders.keep_done_days)
+        self.pipeline = build_pipeline(cfg, self.venues, self.journal, metrics=self.metrics,
+                                       reload_limits=self._reload_limits,
+                                       history_position=lambda: self.journal.last_seq)
         self.metrics.orders_held.set_function(lambda: len(self.pipeline.orders))
         # Recovery runs before the venues' clock starts: rerouted orders'
         # reports can only come back once the sessions they belong to exist.
         self.recovered = recover(self.pipeline, cfg.journal.dir, cfg.intake.resend_ring_size,
-                                 client_names(cfg.security))
+                                 client_names(cfg.security), checkpoints=True)
         # Gateways follow the journal from their own processes: they are
         # handed its directory and never touch the loop. Their cursors live
         # inside it: a cursor counts in this journal's seqs, and goes with it.
@@ -220,7 +242,7 @@ class EngineService:
                 self._watch_gateways(), name="gateway-watch"), "engine: the gateways' watch")
         bound_gc_pauses()
         log.info("engine: serving on %s (%d venues, %d instruments, journal %s fsync=%s)",
-                 ", ".join(self.endpoints), len(market.venues), len(instruments),
+                 ", ".join(self.endpoints), len(market.venues), len(market.instruments),
                  cfg.journal.dir, cfg.journal.fsync)
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -262,6 +284,11 @@ class EngineService:
             await asyncio.sleep(grace_s)
         for task in (self._ticker, self._gateway_watch):
             await cancel_and_wait(task)
+        if self._checkpointer is not None:
+            # Its work is a replay the next roll (or a restart) does again: not waited for.
+            self._checkpointer.kill()
+            self._checkpointer.join(5)
+            self._checkpointer = None
         if self._reviving is not None:
             # A child being started again: let the start finish, so that the
             # gateway's stop below finds the child it has to stop.
@@ -498,6 +525,22 @@ class EngineService:
                     if self._reviving.done():
                         self._reviving = None
 
+    def _checkpoint_after_roll(self) -> None:
+        """Start the child that checkpoints the journal at the last roll (``[journal]
+        checkpoint``), unless one is still at work: then the next tick asks again."""
+        child = self._checkpointer
+        if child is not None:
+            if child.is_alive():
+                return
+            if child.exitcode:
+                log.warning("engine: the checkpoint writer exited with %s (its log says why); "
+                            "a restart replays the journal from the previous checkpoint",
+                            child.exitcode)
+            self._checkpointer = None
+        seq = self._checkpoint_seq = self.pipeline.last_roll_seq
+        if self.config.journal.checkpoint:
+            self._checkpointer = checkpoint.start_child(self.config, seq)
+
     async def _tick(self) -> None:
         """Drive the router's clock: schedules, acknowledgement timeouts, reprices.
 
@@ -515,6 +558,8 @@ class EngineService:
                     self.pipeline.clock_stepped(step)
             wall0, mono0 = now, mono
             wake = self.pipeline.tick(now)
+            if self.pipeline.last_roll_seq > self._checkpoint_seq:
+                self._checkpoint_after_roll()
             delay = 0.05 if wake < 0 else min(max((wake - now) / 1e9, 0.001), 0.05)
             await asyncio.sleep(delay)
 

@@ -29,6 +29,11 @@ class TradingDay:
         self.roll_time = roll_time
         self.zone = ZoneInfo(timezone)
 
+    def settings(self) -> tuple[str, str]:
+        """The roll time and zone, as the configuration gives them (equal settings: the same
+        roll instants)."""
+        return self.roll_time.isoformat(), self.zone.key
+
     def _roll_on(self, day: dt.date) -> int:
         """The roll instant on local date ``day`` (ns since the epoch)."""
         roll = dt.datetime.combine(day, self.roll_time, tzinfo=self.zone)

@@ -31,13 +31,10 @@ records up to the old cursor.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
-import queue
 import signal
 import threading
 import time
@@ -47,6 +44,7 @@ from typing import ClassVar, Iterable, Iterator, TypeVar
 import orjson
 
 from engine.busy import BusyFlag
+from engine.children import die_with_parent, spawn_child
 from engine.journal import DurableMark, JournalReader, journal_identity
 from engine.metrics import logging_settings, setup_logging
 from gateways.config import GatewayConfig
@@ -338,7 +336,7 @@ class Gateway:
             args=(self.config, str(self.source.data_dir), self.source.check_chain,
                   str(self.data_dir.parent), self._shared, stop_end, child_end,
                   os.getpid(), self._shared_error, logging_settings(), self.journal_id))
-        _spawn(self._process)
+        spawn_child(self._process)
         child_end.close()
         stop_end.close()
         if not parent_end.poll(30):
@@ -759,91 +757,8 @@ _SHARED_FLAGS = ("connected", "cursor_known")
 #: Room for ``metrics.last_error`` shared by a gateway's child (UTF-8, longer text is cut).
 _SHARED_ERROR_BYTES = 1024
 #: How often a gateway's child checks that the engine that started it is still there: the
-#: fallback where the kernel cannot kill it with the engine (:func:`_die_with_parent`).
+#: fallback where the kernel cannot kill it with the engine (:func:`engine.children.die_with_parent`).
 PARENT_CHECK_S = 1.0
-#: ``prctl`` option: the signal a process gets when its parent ends (linux/prctl.h).
-PR_SET_PDEATHSIG = 1
-
-_spawn_requests: queue.SimpleQueue | None = None
-_spawn_lock = threading.Lock()
-
-
-def _spawn(process: multiprocessing.process.BaseProcess) -> None:
-    """Start ``process`` from a thread that lives as long as this process.
-
-    Linux sends the parent-death signal (:func:`_die_with_parent`) when the
-    *thread* that forked the child ends, not the process: a gateway started
-    from a short-lived thread (a worker of an executor, a test's helper)
-    would be killed when that thread finished. One daemon thread forks every
-    gateway child, so the signal comes only when the engine's process ends.
-    """
-    global _spawn_requests
-    with _spawn_lock:
-        if _spawn_requests is None:
-            _spawn_requests = queue.SimpleQueue()
-            threading.Thread(target=_spawn_loop, args=(_spawn_requests,), name="gateway-spawner",
-                             daemon=True).start()
-    done: concurrent.futures.Future = concurrent.futures.Future()
-    _spawn_requests.put((process, done))
-    done.result()
-
-
-def _spawn_loop(requests: queue.SimpleQueue) -> None:
-    # What this thread starts inherits its signal mask: multiprocessing's
-    # resource tracker, started with the first child, ignores SIGINT and
-    # SIGTERM but not SIGHUP, so a SIGHUP to the engine's process group (a
-    # key reload) killed it. Blocked here, it never reaches the tracker (nor
-    # the children, which ignore it anyway).
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-    while True:
-        process, done = requests.get()
-        try:
-            process.start()
-        except BaseException as exc:  # noqa: BLE001 - raised again in the thread that asked
-            done.set_exception(exc)
-        else:
-            done.set_result(None)
-
-
-def _die_with_parent(parent: int) -> bool:
-    """Have the kernel SIGKILL this process the moment the engine's process ends.
-
-    Without it a child whose engine was killed (``kill -9``, the OOM killer)
-    would keep the gateway's ports bound and its cursor file in use until it
-    noticed (:data:`PARENT_CHECK_S`), and an engine restarted at once (as a
-    supervisor does) could not bind them. SIGKILL rather than SIGTERM: the
-    child has nothing to save that a kill loses (the cursor file is replaced
-    whole and lags at most ``cursor_interval_ms``, which at-least-once
-    delivery re-sends; a PostgreSQL transaction rolls back, NATS drops
-    re-sent ids), while a graceful stop could wait out a NATS flush or a
-    back-off, and no library in the child can catch or delay a SIGKILL.
-
-    Parameters
-    ----------
-    parent : int
-        The engine's pid, as the engine gave it: if the engine ended before
-        the signal was armed, nothing will send it.
-
-    Returns
-    -------
-    bool
-        False if the engine is already gone (the caller exits at once).
-        Where ``prctl`` does not exist (not Linux), the child relies on its
-        periodic check alone.
-    """
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        prctl = None
-    if prctl is not None:
-        prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
-    # Checked after arming: an engine that died before then sent no signal,
-    # and this child has been handed to another parent already.
-    return os.getppid() == parent
-
-
 def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, parent,
                 shared_error=None, log_settings=None, journal_id=None) -> None:
     """A gateway's child process: run it on a thread; its counters go to ``shared``
@@ -853,13 +768,13 @@ def _child_main(config, journal_dir, check_chain, data_dir, shared, stop, conn, 
     it moves (no polling thread, which would wake the process hundreds of
     times a second for nothing). The child dies with the engine (``parent``,
     the engine's pid): the kernel kills it when the engine's process ends
-    (:func:`_die_with_parent`), and where it cannot, the child checks every
+    (:func:`engine.children.die_with_parent`), and where it cannot, the child checks every
     :data:`PARENT_CHECK_S` and stops, instead of following a journal nobody
     writes while holding the ports a restarted engine needs. It lowers its
     CPU priority by the configured ``nice`` before starting the gateway
     (every thread it starts inherits it).
     """
-    if not _die_with_parent(parent):
+    if not die_with_parent(parent):
         return  # the engine died while this child was starting: nobody to serve
     # The engine stops its gateways: a SIGINT or SIGTERM sent to the whole
     # process group (Ctrl-C in a shell, systemd's default KillMode) is the

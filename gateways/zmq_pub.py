@@ -133,7 +133,7 @@ def _bind(socket: zmq.Socket, endpoint: str) -> None:
 
     An engine restarted the moment the previous one was killed can find its
     ports still held by the old gateway child: the kernel kills that child
-    with its engine (``gateways.base._die_with_parent``), but the child
+    with its engine (``engine.children.die_with_parent``), but the child
     releases its sockets only once it has run to its exit, which a loaded
     machine can delay past the new engine's bind. A port that stays taken
     fails as before, a second later.

@@ -1,0 +1,269 @@
+"""Checkpoints: the journal's replay saved after a record, so a restart replays only the rest.
+
+Why: the engine's state is the replay of its journal (:mod:`engine.recovery`).
+Without checkpoints a restart reads every record since the journal began, and
+the time it takes grows with every trading day the engine has seen. A
+checkpoint is the state of a :class:`~engine.recovery.Replay` after one
+record: a restart loads the newest usable one and replays the journal from
+the record after it, and reaches the state a replay of the whole journal
+reaches (the tests compare the two, field by field).
+
+Who writes them. The engine, after each trading-day roll, in a child process
+(``[journal] checkpoint``, on by default): the child builds a pipeline from
+the same configuration, loads the newest checkpoint, replays the journal up
+to the roll's record and saves the result. Being a replay, not a copy of the
+live engine's memory, a checkpoint cannot hold anything a restart would not
+have computed itself; the engine's event loop does none of the work. And by
+hand, ``kronos-exec journal checkpoint --config FILE``, on a running engine's
+journal or a stopped one's.
+
+The file. ``<journal dir>/checkpoints/<seq, 20 digits>.ckpt``: a fixed header
+(magic, format, the record's seq, the record's chain hash, the payload's
+length and SHA-256) and the payload, the replay's state pickled. Written
+under a temporary name, synced, renamed, and the directory synced: a crash
+leaves the whole file or none. The record's chain hash binds it to this
+journal: one copied from another journal, or left from a journal that was
+replaced, names a record whose hash differs, and is skipped.
+
+Reading. :func:`load_newest` tries the checkpoints newest first and skips,
+with a warning, one that is unreadable, damaged, of another format or
+another journal, or whose state does not fit the configuration (risk refuses
+its accounts or instruments); with none usable, the whole journal is
+replayed. A checkpoint never stops the engine from starting.
+
+Trust. The payload is pickled Python, loaded as it is: the journal directory
+must be writable only by the engine's user, as the journal itself must.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+import time
+from pathlib import Path
+
+from engine.journal import HASH_SIZE, JournalReader
+from engine.recovery import Replay
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"KRXCKPT\x00"
+#: The payload's layout (``Replay.save``). A change to what the replay keeps bumps it;
+#: a checkpoint of another format is skipped (the journal is replayed further back).
+FORMAT = 1
+SUFFIX = ".ckpt"
+# magic, format, reserved, seq, record hash, payload length, payload SHA-256
+_HEADER = struct.Struct(f"<8sHHQ{HASH_SIZE}sQ32s")
+#: How long a checkpoint writer waits for the record it was asked to stop at to be
+#: readable (the engine journals a roll and flushes it at once).
+WAIT_FOR_RECORD_S = 60.0
+
+
+class CheckpointError(Exception):
+    """A checkpoint file cannot be used (the message says why)."""
+
+
+def checkpoint_dir(journal_dir: str | os.PathLike) -> Path:
+    """Where the checkpoints of the journal in ``journal_dir`` are kept."""
+    return Path(journal_dir) / "checkpoints"
+
+
+def checkpoint_path(journal_dir: str | os.PathLike, seq: int) -> Path:
+    """The file of the checkpoint after record ``seq``."""
+    return checkpoint_dir(journal_dir) / f"{seq:020d}{SUFFIX}"
+
+
+def list_checkpoints(journal_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """The checkpoint files, as (seq, path), newest first (by the seq their names give)."""
+    directory = checkpoint_dir(journal_dir)
+    if not directory.is_dir():
+        return []
+    found = [(int(p.stem), p) for p in directory.iterdir()
+             if p.suffix == SUFFIX and p.stem.isdigit() and len(p.stem) == 20]
+    return sorted(found, reverse=True)
+
+
+def write(journal_dir: str | os.PathLike, replay: Replay) -> Path:
+    """Save ``replay``'s state (after record ``replay.seq``) as a checkpoint; returns its path."""
+    payload = replay.save()
+    header = _HEADER.pack(MAGIC, FORMAT, 0, replay.seq, replay.hash, len(payload),
+                          hashlib.sha256(payload).digest())
+    path = checkpoint_path(journal_dir, replay.seq)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(header)
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _sync_dir(path.parent)
+    return path
+
+
+def read(path: Path) -> tuple[int, bytes, bytes]:
+    """A checkpoint file's (seq, record hash, payload), checked whole.
+
+    Raises
+    ------
+    CheckpointError
+        The file is cut short, damaged (the payload's SHA-256 differs), of
+        another format, or named for another seq than it holds.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"unreadable: {exc.strerror or exc}") from None
+    if len(data) < _HEADER.size:
+        raise CheckpointError(f"cut short: {len(data)} bytes, less than its header")
+    magic, fmt, _, seq, record_hash, length, digest = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise CheckpointError("not a checkpoint file (wrong magic)")
+    if fmt != FORMAT:
+        raise CheckpointError(f"format {fmt}, this engine reads format {FORMAT}")
+    if seq != int(path.stem):
+        raise CheckpointError(f"holds the state after record {seq}, not after {int(path.stem)}")
+    payload = data[_HEADER.size:]
+    if len(payload) != length:
+        raise CheckpointError(f"cut short: {len(payload)} of {length} payload bytes")
+    if hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError("damaged: its payload's SHA-256 does not match")
+    return seq, record_hash, payload
+
+
+def _record_hash(journal_dir, seq: int) -> bytes | None:
+    """The chain hash of record ``seq`` of the journal (None: the journal has no such record)."""
+    record = next(iter(JournalReader(journal_dir).records(seq)), None)
+    return record.hash if record is not None and record.seq == seq else None
+
+
+def load_newest(replay: Replay, journal_dir: str | os.PathLike) -> Path | None:
+    """Load the newest usable checkpoint of the journal into ``replay`` (which has read
+    nothing); returns its path, or None when there is none to use (each one skipped is
+    logged with why)."""
+    for seq, path in list_checkpoints(journal_dir):
+        started = time.monotonic()
+        try:
+            seq, record_hash, payload = read(path)
+            found = _record_hash(journal_dir, seq)
+            if found is None:
+                raise CheckpointError(f"the journal has no record {seq}")
+            if found != record_hash:
+                raise CheckpointError(f"record {seq} of the journal is not the one it was "
+                                      f"taken after (another journal's checkpoint)")
+            try:
+                replay.load(payload)
+            except ValueError as exc:
+                raise CheckpointError(str(exc)) from None
+        except CheckpointError as exc:
+            log.warning("checkpoint %s skipped: %s", path.name, exc)
+            continue
+        log.info("recovery: loaded checkpoint %s (after record %d, %d orders) in %.2f s",
+                 path.name, seq, len(replay.pipeline.orders), time.monotonic() - started,
+                 extra={"checkpoint_seq": seq})
+        return path
+    return None
+
+
+def make(cfg, until_seq: int | None = None, *, wait_s: float = 0.0) -> Path | None:
+    """Write the checkpoint after record ``until_seq`` of ``cfg``'s journal (None: its last
+    record), from the newest checkpoint before it; returns its path (None: the journal is
+    empty, or a checkpoint at or past ``until_seq`` exists already). Older checkpoints
+    beyond ``[journal] checkpoints_kept`` are deleted.
+
+    ``wait_s``: how long to wait for record ``until_seq`` to be readable (a
+    running engine's roll record, flushed as it is written).
+    """
+    from engine.intake import client_names
+    from engine.service import build_pipeline, build_venues
+    journal_dir = cfg.journal.dir
+    existing = list_checkpoints(journal_dir)
+    if until_seq is not None and existing and existing[0][0] >= until_seq:
+        return None
+    started = time.monotonic()
+    pipeline = build_pipeline(cfg, build_venues(cfg), None)
+    replay = Replay(pipeline, cfg.intake.resend_ring_size, client_names(cfg.security))
+    load_newest(replay, journal_dir)
+    deadline = time.monotonic() + wait_s
+    while True:
+        replay.run(JournalReader(journal_dir).records(replay.seq + 1), until_seq)
+        if until_seq is None or replay.seq >= until_seq or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    if until_seq is not None and replay.seq < until_seq:
+        raise CheckpointError(f"the journal has no record {until_seq} (it ends at {replay.seq})")
+    if replay.seq == 0 or (existing and existing[0][0] >= replay.seq):
+        return None
+    path = write(journal_dir, replay)
+    prune(journal_dir, cfg.journal.checkpoints_kept)
+    log.info("checkpoint %s written (after record %d, %d orders) in %.2f s", path.name,
+             replay.seq, len(pipeline.orders), time.monotonic() - started,
+             extra={"checkpoint_seq": replay.seq})
+    return path
+
+
+def prune(journal_dir: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest checkpoints, and temporary files of writers that
+    died (older than an hour); returns what was deleted."""
+    gone = [path for _, path in list_checkpoints(journal_dir)[keep:]]
+    directory = checkpoint_dir(journal_dir)
+    stale = time.time() - 3600
+    gone += [p for p in directory.glob(f".*{SUFFIX}.*.tmp") if p.stat().st_mtime < stale]
+    for path in gone:
+        path.unlink(missing_ok=True)
+    if gone:
+        _sync_dir(directory)
+    return gone
+
+
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- the engine's child
+def start_child(cfg, until_seq: int):
+    """Start the child process that writes the checkpoint after record ``until_seq``
+    (:func:`make`); returns the ``multiprocessing`` process. It dies with the engine."""
+    import multiprocessing
+
+    from engine.children import spawn_child
+    from engine.metrics import logging_settings
+    process = multiprocessing.get_context("spawn").Process(
+        target=_child_main, name="checkpoint", daemon=True,
+        args=(cfg, until_seq, os.getpid(), logging_settings()))
+    spawn_child(process)
+    return process
+
+
+def _child_main(cfg, until_seq: int, parent: int, log_settings) -> None:
+    """The checkpoint writer's process: at the lowest CPU priority, so that on a machine
+    with few cores the engine's own loop keeps its core; exits 1 on failure (logged)."""
+    import signal
+    import sys
+
+    from engine.children import die_with_parent
+    from engine.metrics import setup_logging
+    if not die_with_parent(parent):
+        return
+    # The engine ends it (SIGKILL at its stop); a Ctrl-C to the process group is the engine's.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    os.nice(19)
+    if log_settings is not None:
+        setup_logging(log_settings[0], json=log_settings[1])
+    try:
+        make(cfg, until_seq, wait_s=WAIT_FOR_RECORD_S)
+    except Exception:
+        log.exception("checkpoint after record %d failed", until_seq)
+        sys.exit(1)

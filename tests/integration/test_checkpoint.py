@@ -1,0 +1,250 @@
+"""Checkpoints: a restart from the newest checkpoint plus the journal after it reaches
+exactly the state a replay of the whole journal reaches.
+
+A real engine (in a thread) trades under a random load across several day rolls; after
+each roll it checkpoints the journal in a child process (``[journal] checkpoint``, the
+default). Then two engines start: one on the journal with its checkpoints, one on a copy
+of the journal without them (a whole replay). Everything recovery builds is compared:
+the order table order by order, children and fills included, the trade history, risk's
+whole state, the trading day, the sessions with their resend rings, the requests in
+flight. A damaged checkpoint, or one of another journal, is skipped, not trusted.
+"""
+import os
+import random
+import shutil
+import time
+
+import msgspec
+import pytest
+
+from engine import checkpoint
+from engine.client import Client
+from engine.config import load_config
+from engine.journal import JournalReader
+from engine.messages import ExecType
+from tests.integration.engine_harness import ThreadedEngine, engine_config, seen_at_resume
+from tests.integration.test_order_forgetting import report, table_state
+
+
+def whole_state(pipeline, recovered) -> dict:
+    """Everything recovery rebuilds, as comparable values."""
+    def order_state(order):
+        fields = msgspec.structs.asdict(order)
+        fields["children"] = {i: msgspec.structs.asdict(c) for i, c in order.children.items()}
+        return fields
+    return {
+        "table": table_state(pipeline.orders),
+        "orders": {i: order_state(o) for i, o in pipeline.orders.by_id.items()},
+        "history": {a: (list(e.fills), e.dropped_through_ns, e.dropped_position)
+                    for a, e in pipeline.history._accounts.items()},
+        "risk": pipeline.risk.snapshot(),
+        "day": (pipeline._day_entered, pipeline._roll_taken, pipeline._next_roll),
+        "journaled_sessions": sorted(pipeline._event_envelopes),
+        "exec_id": pipeline._exec_id,
+        "expiring": sorted(pipeline._expiring),
+        "next_child_id": pipeline.router.next_child_id,
+        "recovered": recovered._asdict(),
+    }
+
+
+def assert_same(got, expected, where="state") -> None:
+    """``got == expected``, failing with the path of the first value that differs."""
+    if isinstance(got, dict) and isinstance(expected, dict):
+        assert got.keys() == expected.keys(), where
+        for key in expected:
+            assert_same(got[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(got, (list, tuple)) and isinstance(expected, (list, tuple)) \
+            and len(got) == len(expected):
+        for i, (a, b) in enumerate(zip(got, expected)):
+            assert_same(a, b, f"{where}[{i}]")
+    else:
+        assert got == expected, where
+
+
+def wait_for_checkpointer(engine, timeout=60.0) -> None:
+    """Until the engine's checkpoint writer (if any) has finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        child = engine.call(lambda: engine.service._checkpointer)
+        if child is None or not child.is_alive():
+            assert child is None or child.exitcode == 0, child.exitcode
+            return
+        time.sleep(0.1)
+    raise AssertionError("the checkpoint writer did not finish")
+
+
+def random_load(engine, client, rng, steps, working, used, prefix) -> int:
+    """New orders, fills, cancels, replaces, ids used again, DAY and GTC orders and day
+    rolls between them; returns how many rolls."""
+    pipeline = engine.service.pipeline
+    rolls = 0
+    for i in range(steps):
+        r = rng.random()
+        if r < 0.08:
+            engine.call(lambda: pipeline.roll_day(time.time_ns()))
+            rolls += 1
+            continue
+        cid = f"{prefix}{i}"
+        if r < 0.25 and working:
+            client.cancel(working.pop(rng.randrange(len(working))), account="DEMO1",
+                          cl_ord_id=cid)
+        elif r < 0.4 and working:
+            k = rng.randrange(len(working))
+            client.replace(working[k], account="DEMO1", qty=str(rng.randint(1, 30)),
+                           cl_ord_id=cid)
+            working[k] = cid
+        elif r < 0.5 and used:
+            cid = rng.choice(used)
+            client.new_order("AAA", "buy", "3", "48.00", account="DEMO1", cl_ord_id=cid)
+        elif r < 0.7:
+            client.new_order("AAA", "buy", str(rng.randint(1, 20)), "51.00",
+                             account="DEMO1", cl_ord_id=cid)
+        else:
+            client.new_order("AAA", "buy", str(rng.randint(1, 20)),
+                             f"{rng.randint(4800, 4990) / 100:.2f}", account="DEMO1",
+                             cl_ord_id=cid, time_in_force=rng.choice(["day", "gtc"]))
+            working.append(cid)
+        used.append(cid)
+        client.drain(0.01)
+    return rolls
+
+
+@pytest.fixture(scope="module")
+def traded(tmp_path_factory):
+    """A journal with checkpoints after several rolls, and records after the last one."""
+    tmp = tmp_path_factory.mktemp("checkpointed")
+    path, endpoint = engine_config(tmp)
+    rng = random.Random(11)
+    rolls = 0
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+        for cid, side, price in (("b0", "buy", "47.00"), ("a0", "sell_short", "51.00")):
+            client.new_order("AAA", side, "5000", price, account="DEMO2", cl_ord_id=cid,
+                             locate=True, time_in_force="gtc")
+            report(client, cid, ExecType.NEW)
+        working, used = [], []
+        for block in range(4):
+            rolls += random_load(engine, client, rng, 30, working, used, f"o{block}-")
+            engine.call(lambda: pipeline.roll_day(time.time_ns()))
+            rolls += 1
+            client.drain(0.2)
+            wait_for_checkpointer(engine)
+        # The tail: records after the last checkpoint, with orders still working.
+        rolls += random_load(engine, client, rng, 25, working, used, "t-")
+        client.drain(0.3)
+        wait_for_checkpointer(engine)
+    cfg = load_config(path)
+    return tmp, path, cfg, rolls
+
+
+def copy_without_checkpoints(tmp, src_tmp, cfg):
+    """A copy of the journal with no checkpoints, under an engine config of its own."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    path, _ = engine_config(tmp)
+    shutil.copytree(cfg.journal.dir, tmp / "journal",
+                    ignore=shutil.ignore_patterns("checkpoints", "*.lock"))
+    return path
+
+
+def recovered_state(monkeypatch, path) -> tuple[dict, list]:
+    """The state the next engine started on ``path`` recovers, and the checkpoints it
+    loaded (their paths; [None]: none)."""
+    loaded = []
+    load_newest = checkpoint.load_newest
+
+    def recording(replay, journal_dir):
+        loaded.append(load_newest(replay, journal_dir))
+        return loaded[-1]
+    monkeypatch.setattr(checkpoint, "load_newest", recording)
+    seen = seen_at_resume(monkeypatch, whole_state)
+    with ThreadedEngine(path):
+        pass
+    monkeypatch.undo()
+    return seen[0], loaded
+
+
+def test_a_restart_from_a_checkpoint_reaches_the_state_of_a_whole_replay(traded, tmp_path,
+                                                                          monkeypatch):
+    tmp, path, cfg, rolls = traded
+    journal_dir = tmp / "journal_before_restart"
+    shutil.copytree(cfg.journal.dir, journal_dir)  # (the restarts below append to it)
+    kept = checkpoint.list_checkpoints(cfg.journal.dir)
+    # One per roll, the newest cfg.journal.checkpoints_kept kept; the tail follows the last.
+    assert rolls >= 6 and len(kept) == cfg.journal.checkpoints_kept
+    reader = JournalReader(journal_dir)
+    last = sum(1 for _ in reader.records())
+    assert kept[0][0] < last - 20  # (a tail to replay after it)
+    whole = copy_without_checkpoints(tmp_path, tmp, cfg)
+    from_checkpoint, loaded = recovered_state(monkeypatch, path)
+    from_journal, none_loaded = recovered_state(monkeypatch, whole)
+    assert loaded == [kept[0][1]] and none_loaded == [None]
+    assert_same(from_checkpoint, from_journal)
+    state = from_checkpoint
+    assert state["recovered"]["working"] > 0 and state["table"]["rolls"] == rolls
+    assert state["table"]["accounts_forgotten"] and state["history"]
+
+
+def test_a_damaged_checkpoint_or_one_of_another_journal_is_skipped(traded, tmp_path,
+                                                                    monkeypatch, caplog):
+    tmp, path, cfg, _ = traded
+    (seq_new, newest), (seq_old, older) = checkpoint.list_checkpoints(cfg.journal.dir)[:2]
+    expected, _ = recovered_state(monkeypatch,
+                                  copy_without_checkpoints(tmp_path / "whole", tmp, cfg))
+    # Damaged: one byte of the newest's payload flipped. The older one is used.
+    damaged = tmp_path / "damaged"
+    damaged_cfg = copy_without_checkpoints(damaged, tmp, cfg)
+    target = checkpoint.checkpoint_dir(damaged / "journal")
+    target.mkdir()
+    shutil.copy(older, target)
+    data = bytearray(newest.read_bytes())
+    data[-100] ^= 0xFF
+    (target / newest.name).write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="engine.checkpoint"):
+        state, loaded = recovered_state(monkeypatch, damaged_cfg)
+    assert loaded == [target / older.name]
+    assert "damaged" in caplog.text and newest.name in caplog.text
+    assert_same(state, expected)
+    # Another journal's: bound to another record hash at its seq. Skipped: a whole replay.
+    other = tmp_path / "other"
+    other_cfg = copy_without_checkpoints(other, tmp, cfg)
+    foreign = checkpoint.checkpoint_dir(other / "journal")
+    foreign.mkdir()
+    data = bytearray(newest.read_bytes())
+    data[24] ^= 0xFF  # (the header's record hash: magic 8, format 2, reserved 2, seq 8, hash)
+    (foreign / newest.name).write_bytes(bytes(data))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="engine.checkpoint"):
+        state, loaded = recovered_state(monkeypatch, other_cfg)
+    assert loaded == [None]
+    assert "another journal's checkpoint" in caplog.text
+    assert_same(state, expected)
+
+
+def test_the_command_line_writes_a_checkpoint_at_the_journal_end(traded, tmp_path,
+                                                                  monkeypatch):
+    from engine.cli import main
+    tmp, path, cfg, _ = traded
+    copy = tmp_path / "cli"
+    copy_cfg = copy_without_checkpoints(copy, tmp, cfg)
+    assert main(["journal", "checkpoint", "--config", str(copy_cfg)]) == 0
+    (seq, written), = checkpoint.list_checkpoints(copy / "journal")
+    reader = JournalReader(copy / "journal")
+    assert seq == sum(1 for _ in reader.records()) == reader.next_seq - 1
+    # A restart loads it, replays nothing more, and reaches the whole replay's state.
+    expected, _ = recovered_state(monkeypatch,
+                                  copy_without_checkpoints(tmp_path / "whole", tmp, cfg))
+    state, loaded = recovered_state(monkeypatch, copy_cfg)
+    assert loaded == [written]
+    assert_same(state, expected)
+
+
+def test_a_writer_killed_mid_file_leaves_nothing_a_restart_reads(tmp_path):
+    # Its temporary file is not a checkpoint; prune deletes it once it is an hour old.
+    directory = checkpoint.checkpoint_dir(tmp_path)
+    directory.mkdir()
+    tmp = directory / f".{checkpoint.checkpoint_path(tmp_path, 5).name}.4242.tmp"
+    tmp.write_bytes(b"half a checkpoint")
+    assert checkpoint.list_checkpoints(tmp_path) == []
+    assert checkpoint.prune(tmp_path, 1) == [] and tmp.exists()
+    os.utime(tmp, (time.time() - 7200,) * 2)
+    assert checkpoint.prune(tmp_path, 1) == [tmp] and not tmp.exists()
