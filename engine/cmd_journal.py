@@ -50,8 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--out", required=True, type=Path, help="Parquet file to write")
     save = sub.add_parser("checkpoint", help="save the journal's replay at its last record, "
                                              "so that a restart replays only what follows")
-    save.add_argument("--config", required=True, type=Path,
-                      help="the engine's configuration file (its journal, risk and venues)")
+    save.add_argument("--config", default=None,
+                      help="the engine's TOML configuration: its journal, risk and venues "
+                           "(default: the embedded default, as for serve)")
 
 
 # The fraction of a second, split off so that it is read to the nanosecond
@@ -89,7 +90,7 @@ def parse_time(text: str) -> int:
 def _usage_problem(args: argparse.Namespace) -> str | None:
     """Why the arguments cannot be acted on (before anything is read), or None."""
     if args.action == "checkpoint":
-        return None if args.config.is_file() else f"--config {args.config}: no such file"
+        return None
     if not args.data_dir.is_dir():
         return f"{args.data_dir} is not a directory"
     try:
@@ -151,15 +152,20 @@ def run(args: argparse.Namespace) -> int:
     return _export(args.data_dir, args.start, args.end, args.out)
 
 
-def _checkpoint(config_path: Path) -> int:
-    from engine import checkpoint
-    from engine.config import ConfigError, load_config
+def _checkpoint(config_path: str | None) -> int:
+    """Exit status 2 for a configuration that cannot be used, 1 when the journal cannot be
+    replayed or the checkpoint written (one line on stderr each), else 0."""
+    from engine import checkpoint, service
+    from engine.config import ConfigError
     from engine.recovery import RecoveryError
     try:
-        cfg = load_config(config_path)
+        cfg, _ = service.load(config_path)
+    except (ConfigError, OSError) as exc:
+        print(f"kronos-exec journal checkpoint: {exc}", file=sys.stderr)
+        return 2
+    try:
         path = checkpoint.make(cfg)
-    except (ConfigError, RecoveryError, JournalCorruptError, checkpoint.CheckpointError,
-            OSError) as exc:
+    except (RecoveryError, JournalCorruptError, checkpoint.CheckpointError, OSError) as exc:
         print(f"kronos-exec journal checkpoint: {exc}", file=sys.stderr)
         return 1
     if path is None:

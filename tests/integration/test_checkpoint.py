@@ -248,3 +248,18 @@ def test_a_writer_killed_mid_file_leaves_nothing_a_restart_reads(tmp_path):
     assert checkpoint.prune(tmp_path, 1) == [] and tmp.exists()
     os.utime(tmp, (time.time() - 7200,) * 2)
     assert checkpoint.prune(tmp_path, 1) == [tmp] and not tmp.exists()
+
+
+def test_the_command_line_says_why_it_cannot_checkpoint(tmp_path, capsys):
+    from engine.cli import main
+    assert main(["journal", "checkpoint", "--config", str(tmp_path / "none.toml")]) == 2
+    assert "kronos-exec journal checkpoint:" in capsys.readouterr().err
+    # A journal whose middle is damaged cannot be replayed: exit 1, nothing written.
+    path, _ = engine_config(tmp_path)
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    (journal / "00000000000000000001.krj").write_bytes(b"\0" * 10)
+    (journal / "00000000000000000005.krj").write_bytes(b"\0" * 10)
+    assert main(["journal", "checkpoint", "--config", str(path)]) == 1
+    assert "kronos-exec journal checkpoint:" in capsys.readouterr().err
+    assert checkpoint.list_checkpoints(journal) == []
