@@ -37,7 +37,7 @@ import numpy as np
 cimport numpy as cnp
 
 from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put
-from ext.intarg cimport small_arg
+from ext.intarg cimport big_arg, small_arg
 from ext.types cimport (
     Side, BUY, SELL, SELL_SHORT, OrdType, MARKET, LIMIT, DAY, GTC, IOC, FOK,
     STP_NONE, CANCEL_NEWEST, CANCEL_OLDEST, CANCEL_BOTH,
@@ -841,9 +841,14 @@ cdef class OrderBook:
             qty[i] = a.data[a.n - 1 - i].qty
         return k
 
-    def depth(self, Py_ssize_t n=10):
-        """L2 depth: ``(bids, asks)`` as ``DEPTH_DTYPE`` arrays, best level first."""
-        return self._side_depth(&self.bids, n), self._side_depth(&self.asks, n)
+    def depth(self, n=10):
+        """L2 depth: ``(bids, asks)`` as ``DEPTH_DTYPE`` arrays, best level first.
+
+        ``n`` levels per side at most (any int64: a large ``n`` is every level). A float
+        ``n`` raises ``TypeError`` and one beyond int64 ``ValueError``, both naming it.
+        """
+        cdef int64_t levels = big_arg(n, "n")
+        return self._side_depth(&self.bids, levels), self._side_depth(&self.asks, levels)
 
     cdef object _side_depth(self, LevelArray* a, Py_ssize_t n):
         cdef Py_ssize_t k = min(max(n, 0), a.n), i

@@ -25,6 +25,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 cimport cython
+from cpython.exc cimport PyErr_Clear
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset, memcpy
@@ -41,7 +42,7 @@ from ext.types cimport (BUY, SELL, SELL_SHORT, MARKET, LIMIT,
                         SHORT_SELL_NOT_ALLOWED, LOCATE_REQUIRED, DAILY_NOTIONAL_LIMIT,
                         DAILY_LOSS_LIMIT, THROTTLED, DUPLICATE_CL_ORD_ID, DUPLICATIVE_ORDER,
                         KILL_SWITCH, UNKNOWN_SESSION)
-from ext.intarg cimport small_arg
+from ext.intarg cimport big_arg, small_arg
 from ext.types import RejectReason
 from ext.instrument import Instrument
 
@@ -84,8 +85,8 @@ cdef extern from *:
        exact-int fast paths inline (1 to 3 digits: small ints, prices,
        nanosecond times, 64-bit hashes) and leave anything else (int
        subclasses, __index__ objects, out-of-range values) to
-       PyLong_AsLongLong, which raises as Cython's conversion would. A failure
-       sets *bad and leaves the exception set. */
+       PyLong_AsLongLong. A failure sets *bad and leaves the exception set;
+       the caller then names the argument (_check_new_arg_error, out of line). */
     static int64_t kx_arg_slow(PyObject *o, int *bad) {
         long long v = PyLong_AsLongLong(o);
         if (v == -1 && PyErr_Occurred()) *bad = 1;
@@ -119,10 +120,6 @@ cdef extern from *:
     }
     /* 1 if v does not fit an int32 (checked once for all such arguments). */
     static inline int kx_not_i32(int64_t v) { return (uint64_t)(v + 0x80000000LL) > 0xffffffffULL; }
-    static int kx_arg_range(void) {
-        PyErr_SetString(PyExc_OverflowError, "value too large to convert to int32_t");
-        return -1;
-    }
     /* splitmix64 finaliser: spreads keys over an open-addressing table. */
     static inline uint64_t kx_mix(uint64_t x) {
         x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
@@ -139,7 +136,6 @@ cdef extern from *:
     void kx_prefetch(const void* p) noexcept nogil
     int64_t kx_arg(object o, int* bad) noexcept
     bint kx_not_i32(int64_t v) noexcept nogil
-    int kx_arg_range() except -1
 
 _log = logging.getLogger("kronos.risk")
 
@@ -1412,8 +1408,14 @@ cdef class RiskEngine:
 
         Raises
         ------
+        TypeError
+            If an argument is not an integer (a float, a Decimal), naming it; nothing
+            changed.
         ValueError
-            If ``order_key`` is already working (an engine bug, not a denial).
+            If an argument is beyond its C type (int32 for ``session``, ``account``,
+            ``instrument``, ``side``, ``ord_type`` and ``flags``, int64 for the others),
+            naming it; or if ``order_key`` is already working (an engine bug, not a
+            denial).
 
         Notes
         -----
@@ -1425,7 +1427,8 @@ cdef class RiskEngine:
         cdef int bad = 0
         cdef int64_t s = kx_arg(session, &bad)
         if bad:
-            return _arg_error()
+            return _check_new_arg_error(session, order_key, account, instrument, side, ord_type,
+                                        qty, price, flags, cl_ord_hash, now_ns)
         return _check_new_args(self, s, order_key, account, instrument, side, ord_type, qty, price,
                                flags, cl_ord_hash, now_ns)
 
@@ -1505,7 +1508,7 @@ cdef class RiskEngine:
         """
         return self.on_replace_c(order_key, new_qty, new_price, cl_ord_hash, now_ns, admitted)
 
-    def admit_replace(self, Py_ssize_t order_key, Py_ssize_t now_ns, /, int32_t session=-1):
+    def admit_replace(self, Py_ssize_t order_key, Py_ssize_t now_ns, /, session=-1):
         """The throttle of a replace of ``order_key``, judged when it arrives.
 
         The engine takes an order's children down before :meth:`on_replace`
@@ -1523,10 +1526,16 @@ cdef class RiskEngine:
         int
             0, ``THROTTLED``, ``UNKNOWN_SESSION`` or ``UNKNOWN_ORDER``
             (``last_reject()`` has the detail).
-        """
-        return self.admit_replace_c(order_key, now_ns, session)
 
-    def record_cl_ord_id(self, int32_t session, Py_ssize_t cl_ord_hash, /):
+        Raises
+        ------
+        TypeError, ValueError
+            If ``session`` is not an integer within a C int, naming it (an ``int32_t``
+            parameter took ``session=1.5`` as session 1).
+        """
+        return self.admit_replace_c(order_key, now_ns, small_arg(session, "session"))
+
+    def record_cl_ord_id(self, session, Py_ssize_t cl_ord_hash, /):
         """Record that ``session`` used a cl_ord_id today, as ``check_new`` and ``on_replace`` do.
 
         For journal replay: a request that passed the throttle spent its
@@ -1547,22 +1556,28 @@ cdef class RiskEngine:
 
         Raises
         ------
+        TypeError, ValueError
+            If ``session`` is not an integer within a C int, naming it.
         IndexError
             If ``session`` was never registered.
         """
-        if session < 0 or session >= self.n_sessions or not self.sessions[session].known:
-            raise IndexError(f"session index {session} out of range")
-        return self._clord_add(_clord_key(cl_ord_hash, session,
-                                          self.sessions[session].generation)) == 1
+        cdef int32_t si = small_arg(session, "session")
+        if si < 0 or si >= self.n_sessions or not self.sessions[si].known:
+            raise IndexError(f"session index {si} out of range")
+        return self._clord_add(_clord_key(cl_ord_hash, si, self.sessions[si].generation)) == 1
 
-    def set_reference_price(self, int32_t instrument, Py_ssize_t price, Py_ssize_t now_ns):
-        """Market data: last trade or mid, in ticks, as of ``now_ns``."""
-        if instrument < 0 or instrument >= self.n_instruments:
-            raise IndexError(f"instrument index {instrument} out of range")
+    def set_reference_price(self, instrument, Py_ssize_t price, Py_ssize_t now_ns):
+        """Market data: last trade or mid, in ticks, as of ``now_ns``.
+
+        ``instrument`` passes small_arg: an ``int32_t`` parameter took 0.9 as instrument 0.
+        """
+        cdef int32_t i = small_arg(instrument, "instrument")
+        if i < 0 or i >= self.n_instruments:
+            raise IndexError(f"instrument index {i} out of range")
         if price <= 0:
             raise ValueError("reference price must be positive")
-        self.inst[instrument].ref_price = price
-        self.inst[instrument].ref_ns = now_ns
+        self.inst[i].ref_price = price
+        self.inst[i].ref_ns = now_ns
 
     def clear_reference_prices(self):
         """Forget every instrument's reference price, as before any market data.
@@ -2120,20 +2135,22 @@ cdef class RiskEngine:
         return 0
 
     # ------------------------------------------------------------ inspection
-    def exposure(self, int32_t account, int32_t instrument):
+    def exposure(self, account, instrument):
         """Exposure of one account in one instrument (lots and money units)."""
-        if not (0 <= account < self.n_accounts and 0 <= instrument < self.n_instruments):
+        cdef int32_t a = small_arg(account, "account"), i = small_arg(instrument, "instrument")
+        if not (0 <= a < self.n_accounts and 0 <= i < self.n_instruments):
             raise IndexError("account or instrument index out of range")
-        cdef CellState* cs = &self.cell_state[<int64_t>account * self.cap_instruments + instrument]
+        cdef CellState* cs = &self.cell_state[<int64_t>a * self.cap_instruments + i]
         return {"position": cs.position, "open_buy": cs.open_buy, "open_sell": cs.open_sell,
                 "cost": cs.cost, "open_orders": cs.open_orders}
 
-    def account_state(self, int32_t account):
+    def account_state(self, account):
         """Money and counters of one account (money units)."""
-        if not 0 <= account < self.n_accounts:
+        cdef int32_t a = small_arg(account, "account")
+        if not 0 <= a < self.n_accounts:
             raise IndexError("account index out of range")
-        cdef AccountState* s = &self.acct_state[account]
-        cdef AccountLimits* l = &self.acct_limits[account]
+        cdef AccountState* s = &self.acct_state[a]
+        cdef AccountLimits* l = &self.acct_limits[a]
         return {"cash_flow": s.cash_flow, "reserved": s.reserved, "short_basis": s.short_basis,
                 "open_notional": s.open_notional, "open_orders": s.open_orders,
                 "traded_notional": s.traded_notional, "realized_pnl": s.realized_pnl,
@@ -2160,7 +2177,7 @@ cdef class RiskEngine:
                 "side": o.side, "ord_type": o.ord_type, "qty": o.qty, "leaves": o.leaves,
                 "price": o.price, "value_price": o.value_price, "flags": o.flags}
 
-    def debug_scope(self, int kind, int32_t index):
+    def debug_scope(self, kind, index):
         """One scope list behind the mass cancels, walked both ways: for tests, not the engine.
 
         Every working order is on its session's, account's and instrument's
@@ -2189,24 +2206,26 @@ cdef class RiskEngine:
         RuntimeError
             If a walk takes more steps than there are working orders (a cycle).
         """
-        cdef int32_t n = self._scope_count(kind), slot
+        cdef int k = small_arg(kind, "kind")
+        cdef int32_t ix = small_arg(index, "index")
+        cdef int32_t n = self._scope_count(k), slot
         cdef int64_t steps
         if n < 0:
-            raise IndexError(f"scope kind {kind} out of range")
-        if not 0 <= index < n:
-            raise IndexError(f"{Scope(kind).name} index {index} out of range")
+            raise IndexError(f"scope kind {k} out of range")
+        if not 0 <= ix < n:
+            raise IndexError(f"{Scope(k).name} index {ix} out of range")
         walks = []
         for backward in (False, True):
             keys = []
             steps = 0
-            slot = self.scope_lists[kind][index].tail if backward else self.scope_lists[kind][index].head
+            slot = self.scope_lists[k][ix].tail if backward else self.scope_lists[k][ix].head
             while slot >= 0:
                 steps += 1
                 if steps > self.n_orders:
-                    raise RuntimeError(f"{Scope(kind).name} list {index} is longer than the "
+                    raise RuntimeError(f"{Scope(k).name} list {ix} is longer than the "
                                        f"{self.n_orders} working orders")
                 keys.append(self.orders[slot].key)
-                slot = self.orders[slot].link[kind].prev if backward else self.orders[slot].link[kind].next
+                slot = self.orders[slot].link[k].prev if backward else self.orders[slot].link[k].next
             walks.append(keys)
         return {"keys": walks[0], "reverse": walks[1], "visits": self.scope_visits}
 
@@ -2387,9 +2406,31 @@ cdef class RiskEngine:
 
 
 # ================================================================= per-order entry points
-cdef int _arg_error() except -1:
-    """Propagate the exception a conversion left set."""
-    return -1
+cdef int _check_new_arg_error(object session, object order_key, object account,
+                              object instrument, object side, object ord_type, object qty,
+                              object price, object flags, object cl_ord_hash,
+                              object now_ns) except -1:
+    """Raise the error of ``check_new``'s first bad argument, naming it.
+
+    Only called once the inline conversion or its one int32 range test has
+    failed, so the checks here (small_arg and big_arg, in argument order) cost
+    nothing on the per-order path. kx_arg's own exception (Cython's or
+    CPython's ``OverflowError``/``TypeError``) named no argument.
+    """
+    PyErr_Clear()
+    big_arg(order_key, "order_key")
+    small_arg(session, "session")
+    small_arg(account, "account")
+    small_arg(instrument, "instrument")
+    small_arg(side, "side")
+    small_arg(ord_type, "ord_type")
+    big_arg(qty, "qty")
+    big_arg(price, "price")
+    small_arg(flags, "flags")
+    big_arg(cl_ord_hash, "cl_ord_hash")
+    big_arg(now_ns, "now_ns")
+    # Unreachable: kx_arg and these checks take the same integers.
+    raise SystemError("check_new: an argument failed to convert but passes its check")
 
 
 cdef inline object _check_new_args(RiskEngine risk, int64_t session, object order_key, object account,
@@ -2407,12 +2448,12 @@ cdef inline object _check_new_args(RiskEngine risk, int64_t session, object orde
     cdef int64_t fl = kx_arg(flags, &bad)
     cdef int64_t cl = kx_arg(cl_ord_hash, &bad)
     cdef int64_t now = kx_arg(now_ns, &bad)
-    if bad:
-        return _arg_error()
-    # One branch for every narrow argument (session, indices, enums, flags).
-    if (kx_not_i32(session) | kx_not_i32(acc) | kx_not_i32(ins) | kx_not_i32(sd)
-            | kx_not_i32(ot) | kx_not_i32(fl)):
-        return kx_arg_range()
+    # One branch for every narrow argument (session, indices, enums, flags); either failure
+    # takes the out-of-line path that names the argument.
+    if bad or (kx_not_i32(session) | kx_not_i32(acc) | kx_not_i32(ins) | kx_not_i32(sd)
+               | kx_not_i32(ot) | kx_not_i32(fl)):
+        return _check_new_arg_error(session, order_key, account, instrument, side, ord_type,
+                                    qty, price, flags, cl_ord_hash, now_ns)
     return risk.check_new_c(key, <int32_t>session, <int32_t>acc, <int32_t>ins, <int>sd, <int>ot,
                             q, px, <int>fl, cl, now)
 
@@ -2490,8 +2531,8 @@ cdef class SessionGate:
 
         Raises
         ------
-        ValueError
-            If ``order_key`` is already working.
+        TypeError, ValueError
+            As for :meth:`RiskEngine.check_new`.
         """
         return _check_new_args(self.risk, self.session, order_key, account, instrument, side,
                                ord_type, qty, price, flags, cl_ord_hash, now_ns)

@@ -379,6 +379,7 @@ cdef class Router:
     cdef int _configure(self, dict overrides) except -1
     cdef Venue* _venue(self, int venue) except NULL
     cdef int _check_book(self, int instrument, int venue) except -1
+    cdef Fees* _fees(self, object instrument, object venue) except NULL
     cdef int _validate_side(self, int side_index, const int64_t* px, const int64_t* qty,
                             Py_ssize_t n) noexcept
     cdef int64_t _fill_rate_ppm(self, Venue* vn) noexcept

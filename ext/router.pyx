@@ -50,7 +50,7 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.math cimport NAN
 from libc.string cimport memcpy, memmove, memset
 from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put, idmap_set
-from ext.intarg cimport small_arg
+from ext.intarg cimport big_arg, small_arg
 from ext.slotheap cimport slotheap_free, slotheap_init, slotheap_push, slotheap_remove
 from ext.buffers cimport grow_buffer
 from libc.stdlib cimport qsort
@@ -257,11 +257,12 @@ cdef int _strategy_code(object value) except -1:
 
 cdef int _check_fees(object maker_fee, object taker_fee, object maker_cbps,
                      object taker_cbps) except -1:
+    # big_arg first: a float fee passed the bounds and was then cut to an int64 (2.5 was 2).
     for name, value, bound in (("maker_fee", maker_fee, MAX_FEE_PER_LOT),
                                ("taker_fee", taker_fee, MAX_FEE_PER_LOT),
                                ("maker_cbps", maker_cbps, MAX_CBPS),
                                ("taker_cbps", taker_cbps, MAX_CBPS)):
-        if value is not None and not -bound <= value <= bound:
+        if value is not None and not -bound <= big_arg(value, name) <= bound:
             raise ValueError(f"{name} must be within +-{bound}")
     return 0
 
@@ -364,40 +365,44 @@ cdef class Router:
         self.n_actions = 0
         self.actions_cap = 0
 
-    def __init__(self, int n_venues, int n_instruments=1, int max_levels=10, dict config=None):
+    def __init__(self, n_venues, n_instruments=1, max_levels=10, dict config=None):
         cdef Py_ssize_t books, v
-        if not 1 <= n_venues <= MAX_VENUES:
+        # small_arg: an int parameter took n_venues=2.7 as 2 venues.
+        cdef int nv = small_arg(n_venues, "n_venues")
+        cdef int ni = small_arg(n_instruments, "n_instruments")
+        cdef int ml = small_arg(max_levels, "max_levels")
+        if not 1 <= nv <= MAX_VENUES:
             raise ValueError(f"n_venues must be 1 to {MAX_VENUES}")
-        if not 1 <= n_instruments <= 1 << 20:
+        if not 1 <= ni <= 1 << 20:
             raise ValueError("n_instruments must be 1 to 2**20")
-        if not 1 <= max_levels <= 1024:
+        if not 1 <= ml <= 1024:
             raise ValueError("max_levels must be 1 to 1024")
         if self.venues != NULL:
             raise RuntimeError("Router.__init__ called twice")
-        self.n_venues = n_venues
-        self.n_instruments = n_instruments
-        self.max_levels = max_levels
+        self.n_venues = nv
+        self.n_instruments = ni
+        self.max_levels = ml
         self._configure(config or {})
-        books = <Py_ssize_t>n_instruments * n_venues
-        self.venues = <Venue*>PyMem_Malloc(n_venues * sizeof(Venue))
+        books = <Py_ssize_t>ni * nv
+        self.venues = <Venue*>PyMem_Malloc(nv * sizeof(Venue))
         self.fees = <Fees*>PyMem_Malloc(books * sizeof(Fees))
-        self.lvl_px = <int64_t*>PyMem_Malloc(books * 2 * max_levels * sizeof(int64_t))
-        self.lvl_qty = <int64_t*>PyMem_Malloc(books * 2 * max_levels * sizeof(int64_t))
+        self.lvl_px = <int64_t*>PyMem_Malloc(books * 2 * ml * sizeof(int64_t))
+        self.lvl_qty = <int64_t*>PyMem_Malloc(books * 2 * ml * sizeof(int64_t))
         self.lvl_n = <int32_t*>PyMem_Malloc(books * 2 * sizeof(int32_t))
         self.stale = <uint8_t*>PyMem_Malloc(books * sizeof(uint8_t))
         self.res_live = <int64_t*>PyMem_Malloc(books * 2 * sizeof(int64_t))
         self.res_filled = <int64_t*>PyMem_Malloc(books * 2 * sizeof(int64_t))
-        self.own_lvl = <int64_t*>PyMem_Malloc(<Py_ssize_t>n_venues * max_levels * sizeof(int64_t))
+        self.own_lvl = <int64_t*>PyMem_Malloc(<Py_ssize_t>nv * ml * sizeof(int64_t))
         self.book_seq = <int64_t*>PyMem_Malloc(books * 2 * sizeof(int64_t))
-        self.volume = <int64_t*>PyMem_Malloc(n_instruments * sizeof(int64_t))
+        self.volume = <int64_t*>PyMem_Malloc(ni * sizeof(int64_t))
         self.actions_cap = 256
         self.actions = <Action*>PyMem_Malloc(self.actions_cap * sizeof(Action))
         self.finished_cap = 256
         self.finished = <int32_t*>PyMem_Malloc(self.finished_cap * sizeof(int32_t))
-        self.parked = <SlotHeap*>PyMem_Malloc(<Py_ssize_t>n_instruments * PARK_KINDS
+        self.parked = <SlotHeap*>PyMem_Malloc(<Py_ssize_t>ni * PARK_KINDS
                                               * sizeof(SlotHeap))
         if self.parked != NULL:
-            for v in range(<Py_ssize_t>n_instruments * PARK_KINDS):
+            for v in range(<Py_ssize_t>ni * PARK_KINDS):
                 slotheap_init(&self.parked[v])
         if (self.venues == NULL or self.fees == NULL or self.lvl_px == NULL or self.lvl_qty == NULL
                 or self.lvl_n == NULL or self.stale == NULL or self.res_live == NULL
@@ -405,16 +410,16 @@ cdef class Router:
                 or self.volume == NULL or self.parked == NULL
                 or self.actions == NULL or self.finished == NULL):
             raise MemoryError()
-        memset(self.venues, 0, n_venues * sizeof(Venue))
+        memset(self.venues, 0, nv * sizeof(Venue))
         memset(self.fees, 0, books * sizeof(Fees))
-        for v in range(n_venues):
+        for v in range(nv):
             self.venues[v].open = 1
         memset(self.lvl_n, 0, books * 2 * sizeof(int32_t))
         memset(self.stale, 0, books * sizeof(uint8_t))
         memset(self.res_live, 0, books * 2 * sizeof(int64_t))
         memset(self.res_filled, 0, books * 2 * sizeof(int64_t))
         memset(self.book_seq, 0, books * 2 * sizeof(int64_t))
-        memset(self.volume, 0, n_instruments * sizeof(int64_t))
+        memset(self.volume, 0, ni * sizeof(int64_t))
         idmap_init(&self.parent_ids, 1024)
         idmap_init(&self.child_ids, 4096)
         idmap_init(&self.post_index, 1024)
@@ -555,7 +560,7 @@ cdef class Router:
         return 0
 
     # ============================================================ market view
-    def set_venue(self, int venue, *, dark=None, maker_fee=None, taker_fee=None,
+    def set_venue(self, venue, *, dark=None, maker_fee=None, taker_fee=None,
                   maker_cbps=None, taker_cbps=None, latency_ns=None, open=None):
         """Set a venue's properties; arguments left out keep their value.
 
@@ -577,18 +582,22 @@ cdef class Router:
 
         Raises
         ------
+        TypeError
+            If ``venue``, a fee or the latency is not an integer (a float is never
+            truncated), naming it.
         IndexError
             If ``venue`` is out of range.
         ValueError
-            If a fee or latency is out of range.
+            If a fee or latency is out of range, or ``venue`` beyond a C int.
         """
-        cdef Venue* vn = self._venue(venue)
+        cdef int v = small_arg(venue, "venue")
+        cdef Venue* vn = self._venue(v)
         cdef int i
-        if latency_ns is not None and not 0 <= latency_ns < 1 << 62:
+        if latency_ns is not None and not 0 <= big_arg(latency_ns, "latency_ns") < 1 << 62:
             raise ValueError("latency_ns must be 0 or more")
         _check_fees(maker_fee, taker_fee, maker_cbps, taker_cbps)
         for i in range(self.n_instruments):
-            self.set_fees(i, venue, maker_fee=maker_fee, taker_fee=taker_fee,
+            self.set_fees(i, v, maker_fee=maker_fee, taker_fee=taker_fee,
                           maker_cbps=maker_cbps, taker_cbps=taker_cbps)
         if dark is not None:
             vn.dark = bool(dark)
@@ -597,20 +606,21 @@ cdef class Router:
         if open is not None:
             vn.open = bool(open)
 
-    def set_fees(self, int instrument, int venue, *, maker_fee=None, taker_fee=None,
+    def set_fees(self, instrument, venue, *, maker_fee=None, taker_fee=None,
                  maker_cbps=None, taker_cbps=None):
         """Set one venue's fees for one instrument (units as in ``set_venue``).
 
         Raises
         ------
+        TypeError
+            If an index or a fee is not an integer, naming it.
         IndexError
             If an index is out of range.
         ValueError
-            If a fee is out of range.
+            If a fee is out of range, or an index beyond a C int.
         """
-        self._check_book(instrument, venue)
+        cdef Fees* f = self._fees(instrument, venue)
         _check_fees(maker_fee, taker_fee, maker_cbps, taker_cbps)
-        cdef Fees* f = &self.fees[<Py_ssize_t>instrument * self.n_venues + venue]
         if maker_fee is not None:
             f.maker_per_lot = maker_fee
         if taker_fee is not None:
@@ -620,27 +630,31 @@ cdef class Router:
         if taker_cbps is not None:
             f.taker_cbps = taker_cbps
 
-    def get_fees(self, int instrument, int venue):
+    def get_fees(self, instrument, venue):
         """One venue's fees for one instrument as a dict (fee units per lot, cbps)."""
-        self._check_book(instrument, venue)
-        cdef Fees* f = &self.fees[<Py_ssize_t>instrument * self.n_venues + venue]
+        cdef Fees* f = self._fees(instrument, venue)
         return {"maker_fee": f.maker_per_lot, "taker_fee": f.taker_per_lot,
                 "maker_cbps": f.maker_cbps, "taker_cbps": f.taker_cbps}
+
+    cdef Fees* _fees(self, object instrument, object venue) except NULL:
+        cdef int i = small_arg(instrument, "instrument"), v = small_arg(venue, "venue")
+        self._check_book(i, v)
+        return &self.fees[<Py_ssize_t>i * self.n_venues + v]
 
     cdef Venue* _venue(self, int venue) except NULL:
         if not 0 <= venue < self.n_venues:
             raise IndexError(f"venue {venue} out of range (0 to {self.n_venues - 1})")
         return &self.venues[venue]
 
-    def set_latency(self, int venue, Py_ssize_t latency_ns):
+    def set_latency(self, venue, latency_ns):
         """Record a venue's measured latency (ns)."""
         self.set_venue(venue, latency_ns=latency_ns)
 
-    def set_open(self, int venue, bint is_open):
+    def set_open(self, venue, bint is_open):
         """Open or close a venue's session (a closed venue is never routed to)."""
-        self._venue(venue).open = is_open
+        self._venue(small_arg(venue, "venue")).open = is_open
 
-    def update_book(self, int instrument, int venue, bids=None, asks=None):
+    def update_book(self, instrument, venue, bids=None, asks=None):
         """Replace one venue's displayed depth for one instrument.
 
         Parameters
@@ -669,7 +683,8 @@ cdef class Router:
         claim, or counting its fills against this book, would hide real
         liquidity and let a sweep trade through it (see docs/router.md).
         """
-        self._check_book(instrument, venue)
+        cdef int i = small_arg(instrument, "instrument"), v = small_arg(venue, "venue")
+        self._check_book(i, v)
         bpx, bqty = _levels(bids)
         apx, aqty = _levels(asks)
         if len(bpx) != len(bqty) or len(apx) != len(aqty):
@@ -682,20 +697,21 @@ cdef class Router:
                                        &aq[0] if aq.shape[0] else NULL, ap.shape[0])
         if code:
             return code
-        self.update_side_c(instrument, venue, 0, &bp[0] if bp.shape[0] else NULL,
+        self.update_side_c(i, v, 0, &bp[0] if bp.shape[0] else NULL,
                            &bq[0] if bq.shape[0] else NULL, bp.shape[0])
-        self.update_side_c(instrument, venue, 1, &ap[0] if ap.shape[0] else NULL,
+        self.update_side_c(i, v, 1, &ap[0] if ap.shape[0] else NULL,
                            &aq[0] if aq.shape[0] else NULL, ap.shape[0])
         return 0
 
-    def update_book_from(self, int instrument, int venue, OrderBook book):
+    def update_book_from(self, instrument, venue, OrderBook book):
         """``update_book(instrument, venue, *book.depth(max_levels))``, read from the book in C.
 
         The engine refreshes its view of every changed lit book before each
         order; through ``depth()`` that built eight numpy arrays per venue.
         Same checks, same result codes, same effect.
         """
-        self._check_book(instrument, venue)
+        cdef int i = small_arg(instrument, "instrument"), v = small_arg(venue, "venue")
+        self._check_book(i, v)
         cdef int64_t bp[1024]
         cdef int64_t bq[1024]
         cdef int64_t ap[1024]
@@ -707,8 +723,8 @@ cdef class Router:
             code = self._validate_side(1, ap, aq, na)
         if code:
             return code
-        self.update_side_c(instrument, venue, 0, bp, bq, nb)
-        self.update_side_c(instrument, venue, 1, ap, aq, na)
+        self.update_side_c(i, v, 0, bp, bq, nb)
+        self.update_side_c(i, v, 1, ap, aq, na)
         return 0
 
     cdef int _check_book(self, int instrument, int venue) except -1:
@@ -758,10 +774,11 @@ cdef class Router:
         self.res_filled[b] = 0
         return 0
 
-    def depth(self, int instrument, int venue):
+    def depth(self, instrument, venue):
         """The depth the router holds for one venue: ``(bids, asks)`` lists of (price, qty)."""
-        self._check_book(instrument, venue)
-        cdef Py_ssize_t b = (<Py_ssize_t>instrument * self.n_venues + venue) * 2, s, k
+        cdef int i = small_arg(instrument, "instrument"), v = small_arg(venue, "venue")
+        self._check_book(i, v)
+        cdef Py_ssize_t b = (<Py_ssize_t>i * self.n_venues + v) * 2, s, k
         cdef int L = self.max_levels
         sides = ([], [])
         for s in range(2):
@@ -769,10 +786,11 @@ cdef class Router:
                 sides[s].append((self.lvl_px[(b + s) * L + k], self.lvl_qty[(b + s) * L + k]))
         return sides
 
-    def book_state(self, int instrument, int venue):
+    def book_state(self, instrument, venue):
         """Routing marks on one venue's book: stale flag and the lots reserved per side."""
-        self._check_book(instrument, venue)
-        cdef Py_ssize_t book = <Py_ssize_t>instrument * self.n_venues + venue
+        cdef int i = small_arg(instrument, "instrument"), v = small_arg(venue, "venue")
+        self._check_book(i, v)
+        cdef Py_ssize_t book = <Py_ssize_t>i * self.n_venues + v
         return {"stale": bool(self.stale[book]),
                 "reserved_bids": self.res_live[book * 2] + self.res_filled[book * 2],
                 "reserved_asks": self.res_live[book * 2 + 1] + self.res_filled[book * 2 + 1]}
@@ -802,19 +820,22 @@ cdef class Router:
                 elif px == out[2]:
                     out[3] += self.lvl_qty[(b + 1) * L]
 
-    def nbbo(self, int instrument):
+    def nbbo(self, instrument):
         """``(bid_px, bid_qty, ask_px, ask_qty)`` over the open lit venues; 0 where empty."""
         cdef int64_t q[4]
-        self._check_book(instrument, 0)
-        self.nbbo_c(instrument, q)
+        cdef int i = small_arg(instrument, "instrument")
+        self._check_book(i, 0)
+        self.nbbo_c(i, q)
         return (q[0], q[1], q[2], q[3])
 
-    def on_market_volume(self, int instrument, Py_ssize_t qty):
+    def on_market_volume(self, instrument, qty):
         """Add traded volume (lots, as printed, including this router's fills) for POV."""
-        self._check_book(instrument, 0)
-        if qty < 0 or qty > C_MAX_QTY:
+        cdef int i = small_arg(instrument, "instrument")
+        cdef int64_t lots = big_arg(qty, "qty")
+        self._check_book(i, 0)
+        if lots < 0 or lots > C_MAX_QTY:
             raise ValueError("qty must be 0 to MAX_QTY")
-        self.volume[instrument] += qty
+        self.volume[i] += lots
 
     # ============================================================ venue health
     cdef bint routable_c(self, int venue, int64_t now) noexcept:
@@ -865,16 +886,18 @@ cdef class Router:
                 return True
         return False
 
-    def venue_state(self, int venue, Py_ssize_t now=0):
+    def venue_state(self, venue, now=0):
         """A venue's routing state and history as a dict.
 
         ``fill_rate_ppm`` is the passive fill-rate estimate used to choose
         where to post (history blended with the configured prior).
         """
-        cdef Venue* vn = self._venue(venue)
+        cdef int v = small_arg(venue, "venue")
+        cdef int64_t now_c = big_arg(now, "now")
+        cdef Venue* vn = self._venue(v)
         return {
             "dark": bool(vn.dark), "open": bool(vn.open),
-            "health": VenueHealth(vn.health), "routable": bool(self.routable_c(venue, now)),
+            "health": VenueHealth(vn.health), "routable": bool(self.routable_c(v, now_c)),
             "retry_at": vn.retry_at, "consecutive_timeouts": vn.n_down,
             "latency_ns": vn.latency_ns, "children_sent": vn.n_sent, "rejects": vn.n_rejects,
             "timeouts": vn.n_timeouts, "fills_outside_limit": vn.n_fills_outside_limit,

@@ -35,6 +35,7 @@ cimport numpy as cnp
 
 from ext.book cimport Op, OP_ADD, OP_CANCEL
 from ext.types cimport BUY, SELL, MARKET, LIMIT, GTC, IOC, STP_NONE
+from ext.intarg cimport big_arg, small_arg
 from ext.book import OP_DTYPE
 
 cnp.import_array()
@@ -124,9 +125,11 @@ cdef class FlowAssembler:
         self.last_t = NULL
 
     def __init__(self, cum_p, cat_log1mp, book_instr, book_dark, book_unit, open_ns, close_ns,
-                 window, price_ticks, sigma, gbm, int64_t start_ns, double half_spread,
+                 window, price_ticks, sigma, gbm, start_ns, double half_spread,
                  double level_log1mp, bint pegged=False):
         cdef Py_ssize_t nb = len(book_instr), ni = len(price_ticks), c, b, total = 0
+        # big_arg: an int64_t parameter took start_ns=1.5 as 1, in silence.
+        cdef int64_t start_c = big_arg(start_ns, "start_ns")
         if len(cum_p) != 3 * nb or len(cat_log1mp) != 3 * nb:
             raise ValueError("cum_p and cat_log1mp need three categories per book")
         for seq in (book_dark, book_unit, open_ns, close_ns, window):
@@ -170,7 +173,7 @@ cdef class FlowAssembler:
         self.ring = _copy_i64([0] * total, total)
         self.sigma = _copy_f64(sigma, ni)
         self.state = _copy_f64([log(p) if g else float(p) for p, g in zip(price_ticks, gbm)], ni)
-        self.last_t = _copy_i64([start_ns] * ni, ni)
+        self.last_t = _copy_i64([start_c] * ni, ni)
         for c in range(ni):
             self.gbm[c] = 1 if gbm[c] else 0
         self.half_spread = half_spread
@@ -207,11 +210,12 @@ cdef class FlowAssembler:
         self.state[instr] += s * sqrt(dt) * z
         return self.state[instr] if self.state[instr] > 1.0 else 1.0
 
-    def reference(self, int instrument):
+    def reference(self, instrument):
         """Current reference price of an instrument, in ticks (a float)."""
-        if not 0 <= instrument < self.n_instr:
-            raise IndexError(f"no instrument {instrument}")
-        return exp(self.state[instrument]) if self.gbm[instrument] else self.state[instrument]
+        cdef int i = small_arg(instrument, "instrument")
+        if not 0 <= i < self.n_instr:
+            raise IndexError(f"no instrument {i}")
+        return exp(self.state[i]) if self.gbm[i] else self.state[i]
 
     def assemble(self, cnp.ndarray ts not None, cnp.ndarray u_cat not None,
                  cnp.ndarray u_side not None, cnp.ndarray u_qty not None,

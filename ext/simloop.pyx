@@ -65,7 +65,7 @@ from ext.types cimport (
 )
 from ext.simflow cimport FLAG_PEG_MID, PEG_SCALE
 from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put
-from ext.intarg cimport small_arg
+from ext.intarg cimport big_arg, small_arg
 from ext.buffers cimport grow_buffer as _grow
 from ext.book import FILL_DTYPE, EVENT_DTYPE, OP_DTYPE, DEPTH_DTYPE
 
@@ -857,9 +857,12 @@ cdef class MarketLoop:
 
     def __init__(self, list books not None, book_venue, book_instrument, venue_dark,
                  maker_fee_per_lot, taker_fee_per_lot, maker_fee_cbps, taker_fee_cbps,
-                 list latency not None, flow=None, int64_t start_ts=0, int64_t sample_ns=0,
+                 list latency not None, flow=None, start_ts=0, sample_ns=0,
                  bint record_tape=False):
         cdef Py_ssize_t b, v, i, nb = len(books), nv = len(venue_dark)
+        # big_arg: an int64_t parameter took start_ts=1.5 as 1, in silence.
+        cdef int64_t start_c = big_arg(start_ts, "start_ts")
+        cdef int64_t sample_c = big_arg(sample_ns, "sample_ns")
         if nb == 0 or nv == 0:
             raise ValueError("a market needs at least one venue and one book")
         for seq in (book_venue, book_instrument):
@@ -870,7 +873,7 @@ cdef class MarketLoop:
                 raise ValueError("fees need one entry per book")
         if len(latency) != nv:
             raise ValueError("latency needs one model per venue")
-        if sample_ns < 0:
+        if sample_c < 0:
             raise ValueError("sample_ns must be >= 0")
         ni = max(book_instrument) + 1
         self.n_books, self.n_venues, self.n_instruments = nb, nv, ni
@@ -916,7 +919,7 @@ cdef class MarketLoop:
             self.venue_open[v] = 1
             self.lat_ptr[v] = NULL
             self.lat_pos[v] = self.lat_len[v] = 0
-            self.last_in[v] = self.last_out[v] = start_ts
+            self.last_in[v] = self.last_out[v] = start_c
             self.batch_gen_of[v] = -1
             self.rtt_ewma[v] = 0.0
             self.rtt_n[v] = self.rtt_sum[v] = 0
@@ -954,7 +957,7 @@ cdef class MarketLoop:
         for v in range(nv):
             # Filled up front, so the first order does not pay for the batch.
             self._fill_latency(<int>v)
-        self.now = start_ts
+        self.now = start_c
         self.heap_cap = self.heap_n = self.n_pool_free = 0
         self._grow_heap()
         self.children_cap = 64
@@ -968,8 +971,8 @@ cdef class MarketLoop:
         self.flow = flow
         self.flow_done = flow is None
         self.cpos = self.clen = 0
-        self.sample_ns = sample_ns
-        self.next_sample = start_ts if sample_ns > 0 else INT64_MAX
+        self.sample_ns = sample_c
+        self.next_sample = start_c if sample_c > 0 else INT64_MAX
         self.samples_cap = self.n_samples = 0
         self.record_tape = record_tape
         self.trades_cap = self.n_trades = 0
@@ -1208,19 +1211,27 @@ cdef class MarketLoop:
 
     # ------------------------------------------------------------ running
 
-    def run_until(self, int64_t until):
+    def run_until(self, until):
         """Process everything due at or before ``until`` (ns); ``now`` becomes ``until``.
 
         Returns
         -------
         int
             Number of background operations and messages processed.
+
+        Raises
+        ------
+        TypeError
+            If ``until`` is not an integer (``run_until(2.7)`` ran to 2).
+        ValueError
+            If it is beyond int64.
         """
+        cdef int64_t until_c = big_arg(until, "until")
         if self.running:
             raise RuntimeError("run_until called from inside the loop (a callback)")
         self.running = True
         try:
-            return self._run(until)
+            return self._run(until_c)
         finally:
             self.running = False
 
@@ -2023,29 +2034,44 @@ cdef class MarketLoop:
         """
         self.replace_c(child_id, price, qty)
 
-    def set_timer(self, int64_t ts, callback not None):
-        """Call ``callback()`` at ``ts`` (or now, if ``ts`` has passed)."""
-        self.set_timer_c(ts, callback)
+    # Indices and timestamps below pass small_arg and big_arg: an int or int64_t parameter
+    # converted a float through __int__ (set_session(0.9, ...) set venue 0's hours).
 
-    def set_session(self, int venue, int64_t open_ts, int64_t close_ts):
+    def set_timer(self, ts, callback not None):
+        """Call ``callback()`` at ``ts`` (or now, if ``ts`` has passed)."""
+        self.set_timer_c(big_arg(ts, "ts"), callback)
+
+    def set_session(self, venue, open_ts, close_ts):
         """Trading hours of a venue: closed before ``open_ts`` and from ``close_ts``.
 
         At the close every resting DAY order of the venue expires; orders
         that arrive while it is closed are rejected (``VENUE_CLOSED``).
+
+        Raises
+        ------
+        TypeError
+            If an argument is not an integer, naming it.
+        ValueError
+            If ``close_ts`` is not after ``open_ts``, or an argument is beyond its C type
+            (a C int for ``venue``, int64 for the times), naming it.
+        IndexError
+            If there is no such venue.
         """
         cdef Msg m
-        if venue < 0 or venue >= self.n_venues:
-            raise IndexError(f"no venue {venue}")
-        if close_ts <= open_ts:
+        cdef int v = small_arg(venue, "venue")
+        cdef int64_t open_c = big_arg(open_ts, "open_ts"), close_c = big_arg(close_ts, "close_ts")
+        if v < 0 or v >= self.n_venues:
+            raise IndexError(f"no venue {v}")
+        if close_c <= open_c:
             raise ValueError("close_ts must be after open_ts")
-        self.venue_open[venue] = 1 if open_ts <= self.now < close_ts else 0
+        self.venue_open[v] = 1 if open_c <= self.now < close_c else 0
         memset(&m, 0, sizeof(Msg))
-        m.target = venue
-        if open_ts > self.now:
-            m.ts, m.kind = open_ts, MSG_OPEN
+        m.target = v
+        if open_c > self.now:
+            m.ts, m.kind = open_c, MSG_OPEN
             self._push(&m)
-        if close_ts > self.now:
-            m.ts, m.kind = close_ts, MSG_CLOSE
+        if close_c > self.now:
+            m.ts, m.kind = close_c, MSG_CLOSE
             self._push(&m)
 
     def external(self, book, op, Py_ssize_t order_id, side=BUY, Py_ssize_t price=0,
@@ -2085,51 +2111,62 @@ cdef class MarketLoop:
 
     # ------------------------------------------------------------ Python API: market data
 
-    def bbo(self, int book):
+    def bbo(self, book):
         """``(bid_px, bid_qty, ask_px, ask_qty)`` of a book; a dark book shows zeros."""
         cdef BookPort port
-        if book < 0 or book >= self.n_books:
-            raise IndexError(f"no book {book}")
-        if self.venue_dark[self.book_venue[book]]:
+        cdef int b = small_arg(book, "book")
+        if b < 0 or b >= self.n_books:
+            raise IndexError(f"no book {b}")
+        if self.venue_dark[self.book_venue[b]]:
             return (0, 0, 0, 0)
-        port = <BookPort>self.ports[book]
+        port = <BookPort>self.ports[b]
         return (port.best_bid(), port.best_bid_qty(), port.best_ask(), port.best_ask_qty())
 
-    def depth(self, int book, int n=10):
-        """L2 ``(bids, asks)`` (``DEPTH_DTYPE``); a dark book shows none."""
-        if book < 0 or book >= self.n_books:
-            raise IndexError(f"no book {book}")
-        if self.venue_dark[self.book_venue[book]]:
-            return np.zeros(0, dtype=DEPTH_DTYPE), np.zeros(0, dtype=DEPTH_DTYPE)
-        return (<BookPort>self.ports[book]).book.depth(n)
+    def depth(self, book, n=10):
+        """L2 ``(bids, asks)`` (``DEPTH_DTYPE``); a dark book shows none.
 
-    def nbbo(self, int instrument):
+        ``n`` levels per side at most, any int64 as for ``OrderBook.depth``.
+        """
+        cdef int b = small_arg(book, "book")
+        cdef int64_t levels = big_arg(n, "n")
+        if b < 0 or b >= self.n_books:
+            raise IndexError(f"no book {b}")
+        if self.venue_dark[self.book_venue[b]]:
+            return np.zeros(0, dtype=DEPTH_DTYPE), np.zeros(0, dtype=DEPTH_DTYPE)
+        return (<BookPort>self.ports[b]).book.depth(levels)
+
+    def nbbo(self, instrument):
         """Best bid and ask (ticks) over the open lit venues; 0 where empty."""
         cdef int64_t bid, ask
-        if instrument < 0 or instrument >= self.n_instruments:
-            raise IndexError(f"no instrument {instrument}")
-        self._nbbo(instrument, &bid, &ask)
+        cdef int i = small_arg(instrument, "instrument")
+        if i < 0 or i >= self.n_instruments:
+            raise IndexError(f"no instrument {i}")
+        self._nbbo(i, &bid, &ask)
         return bid, ask
 
-    def mid2(self, int instrument):
+    def mid2(self, instrument):
         """Twice the NBBO mid in ticks (half-ticks), or 0 if one-sided, locked or crossed."""
-        if instrument < 0 or instrument >= self.n_instruments:
-            raise IndexError(f"no instrument {instrument}")
-        return self.mid2_c(instrument)
+        cdef int i = small_arg(instrument, "instrument")
+        if i < 0 or i >= self.n_instruments:
+            raise IndexError(f"no instrument {i}")
+        return self.mid2_c(i)
 
-    def is_open(self, int venue):
+    def is_open(self, venue):
         """Is the venue in its trading hours now?"""
-        if venue < 0 or venue >= self.n_venues:
-            raise IndexError(f"no venue {venue}")
-        return bool(self.venue_open[venue])
+        cdef int v = small_arg(venue, "venue")
+        if v < 0 or v >= self.n_venues:
+            raise IndexError(f"no venue {v}")
+        return bool(self.venue_open[v])
 
-    def fee(self, int book, int liquidity, int64_t price_x2, int64_t qty):
+    def fee(self, book, liquidity, price_x2, qty):
         """Fee in fee units (1e-4 tick x lot) a book's venue charges for a fill."""
-        if book < 0 or book >= self.n_books:
-            raise IndexError(f"no book {book}")
-        return self.fee_c(book, liquidity, price_x2, qty)
+        cdef int b = small_arg(book, "book"), liq = small_arg(liquidity, "liquidity")
+        cdef int64_t px2 = big_arg(price_x2, "price_x2"), lots = big_arg(qty, "qty")
+        if b < 0 or b >= self.n_books:
+            raise IndexError(f"no book {b}")
+        return self.fee_c(b, liq, px2, lots)
 
-    def latency(self, int venue):
+    def latency(self, venue):
         """Measured round trip to ``venue`` (submit to first report).
 
         Returns
@@ -2137,43 +2174,47 @@ cdef class MarketLoop:
         tuple
             ``(ewma_ns, mean_ns, count)``; 0.0 means not measured yet.
         """
-        if venue < 0 or venue >= self.n_venues:
-            raise IndexError(f"no venue {venue}")
-        n = self.rtt_n[venue]
-        return (self.rtt_ewma[venue], self.rtt_sum[venue] / n if n else 0.0, n)
+        cdef int v = small_arg(venue, "venue")
+        if v < 0 or v >= self.n_venues:
+            raise IndexError(f"no venue {v}")
+        n = self.rtt_n[v]
+        return (self.rtt_ewma[v], self.rtt_sum[v] / n if n else 0.0, n)
 
-    def market_volume(self, int instrument):
+    def market_volume(self, instrument):
         """Cumulative traded ``(qty, notional_x2)`` of an instrument on all venues."""
-        if instrument < 0 or instrument >= self.n_instruments:
-            raise IndexError(f"no instrument {instrument}")
-        return self.cum_qty[instrument], _py_int128(self.cum_notional2[instrument])
+        cdef int i = small_arg(instrument, "instrument")
+        if i < 0 or i >= self.n_instruments:
+            raise IndexError(f"no instrument {i}")
+        return self.cum_qty[i], _py_int128(self.cum_notional2[i])
 
-    def child(self, int64_t child_id):
+    def child(self, child_id):
         """The venue-side state of a child order as a dict."""
-        cdef Child* ch = self._child(child_id)
-        return {"child_id": child_id, "book": ch.book, "venue": self.book_venue[ch.book],
+        cdef int64_t cid = big_arg(child_id, "child_id")
+        cdef Child* ch = self._child(cid)
+        return {"child_id": cid, "book": ch.book, "venue": self.book_venue[ch.book],
                 "side": ch.side, "qty": ch.qty, "cum_qty": ch.cum, "limit": ch.limit,
                 "submit_ts": ch.submit_ts,
                 "state": ("pending", "live", "done")[ch.state]}
 
-    def book(self, int book):
+    def book(self, book):
         """The book object behind a book index (for inspection in tests)."""
-        if book < 0 or book >= self.n_books:
-            raise IndexError(f"no book {book}")
-        return (<BookPort>self.ports[book]).book
+        cdef int b = small_arg(book, "book")
+        if b < 0 or b >= self.n_books:
+            raise IndexError(f"no book {b}")
+        return (<BookPort>self.ports[b]).book
 
-    def dark_waiting(self, int book):
+    def dark_waiting(self, book):
         """``(parked, tracked)`` order counts of a dark book.
 
         Parked: waiting outside the book for the mid; tracked: resting in the
         book with a limit the mid may leave (pure pegs in the book are neither).
         """
-        cdef DarkBook dk = self.darks[book]
+        cdef DarkBook dk = self.darks[small_arg(book, "book")]
         return dk.n_parked(), dk.n_tracked()
 
-    def dark_book(self, int book):
+    def dark_book(self, book):
         """The ``DarkBook`` of a dark book (tests: ``check()``, ``waiting()``, ``visited``)."""
-        return self.darks[book]
+        return self.darks[small_arg(book, "book")]
 
     def samples(self):
         """NBBO and cumulative volume every ``sample_ns``.
@@ -2426,26 +2467,33 @@ cdef class StrategyCore:
         """Ask the venue to change a child order's limit and total quantity."""
         self.loop.replace_c(child_id, price, qty)
 
-    def wake_at(self, int64_t ts):
-        """Have ``on_timer()`` called at ``ts`` (skipped once stopped or filled)."""
-        self.loop.set_timer_c(ts, self)
+    def wake_at(self, ts):
+        """Have ``on_timer()`` called at ``ts`` (skipped once stopped or filled).
 
-    def wake_every(self, int64_t period, first=None):
+        A float ``ts`` is a ``TypeError`` naming it, never truncated; one beyond int64 a
+        ``ValueError``.
+        """
+        self.loop.set_timer_c(big_arg(ts, "ts"), self)
+
+    def wake_every(self, period, first=None):
         """Have ``on_timer()`` called every ``period`` ns, from ``first`` (default: now + period).
 
         Re-armed at C level before each call, until ``stop_waking()``, the
         parent is filled or it stops. One periodic timer per strategy: a new
-        call replaces the previous one.
+        call replaces the previous one. ``period`` and ``first`` are integers (a float
+        is a ``TypeError`` naming it, never truncated).
         """
         cdef PeriodicTimer pt
-        if period <= 0:
+        cdef int64_t period_c = big_arg(period, "period")
+        cdef int64_t first_c = 0 if first is None else big_arg(first, "first")
+        if period_c <= 0:
             raise ValueError("period must be positive")
         if self.ticker is not None:
             self.ticker.active = False
         pt = PeriodicTimer.__new__(PeriodicTimer)
-        pt.owner, pt.period, pt.active = self, period, True
+        pt.owner, pt.period, pt.active = self, period_c, True
         self.ticker = pt
-        self.loop.set_timer_c(self.loop.now + period if first is None else first, pt)
+        self.loop.set_timer_c(self.loop.now + period_c if first is None else first_c, pt)
 
     def stop_waking(self):
         """Stop the periodic timer of ``wake_every``."""

@@ -30,6 +30,7 @@ from libc.stdint cimport int64_t, int32_t
 
 from ext.simloop cimport StrategyCore
 from ext.types cimport MARKET, IOC
+from ext.intarg cimport big_arg, small_arg
 
 
 cdef class PeriodicTakerCore(StrategyCore):
@@ -49,17 +50,21 @@ cdef class PeriodicTakerCore(StrategyCore):
     def __dealloc__(self):
         PyMem_Free(self.venue_list)
 
-    def configure_taker(self, int64_t child_qty, venues):
+    def configure_taker(self, child_qty, venues):
         """Lots per child order and the venue indices to rotate over.
 
         Raises
         ------
+        TypeError
+            If ``child_qty`` or a venue is not an integer (never truncated).
         ValueError
-            If ``child_qty`` is not positive or ``venues`` is empty.
+            If ``child_qty`` is not positive or ``venues`` is empty, or a number is beyond
+            its C type.
         """
         cdef Py_ssize_t k, n = len(venues)
         cdef int32_t* buf
-        if child_qty <= 0:
+        cdef int64_t lots = big_arg(child_qty, "child_qty")
+        if lots <= 0:
             raise ValueError("child_qty must be positive")
         if n == 0:
             raise ValueError("a periodic taker needs at least one venue")
@@ -67,10 +72,14 @@ cdef class PeriodicTakerCore(StrategyCore):
         if buf == NULL:
             raise MemoryError()
         for k in range(n):
-            buf[k] = venues[k]
+            try:
+                buf[k] = small_arg(venues[k], "venues")
+            except BaseException:
+                PyMem_Free(buf)
+                raise
         PyMem_Free(self.venue_list)
         self.venue_list, self.n_venue_list = buf, <int>n
-        self.child_qty = child_qty
+        self.child_qty = lots
 
     @property
     def n_sent(self):

@@ -35,6 +35,7 @@ INT64_MAX = (1 << 63) - 1
 IOC, FOK, DAY = int(T.IOC), int(T.FOK), int(T.DAY)
 
 INT_MIN, INT_MAX = -(1 << 31), (1 << 31) - 1
+INT64_MIN = -(1 << 63)
 
 _NO_FILLS = np.zeros(0, dtype=FILL_DTYPE)
 _NO_FILLS.flags.writeable = False
@@ -55,6 +56,22 @@ def small_arg(value, field):
                         f"({value!r})") from None
     if not INT_MIN <= value <= INT_MAX:
         raise ValueError(f"{field} {value} is out of range (not a valid {field})")
+    return value
+
+
+def big_arg(value, field):
+    """``value`` as ``ext/intarg.pxd``'s ``big_arg`` takes it: an integer within int64.
+
+    A float raises ``TypeError`` and a value beyond int64 ``ValueError``, both naming
+    ``field``; whether the value is in range for its use is the caller's rule.
+    """
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{field} must be an integer, not {type(value).__name__} "
+                        f"({value!r})") from None
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"{field} {value} is out of range (beyond a 64-bit integer)")
     return value
 
 
@@ -427,6 +444,7 @@ class ReferenceBook:
 
     def depth(self, n=10):
         """``(bids, asks)`` as ``DEPTH_DTYPE`` arrays, best first."""
+        n = big_arg(n, "n")
         out = []
         for side in (self.bids, self.asks):
             levels = side.ordered_levels(True)[:max(n, 0)]

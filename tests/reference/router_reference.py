@@ -27,7 +27,7 @@ from ext.router import (
     STRAT_VWAP, STRATEGY_NAMES, ChildRole, Phase, Strategy, VenueHealth,
 )
 from ext.types import OrdStatus, OrdType, RejectReason, Side, StpMode, TimeInForce
-from tests.reference.book_reference import small_arg
+from tests.reference.book_reference import big_arg, small_arg
 
 E6 = 1_000_000
 BUY, SELL, SELL_SHORT = int(Side.BUY), int(Side.SELL), int(Side.SELL_SHORT)
@@ -96,6 +96,9 @@ class ReferenceRouter:
     """Same API and rules as ``ext.router.Router``, in plain Python."""
 
     def __init__(self, n_venues, n_instruments=1, max_levels=10, config=None):
+        n_venues = small_arg(n_venues, "n_venues")
+        n_instruments = small_arg(n_instruments, "n_instruments")
+        max_levels = small_arg(max_levels, "max_levels")
         if not 1 <= n_venues <= MAX_VENUES:
             raise ValueError(f"n_venues must be 1 to {MAX_VENUES}")
         unknown = set(config or {}) - set(DEFAULT_CONFIG)
@@ -124,7 +127,10 @@ class ReferenceRouter:
     # ------------------------------------------------------------ market view
     def set_venue(self, venue, *, dark=None, maker_fee=None, taker_fee=None, maker_cbps=None,
                   taker_cbps=None, latency_ns=None, open=None):
+        venue = small_arg(venue, "venue")
         vn = self.venues[venue]
+        if latency_ns is not None:
+            latency_ns = big_arg(latency_ns, "latency_ns")
         for i in range(self.n_instruments):
             self.set_fees(i, venue, maker_fee=maker_fee, taker_fee=taker_fee,
                           maker_cbps=maker_cbps, taker_cbps=taker_cbps)
@@ -137,23 +143,23 @@ class ReferenceRouter:
 
     def set_fees(self, instrument, venue, *, maker_fee=None, taker_fee=None, maker_cbps=None,
                  taker_cbps=None):
-        f = self.fees[instrument, venue]
+        f = self.fees[small_arg(instrument, "instrument"), small_arg(venue, "venue")]
         for name, value, bound in (("maker_fee", maker_fee, MAX_FEE_PER_LOT),
                                    ("taker_fee", taker_fee, MAX_FEE_PER_LOT),
                                    ("maker_cbps", maker_cbps, MAX_CBPS),
                                    ("taker_cbps", taker_cbps, MAX_CBPS)):
             if value is not None:
-                if not -bound <= value <= bound:
+                if not -bound <= big_arg(value, name) <= bound:
                     raise ValueError(f"{name} must be within +-{bound}")
                 setattr(f, name, value)
 
     def get_fees(self, instrument, venue):
-        f = self.fees[instrument, venue]
+        f = self.fees[small_arg(instrument, "instrument"), small_arg(venue, "venue")]
         return {"maker_fee": f.maker_fee, "taker_fee": f.taker_fee, "maker_cbps": f.maker_cbps,
                 "taker_cbps": f.taker_cbps}
 
     def set_open(self, venue, is_open):
-        self.venues[venue].open = bool(is_open)
+        self.venues[small_arg(venue, "venue")].open = bool(is_open)
 
     def shift_clock(self, delta):
         """The caller's clock stepped by ``delta`` ns: the router's own deadlines move with it."""
@@ -165,7 +171,7 @@ class ReferenceRouter:
                 c.sent_ts += delta
 
     def set_latency(self, venue, latency_ns):
-        self.venues[venue].latency_ns = latency_ns
+        self.set_venue(venue, latency_ns=latency_ns)
 
     @staticmethod
     def _as_levels(side):
@@ -187,6 +193,7 @@ class ReferenceRouter:
         return 0
 
     def update_book(self, instrument, venue, bids=None, asks=None):
+        instrument, venue = small_arg(instrument, "instrument"), small_arg(venue, "venue")
         bids, asks = self._as_levels(bids), self._as_levels(asks)
         code = self._valid(bids, True) or self._valid(asks, False)
         if code:
@@ -205,16 +212,18 @@ class ReferenceRouter:
         return 0
 
     def depth(self, instrument, venue):
-        bids, asks = self.books[instrument, venue]
+        bids, asks = self.books[small_arg(instrument, "instrument"), small_arg(venue, "venue")]
         return list(bids), list(asks)
 
     def book_state(self, instrument, venue):
+        instrument, venue = small_arg(instrument, "instrument"), small_arg(venue, "venue")
         res = [self.res_live.get((instrument, venue, s), 0)
                + self.res_filled.get((instrument, venue, s), 0) for s in (0, 1)]
         return {"stale": (instrument, venue) in self.stale, "reserved_bids": res[0],
                 "reserved_asks": res[1]}
 
     def nbbo(self, instrument):
+        instrument = small_arg(instrument, "instrument")
         bid = bid_qty = ask = ask_qty = 0
         for v, vn in enumerate(self.venues):
             if vn.dark or not vn.open:
@@ -235,7 +244,7 @@ class ReferenceRouter:
         return bid, bid_qty, ask, ask_qty
 
     def on_market_volume(self, instrument, qty):
-        self.volume[instrument] += qty
+        self.volume[small_arg(instrument, "instrument")] += big_arg(qty, "qty")
 
     # ------------------------------------------------------------ venue health
     def _routable(self, v, now):
@@ -266,6 +275,7 @@ class ReferenceRouter:
                 // (vn.passive_sent + prior_lots))
 
     def venue_state(self, venue, now=0):
+        venue, now = small_arg(venue, "venue"), big_arg(now, "now")
         vn = self.venues[venue]
         return {"dark": vn.dark, "open": vn.open, "health": VenueHealth(vn.health),
                 "routable": bool(self._routable(venue, now)), "retry_at": vn.retry_at,

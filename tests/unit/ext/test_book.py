@@ -480,6 +480,24 @@ def test_from_snapshot_and_the_mass_cancels_refuse_a_float():
     assert len(book) == 1
 
 
+@pytest.mark.parametrize("make", [OrderBook, ReferenceBook], ids=["cython", "reference"])
+def test_depth_refuses_a_float_level_count_naming_it(make):
+    """depth(n=2.7) raised "'float' object cannot be interpreted as an integer" and
+    depth(2**64) an OverflowError, naming no argument (review); any int64 is a count."""
+    b = make("X")
+    for k in range(3):
+        assert b.add(k + 1, BUY, 100 - k, 5) == 0
+    for n in (2.7, 2.0, "2", None):
+        with pytest.raises(TypeError, match="^n must be an integer, not "):
+            b.depth(n)
+    for n in (2**64, 2**63, -2**63 - 1):
+        with pytest.raises(ValueError, match=f"^n {n} is out of range"):
+            b.depth(n=n)
+    assert [len(side) for side in b.depth(np.int8(2))] == [2, 0]
+    assert [len(side) for side in b.depth(2**63 - 1)] == [3, 0]
+    assert [len(side) for side in b.depth(-2**63)] == [0, 0]
+
+
 def test_an_enum_float_names_the_field(book):
     for field in ("side", "ord_type", "tif", "stp"):
         args = {"side": BUY, "ord_type": int(OrdType.LIMIT), "tif": int(T.GTC), "stp": -1}

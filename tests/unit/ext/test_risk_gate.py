@@ -7,6 +7,7 @@ conversion would raise). Each runs against the core and the reference.
 """
 import random
 
+import numpy as np
 import pytest
 
 from ext.risk import RiskEngine, SessionGate
@@ -108,20 +109,43 @@ def test_every_int_size_converts_exactly(value):
                           T0) == R.DUPLICATE_CL_ORD_ID
 
 
-def test_conversion_errors_match_cython():
+GATE_FIELDS = ("order_key", "account", "instrument", "side", "ord_type", "qty", "price", "flags",
+               "cl_ord_hash", "now_ns")
+
+
+def test_conversion_errors_name_the_argument():
+    """check_new(..., 2**31, ...) raised "value too large to convert to int32_t" and an
+    int beyond int64 Cython's OverflowError, naming no argument (review). Both entry points
+    now raise small_arg's and big_arg's errors: TypeError for a non-integer, ValueError
+    beyond the argument's C type (int32 for indices, enums and flags, int64 for the rest)."""
     risk = prepared(RiskEngine)
     gate = risk.session_gate("S1")
     args = [1, 0, 0, BUY, LIMIT, 1, 10_000, 0, 5, T0]
-    for index, bad, error in [(0, 2**63, OverflowError), (8, -(2**63) - 1, OverflowError),
-                              (9, 2**70, OverflowError), (1, 2**31, OverflowError),
-                              (3, -(2**31) - 1, OverflowError), (5, 1.0, TypeError),
-                              (6, "10000", TypeError), (7, None, TypeError)]:
+    for index, bad, error in [(0, 2**63, ValueError), (8, -(2**63) - 1, ValueError),
+                              (9, 2**70, ValueError), (1, 2**31, ValueError),
+                              (3, -(2**31) - 1, ValueError), (7, 2**40, ValueError),
+                              (2, 2**64, ValueError), (5, 1.0, TypeError),
+                              (6, "10000", TypeError), (7, None, TypeError),
+                              (4, 1.5, TypeError), (9, float(T0), TypeError)]:
+        field = GATE_FIELDS[index]
+        message = (f"^{field} must be an integer, not " if error is TypeError
+                   else f"^{field} {bad} is out of range")
         call = list(args)
         call[index] = bad
-        with pytest.raises(error):
+        with pytest.raises(error, match=message):
             gate.check_new(*call)
-        with pytest.raises(error):
+        with pytest.raises(error, match=message):
             risk.check_new(call[0], 0, *call[1:])
+    # The session of RiskEngine.check_new, and the first bad argument when two are bad.
+    for session, error, message in [(0.5, TypeError, "^session must be an integer, not float"),
+                                    (2**31, ValueError, f"^session {2**31} is out of range"),
+                                    (2**70, ValueError, f"^session {2**70} is out of range")]:
+        with pytest.raises(error, match=message):
+            risk.check_new(args[0], session, *args[1:])
+    with pytest.raises(TypeError, match="^qty must be"):
+        gate.check_new(1, 0, 0, BUY, LIMIT, 2.5, 10_000, 0, 2**70, T0)
+    with pytest.raises(ValueError, match="^order_key "):
+        risk.check_new(2**64, 2**64, 0, 0, BUY, LIMIT, 1, 10_000, 0, 5, T0)
     with pytest.raises(TypeError):
         gate.check_new(*args[:-1])
     with pytest.raises(TypeError):
@@ -129,3 +153,38 @@ def test_conversion_errors_match_cython():
     assert risk.n_working == 0
     # int subclasses (IntEnum, bool) convert as ints
     assert gate.check_new(2, 0, 0, Side.BUY, OrdType.LIMIT, True, 10_000, 0, 6, T0) == 0
+
+
+def test_the_index_arguments_refuse_a_float_naming_it():
+    """exposure(0.9, 1.9) showed account 0 in instrument 1, set_reference_price(1.5, ...)
+    priced instrument 1 and admit_replace(..., session=0.5) charged session 0: their int32_t
+    parameters took floats through __int__ (review); beyond int32 they raised an
+    OverflowError naming nothing."""
+    risk = prepared(RiskEngine)
+    gate = risk.session_gate("S1")
+    s1 = risk.session_index("S1")
+    assert gate.check_new(1, 0, 0, BUY, LIMIT, 1, 10_000, 0, 5, T0) == 0
+    exposure, account = risk.exposure(0, 0), risk.account_state(0)
+    calls = {
+        "account": [lambda: risk.exposure(0.0, 0), lambda: risk.account_state(0.5)],
+        "instrument": [lambda: risk.exposure(0, 1.9), lambda: risk.set_reference_price(1.5, 9, T0)],
+        "session": [lambda: risk.admit_replace(1, T0, session=0.5),
+                    lambda: risk.record_cl_ord_id(float(s1), 77)],
+        "kind": [lambda: risk.debug_scope(0.0, 0)],
+        "index": [lambda: risk.debug_scope(0, 0.0)],
+    }
+    for field, fns in calls.items():
+        for call in fns:
+            with pytest.raises(TypeError, match=f"^{field} must be an integer, not float"):
+                call()
+    for field, call in (("account", lambda: risk.exposure(2**31, 0)),
+                        ("instrument", lambda: risk.set_reference_price(-2**70, 9, T0)),
+                        ("session", lambda: risk.admit_replace(1, T0, session=2**40)),
+                        ("session", lambda: risk.record_cl_ord_id(2**64, 77)),
+                        ("index", lambda: risk.debug_scope(0, 2**31))):
+        with pytest.raises(ValueError, match=f"^{field} -?[0-9]+ is out of range"):
+            call()
+    # Nothing changed: no token spent, no id recorded, no price set.
+    assert risk.exposure(np.int64(0), np.int8(0)) == exposure and risk.account_state(0) == account
+    assert risk.record_cl_ord_id(np.int32(s1), 77) is False
+    assert risk.debug_scope(0, s1)["keys"] == [1]

@@ -1317,6 +1317,56 @@ def test_a_float_enum_or_index_is_refused_never_truncated(R):
     assert r.parent(1)["qty"] == 5 and not r.drain_actions().size
 
 
+def test_the_market_view_refuses_a_float_index_time_or_fee_naming_it(R):
+    """depth(0, 1.7) showed venue 1, set_venue(1.9, dark=True) made venue 1 dark,
+    venue_state(1.5) and set_venue(0, maker_fee=2.5, latency_ns=5.9) cut their floats: the
+    int and int64 parameters took them through __int__ (review). A value beyond the C type
+    raised an OverflowError naming nothing; now a ValueError names it."""
+    r = R(2, 2)
+    assert r.update_book(0, 1, bids=[(99, 10)], asks=[(101, 10)]) == 0
+    floats = {
+        "instrument": [lambda: r.depth(0.0, 1), lambda: r.book_state(1.5, 0),
+                       lambda: r.nbbo(0.5), lambda: r.update_book(0.2, 0, bids=[(98, 1)]),
+                       lambda: r.set_fees(1.0, 0, maker_fee=1), lambda: r.get_fees(0.0, 0),
+                       lambda: r.on_market_volume(0.9, 5)],
+        "venue": [lambda: r.depth(0, 1.7), lambda: r.set_venue(1.9, dark=True),
+                  lambda: r.venue_state(1.5), lambda: r.set_open(0.5, False),
+                  lambda: r.set_latency(1.2, 7), lambda: r.book_state(0, 1.0),
+                  lambda: r.set_fees(0, 1.5, taker_fee=1)],
+        "now": [lambda: r.venue_state(1, now=2.5)],
+        "qty": [lambda: r.on_market_volume(0, 5.5)],
+        "latency_ns": [lambda: r.set_venue(0, latency_ns=5.9), lambda: r.set_latency(0, 7.5)],
+        "maker_fee": [lambda: r.set_venue(0, maker_fee=2.5)],
+        "taker_cbps": [lambda: r.set_fees(0, 0, taker_cbps=1.7)],
+        "n_venues": [lambda: R(2.0)],
+        "n_instruments": [lambda: R(2, 1.5)],
+        "max_levels": [lambda: R(2, 1, 10.0)],
+    }
+    for field, calls in floats.items():
+        for call in calls:
+            with pytest.raises(TypeError, match=f"^{field} must be an integer, not float"):
+                call()
+    huge = {
+        "instrument": [lambda: r.depth(2**40, 0), lambda: r.nbbo(-2**70)],
+        "venue": [lambda: r.depth(0, 2**32), lambda: r.venue_state(2**70),
+                  lambda: r.set_venue(2**31, dark=True)],
+        "now": [lambda: r.venue_state(0, now=2**63)],
+        "latency_ns": [lambda: r.set_venue(0, latency_ns=2**64)],
+        "maker_fee": [lambda: r.set_fees(0, 0, maker_fee=-2**70)],
+        "n_venues": [lambda: R(2**70)],
+    }
+    for field, calls in huge.items():
+        for call in calls:
+            with pytest.raises(ValueError, match=f"^{field} -?[0-9]+ is out of range"):
+                call()
+    # Nothing changed, and numpy integers and bools are integers.
+    assert r.depth(0, 1) == ([(99, 10)], [(101, 10)]) and r.depth(0, 0) == ([], [])
+    assert not r.venue_state(1)["dark"] and r.venue_state(0)["latency_ns"] == 0
+    assert r.venue_state(np.int8(1), now=np.int64(5))["open"]
+    assert r.get_fees(np.int64(0), True) == r.get_fees(0, 1)
+    assert r.get_fees(0, 0) == {"maker_fee": 0, "taker_fee": 0, "maker_cbps": 0, "taker_cbps": 0}
+
+
 
     """Every reject of a passive child marked the book stale, so an unrelated marketable
     order then found nothing to take there and was canceled (review). Only a post-only

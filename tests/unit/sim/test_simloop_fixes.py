@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 
 from ext.book import OP_ADD, OrderBook
-from ext.simloop import Liquidity, ReportKind as K, StrategyCore
+from ext.simloop import Liquidity, MarketLoop, ReportKind as K, StrategyCore
+from ext.simstrat import PeriodicTakerCore
 from ext.types import CancelReason, RejectReason, StpMode
 from sim.fees import fee_units, units_to_currency
+from sim.market import Market
 from tests.reference.book_reference import ReferenceBook
 from tests.unit.sim.helpers import (
-    BUY, DAY, IOC, LIMIT, MARKET, SELL, US, Recorder, add, quiet_market,
+    BUY, DAY, IOC, LIMIT, MARKET, SELL, SMALL, US, Recorder, add, config, quiet_market,
 )
 
 MAKER, TAKER = int(Liquidity.LIQ_MAKER), int(Liquidity.LIQ_TAKER)
@@ -248,3 +250,79 @@ def test_a_float_order_argument_is_refused_never_truncated():
     assert m.loop.book(b).bbo() == (0, 0, 0, 0) and parent.children == []
     # numpy integers are integers
     assert m.loop.external(b, np.uint8(OP_ADD), np.int64(7), np.int8(SELL), 5000, 5) == 0
+
+
+def test_a_float_index_or_time_is_refused_naming_it():
+    """run_until(2.7) ran to 2, set_session(0.9, ...) set venue 0's hours, depth(b, 2.7)
+    showed 2 levels, wake_at(1.5) woke at 1: the int and int64_t parameters took floats
+    through __int__ (review), and a value beyond them raised an OverflowError that named
+    nothing. Now TypeError and ValueError name the argument, and nothing changes."""
+    m = quiet_market()
+    b, fast = m.book_index("FAST", "AAA"), m.venue_index("FAST")
+    now = m.loop.now
+    parent = StrategyCore(m.loop, 0, BUY, 100)
+    taker = PeriodicTakerCore(m.loop, 0, BUY, 100)
+    floats = {
+        "until": [lambda: m.loop.run_until(now + 1.5)],
+        "venue": [lambda: m.loop.set_session(0.9, now, now + 10), lambda: m.loop.is_open(0.0),
+                  lambda: m.loop.latency(0.5)],
+        "open_ts": [lambda: m.loop.set_session(fast, float(now), now + 10)],
+        "close_ts": [lambda: m.loop.set_session(fast, now, now + 10.5)],
+        "book": [lambda: m.loop.depth(float(b)), lambda: m.loop.bbo(0.5),
+                 lambda: m.loop.fee(0.0, MAKER, 10_000, 5), lambda: m.loop.book(0.0),
+                 lambda: m.loop.dark_waiting(3.0), lambda: m.loop.dark_book(3.0)],
+        "n": [lambda: m.loop.depth(b, 2.7), lambda: m.loop.depth(b, n=2.0)],
+        "instrument": [lambda: m.loop.nbbo(0.0), lambda: m.loop.mid2(0.5),
+                       lambda: m.loop.market_volume(0.0)],
+        "liquidity": [lambda: m.loop.fee(b, 0.5, 10_000, 5)],
+        "price_x2": [lambda: m.loop.fee(b, MAKER, 10_000.5, 5)],
+        "qty": [lambda: m.loop.fee(b, MAKER, 10_000, 5.5)],
+        "child_id": [lambda: m.loop.child(1.0)],
+        "ts": [lambda: m.loop.set_timer(now + 0.5, lambda: None),
+               lambda: parent.wake_at(now + 1.5)],
+        "period": [lambda: parent.wake_every(1.5)],
+        "first": [lambda: parent.wake_every(1_000, first=now + 0.5)],
+        "child_qty": [lambda: taker.configure_taker(2.5, [fast])],
+        "venues": [lambda: taker.configure_taker(5, [float(fast)])],
+        "start_ts": [lambda: MarketLoop([OrderBook("X")], [0], [0], [False], [0], [0], [0], [0],
+                                        m.latency_models[:1], start_ts=1.5)],
+        "sample_ns": [lambda: MarketLoop([OrderBook("X")], [0], [0], [False], [0], [0], [0],
+                                         [0], m.latency_models[:1], sample_ns=1e9)],
+    }
+    for field, calls in floats.items():
+        for call in calls:
+            with pytest.raises(TypeError, match=f"^{field} must be an integer, not float"):
+                call()
+    huge = {
+        "until": [lambda: m.loop.run_until(2**63)],
+        "venue": [lambda: m.loop.set_session(2**32, now, now + 10), lambda: m.loop.is_open(2**70)],
+        "close_ts": [lambda: m.loop.set_session(fast, now, 2**64)],
+        "book": [lambda: m.loop.depth(2**31), lambda: m.loop.book(-2**31 - 1)],
+        "n": [lambda: m.loop.depth(b, 2**64)],
+        "ts": [lambda: parent.wake_at(2**63)],
+        "child_qty": [lambda: taker.configure_taker(2**63, [fast])],
+        "venues": [lambda: taker.configure_taker(5, [2**40])],
+    }
+    for field, calls in huge.items():
+        for call in calls:
+            with pytest.raises(ValueError, match=f"^{field} -?[0-9]+ is out of range"):
+                call()
+    # Nothing ran, nothing was scheduled; numpy integers are integers.
+    assert m.loop.now == now and m.loop.is_open(np.int8(fast))
+    m.loop.external(b, OP_ADD, 7, SELL, 5000, 5)
+    m.loop.external(b, OP_ADD, 8, SELL, 5001, 5)
+    m.loop.run_until(np.int64(now + 1))
+    assert m.loop.now == now + 1
+    assert [len(side) for side in m.loop.depth(np.int16(b), np.int64(1))] == [0, 1]
+    assert [len(side) for side in m.loop.depth(b, 2**63 - 1)] == [0, 2]
+
+
+def test_the_flow_reference_refuses_a_float_instrument():
+    """FlowAssembler.reference(0.5) priced instrument 0 (an int parameter, review)."""
+    m = Market(config(SMALL), flow=True)
+    assembler = m.flow.assembler
+    with pytest.raises(TypeError, match="^instrument must be an integer, not float"):
+        assembler.reference(0.5)
+    with pytest.raises(ValueError, match=f"^instrument {2**40} is out of range"):
+        assembler.reference(2**40)
+    assert assembler.reference(np.int8(0)) == assembler.reference(0) > 0
