@@ -14,18 +14,21 @@ embedded simulator) in its own process:
   inside ``BulkNewOrders`` of 100;
 * in process, before the engine starts: what finding the session to evict
   costs intake when it is full (``intake.max_sessions``) at 10,000 sessions,
-  against the scan of every session it replaced (:func:`scan_evict_one`).
+  against the scan of every session it replaced (:func:`scan_evict_one`); and
+  what one round of the sessions' watchdog costs at 10,000 sessions, against
+  the visit of every session it replaced (:func:`scan_check_sessions`).
 
 Percentiles come from HDR histograms. Each figure is printed beside the floor
 measured in the same run, with the engine's added latency.
 
 Run: ``python benchmarks/bench_e2e.py`` (or ``--quick``; ``--client block`` for a
 client that sleeps between sends instead of spinning, see :func:`open_loop`;
-``--eviction-only`` for the eviction case alone).
+``--eviction-only`` for the in-process cases alone).
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import select
 import subprocess
@@ -41,11 +44,12 @@ from hdrh.histogram import HdrHistogram
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import best_of, emit, machine, table  # noqa: E402
+from benchmarks.common import best_of, emit, machine, table, without_gc  # noqa: E402
 from engine.config import IntakeConfig, SecurityConfig  # noqa: E402
 from engine.intake import Handler, IntakeServer, _Listener  # noqa: E402
-from engine.messages import (BulkNewOrders, ExecType, ExecutionReport, NewOrder, Reject,  # noqa: E402
-                             request_decoder, response_decoder)
+from engine.intake import log as intake_log  # noqa: E402
+from engine.messages import (BulkNewOrders, ExecType, ExecutionReport, Heartbeat, NewOrder,  # noqa: E402
+                             Reject, request_decoder, response_decoder)
 
 TARGET_RATE = 100_000
 TARGET_ADDED_P50_US, TARGET_ADDED_P99_US = 25.0, 60.0
@@ -354,6 +358,117 @@ def session_eviction(n_sessions: int = 10_000, opened: int = 2_000) -> dict:
             "speedup": scan / heap}
 
 
+def scan_check_sessions(server: IntakeServer, now: int) -> None:
+    """The baseline: intake's watchdog round before its heaps of silent sessions, a visit
+    of every session (then the routing-id maps' clean-up, as intake's round does)."""
+    for session in list(server.sessions.values()):
+        silent = now - session.last_recv_ns
+        if not session.timed_out and silent > server._timeout_ns:
+            session.timed_out = True
+            server._note_idle(session)
+            intake_log.log(logging.WARNING if session.connected else logging.INFO,
+                           "intake: session %s silent for %d ms%s", session.session_id,
+                           silent // 1_000_000,
+                           "" if session.connected else " (its connection closed)")
+            try:
+                server.handler.on_session_timeout(session)
+            except Exception:
+                intake_log.exception("intake: on_session_timeout failed for %s",
+                                     session.session_id)
+        if silent > server._retention_ns:
+            server._forget(session, f"session {session.session_id} expired: silent "
+                                    f"for intake.session_retention_s")
+    for listener in server._listeners:
+        superseded = listener.superseded
+        while superseded:
+            route, gone = next(iter(superseded.items()))
+            if now - gone.last_recv_ns <= server._retention_ns:
+                break
+            del superseded[route]
+        departed = listener.departed
+        while departed:
+            route, session = next(iter(departed.items()))
+            if now - session.last_recv_ns <= server._retention_ns and \
+                    server.sessions.get(session.session_id) is session:
+                break
+            del departed[route]
+
+
+def watchdog_rounds(n_sessions: int = 10_000, rounds: int = 48) -> dict:
+    """One watchdog round at ``n_sessions`` (the default timings: heartbeats every second,
+    timeout 3 s, retention 1 h, a round every 250 ms), intake's
+    (``IntakeServer._check_sessions``) against :func:`scan_check_sessions`, each on a
+    server of its own with the same history, µs per round over ``rounds`` rounds.
+
+    Half the sessions are detached and timed out, last heard from over the
+    retention hour (so one expires every few rounds); the other half are
+    connected and send a heartbeat every second, each at its own phase, read by
+    intake's own path between the rounds (not timed), one in a hundred of them
+    going silent during the run (so timing out).
+    """
+    second = 1_000_000_000
+    period = second // 4
+    t0 = 10 * 3600 * second
+    heartbeat = msgspec.msgpack.encode(Heartbeat())
+
+    n_idle = n_sessions // 2
+    n_connected = n_sessions - n_idle
+
+    def run(check) -> tuple[float, list]:
+        server = IntakeServer(IntakeConfig(plaintext_endpoints=["tcp://127.0.0.1:*"],
+                                           allow_plaintext=True, max_sessions=n_sessions,
+                                           max_sessions_per_key=n_sessions, request_rate=0),
+                              SecurityConfig(plaintext_accounts=["*"]), Handler())
+        server._draining = True  # replies stay in the outbox (no loop runs): dropped below
+        listener = _Listener(server, server._make_socket(), curve=False)
+        server._listeners.append(listener)
+        retention = server._retention_ns
+        try:
+            for k in range(n_idle):  # heard from between 1 h and 4 s before t0
+                route = k.to_bytes(4, "big")
+                heard = t0 - retention + 5 * second + k * (retention - 9 * second) // n_idle
+                server._open_session(listener, route, "", now=heard)
+                listener.depart(listener.routes[route], route)
+            by_quarter: list[list[bytes]] = [[], [], [], []]
+            for k in range(n_connected):  # heard from within the second before t0
+                route = (n_idle + k).to_bytes(4, "big")
+                phase = k * second // n_connected
+                server._open_session(listener, route, "", now=t0 - second + phase)
+                if k % 100 != 1:  # (one in a hundred goes silent)
+                    by_quarter[phase * 4 // second].append(route)
+            check(server, t0)  # (the detached ones time out: not timed)
+            elapsed = 0.0
+            for r in range(1, rounds + 1):
+                now = t0 + r * period
+                for route in by_quarter[(r - 1) % 4]:  # a heartbeat read in this quarter second
+                    server._on_frames(listener, [route, heartbeat], "", now - period // 2, 7)
+                server._outbox.clear()
+                start = time.perf_counter()
+                check(server, now)
+                elapsed += time.perf_counter() - start
+            return elapsed / rounds * 1e6, sorted((s._opened, s.timed_out)
+                                                  for s in server.sessions.values())
+        finally:
+            listener.close()
+            server.context.term()
+
+    level = intake_log.level
+    intake_log.setLevel(logging.ERROR)  # (the silent sessions' warnings, on both sides)
+    try:
+        scan = min((without_gc(lambda: run(scan_check_sessions)) for _ in range(3)),
+                   key=lambda r: r[0])
+        heap = min((without_gc(lambda: run(IntakeServer._check_sessions)) for _ in range(3)),
+                   key=lambda r: r[0])
+    finally:
+        intake_log.setLevel(level)
+    assert heap[1] == scan[1], "intake's round and the scan chose differently"
+    expired = n_sessions - len(heap[1])
+    assert expired and sum(timed_out for _, timed_out in heap[1]) == n_idle - expired + 50, \
+        "the history did not time out and expire what it should"
+    return {"sessions": n_sessions, "round_us": heap[0], "scan_round_us": scan[0],
+            "speedup": scan[0] / heap[0]}
+
+
 def pct(h: HdrHistogram, p: float) -> float:
     return float(h.get_value_at_percentile(p)) if h.get_total_count() else float("nan")
 
@@ -365,7 +480,8 @@ def main(argv=None) -> int:
                         help="between sends the client busy-waits (default: sends on time, "
                              "replies read as they land, a core taken) or sleeps on its socket")
     parser.add_argument("--eviction-only", action="store_true",
-                        help="only the in-process case: evicting a session at max_sessions")
+                        help="only the in-process cases: evicting a session at max_sessions, "
+                             "and the sessions' watchdog round")
     args = parser.parse_args(argv)
     eviction = session_eviction()
     eviction_row = [f"{eviction['sessions']:,} sessions", round(eviction["evict_us"], 2),
@@ -377,8 +493,21 @@ def main(argv=None) -> int:
     eviction_title = ("A new session at intake.max_sessions: evicting the longest silent idle "
                       "one (µs per new session), against the old scan of every session")
     eviction_columns = ["held", "intake (heap)", "scan (baseline)", "ratio"]
+    watchdog = watchdog_rounds()
+    watchdog_row = [f"{watchdog['sessions']:,} sessions", round(watchdog["round_us"], 2),
+                    round(watchdog["scan_round_us"], 2), f"{watchdog['speedup']:.0f}x"]
+    eviction_figures.update({
+        "watchdog_sessions": watchdog["sessions"],
+        "watchdog_round_us": round(watchdog["round_us"], 3),
+        "watchdog_scan_round_us": round(watchdog["scan_round_us"], 3),
+        "watchdog_ratio_scan_over_intake": round(watchdog["speedup"], 1)})
+    watchdog_title = ("The sessions' watchdog round (timeouts, retention), half the sessions "
+                      "heartbeating and half detached (µs per round), against the old visit of "
+                      "every session")
+    watchdog_columns = ["held", "intake (sessions due)", "scan (baseline)", "ratio"]
     if args.eviction_only:
         table(eviction_title, eviction_columns, [eviction_row])
+        table(watchdog_title, watchdog_columns, [watchdog_row])
         emit({"benchmark": "e2e", "machine": machine(), **eviction_figures})
         return 0
     spin = args.client == "spin"
@@ -465,6 +594,7 @@ def main(argv=None) -> int:
         ["added p99 at 10,000/s (µs)", t10[1], TARGET_ADDED_P99_US, verdict(t10[1], TARGET_ADDED_P99_US)],
     ])
     table(eviction_title, eviction_columns, [eviction_row])
+    table(watchdog_title, watchdog_columns, [watchdog_row])
     emit(figures)
     return 0
 

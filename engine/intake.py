@@ -474,7 +474,9 @@ class _IdleSessions:
 
     Finding the victim at ``max_sessions`` (or a key's ``max_sessions_per_key``)
     by a scan of every session cost about 200 µs at 10,000 sessions, on the
-    event loop, for every new session while intake is full. This is a heap of
+    event loop, for every new session while intake is full; the watchdog also
+    takes from the engine-wide one the sessions silent past
+    ``session_retention_s`` (:meth:`take_silent_before`). This is a heap of
     ``(last_recv_ns, opened, pushed, session)``, cleaned lazily: the server
     pushes a session each time it becomes idle (its connection goes, the
     watchdog times it out, it is restored detached), and an entry whose
@@ -532,6 +534,18 @@ class _IdleSessions:
                 return heap[0][3]
             heapq.heappop(heap)
         return None
+
+    def take_silent_before(self, before: int) -> list[Session]:
+        """Take out the idle sessions last heard from before ``before``, longest silent
+        first (one may come twice: idle twice at one ``last_recv_ns``). The caller drops
+        them, or notes them idle again (``IntakeServer._note_idle``)."""
+        taken = []
+        heap = self.heap
+        while heap and heap[0][0] < before:
+            entry = heapq.heappop(heap)
+            if self._live(entry):
+                taken.append(entry[3])
+        return taken
 
 
 class _Entitlement:
@@ -827,6 +841,11 @@ class IntakeServer:
         self._idle = _IdleSessions(self.sessions)
         self._idle_by_key: dict[str, _IdleSessions] = {}
         self._sessions_taken = 0
+        # The sessions the watchdog may time out (held, not timed out), in the
+        # order they were last heard from, longest silent first: each message
+        # moves its session to the end, so a round takes the sessions due from
+        # the front instead of visiting every session (see _check_sessions).
+        self._awake: collections.OrderedDict[Session, None] = collections.OrderedDict()
         self._entitlements: dict[str, _Entitlement] = {}
         self._plaintext = _Entitlement(PLAINTEXT_CLIENT, security.plaintext_accounts,
                                        security.plaintext_admin)
@@ -1224,10 +1243,21 @@ class IntakeServer:
             session = self._session_for(listener, route, frames, principal, now)
             if session is None:
                 return
-        session.last_recv_ns = now
+        # Heard from: last in the watchdog's order (_awake). A session intake no
+        # longer holds is not there: a routing id can still lead to one dropped
+        # (its take-over by another key refused, see _open_session).
         if session.timed_out:
             session.timed_out = False
+            session.last_recv_ns = now
+            if self.sessions.get(session.session_id) is session:
+                self._awake[session] = None  # the watchdog's to time out again
             log.info("intake: session %s is back", session.session_id)
+        elif session.last_recv_ns != now:  # (not already heard from in this wake-up)
+            session.last_recv_ns = now
+            try:
+                self._awake.move_to_end(session)
+            except KeyError:
+                pass  # (not held)
         if session._route is None:
             # Heard from but still detached (its routing id was taken over by
             # another key): idle at its new last_recv_ns, which made its entry stale.
@@ -1382,6 +1412,7 @@ class IntakeServer:
         session._opened = self._sessions_taken
         self.sessions[session.session_id] = session
         self._held[session.principal] += 1
+        self._awake[session] = None  # (heard from last: now)
         self.metrics.sessions.set(len(self.sessions))
 
     def _note_idle(self, session: Session) -> None:
@@ -1481,6 +1512,7 @@ class IntakeServer:
     def _forget(self, session: Session, why: str | None = None) -> None:
         """Drop ``session`` for good. ``why``: intake drops it (evicted, expired), and a
         connection it may still have is refused from now on with that reason."""
+        self._awake.pop(session, None)
         if self.sessions.pop(session.session_id, None) is session:
             self._held[session.principal] -= 1
             if not self._held[session.principal]:
@@ -1936,7 +1968,11 @@ class IntakeServer:
             self._supersede(listener, old_route, target, now)
         target._route = route
         target.last_recv_ns = now
-        target.timed_out = False
+        if target.timed_out:
+            target.timed_out = False
+            self._awake[target] = None
+        else:
+            self._awake.move_to_end(target)
         # What a full backlog dropped is the resume's to ask for now (from the
         # client's last seq), not to send again unasked on the new connection.
         target._dropped_from = 0
@@ -1957,8 +1993,29 @@ class IntakeServer:
 
     def _check_sessions(self, now: int) -> None:
         """The watchdog's round at ``now``: time out the silent sessions, drop those silent
-        past ``session_retention_s``, and forget routing ids kept for them."""
-        for session in list(self.sessions.values()):
+        past ``session_retention_s``, and forget routing ids kept for them.
+
+        It visits the sessions due, not every session: those not timed out yet
+        silent past the timeout (or past the retention, were it the shorter),
+        from the front of ``_awake``, and the idle ones silent past the
+        retention, from the top of ``_idle``; any session silent past the
+        retention is one of them, as a session that is not idle has not timed
+        out. Each is visited as a visit of every session did, in the order of
+        ``self.sessions`` (the handler's calls, which the pipeline journals,
+        come in the same order), and leaves where it came from: timed out (idle
+        from then on) or dropped. ``_awake`` is in the order of ``last_recv_ns``
+        as long as that follows the monotonic clock, each message's ``now``.
+        """
+        before = now - min(self._timeout_ns, self._retention_ns)
+        awake, due = self._awake, []
+        for session in awake:
+            if session.last_recv_ns >= before:
+                break
+            due.append(session)
+        for _ in due:
+            awake.popitem(last=False)
+        due += self._idle.take_silent_before(now - self._retention_ns)
+        for _, session in sorted({session._opened: session for session in due}.items()):
             silent = now - session.last_recv_ns
             if not session.timed_out and silent > self._timeout_ns:
                 session.timed_out = True
