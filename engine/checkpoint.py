@@ -39,22 +39,46 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import struct
 import time
 from pathlib import Path
 
-from engine.journal import HASH_SIZE, JournalReader
-from engine.recovery import Replay
+from engine.journal import HASH_SIZE, JournalReader, list_segments
+from engine.recovery import Replay, check_whole
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"KRXCKPT\x00"
-#: The payload's layout (``Replay.save``). A change to what the replay keeps bumps it;
-#: a checkpoint of another format is skipped (the journal is replayed further back).
+#: The file's layout. The payload's (what ``Replay.save`` pickles) is checked apart, by
+#: :data:`LAYOUT`: a checkpoint of another format or layout is skipped (the journal is
+#: replayed from further back).
 FORMAT = 1
 SUFFIX = ".ckpt"
-# magic, format, reserved, seq, record hash, payload length, payload SHA-256
-_HEADER = struct.Struct(f"<8sHHQ{HASH_SIZE}sQ32s")
+# magic, format, reserved, seq, record hash, payload layout, payload length, payload SHA-256
+_HEADER = struct.Struct(f"<8sHHQ{HASH_SIZE}s16sQ32s")
+
+
+def _layout() -> bytes:
+    """A fingerprint of what a checkpoint's payload holds: the fields of every struct it
+    pickles (orders, children, messages), the replay's saved attributes, the order
+    table's and the trade history's. A version of the engine that changes any of them
+    reads no checkpoint of the one before: a field moved or renamed would otherwise
+    land in another, without an error."""
+    import msgspec
+
+    from engine import messages, orders
+    from engine.history import _Account
+    structs = sorted((f"{cls.__module__}.{cls.__qualname__}", cls.__struct_fields__)
+                     for module in (messages, orders) for cls in vars(module).values()
+                     if isinstance(cls, type) and issubclass(cls, msgspec.Struct)
+                     and cls.__module__ == module.__name__)
+    parts = (FORMAT, structs, Replay.SAVED, sorted(vars(orders.OrderTable())), _Account.__slots__)
+    return hashlib.sha256(repr(parts).encode()).digest()[:16]
+
+
+#: This engine's payload layout (:func:`_layout`).
+LAYOUT = _layout()
 #: How long a checkpoint writer waits for the record it was asked to stop at to be
 #: readable (the engine journals a roll and flushes it at once).
 WAIT_FOR_RECORD_S = 60.0
@@ -87,10 +111,11 @@ def list_checkpoints(journal_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 def write(journal_dir: str | os.PathLike, replay: Replay) -> Path:
     """Save ``replay``'s state (after record ``replay.seq``) as a checkpoint; returns its path."""
     payload = replay.save()
-    header = _HEADER.pack(MAGIC, FORMAT, 0, replay.seq, replay.hash, len(payload),
+    header = _HEADER.pack(MAGIC, FORMAT, 0, replay.seq, replay.hash, LAYOUT, len(payload),
                           hashlib.sha256(payload).digest())
     path = checkpoint_path(journal_dir, replay.seq)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # The engine's user's alone: a checkpoint is loaded as pickled Python (see read).
+    path.parent.mkdir(mode=0o700, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -107,34 +132,75 @@ def write(journal_dir: str | os.PathLike, replay: Replay) -> Path:
     return path
 
 
-def read(path: Path) -> tuple[int, bytes, bytes]:
-    """A checkpoint file's (seq, record hash, payload), checked whole.
-
-    Raises
-    ------
-    CheckpointError
-        The file is cut short, damaged (the payload's SHA-256 differs), of
-        another format, or named for another seq than it holds.
-    """
+def _check_private(path: Path) -> None:
+    """Refuse ``path`` unless it is this process's user's own and writable by no one else:
+    a checkpoint is unpickled, which can run code, so only the engine's user may have
+    written it (a symlink is refused: it could point anywhere)."""
     try:
-        data = path.read_bytes()
+        st = os.lstat(path)
     except OSError as exc:
         raise CheckpointError(f"unreadable: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise CheckpointError(f"{path.name} is a symbolic link")
+    if st.st_uid != os.geteuid():
+        raise CheckpointError(f"{path} belongs to uid {st.st_uid}, not to this engine's "
+                              f"user (uid {os.geteuid()})")
+    if st.st_mode & 0o022:
+        raise CheckpointError(f"{path} is writable by others (mode {st.st_mode & 0o777:o})")
+
+
+def _read_header(path: Path, data: bytes | memoryview) -> tuple:
+    """The header fields of a checkpoint file's bytes, checked (not the payload)."""
     if len(data) < _HEADER.size:
         raise CheckpointError(f"cut short: {len(data)} bytes, less than its header")
-    magic, fmt, _, seq, record_hash, length, digest = _HEADER.unpack_from(data)
+    magic, fmt, _, seq, record_hash, layout, length, digest = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise CheckpointError("not a checkpoint file (wrong magic)")
     if fmt != FORMAT:
         raise CheckpointError(f"format {fmt}, this engine reads format {FORMAT}")
     if seq != int(path.stem):
         raise CheckpointError(f"holds the state after record {seq}, not after {int(path.stem)}")
-    payload = data[_HEADER.size:]
+    return seq, record_hash, layout, length, digest
+
+
+def read(path: Path) -> tuple[int, bytes, memoryview]:
+    """A checkpoint file's (seq, record hash, payload), checked whole.
+
+    Raises
+    ------
+    CheckpointError
+        The file or its directory is not the engine's user's own, or writable
+        by others; it is cut short, damaged (the payload's SHA-256 differs),
+        of another format or payload layout (another engine version), or
+        named for another seq than it holds.
+    """
+    _check_private(path.parent)
+    _check_private(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"unreadable: {exc.strerror or exc}") from None
+    seq, record_hash, layout, length, digest = _read_header(path, data)
+    if layout != LAYOUT:
+        raise CheckpointError("written by an engine version whose state layout differs")
+    payload = memoryview(data)[_HEADER.size:]  # (no copy of what may be gigabytes)
     if len(payload) != length:
         raise CheckpointError(f"cut short: {len(payload)} of {length} payload bytes")
     if hashlib.sha256(payload).digest() != digest:
         raise CheckpointError("damaged: its payload's SHA-256 does not match")
     return seq, record_hash, payload
+
+
+def _bound(journal_dir, path: Path) -> bool:
+    """Whether checkpoint ``path`` is bound to a record this journal holds (its header
+    only is read): one that is not (another journal's, or past the journal's end after a
+    torn tail was dropped) can never be used."""
+    try:
+        with open(path, "rb") as f:
+            seq, record_hash = _read_header(path, f.read(_HEADER.size))[:2]
+    except (OSError, CheckpointError):
+        return False
+    return _record_hash(journal_dir, seq) == record_hash
 
 
 def _record_hash(journal_dir, seq: int) -> bytes | None:
@@ -161,6 +227,8 @@ def load_newest(replay: Replay, journal_dir: str | os.PathLike) -> Path | None:
                 replay.load(payload)
             except ValueError as exc:
                 raise CheckpointError(str(exc)) from None
+            finally:
+                del payload  # (the file's bytes, freed before the replay goes on)
         except CheckpointError as exc:
             log.warning("checkpoint %s skipped: %s", path.name, exc)
             continue
@@ -173,9 +241,9 @@ def load_newest(replay: Replay, journal_dir: str | os.PathLike) -> Path | None:
 
 def make(cfg, until_seq: int | None = None, *, wait_s: float = 0.0) -> Path | None:
     """Write the checkpoint after record ``until_seq`` of ``cfg``'s journal (None: its last
-    record), from the newest checkpoint before it; returns its path (None: the journal is
-    empty, or a checkpoint at or past ``until_seq`` exists already). Older checkpoints
-    beyond ``[journal] checkpoints_kept`` are deleted.
+    record), from the newest usable checkpoint before it; returns its path (None: the
+    journal is empty, or a checkpoint of this journal at or past ``until_seq`` exists
+    already). Then :func:`prune` keeps ``[journal] checkpoints_kept``.
 
     ``wait_s``: how long to wait for record ``until_seq`` to be readable (a
     running engine's roll record, flushed as it is written).
@@ -183,13 +251,15 @@ def make(cfg, until_seq: int | None = None, *, wait_s: float = 0.0) -> Path | No
     from engine.intake import client_names
     from engine.service import build_pipeline, build_venues
     journal_dir = cfg.journal.dir
-    existing = list_checkpoints(journal_dir)
-    if until_seq is not None and existing and existing[0][0] >= until_seq:
+    if until_seq is not None and any(seq >= until_seq and _bound(journal_dir, path)
+                                     for seq, path in list_checkpoints(journal_dir)):
         return None
     started = time.monotonic()
     pipeline = build_pipeline(cfg, build_venues(cfg), None)
     replay = Replay(pipeline, cfg.intake.resend_ring_size, client_names(cfg.security))
     load_newest(replay, journal_dir)
+    loaded = replay.seq
+    check_whole(journal_dir, loaded)
     deadline = time.monotonic() + wait_s
     while True:
         replay.run(JournalReader(journal_dir).records(replay.seq + 1), until_seq)
@@ -198,8 +268,8 @@ def make(cfg, until_seq: int | None = None, *, wait_s: float = 0.0) -> Path | No
         time.sleep(0.1)
     if until_seq is not None and replay.seq < until_seq:
         raise CheckpointError(f"the journal has no record {until_seq} (it ends at {replay.seq})")
-    if replay.seq == 0 or (existing and existing[0][0] >= replay.seq):
-        return None
+    if replay.seq == loaded:
+        return None  # (nothing after the one loaded, or an empty journal)
     path = write(journal_dir, replay)
     prune(journal_dir, cfg.journal.checkpoints_kept)
     log.info("checkpoint %s written (after record %d, %d orders) in %.2f s", path.name,
@@ -208,13 +278,35 @@ def make(cfg, until_seq: int | None = None, *, wait_s: float = 0.0) -> Path | No
     return path
 
 
+def archivable_segments(journal_dir: str | os.PathLike) -> list[Path]:
+    """The journal's segments the engine no longer needs to start: those wholly before the
+    record of the oldest checkpoint kept (so that it can stand in for a damaged newest one).
+    None while there is no checkpoint. Gateways and resends may still want them: see
+    *Checkpoints* in docs/engine.md."""
+    kept = list_checkpoints(journal_dir)
+    if not kept:
+        return []
+    oldest = kept[-1][0]
+    segments = list_segments(journal_dir)
+    # (A segment can go once the next one starts at or before that record.)
+    return [path for path, following in zip(segments, segments[1:]) if int(following.stem) <= oldest]
+
+
 def prune(journal_dir: str | os.PathLike, keep: int) -> list[Path]:
-    """Delete all but the ``keep`` newest checkpoints, and temporary files of writers that
-    died (older than an hour); returns what was deleted."""
-    gone = [path for _, path in list_checkpoints(journal_dir)[keep:]]
+    """Delete the checkpoints not bound to this journal (they can never be used, and would
+    count among the newest), all but the ``keep`` newest of the rest, and temporary files of
+    writers that died (older than an hour); returns what was deleted."""
     directory = checkpoint_dir(journal_dir)
+    kept, gone = [], []
+    for _, path in list_checkpoints(journal_dir):
+        (kept if len(kept) < keep and _bound(journal_dir, path) else gone).append(path)
     stale = time.time() - 3600
-    gone += [p for p in directory.glob(f".*{SUFFIX}.*.tmp") if p.stat().st_mtime < stale]
+    for path in directory.glob(f".*{SUFFIX}.*.tmp"):
+        try:
+            if path.stat().st_mtime < stale:
+                gone.append(path)
+        except FileNotFoundError:
+            pass  # (another writer's, renamed meanwhile)
     for path in gone:
         path.unlink(missing_ok=True)
     if gone:

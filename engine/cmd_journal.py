@@ -173,6 +173,11 @@ def _checkpoint(config_path: str | None) -> int:
               "at its last record already")
     else:
         print(f"wrote {path}")
+    archivable = checkpoint.archivable_segments(cfg.journal.dir)
+    if archivable:
+        print(f"the engine no longer needs {len(archivable)} segments to start, "
+              f"{archivable[0].name} to {archivable[-1].name}: they can be archived once "
+              f"every gateway has delivered them (docs/engine.md, Checkpoints)")
     return 0
 
 

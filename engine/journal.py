@@ -321,19 +321,64 @@ def first_segment_header(data_dir: str | os.PathLike) -> tuple[Path, SegmentHead
         return segments[0], parse_segment_header(segments[0], f.read(FILE_HEADER_SIZE))
 
 
+#: The file beside the segments that keeps the journal's identity (journal_identity).
+IDENTITY_FILE = "identity"
+
+
 def journal_identity(data_dir: str | os.PathLike) -> str | None:
-    """Which journal ``data_dir`` holds: its oldest segment's creation time (ns), in hex.
+    """Which journal ``data_dir`` holds: its first segment's creation time (ns), in hex.
 
     Two journals made apart never share it, and it never changes while the
     journal grows, so whatever follows a journal by seq (a gateway's cursor)
     can tell "this journal, further on" from "another journal whose seqs
-    start again at 1". ``None`` while the journal has no readable segment.
+    start again at 1". While the journal begins at seq 1 its first segment's
+    header gives it; the writer also keeps it in the file ``identity`` beside
+    the segments (:func:`keep_identity`), which gives it once the first
+    segments were archived. ``None`` while the journal has no readable
+    segment.
     """
     try:
         first = first_segment_header(data_dir)
     except (OSError, JournalCorruptError):
         return None
-    return None if first is None else f"{first[1].created_ns:016x}"
+    if first is None:
+        return None
+    if first[1].first_seq != 1:
+        try:
+            kept = (Path(data_dir) / IDENTITY_FILE).read_text().strip()
+        except OSError:
+            kept = ""
+        if kept:
+            return kept
+    return f"{first[1].created_ns:016x}"
+
+
+def keep_identity(data_dir: str | os.PathLike) -> None:
+    """Write the journal's identity (its first segment's) to its ``identity`` file while the
+    journal begins at seq 1, so that it outlives that segment. A file left by a journal
+    that was made anew in the directory is replaced; one whose first segments are gone
+    is left as it is."""
+    first = first_segment_header(data_dir)
+    if first is None or first[1].first_seq != 1:
+        return
+    identity = f"{first[1].created_ns:016x}"
+    path = Path(data_dir) / IDENTITY_FILE
+    try:
+        if path.read_text().strip() == identity:
+            return
+    except OSError:
+        pass
+    tmp = path.with_name(IDENTITY_FILE + ".tmp")
+    with open(tmp, "w") as out:
+        out.write(identity + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    fd = os.open(data_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _pack_file_header(first_seq: int, prev_hash: bytes) -> bytes:
@@ -899,6 +944,7 @@ class JournalWriter:
         self._spare_fds: list[int] = []
         try:
             self._open()
+            keep_identity(self.data_dir)
             self._durable_seq = self._written_seq = self._last_seq
             # What is on disk at open is what the journal holds: recovery replays it.
             self._durable_mark = DurableMark(self.data_dir, create=True)

@@ -180,9 +180,10 @@ class Order(msgspec.Struct, gc=False, eq=False):
         self.children = {}
 
     def __reduce__(self):
-        # Pickled (a checkpoint, engine.checkpoint): rebuilt with every field as it was;
-        # a plain Order(*fields) would start its path and children afresh (__post_init__).
-        return _unpickle_order, (msgspec.structs.astuple(self),)
+        # Pickled (a checkpoint, engine.checkpoint): rebuilt with every field as it was,
+        # by name; a plain Order(**fields) would start its path and children afresh
+        # (__post_init__).
+        return _unpickle_order, (msgspec.structs.asdict(self),)
 
     def pull(self, reason: int, text: str) -> None:
         """Mark the order taken down on the engine's own account (``pulled``), its
@@ -252,14 +253,11 @@ class Order(msgspec.Struct, gc=False, eq=False):
         self.advance(_FILLED if self.cum_qty == self.qty else _PARTIALLY_FILLED, now_ns)
 
 
-def _unpickle_order(fields: tuple) -> Order:
+def _unpickle_order(fields: dict) -> Order:
     """An :class:`Order` with ``fields`` as pickled (``Order.__reduce__``)."""
-    order = Order(*fields)
-    order.path, order.children = fields[_PATH], fields[_CHILDREN]
+    order = Order(**fields)
+    order.path, order.children = fields["path"], fields["children"]
     return order
-
-
-_PATH, _CHILDREN = Order.__struct_fields__.index("path"), Order.__struct_fields__.index("children")
 
 
 def half_ticks_to_price(inst: Instrument, price_x2: int) -> str:

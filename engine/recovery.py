@@ -119,21 +119,24 @@ class Recovered(NamedTuple):
                 "kill_switches": len(self.kill_switches), "in_flight": len(self.in_flight)}
 
 
-def _check_whole(journal_dir) -> None:
-    """Refuse a journal whose first segments are gone (archived or deleted from the front).
+def check_whole(journal_dir, covered: int = 0) -> None:
+    """Refuse a journal whose first segments are gone (archived or deleted from the front),
+    unless a checkpoint loaded covers them (``covered``: the record it was taken after).
 
-    The engine's state is the replay of the whole journal (a checkpoint,
-    engine.checkpoint, only saves replaying its beginning again): from a later
-    segment it would miss orders, fills and positions, and take spent
-    cl_ord_ids for free, without a word.
+    The engine's state is the replay of the whole journal: from a later
+    segment without a checkpoint it would miss orders, fills and positions,
+    and take spent cl_ord_ids for free, without a word. A checkpoint holds the
+    replay up to its record, which the journal still has (the checkpoint was
+    only loaded if so): what went before it is not needed.
     """
     first = first_segment_header(journal_dir)
-    if first is not None and first[1].first_seq != 1:
+    if first is not None and first[1].first_seq != 1 and not covered:
         path, header = first
         raise RecoveryError(
             f"the journal begins at seq {header.first_seq} ({path.name}): its first segments "
-            f"were archived or deleted, and the engine rebuilds its state from the whole "
-            f"journal; put them back (journal verify and export still read what is left)")
+            f"were archived or deleted, and no usable checkpoint holds the replay of what "
+            f"they held (see the warnings above, engine.checkpoint); put them back "
+            f"(journal verify and export still read what is left)")
 
 
 def _decode_clipped(data: bytes) -> JournalPayload:
@@ -218,7 +221,7 @@ class Replay:
     """
 
     #: The replay's own state a checkpoint keeps, beside the pipeline's.
-    SAVED = ("seq", "hash", "records", "fills", "max_exec", "last_child", "started",
+    SAVED = ("seq", "hash", "records", "fills", "max_exec", "last_child", "started", "last_roll_ns",
              "new_orders", "last_new", "missing", "kill_requests", "engaged", "requests",
              "unanswered", "cancel_on_disconnect", "references", "valuations", "children",
              "principals", "sent", "marks", "ended", "in_risk", "expiring")
@@ -240,6 +243,7 @@ class Replay:
         self.max_exec = 0
         self.last_child = 0  # the highest child id the journal names
         self.started = False  # the trading day's start was taken (the first record)
+        self.last_roll_ns = 0  # the time of the last JournalDayRoll (0: none yet)
         self.new_orders: dict[tuple[str, str], NewOrder] = {}
         # Each session's last NewOrder or BulkNewOrders, its orders by cl_ord_id: a
         # Reject DUPLICATE_CL_ORD_ID answers one of them (in the same handling).
@@ -327,6 +331,7 @@ class Replay:
                     in_risk.discard(known.session_id)
                     pipeline.session_unjournaled(known.session_id)
                 elif isinstance(known, JournalDayRoll):
+                    self.last_roll_ns = rec.ts_ns
                     risk.reset_daily(rec.ts_ns, "recovery")
                     pipeline.day_started_at(rec.ts_ns, rolled=True)
                     _roll(table, known, new_orders, children, valuations)
@@ -475,7 +480,6 @@ class Replay:
             "replay": {name: getattr(self, name) for name in self.SAVED},
             "orders": pipeline.orders.__dict__,
             "history": pipeline.history._accounts,
-            "risk_config": pipeline.risk.config,
             "risk": pipeline.risk.snapshot(),
             "day": (pipeline._day_entered, pipeline._roll_taken, pipeline._next_roll),
             "trading_day": pipeline.trading_day.settings(),
@@ -483,48 +487,88 @@ class Replay:
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def load(self, data: bytes) -> None:
+    def load(self, data: bytes | memoryview) -> None:
         """Take up the state :meth:`save` gave, on a replay that has read nothing yet.
+
+        Accounts and instruments added to the configuration since are taken in
+        (risk's state is renumbered by name). Nothing is changed when it raises.
 
         Raises
         ------
         ValueError
-            The state does not fit this engine (risk refuses the accounts or
-            instruments it holds); nothing was changed.
+            The state cannot be taken up here: it does not unpickle (another
+            version's), or it holds an account or instrument the configuration
+            no longer has (a replay of the whole journal then decides whether
+            the engine can start without it).
         """
         if self.records:
             raise RuntimeError("a checkpoint loads into a replay that has read nothing")
-        state = pickle.loads(data)
         pipeline = self.pipeline
         risk = pipeline.risk
         blank = risk.snapshot()
-        permissive = risk.config
         try:
-            # Under the limits of the checkpoint's time (its accounts and instruments,
-            # which its state is numbered by), then under today's: a reload keeps
-            # every counter, as a live one does, and takes in an account added since.
-            risk.reload(state["risk_config"], 0, "recovery")
-            risk.restore(state["risk"])
-            risk.reload(permissive, 0, "recovery")
-        except (ValueError, KeyError) as exc:
-            risk.reload(permissive, 0, "recovery")
-            risk.restore(blank)
-            raise ValueError(f"its risk state does not fit this configuration: {exc}") from None
-        for name, value in state["replay"].items():
+            state = pickle.loads(data)
+            replay, orders, history = state["replay"], state["orders"], state["history"]
+            snap = _renumbered(state["risk"], blank)
+            day, schedule, sessions = state["day"], state["trading_day"], state["sessions"]
+        except ValueError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever another version's pickle raises
+            raise ValueError(f"its state cannot be read by this version ({type(exc).__name__}: "
+                             f"{exc})") from None
+        risk.restore(snap)
+        for name, value in replay.items():
             setattr(self, name, value)
         if any(ring.maxlen != self.ring_size for ring in self.sent.values()):
             # (intake.resend_ring_size changed: the rings take the new size)
             self.sent = {sid: collections.deque(ring, maxlen=self.ring_size)
                          for sid, ring in self.sent.items()}
-        pipeline.orders.__dict__.update(state["orders"])
-        pipeline.history._accounts = state["history"]
-        entered, taken, next_roll = state["day"]
-        pipeline._day_entered, pipeline._roll_taken = entered, taken
-        # Under another trading-day schedule the next roll is the new schedule's.
-        pipeline._next_roll = next_roll if state["trading_day"] == \
-            pipeline.trading_day.settings() else pipeline.trading_day.next_roll(entered)
-        for session_id in state["sessions"]:
+        pipeline.orders.__dict__.update(orders)
+        pipeline.history._accounts = history
+        entered, taken, next_roll = day
+        pipeline._day_entered, pipeline._roll_taken, pipeline._next_roll = entered, taken, next_roll
+        if schedule != pipeline.trading_day.settings():
+            # Another trading-day schedule: the roll instants are the new schedule's,
+            # as a replay of the whole journal under it takes them.
+            if self.last_roll_ns:
+                pipeline._roll_taken = pipeline.trading_day.last_roll(self.last_roll_ns)
+            pipeline._next_roll = pipeline.trading_day.next_roll(entered)
+        for session_id in sessions:
             pipeline.session_journaled(session_id)
+
+
+def _renumbered(snap: dict, blank: dict) -> dict:
+    """Risk's ``snapshot()`` ``snap`` numbered as the engine whose fresh snapshot is ``blank``.
+
+    Risk numbers accounts and instruments in the configuration's order: an
+    account or instrument added since moves the others. ``blank`` gives the
+    engine's names, and the state of those ``snap`` does not have. Raises
+    ValueError for a name of ``snap`` the engine does not have.
+    """
+    numbering = []
+    for kind in ("accounts", "instruments"):
+        now = {name: ix for ix, name in enumerate(blank[kind])}
+        gone = [name for name in snap[kind] if name not in now]
+        if gone:
+            raise ValueError(f"it holds {kind[:-1]} {gone[0]!r}, which the configuration no "
+                             f"longer has")
+        numbering.append([now[name] for name in snap[kind]])
+    acct, inst = numbering
+    if snap["accounts"] == blank["accounts"] and snap["instruments"] == blank["instruments"]:
+        return snap
+    out = dict(snap, accounts=blank["accounts"], instruments=blank["instruments"])
+    for key, mapping in (("account_state", acct), ("account_killed", acct),
+                         ("instrument_state", inst)):
+        rows = list(blank[key])
+        for old, row in enumerate(snap[key]):
+            rows[mapping[old]] = row
+        out[key] = rows
+    out["cells"] = [[acct[row[0]], inst[row[1]], *row[2:]] for row in snap["cells"]]
+    out["orders"] = sorted([*row[:2], acct[row[2]], inst[row[3]], *row[4:]]
+                           for row in snap["orders"])
+    out["duplicative"] = sorted([acct[row[0]], inst[row[1]], *row[2:]]
+                                for row in snap["duplicative"])
+    return out
 
 
 def recover(pipeline, journal_dir, ring_size: int = 10_000,
@@ -542,11 +586,11 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     Nothing is sent to any client or venue: once the sessions are restored,
     :func:`resume_working` takes the working orders back to the market.
     """
-    _check_whole(journal_dir)
     replay = Replay(pipeline, ring_size, client_name)
     if checkpoints:
         from engine.checkpoint import load_newest  # (it builds on this module)
         load_newest(replay, journal_dir)
+    check_whole(journal_dir, replay.seq)
     replay.run(JournalReader(journal_dir).records(replay.seq + 1))
     result = replay.finish()
     if replay.records:

@@ -15,6 +15,7 @@ import gc
 import logging
 import threading
 import time
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Callable
 
@@ -141,6 +142,7 @@ class EngineService:
         #: the child writing a checkpoint (engine.checkpoint), and the roll record it was
         #: last started for
         self._checkpointer = None
+        self._checkpoint_start: asyncio.Future | None = None  # (starting it, off the loop)
         self._checkpoint_seq = 0
         self._stopping = False
         self.gateways: list = []
@@ -284,11 +286,15 @@ class EngineService:
             await asyncio.sleep(grace_s)
         for task in (self._ticker, self._gateway_watch):
             await cancel_and_wait(task)
-        if self._checkpointer is not None:
+        if self._checkpoint_start is not None:
+            self._checkpointer = (await asyncio.gather(self._checkpoint_start,
+                                                       return_exceptions=True))[0]
+            self._checkpoint_start = None
+        if isinstance(self._checkpointer, BaseProcess):
             # Its work is a replay the next roll (or a restart) does again: not waited for.
             self._checkpointer.kill()
             self._checkpointer.join(5)
-            self._checkpointer = None
+        self._checkpointer = None
         if self._reviving is not None:
             # A child being started again: let the start finish, so that the
             # gateway's stop below finds the child it has to stop.
@@ -526,20 +532,38 @@ class EngineService:
                         self._reviving = None
 
     def _checkpoint_after_roll(self) -> None:
-        """Start the child that checkpoints the journal at the last roll (``[journal]
-        checkpoint``), unless one is still at work: then the next tick asks again."""
-        child = self._checkpointer
-        if child is not None:
-            if child.is_alive():
-                return
-            if child.exitcode:
-                log.warning("engine: the checkpoint writer exited with %s (its log says why); "
-                            "a restart replays the journal from the previous checkpoint",
-                            child.exitcode)
-            self._checkpointer = None
-        seq = self._checkpoint_seq = self.pipeline.last_roll_seq
-        if self.config.journal.checkpoint:
-            self._checkpointer = checkpoint.start_child(self.config, seq)
+        """Look after the child that checkpoints the journal at the last roll (``[journal]
+        checkpoint``): start it for a roll newer than the last one it was started for, once
+        the one before has ended (then the next tick asks again), and say if one failed.
+
+        Started off the loop (spawn writes the configuration to the child's pipe, which
+        blocks until the child reads it); never raises: a failure to start it is logged,
+        and the next roll tries again, the router's clock going on meanwhile.
+        """
+        try:
+            starting = self._checkpoint_start
+            if starting is not None:
+                if not starting.done():
+                    return
+                self._checkpoint_start = None
+                self._checkpointer = starting.result()
+            child = self._checkpointer
+            if child is not None:
+                if child.is_alive():
+                    return
+                if child.exitcode:
+                    log.warning("engine: the checkpoint writer exited with %s (its log says "
+                                "why); a restart replays the journal from the checkpoint "
+                                "before", child.exitcode)
+                self._checkpointer = None
+            if self.pipeline.last_roll_seq > self._checkpoint_seq:
+                seq = self._checkpoint_seq = self.pipeline.last_roll_seq
+                if self.config.journal.checkpoint:
+                    self._checkpoint_start = self._loop.run_in_executor(
+                        None, checkpoint.start_child, self.config, seq)
+        except Exception as exc:  # noqa: BLE001 - a fork refused (EAGAIN, ENOMEM)...
+            log.warning("engine: could not start the checkpoint writer (%s); the next roll "
+                        "tries again", exc)
 
     async def _tick(self) -> None:
         """Drive the router's clock: schedules, acknowledgement timeouts, reprices.
@@ -558,7 +582,8 @@ class EngineService:
                     self.pipeline.clock_stepped(step)
             wall0, mono0 = now, mono
             wake = self.pipeline.tick(now)
-            if self.pipeline.last_roll_seq > self._checkpoint_seq:
+            if self.pipeline.last_roll_seq > self._checkpoint_seq or self._checkpointer \
+                    or self._checkpoint_start:
                 self._checkpoint_after_roll()
             delay = 0.05 if wake < 0 else min(max((wake - now) / 1e9, 0.001), 0.05)
             await asyncio.sleep(delay)

@@ -62,14 +62,22 @@ def assert_same(got, expected, where="state") -> None:
 
 
 def wait_for_checkpointer(engine, timeout=60.0) -> None:
-    """Until the engine's checkpoint writer (if any) has finished."""
+    """Until the engine has checkpointed its last roll: the writer started for it has
+    finished, successfully."""
+    service = engine.service
+
+    def state():
+        child = service._checkpointer
+        return (service._checkpoint_seq == service.pipeline.last_roll_seq
+                and service._checkpoint_start is None
+                and (child is None or not child.is_alive()), child)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        child = engine.call(lambda: engine.service._checkpointer)
-        if child is None or not child.is_alive():
+        done, child = engine.call(state)
+        if done:
             assert child is None or child.exitcode == 0, child.exitcode
             return
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError("the checkpoint writer did not finish")
 
 
@@ -114,6 +122,8 @@ def traded(tmp_path_factory):
     """A journal with checkpoints after several rolls, and records after the last one."""
     tmp = tmp_path_factory.mktemp("checkpointed")
     path, endpoint = engine_config(tmp)
+    # Small segments: the checkpoint writer reads across rotations, and segments can go.
+    path.write_text(path.read_text().replace('fsync = "none"', 'fsync = "none"\nrotate_bytes = 8192'))
     rng = random.Random(11)
     rolls = 0
     with ThreadedEngine(path) as engine, Client(endpoint) as client:
@@ -137,13 +147,21 @@ def traded(tmp_path_factory):
     return tmp, path, cfg, rolls
 
 
-def copy_without_checkpoints(tmp, src_tmp, cfg):
-    """A copy of the journal with no checkpoints, under an engine config of its own."""
+def copy_journal(tmp, cfg, *, checkpoints=False, edit=lambda text: text):
+    """A copy of the journal (with its checkpoints or not), under an engine config of its
+    own in ``tmp`` (``edit``: what to change in its text)."""
     tmp.mkdir(parents=True, exist_ok=True)
     path, _ = engine_config(tmp)
+    path.write_text(edit(path.read_text()))
     shutil.copytree(cfg.journal.dir, tmp / "journal",
-                    ignore=shutil.ignore_patterns("checkpoints", "*.lock"))
+                    ignore=shutil.ignore_patterns("*.lock", *(() if checkpoints
+                                                              else ("checkpoints",))))
     return path
+
+
+def copy_without_checkpoints(tmp, src_tmp, cfg):
+    """A copy of the journal with no checkpoints, under an engine config of its own."""
+    return copy_journal(tmp, cfg)
 
 
 def recovered_state(monkeypatch, path) -> tuple[dict, list]:
@@ -263,3 +281,86 @@ def test_the_command_line_says_why_it_cannot_checkpoint(tmp_path, capsys):
     assert main(["journal", "checkpoint", "--config", str(path)]) == 1
     assert "kronos-exec journal checkpoint:" in capsys.readouterr().err
     assert checkpoint.list_checkpoints(journal) == []
+
+
+def test_segments_before_the_checkpoints_can_go(traded, tmp_path, monkeypatch):
+    from engine.recovery import RecoveryError
+    tmp, path, cfg, _ = traded
+    expected, _ = recovered_state(monkeypatch, copy_journal(tmp_path / "whole", cfg))
+    archived = tmp_path / "archived"
+    archived_cfg = copy_journal(archived, cfg, checkpoints=True)
+    journal = archived / "journal"
+    segments = checkpoint.archivable_segments(journal)
+    oldest_kept = checkpoint.list_checkpoints(journal)[-1][0]
+    assert len(segments) >= 3 and int(segments[-1].stem) < oldest_kept
+    (tmp_path / "archive").mkdir()
+    for segment in segments:
+        shutil.move(segment, tmp_path / "archive")
+    # The newest checkpoint is damaged: the older one stands in, its record still there.
+    newest = checkpoint.list_checkpoints(journal)[0][1]
+    newest.write_bytes(newest.read_bytes()[:-1])
+    state, loaded = recovered_state(monkeypatch, archived_cfg)
+    assert loaded == [checkpoint.checkpoint_path(journal, oldest_kept)]
+    assert_same(state, expected)
+    # Without a checkpoint the engine refuses the journal rather than start from its middle.
+    shutil.rmtree(checkpoint.checkpoint_dir(journal))
+    with pytest.raises(RecoveryError, match="no usable checkpoint holds the replay"):
+        with ThreadedEngine(archived_cfg):
+            pass
+
+
+def test_an_account_added_since_the_checkpoint_is_taken_in(traded, tmp_path, monkeypatch):
+    # Risk numbers accounts in the configuration's order: one added first moves the others.
+    tmp, path, cfg, _ = traded
+    def add(text):
+        return text.replace("[risk.accounts.DEMO1]", '[risk.accounts.AAA0]\ncash = "1"\n\n'
+                                                      "[risk.accounts.DEMO1]")
+    expected, _ = recovered_state(monkeypatch, copy_journal(tmp_path / "whole", cfg, edit=add))
+    assert expected["risk"]["accounts"][0] == "AAA0"
+    state, loaded = recovered_state(monkeypatch, copy_journal(tmp_path / "added", cfg,
+                                                              checkpoints=True, edit=add))
+    assert loaded[0] is not None
+    assert_same(state, expected)
+
+
+def test_an_account_removed_since_the_checkpoint_is_not_taken_from_it(traded, tmp_path,
+                                                                      monkeypatch, caplog):
+    # DEMO2 has working orders: a replay of the whole journal refuses to start without
+    # it, and so must a restart from a checkpoint (it would route them again).
+    from engine.recovery import RecoveryError
+    tmp, path, cfg, _ = traded
+    def remove(text):
+        return text.replace('[risk.accounts.DEMO2]\ncash = "10000000"\nallow_short = true', "") \
+            .replace('plaintext_accounts = ["DEMO1", "DEMO2"]', 'plaintext_accounts = ["DEMO1"]')
+    removed = copy_journal(tmp_path / "removed", cfg, checkpoints=True, edit=remove)
+    assert "DEMO2" not in removed.read_text()
+    with caplog.at_level("WARNING", logger="engine.checkpoint"), \
+            pytest.raises(RecoveryError, match="account 'DEMO2'"):
+        with ThreadedEngine(removed):
+            pass
+    assert "it holds account 'DEMO2', which the configuration no longer has" in caplog.text
+
+
+def test_a_checkpoint_others_could_write_is_not_loaded(traded, tmp_path, monkeypatch, caplog):
+    # Loading one unpickles it, which can run code: only the engine's user's own.
+    tmp, path, cfg, _ = traded
+    copied = copy_journal(tmp_path / "open", cfg, checkpoints=True)
+    for _, kept in checkpoint.list_checkpoints(tmp_path / "open" / "journal"):
+        kept.chmod(0o666)
+    with caplog.at_level("WARNING", logger="engine.checkpoint"):
+        _, loaded = recovered_state(monkeypatch, copied)
+    assert loaded == [None] and "is writable by others (mode 666)" in caplog.text
+
+
+def test_a_checkpoint_past_the_journal_end_is_pruned_not_kept_as_newest(traded, tmp_path):
+    # A journal replaced under old checkpoints (or a torn tail dropped): theirs name
+    # records this journal does not have. The next write must not be pruned for them.
+    tmp, path, cfg, _ = traded
+    copied = copy_journal(tmp_path / "stale", cfg, checkpoints=True)
+    journal = tmp_path / "stale" / "journal"
+    (seq, newest), _ = checkpoint.list_checkpoints(journal)[:2]
+    for later in (10_000, 20_000):
+        shutil.copy(newest, checkpoint.checkpoint_path(journal, later))
+    written = checkpoint.make(load_config(copied))
+    assert written is not None
+    assert [p for _, p in checkpoint.list_checkpoints(journal)] == [written, newest]
