@@ -198,18 +198,14 @@ def engine_records(orders_n: int) -> list[list[tuple[int, bytes]]]:
     """
     import uvloop
 
-    from benchmarks.profile_pipeline import _config, _ManualClock, _Session, run
     from benchmarks.bench_e2e import orders as encoded_orders
+    from benchmarks.profile_pipeline import _config, run, start_by_hand
     from engine.messages import request_decoder
-    from engine.service import EngineService
 
     async def produce(work: Path) -> Path:
-        service = EngineService(_config(work))
-        await service.start()
-        await service.venues.stop()  # simulated time moves only by hand
-        service.venues.clock = _ManualClock(service.venues.market.now)
+        service, session = await start_by_hand(_config(work))
         decode = request_decoder().decode
-        run(service.pipeline, service.venues, _Session(service.pipeline),
+        run(service.pipeline, service.venues, session,
             [decode(m) for m in encoded_orders(orders_n, "cpu")])
         await service.stop()
         return Path(service.config.journal.dir)

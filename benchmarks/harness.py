@@ -672,6 +672,10 @@ def write_report(results: dict, out_dir: Path, plots: list[str]) -> None:
 _COST_UNITS = frozenset({"us", "ns", "ms", "seconds", "latency"})
 #: Figures that are a run's settings, not its results: no direction.
 _SETTINGS = frozenset({"engine_seconds"})
+#: Ratios of a cost to its baseline's (bench_recovery: a restart's or a checkpoint
+#: write's seconds over the whole replay's), which their names do not say: lower is better.
+_COST_RATIOS = frozenset({"ratio_vs_whole_replay", "checkpoint_write_ratio_vs_whole_replay",
+                          "checkpoint_write_from_nothing_ratio_vs_whole_replay"})
 
 
 def lower_is_better(name: str) -> bool | None:
@@ -683,6 +687,8 @@ def lower_is_better(name: str) -> bool | None:
     leaf = name.rsplit(".", 1)[-1]
     if leaf in _SETTINGS:
         return None
+    if leaf in _COST_RATIOS:
+        return True
     parts = leaf.split("_")
     if leaf.endswith("_per_s"):
         return False

@@ -89,10 +89,32 @@ class _ManualClock:
         return 1.0
 
 
-def _config(work: Path):
+def _config(work: Path, extra_toml: str = ""):
     # bench_e2e's engine, quieter; its endpoint is bound but never used.
-    text = engine_config("tcp://127.0.0.1:0", work).replace('level = "INFO"', 'level = "WARNING"')
+    text = engine_config("tcp://127.0.0.1:0", work, extra_toml).replace('level = "INFO"',
+                                                                         'level = "WARNING"')
     return parse_config(text, base_dir=work, source="profile_pipeline")
+
+
+async def start_by_hand(cfg) -> tuple[EngineService, _Session]:
+    """The real service of ``cfg``, started in-process with its venues' wall-clock pacing
+    stopped (simulated time moves only when :func:`run` or :func:`settle` moves it), and a
+    stand-in session to hand requests from."""
+    service = EngineService(cfg)
+    await service.start()
+    await service.venues.stop()  # no pacing task: simulated time moves only by hand
+    service.venues.clock = _ManualClock(service.venues.market.now)
+    return service, _Session(service.pipeline)
+
+
+def settle(pipe, venues, sim_ns: int) -> None:
+    """Move simulated time ``sim_ns`` on, let the venues answer, pump the router and flush
+    what was journaled and sent: the end of a wake-up."""
+    venues.clock.t += sim_ns
+    venues.catch_up()
+    while pipe._pump_scheduled:
+        pipe._deferred_pump()
+    pipe.flush(lambda: None)
 
 
 def run(pipe, venues, session, requests, batch: int = BATCH) -> None:
@@ -100,11 +122,7 @@ def run(pipe, venues, session, requests, batch: int = BATCH) -> None:
     for k in range(0, len(requests), batch):
         for request in requests[k:k + batch]:
             pipe.handle(session, request)
-        venues.clock.t += SIM_NS_PER_ORDER * batch
-        venues.catch_up()
-        while pipe._pump_scheduled:
-            pipe._deferred_pump()
-        pipe.flush(lambda: None)
+        settle(pipe, venues, SIM_NS_PER_ORDER * batch)
 
 
 def run_intake(intake, listener, venues, pipe, client, frames, batch: int = BATCH) -> None:
@@ -149,15 +167,12 @@ def stub_lifecycle(pipe) -> None:
 
 async def main(n: int, sort: str | None, through_intake: bool = False, batch: int = BATCH,
                stub: bool = False) -> dict:
-    service = EngineService(_config(Path(tempfile.mkdtemp(prefix="kronos-profile-"))))
-    await service.start()
+    service, session = await start_by_hand(
+        _config(Path(tempfile.mkdtemp(prefix="kronos-profile-"))))
     if stub:
         stub_lifecycle(service.pipeline)
-    await service.venues.stop()  # no pacing task: simulated time moves only by hand
     venues, pipe = service.venues, service.pipeline
-    venues.clock = _ManualClock(venues.market.now)
     decode = request_decoder().decode
-    session = _Session(pipe)
     profile = cProfile.Profile() if sort else None
     if through_intake:
         import zmq

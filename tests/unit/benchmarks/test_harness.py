@@ -159,6 +159,10 @@ def test_headline_from_real_keys():
     ("router.decisions_per_s", False), ("risk.ratio_engine_path_vs_reference", False),
     ("e2e.max_single_ratio_vs_floor", False), ("gateways.zmq_vs_baseline", False),
     ("gateways.engine_seconds", None), ("router.decisions_per_run", None), ("book.fills", None),
+    # a restart's seconds over the whole replay's: a cost, though named a ratio
+    ("recovery.ratio_vs_whole_replay", True),
+    ("recovery.checkpoint_write_ratio_vs_whole_replay", True),
+    ("recovery.replay_records_per_s", False),
 ])
 def test_direction_of_each_kind_of_figure(name, lower):
     assert harness.lower_is_better(name) is lower
