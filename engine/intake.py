@@ -1243,9 +1243,9 @@ class IntakeServer:
             session = self._session_for(listener, route, frames, principal, now)
             if session is None:
                 return
-        # Heard from: last in the watchdog's order (_awake). A session intake no
-        # longer holds is not there: a routing id can still lead to one dropped
-        # (its take-over by another key refused, see _open_session).
+        # Heard from: last in the watchdog's order (_awake). (Every session found
+        # here is held: a routing id leads only to a session attached to it, and
+        # _forget takes it out with the session; the checks below are defensive.)
         if session.timed_out:
             session.timed_out = False
             session.last_recv_ns = now
@@ -1259,8 +1259,8 @@ class IntakeServer:
             except KeyError:
                 pass  # (not held)
         if session._route is None:
-            # Heard from but still detached (its routing id was taken over by
-            # another key): idle at its new last_recv_ns, which made its entry stale.
+            # (Defensive, as above.) Heard from but detached: idle at its new
+            # last_recv_ns, which made its entry stale.
             self._note_idle(session)
         if len(frames) != 2:
             if self._may_answer(listener, route, session, now, None):
@@ -1350,9 +1350,15 @@ class IntakeServer:
         previous = listener.routes.get(route)
         if previous is not None:
             # Another key now speaks on this routing id: never let it act
-            # for the session it found there.
+            # for the session it found there. The routing id leaves the session
+            # with its connection, whether or not a session opens for that key
+            # below: refused (at a limit), it led on to the detached session,
+            # which went on handling the first key's frames from there after
+            # intake dropped it (journaled under a session the journal says
+            # ended, its replies sent to nobody, its entitlements never updated).
             log.warning("intake: routing id of session %s taken over by another key; detached",
                         previous.session_id)
+            del listener.routes[route]
             previous._route = None
             self._note_idle(previous)
         ent = self._entitlement_of(principal, listener.curve)

@@ -269,19 +269,23 @@ def make_server():
         s.close()
 
 
-def test_a_message_to_a_session_intake_dropped_leaves_the_watchdog_alone(twins):
-    """A routing id can still lead to a session intake dropped (another key's take-over of
-    it refused at that key's limit leaves it there): its messages neither fail nor bring it
-    back among the sessions the watchdog times out."""
+def test_a_routing_id_whose_take_over_was_refused_leads_to_no_dropped_session(twins):
+    """Another key's take-over of a routing id, refused at that key's limit, detaches the
+    session it found there and leaves the id leading nowhere: once intake drops that
+    session (silent past the retention), its key's next frames on the id open a session of
+    their own, held and timed out by the watchdog as any. (The id used to lead on to the
+    dropped session, which handled them.)"""
     mine, scan = twins(max_sessions=10, max_sessions_per_key=1, session_retention_s=1)
     for t in (mine, scan):
         a = t.frame(b"a", now=1_000, principal="K1")
         t.frame(b"b", now=1_000, principal="K2")
-        assert t.frame(b"a", now=2_000, principal="K2") is a  # refused: K2 holds one, busy
-        assert not a.connected and t.listener.routes[b"a"] is a
+        assert t.frame(b"a", now=2_000, principal="K2") is None  # refused: K2 holds one, busy
+        assert not a.connected and b"a" not in t.listener.routes
         t.round(1_000 + 1_000_000_000 + 1)  # both silent past the retention
         assert a.session_id not in t.server.sessions
-        t.frame(b"a", now=1_000 + 1_000_000_000 + 2, principal="K1")
-        t.frame(b"a", now=1_000 + 1_000_000_000 + 3, principal="K1")
+        again = t.frame(b"a", now=1_000 + 1_000_000_000 + 2, principal="K1")
+        assert again is not None and again is not a and again.connected
+        assert t.server.sessions[again.session_id] is again
+        assert t.frame(b"a", now=1_000 + 1_000_000_000 + 3, principal="K1") is again
     assert mine.state() == scan.state()
     assert_awake_in_order(mine.server)
