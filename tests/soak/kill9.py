@@ -2,7 +2,7 @@
 restarted on its journal, and what a client and the platform were told checked after each.
 
     .venv/bin/python -m tests.soak.kill9 [--rounds 8] [--seed 1] [--clients 2] [--fsync group]
-                                         [--gateways] [--outages]
+                                         [--gateways] [--outages] [--checkpoints]
 
 Not part of the test suite (it runs for minutes, on the simulator's random flow): a check
 to run before a release, or after a change to the journal, recovery, intake or the client.
@@ -33,7 +33,12 @@ names) are short and deterministic; this one runs long and mixes everything at o
 * with ``--outages`` (implies ``--gateways``): the gateways reach PostgreSQL and NATS
   through TCP proxies the soak cuts and restores at random moments, independently of the
   kill -9s (a destination may be down across a restart), so that each gateway catches up
-  from the journal after outages and restarts alike; the same end check.
+  from the journal after outages and restarts alike; the same end check;
+* with ``--checkpoints``: in each round, at a random moment of the load, ``kronos-exec
+  journal checkpoint`` checkpoints the journal the running engine is writing (at its last
+  record then), so that later restarts start from a checkpoint and replay only the
+  journal after it (engine.checkpoint); the checks above are the same, and the engine's
+  log must show the restarts loading them.
 
 Prints one line per round and the problems found; the last line is a JSON object of its
 figures (``problems`` 0 is a pass). Exit status 1 if any problem was found.
@@ -49,6 +54,7 @@ import random
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -496,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
                              "each delivered")
     parser.add_argument("--outages", action="store_true",
                         help="--gateways, their destinations cut at random moments")
+    parser.add_argument("--checkpoints", action="store_true",
+                        help="checkpoint the running engine's journal at a random moment of "
+                             "each round (kronos-exec journal checkpoint)")
     args = parser.parse_args(argv)
     args.gateways = args.gateways or args.outages
     rng = random.Random(args.seed)
@@ -515,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
                        for k in range(1, args.clients)]
     started = time.monotonic()
     figures = {}
+    checkpointing, checkpoints = None, 0
     try:
         for rnd in range(args.rounds + 1):
             engine = start_subprocess(config, work / "engine.log")
@@ -529,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
                     history = check_state(soaks)  # final: nothing works any more
                     break
                 kill_at, k = time.monotonic() + rng.uniform(1, 5), 0
+                checkpoint_at = time.monotonic() + rng.uniform(0, 3) if args.checkpoints \
+                    else float("inf")
                 if outages:
                     outages.plan(time.monotonic(), kill_at)
                 while time.monotonic() < kill_at:
@@ -537,8 +549,22 @@ def main(argv: list[str] | None = None) -> int:
                     k += 1
                     if outages:
                         outages.tick(time.monotonic())
+                    if time.monotonic() >= checkpoint_at:
+                        checkpoint_at = float("inf")
+                        checkpointing = subprocess.Popen(
+                            [sys.executable, "-m", "engine.cli", "journal", "checkpoint",
+                             "--config", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
                 os.kill(engine.pid, signal.SIGKILL)
                 engine.wait(10)
+                if checkpointing is not None:
+                    # (It outlives the engine it read: done before the restart, which loads it.)
+                    out = checkpointing.communicate(timeout=120)[0].decode()
+                    if checkpointing.returncode:
+                        first.bad(f"journal checkpoint exited {checkpointing.returncode}: "
+                                  f"{out.strip()[-500:]}")
+                    checkpoints += out.startswith("wrote ")
+                    checkpointing = None
             finally:
                 if engine.poll() is None:
                     engine.send_signal(signal.SIGTERM)
@@ -569,10 +595,18 @@ def main(argv: list[str] | None = None) -> int:
             figures["outages"] = outages.cuts
             figures["gateway_warnings"] = sum(1 for line in log
                                               if "WARNING" in line and "gateway" in line)
+        if args.checkpoints:
+            figures["checkpoints"] = checkpoints
+            figures["checkpoint_loads"] = sum("loaded checkpoint" in line for line in log)
+            if checkpoints and not figures["checkpoint_loads"]:
+                first.bad("no restart loaded a checkpoint")
         errors = [line for line in log if re.search(r"\bERROR\b|Traceback", line)]
         for line in errors[:10]:
             first.bad(f"engine log: {line}")
     finally:
+        if checkpointing is not None:
+            checkpointing.kill()
+            checkpointing.wait()
         for soak in soaks:
             soak.client.close()
         if outages:
