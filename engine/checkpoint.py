@@ -44,7 +44,7 @@ import struct
 import time
 from pathlib import Path
 
-from engine.journal import HASH_SIZE, JournalReader, list_segments
+from engine.journal import HASH_SIZE, IDENTITY_FILE, JournalReader, keep_identity, list_segments
 from engine.recovery import Replay, check_whole
 
 log = logging.getLogger(__name__)
@@ -268,10 +268,19 @@ def make(cfg, until_seq: int | None = None, *, wait_s: float = 0.0) -> Path | No
         time.sleep(0.1)
     if until_seq is not None and replay.seq < until_seq:
         raise CheckpointError(f"the journal has no record {until_seq} (it ends at {replay.seq})")
+    if replay.missing:
+        # Saved, it would stop every restart that loads it; the engine itself would refuse
+        # this journal under this configuration (a configuration other than the engine's?).
+        (what, name), n = next(iter(replay.missing.items()))
+        raise CheckpointError(f"the journal holds {n} accepted orders of {what} {name!r}, "
+                              f"which this configuration does not have: not the engine's?")
     if replay.seq == loaded:
         return None  # (nothing after the one loaded, or an empty journal)
     path = write(journal_dir, replay)
     prune(journal_dir, cfg.journal.checkpoints_kept)
+    # (A journal an older engine wrote has no identity file yet: written while the journal
+    # still begins at seq 1, before any segment is archived; see archivable_segments.)
+    keep_identity(journal_dir)
     log.info("checkpoint %s written (after record %d, %d orders) in %.2f s", path.name,
              replay.seq, len(pipeline.orders), time.monotonic() - started,
              extra={"checkpoint_seq": replay.seq})
@@ -281,10 +290,12 @@ def make(cfg, until_seq: int | None = None, *, wait_s: float = 0.0) -> Path | No
 def archivable_segments(journal_dir: str | os.PathLike) -> list[Path]:
     """The journal's segments the engine no longer needs to start: those wholly before the
     record of the oldest checkpoint kept (so that it can stand in for a damaged newest one).
-    None while there is no checkpoint. Gateways and resends may still want them: see
+    None while there is no checkpoint, or no ``identity`` file (engine.journal.keep_identity). Gateways and resends may still want them: see
     *Checkpoints* in docs/engine.md."""
     kept = list_checkpoints(journal_dir)
-    if not kept:
+    if not kept or not (Path(journal_dir) / IDENTITY_FILE).exists():
+        # (Without the identity file, the first segment names the journal: archived, the
+        # gateways would take the journal for another one.)
         return []
     oldest = kept[-1][0]
     segments = list_segments(journal_dir)

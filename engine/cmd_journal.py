@@ -153,8 +153,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _checkpoint(config_path: str | None) -> int:
-    """Exit status 2 for a configuration that cannot be used, 1 when the journal cannot be
-    replayed or the checkpoint written (one line on stderr each), else 0."""
+    """Exit status 2 for a configuration that cannot be used or a journal directory with
+    no journal, 1 when the journal cannot be replayed or the checkpoint written (one line
+    on stderr each), else 0."""
     from engine import checkpoint, service
     from engine.config import ConfigError
     from engine.recovery import RecoveryError
@@ -162,6 +163,10 @@ def _checkpoint(config_path: str | None) -> int:
         cfg, _ = service.load(config_path)
     except (ConfigError, OSError) as exc:
         print(f"kronos-exec journal checkpoint: {exc}", file=sys.stderr)
+        return 2
+    if not list_segments(cfg.journal.dir):
+        print(f"kronos-exec journal checkpoint: no journal in {cfg.journal.dir} (journal.dir "
+              f"of {config_path or 'the embedded default configuration'})", file=sys.stderr)
         return 2
     try:
         path = checkpoint.make(cfg)

@@ -494,15 +494,22 @@ class Replay:
         """Take up the state :meth:`save` gave, on a replay that has read nothing yet.
 
         Accounts and instruments added to the configuration since are taken in
-        (risk's state is renumbered by name). Nothing is changed when it raises.
+        (risk's state is renumbered by name), and one removed that the state
+        holds nothing of is left out.
 
         Raises
         ------
         ValueError
-            The state cannot be taken up here: it does not unpickle (another
-            version's), or it holds an account or instrument the configuration
-            no longer has (a replay of the whole journal then decides whether
-            the engine can start without it).
+            The state cannot be taken up here, and nothing was changed: it
+            does not unpickle (another version's), it holds orders or risk
+            state of an account or instrument the configuration no longer has,
+            or its replay had met accepted orders it could not take (a
+            configuration without their account wrote it); a replay of the
+            whole journal then decides whether the engine can start.
+        RecoveryError
+            Risk refused the state after all checks passed (a defect): the
+            engine does not start on a half-loaded risk engine; moving the
+            checkpoints away replays the whole journal.
         """
         if self.records:
             raise RuntimeError("a checkpoint loads into a replay that has read nothing")
@@ -513,14 +520,34 @@ class Replay:
             with _collector_paused():
                 state = pickle.loads(data)
             replay, orders, history = state["replay"], state["orders"], state["history"]
-            snap = _renumbered(state["risk"], blank)
+            snap, instruments = _renumbered(state["risk"], blank)
             day, schedule, sessions = state["day"], state["trading_day"], state["sessions"]
         except ValueError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever another version's pickle raises
             raise ValueError(f"its state cannot be read by this version ({type(exc).__name__}: "
                              f"{exc})") from None
-        risk.restore(snap)
+        if replay["missing"]:
+            (what, name), n = next(iter(replay["missing"].items()))
+            raise ValueError(f"it was written by a replay that could not take {n} accepted "
+                             f"orders of {what} {name!r} (a configuration without it)")
+        configured = pipeline._venue_account
+        for order in orders["by_id"].values():
+            if order.stage != Stage.REJECTED and (order.account not in configured
+                                                  or order.symbol not in pipeline.instruments):
+                raise ValueError(f"it holds orders of account {order.account!r} or instrument "
+                                 f"{order.symbol!r}, which the configuration no longer has")
+        gone = sorted(orders["accounts_forgotten"] - set(configured))
+        if gone:
+            raise ValueError(f"it holds orders of account {gone[0]!r}, which the configuration "
+                             f"no longer has")
+        try:
+            risk.restore(snap)
+        except Exception as exc:
+            raise RecoveryError(f"risk refused a checkpoint's state ({exc}); move the "
+                                f"checkpoints directory away to replay the whole journal") from exc
+        replay["references"] = {instruments[ix]: price for ix, price
+                                in replay["references"].items() if instruments[ix] is not None}
         for name, value in replay.items():
             setattr(self, name, value)
         if any(ring.maxlen != self.ring_size for ring in self.sent.values()):
@@ -558,38 +585,49 @@ def _collector_paused():
             gc.enable()
 
 
-def _renumbered(snap: dict, blank: dict) -> dict:
-    """Risk's ``snapshot()`` ``snap`` numbered as the engine whose fresh snapshot is ``blank``.
+def _renumbered(snap: dict, blank: dict) -> tuple[dict, list]:
+    """Risk's ``snapshot()`` ``snap`` numbered as the engine whose fresh snapshot is
+    ``blank``, and the instruments' new numbers (old index -> new index, None: gone).
 
     Risk numbers accounts and instruments in the configuration's order: an
     account or instrument added since moves the others. ``blank`` gives the
-    engine's names, and the state of those ``snap`` does not have. Raises
-    ValueError for a name of ``snap`` the engine does not have.
+    engine's names, and the state of those ``snap`` does not have. One the
+    configuration no longer has is left out if ``snap`` holds nothing of it
+    (no order, position, cash flow, duplicative entry); if it does, ValueError.
     """
     numbering = []
     for kind in ("accounts", "instruments"):
         now = {name: ix for ix, name in enumerate(blank[kind])}
-        gone = [name for name in snap[kind] if name not in now]
-        if gone:
-            raise ValueError(f"it holds {kind[:-1]} {gone[0]!r}, which the configuration no "
-                             f"longer has")
-        numbering.append([now[name] for name in snap[kind]])
+        numbering.append([now.get(name) for name in snap[kind]])
     acct, inst = numbering
     if snap["accounts"] == blank["accounts"] and snap["instruments"] == blank["instruments"]:
-        return snap
+        return snap, inst
+    used_acct = {row[0] for row in snap["cells"]} | {row[2] for row in snap["orders"]} \
+        | {row[0] for row in snap["duplicative"]}
+    used_inst = {row[1] for row in snap["cells"]} | {row[3] for row in snap["orders"]} \
+        | {row[1] for row in snap["duplicative"]}
+    for kind, mapping, used, state in (
+            ("account", acct, used_acct, lambda a: any(snap["account_state"][a])
+             or snap["account_killed"][a]),
+            ("instrument", inst, used_inst, lambda i: any(snap["instrument_state"][i]))):
+        for old, new in enumerate(mapping):
+            if new is None and (old in used or state(old)):
+                raise ValueError(f"it holds {kind} {snap[kind + 's'][old]!r}, which the "
+                                 f"configuration no longer has")
     out = dict(snap, accounts=blank["accounts"], instruments=blank["instruments"])
     for key, mapping in (("account_state", acct), ("account_killed", acct),
                          ("instrument_state", inst)):
         rows = list(blank[key])
         for old, row in enumerate(snap[key]):
-            rows[mapping[old]] = row
+            if mapping[old] is not None:
+                rows[mapping[old]] = row
         out[key] = rows
     out["cells"] = [[acct[row[0]], inst[row[1]], *row[2:]] for row in snap["cells"]]
     out["orders"] = sorted([*row[:2], acct[row[2]], inst[row[3]], *row[4:]]
                            for row in snap["orders"])
     out["duplicative"] = sorted([acct[row[0]], inst[row[1]], *row[2:]]
                                 for row in snap["duplicative"])
-    return out
+    return out, inst
 
 
 def recover(pipeline, journal_dir, ring_size: int = 10_000,

@@ -19,6 +19,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Callable
 
+import msgspec
+
 import gateways
 from engine.aio import cancel_and_wait, log_if_it_dies
 from engine import checkpoint
@@ -531,6 +533,17 @@ class EngineService:
                     if self._reviving.done():
                         self._reviving = None
 
+    def _checkpoint_config(self) -> Config:
+        """The configuration the checkpoint writer replays under: the start-up one with the
+        file's ``[risk]`` and ``[security]`` as read now, since a ReloadLimits or a key
+        reload may have taken in accounts or clients the journal now names (the start-up
+        one alone where the file cannot be read)."""
+        try:
+            fresh = self._fresh_config()
+        except (ConfigError, OSError):
+            return self.config
+        return msgspec.structs.replace(self.config, risk=fresh.risk, security=fresh.security)
+
     def _checkpoint_after_roll(self) -> None:
         """Look after the child that checkpoints the journal at the last roll (``[journal]
         checkpoint``): start it for a roll newer than the last one it was started for, once
@@ -560,7 +573,7 @@ class EngineService:
                 seq = self._checkpoint_seq = self.pipeline.last_roll_seq
                 if self.config.journal.checkpoint:
                     self._checkpoint_start = self._loop.run_in_executor(
-                        None, checkpoint.start_child, self.config, seq)
+                        None, checkpoint.start_child, self._checkpoint_config(), seq)
         except Exception as exc:  # noqa: BLE001 - a fork refused (EAGAIN, ENOMEM)...
             log.warning("engine: could not start the checkpoint writer (%s); the next roll "
                         "tries again", exc)

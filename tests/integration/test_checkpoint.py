@@ -281,6 +281,10 @@ def test_the_command_line_says_why_it_cannot_checkpoint(tmp_path, capsys):
     assert main(["journal", "checkpoint", "--config", str(path)]) == 1
     assert "kronos-exec journal checkpoint:" in capsys.readouterr().err
     assert checkpoint.list_checkpoints(journal) == []
+    # No journal where the configuration says: exit 2, as verify says of such a directory.
+    shutil.rmtree(journal)
+    assert main(["journal", "checkpoint", "--config", str(path)]) == 2
+    assert "no journal in" in capsys.readouterr().err
 
 
 def test_segments_before_the_checkpoints_can_go(traded, tmp_path, monkeypatch):
@@ -364,3 +368,65 @@ def test_a_checkpoint_past_the_journal_end_is_pruned_not_kept_as_newest(traded, 
     written = checkpoint.make(load_config(copied))
     assert written is not None
     assert [p for _, p in checkpoint.list_checkpoints(journal)] == [written, newest]
+
+
+def add_account(text: str) -> str:
+    """An engine config with account NEW too (first: the others are numbered anew)."""
+    return text.replace("[risk.accounts.DEMO1]",
+                        '[risk.accounts.NEW]\ncash = "10000000"\n\n[risk.accounts.DEMO1]') \
+        .replace('plaintext_accounts = ["DEMO1", "DEMO2"]',
+                 'plaintext_accounts = ["NEW", "DEMO1", "DEMO2"]')
+
+
+def test_an_account_a_reload_added_is_in_the_engines_checkpoint(tmp_path, monkeypatch):
+    # The checkpoint writer replays under the file as reloaded, not as at start-up: else it
+    # could not take the new account's orders, and its checkpoint would stop the restart.
+    from engine.messages import AdminReply, ReloadLimits
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        path.write_text(add_account(path.read_text()))
+        assert engine.call(engine.service.reload_security)
+        client.send(ReloadLimits(req_id="add"))
+        assert client.recv_until(lambda m: isinstance(m, AdminReply), 5)[-1].ok
+        client.new_order("AAA", "buy", "5", "48.00", account="NEW", cl_ord_id="n1",
+                         time_in_force="gtc")
+        report(client, "n1", ExecType.NEW)
+        engine.call(lambda: engine.service.pipeline.roll_day(time.time_ns()))
+        wait_for_checkpointer(engine)
+    cfg = load_config(path)
+    assert checkpoint.list_checkpoints(cfg.journal.dir)
+    expected, _ = recovered_state(monkeypatch, copy_journal(tmp_path / "whole", cfg,
+                                                            edit=add_account))
+    state, loaded = recovered_state(monkeypatch, path)
+    assert loaded[0] is not None
+    assert_same(state, expected)
+
+
+def test_a_checkpoint_under_a_config_without_an_accounts_orders_is_not_written(traded,
+                                                                               tmp_path,
+                                                                               capsys):
+    # Written, it would stop every restart that loads it; the engine's config has DEMO2.
+    from engine.cli import main
+    tmp, path, cfg, _ = traded
+    copied = copy_journal(tmp_path / "other", cfg, edit=lambda text: text.replace(
+        '[risk.accounts.DEMO2]\ncash = "10000000"\nallow_short = true', "").replace(
+        'plaintext_accounts = ["DEMO1", "DEMO2"]', 'plaintext_accounts = ["DEMO1"]'))
+    assert main(["journal", "checkpoint", "--config", str(copied)]) == 1
+    assert "accepted orders of account 'DEMO2'" in capsys.readouterr().err
+    assert checkpoint.list_checkpoints(tmp_path / "other" / "journal") == []
+
+
+def test_an_account_without_orders_removed_since_the_checkpoint_is_left_out(traded, tmp_path,
+                                                                            monkeypatch):
+    # A checkpoint written under a config with a spare account is still used without it.
+    from engine.cli import main
+    tmp, path, cfg, _ = traded
+    spare = copy_journal(tmp_path / "spare", cfg, edit=add_account)
+    assert main(["journal", "checkpoint", "--config", str(spare)]) == 0
+    plain = spare.with_name("plain.toml")
+    plain.write_text(spare.read_text().replace(
+        '[risk.accounts.NEW]\ncash = "10000000"\n\n', "").replace('"NEW", ', ""))
+    expected, _ = recovered_state(monkeypatch, copy_journal(tmp_path / "whole", cfg))
+    state, loaded = recovered_state(monkeypatch, plain)
+    assert loaded[0] is not None
+    assert_same(state, expected)

@@ -39,3 +39,17 @@ def test_a_journal_made_anew_in_the_directory_has_an_identity_of_its_own(tmp_pat
     write(tmp_path, 5)
     assert journal_identity(tmp_path) not in (None, old)
     assert (tmp_path / IDENTITY_FILE).read_text().strip() == journal_identity(tmp_path)
+
+
+def test_no_segment_is_archivable_before_the_identity_file_exists(tmp_path):
+    # A journal an older engine wrote has none: its first segment names it, and archived,
+    # gateways would take the journal for another one. A checkpoint writes the file.
+    from engine import checkpoint
+    write(tmp_path, 300)
+    (tmp_path / IDENTITY_FILE).unlink()
+    checkpoint.checkpoint_dir(tmp_path).mkdir(mode=0o700)
+    checkpoint.checkpoint_path(tmp_path, 250).write_bytes(b"")
+    assert checkpoint.archivable_segments(tmp_path) == []
+    from engine.journal import keep_identity
+    keep_identity(tmp_path)
+    assert checkpoint.archivable_segments(tmp_path)
