@@ -44,6 +44,7 @@ from hdrh.histogram import HdrHistogram
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tests.reference.intake_reference import scan_check_sessions  # noqa: E402
 from benchmarks.common import best_of, emit, machine, table, without_gc  # noqa: E402
 from engine.config import IntakeConfig, SecurityConfig  # noqa: E402
 from engine.intake import Handler, IntakeServer, _Listener  # noqa: E402
@@ -356,42 +357,6 @@ def session_eviction(n_sessions: int = 10_000, opened: int = 2_000) -> dict:
     heap = min(run(IntakeServer._evict_one) for _ in range(3))
     return {"sessions": n_sessions, "evict_us": heap, "scan_evict_us": scan,
             "speedup": scan / heap}
-
-
-def scan_check_sessions(server: IntakeServer, now: int) -> None:
-    """The baseline: intake's watchdog round before its heaps of silent sessions, a visit
-    of every session (then the routing-id maps' clean-up, as intake's round does)."""
-    for session in list(server.sessions.values()):
-        silent = now - session.last_recv_ns
-        if not session.timed_out and silent > server._timeout_ns:
-            session.timed_out = True
-            server._note_idle(session)
-            intake_log.log(logging.WARNING if session.connected else logging.INFO,
-                           "intake: session %s silent for %d ms%s", session.session_id,
-                           silent // 1_000_000,
-                           "" if session.connected else " (its connection closed)")
-            try:
-                server.handler.on_session_timeout(session)
-            except Exception:
-                intake_log.exception("intake: on_session_timeout failed for %s",
-                                     session.session_id)
-        if silent > server._retention_ns:
-            server._forget(session, f"session {session.session_id} expired: silent "
-                                    f"for intake.session_retention_s")
-    for listener in server._listeners:
-        superseded = listener.superseded
-        while superseded:
-            route, gone = next(iter(superseded.items()))
-            if now - gone.last_recv_ns <= server._retention_ns:
-                break
-            del superseded[route]
-        departed = listener.departed
-        while departed:
-            route, session = next(iter(departed.items()))
-            if now - session.last_recv_ns <= server._retention_ns and \
-                    server.sessions.get(session.session_id) is session:
-                break
-            del departed[route]
 
 
 def watchdog_rounds(n_sessions: int = 10_000, rounds: int = 48) -> dict:

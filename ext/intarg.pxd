@@ -17,6 +17,18 @@ from libc.limits cimport INT_MAX, INT_MIN
 from libc.stdint cimport int64_t
 
 
+cdef inline object _integer(object value, str field):
+    """``value`` if it is an ``int``, else what its ``__index__`` gives; a ``TypeError``
+    naming ``field`` for anything else (a float is never truncated)."""
+    if PyLong_Check(value):
+        return value
+    try:
+        return PyNumber_Index(value)
+    except TypeError:
+        raise TypeError(f"{field} must be an integer, not {type(value).__name__} "
+                        f"({value!r})") from None
+
+
 cdef inline int small_arg(object value, str field) except? -1:
     """``value`` as a C int, for the argument called ``field``.
 
@@ -44,12 +56,7 @@ cdef inline int small_arg(object value, str field) except? -1:
     """
     cdef int overflow = 0
     cdef long v
-    if not PyLong_Check(value):
-        try:
-            value = PyNumber_Index(value)
-        except TypeError:
-            raise TypeError(f"{field} must be an integer, not {type(value).__name__} "
-                            f"({value!r})") from None
+    value = _integer(value, field)
     # AsLongAndOverflow reports a value beyond a C long in ``overflow`` rather than raising
     # OverflowError, so one branch turns every out-of-range value into the same ValueError.
     v = PyLong_AsLongAndOverflow(value, &overflow)
@@ -86,12 +93,7 @@ cdef inline int64_t big_arg(object value, str field) except? -1:
     """
     cdef int overflow = 0
     cdef long long v
-    if not PyLong_Check(value):
-        try:
-            value = PyNumber_Index(value)
-        except TypeError:
-            raise TypeError(f"{field} must be an integer, not {type(value).__name__} "
-                            f"({value!r})") from None
+    value = _integer(value, field)
     v = PyLong_AsLongLongAndOverflow(value, &overflow)
     if overflow:
         raise ValueError(f"{field} {value} is out of range (beyond a 64-bit integer)")

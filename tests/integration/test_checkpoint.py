@@ -23,7 +23,7 @@ from engine.config import load_config
 from engine.journal import JournalReader
 from engine.messages import ExecType
 from tests.integration.engine_harness import ThreadedEngine, engine_config, seen_at_resume
-from tests.integration.test_order_forgetting import report, table_state
+from tests.integration.test_order_forgetting import random_load, report, table_state
 
 
 def whole_state(pipeline, recovered) -> dict:
@@ -79,42 +79,6 @@ def wait_for_checkpointer(engine, timeout=60.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("the checkpoint writer did not finish")
-
-
-def random_load(engine, client, rng, steps, working, used, prefix) -> int:
-    """New orders, fills, cancels, replaces, ids used again, DAY and GTC orders and day
-    rolls between them; returns how many rolls."""
-    pipeline = engine.service.pipeline
-    rolls = 0
-    for i in range(steps):
-        r = rng.random()
-        if r < 0.08:
-            engine.call(lambda: pipeline.roll_day(time.time_ns()))
-            rolls += 1
-            continue
-        cid = f"{prefix}{i}"
-        if r < 0.25 and working:
-            client.cancel(working.pop(rng.randrange(len(working))), account="DEMO1",
-                          cl_ord_id=cid)
-        elif r < 0.4 and working:
-            k = rng.randrange(len(working))
-            client.replace(working[k], account="DEMO1", qty=str(rng.randint(1, 30)),
-                           cl_ord_id=cid)
-            working[k] = cid
-        elif r < 0.5 and used:
-            cid = rng.choice(used)
-            client.new_order("AAA", "buy", "3", "48.00", account="DEMO1", cl_ord_id=cid)
-        elif r < 0.7:
-            client.new_order("AAA", "buy", str(rng.randint(1, 20)), "51.00",
-                             account="DEMO1", cl_ord_id=cid)
-        else:
-            client.new_order("AAA", "buy", str(rng.randint(1, 20)),
-                             f"{rng.randint(4800, 4990) / 100:.2f}", account="DEMO1",
-                             cl_ord_id=cid, time_in_force=rng.choice(["day", "gtc"]))
-            working.append(cid)
-        used.append(cid)
-        client.drain(0.01)
-    return rolls
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,44 @@ def table_state(table) -> dict:
     }
 
 
+def random_load(engine, client, rng, steps, working, used, prefix) -> int:
+    """``steps`` of a random load on DEMO1: new orders (marketable ones fill), cancels and
+    replaces of ``working`` orders, ids of ``used`` sent again (refused while held, a new
+    order once forgotten), resting DAY and GTC orders, and day rolls between them; returns
+    how many rolls."""
+    pipeline = engine.service.pipeline
+    rolls = 0
+    for i in range(steps):
+        r = rng.random()
+        if r < 0.08:
+            engine.call(lambda: pipeline.roll_day(time.time_ns()))
+            rolls += 1
+            continue
+        cid = f"{prefix}{i}"
+        if r < 0.25 and working:
+            client.cancel(working.pop(rng.randrange(len(working))), account="DEMO1",
+                          cl_ord_id=cid)
+        elif r < 0.4 and working:
+            k = rng.randrange(len(working))
+            client.replace(working[k], account="DEMO1", qty=str(rng.randint(1, 30)),
+                           cl_ord_id=cid)
+            working[k] = cid
+        elif r < 0.5 and used:
+            cid = rng.choice(used)
+            client.new_order("AAA", "buy", "3", "48.00", account="DEMO1", cl_ord_id=cid)
+        elif r < 0.7:
+            client.new_order("AAA", "buy", str(rng.randint(1, 20)), "51.00",
+                             account="DEMO1", cl_ord_id=cid)
+        else:
+            client.new_order("AAA", "buy", str(rng.randint(1, 20)),
+                             f"{rng.randint(4800, 4990) / 100:.2f}", account="DEMO1",
+                             cl_ord_id=cid, time_in_force=rng.choice(["day", "gtc"]))
+            working.append(cid)
+        used.append(cid)
+        client.drain(0.01)
+    return rolls
+
+
 def test_done_orders_are_forgotten_at_the_second_roll_live_and_after_a_restart(tmp_path,
                                                                              monkeypatch):
     path, endpoint = engine_config(tmp_path)
@@ -174,37 +212,8 @@ def test_a_restart_forgets_what_the_live_engine_forgot_under_a_random_load(tmp_p
                              locate=True, time_in_force="gtc")
             report(client, cid, ExecType.NEW)
         time.sleep(0.1)
-        working, used, rolls = [], [], 0
-        for i in range(90):
-            r = rng.random()
-            if r < 0.08:
-                engine.call(lambda: pipeline.roll_day(time.time_ns()))
-                rolls += 1
-                continue
-            cid = f"o{i}"
-            if r < 0.25 and working:
-                client.cancel(working.pop(rng.randrange(len(working))), account="DEMO1",
-                              cl_ord_id=cid)
-            elif r < 0.4 and working:
-                k = rng.randrange(len(working))
-                client.replace(working[k], account="DEMO1", qty=str(rng.randint(1, 30)),
-                               cl_ord_id=cid)
-                working[k] = cid
-            elif r < 0.5 and used:
-                # An id used before: refused while held, a new order once forgotten.
-                cid = rng.choice(used)
-                client.new_order("AAA", "buy", "3", "48.00", account="DEMO1", cl_ord_id=cid)
-            elif r < 0.7:
-                client.new_order("AAA", "buy", str(rng.randint(1, 20)), "51.00",
-                                 account="DEMO1", cl_ord_id=cid)
-            else:
-                # (A DAY one expires at the next roll: then done, and forgotten.)
-                client.new_order("AAA", "buy", str(rng.randint(1, 20)),
-                                 f"{rng.randint(4800, 4990) / 100:.2f}", account="DEMO1",
-                                 cl_ord_id=cid, time_in_force=rng.choice(["day", "gtc"]))
-                working.append(cid)
-            used.append(cid)
-            client.drain(0.01)
+        working, used = [], []
+        rolls = random_load(engine, client, rng, 90, working, used, "o")
         client.drain(0.3)
         live = engine.call(lambda: table_state(pipeline.orders))
     assert rolls >= 4 and live["rolls"] == rolls and live["accounts_forgotten"]

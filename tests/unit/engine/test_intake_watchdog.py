@@ -15,7 +15,6 @@ The servers are not started, as in ``test_intake_eviction``; time is the
 ``now`` each step passes, only ever moving forward as the monotonic clock does.
 """
 import collections
-import logging
 import random
 
 import msgspec
@@ -24,44 +23,10 @@ import pytest
 import engine.intake
 from engine.intake import Handler, IntakeServer
 from engine.messages import ResendRequest
+from tests.reference.intake_reference import scan_check_sessions
 from tests.unit.engine.test_intake_eviction import TIMEOUT_MS, Server
 
 MS = 1_000_000
-
-
-def scan_check_sessions(server: IntakeServer, now: int) -> None:
-    """The baseline: the watchdog's round before the heaps, a visit of every session."""
-    for session in list(server.sessions.values()):
-        silent = now - session.last_recv_ns
-        if not session.timed_out and silent > server._timeout_ns:
-            session.timed_out = True
-            server._note_idle(session)
-            engine.intake.log.log(logging.WARNING if session.connected else logging.INFO,
-                                  "intake: session %s silent for %d ms%s", session.session_id,
-                                  silent // 1_000_000,
-                                  "" if session.connected else " (its connection closed)")
-            try:
-                server.handler.on_session_timeout(session)
-            except Exception:
-                engine.intake.log.exception("intake: on_session_timeout failed for %s",
-                                            session.session_id)
-        if silent > server._retention_ns:
-            server._forget(session, f"session {session.session_id} expired: silent "
-                                    f"for intake.session_retention_s")
-    for listener in server._listeners:
-        superseded = listener.superseded
-        while superseded:
-            route, gone = next(iter(superseded.items()))
-            if now - gone.last_recv_ns <= server._retention_ns:
-                break
-            del superseded[route]
-        departed = listener.departed
-        while departed:
-            route, session = next(iter(departed.items()))
-            if now - session.last_recv_ns <= server._retention_ns and \
-                    server.sessions.get(session.session_id) is session:
-                break
-            del departed[route]
 
 
 class Recorder(Handler):
