@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import stat
 import struct
 import time
@@ -79,6 +80,10 @@ def _layout() -> bytes:
 
 #: This engine's payload layout (:func:`_layout`).
 LAYOUT = _layout()
+#: What a checkpoint leaves free on the journal's file system, at least: this share of it,
+#: and no less than RESERVE_BYTES (check_room).
+RESERVE_FRACTION = 0.05
+RESERVE_BYTES = 1 << 30
 #: How long a checkpoint writer waits for the record it was asked to stop at to be
 #: readable (the engine journals a roll and flushes it at once).
 WAIT_FOR_RECORD_S = 60.0
@@ -111,6 +116,7 @@ def list_checkpoints(journal_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 def write(journal_dir: str | os.PathLike, replay: Replay) -> Path:
     """Save ``replay``'s state (after record ``replay.seq``) as a checkpoint; returns its path."""
     payload = replay.save()
+    check_room(journal_dir, len(payload))
     header = _HEADER.pack(MAGIC, FORMAT, 0, replay.seq, replay.hash, LAYOUT, len(payload),
                           hashlib.sha256(payload).digest())
     path = checkpoint_path(journal_dir, replay.seq)
@@ -161,6 +167,20 @@ def _read_header(path: Path, data: bytes | memoryview) -> tuple:
     if seq != int(path.stem):
         raise CheckpointError(f"holds the state after record {seq}, not after {int(path.stem)}")
     return seq, record_hash, layout, length, digest
+
+
+def check_room(journal_dir: str | os.PathLike, size: int) -> None:
+    """Refuse to write ``size`` bytes of checkpoint where the journal would be left less than
+    :data:`RESERVE_FRACTION` of its file system (at least :data:`RESERVE_BYTES`): the
+    journal is on the same disk, and a full disk stops the engine (it fails stop), which a
+    checkpoint must never cause."""
+    usage = shutil.disk_usage(journal_dir)
+    reserve = max(RESERVE_BYTES, int(usage.total * RESERVE_FRACTION))
+    if usage.free - size < reserve:
+        raise CheckpointError(
+            f"not written: {size / 2**20:.0f} MiB would leave {max(usage.free - size, 0) / 2**30:.1f} "
+            f"GiB free on the journal's disk, less than the {reserve / 2**30:.1f} GiB kept for "
+            f"the journal")
 
 
 def read(path: Path) -> tuple[int, bytes, memoryview]:

@@ -394,3 +394,21 @@ def test_an_account_without_orders_removed_since_the_checkpoint_is_left_out(trad
     state, loaded = recovered_state(monkeypatch, plain)
     assert loaded[0] is not None
     assert_same(state, expected)
+
+
+def test_a_checkpoint_that_would_leave_the_journal_short_of_disk_is_not_written(
+        traded, tmp_path, monkeypatch, capsys):
+    # The journal is on the same disk, and a full one stops the engine: the reserve is kept.
+    import collections
+    from engine.cli import main
+    tmp, path, cfg, _ = traded
+    copied = copy_journal(tmp_path / "full", cfg)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                        lambda _: usage(100 << 30, 95 << 30, 5 << 30))
+    assert main(["journal", "checkpoint", "--config", str(copied)]) == 1
+    assert "GiB kept for the journal" in capsys.readouterr().err
+    assert list((tmp_path / "full" / "journal").glob("checkpoints/*")) == []
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                        lambda _: usage(100 << 30, 90 << 30, 10 << 30))
+    assert main(["journal", "checkpoint", "--config", str(copied)]) == 0
