@@ -66,30 +66,11 @@ cdef inline int small_arg(object value, str field) except? -1:
 
 
 cdef inline int64_t big_arg(object value, str field) except? -1:
-    """``value`` as an int64, for the argument called ``field``.
-
-    Parameters
-    ----------
-    value : object
-        An integer: an ``int`` (a ``bool`` is one), a numpy integer, anything
-        with ``__index__``.
-    field : str
-        The argument's name, for the error message.
-
-    Returns
-    -------
-    int64_t
-        The value. Whether it is in the caller's range (a timestamp, a fee) is
-        the caller's rule.
-
-    Raises
-    ------
-    TypeError
-        If ``value`` is not an integer (a float, a Decimal, a string): never
-        truncated.
-    ValueError
-        If it is beyond int64, where Cython's conversion raised an
-        ``OverflowError`` that named no argument.
+    """``value`` as an int64, for the argument called ``field``: as :func:`small_arg`
+    (a ``TypeError`` for a non-integer), but for 64-bit numbers (timestamps, fees,
+    latencies), whose range is the caller's rule; a ``ValueError`` naming ``field``
+    beyond int64, where Cython's conversion raised an ``OverflowError`` that named no
+    argument.
     """
     cdef int overflow = 0
     cdef long long v

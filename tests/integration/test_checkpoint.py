@@ -23,7 +23,8 @@ from engine.config import load_config
 from engine.journal import JournalReader
 from engine.messages import ExecType
 from tests.integration.engine_harness import ThreadedEngine, engine_config, seen_at_resume
-from tests.integration.test_order_forgetting import random_load, report, table_state
+from tests.integration.test_order_forgetting import (random_load, report, rest_market,
+                                                     table_state)
 
 
 def whole_state(pipeline, recovered) -> dict:
@@ -92,10 +93,7 @@ def traded(tmp_path_factory):
     rolls = 0
     with ThreadedEngine(path) as engine, Client(endpoint) as client:
         pipeline = engine.service.pipeline
-        for cid, side, price in (("b0", "buy", "47.00"), ("a0", "sell_short", "51.00")):
-            client.new_order("AAA", side, "5000", price, account="DEMO2", cl_ord_id=cid,
-                             locate=True, time_in_force="gtc")
-            report(client, cid, ExecType.NEW)
+        rest_market(client)
         working, used = [], []
         for block in range(4):
             rolls += random_load(engine, client, rng, 30, working, used, f"o{block}-")

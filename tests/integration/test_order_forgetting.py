@@ -42,6 +42,15 @@ def table_state(table) -> dict:
     }
 
 
+def rest_market(client) -> None:
+    """DEMO2 rests a GTC bid at 47.00 and offer at 51.00, 5,000 each (``b0``, ``a0``): the
+    market the random load's marketable orders (at 51.00) fill against."""
+    for cid, side, price in (("b0", "buy", "47.00"), ("a0", "sell_short", "51.00")):
+        client.new_order("AAA", side, "5000", price, account="DEMO2", cl_ord_id=cid,
+                         locate=True, time_in_force="gtc")
+        report(client, cid, ExecType.NEW)
+
+
 def random_load(engine, client, rng, steps, working, used, prefix) -> int:
     """``steps`` of a random load on DEMO1: new orders (marketable ones fill), cancels and
     replaces of ``working`` orders, ids of ``used`` sent again (refused while held, a new
@@ -207,10 +216,7 @@ def test_a_restart_forgets_what_the_live_engine_forgot_under_a_random_load(tmp_p
     rng = random.Random(7)
     with ThreadedEngine(path) as engine, Client(endpoint) as client:
         pipeline = engine.service.pipeline
-        for cid, side, price in (("b0", "buy", "47.00"), ("a0", "sell_short", "51.00")):
-            client.new_order("AAA", side, "5000", price, account="DEMO2", cl_ord_id=cid,
-                             locate=True, time_in_force="gtc")
-            report(client, cid, ExecType.NEW)
+        rest_market(client)
         time.sleep(0.1)
         working, used = [], []
         rolls = random_load(engine, client, rng, 90, working, used, "o")

@@ -43,17 +43,23 @@ _NO_EVENTS = np.zeros(0, dtype=EVENT_DTYPE)
 _NO_EVENTS.flags.writeable = False
 
 
+def _integer(value, field):
+    """``value`` as ``ext/intarg.pxd``'s ``_integer`` takes it: what ``operator.index``
+    gives, a ``TypeError`` naming ``field`` for anything else (a float)."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{field} must be an integer, not {type(value).__name__} "
+                        f"({value!r})") from None
+
+
 def small_arg(value, field):
     """``value`` as ``ext/intarg.pxd``'s ``small_arg`` takes it: an integer within a C int.
 
     A float raises ``TypeError`` and a value beyond a C int ``ValueError``, both naming
     ``field``; within a C int an unknown enum value is the caller's reject code.
     """
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{field} must be an integer, not {type(value).__name__} "
-                        f"({value!r})") from None
+    value = _integer(value, field)
     if not INT_MIN <= value <= INT_MAX:
         raise ValueError(f"{field} {value} is out of range (not a valid {field})")
     return value
@@ -65,11 +71,7 @@ def big_arg(value, field):
     A float raises ``TypeError`` and a value beyond int64 ``ValueError``, both naming
     ``field``; whether the value is in range for its use is the caller's rule.
     """
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{field} must be an integer, not {type(value).__name__} "
-                        f"({value!r})") from None
+    value = _integer(value, field)
     if not INT64_MIN <= value <= INT64_MAX:
         raise ValueError(f"{field} {value} is out of range (beyond a 64-bit integer)")
     return value
