@@ -410,3 +410,40 @@ def test_a_checkpoint_that_would_leave_the_journal_short_of_disk_is_not_written(
     monkeypatch.setattr(checkpoint.shutil, "disk_usage",
                         lambda _: usage(100 << 30, 90 << 30, 10 << 30))
     assert main(["journal", "checkpoint", "--config", str(copied)]) == 0
+
+
+def test_a_served_engine_checkpoints_at_its_clocks_roll_and_a_kill_9_restart_loads_it(
+        tmp_path):
+    # `kronos-exec serve`, its trading day ending seconds after it starts: the roll
+    # comes from its own clock, its child writes the checkpoint; killed -9, the engine
+    # comes back from that checkpoint with every acknowledged order.
+    import datetime as dt
+    from engine.messages import OrderStatusReply
+    from tests.integration.engine_harness import kill_9, start_subprocess, terminate
+    path, endpoint = engine_config(tmp_path)
+    roll = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=10)  # (started by then)
+    path.write_text(path.read_text() + f'\n[trading_day]\nroll_time = "{roll:%H:%M:%S}"\n')
+    log = tmp_path / "engine.log"
+    engine = start_subprocess(path, log)
+    try:
+        with Client(endpoint) as client:
+            for i in range(20):
+                client.new_order("AAA", "buy", "5", "48.00", account="DEMO1",
+                                 cl_ord_id=f"g{i}", time_in_force="gtc")
+            client.recv_until(lambda m: getattr(m, "cl_ord_id", None) == "g19", 5)
+        journal = tmp_path / "journal"
+        deadline = time.monotonic() + 45
+        while not checkpoint.list_checkpoints(journal) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (seq, written), = checkpoint.list_checkpoints(journal)
+        kill_9(engine)
+        engine = start_subprocess(path, log)
+        with Client(endpoint) as client:
+            client.status("g7", account="DEMO1")
+            assert client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1].found
+    finally:
+        if engine.poll() is None:
+            terminate(engine)
+    text = log.read_text()
+    assert "trading day" in text and f"checkpoint {written.name} written" in text
+    assert f"recovery: loaded checkpoint {written.name}" in text
