@@ -45,7 +45,8 @@ import struct
 import time
 from pathlib import Path
 
-from engine.journal import HASH_SIZE, IDENTITY_FILE, JournalReader, keep_identity, list_segments
+from engine.journal import (HASH_SIZE, IDENTITY_FILE, JournalReader, keep_identity, list_segments,
+                            sync_dir, write_durably)
 from engine.recovery import Replay, check_whole
 
 log = logging.getLogger(__name__)
@@ -122,19 +123,7 @@ def write(journal_dir: str | os.PathLike, replay: Replay) -> Path:
     path = checkpoint_path(journal_dir, replay.seq)
     # The engine's user's alone: a checkpoint is loaded as pickled Python (see read).
     path.parent.mkdir(mode=0o700, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(header)
-            out.write(payload)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _sync_dir(path.parent)
+    write_durably(path, header, payload, mode=0o600)
     return path
 
 
@@ -341,16 +330,9 @@ def prune(journal_dir: str | os.PathLike, keep: int) -> list[Path]:
     for path in gone:
         path.unlink(missing_ok=True)
     if gone:
-        _sync_dir(directory)
+        sync_dir(directory)
     return gone
 
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- the engine's child

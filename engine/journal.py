@@ -368,13 +368,35 @@ def keep_identity(data_dir: str | os.PathLike) -> None:
             return
     except OSError:
         pass
-    tmp = path.with_name(IDENTITY_FILE + ".tmp")
-    with open(tmp, "w") as out:
-        out.write(identity + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    fd = os.open(data_dir, os.O_RDONLY)
+    write_durably(path, f"{identity}\n".encode())
+
+
+def write_durably(path: Path, *parts: bytes | memoryview, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``parts`` written one after the other, whole or not at all.
+
+    Written under a temporary name of this process's (two writers of the same
+    file do not share one), synced, renamed over ``path``, and the directory
+    synced: a crash leaves the old file or the new one, and at worst a
+    ``.<name>.<pid>.tmp`` file (removed here on an error).
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                out.write(part)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    sync_dir(path.parent)
+
+
+def sync_dir(directory: str | os.PathLike) -> None:
+    """``fsync`` a directory: the names created, renamed or removed in it reach the disk."""
+    fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
