@@ -2024,21 +2024,34 @@ class IntakeServer:
         for _, session in sorted({session._opened: session for session in due}.items()):
             silent = now - session.last_recv_ns
             if not session.timed_out and silent > self._timeout_ns:
-                session.timed_out = True
-                self._note_idle(session)
-                # A client that closed its connection is expected to go quiet:
-                # only a silent open connection is worth a warning.
-                log.log(logging.WARNING if session.connected else logging.INFO,
-                        "intake: session %s silent for %d ms%s", session.session_id,
-                        silent // 1_000_000,
-                        "" if session.connected else " (its connection closed)")
-                try:
-                    self.handler.on_session_timeout(session)
-                except Exception:
-                    log.exception("intake: on_session_timeout failed for %s", session.session_id)
+                self._time_out(session, silent)
             if silent > self._retention_ns:
-                self._forget(session, f"session {session.session_id} expired: silent "
-                                      f"for intake.session_retention_s")
+                self._expire(session)
+        self._forget_routes(now)
+
+    def _time_out(self, session: Session, silent: int) -> None:
+        """``session`` has been silent ``silent`` ns, past the heartbeat timeout: idle from
+        now on, logged, and the handler told (cancel-on-disconnect)."""
+        session.timed_out = True
+        self._note_idle(session)
+        # A client that closed its connection is expected to go quiet:
+        # only a silent open connection is worth a warning.
+        log.log(logging.WARNING if session.connected else logging.INFO,
+                "intake: session %s silent for %d ms%s", session.session_id,
+                silent // 1_000_000, "" if session.connected else " (its connection closed)")
+        try:
+            self.handler.on_session_timeout(session)
+        except Exception:
+            log.exception("intake: on_session_timeout failed for %s", session.session_id)
+
+    def _expire(self, session: Session) -> None:
+        """Drop ``session``, silent past ``session_retention_s``."""
+        self._forget(session, f"session {session.session_id} expired: silent "
+                              f"for intake.session_retention_s")
+
+    def _forget_routes(self, now: int) -> None:
+        """Forget the routing ids kept for superseded and departed sessions once they have
+        been silent past ``session_retention_s`` (the end of a watchdog round)."""
         for listener in self._listeners:
             superseded = listener.superseded
             while superseded:

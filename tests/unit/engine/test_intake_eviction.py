@@ -69,16 +69,22 @@ class Server:
                 [scan_victim(server)] + [scan_victim(server, k) for k in keys])
 
 
-@pytest.fixture
-def make():
+def servers(cls):
+    """A fixture's body: yields ``make(**intake)``, which builds a ``cls`` server; each one
+    made is closed at the fixture's end."""
     made = []
 
     def make(**intake):
-        made.append(Server(**intake))
+        made.append(cls(**intake))
         return made[-1]
     yield make
     for s in made:
         s.close()
+
+
+@pytest.fixture
+def make():
+    yield from servers(Server)
 
 
 def test_of_equally_silent_sessions_the_first_taken_in_goes(make):

@@ -22,6 +22,7 @@ import zmq
 from engine.config import ClientKey, IntakeConfig, SecurityConfig
 from engine.intake import Handler, IntakeServer, _Listener
 from engine.messages import Heartbeat, NewOrder, Reject, RejectReason, Side
+from tests.unit.engine.test_intake_eviction import servers
 
 S = 1_000_000_000
 ALICE, BOB = (zmq.curve_keypair()[0].decode() for _ in range(2))
@@ -92,14 +93,7 @@ class CurveServer:
 
 @pytest.fixture
 def make():
-    made = []
-
-    def make(**intake):
-        made.append(CurveServer(**intake))
-        return made[-1]
-    yield make
-    for s in made:
-        s.close()
+    yield from servers(CurveServer)
 
 
 def test_a_refused_take_over_leaves_no_route_to_the_detached_session(make):
