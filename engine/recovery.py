@@ -223,7 +223,7 @@ class Replay:
     """
 
     #: The replay's own state a checkpoint keeps, beside the pipeline's.
-    SAVED = ("seq", "hash", "records", "fills", "max_exec", "last_child", "started", "last_roll_ns",
+    SAVED = ("seq", "hash", "records", "fills", "max_exec", "last_child", "last_roll_ns",
              "new_orders", "last_new", "missing", "kill_requests", "engaged", "requests",
              "unanswered", "cancel_on_disconnect", "references", "valuations", "children",
              "principals", "sent", "marks", "ended", "in_risk", "expiring")
@@ -244,7 +244,6 @@ class Replay:
         self.records = self.fills = 0
         self.max_exec = 0
         self.last_child = 0  # the highest child id the journal names
-        self.started = False  # the trading day's start was taken (the first record)
         self.last_roll_ns = 0  # the time of the last JournalDayRoll (0: none yet)
         self.new_orders: dict[tuple[str, str], NewOrder] = {}
         # Each session's last NewOrder or BulkNewOrders, its orders by cl_ord_id: a
@@ -296,9 +295,8 @@ class Replay:
             self.records = records_read = self.records + 1
             # The trading day as the live engine kept it: entered at the first record and
             # at each roll, and taken from the clock again where the clock went back.
-            if not self.started:
+            if records_read == 1:
                 pipeline.day_started_at(rec.ts_ns)
-                self.started = True
             elif rec.ts_ns < pipeline._day_entered:
                 pipeline.went_back(rec.ts_ns)
             if rec.kind == RecordKind.META:

@@ -595,9 +595,7 @@ class EngineService:
                     self.pipeline.clock_stepped(step)
             wall0, mono0 = now, mono
             wake = self.pipeline.tick(now)
-            if self.pipeline.last_roll_seq > self._checkpoint_seq or self._checkpointer \
-                    or self._checkpoint_start:
-                self._checkpoint_after_roll()
+            self._checkpoint_after_roll()
             delay = 0.05 if wake < 0 else min(max((wake - now) / 1e9, 0.001), 0.05)
             await asyncio.sleep(delay)
 
