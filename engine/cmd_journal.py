@@ -27,6 +27,7 @@ from engine.journal import (
     JournalCorruptError,
     JournalReader,
     RecordKind,
+    clock_back_note,
     is_segment_name,
     list_segments,
     missing_note,
@@ -192,6 +193,8 @@ def _verify(data_dir: Path) -> int:
     if result.torn is not None:
         print(f"torn tail: {result.torn.path.name} @ {result.torn.offset}, "
               f"{result.torn.dropped_bytes} bytes dropped ({result.torn.detail})")
+    if result.clock_back:  # (before a break too: the steps it found up to there)
+        print(f"note: {clock_back_note(result.clock_back)}")
     if result.ok:
         print(f"OK: {result.records} records ({span}) in {result.segments} segment(s); "
               f"chain head {result.last_hash.hex()}")

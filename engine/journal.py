@@ -748,6 +748,22 @@ class VerifyResult(NamedTuple):
     #: the seq a writer under ``none`` had written through, when the journal ends before
     #: it (0 otherwise): a power loss may explain it, and so may records cut off since
     unsynced_mark: int = 0
+    #: where the records' timestamps go back (the wall clock was stepped back), or None
+    clock_back: ClockBack | None = None
+
+
+class ClockBack(NamedTuple):
+    """Where a journal's timestamps go back: records are stamped with the wall clock, and a
+    clock stepped back (not slewed) stamps later records with earlier times.
+
+    Not a break (the chain and the sequence are intact, and replay follows the
+    sequence, not the times), but a time range then selects records from both
+    sides of the step, and a reader of the times should know.
+    """
+
+    steps: int          # records stamped earlier than the record before them
+    largest_ns: int     # the largest step back
+    at_seq: int         # the record stamped ``largest_ns`` before its predecessor
 
 
 def written_mark(data_dir: str | os.PathLike) -> tuple[int, bool]:
@@ -800,11 +816,17 @@ def verify(data_dir: str | os.PathLike) -> VerifyResult:
     reader = JournalReader(data_dir, check_chain=True)
     count, first, last, last_hash = 0, None, None, GENESIS_HASH
     problem = None
+    prev_ts, back_steps, back_largest, back_seq = None, 0, 0, 0
     try:
         for record in reader:
             count += 1
             first = record.seq if first is None else first
             last, last_hash = record.seq, record.hash
+            if prev_ts is not None and record.ts_ns < prev_ts:
+                back_steps += 1
+                if prev_ts - record.ts_ns > back_largest:
+                    back_largest, back_seq = prev_ts - record.ts_ns, record.seq
+            prev_ts = record.ts_ns
     except JournalCorruptError as exc:
         problem = VerifyProblem(exc.path, exc.offset, exc.seq, exc.problem, exc.detail)
     except OSError as exc:
@@ -825,8 +847,18 @@ def verify(data_dir: str | os.PathLike) -> VerifyResult:
         segments = len(list_segments(data_dir))
     except OSError:  # the directory itself cannot be listed: reported above
         segments = 0
+    clock_back = ClockBack(back_steps, back_largest, back_seq) if back_steps else None
     return VerifyResult(problem is None, count, first, last, segments,
-                        problem, reader.torn, last_hash, unsynced)
+                        problem, reader.torn, last_hash, unsynced, clock_back)
+
+
+def clock_back_note(back: ClockBack) -> str:
+    """What ``verify`` says of a journal whose timestamps go back."""
+    return (f"timestamps go back {back.steps} time(s), by up to "
+            f"{back.largest_ns // 10**9}.{back.largest_ns % 10**9 // 1000:06d} s "
+            f"(seq {back.at_seq}): the wall clock was stepped back. Not a break (replay "
+            f"follows the sequence), but a time range (export --start/--end) selects "
+            f"records from both sides of a step")
 
 
 # ---------------------------------------------------------------- writer

@@ -75,3 +75,22 @@ def test_export_refuses_start_after_end_and_a_missing_out_directory(journal, tmp
     assert f"directory {tmp_path / 'nodir'} does not exist" in err and len(err.splitlines()) == 1
     assert main(["journal", "export", "--data-dir", str(journal), "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_verify_says_where_timestamps_go_back(tmp_path, capsys):
+    """A wall clock stepped back stamps later records earlier: not a break (exit 0), but
+    verify names the steps, the largest and where, since a time range then straddles them."""
+    path = tmp_path / "journal"
+    stamps = [T0, T0 + S, T0 + 2 * S, T0 - 8 * S, T0 - 7 * S, T0 - 7 * S - 250_000, T0 + 3 * S]
+    with JournalWriter(path, fsync="none") as j:
+        for ts in stamps:
+            j.append(RecordKind.EVENT, b"\x80", ts_ns=ts)
+    assert main(["journal", "verify", "--data-dir", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "note: timestamps go back 2 time(s), by up to 10.000000 s (seq 4)" in out
+    assert out.splitlines()[-1].startswith("OK: 7 records")
+
+
+def test_verify_of_monotonic_timestamps_says_nothing_of_them(journal, capsys):
+    assert main(["journal", "verify", "--data-dir", str(journal)]) == 0
+    assert "timestamps" not in capsys.readouterr().out
