@@ -185,6 +185,10 @@ def risk_flags(req: NewOrder) -> int:
 #: again only from this far before it (Pipeline.went_back): less is a clock that ran fast
 #: and was corrected, and the roll stands; more undoes a step forward that rolled early.
 ROLL_RETAKE_NS = 3_600 * 10**9
+#: A difference between the wall and monotonic clocks' advance between two looks at the
+#: clock beyond this is a step of the wall clock, not its slewing (ppm): the router's
+#: deadlines move with it (Pipeline.watch_clock).
+CLOCK_STEP_NS = 100_000_000
 
 
 class SessionRef(NamedTuple):
@@ -334,6 +338,7 @@ class Pipeline(Handler):
         #: service checkpoints the journal there (engine.checkpoint)
         self.last_roll_seq = 0
         self.day_started_at(time.time_ns())
+        self.watch_clock(time.time_ns(), first=True)
         # The market's traded lots per instrument as last reported to the router (for POV).
         self._volume_seen = [market.market_volume(symbol)[0] for symbol in self.symbols]
         self._orders_seen = 0
@@ -572,6 +577,8 @@ class Pipeline(Handler):
                held: tuple[HeldReject, ...] = ()) -> None:
         """Journal a request, then process it (see ``engine.intake.Handler``)."""
         now = time.time_ns()
+        if not self._clock_lo <= now < self._clock_hi:
+            self.watch_clock(now)
         if now >= self._next_roll:
             self.roll_day(now)
         self.sessions[session.session_id] = session
@@ -1320,6 +1327,8 @@ class Pipeline(Handler):
     def _venue_report(self, report) -> None:
         """A venue's report about a child order (runs on the loop, from the venues' task)."""
         now = time.time_ns()
+        if not self._clock_lo <= now < self._clock_hi:
+            self.watch_clock(now)
         if now >= self._next_roll:
             self.roll_day(now)
         child_id = self._sim_to_child.get(report.child_id)
@@ -1810,6 +1819,25 @@ class Pipeline(Handler):
         log.info("trading day %s begins: daily risk counters reset; %d done orders forgotten, "
                  "%d held", day, len(forgotten), len(self.orders))
         self._expire_day_orders(now)
+
+    def watch_clock(self, now: int, first: bool = False) -> None:
+        """Look at the wall clock, which reads ``now``, against the monotonic clock since the
+        last look: a step (more than ``CLOCK_STEP_NS`` apart) is :meth:`clock_stepped`.
+
+        The service's tick looks every 50 ms at most. A request or a venue report
+        looks only when its ``now`` is more than ``CLOCK_STEP_NS`` from the last look
+        (one comparison otherwise): without it, a report between a step and the next
+        tick was judged against the router's unshifted deadlines, and a child sent
+        then took its send time from the stepped clock and was shifted once more by
+        the tick.
+        """
+        mono = time.monotonic_ns()
+        if not first:
+            step = (now - self._wall_seen) - (mono - self._mono_seen)
+            if abs(step) > CLOCK_STEP_NS:
+                self.clock_stepped(step)
+        self._wall_seen, self._mono_seen = now, mono
+        self._clock_lo, self._clock_hi = now - CLOCK_STEP_NS, now + CLOCK_STEP_NS
 
     def clock_stepped(self, step: int) -> None:
         """The wall clock was set ``step`` ns forward or back (the service saw it against

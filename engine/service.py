@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 
 #: The embedded default configuration: engine on the simulator, local plaintext.
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.toml"
-#: A difference between the wall and monotonic clocks' advance over one tick (at most
-#: 50 ms apart) beyond this is a step of the wall clock, not its slewing (ppm).
-CLOCK_STEP_NS = 100_000_000
-
 #: ``/healthz`` answers 503 once the event loop has not run the router's tick
 #: (every 50 ms at most) for this long: a loop held up answers no client.
 LOOP_STALL_S = 2.0
@@ -582,18 +578,13 @@ class EngineService:
         """Drive the router's clock: schedules, acknowledgement timeouts, reprices.
 
         The router times with the wall clock, as everything the engine stamps;
-        a step of it between two ticks (more than ``CLOCK_STEP_NS`` off the
-        monotonic clock) moves the router's deadlines with it first.
+        a step of it (``Pipeline.watch_clock``) moves the router's deadlines
+        with it first.
         """
-        wall0 = mono0 = None
         while True:
             self._loop_seen = time.monotonic()
-            now, mono = time.time_ns(), time.monotonic_ns()
-            if wall0 is not None:
-                step = (now - wall0) - (mono - mono0)
-                if abs(step) > CLOCK_STEP_NS:
-                    self.pipeline.clock_stepped(step)
-            wall0, mono0 = now, mono
+            now = time.time_ns()
+            self.pipeline.watch_clock(now)
             wake = self.pipeline.tick(now)
             self._checkpoint_after_roll()
             delay = 0.05 if wake < 0 else min(max((wake - now) / 1e9, 0.001), 0.05)

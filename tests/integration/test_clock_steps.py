@@ -34,3 +34,40 @@ def test_a_step_forward_while_a_child_is_in_flight_is_not_a_timeout(tmp_path, mo
         assert not [m for m in client.drain(0.3) if isinstance(m, ExecutionReport)
                     and m.exec_type == ExecType.CANCELED]
     assert any("wall clock stepped +10.0" in r.getMessage() for r in caplog.records)
+
+
+def test_a_request_between_a_step_and_the_next_tick_sees_the_step_first(tmp_path, monkeypatch):
+    """A request (or a venue report) handled after a step and before the next tick was
+    judged against the router's unshifted deadlines, and a child it sent took its send
+    time from the stepped clock, then was shifted once more by the tick: its venue was
+    given 10 s more to answer. The request looks at the clock first (Pipeline.watch_clock)."""
+    from engine.messages import NewOrder, Side
+    path, endpoint = engine_config(tmp_path, sim=slow_sim(tmp_path, 300_000),
+                                   extra="[router]\nack_timeout_ns = 2000000000\n")
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+        router = pipeline.router
+        client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="o1")
+        time.sleep(0.1)                             # o1's child is on its way (0.3 s)
+        o1 = engine.call(lambda: pipeline.orders.find("DEMO1", "o1"))
+        session = engine.call(lambda: pipeline.sessions[o1.session_id])
+        real = time.time_ns
+        step = 10_000_000_000
+
+        def step_then_request():
+            # On the loop, so no tick runs between the step and the request.
+            before = router.live_children(o1.order_id)[0]["sent_ts"]
+            monkeypatch.setattr(time, "time_ns", lambda: real() + step)
+            pipeline.handle(session, NewOrder(cl_ord_id="o2", account="DEMO1", symbol="AAA",
+                                              side=Side.BUY, qty="10", price="48.00"))
+            o2 = pipeline.orders.find("DEMO1", "o2")
+            return (before, router.live_children(o1.order_id)[0]["sent_ts"],
+                    o2.order_id, router.live_children(o2.order_id)[0]["sent_ts"], real())
+
+        before, o1_sent, o2_id, o2_sent, at = engine.call(step_then_request)
+        # Shifted at the request, not later (by the step as measured: within a millisecond).
+        assert abs(o1_sent - (before + step)) < 1_000_000
+        assert at + step - 10**9 < o2_sent <= real() + step   # the stepped clock's time
+        time.sleep(0.2)                             # ticks run: nothing is shifted again
+        assert engine.call(lambda: router.live_children(o2_id)[0]["sent_ts"]) == o2_sent
+        assert engine.call(lambda: router.live_children(o1.order_id)[0]["sent_ts"]) == o1_sent
