@@ -251,7 +251,7 @@ class Replay:
         self.last_new: dict[str, dict[str, list[NewOrder]]] = {}
         self.missing: collections.Counter = collections.Counter()  # (kind, name) -> orders
         # Kill switches: requested (by session and req_id) until their AdminReply
-        # says they took; engaged ones by (scope, target) until released.
+        # (engaged or released if it says ok); engaged ones by (scope, target) until released.
         self.kill_requests: dict[tuple[str, str], KillSwitch] = {}
         self.engaged: dict[tuple[str, str | None], KillSwitch] = {}
         # Cancels and Replaces until their answer: by record number (journal
@@ -401,9 +401,10 @@ class Replay:
             answered = _answered(report, payload.session_id, requests, unanswered)
             if answered is not None:
                 _spend(pipeline, answered, report)
-            if isinstance(report, AdminReply) and report.ok:
+            if isinstance(report, AdminReply):
+                # Its answer, taken or refused: either way the request is done with.
                 kill = kill_requests.pop((payload.session_id, report.req_id), None)
-                if kill is not None:
+                if kill is not None and report.ok:
                     key = (kill.scope, kill.target if kill.scope != "global" else None)
                     if kill.action == "engage":
                         engaged[key] = kill
@@ -795,10 +796,13 @@ def _spend(pipeline, answered: tuple, answer) -> None:
     if isinstance(req, Replace) and isinstance(answer, ExecutionReport) \
             and answer.exec_type == ExecType.REJECTED and reason in _RISK_JUDGED_REPLACE:
         order = pipeline.orders.by_id.get(int(answer.order_id))
-        if order is not None:
-            risk = pipeline.risk
-            risk.record_cl_ord_id(risk.session_index(order.session_id),
-                                  cl_ord_hash(req.cl_ord_id, order.account))
+        working = pipeline.risk.working_order(order.order_id) if order is not None else None
+        if working is not None:
+            # Under the slot risk holds the order in, as on_replace records it live: by
+            # the session's name, a session intake dropped since (its slot kept for
+            # this order, the name let go) would be registered again in a new slot.
+            pipeline.risk.record_cl_ord_id(working["session"],
+                                           cl_ord_hash(req.cl_ord_id, order.account))
 
 
 def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
