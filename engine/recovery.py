@@ -305,6 +305,13 @@ class Replay:
                 except msgspec.ValidationError:
                     continue  # another kind of bookkeeping
                 if isinstance(known, JournalSession):
+                    if known.session_id in ended:
+                        # Its JournalSessionEnd is final: intake dropped it and nothing
+                        # resumes it (an engine that handed a dropped session's frames
+                        # on wrote this; Pipeline.handle now refuses them).
+                        log.warning("recovery: journal record %d names session %s again "
+                                    "after it ended; ignored", rec.seq, known.session_id)
+                        continue
                     _known_session(risk, principals, known.session_id, known.principal,
                                    client_name)
                     pipeline.session_journaled(known.session_id)
@@ -423,9 +430,9 @@ class Replay:
         pipeline = self.pipeline
         risk, table = pipeline.risk, pipeline.orders
         pipeline.history._position = self._history_position
-        # An order of a dropped session whose acknowledgement came after the drop was
-        # taken into risk at that report, registering its session again: let it go
-        # (freed with its last order). Live, risk had it from its command.
+        # A journal written before Pipeline.handle refused a dropped session's requests
+        # can hold commands of a session after its JournalSessionEnd, which registered
+        # it with risk again: let it go (freed with its last order), as nothing resumes it.
         for session_id in self.ended:
             risk.release_session(session_id)
         if self.missing:

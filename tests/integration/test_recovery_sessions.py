@@ -8,7 +8,9 @@ compared.
 import time
 
 from engine.client import Client
-from engine.messages import AdminReply, ExecType, ExecutionReport, HeartbeatAck, KillSwitch
+from engine.journal import JournalReader, JournalWriter, RecordKind
+from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, JournalSession,
+                             KillSwitch)
 from tests.integration.engine_harness import ThreadedEngine, engine_config, seen_at_resume
 
 
@@ -96,3 +98,67 @@ def test_a_refused_kill_switch_leaves_nothing_pending_in_the_replay(tmp_path, mo
         pass
     assert seen[0]["kill_requests"] == {}
     assert [key for key in seen[0]["engaged"]] == [("symbol", "AAA")]
+
+
+def test_a_session_the_journal_ended_is_not_taken_up_again_by_a_later_journal_session(
+        tmp_path, monkeypatch, caplog):
+    # A JournalSessionEnd is final: intake dropped the session and nothing can resume it.
+    # A JournalSession naming it after that (no engine writes one now; one that handed a
+    # dropped session's frames to the pipeline did) gave it its journal envelope again,
+    # kept for good by the restarted engine, which the live one no longer had.
+    path, endpoint = one_session_engine(tmp_path)
+    with ThreadedEngine(path) as engine:
+        with Client(endpoint) as a:
+            a.new_order("AAA", "buy", "5", "45.00", account="DEMO1", cl_ord_id="a1")
+            report(a, "a1", ExecType.NEW)
+            dropped = a.session_id
+        time.sleep(0.2)
+        with Client(endpoint) as b:  # drops A: JournalSessionEnd
+            b.heartbeat()
+            b.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+        live = engine.call(lambda: sorted(engine.service.pipeline._event_envelopes))
+    assert dropped not in live
+    with JournalWriter(tmp_path / "journal") as journal:
+        journal.append_msg(RecordKind.META, JournalSession(session_id=dropped, principal=""))
+    after = seen_at_resume(monkeypatch, lambda pipeline, recovered: (
+        sorted(pipeline._event_envelopes), [s.session_id for s in recovered.sessions]))
+    with ThreadedEngine(path):
+        envelopes, restored = after[0]
+    assert envelopes == live and dropped not in restored
+    assert any("ended" in r.getMessage() and dropped in r.getMessage() for r in caplog.records)
+
+
+def test_a_request_of_a_session_intake_dropped_is_not_taken(tmp_path, monkeypatch):
+    # Intake routes no frame to a session it dropped, but one whose disconnect notice it
+    # missed could reach the pipeline. Pipeline.handle took it: the session went back
+    # into its table and into risk (never released again), the order was accepted with
+    # its acknowledgement journaled after the session's JournalSessionEnd (under a second
+    # JournalSession) and sent to nobody; after a restart risk's slots differed from live.
+    path, endpoint = one_session_engine(tmp_path)
+    with ThreadedEngine(path) as engine:
+        pipeline, intake = engine.service.pipeline, engine.service.intake
+        with Client(endpoint) as a:
+            a.new_order("AAA", "buy", "5", "45.00", account="DEMO1", cl_ord_id="a1",
+                        time_in_force="gtc")
+            report(a, "a1", ExecType.NEW)
+            session = engine.call(lambda: pipeline.sessions[a.session_id])
+            late = a.build_new_order("AAA", "buy", "5", "45.00", account="DEMO1",
+                                     cl_ord_id="a2")
+        time.sleep(0.2)
+        with Client(endpoint) as b:  # drops A
+            b.heartbeat()
+            b.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+            assert engine.call(lambda: session.dropped)
+            engine.call(lambda: intake._hand_over(session, late))  # as if its frame came
+            b.new_order("AAA", "buy", "5", "45.00", account="DEMO1", cl_ord_id="b1")
+            report(b, "b1", ExecType.NEW)
+        assert engine.call(lambda: pipeline.orders.find("DEMO1", "a2")) is None
+        assert session.session_id not in engine.call(lambda: list(pipeline.sessions))
+        before = engine.call(lambda: risk_sessions(pipeline.risk))
+    assert session.session_id not in before["sessions"]
+    named = [rec for rec in JournalReader(tmp_path / "journal").records()
+             if rec.kind == RecordKind.META and session.session_id.encode() in rec.payload]
+    assert len(named) == 2, "its JournalSession and JournalSessionEnd, nothing after"
+    after = seen_at_resume(monkeypatch, lambda pipeline, summary: risk_sessions(pipeline.risk))
+    with ThreadedEngine(path):
+        assert after == [before]
