@@ -224,7 +224,7 @@ class Replay:
 
     #: The replay's own state a checkpoint keeps, beside the pipeline's.
     SAVED = ("seq", "hash", "records", "fills", "max_exec", "last_child", "last_roll_ns",
-             "new_orders", "last_new", "missing", "kill_requests", "engaged", "requests",
+             "new_orders", "missing", "kill_requests", "engaged", "requests",
              "unanswered", "cancel_on_disconnect", "references", "valuations", "children",
              "principals", "sent", "marks", "ended", "in_risk", "expiring")
 
@@ -245,10 +245,9 @@ class Replay:
         self.max_exec = 0
         self.last_child = 0  # the highest child id the journal names
         self.last_roll_ns = 0  # the time of the last JournalDayRoll (0: none yet)
+        # The last new-order command's orders awaiting their first report, by
+        # (account, cl_ord_id): see _awaiting_first_report.
         self.new_orders: dict[tuple[str, str], NewOrder] = {}
-        # Each session's last NewOrder or BulkNewOrders, its orders by cl_ord_id: a
-        # Reject DUPLICATE_CL_ORD_ID answers one of them (in the same handling).
-        self.last_new: dict[str, dict[str, list[NewOrder]]] = {}
         self.missing: collections.Counter = collections.Counter()  # (kind, name) -> orders
         # Kill switches: requested (by session and req_id) until their AdminReply
         # (engaged or released if it says ok); engaged ones by (scope, target) until released.
@@ -281,7 +280,7 @@ class Replay:
         risk, table = pipeline.risk, pipeline.orders
         decoder = msgspec.msgpack.Decoder(JournalPayload)
         meta_decoder = msgspec.msgpack.Decoder(JournalMeta)
-        new_orders, last_new, missing = self.new_orders, self.last_new, self.missing
+        new_orders, missing = self.new_orders, self.missing
         kill_requests, engaged = self.kill_requests, self.engaged
         requests, unanswered = self.requests, self.unanswered
         cancel_on_disconnect, references = self.cancel_on_disconnect, self.references
@@ -341,7 +340,7 @@ class Replay:
                     self.last_roll_ns = rec.ts_ns
                     risk.reset_daily(rec.ts_ns, "recovery")
                     pipeline.day_started_at(rec.ts_ns, rolled=True)
-                    _roll(table, known, new_orders, children, valuations)
+                    _roll(table, known, children, valuations)
                 elif isinstance(known, JournalChildren):
                     self.last_child = max(self.last_child,
                                           _apply_children(table, children, known))
@@ -370,20 +369,7 @@ class Replay:
                 orders = req.orders if isinstance(req, BulkNewOrders) else \
                     (req,) if isinstance(req, NewOrder) else ()
                 if orders:
-                    by_id = last_new[payload.session_id] = {}
-                    first: dict = {}
-                    for order in orders:
-                        # The first order under an id in a command is the one it names: a
-                        # later one (a duplicate inside the same bulk) was refused.
-                        first.setdefault((order.account, order.cl_ord_id), order)
-                        by_id.setdefault(order.cl_ord_id, []).append(order)
-                    for key, order in first.items():
-                        # An id the table holds is refused as a duplicate; one it does not
-                        # is this command's, whatever an earlier command left under it (a
-                        # command whose report the journal lost: the client, never
-                        # acknowledged, sent the id again, maybe with other terms).
-                        if not table.used(*key):
-                            new_orders[key] = order
+                    _awaiting_first_report(new_orders, orders)
                 continue
             report = payload.event if isinstance(payload, JournalEvent) else None
             if report is not None and report.seq and payload.session_id not in ended:
@@ -396,9 +382,7 @@ class Replay:
             if isinstance(report, HeartbeatAck):
                 cancel_on_disconnect[payload.session_id] = report.cancel_on_disconnect
             if isinstance(report, Reject):
-                if report.reject_reason == _R.DUPLICATE_CL_ORD_ID:
-                    _refused_duplicate(new_orders, last_new.get(payload.session_id), report)
-                elif report.reject_reason == _R.THROTTLED and payload.session_id not in in_risk \
+                if report.reject_reason == _R.THROTTLED and payload.session_id not in in_risk \
                         and report.ref_type in ("NewOrder", "BulkNewOrders") \
                         and payload.session_id in principals:
                     # Live, the throttle check registered the session with risk, though
@@ -666,21 +650,15 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     return result
 
 
-def _roll(table, record: JournalDayRoll, new_orders: dict, children: dict,
-          valuations: dict) -> None:
+def _roll(table, record: JournalDayRoll, children: dict, valuations: dict) -> None:
     """Replay a day roll into the order table, as ``Pipeline.roll_day`` did it live.
 
     The table forgets what the live engine forgot there (the record carries
     the ``keep_done_days`` then in force). Replay state that only forgotten
     orders could use goes too, so that the replay's memory follows the
-    table's: their children's entries, and the new orders kept for their first
-    report under an id the table has (a refused duplicate's: its first report
-    never comes; once the id is forgotten and used again, the order of that
-    new use must be the one recreated), and the valuations of orders refused after
+    table's: their children's entries, and the valuations of orders refused after
     risk valued them (an accepted order's is taken when its report is replayed).
     """
-    for key in [key for key in new_orders if table.used(*key)]:
-        del new_orders[key]
     by_id = table.by_id
     for order_id in [i for i in valuations if i in by_id and by_id[i].done]:
         del valuations[order_id]
@@ -689,22 +667,24 @@ def _roll(table, record: JournalDayRoll, new_orders: dict, children: dict,
             children.pop(child_id, None)
 
 
-def _refused_duplicate(new_orders: dict, last: dict | None, reject: Reject) -> None:
-    """A new order was refused as a duplicate: it will never be created, so its entry
-    in ``new_orders`` (``last``: the orders of its session's last new-order command)
-    goes. Only if it is the one kept under its id: the first of a bulk naming an id
-    twice is created by its report, which comes before the second's refusal.
+def _awaiting_first_report(new_orders: dict, orders: Iterable[NewOrder]) -> None:
+    """Keep a new-order command's ``orders`` in ``new_orders`` for their first report
+    (NEW or REJECTED, which recreates each in the table: :func:`_apply`), in place of
+    whatever the last such command left there.
 
-    Left there, once its id was forgotten and used again, the new use's order would
-    be recreated with the refused one's terms; this does not depend on the replay's
-    view of which ids are spent matching the live engine's.
+    The pipeline answers each order of a command in its handling, before it
+    journals the next command: an order left over from an earlier command never
+    gets a first report. It was refused as a duplicate (a ``Reject``, its only
+    answer) or its report was lost with a torn write (its client, never
+    acknowledged, may send the id again, with other terms). Kept, such an order
+    would be recreated with its own terms for the next use of its id (once the
+    id is forgotten, or sent again), whatever the replay's view of which ids are
+    spent. Under an id a command names twice, its first order is the one the id
+    names (the later one, a duplicate inside the same bulk, was refused).
     """
-    if last is None or reject.ref_type not in ("NewOrder", "BulkNewOrders"):
-        return
-    for order in last.get(reject.cl_ord_id, ()):
-        key = (order.account, order.cl_ord_id)
-        if new_orders.get(key) is order:
-            del new_orders[key]
+    new_orders.clear()
+    for order in orders:
+        new_orders.setdefault((order.account, order.cl_ord_id), order)
 
 
 def _apply_children(table, children: dict, record: JournalChildren) -> int:
