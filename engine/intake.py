@@ -309,8 +309,7 @@ class Session:
     __slots__ = ("session_id", "principal", "client_name", "accounts", "admin",
                  "cancel_on_disconnect", "timed_out", "fresh", "dropped", "last_recv_ns",
                  "created_ns", "_opened", "_seq", "_ring", "_route", "_listener", "_backlog",
-                 "_departed", "_marks",
-                 "_reading", "_dropped_from")
+                 "_departed", "_marks", "_reading", "_dropped_from")
 
     def __init__(self, listener: "_Listener", route: bytes | None, principal: str,
                  client_name: str, accounts: frozenset[str], admin: bool, ring_size: int,

@@ -825,7 +825,7 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
                              inst.price_to_ticks(req.price) if req.price and not rejected else 0,
                              0 if rejected else inst.qty_to_lots(req.qty), ts,
                              order_id=int(report.order_id))
-        # (Needed no more: a later report finds the order; see _roll for the rest.)
+        # (Needed no more: a later report finds the order.)
         del new_orders[report.account, report.cl_ord_id]
         order.post_only = req.post_only
         strategy = pipeline.strategy_of(req)
