@@ -12,6 +12,7 @@ from engine.journal import JournalReader, JournalWriter, RecordKind
 from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, JournalSession,
                              KillSwitch)
 from tests.integration.engine_harness import ThreadedEngine, engine_config, seen_at_resume
+from tests.integration.test_order_forgetting import rest_market
 
 
 def report(client, cl_ord_id, exec_type):
@@ -159,6 +160,58 @@ def test_a_request_of_a_session_intake_dropped_is_not_taken(tmp_path, monkeypatc
     named = [rec for rec in JournalReader(tmp_path / "journal").records()
              if rec.kind == RecordKind.META and session.session_id.encode() in rec.payload]
     assert len(named) == 2, "its JournalSession and JournalSessionEnd, nothing after"
+    after = seen_at_resume(monkeypatch, lambda pipeline, summary: risk_sessions(pipeline.risk))
+    with ThreadedEngine(path):
+        assert after == [before]
+
+
+def test_risk_sessions_after_a_restart_are_live_under_a_random_load_of_dropped_sessions(
+        tmp_path, monkeypatch):
+    # Short-lived sessions (two held at most: each new one drops the longest idle) place,
+    # replace (some beyond max_order_qty: refused by risk), cancel and fill orders of
+    # each other's; a restart must give risk exactly the live engine's sessions, slots,
+    # free list, working orders and spent cl_ord_ids.
+    import random
+    path, endpoint = engine_config(tmp_path)
+    path.write_text(path.read_text().replace("heartbeat_timeout_ms = 60000",
+                                             "heartbeat_timeout_ms = 60000\nmax_sessions = 2"))
+    rng = random.Random(5)
+    working, refused = [], 0
+    with ThreadedEngine(path) as engine:
+        with Client(endpoint) as market:
+            rest_market(market)
+        for step in range(30):
+            with Client(endpoint) as client:
+                for k in range(rng.randint(1, 3)):
+                    cid, r = f"o{step}-{k}", rng.random()
+                    if r < 0.3 and working:
+                        big = rng.random() < 0.6
+                        client.replace(working[rng.randrange(len(working))], account="DEMO1",
+                                       qty="200000" if big else str(rng.randint(1, 30)),
+                                       cl_ord_id=cid)
+                        got = client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                                                and m.cl_ord_id == cid, 5)[-1]
+                        if got.exec_type == ExecType.REPLACED:
+                            working[working.index(got.orig_cl_ord_id)] = cid
+                        refused += got.reject_name == "MAX_ORDER_QTY"
+                    elif r < 0.45 and working:
+                        client.cancel(working.pop(rng.randrange(len(working))),
+                                      account="DEMO1", cl_ord_id=cid)
+                        client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                                          and m.cl_ord_id == cid, 5)
+                    elif r < 0.6:
+                        client.new_order("AAA", "buy", str(rng.randint(1, 20)), "51.00",
+                                         account="DEMO1", cl_ord_id=cid)
+                        report(client, cid, ExecType.FILL)
+                    else:
+                        client.new_order("AAA", "buy", str(rng.randint(1, 20)),
+                                         f"{rng.randint(4800, 4990) / 100:.2f}",
+                                         account="DEMO1", cl_ord_id=cid, time_in_force="gtc")
+                        report(client, cid, ExecType.NEW)
+                        working.append(cid)
+            time.sleep(0.05)  # (closed: idle, the next session drops it)
+        before = engine.call(lambda: risk_sessions(engine.service.pipeline.risk))
+    assert refused >= 3 and None in before["sessions"]
     after = seen_at_resume(monkeypatch, lambda pipeline, summary: risk_sessions(pipeline.risk))
     with ThreadedEngine(path):
         assert after == [before]
