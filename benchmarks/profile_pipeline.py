@@ -62,7 +62,7 @@ class _Session:
     """Stands in for an intake session: stamps, encodes and journals what it is sent
     (through the handler's ``record_sent``, as ``engine.intake.Session.send`` does)."""
 
-    session_id, principal, client_name = "S1", "", "profile"
+    session_id, principal, client_name, dropped = "S1", "", "profile", False
 
     def __init__(self, handler):
         self.sent = 0

@@ -298,14 +298,18 @@ class Session:
     fresh : bool
         No request of it was accepted yet (only intake's ``Reject`` were
         sent): its connection may still resume another session instead.
+    dropped : bool
+        Intake let it go for good (evicted or expired, after which the
+        handler's ``on_session_forgotten`` ran): nothing resumes it, and the
+        handler takes no request of it.
     last_recv_ns : int
         ``time.monotonic_ns()`` of the wake-up that read its last message.
     """
 
     __slots__ = ("session_id", "principal", "client_name", "accounts", "admin",
-                 "cancel_on_disconnect", "timed_out", "fresh", "last_recv_ns", "created_ns",
-                 "_opened", "_seq", "_ring", "_route", "_listener", "_backlog", "_departed", "_marks",
-                 "_reading", "_dropped_from")
+                 "cancel_on_disconnect", "timed_out", "fresh", "dropped", "last_recv_ns",
+                 "created_ns", "_opened", "_seq", "_ring", "_route", "_listener", "_backlog",
+                 "_departed", "_marks", "_reading", "_dropped_from")
 
     def __init__(self, listener: "_Listener", route: bytes | None, principal: str,
                  client_name: str, accounts: frozenset[str], admin: bool, ring_size: int,
@@ -318,6 +322,7 @@ class Session:
         self.cancel_on_disconnect = False
         self.timed_out = False
         self.fresh = True
+        self.dropped = False
         self.last_recv_ns = now_ns
         self.created_ns = now_ns
         # Its place among the server's sessions in the order they were taken in
@@ -1518,6 +1523,7 @@ class IntakeServer:
     def _forget(self, session: Session, why: str | None = None) -> None:
         """Drop ``session`` for good. ``why``: intake drops it (evicted, expired), and a
         connection it may still have is refused from now on with that reason."""
+        session.dropped = True
         self._awake.pop(session, None)
         if self.sessions.pop(session.session_id, None) is session:
             self._held[session.principal] -= 1

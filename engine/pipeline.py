@@ -575,7 +575,13 @@ class Pipeline(Handler):
     def handle(self, session: Session, request: Request,
                positions: tuple[int, ...] | None = None,
                held: tuple[HeldReject, ...] = ()) -> None:
-        """Journal a request, then process it (see ``engine.intake.Handler``)."""
+        """Journal a request, then process it (see ``engine.intake.Handler``).
+
+        A request of a session intake has dropped (``session.dropped``) is not
+        taken: see :meth:`_refuse_dropped`.
+        """
+        if session.dropped:
+            return self._refuse_dropped(session, request)
         now = time.time_ns()
         if not self._clock_lo <= now < self._clock_hi:
             self.watch_clock(now)
@@ -634,6 +640,19 @@ class Pipeline(Handler):
             case ReloadLimits():
                 self._reload(session, request, now)
         self._pump(now)
+
+    def _refuse_dropped(self, session: Session, request: Request) -> None:
+        """Take nothing of a session intake has let go, and send it nothing.
+
+        Its JournalSessionEnd is written and its risk slot released: taken, the
+        request would put it back in :attr:`sessions` and in risk (never released
+        again), journal it anew under a session the journal has ended, and send
+        its answers to nobody (nothing can resume it). Intake routes no frame to
+        such a session (only one whose disconnect notice it missed could reach
+        here); its client opens a new session when it reconnects.
+        """
+        log.warning("%s of session %s not taken: intake has dropped the session",
+                    type(request).__name__, session.session_id)
 
     def on_session_forgotten(self, session: Session) -> None:
         """Intake let the session go: drop it (and its resend ring) from the sessions reports

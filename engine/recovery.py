@@ -224,7 +224,7 @@ class Replay:
 
     #: The replay's own state a checkpoint keeps, beside the pipeline's.
     SAVED = ("seq", "hash", "records", "fills", "max_exec", "last_child", "last_roll_ns",
-             "new_orders", "last_new", "missing", "kill_requests", "engaged", "requests",
+             "new_orders", "missing", "kill_requests", "engaged", "requests",
              "unanswered", "cancel_on_disconnect", "references", "valuations", "children",
              "principals", "sent", "marks", "ended", "in_risk", "expiring")
 
@@ -245,13 +245,12 @@ class Replay:
         self.max_exec = 0
         self.last_child = 0  # the highest child id the journal names
         self.last_roll_ns = 0  # the time of the last JournalDayRoll (0: none yet)
+        # The last new-order command's orders awaiting their first report, by
+        # (account, cl_ord_id): see _awaiting_first_report.
         self.new_orders: dict[tuple[str, str], NewOrder] = {}
-        # Each session's last NewOrder or BulkNewOrders, its orders by cl_ord_id: a
-        # Reject DUPLICATE_CL_ORD_ID answers one of them (in the same handling).
-        self.last_new: dict[str, dict[str, list[NewOrder]]] = {}
         self.missing: collections.Counter = collections.Counter()  # (kind, name) -> orders
         # Kill switches: requested (by session and req_id) until their AdminReply
-        # says they took; engaged ones by (scope, target) until released.
+        # (engaged or released if it says ok); engaged ones by (scope, target) until released.
         self.kill_requests: dict[tuple[str, str], KillSwitch] = {}
         self.engaged: dict[tuple[str, str | None], KillSwitch] = {}
         # Cancels and Replaces until their answer: by record number (journal
@@ -281,7 +280,7 @@ class Replay:
         risk, table = pipeline.risk, pipeline.orders
         decoder = msgspec.msgpack.Decoder(JournalPayload)
         meta_decoder = msgspec.msgpack.Decoder(JournalMeta)
-        new_orders, last_new, missing = self.new_orders, self.last_new, self.missing
+        new_orders, missing = self.new_orders, self.missing
         kill_requests, engaged = self.kill_requests, self.engaged
         requests, unanswered = self.requests, self.unanswered
         cancel_on_disconnect, references = self.cancel_on_disconnect, self.references
@@ -305,6 +304,13 @@ class Replay:
                 except msgspec.ValidationError:
                     continue  # another kind of bookkeeping
                 if isinstance(known, JournalSession):
+                    if known.session_id in ended:
+                        # Its JournalSessionEnd is final: intake dropped it and nothing
+                        # resumes it (an engine that handed a dropped session's frames
+                        # on wrote this; Pipeline.handle now refuses them).
+                        log.warning("recovery: journal record %d names session %s again "
+                                    "after it ended; ignored", rec.seq, known.session_id)
+                        continue
                     _known_session(risk, principals, known.session_id, known.principal,
                                    client_name)
                     pipeline.session_journaled(known.session_id)
@@ -334,7 +340,7 @@ class Replay:
                     self.last_roll_ns = rec.ts_ns
                     risk.reset_daily(rec.ts_ns, "recovery")
                     pipeline.day_started_at(rec.ts_ns, rolled=True)
-                    _roll(table, known, new_orders, children, valuations)
+                    _roll(table, known, children, valuations)
                 elif isinstance(known, JournalChildren):
                     self.last_child = max(self.last_child,
                                           _apply_children(table, children, known))
@@ -363,20 +369,7 @@ class Replay:
                 orders = req.orders if isinstance(req, BulkNewOrders) else \
                     (req,) if isinstance(req, NewOrder) else ()
                 if orders:
-                    by_id = last_new[payload.session_id] = {}
-                    first: dict = {}
-                    for order in orders:
-                        # The first order under an id in a command is the one it names: a
-                        # later one (a duplicate inside the same bulk) was refused.
-                        first.setdefault((order.account, order.cl_ord_id), order)
-                        by_id.setdefault(order.cl_ord_id, []).append(order)
-                    for key, order in first.items():
-                        # An id the table holds is refused as a duplicate; one it does not
-                        # is this command's, whatever an earlier command left under it (a
-                        # command whose report the journal lost: the client, never
-                        # acknowledged, sent the id again, maybe with other terms).
-                        if not table.used(*key):
-                            new_orders[key] = order
+                    _awaiting_first_report(new_orders, orders)
                 continue
             report = payload.event if isinstance(payload, JournalEvent) else None
             if report is not None and report.seq and payload.session_id not in ended:
@@ -389,9 +382,7 @@ class Replay:
             if isinstance(report, HeartbeatAck):
                 cancel_on_disconnect[payload.session_id] = report.cancel_on_disconnect
             if isinstance(report, Reject):
-                if report.reject_reason == _R.DUPLICATE_CL_ORD_ID:
-                    _refused_duplicate(new_orders, last_new.get(payload.session_id), report)
-                elif report.reject_reason == _R.THROTTLED and payload.session_id not in in_risk \
+                if report.reject_reason == _R.THROTTLED and payload.session_id not in in_risk \
                         and report.ref_type in ("NewOrder", "BulkNewOrders") \
                         and payload.session_id in principals:
                     # Live, the throttle check registered the session with risk, though
@@ -401,9 +392,10 @@ class Replay:
             answered = _answered(report, payload.session_id, requests, unanswered)
             if answered is not None:
                 _spend(pipeline, answered, report)
-            if isinstance(report, AdminReply) and report.ok:
+            if isinstance(report, AdminReply):
+                # Its answer, taken or refused: either way the request is done with.
                 kill = kill_requests.pop((payload.session_id, report.req_id), None)
-                if kill is not None:
+                if kill is not None and report.ok:
                     key = (kill.scope, kill.target if kill.scope != "global" else None)
                     if kill.action == "engage":
                         engaged[key] = kill
@@ -422,9 +414,9 @@ class Replay:
         pipeline = self.pipeline
         risk, table = pipeline.risk, pipeline.orders
         pipeline.history._position = self._history_position
-        # An order of a dropped session whose acknowledgement came after the drop was
-        # taken into risk at that report, registering its session again: let it go
-        # (freed with its last order). Live, risk had it from its command.
+        # A journal written before Pipeline.handle refused a dropped session's requests
+        # can hold commands of a session after its JournalSessionEnd, which registered
+        # it with risk again: let it go (freed with its last order), as nothing resumes it.
         for session_id in self.ended:
             risk.release_session(session_id)
         if self.missing:
@@ -658,21 +650,15 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     return result
 
 
-def _roll(table, record: JournalDayRoll, new_orders: dict, children: dict,
-          valuations: dict) -> None:
+def _roll(table, record: JournalDayRoll, children: dict, valuations: dict) -> None:
     """Replay a day roll into the order table, as ``Pipeline.roll_day`` did it live.
 
     The table forgets what the live engine forgot there (the record carries
     the ``keep_done_days`` then in force). Replay state that only forgotten
     orders could use goes too, so that the replay's memory follows the
-    table's: their children's entries, and the new orders kept for their first
-    report under an id the table has (a refused duplicate's: its first report
-    never comes; once the id is forgotten and used again, the order of that
-    new use must be the one recreated), and the valuations of orders refused after
+    table's: their children's entries, and the valuations of orders refused after
     risk valued them (an accepted order's is taken when its report is replayed).
     """
-    for key in [key for key in new_orders if table.used(*key)]:
-        del new_orders[key]
     by_id = table.by_id
     for order_id in [i for i in valuations if i in by_id and by_id[i].done]:
         del valuations[order_id]
@@ -681,22 +667,24 @@ def _roll(table, record: JournalDayRoll, new_orders: dict, children: dict,
             children.pop(child_id, None)
 
 
-def _refused_duplicate(new_orders: dict, last: dict | None, reject: Reject) -> None:
-    """A new order was refused as a duplicate: it will never be created, so its entry
-    in ``new_orders`` (``last``: the orders of its session's last new-order command)
-    goes. Only if it is the one kept under its id: the first of a bulk naming an id
-    twice is created by its report, which comes before the second's refusal.
+def _awaiting_first_report(new_orders: dict, orders: Iterable[NewOrder]) -> None:
+    """Keep a new-order command's ``orders`` in ``new_orders`` for their first report
+    (NEW or REJECTED, which recreates each in the table: :func:`_apply`), in place of
+    whatever the last such command left there.
 
-    Left there, once its id was forgotten and used again, the new use's order would
-    be recreated with the refused one's terms; this does not depend on the replay's
-    view of which ids are spent matching the live engine's.
+    The pipeline answers each order of a command in its handling, before it
+    journals the next command: an order left over from an earlier command never
+    gets a first report. It was refused as a duplicate (a ``Reject``, its only
+    answer) or its report was lost with a torn write (its client, never
+    acknowledged, may send the id again, with other terms). Kept, such an order
+    would be recreated with its own terms for the next use of its id (once the
+    id is forgotten, or sent again), whatever the replay's view of which ids are
+    spent. Under an id a command names twice, its first order is the one the id
+    names (the later one, a duplicate inside the same bulk, was refused).
     """
-    if last is None or reject.ref_type not in ("NewOrder", "BulkNewOrders"):
-        return
-    for order in last.get(reject.cl_ord_id, ()):
-        key = (order.account, order.cl_ord_id)
-        if new_orders.get(key) is order:
-            del new_orders[key]
+    new_orders.clear()
+    for order in orders:
+        new_orders.setdefault((order.account, order.cl_ord_id), order)
 
 
 def _apply_children(table, children: dict, record: JournalChildren) -> int:
@@ -795,10 +783,13 @@ def _spend(pipeline, answered: tuple, answer) -> None:
     if isinstance(req, Replace) and isinstance(answer, ExecutionReport) \
             and answer.exec_type == ExecType.REJECTED and reason in _RISK_JUDGED_REPLACE:
         order = pipeline.orders.by_id.get(int(answer.order_id))
-        if order is not None:
-            risk = pipeline.risk
-            risk.record_cl_ord_id(risk.session_index(order.session_id),
-                                  cl_ord_hash(req.cl_ord_id, order.account))
+        working = pipeline.risk.working_order(order.order_id) if order is not None else None
+        if working is not None:
+            # Under the slot risk holds the order in, as on_replace records it live: by
+            # the session's name, a session intake dropped since (its slot kept for
+            # this order, the name let go) would be registered again in a new slot.
+            pipeline.risk.record_cl_ord_id(working["session"],
+                                           cl_ord_hash(req.cl_ord_id, order.account))
 
 
 def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
@@ -834,7 +825,7 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
                              inst.price_to_ticks(req.price) if req.price and not rejected else 0,
                              0 if rejected else inst.qty_to_lots(req.qty), ts,
                              order_id=int(report.order_id))
-        # (Needed no more: a later report finds the order; see _roll for the rest.)
+        # (Needed no more: a later report finds the order.)
         del new_orders[report.account, report.cl_ord_id]
         order.post_only = req.post_only
         strategy = pipeline.strategy_of(req)

@@ -20,7 +20,7 @@ def test_stub_lifecycle_journals_the_command_and_both_reports(tmp_path):
     sent = []
 
     class Session:
-        session_id, principal, client_name = "S1", "", "plaintext"  # as intake's Session
+        session_id, principal, client_name, dropped = "S1", "", "plaintext", False  # as intake's
 
         def send(self, msg):
             sent.append(msg)

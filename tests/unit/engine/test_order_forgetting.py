@@ -4,9 +4,9 @@ Before, the table kept every order since the journal began: ``[orders] max_order
 counted them all, so an engine refused every new order once it had taken that many in
 its life, and its memory only grew.
 """
-from engine.messages import NewOrder, Reject
+from engine.messages import NewOrder
 from engine.orders import OrderTable, Stage
-from engine.recovery import _refused_duplicate
+from engine.recovery import _awaiting_first_report
 
 
 def order(table, cl_ord_id, account="ACC1"):
@@ -119,26 +119,24 @@ def test_a_roll_journaled_before_orders_were_forgotten_forgets_nothing():
     assert table.roll(1) == [done] and not table.used("ACC1", "x")
 
 
-def test_recovery_drops_a_refused_duplicates_new_order_whatever_it_thinks_is_spent():
-    # Recovery keeps each new order for its first report; a duplicate's refusal is the
-    # only answer it gets. Whether the replay's table had its id spent or not, it goes:
-    # left, the id's next order (once forgotten) would be recreated with its terms.
-    def new(qty):
-        return NewOrder(cl_ord_id="x", account="ACC1", symbol="AAA", side=1, qty=qty,
+def test_recovery_keeps_only_the_last_new_order_commands_orders_for_their_first_report():
+    # Each new-order command's orders are answered in its handling, before the next
+    # command: whatever an earlier command left (a refused duplicate's order, whose
+    # Reject is its only answer, or one whose report a torn write lost) goes at the next
+    # one, whatever the replay thinks is spent. Left, the id's next order (sent again,
+    # or once forgotten) would be recreated with its terms.
+    def new(qty, cl_ord_id="x", account="ACC1"):
+        return NewOrder(cl_ord_id=cl_ord_id, account=account, symbol="AAA", side=1, qty=qty,
                         price="48.00")
-
-    def duplicate(ref_type):
-        return Reject(reject_reason=53, reject_name="DUPLICATE_CL_ORD_ID", ref_type=ref_type,
-                      cl_ord_id="x", text="dup")
+    new_orders = {}
     refused = new("77")
-    new_orders = {("ACC1", "x"): refused}
-    _refused_duplicate(new_orders, {"x": [refused]}, duplicate("NewOrder"))
-    assert new_orders == {}
-    # Only the refused command's own order: one kept from another command stays.
-    other = new("5")
-    new_orders = {("ACC1", "x"): other}
-    _refused_duplicate(new_orders, {"x": [new("6"), new("7")]}, duplicate("BulkNewOrders"))
-    assert new_orders == {("ACC1", "x"): other}
-    # (A Cancel's duplicate id names no new order.)
-    _refused_duplicate(new_orders, {"x": [other]}, duplicate("Cancel"))
-    assert new_orders == {("ACC1", "x"): other}
+    _awaiting_first_report(new_orders, [refused])
+    assert new_orders == {("ACC1", "x"): refused}
+    later = new("5", "y")
+    _awaiting_first_report(new_orders, [later])
+    assert new_orders == {("ACC1", "y"): later}
+    # A bulk naming an id twice: the first order under it is the one the id names.
+    first, twin, other = new("6"), new("7"), new("8", account="ACC2")
+    _awaiting_first_report(new_orders, [first, twin, other])
+    assert new_orders == {("ACC1", "x"): first, ("ACC2", "x"): other}
+    assert new_orders[("ACC1", "x")] is first
