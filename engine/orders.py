@@ -66,6 +66,7 @@ _FORGOTTEN = -2
 
 # Bound once for the per-order methods below (engine.messages.members says why).
 _RECEIVED, _FILLED, _PARTIALLY_FILLED = int(Stage.RECEIVED), Stage.FILLED, Stage.PARTIALLY_FILLED
+_ROUTED = Stage.ROUTED
 _IOC, _MARKET = int(TimeInForce.IOC), int(OrdType.MARKET)
 
 
@@ -256,13 +257,15 @@ class Order(msgspec.Struct, gc=False, eq=False):
         """
         if last_qty <= 0:
             raise IllegalTransition(f"order {self.order_id}: fill of {last_qty}")
-        if self.stage == _FILLED:
+        stage = self.stage
+        if stage == _FILLED:
             self.cum_qty += last_qty
             self.notional_x2 += last_qty * last_px_x2
             return
-        if self.stage not in _ALLOWED or _FILLED not in _ALLOWED[self.stage]:
+        # (Compared, not looked up: a Stage hashes in Python, and this runs per fill.)
+        if stage != _PARTIALLY_FILLED and stage != _ROUTED:
             raise IllegalTransition(f"order {self.order_id} ({self.cl_ord_id}): fill of "
-                                    f"{last_qty} when {self.stage.name}")
+                                    f"{last_qty} when {stage.name}")
         self.cum_qty += last_qty
         self.notional_x2 += last_qty * last_px_x2
         self.advance(_FILLED if self.cum_qty >= self.qty else _PARTIALLY_FILLED, now_ns)
