@@ -176,15 +176,21 @@ VENUE_ACCOUNT_BASE = 1_000_000
 HISTORY_PART = 500
 
 
-def risk_fill_done(risk, order: Order, qty: int, px: int) -> None:
-    """Book in ``risk`` a fill of ``order`` after it FILLED (a venue overfilling it).
+def risk_fill(risk, order: Order, qty: int, px: int) -> None:
+    """Book in ``risk`` a fill of ``qty`` lots at ``px`` ticks that ``order`` has just booked.
 
-    Risk let the order go when it filled, but the lots were traded: the
-    account's position moves all the same (``RiskEngine.on_fill_done``).
-    Live and in recovery's replay alike.
+    Against the order while risk holds it (``on_fill``, an overfill
+    included); once the order had FILLED before this fill (a venue
+    overfilling it further) risk has let it go, and the account's position
+    moves all the same (``on_fill_done``). Live and in recovery's replay
+    alike; the live path calls ``on_fill`` itself for a fill within the
+    order's quantity (per fill: one call less).
     """
-    risk.on_fill_done(risk.account_index(order.account), risk.instrument_index(order.symbol),
-                      order.side, qty, px)
+    if order.cum_qty - qty < order.qty:
+        risk.on_fill(order.order_id, qty, px)
+    else:
+        risk.on_fill_done(risk.account_index(order.account),
+                          risk.instrument_index(order.symbol), order.side, qty, px)
 
 
 def risk_flags(req: NewOrder) -> int:
@@ -1430,7 +1436,6 @@ class Pipeline(Handler):
         if order is None or (order.done and order.stage != _Stage.FILLED):
             return
         qty, px_x2 = report.last_qty, report.price_x2
-        filled = order.stage == _Stage.FILLED
         order.fill(qty, px_x2, now)
         child = order.children.get(child_id)
         if child is not None:
@@ -1440,13 +1445,11 @@ class Pipeline(Handler):
         # Risk books whole ticks: a midpoint fill between two ticks is booked
         # at the tick against the account (up for a buy, down for a sell).
         px = (px_x2 + 1) // 2 if order.side == _Side.BUY else px_x2 // 2
-        if filled:
-            risk_fill_done(self.risk, order, qty, px)
-        else:
-            self.risk.on_fill(order.order_id, qty, px)
         venue = self.venue_names[report.venue]
-        if order.cum_qty > order.qty:
-            self._overfill(order, child_id, venue, qty)
+        if order.cum_qty <= order.qty:
+            self.risk.on_fill(order.order_id, qty, px)
+        else:
+            self._overfill(order, child_id, venue, qty, px)
         self._exec_id += 1
         exec_id = f"{order.order_id}-{self._exec_id}"
         if self.metrics is not None:
@@ -1461,14 +1464,15 @@ class Pipeline(Handler):
             symbol=order.symbol, side=order.side, last_qty=sent.last_qty,
             last_px=sent.last_px, transact_time=sent.transact_time, venue=venue))
 
-    def _overfill(self, order: Order, child_id: int, venue: str, qty: int) -> None:
-        """A fill took ``order`` past its quantity: a venue's fault, but a fact.
+    def _overfill(self, order: Order, child_id: int, venue: str, qty: int, px: int) -> None:
+        """Book in risk a fill that took ``order`` past its quantity: a venue's fault, but a fact.
 
-        It is booked like any fill (the order, the router and risk agree on
-        every lot bought, and none is routed again; the order says
-        ``overfilled`` in ``OrderStatusReply``); here it is logged as a
-        WARNING and counted (``kronos_overfills``) for monitoring.
+        Every lot is booked (the order has them already; the router too, and
+        routes none again; risk by :func:`risk_fill`). The order says
+        ``overfilled`` (``OrderStatusReply``); the fault is logged as a
+        WARNING and counted (``kronos_overfills``).
         """
+        risk_fill(self.risk, order, qty, px)
         log.warning("venue %s overfilled order %s (%s): %d lots filled of %d "
                     "(child %s, fill of %d); booked in full", venue, order.order_id,
                     order.cl_ord_id, order.cum_qty, order.qty, child_id, qty)
