@@ -382,6 +382,9 @@ class OrderStatusReply(_Response):
     reject_reason: int = 0
     reject_name: str | None = None
     text: Text | None = None
+    #: a venue filled more than the order's quantity: ``report.cum_qty`` says how much
+    #: (booked in full, as every fill; the report's ``qty`` is then what filled)
+    overfilled: bool = False
 
 
 class TradeFill(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -166,7 +166,7 @@ class Metrics:
         engines in one process do not collide.
 
     The per-message metrics (``messages_in``, ``orders_in``, ``rejects``,
-    ``fills``, ``replaces``, ``stage_latency``) are :class:`LoopFamily` series: only the
+    ``fills``, ``overfills``, ``replaces``, ``stage_latency``) are :class:`LoopFamily` series: only the
     event loop's thread may move them. The others are ``prometheus_client``
     metrics, safe from any thread (the journal's committer times its syncs).
 
@@ -182,6 +182,9 @@ class Metrics:
         (``intake``, ``risk``, ``book``, ...).
     fills : LoopFamily
         Fills reported to clients.
+    overfills : LoopFamily
+        Fills that took an order past its quantity, by ``venue``: a venue's
+        fault (booked in full all the same), for monitoring to alert on.
     replaces : LoopFamily
         Replaces done (``REPLACED`` reports), by ``path``: ``in_place`` (a
         lower qty at the same price, the resting children amended where they
@@ -218,6 +221,9 @@ class Metrics:
         self.rejects = LoopFamily("kronos_rejects", "Rejects sent, by reason and stage",
                                   ("reason", "stage"), registry=r)
         self.fills = LoopFamily("kronos_fills", "Fills reported to clients", registry=r)
+        self.overfills = LoopFamily("kronos_overfills", "Fills that took an order past its "
+                                    "quantity (a venue's fault; booked in full), by venue",
+                                    ("venue",), registry=r)
         self.replaces = LoopFamily("kronos_replaces", "Replaces done, by path: in_place "
                                    "(resting children amended) or routed_again", ("path",),
                                    registry=r)

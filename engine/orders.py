@@ -66,6 +66,7 @@ _FORGOTTEN = -2
 
 # Bound once for the per-order methods below (engine.messages.members says why).
 _RECEIVED, _FILLED, _PARTIALLY_FILLED = int(Stage.RECEIVED), Stage.FILLED, Stage.PARTIALLY_FILLED
+_ROUTED = Stage.ROUTED
 _IOC, _MARKET = int(TimeInForce.IOC), int(OrdType.MARKET)
 
 
@@ -237,20 +238,37 @@ class Order(msgspec.Struct, gc=False, eq=False):
         self.reject_reason, self.text = int(reason), text
         self.advance(Stage.REJECTED, now_ns)
 
+    @property
+    def overfilled(self) -> bool:
+        """A venue filled more than the order's quantity (``cum_qty > qty``)."""
+        return self.cum_qty > self.qty
+
     def fill(self, last_qty: int, last_px_x2: int, now_ns: int) -> None:
         """Book a fill (price in half-ticks) and move to PARTIALLY_FILLED or FILLED.
+
+        A venue's fill is a fact: one past what is left is booked in full
+        (the order is then FILLED and ``overfilled``), and so is one of an
+        order already FILLED (a venue overfilling it further; it stays FILLED).
 
         Raises
         ------
         IllegalTransition
-            If the order is not working or the fill exceeds what is left.
+            If the fill is not positive, or the order is neither working nor FILLED.
         """
-        if last_qty <= 0 or last_qty > self.qty - self.cum_qty:
-            raise IllegalTransition(f"order {self.order_id}: fill of {last_qty} with "
-                                    f"{self.qty - self.cum_qty} left")
+        if last_qty <= 0:
+            raise IllegalTransition(f"order {self.order_id}: fill of {last_qty}")
+        stage = self.stage
+        if stage == _FILLED:
+            self.cum_qty += last_qty
+            self.notional_x2 += last_qty * last_px_x2
+            return
+        # (Compared, not looked up: a Stage hashes in Python, and this runs per fill.)
+        if stage != _PARTIALLY_FILLED and stage != _ROUTED:
+            raise IllegalTransition(f"order {self.order_id} ({self.cl_ord_id}): fill of "
+                                    f"{last_qty} when {stage.name}")
         self.cum_qty += last_qty
         self.notional_x2 += last_qty * last_px_x2
-        self.advance(_FILLED if self.cum_qty == self.qty else _PARTIALLY_FILLED, now_ns)
+        self.advance(_FILLED if self.cum_qty >= self.qty else _PARTIALLY_FILLED, now_ns)
 
 
 def _unpickle_order(fields: dict) -> Order:

@@ -176,6 +176,23 @@ VENUE_ACCOUNT_BASE = 1_000_000
 HISTORY_PART = 500
 
 
+def risk_fill(risk, order: Order, qty: int, px: int) -> None:
+    """Book in ``risk`` a fill of ``qty`` lots at ``px`` ticks that ``order`` has just booked.
+
+    Against the order while risk holds it (``on_fill``, an overfill
+    included); once the order had FILLED before this fill (a venue
+    overfilling it further) risk has let it go, and the account's position
+    moves all the same (``on_fill_done``). Live and in recovery's replay
+    alike; the live path calls ``on_fill`` itself for a fill within the
+    order's quantity (per fill: one call less).
+    """
+    if order.cum_qty - qty < order.qty:
+        risk.on_fill(order.order_id, qty, px)
+    else:
+        risk.on_fill_done(risk.account_index(order.account),
+                          risk.instrument_index(order.symbol), order.side, qty, px)
+
+
 def risk_flags(req: NewOrder) -> int:
     """The risk engine's flag bits of a new order."""
     return (_LOCATE if req.locate else 0) | (_INTENDED_DUPLICATE if req.intended_duplicate else 0)
@@ -1443,7 +1460,8 @@ class Pipeline(Handler):
 
     def _parent_fill(self, child_id: int, report, now: int) -> None:
         order = self.orders.by_id.get(self._child_parent.get(child_id))
-        if order is None or order.done:
+        # (A FILLED order still takes fills: a venue overfilling it, below.)
+        if order is None or (order.done and order.stage != _Stage.FILLED):
             return
         qty, px_x2 = report.last_qty, report.price_x2
         order.fill(qty, px_x2, now)
@@ -1455,8 +1473,11 @@ class Pipeline(Handler):
         # Risk books whole ticks: a midpoint fill between two ticks is booked
         # at the tick against the account (up for a buy, down for a sell).
         px = (px_x2 + 1) // 2 if order.side == _Side.BUY else px_x2 // 2
-        self.risk.on_fill(order.order_id, qty, px)
         venue = self.venue_names[report.venue]
+        if order.cum_qty <= order.qty:
+            self.risk.on_fill(order.order_id, qty, px)
+        else:
+            self._overfill(order, child_id, venue, qty, px)
         self._exec_id += 1
         exec_id = f"{order.order_id}-{self._exec_id}"
         if self.metrics is not None:
@@ -1470,6 +1491,21 @@ class Pipeline(Handler):
             exec_id=exec_id, order_id=str(order.order_id), cl_ord_id=order.cl_ord_id,
             symbol=order.symbol, side=order.side, last_qty=sent.last_qty,
             last_px=sent.last_px, transact_time=sent.transact_time, venue=venue))
+
+    def _overfill(self, order: Order, child_id: int, venue: str, qty: int, px: int) -> None:
+        """Book in risk a fill that took ``order`` past its quantity: a venue's fault, but a fact.
+
+        Every lot is booked (the order has them already; the router too, and
+        routes none again; risk by :func:`risk_fill`). The order says
+        ``overfilled`` (``OrderStatusReply``); the fault is logged as a
+        WARNING and counted (``kronos_overfills``).
+        """
+        risk_fill(self.risk, order, qty, px)
+        log.warning("venue %s overfilled order %s (%s): %d lots filled of %d "
+                    "(child %s, fill of %d); booked in full", venue, order.order_id,
+                    order.cl_ord_id, order.cum_qty, order.qty, child_id, qty)
+        if self.metrics is not None:
+            self.metrics.overfills.labels(venue).inc()
 
     def _pump(self, now: int) -> None:
         """Send what the router queued and close the parents it finished."""
@@ -1687,7 +1723,7 @@ class Pipeline(Handler):
                 report = msgspec.structs.replace(report, seq=order.report_seq)
             msg = OrderStatusReply(
                 cl_ord_id=req.cl_ord_id, account=req.account, found=True,
-                report=report, transact_time=time.time_ns(),
+                report=report, transact_time=time.time_ns(), overfilled=order.overfilled,
                 stages=[StageTime(stage=stage.name, time=t) for stage, t in order.transitions],
                 children=[ChildState(child_id=str(c.child_id), venue=c.venue,
                                      price=inst.ticks_to_price(c.price) if c.price else None,

@@ -54,7 +54,8 @@ from engine.messages import (
 )
 from engine.orders import Child, Stage
 from engine.pipeline import (
-    RISK_SCOPE, SessionRef, cl_ord_hash, kill_switch_scope, order_schedule, risk_flags,
+    RISK_SCOPE, SessionRef, cl_ord_hash, kill_switch_scope, order_schedule, risk_fill,
+    risk_flags,
 )
 from ext.risk import RiskFlag
 
@@ -880,8 +881,7 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         qty, px_x2 = inst.qty_to_lots(report.last_qty), _px_x2(inst, report.last_px)
         order.fill(qty, px_x2, ts)
         references[risk.instrument_index(order.symbol)] = px_x2 // 2
-        risk.on_fill(order.order_id, qty,
-                     (px_x2 + 1) // 2 if order.side == 1 else px_x2 // 2)
+        risk_fill(risk, order, qty, (px_x2 + 1) // 2 if order.side == 1 else px_x2 // 2)
         pipeline.history.add(order.account, TradeFill(
             exec_id=report.exec_id or "", order_id=report.order_id, cl_ord_id=order.cl_ord_id,
             symbol=order.symbol, side=order.side, last_qty=report.last_qty,

@@ -280,6 +280,8 @@ cdef class RiskEngine:
                          int64_t price, int flags, int64_t cl_ord_hash,
                          int64_t now_ns) except -1
     cdef int on_fill_c(self, int64_t order_key, int64_t qty, int64_t price) except -1
+    cdef int _book_fill(self, int32_t account, int32_t instrument, int side, int64_t qty,
+                        int64_t price) except -1
     cdef int on_done_c(self, int64_t order_key) except -1
     cdef int on_replace_c(self, int64_t order_key, int64_t new_qty, int64_t new_price,
                           int64_t cl_ord_hash, int64_t now_ns, bint admitted) except -1

@@ -1226,47 +1226,56 @@ cdef class RiskEngine:
     cdef int on_fill_c(self, int64_t order_key, int64_t qty, int64_t price) except -1:
         cdef int32_t slot = self._find(order_key)
         cdef WorkingOrder* o
-        cdef CellState* cs
-        cdef AccountState* ast
-        cdef int64_t value, size, portion, pnl, rest, short_before
-        cdef int ovf = 0
+        cdef int64_t taken
         if slot < 0:
             return UNKNOWN_ORDER
         o = &self.orders[slot]
-        if qty <= 0 or qty > o.leaves:
+        if qty <= 0:
             return INVALID_QTY
         if price <= 0:
             return INVALID_PRICE
-        cs = &self.cell_state[<int64_t>o.account * self.cap_instruments + o.instrument]
-        ast = &self.acct_state[o.account]
-        self._release(o, qty, False)
-        o.leaves -= qty
-        value = kx_mul3(qty, price, self.inst[o.instrument].mult, &ovf)
+        # A venue may fill past what is left (an overfill): the lots were
+        # traded, so all of them move the position, and only what was left
+        # comes off the reservation.
+        taken = qty if qty <= o.leaves else o.leaves
+        self._release(o, taken, False)
+        o.leaves -= taken
+        self._book_fill(o.account, o.instrument, o.side, qty, price)
+        if o.leaves == 0:
+            self._release(o, 0, True)
+            self._remove(slot)
+        return 0
+
+    cdef int _book_fill(self, int32_t account, int32_t instrument, int side, int64_t qty,
+                        int64_t price) except -1:
+        """Move the account's position, cash flow, traded notional and P&L by a fill."""
+        cdef CellState* cs = &self.cell_state[<int64_t>account * self.cap_instruments + instrument]
+        cdef AccountState* ast = &self.acct_state[account]
+        cdef int64_t value, pnl, short_before
+        cdef int ovf = 0
+        value = kx_mul3(qty, price, self.inst[instrument].mult, &ovf)
         ast.traded_notional = kx_sat_add(ast.traded_notional, value)
         self.firm.traded_notional = kx_sat_add(self.firm.traded_notional, value)
         short_before = cs.cost if cs.position < 0 else 0
         pnl = 0
-        if o.side == BUY:
+        if side == BUY:
             ast.cash_flow = kx_sat_sub(ast.cash_flow, value)
             if cs.position >= 0:
                 cs.cost = kx_sat_add(cs.cost, value)
                 cs.position += qty
             else:
-                pnl = self._close(cs, qty, price, self.inst[o.instrument].mult, -1)
+                pnl = self._close(cs, qty, price, self.inst[instrument].mult, -1)
         else:
             ast.cash_flow = kx_sat_add(ast.cash_flow, value)
             if cs.position <= 0:
                 cs.cost = kx_sat_add(cs.cost, value)
                 cs.position -= qty
             else:
-                pnl = self._close(cs, qty, price, self.inst[o.instrument].mult, 1)
+                pnl = self._close(cs, qty, price, self.inst[instrument].mult, 1)
         ast.realized_pnl = kx_sat_add(ast.realized_pnl, pnl)
         self.firm.realized_pnl = kx_sat_add(self.firm.realized_pnl, pnl)
         ast.short_basis = kx_sat_add(kx_sat_sub(ast.short_basis, short_before),
                                      cs.cost if cs.position < 0 else 0)
-        if o.leaves == 0:
-            self._release(o, 0, True)
-            self._remove(slot)
         return 0
 
     cdef int64_t _close(self, CellState* cs, int64_t qty, int64_t price, int64_t mult,
@@ -1457,13 +1466,45 @@ cdef class RiskEngine:
     def on_fill(self, Py_ssize_t order_key, Py_ssize_t qty, Py_ssize_t price, /):
         """Apply a fill (``qty`` lots at ``price`` ticks) of a working order.
 
+        A fill above the order's leaves (a venue's overfill) is booked in
+        full: the position moves by ``qty``, the reservation is released by
+        the leaves, and the order is done.
+
         Returns
         -------
         int
-            0, or ``UNKNOWN_ORDER`` / ``INVALID_QTY`` (more than leaves) /
+            0, or ``UNKNOWN_ORDER`` / ``INVALID_QTY`` (not positive) /
             ``INVALID_PRICE``, in which case nothing changed.
         """
         return self.on_fill_c(order_key, qty, price)
+
+    def on_fill_done(self, Py_ssize_t account, Py_ssize_t instrument, Py_ssize_t side,
+                     Py_ssize_t qty, Py_ssize_t price, /):
+        """Book a fill of an order risk no longer holds (a venue's overfill of a filled order).
+
+        The account's position, cash flow, traded notional and P&L move as
+        for any fill; there is no reservation left to release.
+
+        Returns
+        -------
+        int
+            0, or ``INVALID_QTY`` / ``INVALID_PRICE`` (not positive), or
+            ``INVALID_SIDE``, in which case nothing changed.
+
+        Raises
+        ------
+        IndexError
+            For an account or instrument index risk does not have.
+        """
+        if qty <= 0:
+            return INVALID_QTY
+        if price <= 0:
+            return INVALID_PRICE
+        if side != BUY and side != SELL and side != SELL_SHORT:
+            return INVALID_SIDE
+        if not 0 <= account < self.n_accounts or not 0 <= instrument < self.n_instruments:
+            raise IndexError("no such account or instrument")
+        return self._book_fill(account, instrument, side, qty, price)
 
     def on_cancel(self, Py_ssize_t order_key, /):
         """The order is canceled (or expired): its remaining exposure is released.

@@ -192,6 +192,7 @@ ctypedef struct Venue:
     int64_t n_rejects
     int64_t n_timeouts
     int64_t n_fills_outside_limit   # fills reported at a worse price than the child's limit
+    int64_t n_overfills       # fills reported above the child's leaves (booked all the same)
     int32_t n_down            # consecutive timeouts: the backoff exponent
     uint8_t dark
     uint8_t open              # session open (caller); closed venues are never routed to
@@ -412,6 +413,7 @@ cdef class Router:
     cdef int64_t _target(self, Parent* p, int64_t now) noexcept
     cdef int _advance(self, int32_t pi, int64_t now) except -1
     cdef int _finish(self, int32_t pi, int status, int reason, int64_t now) except -1
+    cdef int _cancel_children(self, int32_t pi, int64_t now) except -1
     cdef i128 _fee(self, int instrument, int venue, bint maker, int64_t px_x2,
                    int64_t qty) noexcept
     cdef bint _any_open_lit(self) noexcept

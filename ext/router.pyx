@@ -901,6 +901,7 @@ cdef class Router:
             "retry_at": vn.retry_at, "consecutive_timeouts": vn.n_down,
             "latency_ns": vn.latency_ns, "children_sent": vn.n_sent, "rejects": vn.n_rejects,
             "timeouts": vn.n_timeouts, "fills_outside_limit": vn.n_fills_outside_limit,
+            "overfills": vn.n_overfills,
             "passive_sent": vn.passive_sent,
             "passive_filled": vn.passive_filled, "fill_rate_ppm": self._fill_rate_ppm(vn),
         }
@@ -1505,9 +1506,14 @@ cdef class Router:
             self._wake(pi)
         # Filled first: a child may fill in full after a cancel was asked for
         # (the cancel came too late), and the record must then say FILLED.
-        # cum == qty leaves nothing working, so no child is left to wait for.
-        if p.cum == p.qty:
-            self._finish(pi, FILLED, 0, now)
+        # cum == qty leaves nothing working, unless a venue overfilled a
+        # child: the others are then canceled (what they fill meanwhile is
+        # booked too), and the parent ends FILLED when they are done.
+        if p.cum >= p.qty:
+            if p.n_live > 0:
+                self._cancel_children(pi, now)
+            else:
+                self._finish(pi, FILLED, 0, now)
             return 0
         if p.cancel_requested != CR_NONE:
             if p.n_live == 0:
@@ -1760,21 +1766,23 @@ cdef class Router:
     cdef int cancel_parent_c(self, int64_t parent_id, int64_t now) except -1:
         """Stop a parent: cancel its live children; it ends CANCELED when they are done."""
         cdef int32_t pi = idmap_get(&self.parent_ids, parent_id) if parent_id > 0 else -1
-        cdef int32_t ci
-        cdef Parent* p
-        cdef Child* c
         if pi < 0 or self.parents[pi].phase == PH_DONE:
             return UNKNOWN_ORDER
-        p = &self.parents[pi]
-        p.cancel_requested = CR_USER
-        ci = p.head
+        self.parents[pi].cancel_requested = CR_USER
+        self._cancel_children(pi, now)
+        self._advance(pi, now)
+        return 0
+
+    cdef int _cancel_children(self, int32_t pi, int64_t now) except -1:
+        """Queue an ``ACT_CANCEL`` for each live child of a parent not already canceling."""
+        cdef int32_t ci = self.parents[pi].head
+        cdef Child* c
         while ci >= 0:
             c = &self.children[ci]
             if not c.cancel_sent:
                 c.cancel_sent = 1
                 self._emit(ACT_CANCEL, ci, c.price, c.qty, 0, 0, 0, 0, now)
-            ci = self.children[ci].next
-        self._advance(pi, now)
+            ci = c.next
         return 0
 
     cdef int reduce_parent_c(self, int64_t parent_id, int64_t cut, int64_t now) except -1:
@@ -1843,16 +1851,26 @@ cdef class Router:
         cdef Child* c
         cdef Parent* p
         cdef i128 fill_fee, fee_total, notional, venue_fees
+        cdef int64_t booked
         cdef Py_ssize_t k
         if ci < 0:
             return UNKNOWN_ORDER
         c = &self.children[ci]
         pi = c.parent
         p = &self.parents[pi]
-        if last_qty <= 0 or last_qty > c.qty - c.cum:
+        if last_qty <= 0 or last_qty > C_MAX_QTY:
             return INVALID_QTY
         if last_px_x2 <= 0 or last_px_x2 > 2 * C_MAX_PRICE:
             return INVALID_PRICE
+        # A venue that fills past the child's leaves is at fault, but the lots
+        # were traded: all of them are booked (refused, the router would route
+        # them again), the child ends with its leaves, and the venue's count
+        # says it happened.
+        booked = c.qty - c.cum
+        if last_qty > booked:
+            self.venues[c.venue].n_overfills += 1
+        else:
+            booked = last_qty
         fill_fee = self._fee(p.instrument, c.venue, c.role == ROLE_POST, last_px_x2,
                              last_qty) if not has_fee \
             else <i128>fee
@@ -1874,9 +1892,9 @@ cdef class Router:
         if not c.acked:
             self._confirm_resting(ci)   # a fill before the ack: it was at the venue
         c.acked = 1
-        c.cum += last_qty
+        c.cum += booked
         p.cum += last_qty
-        p.working -= last_qty
+        p.working -= booked
         p.notional_x2 = _sat64(notional)
         p.fees = _sat64(fee_total)
         p.v_filled[c.venue] += last_qty
@@ -1888,8 +1906,8 @@ cdef class Router:
         if k >= 0:
             # The lots move from "claimed by a live child" to "taken since
             # the venue's last update": both keep the next sweep off them.
-            self.res_live[k] -= last_qty
-            self.res_filled[k] += last_qty
+            self.res_live[k] -= booked
+            self.res_filled[k] += booked
         if c.cum == c.qty:
             self._child_done(ci)
         return self._advance(pi, now)
@@ -1938,9 +1956,8 @@ cdef class Router:
 
     cdef int on_expired_c(self, int64_t child_id, int64_t now) except -1:
         cdef int32_t ci = self._live_child(child_id)
-        cdef int32_t pi, cj
+        cdef int32_t pi
         cdef Parent* p
-        cdef Child* c
         if ci < 0:
             return UNKNOWN_ORDER
         pi = self.children[ci].parent
@@ -1950,13 +1967,7 @@ cdef class Router:
         if p.phase != PH_DONE and p.cancel_requested == CR_NONE:
             # The venue's session ended (DAY): so does the parent's.
             p.cancel_requested = CR_EXPIRE
-            cj = p.head
-            while cj >= 0:
-                c = &self.children[cj]
-                if not c.cancel_sent:
-                    c.cancel_sent = 1
-                    self._emit(ACT_CANCEL, cj, c.price, c.qty, 0, 0, 0, 0, now)
-                cj = self.children[cj].next
+            self._cancel_children(pi, now)
         return self._advance(pi, now)
 
     cdef int on_replaced_c(self, int64_t child_id, int64_t now) except -1:
@@ -2408,10 +2419,13 @@ cdef class Router:
         -------
         int
             0; ``UNKNOWN_ORDER`` (no such live child), ``INVALID_QTY`` (not
-            positive or above the child's leaves) or ``INVALID_PRICE``;
-            nothing is applied on a non-zero code. A fill whose notional or
-            fees pass int64 is booked with those sums saturated, and the
-            parent's ``sums_saturated`` says so (its ``avg_px`` is then None).
+            positive or above ``MAX_QTY``) or ``INVALID_PRICE``; nothing is
+            applied on a non-zero code. A fill whose notional or fees pass
+            int64 is booked with those sums saturated, and the parent's
+            ``sums_saturated`` says so (its ``avg_px`` is then None). A fill
+            above the child's leaves (a venue's overfill) is booked in full:
+            the child is done, ``venue_state(v)["overfills"]`` counts it, and
+            a parent filled past its quantity says ``overfilled``.
         """
         cdef Py_ssize_t given        # (Py_ssize_t: a float fee is refused, see route)
         if fee is None:
@@ -2566,11 +2580,12 @@ cdef class Router:
         cdef Parent* p = self._parent(parent_id)
         return {"parent_id": p.parent_id, "status": p.status, "phase": Phase(p.phase),
                 "strategy": Strategy(p.strategy), "qty": p.qty, "cum_qty": p.cum,
-                "leaves_qty": p.qty - p.cum, "working_qty": p.working,
+                "leaves_qty": max(p.qty - p.cum, 0), "working_qty": p.working,
                 "avg_px": self._avg_px(p), "notional_x2": p.notional_x2, "fees": p.fees,
                 "live_children": p.n_live, "children": p.n_children, "rounds": p.rounds,
                 "reason": p.reason, "done": p.phase == PH_DONE,
-                "sums_saturated": bool(p.sums_saturated), "amending": p.n_amending}
+                "sums_saturated": bool(p.sums_saturated), "amending": p.n_amending,
+                "overfilled": p.cum > p.qty}
 
     def live_children(self, Py_ssize_t parent_id):
         """The live children of a parent: a list of dicts, creation order."""
@@ -2608,7 +2623,7 @@ cdef class Router:
         out.parent_id, out.instrument, out.side = p.parent_id, p.instrument, p.side
         out.strategy, out.status, out.tif, out.reason = p.strategy, p.status, p.tif, p.reason
         out.qty, out.limit_px, out.cum_qty = p.qty, p.limit_px, p.cum
-        out.leaves_qty = p.qty - p.cum
+        out.leaves_qty = p.qty - p.cum if p.cum < p.qty else 0
         # Exact average price as a reduced fraction (half-ticks over 2 x lots).
         if p.cum == 0:
             out.avg_px_num, out.avg_px_den = 0, 1

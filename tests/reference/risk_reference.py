@@ -544,20 +544,39 @@ class RiskReference:
         order = self.orders.get(order_key)
         if order is None:
             return int(R.UNKNOWN_ORDER)
-        if qty <= 0 or qty > order.leaves:
+        if qty <= 0:
             return int(R.INVALID_QTY)
         if price <= 0:
             return int(R.INVALID_PRICE)
-        cell = self.cells[(order.account, order.instrument)]
-        ast = self.acct[order.account]
-        self._release(order, qty, False)
-        order.leaves -= qty
-        value = qty * price * self.mult[order.instrument]
+        taken = min(qty, order.leaves)      # an overfill moves the position by all of it
+        self._release(order, taken, False)
+        order.leaves -= taken
+        self._book_fill(order.account, order.instrument, order.side, qty, price)
+        if order.leaves == 0:
+            self._release(order, 0, True)
+            del self.orders[order_key]
+        return 0
+
+    def on_fill_done(self, account, instrument, side, qty, price):
+        qty, price = operator.index(qty), operator.index(price)
+        if qty <= 0:
+            return int(R.INVALID_QTY)
+        if price <= 0:
+            return int(R.INVALID_PRICE)
+        if side not in (Side.BUY, Side.SELL, Side.SELL_SHORT):
+            return int(R.INVALID_SIDE)
+        self._book_fill(account, instrument, side, qty, price)
+        return 0
+
+    def _book_fill(self, account, instrument, side, qty, price):
+        cell = self.cells.setdefault((account, instrument), Cell())
+        ast = self.acct.setdefault(account, AccountState())
+        value = qty * price * self.mult[instrument]
         ast.traded_notional += value
         self.firm_traded += value
         short_before = cell.cost if cell.position < 0 else 0
-        signed = qty if order.side == Side.BUY else -qty
-        ast.cash_flow += -value if order.side == Side.BUY else value
+        signed = qty if side == Side.BUY else -qty
+        ast.cash_flow += -value if side == Side.BUY else value
         pnl = 0
         if cell.position == 0 or (cell.position > 0) == (signed > 0):
             cell.cost += value
@@ -566,20 +585,16 @@ class RiskReference:
             size = abs(cell.position)
             closed = min(qty, size)
             portion = cell.cost * closed // size
-            closed_value = closed * price * self.mult[order.instrument]
+            closed_value = closed * price * self.mult[instrument]
             pnl = closed_value - portion if cell.position > 0 else portion - closed_value
             cell.cost -= portion
             cell.position += closed if signed > 0 else -closed
             if qty > closed:
-                cell.cost = (qty - closed) * price * self.mult[order.instrument]
+                cell.cost = (qty - closed) * price * self.mult[instrument]
                 cell.position = (qty - closed) if signed > 0 else -(qty - closed)
         ast.realized_pnl += pnl
         self.firm_realized += pnl
         ast.short_basis += (cell.cost if cell.position < 0 else 0) - short_before
-        if order.leaves == 0:
-            self._release(order, 0, True)
-            del self.orders[order_key]
-        return 0
 
     def on_cancel(self, order_key):
         order = self.orders.pop(order_key, None)

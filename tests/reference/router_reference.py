@@ -54,7 +54,8 @@ class _Fees:
 
 class _Venue:
     __slots__ = ("dark", "open", "latency_ns", "health", "retry_at", "n_down", "passive_sent",
-                 "passive_filled", "n_sent", "n_rejects", "n_timeouts", "n_fills_outside_limit")
+                 "passive_filled", "n_sent", "n_rejects", "n_timeouts", "n_fills_outside_limit",
+                 "n_overfills")
 
     def __init__(self):
         self.dark, self.open = False, True
@@ -62,6 +63,7 @@ class _Venue:
         self.health, self.retry_at, self.n_down = UP, 0, 0
         self.passive_sent = self.passive_filled = 0
         self.n_sent = self.n_rejects = self.n_timeouts = self.n_fills_outside_limit = 0
+        self.n_overfills = 0
 
 
 class _Child:
@@ -281,7 +283,7 @@ class ReferenceRouter:
                 "routable": bool(self._routable(venue, now)), "retry_at": vn.retry_at,
                 "consecutive_timeouts": vn.n_down, "latency_ns": vn.latency_ns,
                 "children_sent": vn.n_sent, "rejects": vn.n_rejects, "timeouts": vn.n_timeouts,
-                "fills_outside_limit": vn.n_fills_outside_limit,
+                "fills_outside_limit": vn.n_fills_outside_limit, "overfills": vn.n_overfills,
                 "passive_sent": vn.passive_sent, "passive_filled": vn.passive_filled,
                 "fill_rate_ppm": self._fill_rate_ppm(vn)}
 
@@ -528,8 +530,11 @@ class ReferenceRouter:
         max_reroutes = self.config["max_reroutes"]
         if p.phase == PH_DONE:
             return
-        if p.cum == p.qty:              # before the cancel: a too-late cancel still FILLED
-            self._finish(p, FILLED, 0, now)
+        if p.cum >= p.qty:              # before the cancel: a too-late cancel still FILLED
+            if p.live:                  # a venue overfilled a child: the rest come down
+                self._cancel_children(p, now)
+            else:
+                self._finish(p, FILLED, 0, now)
             return
         if p.cancel_requested:
             if not p.live:
@@ -686,14 +691,19 @@ class ReferenceRouter:
         if p is None or p.phase == PH_DONE:
             return None
         p.cancel_requested = CR_USER
+        ids = self._cancel_children(p, now)
+        self._advance(p, now)
+        return np.array(ids, dtype=np.int64)
+
+    def _cancel_children(self, p, now):
+        """Queue an ACT_CANCEL for each live child not already canceling; their ids."""
         ids = []
         for c in list(p.live.values()):
             if not c.cancel_sent:
                 c.cancel_sent = True
                 self._emit(ACT_CANCEL, c, c.price, c.qty, 0, 0, 0, 0, now)
                 ids.append(c.child_id)
-        self._advance(p, now)
-        return np.array(ids, dtype=np.int64)
+        return ids
 
     def reduce_parent(self, parent_id, cut, now=0):
         cut = operator.index(cut)
@@ -768,7 +778,7 @@ class ReferenceRouter:
         c = self.children.get(child_id)
         if c is None:
             return R["UNKNOWN_ORDER"]
-        if not 0 < last_qty <= c.qty - c.cum:
+        if not 0 < last_qty <= MAX_QTY:
             return R["INVALID_QTY"]
         if not 0 < last_px_x2 <= 2 * MAX_PRICE:
             return R["INVALID_PRICE"]
@@ -781,13 +791,18 @@ class ReferenceRouter:
             bound = max(limits) if buy else min(limits)     # a replace in flight: the looser
             if (last_px_x2 > 2 * bound) if buy else (last_px_x2 < 2 * bound):
                 self.venues[c.venue].n_fills_outside_limit += 1
+        # A venue's overfill is booked in full (the lots were traded); the
+        # child ends with its leaves.
+        booked = min(last_qty, c.qty - c.cum)
+        if booked < last_qty:
+            self.venues[c.venue].n_overfills += 1
         self._heard_from(c, now)
         if not c.acked:
             self._confirm_resting(c)
         c.acked = True
-        c.cum += last_qty
+        c.cum += booked
         p.cum += last_qty
-        p.working -= last_qty
+        p.working -= booked
         # The lots are booked whatever the sums: int64 money saturates.
         limit = (1 << 63) - 1
         sums = (p.notional_x2 + last_qty * last_px_x2, p.fees + fee, p.v_fees[c.venue] + fee)
@@ -800,8 +815,8 @@ class ReferenceRouter:
             p.status = PARTIAL
         key = self._sweep_claim(c)
         if key is not None:
-            self.res_live[key] -= last_qty
-            self.res_filled[key] = self.res_filled.get(key, 0) + last_qty
+            self.res_live[key] -= booked
+            self.res_filled[key] = self.res_filled.get(key, 0) + booked
         if c.cum == c.qty:
             self._child_done(c)
         self._advance(p, now)
@@ -846,10 +861,7 @@ class ReferenceRouter:
         p = c.parent
         if p.phase != PH_DONE and p.cancel_requested == CR_NONE:
             p.cancel_requested = CR_EXPIRE
-            for other in list(p.live.values()):
-                if not other.cancel_sent:
-                    other.cancel_sent = True
-                    self._emit(ACT_CANCEL, other, other.price, other.qty, 0, 0, 0, 0, now)
+            self._cancel_children(p, now)
         self._advance(p, now)
         return 0
 
@@ -926,10 +938,12 @@ class ReferenceRouter:
         p = self.parents[parent_id]
         return {"parent_id": p.parent_id, "status": p.status, "phase": Phase(p.phase),
                 "strategy": Strategy(p.strategy), "qty": p.qty, "cum_qty": p.cum,
-                "leaves_qty": p.qty - p.cum, "working_qty": p.working, "avg_px": self._avg_px(p),
+                "leaves_qty": max(p.qty - p.cum, 0), "working_qty": p.working,
+                "avg_px": self._avg_px(p),
                 "notional_x2": p.notional_x2, "fees": p.fees, "live_children": len(p.live),
                 "children": p.n_children, "rounds": p.rounds, "reason": p.reason,
                 "done": p.phase == PH_DONE, "sums_saturated": p.sums_saturated,
+                "overfilled": p.cum > p.qty,
                 "amending": p.n_amending}
 
     def live_children(self, parent_id):
@@ -959,7 +973,7 @@ class ReferenceRouter:
         return {
             "parent_id": p.parent_id, "instrument": p.instrument, "side": p.side,
             "strategy": p.strategy, "status": p.status, "tif": p.tif, "reason": p.reason,
-            "qty": p.qty, "limit_px": p.limit_px, "cum_qty": p.cum, "leaves_qty": p.qty - p.cum,
+            "qty": p.qty, "limit_px": p.limit_px, "cum_qty": p.cum, "leaves_qty": max(p.qty - p.cum, 0),
             "avg_px_num": num, "avg_px_den": den, "notional_x2": p.notional_x2, "fees": p.fees,
             "arrival_ts": p.arrival_ts, "done_ts": p.done_ts, "arr_bid_px": bid,
             "arr_bid_qty": bid_qty, "arr_ask_px": ask, "arr_ask_qty": ask_qty, "pi_x2": pi_x2,

@@ -76,14 +76,31 @@ def test_no_transition_out_of_a_terminal_stage():
     assert check_report(report) is None
 
 
-def test_overfill_is_refused_and_changes_nothing():
+def test_an_overfill_is_booked_and_the_order_says_so():
+    # A venue's fill is a fact: refused, the engine's figures disagreed with
+    # the router's and risk's about what was bought.
     order = new_order(OrderTable(), qty=5)
     route(order)
     with pytest.raises(IllegalTransition):
-        order.fill(6, 200, 3)
-    with pytest.raises(IllegalTransition):
         order.fill(0, 200, 3)
-    assert order.cum_qty == 0 and order.stage == Stage.ROUTED
+    assert order.cum_qty == 0 and order.stage == Stage.ROUTED and not order.overfilled
+    order.fill(6, 200, 3)
+    assert order.cum_qty == 6 and order.stage == Stage.FILLED and order.overfilled
+    order.fill(2, 202, 4)                       # a FILLED order still takes a venue's fill
+    assert (order.cum_qty, order.notional_x2, order.stage) == (8, 6 * 200 + 2 * 202, Stage.FILLED)
+    assert [s for s, _ in order.transitions].count(Stage.FILLED) == 1
+    report = execution_report(order, INST, ExecType.FILL, last_qty=2, last_px_x2=202)
+    assert (report.qty, report.cum_qty, report.leaves_qty) == ("0.008", "0.008", "0")
+    assert check_report(report) is None
+
+
+def test_a_fill_of_a_canceled_order_is_refused():
+    order = new_order(OrderTable(), qty=5)
+    route(order)
+    order.advance(Stage.CANCELED, 3)
+    with pytest.raises(IllegalTransition):
+        order.fill(1, 200, 4)
+    assert order.cum_qty == 0
 
 
 def test_canceled_report_quantity_in_force_is_what_filled():

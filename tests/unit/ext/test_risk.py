@@ -720,7 +720,7 @@ def test_fill_cancel_reject_release_exposure(make):
     assert h.new(qty=10) == 0
     k = h.key
     assert h.exposure()["open_buy"] == 10
-    assert h.engine.on_fill(k, 11, 10000) == R.INVALID_QTY
+    assert h.engine.on_fill(k, 0, 10000) == R.INVALID_QTY
     assert h.engine.on_fill(k, 4, 9990) == 0
     assert h.exposure() == {"position": 4, "open_buy": 6, "open_sell": 0, "cost": 4 * 9990 * 100,
                             "open_orders": 1}
@@ -731,6 +731,26 @@ def test_fill_cancel_reject_release_exposure(make):
     assert h.new(qty=3) == 0
     assert h.engine.on_reject(h.key) == 0
     assert h.exposure()["open_orders"] == 0
+
+
+def test_an_overfill_moves_the_position_by_every_lot_traded(make):
+    # A venue's overfill is a fact: the engine books every lot, so risk's
+    # position must too (refused, the two disagreed about what was bought).
+    h = make()
+    assert h.new(qty=10) == 0
+    k = h.key
+    assert h.engine.on_fill(k, 4, 10000) == 0
+    assert h.engine.on_fill(k, 9, 10000) == 0            # 6 left, 9 traded
+    assert h.exposure() == {"position": 13, "open_buy": 0, "open_sell": 0,
+                            "cost": 13 * 10000 * 100, "open_orders": 0}
+    assert h.money()["reserved"] == 0
+    assert h.engine.on_fill(k, 1, 10000) == R.UNKNOWN_ORDER   # done: not its order any more
+    e = h.engine
+    a, i = e.account_index("A1"), e.instrument_index("AAPL")
+    assert e.on_fill_done(a, i, BUY, 2, 10000) == 0          # a later overfill of it
+    assert e.on_fill_done(a, i, BUY, 0, 10000) == R.INVALID_QTY
+    assert e.on_fill_done(a, i, BUY, 1, 0) == R.INVALID_PRICE
+    assert h.exposure()["position"] == 15 and h.exposure()["cost"] == 15 * 10000 * 100
 
 
 def test_replace_checked_against_limits(make):

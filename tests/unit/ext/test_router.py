@@ -409,7 +409,7 @@ def test_reports_for_unknown_children_and_bad_fills_change_nothing(R):
     r.route(1, 0, BUY, 10, 0, now=0)
     cid = int(r.drain_actions()[0]["child_id"])
     assert r.on_fill(cid + 1, 1, 200) == RR.UNKNOWN_ORDER
-    assert r.on_fill(cid, 11, 200) == RR.INVALID_QTY
+    assert r.on_fill(cid, (1 << 40) + 1, 200) == RR.INVALID_QTY    # past MAX_QTY: no fill
     assert r.on_fill(cid, 0, 200) == RR.INVALID_QTY
     assert r.on_fill(cid, 1, 0) == RR.INVALID_PRICE
     assert r.on_ack(99) == RR.UNKNOWN_ORDER and r.on_canceled(99) == RR.UNKNOWN_ORDER
@@ -1380,3 +1380,49 @@ def test_the_market_view_refuses_a_float_index_time_or_fee_naming_it(R):
     assert r.route(2, 0, BUY, 20, 101, now=2, tif=T.IOC) == 0
     sweeps = [x for x in r.drain_actions() if int(x["parent_id"]) == 2]
     assert [(int(x["price"]), int(x["qty"])) for x in sweeps] == [(101, 20)]
+
+
+def test_a_venue_overfill_is_booked_and_never_routed_again(R):
+    # A venue that fills a child past its leaves is at fault, but the lots
+    # were traded: refused, the router routed them again while the engine
+    # booked them, and the two disagreed about the parent's fills.
+    r = R(2)
+    r.update_book(0, 0, asks=[(100, 40)])
+    r.update_book(0, 1, asks=[(100, 60)])
+    r.route(1, 0, BUY, 100, 100, now=0, strategy=STRAT_SWEEP, tif=T.IOC)
+    kids = {int(a["venue"]): int(a["child_id"]) for a in r.drain_actions()}
+    assert r.on_fill(kids[0], 55, 200, 1) == 0          # 40 asked, 55 filled
+    st = r.parent(1)
+    assert (st["cum_qty"], st["working_qty"], st["leaves_qty"]) == (55, 60, 45)
+    assert not st["overfilled"] and r.venue_state(0)["overfills"] == 1
+    assert [c["child_id"] for c in r.live_children(1)] == [kids[1]]
+    assert not len(r.drain_actions())                   # nothing routed for the 15
+    assert r.on_fill(kids[1], 60, 200, 2) == 0          # the parent ends overfilled
+    st = r.parent(1)
+    assert st["cum_qty"] == 115 and st["leaves_qty"] == 0 and st["overfilled"] and st["done"]
+    assert st["status"] == OrdStatus.FILLED and r.venue_state(1)["overfills"] == 0
+    assert not len(r.drain_actions())
+    rec = r.bestex(1)
+    assert rec["cum_qty"] == 115 and rec["leaves_qty"] == 0
+    assert (rec["avg_px_num"], rec["avg_px_den"]) == (100, 1)
+
+
+def test_a_parent_overfilled_by_one_child_cancels_the_others(R):
+    # Its quantity is bought: what still works could only buy more. What the
+    # other children fill before the cancel lands is booked too.
+    r = R(2)
+    r.update_book(0, 0, asks=[(100, 40)])
+    r.update_book(0, 1, asks=[(100, 60)])
+    r.route(1, 0, BUY, 100, 100, now=0, strategy=STRAT_SWEEP, tif=T.IOC)
+    kids = {int(a["venue"]): int(a["child_id"]) for a in r.drain_actions()}
+    assert r.on_fill(kids[1], 100, 200, 1) == 0         # 60 asked, the parent's 100 filled
+    st = r.parent(1)
+    assert st["cum_qty"] == 100 and not st["done"] and r.venue_state(1)["overfills"] == 1
+    acts = r.drain_actions()
+    assert [(int(a["kind"]), int(a["child_id"])) for a in acts] == [(ACT_CANCEL, kids[0])]
+    assert r.on_fill(kids[0], 10, 200, 2) == 0          # before the cancel landed
+    assert r.parent(1)["cum_qty"] == 110 and r.parent(1)["overfilled"]
+    assert r.on_canceled(kids[0], 3) == 0
+    st = r.parent(1)
+    assert st["done"] and st["status"] == OrdStatus.FILLED and st["cum_qty"] == 110
+    assert not len(r.drain_actions())

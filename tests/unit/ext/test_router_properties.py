@@ -94,7 +94,7 @@ ROUTE = st.tuples(
 REPORT = st.tuples(
     st.just("report"), st.integers(0, 1000),
     st.sampled_from(["ack", "ack", "fill", "fill", "fill_all", "fill_all", "reject", "canceled",
-                     "expired", "replaced", "replace_rejected", "unknown"]),
+                     "expired", "replaced", "replace_rejected", "unknown", "overfill"]),
     st.integers(1, 1000), st.integers(-4, 4), st.sampled_from([None, None, 0, -500, 777]),
     st.sampled_from([RR.VENUE_REJECT, RR.VENUE_UNAVAILABLE, RR.VENUE_CLOSED,
                      RR.POST_ONLY_WOULD_CROSS]))
@@ -120,8 +120,10 @@ class Ledger:
 
     def __init__(self):
         self.cum, self.notional_x2, self.fees = {}, {}, {}
+        self.excess = {}    # lots the venues filled past their children's leaves
 
-    def fill(self, pid, qty, px_x2, fee):
+    def fill(self, pid, qty, px_x2, fee, excess=0):
+        self.excess[pid] = self.excess.get(pid, 0) + excess
         self.cum[pid] = self.cum.get(pid, 0) + qty
         self.notional_x2[pid] = self.notional_x2.get(pid, 0) + qty * px_x2
         self.fees[pid] = self.fees.get(pid, 0) + fee
@@ -136,14 +138,18 @@ def check_invariants(router, pids, ledger):
         assert p["fees"] == ledger.fees.get(pid, 0)
         assert p["working_qty"] == sum(c["qty"] - c["cum_qty"] for c in live)
         assert p["live_children"] == len(live)
-        assert 0 <= p["working_qty"] and p["cum_qty"] + p["working_qty"] <= p["qty"]
-        assert p["leaves_qty"] == p["qty"] - p["cum_qty"]
+        # What the router sent never passes the parent: only a venue's
+        # overfill (booked, never routed again) takes its fills past it.
+        excess = ledger.excess.get(pid, 0)
+        assert 0 <= p["working_qty"] and p["cum_qty"] - excess + p["working_qty"] <= p["qty"]
+        assert p["leaves_qty"] == max(p["qty"] - p["cum_qty"], 0)
+        assert p["overfilled"] == (p["cum_qty"] > p["qty"])
         if p["done"]:
             assert not live
         rec = router.bestex(pid)
         assert sum(rec["venue_filled"]) == p["cum_qty"]
         assert sum(rec["venue_fees"]) == p["fees"]
-        assert all(f <= s for f, s in zip(rec["venue_filled"], rec["venue_sent"]))
+        assert excess or all(f <= s for f, s in zip(rec["venue_filled"], rec["venue_sent"]))
         if p["cum_qty"]:
             num, den = p["avg_px"]
             assert num * 2 * p["cum_qty"] == den * p["notional_x2"] and math.gcd(num, den) == 1
@@ -200,9 +206,10 @@ def test_cython_matches_reference_and_keeps_its_books(setup, ops):
                 continue
             pid, c = live[pick % len(live)]
             cid = c["child_id"]
-            if what in ("fill", "fill_all"):
+            if what in ("fill", "fill_all", "overfill"):
                 leaves = c["qty"] - c["cum_qty"]
-                qty = leaves if what == "fill_all" else 1 + q % leaves
+                qty = leaves if what == "fill_all" else leaves + 1 + q % 20 \
+                    if what == "overfill" else 1 + q % leaves
                 px_x2 = 2 * (c["price"] or MID) + dpx
                 codes = [r.on_fill(cid, qty, px_x2, now, fee) for r in (cy, ref)]
                 assert codes[0] == codes[1] == 0
@@ -216,7 +223,7 @@ def test_cython_matches_reference_and_keeps_its_books(setup, ops):
                     rate = px_x2 * qty * cbps
                     expected = per * qty + (rate + 100) // 200 if rate >= 0 else \
                         per * qty - (-rate + 100) // 200
-                ledger.fill(pid, qty, px_x2, expected)
+                ledger.fill(pid, qty, px_x2, expected, max(qty - leaves, 0))
             else:
                 call = {"ack": "on_ack", "canceled": "on_canceled", "expired": "on_expired",
                         "replaced": "on_replaced", "replace_rejected": "on_replace_rejected"}
