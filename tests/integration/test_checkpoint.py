@@ -432,8 +432,10 @@ def test_a_served_engine_checkpoints_at_its_clocks_roll_and_a_kill_9_restart_loa
                                  cl_ord_id=f"g{i}", time_in_force="gtc")
             client.recv_until(lambda m: getattr(m, "cl_ord_id", None) == "g19", 5)
         journal = tmp_path / "journal"
+        # Until the child says it is done: its file is there before it prunes and logs,
+        # and a kill -9 of the engine in between takes the child with it, unlogged.
         deadline = time.monotonic() + 45
-        while not checkpoint.list_checkpoints(journal) and time.monotonic() < deadline:
+        while " written (after record" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
         (seq, written), = checkpoint.list_checkpoints(journal)
         kill_9(engine)
