@@ -644,11 +644,12 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     :func:`resume_working` takes the working orders back to the market.
     """
     replay = Replay(pipeline, ring_size, client_name)
+    loaded = None
     if checkpoints:
         from engine.checkpoint import load_newest  # (it builds on this module)
-        load_newest(replay, journal_dir)
+        loaded = load_newest(replay, journal_dir)
     check_whole(journal_dir, replay.seq)
-    replay.run(JournalReader(journal_dir).records(replay.seq + 1))
+    replay.run(loaded.records if loaded is not None else JournalReader(journal_dir).records(1))
     result = replay.finish()
     if replay.records:
         summary = result.summary()

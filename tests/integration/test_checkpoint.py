@@ -9,6 +9,7 @@ the order table order by order, children and fills included, the trade history, 
 whole state, the trading day, the sessions with their resend rings, the requests in
 flight. A damaged checkpoint, or one of another journal, is skipped, not trusted.
 """
+import collections
 import os
 import random
 import shutil
@@ -133,8 +134,9 @@ def recovered_state(monkeypatch, path) -> tuple[dict, list]:
     load_newest = checkpoint.load_newest
 
     def recording(replay, journal_dir):
-        loaded.append(load_newest(replay, journal_dir))
-        return loaded[-1]
+        found = load_newest(replay, journal_dir)
+        loaded.append(found and found.path)
+        return found
     monkeypatch.setattr(checkpoint, "load_newest", recording)
     seen = seen_at_resume(monkeypatch, whole_state)
     with ThreadedEngine(path):
@@ -449,3 +451,46 @@ def test_a_served_engine_checkpoints_at_its_clocks_roll_and_a_kill_9_restart_loa
     text = log.read_text()
     assert "trading day" in text and f"checkpoint {written.name} written" in text
     assert f"recovery: loaded checkpoint {written.name}" in text
+
+
+def segment_reads(monkeypatch) -> collections.Counter:
+    """Counts of the journal's segment reads by file name, from now on."""
+    from engine import journal
+    reads = collections.Counter()
+    read_segment = journal._read_segment
+
+    def counting(path):
+        reads[path.name] += 1
+        return read_segment(path)
+    monkeypatch.setattr(journal, "_read_segment", counting)
+    return reads
+
+
+def test_a_restart_reads_each_segment_once(traded, tmp_path, monkeypatch):
+    # The segment holding the checkpoint's record was read, and its records checked, once
+    # for the record's hash and again for the replay: the replay goes on from the first.
+    from engine.intake import client_names
+    from engine.recovery import recover
+    from engine.service import build_pipeline, build_venues
+    tmp, path, cfg, _ = traded
+    copied = load_config(copy_journal(tmp_path / "twice", cfg, checkpoints=True))
+    journal = tmp_path / "twice" / "journal"
+    pipeline = build_pipeline(copied, build_venues(copied), None)
+    reads = segment_reads(monkeypatch)
+    recovered = recover(pipeline, journal, copied.intake.resend_ring_size,
+                        client_names(copied.security), checkpoints=True)
+    assert recovered.records > 0 and reads and max(reads.values()) == 1, reads
+
+
+def test_a_checkpoint_write_reads_each_segment_once(traded, tmp_path, monkeypatch):
+    # As a restart, and then prune read the journal again for the record hash of each
+    # checkpoint it kept: the new one's and the loaded one's, which the write knows.
+    tmp, path, cfg, _ = traded
+    copied = load_config(copy_journal(tmp_path / "twice", cfg, checkpoints=True))
+    journal = tmp_path / "twice" / "journal"
+    seq = checkpoint.list_checkpoints(journal)[0][0]
+    reads = segment_reads(monkeypatch)
+    written = checkpoint.make(copied)
+    assert written is not None and int(written.stem) > seq
+    assert [s for s, _ in checkpoint.list_checkpoints(journal)] == [int(written.stem), seq]
+    assert reads and max(reads.values()) == 1, reads
