@@ -219,7 +219,7 @@ def phase(name: str, work: Path, roll_time: str, until: int | None, gc_on: bool,
                         (checkpoint, "_record_hash"), (checkpoint, "write"),
                         (recovery.Replay, "run"), (recovery.Replay, "load"),
                         (recovery.Replay, "save"), (recovery.Replay, "finish"),
-                        (pickle, "loads"), (pickle, "dumps")):
+                        (pickle, "loads"), (recovery, "_dumps")):
         _timing(owner, attr, parts)
     pipeline = None
     if name != "write":  # (checkpoint.make builds its own: timed with it)

@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 MAGIC = b"KRXCKPT\x00"
 #: The file's layout. The payload's (what ``Replay.save`` pickles) is checked apart, by
 #: :data:`LAYOUT`: a checkpoint of another format or layout is skipped (the journal is
-#: replayed from further back).
-FORMAT = 1
+#: replayed from further back). 2: the payload's msgspec structs are msgpack bytes
+#: (engine.recovery._StatePickler), not pickled field dicts.
+FORMAT = 2
 SUFFIX = ".ckpt"
 # magic, format, reserved, seq, record hash, payload layout, payload length, payload SHA-256
 _HEADER = struct.Struct(f"<8sHHQ{HASH_SIZE}s16sQ32s")
