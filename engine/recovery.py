@@ -581,14 +581,20 @@ def _dumps(state) -> bytes:
 
 class _StatePickler(pickle.Pickler):
     """A pickler that writes each msgspec struct of the replay's state as its msgpack
-    bytes, which :func:`_unpacked` decodes back (plain ``pickle.loads`` reads the result).
+    bytes, to be decoded by its type's ``msgspec.msgpack.Decoder`` (plain
+    ``pickle.loads`` reads the result).
 
     Why: msgspec pickles a struct as its class and a dict of its fields, which
     pickle writes and reads back one field at a time. The state holds a report
     per order (``last_report``, 24 fields), the sessions' resend rings, the
     trade history's fills and the requests: those dicts were about half of
-    pickling and unpickling it. msgspec's encoder and decoder do the same work
-    in C (``benchmarks/bench_recovery.py``).
+    pickling and unpickling it. msgspec's encoder and decoder do that work in
+    C. Each packed struct is pickled as a call of its type's decoder's bound
+    ``decode`` method, the same method object for every struct of the type:
+    pickle writes it once (the decoder as ``Decoder(type)``) and refers to it
+    after, and loading calls it with no Python function in between (a Python
+    rebuilding function cost most of what the packing saved on loading:
+    ``benchmarks/bench_recovery.py``).
 
     Left to pickle: a struct whose class pickles its own way (defines
     ``__reduce__``: :class:`~engine.orders.Order`, whose fields are pickled
@@ -603,32 +609,25 @@ class _StatePickler(pickle.Pickler):
     """
 
     def reducer_override(self, obj):
-        """A msgspec struct's packed form; ``NotImplemented`` (pickle's own way) for
-        anything else."""
+        """A msgspec struct's packed form, a decoder's (``Decoder(type)``);
+        ``NotImplemented`` (pickle's own way) for anything else."""
         cls = type(obj)
-        packs = _PACKS.get(cls)
-        if packs is None:
-            packs = _PACKS[cls] = (issubclass(cls, msgspec.Struct)
-                                   and cls.__reduce__ is msgspec.Struct.__reduce__
-                                   and not hasattr(cls, "__post_init__"))
-        if packs:
-            return _unpacked, (cls, _ENCODER.encode(obj))
+        decode = _DECODES.get(cls)
+        if decode is None:
+            packs = (issubclass(cls, msgspec.Struct) and cls.__reduce__ is msgspec.Struct.__reduce__
+                     and not hasattr(cls, "__post_init__"))
+            decode = _DECODES[cls] = msgspec.msgpack.Decoder(cls).decode if packs else False
+        if decode:
+            return decode, (_ENCODER.encode(obj),)
+        if cls is msgspec.msgpack.Decoder:
+            return msgspec.msgpack.Decoder, (obj.type,)
         return NotImplemented
 
 
 _ENCODER = msgspec.msgpack.Encoder()
-#: Per type: whether :class:`_StatePickler` packs it (the rule in its docstring).
-_PACKS: dict[type, bool] = {}
-#: One decoder per packed type, made at its first use.
-_DECODERS: dict[type, msgspec.msgpack.Decoder] = {}
-
-
-def _unpacked(cls: type, data: bytes):
-    """The ``cls`` struct :class:`_StatePickler` packed as ``data``."""
-    decoder = _DECODERS.get(cls)
-    if decoder is None:
-        decoder = _DECODERS[cls] = msgspec.msgpack.Decoder(cls)
-    return decoder.decode(data)
+#: Per type: the bound ``decode`` of the decoder :class:`_StatePickler` packs it for (one
+#: object per type, made at its first use), or False: not packed (the rule in its docstring).
+_DECODES: dict[type, Callable | bool] = {}
 
 
 @contextlib.contextmanager
