@@ -19,7 +19,8 @@ journal or a stopped one's.
 
 The file. ``<journal dir>/checkpoints/<seq, 20 digits>.ckpt``: a fixed header
 (magic, format, the record's seq, the record's chain hash, the payload's
-length and SHA-256) and the payload, the replay's state pickled. Written
+length and SHA-256) and the payload, the replay's state pickled (its msgspec
+structs as msgpack bytes: ``engine.recovery._StatePickler``). Written
 under a temporary name, synced, renamed, and the directory synced: a crash
 leaves the whole file or none. The record's chain hash binds it to this
 journal: one copied from another journal, or left from a journal that was
