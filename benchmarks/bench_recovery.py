@@ -219,7 +219,7 @@ def phase(name: str, work: Path, roll_time: str, until: int | None, gc_on: bool,
                         (checkpoint, "_record_hash"), (checkpoint, "write"),
                         (recovery.Replay, "run"), (recovery.Replay, "load"),
                         (recovery.Replay, "save"), (recovery.Replay, "finish"),
-                        (pickle, "loads"), (pickle, "dumps")):
+                        (pickle, "loads"), (recovery, "_dumps")):
         _timing(owner, attr, parts)
     pipeline = None
     if name != "write":  # (checkpoint.make builds its own: timed with it)
@@ -230,10 +230,10 @@ def phase(name: str, work: Path, roll_time: str, until: int | None, gc_on: bool,
         load_newest = checkpoint.load_newest
 
         def noting(replay, journal_dir):
-            path = load_newest(replay, journal_dir)
+            loaded = load_newest(replay, journal_dir)
             replay_records["from_checkpoint"] = replay.records
             replay_records["checkpoint_seq"] = replay.seq
-            return path
+            return loaded
 
         checkpoint.load_newest = noting
 

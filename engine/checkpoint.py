@@ -19,7 +19,8 @@ journal or a stopped one's.
 
 The file. ``<journal dir>/checkpoints/<seq, 20 digits>.ckpt``: a fixed header
 (magic, format, the record's seq, the record's chain hash, the payload's
-length and SHA-256) and the payload, the replay's state pickled. Written
+length and SHA-256) and the payload, the replay's state pickled (its msgspec
+structs as msgpack bytes: ``engine.recovery._StatePickler``). Written
 under a temporary name, synced, renamed, and the directory synced: a crash
 leaves the whole file or none. The record's chain hash binds it to this
 journal: one copied from another journal, or left from a journal that was
@@ -43,10 +44,12 @@ import shutil
 import stat
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
-from engine.journal import (HASH_SIZE, IDENTITY_FILE, JournalReader, keep_identity, list_segments,
-                            sync_dir, write_durably)
+from engine.journal import (HASH_SIZE, IDENTITY_FILE, JournalReader, Record, keep_identity,
+                            list_segments, sync_dir, write_durably)
 from engine.recovery import Replay, check_whole
 
 log = logging.getLogger(__name__)
@@ -54,8 +57,9 @@ log = logging.getLogger(__name__)
 MAGIC = b"KRXCKPT\x00"
 #: The file's layout. The payload's (what ``Replay.save`` pickles) is checked apart, by
 #: :data:`LAYOUT`: a checkpoint of another format or layout is skipped (the journal is
-#: replayed from further back).
-FORMAT = 1
+#: replayed from further back). 2: the payload's msgspec structs are msgpack bytes
+#: (engine.recovery._StatePickler), not pickled field dicts.
+FORMAT = 2
 SUFFIX = ".ckpt"
 # magic, format, reserved, seq, record hash, payload layout, payload length, payload SHA-256
 _HEADER = struct.Struct(f"<8sHHQ{HASH_SIZE}s16sQ32s")
@@ -200,16 +204,23 @@ def read(path: Path) -> tuple[int, bytes, memoryview]:
     return seq, record_hash, payload
 
 
-def _bound(journal_dir, path: Path) -> bool:
+def _bound(journal_dir, path: Path, hashes: dict[int, bytes | None]) -> bool:
     """Whether checkpoint ``path`` is bound to a record this journal holds (its header
     only is read): one that is not (another journal's, or past the journal's end after a
-    torn tail was dropped) can never be used."""
+    torn tail was dropped) can never be used.
+
+    ``hashes``: record hashes by seq already known to the caller, and where this
+    adds those it reads (each one read from the journal costs a scan of its segment
+    up to it: one caller looking at several checkpoints, or at one twice, scans once).
+    """
     try:
         with open(path, "rb") as f:
             seq, record_hash = _read_header(path, f.read(_HEADER.size))[:2]
     except (OSError, CheckpointError):
         return False
-    return _record_hash(journal_dir, seq) == record_hash
+    if seq not in hashes:
+        hashes[seq] = _record_hash(journal_dir, seq)
+    return hashes[seq] == record_hash
 
 
 def _record_hash(journal_dir, seq: int) -> bytes | None:
@@ -218,18 +229,30 @@ def _record_hash(journal_dir, seq: int) -> bytes | None:
     return record.hash if record is not None and record.seq == seq else None
 
 
-def load_newest(replay: Replay, journal_dir: str | os.PathLike) -> Path | None:
+class Loaded(NamedTuple):
+    """A checkpoint :func:`load_newest` loaded, and the journal's records after it."""
+
+    #: the checkpoint's file
+    path: Path
+    #: the journal's records after the checkpoint's, for the replay to go on with: read
+    #: on from the record the checkpoint was checked against, so that the segment holding
+    #: it is read and scanned up to it once, not once more by the replay
+    records: Iterator[Record]
+
+
+def load_newest(replay: Replay, journal_dir: str | os.PathLike) -> Loaded | None:
     """Load the newest usable checkpoint of the journal into ``replay`` (which has read
-    nothing); returns its path, or None when there is none to use (each one skipped is
-    logged with why)."""
+    nothing); returns it with the journal's records after it, or None when there is none
+    to use (each one skipped is logged with why)."""
     for seq, path in list_checkpoints(journal_dir):
         started = time.monotonic()
         try:
             seq, record_hash, payload = read(path)
-            found = _record_hash(journal_dir, seq)
-            if found is None:
+            records = JournalReader(journal_dir).records(seq)
+            found = next(records, None)
+            if found is None or found.seq != seq:
                 raise CheckpointError(f"the journal has no record {seq}")
-            if found != record_hash:
+            if found.hash != record_hash:
                 raise CheckpointError(f"record {seq} of the journal is not the one it was "
                                       f"taken after (another journal's checkpoint)")
             try:
@@ -244,7 +267,7 @@ def load_newest(replay: Replay, journal_dir: str | os.PathLike) -> Path | None:
         log.info("recovery: loaded checkpoint %s (after record %d, %d orders) in %.2f s",
                  path.name, seq, len(replay.pipeline.orders), time.monotonic() - started,
                  extra={"checkpoint_seq": seq})
-        return path
+        return Loaded(path, records)
     return None
 
 
@@ -260,21 +283,26 @@ def make(cfg, until_seq: int | None = None, *, wait_s: float = 0.0) -> Path | No
     from engine.intake import client_names
     from engine.service import build_pipeline, build_venues
     journal_dir = cfg.journal.dir
-    if until_seq is not None and any(seq >= until_seq and _bound(journal_dir, path)
+    hashes: dict[int, bytes | None] = {}  # (record hashes by seq: see _bound)
+    if until_seq is not None and any(seq >= until_seq and _bound(journal_dir, path, hashes)
                                      for seq, path in list_checkpoints(journal_dir)):
         return None
     started = time.monotonic()
     pipeline = build_pipeline(cfg, build_venues(cfg), None)
     replay = Replay(pipeline, cfg.intake.resend_ring_size, client_names(cfg.security))
-    load_newest(replay, journal_dir)
+    newest = load_newest(replay, journal_dir)
     loaded = replay.seq
+    if newest is not None:
+        hashes[loaded] = replay.hash  # (load_newest checked it against the journal)
     check_whole(journal_dir, loaded)
+    records = newest.records if newest is not None else JournalReader(journal_dir).records(1)
     deadline = time.monotonic() + wait_s
     while True:
-        replay.run(JournalReader(journal_dir).records(replay.seq + 1), until_seq)
+        replay.run(records, until_seq)
         if until_seq is None or replay.seq >= until_seq or time.monotonic() >= deadline:
             break
         time.sleep(0.1)
+        records = JournalReader(journal_dir).records(replay.seq + 1)
     if until_seq is not None and replay.seq < until_seq:
         raise CheckpointError(f"the journal has no record {until_seq} (it ends at {replay.seq})")
     if replay.missing:
@@ -286,7 +314,8 @@ def make(cfg, until_seq: int | None = None, *, wait_s: float = 0.0) -> Path | No
     if replay.seq == loaded:
         return None  # (nothing after the one loaded, or an empty journal)
     path = write(journal_dir, replay)
-    prune(journal_dir, cfg.journal.checkpoints_kept)
+    hashes[replay.seq] = replay.hash  # (the replay read it, its chain checked)
+    prune(journal_dir, cfg.journal.checkpoints_kept, hashes)
     # (A journal an older engine wrote has no identity file yet: written while the journal
     # still begins at seq 1, before any segment is archived; see archivable_segments.)
     keep_identity(journal_dir)
@@ -312,14 +341,17 @@ def archivable_segments(journal_dir: str | os.PathLike) -> list[Path]:
     return [path for path, following in zip(segments, segments[1:]) if int(following.stem) <= oldest]
 
 
-def prune(journal_dir: str | os.PathLike, keep: int) -> list[Path]:
+def prune(journal_dir: str | os.PathLike, keep: int,
+          hashes: dict[int, bytes | None] | None = None) -> list[Path]:
     """Delete the checkpoints not bound to this journal (they can never be used, and would
     count among the newest), all but the ``keep`` newest of the rest, and temporary files of
-    writers that died (older than an hour); returns what was deleted."""
+    writers that died (older than an hour); returns what was deleted. ``hashes``: the
+    journal's record hashes by seq the caller knows already (see ``_bound``)."""
     directory = checkpoint_dir(journal_dir)
+    hashes = {} if hashes is None else hashes
     kept, gone = [], []
     for _, path in list_checkpoints(journal_dir):
-        (kept if len(kept) < keep and _bound(journal_dir, path) else gone).append(path)
+        (kept if len(kept) < keep and _bound(journal_dir, path, hashes) else gone).append(path)
     stale = time.time() - 3600
     for path in directory.glob(f".*{SUFFIX}.*.tmp"):
         try:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import io
 import logging
 import pickle
 import time
@@ -50,7 +51,7 @@ from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalChildren,
     JournalCommand, JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalPulled,
     JournalSession, JournalSessionEnd, KillSwitch, NewOrder, OrdStatus, Reject, RejectReason,
-    Replace, TradeFill, clip_text, reject_name,
+    Replace, Side, TradeFill, clip_text, reject_name,
 )
 from engine.orders import Child, Stage
 from engine.pipeline import (
@@ -466,10 +467,17 @@ class Replay:
 
         Pickled in one piece, so that what two structures share (a child in
         its order and in ``children``, an order under several ids) is still
-        shared when loaded.
+        shared when loaded; each msgspec struct in it as its msgpack bytes
+        (:class:`_StatePickler`).
         """
+        with _collector_paused():
+            return _dumps(self.state())
+
+    def state(self) -> dict:
+        """What :meth:`save` pickles: the replay's :attr:`SAVED` attributes and the
+        pipeline's state they go with (the objects themselves, not copies)."""
         pipeline = self.pipeline
-        state = {
+        return {
             "replay": {name: getattr(self, name) for name in self.SAVED},
             "orders": pipeline.orders.__dict__,
             "history": pipeline.history._accounts,
@@ -478,8 +486,6 @@ class Replay:
             "trading_day": pipeline.trading_day.settings(),
             "sessions": list(pipeline._event_envelopes),
         }
-        with _collector_paused():
-            return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def load(self, data: bytes | memoryview) -> None:
         """Take up the state :meth:`save` gave, on a replay that has read nothing yet.
@@ -557,6 +563,64 @@ class Replay:
             pipeline._next_roll = pipeline.trading_day.next_roll(entered)
         for session_id in sessions:
             pipeline.session_journaled(session_id)
+
+
+def _dumps(state) -> bytes:
+    """``state`` pickled by :class:`_StatePickler` (what :meth:`Replay.save` returns)."""
+    out = io.BytesIO()
+    _StatePickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(state)
+    return out.getvalue()
+
+
+class _StatePickler(pickle.Pickler):
+    """A pickler that writes each msgspec struct of the replay's state as its msgpack
+    bytes, to be decoded by its type's ``msgspec.msgpack.Decoder`` (plain
+    ``pickle.loads`` reads the result).
+
+    Why: msgspec pickles a struct as its class and a dict of its fields, which
+    pickle writes and reads back one field at a time. The state holds a report
+    per order (``last_report``, 24 fields), the sessions' resend rings, the
+    trade history's fills and the requests: those dicts were about half of
+    pickling and unpickling it. msgspec's encoder and decoder do that work in
+    C. Each packed struct is pickled as a call of its type's decoder's bound
+    ``decode`` method, the same method object for every struct of the type:
+    pickle writes it once (the decoder as ``Decoder(type)``) and refers to it
+    after, and loading calls it with no Python function in between (a Python
+    rebuilding function cost most of what the packing saved on loading:
+    ``benchmarks/bench_recovery.py``).
+
+    Left to pickle: a struct whose class pickles its own way (defines
+    ``__reduce__``: :class:`~engine.orders.Order`, whose fields are pickled
+    by name, its report among them packed) or has a ``__post_init__``
+    (decoding runs it; unpickling does not). Sharing is kept: pickle's memo
+    writes a struct referenced twice (a child in its order and in
+    ``Replay.children``, a NewOrder in ``new_orders`` and ``last_new``) once,
+    as it does any object. A struct inside a packed one is packed with it
+    and comes back a copy of its own; the state's packed structs hold none
+    that is shared elsewhere (``tests/integration/test_checkpoint.py``
+    holds the state's every struct type to an exact round trip).
+    """
+
+    def reducer_override(self, obj):
+        """A msgspec struct's packed form, a decoder's (``Decoder(type)``);
+        ``NotImplemented`` (pickle's own way) for anything else."""
+        cls = type(obj)
+        decode = _DECODES.get(cls)
+        if decode is None:
+            packs = (issubclass(cls, msgspec.Struct) and cls.__reduce__ is msgspec.Struct.__reduce__
+                     and not hasattr(cls, "__post_init__"))
+            decode = _DECODES[cls] = msgspec.msgpack.Decoder(cls).decode if packs else False
+        if decode:
+            return decode, (_ENCODER.encode(obj),)
+        if cls is msgspec.msgpack.Decoder:
+            return msgspec.msgpack.Decoder, (obj.type,)
+        return NotImplemented
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+#: Per type: the bound ``decode`` of the decoder :class:`_StatePickler` packs it for (one
+#: object per type, made at its first use), or False: not packed (the rule in its docstring).
+_DECODES: dict[type, Callable | bool] = {}
 
 
 @contextlib.contextmanager
@@ -637,11 +701,12 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     :func:`resume_working` takes the working orders back to the market.
     """
     replay = Replay(pipeline, ring_size, client_name)
+    loaded = None
     if checkpoints:
         from engine.checkpoint import load_newest  # (it builds on this module)
-        load_newest(replay, journal_dir)
+        loaded = load_newest(replay, journal_dir)
     check_whole(journal_dir, replay.seq)
-    replay.run(JournalReader(journal_dir).records(replay.seq + 1))
+    replay.run(loaded.records if loaded is not None else JournalReader(journal_dir).records(1))
     result = replay.finish()
     if replay.records:
         summary = result.summary()
@@ -882,9 +947,11 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         order.fill(qty, px_x2, ts)
         references[risk.instrument_index(order.symbol)] = px_x2 // 2
         risk_fill(risk, order, qty, (px_x2 + 1) // 2 if order.side == 1 else px_x2 // 2)
+        # (side: the Side its type says, not the order's plain int, so that a checkpoint
+        # gives back the same value: it decodes a TradeFill by its type, _StatePickler)
         pipeline.history.add(order.account, TradeFill(
             exec_id=report.exec_id or "", order_id=report.order_id, cl_ord_id=order.cl_ord_id,
-            symbol=order.symbol, side=order.side, last_qty=report.last_qty,
+            symbol=order.symbol, side=Side(order.side), last_qty=report.last_qty,
             last_px=report.last_px, transact_time=report.transact_time, venue=report.venue))
         return 1
     if report.exec_type in (ExecType.CANCELED, ExecType.EXPIRED) and not order.done:
