@@ -518,7 +518,7 @@ def replayed(cfg):
 def test_a_checkpoints_payload_gives_back_its_state_exactly(traded):
     # Its structs go as msgpack bytes (recovery._StatePickler): every one must come back
     # as it was, types and sharing included (a TradeFill's side, a child in its order
-    # and in the replay's children, a NewOrder in new_orders and last_new).
+    # and in the replay's children).
     from engine import messages, orders
     tmp, path, cfg, _ = traded
     replay = replayed(cfg)
