@@ -871,6 +871,8 @@ cdef class MarketLoop:
                  list latency not None, flow=None, start_ts=0, sample_ns=0,
                  bint record_tape=False, md_latency=None):
         cdef Py_ssize_t b, v, i, nb = len(books), nv = len(venue_dark)
+        cdef MdQuote* q0
+        cdef int64_t top[4]
         # big_arg: an int64_t parameter took start_ts=1.5 as 1, in silence.
         cdef int64_t start_c = big_arg(start_ts, "start_ts")
         cdef int64_t sample_c = big_arg(sample_ns, "sample_ns")
@@ -984,10 +986,12 @@ cdef class MarketLoop:
         for b in range(nb):
             v = book_venue[b]
             if self.md_on[v] and not self.venue_dark[v]:
-                # What a strategy sees before any change arrives: the empty book.
+                # What a strategy sees before any change arrives: the book as given.
                 self.md[b].q = <MdQuote*>_grow(NULL, &self.md[b].cap, 1, sizeof(MdQuote))
-                memset(&self.md[b].q[0], 0, sizeof(MdQuote))
-                self.md[b].q[0].seen_ts = start_c
+                q0 = &self.md[b].q[0]
+                self._top(<int32_t>b, False, top)
+                q0.seen_ts = start_c
+                q0.bid_px, q0.bid_qty, q0.ask_px, q0.ask_qty = top[0], top[1], top[2], top[3]
                 self.md[b].lo, self.md[b].hi = 0, 1
         self.now = start_c
         self.heap_cap = self.heap_n = self.n_pool_free = 0
@@ -2221,7 +2225,10 @@ cdef class MarketLoop:
     # its venue's market-data latency ago (``md_latency``); live without one.
 
     def bbo(self, book, bint seen=False):
-        """``(bid_px, bid_qty, ask_px, ask_qty)`` of a book, live or ``seen``; a dark book shows zeros."""
+        """``(bid_px, bid_qty, ask_px, ask_qty)`` of a book, live or ``seen``.
+
+        A dark book shows zeros.
+        """
         cdef int64_t top[4]
         cdef int b = small_arg(book, "book")
         if b < 0 or b >= self.n_books:
@@ -2267,7 +2274,10 @@ cdef class MarketLoop:
         return bid, ask
 
     def mid2(self, instrument, bint seen=False):
-        """Twice the NBBO mid in ticks (half-ticks), live or ``seen``, or 0 if one-sided, locked or crossed."""
+        """Twice the NBBO mid in ticks (half-ticks), live or ``seen``.
+
+        0 if one-sided, locked or crossed.
+        """
         cdef int i = small_arg(instrument, "instrument")
         if i < 0 or i >= self.n_instruments:
             raise IndexError(f"no instrument {i}")

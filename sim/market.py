@@ -9,7 +9,9 @@ the C event loop (``ext.simloop.MarketLoop``) that merges it all in time.
 It speaks names (``"LITA"``, ``"AAA"``) and integers (ticks, lots, ns); the
 loop speaks indices. Order entry (``submit``/``cancel``/``replace``) takes
 effect after the venue's latency and answers with ``Report`` objects through
-the ``on_report`` callback, after the latency back.
+the ``on_report`` callback, after the latency back. What strategies read of
+the books goes through ``Market.seen`` (``MarketView``): each venue's quotes
+as they were its market-data latency ago.
 
 The book class is a parameter: ``Market(config, book_class=ReferenceBook)``
 runs the same market on the pure-Python reference book (for comparison and
@@ -32,7 +34,8 @@ from sim.fees import FEE_UNITS_PER_TICK_LOT, FeeSchedule
 from sim.flow import FlowBook, SyntheticFlow
 from sim.latency import LatencyModel
 
-__all__ = ["Market", "MarketView", "VenueInfo", "Report", "ReportKind", "Liquidity", "CHILD_ID_BASE"]
+__all__ = ["Market", "MarketView", "VenueInfo", "Report", "ReportKind", "Liquidity",
+           "CHILD_ID_BASE"]
 
 
 def derive_seed(seed: int, *path: int) -> int:
@@ -98,6 +101,12 @@ class Market:
         NBBO/volume sampling period (default ``session.sample_interval``).
     end_ns : int, optional
         End of the synthetic flow (default: session end).
+
+    Attributes
+    ----------
+    seen : MarketView
+        This market as strategies see it (``venues[].market_data_latency``);
+        the methods of ``Market`` itself read the books as they are.
 
     Examples
     --------

@@ -10,10 +10,12 @@ import argparse
 import pytest
 
 from ext.book import OrderBook
+from ext.simloop import MarketLoop
 from ext.types import OrdType
 from sim import Backtest
 from sim import cmd_sim
 from sim.config import ConfigError
+from sim.latency import LatencyModel, LatencySpec
 from sim.strategies import ExecutionStrategy, ParentOrder, PeriodicTakerStrategy, SweepStrategy
 from tests.reference.book_reference import ReferenceBook
 from tests.unit.sim.helpers import (
@@ -232,3 +234,15 @@ def test_kronos_exec_sim_exits_2_on_a_bad_market_data_latency(tmp_path, capsys):
     assert cmd_sim.run(parser.parse_args(argv)) == 2
     err = capsys.readouterr().err
     assert err.startswith("kronos-exec sim: venues[0].market_data_latency: latency mean_us = -5")
+
+
+def test_a_loop_built_on_a_book_with_orders_shows_them_until_a_change_arrives():
+    book = OrderBook("X")
+    book.add(1, SELL, 5001, 100, account=1)
+    fixed = LatencyModel(LatencySpec("fixed", mean_us=100.0))
+    loop = MarketLoop([book], [0], [0], [False], [0], [0], [0], [0], [fixed],
+                      start_ts=10**18, md_latency=[fixed])
+    assert loop.bbo(0, seen=True) == (0, 0, 5001, 100)
+    with pytest.raises(ValueError, match="md_latency needs one model"):
+        MarketLoop([OrderBook("Y")], [0], [0], [False], [0], [0], [0], [0], [fixed],
+                   md_latency=[])
