@@ -924,6 +924,14 @@ def _check_sim(sim: dict[str, Any], fail: Callable[[str], NoReturn]):
         fail(f"'sim.config': {path} has a [replay] table: recorded market data is replayed by "
              f"the backtester (kronos-exec sim), not by the engine's venues; serve with a "
              f"simulator file without it")
+    late = [k for k, venue in enumerate(venues.venues) if not venue.market_data_latency.is_zero]
+    if late:
+        # The router copies the served venues' whole books, as they are; the
+        # simulator delays only what backtest strategies read (tops of book),
+        # so the setting would be ignored in silence.
+        fail(f"'sim.config': {path}: venues[{late[0]}].market_data_latency: the engine reads "
+             f"its simulated venues as they are, market-data latency applies to backtests "
+             f"(kronos-exec sim); serve with a simulator file without it")
     if "speed" in sim:
         speed = sim["speed"]
         if isinstance(speed, bool) or not isinstance(speed, (int, float)) or \

@@ -142,6 +142,23 @@ ctypedef struct Trade:
     uint8_t aggressor_side
     uint8_t _pad[3]
 
+ctypedef struct MdQuote:
+    # One top of book as a strategy will see it, from ``seen_ts`` on (the
+    # venue's market-data latency after the change).
+    int64_t seen_ts
+    int64_t bid_px
+    int64_t bid_qty
+    int64_t ask_px
+    int64_t ask_qty
+
+ctypedef struct MdRing:
+    # A lit book's tops not yet superseded for a strategy: ``q[lo]`` is the
+    # one it sees now, ``q[lo + 1:hi]`` are still in flight (``seen_ts`` not
+    # decreasing). Grows by doubling, compacts in place: no steady-state
+    # allocation.
+    MdQuote* q
+    Py_ssize_t lo, hi, cap
+
 ctypedef struct Quote:
     int64_t ts
     int64_t bid_px
@@ -289,6 +306,13 @@ cdef class MarketLoop:
     cdef int64_t* batch_gen_of
     cdef int64_t* batch_at
 
+    # ------------------------------------------------------------ market-data latency
+    # Channels ``n_venues + v`` of the latency arrays above draw venue v's
+    # market-data latency; ``md_on[v]`` is 0 when it has none (reads are live).
+    cdef uint8_t* md_on
+    cdef MdRing* md                   # per book (lit books of md_on venues only)
+    cdef int64_t* md_last             # per venue: latest seen_ts (its feed never reorders)
+
     # ------------------------------------------------------------ time and heap
     cdef readonly int64_t now
     cdef bint running
@@ -340,13 +364,16 @@ cdef class MarketLoop:
     cdef int _fill_latency(self, int v) except -1
     cdef int64_t _latency(self, int v) except -1
     cdef int64_t _deliver_at(self, int v, int64_t venue_ts) except -1
+    cdef int _md_record(self, int32_t b, int64_t ts) except -1
+    cdef const MdQuote* _md_seen(self, int32_t b) noexcept
+    cdef int _top(self, int32_t b, bint seen, int64_t* out) except -1
     cdef int64_t fee_c(self, int32_t b, int liquidity, int64_t price_x2,
                        int64_t qty) except? 0x7FFFFFFFFFFFFFFF
-    cdef int64_t mid2_c(self, int instr) except -1
+    cdef int64_t mid2_c(self, int instr, bint seen) except -1
     cdef int _bg_op(self, const Op* op, int32_t b) except -1
     cdef int64_t _arrival(self, int v) except -1
     cdef Child* _child(self, int64_t child_id) except NULL
-    cdef int _nbbo(self, int instr, int64_t* bid, int64_t* ask) except -1
+    cdef int _nbbo(self, int instr, int64_t* bid, int64_t* ask, bint seen) except -1
     cdef int _after_lit(self, int32_t b, int64_t ts) except -1
     cdef int _output(self, int32_t b, int64_t ts, int64_t mid2, bint internal) except -1
     cdef int _report(self, int64_t child_id, int kind, int64_t price_x2, int64_t last_qty,

@@ -43,7 +43,7 @@ cumulative notional is kept in 128 bits. Nothing wraps.
 cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.object cimport Py_TYPE
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 from libc.stdint cimport (
     int64_t, int32_t, uint8_t, uint16_t, uint64_t, INT32_MAX, INT64_MAX, INT64_MIN,
 )
@@ -830,6 +830,14 @@ cdef class MarketLoop:
         ``sample_ns`` (0: never); see ``samples()``.
     record_tape : bool, optional
         Record every trade and every lit BBO change (``tape()``).
+    md_latency : list, optional
+        Per venue, a latency model (as ``latency``) of its market data, or
+        None for none. A strategy reading with ``seen=True`` (``bbo``,
+        ``nbbo``, ``mid2``, ``depth``) sees a lit book's top as it was one
+        draw ago, each change drawn once and a venue's feed kept in order;
+        the venues themselves (matching, dark midpoints, pegged flow,
+        samples) always use the books as they are. None or all None: every
+        read is live, as without the argument.
     """
 
     def __cinit__(self):
@@ -840,6 +848,9 @@ cdef class MarketLoop:
         self.lat_ptr = NULL
         self.lat_pos = self.lat_len = NULL
         self.last_in = self.last_out = NULL
+        self.md_on = NULL
+        self.md = NULL
+        self.md_last = NULL
         self.rtt_ewma = NULL
         self.rtt_n = self.rtt_sum = NULL
         self.heap = NULL
@@ -858,8 +869,10 @@ cdef class MarketLoop:
     def __init__(self, list books not None, book_venue, book_instrument, venue_dark,
                  maker_fee_per_lot, taker_fee_per_lot, maker_fee_cbps, taker_fee_cbps,
                  list latency not None, flow=None, start_ts=0, sample_ns=0,
-                 bint record_tape=False):
+                 bint record_tape=False, md_latency=None):
         cdef Py_ssize_t b, v, i, nb = len(books), nv = len(venue_dark)
+        cdef MdQuote* q0
+        cdef int64_t top[4]
         # big_arg: an int64_t parameter took start_ts=1.5 as 1, in silence.
         cdef int64_t start_c = big_arg(start_ts, "start_ts")
         cdef int64_t sample_c = big_arg(sample_ns, "sample_ns")
@@ -873,6 +886,9 @@ cdef class MarketLoop:
                 raise ValueError("fees need one entry per book")
         if len(latency) != nv:
             raise ValueError("latency needs one model per venue")
+        md_models = [None] * nv if md_latency is None else list(md_latency)
+        if len(md_models) != nv:
+            raise ValueError("md_latency needs one model (or None) per venue")
         if sample_c < 0:
             raise ValueError("sample_ns must be >= 0")
         ni = max(book_instrument) + 1
@@ -890,9 +906,15 @@ cdef class MarketLoop:
         self.taker_per_lot = <int64_t*>PyMem_Malloc(nb * sizeof(int64_t))
         self.maker_cbps = <int64_t*>PyMem_Malloc(nb * sizeof(int64_t))
         self.taker_cbps = <int64_t*>PyMem_Malloc(nb * sizeof(int64_t))
-        self.lat_ptr = <int64_t**>PyMem_Malloc(nv * sizeof(int64_t*))
-        self.lat_pos = <Py_ssize_t*>PyMem_Malloc(nv * sizeof(Py_ssize_t))
-        self.lat_len = <Py_ssize_t*>PyMem_Malloc(nv * sizeof(Py_ssize_t))
+        # Two latency channels per venue: orders and reports (v), market data (nv + v).
+        self.lat_ptr = <int64_t**>PyMem_Malloc(2 * nv * sizeof(int64_t*))
+        self.lat_pos = <Py_ssize_t*>PyMem_Malloc(2 * nv * sizeof(Py_ssize_t))
+        self.lat_len = <Py_ssize_t*>PyMem_Malloc(2 * nv * sizeof(Py_ssize_t))
+        self.md_on = <uint8_t*>PyMem_Malloc(nv)
+        self.md_last = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
+        self.md = <MdRing*>PyMem_Malloc(nb * sizeof(MdRing))
+        if self.md != NULL:
+            memset(self.md, 0, nb * sizeof(MdRing))     # __dealloc__ frees each q
         self.last_in = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
         self.last_out = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
         self.batch_gen_of = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
@@ -910,6 +932,7 @@ cdef class MarketLoop:
                 or self.maker_cbps == NULL or self.taker_cbps == NULL or self.lat_ptr == NULL
                 or self.lat_pos == NULL or self.lat_len == NULL or self.last_in == NULL
                 or self.last_out == NULL or self.batch_gen_of == NULL or self.batch_at == NULL
+                or self.md_on == NULL or self.md_last == NULL or self.md == NULL
                 or self.rtt_ewma == NULL or self.rtt_n == NULL
                 or self.rtt_sum == NULL or self.cum_qty == NULL or self.cum_notional2 == NULL
                 or self.last_bbo == NULL):
@@ -917,8 +940,10 @@ cdef class MarketLoop:
         for v in range(nv):
             self.venue_dark[v] = 1 if venue_dark[v] else 0
             self.venue_open[v] = 1
-            self.lat_ptr[v] = NULL
-            self.lat_pos[v] = self.lat_len[v] = 0
+            self.lat_ptr[v] = self.lat_ptr[nv + v] = NULL
+            self.lat_pos[v] = self.lat_len[v] = self.lat_pos[nv + v] = self.lat_len[nv + v] = 0
+            self.md_on[v] = md_models[v] is not None
+            self.md_last[v] = start_c
             self.last_in[v] = self.last_out[v] = start_c
             self.batch_gen_of[v] = -1
             self.rtt_ewma[v] = 0.0
@@ -952,11 +977,22 @@ cdef class MarketLoop:
                 self.n_lit[i] += 1
             for k in range(4):
                 self.last_bbo[4 * b + k] = 0
-        self.lat_models = list(latency)
-        self.lat_arrays = [None] * nv
-        for v in range(nv):
+        self.lat_models = list(latency) + md_models
+        self.lat_arrays = [None] * (2 * nv)
+        for v in range(2 * nv):
             # Filled up front, so the first order does not pay for the batch.
-            self._fill_latency(<int>v)
+            if self.lat_models[v] is not None:
+                self._fill_latency(<int>v)
+        for b in range(nb):
+            v = book_venue[b]
+            if self.md_on[v] and not self.venue_dark[v]:
+                # What a strategy sees before any change arrives: the book as given.
+                self.md[b].q = <MdQuote*>_grow(NULL, &self.md[b].cap, 1, sizeof(MdQuote))
+                q0 = &self.md[b].q[0]
+                self._top(<int32_t>b, False, top)
+                q0.seen_ts = start_c
+                q0.bid_px, q0.bid_qty, q0.ask_px, q0.ask_qty = top[0], top[1], top[2], top[3]
+                self.md[b].lo, self.md[b].hi = 0, 1
         self.now = start_c
         self.heap_cap = self.heap_n = self.n_pool_free = 0
         self._grow_heap()
@@ -981,6 +1017,7 @@ cdef class MarketLoop:
         self.pending_ack = 0
 
     def __dealloc__(self):
+        cdef Py_ssize_t b
         PyMem_Free(self.book_venue)
         PyMem_Free(self.book_instr)
         PyMem_Free(self.lit_books)
@@ -997,6 +1034,12 @@ cdef class MarketLoop:
         PyMem_Free(self.lat_ptr)
         PyMem_Free(self.lat_pos)
         PyMem_Free(self.lat_len)
+        if self.md != NULL:
+            for b in range(self.n_books):
+                PyMem_Free(self.md[b].q)
+        PyMem_Free(self.md)
+        PyMem_Free(self.md_on)
+        PyMem_Free(self.md_last)
         PyMem_Free(self.last_in)
         PyMem_Free(self.last_out)
         PyMem_Free(self.batch_gen_of)
@@ -1150,6 +1193,58 @@ cdef class MarketLoop:
             self.batch_at[v] = t
         return self.batch_at[v]
 
+    cdef int _md_record(self, int32_t b, int64_t ts) except -1:
+        """Queue lit book ``b``'s top for its strategies if it changed (venue ``md_on``).
+
+        One latency draw per change, on the venue's market-data channel; a
+        venue's feed never reorders (a later change is never seen first).
+        """
+        cdef MdRing* r = &self.md[b]
+        cdef MdQuote* last = &r.q[r.hi - 1]
+        cdef BookPort port = <BookPort>self.ports[b]
+        cdef int64_t bp = port.best_bid(), bq = port.best_bid_qty()
+        cdef int64_t ap = port.best_ask(), aq = port.best_ask_qty()
+        cdef int v = self.book_venue[b]
+        cdef int64_t seen
+        if bp == last.bid_px and bq == last.bid_qty and ap == last.ask_px and aq == last.ask_qty:
+            return 0
+        seen = ts + self._latency(self.n_venues + v)
+        if seen < self.md_last[v]:
+            seen = self.md_last[v]
+        self.md_last[v] = seen
+        if r.hi == r.cap:
+            if r.lo > 0:
+                # Reuse the room of tops already superseded before growing.
+                memmove(r.q, &r.q[r.lo], (r.hi - r.lo) * sizeof(MdQuote))
+                r.hi -= r.lo
+                r.lo = 0
+            else:
+                r.q = <MdQuote*>_grow(r.q, &r.cap, r.hi + 1, sizeof(MdQuote))
+        last = &r.q[r.hi]
+        r.hi += 1
+        last.seen_ts, last.bid_px, last.bid_qty, last.ask_px, last.ask_qty = seen, bp, bq, ap, aq
+        return 0
+
+    cdef const MdQuote* _md_seen(self, int32_t b) noexcept:
+        """The top of lit book ``b`` a strategy sees now (its venue ``md_on``)."""
+        cdef MdRing* r = &self.md[b]
+        while r.hi - r.lo > 1 and r.q[r.lo + 1].seen_ts <= self.now:
+            r.lo += 1
+        return &r.q[r.lo]
+
+    cdef int _top(self, int32_t b, bint seen, int64_t* out) except -1:
+        """``out[0:4]`` = bid, bid qty, ask, ask qty of lit book ``b``: live, or as seen."""
+        cdef BookPort port
+        cdef const MdQuote* q
+        if seen and self.md_on[self.book_venue[b]]:
+            q = self._md_seen(b)
+            out[0], out[1], out[2], out[3] = q.bid_px, q.bid_qty, q.ask_px, q.ask_qty
+            return 0
+        port = <BookPort>self.ports[b]
+        out[0], out[1] = port.best_bid(), port.best_bid_qty()
+        out[2], out[3] = port.best_ask(), port.best_ask_qty()
+        return 0
+
     cdef int64_t fee_c(self, int32_t b, int liquidity, int64_t price_x2,
                        int64_t qty) except? 0x7FFFFFFFFFFFFFFF:
         cdef int64_t per_lot, cbps
@@ -1182,29 +1277,39 @@ cdef class MarketLoop:
 
     # ------------------------------------------------------------ market data
 
-    cdef int _nbbo(self, int instr, int64_t* bid, int64_t* ask) except -1:
+    cdef int _nbbo(self, int instr, int64_t* bid, int64_t* ask, bint seen) except -1:
+        """Best bid and ask of the open lit venues: live, or as a strategy sees them.
+
+        Which venues are open is their published hours, known to everyone
+        at once: only the quotes are late.
+        """
         cdef int32_t k, b
-        cdef int64_t x
+        cdef int64_t x, y
         cdef BookPort port
+        cdef const MdQuote* q
         bid[0] = 0
         ask[0] = 0
         for k in range(self.n_lit[instr]):
             b = self.lit_books[instr * self.n_venues + k]
             if not self.venue_open[self.book_venue[b]]:
                 continue
-            port = <BookPort>self.ports[b]
-            x = port.best_bid()
+            if seen and self.md_on[self.book_venue[b]]:
+                q = self._md_seen(b)
+                x, y = q.bid_px, q.ask_px
+            else:
+                port = <BookPort>self.ports[b]
+                x, y = port.best_bid(), port.best_ask()
             if x > bid[0]:
                 bid[0] = x
-            x = port.best_ask()
+            x = y
             if x > 0 and (ask[0] == 0 or x < ask[0]):
                 ask[0] = x
         return 0
 
-    cdef int64_t mid2_c(self, int instr) except -1:
-        """Twice the NBBO midpoint of the open lit venues, or 0 if not valid."""
+    cdef int64_t mid2_c(self, int instr, bint seen) except -1:
+        """Twice the NBBO midpoint of the open lit venues (live or seen), or 0 if not valid."""
         cdef int64_t bid, ask
-        self._nbbo(instr, &bid, &ask)
+        self._nbbo(instr, &bid, &ask, seen)
         if bid > 0 and ask > 0 and bid < ask:
             return bid + ask
         return 0
@@ -1316,7 +1421,7 @@ cdef class MarketLoop:
         port = <BookPort>self.ports[b]
         if op.flags & FLAG_PEG_MID:
             # Pegged flow: the price is an offset from the lit mid of now.
-            mid2 = self.mid2_c(self.book_instr[b])
+            mid2 = self.mid2_c(self.book_instr[b], False)
             if mid2 <= 0:
                 return INVALID_PRICE        # no valid NBBO to peg to: not sent
             price += mid2 * (PEG_SCALE // 2)
@@ -1341,7 +1446,9 @@ cdef class MarketLoop:
         return r
 
     cdef int _after_lit(self, int32_t b, int64_t ts) except -1:
-        """What a change to a lit book may set off: tape, dark pools on its mid."""
+        """What a change to a lit book may set off: tape, market data, dark pools on its mid."""
+        if self.md_on[self.book_venue[b]]:
+            self._md_record(b, ts)
         if self.record_tape:
             self._tape_quote(b, ts)
         if self.dark_watch[self.book_instr[b]]:
@@ -1565,6 +1672,9 @@ cdef class MarketLoop:
                 self._dark_close(<DarkBook>self.darks[b], m.ts)
             port.expire_day(m.ts)
             self._output(b, m.ts, 0, False)
+            if self.md_on[v] and not self.venue_dark[v]:
+                # The close empties the book: its strategies see that too, late.
+                self._md_record(b, m.ts)
         for k in range(self.n_instruments):
             self._update_watch(<int>k)
             if self.dark_watch[k]:
@@ -1608,7 +1718,7 @@ cdef class MarketLoop:
         cdef int instr = self.book_instr[d]
         cdef DarkBook dk = <DarkBook>self.darks[d]
         cdef BookPort port = <BookPort>self.ports[d]
-        cdef int64_t mid2 = self.mid2_c(instr), lv
+        cdef int64_t mid2 = self.mid2_c(instr, False), lv
         cdef int reason = 0
         cdef DarkOrder o
         self._dark_refresh(d, mid2, ts)
@@ -1816,7 +1926,7 @@ cdef class MarketLoop:
         return 0
 
     cdef int _dark_watch_instr(self, int instr, int64_t ts) except -1:
-        cdef int64_t mid2 = self.mid2_c(instr)
+        cdef int64_t mid2 = self.mid2_c(instr, False)
         cdef int32_t k, d
         cdef DarkBook dk
         for k in range(self.n_dark[instr]):
@@ -1854,7 +1964,7 @@ cdef class MarketLoop:
             row = &self.sample_buf[self.n_samples * width]
             row[0] = self.next_sample
             for i in range(self.n_instruments):
-                self._nbbo(<int>i, &bid, &ask)
+                self._nbbo(<int>i, &bid, &ask, False)
                 notional = self.cum_notional2[i]
                 row[1 + _SAMPLE_WORDS * i] = bid
                 row[2 + _SAMPLE_WORDS * i] = ask
@@ -2111,45 +2221,81 @@ cdef class MarketLoop:
 
     # ------------------------------------------------------------ Python API: market data
 
-    def bbo(self, book):
-        """``(bid_px, bid_qty, ask_px, ask_qty)`` of a book; a dark book shows zeros."""
-        cdef BookPort port
+    # ``seen=True`` reads what a strategy sees: each lit book's top as it was
+    # its venue's market-data latency ago (``md_latency``); live without one.
+
+    def bbo(self, book, bint seen=False):
+        """``(bid_px, bid_qty, ask_px, ask_qty)`` of a book, live or ``seen``.
+
+        A dark book shows zeros.
+        """
+        cdef int64_t top[4]
         cdef int b = small_arg(book, "book")
         if b < 0 or b >= self.n_books:
             raise IndexError(f"no book {b}")
         if self.venue_dark[self.book_venue[b]]:
             return (0, 0, 0, 0)
-        port = <BookPort>self.ports[b]
-        return (port.best_bid(), port.best_bid_qty(), port.best_ask(), port.best_ask_qty())
+        self._top(b, seen, top)
+        return (top[0], top[1], top[2], top[3])
 
-    def depth(self, book, n=10):
+    def depth(self, book, n=10, bint seen=False):
         """L2 ``(bids, asks)`` (``DEPTH_DTYPE``); a dark book shows none.
 
         ``n`` levels per side at most, any int64 as for ``OrderBook.depth``.
+        ``seen`` on a venue with market-data latency: the loop keeps only the
+        top of its books in flight, so one level per side at most, the seen
+        ``bbo``, with ``count`` 0 (not recorded).
         """
         cdef int b = small_arg(book, "book")
         cdef int64_t levels = big_arg(n, "n")
+        cdef int64_t top[4]
         if b < 0 or b >= self.n_books:
             raise IndexError(f"no book {b}")
         if self.venue_dark[self.book_venue[b]]:
             return np.zeros(0, dtype=DEPTH_DTYPE), np.zeros(0, dtype=DEPTH_DTYPE)
-        return (<BookPort>self.ports[b]).book.depth(levels)
+        if not (seen and self.md_on[self.book_venue[b]]):
+            return (<BookPort>self.ports[b]).book.depth(levels)
+        self._top(b, True, top)
+        bids = np.zeros(1 if levels > 0 and top[0] > 0 else 0, dtype=DEPTH_DTYPE)
+        asks = np.zeros(1 if levels > 0 and top[2] > 0 else 0, dtype=DEPTH_DTYPE)
+        if bids.shape[0]:
+            bids[0]["price"], bids[0]["qty"] = top[0], top[1]
+        if asks.shape[0]:
+            asks[0]["price"], asks[0]["qty"] = top[2], top[3]
+        return bids, asks
 
-    def nbbo(self, instrument):
-        """Best bid and ask (ticks) over the open lit venues; 0 where empty."""
+    def nbbo(self, instrument, bint seen=False):
+        """Best bid and ask (ticks) over the open lit venues, live or ``seen``; 0 where empty."""
         cdef int64_t bid, ask
         cdef int i = small_arg(instrument, "instrument")
         if i < 0 or i >= self.n_instruments:
             raise IndexError(f"no instrument {i}")
-        self._nbbo(i, &bid, &ask)
+        self._nbbo(i, &bid, &ask, seen)
         return bid, ask
 
-    def mid2(self, instrument):
-        """Twice the NBBO mid in ticks (half-ticks), or 0 if one-sided, locked or crossed."""
+    def mid2(self, instrument, bint seen=False):
+        """Twice the NBBO mid in ticks (half-ticks), live or ``seen``.
+
+        0 if one-sided, locked or crossed.
+        """
         cdef int i = small_arg(instrument, "instrument")
         if i < 0 or i >= self.n_instruments:
             raise IndexError(f"no instrument {i}")
-        return self.mid2_c(i)
+        return self.mid2_c(i, seen)
+
+    def md_pending(self, book):
+        """Top-of-book changes of a lit book recorded and not yet superseded for its strategies.
+
+        1 when its venue has no market-data latency or nothing is in flight;
+        tests use it to see the ring drain.
+        """
+        cdef int b = small_arg(book, "book")
+        if b < 0 or b >= self.n_books:
+            raise IndexError(f"no book {b}")
+        if not self.md_on[self.book_venue[b]] or self.venue_dark[self.book_venue[b]]:
+            return 1
+        self._md_seen(b)
+        return self.md[b].hi - self.md[b].lo
 
     def is_open(self, venue):
         """Is the venue in its trading hours now?"""

@@ -15,7 +15,7 @@ plotted.
 """
 from sim.backtest import Backtest, BacktestResult
 from sim.config import ConfigError, SimConfig, config_from_dict, load_config
-from sim.market import Market, Report, ReportKind, VenueInfo
+from sim.market import Market, MarketView, Report, ReportKind, VenueInfo
 from sim.realtime import RealtimeVenues
 from sim.replay import ReplayFeed, load_quotes, load_trades, record_sample
 from sim.strategies import (
@@ -25,8 +25,8 @@ from sim.strategies import (
 
 __all__ = [
     "Backtest", "BacktestResult", "ConfigError", "SimConfig", "config_from_dict", "load_config",
-    "Market", "Report", "ReportKind", "VenueInfo", "RealtimeVenues", "ReplayFeed", "load_quotes",
-    "load_trades", "record_sample", "STRATEGIES", "ExecutionStrategy", "ParentOrder",
+    "Market", "MarketView", "Report", "ReportKind", "VenueInfo", "RealtimeVenues", "ReplayFeed",
+    "load_quotes", "load_trades", "record_sample", "STRATEGIES", "ExecutionStrategy", "ParentOrder",
     "PassiveAggressiveStrategy", "SweepStrategy", "TwapStrategy", "plan_sweep",
     "register_strategy", "resolve_strategy",
 ]

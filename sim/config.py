@@ -194,6 +194,11 @@ class FlowConfig:
     chunk_events: int = 32768
 
 
+#: ``venues[].market_data_latency`` when absent: none, strategies read the
+#: venue's books as they are (the simulator's behaviour before the key).
+NO_MARKET_DATA_LATENCY = LatencySpec("fixed", mean_us=0.0, median_us=0.0)
+
+
 @dataclass(frozen=True)
 class VenueConfig:
     """``[[venues]]``: one venue (a book per instrument)."""
@@ -204,6 +209,7 @@ class VenueConfig:
     latency: LatencySpec = LatencySpec()
     hours: tuple[str, str] = ("09:30:00", "16:00:00")
     flow_scale: float = 1.0
+    market_data_latency: LatencySpec = NO_MARKET_DATA_LATENCY
 
     @property
     def dark(self) -> bool:
@@ -388,7 +394,8 @@ def _flow(t: dict) -> FlowConfig:
 
 def _venue(t: dict, k: int) -> VenueConfig:
     w = f"venues[{k}]"
-    _check_keys(t, {"name", "kind", "fees", "latency", "hours", "flow_scale"}, w)
+    _check_keys(t, {"name", "kind", "fees", "latency", "hours", "flow_scale",
+                    "market_data_latency"}, w)
     kind = _take(t, "kind", w, "lit", str)
     if kind not in ("lit", "dark"):
         raise ConfigError(f"{w}.kind must be \"lit\" or \"dark\"")
@@ -402,27 +409,8 @@ def _venue(t: dict, k: int) -> VenueConfig:
         fees.cbps()
     except ValueError as exc:
         raise ConfigError(f"{w}.fees: {exc}") from exc
-    lat_t = _take(t, "latency", w, {}, dict)
-    lat_fields = set(LatencySpec.__dataclass_fields__)
-    _check_keys(lat_t, lat_fields, f"{w}.latency")
-    lat_kw = {}
-    for key in lat_fields:
-        if key in lat_t:
-            kind_ = str if key == "model" else int if key == "seed" else float
-            lat_kw[key] = _take(lat_t, key, f"{w}.latency", kind=kind_)
-    if "seed" in lat_kw:
-        check_seed(lat_kw["seed"], f"{w}.latency.seed")
-    model = lat_kw.get("model", LatencySpec.model)
-    foreign = sorted(set(lat_kw) - LATENCY_KEYS.get(model, set(lat_kw)))
-    if foreign:
-        # A key of another model would be silently ignored (a lognormal's
-        # mean_us left the venue at the default 100 µs median).
-        raise ConfigError(f"{w}.latency: {', '.join(foreign)} do(es) not apply to model "
-                          f"{model!r} (its keys: {', '.join(sorted(LATENCY_KEYS[model]))})")
-    try:
-        latency = LatencySpec(**lat_kw)
-    except ValueError as exc:
-        raise ConfigError(f"{w}.latency: {exc}") from exc
+    latency = _latency(t, "latency", w, LatencySpec())
+    md_latency = _latency(t, "market_data_latency", w, NO_MARKET_DATA_LATENCY)
     hours = _take(t, "hours", w, ["09:30:00", "16:00:00"], list)
     if len(hours) != 2 or not all(isinstance(h, str) for h in hours):
         raise ConfigError(f"{w}.hours must be [open, close], e.g. [\"09:30:00\", \"16:00:00\"]")
@@ -440,7 +428,34 @@ def _venue(t: dict, k: int) -> VenueConfig:
         raise ConfigError(f"{w}.name {name!r}: expected a venue's name (not blank, no spaces "
                           f"around it)")
     return VenueConfig(name=name, kind=kind, fees=fees, latency=latency,
-                       hours=(str(hours[0]), str(hours[1])), flow_scale=scale)
+                       hours=(str(hours[0]), str(hours[1])), flow_scale=scale,
+                       market_data_latency=md_latency)
+
+
+def _latency(t: dict, key: str, w: str, default: LatencySpec) -> LatencySpec:
+    """A venue's latency table ``t[key]`` (a model and its keys), absent keys from ``default``."""
+    where = f"{w}.{key}"
+    lat_t = _take(t, key, w, {}, dict)
+    lat_fields = set(LatencySpec.__dataclass_fields__)
+    _check_keys(lat_t, lat_fields, where)
+    lat_kw = {}
+    for field_ in lat_fields:
+        if field_ in lat_t:
+            kind_ = str if field_ == "model" else int if field_ == "seed" else float
+            lat_kw[field_] = _take(lat_t, field_, where, kind=kind_)
+    if "seed" in lat_kw:
+        check_seed(lat_kw["seed"], f"{where}.seed")
+    model = lat_kw.get("model", default.model)
+    foreign = sorted(set(lat_kw) - LATENCY_KEYS.get(model, set(lat_kw)))
+    if foreign:
+        # A key of another model would be silently ignored (a lognormal's
+        # mean_us left the venue at the default 100 µs median).
+        raise ConfigError(f"{where}: {', '.join(foreign)} do(es) not apply to model "
+                          f"{model!r} (its keys: {', '.join(sorted(LATENCY_KEYS[model]))})")
+    try:
+        return replace(default, **lat_kw)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def _parent(t: dict, k: int) -> ParentConfig:

@@ -90,6 +90,11 @@ class LatencySpec:
                 raise ValueError(f"latency {name} = {value!r}: must be at most {what}")
 
     @property
+    def is_zero(self) -> bool:
+        """Every draw is 0 (``fixed`` at 0 us): no latency at all."""
+        return self.model == "fixed" and self.mean_us == 0
+
+    @property
     def typical_us(self) -> float:
         """The model's central value (mean or median), for display and routing."""
         return self.median_us if self.model == "lognormal" else self.mean_us

@@ -9,7 +9,9 @@ the C event loop (``ext.simloop.MarketLoop``) that merges it all in time.
 It speaks names (``"LITA"``, ``"AAA"``) and integers (ticks, lots, ns); the
 loop speaks indices. Order entry (``submit``/``cancel``/``replace``) takes
 effect after the venue's latency and answers with ``Report`` objects through
-the ``on_report`` callback, after the latency back.
+the ``on_report`` callback, after the latency back. What strategies read of
+the books goes through ``Market.seen`` (``MarketView``): each venue's quotes
+as they were its market-data latency ago.
 
 The book class is a parameter: ``Market(config, book_class=ReferenceBook)``
 runs the same market on the pure-Python reference book (for comparison and
@@ -32,7 +34,8 @@ from sim.fees import FEE_UNITS_PER_TICK_LOT, FeeSchedule
 from sim.flow import FlowBook, SyntheticFlow
 from sim.latency import LatencyModel
 
-__all__ = ["Market", "VenueInfo", "Report", "ReportKind", "Liquidity", "CHILD_ID_BASE"]
+__all__ = ["Market", "MarketView", "VenueInfo", "Report", "ReportKind", "Liquidity",
+           "CHILD_ID_BASE"]
 
 
 def derive_seed(seed: int, *path: int) -> int:
@@ -61,6 +64,9 @@ class VenueInfo:
         real round trip).
     open_ns, close_ns : int
         Trading hours on the session date.
+    market_data_latency_us : float
+        The market-data model's typical delay (0: strategies see the books
+        as they are).
     """
 
     index: int
@@ -70,6 +76,7 @@ class VenueInfo:
     latency_us: float
     open_ns: int
     close_ns: int
+    market_data_latency_us: float = 0.0
 
 
 class Market:
@@ -94,6 +101,12 @@ class Market:
         NBBO/volume sampling period (default ``session.sample_interval``).
     end_ns : int, optional
         End of the synthetic flow (default: session end).
+
+    Attributes
+    ----------
+    seen : MarketView
+        This market as strategies see it (``venues[].market_data_latency``);
+        the methods of ``Market`` itself read the books as they are.
 
     Examples
     --------
@@ -126,7 +139,7 @@ class Market:
         for v, vc in enumerate(self.venue_configs):
             open_ns, close_ns = at(date, vc.hours[0]), at(date, vc.hours[1])
             self.venues.append(VenueInfo(v, vc.name, vc.dark, vc.fees, vc.latency.typical_us,
-                                         open_ns, close_ns))
+                                         open_ns, close_ns, vc.market_data_latency.typical_us))
             mcb, tcb = vc.fees.cbps()
             for i, inst in enumerate(self.instruments):
                 books.append(book_class(f"{vc.name}:{inst.symbol}"))
@@ -140,6 +153,12 @@ class Market:
                 flow_books.append(FlowBook(i, vc.dark, open_ns, close_ns, vc.flow_scale))
         self.latency_models = [LatencyModel(vc.latency, derive_seed(session.seed, 1, v))
                                for v, vc in enumerate(self.venue_configs)]
+        # None where there is none: the loop then reads that venue live (and
+        # draws nothing), so a configuration without the key runs as before.
+        self.market_data_latency_models = [
+            None if vc.market_data_latency.is_zero
+            else LatencyModel(vc.market_data_latency, derive_seed(session.seed, 3, v))
+            for v, vc in enumerate(self.venue_configs)]
         self._fee_rates = list(zip(maker_pl, taker_pl, maker_cb, taker_cb))
 
         if flow is True:
@@ -156,9 +175,12 @@ class Market:
         self.loop = MarketLoop(books, book_venue, book_instr, [vc.dark for vc in self.venue_configs],
                                maker_pl, taker_pl, maker_cb, taker_cb, self.latency_models,
                                flow=flow, start_ts=self.clock_start, sample_ns=sample_ns,
-                               record_tape=record_tape)
+                               record_tape=record_tape,
+                               md_latency=self.market_data_latency_models)
         for info in self.venues:
             self.loop.set_session(info.index, info.open_ns, info.close_ns)
+        #: The market as strategies see it (``venues[].market_data_latency``).
+        self.seen = MarketView(self)
 
     # ------------------------------------------------------------ names and indices
 
@@ -326,3 +348,47 @@ class Market:
     def side_of(self, text: str) -> int:
         """``"buy"``/``"sell"`` as a ``Side``."""
         return int(Side.BUY) if text.lower() == "buy" else int(Side.SELL)
+
+
+class MarketView:
+    """A ``Market`` as a strategy sees it: each venue's books as they were its
+    market-data latency ago (``venues[].market_data_latency``).
+
+    ``bbo``, ``nbbo``, ``mid_x2`` and ``depth`` read what has reached the
+    strategy; everything else (venues, fees, hours, measured latency, order
+    entry, traded volume) is the ``Market``'s own. A venue without
+    market-data latency reads live, exactly as ``Market`` does. Under
+    latency ``depth`` is the seen top of book only (one level per side,
+    ``count`` 0): the loop keeps tops in flight, not whole ladders.
+
+    Parameters
+    ----------
+    market : Market
+        The market seen; also ``self.market``.
+    """
+
+    def __init__(self, market: Market) -> None:
+        self.market = market
+        self._loop = market.loop
+        self._book = market.book_index
+        self._instrument = market.instrument_index
+
+    def __getattr__(self, name):
+        # Only what this class does not define: the Market's own attributes.
+        return getattr(self.market, name)
+
+    def bbo(self, venue, symbol) -> tuple[int, int, int, int]:
+        """``(bid_px, bid_qty, ask_px, ask_qty)`` as seen; zeros for a dark pool."""
+        return self._loop.bbo(self._book(venue, symbol), True)
+
+    def depth(self, venue, symbol, n: int = 10):
+        """L2 ``(bids, asks)`` as seen (the top only under market-data latency)."""
+        return self._loop.depth(self._book(venue, symbol), n, True)
+
+    def nbbo(self, symbol) -> tuple[int, int]:
+        """Best bid and ask over the open lit venues, each as seen."""
+        return self._loop.nbbo(self._instrument(symbol), True)
+
+    def mid_x2(self, symbol) -> int:
+        """Seen NBBO mid in half-ticks; 0 when one-sided, locked or crossed."""
+        return self._loop.mid2(self._instrument(symbol), True)

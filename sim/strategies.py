@@ -21,7 +21,9 @@ overrides some of the hooks:
 
 and acts through ``send(venue, qty, price, ...)``, ``cancel(child_id)``,
 ``replace(child_id, price, qty)`` and ``wake_at(ts)``. ``self.market`` is the
-``sim.market.Market`` (quotes, depth, NBBO, fees, measured latency). The base
+``sim.market.Market`` as the strategy sees it (``Market.seen``: quotes, depth
+and NBBO as they were each venue's market-data latency ago; fees, hours and
+measured latency as they are). The base
 class keeps the books: ``filled``, ``remaining``, ``working`` (child id to
 open quantity as last reported), fills and fees.
 
@@ -204,6 +206,9 @@ class ExecutionStrategy(StrategyCore):
     Parameters
     ----------
     market : sim.market.Market
+        The venues; the strategy reads them through ``market.seen``
+        (``self.market``), while its execution record (arrival and end mid,
+        traded volume) is measured on the market as it is.
     parent : ParentOrder
     **params
         Strategy parameters (from ``[strategy.params]`` or the parent's own).
@@ -255,7 +260,7 @@ class ExecutionStrategy(StrategyCore):
         super().__init__(market.loop, market.instrument_index(parent.symbol), parent.side,
                          parent.qty, parent.account)
         self.params = params
-        self.market = market
+        self.market = market.seen
         self.parent = parent
         self.is_buy = parent.side == BUY
         # The execution record the backtest's metrics are computed from.
@@ -278,26 +283,29 @@ class ExecutionStrategy(StrategyCore):
         self.cancel_all()
 
     def on_finished(self, ts: int) -> None:
-        self.end_volume = self.market.market_volume(self.instrument)
+        self.end_volume = self.market.market.market_volume(self.instrument)
 
     # ------------------------------------------------------------ lifecycle (timers set by the backtest)
+    # The execution record is measured on the market as it is
+    # (``self.market.market``), not as the strategy sees it: what the late
+    # view costs is part of the result.
 
     def start(self) -> None:
         self.started = True
-        self.arrival_x2 = reference_mid_x2(self.market, self.instrument)
-        self.start_volume = self.market.market_volume(self.instrument)
+        self.arrival_x2 = reference_mid_x2(self.market.market, self.instrument)
+        self.start_volume = self.market.market.market_volume(self.instrument)
         self.on_start()
 
     def stop(self) -> None:
         if not self.stopped:
             self.stopped = True
             if self.end_volume is None:
-                self.end_volume = self.market.market_volume(self.instrument)
+                self.end_volume = self.market.market.market_volume(self.instrument)
             # After the venues' close the book is empty: the last quote they
             # showed is the end price (the unfilled part's cost is measured
             # against it, not dropped).
-            self.end_mid_x2 = reference_mid_x2(self.market, self.instrument) or \
-                last_sampled_mid_x2(self.market, self.parent.symbol)
+            self.end_mid_x2 = reference_mid_x2(self.market.market, self.instrument) or \
+                last_sampled_mid_x2(self.market.market, self.parent.symbol)
             self.on_stop()
 
 

@@ -77,6 +77,22 @@ def test_mistakes_are_named_when_the_file_is_read(snippet, message):
     assert message in str(caught.value)
 
 
+def test_a_simulator_file_with_market_data_latency_is_refused_by_the_engine(tmp_path):
+    # The router reads the served venues' books as they are: the latency
+    # would be ignored in silence. None (a fixed 0) is served.
+    late = tmp_path / "late.toml"
+    late.write_text(SIM.read_text().replace(
+        '[[venues]]\n', '[[venues]]\nmarket_data_latency = { mean_us = 250 }\n'))
+    with pytest.raises(ConfigError) as caught:
+        parse_config(PLAIN + f'[sim]\nconfig = "{late}"\n', source="engine.toml")
+    assert ("venues[0].market_data_latency: the engine reads its simulated venues as they are"
+            in str(caught.value))
+    zero = tmp_path / "zero.toml"
+    zero.write_text(SIM.read_text().replace(
+        '[[venues]]\n', '[[venues]]\nmarket_data_latency = { mean_us = 0 }\n'))
+    parse_config(PLAIN + f'[sim]\nconfig = "{zero}"\n', source="engine.toml")
+
+
 @pytest.mark.parametrize("key", ["endpoints", "plaintext_endpoints"])
 def test_an_intake_port_above_65535_is_refused(key):
     # libzmq would bind 70001 - 65536 = 4465 and say nothing.
