@@ -1461,7 +1461,14 @@ class Pipeline(Handler):
     def _parent_fill(self, child_id: int, report, now: int) -> None:
         order = self.orders.by_id.get(self._child_parent.get(child_id))
         # (A FILLED order still takes fills: a venue overfilling it, below.)
-        if order is None or (order.done and order.stage != _Stage.FILLED):
+        if order is None:
+            return
+        if order.done and order.stage != _Stage.FILLED:
+            # Only a venue at fault fills a child after its order ended (the engine ends
+            # an order once its children are down); not booked (docs/protocol.md).
+            log.error("venue %s filled %d lots of child %d of order %s, which is %s: "
+                      "not booked", self.venue_names[report.venue], report.last_qty,
+                      child_id, order.order_id, order.stage.name)
             return
         qty, px_x2 = report.last_qty, report.price_x2
         order.fill(qty, px_x2, now)
@@ -1470,6 +1477,15 @@ class Pipeline(Handler):
             child.cum_qty += qty
             child.acked = True  # (a venue may send a fill without an ack before it)
             self._child_fills.append((child_id, qty))
+            if child.cum_qty >= child.qty and report.leaves_qty > 0:
+                # The venue still works lots of a child that has all it was sent
+                # (it overfilled): the router is done with the child and would
+                # neither cancel it with its order nor book its later fills, so
+                # its remainder is taken down at the venue now.
+                log.warning("venue %s still works %d lots of child %d, which has filled "
+                            "%d of %d: canceling them there", self.venue_names[report.venue],
+                            report.leaves_qty, child_id, child.cum_qty, child.qty)
+                self.venues.cancel(report.child_id)
         # Risk books whole ticks: a midpoint fill between two ticks is booked
         # at the tick against the account (up for a buy, down for a sell).
         px = (px_x2 + 1) // 2 if order.side == _Side.BUY else px_x2 // 2

@@ -25,20 +25,22 @@ def status(client, cl_ord_id):
                              and m.cl_ord_id == cl_ord_id, 5)[-1]
 
 
-def venue_fill(engine, child_id, last_qty, leaves_qty, price_x2):
-    """Deliver a venue's fill of engine child ``child_id`` as a venue adapter would."""
+def venue_fill(engine, child_id, *fills):
+    """Deliver a venue's fills ``(last_qty, leaves_qty, price_x2)`` of engine child
+    ``child_id`` as a venue adapter would, in one turn of the engine's loop."""
     pipeline = engine.service.pipeline
 
     def deliver():
         sim_id = pipeline._child_to_sim[child_id]
         venue = pipeline.venue_names.index(pipeline.orders.by_id[
             pipeline._child_parent[child_id]].children[child_id].venue)
-        # (the fields of ext.simloop.Report, which only the simulator can make)
-        pipeline._on_report(SimpleNamespace(
-            kind=int(ReportKind.RPT_FILL), child_id=sim_id, venue=venue, book=0, side=1,
-            ts=time.time_ns(), recv_ts=time.time_ns(), price_x2=price_x2, last_qty=last_qty,
-            order_qty=last_qty + leaves_qty, leaves_qty=leaves_qty, cum_qty=last_qty,
-            liquidity=0, fee=0, reason=0))
+        for last_qty, leaves_qty, price_x2 in fills:
+            # (the fields of ext.simloop.Report, which only the simulator can make)
+            pipeline._on_report(SimpleNamespace(
+                kind=int(ReportKind.RPT_FILL), child_id=sim_id, venue=venue, book=0, side=1,
+                ts=time.time_ns(), recv_ts=time.time_ns(), price_x2=price_x2,
+                last_qty=last_qty, order_qty=last_qty + leaves_qty, leaves_qty=leaves_qty,
+                cum_qty=last_qty, liquidity=0, fee=0, reason=0))
     engine.call(deliver)
 
 
@@ -63,27 +65,36 @@ def test_a_venue_overfill_is_booked_everywhere_and_flagged(tmp_path, caplog):
         (child,) = status(client, "over").children
         assert child.acked and not child.done
         cid = int(child.child_id)
+        venues = engine.service.pipeline.venues
 
-        # The venue says it filled 130 of the child's 100 (and still works 5).
-        venue_fill(engine, cid, 130, 5, 2 * 4800)
+        def resting_at_4800():
+            bids, _ = engine.call(lambda: venues.depth(child.venue, "AAA"))
+            return sum(int(qty) for px, qty, *_ in bids if px == 4800)
+        resting = resting_at_4800()
+        assert resting >= 100   # the child, really resting at the simulator
+
+        # The venue says it filled 130 of the child's 100 and still works 5, and fills
+        # those 5 before the engine's cancel of them reaches it (one turn of the loop).
+        venue_fill(engine, cid, (130, 5, 2 * 4800), (5, 0, 2 * 4800))
         fill = report(client, "over", ExecType.FILL)
         assert (fill.last_qty, fill.cum_qty, fill.leaves_qty) == ("130", "130", "0")
         assert fill.ord_status == OrdStatus.FILLED
+        fill = report(client, "over", ExecType.FILL)
+        assert (fill.last_qty, fill.cum_qty) == ("5", "135")
         st = status(client, "over")
-        assert st.overfilled and st.report.cum_qty == "130"
-        assert position() == before + 130
-        # The router booked the same 130: the order is done there too, and
+        assert st.overfilled and st.report.cum_qty == "135"
+        assert position() == before + 135
+        # The router booked the same 135: the order is done there too, and
         # nothing was routed for the lots it thought the child still had.
         assert engine.call(lambda: (router.n_active, router.pending_actions)) == (0, 0)
         assert [c.child_id for c in st.children] == [child.child_id]
-
-        # It goes on filling the order it overfilled: booked in the order and in risk.
-        venue_fill(engine, cid, 5, 0, 2 * 4800)
-        fill = report(client, "over", ExecType.FILL)
-        assert (fill.last_qty, fill.cum_qty) == ("5", "135")
-        assert position() == before + 135
-        st = status(client, "over")
-        assert st.overfilled and len(st.children) == 1 and st.children[0].done
+        assert st.children[0].done
+        # What the venue still worked of the child was canceled there: the simulator's
+        # real child (resting 100, since the fills above were the adapter's) is gone.
+        deadline = time.monotonic() + 5
+        while resting_at_4800() != resting - 100 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert resting_at_4800() == resting - 100
 
         code, body = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert code == 200
@@ -92,6 +103,7 @@ def test_a_venue_overfill_is_booked_everywhere_and_flagged(tmp_path, caplog):
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
               and "overfilled order" in r.getMessage()]
     assert len(warned) == 2 and "130 lots filled of 100" in warned[0]
+    assert any("still works 5 lots of child" in r.getMessage() for r in caplog.records)
 
     # A restart on the journal books the same: the order, and risk's position.
     with ThreadedEngine(tmp_path / "engine.toml") as engine, \
