@@ -284,6 +284,26 @@ class Pipeline(Handler):
         a Replace beyond it is refused ``ORDER_NOT_REPLACEABLE``.
     """
 
+    # Slots, as JournalWriter's: on Python 3.11 an instance with more than 30
+    # attributes has its dict built for good, and then no call of one of its
+    # methods is specialised by the interpreter (a few hundred instructions
+    # more per call, dozens of calls per order). The instance dict (Handler has
+    # no slots) takes an attribute not listed here (set by a test, or added
+    # without listing it): it works, only slower.
+    __slots__ = ("_book_seqs", "_capacity_check_at", "_capacity_logged", "_child_acked",
+                 "_child_done", "_child_fills", "_child_new", "_child_parent",
+                 "_child_repriced", "_child_to_sim", "_clock_hi", "_clock_lo", "_day_entered",
+                 "_event_envelopes", "_exec_id", "_expiring", "_flush_soon", "_flushed_seq",
+                 "_gates", "_lit_books", "_market_ix", "_mono_seen", "_nbbo", "_next_roll",
+                 "_on_report", "_orders_seen", "_pending", "_post_only_default",
+                 "_pump_scheduled", "_references", "_roll_taken", "_sim_to_child",
+                 "_time_journal", "_time_risk", "_time_route", "_time_validate",
+                 "_venue_account", "_volume_seen", "_wall_seen", "history", "instruments",
+                 "journal", "keep_done_days", "last_roll_seq", "max_orders",
+                 "max_replaces_per_order", "metrics", "orders", "reload_limits", "risk",
+                 "router", "sessions", "symbols", "trade_store", "trading_day", "venue_names",
+                 "venues")
+
     def __init__(self, *, instruments: dict[str, Instrument], risk, router, venues,
                  journal: JournalWriter, metrics=None, history: TradeHistory | None = None,
                  reload_limits: Callable[[], dict] | None = None,
