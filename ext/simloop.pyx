@@ -1212,6 +1212,10 @@ cdef class MarketLoop:
         if seen < self.md_last[v]:
             seen = self.md_last[v]
         self.md_last[v] = seen
+        # Drop the tops already superseded now (keeping the one seen now), as
+        # a read would: otherwise a book no strategy reads keeps every change
+        # of the run. ``now`` never goes back, so no later read differs.
+        self._md_seen(b)
         if r.hi == r.cap:
             if r.lo > 0:
                 # Reuse the room of tops already superseded before growing.
@@ -2296,6 +2300,22 @@ cdef class MarketLoop:
             return 1
         self._md_seen(b)
         return self.md[b].hi - self.md[b].lo
+
+    def md_ring(self, book):
+        """``(held, capacity)`` of a lit book's market-data ring, read as is.
+
+        ``held`` counts the tops it keeps (the one seen at its last drop plus
+        those in flight), ``capacity`` its room in tops; unlike
+        ``md_pending`` it drops nothing first. ``(0, 0)`` when its venue has
+        no market-data latency or is dark. Tests use it to check the ring
+        stays bounded when no strategy reads the book.
+        """
+        cdef int b = small_arg(book, "book")
+        if b < 0 or b >= self.n_books:
+            raise IndexError(f"no book {b}")
+        if not self.md_on[self.book_venue[b]] or self.venue_dark[self.book_venue[b]]:
+            return (0, 0)
+        return (self.md[b].hi - self.md[b].lo, self.md[b].cap)
 
     def is_open(self, venue):
         """Is the venue in its trading hours now?"""

@@ -246,3 +246,25 @@ def test_a_loop_built_on_a_book_with_orders_shows_them_until_a_change_arrives():
     with pytest.raises(ValueError, match="md_latency needs one model"):
         MarketLoop([OrderBook("Y")], [0], [0], [False], [0], [0], [0], [0], [fixed],
                    md_latency=[])
+
+
+def test_a_book_nobody_reads_keeps_only_its_tops_in_flight():
+    # Reads drop superseded tops, but so must recording: a venue with
+    # market-data latency that no strategy reads would otherwise keep every
+    # top change of the run.
+    m = quiet_market(venues=FAST_500)
+    b = m.book_index("FAST", "AAA")
+    for i in range(5000):
+        add(m, "FAST", 10 + i, SELL, 5001 + (i % 2), 100)          # two top changes
+        cancel(m, "FAST", 10 + i)
+        m.run_until(m.now + 1000 * US)                             # each long seen
+    held, cap = m.loop.md_ring(b)
+    assert held <= 3 and cap <= 16                          # its first room, never grown
+    # Changes still in flight are kept, and the seen view is unchanged.
+    add(m, "FAST", 1, SELL, 5003, 100)
+    add(m, "FAST", 2, BUY, 4999, 100)
+    assert m.loop.md_ring(b)[0] == 3
+    assert m.seen.bbo("FAST", "AAA") == (0, 0, 0, 0)
+    m.run_until(m.now + 500 * US)
+    assert m.seen.bbo("FAST", "AAA") == (4999, 100, 5003, 100)
+    assert m.loop.md_ring(b)[0] == 1
