@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import stat
 import struct
@@ -67,20 +68,40 @@ _HEADER = struct.Struct(f"<8sHHQ{HASH_SIZE}s16sQ32s")
 
 def _layout() -> bytes:
     """A fingerprint of what a checkpoint's payload holds: the fields of every struct it
-    pickles (orders, children, messages), the replay's saved attributes, the order
-    table's and the trade history's. A version of the engine that changes any of them
-    reads no checkpoint of the one before: a field moved or renamed would otherwise
-    land in another, without an error."""
+    pickles (orders, children, messages) with their types, defaults and encoding
+    options, the replay's saved attributes, the order table's and the trade history's.
+    A version of the engine that changes any of them reads no checkpoint of the one
+    before: a field moved or renamed would otherwise land in another, and a field whose
+    type or default changed would be decoded (the payload's structs are msgpack, decoded
+    by their types) into another value, without an error."""
     import msgspec
 
     from engine import messages, orders
     from engine.history import _Account
-    structs = sorted((f"{cls.__module__}.{cls.__qualname__}", cls.__struct_fields__)
+    structs = sorted((f"{cls.__module__}.{cls.__qualname__}", _struct_layout(cls))
                      for module in (messages, orders) for cls in vars(module).values()
                      if isinstance(cls, type) and issubclass(cls, msgspec.Struct)
                      and cls.__module__ == module.__name__)
     parts = (FORMAT, structs, Replay.SAVED, sorted(vars(orders.OrderTable())), _Account.__slots__)
     return hashlib.sha256(repr(parts).encode()).digest()[:16]
+
+
+#: The encoding options of a struct that change its msgpack bytes.
+_ENCODING_OPTIONS = ("array_like", "omit_defaults", "forbid_unknown_fields", "tag", "tag_field",
+                     "rename")
+
+
+def _struct_layout(cls) -> str:
+    """A struct's fields (name, wire name, type, default) and encoding options as text,
+    with no memory address in it (a default factory's, say): the engine and its
+    checkpoint child, two processes, must compute the same fingerprint."""
+    import msgspec.structs
+
+    text = repr((tuple((f.name, f.encode_name, f.type, f.default, f.default_factory)
+                       for f in msgspec.structs.fields(cls)),
+                 tuple(getattr(cls.__struct_config__, name, None)
+                       for name in _ENCODING_OPTIONS)))
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
 
 
 #: This engine's payload layout (:func:`_layout`).

@@ -643,3 +643,28 @@ def test_a_checkpoint_write_reads_each_segment_once(traded, tmp_path, monkeypatc
     assert written is not None and int(written.stem) > seq
     assert [s for s, _ in checkpoint.list_checkpoints(journal)] == [int(written.stem), seq]
     assert reads and max(reads.values()) == 1, reads
+
+
+def test_the_layout_fingerprint_sees_field_types_defaults_and_encoding_options():
+    # The payload's structs are decoded by their types: a field whose type or default
+    # changed between versions would be read as another value, not refused (review).
+    import subprocess
+    import sys
+
+    import msgspec
+
+    def shaped(annotation, default, **options):
+        return msgspec.defstruct("Fill", [("qty", int), ("last_ts", annotation, default)],
+                                 **options)
+
+    base = checkpoint._struct_layout(shaped(int, 0))
+    assert base == checkpoint._struct_layout(shaped(int, 0))
+    for other in (shaped(float, 0), shaped(int, 1), shaped(int, 0, omit_defaults=True),
+                  shaped(int, 0, array_like=True), shaped(int, 0, rename="camel")):
+        assert checkpoint._struct_layout(other) != base
+    # The engine and its checkpoint child (another process, another hash seed) agree.
+    layouts = {subprocess.run(
+        [sys.executable, "-c", "import engine.checkpoint as c; print(c.LAYOUT.hex())"],
+        env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True,
+        check=True).stdout.strip() for seed in ("1", "2")}
+    assert layouts == {checkpoint.LAYOUT.hex()}
