@@ -183,8 +183,9 @@ class Metrics:
     fills : LoopFamily
         Fills reported to clients.
     overfills : LoopFamily
-        Fills that took an order past its quantity, by ``venue``: a venue's
-        fault (booked in full all the same), for monitoring to alert on.
+        Fills that took a child past the quantity sent to its venue, by
+        ``venue``: that venue's fault (booked in full all the same), for
+        monitoring to alert on.
     replaces : LoopFamily
         Replaces done (``REPLACED`` reports), by ``path``: ``in_place`` (a
         lower qty at the same price, the resting children amended where they
@@ -221,8 +222,9 @@ class Metrics:
         self.rejects = LoopFamily("kronos_rejects", "Rejects sent, by reason and stage",
                                   ("reason", "stage"), registry=r)
         self.fills = LoopFamily("kronos_fills", "Fills reported to clients", registry=r)
-        self.overfills = LoopFamily("kronos_overfills", "Fills that took an order past its "
-                                    "quantity (a venue's fault; booked in full), by venue",
+        self.overfills = LoopFamily("kronos_overfills", "Fills that took a child past the "
+                                    "quantity sent to its venue (the venue's fault; booked in "
+                                    "full), by venue",
                                     ("venue",), registry=r)
         self.replaces = LoopFamily("kronos_replaces", "Replaces done, by path: in_place "
                                    "(resting children amended) or routed_again", ("path",),

@@ -1491,12 +1491,21 @@ class Pipeline(Handler):
                       child_id, order.order_id, order.stage.name)
             return
         qty, px_x2 = report.last_qty, report.price_x2
+        if not 0 < qty <= ROUTER_MAX_QTY:
+            # Not a trade but a venue adapter's fault (the router refuses it too):
+            # booked, it could wrap risk's int64 position.
+            log.error("venue %s reported a fill of %d lots for child %d: refused (not from "
+                      "1 to %d lots)", self.venue_names[report.venue], qty, child_id,
+                      ROUTER_MAX_QTY)
+            return
         order.fill(qty, px_x2, now)
         child = order.children.get(child_id)
         if child is not None:
             child.cum_qty += qty
             child.acked = True  # (a venue may send a fill without an ack before it)
             self._child_fills.append((child_id, qty))
+            if child.cum_qty > child.qty:
+                self._child_overfilled(child, qty)
             if child.cum_qty >= child.qty and report.leaves_qty > 0:
                 # The venue still works lots of a child that has all it was sent
                 # (it overfilled): the router is done with the child and would
@@ -1533,15 +1542,22 @@ class Pipeline(Handler):
 
         Every lot is booked (the order has them already; the router too, and
         routes none again; risk by :func:`risk_fill`). The order says
-        ``overfilled`` (``OrderStatusReply``); the fault is logged as a
-        WARNING and counted (``kronos_overfills``).
+        ``overfilled`` (``OrderStatusReply``), and a WARNING says so (the venue at
+        fault is counted by :meth:`_child_overfilled`).
         """
         risk_fill(self.risk, order, qty, px)
         log.warning("venue %s overfilled order %s (%s): %d lots filled of %d "
                     "(child %s, fill of %d); booked in full", venue, order.order_id,
                     order.cl_ord_id, order.cum_qty, order.qty, child_id, qty)
+
+    def _child_overfilled(self, child: Child, qty: int) -> None:
+        """A venue filled ``child`` past what was sent to it: its fault, counted against it
+        (``kronos_overfills``) and logged. Judged per child, not per order: the fill that
+        takes the order past its quantity may be another venue's honest one."""
+        log.warning("venue %s filled child %d past its quantity: %d lots of %d (fill of %d)",
+                    child.venue, child.child_id, child.cum_qty, child.qty, qty)
         if self.metrics is not None:
-            self.metrics.overfills.labels(venue).inc()
+            self.metrics.overfills.labels(child.venue).inc()
 
     def _pump(self, now: int) -> None:
         """Send what the router queued and close the parents it finished."""

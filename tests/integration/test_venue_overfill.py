@@ -73,6 +73,11 @@ def test_a_venue_overfill_is_booked_everywhere_and_flagged(tmp_path, caplog):
         resting = resting_at_4800()
         assert resting >= 100   # the child, really resting at the simulator
 
+        # A fill of more lots than the router takes (2^40) is an adapter's fault, not a
+        # trade: refused, nothing booked (booked, it could wrap risk's position).
+        venue_fill(engine, cid, (2**62, 100, 2 * 4800))
+        assert position() == before and status(client, "over").report.cum_qty == "0"
+
         # The venue says it filled 130 of the child's 100 and still works 5, and fills
         # those 5 before the engine's cancel of them reaches it (one turn of the loop).
         venue_fill(engine, cid, (130, 5, 2 * 4800), (5, 0, 2 * 4800))
@@ -104,6 +109,8 @@ def test_a_venue_overfill_is_booked_everywhere_and_flagged(tmp_path, caplog):
               and "overfilled order" in r.getMessage()]
     assert len(warned) == 2 and "130 lots filled of 100" in warned[0]
     assert any("still works 5 lots of child" in r.getMessage() for r in caplog.records)
+    blamed = [r.getMessage() for r in caplog.records if "past its quantity" in r.getMessage()]
+    assert len(blamed) == 2 and f"child {cid} past its quantity: 130 lots of 100" in blamed[0]
 
     # A restart on the journal books the same: the order, and risk's position.
     with ThreadedEngine(tmp_path / "engine.toml") as engine, \
