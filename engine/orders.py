@@ -258,17 +258,14 @@ class Order(msgspec.Struct, gc=False, eq=False):
         if last_qty <= 0:
             raise IllegalTransition(f"order {self.order_id}: fill of {last_qty}")
         stage = self.stage
-        if stage == _FILLED:
-            self.cum_qty += last_qty
-            self.notional_x2 += last_qty * last_px_x2
-            return
         # (Compared, not looked up: a Stage hashes in Python, and this runs per fill.)
-        if stage != _PARTIALLY_FILLED and stage != _ROUTED:
+        if stage != _ROUTED and stage != _PARTIALLY_FILLED and stage != _FILLED:
             raise IllegalTransition(f"order {self.order_id} ({self.cl_ord_id}): fill of "
                                     f"{last_qty} when {stage.name}")
         self.cum_qty += last_qty
         self.notional_x2 += last_qty * last_px_x2
-        self.advance(_FILLED if self.cum_qty >= self.qty else _PARTIALLY_FILLED, now_ns)
+        if stage != _FILLED:  # (a FILLED order a venue overfills further stays FILLED)
+            self.advance(_FILLED if self.cum_qty >= self.qty else _PARTIALLY_FILLED, now_ns)
 
 
 def _unpickle_order(fields: dict) -> Order:

@@ -1483,20 +1483,20 @@ class Pipeline(Handler):
         # (A FILLED order still takes fills: a venue overfilling it, below.)
         if order is None:
             return
+        venue = self.venue_names[report.venue]
         if order.done and order.stage != _Stage.FILLED:
             # Only a venue at fault fills a child after its order ended (the engine ends
             # an order once its children are down); not booked (docs/protocol.md).
             log.error("venue %s filled %d lots of child %d of order %s, which is %s: "
-                      "not booked", self.venue_names[report.venue], report.last_qty,
-                      child_id, order.order_id, order.stage.name)
+                      "not booked", venue, report.last_qty, child_id, order.order_id,
+                      order.stage.name)
             return
         qty, px_x2 = report.last_qty, report.price_x2
         if not 0 < qty <= ROUTER_MAX_QTY:
             # Not a trade but a venue adapter's fault (the router refuses it too):
             # booked, it could wrap risk's int64 position.
             log.error("venue %s reported a fill of %d lots for child %d: refused (not from "
-                      "1 to %d lots)", self.venue_names[report.venue], qty, child_id,
-                      ROUTER_MAX_QTY)
+                      "1 to %d lots)", venue, qty, child_id, ROUTER_MAX_QTY)
             return
         order.fill(qty, px_x2, now)
         child = order.children.get(child_id)
@@ -1512,13 +1512,12 @@ class Pipeline(Handler):
                 # neither cancel it with its order nor book its later fills, so
                 # its remainder is taken down at the venue now.
                 log.warning("venue %s still works %d lots of child %d, which has filled "
-                            "%d of %d: canceling them there", self.venue_names[report.venue],
-                            report.leaves_qty, child_id, child.cum_qty, child.qty)
+                            "%d of %d: canceling them there", venue, report.leaves_qty,
+                            child_id, child.cum_qty, child.qty)
                 self.venues.cancel(report.child_id)
         # Risk books whole ticks: a midpoint fill between two ticks is booked
         # at the tick against the account (up for a buy, down for a sell).
         px = (px_x2 + 1) // 2 if order.side == _Side.BUY else px_x2 // 2
-        venue = self.venue_names[report.venue]
         if order.cum_qty <= order.qty:
             self.risk.on_fill(order.order_id, qty, px)
         else:
