@@ -349,7 +349,8 @@ def make(cfg, until_seq: int | None = None, *, wait_s: float = 0.0) -> Path | No
 def archivable_segments(journal_dir: str | os.PathLike) -> list[Path]:
     """The journal's segments the engine no longer needs to start: those wholly before the
     record of the oldest checkpoint kept (so that it can stand in for a damaged newest one).
-    None while there is no checkpoint, or no ``identity`` file (engine.journal.keep_identity). Gateways and resends may still want them: see
+    None while there is no checkpoint, or no ``identity`` file
+    (engine.journal.keep_identity). Gateways and resends may still want them: see
     *Checkpoints* in docs/engine.md."""
     kept = list_checkpoints(journal_dir)
     if not kept or not (Path(journal_dir) / IDENTITY_FILE).exists():

@@ -594,10 +594,11 @@ class _StatePickler(pickle.Pickler):
     by name, its report among them packed) or has a ``__post_init__``
     (decoding runs it; unpickling does not). Sharing is kept: pickle's memo
     writes a struct referenced twice (a child in its order and in
-    ``Replay.children``) once, as it does any object. A struct inside a packed one is packed with it
-    and comes back a copy of its own; the state's packed structs hold none
-    that is shared elsewhere (``tests/integration/test_checkpoint.py``
-    holds the state's every struct type to an exact round trip).
+    ``Replay.children``) once, as it does any object. A struct inside a
+    packed one is packed with it and comes back a copy of its own; the
+    state's packed structs hold none that is shared elsewhere
+    (``tests/integration/test_checkpoint.py`` holds the state's every struct
+    type to an exact round trip).
     """
 
     def reducer_override(self, obj):
