@@ -705,7 +705,8 @@ class Pipeline(Handler):
         if self.session_unjournaled(session.session_id):
             # The journal names it: a restart would restore it (see JournalSessionEnd).
             self.journal.append_msg(_RecordKind.META,
-                                    JournalSessionEnd(session_id=session.session_id))
+                                    JournalSessionEnd(session_id=session.session_id,
+                                                      final=True))
 
     def on_session_timeout(self, session: Session) -> None:
         """Cancel the session's working orders if it asked for cancel-on-disconnect."""
