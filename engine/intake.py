@@ -582,8 +582,10 @@ class _Listener:
         self.handle = socket.underlying
         #: the routing id last heard on each connection (by its file descriptor), so
         #: that the monitor's EVENT_DISCONNECTED, which names only the descriptor,
-        #: tells which routing id lost its connection
+        #: tells which routing id lost its connection; and the other way round: a
+        #: routing id is one connection's at a time (see heard_on)
         self.fd_routes: dict[int, bytes] = {}
+        self.route_fds: dict[bytes, int] = {}
         self.monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self.monitor_handle = self.monitor.underlying
 
@@ -609,10 +611,34 @@ class _Listener:
             event = parse_monitor_message(message[0])
             if event["event"] != zmq.EVENT_DISCONNECTED:
                 continue
-            route = self.fd_routes.pop(event["value"], None)
-            session = self.routes.get(route) if route is not None else None
+            fd = event["value"]
+            route = self.fd_routes.pop(fd, None)
+            if route is None:
+                continue
+            del self.route_fds[route]
+            session = self.routes.get(route)
             if session is not None:
                 self.depart(session, route)
+
+    def heard_on(self, fd: int, route: bytes) -> None:
+        """``route`` was heard on the connection at ``fd``, which last had another one (or
+        none): map each to the other alone.
+
+        The descriptor a routing id had before names it no more: a request read
+        after its connection's disconnect notice maps that dead descriptor
+        again, and a client that reconnects under its own routing id comes on
+        another one; the notice of the next connection the OS gives the old
+        descriptor must not detach the session from the new connection.
+        """
+        fd_routes, route_fds = self.fd_routes, self.route_fds
+        before = route_fds.get(route)
+        if before is not None:
+            del fd_routes[before]
+        replaced = fd_routes.get(fd)
+        if replaced is not None:
+            del route_fds[replaced]
+        fd_routes[fd] = route
+        route_fds[route] = fd
 
     def transmit(self, session: Session, frame: bytes) -> None:
         """Send one encoded message to the session's current route (if it has one).
@@ -1242,7 +1268,8 @@ class IntakeServer:
     def _on_frames(self, listener: _Listener, frames: list[bytes], principal: str, now: int,
                    fd: int) -> None:
         route = frames[0]
-        listener.fd_routes[fd] = route
+        if listener.fd_routes.get(fd) != route:  # (a new connection, or a descriptor reused)
+            listener.heard_on(fd, route)
         session = listener.routes.get(route)
         if session is None or session.principal != principal:
             session = self._session_for(listener, route, frames, principal, now)

@@ -588,9 +588,16 @@ class JournalSessionEnd(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=
     """Intake let a session go here (a ``META`` record): evicted to make room under
     ``max_sessions`` or ``max_sessions_per_key``, or silent past
     ``session_retention_s``. Recovery does not restore it: a session the engine had
-    dropped stays dropped across a restart, and its resend ring is not held again."""
+    dropped stays dropped across a restart, and its resend ring is not held again.
+
+    ``final``: its writer names the session in no later record but its orders'
+    unnumbered reports, so recovery forgets the session here. An engine that
+    handed a dropped session's frames on could name it again (a ``JournalSession``,
+    numbered reports) and wrote none (decoded False): recovery remembers such an
+    end to the journal's end, to ignore what follows it."""
 
     session_id: str
+    final: bool = False
 
 
 class JournalPulled(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):

@@ -685,8 +685,13 @@ class Pipeline(Handler):
         request would put it back in :attr:`sessions` and in risk (never released
         again), journal it anew under a session the journal has ended, and send
         its answers to nobody (nothing can resume it). Intake routes no frame to
-        such a session (only one whose disconnect notice it missed could reach
-        here); its client opens a new session when it reconnects.
+        such a session: a connection it dropped a session from is answered there,
+        outside any session (``RESUME_REFUSED``, saying why:
+        ``IntakeServer._refuse_route``), and its client opens a new session when it
+        reconnects. This guards a path intake does not take, with nothing to answer
+        with: the session's routing id went with it, and an answer through the
+        session would be numbered and journaled under a session whose end the
+        journal holds as final.
         """
         log.warning("%s of session %s not taken: intake has dropped the session",
                     type(request).__name__, session.session_id)
@@ -705,7 +710,8 @@ class Pipeline(Handler):
         if self.session_unjournaled(session.session_id):
             # The journal names it: a restart would restore it (see JournalSessionEnd).
             self.journal.append_msg(_RecordKind.META,
-                                    JournalSessionEnd(session_id=session.session_id))
+                                    JournalSessionEnd(session_id=session.session_id,
+                                                      final=True))
 
     def on_session_timeout(self, session: Session) -> None:
         """Cancel the session's working orders if it asked for cancel-on-disconnect."""

@@ -271,7 +271,8 @@ class Replay:
         self.principals: dict[str, str] = {}
         self.sent: dict[str, collections.deque] = {}
         self.marks: dict[str, list[tuple[int, int]]] = {}
-        self.ended: set[str] = set()  # sessions intake dropped (JournalSessionEnd)
+        # Sessions intake dropped whose JournalSessionEnd is not final (an older engine's)
+        self.ended: set[str] = set()
         self.in_risk: set[str] = set()  # sessions registered with risk, not yet released
         self.expiring: set[int] = set()  # orders whose last pull was a DAY's end
 
@@ -328,8 +329,16 @@ class Replay:
                                 expiring.discard(order_id)
                 elif isinstance(known, JournalSessionEnd):
                     # Intake dropped it: not restored (its orders' later reports
-                    # are journaled unnumbered and fill no ring).
-                    ended.add(known.session_id)
+                    # are journaled unnumbered and fill no ring). What the replay
+                    # keeps of it goes too, as the live engine let it go: a final
+                    # end is the last record naming it (but for those reports),
+                    # so nothing of it is needed again; only an older engine's end
+                    # is remembered, to ignore the records it could write after it.
+                    if known.final:
+                        principals.pop(known.session_id, None)
+                    else:
+                        ended.add(known.session_id)
+                    cancel_on_disconnect.pop(known.session_id, None)
                     sent.pop(known.session_id, None)
                     marks.pop(known.session_id, None)
                     # Its risk slot and its journal envelope go, as live
@@ -391,18 +400,20 @@ class Replay:
                     # the order was never journaled (Pipeline.handle, _admit).
                     _known_session(risk, principals, payload.session_id,
                                    principals[payload.session_id], client_name, in_risk)
+                elif report.ref_type == "KillSwitch" and report.reject_reason == _R.INTERNAL_ERROR:
+                    # The pipeline failed on it (intake's answer, which names no req_id:
+                    # the session's KillSwitch handled last, as each is answered in its
+                    # handling). Risk had flipped the switch before anything that can
+                    # fail (a refusal is an AdminReply), so it stands as asked, as live.
+                    _settle_kill(kill_requests, engaged, next(
+                        (key for key in reversed(kill_requests) if key[0] == payload.session_id),
+                        None), True)
             answered = _answered(report, payload.session_id, requests, unanswered)
             if answered is not None:
                 _spend(pipeline, answered, report)
             if isinstance(report, AdminReply):
-                # Its answer, taken or refused: either way the request is done with.
-                kill = kill_requests.pop((payload.session_id, report.req_id), None)
-                if kill is not None and report.ok:
-                    key = (kill.scope, kill.target if kill.scope != "global" else None)
-                    if kill.action == "engage":
-                        engaged[key] = kill
-                    else:
-                        engaged.pop(key, None)
+                _settle_kill(kill_requests, engaged, (payload.session_id, report.req_id),
+                             report.ok)
             if not isinstance(report, ExecutionReport):
                 continue
             self.fills += _apply(pipeline, payload.session_id, report, new_orders, rec.ts_ns,
@@ -973,6 +984,20 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         table.alias(order, report.cl_ord_id)
         order.qty, order.price = new_qty, new_price
     return 0
+
+
+def _settle_kill(kill_requests: dict, engaged: dict, key: tuple[str, str] | None,
+                 taken: bool) -> None:
+    """A journaled KillSwitch (``key``: its session and req_id in ``kill_requests``; None:
+    none) was answered: either way the request is done with; ``taken``, its switch is
+    engaged or released in ``engaged`` as it asked."""
+    kill = kill_requests.pop(key, None) if key is not None else None
+    if kill is not None and taken:
+        scope = (kill.scope, kill.target if kill.scope != "global" else None)
+        if kill.action == "engage":
+            engaged[scope] = kill
+        else:
+            engaged.pop(scope, None)
 
 
 def _valued_at(order, price: int, inst_ix: int, valuations: dict, references: dict) -> int:

@@ -369,3 +369,38 @@ def test_a_new_order_refused_before_its_price_is_ticks_reports_the_price_sent(tm
                 reply = status(client, cl_ord_id)
                 assert (reply.report.reject_name, reply.report.price) == (reason, price)
             assert rest(client, "after", price="49.00").exec_type == ExecType.NEW
+
+
+def test_a_trade_history_reply_is_the_same_bytes_before_and_after_a_restart(tmp_path):
+    # The live engine books a fill's side as the order's plain int, the replay as a Side
+    # (a checkpoint decodes it so): both encode as the same integer, so the replies'
+    # frames (as sent, and as the journal, and so a gateway, holds them) carry the same
+    # fills, byte for byte, before and after a restart.
+    import msgspec
+
+    from engine.journal import JournalReader, RecordKind
+    from engine.messages import TradeHistoryReply
+    from tests.integration.engine_harness import engine_config as market_config
+    from tests.integration.test_order_forgetting import rest_market
+
+    def ask(client) -> None:
+        client.history("DEMO1", 0, 2**62)
+        reply = client.recv_until(lambda m: isinstance(m, TradeHistoryReply) and m.last, 5)[-1]
+        assert len(reply.fills) == 2
+
+    path, endpoint = market_config(tmp_path)  # (the simulator's market: DEMO2 rests)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        rest_market(client)
+        time.sleep(0.1)  # (resting at the venues)
+        for cid, qty in (("f1", "7"), ("f2", "3")):
+            client.new_order("AAA", "buy", qty, "51.00", account="DEMO1", cl_ord_id=cid)
+            client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == cid
+                              and m.exec_type == ExecType.FILL, 5)
+        ask(client)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        ask(client)
+    fields = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
+    sent = [fields.decode(fields.decode(rec.payload)["event"])
+            for rec in JournalReader(tmp_path / "journal").records()
+            if rec.kind == RecordKind.EVENT and b"TradeHistoryReply" in rec.payload]
+    assert len(sent) == 2 and bytes(sent[0]["fills"]) == bytes(sent[1]["fills"])

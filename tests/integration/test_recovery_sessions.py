@@ -106,7 +106,12 @@ def test_a_session_the_journal_ended_is_not_taken_up_again_by_a_later_journal_se
     # A JournalSessionEnd is final: intake dropped the session and nothing can resume it.
     # A JournalSession naming it after that (no engine writes one now; one that handed a
     # dropped session's frames to the pipeline did) gave it its journal envelope again,
-    # kept for good by the restarted engine, which the live one no longer had.
+    # kept for good by the restarted engine, which the live one no longer had. (Such an
+    # engine wrote its ends without `final`, which tells recovery to remember them.)
+    from engine import pipeline as pipeline_module
+    from engine.messages import JournalSessionEnd
+    monkeypatch.setattr(pipeline_module, "JournalSessionEnd",
+                        lambda session_id, final: JournalSessionEnd(session_id=session_id))
     path, endpoint = one_session_engine(tmp_path)
     with ThreadedEngine(path) as engine:
         with Client(endpoint) as a:
@@ -215,3 +220,79 @@ def test_risk_sessions_after_a_restart_are_live_under_a_random_load_of_dropped_s
     after = seen_at_resume(monkeypatch, lambda pipeline, summary: risk_sessions(pipeline.risk))
     with ThreadedEngine(path):
         assert after == [before]
+
+
+def connect_and_go(endpoint, n: int) -> None:
+    """``n`` short sessions, one after the other: each says hello and goes (each new one
+    drops the last, under one_session_engine)."""
+    for _ in range(n):
+        with Client(endpoint) as client:
+            client.heartbeat(cancel_on_disconnect=True)
+            client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+        time.sleep(0.05)  # (closed: idle, the next session drops it)
+
+
+def test_the_replay_keeps_nothing_of_the_sessions_intake_dropped(tmp_path, monkeypatch):
+    # The replay remembered every session the journal ended (its id in `ended`, its key in
+    # `principals`, its cancel-on-disconnect setting) for good, and carried them in every
+    # checkpoint: an engine serving many short connections grew both with each one.
+    from engine import recovery
+    path, endpoint = one_session_engine(tmp_path)
+    kept = ("ended", "principals", "cancel_on_disconnect", "sent", "marks", "in_risk")
+    saved = []
+    finish = recovery.Replay.finish
+    monkeypatch.setattr(recovery.Replay, "finish",
+                        lambda replay: (saved.append((len(replay.save()), {
+                            name: set(getattr(replay, name)) for name in kept})),
+                            finish(replay))[1])
+    for sessions in (3, 20):
+        with ThreadedEngine(path) as engine:
+            connect_and_go(endpoint, sessions)
+            pipeline = engine.service.pipeline
+            live = engine.call(lambda: (risk_sessions(pipeline.risk),
+                                        sorted(pipeline._event_envelopes)))
+        after = seen_at_resume(monkeypatch, lambda pipeline, recovered: (
+            risk_sessions(pipeline.risk), sorted(pipeline._event_envelopes)))
+        with ThreadedEngine(path):
+            assert after == [live]
+    # (saved: each engine's start, twice per round; the restarts after 3 and 23 sessions)
+    (small, _), (big, at_23) = saved[1], saved[3]
+    assert at_23["ended"] == set()
+    for name in kept:
+        assert len(at_23[name]) <= 1, (name, at_23[name])  # the one session intake holds
+    assert big - small < 100, "the checkpoint does not grow with the sessions that went"
+
+
+def test_a_kill_switch_whose_handling_failed_stands_after_a_restart_as_live(
+        tmp_path, monkeypatch):
+    # Risk flips a kill switch first; a failure after it (here: taking the orders down)
+    # reaches the client as intake's INTERNAL_ERROR Reject, with the switch engaged. The
+    # replay waited for an AdminReply that never comes: the request stayed pending for
+    # good (in every checkpoint), and the switch came back released after a restart.
+    from engine.messages import Reject
+    from engine.pipeline import Pipeline
+    pull = Pipeline._pull
+
+    def failing(self, keys, now, reason, text):
+        if "kill switch" in text:
+            raise RuntimeError("a defect taking the orders down")
+        return pull(self, keys, now, reason, text)
+
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        client.new_order("AAA", "buy", "5", "45.00", account="DEMO1", cl_ord_id="a1",
+                         time_in_force="gtc")
+        report(client, "a1", ExecType.NEW)
+        monkeypatch.setattr(Pipeline, "_pull", failing)
+        client.send(KillSwitch(req_id="k1", action="engage", scope="symbol", target="AAA"))
+        refused = client.recv_until(lambda m: isinstance(m, Reject), 5)[-1]
+        assert (refused.reject_name, refused.ref_type) == ("INTERNAL_ERROR", "KillSwitch")
+        monkeypatch.setattr(Pipeline, "_pull", pull)
+        live = engine.call(lambda: engine.service.pipeline.risk.kill_switches())
+    assert live["instruments"] == ["AAA"]
+    seen = replay_state(monkeypatch, ("kill_requests", "engaged"))
+    with ThreadedEngine(path) as engine:
+        assert engine.call(lambda: engine.service.pipeline.risk.kill_switches()) == live
+        assert engine.call(lambda: engine.service.pipeline.orders.find("DEMO1", "a1").done)
+    assert seen[0]["kill_requests"] == {}
+    assert list(seen[0]["engaged"]) == [("symbol", "AAA")]
