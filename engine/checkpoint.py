@@ -169,6 +169,21 @@ def _check_private(path: Path) -> None:
         raise CheckpointError(f"{path} is writable by others (mode {st.st_mode & 0o777:o})")
 
 
+def _check_engines_user(journal_dir: str | os.PathLike) -> None:
+    """Refuse to checkpoint another user's journal (one whose newest segment this process's
+    user did not write): the engine loads only its own user's checkpoints (see
+    :func:`_check_private`), and could not write beside them in a checkpoints directory
+    another user created."""
+    segments = list_segments(journal_dir)
+    if not segments:
+        return
+    owner = os.stat(segments[-1]).st_uid
+    if owner != os.geteuid():
+        raise CheckpointError(f"the journal in {journal_dir} is written by uid {owner}, not "
+                              f"by this user (uid {os.geteuid()}): run it as the engine's "
+                              f"user, whose engine would skip this user's checkpoints")
+
+
 def _read_header(path: Path, data: bytes | memoryview) -> tuple:
     """The header fields of a checkpoint file's bytes, checked (not the payload)."""
     if len(data) < _HEADER.size:
@@ -304,6 +319,7 @@ def make(cfg, until_seq: int | None = None, *, wait_s: float = 0.0) -> Path | No
     from engine.intake import client_names
     from engine.service import build_pipeline, build_venues
     journal_dir = cfg.journal.dir
+    _check_engines_user(journal_dir)
     hashes: dict[int, bytes | None] = {}  # (record hashes by seq: see _bound)
     if until_seq is not None and any(seq >= until_seq and _bound(journal_dir, path, hashes)
                                      for seq, path in list_checkpoints(journal_dir)):

@@ -115,10 +115,26 @@ class TradeHistory:
         else:
             fills.append(fill)
         if len(fills) > self.max_fills_per_account:
-            drop = len(fills) - self._keep
-            entry.dropped_through_ns = max(entry.dropped_through_ns, fills[drop - 1].transact_time)
-            entry.dropped_position = self._position()
-            del fills[:drop]
+            self._trim(entry)
+
+    def _trim(self, entry: _Account) -> None:
+        """Drop ``entry``'s oldest fills, down to three quarters of the bound."""
+        fills = entry.fills
+        drop = len(fills) - self._keep
+        entry.dropped_through_ns = max(entry.dropped_through_ns, fills[drop - 1].transact_time)
+        entry.dropped_position = self._position()
+        del fills[:drop]
+
+    def bound(self) -> None:
+        """Trim every account held past the bound, as :meth:`add` would have.
+
+        For a history taken up from a checkpoint written under a larger
+        ``max_fills_per_account``: the configuration's bound holds from the
+        start, not from each account's next fill on.
+        """
+        for entry in self._accounts.values():
+            if len(entry.fills) > self.max_fills_per_account:
+                self._trim(entry)
 
     def query(self, account: str, start_ns: int, end_ns: int,
               symbol: str | None = None) -> HistoryAnswer:

@@ -564,6 +564,15 @@ class Replay:
                          for sid, ring in self.sent.items()}
         pipeline.orders.__dict__.update(orders)
         pipeline.history._accounts = history
+        pipeline.history.bound()  # (a checkpoint written under a larger bound)
+        if self.client_name is not None:
+            # A client key renamed since the checkpoint: its sessions draw on the
+            # throttle of the name the configuration gives the key now, as a replay
+            # of the whole journal registers them (risk's snapshot has the old name).
+            principals = self.principals
+            for session_id in self.in_risk:
+                if session_id in principals:
+                    risk.session_index(session_id, self.client_name(principals[session_id]))
         entered, taken, next_roll = day
         pipeline._day_entered, pipeline._roll_taken, pipeline._next_roll = entered, taken, next_roll
         if schedule != pipeline.trading_day.settings():

@@ -668,3 +668,68 @@ def test_the_layout_fingerprint_sees_field_types_defaults_and_encoding_options()
         env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True,
         check=True).stdout.strip() for seed in ("1", "2")}
     assert layouts == {checkpoint.LAYOUT.hex()}
+
+
+def test_a_history_bound_lowered_since_the_checkpoint_holds_from_the_load(traded):
+    # Before, the checkpoint's longer histories were kept until each account's next fill.
+    tmp, path, cfg, _ = traded
+    saved = replayed(cfg)
+    held = {account: list(entry.fills) for account, entry in saved.pipeline.history._accounts.items()}
+    bound = min(len(fills) for fills in held.values()) - 1
+    assert bound >= 2, held  # (every account holds more than the lowered bound)
+    lowered = msgspec.structs.replace(
+        cfg, history=msgspec.structs.replace(cfg.history, max_fills_per_account=bound))
+    from engine.intake import client_names
+    from engine.recovery import Replay
+    from engine.service import build_pipeline, build_venues
+    loaded = Replay(build_pipeline(lowered, build_venues(lowered), None),
+                    cfg.intake.resend_ring_size, client_names(cfg.security))
+    loaded.load(saved.save())
+    keep = bound - bound // 4  # (a trim keeps three quarters of the bound, as each fill's does)
+    history = loaded.pipeline.history
+    for account, fills in held.items():
+        entry = history._accounts[account]
+        # The newest fills are kept; answers say from when they are complete, and which
+        # journal position a trade store must have delivered to fill in the rest.
+        assert entry.fills == fills[-keep:]
+        assert entry.dropped_through_ns == fills[-keep - 1].transact_time
+        assert entry.dropped_position == saved.seq
+        answer = history.query(account, 0, 2**63)
+        assert not answer.complete and answer.fills == fills[-keep:]
+
+
+def test_a_client_key_renamed_since_the_checkpoint_throttles_under_its_new_name(traded):
+    # Sessions draw on their key's throttle bucket, named by the configuration: one
+    # renamed since the checkpoint takes the new name at the load, as a replay of the
+    # whole journal does (before, the checkpoint's old name stayed until a restart
+    # without checkpoints).
+    from engine.recovery import Replay
+    from engine.service import build_pipeline, build_venues
+    tmp, path, cfg, _ = traded
+    saved = Replay(build_pipeline(cfg, build_venues(cfg), None), cfg.intake.resend_ring_size,
+                   lambda principal: "before-rename")
+    saved.run(JournalReader(cfg.journal.dir).records())
+    assert saved.in_risk
+    loaded = Replay(build_pipeline(cfg, build_venues(cfg), None), cfg.intake.resend_ring_size,
+                    lambda principal: "after-rename")
+    loaded.load(saved.save())
+    for replay, name in ((saved, "before-rename"), (loaded, "after-rename")):
+        snap = replay.pipeline.risk.snapshot()
+        profiles = {sid: snap["session_profiles"][snap["sessions"].index(sid)]
+                    for sid in replay.in_risk}
+        assert set(profiles.values()) == {name}, profiles
+
+
+def test_the_command_line_refuses_another_users_journal(traded, tmp_path, monkeypatch, capsys):
+    # Written as another user (root, say), the checkpoint would be skipped by the engine
+    # (not its user's) and its directory left unwritable to the engine: refused, nothing
+    # written.
+    from engine.cli import main
+    tmp, path, cfg, _ = traded
+    copy = tmp_path / "other"
+    copy_cfg = copy_without_checkpoints(copy, tmp, cfg)
+    monkeypatch.setattr(checkpoint.os, "geteuid", lambda: os.getuid() + 4242)
+    assert main(["journal", "checkpoint", "--config", str(copy_cfg)]) == 1
+    err = capsys.readouterr().err
+    assert f"not by this user (uid {os.getuid() + 4242}): run it as the engine's user" in err
+    assert not checkpoint.checkpoint_dir(copy / "journal").exists()
