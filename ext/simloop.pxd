@@ -329,8 +329,6 @@ cdef class MarketLoop:
     cdef uint8_t* md_on
     cdef MdRing* md                   # per book (books of md_on venues only)
     cdef int64_t* md_last             # per venue: latest seen_ts (its feed never reorders)
-    cdef MdQuote md_new               # the state being compared with a ring's last
-    cdef MdLevel* md_new_lv           # and its levels (2 x the deepest ring's depth)
     cdef int64_t* book_vol_qty        # per book: lots traded so far (what rings record)
     cdef i128* book_vol_n2
 

@@ -892,7 +892,6 @@ cdef class MarketLoop:
         self.md_on = NULL
         self.md = NULL
         self.md_last = NULL
-        self.md_new_lv = NULL
         self.book_vol_qty = NULL
         self.book_vol_n2 = NULL
         self.rtt_ewma = NULL
@@ -915,7 +914,6 @@ cdef class MarketLoop:
                  list latency not None, flow=None, start_ts=0, sample_ns=0,
                  bint record_tape=False, md_latency=None, md_depth=None):
         cdef Py_ssize_t b, v, i, nb = len(books), nv = len(venue_dark)
-        cdef Py_ssize_t deepest = 0
         cdef MdRing* r
         # big_arg: an int64_t parameter took start_ts=1.5 as 1, in silence.
         cdef int64_t start_c = big_arg(start_ts, "start_ts")
@@ -941,8 +939,6 @@ cdef class MarketLoop:
             if not 1 <= depths[v] <= MAX_MD_DEPTH:
                 raise ValueError(f"md_depth {depths[v]} of venue {v}: must be from 1 to "
                                  f"{MAX_MD_DEPTH}")
-            if md_models[v] is not None and not venue_dark[v]:
-                deepest = max(deepest, depths[v])
         if sample_c < 0:
             raise ValueError("sample_ns must be >= 0")
         ni = max(book_instrument) + 1
@@ -969,7 +965,6 @@ cdef class MarketLoop:
         self.md = <MdRing*>PyMem_Malloc(nb * sizeof(MdRing))
         if self.md != NULL:
             memset(self.md, 0, nb * sizeof(MdRing))     # __dealloc__ frees each q and lv
-        self.md_new_lv = <MdLevel*>PyMem_Malloc((2 * deepest + 1) * sizeof(MdLevel))
         self.book_vol_qty = <int64_t*>PyMem_Malloc(nb * sizeof(int64_t))
         self.book_vol_n2 = <i128*>PyMem_Malloc(nb * sizeof(i128))
         self.last_in = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
@@ -990,7 +985,7 @@ cdef class MarketLoop:
                 or self.lat_pos == NULL or self.lat_len == NULL or self.last_in == NULL
                 or self.last_out == NULL or self.batch_gen_of == NULL or self.batch_at == NULL
                 or self.md_on == NULL or self.md_last == NULL or self.md == NULL
-                or self.md_new_lv == NULL or self.book_vol_qty == NULL
+                or self.book_vol_qty == NULL
                 or self.book_vol_n2 == NULL
                 or self.rtt_ewma == NULL or self.rtt_n == NULL
                 or self.rtt_sum == NULL or self.cum_qty == NULL or self.cum_notional2 == NULL
@@ -1101,7 +1096,6 @@ cdef class MarketLoop:
                 PyMem_Free(self.md[b].q)
                 PyMem_Free(self.md[b].lv)
         PyMem_Free(self.md)
-        PyMem_Free(self.md_new_lv)
         PyMem_Free(self.book_vol_qty)
         PyMem_Free(self.book_vol_n2)
         PyMem_Free(self.md_on)
@@ -1290,21 +1284,11 @@ cdef class MarketLoop:
         """
         cdef MdRing* r = &self.md[b]
         cdef Py_ssize_t k = r.depth, stride = 2 * r.depth
-        cdef MdQuote* last = &r.q[r.hi - 1]
-        cdef MdLevel* last_lv = r.lv + (r.hi - 1) * stride
-        cdef MdQuote* new = &self.md_new
+        cdef MdQuote* new
+        cdef MdQuote* last
+        cdef MdLevel* new_lv
         cdef int v = self.book_venue[b]
         cdef int64_t seen
-        self._md_snapshot(b, new, self.md_new_lv)
-        if (new.n_bids == last.n_bids and new.n_asks == last.n_asks
-                and new.vol_qty == last.vol_qty and new.vol_n2 == last.vol_n2
-                and memcmp(self.md_new_lv, last_lv, new.n_bids * sizeof(MdLevel)) == 0
-                and memcmp(self.md_new_lv + k, last_lv + k, new.n_asks * sizeof(MdLevel)) == 0):
-            return 0
-        seen = ts + self._latency(self.n_venues + v)
-        if seen < self.md_last[v]:
-            seen = self.md_last[v]
-        self.md_last[v] = seen
         # Drop the states already superseded now (keeping the one seen now),
         # as a read would: otherwise a book no strategy reads keeps every
         # change of the run. ``now`` never goes back, so no later read differs.
@@ -1319,9 +1303,21 @@ cdef class MarketLoop:
             else:
                 r.q = <MdQuote*>_grow(r.q, &r.cap, r.hi + 1, sizeof(MdQuote))
                 r.lv = <MdLevel*>_grow(r.lv, &r.lv_cap, stride * r.cap + 1, sizeof(MdLevel))
-        r.q[r.hi] = new[0]
-        r.q[r.hi].seen_ts = seen
-        memcpy(r.lv + r.hi * stride, self.md_new_lv, stride * sizeof(MdLevel))
+        # Taken straight into the next slot, which becomes the ring's only
+        # if the state changed: no copy of the levels on the way.
+        new, new_lv = &r.q[r.hi], r.lv + r.hi * stride
+        last = new - 1
+        self._md_snapshot(b, new, new_lv)
+        if (new.n_bids == last.n_bids and new.n_asks == last.n_asks
+                and new.vol_qty == last.vol_qty and new.vol_n2 == last.vol_n2
+                and memcmp(new_lv, new_lv - stride, new.n_bids * sizeof(MdLevel)) == 0
+                and memcmp(new_lv + k, new_lv - stride + k, new.n_asks * sizeof(MdLevel)) == 0):
+            return 0
+        seen = ts + self._latency(self.n_venues + v)
+        if seen < self.md_last[v]:
+            seen = self.md_last[v]
+        self.md_last[v] = seen
+        new.seen_ts = seen
         r.hi += 1
         return 0
 
