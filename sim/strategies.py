@@ -21,9 +21,9 @@ overrides some of the hooks:
 
 and acts through ``send(venue, qty, price, ...)``, ``cancel(child_id)``,
 ``replace(child_id, price, qty)`` and ``wake_at(ts)``. ``self.market`` is the
-``sim.market.Market`` as the strategy sees it (``Market.seen``: quotes, depth
-and NBBO as they were each venue's market-data latency ago; fees, hours and
-measured latency as they are). The base
+``sim.market.Market`` as the strategy sees it (``Market.seen``: quotes, depth,
+NBBO and traded volume as they were each venue's market-data latency ago;
+fees, hours and measured latency as they are). The base
 class keeps the books: ``filled``, ``remaining``, ``working`` (child id to
 open quantity as last reported), fills and fees.
 
