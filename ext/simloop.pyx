@@ -178,9 +178,16 @@ cdef inline bint _eligible(int side, int64_t limit, int64_t mid2) noexcept nogil
 cdef object _md_levels(const MdLevel* lv, Py_ssize_t n):
     """``n`` recorded levels as a ``DEPTH_DTYPE`` array (``OrderBook.depth``'s layout)."""
     cdef Py_ssize_t i
-    out = np.empty(n, dtype=DEPTH_DTYPE)
+    cdef cnp.ndarray price = np.empty(n, dtype=np.int64)
+    cdef cnp.ndarray qty = np.empty(n, dtype=np.int64)
+    cdef cnp.ndarray count = np.empty(n, dtype=np.int32)
+    cdef int64_t* p = <int64_t*>cnp.PyArray_DATA(price)
+    cdef int64_t* q = <int64_t*>cnp.PyArray_DATA(qty)
+    cdef int32_t* c = <int32_t*>cnp.PyArray_DATA(count)
     for i in range(n):
-        out[i] = (lv[i].price, lv[i].qty, lv[i].count)
+        p[i], q[i], c[i] = lv[i].price, lv[i].qty, <int32_t>lv[i].count
+    out = np.empty(n, dtype=DEPTH_DTYPE)
+    out["price"], out["qty"], out["count"] = price, qty, count
     return out
 
 
