@@ -10,8 +10,8 @@ It speaks names (``"LITA"``, ``"AAA"``) and integers (ticks, lots, ns); the
 loop speaks indices. Order entry (``submit``/``cancel``/``replace``) takes
 effect after the venue's latency and answers with ``Report`` objects through
 the ``on_report`` callback, after the latency back. What strategies read of
-the books goes through ``Market.seen`` (``MarketView``): each venue's quotes
-as they were its market-data latency ago.
+the books goes through ``Market.seen`` (``MarketView``): each venue's quotes,
+depth and trades as they were its market-data latency ago.
 
 The book class is a parameter: ``Market(config, book_class=ReferenceBook)``
 runs the same market on the pure-Python reference book (for comparison and
