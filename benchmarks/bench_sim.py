@@ -33,11 +33,15 @@ waiting for a core is not the simulator's). (a) is the best of several runs;
 compiled one, and takes the median of the paired differences, because load
 comes in bursts that adjacent runs share; the best-of difference (best run
 with minus best run without) is printed beside it. Run: ``python benchmarks/bench_sim.py`` (30 simulated minutes, about
-a minute and a half) or ``--quick`` (2 minutes, under 30 s).
+a minute and a half) or ``--quick`` (2 minutes, under 30 s). ``--md-latency-us 150`` runs it
+all with every venue's ``market_data_latency`` a log-normal of that median (sigma 0.4), and
+``--md-depth K`` sets their ``market_data_depth``: what strategies seeing the market late
+costs.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -49,6 +53,7 @@ from ext.book import OrderBook  # noqa: E402
 from ext.types import OrdType, Side, TimeInForce  # noqa: E402
 from sim.clock import NS_PER_S  # noqa: E402
 from sim.config import load_config  # noqa: E402
+from sim.latency import LatencySpec  # noqa: E402
 from sim.market import Market  # noqa: E402
 from sim.strategies import ExecutionStrategy, ParentOrder, PeriodicTakerStrategy  # noqa: E402
 from tests.reference.book_reference import ReferenceBook  # noqa: E402
@@ -199,11 +204,25 @@ def _shown(value: float | None):
     return "below zero: noise" if value is None else value
 
 
+def with_market_data_latency(config, median_us: float, depth: int | None):
+    """``config`` with every venue's ``market_data_latency`` a log-normal of ``median_us``."""
+    spec = LatencySpec("lognormal", median_us=median_us, sigma=0.4, min_us=median_us / 4)
+    extra = {} if depth is None else {"market_data_depth": depth}
+    return dataclasses.replace(config, venues=tuple(
+        dataclasses.replace(v, market_data_latency=spec, **extra) for v in config.venues))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter spans, fewer repeats (< 30 s)")
+    ap.add_argument("--md-latency-us", type=float, default=0.0,
+                    help="every venue's market-data latency, log-normal median (0: none)")
+    ap.add_argument("--md-depth", type=int, default=None,
+                    help="every venue's market_data_depth (with --md-latency-us)")
     args = ap.parse_args()
     config = load_config()
+    if args.md_latency_us > 0:
+        config = with_market_data_latency(config, args.md_latency_us, args.md_depth)
     start = config.session.clock_start_ns
     # (a) and (c) on the same span, so their ratio compares like with like.
     span = (120 if args.quick else 30 * 60 + 30) * NS_PER_S
@@ -290,6 +309,8 @@ def main() -> int:
         "met": {"events_per_s": eps >= TARGET_EVENTS_PER_S,
                 "us_per_strategy_order": cost_c["us_per_order"] < TARGET_US_PER_ORDER,
                 "us_per_strategy_order_python": cost["us_per_order"] < TARGET_US_PER_ORDER},
+        "md_latency_us": args.md_latency_us,
+        "md_depth": args.md_depth if args.md_latency_us > 0 else None,
         "quick": args.quick, **machine(),
     })
     return 0

@@ -143,21 +143,37 @@ ctypedef struct Trade:
     uint8_t _pad[3]
 
 ctypedef struct MdQuote:
-    # One top of book as a strategy will see it, from ``seen_ts`` on (the
-    # venue's market-data latency after the change).
+    # One state of a book as a strategy will see it, from ``seen_ts`` on
+    # (the venue's market-data latency after the change): its top, its
+    # cumulative trades, and how many levels per side its ring's ``lv``
+    # holds for it (up to the ring's ``depth``).
     int64_t seen_ts
     int64_t bid_px
     int64_t bid_qty
     int64_t ask_px
     int64_t ask_qty
+    int64_t vol_qty            # lots traded on the book so far
+    i128 vol_n2                # and their notional, half-ticks x lots
+    int32_t n_bids
+    int32_t n_asks
+
+ctypedef struct MdLevel:
+    # One price level as recorded for strategies (``DEPTH_DTYPE``'s fields;
+    # count widened so a record has no padding and compares bytewise).
+    int64_t price
+    int64_t qty
+    int64_t count
 
 ctypedef struct MdRing:
-    # A lit book's tops not yet superseded for a strategy: ``q[lo]`` is the
+    # A book's states not yet superseded for a strategy: ``q[lo]`` is the
     # one it sees now, ``q[lo + 1:hi]`` are still in flight (``seen_ts`` not
-    # decreasing). Grows by doubling, compacts in place: no steady-state
-    # allocation.
+    # decreasing). ``lv[k * 2 * depth:]`` holds state k's first ``depth``
+    # bid levels then its first ``depth`` ask levels (a dark book: depth 0).
+    # Grows by doubling, compacts in place: no steady-state allocation.
     MdQuote* q
-    Py_ssize_t lo, hi, cap
+    MdLevel* lv
+    Py_ssize_t lo, hi, cap, lv_cap
+    int32_t depth
 
 ctypedef struct Quote:
     int64_t ts
@@ -191,6 +207,7 @@ cdef class BookPort:
     cdef int64_t best_ask(self) except -1
     cdef int64_t best_bid_qty(self) except -1
     cdef int64_t best_ask_qty(self) except -1
+    cdef Py_ssize_t levels(self, int side_index, MdLevel* out, Py_ssize_t n) except -1
     cdef int64_t leaves(self, int64_t order_id) except -1
     cdef int can_fill(self, bint is_buy, int64_t limit, int64_t qty, int64_t account,
                       int stp) except -1
@@ -310,8 +327,10 @@ cdef class MarketLoop:
     # Channels ``n_venues + v`` of the latency arrays above draw venue v's
     # market-data latency; ``md_on[v]`` is 0 when it has none (reads are live).
     cdef uint8_t* md_on
-    cdef MdRing* md                   # per book (lit books of md_on venues only)
+    cdef MdRing* md                   # per book (books of md_on venues only)
     cdef int64_t* md_last             # per venue: latest seen_ts (its feed never reorders)
+    cdef int64_t* book_vol_qty        # per book: lots traded so far (what rings record)
+    cdef i128* book_vol_n2
 
     # ------------------------------------------------------------ time and heap
     cdef readonly int64_t now
@@ -364,8 +383,10 @@ cdef class MarketLoop:
     cdef int _fill_latency(self, int v) except -1
     cdef int64_t _latency(self, int v) except -1
     cdef int64_t _deliver_at(self, int v, int64_t venue_ts) except -1
+    cdef int _md_snapshot(self, int32_t b, MdQuote* q, MdLevel* lv) except -1
     cdef int _md_record(self, int32_t b, int64_t ts) except -1
     cdef const MdQuote* _md_seen(self, int32_t b) noexcept
+    cdef int _seen_volume(self, int instr, int64_t* qty, i128* n2) except -1
     cdef int _top(self, int32_t b, bint seen, int64_t* out) except -1
     cdef int64_t fee_c(self, int32_t b, int liquidity, int64_t price_x2,
                        int64_t qty) except? 0x7FFFFFFFFFFFFFFF
@@ -450,6 +471,13 @@ cdef class StrategyCore:
     cdef int replace_c(self, int64_t child_id, int64_t price, int64_t qty) except -1
     cdef int wake_at_c(self, int64_t ts) except -1
     cdef int64_t leaves_c(self, int64_t child_id) noexcept
+
+    # ------------------------------------------------------------ market data (C)
+    # What ``self.market`` shows a Python strategy: each venue's books as
+    # they were its market-data latency ago (live without one).
+    cdef int seen_top_c(self, int venue, int64_t* out) except -1
+    cdef int seen_nbbo_c(self, int64_t* bid, int64_t* ask) except -1
+    cdef int64_t seen_mid2_c(self) except -1
 
     # ------------------------------------------------------------ hooks (override in Cython)
     cdef int on_timer_c(self) except -1

@@ -43,7 +43,7 @@ cumulative notional is kept in 128 bits. Nothing wraps.
 cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.object cimport Py_TYPE
-from libc.string cimport memcpy, memmove, memset
+from libc.string cimport memcmp, memcpy, memmove, memset
 from libc.stdint cimport (
     int64_t, int32_t, uint8_t, uint16_t, uint64_t, INT32_MAX, INT64_MAX, INT64_MIN,
 )
@@ -53,7 +53,7 @@ import numpy as np
 cimport numpy as cnp
 
 from ext.book cimport (
-    OrderBook, Order, Fill, Event, Op, OP_ADD, OP_CANCEL, OP_REPLACE, FLAG_POST_ONLY, STP_DEFAULT,
+    OrderBook, Order, Fill, Event, Op, LevelArray, OP_ADD, OP_CANCEL, OP_REPLACE, FLAG_POST_ONLY, STP_DEFAULT,
 )
 from ext.types cimport (
     BUY, SELL, SELL_SHORT, MARKET, LIMIT, DAY, GTC, IOC, FOK, STP_NONE, CANCEL_NEWEST, CANCEL_OLDEST,
@@ -94,6 +94,13 @@ cdef int64_t _I64_QUARTER = (<int64_t>1) << 62
 cdef Py_ssize_t _SAMPLE_WORDS = 5
 #: Account of child orders when the caller names none.
 DEFAULT_ACCOUNT = 1000
+
+#: Levels per side a venue's market-data ring records for strategies when
+#: ``md_depth`` does not say (``venues[].market_data_depth``): the built-in
+#: sweeps' ``depth``. Each recorded change copies 2 x depth levels, so the
+#: key is bounded by ``MAX_MD_DEPTH``.
+MD_DEPTH_DEFAULT = 10
+MAX_MD_DEPTH = 1000
 #: Latency draws fetched from a model at a time.
 cdef Py_ssize_t LAT_BATCH = 4096
 #: Weight of the newest round trip in the measured-latency moving average.
@@ -168,6 +175,22 @@ cdef inline bint _eligible(int side, int64_t limit, int64_t mid2) noexcept nogil
 
 # ---------------------------------------------------------------- book ports
 
+cdef object _md_levels(const MdLevel* lv, Py_ssize_t n):
+    """``n`` recorded levels as a ``DEPTH_DTYPE`` array (``OrderBook.depth``'s layout)."""
+    cdef Py_ssize_t i
+    cdef cnp.ndarray price = np.empty(n, dtype=np.int64)
+    cdef cnp.ndarray qty = np.empty(n, dtype=np.int64)
+    cdef cnp.ndarray count = np.empty(n, dtype=np.int32)
+    cdef int64_t* p = <int64_t*>cnp.PyArray_DATA(price)
+    cdef int64_t* q = <int64_t*>cnp.PyArray_DATA(qty)
+    cdef int32_t* c = <int32_t*>cnp.PyArray_DATA(count)
+    for i in range(n):
+        p[i], q[i], c[i] = lv[i].price, lv[i].qty, <int32_t>lv[i].count
+    out = np.empty(n, dtype=DEPTH_DTYPE)
+    out["price"], out["qty"], out["count"] = price, qty, count
+    return out
+
+
 cdef class BookPort:
     """How the loop talks to one book; see ``CyBookPort`` and ``PyBookPort``.
 
@@ -203,6 +226,10 @@ cdef class BookPort:
         raise NotImplementedError
 
     cdef int64_t best_ask_qty(self) except -1:
+        raise NotImplementedError
+
+    cdef Py_ssize_t levels(self, int side_index, MdLevel* out, Py_ssize_t n) except -1:
+        """Up to ``n`` levels of one side (0: bids, 1: asks), best first; returns how many."""
         raise NotImplementedError
 
     cdef int64_t leaves(self, int64_t order_id) except -1:
@@ -284,6 +311,16 @@ cdef class CyBookPort(BookPort):
 
     cdef int64_t best_ask_qty(self) except -1:
         return self.cy.best_ask_qty_c()
+
+    cdef Py_ssize_t levels(self, int side_index, MdLevel* out, Py_ssize_t n) except -1:
+        # The book's arrays keep the best price last.
+        cdef LevelArray* a = &self.cy.bids if side_index == 0 else &self.cy.asks
+        cdef Py_ssize_t k = min(n, a.n), i
+        for i in range(k):
+            out[i].price = a.data[a.n - 1 - i].price
+            out[i].qty = a.data[a.n - 1 - i].qty
+            out[i].count = a.data[a.n - 1 - i].count
+        return k
 
     cdef int64_t leaves(self, int64_t order_id) except -1:
         cdef Order* o = self.cy.find_c(order_id)
@@ -393,6 +430,13 @@ cdef class PyBookPort(BookPort):
 
     cdef int64_t best_ask_qty(self) except -1:
         return self._bbo()[3]
+
+    cdef Py_ssize_t levels(self, int side_index, MdLevel* out, Py_ssize_t n) except -1:
+        cdef Py_ssize_t i = 0
+        for price, qty, count in self.book.depth(n)[side_index].tolist():
+            out[i].price, out[i].qty, out[i].count = price, qty, count
+            i += 1
+        return i
 
     cdef int64_t leaves(self, int64_t order_id) except -1:
         o = self._order(order_id)
@@ -833,11 +877,15 @@ cdef class MarketLoop:
     md_latency : list, optional
         Per venue, a latency model (as ``latency``) of its market data, or
         None for none. A strategy reading with ``seen=True`` (``bbo``,
-        ``nbbo``, ``mid2``, ``depth``) sees a lit book's top as it was one
-        draw ago, each change drawn once and a venue's feed kept in order;
-        the venues themselves (matching, dark midpoints, pegged flow,
+        ``nbbo``, ``mid2``, ``depth``, ``market_volume``) sees a book as it
+        was one draw ago, each change drawn once and a venue's feed kept in
+        order; the venues themselves (matching, dark midpoints, pegged flow,
         samples) always use the books as they are. None or all None: every
         read is live, as without the argument.
+    md_depth : list of int, optional
+        Per venue, the levels per side recorded for ``depth(..., seen=True)``
+        (1 to ``MAX_MD_DEPTH``; default ``MD_DEPTH_DEFAULT``); only read for
+        venues with ``md_latency``. A change beyond them is not a change.
     """
 
     def __cinit__(self):
@@ -851,6 +899,8 @@ cdef class MarketLoop:
         self.md_on = NULL
         self.md = NULL
         self.md_last = NULL
+        self.book_vol_qty = NULL
+        self.book_vol_n2 = NULL
         self.rtt_ewma = NULL
         self.rtt_n = self.rtt_sum = NULL
         self.heap = NULL
@@ -869,10 +919,9 @@ cdef class MarketLoop:
     def __init__(self, list books not None, book_venue, book_instrument, venue_dark,
                  maker_fee_per_lot, taker_fee_per_lot, maker_fee_cbps, taker_fee_cbps,
                  list latency not None, flow=None, start_ts=0, sample_ns=0,
-                 bint record_tape=False, md_latency=None):
+                 bint record_tape=False, md_latency=None, md_depth=None):
         cdef Py_ssize_t b, v, i, nb = len(books), nv = len(venue_dark)
-        cdef MdQuote* q0
-        cdef int64_t top[4]
+        cdef MdRing* r
         # big_arg: an int64_t parameter took start_ts=1.5 as 1, in silence.
         cdef int64_t start_c = big_arg(start_ts, "start_ts")
         cdef int64_t sample_c = big_arg(sample_ns, "sample_ns")
@@ -889,6 +938,14 @@ cdef class MarketLoop:
         md_models = [None] * nv if md_latency is None else list(md_latency)
         if len(md_models) != nv:
             raise ValueError("md_latency needs one model (or None) per venue")
+        depths = [MD_DEPTH_DEFAULT] * nv if md_depth is None else list(md_depth)
+        if len(depths) != nv:
+            raise ValueError("md_depth needs one level count per venue")
+        for v in range(nv):
+            depths[v] = small_arg(depths[v], "md_depth")
+            if not 1 <= depths[v] <= MAX_MD_DEPTH:
+                raise ValueError(f"md_depth {depths[v]} of venue {v}: must be from 1 to "
+                                 f"{MAX_MD_DEPTH}")
         if sample_c < 0:
             raise ValueError("sample_ns must be >= 0")
         ni = max(book_instrument) + 1
@@ -914,7 +971,9 @@ cdef class MarketLoop:
         self.md_last = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
         self.md = <MdRing*>PyMem_Malloc(nb * sizeof(MdRing))
         if self.md != NULL:
-            memset(self.md, 0, nb * sizeof(MdRing))     # __dealloc__ frees each q
+            memset(self.md, 0, nb * sizeof(MdRing))     # __dealloc__ frees each q and lv
+        self.book_vol_qty = <int64_t*>PyMem_Malloc(nb * sizeof(int64_t))
+        self.book_vol_n2 = <i128*>PyMem_Malloc(nb * sizeof(i128))
         self.last_in = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
         self.last_out = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
         self.batch_gen_of = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
@@ -933,6 +992,8 @@ cdef class MarketLoop:
                 or self.lat_pos == NULL or self.lat_len == NULL or self.last_in == NULL
                 or self.last_out == NULL or self.batch_gen_of == NULL or self.batch_at == NULL
                 or self.md_on == NULL or self.md_last == NULL or self.md == NULL
+                or self.book_vol_qty == NULL
+                or self.book_vol_n2 == NULL
                 or self.rtt_ewma == NULL or self.rtt_n == NULL
                 or self.rtt_sum == NULL or self.cum_qty == NULL or self.cum_notional2 == NULL
                 or self.last_bbo == NULL):
@@ -977,6 +1038,7 @@ cdef class MarketLoop:
                 self.n_lit[i] += 1
             for k in range(4):
                 self.last_bbo[4 * b + k] = 0
+            self.book_vol_qty[b] = self.book_vol_n2[b] = 0
         self.lat_models = list(latency) + md_models
         self.lat_arrays = [None] * (2 * nv)
         for v in range(2 * nv):
@@ -985,14 +1047,16 @@ cdef class MarketLoop:
                 self._fill_latency(<int>v)
         for b in range(nb):
             v = book_venue[b]
-            if self.md_on[v] and not self.venue_dark[v]:
+            if self.md_on[v]:
                 # What a strategy sees before any change arrives: the book as given.
-                self.md[b].q = <MdQuote*>_grow(NULL, &self.md[b].cap, 1, sizeof(MdQuote))
-                q0 = &self.md[b].q[0]
-                self._top(<int32_t>b, False, top)
-                q0.seen_ts = start_c
-                q0.bid_px, q0.bid_qty, q0.ask_px, q0.ask_qty = top[0], top[1], top[2], top[3]
-                self.md[b].lo, self.md[b].hi = 0, 1
+                r = &self.md[b]
+                r.depth = 0 if self.venue_dark[v] else depths[v]
+                r.q = <MdQuote*>_grow(NULL, &r.cap, 1, sizeof(MdQuote))
+                r.lv = <MdLevel*>_grow(NULL, &r.lv_cap, 2 * r.depth * r.cap + 1,
+                                       sizeof(MdLevel))
+                self._md_snapshot(<int32_t>b, r.q, r.lv)
+                r.q[0].seen_ts = start_c
+                r.lo, r.hi = 0, 1
         self.now = start_c
         self.heap_cap = self.heap_n = self.n_pool_free = 0
         self._grow_heap()
@@ -1037,7 +1101,10 @@ cdef class MarketLoop:
         if self.md != NULL:
             for b in range(self.n_books):
                 PyMem_Free(self.md[b].q)
+                PyMem_Free(self.md[b].lv)
         PyMem_Free(self.md)
+        PyMem_Free(self.book_vol_qty)
+        PyMem_Free(self.book_vol_n2)
         PyMem_Free(self.md_on)
         PyMem_Free(self.md_last)
         PyMem_Free(self.last_in)
@@ -1193,44 +1260,76 @@ cdef class MarketLoop:
             self.batch_at[v] = t
         return self.batch_at[v]
 
-    cdef int _md_record(self, int32_t b, int64_t ts) except -1:
-        """Queue lit book ``b``'s top for its strategies if it changed (venue ``md_on``).
+    cdef int _md_snapshot(self, int32_t b, MdQuote* q, MdLevel* lv) except -1:
+        """Book ``b`` as it is, into ``q`` and its ring's ``2 x depth`` levels ``lv``.
 
-        One latency draw per change, on the venue's market-data channel; a
-        venue's feed never reorders (a later change is never seen first).
+        A dark book shows no quotes: only its trades are recorded.
+        """
+        cdef BookPort port
+        cdef Py_ssize_t k = self.md[b].depth
+        q.vol_qty, q.vol_n2 = self.book_vol_qty[b], self.book_vol_n2[b]
+        q.bid_px = q.bid_qty = q.ask_px = q.ask_qty = 0
+        q.n_bids = q.n_asks = 0
+        if k == 0:
+            return 0
+        port = <BookPort>self.ports[b]
+        q.n_bids = <int32_t>port.levels(0, lv, k)
+        q.n_asks = <int32_t>port.levels(1, lv + k, k)
+        if q.n_bids:
+            q.bid_px, q.bid_qty = lv[0].price, lv[0].qty
+        if q.n_asks:
+            q.ask_px, q.ask_qty = lv[k].price, lv[k].qty
+        return 0
+
+    cdef int _md_record(self, int32_t b, int64_t ts) except -1:
+        """Queue book ``b``'s state for its strategies if it changed (venue ``md_on``).
+
+        The state is its first ``depth`` levels per side and its cumulative
+        trades. One latency draw per change, on the venue's market-data
+        channel; a venue's feed never reorders (a later change is never
+        seen first).
         """
         cdef MdRing* r = &self.md[b]
-        cdef MdQuote* last = &r.q[r.hi - 1]
-        cdef BookPort port = <BookPort>self.ports[b]
-        cdef int64_t bp = port.best_bid(), bq = port.best_bid_qty()
-        cdef int64_t ap = port.best_ask(), aq = port.best_ask_qty()
+        cdef Py_ssize_t k = r.depth, stride = 2 * r.depth
+        cdef MdQuote* new
+        cdef MdQuote* last
+        cdef MdLevel* new_lv
         cdef int v = self.book_venue[b]
         cdef int64_t seen
-        if bp == last.bid_px and bq == last.bid_qty and ap == last.ask_px and aq == last.ask_qty:
+        # Drop the states already superseded now (keeping the one seen now),
+        # as a read would: otherwise a book no strategy reads keeps every
+        # change of the run. ``now`` never goes back, so no later read differs.
+        self._md_seen(b)
+        if r.hi == r.cap:
+            if r.lo > 0:
+                # Reuse the room of states already superseded before growing.
+                memmove(r.q, &r.q[r.lo], (r.hi - r.lo) * sizeof(MdQuote))
+                memmove(r.lv, r.lv + r.lo * stride, (r.hi - r.lo) * stride * sizeof(MdLevel))
+                r.hi -= r.lo
+                r.lo = 0
+            else:
+                r.q = <MdQuote*>_grow(r.q, &r.cap, r.hi + 1, sizeof(MdQuote))
+                r.lv = <MdLevel*>_grow(r.lv, &r.lv_cap, stride * r.cap + 1, sizeof(MdLevel))
+        # Taken straight into the next slot, which becomes the ring's only
+        # if the state changed: no copy of the levels on the way.
+        new, new_lv = &r.q[r.hi], r.lv + r.hi * stride
+        last = new - 1
+        self._md_snapshot(b, new, new_lv)
+        if (new.n_bids == last.n_bids and new.n_asks == last.n_asks
+                and new.vol_qty == last.vol_qty and new.vol_n2 == last.vol_n2
+                and memcmp(new_lv, new_lv - stride, new.n_bids * sizeof(MdLevel)) == 0
+                and memcmp(new_lv + k, new_lv - stride + k, new.n_asks * sizeof(MdLevel)) == 0):
             return 0
         seen = ts + self._latency(self.n_venues + v)
         if seen < self.md_last[v]:
             seen = self.md_last[v]
         self.md_last[v] = seen
-        # Drop the tops already superseded now (keeping the one seen now), as
-        # a read would: otherwise a book no strategy reads keeps every change
-        # of the run. ``now`` never goes back, so no later read differs.
-        self._md_seen(b)
-        if r.hi == r.cap:
-            if r.lo > 0:
-                # Reuse the room of tops already superseded before growing.
-                memmove(r.q, &r.q[r.lo], (r.hi - r.lo) * sizeof(MdQuote))
-                r.hi -= r.lo
-                r.lo = 0
-            else:
-                r.q = <MdQuote*>_grow(r.q, &r.cap, r.hi + 1, sizeof(MdQuote))
-        last = &r.q[r.hi]
+        new.seen_ts = seen
         r.hi += 1
-        last.seen_ts, last.bid_px, last.bid_qty, last.ask_px, last.ask_qty = seen, bp, bq, ap, aq
         return 0
 
     cdef const MdQuote* _md_seen(self, int32_t b) noexcept:
-        """The top of lit book ``b`` a strategy sees now (its venue ``md_on``)."""
+        """The state of book ``b`` a strategy sees now (its venue ``md_on``)."""
         cdef MdRing* r = &self.md[b]
         while r.hi - r.lo > 1 and r.q[r.lo + 1].seen_ts <= self.now:
             r.lo += 1
@@ -1308,6 +1407,24 @@ cdef class MarketLoop:
             x = y
             if x > 0 and (ask[0] == 0 or x < ask[0]):
                 ask[0] = x
+        return 0
+
+    cdef int _seen_volume(self, int instr, int64_t* qty, i128* n2) except -1:
+        """Cumulative trades of an instrument over its books, each as a strategy sees it."""
+        cdef Py_ssize_t b
+        cdef const MdQuote* q
+        qty[0] = 0
+        n2[0] = 0
+        for b in range(self.n_books):
+            if self.book_instr[b] != instr:
+                continue
+            if self.md_on[self.book_venue[b]]:
+                q = self._md_seen(<int32_t>b)
+                qty[0] += q.vol_qty
+                n2[0] += q.vol_n2
+            else:
+                qty[0] += self.book_vol_qty[b]
+                n2[0] += self.book_vol_n2[b]
         return 0
 
     cdef int64_t mid2_c(self, int instr, bint seen) except -1:
@@ -1491,6 +1608,8 @@ cdef class MarketLoop:
                 px2 = mid2 if mid2 > 0 else 2 * f.price
                 self.cum_qty[instr] += f.qty
                 self.cum_notional2[instr] += (<i128>px2) * f.qty
+                self.book_vol_qty[b] += f.qty
+                self.book_vol_n2[b] += (<i128>px2) * f.qty
                 if self.record_tape:
                     self.trades = <Trade*>_grow(self.trades, &self.trades_cap, self.n_trades + 1,
                                                 sizeof(Trade))
@@ -1526,6 +1645,10 @@ cdef class MarketLoop:
                            else e.price)
                 self._report(e.order_id, e.kind, px2, 0, LIQ_NONE, e.reason, ts)
         port.clear()
+        if dark and nf and self.md_on[self.book_venue[b]]:
+            # A dark pool's prints reach strategies late too (a lit book's
+            # change is recorded by ``_after_lit``).
+            self._md_record(b, ts)
         return 0
 
     cdef int _report(self, int64_t child_id, int kind, int64_t price_x2, int64_t last_qty,
@@ -2246,27 +2369,29 @@ cdef class MarketLoop:
         """L2 ``(bids, asks)`` (``DEPTH_DTYPE``); a dark book shows none.
 
         ``n`` levels per side at most, any int64 as for ``OrderBook.depth``.
-        ``seen`` on a venue with market-data latency: the loop keeps only the
-        top of its books in flight, so one level per side at most, the seen
-        ``bbo``, with ``count`` 0 (not recorded).
+        ``seen`` on a venue with market-data latency: the ladder as it was
+        that latency ago, at most the venue's ``md_depth`` levels per side
+        (the ones recorded).
         """
         cdef int b = small_arg(book, "book")
         cdef int64_t levels = big_arg(n, "n")
-        cdef int64_t top[4]
+        cdef const MdQuote* q
+        cdef const MdLevel* lv
+        cdef MdRing* r
+        cdef Py_ssize_t k, nb, na
         if b < 0 or b >= self.n_books:
             raise IndexError(f"no book {b}")
         if self.venue_dark[self.book_venue[b]]:
             return np.zeros(0, dtype=DEPTH_DTYPE), np.zeros(0, dtype=DEPTH_DTYPE)
         if not (seen and self.md_on[self.book_venue[b]]):
             return (<BookPort>self.ports[b]).book.depth(levels)
-        self._top(b, True, top)
-        bids = np.zeros(1 if levels > 0 and top[0] > 0 else 0, dtype=DEPTH_DTYPE)
-        asks = np.zeros(1 if levels > 0 and top[2] > 0 else 0, dtype=DEPTH_DTYPE)
-        if bids.shape[0]:
-            bids[0]["price"], bids[0]["qty"] = top[0], top[1]
-        if asks.shape[0]:
-            asks[0]["price"], asks[0]["qty"] = top[2], top[3]
-        return bids, asks
+        r = &self.md[b]
+        q = self._md_seen(b)
+        k = r.depth
+        lv = r.lv + (q - r.q) * 2 * k
+        nb = min(max(levels, 0), q.n_bids)
+        na = min(max(levels, 0), q.n_asks)
+        return _md_levels(lv, nb), _md_levels(lv + k, na)
 
     def nbbo(self, instrument, bint seen=False):
         """Best bid and ask (ticks) over the open lit venues, live or ``seen``; 0 where empty."""
@@ -2288,7 +2413,7 @@ cdef class MarketLoop:
         return self.mid2_c(i, seen)
 
     def md_pending(self, book):
-        """Top-of-book changes of a lit book recorded and not yet superseded for its strategies.
+        """States of a book recorded and not yet superseded for its strategies.
 
         1 when its venue has no market-data latency or nothing is in flight;
         tests use it to see the ring drain.
@@ -2296,24 +2421,24 @@ cdef class MarketLoop:
         cdef int b = small_arg(book, "book")
         if b < 0 or b >= self.n_books:
             raise IndexError(f"no book {b}")
-        if not self.md_on[self.book_venue[b]] or self.venue_dark[self.book_venue[b]]:
+        if not self.md_on[self.book_venue[b]]:
             return 1
         self._md_seen(b)
         return self.md[b].hi - self.md[b].lo
 
     def md_ring(self, book):
-        """``(held, capacity)`` of a lit book's market-data ring, read as is.
+        """``(held, capacity)`` of a book's market-data ring, read as is.
 
-        ``held`` counts the tops it keeps (the one seen at its last drop plus
-        those in flight), ``capacity`` its room in tops; unlike
+        ``held`` counts the states it keeps (the one seen at its last drop
+        plus those in flight), ``capacity`` its room in states; unlike
         ``md_pending`` it drops nothing first. ``(0, 0)`` when its venue has
-        no market-data latency or is dark. Tests use it to check the ring
-        stays bounded when no strategy reads the book.
+        no market-data latency. Tests use it to check the ring stays
+        bounded when no strategy reads the book.
         """
         cdef int b = small_arg(book, "book")
         if b < 0 or b >= self.n_books:
             raise IndexError(f"no book {b}")
-        if not self.md_on[self.book_venue[b]] or self.venue_dark[self.book_venue[b]]:
+        if not self.md_on[self.book_venue[b]]:
             return (0, 0)
         return (self.md[b].hi - self.md[b].lo, self.md[b].cap)
 
@@ -2346,12 +2471,21 @@ cdef class MarketLoop:
         n = self.rtt_n[v]
         return (self.rtt_ewma[v], self.rtt_sum[v] / n if n else 0.0, n)
 
-    def market_volume(self, instrument):
-        """Cumulative traded ``(qty, notional_x2)`` of an instrument on all venues."""
+    def market_volume(self, instrument, bint seen=False):
+        """Cumulative traded ``(qty, notional_x2)`` of an instrument on all venues.
+
+        ``seen``: each venue's trades as a strategy sees them (those of a
+        venue with market-data latency once that latency has passed).
+        """
         cdef int i = small_arg(instrument, "instrument")
+        cdef int64_t qty
+        cdef i128 n2
         if i < 0 or i >= self.n_instruments:
             raise IndexError(f"no instrument {i}")
-        return self.cum_qty[i], _py_int128(self.cum_notional2[i])
+        if not seen:
+            return self.cum_qty[i], _py_int128(self.cum_notional2[i])
+        self._seen_volume(i, &qty, &n2)
+        return qty, _py_int128(n2)
 
     def child(self, child_id):
         """The venue-side state of a child order as a dict."""
@@ -2717,6 +2851,30 @@ cdef class StrategyCore:
             return 0
         slot = self.loop.children[idx].slot
         return self.w_leaves[slot] if slot >= 0 else 0
+
+    # ------------------------------------------------------------ market data (C)
+    # The same reads as ``self.market`` gives a Python strategy (``bbo``,
+    # ``nbbo``, ``mid_x2`` of ``Market.seen``), so a compiled strategy and
+    # its Python twin decide on the same quotes under market-data latency.
+
+    cdef int seen_top_c(self, int venue, int64_t* out) except -1:
+        """``out[0:4]`` = bid, bid qty, ask, ask qty of ``venue``'s book of this
+        parent's instrument, as seen; zeros for a dark pool."""
+        cdef int book = venue * self.n_instruments + self.instrument
+        if venue < 0 or book >= self.loop.n_books:
+            raise IndexError(f"no venue {venue}")
+        if self.loop.venue_dark[venue]:
+            out[0] = out[1] = out[2] = out[3] = 0
+            return 0
+        return self.loop._top(book, True, out)
+
+    cdef int seen_nbbo_c(self, int64_t* bid, int64_t* ask) except -1:
+        """Best bid and ask (ticks; 0 where empty) over the open lit venues, each as seen."""
+        return self.loop._nbbo(self.instrument, bid, ask, True)
+
+    cdef int64_t seen_mid2_c(self) except -1:
+        """Twice the seen NBBO mid (half-ticks); 0 when one-sided, locked or crossed."""
+        return self.loop.mid2_c(self.instrument, True)
 
     # ------------------------------------------------------------ hooks (override in Python)
 

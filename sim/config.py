@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ext.instrument import Instrument
+from ext.simloop import MAX_MD_DEPTH, MD_DEPTH_DEFAULT
 from sim.clock import at, format_ts, parse_date, parse_duration, parse_time_of_day
 from sim.fees import FeeSchedule
 from sim.latency import LATENCY_KEYS, LatencySpec
@@ -210,6 +211,9 @@ class VenueConfig:
     hours: tuple[str, str] = ("09:30:00", "16:00:00")
     flow_scale: float = 1.0
     market_data_latency: LatencySpec = NO_MARKET_DATA_LATENCY
+    #: Levels per side strategies see of the venue's books under
+    #: ``market_data_latency`` (its ``depth`` as it was); unused without it.
+    market_data_depth: int = MD_DEPTH_DEFAULT
 
     @property
     def dark(self) -> bool:
@@ -395,7 +399,7 @@ def _flow(t: dict) -> FlowConfig:
 def _venue(t: dict, k: int) -> VenueConfig:
     w = f"venues[{k}]"
     _check_keys(t, {"name", "kind", "fees", "latency", "hours", "flow_scale",
-                    "market_data_latency"}, w)
+                    "market_data_latency", "market_data_depth"}, w)
     kind = _take(t, "kind", w, "lit", str)
     if kind not in ("lit", "dark"):
         raise ConfigError(f"{w}.kind must be \"lit\" or \"dark\"")
@@ -411,6 +415,12 @@ def _venue(t: dict, k: int) -> VenueConfig:
         raise ConfigError(f"{w}.fees: {exc}") from exc
     latency = _latency(t, "latency", w, LatencySpec())
     md_latency = _latency(t, "market_data_latency", w, NO_MARKET_DATA_LATENCY)
+    md_depth = _take(t, "market_data_depth", w, MD_DEPTH_DEFAULT, int)
+    if not 1 <= md_depth <= MAX_MD_DEPTH:
+        # Each recorded change copies this many levels per side: the bound
+        # keeps one change's cost (48 bytes a level pair) in hand.
+        raise ConfigError(f"{w}.market_data_depth = {md_depth}: must be an integer from 1 to "
+                          f"{MAX_MD_DEPTH}")
     hours = _take(t, "hours", w, ["09:30:00", "16:00:00"], list)
     if len(hours) != 2 or not all(isinstance(h, str) for h in hours):
         raise ConfigError(f"{w}.hours must be [open, close], e.g. [\"09:30:00\", \"16:00:00\"]")
@@ -429,7 +439,7 @@ def _venue(t: dict, k: int) -> VenueConfig:
                           f"around it)")
     return VenueConfig(name=name, kind=kind, fees=fees, latency=latency,
                        hours=(str(hours[0]), str(hours[1])), flow_scale=scale,
-                       market_data_latency=md_latency)
+                       market_data_latency=md_latency, market_data_depth=md_depth)
 
 
 def _latency(t: dict, key: str, w: str, default: LatencySpec) -> LatencySpec:

@@ -10,8 +10,8 @@ It speaks names (``"LITA"``, ``"AAA"``) and integers (ticks, lots, ns); the
 loop speaks indices. Order entry (``submit``/``cancel``/``replace``) takes
 effect after the venue's latency and answers with ``Report`` objects through
 the ``on_report`` callback, after the latency back. What strategies read of
-the books goes through ``Market.seen`` (``MarketView``): each venue's quotes
-as they were its market-data latency ago.
+the books goes through ``Market.seen`` (``MarketView``): each venue's quotes,
+depth and trades as they were its market-data latency ago.
 
 The book class is a parameter: ``Market(config, book_class=ReferenceBook)``
 runs the same market on the pure-Python reference book (for comparison and
@@ -176,7 +176,8 @@ class Market:
                                maker_pl, taker_pl, maker_cb, taker_cb, self.latency_models,
                                flow=flow, start_ts=self.clock_start, sample_ns=sample_ns,
                                record_tape=record_tape,
-                               md_latency=self.market_data_latency_models)
+                               md_latency=self.market_data_latency_models,
+                               md_depth=[vc.market_data_depth for vc in self.venue_configs])
         for info in self.venues:
             self.loop.set_session(info.index, info.open_ns, info.close_ns)
         #: The market as strategies see it (``venues[].market_data_latency``).
@@ -354,12 +355,12 @@ class MarketView:
     """A ``Market`` as a strategy sees it: each venue's books as they were its
     market-data latency ago (``venues[].market_data_latency``).
 
-    ``bbo``, ``nbbo``, ``mid_x2`` and ``depth`` read what has reached the
-    strategy; everything else (venues, fees, hours, measured latency, order
-    entry, traded volume) is the ``Market``'s own. A venue without
-    market-data latency reads live, exactly as ``Market`` does. Under
-    latency ``depth`` is the seen top of book only (one level per side,
-    ``count`` 0): the loop keeps tops in flight, not whole ladders.
+    ``bbo``, ``nbbo``, ``mid_x2``, ``depth`` and ``market_volume`` read what
+    has reached the strategy; everything else (venues, fees, hours,
+    measured latency, order entry, samples, tape) is the ``Market``'s own.
+    A venue without market-data latency reads live, exactly as ``Market``
+    does. Under latency ``depth`` shows at most the venue's
+    ``market_data_depth`` levels per side (the ones recorded).
 
     Parameters
     ----------
@@ -382,8 +383,12 @@ class MarketView:
         return self._loop.bbo(self._book(venue, symbol), True)
 
     def depth(self, venue, symbol, n: int = 10):
-        """L2 ``(bids, asks)`` as seen (the top only under market-data latency)."""
+        """L2 ``(bids, asks)`` as seen (at most ``market_data_depth`` levels under latency)."""
         return self._loop.depth(self._book(venue, symbol), n, True)
+
+    def market_volume(self, symbol) -> tuple[int, int]:
+        """Traded ``(qty, notional_x2)`` so far, all venues, each venue's trades as seen."""
+        return self._loop.market_volume(self._instrument(symbol), True)
 
     def nbbo(self, symbol) -> tuple[int, int]:
         """Best bid and ask over the open lit venues, each as seen."""

@@ -21,9 +21,9 @@ overrides some of the hooks:
 
 and acts through ``send(venue, qty, price, ...)``, ``cancel(child_id)``,
 ``replace(child_id, price, qty)`` and ``wake_at(ts)``. ``self.market`` is the
-``sim.market.Market`` as the strategy sees it (``Market.seen``: quotes, depth
-and NBBO as they were each venue's market-data latency ago; fees, hours and
-measured latency as they are). The base
+``sim.market.Market`` as the strategy sees it (``Market.seen``: quotes, depth,
+NBBO and traded volume as they were each venue's market-data latency ago;
+fees, hours and measured latency as they are). The base
 class keeps the books: ``filled``, ``remaining``, ``working`` (child id to
 open quantity as last reported), fills and fees.
 
@@ -655,12 +655,18 @@ class PeriodicTakerStrategy(PeriodicTakerCore, ExecutionStrategy):
         Lots per child order (1).
     venues : list or None
         Venues to rotate over (None: every lit venue).
+    limit_ticks : int or None
+        None: market orders. Else each child is a limit IOC at its venue's
+        far touch as the strategy sees it (``market_data_latency``) plus
+        this many ticks for a buy, minus for a sell; a tick whose venue
+        shows that side empty sends nothing.
     """
 
     name = "periodic_taker"
-    defaults = {"interval": "1s", "child_qty": 1, "venues": None}
+    defaults = {"interval": "1s", "child_qty": 1, "venues": None, "limit_ticks": None}
     checks = {"interval": duration_param, "child_qty": integer_param(1),
-              "venues": venue_list_param}
+              "venues": venue_list_param,
+              "limit_ticks": integer_param(0, MAX_LIMIT_TICKS, optional=True)}
 
     def on_start(self) -> None:
         interval = self.params["interval"]
@@ -671,7 +677,7 @@ class PeriodicTakerStrategy(PeriodicTakerCore, ExecutionStrategy):
         else:
             venues = [self.market.venue_index(v) if isinstance(v, str) else int(v)
                       for v in venues]
-        self.configure_taker(int(self.params["child_qty"]), venues)
+        self.configure_taker(int(self.params["child_qty"]), venues, self.params["limit_ticks"])
         self.on_timer()          # the first order now, then every period
         self.wake_every(period)
 

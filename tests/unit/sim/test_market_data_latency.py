@@ -57,10 +57,10 @@ def test_a_read_right_after_a_change_sees_the_old_quote_until_the_latency_has_pa
     assert m.nbbo("AAA") == (4999, 5000)
     assert seen.nbbo("AAA") == (4999, 5001)
     bids, asks = seen.depth("FAST", "AAA", 5)
-    assert asks.tolist() == [(5001, 100, 0)] and bids.tolist() == [(4999, 100, 0)]
+    assert asks.tolist() == [(5001, 100, 1)] and bids.tolist() == [(4999, 100, 1)]
     m.run_until(t1 + 500 * US)
     assert seen.bbo("FAST", "AAA") == (4999, 100, 5000, 40)
-    assert seen.depth("FAST", "AAA", 5)[1].tolist() == [(5000, 40, 0)]
+    assert seen.depth("FAST", "AAA", 5)[1].tolist() == [(5000, 40, 1), (5001, 100, 1)]
     assert seen.depth("FAST", "AAA", 0)[1].tolist() == []
 
 
