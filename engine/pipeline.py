@@ -1401,7 +1401,9 @@ class Pipeline(Handler):
         # (Read before the report may forget the child: an amend may settle.)
         amended = self._child_parent.get(child_id) if self._pending else None
         if kind == _ReportKind.RPT_FILL:
-            router.on_fill(child_id, report.last_qty, report.price_x2, now, fee=report.fee)
+            # (fee, leaves: positional, keywords cost the call their parsing)
+            router.on_fill(child_id, report.last_qty, report.price_x2, now, report.fee,
+                           report.leaves_qty)
             self._parent_fill(child_id, report, now)
         elif kind == _ReportKind.RPT_ACCEPTED:
             router.on_ack(child_id, now)
@@ -1492,7 +1494,8 @@ class Pipeline(Handler):
         venue = self.venue_names[report.venue]
         if order.done and order.stage != _Stage.FILLED:
             # Only a venue at fault fills a child after its order ended (the engine ends
-            # an order once its children are down); not booked (docs/protocol.md).
+            # an order once its children are down, draining ones included: the router
+            # waits for them); not booked (docs/protocol.md).
             log.error("venue %s filled %d lots of child %d of order %s, which is %s: "
                       "not booked", venue, report.last_qty, child_id, order.order_id,
                       order.stage.name)
@@ -1512,15 +1515,13 @@ class Pipeline(Handler):
             self._child_fills.append((child_id, qty))
             if child.cum_qty > child.qty:
                 self._child_overfilled(child, qty)
-            if child.cum_qty >= child.qty and report.leaves_qty > 0:
-                # The venue still works lots of a child that has all it was sent
-                # (it overfilled): the router is done with the child and would
-                # neither cancel it with its order nor book its later fills, so
-                # its remainder is taken down at the venue now.
+            if child.cum_qty - qty < child.qty <= child.cum_qty and report.leaves_qty > 0:
+                # The fill that completed the child left the venue working more of
+                # it: the router drains it (cancels the rest there, once, and books
+                # what it fills until the venue is done with it). Said once a child.
                 log.warning("venue %s still works %d lots of child %d, which has filled "
                             "%d of %d: canceling them there", venue, report.leaves_qty,
                             child_id, child.cum_qty, child.qty)
-                self.venues.cancel(report.child_id)
         # Risk books whole ticks: a midpoint fill between two ticks is booked
         # at the tick against the account (up for a buy, down for a sell).
         px = (px_x2 + 1) // 2 if order.side == _Side.BUY else px_x2 // 2

@@ -255,6 +255,8 @@ ctypedef struct Parent:
     int32_t n_children
     int32_t rounds            # routing rounds since the last fill (bounded by max_reroutes)
     int32_t n_amending        # children with an amend (pending_qty) in flight
+    int32_t n_draining        # done children whose venue still works lots (``drain_ids``):
+                              # their fills are booked, and the parent ends after them
     int32_t prev_active       # active parents in arrival order; free list through next_active
     int32_t next_active
     int32_t prev_awake        # the clock's list: awake parents in arrival order
@@ -328,7 +330,8 @@ cdef class Router:
     cdef int32_t children_cap
     cdef int32_t child_free
     cdef IdMap parent_ids
-    cdef IdMap child_ids
+    cdef IdMap child_ids              # live children
+    cdef IdMap drain_ids              # draining children: done here, still worked at the venue
     cdef IdMap post_index             # _post_key(instrument, venue, side, price) -> a passive child
     cdef int64_t next_child_id
 
@@ -366,7 +369,7 @@ cdef class Router:
                      const RouteParams* params) except -1
     cdef int on_ack_c(self, int64_t child_id, int64_t now) except -1
     cdef int on_fill_c(self, int64_t child_id, int64_t last_qty, int64_t last_px_x2,
-                       int64_t fee, bint has_fee, int64_t now) except -1
+                       int64_t fee, bint has_fee, int64_t leaves, int64_t now) except -1
     cdef int on_reject_c(self, int64_t child_id, int reason, int64_t now) except -1
     cdef int on_canceled_c(self, int64_t child_id, int64_t now) except -1
     cdef int on_expired_c(self, int64_t child_id, int64_t now) except -1
@@ -401,7 +404,13 @@ cdef class Router:
     cdef int64_t _post_key_of(self, int32_t ci) noexcept
     cdef int _post_link(self, int32_t ci) except -1
     cdef void _post_unlink(self, int32_t ci) noexcept
+    cdef void _child_off(self, int32_t ci) noexcept
+    cdef void _free_child(self, int32_t ci) noexcept
     cdef void _child_done(self, int32_t ci) noexcept
+    cdef int32_t _draining_child(self, int64_t child_id) noexcept
+    cdef int _drain(self, int32_t ci, int64_t now) except -1
+    cdef int _drain_report(self, int64_t child_id, bint ended, int64_t now) except -1
+    cdef int _drained(self, int32_t ci, int64_t now) except -1
     cdef void _heard_from(self, int32_t ci, int64_t now) noexcept
     cdef void _mark_down(self, int venue, int64_t now) noexcept
     cdef int64_t _sweep(self, int32_t pi, int64_t want, int64_t now) except -1
@@ -412,6 +421,7 @@ cdef class Router:
     cdef int _reprice(self, int32_t pi, int64_t now) except -1
     cdef int64_t _target(self, Parent* p, int64_t now) noexcept
     cdef int _advance(self, int32_t pi, int64_t now) except -1
+    cdef int _end(self, int32_t pi, int status, int reason, int64_t now) except -1
     cdef int _finish(self, int32_t pi, int status, int reason, int64_t now) except -1
     cdef int _cancel_children(self, int32_t pi, int64_t now) except -1
     cdef i128 _fee(self, int instrument, int venue, bint maker, int64_t px_x2,

@@ -359,6 +359,8 @@ cdef class Router:
         self.parent_ids.vals = NULL
         self.child_ids.keys = NULL
         self.child_ids.vals = NULL
+        self.drain_ids.keys = NULL
+        self.drain_ids.vals = NULL
         self.post_index.keys = NULL
         self.post_index.vals = NULL
         self.actions = NULL
@@ -422,6 +424,7 @@ cdef class Router:
         memset(self.volume, 0, ni * sizeof(int64_t))
         idmap_init(&self.parent_ids, 1024)
         idmap_init(&self.child_ids, 4096)
+        idmap_init(&self.drain_ids, 64)
         idmap_init(&self.post_index, 1024)
         self._grow_parents()
         self._grow_children()
@@ -510,6 +513,7 @@ cdef class Router:
         PyMem_Free(self.actions)
         idmap_free(&self.parent_ids)
         idmap_free(&self.child_ids)
+        idmap_free(&self.drain_ids)
         idmap_free(&self.post_index)
 
     # ============================================================ storage
@@ -1110,6 +1114,18 @@ cdef class Router:
 
     cdef void _child_done(self, int32_t ci) noexcept:
         """Retire a child: what it did not fill goes back to its parent."""
+        self._child_off(ci)
+        idmap_del(&self.child_ids, self.children[ci].child_id)
+        self._free_child(ci)
+
+    cdef void _free_child(self, int32_t ci) noexcept:
+        self.children[ci].child_id = 0
+        self.children[ci].next = self.child_free
+        self.child_free = ci
+
+    cdef void _child_off(self, int32_t ci) noexcept:
+        """Take a child off its parent's live children: what it did not fill goes back to
+        the parent (its slot and id are the caller's)."""
         cdef Child* c = &self.children[ci]
         cdef Parent* p = &self.parents[c.parent]
         cdef int64_t leaves = c.qty - c.cum
@@ -1133,10 +1149,53 @@ cdef class Router:
         else:
             p.tail = c.prev
         p.n_live -= 1
+
+    # A child whose fills reached its quantity while its venue still works lots
+    # of it (a venue that overfilled it, or counts it larger) is *draining*: done
+    # here (off the live children, its lots neither working nor routable), but
+    # the venue can fill it until the cancel of its remainder lands, and those
+    # lots were traded. They are booked in the parent as the engine books them
+    # in the order and risk (refused, the router routed them again), and the
+    # parent ends only once no child of it can fill any more, so no fill ever
+    # follows its end. A draining child sits in ``drain_ids``, looked up only
+    # when a report names no live child: the live paths cost nothing more.
+
+    cdef int32_t _draining_child(self, int64_t child_id) noexcept:
+        if child_id <= 0:
+            return -1
+        return idmap_get(&self.drain_ids, child_id)
+
+    cdef int _drain(self, int32_t ci, int64_t now) except -1:
+        """Make a live child draining, and ask its venue (once) to cancel what it works."""
+        cdef Child* c = &self.children[ci]
+        if not c.cancel_sent:
+            c.cancel_sent = 1
+            self._emit(ACT_CANCEL, ci, c.price, c.qty, 0, 0, 0, 0, now)
+        self._child_off(ci)
         idmap_del(&self.child_ids, c.child_id)
-        c.child_id = 0
-        c.next = self.child_free
-        self.child_free = ci
+        idmap_put(&self.drain_ids, c.child_id, ci)
+        self.parents[c.parent].n_draining += 1
+        return 0
+
+    cdef int _drained(self, int32_t ci, int64_t now) except -1:
+        """Its venue is done with a draining child: forget it; its parent may end."""
+        cdef int32_t pi = self.children[ci].parent
+        idmap_del(&self.drain_ids, self.children[ci].child_id)
+        self._free_child(ci)
+        self.parents[pi].n_draining -= 1
+        return self._advance(pi, now)
+
+    cdef int _drain_report(self, int64_t child_id, bint ended, int64_t now) except -1:
+        """A report other than a fill naming no live child: 0 for a draining one (``ended``:
+        the venue says it is done there: canceled, expired or rejected), else
+        ``UNKNOWN_ORDER``. Nothing else of it matters: its price, size and the
+        parent's session are no longer the router's (the cancel asked for is
+        what an expiry of it answers)."""
+        cdef int32_t ci = self._draining_child(child_id)
+        if ci < 0:
+            return UNKNOWN_ORDER
+        self._heard_from(ci, now)
+        return self._drained(ci, now) if ended else 0
 
     # ============================================================ strategies
     cdef int64_t _sweep(self, int32_t pi, int64_t want, int64_t now) except -1:
@@ -1513,11 +1572,11 @@ cdef class Router:
             if p.n_live > 0:
                 self._cancel_children(pi, now)
             else:
-                self._finish(pi, FILLED, 0, now)
+                self._end(pi, FILLED, 0, now)
             return 0
         if p.cancel_requested != CR_NONE:
             if p.n_live == 0:
-                self._finish(pi, CANCELED if p.cancel_requested == CR_USER else EXPIRED, 0, now)
+                self._end(pi, CANCELED if p.cancel_requested == CR_USER else EXPIRED, 0, now)
             return 0
         if p.phase == PH_DARK:
             if p.n_live > 0 or self._ping_dark(pi, now):
@@ -1538,17 +1597,17 @@ cdef class Router:
                 p.post_at_limit = 1
                 p.rounds = 0
             else:
-                self._finish(pi, CANCELED,
-                             REROUTE_LIMIT if p.rounds > self.max_reroutes
-                             else NO_LIQUIDITY if self._any_routable_lit(now) else NO_ROUTE,
-                             now)
+                self._end(pi, CANCELED,
+                          REROUTE_LIMIT if p.rounds > self.max_reroutes
+                          else NO_LIQUIDITY if self._any_routable_lit(now) else NO_ROUTE,
+                          now)
                 return 0
         if p.phase == PH_POST:
             if p.n_live > 0:
                 self._reprice(pi, now)
                 return 0
             if p.rounds > self.max_reroutes:
-                self._finish(pi, CANCELED, REROUTE_LIMIT, now)
+                self._end(pi, CANCELED, REROUTE_LIMIT, now)
                 return 0
             if self._post(pi, now):
                 p.rounds += 1
@@ -1556,7 +1615,7 @@ cdef class Router:
                 # Every lit venue is closed (a child refused at the close): a
                 # day order's day is over. A GTC one waits for the next open,
                 # and any order for a venue that is only down.
-                self._finish(pi, EXPIRED, VENUE_CLOSED, now)
+                self._end(pi, EXPIRED, VENUE_CLOSED, now)
             return 0
         if p.phase == PH_SCHED:
             if p.end_ns > 0 and now >= p.end_ns:
@@ -1564,7 +1623,7 @@ cdef class Router:
                 # unfilled is not swept again); what is left expires once the
                 # children still working are done.
                 if p.n_live == 0:
-                    self._finish(pi, EXPIRED, 0, now)
+                    self._end(pi, EXPIRED, 0, now)
                 return 0
             target = self._target(p, now)
             if target > p.last_target:
@@ -1577,6 +1636,15 @@ cdef class Router:
                     p.rounds += 1
                     return 0
         return 0
+
+    cdef int _end(self, int32_t pi, int status, int reason, int64_t now) except -1:
+        """Finish a parent, unless a child of it is draining: it may still fill, and an
+        order's fills never follow its end. Its last draining child's end comes back
+        here through ``_advance``, which decides again (a fill meanwhile can make
+        it FILLED, or leave lots to route)."""
+        if self.parents[pi].n_draining:
+            return 0
+        return self._finish(pi, status, reason, now)
 
     cdef int _finish(self, int32_t pi, int status, int reason, int64_t now) except -1:
         cdef Parent* p = &self.parents[pi]
@@ -1796,7 +1864,8 @@ cdef class Router:
         nothing changed) unless every live child is an acknowledged passive
         child with nothing else in flight at an open venue (a closed one
         refuses the amend), and the newest keeps lots after the cut; the
-        caller then cancels and routes again instead.
+        caller then cancels and routes again instead (so, too, while a child is
+        draining: what it fills meanwhile settles before the new terms).
         """
         cdef int32_t pi = idmap_get(&self.parent_ids, parent_id) if parent_id > 0 else -1
         cdef int32_t ci
@@ -1807,8 +1876,8 @@ cdef class Router:
             return UNKNOWN_ORDER
         p = &self.parents[pi]
         if (cut <= 0 or cut >= p.qty - p.cum or p.cancel_requested != CR_NONE
-                or p.n_amending or p.strategy == STRAT_TWAP or p.strategy == STRAT_VWAP
-                or p.strategy == STRAT_POV):
+                or p.n_amending or p.n_draining or p.strategy == STRAT_TWAP
+                or p.strategy == STRAT_VWAP or p.strategy == STRAT_POV):
             return ORDER_NOT_REPLACEABLE
         ci = p.tail
         while ci >= 0:
@@ -1838,14 +1907,16 @@ cdef class Router:
     cdef int on_ack_c(self, int64_t child_id, int64_t now) except -1:
         cdef int32_t ci = self._live_child(child_id)
         if ci < 0:
-            return UNKNOWN_ORDER
+            return self._drain_report(child_id, False, now)
         self._heard_from(ci, now)
         self.children[ci].acked = 1
         self._confirm_resting(ci)
         return self._advance(self.children[ci].parent, now)
 
     cdef int on_fill_c(self, int64_t child_id, int64_t last_qty, int64_t last_px_x2,
-                       int64_t fee, bint has_fee, int64_t now) except -1:
+                       int64_t fee, bint has_fee, int64_t leaves, int64_t now) except -1:
+        # ``leaves``: what the venue says it still works of the child after this
+        # fill; negative: not said (the router's own count).
         cdef int32_t ci = self._live_child(child_id)
         cdef int32_t pi
         cdef Child* c
@@ -1853,8 +1924,12 @@ cdef class Router:
         cdef i128 fill_fee, fee_total, notional, venue_fees
         cdef int64_t booked
         cdef Py_ssize_t k
+        cdef bint draining = False
         if ci < 0:
-            return UNKNOWN_ORDER
+            ci = self._draining_child(child_id)
+            if ci < 0:
+                return UNKNOWN_ORDER
+            draining = True
         c = &self.children[ci]
         pi = c.parent
         p = &self.parents[pi]
@@ -1865,7 +1940,8 @@ cdef class Router:
         # A venue that fills past the child's leaves is at fault, but the lots
         # were traded: all of them are booked (refused, the router would route
         # them again), the child ends with its leaves, and the venue's count
-        # says it happened.
+        # says it happened. (A draining child has none left: every lot of its
+        # fills is such an excess, and the rest below moves no claim of it.)
         booked = c.qty - c.cum
         if last_qty > booked:
             self.venues[c.venue].n_overfills += 1
@@ -1909,7 +1985,13 @@ cdef class Router:
             self.res_live[k] -= booked
             self.res_filled[k] += booked
         if c.cum == c.qty:
-            self._child_done(ci)
+            if leaves > 0:
+                if not draining:
+                    self._drain(ci, now)
+            elif draining:
+                return self._drained(ci, now)
+            else:
+                self._child_done(ci)
         return self._advance(pi, now)
 
     cdef int on_reject_c(self, int64_t child_id, int reason, int64_t now) except -1:
@@ -1918,7 +2000,7 @@ cdef class Router:
         cdef Child* c
         cdef int v
         if ci < 0:
-            return UNKNOWN_ORDER
+            return self._drain_report(child_id, True, now)
         c = &self.children[ci]
         pi = c.parent
         v = c.venue
@@ -1944,7 +2026,7 @@ cdef class Router:
         cdef int32_t pi
         cdef Child* c
         if ci < 0:
-            return UNKNOWN_ORDER
+            return self._drain_report(child_id, True, now)
         c = &self.children[ci]
         pi = c.parent
         self._heard_from(ci, now)
@@ -1959,7 +2041,7 @@ cdef class Router:
         cdef int32_t pi
         cdef Parent* p
         if ci < 0:
-            return UNKNOWN_ORDER
+            return self._drain_report(child_id, True, now)
         pi = self.children[ci].parent
         self._heard_from(ci, now)
         self._child_done(ci)
@@ -1976,7 +2058,7 @@ cdef class Router:
         cdef Child* c
         cdef Parent* p
         if ci < 0:
-            return UNKNOWN_ORDER
+            return self._drain_report(child_id, False, now)
         c = &self.children[ci]
         self._heard_from(ci, now)
         c.acked = 1
@@ -2011,7 +2093,7 @@ cdef class Router:
     cdef int on_replace_rejected_c(self, int64_t child_id, int64_t now) except -1:
         cdef int32_t ci = self._live_child(child_id)
         if ci < 0:
-            return UNKNOWN_ORDER
+            return self._drain_report(child_id, False, now)
         self._heard_from(ci, now)
         self.children[ci].pending_price = 0
         if self.children[ci].pending_qty:
@@ -2399,7 +2481,7 @@ cdef class Router:
         return self.on_ack_c(child_id, now)
 
     def on_fill(self, Py_ssize_t child_id, Py_ssize_t last_qty, Py_ssize_t last_px_x2,
-                Py_ssize_t now=0, fee=None):
+                Py_ssize_t now=0, fee=None, Py_ssize_t leaves=-1):
         """A child (partly) filled.
 
         Parameters
@@ -2414,24 +2496,33 @@ cdef class Router:
         fee : int, optional
             The fee the venue charged for this fill (fee units, negative for
             a rebate); when None it is computed from the venue's schedule.
+        leaves : int, optional
+            What the venue says it still works of the child after this fill
+            (its report's ``leaves_qty``); negative (the default): the
+            router's own count, ``qty - cum_qty`` of the child.
 
         Returns
         -------
         int
-            0; ``UNKNOWN_ORDER`` (no such live child), ``INVALID_QTY`` (not
+            0; ``UNKNOWN_ORDER`` (no such live or draining child), ``INVALID_QTY`` (not
             positive or above ``MAX_QTY``) or ``INVALID_PRICE``; nothing is
             applied on a non-zero code. A fill whose notional or fees pass
             int64 is booked with those sums saturated, and the parent's
             ``sums_saturated`` says so (its ``avg_px`` is then None). A fill
             above the child's leaves (a venue's overfill) is booked in full:
             the child is done, ``venue_state(v)["overfills"]`` counts it, and
-            a parent filled past its quantity says ``overfilled``.
+            a parent filled past its quantity says ``overfilled``. A child
+            whose fills reach its quantity while ``leaves`` is above 0 is
+            *draining* (docs/router.md): its venue is asked once to cancel
+            the rest, and its later fills are booked in the parent (each an
+            overfill) until a fill with ``leaves`` 0 or a cancel, expiry or
+            reject of it; the parent ends only after that.
         """
         cdef Py_ssize_t given        # (Py_ssize_t: a float fee is refused, see route)
         if fee is None:
-            return self.on_fill_c(child_id, last_qty, last_px_x2, 0, False, now)
+            return self.on_fill_c(child_id, last_qty, last_px_x2, 0, False, leaves, now)
         given = fee
-        return self.on_fill_c(child_id, last_qty, last_px_x2, given, True, now)
+        return self.on_fill_c(child_id, last_qty, last_px_x2, given, True, leaves, now)
 
     def on_reject(self, Py_ssize_t child_id, reason, Py_ssize_t now=0):
         """The venue rejected a new child (``reason``: a RejectReason). Its lots are re-routed.
@@ -2585,7 +2676,7 @@ cdef class Router:
                 "live_children": p.n_live, "children": p.n_children, "rounds": p.rounds,
                 "reason": p.reason, "done": p.phase == PH_DONE,
                 "sums_saturated": bool(p.sums_saturated), "amending": p.n_amending,
-                "overfilled": p.cum > p.qty}
+                "overfilled": p.cum > p.qty, "draining": p.n_draining}
 
     def live_children(self, Py_ssize_t parent_id):
         """The live children of a parent: a list of dicts, creation order."""

@@ -3,9 +3,12 @@
 The simulated venues cannot overfill, so the test plays a real venue
 adapter: it hands the engine's pipeline, on its loop, a fill report through
 the callback the pipeline gave the venue with the child (``on_report``), for
-a child resting at the simulator over real sockets. The order, the router
-and risk must then agree on every lot bought, and the order says
-``overfilled``.
+a child resting at the simulator over real sockets (or, where the test must
+say when a cancel lands, for children it takes in place of the venues). The
+order, the router and risk must then agree on every lot bought, and the
+order says ``overfilled``. A venue that still works lots of such a child
+has them canceled there, once, and what it fills before that cancel lands
+is booked everywhere too, the order not ending before.
 """
 import logging
 import re
@@ -15,7 +18,9 @@ from types import SimpleNamespace
 from engine.client import Client
 from engine.messages import ExecType, OrderStatusReply, OrdStatus
 from ext.simloop import ReportKind
-from tests.integration.engine_harness import ThreadedEngine, config_text, free_port, http_get
+from ext.types import Side
+from tests.integration.engine_harness import (ThreadedEngine, config_text, engine_config,
+                                              free_port, http_get)
 from tests.integration.test_engine_replace import report
 
 
@@ -25,23 +30,50 @@ def status(client, cl_ord_id):
                              and m.cl_ord_id == cl_ord_id, 5)[-1]
 
 
-def venue_fill(engine, child_id, *fills):
+def venue_fill(engine, child_id, *fills, then=None):
     """Deliver a venue's fills ``(last_qty, leaves_qty, price_x2)`` of engine child
-    ``child_id`` as a venue adapter would, in one turn of the engine's loop."""
+    ``child_id`` as a venue adapter would, in one turn of the engine's loop; returns what
+    ``then()`` gives in that turn, after them (before the engine sends anything)."""
+    return venue_report(engine, child_id, *[
+        dict(kind=ReportKind.RPT_FILL, last_qty=last_qty, leaves_qty=leaves_qty,
+             price_x2=price_x2) for last_qty, leaves_qty, price_x2 in fills], then=then)
+
+
+def venue_canceled(engine, child_id):
+    """Deliver a venue's report that child ``child_id`` is canceled there."""
+    venue_report(engine, child_id, dict(kind=ReportKind.RPT_CANCELED))
+
+
+def venue_report(engine, child_id, *reports, then=None):
+    """Deliver reports (``ext.simloop.Report`` fields, ``kind`` at least) of engine child
+    ``child_id`` in one turn of the engine's loop; returns ``then()``'s result from it."""
     pipeline = engine.service.pipeline
 
     def deliver():
         sim_id = pipeline._child_to_sim[child_id]
         venue = pipeline.venue_names.index(pipeline.orders.by_id[
             pipeline._child_parent[child_id]].children[child_id].venue)
-        for last_qty, leaves_qty, price_x2 in fills:
+        for fields in reports:
+            last_qty, leaves_qty = fields.get("last_qty", 0), fields.get("leaves_qty", 0)
             # (the fields of ext.simloop.Report, which only the simulator can make)
-            pipeline._on_report(SimpleNamespace(
-                kind=int(ReportKind.RPT_FILL), child_id=sim_id, venue=venue, book=0, side=1,
-                ts=time.time_ns(), recv_ts=time.time_ns(), price_x2=price_x2,
-                last_qty=last_qty, order_qty=last_qty + leaves_qty, leaves_qty=leaves_qty,
-                cum_qty=last_qty, liquidity=0, fee=0, reason=0))
-    engine.call(deliver)
+            report = dict(child_id=sim_id, venue=venue, book=0, side=1, ts=time.time_ns(),
+                          recv_ts=time.time_ns(), price_x2=0, order_qty=last_qty + leaves_qty,
+                          cum_qty=last_qty, liquidity=0, fee=0, reason=0)
+            report.update(fields, kind=int(fields["kind"]))
+            pipeline._on_report(SimpleNamespace(**report))
+        return then() if then is not None else None
+    return engine.call(deliver)
+
+
+def count_calls(engine, venues, name):
+    """Record the arguments of every call of ``venues.<name>`` from now on (a list)."""
+    calls, real = [], getattr(venues, name)
+
+    def counted(*args, **kw):
+        calls.append(args)
+        return real(*args, **kw)
+    engine.call(lambda: setattr(venues, name, counted))
+    return calls
 
 
 def test_a_venue_overfill_is_booked_everywhere_and_flagged(tmp_path, caplog):
@@ -55,12 +87,15 @@ def test_a_venue_overfill_is_booked_everywhere_and_flagged(tmp_path, caplog):
         risk = engine.service.pipeline.risk
         router = engine.service.pipeline.router
 
+        def held():
+            return risk.exposure(risk.account_index("DEMO1"),
+                                 risk.instrument_index("AAA"))["position"]
+
         def position():
-            return engine.call(lambda: risk.exposure(risk.account_index("DEMO1"),
-                                                     risk.instrument_index("AAA"))["position"])
+            return engine.call(held)
         before = position()
         client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="over")
-        report(client, "over", ExecType.NEW)
+        order_id = int(report(client, "over", ExecType.NEW).order_id)
         time.sleep(0.1)         # the child's ack reaches the engine
         (child,) = status(client, "over").children
         assert child.acked and not child.done
@@ -78,28 +113,38 @@ def test_a_venue_overfill_is_booked_everywhere_and_flagged(tmp_path, caplog):
         venue_fill(engine, cid, (2**62, 100, 2 * 4800))
         assert position() == before and status(client, "over").report.cum_qty == "0"
 
-        # The venue says it filled 130 of the child's 100 and still works 5, and fills
-        # those 5 before the engine's cancel of them reaches it (one turn of the loop).
-        venue_fill(engine, cid, (130, 5, 2 * 4800), (5, 0, 2 * 4800))
+        # The venue says it filled 130 of the child's 100 and still works 5, and fills 3
+        # of those before the engine's cancel of them reaches it (one turn of the loop:
+        # nothing the engine sends leaves before its end). The router books them as
+        # the order and risk do: refused, its parent fell behind the order.
+        cancels = count_calls(engine, venues, "cancel")
+        submits = count_calls(engine, venues, "submit")
+        order = engine.service.pipeline.orders.by_id[order_id]
+        booked = venue_fill(engine, cid, (130, 5, 2 * 4800), (3, 2, 2 * 4800), then=lambda: (
+            router.parent(order_id)["cum_qty"], router.parent(order_id)["draining"],
+            order.cum_qty, held()))
+        assert booked == (133, 1, 133, before + 133)
         fill = report(client, "over", ExecType.FILL)
         assert (fill.last_qty, fill.cum_qty, fill.leaves_qty) == ("130", "130", "0")
         assert fill.ord_status == OrdStatus.FILLED
         fill = report(client, "over", ExecType.FILL)
-        assert (fill.last_qty, fill.cum_qty) == ("5", "135")
-        st = status(client, "over")
-        assert st.overfilled and st.report.cum_qty == "135"
-        assert position() == before + 135
-        # The router booked the same 135: the order is done there too, and
-        # nothing was routed for the lots it thought the child still had.
-        assert engine.call(lambda: (router.n_active, router.pending_actions)) == (0, 0)
-        assert [c.child_id for c in st.children] == [child.child_id]
-        assert st.children[0].done
-        # What the venue still worked of the child was canceled there: the simulator's
-        # real child (resting 100, since the fills above were the adapter's) is gone.
+        assert (fill.last_qty, fill.cum_qty) == ("3", "133")
+        # The cancel lands: the simulator's real child (resting 100, since the fills
+        # above were the adapter's) is gone, and with it the router's parent, which
+        # waited for it. One cancel was sent, not one a fill, and nothing was routed
+        # for the lots the router thought the child still had.
         deadline = time.monotonic() + 5
-        while resting_at_4800() != resting - 100 and time.monotonic() < deadline:
+        while (resting_at_4800() != resting - 100 or engine.call(lambda: router.n_active)) \
+                and time.monotonic() < deadline:
             time.sleep(0.02)
         assert resting_at_4800() == resting - 100
+        assert engine.call(lambda: (router.n_active, router.pending_actions)) == (0, 0)
+        assert len(cancels) == 1 and submits == []
+        st = status(client, "over")
+        assert st.overfilled and st.report.cum_qty == "133"
+        assert st.report.ord_status == OrdStatus.FILLED and position() == before + 133
+        assert [c.child_id for c in st.children] == [child.child_id]
+        assert st.children[0].done
 
         code, body = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert code == 200
@@ -108,7 +153,8 @@ def test_a_venue_overfill_is_booked_everywhere_and_flagged(tmp_path, caplog):
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
               and "overfilled order" in r.getMessage()]
     assert len(warned) == 2 and "130 lots filled of 100" in warned[0]
-    assert any("still works 5 lots of child" in r.getMessage() for r in caplog.records)
+    working = [r.getMessage() for r in caplog.records if "still works" in r.getMessage()]
+    assert len(working) == 1 and "still works 5 lots of child" in working[0]
     blamed = [r.getMessage() for r in caplog.records if "past its quantity" in r.getMessage()]
     assert len(blamed) == 2 and f"child {cid} past its quantity: 130 lots of 100" in blamed[0]
 
@@ -116,9 +162,79 @@ def test_a_venue_overfill_is_booked_everywhere_and_flagged(tmp_path, caplog):
     with ThreadedEngine(tmp_path / "engine.toml") as engine, \
             Client(f"tcp://127.0.0.1:{port}") as client:
         st = status(client, "over")
-        assert st.overfilled and st.report.cum_qty == "135"
+        assert st.overfilled and st.report.cum_qty == "133"
         assert st.report.ord_status == OrdStatus.FILLED
         risk = engine.service.pipeline.risk
         assert engine.call(lambda: risk.exposure(risk.account_index("DEMO1"),
                                                  risk.instrument_index("AAA"))["position"]) == \
-            before + 135
+            before + 133
+
+
+def test_an_order_canceled_while_a_child_drains_ends_after_it_with_every_lot(tmp_path, caplog):
+    # The order must not end while a child of it can still fill: canceled at
+    # once, the fill that came after was logged as an ERROR and dropped,
+    # though it traded. The test takes the venues' place for the engine's
+    # children (they go nowhere else), so it says when each cancel lands.
+    path, endpoint = engine_config(tmp_path)
+    caplog.set_level(logging.WARNING, logger="engine.pipeline")
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+        risk, router, venues = pipeline.risk, pipeline.router, pipeline.venues
+        market = venues.market
+
+        def held():
+            return risk.exposure(risk.account_index("DEMO1"),
+                                 risk.instrument_index("AAA"))["position"]
+        before = engine.call(held)
+        # Another firm offers 40 at NEXA and 60 at BRIX: a buy of 100 at 48.00 takes both.
+        kids_at = ("NEXA", "BRIX")
+        engine.call(lambda: [market.submit(venue, "AAA", side, qty, px, account=77)
+                             for venue, side, qty, px in (("NEXA", Side.SELL, 40, 4800),
+                                                          ("BRIX", Side.SELL, 60, 4800),
+                                                          ("NEXA", Side.BUY, 10, 4700))])
+        deadline = time.monotonic() + 5     # (they reach the venues after their latency)
+        while time.monotonic() < deadline and not all(
+                engine.call(lambda v=venue: venues.depth(v, "AAA"))[1] for venue in kids_at):
+            time.sleep(0.01)
+        sent, cancels = [], []
+
+        def submit(*args, **kw):
+            sent.append(args)
+            return 10**12 + len(sent)
+        engine.call(lambda: (setattr(venues, "submit", submit),
+                             setattr(venues, "cancel", cancels.append)))
+        client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="drain")
+        order_id = int(report(client, "drain", ExecType.NEW).order_id)
+        kids = {c.venue: int(c.child_id) for c in status(client, "drain").children}
+        assert sorted(kids) == sorted(kids_at) and len(sent) == 2
+        sim_of = engine.call(lambda: dict(pipeline._child_to_sim))
+
+        # NEXA fills 45 of its 40 and still works 5: their cancel goes out at once.
+        venue_fill(engine, kids["NEXA"], (45, 5, 2 * 4800))
+        fill = report(client, "drain", ExecType.PARTIAL_FILL)
+        assert (fill.last_qty, fill.cum_qty) == ("45", "45")
+        client.cancel("drain", account="DEMO1", cl_ord_id="drain-x")
+        deadline = time.monotonic() + 5
+        while len(cancels) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cancels == [sim_of[kids["NEXA"]], sim_of[kids["BRIX"]]]
+        venue_canceled(engine, kids["BRIX"])
+        # Every live child is down, but NEXA's may still fill: the order works on,
+        # and the 3 it fills before its cancel lands are booked everywhere.
+        booked = venue_fill(engine, kids["NEXA"], (3, 2, 2 * 4800), then=lambda: (
+            router.parent(order_id)["cum_qty"], pipeline.orders.by_id[order_id].cum_qty,
+            held()))
+        assert booked == (48, 48, before + 48)
+        fill = report(client, "drain", ExecType.PARTIAL_FILL)
+        assert (fill.last_qty, fill.cum_qty, fill.ord_status) == \
+            ("3", "48", OrdStatus.PARTIALLY_FILLED)
+        venue_canceled(engine, kids["NEXA"])
+        done = report(client, "drain-x", ExecType.CANCELED)
+        assert (done.cum_qty, done.leaves_qty) == ("48", "0")
+        st = status(client, "drain")
+        assert st.report.ord_status == OrdStatus.CANCELED and st.report.cum_qty == "48"
+        assert all(c.done for c in st.children)
+        assert engine.call(held) == before + 48
+        assert engine.call(lambda: (router.n_active, router.pending_actions)) == (0, 0)
+        assert len(sent) == 2 and len(cancels) == 2     # nothing routed again, one cancel each
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

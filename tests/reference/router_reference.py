@@ -84,10 +84,11 @@ class _Parent:
                  "vol_start", "last_target", "dark_min_qty", "post_residual", "last_reprice_ts",
                  "live", "n_children", "rounds", "dark_tried", "cancel_requested", "post_at_limit",
                  "stp_account", "stp", "v_sent", "v_filled", "v_fees", "v_children",
-                 "sums_saturated", "n_amending")
+                 "sums_saturated", "n_amending", "n_draining")
 
     def __init__(self):
         self.live: dict[int, _Child] = {}
+        self.n_draining = 0
         self.sums_saturated = False
         self.n_amending = 0
         self.v_sent, self.v_filled = [0] * MAX_VENUES, [0] * MAX_VENUES
@@ -123,6 +124,7 @@ class ReferenceRouter:
         self.active: dict[int, _Parent] = {}
         self.finished: list[_Parent] = []
         self.children: dict[int, _Child] = {}
+        self.draining: dict[int, _Child] = {}  # done here, still worked at the venue
         self.actions: list[tuple] = []
         self.next_child_id = cfg["child_id_base"]
 
@@ -345,6 +347,11 @@ class ReferenceRouter:
         return key if c.book_seq == self.book_seq.get(key, 0) else None
 
     def _child_done(self, c):
+        self._child_off(c)
+        del self.children[c.child_id]
+
+    def _child_off(self, c):
+        """Take a child off its parent's live children (see the Cython)."""
         p = c.parent
         leaves = c.qty - c.cum
         p.working -= leaves
@@ -358,7 +365,31 @@ class ReferenceRouter:
             self.venues[c.venue].passive_sent += c.qty
             self.venues[c.venue].passive_filled += c.cum
         del p.live[c.child_id]
+
+    def _drain(self, c, now):
+        """A live child its venue still works once its fills reached its quantity: draining
+        (see the Cython); its venue is asked once to cancel the rest."""
+        if not c.cancel_sent:
+            c.cancel_sent = True
+            self._emit(ACT_CANCEL, c, c.price, c.qty, 0, 0, 0, 0, now)
+        self._child_off(c)
         del self.children[c.child_id]
+        self.draining[c.child_id] = c
+        c.parent.n_draining += 1
+
+    def _drained(self, c, now):
+        del self.draining[c.child_id]
+        c.parent.n_draining -= 1
+        self._advance(c.parent, now)
+
+    def _drain_report(self, child_id, ended, now):
+        c = self.draining.get(child_id)
+        if c is None:
+            return R["UNKNOWN_ORDER"]
+        self._heard_from(c, now)
+        if ended:
+            self._drained(c, now)
+        return 0
 
     # ------------------------------------------------------------ strategies
     def _sweep(self, p, want, now):
@@ -534,11 +565,11 @@ class ReferenceRouter:
             if p.live:                  # a venue overfilled a child: the rest come down
                 self._cancel_children(p, now)
             else:
-                self._finish(p, FILLED, 0, now)
+                self._end(p, FILLED, 0, now)
             return
         if p.cancel_requested:
             if not p.live:
-                self._finish(p, CANCELED if p.cancel_requested == CR_USER else EXPIRED, 0, now)
+                self._end(p, CANCELED if p.cancel_requested == CR_USER else EXPIRED, 0, now)
             return
         if p.phase == PH_DARK:
             if p.live or self._ping_dark(p, now):
@@ -561,24 +592,24 @@ class ReferenceRouter:
                     reason = R["NO_LIQUIDITY"]
                 else:
                     reason = R["NO_ROUTE"]
-                self._finish(p, CANCELED, reason, now)
+                self._end(p, CANCELED, reason, now)
                 return
         if p.phase == PH_POST:
             if p.live:
                 self._reprice(p, now)
                 return
             if p.rounds > max_reroutes:
-                self._finish(p, CANCELED, R["REROUTE_LIMIT"], now)
+                self._end(p, CANCELED, R["REROUTE_LIMIT"], now)
                 return
             if self._post(p, now):
                 p.rounds += 1
             elif p.tif == DAY and not any(not vn.dark and vn.open for vn in self.venues):
-                self._finish(p, EXPIRED, R["VENUE_CLOSED"], now)
+                self._end(p, EXPIRED, R["VENUE_CLOSED"], now)
             return
         if p.phase == PH_SCHED:
             if p.end_ns > 0 and now >= p.end_ns:  # the window is over: nothing new is sent
                 if not p.live:
-                    self._finish(p, EXPIRED, 0, now)
+                    self._end(p, EXPIRED, 0, now)
                 return
             target = self._target(p, now)
             if target > p.last_target:
@@ -588,6 +619,11 @@ class ReferenceRouter:
                     and p.rounds <= max_reroutes and self._sweep(p, free, now) > 0):
                 p.rounds += 1
                 return
+
+    def _end(self, p, status, reason, now):
+        """Finish ``p`` unless a child of it is draining (see the Cython)."""
+        if not p.n_draining:
+            self._finish(p, status, reason, now)
 
     def _finish(self, p, status, reason, now):
         p.phase, p.status, p.reason, p.done_ts = PH_DONE, status, reason, now
@@ -711,7 +747,7 @@ class ReferenceRouter:
         if p is None or p.phase == PH_DONE:
             return R["UNKNOWN_ORDER"]
         if (not 0 < cut < p.qty - p.cum or p.cancel_requested != CR_NONE or p.n_amending
-                or p.strategy in (STRAT_TWAP, STRAT_VWAP, STRAT_POV)):
+                or p.n_draining or p.strategy in (STRAT_TWAP, STRAT_VWAP, STRAT_POV)):
             return R["ORDER_NOT_REPLACEABLE"]
         if any(c.role != ROLE_POST or not c.acked or c.cancel_sent or c.pending_price
                or c.pending_qty or not self.venues[c.venue].open for c in p.live.values()):
@@ -765,19 +801,23 @@ class ReferenceRouter:
     def on_ack(self, child_id, now=0):
         c = self.children.get(child_id)
         if c is None:
-            return R["UNKNOWN_ORDER"]
+            return self._drain_report(child_id, False, now)
         self._heard_from(c, now)
         c.acked = True
         self._confirm_resting(c)
         self._advance(c.parent, now)
         return 0
 
-    def on_fill(self, child_id, last_qty, last_px_x2, now=0, fee=None):
+    def on_fill(self, child_id, last_qty, last_px_x2, now=0, fee=None, leaves=-1):
         last_qty, last_px_x2 = operator.index(last_qty), operator.index(last_px_x2)
         fee = None if fee is None else operator.index(fee)
+        leaves = operator.index(leaves)
         c = self.children.get(child_id)
-        if c is None:
-            return R["UNKNOWN_ORDER"]
+        draining = c is None
+        if draining:
+            c = self.draining.get(child_id)
+            if c is None:
+                return R["UNKNOWN_ORDER"]
         if not 0 < last_qty <= MAX_QTY:
             return R["INVALID_QTY"]
         if not 0 < last_px_x2 <= 2 * MAX_PRICE:
@@ -818,7 +858,14 @@ class ReferenceRouter:
             self.res_live[key] -= booked
             self.res_filled[key] = self.res_filled.get(key, 0) + booked
         if c.cum == c.qty:
-            self._child_done(c)
+            if leaves > 0:
+                if not draining:
+                    self._drain(c, now)
+            elif draining:
+                self._drained(c, now)
+                return 0
+            else:
+                self._child_done(c)
         self._advance(p, now)
         return 0
 
@@ -826,7 +873,7 @@ class ReferenceRouter:
         reason = small_arg(reason, "reason")
         c = self.children.get(child_id)
         if c is None:
-            return R["UNKNOWN_ORDER"]
+            return self._drain_report(child_id, True, now)
         vn = self.venues[c.venue]
         vn.n_rejects += 1
         if reason == R["VENUE_UNAVAILABLE"]:
@@ -844,7 +891,7 @@ class ReferenceRouter:
     def on_canceled(self, child_id, now=0):
         c = self.children.get(child_id)
         if c is None:
-            return R["UNKNOWN_ORDER"]
+            return self._drain_report(child_id, True, now)
         self._heard_from(c, now)
         if c.role == ROLE_SWEEP and not c.cancel_sent and c.cum < c.qty:
             self.stale.add((c.parent.instrument, c.venue))
@@ -855,7 +902,7 @@ class ReferenceRouter:
     def on_expired(self, child_id, now=0):
         c = self.children.get(child_id)
         if c is None:
-            return R["UNKNOWN_ORDER"]
+            return self._drain_report(child_id, True, now)
         self._heard_from(c, now)
         self._child_done(c)
         p = c.parent
@@ -868,7 +915,7 @@ class ReferenceRouter:
     def on_replaced(self, child_id, now=0):
         c = self.children.get(child_id)
         if c is None:
-            return R["UNKNOWN_ORDER"]
+            return self._drain_report(child_id, False, now)
         self._heard_from(c, now)
         c.acked = True
         if c.pending_price:
@@ -891,7 +938,7 @@ class ReferenceRouter:
     def on_replace_rejected(self, child_id, now=0):
         c = self.children.get(child_id)
         if c is None:
-            return R["UNKNOWN_ORDER"]
+            return self._drain_report(child_id, False, now)
         self._heard_from(c, now)
         c.pending_price = 0
         if c.pending_qty:
@@ -944,7 +991,7 @@ class ReferenceRouter:
                 "children": p.n_children, "rounds": p.rounds, "reason": p.reason,
                 "done": p.phase == PH_DONE, "sums_saturated": p.sums_saturated,
                 "overfilled": p.cum > p.qty,
-                "amending": p.n_amending}
+                "amending": p.n_amending, "draining": p.n_draining}
 
     def live_children(self, parent_id):
         return [{"child_id": c.child_id, "venue": c.venue, "role": ChildRole(c.role),

@@ -1426,3 +1426,108 @@ def test_a_parent_overfilled_by_one_child_cancels_the_others(R):
     st = r.parent(1)
     assert st["done"] and st["status"] == OrdStatus.FILLED and st["cum_qty"] == 110
     assert not len(r.drain_actions())
+
+
+def kinds(router):
+    """The queued actions as (kind, child_id), drained."""
+    return [(int(a["kind"]), int(a["child_id"])) for a in router.drain_actions()]
+
+
+def test_a_draining_child_s_fills_are_booked_until_its_venue_is_done(R):
+    # A child overfilled while its venue still works lots of it (leaves > 0)
+    # is done here, but the venue can fill it until the cancel of the rest
+    # lands. Refused (UNKNOWN_ORDER), those fills left the router's cum
+    # behind the engine's order and risk, which booked them.
+    r = R(2)
+    r.update_book(0, 0, asks=[(100, 40)])
+    r.update_book(0, 1, asks=[(100, 60)])
+    r.route(1, 0, BUY, 100, 100, now=0, strategy=STRAT_SWEEP, tif=T.IOC)
+    kids = {int(a["venue"]): int(a["child_id"]) for a in r.drain_actions()}
+    assert r.on_fill(kids[0], 45, 200, 1, leaves=5) == 0     # 40 asked, 45 filled, 5 still there
+    st = r.parent(1)
+    assert (st["cum_qty"], st["working_qty"], st["draining"]) == (45, 60, 1)
+    assert [c["child_id"] for c in r.live_children(1)] == [kids[1]]
+    assert kinds(r) == [(ACT_CANCEL, kids[0])]               # its rest, taken down at the venue
+    assert r.on_fill(kids[0], 2, 200, 2, leaves=3) == 0      # before that cancel landed
+    st = r.parent(1)
+    assert (st["cum_qty"], st["working_qty"], st["draining"]) == (47, 60, 1)
+    assert r.venue_state(0)["overfills"] == 2 and r.bestex(1)["venue_filled"][0] == 47
+    assert kinds(r) == []                                    # one cancel, nothing routed again
+    assert r.on_fill(kids[1], 60, 200, 3) == 0               # the parent's lots are all in
+    st = r.parent(1)
+    assert st["cum_qty"] == 107 and st["overfilled"] and not st["done"]
+    assert kinds(r) == []
+    assert r.on_fill(kids[0], 1, 200, 4, leaves=0) == 0      # the venue is done with it
+    st = r.parent(1)
+    assert st["done"] and st["status"] == OrdStatus.FILLED and st["cum_qty"] == 108
+    assert st["draining"] == 0 and r.venue_state(0)["overfills"] == 3
+    assert r.on_fill(kids[0], 1, 200, 5) == RR.UNKNOWN_ORDER  # gone: not booked
+    assert r.on_canceled(kids[0], 5) == RR.UNKNOWN_ORDER
+    assert r.parent(1)["cum_qty"] == 108
+
+
+def test_a_child_filled_to_its_quantity_that_its_venue_still_works_drains_too(R):
+    # Not an overfill here (its venue counts it larger): the same rule, the
+    # venue's word on what it still works decides.
+    r = R(1)
+    r.update_book(0, 0, asks=[(100, 40)])
+    r.route(1, 0, BUY, 40, 100, now=0, strategy=STRAT_SWEEP, tif=T.IOC)
+    (a,) = r.drain_actions()
+    cid = int(a["child_id"])
+    assert r.on_fill(cid, 40, 200, 1, leaves=10) == 0
+    assert r.venue_state(0)["overfills"] == 0 and r.parent(1)["draining"] == 1
+    assert kinds(r) == [(ACT_CANCEL, cid)] and not r.parent(1)["done"]
+    assert r.on_ack(cid, 2) == 0                             # known, and nothing to do
+    assert r.on_replaced(cid, 2) == 0 and r.on_replace_rejected(cid, 2) == 0
+    assert kinds(r) == [] and not r.parent(1)["done"]
+    assert r.on_canceled(cid, 3) == 0
+    assert r.parent(1)["done"] and r.parent(1)["status"] == OrdStatus.FILLED
+
+
+def test_a_parent_canceled_while_a_child_drains_ends_after_it(R):
+    # No CANCELED while a child may still fill: an order's fills never
+    # follow its end (the engine would have to drop them, or report a fill
+    # of an order it had reported canceled).
+    r = R(2)
+    r.update_book(0, 0, asks=[(100, 40)])
+    r.update_book(0, 1, asks=[(100, 60)])
+    r.route(1, 0, BUY, 100, 100, now=0, strategy=STRAT_SWEEP, tif=T.DAY)
+    kids = {int(a["venue"]): int(a["child_id"]) for a in r.drain_actions()}
+    assert r.on_fill(kids[0], 45, 200, 1, leaves=5) == 0
+    assert kinds(r) == [(ACT_CANCEL, kids[0])]
+    assert r.reduce_parent(1, 10, 2) == RR.ORDER_NOT_REPLACEABLE
+    r.cancel_parent(1, 2)
+    assert kinds(r) == [(ACT_CANCEL, kids[1])]               # not the draining one again
+    assert r.on_canceled(kids[1], 3) == 0
+    st = r.parent(1)
+    assert not st["done"] and st["live_children"] == 0 and st["draining"] == 1
+    assert r.on_fill(kids[0], 3, 200, 4, leaves=2) == 0      # booked: the order still works
+    assert r.parent(1)["cum_qty"] == 48 and not r.parent(1)["done"]
+    # Its venue's session ended before the cancel landed: that ends the child,
+    # not the parent's day (the cancel asked for is what its expiry answers).
+    assert r.on_expired(kids[0], 5) == 0
+    st = r.parent(1)
+    assert st["done"] and st["status"] == OrdStatus.CANCELED and st["cum_qty"] == 48
+    assert kinds(r) == []
+    (rec,) = r.drain_finished()
+    assert int(rec["cum_qty"]) == 48 and int(rec["status"]) == OrdStatus.CANCELED
+
+
+def test_a_parent_out_of_liquidity_waits_for_its_draining_child(R):
+    # The drained lots are not working: the parent routes what is left at
+    # once (here nothing is there), but it ends only once the child is done,
+    # with what the child filled meanwhile.
+    r = R(1)
+    r.update_book(0, 0, asks=[(100, 40)])
+    r.route(1, 0, BUY, 100, 100, now=0, strategy=STRAT_SWEEP, tif=T.IOC)
+    (a,) = r.drain_actions()
+    cid = int(a["child_id"])
+    assert r.on_fill(cid, 42, 200, 1, leaves=1) == 0
+    st = r.parent(1)
+    assert (st["cum_qty"], st["working_qty"], st["live_children"]) == (42, 0, 0)
+    assert not st["done"] and kinds(r) == [(ACT_CANCEL, cid)]
+    assert r.tick(10) == 0 and not r.parent(1)["done"]
+    assert r.on_fill(cid, 1, 200, 11, leaves=0) == 0
+    st = r.parent(1)
+    assert st["done"] and st["status"] == OrdStatus.CANCELED and st["cum_qty"] == 43
+    assert st["reason"] == RR.NO_LIQUIDITY

@@ -3,14 +3,16 @@
 * Random streams of book updates, parent orders (every strategy, two
   self-trade scopes, CANCEL_OLDEST or not), venue reports (acks, partial and
   full fills, rejects of every kind, cancels, expiries, replaces, reports for
-  unknown children), ticks, volume, cancels and venue closures run through
+  unknown children, fills a venue says leave lots of a full child working
+  and reports on such draining children), ticks, volume, cancels and venue closures run through
   ``ext.router.Router`` and ``tests/reference/router_reference.py``; after
   every call the two must have queued the same actions and hold the same
   parents, records and venue states.
 * After every call the accounting invariants hold: a parent's cumulative
   quantity, notional and fees are the sums of the fills reported for its
-  children, its working quantity is the sum of its live children's leaves,
-  and it is never overcommitted (cum + working <= qty).
+  children (draining ones included), its working quantity is the sum of its
+  live children's leaves, it is never overcommitted (cum + working <= qty),
+  and it never ends while a child of it drains.
 * A sweep never trades through: on random books it takes every displayed lot
   at a better price before any at a worse one, chooses among venues at the
   marginal price by fee then latency, and executed on real order books its
@@ -129,10 +131,11 @@ class Ledger:
         self.fees[pid] = self.fees.get(pid, 0) + fee
 
 
-def check_invariants(router, pids, ledger):
+def check_invariants(router, pids, ledger, draining):
     for pid in pids:
         p = router.parent(pid)
         live = router.live_children(pid)
+        assert p["draining"] == sum(1 for d in draining.values() if d[0] == pid)
         assert p["cum_qty"] == ledger.cum.get(pid, 0)
         assert p["notional_x2"] == ledger.notional_x2.get(pid, 0)
         assert p["fees"] == ledger.fees.get(pid, 0)
@@ -145,7 +148,7 @@ def check_invariants(router, pids, ledger):
         assert p["leaves_qty"] == max(p["qty"] - p["cum_qty"], 0)
         assert p["overfilled"] == (p["cum_qty"] > p["qty"])
         if p["done"]:
-            assert not live
+            assert not live and not p["draining"]
         rec = router.bestex(pid)
         assert sum(rec["venue_filled"]) == p["cum_qty"]
         assert sum(rec["venue_fees"]) == p["fees"]
@@ -165,6 +168,7 @@ def test_cython_matches_reference_and_keeps_its_books(setup, ops):
             assert r.update_book(0, v, *books[v]) == 0
     pids, ledger, now, next_pid = [], Ledger(), 0, 1
     sides_of = {}
+    draining = {}   # child id -> (parent id, the child as it was live): done, still worked
     for op in ops:
         kind = op[0]
         if kind == "book":
@@ -200,6 +204,7 @@ def test_cython_matches_reference_and_keeps_its_books(setup, ops):
         elif kind == "report":
             _, pick, what, q, dpx, fee, reason = op
             live = [(pid, c) for pid in pids for c in cy.live_children(pid)]
+            live += [draining[cid] for cid in sorted(draining)]
             if what == "unknown" or not live:
                 cid = 10**9 + pick
                 assert cy.on_ack(cid, now) == ref.on_ack(cid, now) == RR.UNKNOWN_ORDER
@@ -207,12 +212,19 @@ def test_cython_matches_reference_and_keeps_its_books(setup, ops):
             pid, c = live[pick % len(live)]
             cid = c["child_id"]
             if what in ("fill", "fill_all", "overfill"):
-                leaves = c["qty"] - c["cum_qty"]
-                qty = leaves if what == "fill_all" else leaves + 1 + q % 20 \
-                    if what == "overfill" else 1 + q % leaves
+                leaves = 0 if cid in draining else c["qty"] - c["cum_qty"]
+                qty = leaves if what == "fill_all" and leaves else leaves + 1 + q % 20 \
+                    if what != "fill" or not leaves else 1 + q % leaves
+                # What the venue says it still works: for a fill that completes the
+                # child (or one of a draining child) sometimes more, which drains it.
+                at_venue = leaves - qty if qty < leaves else q % 3
                 px_x2 = 2 * (c["price"] or MID) + dpx
-                codes = [r.on_fill(cid, qty, px_x2, now, fee) for r in (cy, ref)]
+                codes = [r.on_fill(cid, qty, px_x2, now, fee, leaves=at_venue) for r in (cy, ref)]
                 assert codes[0] == codes[1] == 0
+                if cid in draining and not at_venue:
+                    del draining[cid]
+                elif qty >= leaves and at_venue:
+                    draining[cid] = (pid, c)
                 expected = fee
                 if fee is None:     # the schedule's fee, computed here independently
                     maker = c["role"] == 3
@@ -232,6 +244,8 @@ def test_cython_matches_reference_and_keeps_its_books(setup, ops):
                 else:
                     codes = [getattr(r, call[what])(cid, now) for r in (cy, ref)]
                 assert codes[0] == codes[1] == 0
+                if what in ("reject", "canceled", "expired"):
+                    draining.pop(cid, None)
         elif kind == "tick":
             now += op[1]
             assert cy.tick(now) == ref.tick(now)
@@ -265,7 +279,7 @@ def test_cython_matches_reference_and_keeps_its_books(setup, ops):
         assert cy.nbbo(0) == ref.nbbo(0)
         assert cy.next_wakeup(now) == ref.next_wakeup(now)
         assert cy.n_active == ref.n_active
-        check_invariants(cy, pids, ledger)
+        check_invariants(cy, pids, ledger, draining)
 
 
 # ---------------------------------------------------------------- sweeps
