@@ -65,12 +65,17 @@ cdef extern from *:
         if (__builtin_sub_overflow(a, b, &r)) return b < 0 ? INT64_MAX : INT64_MIN;
         return r;
     }
-    /* a + b for a position (lots), held within +-INT64_MAX: symmetric, so that
-       a short position's size -a is an int64 too. */
-    static inline int64_t kx_sat_lots(int64_t a, int64_t b) {
+    /* a + b held within +-INT64_MAX: symmetric, so that the sum's negation is
+       an int64 too (a short position's size, a realized loss). */
+    static inline int64_t kx_sat_sym(int64_t a, int64_t b) {
         int64_t r;
         if (__builtin_add_overflow(a, b, &r)) return b > 0 ? INT64_MAX : -INT64_MAX;
         return r == INT64_MIN ? -INT64_MAX : r;
+    }
+    /* 1 if a + b does not fit an int64. */
+    static inline int kx_add_ovf(int64_t a, int64_t b) {
+        int64_t r;
+        return __builtin_add_overflow(a, b, &r);
     }
     /* a * b * c for non-negative operands; *ovf set when it does not fit. */
     static inline int64_t kx_mul3(int64_t a, int64_t b, int64_t c, int *ovf) {
@@ -140,7 +145,8 @@ cdef extern from *:
     """
     int64_t kx_sat_add(int64_t a, int64_t b) noexcept nogil
     int64_t kx_sat_sub(int64_t a, int64_t b) noexcept nogil
-    int64_t kx_sat_lots(int64_t a, int64_t b) noexcept nogil
+    int64_t kx_sat_sym(int64_t a, int64_t b) noexcept nogil
+    bint kx_add_ovf(int64_t a, int64_t b) noexcept nogil
     int64_t kx_mul3(int64_t a, int64_t b, int64_t c, int* ovf) noexcept nogil
     int64_t kx_muldiv(int64_t a, int64_t b, int64_t c) noexcept nogil
     uint64_t kx_mix(uint64_t x) noexcept nogil
@@ -881,6 +887,7 @@ cdef class RiskEngine:
         cdef CellState* cs
         cdef int64_t cell, ref, band, dev, notional, avail, worst, age, loss, long_worst, short_worst
         cdef int band_layer, ovf = 0
+        cdef bint wrap
         cdef DupEntry* dup
         self.cur_account = account
         self.cur_instrument = instrument
@@ -932,11 +939,11 @@ cdef class RiskEngine:
                 return self._reject(LOCATE_REQUIRED, LAYER_NONE, M_NONE, 0, 0)
 
         # ---- daily loss gate: state only, no order arithmetic needed
-        # (Saturating: a P&L saturated at INT64_MIN negated would wrap to a gain.)
-        loss = kx_sat_sub(0, ast.realized_pnl) if ast.realized_pnl < 0 else 0
+        # (Realized P&L saturates symmetrically: its negation cannot wrap to a gain.)
+        loss = -ast.realized_pnl if ast.realized_pnl < 0 else 0
         if loss > al.max_daily_loss:
             return self._reject(DAILY_LOSS_LIMIT, LAYER_ACCOUNT, M_MONEY, al.max_daily_loss, loss)
-        loss = kx_sat_sub(0, self.firm.realized_pnl) if self.firm.realized_pnl < 0 else 0
+        loss = -self.firm.realized_pnl if self.firm.realized_pnl < 0 else 0
         if loss > self.firm.max_daily_loss:
             return self._reject(DAILY_LOSS_LIMIT, LAYER_FIRM, M_MONEY, self.firm.max_daily_loss, loss)
 
@@ -1019,19 +1026,21 @@ cdef class RiskEngine:
             if leaves > avail:
                 return self._reject(INSUFFICIENT_POSITION, LAYER_ACCOUNT, M_LOTS, avail if avail > 0 else 0,
                                     leaves)
-        # The side's working lots are an exact sum (a release takes its lots back
-        # out): an order that would take it past int64 is refused, not saturated.
-        # Only an unlimited net limit and a short position let it come this far.
-        if leaves > INT64_MAX - (cs.open_buy if side == BUY else cs.open_sell):
-            return self._reject(MAX_NET_POSITION, cl.layer_net, M_LOTS, cl.max_net, INT64_MAX)
         # The largest long position (every working buy filled) and the largest
         # short one (every working sell filled), this order included.
         long_worst = kx_sat_add(cs.position, cs.open_buy)
         short_worst = kx_sat_sub(cs.open_sell, cs.position)
+        # The side's working lots are an exact sum (a release takes its lots back
+        # out): an order that would take it past int64 is refused, not saturated.
+        # Only an unlimited net limit and a short position let it come this far.
         if side == BUY:
+            wrap = kx_add_ovf(cs.open_buy, leaves)
             long_worst = kx_sat_add(long_worst, leaves)
         else:
+            wrap = kx_add_ovf(cs.open_sell, leaves)
             short_worst = kx_sat_add(short_worst, leaves)
+        if wrap:
+            return self._reject(MAX_NET_POSITION, cl.layer_net, M_LOTS, cl.max_net, INT64_MAX)
         # Gross adds the two sides, so a working order that can only reduce
         # the position (a sell of a long, a buy of a short) adds nothing: an
         # account at its gross limit can still close out.
@@ -1283,18 +1292,18 @@ cdef class RiskEngine:
             ast.cash_flow = kx_sat_sub(ast.cash_flow, value)
             if cs.position >= 0:
                 cs.cost = kx_sat_add(cs.cost, value)
-                cs.position = kx_sat_lots(cs.position, qty)
+                cs.position = kx_sat_sym(cs.position, qty)
             else:
                 pnl = self._close(cs, qty, price, self.inst[instrument].mult, -1)
         else:
             ast.cash_flow = kx_sat_add(ast.cash_flow, value)
             if cs.position <= 0:
                 cs.cost = kx_sat_add(cs.cost, value)
-                cs.position = kx_sat_lots(cs.position, -qty)
+                cs.position = kx_sat_sym(cs.position, -qty)
             else:
                 pnl = self._close(cs, qty, price, self.inst[instrument].mult, 1)
-        ast.realized_pnl = kx_sat_add(ast.realized_pnl, pnl)
-        self.firm.realized_pnl = kx_sat_add(self.firm.realized_pnl, pnl)
+        ast.realized_pnl = kx_sat_sym(ast.realized_pnl, pnl)
+        self.firm.realized_pnl = kx_sat_sym(self.firm.realized_pnl, pnl)
         ast.short_basis = kx_sat_add(kx_sat_sub(ast.short_basis, short_before),
                                      cs.cost if cs.position < 0 else 0)
         return 0

@@ -4,7 +4,7 @@ Written the way a competent Python developer would write it without Cython:
 dicts keyed by ints and tuples, a small dataclass per order, Python ints,
 limits resolved per account and instrument once per (re)load. Where the core
 saturates a sum or a product at the int64 range (money, positions) the model
-clamps the exact value the same way (``_sat``, ``_sat_lots``, ``_mul``), so
+clamps the exact value the same way (``_sat``, ``_sat_sym``, ``_mul``), so
 the two agree at the bounds too. It takes the same config and the same calls as
 ``ext.risk.RiskEngine`` and must return the same reason for every call, in
 the same check order (documented in ``docs/risk.md``). The property tests
@@ -48,8 +48,8 @@ def _sat(value: int) -> int:
     return max(INT64_MIN, min(INT64_MAX, value))
 
 
-def _sat_lots(value: int) -> int:
-    """A position as the core keeps it: within +-INT64_MAX lots (symmetric)."""
+def _sat_sym(value: int) -> int:
+    """A position or realized P&L as the core keeps it: within +-INT64_MAX (symmetric)."""
     return max(-INT64_MAX, min(INT64_MAX, value))
 
 
@@ -432,10 +432,10 @@ class RiskReference:
                 return fail(R.SHORT_SELL_NOT_ALLOWED, ACCOUNT)
             if not flags & FLAG_LOCATE:
                 return fail(R.LOCATE_REQUIRED)
-        loss = _sat(max(0, -ast.realized_pnl))
+        loss = max(0, -ast.realized_pnl)
         if loss > acfg["max_daily_loss"]:
             return fail(R.DAILY_LOSS_LIMIT, ACCOUNT, acfg["max_daily_loss"], loss)
-        loss = _sat(max(0, -self.firm_realized))
+        loss = max(0, -self.firm_realized)
         if loss > self.firm_max_daily_loss:
             return fail(R.DAILY_LOSS_LIMIT, FIRM, self.firm_max_daily_loss, loss)
         limit, layer = lim["max_order_qty"]
@@ -614,7 +614,7 @@ class RiskReference:
         pnl = 0
         if cell.position == 0 or (cell.position > 0) == (signed > 0):
             cell.cost = _sat(cell.cost + value)
-            cell.position = _sat_lots(cell.position + signed)
+            cell.position = _sat_sym(cell.position + signed)
         else:
             size = abs(cell.position)
             closed = min(qty, size)
@@ -626,8 +626,8 @@ class RiskReference:
             if qty > closed:
                 cell.cost = _mul(qty - closed, price, mult)
                 cell.position = (qty - closed) if signed > 0 else -(qty - closed)
-        ast.realized_pnl = _sat(ast.realized_pnl + pnl)
-        self.firm_realized = _sat(self.firm_realized + pnl)
+        ast.realized_pnl = _sat_sym(ast.realized_pnl + pnl)
+        self.firm_realized = _sat_sym(self.firm_realized + pnl)
         ast.short_basis = _sat(_sat(ast.short_basis - short_before)
                                + (cell.cost if cell.position < 0 else 0))
 

@@ -158,15 +158,16 @@ def test_working_lots_past_int64_are_refused_not_wrapped(make):
     assert h.exposure()["open_buy"] == INT64_MAX
 
 
-def test_a_loss_saturated_at_int64_min_is_still_over_the_daily_loss_limit(make):
+def test_a_saturated_loss_is_still_over_the_daily_loss_limit(make):
     h = make({"accounts": {"A1": {"max_daily_loss": "1000"}}})
     e = h.engine
     a, i = e.account_index("A1"), e.instrument_index("AAPL")
     for _ in range(2):      # bought at the top (cost saturates), sold at 1 tick
         assert e.on_fill_done(a, i, BUY, MAX_QTY, MAX_PRICE) == 0
         assert e.on_fill_done(a, i, SELL, MAX_QTY, 1) == 0
-    assert h.money()["realized_pnl"] == INT64_MIN
-    assert h.new(qty=1) == R.DAILY_LOSS_LIMIT                       # -INT64_MIN wrapped to a gain
+    # Held at -INT64_MAX, not INT64_MIN, whose negation wrapped to a gain that passed.
+    assert h.money()["realized_pnl"] == -INT64_MAX
+    assert h.new(qty=1) == R.DAILY_LOSS_LIMIT
 
 
 def test_two_to_the_24_overfills_of_max_qty_do_not_wrap():
