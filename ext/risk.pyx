@@ -72,6 +72,11 @@ cdef extern from *:
         if (__builtin_add_overflow(a, b, &r)) return b > 0 ? INT64_MAX : -INT64_MAX;
         return r == INT64_MIN ? -INT64_MAX : r;
     }
+    /* 1 if v is not in 1..hi (a quantity or price against its bound): one
+       unsigned compare, as v - 1 of v <= 0 is at least 2^63 unsigned. */
+    static inline int kx_outside(int64_t v, int64_t hi) {
+        return (uint64_t)v - 1 >= (uint64_t)hi;
+    }
     /* 1 if a + b does not fit an int64. */
     static inline int kx_add_ovf(int64_t a, int64_t b) {
         int64_t r;
@@ -147,6 +152,7 @@ cdef extern from *:
     int64_t kx_sat_sub(int64_t a, int64_t b) noexcept nogil
     int64_t kx_sat_sym(int64_t a, int64_t b) noexcept nogil
     bint kx_add_ovf(int64_t a, int64_t b) noexcept nogil
+    bint kx_outside(int64_t v, int64_t hi) noexcept nogil
     int64_t kx_mul3(int64_t a, int64_t b, int64_t c, int* ovf) noexcept nogil
     int64_t kx_muldiv(int64_t a, int64_t b, int64_t c) noexcept nogil
     uint64_t kx_mix(uint64_t x) noexcept nogil
@@ -923,14 +929,15 @@ cdef class RiskEngine:
             return self._reject(INVALID_SIDE, LAYER_NONE, M_NONE, 0, side)
         if ord_type != LIMIT and ord_type != MARKET:
             return self._reject(INVALID_ORD_TYPE, LAYER_NONE, M_NONE, 0, ord_type)
-        if qty <= 0 or leaves <= 0 or qty > C_MAX_QTY:
+        # (leaves is at least 1: qty for a new order, above what filled for a replace.)
+        if kx_outside(qty, C_MAX_QTY):
             return self._reject(INVALID_QTY, LAYER_NONE, M_LOTS, C_MAX_QTY, qty)
         if qty < ins.min_lots:
             return self._reject(BELOW_MIN_QTY, LAYER_INSTRUMENT, M_LOTS, ins.min_lots, qty)
         if ord_type == LIMIT:
             if price == 0:
                 return self._reject(PRICE_REQUIRED, LAYER_NONE, M_TICKS, 0, price)
-            if price < 0 or price > C_MAX_PRICE:
+            if kx_outside(price, C_MAX_PRICE):      # (0 was PRICE_REQUIRED above)
                 return self._reject(INVALID_PRICE, LAYER_NONE, M_TICKS, C_MAX_PRICE, price)
         if side == SELL_SHORT:
             if not al.allow_short:
@@ -1260,9 +1267,9 @@ cdef class RiskEngine:
         if slot < 0:
             return UNKNOWN_ORDER
         o = &self.orders[slot]
-        if qty <= 0 or qty > C_MAX_QTY:
+        if kx_outside(qty, C_MAX_QTY):
             return INVALID_QTY
-        if price <= 0 or price > C_MAX_PRICE:
+        if kx_outside(price, C_MAX_PRICE):
             return INVALID_PRICE
         # A venue may fill past what is left (an overfill): the lots were
         # traded, so all of them move the position, and only what was left
@@ -1527,9 +1534,9 @@ cdef class RiskEngine:
         IndexError
             For an account or instrument index risk does not have.
         """
-        if qty <= 0 or qty > C_MAX_QTY:
+        if kx_outside(qty, C_MAX_QTY):
             return INVALID_QTY
-        if price <= 0 or price > C_MAX_PRICE:
+        if kx_outside(price, C_MAX_PRICE):
             return INVALID_PRICE
         if side != BUY and side != SELL and side != SELL_SHORT:
             return INVALID_SIDE

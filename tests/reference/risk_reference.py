@@ -417,7 +417,7 @@ class RiskReference:
             return fail(R.INVALID_SIDE, 0, 0, side)
         if ord_type not in (OrdType.LIMIT, OrdType.MARKET):
             return fail(R.INVALID_ORD_TYPE, 0, 0, ord_type)
-        if qty <= 0 or leaves <= 0 or qty > MAX_QTY:
+        if not 0 < qty <= MAX_QTY:      # (leaves is at least 1 where this is called)
             return fail(R.INVALID_QTY, 0, MAX_QTY, qty)
         min_lots = self.grid[instrument].min_lots
         if qty < min_lots:
