@@ -19,6 +19,9 @@ an instrument's notional is ``price_ticks * lots * mult`` where ``mult`` is
 ``tick_size * lot_size / money_unit`` and must be a whole number. Products are
 computed with overflow checks and saturate at INT64_MAX, which every limit
 treats as exceeded: a value too large to hold is rejected, never wrapped.
+Quantities and prices are bounded as the router bounds them (``MAX_QTY``
+lots, ``MAX_PRICE`` ticks): an order, replace or fill outside 1 to the bound is
+refused, and the sums of fills saturate (positions at +-INT64_MAX lots).
 """
 import logging
 from decimal import Decimal, InvalidOperation
@@ -41,7 +44,7 @@ from ext.types cimport (BUY, SELL, SELL_SHORT, MARKET, LIMIT,
                         MAX_NET_POSITION, INSUFFICIENT_BUYING_POWER, INSUFFICIENT_POSITION,
                         SHORT_SELL_NOT_ALLOWED, LOCATE_REQUIRED, DAILY_NOTIONAL_LIMIT,
                         DAILY_LOSS_LIMIT, THROTTLED, DUPLICATE_CL_ORD_ID, DUPLICATIVE_ORDER,
-                        KILL_SWITCH, UNKNOWN_SESSION)
+                        KILL_SWITCH, UNKNOWN_SESSION, C_MAX_QTY, C_MAX_PRICE)
 from ext.intarg cimport big_arg, small_arg
 from ext.types import RejectReason
 from ext.instrument import Instrument
@@ -61,6 +64,23 @@ cdef extern from *:
         int64_t r;
         if (__builtin_sub_overflow(a, b, &r)) return b < 0 ? INT64_MAX : INT64_MIN;
         return r;
+    }
+    /* a + b held within +-INT64_MAX: symmetric, so that the sum's negation is
+       an int64 too (a short position's size, a realized loss). */
+    static inline int64_t kx_sat_sym(int64_t a, int64_t b) {
+        int64_t r;
+        if (__builtin_add_overflow(a, b, &r)) return b > 0 ? INT64_MAX : -INT64_MAX;
+        return r == INT64_MIN ? -INT64_MAX : r;
+    }
+    /* 1 if v is not in 1..hi (a quantity or price against its bound): one
+       unsigned compare, as v - 1 of v <= 0 is at least 2^63 unsigned. */
+    static inline int kx_outside(int64_t v, int64_t hi) {
+        return (uint64_t)v - 1 >= (uint64_t)hi;
+    }
+    /* 1 if a + b does not fit an int64. */
+    static inline int kx_add_ovf(int64_t a, int64_t b) {
+        int64_t r;
+        return __builtin_add_overflow(a, b, &r);
     }
     /* a * b * c for non-negative operands; *ovf set when it does not fit. */
     static inline int64_t kx_mul3(int64_t a, int64_t b, int64_t c, int *ovf) {
@@ -130,6 +150,9 @@ cdef extern from *:
     """
     int64_t kx_sat_add(int64_t a, int64_t b) noexcept nogil
     int64_t kx_sat_sub(int64_t a, int64_t b) noexcept nogil
+    int64_t kx_sat_sym(int64_t a, int64_t b) noexcept nogil
+    bint kx_add_ovf(int64_t a, int64_t b) noexcept nogil
+    bint kx_outside(int64_t v, int64_t hi) noexcept nogil
     int64_t kx_mul3(int64_t a, int64_t b, int64_t c, int* ovf) noexcept nogil
     int64_t kx_muldiv(int64_t a, int64_t b, int64_t c) noexcept nogil
     uint64_t kx_mix(uint64_t x) noexcept nogil
@@ -138,6 +161,10 @@ cdef extern from *:
     bint kx_not_i32(int64_t v) noexcept nogil
 
 _log = logging.getLogger("kronos.risk")
+
+#: Largest quantity (lots) and price (ticks) risk takes, the router's (``types.pxd``).
+MAX_QTY = C_MAX_QTY
+MAX_PRICE = C_MAX_PRICE
 
 cdef int64_t NANO_TOKENS = 1000000000     # one order's worth of throttle tokens
 cdef int64_t NS_PER_MS = 1000000
@@ -422,10 +449,10 @@ _REASON_TEXT = {
     NOT_ENTITLED: "account is not entitled to trade this instrument",
     INVALID_SIDE: "side must be BUY, SELL or SELL_SHORT",
     INVALID_ORD_TYPE: "ord_type must be MARKET or LIMIT",
-    INVALID_QTY: "quantity must be positive",
+    INVALID_QTY: "quantity must be positive and at most {limit}",
     BELOW_MIN_QTY: "quantity {value} is below the minimum {limit}",
     PRICE_REQUIRED: "a LIMIT order needs a price",
-    INVALID_PRICE: "price must be positive",
+    INVALID_PRICE: "price must be positive and at most {limit}",
     SHORT_SELL_NOT_ALLOWED: "account may not sell short",
     LOCATE_REQUIRED: "SELL_SHORT needs a locate; mark the order with the locate flag",
     DAILY_LOSS_LIMIT: "realized loss today {value} exceeds the {layer} max_daily_loss {limit}",
@@ -866,6 +893,7 @@ cdef class RiskEngine:
         cdef CellState* cs
         cdef int64_t cell, ref, band, dev, notional, avail, worst, age, loss, long_worst, short_worst
         cdef int band_layer, ovf = 0
+        cdef bint wrap
         cdef DupEntry* dup
         self.cur_account = account
         self.cur_instrument = instrument
@@ -901,15 +929,16 @@ cdef class RiskEngine:
             return self._reject(INVALID_SIDE, LAYER_NONE, M_NONE, 0, side)
         if ord_type != LIMIT and ord_type != MARKET:
             return self._reject(INVALID_ORD_TYPE, LAYER_NONE, M_NONE, 0, ord_type)
-        if qty <= 0 or leaves <= 0:
-            return self._reject(INVALID_QTY, LAYER_NONE, M_LOTS, 0, qty)
+        # (leaves is at least 1: qty for a new order, above what filled for a replace.)
+        if kx_outside(qty, C_MAX_QTY):
+            return self._reject(INVALID_QTY, LAYER_NONE, M_LOTS, C_MAX_QTY, qty)
         if qty < ins.min_lots:
             return self._reject(BELOW_MIN_QTY, LAYER_INSTRUMENT, M_LOTS, ins.min_lots, qty)
         if ord_type == LIMIT:
             if price == 0:
                 return self._reject(PRICE_REQUIRED, LAYER_NONE, M_TICKS, 0, price)
-            if price < 0:
-                return self._reject(INVALID_PRICE, LAYER_NONE, M_TICKS, 0, price)
+            if kx_outside(price, C_MAX_PRICE):      # (0 was PRICE_REQUIRED above)
+                return self._reject(INVALID_PRICE, LAYER_NONE, M_TICKS, C_MAX_PRICE, price)
         if side == SELL_SHORT:
             if not al.allow_short:
                 return self._reject(SHORT_SELL_NOT_ALLOWED, LAYER_ACCOUNT, M_NONE, 0, 0)
@@ -917,6 +946,7 @@ cdef class RiskEngine:
                 return self._reject(LOCATE_REQUIRED, LAYER_NONE, M_NONE, 0, 0)
 
         # ---- daily loss gate: state only, no order arithmetic needed
+        # (Realized P&L saturates symmetrically: its negation cannot wrap to a gain.)
         loss = -ast.realized_pnl if ast.realized_pnl < 0 else 0
         if loss > al.max_daily_loss:
             return self._reject(DAILY_LOSS_LIMIT, LAYER_ACCOUNT, M_MONEY, al.max_daily_loss, loss)
@@ -999,7 +1029,7 @@ cdef class RiskEngine:
 
         # ---- position, counting every working order as filled
         if side == SELL:
-            avail = cs.position - cs.open_sell
+            avail = kx_sat_sub(cs.position, cs.open_sell)
             if leaves > avail:
                 return self._reject(INSUFFICIENT_POSITION, LAYER_ACCOUNT, M_LOTS, avail if avail > 0 else 0,
                                     leaves)
@@ -1007,10 +1037,17 @@ cdef class RiskEngine:
         # short one (every working sell filled), this order included.
         long_worst = kx_sat_add(cs.position, cs.open_buy)
         short_worst = kx_sat_sub(cs.open_sell, cs.position)
+        # The side's working lots are an exact sum (a release takes its lots back
+        # out): an order that would take it past int64 is refused, not saturated.
+        # Only an unlimited net limit and a short position let it come this far.
         if side == BUY:
+            wrap = kx_add_ovf(cs.open_buy, leaves)
             long_worst = kx_sat_add(long_worst, leaves)
         else:
+            wrap = kx_add_ovf(cs.open_sell, leaves)
             short_worst = kx_sat_add(short_worst, leaves)
+        if wrap:
+            return self._reject(MAX_NET_POSITION, cl.layer_net, M_LOTS, cl.max_net, INT64_MAX)
         # Gross adds the two sides, so a working order that can only reduce
         # the position (a sell of a long, a buy of a short) adds nothing: an
         # account at its gross limit can still close out.
@@ -1230,9 +1267,9 @@ cdef class RiskEngine:
         if slot < 0:
             return UNKNOWN_ORDER
         o = &self.orders[slot]
-        if qty <= 0:
+        if kx_outside(qty, C_MAX_QTY):
             return INVALID_QTY
-        if price <= 0:
+        if kx_outside(price, C_MAX_PRICE):
             return INVALID_PRICE
         # A venue may fill past what is left (an overfill): the lots were
         # traded, so all of them move the position, and only what was left
@@ -1262,18 +1299,18 @@ cdef class RiskEngine:
             ast.cash_flow = kx_sat_sub(ast.cash_flow, value)
             if cs.position >= 0:
                 cs.cost = kx_sat_add(cs.cost, value)
-                cs.position += qty
+                cs.position = kx_sat_sym(cs.position, qty)
             else:
                 pnl = self._close(cs, qty, price, self.inst[instrument].mult, -1)
         else:
             ast.cash_flow = kx_sat_add(ast.cash_flow, value)
             if cs.position <= 0:
                 cs.cost = kx_sat_add(cs.cost, value)
-                cs.position -= qty
+                cs.position = kx_sat_sym(cs.position, -qty)
             else:
                 pnl = self._close(cs, qty, price, self.inst[instrument].mult, 1)
-        ast.realized_pnl = kx_sat_add(ast.realized_pnl, pnl)
-        self.firm.realized_pnl = kx_sat_add(self.firm.realized_pnl, pnl)
+        ast.realized_pnl = kx_sat_sym(ast.realized_pnl, pnl)
+        self.firm.realized_pnl = kx_sat_sym(self.firm.realized_pnl, pnl)
         ast.short_basis = kx_sat_add(kx_sat_sub(ast.short_basis, short_before),
                                      cs.cost if cs.position < 0 else 0)
         return 0
@@ -1352,9 +1389,9 @@ cdef class RiskEngine:
         if reason:
             return reason
         cum = o.qty - o.leaves
-        leaves = new_qty - cum
-        if leaves <= 0:
+        if new_qty <= cum:      # (compared, not subtracted: new_qty may be near INT64_MIN)
             return self._reject(REPLACE_QTY_NOT_ABOVE_FILLED, LAYER_NONE, M_LOTS, cum, new_qty)
+        leaves = new_qty - cum
         if leaves <= o.leaves and (o.ord_type != LIMIT or new_price == o.price):
             # Reduce-only (fewer lots, same terms) takes risk away and is never
             # judged: a trader must be able to cut an order that limits
@@ -1473,8 +1510,9 @@ cdef class RiskEngine:
         Returns
         -------
         int
-            0, or ``UNKNOWN_ORDER`` / ``INVALID_QTY`` (not positive) /
-            ``INVALID_PRICE``, in which case nothing changed.
+            0, or ``UNKNOWN_ORDER`` / ``INVALID_QTY`` (not 1 to ``MAX_QTY``) /
+            ``INVALID_PRICE`` (not 1 to ``MAX_PRICE``), in which case nothing
+            changed. The position saturates at +-INT64_MAX lots (docs/risk.md).
         """
         return self.on_fill_c(order_key, qty, price)
 
@@ -1488,17 +1526,17 @@ cdef class RiskEngine:
         Returns
         -------
         int
-            0, or ``INVALID_QTY`` / ``INVALID_PRICE`` (not positive), or
-            ``INVALID_SIDE``, in which case nothing changed.
+            0, or ``INVALID_QTY`` / ``INVALID_PRICE`` (not 1 to ``MAX_QTY`` /
+            ``MAX_PRICE``), or ``INVALID_SIDE``, in which case nothing changed.
 
         Raises
         ------
         IndexError
             For an account or instrument index risk does not have.
         """
-        if qty <= 0:
+        if kx_outside(qty, C_MAX_QTY):
             return INVALID_QTY
-        if price <= 0:
+        if kx_outside(price, C_MAX_PRICE):
             return INVALID_PRICE
         if side != BUY and side != SELL and side != SELL_SHORT:
             return INVALID_SIDE
@@ -1664,6 +1702,11 @@ cdef class RiskEngine:
         template = _REASON_TEXT.get(reason, "rejected")
         if reason == MAX_ORDER_NOTIONAL and d.value == INT64_MAX:
             template = "price x quantity is too large to represent; check the price and quantity"
+        elif reason == MAX_NET_POSITION and d.value == INT64_MAX:
+            # (No limit may be set at all: the sum itself is what cannot be held.)
+            template = ("worst-case net position, working orders included, is too large to "
+                        "represent (2^63 lots or more)"
+                        + (", above the {layer} max_net_position {limit}" if d.layer else ""))
         account = self._name(self._account_names, d.account)
         symbol = self._name(self._instrument_names, d.instrument)
         session = self._name(self._session_names, d.session)

@@ -70,7 +70,7 @@ from ext.types cimport (
     VALUE_OUT_OF_RANGE, INVALID_ORDER_ID, UNKNOWN_INSTRUMENT,
     NO_ROUTE, VENUE_UNAVAILABLE, VENUE_CLOSED, NO_LIQUIDITY, REROUTE_LIMIT, INVALID_STRATEGY,
     INVALID_SCHEDULE, INVALID_STP_MODE, CANCEL_OLDEST, CANCEL_BOTH, ORDER_NOT_REPLACEABLE,
-    POST_ONLY_WOULD_CROSS,
+    POST_ONLY_WOULD_CROSS, C_MAX_PRICE, C_MAX_QTY,
 )
 
 cnp.import_array()
@@ -78,16 +78,15 @@ cnp.import_array()
 # ---------------------------------------------------------------- limits and units
 #: Largest price (ticks) and quantity (lots) the router accepts: the
 #: fee-adjusted comparison ``price * (1e6 + cbps)`` stays exact in int64.
-MAX_PRICE = 1 << 40
-MAX_QTY = 1 << 40
+#: (Defined once in ``types.pxd``; risk takes the same bounds.)
+MAX_PRICE = C_MAX_PRICE
+MAX_QTY = C_MAX_QTY
 #: Largest per-lot fee (fee units) and fee rate (cbps, 1e6 = 100%) in magnitude.
 MAX_FEE_PER_LOT = 1 << 40
 MAX_CBPS = 1_000_000
 #: Fee units per tick x lot.
 FEE_UNITS_PER_TICK = 10_000
 
-cdef int64_t C_MAX_PRICE = 1 << 40
-cdef int64_t C_MAX_QTY = 1 << 40
 cdef int64_t E6 = 1000000
 cdef int64_t NO_FEE = -(1 << 62)       # on_fill_c: "compute the fee from the schedule"
 

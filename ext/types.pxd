@@ -8,6 +8,24 @@ core agree without a translation table.
 """
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 
+# ---------------------------------------------------------------- value bounds
+# The largest quantity (lots) and price (ticks) the core takes, shared by the
+# router and risk: the router's fee-adjusted comparison ``price * (1e6 + cbps)``
+# stays exact in int64 up to these, and a risk sum of fills of at most 2^40
+# lots needs 2^23 of them to reach int64's bound (where it saturates). Python
+# sees them as ``ext.router.MAX_QTY``/``MAX_PRICE`` and ``ext.risk.MAX_QTY``/
+# ``MAX_PRICE``. C macros, not module variables, so that a check against them
+# compiles to a compare with a constant.
+cdef extern from *:
+    """
+    #ifndef KRONOS_MAX_QTY
+    #define KRONOS_MAX_QTY ((int64_t)1 << 40)
+    #define KRONOS_MAX_PRICE ((int64_t)1 << 40)
+    #endif
+    """
+    const int64_t C_MAX_QTY "KRONOS_MAX_QTY"
+    const int64_t C_MAX_PRICE "KRONOS_MAX_PRICE"
+
 # ---------------------------------------------------------------- order fields
 cpdef enum Side:
     BUY = 1

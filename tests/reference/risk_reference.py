@@ -1,9 +1,11 @@
 """Pure-Python reference model of the pre-trade risk engine (``ext/risk.pyx``).
 
 Written the way a competent Python developer would write it without Cython:
-dicts keyed by ints and tuples, a small dataclass per order, Python ints (so
-nothing can overflow), limits resolved per account and instrument once per
-(re)load. It takes the same config and the same calls as
+dicts keyed by ints and tuples, a small dataclass per order, Python ints,
+limits resolved per account and instrument once per (re)load. Where the core
+saturates a sum or a product at the int64 range (money, positions) the model
+clamps the exact value the same way (``_sat``, ``_sat_sym``, ``_mul``), so
+the two agree at the bounds too. It takes the same config and the same calls as
 ``ext.risk.RiskEngine`` and must return the same reason for every call, in
 the same check order (documented in ``docs/risk.md``). The property tests
 hold the Cython core to it and ``benchmarks/bench_risk.py`` uses it as the
@@ -17,9 +19,11 @@ from decimal import Decimal
 from fractions import Fraction
 
 from ext.instrument import Instrument
+from ext.risk import MAX_PRICE, MAX_QTY
 from ext.types import OrdType, RejectReason as R, Side
 
 INT64_MAX = 2**63 - 1
+INT64_MIN = -2**63
 NANO = 10**9
 MS = 10**6
 FLAG_LOCATE = 1
@@ -37,6 +41,24 @@ def _number(value) -> Fraction:
 
 def _floor(value: Fraction) -> int:
     return min(INT64_MAX, value.numerator // value.denominator)
+
+
+def _sat(value: int) -> int:
+    """A money sum as the core keeps it: saturated at the int64 range."""
+    return max(INT64_MIN, min(INT64_MAX, value))
+
+
+def _sat_sym(value: int) -> int:
+    """A position or realized P&L as the core keeps it: within +-INT64_MAX (symmetric)."""
+    return max(-INT64_MAX, min(INT64_MAX, value))
+
+
+def _mul(*factors: int) -> int:
+    """A product of non-negative factors, INT64_MAX when it does not fit (as kx_mul3)."""
+    product = 1
+    for factor in factors:
+        product *= factor
+    return min(INT64_MAX, product)
 
 
 def _tightest(candidates):
@@ -395,16 +417,16 @@ class RiskReference:
             return fail(R.INVALID_SIDE, 0, 0, side)
         if ord_type not in (OrdType.LIMIT, OrdType.MARKET):
             return fail(R.INVALID_ORD_TYPE, 0, 0, ord_type)
-        if qty <= 0 or leaves <= 0:
-            return fail(R.INVALID_QTY, 0, 0, qty)
+        if not 0 < qty <= MAX_QTY:      # (leaves is at least 1 where this is called)
+            return fail(R.INVALID_QTY, 0, MAX_QTY, qty)
         min_lots = self.grid[instrument].min_lots
         if qty < min_lots:
             return fail(R.BELOW_MIN_QTY, INSTRUMENT, min_lots, qty)
         if ord_type == OrdType.LIMIT:
             if price == 0:
                 return fail(R.PRICE_REQUIRED)
-            if price < 0:
-                return fail(R.INVALID_PRICE, 0, 0, price)
+            if price < 0 or price > MAX_PRICE:
+                return fail(R.INVALID_PRICE, 0, MAX_PRICE, price)
         if side == Side.SELL_SHORT:
             if not acfg["allow_short"]:
                 return fail(R.SHORT_SELL_NOT_ALLOWED, ACCOUNT)
@@ -432,7 +454,7 @@ class RiskReference:
                 return fail(R.STALE_REFERENCE_PRICE, age_layer, max_age, now_ns - ref_ns)
             band, band_layer = INT64_MAX, 0
             if bps_layer:
-                band, band_layer = ref * bps // 10000, bps_layer
+                band, band_layer = min(INT64_MAX, ref * bps // 10000), bps_layer
             if ticks_layer and ticks <= band:
                 band, band_layer = ticks, ticks_layer
             if ord_type == OrdType.LIMIT:
@@ -443,17 +465,17 @@ class RiskReference:
             # the highest price it may fill at: a buy limit's is its limit, a
             # sell limit's the band's upper edge (not below the limit, as it passed)
             if ord_type == OrdType.MARKET or side != Side.BUY:
-                value_price = ref + band
+                value_price = _sat(ref + band)
         elif side != Side.BUY:
             # an uncollared sell limit: at least the reference, if there is one (any age)
             value_price = max(price, self.ref.get(instrument, (0, 0))[0])
 
         mult = self.mult[instrument]
-        notional = qty * value_price * mult
+        notional = _mul(qty, value_price, mult)
         limit, layer = lim["max_order_notional"]
-        if notional > limit:
+        if notional > limit or notional == INT64_MAX:      # (the core: not representable)
             return fail(R.MAX_ORDER_NOTIONAL, layer, limit, notional)
-        leaves_notional = leaves * value_price * mult
+        leaves_notional = _mul(leaves, value_price, mult)
 
         if is_new:
             if not flags & FLAG_INTENDED_DUPLICATE:     # (earlier passes keep their windows)
@@ -475,10 +497,15 @@ class RiskReference:
             avail = cell.position - cell.open_sell
             if leaves > avail:
                 return fail(R.INSUFFICIENT_POSITION, ACCOUNT, max(avail, 0), leaves)
-        # largest long (every working buy filled) plus largest short (every working sell filled)
-        longest = cell.position + cell.open_buy + (leaves if side == Side.BUY else 0)
-        shortest = cell.open_sell + (leaves if side != Side.BUY else 0) - cell.position
-        gross = max(0, longest) + max(0, shortest)
+        # the side's working lots are an exact sum: refused rather than past int64
+        if leaves + (cell.open_buy if side == Side.BUY else cell.open_sell) > INT64_MAX:
+            limit, layer = lim["max_net_position"]
+            return fail(R.MAX_NET_POSITION, layer, limit, INT64_MAX)
+        # largest long (every working buy filled) plus largest short (every working sell
+        # filled), saturated as the core adds them
+        longest = _sat(_sat(cell.position + cell.open_buy) + (leaves if side == Side.BUY else 0))
+        shortest = _sat(_sat(cell.open_sell - cell.position) + (leaves if side != Side.BUY else 0))
+        gross = _sat(max(0, longest) + max(0, shortest))
         limit, layer = lim["max_gross_position"]
         if gross > limit:
             return fail(R.MAX_GROSS_POSITION, layer, limit, gross)
@@ -488,16 +515,22 @@ class RiskReference:
             return fail(R.MAX_NET_POSITION, layer, limit, net)
 
         if side != Side.SELL:
-            power = (acfg["cash"] + ast.cash_flow + acfg["credit"] - ast.reserved - 2 * ast.short_basis)
+            power = self._buying_power(acfg, ast)
             if leaves_notional > power:
                 return fail(R.INSUFFICIENT_BUYING_POWER, ACCOUNT, power, leaves_notional)
-        total = ast.traded_notional + ast.open_notional + leaves_notional
+        total = _sat(_sat(ast.traded_notional + ast.open_notional) + leaves_notional)
         if total > acfg["max_daily_notional"]:
             return fail(R.DAILY_NOTIONAL_LIMIT, ACCOUNT, acfg["max_daily_notional"], total)
-        total = self.firm_traded + self.firm_open_notional + leaves_notional
+        total = _sat(_sat(self.firm_traded + self.firm_open_notional) + leaves_notional)
         if total > self.firm_max_daily_notional:
             return fail(R.DAILY_NOTIONAL_LIMIT, FIRM, self.firm_max_daily_notional, total)
         return 0, value_price, leaves_notional
+
+    @staticmethod
+    def _buying_power(acfg: dict, ast: AccountState) -> int:
+        """Cash + cash flow + credit - reserved - 2 x short basis, saturated step by step."""
+        power = _sat(_sat(acfg["cash"] + ast.cash_flow) + acfg["credit"])
+        return _sat(_sat(power - ast.reserved) - _sat(2 * ast.short_basis))
 
     # ------------------------------------------------------------ exposure
     def _reserve(self, order: Order, notional: int, count: bool) -> None:
@@ -508,9 +541,9 @@ class RiskReference:
         else:
             cell.open_sell += order.leaves
         if order.side != Side.SELL:
-            ast.reserved += notional
-        ast.open_notional += notional
-        self.firm_open_notional += notional
+            ast.reserved = _sat(ast.reserved + notional)
+        ast.open_notional = _sat(ast.open_notional + notional)
+        self.firm_open_notional = _sat(self.firm_open_notional + notional)
         if count:
             cell.open_orders += 1
             ast.open_orders += 1
@@ -521,15 +554,15 @@ class RiskReference:
     def _release(self, order: Order, lots: int, count: bool) -> None:
         cell = self.cells[(order.account, order.instrument)]
         ast = self.acct[order.account]
-        part = lots * order.value_price * self.mult[order.instrument]
+        part = _mul(lots, order.value_price, self.mult[order.instrument])
         if order.side == Side.BUY:
             cell.open_buy -= lots
         else:
             cell.open_sell -= lots
         if order.side != Side.SELL:
-            ast.reserved -= part
-        ast.open_notional -= part
-        self.firm_open_notional -= part
+            ast.reserved = _sat(ast.reserved - part)
+        ast.open_notional = _sat(ast.open_notional - part)
+        self.firm_open_notional = _sat(self.firm_open_notional - part)
         if count:
             cell.open_orders -= 1
             ast.open_orders -= 1
@@ -544,9 +577,9 @@ class RiskReference:
         order = self.orders.get(order_key)
         if order is None:
             return int(R.UNKNOWN_ORDER)
-        if qty <= 0:
+        if not 0 < qty <= MAX_QTY:
             return int(R.INVALID_QTY)
-        if price <= 0:
+        if not 0 < price <= MAX_PRICE:
             return int(R.INVALID_PRICE)
         taken = min(qty, order.leaves)      # an overfill moves the position by all of it
         self._release(order, taken, False)
@@ -559,9 +592,9 @@ class RiskReference:
 
     def on_fill_done(self, account, instrument, side, qty, price):
         qty, price = operator.index(qty), operator.index(price)
-        if qty <= 0:
+        if not 0 < qty <= MAX_QTY:
             return int(R.INVALID_QTY)
-        if price <= 0:
+        if not 0 < price <= MAX_PRICE:
             return int(R.INVALID_PRICE)
         if side not in (Side.BUY, Side.SELL, Side.SELL_SHORT):
             return int(R.INVALID_SIDE)
@@ -571,30 +604,32 @@ class RiskReference:
     def _book_fill(self, account, instrument, side, qty, price):
         cell = self.cells.setdefault((account, instrument), Cell())
         ast = self.acct.setdefault(account, AccountState())
-        value = qty * price * self.mult[instrument]
-        ast.traded_notional += value
-        self.firm_traded += value
+        mult = self.mult[instrument]
+        value = _mul(qty, price, mult)
+        ast.traded_notional = _sat(ast.traded_notional + value)
+        self.firm_traded = _sat(self.firm_traded + value)
         short_before = cell.cost if cell.position < 0 else 0
         signed = qty if side == Side.BUY else -qty
-        ast.cash_flow += -value if side == Side.BUY else value
+        ast.cash_flow = _sat(ast.cash_flow + (-value if side == Side.BUY else value))
         pnl = 0
         if cell.position == 0 or (cell.position > 0) == (signed > 0):
-            cell.cost += value
-            cell.position += signed
+            cell.cost = _sat(cell.cost + value)
+            cell.position = _sat_sym(cell.position + signed)
         else:
             size = abs(cell.position)
             closed = min(qty, size)
             portion = cell.cost * closed // size
-            closed_value = closed * price * self.mult[instrument]
-            pnl = closed_value - portion if cell.position > 0 else portion - closed_value
+            closed_value = _mul(closed, price, mult)
+            pnl = _sat(closed_value - portion if cell.position > 0 else portion - closed_value)
             cell.cost -= portion
             cell.position += closed if signed > 0 else -closed
             if qty > closed:
-                cell.cost = (qty - closed) * price * self.mult[instrument]
+                cell.cost = _mul(qty - closed, price, mult)
                 cell.position = (qty - closed) if signed > 0 else -(qty - closed)
-        ast.realized_pnl += pnl
-        self.firm_realized += pnl
-        ast.short_basis += (cell.cost if cell.position < 0 else 0) - short_before
+        ast.realized_pnl = _sat_sym(ast.realized_pnl + pnl)
+        self.firm_realized = _sat_sym(self.firm_realized + pnl)
+        ast.short_basis = _sat(_sat(ast.short_basis - short_before)
+                               + (cell.cost if cell.position < 0 else 0))
 
     def on_cancel(self, order_key):
         order = self.orders.pop(order_key, None)
@@ -712,7 +747,7 @@ class RiskReference:
         return {"cash_flow": s.cash_flow, "reserved": s.reserved, "short_basis": s.short_basis,
                 "open_notional": s.open_notional, "open_orders": s.open_orders,
                 "traded_notional": s.traded_notional, "realized_pnl": s.realized_pnl,
-                "buying_power": cfg["cash"] + s.cash_flow + cfg["credit"] - s.reserved - 2 * s.short_basis}
+                "buying_power": self._buying_power(cfg, s)}
 
     def last_reject(self) -> dict:
         return dict(self.detail)
