@@ -390,11 +390,13 @@ class EngineService:
         return self.intake.endpoints + self.intake.plaintext_endpoints if self.intake else []
 
     def _fresh_config(self) -> Config:
-        """The configuration file read again, with every load-time check (ConfigError)."""
+        """The configuration file read again, with every load-time check (ConfigError) but
+        the resolution of host names: this runs on the event loop, which must not wait on
+        DNS, and the endpoints are not bound again (see ``load_config``'s ``resolve``)."""
         if self.config_path is None:
             raise ConfigError("started without a configuration file")
         return default_config() if self.config_path == DEFAULT_CONFIG else \
-            load_config(self.config_path)
+            load_config(self.config_path, resolve=False)
 
     def _reload_limits(self) -> dict:
         return risk_config(self._fresh_config(), self.venues.market.instruments)
