@@ -117,7 +117,8 @@ class Order(msgspec.Struct, gc=False, eq=False):
     collection traverses every tracked object made since the last one. So an
     order is a struct the collector does not track (``gc=False``: it cannot
     be part of a reference cycle, as it references only strings, numbers,
-    the untracked last report and its children), its stage path is a tuple
+    the untracked last report, its children and, until it is done, its
+    table's calendar, which holds order ids, not orders), its stage path is a tuple
     of plain ints (which the collector stops tracking the first time it
     sees it), and its one tracked object is the dict of its children. Identity is the order itself
     (``eq=False``): two orders with equal fields are still two orders.
