@@ -439,13 +439,19 @@ def _is_host(text: str) -> bool:
         and not labels[-1].isdigit()
 
 
-def load_config(path: str | os.PathLike) -> Config:
+def load_config(path: str | os.PathLike, *, resolve: bool = True) -> Config:
     """Read and check a configuration file.
 
     Parameters
     ----------
     path : str or PathLike
         The TOML file.
+    resolve : bool, optional
+        Resolve host names in the endpoints to compare the addresses they bind
+        (``getaddrinfo``, which may wait on DNS). A running engine re-reads the
+        file with False (a key reload, ReloadLimits, the checkpoint writer's
+        configuration): it binds nothing again, and its event loop must not
+        wait; names are then compared as written.
 
     Returns
     -------
@@ -466,10 +472,11 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
-    return parse_config(text, base_dir=path.parent, source=str(path))
+    return parse_config(text, base_dir=path.parent, source=str(path), resolve=resolve)
 
 
-def parse_config(text: str, *, base_dir: str | os.PathLike = ".", source: str = "<config>") -> Config:
+def parse_config(text: str, *, base_dir: str | os.PathLike = ".", source: str = "<config>",
+                 resolve: bool = True) -> Config:
     """Parse configuration text (see :func:`load_config`)."""
     try:
         raw = tomllib.loads(text)
@@ -486,7 +493,7 @@ def parse_config(text: str, *, base_dir: str | os.PathLike = ".", source: str = 
         # pass for one that commits in groups.
         raise ConfigError(f"{source}: 'journal.group_commit_us' is set, but it only applies to "
                           f"fsync = \"group\" and fsync is {config.journal.fsync!r}")
-    _check(config, source)
+    _check(config, source, resolve)
     return config
 
 
@@ -565,7 +572,7 @@ def trading_day(config: Config) -> TradingDay:
                          f"such as \"UTC\" or \"America/New_York\"") from None
 
 
-def _check(config: Config, source: str) -> None:
+def _check(config: Config, source: str, resolve: bool = True) -> None:
     intake, security = config.intake, config.security
 
     def fail(message: str) -> NoReturn:
@@ -657,7 +664,7 @@ def _check(config: Config, source: str) -> None:
             fail(f"'gateways[{i}].metrics_host': {gateway.metrics_host!r} is not an IP address "
                  f"or a host name (\"0.0.0.0\" binds every interface)")
     _check_history_store(config.history, gateway_configs, fail)
-    _check_binds(config, gateway_configs, fail)
+    _check_binds(config, gateway_configs, fail, resolve)
     venues = _check_sim(config.sim, fail)
     _check_risk_and_router(config, venues, fail)
 
@@ -690,7 +697,8 @@ def _binds(config: Config, gateway_configs: list) -> Iterator[tuple[str, str, st
             yield f"gateways[{i}].metrics_port", gateway.metrics_host, str(gateway.metrics_port)
 
 
-def _check_binds(config: Config, gateway_configs: list, fail: Callable[[str], NoReturn]) -> None:
+def _check_binds(config: Config, gateway_configs: list, fail: Callable[[str], NoReturn],
+                 resolve: bool = True) -> None:
     """Refuse two endpoints of the file that would bind one address.
 
     Found here, the clash is named by its two keys (exit 2) instead of
@@ -699,13 +707,13 @@ def _check_binds(config: Config, gateway_configs: list, fail: Callable[[str], No
     seen: list[tuple[str, str, str]] = []
     for key, host, port in _binds(config, gateway_configs):
         for other, other_host, other_port in seen:
-            if port == other_port and _same_address(host, other_host):
+            if port == other_port and _same_address(host, other_host, resolve):
                 where = f"the path {port}" if host == "ipc" else f"port {port}"
                 fail(f"'{key}': binds {where}, as '{other}' does; give each its own")
         seen.append((key, host, port))
 
 
-def _same_address(a: str, b: str) -> bool:
+def _same_address(a: str, b: str, resolve: bool = True) -> bool:
     """Whether two binds' hosts (``"ipc"`` for paths) take one address on a shared port.
 
     ``0.0.0.0`` and ``*`` take every IPv4 address; ``::`` every address,
@@ -720,16 +728,18 @@ def _same_address(a: str, b: str) -> bool:
         return True
     if {a, b} & {"*", "0.0.0.0"}:
         return ":" not in a + b
-    return bool(_ipv4_of(a) & _ipv4_of(b))
+    return bool(_ipv4_of(a, resolve) & _ipv4_of(b, resolve))
 
 
-def _ipv4_of(host: str) -> frozenset[str]:
-    """The IPv4 addresses ``host`` binds (itself when it is an address or does not resolve)."""
+def _ipv4_of(host: str, resolve: bool = True) -> frozenset[str]:
+    """The IPv4 addresses ``host`` binds (itself when it is an address, does not resolve, or
+    is not to be resolved)."""
     try:
         ipaddress.ip_address(host)
         return frozenset({host})
     except ValueError:
-        pass
+        if not resolve:
+            return frozenset({host})
     try:
         return frozenset(info[4][0] for info in socket.getaddrinfo(
             host, None, socket.AF_INET, socket.SOCK_STREAM)) or frozenset({host})

@@ -953,7 +953,7 @@ class Pipeline(Handler):
             return self._refuse_duplicate(session, order, ref_type, index)
         where = f"{ref_type} orders[{index}]" if index >= 0 else ref_type
         self._refuse(session, _RejectReason.ORDER_CAPACITY,
-                     f"{where}: the engine holds {len(self.orders.by_id)} orders, its [orders] "
+                     f"{where}: the engine holds {len(self.orders)} orders, its [orders] "
                      f"max_orders is {self.max_orders}: no new orders until a day roll forgets "
                      f"done ones or it restarts with a larger bound", "validate",
                      ref_type=ref_type, cl_ord_id=order.cl_ord_id)
@@ -1015,11 +1015,15 @@ class Pipeline(Handler):
     @property
     def order_table_full(self) -> bool:
         """Whether the order table holds ``max_orders`` (new orders are refused)."""
-        return len(self.orders.by_id) >= self.max_orders
+        return len(self.orders) >= self.max_orders
 
     def _capacity_refuses(self) -> bool:
-        """Whether the order table is full; logs its filling once at 90% and once when full."""
-        held = len(self.orders.by_id)
+        """Whether the order table is full; logs its filling once at 90% and once when full.
+
+        Called once ``by_id`` holds 90% of ``max_orders``: it holds at least
+        as many as the table counts (forgotten orders may not have left yet),
+        so the cheap look at it misses no filling."""
+        held = len(self.orders)
         full = self.order_table_full
         level = 2 if full else 1
         if level > self._capacity_logged:
@@ -1914,8 +1918,9 @@ class Pipeline(Handler):
 
     def roll_day(self, now: int) -> None:
         """A trading day ended: reset risk's daily counters, forget the orders done
-        ``keep_done_days`` rolls ago (``OrderTable.roll``), expire the working DAY orders
-        (:meth:`_expire_day_orders`), and journal where it happened.
+        ``keep_done_days`` rolls ago (``OrderTable.begin_roll``: at once for every lookup,
+        their entries leaving in steps, ``EngineService._forget_step``), expire the working
+        DAY orders (:meth:`_expire_day_orders`), and journal where it happened.
 
         Checked before anything that moves risk (a request, a venue report,
         the router's tick), so every fill counts in the day it happened, and
@@ -1926,11 +1931,11 @@ class Pipeline(Handler):
         self.last_roll_seq = self.journal.append_msg(_RecordKind.META, JournalDayRoll(
             day=day.isoformat(), keep_done_days=self.keep_done_days), ts_ns=now)
         self.day_started_at(now, rolled=True)
-        forgotten = self.orders.roll(self.keep_done_days)
+        forgotten = self.orders.begin_roll(self.keep_done_days)
         if len(self.orders) < self._capacity_check_at:
             self._capacity_logged = 0  # (the next filling is logged again)
         log.info("trading day %s begins: daily risk counters reset; %d done orders forgotten, "
-                 "%d held", day, len(forgotten), len(self.orders))
+                 "%d held", day, forgotten, len(self.orders))
         self._expire_day_orders(now)
 
     def watch_clock(self, now: int, first: bool = False) -> None:

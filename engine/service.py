@@ -44,6 +44,10 @@ DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.toml"
 #: ``/healthz`` answers 503 once the event loop has not run the router's tick
 #: (every 50 ms at most) for this long: a loop held up answers no client.
 LOOP_STALL_S = 2.0
+#: Entries (orders, client ids) one step takes out of the order table of what a day roll
+#: forgot (``OrderTable.forget_some``): a few milliseconds of the event loop however many
+#: the roll forgot (docs/engine.md, Operations).
+FORGET_STEP = 2_000
 
 
 def _freeze_after_full_collection(phase: str, info: dict) -> None:
@@ -134,6 +138,7 @@ class EngineService:
         self.metrics_server: MetricsServer | None = None
         self._ticker: asyncio.Task | None = None
         self._loop_seen = time.monotonic()  # the router tick's last run (_health)
+        self._forgetting = False  # (a chain of _forget_step calls is under way)
         self._gateway_watch: asyncio.Task | None = None
         #: a gateway's child being started again (``_watch_gateways``), off the loop
         self._reviving: asyncio.Future | None = None
@@ -390,11 +395,13 @@ class EngineService:
         return self.intake.endpoints + self.intake.plaintext_endpoints if self.intake else []
 
     def _fresh_config(self) -> Config:
-        """The configuration file read again, with every load-time check (ConfigError)."""
+        """The configuration file read again, with every load-time check (ConfigError) but
+        the resolution of host names: this runs on the event loop, which must not wait on
+        DNS, and the endpoints are not bound again (see ``load_config``'s ``resolve``)."""
         if self.config_path is None:
             raise ConfigError("started without a configuration file")
         return default_config() if self.config_path == DEFAULT_CONFIG else \
-            load_config(self.config_path)
+            load_config(self.config_path, resolve=False)
 
     def _reload_limits(self) -> dict:
         return risk_config(self._fresh_config(), self.venues.market.instruments)
@@ -574,6 +581,16 @@ class EngineService:
             log.warning("engine: could not start the checkpoint writer (%s); the next roll "
                         "tries again", exc)
 
+    def _forget_step(self) -> None:
+        """Take ``FORGET_STEP`` entries a day roll forgot out of the order table, then let
+        the loop run what is ready before the next step (``call_soon``): the roll
+        itself forgets in constant time (``OrderTable.begin_roll``), and taking out a
+        million orders at once held the loop about a second."""
+        if self.pipeline.orders.forget_some(FORGET_STEP):
+            self._loop.call_soon(self._forget_step)
+        else:
+            self._forgetting = False
+
     async def _tick(self) -> None:
         """Drive the router's clock: schedules, acknowledgement timeouts, reprices.
 
@@ -586,6 +603,9 @@ class EngineService:
             now = time.time_ns()
             self.pipeline.watch_clock(now)
             wake = self.pipeline.tick(now)
+            if self.pipeline.orders.leaving and not self._forgetting:
+                self._forgetting = True
+                self._loop.call_soon(self._forget_step)
             self._checkpoint_after_roll()
             delay = 0.05 if wake < 0 else min(max((wake - now) / 1e9, 0.001), 0.05)
             await asyncio.sleep(delay)

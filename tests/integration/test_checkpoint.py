@@ -23,6 +23,7 @@ from engine import checkpoint
 from engine.client import Client
 from engine.config import load_config
 from engine.history import _Account
+from engine.orders import _Calendar, _Day
 from engine.journal import JournalReader
 from engine.messages import ExecType
 from tests.integration.engine_harness import ThreadedEngine, engine_config, seen_at_resume
@@ -35,6 +36,8 @@ def whole_state(pipeline, recovered) -> dict:
     def order_state(order):
         fields = msgspec.structs.asdict(order)
         fields["children"] = {i: msgspec.structs.asdict(c) for i, c in order.children.items()}
+        # (A working order holds its own table's day, to be booked in when done.)
+        fields["calendar"] = order.calendar is pipeline.orders._calendar
         return fields
     return {
         "table": table_state(pipeline.orders),
@@ -71,7 +74,8 @@ def assert_exact(got, expected, where="state", shared=None) -> None:
     references twice ``got`` does too (one object, not two copies)."""
     shared = {} if shared is None else shared
     assert type(got) is type(expected), f"{where}: {type(got)} is not {type(expected)}"
-    if isinstance(expected, (msgspec.Struct, dict, list, collections.deque, set, _Account)):
+    if isinstance(expected, (msgspec.Struct, dict, list, collections.deque, set, _Account,
+                             _Calendar, _Day)):
         if id(expected) in shared:
             assert shared[id(expected)][0] is got, f"{where}: a copy of a shared object"
             return
@@ -79,8 +83,8 @@ def assert_exact(got, expected, where="state", shared=None) -> None:
     if isinstance(expected, msgspec.Struct):
         for name in expected.__struct_fields__:
             assert_exact(getattr(got, name), getattr(expected, name), f"{where}.{name}", shared)
-    elif isinstance(expected, _Account):
-        for name in _Account.__slots__:
+    elif isinstance(expected, (_Account, _Calendar, _Day)):
+        for name in type(expected).__slots__:
             assert_exact(getattr(got, name), getattr(expected, name), f"{where}.{name}", shared)
     elif isinstance(expected, dict):
         assert list(got) == list(expected), f"{where}: keys"

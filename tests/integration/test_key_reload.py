@@ -167,3 +167,24 @@ def test_the_reload_line_names_a_change_of_the_plaintext_rights(tmp_path, caplog
         assert engine.call(engine.service.reload_security)
     [line] = [r.getMessage() for r in caplog.records if "security reloaded" in r.getMessage()]
     assert line == "security reloaded: clients added [], removed [], changed ['plaintext']"
+
+
+def test_a_reload_on_the_loop_resolves_no_host_name(tmp_path, monkeypatch):
+    """The reload re-reads the whole file on the event loop: its bind check's getaddrinfo (a
+    host name in an endpoint) held every order while DNS answered."""
+    import socket
+
+    from tests.integration.engine_harness import ThreadedEngine
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal"))
+    with ThreadedEngine(path) as engine:
+        looked_up = []
+        real = socket.getaddrinfo
+        monkeypatch.setattr(socket, "getaddrinfo",
+                            lambda *a, **k: looked_up.append(a[0]) or real(*a, **k))
+        # (Port for port with the intake's 127.0.0.1: only a shared port is compared.)
+        path.write_text(path.read_text().replace("[metrics]\nport = 0",
+                                                 f'[metrics]\nhost = "localhost"\nport = {port}'))
+        assert engine.call(engine.service.reload_security)
+        assert looked_up == []

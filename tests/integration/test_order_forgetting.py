@@ -10,6 +10,7 @@ import time
 
 from engine.client import Client
 from engine.messages import ExecType, OrderStatusReply, Reject
+from engine.orders import Order, Stage
 from tests.integration.engine_harness import ThreadedEngine, engine_config, seen_at_resume
 
 
@@ -28,17 +29,22 @@ def report(client, cl_ord_id, exec_type):
 
 def table_state(table) -> dict:
     """What the order table holds, comparable between a live engine and a recovered one
-    (a refused order is recreated without the price and quantity it was refused for)."""
+    (a refused order is recreated without the price and quantity it was refused for):
+    what its lookups see, so forgotten entries that have not left yet
+    (``OrderTable.forget_some``) count as gone."""
+    held = [o for o in table.by_id.values() if not table._gone(o)]
     return {
         "orders": sorted((o.order_id, o.cl_ord_id, o.account, int(o.stage), o.cum_qty,
-                          o.done_roll, o.renames) for o in table.by_id.values()),
-        "ids": {account: sorted((cl_ord_id, o and o.order_id) for cl_ord_id, o in ids.items())
-                for account, ids in table._by_account.items() if ids},
-        "spent": [(roll, {a: sorted(ids) for a, ids in spent.items()})
-                  for roll, spent in table._spent_days]
-        + [("today", {a: sorted(ids) for a, ids in table._spent_today.items()})],
-        "rolls": table.rolls, "next_order_id": table.next_order_id,
-        "accounts_forgotten": sorted(table.accounts_forgotten),
+                          o.done_roll, o.renames) for o in held),
+        # (A spent id by the roll that ends the day it was spent in.)
+        "ids": {account: sorted((cl_ord_id, o.order_id if isinstance(o, Order) else -o.roll)
+                                for cl_ord_id, o in ids.items() if not table._gone(o))
+                for account, ids in table._by_account.items()
+                if any(not table._gone(o) for o in ids.values())},
+        "rolls": table.rolls, "next_order_id": table.next_order_id, "held": len(table),
+        "accounts_forgotten": sorted(table.accounts_forgotten | {
+            o.account for o in table.by_id.values()
+            if table._gone(o) and o.stage != Stage.REJECTED}),
     }
 
 
@@ -308,3 +314,34 @@ def test_an_id_sent_again_after_its_unanswered_command_takes_the_new_terms(tmp_p
         pipeline.orders.find("DEMO1", "x")))
     with ThreadedEngine(path):
         assert seen == [terms]                      # not 3 at 45.00
+
+
+def test_the_service_takes_forgotten_orders_out_in_steps_off_the_roll(tmp_path, monkeypatch):
+    """The roll forgets at once; the service's tick starts the steps that take the entries
+    out (``EngineService._forget_step``, FORGET_STEP a call, the loop free between)."""
+    from engine import service as service_module
+
+    monkeypatch.setattr(service_module, "FORGET_STEP", 1)
+    steps = []
+    real = service_module.EngineService._forget_step
+    monkeypatch.setattr(service_module.EngineService, "_forget_step",
+                        lambda self: steps.append(1) or real(self))
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+        for i in range(5):
+            client.new_order("ZZZ", "buy", "1", "1.00", account="DEMO1", cl_ord_id=f"z{i}")
+            report(client, f"z{i}", ExecType.REJECTED)
+        engine.call(lambda: pipeline.roll_day(time.time_ns()))
+
+        def second_roll():
+            pipeline.roll_day(time.time_ns())
+            return len(pipeline.orders), len(pipeline.orders.by_id)
+        assert engine.call(second_roll) == (0, 5)           # forgotten, not taken out yet
+        assert not status(client, "z0").found               # gone before it left the dicts
+        deadline = time.monotonic() + 5
+        while engine.call(lambda: pipeline.orders.leaving) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.call(lambda: (len(pipeline.orders.by_id), pipeline.orders.ids_held())) \
+            == (0, 0)
+        assert len(steps) >= 5

@@ -219,3 +219,19 @@ def test_a_byte_order_mark_is_read_past(tmp_path):
     path = tmp_path / "engine.toml"
     path.write_bytes(b"\xef\xbb\xbf" + PLAIN.encode())
     assert load_config(path).intake.allow_plaintext
+
+
+def test_a_reread_compares_host_names_as_written_and_never_resolves(monkeypatch):
+    """A running engine re-reads its file on the event loop (a key reload, ReloadLimits, the
+    checkpoint writer's configuration): getaddrinfo there held the loop while DNS answered."""
+    import socket
+
+    snippet = '[metrics]\nhost = "localhost"\nport = 7002\n'
+    looked_up = []
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: looked_up.append(a) or real(*a, **k))
+    parse_config(PLAIN + snippet, source="engine.toml", resolve=False)
+    assert looked_up == []
+    with pytest.raises(ConfigError, match="binds port 7002"):
+        parse_config(PLAIN + snippet, source="engine.toml")
+    assert looked_up

@@ -5,7 +5,7 @@ counted them all, so an engine refused every new order once it had taken that ma
 its life, and its memory only grew.
 """
 from engine.messages import NewOrder
-from engine.orders import OrderTable, Stage
+from engine.orders import Order, OrderTable, Stage
 from engine.recovery import _awaiting_first_report
 
 
@@ -140,3 +140,110 @@ def test_recovery_keeps_only_the_last_new_order_commands_orders_for_their_first_
     _awaiting_first_report(new_orders, [first, twin, other])
     assert new_orders == {("ACC1", "x"): first, ("ACC2", "x"): other}
     assert new_orders[("ACC1", "x")] is first
+
+
+def busy_day(table, n=300, prefix=""):
+    """``n`` orders on two accounts: a third canceled by a request (an id spent that then
+    names the order), a third refused, a third still working; and ids spent for nothing."""
+    working = []
+    for i in range(n):
+        o = order(table, f"{prefix}o{i}", f"ACC{i % 2}")
+        if i % 3 == 0:
+            assert table.reserve(o.account, f"{prefix}c{i}")
+            table.alias(o, f"{prefix}c{i}")
+            finish(o)
+        elif i % 3 == 1:
+            o.reject(10, "no", 0)
+        else:
+            for step in (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED):
+                o.advance(step, 0)
+            working.append(o)
+        if i % 10 == 0:
+            assert table.reserve(o.account, f"{prefix}spent{i}")
+    return working
+
+
+def view(table):
+    """Everything the table's lookups answer, and what it physically holds."""
+    return ({o.order_id: (o.cl_ord_id, o.done_roll, int(o.stage)) for o in table.by_id.values()},
+            {a: {c: (o.order_id if isinstance(o, Order) else ("spent", o.roll))
+                 for c, o in ids.items()} for a, ids in table._by_account.items()},
+            len(table), table.rolls, sorted(table.accounts_forgotten))
+
+
+def test_a_roll_forgets_at_once_and_takes_out_in_bounded_steps_to_the_one_shot_state():
+    """Taking a million forgotten orders out at the roll held the event loop about a
+    second: begin_roll forgets in constant time, forget_some takes out a bounded number
+    of entries per call, and the table ends as the one-shot roll leaves it."""
+    stepped, one_shot = OrderTable(), OrderTable()
+    for table in (stepped, one_shot):
+        working = busy_day(table)
+        table.roll(1)
+        for o in working[::2]:
+            o.advance(Stage.FILLED, 0)                   # done on the day after
+        busy_day(table, 30, "next")
+    one_shot.roll(1)
+    held_before = len(stepped.by_id) + stepped.ids_held()
+    forgotten = stepped.begin_roll(1)
+    assert forgotten == 200 and len(stepped) == len(one_shot)
+    # Gone for every lookup before anything left the dicts.
+    assert stepped.find("ACC0", "o0") is None and not stepped.used("ACC0", "o0")
+    assert not stepped.used("ACC0", "c0") and not stepped.used("ACC0", "spent0")
+    assert stepped.find("ACC0", "o2") is not None          # working: kept
+    assert len(stepped.by_id) + stepped.ids_held() == held_before
+    steps = 0
+    while True:
+        before = len(stepped.by_id) + stepped.ids_held()
+        more = stepped.forget_some(25)
+        # (A step of 25 looks at 25 orders or listed ids: an order leaves by_id and its id.)
+        assert before - (len(stepped.by_id) + stepped.ids_held()) <= 2 * 25
+        steps += 1
+        if not more:
+            break
+    assert steps > 10 and not stepped.leaving
+    assert view(stepped) == view(one_shot)
+
+
+def test_an_order_done_after_the_roll_before_its_entries_left_is_kept_its_full_time():
+    """The marking was a walk at the roll: an incremental walk would have taken an order
+    done after the roll for one done before it, and forgotten it a day early."""
+    table = OrderTable()
+    busy_day(table)
+    late = order(table, "late")
+    for step in (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED):
+        late.advance(step, 0)
+    table.roll(1)
+    assert table.begin_roll(1) > 0 and table.leaving
+    late.advance(Stage.CANCELED, 0)                      # done in day 3, mid-sweep
+    assert late.done_roll == 3
+    while table.forget_some(7):
+        pass
+    table.roll(1)
+    assert table.find("ACC1", "late") is late            # kept all of day 4
+    table.roll(1)
+    assert table.find("ACC1", "late") is None
+
+
+def test_a_roll_while_entries_are_leaving_takes_them_out_first():
+    table = OrderTable()
+    busy_day(table)
+    table.roll(1)
+    table.begin_roll(1)
+    assert table.leaving
+    table.begin_roll(1)
+    assert all(table._gone(o) is False for o in table.by_id.values())
+    assert len(table) == len(table.by_id)
+
+
+def test_the_working_orders_are_known_without_a_walk_of_the_table():
+    """The day roll's expiry of DAY orders walked the whole table for its working orders
+    (half a second a million orders): the table keeps their ids as they are routed and
+    done, and gives them oldest first, as the walk did."""
+    table = OrderTable()
+    working = busy_day(table)
+    table.roll(1)
+    later = busy_day(table, 30, "next")
+    working[1].advance(Stage.PARTIALLY_FILLED, 0)
+    working[2].advance(Stage.EXPIRED, 0)
+    walk = [o for o in table.by_id.values() if o.stage in (Stage.ROUTED, Stage.PARTIALLY_FILLED)]
+    assert table.working() == walk and len(walk) == len(working) + len(later) - 1
