@@ -46,6 +46,8 @@ from ext.textcheck import TextKind, matches
 from ext.types import CancelReason, OrdStatus, RejectReason, Side, TimeInForce
 
 log = logging.getLogger(__name__)
+#: The highest fill price a venue can report (half-ticks): the router's and risk's bound.
+_MAX_PX_X2 = 2 * ROUTER_MAX_PRICE
 
 # Per-order code reads enum members through plain-class copies: on Python 3.11
 # an Enum class attribute lookup is slow (see engine.messages.members).
@@ -1505,11 +1507,12 @@ class Pipeline(Handler):
                       order.stage.name)
             return
         qty, px_x2 = report.last_qty, report.price_x2
-        if not 0 < qty <= ROUTER_MAX_QTY:
-            # Not a trade but a venue adapter's fault (the router refuses it too):
-            # booked, it could wrap risk's int64 position.
-            log.error("venue %s reported a fill of %d lots for child %d: refused (not from "
-                      "1 to %d lots)", venue, qty, child_id, ROUTER_MAX_QTY)
+        if not (0 < qty <= ROUTER_MAX_QTY and 0 < px_x2 <= _MAX_PX_X2):
+            # Not a trade but a venue adapter's fault, which the router and risk
+            # refuse too: booked here alone, the order would disagree with both.
+            log.error("venue %s reported a fill of %d lots at %d half-ticks for child %d: "
+                      "refused (not from 1 to %d lots, or not from 1 to %d half-ticks)",
+                      venue, qty, px_x2, child_id, ROUTER_MAX_QTY, _MAX_PX_X2)
             return
         order.fill(qty, px_x2, now)
         child = order.children.get(child_id)

@@ -112,6 +112,11 @@ def test_a_venue_overfill_is_booked_everywhere_and_flagged(tmp_path, caplog):
         # trade: refused, nothing booked (booked, it could wrap risk's position).
         venue_fill(engine, cid, (2**62, 100, 2 * 4800))
         assert position() == before and status(client, "over").report.cum_qty == "0"
+        # So is a fill priced past the 2^40 ticks they take (or at none): the order
+        # would hold a fill the router and risk refused.
+        for px_x2 in (2**41 + 1, 0):
+            venue_fill(engine, cid, (5, 95, px_x2))
+            assert position() == before and status(client, "over").report.cum_qty == "0"
 
         # The venue says it filled 130 of the child's 100 and still works 5, and fills 3
         # of those before the engine's cancel of them reaches it (one turn of the loop:
