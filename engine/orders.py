@@ -18,11 +18,11 @@ from __future__ import annotations
 import collections
 import enum
 from collections.abc import Iterator
-import time
 
 import msgspec
 
 from engine.messages import ExecType, ExecutionReport, OrdStatus, OrdType, TimeInForce, reject_name
+from ext import reports as _reports
 from ext.instrument import Instrument
 
 
@@ -286,40 +286,11 @@ def avg_px(inst: Instrument, notional_x2: int, cum_qty: int) -> str | None:
     return inst.avg_px(notional_x2, cum_qty)
 
 
-def execution_report(order: Order, inst: Instrument, exec_type: ExecType, *,
-                     last_qty: int = 0, last_px_x2: int = 0, venue: str | None = None,
-                     exec_id: str | None = None, orig_cl_ord_id: str | None = None,
-                     reason: int = 0, text: str | None = None,
-                     cl_ord_id: str | None = None,
-                     price_sent: str | None = None) -> ExecutionReport:
-    """The order's current state as an ``ExecutionReport``.
-
-    ``qty`` is the quantity in force, so ``qty == cum_qty + leaves_qty``
-    holds: once the order is done without filling in full, the quantity in
-    force is what filled. ``cl_ord_id`` overrides the order's own: a refused
-    cancel or replace is reported under the request's id. ``price_sent`` is
-    the report's ``price`` when the order holds none: the client's own text
-    of a new order refused before its price became ticks (off the tick, say),
-    which the caller has checked is a decimal string.
-    """
-    cum = order.cum_qty
-    stage = order.stage
-    leaves = 0 if stage in TERMINAL else order.qty - cum
-    lots = inst.lots_to_qty
-    price = order.price
-    # Positional, in ExecutionReport's field order: two reports or more per
-    # order, and a keyword call costs a microsecond more each
-    # (tests/unit/engine/test_orders.py checks every field).
-    return ExecutionReport(
-        str(order.order_id), cl_ord_id or order.cl_ord_id, order.account, order.symbol, order.side,
-        exec_type, _STATUS[stage], lots(cum + leaves), lots(cum), lots(leaves),
-        orig_cl_ord_id, exec_id, order.ord_type,
-        inst.ticks_to_price(price) if price else price_sent,
-        inst.avg_px(order.notional_x2, cum),
-        lots(last_qty) if last_qty else None,
-        inst.half_ticks_to_price(last_px_x2) if last_qty else None,
-        venue, int(reason), reject_name(reason) if reason else None, text,
-        transact_time=time.time_ns())
+# Built in C (ext/reports.pyx, which says why); tests/reference/report_reference.py
+# keeps it in Python, and the tests compare the two.
+_reports.configure(ExecutionReport, Order, tuple(_STATUS[stage] for stage in Stage),
+                   tuple(stage in TERMINAL for stage in Stage), reject_name)
+execution_report = _reports.execution_report
 
 
 class OrderTable:

@@ -1,0 +1,161 @@
+"""Execution reports built in C: the order's state read from its slots, the decimals
+formatted by ``ext.instrument`` without a Python call, one call of the report's type.
+
+Every order sends two reports or more. In Python, ``engine.orders.execution_report``
+cost about 10k instructions a report (callgrind): half of it the call itself (nine
+keyword-only defaults, each looked up in a dict on every call in 3.11), eleven
+attribute reads on the order, six method calls into ``ext.instrument`` through
+their Python wrappers, ``str`` of the order id and the report's keyword call.
+Here the order's fields are read at their slots' offsets (``Order`` is a msgspec
+struct: each field is a slot named by a member descriptor), the instrument's
+``cpdef`` methods are called as C functions, and the report is made with one
+vectorcall.
+
+The rules are ``engine.orders``' (its ``execution_report`` is this function):
+``configure`` hands over the report's type, the order's type, the ``OrdStatus``
+and whether it is done for each ``Stage`` (by its int), and ``reject_name``.
+``tests/reference/report_reference.py`` keeps the Python version, which the
+tests compare with over random orders.
+"""
+from cpython.object cimport PyObject
+from cpython.unicode cimport PyUnicode_DecodeASCII
+from libc.stdint cimport int64_t, uint64_t
+
+import time as _time
+
+from ext.instrument cimport Instrument
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, object kwnames)
+    ctypedef struct PyTypeObject:
+        pass
+    bint PyObject_TypeCheck(object o, PyTypeObject* t)
+    bint PyLong_CheckExact(object o)
+    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
+
+
+cdef enum:
+    N_POSITIONAL = 21       # ExecutionReport's own fields, in order; transact_time by keyword
+
+
+# The order's fields read here, by name (their offsets: configure).
+_FIELDS = ("order_id", "cl_ord_id", "account", "symbol", "side", "ord_type", "qty", "price",
+           "cum_qty", "notional_x2", "stage")
+cdef enum:
+    F_ORDER_ID, F_CL_ORD_ID, F_ACCOUNT, F_SYMBOL, F_SIDE, F_ORD_TYPE, F_QTY, F_PRICE, \
+        F_CUM_QTY, F_NOTIONAL_X2, F_STAGE, N_FIELDS
+
+cdef Py_ssize_t _offsets[N_FIELDS]
+cdef object _report_cls = None
+cdef object _order_cls = None
+cdef tuple _status = ()
+cdef tuple _terminal = ()
+cdef object _reject_name = None
+cdef tuple _kwnames = ("transact_time",)
+
+
+def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name):
+    """Set the types and tables :func:`execution_report` follows (``engine.orders`` does, once).
+
+    ``status[stage]`` is the ``OrdStatus`` of an order at ``Stage`` ``stage`` and
+    ``terminal[stage]`` whether it is done; ``reject_name(code)`` names a reason.
+    """
+    global _report_cls, _order_cls, _status, _terminal, _reject_name
+    for i, name in enumerate(_FIELDS):
+        member = getattr(order_cls, name)
+        if type(member).__name__ != "member_descriptor":
+            raise TypeError(f"{order_cls.__name__}.{name} is not a struct field")
+        _offsets[i] = (<PyMemberDescrObject*><PyObject*>member).d_member.offset
+    if len(status) != len(terminal):
+        raise ValueError("status and terminal must cover the same stages")
+    _report_cls, _order_cls, _status, _terminal = report_cls, order_cls, status, terminal
+    _reject_name = reject_name
+
+
+cdef inline object _field(object order, int field):
+    # A borrowed slot, as a new reference (Cython's cast takes one).
+    cdef PyObject* value = (<PyObject**>(<char*><PyObject*>order + _offsets[field]))[0]
+    if value == NULL:
+        raise AttributeError(_FIELDS[field])
+    return <object>value
+
+
+cdef object _decimal(object n):
+    """``str(n)`` of an int, without the generic conversion for one in int64."""
+    cdef int overflow = 0
+    cdef long long x
+    if not PyLong_CheckExact(n):
+        return str(n)
+    x = PyLong_AsLongLongAndOverflow(n, &overflow)
+    if overflow or x < 0:
+        return str(n)
+    cdef char buf[24]
+    cdef int i = 24
+    cdef uint64_t u = <uint64_t>x
+    while True:
+        i -= 1
+        buf[i] = <char>(48 + u % 10)
+        u //= 10
+        if u == 0:
+            break
+    return PyUnicode_DecodeASCII(buf + i, 24 - i, NULL)
+
+
+def execution_report(order, Instrument inst not None, exec_type, *, int64_t last_qty=0,
+                     int64_t last_px_x2=0, venue=None, exec_id=None, orig_cl_ord_id=None,
+                     reason=0, text=None, cl_ord_id=None, price_sent=None):
+    """The order's current state as an ``ExecutionReport``.
+
+    ``qty`` is the quantity in force, so ``qty == cum_qty + leaves_qty``
+    holds: once the order is done without filling in full, the quantity in
+    force is what filled. ``cl_ord_id`` overrides the order's own: a refused
+    cancel or replace is reported under the request's id. ``price_sent`` is
+    the report's ``price`` when the order holds none: the client's own text
+    of a new order refused before its price became ticks (off the tick, say),
+    which the caller has checked is a decimal string. ``last_qty`` and
+    ``last_px_x2`` (half-ticks) describe a fill; ``reason`` a refusal.
+    """
+    if _report_cls is None:
+        raise RuntimeError("ext.reports.configure was not called")
+    if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
+        raise TypeError(f"execution_report needs an order, not {type(order).__name__}")
+    cdef object stage = _field(order, F_STAGE)
+    cdef Py_ssize_t s = stage
+    if not 0 <= s < len(_status):
+        raise ValueError(f"order {_field(order, F_ORDER_ID)} has no stage {s}")
+    cdef int64_t cum = _field(order, F_CUM_QTY)
+    cdef int64_t leaves = 0 if _terminal[s] else <int64_t>_field(order, F_QTY) - cum
+    cdef int64_t price = _field(order, F_PRICE)
+    cdef int64_t code = reason
+    # The report's fields, each held here while the array below points at them.
+    cdef object f0 = _decimal(_field(order, F_ORDER_ID))
+    cdef object f1 = cl_ord_id if cl_ord_id else _field(order, F_CL_ORD_ID)
+    cdef object f2 = _field(order, F_ACCOUNT)
+    cdef object f3 = _field(order, F_SYMBOL)
+    cdef object f4 = _field(order, F_SIDE)
+    cdef object f6 = _status[s]
+    cdef object f7 = inst.lots_to_qty(cum + leaves)
+    cdef object f8 = inst.lots_to_qty(cum)
+    cdef object f9 = inst.lots_to_qty(leaves)
+    cdef object f12 = _field(order, F_ORD_TYPE)
+    cdef object f13 = inst.ticks_to_price(price) if price else price_sent
+    cdef object f14 = inst.avg_px(_field(order, F_NOTIONAL_X2), cum)
+    cdef object f15 = inst.lots_to_qty(last_qty) if last_qty else None
+    cdef object f16 = inst.half_ticks_to_price(last_px_x2) if last_qty else None
+    cdef object f18 = code
+    cdef object f19 = _reject_name(reason) if code else None
+    cdef object now = _time.time_ns()
+    cdef PyObject* args[N_POSITIONAL + 1]
+    args[0], args[1], args[2], args[3] = <PyObject*>f0, <PyObject*>f1, <PyObject*>f2, <PyObject*>f3
+    args[4], args[5], args[6] = <PyObject*>f4, <PyObject*>exec_type, <PyObject*>f6
+    args[7], args[8], args[9] = <PyObject*>f7, <PyObject*>f8, <PyObject*>f9
+    args[10], args[11], args[12] = <PyObject*>orig_cl_ord_id, <PyObject*>exec_id, <PyObject*>f12
+    args[13], args[14], args[15], args[16] = <PyObject*>f13, <PyObject*>f14, <PyObject*>f15, <PyObject*>f16
+    args[17], args[18], args[19], args[20] = <PyObject*>venue, <PyObject*>f18, <PyObject*>f19, <PyObject*>text
+    args[21] = <PyObject*>now
+    return PyObject_Vectorcall(_report_cls, args, N_POSITIONAL, _kwnames)

@@ -1,0 +1,50 @@
+"""The compiled execution report (ext.reports, engine.orders.execution_report) is the Python
+one's (tests/reference/report_reference.py): every field, over random orders and arguments."""
+import msgspec
+import pytest
+from hypothesis import given, strategies as st
+
+from engine.messages import ExecType, OrdType, RejectReason, Side
+from engine.orders import Order, Stage, execution_report
+from ext.instrument import Instrument
+from tests.reference.report_reference import execution_report as reference_report
+
+INSTRUMENTS = [Instrument("A", "0.01", "1"), Instrument("B", "0.25", "100"),
+               Instrument("C", "0.0001", "0.001")]
+
+lots = st.integers(0, 2**40)
+orders = st.builds(
+    Order, order_id=st.integers(0, 2**62) | st.sampled_from([0, 9, 10, 99, 100]),
+    cl_ord_id=st.text(min_size=1, max_size=20), session_id=st.just("S"),
+    account=st.text(max_size=8), symbol=st.text(max_size=8),
+    side=st.sampled_from(list(Side)), ord_type=st.sampled_from(list(OrdType)),
+    tif=st.integers(0, 3), price=st.integers(0, 2**40), qty=lots, created_ns=st.just(1))
+kwargs = st.fixed_dictionaries({}, optional={
+    "last_qty": lots, "last_px_x2": st.integers(0, 2**41),
+    "venue": st.none() | st.text(max_size=6), "exec_id": st.none() | st.text(max_size=6),
+    "orig_cl_ord_id": st.none() | st.text(max_size=6),
+    "reason": st.sampled_from([0, 1, 17, 999]) | st.sampled_from(list(RejectReason)),
+    "text": st.none() | st.text(max_size=30), "cl_ord_id": st.none() | st.text(max_size=6),
+    "price_sent": st.none() | st.just("1.5")})
+
+
+@given(order=orders, inst=st.sampled_from(INSTRUMENTS), exec_type=st.sampled_from(list(ExecType)),
+       stage=st.sampled_from(list(Stage)), cum=lots, notional_x2=st.integers(0, 2**90),
+       kw=kwargs)
+def test_the_compiled_report_is_the_python_one(order, inst, exec_type, stage, cum, notional_x2,
+                                               kw):
+    order.stage, order.cum_qty, order.notional_x2 = stage, cum, notional_x2
+    got = execution_report(order, inst, exec_type, **kw)
+    expected = reference_report(order, inst, exec_type, **kw)
+    assert got.transact_time >= expected.transact_time - 10**9  # (its own clock read)
+    assert msgspec.structs.replace(got, transact_time=0) == \
+        msgspec.structs.replace(expected, transact_time=0)
+    assert type(got.reject_reason) is int
+
+
+def test_it_refuses_what_is_not_an_order():
+    with pytest.raises(TypeError):
+        execution_report(object(), INSTRUMENTS[0], ExecType.NEW)
+    order = Order(1, "c", "S", "a", "A", 1, 2, 0, 100, 5, 1)
+    with pytest.raises(TypeError):
+        execution_report(order, None, ExecType.NEW)
