@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import msgspec
 
 from engine.messages import ExecType, ExecutionReport, OrdStatus, OrdType, TimeInForce, reject_name
-from ext import reports as _reports
+from ext import orderstate as _orderstate
 from ext.instrument import Instrument
 
 
@@ -219,19 +219,7 @@ class Order(msgspec.Struct, gc=False, eq=False):
         """Filled, canceled, rejected or expired."""
         return self.stage in TERMINAL
 
-    def advance(self, stage: Stage, now_ns: int) -> None:
-        """Move to ``stage``.
-
-        Raises
-        ------
-        IllegalTransition
-            If the state machine does not allow it.
-        """
-        if stage not in _ALLOWED.get(self.stage, ()):
-            raise IllegalTransition(f"order {self.order_id} ({self.cl_ord_id}): "
-                                    f"{self.stage.name} -> {stage.name}")
-        self.stage = stage
-        self.path += (int(stage), now_ns)
+    # advance(stage, now_ns): the move to ``stage``, or IllegalTransition; in C, set below.
 
     def reject(self, reason: int, text: str, now_ns: int) -> None:
         """Refuse the order before it was routed."""
@@ -286,11 +274,14 @@ def avg_px(inst: Instrument, notional_x2: int, cum_qty: int) -> str | None:
     return inst.avg_px(notional_x2, cum_qty)
 
 
-# Built in C (ext/reports.pyx, which says why); tests/reference/report_reference.py
+# Built in C (ext/orderstate.pyx, which says why); tests/reference/report_reference.py
 # keeps it in Python, and the tests compare the two.
-_reports.configure(ExecutionReport, Order, tuple(_STATUS[stage] for stage in Stage),
-                   tuple(stage in TERMINAL for stage in Stage), reject_name)
-execution_report = _reports.execution_report
+_orderstate.configure(ExecutionReport, Order, tuple(_STATUS[stage] for stage in Stage),
+                      tuple(stage in TERMINAL for stage in Stage), reject_name,
+                      {int(a): frozenset(int(b) for b in to) for a, to in _ALLOWED.items()},
+                      IllegalTransition)
+execution_report = _orderstate.execution_report
+Order.advance = _orderstate.advance
 
 
 class OrderTable:

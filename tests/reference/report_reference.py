@@ -1,11 +1,12 @@
-"""Pure-Python reference of ``ext/reports.pyx``: ``engine.orders.execution_report`` as it
-was written in Python, which the tests hold the compiled one to (same report, every field)."""
+"""Pure-Python reference of ``ext/orderstate.pyx``: ``engine.orders.execution_report`` and
+``Order.advance`` as they were written in Python, which the tests hold the compiled ones to
+(the same report, every field; the same stage, path and refusals)."""
 from __future__ import annotations
 
 import time
 
 from engine.messages import ExecType, ExecutionReport, reject_name
-from engine.orders import _STATUS, TERMINAL, Order
+from engine.orders import _ALLOWED, _STATUS, TERMINAL, IllegalTransition, Order, Stage
 from ext.instrument import Instrument
 
 
@@ -43,3 +44,12 @@ def execution_report(order: Order, inst: Instrument, exec_type: ExecType, *,
         inst.half_ticks_to_price(last_px_x2) if last_qty else None,
         venue, int(reason), reject_name(reason) if reason else None, text,
         transact_time=time.time_ns())
+
+
+def advance(order: Order, stage: Stage, now_ns: int) -> None:
+    """Move to ``stage`` (``Order.advance``), or raise IllegalTransition."""
+    if stage not in _ALLOWED.get(order.stage, ()):
+        raise IllegalTransition(f"order {order.order_id} ({order.cl_ord_id}): "
+                                f"{order.stage.name} -> {stage.name}")
+    order.stage = stage
+    order.path += (int(stage), now_ns)

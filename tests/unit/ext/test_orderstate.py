@@ -1,12 +1,14 @@
-"""The compiled execution report (ext.reports, engine.orders.execution_report) is the Python
-one's (tests/reference/report_reference.py): every field, over random orders and arguments."""
+"""The compiled order steps (ext.orderstate: engine.orders.execution_report, Order.advance)
+are the Python ones (tests/reference/report_reference.py): every field of the report over
+random orders and arguments, the same stage and path, or the same refusal, for every move."""
 import msgspec
 import pytest
 from hypothesis import given, strategies as st
 
 from engine.messages import ExecType, OrdType, RejectReason, Side
-from engine.orders import Order, Stage, execution_report
+from engine.orders import IllegalTransition, Order, Stage, execution_report
 from ext.instrument import Instrument
+from tests.reference.report_reference import advance as reference_advance
 from tests.reference.report_reference import execution_report as reference_report
 
 INSTRUMENTS = [Instrument("A", "0.01", "1"), Instrument("B", "0.25", "100"),
@@ -48,3 +50,31 @@ def test_it_refuses_what_is_not_an_order():
     order = Order(1, "c", "S", "a", "A", 1, 2, 0, 100, 5, 1)
     with pytest.raises(TypeError):
         execution_report(order, None, ExecType.NEW)
+
+
+def _outcome(step, order, stage, now):
+    try:
+        step(order, stage, now)
+    except IllegalTransition as exc:
+        return str(exc)
+    return None
+
+
+@given(moves=st.lists(st.tuples(st.sampled_from(list(Stage)), st.integers(0, 2**64)),
+                      max_size=12))
+def test_every_move_is_the_python_one(moves):
+    ours, theirs = (Order(7, "c", "S", "a", "A", 1, 2, 0, 100, 5, 1) for _ in range(2))
+    for stage, now in moves:
+        assert _outcome(Order.advance, ours, stage, now) == \
+            _outcome(reference_advance, theirs, stage, now)
+        assert (ours.stage, ours.path) == (theirs.stage, theirs.path)
+        assert type(ours.stage) is Stage and all(type(x) is int for x in ours.path)
+    assert ours.transitions == theirs.transitions
+
+
+def test_a_move_the_state_machine_forbids_is_refused_and_changes_nothing():
+    order = Order(7, "c", "S", "a", "A", 1, 2, 0, 100, 5, 1)
+    order.advance(Stage.VALIDATED, 10)
+    with pytest.raises(IllegalTransition, match=r"order 7 \(c\): VALIDATED -> FILLED"):
+        order.advance(Stage.FILLED, 11)
+    assert order.stage is Stage.VALIDATED and order.path == (0, 1, 1, 10)
