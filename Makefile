@@ -7,8 +7,8 @@ STAMP  := $(VENV)/.installed
 EXT_SRC := $(wildcard ext/*.pyx ext/*.pxd) setup.py pyproject.toml
 
 # Debian packages the Cython core links against: ext/journalframe hashes
-# journal records with libsodium's BLAKE2b and zlib's CRC-32.
-DEBS   := libsodium-dev zlib1g-dev
+# journal records with libsodium's BLAKE2b and libdeflate's CRC-32.
+DEBS   := libsodium-dev libdeflate-dev
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup debs build demo serve test test-fast bench bench-quick annotate debug clean

@@ -34,8 +34,8 @@ compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
 Options.warning_errors = True
 
 # C libraries a module links against (Debian's -dev packages, installed by
-# the Makefile): the journal's framing hashes with libsodium and zlib.
-LIBRARIES = {"journalframe": ["sodium", "z"]}
+# the Makefile): the journal's framing hashes with libsodium and libdeflate.
+LIBRARIES = {"journalframe": ["sodium", "deflate"]}
 
 extensions = [
     Extension(

@@ -56,6 +56,7 @@ import collections
 import concurrent.futures
 import functools
 import heapq
+import itertools
 import logging
 import operator
 import os
@@ -103,10 +104,12 @@ from engine.messages import (
     make_reject,
     reject_name,
     request_decoder,
+    response_decoder,
     seq_of,
 )
 from engine.metrics import Metrics, SparseLog, warn_whatever_the_level
 from ext import zmqcall
+from ext.msgframe import FrameEncoder
 from ext.msgpackkeys import duplicate_key
 from gateways.config import zmq_ipv6
 
@@ -120,6 +123,8 @@ BACKLOG_RETRY_S = 0.002
 #: Every this many messages a session notes which journal record holds it, so a
 #: resend of messages its ring no longer keeps reads the journal from there.
 RESEND_MARK_EVERY = 1000
+#: reads a ring's frames back as messages (Session.sent)
+_RESPONSES = response_decoder()
 #: Most messages one ``ResendRequest`` is answered with from the journal (the
 #: newest of its range; older ones are refused ``RESEND_UNAVAILABLE``).
 JOURNAL_RESEND_MAX = 100_000
@@ -329,7 +334,9 @@ class Session:
         # (set by IntakeServer._hold_session): the eviction's tie-break.
         self._opened = 0
         self._seq = 0
-        self._ring: collections.deque[Response] = collections.deque(maxlen=ring_size)
+        # The frames sent, as sent (seq included), oldest first: a resend sends
+        # them again as they are.
+        self._ring: collections.deque[bytes] = collections.deque(maxlen=ring_size)
         self._route = route
         self._listener = listener
         # (route, frames) that ZeroMQ would not take yet for that route (the
@@ -372,7 +379,8 @@ class Session:
         Parameters
         ----------
         msg : Response
-            Any engine-to-client message (sent as a copy carrying the ``seq``).
+            Any engine-to-client message (encoded carrying the ``seq``; ``msg``
+            itself keeps its own).
 
         Returns
         -------
@@ -384,9 +392,8 @@ class Session:
             to the peer full).
         """
         self._seq += 1
-        stamped = msgspec.structs.replace(msg, seq=self._seq)
-        self._ring.append(stamped)
-        frame = self._listener.encoder.encode(stamped)
+        frame = self._listener.stamp(msg, self._seq)
+        self._ring.append(frame)
         server = self._listener.server
         record = server.handler.record_sent(self, frame)  # journaled as sent, seq included
         if record and self._seq % RESEND_MARK_EVERY == 1:
@@ -402,15 +409,24 @@ class Session:
 
     def sent(self, begin_seq: int, end_seq: int = 0) -> Iterator[Response]:
         """Messages still kept with ``begin_seq <= seq <= end_seq`` (``end_seq`` 0: to the last)."""
+        decode = _RESPONSES.decode
+        return (decode(frame) for frame in self.sent_frames(begin_seq, end_seq))
+
+    def sent_frames(self, begin_seq: int, end_seq: int = 0) -> Iterator[bytes]:
+        """The frames of :meth:`sent`, as they were sent."""
         end_seq = end_seq or self._seq
-        for msg in self._ring:
-            if begin_seq <= msg.seq <= end_seq:
-                yield msg
+        ring = self._ring
+        # The ring's seqs only grow: bisected, a resend decodes a few seqs, not every frame's.
+        start = bisect.bisect_left(ring, begin_seq, key=seq_of)
+        for frame in itertools.islice(ring, start, None):
+            if seq_of(frame) > end_seq:
+                return
+            yield frame
 
     @property
     def oldest_kept_seq(self) -> int:
         """Lowest sequence number still available for resend (``seq + 1`` if none)."""
-        return self._ring[0].seq if self._ring else self._seq + 1
+        return seq_of(self._ring[0]) if self._ring else self._seq + 1
 
     def journal_mark(self, seq: int) -> int | None:
         """A journal record at or before the one holding message ``seq`` (None: unknown)."""
@@ -569,6 +585,8 @@ class _Listener:
         self.curve = curve
         self.decoder = request_decoder()
         self.encoder = encoder()
+        #: ``stamp(msg, seq)``: the frame of ``msg`` sent with ``seq`` (Session.send)
+        self.stamp = FrameEncoder(self.encoder.encode).stamped
         self.buf = bytearray(1024)
         self.routes: dict[bytes, Session] = {}
         #: routing ids whose session another connection resumed, oldest first
@@ -1438,7 +1456,7 @@ class IntakeServer:
                           self.config.resend_ring_size, time.monotonic_ns())
         session.session_id = session_id
         session._seq = seq
-        session._ring.extend(messages)
+        session._ring.extend(map(listener.encoder.encode, messages))
         session._marks = list(marks)
         self._hold_session(session)
         self._note_idle(session)  # detached until its client resumes it
@@ -1861,7 +1879,7 @@ class IntakeServer:
             session._reading = None
         # Taken before the rejects below, which enter the ring and may push
         # the oldest kept message out.
-        replay = list(session.sent(max(begin, oldest), end))
+        replay = list(session.sent_frames(max(begin, oldest), end))
         journal_part = None
         if older is not None:
             journal_part, unavailable = self._from_journal(session, *older)
@@ -1874,8 +1892,8 @@ class IntakeServer:
         if journal_part is not None and session._route is not None:
             return self._resend_from_journal(session, journal_part, replay, begin, end)
         if session._route is not None:
-            for msg in replay:
-                self._queue(session, listener.encoder.encode(msg))
+            for frame in replay:
+                self._queue(session, frame)
         # The ack marks the end of the replay and confirms which session this is.
         self._ack(session, None, resend=(begin, end))
 
@@ -1915,7 +1933,7 @@ class IntakeServer:
         if first < oldest and session._reading is not None:
             return  # after the journal read in progress, whose replay drains the backlog again
         session._dropped_from = 0
-        kept = list(session.sent(max(first, oldest), last))
+        kept = list(session.sent_frames(max(first, oldest), last))
         if first < oldest:
             journal_part, unavailable = self._from_journal(session, first, oldest - 1)
             if unavailable >= first:
@@ -1925,7 +1943,7 @@ class IntakeServer:
                 session._backlog = (session._route, collections.deque())
                 return self._resend_from_journal(session, journal_part, kept, first, last,
                                                  ack=False)
-        self._replay(session, [session._listener.encoder.encode(msg) for msg in kept])
+        self._replay(session, kept)
 
     @staticmethod
     def _from_journal(session: Session, begin: int, last: int
@@ -1948,7 +1966,7 @@ class IntakeServer:
                        ref_type="ResendRequest")
 
     def _resend_from_journal(self, session: Session, part: tuple[int, int, int],
-                             kept: list[Response], begin: int, end: int,
+                             kept: list[bytes], begin: int, end: int,
                              ack: bool = True) -> None:
         """Send ``part`` (first seq, last seq, the journal record to read from) of a resend
         from the journal, then ``kept`` (the rest, from the ring), then the closing ack of
@@ -1988,8 +2006,7 @@ class IntakeServer:
                 return
             if len(frames) < last - first + 1:
                 self._resend_unavailable(session, first + len(frames), last)
-            encode = session._listener.encoder.encode
-            self._replay(session, frames + [encode(msg) for msg in kept],
+            self._replay(session, frames + kept,
                          (lambda: self._ack(session, None, resend=(begin, end))) if ack else None,
                          ahead=holds)
             now = time.monotonic_ns()

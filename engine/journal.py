@@ -42,6 +42,7 @@ import numpy as np
 
 from ext import journalframe
 from ext.journalframe import frame_record, read_record
+from ext.msgframe import FrameEncoder
 
 log = logging.getLogger(__name__)
 
@@ -994,7 +995,9 @@ class JournalWriter:
         self._failure: JournalFailedError | None = None
         self._out = bytearray()          # buffered records not yet written
         self._out_seq = 0                # last seq in ``_out``
-        self._encoder = msgspec.msgpack.Encoder()
+        # msgspec's bytes, written in C for the engine's records (one buffer: the
+        # writer appends from one thread, as _append's unlocked state assumes).
+        self._encoder = FrameEncoder(msgspec.msgpack.Encoder().encode)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         # Serialises fdatasync rounds: a round closes the retired files it

@@ -18,11 +18,11 @@ from __future__ import annotations
 import collections
 import enum
 from collections.abc import Iterator
-import time
 
 import msgspec
 
 from engine.messages import ExecType, ExecutionReport, OrdStatus, OrdType, TimeInForce, reject_name
+from ext import orderstate as _orderstate
 from ext.instrument import Instrument
 
 
@@ -220,29 +220,9 @@ class Order(msgspec.Struct, gc=False, eq=False):
         """Filled, canceled, rejected or expired."""
         return self.stage in TERMINAL
 
-    def advance(self, stage: Stage, now_ns: int) -> None:
-        """Move to ``stage``.
-
-        Raises
-        ------
-        IllegalTransition
-            If the state machine does not allow it.
-        """
-        if stage not in _ALLOWED.get(self.stage, ()):
-            raise IllegalTransition(f"order {self.order_id} ({self.cl_ord_id}): "
-                                    f"{self.stage.name} -> {stage.name}")
-        self.stage = stage
-        self.path += (int(stage), now_ns)
-        if stage >= _FILLED:  # (the terminal stages are the highest)
-            calendar = self.calendar
-            if calendar is not None:
-                self.calendar = None
-                day = calendar.today
-                self.done_roll = day.roll
-                day.done.append(self)
-                calendar.working.pop(self.order_id, None)
-        elif stage == _ROUTED and self.calendar is not None:
-            self.calendar.working[self.order_id] = None
+    # advance(stage, now_ns): the move to ``stage``, or IllegalTransition; done, the order
+    # is booked in its table's day (``calendar``), routed, among the working ones. In C
+    # (ext/orderstate.pyx), set below.
 
     def reject(self, reason: int, text: str, now_ns: int) -> None:
         """Refuse the order before it was routed."""
@@ -297,40 +277,14 @@ def avg_px(inst: Instrument, notional_x2: int, cum_qty: int) -> str | None:
     return inst.avg_px(notional_x2, cum_qty)
 
 
-def execution_report(order: Order, inst: Instrument, exec_type: ExecType, *,
-                     last_qty: int = 0, last_px_x2: int = 0, venue: str | None = None,
-                     exec_id: str | None = None, orig_cl_ord_id: str | None = None,
-                     reason: int = 0, text: str | None = None,
-                     cl_ord_id: str | None = None,
-                     price_sent: str | None = None) -> ExecutionReport:
-    """The order's current state as an ``ExecutionReport``.
-
-    ``qty`` is the quantity in force, so ``qty == cum_qty + leaves_qty``
-    holds: once the order is done without filling in full, the quantity in
-    force is what filled. ``cl_ord_id`` overrides the order's own: a refused
-    cancel or replace is reported under the request's id. ``price_sent`` is
-    the report's ``price`` when the order holds none: the client's own text
-    of a new order refused before its price became ticks (off the tick, say),
-    which the caller has checked is a decimal string.
-    """
-    cum = order.cum_qty
-    stage = order.stage
-    leaves = 0 if stage in TERMINAL else order.qty - cum
-    lots = inst.lots_to_qty
-    price = order.price
-    # Positional, in ExecutionReport's field order: two reports or more per
-    # order, and a keyword call costs a microsecond more each
-    # (tests/unit/engine/test_orders.py checks every field).
-    return ExecutionReport(
-        str(order.order_id), cl_ord_id or order.cl_ord_id, order.account, order.symbol, order.side,
-        exec_type, _STATUS[stage], lots(cum + leaves), lots(cum), lots(leaves),
-        orig_cl_ord_id, exec_id, order.ord_type,
-        inst.ticks_to_price(price) if price else price_sent,
-        inst.avg_px(order.notional_x2, cum),
-        lots(last_qty) if last_qty else None,
-        inst.half_ticks_to_price(last_px_x2) if last_qty else None,
-        venue, int(reason), reject_name(reason) if reason else None, text,
-        transact_time=time.time_ns())
+# Built in C (ext/orderstate.pyx, which says why); tests/reference/report_reference.py
+# keeps it in Python, and the tests compare the two.
+_orderstate.configure(ExecutionReport, Order, tuple(_STATUS[stage] for stage in Stage),
+                      tuple(stage in TERMINAL for stage in Stage), reject_name,
+                      {int(a): frozenset(int(b) for b in to) for a, to in _ALLOWED.items()},
+                      IllegalTransition, int(Stage.ROUTED))
+execution_report = _orderstate.execution_report
+Order.advance = _orderstate.advance
 
 
 class _Day:

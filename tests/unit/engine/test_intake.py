@@ -19,7 +19,7 @@ from engine.intake import Handler, IntakeServer, IntakeThread, in_bulk_order, se
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, KillSwitch,
     NewOrder, OrderStatusReply, OrderStatusRequest, OrdStatus, Reject, RejectReason, ReloadLimits,
-    Replace, TradeHistoryReply, TradeHistoryRequest, encoder,
+    Replace, TradeHistoryReply, TradeHistoryRequest, encoder, seq_of,
 )
 from engine.metrics import Metrics, MetricsServer
 
@@ -378,6 +378,26 @@ def test_replays_are_the_original_messages(running):
             frames.append(c._decoder.decode(c.socket.recv()))
     assert frames[:3] == originals
     assert isinstance(frames[3], HeartbeatAck) and frames[3].resend_begin_seq == 1
+
+
+def test_the_ring_keeps_the_frames_as_sent_and_a_resend_sends_those_bytes(running):
+    server = running.server
+    with intake_client(server.plaintext_endpoints[0]) as c:
+        originals = [roundtrip(c, order_for(c)) for _ in range(4)]
+        (session,) = running.call(lambda: list(server.sessions.values()))
+        kept = running.call(lambda: list(session.sent_frames(1)))
+        middle = running.call(lambda: list(session.sent_frames(2, 3)))
+        as_messages = running.call(lambda: list(session.sent(3)))
+        c.resend(1, 4)
+        c.socket.poll(2000)
+        replayed = []
+        while c.socket.poll(300):
+            replayed.append(c.socket.recv())
+    assert [seq_of(frame) for frame in kept] == [1, 2, 3, 4]
+    assert middle == kept[1:3]
+    assert as_messages == originals[2:]      # decoded back, with their seq
+    assert [c._decoder.decode(frame) for frame in kept] == originals
+    assert replayed[:4] == kept              # the very bytes, not an encoding of a copy
 
 
 def test_resend_of_messages_no_longer_kept(tmp_path):

@@ -1,0 +1,251 @@
+"""An order's per-order steps in C: its stage changes (``advance``) and its execution
+reports (``execution_report``), the order's fields read and written at their slots.
+
+``Order`` is a msgspec struct: each field is a slot at a fixed offset, named by its
+member descriptor. From Python, setting one costs about 550 instructions
+(msgspec's ``__setattr__`` falls back to the generic one); ``Order.advance``
+set two (the stage, and the path, a new tuple each time) and looked the
+transition up in a dict of frozensets of enums: 2.9k instructions a call, four
+calls an order. Here a transition is a table lookup by the stages' ints and
+the two slots are written in place.
+
+Reports: 
+every order sends two reports or more. In Python, ``engine.orders.execution_report``
+cost about 10k instructions a report (callgrind): half of it the call itself (nine
+keyword-only defaults, each looked up in a dict on every call in 3.11), eleven
+attribute reads on the order, six method calls into ``ext.instrument`` through
+their Python wrappers, ``str`` of the order id and the report's keyword call.
+Here the order's fields are read at their slots' offsets (``Order`` is a msgspec
+struct: each field is a slot named by a member descriptor), the instrument's
+``cpdef`` methods are called as C functions, and the report is made with one
+vectorcall.
+
+The rules are ``engine.orders``' (its ``execution_report`` and ``Order.advance``
+are these functions): ``configure`` hands over the report's type, the order's
+type, the ``OrdStatus`` and whether it is done for each ``Stage`` (by its int),
+the stages each may move to, the error an illegal move raises and
+``reject_name``. ``tests/reference/report_reference.py`` keeps the Python
+versions, which the tests compare with over random orders and moves.
+"""
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
+from cpython.unicode cimport PyUnicode_DecodeASCII
+from libc.stdint cimport int64_t, uint64_t
+
+import time as _time
+
+from ext.instrument cimport Instrument
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, object kwnames)
+    ctypedef struct PyTypeObject:
+        pass
+    bint PyObject_TypeCheck(object o, PyTypeObject* t)
+    bint PyLong_CheckExact(object o)
+    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
+
+
+cdef enum:
+    N_POSITIONAL = 21       # ExecutionReport's own fields, in order; transact_time by keyword
+
+
+# The order's fields read here, by name (their offsets: configure).
+_FIELDS = ("order_id", "cl_ord_id", "account", "symbol", "side", "ord_type", "qty", "price",
+           "cum_qty", "notional_x2", "stage", "path", "calendar", "done_roll")
+cdef enum:
+    F_ORDER_ID, F_CL_ORD_ID, F_ACCOUNT, F_SYMBOL, F_SIDE, F_ORD_TYPE, F_QTY, F_PRICE, \
+        F_CUM_QTY, F_NOTIONAL_X2, F_STAGE, F_PATH, F_CALENDAR, F_DONE_ROLL, N_FIELDS
+    MAX_STAGES = 32
+
+cdef Py_ssize_t _offsets[N_FIELDS]
+cdef object _report_cls = None
+cdef object _order_cls = None
+cdef tuple _status = ()
+cdef tuple _terminal = ()
+cdef object _reject_name = None
+cdef object _illegal = None
+cdef bint _allowed[MAX_STAGES][MAX_STAGES]    # [from][to]
+cdef long _routed = -1                          # the stage that puts an order among the working
+cdef tuple _kwnames = ("transact_time",)
+
+
+def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, dict allowed,
+              illegal, long routed):
+    """Set the types and tables this module follows (``engine.orders`` does, once).
+
+    ``status[stage]`` is the ``OrdStatus`` of an order at ``Stage`` ``stage`` and
+    ``terminal[stage]`` whether it is done; ``reject_name(code)`` names a reason;
+    ``allowed[stage]`` holds the stages an order at ``stage`` may move to, and
+    ``illegal`` is the exception a move outside them raises; a move to ``routed`` puts
+    the order among its table's working ones (see :func:`advance`).
+    """
+    global _report_cls, _order_cls, _status, _terminal, _reject_name, _illegal, _routed
+    for i, name in enumerate(_FIELDS):
+        member = getattr(order_cls, name)
+        if type(member).__name__ != "member_descriptor":
+            raise TypeError(f"{order_cls.__name__}.{name} is not a struct field")
+        _offsets[i] = (<PyMemberDescrObject*><PyObject*>member).d_member.offset
+    if len(status) != len(terminal) or len(status) > MAX_STAGES:
+        raise ValueError(f"status and terminal must cover the same stages, at most {MAX_STAGES}")
+    for a in range(MAX_STAGES):
+        for b in range(MAX_STAGES):
+            _allowed[a][b] = False
+    for a, targets in allowed.items():
+        for b in targets:
+            if not (0 <= a < len(status) and 0 <= b < len(status)):
+                raise ValueError(f"stage move {a} -> {b} outside the stages")
+            _allowed[a][b] = True
+    _illegal = illegal
+    _routed = routed
+    _report_cls, _order_cls, _status, _terminal = report_cls, order_cls, status, terminal
+    _reject_name = reject_name
+
+
+cdef inline object _field(object order, int field):
+    # A borrowed slot, as a new reference (Cython's cast takes one).
+    cdef PyObject* value = (<PyObject**>(<char*><PyObject*>order + _offsets[field]))[0]
+    if value == NULL:
+        raise AttributeError(_FIELDS[field])
+    return <object>value
+
+
+cdef inline void _set(object order, int field, object value):
+    cdef PyObject** slot = <PyObject**>(<char*><PyObject*>order + _offsets[field])
+    cdef PyObject* old = slot[0]
+    Py_INCREF(value)
+    slot[0] = <PyObject*>value
+    Py_XDECREF(old)
+
+
+def advance(order, stage, now_ns):
+    """Move ``order`` to ``stage`` at ``now_ns`` (``Order.advance``).
+
+    An order not done holds its table's calendar (``engine.orders._Calendar``):
+    routed, it joins the calendar's working orders; done, it leaves them, is
+    booked in the calendar's day (``done_roll``, the day's list of done orders,
+    which the day roll forgets without a walk of the table) and lets go of the
+    calendar.
+
+    Raises
+    ------
+    IllegalTransition
+        If the state machine does not allow it.
+    """
+    if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
+        raise TypeError(f"advance needs an order, not {type(order).__name__}")
+    cdef object current = _field(order, F_STAGE)
+    cdef long a = current
+    cdef long b = stage
+    if not (0 <= a < MAX_STAGES and 0 <= b < MAX_STAGES and _allowed[a][b]):
+        raise _illegal(f"order {_field(order, F_ORDER_ID)} ({_field(order, F_CL_ORD_ID)}): "
+                       f"{current.name} -> {stage.name}")
+    cdef object path = _field(order, F_PATH)
+    if type(path) is not tuple:
+        raise TypeError(f"order {_field(order, F_ORDER_ID)}'s path is not a tuple")
+    cdef Py_ssize_t n = PyTuple_GET_SIZE(path), i
+    cdef object grown = PyTuple_New(n + 2)
+    cdef object item
+    for i in range(n):
+        item = <object>PyTuple_GET_ITEM(path, i)
+        Py_INCREF(item)      # (SET_ITEM steals a reference)
+        PyTuple_SET_ITEM(grown, i, item)
+    item = b                 # int(stage): the path holds plain ints
+    Py_INCREF(item)
+    PyTuple_SET_ITEM(grown, n, item)
+    Py_INCREF(now_ns)
+    PyTuple_SET_ITEM(grown, n + 1, now_ns)
+    _set(order, F_STAGE, stage)
+    _set(order, F_PATH, grown)
+    cdef object calendar = _field(order, F_CALENDAR)
+    if calendar is None:
+        return
+    if _terminal[b]:
+        _set(order, F_CALENDAR, None)
+        day = calendar.today
+        _set(order, F_DONE_ROLL, day.roll)
+        day.done.append(order)
+        calendar.working.pop(_field(order, F_ORDER_ID), None)
+    elif b == _routed:
+        calendar.working[_field(order, F_ORDER_ID)] = None
+
+
+cdef object _decimal(object n):
+    """``str(n)`` of an int, without the generic conversion for one in int64."""
+    cdef int overflow = 0
+    cdef long long x
+    if not PyLong_CheckExact(n):
+        return str(n)
+    x = PyLong_AsLongLongAndOverflow(n, &overflow)
+    if overflow or x < 0:
+        return str(n)
+    cdef char buf[24]
+    cdef int i = 24
+    cdef uint64_t u = <uint64_t>x
+    while True:
+        i -= 1
+        buf[i] = <char>(48 + u % 10)
+        u //= 10
+        if u == 0:
+            break
+    return PyUnicode_DecodeASCII(buf + i, 24 - i, NULL)
+
+
+def execution_report(order, Instrument inst not None, exec_type, *, int64_t last_qty=0,
+                     int64_t last_px_x2=0, venue=None, exec_id=None, orig_cl_ord_id=None,
+                     reason=0, text=None, cl_ord_id=None, price_sent=None):
+    """The order's current state as an ``ExecutionReport``.
+
+    ``qty`` is the quantity in force, so ``qty == cum_qty + leaves_qty``
+    holds: once the order is done without filling in full, the quantity in
+    force is what filled. ``cl_ord_id`` overrides the order's own: a refused
+    cancel or replace is reported under the request's id. ``price_sent`` is
+    the report's ``price`` when the order holds none: the client's own text
+    of a new order refused before its price became ticks (off the tick, say),
+    which the caller has checked is a decimal string. ``last_qty`` and
+    ``last_px_x2`` (half-ticks) describe a fill; ``reason`` a refusal.
+    """
+    if _report_cls is None:
+        raise RuntimeError("ext.orderstate.configure was not called")
+    if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
+        raise TypeError(f"execution_report needs an order, not {type(order).__name__}")
+    cdef object stage = _field(order, F_STAGE)
+    cdef Py_ssize_t s = stage
+    if not 0 <= s < len(_status):
+        raise ValueError(f"order {_field(order, F_ORDER_ID)} has no stage {s}")
+    cdef int64_t cum = _field(order, F_CUM_QTY)
+    cdef int64_t leaves = 0 if _terminal[s] else <int64_t>_field(order, F_QTY) - cum
+    cdef int64_t price = _field(order, F_PRICE)
+    cdef int64_t code = reason
+    # The report's fields, each held here while the array below points at them.
+    cdef object f0 = _decimal(_field(order, F_ORDER_ID))
+    cdef object f1 = cl_ord_id if cl_ord_id else _field(order, F_CL_ORD_ID)
+    cdef object f2 = _field(order, F_ACCOUNT)
+    cdef object f3 = _field(order, F_SYMBOL)
+    cdef object f4 = _field(order, F_SIDE)
+    cdef object f6 = _status[s]
+    cdef object f7 = inst.lots_to_qty(cum + leaves)
+    cdef object f8 = inst.lots_to_qty(cum)
+    cdef object f9 = inst.lots_to_qty(leaves)
+    cdef object f12 = _field(order, F_ORD_TYPE)
+    cdef object f13 = inst.ticks_to_price(price) if price else price_sent
+    cdef object f14 = inst.avg_px(_field(order, F_NOTIONAL_X2), cum)
+    cdef object f15 = inst.lots_to_qty(last_qty) if last_qty else None
+    cdef object f16 = inst.half_ticks_to_price(last_px_x2) if last_qty else None
+    cdef object f18 = code
+    cdef object f19 = _reject_name(reason) if code else None
+    cdef object now = _time.time_ns()
+    cdef PyObject* args[N_POSITIONAL + 1]
+    args[0], args[1], args[2], args[3] = <PyObject*>f0, <PyObject*>f1, <PyObject*>f2, <PyObject*>f3
+    args[4], args[5], args[6] = <PyObject*>f4, <PyObject*>exec_type, <PyObject*>f6
+    args[7], args[8], args[9] = <PyObject*>f7, <PyObject*>f8, <PyObject*>f9
+    args[10], args[11], args[12] = <PyObject*>orig_cl_ord_id, <PyObject*>exec_id, <PyObject*>f12
+    args[13], args[14], args[15], args[16] = <PyObject*>f13, <PyObject*>f14, <PyObject*>f15, <PyObject*>f16
+    args[17], args[18], args[19], args[20] = <PyObject*>venue, <PyObject*>f18, <PyObject*>f19, <PyObject*>text
+    args[21] = <PyObject*>now
+    return PyObject_Vectorcall(_report_cls, args, N_POSITIONAL, _kwnames)

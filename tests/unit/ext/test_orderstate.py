@@ -1,0 +1,105 @@
+"""The compiled order steps (ext.orderstate: engine.orders.execution_report, Order.advance)
+are the Python ones (tests/reference/report_reference.py): every field of the report over
+random orders and arguments, the same stage and path, or the same refusal, for every move."""
+import msgspec
+import pytest
+from hypothesis import given, strategies as st
+
+from engine.messages import ExecType, OrdType, RejectReason, Side
+from engine.orders import IllegalTransition, Order, Stage, execution_report
+from ext.instrument import Instrument
+from tests.reference.report_reference import advance as reference_advance
+from tests.reference.report_reference import execution_report as reference_report
+
+INSTRUMENTS = [Instrument("A", "0.01", "1"), Instrument("B", "0.25", "100"),
+               Instrument("C", "0.0001", "0.001")]
+
+lots = st.integers(0, 2**40)
+orders = st.builds(
+    Order, order_id=st.integers(0, 2**62) | st.sampled_from([0, 9, 10, 99, 100]),
+    cl_ord_id=st.text(min_size=1, max_size=20), session_id=st.just("S"),
+    account=st.text(max_size=8), symbol=st.text(max_size=8),
+    side=st.sampled_from(list(Side)), ord_type=st.sampled_from(list(OrdType)),
+    tif=st.integers(0, 3), price=st.integers(0, 2**40), qty=lots, created_ns=st.just(1))
+kwargs = st.fixed_dictionaries({}, optional={
+    "last_qty": lots, "last_px_x2": st.integers(0, 2**41),
+    "venue": st.none() | st.text(max_size=6), "exec_id": st.none() | st.text(max_size=6),
+    "orig_cl_ord_id": st.none() | st.text(max_size=6),
+    "reason": st.sampled_from([0, 1, 17, 999]) | st.sampled_from(list(RejectReason)),
+    "text": st.none() | st.text(max_size=30), "cl_ord_id": st.none() | st.text(max_size=6),
+    "price_sent": st.none() | st.just("1.5")})
+
+
+@given(order=orders, inst=st.sampled_from(INSTRUMENTS), exec_type=st.sampled_from(list(ExecType)),
+       stage=st.sampled_from(list(Stage)), cum=lots, notional_x2=st.integers(0, 2**90),
+       kw=kwargs)
+def test_the_compiled_report_is_the_python_one(order, inst, exec_type, stage, cum, notional_x2,
+                                               kw):
+    order.stage, order.cum_qty, order.notional_x2 = stage, cum, notional_x2
+    got = execution_report(order, inst, exec_type, **kw)
+    expected = reference_report(order, inst, exec_type, **kw)
+    assert got.transact_time >= expected.transact_time - 10**9  # (its own clock read)
+    assert msgspec.structs.replace(got, transact_time=0) == \
+        msgspec.structs.replace(expected, transact_time=0)
+    assert type(got.reject_reason) is int
+
+
+def test_it_refuses_what_is_not_an_order():
+    with pytest.raises(TypeError):
+        execution_report(object(), INSTRUMENTS[0], ExecType.NEW)
+    order = Order(1, "c", "S", "a", "A", 1, 2, 0, 100, 5, 1)
+    with pytest.raises(TypeError):
+        execution_report(order, None, ExecType.NEW)
+
+
+def _outcome(step, order, stage, now):
+    try:
+        step(order, stage, now)
+    except IllegalTransition as exc:
+        return str(exc)
+    return None
+
+
+@given(moves=st.lists(st.tuples(st.sampled_from(list(Stage)), st.integers(0, 2**64)),
+                      max_size=12))
+def test_every_move_is_the_python_one(moves):
+    ours, theirs = (Order(7, "c", "S", "a", "A", 1, 2, 0, 100, 5, 1) for _ in range(2))
+    for stage, now in moves:
+        assert _outcome(Order.advance, ours, stage, now) == \
+            _outcome(reference_advance, theirs, stage, now)
+        assert (ours.stage, ours.path) == (theirs.stage, theirs.path)
+        assert type(ours.stage) is Stage and all(type(x) is int for x in ours.path)
+    assert ours.transitions == theirs.transitions
+
+
+def test_a_move_the_state_machine_forbids_is_refused_and_changes_nothing():
+    order = Order(7, "c", "S", "a", "A", 1, 2, 0, 100, 5, 1)
+    order.advance(Stage.VALIDATED, 10)
+    with pytest.raises(IllegalTransition, match=r"order 7 \(c\): VALIDATED -> FILLED"):
+        order.advance(Stage.FILLED, 11)
+    assert order.stage is Stage.VALIDATED and order.path == (0, 1, 1, 10)
+
+
+@given(moves=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(list(Stage))), max_size=30))
+def test_the_table_bookkeeping_of_every_move_is_the_python_ones(moves):
+    # An order of a table holds its calendar until done: routed, it is among the working
+    # ones; done, it leaves them and is booked in the table's day (which the day roll
+    # forgets without walking the table).
+    from engine.orders import OrderTable
+    tables = []
+    for step in (Order.advance, reference_advance):
+        table = OrderTable()
+        orders = [table.create(f"c{i}", "S", "a", "A", 1, 2, 0, 100, 5, 1) for i in range(3)]
+        for k, stage in moves:
+            _outcome(step, orders[k], stage, 7)
+        tables.append((table, orders))
+    (ours, our_orders), (theirs, their_orders) = tables
+    assert dict(ours._calendar.working) == dict(theirs._calendar.working)
+    assert [o.order_id for o in ours._calendar.today.done] == \
+        [o.order_id for o in theirs._calendar.today.done]
+    for mine, other in zip(our_orders, their_orders):
+        assert (mine.stage, mine.done_roll, mine.calendar is None) == \
+            (other.stage, other.done_roll, other.calendar is None)
+        assert (mine.calendar is None) == mine.done
+    assert set(ours._calendar.working) == {o.order_id for o in our_orders
+                                           if o.stage in (Stage.ROUTED, Stage.PARTIALLY_FILLED)}
