@@ -199,7 +199,7 @@ def test_an_order_canceled_while_a_child_drains_ends_after_it_with_every_lot(tmp
                                                           ("NEXA", Side.BUY, 10, 4700))])
         deadline = time.monotonic() + 5     # (they reach the venues after their latency)
         while time.monotonic() < deadline and not all(
-                engine.call(lambda v=venue: venues.depth(v, "AAA"))[1] for venue in kids_at):
+                len(engine.call(lambda v=venue: venues.depth(v, "AAA"))[1]) for venue in kids_at):
             time.sleep(0.01)
         sent, cancels = [], []
 
