@@ -10,11 +10,12 @@ from ext.simloop import MAX_MD_DEPTH, MD_DEPTH_DEFAULT, MarketLoop
 from sim import Backtest
 from sim.config import ConfigError
 from sim.latency import LatencyModel, LatencySpec
-from sim.strategies import ExecutionStrategy, ParentOrder, PeriodicTakerStrategy
+from sim.strategies import ParentOrder, PeriodicTakerStrategy
 from tests.reference.book_reference import ReferenceBook
 from tests.unit.sim.helpers import (
     BUY, IOC, LIMIT, QUIET, SELL, SMALL, US, add, cancel, config, quiet_market,
 )
+from tests.unit.sim.test_compiled import PythonPeriodicTaker
 from tests.unit.sim.test_market_data_latency import FAST_500, venues_with
 
 S = 1_000_000_000
@@ -148,19 +149,13 @@ def test_market_data_depth_default_and_loop_checks():
 
 # ---------------------------------------------------------------- compiled strategies
 
-class PythonLimitTaker(ExecutionStrategy):
+class PythonLimitTaker(PythonPeriodicTaker):
     """``periodic_taker`` with ``limit_ticks``, written in Python: it prices
     each child on ``self.market.bbo``, where the compiled one calls
     ``seen_top_c``."""
 
     name = "py_limit_taker"
-    defaults = {"interval": S, "child_qty": 1, "venues": None, "limit_ticks": 0}
-
-    def on_start(self):
-        self.n_sent = 0
-        self.venue_list = self.params["venues"] or [v.index for v in self.market.lit_venues()]
-        self.on_timer()
-        self.wake_every(self.params["interval"])
+    defaults = {**PythonPeriodicTaker.defaults, "limit_ticks": 0}
 
     def on_timer(self):
         qty = min(self.params["child_qty"], self.remaining - self.open_qty)
