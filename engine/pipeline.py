@@ -1427,6 +1427,9 @@ class Pipeline(Handler):
             self._child_replaced(child_id, report)
         elif kind == _ReportKind.RPT_CANCEL_REJECTED:
             router.on_replace_rejected(child_id, now)
+        # A fill with leaves 0 ends the child whether it filled all it was sent or
+        # not (the venue cut it, or dropped an IOC's rest unreported): the router
+        # ends it there too, so a report of it that follows is no one's.
         if kind in (_ReportKind.RPT_REJECTED, _ReportKind.RPT_CANCELED, _ReportKind.RPT_EXPIRED) or \
                 (kind == _ReportKind.RPT_FILL and report.leaves_qty == 0):
             self._forget_child(child_id, report.child_id)

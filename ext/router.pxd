@@ -407,6 +407,7 @@ cdef class Router:
     cdef void _child_off(self, int32_t ci) noexcept
     cdef void _free_child(self, int32_t ci) noexcept
     cdef void _child_done(self, int32_t ci) noexcept
+    cdef void _ended_short(self, int32_t ci) noexcept
     cdef int32_t _draining_child(self, int64_t child_id) noexcept
     cdef int _drain(self, int32_t ci, int64_t now) except -1
     cdef int _drain_report(self, int64_t child_id, bint ended, int64_t now) except -1

@@ -1117,6 +1117,15 @@ cdef class Router:
         idmap_del(&self.child_ids, self.children[ci].child_id)
         self._free_child(ci)
 
+    cdef void _ended_short(self, int32_t ci) noexcept:
+        """Its venue ended a live child (a cancel, a fill with leaves 0): one of a sweep
+        that came back short of its quantity, not by our cancel, says the displayed
+        size was not there, so a sweep leaves that book alone until it updates."""
+        cdef Child* c = &self.children[ci]
+        if c.role == ROLE_SWEEP and not c.cancel_sent and c.cum < c.qty:
+            self.stale[<Py_ssize_t>self.parents[c.parent].instrument * self.n_venues
+                       + c.venue] = 1
+
     cdef void _free_child(self, int32_t ci) noexcept:
         self.children[ci].child_id = 0
         self.children[ci].next = self.child_free
@@ -1981,8 +1990,11 @@ cdef class Router:
         if k >= 0:
             # The lots move from "claimed by a live child" to "taken since
             # the venue's last update": both keep the next sweep off them.
+            # Every lot filled left the book, those past the child's leaves
+            # (an overfill, a draining child's) too: a sweep sent at them
+            # would come back short.
             self.res_live[k] -= booked
-            self.res_filled[k] += booked
+            self.res_filled[k] += last_qty
         if c.cum == c.qty:
             if leaves > 0:
                 if not draining:
@@ -1991,6 +2003,14 @@ cdef class Router:
                 return self._drained(ci, now)
             else:
                 self._child_done(ci)
+        elif leaves == 0:
+            # The venue works nothing more of it, short of its quantity (it cut
+            # the order, or dropped an IOC's rest without a report of its own):
+            # done, as a cancel would end it, or the parent would wait for it
+            # forever. A cancel or expiry of it that follows finds no child
+            # (UNKNOWN_ORDER, nothing applied; the engine forgot it already).
+            self._ended_short(ci)
+            self._child_done(ci)
         return self._advance(pi, now)
 
     cdef int on_reject_c(self, int64_t child_id, int reason, int64_t now) except -1:
@@ -2029,9 +2049,7 @@ cdef class Router:
         c = &self.children[ci]
         pi = c.parent
         self._heard_from(ci, now)
-        if c.role == ROLE_SWEEP and not c.cancel_sent and c.cum < c.qty:
-            # An IOC that came back short: the displayed size was not there.
-            self.stale[<Py_ssize_t>self.parents[pi].instrument * self.n_venues + c.venue] = 1
+        self._ended_short(ci)
         self._child_done(ci)
         return self._advance(pi, now)
 
@@ -2498,7 +2516,11 @@ cdef class Router:
         leaves : int, optional
             What the venue says it still works of the child after this fill
             (its report's ``leaves_qty``); negative (the default): the
-            router's own count, ``qty - cum_qty`` of the child.
+            router's own count, ``qty - cum_qty`` of the child. 0 before the
+            child filled its quantity ends it short, as ``on_canceled`` does
+            (the venue cut it, or dropped an IOC's rest without a report of
+            its own); a cancel or expiry of it that follows returns
+            ``UNKNOWN_ORDER`` and changes nothing.
 
         Returns
         -------

@@ -65,6 +65,15 @@ def venue_report(engine, child_id, *reports, then=None):
     return engine.call(deliver)
 
 
+def wait_for_asks(engine, venues, names):
+    """Wait until every venue of ``names`` shows offers of AAA (orders reach a venue after
+    its latency). (Its depth is arrays: an empty one has no truth value.)"""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(
+            len(engine.call(lambda v=venue: venues.depth(v, "AAA"))[1]) for venue in names):
+        time.sleep(0.01)
+
+
 def count_calls(engine, venues, name):
     """Record the arguments of every call of ``venues.<name>`` from now on (a list)."""
     calls, real = [], getattr(venues, name)
@@ -197,10 +206,7 @@ def test_an_order_canceled_while_a_child_drains_ends_after_it_with_every_lot(tmp
                              for venue, side, qty, px in (("NEXA", Side.SELL, 40, 4800),
                                                           ("BRIX", Side.SELL, 60, 4800),
                                                           ("NEXA", Side.BUY, 10, 4700))])
-        deadline = time.monotonic() + 5     # (they reach the venues after their latency)
-        while time.monotonic() < deadline and not all(
-                len(engine.call(lambda v=venue: venues.depth(v, "AAA"))[1]) for venue in kids_at):
-            time.sleep(0.01)
+        wait_for_asks(engine, venues, kids_at)
         sent, cancels = [], []
 
         def submit(*args, **kw):
@@ -242,4 +248,71 @@ def test_an_order_canceled_while_a_child_drains_ends_after_it_with_every_lot(tmp
         assert engine.call(held) == before + 48
         assert engine.call(lambda: (router.n_active, router.pending_actions)) == (0, 0)
         assert len(sent) == 2 and len(cancels) == 2     # nothing routed again, one cancel each
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_child_its_venue_ends_short_by_a_fill_with_leaves_0_is_routed_again(tmp_path, caplog):
+    # A venue that cuts a child, or drops an IOC's rest without a report of its
+    # own, says so by a fill report's leaves_qty 0. The engine forgot the child
+    # then; the router kept it live, waiting for lots no venue worked: the
+    # order hung, never routing them again nor ending. The test takes the
+    # venues' place for the engine's children, as above.
+    path, endpoint = engine_config(tmp_path)
+    caplog.set_level(logging.WARNING, logger="engine.pipeline")
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+        risk, router, venues = pipeline.risk, pipeline.router, pipeline.venues
+        market = venues.market
+
+        def held():
+            return risk.exposure(risk.account_index("DEMO1"),
+                                 risk.instrument_index("AAA"))["position"]
+        before = engine.call(held)
+        kids_at = ("NEXA", "BRIX")
+        engine.call(lambda: [market.submit(venue, "AAA", Side.SELL, qty, 4800, account=77)
+                             for venue, qty in (("NEXA", 40), ("BRIX", 60))])
+        wait_for_asks(engine, venues, kids_at)
+        sent = []
+
+        def submit(*args, **kw):
+            sent.append(args)
+            return 10**12 + len(sent)
+        engine.call(lambda: (setattr(venues, "submit", submit),
+                             setattr(venues, "cancel", lambda sim_id: None)))
+        client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="cut")
+        order_id = int(report(client, "cut", ExecType.NEW).order_id)
+        kids = {c.venue: int(c.child_id) for c in status(client, "cut").children}
+        assert sorted(kids) == sorted(kids_at) and len(sent) == 2
+
+        venue_fill(engine, kids["BRIX"], (60, 0, 2 * 4800))
+        # NEXA fills 30 of its 40 and works nothing more of it; the cancel of
+        # the rest it sends after (in the same turn) changes nothing.
+        state = venue_report(engine, kids["NEXA"],
+                             dict(kind=ReportKind.RPT_FILL, last_qty=30, leaves_qty=0,
+                                  price_x2=2 * 4800),
+                             dict(kind=ReportKind.RPT_CANCELED), then=lambda: (
+            router.parent(order_id)["cum_qty"], router.parent(order_id)["working_qty"],
+            [c["child_id"] for c in router.live_children(order_id)],
+            pipeline.orders.by_id[order_id].cum_qty, held()))
+        # Its 10 lots are routed again at once, by a new child (the engine sends
+        # it right after the reports), once.
+        assert state[:2] == (90, 10) and state[3:] == (90, before + 90)
+        assert len(state[2]) == 1 and state[2][0] not in kids.values()
+        deadline = time.monotonic() + 5
+        while len(sent) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(sent) == 3 and sent[2][3] == 10
+        st = status(client, "cut")
+        assert (st.report.cum_qty, st.report.ord_status) == ("90", OrdStatus.PARTIALLY_FILLED)
+        done = {int(c.child_id): c.done for c in st.children}
+        assert done[kids["NEXA"]] and done[kids["BRIX"]]
+        (again,) = [cid for cid, is_done in done.items() if not is_done]
+        assert engine.call(lambda: router.parent(order_id)["working_qty"]) == 10
+        venue_fill(engine, again, (10, 0, 2 * 4800))
+        fill = report(client, "cut", ExecType.FILL)
+        assert (fill.cum_qty, fill.leaves_qty, fill.ord_status) == ("100", "0", OrdStatus.FILLED)
+        assert all(c.done for c in status(client, "cut").children)
+        assert engine.call(held) == before + 100
+        assert engine.call(lambda: (router.n_active, router.pending_actions)) == (0, 0)
+        assert len(sent) == 3
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

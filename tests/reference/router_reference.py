@@ -350,6 +350,11 @@ class ReferenceRouter:
         self._child_off(c)
         del self.children[c.child_id]
 
+    def _ended_short(self, c):
+        """A sweep child its venue ended short, not by our cancel: its book is stale."""
+        if c.role == ROLE_SWEEP and not c.cancel_sent and c.cum < c.qty:
+            self.stale.add((c.parent.instrument, c.venue))
+
     def _child_off(self, c):
         """Take a child off its parent's live children (see the Cython)."""
         p = c.parent
@@ -855,8 +860,9 @@ class ReferenceRouter:
             p.status = PARTIAL
         key = self._sweep_claim(c)
         if key is not None:
+            # every lot filled left the book, an overfill's and a draining child's too
             self.res_live[key] -= booked
-            self.res_filled[key] = self.res_filled.get(key, 0) + booked
+            self.res_filled[key] = self.res_filled.get(key, 0) + last_qty
         if c.cum == c.qty:
             if leaves > 0:
                 if not draining:
@@ -866,6 +872,10 @@ class ReferenceRouter:
                 return 0
             else:
                 self._child_done(c)
+        elif leaves == 0:
+            # the venue works nothing more of it, short: done, as a cancel ends it
+            self._ended_short(c)
+            self._child_done(c)
         self._advance(p, now)
         return 0
 
@@ -893,8 +903,7 @@ class ReferenceRouter:
         if c is None:
             return self._drain_report(child_id, True, now)
         self._heard_from(c, now)
-        if c.role == ROLE_SWEEP and not c.cancel_sent and c.cum < c.qty:
-            self.stale.add((c.parent.instrument, c.venue))
+        self._ended_short(c)
         self._child_done(c)
         self._advance(c.parent, now)
         return 0

@@ -1531,3 +1531,97 @@ def test_a_parent_out_of_liquidity_waits_for_its_draining_child(R):
     st = r.parent(1)
     assert st["done"] and st["status"] == OrdStatus.CANCELED and st["cum_qty"] == 43
     assert st["reason"] == RR.NO_LIQUIDITY
+
+
+def test_a_fill_after_which_its_venue_works_nothing_ends_a_short_child(R):
+    # A venue that cuts a child, or drops an IOC's rest with no report of its
+    # own, says so by a fill's leaves 0: the engine forgets the child then, and
+    # the router kept it live, waiting forever for lots no venue worked (the
+    # order hung). It is done like a canceled child: its lots are routed again.
+    r = R(2)
+    r.update_book(0, 0, asks=[(100, 40)])
+    r.update_book(0, 1, asks=[(100, 60), (101, 50)])
+    r.route(1, 0, BUY, 100, 101, now=0, strategy=STRAT_SWEEP, tif=T.IOC)
+    kids = {int(a["venue"]): int(a["child_id"]) for a in r.drain_actions()}
+    assert r.on_fill(kids[1], 60, 200, 1, leaves=0) == 0
+    assert r.on_fill(kids[0], 30, 200, 2, leaves=0) == 0      # 40 sent, 30 filled, none left
+    st = r.parent(1)
+    assert (st["cum_qty"], st["working_qty"], st["live_children"]) == (90, 10, 1)
+    (again,) = r.drain_actions()
+    # The 10 went again, not to venue 0 (its 40 were not there: stale until it
+    # updates) but past the 60 venue 1's own child took since its update.
+    assert (int(again["kind"]), int(again["venue"]), int(again["price"]),
+            int(again["qty"])) == (ACT_NEW, 1, 101, 10)
+    assert r.book_state(0, 0)["stale"] and not r.book_state(0, 1)["stale"]
+    assert r.venue_state(0)["overfills"] == 0
+    # The venue's cancel of the rest, if it sends one, finds no child: nothing
+    # counted twice, nothing routed.
+    assert r.on_canceled(kids[0], 3) == RR.UNKNOWN_ORDER
+    assert r.on_expired(kids[0], 3) == RR.UNKNOWN_ORDER
+    assert r.parent(1) == st and kinds(r) == []
+    assert r.on_fill(int(again["child_id"]), 10, 202, 4, leaves=0) == 0
+    st = r.parent(1)
+    assert st["done"] and st["status"] == OrdStatus.FILLED and st["cum_qty"] == 100
+
+
+def test_a_short_fill_with_leaves_0_of_a_canceled_parent_ends_it(R):
+    # The parent's own rules decide once the child is done: canceled, it ends
+    # CANCELED with what filled, not waiting on the short child.
+    r = R(2)
+    r.update_book(0, 0, asks=[(100, 40)])
+    r.update_book(0, 1, asks=[(100, 60)])
+    r.route(1, 0, BUY, 100, 100, now=0, strategy=STRAT_SWEEP, tif=T.DAY)
+    kids = {int(a["venue"]): int(a["child_id"]) for a in r.drain_actions()}
+    r.cancel_parent(1, 1)
+    assert sorted(kinds(r)) == sorted((ACT_CANCEL, k) for k in kids.values())
+    assert r.on_canceled(kids[1], 2) == 0
+    assert r.on_fill(kids[0], 25, 200, 3, leaves=0) == 0
+    st = r.parent(1)
+    assert st["done"] and st["status"] == OrdStatus.CANCELED and st["cum_qty"] == 25
+    assert st["working_qty"] == 0 and kinds(r) == []
+    assert not r.book_state(0, 0)["stale"]      # cut by our cancel: the book said nothing
+    assert r.on_canceled(kids[0], 4) == RR.UNKNOWN_ORDER
+    (rec,) = r.drain_finished()
+    assert int(rec["cum_qty"]) == 25 and int(rec["status"]) == OrdStatus.CANCELED
+
+
+def test_a_short_fill_with_leaves_0_of_a_posted_child_posts_its_rest_again(R):
+    # A venue that cut a resting child: the rest rests again (not a sweep's
+    # miss: the book is not stale).
+    r = R(1)
+    r.update_book(0, 0, bids=[(99, 10)], asks=[(101, 10)])
+    r.route(1, 0, BUY, 50, 100, now=0, strategy=STRAT_PASSIVE, tif=T.DAY)
+    (a,) = r.drain_actions()
+    assert int(a["role"]) == ROLE_POST and int(a["qty"]) == 50
+    cid = int(a["child_id"])
+    assert r.on_ack(cid, 1) == 0
+    assert r.on_fill(cid, 10, 2 * int(a["price"]), 2, leaves=0) == 0
+    st = r.parent(1)
+    assert (st["cum_qty"], st["working_qty"], st["done"]) == (10, 40, False)
+    (b,) = r.drain_actions()
+    assert (int(b["kind"]), int(b["role"]), int(b["qty"])) == (ACT_NEW, ROLE_POST, 40)
+    assert not r.book_state(0, 0)["stale"]
+    assert [c["child_id"] for c in r.live_children(1)] == [int(b["child_id"])]
+
+
+def test_every_lot_a_sweep_child_fills_keeps_the_next_sweep_off_the_book(R):
+    # What a venue fills past a sweep child's leaves (its overfill, then its
+    # fills while the child drains) left the book too: uncounted, the next
+    # sweep was sent at lots already gone, came back short and marked the
+    # venue stale.
+    r = R(1)
+    r.update_book(0, 0, asks=[(100, 40), (101, 50)])
+    r.route(1, 0, BUY, 40, 100, now=0, strategy=STRAT_SWEEP, tif=T.IOC)
+    (a,) = r.drain_actions()
+    cid = int(a["child_id"])
+    assert r.book_state(0, 0)["reserved_asks"] == 40
+    assert r.on_fill(cid, 45, 200, 1, leaves=5) == 0       # 5 past its 40, 5 still there
+    assert r.book_state(0, 0)["reserved_asks"] == 45
+    assert kinds(r) == [(ACT_CANCEL, cid)]
+    assert r.on_fill(cid, 3, 202, 2, leaves=2) == 0        # draining: 3 more taken
+    assert r.book_state(0, 0)["reserved_asks"] == 48
+    r.route(2, 0, BUY, 50, 101, now=3, strategy=STRAT_SWEEP, tif=T.IOC)
+    sweeps = [a for a in r.drain_actions() if int(a["parent_id"]) == 2]
+    assert [(int(x["price"]), int(x["qty"])) for x in sweeps] == [(101, 42)]
+    r.update_book(0, 0, asks=[(101, 8)])                   # its depth says what is left
+    assert r.book_state(0, 0)["reserved_asks"] == 0

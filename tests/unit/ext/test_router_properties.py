@@ -4,7 +4,9 @@
   self-trade scopes, CANCEL_OLDEST or not), venue reports (acks, partial and
   full fills, rejects of every kind, cancels, expiries, replaces, reports for
   unknown children, fills a venue says leave lots of a full child working
-  and reports on such draining children), ticks, volume, cancels and venue closures run through
+  and reports on such draining children, fills short of a child after which
+  its venue works nothing of it, and cancels or expiries of such a child
+  that follow), ticks, volume, cancels and venue closures run through
   ``ext.router.Router`` and ``tests/reference/router_reference.py``; after
   every call the two must have queued the same actions and hold the same
   parents, records and venue states.
@@ -96,7 +98,8 @@ ROUTE = st.tuples(
 REPORT = st.tuples(
     st.just("report"), st.integers(0, 1000),
     st.sampled_from(["ack", "ack", "fill", "fill", "fill_all", "fill_all", "reject", "canceled",
-                     "expired", "replaced", "replace_rejected", "unknown", "overfill"]),
+                     "expired", "replaced", "replace_rejected", "unknown", "overfill",
+                     "fill_cut", "fill_cut", "late_end"]),
     st.integers(1, 1000), st.integers(-4, 4), st.sampled_from([None, None, 0, -500, 777]),
     st.sampled_from([RR.VENUE_REJECT, RR.VENUE_UNAVAILABLE, RR.VENUE_CLOSED,
                      RR.POST_ONLY_WOULD_CROSS]))
@@ -169,6 +172,7 @@ def test_cython_matches_reference_and_keeps_its_books(setup, ops):
     pids, ledger, now, next_pid = [], Ledger(), 0, 1
     sides_of = {}
     draining = {}   # child id -> (parent id, the child as it was live): done, still worked
+    cut = []        # children a fill with leaves 0 ended short: done, the venue may say so again
     for op in ops:
         kind = op[0]
         if kind == "book":
@@ -205,22 +209,36 @@ def test_cython_matches_reference_and_keeps_its_books(setup, ops):
             _, pick, what, q, dpx, fee, reason = op
             live = [(pid, c) for pid in pids for c in cy.live_children(pid)]
             live += [draining[cid] for cid in sorted(draining)]
-            if what == "unknown" or not live:
+            if what == "late_end" and cut:
+                # The venue's own end of a child it said it worked nothing of: no
+                # child any more (the engine forgot it too), nothing applied.
+                cid = cut[pick % len(cut)]
+                call = "on_canceled" if pick % 2 else "on_expired"
+                assert getattr(cy, call)(cid, now) == getattr(ref, call)(cid, now) \
+                    == RR.UNKNOWN_ORDER
+                continue
+            if what in ("unknown", "late_end") or not live:
                 cid = 10**9 + pick
                 assert cy.on_ack(cid, now) == ref.on_ack(cid, now) == RR.UNKNOWN_ORDER
                 continue
             pid, c = live[pick % len(live)]
             cid = c["child_id"]
-            if what in ("fill", "fill_all", "overfill"):
+            if what in ("fill", "fill_all", "overfill", "fill_cut"):
                 leaves = 0 if cid in draining else c["qty"] - c["cum_qty"]
                 qty = leaves if what == "fill_all" and leaves else leaves + 1 + q % 20 \
-                    if what != "fill" or not leaves else 1 + q % leaves
+                    if what not in ("fill", "fill_cut") or not leaves else 1 + q % leaves
                 # What the venue says it still works: for a fill that completes the
-                # child (or one of a draining child) sometimes more, which drains it.
-                at_venue = leaves - qty if qty < leaves else q % 3
+                # child (or one of a draining child) sometimes more, which drains it;
+                # after a cut one, nothing (it ended the child short).
+                at_venue = 0 if what == "fill_cut" and qty < leaves else \
+                    leaves - qty if qty < leaves else q % 3
+                if at_venue == 0 and qty < leaves:
+                    cut.append(cid)
                 px_x2 = 2 * (c["price"] or MID) + dpx
                 codes = [r.on_fill(cid, qty, px_x2, now, fee, leaves=at_venue) for r in (cy, ref)]
                 assert codes[0] == codes[1] == 0
+                if cid in cut:      # done here as at its venue: its lots are the parent's
+                    assert cid not in [k["child_id"] for k in cy.live_children(pid)]
                 if cid in draining and not at_venue:
                     del draining[cid]
                 elif qty >= leaves and at_venue:
