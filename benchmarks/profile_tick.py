@@ -6,7 +6,9 @@ For each N, builds the real service in-process (as ``profile_pipeline.py``
 does) on a quiet simulated market of N instruments (the test market's
 venues, no background flow) where each lit book holds one bid and one ask
 that do not move, then times ``Pipeline.tick`` a few hundred times: the
-cost of a tick when nothing changed. The last line is a JSON object of the
+cost of a tick when nothing changed. ``--changed K``: before each tick, K
+instruments' books change (a deep bid added, the quote as it was), so the
+tick has K instruments to look at. The last line is a JSON object of the
 figures (microseconds per tick by N).
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ from benchmarks.bench_e2e import engine_config  # noqa: E402
 from benchmarks.profile_pipeline import run, settle, start_by_hand  # noqa: E402
 from engine.config import parse_config  # noqa: E402
 from engine.messages import NewOrder  # noqa: E402
+from ext.book import OP_ADD  # noqa: E402
 
 QUIET_SIM = Path(__file__).resolve().parents[1] / "tests/integration/configs/quiet_sim.toml"
 TICKS = 200
@@ -44,8 +47,9 @@ def sim_text(n: int) -> str:
     return re.sub(r'symbol = "(AAA|BBB)"', 'symbol = "I0"', text)  # (the backtest's parents)
 
 
-async def tick_cost(n: int) -> float:
-    """Microseconds of CPU per tick with ``n`` instruments whose books do not move."""
+async def tick_cost(n: int, changed: int = 0) -> float:
+    """Microseconds of CPU per tick with ``n`` instruments, ``changed`` of whose books
+    change before each tick (the others do not move)."""
     with tempfile.TemporaryDirectory() as work:
         sim = Path(work) / "sim.toml"
         sim.write_text(sim_text(n))
@@ -65,20 +69,30 @@ async def tick_cost(n: int) -> float:
             now = time.time_ns()
             pipe.tick(now)
             assert all(pipe._references), "an instrument without a two-sided quote"
-            cpu = time.thread_time()
+            market = venues.market
+            spent, order_id = 0.0, 0
             for i in range(TICKS):
+                for _ in range(min(changed, n)):
+                    order_id += 1
+                    market.loop.external(market.book_index(0, f"I{order_id % n}"), OP_ADD,
+                                         order_id, 1, 4800, 1)
+                cpu = time.thread_time()
                 pipe.tick(now + i * 50_000_000)
-            return (time.thread_time() - cpu) / TICKS * 1e6
+                spent += time.thread_time() - cpu
+            return spent / TICKS * 1e6
         finally:
             await service.stop()
 
 
-async def main(sizes: list[int]) -> dict:
-    return {str(n): round(await tick_cost(n), 1) for n in sizes}
+async def main(sizes: list[int], changed: int = 0) -> dict:
+    return {str(n): round(await tick_cost(n, changed), 1) for n in sizes}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("n", nargs="*", type=int, default=[1, 100, 10_000])
+    parser.add_argument("--changed", type=int, default=0,
+                        help="instruments whose book changes before each tick")
     args = parser.parse_args()
-    print(json.dumps({"us_per_tick_cpu": uvloop.run(main(args.n))}))
+    print(json.dumps({"us_per_tick_cpu": uvloop.run(main(args.n, args.changed)),
+                      "changed_per_tick": args.changed}))

@@ -296,10 +296,10 @@ class Pipeline(Handler):
                  "_child_done", "_child_fills", "_child_new", "_child_parent",
                  "_child_repriced", "_child_to_sim", "_clock_hi", "_clock_lo", "_day_entered",
                  "_event_envelopes", "_exec_id", "_expiring", "_flush_soon", "_flushed_seq",
-                 "_gates", "_lit_books", "_market_ix", "_mono_seen", "_nbbo", "_next_roll",
-                 "_on_report", "_orders_seen", "_pending", "_post_only_default",
-                 "_pump_scheduled", "_references", "_roll_taken", "_sim_to_child",
-                 "_time_journal", "_time_risk", "_time_route", "_time_validate",
+                 "_gates", "_lit_books", "_look_at_all", "_market_ix", "_market_to_ix",
+                 "_mono_seen", "_nbbo", "_next_roll", "_on_report", "_orders_seen", "_pending",
+                 "_post_only_default", "_pump_scheduled", "_references", "_roll_taken",
+                 "_sim_to_child", "_time_journal", "_time_risk", "_time_route", "_time_validate",
                  "_venue_account", "_volume_seen", "_wall_seen", "history", "instruments",
                  "journal", "keep_done_days", "last_roll_seq", "max_orders",
                  "max_replaces_per_order", "metrics", "orders", "reload_limits", "risk",
@@ -386,6 +386,13 @@ class Pipeline(Handler):
             (metrics.stage_latency.labels(stage) if metrics else _NoMetric()).observe
             for stage in ("validate", "risk", "route", "journal"))
         self._market_ix = [market.instrument_index(symbol) for symbol in self.symbols]
+        self._market_to_ix = [-1] * market.loop.n_instruments
+        for ix, k in enumerate(self._market_ix):
+            self._market_to_ix[k] = ix
+        # The first tick looks at every instrument (risk has no market reference yet);
+        # the simulator's news until then is part of that look.
+        market.loop.take_changed()
+        self._look_at_all = True
         # One number per instrument in the risk engine, the router and here
         # (engine.config.risk_config builds risk's in this order): the order's
         # instrument is looked up once, in risk, and used for all three.
@@ -426,8 +433,10 @@ class Pipeline(Handler):
 
         A venue's depth is copied only when its book changed since the last
         copy (its sequence number moved), so a burst of orders, or a quiet
-        venue, costs no copies. The reference price is stamped ``now`` every
-        time: a quote that has not moved is still current.
+        venue, costs no copies. A two-sided quote is risk's reference as of
+        ``now``, and risk keeps it fresh at each tick's ``market_checked``
+        until the quote changes (a quote that has not moved is still
+        current); a quote that is not two-sided leaves the reference to age.
         """
         marks = self._book_seqs[ix]
         for v, book in self._lit_books[ix]:
@@ -441,7 +450,9 @@ class Pipeline(Handler):
         bid, ask = self._nbbo(self._market_ix[ix])
         if bid and ask:
             self._references[ix] = reference = (bid + ask) // 2
-            self.risk.set_reference_price(ix, reference, now)
+            self.risk.set_market_reference(ix, reference, now)
+        else:
+            self.risk.market_reference_lost(ix)
 
     def _refresh_venues(self) -> None:
         """Venue sessions open and close: tell the router (from the clock, not per order)."""
@@ -2078,20 +2089,36 @@ class Pipeline(Handler):
             self.router.on_market_volume(ix, printed - seen[ix])
             seen[ix] = printed
 
+    def _changed(self) -> list[int]:
+        """The engine's instruments whose market moved since the last call (the simulator's
+        ``take_changed``: quotes, venue hours, printed volume), by the engine's index."""
+        to_ix = self._market_to_ix
+        return [ix for ix in (to_ix[k] for k in self.venues.market.loop.take_changed())
+                if ix >= 0]
+
     def tick(self, now: int) -> int:
         """Drive the router's clock (schedules, ack timeouts, reprices); returns its next wake-up.
 
         The market's printed volume since the last tick is reported too: a
-        POV order trades a share of it.
+        POV order trades a share of it. Each tick looks at the instruments
+        whose market changed since the last (all of them at the first), so
+        a quiet market costs nothing per instrument.
         """
         if now >= self._next_roll:
             self.roll_day(now)
         elif now < self._day_entered:
             self._clock_went_back(now)
         self._refresh_venues()
-        for ix in range(len(self.symbols)):
+        # Only the instruments whose market moved since the last tick: the quotes of the
+        # others are as they were, and one market_checked keeps their references fresh.
+        changed = self._changed()
+        if self._look_at_all:
+            self._look_at_all = False
+            changed = range(len(self.symbols))
+        for ix in changed:
             self.refresh_market(ix, now)
             self._report_volume(ix)
+        self.risk.market_checked(now)
         self.router.tick(now)
         self._pump(now)
         return self.router.next_wakeup(now)

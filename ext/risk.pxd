@@ -98,7 +98,9 @@ ctypedef struct InstrumentInfo:
     uint8_t known
     uint8_t halted
     uint8_t killed
-    uint8_t _pad[4]
+    # 0: ref_ns is the reference's time. Else it is the market's quote, kept fresh by
+    # market_checked: the RiskEngine.market_gen it was set in (see RiskEngine._ref_ns).
+    uint32_t ref_gen
 
 ctypedef struct ThrottleBucket:
     # One per session profile (the engine's client key): every session of a key
@@ -214,6 +216,9 @@ cdef class RiskEngine:
 
     # ------------------------------------------------------------ C state
     cdef FirmState firm
+    # The last market_checked: its time, and its generation (counted from 1, 0 skipped).
+    cdef int64_t market_checked_ns
+    cdef uint32_t market_gen
     cdef AccountLimits* acct_limits
     cdef AccountState* acct_state
     cdef InstrumentInfo* inst
@@ -292,6 +297,8 @@ cdef class RiskEngine:
     cdef int _reject(self, int reason, int layer, int measure, int64_t limit,
                      int64_t value) noexcept
     cdef int _throttle(self, int32_t session, int64_t now_ns) noexcept
+    cdef int64_t _ref_ns(self, const InstrumentInfo* ins) noexcept
+    cdef InstrumentInfo* _ref_slot(self, object instrument) except NULL
     cdef int _evaluate(self, int32_t account, int32_t instrument, int side, int ord_type,
                        int64_t qty, int64_t leaves, int64_t price, int flags, int64_t now_ns,
                        bint is_new, int64_t* value_price, int64_t* leaves_notional) noexcept

@@ -506,6 +506,7 @@ cdef class RiskEngine:
 
     def __cinit__(self):
         self.orders_free = -1
+        self.market_gen = 1
         self.audit_log = []
         self._account_ix = {}
         self._instrument_ix = {}
@@ -882,6 +883,20 @@ cdef class RiskEngine:
         b.tokens -= NANO_TOKENS
         return 0
 
+    cdef int64_t _ref_ns(self, const InstrumentInfo* ins) noexcept:
+        """The time an instrument's reference price is as of, for its age.
+
+        A market reference (``set_market_reference``) set before the last
+        ``market_checked`` is as of that check; one set since, as of its own
+        time: whichever was stamped last, as one stamp per instrument at
+        each check gave. (After 2^32 - 1 checks without a new quote the
+        generations meet again and the reference's own, older, time is
+        used: stricter, never laxer.)
+        """
+        if ins.ref_gen != 0 and ins.ref_gen != self.market_gen:
+            return self.market_checked_ns
+        return ins.ref_ns
+
     cdef int _evaluate(self, int32_t account, int32_t instrument, int side, int ord_type,
                        int64_t qty, int64_t leaves, int64_t price, int flags, int64_t now_ns,
                        bint is_new, int64_t* value_price, int64_t* leaves_notional) noexcept:
@@ -964,7 +979,7 @@ cdef class RiskEngine:
             ref = ins.ref_price
             if ref <= 0:
                 return self._reject(NO_REFERENCE_PRICE, LAYER_INSTRUMENT, M_NONE, 0, 0)
-            age = kx_sat_sub(now_ns, ins.ref_ns)
+            age = kx_sat_sub(now_ns, self._ref_ns(ins))
             if age > ins.max_ref_age_ns:
                 return self._reject(STALE_REFERENCE_PRICE, ins.layer_ref_age, M_NS, ins.max_ref_age_ns, age)
             band = INT64_MAX
@@ -1648,15 +1663,64 @@ cdef class RiskEngine:
     def set_reference_price(self, instrument, Py_ssize_t price, Py_ssize_t now_ns):
         """Market data: last trade or mid, in ticks, as of ``now_ns``.
 
+        It ages from ``now_ns`` whatever ``market_checked`` says later (see
+        ``set_market_reference`` for a quote the market keeps up).
         ``instrument`` passes small_arg: an ``int32_t`` parameter took 0.9 as instrument 0.
         """
+        cdef InstrumentInfo* ins = self._ref_slot(instrument)
+        _check_ref_price(price)
+        ins.ref_price = price
+        ins.ref_ns = now_ns
+        ins.ref_gen = 0
+
+    def set_market_reference(self, instrument, Py_ssize_t price, Py_ssize_t now_ns):
+        """The market quotes ``price`` (ticks, its two-sided mid) as of ``now_ns``.
+
+        As ``set_reference_price``, and the reference stays as fresh as the
+        last ``market_checked`` until ``market_reference_lost`` or another
+        price is set: a quote that has not moved is still current, and the
+        caller need not stamp each instrument at each look at the market.
+        """
+        cdef InstrumentInfo* ins = self._ref_slot(instrument)
+        _check_ref_price(price)
+        ins.ref_price = price
+        ins.ref_ns = now_ns
+        ins.ref_gen = self.market_gen
+
+    def market_reference_lost(self, instrument):
+        """The market no longer quotes the instrument two-sided: its reference ages from now on.
+
+        It stays as of the last time the market quoted it (its own time or
+        the last ``market_checked``, whichever came last), as a reference the
+        caller stopped stamping would. Nothing changes for a reference that
+        is not the market's.
+        """
+        cdef InstrumentInfo* ins = self._ref_slot(instrument)
+        if ins.ref_gen != 0:
+            ins.ref_ns = self._ref_ns(ins)
+            ins.ref_gen = 0
+
+    def market_checked(self, Py_ssize_t now_ns):
+        """Every market reference is still the market's quote as of ``now_ns``.
+
+        The caller has looked at the market: each instrument whose quote
+        changed since the last check it has given its new reference
+        (``set_market_reference``) or taken off the market
+        (``market_reference_lost``); every other market reference is as
+        fresh as ``now_ns`` from here on. One call, whatever the number of
+        instruments.
+        """
+        self.market_checked_ns = now_ns
+        self.market_gen += 1
+        if self.market_gen == 0:
+            self.market_gen = 1     # (0 marks a reference that is not the market's)
+
+    cdef InstrumentInfo* _ref_slot(self, object instrument) except NULL:
+        """The state of the instrument whose reference is set, its index checked."""
         cdef int32_t i = small_arg(instrument, "instrument")
         if i < 0 or i >= self.n_instruments:
             raise IndexError(f"instrument index {i} out of range")
-        if price <= 0:
-            raise ValueError("reference price must be positive")
-        self.inst[i].ref_price = price
-        self.inst[i].ref_ns = now_ns
+        return &self.inst[i]
 
     def clear_reference_prices(self):
         """Forget every instrument's reference price, as before any market data.
@@ -1669,6 +1733,7 @@ cdef class RiskEngine:
         for i in range(self.n_instruments):
             self.inst[i].ref_price = 0
             self.inst[i].ref_ns = 0
+            self.inst[i].ref_gen = 0
 
     def last_reject(self):
         """The last reject as a dict: reason, layer, limit, value and names."""
@@ -2358,7 +2423,7 @@ cdef class RiskEngine:
                      self.firm.realized_pnl, int(self.firm.killed)],
             "account_state": account_state,
             "account_killed": [int(self.acct_limits[a].killed) for a in range(self.n_accounts)],
-            "instrument_state": [[self.inst[i].ref_price, self.inst[i].ref_ns, self.inst[i].open_orders,
+            "instrument_state": [[self.inst[i].ref_price, self._ref_ns(&self.inst[i]), self.inst[i].open_orders,
                                   int(self.inst[i].halted & HALT_RUNTIME), int(self.inst[i].killed)]
                                  for i in range(self.n_instruments)],
             "session_profiles": [self._profile(s) for s in range(self.n_sessions)],
@@ -2421,6 +2486,7 @@ cdef class RiskEngine:
         for i, row in enumerate(snap["instrument_state"]):
             ins = &self.inst[i]
             ins.ref_price, ins.ref_ns, ins.open_orders = row[0], row[1], row[2]
+            ins.ref_gen = 0     # (as of its time: the market must quote it afresh)
             ins.halted = (ins.halted & HALT_CONFIG) | (HALT_RUNTIME if row[3] else 0)
             ins.killed = row[4]
         for s, open_orders in enumerate(snap["session_state"]):
@@ -2646,6 +2712,12 @@ cdef class SessionGate:
 
 
 # ================================================================= C helpers
+cdef int _check_ref_price(Py_ssize_t price) except -1:
+    if price <= 0:
+        raise ValueError("reference price must be positive")
+    return 0
+
+
 cdef void* _grow(void* ptr, Py_ssize_t old_n, Py_ssize_t new_n, size_t item) except NULL:
     """Realloc an array to ``new_n`` items, zeroing the new tail."""
     cdef void* out = PyMem_Realloc(ptr, max(new_n, 1) * item)

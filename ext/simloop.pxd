@@ -364,6 +364,12 @@ cdef class MarketLoop:
     cdef readonly int64_t n_bg_ops, n_strategy_msgs, n_reports
     cdef int64_t* cum_qty
     cdef i128* cum_notional2          # 128 bits: a session's notional can pass 2^63
+    # Instruments whose lit quotes, venues' hours or traded volume moved since the last
+    # take_changed(): a flag each, and the flagged ones listed, so that a reader costs
+    # what changed and not the number of instruments.
+    cdef uint8_t* changed
+    cdef int32_t* changed_list
+    cdef Py_ssize_t n_changed
     cdef int64_t sample_ns, next_sample
     cdef int64_t* sample_buf
     cdef Py_ssize_t n_samples, samples_cap
@@ -413,6 +419,8 @@ cdef class MarketLoop:
     cdef int _dark_close(self, DarkBook dk, int64_t ts) except -1
     cdef int _dark_watch_instr(self, int instr, int64_t ts) except -1
     cdef void _update_watch(self, int instr) noexcept
+    cdef void _mark_changed(self, int instr) noexcept
+    cdef void _mark_all_changed(self) noexcept
     cdef int _sample(self, int64_t upto) except -1
     cdef int _tape_quote(self, int32_t b, int64_t ts) except -1
     cdef int64_t submit_c(self, int book, int side, int64_t qty, int64_t price, int ord_type,

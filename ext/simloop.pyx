@@ -908,6 +908,8 @@ cdef class MarketLoop:
         self.pool_free = NULL
         self.children = NULL
         self.cum_qty = self.cum_notional2 = NULL
+        self.changed = NULL
+        self.changed_list = NULL
         self.sample_buf = NULL
         self.trades = NULL
         self.quotes = NULL
@@ -983,6 +985,8 @@ cdef class MarketLoop:
         self.rtt_sum = <int64_t*>PyMem_Malloc(nv * sizeof(int64_t))
         self.cum_qty = <int64_t*>PyMem_Malloc(ni * sizeof(int64_t))
         self.cum_notional2 = <i128*>PyMem_Malloc(ni * sizeof(i128))
+        self.changed = <uint8_t*>PyMem_Malloc(ni)
+        self.changed_list = <int32_t*>PyMem_Malloc(ni * sizeof(int32_t))
         self.last_bbo = <int64_t*>PyMem_Malloc(4 * nb * sizeof(int64_t))
         if (self.book_venue == NULL or self.book_instr == NULL or self.lit_books == NULL
                 or self.dark_books == NULL or self.n_lit == NULL or self.n_dark == NULL
@@ -996,6 +1000,7 @@ cdef class MarketLoop:
                 or self.book_vol_n2 == NULL
                 or self.rtt_ewma == NULL or self.rtt_n == NULL
                 or self.rtt_sum == NULL or self.cum_qty == NULL or self.cum_notional2 == NULL
+                or self.changed == NULL or self.changed_list == NULL
                 or self.last_bbo == NULL):
             raise MemoryError()
         for v in range(nv):
@@ -1013,6 +1018,9 @@ cdef class MarketLoop:
             self.n_lit[i] = self.n_dark[i] = 0
             self.dark_watch[i] = 0
             self.cum_qty[i] = self.cum_notional2[i] = 0
+        self.n_changed = 0
+        memset(self.changed, 0, ni)
+        self._mark_all_changed()            # (never asked: everything is news)
         self.ports = []
         self.darks = []
         self.all_cy = True
@@ -1120,6 +1128,8 @@ cdef class MarketLoop:
         PyMem_Free(self.children)
         PyMem_Free(self.cum_qty)
         PyMem_Free(self.cum_notional2)
+        PyMem_Free(self.changed)
+        PyMem_Free(self.changed_list)
         PyMem_Free(self.sample_buf)
         PyMem_Free(self.trades)
         PyMem_Free(self.quotes)
@@ -1568,6 +1578,7 @@ cdef class MarketLoop:
 
     cdef int _after_lit(self, int32_t b, int64_t ts) except -1:
         """What a change to a lit book may set off: tape, market data, dark pools on its mid."""
+        self._mark_changed(self.book_instr[b])
         if self.md_on[self.book_venue[b]]:
             self._md_record(b, ts)
         if self.record_tape:
@@ -1607,6 +1618,7 @@ cdef class MarketLoop:
                 i += 1
                 px2 = mid2 if mid2 > 0 else 2 * f.price
                 self.cum_qty[instr] += f.qty
+                self._mark_changed(instr)
                 self.cum_notional2[instr] += (<i128>px2) * f.qty
                 self.book_vol_qty[b] += f.qty
                 self.book_vol_n2[b] += (<i128>px2) * f.qty
@@ -1787,6 +1799,8 @@ cdef class MarketLoop:
         cdef int32_t b
         cdef Py_ssize_t k
         cdef BookPort port
+        # Open or closed, every instrument's NBBO may move (it spans the open venues).
+        self._mark_all_changed()
         if m.kind == MSG_OPEN:
             self.venue_open[v] = 1
             return 0
@@ -2066,6 +2080,17 @@ cdef class MarketLoop:
         self._update_watch(instr)
         return 0
 
+    cdef void _mark_changed(self, int instr) noexcept:
+        if not self.changed[instr]:
+            self.changed[instr] = 1
+            self.changed_list[self.n_changed] = instr
+            self.n_changed += 1
+
+    cdef void _mark_all_changed(self) noexcept:
+        cdef int i
+        for i in range(self.n_instruments):
+            self._mark_changed(i)
+
     cdef void _update_watch(self, int instr) noexcept:
         cdef int32_t k
         cdef DarkBook dk
@@ -2302,6 +2327,7 @@ cdef class MarketLoop:
         if close_c <= open_c:
             raise ValueError("close_ts must be after open_ts")
         self.venue_open[v] = 1 if open_c <= self.now < close_c else 0
+        self._mark_all_changed()
         memset(&m, 0, sizeof(Msg))
         m.target = v
         if open_c > self.now:
@@ -2470,6 +2496,28 @@ cdef class MarketLoop:
             raise IndexError(f"no venue {v}")
         n = self.rtt_n[v]
         return (self.rtt_ewma[v], self.rtt_sum[v] / n if n else 0.0, n)
+
+    def take_changed(self):
+        """Instruments whose live NBBO or traded volume may have moved since the last call.
+
+        Returns a list of instrument indices, each once, and starts a new
+        list: an instrument is listed when one of its lit books changed
+        (any order added, canceled, replaced, filled or expired), when it
+        traded on any venue, dark ones included (``market_volume``), and
+        every instrument when a venue opened or closed (the NBBO spans the
+        open venues). The first call lists every instrument. One reader
+        only: a second would take the first's news (the engine's tick is
+        the reader; see ``Pipeline.tick``).
+        """
+        cdef Py_ssize_t k
+        cdef int32_t i
+        out = [None] * self.n_changed
+        for k in range(self.n_changed):
+            i = self.changed_list[k]
+            self.changed[i] = 0
+            out[k] = i
+        self.n_changed = 0
+        return out
 
     def market_volume(self, instrument, bint seen=False):
         """Cumulative traded ``(qty, notional_x2)`` of an instrument on all venues.

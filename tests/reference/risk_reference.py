@@ -145,6 +145,7 @@ class RiskReference:
         self.recent: dict[tuple, int] = {}          # duplicative check: key -> expiry ns
         self.recent_owner: dict[tuple, tuple] = {}  # key -> (last passed order, expiry before)
         self.ref: dict[int, tuple[int, int]] = {}   # instrument -> (price, ns)
+        self.market_refs: set[int] = set()           # instruments whose reference the market keeps
         self.killed_firm = False
         self.killed_accounts: set[int] = set()
         self.killed_instruments: set[int] = set()
@@ -694,6 +695,19 @@ class RiskReference:
     # ------------------------------------------------------------ market data, admin
     def set_reference_price(self, instrument, price, now_ns):
         self.ref[instrument] = (price, now_ns)
+        self.market_refs.discard(instrument)
+
+    def set_market_reference(self, instrument, price, now_ns):
+        self.ref[instrument] = (price, now_ns)
+        self.market_refs.add(instrument)
+
+    def market_reference_lost(self, instrument):
+        self.market_refs.discard(instrument)
+
+    def market_checked(self, now_ns):
+        # What the core does with one stamp: every market reference stamped afresh.
+        for instrument in self.market_refs:
+            self.ref[instrument] = (self.ref[instrument][0], now_ns)
 
     def set_halted(self, symbol, halted, now_ns, actor="admin", reason=""):
         (self.runtime_halted.add if halted else self.runtime_halted.discard)(self.instruments[symbol])

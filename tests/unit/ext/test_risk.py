@@ -278,6 +278,74 @@ def test_stale_reference_fails_closed(make):
     assert h.limit() == 1000 * MS
 
 
+def test_a_market_reference_is_as_fresh_as_the_last_market_check(make):
+    """The engine's tick checks the market once (market_checked) instead of stamping every
+    instrument: a market reference is then as of the check, not of when it was set."""
+    h = make({"firm": {"collar_bps": 100, "max_reference_age_ms": 1000}})
+    e = h.engine
+    e.set_market_reference(e.instrument_index("AAPL"), 10000, 5)
+    e.market_checked(5 * 1000 * MS)
+    assert h.new(now=6 * 1000 * MS) == 0
+    assert h.new(now=6 * 1000 * MS + 1) == R.STALE_REFERENCE_PRICE
+    assert h.limit() == 1000 * MS
+    # A price set otherwise is not the market's: a check keeps it no fresher.
+    e.set_reference_price(e.instrument_index("AAPL"), 10000, 10 * 1000 * MS)
+    e.market_checked(20 * 1000 * MS)
+    assert h.new(now=11 * 1000 * MS + 1) == R.STALE_REFERENCE_PRICE
+
+
+def test_a_lost_market_reference_ages_from_the_last_time_the_market_quoted_it(make):
+    h = make({"firm": {"collar_bps": 100, "max_reference_age_ms": 1000}})
+    e = h.engine
+    i = e.instrument_index("AAPL")
+    e.set_market_reference(i, 10000, 0)
+    e.market_checked(3 * 1000 * MS)
+    e.market_reference_lost(i)      # (one-sided now)
+    e.market_checked(4 * 1000 * MS)  # later checks leave it alone
+    assert h.new(now=4 * 1000 * MS) == 0
+    assert h.new(now=4 * 1000 * MS + 1) == R.STALE_REFERENCE_PRICE
+    # Lost again: still as of the last quote, not of the loss.
+    e.market_reference_lost(i)
+    e.market_checked(9 * 1000 * MS)
+    assert h.new(now=4 * 1000 * MS + 1) == R.STALE_REFERENCE_PRICE
+
+
+def test_a_market_reference_set_after_a_check_is_as_of_its_own_time(make):
+    """Whichever stamp came last decides, as one stamp per instrument at each check did:
+    after a clock stepped back, a quote set at 2 s is as of 2 s, not of a check at 3 s."""
+    h = make({"firm": {"collar_bps": 100, "max_reference_age_ms": 1000}})
+    e = h.engine
+    i = e.instrument_index("AAPL")
+    e.market_checked(3 * 1000 * MS)
+    e.set_market_reference(i, 10000, 2 * 1000 * MS)
+    assert h.new(now=3 * 1000 * MS + 1) == R.STALE_REFERENCE_PRICE
+    e.market_reference_lost(i)
+    assert h.new(now=3 * 1000 * MS) == 0
+    assert h.new(now=3 * 1000 * MS + 1) == R.STALE_REFERENCE_PRICE
+
+
+def test_the_snapshot_holds_a_market_reference_as_of_the_last_check():
+    e = RiskEngine(BASE)
+    i = e.instrument_index("AAPL")
+    e.set_market_reference(i, 10000, 5)
+    e.market_checked(7_000)
+    assert e.snapshot()["instrument_state"][i][:2] == [10000, 7_000]
+    restored = RiskEngine(BASE)
+    restored.restore(e.snapshot())
+    restored.market_checked(9_000)  # restored as of its time, not kept by later checks
+    assert restored.snapshot()["instrument_state"][i][:2] == [10000, 7_000]
+
+
+def test_market_reference_arguments_are_checked():
+    e = RiskEngine(BASE)
+    with pytest.raises(IndexError):
+        e.set_market_reference(99, 10000, 0)
+    with pytest.raises(IndexError):
+        e.market_reference_lost(-1)
+    with pytest.raises(ValueError):
+        e.set_market_reference(0, 0, 0)
+
+
 def test_market_order_valued_at_collar_edge(make):
     h = make({"firm": {"collar_bps": 100}})
     e = h.engine

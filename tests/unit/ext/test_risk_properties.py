@@ -32,11 +32,12 @@ CONFIG = {
 MULT = {0: 100, 1: 5}
 
 
-def random_ops(rng, n):
+def random_ops(rng, n, market=False):
     """``n`` (op, dt_ns) pairs weighted like a busy session: mostly valid new
     orders, then fills, cancels and replaces of working ones, market data and
     now and then an admin action. Drawn from hypothesis' ``rng`` so failures
-    replay and shrink."""
+    replay and shrink. ``market``: market data also as the engine's tick gives
+    it (a market reference, its loss, a market check)."""
     out = []
     for _ in range(n):
         roll = rng.random()
@@ -66,11 +67,17 @@ def random_ops(rng, n):
             # Releases outnumber kills so that a sequence is not mostly dead.
             op = rng.choice([("kill", "account", "A1"), ("kill", "global", None), ("reset",), ("reload",)]
                             + [("release", "account", "A1"), ("release", "global", None)] * 3)
+        if market and rng.random() < 0.2:
+            instrument = rng.randint(0, 1)
+            op = rng.choice([("market_ref", instrument, price), ("lost", instrument),
+                             ("checked",), ("checked",)])
         out.append((op, rng.randint(0, 3_000_000)))
     return out
 
 
 ops = st.builds(random_ops, st.randoms(use_true_random=False), st.integers(10, 120))
+market_ops = st.builds(random_ops, st.randoms(use_true_random=False), st.integers(10, 120),
+                       st.just(True))
 
 
 def target(engine, op, keys):
@@ -105,6 +112,15 @@ def apply(engine, op, now, keys, key):
             result = engine.on_replace(key, op[2], op[3], cl, now)
     elif kind == "ref":
         engine.set_reference_price(op[1], op[2], now)
+        return None
+    elif kind == "market_ref":
+        engine.set_market_reference(op[1], op[2], now)
+        return None
+    elif kind == "lost":
+        engine.market_reference_lost(op[1])
+        return None
+    elif kind == "checked":
+        engine.market_checked(now)
         return None
     elif kind == "kill":
         return engine.engage_kill_switch(op[1], op[2], now_ns=now, actor="t")
@@ -161,7 +177,7 @@ def check_recomputed(core, fills, keys):
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops)
+@given(market_ops)
 def test_core_matches_reference_and_recomputation(sequence):
     core, ref = new_engines()
     core_keys, ref_keys = [], []
