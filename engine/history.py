@@ -130,7 +130,9 @@ class TradeHistory:
 
         For a history taken up from a checkpoint written under a larger
         ``max_fills_per_account``: the configuration's bound holds from the
-        start, not from each account's next fill on.
+        start, not from each account's next fill on. (A replay of the whole
+        journal, trimming as the fills came, can hold a few more or fewer of the
+        oldest fills: both say where what they hold begins.)
         """
         for entry in self._accounts.values():
             if len(entry.fills) > self.max_fills_per_account:

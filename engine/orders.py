@@ -416,7 +416,7 @@ class OrderTable:
         """
         day = self._calendar.today
         if spent_in is not None and spent_in != self.rolls:
-            day = next((d for d in self._days if d.roll == spent_in + 1), None)
+            day = self._ended_day(spent_in + 1)
             if day is None or day.roll <= self.forgotten_through:
                 return True  # (its day's ids are forgotten: as if spent, then forgotten)
         ids = self._ids(account)
@@ -529,12 +529,17 @@ class OrderTable:
         self._leaving_orders += forgotten
         return forgotten
 
+    def _ended_day(self, roll: int) -> _Day | None:
+        """The ended day the roll numbered ``roll`` ended, if the table holds it still: found
+        by its place, not a scan (``_days`` holds one day per roll, oldest first, and
+        ``keep_done_days`` may keep thousands, which a removal step would scan per id)."""
+        days = self._days
+        at = roll - days[0].roll if days else -1
+        return days[at] if 0 <= at < len(days) else None
+
     def _day(self, roll: int) -> _Day:
         """The day the roll numbered ``roll`` ends (not forgotten); today for any other."""
-        for day in self._days:
-            if day.roll == roll:
-                return day
-        return self._calendar.today
+        return self._ended_day(roll) or self._calendar.today
 
     @property
     def leaving(self) -> bool:

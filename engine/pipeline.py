@@ -178,6 +178,17 @@ VENUE_ACCOUNT_BASE = 1_000_000
 HISTORY_PART = 500
 
 
+def fill_ticks(side: int, px_x2: int) -> int:
+    """The whole ticks risk books a fill at ``px_x2`` half-ticks at, live and in recovery.
+
+    A midpoint fill between two ticks is booked against the account: up for
+    a buy, down for a sell, but not to 0 (a sell at half a tick; risk takes
+    no price below 1 tick, and refused, the fill would be the order's and
+    the router's but not risk's).
+    """
+    return (px_x2 + 1) >> 1 if side == _Side.BUY else (px_x2 >> 1) or 1
+
+
 def risk_fill(risk, order: Order, qty: int, px: int) -> None:
     """Book in ``risk`` a fill of ``qty`` lots at ``px`` ticks that ``order`` has just booked.
 
@@ -1543,9 +1554,7 @@ class Pipeline(Handler):
                 log.warning("venue %s still works %d lots of child %d, which has filled "
                             "%d of %d: canceling them there", venue, report.leaves_qty,
                             child_id, child.cum_qty, child.qty)
-        # Risk books whole ticks: a midpoint fill between two ticks is booked
-        # at the tick against the account (up for a buy, down for a sell).
-        px = (px_x2 + 1) // 2 if order.side == _Side.BUY else px_x2 // 2
+        px = fill_ticks(order.side, px_x2)  # (risk books whole ticks)
         if order.cum_qty <= order.qty:
             self.risk.on_fill(order.order_id, qty, px)
         else:

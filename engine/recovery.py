@@ -55,7 +55,7 @@ from engine.messages import (
 )
 from engine.orders import Child, Stage
 from engine.pipeline import (
-    RISK_SCOPE, SessionRef, cl_ord_hash, kill_switch_scope, order_schedule, risk_fill,
+    RISK_SCOPE, SessionRef, cl_ord_hash, kill_switch_scope, order_schedule, fill_ticks, risk_fill,
     risk_flags,
 )
 from ext.risk import RiskFlag
@@ -966,7 +966,7 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         qty, px_x2 = inst.qty_to_lots(report.last_qty), _px_x2(inst, report.last_px)
         order.fill(qty, px_x2, ts)
         references[risk.instrument_index(order.symbol)] = px_x2 // 2
-        risk_fill(risk, order, qty, (px_x2 + 1) // 2 if order.side == 1 else px_x2 // 2)
+        risk_fill(risk, order, qty, fill_ticks(order.side, px_x2))
         # (side: the Side its type says, not the order's plain int, so that a checkpoint
         # gives back the same value: it decodes a TradeFill by its type, _StatePickler)
         pipeline.history.add(order.account, TradeFill(

@@ -247,3 +247,22 @@ def test_the_working_orders_are_known_without_a_walk_of_the_table():
     working[2].advance(Stage.EXPIRED, 0)
     walk = [o for o in table.by_id.values() if o.stage in (Stage.ROUTED, Stage.PARTIALLY_FILLED)]
     assert table.working() == walk and len(walk) == len(working) + len(later) - 1
+
+
+def test_an_ended_day_is_found_by_its_place_whatever_the_days_held():
+    # One day per roll, oldest first: a removal step finds the day of an id it puts back
+    # without a scan of the days held (keep_done_days may keep thousands).
+    table = OrderTable()
+    for _ in range(40):
+        table.begin_roll(30)
+        table.forget_some()
+    held = [day.roll for day in table._days]
+    assert held == list(range(11, 41))  # (rolls 1..10 forgotten)
+    for roll in held:
+        assert table._ended_day(roll).roll == roll and table._day(roll).roll == roll
+    for roll in (-1, 0, 10, 41, 42):
+        assert table._ended_day(roll) is None
+        assert table._day(roll) is table._calendar.today
+    # A request spent on a held day is booked there; on a forgotten one, taken as forgotten.
+    assert table.reserve("A", "x", spent_in=20) and "x" in table._ended_day(21).spent["A"]
+    assert table.reserve("A", "y", spent_in=5) and not table.used("A", "y")

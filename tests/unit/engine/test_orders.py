@@ -208,3 +208,20 @@ def test_report_carries_every_field_by_name():
         "reject_reason": int(RejectReason.OFF_TICK), "reject_name": "OFF_TICK", "text": "why",
         "v": report.v, "seq": 0}
     assert report.transact_time > 0
+
+
+def test_risk_books_a_fill_at_whole_ticks_against_the_account_and_never_at_0():
+    # A midpoint fill between two ticks: up for a buy, down for a sell, but a sell at half
+    # a tick at 1 (at 0 risk refused it, and the fill was the order's and the router's alone).
+    from engine.pipeline import fill_ticks
+    from ext.risk import RiskEngine
+    from tests.unit.ext.test_risk import BASE, Harness, merged
+    from tests.unit.ext.test_risk_bounds import RICH
+    assert [fill_ticks(Side.BUY, x) for x in (1, 2, 3, 4)] == [1, 1, 2, 2]
+    assert [fill_ticks(side, x) for side in (Side.SELL, Side.SELL_SHORT)
+            for x in (1, 2, 3, 4)] == [1, 1, 1, 2] * 2
+    risk = Harness(RiskEngine, merged(BASE, RICH))
+    risk.trade(Side.BUY, 5, 10)
+    risk.new(side=Side.SELL, qty=5, price=1)
+    assert risk.fill_last(5, fill_ticks(Side.SELL, 1)) == 0
+    assert risk.engine.exposure(0, 0)["position"] == 0
