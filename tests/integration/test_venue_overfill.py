@@ -10,6 +10,7 @@ order says ``overfilled``. A venue that still works lots of such a child
 has them canceled there, once, and what it fills before that cancel lands
 is booked everywhere too, the order not ending before.
 """
+import contextlib
 import logging
 import re
 import time
@@ -251,23 +252,22 @@ def test_an_order_canceled_while_a_child_drains_ends_after_it_with_every_lot(tmp
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def test_a_child_its_venue_ends_short_by_a_fill_with_leaves_0_is_routed_again(tmp_path, caplog):
-    # A venue that cuts a child, or drops an IOC's rest without a report of its
-    # own, says so by a fill report's leaves_qty 0. The engine forgot the child
-    # then; the router kept it live, waiting for lots no venue worked: the
-    # order hung, never routing them again nor ending. The test takes the
-    # venues' place for the engine's children, as above.
+@contextlib.contextmanager
+def buy_across_two_venues(tmp_path, cl_ord_id):
+    """A buy of 100 at 48.00 sent as two children, 40 to NEXA and 60 to BRIX (another firm
+    offers those there), whose venue the test plays: yields ``(engine, client, order_id,
+    kids, sent, held)``, ``kids`` the child ids by venue, ``sent`` what the engine submitted
+    to venues since, ``held()`` the account's position less the one before."""
     path, endpoint = engine_config(tmp_path)
-    caplog.set_level(logging.WARNING, logger="engine.pipeline")
     with ThreadedEngine(path) as engine, Client(endpoint) as client:
         pipeline = engine.service.pipeline
-        risk, router, venues = pipeline.risk, pipeline.router, pipeline.venues
+        risk, venues = pipeline.risk, pipeline.venues
         market = venues.market
 
-        def held():
+        def position():
             return risk.exposure(risk.account_index("DEMO1"),
                                  risk.instrument_index("AAA"))["position"]
-        before = engine.call(held)
+        before = engine.call(position)
         kids_at = ("NEXA", "BRIX")
         engine.call(lambda: [market.submit(venue, "AAA", Side.SELL, qty, 4800, account=77)
                              for venue, qty in (("NEXA", 40), ("BRIX", 60))])
@@ -279,11 +279,23 @@ def test_a_child_its_venue_ends_short_by_a_fill_with_leaves_0_is_routed_again(tm
             return 10**12 + len(sent)
         engine.call(lambda: (setattr(venues, "submit", submit),
                              setattr(venues, "cancel", lambda sim_id: None)))
-        client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="cut")
-        order_id = int(report(client, "cut", ExecType.NEW).order_id)
-        kids = {c.venue: int(c.child_id) for c in status(client, "cut").children}
+        client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id=cl_ord_id)
+        order_id = int(report(client, cl_ord_id, ExecType.NEW).order_id)
+        kids = {c.venue: int(c.child_id) for c in status(client, cl_ord_id).children}
         assert sorted(kids) == sorted(kids_at) and len(sent) == 2
+        yield engine, client, order_id, kids, sent, lambda: engine.call(position) - before
 
+
+def test_a_child_its_venue_ends_short_by_a_fill_with_leaves_0_is_routed_again(tmp_path, caplog):
+    # A venue that cuts a child, or drops an IOC's rest without a report of its
+    # own, says so by a fill report's leaves_qty 0. The engine forgot the child
+    # then; the router kept it live, waiting for lots no venue worked: the
+    # order hung, never routing them again nor ending. The test takes the
+    # venues' place for the engine's children, as above.
+    caplog.set_level(logging.WARNING, logger="engine.pipeline")
+    with buy_across_two_venues(tmp_path, "cut") as (engine, client, order_id, kids, sent, held):
+        pipeline = engine.service.pipeline
+        router = pipeline.router
         venue_fill(engine, kids["BRIX"], (60, 0, 2 * 4800))
         # NEXA fills 30 of its 40 and works nothing more of it; the cancel of
         # the rest it sends after (in the same turn) changes nothing.
@@ -293,10 +305,10 @@ def test_a_child_its_venue_ends_short_by_a_fill_with_leaves_0_is_routed_again(tm
                              dict(kind=ReportKind.RPT_CANCELED), then=lambda: (
             router.parent(order_id)["cum_qty"], router.parent(order_id)["working_qty"],
             [c["child_id"] for c in router.live_children(order_id)],
-            pipeline.orders.by_id[order_id].cum_qty, held()))
+            pipeline.orders.by_id[order_id].cum_qty))
         # Its 10 lots are routed again at once, by a new child (the engine sends
         # it right after the reports), once.
-        assert state[:2] == (90, 10) and state[3:] == (90, before + 90)
+        assert state[:2] == (90, 10) and state[3] == 90 and held() == 90
         assert len(state[2]) == 1 and state[2][0] not in kids.values()
         deadline = time.monotonic() + 5
         while len(sent) < 3 and time.monotonic() < deadline:
@@ -312,7 +324,32 @@ def test_a_child_its_venue_ends_short_by_a_fill_with_leaves_0_is_routed_again(tm
         fill = report(client, "cut", ExecType.FILL)
         assert (fill.cum_qty, fill.leaves_qty, fill.ord_status) == ("100", "0", OrdStatus.FILLED)
         assert all(c.done for c in status(client, "cut").children)
-        assert engine.call(held) == before + 100
+        assert held() == 100
         assert engine.call(lambda: (router.n_active, router.pending_actions)) == (0, 0)
         assert len(sent) == 3
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_refused_fill_with_leaves_0_still_ends_its_child(tmp_path, caplog):
+    # A fill report no one can book (no lots) that says the venue works nothing more of
+    # the child: the engine forgot the child, and the router, refusing the fill, kept it
+    # live and waited for it: canceled, the order never ended.
+    caplog.set_level(logging.WARNING, logger="engine.pipeline")
+    with buy_across_two_venues(tmp_path, "nil") as (engine, client, order_id, kids, sent, held):
+        router = engine.service.pipeline.router
+        live = venue_fill(engine, kids["BRIX"], (0, 0, 2 * 4800), then=lambda: (
+            [c["child_id"] for c in router.live_children(order_id)],
+            router.parent(order_id)["working_qty"]))
+        assert live == ([kids["NEXA"]], 40)  # (BRIX's 60 lots are the parent's again)
+        client.cancel("nil", account="DEMO1", cl_ord_id="nil-x")
+        deadline = time.monotonic() + 5
+        while kids["NEXA"] in engine.call(lambda: [c["child_id"] for c in
+                                                   router.live_children(order_id)
+                                                   if not c["cancel_sent"]]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        venue_canceled(engine, kids["NEXA"])
+        done = report(client, "nil-x", ExecType.CANCELED)
+        assert (done.cum_qty, done.leaves_qty) == ("0", "0")
+        assert held() == 0 and engine.call(lambda: router.n_active) == 0
+    assert "reported a fill of 0 lots" in caplog.text
