@@ -218,7 +218,7 @@ cdef class RiskEngine:
     cdef FirmState firm
     # The last market_checked: its time, and its generation (counted from 1, 0 skipped).
     cdef int64_t market_checked_ns
-    cdef uint32_t market_gen
+    cdef public uint32_t market_gen   # (public: a test sets it near its wrap)
     cdef AccountLimits* acct_limits
     cdef AccountState* acct_state
     cdef InstrumentInfo* inst

@@ -889,9 +889,8 @@ cdef class RiskEngine:
         A market reference (``set_market_reference``) set before the last
         ``market_checked`` is as of that check; one set since, as of its own
         time: whichever was stamped last, as one stamp per instrument at
-        each check gave. (After 2^32 - 1 checks without a new quote the
-        generations meet again and the reference's own, older, time is
-        used: stricter, never laxer.)
+        each check gave. (The generations' wrap is taken care of by
+        ``market_checked``.)
         """
         if ins.ref_gen != 0 and ins.ref_gen != self.market_gen:
             return self.market_checked_ns
@@ -1710,10 +1709,18 @@ cdef class RiskEngine:
         fresh as ``now_ns`` from here on. One call, whatever the number of
         instruments.
         """
+        cdef int32_t i
         self.market_checked_ns = now_ns
         self.market_gen += 1
         if self.market_gen == 0:
-            self.market_gen = 1     # (0 marks a reference that is not the market's)
+            # The generations wrapped (2^32 - 1 checks: 50 days of 1 ms ticks). After
+            # this check every market reference is as of it, so each is given one
+            # generation and the check the next: no reference set long ago can meet
+            # the count again and be judged by its own, older, time.
+            for i in range(self.n_instruments):
+                if self.inst[i].ref_gen != 0:
+                    self.inst[i].ref_gen = 1
+            self.market_gen = 2     # (0 marks a reference that is not the market's)
 
     cdef InstrumentInfo* _ref_slot(self, object instrument) except NULL:
         """The state of the instrument whose reference is set, its index checked."""

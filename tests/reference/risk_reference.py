@@ -694,12 +694,18 @@ class RiskReference:
 
     # ------------------------------------------------------------ market data, admin
     def set_reference_price(self, instrument, price, now_ns):
+        _check_ref_price(price)
         self.ref[instrument] = (price, now_ns)
         self.market_refs.discard(instrument)
 
     def set_market_reference(self, instrument, price, now_ns):
+        _check_ref_price(price)
         self.ref[instrument] = (price, now_ns)
         self.market_refs.add(instrument)
+
+    def clear_reference_prices(self):
+        self.ref.clear()
+        self.market_refs.clear()
 
     def market_reference_lost(self, instrument):
         self.market_refs.discard(instrument)
@@ -796,3 +802,8 @@ class SessionGate:
                   cl_ord_hash, now_ns):
         return self.risk.check_new(order_key, self.session, account, instrument, side, ord_type,
                                    qty, price, flags, cl_ord_hash, now_ns)
+
+
+def _check_ref_price(price: int) -> None:
+    if price <= 0:
+        raise ValueError("reference price must be positive")

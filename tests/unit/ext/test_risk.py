@@ -336,14 +336,26 @@ def test_the_snapshot_holds_a_market_reference_as_of_the_last_check():
     assert restored.snapshot()["instrument_state"][i][:2] == [10000, 7_000]
 
 
-def test_market_reference_arguments_are_checked():
-    e = RiskEngine(BASE)
-    with pytest.raises(IndexError):
-        e.set_market_reference(99, 10000, 0)
-    with pytest.raises(IndexError):
-        e.market_reference_lost(-1)
-    with pytest.raises(ValueError):
-        e.set_market_reference(0, 0, 0)
+def test_market_reference_arguments_are_checked(make):
+    h = make({"firm": {"collar_bps": 100}})
+    e = h.engine
+    if isinstance(e, RiskEngine):
+        with pytest.raises(IndexError):
+            e.set_market_reference(99, 10000, 0)
+        with pytest.raises(IndexError):
+            e.market_reference_lost(-1)
+    # A price that is none is refused, changing nothing, by both implementations.
+    for setter in (e.set_market_reference, e.set_reference_price):
+        for price in (0, -5):
+            with pytest.raises(ValueError, match="reference price must be positive"):
+                setter(0, price, 0)
+    aapl = e.instrument_index("AAPL")
+    e.set_market_reference(aapl, 10000, 0)
+    e.market_checked(0)
+    assert h.new(ord_type=MARKET, price=0) == 0
+    e.clear_reference_prices()          # (recovery's: the market must quote afresh)
+    e.market_checked(0)
+    assert h.new(ord_type=MARKET, price=0) == R.NO_REFERENCE_PRICE
 
 
 def test_market_order_valued_at_collar_edge(make):
@@ -1138,3 +1150,21 @@ def test_a_float_quantity_or_price_is_refused_never_truncated(make):
         with pytest.raises(TypeError):
             call()
     assert h.exposure()["position"] == 0 and h.exposure()["open_buy"] == 5
+
+
+def test_a_market_reference_stays_as_of_the_last_check_across_the_generations_wrap():
+    # market_checked counts checks in 32 bits (the per-instrument record stays one cache
+    # line): 2^32 checks after a quote that never changed again, the count must not meet
+    # the quote's generation and have it judged by its own, older, time.
+    h = Harness(RiskEngine, {**BASE, "firm": {"collar_bps": 100, "max_reference_age_ms": 1000}})
+    e = h.engine
+    i = e.instrument_index("AAPL")
+    e.market_gen = 2**32 - 2
+    e.set_market_reference(i, 10000, 5)     # (its generation: 2^32 - 2)
+    e.market_checked(1000 * MS)
+    e.market_checked(2000 * MS)             # the count wraps
+    e.market_gen = 2**32 - 3                # (as if 2^32 - 4 more checks came)
+    e.market_checked(3000 * MS)             # the count is the quote's generation again
+    assert e.snapshot()["instrument_state"][i][:2] == [10000, 3000 * MS]
+    assert h.new(now=4000 * MS) == 0
+    assert h.new(now=4000 * MS + 1) == R.STALE_REFERENCE_PRICE
