@@ -72,20 +72,25 @@ cdef object _reject_name = None
 cdef object _illegal = None
 cdef bint _allowed[MAX_STAGES][MAX_STAGES]    # [from][to]
 cdef long _routed = -1                          # the stage that puts an order among the working
+cdef object _stage_routed = None                # the Stage members a fill compares with and sets
+cdef object _stage_partial = None
+cdef object _stage_filled = None
 cdef tuple _kwnames = ("transact_time",)
 
 
 def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, dict allowed,
-              illegal, long routed):
+              illegal, long routed, tuple stages, long partially_filled, long filled):
     """Set the types and tables this module follows (``engine.orders`` does, once).
 
     ``status[stage]`` is the ``OrdStatus`` of an order at ``Stage`` ``stage`` and
     ``terminal[stage]`` whether it is done; ``reject_name(code)`` names a reason;
     ``allowed[stage]`` holds the stages an order at ``stage`` may move to, and
     ``illegal`` is the exception a move outside them raises; a move to ``routed`` puts
-    the order among its table's working ones (see :func:`advance`).
+    the order among its table's working ones (see :func:`advance`). ``stages[i]`` is
+    the ``Stage`` of int ``i``; a fill moves an order to ``partially_filled`` or ``filled``.
     """
     global _report_cls, _order_cls, _status, _terminal, _reject_name, _illegal, _routed
+    global _stage_routed, _stage_partial, _stage_filled
     for i, name in enumerate(_FIELDS):
         member = getattr(order_cls, name)
         if type(member).__name__ != "member_descriptor":
@@ -101,8 +106,14 @@ def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, 
             if not (0 <= a < len(status) and 0 <= b < len(status)):
                 raise ValueError(f"stage move {a} -> {b} outside the stages")
             _allowed[a][b] = True
+    if len(stages) != len(status) or any(int(st) != i for i, st in enumerate(stages)) \
+            or not all(0 <= s < len(stages)
+                                             for s in (routed, partially_filled, filled)):
+        raise ValueError("stages must cover the stages, and routed and the fill stages be in them")
     _illegal = illegal
     _routed = routed
+    _stage_routed, _stage_partial, _stage_filled = \
+        stages[routed], stages[partially_filled], stages[filled]
     _report_cls, _order_cls, _status, _terminal = report_cls, order_cls, status, terminal
     _reject_name = reject_name
 
@@ -139,6 +150,10 @@ def advance(order, stage, now_ns):
     """
     if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
         raise TypeError(f"advance needs an order, not {type(order).__name__}")
+    _advance(order, stage, now_ns)
+
+
+cdef _advance(object order, object stage, object now_ns):
     cdef object current = _field(order, F_STAGE)
     cdef long a = current
     cdef long b = stage
@@ -173,6 +188,37 @@ def advance(order, stage, now_ns):
         calendar.working.pop(_field(order, F_ORDER_ID), None)
     elif b == _routed:
         calendar.working[_field(order, F_ORDER_ID)] = None
+
+
+def fill(order, last_qty, last_px_x2, now_ns):
+    """Book a fill (price in half-ticks) and move to PARTIALLY_FILLED or FILLED (``Order.fill``).
+
+    A venue's fill is a fact: one past what is left is booked in full (the
+    order is then FILLED and ``overfilled``), and so is one of an order
+    already FILLED (a venue overfilling it further; it stays FILLED). The
+    sums are Python ints, as they were: a notional may pass 64 bits.
+
+    Raises
+    ------
+    IllegalTransition
+        If the fill is not positive, or the order is neither working nor FILLED.
+    """
+    if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
+        raise TypeError(f"fill needs an order, not {type(order).__name__}")
+    if last_qty <= 0:
+        raise _illegal(f"order {_field(order, F_ORDER_ID)}: fill of {last_qty}")
+    cdef object stage = _field(order, F_STAGE)
+    # (Compared by identity first: the stage slot holds the Stage members themselves.)
+    if stage is not _stage_routed and stage is not _stage_partial and stage is not _stage_filled \
+            and stage != _stage_routed and stage != _stage_partial and stage != _stage_filled:
+        raise _illegal(f"order {_field(order, F_ORDER_ID)} ({_field(order, F_CL_ORD_ID)}): "
+                       f"fill of {last_qty} when {stage.name}")
+    cdef object cum = _field(order, F_CUM_QTY) + last_qty
+    cdef object notional = _field(order, F_NOTIONAL_X2) + last_qty * last_px_x2
+    _set(order, F_CUM_QTY, cum)
+    _set(order, F_NOTIONAL_X2, notional)
+    if stage is not _stage_filled and stage != _stage_filled:
+        _advance(order, _stage_filled if cum >= _field(order, F_QTY) else _stage_partial, now_ns)
 
 
 cdef object _decimal(object n):
