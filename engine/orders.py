@@ -62,7 +62,6 @@ _STATUS = {
 }
 
 # Bound once for the per-order methods below (engine.messages.members says why).
-_RECEIVED = int(Stage.RECEIVED)
 _IOC, _MARKET = int(TimeInForce.IOC), int(OrdType.MARKET)
 
 
@@ -176,9 +175,9 @@ class Order(msgspec.Struct, gc=False, eq=False):
     #: booked there (``done_roll``, and the day's list of done orders); None once done
     calendar: object = None
 
-    def __post_init__(self) -> None:
-        self.path = (_RECEIVED, self.created_ns)
-        self.children = {}
+    # A new order's path, (RECEIVED, created_ns), and its empty dict of children; in C
+    # (ext/orderstate.pyx: msgspec calls it for every order made).
+    __post_init__ = _orderstate.init_order
 
     def __reduce__(self):
         # Pickled (a checkpoint, engine.checkpoint): rebuilt with every field as it was,
@@ -261,7 +260,7 @@ _orderstate.configure(ExecutionReport, Order, tuple(_STATUS[stage] for stage in 
                       tuple(stage in TERMINAL for stage in Stage), reject_name,
                       {int(a): frozenset(int(b) for b in to) for a, to in _ALLOWED.items()},
                       IllegalTransition, int(Stage.ROUTED), tuple(Stage),
-                      int(Stage.PARTIALLY_FILLED), int(Stage.FILLED))
+                      int(Stage.PARTIALLY_FILLED), int(Stage.FILLED), int(Stage.RECEIVED))
 execution_report = _orderstate.execution_report
 Order.advance = _orderstate.advance
 Order.fill = _orderstate.fill

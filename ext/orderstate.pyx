@@ -1,5 +1,6 @@
-"""An order's per-order steps in C: its stage changes (``advance``) and its execution
-reports (``execution_report``), the order's fields read and written at their slots.
+"""An order's per-order steps in C: its set-up (``init_order``, its ``__post_init__``),
+stage changes (``advance``), fills (``fill``) and execution reports
+(``execution_report``), the order's fields read and written at their slots.
 
 ``Order`` is a msgspec struct: each field is a slot at a fixed offset, named by its
 member descriptor. From Python, setting one costs about 550 instructions
@@ -57,10 +58,12 @@ cdef enum:
 
 # The order's fields read here, by name (their offsets: configure).
 _FIELDS = ("order_id", "cl_ord_id", "account", "symbol", "side", "ord_type", "qty", "price",
-           "cum_qty", "notional_x2", "stage", "path", "calendar", "done_roll")
+           "cum_qty", "notional_x2", "stage", "path", "calendar", "done_roll", "created_ns",
+           "children")
 cdef enum:
     F_ORDER_ID, F_CL_ORD_ID, F_ACCOUNT, F_SYMBOL, F_SIDE, F_ORD_TYPE, F_QTY, F_PRICE, \
-        F_CUM_QTY, F_NOTIONAL_X2, F_STAGE, F_PATH, F_CALENDAR, F_DONE_ROLL, N_FIELDS
+        F_CUM_QTY, F_NOTIONAL_X2, F_STAGE, F_PATH, F_CALENDAR, F_DONE_ROLL, F_CREATED_NS, \
+        F_CHILDREN, N_FIELDS
     MAX_STAGES = 32
 
 cdef Py_ssize_t _offsets[N_FIELDS]
@@ -76,10 +79,12 @@ cdef object _stage_routed = None                # the Stage members a fill compa
 cdef object _stage_partial = None
 cdef object _stage_filled = None
 cdef tuple _kwnames = ("transact_time",)
+cdef object _received = None                    # int(Stage.RECEIVED), a new order's first stage
 
 
 def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, dict allowed,
-              illegal, long routed, tuple stages, long partially_filled, long filled):
+              illegal, long routed, tuple stages, long partially_filled, long filled,
+              long received):
     """Set the types and tables this module follows (``engine.orders`` does, once).
 
     ``status[stage]`` is the ``OrdStatus`` of an order at ``Stage`` ``stage`` and
@@ -87,10 +92,11 @@ def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, 
     ``allowed[stage]`` holds the stages an order at ``stage`` may move to, and
     ``illegal`` is the exception a move outside them raises; a move to ``routed`` puts
     the order among its table's working ones (see :func:`advance`). ``stages[i]`` is
-    the ``Stage`` of int ``i``; a fill moves an order to ``partially_filled`` or ``filled``.
+    the ``Stage`` of int ``i``; a fill moves an order to ``partially_filled`` or ``filled``;
+    a new order's path begins at ``received``.
     """
     global _report_cls, _order_cls, _status, _terminal, _reject_name, _illegal, _routed
-    global _stage_routed, _stage_partial, _stage_filled
+    global _stage_routed, _stage_partial, _stage_filled, _received
     for i, name in enumerate(_FIELDS):
         member = getattr(order_cls, name)
         if type(member).__name__ != "member_descriptor":
@@ -108,12 +114,14 @@ def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, 
             _allowed[a][b] = True
     if len(stages) != len(status) or any(int(st) != i for i, st in enumerate(stages)) \
             or not all(0 <= s < len(stages)
-                                             for s in (routed, partially_filled, filled)):
+                                             for s in (routed, partially_filled, filled,
+                                                       received)):
         raise ValueError("stages must cover the stages, and routed and the fill stages be in them")
     _illegal = illegal
     _routed = routed
     _stage_routed, _stage_partial, _stage_filled = \
         stages[routed], stages[partially_filled], stages[filled]
+    _received = received
     _report_cls, _order_cls, _status, _terminal = report_cls, order_cls, status, terminal
     _reject_name = reject_name
 
@@ -219,6 +227,22 @@ def fill(order, last_qty, last_px_x2, now_ns):
     _set(order, F_NOTIONAL_X2, notional)
     if stage is not _stage_filled and stage != _stage_filled:
         _advance(order, _stage_filled if cum >= _field(order, F_QTY) else _stage_partial, now_ns)
+
+
+def init_order(order):
+    """A new order's path (its first stage, RECEIVED, at ``created_ns``) and its empty dict
+    of children (``Order.__post_init__``).
+
+    msgspec calls it for every order made: as a Python method it was a frame
+    entered from C and two slot writes through msgspec's generic
+    ``__setattr__``; here the slots are written in place.
+    """
+    if _order_cls is None:
+        raise RuntimeError("ext.orderstate.configure was not called")
+    if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
+        raise TypeError(f"init_order needs an order, not {type(order).__name__}")
+    _set(order, F_PATH, (_received, _field(order, F_CREATED_NS)))
+    _set(order, F_CHILDREN, {})
 
 
 cdef object _decimal(object n):

@@ -150,3 +150,25 @@ def test_a_fill_moves_to_partially_filled_then_filled_and_books_an_overfill():
         order.fill(0, 200, 14)
     with pytest.raises(TypeError):
         Order.fill("not an order", 1, 200, 14)
+
+
+@given(created=st.integers(0, 2**64))
+def test_a_new_order_starts_received_at_its_creation_with_no_children(created):
+    # Order.__post_init__ (ext.orderstate.init_order): the path the Python one made.
+    orders = [Order(7, "c", "S", "a", "A", 1, 2, 0, 100, 5, created) for _ in range(2)]
+    for order in orders:
+        assert order.path == (int(Stage.RECEIVED), created) and order.stage is Stage.RECEIVED
+        assert type(order.path[0]) is int and order.children == {}
+        assert order.transitions == [(Stage.RECEIVED, created)]
+    assert orders[0].children is not orders[1].children   # each its own
+    with pytest.raises(TypeError):
+        Order.__post_init__("not an order")
+
+
+def test_a_pickled_order_keeps_its_path_and_children():
+    import pickle
+    order = Order(7, "c", "S", "a", "A", 1, 2, 0, 100, 5, 3)
+    order.advance(Stage.VALIDATED, 10)
+    order.children[4] = "child"
+    copy = pickle.loads(pickle.dumps(order))
+    assert (copy.path, copy.children) == ((0, 3, 1, 10), {4: "child"})
