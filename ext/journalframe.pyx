@@ -122,6 +122,14 @@ def frame_record(bytearray out, bytes prev_hash, uint64_t seq, int64_t ts_ns,
     payload : bytes
         The record body.
     """
+    return _frame(out, prev_hash, seq, ts_ns, kind, payload)
+
+
+cdef bytes _frame(bytearray out, bytes prev_hash, uint64_t seq, int64_t ts_ns, unsigned int kind,
+                  bytes payload):
+    # (frame_record's body: the appends below call it as C, not through a Python call.)
+    if out is None or prev_hash is None or payload is None:
+        raise TypeError("out, prev_hash and payload must be given")
     if PyBytes_GET_SIZE(prev_hash) != HASH_SIZE:
         raise ValueError(f"prev_hash must be {HASH_SIZE} bytes, got {len(prev_hash)}")
     cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
@@ -279,7 +287,7 @@ cdef object _append(object self, object kind, bytes payload, object ts_ns):
         self._rotate_now()
         out = _slot(self, _w_offsets[W_OUT], "_out")
     cdef object seq = _slot(self, _w_offsets[W_LAST_SEQ], "_last_seq") + 1
-    cdef object last_hash = frame_record(
+    cdef object last_hash = _frame(
         out, _slot(self, _w_offsets[W_LAST_HASH], "_last_hash"), seq,
         _time.time_ns() if ts_ns is None else ts_ns, kind, payload)
     _set_slot(self, _w_offsets[W_LAST_HASH], last_hash)
@@ -308,7 +316,8 @@ def append(self, kind, payload, *, ts_ns=None):
     int
         The record's ``seq``. Under ``always`` it is durable on return.
     """
-    return _append(self, kind, bytes(payload), ts_ns)
+    # (The engine's payloads are bytes already: no call of the bytes type for them.)
+    return _append(self, kind, payload if type(payload) is bytes else bytes(payload), ts_ns)
 
 
 def append_msg(self, kind, msg, *, ts_ns=None):

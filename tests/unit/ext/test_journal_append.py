@@ -73,3 +73,14 @@ def test_a_closed_journal_and_a_payload_too_big_are_refused(tmp_path):
         writer.append(RecordKind.EVENT, b"x")
     with pytest.raises(TypeError):
         JournalWriter.append_msg(object(), RecordKind.EVENT, b"x")
+
+
+def test_a_payload_of_any_bytes_like_is_recorded_as_it_was_appended(tmp_path):
+    body = bytearray(b"abc")
+    with JournalWriter(tmp_path, fsync="none", buffered=True) as writer:
+        writer.append(RecordKind.EVENT, body, ts_ns=1)
+        body[0] = ord("x")   # changed after the append: the record keeps what was appended
+        writer.append(RecordKind.EVENT, memoryview(b"defg")[1:], ts_ns=2)
+        writer.append(RecordKind.EVENT, b"hi", ts_ns=3)
+        writer.flush()
+    assert [bytes(r.payload) for r in JournalReader(tmp_path)] == [b"abc", b"efg", b"hi"]
