@@ -41,7 +41,7 @@ import msgspec
 import numpy as np
 
 from ext import journalframe
-from ext.journalframe import frame_record, read_record
+from ext.journalframe import read_record
 from ext.msgframe import FrameEncoder
 
 log = logging.getLogger(__name__)
@@ -945,10 +945,11 @@ class JournalWriter:
 
     # Slots, not an instance dict: on Python 3.11 an instance with more than 30
     # attributes has its dict built for good, and then no call of one of its
-    # methods (``journal.append``, ``self._append``: three or four per order)
-    # is specialised by the interpreter, about 240 instructions more each. The
-    # ``__dict__`` slot stays empty (and the calls specialised) unless something
-    # sets an attribute that is not listed, as a test does to fail one writer's sync.
+    # methods is specialised by the interpreter, about 240 instructions more each;
+    # and the compiled appends (three or four per order) read and write the slots
+    # they use in place, at their offsets. The ``__dict__`` slot stays empty (and
+    # the calls specialised) unless something sets an attribute that is not
+    # listed, as a test does to fail one writer's sync.
     __slots__ = ("data_dir", "_dir_created", "_lock_fd", "_dir_fd", "_next_file",
                  "_no_next_file", "fsync", "group_commit_us", "rotate_bytes", "buffered",
                  "on_sync", "on_failure", "_failure", "_out", "_out_seq", "_encoder", "_lock",
@@ -996,7 +997,7 @@ class JournalWriter:
         self._out = bytearray()          # buffered records not yet written
         self._out_seq = 0                # last seq in ``_out``
         # msgspec's bytes, written in C for the engine's records (one buffer: the
-        # writer appends from one thread, as _append's unlocked state assumes).
+        # writer appends from one thread, as the appends' unlocked state assumes).
         self._encoder = FrameEncoder(msgspec.msgpack.Encoder().encode)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -1322,50 +1323,10 @@ class JournalWriter:
                 self._unsynced.append(old.path)
 
     # ------------------------------------------------------------ append
-    def append(self, kind: int, payload: bytes | bytearray | memoryview, *,
-               ts_ns: int | None = None) -> int:
-        """Append one record; returns its sequence number.
-
-        Parameters
-        ----------
-        kind : RecordKind or int
-            What the record holds.
-        payload : bytes-like
-            The record body (msgpack of a message struct, by convention).
-        ts_ns : int, optional
-            Timestamp; defaults to ``time.time_ns()``.
-
-        Returns
-        -------
-        int
-            The record's ``seq``. Under ``always`` it is durable on return.
-        """
-        return self._append(kind, bytes(payload), ts_ns)
-
-    def append_msg(self, kind: int, msg: object, *, ts_ns: int | None = None) -> int:
-        """Append a msgspec struct (or any msgpack-able value) as one record."""
-        return self._append(kind, self._encoder.encode(msg), ts_ns)
-
-    def _append(self, kind: int, payload: bytes, ts_ns: int | None) -> int:
-        """Sequence and frame one record: into the flush buffer when buffered (the
-        engine's per-message path), else written now and synced per the policy."""
-        if self._closed:
-            raise JournalError("journal is closed")
-        payload_len = len(payload)
-        if payload_len > MAX_PAYLOAD:
-            raise ValueError(f"payload of {payload_len} bytes exceeds {MAX_PAYLOAD}")
-        pending = self._segment.size + len(self._out)
-        if pending + RECORD_HEADER_SIZE + payload_len > self.rotate_bytes and \
-                pending > FILE_HEADER_SIZE:
-            self._rotate_now()
-        seq = self._last_seq + 1
-        self._last_hash = frame_record(self._out, self._last_hash, seq,
-                                       time.time_ns() if ts_ns is None else ts_ns, kind, payload)
-        self._last_seq = self._out_seq = seq
-        if not self.buffered:
-            self._write_out()
-            self._written(seq)
-        return seq
+    # append(kind, payload, *, ts_ns=None) and append_msg(kind, msg, *, ts_ns=None): one
+    # record (a bytes-like body, or a msgspec struct as msgpack), sequenced and framed into
+    # the flush buffer when buffered, else written and synced per the policy; each returns
+    # the record's seq. In C (ext/journalframe.pyx, which says why), set below the class.
 
     def _rotate_now(self) -> None:
         """Write what is buffered (it belongs to the segment it was sequenced in) and start
@@ -1710,3 +1671,8 @@ class JournalWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+journalframe.configure_writer(JournalWriter, _Segment, JournalError, MAX_PAYLOAD, FILE_HEADER_SIZE)
+JournalWriter.append = journalframe.append
+JournalWriter.append_msg = journalframe.append_msg

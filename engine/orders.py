@@ -62,8 +62,6 @@ _STATUS = {
 }
 
 # Bound once for the per-order methods below (engine.messages.members says why).
-_RECEIVED, _FILLED, _PARTIALLY_FILLED = int(Stage.RECEIVED), Stage.FILLED, Stage.PARTIALLY_FILLED
-_ROUTED = Stage.ROUTED
 _IOC, _MARKET = int(TimeInForce.IOC), int(OrdType.MARKET)
 
 
@@ -177,9 +175,9 @@ class Order(msgspec.Struct, gc=False, eq=False):
     #: booked there (``done_roll``, and the day's list of done orders); None once done
     calendar: object = None
 
-    def __post_init__(self) -> None:
-        self.path = (_RECEIVED, self.created_ns)
-        self.children = {}
+    # A new order's path, (RECEIVED, created_ns), and its empty dict of children; in C
+    # (ext/orderstate.pyx: msgspec calls it for every order made).
+    __post_init__ = _orderstate.init_order
 
     def __reduce__(self):
         # Pickled (a checkpoint, engine.checkpoint): rebuilt with every field as it was,
@@ -223,6 +221,10 @@ class Order(msgspec.Struct, gc=False, eq=False):
     # advance(stage, now_ns): the move to ``stage``, or IllegalTransition; done, the order
     # is booked in its table's day (``calendar``), routed, among the working ones. In C
     # (ext/orderstate.pyx), set below.
+    # fill(last_qty, last_px_x2, now_ns): a fill booked (price in half-ticks), the order
+    # moved to PARTIALLY_FILLED or FILLED, or IllegalTransition if the fill is not positive
+    # or the order neither working nor FILLED. A venue's fill is a fact: one past what is
+    # left, or of an order already FILLED, is booked in full (``overfilled``). In C too.
 
     def reject(self, reason: int, text: str, now_ns: int) -> None:
         """Refuse the order before it was routed."""
@@ -233,31 +235,6 @@ class Order(msgspec.Struct, gc=False, eq=False):
     def overfilled(self) -> bool:
         """A venue filled more than the order's quantity (``cum_qty > qty``)."""
         return self.cum_qty > self.qty
-
-    def fill(self, last_qty: int, last_px_x2: int, now_ns: int) -> None:
-        """Book a fill (price in half-ticks) and move to PARTIALLY_FILLED or FILLED.
-
-        A venue's fill is a fact: one past what is left is booked in full
-        (the order is then FILLED and ``overfilled``), and so is one of an
-        order already FILLED (a venue overfilling it further; it stays FILLED).
-
-        Raises
-        ------
-        IllegalTransition
-            If the fill is not positive, or the order is neither working nor FILLED.
-        """
-        if last_qty <= 0:
-            raise IllegalTransition(f"order {self.order_id}: fill of {last_qty}")
-        stage = self.stage
-        # (Compared, not looked up: a Stage hashes in Python, and this runs per fill.)
-        if stage != _ROUTED and stage != _PARTIALLY_FILLED and stage != _FILLED:
-            raise IllegalTransition(f"order {self.order_id} ({self.cl_ord_id}): fill of "
-                                    f"{last_qty} when {stage.name}")
-        self.cum_qty += last_qty
-        self.notional_x2 += last_qty * last_px_x2
-        if stage != _FILLED:  # (a FILLED order a venue overfills further stays FILLED)
-            self.advance(_FILLED if self.cum_qty >= self.qty else _PARTIALLY_FILLED, now_ns)
-
 
 def _unpickle_order(fields: dict) -> Order:
     """An :class:`Order` with ``fields`` as pickled (``Order.__reduce__``)."""
@@ -282,9 +259,11 @@ def avg_px(inst: Instrument, notional_x2: int, cum_qty: int) -> str | None:
 _orderstate.configure(ExecutionReport, Order, tuple(_STATUS[stage] for stage in Stage),
                       tuple(stage in TERMINAL for stage in Stage), reject_name,
                       {int(a): frozenset(int(b) for b in to) for a, to in _ALLOWED.items()},
-                      IllegalTransition, int(Stage.ROUTED))
+                      IllegalTransition, int(Stage.ROUTED), tuple(Stage),
+                      int(Stage.PARTIALLY_FILLED), int(Stage.FILLED), int(Stage.RECEIVED))
 execution_report = _orderstate.execution_report
 Order.advance = _orderstate.advance
+Order.fill = _orderstate.fill
 
 
 class _Day:

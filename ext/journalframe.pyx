@@ -28,6 +28,10 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyBy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memcmp
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+
+import time as _time
 
 
 cdef enum:
@@ -118,6 +122,14 @@ def frame_record(bytearray out, bytes prev_hash, uint64_t seq, int64_t ts_ns,
     payload : bytes
         The record body.
     """
+    return _frame(out, prev_hash, seq, ts_ns, kind, payload)
+
+
+cdef bytes _frame(bytearray out, bytes prev_hash, uint64_t seq, int64_t ts_ns, unsigned int kind,
+                  bytes payload):
+    # (frame_record's body: the appends below call it as C, not through a Python call.)
+    if out is None or prev_hash is None or payload is None:
+        raise TypeError("out, prev_hash and payload must be given")
     if PyBytes_GET_SIZE(prev_hash) != HASH_SIZE:
         raise ValueError(f"prev_hash must be {HASH_SIZE} bytes, got {len(prev_hash)}")
     cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
@@ -182,3 +194,135 @@ def read_record(bytes data, Py_ssize_t offset, uint64_t expected_seq, bytes prev
     cdef bytes payload = PyBytes_FromStringAndSize(<const char*>p + HEADER_SIZE, length)
     return (seq, <int64_t>_get_u64(p + 16), <unsigned int>(p[24] | (p[25] << 8)), payload, stored,
             offset + HEADER_SIZE + length)
+
+
+# ---------------------------------------------------------------- the writer's appends
+# ``JournalWriter.append`` and ``append_msg`` (engine/journal.py), three or four calls an
+# order. In Python each was two method frames and six slot reads and three slot writes
+# of the writer, about 1k instructions a record; here the writer's and its segment's
+# slots (``__slots__``: each a member descriptor at a fixed offset) are read and written
+# in place and the record framed by the code above. What is not the per-record path (a
+# rotation, an unbuffered write and its sync) is the writer's own Python methods.
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+    ctypedef struct PyTypeObject:
+        pass
+    bint PyObject_TypeCheck(object o, PyTypeObject* t)
+
+
+_WRITER_FIELDS = ("_closed", "_segment", "_out", "rotate_bytes", "buffered", "_last_seq",
+                  "_last_hash", "_out_seq", "_encoder")
+cdef enum:
+    W_CLOSED, W_SEGMENT, W_OUT, W_ROTATE_BYTES, W_BUFFERED, W_LAST_SEQ, W_LAST_HASH, \
+        W_OUT_SEQ, W_ENCODER, N_WRITER_FIELDS
+
+cdef Py_ssize_t _w_offsets[N_WRITER_FIELDS]
+cdef Py_ssize_t _size_offset = 0      # the segment's ``size``
+cdef object _writer_cls = None
+cdef object _segment_cls = None
+cdef object _error = None              # JournalError, for a closed journal
+cdef Py_ssize_t _max_payload = 0
+cdef Py_ssize_t _file_header_size = 0
+
+
+cdef Py_ssize_t _offset_of(cls, str name) except -1:
+    member = getattr(cls, name)
+    if type(member).__name__ != "member_descriptor":
+        raise TypeError(f"{cls.__name__}.{name} is not a slot")
+    return (<PyMemberDescrObject*><PyObject*>member).d_member.offset
+
+
+def configure_writer(writer_cls, segment_cls, error, Py_ssize_t max_payload,
+                     Py_ssize_t file_header_size):
+    """Set the writer's and its segment's types (their slots are read in place here), the
+    error a closed journal raises and the format's limits (``engine.journal`` does, once)."""
+    global _writer_cls, _segment_cls, _error, _max_payload, _file_header_size, _size_offset
+    for i, name in enumerate(_WRITER_FIELDS):
+        _w_offsets[i] = _offset_of(writer_cls, name)
+    _size_offset = _offset_of(segment_cls, "size")
+    _writer_cls, _segment_cls, _error = writer_cls, segment_cls, error
+    _max_payload, _file_header_size = max_payload, file_header_size
+
+
+cdef inline object _slot(object obj, Py_ssize_t offset, str name):
+    cdef PyObject* value = (<PyObject**>(<char*><PyObject*>obj + offset))[0]
+    if value == NULL:
+        raise AttributeError(name)
+    return <object>value
+
+
+cdef inline void _set_slot(object obj, Py_ssize_t offset, object value):
+    cdef PyObject** slot = <PyObject**>(<char*><PyObject*>obj + offset)
+    cdef PyObject* old = slot[0]
+    Py_INCREF(value)
+    slot[0] = <PyObject*>value
+    Py_XDECREF(old)
+
+
+cdef object _append(object self, object kind, bytes payload, object ts_ns):
+    """Sequence and frame one record: into the flush buffer when buffered (the engine's
+    per-message path), else written now and synced per the policy."""
+    if _writer_cls is None:
+        raise RuntimeError("ext.journalframe.configure_writer was not called")
+    if not PyObject_TypeCheck(self, <PyTypeObject*>_writer_cls):
+        raise TypeError(f"append needs a journal writer, not {type(self).__name__}")
+    if _slot(self, _w_offsets[W_CLOSED], "_closed"):
+        raise _error("journal is closed")
+    cdef Py_ssize_t payload_len = PyBytes_GET_SIZE(payload)
+    if payload_len > _max_payload:
+        raise ValueError(f"payload of {payload_len} bytes exceeds {_max_payload}")
+    cdef object segment = _slot(self, _w_offsets[W_SEGMENT], "_segment")
+    cdef object size = (_slot(segment, _size_offset, "size")
+                        if PyObject_TypeCheck(segment, <PyTypeObject*>_segment_cls)
+                        else segment.size)
+    cdef bytearray out = _slot(self, _w_offsets[W_OUT], "_out")
+    cdef object pending = size + PyByteArray_GET_SIZE(out)
+    if pending + (HEADER_SIZE + payload_len) > _slot(self, _w_offsets[W_ROTATE_BYTES],
+                                                     "rotate_bytes") \
+            and pending > _file_header_size:
+        self._rotate_now()
+        out = _slot(self, _w_offsets[W_OUT], "_out")
+    cdef object seq = _slot(self, _w_offsets[W_LAST_SEQ], "_last_seq") + 1
+    cdef object last_hash = _frame(
+        out, _slot(self, _w_offsets[W_LAST_HASH], "_last_hash"), seq,
+        _time.time_ns() if ts_ns is None else ts_ns, kind, payload)
+    _set_slot(self, _w_offsets[W_LAST_HASH], last_hash)
+    _set_slot(self, _w_offsets[W_LAST_SEQ], seq)
+    _set_slot(self, _w_offsets[W_OUT_SEQ], seq)
+    if not _slot(self, _w_offsets[W_BUFFERED], "buffered"):
+        self._write_out()
+        self._written(seq)
+    return seq
+
+
+def append(self, kind, payload, *, ts_ns=None):
+    """Append one record; returns its sequence number (``JournalWriter.append``).
+
+    Parameters
+    ----------
+    kind : RecordKind or int
+        What the record holds.
+    payload : bytes-like
+        The record body (msgpack of a message struct, by convention).
+    ts_ns : int, optional
+        Timestamp; defaults to ``time.time_ns()``.
+
+    Returns
+    -------
+    int
+        The record's ``seq``. Under ``always`` it is durable on return.
+    """
+    # (The engine's payloads are bytes already: no call of the bytes type for them.)
+    return _append(self, kind, payload if type(payload) is bytes else bytes(payload), ts_ns)
+
+
+def append_msg(self, kind, msg, *, ts_ns=None):
+    """Append a msgspec struct (or any msgpack-able value) as one record
+    (``JournalWriter.append_msg``)."""
+    if not PyObject_TypeCheck(self, <PyTypeObject*>_writer_cls):
+        raise TypeError(f"append_msg needs a journal writer, not {type(self).__name__}")
+    return _append(self, kind, _slot(self, _w_offsets[W_ENCODER], "_encoder").encode(msg), ts_ns)

@@ -1,5 +1,6 @@
-"""An order's per-order steps in C: its stage changes (``advance``) and its execution
-reports (``execution_report``), the order's fields read and written at their slots.
+"""An order's per-order steps in C: its set-up (``init_order``, its ``__post_init__``),
+stage changes (``advance``), fills (``fill``) and execution reports
+(``execution_report``), the order's fields read and written at their slots.
 
 ``Order`` is a msgspec struct: each field is a slot at a fixed offset, named by its
 member descriptor. From Python, setting one costs about 550 instructions
@@ -57,10 +58,12 @@ cdef enum:
 
 # The order's fields read here, by name (their offsets: configure).
 _FIELDS = ("order_id", "cl_ord_id", "account", "symbol", "side", "ord_type", "qty", "price",
-           "cum_qty", "notional_x2", "stage", "path", "calendar", "done_roll")
+           "cum_qty", "notional_x2", "stage", "path", "calendar", "done_roll", "created_ns",
+           "children")
 cdef enum:
     F_ORDER_ID, F_CL_ORD_ID, F_ACCOUNT, F_SYMBOL, F_SIDE, F_ORD_TYPE, F_QTY, F_PRICE, \
-        F_CUM_QTY, F_NOTIONAL_X2, F_STAGE, F_PATH, F_CALENDAR, F_DONE_ROLL, N_FIELDS
+        F_CUM_QTY, F_NOTIONAL_X2, F_STAGE, F_PATH, F_CALENDAR, F_DONE_ROLL, F_CREATED_NS, \
+        F_CHILDREN, N_FIELDS
     MAX_STAGES = 32
 
 cdef Py_ssize_t _offsets[N_FIELDS]
@@ -72,20 +75,28 @@ cdef object _reject_name = None
 cdef object _illegal = None
 cdef bint _allowed[MAX_STAGES][MAX_STAGES]    # [from][to]
 cdef long _routed = -1                          # the stage that puts an order among the working
+cdef object _stage_routed = None                # the Stage members a fill compares with and sets
+cdef object _stage_partial = None
+cdef object _stage_filled = None
 cdef tuple _kwnames = ("transact_time",)
+cdef object _received = None                    # int(Stage.RECEIVED), a new order's first stage
 
 
 def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, dict allowed,
-              illegal, long routed):
+              illegal, long routed, tuple stages, long partially_filled, long filled,
+              long received):
     """Set the types and tables this module follows (``engine.orders`` does, once).
 
     ``status[stage]`` is the ``OrdStatus`` of an order at ``Stage`` ``stage`` and
     ``terminal[stage]`` whether it is done; ``reject_name(code)`` names a reason;
     ``allowed[stage]`` holds the stages an order at ``stage`` may move to, and
     ``illegal`` is the exception a move outside them raises; a move to ``routed`` puts
-    the order among its table's working ones (see :func:`advance`).
+    the order among its table's working ones (see :func:`advance`). ``stages[i]`` is
+    the ``Stage`` of int ``i``; a fill moves an order to ``partially_filled`` or ``filled``;
+    a new order's path begins at ``received``.
     """
     global _report_cls, _order_cls, _status, _terminal, _reject_name, _illegal, _routed
+    global _stage_routed, _stage_partial, _stage_filled, _received
     for i, name in enumerate(_FIELDS):
         member = getattr(order_cls, name)
         if type(member).__name__ != "member_descriptor":
@@ -101,8 +112,16 @@ def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, 
             if not (0 <= a < len(status) and 0 <= b < len(status)):
                 raise ValueError(f"stage move {a} -> {b} outside the stages")
             _allowed[a][b] = True
+    if len(stages) != len(status) or any(int(st) != i for i, st in enumerate(stages)) \
+            or not all(0 <= s < len(stages)
+                                             for s in (routed, partially_filled, filled,
+                                                       received)):
+        raise ValueError("stages must cover the stages, and routed and the fill stages be in them")
     _illegal = illegal
     _routed = routed
+    _stage_routed, _stage_partial, _stage_filled = \
+        stages[routed], stages[partially_filled], stages[filled]
+    _received = received
     _report_cls, _order_cls, _status, _terminal = report_cls, order_cls, status, terminal
     _reject_name = reject_name
 
@@ -139,6 +158,10 @@ def advance(order, stage, now_ns):
     """
     if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
         raise TypeError(f"advance needs an order, not {type(order).__name__}")
+    _advance(order, stage, now_ns)
+
+
+cdef _advance(object order, object stage, object now_ns):
     cdef object current = _field(order, F_STAGE)
     cdef long a = current
     cdef long b = stage
@@ -173,6 +196,53 @@ def advance(order, stage, now_ns):
         calendar.working.pop(_field(order, F_ORDER_ID), None)
     elif b == _routed:
         calendar.working[_field(order, F_ORDER_ID)] = None
+
+
+def fill(order, last_qty, last_px_x2, now_ns):
+    """Book a fill (price in half-ticks) and move to PARTIALLY_FILLED or FILLED (``Order.fill``).
+
+    A venue's fill is a fact: one past what is left is booked in full (the
+    order is then FILLED and ``overfilled``), and so is one of an order
+    already FILLED (a venue overfilling it further; it stays FILLED). The
+    sums are Python ints, as they were: a notional may pass 64 bits.
+
+    Raises
+    ------
+    IllegalTransition
+        If the fill is not positive, or the order is neither working nor FILLED.
+    """
+    if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
+        raise TypeError(f"fill needs an order, not {type(order).__name__}")
+    if last_qty <= 0:
+        raise _illegal(f"order {_field(order, F_ORDER_ID)}: fill of {last_qty}")
+    cdef object stage = _field(order, F_STAGE)
+    # (Compared by identity first: the stage slot holds the Stage members themselves.)
+    if stage is not _stage_routed and stage is not _stage_partial and stage is not _stage_filled \
+            and stage != _stage_routed and stage != _stage_partial and stage != _stage_filled:
+        raise _illegal(f"order {_field(order, F_ORDER_ID)} ({_field(order, F_CL_ORD_ID)}): "
+                       f"fill of {last_qty} when {stage.name}")
+    cdef object cum = _field(order, F_CUM_QTY) + last_qty
+    cdef object notional = _field(order, F_NOTIONAL_X2) + last_qty * last_px_x2
+    _set(order, F_CUM_QTY, cum)
+    _set(order, F_NOTIONAL_X2, notional)
+    if stage is not _stage_filled and stage != _stage_filled:
+        _advance(order, _stage_filled if cum >= _field(order, F_QTY) else _stage_partial, now_ns)
+
+
+def init_order(order):
+    """A new order's path (its first stage, RECEIVED, at ``created_ns``) and its empty dict
+    of children (``Order.__post_init__``).
+
+    msgspec calls it for every order made: as a Python method it was a frame
+    entered from C and two slot writes through msgspec's generic
+    ``__setattr__``; here the slots are written in place.
+    """
+    if _order_cls is None:
+        raise RuntimeError("ext.orderstate.configure was not called")
+    if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
+        raise TypeError(f"init_order needs an order, not {type(order).__name__}")
+    _set(order, F_PATH, (_received, _field(order, F_CREATED_NS)))
+    _set(order, F_CHILDREN, {})
 
 
 cdef object _decimal(object n):

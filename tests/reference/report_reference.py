@@ -1,5 +1,5 @@
 """Pure-Python reference of ``ext/orderstate.pyx``: ``engine.orders.execution_report`` and
-``Order.advance`` as they were written in Python, which the tests hold the compiled ones to
+``Order.advance`` and ``Order.fill`` as they were written in Python, which the tests hold the compiled ones to
 (the same report, every field; the same stage, path and refusals)."""
 from __future__ import annotations
 
@@ -64,3 +64,19 @@ def advance(order: Order, stage: Stage, now_ns: int) -> None:
         calendar.working.pop(order.order_id, None)
     elif stage == Stage.ROUTED:
         calendar.working[order.order_id] = None
+
+
+def fill(order: Order, last_qty: int, last_px_x2: int, now_ns: int) -> None:
+    """Book a fill and move to PARTIALLY_FILLED or FILLED (``Order.fill``), or raise
+    IllegalTransition."""
+    if last_qty <= 0:
+        raise IllegalTransition(f"order {order.order_id}: fill of {last_qty}")
+    stage = order.stage
+    if stage not in (Stage.ROUTED, Stage.PARTIALLY_FILLED, Stage.FILLED):
+        raise IllegalTransition(f"order {order.order_id} ({order.cl_ord_id}): fill of "
+                                f"{last_qty} when {stage.name}")
+    order.cum_qty += last_qty
+    order.notional_x2 += last_qty * last_px_x2
+    if stage != Stage.FILLED:  # a FILLED order a venue overfills further stays FILLED
+        advance(order, Stage.FILLED if order.cum_qty >= order.qty else Stage.PARTIALLY_FILLED,
+                now_ns)

@@ -83,3 +83,11 @@ def test_read_record_takes_exactly_the_records_that_check_out(payloads, flip, ch
     if chain and len(payloads) > 1:
         assert read_record(data, len(prefix) + RECORD_HEADER_SIZE + len(payloads[0]), 2,
                            GENESIS_HASH, True) is None
+
+
+def test_frame_refuses_none_for_its_buffers():
+    # (Typed arguments let None through in Cython; the framing would read through it.)
+    for args in ((None, GENESIS_HASH, 1, 0, 1, b"x"), (bytearray(), None, 1, 0, 1, b"x"),
+                 (bytearray(), GENESIS_HASH, 1, 0, 1, None)):
+        with pytest.raises(TypeError):
+            frame_record(*args)

@@ -10,6 +10,7 @@ from engine.orders import IllegalTransition, Order, Stage, execution_report
 from ext.instrument import Instrument
 from tests.reference.report_reference import advance as reference_advance
 from tests.reference.report_reference import execution_report as reference_report
+from tests.reference.report_reference import fill as reference_fill
 
 INSTRUMENTS = [Instrument("A", "0.01", "1"), Instrument("B", "0.25", "100"),
                Instrument("C", "0.0001", "0.001")]
@@ -103,3 +104,71 @@ def test_the_table_bookkeeping_of_every_move_is_the_python_ones(moves):
         assert (mine.calendar is None) == mine.done
     assert set(ours._calendar.working) == {o.order_id for o in our_orders
                                            if o.stage in (Stage.ROUTED, Stage.PARTIALLY_FILLED)}
+
+
+def _fill_outcome(step, order, qty, px_x2, now):
+    try:
+        step(order, qty, px_x2, now)
+    except IllegalTransition as exc:
+        return str(exc)
+    return None
+
+
+@given(qty=st.integers(0, 2**40), steps=st.lists(st.one_of(
+    st.tuples(st.just("move"), st.sampled_from(list(Stage)), st.integers(0, 2**64)),
+    st.tuples(st.just("fill"), st.integers(-2, 2**41), st.integers(0, 2**64), st.integers(0, 2**64))),
+    max_size=16))
+def test_every_fill_is_the_python_one(qty, steps):
+    # Fills among moves: of orders working, FILLED (overfilled further), not yet routed
+    # or done (refused), of nothing or less (refused); sums past 64 bits stay exact.
+    ours, theirs = (Order(7, "c", "S", "a", "A", 1, 2, 0, 100, qty, 1) for _ in range(2))
+    for step in steps:
+        if step[0] == "move":
+            assert _outcome(Order.advance, ours, *step[1:]) == \
+                _outcome(reference_advance, theirs, *step[1:])
+        else:
+            assert _fill_outcome(Order.fill, ours, *step[1:]) == \
+                _fill_outcome(reference_fill, theirs, *step[1:])
+        assert (ours.stage, ours.path, ours.cum_qty, ours.notional_x2) == \
+            (theirs.stage, theirs.path, theirs.cum_qty, theirs.notional_x2)
+        assert type(ours.stage) is Stage
+
+
+def test_a_fill_moves_to_partially_filled_then_filled_and_books_an_overfill():
+    order = Order(7, "c", "S", "a", "A", 1, 2, 0, 100, 5, 1)
+    with pytest.raises(IllegalTransition, match=r"order 7 \(c\): fill of 2 when RECEIVED"):
+        order.fill(2, 201, 9)
+    for stage in (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED):
+        order.advance(stage, 10)
+    order.fill(2, 201, 11)
+    assert (order.stage, order.cum_qty, order.notional_x2) == (Stage.PARTIALLY_FILLED, 2, 402)
+    order.fill(3, 2**70, 12)
+    assert (order.stage, order.cum_qty, order.notional_x2) == (Stage.FILLED, 5, 402 + 3 * 2**70)
+    order.fill(1, 200, 13)   # an overfill of a FILLED order is booked; it stays FILLED
+    assert order.stage is Stage.FILLED and order.overfilled and order.path[-2:] == (5, 12)
+    with pytest.raises(IllegalTransition, match=r"order 7: fill of 0"):
+        order.fill(0, 200, 14)
+    with pytest.raises(TypeError):
+        Order.fill("not an order", 1, 200, 14)
+
+
+@given(created=st.integers(0, 2**64))
+def test_a_new_order_starts_received_at_its_creation_with_no_children(created):
+    # Order.__post_init__ (ext.orderstate.init_order): the path the Python one made.
+    orders = [Order(7, "c", "S", "a", "A", 1, 2, 0, 100, 5, created) for _ in range(2)]
+    for order in orders:
+        assert order.path == (int(Stage.RECEIVED), created) and order.stage is Stage.RECEIVED
+        assert type(order.path[0]) is int and order.children == {}
+        assert order.transitions == [(Stage.RECEIVED, created)]
+    assert orders[0].children is not orders[1].children   # each its own
+    with pytest.raises(TypeError):
+        Order.__post_init__("not an order")
+
+
+def test_a_pickled_order_keeps_its_path_and_children():
+    import pickle
+    order = Order(7, "c", "S", "a", "A", 1, 2, 0, 100, 5, 3)
+    order.advance(Stage.VALIDATED, 10)
+    order.children[4] = "child"
+    copy = pickle.loads(pickle.dumps(order))
+    assert (copy.path, copy.children) == ((0, 3, 1, 10), {4: "child"})
