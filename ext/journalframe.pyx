@@ -130,6 +130,8 @@ cdef bytes _frame(bytearray out, bytes prev_hash, uint64_t seq, int64_t ts_ns, u
     # (frame_record's body: the appends below call it as C, not through a Python call.)
     if out is None or prev_hash is None or payload is None:
         raise TypeError("out, prev_hash and payload must be given")
+    if kind > 0xFFFF:  # (the header holds a u16: a larger one was written cut, in silence)
+        raise ValueError(f"record kind {kind} does not fit the header's 16 bits")
     if PyBytes_GET_SIZE(prev_hash) != HASH_SIZE:
         raise ValueError(f"prev_hash must be {HASH_SIZE} bytes, got {len(prev_hash)}")
     cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
@@ -272,6 +274,8 @@ cdef object _append(object self, object kind, bytes payload, object ts_ns):
         raise TypeError(f"append needs a journal writer, not {type(self).__name__}")
     if _slot(self, _w_offsets[W_CLOSED], "_closed"):
         raise _error("journal is closed")
+    if payload is None:  # (a ``bytes`` argument of a cdef function admits None)
+        raise TypeError("payload must be given")
     cdef Py_ssize_t payload_len = PyBytes_GET_SIZE(payload)
     if payload_len > _max_payload:
         raise ValueError(f"payload of {payload_len} bytes exceeds {_max_payload}")

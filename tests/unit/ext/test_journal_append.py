@@ -68,6 +68,10 @@ def test_a_closed_journal_and_a_payload_too_big_are_refused(tmp_path):
     writer = JournalWriter(tmp_path, fsync="none")
     with pytest.raises(ValueError, match="exceeds"):
         writer.append(RecordKind.EVENT, bytes((64 << 20) + 1))
+    # A kind past the header's 16 bits was written cut to them, in silence.
+    with pytest.raises(ValueError, match="does not fit the header's 16 bits"):
+        writer.append(70000, b"k")
+    assert writer.append(RecordKind.EVENT, b"ok") == 1  # (nothing of the refused ones)
     writer.close()
     with pytest.raises(JournalError, match="closed"):
         writer.append(RecordKind.EVENT, b"x")
