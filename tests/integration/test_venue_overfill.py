@@ -185,23 +185,27 @@ def test_a_venue_overfill_is_booked_everywhere_and_flagged(tmp_path, caplog):
             before + 133
 
 
-def test_an_order_canceled_while_a_child_drains_ends_after_it_with_every_lot(tmp_path, caplog):
-    # The order must not end while a child of it can still fill: canceled at
-    # once, the fill that came after was logged as an ERROR and dropped,
-    # though it traded. The test takes the venues' place for the engine's
-    # children (they go nowhere else), so it says when each cancel lands.
+@contextlib.contextmanager
+def buy_across_two_venues(tmp_path, cl_ord_id):
+    """A buy of 100 at 48.00 sent as two children, 40 to NEXA and 60 to BRIX (another firm
+    offers those there, and bids 10 at 47.00 at NEXA), the test playing the venue for the
+    engine's children: they go nowhere else, so the test says when each report lands.
+
+    Yields ``(engine, client, order_id, kids, sent, cancels, held)``: ``kids`` the child
+    ids by venue, ``sent`` and ``cancels`` what the engine submitted to and canceled at
+    venues since (``cancels``: their venue ids), ``held()`` the account's position less
+    the one before (on the engine's loop: ``engine.call(held)`` from the test's thread).
+    """
     path, endpoint = engine_config(tmp_path)
-    caplog.set_level(logging.WARNING, logger="engine.pipeline")
     with ThreadedEngine(path) as engine, Client(endpoint) as client:
         pipeline = engine.service.pipeline
-        risk, router, venues = pipeline.risk, pipeline.router, pipeline.venues
+        risk, venues = pipeline.risk, pipeline.venues
         market = venues.market
 
-        def held():
+        def position():
             return risk.exposure(risk.account_index("DEMO1"),
                                  risk.instrument_index("AAA"))["position"]
-        before = engine.call(held)
-        # Another firm offers 40 at NEXA and 60 at BRIX: a buy of 100 at 48.00 takes both.
+        before = engine.call(position)
         kids_at = ("NEXA", "BRIX")
         engine.call(lambda: [market.submit(venue, "AAA", side, qty, px, account=77)
                              for venue, side, qty, px in (("NEXA", Side.SELL, 40, 4800),
@@ -215,10 +219,22 @@ def test_an_order_canceled_while_a_child_drains_ends_after_it_with_every_lot(tmp
             return 10**12 + len(sent)
         engine.call(lambda: (setattr(venues, "submit", submit),
                              setattr(venues, "cancel", cancels.append)))
-        client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="drain")
-        order_id = int(report(client, "drain", ExecType.NEW).order_id)
-        kids = {c.venue: int(c.child_id) for c in status(client, "drain").children}
+        client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id=cl_ord_id)
+        order_id = int(report(client, cl_ord_id, ExecType.NEW).order_id)
+        kids = {c.venue: int(c.child_id) for c in status(client, cl_ord_id).children}
         assert sorted(kids) == sorted(kids_at) and len(sent) == 2
+        yield engine, client, order_id, kids, sent, cancels, lambda: position() - before
+
+
+def test_an_order_canceled_while_a_child_drains_ends_after_it_with_every_lot(tmp_path, caplog):
+    # The order must not end while a child of it can still fill: canceled at
+    # once, the fill that came after was logged as an ERROR and dropped,
+    # though it traded.
+    caplog.set_level(logging.WARNING, logger="engine.pipeline")
+    with buy_across_two_venues(tmp_path, "drain") as (engine, client, order_id, kids, sent,
+                                                       cancels, held):
+        pipeline = engine.service.pipeline
+        router = pipeline.router
         sim_of = engine.call(lambda: dict(pipeline._child_to_sim))
 
         # NEXA fills 45 of its 40 and still works 5: their cancel goes out at once.
@@ -236,7 +252,7 @@ def test_an_order_canceled_while_a_child_drains_ends_after_it_with_every_lot(tmp
         booked = venue_fill(engine, kids["NEXA"], (3, 2, 2 * 4800), then=lambda: (
             router.parent(order_id)["cum_qty"], pipeline.orders.by_id[order_id].cum_qty,
             held()))
-        assert booked == (48, 48, before + 48)
+        assert booked == (48, 48, 48)
         fill = report(client, "drain", ExecType.PARTIAL_FILL)
         assert (fill.last_qty, fill.cum_qty, fill.ord_status) == \
             ("3", "48", OrdStatus.PARTIALLY_FILLED)
@@ -246,54 +262,20 @@ def test_an_order_canceled_while_a_child_drains_ends_after_it_with_every_lot(tmp
         st = status(client, "drain")
         assert st.report.ord_status == OrdStatus.CANCELED and st.report.cum_qty == "48"
         assert all(c.done for c in st.children)
-        assert engine.call(held) == before + 48
+        assert engine.call(held) == 48
         assert engine.call(lambda: (router.n_active, router.pending_actions)) == (0, 0)
         assert len(sent) == 2 and len(cancels) == 2     # nothing routed again, one cancel each
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-
-
-@contextlib.contextmanager
-def buy_across_two_venues(tmp_path, cl_ord_id):
-    """A buy of 100 at 48.00 sent as two children, 40 to NEXA and 60 to BRIX (another firm
-    offers those there), whose venue the test plays: yields ``(engine, client, order_id,
-    kids, sent, held)``, ``kids`` the child ids by venue, ``sent`` what the engine submitted
-    to venues since, ``held()`` the account's position less the one before."""
-    path, endpoint = engine_config(tmp_path)
-    with ThreadedEngine(path) as engine, Client(endpoint) as client:
-        pipeline = engine.service.pipeline
-        risk, venues = pipeline.risk, pipeline.venues
-        market = venues.market
-
-        def position():
-            return risk.exposure(risk.account_index("DEMO1"),
-                                 risk.instrument_index("AAA"))["position"]
-        before = engine.call(position)
-        kids_at = ("NEXA", "BRIX")
-        engine.call(lambda: [market.submit(venue, "AAA", Side.SELL, qty, 4800, account=77)
-                             for venue, qty in (("NEXA", 40), ("BRIX", 60))])
-        wait_for_asks(engine, venues, kids_at)
-        sent = []
-
-        def submit(*args, **kw):
-            sent.append(args)
-            return 10**12 + len(sent)
-        engine.call(lambda: (setattr(venues, "submit", submit),
-                             setattr(venues, "cancel", lambda sim_id: None)))
-        client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id=cl_ord_id)
-        order_id = int(report(client, cl_ord_id, ExecType.NEW).order_id)
-        kids = {c.venue: int(c.child_id) for c in status(client, cl_ord_id).children}
-        assert sorted(kids) == sorted(kids_at) and len(sent) == 2
-        yield engine, client, order_id, kids, sent, lambda: engine.call(position) - before
 
 
 def test_a_child_its_venue_ends_short_by_a_fill_with_leaves_0_is_routed_again(tmp_path, caplog):
     # A venue that cuts a child, or drops an IOC's rest without a report of its
     # own, says so by a fill report's leaves_qty 0. The engine forgot the child
     # then; the router kept it live, waiting for lots no venue worked: the
-    # order hung, never routing them again nor ending. The test takes the
-    # venues' place for the engine's children, as above.
+    # order hung, never routing them again nor ending.
     caplog.set_level(logging.WARNING, logger="engine.pipeline")
-    with buy_across_two_venues(tmp_path, "cut") as (engine, client, order_id, kids, sent, held):
+    with buy_across_two_venues(tmp_path, "cut") as (engine, client, order_id, kids, sent,
+                                                     _, held):
         pipeline = engine.service.pipeline
         router = pipeline.router
         venue_fill(engine, kids["BRIX"], (60, 0, 2 * 4800))
@@ -308,7 +290,7 @@ def test_a_child_its_venue_ends_short_by_a_fill_with_leaves_0_is_routed_again(tm
             pipeline.orders.by_id[order_id].cum_qty))
         # Its 10 lots are routed again at once, by a new child (the engine sends
         # it right after the reports), once.
-        assert state[:2] == (90, 10) and state[3] == 90 and held() == 90
+        assert state[:2] == (90, 10) and state[3] == 90 and engine.call(held) == 90
         assert len(state[2]) == 1 and state[2][0] not in kids.values()
         deadline = time.monotonic() + 5
         while len(sent) < 3 and time.monotonic() < deadline:
@@ -324,7 +306,7 @@ def test_a_child_its_venue_ends_short_by_a_fill_with_leaves_0_is_routed_again(tm
         fill = report(client, "cut", ExecType.FILL)
         assert (fill.cum_qty, fill.leaves_qty, fill.ord_status) == ("100", "0", OrdStatus.FILLED)
         assert all(c.done for c in status(client, "cut").children)
-        assert held() == 100
+        assert engine.call(held) == 100
         assert engine.call(lambda: (router.n_active, router.pending_actions)) == (0, 0)
         assert len(sent) == 3
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -335,7 +317,8 @@ def test_a_refused_fill_with_leaves_0_still_ends_its_child(tmp_path, caplog):
     # the child: the engine forgot the child, and the router, refusing the fill, kept it
     # live and waited for it: canceled, the order never ended.
     caplog.set_level(logging.WARNING, logger="engine.pipeline")
-    with buy_across_two_venues(tmp_path, "nil") as (engine, client, order_id, kids, sent, held):
+    with buy_across_two_venues(tmp_path, "nil") as (engine, client, order_id, kids, _, _,
+                                                     held):
         router = engine.service.pipeline.router
         live = venue_fill(engine, kids["BRIX"], (0, 0, 2 * 4800), then=lambda: (
             [c["child_id"] for c in router.live_children(order_id)],
@@ -351,5 +334,5 @@ def test_a_refused_fill_with_leaves_0_still_ends_its_child(tmp_path, caplog):
         venue_canceled(engine, kids["NEXA"])
         done = report(client, "nil-x", ExecType.CANCELED)
         assert (done.cum_qty, done.leaves_qty) == ("0", "0")
-        assert held() == 0 and engine.call(lambda: router.n_active) == 0
+        assert engine.call(held) == 0 and engine.call(lambda: router.n_active) == 0
     assert "reported a fill of 0 lots" in caplog.text
