@@ -40,17 +40,22 @@ def fill_rows(result):
                                                   "price_x2", "lots", "fee_units"))))
 
 
-def test_compiled_and_python_versions_trade_identically():
-    cfg = config(SMALL)
-    params = {"interval": 2 * S, "child_qty": 40}
+def assert_twins_trade_alike(cfg, params, python_strategy):
+    """``periodic_taker`` and its Python twin ``python_strategy`` (a dotted path) make the
+    same orders and fills on ``cfg`` (seeded); returns the compiled one's result."""
     cy = Backtest(cfg, strategy="periodic_taker", params=params, seed=11).run()
-    py = Backtest(cfg, strategy="tests.unit.sim.test_compiled:PythonPeriodicTaker",
-                  params=params, seed=11).run()
+    py = Backtest(cfg, strategy=python_strategy, params=params, seed=11).run()
     assert len(fill_rows(cy)) > 20
     assert fill_rows(cy) == fill_rows(py)
     strip = lambda orders: [repr({k: v for k, v in o.items() if k != "strategy"})  # noqa: E731
                             for o in orders]                         # repr: NaN == NaN
     assert strip(cy.orders) == strip(py.orders)
+    return cy
+
+
+def test_compiled_and_python_versions_trade_identically():
+    assert_twins_trade_alike(config(SMALL), {"interval": 2 * S, "child_qty": 40},
+                             "tests.unit.sim.test_compiled:PythonPeriodicTaker")
 
 
 def test_periodic_taker_stops_at_the_parent_quantity():

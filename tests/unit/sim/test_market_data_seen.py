@@ -15,7 +15,7 @@ from tests.reference.book_reference import ReferenceBook
 from tests.unit.sim.helpers import (
     BUY, IOC, LIMIT, QUIET, SELL, SMALL, US, add, cancel, config, quiet_market,
 )
-from tests.unit.sim.test_compiled import PythonPeriodicTaker
+from tests.unit.sim.test_compiled import PythonPeriodicTaker, assert_twins_trade_alike, fill_rows
 from tests.unit.sim.test_market_data_latency import FAST_500, venues_with
 
 S = 1_000_000_000
@@ -171,11 +171,6 @@ class PythonLimitTaker(PythonPeriodicTaker):
         self.send(venue, qty, max(touch + lt if self.is_buy else touch - lt, 1), LIMIT, IOC)
 
 
-def fill_rows(result):
-    return list(zip(*(result.fills[k] for k in ("child_id", "venue", "venue_ts", "recv_ts",
-                                                  "price_x2", "lots", "fee_units"))))
-
-
 LATE = [{**v, "market_data_latency": {"model": "lognormal", "median_us": 100000.0, "sigma": 0.8,
                                       "min_us": 50.0}} for v in SMALL["venues"]]
 
@@ -184,15 +179,8 @@ LATE = [{**v, "market_data_latency": {"model": "lognormal", "median_us": 100000.
 def test_a_compiled_strategy_and_its_python_twin_decide_alike_under_latency(side):
     parents = [{**SMALL["parents"][0], "side": side}]
     params = {"interval": S // 4, "child_qty": 30, "limit_ticks": 0}
-    cfg = config(SMALL, venues=LATE, parents=parents)
-    cy = Backtest(cfg, strategy="periodic_taker", params=params, seed=11).run()
-    py = Backtest(cfg, strategy="tests.unit.sim.test_market_data_seen:PythonLimitTaker",
-                  params=params, seed=11).run()
-    assert len(fill_rows(cy)) > 20
-    assert fill_rows(cy) == fill_rows(py)
-    strip = lambda orders: [repr({k: v for k, v in o.items() if k != "strategy"})  # noqa: E731
-                            for o in orders]
-    assert strip(cy.orders) == strip(py.orders)
+    cy = assert_twins_trade_alike(config(SMALL, venues=LATE, parents=parents), params,
+                                  "tests.unit.sim.test_market_data_seen:PythonLimitTaker")
     # The quotes were late: the same strategy on live quotes trades otherwise.
     live = Backtest(config(SMALL, parents=parents), strategy="periodic_taker", params=params,
                     seed=11).run()
