@@ -307,7 +307,7 @@ class Pipeline(Handler):
                  "_child_done", "_child_fills", "_child_new", "_child_parent",
                  "_child_repriced", "_child_to_sim", "_clock_hi", "_clock_lo", "_day_entered",
                  "_event_envelopes", "_exec_id", "_expiring", "_flush_soon", "_flushed_seq",
-                 "_gates", "_lit_books", "_look_at_all", "_market_ix", "_market_to_ix",
+                 "_gates", "_lit_books", "_market_ix", "_market_to_ix",
                  "_mono_seen", "_nbbo", "_next_roll", "_on_report", "_orders_seen", "_pending",
                  "_post_only_default", "_pump_scheduled", "_references", "_roll_taken",
                  "_sim_to_child", "_time_journal", "_time_risk", "_time_route", "_time_validate",
@@ -400,10 +400,6 @@ class Pipeline(Handler):
         self._market_to_ix = [-1] * market.loop.n_instruments
         for ix, k in enumerate(self._market_ix):
             self._market_to_ix[k] = ix
-        # The first tick looks at every instrument (risk has no market reference yet);
-        # the simulator's news until then is part of that look.
-        market.loop.take_changed()
-        self._look_at_all = True
         # One number per instrument in the risk engine, the router and here
         # (engine.config.risk_config builds risk's in this order): the order's
         # instrument is looked up once, in risk, and used for all three.
@@ -2123,13 +2119,11 @@ class Pipeline(Handler):
         elif now < self._day_entered:
             self._clock_went_back(now)
         self._refresh_venues()
-        # Only the instruments whose market moved since the last tick: the quotes of the
-        # others are as they were, and one market_checked keeps their references fresh.
-        changed = self._changed()
-        if self._look_at_all:
-            self._look_at_all = False
-            changed = range(len(self.symbols))
-        for ix in changed:
+        # Only the instruments whose market moved since the last tick (the simulator
+        # lists every one at its first take_changed, so the first tick looks at all,
+        # risk having no market reference yet): the quotes of the others are as they
+        # were, and one market_checked keeps their references fresh.
+        for ix in self._changed():
             self.refresh_market(ix, now)
             self._report_volume(ix)
         self.risk.market_checked(now)
