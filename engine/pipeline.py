@@ -1426,13 +1426,8 @@ class Pipeline(Handler):
         amended = self._child_parent.get(child_id) if self._pending else None
         if kind == _ReportKind.RPT_FILL:
             # (fee, leaves: positional, keywords cost the call their parsing)
-            if router.on_fill(child_id, report.last_qty, report.price_x2, now, report.fee,
-                              report.leaves_qty) and report.leaves_qty == 0:
-                # A fill the router refused (not a trade it can take: no lots, or
-                # too many, or no price; _parent_fill refuses it too) that says the
-                # venue works nothing more of the child: to the router as to the
-                # pipeline below, the child ends there, its lots unfilled.
-                router.on_canceled(child_id, now)
+            router.on_fill(child_id, report.last_qty, report.price_x2, now, report.fee,
+                           report.leaves_qty)
             self._parent_fill(child_id, report, now)
         elif kind == _ReportKind.RPT_ACCEPTED:
             router.on_ack(child_id, now)

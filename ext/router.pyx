@@ -1941,10 +1941,14 @@ cdef class Router:
         c = &self.children[ci]
         pi = c.parent
         p = &self.parents[pi]
-        if last_qty <= 0 or last_qty > C_MAX_QTY:
-            return INVALID_QTY
-        if last_px_x2 <= 0 or last_px_x2 > 2 * C_MAX_PRICE:
-            return INVALID_PRICE
+        if last_qty <= 0 or last_qty > C_MAX_QTY or last_px_x2 <= 0 \
+                or last_px_x2 > 2 * C_MAX_PRICE:
+            if leaves == 0:
+                # Not a fill it can book, but the venue works nothing more of the
+                # child: it ends there as by a cancel, its lots unfilled (the
+                # engine forgets it at such a report; kept, the parent waited).
+                self.on_canceled_c(child_id, now)
+            return INVALID_QTY if last_qty <= 0 or last_qty > C_MAX_QTY else INVALID_PRICE
         # A venue that fills past the child's leaves is at fault, but the lots
         # were traded: all of them are booked (refused, the router would route
         # them again), the child ends with its leaves, and the venue's count
@@ -2526,8 +2530,9 @@ cdef class Router:
         -------
         int
             0; ``UNKNOWN_ORDER`` (no such live or draining child), ``INVALID_QTY`` (not
-            positive or above ``MAX_QTY``) or ``INVALID_PRICE``; nothing is
-            applied on a non-zero code. A fill whose notional or fees pass
+            positive or above ``MAX_QTY``) or ``INVALID_PRICE``; nothing of
+            the fill is applied on a non-zero code (with ``leaves`` 0 the child
+            still ends, as by a cancel: the venue works nothing more of it). A fill whose notional or fees pass
             int64 is booked with those sums saturated, and the parent's
             ``sums_saturated`` says so (its ``avg_px`` is then None). A fill
             above the child's leaves (a venue's overfill) is booked in full:

@@ -823,10 +823,10 @@ class ReferenceRouter:
             c = self.draining.get(child_id)
             if c is None:
                 return R["UNKNOWN_ORDER"]
-        if not 0 < last_qty <= MAX_QTY:
-            return R["INVALID_QTY"]
-        if not 0 < last_px_x2 <= 2 * MAX_PRICE:
-            return R["INVALID_PRICE"]
+        if not (0 < last_qty <= MAX_QTY and 0 < last_px_x2 <= 2 * MAX_PRICE):
+            if leaves == 0:  # (the venue works nothing more of it: ended as by a cancel)
+                self.on_canceled(child_id, now)
+            return R["INVALID_QTY"] if not 0 < last_qty <= MAX_QTY else R["INVALID_PRICE"]
         p = c.parent
         if fee is None:
             fee = self._fee(p.instrument, c.venue, c.role == ROLE_POST, last_px_x2, last_qty)

@@ -1604,6 +1604,29 @@ def test_a_short_fill_with_leaves_0_of_a_posted_child_posts_its_rest_again(R):
     assert [c["child_id"] for c in r.live_children(1)] == [int(b["child_id"])]
 
 
+def test_a_refused_fill_with_leaves_0_ends_its_child_as_a_cancel_would(R):
+    # A fill the router cannot book (no lots, too many, no price) still says the venue
+    # works nothing more of the child: the engine forgets it at that report, so the
+    # router ends it too (kept live, the parent waited for it for good). With leaves
+    # above 0, or not said, the refused fill changes nothing.
+    r = R(1)
+    r.update_book(0, 0, bids=[(99, 10)], asks=[(101, 10)])
+    r.route(1, 0, BUY, 50, 100, now=0, strategy=STRAT_PASSIVE, tif=T.DAY)
+    (a,) = r.drain_actions()
+    cid, px_x2 = int(a["child_id"]), 2 * int(a["price"])
+    assert r.on_ack(cid, 1) == 0
+    before = r.parent(1)
+    assert r.on_fill(cid, 0, px_x2, 2, leaves=5) == RR.INVALID_QTY
+    assert r.on_fill(cid, 10, 0, 2) == RR.INVALID_PRICE
+    assert r.parent(1) == before and kinds(r) == []
+    assert r.on_fill(cid, 0, px_x2, 3, leaves=0) == RR.INVALID_QTY
+    st = r.parent(1)
+    assert (st["cum_qty"], st["working_qty"], st["done"]) == (0, 50, False)
+    (b,) = r.drain_actions()          # its 50 lots rest again, by a new child
+    assert (int(b["kind"]), int(b["qty"])) == (ACT_NEW, 50) and int(b["child_id"]) != cid
+    assert r.on_canceled(cid, 4) == RR.UNKNOWN_ORDER
+
+
 def test_every_lot_a_sweep_child_fills_keeps_the_next_sweep_off_the_book(R):
     # What a venue fills past a sweep child's leaves (its overfill, then its
     # fills while the child drains) left the book too: uncounted, the next
