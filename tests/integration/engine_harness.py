@@ -61,6 +61,34 @@ def open_session(endpoint: str) -> Client:
     return client
 
 
+def at_venues(engine, symbol: str, *, bid: int | None = None, ask: int | None = None,
+              timeout: float = 5.0) -> None:
+    """Wait until the simulator's lit venues show ``bid`` and ``ask`` (ticks) as the best
+    prices of ``symbol``; ``TimeoutError`` if they do not within ``timeout`` seconds.
+
+    An order's NEW goes out once it is routed, while its child is still on its way to the
+    venue (the venue's latency): a marketable order sent the moment that NEW arrives can
+    reach the engine before the child reaches its venue, find nothing to take and rest at
+    another venue, locked against it. A test that means to trade against what it rested
+    waits for the venues to show it (a fixed sleep only made that unlikely)."""
+    pipeline = engine.service.pipeline
+    ix = pipeline.symbols.index(symbol)
+
+    def best() -> tuple[int | None, int | None]:
+        books = [book for _, book in pipeline._lit_books[ix]]
+        return (max((b.best_bid for b in books if b.best_bid is not None), default=None),
+                min((b.best_ask for b in books if b.best_ask is not None), default=None))
+
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = engine.call(best)
+        if (bid is None or shown[0] == bid) and (ask is None or shown[1] == ask):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the venues show {shown} for {symbol}, not ({bid}, {ask})")
+        time.sleep(0.001)
+
+
 def http_get(url: str) -> tuple[int, str]:
     """(status, body stripped) of a GET, error statuses included."""
     try:

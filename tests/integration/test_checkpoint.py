@@ -149,7 +149,7 @@ def traded(tmp_path_factory):
     rolls = 0
     with ThreadedEngine(path) as engine, Client(endpoint) as client:
         pipeline = engine.service.pipeline
-        rest_market(client)
+        rest_market(engine, client)
         working, used = [], []
         for block in range(4):
             rolls += random_load(engine, client, rng, 30, working, used, f"o{block}-")

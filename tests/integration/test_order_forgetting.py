@@ -11,7 +11,8 @@ import time
 from engine.client import Client
 from engine.messages import ExecType, OrderStatusReply, Reject
 from engine.orders import Order, Stage
-from tests.integration.engine_harness import ThreadedEngine, engine_config, seen_at_resume
+from tests.integration.engine_harness import (ThreadedEngine, at_venues, engine_config,
+                                              seen_at_resume)
 
 
 def status(client, cl_ord_id, account="DEMO1"):
@@ -48,13 +49,15 @@ def table_state(table) -> dict:
     }
 
 
-def rest_market(client) -> None:
+def rest_market(engine, client) -> None:
     """DEMO2 rests a GTC bid at 47.00 and offer at 51.00, 5,000 each (``b0``, ``a0``): the
-    market the random load's marketable orders (at 51.00) fill against."""
+    market the random load's marketable orders (at 51.00) fill against. Returns once both
+    rest at their venues (see ``at_venues``)."""
     for cid, side, price in (("b0", "buy", "47.00"), ("a0", "sell_short", "51.00")):
         client.new_order("AAA", side, "5000", price, account="DEMO2", cl_ord_id=cid,
                          locate=True, time_in_force="gtc")
         report(client, cid, ExecType.NEW)
+    at_venues(engine, "AAA", bid=4700, ask=5100)
 
 
 def random_load(engine, client, rng, steps, working, used, prefix) -> int:
@@ -222,8 +225,7 @@ def test_a_restart_forgets_what_the_live_engine_forgot_under_a_random_load(tmp_p
     rng = random.Random(7)
     with ThreadedEngine(path) as engine, Client(endpoint) as client:
         pipeline = engine.service.pipeline
-        rest_market(client)
-        time.sleep(0.1)
+        rest_market(engine, client)
         working, used = [], []
         rolls = random_load(engine, client, rng, 90, working, used, "o")
         client.drain(0.3)

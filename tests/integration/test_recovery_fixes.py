@@ -389,9 +389,8 @@ def test_a_trade_history_reply_is_the_same_bytes_before_and_after_a_restart(tmp_
         assert len(reply.fills) == 2
 
     path, endpoint = market_config(tmp_path)  # (the simulator's market: DEMO2 rests)
-    with ThreadedEngine(path), Client(endpoint) as client:
-        rest_market(client)
-        time.sleep(0.1)  # (resting at the venues)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        rest_market(engine, client)
         for cid, qty in (("f1", "7"), ("f2", "3")):
             client.new_order("AAA", "buy", qty, "51.00", account="DEMO1", cl_ord_id=cid)
             client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == cid

@@ -184,7 +184,7 @@ def test_risk_sessions_after_a_restart_are_live_under_a_random_load_of_dropped_s
     working, refused = [], 0
     with ThreadedEngine(path) as engine:
         with Client(endpoint) as market:
-            rest_market(market)
+            rest_market(engine, market)
         for step in range(30):
             with Client(endpoint) as client:
                 for k in range(rng.randint(1, 3)):
