@@ -1140,7 +1140,13 @@ cdef class Router:
         cdef Py_ssize_t b = self._sweep_claim(ci)
         p.working -= leaves
         if c.pending_qty:
-            c.pending_qty = 0       # its amend will not happen: the parent keeps those lots
+            # Its amend will not happen, but the lots it was to take off the
+            # parent are at no venue now: they go at once, as reduce_parent
+            # takes such lots (never below what the child filled). Kept, the
+            # parent would route them again, and the caller, its resize not
+            # done, would cancel them as they went out.
+            p.qty -= c.qty - (c.pending_qty if c.pending_qty > c.cum else c.cum)
+            c.pending_qty = 0
             p.n_amending -= 1
         if b >= 0:
             self.res_live[b] -= leaves
@@ -1868,7 +1874,9 @@ cdef class Router:
         resting child (it has the least queue place to lose) by an amend
         (same price, lower quantity: the venue keeps its place), taking
         effect when the venue confirms it (``on_replaced``); until then the
-        child can still fill its old size. Refused (``ORDER_NOT_REPLACEABLE``,
+        child can still fill its old size. A child that ends before (a short
+        fill with leaves 0, a venue's cancel) leaves those lots at no venue:
+        they go then, and the rest of the new size is routed again. Refused (``ORDER_NOT_REPLACEABLE``,
         nothing changed) unless every live child is an acknowledged passive
         child with nothing else in flight at an open venue (a closed one
         refuses the amend), and the newest keeps lots after the cut; the

@@ -361,6 +361,8 @@ class ReferenceRouter:
         leaves = c.qty - c.cum
         p.working -= leaves
         if c.pending_qty:
+            # (its amend's lots are at no venue now: they go, as in reduce_parent)
+            p.qty -= c.qty - max(c.pending_qty, c.cum)
             c.pending_qty = 0
             p.n_amending -= 1
         key = self._sweep_claim(c)

@@ -1254,6 +1254,29 @@ def test_an_amend_confirmed_below_what_the_child_filled_takes_only_the_unfilled(
     assert r.live_children(1) == []
 
 
+@pytest.mark.parametrize("ending", ["short_fill", "venue_cancel"])
+def test_a_child_that_ends_before_its_amend_lands_gives_up_the_amended_lots(R, ending):
+    """The venue ends the amended child before it confirms the amend (a fill of 10
+    with leaves 0, or a cancel of its own): the 20 lots the amend was to take off
+    are at no venue now, so they leave the parent then, and only the rest of the
+    new size is routed again. Kept, the parent sent a child for them, which the
+    engine (its resize not done) canceled as it went out."""
+    r, venues, cid = _resting_passive(R)
+    assert r.reduce_parent(1, 20, now=10) == 0          # 50 -> 30
+    r.drain_actions()
+    if ending == "short_fill":
+        assert r.on_fill(cid, 10, 2 * 99, 11, None, 0) == 0
+    else:
+        assert r.on_canceled(cid, 11) == 0
+    filled = 10 if ending == "short_fill" else 0
+    st = r.parent(1)
+    assert (st["qty"], st["cum_qty"], st["leaves_qty"], st["amending"]) == \
+        (30, filled, 30 - filled, 0)
+    (again,) = r.drain_actions()
+    assert (int(again["kind"]), int(again["price"]), int(again["qty"])) == \
+        (ACT_NEW, 99, 30 - filled)
+
+
 def test_reduce_parent_refuses_what_it_cannot_do_in_place(R):
     r, venues, cid = _resting_passive(R)
     assert r.reduce_parent(1, 50, now=10) == RR.ORDER_NOT_REPLACEABLE    # nothing would be left
