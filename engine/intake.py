@@ -421,15 +421,19 @@ class Session:
             or not it could be delivered (no connection, or ZeroMQ's queue
             to the peer full).
         """
-        self._seq += 1
-        frame = self._listener.stamp(msg, self._seq)
+        seq = self._seq = self._seq + 1
+        listener = self._listener
+        frame = listener.stamp(msg, seq)
         self._ring.append(frame)
-        server = self._listener.server
+        server = listener.server
         record = server.handler.record_sent(self, frame)  # journaled as sent, seq included
-        if record and self._seq % RESEND_MARK_EVERY == 1:
-            self._marks.append((self._seq, record))
-        server._queue(self, frame)
-        return self._seq
+        if record and seq % RESEND_MARK_EVERY == 1:
+            self._marks.append((seq, record))
+        # (IntakeServer._queue's body, inline: every message sent passes here.)
+        server._outbox.append((self, frame))
+        if not server._draining:
+            server._flush_soon()
+        return seq
 
     def reject(self, reason: int, text: str, *, ref_type: str | None = None,
                cl_ord_id: str | None = None) -> int:
@@ -1211,9 +1215,12 @@ class IntakeServer:
 
     # ------------------------------------------------------------ writing
     def _queue(self, session: Session, frame: bytes) -> None:
-        """Hold an outbound frame until the next flush (end of this wake-up)."""
+        """Hold an outbound frame until the next flush (end of this wake-up).
+
+        ``Session.send`` does the same inline."""
         self._outbox.append((session, frame))
-        self._flush_soon()
+        if not self._draining:
+            self._flush_soon()
 
     def _flush_soon(self) -> None:
         """Outside a drain (venue reports, timers), flush once the current callback is

@@ -512,7 +512,7 @@ class Pipeline(Handler):
             self.journal.append_msg(_RecordKind.META, JournalSession(
                 session_id=session.session_id, principal=session.principal))
             envelope = self.session_journaled(session.session_id)
-        return self.journal.append(_RecordKind.EVENT, envelope + frame)
+        return self.journal.append_parts(_RecordKind.EVENT, envelope, frame)
 
     def sent_frames(self, session_id: str, from_record: int, begin_seq: int,
                     end_seq: int) -> list[bytes]:
