@@ -692,33 +692,6 @@ class _Listener:
         fd_routes[fd] = route
         route_fds[route] = fd
 
-    def transmit(self, session: Session, frame: bytes) -> None:
-        """Send one encoded message to the session's current route (if it has one).
-
-        When the peer's queue is full (it reads slower than the engine
-        sends, a resend's replay say), the frame waits in the session's
-        backlog, in order, and the server retries it shortly; a frame never
-        overtakes one waiting.
-        """
-        route = session._route
-        if route is None:
-            return  # kept in the session's ring for a resend after it resumes
-        backlog = session._backlog
-        if backlog is not None:
-            if backlog[0] == route:
-                self.server._hold(session, backlog[1], frame)
-                return
-            session._backlog = None  # for a connection that is gone: the ring has them
-        # (send's body, inline: this is every message's path)
-        try:
-            if zmqcall.send_pair(self.handle, route, frame) != zmqcall.AGAIN:
-                self.server.frames_sent += 1
-                return
-        except zmq.ZMQError as exc:
-            return self._unreachable(session, route, exc)
-        session._backlog = (route, collections.deque())
-        self.server._hold(session, session._backlog[1], frame)
-
     def send(self, session: Session, route: bytes, frame: bytes) -> bool:
         """Hand one frame to ZeroMQ for ``route``; False if the peer's queue is full."""
         try:
@@ -1302,14 +1275,40 @@ class IntakeServer:
             self._backlog_timer = self._loop.call_later(BACKLOG_RETRY_S, self._send_backlogs)
 
     def _transmit(self, batch: list[tuple[Session, bytes]]) -> None:
+        """Send each encoded message to its session's current route (if it has one).
+
+        When the peer's queue is full (it reads slower than the engine
+        sends, a resend's replay say), the frame waits in the session's
+        backlog, in order, and the server retries it shortly; a frame never
+        overtakes one waiting.
+        """
         if not batch:
             return
         self.read_disconnects()  # nothing goes to a routing id whose connection went
         listeners = set()
+        send_pair, again = zmqcall.send_pair, zmqcall.AGAIN
+        # (One loop, no call per message: every message sent passes here.)
         for session, frame in batch:
             listener = session._listener
-            listener.transmit(session, frame)
             listeners.add(listener)
+            route = session._route
+            if route is None:
+                continue  # kept in the session's ring for a resend after it resumes
+            backlog = session._backlog
+            if backlog is not None:
+                if backlog[0] == route:
+                    self._hold(session, backlog[1], frame)
+                    continue
+                session._backlog = None  # for a connection that is gone: the ring has them
+            try:
+                if send_pair(listener.handle, route, frame) != again:
+                    self.frames_sent += 1
+                    continue
+            except zmq.ZMQError as exc:
+                listener._unreachable(session, route, exc)
+                continue
+            session._backlog = (route, collections.deque())
+            self._hold(session, session._backlog[1], frame)
         for listener in listeners:
             if not listener.recheck_scheduled and not listener.socket.closed:
                 # A send can swallow the FD's wake-up for messages that
