@@ -218,6 +218,9 @@ cdef extern from "Python.h":
     ctypedef struct PyTypeObject:
         pass
     bint PyObject_TypeCheck(object o, PyTypeObject* t)
+    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
+    Py_ssize_t PY_SSIZE_T_MAX
+    Py_ssize_t PY_SSIZE_T_MIN
 
 
 _WRITER_FIELDS = ("_closed", "_segment", "_out", "rotate_bytes", "buffered", "_last_seq",
@@ -269,6 +272,18 @@ cdef inline void _set_slot(object obj, Py_ssize_t offset, object value):
     Py_XDECREF(old)
 
 
+cdef inline Py_ssize_t _size(object value) except? -1:
+    """A byte count or bound held as a Python int, in C; one past ``Py_ssize_t`` (a
+    ``rotate_bytes`` that means never) as the largest, which no journal reaches."""
+    cdef int overflow = 0
+    cdef long long x = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow > 0:
+        return PY_SSIZE_T_MAX
+    if overflow < 0:
+        return PY_SSIZE_T_MIN
+    return <Py_ssize_t>x
+
+
 cdef object _append(object self, object kind, bytes head, bytes payload, object ts_ns):
     """Sequence and frame one record of ``head`` then ``payload``: into the flush buffer
     when buffered (the engine's per-message path), else written now and synced per the
@@ -289,9 +304,10 @@ cdef object _append(object self, object kind, bytes head, bytes payload, object 
                         if PyObject_TypeCheck(segment, <PyTypeObject*>_segment_cls)
                         else segment.size)
     cdef bytearray out = _slot(self, _w_offsets[W_OUT], "_out")
-    cdef object pending = size + PyByteArray_GET_SIZE(out)
-    if pending + (HEADER_SIZE + payload_len) > _slot(self, _w_offsets[W_ROTATE_BYTES],
-                                                     "rotate_bytes") \
+    # (In C: the sum and comparisons of Python ints cost about 300 instructions a record.)
+    cdef Py_ssize_t pending = _size(size) + PyByteArray_GET_SIZE(out)
+    if pending + (HEADER_SIZE + payload_len) > _size(
+            _slot(self, _w_offsets[W_ROTATE_BYTES], "rotate_bytes")) \
             and pending > _file_header_size:
         self._rotate_now()
         out = _slot(self, _w_offsets[W_OUT], "_out")

@@ -109,3 +109,13 @@ def test_a_record_in_two_parts_reads_back_as_their_join(tmp_path):
         writer.flush()
     assert [bytes(r.payload) for r in JournalReader(tmp_path)] == [b"head|frame", b""]
     assert verify(tmp_path).ok
+
+
+def test_a_rotate_bytes_past_64_bits_means_never(tmp_path):
+    # (The compiled append compares sizes as C integers: a bound past them is the largest.)
+    with JournalWriter(tmp_path, fsync="none", buffered=True, rotate_bytes=1 << 70) as writer:
+        for i in range(50):
+            writer.append(RecordKind.EVENT, bytes(1000), ts_ns=i)
+        writer.flush()
+    assert len(list_segments(tmp_path)) == 1
+    assert [r.seq for r in JournalReader(tmp_path)] == list(range(1, 51))
