@@ -285,6 +285,18 @@ class Handler:
         """
         return None
 
+    def sent_recorder(self, session: "Session") -> Callable[[bytes], int | None]:
+        """What :meth:`record_sent` does for ``session``, as a callable of the frame alone.
+
+        Intake asks at the session's first send and calls the answer for each
+        frame after it, until intake drops the session (a frame it sends
+        after that, if any, asks again). The pipeline answers with its
+        journal's compiled append bound to the session's record envelope:
+        no Python call per message. Default: :meth:`record_sent` bound to
+        ``session``.
+        """
+        return functools.partial(self.record_sent, session)
+
     def sent_frames(self, session_id: str, from_record: int, begin_seq: int,
                     end_seq: int) -> list[bytes]:
         """The frames ``session_id`` was sent with seq ``begin_seq`` to ``end_seq``, as
@@ -344,7 +356,7 @@ class Session:
     __slots__ = ("session_id", "principal", "client_name", "accounts", "admin",
                  "cancel_on_disconnect", "timed_out", "fresh", "dropped", "last_recv_ns",
                  "created_ns", "_opened", "_seq", "_ring", "_route", "_listener", "_backlog",
-                 "_departed", "_marks", "_reading", "_dropped_from")
+                 "_departed", "_marks", "_reading", "_dropped_from", "_record_sent")
 
     def __init__(self, listener: "_Listener", route: bytes | None, principal: str,
                  client_name: str, accounts: frozenset[str], admin: bool, ring_size: int,
@@ -384,6 +396,8 @@ class Session:
         # backlog takes nothing new, and once it has drained the engine sends
         # the messages from there again, from the ring or the journal.
         self._dropped_from = 0
+        # The handler's sent_recorder for it, asked at its first send (None: not yet).
+        self._record_sent: Callable[[bytes], int | None] | None = None
 
     def __repr__(self) -> str:
         return (f"Session({self.session_id}, client={self.client_name!r}, seq={self._seq}, "
@@ -426,7 +440,10 @@ class Session:
         frame = listener.stamp(msg, seq)
         self._ring.append(frame)
         server = listener.server
-        record = server.handler.record_sent(self, frame)  # journaled as sent, seq included
+        record_sent = self._record_sent
+        if record_sent is None:
+            record_sent = self._record_sent = server.handler.sent_recorder(self)
+        record = record_sent(frame)  # journaled as sent, seq included (Handler.record_sent)
         if record and seq % RESEND_MARK_EVERY == 1:
             self._marks.append((seq, record))
         # (IntakeServer._queue's body, inline: every message sent passes here.)
@@ -1607,6 +1624,9 @@ class IntakeServer:
         """Drop ``session`` for good. ``why``: intake drops it (evicted, expired), and a
         connection it may still have is refused from now on with that reason."""
         session.dropped = True
+        # A frame sent after this (none is expected) asks the handler again, which then
+        # journals the session anew, as record_sent would.
+        session._record_sent = None
         self._awake.pop(session, None)
         if self.sessions.pop(session.session_id, None) is session:
             self._held[session.principal] -= 1
