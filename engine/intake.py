@@ -164,6 +164,7 @@ class _RequestKind:
         self.admin = issubclass(cls, AdminRequest)
         self.account = issubclass(cls, AccountRequest)
 
+
 # Per-message socket calls (receive, send, "is there more?") are made from C
 # by ext.zmqcall on pyzmq's own libzmq: pyzmq's per-call Python work (a Frame
 # per received part, a SocketOption enum per getsockopt, an exception per
