@@ -134,6 +134,37 @@ MAX_WAITING_RESENDS = 16
 #: ``IntakeServer._may_answer``; refusals are charged wherever they are made).
 _CHARGED = frozenset({Heartbeat, ResendRequest, OrderStatusRequest, TradeHistoryRequest})
 
+
+class _RequestKind:
+    """What intake's dispatch needs to know of one request type, worked out at its first
+    message: an ``isinstance`` or a class pattern against a msgspec struct type that the
+    request is not goes through the metaclass's ``__instancecheck__`` (about 250
+    instructions each, five of them per new order), a lookup here is one dict probe.
+
+    Attributes
+    ----------
+    name : str
+        The type's name (``ref_type`` of its rejects, the ``type`` label of its count).
+    counter : LoopCounter
+        Its ``kronos_messages_in_total`` series.
+    charged : bool
+        Served requests of the type are charged to the key's ``request_rate`` (``_CHARGED``).
+    admin : bool
+        Only an admin key may send it (``AdminRequest``).
+    account : bool
+        It names an account the session must be entitled to (``AccountRequest``).
+    """
+
+    __slots__ = ("name", "counter", "charged", "admin", "account")
+
+    def __init__(self, cls: type, metrics: Metrics) -> None:
+        self.name = cls.__name__
+        self.counter = metrics.messages_in.labels(self.name)
+        self.charged = cls in _CHARGED
+        self.admin = issubclass(cls, AdminRequest)
+        self.account = issubclass(cls, AccountRequest)
+
+
 # Per-message socket calls (receive, send, "is there more?") are made from C
 # by ext.zmqcall on pyzmq's own libzmq: pyzmq's per-call Python work (a Frame
 # per received part, a SocketOption enum per getsockopt, an exception per
@@ -255,6 +286,18 @@ class Handler:
         """
         return None
 
+    def sent_recorder(self, session: "Session") -> Callable[[bytes], int | None]:
+        """What :meth:`record_sent` does for ``session``, as a callable of the frame alone.
+
+        Intake asks at the session's first send and calls the answer for each
+        frame after it, until intake drops the session (a frame it sends
+        after that, if any, asks again). The pipeline answers with its
+        journal's compiled append bound to the session's record envelope:
+        no Python call per message. Default: :meth:`record_sent` bound to
+        ``session``.
+        """
+        return functools.partial(self.record_sent, session)
+
     def sent_frames(self, session_id: str, from_record: int, begin_seq: int,
                     end_seq: int) -> list[bytes]:
         """The frames ``session_id`` was sent with seq ``begin_seq`` to ``end_seq``, as
@@ -314,7 +357,7 @@ class Session:
     __slots__ = ("session_id", "principal", "client_name", "accounts", "admin",
                  "cancel_on_disconnect", "timed_out", "fresh", "dropped", "last_recv_ns",
                  "created_ns", "_opened", "_seq", "_ring", "_route", "_listener", "_backlog",
-                 "_departed", "_marks", "_reading", "_dropped_from")
+                 "_departed", "_marks", "_reading", "_dropped_from", "_record_sent")
 
     def __init__(self, listener: "_Listener", route: bytes | None, principal: str,
                  client_name: str, accounts: frozenset[str], admin: bool, ring_size: int,
@@ -354,6 +397,8 @@ class Session:
         # backlog takes nothing new, and once it has drained the engine sends
         # the messages from there again, from the ring or the journal.
         self._dropped_from = 0
+        # The handler's sent_recorder for it, asked at its first send (None: not yet).
+        self._record_sent: Callable[[bytes], int | None] | None = None
 
     def __repr__(self) -> str:
         return (f"Session({self.session_id}, client={self.client_name!r}, seq={self._seq}, "
@@ -391,15 +436,22 @@ class Session:
             or not it could be delivered (no connection, or ZeroMQ's queue
             to the peer full).
         """
-        self._seq += 1
-        frame = self._listener.stamp(msg, self._seq)
+        seq = self._seq = self._seq + 1
+        listener = self._listener
+        frame = listener.stamp(msg, seq)
         self._ring.append(frame)
-        server = self._listener.server
-        record = server.handler.record_sent(self, frame)  # journaled as sent, seq included
-        if record and self._seq % RESEND_MARK_EVERY == 1:
-            self._marks.append((self._seq, record))
-        server._queue(self, frame)
-        return self._seq
+        server = listener.server
+        record_sent = self._record_sent
+        if record_sent is None:
+            record_sent = self._record_sent = server.handler.sent_recorder(self)
+        record = record_sent(frame)  # journaled as sent, seq included (Handler.record_sent)
+        if record and seq % RESEND_MARK_EVERY == 1:
+            self._marks.append((seq, record))
+        # (IntakeServer._queue's body, inline: every message sent passes here.)
+        server._outbox.append((self, frame))
+        if not server._draining:
+            server._flush_soon()
+        return seq
 
     def reject(self, reason: int, text: str, *, ref_type: str | None = None,
                cl_ord_id: str | None = None) -> int:
@@ -658,33 +710,6 @@ class _Listener:
         fd_routes[fd] = route
         route_fds[route] = fd
 
-    def transmit(self, session: Session, frame: bytes) -> None:
-        """Send one encoded message to the session's current route (if it has one).
-
-        When the peer's queue is full (it reads slower than the engine
-        sends, a resend's replay say), the frame waits in the session's
-        backlog, in order, and the server retries it shortly; a frame never
-        overtakes one waiting.
-        """
-        route = session._route
-        if route is None:
-            return  # kept in the session's ring for a resend after it resumes
-        backlog = session._backlog
-        if backlog is not None:
-            if backlog[0] == route:
-                self.server._hold(session, backlog[1], frame)
-                return
-            session._backlog = None  # for a connection that is gone: the ring has them
-        # (send's body, inline: this is every message's path)
-        try:
-            if zmqcall.send_pair(self.handle, route, frame) != zmqcall.AGAIN:
-                self.server.frames_sent += 1
-                return
-        except zmq.ZMQError as exc:
-            return self._unreachable(session, route, exc)
-        session._backlog = (route, collections.deque())
-        self.server._hold(session, session._backlog[1], frame)
-
     def send(self, session: Session, route: bytes, frame: bytes) -> bool:
         """Hand one frame to ZeroMQ for ``route``; False if the peer's queue is full."""
         try:
@@ -904,7 +929,9 @@ class IntakeServer:
         self._timeout_ns = intake.heartbeat_timeout_ms * 1_000_000
         self._retention_ns = intake.session_retention_s * 1_000_000_000
         self.shutting_down = False
-        self._messages_in = {}
+        self._request_kinds: dict[type, _RequestKind] = {}
+        # (The series itself: LoopFamily.inc is two Python calls, its series' one.)
+        self._orders_in = self.metrics.orders_in.labels()
         self._reject_counters = {}
         #: per principal: [tokens in units of 1e-9 request, when last refilled] (request_rate)
         self._request_buckets: dict[str, list[int]] = {}
@@ -1179,9 +1206,12 @@ class IntakeServer:
 
     # ------------------------------------------------------------ writing
     def _queue(self, session: Session, frame: bytes) -> None:
-        """Hold an outbound frame until the next flush (end of this wake-up)."""
+        """Hold an outbound frame until the next flush (end of this wake-up).
+
+        ``Session.send`` does the same inline."""
         self._outbox.append((session, frame))
-        self._flush_soon()
+        if not self._draining:
+            self._flush_soon()
 
     def _flush_soon(self) -> None:
         """Outside a drain (venue reports, timers), flush once the current callback is
@@ -1263,14 +1293,40 @@ class IntakeServer:
             self._backlog_timer = self._loop.call_later(BACKLOG_RETRY_S, self._send_backlogs)
 
     def _transmit(self, batch: list[tuple[Session, bytes]]) -> None:
+        """Send each encoded message to its session's current route (if it has one).
+
+        When the peer's queue is full (it reads slower than the engine
+        sends, a resend's replay say), the frame waits in the session's
+        backlog, in order, and the server retries it shortly; a frame never
+        overtakes one waiting.
+        """
         if not batch:
             return
         self.read_disconnects()  # nothing goes to a routing id whose connection went
         listeners = set()
+        send_pair, again = zmqcall.send_pair, zmqcall.AGAIN
+        # (One loop, no call per message: every message sent passes here.)
         for session, frame in batch:
             listener = session._listener
-            listener.transmit(session, frame)
             listeners.add(listener)
+            route = session._route
+            if route is None:
+                continue  # kept in the session's ring for a resend after it resumes
+            backlog = session._backlog
+            if backlog is not None:
+                if backlog[0] == route:
+                    self._hold(session, backlog[1], frame)
+                    continue
+                session._backlog = None  # for a connection that is gone: the ring has them
+            try:
+                if send_pair(listener.handle, route, frame) != again:
+                    self.frames_sent += 1
+                    continue
+            except zmq.ZMQError as exc:
+                listener._unreachable(session, route, exc)
+                continue
+            session._backlog = (route, collections.deque())
+            self._hold(session, session._backlog[1], frame)
         for listener in listeners:
             if not listener.recheck_scheduled and not listener.socket.closed:
                 # A send can swallow the FD's wake-up for messages that
@@ -1569,6 +1625,9 @@ class IntakeServer:
         """Drop ``session`` for good. ``why``: intake drops it (evicted, expired), and a
         connection it may still have is refused from now on with that reason."""
         session.dropped = True
+        # A frame sent after this (none is expected) asks the handler again, which then
+        # journals the session anew, as record_sent would.
+        session._record_sent = None
         self._awake.pop(session, None)
         if self.sessions.pop(session.session_id, None) is session:
             self._held[session.principal] -= 1
@@ -1600,11 +1659,12 @@ class IntakeServer:
     # ------------------------------------------------------------ dispatch
     def _dispatch(self, listener: _Listener, route: bytes, session: Session, request: Request,
                   now: int, started: int) -> None:
-        name = type(request).__name__
-        counter = self._messages_in.get(name)
-        if counter is None:
-            counter = self._messages_in[name] = self.metrics.messages_in.labels(name)
-        counter.inc()
+        cls = type(request)
+        kind = self._request_kinds.get(cls)
+        if kind is None:
+            kind = self._request_kinds[cls] = _RequestKind(cls, self.metrics)
+        name = kind.name
+        kind.counter.value += 1  # (LoopCounter.inc's addition, without its call: every message)
         problem = check_request(request, max_bulk_orders=self.config.max_bulk_orders)
         if problem is not None:
             if self._may_answer(listener, route, session, now, name,
@@ -1616,33 +1676,34 @@ class IntakeServer:
         # session's id, engine.client's probe) or a resume, is never charged: a client
         # refused it could not resume its session later, or would be left out of step
         # with it; and the connection each needs bounds how often anyone sends one.
-        charged = type(request) in _CHARGED and not (session.fresh and (
-            type(request) is Heartbeat
-            or type(request) is ResendRequest and request.session_id is not None))
+        charged = kind.charged and not (session.fresh and (
+            cls is Heartbeat or cls is ResendRequest and request.session_id is not None))
         if charged and not self._may_answer(listener, route, session, now, name,
                                             getattr(request, "cl_ord_id", None)):
             return
         positions, held = None, ()  # a bulk's kept orders' places and refused ones' rejects
-        match request:
-            case Heartbeat():
-                if request.cancel_on_disconnect is not None:
-                    session.cancel_on_disconnect = request.cancel_on_disconnect
-                session.fresh = False
-                self._ack(session, request.test_req_id)
+        # (By type, not by class patterns: see _RequestKind. The decoder makes exact types.)
+        if cls is NewOrder:
+            pass
+        elif cls is Heartbeat:
+            if request.cancel_on_disconnect is not None:
+                session.cancel_on_disconnect = request.cancel_on_disconnect
+            session.fresh = False
+            self._ack(session, request.test_req_id)
+            return
+        elif cls is ResendRequest:
+            self._resend(listener, route, session, request, now)
+            return
+        elif cls is BulkNewOrders:
+            request, positions, held = self._screen_bulk(session, request)
+            if request is None:
                 return
-            case ResendRequest():
-                self._resend(listener, route, session, request, now)
-                return
-            case BulkNewOrders():
-                request, positions, held = self._screen_bulk(session, request)
-                if request is None:
-                    return
-        if isinstance(request, AdminRequest) and not session.admin:
+        if kind.admin and not session.admin:
             if self._may_answer(listener, route, session, now, name):
                 session.reject(RejectReason.NOT_AUTHORIZED, f"{name} needs an admin key",
                                ref_type=name)
             return
-        if isinstance(request, AccountRequest) and not session.is_entitled(request.account):
+        if kind.account and not session.is_entitled(request.account):
             # (A query charged above is not charged twice.)
             if charged or self._may_answer(listener, route, session, now, name,
                                            getattr(request, "cl_ord_id", None)):
@@ -1650,14 +1711,14 @@ class IntakeServer:
                                f"account {request.account!r} is not entitled to this key",
                                ref_type=name, cl_ord_id=getattr(request, "cl_ord_id", None))
             return
-        if self.shutting_down and (type(request) is NewOrder or type(request) is Replace):
+        if self.shutting_down and (cls is NewOrder or cls is Replace):
             # (After the checks above, as protocol.md orders them: a key not
             # entitled to the account hears that, not of the shutdown.)
             session.reject(RejectReason.ENGINE_SHUTTING_DOWN, "the engine is shutting down",
                            ref_type=name, cl_ord_id=request.cl_ord_id)
             return
-        if isinstance(request, NewOrder):
-            self.metrics.orders_in.inc()
+        if cls is NewOrder:
+            self._orders_in.value += 1  # (as kind.counter above)
         # Intake's stage: decode and checks, up to the hand-over to the pipeline.
         self._stage_latency.observe((time.perf_counter_ns() - started) / 1e9)
         self._hand_over(session, request, positions, held)

@@ -1323,10 +1323,11 @@ class JournalWriter:
                 self._unsynced.append(old.path)
 
     # ------------------------------------------------------------ append
-    # append(kind, payload, *, ts_ns=None) and append_msg(kind, msg, *, ts_ns=None): one
-    # record (a bytes-like body, or a msgspec struct as msgpack), sequenced and framed into
-    # the flush buffer when buffered, else written and synced per the policy; each returns
-    # the record's seq. In C (ext/journalframe.pyx, which says why), set below the class.
+    # append(kind, payload, *, ts_ns=None), append_msg(kind, msg, *, ts_ns=None) and
+    # append_parts(kind, head, payload): one record (a bytes-like body, a msgspec struct as
+    # msgpack, or two bytes back to back), sequenced and framed into the flush buffer when
+    # buffered, else written and synced per the policy; each returns the record's seq. In C
+    # (ext/journalframe.pyx, which says why), set below the class.
 
     def _rotate_now(self) -> None:
         """Write what is buffered (it belongs to the segment it was sequenced in) and start
@@ -1676,3 +1677,4 @@ class JournalWriter:
 journalframe.configure_writer(JournalWriter, _Segment, JournalError, MAX_PAYLOAD, FILE_HEADER_SIZE)
 JournalWriter.append = journalframe.append
 JournalWriter.append_msg = journalframe.append_msg
+JournalWriter.append_parts = journalframe.append_parts

@@ -507,12 +507,24 @@ class Pipeline(Handler):
         is the session's fixed envelope followed by the frame, so the
         envelope is encoded once per session, not once per message.
         """
+        return self.journal.append_parts(_RecordKind.EVENT, self._envelope_of(session), frame)
+
+    def sent_recorder(self, session: Session) -> Callable[[bytes], int]:
+        """:meth:`record_sent` for ``session``: the journal's append bound to the session's
+        envelope (its ``JournalSession`` record written first if the journal lacks it).
+        Intake calls it per message sent, a compiled call with no Python frame of ours."""
+        return functools.partial(self.journal.append_parts, _RecordKind.EVENT,
+                                 self._envelope_of(session))
+
+    def _envelope_of(self, session: Session) -> bytes:
+        """The session's ``JournalEvent`` envelope; a session's first asks write its
+        ``JournalSession`` record (see :meth:`record_sent`)."""
         envelope = self._event_envelopes.get(session.session_id)
         if envelope is None:
             self.journal.append_msg(_RecordKind.META, JournalSession(
                 session_id=session.session_id, principal=session.principal))
             envelope = self.session_journaled(session.session_id)
-        return self.journal.append(_RecordKind.EVENT, envelope + frame)
+        return envelope
 
     def sent_frames(self, session_id: str, from_record: int, begin_seq: int,
                     end_seq: int) -> list[bytes]:

@@ -122,19 +122,22 @@ def frame_record(bytearray out, bytes prev_hash, uint64_t seq, int64_t ts_ns,
     payload : bytes
         The record body.
     """
-    return _frame(out, prev_hash, seq, ts_ns, kind, payload)
+    return _frame(out, prev_hash, seq, ts_ns, kind, b"", payload)
 
 
 cdef bytes _frame(bytearray out, bytes prev_hash, uint64_t seq, int64_t ts_ns, unsigned int kind,
-                  bytes payload):
+                  bytes head, bytes payload):
     # (frame_record's body: the appends below call it as C, not through a Python call.)
-    if out is None or prev_hash is None or payload is None:
+    # The record's payload is ``head`` then ``payload``, copied into place one after the
+    # other: a sent frame's record is its session's envelope and the frame, not joined first.
+    if out is None or prev_hash is None or head is None or payload is None:
         raise TypeError("out, prev_hash and payload must be given")
     if kind > 0xFFFF:  # (the header holds a u16: a larger one was written cut, in silence)
         raise ValueError(f"record kind {kind} does not fit the header's 16 bits")
     if PyBytes_GET_SIZE(prev_hash) != HASH_SIZE:
         raise ValueError(f"prev_hash must be {HASH_SIZE} bytes, got {len(prev_hash)}")
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    cdef Py_ssize_t h = PyBytes_GET_SIZE(head)
+    cdef Py_ssize_t n = h + PyBytes_GET_SIZE(payload)
     if n > 0xFFFFFFFF:
         raise ValueError(f"payload of {n} bytes does not fit a record")
     cdef Py_ssize_t start = PyByteArray_GET_SIZE(out)
@@ -142,7 +145,8 @@ cdef bytes _frame(bytearray out, bytes prev_hash, uint64_t seq, int64_t ts_ns, u
     cdef unsigned char* o = <unsigned char*>PyByteArray_AS_STRING(out) + start
     _put_u32(<char*>o, <uint32_t>n)
     _put_fixed(<char*>o + 8, seq, ts_ns, kind)
-    memcpy(o + HEADER_SIZE, PyBytes_AS_STRING(payload), n)
+    memcpy(o + HEADER_SIZE, PyBytes_AS_STRING(head), h)
+    memcpy(o + HEADER_SIZE + h, PyBytes_AS_STRING(payload), n - h)
     _chain_digest(<const unsigned char*>PyBytes_AS_STRING(prev_hash), o + 8, o + HEADER_SIZE, n,
                   o + 28)
     _put_u32(<char*>o + 4, _record_crc(o, n))
@@ -214,6 +218,9 @@ cdef extern from "Python.h":
     ctypedef struct PyTypeObject:
         pass
     bint PyObject_TypeCheck(object o, PyTypeObject* t)
+    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
+    Py_ssize_t PY_SSIZE_T_MAX
+    Py_ssize_t PY_SSIZE_T_MIN
 
 
 _WRITER_FIELDS = ("_closed", "_segment", "_out", "rotate_bytes", "buffered", "_last_seq",
@@ -265,18 +272,31 @@ cdef inline void _set_slot(object obj, Py_ssize_t offset, object value):
     Py_XDECREF(old)
 
 
-cdef object _append(object self, object kind, bytes payload, object ts_ns):
-    """Sequence and frame one record: into the flush buffer when buffered (the engine's
-    per-message path), else written now and synced per the policy."""
+cdef inline Py_ssize_t _size(object value) except? -1:
+    """A byte count or bound held as a Python int, in C; one past ``Py_ssize_t`` (a
+    ``rotate_bytes`` that means never) as the largest, which no journal reaches."""
+    cdef int overflow = 0
+    cdef long long x = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow > 0:
+        return PY_SSIZE_T_MAX
+    if overflow < 0:
+        return PY_SSIZE_T_MIN
+    return <Py_ssize_t>x
+
+
+cdef object _append(object self, object kind, bytes head, bytes payload, object ts_ns):
+    """Sequence and frame one record of ``head`` then ``payload``: into the flush buffer
+    when buffered (the engine's per-message path), else written now and synced per the
+    policy."""
     if _writer_cls is None:
         raise RuntimeError("ext.journalframe.configure_writer was not called")
     if not PyObject_TypeCheck(self, <PyTypeObject*>_writer_cls):
         raise TypeError(f"append needs a journal writer, not {type(self).__name__}")
     if _slot(self, _w_offsets[W_CLOSED], "_closed"):
         raise _error("journal is closed")
-    if payload is None:  # (a ``bytes`` argument of a cdef function admits None)
+    if head is None or payload is None:  # (a ``bytes`` argument of a cdef function admits None)
         raise TypeError("payload must be given")
-    cdef Py_ssize_t payload_len = PyBytes_GET_SIZE(payload)
+    cdef Py_ssize_t payload_len = PyBytes_GET_SIZE(head) + PyBytes_GET_SIZE(payload)
     if payload_len > _max_payload:
         raise ValueError(f"payload of {payload_len} bytes exceeds {_max_payload}")
     cdef object segment = _slot(self, _w_offsets[W_SEGMENT], "_segment")
@@ -284,16 +304,17 @@ cdef object _append(object self, object kind, bytes payload, object ts_ns):
                         if PyObject_TypeCheck(segment, <PyTypeObject*>_segment_cls)
                         else segment.size)
     cdef bytearray out = _slot(self, _w_offsets[W_OUT], "_out")
-    cdef object pending = size + PyByteArray_GET_SIZE(out)
-    if pending + (HEADER_SIZE + payload_len) > _slot(self, _w_offsets[W_ROTATE_BYTES],
-                                                     "rotate_bytes") \
+    # (In C: the sum and comparisons of Python ints cost about 300 instructions a record.)
+    cdef Py_ssize_t pending = _size(size) + PyByteArray_GET_SIZE(out)
+    if pending + (HEADER_SIZE + payload_len) > _size(
+            _slot(self, _w_offsets[W_ROTATE_BYTES], "rotate_bytes")) \
             and pending > _file_header_size:
         self._rotate_now()
         out = _slot(self, _w_offsets[W_OUT], "_out")
     cdef object seq = _slot(self, _w_offsets[W_LAST_SEQ], "_last_seq") + 1
     cdef object last_hash = _frame(
         out, _slot(self, _w_offsets[W_LAST_HASH], "_last_hash"), seq,
-        _time.time_ns() if ts_ns is None else ts_ns, kind, payload)
+        _time.time_ns() if ts_ns is None else ts_ns, kind, head, payload)
     _set_slot(self, _w_offsets[W_LAST_HASH], last_hash)
     _set_slot(self, _w_offsets[W_LAST_SEQ], seq)
     _set_slot(self, _w_offsets[W_OUT_SEQ], seq)
@@ -321,7 +342,28 @@ def append(self, kind, payload, *, ts_ns=None):
         The record's ``seq``. Under ``always`` it is durable on return.
     """
     # (The engine's payloads are bytes already: no call of the bytes type for them.)
-    return _append(self, kind, payload if type(payload) is bytes else bytes(payload), ts_ns)
+    return _append(self, kind, b"", payload if type(payload) is bytes else bytes(payload), ts_ns)
+
+
+def append_parts(self, kind, bytes head, bytes payload):
+    """Append one record whose body is ``head`` followed by ``payload``
+    (``JournalWriter.append_parts``): the record ``append(kind, head + payload)`` writes,
+    without the joined copy. The engine journals each frame it sends this way, after its
+    session's envelope (``Pipeline.record_sent``).
+
+    Parameters
+    ----------
+    kind : RecordKind or int
+        What the record holds.
+    head, payload : bytes
+        The record body's two parts.
+
+    Returns
+    -------
+    int
+        The record's ``seq``, stamped now (``time.time_ns()``).
+    """
+    return _append(self, kind, head, payload, None)
 
 
 def append_msg(self, kind, msg, *, ts_ns=None):
@@ -329,4 +371,5 @@ def append_msg(self, kind, msg, *, ts_ns=None):
     (``JournalWriter.append_msg``)."""
     if not PyObject_TypeCheck(self, <PyTypeObject*>_writer_cls):
         raise TypeError(f"append_msg needs a journal writer, not {type(self).__name__}")
-    return _append(self, kind, _slot(self, _w_offsets[W_ENCODER], "_encoder").encode(msg), ts_ns)
+    return _append(self, kind, b"", _slot(self, _w_offsets[W_ENCODER], "_encoder").encode(msg),
+                   ts_ns)

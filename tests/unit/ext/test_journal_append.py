@@ -1,4 +1,4 @@
-"""The compiled appends (ext.journalframe: JournalWriter.append, append_msg) write the
+"""The compiled appends (ext.journalframe: JournalWriter.append, append_msg, append_parts) write the
 journal the Python ones did (tests/reference/journal_reference.py), byte for byte: the same
 records, sequence, chain and segment rotations, buffered or not, for the same records and
 clock; and ``kronos-exec journal verify``'s checks pass on what they write."""
@@ -13,15 +13,21 @@ from engine.messages import JournalSession
 from tests.reference.journal_reference import ReferenceWriter
 
 records = st.lists(st.tuples(
-    st.sampled_from(list(RecordKind)), st.booleans(), st.binary(max_size=300),
-    st.none() | st.integers(-2**63, 2**63 - 1)), min_size=1, max_size=25)
+    st.sampled_from(list(RecordKind)), st.sampled_from(["bytes", "msg", "parts"]),
+    st.binary(max_size=300), st.none() | st.integers(-2**63, 2**63 - 1)), min_size=1,
+    max_size=25)
 
 
 def _write(cls, path, steps, buffered, rotate_bytes):
     with cls(path, fsync="none", buffered=buffered, rotate_bytes=rotate_bytes) as writer:
         seqs = []
-        for kind, as_msg, body, ts in steps:
-            if as_msg:
+        for kind, how, body, ts in steps:
+            if how == "parts":
+                # append_parts(head, rest) is append(head + rest); the reference has only that.
+                head, rest = body[:len(body) // 3], body[len(body) // 3:]
+                seqs.append(writer.append_parts(kind, head, rest) if cls is JournalWriter
+                            else writer.append(kind, head + rest))
+            elif how == "msg":
                 seqs.append(writer.append_msg(kind, JournalSession(
                     session_id=body.hex()[:16], principal="P"), ts_ns=ts))
             elif ts is None:
@@ -88,3 +94,28 @@ def test_a_payload_of_any_bytes_like_is_recorded_as_it_was_appended(tmp_path):
         writer.append(RecordKind.EVENT, b"hi", ts_ns=3)
         writer.flush()
     assert [bytes(r.payload) for r in JournalReader(tmp_path)] == [b"abc", b"efg", b"hi"]
+
+
+def test_a_record_in_two_parts_reads_back_as_their_join(tmp_path):
+    with JournalWriter(tmp_path, fsync="none", buffered=True) as writer:
+        assert writer.append_parts(RecordKind.EVENT, b"head|", b"frame") == 1
+        assert writer.append_parts(RecordKind.EVENT, b"", b"") == 2
+        with pytest.raises(TypeError):
+            writer.append_parts(RecordKind.EVENT, None, b"x")
+        with pytest.raises(TypeError):
+            writer.append_parts(RecordKind.EVENT, b"x", bytearray(b"y"))  # (bytes only)
+        with pytest.raises(ValueError, match="exceeds"):
+            writer.append_parts(RecordKind.EVENT, bytes(1 << 20), bytes(64 << 20))
+        writer.flush()
+    assert [bytes(r.payload) for r in JournalReader(tmp_path)] == [b"head|frame", b""]
+    assert verify(tmp_path).ok
+
+
+def test_a_rotate_bytes_past_64_bits_means_never(tmp_path):
+    # (The compiled append compares sizes as C integers: a bound past them is the largest.)
+    with JournalWriter(tmp_path, fsync="none", buffered=True, rotate_bytes=1 << 70) as writer:
+        for i in range(50):
+            writer.append(RecordKind.EVENT, bytes(1000), ts_ns=i)
+        writer.flush()
+    assert len(list_segments(tmp_path)) == 1
+    assert [r.seq for r in JournalReader(tmp_path)] == list(range(1, 51))

@@ -39,8 +39,14 @@ def test_send_pair_reaches_the_dealer_as_pyzmq_would(pair):
     assert zmqcall.send_pair(router.underlying, route, b"report-1") == 0
     assert zmqcall.send_pair(router.underlying, route, bytearray(b"report-2")) == 0  # a reused buffer
     assert zmqcall.send_pair(router.underlying, route, b"") == 0  # an empty frame is a message too
+    assert zmqcall.send_pair(router.underlying, route, memoryview(b"xreport-3")[1:]) == 0
+    with pytest.raises((ValueError, TypeError, BufferError)):  # not C-contiguous: nothing sent
+        zmqcall.send_pair(router.underlying, route, memoryview(b"report-4")[::2])
+    with pytest.raises(TypeError):
+        zmqcall.send_pair(router.underlying, route, None)
     assert dealer.poll(5000)
-    assert [dealer.recv_multipart() for _ in range(3)] == [[b"report-1"], [b"report-2"], [b""]]
+    assert [dealer.recv_multipart() for _ in range(4)] == [[b"report-1"], [b"report-2"], [b""],
+                                                           [b"report-3"]]
 
 
 def test_recv_message_gives_every_part_and_none_when_empty(pair):
