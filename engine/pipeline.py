@@ -2120,7 +2120,15 @@ class Pipeline(Handler):
         POV order trades a share of it. Each tick looks at the instruments
         whose market changed since the last (all of them at the first), so
         a quiet market costs nothing per instrument.
+
+        The venues are first caught up to the clock: after the loop was held
+        (a long callback, a collector pause) the pacer and this tick are due
+        together, and a tick that ran first judged acknowledgements that had
+        arrived meanwhile as missing: its ack timeout marked a healthy venue
+        down and canceled the child. A venue answer already in is taken in
+        before any deadline is judged.
         """
+        self.venues.catch_up()
         if now >= self._next_roll:
             self.roll_day(now)
         elif now < self._day_entered:
