@@ -13,7 +13,7 @@ import pytest
 from engine.client import Client
 from engine.messages import (AdminReply, ExecType, ExecutionReport, KillSwitch, OrderStatusReply,
                              OrdStatus)
-from tests.integration.engine_harness import serving, slow_sim
+from tests.integration.engine_harness import acked_at_venue, serving, slow_sim
 
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory):
@@ -48,7 +48,7 @@ def offer(client, cl_ord_id, qty, price):
     client.new_order("AAA", "sell_short", qty, price, account="DEMO2", cl_ord_id=cl_ord_id,
                      locate=True)
     report(client, cl_ord_id, ExecType.NEW)
-    time.sleep(0.1)
+    acked_at_venue(client, cl_ord_id, account="DEMO2")
 
 
 @pytest.mark.parametrize("new_qty", ["40", "300"])

@@ -19,9 +19,9 @@ from engine.intake import EndpointError, generate_keypair
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
                              JournalEvent, KillSwitch, OrderStatusReply, OrdStatus, Reject)
-from tests.integration.engine_harness import (QUIET_SIM, RISK, ThreadedEngine, config_text,
-                                              engine_config, free_port, seen_at_resume,
-                                              slow_sim)
+from tests.integration.engine_harness import (QUIET_SIM, RISK, ThreadedEngine, acked_at_venue,
+                                              config_text, engine_config, free_port,
+                                              seen_at_resume, slow_sim)
 
 
 def status(client, cl_ord_id, account="DEMO1"):
@@ -548,7 +548,7 @@ def test_an_orders_children_are_the_same_after_a_restart(tmp_path):
     with ThreadedEngine(path), Client(endpoint) as client:
         client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="kb")
         report(client, "kb", ExecType.NEW)
-        time.sleep(0.05)  # the child rests at its venue (quiet_sim latencies are under 2 ms)
+        acked_at_venue(client, "kb")  # the child rests at its venue, where the sell finds it
         client.new_order("AAA", "sell_short", "4", "48.00", account="DEMO2", cl_ord_id="ks",
                          locate=True)
         seen = set()
