@@ -73,10 +73,14 @@ def test_fills_racing_a_replace_are_booked_and_the_replace_is_too_late(slow, new
 def test_a_replace_below_what_filled_meanwhile_cancels_the_rest(slow):
     engine, client = slow
     offer(client, "part-ask", "60", "50.00")
-    client.new_order("AAA", "buy", "100", "50.00", account="DEMO1", cl_ord_id="part")
-    new = report(client, "part", ExecType.NEW)
     _, before = risk_view(engine, 0)
+    # The Replace goes right behind the order, not after its NEW comes back: it must reach
+    # the engine before the fill does (15 ms each way), and a busy machine can stretch
+    # the NEW's round trip through this client past that. (A fill known at the replace's
+    # arrival refuses it there, and the order goes on working.)
+    client.new_order("AAA", "buy", "100", "50.00", account="DEMO1", cl_ord_id="part")
     client.replace("part", account="DEMO1", qty="50", cl_ord_id="part-r")
+    new = report(client, "part", ExecType.NEW)
     refused = report(client, "part-r", ExecType.REJECTED)
     assert refused.reject_name == "REPLACE_QTY_NOT_ABOVE_FILLED" and "60 filled" in refused.text
     # Buying more would pass the client's new total of 50: the rest is canceled.
