@@ -371,7 +371,7 @@ def test_daily_limits_start_afresh_when_the_trading_day_rolls(tmp_path):
         client.new_order("AAA", "sell_short", "100", "50.00", account="DEMO2", cl_ord_id="s",
                          locate=True)
         report(client, "s", ExecType.NEW)
-        time.sleep(0.05)
+        acked_at_venue(client, "s", account="DEMO2")  # at its venue, where b finds it
         client.new_order("AAA", "buy", "100", "50.00", account="DEMO1", cl_ord_id="b")
         report(client, "b", ExecType.FILL)
         client.new_order("AAA", "buy", "40", "50.00", account="DEMO1", cl_ord_id="b2")
