@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from engine.client import Client
-from engine.messages import HeartbeatAck
+from engine.messages import HeartbeatAck, OrderStatusReply
 from engine.service import EngineThread as ThreadedEngine  # noqa: F401  (the tests' name)
 
 QUIET_SIM = Path(__file__).parent / "configs" / "quiet_sim.toml"
@@ -87,6 +87,29 @@ def at_venues(engine, symbol: str, *, bid: int | None = None, ask: int | None = 
         if time.monotonic() > deadline:
             raise TimeoutError(f"the venues show {shown} for {symbol}, not ({bid}, {ask})")
         time.sleep(0.001)
+
+
+def acked_at_venue(client: Client, cl_ord_id: str, *, account: str = "DEMO1",
+                   timeout: float = 5.0) -> OrderStatusReply:
+    """Wait until every working child of ``cl_ord_id`` is acknowledged by its venue (and
+    the order has at least one); returns the status reply that shows it, ``TimeoutError``
+    if none does within ``timeout`` seconds.
+
+    The NEW goes out when the order is routed; the venue's acknowledgement comes a round
+    trip later. A busy machine stretches the engine's steps, so no fixed sleep is sure to
+    cover that trip: a test that needs the child resting at its venue asks the engine."""
+    deadline = time.monotonic() + timeout
+    while True:
+        client.status(cl_ord_id, account=account)
+        reply = client.recv_until(lambda m: isinstance(m, OrderStatusReply)
+                                  and m.cl_ord_id == cl_ord_id, 5)[-1]
+        working = [c for c in reply.children if not c.done]
+        if working and all(c.acked for c in working):
+            return reply
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{cl_ord_id}'s children are not acknowledged at their venues: "
+                               f"{reply.children}")
+        time.sleep(0.005)
 
 
 def http_get(url: str) -> tuple[int, str]:

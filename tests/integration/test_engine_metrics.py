@@ -6,7 +6,8 @@ import urllib.request
 
 from engine.client import Client
 from engine.messages import ExecType, ExecutionReport, Reject
-from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
+from tests.integration.engine_harness import (ThreadedEngine, acked_at_venue, config_text,
+                                              free_port)
 
 
 def test_rejects_fills_and_stage_times_match_what_the_client_saw(tmp_path):
@@ -67,13 +68,13 @@ def test_replaces_are_counted_by_path(tmp_path):
     with ThreadedEngine(path), Client(f"tcp://127.0.0.1:{port}") as client:
         client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="r0")
         client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "r0", 5)
-        time.sleep(0.2)                                     # acknowledged at its venue
+        # A replace amends in place only a child its venue has acknowledged.
+        acked_at_venue(client, "r0")
         client.replace("r0", account="DEMO1", qty="60", cl_ord_id="r1")     # in place
         replaced(client, "r1")
-        time.sleep(0.2)
         client.replace("r1", account="DEMO1", qty="50", price="47.90", cl_ord_id="r2")
         replaced(client, "r2")
-        time.sleep(0.2)
+        acked_at_venue(client, "r2")                        # its new child
         client.replace("r2", account="DEMO1", qty="40", cl_ord_id="r3")     # in place
         replaced(client, "r3")
         body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",

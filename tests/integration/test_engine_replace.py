@@ -13,7 +13,7 @@ import pytest
 from engine.client import Client
 from engine.messages import (AdminReply, ExecType, ExecutionReport, KillSwitch, OrderStatusReply,
                              OrdStatus)
-from tests.integration.engine_harness import serving, slow_sim
+from tests.integration.engine_harness import acked_at_venue, serving, slow_sim
 
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory):
@@ -48,7 +48,7 @@ def offer(client, cl_ord_id, qty, price):
     client.new_order("AAA", "sell_short", qty, price, account="DEMO2", cl_ord_id=cl_ord_id,
                      locate=True)
     report(client, cl_ord_id, ExecType.NEW)
-    time.sleep(0.1)
+    acked_at_venue(client, cl_ord_id, account="DEMO2")
 
 
 @pytest.mark.parametrize("new_qty", ["40", "300"])
@@ -73,10 +73,14 @@ def test_fills_racing_a_replace_are_booked_and_the_replace_is_too_late(slow, new
 def test_a_replace_below_what_filled_meanwhile_cancels_the_rest(slow):
     engine, client = slow
     offer(client, "part-ask", "60", "50.00")
-    client.new_order("AAA", "buy", "100", "50.00", account="DEMO1", cl_ord_id="part")
-    new = report(client, "part", ExecType.NEW)
     _, before = risk_view(engine, 0)
+    # The Replace goes right behind the order, not after its NEW comes back: it must reach
+    # the engine before the fill does (15 ms each way), and a busy machine can stretch
+    # the NEW's round trip through this client past that. (A fill known at the replace's
+    # arrival refuses it there, and the order goes on working.)
+    client.new_order("AAA", "buy", "100", "50.00", account="DEMO1", cl_ord_id="part")
     client.replace("part", account="DEMO1", qty="50", cl_ord_id="part-r")
+    new = report(client, "part", ExecType.NEW)
     refused = report(client, "part-r", ExecType.REJECTED)
     assert refused.reject_name == "REPLACE_QTY_NOT_ABOVE_FILLED" and "60 filled" in refused.text
     # Buying more would pass the client's new total of 50: the rest is canceled.
@@ -182,14 +186,14 @@ def test_stp_is_the_clients_choice(slow):
     client.new_order("AAA", "sell_short", "10", "50.30", account="DEMO1", cl_ord_id="self-ask",
                      locate=True)
     report(client, "self-ask", ExecType.NEW)
-    time.sleep(0.1)
+    acked_at_venue(client, "self-ask")
     client.new_order("AAA", "buy", "10", "50.30", account="DEMO1", cl_ord_id="self-buy", stp=0)
     assert report(client, "self-buy", ExecType.FILL).cum_qty == "10"
     # By default the venue's own prevention applies: no trade with itself.
     client.new_order("AAA", "sell_short", "10", "50.30", account="DEMO1", cl_ord_id="self-ask2",
                      locate=True)
-    report(client, "self-ask2", ExecType.NEW)
-    time.sleep(0.1)
+    # (At its venue: an IOC that found no offer there would pass the assert below too.)
+    acked_at_venue(client, "self-ask2")
     client.new_order("AAA", "buy", "10", "50.30", account="DEMO1", cl_ord_id="self-buy2",
                      time_in_force="ioc")
     assert report(client, "self-buy2", ExecType.CANCELED).cum_qty == "0"

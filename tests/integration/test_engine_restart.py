@@ -19,9 +19,9 @@ from engine.intake import EndpointError, generate_keypair
 from engine.journal import JournalWriter, RecordKind
 from engine.messages import (AdminReply, ExecType, ExecutionReport, HeartbeatAck, JournalCommand,
                              JournalEvent, KillSwitch, OrderStatusReply, OrdStatus, Reject)
-from tests.integration.engine_harness import (QUIET_SIM, RISK, ThreadedEngine, config_text,
-                                              engine_config, free_port, seen_at_resume,
-                                              slow_sim)
+from tests.integration.engine_harness import (QUIET_SIM, RISK, ThreadedEngine, acked_at_venue,
+                                              config_text, engine_config, free_port,
+                                              seen_at_resume, slow_sim)
 
 
 def status(client, cl_ord_id, account="DEMO1"):
@@ -371,7 +371,7 @@ def test_daily_limits_start_afresh_when_the_trading_day_rolls(tmp_path):
         client.new_order("AAA", "sell_short", "100", "50.00", account="DEMO2", cl_ord_id="s",
                          locate=True)
         report(client, "s", ExecType.NEW)
-        time.sleep(0.05)
+        acked_at_venue(client, "s", account="DEMO2")  # at its venue, where b finds it
         client.new_order("AAA", "buy", "100", "50.00", account="DEMO1", cl_ord_id="b")
         report(client, "b", ExecType.FILL)
         client.new_order("AAA", "buy", "40", "50.00", account="DEMO1", cl_ord_id="b2")
@@ -548,7 +548,7 @@ def test_an_orders_children_are_the_same_after_a_restart(tmp_path):
     with ThreadedEngine(path), Client(endpoint) as client:
         client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="kb")
         report(client, "kb", ExecType.NEW)
-        time.sleep(0.05)  # the child rests at its venue (quiet_sim latencies are under 2 ms)
+        acked_at_venue(client, "kb")  # the child rests at its venue, where the sell finds it
         client.new_order("AAA", "sell_short", "4", "48.00", account="DEMO2", cl_ord_id="ks",
                          locate=True)
         seen = set()

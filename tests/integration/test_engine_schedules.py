@@ -10,7 +10,7 @@ import pytest
 
 from engine.client import Client
 from engine.messages import ExecType, ExecutionReport, OrderStatusReply, Reject
-from tests.integration.engine_harness import serving
+from tests.integration.engine_harness import acked_at_venue, serving
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def offer(client, cl_ord_id, qty, price):
     client.new_order("AAA", "sell_short", qty, price, account="DEMO2", cl_ord_id=cl_ord_id,
                      locate=True)
     client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == cl_ord_id, 5)
-    time.sleep(0.05)  # at its venue
+    acked_at_venue(client, cl_ord_id, account="DEMO2")  # at its venue, where buys find it
 
 
 def cancel(client, cl_ord_id, account="DEMO2"):

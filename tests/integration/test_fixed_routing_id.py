@@ -9,7 +9,7 @@ a resume's replay.
 import time
 
 from engine.client import Client
-from engine.messages import ExecType, ExecutionReport, HeartbeatAck
+from engine.messages import ExecType, ExecutionReport, HeartbeatAck, OrderStatusReply, OrdStatus
 from tests.integration.engine_harness import serving, slow_sim
 
 ROUTING_ID = b"algo-7-fixed"
@@ -26,7 +26,17 @@ def test_a_reconnect_under_the_same_routing_id_is_answered_and_replayed(tmp_path
             first.cancel("r1", account="DEMO1", cl_ord_id="r1-c")
         # Gone before the venue confirms the cancel: the engine's CANCELED finds no
         # connection, and the session is kept under this routing id.
-        time.sleep(0.6)  # the CANCELED is sent (and fails) while no connection has the id
+        # The CANCELED is sent (and fails) while no connection has the id: the venue's
+        # round trip is 600 ms, so ask the engine (on a connection of its own) rather than
+        # sleep about that long.
+        with Client(endpoint) as observer:
+            deadline = time.monotonic() + 5
+            while True:
+                observer.status("r1", account="DEMO1")
+                reply = observer.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
+                if reply.report.ord_status == OrdStatus.CANCELED or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
         with Client(endpoint, routing_id=ROUTING_ID, auto_resume=False) as second:
             second.heartbeat()
             ack = second.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)[-1]

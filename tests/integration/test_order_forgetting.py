@@ -111,7 +111,7 @@ def test_done_orders_are_forgotten_at_the_second_roll_live_and_after_a_restart(t
             client.new_order("AAA", side, "500", price, account="DEMO2", cl_ord_id=cid,
                              locate=True, time_in_force="gtc")
             report(client, cid, ExecType.NEW)
-        time.sleep(0.1)
+        at_venues(engine, "AAA", bid=4900, ask=5100)  # where f1 finds a0
         # Day 0: a fill, a cancel, a replace, a refusal.
         client.new_order("AAA", "buy", "10", "51.00", account="DEMO1", cl_ord_id="f1")
         first_ids = [int(report(client, "f1", ExecType.FILL).order_id)]
@@ -173,7 +173,7 @@ def test_after_a_restart_ids_stay_above_those_of_forgotten_orders(tmp_path):
         client.new_order("AAA", "buy", "10", "48.00", account="DEMO1", cl_ord_id="w",
                          time_in_force="gtc")
         report(client, "w", ExecType.NEW)
-        time.sleep(0.1)
+        at_venues(engine, "AAA", bid=4800, ask=5100)  # where f finds a0
         client.new_order("AAA", "buy", "10", "51.00", account="DEMO1", cl_ord_id="f")
         last_order = int(report(client, "f", ExecType.FILL).order_id)
         client.drain(0.3)

@@ -13,7 +13,7 @@ from engine.client import Client
 from engine.messages import (ExecType, ExecutionReport, OrderStatusReply, OrdStatus,
                              Reject)
 from ext.types import Side
-from tests.integration.engine_harness import serving, slow_sim
+from tests.integration.engine_harness import acked_at_venue, at_venues, serving, slow_sim
 
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory):
@@ -213,12 +213,12 @@ def test_a_repriced_passive_childs_price_is_its_new_one(slow):
     engine, client = slow
     asks = venue_submit(engine, "NEXA", "AAA", Side.SELL, 50, 5005)
     bid = venue_submit(engine, "NEXA", "AAA", Side.BUY, 50, 4998)
-    time.sleep(0.1)
+    at_venues(engine, "AAA", bid=4998, ask=5005)  # (the bid the passive child joins)
     client.new_order("AAA", "buy", "100", "50.03", account="DEMO1", cl_ord_id="rp-1",
                      strategy="passive")
     report(client, "rp-1", ExecType.NEW)
-    time.sleep(0.2)
-    assert [c.price for c in status(client, "rp-1").children] == ["49.98"]  # joins the bid
+    children = acked_at_venue(client, "rp-1").children
+    assert [c.price for c in children] == ["49.98"]  # joins the bid
     better = venue_submit(engine, "BRIX", "AAA", Side.BUY, 10, 5000)
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
@@ -236,10 +236,17 @@ def test_a_repriced_passive_childs_price_is_its_new_one(slow):
 
 def test_a_midpoint_childs_price_is_null(slow):
     engine, client = slow
+    market = engine.service.venues.market
+    pool = market.loop.book(market.book_index("MIDX", "BBB"))
+    resting = engine.call(lambda: len(pool))
     venue_submit(engine, "NEXA", "BBB", Side.BUY, 100, 11998)
     venue_submit(engine, "NEXA", "BBB", Side.SELL, 100, 12003)
     venue_submit(engine, "MIDX", "BBB", Side.SELL, 7, 0)
-    time.sleep(0.1)
+    # The dark ping finds the 7 lots only once they rest at the pool; no quote shows them.
+    deadline = time.monotonic() + 5
+    while engine.call(lambda: len(pool)) == resting and time.monotonic() < deadline:
+        time.sleep(0.001)
+    at_venues(engine, "BBB", bid=11998, ask=12003)
     client.new_order("BBB", "buy", "10", "120.03", account="DEMO1", cl_ord_id="mp-1",
                      time_in_force="ioc", strategy="dark_first")
     answer(client, lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "mp-1"

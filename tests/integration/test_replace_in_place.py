@@ -10,6 +10,7 @@ import time
 
 from engine.messages import ExecType, OrderStatusReply, OrdStatus
 # (the same engine fixture and report helper as the take-down path's tests)
+from tests.integration.engine_harness import acked_at_venue
 from tests.integration.test_engine_replace import report, slow  # noqa: F401
 
 
@@ -23,9 +24,8 @@ def resting_bid(client, tag, qty, price):
     """DEMO1's buy resting at its venue (acknowledged there); returns its one child."""
     client.new_order("AAA", "buy", qty, price, account="DEMO1", cl_ord_id=tag)
     report(client, tag, ExecType.NEW)
-    time.sleep(0.1)     # the child's ack and the venue's book reach the engine
-    (child,) = status(client, tag).children
-    assert child.acked and not child.done and child.qty == qty
+    (child,) = acked_at_venue(client, tag).children
+    assert not child.done and child.qty == qty
     return child
 
 
