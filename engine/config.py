@@ -148,7 +148,9 @@ class IntakeConfig(_Section):
         back by TCP). Default 1000: a client pipelining faster than the
         engine handles its requests waits in its own socket, not in the
         engine's memory (100,000 frames of 90 KB made the engine grow by
-        840 MB).
+        840 MB). 0: no mark, libzmq reads every connection ahead without
+        bound, which avoids a libzmq abort a held-back connection can cause
+        (docs/engine.md, *Read-ahead and a libzmq abort*).
     request_rate : int
         Requests other than orders, per second per client key (all its
         sessions together): ``Heartbeat``, ``ResendRequest``,
@@ -186,7 +188,7 @@ class IntakeConfig(_Section):
     max_sessions_per_key: IntakeInt = 1000
     drain_batch: IntakeInt = 64
     send_hwm: IntakeInt = 100000
-    recv_hwm: IntakeInt = 1000
+    recv_hwm: Annotated[int, Meta(ge=0, le=MAX_C_INT)] = 1000
     shutdown_grace_ms: Annotated[int, Meta(ge=0, le=60_000)] = 100
     request_rate: Annotated[int, Meta(ge=0, le=MAX_C_INT)] = 2000
     request_burst: Annotated[int, Meta(ge=1, le=MAX_C_INT)] | None = None
