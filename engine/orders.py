@@ -262,8 +262,13 @@ _orderstate.configure(ExecutionReport, Order, tuple(_STATUS[stage] for stage in 
                       IllegalTransition, int(Stage.ROUTED), tuple(Stage),
                       int(Stage.PARTIALLY_FILLED), int(Stage.FILLED), int(Stage.RECEIVED))
 execution_report = _orderstate.execution_report
+#: execution_report, also kept as the order's last_report (the slot written in C)
+order_report = _orderstate.order_report
 Order.advance = _orderstate.advance
 Order.fill = _orderstate.fill
+#: advance_path(order, stages, now_ns): Order.advance to each of ``stages`` in turn, in
+#: one call (a new order passes three stages at one instant)
+advance_path = _orderstate.advance_path
 
 
 class _Day:
@@ -367,13 +372,15 @@ class OrderTable:
 
     def create(self, cl_ord_id: str, session_id: str, account: str, symbol: str, side: int,
                ord_type: int, tif: int, price: int, qty: int, now_ns: int,
-               order_id: int | None = None) -> Order:
+               order_id: int | None = None, strategy: int = 0) -> Order:
         """A new order in stage RECEIVED, with the next engine order id (or ``order_id``,
-        when recovery recreates an order under the id it had)."""
+        when recovery recreates an order under the id it had), routed by ``strategy``
+        (``Order.strategy``: set here, it costs no write of the field afterwards)."""
         if order_id is None:
             order_id = self.next_order_id
         order = Order(order_id, cl_ord_id, session_id, account, symbol, side,
-                      ord_type, tif, price, qty, now_ns, calendar=self._calendar)
+                      ord_type, tif, price, qty, now_ns, strategy=strategy,
+                      calendar=self._calendar)
         self.next_order_id = max(self.next_order_id, order_id + 1)
         self.by_id[order.order_id] = order
         self._ids(account)[cl_ord_id] = order

@@ -33,7 +33,8 @@ from engine.messages import (
     participation_ppm, reject_name, seq_of,
 )
 from engine.history import HistoryAnswer, TradeHistory, TradeStore
-from engine.orders import Child, Order, OrderTable, Stage, execution_report
+from engine.orders import (Child, Order, OrderTable, Stage, advance_path, execution_report,
+                           order_report)
 from engine.tradingday import TradingDay
 from ext.instrument import ConversionError, Instrument
 from ext.risk import RiskFlag, cl_ord_hash
@@ -55,6 +56,11 @@ _Stage, _ExecType, _RecordKind, _ReportKind = map(members, (Stage, ExecType, Rec
 _OrdStatus, _Side, _TimeInForce, _OrdType, _RejectReason = map(
     members, (OrdStatus, Side, TimeInForce, OrdType, RejectReason))
 _CXL_SELF_TRADE = int(CancelReason.CXL_SELF_TRADE)
+# The stages a new order passes at its arrival's instant: up to a refusal by the router's
+# step (checked), or to routed (advance_path).
+_VALIDATED = (Stage.VALIDATED,)
+_CHECKED = (Stage.VALIDATED, Stage.RISK_CHECKED)
+_ROUTED = (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED)
 
 _TEXT_DECIMAL = int(TextKind.TEXT_DECIMAL)
 
@@ -602,16 +608,18 @@ class Pipeline(Handler):
                 **kw) -> None:
         """Report the order's state to its session, and to ``requester`` (the session of
         the cancel or replace this answers) when that is another one."""
-        report = execution_report(order, self._instrument(order.symbol), exec_type, **kw)
-        order.last_report = report
+        report = order_report(order, self._instrument(order.symbol), exec_type, **kw)  # (last_report)
         order.report_seq = self._send(order.session_id, report)
         if requester is not None and requester != order.session_id:
             self._send(requester, report)
 
     def _reject_order(self, order: Order, reason: int, text: str, now: int,
-                      stage: str, sent_price: str | None = None) -> None:
+                      stage: str, sent_price: str | None = None, passed: tuple = ()) -> None:
         """Refuse a new order; ``sent_price`` is its report's price while the order holds
-        none (see ``price_sent``)."""
+        none (see ``price_sent``); ``passed``, the stages it passed first, at ``now``
+        (``_new_order`` moves an order through them once it knows how far it got)."""
+        if passed:
+            advance_path(order, passed, now)
         order.reject(reason, text, now)
         self._count_reject(reason, stage)
         self._report(order, _ExecType.REJECTED, reason=reason, text=text,
@@ -651,6 +659,7 @@ class Pipeline(Handler):
                 type(request) is NewOrder and self._capacity_refuses():
             return self._refuse_capacity(session, request)
         # The client key's throttle, before the command is journaled (see _admit).
+        gate = None  # (a new order's, handed on to _new_order)
         if type(request) is NewOrder:
             gate = self._gates.get(session.session_id) or self._gate(session)
             if gate.admit(now) and not self.orders.used(request.account, request.cl_ord_id):
@@ -683,7 +692,7 @@ class Pipeline(Handler):
         self._journal_command(session, request, now)
         match request:
             case NewOrder():
-                self._new_order(session, request, now)
+                self._new_order(session, request, now, gate=gate)
             case Cancel():
                 self._cancel(session, request, now)
             case Replace():
@@ -787,7 +796,7 @@ class Pipeline(Handler):
     # ------------------------------------------------------------ new orders
 
     def _new_order(self, session: Session, req: NewOrder, now: int,
-                   ref_type: str = "NewOrder", index: int = -1) -> None:
+                   ref_type: str = "NewOrder", index: int = -1, gate=None) -> None:
         # (intake counts orders in: kronos_orders_in_total)
         # A cl_ord_id names one order for as long as the engine holds it
         # (restarts included; forgotten keep_done_days after its day): a client
@@ -796,6 +805,7 @@ class Pipeline(Handler):
         # refused the same way (see OrderTable). ``ref_type``: the message
         # the order came in (a bulk's orders are refused as intake's are,
         # ``index`` naming which: two orders of one bulk may share a cl_ord_id).
+        # ``gate``: the session's risk gate, when the caller has it at hand.
         # One new order in STAGE_SAMPLE is timed stage by stage: timing each
         # would cost it about 3 µs (clock reads, histogram updates).
         self._orders_seen = seen = self._orders_seen + 1
@@ -804,9 +814,25 @@ class Pipeline(Handler):
         if self.orders.used(req.account, req.cl_ord_id):
             return self._refuse_duplicate(session, req, ref_type, index)
         inst = self.instruments.get(req.symbol)
+        # The order is made with its terms in lots and ticks and its strategy (each field
+        # set afterwards would cost a write through msgspec's generic __setattr__, about
+        # 550 instructions): converted first, and refused below with what converted
+        # (none, or the quantity alone) when they do not.
+        qty = price = 0
+        problem = None
+        if inst is not None:
+            try:
+                qty = inst.qty_to_lots(req.qty)
+                price = inst.price_to_ticks(req.price) if req.price is not None else 0
+            except ConversionError as exc:
+                problem = exc
+        strategy = STRATEGIES.get(req.strategy)  # (strategy_of, inline: every order's path)
+        if strategy == STRAT_DEFAULT and req.post_only:
+            strategy = self._post_only_default
         order = self.orders.create(req.cl_ord_id, session.session_id, req.account, req.symbol,
                                    int(req.side), int(req.ord_type), int(req.time_in_force),
-                                   0, 0, now)
+                                   price, qty, now,
+                                   strategy=strategy if strategy is not None else 0)
         # -- validated: instrument, decimal strings, core indices
         # Refused before the price is ticks (no instrument, a price or quantity that does
         # not convert), the report carries the client's price text rather than none.
@@ -814,16 +840,12 @@ class Pipeline(Handler):
             return self._reject_order(order, _RejectReason.UNKNOWN_INSTRUMENT,
                                       f"unknown symbol {req.symbol!r}", now, "validate",
                                       price_sent(req.price))
-        try:
-            order.qty = inst.qty_to_lots(req.qty)
-            order.price = inst.price_to_ticks(req.price) if req.price is not None else 0
-        except ConversionError as exc:
-            return self._reject_order(order, exc.reason, str(exc), now, "validate",
+        if problem is not None:
+            return self._reject_order(order, problem.reason, str(problem), now, "validate",
                                       price_sent(req.price))
-        if order.qty > ROUTER_MAX_QTY or order.price > ROUTER_MAX_PRICE:  # (no call per order)
+        if qty > ROUTER_MAX_QTY or price > ROUTER_MAX_PRICE:  # (no call per order)
             return self._reject_order(order, _RejectReason.VALUE_OUT_OF_RANGE,
-                                      _beyond_router(inst, order.qty, order.price), now,
-                                      "validate")
+                                      _beyond_router(inst, qty, price), now, "validate")
         if req.time_in_force == _TimeInForce.FOK:
             return self._reject_order(order, _RejectReason.INVALID_TIF,
                                       "FOK is not supported: it cannot hold across venues",
@@ -834,15 +856,18 @@ class Pipeline(Handler):
             return self._reject_order(order, _RejectReason.UNKNOWN_ACCOUNT,
                                       f"unknown account {req.account!r}", now, "validate")
         inst_ix = self.risk.instrument_index(req.symbol)
-        order.advance(_Stage.VALIDATED, now)
+        # (Validated. Its stages, VALIDATED, RISK_CHECKED and ROUTED, all at ``now``, are
+        # taken in one call once it is routed, or up to the one it is refused after:
+        # nothing on the way reads the stage.)
         if timed:
             validated = time.perf_counter_ns()
             self._time_validate((validated - started) / 1e9)
         # -- risk-checked
         self.refresh_market(inst_ix, now)
-        gate = self._gates.get(session.session_id) or self._gate(session)
+        if gate is None:
+            gate = self._gates.get(session.session_id) or self._gate(session)
         reason = gate.check_new(order.order_id, account_ix, inst_ix, order.side, order.ord_type,
-                                order.qty, order.price, risk_flags(req) | _ADMITTED,
+                                qty, price, risk_flags(req) | _ADMITTED,
                                 cl_ord_hash(req.cl_ord_id, req.account), now)
         if reason:
             if reason == _RejectReason.STALE_REFERENCE_PRICE and not self.venues.open_count():
@@ -850,43 +875,41 @@ class Pipeline(Handler):
                 # then, and what /healthz promises, is NO_ROUTE.
                 return self._reject_order(order, _RejectReason.NO_ROUTE,
                                           "the venues are closed: no venue to route to",
-                                          now, "route")
-            return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
+                                          now, "route", passed=_VALIDATED)
+            return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk",
+                                      passed=_VALIDATED)
         value = self._journal_valuation(order)
         if order.ord_type == _OrdType.MARKET and order.side == _Side.BUY:
             self._protect(order, inst_ix, value)
-        order.advance(_Stage.RISK_CHECKED, now)
         if timed:
             checked = time.perf_counter_ns()
             self._time_risk((checked - validated) / 1e9)
         # -- routed
-        strategy = STRATEGIES.get(req.strategy)  # (strategy_of, inline: every order's path)
-        if strategy == STRAT_DEFAULT and req.post_only:
-            strategy = self._post_only_default
         if strategy is None:
             self.risk.on_reject(order.order_id)
             return self._reject_order(order, _RejectReason.INVALID_STRATEGY,
                                       f"unknown strategy {req.strategy!r}; one of "
-                                      f"{', '.join(k for k in STRATEGIES if k)}", now, "route")
+                                      f"{', '.join(k for k in STRATEGIES if k)}", now, "route",
+                                      passed=_CHECKED)
         if req.post_only:
             order.post_only = True
             if strategy not in (STRAT_AUTO, STRAT_PASSIVE):
                 self.risk.on_reject(order.order_id)
                 return self._reject_order(order, _RejectReason.INVALID_STRATEGY,
                                           f"post_only rests on the book: strategy auto or "
-                                          f"passive, not {req.strategy!r}", now, "route")
-            text = self._post_only_cross(order, inst_ix, order.price)
+                                          f"passive, not {req.strategy!r}", now, "route",
+                                          passed=_CHECKED)
+            text = self._post_only_cross(order, inst_ix, price)
             if text:
                 self.risk.on_reject(order.order_id)
                 return self._reject_order(order, _RejectReason.POST_ONLY_WOULD_CROSS, text, now,
-                                          "route")
-        order.strategy = strategy
+                                          "route", passed=_CHECKED)
         if req.stp is not None:
             order.stp = int(req.stp)
         schedule = order_schedule(req)
         try:
             if schedule is None:
-                reason = self._route(order, inst_ix, order.qty, now)
+                reason = self._route(order, inst_ix, qty, now)
             else:
                 order.schedule = schedule
                 start, end, slices, profile, ppm = schedule
@@ -894,10 +917,10 @@ class Pipeline(Handler):
                     self.risk.on_reject(order.order_id)
                     return self._reject_order(order, _RejectReason.INVALID_SCHEDULE,
                                               f"end_time {end} is not in the future (now {now})",
-                                              now, "route")
+                                              now, "route", passed=_CHECKED)
                 # A start_time already past is the order's arrival: the slices
                 # it names would otherwise all be due at once, one sweep.
-                reason = self._route(order, inst_ix, order.qty, now,
+                reason = self._route(order, inst_ix, qty, now,
                                      start_ns=max(start, now) if start >= 0 else -1,
                                      end_ns=end, slices=slices, profile=profile, pov_ppm=ppm)
         except Exception as exc:  # noqa: BLE001 - an engine bug must not strand the order
@@ -907,12 +930,13 @@ class Pipeline(Handler):
             self.risk.on_reject(order.order_id)
             return self._reject_order(order, _RejectReason.INTERNAL_ERROR,
                                       f"the engine failed to route the order "
-                                      f"({type(exc).__name__}); it was not sent", now, "route")
+                                      f"({type(exc).__name__}); it was not sent", now, "route",
+                                      passed=_CHECKED)
         if reason:
             self.risk.on_reject(order.order_id)
             return self._reject_order(order, reason, f"router: {reject_name(reason)}", now,
-                                      "route")
-        order.advance(_Stage.ROUTED, now)
+                                      "route", passed=_CHECKED)
+        advance_path(order, _ROUTED, now)
         if timed:
             self._time_route((time.perf_counter_ns() - checked) / 1e9)
         self._report(order, _ExecType.NEW)

@@ -59,11 +59,11 @@ cdef enum:
 # The order's fields read here, by name (their offsets: configure).
 _FIELDS = ("order_id", "cl_ord_id", "account", "symbol", "side", "ord_type", "qty", "price",
            "cum_qty", "notional_x2", "stage", "path", "calendar", "done_roll", "created_ns",
-           "children")
+           "children", "last_report")
 cdef enum:
     F_ORDER_ID, F_CL_ORD_ID, F_ACCOUNT, F_SYMBOL, F_SIDE, F_ORD_TYPE, F_QTY, F_PRICE, \
         F_CUM_QTY, F_NOTIONAL_X2, F_STAGE, F_PATH, F_CALENDAR, F_DONE_ROLL, F_CREATED_NS, \
-        F_CHILDREN, N_FIELDS
+        F_CHILDREN, F_LAST_REPORT, N_FIELDS
     MAX_STAGES = 32
 
 cdef Py_ssize_t _offsets[N_FIELDS]
@@ -198,6 +198,25 @@ cdef _advance(object order, object stage, object now_ns):
         calendar.working[_field(order, F_ORDER_ID)] = None
 
 
+def advance_path(order, tuple stages, now_ns):
+    """Move ``order`` to each of ``stages`` in turn, all at ``now_ns``, as that many calls
+    of :func:`advance` would (the path, the calendar and the error alike).
+
+    A new order passes three stages at the same instant when nothing refuses it
+    (validated, risk-checked, routed): one call from Python, not three.
+
+    Raises
+    ------
+    IllegalTransition
+        At the first move the state machine does not allow (the moves before it
+        stand, as with separate calls).
+    """
+    if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
+        raise TypeError(f"advance_path needs an order, not {type(order).__name__}")
+    for stage in stages:
+        _advance(order, stage, now_ns)
+
+
 def fill(order, last_qty, last_px_x2, now_ns):
     """Book a fill (price in half-ticks) and move to PARTIALLY_FILLED or FILLED (``Order.fill``).
 
@@ -280,6 +299,30 @@ def execution_report(order, Instrument inst not None, exec_type, *, int64_t last
     which the caller has checked is a decimal string. ``last_qty`` and
     ``last_px_x2`` (half-ticks) describe a fill; ``reason`` a refusal.
     """
+    return _execution_report(order, inst, exec_type, last_qty, last_px_x2, venue, exec_id,
+                             orig_cl_ord_id, reason, text, cl_ord_id, price_sent)
+
+
+def order_report(order, Instrument inst not None, exec_type, *, int64_t last_qty=0,
+                 int64_t last_px_x2=0, venue=None, exec_id=None, orig_cl_ord_id=None,
+                 reason=0, text=None, cl_ord_id=None, price_sent=None):
+    """:func:`execution_report`, kept as the order's ``last_report`` (what status requests
+    answer with), for the report the order's session is sent.
+
+    The slot is written here, in place: from Python, msgspec's generic
+    ``__setattr__`` cost about 550 instructions a report, and the report is
+    built here anyway.
+    """
+    report = _execution_report(order, inst, exec_type, last_qty, last_px_x2, venue, exec_id,
+                               orig_cl_ord_id, reason, text, cl_ord_id, price_sent)
+    _set(order, F_LAST_REPORT, report)
+    return report
+
+
+cdef object _execution_report(object order, Instrument inst, object exec_type, int64_t last_qty,
+                              int64_t last_px_x2, object venue, object exec_id,
+                              object orig_cl_ord_id, object reason, object text,
+                              object cl_ord_id, object price_sent):
     if _report_cls is None:
         raise RuntimeError("ext.orderstate.configure was not called")
     if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from engine.messages import ExecType, OrdType, RejectReason, Side
-from engine.orders import IllegalTransition, Order, Stage, execution_report
+from engine.orders import (IllegalTransition, Order, OrderTable, Stage, advance_path,
+                           execution_report, order_report)
 from ext.instrument import Instrument
 from tests.reference.report_reference import advance as reference_advance
 from tests.reference.report_reference import execution_report as reference_report
@@ -45,12 +46,27 @@ def test_the_compiled_report_is_the_python_one(order, inst, exec_type, stage, cu
     assert type(got.reject_reason) is int
 
 
+@given(order=orders, inst=st.sampled_from(INSTRUMENTS), exec_type=st.sampled_from(list(ExecType)),
+       kw=kwargs)
+def test_the_report_kept_as_last_report_is_the_report(order, inst, exec_type, kw):
+    # order_report is execution_report, and the order keeps what it returned.
+    got = order_report(order, inst, exec_type, **kw)
+    assert order.last_report is got
+    assert msgspec.structs.replace(got, transact_time=0) == \
+        msgspec.structs.replace(execution_report(order, inst, exec_type, **kw), transact_time=0)
+
+
 def test_it_refuses_what_is_not_an_order():
     with pytest.raises(TypeError):
         execution_report(object(), INSTRUMENTS[0], ExecType.NEW)
     order = Order(1, "c", "S", "a", "A", 1, 2, 0, 100, 5, 1)
     with pytest.raises(TypeError):
         execution_report(order, None, ExecType.NEW)
+    with pytest.raises(TypeError):
+        order_report(object(), INSTRUMENTS[0], ExecType.NEW)
+    with pytest.raises(TypeError):
+        advance_path(object(), (Stage.VALIDATED,), 1)
+    assert order.last_report is None
 
 
 def _outcome(step, order, stage, now):
@@ -71,6 +87,37 @@ def test_every_move_is_the_python_one(moves):
         assert (ours.stage, ours.path) == (theirs.stage, theirs.path)
         assert type(ours.stage) is Stage and all(type(x) is int for x in ours.path)
     assert ours.transitions == theirs.transitions
+
+
+def _path_outcome(order, stages, now):
+    try:
+        advance_path(order, stages, now)
+    except IllegalTransition as exc:
+        return str(exc)
+    return None
+
+
+@given(paths=st.lists(st.tuples(st.lists(st.sampled_from(list(Stage)), max_size=4),
+                                st.integers(0, 2**64)), max_size=6))
+def test_a_path_of_moves_is_its_moves_one_by_one(paths):
+    # advance_path(order, stages, now) is Order.advance(stage, now) for each stage in
+    # turn: the same stage, path and table bookkeeping, and the same refusal at the
+    # first move the state machine forbids (the moves before it made).
+    tables, orders = [OrderTable(), OrderTable()], []
+    for table in tables:
+        orders.append(table.create("c", "S", "a", "A", 1, 2, 0, 100, 5, 1))
+    ours, theirs = orders
+    for stages, now in paths:
+        expected = None
+        for stage in stages:
+            expected = _outcome(Order.advance, theirs, stage, now)
+            if expected is not None:
+                break
+        assert _path_outcome(ours, tuple(stages), now) == expected
+        assert (ours.stage, ours.path, ours.done_roll, ours.calendar is None) == \
+            (theirs.stage, theirs.path, theirs.done_roll, theirs.calendar is None)
+    assert dict(tables[0]._calendar.working) == dict(tables[1]._calendar.working)
+    assert len(tables[0]._calendar.today.done) == len(tables[1]._calendar.today.done)
 
 
 def test_a_move_the_state_machine_forbids_is_refused_and_changes_nothing():
