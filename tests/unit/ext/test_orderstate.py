@@ -1,6 +1,8 @@
 """The compiled order steps (ext.orderstate: engine.orders.execution_report, Order.advance)
 are the Python ones (tests/reference/report_reference.py): every field of the report over
-random orders and arguments, the same stage and path, or the same refusal, for every move."""
+random orders and arguments, the same stage and path, or the same refusal, for every move.
+The steps that fold several into one call (advance_path, fill_child, end_child,
+order_report) are the steps they fold, one by one."""
 import msgspec
 import pytest
 from hypothesis import given, strategies as st
