@@ -260,10 +260,20 @@ _orderstate.configure(ExecutionReport, Order, tuple(_STATUS[stage] for stage in 
                       tuple(stage in TERMINAL for stage in Stage), reject_name,
                       {int(a): frozenset(int(b) for b in to) for a, to in _ALLOWED.items()},
                       IllegalTransition, int(Stage.ROUTED), tuple(Stage),
-                      int(Stage.PARTIALLY_FILLED), int(Stage.FILLED), int(Stage.RECEIVED))
+                      int(Stage.PARTIALLY_FILLED), int(Stage.FILLED), int(Stage.RECEIVED), Child)
 execution_report = _orderstate.execution_report
+#: execution_report, also kept as the order's last_report (the slot written in C)
+order_report = _orderstate.order_report
 Order.advance = _orderstate.advance
 Order.fill = _orderstate.fill
+#: advance_path(order, stages, now_ns): Order.advance to each of ``stages`` in turn, in
+#: one call (a new order passes three stages at one instant)
+advance_path = _orderstate.advance_path
+#: fill_child(order, child_id, last_qty, last_px_x2, now_ns): Order.fill, and the fill
+#: booked to the child too (its cum_qty, acked); returns the child or None
+fill_child = _orderstate.fill_child
+#: end_child(order, child_id): the child marked done; whether the order lists it
+end_child = _orderstate.end_child
 
 
 class _Day:
@@ -367,16 +377,30 @@ class OrderTable:
 
     def create(self, cl_ord_id: str, session_id: str, account: str, symbol: str, side: int,
                ord_type: int, tif: int, price: int, qty: int, now_ns: int,
-               order_id: int | None = None) -> Order:
+               order_id: int | None = None, strategy: int = 0,
+               unless_used: bool = False) -> Order | None:
         """A new order in stage RECEIVED, with the next engine order id (or ``order_id``,
-        when recovery recreates an order under the id it had)."""
+        when recovery recreates an order under the id it had), routed by ``strategy``
+        (``Order.strategy``: set here, it costs no write of the field afterwards).
+
+        ``unless_used``: None, and no order, when ``cl_ord_id`` is :meth:`used` on
+        ``account`` (a new order's one look at its id, not a call of :meth:`used` first).
+        """
+        ids = self._by_account.get(account)
+        if unless_used and ids is not None:
+            held = ids.get(cl_ord_id)
+            if held is not None and not self._gone(held):  # (used)
+                return None
         if order_id is None:
             order_id = self.next_order_id
         order = Order(order_id, cl_ord_id, session_id, account, symbol, side,
-                      ord_type, tif, price, qty, now_ns, calendar=self._calendar)
+                      ord_type, tif, price, qty, now_ns, strategy=strategy,
+                      calendar=self._calendar)
         self.next_order_id = max(self.next_order_id, order_id + 1)
         self.by_id[order.order_id] = order
-        self._ids(account)[cl_ord_id] = order
+        if ids is None:  # (the account's first id)
+            ids = self._ids(account)
+        ids[cl_ord_id] = order
         return order
 
     def reserve(self, account: str, cl_ord_id: str, spent_in: int | None = None) -> bool:

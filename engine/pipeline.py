@@ -33,7 +33,8 @@ from engine.messages import (
     participation_ppm, reject_name, seq_of,
 )
 from engine.history import HistoryAnswer, TradeHistory, TradeStore
-from engine.orders import Child, Order, OrderTable, Stage, execution_report
+from engine.orders import (Child, Order, OrderTable, Stage, advance_path, end_child,
+                           execution_report, fill_child, order_report)
 from engine.tradingday import TradingDay
 from ext.instrument import ConversionError, Instrument
 from ext.risk import RiskFlag, cl_ord_hash
@@ -55,6 +56,13 @@ _Stage, _ExecType, _RecordKind, _ReportKind = map(members, (Stage, ExecType, Rec
 _OrdStatus, _Side, _TimeInForce, _OrdType, _RejectReason = map(
     members, (OrdStatus, Side, TimeInForce, OrdType, RejectReason))
 _CXL_SELF_TRADE = int(CancelReason.CXL_SELF_TRADE)
+#: The venue reports that end a child whatever it filled.
+_CHILD_ENDS = frozenset({ReportKind.RPT_REJECTED, ReportKind.RPT_CANCELED, ReportKind.RPT_EXPIRED})
+# The stages a new order passes at its arrival's instant: up to a refusal by the router's
+# step (checked), or to routed (advance_path).
+_VALIDATED = (Stage.VALIDATED,)
+_CHECKED = (Stage.VALIDATED, Stage.RISK_CHECKED)
+_ROUTED = (Stage.VALIDATED, Stage.RISK_CHECKED, Stage.ROUTED)
 
 _TEXT_DECIMAL = int(TextKind.TEXT_DECIMAL)
 
@@ -614,16 +622,21 @@ class Pipeline(Handler):
                 **kw) -> None:
         """Report the order's state to its session, and to ``requester`` (the session of
         the cancel or replace this answers) when that is another one."""
-        report = execution_report(order, self._instrument(order.symbol), exec_type, **kw)
-        order.last_report = report
+        # (An order's symbol is nearly always one of the instruments: a dict lookup, not a
+        # call of _instrument, which makes one up for an unknown symbol.)
+        inst = self.instruments.get(order.symbol) or self._instrument(order.symbol)
+        report = order_report(order, inst, exec_type, **kw)  # (kept as order.last_report)
         order.report_seq = self._send(order.session_id, report)
         if requester is not None and requester != order.session_id:
             self._send(requester, report)
 
     def _reject_order(self, order: Order, reason: int, text: str, now: int,
-                      stage: str, sent_price: str | None = None) -> None:
+                      stage: str, sent_price: str | None = None, passed: tuple = ()) -> None:
         """Refuse a new order; ``sent_price`` is its report's price while the order holds
-        none (see ``price_sent``)."""
+        none (see ``price_sent``); ``passed``, the stages it passed first, at ``now``
+        (``_new_order`` moves an order through them once it knows how far it got)."""
+        if passed:
+            advance_path(order, passed, now)
         order.reject(reason, text, now)
         self._count_reject(reason, stage)
         self._report(order, _ExecType.REJECTED, reason=reason, text=text,
@@ -663,6 +676,7 @@ class Pipeline(Handler):
                 type(request) is NewOrder and self._capacity_refuses():
             return self._refuse_capacity(session, request)
         # The client key's throttle, before the command is journaled (see _admit).
+        gate = None  # (a new order's, handed on to _new_order)
         if type(request) is NewOrder:
             gate = self._gates.get(session.session_id) or self._gate(session)
             if gate.admit(now) and not self.orders.used(request.account, request.cl_ord_id):
@@ -695,7 +709,7 @@ class Pipeline(Handler):
         self._journal_command(session, request, now)
         match request:
             case NewOrder():
-                self._new_order(session, request, now)
+                self._new_order(session, request, now, gate=gate)
             case Cancel():
                 self._cancel(session, request, now)
             case Replace():
@@ -799,7 +813,7 @@ class Pipeline(Handler):
     # ------------------------------------------------------------ new orders
 
     def _new_order(self, session: Session, req: NewOrder, now: int,
-                   ref_type: str = "NewOrder", index: int = -1) -> None:
+                   ref_type: str = "NewOrder", index: int = -1, gate=None) -> None:
         # (intake counts orders in: kronos_orders_in_total)
         # A cl_ord_id names one order for as long as the engine holds it
         # (restarts included; forgotten keep_done_days after its day): a client
@@ -808,17 +822,35 @@ class Pipeline(Handler):
         # refused the same way (see OrderTable). ``ref_type``: the message
         # the order came in (a bulk's orders are refused as intake's are,
         # ``index`` naming which: two orders of one bulk may share a cl_ord_id).
+        # ``gate``: the session's risk gate, when the caller has it at hand.
         # One new order in STAGE_SAMPLE is timed stage by stage: timing each
         # would cost it about 3 µs (clock reads, histogram updates).
         self._orders_seen = seen = self._orders_seen + 1
         timed = seen % STAGE_SAMPLE == 1  # (the first order is timed: the 1st, 17th, ...)
         started = time.perf_counter_ns() if timed else 0
-        if self.orders.used(req.account, req.cl_ord_id):
-            return self._refuse_duplicate(session, req, ref_type, index)
         inst = self.instruments.get(req.symbol)
+        # The order is made with its terms in lots and ticks and its strategy (each field
+        # set afterwards would cost a write through msgspec's generic __setattr__, 130
+        # instructions or more): converted first, and refused below with what converted
+        # (none, or the quantity alone) when they do not.
+        qty = price = 0
+        problem = None
+        if inst is not None:
+            try:
+                qty = inst.qty_to_lots(req.qty)
+                price = inst.price_to_ticks(req.price) if req.price is not None else 0
+            except ConversionError as exc:
+                problem = exc
+        strategy = STRATEGIES.get(req.strategy)  # (strategy_of, inline: every order's path)
+        if strategy == STRAT_DEFAULT and req.post_only:
+            strategy = self._post_only_default
         order = self.orders.create(req.cl_ord_id, session.session_id, req.account, req.symbol,
                                    int(req.side), int(req.ord_type), int(req.time_in_force),
-                                   0, 0, now)
+                                   price, qty, now,
+                                   strategy=strategy if strategy is not None else 0,
+                                   unless_used=True)
+        if order is None:  # (its cl_ord_id is used: nothing above had an effect)
+            return self._refuse_duplicate(session, req, ref_type, index)
         # -- validated: instrument, decimal strings, core indices
         # Refused before the price is ticks (no instrument, a price or quantity that does
         # not convert), the report carries the client's price text rather than none.
@@ -826,16 +858,12 @@ class Pipeline(Handler):
             return self._reject_order(order, _RejectReason.UNKNOWN_INSTRUMENT,
                                       f"unknown symbol {req.symbol!r}", now, "validate",
                                       price_sent(req.price))
-        try:
-            order.qty = inst.qty_to_lots(req.qty)
-            order.price = inst.price_to_ticks(req.price) if req.price is not None else 0
-        except ConversionError as exc:
-            return self._reject_order(order, exc.reason, str(exc), now, "validate",
+        if problem is not None:
+            return self._reject_order(order, problem.reason, str(problem), now, "validate",
                                       price_sent(req.price))
-        if order.qty > ROUTER_MAX_QTY or order.price > ROUTER_MAX_PRICE:  # (no call per order)
+        if qty > ROUTER_MAX_QTY or price > ROUTER_MAX_PRICE:  # (no call per order)
             return self._reject_order(order, _RejectReason.VALUE_OUT_OF_RANGE,
-                                      _beyond_router(inst, order.qty, order.price), now,
-                                      "validate")
+                                      _beyond_router(inst, qty, price), now, "validate")
         if req.time_in_force == _TimeInForce.FOK:
             return self._reject_order(order, _RejectReason.INVALID_TIF,
                                       "FOK is not supported: it cannot hold across venues",
@@ -846,15 +874,18 @@ class Pipeline(Handler):
             return self._reject_order(order, _RejectReason.UNKNOWN_ACCOUNT,
                                       f"unknown account {req.account!r}", now, "validate")
         inst_ix = self.risk.instrument_index(req.symbol)
-        order.advance(_Stage.VALIDATED, now)
+        # (Validated. Its stages, VALIDATED, RISK_CHECKED and ROUTED, all at ``now``, are
+        # taken in one call once it is routed, or up to the one it is refused after:
+        # nothing on the way reads the stage.)
         if timed:
             validated = time.perf_counter_ns()
             self._time_validate((validated - started) / 1e9)
         # -- risk-checked
         self.refresh_market(inst_ix, now)
-        gate = self._gates.get(session.session_id) or self._gate(session)
+        if gate is None:
+            gate = self._gates.get(session.session_id) or self._gate(session)
         reason = gate.check_new(order.order_id, account_ix, inst_ix, order.side, order.ord_type,
-                                order.qty, order.price, risk_flags(req) | _ADMITTED,
+                                qty, price, risk_flags(req) | _ADMITTED,
                                 cl_ord_hash(req.cl_ord_id, req.account), now)
         if reason:
             if reason == _RejectReason.STALE_REFERENCE_PRICE and not self.venues.open_count():
@@ -862,43 +893,45 @@ class Pipeline(Handler):
                 # then, and what /healthz promises, is NO_ROUTE.
                 return self._reject_order(order, _RejectReason.NO_ROUTE,
                                           "the venues are closed: no venue to route to",
-                                          now, "route")
-            return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk")
-        value = self._journal_valuation(order)
+                                          now, "route", passed=_VALIDATED)
+            return self._reject_order(order, reason, self.risk.last_reject_text(), now, "risk",
+                                      passed=_VALIDATED)
+        # (A buy limit is valued at its limit, and journals nothing: _journal_valuation's
+        # first case, without its call on the usual path.)
+        value = price if order.side == _Side.BUY and order.ord_type != _OrdType.MARKET \
+            else self._journal_valuation(order)
         if order.ord_type == _OrdType.MARKET and order.side == _Side.BUY:
             self._protect(order, inst_ix, value)
-        order.advance(_Stage.RISK_CHECKED, now)
         if timed:
             checked = time.perf_counter_ns()
             self._time_risk((checked - validated) / 1e9)
         # -- routed
-        strategy = STRATEGIES.get(req.strategy)  # (strategy_of, inline: every order's path)
-        if strategy == STRAT_DEFAULT and req.post_only:
-            strategy = self._post_only_default
         if strategy is None:
             self.risk.on_reject(order.order_id)
             return self._reject_order(order, _RejectReason.INVALID_STRATEGY,
                                       f"unknown strategy {req.strategy!r}; one of "
-                                      f"{', '.join(k for k in STRATEGIES if k)}", now, "route")
+                                      f"{', '.join(k for k in STRATEGIES if k)}", now, "route",
+                                      passed=_CHECKED)
         if req.post_only:
             order.post_only = True
             if strategy not in (STRAT_AUTO, STRAT_PASSIVE):
                 self.risk.on_reject(order.order_id)
                 return self._reject_order(order, _RejectReason.INVALID_STRATEGY,
                                           f"post_only rests on the book: strategy auto or "
-                                          f"passive, not {req.strategy!r}", now, "route")
-            text = self._post_only_cross(order, inst_ix, order.price)
+                                          f"passive, not {req.strategy!r}", now, "route",
+                                          passed=_CHECKED)
+            text = self._post_only_cross(order, inst_ix, price)
             if text:
                 self.risk.on_reject(order.order_id)
                 return self._reject_order(order, _RejectReason.POST_ONLY_WOULD_CROSS, text, now,
-                                          "route")
-        order.strategy = strategy
+                                          "route", passed=_CHECKED)
         if req.stp is not None:
             order.stp = int(req.stp)
-        schedule = order_schedule(req)
+        # (order_schedule's own first look, without its call for an order with none.)
+        schedule = order_schedule(req) if req.strategy in SCHEDULE_FIELDS else None
         try:
             if schedule is None:
-                reason = self._route(order, inst_ix, order.qty, now)
+                reason = self._route(order, inst_ix, qty, now)
             else:
                 order.schedule = schedule
                 start, end, slices, profile, ppm = schedule
@@ -906,10 +939,10 @@ class Pipeline(Handler):
                     self.risk.on_reject(order.order_id)
                     return self._reject_order(order, _RejectReason.INVALID_SCHEDULE,
                                               f"end_time {end} is not in the future (now {now})",
-                                              now, "route")
+                                              now, "route", passed=_CHECKED)
                 # A start_time already past is the order's arrival: the slices
                 # it names would otherwise all be due at once, one sweep.
-                reason = self._route(order, inst_ix, order.qty, now,
+                reason = self._route(order, inst_ix, qty, now,
                                      start_ns=max(start, now) if start >= 0 else -1,
                                      end_ns=end, slices=slices, profile=profile, pov_ppm=ppm)
         except Exception as exc:  # noqa: BLE001 - an engine bug must not strand the order
@@ -919,12 +952,13 @@ class Pipeline(Handler):
             self.risk.on_reject(order.order_id)
             return self._reject_order(order, _RejectReason.INTERNAL_ERROR,
                                       f"the engine failed to route the order "
-                                      f"({type(exc).__name__}); it was not sent", now, "route")
+                                      f"({type(exc).__name__}); it was not sent", now, "route",
+                                      passed=_CHECKED)
         if reason:
             self.risk.on_reject(order.order_id)
             return self._reject_order(order, reason, f"router: {reject_name(reason)}", now,
-                                      "route")
-        order.advance(_Stage.ROUTED, now)
+                                      "route", passed=_CHECKED)
+        advance_path(order, _ROUTED, now)
         if timed:
             self._time_route((time.perf_counter_ns() - checked) / 1e9)
         self._report(order, _ExecType.NEW)
@@ -1429,18 +1463,25 @@ class Pipeline(Handler):
             self.watch_clock(now)
         if now >= self._next_roll:
             self.roll_day(now)
-        child_id = self._sim_to_child.get(report.child_id)
+        sim_id = report.child_id
+        child_id = self._sim_to_child.get(sim_id)
         if child_id is None:
             return
         router = self.router
         kind = report.kind
         # (Read before the report may forget the child: an amend may settle.)
         amended = self._child_parent.get(child_id) if self._pending else None
+        # A fill with leaves 0 ends the child whether it filled all it was sent or
+        # not (the venue cut it, or dropped an IOC's rest unreported): the router
+        # ends it there too, so a report of it that follows is no one's.
+        ends = kind in _CHILD_ENDS
         if kind == _ReportKind.RPT_FILL:
+            # (The report's fields read once each: every read of one makes an int.)
+            qty, px_x2, leaves = report.last_qty, report.price_x2, report.leaves_qty
             # (fee, leaves: positional, keywords cost the call their parsing)
-            router.on_fill(child_id, report.last_qty, report.price_x2, now, report.fee,
-                           report.leaves_qty)
-            self._parent_fill(child_id, report, now)
+            router.on_fill(child_id, qty, px_x2, now, report.fee, leaves)
+            self._parent_fill(child_id, report.venue, qty, px_x2, leaves, now)
+            ends = leaves == 0
         elif kind == _ReportKind.RPT_ACCEPTED:
             router.on_ack(child_id, now)
             self._child_accepted(child_id)
@@ -1457,12 +1498,12 @@ class Pipeline(Handler):
             self._child_replaced(child_id, report)
         elif kind == _ReportKind.RPT_CANCEL_REJECTED:
             router.on_replace_rejected(child_id, now)
-        # A fill with leaves 0 ends the child whether it filled all it was sent or
-        # not (the venue cut it, or dropped an IOC's rest unreported): the router
-        # ends it there too, so a report of it that follows is no one's.
-        if kind in (_ReportKind.RPT_REJECTED, _ReportKind.RPT_CANCELED, _ReportKind.RPT_EXPIRED) or \
-                (kind == _ReportKind.RPT_FILL and report.leaves_qty == 0):
-            self._forget_child(child_id, report.child_id)
+        if ends:  # (the child is forgotten: here, not a call per report)
+            self._sim_to_child.pop(sim_id, None)
+            self._child_to_sim.pop(child_id, None)
+            order = self.orders.by_id.get(self._child_parent.pop(child_id, None))
+            if order is not None and end_child(order, child_id):  # (the child is done)
+                self._child_done.append(child_id)
         if amended is not None:
             self._amend_settled(amended, now)
         # This runs inside the venues' own event processing, which must not
@@ -1516,30 +1557,24 @@ class Pipeline(Handler):
         self._pump_scheduled = False
         self._pump(time.time_ns())
 
-    def _forget_child(self, child_id: int, sim_id: int) -> None:
-        self._sim_to_child.pop(sim_id, None)
-        self._child_to_sim.pop(child_id, None)
-        parent_id = self._child_parent.pop(child_id, None)
-        order = self.orders.by_id.get(parent_id)
-        if order is not None and child_id in order.children:
-            order.children[child_id].done = True
-            self._child_done.append(child_id)
-
-    def _parent_fill(self, child_id: int, report, now: int) -> None:
+    def _parent_fill(self, child_id: int, venue_ix: int, qty: int, px_x2: int, leaves: int,
+                     now: int) -> None:
+        """Book a venue's fill of ``qty`` lots at ``px_x2`` half-ticks of a child (the
+        venue ``venue_ix`` still works ``leaves`` of it) in its order, risk and the fill
+        history, and report it."""
         order = self.orders.by_id.get(self._child_parent.get(child_id))
         # (A FILLED order still takes fills: a venue overfilling it, below.)
         if order is None:
             return
-        venue = self.venue_names[report.venue]
+        venue = self.venue_names[venue_ix]
         if order.done and order.stage != _Stage.FILLED:
             # Only a venue at fault fills a child after its order ended (the engine ends
             # an order once its children are down, draining ones included: the router
             # waits for them); not booked (docs/protocol.md).
             log.error("venue %s filled %d lots of child %d of order %s, which is %s: "
-                      "not booked", venue, report.last_qty, child_id, order.order_id,
+                      "not booked", venue, qty, child_id, order.order_id,
                       order.stage.name)
             return
-        qty, px_x2 = report.last_qty, report.price_x2
         if not (0 < qty <= ROUTER_MAX_QTY and 0 < px_x2 <= _MAX_PX_X2):
             # Not a trade but a venue adapter's fault, which the router and risk
             # refuse too: booked here alone, the order would disagree with both.
@@ -1547,20 +1582,18 @@ class Pipeline(Handler):
                       "refused (not from 1 to %d lots, or not from 1 to %d half-ticks)",
                       venue, qty, px_x2, child_id, ROUTER_MAX_QTY, _MAX_PX_X2)
             return
-        order.fill(qty, px_x2, now)
-        child = order.children.get(child_id)
+        # (The child's cum_qty and acked too: a venue may send a fill without an ack.)
+        child = fill_child(order, child_id, qty, px_x2, now)
         if child is not None:
-            child.cum_qty += qty
-            child.acked = True  # (a venue may send a fill without an ack before it)
             self._child_fills.append((child_id, qty))
             if child.cum_qty > child.qty:
                 self._child_overfilled(child, qty)
-            if child.cum_qty - qty < child.qty <= child.cum_qty and report.leaves_qty > 0:
+            if child.cum_qty - qty < child.qty <= child.cum_qty and leaves > 0:
                 # The fill that completed the child left the venue working more of
                 # it: the router drains it (cancels the rest there, once, and books
                 # what it fills until the venue is done with it). Said once a child.
                 log.warning("venue %s still works %d lots of child %d, which has filled "
-                            "%d of %d: canceling them there", venue, report.leaves_qty,
+                            "%d of %d: canceling them there", venue, leaves,
                             child_id, child.cum_qty, child.qty)
         px = fill_ticks(order.side, px_x2)  # (risk books whole ticks)
         if order.cum_qty <= order.qty:
@@ -1767,10 +1800,15 @@ class Pipeline(Handler):
             # Swept up to it, and no further: a market order never rests
             # (a schedule's slices are sweeps already).
             price, tif = order.protect, (tif if order.schedule is not None else _TimeInForce.IOC)
+        account = self._venue_account.get(order.account, 0)
+        if schedule:
+            return self.router.route(order.order_id, ix, order.side, qty, price, now,
+                                     order.strategy, tif, **schedule, stp_account=account,
+                                     stp=order.stp)
+        # (The usual order, none: the call takes its keywords as such, with no dict of
+        # them built and merged for it.)
         return self.router.route(order.order_id, ix, order.side, qty, price, now,
-                                 order.strategy, tif, **schedule,
-                                 stp_account=self._venue_account.get(order.account, 0),
-                                 stp=order.stp)
+                                 order.strategy, tif, stp_account=account, stp=order.stp)
 
     def cancel_working(self, order: Order, now: int, requester: str | None = None,
                        **kw) -> None:

@@ -1,6 +1,8 @@
 """An order's per-order steps in C: its set-up (``init_order``, its ``__post_init__``),
-stage changes (``advance``), fills (``fill``) and execution reports
-(``execution_report``), the order's fields read and written at their slots.
+stage changes (``advance``, and ``advance_path`` for several at one instant), fills
+(``fill``, and ``fill_child`` for its child's share), a child's end (``end_child``) and
+execution reports (``execution_report``, and ``order_report`` for the one the order
+keeps), the order's and its children's fields read and written at their slots.
 
 ``Order`` is a msgspec struct: each field is a slot at a fixed offset, named by its
 member descriptor. From Python, setting one costs about 550 instructions
@@ -59,14 +61,22 @@ cdef enum:
 # The order's fields read here, by name (their offsets: configure).
 _FIELDS = ("order_id", "cl_ord_id", "account", "symbol", "side", "ord_type", "qty", "price",
            "cum_qty", "notional_x2", "stage", "path", "calendar", "done_roll", "created_ns",
-           "children")
+           "children", "last_report")
 cdef enum:
     F_ORDER_ID, F_CL_ORD_ID, F_ACCOUNT, F_SYMBOL, F_SIDE, F_ORD_TYPE, F_QTY, F_PRICE, \
         F_CUM_QTY, F_NOTIONAL_X2, F_STAGE, F_PATH, F_CALENDAR, F_DONE_ROLL, F_CREATED_NS, \
-        F_CHILDREN, N_FIELDS
+        F_CHILDREN, F_LAST_REPORT, N_FIELDS
     MAX_STAGES = 32
 
 cdef Py_ssize_t _offsets[N_FIELDS]
+
+# The child's fields a fill and a child's end write (``engine.orders.Child``), and their
+# offsets (configure).
+_CHILD_FIELDS = ("cum_qty", "acked", "done")
+cdef enum:
+    C_CUM_QTY, C_ACKED, C_DONE, N_CHILD_FIELDS
+cdef Py_ssize_t _child_offsets[N_CHILD_FIELDS]
+cdef object _child_cls = None
 cdef object _report_cls = None
 cdef object _order_cls = None
 cdef tuple _status = ()
@@ -84,7 +94,7 @@ cdef object _received = None                    # int(Stage.RECEIVED), a new ord
 
 def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, dict allowed,
               illegal, long routed, tuple stages, long partially_filled, long filled,
-              long received):
+              long received, child_cls):
     """Set the types and tables this module follows (``engine.orders`` does, once).
 
     ``status[stage]`` is the ``OrdStatus`` of an order at ``Stage`` ``stage`` and
@@ -93,15 +103,16 @@ def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, 
     ``illegal`` is the exception a move outside them raises; a move to ``routed`` puts
     the order among its table's working ones (see :func:`advance`). ``stages[i]`` is
     the ``Stage`` of int ``i``; a fill moves an order to ``partially_filled`` or ``filled``;
-    a new order's path begins at ``received``.
+    a new order's path begins at ``received``. ``child_cls`` is the type of the
+    order's children (:func:`fill_child`, :func:`end_child`).
     """
     global _report_cls, _order_cls, _status, _terminal, _reject_name, _illegal, _routed
-    global _stage_routed, _stage_partial, _stage_filled, _received
+    global _stage_routed, _stage_partial, _stage_filled, _received, _child_cls
     for i, name in enumerate(_FIELDS):
-        member = getattr(order_cls, name)
-        if type(member).__name__ != "member_descriptor":
-            raise TypeError(f"{order_cls.__name__}.{name} is not a struct field")
-        _offsets[i] = (<PyMemberDescrObject*><PyObject*>member).d_member.offset
+        _offsets[i] = _offset_of(order_cls, name)
+    for i, name in enumerate(_CHILD_FIELDS):
+        _child_offsets[i] = _offset_of(child_cls, name)
+    _child_cls = child_cls
     if len(status) != len(terminal) or len(status) > MAX_STAGES:
         raise ValueError(f"status and terminal must cover the same stages, at most {MAX_STAGES}")
     for a in range(MAX_STAGES):
@@ -126,6 +137,14 @@ def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, 
     _reject_name = reject_name
 
 
+cdef Py_ssize_t _offset_of(object cls, str name) except -1:
+    # A struct field's slot offset, from its member descriptor.
+    member = getattr(cls, name)
+    if type(member).__name__ != "member_descriptor":
+        raise TypeError(f"{cls.__name__}.{name} is not a struct field")
+    return (<PyMemberDescrObject*><PyObject*>member).d_member.offset
+
+
 cdef inline object _field(object order, int field):
     # A borrowed slot, as a new reference (Cython's cast takes one).
     cdef PyObject* value = (<PyObject**>(<char*><PyObject*>order + _offsets[field]))[0]
@@ -140,6 +159,33 @@ cdef inline void _set(object order, int field, object value):
     Py_INCREF(value)
     slot[0] = <PyObject*>value
     Py_XDECREF(old)
+
+
+cdef inline object _child_field(object child, int field):
+    cdef PyObject* value = (<PyObject**>(<char*><PyObject*>child + _child_offsets[field]))[0]
+    if value == NULL:
+        raise AttributeError(_CHILD_FIELDS[field])
+    return <object>value
+
+
+cdef inline void _child_set(object child, int field, object value):
+    cdef PyObject** slot = <PyObject**>(<char*><PyObject*>child + _child_offsets[field])
+    cdef PyObject* old = slot[0]
+    Py_INCREF(value)
+    slot[0] = <PyObject*>value
+    Py_XDECREF(old)
+
+
+cdef object _child_of(object order, object child_id):
+    # The order's child ``child_id`` (None when it lists none), its type checked.
+    cdef object children = _field(order, F_CHILDREN)
+    if type(children) is not dict:
+        raise TypeError(f"order {_field(order, F_ORDER_ID)}'s children are not a dict")
+    cdef object child = (<dict>children).get(child_id)
+    if child is not None and not PyObject_TypeCheck(child, <PyTypeObject*>_child_cls):
+        raise TypeError(f"order {_field(order, F_ORDER_ID)}'s child {child_id} is a "
+                        f"{type(child).__name__}")
+    return child
 
 
 def advance(order, stage, now_ns):
@@ -198,6 +244,25 @@ cdef _advance(object order, object stage, object now_ns):
         calendar.working[_field(order, F_ORDER_ID)] = None
 
 
+def advance_path(order, tuple stages, now_ns):
+    """Move ``order`` to each of ``stages`` in turn, all at ``now_ns``, as that many calls
+    of :func:`advance` would (the path, the calendar and the error alike).
+
+    A new order passes three stages at the same instant when nothing refuses it
+    (validated, risk-checked, routed): one call from Python, not three.
+
+    Raises
+    ------
+    IllegalTransition
+        At the first move the state machine does not allow (the moves before it
+        stand, as with separate calls).
+    """
+    if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
+        raise TypeError(f"advance_path needs an order, not {type(order).__name__}")
+    for stage in stages:
+        _advance(order, stage, now_ns)
+
+
 def fill(order, last_qty, last_px_x2, now_ns):
     """Book a fill (price in half-ticks) and move to PARTIALLY_FILLED or FILLED (``Order.fill``).
 
@@ -213,6 +278,51 @@ def fill(order, last_qty, last_px_x2, now_ns):
     """
     if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
         raise TypeError(f"fill needs an order, not {type(order).__name__}")
+    _fill(order, last_qty, last_px_x2, now_ns)
+
+
+def fill_child(order, child_id, last_qty, last_px_x2, now_ns):
+    """:func:`fill`, booked to the order's child ``child_id`` too: its ``cum_qty`` grows
+    and it is ``acked`` (a venue may send a fill without an ack before it). Returns the
+    child, or None when the order lists none by that id (the order's fill stands).
+
+    The child's two fields are written here, in place: from Python each cost a
+    write through msgspec's generic ``__setattr__`` (130 instructions or more), and
+    the fill is a call into C anyway.
+
+    Raises
+    ------
+    IllegalTransition
+        As :func:`fill` (and the child is left as it was).
+    """
+    if _child_cls is None:
+        raise RuntimeError("ext.orderstate.configure was not called")
+    if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
+        raise TypeError(f"fill_child needs an order, not {type(order).__name__}")
+    cdef object child = _child_of(order, child_id)
+    _fill(order, last_qty, last_px_x2, now_ns)
+    if child is not None:
+        _child_set(child, C_CUM_QTY, _child_field(child, C_CUM_QTY) + last_qty)
+        _child_set(child, C_ACKED, True)
+    return child
+
+
+def end_child(order, child_id):
+    """Mark the order's child ``child_id`` ``done`` (its venue works it no more); returns
+    whether the order lists such a child (one in place of ``child_id in order.children``,
+    a lookup and a write through msgspec's generic ``__setattr__``)."""
+    if _child_cls is None:
+        raise RuntimeError("ext.orderstate.configure was not called")
+    if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
+        raise TypeError(f"end_child needs an order, not {type(order).__name__}")
+    cdef object child = _child_of(order, child_id)
+    if child is None:
+        return False
+    _child_set(child, C_DONE, True)
+    return True
+
+
+cdef _fill(object order, object last_qty, object last_px_x2, object now_ns):
     if last_qty <= 0:
         raise _illegal(f"order {_field(order, F_ORDER_ID)}: fill of {last_qty}")
     cdef object stage = _field(order, F_STAGE)
@@ -280,6 +390,31 @@ def execution_report(order, Instrument inst not None, exec_type, *, int64_t last
     which the caller has checked is a decimal string. ``last_qty`` and
     ``last_px_x2`` (half-ticks) describe a fill; ``reason`` a refusal.
     """
+    return _execution_report(order, inst, exec_type, last_qty, last_px_x2, venue, exec_id,
+                             orig_cl_ord_id, reason, text, cl_ord_id, price_sent)
+
+
+def order_report(order, Instrument inst not None, exec_type, *, int64_t last_qty=0,
+                 int64_t last_px_x2=0, venue=None, exec_id=None, orig_cl_ord_id=None,
+                 reason=0, text=None, cl_ord_id=None, price_sent=None):
+    """:func:`execution_report`, kept as the order's ``last_report`` (what status requests
+    answer with), for the report the order's session is sent.
+
+    The slot is written here, in place, not through msgspec's generic ``__setattr__``
+    from Python: the report is built here anyway. (Its ``report_seq``, known once it
+    is sent, stays a write from Python: done here, with the send called from C, the
+    bound method made per report to hand over cost what the write did.)
+    """
+    report = _execution_report(order, inst, exec_type, last_qty, last_px_x2, venue, exec_id,
+                               orig_cl_ord_id, reason, text, cl_ord_id, price_sent)
+    _set(order, F_LAST_REPORT, report)
+    return report
+
+
+cdef object _execution_report(object order, Instrument inst, object exec_type, int64_t last_qty,
+                              int64_t last_px_x2, object venue, object exec_id,
+                              object orig_cl_ord_id, object reason, object text,
+                              object cl_ord_id, object price_sent):
     if _report_cls is None:
         raise RuntimeError("ext.orderstate.configure was not called")
     if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):

@@ -1,12 +1,15 @@
 """The compiled order steps (ext.orderstate: engine.orders.execution_report, Order.advance)
 are the Python ones (tests/reference/report_reference.py): every field of the report over
-random orders and arguments, the same stage and path, or the same refusal, for every move."""
+random orders and arguments, the same stage and path, or the same refusal, for every move.
+The steps that fold several into one call (advance_path, fill_child, end_child,
+order_report) are the steps they fold, one by one."""
 import msgspec
 import pytest
 from hypothesis import given, strategies as st
 
 from engine.messages import ExecType, OrdType, RejectReason, Side
-from engine.orders import IllegalTransition, Order, Stage, execution_report
+from engine.orders import (Child, IllegalTransition, Order, OrderTable, Stage, advance_path,
+                           end_child, execution_report, fill_child, order_report)
 from ext.instrument import Instrument
 from tests.reference.report_reference import advance as reference_advance
 from tests.reference.report_reference import execution_report as reference_report
@@ -45,12 +48,27 @@ def test_the_compiled_report_is_the_python_one(order, inst, exec_type, stage, cu
     assert type(got.reject_reason) is int
 
 
+@given(order=orders, inst=st.sampled_from(INSTRUMENTS), exec_type=st.sampled_from(list(ExecType)),
+       kw=kwargs)
+def test_the_report_kept_as_last_report_is_the_report(order, inst, exec_type, kw):
+    # order_report is execution_report, and the order keeps what it returned.
+    got = order_report(order, inst, exec_type, **kw)
+    assert order.last_report is got
+    assert msgspec.structs.replace(got, transact_time=0) == \
+        msgspec.structs.replace(execution_report(order, inst, exec_type, **kw), transact_time=0)
+
+
 def test_it_refuses_what_is_not_an_order():
     with pytest.raises(TypeError):
         execution_report(object(), INSTRUMENTS[0], ExecType.NEW)
     order = Order(1, "c", "S", "a", "A", 1, 2, 0, 100, 5, 1)
     with pytest.raises(TypeError):
         execution_report(order, None, ExecType.NEW)
+    with pytest.raises(TypeError):
+        order_report(object(), INSTRUMENTS[0], ExecType.NEW)
+    with pytest.raises(TypeError):
+        advance_path(object(), (Stage.VALIDATED,), 1)
+    assert order.last_report is None
 
 
 def _outcome(step, order, stage, now):
@@ -71,6 +89,37 @@ def test_every_move_is_the_python_one(moves):
         assert (ours.stage, ours.path) == (theirs.stage, theirs.path)
         assert type(ours.stage) is Stage and all(type(x) is int for x in ours.path)
     assert ours.transitions == theirs.transitions
+
+
+def _path_outcome(order, stages, now):
+    try:
+        advance_path(order, stages, now)
+    except IllegalTransition as exc:
+        return str(exc)
+    return None
+
+
+@given(paths=st.lists(st.tuples(st.lists(st.sampled_from(list(Stage)), max_size=4),
+                                st.integers(0, 2**64)), max_size=6))
+def test_a_path_of_moves_is_its_moves_one_by_one(paths):
+    # advance_path(order, stages, now) is Order.advance(stage, now) for each stage in
+    # turn: the same stage, path and table bookkeeping, and the same refusal at the
+    # first move the state machine forbids (the moves before it made).
+    tables, orders = [OrderTable(), OrderTable()], []
+    for table in tables:
+        orders.append(table.create("c", "S", "a", "A", 1, 2, 0, 100, 5, 1))
+    ours, theirs = orders
+    for stages, now in paths:
+        expected = None
+        for stage in stages:
+            expected = _outcome(Order.advance, theirs, stage, now)
+            if expected is not None:
+                break
+        assert _path_outcome(ours, tuple(stages), now) == expected
+        assert (ours.stage, ours.path, ours.done_roll, ours.calendar is None) == \
+            (theirs.stage, theirs.path, theirs.done_roll, theirs.calendar is None)
+    assert dict(tables[0]._calendar.working) == dict(tables[1]._calendar.working)
+    assert len(tables[0]._calendar.today.done) == len(tables[1]._calendar.today.done)
 
 
 def test_a_move_the_state_machine_forbids_is_refused_and_changes_nothing():
@@ -132,6 +181,74 @@ def test_every_fill_is_the_python_one(qty, steps):
         assert (ours.stage, ours.path, ours.cum_qty, ours.notional_x2) == \
             (theirs.stage, theirs.path, theirs.cum_qty, theirs.notional_x2)
         assert type(ours.stage) is Stage
+
+
+def _python_fill_child(order, child_id, qty, px_x2, now):
+    # What the pipeline did before fill_child: the order's fill, then its child's.
+    order.fill(qty, px_x2, now)
+    child = order.children.get(child_id)
+    if child is not None:
+        child.cum_qty += qty
+        child.acked = True
+    return child
+
+
+@given(steps=st.lists(st.one_of(
+    st.tuples(st.just("move"), st.sampled_from(list(Stage)), st.integers(0, 2**64)),
+    st.tuples(st.just("fill"), st.integers(0, 3), st.integers(-1, 2**41),
+              st.integers(0, 2**64), st.integers(0, 2**64)),
+    st.tuples(st.just("end"), st.integers(0, 3))), max_size=16))
+def test_a_child_fill_and_end_are_the_python_ones(steps):
+    # Children 1 and 2 are listed, 0 and 3 not: fill_child is the order's fill and its
+    # child's (or the order's alone, or the same refusal, child untouched); end_child
+    # marks a listed child done and says whether it was listed.
+    ours, theirs = (Order(7, "c", "S", "a", "A", 1, 2, 0, 100, 5, 1) for _ in range(2))
+    for order in (ours, theirs):
+        order.children.update({k: Child(k, "V", 100, 3) for k in (1, 2)})
+    for step in steps:
+        if step[0] == "move":
+            assert _outcome(Order.advance, ours, *step[1:]) == \
+                _outcome(reference_advance, theirs, *step[1:])
+        elif step[0] == "fill":
+            child_id, qty, px_x2, now = step[1:]
+            got = expected = None
+            try:
+                got = ("child", fill_child(ours, child_id, qty, px_x2, now))
+            except IllegalTransition as exc:
+                got = str(exc)
+            try:
+                expected = ("child", _python_fill_child(theirs, child_id, qty, px_x2, now))
+            except IllegalTransition as exc:
+                expected = str(exc)
+            if isinstance(got, tuple):
+                assert isinstance(expected, tuple)
+                assert (got[1] is None) == (expected[1] is None)
+                assert got[1] is None or got[1] is ours.children[child_id]
+            else:
+                assert got == expected
+        else:
+            child_id = step[1]
+            listed = child_id in theirs.children
+            if listed:
+                theirs.children[child_id].done = True
+            assert end_child(ours, child_id) is listed
+        assert (ours.stage, ours.path, ours.cum_qty, ours.notional_x2) == \
+            (theirs.stage, theirs.path, theirs.cum_qty, theirs.notional_x2)
+        for k in (1, 2):  # (Child compares by identity: its fields, then)
+            assert msgspec.structs.astuple(ours.children[k]) == \
+                msgspec.structs.astuple(theirs.children[k])
+
+
+def test_a_child_fill_refuses_what_is_not_an_order_or_a_child():
+    order = Order(7, "c", "S", "a", "A", 1, 2, 0, 100, 5, 1)
+    with pytest.raises(TypeError):
+        fill_child("not an order", 1, 1, 200, 2)
+    with pytest.raises(TypeError):
+        end_child("not an order", 1)
+    order.children[1] = "not a child"
+    with pytest.raises(TypeError):
+        end_child(order, 1)
+    assert not end_child(order, 2)
 
 
 def test_a_fill_moves_to_partially_filled_then_filled_and_books_an_overfill():
