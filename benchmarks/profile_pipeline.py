@@ -60,19 +60,23 @@ BATCH = 10
 
 class _Session:
     """Stands in for an intake session: stamps, encodes and journals what it is sent
-    (through the handler's ``record_sent``, as ``engine.intake.Session.send`` does)."""
+    (through the recorder the handler gives it, ``sent_recorder``, asked at its first
+    send, as ``engine.intake.Session.send`` does)."""
 
     session_id, principal, client_name, dropped = "S1", "", "profile", False
 
     def __init__(self, handler):
         self.sent = 0
         self._handler = handler
+        self._record = None
         self._encoder = msgspec.msgpack.Encoder()
 
     def send(self, msg) -> int:
         self.sent += 1
         frame = self._encoder.encode(msgspec.structs.replace(msg, seq=self.sent))
-        self._handler.record_sent(self, frame)
+        if self._record is None:
+            self._record = self._handler.sent_recorder(self)
+        self._record(frame)
         return self.sent
 
 

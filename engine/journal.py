@@ -28,6 +28,7 @@ import hashlib
 import heapq
 import logging
 import mmap
+import operator
 import os
 import struct
 import sys
@@ -965,6 +966,8 @@ class JournalWriter:
                  on_failure: Callable[[JournalFailedError], None] | None = None):
         if fsync not in ("always", "group", "none"):
             raise ValueError(f"fsync policy must be always, group or none, not {fsync!r}")
+        # An integer, as the compiled appends compare it in C (a float failed each append).
+        rotate_bytes = operator.index(rotate_bytes)
         if group_commit_us <= 0 or rotate_bytes <= FILE_HEADER_SIZE + RECORD_HEADER_SIZE:
             raise ValueError("group_commit_us and rotate_bytes must be positive")
         self.data_dir = Path(data_dir)

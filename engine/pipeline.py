@@ -254,7 +254,7 @@ class _Pending:
     """
 
     __slots__ = ("session_id", "request", "new_qty", "new_price", "cancel", "canceler",
-                 "amend")
+                 "amend", "amend_children")
 
     def __init__(self, session_id: str, request: Cancel | Replace, new_qty: int = 0,
                  new_price: int = 0):
@@ -263,6 +263,7 @@ class _Pending:
         self.cancel: tuple[int, str] | None = None
         self.canceler: tuple[str, Cancel] | None = None
         self.amend = False
+        self.amend_children = 0
 
 
 class _NoMetric:
@@ -1376,6 +1377,9 @@ class Pipeline(Handler):
                 and order.schedule is None and not order.protect
                 and self.router.reduce_parent(order.order_id, order.qty - new_qty, now) == 0):
             pending.amend = True
+            # (how many children the parent has had: one more when settled means a
+            # child ended before its amend landed and the rest went out anew)
+            pending.amend_children = self.router.parent(order.order_id)["children"]
             return self._amend_settled(order.order_id, now)
         # Otherwise the children come down first; risk then judges the new
         # terms and the remainder is routed again with them (_finish_replace).
@@ -1414,7 +1418,9 @@ class Pipeline(Handler):
         new_qty = pending.new_qty
         if (new_qty > order.cum_qty and state["leaves_qty"] == new_qty - order.cum_qty
                 and not self._judge_replace(order, pending, now)):
-            self._replaced(order, pending, self._take_terms(order, pending), "in_place")
+            self._replaced(order, pending, self._take_terms(order, pending),
+                           "in_place" if state["children"] == pending.amend_children
+                           else "routed_again")
             if pending.canceler is not None:
                 self._pending[order_id] = _Pending(*pending.canceler)
             else:
@@ -2159,18 +2165,25 @@ class Pipeline(Handler):
         whose market changed since the last (all of them at the first), so
         a quiet market costs nothing per instrument.
 
-        The venues are first caught up to the clock: after the loop was held
-        (a long callback, a collector pause) the pacer and this tick are due
-        together, and a tick that ran first judged acknowledgements that had
-        arrived meanwhile as missing: its ack timeout marked a healthy venue
-        down and canceled the child. A venue answer already in is taken in
-        before any deadline is judged.
+        The venues are caught up to the clock before the router judges
+        anything: after the loop was held (a long callback, a collector pause)
+        the pacer and this tick are due together, and a tick that ran first
+        judged acknowledgements that had arrived meanwhile as missing: its ack
+        timeout marked a healthy venue down and canceled the child. That comes
+        after the day's checks, which a report taken in (its own roll, at its
+        own time, later than ``now``) must not make look like a clock going
+        back. An error in a report's handling is logged and the tick goes on:
+        raised, it would stop the router's clock for every order.
         """
-        self.venues.catch_up()
         if now >= self._next_roll:
             self.roll_day(now)
         elif now < self._day_entered:
             self._clock_went_back(now)
+        try:
+            self.venues.catch_up()
+        except Exception:  # noqa: BLE001 - an engine bug in one report; the clock goes on
+            log.exception("tick: taking in the venues' reports failed; the router's clock "
+                          "goes on")
         self._refresh_venues()
         # Only the instruments whose market moved since the last tick (the simulator
         # lists every one at its first take_changed, so the first tick looks at all,

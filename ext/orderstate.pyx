@@ -5,8 +5,8 @@ execution reports (``execution_report``, and ``order_report`` for the one the or
 keeps), the order's and its children's fields read and written at their slots.
 
 ``Order`` is a msgspec struct: each field is a slot at a fixed offset, named by its
-member descriptor. From Python, setting one costs about 550 instructions
-(msgspec's ``__setattr__`` falls back to the generic one); ``Order.advance``
+member descriptor. From Python, setting one costs 130 instructions or more (msgspec's
+``__setattr__`` falls back to the generic one; up to about 550 where its lookups miss); ``Order.advance``
 set two (the stage, and the path, a new tuple each time) and looked the
 transition up in a dict of frozensets of enums: 2.9k instructions a call, four
 calls an order. Here a transition is a table lookup by the stages' ints and

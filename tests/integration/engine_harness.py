@@ -101,8 +101,11 @@ def acked_at_venue(client: Client, cl_ord_id: str, *, account: str = "DEMO1",
     deadline = time.monotonic() + timeout
     while True:
         client.status(cl_ord_id, account=account)
-        reply = client.recv_until(lambda m: isinstance(m, OrderStatusReply)
-                                  and m.cl_ord_id == cl_ord_id, 5)[-1]
+        *before, reply = client.recv_until(lambda m: isinstance(m, OrderStatusReply)
+                                           and m.cl_ord_id == cl_ord_id, 5)
+        # What came before the reply (a fill, another order's report) is the test's:
+        # back in front of its next recv.
+        client._ready.extendleft(reversed(before))
         working = [c for c in reply.children if not c.done]
         if working and all(c.acked for c in working):
             return reply

@@ -82,3 +82,36 @@ def test_replaces_are_counted_by_path(tmp_path):
     counted = {path: int(float(value)) for path, value in re.findall(
         r'^kronos_replaces_total\{path="([^"]+)"\} (\S+)$', body, re.M)}
     assert counted == {"in_place": 2, "routed_again": 1}
+
+
+def test_a_replace_whose_amended_child_the_venue_ended_first_counts_as_routed_again(tmp_path):
+    # The venue ends the child (its own cancel) while the amend to 60 is in flight: the
+    # router gives up the cut lots and routes the rest in a new child, and the replace
+    # is reported as such. It was counted in_place, where the children rest, though its
+    # child had lost its queue place.
+    from tests.integration.test_venue_overfill import venue_canceled
+    port, metrics_port = free_port(), free_port()
+    path = tmp_path / "engine.toml"
+    text = config_text(port, tmp_path / "journal")
+    path.write_text(text.replace("[metrics]\nport = 0", f"[metrics]\nport = {metrics_port}"))
+    with ThreadedEngine(path) as engine, Client(f"tcp://127.0.0.1:{port}") as client:
+        pipeline, venues = engine.service.pipeline, engine.service.venues
+        client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="r0")
+        (child,) = acked_at_venue(client, "r0").children
+        order_id = engine.call(lambda: pipeline.orders.find("DEMO1", "r0").order_id)
+        engine.call(lambda: venues._task.cancel())  # (the amend stays in flight)
+        client.replace("r0", account="DEMO1", qty="60", cl_ord_id="r1")
+        deadline = time.monotonic() + 5
+        while not engine.call(lambda: pipeline.router.parent(order_id)["amending"]):
+            assert time.monotonic() < deadline, "the amend never went out"
+            time.sleep(0.001)
+        venue_canceled(engine, int(child.child_id))
+        done = client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                                 and m.cl_ord_id == "r1", 5)[-1]
+        assert (done.exec_type, done.qty, done.leaves_qty) == (ExecType.REPLACED, "60", "60")
+        assert engine.call(lambda: pipeline.router.parent(order_id)["children"]) == 2
+        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                      timeout=5).read().decode()
+    counted = {path: int(float(value)) for path, value in re.findall(
+        r'^kronos_replaces_total\{path="([^"]+)"\} (\S+)$', body, re.M)}
+    assert counted == {"routed_again": 1}

@@ -34,3 +34,52 @@ def test_a_tick_after_the_loop_was_held_takes_in_the_acks_before_judging_them(tm
         assert [s["health"] for s in states] == [VenueHealth.HEALTH_UP] * len(states)
         assert not [m for m in client.drain(0.05)
                     if getattr(m, "exec_type", None) == ExecType.CANCELED]
+
+
+def test_an_error_handling_a_venue_report_in_the_tick_leaves_the_routers_clock_running(
+        tmp_path, monkeypatch, caplog):
+    # The tick takes in the venues' reports; one whose handling raises (an engine bug)
+    # used to leave the tick with it, and the service's clock task died for good: no
+    # more ack timeouts, schedules, reprices or day rolls for any order.
+    from engine.pipeline import Pipeline
+
+    def broken(self, child_id):
+        raise RuntimeError("a bug in a report's handling")
+    with serving(tmp_path) as (engine, endpoint), Client(endpoint) as client:
+        venues = engine.service.venues
+        engine.call(lambda: venues._task.cancel())  # (only the tick takes reports in)
+        monkeypatch.setattr(Pipeline, "_child_accepted", broken)
+        client.new_order("AAA", "buy", "10", "45.00", account="DEMO1", cl_ord_id="b1",
+                         time_in_force="gtc")
+        report(client, "b1", ExecType.NEW)
+        time.sleep(0.2)  # several ticks, each taking in the venue's ack
+        assert "a bug in a report's handling" in caplog.text
+        assert not engine.call(lambda: engine.service._ticker.done())
+
+
+def test_a_day_rolled_by_a_report_the_tick_takes_in_is_not_a_clock_going_back(
+        tmp_path, caplog):
+    # A report taken in by the tick can roll the day at its own time, later than the
+    # tick's `now`: judged after it, the tick saw its `now` before the day's start, warned
+    # that the wall clock went back and moved the day's start back to `now`.
+    with serving(tmp_path) as (engine, endpoint):
+        pipeline, venues = engine.service.pipeline, engine.service.venues
+        catch_up = venues.catch_up
+
+        def tick_with_a_rolling_report():
+            now = time.time_ns()
+            pipeline._next_roll = now + 1  # (the roll falls due inside the catch-up)
+
+            def report_that_rolls():
+                while time.time_ns() <= pipeline._next_roll:
+                    pass
+                pipeline.roll_day(time.time_ns())  # (what _venue_report does first)
+            venues.catch_up = report_that_rolls
+            try:
+                pipeline.tick(now)
+            finally:
+                venues.catch_up = catch_up
+            return now, pipeline._day_entered
+        now, entered = engine.call(tick_with_a_rolling_report)
+    assert "went back" not in caplog.text
+    assert entered >= now

@@ -119,3 +119,12 @@ def test_a_rotate_bytes_past_64_bits_means_never(tmp_path):
         writer.flush()
     assert len(list_segments(tmp_path)) == 1
     assert [r.seq for r in JournalReader(tmp_path)] == list(range(1, 51))
+
+
+def test_a_rotation_size_that_is_not_an_integer_is_refused_when_the_writer_is_made(tmp_path):
+    # The compiled appends compare rotate_bytes as a C integer: a float given here used to
+    # be taken, and then every append failed with a TypeError.
+    with pytest.raises(TypeError):
+        JournalWriter(tmp_path / "j", fsync="none", rotate_bytes=1e6)
+    with JournalWriter(tmp_path / "k", fsync="none", rotate_bytes=10**6) as writer:
+        writer.append(RecordKind.META, b"x")
