@@ -135,7 +135,7 @@ class Market:
         # Every (venue, instrument) pair by name and by index, to its book: a child
         # order's book in one dict lookup instead of three Python calls (book_index
         # runs once per child the engine sends).
-        self._book = {(venue, symbol): v * ni + k
+        self._book_of_pair = {(venue, symbol): v * ni + k
                       for v, venue_name in enumerate(self.venue_names)
                       for k, symbol_name in enumerate(self.symbols)
                       for venue in (v, venue_name) for symbol in (k, symbol_name)}
@@ -217,7 +217,7 @@ class Market:
     def book_index(self, venue, symbol) -> int:
         """Book index of (venue, instrument): ``venue * n_instruments + instrument``."""
         try:
-            return self._book[venue, symbol]
+            return self._book_of_pair[venue, symbol]
         except (KeyError, TypeError):  # (not a known pair: the slow path says why, or converts)
             pass
         return self.venue_index(venue) * self.n_instruments + self.instrument_index(symbol)
