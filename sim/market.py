@@ -136,9 +136,9 @@ class Market:
         # order's book in one dict lookup instead of three Python calls (book_index
         # runs once per child the engine sends).
         self._book_of_pair = {(venue, symbol): v * ni + k
-                      for v, venue_name in enumerate(self.venue_names)
-                      for k, symbol_name in enumerate(self.symbols)
-                      for venue in (v, venue_name) for symbol in (k, symbol_name)}
+                              for v, venue_name in enumerate(self.venue_names)
+                              for k, symbol_name in enumerate(self.symbols)
+                              for venue in (v, venue_name) for symbol in (k, symbol_name)}
 
         books, book_venue, book_instr, flow_books = [], [], [], []
         maker_pl, taker_pl, maker_cb, taker_cb = [], [], [], []
