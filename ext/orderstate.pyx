@@ -145,35 +145,40 @@ cdef Py_ssize_t _offset_of(object cls, str name) except -1:
     return (<PyMemberDescrObject*><PyObject*>member).d_member.offset
 
 
+cdef inline PyObject* _slot(object obj, Py_ssize_t offset) noexcept:
+    # The slot at ``offset``, borrowed (NULL: never set).
+    return (<PyObject**>(<char*><PyObject*>obj + offset))[0]
+
+
+cdef inline void _slot_set(object obj, Py_ssize_t offset, object value):
+    cdef PyObject** slot = <PyObject**>(<char*><PyObject*>obj + offset)
+    cdef PyObject* old = slot[0]
+    Py_INCREF(value)
+    slot[0] = <PyObject*>value
+    Py_XDECREF(old)
+
+
 cdef inline object _field(object order, int field):
     # A borrowed slot, as a new reference (Cython's cast takes one).
-    cdef PyObject* value = (<PyObject**>(<char*><PyObject*>order + _offsets[field]))[0]
+    cdef PyObject* value = _slot(order, _offsets[field])
     if value == NULL:
         raise AttributeError(_FIELDS[field])
     return <object>value
 
 
 cdef inline void _set(object order, int field, object value):
-    cdef PyObject** slot = <PyObject**>(<char*><PyObject*>order + _offsets[field])
-    cdef PyObject* old = slot[0]
-    Py_INCREF(value)
-    slot[0] = <PyObject*>value
-    Py_XDECREF(old)
+    _slot_set(order, _offsets[field], value)
 
 
 cdef inline object _child_field(object child, int field):
-    cdef PyObject* value = (<PyObject**>(<char*><PyObject*>child + _child_offsets[field]))[0]
+    cdef PyObject* value = _slot(child, _child_offsets[field])
     if value == NULL:
         raise AttributeError(_CHILD_FIELDS[field])
     return <object>value
 
 
 cdef inline void _child_set(object child, int field, object value):
-    cdef PyObject** slot = <PyObject**>(<char*><PyObject*>child + _child_offsets[field])
-    cdef PyObject* old = slot[0]
-    Py_INCREF(value)
-    slot[0] = <PyObject*>value
-    Py_XDECREF(old)
+    _slot_set(child, _child_offsets[field], value)
 
 
 cdef object _child_of(object order, object child_id):
