@@ -28,8 +28,8 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyBy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memcmp
-from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF, Py_XDECREF
+
+from ext.slots cimport offset_of, slot, slot_set
 
 import time as _time
 
@@ -211,10 +211,6 @@ def read_record(bytes data, Py_ssize_t offset, uint64_t expected_seq, bytes prev
 # rotation, an unbuffered write and its sync) is the writer's own Python methods.
 
 cdef extern from "Python.h":
-    ctypedef struct PyMemberDef:
-        Py_ssize_t offset
-    ctypedef struct PyMemberDescrObject:
-        PyMemberDef* d_member
     ctypedef struct PyTypeObject:
         pass
     bint PyObject_TypeCheck(object o, PyTypeObject* t)
@@ -238,38 +234,16 @@ cdef Py_ssize_t _max_payload = 0
 cdef Py_ssize_t _file_header_size = 0
 
 
-cdef Py_ssize_t _offset_of(cls, str name) except -1:
-    member = getattr(cls, name)
-    if type(member).__name__ != "member_descriptor":
-        raise TypeError(f"{cls.__name__}.{name} is not a slot")
-    return (<PyMemberDescrObject*><PyObject*>member).d_member.offset
-
-
 def configure_writer(writer_cls, segment_cls, error, Py_ssize_t max_payload,
                      Py_ssize_t file_header_size):
     """Set the writer's and its segment's types (their slots are read in place here), the
     error a closed journal raises and the format's limits (``engine.journal`` does, once)."""
     global _writer_cls, _segment_cls, _error, _max_payload, _file_header_size, _size_offset
     for i, name in enumerate(_WRITER_FIELDS):
-        _w_offsets[i] = _offset_of(writer_cls, name)
-    _size_offset = _offset_of(segment_cls, "size")
+        _w_offsets[i] = offset_of(writer_cls, name)
+    _size_offset = offset_of(segment_cls, "size")
     _writer_cls, _segment_cls, _error = writer_cls, segment_cls, error
     _max_payload, _file_header_size = max_payload, file_header_size
-
-
-cdef inline object _slot(object obj, Py_ssize_t offset, str name):
-    cdef PyObject* value = (<PyObject**>(<char*><PyObject*>obj + offset))[0]
-    if value == NULL:
-        raise AttributeError(name)
-    return <object>value
-
-
-cdef inline void _set_slot(object obj, Py_ssize_t offset, object value):
-    cdef PyObject** slot = <PyObject**>(<char*><PyObject*>obj + offset)
-    cdef PyObject* old = slot[0]
-    Py_INCREF(value)
-    slot[0] = <PyObject*>value
-    Py_XDECREF(old)
 
 
 cdef inline Py_ssize_t _size(object value) except? -1:
@@ -292,33 +266,33 @@ cdef object _append(object self, object kind, bytes head, bytes payload, object 
         raise RuntimeError("ext.journalframe.configure_writer was not called")
     if not PyObject_TypeCheck(self, <PyTypeObject*>_writer_cls):
         raise TypeError(f"append needs a journal writer, not {type(self).__name__}")
-    if _slot(self, _w_offsets[W_CLOSED], "_closed"):
+    if slot(self, _w_offsets[W_CLOSED], "_closed"):
         raise _error("journal is closed")
     if head is None or payload is None:  # (a ``bytes`` argument of a cdef function admits None)
         raise TypeError("payload must be given")
     cdef Py_ssize_t payload_len = PyBytes_GET_SIZE(head) + PyBytes_GET_SIZE(payload)
     if payload_len > _max_payload:
         raise ValueError(f"payload of {payload_len} bytes exceeds {_max_payload}")
-    cdef object segment = _slot(self, _w_offsets[W_SEGMENT], "_segment")
-    cdef object size = (_slot(segment, _size_offset, "size")
+    cdef object segment = slot(self, _w_offsets[W_SEGMENT], "_segment")
+    cdef object size = (slot(segment, _size_offset, "size")
                         if PyObject_TypeCheck(segment, <PyTypeObject*>_segment_cls)
                         else segment.size)
-    cdef bytearray out = _slot(self, _w_offsets[W_OUT], "_out")
+    cdef bytearray out = slot(self, _w_offsets[W_OUT], "_out")
     # (In C: the sum and comparisons of Python ints cost about 300 instructions a record.)
     cdef Py_ssize_t pending = _size(size) + PyByteArray_GET_SIZE(out)
     if pending + (HEADER_SIZE + payload_len) > _size(
-            _slot(self, _w_offsets[W_ROTATE_BYTES], "rotate_bytes")) \
+            slot(self, _w_offsets[W_ROTATE_BYTES], "rotate_bytes")) \
             and pending > _file_header_size:
         self._rotate_now()
-        out = _slot(self, _w_offsets[W_OUT], "_out")
-    cdef object seq = _slot(self, _w_offsets[W_LAST_SEQ], "_last_seq") + 1
+        out = slot(self, _w_offsets[W_OUT], "_out")
+    cdef object seq = slot(self, _w_offsets[W_LAST_SEQ], "_last_seq") + 1
     cdef object last_hash = _frame(
-        out, _slot(self, _w_offsets[W_LAST_HASH], "_last_hash"), seq,
+        out, slot(self, _w_offsets[W_LAST_HASH], "_last_hash"), seq,
         _time.time_ns() if ts_ns is None else ts_ns, kind, head, payload)
-    _set_slot(self, _w_offsets[W_LAST_HASH], last_hash)
-    _set_slot(self, _w_offsets[W_LAST_SEQ], seq)
-    _set_slot(self, _w_offsets[W_OUT_SEQ], seq)
-    if not _slot(self, _w_offsets[W_BUFFERED], "buffered"):
+    slot_set(self, _w_offsets[W_LAST_HASH], last_hash)
+    slot_set(self, _w_offsets[W_LAST_SEQ], seq)
+    slot_set(self, _w_offsets[W_OUT_SEQ], seq)
+    if not slot(self, _w_offsets[W_BUFFERED], "buffered"):
         self._write_out()
         self._written(seq)
     return seq
@@ -371,5 +345,5 @@ def append_msg(self, kind, msg, *, ts_ns=None):
     (``JournalWriter.append_msg``)."""
     if not PyObject_TypeCheck(self, <PyTypeObject*>_writer_cls):
         raise TypeError(f"append_msg needs a journal writer, not {type(self).__name__}")
-    return _append(self, kind, b"", _slot(self, _w_offsets[W_ENCODER], "_encoder").encode(msg),
+    return _append(self, kind, b"", slot(self, _w_offsets[W_ENCODER], "_encoder").encode(msg),
                    ts_ns)

@@ -39,13 +39,10 @@ from libc.stdint cimport int64_t, uint64_t
 import time as _time
 
 from ext.instrument cimport Instrument
+from ext.slots cimport offset_of, slot_ptr, slot_set
 
 
 cdef extern from "Python.h":
-    ctypedef struct PyMemberDef:
-        Py_ssize_t offset
-    ctypedef struct PyMemberDescrObject:
-        PyMemberDef* d_member
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, object kwnames)
     ctypedef struct PyTypeObject:
         pass
@@ -59,7 +56,7 @@ cdef enum:
 
 
 # The order's fields read here, by name (their offsets: configure).
-_FIELDS = ("order_id", "cl_ord_id", "account", "symbol", "side", "ord_type", "qty", "price",
+cdef tuple _FIELDS = ("order_id", "cl_ord_id", "account", "symbol", "side", "ord_type", "qty", "price",
            "cum_qty", "notional_x2", "stage", "path", "calendar", "done_roll", "created_ns",
            "children", "last_report")
 cdef enum:
@@ -72,7 +69,7 @@ cdef Py_ssize_t _offsets[N_FIELDS]
 
 # The child's fields a fill and a child's end write (``engine.orders.Child``), and their
 # offsets (configure).
-_CHILD_FIELDS = ("cum_qty", "acked", "done")
+cdef tuple _CHILD_FIELDS = ("cum_qty", "acked", "done")
 cdef enum:
     C_CUM_QTY, C_ACKED, C_DONE, N_CHILD_FIELDS
 cdef Py_ssize_t _child_offsets[N_CHILD_FIELDS]
@@ -109,9 +106,9 @@ def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, 
     global _report_cls, _order_cls, _status, _terminal, _reject_name, _illegal, _routed
     global _stage_routed, _stage_partial, _stage_filled, _received, _child_cls
     for i, name in enumerate(_FIELDS):
-        _offsets[i] = _offset_of(order_cls, name)
+        _offsets[i] = offset_of(order_cls, name)
     for i, name in enumerate(_CHILD_FIELDS):
-        _child_offsets[i] = _offset_of(child_cls, name)
+        _child_offsets[i] = offset_of(child_cls, name)
     _child_cls = child_cls
     if len(status) != len(terminal) or len(status) > MAX_STAGES:
         raise ValueError(f"status and terminal must cover the same stages, at most {MAX_STAGES}")
@@ -137,48 +134,28 @@ def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, 
     _reject_name = reject_name
 
 
-cdef Py_ssize_t _offset_of(object cls, str name) except -1:
-    # A struct field's slot offset, from its member descriptor.
-    member = getattr(cls, name)
-    if type(member).__name__ != "member_descriptor":
-        raise TypeError(f"{cls.__name__}.{name} is not a struct field")
-    return (<PyMemberDescrObject*><PyObject*>member).d_member.offset
-
-
-cdef inline PyObject* _slot(object obj, Py_ssize_t offset) noexcept:
-    # The slot at ``offset``, borrowed (NULL: never set).
-    return (<PyObject**>(<char*><PyObject*>obj + offset))[0]
-
-
-cdef inline void _slot_set(object obj, Py_ssize_t offset, object value):
-    cdef PyObject** slot = <PyObject**>(<char*><PyObject*>obj + offset)
-    cdef PyObject* old = slot[0]
-    Py_INCREF(value)
-    slot[0] = <PyObject*>value
-    Py_XDECREF(old)
+cdef inline object _named(object obj, Py_ssize_t offset, tuple names, int field):
+    # A slot as a new reference (Cython's cast takes one); its name only for the error.
+    cdef PyObject* value = slot_ptr(obj, offset)
+    if value == NULL:
+        raise AttributeError(names[field])
+    return <object>value
 
 
 cdef inline object _field(object order, int field):
-    # A borrowed slot, as a new reference (Cython's cast takes one).
-    cdef PyObject* value = _slot(order, _offsets[field])
-    if value == NULL:
-        raise AttributeError(_FIELDS[field])
-    return <object>value
+    return _named(order, _offsets[field], _FIELDS, field)
 
 
 cdef inline void _set(object order, int field, object value):
-    _slot_set(order, _offsets[field], value)
+    slot_set(order, _offsets[field], value)
 
 
 cdef inline object _child_field(object child, int field):
-    cdef PyObject* value = _slot(child, _child_offsets[field])
-    if value == NULL:
-        raise AttributeError(_CHILD_FIELDS[field])
-    return <object>value
+    return _named(child, _child_offsets[field], _CHILD_FIELDS, field)
 
 
 cdef inline void _child_set(object child, int field, object value):
-    _slot_set(child, _child_offsets[field], value)
+    slot_set(child, _child_offsets[field], value)
 
 
 cdef object _child_of(object order, object child_id):
