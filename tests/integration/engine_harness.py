@@ -6,6 +6,7 @@ journal, and a simulator with no background flow so fills are predictable.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -63,29 +64,36 @@ def open_session(endpoint: str) -> Client:
 
 def at_venues(engine, symbol: str, *, bid: int | None = None, ask: int | None = None,
               timeout: float = 5.0) -> None:
-    """Wait until the simulator's lit venues show ``bid`` and ``ask`` (ticks) as the best
-    prices of ``symbol``; ``TimeoutError`` if they do not within ``timeout`` seconds.
+    """Wait until the simulator's open lit venues show ``bid`` and ``ask`` (ticks) as the
+    best prices of ``symbol`` (its NBBO); ``TimeoutError`` if they do not within
+    ``timeout`` seconds.
 
     An order's NEW goes out once it is routed, while its child is still on its way to the
     venue (the venue's latency): a marketable order sent the moment that NEW arrives can
     reach the engine before the child reaches its venue, find nothing to take and rest at
     another venue, locked against it. A test that means to trade against what it rested
     waits for the venues to show it (a fixed sleep only made that unlikely)."""
-    pipeline = engine.service.pipeline
-    ix = pipeline.symbols.index(symbol)
-
-    def best() -> tuple[int | None, int | None]:
-        books = [book for _, book in pipeline._lit_books[ix]]
-        return (max((b.best_bid for b in books if b.best_bid is not None), default=None),
-                min((b.best_ask for b in books if b.best_ask is not None), default=None))
-
+    market = engine.service.venues.market
     deadline = time.monotonic() + timeout
     while True:
-        shown = engine.call(best)
+        shown = engine.call(lambda: market.nbbo(symbol))  # (0 where a side is empty)
         if (bid is None or shown[0] == bid) and (ask is None or shown[1] == ask):
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"the venues show {shown} for {symbol}, not ({bid}, {ask})")
+        time.sleep(0.001)
+
+
+def stop_pacing(engine) -> None:
+    """Stop the simulator's pacer (``RealtimeVenues.stop``) on the engine's loop: from then
+    on the venues advance, and their answers come in, only when the engine catches them up
+    itself (its tick, a child it sends), so what is in flight stays in flight meanwhile."""
+    venues = engine.service.venues
+    engine.call(lambda: asyncio.ensure_future(venues.stop()))
+    deadline = time.monotonic() + 5
+    while engine.call(lambda: venues.running):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the simulator's pacer did not stop")
         time.sleep(0.001)
 
 

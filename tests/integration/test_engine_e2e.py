@@ -12,7 +12,8 @@ from engine.client import Client
 from engine.messages import (AdminReply, BulkNewOrders, ExecType, ExecutionReport, KillSwitch,
                              OrderStatusReply, OrdStatus, Reject, TradeHistoryReply,
                              check_report)
-from tests.integration.engine_harness import ThreadedEngine, config_text, engine_config, free_port
+from tests.integration.engine_harness import (ThreadedEngine, at_venues, config_text, engine_config,
+                                              free_port)
 
 
 @pytest.fixture()
@@ -60,25 +61,12 @@ def reports_until(client, cl_ord_id, exec_type, timeout=5.0):
     return out
 
 
-def wait_quote(engine, symbol, bid=None, ask=None, timeout=5.0):
-    """Wait until the venues show this NBBO: a child order reaches its venue after
-    the venue's latency, and the router routes on what the venues show."""
-    market = engine.service.venues.market
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        nbbo = engine.call(lambda: market.nbbo(symbol))
-        if (bid is None or nbbo[0] == bid) and (ask is None or nbbo[1] == ask):
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"NBBO of {symbol} is {nbbo}, not ({bid}, {ask})")
-
-
 def cross(engine, client, tag: str) -> None:
     """DEMO2 rests a short sale of 10 BBB at 120.00, DEMO1 buys it: one fill each side."""
     client.new_order("BBB", "sell_short", "10", "120.00", account="DEMO2", cl_ord_id=f"s{tag}",
                      locate=True)
     reports_until(client, f"s{tag}", ExecType.NEW)
-    wait_quote(engine, "BBB", ask=12000)
+    at_venues(engine, "BBB", ask=12000)
     client.new_order("BBB", "buy", "10", "120.00", account="DEMO1", cl_ord_id=f"b{tag}")
     reports_until(client, f"b{tag}", ExecType.FILL)
 
@@ -93,7 +81,7 @@ def test_passive_then_marketable_trade_exactly(engine, client):
                      locate=True)
     assert summary(reports_until(client, "s1", ExecType.NEW)) == [
         (ExecType.NEW, OrdStatus.NEW, "100", "0", "100", None, None)]
-    wait_quote(engine, "AAA", ask=5010)
+    at_venues(engine, "AAA", ask=5010)
     client.new_order("AAA", "buy", "60", "50.20", account="DEMO1", cl_ord_id="b1")
     buyer = reports_until(client, "b1", ExecType.FILL)
     assert summary(buyer) == [
@@ -123,7 +111,7 @@ def test_dark_ping_minimum_quantity_reaches_the_venue(tmp_path, dark_min_qty, da
         client.new_order("AAA", "buy", "100", "49.98", account="DEMO2", cl_ord_id="bid")
         reports_until(client, "ask", ExecType.NEW)
         reports_until(client, "bid", ExecType.NEW)
-        wait_quote(eng, "AAA", bid=4998, ask=5002)
+        at_venues(eng, "AAA", bid=4998, ask=5002)
         market = eng.service.venues.market
         pool = eng.call(lambda: market.submit("MIDX", "AAA", Side.SELL, 5, 0, account=77))
         time.sleep(0.05)  # past the pool's latency: the 5 lots rest at the mid
@@ -233,7 +221,7 @@ def test_post_only_never_takes_liquidity(engine, client):
     client.new_order("BBB", "sell_short", "10", "120.00", account="DEMO2", cl_ord_id="po-s",
                      locate=True)
     reports_until(client, "po-s", ExecType.NEW)
-    wait_quote(engine, "BBB", ask=12000)
+    at_venues(engine, "BBB", ask=12000)
     # At the offer: refused, where a plain limit would sweep it.
     client.new_order("BBB", "buy", "10", "120.00", account="DEMO1", cl_ord_id="po-1",
                      post_only=True)
@@ -252,7 +240,7 @@ def test_post_only_never_takes_liquidity(engine, client):
     moved = reports_until(client, "po-4", ExecType.REJECTED)[-1]
     assert (moved.reject_name, moved.orig_cl_ord_id, moved.ord_status, moved.cum_qty) == \
         ("POST_ONLY_WOULD_CROSS", "po-3", OrdStatus.NEW, "0")
-    wait_quote(engine, "BBB", bid=11990, ask=12000)
+    at_venues(engine, "BBB", bid=11990, ask=12000)
     # Nothing traded: the resting sell is whole.
     client.status("po-s", account="DEMO2")
     status = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
@@ -271,7 +259,7 @@ def test_post_only_survives_a_restart(tmp_path):
         _seen.pop(id(client), None)
     # Recovery routes both again; the bid is still post-only.
     with ThreadedEngine(path) as engine, Client(endpoint) as client:
-        wait_quote(engine, "BBB", bid=11990, ask=12000)
+        at_venues(engine, "BBB", bid=11990, ask=12000)
         client.replace("r-b", account="DEMO1", price="120.00", cl_ord_id="r-b2")
         assert reports_until(client, "r-b2", ExecType.REJECTED)[-1].reject_name == \
             "POST_ONLY_WOULD_CROSS"
@@ -396,7 +384,7 @@ def test_status_and_trade_history(engine, client):
     client.new_order("BBB", "sell_short", "30", "120.00", account="DEMO2", cl_ord_id="h1",
                      locate=True)
     reports_until(client, "h1", ExecType.NEW)
-    wait_quote(engine, "BBB", ask=12000)
+    at_venues(engine, "BBB", ask=12000)
     client.new_order("BBB", "buy", "30", "120.00", account="DEMO1", cl_ord_id="h2")
     reports_until(client, "h2", ExecType.FILL)
     client.status("h1", account="DEMO2")
@@ -455,7 +443,7 @@ replay_endpoint = "tcp://127.0.0.1:{rep}"
         client.new_order("AAA", "sell_short", "40", "50.10", account="DEMO2", cl_ord_id="g1",
                          locate=True)
         reports_until(client, "g1", ExecType.NEW)
-        wait_quote(engine, "AAA", ask=5010)
+        at_venues(engine, "AAA", ask=5010)
         client.new_order("AAA", "buy", "40", "50.10", account="DEMO1", cl_ord_id="g2")
         reports_until(client, "g2", ExecType.FILL)
         got, deadline = [], time.monotonic() + 15

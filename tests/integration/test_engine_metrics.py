@@ -7,7 +7,7 @@ import urllib.request
 from engine.client import Client
 from engine.messages import ExecType, ExecutionReport, Reject
 from tests.integration.engine_harness import (ThreadedEngine, acked_at_venue, config_text,
-                                              free_port)
+                                              free_port, stop_pacing)
 
 
 def test_rejects_fills_and_stage_times_match_what_the_client_saw(tmp_path):
@@ -95,11 +95,11 @@ def test_a_replace_whose_amended_child_the_venue_ended_first_counts_as_routed_ag
     text = config_text(port, tmp_path / "journal")
     path.write_text(text.replace("[metrics]\nport = 0", f"[metrics]\nport = {metrics_port}"))
     with ThreadedEngine(path) as engine, Client(f"tcp://127.0.0.1:{port}") as client:
-        pipeline, venues = engine.service.pipeline, engine.service.venues
+        pipeline = engine.service.pipeline
         client.new_order("AAA", "buy", "100", "48.00", account="DEMO1", cl_ord_id="r0")
         (child,) = acked_at_venue(client, "r0").children
         order_id = engine.call(lambda: pipeline.orders.find("DEMO1", "r0").order_id)
-        engine.call(lambda: venues._task.cancel())  # (the amend stays in flight)
+        stop_pacing(engine)  # (the amend stays in flight)
         client.replace("r0", account="DEMO1", qty="60", cl_ord_id="r1")
         deadline = time.monotonic() + 5
         while not engine.call(lambda: pipeline.router.parent(order_id)["amending"]):

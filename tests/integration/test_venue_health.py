@@ -12,16 +12,16 @@ import time
 from engine.client import Client
 from engine.messages import ExecType
 from ext.router import VenueHealth
-from tests.integration.engine_harness import serving
+from tests.integration.engine_harness import serving, stop_pacing
 from tests.integration.test_engine_replace import report
 
 
 def test_a_tick_after_the_loop_was_held_takes_in_the_acks_before_judging_them(tmp_path):
     with serving(tmp_path) as (engine, endpoint), Client(endpoint) as client:
-        pipeline, venues = engine.service.pipeline, engine.service.venues
+        pipeline = engine.service.pipeline
         # The pacer stopped: from now only the tick can take in the venues' answers
         # (the held loop's worst case, the tick due and run before the pacer).
-        engine.call(lambda: venues._task.cancel())
+        stop_pacing(engine)
         client.new_order("AAA", "buy", "10", "45.00", account="DEMO1", cl_ord_id="b1",
                          time_in_force="gtc")
         report(client, "b1", ExecType.NEW)
@@ -46,8 +46,7 @@ def test_an_error_handling_a_venue_report_in_the_tick_leaves_the_routers_clock_r
     def broken(self, child_id):
         raise RuntimeError("a bug in a report's handling")
     with serving(tmp_path) as (engine, endpoint), Client(endpoint) as client:
-        venues = engine.service.venues
-        engine.call(lambda: venues._task.cancel())  # (only the tick takes reports in)
+        stop_pacing(engine)  # (only the tick takes reports in)
         monkeypatch.setattr(Pipeline, "_child_accepted", broken)
         client.new_order("AAA", "buy", "10", "45.00", account="DEMO1", cl_ord_id="b1",
                          time_in_force="gtc")
