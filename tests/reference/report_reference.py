@@ -16,16 +16,8 @@ def execution_report(order: Order, inst: Instrument, exec_type: ExecType, *,
                      reason: int = 0, text: str | None = None,
                      cl_ord_id: str | None = None,
                      price_sent: str | None = None) -> ExecutionReport:
-    """The order's current state as an ``ExecutionReport``.
-
-    ``qty`` is the quantity in force, so ``qty == cum_qty + leaves_qty``
-    holds: once the order is done without filling in full, the quantity in
-    force is what filled. ``cl_ord_id`` overrides the order's own: a refused
-    cancel or replace is reported under the request's id. ``price_sent`` is
-    the report's ``price`` when the order holds none: the client's own text
-    of a new order refused before its price became ticks (off the tick, say),
-    which the caller has checked is a decimal string.
-    """
+    """``ext.orderstate.execution_report`` in Python (its docstring says what the report
+    holds)."""
     cum = order.cum_qty
     stage = order.stage
     leaves = 0 if stage in TERMINAL else order.qty - cum
