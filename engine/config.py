@@ -113,10 +113,13 @@ class IntakeConfig(_Section):
         Largest ``BulkNewOrders``. Default 1000.
     heartbeat_interval_ms : int
         How often clients should send a ``Heartbeat`` (told in the
-        ``HeartbeatAck``). Default 1000.
+        ``HeartbeatAck``). Default 1000. Also the TCP keepalive interval of
+        the listeners' connections, in whole seconds (at least one).
     heartbeat_timeout_ms : int
         Silence after which a session times out and the handler's
-        ``on_session_timeout`` runs. Default 3000.
+        ``on_session_timeout`` runs. Default 3000. Also how long a
+        connection's sent data (or its peer's closed window) may go
+        unacknowledged before the kernel drops it (``TCP_USER_TIMEOUT``).
     resend_ring_size : int
         Outbound messages kept in memory per session for ``ResendRequest``
         (older ones are read back from the journal), and the bound of a slow

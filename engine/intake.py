@@ -794,6 +794,29 @@ class _CredentialsProvider:
         return allowed
 
 
+def dead_peer_detection(socket: zmq.Socket, interval_ms: int, timeout_ms: int) -> None:
+    """Have the kernel drop a listener's connections whose peer is gone: TCP keepalive
+    probes a connection idle for ``interval_ms`` (whole seconds, at least one) and
+    ``ZMQ_TCP_MAXRT`` (``TCP_USER_TIMEOUT`` on Linux) drops one whose sent bytes, or
+    window probes, go unacknowledged for ``timeout_ms``.
+
+    Not ZeroMQ's own pings (``ZMQ_HEARTBEAT_IVL``): libzmq 4.3.5, the one pyzmq
+    ships, aborts the whole process when its ping timer fires on a connection it
+    stopped reading at the receive high-water mark and that has since closed
+    (``Assertion failed: !_io_error (src/stream_engine_base.cpp:310)``: the timer
+    calls ``out_event``, which asserts the connection had no I/O error; libzmq
+    #4841). Any client pipelining past ``recv_hwm`` to a busy engine and then
+    closing could take the engine down. A kernel timeout only closes the socket,
+    which libzmq handles on that path (docs/engine.md, *Read-ahead*).
+    """
+    interval_s = max(1, interval_ms // 1000)
+    socket.tcp_keepalive = 1
+    socket.tcp_keepalive_idle = interval_s
+    socket.tcp_keepalive_intvl = interval_s
+    socket.tcp_keepalive_cnt = max(1, -(-timeout_ms // (interval_s * 1000)))
+    socket.tcp_maxrt = timeout_ms
+
+
 # ---------------------------------------------------------------- keys
 #: What ``generate_keypair`` takes as a name: a plain file name, never a path
 #: (``../x`` would leave the directory) nor hidden (``.x``, or ``""``: ``.key``).
@@ -1084,9 +1107,7 @@ class IntakeServer:
             # limit intake answers MESSAGE_TOO_LARGE.
             socket.maxmsgsize = cfg.hard_max_bytes
             socket.linger = 200
-            # ZMTP heartbeats find dead TCP peers so their routes are released.
-            socket.heartbeat_ivl = cfg.heartbeat_interval_ms
-            socket.heartbeat_timeout = cfg.heartbeat_timeout_ms
+            dead_peer_detection(socket, cfg.heartbeat_interval_ms, cfg.heartbeat_timeout_ms)
             socket.zap_domain = ZAP_DOMAIN  # every handshake waits for _Authenticator
             if curve_keys is not None:
                 socket.curve_server = True

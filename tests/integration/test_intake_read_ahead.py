@@ -1,20 +1,26 @@
-"""``[intake] recv_hwm = 0``: a client held back by nothing cannot abort the engine's process.
+"""A client pipelining past the engine's read-ahead and then closing cannot abort its process.
 
 libzmq 4.3.5 (the one pyzmq ships) aborts the process that holds a connection
-whose reading it stopped at the receive high-water mark when that connection
-closes while replies to it wait to be written ("Assertion failed: !_io_error
-(stream_engine_base.cpp:310)", libzmq #4841; #3937 is its sibling). A slow
-engine (here a held loop: 10 ms after each child it sends) and a client that
-pipelines more than ``recv_hwm`` orders without reading, and whose ZMTP
-heartbeat then times out, is enough: with ``recv_hwm = 100`` the engine
-process aborted in every run. With ``recv_hwm = 0`` libzmq never stops reading
-a connection, so that state is never reached (docs/engine.md, *Read-ahead*).
+whose reading it stopped at the receive high-water mark once that connection
+closes and the connection's ZeroMQ ping timer fires ("Assertion failed:
+!_io_error (stream_engine_base.cpp:310)", libzmq #4841). A slow engine (here a
+held loop: 10 ms after each child it sends) and a client that pipelines more
+than ``recv_hwm`` orders without reading, and whose own heartbeat then times
+out, was enough: with ``recv_hwm = 100`` the engine process aborted in every
+run while it pinged its clients. It sends no ZeroMQ pings now (the kernel's
+TCP timeouts find dead peers: ``engine.intake.dead_peer_detection``), so a
+bounded read-ahead is safe; with ``recv_hwm = 0`` libzmq never stops reading
+and the client keeps its connection (docs/engine.md, *Read-ahead*).
 """
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from engine.client import Client
+from engine.messages import ExecType, ExecutionReport
 from tests.integration.engine_harness import (config_text, free_port, kill_if_running,
                                               start_subprocess)
 from tests.integration.test_client_heartbeat import PAUSING_CALLER
@@ -36,19 +42,67 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def test_a_pipelining_client_that_stops_reading_leaves_a_slow_engine_running(tmp_path):
+#: PAUSING_CALLER's client that may lose its connection: the orders it sent that the
+#: engine had not read when it did are never answered (prints the reports it got).
+LOSSY_CALLER = """
+import sys, time
+from engine.client import Client
+from engine.messages import ExecutionReport
+endpoint, n, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+with Client(endpoint, heartbeat_s=0.2, heartbeat_timeout_s=0.6) as client:
+    for i in range(n):
+        client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id=f"p-{i}")
+    time.sleep(pause)  # a busy caller: reads nothing while its reports arrive
+    got = 0
+    try:
+        while got < n:
+            got += isinstance(client.recv(10), ExecutionReport)
+    except TimeoutError:
+        pass
+    print(got, client.reconnects)
+"""
+
+
+def run_caller(tmp_path, port: int, script_text: str, orders: int):
+    script = tmp_path / "caller.py"
+    script.write_text(script_text)
+    return subprocess.run([sys.executable, str(script), f"tcp://127.0.0.1:{port}", str(orders),
+                           "2.0"], capture_output=True, text=True, timeout=180, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.fixture
+def slow_engine(tmp_path, request):
+    """A slow engine with ``[intake] recv_hwm`` = the test's parameter; yields its port."""
     port = free_port()
     path = tmp_path / "engine.toml"
-    path.write_text(config_text(port, tmp_path / "journal", intake="recv_hwm = 0"))
+    path.write_text(config_text(port, tmp_path / "journal", intake=f"recv_hwm = {request.param}"))
     proc = start_subprocess(path, tmp_path / "engine.log", launcher=("-c", SLOW_ENGINE, "slow"))
     try:
-        script = tmp_path / "pausing_caller.py"
-        script.write_text(PAUSING_CALLER)
-        done = subprocess.run([sys.executable, str(script), f"tcp://127.0.0.1:{port}", "1500",
-                               "2.0"], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert done.stdout.split() == ["1500", "0", "[]", "[]"]
-        assert proc.poll() is None, (tmp_path / "engine.log").read_text()[-2000:]
+        yield port
+        log = (tmp_path / "engine.log").read_text()
+        assert proc.poll() is None and "Assertion failed" not in log, log[-2000:]
+        with Client(f"tcp://127.0.0.1:{port}") as client:  # and it still takes orders
+            client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="after")
+            assert client.recv_until(lambda m: isinstance(m, ExecutionReport) and
+                                     m.cl_ord_id == "after", 30)[-1].exec_type == ExecType.NEW
     finally:
         kill_if_running(proc)
+
+
+@pytest.mark.parametrize("slow_engine", [0], indirect=True)
+def test_without_a_read_ahead_mark_a_pipelining_client_that_stops_reading_keeps_its_connection(
+        tmp_path, slow_engine):
+    done = run_caller(tmp_path, slow_engine, PAUSING_CALLER, 1500)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1500", "0", "[]", "[]"]
+
+
+@pytest.mark.parametrize("slow_engine", [100], indirect=True)
+def test_a_pipelining_client_whose_connection_closes_past_the_read_ahead_mark_leaves_the_engine_up(
+        tmp_path, slow_engine):
+    done = run_caller(tmp_path, slow_engine, LOSSY_CALLER, 1500)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got, reconnects = map(int, done.stdout.split()[:2])
+    # (It lost its connection while the engine had stopped reading it: the abort's case.)
+    assert reconnects >= 1 and got > 0, done.stdout

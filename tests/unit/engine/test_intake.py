@@ -716,3 +716,21 @@ def test_every_drain_flushes_even_with_nothing_to_send(tmp_path):
             assert thread.call(lambda: handler.flushes[-1]) == (1, 1)
     finally:
         thread.stop()
+
+
+def test_listeners_find_dead_peers_by_the_kernels_timeouts_not_by_zeromq_pings(tmp_path):
+    """A ZeroMQ ping timer on a connection libzmq stopped reading aborts the process once
+    that connection closes (libzmq 4.3.5, #4841: test_intake_read_ahead.py): the listeners
+    send none, and TCP keepalive and ``TCP_USER_TIMEOUT`` take the heartbeat settings."""
+    server = IntakeServer(IntakeConfig(plaintext_endpoints=["tcp://127.0.0.1:*"],
+                                       allow_plaintext=True, heartbeat_interval_ms=2500,
+                                       heartbeat_timeout_ms=7000),
+                          SecurityConfig(plaintext_accounts=["ACC1"]), EchoHandler())
+    socket = server._make_socket()
+    try:
+        assert socket.heartbeat_ivl == 0
+        assert (socket.tcp_keepalive, socket.tcp_keepalive_idle, socket.tcp_keepalive_intvl,
+                socket.tcp_keepalive_cnt, socket.tcp_maxrt) == (1, 2, 2, 4, 7000)
+    finally:
+        socket.close(0)
+        server.context.term()
