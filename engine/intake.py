@@ -809,12 +809,21 @@ def dead_peer_detection(socket: zmq.Socket, interval_ms: int, timeout_ms: int) -
     closing could take the engine down. A kernel timeout only closes the socket,
     which libzmq handles on that path (docs/engine.md, *Read-ahead*).
     """
-    interval_s = max(1, interval_ms // 1000)
+    # Within Linux's bounds (TCP_KEEPIDLE and TCP_KEEPINTVL 32,767 s, TCP_KEEPCNT 127):
+    # libzmq closes every connection it accepts when the kernel refuses one, silently.
+    # The user timeout, which ends a connection whose probes go unanswered anyway,
+    # has the last word past them.
+    interval_s = min(_KEEPALIVE_MAX_S, max(1, interval_ms // 1000))
     socket.tcp_keepalive = 1
     socket.tcp_keepalive_idle = interval_s
     socket.tcp_keepalive_intvl = interval_s
-    socket.tcp_keepalive_cnt = max(1, -(-timeout_ms // (interval_s * 1000)))
+    socket.tcp_keepalive_cnt = min(_KEEPALIVE_MAX_PROBES,
+                                   max(1, -(-timeout_ms // (interval_s * 1000))))
     socket.tcp_maxrt = timeout_ms
+
+
+#: Linux's largest TCP_KEEPIDLE/TCP_KEEPINTVL (seconds) and TCP_KEEPCNT
+_KEEPALIVE_MAX_S, _KEEPALIVE_MAX_PROBES = 32767, 127
 
 
 # ---------------------------------------------------------------- keys

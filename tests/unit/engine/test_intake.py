@@ -734,3 +734,18 @@ def test_listeners_find_dead_peers_by_the_kernels_timeouts_not_by_zeromq_pings(t
     finally:
         socket.close(0)
         server.context.term()
+
+
+@pytest.mark.parametrize("interval_ms, timeout_ms", [(100, 600_000), (40_000_000, 50_000_000)])
+def test_heartbeat_settings_past_the_kernels_keepalive_bounds_still_take_connections(
+        tmp_path, interval_ms, timeout_ms):
+    """TCP_KEEPCNT above 127, or TCP_KEEPIDLE above 32,767 s, is refused by Linux, and
+    libzmq then closed every connection it accepted: no client could connect
+    (bench_e2e's timeout of 600 s at 100 ms intervals asked for 6,000 probes)."""
+    thread = make_server(tmp_path, heartbeat_interval_ms=interval_ms, heartbeat_timeout_ms=timeout_ms)
+    try:
+        with intake_client(thread.server.plaintext_endpoints[0]) as c:
+            order = order_for(c)
+            assert_acked(roundtrip(c, order), order)
+    finally:
+        thread.stop()
