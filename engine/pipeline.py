@@ -34,7 +34,7 @@ from engine.messages import (
 )
 from engine.history import HistoryAnswer, TradeHistory, TradeStore
 from engine.orders import (Child, Order, OrderTable, Stage, advance_path, end_child,
-                           execution_report, fill_child, order_report)
+                           execution_report, fill_child, fill_report, order_report)
 from engine.tradingday import TradingDay
 from ext.instrument import ConversionError, Instrument
 from ext.risk import RiskFlag, cl_ord_hash
@@ -1617,15 +1617,18 @@ class Pipeline(Handler):
         exec_id = f"{order.order_id}-{self._exec_id}"
         if self.metrics is not None:
             self.metrics.fills.inc()
-        self._report(order, _ExecType.FILL if order.stage == _Stage.FILLED else _ExecType.PARTIAL_FILL,
-                     last_qty=qty, last_px_x2=px_x2, venue=venue, exec_id=exec_id)
-        # The fill as its report gave it (time included), as recovery and the
+        # The report (_report's steps, inline: one positional call makes it and the fill)
+        # and the fill as the report gives it (time included), as recovery and the
         # trade store have it.
-        sent = order.last_report
-        self.history.add(order.account, TradeFill(
-            exec_id=exec_id, order_id=str(order.order_id), cl_ord_id=order.cl_ord_id,
-            symbol=order.symbol, side=order.side, last_qty=sent.last_qty,
-            last_px=sent.last_px, transact_time=sent.transact_time, venue=venue))
+        inst = self.instruments.get(order.symbol) or self._instrument(order.symbol)
+        report, trade_fill = fill_report(
+            order, inst, _ExecType.FILL if order.stage == _Stage.FILLED else _ExecType.PARTIAL_FILL,
+            qty, px_x2, venue, exec_id)
+        session_id = order.session_id
+        session = self.sessions.get(session_id)
+        order.report_seq = session.send(report) if session is not None \
+            else self._send(session_id, report)
+        self.history.add(order.account, trade_fill)
 
     def _overfill(self, order: Order, child_id: int, venue: str, qty: int, px: int) -> None:
         """Book in risk a fill that took ``order`` past its quantity: a venue's fault, but a fact.
