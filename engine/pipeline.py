@@ -33,7 +33,7 @@ from engine.messages import (
     participation_ppm, reject_name, seq_of,
 )
 from engine.history import HistoryAnswer, TradeHistory, TradeStore
-from engine.orders import (Child, Order, OrderTable, Stage, advance_path, end_child,
+from engine.orders import (TERMINAL, Child, Order, OrderTable, Stage, advance_path, end_child,
                            execution_report, fill_child, fill_report, order_report)
 from engine.tradingday import TradingDay
 from ext.instrument import ConversionError, Instrument
@@ -56,6 +56,8 @@ _Stage, _ExecType, _RecordKind, _ReportKind = map(members, (Stage, ExecType, Rec
 _OrdStatus, _Side, _TimeInForce, _OrdType, _RejectReason = map(
     members, (OrdStatus, Side, TimeInForce, OrdType, RejectReason))
 _CXL_SELF_TRADE = int(CancelReason.CXL_SELF_TRADE)
+#: What makes an order immediate (``Order.immediate``), as the plain ints its fields hold.
+_IOC, _MARKET = int(TimeInForce.IOC), int(OrdType.MARKET)
 #: The venue reports that end a child whatever it filled.
 _CHILD_ENDS = frozenset({ReportKind.RPT_REJECTED, ReportKind.RPT_CANCELED, ReportKind.RPT_EXPIRED})
 # The stages a new order passes at its arrival's instant: up to a refusal by the router's
@@ -1580,7 +1582,10 @@ class Pipeline(Handler):
         if order is None:
             return
         venue = self.venue_names[venue_ix]
-        if order.done and order.stage != _Stage.FILLED:
+        # (``order.stage in TERMINAL`` is ``order.done``, without the property's Python
+        # frame: here and in _parent_finished, once or twice an order.)
+        stage = order.stage
+        if stage in TERMINAL and stage != _Stage.FILLED:
             # Only a venue at fault fills a child after its order ended (the engine ends
             # an order once its children are down, draining ones included: the router
             # waits for them); not booked (docs/protocol.md).
@@ -1666,10 +1671,11 @@ class Pipeline(Handler):
         if order is None:
             return
         pending = self._pending.pop(order_id, None)
+        done = order.stage in TERMINAL  # (order.done, without the property's frame)
         if pending is not None and isinstance(pending.request, Replace) \
-                and not order.done and status != _OrdStatus.EXPIRED:
+                and not done and status != _OrdStatus.EXPIRED:
             return self._finish_replace(order, pending, now)
-        if order.done:  # filled in full while its last children reported in
+        if done:  # filled in full while its last children reported in
             if pending is not None:
                 self._refuse_pending(pending, order, _RejectReason.TOO_LATE_TO_CANCEL,
                                      "order is filled")
@@ -1705,7 +1711,7 @@ class Pipeline(Handler):
                               f"the collar's upper edge"}
             elif reason:
                 kw = {"text": f"canceled by the router: {reject_name(reason)}"}
-            elif order.immediate:
+            elif order.tif == _IOC or order.ord_type == _MARKET:  # (order.immediate, inline)
                 kw = {"text": "unfilled remainder of an immediate order"}
             self.cancel_working(order, now, pending.session_id if pending is not None else None,
                                 **kw)
