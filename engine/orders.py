@@ -21,7 +21,8 @@ from collections.abc import Iterator
 
 import msgspec
 
-from engine.messages import ExecType, ExecutionReport, OrdStatus, OrdType, TimeInForce, reject_name
+from engine.messages import (ExecType, ExecutionReport, OrdStatus, OrdType, TimeInForce, TradeFill,
+                             reject_name)
 from ext import orderstate as _orderstate
 from ext.instrument import Instrument
 
@@ -260,7 +261,8 @@ _orderstate.configure(ExecutionReport, Order, tuple(_STATUS[stage] for stage in 
                       tuple(stage in TERMINAL for stage in Stage), reject_name,
                       {int(a): frozenset(int(b) for b in to) for a, to in _ALLOWED.items()},
                       IllegalTransition, int(Stage.ROUTED), tuple(Stage),
-                      int(Stage.PARTIALLY_FILLED), int(Stage.FILLED), int(Stage.RECEIVED), Child)
+                      int(Stage.PARTIALLY_FILLED), int(Stage.FILLED), int(Stage.RECEIVED), Child,
+                      TradeFill)
 execution_report = _orderstate.execution_report
 #: execution_report, also kept as the order's last_report (the slot written in C)
 order_report = _orderstate.order_report
@@ -274,6 +276,9 @@ advance_path = _orderstate.advance_path
 fill_child = _orderstate.fill_child
 #: end_child(order, child_id): the child marked done; whether the order lists it
 end_child = _orderstate.end_child
+#: fill_report(order, inst, exec_type, last_qty, last_px_x2, venue, exec_id): a fill's
+#: report (kept as last_report) and its TradeFill for the trade history, as (report, fill)
+fill_report = _orderstate.fill_report
 
 
 class _Day:

@@ -33,8 +33,8 @@ from engine.messages import (
     participation_ppm, reject_name, seq_of,
 )
 from engine.history import HistoryAnswer, TradeHistory, TradeStore
-from engine.orders import (Child, Order, OrderTable, Stage, advance_path, end_child,
-                           execution_report, fill_child, order_report)
+from engine.orders import (TERMINAL, Child, Order, OrderTable, Stage, advance_path, end_child,
+                           execution_report, fill_child, fill_report, order_report)
 from engine.tradingday import TradingDay
 from ext.instrument import ConversionError, Instrument
 from ext.risk import RiskFlag, cl_ord_hash
@@ -56,6 +56,8 @@ _Stage, _ExecType, _RecordKind, _ReportKind = map(members, (Stage, ExecType, Rec
 _OrdStatus, _Side, _TimeInForce, _OrdType, _RejectReason = map(
     members, (OrdStatus, Side, TimeInForce, OrdType, RejectReason))
 _CXL_SELF_TRADE = int(CancelReason.CXL_SELF_TRADE)
+#: What makes an order immediate (``Order.immediate``), as the plain ints its fields hold.
+_IOC, _MARKET = int(TimeInForce.IOC), int(OrdType.MARKET)
 #: The venue reports that end a child whatever it filled.
 _CHILD_ENDS = frozenset({ReportKind.RPT_REJECTED, ReportKind.RPT_CANCELED, ReportKind.RPT_EXPIRED})
 # The stages a new order passes at its arrival's instant: up to a refusal by the router's
@@ -315,8 +317,8 @@ class Pipeline(Handler):
     __slots__ = ("_book_seqs", "_capacity_check_at", "_capacity_logged", "_child_acked",
                  "_child_done", "_child_fills", "_child_new", "_child_parent",
                  "_child_repriced", "_child_to_sim", "_clock_hi", "_clock_lo", "_day_entered",
-                 "_event_envelopes", "_exec_id", "_expiring", "_flush_soon", "_flushed_seq",
-                 "_gates", "_lit_books", "_market_ix", "_market_to_ix",
+                 "_event_envelopes", "_exec_id", "_expiring", "_fills_count", "_flush_soon",
+                 "_flushed_seq", "_gates", "_lit_books", "_market_ix", "_market_to_ix",
                  "_mono_seen", "_nbbo", "_next_roll", "_on_report", "_orders_seen", "_pending",
                  "_post_only_default", "_pump_scheduled", "_references", "_roll_taken",
                  "_sim_to_child", "_time_journal", "_time_risk", "_time_route", "_time_validate",
@@ -339,6 +341,9 @@ class Pipeline(Handler):
         self._post_only_default = STRAT_PASSIVE if router.default_strategy == STRAT_PASSIVE \
             else STRAT_AUTO
         self.journal, self.metrics = journal, metrics
+        # kronos_fills' one series, moved in place per fill (as intake counts its messages:
+        # LoopFamily.inc and LoopCounter.inc were two Python calls a fill).
+        self._fills_count = metrics.fills.labels() if metrics is not None else None
         self.reload_limits = reload_limits
         self.orders = OrderTable()
         self.max_orders = max_orders
@@ -626,9 +631,16 @@ class Pipeline(Handler):
         # (An order's symbol is nearly always one of the instruments: a dict lookup, not a
         # call of _instrument, which makes one up for an unknown symbol.)
         inst = self.instruments.get(order.symbol) or self._instrument(order.symbol)
-        report = order_report(order, inst, exec_type, **kw)  # (kept as order.last_report)
-        order.report_seq = self._send(order.session_id, report)
-        if requester is not None and requester != order.session_id:
+        # (kept as order.last_report; without keywords, a plain call: ``**kw`` of an
+        # empty dict still goes through the call's tuple-and-dict path)
+        report = order_report(order, inst, exec_type, **kw) if kw \
+            else order_report(order, inst, exec_type)
+        # (The session's send called here, not through _send: a frame less per report.)
+        session_id = order.session_id
+        session = self.sessions.get(session_id)
+        order.report_seq = session.send(report) if session is not None \
+            else self._send(session_id, report)
+        if requester is not None and requester != session_id:
             self._send(requester, report)
 
     def _reject_order(self, order: Order, reason: int, text: str, now: int,
@@ -1573,7 +1585,10 @@ class Pipeline(Handler):
         if order is None:
             return
         venue = self.venue_names[venue_ix]
-        if order.done and order.stage != _Stage.FILLED:
+        # (``order.stage in TERMINAL`` is ``order.done``, without the property's Python
+        # frame: here and in _parent_finished, once or twice an order.)
+        stage = order.stage
+        if stage in TERMINAL and stage != _Stage.FILLED:
             # Only a venue at fault fills a child after its order ended (the engine ends
             # an order once its children are down, draining ones included: the router
             # waits for them); not booked (docs/protocol.md).
@@ -1608,17 +1623,21 @@ class Pipeline(Handler):
             self._overfill(order, child_id, venue, qty, px)
         self._exec_id += 1
         exec_id = f"{order.order_id}-{self._exec_id}"
-        if self.metrics is not None:
-            self.metrics.fills.inc()
-        self._report(order, _ExecType.FILL if order.stage == _Stage.FILLED else _ExecType.PARTIAL_FILL,
-                     last_qty=qty, last_px_x2=px_x2, venue=venue, exec_id=exec_id)
-        # The fill as its report gave it (time included), as recovery and the
+        fills = self._fills_count
+        if fills is not None:
+            fills.value += 1  # (LoopCounter.inc's addition, without its calls)
+        # The report (_report's steps, inline: one positional call makes it and the fill)
+        # and the fill as the report gives it (time included), as recovery and the
         # trade store have it.
-        sent = order.last_report
-        self.history.add(order.account, TradeFill(
-            exec_id=exec_id, order_id=str(order.order_id), cl_ord_id=order.cl_ord_id,
-            symbol=order.symbol, side=order.side, last_qty=sent.last_qty,
-            last_px=sent.last_px, transact_time=sent.transact_time, venue=venue))
+        inst = self.instruments.get(order.symbol) or self._instrument(order.symbol)
+        report, trade_fill = fill_report(
+            order, inst, _ExecType.FILL if order.stage == _Stage.FILLED else _ExecType.PARTIAL_FILL,
+            qty, px_x2, venue, exec_id)
+        session_id = order.session_id
+        session = self.sessions.get(session_id)
+        order.report_seq = session.send(report) if session is not None \
+            else self._send(session_id, report)
+        self.history.add(order.account, trade_fill)
 
     def _overfill(self, order: Order, child_id: int, venue: str, qty: int, px: int) -> None:
         """Book in risk a fill that took ``order`` past its quantity: a venue's fault, but a fact.
@@ -1656,10 +1675,11 @@ class Pipeline(Handler):
         if order is None:
             return
         pending = self._pending.pop(order_id, None)
+        done = order.stage in TERMINAL  # (order.done, without the property's frame)
         if pending is not None and isinstance(pending.request, Replace) \
-                and not order.done and status != _OrdStatus.EXPIRED:
+                and not done and status != _OrdStatus.EXPIRED:
             return self._finish_replace(order, pending, now)
-        if order.done:  # filled in full while its last children reported in
+        if done:  # filled in full while its last children reported in
             if pending is not None:
                 self._refuse_pending(pending, order, _RejectReason.TOO_LATE_TO_CANCEL,
                                      "order is filled")
@@ -1695,7 +1715,7 @@ class Pipeline(Handler):
                               f"the collar's upper edge"}
             elif reason:
                 kw = {"text": f"canceled by the router: {reject_name(reason)}"}
-            elif order.immediate:
+            elif order.tif == _IOC or order.ord_type == _MARKET:  # (order.immediate, inline)
                 kw = {"text": "unfilled remainder of an immediate order"}
             self.cancel_working(order, now, pending.session_id if pending is not None else None,
                                 **kw)

@@ -1,8 +1,9 @@
 """An order's per-order steps in C: its set-up (``init_order``, its ``__post_init__``),
 stage changes (``advance``, and ``advance_path`` for several at one instant), fills
 (``fill``, and ``fill_child`` for its child's share), a child's end (``end_child``) and
-execution reports (``execution_report``, and ``order_report`` for the one the order
-keeps), the order's and its children's fields read and written at their slots.
+execution reports (``execution_report``, ``order_report`` for the one the order
+keeps, and ``fill_report`` for a fill's, with the trade history's ``TradeFill``),
+the order's and its children's fields read and written at their slots.
 
 ``Order`` is a msgspec struct: each field is a slot at a fixed offset, named by its
 member descriptor. From Python, setting one costs 130 instructions or more (msgspec's
@@ -86,12 +87,16 @@ cdef object _stage_routed = None                # the Stage members a fill compa
 cdef object _stage_partial = None
 cdef object _stage_filled = None
 cdef tuple _kwnames = ("transact_time",)
+# A TradeFill's fields (keyword-only), in the order fill_report passes them.
+cdef tuple _fill_kwnames = ("exec_id", "order_id", "cl_ord_id", "symbol", "side", "last_qty",
+                            "last_px", "transact_time", "venue")
+cdef object _fill_cls = None                    # engine.messages.TradeFill (configure)
 cdef object _received = None                    # int(Stage.RECEIVED), a new order's first stage
 
 
 def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, dict allowed,
               illegal, long routed, tuple stages, long partially_filled, long filled,
-              long received, child_cls):
+              long received, child_cls, trade_fill_cls=None):
     """Set the types and tables this module follows (``engine.orders`` does, once).
 
     ``status[stage]`` is the ``OrdStatus`` of an order at ``Stage`` ``stage`` and
@@ -101,15 +106,17 @@ def configure(report_cls, order_cls, tuple status, tuple terminal, reject_name, 
     the order among its table's working ones (see :func:`advance`). ``stages[i]`` is
     the ``Stage`` of int ``i``; a fill moves an order to ``partially_filled`` or ``filled``;
     a new order's path begins at ``received``. ``child_cls`` is the type of the
-    order's children (:func:`fill_child`, :func:`end_child`).
+    order's children (:func:`fill_child`, :func:`end_child`); ``trade_fill_cls``, the
+    fill the trade history keeps (:func:`fill_report`).
     """
     global _report_cls, _order_cls, _status, _terminal, _reject_name, _illegal, _routed
-    global _stage_routed, _stage_partial, _stage_filled, _received, _child_cls
+    global _stage_routed, _stage_partial, _stage_filled, _received, _child_cls, _fill_cls
     for i, name in enumerate(_FIELDS):
         _offsets[i] = offset_of(order_cls, name)
     for i, name in enumerate(_CHILD_FIELDS):
         _child_offsets[i] = offset_of(child_cls, name)
     _child_cls = child_cls
+    _fill_cls = trade_fill_cls
     if len(status) != len(terminal) or len(status) > MAX_STAGES:
         raise ValueError(f"status and terminal must cover the same stages, at most {MAX_STAGES}")
     for a in range(MAX_STAGES):
@@ -393,10 +400,42 @@ def order_report(order, Instrument inst not None, exec_type, *, int64_t last_qty
     return report
 
 
+def fill_report(order, Instrument inst not None, exec_type, int64_t last_qty,
+                int64_t last_px_x2, venue, exec_id):
+    """The report of a venue's fill of ``order`` (:func:`order_report`, kept as its
+    ``last_report``) and the ``TradeFill`` the trade history keeps of it: ``(report,
+    fill)``, the fill's fields the report's (its ``transact_time`` included).
+
+    Positional, for the pipeline's fill path: :func:`order_report`'s keywords cost the
+    call their parsing (about 600 instructions for four), and the fill made from
+    Python was a keyword call, eight reads of the order and the report and ``str``
+    of the order id, which the report has made already.
+
+    Raises
+    ------
+    ValueError
+        If ``last_qty`` is not positive: a fill's report states what filled.
+    """
+    if _fill_cls is None:
+        raise RuntimeError("ext.orderstate.configure was given no trade_fill_cls")
+    if last_qty <= 0:
+        raise ValueError(f"a fill's report needs lots filled, not {last_qty}")
+    cdef PyObject* fill = NULL
+    report = _execution_report(order, inst, exec_type, last_qty, last_px_x2, venue, exec_id,
+                               None, 0, None, None, None, &fill)
+    _set(order, F_LAST_REPORT, report)
+    cdef object trade_fill = <object>fill
+    Py_XDECREF(fill)         # (the cast took its own reference)
+    return report, trade_fill
+
+
 cdef object _execution_report(object order, Instrument inst, object exec_type, int64_t last_qty,
                               int64_t last_px_x2, object venue, object exec_id,
                               object orig_cl_ord_id, object reason, object text,
-                              object cl_ord_id, object price_sent):
+                              object cl_ord_id, object price_sent,
+                              PyObject** trade_fill=NULL):
+    # With ``trade_fill``, the fill as the report gives it is made too, from the same
+    # field objects (its new reference stored there).
     if _report_cls is None:
         raise RuntimeError("ext.orderstate.configure was not called")
     if not PyObject_TypeCheck(order, <PyTypeObject*>_order_cls):
@@ -435,4 +474,14 @@ cdef object _execution_report(object order, Instrument inst, object exec_type, i
     args[13], args[14], args[15], args[16] = <PyObject*>f13, <PyObject*>f14, <PyObject*>f15, <PyObject*>f16
     args[17], args[18], args[19], args[20] = <PyObject*>venue, <PyObject*>f18, <PyObject*>f19, <PyObject*>text
     args[21] = <PyObject*>now
-    return PyObject_Vectorcall(_report_cls, args, N_POSITIONAL, _kwnames)
+    report = PyObject_Vectorcall(_report_cls, args, N_POSITIONAL, _kwnames)
+    cdef PyObject* fill_args[9]
+    cdef object fill
+    if trade_fill != NULL:
+        fill_args[0], fill_args[1], fill_args[2] = <PyObject*>exec_id, <PyObject*>f0, <PyObject*>f1
+        fill_args[3], fill_args[4], fill_args[5] = <PyObject*>f3, <PyObject*>f4, <PyObject*>f15
+        fill_args[6], fill_args[7], fill_args[8] = <PyObject*>f16, <PyObject*>now, <PyObject*>venue
+        fill = PyObject_Vectorcall(_fill_cls, fill_args, 0, _fill_kwnames)
+        Py_INCREF(fill)
+        trade_fill[0] = <PyObject*>fill
+    return report

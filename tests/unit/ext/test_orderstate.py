@@ -2,14 +2,14 @@
 are the Python ones (tests/reference/report_reference.py): every field of the report over
 random orders and arguments, the same stage and path, or the same refusal, for every move.
 The steps that fold several into one call (advance_path, fill_child, end_child,
-order_report) are the steps they fold, one by one."""
+order_report, fill_report) are the steps they fold, one by one."""
 import msgspec
 import pytest
 from hypothesis import given, strategies as st
 
-from engine.messages import ExecType, OrdType, RejectReason, Side
+from engine.messages import ExecType, OrdType, RejectReason, Side, TradeFill
 from engine.orders import (Child, IllegalTransition, Order, OrderTable, Stage, advance_path,
-                           end_child, execution_report, fill_child, order_report)
+                           end_child, execution_report, fill_child, fill_report, order_report)
 from ext.instrument import Instrument
 from tests.reference.report_reference import advance as reference_advance
 from tests.reference.report_reference import execution_report as reference_report
@@ -56,6 +56,40 @@ def test_the_report_kept_as_last_report_is_the_report(order, inst, exec_type, kw
     assert order.last_report is got
     assert msgspec.structs.replace(got, transact_time=0) == \
         msgspec.structs.replace(execution_report(order, inst, exec_type, **kw), transact_time=0)
+
+
+@given(order=orders, inst=st.sampled_from(INSTRUMENTS),
+       exec_type=st.sampled_from([ExecType.FILL, ExecType.PARTIAL_FILL]),
+       stage=st.sampled_from([Stage.PARTIALLY_FILLED, Stage.FILLED]), cum=lots,
+       notional_x2=st.integers(0, 2**90), last_qty=st.integers(1, 2**40),
+       last_px_x2=st.integers(1, 2**41), venue=st.text(max_size=6), exec_id=st.text(max_size=12))
+def test_a_fill_report_and_its_trade_fill_are_what_the_pipeline_made_before(
+        order, inst, exec_type, stage, cum, notional_x2, last_qty, last_px_x2, venue, exec_id):
+    # Before fill_report the pipeline called order_report with keywords, then made the
+    # trade history's fill from the order and the report it kept.
+    order.stage, order.cum_qty, order.notional_x2 = stage, cum, notional_x2
+    report, fill = fill_report(order, inst, exec_type, last_qty, last_px_x2, venue, exec_id)
+    assert order.last_report is report
+    expected = order_report(order, inst, exec_type, last_qty=last_qty, last_px_x2=last_px_x2,
+                            venue=venue, exec_id=exec_id)
+    assert msgspec.structs.replace(report, transact_time=0) == \
+        msgspec.structs.replace(expected, transact_time=0)
+    assert fill == TradeFill(
+        exec_id=exec_id, order_id=str(order.order_id), cl_ord_id=order.cl_ord_id,
+        symbol=order.symbol, side=order.side, last_qty=report.last_qty,
+        last_px=report.last_px, transact_time=report.transact_time, venue=venue)
+    # (the same clock read: the fill's time is its report's)
+    assert type(fill) is TradeFill and fill.transact_time == report.transact_time
+
+
+def test_a_fill_report_refuses_no_lots_and_what_is_not_an_order():
+    order = Order(1, "c", "S", "a", "A", 1, 2, 0, 100, 5, 1)
+    order.stage = Stage.ROUTED
+    with pytest.raises(ValueError):
+        fill_report(order, INSTRUMENTS[0], ExecType.FILL, 0, 200, "V", "1-1")
+    with pytest.raises(TypeError):
+        fill_report(object(), INSTRUMENTS[0], ExecType.FILL, 1, 200, "V", "1-1")
+    assert order.last_report is None
 
 
 def test_it_refuses_what_is_not_an_order():
