@@ -8,7 +8,7 @@ and came back to meet its own account's orders.
 from engine.client import Client
 from engine.messages import ExecType, ExecutionReport, OrderStatusReply
 from ext.types import OrdStatus, StpMode
-from tests.integration.engine_harness import serving
+from tests.integration.engine_harness import acked_at_venue, serving, slow_sim
 
 
 def reports(client, cl_ord_id, until):
@@ -75,3 +75,30 @@ def test_an_ioc_sweeping_its_own_bid_under_cancel_oldest_reaches_the_third_party
             OrdStatus.FILLED, "10", "49.99")
         assert last["own"].text.startswith("canceled by self-trade prevention at ")
         assert (last["other"].ord_status, last["other"].last_px) == (OrdStatus.FILLED, "49.99")
+
+
+def test_the_sweep_skips_its_own_bid_when_the_engine_read_the_book_before_its_ack(tmp_path):
+    """The own bid is hidden from the sweep however the engine's reads of the book fell.
+
+    The router hides a resting child only from a depth read after its venue's ack (a read
+    before might not show it). The engine reads a book again only when it changed: a read
+    between the child reaching the venue and its ack reaching the engine (a tick there)
+    was the last one, the ack made none, and the sweep priced at the own bid: STP took
+    the bid and the IOC ended NO_LIQUIDITY, the case of the test above. Venues 120 ms
+    away put a tick (every 50 ms at most) in that window every time; the router's ack
+    timeout is raised to match."""
+    extra = "[router]\nack_timeout_ns = 2_000_000_000\n"
+    with serving(tmp_path, sim=slow_sim(tmp_path, 120_000), extra=extra) as (_, endpoint), \
+            Client(endpoint) as client:
+        client.new_order("AAA", "buy", "10", "49.99", account="DEMO2", cl_ord_id="other")
+        client.new_order("AAA", "buy", "10", "50.00", account="DEMO1", cl_ord_id="own")
+        acked_at_venue(client, "other", account="DEMO2")
+        acked_at_venue(client, "own")
+        client.new_order("AAA", "sell_short", "10", "49.99", account="DEMO1", cl_ord_id="ioc",
+                         locate=True, time_in_force="ioc", stp=int(StpMode.CANCEL_OLDEST))
+        seen = client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                                 and m.cl_ord_id == "ioc" and m.ord_status in (
+                                     OrdStatus.FILLED, OrdStatus.CANCELED), 5)
+        last = {m.cl_ord_id: m for m in seen if isinstance(m, ExecutionReport)}
+        assert (last["ioc"].ord_status, last["ioc"].cum_qty, last["ioc"].avg_px, last["ioc"].text
+                ) == (OrdStatus.FILLED, "10", "49.99", None)
