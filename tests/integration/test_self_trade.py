@@ -22,8 +22,7 @@ def test_the_resting_order_cancel_oldest_cancels_is_canceled_and_not_posted_agai
     with serving(tmp_path) as (_, endpoint), Client(endpoint) as client:
         client.new_order("AAA", "sell_short", "10", "50.00", account="DEMO1", cl_ord_id="old",
                          locate=True, stp=int(StpMode.CANCEL_OLDEST))
-        reports(client, "old", ExecType.NEW)
-        client.drain(0.3)
+        acked_at_venue(client, "old")  # resting at its venue when "new" reaches it
         client.new_order("AAA", "buy", "10", "50.00", account="DEMO1", cl_ord_id="new",
                          time_in_force="ioc", stp=int(StpMode.CANCEL_OLDEST))
         canceled = reports(client, "old", ExecType.CANCELED)[-1]
@@ -42,8 +41,7 @@ def test_under_the_default_mode_the_incoming_order_is_canceled_saying_why(tmp_pa
     with serving(tmp_path) as (_, endpoint), Client(endpoint) as client:
         client.new_order("AAA", "sell_short", "10", "50.00", account="DEMO1", cl_ord_id="rest",
                          locate=True)
-        reports(client, "rest", ExecType.NEW)
-        client.drain(0.3)
+        acked_at_venue(client, "rest")
         client.new_order("AAA", "buy", "10", "50.00", account="DEMO1", cl_ord_id="cross")
         canceled = reports(client, "cross", ExecType.CANCELED)[-1]
         assert canceled.text.startswith("canceled by self-trade prevention at ")
@@ -61,10 +59,11 @@ def test_an_ioc_sweeping_its_own_bid_under_cancel_oldest_reaches_the_third_party
     bid one tick lower, inside its limit, untouched."""
     with serving(tmp_path) as (_, endpoint), Client(endpoint) as client:
         client.new_order("AAA", "buy", "10", "49.99", account="DEMO2", cl_ord_id="other")
-        reports(client, "other", ExecType.NEW)
         client.new_order("AAA", "buy", "10", "50.00", account="DEMO1", cl_ord_id="own")
-        reports(client, "own", ExecType.NEW)
-        client.drain(0.3)  # both bids in the venues' books the router sees
+        # Both bids resting at the venues (acknowledged): the sweep's own read of the
+        # books comes after that, the one that shows them to the router.
+        acked_at_venue(client, "other", account="DEMO2")
+        acked_at_venue(client, "own")
         client.new_order("AAA", "sell_short", "10", "49.99", account="DEMO1", cl_ord_id="ioc",
                          locate=True, time_in_force="ioc", stp=int(StpMode.CANCEL_OLDEST))
         seen = client.recv_until(lambda m: isinstance(m, ExecutionReport)
