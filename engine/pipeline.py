@@ -314,13 +314,14 @@ class Pipeline(Handler):
     # more per call, dozens of calls per order). The instance dict (Handler has
     # no slots) takes an attribute not listed here (set by a test, or added
     # without listing it): it works, only slower.
-    __slots__ = ("_book_seqs", "_capacity_check_at", "_capacity_logged", "_child_acked",
+    __slots__ = ("_book_seqs", "_book_marks", "_capacity_check_at", "_capacity_logged", "_child_acked",
                  "_child_done", "_child_fills", "_child_new", "_child_parent",
                  "_child_repriced", "_child_to_sim", "_clock_hi", "_clock_lo", "_day_entered",
                  "_event_envelopes", "_exec_id", "_expiring", "_fills_count", "_flush_soon",
                  "_flushed_seq", "_gates", "_lit_books", "_market_ix", "_market_to_ix",
                  "_mono_seen", "_nbbo", "_next_roll", "_on_report", "_orders_seen", "_pending",
-                 "_post_only_default", "_pump_scheduled", "_references", "_roll_taken",
+                 "_post_only_default", "_pump_scheduled", "_recopy", "_references",
+                 "_roll_taken",
                  "_sim_to_child", "_time_journal", "_time_risk", "_time_route", "_time_validate",
                  "_venue_account", "_volume_seen", "_wall_seen", "history", "instruments",
                  "journal", "keep_done_days", "last_roll_seq", "max_orders",
@@ -391,6 +392,14 @@ class Pipeline(Handler):
                             for v in range(len(self.venue_names)) if not market.venues[v].dark]
                            for symbol in self.symbols]
         self._book_seqs = [[-1] * len(self.venue_names) for _ in self.symbols]
+        # By the market's book index: (the marks of its instrument, its venue, the
+        # instrument), for the lit books the router is given; None for the others.
+        self._book_marks: list[tuple | None] = [None] * market.loop.n_books
+        for ix, symbol in enumerate(self.symbols):
+            for v, _ in self._lit_books[ix]:
+                self._book_marks[market.book_index(v, symbol)] = (self._book_seqs[ix], v, ix)
+        # Instruments with a book to read again at the next tick (``_read_again``).
+        self._recopy: set[int] = set()
         self._references = [0] * len(self.symbols)  # the reference price risk was last given
         # The core's NBBO by the market's own instrument index (no symbol lookup per order).
         self._nbbo = market.loop.nbbo
@@ -453,8 +462,9 @@ class Pipeline(Handler):
         """Give the router and risk the latest view of one instrument.
 
         A venue's depth is copied only when its book changed since the last
-        copy (its sequence number moved), so a burst of orders, or a quiet
-        venue, costs no copies. A two-sided quote is risk's reference as of
+        copy (its sequence number moved), or a venue confirmed a child resting
+        there since (``_read_again``), so a burst of orders, or a quiet venue,
+        costs no copies. A two-sided quote is risk's reference as of
         ``now``, and risk keeps it fresh at each tick's ``market_checked``
         until the quote changes (a quote that has not moved is still
         current); a quote that is not two-sided leaves the reference to age.
@@ -1500,8 +1510,11 @@ class Pipeline(Handler):
             router.on_fill(child_id, qty, px_x2, now, report.fee, leaves)
             self._parent_fill(child_id, report.venue, qty, px_x2, leaves, now)
             ends = leaves == 0
+            if not ends:  # (a fill before the ack confirms the child resting too)
+                self._read_again(report.book)
         elif kind == _ReportKind.RPT_ACCEPTED:
             router.on_ack(child_id, now)
+            self._read_again(report.book)
             self._child_accepted(child_id)
         elif kind == _ReportKind.RPT_REJECTED:
             router.on_reject(child_id, report.reason, now)
@@ -1513,6 +1526,7 @@ class Pipeline(Handler):
             router.on_expired(child_id, now)
         elif kind == _ReportKind.RPT_REPLACED:
             router.on_replaced(child_id, now)
+            self._read_again(report.book)
             self._child_replaced(child_id, report)
         elif kind == _ReportKind.RPT_CANCEL_REJECTED:
             router.on_replace_rejected(child_id, now)
@@ -1529,6 +1543,27 @@ class Pipeline(Handler):
         if not self._pump_scheduled and (router.pending_actions or router.pending_finished):
             self._pump_scheduled = True
             asyncio.get_running_loop().call_soon(self._deferred_pump)
+
+    def _read_again(self, book: int) -> None:
+        """Have the next ``refresh_market`` read the market's ``book`` (its index) into the
+        router even if it has not changed since it was last read.
+
+        The venue just confirmed a child resting there (an ack, a replace, a fill before
+        the ack). The router hides such a child from its account's CANCEL_OLDEST sweeps
+        only in a depth read after that confirmation: one read before may predate the
+        child. The book changed when the child reached the venue, but a read between
+        then and the report (a tick's) took that change, and a quiet book changed no
+        more: read only on a change, the router never got a depth after the ack, and
+        the sweep priced at the order's own lots, which STP then took while a third
+        party's, inside the limit, stayed untouched. The read is only marked due here:
+        the report runs inside the venues' own processing, and a book that changes
+        before the next read is read once either way.
+        """
+        mark = self._book_marks[book]
+        if mark is not None:  # (a dark pool's: the router holds no depth of it)
+            marks, v, ix = mark
+            marks[v] = -1
+            self._recopy.add(ix)
 
     def _self_trade(self, child_id: int, now: int) -> None:
         """A venue canceled a child by self-trade prevention: cancel its order.
@@ -2209,7 +2244,13 @@ class Pipeline(Handler):
         # lists every one at its first take_changed, so the first tick looks at all,
         # risk having no market reference yet): the quotes of the others are as they
         # were, and one market_checked keeps their references fresh.
-        for ix in self._changed():
+        changed = self._changed()
+        if self._recopy:
+            # (and those a venue's confirmation left to read again: the router's own
+            # sweeps at this tick, a schedule's slices, hide the confirmed children)
+            changed = sorted(self._recopy.union(changed))
+            self._recopy.clear()
+        for ix in changed:
             self.refresh_market(ix, now)
             self._report_volume(ix)
         self.risk.market_checked(now)

@@ -5,6 +5,7 @@ the same journal: recovery replays the journal's reports, the same path a
 restart after kill -9 takes (tests/integration/test_engine_recovery.py kills).
 """
 import datetime
+import math
 import multiprocessing
 import socket
 import subprocess
@@ -35,6 +36,27 @@ def report(client, cl_ord_id, exec_type):
     """The first ExecutionReport of ``exec_type`` for ``cl_ord_id``."""
     return client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == cl_ord_id
                              and m.exec_type == exec_type, 5)[-1]
+
+
+def roll_ahead(seconds):
+    """A ``[trading_day]`` table rolling at a whole second ``seconds`` to ``seconds`` + 1
+    ahead, and that instant (s since the epoch).
+
+    ``roll_time`` has no fraction of a second: one cut from now + ``seconds`` came up to
+    a second sooner, so the steps a test takes before it had anywhere from ``seconds``
+    - 1 to ``seconds``, by where in its second the test began."""
+    at = math.ceil(time.time()) + seconds
+    when = datetime.datetime.fromtimestamp(at, datetime.timezone.utc)
+    return f'[trading_day]\nroll_time = "{when:%H:%M:%S}"\n', at
+
+
+def wait_for_rolls(engine, rolls, at):
+    """Wait until ``engine`` has taken ``rolls`` day rolls, the last due at ``at`` (s
+    since the epoch): its tick takes the roll at its first look past that instant."""
+    pipeline = engine.service.pipeline
+    while engine.call(lambda: pipeline.orders.rolls) < rolls:
+        assert time.time() < at + 5, f"no roll within 5 s of its instant {at}"
+        time.sleep(0.01)
 
 
 def test_a_refused_duplicate_in_a_bulk_never_becomes_the_order(tmp_path):
@@ -359,15 +381,18 @@ def test_working_orders_keep_their_value_at_risk_across_a_restart(tmp_path, monk
 
 
 def test_daily_limits_start_afresh_when_the_trading_day_rolls(tmp_path):
-    # The day rolls two seconds after the engine starts: the fill before the
+    # The day rolls a few seconds after the engine starts: the fill before the
     # roll no longer counts toward DEMO1's daily notional, here and after a
-    # restart (recovery resets where the journal says the day rolled).
-    roll = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
-    path, endpoint = engine_config(tmp_path, extra=f'[trading_day]\nroll_time = '
-                                                  f'"{roll:%H:%M:%S}"\n')
+    # restart (recovery resets where the journal says the day rolled). The
+    # steps before the roll (a start, a fill, a refusal) have 3 s at least: cut
+    # from now + 2 s, the roll left them as little as 1 s when the test began
+    # late in a second, and a start held that long on a busy machine saw b2
+    # taken in the new day.
+    trading_day, roll = roll_ahead(3)
+    path, endpoint = engine_config(tmp_path, extra=trading_day)
     path.write_text(path.read_text().replace(
         "[risk.accounts.DEMO1]\n", '[risk.accounts.DEMO1]\nmax_daily_notional = "6000"\n'))
-    with ThreadedEngine(path), Client(endpoint) as client:
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
         client.new_order("AAA", "sell_short", "100", "50.00", account="DEMO2", cl_ord_id="s",
                          locate=True)
         report(client, "s", ExecType.NEW)
@@ -376,7 +401,8 @@ def test_daily_limits_start_afresh_when_the_trading_day_rolls(tmp_path):
         report(client, "b", ExecType.FILL)
         client.new_order("AAA", "buy", "40", "50.00", account="DEMO1", cl_ord_id="b2")
         assert report(client, "b2", ExecType.REJECTED).reject_name == "DAILY_NOTIONAL_LIMIT"
-        time.sleep(max(0.0, roll.timestamp() - time.time()) + 1.1)  # (roll_time has whole seconds)
+        assert time.time() < roll, "the steps before the roll overran it: the test tells nothing"
+        wait_for_rolls(engine, 1, roll)
         client.new_order("AAA", "buy", "40", "48.00", account="DEMO1", cl_ord_id="b3")
         report(client, "b3", ExecType.NEW)  # 1,920 working: the new day's only notional
     with ThreadedEngine(path), Client(endpoint) as client:
@@ -416,13 +442,13 @@ def test_a_step_back_just_after_a_roll_does_not_roll_again(tmp_path, monkeypatch
     from the clock again: the same roll came round, and the engine rolled twice in one
     day (forgetting the done orders it keeps for the new day, expiring the DAY orders
     placed in it). The roll just taken is not taken again, after a restart either."""
-    roll = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
-    path, endpoint = engine_config(tmp_path, extra=f'[trading_day]\nroll_time = '
-                                                  f'"{roll:%H:%M:%S}"\n')
+    trading_day, roll = roll_ahead(2)  # (started by then, wherever in its second)
+    path, endpoint = engine_config(tmp_path, extra=trading_day)
     with ThreadedEngine(path) as engine, Client(endpoint) as client:
         pipeline = engine.service.pipeline
-        time.sleep(max(0.0, roll.timestamp() - time.time()) + 1.2)  # (whole seconds)
-        assert engine.call(lambda: pipeline.orders.rolls) == 1
+        assert time.time() < roll, "the engine started after the roll: the test tells nothing"
+        wait_for_rolls(engine, 1, roll)
+        time.sleep(max(0.0, roll + 1.2 - time.time()))  # (set back, it comes 1.2 s past again)
         real = time.time_ns
         monkeypatch.setattr(time, "time_ns", lambda: real() - 2_500_000_000)
         time.sleep(2.5)  # the clock is back before the roll instant, then past it again
