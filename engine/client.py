@@ -36,6 +36,39 @@ host that vanishes without closing the connection (power cut, a firewall
 dropping packets) is a loss too: the client's ZeroMQ pings go unanswered and
 libzmq drops the connection (``heartbeat_s``, ``heartbeat_timeout_s``).
 
+Requests a lost connection swallowed: what the client had sent that was still
+in the old connection's buffers (its own, the kernel's, the engine's libzmq
+queue) when the connection went was never read, and the engine never answers
+it. So an ``auto_resume`` client keeps each order request it sends
+(``NewOrder``, ``Cancel``, ``Replace``, each order of a ``BulkNewOrders``) until
+the first ``ExecutionReport`` or ``Reject`` naming its ``cl_ord_id`` (a
+cancel's or replace's own, which its answer carries). Once the resume's
+replay is closed (its closing ``HeartbeatAck``: every answer the engine had
+given is in), it sends again, in the order first sent, those sent on an older
+connection that still have none (a bulk as a bulk of its orders without
+one), before any order request of the caller's; ``resent_requests`` counts
+them. The engine never runs one twice: a ``cl_ord_id`` names one request for
+the engine's life, so a copy of a request it did take (its answer still to
+come, a Cancel waiting for its venue; or read late from the old connection)
+is refused ``DUPLICATE_CL_ORD_ID``, and such a refusal of a request sent
+again is kept from the caller (``resent_refusals``), as many times as copies
+were sent: the caller sees one answer per request. A request whose first
+copy was refused without taking its id (``THROTTLED``, ``ORDER_CAPACITY``)
+can be taken on its second: the caller then sees that refusal and the order's
+``NEW``. A resume the engine refuses (or none, the session's id unknown) leaves
+a new session: the requests are sent there all the same, but a
+``DUPLICATE_CL_ORD_ID`` there is delivered, the only answer the caller will
+get of a request the old session took (ask for its status). Queries
+(``OrderStatusRequest``, ``TradeHistoryRequest``, ``Heartbeat``) are not sent
+again: they change nothing, the caller may ask again, and their answers name
+no request one to one, so a copy's second answer could not be kept from the
+caller. Requests the caller sends while a resume is under way go before the
+ones sent again. Memory: a request leaves at its first answer, so what is
+kept is what is in flight, at most ``MAX_UNANSWERED`` (the oldest is
+forgotten past it: one whose answer fell in ``lost``, or that intake refused
+without naming it, stays until then). With ``auto_resume=False`` nothing is
+kept or sent again.
+
 Example
 -------
 >>> with Client("tcp://127.0.0.1:7001", server_key=SERVER_PUB,           # doctest: +SKIP
@@ -63,6 +96,7 @@ from zmq.utils.monitor import parse_monitor_message
 from engine.messages import (
     BulkNewOrders,
     Cancel,
+    ExecType,
     ExecutionReport,
     Heartbeat,
     HeartbeatAck,
@@ -129,6 +163,14 @@ REORDER_WAIT_S = 1.0
 #: ``test_req_id`` of the Heartbeat an ``auto_resume`` client sends before its first request
 #: to learn its session's id; its HeartbeatAck is accounted for, not handed to the caller
 SESSION_PROBE = "kronos-client-session"
+#: Most order requests an ``auto_resume`` client keeps for sending again (unanswered ones),
+#: and most ids it keeps of requests sent again (for their copies' duplicate rejects):
+#: past it the oldest is forgotten, so a request whose answer never comes (it fell in a
+#: range the engine no longer keeps, ``lost``) cannot grow the client for good
+MAX_UNANSWERED = 100_000
+#: How long ``recv`` waits at most, while requests wait to be sent again and the
+#: connection's queue has no room for them, before it tries again (seconds)
+_RESEND_RETRY_S = 0.01
 
 
 class _Base:
@@ -202,6 +244,25 @@ class _Base:
         # tells: an auto_resume client asks for it before its first request
         # (see _opening), unless that request is a Heartbeat or a resume.
         self._session_asked = not auto_resume
+        # Order requests sent again after a loss (module docstring, *Requests a lost
+        # connection swallowed*); auto_resume only. _unanswered: by cl_ord_id, in the
+        # order sent, (request, the BulkNewOrders it went in or None, the connection
+        # it went out on: _connection), removed at its first answer. _copies: ids sent
+        # again in this session -> how many refusals of a copy of theirs are still to
+        # be dropped. _due: what waits to be sent again, before any other order request.
+        self._unanswered: dict[str, tuple[NewOrder | Cancel | Replace, BulkNewOrders | None,
+                                          int]] = {}
+        self._copies: dict[str, int] = {}
+        # (_due's items: (the bulk they went in or None, its requests still unanswered))
+        self._due: collections.deque[tuple[BulkNewOrders | None,
+                                           list[NewOrder | Cancel | Replace]]] = \
+            collections.deque()
+        self._connection = 0  # connections opened after a loss (numbers _unanswered's)
+        self._due_in_session = False  # _due goes to the session it was sent in first
+        #: order requests sent again after a loss (each order of a bulk counts one)
+        self.resent_requests = 0
+        #: refusals of a request's copy dropped (its duplicate-id reject: see ``resent_requests``)
+        self.resent_refusals = 0
 
     # ------------------------------------------------------------ building
     @staticmethod
@@ -273,8 +334,11 @@ class _Base:
             # Sent outside any session (a connection whose session was resumed
             # elsewhere, or no session could be opened), or a request past the
             # key's intake.request_rate: no place in the numbering.
-            if isinstance(msg, Reject) and msg.reject_reason == RejectReason.THROTTLED:
-                self._not_served(msg.ref_type)
+            if isinstance(msg, Reject):
+                if msg.reject_reason == RejectReason.THROTTLED:
+                    self._not_served(msg.ref_type)
+                if not self._answers(msg):
+                    return None
             self._ready.append(msg)
             return None
         resend = None
@@ -290,11 +354,15 @@ class _Base:
             self.gaps, self.lost, self._requested = [], [], []
             self._ready.append(msg)
             self._session_asked = False
+            self._send_again(in_session=False)  # (after the probe: see send)
             return Heartbeat(test_req_id=SESSION_PROBE)
         if isinstance(msg, HeartbeatAck):
             self.session_id = msg.session_id
-            if msg.resend_begin_seq is not None:
+            if msg.resend_begin_seq is not None and self.resuming:
+                # The resume's replay is closed: what the engine had answered
+                # before it is in, and what it had not is sent again.
                 self.resuming = False
+                self._send_again(in_session=True)
         if seq == self.last_seq + 1:
             self.last_seq = seq
         elif seq > self.last_seq:
@@ -312,6 +380,8 @@ class _Base:
         elif not self._recover_lost(seq):
             self.duplicates += 1
             return None
+        if (type(msg) is ExecutionReport or type(msg) is Reject) and not self._answers(msg):
+            return resend  # (a copy's refusal: numbered, not the caller's)
         if isinstance(msg, HeartbeatAck):
             if msg.resend_begin_seq is not None:
                 end = msg.resend_end_seq if msg.resend_end_seq is not None else seq - 1
@@ -401,6 +471,128 @@ class _Base:
             if hi < last:
                 remaining.append([hi + 1, last])
         self.gaps = remaining
+
+    # ------------------------------------------------------------ sending again
+    def _track(self, request: Request) -> None:
+        """Keep an order request (``auto_resume``) until its first answer: a lost connection
+        may have swallowed it (module docstring, *Requests a lost connection swallowed*)."""
+        if not self.auto_resume:
+            return
+        kind = type(request)
+        if kind is NewOrder or kind is Cancel or kind is Replace:
+            self._keep(request, None)
+        elif kind is BulkNewOrders:
+            for order in request.orders:
+                self._keep(order, request)
+
+    def _keep(self, request: NewOrder | Cancel | Replace, bulk: BulkNewOrders | None) -> None:
+        unanswered = self._unanswered
+        unanswered[request.cl_ord_id] = (request, bulk, self._connection)
+        if len(unanswered) > MAX_UNANSWERED:
+            del unanswered[next(iter(unanswered))]
+
+    def _untrack(self, request: Request) -> None:
+        """Forget ``request`` again: it was not sent after all (the queue stayed full)."""
+        kind = type(request)
+        orders = request.orders if kind is BulkNewOrders else \
+            (request,) if kind is NewOrder or kind is Cancel or kind is Replace else ()
+        for order in orders:
+            entry = self._unanswered.get(order.cl_ord_id)
+            if entry is not None and entry[0] is order:
+                del self._unanswered[order.cl_ord_id]
+
+    def _answers(self, msg: ExecutionReport | Reject) -> bool:
+        """Take ``msg`` as the answer of the request it names (it is no longer kept for
+        sending again). False: it is the refusal of a copy of a request sent again, which
+        the caller is not to see: the engine refuses whichever copy it reads second,
+        ``DUPLICATE_CL_ORD_ID`` (the first took the id), or, when the first was refused
+        without taking the id (``TOO_LATE_TO_CANCEL`` of a done order, ``THROTTLED``), with
+        that refusal again after the first answer."""
+        cl_ord_id = msg.cl_ord_id
+        if cl_ord_id is None:
+            return True
+        copies = self._copies.get(cl_ord_id) if self._copies else None
+        if copies:
+            if type(msg) is Reject:
+                copy = msg.reject_reason == RejectReason.DUPLICATE_CL_ORD_ID \
+                    or cl_ord_id not in self._unanswered
+            else:
+                copy = msg.exec_type == ExecType.REJECTED and cl_ord_id not in self._unanswered
+            if copy:
+                if copies == 1:
+                    del self._copies[cl_ord_id]
+                else:
+                    self._copies[cl_ord_id] = copies - 1
+                self.resent_refusals += 1
+                return False
+        if self._unanswered:
+            self._unanswered.pop(cl_ord_id, None)
+        return True
+
+    def _send_again(self, *, in_session: bool) -> None:
+        """Queue, in the order first sent, the order requests sent on an earlier connection
+        that have no answer: the engine never read them, or has not answered them yet.
+
+        ``in_session``: this connection resumed their session, whose replay is closed,
+        and the refusal of a copy the engine reads second is dropped. Otherwise this
+        connection has a new session: a request the engine took in the old one is refused
+        ``DUPLICATE_CL_ORD_ID`` here, and that is the only answer the caller will see of
+        it (the old session's went to nobody), so it is delivered.
+        """
+        self._due.clear()
+        self._due_in_session = in_session
+        if not in_session:
+            self._copies.clear()
+        connection = self._connection
+        due, bulk = self._due, None
+        for request, came_in, sent_on in self._unanswered.values():
+            if sent_on == connection:
+                # Sent on this connection, behind its resume: the engine reads
+                # it in turn. Only what went out before the loss is sent again.
+                continue
+            if came_in is None:
+                due.append((None, [request]))
+            elif came_in is bulk:
+                due[-1][1].append(request)
+            else:
+                due.append((came_in, [request]))
+            bulk = came_in
+
+    def _take_due(self) -> tuple[tuple | None, Request | None]:
+        """The next item waiting to be sent again and its request (a bulk of the orders of
+        a bulk still unanswered), those answered meanwhile left out; ``(None, None)``:
+        none left."""
+        unanswered = self._unanswered
+        while self._due:
+            bulk, requests = self._due.popleft()
+            left = [r for r in requests
+                    if (entry := unanswered.get(r.cl_ord_id)) is not None and entry[0] is r]
+            if not left:
+                continue
+            item = (bulk, left)
+            if bulk is None:
+                return item, left[0]
+            return item, msgspec.structs.replace(bulk, orders=left)
+        return None, None
+
+    def _sent_again(self, item: tuple) -> None:
+        """Account for an item of ``_due`` handed to the connection."""
+        bulk, requests = item
+        connection, copies = self._connection, self._copies
+        for request in requests:
+            self._unanswered[request.cl_ord_id] = (request, bulk, connection)
+            if self._due_in_session:
+                copies[request.cl_ord_id] = copies.get(request.cl_ord_id, 0) + 1
+        self.resent_requests += len(requests)
+        while len(copies) > MAX_UNANSWERED:
+            del copies[next(iter(copies))]
+
+    def _due_wait(self, wait_ms: int | None) -> int | None:
+        """``wait_ms`` bounded by ``_RESEND_RETRY_S`` while requests wait to be sent again."""
+        if not self._due:
+            return wait_ms
+        retry = round(_RESEND_RETRY_S * 1000)
+        return retry if wait_ms is None else min(wait_ms, retry)
 
     def _opening(self, request: Request) -> Heartbeat | None:
         """The Heartbeat to send before ``request`` when it is the session's first: its
@@ -540,6 +732,10 @@ class _Base:
         """What a new connection sends before anything else, with the seq bookkeeping
         for it: the resume of the session, or a Heartbeat when no session can be resumed."""
         self.reconnects += 1
+        # What waited to be sent again waits for this connection's replay (or goes
+        # at once, below): the old connection's answers may still be in it.
+        self._connection += 1
+        self._due.clear()
         if self.session_id is None:
             # No HeartbeatAck named the session: it cannot be resumed. The new
             # connection has a session of its own, numbered from 1, where the old
@@ -550,6 +746,7 @@ class _Base:
             self.gaps, self.lost, self._requested = [], [], []
             self.resuming = False
             self._session_asked = True  # (this Heartbeat asks: no probe before the next request)
+            self._send_again(in_session=False)  # (no replay to wait for: after this Heartbeat)
             return Heartbeat()
         # From the oldest seq not received: replies the old connection never
         # delivered, and the fills of a resend it asked for and never got.
@@ -635,8 +832,10 @@ class Client(_Base):
     auto_resume : bool
         When the engine drops the connection, open a new one and resume the
         session there before sending anything else (module docstring,
-        *Reconnects*). Default true. ``socket`` is then a new socket: options
-        set on the old one are not carried over.
+        *Reconnects*), then send again the order requests the loss swallowed
+        (*Requests a lost connection swallowed*). Default true. ``socket`` is
+        then a new socket: options set on the old one are not carried over.
+        False: nothing is resumed, kept or sent again.
     heartbeat_s, heartbeat_timeout_s : float
         ZeroMQ pings (ZMTP ``PING``, answered by the engine's libzmq) every
         ``heartbeat_s`` seconds; one unanswered for ``heartbeat_timeout_s``
@@ -656,9 +855,11 @@ class Client(_Base):
     and what calls them): a loss is noticed, and the session resumed, on the
     next call. A request sent on a connection that is already gone but not
     yet noticed may never reach the engine; after the resume's replay (its
-    closing ``HeartbeatAck``), a request with no answer was not received:
-    send it again (a ``cl_ord_id`` the engine has is refused
-    ``DUPLICATE_CL_ORD_ID``, never executed twice).
+    closing ``HeartbeatAck``) the client sends again the order requests that
+    have no answer (module docstring, *Requests a lost connection swallowed*;
+    ``resent_requests``, ``resent_refusals``). With ``auto_resume=False`` that is
+    the caller's to do, with the same ``cl_ord_id`` (one the engine has is
+    refused ``DUPLICATE_CL_ORD_ID``, never executed twice).
     """
 
     def __init__(self, endpoint: str, *, server_key=None, client_keypair=None,
@@ -704,7 +905,30 @@ class Client(_Base):
             opening = self._opening(request)
             if opening is not None:
                 self.socket.send(self._encode(opening))
-            self.socket.send(self._encode(request))
+            if self._due and not isinstance(request, (Heartbeat, ResendRequest)):
+                self._send_due(block=True)  # (sent first: an order request goes after them)
+            self._track(request)
+            try:
+                self.socket.send(self._encode(request))
+            except BaseException:
+                self._untrack(request)
+                raise
+
+    def _send_due(self, *, block: bool) -> None:
+        """Send what waits to be sent again, in order; without ``block``, only what the
+        connection's queue takes at once (the rest waits for the next call)."""
+        while self._due:
+            item, request = self._take_due()
+            if request is None:
+                return
+            try:
+                self.socket.send(self._encode(request), 0 if block else zmq.NOBLOCK)
+            except BaseException as exc:  # (not sent: it waits for the next call)
+                self._due.appendleft(item)
+                if block or not isinstance(exc, zmq.Again):
+                    raise
+                return
+            self._sent_again(item)
 
     def send_raw(self, data: bytes | Iterable[bytes]) -> None:
         """Send bytes as they are (one frame, or several from an iterable); for tests."""
@@ -798,6 +1022,9 @@ class Client(_Base):
             if self._connection_lost():
                 self._reconnect()  # the replay of what the old connection missed follows
                 continue
+            if self._due:
+                self._send_due(block=False)
+                wait_ms = self._due_wait(wait_ms)
             if self._poller is None:
                 readable = self.socket.poll(wait_ms)
             else:  # (woken by a connection event too)
@@ -808,6 +1035,8 @@ class Client(_Base):
             resend = self._accept(self._decode(self.socket.recv(copy=False).buffer))
             if resend is not None:
                 self.send(resend)
+            if self._due:  # (a resume just closed: before the caller has the message)
+                self._send_due(block=False)
 
     def recv_until(self, predicate, timeout: float | None = 5.0) -> list[Response]:
         """Receive until ``predicate(msg)`` is true; returns everything received, that one last.
@@ -888,8 +1117,30 @@ class AsyncClient(_Base):
             opening = self._opening(request)
             if opening is not None:
                 await self.socket.send(bytes(self._encode(opening)))
-            # zmq.asyncio may queue the frame: hand it an immutable copy.
-            await self.socket.send(bytes(self._encode(request)))
+            if self._due and not isinstance(request, (Heartbeat, ResendRequest)):
+                await self._send_due(block=True)  # (see Client.send)
+            self._track(request)
+            try:
+                # zmq.asyncio may queue the frame: hand it an immutable copy.
+                await self.socket.send(bytes(self._encode(request)))
+            except BaseException:
+                self._untrack(request)
+                raise
+
+    async def _send_due(self, *, block: bool) -> None:
+        """Send what waits to be sent again (see ``Client._send_due``)."""
+        while self._due:
+            item, request = self._take_due()
+            if request is None:
+                return
+            try:
+                await self.socket.send(bytes(self._encode(request)), 0 if block else zmq.NOBLOCK)
+            except BaseException as exc:  # (not sent: it waits for the next call)
+                self._due.appendleft(item)
+                if block or not isinstance(exc, zmq.Again):
+                    raise
+                return
+            self._sent_again(item)
 
     async def send_raw(self, data: bytes | Iterable[bytes]) -> None:
         """Send bytes as they are (one frame, or several from an iterable); for tests."""
@@ -974,6 +1225,9 @@ class AsyncClient(_Base):
             if self._connection_lost():
                 await self._reconnect()
                 continue
+            if self._due:
+                await self._send_due(block=False)
+                wait_ms = self._due_wait(wait_ms)
             # (poll, not wait_for(recv): a zero wait still takes a waiting message)
             socket = self.socket
             try:
@@ -999,6 +1253,8 @@ class AsyncClient(_Base):
             resend = self._accept(self._decode(frame.buffer))
             if resend is not None:
                 await self.send(resend)
+            if self._due:  # (see Client.recv)
+                await self._send_due(block=False)
 
     async def recv_until(self, predicate, timeout: float | None = 5.0) -> list[Response]:
         """Receive until ``predicate(msg)`` is true; returns everything received, that one
