@@ -587,6 +587,13 @@ class _Base:
         while len(copies) > MAX_UNANSWERED:
             del copies[next(iter(copies))]
 
+    def _not_sent_again(self, item: tuple, exc: BaseException, block: bool) -> None:
+        """The connection did not take ``item`` of ``_due``: it waits for the next call.
+        Re-raises ``exc`` unless it is only a full queue met without ``block``."""
+        self._due.appendleft(item)
+        if block or not isinstance(exc, zmq.Again):
+            raise exc
+
     def _due_wait(self, wait_ms: int | None) -> int | None:
         """``wait_ms`` bounded by ``_RESEND_RETRY_S`` while requests wait to be sent again."""
         if not self._due:
@@ -923,10 +930,8 @@ class Client(_Base):
                 return
             try:
                 self.socket.send(self._encode(request), 0 if block else zmq.NOBLOCK)
-            except BaseException as exc:  # (not sent: it waits for the next call)
-                self._due.appendleft(item)
-                if block or not isinstance(exc, zmq.Again):
-                    raise
+            except BaseException as exc:
+                self._not_sent_again(item, exc, block)
                 return
             self._sent_again(item)
 
@@ -1135,10 +1140,8 @@ class AsyncClient(_Base):
                 return
             try:
                 await self.socket.send(bytes(self._encode(request)), 0 if block else zmq.NOBLOCK)
-            except BaseException as exc:  # (not sent: it waits for the next call)
-                self._due.appendleft(item)
-                if block or not isinstance(exc, zmq.Again):
-                    raise
+            except BaseException as exc:
+                self._not_sent_again(item, exc, block)
                 return
             self._sent_again(item)
 

@@ -51,6 +51,19 @@ def test_under_the_default_mode_the_incoming_order_is_canceled_saying_why(tmp_pa
         assert [c.done for c in status.children] == [False]
 
 
+def sweep_past_own_bid(client) -> None:
+    """DEMO2 bids 10 at 49.99 and DEMO1 10 at 50.00, both resting at their venues
+    (acknowledged: the sweep's own read of the books comes after that, the one that
+    shows them to the router); then DEMO1's IOC sells 10 down to 49.99 under
+    CANCEL_OLDEST, past its own bid."""
+    client.new_order("AAA", "buy", "10", "49.99", account="DEMO2", cl_ord_id="other")
+    client.new_order("AAA", "buy", "10", "50.00", account="DEMO1", cl_ord_id="own")
+    acked_at_venue(client, "other", account="DEMO2")
+    acked_at_venue(client, "own")
+    client.new_order("AAA", "sell_short", "10", "49.99", account="DEMO1", cl_ord_id="ioc",
+                     locate=True, time_in_force="ioc", stp=int(StpMode.CANCEL_OLDEST))
+
+
 def test_an_ioc_sweeping_its_own_bid_under_cancel_oldest_reaches_the_third_party_bid(tmp_path):
     """The router hides the account's own resting lots from a CANCEL_OLDEST sweep.
 
@@ -58,14 +71,7 @@ def test_an_ioc_sweeping_its_own_bid_under_cancel_oldest_reaches_the_third_party
     child found nothing at its price, and the IOC ended NO_LIQUIDITY with a third party's
     bid one tick lower, inside its limit, untouched."""
     with serving(tmp_path) as (_, endpoint), Client(endpoint) as client:
-        client.new_order("AAA", "buy", "10", "49.99", account="DEMO2", cl_ord_id="other")
-        client.new_order("AAA", "buy", "10", "50.00", account="DEMO1", cl_ord_id="own")
-        # Both bids resting at the venues (acknowledged): the sweep's own read of the
-        # books comes after that, the one that shows them to the router.
-        acked_at_venue(client, "other", account="DEMO2")
-        acked_at_venue(client, "own")
-        client.new_order("AAA", "sell_short", "10", "49.99", account="DEMO1", cl_ord_id="ioc",
-                         locate=True, time_in_force="ioc", stp=int(StpMode.CANCEL_OLDEST))
+        sweep_past_own_bid(client)
         seen = client.recv_until(lambda m: isinstance(m, ExecutionReport)
                                  and m.cl_ord_id == "own" and m.exec_type == ExecType.CANCELED, 5)
         seen += client.drain(0.3)
@@ -89,12 +95,7 @@ def test_the_sweep_skips_its_own_bid_when_the_engine_read_the_book_before_its_ac
     extra = "[router]\nack_timeout_ns = 2_000_000_000\n"
     with serving(tmp_path, sim=slow_sim(tmp_path, 120_000), extra=extra) as (_, endpoint), \
             Client(endpoint) as client:
-        client.new_order("AAA", "buy", "10", "49.99", account="DEMO2", cl_ord_id="other")
-        client.new_order("AAA", "buy", "10", "50.00", account="DEMO1", cl_ord_id="own")
-        acked_at_venue(client, "other", account="DEMO2")
-        acked_at_venue(client, "own")
-        client.new_order("AAA", "sell_short", "10", "49.99", account="DEMO1", cl_ord_id="ioc",
-                         locate=True, time_in_force="ioc", stp=int(StpMode.CANCEL_OLDEST))
+        sweep_past_own_bid(client)
         seen = client.recv_until(lambda m: isinstance(m, ExecutionReport)
                                  and m.cl_ord_id == "ioc" and m.ord_status in (
                                      OrdStatus.FILLED, OrdStatus.CANCELED), 5)
