@@ -478,12 +478,9 @@ class _Base:
         may have swallowed it (module docstring, *Requests a lost connection swallowed*)."""
         if not self.auto_resume:
             return
-        kind = type(request)
-        if kind is NewOrder or kind is Cancel or kind is Replace:
-            self._keep(request, None)
-        elif kind is BulkNewOrders:
-            for order in request.orders:
-                self._keep(order, request)
+        bulk = request if type(request) is BulkNewOrders else None
+        for order in _order_requests(request):
+            self._keep(order, bulk)
 
     def _keep(self, request: NewOrder | Cancel | Replace, bulk: BulkNewOrders | None) -> None:
         unanswered = self._unanswered
@@ -493,10 +490,7 @@ class _Base:
 
     def _untrack(self, request: Request) -> None:
         """Forget ``request`` again: it was not sent after all (the queue stayed full)."""
-        kind = type(request)
-        orders = request.orders if kind is BulkNewOrders else \
-            (request,) if kind is NewOrder or kind is Cancel or kind is Replace else ()
-        for order in orders:
+        for order in _order_requests(request):
             entry = self._unanswered.get(order.cl_ord_id)
             if entry is not None and entry[0] is order:
                 del self._unanswered[order.cl_ord_id]
@@ -763,6 +757,15 @@ class _Base:
         self.resuming = True
         self._requested = [[begin, 0]]
         return ResendRequest(begin_seq=begin, end_seq=0, session_id=self.session_id)
+
+
+def _order_requests(request: Request) -> tuple | list:
+    """The order requests ``request`` carries, which a lost connection may swallow: itself
+    (a ``NewOrder``, ``Cancel`` or ``Replace``), a bulk's orders, or none (a query)."""
+    kind = type(request)
+    if kind is NewOrder or kind is Cancel or kind is Replace:
+        return (request,)
+    return request.orders if kind is BulkNewOrders else ()
 
 
 def _take(ranges: list[list[int]], seq: int) -> bool:
