@@ -181,6 +181,8 @@ LIVENESS_PROBE = "kronos-client-liveness"
 #: past it the oldest is forgotten, so a request whose answer never comes (it fell in a
 #: range the engine no longer keeps, ``lost``) cannot grow the client for good
 MAX_UNANSWERED = 100_000
+#: How many of the seqs of messages a client took for itself it keeps (``own_seqs``)
+OWN_SEQS_KEPT = 10_000
 #: How long ``recv`` waits at most, while requests wait to be sent again and the
 #: connection's queue has no room for them, before it tries again (seconds)
 _RESEND_RETRY_S = 0.01
@@ -218,6 +220,10 @@ class _Base:
         self.heartbeat_s, self.heartbeat_timeout_s = heartbeat_s, heartbeat_timeout_s
         #: liveness probes sent (``Heartbeat`` with ``LIVENESS_PROBE``)
         self.probes = 0
+        #: seqs of the session's messages the client took for itself (the acks of its
+        #: probes, refusals of copies of requests sent again), the latest ``OWN_SEQS_KEPT``:
+        #: with what the caller got, every seq of the session once
+        self.own_seqs: collections.deque[int] = collections.deque(maxlen=OWN_SEQS_KEPT)
         self._probing = auto_resume and heartbeat_s > 0
         self._heard = 0.0  # when the connection last delivered a frame (or opened: monotonic s)
         self._probed: float | None = None  # when the probe now unanswered was sent
@@ -404,6 +410,7 @@ class _Base:
             self.duplicates += 1
             return None
         if (type(msg) is ExecutionReport or type(msg) is Reject) and not self._answers(msg):
+            self.own_seqs.append(seq)
             return resend  # (a copy's refusal: numbered, not the caller's)
         if isinstance(msg, HeartbeatAck):
             if msg.resend_begin_seq is not None:
@@ -412,6 +419,7 @@ class _Base:
             elif msg.test_req_id == SESSION_PROBE or msg.test_req_id == LIVENESS_PROBE:
                 if msg.test_req_id == LIVENESS_PROBE and self._probes_out:
                     self._probes_out -= 1
+                self.own_seqs.append(seq)
                 return resend  # (the client's own question: numbered, not the caller's)
         if not self.auto_resend:
             self._ready.append(msg)  # (no resend will fill a gap: nothing to wait for)

@@ -120,7 +120,7 @@ def test_a_probes_answer_is_the_clients_own_even_when_throttled(monkeypatch):
     tracker._probe_sent(probe)
     assert tracker._session_asked                           # (its ack names the session)
     tracker._accept(msgspec.structs.replace(ack(1), test_req_id=probe.test_req_id))
-    assert (seqs(tracker), tracker.session_id) == ([], "s")
+    assert (seqs(tracker), tracker.session_id, list(tracker.own_seqs)) == ([], "s", [1])
     tracker._probe_sent(probe)
     assert tracker._accept(throttled("Heartbeat")) is None  # past request_rate: the probe's
     assert list(tracker._ready) == []
