@@ -60,17 +60,21 @@ come, a Cancel waiting for its venue; or read late from the old connection)
 is refused ``DUPLICATE_CL_ORD_ID``, and such a refusal of a request sent
 again is kept from the caller (``resent_refusals``), as many times as copies
 were sent: the caller sees one answer per request. A request whose first
-copy was refused without taking its id (``THROTTLED``, ``ORDER_CAPACITY``)
-can be taken on its second: the caller then sees that refusal and the order's
-``NEW``. A resume the engine refuses (or none, the session's id unknown) leaves
+copy was refused without taking its id (``ORDER_CAPACITY``, the order
+table full for it and no longer for the next; intake's ``THROTTLED`` is for
+requests other than valid orders) can be taken on its second: the caller then
+sees that refusal and the order's ``NEW``. A resume the engine refuses (or none, the session's id unknown) leaves
 a new session: the requests are sent there all the same, but a
 ``DUPLICATE_CL_ORD_ID`` there is delivered, the only answer the caller will
 get of a request the old session took (ask for its status). Queries
 (``OrderStatusRequest``, ``TradeHistoryRequest``, ``Heartbeat``) are not sent
 again: they change nothing, the caller may ask again, and their answers name
 no request one to one, so a copy's second answer could not be kept from the
-caller. Requests the caller sends while a resume is under way go before the
-ones sent again. Memory: a request leaves at its first answer, so what is
+caller. An order request the caller sends while a resume is under way goes
+after the ones to send again, which then go at once, before it, without
+waiting for the replay to close: a cancel of an order the loss swallowed
+must not reach the engine before the order (copies of requests the replay
+then answers are refused, and dropped, as above). Memory: a request leaves at its first answer, so what is
 kept is what is in flight, at most ``MAX_UNANSWERED`` (the oldest is
 forgotten past it: one whose answer fell in ``lost``, or that intake refused
 without naming it, stays until then). With ``auto_resume=False`` nothing is
@@ -285,6 +289,7 @@ class _Base:
             collections.deque()
         self._connection = 0  # connections opened after a loss (numbers _unanswered's)
         self._due_in_session = False  # _due goes to the session it was sent in first
+        self._sent_early = False  # _due was sent before this connection's replay closed
         #: order requests sent again after a loss (each order of a bulk counts one)
         self.resent_requests = 0
         #: refusals of a request's copy dropped (its duplicate-id reject: see ``resent_requests``)
@@ -585,6 +590,15 @@ class _Base:
                 due.append((came_in, [request]))
             bulk = came_in
 
+    def _before_callers(self, request: Request) -> None:
+        """Before the caller's ``request`` goes out while the resume is under way: when it
+        carries an order request, queue at once what waits to be sent again, so that it
+        follows them (a cancel must not overtake the order it cancels). Once per
+        connection: what is sent from then on follows them anyway."""
+        if self.resuming and not self._sent_early and _order_requests(request):
+            self._sent_early = True
+            self._send_again(in_session=True)  # (refused resume: dropped refusals delivered)
+
     def _take_due(self) -> tuple[tuple | None, Request | None]:
         """The next item waiting to be sent again and its request (a bulk of the orders of
         a bulk still unanswered), those answered meanwhile left out; ``(None, None)``:
@@ -807,6 +821,7 @@ class _Base:
         # at once, below): the old connection's answers may still be in it.
         self._connection += 1
         self._due.clear()
+        self._sent_early = False
         if self.session_id is None:
             # No HeartbeatAck named the session: it cannot be resumed. The new
             # connection has a session of its own, numbered from 1, where the old
@@ -987,6 +1002,7 @@ class Client(_Base):
             opening = self._opening(request)
             if opening is not None:
                 self.socket.send(self._encode(opening))
+            self._before_callers(request)
             if self._due and not isinstance(request, (Heartbeat, ResendRequest)):
                 self._send_due(block=True)  # (sent first: an order request goes after them)
             self._track(request)
@@ -1205,6 +1221,7 @@ class AsyncClient(_Base):
             opening = self._opening(request)
             if opening is not None:
                 await self.socket.send(bytes(self._encode(opening)))
+            self._before_callers(request)
             if self._due and not isinstance(request, (Heartbeat, ResendRequest)):
                 await self._send_due(block=True)  # (see Client.send)
             self._track(request)

@@ -48,6 +48,16 @@ class SilentCut:
         """Silence every connection open now."""
         self._generation += 1
 
+    def reset(self) -> None:
+        """Close every connection open now, both ways (each end sees its peer go, as when
+        a network comes back and the silent connection is refused); later connections
+        are forwarded as usual."""
+        for sock in list(self._sockets):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # (not close: a pump may still be reading it)
+            except OSError:
+                pass
+
     def close(self) -> None:
         self._stop.set()
         for thread in self._threads:
