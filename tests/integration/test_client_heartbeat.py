@@ -195,7 +195,8 @@ import sys, time
 from engine.client import Client
 from engine.messages import ExecutionReport
 endpoint, n, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-with Client(endpoint, heartbeat_s=0.2, heartbeat_timeout_s=0.6) as client:
+heartbeat_s, heartbeat_timeout_s = map(float, sys.argv[4:6] or (0.2, 0.6))
+with Client(endpoint, heartbeat_s=heartbeat_s, heartbeat_timeout_s=heartbeat_timeout_s) as client:
     for i in range(n):
         client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id=f"p-{i}")
     time.sleep(pause)  # a busy caller: reads nothing while its reports arrive
