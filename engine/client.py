@@ -33,8 +33,15 @@ refused resume the client asks the new session's id at once, likewise. With
 goes unnoticed: the new session's messages, numbered from 1, are dropped as
 repeats (``duplicates``) until the caller resumes or starts over. An engine
 host that vanishes without closing the connection (power cut, a firewall
-dropping packets) is a loss too: the client's ZeroMQ pings go unanswered and
-libzmq drops the connection (``heartbeat_s``, ``heartbeat_timeout_s``).
+dropping packets), or an engine whose loop is stuck, is a loss too: while the
+caller waits in ``recv`` on a connection silent for ``heartbeat_s``, an
+``auto_resume`` client sends a ``Heartbeat`` (``test_req_id``
+``LIVENESS_PROBE``, its ack kept to itself); nothing at all heard for
+``heartbeat_timeout_s`` after it, and the connection is replaced and the
+session resumed. These are the session's requests, not ZeroMQ's pings (ZMTP
+``PING``), which can abort the engine's libzmq (docs/engine.md,
+*Read-ahead and a libzmq abort*): a client of the engine must not turn
+ZeroMQ heartbeats on.
 
 Requests a lost connection swallowed: what the client had sent that was still
 in the old connection's buffers (its own, the kernel's, the engine's libzmq
@@ -53,17 +60,21 @@ come, a Cancel waiting for its venue; or read late from the old connection)
 is refused ``DUPLICATE_CL_ORD_ID``, and such a refusal of a request sent
 again is kept from the caller (``resent_refusals``), as many times as copies
 were sent: the caller sees one answer per request. A request whose first
-copy was refused without taking its id (``THROTTLED``, ``ORDER_CAPACITY``)
-can be taken on its second: the caller then sees that refusal and the order's
-``NEW``. A resume the engine refuses (or none, the session's id unknown) leaves
+copy was refused without taking its id (``ORDER_CAPACITY``, the order
+table full for it and no longer for the next; intake's ``THROTTLED`` is for
+requests other than valid orders) can be taken on its second: the caller then
+sees that refusal and the order's ``NEW``. A resume the engine refuses (or none, the session's id unknown) leaves
 a new session: the requests are sent there all the same, but a
 ``DUPLICATE_CL_ORD_ID`` there is delivered, the only answer the caller will
 get of a request the old session took (ask for its status). Queries
 (``OrderStatusRequest``, ``TradeHistoryRequest``, ``Heartbeat``) are not sent
 again: they change nothing, the caller may ask again, and their answers name
 no request one to one, so a copy's second answer could not be kept from the
-caller. Requests the caller sends while a resume is under way go before the
-ones sent again. Memory: a request leaves at its first answer, so what is
+caller. An order request the caller sends while a resume is under way goes
+after the ones to send again, which then go at once, before it, without
+waiting for the replay to close: a cancel of an order the loss swallowed
+must not reach the engine before the order (copies of requests the replay
+then answers are refused, and dropped, as above). Memory: a request leaves at its first answer, so what is
 kept is what is in flight, at most ``MAX_UNANSWERED`` (the oldest is
 forgotten past it: one whose answer fell in ``lost``, or that intake refused
 without naming it, stays until then). With ``auto_resume=False`` nothing is
@@ -83,6 +94,7 @@ import collections
 import contextlib
 import heapq
 import itertools
+import math
 import os
 import secrets
 import time
@@ -123,7 +135,8 @@ _ORD_TYPES = {"limit": OrdType.LIMIT, "market": OrdType.MARKET}
 _TIFS = {"day": TimeInForce.DAY, "gtc": TimeInForce.GTC, "ioc": TimeInForce.IOC, "fok": TimeInForce.FOK}
 
 
-#: Default ZMTP ping interval and unanswered-ping timeout of a client's connection, seconds.
+#: Default silence after which a client probes its connection (a ``Heartbeat``), and how
+#: long the probe may then go with nothing heard before the connection counts as lost, seconds.
 HEARTBEAT_S, HEARTBEAT_TIMEOUT_S = 1.0, 3.0
 #: Default longest wait of a send for room in the socket's queue, seconds.
 SEND_TIMEOUT_S = 10.0
@@ -163,11 +176,17 @@ REORDER_WAIT_S = 1.0
 #: ``test_req_id`` of the Heartbeat an ``auto_resume`` client sends before its first request
 #: to learn its session's id; its HeartbeatAck is accounted for, not handed to the caller
 SESSION_PROBE = "kronos-client-session"
+#: ``test_req_id`` of the Heartbeat an ``auto_resume`` client sends on a connection silent for
+#: ``heartbeat_s`` while its caller waits (module docstring, *Reconnects*); its ack is the
+#: client's own, like the session probe's
+LIVENESS_PROBE = "kronos-client-liveness"
 #: Most order requests an ``auto_resume`` client keeps for sending again (unanswered ones),
 #: and most ids it keeps of requests sent again (for their copies' duplicate rejects):
 #: past it the oldest is forgotten, so a request whose answer never comes (it fell in a
 #: range the engine no longer keeps, ``lost``) cannot grow the client for good
 MAX_UNANSWERED = 100_000
+#: How many of the seqs of messages a client took for itself it keeps (``own_seqs``)
+OWN_SEQS_KEPT = 10_000
 #: How long ``recv`` waits at most, while requests wait to be sent again and the
 #: connection's queue has no room for them, before it tries again (seconds)
 _RESEND_RETRY_S = 0.01
@@ -191,17 +210,28 @@ class _Base:
                  send_timeout_s: float | None = SEND_TIMEOUT_S):
         if not (heartbeat_s == 0 or heartbeat_s >= 0.001) or \
                 not (heartbeat_timeout_s == 0 or heartbeat_timeout_s >= 0.001):
-            # (libzmq counts milliseconds: 0.0004 s became 0, pings silently off)
-            raise ValueError("heartbeat_s and heartbeat_timeout_s are 0 (pings off; for the "
+            # (waits are polled in whole milliseconds: 0.0004 s would probe without pause)
+            raise ValueError("heartbeat_s and heartbeat_timeout_s are 0 (probes off; for the "
                              "timeout: heartbeat_s) or at least 0.001 s")
         if send_timeout_s is not None and not send_timeout_s > 0:
             raise ValueError("send_timeout_s must be positive (None: wait for ever)")
         #: longest wait of a send for room in the socket's queue (None: for ever)
         self.send_timeout_s = send_timeout_s
         self.auto_resend = auto_resend
-        #: ZeroMQ (ZMTP) pings every so many seconds, and how long one may go unanswered
-        #: before the connection counts as lost (0: no pings; see the module's *Reconnects*)
+        #: silence after which a waiting ``auto_resume`` client probes its connection, and
+        #: how long the probe may go with nothing heard before the connection counts as
+        #: lost (0: no probes; see the module's *Reconnects*)
         self.heartbeat_s, self.heartbeat_timeout_s = heartbeat_s, heartbeat_timeout_s
+        #: liveness probes sent (``Heartbeat`` with ``LIVENESS_PROBE``)
+        self.probes = 0
+        #: seqs of the session's messages the client took for itself (the acks of its
+        #: probes, refusals of copies of requests sent again), the latest ``OWN_SEQS_KEPT``:
+        #: with what the caller got, every seq of the session once
+        self.own_seqs: collections.deque[int] = collections.deque(maxlen=OWN_SEQS_KEPT)
+        self._probing = auto_resume and heartbeat_s > 0
+        self._heard = 0.0  # when the connection last delivered a frame (or opened: monotonic s)
+        self._probed: float | None = None  # when the probe now unanswered was sent
+        self._probes_out = 0  # probes sent on this connection whose answer has not come
         #: resume the session on a new connection when the engine drops this one
         self.auto_resume = auto_resume
         #: connections lost and replaced by a new one (see the module's *Reconnects*)
@@ -259,6 +289,7 @@ class _Base:
             collections.deque()
         self._connection = 0  # connections opened after a loss (numbers _unanswered's)
         self._due_in_session = False  # _due goes to the session it was sent in first
+        self._sent_early = False  # _due was sent before this connection's replay closed
         #: order requests sent again after a loss (each order of a bulk counts one)
         self.resent_requests = 0
         #: refusals of a request's copy dropped (its duplicate-id reject: see ``resent_requests``)
@@ -337,6 +368,9 @@ class _Base:
             if isinstance(msg, Reject):
                 if msg.reject_reason == RejectReason.THROTTLED:
                     self._not_served(msg.ref_type)
+                    if msg.ref_type == "Heartbeat" and self._probes_out:
+                        self._probes_out -= 1  # (a probe past request_rate: the client's own)
+                        return None
                 if not self._answers(msg):
                     return None
             self._ready.append(msg)
@@ -381,12 +415,16 @@ class _Base:
             self.duplicates += 1
             return None
         if (type(msg) is ExecutionReport or type(msg) is Reject) and not self._answers(msg):
+            self.own_seqs.append(seq)
             return resend  # (a copy's refusal: numbered, not the caller's)
         if isinstance(msg, HeartbeatAck):
             if msg.resend_begin_seq is not None:
                 end = msg.resend_end_seq if msg.resend_end_seq is not None else seq - 1
                 self._close_replay(msg.resend_begin_seq, end)
-            elif msg.test_req_id == SESSION_PROBE:
+            elif msg.test_req_id == SESSION_PROBE or msg.test_req_id == LIVENESS_PROBE:
+                if msg.test_req_id == LIVENESS_PROBE and self._probes_out:
+                    self._probes_out -= 1
+                self.own_seqs.append(seq)
                 return resend  # (the client's own question: numbered, not the caller's)
         if not self.auto_resend:
             self._ready.append(msg)  # (no resend will fill a gap: nothing to wait for)
@@ -552,6 +590,15 @@ class _Base:
                 due.append((came_in, [request]))
             bulk = came_in
 
+    def _before_callers(self, request: Request) -> None:
+        """Before the caller's ``request`` goes out while the resume is under way: when it
+        carries an order request, queue at once what waits to be sent again, so that it
+        follows them (a cancel must not overtake the order it cancels). Once per
+        connection: what is sent from then on follows them anyway."""
+        if self.resuming and not self._sent_early and _order_requests(request):
+            self._sent_early = True
+            self._send_again(in_session=True)  # (refused resume: dropped refusals delivered)
+
     def _take_due(self) -> tuple[tuple | None, Request | None]:
         """The next item waiting to be sent again and its request (a bulk of the orders of
         a bulk still unanswered), those answered meanwhile left out; ``(None, None)``:
@@ -595,6 +642,49 @@ class _Base:
         retry = round(_RESEND_RETRY_S * 1000)
         return retry if wait_ms is None else min(wait_ms, retry)
 
+    def _liveness(self, wait_ms: int | None) -> tuple[Heartbeat | None, int | None]:
+        """Watch the connection while the caller waits in ``recv`` (``auto_resume`` with
+        ``heartbeat_s``): the probe to send now, if the connection has been silent for
+        ``heartbeat_s``, and ``wait_ms`` bounded by when the next step is due. Once the
+        probe has gone ``heartbeat_timeout_s`` with nothing at all heard, the connection
+        counts as lost (``_lost``), a loss like any other.
+
+        A probe is the session's own ``Heartbeat``, not ZeroMQ's pings (ZMTP ``PING``):
+        the engine's libzmq 4.3.5 aborts the whole engine when it answers a ping that it
+        had read, but not yet decoded, when it stopped reading the connection at its
+        ``recv_hwm``, if the connection has closed by then (docs/engine.md,
+        *Read-ahead and a libzmq abort*). A client pipelining past that mark and then
+        giving up on the connection did just that. A Heartbeat is a request like any
+        other, read and answered by the engine itself, so it also finds an engine whose
+        loop is stuck, which libzmq's own thread would have gone on answering.
+        """
+        if not self._probing or not self._handshaken or self._lost:
+            return None, wait_ms
+        now = time.monotonic()
+        probe = None
+        if self._probed is None:
+            due = self._heard + self.heartbeat_s
+            if now >= due:
+                probe, self._probed = Heartbeat(test_req_id=LIVENESS_PROBE), now
+        if self._probed is not None:
+            due = self._probed + (self.heartbeat_timeout_s or self.heartbeat_s)
+            if now >= due:
+                self._lost = True
+                return None, 0
+        left = max(1, math.ceil((due - now) * 1000))
+        return probe, left if wait_ms is None else min(wait_ms, left)
+
+    def _probe_sent(self, probe: Heartbeat) -> None:
+        """``probe`` (from ``_liveness``) went out. (Not sent, a full queue: the silence
+        goes on, and decides.)"""
+        self._opening(probe)  # (its ack names the session: no session probe needed)
+        self.probes += 1
+        self._probes_out += 1
+
+    def _heard_from(self) -> None:
+        """A frame arrived: the connection is alive, and the probe (if any) answered."""
+        self._heard, self._probed = time.monotonic(), None
+
     def _opening(self, request: Request) -> Heartbeat | None:
         """The Heartbeat to send before ``request`` when it is the session's first: its
         ack names the session, which a reconnect needs to resume it (module docstring,
@@ -637,14 +727,6 @@ class _Base:
                 monitor.linger = 0
                 monitor.connect(address)
             _configure(socket, self._server_key, self._keypair, routing_id)
-            if self.heartbeat_s:
-                # A peer that vanished without a FIN or RST (its host gone, a
-                # firewall dropping packets) is noticed only by pings going
-                # unanswered: libzmq then drops the connection, which the
-                # monitor reports like any other loss.
-                socket.heartbeat_ivl = round(self.heartbeat_s * 1000)
-                socket.heartbeat_timeout = round((self.heartbeat_timeout_s or
-                                                  self.heartbeat_s) * 1000)
             if self.send_timeout_s is not None:
                 # Without it a send blocks for good once the queue is full (the engine
                 # gone, or not reading): the caller gets EngineUnavailableError instead.
@@ -658,6 +740,7 @@ class _Base:
             raise
         self.socket, self._monitor = socket, monitor
         self._handshaken = self._lost = False
+        self._heard, self._probed, self._probes_out = time.monotonic(), None, 0
         self._poller = None
         if monitor is not None:  # recv is woken by a connection event too
             self._poller = self._POLLER()
@@ -724,6 +807,7 @@ class _Base:
             event = parse_monitor_message(monitor.recv_multipart())["event"]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._handshaken = True
+                self._heard = time.monotonic()  # (silence counts from here)
             elif event == zmq.EVENT_DISCONNECTED and self._handshaken:
                 self._lost = True
                 break
@@ -737,6 +821,7 @@ class _Base:
         # at once, below): the old connection's answers may still be in it.
         self._connection += 1
         self._due.clear()
+        self._sent_early = False
         if self.session_id is None:
             # No HeartbeatAck named the session: it cannot be resumed. The new
             # connection has a session of its own, numbered from 1, where the old
@@ -794,13 +879,13 @@ def _keypair(server_key, client_keypair):
 def _configure(socket: zmq.Socket, server_key, client_keypair, routing_id) -> None:
     socket.linger = 0
     # No receive high-water mark: libzmq keeps reading the connection whatever
-    # the caller does, so ZMTP pings are answered while it does not call recv.
-    # With a bound, a caller that paused past it stalled the connection: the
-    # engine's pings went unanswered and it dropped the connection (what was
-    # queued for it beyond its resend ring was lost), and this socket's own
-    # heartbeat timeout made libzmq reconnect, which aborts the process
-    # (libzmq issue #3937: "Assertion failed: _input_stopped"). What the caller
-    # has not read is held in this process's memory instead.
+    # the caller does. With a bound, a caller that paused past it stalled the
+    # connection: the engine held what it could not send (its resend ring bounds
+    # that backlog), and a reconnect of a stalled socket aborts the process
+    # (libzmq issue #3937: "Assertion failed: _input_stopped"); ZeroMQ pings,
+    # which the engine and this client sent then, timed out on a stalled
+    # connection and made that reconnect. What the caller has not read is held
+    # in this process's memory instead.
     socket.rcvhwm = 0
     if routing_id is not None:
         socket.routing_id = routing_id
@@ -847,13 +932,15 @@ class Client(_Base):
         then a new socket: options set on the old one are not carried over.
         False: nothing is resumed, kept or sent again.
     heartbeat_s, heartbeat_timeout_s : float
-        ZeroMQ pings (ZMTP ``PING``, answered by the engine's libzmq) every
-        ``heartbeat_s`` seconds; one unanswered for ``heartbeat_timeout_s``
-        drops the connection, a loss handled like any other (``auto_resume``).
-        That is how an engine host that vanished without closing its
-        connections is noticed. Defaults 1 and 3; ``heartbeat_s=0`` sends none,
-        ``heartbeat_timeout_s=0`` means ``heartbeat_s``; else at least 0.001
-        (libzmq counts milliseconds).
+        While the caller waits in ``recv`` on a connection that has been
+        silent for ``heartbeat_s`` seconds, send a ``Heartbeat`` probe (its ack
+        is the client's own; ``probes`` counts them); nothing heard for
+        ``heartbeat_timeout_s`` after it, and the connection is lost, handled
+        like any other loss. That is how an engine host that vanished without
+        closing its connections, or a stuck engine, is noticed (module
+        docstring, *Reconnects*). ``auto_resume`` clients only. Defaults 1 and
+        3; ``heartbeat_s=0`` sends none, ``heartbeat_timeout_s=0`` means
+        ``heartbeat_s``; else at least 0.001. No ZeroMQ (ZMTP) pings.
     send_timeout_s : float or None
         How long a send waits for room in the connection's queue (1,000
         messages while the engine is away) before it raises
@@ -915,6 +1002,7 @@ class Client(_Base):
             opening = self._opening(request)
             if opening is not None:
                 self.socket.send(self._encode(opening))
+            self._before_callers(request)
             if self._due and not isinstance(request, (Heartbeat, ResendRequest)):
                 self._send_due(block=True)  # (sent first: an order request goes after them)
             self._track(request)
@@ -1030,6 +1118,13 @@ class Client(_Base):
             if self._connection_lost():
                 self._reconnect()  # the replay of what the old connection missed follows
                 continue
+            probe, wait_ms = self._liveness(wait_ms)
+            if self._lost:
+                continue  # (silent past the probe's timeout: replaced above)
+            if probe is not None:
+                with contextlib.suppress(zmq.Again):
+                    self.socket.send(self._encode(probe), zmq.NOBLOCK)
+                    self._probe_sent(probe)
             if self._due:
                 self._send_due(block=False)
                 wait_ms = self._due_wait(wait_ms)
@@ -1040,6 +1135,7 @@ class Client(_Base):
             if not readable:
                 self._timed_out(deadline, timeout)
                 continue
+            self._heard_from()
             resend = self._accept(self._decode(self.socket.recv(copy=False).buffer))
             if resend is not None:
                 self.send(resend)
@@ -1125,6 +1221,7 @@ class AsyncClient(_Base):
             opening = self._opening(request)
             if opening is not None:
                 await self.socket.send(bytes(self._encode(opening)))
+            self._before_callers(request)
             if self._due and not isinstance(request, (Heartbeat, ResendRequest)):
                 await self._send_due(block=True)  # (see Client.send)
             self._track(request)
@@ -1231,6 +1328,13 @@ class AsyncClient(_Base):
             if self._connection_lost():
                 await self._reconnect()
                 continue
+            probe, wait_ms = self._liveness(wait_ms)
+            if self._lost:
+                continue  # (see Client.recv)
+            if probe is not None:
+                with contextlib.suppress(zmq.Again):
+                    await self.socket.send(bytes(self._encode(probe)), zmq.NOBLOCK)
+                    self._probe_sent(probe)
             if self._due:
                 await self._send_due(block=False)
                 wait_ms = self._due_wait(wait_ms)
@@ -1256,6 +1360,7 @@ class AsyncClient(_Base):
             if not readable:
                 self._timed_out(deadline, timeout)
                 continue
+            self._heard_from()
             resend = self._accept(self._decode(frame.buffer))
             if resend is not None:
                 await self.send(resend)

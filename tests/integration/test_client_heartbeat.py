@@ -4,8 +4,8 @@ An engine host that loses power, or a firewall that starts dropping packets,
 leaves the client's TCP connection open with nobody behind it: no FIN, no
 RST, so libzmq reports no loss and the client's resume (``auto_resume``)
 never starts; a caller waiting in ``recv`` waits for ever. The client's
-ZeroMQ pings (``heartbeat_s``, ``heartbeat_timeout_s``) make libzmq drop
-such a connection. Here a TCP proxy between the client and a real engine
+probes (``heartbeat_s``, ``heartbeat_timeout_s``: Heartbeats on a silent
+connection) make it count such a connection lost. Here a TCP proxy between the client and a real engine
 stops forwarding in both directions without closing anything, which is what
 the client sees in those cases.
 """
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import zmq
 
 from engine.client import Client
 from engine.messages import ExecType, ExecutionReport, HeartbeatAck
@@ -46,6 +47,16 @@ class SilentCut:
     def cut(self) -> None:
         """Silence every connection open now."""
         self._generation += 1
+
+    def reset(self) -> None:
+        """Close every connection open now, both ways (each end sees its peer go, as when
+        a network comes back and the silent connection is refused); later connections
+        are forwarded as usual."""
+        for sock in list(self._sockets):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # (not close: a pump may still be reading it)
+            except OSError:
+                pass
 
     def close(self) -> None:
         self._stop.set()
@@ -144,6 +155,36 @@ def test_without_pings_a_silently_cut_connection_goes_unnoticed(proxy):
         assert client.reconnects == 0
 
 
+def test_a_waiting_client_probes_with_heartbeats_not_zeromq_pings(engine):
+    """ZeroMQ's pings can abort the engine (docs/engine.md, *Read-ahead and a libzmq
+    abort*): the client's socket sends none, and a caller waiting on a quiet
+    connection makes the client probe it with Heartbeats, whose acks it keeps."""
+    with Client(f"tcp://127.0.0.1:{engine[1]}", heartbeat_s=0.2,
+                heartbeat_timeout_s=0.6) as client:
+        assert client.socket.getsockopt(zmq.HEARTBEAT_IVL) == 0
+        start(client, "probe-1")
+        with pytest.raises(TimeoutError):
+            client.recv(1.5)  # (the probes' acks are not the caller's)
+        assert 4 <= client.probes <= 8, client.probes
+        assert (client.reconnects, client.duplicates, client.gaps) == (0, 0, [])
+        client.status("probe-1", account="DEMO1")  # numbering went on: nothing is missing
+        assert client.recv(5).cl_ord_id == "probe-1"
+        assert (client.gaps, client.lost) == ([], [])
+
+
+def test_an_engine_whose_loop_is_stuck_is_a_loss_and_the_session_resumed(engine):
+    """The engine's libzmq thread would answer ZeroMQ pings with its loop stuck; a
+    Heartbeat is answered by the loop itself."""
+    with Client(f"tcp://127.0.0.1:{engine[1]}", heartbeat_s=0.2,
+                heartbeat_timeout_s=0.6) as client:
+        session_id = start(client, "stuck-1")
+        engine[0]._loop.call_soon_threadsafe(time.sleep, 2.0)
+        got = client.recv_until(lambda m: isinstance(m, HeartbeatAck), 10)
+        assert [type(m) for m in got] == [HeartbeatAck]  # the resume's closing ack
+        assert (got[0].session_id, client.reconnects) == (session_id, 1)
+        assert (client.duplicates, client.gaps, client.lost) == (0, [], [])
+
+
 def test_negative_heartbeat_settings_are_refused():
     with pytest.raises(ValueError, match="are 0 .* or at least 0.001 s"):
         Client("tcp://127.0.0.1:1", heartbeat_s=-1)
@@ -154,7 +195,8 @@ import sys, time
 from engine.client import Client
 from engine.messages import ExecutionReport
 endpoint, n, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-with Client(endpoint, heartbeat_s=0.2, heartbeat_timeout_s=0.6) as client:
+heartbeat_s, heartbeat_timeout_s = map(float, sys.argv[4:6] or (0.2, 0.6))
+with Client(endpoint, heartbeat_s=heartbeat_s, heartbeat_timeout_s=heartbeat_timeout_s) as client:
     for i in range(n):
         client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id=f"p-{i}")
     time.sleep(pause)  # a busy caller: reads nothing while its reports arrive

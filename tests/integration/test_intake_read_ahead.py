@@ -8,9 +8,10 @@ ping it had read before it stopped ("Assertion failed: !_io_error
 (stream_engine_base.cpp:310)", libzmq #4841). The engine sends no ZeroMQ pings
 (``engine.intake.dead_peer_detection``, tested in tests/unit/engine/test_intake.py;
 with them, a slow engine and this client aborted every run at ``recv_hwm = 100``).
-A client's pong can still do it, rarely, so a bounded read-ahead is not run here
-against a pinging client (docs/engine.md, *Read-ahead*). With ``recv_hwm = 0``
-libzmq never stops reading: the client keeps its connection and gets every report.
+A client's own ZeroMQ ping can still do it, rarely; ``engine.client`` sends none
+(it probes with Heartbeats), but another client may (docs/engine.md, *Read-ahead*).
+With ``recv_hwm = 0`` libzmq never stops reading: the client keeps its connection
+and gets every report.
 """
 import os
 import subprocess
@@ -42,11 +43,11 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def run_caller(tmp_path, port: int, script_text: str, orders: int):
+def run_caller(tmp_path, port: int, script_text: str, orders: int, *args: str):
     script = tmp_path / "caller.py"
     script.write_text(script_text)
     return subprocess.run([sys.executable, str(script), f"tcp://127.0.0.1:{port}", str(orders),
-                           "2.0"], capture_output=True, text=True, timeout=180, cwd=ROOT,
+                           "2.0", *args], capture_output=True, text=True, timeout=180, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -72,6 +73,9 @@ def slow_engine(tmp_path, request):
 @pytest.mark.parametrize("slow_engine", [0], indirect=True)
 def test_without_a_read_ahead_mark_a_pipelining_client_that_stops_reading_keeps_its_connection(
         tmp_path, slow_engine):
-    done = run_caller(tmp_path, slow_engine, PAUSING_CALLER, 1500)
+    # (The client's default probe settings: its probes are answered by the engine's loop,
+    # which holds its replies until the end of a batch, 64 orders of 10 ms here, and more
+    # on a loaded machine; 0.2 s then 0.6 s took it for lost now and then.)
+    done = run_caller(tmp_path, slow_engine, PAUSING_CALLER, 1500, "1.0", "3.0")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["1500", "0", "[]", "[]"]

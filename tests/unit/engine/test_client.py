@@ -68,6 +68,66 @@ def test_a_throttled_heartbeat_before_the_session_is_known_asks_again():
     assert tracker._session_asked
 
 
+class FakeClock:
+    """``time.monotonic`` of engine.client, moved by hand."""
+
+    def __init__(self, monkeypatch):
+        self.now = 1000.0
+        monkeypatch.setattr("engine.client.time.monotonic", lambda: self.now)
+
+
+def test_a_silent_connection_is_probed_then_lost(monkeypatch):
+    clock = FakeClock(monkeypatch)
+    tracker = _Base(auto_resend=True, cl_ord_id_prefix="t", auto_resume=True,
+                    heartbeat_s=1.0, heartbeat_timeout_s=3.0)
+    tracker._heard_from()
+    assert tracker._liveness(5000) == (None, 5000)         # no handshake yet: nothing to probe
+    tracker._handshaken = True
+    assert tracker._liveness(5000) == (None, 1000)         # the wait ends when a probe is due
+    assert tracker._liveness(None) == (None, 1000)
+    clock.now += 1.0
+    probe, wait_ms = tracker._liveness(5000)
+    assert (probe.test_req_id, wait_ms) == ("kronos-client-liveness", 3000)
+    tracker._probe_sent(probe)
+    clock.now += 2.0
+    assert tracker._liveness(5000) == (None, 1000)         # one probe at a time
+    tracker._heard_from()                                   # anything heard answers it
+    clock.now += 0.5
+    assert tracker._liveness(5000) == (None, 500)
+    clock.now += 0.5
+    probe, _ = tracker._liveness(5000)
+    tracker._probe_sent(probe)
+    clock.now += 3.0
+    assert tracker._liveness(5000) == (None, 0) and tracker._lost
+    assert tracker.probes == 2
+
+
+def test_without_auto_resume_or_heartbeat_s_nothing_is_probed(monkeypatch):
+    clock = FakeClock(monkeypatch)
+    for kw in ({"auto_resume": False}, {"auto_resume": True, "heartbeat_s": 0}):
+        tracker = _Base(auto_resend=True, cl_ord_id_prefix="t", **kw)
+        tracker._handshaken = True
+        clock.now += 100
+        assert tracker._liveness(7) == (None, 7) and not tracker._lost
+
+
+def test_a_probes_answer_is_the_clients_own_even_when_throttled(monkeypatch):
+    FakeClock(monkeypatch)
+    tracker = _Base(auto_resend=True, cl_ord_id_prefix="t", auto_resume=True)
+    tracker._handshaken = True
+    tracker._heard -= 5
+    probe, _ = tracker._liveness(None)
+    tracker._probe_sent(probe)
+    assert tracker._session_asked                           # (its ack names the session)
+    tracker._accept(msgspec.structs.replace(ack(1), test_req_id=probe.test_req_id))
+    assert (seqs(tracker), tracker.session_id, list(tracker.own_seqs)) == ([], "s", [1])
+    tracker._probe_sent(probe)
+    assert tracker._accept(throttled("Heartbeat")) is None  # past request_rate: the probe's
+    assert list(tracker._ready) == []
+    tracker._accept(throttled("Heartbeat"))                 # a caller's own: the caller's
+    assert [m.reject_name for m in tracker._ready] == ["THROTTLED"]
+
+
 def test_gap_detected_resend_requested_and_order_kept():
     tracker = _Base(auto_resend=True, cl_ord_id_prefix="t")
     assert tracker._accept(reject(1)) is None and seqs(tracker) == [1]
@@ -520,7 +580,8 @@ def test_a_request_sent_before_the_loss_is_noticed_never_lands_in_another_sessio
 
 
 def test_a_heartbeat_below_a_millisecond_is_refused_not_turned_off():
-    # libzmq counts milliseconds: heartbeat_s=0.0004 became 0, the pings silently off.
+    # Waits are whole milliseconds: heartbeat_s=0.0004 would probe without a pause (and
+    # libzmq, when these were its pings, made it 0: silently off).
     for bad in ({"heartbeat_s": 0.0004}, {"heartbeat_timeout_s": 0.0001},
                 {"heartbeat_s": float("nan")}, {"heartbeat_s": -1}):
         with pytest.raises(ValueError, match="at least 0.001 s"):
