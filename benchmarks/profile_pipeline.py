@@ -160,9 +160,9 @@ def stub_lifecycle(pipe) -> None:
     answers = (execution_report(order, inst, ExecType.NEW),
                execution_report(order, inst, ExecType.FILL, last_qty=1, last_px_x2=200))
 
-    def handle(session, request, positions=None, held=()) -> None:
+    def handle(session, request, positions=None, held=(), encoded=None) -> None:
         pipe.sessions[session.session_id] = session
-        pipe._journal_command(session, request, time.time_ns())
+        pipe._journal_command(session, request, time.time_ns(), encoded)
         for report in answers:
             session.send(report)
 

@@ -240,7 +240,7 @@ class Handler:
 
     def handle(self, session: "Session", request: Request,
                positions: tuple[int, ...] | None = None,
-               held: tuple[HeldReject, ...] = ()) -> None:
+               held: tuple[HeldReject, ...] = (), encoded: bytes | None = None) -> None:
         """Process one request that passed intake's checks.
 
         Receives ``NewOrder``, ``Cancel``, ``Replace``, ``BulkNewOrders``
@@ -250,7 +250,10 @@ class Handler:
         for the handler to send in the bulk's order),
         ``OrderStatusRequest``, ``TradeHistoryRequest``, ``KillSwitch`` and
         ``ReloadLimits``; answers go out through ``session.send(msg)``, now or
-        later. An exception raised here is logged and answered with an
+        later. ``encoded``, when not None, is ``request``'s msgpack exactly as
+        the engine's encoder writes it (the frame the client sent was that):
+        the pipeline journals it as it is instead of encoding the request
+        again. An exception raised here is logged and answered with an
         INTERNAL_ERROR ``Reject``.
         """
         raise NotImplementedError
@@ -637,8 +640,12 @@ class _Listener:
         self.curve = curve
         self.decoder = request_decoder()
         self.encoder = encoder()
+        frames = FrameEncoder(self.encoder.encode)
         #: ``stamp(msg, seq)``: the frame of ``msg`` sent with ``seq`` (Session.send)
-        self.stamp = FrameEncoder(self.encoder.encode).stamped
+        self.stamp = frames.stamped
+        #: ``writes_as(request, payload)``: whether the frame is the engine's own msgpack
+        #: of the request it decoded to (IntakeServer._on_frames)
+        self.writes_as = frames.writes_as
         self.buf = bytearray(1024)
         self.routes: dict[bytes, Session] = {}
         #: routing ids whose session another connection resumed, oldest first
@@ -1419,17 +1426,22 @@ class IntakeServer:
                 session.reject(problem.reason, problem.text, ref_type=ref_type,
                                cl_ord_id=cl_ord_id)
             return
-        repeated = duplicate_key(payload)
-        if repeated is not None:
-            # The decoder kept the last of the two values; the sender meant one.
-            name = type(request).__name__
-            cl_ord_id = getattr(request, "cl_ord_id", None)
-            if self._may_answer(listener, route, session, now, name, cl_ord_id):
-                session.reject(RejectReason.INVALID_FIELD,
-                               f"{name}: key {repeated[1]!r} appears twice at {repeated[0]}",
-                               ref_type=name, cl_ord_id=cl_ord_id)
-            return
-        self._dispatch(listener, route, session, request, now, started)
+        # A frame that is exactly the engine's own msgpack of the request it decoded to
+        # (what a msgspec client sends) holds no key twice, and is the request's journal
+        # record as it stands (Handler.handle's ``encoded``): only other frames are walked.
+        encoded = payload if listener.writes_as(request, payload) else None
+        if encoded is None:
+            repeated = duplicate_key(payload)
+            if repeated is not None:
+                # The decoder kept the last of the two values; the sender meant one.
+                name = type(request).__name__
+                cl_ord_id = getattr(request, "cl_ord_id", None)
+                if self._may_answer(listener, route, session, now, name, cl_ord_id):
+                    session.reject(RejectReason.INVALID_FIELD,
+                                   f"{name}: key {repeated[1]!r} appears twice at {repeated[0]}",
+                                   ref_type=name, cl_ord_id=cl_ord_id)
+                return
+        self._dispatch(listener, route, session, request, now, started, encoded)
 
     def _session_for(self, listener: _Listener, route: bytes, frames: list[bytes],
                      principal: str, now: int) -> Session | None:
@@ -1688,7 +1700,7 @@ class IntakeServer:
 
     # ------------------------------------------------------------ dispatch
     def _dispatch(self, listener: _Listener, route: bytes, session: Session, request: Request,
-                  now: int, started: int) -> None:
+                  now: int, started: int, encoded: bytes | None = None) -> None:
         cls = type(request)
         kind = self._request_kinds.get(cls)
         if kind is None:
@@ -1728,6 +1740,8 @@ class IntakeServer:
             request, positions, held = self._screen_bulk(session, request)
             if request is None:
                 return
+            if positions is not None:
+                encoded = None  # (the bulk handed over is not the one sent)
         if kind.admin and not session.admin:
             if self._may_answer(listener, route, session, now, name):
                 session.reject(RejectReason.NOT_AUTHORIZED, f"{name} needs an admin key",
@@ -1751,7 +1765,7 @@ class IntakeServer:
             self._orders_in.value += 1  # (as kind.counter above)
         # Intake's stage: decode and checks, up to the hand-over to the pipeline.
         self._stage_latency.observe((time.perf_counter_ns() - started) / 1e9)
-        self._hand_over(session, request, positions, held)
+        self._hand_over(session, request, positions, held, encoded)
 
     def _may_answer(self, listener: _Listener, route: bytes, session: Session, now: int,
                     ref_type: str | None, cl_ord_id: str | None = None) -> bool:
@@ -1792,10 +1806,10 @@ class IntakeServer:
 
     def _hand_over(self, session: Session, request: Request,
                    positions: tuple[int, ...] | None = None,
-                   held: tuple[HeldReject, ...] = ()) -> None:
+                   held: tuple[HeldReject, ...] = (), encoded: bytes | None = None) -> None:
         session.fresh = False
         try:
-            self.handler.handle(session, request, positions, held)
+            self.handler.handle(session, request, positions, held, encoded)
         except Exception:
             send_held(held)  # (what the failed handler left unsent)
             log.exception("intake: handler failed on %s from session %s",

@@ -1326,11 +1326,12 @@ class JournalWriter:
                 self._unsynced.append(old.path)
 
     # ------------------------------------------------------------ append
-    # append(kind, payload, *, ts_ns=None), append_msg(kind, msg, *, ts_ns=None) and
-    # append_parts(kind, head, payload): one record (a bytes-like body, a msgspec struct as
-    # msgpack, or two bytes back to back), sequenced and framed into the flush buffer when
-    # buffered, else written and synced per the policy; each returns the record's seq. In C
-    # (ext/journalframe.pyx, which says why), set below the class.
+    # append(kind, payload, *, ts_ns=None), append_msg(kind, msg, *, ts_ns=None),
+    # append_parts(kind, head, payload) and append_as(kind, cls, values, *, ts_ns=None): one
+    # record (a bytes-like body, a msgspec struct as msgpack, two bytes back to back, or a
+    # struct given by its type and field values, not made), sequenced and framed into the
+    # flush buffer when buffered, else written and synced per the policy; each returns the
+    # record's seq. In C (ext/journalframe.pyx, which says why), set below the class.
 
     def _rotate_now(self) -> None:
         """Write what is buffered (it belongs to the segment it was sequenced in) and start
@@ -1681,3 +1682,4 @@ journalframe.configure_writer(JournalWriter, _Segment, JournalError, MAX_PAYLOAD
 JournalWriter.append = journalframe.append
 JournalWriter.append_msg = journalframe.append_msg
 JournalWriter.append_parts = journalframe.append_parts
+JournalWriter.append_as = journalframe.append_as

@@ -493,10 +493,15 @@ class Pipeline(Handler):
 
     # ------------------------------------------------------------ journal and send
 
-    def _journal_command(self, session: Session, request: Request, now: int) -> None:
-        self.journal.append_msg(_RecordKind.COMMAND, JournalCommand(
-            session_id=session.session_id, principal=session.principal, received_ns=now,
-            request=request))
+    def _journal_command(self, session: Session, request: Request, now: int,
+                         encoded: bytes | None = None) -> None:
+        # The record of JournalCommand(session_id, principal, received_ns=now, request),
+        # written from its field values: the struct was made only to be encoded, and its
+        # making and freeing cost about as much as its writing. ``encoded``: the request's
+        # msgpack as the encoder writes it (see Handler.handle), copied, not written again.
+        self.journal.append_as(_RecordKind.COMMAND, JournalCommand, (
+            session.session_id, session.principal, now,
+            request if encoded is None else msgspec.Raw(encoded)))
 
     def _send(self, session_id: str, msg) -> int:
         """Send an outbound message; it is journaled as sent (see :meth:`record_sent`).
@@ -635,16 +640,23 @@ class Pipeline(Handler):
         return self.instruments.get(symbol) or Instrument(symbol or "?", "1", "1")
 
     def _report(self, order: Order, exec_type: ExecType, requester: str | None = None,
-                **kw) -> None:
+                text: str | None = None, orig_cl_ord_id: str | None = None, reason: int = 0,
+                price_sent: str | None = None) -> None:
         """Report the order's state to its session, and to ``requester`` (the session of
-        the cancel or replace this answers) when that is another one."""
+        the cancel or replace this answers) when that is another one; ``text``,
+        ``orig_cl_ord_id``, ``reason`` and ``price_sent`` are the report's (see
+        ``engine.orders.execution_report``)."""
         # (An order's symbol is nearly always one of the instruments: a dict lookup, not a
         # call of _instrument, which makes one up for an unknown symbol.)
         inst = self.instruments.get(order.symbol) or self._instrument(order.symbol)
-        # (kept as order.last_report; without keywords, a plain call: ``**kw`` of an
-        # empty dict still goes through the call's tuple-and-dict path)
-        report = order_report(order, inst, exec_type, **kw) if kw \
-            else order_report(order, inst, exec_type)
+        # (Kept as order.last_report. Named parameters, not ``**kw``: a ``**kw`` function
+        # makes a dict at every call, and one passed on through two calls cost a canceled
+        # order about 3k instructions. ``text`` goes positionally, as a NEW or CANCELED
+        # report has nothing else: each keyword costs the compiled call its parsing.)
+        report = order_report(order, inst, exec_type, text) \
+            if orig_cl_ord_id is None and not reason and price_sent is None \
+            else order_report(order, inst, exec_type, text, orig_cl_ord_id=orig_cl_ord_id,
+                              reason=reason, price_sent=price_sent)
         # (The session's send called here, not through _send: a frame less per report.)
         session_id = order.session_id
         session = self.sessions.get(session_id)
@@ -679,7 +691,7 @@ class Pipeline(Handler):
 
     def handle(self, session: Session, request: Request,
                positions: tuple[int, ...] | None = None,
-               held: tuple[HeldReject, ...] = ()) -> None:
+               held: tuple[HeldReject, ...] = (), encoded: bytes | None = None) -> None:
         """Journal a request, then process it (see ``engine.intake.Handler``).
 
         A request of a session intake has dropped (``session.dropped``) is not
@@ -729,7 +741,7 @@ class Pipeline(Handler):
             # With slots reused (release_session), a restart then gives each
             # session, and so each order, the risk index it had.
             self._gate(session)
-        self._journal_command(session, request, now)
+        self._journal_command(session, request, now, encoded)
         match request:
             case NewOrder():
                 self._new_order(session, request, now, gate=gate)
@@ -965,9 +977,9 @@ class Pipeline(Handler):
                                               now, "route", passed=_CHECKED)
                 # A start_time already past is the order's arrival: the slices
                 # it names would otherwise all be due at once, one sweep.
-                reason = self._route(order, inst_ix, qty, now,
-                                     start_ns=max(start, now) if start >= 0 else -1,
-                                     end_ns=end, slices=slices, profile=profile, pov_ppm=ppm)
+                reason = self._route(order, inst_ix, qty, now, {
+                    "start_ns": max(start, now) if start >= 0 else -1, "end_ns": end,
+                    "slices": slices, "profile": profile, "pov_ppm": ppm})
         except Exception as exc:  # noqa: BLE001 - an engine bug must not strand the order
             # Risk has taken the order: left half-made, it would hold buying
             # power with nothing at the venues and no answer to a Cancel.
@@ -1138,8 +1150,8 @@ class Pipeline(Handler):
             return order.price  # (valued at its own limit: no call into risk on the usual path)
         value = self.risk.value_price(order.order_id)
         if value != order.price:
-            self.journal.append_msg(_RecordKind.META, JournalValuation(
-                order_id=order.order_id, value_ticks=value))
+            # (JournalValuation(order_id, value_ticks), not made: see _journal_command)
+            self.journal.append_as(_RecordKind.META, JournalValuation, (order.order_id, value))
         return value
 
     def _protect(self, order: Order, ix: int, value: int) -> None:
@@ -1737,23 +1749,25 @@ class Pipeline(Handler):
             # Its DAY ended at the roll and its children are down (_expire_day_orders).
             self.expire_working(order, now, order.cancel_text)
         else:
-            kw = {}
+            # (The report's text or orig_cl_ord_id as plain values, not a dict of keywords
+            # passed on through two ``**kw`` calls: about one order in two ends here.)
+            text = orig = None
             if pending is not None:
                 # The report answers the cancel: its cl_ord_id, the order's as orig.
-                kw = {"orig_cl_ord_id": order.cl_ord_id}
+                orig = order.cl_ord_id
                 self.orders.alias(order, pending.request.cl_ord_id)
             elif order.cancel_text is not None:
-                kw = {"text": order.cancel_text}
+                text = order.cancel_text
             elif order.protect:
-                kw = {"text": f"unfilled remainder of a market order: nothing more at or below "
-                              f"{self._instrument(order.symbol).ticks_to_price(order.protect)}, "
-                              f"the collar's upper edge"}
+                text = (f"unfilled remainder of a market order: nothing more at or below "
+                        f"{self._instrument(order.symbol).ticks_to_price(order.protect)}, "
+                        f"the collar's upper edge")
             elif reason:
-                kw = {"text": f"canceled by the router: {reject_name(reason)}"}
+                text = f"canceled by the router: {reject_name(reason)}"
             elif order.tif == _IOC or order.ord_type == _MARKET:  # (order.immediate, inline)
-                kw = {"text": "unfilled remainder of an immediate order"}
+                text = "unfilled remainder of an immediate order"
             self.cancel_working(order, now, pending.session_id if pending is not None else None,
-                                **kw)
+                                text, orig)
 
     def _finish_replace(self, order: Order, pending: _Pending, now: int) -> None:
         """The replaced order's children are down: apply the new terms, or say why not.
@@ -1843,15 +1857,19 @@ class Pipeline(Handler):
             cross = self._post_only_cross(order, ix, order.price)
             if cross:
                 return _RejectReason.POST_ONLY_WOULD_CROSS, cross
-        schedule = {} if order.schedule is None else \
+        schedule = None if order.schedule is None else \
             _remaining_schedule(order, now, self.router.config["twap_slices"])
-        reason = self._route(order, ix, order.qty - order.cum_qty, now, **schedule)
+        reason = self._route(order, ix, order.qty - order.cum_qty, now, schedule)
         return reason, reject_name(reason) if reason else None
 
-    def _route(self, order: Order, ix: int, qty: int, now: int, **schedule) -> int:
+    def _route(self, order: Order, ix: int, qty: int, now: int,
+               schedule: dict | None = None) -> int:
         """Hand ``qty`` lots of the order to the router on its terms (strategy, limit,
-        time in force, the schedule's keywords) and its account's self-trade scope;
-        returns the router's reject code, 0 when routed."""
+        time in force, ``schedule``: the router's schedule keywords, None for an order
+        without one) and its account's self-trade scope; returns the router's reject code,
+        0 when routed."""
+        # (A dict, not ``**schedule``: a ``**`` function makes a dict at every call, and
+        # nearly every order has no schedule.)
         if order.strategy == STRAT_POV:
             # What printed before now is not the order's to take part in: the
             # router hears of it here, not at the next tick, after the arrival.
@@ -1872,12 +1890,12 @@ class Pipeline(Handler):
                                  order.strategy, tif, stp_account=account, stp=order.stp)
 
     def cancel_working(self, order: Order, now: int, requester: str | None = None,
-                       **kw) -> None:
+                       text: str | None = None, orig_cl_ord_id: str | None = None) -> None:
         """Cancel a working order the engine takes out of the market itself, and report
-        it (to ``requester`` too: see :meth:`_report`)."""
+        it (to ``requester`` too: see :meth:`_report`) with ``text`` and ``orig_cl_ord_id``."""
         self.risk.on_cancel(order.order_id)
         order.advance(_Stage.CANCELED, now)
-        self._report(order, _ExecType.CANCELED, requester, **kw)
+        self._report(order, _ExecType.CANCELED, requester, text, orig_cl_ord_id)
 
     def expire_working(self, order: Order, now: int, text: str) -> None:
         """End a working order ``EXPIRED`` (its time in force or schedule ran out), release
@@ -1896,7 +1914,7 @@ class Pipeline(Handler):
         self._expiring.discard(order.order_id)
         self.risk.on_cancel(order.order_id)
         order.advance(_Stage.EXPIRED, now)
-        self._report(order, _ExecType.EXPIRED, text=text)
+        self._report(order, _ExecType.EXPIRED, None, text)
 
     # ------------------------------------------------------------ queries and admin
 

@@ -347,3 +347,15 @@ def append_msg(self, kind, msg, *, ts_ns=None):
         raise TypeError(f"append_msg needs a journal writer, not {type(self).__name__}")
     return _append(self, kind, b"", slot(self, _w_offsets[W_ENCODER], "_encoder").encode(msg),
                    ts_ns)
+
+
+def append_as(self, kind, cls, tuple values, *, ts_ns=None):
+    """Append the struct ``cls`` of field values ``values`` (all of them, in definition
+    order) as one record, without making it (``JournalWriter.append_as``): the record
+    ``append_msg(kind, cls(**dict(zip(cls.__struct_fields__, values))))`` writes. The
+    engine's command records, one an order, are written this way
+    (``ext.msgframe.FrameEncoder.encode_as``)."""
+    if not PyObject_TypeCheck(self, <PyTypeObject*>_writer_cls):
+        raise TypeError(f"append_as needs a journal writer, not {type(self).__name__}")
+    return _append(self, kind, b"",
+                   slot(self, _w_offsets[W_ENCODER], "_encoder").encode_as(cls, values), ts_ns)

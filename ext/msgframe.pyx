@@ -17,17 +17,19 @@ The bytes are msgspec's (``msgspec.msgpack.encode(msg)``, and of
 both over random values): a map with the tag first, then every field in
 ``__struct_encode_fields__`` order. Only what that plain layout covers is
 written here: str, int (an IntEnum by its int value, as msgspec writes it),
-bool, None and nested structs of the same kind, in structs without
-``array_like`` or ``omit_defaults``. Anything else (a list, bytes, an int
-past 64 bits, a str subclass, ``msgspec.Raw``) sends the whole message to
-msgspec, so the output never depends on which of the two wrote it.
+bool, None, ``msgspec.Raw`` (its bytes as they are) and nested structs of the
+same kind, in structs without ``array_like`` or ``omit_defaults``. Anything
+else (a list, bytes, an int past 64 bits, a str subclass) sends the whole
+message to msgspec, so the output never depends on which of the two wrote it.
 """
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_Clear
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 import enum
 
@@ -48,6 +50,7 @@ cdef extern from "Python.h":
     bint PyLong_CheckExact(PyObject* o)
     bint PyLong_Check(PyObject* o)
     bint PyUnicode_CheckExact(PyObject* o)
+    PyObject** PySequence_Fast_ITEMS(object o)
     bint PyBool_Check(PyObject* o)
     # Declared here without Cython's error check: a str that has no UTF-8 (a lone
     # surrogate) is left to msgspec, which says what is wrong with it.
@@ -55,6 +58,51 @@ cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(PyObject* o, int* overflow)
     PyObject* Py_None
     PyObject* Py_True
+
+
+# An int that fits one digit of CPython's representation (below 2**30 in size: the enums,
+# quantities and flags of a message) read in place: PyLong_AsLongLongAndOverflow is a call
+# of about 25 instructions, and a report has half a dozen such fields.
+cdef extern from *:
+    """
+    static inline int kronos_compact_int(PyObject* o, long long* out) {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (!PyUnstable_Long_IsCompact((PyLongObject*)o)) return 0;
+        *out = (long long)PyUnstable_Long_CompactValue((PyLongObject*)o);
+        return 1;
+    #else
+        Py_ssize_t size = Py_SIZE(o);
+        if (size == 0) { *out = 0; return 1; }
+        if (size == 1) { *out = (long long)((PyLongObject*)o)->ob_digit[0]; return 1; }
+        if (size == -1) { *out = -(long long)((PyLongObject*)o)->ob_digit[0]; return 1; }
+        return 0;
+    #endif
+    }
+    """
+    bint kronos_compact_int(PyObject* o, long long* out) noexcept nogil
+
+
+# A field's key and a short string's text copied inline: each is a few bytes, and a call
+# of memcpy for each (about 150 a report) cost more than the copy. Overlapping loads
+# and stores of 8 or 4 bytes cover any length up to 16 without writing past it.
+cdef extern from *:
+    """
+    static inline void kronos_copy(char* dst, const char* src, Py_ssize_t n) {
+        if (n > 16) { memcpy(dst, src, (size_t)n); return; }
+        if (n >= 8) {
+            uint64_t a, b;
+            memcpy(&a, src, 8); memcpy(&b, src + n - 8, 8);
+            memcpy(dst, &a, 8); memcpy(dst + n - 8, &b, 8);
+        } else if (n >= 4) {
+            uint32_t a, b;
+            memcpy(&a, src, 4); memcpy(&b, src + n - 4, 4);
+            memcpy(dst, &a, 4); memcpy(dst + n - 4, &b, 4);
+        } else if (n > 0) {
+            dst[0] = src[0]; dst[n / 2] = src[n / 2]; dst[n - 1] = src[n - 1];
+        }
+    }
+    """
+    void kronos_copy(char* dst, const char* src, Py_ssize_t n) noexcept nogil
 
 
 cdef enum:
@@ -68,6 +116,7 @@ cdef int64_t _TWO31 = (<int64_t>1) << 31
 cdef int64_t _TWO32 = (<int64_t>1) << 32
 
 cdef object _replace = msgspec.structs.replace
+cdef PyTypeObject* _raw_type = <PyTypeObject*>msgspec.Raw
 
 
 cdef inline char* _put_be(char* p, uint64_t v, int nbytes) noexcept nogil:
@@ -193,6 +242,9 @@ cdef object _layout_of(object cls):
     return layout
 
 
+# (final: its cdef methods are called directly, not through the type's vtable, and the
+# C compiler may inline the small ones, ``_room`` and ``_layout``, into the field loop)
+@cython.final
 cdef class FrameEncoder:
     """msgspec's msgpack of the engine's messages, written in C where their layout allows
     (see the module docstring); ``encode`` (a ``msgspec.msgpack.Encoder``'s) writes the rest.
@@ -242,8 +294,35 @@ cdef class FrameEncoder:
             return PyBytes_FromStringAndSize(self._buf, self._len)
         return self._encode(_replace(msg, seq=seq))
 
-    cdef _Layout _layout(self, PyObject* msg):
-        cdef PyTypeObject* t = Py_TYPE(msg)
+    def writes_as(self, msg, bytes data not None):
+        """Whether ``data`` is exactly ``encode(msg)``: msgspec's msgpack of ``msg``, every
+        map a struct's (or a dict's) and so no key in it twice. Intake asks it of each
+        request and its frame (see ``engine.intake``); no bytes object is made here."""
+        self._len = 0
+        if self._write(<PyObject*>msg, -1, 0):
+            return self._len == PyBytes_GET_SIZE(data) and \
+                memcmp(self._buf, PyBytes_AS_STRING(data), self._len) == 0
+        return self._encode(msg) == data
+
+    def encode_as(self, cls, tuple values not None):
+        """The msgpack of ``cls(**dict(zip(cls.__struct_fields__, values)))``, written without
+        making the struct: ``values`` are its fields, all of them, in definition order.
+
+        The journal's records are structs made only to be encoded (``JournalCommand``, one
+        an order: its making and freeing cost about as much as its writing). Written here
+        when ``cls``'s layout and the values allow, as :meth:`encode` would write the struct;
+        else the struct is made and handed to ``encode``'s fallback.
+        """
+        cdef _Layout layout = self._layout(<PyTypeObject*>cls) if isinstance(cls, type) else None
+        if layout is not None and len(values) != layout.count:
+            raise TypeError(f"{cls.__name__} has {layout.count} fields, got {len(values)} values")
+        self._len = 0
+        if layout is not None and self._write_fields(
+                layout, NULL, PySequence_Fast_ITEMS(values), -1, 0):
+            return PyBytes_FromStringAndSize(self._buf, self._len)
+        return self._encode(cls(**dict(zip(cls.__struct_fields__, values, strict=True))))
+
+    cdef _Layout _layout(self, PyTypeObject* t):
         cdef Py_ssize_t k
         for k in range(CACHED_TYPES):
             if self._seen[k] == t:
@@ -288,27 +367,32 @@ cdef class FrameEncoder:
         """Append struct ``msg`` (``seq`` >= 0: stamped with it); False: not writable here."""
         if depth >= MAX_DEPTH:
             return False
-        cdef _Layout layout = self._layout(msg)
+        cdef _Layout layout = self._layout(Py_TYPE(msg))
         if layout is None or (seq >= 0 and layout.seq_at < 0):
             return False
+        return self._write_fields(layout, <char*>msg, NULL, seq, depth)
+
+    cdef bint _write_fields(self, _Layout layout, char* base, PyObject** items, int64_t seq,
+                            int depth) except -1:
+        """Append a struct of ``layout`` whose field ``i`` is in its slot at ``base`` or, with
+        ``items``, is ``items[i]`` (:meth:`encode_as`); False: not writable here."""
         # Room for all but the strings' text and nested structs, at once.
         cdef char* p = self._room(layout.fixed)
         cdef const char* keys = PyBytes_AS_STRING(layout.keys)
         memcpy(p, keys, layout.head_len)
         p += layout.head_len
-        cdef char* base = <char*>msg
         cdef PyObject* value
         cdef const char* text
         cdef Py_ssize_t i, n
         cdef int overflow
-        cdef int64_t x
+        cdef long long small
         for i in range(layout.count):
-            memcpy(p, keys + layout.key_at[i], layout.key_len[i])
+            kronos_copy(p, keys + layout.key_at[i], layout.key_len[i])
             p += layout.key_len[i]
             if i == layout.seq_at and seq >= 0:
                 p = _put_int(p, seq)
                 continue
-            value = (<PyObject**>(base + layout.offsets[i]))[0]
+            value = items[i] if items != NULL else (<PyObject**>(base + layout.offsets[i]))[0]
             if value == NULL:
                 return False
             if value == Py_None:
@@ -326,18 +410,25 @@ cdef class FrameEncoder:
                     self._len = p - self._buf
                     p = self._room(n + 5 + (layout.fixed - layout.key_at[i]))
                 p = _put_str_header(p, n)
-                memcpy(p, text, n)
+                kronos_copy(p, text, n)
                 p += n
             elif PyBool_Check(value):
                 p[0] = <char>(0xC3 if value == Py_True else 0xC2)
                 p += 1
             elif PyLong_CheckExact(value) or (PyLong_Check(value) and (
                     Py_TYPE(value) == layout.enum_type[i] or self._is_int_enum(layout, i, value))):
-                overflow = 0
-                x = PyLong_AsLongLongAndOverflow(value, &overflow)
-                if overflow != 0:
-                    return False  # (past int64: msgspec writes a uint64 or refuses)
-                p = _put_int(p, x)
+                if not kronos_compact_int(value, &small):
+                    overflow = 0
+                    small = PyLong_AsLongLongAndOverflow(value, &overflow)
+                    if overflow != 0:
+                        return False  # (past int64: msgspec writes a uint64 or refuses)
+                p = _put_int(p, small)
+            elif Py_TYPE(value) == _raw_type:
+                # Bytes that are msgpack already (a request's frame in its journal record),
+                # written as they are, as msgspec writes a Raw.
+                self._len = p - self._buf
+                self._put_raw(value)
+                p = self._room(layout.fixed - layout.key_at[i])
             else:
                 self._len = p - self._buf
                 if not self._write(value, -1, depth + 1):
@@ -345,3 +436,14 @@ cdef class FrameEncoder:
                 p = self._room(layout.fixed - layout.key_at[i])
         self._len = p - self._buf
         return True
+
+    cdef int _put_raw(self, PyObject* raw) except -1:
+        """Append the bytes a ``msgspec.Raw`` holds."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(<object>raw, &view, PyBUF_SIMPLE)
+        try:
+            memcpy(self._room(view.len), view.buf, view.len)
+            self._len += view.len
+        finally:
+            PyBuffer_Release(&view)
+        return 0

@@ -383,11 +383,14 @@ def execution_report(order, Instrument inst not None, exec_type, *, int64_t last
                              orig_cl_ord_id, reason, text, cl_ord_id, price_sent)
 
 
-def order_report(order, Instrument inst not None, exec_type, *, int64_t last_qty=0,
+def order_report(order, Instrument inst not None, exec_type, text=None, *, int64_t last_qty=0,
                  int64_t last_px_x2=0, venue=None, exec_id=None, orig_cl_ord_id=None,
-                 reason=0, text=None, cl_ord_id=None, price_sent=None):
+                 reason=0, cl_ord_id=None, price_sent=None):
     """:func:`execution_report`, kept as the order's ``last_report`` (what status requests
     answer with), for the report the order's session is sent.
+
+    ``text`` may come positionally: the pipeline's NEW and CANCELED reports carry nothing
+    else, and a keyword costs the call its parsing.
 
     The slot is written here, in place, not through msgspec's generic ``__setattr__``
     from Python: the report is built here anyway. (Its ``report_seq``, known once it

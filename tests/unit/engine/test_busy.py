@@ -44,7 +44,7 @@ class FlagWatchingHandler(EchoHandler):
         super().__init__()
         self.flag, self.seen = flag, []
 
-    def handle(self, session, request, positions=None, held=()):
+    def handle(self, session, request, positions=None, held=(), encoded=None):
         self.seen.append(self.flag.up)
         super().handle(session, request, positions, held)
 

@@ -51,7 +51,7 @@ class EchoHandler(Handler):
             import asyncio
             asyncio.get_running_loop().call_later(self.defer, session.send, msg)
 
-    def handle(self, session, request, positions=None, held=()):
+    def handle(self, session, request, positions=None, held=(), encoded=None):
         self.requests.append((session.session_id, request))
         self.positions.append(positions)
         self.sessions[session.session_id] = session

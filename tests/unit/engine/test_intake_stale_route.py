@@ -47,7 +47,7 @@ class Recorder(Handler):
         self.handled: list[tuple[object, str]] = []
         self.forgotten: list[str] = []
 
-    def handle(self, session, request, positions=None, held=()):
+    def handle(self, session, request, positions=None, held=(), encoded=None):
         self.handled.append((session, getattr(request, "cl_ord_id", None)))
 
     def on_session_forgotten(self, session):

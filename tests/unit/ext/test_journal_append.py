@@ -9,7 +9,7 @@ from hypothesis import given, settings, HealthCheck, strategies as st
 
 from engine.journal import JournalError, JournalReader, JournalWriter, RecordKind, \
     list_segments, verify
-from engine.messages import JournalSession
+from engine.messages import JournalSession, JournalValuation
 from tests.reference.journal_reference import ReferenceWriter
 
 records = st.lists(st.tuples(
@@ -128,3 +128,29 @@ def test_a_rotation_size_that_is_not_an_integer_is_refused_when_the_writer_is_ma
         JournalWriter(tmp_path / "j", fsync="none", rotate_bytes=1e6)
     with JournalWriter(tmp_path / "k", fsync="none", rotate_bytes=10**6) as writer:
         writer.append(RecordKind.META, b"x")
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.tuples(st.integers(0, 2**63 - 1), st.integers(-2**63, 2**63 - 1),
+                                 st.none() | st.integers(-2**63, 2**63 - 1)),
+                       min_size=1, max_size=20),
+       buffered=st.booleans())
+def test_a_record_appended_by_its_field_values_is_the_struct_appended(
+        tmp_path_factory, monkeypatch, values, buffered):
+    # JournalWriter.append_as (the pipeline's command and valuation records) against
+    # append_msg of the struct made, as the pipeline journaled them before.
+    monkeypatch.setattr(time, "time_ns", lambda: 1_700_000_000_123_456_789)
+
+    def write(path, as_fields):
+        with JournalWriter(path, fsync="none", buffered=buffered, rotate_bytes=400) as writer:
+            for order_id, value, ts in values:
+                if as_fields:
+                    writer.append_as(RecordKind.META, JournalValuation, (order_id, value),
+                                     ts_ns=ts)
+                else:
+                    writer.append_msg(RecordKind.META, JournalValuation(
+                        order_id=order_id, value_ticks=value), ts_ns=ts)
+        return {p.name: p.read_bytes() for p in list_segments(path)}
+
+    assert write(tmp_path_factory.mktemp("as"), True) == \
+        write(tmp_path_factory.mktemp("msg"), False)

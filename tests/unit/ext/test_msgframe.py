@@ -151,18 +151,99 @@ def test_what_it_does_not_write_goes_to_msgspec_whole():
         assert fallbacks.calls == len(cases) + 1
 
 
-def test_a_record_around_raw_bytes_or_a_list_goes_to_msgspec():
+def test_raw_bytes_are_written_as_they_are_and_a_list_goes_to_msgspec():
     fallbacks = Fallbacks()
     encoder = FrameEncoder(fallbacks)
     event = JournalEvent(session_id="s", event=msgspec.Raw(b"\xa1x"))
+    assert encoder.encode(event) == _ENCODER.encode(event)
+    assert fallbacks.calls == 0
     order = NewOrder(cl_ord_id="c", account="a", symbol="s", side=Side.BUY, qty="1",
                      profile=[1, 2])
     command = JournalCommand(session_id="s", principal="", received_ns=1, request=order)
-    assert encoder.encode(event) == _ENCODER.encode(event)
     assert encoder.encode(command) == _ENCODER.encode(command)
-    assert fallbacks.calls == 2
+    assert fallbacks.calls == 1
     # A message without a seq cannot be stamped: msgspec's replace says so.
     with pytest.raises(TypeError):
         msgspec.structs.replace(command, seq=1)
     with pytest.raises(TypeError):
         encoder.stamped(command, 1)
+
+
+# ---------------------------------------------------------------- encode_as, Raw, writes_as
+# The pipeline journals its command and valuation records with ``encode_as`` (through
+# JournalWriter.append_as), not by making the struct; a command's request may be the
+# client's frame as a Raw; and intake asks ``writes_as`` of every request and its frame.
+
+def _fields(record):
+    return tuple(getattr(record, name) for name in type(record).__struct_fields__)
+
+
+@given(record=records)
+def test_a_record_by_its_field_values_is_the_record_made_and_encoded(record):
+    fallbacks = Fallbacks()
+    assert FrameEncoder(fallbacks).encode_as(type(record), _fields(record)) == \
+        _ENCODER.encode(record)
+    assert fallbacks.calls == 0
+
+
+@given(record=st.builds(JournalCommand, session_id=texts, principal=texts, received_ns=ints,
+                        request=requests))
+def test_a_command_around_its_request_s_bytes_is_the_command_around_the_request(record):
+    # What the pipeline journals when intake hands it the request's frame (Handler.handle).
+    raw = msgspec.Raw(_ENCODER.encode(record.request))
+    values = (record.session_id, record.principal, record.received_ns, raw)
+    encoder = FrameEncoder(Fallbacks())
+    assert encoder.encode_as(JournalCommand, values) == _ENCODER.encode(record)
+    assert encoder.encode(msgspec.structs.replace(record, request=raw)) == _ENCODER.encode(record)
+
+
+def test_what_encode_as_does_not_write_is_the_struct_made_and_given_to_msgspec():
+    fallbacks = Fallbacks()
+    encoder = FrameEncoder(fallbacks)
+    order = NewOrder(cl_ord_id="c", account="a", symbol="s", side=Side.BUY, qty="1",
+                     profile=[1, 2])  # (a list: msgspec's)
+    command = JournalCommand(session_id="s", principal="", received_ns=1, request=order)
+    assert encoder.encode_as(JournalCommand, _fields(command)) == _ENCODER.encode(command)
+    assert fallbacks.calls == 1
+    with pytest.raises(TypeError):
+        encoder.encode_as(JournalCommand, ("s", "", 1))  # (a field short)
+    with pytest.raises(TypeError):
+        encoder.encode_as(JournalCommand, None)
+
+
+frames_of = st.sampled_from(["same", "flipped", "cut", "longer", "other"])
+
+
+@given(msg=requests | reports, how=frames_of, at=st.integers(0, 10_000), other=requests)
+def test_writes_as_is_whether_the_bytes_are_the_message_s_encoding(msg, how, at, other):
+    data = _ENCODER.encode(msg)
+    if how == "flipped":
+        i = at % len(data)
+        data = data[:i] + bytes((data[i] ^ 0x01,)) + data[i + 1:]
+    elif how == "cut":
+        data = data[:at % len(data)]
+    elif how == "longer":
+        data = data + b"\xc0"
+    elif how == "other":
+        data = _ENCODER.encode(other)
+    assert FrameEncoder(Fallbacks()).writes_as(msg, data) == (data == _ENCODER.encode(msg))
+
+
+@given(msg=requests)
+def test_a_frame_it_writes_as_the_request_holds_no_key_twice(msg):
+    # Why intake walks only the other frames for a repeated key (ext.msgpackkeys).
+    from ext.msgpackkeys import duplicate_key
+    data = _ENCODER.encode(msg)
+    assert FrameEncoder(Fallbacks()).writes_as(msg, data)
+    assert duplicate_key(data) is None
+    # The same request with its tag's key and value once more (a decoder keeps the last of
+    # the two, the same) is not it.
+    if data[0] == 0xDE:
+        n, body = int.from_bytes(data[1:3], "big"), data[3:]
+    else:
+        n, body = data[0] & 0x0F, data[1:]
+    head = bytes((0x80 | (n + 1),)) if n + 1 < 16 else b"\xde" + (n + 1).to_bytes(2, "big")
+    config = type(msg).__struct_config__
+    repeated = head + body + _ENCODER.encode(config.tag_field) + _ENCODER.encode(config.tag)
+    assert not FrameEncoder(Fallbacks()).writes_as(msg, repeated)
+    assert duplicate_key(repeated) is not None

@@ -323,3 +323,14 @@ def test_a_pickled_order_keeps_its_path_and_children():
     order.children[4] = "child"
     copy = pickle.loads(pickle.dumps(order))
     assert (copy.path, copy.children) == ((0, 3, 1, 10), {4: "child"})
+
+
+@given(order=orders, inst=st.sampled_from(INSTRUMENTS), exec_type=st.sampled_from(list(ExecType)),
+       text=st.none() | st.text(max_size=30))
+def test_a_report_s_text_given_positionally_is_the_keyword_s(order, inst, exec_type, text):
+    # (The pipeline's NEW and CANCELED reports pass it so: Pipeline._report.)
+    by_position = order_report(order, inst, exec_type, text)
+    by_keyword = execution_report(order, inst, exec_type, text=text)
+    assert order.last_report is by_position
+    assert msgspec.structs.replace(by_position, transact_time=0) == \
+        msgspec.structs.replace(by_keyword, transact_time=0)
