@@ -54,6 +54,8 @@ ctypedef struct Msg:
     int64_t venue_ts          # REPORT: when it happened at the venue
     int32_t kind              # MSG_*
     int32_t target            # book (orders), venue (sessions) or callback slot (timers)
+    int32_t rec               # orders and reports: the child's record slot (held while named)
+    int32_t _pad
     uint16_t reason           # REPORT: RejectReason or CancelReason
     uint8_t report            # REPORT: ReportKind
     uint8_t liquidity         # REPORT: Liquidity
@@ -70,7 +72,8 @@ ctypedef struct HeapKey:
     Py_ssize_t slot
 
 ctypedef struct Child:
-    # The loop's record of one strategy (child) order, updated at venue time.
+    # The loop's record of one strategy (child) order, updated at venue time;
+    # freed once it is done and no message names it (see ``_release``).
     int64_t submit_ts
     int64_t qty               # current order quantity
     int64_t cum
@@ -82,7 +85,18 @@ ctypedef struct Child:
     uint8_t state             # CHILD_*
     uint8_t reported          # first report delivered (for the measured latency)
     uint8_t quiet_ack         # its owner ignores acks (a StrategyCore)
+    uint8_t retiring          # its id is on the loop's retiring queue
     int32_t slot              # its owner's working-order slot (StrategyCore), -1: none
+    int32_t refs              # messages naming it in the heap or held (an ack)
+    int64_t retire_ts         # done and unnamed: its record may be freed from then on
+
+ctypedef struct Retiring:
+    # A finished child waiting out FINISHED_KEEP_NS: its id, its record's slot,
+    # and its record's ``retire_ts`` when queued (another there now: named again since).
+    int64_t child_id
+    int64_t ts
+    int32_t rec
+    int32_t _pad
 
 ctypedef struct DarkOrder:
     # A midpoint order of the dark pool outside the matching book (parked) or
@@ -342,9 +356,26 @@ cdef class MarketLoop:
     cdef int64_t msg_seq
 
     # ------------------------------------------------------------ strategy orders
-    cdef Child* children
-    cdef Py_ssize_t n_children, children_cap
-    cdef list owners
+    # Records of the children still working or finished less than
+    # FINISHED_KEEP_NS ago, in reused slots: memory follows the live children,
+    # not every child ever sent.
+    cdef Child* children              # by record slot
+    cdef Py_ssize_t n_child_slots, children_cap
+    cdef int32_t* child_free          # stack of free record slots
+    cdef Py_ssize_t n_child_free, child_free_cap
+    cdef IdMap child_index            # child id -> record slot
+    cdef int64_t n_children           # child ids handed out (the newest is BASE + n_children)
+    cdef list owners                  # by record slot (None in a free one)
+    # Finished children waiting out FINISHED_KEEP_NS, oldest first:
+    # ``retiring[retiring_lo:retiring_hi]``.
+    cdef Retiring* retiring
+    cdef Py_ssize_t retiring_lo, retiring_hi, retiring_cap
+    # A child whose record is held (a message names it) and is about to be
+    # looked up: the one whose order message is being handled (its reports name
+    # it), else the newest sent (its strategy books it). 0: none. Its record
+    # is found without a lookup.
+    cdef int64_t cur_id
+    cdef int32_t cur_rec
     cdef list timer_cbs               # callback per timer slot (None: free)
     cdef int32_t* free_slots          # stack of free timer slots
     cdef Py_ssize_t n_free, free_cap
@@ -400,6 +431,9 @@ cdef class MarketLoop:
     cdef int _bg_op(self, const Op* op, int32_t b) except -1
     cdef int64_t _arrival(self, int v) except -1
     cdef Child* _child(self, int64_t child_id) except NULL
+    cdef int _release(self, int32_t s, int64_t child_id) except -1
+    cdef int _queue_retiring(self, int64_t child_id, int32_t s, int64_t ts) except -1
+    cdef int _retire(self) except -1
     cdef int _nbbo(self, int instr, int64_t* bid, int64_t* ask, bint seen) except -1
     cdef int _after_lit(self, int32_t b, int64_t ts) except -1
     cdef int _output(self, int32_t b, int64_t ts, int64_t mid2, bint internal) except -1

@@ -94,6 +94,14 @@ cdef int64_t _I64_QUARTER = (<int64_t>1) << 62
 cdef Py_ssize_t _SAMPLE_WORDS = 5
 #: Account of child orders when the caller names none.
 DEFAULT_ACCOUNT = 1000
+#: Simulated time a finished child's record is kept after the last message naming it
+#: (its final report, or a later cancel's answer): a cancel or replace its owner sends
+#: in that time is answered as for any finished child (a cancel reject, the venue's
+#: ``UNKNOWN_ORDER``), one sent later raises ``KeyError`` like an id never sent. Its
+#: owner was told it finished when that report arrived; the window only covers an
+#: owner that acts on a report it has not read yet.
+cdef int64_t _FINISHED_KEEP_NS = 1_000_000_000
+FINISHED_KEEP_NS = _FINISHED_KEEP_NS
 
 #: Levels per side a venue's market-data ring records for strategies when
 #: ``md_depth`` does not say (``venues[].market_data_depth``): the built-in
@@ -841,6 +849,31 @@ cdef int _check_op_fields(int side, int ord_type, int tif, int stp) except -1:
     return 0
 
 
+cdef inline Child* _child_rec(MarketLoop loop, int64_t child_id) noexcept:
+    """The record of child order ``child_id`` (above ``CHILD_ID_BASE``), or NULL: freed."""
+    cdef int32_t s
+    if child_id == loop.cur_id:
+        return &loop.children[loop.cur_rec]
+    s = idmap_get(&loop.child_index, child_id)
+    return &loop.children[s] if s >= 0 else NULL
+
+
+cdef inline Child* _known_child(MarketLoop loop, int64_t child_id) except NULL:
+    """The record of a child that a message in flight or a book names: it has one, as
+    neither lets it be freed (``MarketLoop._release``)."""
+    cdef Child* ch = _child_rec(loop, child_id)
+    if ch == NULL:
+        raise SystemError(f"child order {child_id} has no record but is still named")
+    return ch
+
+
+cdef inline int _retire_due(MarketLoop loop) except -1:
+    """Free the records whose time has come, if any has (the usual case: none)."""
+    if loop.retiring_lo < loop.retiring_hi and loop.retiring[loop.retiring_lo].ts <= loop.now:
+        return loop._retire()
+    return 0
+
+
 cdef class MarketLoop:
     """The simulated market's event loop: books, venues, latency, messages.
 
@@ -910,6 +943,10 @@ cdef class MarketLoop:
         self.pool = NULL
         self.pool_free = NULL
         self.children = NULL
+        self.child_free = NULL
+        self.child_index.keys = NULL
+        self.child_index.vals = NULL
+        self.retiring = NULL
         self.cum_qty = self.cum_notional2 = NULL
         self.changed = NULL
         self.changed_list = NULL
@@ -1071,11 +1108,13 @@ cdef class MarketLoop:
         self.now = start_c
         self.heap_cap = self.heap_n = self.n_pool_free = 0
         self._grow_heap()
-        self.children_cap = 64
-        self.n_children = 0
-        self.children = <Child*>PyMem_Malloc(self.children_cap * sizeof(Child))
-        if self.children == NULL:
-            raise MemoryError()
+        self.children_cap = self.n_child_slots = self.n_children = 0
+        self.children = <Child*>_grow(NULL, &self.children_cap, 64, sizeof(Child))
+        self.child_free_cap = self.n_child_free = 0
+        self.child_free = <int32_t*>_grow(NULL, &self.child_free_cap, 64, sizeof(int32_t))
+        idmap_init(&self.child_index, 128)
+        self.retiring_cap = self.retiring_lo = self.retiring_hi = 0
+        self.retiring = <Retiring*>_grow(NULL, &self.retiring_cap, 64, sizeof(Retiring))
         self.owners = []
         self.timer_cbs = []
         self.n_free = self.free_cap = 0
@@ -1090,6 +1129,7 @@ cdef class MarketLoop:
         self.quotes_cap = self.n_quotes = 0
         self.batch_gen = 0
         self.pending_ack = 0
+        self.cur_id = 0
 
     def __dealloc__(self):
         cdef Py_ssize_t b
@@ -1129,6 +1169,9 @@ cdef class MarketLoop:
         PyMem_Free(self.pool)
         PyMem_Free(self.pool_free)
         PyMem_Free(self.children)
+        PyMem_Free(self.child_free)
+        idmap_free(&self.child_index)
+        PyMem_Free(self.retiring)
         PyMem_Free(self.cum_qty)
         PyMem_Free(self.cum_notional2)
         PyMem_Free(self.changed)
@@ -1386,10 +1429,79 @@ cdef class MarketLoop:
         return <int64_t>fee
 
     cdef Child* _child(self, int64_t child_id) except NULL:
-        cdef int64_t idx = child_id - _CHILD_ID_BASE - 1
-        if idx < 0 or idx >= self.n_children:
-            raise KeyError(f"unknown child order id {child_id}")
-        return &self.children[idx]
+        """The record of a child order named from outside; ``KeyError`` if there is none."""
+        cdef Child* ch = _child_rec(self, child_id) if child_id > _CHILD_ID_BASE else NULL
+        if ch != NULL:
+            return ch
+        if _CHILD_ID_BASE < child_id <= _CHILD_ID_BASE + self.n_children:
+            raise KeyError(f"child order {child_id} finished more than {_FINISHED_KEEP_NS} ns "
+                           f"ago: its record is freed")
+        raise KeyError(f"unknown child order id {child_id}")
+
+    cdef int _release(self, int32_t s, int64_t child_id) except -1:
+        """A message naming child ``child_id`` (record slot ``s``) is done with: a
+        finished child no message names any more goes on the retiring queue, to be
+        freed FINISHED_KEEP_NS from now."""
+        cdef Child* ch = &self.children[s]
+        ch.refs -= 1
+        if ch.refs or ch.state != CHILD_DONE:
+            return 0
+        ch.retire_ts = self.now + _FINISHED_KEEP_NS
+        if ch.retiring:
+            return 0        # (still queued: ``_retire`` finds the later time there)
+        ch.retiring = 1
+        return self._queue_retiring(child_id, s, ch.retire_ts)
+
+    cdef int _queue_retiring(self, int64_t child_id, int32_t s, int64_t ts) except -1:
+        cdef Retiring* r
+        if self.retiring_hi == self.retiring_cap:
+            if 2 * self.retiring_lo >= self.retiring_hi:
+                # Half of it or more is gone from the front: compact (amortized O(1)).
+                memmove(self.retiring, &self.retiring[self.retiring_lo],
+                        (self.retiring_hi - self.retiring_lo) * sizeof(Retiring))
+                self.retiring_hi -= self.retiring_lo
+                self.retiring_lo = 0
+            else:
+                self.retiring = <Retiring*>_grow(self.retiring, &self.retiring_cap,
+                                                 self.retiring_hi + 1, sizeof(Retiring))
+        r = &self.retiring[self.retiring_hi]
+        r.child_id, r.ts, r.rec = child_id, ts, s
+        self.retiring_hi += 1
+        return 0
+
+    cdef int _retire(self) except -1:
+        """Free the records of the finished children whose time has come.
+
+        The queue is in the order they finished. One named again since (a late
+        cancel) leaves the front: if a message still names it, ``_release``
+        queues it again; if not, it goes to the back with its later time (so
+        it never holds up those behind it).
+        """
+        cdef Retiring r
+        cdef Child* ch
+        while self.retiring_lo < self.retiring_hi:
+            r = self.retiring[self.retiring_lo]
+            if r.ts > self.now:
+                break
+            self.retiring_lo += 1
+            ch = &self.children[r.rec]
+            if ch.refs:
+                ch.retiring = 0
+                continue
+            if ch.retire_ts != r.ts:
+                self._queue_retiring(r.child_id, r.rec, ch.retire_ts)
+                continue
+            ch.retiring = 0
+            idmap_del(&self.child_index, r.child_id)
+            if self.n_child_free == self.child_free_cap:
+                self.child_free = <int32_t*>_grow(self.child_free, &self.child_free_cap,
+                                                  self.n_child_free + 1, sizeof(int32_t))
+            self.child_free[self.n_child_free] = r.rec
+            self.n_child_free += 1
+            self.owners[r.rec] = None
+        if self.retiring_lo == self.retiring_hi:
+            self.retiring_lo = self.retiring_hi = 0
+        return 0
 
     # ------------------------------------------------------------ market data
 
@@ -1473,6 +1585,7 @@ cdef class MarketLoop:
             return self._run(until_c)
         finally:
             self.running = False
+            self.cur_id = 0
 
     cdef int64_t _run(self, int64_t until) except -1:
         cdef Msg m
@@ -1512,6 +1625,7 @@ cdef class MarketLoop:
             self.now = until
         if self.now >= self.next_sample:
             self._sample(self.now)
+        _retire_due(self)
         return n
 
     def next_message_due(self):
@@ -1652,12 +1766,12 @@ cdef class MarketLoop:
                     continue
                 if internal and e.kind == EV_ACCEPTED:
                     continue
-                if e.kind == EV_REPLACED:
-                    ch = self._child(e.order_id)
-                    ch.qty = e.qty
-                    ch.limit = e.price
-                px2 = 2 * (self.children[e.order_id - _CHILD_ID_BASE - 1].limit if dark
-                           else e.price)
+                if e.kind == EV_REPLACED or dark:
+                    ch = _known_child(self, e.order_id)
+                    if e.kind == EV_REPLACED:
+                        ch.qty = e.qty
+                        ch.limit = e.price
+                px2 = 2 * (ch.limit if dark else e.price)
                 self._report(e.order_id, e.kind, px2, 0, LIQ_NONE, e.reason, ts)
         port.clear()
         if dark and nf and self.md_on[self.book_venue[b]]:
@@ -1670,7 +1784,7 @@ cdef class MarketLoop:
                      int liquidity, int reason, int64_t ts) except -1:
         """Update a child order at venue time and send its report on its way."""
         # The id comes from a book or a message of ours: a known child.
-        cdef Child* ch = &self.children[child_id - _CHILD_ID_BASE - 1]
+        cdef Child* ch = _known_child(self, child_id)
         cdef int v = self.book_venue[ch.book]
         cdef Msg m
         memset(&m, 0, sizeof(Msg))
@@ -1697,6 +1811,8 @@ cdef class MarketLoop:
         m.liquidity = <uint8_t>liquidity
         m.reason = <uint16_t>reason
         m.side = ch.side
+        m.rec = <int32_t>(ch - self.children)
+        ch.refs += 1                # this report, queued or held, names it
         if self.pending_ack:
             if self.pending_ack == child_id:
                 # The held ack would arrive together with this report (same
@@ -1704,6 +1820,7 @@ cdef class MarketLoop:
                 # carries the round trip, so the ack is never queued.
                 self.pending_ack = 0
                 self.n_reports += 1
+                ch.refs -= 1
             else:
                 self._flush_ack()
         if kind == RPT_ACCEPTED and ch.quiet_ack:
@@ -1724,10 +1841,16 @@ cdef class MarketLoop:
 
     cdef int _handle(self, Msg* m) except -1:
         cdef object cb
+        # (A child message names its record by slot: it holds the record, so the
+        # slot is its child's until the message is released.)
         if m.kind == MSG_REPORT:
-            return self._deliver(m)
+            self._deliver(m)
+            return self._release(m.rec, m.child_id)
         if m.kind == MSG_NEW or m.kind == MSG_CANCEL or m.kind == MSG_REPLACE:
-            return self._on_order(m)
+            self.cur_id, self.cur_rec = m.child_id, m.rec
+            self._on_order(m)
+            self.cur_id = 0         # (after an exception: run_until's ``finally``)
+            return self._release(m.rec, m.child_id)
         if m.kind == MSG_TIMER:
             cb = self.timer_cbs[m.target]
             self.timer_cbs[m.target] = None
@@ -1755,7 +1878,7 @@ cdef class MarketLoop:
     cdef int _on_order(self, Msg* m) except -1:
         cdef int32_t b = m.target
         cdef int v = self.book_venue[b], r
-        cdef Child* ch = &self.children[m.child_id - _CHILD_ID_BASE - 1]   # ours: known
+        cdef Child* ch = &self.children[m.rec]
         cdef BookPort port = <BookPort>self.ports[b]
         self.n_strategy_msgs += 1
         if m.kind == MSG_NEW:
@@ -1826,8 +1949,7 @@ cdef class MarketLoop:
         return 0
 
     cdef int _deliver(self, Msg* m) except -1:
-        cdef int64_t idx = m.child_id - _CHILD_ID_BASE - 1
-        cdef Child* ch = &self.children[idx]
+        cdef Child* ch = &self.children[m.rec]
         cdef int v = self.book_venue[ch.book]
         cdef int64_t rtt
         cdef object cb
@@ -1842,7 +1964,7 @@ cdef class MarketLoop:
             else:
                 self.rtt_ewma[v] += RTT_ALPHA * (<double>rtt - self.rtt_ewma[v])
         self.n_reports += 1
-        cb = self.owners[idx]
+        cb = self.owners[m.rec]
         if cb is None:
             return 0
         if ch.quiet_ack:             # the owner is a StrategyCore (set by submit_c)
@@ -1872,7 +1994,7 @@ cdef class MarketLoop:
                 tif = IOC
         if strategy:
             # What its reports carry from the book (a market order has none).
-            self.children[order_id - _CHILD_ID_BASE - 1].limit = limit
+            _known_child(self, order_id).limit = limit
         if flags & FLAG_POST_ONLY or (ord_type != LIMIT and ord_type != MARKET):
             # A midpoint order neither adds nor removes visible liquidity:
             # post-only has no meaning here and is refused, not ignored.
@@ -2155,10 +2277,21 @@ cdef class MarketLoop:
         cdef Child* ch
         cdef Msg m
         cdef int v = self.book_venue[book]
-        if self.n_children == self.children_cap:
-            self.children = <Child*>_grow(self.children, &self.children_cap,
-                                          self.n_children + 1, sizeof(Child))
-        ch = &self.children[self.n_children]
+        cdef int32_t s
+        _retire_due(self)
+        if self.n_child_free:
+            self.n_child_free -= 1
+            s = self.child_free[self.n_child_free]
+            self.owners[s] = owner
+        else:
+            if self.n_child_slots == self.children_cap:
+                self.children = <Child*>_grow(self.children, &self.children_cap,
+                                              self.n_child_slots + 1, sizeof(Child))
+            s = <int32_t>self.n_child_slots
+            self.n_child_slots += 1
+            self.owners.append(owner)
+        idmap_put(&self.child_index, _CHILD_ID_BASE + self.n_children + 1, s)
+        ch = &self.children[s]
         memset(ch, 0, sizeof(Child))
         ch.submit_ts = self.now
         ch.qty = qty
@@ -2170,12 +2303,13 @@ cdef class MarketLoop:
         ch.state = CHILD_PENDING
         ch.slot = -1
         ch.quiet_ack = isinstance(owner, StrategyCore)
+        ch.refs = 1                 # the order on its way
         self.n_children += 1
-        self.owners.append(owner)
         memset(&m, 0, sizeof(Msg))
         m.ts = self._arrival(v)
         m.kind = MSG_NEW
         m.target = book
+        m.rec = s
         m.child_id = _CHILD_ID_BASE + self.n_children
         m.price = price
         m.qty = qty
@@ -2185,28 +2319,37 @@ cdef class MarketLoop:
         m.flags = <uint8_t>flags
         m.order_qty = min_qty
         self._push(&m)
+        self.cur_id, self.cur_rec = m.child_id, s
         return m.child_id
 
     cdef int cancel_c(self, int64_t child_id) except -1:
-        cdef Child* ch = self._child(child_id)
+        cdef Child* ch
         cdef Msg m
+        _retire_due(self)
+        ch = self._child(child_id)
         memset(&m, 0, sizeof(Msg))
         m.ts = self._arrival(self.book_venue[ch.book])
         m.kind = MSG_CANCEL
         m.target = ch.book
+        m.rec = <int32_t>(ch - self.children)
         m.child_id = child_id
+        ch.refs += 1
         return self._push(&m)
 
     cdef int replace_c(self, int64_t child_id, int64_t price, int64_t qty) except -1:
-        cdef Child* ch = self._child(child_id)
+        cdef Child* ch
         cdef Msg m
+        _retire_due(self)
+        ch = self._child(child_id)
         memset(&m, 0, sizeof(Msg))
         m.ts = self._arrival(self.book_venue[ch.book])
         m.kind = MSG_REPLACE
         m.target = ch.book
+        m.rec = <int32_t>(ch - self.children)
         m.child_id = child_id
         m.price = price
         m.qty = qty
+        ch.refs += 1
         return self._push(&m)
 
     cdef int set_timer_c(self, int64_t ts, object callback) except -1:
@@ -2539,9 +2682,18 @@ cdef class MarketLoop:
         return qty, _py_int128(n2)
 
     def child(self, child_id):
-        """The venue-side state of a child order as a dict."""
+        """The venue-side state of a child order as a dict.
+
+        Raises
+        ------
+        KeyError
+            For an id never sent, or one finished more than ``FINISHED_KEEP_NS``
+            ago (its record is freed).
+        """
         cdef int64_t cid = big_arg(child_id, "child_id")
-        cdef Child* ch = self._child(cid)
+        cdef Child* ch
+        _retire_due(self)
+        ch = self._child(cid)
         return {"child_id": cid, "book": ch.book, "venue": self.book_venue[ch.book],
                 "side": ch.side, "qty": ch.qty, "cum_qty": ch.cum, "limit": ch.limit,
                 "submit_ts": ch.submit_ts,
@@ -2622,6 +2774,17 @@ cdef class MarketLoop:
     def n_child_orders(self):
         """Child orders submitted so far."""
         return self.n_children
+
+    @property
+    def n_child_records(self):
+        """Child records held: the children working, and those finished less than
+        ``FINISHED_KEEP_NS`` ago or still named by a message in flight."""
+        return self.n_child_slots - self.n_child_free
+
+    @property
+    def child_records_capacity(self):
+        """Child records the loop has room for (it grows with the most held at once)."""
+        return self.children_cap
 
 
 # ---------------------------------------------------------------- strategy base
@@ -2864,7 +3027,7 @@ cdef class StrategyCore:
         """
         cdef int book = venue * self.n_instruments + self.instrument
         cdef int64_t child_id, committed = self.filled
-        cdef Child* ch
+        cdef int slot
         cdef Py_ssize_t k
         if venue < 0 or book >= self.loop.n_books:
             raise IndexError(f"no venue {venue}")
@@ -2881,8 +3044,8 @@ cdef class StrategyCore:
                                              self.n_child_ids + 1, sizeof(int64_t))
         self.child_ids[self.n_child_ids] = child_id
         self.n_child_ids += 1
-        ch = &self.loop.children[child_id - _CHILD_ID_BASE - 1]
-        ch.slot = self._w_add(child_id, qty)
+        slot = self._w_add(child_id, qty)
+        _known_child(self.loop, child_id).slot = slot    # (after: _w_add moves slots)
         return child_id
 
     cdef int cancel_c(self, int64_t child_id) except -1:
@@ -2896,12 +3059,10 @@ cdef class StrategyCore:
 
     cdef int64_t leaves_c(self, int64_t child_id) noexcept:
         """Open quantity of a child as last reported; 0 if it is not working."""
-        cdef int64_t idx = child_id - _CHILD_ID_BASE - 1
-        cdef int32_t slot
-        if idx < 0 or idx >= self.loop.n_children:
-            return 0
-        slot = self.loop.children[idx].slot
-        return self.w_leaves[slot] if slot >= 0 else 0
+        cdef Child* ch = _child_rec(self.loop, child_id) if child_id > _CHILD_ID_BASE else NULL
+        if ch == NULL:
+            return 0        # (never sent, or finished long ago)
+        return self.w_leaves[ch.slot] if ch.slot >= 0 else 0
 
     # ------------------------------------------------------------ market data (C)
     # The same reads as ``self.market`` gives a Python strategy (``bbo``,
@@ -2971,7 +3132,7 @@ cdef class StrategyCore:
         m.leaves, m.cum, m.fee = report.leaves_qty, report.cum_qty, report.fee
         m.reason, m.report, m.liquidity = report.reason, report.kind, report.liquidity
         m.side = report.side
-        self.loop._child(report.child_id)
+        m.rec = <int32_t>(self.loop._child(report.child_id) - self.loop.children)
         self.on_report_c(&m, report.venue, report.book)
 
     cdef object _report_obj(self, const ReportRec* r):
@@ -2988,7 +3149,8 @@ cdef class StrategyCore:
                 for k in range(self.w_n):
                     if self.w_ids[k]:
                         self.w_ids[j], self.w_leaves[j] = self.w_ids[k], self.w_leaves[k]
-                        self.loop.children[self.w_ids[j] - _CHILD_ID_BASE - 1].slot = <int32_t>j
+                        # (a working child has a record: its final report is not in yet)
+                        _known_child(self.loop, self.w_ids[j]).slot = <int32_t>j
                         j += 1
                 self.w_n = j
             else:
@@ -3025,7 +3187,7 @@ cdef class StrategyCore:
             # An ack changes nothing here: ``send`` already booked the order
             # quantity as working, and an ack carries leaves_qty == qty.
             return 0
-        ch = &self.loop.children[m.child_id - _CHILD_ID_BASE - 1]
+        ch = &self.loop.children[m.rec]
         if kind == RPT_FILL:
             # The parent's sums are int64 (fields compiled strategies share):
             # refuse to go on rather than wrap.
