@@ -665,10 +665,16 @@ class _Base:
         if self._probed is None:
             due = self._heard + self.heartbeat_s
             if now >= due:
+                if self._frame_waiting():
+                    return None, wait_ms  # (heard: see below)
                 probe, self._probed = Heartbeat(test_req_id=LIVENESS_PROBE), now
         if self._probed is not None:
             due = self._probed + (self.heartbeat_timeout_s or self.heartbeat_s)
             if now >= due:
+                if self._frame_waiting():
+                    # Heard while the caller was away from recv (the probe's ack, say):
+                    # not silence. The poll reads it at once, and that answers the probe.
+                    return None, wait_ms
                 self._lost = True
                 return None, 0
         left = max(1, math.ceil((due - now) * 1000))
@@ -680,6 +686,11 @@ class _Base:
         self._opening(probe)  # (its ack names the session: no session probe needed)
         self.probes += 1
         self._probes_out += 1
+
+    def _frame_waiting(self) -> bool:
+        """Whether a frame has arrived that ``recv`` has not read yet: the connection was
+        heard, though ``_heard`` cannot tell until it is read."""
+        return self.socket is not None and bool(self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN)
 
     def _heard_from(self) -> None:
         """A frame arrived: the connection is alive, and the probe (if any) answered."""

@@ -185,6 +185,28 @@ def test_an_engine_whose_loop_is_stuck_is_a_loss_and_the_session_resumed(engine)
         assert (client.duplicates, client.gaps, client.lost) == (0, [], [])
 
 
+def test_a_probes_answer_that_came_while_the_caller_was_away_from_recv_is_heard(engine):
+    """``recv(0)`` on a quiet connection sends a probe and returns; its ack then waits in
+    the socket while the caller works, past ``heartbeat_timeout_s``. The next ``recv``
+    took the connection for lost without reading what waited, and resumed it for
+    nothing (every time, for a caller that polls between spells of work)."""
+    with Client(f"tcp://127.0.0.1:{engine[1]}", heartbeat_s=0.2,
+                heartbeat_timeout_s=0.6) as client:
+        start(client, "away-1")
+        # (The loop held a moment: the ack cannot come back while recv(0) still looks.)
+        engine[0]._loop.call_soon_threadsafe(time.sleep, 1.0)
+        time.sleep(0.3)  # (quiet past heartbeat_s)
+        with pytest.raises(TimeoutError):
+            client.recv(0)
+        assert client.probes == 1
+        assert client.socket.poll(10_000)  # the ack has come, unread
+        time.sleep(0.7)  # (the caller at work, past heartbeat_timeout_s after the probe)
+        with pytest.raises(TimeoutError):
+            client.recv(0)
+        assert client.reconnects == 0
+        assert (client.duplicates, client.gaps, client.lost) == (0, [], [])
+
+
 def test_negative_heartbeat_settings_are_refused():
     with pytest.raises(ValueError, match="are 0 .* or at least 0.001 s"):
         Client("tcp://127.0.0.1:1", heartbeat_s=-1)
