@@ -207,6 +207,39 @@ def test_a_cancel_sent_while_the_resume_is_under_way_goes_after_the_order_it_can
         assert (client.duplicates, client.gaps, client.lost) == (0, [], [])
 
 
+def test_the_asyncio_clients_cancel_sent_while_the_resume_is_under_way_follows_its_order(
+        proxy):
+    """The asyncio client's send, as the blocking one's above: ``ao`` went into the cut,
+    and the Cancel of it finds the connection gone, sends the resume, then itself."""
+    async def main():
+        client = AsyncClient(f"tcp://127.0.0.1:{proxy.port}", heartbeat_s=0)
+        try:
+            await client.heartbeat()
+            await client.recv(5)  # (the session's id: the reconnect resumes it)
+            proxy.cut()
+            await client.new_order("AAA", "buy", "1", "47.90", account="DEMO1",
+                                   cl_ord_id="ao")  # lost
+            await asyncio.sleep(0.2)
+            proxy.reset()
+            deadline = time.monotonic() + 5
+            while not client._connection_lost():  # (what the next send would find)
+                assert time.monotonic() < deadline, "the reset connection was not noticed"
+                await asyncio.sleep(0.02)
+            await client.cancel("ao", account="DEMO1", cl_ord_id="ao-c")
+            got = await client.recv_until(acked("ao-c", ExecType.CANCELED), 15)
+            assert seen(got) == [("HeartbeatAck", None, None),  # (the replay's close)
+                                 ("ExecutionReport", "ao", ExecType.NEW),
+                                 ("ExecutionReport", "ao-c", ExecType.CANCELED)]
+            assert (client.reconnects, client.resent_requests, client.resent_refusals) == \
+                (1, 1, 0)
+            assert await client.drain(0.3) == []
+            assert (client.duplicates, client.gaps, client.lost) == (0, [], [])
+        finally:
+            client.close()
+
+    asyncio.run(main())
+
+
 def test_the_asyncio_client_sends_a_bulk_again_without_its_answered_orders(proxy):
     """A bulk's orders are sent again as a bulk, those answered before the loss left out:
     here the first bulk was answered whole, the second went into the cut."""
