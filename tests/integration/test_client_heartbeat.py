@@ -40,6 +40,7 @@ class SilentCut:
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._listener.settimeout(0.1)
         self._generation = 0  # connections of an older generation are cut
+        self._stalled = 0  # ...and of an older one than this, no longer read either
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
@@ -48,6 +49,13 @@ class SilentCut:
     def cut(self) -> None:
         """Silence every connection open now."""
         self._generation += 1
+
+    def stall(self) -> None:
+        """Stop reading every connection open now, in both directions (a host that lost
+        power: nothing is acknowledged, so the sender's buffers fill); later connections
+        are forwarded as usual."""
+        self._generation += 1
+        self._stalled = self._generation
 
     def reset(self) -> None:
         """Close every connection open now, both ways (each end sees its peer go, as when
@@ -84,6 +92,9 @@ class SilentCut:
     def _pump(self, src: socket.socket, dst: socket.socket, generation: int) -> None:
         src.settimeout(0.1)
         while not self._stop.is_set():
+            if generation < self._stalled:
+                time.sleep(0.05)
+                continue
             try:
                 data = src.recv(65536)
             except TimeoutError:
@@ -205,6 +216,45 @@ def test_the_asyncio_client_takes_an_engine_whose_loop_is_stuck_for_a_loss(engin
             # would still be right, a resume answered late on a loaded machine.)
             assert got[0].session_id == session_id and client.reconnects >= 1
             assert client.probes >= 1
+            assert (client.duplicates, client.gaps, client.lost) == (0, [], [])
+        finally:
+            client.close()
+
+    asyncio.run(main())
+
+
+def test_an_asyncio_reader_probes_past_a_send_waiting_for_room_which_then_goes_on(proxy):
+    """The engine's host vanished: nothing is acknowledged, and a sender task's send
+    waits for room in the connection's queue. The reader task's probe, sent without
+    waiting, queued behind that send (pyzmq's sends go in turn) and so did the reader, for
+    ``send_timeout_s``: the loss went unnoticed. And once noticed, the reader's reconnect
+    closed the old socket, which cancelled the waiting send: the sender got a
+    CancelledError nobody had asked for. Now the loss is noticed, and the send goes out
+    on the new connection after the resume."""
+    async def main():
+        client = AsyncClient(f"tcp://127.0.0.1:{proxy.port}", heartbeat_s=0.2,
+                             heartbeat_timeout_s=0.6, send_timeout_s=30)
+        try:
+            await client.heartbeat()
+            session_id = (await client.recv(5)).session_id
+            proxy.stall()
+
+            async def flood() -> int:  # (queries: nothing to send again)
+                sent = 0
+                while client.reconnects == 0:
+                    await client.heartbeat(test_req_id=f"fl-{sent}")
+                    sent += 1
+                return sent
+
+            sender = asyncio.create_task(flood())
+            got = await asyncio.wait_for(client.recv_until(
+                lambda m: isinstance(m, HeartbeatAck) and m.resend_begin_seq is not None, 20),
+                10)
+            assert [type(m) for m in got] == [HeartbeatAck]  # the resume's closing ack
+            assert (got[0].session_id, client.reconnects) == (session_id, 1)
+            sent = await asyncio.wait_for(sender, 5)
+            last = await client.recv_until(lambda m: isinstance(m, HeartbeatAck), 5)
+            assert [m.test_req_id for m in last] == [f"fl-{sent - 1}"]
             assert (client.duplicates, client.gaps, client.lost) == (0, [], [])
         finally:
             client.close()
