@@ -665,10 +665,16 @@ class _Base:
         if self._probed is None:
             due = self._heard + self.heartbeat_s
             if now >= due:
+                if self._frame_waiting():
+                    return None, wait_ms  # (heard: see below)
                 probe, self._probed = Heartbeat(test_req_id=LIVENESS_PROBE), now
         if self._probed is not None:
             due = self._probed + (self.heartbeat_timeout_s or self.heartbeat_s)
             if now >= due:
+                if self._frame_waiting():
+                    # Heard while the caller was away from recv (the probe's ack, say):
+                    # not silence. The poll reads it at once, and that answers the probe.
+                    return None, wait_ms
                 self._lost = True
                 return None, 0
         left = max(1, math.ceil((due - now) * 1000))
@@ -680,6 +686,11 @@ class _Base:
         self._opening(probe)  # (its ack names the session: no session probe needed)
         self.probes += 1
         self._probes_out += 1
+
+    def _frame_waiting(self) -> bool:
+        """Whether a frame has arrived that ``recv`` has not read yet: the connection was
+        heard, though ``_heard`` cannot tell until it is read."""
+        return self.socket is not None and bool(self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN)
 
     def _heard_from(self) -> None:
         """A frame arrived: the connection is alive, and the probe (if any) answered."""
@@ -1215,6 +1226,22 @@ class AsyncClient(_Base):
     async def send(self, request: Request) -> None:
         """Encode and send one request (after a resume if the connection was lost);
         :class:`EngineUnavailableError` as for :meth:`Client.send`."""
+        while True:
+            socket = self.socket
+            try:
+                return await self._send_once(request)
+            except asyncio.CancelledError:
+                # Another task's recv found the connection lost and replaced the socket
+                # while this send waited for room on it, which cancels the wait: the
+                # request was not sent, and goes on the new connection. (A cancel of
+                # this task itself is passed on; see recv.)
+                if asyncio.current_task().cancelling():
+                    raise
+                self._check_open()
+                if self.socket is socket:
+                    raise
+
+    async def _send_once(self, request: Request) -> None:
         with self._unsent():
             if self._connection_lost():
                 await self._reconnect()
@@ -1238,9 +1265,12 @@ class AsyncClient(_Base):
             item, request = self._take_due()
             if request is None:
                 return
+            connection = self._connection
             try:
                 await self.socket.send(bytes(self._encode(request)), 0 if block else zmq.NOBLOCK)
             except BaseException as exc:
+                if self._connection != connection:
+                    raise  # (replaced by another task meanwhile: the new one has its own _due)
                 self._not_sent_again(item, exc, block)
                 return
             self._sent_again(item)
@@ -1333,7 +1363,11 @@ class AsyncClient(_Base):
                 continue  # (see Client.recv)
             if probe is not None:
                 with contextlib.suppress(zmq.Again):
-                    await self.socket.send(bytes(self._encode(probe)), zmq.NOBLOCK)
+                    # Not through the asyncio socket: behind another task's send waiting
+                    # for room it waits in turn, even with NOBLOCK, and the silence could
+                    # not decide until that send timed out. (A Heartbeat may overtake it.)
+                    zmq.Socket.shadow(self.socket.underlying).send(self._encode(probe),
+                                                                   zmq.NOBLOCK)
                     self._probe_sent(probe)
             if self._due:
                 await self._send_due(block=False)

@@ -12,6 +12,7 @@ of one it did read (``DUPLICATE_CL_ORD_ID``: nothing runs twice), and the
 client keeps that refusal from its caller, who sees one answer per request.
 """
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -207,6 +208,39 @@ def test_a_cancel_sent_while_the_resume_is_under_way_goes_after_the_order_it_can
         assert (client.duplicates, client.gaps, client.lost) == (0, [], [])
 
 
+def test_the_asyncio_clients_cancel_sent_while_the_resume_is_under_way_follows_its_order(
+        proxy):
+    """The asyncio client's send, as the blocking one's above: ``ao`` went into the cut,
+    and the Cancel of it finds the connection gone, sends the resume, then itself."""
+    async def main():
+        client = AsyncClient(f"tcp://127.0.0.1:{proxy.port}", heartbeat_s=0)
+        try:
+            await client.heartbeat()
+            await client.recv(5)  # (the session's id: the reconnect resumes it)
+            proxy.cut()
+            await client.new_order("AAA", "buy", "1", "47.90", account="DEMO1",
+                                   cl_ord_id="ao")  # lost
+            await asyncio.sleep(0.2)
+            proxy.reset()
+            deadline = time.monotonic() + 5
+            while not client._connection_lost():  # (what the next send would find)
+                assert time.monotonic() < deadline, "the reset connection was not noticed"
+                await asyncio.sleep(0.02)
+            await client.cancel("ao", account="DEMO1", cl_ord_id="ao-c")
+            got = await client.recv_until(acked("ao-c", ExecType.CANCELED), 15)
+            assert seen(got) == [("HeartbeatAck", None, None),  # (the replay's close)
+                                 ("ExecutionReport", "ao", ExecType.NEW),
+                                 ("ExecutionReport", "ao-c", ExecType.CANCELED)]
+            assert (client.reconnects, client.resent_requests, client.resent_refusals) == \
+                (1, 1, 0)
+            assert await client.drain(0.3) == []
+            assert (client.duplicates, client.gaps, client.lost) == (0, [], [])
+        finally:
+            client.close()
+
+    asyncio.run(main())
+
+
 def test_the_asyncio_client_sends_a_bulk_again_without_its_answered_orders(proxy):
     """A bulk's orders are sent again as a bulk, those answered before the loss left out:
     here the first bulk was answered whole, the second went into the cut."""
@@ -234,10 +268,9 @@ def test_the_asyncio_client_sends_a_bulk_again_without_its_answered_orders(proxy
     asyncio.run(main())
 
 
-def test_after_a_refused_resume_the_unanswered_requests_go_to_the_new_session(tmp_path):
-    """The session was let go while the client was away (silent past
-    ``session_retention_s``): the resume is refused and the connection has a new session.
-    The order sent into the cut is sent there, after the probe that asks its id."""
+@contextlib.contextmanager
+def forgetful(tmp_path):
+    """An engine that forgets a session silent for 2 s, and a SilentCut proxy to it."""
     port = free_port()
     path = tmp_path / "engine.toml"
     path.write_text(config_text(port, tmp_path / "journal").replace(
@@ -246,17 +279,54 @@ def test_after_a_refused_resume_the_unanswered_requests_go_to_the_new_session(tm
     with ThreadedEngine(path):
         cut = SilentCut(port)
         try:
-            with Client(f"tcp://127.0.0.1:{cut.port}", heartbeat_s=0.2,
-                        heartbeat_timeout_s=0.6) as client:
-                client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="sr-1")
-                client.recv_until(acked("sr-1"), 5)
-                old = client.session_id
-                cut.cut()
-                client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="sr-2")
-                time.sleep(4)  # (the client is not used: the engine forgets the session)
-                got = client.recv_until(acked("sr-2"), 10)
-                assert seen(got) == [("Reject", None, "RESUME_REFUSED"),
-                                     ("ExecutionReport", "sr-2", ExecType.NEW)]
-                assert client.resent_requests == 1 and client.session_id not in (None, old)
+            yield cut
         finally:
             cut.close()
+
+
+def test_after_a_refused_resume_the_unanswered_requests_go_to_the_new_session(tmp_path):
+    """The session was let go while the client was away (silent past
+    ``session_retention_s``): the resume is refused and the connection has a new session.
+    The order sent into the cut is sent there, after the probe that asks its id."""
+    with forgetful(tmp_path) as cut:
+        with Client(f"tcp://127.0.0.1:{cut.port}", heartbeat_s=0.2,
+                    heartbeat_timeout_s=0.6) as client:
+            client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="sr-1")
+            client.recv_until(acked("sr-1"), 5)
+            old = client.session_id
+            cut.cut()
+            client.new_order("AAA", "buy", "1", "48.00", account="DEMO1", cl_ord_id="sr-2")
+            time.sleep(4)  # (the client is not used: the engine forgets the session)
+            got = client.recv_until(acked("sr-2"), 10)
+            assert seen(got) == [("Reject", None, "RESUME_REFUSED"),
+                                 ("ExecutionReport", "sr-2", ExecType.NEW)]
+            assert client.resent_requests == 1 and client.session_id not in (None, old)
+
+
+def test_a_cancel_sent_while_a_resume_that_is_refused_is_under_way_follows_its_order(
+        tmp_path):
+    """The Cancel of the order the cut swallowed opens the new connection, as above, but
+    the session was let go meanwhile: the order, sent before the Cancel while the resume
+    was under way, and the Cancel both go to the connection's new session, in that order
+    (the Cancel went first, and was refused UNKNOWN_CL_ORD_ID, before the early resend)."""
+    with forgetful(tmp_path) as cut:
+        with Client(f"tcp://127.0.0.1:{cut.port}", heartbeat_s=0) as client:
+            client.heartbeat()
+            client.recv(5)  # (the session's id: the reconnect resumes it)
+            cut.cut()
+            client.new_order("AAA", "buy", "1", "47.90", account="DEMO1", cl_ord_id="rr")
+            time.sleep(4)  # (the client is not used: the engine forgets the session)
+            cut.reset()
+            deadline = time.monotonic() + 5
+            while not client._connection_lost():  # (what the next send would find)
+                assert time.monotonic() < deadline, "the reset connection was not noticed"
+                time.sleep(0.02)
+            client.cancel("rr", account="DEMO1", cl_ord_id="rr-c")
+            got = client.recv_until(acked("rr-c", ExecType.CANCELED), 10)
+            assert seen(got) == [("Reject", None, "RESUME_REFUSED"),
+                                 ("ExecutionReport", "rr", ExecType.NEW),
+                                 ("ExecutionReport", "rr-c", ExecType.CANCELED)]
+            assert (client.reconnects, client.resent_requests, client.resent_refusals) == \
+                (1, 1, 0)
+            assert client.drain(0.3) == []
+            assert client.session_id is not None
