@@ -616,10 +616,13 @@ class _Base:
             return item, msgspec.structs.replace(bulk, orders=left)
         return None, None
 
-    def _sent_again(self, item: tuple) -> None:
-        """Account for an item of ``_due`` handed to the connection."""
+    def _sent_again(self, item: tuple, connection: int | None = None) -> None:
+        """Account for an item of ``_due`` handed to the connection (``connection``: the one
+        it went out on, when another task may have replaced it since; None: this one)."""
         bulk, requests = item
-        connection, copies = self._connection, self._copies
+        copies = self._copies
+        if connection is None:
+            connection = self._connection
         for request in requests:
             self._unanswered[request.cl_ord_id] = (request, bulk, connection)
             if self._due_in_session:
@@ -1273,7 +1276,9 @@ class AsyncClient(_Base):
                     raise  # (replaced by another task meanwhile: the new one has its own _due)
                 self._not_sent_again(item, exc, block)
                 return
-            self._sent_again(item)
+            # (On the connection it went out on: if another task replaced that one while
+            # this send waited, the item is the new connection's to send again.)
+            self._sent_again(item, connection)
 
     async def send_raw(self, data: bytes | Iterable[bytes]) -> None:
         """Send bytes as they are (one frame, or several from an iterable); for tests."""

@@ -128,6 +128,23 @@ def test_a_probes_answer_is_the_clients_own_even_when_throttled(monkeypatch):
     assert [m.reject_name for m in tracker._ready] == ["THROTTLED"]
 
 
+def test_a_request_sent_again_on_a_connection_replaced_since_is_sent_again_on_the_new_one():
+    """An asyncio send of an item of ``_due`` that completes on the old socket after another
+    task replaced it: recorded under the connection it went out on, the new connection's
+    replay close sends it again (under the new one's number it would never go again)."""
+    tracker = _Base(auto_resend=True, cl_ord_id_prefix="t", auto_resume=True)
+    order = tracker.build_new_order("AAA", "buy", "1", "48.00", account="DEMO1")
+    tracker._track(order)
+    tracker._connection = 1          # (a loss: what went out before waits to be sent again)
+    tracker._send_again(in_session=True)
+    item, request = tracker._take_due()
+    assert request is order
+    tracker._connection = 2          # another task replaced the connection meanwhile
+    tracker._sent_again(item, 1)     # the send completes, on connection 1
+    tracker._send_again(in_session=True)
+    assert tracker._take_due()[1] is order
+
+
 def test_gap_detected_resend_requested_and_order_kept():
     tracker = _Base(auto_resend=True, cl_ord_id_prefix="t")
     assert tracker._accept(reject(1)) is None and seqs(tracker) == [1]
