@@ -181,6 +181,21 @@ def test_the_unanswered_requests_are_sent_again_and_a_copys_refusal_dropped_once
         assert (client.duplicates, client.gaps, client.lost) == (0, [], [])
 
 
+def swallow_then_reset(client: Client, proxy: SilentCut, cl_ord_id: str,
+                       away_s: float = 0.2) -> None:
+    """Send order ``cl_ord_id`` into a silent cut, wait ``away_s``, then reset the cut
+    connection and wait until the client's monitor reports it: the client's next send
+    finds the connection gone, resumes and sends at once."""
+    proxy.cut()
+    client.new_order("AAA", "buy", "1", "47.90", account="DEMO1", cl_ord_id=cl_ord_id)
+    time.sleep(away_s)
+    proxy.reset()
+    deadline = time.monotonic() + 5
+    while not client._connection_lost():  # (what the next send would find)
+        assert time.monotonic() < deadline, "the reset connection was not noticed"
+        time.sleep(0.02)
+
+
 def test_a_cancel_sent_while_the_resume_is_under_way_goes_after_the_order_it_cancels(proxy):
     """``ro`` went into the cut. The caller's next call, a Cancel of ``ro``, finds the
     connection gone and sends the resume, then the Cancel, at once: the engine read the
@@ -190,14 +205,7 @@ def test_a_cancel_sent_while_the_resume_is_under_way_goes_after_the_order_it_can
     with Client(f"tcp://127.0.0.1:{proxy.port}", heartbeat_s=0) as client:
         client.heartbeat()
         client.recv(5)  # (the session's id: the reconnect resumes it)
-        proxy.cut()
-        client.new_order("AAA", "buy", "1", "47.90", account="DEMO1", cl_ord_id="ro")  # lost
-        time.sleep(0.2)
-        proxy.reset()
-        deadline = time.monotonic() + 5
-        while not client._connection_lost():  # (what the next send would find)
-            assert time.monotonic() < deadline, "the reset connection was not noticed"
-            time.sleep(0.02)
+        swallow_then_reset(client, proxy, "ro")
         client.cancel("ro", account="DEMO1", cl_ord_id="ro-c")
         got = client.recv_until(acked("ro-c", ExecType.CANCELED), 15)
         assert seen(got) == [("HeartbeatAck", None, None),  # (the replay's close)
@@ -313,14 +321,8 @@ def test_a_cancel_sent_while_a_resume_that_is_refused_is_under_way_follows_its_o
         with Client(f"tcp://127.0.0.1:{cut.port}", heartbeat_s=0) as client:
             client.heartbeat()
             client.recv(5)  # (the session's id: the reconnect resumes it)
-            cut.cut()
-            client.new_order("AAA", "buy", "1", "47.90", account="DEMO1", cl_ord_id="rr")
-            time.sleep(4)  # (the client is not used: the engine forgets the session)
-            cut.reset()
-            deadline = time.monotonic() + 5
-            while not client._connection_lost():  # (what the next send would find)
-                assert time.monotonic() < deadline, "the reset connection was not noticed"
-                time.sleep(0.02)
+            # (The client is not used for 4 s: the engine forgets the session.)
+            swallow_then_reset(client, cut, "rr", away_s=4)
             client.cancel("rr", account="DEMO1", cl_ord_id="rr-c")
             got = client.recv_until(acked("rr-c", ExecType.CANCELED), 10)
             assert seen(got) == [("Reject", None, "RESUME_REFUSED"),
