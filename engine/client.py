@@ -664,22 +664,18 @@ class _Base:
         if not self._probing or not self._handshaken or self._lost:
             return None, wait_ms
         now = time.monotonic()
+        timeout = self.heartbeat_timeout_s or self.heartbeat_s
         probe = None
-        if self._probed is None:
-            due = self._heard + self.heartbeat_s
-            if now >= due:
-                if self._frame_waiting():
-                    return None, wait_ms  # (heard: see below)
-                probe, self._probed = Heartbeat(test_req_id=LIVENESS_PROBE), now
-        if self._probed is not None:
-            due = self._probed + (self.heartbeat_timeout_s or self.heartbeat_s)
-            if now >= due:
-                if self._frame_waiting():
-                    # Heard while the caller was away from recv (the probe's ack, say):
-                    # not silence. The poll reads it at once, and that answers the probe.
-                    return None, wait_ms
+        due = self._heard + self.heartbeat_s if self._probed is None else self._probed + timeout
+        if now >= due:
+            if self._frame_waiting():
+                # Heard while the caller was away from recv (the probe's ack, say): not
+                # silence. The poll reads it at once, and that answers any probe.
+                return None, wait_ms
+            if self._probed is not None:
                 self._lost = True
                 return None, 0
+            probe, self._probed, due = Heartbeat(test_req_id=LIVENESS_PROBE), now, now + timeout
         left = max(1, math.ceil((due - now) * 1000))
         return probe, left if wait_ms is None else min(wait_ms, left)
 
