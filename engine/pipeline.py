@@ -25,7 +25,7 @@ import msgspec
 from engine.intake import Handler, HeldReject, Session, in_bulk_order, send_held
 from engine.journal import JournalReader, JournalWriter, RecordKind
 from engine.messages import (
-    SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalChildren,
+    MAX_TEXT, SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalChildren,
     JournalCommand, JournalDayRoll, JournalEvent, JournalPulled, JournalSession,
     JournalSessionEnd, JournalValuation, KillSwitch, NewOrder, OrderStatusReply,
     OrderStatusRequest, OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill,
@@ -1977,10 +1977,17 @@ class Pipeline(Handler):
         """Send ``fills`` in parts; ``incomplete``: the memory answer they fall short as."""
         text = None
         if incomplete is not None and not incomplete.complete:
-            text = (f"fills before {incomplete.complete_from_ns} ns are no longer held in memory "
-                    f"(history.max_fills_per_account = {self.history.max_fills_per_account}); "
-                    + (f"{why}; " if why else "")
-                    + "the trade store (postgres gateway) and the journal have them")
+            head = (f"fills before {incomplete.complete_from_ns} ns are no longer held in "
+                    f"memory (history.max_fills_per_account = "
+                    f"{self.history.max_fills_per_account}); ")
+            tail = "the trade store (postgres gateway) and the journal have them"
+            if why:
+                # ``why`` may be a store's failure of up to MAX_TEXT characters itself:
+                # cut to what the sentence leaves (the client refuses a longer text).
+                room = MAX_TEXT - len(head) - len(tail) - 2
+                why = why if len(why) <= room else why[:room - 1] + "…"
+                head += f"{why}; "
+            text = head + tail
         complete = incomplete is None or incomplete.complete
         parts = [fills[i:i + HISTORY_PART] for i in range(0, len(fills), HISTORY_PART)] or [[]]
         for k, part in enumerate(parts):
