@@ -1989,12 +1989,16 @@ class Pipeline(Handler):
                 head += f"{why}; "
             text = head + tail
         complete = incomplete is None or incomplete.complete
+        # One request is answered with a bounded page (every part sent is kept in the
+        # session's ring and journaled): the rest is asked for from next_start.
+        fills, next_start = self.history.page(fills)
         parts = [fills[i:i + HISTORY_PART] for i in range(0, len(fills), HISTORY_PART)] or [[]]
         for k, part in enumerate(parts):
             self._send(session_id, TradeHistoryReply(
                 req_id=req.req_id, account=req.account, fills=part, last=k == len(parts) - 1,
                 transact_time=time.time_ns(), complete=complete,
-                complete_from=0 if complete else incomplete.complete_from_ns, text=text))
+                complete_from=0 if complete else incomplete.complete_from_ns, text=text,
+                next_start_time=next_start))
 
     def _kill_switch(self, session: Session, req: KillSwitch, now: int) -> None:
         actor = f"{session.client_name} ({session.session_id})"
