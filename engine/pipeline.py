@@ -317,7 +317,7 @@ class Pipeline(Handler):
     __slots__ = ("_book_seqs", "_book_marks", "_capacity_check_at", "_capacity_logged", "_child_acked",
                  "_child_done", "_child_fills", "_child_new", "_child_parent",
                  "_child_repriced", "_child_to_sim", "_clock_hi", "_clock_lo", "_day_entered",
-                 "_event_envelopes", "_exec_id", "_expiring", "_fills_count", "_flush_soon",
+                 "_default_rests", "_event_envelopes", "_exec_id", "_expiring", "_fills_count", "_flush_soon",
                  "_flushed_seq", "_gates", "_lit_books", "_market_ix", "_market_to_ix",
                  "_mono_seen", "_nbbo", "_next_roll", "_on_report", "_orders_seen", "_pending",
                  "_post_only_default", "_pump_scheduled", "_recopy", "_references",
@@ -341,6 +341,9 @@ class Pipeline(Handler):
         # default only when that one rests (passive), else auto.
         self._post_only_default = STRAT_PASSIVE if router.default_strategy == STRAT_PASSIVE \
             else STRAT_AUTO
+        # An IOC or MARKET order naming no strategy cannot rest: under a passive
+        # default (which the router refuses for it) it is routed by auto instead.
+        self._default_rests = router.default_strategy == STRAT_PASSIVE
         self.journal, self.metrics = journal, metrics
         # kronos_fills' one series, moved in place per fill (as intake counts its messages:
         # LoopFamily.inc and LoopCounter.inc were two Python calls a fill).
@@ -877,8 +880,12 @@ class Pipeline(Handler):
             except ConversionError as exc:
                 problem = exc
         strategy = STRATEGIES.get(req.strategy)  # (strategy_of, inline: every order's path)
-        if strategy == STRAT_DEFAULT and req.post_only:
-            strategy = self._post_only_default
+        if strategy == STRAT_DEFAULT:
+            if req.post_only:
+                strategy = self._post_only_default
+            elif self._default_rests and (req.time_in_force == _TimeInForce.IOC
+                                          or req.ord_type == _OrdType.MARKET):
+                strategy = STRAT_AUTO
         order = self.orders.create(req.cl_ord_id, session.session_id, req.account, req.symbol,
                                    int(req.side), int(req.ord_type), int(req.time_in_force),
                                    price, qty, now,
@@ -1004,11 +1011,17 @@ class Pipeline(Handler):
         The one it names (``"auto"`` included); ``STRAT_DEFAULT`` (the
         router's ``[router] strategy``) for an order naming none, except a
         post-only one, which must rest: it takes the default only when that
-        is ``passive``, else ``auto``.
+        is ``passive``, else ``auto``; and an IOC or MARKET one, which cannot
+        rest: under a ``passive`` default (which the router refuses for it,
+        ``INVALID_STRATEGY``) it is ``auto``.
         """
         strategy = STRATEGIES.get(req.strategy)
-        if strategy == STRAT_DEFAULT and req.post_only:
-            return self._post_only_default
+        if strategy == STRAT_DEFAULT:
+            if req.post_only:
+                return self._post_only_default
+            if self._default_rests and (req.time_in_force == _TimeInForce.IOC
+                                        or req.ord_type == _OrdType.MARKET):
+                return STRAT_AUTO
         return strategy
 
     def _bulk(self, session: Session, request: BulkNewOrders,
