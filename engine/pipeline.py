@@ -1307,7 +1307,8 @@ class Pipeline(Handler):
         if pending.canceler is None:
             if order.order_id in self._expiring:
                 return self.expire_working(order, now, text)
-            return self.cancel_working(order, now, text=text)
+            # (To the Replace's session too: it was told the order would come down.)
+            return self.cancel_working(order, now, pending.session_id, text=text)
         session_id, cancel = pending.canceler
         orig = order.cl_ord_id
         self.orders.alias(order, cancel.cl_ord_id)
@@ -1810,9 +1811,10 @@ class Pipeline(Handler):
             self._refuse_pending(pending, order, _RejectReason.REPLACE_QTY_NOT_ABOVE_FILLED,
                                  f"{filled} filled while the replace was in flight; new qty "
                                  f"{req.qty} is not above it")
+            # (The CANCELED goes to the Replace's session too: its request ended the order.)
             return self.cancel_working(
-                order, now, text=f"replace to {req.qty} came after {filled} had filled: "
-                                 f"the rest is canceled")
+                order, now, pending.session_id,
+                text=f"replace to {req.qty} came after {filled} had filled: the rest is canceled")
         ix = self.risk.instrument_index(order.symbol)
         self.refresh_market(ix, now)
         # The market may have moved onto a post-only order's new price while
@@ -1827,8 +1829,9 @@ class Pipeline(Handler):
             self._refuse_pending(pending, order, reason, why)
             code, why = self.route_remainder(order, ix, now)
             if code:
-                self.cancel_working(order, now, text=f"could not be routed again after its "
-                                                     f"replace was refused: {why}")
+                self.cancel_working(order, now, pending.session_id,
+                                    text=f"could not be routed again after its replace was "
+                                         f"refused: {why}")
             return
         orig = self._take_terms(order, pending)
         reason, _ = self.route_remainder(order, ix, now)
