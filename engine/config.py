@@ -297,6 +297,12 @@ class HistoryConfig(_Section):
         Fills kept per account, the oldest dropped first (the journal and
         the postgres trade store keep them all). A query reaching further
         back is answered with ``complete = false``. Default 1,000,000.
+    max_fills_per_request : int
+        Fills one ``TradeHistoryRequest`` is answered with, at most (the
+        oldest of its range, cut between two fill times); the answer's
+        ``next_start_time`` says where the rest begins. Bounds what one
+        query costs the engine's loop, the session's resend ring and the
+        journal (which keeps every answer sent). Default 10,000.
     store : str, optional
         Name of a ``postgres`` gateway whose trade store answers for the
         fills memory dropped (then such an answer is complete, once the
@@ -304,6 +310,7 @@ class HistoryConfig(_Section):
     """
 
     max_fills_per_account: PositiveInt = 1_000_000
+    max_fills_per_request: PositiveInt = 10_000
     store: str | None = None
 
 

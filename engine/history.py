@@ -92,13 +92,18 @@ class TradeHistory:
         three quarters), so an append stays O(1) amortised.
     position : callable, optional
         The journal's position now (its last seq); noted at each trim.
+    max_fills_per_request : int
+        Fills one answer holds, at most (:meth:`page`).
     """
 
     def __init__(self, max_fills_per_account: int = 1_000_000,
-                 position: Callable[[], int] = lambda: 0):
+                 position: Callable[[], int] = lambda: 0, max_fills_per_request: int = 10_000):
         if max_fills_per_account < 1:
             raise ValueError("max_fills_per_account must be at least 1")
+        if max_fills_per_request < 1:
+            raise ValueError("max_fills_per_request must be at least 1")
         self.max_fills_per_account = max_fills_per_account
+        self.max_fills_per_request = max_fills_per_request
         self._keep = max_fills_per_account - max_fills_per_account // 4  # after a trim
         self._position = position
         self._accounts: dict[str, _Account] = {}
@@ -151,6 +156,26 @@ class TradeHistory:
         if entry.dropped_through_ns and start_ns <= entry.dropped_through_ns:
             return HistoryAnswer(found, False, entry.dropped_through_ns + 1, entry.dropped_position)
         return HistoryAnswer(found, True, 0)
+
+    def page(self, fills: list[TradeFill]) -> tuple[list[TradeFill], int]:
+        """The first page of an answer's ``fills`` (in time order) and where the rest begins.
+
+        At most ``max_fills_per_request`` fills, cut between two fill times, so
+        that asking again from the time returned (``start_time``, inclusive) gets
+        each fill once; 0 when nothing is left out. Should more fills than the bound
+        share the first time, that time's fills are the page, whole: a page never
+        splits one instant, and never stands still.
+        """
+        bound = self.max_fills_per_request
+        if len(fills) <= bound:
+            return fills, 0
+        cut = fills[bound].transact_time
+        end = bisect.bisect_left(fills, cut, key=_time)
+        if end == 0:
+            end = bisect.bisect_right(fills, cut, key=_time)
+            if end == len(fills):
+                return fills, 0
+        return fills[:end], fills[end].transact_time
 
     @staticmethod
     def merge(older: list[TradeFill], held: list[TradeFill]) -> list[TradeFill]:

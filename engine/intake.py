@@ -1737,7 +1737,7 @@ class IntakeServer:
             self._resend(listener, route, session, request, now)
             return
         elif cls is BulkNewOrders:
-            request, positions, held = self._screen_bulk(session, request)
+            request, positions, held = self._screen_bulk(session, request, listener, route, now)
             if request is None:
                 return
             if positions is not None:
@@ -1826,7 +1826,8 @@ class IntakeServer:
         session.reject(problem.reason, f"{type(request).__name__}: {problem.text}",
                        ref_type=type(request).__name__, cl_ord_id=cl_ord_id)
 
-    def _screen_bulk(self, session: Session, bulk: BulkNewOrders
+    def _screen_bulk(self, session: Session, bulk: BulkNewOrders, listener: _Listener,
+                     route: bytes, now: int
                      ) -> tuple[BulkNewOrders | None, tuple[int, ...] | None,
                                 tuple[HeldReject, ...]]:
         """Reject the orders of a bulk that fail intake's checks; keep the rest.
@@ -1838,7 +1839,11 @@ class IntakeServer:
         to send in the bulk's order (see ``HeldReject``). An order
         whose ``cl_ord_id`` an earlier one of the bulk has, on its account, is
         refused ``DUPLICATE_CL_ORD_ID`` here, whether the earlier one passed
-        or not: one id, one answer.
+        or not: one id, one answer. Each such refusal is charged to the key's
+        ``request_rate``, as a refused single ``NewOrder`` is: past the rate it is
+        answered ``THROTTLED`` outside the numbering (``_may_answer``), so that a key
+        resending bulks of bad orders cannot grow the journal by a numbered reject
+        per order. (Not a refusal for the engine's shutdown, as for a single order.)
         """
         good, positions, held, first = [], [], [], {}
         for index, order in enumerate(bulk.orders):
@@ -1857,7 +1862,11 @@ class IntakeServer:
                                       f"(account {order.account}); the later one is refused")
             elif isinstance(order.cl_ord_id, str):
                 first.setdefault((order.account, order.cl_ord_id), index)
-            if problem is None and self.shutting_down:
+            if problem is not None:
+                if not self._may_answer(listener, route, session, now, "BulkNewOrders",
+                                        order.cl_ord_id):
+                    continue  # (answered THROTTLED, outside the numbering)
+            elif self.shutting_down:
                 problem = Problem(RejectReason.ENGINE_SHUTTING_DOWN, "",
                                   "the engine is shutting down")
             if problem is not None:

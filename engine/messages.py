@@ -413,6 +413,9 @@ class TradeHistoryReply(_Response):
     ``complete`` is false when fills of the range are no longer held in the
     engine's memory (its bound per account); the answer is then complete
     from ``complete_from`` (ns) on, and ``text`` says where the rest is.
+    An answer holds at most ``[history] max_fills_per_request`` fills, the
+    oldest of the range: ``next_start_time`` (0: none left out) is where the
+    next request for the rest starts.
     """
 
     req_id: Label
@@ -424,6 +427,10 @@ class TradeHistoryReply(_Response):
     text: Text | None = None
     complete: bool = True
     complete_from: Nanos = 0
+    #: 0: the answer holds every fill of the range (that is held, see ``complete``);
+    #: else it stopped at ``[history] max_fills_per_request`` fills, and the fills from
+    #: this time (ns) on were left out: ask again with it as ``start_time``
+    next_start_time: Nanos = 0
 
 
 class HeartbeatAck(_Response, gc=False):

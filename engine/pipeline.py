@@ -25,7 +25,7 @@ import msgspec
 from engine.intake import Handler, HeldReject, Session, in_bulk_order, send_held
 from engine.journal import JournalReader, JournalWriter, RecordKind
 from engine.messages import (
-    SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalChildren,
+    MAX_TEXT, SCHEDULE_FIELDS, AdminReply, BulkNewOrders, Cancel, ChildState, ExecType, JournalChildren,
     JournalCommand, JournalDayRoll, JournalEvent, JournalPulled, JournalSession,
     JournalSessionEnd, JournalValuation, KillSwitch, NewOrder, OrderStatusReply,
     OrderStatusRequest, OrdType, ReloadLimits, Replace, Request, StageTime, TradeFill,
@@ -317,7 +317,7 @@ class Pipeline(Handler):
     __slots__ = ("_book_seqs", "_book_marks", "_capacity_check_at", "_capacity_logged", "_child_acked",
                  "_child_done", "_child_fills", "_child_new", "_child_parent",
                  "_child_repriced", "_child_to_sim", "_clock_hi", "_clock_lo", "_day_entered",
-                 "_event_envelopes", "_exec_id", "_expiring", "_fills_count", "_flush_soon",
+                 "_default_rests", "_event_envelopes", "_exec_id", "_expiring", "_fills_count", "_flush_soon",
                  "_flushed_seq", "_gates", "_lit_books", "_market_ix", "_market_to_ix",
                  "_mono_seen", "_nbbo", "_next_roll", "_on_report", "_orders_seen", "_pending",
                  "_post_only_default", "_pump_scheduled", "_recopy", "_references",
@@ -341,6 +341,9 @@ class Pipeline(Handler):
         # default only when that one rests (passive), else auto.
         self._post_only_default = STRAT_PASSIVE if router.default_strategy == STRAT_PASSIVE \
             else STRAT_AUTO
+        # An IOC or MARKET order naming no strategy cannot rest: under a passive
+        # default (which the router refuses for it) it is routed by auto instead.
+        self._default_rests = router.default_strategy == STRAT_PASSIVE
         self.journal, self.metrics = journal, metrics
         # kronos_fills' one series, moved in place per fill (as intake counts its messages:
         # LoopFamily.inc and LoopCounter.inc were two Python calls a fill).
@@ -877,8 +880,12 @@ class Pipeline(Handler):
             except ConversionError as exc:
                 problem = exc
         strategy = STRATEGIES.get(req.strategy)  # (strategy_of, inline: every order's path)
-        if strategy == STRAT_DEFAULT and req.post_only:
-            strategy = self._post_only_default
+        if strategy == STRAT_DEFAULT:
+            if req.post_only:
+                strategy = self._post_only_default
+            elif self._default_rests and (req.time_in_force == _TimeInForce.IOC
+                                          or req.ord_type == _OrdType.MARKET):
+                strategy = STRAT_AUTO
         order = self.orders.create(req.cl_ord_id, session.session_id, req.account, req.symbol,
                                    int(req.side), int(req.ord_type), int(req.time_in_force),
                                    price, qty, now,
@@ -1004,11 +1011,17 @@ class Pipeline(Handler):
         The one it names (``"auto"`` included); ``STRAT_DEFAULT`` (the
         router's ``[router] strategy``) for an order naming none, except a
         post-only one, which must rest: it takes the default only when that
-        is ``passive``, else ``auto``.
+        is ``passive``, else ``auto``; and an IOC or MARKET one, which cannot
+        rest: under a ``passive`` default (which the router refuses for it,
+        ``INVALID_STRATEGY``) it is ``auto``.
         """
         strategy = STRATEGIES.get(req.strategy)
-        if strategy == STRAT_DEFAULT and req.post_only:
-            return self._post_only_default
+        if strategy == STRAT_DEFAULT:
+            if req.post_only:
+                return self._post_only_default
+            if self._default_rests and (req.time_in_force == _TimeInForce.IOC
+                                        or req.ord_type == _OrdType.MARKET):
+                return STRAT_AUTO
         return strategy
 
     def _bulk(self, session: Session, request: BulkNewOrders,
@@ -1294,7 +1307,8 @@ class Pipeline(Handler):
         if pending.canceler is None:
             if order.order_id in self._expiring:
                 return self.expire_working(order, now, text)
-            return self.cancel_working(order, now, text=text)
+            # (To the Replace's session too: it was told the order would come down.)
+            return self.cancel_working(order, now, pending.session_id, text=text)
         session_id, cancel = pending.canceler
         orig = order.cl_ord_id
         self.orders.alias(order, cancel.cl_ord_id)
@@ -1797,9 +1811,10 @@ class Pipeline(Handler):
             self._refuse_pending(pending, order, _RejectReason.REPLACE_QTY_NOT_ABOVE_FILLED,
                                  f"{filled} filled while the replace was in flight; new qty "
                                  f"{req.qty} is not above it")
+            # (The CANCELED goes to the Replace's session too: its request ended the order.)
             return self.cancel_working(
-                order, now, text=f"replace to {req.qty} came after {filled} had filled: "
-                                 f"the rest is canceled")
+                order, now, pending.session_id,
+                text=f"replace to {req.qty} came after {filled} had filled: the rest is canceled")
         ix = self.risk.instrument_index(order.symbol)
         self.refresh_market(ix, now)
         # The market may have moved onto a post-only order's new price while
@@ -1814,8 +1829,9 @@ class Pipeline(Handler):
             self._refuse_pending(pending, order, reason, why)
             code, why = self.route_remainder(order, ix, now)
             if code:
-                self.cancel_working(order, now, text=f"could not be routed again after its "
-                                                     f"replace was refused: {why}")
+                self.cancel_working(order, now, pending.session_id,
+                                    text=f"could not be routed again after its replace was "
+                                         f"refused: {why}")
             return
         orig = self._take_terms(order, pending)
         reason, _ = self.route_remainder(order, ix, now)
@@ -1977,17 +1993,28 @@ class Pipeline(Handler):
         """Send ``fills`` in parts; ``incomplete``: the memory answer they fall short as."""
         text = None
         if incomplete is not None and not incomplete.complete:
-            text = (f"fills before {incomplete.complete_from_ns} ns are no longer held in memory "
-                    f"(history.max_fills_per_account = {self.history.max_fills_per_account}); "
-                    + (f"{why}; " if why else "")
-                    + "the trade store (postgres gateway) and the journal have them")
+            head = (f"fills before {incomplete.complete_from_ns} ns are no longer held in "
+                    f"memory (history.max_fills_per_account = "
+                    f"{self.history.max_fills_per_account}); ")
+            tail = "the trade store (postgres gateway) and the journal have them"
+            if why:
+                # ``why`` may be a store's failure of up to MAX_TEXT characters itself:
+                # cut to what the sentence leaves (the client refuses a longer text).
+                room = MAX_TEXT - len(head) - len(tail) - 2
+                why = why if len(why) <= room else why[:room - 1] + "…"
+                head += f"{why}; "
+            text = head + tail
         complete = incomplete is None or incomplete.complete
+        # One request is answered with a bounded page (every part sent is kept in the
+        # session's ring and journaled): the rest is asked for from next_start.
+        fills, next_start = self.history.page(fills)
         parts = [fills[i:i + HISTORY_PART] for i in range(0, len(fills), HISTORY_PART)] or [[]]
         for k, part in enumerate(parts):
             self._send(session_id, TradeHistoryReply(
                 req_id=req.req_id, account=req.account, fills=part, last=k == len(parts) - 1,
                 transact_time=time.time_ns(), complete=complete,
-                complete_from=0 if complete else incomplete.complete_from_ns, text=text))
+                complete_from=0 if complete else incomplete.complete_from_ns, text=text,
+                next_start_time=next_start))
 
     def _kill_switch(self, session: Session, req: KillSwitch, now: int) -> None:
         actor = f"{session.client_name} ({session.session_id})"

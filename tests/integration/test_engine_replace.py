@@ -287,3 +287,24 @@ def test_a_cancel_or_replace_naming_an_earlier_cl_ord_id_is_refused(slow):
     assert (status.report.cl_ord_id, status.report.qty, status.report.ord_status) == \
         ("st1-r1", "80", OrdStatus.NEW)
     cancel(client, ("st1-r1", "DEMO1"), (free.cl_ord_id, "DEMO1"))
+
+
+# ---------------------------------------------------------------- review prrev
+def test_another_sessions_replace_that_ends_the_order_tells_that_session(slow):
+    """A Replace from another session of the account that the order's fills overtook is
+    refused, and the rest of the order canceled: because of that Replace. The session that
+    sent it got the refusal (its state: the order still working) and never heard of the
+    CANCELED, which went to the order's own session only; now it gets it too, as it gets
+    a REPLACED or CANCELED its request brought."""
+    engine, client = slow
+    offer(client, "other-ask", "60", "50.00")
+    with Client(client.endpoint) as other:
+        client.new_order("AAA", "buy", "100", "50.00", account="DEMO1", cl_ord_id="other")
+        other.replace("other", account="DEMO1", qty="50", cl_ord_id="other-r")
+        refused = report(other, "other-r", ExecType.REJECTED)
+        assert refused.reject_name == "REPLACE_QTY_NOT_ABOVE_FILLED"
+        done = report(other, "other", ExecType.CANCELED)
+        assert (done.cum_qty, done.leaves_qty, done.ord_status) == ("60", "0", OrdStatus.CANCELED)
+        # The order's own session gets the CANCELED (not the refusal, which is the other's).
+        mine = report(client, "other", ExecType.CANCELED)
+        assert mine.transact_time == done.transact_time and mine.text == done.text

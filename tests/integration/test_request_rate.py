@@ -203,3 +203,54 @@ def test_a_query_for_another_account_is_charged_once(tmp_path):
         client.status("x1", account="NOPE")
         refused = client.recv(5)
         assert (refused.reject_name, refused.seq) == ("NOT_AUTHORIZED", 1)
+
+
+# ---------------------------------------------------------------- review prrev
+# Intake's refusals of a bulk's orders (a post-only IOC, an account the key may not
+# trade, ...) were numbered and journaled one by one and charged to nothing: a key
+# resending a bulk of 1000 such orders grew the journal by 1000 rejects a message, at
+# any rate, past the request_rate meant to stop exactly that.
+
+def _post_only_ioc(cl_ord_id):
+    from engine.messages import NewOrder, OrdType, Side, TimeInForce
+    return NewOrder(cl_ord_id=cl_ord_id, account="DEMO1", symbol="AAA", side=Side.BUY,
+                    qty="1", price="47.50", ord_type=OrdType.LIMIT,
+                    time_in_force=TimeInForce.IOC, post_only=True)
+
+
+def test_a_bulks_refused_orders_are_charged_and_its_good_ones_served(tmp_path):
+    from engine.messages import NewOrder, Side
+    with serving(tmp_path, intake=SLOW) as (_, endpoint), \
+            Client(endpoint, auto_resume=False) as client:
+        good = NewOrder(cl_ord_id="ok-1", account="DEMO1", symbol="AAA", side=Side.BUY,
+                        qty="1", price="47.50")
+        client.bulk([_post_only_ioc(f"b{n}") for n in range(6)] + [good] +
+                    [_post_only_ioc(f"c{n}") for n in range(3)])
+        answers = client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                                    and m.cl_ord_id == "ok-1", 5)
+        answers += client.drain(0.3)
+        refused = [m for m in answers if isinstance(m, Reject)]
+        # The burst (4) pays for four refusals, numbered; the other five are THROTTLED
+        # outside the numbering, as any refusal past the rate is.
+        assert sorted((m.reject_name, m.seq > 0) for m in refused) == \
+            [("INVALID_TIF", True)] * 4 + [("THROTTLED", False)] * 5
+        assert {m.cl_ord_id for m in refused} == {f"b{n}" for n in range(6)} | \
+            {f"c{n}" for n in range(3)}
+        # The good order is an order: risk's throttle, not the request rate, judges it.
+        new = [m for m in answers if isinstance(m, ExecutionReport)]
+        assert [(m.cl_ord_id, m.exec_type) for m in new] == [("ok-1", ExecType.NEW)]
+
+
+def test_a_flood_of_refused_bulk_orders_does_not_grow_the_journal(tmp_path):
+    with serving(tmp_path, intake=SLOW) as (_, endpoint), \
+            Client(endpoint, auto_resume=False) as client:
+        client.heartbeat()
+        client.recv(5)
+        before = _journal_records(tmp_path / "journal")
+        for k in range(20):
+            client.bulk([_post_only_ioc(f"f{k}-{n}") for n in range(50)])
+        refused = _collect(client, 1000, Reject)
+        assert sum(m.seq == 0 and m.reject_name == "THROTTLED" for m in refused) >= 990
+        time.sleep(0.2)  # (fsync none: let the writer's write land)
+        # The commands of nothing taken, and at most the burst's numbered rejects.
+        assert _journal_records(tmp_path / "journal") - before < 20

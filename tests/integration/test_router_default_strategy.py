@@ -11,6 +11,7 @@ liquidity but what a test puts there) a 49.00 DAY buy is canceled by a
 sweep and rests under auto.
 """
 import subprocess
+import time
 import sys
 
 import pytest
@@ -108,3 +109,34 @@ def test_a_post_only_order_naming_no_strategy_rests_under_a_sweep_default(tmp_pa
         again = client.recv_until(lambda m: isinstance(m, OrderStatusReply), 5)[-1]
     assert again.report.ord_status == OrdStatus.NEW
     assert [(c.price, c.done) for c in again.children] == [("49", True), ("49", False)]
+
+
+# ---------------------------------------------------------------- review prrev
+PASSIVE_DEFAULT = '[router]\nstrategy = "passive"\n'
+
+
+@pytest.mark.parametrize("kind", ["market", "ioc"])
+def test_an_immediate_order_naming_no_strategy_trades_under_a_passive_default(tmp_path, kind):
+    """A MARKET or IOC order cannot rest: under a passive default it was refused
+    INVALID_STRATEGY ("router: INVALID_STRATEGY", naming no strategy the client had
+    sent), every such order of every client, as a scheduled default would have refused
+    every order. It is routed by auto (a sweep), as a post-only order naming none under
+    a default that cannot rest is."""
+    from ext.types import Side
+    from engine.messages import ExecType
+    with serving(tmp_path, extra=PASSIVE_DEFAULT) as (engine, endpoint), \
+            Client(endpoint) as client:
+        market = engine.service.venues.market
+        engine.call(lambda: market.submit("NEXA", "AAA", Side.SELL, 10, 5000, account=77))
+        engine.call(lambda: market.submit("NEXA", "AAA", Side.BUY, 10, 4990, account=77))
+        time.sleep(0.05)  # (past the venue's latency: a reference price, and the offer)
+        price, tif = (None, "day") if kind == "market" else ("50.00", "ioc")
+        client.new_order("AAA", "buy", "10", price, account="DEMO1", cl_ord_id=kind,
+                         time_in_force=tif)
+        reports = client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                                    and m.exec_type in (ExecType.FILL, ExecType.REJECTED), 5)
+        done = reports[-1]
+        assert (done.exec_type, done.cum_qty, done.reject_name) == (ExecType.FILL, "10", None)
+        # A limit order naming none still takes the default: it rests, passive.
+        rested = _routed(client, "rests")
+        assert rested.report.ord_status == OrdStatus.NEW and not rested.children[0].done

@@ -79,3 +79,36 @@ def test_trims_note_the_journal_position_and_merge_keeps_each_fill_once():
     older = [fill(1, 10), fill(2, 20)]
     merged = TradeHistory.merge(older, answer.fills)
     assert [f.exec_id for f in merged] == ["e1", "e2", "e3"]
+
+
+# ---------------------------------------------------------------- review prrev: pages
+def test_a_page_is_bounded_and_cut_between_two_fill_times():
+    h = TradeHistory(max_fills_per_request=3)
+    fills = [fill(i, t) for i, t in enumerate([10, 20, 30, 30, 40])]
+    # Three would split the two fills at 30: the page stops before them.
+    assert h.page(fills) == (fills[:2], 30)
+    assert h.page(fills[2:]) == (fills[2:], 0)  # (three fit)
+    assert h.page(fills[:3]) == (fills[:3], 0)
+
+
+def test_a_page_takes_a_crowded_first_instant_whole():
+    h = TradeHistory(max_fills_per_request=2)
+    fills = [fill(i, t) for i, t in enumerate([10, 10, 10, 20, 30])]
+    assert h.page(fills) == (fills[:3], 20)  # never stands still, never splits 10
+    assert h.page(fills[:3]) == (fills[:3], 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 12), max_size=40), st.integers(1, 6))
+def test_paging_from_next_start_gets_every_fill_once(times, bound):
+    h = TradeHistory(max_fills_per_request=bound)
+    for i, t in enumerate(sorted(times)):
+        h.add("A", fill(i, t))
+    start, seen = 0, []
+    for _ in range(len(times) + 1):
+        page, start = h.page(h.query("A", start, 100).fills)
+        assert len(page) <= bound or len({f.transact_time for f in page}) == 1
+        seen += page
+        if not start:
+            break
+    assert [f.exec_id for f in seen] == [f"e{i}" for i in range(len(times))]
