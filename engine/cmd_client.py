@@ -32,6 +32,7 @@ from engine.messages import (
     Reject,
     Side,
     TimeInForce,
+    TradeHistoryReply,
 )
 
 _ENUM_FIELDS = {"side": Side, "exec_type": ExecType, "ord_status": OrdStatus, "ord_type": OrdType,
@@ -114,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     status.add_argument("--cl-ord-id", required=True, help="the order's cl_ord_id")
     status.add_argument("--account", required=True, help="the order's account")
 
-    history = sub.add_parser("history", help="send a TradeHistoryRequest (the account's fills)")
+    history = sub.add_parser("history", help="send a TradeHistoryRequest (the account's fills; "
+                                             "every page: one reply line each)")
     history.add_argument("--account", required=True, help="whose fills")
     history.add_argument("--start", type=_time_ns, default=0,
                          help="from this time on (ISO 8601, e.g. 2026-12-05T09:30:00Z, or "
@@ -172,6 +174,21 @@ def _is_z85_key(key: str | bytes) -> bool:
         return False
 
 
+def _later_pages(client: Client, args: argparse.Namespace, end: int, answers: list) -> list:
+    """The answers to the requests for a history's further pages: an answer holds at most
+    ``[history] max_fills_per_request`` fills, and its ``next_start_time`` (0: nothing
+    left out) is where the next request for the rest starts."""
+    later = []
+    while answers:
+        pages = [m for m in answers if isinstance(m, TradeHistoryReply) and m.last]
+        if not pages or not pages[-1].next_start_time:
+            break
+        client.history(args.account, pages[-1].next_start_time, end, symbol=args.symbol)
+        answers = client.drain(args.wait)
+        later += answers
+    return later
+
+
 def run(args: argparse.Namespace) -> int:
     """Connect, send, print the answers; returns the exit status."""
     import zmq
@@ -214,12 +231,13 @@ def run(args: argparse.Namespace) -> int:
             case "status":
                 client.status(args.cl_ord_id, account=args.account)
             case "history":
-                client.history(args.account, args.start,
-                               time.time_ns() if args.end is None else args.end,
-                               symbol=args.symbol)
+                end = time.time_ns() if args.end is None else args.end
+                client.history(args.account, args.start, end, symbol=args.symbol)
             case "heartbeat":
                 client.heartbeat(cancel_on_disconnect=args.cancel_on_disconnect, test_req_id="cli")
         answers = client.drain(args.wait)
+        if args.request == "history":
+            answers += _later_pages(client, args, end, answers)
     for msg in answers:
         sys.stdout.write(orjson.dumps(_readable(msg)).decode() + "\n")
     if not answers:

@@ -75,3 +75,27 @@ def test_a_repeated_history_request_costs_the_journal_a_page(tmp_path):
         # (before: every one of the FILLS fills, about 18 KB a request).
         assert len(added) <= 2 * 20
         assert sum(len(r.payload) for r in added) < 20 * 3_000
+
+
+def test_the_command_line_client_prints_every_page(tmp_path):
+    """`kronos-exec client history` asks again from each answer's ``next_start_time``: an
+    operator asking for an account's fills gets them all, a reply line per page (it
+    printed the first page only, with nothing but ``next_start_time`` saying more were
+    left out)."""
+    import subprocess
+    import sys
+
+    import orjson
+
+    with serving(tmp_path, extra="[history]\nmax_fills_per_request = 50\n") as (engine, endpoint), \
+            Client(endpoint) as client:
+        _traded(engine, client)
+        done = subprocess.run([sys.executable, "-m", "engine.cli", "client", "--endpoint", endpoint,
+                               "--wait", "1.0", "history", "--account", "DEMO1"],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    replies = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert len(replies) >= 3 and {r["type"] for r in replies} == {"TradeHistoryReply"}
+    assert [r["next_start_time"] == 0 for r in replies] == [False] * (len(replies) - 1) + [True]
+    fills = [f for r in replies for f in r["fills"]]
+    assert len({f["exec_id"] for f in fills}) == len(fills) == FILLS
