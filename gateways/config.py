@@ -499,6 +499,12 @@ def _check(config: GatewayConfig, where: str) -> None:
                 fail("stream", f"{config.stream!r} is not a valid stream name")
             if not _SUBJECT_TOKEN.match(config.subject_prefix):
                 fail("subject_prefix", f"{config.subject_prefix!r} is not a subject without wildcards")
+            if config.max_age_s and config.duplicate_window_s > config.max_age_s:
+                # NATS refuses to create such a stream ("duplicates window can not be
+                # larger then max age"): the gateway would fail every open, for ever.
+                fail("duplicate_window_s", f"{config.duplicate_window_s:g} s is longer than "
+                                           f"'max_age_s' ({config.max_age_s:g} s), which NATS "
+                                           f"refuses for a stream; set it to at most max_age_s")
         case PostgresConfig():
             if not _IDENTIFIER.match(config.schema):
                 fail("schema", f"{config.schema!r} is not a lower-case SQL identifier")

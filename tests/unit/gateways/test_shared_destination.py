@@ -48,3 +48,15 @@ def test_overlapping_subjects_are_refused_even_in_another_stream():
 def test_separate_destinations_pass(second):
     configs = parse_gateway_configs([{**NATS, "name": "a"}, {**NATS, "name": "b", **second}])
     assert len(configs) == 2
+
+
+def test_a_duplicate_window_longer_than_the_streams_max_age_is_refused():
+    # NATS refuses to create that stream ("duplicates window can not be larger
+    # then max age"): the gateway failed every open, for ever, delivering nothing.
+    message = refused([{**NATS, "max_age_s": 300}])     # duplicate_window_s: 600 by default
+    assert message.startswith("'gateways[0].duplicate_window_s': 600 s is longer than "
+                              "'max_age_s' (300 s)"), message
+    [config] = parse_gateway_configs([{**NATS, "max_age_s": 300, "duplicate_window_s": 300}])
+    assert config.duplicate_window_s == 300
+    [config] = parse_gateway_configs([{**NATS, "duplicate_window_s": 7200}])   # max_age_s 0: none
+    assert config.max_age_s == 0
