@@ -1,4 +1,7 @@
-"""Two gateways of one engine must not publish into one NATS stream.
+"""NATS gateway tables the configuration refuses at start-up because they could never
+work, or would lose events.
+
+Two gateways of one engine must not publish into one NATS stream.
 
 Each NATS publish expects the stream's last message to be the gateway's own
 previous one, and a gateway that reopens resumes after the stream's last
