@@ -45,11 +45,11 @@ import orjson
 
 from engine.busy import BusyFlag
 from engine.children import die_with_parent, spawn_child
-from engine.journal import DurableMark, JournalReader, journal_identity
+from engine.journal import DurableMark, JournalReader, journal_identity, list_segments
 from engine.metrics import logging_settings, setup_logging
 from gateways.config import GatewayConfig
 from gateways.events import GatewayEvent, Normalizer
-from gateways.tail import JournalTail
+from gateways.tail import JournalGapError, JournalTail
 
 # A name of this module's, so that a test can count the calls.
 _sched_yield = os.sched_yield
@@ -725,11 +725,22 @@ class Gateway:
             tail.seek(0)
             return 0
         tail.seek(cursor - 1)
-        records = tail.read(1)
+        try:
+            records = tail.read(1)
+        except JournalGapError:
+            # The cursor record itself was archived (its segment ended there): it
+            # was delivered, and only its time is lost; the next one is what counts.
+            records = []
         if records and records[0].seq == cursor:
             return records[0].ts_ns
         tail.seek(cursor)
         return 0
+
+    def first_journal_seq(self) -> int | None:
+        """The seq of the journal's first record still in its directory (None: no segment),
+        above 1 once the first segments were archived."""
+        segments = list_segments(self.source.data_dir)
+        return int(segments[0].stem) if segments else None
 
     def _set_cursor(self, seq: int, ts_ns: int = 0) -> None:
         with self._progress:
