@@ -16,7 +16,9 @@ so one bad event never stops the trade store:
   REJECTED report with ``orig_cl_ord_id``) leaves the order as it was;
 * ``admin_events``: kill switch and limit reload replies (with the kill
   switch's action, scope and target), keyed by ``seq``;
-* ``gateway_cursor``: the last journal seq each gateway has stored.
+* ``gateway_cursor``: the last journal seq each gateway has stored (moved with
+  each batch, and over records with no event to store every
+  ``cursor_interval_ms``: see :meth:`PostgresGateway.store_cursor`).
 
 The tables are created by numbered migrations recorded in
 ``schema_migrations``; ``docs/gateways.md`` shows the schema.
