@@ -112,6 +112,18 @@ class ForeignCursorError(Exception):
     """
 
 
+class CursorAheadError(ForeignCursorError):
+    """A gateway's stored cursor is past the end of its journal: the journal lost records
+    that were delivered (restored from an older copy, its ``durable.seq`` removed to start
+    on what was left, a tail lost to a power cut under ``fsync = "none"``).
+
+    Its next records take seqs the destination already holds: resumed from the
+    cursor, the gateway would skip them without a word, and consumers would
+    drop them as repeats. Like :class:`ForeignCursorError`, the gateway
+    delivers nothing until a person resolves it.
+    """
+
+
 def message_id(journal: str | None, seq: int) -> str:
     """A de-duplication id for the event at ``seq`` of ``journal``: ``<journal>:<seq>``.
 
@@ -623,6 +635,9 @@ class Gateway:
         poll = config.poll_interval_ms / 1000
         alive_check_at = time.monotonic() + ALIVE_CHECK_S
         opened = False
+        # The journal's end as this run found it (the writer sets the mark to its end
+        # when it opens): no stored cursor may be past it (_check_not_ahead).
+        durable_at_start = self.durable_seq()
         try:
             while not self._stop.is_set():
                 try:
@@ -633,6 +648,7 @@ class Gateway:
                         self.cursor_journal = None
                         cursor = self.load_cursor()
                         self._check_journal(cursor)
+                        self._check_not_ahead(cursor, durable_at_start)
                         self._cursor = cursor
                         self._metrics.connected = True
                         self._set_cursor(self._cursor, self._seek(tail, self._cursor))
@@ -709,6 +725,27 @@ class Gateway:
                 f"(its seqs start again at 1), or another engine's journal delivers to the same "
                 f"destination. Give each journal its own destination (or clear the old one's "
                 f"events and cursor) and remove {self.cursor_where()}")
+
+    def _check_not_ahead(self, cursor: int, durable: int | None) -> None:
+        """Refuse a stored cursor past ``durable``, the journal's durable end when this run
+        of the gateway began (:class:`CursorAheadError`).
+
+        A gateway delivers nothing past the durable seq, and the writer sets the
+        mark to the journal's end when it opens, so a cursor beyond it means the
+        journal lost records that were delivered. The end is the one the run
+        began with (the engine starts its gateways before it takes orders): the
+        journal grows past the cursor soon after, and the refusal must hold.
+        """
+        if durable is None or cursor <= durable:
+            return
+        raise CursorAheadError(
+            f"its stored cursor (seq {cursor}) is past the end of journal {self.journal_id} in "
+            f"{self.source.data_dir} (seq {durable} when the gateway started): the journal lost "
+            f"records that were delivered (restored from an older copy, its durable.seq removed, "
+            f"or a tail lost under fsync = \"none\"), and its next records take seqs the "
+            f"destination already holds, which consumers would drop as repeats. Give the "
+            f"journal a new destination, or remove this one's events past seq {durable} and set "
+            f"its stored cursor ({self.cursor_where()}) back to {durable}")
 
     def cursor_where(self) -> str:
         """Where the stored cursor is, for :class:`ForeignCursorError`'s message."""
