@@ -636,8 +636,10 @@ class Gateway:
         alive_check_at = time.monotonic() + ALIVE_CHECK_S
         opened = False
         # The journal's end as this run found it (the writer sets the mark to its end
-        # when it opens): no stored cursor may be past it (_check_not_ahead).
-        durable_at_start = self.durable_seq()
+        # when it opens), then the last record this run has read: no stored cursor may
+        # be past it (_check_not_ahead). (Not the durable seq now: the journal grows
+        # past a cursor it lost soon after the engine starts.)
+        known_end = self.durable_seq()
         try:
             while not self._stop.is_set():
                 try:
@@ -648,13 +650,15 @@ class Gateway:
                         self.cursor_journal = None
                         cursor = self.load_cursor()
                         self._check_journal(cursor)
-                        self._check_not_ahead(cursor, durable_at_start)
+                        self._check_not_ahead(cursor, known_end)
                         self._cursor = cursor
                         self._metrics.connected = True
                         self._set_cursor(self._cursor, self._seek(tail, self._cursor))
                     self.tick()
                     self.yield_to_engine()
                     records = tail.read(config.batch_size, self.durable_seq())
+                    if records and known_end is not None:
+                        known_end = max(known_end, records[-1].seq)
                     if not records:
                         self.store_cursor(self._cursor)
                         now = time.monotonic()
@@ -727,20 +731,22 @@ class Gateway:
                 f"events and cursor) and remove {self.cursor_where()}")
 
     def _check_not_ahead(self, cursor: int, durable: int | None) -> None:
-        """Refuse a stored cursor past ``durable``, the journal's durable end when this run
-        of the gateway began (:class:`CursorAheadError`).
+        """Refuse a stored cursor past ``durable``: the journal's durable end when this run
+        of the gateway began, or the last record it has read since (:class:`CursorAheadError`).
 
         A gateway delivers nothing past the durable seq, and the writer sets the
         mark to the journal's end when it opens, so a cursor beyond it means the
         journal lost records that were delivered. The end is the one the run
         began with (the engine starts its gateways before it takes orders): the
         journal grows past the cursor soon after, and the refusal must hold.
+        Records this run read (a batch the destination stored but did not
+        acknowledge, say) may be behind a reopened destination's cursor.
         """
         if durable is None or cursor <= durable:
             return
         raise CursorAheadError(
             f"its stored cursor (seq {cursor}) is past the end of journal {self.journal_id} in "
-            f"{self.source.data_dir} (seq {durable} when the gateway started): the journal lost "
+            f"{self.source.data_dir} (seq {durable} as this gateway found it): the journal lost "
             f"records that were delivered (restored from an older copy, its durable.seq removed, "
             f"or a tail lost under fsync = \"none\"), and its next records take seqs the "
             f"destination already holds, which consumers would drop as repeats. Give the "
