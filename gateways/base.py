@@ -45,11 +45,11 @@ import orjson
 
 from engine.busy import BusyFlag
 from engine.children import die_with_parent, spawn_child
-from engine.journal import DurableMark, JournalReader, journal_identity
+from engine.journal import DurableMark, JournalReader, journal_identity, list_segments
 from engine.metrics import logging_settings, setup_logging
 from gateways.config import GatewayConfig
 from gateways.events import GatewayEvent, Normalizer
-from gateways.tail import JournalTail
+from gateways.tail import JournalGapError, JournalTail
 
 # A name of this module's, so that a test can count the calls.
 _sched_yield = os.sched_yield
@@ -109,6 +109,18 @@ class ForeignCursorError(Exception):
     Resuming from it would skip the new journal's records up to the old
     cursor, and consumers that drop repeats by seq would drop the rest: the
     gateway delivers nothing until a person resolves it (the message says how).
+    """
+
+
+class CursorAheadError(ForeignCursorError):
+    """A gateway's stored cursor is past the end of its journal: the journal lost records
+    that were delivered (restored from an older copy, its ``durable.seq`` removed to start
+    on what was left, a tail lost to a power cut under ``fsync = "none"``).
+
+    Its next records take seqs the destination already holds: resumed from the
+    cursor, the gateway would skip them without a word, and consumers would
+    drop them as repeats. Like :class:`ForeignCursorError`, the gateway
+    delivers nothing until a person resolves it.
     """
 
 
@@ -623,6 +635,11 @@ class Gateway:
         poll = config.poll_interval_ms / 1000
         alive_check_at = time.monotonic() + ALIVE_CHECK_S
         opened = False
+        # The journal's end as this run found it (the writer sets the mark to its end
+        # when it opens), then the last record this run has read: no stored cursor may
+        # be past it (_check_not_ahead). (Not the durable seq now: the journal grows
+        # past a cursor it lost soon after the engine starts.)
+        known_end = self.durable_seq()
         try:
             while not self._stop.is_set():
                 try:
@@ -633,12 +650,15 @@ class Gateway:
                         self.cursor_journal = None
                         cursor = self.load_cursor()
                         self._check_journal(cursor)
+                        self._check_not_ahead(cursor, known_end)
                         self._cursor = cursor
                         self._metrics.connected = True
                         self._set_cursor(self._cursor, self._seek(tail, self._cursor))
                     self.tick()
                     self.yield_to_engine()
                     records = tail.read(config.batch_size, self.durable_seq())
+                    if records and known_end is not None:
+                        known_end = max(known_end, records[-1].seq)
                     if not records:
                         self.store_cursor(self._cursor)
                         now = time.monotonic()
@@ -710,6 +730,29 @@ class Gateway:
                 f"destination. Give each journal its own destination (or clear the old one's "
                 f"events and cursor) and remove {self.cursor_where()}")
 
+    def _check_not_ahead(self, cursor: int, durable: int | None) -> None:
+        """Refuse a stored cursor past ``durable``: the journal's durable end when this run
+        of the gateway began, or the last record it has read since (:class:`CursorAheadError`).
+
+        A gateway delivers nothing past the durable seq, and the writer sets the
+        mark to the journal's end when it opens, so a cursor beyond it means the
+        journal lost records that were delivered. The end is the one the run
+        began with (the engine starts its gateways before it takes orders): the
+        journal grows past the cursor soon after, and the refusal must hold.
+        Records this run read (a batch the destination stored but did not
+        acknowledge, say) may be behind a reopened destination's cursor.
+        """
+        if durable is None or cursor <= durable:
+            return
+        raise CursorAheadError(
+            f"its stored cursor (seq {cursor}) is past the end of journal {self.journal_id} in "
+            f"{self.source.data_dir} (seq {durable} as this gateway found it): the journal lost "
+            f"records that were delivered (restored from an older copy, its durable.seq removed, "
+            f"or a tail lost under fsync = \"none\"), and its next records take seqs the "
+            f"destination already holds, which consumers would drop as repeats. Give the "
+            f"journal a new destination, or remove this one's events past seq {durable} and set "
+            f"its stored cursor ({self.cursor_where()}) back to {durable}")
+
     def cursor_where(self) -> str:
         """Where the stored cursor is, for :class:`ForeignCursorError`'s message."""
         return str(self.cursor_path)
@@ -725,11 +768,22 @@ class Gateway:
             tail.seek(0)
             return 0
         tail.seek(cursor - 1)
-        records = tail.read(1)
+        try:
+            records = tail.read(1)
+        except JournalGapError:
+            # The cursor record itself was archived (its segment ended there): it
+            # was delivered, and only its time is lost; the next one is what counts.
+            records = []
         if records and records[0].seq == cursor:
             return records[0].ts_ns
         tail.seek(cursor)
         return 0
+
+    def first_journal_seq(self) -> int | None:
+        """The seq of the journal's first record still in its directory (None: no segment),
+        above 1 once the first segments were archived."""
+        segments = list_segments(self.source.data_dir)
+        return int(segments[0].stem) if segments else None
 
     def _set_cursor(self, seq: int, ts_ns: int = 0) -> None:
         with self._progress:

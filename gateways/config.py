@@ -499,18 +499,68 @@ def _check(config: GatewayConfig, where: str) -> None:
                 fail("stream", f"{config.stream!r} is not a valid stream name")
             if not _SUBJECT_TOKEN.match(config.subject_prefix):
                 fail("subject_prefix", f"{config.subject_prefix!r} is not a subject without wildcards")
+            if config.max_age_s and config.duplicate_window_s > config.max_age_s:
+                # NATS refuses to create such a stream ("duplicates window can not be
+                # larger then max age"): the gateway would fail every open, for ever.
+                fail("duplicate_window_s", f"{config.duplicate_window_s:g} s is longer than "
+                                           f"'max_age_s' ({config.max_age_s:g} s), which NATS "
+                                           f"refuses for a stream; set it to at most max_age_s")
         case PostgresConfig():
             if not _IDENTIFIER.match(config.schema):
                 fail("schema", f"{config.schema!r} is not a lower-case SQL identifier")
+
+
+def _nats_server_key(server: str) -> tuple[str, int]:
+    """``(host, port)`` of a checked NATS server address (the port defaulting to 4222)."""
+    parts = urlsplit(server if "://" in server else f"nats://{server}")
+    return (parts.hostname or "").lower(), parts.port or 4222
+
+
+def _subjects_overlap(a: str, b: str) -> bool:
+    """Whether the subjects ``<a>.>`` and ``<b>.>`` share any subject."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def _check_nats_shared(index: int, config: NatsConfig,
+                       earlier: list[tuple[int, NatsConfig]]) -> None:
+    """Refuse a NATS gateway that would publish into the stream (or subjects) of an earlier one.
+
+    Each publish expects the stream's last message to be the gateway's own
+    previous one, and a gateway that reopens resumes after the stream's last
+    message of its journal, whoever published it: two gateways of one engine
+    on one stream (say one for fills, one for the rest) refused each other's
+    order and then each skipped the events the other had published past,
+    events lost with both reporting themselves caught up.
+    """
+    servers = {_nats_server_key(s) for s in config.servers}
+    for other_index, other in earlier:
+        if servers.isdisjoint(_nats_server_key(s) for s in other.servers):
+            continue  # (other servers: another cluster, as far as the configuration tells)
+        if config.stream == other.stream:
+            key, what = "stream", f"stream {config.stream!r}"
+        elif _subjects_overlap(config.subject_prefix, other.subject_prefix):
+            key, what = "subject_prefix", (f"subjects {config.subject_prefix}.> (its "
+                                           f"subject_prefix), which overlap {other.subject_prefix}.>")
+        else:
+            continue
+        raise GatewayConfigError(
+            f"'gateways[{index}].{key}': {what} on the same NATS servers as gateways[{other_index}]: "
+            f"two gateways cannot share a stream (each resumes after the stream's last message, "
+            f"whoever published it, and would skip the other's events). Give each gateway its "
+            f"own 'stream' and 'subject_prefix', or list all the events in one gateway")
 
 
 def _check_together(configs: list[GatewayConfig]) -> None:
     seen: dict[str, int] = {}
     endpoints: dict[str, int] = {}
     metrics_ports: dict[int, int] = {}
+    nats: list[tuple[int, NatsConfig]] = []
     for index, config in enumerate(configs):
         if not config.enabled:
             continue
+        if isinstance(config, NatsConfig):
+            _check_nats_shared(index, config, nats)
+            nats.append((index, config))
         name = config.gateway_name
         if name in seen:
             raise GatewayConfigError(f"'gateways[{index}].name': {name!r} is also the name of "

@@ -221,6 +221,19 @@ class NatsGateway(Gateway):
             cursor = stream
         else:
             cursor = min(known) if known else 0
+        first = self.first_journal_seq()
+        if local is not None and local > cursor and local_journal in (None, self.journal_id) \
+                and first is not None and cursor + 1 < first <= local + 1:
+            # The stream's last message is the last event published; the records read
+            # past after it (commands, types not selected) can have been archived since
+            # (docs/engine.md allows it once /metrics shows them read past). Resuming
+            # inside them stopped the gateway on JournalGapError for good; the cursor
+            # file says they were read past.
+            log.warning("gateway %s: journal seqs %d to %d after the stream's last message "
+                        "are no longer in the journal (archived); the cursor file says they "
+                        "were read past: resuming after seq %d", self.name, cursor + 1,
+                        first - 1, local)
+            cursor = local
         log.info("gateway %s: resuming after seq %d (local %s, stream %s)", self.name, cursor,
                  local, stream)
         return cursor

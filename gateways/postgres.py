@@ -16,7 +16,9 @@ so one bad event never stops the trade store:
   REJECTED report with ``orig_cl_ord_id``) leaves the order as it was;
 * ``admin_events``: kill switch and limit reload replies (with the kill
   switch's action, scope and target), keyed by ``seq``;
-* ``gateway_cursor``: the last journal seq each gateway has stored.
+* ``gateway_cursor``: the last journal seq each gateway has stored (moved with
+  each batch, and over records with no event to store every
+  ``cursor_interval_ms``: see :meth:`PostgresGateway.store_cursor`).
 
 The tables are created by numbered migrations recorded in
 ``schema_migrations``; ``docs/gateways.md`` shows the schema.
@@ -30,6 +32,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Iterable, Iterator
 
 import psycopg
@@ -342,14 +345,37 @@ class PostgresGateway(Gateway):
         return f"the row {self.name!r} of {self.config.schema}.gateway_cursor"
 
     def store_cursor(self, seq: int, *, force: bool = False) -> None:
-        # deliver() stores the cursor with each batch; a stretch of records
-        # with no event to store (commands) is simply read again after a restart.
-        return
+        """Move the ``gateway_cursor`` row over records read past with no event to store
+        (commands, types not selected), at most every ``cursor_interval_ms`` unless forced.
+
+        A batch with events moves the row with its rows; without this, the row
+        stayed at the last such batch while the gateway read on, and once the
+        segments it had read past were archived (docs/engine.md: those before
+        every gateway's ``/metrics`` cursor) a restarted gateway resumed inside
+        them and stopped on ``JournalGapError``. Stored as a batch of no events
+        (the schema's lock and journal check included). A failure is not the
+        gateway's: the row only lags, and the next batch or check finds a
+        destination that is down.
+        """
+        if self._conn is None or self._conn.closed or seq == self._cursor_stored:
+            return
+        now = time.monotonic()
+        if not force and (now - self._cursor_stored_at) * 1000 < self.config.cursor_interval_ms:
+            return
+        self._cursor_stored_at = now
+        try:
+            with self._deadline("the cursor row"):
+                self._write([], seq)
+        except (psycopg.Error, ConnectionError, ForeignCursorError) as exc:
+            log.debug("gateway %s: cursor row not moved to seq %d: %s", self.name, seq, exc)
+            return
+        self._cursor_stored = seq
 
     def deliver(self, events: list[GatewayEvent], through_seq: int) -> None:
         stored = [event for event in events if event.type in _STORED_TYPES]
         with self._deadline(f"a batch of {len(stored)} events"):
             self._deliver(stored, through_seq)
+        self._cursor_stored = through_seq  # (the row moved with the batch)
 
     def _deliver(self, stored: list[GatewayEvent], through_seq: int) -> None:
         try:
@@ -402,7 +428,7 @@ class PostgresGateway(Gateway):
                                 cur.execute(_CLEAR_STAGING)  # the next event's alone there
                         except _REFUSED as exc:
                             refused.append((event, exc))
-                else:
+                elif events:  # (none: the cursor alone, see store_cursor)
                     with cur.copy(self._copy) as copy:
                         for event in self.paced(events):
                             copy.write_row(_row(event))

@@ -16,8 +16,9 @@ Wire format (multipart)::
 ``prev`` is the seq of the event published before this one (any topic) and
 ``topic_prev`` the one before it on the same topic; ``0`` means none,
 ``UNKNOWN`` (2**64-1) that the gateway restarted and does not know. A
-heartbeat ``[b"_hb", header, b""]`` every ``heartbeat_ms`` carries the last
-published seq in ``seq``, so a lost tail is noticed too.
+heartbeat ``[b"_hb", header, payload]`` every ``heartbeat_ms`` carries the last
+published seq in ``seq``, so a lost tail is noticed too, and as its payload a
+:class:`HeartbeatInfo` (the topics published since a few heartbeats before).
 
 Replay (REQ -> ROUTER): the request is a msgpack map ``{"from": a, "to": b,
 "topics": [...], "prefixes": [...]}`` (``to`` 0: to the end of the journal;
