@@ -651,6 +651,8 @@ class Gateway:
                         cursor = self.load_cursor()
                         self._check_journal(cursor)
                         self._check_not_ahead(cursor, known_end)
+                        if cursor == 0:
+                            cursor = self._first_start()
                         self._cursor = cursor
                         self._metrics.connected = True
                         self._set_cursor(self._cursor, self._seek(tail, self._cursor))
@@ -778,6 +780,24 @@ class Gateway:
             return records[0].ts_ns
         tail.seek(cursor)
         return 0
+
+    def _first_start(self) -> int:
+        """Where a gateway with no stored cursor starts: after seq 0, or, on a journal whose
+        first segments were archived, before its first record still there when
+        ``start_after_archived`` says so (else :class:`JournalGapError`, naming the key)."""
+        first = self.first_journal_seq()
+        if first is None or first <= 1:
+            return 0
+        if not self.config.start_after_archived:
+            raise JournalGapError(
+                f"it has delivered nothing yet (no stored cursor), and journal "
+                f"{self.source.data_dir} starts at seq {first}: seqs 1 to {first - 1} were "
+                f"archived. Put those segments back to deliver them, or set "
+                f"start_after_archived = true in its [[gateways]] table to start at seq {first}")
+        log.warning("gateway %s: no stored cursor, and journal seqs 1 to %d were archived: "
+                    "starting at seq %d (start_after_archived); those seqs are not delivered",
+                    self.name, first - 1, first)
+        return first - 1
 
     def first_journal_seq(self) -> int | None:
         """The seq of the journal's first record still in its directory (None: no segment),

@@ -112,6 +112,13 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         (docs/gateways.md: with it the ZeroMQ gateway's effect on the
         engine's p99 went from 1.73x to 1.00x in the same run, NATS's from
         2.09x to 1.49x, PostgreSQL's from 2.57x to 1.60x).
+    start_after_archived : bool
+        What a gateway with no stored cursor (a new destination) does on a journal
+        whose first segments were archived: false (default), it waits, refusing to
+        start past records it was never given (``JournalGapError`` at each retry,
+        naming this key), until the segments are put back; true, it starts at the
+        first record still in the journal, with a warning naming the seqs it will
+        never deliver. A gateway that has a cursor is not affected.
     """
 
     name: str | None = None
@@ -129,6 +136,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     sched_policy: Literal["normal", "idle"] = "normal"
     yield_to_engine_ms: Annotated[float, Meta(ge=0, le=1000)] = 5.0
     cpu_slice_us: Annotated[float, Meta(ge=0, le=1_000_000)] = 100.0
+    start_after_archived: bool = False
 
     @property
     def gateway_name(self) -> str:

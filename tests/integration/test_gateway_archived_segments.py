@@ -134,3 +134,42 @@ def test_zmq_goes_on_when_its_cursor_was_the_last_record_of_an_archived_segment(
         assert [e.seq for e in got] == seqs[-5:]
     finally:
         gateway.stop()
+
+
+@needs_postgres()
+def test_a_new_gateway_on_an_archived_journal_waits_or_starts_at_what_is_left(tmp_path, writer):
+    """A gateway with no stored cursor on a journal whose first segments were archived
+    stalled on ``JournalGapError`` (``segments removed from the front?``) with no way on
+    but putting the segments back. It still waits by default, the error naming
+    ``start_after_archived``; with that key it starts at the first record still there."""
+    psycopg = pytest.importorskip("psycopg")
+    from gateways.postgres import drop_schema
+    seqs = write_fills(writer, 1, 60, with_commands=False)
+    first = int(list_segments(tmp_path / "journal")[-2].stem)
+    assert archive_read_past(tmp_path, first - 1) >= 2
+    left = [s for s in seqs if s >= first]
+    assert left and left != seqs
+    schema = f"gw_new_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        [waiting] = from_config([base(type="postgres", dsn=PG_DSN, schema=schema)],
+                                tmp_path / "journal", tmp_path / "gw")
+        waiting.start()
+        try:
+            assert wait_until(lambda: "start_after_archived" in (waiting.metrics.last_error or ""), 10), \
+                waiting.metrics.last_error
+            assert waiting.metrics.delivered == 0
+        finally:
+            waiting.stop()
+        [starting] = from_config([base(type="postgres", dsn=PG_DSN, schema=schema,
+                                       start_after_archived=True)],
+                                 tmp_path / "journal", tmp_path / "gw")
+        starting.start()
+        try:
+            assert starting.wait_for(writer.last_seq, 10), starting.metrics.last_error
+        finally:
+            starting.stop()
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            assert [r[0] for r in conn.execute(f"SELECT seq FROM {schema}.fills ORDER BY seq")] == left
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            drop_schema(conn, schema)
