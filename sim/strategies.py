@@ -497,8 +497,10 @@ class TwapStrategy(SweepStrategy):
     """Equal slices over the window, each taken with a fee-aware sweep.
 
     Slice ``k`` (of ``slices``) brings the target fill to ``qty * (k+1) /
-    slices``; a slice that falls short is made up by the next one, and the
-    last one keeps sweeping until the parent is done or the window closes.
+    slices``, counting the children still working (a slice sends the
+    target less what is filled and what is out); a slice that falls short is
+    made up by the next one, and the last one keeps sweeping until the
+    parent is done or the window closes.
 
     Parameters
     ----------
@@ -530,7 +532,10 @@ class TwapStrategy(SweepStrategy):
             self.slice += 1
             if self.slice < self.slices:
                 self.wake_at(self.parent.start_ns + self.slice * self.interval)
-        self.sweep(self.target() - self.filled)
+        # Children still out (the last slice's IOCs when a round trip is longer
+        # than a slice, a dark IOC at a retry) count toward the target: the
+        # slice sends only the rest, or the parent runs ahead of its schedule.
+        self.sweep(self.target() - self.filled - self.open_qty)
 
     def on_child_done(self, report) -> None:
         if self.target() - self.filled > 0 and self.next_round():
