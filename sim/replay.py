@@ -542,7 +542,9 @@ class ReplayFeed:
         books = self._books(cols, venue_map, cell)
         first = _FirstError()
         codes, texts = _codes(cols["side"])
-        side = np.array([_side(t) for t in texts], np.int8)
+        # The aggressor, written B/buy or S/sell: not a depth side's bid/ask,
+        # which in a trade could as well mean "at the bid" (a seller's trade).
+        side = np.array([_trade_side(t) for t in texts], np.int8)
         # Empty is allowed (the side is inferred); anything else must be a side.
         unknown = np.array([s == 0 and t is not None and bool(t.strip())
                             for s, t in zip(side.tolist(), texts)], bool)
@@ -1039,8 +1041,24 @@ def _decimal(text) -> Decimal:
     return value
 
 
+def _trade_side(text) -> int:
+    """A trade's aggressor: ``B``/``buy`` -> BUY, ``S``/``sell`` -> SELL, else 0.
+
+    Only those: ``bid``/``ask`` (and ``A``, ``offer``), a depth row's sides,
+    are ambiguous for a trade ("bought at the ask" or "traded at the bid",
+    opposite aggressors under the two readings data vendors use), and a
+    misread aggressor takes the wrong side of the replayed book.
+    """
+    t = (text or "").strip().upper()
+    if t in ("B", "BUY"):
+        return BUY
+    if t in ("S", "SELL"):
+        return SELL
+    return 0
+
+
 def _side(text) -> int:
-    """``B``/``bid``/``buy`` -> BUY, ``S``/``ask``/``sell`` -> SELL, empty -> 0."""
+    """A depth row's side: ``B``/``bid``/``buy`` -> BUY, ``S``/``ask``/``sell`` -> SELL, empty -> 0."""
     t = (text or "").strip().upper()
     if t in ("B", "BID", "BUY"):
         return BUY

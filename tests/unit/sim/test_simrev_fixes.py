@@ -48,3 +48,40 @@ def test_twap_counts_children_in_flight_against_its_slice_target():
     assert [f.last_qty for f in s.fills] == [100, 100, 100, 100]
     # Each slice's child reaches FAST 300 ms after its slice began.
     assert [f.ts - t0 for f in s.fills] == [k * 500 * MS + 300_000 * US for k in range(4)]
+
+
+@pytest.mark.parametrize("side", ["bid", "ask", "A", "offer", "Bid"])
+def test_a_trade_side_other_than_buy_or_sell_is_refused_not_guessed(side, tmp_path):
+    """A trade's ``side`` is its aggressor, B/buy or S/sell (docs/sim.md). ``bid`` or
+    ``ask`` there is ambiguous ("traded at the bid" is a seller's trade, the opposite of
+    the buy it was read as) and must be refused naming the row, as ``X`` is.
+
+    Before: ``bid`` was replayed as a buy aggressor, ``ask``/``A``/``offer`` as a sell.
+    """
+    m = quiet_market()
+    t0 = m.session_start
+    csv = tmp_path / "t.csv"
+    csv.write_text("ts,venue,symbol,price,qty,side\n"
+                   f"{t0 + 1},FAST,AAA,50.01,100,B\n"
+                   f"{t0 + 2},FAST,AAA,50.00,100,{side}\n")
+    from sim.replay import load_trades
+    with pytest.raises(ReplayDataError, match=rf"row 2, column side: side '{side}' is not "
+                                              r"B/buy or S/sell \(or empty\)"):
+        ReplayFeed(m, trades=load_trades(csv))
+
+
+@pytest.mark.parametrize("side, aggressor", [("B", BUY), ("buy", BUY), (" Sell ", SELL),
+                                             ("s", SELL)])
+def test_buy_and_sell_trade_sides_still_replay(side, aggressor):
+    m = quiet_market(record_tape=True)
+    add(m, "FAST", 1, SELL, 5001, 100)
+    add(m, "FAST", 2, BUY, 5000, 100)
+    t0 = m.now
+    trades = {"ts": [t0 + 1], "venue": ["FAST"], "symbol": ["AAA"],
+              "price": ["50.01" if aggressor == BUY else "50.00"], "qty": ["30"],
+              "side": [side]}
+    feed = ReplayFeed(m, trades=trades)
+    feed.run_until(t0 + 10)
+    tape = m.tape()[0]
+    assert [(int(t["price_x2"]), int(t["qty"]), int(t["aggressor_side"])) for t in tape] == \
+        [(10002 if aggressor == BUY else 10000, 30, aggressor)]
