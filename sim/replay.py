@@ -37,7 +37,10 @@ read as an integer and never through a float.
 So is a quotes row whose bid is not below its ask, and a CSV row that does
 not parse. Rows out of time order are sorted and rows outside the session
 replayed at its start or not at all, as before, with one warning per file
-(``ReplayFeed.from_config``).
+(``ReplayFeed.from_config``). A venue outside its hours takes no order:
+quotes and depth before its open are held and placed in its book when it
+opens (the book it opens with), trades then and rows after its close are not
+replayed, with one warning per file too.
 
 Memory: the loaders stream a CSV in blocks (``CSV_BLOCK_SIZE``) and return
 text columns as pyarrow arrays (``TextColumn``); the feed keeps only integer
@@ -498,6 +501,44 @@ class ReplayFeed:
         self.next_id = [REPLAY_ID_BASE] * market.loop.n_books
         # Per (book, side): {price: the replay's orders there, oldest first}.
         self.levels: dict[tuple[int, int], dict[int, list[int]]] = {}
+        # Per (book, side) of a venue not open yet: {price: lots} the file has
+        # given it so far, placed in the book when the venue opens (a closed
+        # venue takes no order, and a depth feed would not repeat the levels).
+        self.held: dict[tuple[int, int], dict[int, int]] = {}
+        #: Trades replayed while their venue was closed (not executed).
+        self.n_closed_trades = 0
+        self._note_venue_hours(q, d, t, sources)
+
+    def _note_venue_hours(self, q, d, t, sources: dict) -> None:
+        """Log one warning per file with rows outside their venue's hours (``venues[].hours``).
+
+        A closed venue takes no order: quotes and depth before its open are
+        held and make the book it opens with; trades then, and every row
+        after its close, are not replayed. Said, so that a venue's hours that
+        do not cover the data are noticed.
+        """
+        m = self.market
+        open_ns = np.array([v.open_ns for v in m.venues], np.int64)
+        close_ns = np.array([v.close_ns for v in m.venues], np.int64)
+        for kind, rows in (("quotes", q), ("depth", d), ("trades", t)):
+            if rows is None or not len(rows["ts"]):
+                continue
+            venue = np.asarray(rows["book"], np.int64) // m.n_instruments
+            ts = np.maximum(np.asarray(rows["ts"], np.int64), m.clock_start)
+            before = int(np.count_nonzero(ts < open_ns[venue]))
+            after = int(np.count_nonzero(ts >= close_ns[venue]))
+            parts = []
+            if before:
+                parts.append(f"{before} {_rows(before)} before their venue's open "
+                             + ("(trades not replayed)" if kind == "trades"
+                                else "(held: the book it opens with)"))
+            if after:
+                parts.append(f"{after} {_rows(after)} at or after their venue's close "
+                             "(not replayed)")
+            if parts:
+                source = sources.get(kind)
+                log.warning("replay.%s: %s%s (venues[].hours)", kind,
+                            f"{source}: " if source else "", "; ".join(parts))
 
     def _quote_rows(self, data, venue_map, source) -> dict:
         cols = _arrow_columns(data, QUOTE_COLUMNS)
@@ -757,6 +798,8 @@ class ReplayFeed:
                 if row[0] > ts:
                     break
                 i += 1
+                if self.held:
+                    self._release_opened(row[0])
                 loop.run_until(row[0])
                 if row[1] == 0:
                     self._quote(row[2], row[3], row[4], row[5], row[6])
@@ -770,8 +813,45 @@ class ReplayFeed:
         finally:
             self._buffer, self._buffer_pos = buffer, i
             self.pos = self._filled - len(buffer) + i
+        if self.held:
+            self._release_opened(ts)
         loop.run_until(ts)
         return n
+
+    def _venue_open(self, book: int) -> bool:
+        return self.market.loop.is_open(book // self.market.n_instruments)
+
+    def _release_opened(self, upto: int) -> None:
+        """Place the held levels of every venue that opens by ``upto``, at its open.
+
+        The market is run to the venue's opening time first, so the levels
+        reach the book the moment it opens, before anything later.
+        """
+        loop, ni = self.market.loop, self.market.n_instruments
+        opens = sorted({(self.market.venues[book // ni].open_ns, book // ni)
+                        for book, _side in self.held})
+        for open_ns, venue in opens:
+            if open_ns > upto:
+                break
+            loop.run_until(max(open_ns, loop.now))
+            if not loop.is_open(venue):
+                continue        # (already closed again: nothing to open with)
+            for key in sorted(k for k in self.held if k[0] // ni == venue):
+                book, side = key
+                for px, qty in sorted(self.held.pop(key).items()):
+                    ids = self.levels.setdefault(key, {}).setdefault(px, [])
+                    self._set_level(book, side, px, ids, qty)
+
+    def _hold(self, book: int, side: int, levels: dict[int, int], replace_all: bool) -> None:
+        """Record levels for a book whose venue is not open yet (see ``held``)."""
+        held = self.held.setdefault((book, side), {})
+        if replace_all:
+            held.clear()
+        for px, qty in levels.items():
+            if qty > 0:
+                held[px] = qty
+            else:
+                held.pop(px, None)
 
     def _fill(self) -> list:
         """The next ``_CHUNK`` events as tuples of Python ints, read from the arrays.
@@ -818,6 +898,11 @@ class ReplayFeed:
         return 0 if o is None else o["leaves_qty"]
 
     def _quote(self, book: int, bid_px: int, bid_qty: int, ask_px: int, ask_qty: int) -> None:
+        if not self._venue_open(book):
+            if self.market.now < self.market.venues[book // self.market.n_instruments].open_ns:
+                for side, px, qty in ((BUY, bid_px, bid_qty), (SELL, ask_px, ask_qty)):
+                    self._hold(book, side, {px: qty} if px > 0 else {}, True)
+            return
         # Shrink first, grow second: a replayed bid never meets a stale ask.
         targets = ((BUY, bid_px, bid_qty), (SELL, ask_px, ask_qty))
         for side, px, qty in targets:
@@ -840,6 +925,11 @@ class ReplayFeed:
         for side, px, qty in changes:
             if px > 0:
                 final[(side, px)] = qty
+        if not self._venue_open(book):
+            if self.market.now < self.market.venues[book // self.market.n_instruments].open_ns:
+                for (side, px), qty in final.items():
+                    self._hold(book, side, {px: qty}, False)
+            return
         for (side, px), qty in final.items():
             side_levels = self.levels.setdefault((book, side), {})
             ids = side_levels.get(px)
@@ -888,6 +978,9 @@ class ReplayFeed:
 
     def _trade(self, book: int, px: int, qty: int, side: int) -> None:
         if px <= 0 or qty <= 0:
+            return
+        if not self._venue_open(book):
+            self.n_closed_trades += 1       # a closed venue executes nothing
             return
         if side == 0:
             bids = self.levels.get((book, BUY))

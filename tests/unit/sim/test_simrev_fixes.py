@@ -85,3 +85,63 @@ def test_buy_and_sell_trade_sides_still_replay(side, aggressor):
     tape = m.tape()[0]
     assert [(int(t["price_x2"]), int(t["qty"]), int(t["aggressor_side"])) for t in tape] == \
         [(10002 if aggressor == BUY else 10000, 30, aggressor)]
+
+
+def _opening_market(**session):
+    """QUIET with the session starting at the venues' open (09:30), warm-up before it."""
+    cfg = config(QUIET, session={"date": "2026-01-05", "start": "09:30:00", "end": "09:40:00",
+                                 "warmup": "60s", "seed": 1, "sample_interval": "1s", **session},
+                 parents=[])
+    return Market(cfg, flow=False)
+
+
+def _levels(m, venue):
+    bids, asks = m.depth(venue, "AAA")
+    return ([(int(p), int(q)) for p, q, _n in bids.tolist()],
+            [(int(p), int(q)) for p, q, _n in asks.tolist()])
+
+
+def test_a_depth_snapshot_before_the_venues_open_is_the_book_it_opens_with(caplog):
+    """Depth rows replayed while their venue is still closed (its hours start at the
+    session start, the warm-up runs before) are the book it opens with.
+
+    Before: the closed venue refused the replay's orders in silence and a depth
+    feed, which sends a level again only when it changes, left the book without
+    its snapshot for the whole run (here only the 49.98 bid changed after the open).
+    """
+    m = _opening_market()
+    open_ns = m.session_start                       # FAST opens at 09:30:00
+    pre = open_ns - 30 * S
+    depth = {"ts": [pre, pre, pre, pre + 1, open_ns + S],
+             "venue": ["FAST"] * 5, "symbol": ["AAA"] * 5,
+             "side": ["B", "S", "S", "S", "B"],
+             "price": ["49.99", "50.01", "50.02", "50.02", "49.98"],
+             "qty": ["500", "400", "100", "0", "300"]}
+    with caplog.at_level(logging.WARNING, logger="sim.replay"):
+        feed = ReplayFeed(m, depth=depth)
+    feed.run_until(open_ns - 1)
+    assert _levels(m, "FAST") == ([], [])             # closed: nothing in its book yet
+    feed.run_until(open_ns)
+    assert _levels(m, "FAST") == ([(4999, 500)], [(5001, 400)])
+    feed.run_until(open_ns + 2 * S)
+    assert _levels(m, "FAST") == ([(4999, 500), (4998, 300)], [(5001, 400)])
+    assert feed.replay_levels(m.book_index("FAST", "AAA"), BUY) == {4998: 300, 4999: 500}
+    # Said once when the file is read, as rows outside the session are.
+    assert "4 rows before their venue's open (held: the book it opens with)" in caplog.text
+
+
+def test_a_quote_before_the_venues_open_is_its_opening_quote_and_a_trade_is_not_replayed():
+    m = _opening_market()
+    open_ns = m.session_start
+    pre = open_ns - 10 * S
+    quotes = {"ts": [pre - S, pre], "venue": ["INV", "INV"], "symbol": ["AAA", "AAA"],
+              "bid_px": ["49.97", "49.98"], "bid_qty": ["100", "200"],
+              "ask_px": ["50.01", "50.00"], "ask_qty": ["100", "300"]}
+    trades = {"ts": [pre + S], "venue": ["INV"], "symbol": ["AAA"], "price": ["50.00"],
+              "qty": ["50"], "side": ["B"]}
+    feed = ReplayFeed(m, quotes=quotes, trades=trades)
+    feed.run_until(open_ns + S)
+    # The last quote before the open, whole: the trade before it executed nothing.
+    assert _levels(m, "INV") == ([(4998, 200)], [(5000, 300)])
+    assert m.market_volume("AAA") == (0, 0)
+    assert feed.n_closed_trades == 1
