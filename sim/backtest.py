@@ -320,6 +320,10 @@ class Backtest:
                 progress.update(task, completed=steps)
                 progress.stop()
         wall = time.perf_counter() - wall
+        if self.replay is not None:
+            # What of the recorded prints did not trade here (and so is not in
+            # the market's volume and VWAP), said once per run.
+            self.replay.note_trades()
         for s in self.strategies:
             if s.filled > s.parent.qty:
                 raise OverfillError(f"parent {s.parent.parent_id} ({s.name}): {s.filled} lots "

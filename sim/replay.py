@@ -507,6 +507,14 @@ class ReplayFeed:
         self.held: dict[tuple[int, int], dict[int, int]] = {}
         #: Trades replayed while their venue was closed (not executed).
         self.n_closed_trades = 0
+        #: Trades without a side whose price is inside the replayed spread (or
+        #: with no replayed level to compare): their aggressor is unknown, so
+        #: they are not replayed.
+        self.n_unplaced_trades = 0
+        #: Lots of replayed trades that found no liquidity at their price (the
+        #: book replayed thinner than the print); not in the market's volume.
+        self.unexecuted_trade_lots = 0
+        self.trades_source = sources.get("trades")
         self._note_venue_hours(q, d, t, sources)
 
     def _note_venue_hours(self, q, d, t, sources: dict) -> None:
@@ -992,10 +1000,39 @@ class ReplayFeed:
             elif bid and px <= bid:
                 side = SELL
             else:
-                return          # inside the spread: hidden liquidity we cannot see
-        self.market.loop.external(book, OP_ADD, self._new_id(book), side, px, qty,
-                                  int(OrdType.LIMIT), int(TimeInForce.IOC),
-                                  REPLAY_TAKER_ACCOUNT, int(StpMode.STP_NONE))
+                # Inside the spread: hidden liquidity we cannot see (counted).
+                self.n_unplaced_trades += 1
+                return
+        loop = self.market.loop
+        instrument = book % self.market.n_instruments
+        before = loop.market_volume(instrument)[0]
+        loop.external(book, OP_ADD, self._new_id(book), side, px, qty, int(OrdType.LIMIT),
+                      int(TimeInForce.IOC), REPLAY_TAKER_ACCOUNT, int(StpMode.STP_NONE))
+        self.unexecuted_trade_lots += qty - (loop.market_volume(instrument)[0] - before)
+
+    def note_trades(self) -> str | None:
+        """Log (and return) one warning if some replayed trades did not execute in full.
+
+        ``Backtest.run`` calls it after the run: trades the replay could not
+        place (no side and a price inside the replayed spread), trades at a
+        closed venue, and printed lots that found no replayed liquidity are
+        not in the market's volume (``vwap``), so the run says how many.
+        """
+        parts = []
+        if self.n_unplaced_trades:
+            parts.append(f"{self.n_unplaced_trades:,} without a side inside the replayed "
+                         "spread, not replayed (give their side)")
+        if self.n_closed_trades:
+            parts.append(f"{self.n_closed_trades:,} while their venue was closed, not replayed")
+        if self.unexecuted_trade_lots:
+            parts.append(f"{self.unexecuted_trade_lots:,} printed lots found no replayed "
+                         "liquidity at their price and did not trade")
+        if not parts:
+            return None
+        source = f"{self.trades_source}: " if self.trades_source else ""
+        text = f"replay.trades: {source}{'; '.join(parts)}"
+        log.warning("%s", text)
+        return text
 
 
 def _check_session(market, kind: str, ts, source) -> None:

@@ -4,6 +4,7 @@ Each test failed on the code before its fix.
 """
 import copy
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from tests.unit.sim.helpers import BUY, QUIET, SELL, US, add, config, quiet_mark
 
 S = 1_000_000_000
 MS = 1_000_000
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _slow_venues(one_way_us):
@@ -145,3 +147,38 @@ def test_a_quote_before_the_venues_open_is_its_opening_quote_and_a_trade_is_not_
     assert _levels(m, "INV") == ([(4998, 200)], [(5000, 300)])
     assert m.market_volume("AAA") == (0, 0)
     assert feed.n_closed_trades == 1
+
+
+def test_replayed_trades_that_do_not_trade_are_counted_and_said(caplog):
+    """A trade without a side inside the replayed spread is not replayed (its aggressor is
+    unknown), and a print larger than the replayed level trades only what is there:
+    neither shows in the market's volume (``vwap``), so the feed counts both and the
+    backtest says so once (``note_trades``).
+
+    Before: both went in silence (no count, no warning).
+    """
+    m = quiet_market()
+    t0 = m.now
+    quotes = {"ts": [t0 + 1], "venue": ["FAST"], "symbol": ["AAA"], "bid_px": ["49.98"],
+              "bid_qty": ["100"], "ask_px": ["50.02"], "ask_qty": ["100"]}
+    trades = {"ts": [t0 + 2, t0 + 3, t0 + 4], "venue": ["FAST"] * 3, "symbol": ["AAA"] * 3,
+              "price": ["50.00", "50.02", "49.98"], "qty": ["40", "150", "30"],
+              "side": [None, None, "S"]}
+    feed = ReplayFeed(m, quotes=quotes, trades=trades)
+    feed.run_until(t0 + 10)
+    assert m.market_volume("AAA")[0] == 100 + 30
+    assert (feed.n_unplaced_trades, feed.unexecuted_trade_lots) == (1, 50)
+    with caplog.at_level(logging.WARNING, logger="sim.replay"):
+        text = feed.note_trades()
+    assert text == ("replay.trades: 1 without a side inside the replayed spread, not replayed "
+                    "(give their side); 50 printed lots found no replayed liquidity at their "
+                    "price and did not trade")
+    assert text in caplog.text
+
+
+def test_a_replay_backtest_says_what_of_its_prints_did_not_trade(caplog):
+    from sim import Backtest
+    with caplog.at_level(logging.WARNING, logger="sim.replay"):
+        Backtest(REPO / "sim" / "configs" / "replay.toml").run()
+    assert "printed lots found no replayed liquidity at their price and did not trade" \
+        in caplog.text
