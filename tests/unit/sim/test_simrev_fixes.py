@@ -182,3 +182,15 @@ def test_a_replay_backtest_says_what_of_its_prints_did_not_trade(caplog):
         Backtest(REPO / "sim" / "configs" / "replay.toml").run()
     assert "printed lots found no replayed liquidity at their price and did not trade" \
         in caplog.text
+
+
+def test_an_absent_market_data_latency_key_is_zero_min_us_included():
+    """docs/sim.md: under ``market_data_latency`` "absent keys are 0 rather than
+    latency's 100 us". Before: ``min_us`` absent was 1 us, so a median of 0.5 us drew
+    1 us every time (and a normal model around 0 never went below 1 us)."""
+    from sim.latency import LatencyModel
+    venues = copy.deepcopy(QUIET["venues"])
+    venues[0]["market_data_latency"] = {"model": "lognormal", "median_us": 0.5}
+    spec = config(QUIET, venues=venues).venues[0].market_data_latency
+    assert spec.min_us == 0
+    assert LatencyModel(spec, 1).sample(3).tolist() == [500, 500, 500]
