@@ -194,3 +194,50 @@ def test_an_absent_market_data_latency_key_is_zero_min_us_included():
     spec = config(QUIET, venues=venues).venues[0].market_data_latency
     assert spec.min_us == 0
     assert LatencyModel(spec, 1).sample(3).tolist() == [500, 500, 500]
+
+
+def test_the_backtest_waits_for_children_still_out_after_the_last_parent_stops():
+    """After every parent stops, the run drains until their children have answered, not
+    a fixed second: on a venue 700 ms away a fill made just before the cancel landed
+    comes back 1.4 s after the stop.
+
+    Before: the run ended 1 s after the last parent stopped, so the venue had traded
+    100 lots that neither parent's record showed (0 filled each, children working).
+    """
+    from ext.types import OrdType, TimeInForce
+    from sim import Backtest, ExecutionStrategy, register_strategy
+
+    @register_strategy
+    class RestAtFifty(ExecutionStrategy):
+        name = "simrev_rest_at_fifty"
+        defaults = {}
+
+        def on_start(self):
+            self.send(0, self.remaining, 5000, int(OrdType.LIMIT), int(TimeInForce.DAY))
+
+    @register_strategy
+    class HitFifty(ExecutionStrategy):
+        name = "simrev_hit_fifty"
+        defaults = {}
+
+        def on_start(self):
+            self.send(0, self.remaining, 5000, int(OrdType.LIMIT), int(TimeInForce.IOC))
+
+    cfg = config(QUIET, venues=_slow_venues(700_000),
+                 session={"date": "2026-01-05", "start": "10:00:00", "end": "10:00:02",
+                          "warmup": "0s", "seed": 1, "sample_interval": "1s"},
+                 flow={"lp_rate": 0, "cancel_rate": 0, "taker_rate": 0, "dark_rate": 0,
+                       "dark_taker_rate": 0},
+                 parents=[{"symbol": "AAA", "side": "buy", "qty": "100", "start": "10:00:00",
+                           "end": "10:00:01", "strategy": "simrev_rest_at_fifty"},
+                          {"symbol": "AAA", "side": "sell", "qty": "500",
+                           "start": "10:00:00.950", "end": "10:00:01",
+                           "strategy": "simrev_hit_fifty", "account": 1001}])
+    bt = Backtest(cfg)
+    res = bt.run()
+    buy, sell = bt.strategies
+    # The sell's IOC reached FAST at 10:00:01.650, before the buy's cancel (10:00:01.700).
+    assert (buy.filled, sell.filled) == (100, 100)
+    assert (buy.n_working, sell.n_working) == (0, 0)
+    assert [o["filled"] for o in res.orders] == [100, 100]
+    assert [f.recv_ts - buy.parent.end_ns for f in buy.fills] == [1_350 * MS]
