@@ -205,7 +205,7 @@ def test_the_backtest_waits_for_children_still_out_after_the_last_parent_stops()
     100 lots that neither parent's record showed (0 filled each, children working).
     """
     from ext.types import OrdType, TimeInForce
-    from sim import Backtest, ExecutionStrategy, register_strategy
+    from sim import STRATEGIES, Backtest, ExecutionStrategy, register_strategy
 
     @register_strategy
     class RestAtFifty(ExecutionStrategy):
@@ -233,8 +233,13 @@ def test_the_backtest_waits_for_children_still_out_after_the_last_parent_stops()
                           {"symbol": "AAA", "side": "sell", "qty": "500",
                            "start": "10:00:00.950", "end": "10:00:01",
                            "strategy": "simrev_hit_fifty", "account": 1001}])
-    bt = Backtest(cfg)
-    res = bt.run()
+    try:
+        bt = Backtest(cfg)
+        res = bt.run()
+    finally:
+        # (The registry is global: leave it as the other tests know it.)
+        STRATEGIES.pop(RestAtFifty.name)
+        STRATEGIES.pop(HitFifty.name)
     buy, sell = bt.strategies
     # The sell's IOC reached FAST at 10:00:01.650, before the buy's cancel (10:00:01.700).
     assert (buy.filled, sell.filled) == (100, 100)
