@@ -16,6 +16,9 @@ overrides some of the hooks:
     A child order traded (``report.last_qty`` at ``report.price_x2``).
 ``on_child_done(report)``
     A child order is finished (filled, canceled, expired or rejected).
+``on_cancel_rejected(report)``
+    The venue refused a cancel or replace of a working child; the child is
+    as it was (``report.price_x2``: its limit at the venue, doubled).
 ``on_stop()``
     The parent's end time has come; the base class cancels what is working.
 
@@ -634,6 +637,13 @@ class PassiveAggressiveStrategy(SweepStrategy):
         else:
             self.post()
         self.wake_at(min(self.now + self.reprice_ns, self.switch_ts))
+
+    def on_cancel_rejected(self, report) -> None:
+        # A reprice the venue refused (post-only: the national touch was at this
+        # venue's far side) left the child at its price: keep that one, so the
+        # next reprice asks again rather than take the refused price for ours.
+        if report.child_id == self.passive_child and report.price_x2 > 0:
+            self.passive_price = report.price_x2 // 2
 
     def on_child_done(self, report) -> None:
         if report.child_id == self.passive_child:

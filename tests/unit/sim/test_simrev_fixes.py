@@ -246,3 +246,33 @@ def test_the_backtest_waits_for_children_still_out_after_the_last_parent_stops()
     assert (buy.n_working, sell.n_working) == (0, 0)
     assert [o["filled"] for o in res.orders] == [100, 100]
     assert [f.recv_ts - buy.parent.end_ns for f in buy.fills] == [1_350 * MS]
+
+
+def test_passive_aggressive_follows_the_touch_after_a_refused_reprice():
+    """A reprice the venue refuses (post-only: the national bid is at this venue's ask)
+    leaves the order where it was, and the strategy must know it: when the venue's ask
+    moves away, the next reprice joins the touch.
+
+    Before: the strategy took the refused price for its own and, the touch unchanged,
+    never asked again: its bid stayed three ticks behind the touch.
+    """
+    from sim.strategies import PassiveAggressiveStrategy
+    m = quiet_market()
+    add(m, "FAST", 1, BUY, 4999, 100)
+    add(m, "FAST", 2, SELL, 5002, 100)
+    t0 = m.now
+    s = PassiveAggressiveStrategy(m, ParentOrder(1, "AAA", BUY, 50, t0, t0 + 20 * S),
+                                  passive_fraction=0.9, reprice="1s", venue="FAST")
+    m.set_timer(t0, s.start)
+    m.set_timer(t0 + 20 * S, s.stop)
+    m.run_until(t0 + S // 2)
+    child = s.passive_child
+    assert m.loop.child(child)["limit"] == 4999
+    add(m, "INV", 3, BUY, 5002, 100)         # the national bid reaches FAST's ask
+    m.run_until(t0 + 3 * S // 2)             # the reprice to 50.02 would cross: refused
+    assert m.loop.child(child)["limit"] == 4999
+    from tests.unit.sim.helpers import cancel
+    cancel(m, "FAST", 2)
+    add(m, "FAST", 4, SELL, 5003, 100)       # FAST's ask moves away
+    m.run_until(t0 + 5 * S // 2)             # the next reprice may join the touch now
+    assert s.passive_child == child and m.loop.child(child)["limit"] == 5002
