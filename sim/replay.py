@@ -1148,7 +1148,10 @@ def _note_order_and_session(market, kind: str, ts: np.ndarray, source) -> None:
     if late:
         parts.append(f"{late} {_rows(late)} out of time order, sorted")
     if before:
-        parts.append(f"{before} {_rows(before)} before the session start, applied at it")
+        # The clock starts a warm-up before the session: rows inside the warm-up
+        # are replayed in time, only those before it are moved.
+        parts.append(f"{before} {_rows(before)} before the clock start (session.start less "
+                     "the warm-up), applied at it")
     if after:
         parts.append(f"{after} {_rows(after)} after its end, dropped (unless the run drains "
                      "past the end)")

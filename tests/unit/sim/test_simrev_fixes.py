@@ -276,3 +276,22 @@ def test_passive_aggressive_follows_the_touch_after_a_refused_reprice():
     add(m, "FAST", 4, SELL, 5003, 100)       # FAST's ask moves away
     m.run_until(t0 + 5 * S // 2)             # the next reprice may join the touch now
     assert s.passive_child == child and m.loop.child(child)["limit"] == 5002
+
+
+def test_the_warning_names_the_clock_start_that_rows_are_moved_to(tmp_path, caplog):
+    """Rows before the clock start (the session start less the warm-up) are applied at
+    it; rows inside the warm-up are replayed in time. Before: the warning called the
+    clock start "the session start", which rows in the warm-up are also before."""
+    session = {"date": "2026-01-05", "start": "10:00:00", "end": "10:10:00", "warmup": "60s",
+               "seed": 1, "sample_interval": "1s"}
+    start = config(QUIET, session=session).session.start_ns
+    (tmp_path / "q.csv").write_text(
+        "ts,venue,symbol,bid_px,bid_qty,ask_px,ask_qty\n"
+        f"{start - 90 * S},FAST,AAA,49.99,100,50.01,100\n"
+        f"{start - 30 * S},FAST,AAA,49.99,100,50.01,100\n"
+        f"{start + S},FAST,AAA,49.99,100,50.01,100\n")
+    cfg = config(QUIET, session=session, replay={"quotes": str(tmp_path / "q.csv")})
+    with caplog.at_level(logging.WARNING, logger="sim.replay"):
+        ReplayFeed.from_config(cfg, Market(cfg, flow=False))
+    assert "1 row before the clock start (session.start less the warm-up), applied at it" \
+        in caplog.text
