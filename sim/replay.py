@@ -551,7 +551,7 @@ class ReplayFeed:
     def _quote_rows(self, data, venue_map, source) -> dict:
         cols = _arrow_columns(data, QUOTE_COLUMNS)
         cell = _Cells("quotes", source, cols)
-        books = self._books(cols, venue_map, cell)
+        books = self._books(cols, venue_map, cell, one_feed=True)
         first = _FirstError()
         units = [self._units(cols, column, books, self._px if "px" in column else self._qty,
                              first, rank, cell)
@@ -570,7 +570,7 @@ class ReplayFeed:
     def _depth_rows(self, data, venue_map, source, quote_books) -> dict:
         cols = _arrow_columns(data, DEPTH_COLUMNS)
         cell = _Cells("depth", source, cols)
-        books = self._books(cols, venue_map, cell)
+        books = self._books(cols, venue_map, cell, one_feed=True)
         first = _FirstError()
         if len(quote_books):
             first.note(np.isin(books, quote_books), 0, lambda k: cell.error(
@@ -697,9 +697,16 @@ class ReplayFeed:
         return cls(market, tables.get("quotes"), tables.get("trades"), rc.venue_map,
                    tables.get("depth"), sources=sources)
 
-    def _books(self, cols, venue_map, cell) -> np.ndarray:
-        """The book index of every row (int32), each (venue, symbol) pair resolved once."""
+    def _books(self, cols, venue_map, cell, one_feed: bool = False) -> np.ndarray:
+        """The book index of every row (int32), each (venue, symbol) pair resolved once.
+
+        ``one_feed`` (quotes, depth): two venues of the file may not reach one
+        book (``venue_map`` naming one configured venue for both, or mapping
+        a venue onto another the file also has): each row is the whole quote
+        or level of its book, so two feeds would overwrite each other's in turn.
+        """
         m = self.market
+        feed_of: dict[int, str] = {}
         v_codes, venues = _codes(cols["venue"])
         s_codes, symbols = _codes(cols["symbol"])
         pair = v_codes.astype(np.int64) * max(len(symbols), 1) + s_codes
@@ -719,6 +726,10 @@ class ReplayFeed:
             if m.venues[m.venue_index(name)].dark:
                 raise cell.error(k, "venue", f"{venue} is a dark pool: replay drives lit "
                                  "venues only")
+            if one_feed and feed_of.setdefault(b, venue) != venue:
+                raise cell.error(k, "venue", f"{venue}/{symbol} and {feed_of[b]}/{symbol} both "
+                                 f"replay {name}/{symbol} (replay.venue_map): one book follows "
+                                 "one venue's quotes or depth")
             lut[j] = b
         return lut[inverse.reshape(-1)]
 

@@ -295,3 +295,31 @@ def test_the_warning_names_the_clock_start_that_rows_are_moved_to(tmp_path, capl
         ReplayFeed.from_config(cfg, Market(cfg, flow=False))
     assert "1 row before the clock start (session.start less the warm-up), applied at it" \
         in caplog.text
+
+
+@pytest.mark.parametrize("venue_map", [{"ARCA": "FAST", "BATS": "FAST"}, {"BATS": "FAST"}])
+def test_two_feeds_of_quotes_cannot_replay_one_book(venue_map):
+    """Each quote row is its book's whole top: two file venues mapped onto one configured
+    venue (or one mapped onto a venue the file also has) would overwrite each other's
+    quote row by row. Refused, naming the row. Before: replayed, the book flipping
+    between the two venues' quotes."""
+    m = quiet_market()
+    t0 = m.now
+    names = ["ARCA", "BATS"] if "ARCA" in venue_map else ["FAST", "BATS"]
+    quotes = {"ts": [t0 + 1, t0 + 2], "venue": names, "symbol": ["AAA", "AAA"],
+              "bid_px": ["49.99", "49.97"], "bid_qty": ["100", "500"],
+              "ask_px": ["50.01", "50.03"], "ask_qty": ["100", "500"]}
+    with pytest.raises(ReplayDataError, match=rf"row 2, column venue: BATS/AAA and {names[0]}/AAA "
+                                              r"both replay FAST/AAA \(replay.venue_map\)"):
+        ReplayFeed(m, quotes=quotes, venue_map=venue_map)
+
+
+def test_trades_of_two_venues_may_replay_on_one_book():
+    m = quiet_market()
+    add(m, "FAST", 1, SELL, 5001, 100)
+    t0 = m.now
+    trades = {"ts": [t0 + 1, t0 + 2], "venue": ["ARCA", "BATS"], "symbol": ["AAA", "AAA"],
+              "price": ["50.01", "50.01"], "qty": ["30", "20"], "side": ["B", "B"]}
+    feed = ReplayFeed(m, trades=trades, venue_map={"ARCA": "FAST", "BATS": "FAST"})
+    feed.run_until(t0 + 10)
+    assert m.market_volume("AAA")[0] == 50
