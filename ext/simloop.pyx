@@ -2808,9 +2808,9 @@ cdef class StrategyCore:
     subclass that. Reports for its child orders are booked here at C level
     (filled quantity, notional, fees, working orders, fills) without making
     Python objects, and the Python hooks ``on_fill(report)``,
-    ``on_child_done(report)`` and ``on_timer()`` are called only when the
-    subclass defines them, so a report costs no Python call unless the
-    strategy wants to see it.
+    ``on_child_done(report)``, ``on_cancel_rejected(report)`` and
+    ``on_timer()`` are called only when the subclass defines them, so a
+    report costs no Python call unless the strategy wants to see it.
 
     A compiled strategy (a Cython ``cdef class`` deriving from this one, see
     ``ext/simstrat.pyx``) overrides the C hooks ``on_timer_c()``,
