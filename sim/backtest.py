@@ -290,11 +290,13 @@ class Backtest:
         market = self.market
         limit = market.now + 2 * int(MAX_LATENCY_US) * 1_000 + DRAIN_NS
         while any(s.n_working for s in self.strategies) and market.now < limit:
-            nxt = market.loop.next_due()
-            if nxt is None and (self.replay is None or self.replay.done):
+            due = [market.loop.next_due(), self.replay.next_due() if self.replay else None]
+            due = [t for t in due if t is not None]
+            if not due:
                 break                   # no message, flow or row left: nothing can answer
+            nxt = min(due)
             to = market.now + DRAIN_NS
-            if nxt is not None and nxt > to:
+            if nxt > to:
                 to = nxt                # nothing due before: straight to it
             self._advance(min(to, limit))
 

@@ -803,6 +803,14 @@ class ReplayFeed:
     def done(self) -> bool:
         return self.pos >= self.n_events
 
+    def next_due(self) -> int | None:
+        """Time of the next event not applied yet (None: none left)."""
+        if self._buffer_pos == len(self._buffer):
+            if self._filled >= self.n_events:
+                return None
+            self._buffer, self._buffer_pos = self._fill(), 0
+        return self._buffer[self._buffer_pos][0]
+
     def run_until(self, ts: int) -> int:
         """Apply every row up to ``ts``, with the market's own events in between."""
         loop, n = self.market.loop, 0

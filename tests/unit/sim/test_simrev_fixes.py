@@ -323,3 +323,40 @@ def test_trades_of_two_venues_may_replay_on_one_book():
     feed = ReplayFeed(m, trades=trades, venue_map={"ARCA": "FAST", "BATS": "FAST"})
     feed.run_until(t0 + 10)
     assert m.market_volume("AAA")[0] == 50
+
+
+@pytest.mark.parametrize("tif", ["DAY", "GTC"])
+def test_a_child_left_resting_after_the_stop_does_not_hold_the_run(tif):
+    """A strategy that leaves an order at the venue when it stops (no cancel): the run
+    waits while something can still answer it (the venue's close expires a DAY order)
+    and ends when nothing can (a GTC order, no flow, no message left)."""
+    from ext.types import OrdType, TimeInForce
+    from sim import STRATEGIES, Backtest, ExecutionStrategy, register_strategy
+
+    @register_strategy
+    class LeaveIt(ExecutionStrategy):
+        name = "simrev_leave_it"
+        defaults = {}
+
+        def on_start(self):
+            self.send(0, self.remaining, 4000, int(OrdType.LIMIT),
+                      int(getattr(TimeInForce, tif)))
+
+        def on_stop(self):
+            pass                # no cancel
+
+    cfg = config(QUIET, flow={"lp_rate": 0, "cancel_rate": 0, "taker_rate": 0, "dark_rate": 0,
+                              "dark_taker_rate": 0},
+                 parents=[{"symbol": "AAA", "side": "buy", "qty": "100", "start": "10:00:00",
+                           "end": "10:01:00", "strategy": "simrev_leave_it"}])
+    try:
+        bt = Backtest(cfg)
+        bt.run()
+    finally:
+        STRATEGIES.pop(LeaveIt.name)
+    (s,) = bt.strategies
+    close = bt.market.venues[0].close_ns
+    if tif == "DAY":
+        assert s.n_working == 0 and bt.market.now >= close     # expired at 16:00
+    else:
+        assert s.n_working == 1 and bt.market.now >= close     # nothing left to answer it
