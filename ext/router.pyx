@@ -2353,7 +2353,8 @@ cdef class Router:
         slices : int, optional
             TWAP slice count (default: config ``twap_slices``).
         profile : sequence of int, optional
-            VWAP: relative volume per bucket, buckets splitting the window evenly.
+            VWAP: relative volume per bucket, buckets splitting the window evenly
+            (integers: a float weight is a ``TypeError``, never truncated).
         pov_ppm : int, optional
             POV participation rate in parts per million of the market volume.
         dark_min_qty : int, optional
@@ -2380,7 +2381,8 @@ cdef class Router:
         Raises
         ------
         TypeError
-            If a number is not an integer (``side=1.7``); nothing is kept.
+            If a number is not an integer (``side=1.7``, a ``profile`` weight of 1.5);
+            nothing is kept.
         ValueError
             If ``instrument``, ``side``, ``strategy`` or ``tif`` is beyond a C int (the
             message names it); within a C int an unknown value is a reject code.
@@ -2391,6 +2393,15 @@ cdef class Router:
         cdef int tif_c = small_arg(tif, "tif")
         cdef RouteParams prm
         cdef int64_t[::1] prof
+        if profile is not None:
+            # The weights are integers like every number here: a float one was
+            # cast to int64, truncated in silence ([1.5, 3.9] traded as [1, 3]).
+            weights = np.asarray(profile)
+            if weights.size and weights.dtype.kind not in "iub":
+                raise TypeError(f"profile must be integers (relative volume per bucket), not "
+                                f"{weights.dtype} ({profile!r}): never truncated")
+            if weights.size and weights.dtype.kind == "u" and weights.max() > INT64_MAX:
+                raise ValueError(f"profile: a weight above 2^63 - 1 ({profile!r})")
         prm.start_ns = start_ns
         prm.end_ns = end_ns
         prm.slices = slices
