@@ -266,14 +266,32 @@ cdef int _check_fees(object maker_fee, object taker_fee, object maker_cbps,
     return 0
 
 
-def _levels(object side):
-    """A depth side as two contiguous int64 arrays (price, qty)."""
+def _integers(object arr, str name):
+    """Refuse a depth array that is not integers (a float price or size was cut to int64)."""
+    if arr.size == 0 or arr.dtype.kind in "iub":
+        return
+    if arr.dtype.kind == "O":
+        for x in arr.flat:
+            if isinstance(x, (int, np.integer)):
+                continue
+            raise TypeError(f"{name} levels must be integers (ticks, lots), not "
+                            f"{type(x).__name__} ({x!r}): never truncated")
+        return
+    raise TypeError(f"{name} levels must be integers (ticks, lots), not {arr.dtype}: "
+                    "never truncated")
+
+
+def _levels(object side, str name="book"):
+    """A depth side as two contiguous int64 arrays (price, qty); ``TypeError`` for a float."""
     if side is None:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     arr = np.asarray(side)
     if arr.dtype.names is not None:
+        _integers(arr["price"], name)
+        _integers(arr["qty"], name)
         return (np.ascontiguousarray(arr["price"], dtype=np.int64),
                 np.ascontiguousarray(arr["qty"], dtype=np.int64))
+    _integers(arr, name)
     arr = np.asarray(side, dtype=np.int64).reshape(-1, 2)
     return np.ascontiguousarray(arr[:, 0]), np.ascontiguousarray(arr[:, 1])
 
@@ -677,6 +695,12 @@ cdef class Router:
             ordered best first, or a quantity is not positive. A level of
             more than ``MAX_QTY`` lots is held as ``MAX_QTY`` lots.
 
+        Raises
+        ------
+        TypeError
+            If a price or quantity is not an integer (a float, a ``Decimal``):
+            never truncated, nothing changed.
+
         Notes
         -----
         An update is the new truth for that venue: it clears the venue's
@@ -688,8 +712,8 @@ cdef class Router:
         """
         cdef int i = small_arg(instrument, "instrument"), v = small_arg(venue, "venue")
         self._check_book(i, v)
-        bpx, bqty = _levels(bids)
-        apx, aqty = _levels(asks)
+        bpx, bqty = _levels(bids, "bids")
+        apx, aqty = _levels(asks, "asks")
         if len(bpx) != len(bqty) or len(apx) != len(aqty):
             raise ValueError("price and qty arrays differ in length")
         cdef int64_t[::1] bp = bpx, bq = bqty, ap = apx, aq = aqty
@@ -2353,7 +2377,8 @@ cdef class Router:
         slices : int, optional
             TWAP slice count (default: config ``twap_slices``).
         profile : sequence of int, optional
-            VWAP: relative volume per bucket, buckets splitting the window evenly.
+            VWAP: relative volume per bucket, buckets splitting the window evenly
+            (integers: a float weight is a ``TypeError``, never truncated).
         pov_ppm : int, optional
             POV participation rate in parts per million of the market volume.
         dark_min_qty : int, optional
@@ -2380,7 +2405,8 @@ cdef class Router:
         Raises
         ------
         TypeError
-            If a number is not an integer (``side=1.7``); nothing is kept.
+            If a number is not an integer (``side=1.7``, a ``profile`` weight of 1.5);
+            nothing is kept.
         ValueError
             If ``instrument``, ``side``, ``strategy`` or ``tif`` is beyond a C int (the
             message names it); within a C int an unknown value is a reject code.
@@ -2391,6 +2417,15 @@ cdef class Router:
         cdef int tif_c = small_arg(tif, "tif")
         cdef RouteParams prm
         cdef int64_t[::1] prof
+        if profile is not None:
+            # The weights are integers like every number here: a float one was
+            # cast to int64, truncated in silence ([1.5, 3.9] traded as [1, 3]).
+            weights = np.asarray(profile)
+            if weights.size and weights.dtype.kind not in "iub":
+                raise TypeError(f"profile must be integers (relative volume per bucket), not "
+                                f"{weights.dtype} ({profile!r}): never truncated")
+            if weights.size and weights.dtype.kind == "u" and weights.max() > INT64_MAX:
+                raise ValueError(f"profile: a weight above 2^63 - 1 ({profile!r})")
         prm.start_ns = start_ns
         prm.end_ns = end_ns
         prm.slices = slices

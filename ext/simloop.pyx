@@ -2808,9 +2808,9 @@ cdef class StrategyCore:
     subclass that. Reports for its child orders are booked here at C level
     (filled quantity, notional, fees, working orders, fills) without making
     Python objects, and the Python hooks ``on_fill(report)``,
-    ``on_child_done(report)`` and ``on_timer()`` are called only when the
-    subclass defines them, so a report costs no Python call unless the
-    strategy wants to see it.
+    ``on_child_done(report)``, ``on_cancel_rejected(report)`` and
+    ``on_timer()`` are called only when the subclass defines them, so a
+    report costs no Python call unless the strategy wants to see it.
 
     A compiled strategy (a Cython ``cdef class`` deriving from this one, see
     ``ext/simstrat.pyx``) overrides the C hooks ``on_timer_c()``,
@@ -3099,6 +3099,14 @@ cdef class StrategyCore:
     def on_child_done(self, report):
         """A child order finished (filled, canceled, expired or rejected)."""
 
+    def on_cancel_rejected(self, report):
+        """The venue refused a cancel or replace of a working child (``RPT_CANCEL_REJECTED``).
+
+        The child is as it was: ``report.price_x2`` is its limit at the venue
+        (twice it; 0 at a dark pool), ``report.reason`` why. Called only when
+        a subclass defines it, and not once the parent has stopped.
+        """
+
     def on_finished(self, int64_t ts):
         """The parent just got filled (``ts``: when the last fill arrived)."""
 
@@ -3183,9 +3191,24 @@ cdef class StrategyCore:
         cdef ReportRec* rec
         cdef ReportRec tmp
         cdef int64_t filled, notional_x2, fees
-        if kind == RPT_ACCEPTED or kind == RPT_CANCEL_REJECTED:
+        if kind == RPT_ACCEPTED:
             # An ack changes nothing here: ``send`` already booked the order
             # quantity as working, and an ack carries leaves_qty == qty.
+            return 0
+        if kind == RPT_CANCEL_REJECTED:
+            # Nothing to book: the child is as it was (a refused replace left
+            # its price and quantity). A strategy that keeps what it asked for
+            # (a reprice) hears of it, if its class defines the hook; the type
+            # is looked up here rather than cached: refusals are rare.
+            if not self.stopped and \
+                    type(self).on_cancel_rejected is not StrategyCore.on_cancel_rejected:
+                memset(&tmp, 0, sizeof(ReportRec))
+                tmp.child_id, tmp.ts, tmp.recv_ts = m.child_id, m.venue_ts, m.ts
+                tmp.price_x2, tmp.order_qty = m.price, m.order_qty
+                tmp.leaves_qty, tmp.cum_qty = m.leaves, m.cum
+                tmp.venue, tmp.book, tmp.reason = venue, book, m.reason
+                tmp.kind, tmp.side = m.report, m.side
+                self.on_cancel_rejected(Report.from_rec(&tmp))
             return 0
         ch = &self.loop.children[m.rec]
         if kind == RPT_FILL:

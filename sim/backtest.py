@@ -32,13 +32,15 @@ from ext.types import Side
 from sim.clock import NS_PER_S, format_ts
 from sim.config import ConfigError, SimConfig, StrategyConfig, check_seed, load_config
 from sim.fees import FEE_UNITS_PER_TICK_LOT, decimal_text, price_x2_to_decimal, units_to_currency
+from sim.latency import MAX_LATENCY_US
 from sim.market import Market
 from sim.strategies import ExecutionStrategy, ParentOrder, resolve_strategy
 
 INT64_MAX = (1 << 63) - 1
 
 #: How long after the last parent finishes the market keeps running, so
-#: cancel confirmations and late reports still arrive.
+#: cancel confirmations and late reports still arrive (longer while a child
+#: is still out: ``Backtest._drain_children``).
 DRAIN_NS = NS_PER_S
 
 #: What ``BacktestResult.write`` and ``plot`` (``kronos-exec sim``) put in an
@@ -275,6 +277,29 @@ class Backtest:
 
     # ------------------------------------------------------------ running
 
+    def _drain_children(self) -> None:
+        """Run on until no parent has a child out, however far its venue is.
+
+        ``DRAIN_NS`` covers the answers to the cancels sent at the stop on any
+        venue closer than half a second; on a slower one (latency goes up to
+        a day) a child can still trade until its cancel lands, and its fills
+        come back a round trip later: stopping before would leave out of the
+        results lots the venue traded. Bounded by a round trip at the
+        longest latency, and over as soon as nothing more can happen.
+        """
+        market = self.market
+        limit = market.now + 2 * int(MAX_LATENCY_US) * 1_000 + DRAIN_NS
+        while any(s.n_working for s in self.strategies) and market.now < limit:
+            due = [market.loop.next_due(), self.replay.next_due() if self.replay else None]
+            due = [t for t in due if t is not None]
+            if not due:
+                break                   # no message, flow or row left: nothing can answer
+            nxt = min(due)
+            to = market.now + DRAIN_NS
+            if nxt > to:
+                to = nxt                # nothing due before: straight to it
+            self._advance(min(to, limit))
+
     def run(self) -> "BacktestResult":
         """Run the backtest to the end of the session (or until every parent is done).
 
@@ -309,6 +334,7 @@ class Backtest:
                     finished_at = market.now
                 if finished_at is not None and market.now >= finished_at + DRAIN_NS:
                     break
+            self._drain_children()
             for s in self.strategies:
                 # A parent that finished early is also "stopped" for the record.
                 if not s.stopped:
@@ -320,6 +346,10 @@ class Backtest:
                 progress.update(task, completed=steps)
                 progress.stop()
         wall = time.perf_counter() - wall
+        if self.replay is not None:
+            # What of the recorded prints did not trade here (and so is not in
+            # the market's volume and VWAP), said once per run.
+            self.replay.note_trades()
         for s in self.strategies:
             if s.filled > s.parent.qty:
                 raise OverfillError(f"parent {s.parent.parent_id} ({s.name}): {s.filled} lots "

@@ -197,7 +197,7 @@ class FlowConfig:
 
 #: ``venues[].market_data_latency`` when absent: none, strategies read the
 #: venue's books as they are (the simulator's behaviour before the key).
-NO_MARKET_DATA_LATENCY = LatencySpec("fixed", mean_us=0.0, median_us=0.0)
+NO_MARKET_DATA_LATENCY = LatencySpec("fixed", mean_us=0.0, median_us=0.0, min_us=0.0)
 
 
 @dataclass(frozen=True)

@@ -344,7 +344,8 @@ class RealtimeVenues:
         Keys: ``venue``, ``index``, ``dark``, ``open``, ``bid_px``, ``bid_qty``,
         ``ask_px``, ``ask_qty``, ``maker_per_lot``, ``taker_per_lot``,
         ``maker_cbps``, ``taker_cbps`` (fee units), ``latency_us`` (measured
-        EWMA round trip, or the model's typical one-way value until measured).
+        EWMA round trip, or twice the model's typical one-way value until
+        measured: a round trip too).
         """
         self.catch_up()
         rows = []

@@ -37,7 +37,10 @@ read as an integer and never through a float.
 So is a quotes row whose bid is not below its ask, and a CSV row that does
 not parse. Rows out of time order are sorted and rows outside the session
 replayed at its start or not at all, as before, with one warning per file
-(``ReplayFeed.from_config``).
+(``ReplayFeed.from_config``). A venue outside its hours takes no order:
+quotes and depth before its open are held and placed in its book when it
+opens (the book it opens with), trades then and rows after its close are not
+replayed, with one warning per file too.
 
 Memory: the loaders stream a CSV in blocks (``CSV_BLOCK_SIZE``) and return
 text columns as pyarrow arrays (``TextColumn``); the feed keeps only integer
@@ -498,11 +501,57 @@ class ReplayFeed:
         self.next_id = [REPLAY_ID_BASE] * market.loop.n_books
         # Per (book, side): {price: the replay's orders there, oldest first}.
         self.levels: dict[tuple[int, int], dict[int, list[int]]] = {}
+        # Per (book, side) of a venue not open yet: {price: lots} the file has
+        # given it so far, placed in the book when the venue opens (a closed
+        # venue takes no order, and a depth feed would not repeat the levels).
+        self.held: dict[tuple[int, int], dict[int, int]] = {}
+        #: Trades replayed while their venue was closed (not executed).
+        self.n_closed_trades = 0
+        #: Trades without a side whose price is inside the replayed spread (or
+        #: with no replayed level to compare): their aggressor is unknown, so
+        #: they are not replayed.
+        self.n_unplaced_trades = 0
+        #: Lots of replayed trades that found no liquidity at their price (the
+        #: book replayed thinner than the print); not in the market's volume.
+        self.unexecuted_trade_lots = 0
+        self.trades_source = sources.get("trades")
+        self._note_venue_hours(q, d, t, sources)
+
+    def _note_venue_hours(self, q, d, t, sources: dict) -> None:
+        """Log one warning per file with rows outside their venue's hours (``venues[].hours``).
+
+        A closed venue takes no order: quotes and depth before its open are
+        held and make the book it opens with; trades then, and every row
+        after its close, are not replayed. Said, so that a venue's hours that
+        do not cover the data are noticed.
+        """
+        m = self.market
+        open_ns = np.array([v.open_ns for v in m.venues], np.int64)
+        close_ns = np.array([v.close_ns for v in m.venues], np.int64)
+        for kind, rows in (("quotes", q), ("depth", d), ("trades", t)):
+            if rows is None or not len(rows["ts"]):
+                continue
+            venue = np.asarray(rows["book"], np.int64) // m.n_instruments
+            ts = np.maximum(np.asarray(rows["ts"], np.int64), m.clock_start)
+            before = int(np.count_nonzero(ts < open_ns[venue]))
+            after = int(np.count_nonzero(ts >= close_ns[venue]))
+            parts = []
+            if before:
+                parts.append(f"{before} {_rows(before)} before their venue's open "
+                             + ("(trades not replayed)" if kind == "trades"
+                                else "(held: the book it opens with)"))
+            if after:
+                parts.append(f"{after} {_rows(after)} at or after their venue's close "
+                             "(not replayed)")
+            if parts:
+                source = sources.get(kind)
+                log.warning("replay.%s: %s%s (venues[].hours)", kind,
+                            f"{source}: " if source else "", "; ".join(parts))
 
     def _quote_rows(self, data, venue_map, source) -> dict:
         cols = _arrow_columns(data, QUOTE_COLUMNS)
         cell = _Cells("quotes", source, cols)
-        books = self._books(cols, venue_map, cell)
+        books = self._books(cols, venue_map, cell, one_feed=True)
         first = _FirstError()
         units = [self._units(cols, column, books, self._px if "px" in column else self._qty,
                              first, rank, cell)
@@ -521,7 +570,7 @@ class ReplayFeed:
     def _depth_rows(self, data, venue_map, source, quote_books) -> dict:
         cols = _arrow_columns(data, DEPTH_COLUMNS)
         cell = _Cells("depth", source, cols)
-        books = self._books(cols, venue_map, cell)
+        books = self._books(cols, venue_map, cell, one_feed=True)
         first = _FirstError()
         if len(quote_books):
             first.note(np.isin(books, quote_books), 0, lambda k: cell.error(
@@ -542,7 +591,9 @@ class ReplayFeed:
         books = self._books(cols, venue_map, cell)
         first = _FirstError()
         codes, texts = _codes(cols["side"])
-        side = np.array([_side(t) for t in texts], np.int8)
+        # The aggressor, written B/buy or S/sell: not a depth side's bid/ask,
+        # which in a trade could as well mean "at the bid" (a seller's trade).
+        side = np.array([_trade_side(t) for t in texts], np.int8)
         # Empty is allowed (the side is inferred); anything else must be a side.
         unknown = np.array([s == 0 and t is not None and bool(t.strip())
                             for s, t in zip(side.tolist(), texts)], bool)
@@ -646,9 +697,16 @@ class ReplayFeed:
         return cls(market, tables.get("quotes"), tables.get("trades"), rc.venue_map,
                    tables.get("depth"), sources=sources)
 
-    def _books(self, cols, venue_map, cell) -> np.ndarray:
-        """The book index of every row (int32), each (venue, symbol) pair resolved once."""
+    def _books(self, cols, venue_map, cell, one_feed: bool = False) -> np.ndarray:
+        """The book index of every row (int32), each (venue, symbol) pair resolved once.
+
+        ``one_feed`` (quotes, depth): two venues of the file may not reach one
+        book (``venue_map`` naming one configured venue for both, or mapping
+        a venue onto another the file also has): each row is the whole quote
+        or level of its book, so two feeds would overwrite each other's in turn.
+        """
         m = self.market
+        feed_of: dict[int, str] = {}
         v_codes, venues = _codes(cols["venue"])
         s_codes, symbols = _codes(cols["symbol"])
         pair = v_codes.astype(np.int64) * max(len(symbols), 1) + s_codes
@@ -668,6 +726,10 @@ class ReplayFeed:
             if m.venues[m.venue_index(name)].dark:
                 raise cell.error(k, "venue", f"{venue} is a dark pool: replay drives lit "
                                  "venues only")
+            if one_feed and feed_of.setdefault(b, venue) != venue:
+                raise cell.error(k, "venue", f"{venue}/{symbol} and {feed_of[b]}/{symbol} both "
+                                 f"replay {name}/{symbol} (replay.venue_map): one book follows "
+                                 "one venue's quotes or depth")
             lut[j] = b
         return lut[inverse.reshape(-1)]
 
@@ -741,6 +803,14 @@ class ReplayFeed:
     def done(self) -> bool:
         return self.pos >= self.n_events
 
+    def next_due(self) -> int | None:
+        """Time of the next event not applied yet (None: none left)."""
+        if self._buffer_pos == len(self._buffer):
+            if self._filled >= self.n_events:
+                return None
+            self._buffer, self._buffer_pos = self._fill(), 0
+        return self._buffer[self._buffer_pos][0]
+
     def run_until(self, ts: int) -> int:
         """Apply every row up to ``ts``, with the market's own events in between."""
         loop, n = self.market.loop, 0
@@ -755,6 +825,8 @@ class ReplayFeed:
                 if row[0] > ts:
                     break
                 i += 1
+                if self.held:
+                    self._release_opened(row[0])
                 loop.run_until(row[0])
                 if row[1] == 0:
                     self._quote(row[2], row[3], row[4], row[5], row[6])
@@ -768,8 +840,45 @@ class ReplayFeed:
         finally:
             self._buffer, self._buffer_pos = buffer, i
             self.pos = self._filled - len(buffer) + i
+        if self.held:
+            self._release_opened(ts)
         loop.run_until(ts)
         return n
+
+    def _venue_open(self, book: int) -> bool:
+        return self.market.loop.is_open(book // self.market.n_instruments)
+
+    def _release_opened(self, upto: int) -> None:
+        """Place the held levels of every venue that opens by ``upto``, at its open.
+
+        The market is run to the venue's opening time first, so the levels
+        reach the book the moment it opens, before anything later.
+        """
+        loop, ni = self.market.loop, self.market.n_instruments
+        opens = sorted({(self.market.venues[book // ni].open_ns, book // ni)
+                        for book, _side in self.held})
+        for open_ns, venue in opens:
+            if open_ns > upto:
+                break
+            loop.run_until(max(open_ns, loop.now))
+            if not loop.is_open(venue):
+                continue        # (already closed again: nothing to open with)
+            for key in sorted(k for k in self.held if k[0] // ni == venue):
+                book, side = key
+                for px, qty in sorted(self.held.pop(key).items()):
+                    ids = self.levels.setdefault(key, {}).setdefault(px, [])
+                    self._set_level(book, side, px, ids, qty)
+
+    def _hold(self, book: int, side: int, levels: dict[int, int], replace_all: bool) -> None:
+        """Record levels for a book whose venue is not open yet (see ``held``)."""
+        held = self.held.setdefault((book, side), {})
+        if replace_all:
+            held.clear()
+        for px, qty in levels.items():
+            if qty > 0:
+                held[px] = qty
+            else:
+                held.pop(px, None)
 
     def _fill(self) -> list:
         """The next ``_CHUNK`` events as tuples of Python ints, read from the arrays.
@@ -816,6 +925,11 @@ class ReplayFeed:
         return 0 if o is None else o["leaves_qty"]
 
     def _quote(self, book: int, bid_px: int, bid_qty: int, ask_px: int, ask_qty: int) -> None:
+        if not self._venue_open(book):
+            if self.market.now < self.market.venues[book // self.market.n_instruments].open_ns:
+                for side, px, qty in ((BUY, bid_px, bid_qty), (SELL, ask_px, ask_qty)):
+                    self._hold(book, side, {px: qty} if px > 0 else {}, True)
+            return
         # Shrink first, grow second: a replayed bid never meets a stale ask.
         targets = ((BUY, bid_px, bid_qty), (SELL, ask_px, ask_qty))
         for side, px, qty in targets:
@@ -838,6 +952,11 @@ class ReplayFeed:
         for side, px, qty in changes:
             if px > 0:
                 final[(side, px)] = qty
+        if not self._venue_open(book):
+            if self.market.now < self.market.venues[book // self.market.n_instruments].open_ns:
+                for (side, px), qty in final.items():
+                    self._hold(book, side, {px: qty}, False)
+            return
         for (side, px), qty in final.items():
             side_levels = self.levels.setdefault((book, side), {})
             ids = side_levels.get(px)
@@ -887,6 +1006,9 @@ class ReplayFeed:
     def _trade(self, book: int, px: int, qty: int, side: int) -> None:
         if px <= 0 or qty <= 0:
             return
+        if not self._venue_open(book):
+            self.n_closed_trades += 1       # a closed venue executes nothing
+            return
         if side == 0:
             bids = self.levels.get((book, BUY))
             asks = self.levels.get((book, SELL))
@@ -897,10 +1019,39 @@ class ReplayFeed:
             elif bid and px <= bid:
                 side = SELL
             else:
-                return          # inside the spread: hidden liquidity we cannot see
-        self.market.loop.external(book, OP_ADD, self._new_id(book), side, px, qty,
-                                  int(OrdType.LIMIT), int(TimeInForce.IOC),
-                                  REPLAY_TAKER_ACCOUNT, int(StpMode.STP_NONE))
+                # Inside the spread: hidden liquidity we cannot see (counted).
+                self.n_unplaced_trades += 1
+                return
+        loop = self.market.loop
+        instrument = book % self.market.n_instruments
+        before = loop.market_volume(instrument)[0]
+        loop.external(book, OP_ADD, self._new_id(book), side, px, qty, int(OrdType.LIMIT),
+                      int(TimeInForce.IOC), REPLAY_TAKER_ACCOUNT, int(StpMode.STP_NONE))
+        self.unexecuted_trade_lots += qty - (loop.market_volume(instrument)[0] - before)
+
+    def note_trades(self) -> str | None:
+        """Log (and return) one warning if some replayed trades did not execute in full.
+
+        ``Backtest.run`` calls it after the run: trades the replay could not
+        place (no side and a price inside the replayed spread), trades at a
+        closed venue, and printed lots that found no replayed liquidity are
+        not in the market's volume (``vwap``), so the run says how many.
+        """
+        parts = []
+        if self.n_unplaced_trades:
+            parts.append(f"{self.n_unplaced_trades:,} without a side inside the replayed "
+                         "spread, not replayed (give their side)")
+        if self.n_closed_trades:
+            parts.append(f"{self.n_closed_trades:,} while their venue was closed, not replayed")
+        if self.unexecuted_trade_lots:
+            parts.append(f"{self.unexecuted_trade_lots:,} printed lots found no replayed "
+                         "liquidity at their price and did not trade")
+        if not parts:
+            return None
+        source = f"{self.trades_source}: " if self.trades_source else ""
+        text = f"replay.trades: {source}{'; '.join(parts)}"
+        log.warning("%s", text)
+        return text
 
 
 def _check_session(market, kind: str, ts, source) -> None:
@@ -1016,7 +1167,10 @@ def _note_order_and_session(market, kind: str, ts: np.ndarray, source) -> None:
     if late:
         parts.append(f"{late} {_rows(late)} out of time order, sorted")
     if before:
-        parts.append(f"{before} {_rows(before)} before the session start, applied at it")
+        # The clock starts a warm-up before the session: rows inside the warm-up
+        # are replayed in time, only those before it are moved.
+        parts.append(f"{before} {_rows(before)} before the clock start (session.start less "
+                     "the warm-up), applied at it")
     if after:
         parts.append(f"{after} {_rows(after)} after its end, dropped (unless the run drains "
                      "past the end)")
@@ -1039,8 +1193,24 @@ def _decimal(text) -> Decimal:
     return value
 
 
+def _trade_side(text) -> int:
+    """A trade's aggressor: ``B``/``buy`` -> BUY, ``S``/``sell`` -> SELL, else 0.
+
+    Only those: ``bid``/``ask`` (and ``A``, ``offer``), a depth row's sides,
+    are ambiguous for a trade ("bought at the ask" or "traded at the bid",
+    opposite aggressors under the two readings data vendors use), and a
+    misread aggressor takes the wrong side of the replayed book.
+    """
+    t = (text or "").strip().upper()
+    if t in ("B", "BUY"):
+        return BUY
+    if t in ("S", "SELL"):
+        return SELL
+    return 0
+
+
 def _side(text) -> int:
-    """``B``/``bid``/``buy`` -> BUY, ``S``/``ask``/``sell`` -> SELL, empty -> 0."""
+    """A depth row's side: ``B``/``bid``/``buy`` -> BUY, ``S``/``ask``/``sell`` -> SELL, empty -> 0."""
     t = (text or "").strip().upper()
     if t in ("B", "BID", "BUY"):
         return BUY

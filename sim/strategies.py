@@ -16,6 +16,9 @@ overrides some of the hooks:
     A child order traded (``report.last_qty`` at ``report.price_x2``).
 ``on_child_done(report)``
     A child order is finished (filled, canceled, expired or rejected).
+``on_cancel_rejected(report)``
+    The venue refused a cancel or replace of a working child; the child is
+    as it was (``report.price_x2``: its limit at the venue, doubled).
 ``on_stop()``
     The parent's end time has come; the base class cancels what is working.
 
@@ -497,8 +500,10 @@ class TwapStrategy(SweepStrategy):
     """Equal slices over the window, each taken with a fee-aware sweep.
 
     Slice ``k`` (of ``slices``) brings the target fill to ``qty * (k+1) /
-    slices``; a slice that falls short is made up by the next one, and the
-    last one keeps sweeping until the parent is done or the window closes.
+    slices``, counting the children still working (a slice sends the
+    target less what is filled and what is out); a slice that falls short is
+    made up by the next one, and the last one keeps sweeping until the
+    parent is done or the window closes.
 
     Parameters
     ----------
@@ -530,7 +535,10 @@ class TwapStrategy(SweepStrategy):
             self.slice += 1
             if self.slice < self.slices:
                 self.wake_at(self.parent.start_ns + self.slice * self.interval)
-        self.sweep(self.target() - self.filled)
+        # Children still out (the last slice's IOCs when a round trip is longer
+        # than a slice, a dark IOC at a retry) count toward the target: the
+        # slice sends only the rest, or the parent runs ahead of its schedule.
+        self.sweep(self.target() - self.filled - self.open_qty)
 
     def on_child_done(self, report) -> None:
         if self.target() - self.filled > 0 and self.next_round():
@@ -629,6 +637,13 @@ class PassiveAggressiveStrategy(SweepStrategy):
         else:
             self.post()
         self.wake_at(min(self.now + self.reprice_ns, self.switch_ts))
+
+    def on_cancel_rejected(self, report) -> None:
+        # A reprice the venue refused (post-only: the national touch was at this
+        # venue's far side) left the child at its price: keep that one, so the
+        # next reprice asks again rather than take the refused price for ours.
+        if report.child_id == self.passive_child and report.price_x2 > 0:
+            self.passive_price = report.price_x2 // 2
 
     def on_child_done(self, report) -> None:
         if report.child_id == self.passive_child:

@@ -129,8 +129,9 @@ def test_rows_out_of_order_or_outside_the_session_are_replayed_with_one_warning(
     with caplog.at_level(logging.WARNING, logger="sim.replay"):
         feed = ReplayFeed.from_config(cfg, m)
     assert [r.getMessage() for r in caplog.records] == [
-        f"replay.quotes: {path}: 2 rows out of time order, sorted; 1 row before the session "
-        "start, applied at it; 2 rows after its end, dropped (unless the run drains past the end)"]
+        f"replay.quotes: {path}: 2 rows out of time order, sorted; 1 row before the clock "
+        "start (session.start less the warm-up), applied at it; 2 rows after its end, dropped "
+        "(unless the run drains past the end)"]
     feed.run_until(T0 + 2)
     assert m.bbo("FAST", "AAA") == (4999, 4, 5001, 1)      # sorted: row 4 (ts T0 + 2) last
     caplog.clear()
