@@ -1,4 +1,4 @@
-"""Router defects found by the simulator/router review (branch simrev); each test failed before."""
+"""The router takes integers only (ticks, lots, weights): a float or Decimal is refused, never truncated."""
 import numpy as np
 import pytest
 

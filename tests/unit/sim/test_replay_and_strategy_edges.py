@@ -1,4 +1,6 @@
-"""Defects found by a review of the backtester as a quant uses it (branch simrev).
+"""The backtester at its edges, as a quant uses it: replayed rows before a venue opens, trades
+that cannot trade, ambiguous trade sides, children still out when the parents stop, TWAP with
+children in flight, a refused reprice, market-data latency defaults.
 
 Each test failed on the code before its fix.
 """
@@ -209,7 +211,7 @@ def test_the_backtest_waits_for_children_still_out_after_the_last_parent_stops()
 
     @register_strategy
     class RestAtFifty(ExecutionStrategy):
-        name = "simrev_rest_at_fifty"
+        name = "test_rest_at_fifty"
         defaults = {}
 
         def on_start(self):
@@ -217,7 +219,7 @@ def test_the_backtest_waits_for_children_still_out_after_the_last_parent_stops()
 
     @register_strategy
     class HitFifty(ExecutionStrategy):
-        name = "simrev_hit_fifty"
+        name = "test_hit_fifty"
         defaults = {}
 
         def on_start(self):
@@ -229,10 +231,10 @@ def test_the_backtest_waits_for_children_still_out_after_the_last_parent_stops()
                  flow={"lp_rate": 0, "cancel_rate": 0, "taker_rate": 0, "dark_rate": 0,
                        "dark_taker_rate": 0},
                  parents=[{"symbol": "AAA", "side": "buy", "qty": "100", "start": "10:00:00",
-                           "end": "10:00:01", "strategy": "simrev_rest_at_fifty"},
+                           "end": "10:00:01", "strategy": "test_rest_at_fifty"},
                           {"symbol": "AAA", "side": "sell", "qty": "500",
                            "start": "10:00:00.950", "end": "10:00:01",
-                           "strategy": "simrev_hit_fifty", "account": 1001}])
+                           "strategy": "test_hit_fifty", "account": 1001}])
     try:
         bt = Backtest(cfg)
         res = bt.run()
@@ -335,7 +337,7 @@ def test_a_child_left_resting_after_the_stop_does_not_hold_the_run(tif):
 
     @register_strategy
     class LeaveIt(ExecutionStrategy):
-        name = "simrev_leave_it"
+        name = "test_leave_it"
         defaults = {}
 
         def on_start(self):
@@ -348,7 +350,7 @@ def test_a_child_left_resting_after_the_stop_does_not_hold_the_run(tif):
     cfg = config(QUIET, flow={"lp_rate": 0, "cancel_rate": 0, "taker_rate": 0, "dark_rate": 0,
                               "dark_taker_rate": 0},
                  parents=[{"symbol": "AAA", "side": "buy", "qty": "100", "start": "10:00:00",
-                           "end": "10:01:00", "strategy": "simrev_leave_it"}])
+                           "end": "10:01:00", "strategy": "test_leave_it"}])
     try:
         bt = Backtest(cfg)
         bt.run()
