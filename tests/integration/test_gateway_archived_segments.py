@@ -12,6 +12,7 @@ cursor, inside an archived segment, and stopped for good on ``JournalGapError``
 gateway whose cursor was the last record of an archived segment failed the
 same way, reading that record again for its time.
 """
+import contextlib
 import os
 import shutil
 import uuid
@@ -71,6 +72,35 @@ def run_then_archive_then_restart(tmp_path, table, writer, *, end_on_boundary=Fa
     return restarted, seqs
 
 
+@contextlib.contextmanager
+def pg_schema(prefix: str):
+    """A fresh PostgreSQL schema name for a gateway, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    from gateways.postgres import drop_schema
+    schema = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            drop_schema(conn, schema)
+
+
+def stored_fill_seqs(schema: str) -> list[int]:
+    """The seqs of the fills a PostgreSQL gateway stored in ``schema``, in order."""
+    import psycopg
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        return [r[0] for r in conn.execute(f"SELECT seq FROM {schema}.fills ORDER BY seq")]
+
+
+def catch_up(gateway, writer) -> None:
+    """Run ``gateway`` until it has delivered all ``writer`` wrote, then stop it."""
+    gateway.start()
+    try:
+        assert gateway.wait_for(writer.last_seq, 10), gateway.metrics.last_error
+    finally:
+        gateway.stop()
+
+
 @pytest.fixture
 def writer(tmp_path):
     writer = JournalWriter(tmp_path / "journal", fsync="none", rotate_bytes=4096)
@@ -85,22 +115,11 @@ def base(**keys):
 
 @needs_postgres()
 def test_postgres_goes_on_after_what_it_read_past_was_archived(tmp_path, writer):
-    psycopg = pytest.importorskip("psycopg")
-    from gateways.postgres import drop_schema
-    schema = f"gw_arch_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    table = base(type="postgres", dsn=PG_DSN, schema=schema)
-    try:
-        gateway, seqs = run_then_archive_then_restart(tmp_path, table, writer)
-        gateway.start()
-        try:
-            assert gateway.wait_for(writer.last_seq, 10), gateway.metrics.last_error
-        finally:
-            gateway.stop()
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            assert [r[0] for r in conn.execute(f"SELECT seq FROM {schema}.fills ORDER BY seq")] == seqs
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            drop_schema(conn, schema)
+    with pg_schema("gw_arch") as schema:
+        gateway, seqs = run_then_archive_then_restart(
+            tmp_path, base(type="postgres", dsn=PG_DSN, schema=schema), writer)
+        catch_up(gateway, writer)
+        assert stored_fill_seqs(schema) == seqs
 
 
 @needs_nats_server()
@@ -113,11 +132,7 @@ def test_nats_goes_on_after_what_it_read_past_was_archived(tmp_path, writer):
     stream = "ARCH" + uuid.uuid4().hex[:8].upper()
     table = base(type="nats", stream=stream, subject_prefix=stream.lower(), ack_timeout_s=2)
     gateway, seqs = run_then_archive_then_restart(tmp_path, table, writer)
-    gateway.start()
-    try:
-        assert gateway.wait_for(writer.last_seq, 10), gateway.metrics.last_error
-    finally:
-        gateway.stop()
+    catch_up(gateway, writer)
     assert [event.seq for event, _, _ in stream_events("nats://127.0.0.1:4222", stream)] == seqs
 
 
@@ -142,15 +157,12 @@ def test_a_new_gateway_on_an_archived_journal_waits_or_starts_at_what_is_left(tm
     stalled on ``JournalGapError`` (``segments removed from the front?``) with no way on
     but putting the segments back. It still waits by default, the error naming
     ``start_after_archived``; with that key it starts at the first record still there."""
-    psycopg = pytest.importorskip("psycopg")
-    from gateways.postgres import drop_schema
     seqs = write_fills(writer, 1, 60, with_commands=False)
     first = int(list_segments(tmp_path / "journal")[-2].stem)
     assert archive_read_past(tmp_path, first - 1) >= 2
     left = [s for s in seqs if s >= first]
     assert left and left != seqs
-    schema = f"gw_new_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    try:
+    with pg_schema("gw_new") as schema:
         [waiting] = from_config([base(type="postgres", dsn=PG_DSN, schema=schema)],
                                 tmp_path / "journal", tmp_path / "gw")
         waiting.start()
@@ -163,13 +175,5 @@ def test_a_new_gateway_on_an_archived_journal_waits_or_starts_at_what_is_left(tm
         [starting] = from_config([base(type="postgres", dsn=PG_DSN, schema=schema,
                                        start_after_archived=True)],
                                  tmp_path / "journal", tmp_path / "gw")
-        starting.start()
-        try:
-            assert starting.wait_for(writer.last_seq, 10), starting.metrics.last_error
-        finally:
-            starting.stop()
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            assert [r[0] for r in conn.execute(f"SELECT seq FROM {schema}.fills ORDER BY seq")] == left
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            drop_schema(conn, schema)
+        catch_up(starting, writer)
+        assert stored_fill_seqs(schema) == left
