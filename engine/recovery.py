@@ -496,6 +496,7 @@ class Replay:
             "day": (pipeline._day_entered, pipeline._roll_taken, pipeline._next_roll),
             "trading_day": pipeline.trading_day.settings(),
             "sessions": list(pipeline._event_envelopes),
+            "units": _units(self.live_config),
         }
 
     def load(self, data: bytes | memoryview) -> None:
@@ -530,6 +531,8 @@ class Replay:
             replay, orders, history = state["replay"], state["orders"], state["history"]
             snap, instruments = _renumbered(state["risk"], blank)
             day, schedule, sessions = state["day"], state["trading_day"], state["sessions"]
+            # (A checkpoint written before the units were kept holds none: not checked.)
+            _check_units(state.get("units"), _units(self.live_config))
         except ValueError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever another version's pickle raises
@@ -583,6 +586,44 @@ class Replay:
             pipeline._next_roll = pipeline.trading_day.next_roll(entered)
         for session_id in sessions:
             pipeline.session_journaled(session_id)
+
+
+def _units(risk_config: dict) -> dict:
+    """The units a replay's state is counted in, from the risk configuration: the money
+    unit, and each instrument's tick and lot size (as decimal text)."""
+    from ext.risk import DEFAULT_MONEY_UNIT
+    return {"money_unit": str(risk_config.get("firm", {}).get("money_unit", DEFAULT_MONEY_UNIT)),
+            "instruments": {symbol: (str(entry.get("tick_size", "0.01")),
+                                     str(entry.get("lot_size", "1")))
+                            for symbol, entry in risk_config.get("instruments", {}).items()}}
+
+
+def _check_units(saved: dict | None, now: dict) -> None:
+    """Raise ValueError unless a checkpoint's units (``saved``; None: a checkpoint written
+    before they were kept) are the configuration's, for every instrument both know.
+
+    Prices are held in ticks, quantities in lots and money in the money unit
+    (order terms, risk's books, reservations): a checkpoint taken under another
+    tick or lot size or money unit would load prices, quantities and cash
+    counted in the old units and read them in the new ones (an order at
+    50.10 in ticks of 0.01 routed again at 25.05 in ticks of 0.005), where a
+    replay of the journal, whose messages hold decimals, converts them
+    afresh. Such a checkpoint is skipped: the whole journal is replayed.
+    """
+    if saved is None:
+        return
+    if Decimal(saved["money_unit"]) != Decimal(now["money_unit"]):
+        raise ValueError(f"it counts money in units of {saved['money_unit']}, and the "
+                         f"configuration in units of {now['money_unit']} (firm.money_unit)")
+    for symbol, (tick, lot) in saved["instruments"].items():
+        current = now["instruments"].get(symbol)
+        if current is None:
+            continue  # (an instrument removed: risk's renumbering decides)
+        for key, was, is_now in (("tick_size", tick, current[0]), ("lot_size", lot, current[1])):
+            if Decimal(was) != Decimal(is_now):
+                raise ValueError(f"it was taken with {symbol}'s {key} {was}, and the "
+                                 f"configuration has {is_now}: its prices and quantities are "
+                                 f"counted in the old units")
 
 
 def _dumps(state) -> bytes:
