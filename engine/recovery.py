@@ -228,7 +228,7 @@ class Replay:
     SAVED = ("seq", "hash", "records", "fills", "max_exec", "last_child", "last_roll_ns",
              "new_orders", "missing", "kill_requests", "engaged", "requests",
              "unanswered", "cancel_on_disconnect", "references", "valuations", "children",
-             "principals", "sent", "marks", "ended", "in_risk", "expiring")
+             "principals", "sent", "marks", "ended", "in_risk", "expiring", "protected")
 
     def __init__(self, pipeline, ring_size: int = 10_000,
                  client_name: Callable[[str], str] | None = None):
@@ -275,6 +275,9 @@ class Replay:
         self.ended: set[str] = set()
         self.in_risk: set[str] = set()  # sessions registered with risk, not yet released
         self.expiring: set[int] = set()  # orders whose last pull was a DAY's end
+        # Market buys the live engine held to their valuation on arrival (Order.protect):
+        # from their JournalValuation until their first report recreates them.
+        self.protected: set[int] = set()
 
     def run(self, records: Iterable[Record], until_seq: int | None = None) -> None:
         """Replay ``records``, the journal's from the one after :attr:`seq` on, through
@@ -289,7 +292,7 @@ class Replay:
         cancel_on_disconnect, references = self.cancel_on_disconnect, self.references
         valuations, children, principals = self.valuations, self.children, self.principals
         sent, marks, ended, in_risk = self.sent, self.marks, self.ended, self.in_risk
-        expiring, ring_size = self.expiring, self.ring_size
+        expiring, ring_size, protected = self.expiring, self.ring_size, self.protected
         for rec in records:
             if until_seq is not None and rec.seq > until_seq:
                 break
@@ -351,12 +354,14 @@ class Replay:
                     self.last_roll_ns = rec.ts_ns
                     risk.reset_daily(rec.ts_ns, "recovery")
                     pipeline.day_started_at(rec.ts_ns, rolled=True)
-                    _roll(table, known, children, valuations)
+                    _roll(table, known, children, valuations, protected)
                 elif isinstance(known, JournalChildren):
                     self.last_child = max(self.last_child,
                                           _apply_children(table, children, known))
                 else:
                     valuations[known.order_id] = known.value_ticks
+                    if known.protect:
+                        protected.add(known.order_id)
                 continue
             if rec.kind not in (RecordKind.COMMAND, RecordKind.EVENT):
                 continue
@@ -417,7 +422,7 @@ class Replay:
             if not isinstance(report, ExecutionReport):
                 continue
             self.fills += _apply(pipeline, payload.session_id, report, new_orders, rec.ts_ns,
-                                 missing, references, valuations)
+                                 missing, references, valuations, protected)
             if report.exec_id:
                 self.max_exec = max(self.max_exec, int(report.exec_id.rpartition("-")[2] or 0))
 
@@ -777,7 +782,8 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     return result
 
 
-def _roll(table, record: JournalDayRoll, children: dict, valuations: dict) -> None:
+def _roll(table, record: JournalDayRoll, children: dict, valuations: dict,
+          protected: set) -> None:
     """Replay a day roll into the order table, as ``Pipeline.roll_day`` did it live.
 
     The table forgets what the live engine forgot there (the record carries
@@ -789,6 +795,7 @@ def _roll(table, record: JournalDayRoll, children: dict, valuations: dict) -> No
     by_id = table.by_id
     for order_id in [i for i in valuations if i in by_id and by_id[i].done]:
         del valuations[order_id]
+    protected.difference_update([i for i in protected if i in by_id and by_id[i].done])
     for order in table.roll(record.keep_done_days):
         for child_id in order.children:
             children.pop(child_id, None)
@@ -920,7 +927,8 @@ def _spend(pipeline, answered: tuple, answer) -> None:
 
 
 def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
-           ts: int, missing: collections.Counter, references: dict, valuations: dict) -> int:
+           ts: int, missing: collections.Counter, references: dict, valuations: dict,
+           protected: set) -> int:
     """Apply one journaled execution report; returns 1 for a fill.
 
     An accepted order whose instrument or account the configuration no
@@ -985,8 +993,13 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         inst_ix = risk.instrument_index(order.symbol)
         if order.price:
             references[inst_ix] = order.price
-        risk.set_reference_price(inst_ix, _valued_at(order, order.price, inst_ix, valuations,
-                                                     references), ts)
+        value = _valued_at(order, order.price, inst_ix, valuations, references)
+        if order.order_id in protected:
+            # Held to it on arrival, as live (Pipeline._protect): its remainder, routed
+            # again after the restart, takes nothing above it.
+            protected.discard(order.order_id)
+            order.protect = value
+        risk.set_reference_price(inst_ix, value, ts)
         code = risk.check_new(order.order_id, risk.session_index(session_id),
                               risk.account_index(order.account),
                               inst_ix, order.side, order.ord_type,
