@@ -2011,7 +2011,11 @@ class IntakeServer:
                     # until the read is done.
                     self._ack(session, None, resend=(begin, unavailable))
         if journal_part is not None and session._route is not None:
-            return self._resend_from_journal(session, journal_part, replay, begin, end)
+            # Sent straight after the journal read, not through the outbox: not the
+            # messages still to be released, which follow when they are.
+            released = self._released_through(session)
+            return self._resend_from_journal(
+                session, journal_part, [f for f in replay if seq_of(f) <= released], begin, end)
         if session._route is not None:
             for frame in replay:
                 self._queue(session, frame)
