@@ -2071,9 +2071,14 @@ class IntakeServer:
                 session._backlog = (session._route, collections.deque())
                 return self._resend_from_journal(session, journal_part, kept, first, last,
                                                  ack=False)
-        # (With messages still to be released, at once: released before a later replay,
-        # they would go out ahead of these.)
-        self._replay(session, kept, ahead=last < session.seq)
+        if last < session.seq and kept:
+            # Messages still to be released: these wait in the backlog now, so that
+            # those, released, queue behind them rather than going out first. (Sent by
+            # the retry _send_backlogs, the caller, schedules for what is backlogged.)
+            session._backlog = (session._route, collections.deque(kept))
+            self._backlogged.add(session)
+            return
+        self._replay(session, kept)
 
     def _released_through(self, session: Session) -> int:
         """The session's last seq whose frame was released (its journal record durable
