@@ -421,8 +421,17 @@ class Replay:
                              report.ok)
             if not isinstance(report, ExecutionReport):
                 continue
-            self.fills += _apply(pipeline, payload.session_id, report, new_orders, rec.ts_ns,
-                                 missing, references, valuations, protected)
+            try:
+                self.fills += _apply(pipeline, payload.session_id, report, new_orders,
+                                     rec.ts_ns, missing, references, valuations, protected)
+            except ValueError as exc:  # (ext.instrument.ConversionError, _px_x2)
+                # A price or quantity the journal holds that the configured grid cannot
+                # take: the grid changed on this journal. One line, not a traceback.
+                raise RecoveryError(
+                    f"journal record {rec.seq} ({report.symbol} order {report.order_id}): "
+                    f"{exc}; the configuration's tick or lot size of {report.symbol} does "
+                    f"not fit what the journal holds (units cannot change on a journal: "
+                    f"put them back, or start a new journal directory)") from exc
             if report.exec_id:
                 self.max_exec = max(self.max_exec, int(report.exec_id.rpartition("-")[2] or 0))
 
