@@ -54,6 +54,7 @@ import asyncio
 import bisect
 import collections
 import concurrent.futures
+import contextlib
 import functools
 import heapq
 import itertools
@@ -980,6 +981,10 @@ class IntakeServer:
         self._stage_latency = self.metrics.stage_latency.labels("intake")
         # Outbound messages held until the handler's flush (see Handler.flush).
         self._outbox: list[tuple[Session, bytes]] = []
+        # Batches handed to the handler's flush and not released yet (under fsync group,
+        # until the committer has synced them), oldest first: nothing in them may reach
+        # a client before its release (see _send_dropped).
+        self._unreleased: collections.deque[list[tuple[Session, bytes]]] = collections.deque()
         self._flush_scheduled = False
         self._draining = False
         #: messages taken off the sockets, and frames handed to ZeroMQ (plain
@@ -1266,8 +1271,19 @@ class IntakeServer:
         """
         self._flush_scheduled = False
         batch, self._outbox = self._outbox, []
+        self._unreleased.append(batch)
+
+        def release() -> None:
+            # (Released in the order flushed; a batch never released, its journal
+            # write having failed, stays: none of it is ever sent.)
+            if self._unreleased and self._unreleased[0] is batch:
+                self._unreleased.popleft()
+            else:
+                with contextlib.suppress(ValueError):
+                    self._unreleased.remove(batch)
+            self._transmit(batch)
         try:
-            self.handler.flush(lambda: self._transmit(batch))
+            self.handler.flush(release)
         except JournalError as exc:
             # The journal said what went wrong (and a failed one stops the
             # engine): one line, not a traceback per wake-up.
@@ -2004,7 +2020,11 @@ class IntakeServer:
                     # until the read is done.
                     self._ack(session, None, resend=(begin, unavailable))
         if journal_part is not None and session._route is not None:
-            return self._resend_from_journal(session, journal_part, replay, begin, end)
+            # Sent straight after the journal read, not through the outbox: not the
+            # messages still to be released, which follow when they are.
+            released = self._released_through(session)
+            return self._resend_from_journal(
+                session, journal_part, [f for f in replay if seq_of(f) <= released], begin, end)
         if session._route is not None:
             for frame in replay:
                 self._queue(session, frame)
@@ -2042,8 +2062,11 @@ class IntakeServer:
 
     def _send_dropped(self, session: Session) -> None:
         """The session's backlog has drained after dropping messages: send them again, from
-        the ring, and from the journal for those it no longer keeps."""
-        first, last, oldest = session._dropped_from, session.seq, session.oldest_kept_seq
+        the ring, and from the journal for those it no longer keeps, up to the last one
+        released (``_released_through``): the ones after it go out when their batch is
+        released, behind these."""
+        first, last, oldest = session._dropped_from, self._released_through(session), \
+            session.oldest_kept_seq
         if first < oldest and session._reading is not None:
             return  # after the journal read in progress, whose replay drains the backlog again
         session._dropped_from = 0
@@ -2057,7 +2080,34 @@ class IntakeServer:
                 session._backlog = (session._route, collections.deque())
                 return self._resend_from_journal(session, journal_part, kept, first, last,
                                                  ack=False)
+        if last < session.seq and kept:
+            # Messages still to be released: these wait in the backlog now, so that
+            # those, released, queue behind them rather than going out first. (Sent by
+            # the retry _send_backlogs, the caller, schedules for what is backlogged.)
+            session._backlog = (session._route, collections.deque(kept))
+            self._backlogged.add(session)
+            return
         self._replay(session, kept)
+
+    def _released_through(self, session: Session) -> int:
+        """The session's last seq whose frame was released (its journal record durable
+        under the policy): below the messages it was sent that still wait for the
+        handler's flush or, under fsync group, for the committer's sync.
+
+        Those wait in the outbox and in the batches not yet released, and go out
+        when released; sent again from the ring before that (a slow reader's
+        dropped messages, ``_send_dropped``), a client had acknowledgements the
+        journal did not yet hold durably. The messages still waiting are the
+        session's last ones, every seq up to ``session.seq`` (a resend's copy
+        among them is on its way too): the run of seqs ending there that those
+        batches hold is what is not released.
+        """
+        waiting = {seq_of(frame) for batch in (*self._unreleased, self._outbox)
+                   for held, frame in batch if held is session}
+        last = session.seq
+        while last in waiting:
+            last -= 1
+        return last
 
     @staticmethod
     def _from_journal(session: Session, begin: int, last: int

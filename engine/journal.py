@@ -589,7 +589,23 @@ class JournalReader:
             keep = max([i for i, first in enumerate(firsts) if first <= start_seq], default=0)
             segments = segments[keep:]
         expected, prev_hash = None, None
-        for index, path in enumerate(segments):
+        index = -1
+        while index + 1 < len(segments):
+            index += 1
+            path = segments[index]
+            if expected is not None and int(path.stem) > expected \
+                    and (self.data_dir / segment_name(expected)).exists():
+                # Listed while a writer rotated: a directory listing is not a snapshot,
+                # and can hold a segment made during it but not one made before that
+                # (seen on ext4 with small segments). The segment the journal goes on in
+                # is there now: read on from a fresh listing, rather than report a hole
+                # in the sequence that is not in the journal. (Up to the segment listed
+                # last, not past it: reading on behind a writer could go on for ever.)
+                last_listed = int(segments[-1].stem)
+                fresh = [p for p in list_segments(self.data_dir)
+                         if expected <= int(p.stem) <= last_listed]
+                if fresh and int(fresh[0].stem) == expected:
+                    segments, index, path = fresh, 0, fresh[0]
             # Before the header is read: a misnamed file is reported as that, whatever
             # its header (torn, zeros, another seq) would otherwise make of it.
             check_zero_padded(path, expected if expected is not None else int(path.stem))

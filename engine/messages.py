@@ -546,10 +546,16 @@ class JournalValuation(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=F
     under a collar: valued from the market's reference), on arrival and
     after a replace, as the journal would not otherwise hold it. Recovery
     replays the order's exposure at this same value.
+
+    ``protect``: the router holds the order to this value (``Order.protect``: a
+    market buy under a collar, on arrival), and a restarted engine routes its
+    remainder (a schedule's next slices) no further. Absent in journals written
+    before 2026-12-07 (decoded False): their market buys come back unheld.
     """
 
     order_id: int
     value_ticks: int
+    protect: bool = False
 
 
 class JournalDayRoll(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):

@@ -941,9 +941,7 @@ class Pipeline(Handler):
         # (A buy limit is valued at its limit, and journals nothing: _journal_valuation's
         # first case, without its call on the usual path.)
         value = price if order.side == _Side.BUY and order.ord_type != _OrdType.MARKET \
-            else self._journal_valuation(order)
-        if order.ord_type == _OrdType.MARKET and order.side == _Side.BUY:
-            self._protect(order, inst_ix, value)
+            else self._journal_valuation(order, inst_ix)
         if timed:
             checked = time.perf_counter_ns()
             self._time_risk((checked - validated) / 1e9)
@@ -1150,21 +1148,30 @@ class Pipeline(Handler):
                             held, self.max_orders)
         return full
 
-    def _journal_valuation(self, order: Order) -> int:
+    def _journal_valuation(self, order: Order, arrival_ix: int = -1) -> int:
         """Journal the price risk valued ``order`` at, when it is not the order's own limit;
         returns that price (ticks).
 
         Risk values a buy limit at its limit, but a market order or a sell at
         the highest price it may fill at, from the market's reference price
         and the collar: neither is in the journal otherwise, and recovery
-        replays the order's exposure at exactly this value.
+        replays the order's exposure at exactly this value. On an order's
+        arrival (``arrival_ix``: its instrument's index; -1 after a replace) a
+        market buy is held to that value here (:meth:`_protect`), and the
+        record says so: recovery holds it again (a restarted engine routed a
+        scheduled market buy's remainder up the book, past the collar).
         """
         if order.side == _Side.BUY and order.ord_type != _OrdType.MARKET:
             return order.price  # (valued at its own limit: no call into risk on the usual path)
         value = self.risk.value_price(order.order_id)
+        protect = False
+        if arrival_ix >= 0 and order.ord_type == _OrdType.MARKET and order.side == _Side.BUY:
+            self._protect(order, arrival_ix, value)
+            protect = order.protect != 0
         if value != order.price:
-            # (JournalValuation(order_id, value_ticks), not made: see _journal_command)
-            self.journal.append_as(_RecordKind.META, JournalValuation, (order.order_id, value))
+            # (JournalValuation(order_id, value_ticks, protect), not made: see _journal_command)
+            self.journal.append_as(_RecordKind.META, JournalValuation,
+                                   (order.order_id, value, protect))
         return value
 
     def _protect(self, order: Order, ix: int, value: int) -> None:

@@ -228,7 +228,7 @@ class Replay:
     SAVED = ("seq", "hash", "records", "fills", "max_exec", "last_child", "last_roll_ns",
              "new_orders", "missing", "kill_requests", "engaged", "requests",
              "unanswered", "cancel_on_disconnect", "references", "valuations", "children",
-             "principals", "sent", "marks", "ended", "in_risk", "expiring")
+             "principals", "sent", "marks", "ended", "in_risk", "expiring", "protected")
 
     def __init__(self, pipeline, ring_size: int = 10_000,
                  client_name: Callable[[str], str] | None = None):
@@ -275,6 +275,9 @@ class Replay:
         self.ended: set[str] = set()
         self.in_risk: set[str] = set()  # sessions registered with risk, not yet released
         self.expiring: set[int] = set()  # orders whose last pull was a DAY's end
+        # Market buys the live engine held to their valuation on arrival (Order.protect):
+        # from their JournalValuation until their first report recreates them.
+        self.protected: set[int] = set()
 
     def run(self, records: Iterable[Record], until_seq: int | None = None) -> None:
         """Replay ``records``, the journal's from the one after :attr:`seq` on, through
@@ -289,7 +292,7 @@ class Replay:
         cancel_on_disconnect, references = self.cancel_on_disconnect, self.references
         valuations, children, principals = self.valuations, self.children, self.principals
         sent, marks, ended, in_risk = self.sent, self.marks, self.ended, self.in_risk
-        expiring, ring_size = self.expiring, self.ring_size
+        expiring, ring_size, protected = self.expiring, self.ring_size, self.protected
         for rec in records:
             if until_seq is not None and rec.seq > until_seq:
                 break
@@ -351,12 +354,14 @@ class Replay:
                     self.last_roll_ns = rec.ts_ns
                     risk.reset_daily(rec.ts_ns, "recovery")
                     pipeline.day_started_at(rec.ts_ns, rolled=True)
-                    _roll(table, known, children, valuations)
+                    _roll(table, known, children, valuations, protected)
                 elif isinstance(known, JournalChildren):
                     self.last_child = max(self.last_child,
                                           _apply_children(table, children, known))
                 else:
                     valuations[known.order_id] = known.value_ticks
+                    if known.protect:
+                        protected.add(known.order_id)
                 continue
             if rec.kind not in (RecordKind.COMMAND, RecordKind.EVENT):
                 continue
@@ -416,8 +421,17 @@ class Replay:
                              report.ok)
             if not isinstance(report, ExecutionReport):
                 continue
-            self.fills += _apply(pipeline, payload.session_id, report, new_orders, rec.ts_ns,
-                                 missing, references, valuations)
+            try:
+                self.fills += _apply(pipeline, payload.session_id, report, new_orders,
+                                     rec.ts_ns, missing, references, valuations, protected)
+            except ValueError as exc:  # (ext.instrument.ConversionError, _px_x2)
+                # A price or quantity the journal holds that the configured grid cannot
+                # take: the grid changed on this journal. One line, not a traceback.
+                raise RecoveryError(
+                    f"journal record {rec.seq} ({report.symbol} order {report.order_id}): "
+                    f"{exc}; the configuration's tick or lot size of {report.symbol} does "
+                    f"not fit what the journal holds (units cannot change on a journal: "
+                    f"put them back, or start a new journal directory)") from exc
             if report.exec_id:
                 self.max_exec = max(self.max_exec, int(report.exec_id.rpartition("-")[2] or 0))
 
@@ -496,6 +510,7 @@ class Replay:
             "day": (pipeline._day_entered, pipeline._roll_taken, pipeline._next_roll),
             "trading_day": pipeline.trading_day.settings(),
             "sessions": list(pipeline._event_envelopes),
+            "units": _units(self.live_config),
         }
 
     def load(self, data: bytes | memoryview) -> None:
@@ -530,6 +545,8 @@ class Replay:
             replay, orders, history = state["replay"], state["orders"], state["history"]
             snap, instruments = _renumbered(state["risk"], blank)
             day, schedule, sessions = state["day"], state["trading_day"], state["sessions"]
+            # (A checkpoint written before the units were kept holds none: not checked.)
+            _check_units(state.get("units"), _units(self.live_config))
         except ValueError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever another version's pickle raises
@@ -583,6 +600,44 @@ class Replay:
             pipeline._next_roll = pipeline.trading_day.next_roll(entered)
         for session_id in sessions:
             pipeline.session_journaled(session_id)
+
+
+def _units(risk_config: dict) -> dict:
+    """The units a replay's state is counted in, from the risk configuration: the money
+    unit, and each instrument's tick and lot size (as decimal text)."""
+    from ext.risk import DEFAULT_MONEY_UNIT
+    return {"money_unit": str(risk_config.get("firm", {}).get("money_unit", DEFAULT_MONEY_UNIT)),
+            "instruments": {symbol: (str(entry.get("tick_size", "0.01")),
+                                     str(entry.get("lot_size", "1")))
+                            for symbol, entry in risk_config.get("instruments", {}).items()}}
+
+
+def _check_units(saved: dict | None, now: dict) -> None:
+    """Raise ValueError unless a checkpoint's units (``saved``; None: a checkpoint written
+    before they were kept) are the configuration's, for every instrument both know.
+
+    Prices are held in ticks, quantities in lots and money in the money unit
+    (order terms, risk's books, reservations): a checkpoint taken under another
+    tick or lot size or money unit would load prices, quantities and cash
+    counted in the old units and read them in the new ones (an order at
+    50.10 in ticks of 0.01 routed again at 25.05 in ticks of 0.005), where a
+    replay of the journal, whose messages hold decimals, converts them
+    afresh. Such a checkpoint is skipped: the whole journal is replayed.
+    """
+    if saved is None:
+        return
+    if Decimal(saved["money_unit"]) != Decimal(now["money_unit"]):
+        raise ValueError(f"it counts money in units of {saved['money_unit']}, and the "
+                         f"configuration in units of {now['money_unit']} (firm.money_unit)")
+    for symbol, (tick, lot) in saved["instruments"].items():
+        current = now["instruments"].get(symbol)
+        if current is None:
+            continue  # (an instrument removed: risk's renumbering decides)
+        for key, was, is_now in (("tick_size", tick, current[0]), ("lot_size", lot, current[1])):
+            if Decimal(was) != Decimal(is_now):
+                raise ValueError(f"it was taken with {symbol}'s {key} {was}, and the "
+                                 f"configuration has {is_now}: its prices and quantities are "
+                                 f"counted in the old units")
 
 
 def _dumps(state) -> bytes:
@@ -736,7 +791,8 @@ def recover(pipeline, journal_dir, ring_size: int = 10_000,
     return result
 
 
-def _roll(table, record: JournalDayRoll, children: dict, valuations: dict) -> None:
+def _roll(table, record: JournalDayRoll, children: dict, valuations: dict,
+          protected: set) -> None:
     """Replay a day roll into the order table, as ``Pipeline.roll_day`` did it live.
 
     The table forgets what the live engine forgot there (the record carries
@@ -748,6 +804,7 @@ def _roll(table, record: JournalDayRoll, children: dict, valuations: dict) -> No
     by_id = table.by_id
     for order_id in [i for i in valuations if i in by_id and by_id[i].done]:
         del valuations[order_id]
+    protected.difference_update([i for i in protected if i in by_id and by_id[i].done])
     for order in table.roll(record.keep_done_days):
         for child_id in order.children:
             children.pop(child_id, None)
@@ -879,7 +936,8 @@ def _spend(pipeline, answered: tuple, answer) -> None:
 
 
 def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
-           ts: int, missing: collections.Counter, references: dict, valuations: dict) -> int:
+           ts: int, missing: collections.Counter, references: dict, valuations: dict,
+           protected: set) -> int:
     """Apply one journaled execution report; returns 1 for a fill.
 
     An accepted order whose instrument or account the configuration no
@@ -944,8 +1002,13 @@ def _apply(pipeline, session_id: str, report: ExecutionReport, new_orders: dict,
         inst_ix = risk.instrument_index(order.symbol)
         if order.price:
             references[inst_ix] = order.price
-        risk.set_reference_price(inst_ix, _valued_at(order, order.price, inst_ix, valuations,
-                                                     references), ts)
+        value = _valued_at(order, order.price, inst_ix, valuations, references)
+        if order.order_id in protected:
+            # Held to it on arrival, as live (Pipeline._protect): its remainder, routed
+            # again after the restart, takes nothing above it.
+            protected.discard(order.order_id)
+            order.protect = value
+        risk.set_reference_price(inst_ix, value, ts)
         code = risk.check_new(order.order_id, risk.session_index(session_id),
                               risk.account_index(order.account),
                               inst_ix, order.side, order.ord_type,

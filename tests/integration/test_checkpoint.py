@@ -579,6 +579,39 @@ def test_the_packed_structs_round_trip_with_defaults_none_and_nested_structs():
     assert_exact(pickle.loads(_dumps(values)), values)
 
 
+@pytest.mark.parametrize("unit", ["tick_size", "lot_size", "money_unit"])
+def test_a_checkpoint_taken_in_other_units_is_skipped_not_read_in_the_new_ones(
+        traded, tmp_path, monkeypatch, caplog, unit):
+    # Prices are held in ticks, quantities in lots, money in the money unit. A restart
+    # under a finer tick loaded a checkpoint's prices as they were: every order at half
+    # its price (50.10 in ticks of 0.01 read as 25.05 in ticks of 0.005, and routed again
+    # there), where a replay of the journal, which holds decimals, converts them afresh.
+    from tests.integration.engine_harness import QUIET_SIM
+    tmp, path, cfg, _ = traded
+    sim = tmp_path / "sim.toml"
+    sim.write_text(QUIET_SIM.read_text().replace(
+        'tick_size = "0.01"', 'tick_size = "0.005"' if unit == "tick_size" else
+        'tick_size = "0.01"').replace(
+        'lot_size = "1"', 'lot_size = "0.5"' if unit == "lot_size" else 'lot_size = "1"'))
+
+    def edit(text):
+        text = text.replace(str(QUIET_SIM), str(sim))
+        if unit == "money_unit":
+            text = text.replace("[risk.firm]\n", '[risk.firm]\nmoney_unit = "0.00001"\n')
+        return text
+    expected, _ = recovered_state(monkeypatch, copy_journal(tmp_path / "whole", cfg, edit=edit))
+    with caplog.at_level("WARNING", logger="engine.checkpoint"):
+        state, loaded = recovered_state(monkeypatch, copy_journal(tmp_path / "changed", cfg,
+                                                                  checkpoints=True, edit=edit))
+    assert_same(state, expected)
+    assert loaded == [None]
+    assert f"skipped: it {'counts money' if unit == 'money_unit' else 'was taken with'}" \
+        in caplog.text
+    # (The change took: the whole replay counts the same orders in other numbers.)
+    before, _ = recovered_state(monkeypatch, copy_journal(tmp_path / "before", cfg))
+    assert before["risk"] != expected["risk"]
+
+
 def test_a_checkpoint_of_the_format_before_is_skipped_not_misread(traded, tmp_path,
                                                                    monkeypatch, caplog):
     # Format 1 pickled each struct as a dict of its fields: written as that engine wrote

@@ -751,3 +751,24 @@ def test_a_session_whose_first_order_was_throttled_keeps_its_risk_slot(tmp_path,
     after = seen_at_resume(monkeypatch, lambda pipeline, summary: sessions(pipeline.risk))
     with ThreadedEngine(path):
         assert after == [live]
+
+
+def test_a_tick_size_the_journals_prices_do_not_fit_stops_serve_with_one_line(tmp_path):
+    # Units cannot change on a journal. Restarted under a coarser tick, the replay met a
+    # price off the new grid and serve died with a ConversionError's traceback; it now
+    # refuses to start with one line naming the record and what to do (exit 1).
+    path, endpoint = engine_config(tmp_path)
+    with ThreadedEngine(path), Client(endpoint) as client:
+        client.new_order("AAA", "buy", "10", "48.12", account="DEMO1", cl_ord_id="c1")
+        report(client, "c1", ExecType.NEW)
+    sim = tmp_path / "coarse.toml"
+    sim.write_text(QUIET_SIM.read_text().replace('tick_size = "0.01"', 'tick_size = "0.05"'))
+    path.write_text(path.read_text().replace(str(QUIET_SIM), str(sim)))
+    # (A process of its own: serve sets up the process's logging.)
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--config", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    err = out.stderr
+    assert out.returncode == 1 and "Traceback" not in err, err
+    [line] = [line for line in err.splitlines() if line.startswith("kronos-exec serve:")]
+    assert "cannot start on journal" in line and "price '48.12' is not a multiple of 0.05" in line
+    assert "units cannot change on a journal" in line

@@ -215,3 +215,109 @@ def test_replies_a_slow_reader_has_not_taken_at_shutdown_are_counted_and_said(tm
         assert held > 0 and metrics.registry.get_sample_value("kronos_send_dropped_total") >= held
     finally:
         sock.close()
+
+
+def test_a_slow_readers_dropped_messages_are_sent_again_only_once_durable(tmp_path):
+    """Under fsync group a reply waits for the committer's sync of its batch. A slow
+    reader's backlog that had dropped messages, once drained, had them sent again from the
+    ring up to the session's last seq: the replies still waiting for their sync among
+    them, so the client held acknowledgements the journal did not yet hold durably (a
+    power loss then would lose orders the client was told of), and got each again at its
+    release. Now what is sent again stops before what is not released, which follows."""
+    from engine.journal import JournalReader, RecordKind, written_mark
+    path, endpoint = _engine_config(tmp_path, send_hwm=10, ring=100)
+    path.write_text(path.read_text().replace('fsync = "none"',
+                                             'fsync = "group"\ngroup_commit_us = 300000'))
+    journal = tmp_path / "journal"
+    decode = response_decoder().decode
+    more, received = 300, []  # (seq, the durable mark when it arrived)
+    with ThreadedEngine(path) as engine:
+        sock = _dealer(endpoint)
+        try:
+            _send_orders(sock, ORDERS // 3)
+            time.sleep(1.5)  # not reading: the backlog fills and drops
+            # Reading now, with replies still coming (each batch held 0.3 s for its sync).
+            total, sent, seen = 2 * (ORDERS // 3 + more), 0, set()
+            deadline = time.monotonic() + 60
+            while len(seen) < total:
+                assert time.monotonic() < deadline, f"{len(seen)} of {total} seqs arrived"
+                if sock.poll(5):
+                    while True:
+                        try:
+                            data = sock.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        received.append((decode(data).seq, written_mark(journal)[0]))
+                        seen.add(received[-1][0])
+                if sent < more and len(received) > 300:
+                    sock.send(msgspec.msgpack.encode(NewOrder(
+                        cl_ord_id=f"m{sent}", account="DEMO1", symbol="AAA", side=Side.BUY,
+                        qty="1", price="1.00", time_in_force=TimeInForce.IOC)))
+                    sent += 1
+            assert engine.service.metrics.registry.get_sample_value(
+                "kronos_send_dropped_total") > 0
+        finally:
+            sock.close()
+    record = {}  # the journal record of each message the session was sent
+    for r in JournalReader(journal):
+        if r.kind == RecordKind.EVENT:
+            event = msgspec.msgpack.decode(r.payload).get("event", {})
+            record.setdefault(event.get("seq"), r.seq)
+    early = [(seq, record[seq], mark) for seq, mark in received if record[seq] > mark]
+    assert not early, f"{len(early)} messages arrived before their record was durable: " \
+                      f"(seq, record, durable) {early[:3]}"
+    firsts = list(dict.fromkeys(seq for seq, _ in received))
+    assert firsts == list(range(1, total + 1)), "a gap, or out of order"
+
+
+def test_a_resend_from_the_journal_sends_no_reply_before_it_is_durable(tmp_path):
+    """A ResendRequest reaching past the ring reads the journal, then sends the ring's part
+    straight after it, up to the session's last seq: replies still waiting for the
+    committer's sync among them went out before it (fsync group). They now follow at
+    their release."""
+    from engine.journal import JournalReader, RecordKind, written_mark
+    path, endpoint = _engine_config(tmp_path, send_hwm=1000, ring=100)
+    path.write_text(path.read_text().replace('fsync = "none"',
+                                             'fsync = "group"\ngroup_commit_us = 300000'))
+    journal = tmp_path / "journal"
+    decode = response_decoder().decode
+    received = []  # (seq, the durable mark when it arrived)
+    with ThreadedEngine(path) as engine:
+        sock = _dealer(endpoint, rcvhwm=100_000)
+
+        def pump(seconds):
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if sock.poll(5):
+                    while True:
+                        try:
+                            data = sock.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        received.append((decode(data).seq, written_mark(journal)[0]))
+        try:
+            _send_orders(sock, 200)  # 400 replies: the ring keeps the last 100
+            pump(1.5)
+            for k in range(5):  # an order, and at once a resend of everything
+                sock.send(msgspec.msgpack.encode(NewOrder(
+                    cl_ord_id=f"x{k}", account="DEMO1", symbol="AAA", side=Side.BUY, qty="1",
+                    price="1.00", time_in_force=TimeInForce.IOC)))
+                sock.send(msgspec.msgpack.encode(ResendRequest(begin_seq=1)))
+                pump(0.5)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # until a second passes with nothing more
+                count = len(received)
+                pump(1.0)
+                if len(received) == count:
+                    break
+        finally:
+            sock.close()
+    record = {}  # the journal record of each message the session was sent
+    for r in JournalReader(journal):
+        if r.kind == RecordKind.EVENT:
+            event = msgspec.msgpack.decode(r.payload).get("event", {})
+            record.setdefault(event.get("seq"), r.seq)
+    assert len({seq for seq, _ in received}) == max(record) > 2 * 205  # (each, at least once)
+    early = [(seq, record[seq], mark) for seq, mark in received if record[seq] > mark]
+    assert not early, f"{len(early)} messages arrived before their record was durable: " \
+                      f"(seq, record, durable) {early[:3]}"

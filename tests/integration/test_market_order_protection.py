@@ -51,3 +51,41 @@ def test_a_market_buy_takes_nothing_above_the_collar_and_its_remainder_is_cancel
         risk = engine.service.pipeline.risk
         state = engine.call(lambda: risk.account_state(risk.account_index("DEMO1")))
         assert state["buying_power"] >= 0, state
+
+
+def test_a_scheduled_market_buy_is_held_to_the_collar_after_a_restart_too(tmp_path, monkeypatch):
+    # The hold (Order.protect) was set on arrival and nowhere in the journal: a restarted
+    # engine routed the remainder of a TWAP market buy with no limit, its next slices swept
+    # 90 at 60.00 (valued at 51.97) and took the account's buying power below zero.
+    from tests.integration.engine_harness import seen_at_resume
+    port = free_port()
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal").split("[risk.firm]")[0] + RISK)
+    endpoint = f"tcp://127.0.0.1:{port}"
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        resting(client, "bid", "buy", "10", "49.00")
+        resting(client, "ask-1", "sell_short", "10", "50.00")
+        resting(client, "ask-2", "sell_short", "1000", "60.00")
+        time.sleep(0.3)  # the venues' books reach the router
+        client.new_order("AAA", "buy", "100", None, account="DEMO1", cl_ord_id="twap",
+                         ord_type="market", strategy="twap",
+                         end_time=time.time_ns() + 4 * 10**9, slices=8)
+        client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "twap"
+                          and m.cum_qty == "10", 5)
+        pipeline = engine.service.pipeline
+        live = engine.call(lambda: pipeline.orders.find("DEMO1", "twap").protect)
+    assert live == 5197
+    seen = seen_at_resume(monkeypatch, lambda pipeline, recovered: (
+        pipeline.orders.find("DEMO1", "twap").protect,
+        pipeline.orders.find("DEMO1", "twap") in pipeline.orders.working()))
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline, risk = engine.service.pipeline, engine.service.pipeline.risk
+        deadline = time.monotonic() + 10
+        while engine.call(lambda: not pipeline.orders.find("DEMO1", "twap").done):
+            assert time.monotonic() < deadline, "the TWAP did not end"
+            time.sleep(0.1)
+        order = engine.call(lambda: pipeline.orders.find("DEMO1", "twap"))
+        assert order.cum_qty == 10, "filled above the collar's upper edge after the restart"
+        state = engine.call(lambda: risk.account_state(risk.account_index("DEMO1")))
+        assert state["buying_power"] >= 0, state
+    assert seen == [(live, True)]  # (and it went back to the market: its window was open)

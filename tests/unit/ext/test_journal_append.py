@@ -132,7 +132,7 @@ def test_a_rotation_size_that_is_not_an_integer_is_refused_when_the_writer_is_ma
 
 @settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values=st.lists(st.tuples(st.integers(0, 2**63 - 1), st.integers(-2**63, 2**63 - 1),
-                                 st.none() | st.integers(-2**63, 2**63 - 1)),
+                                 st.none() | st.integers(-2**63, 2**63 - 1), st.booleans()),
                        min_size=1, max_size=20),
        buffered=st.booleans())
 def test_a_record_appended_by_its_field_values_is_the_struct_appended(
@@ -143,13 +143,13 @@ def test_a_record_appended_by_its_field_values_is_the_struct_appended(
 
     def write(path, as_fields):
         with JournalWriter(path, fsync="none", buffered=buffered, rotate_bytes=400) as writer:
-            for order_id, value, ts in values:
+            for order_id, value, ts, protect in values:
                 if as_fields:
-                    writer.append_as(RecordKind.META, JournalValuation, (order_id, value),
-                                     ts_ns=ts)
+                    writer.append_as(RecordKind.META, JournalValuation,
+                                     (order_id, value, protect), ts_ns=ts)
                 else:
                     writer.append_msg(RecordKind.META, JournalValuation(
-                        order_id=order_id, value_ticks=value), ts_ns=ts)
+                        order_id=order_id, value_ticks=value, protect=protect), ts_ns=ts)
         return {p.name: p.read_bytes() for p in list_segments(path)}
 
     assert write(tmp_path_factory.mktemp("as"), True) == \
