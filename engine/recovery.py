@@ -160,20 +160,32 @@ def _decode_clipped(data: bytes) -> JournalPayload:
     return msgspec.convert(clip(msgspec.msgpack.decode(data)), JournalPayload)
 
 
+#: Replay's credit (currency): risk caps it at the int64 range of its money unit, so buying
+#: power cannot refuse a replayed order (``_permissive``).
+_UNLIMITED_CREDIT = str(2**63)
+
+
 def _permissive(table: dict) -> dict:
-    """The risk configuration with its limits taken out (grids, accounts and cash kept).
+    """The risk configuration with its limits taken out (grids and accounts kept).
 
     The duplicative-order window stays: replayed orders pass it (they carry the
     intended-duplicate flag, see :func:`_apply`) but are recorded under it, so each
     blocks its twins after the restart as it did before.
+
+    Buying power is a limit like the others: the file read at the restart may give an
+    account less cash or credit than it had when its orders were accepted (a
+    ``ReloadLimits`` cutting it while they worked), and an order refused at the replay
+    would be worked by the engine with no reservation, working count or position at
+    risk. So every account replays with unlimited credit (``cash`` and ``credit_limit``
+    are limits, not state: ``reload(live_config)`` puts the file's back at the end).
     """
     firm = {k: v for k, v in table.get("firm", {}).items()
             if k in ("money_unit", "duplicative_window_ms")}
     instruments = {sym: {k: v for k, v in entry.items() if k in ("tick_size", "lot_size", "min_qty")}
                    for sym, entry in table.get("instruments", {}).items()}
     accounts = {name: {"active": True, "allow_short": True, "entitlements": "*",
-                       **{k: v for k, v in entry.items() if k in ("cash", "credit_limit")}}
-                for name, entry in table.get("accounts", {}).items()}
+                       "credit_limit": _UNLIMITED_CREDIT}
+                for name in table.get("accounts", {})}
     return {"firm": firm, "instruments": instruments, "accounts": accounts}
 
 
