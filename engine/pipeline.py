@@ -1853,7 +1853,12 @@ class Pipeline(Handler):
         orig = order.cl_ord_id
         self.orders.alias(order, pending.request.cl_ord_id)
         order.qty, order.price = pending.new_qty, pending.new_price
-        self._journal_valuation(order)  # (risk valued the new terms)
+        value = self._journal_valuation(order)  # (risk valued the new terms)
+        if order.protect:
+            # A collared market buy is held where risk values it (_protect): a replace
+            # that added lots was valued at the reference + band of now, and held at the
+            # arrival's edge it could fill above that, past what risk reserved.
+            order.protect = value
         return orig
 
     def _replaced(self, order: Order, pending: _Pending, orig: str, path: str) -> None:

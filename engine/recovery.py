@@ -50,8 +50,8 @@ from engine.journal import JournalReader, Record, RecordKind, first_segment_head
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalChildren,
     JournalCommand, JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalPulled,
-    JournalSession, JournalSessionEnd, KillSwitch, NewOrder, OrdStatus, Reject, RejectReason,
-    Replace, Side, TradeFill, clip_text, reject_name,
+    JournalSession, JournalSessionEnd, KillSwitch, NewOrder, OrdStatus, OrdType, Reject,
+    RejectReason, Replace, Side, TradeFill, clip_text, reject_name,
 )
 from engine.orders import Child, Stage
 from engine.pipeline import (
@@ -187,6 +187,35 @@ def _permissive(table: dict) -> dict:
                        "credit_limit": _UNLIMITED_CREDIT}
                 for name in table.get("accounts", {})}
     return {"firm": firm, "instruments": instruments, "accounts": accounts}
+
+
+def _collared(config: dict, account: str, symbol: str) -> bool:
+    """Whether a price collar (``collar_bps`` or ``collar_ticks``, any layer) applies to
+    ``account`` trading ``symbol`` under the risk configuration ``config``."""
+    acct = config.get("accounts", {}).get(account, {})
+    layers = (config.get("firm", {}), acct, config.get("instruments", {}).get(symbol, {}),
+              acct.get("limits", {}).get(symbol, {}))
+    return any("collar_bps" in layer or "collar_ticks" in layer for layer in layers)
+
+
+def _hold_market_buys(table, risk, config: dict) -> None:
+    """Hold every working collared market buy to the price risk values it at, as live.
+
+    Live, such an order is held to the collar's upper edge (``Order.protect``, set by
+    ``Pipeline._protect``) so that it fills nowhere above the price risk reserved it at.
+    The journal keeps that price (its ``JournalValuation``, which the replay valued it
+    at) but not the hold: a market order on a schedule works on after a restart, and
+    without it its slices swept the book past the collar and took buying power below
+    zero. Whether a collar applies is the configuration's at the restart: one that
+    collars the order no longer leaves it unheld, as it would a new order.
+    """
+    for order in table.working():
+        if order.ord_type != OrdType.MARKET or order.side != Side.BUY or order.protect:
+            continue
+        if _collared(config, order.account, order.symbol):
+            value = risk.value_price(order.order_id)
+            if value > 0:
+                order.protect = value
 
 
 def _known_session(risk, principals: dict, session_id: str, principal: str,
@@ -470,6 +499,7 @@ class Replay:
         # (NO_REFERENCE_PRICE until a two-sided quote, not a replayed limit price).
         risk.clear_reference_prices()
         risk.reload(self.live_config, time.time_ns(), "recovery")
+        _hold_market_buys(table, risk, self.live_config)
         # A session whose key the journal does not name (written before sessions
         # were journaled) is not restored: guessing "plaintext" would hand a CURVE
         # client's session to whoever resumes it on the plaintext endpoint.
