@@ -943,7 +943,7 @@ class Pipeline(Handler):
         value = price if order.side == _Side.BUY and order.ord_type != _OrdType.MARKET \
             else self._journal_valuation(order)
         if order.ord_type == _OrdType.MARKET and order.side == _Side.BUY:
-            self._protect(order, inst_ix, value)
+            self._protect(order, account_ix, inst_ix, value)
         if timed:
             checked = time.perf_counter_ns()
             self._time_risk((checked - validated) / 1e9)
@@ -1167,7 +1167,7 @@ class Pipeline(Handler):
             self.journal.append_as(_RecordKind.META, JournalValuation, (order.order_id, value))
         return value
 
-    def _protect(self, order: Order, ix: int, value: int) -> None:
+    def _protect(self, order: Order, account_ix: int, ix: int, value: int) -> None:
         """Hold a market buy under a collar to the band's upper edge (``Order.protect``):
         ``value``, the price risk valued it at.
 
@@ -1176,9 +1176,10 @@ class Pipeline(Handler):
         power below zero. So the router takes nothing above it, and what it
         cannot fill within the band is canceled, as a market order's
         remainder is. Without a collar risk values it at the reference
-        itself, and it is not held (it would never fill).
+        itself, and it is not held (it would never fill); a collar whose band
+        rounds down to no tick values it there too, and it is held there.
         """
-        if value > self._references[ix]:
+        if value > self._references[ix] or self.risk.collared(account_ix, ix):
             order.protect = value
 
     def _post_only_cross(self, order: Order, inst_ix: int, price: int) -> str | None:

@@ -189,16 +189,7 @@ def _permissive(table: dict) -> dict:
     return {"firm": firm, "instruments": instruments, "accounts": accounts}
 
 
-def _collared(config: dict, account: str, symbol: str) -> bool:
-    """Whether a price collar (``collar_bps`` or ``collar_ticks``, any layer) applies to
-    ``account`` trading ``symbol`` under the risk configuration ``config``."""
-    acct = config.get("accounts", {}).get(account, {})
-    layers = (config.get("firm", {}), acct, config.get("instruments", {}).get(symbol, {}),
-              acct.get("limits", {}).get(symbol, {}))
-    return any("collar_bps" in layer or "collar_ticks" in layer for layer in layers)
-
-
-def _hold_market_buys(table, risk, config: dict) -> None:
+def _hold_market_buys(table, risk) -> None:
     """Hold every working collared market buy to the price risk values it at, as live.
 
     Live, such an order is held to the collar's upper edge (``Order.protect``, set by
@@ -206,13 +197,13 @@ def _hold_market_buys(table, risk, config: dict) -> None:
     The journal keeps that price (its ``JournalValuation``, which the replay valued it
     at) but not the hold: a market order on a schedule works on after a restart, and
     without it its slices swept the book past the collar and took buying power below
-    zero. Whether a collar applies is the configuration's at the restart: one that
-    collars the order no longer leaves it unheld, as it would a new order.
+    zero. Whether a collar applies is the configuration's at the restart (``risk`` has
+    it loaded): one that collars the order no longer leaves it unheld, as a new order.
     """
     for order in table.working():
         if order.ord_type != OrdType.MARKET or order.side != Side.BUY or order.protect:
             continue
-        if _collared(config, order.account, order.symbol):
+        if risk.collared(risk.account_index(order.account), risk.instrument_index(order.symbol)):
             value = risk.value_price(order.order_id)
             if value > 0:
                 order.protect = value
@@ -499,7 +490,7 @@ class Replay:
         # (NO_REFERENCE_PRICE until a two-sided quote, not a replayed limit price).
         risk.clear_reference_prices()
         risk.reload(self.live_config, time.time_ns(), "recovery")
-        _hold_market_buys(table, risk, self.live_config)
+        _hold_market_buys(table, risk)
         # A session whose key the journal does not name (written before sessions
         # were journaled) is not restored: guessing "plaintext" would hand a CURVE
         # client's session to whoever resumes it on the plaintext endpoint.

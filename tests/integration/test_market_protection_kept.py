@@ -113,3 +113,46 @@ def test_a_replaced_market_buy_is_held_where_risk_values_its_new_terms(tmp_path)
         state = engine.call(lambda: risk.account_state(risk.account_index("DEMO1")))
         assert state["buying_power"] >= 0, state
         assert engine.call(lambda: order.cum_qty) == 0
+
+
+RISK_NARROW = """
+[risk.firm]
+throttle_rate = 100000
+[risk.accounts.DEMO1]
+cash = "450"
+collar_bps = 20
+[risk.accounts.DEMO2]
+cash = "10000000"
+allow_short = true
+"""
+
+
+def test_a_market_buy_under_a_collar_narrower_than_a_tick_is_held_at_the_reference(tmp_path):
+    """A collar of 20 bps on a 4.01 reference is 0.8 of a tick, which risk rounds down to
+    none: it values a market buy at the reference itself. The engine held a market buy
+    only when its valuation was above the reference, so this one, collared, swept the
+    book: past the collar and past the account's buying power."""
+    port = free_port()
+    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
+    path.write_text(config_text(port, tmp_path / "journal").split("[risk.firm]")[0]
+                    + RISK_NARROW)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+        risk = pipeline.risk
+        _resting(client, "bid", "buy", "10", "4.00")
+        _resting(client, "ask", "sell_short", "10", "4.02")
+        _resting(client, "ask-far", "sell_short", "1000", "6.00")
+        time.sleep(0.3)
+        # Reference 4.01, band 0: 100 valued at 4.01 (401 of 450).
+        client.new_order("AAA", "buy", "100", None, account="DEMO1", cl_ord_id="mkt",
+                         ord_type="market")
+        done = client.recv_until(lambda m: isinstance(m, ExecutionReport)
+                                 and m.cl_ord_id == "mkt"
+                                 and m.exec_type in (ExecType.CANCELED, ExecType.FILL), 8)[-1]
+        # Nothing at or below 4.01 is offered: it takes nothing (unheld it bought 10 at
+        # 4.02 and 90 at 6.00, 580.20 of the 450).
+        assert done.cum_qty == "0", done
+        assert done.text == ("unfilled remainder of a market order: nothing more at or below "
+                             "4.01, the collar's upper edge")
+        state = engine.call(lambda: risk.account_state(risk.account_index("DEMO1")))
+        assert state["buying_power"] >= 0, state
