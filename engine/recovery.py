@@ -201,9 +201,12 @@ def _hold_market_buys(table, risk) -> None:
     it loaded): one that collars the order no longer leaves it unheld, as a new order.
     """
     for order in table.working():
-        if order.ord_type != OrdType.MARKET or order.side != Side.BUY or order.protect:
+        if order.ord_type != OrdType.MARKET or order.side != Side.BUY:
             continue
-        if risk.collared(risk.account_index(order.account), risk.instrument_index(order.symbol)):
+        # (One held already, as a checkpoint could give it, is held at its valuation
+        # now: a replace the journal has after it re-valued it, and the hold follows.)
+        if order.protect or risk.collared(risk.account_index(order.account),
+                                          risk.instrument_index(order.symbol)):
             value = risk.value_price(order.order_id)
             if value > 0:
                 order.protect = value

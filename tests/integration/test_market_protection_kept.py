@@ -156,3 +156,52 @@ def test_a_market_buy_under_a_collar_narrower_than_a_tick_is_held_at_the_referen
                              "4.01, the collar's upper edge")
         state = engine.call(lambda: risk.account_state(risk.account_index("DEMO1")))
         assert state["buying_power"] >= 0, state
+
+
+def test_a_replace_after_a_checkpoint_moves_the_hold_the_restart_gives_back(tmp_path,
+                                                                            monkeypatch):
+    """A restart from a checkpoint (taken at a day roll) and the journal after it, where a
+    replace re-valued the order: the hold comes back at the replace's valuation, as live."""
+    from engine import checkpoint
+    from tests.integration.test_checkpoint import wait_for_checkpointer
+
+    port = free_port()
+    path, endpoint = tmp_path / "engine.toml", f"tcp://127.0.0.1:{port}"
+    path.write_text(config_text(port, tmp_path / "journal").split("[risk.firm]")[0]
+                    + RISK_REPLACE)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        pipeline = engine.service.pipeline
+        for cl_ord_id, side, qty, price in (("bid", "buy", "10", "49.00"),
+                                            ("ask", "sell_short", "1000", "51.00")):
+            client.new_order("AAA", side, qty, price, account="DEMO2", cl_ord_id=cl_ord_id,
+                             locate=side == "sell_short", time_in_force="gtc")
+            assert _answer(client, cl_ord_id).exec_type == ExecType.NEW
+        time.sleep(0.3)
+        start = time.time_ns() + 8_000_000_000
+        client.new_order("AAA", "buy", "90", None, account="DEMO1", cl_ord_id="mkt",
+                         ord_type="market", strategy="twap", start_time=start,
+                         end_time=start + 60_000_000_000, slices=1, time_in_force="gtc")
+        assert _answer(client, "mkt").exec_type == ExecType.NEW
+        engine.call(lambda: pipeline.roll_day(time.time_ns()))
+        wait_for_checkpointer(engine)
+        client.cancel("bid", account="DEMO2", cl_ord_id="bid-x")
+        assert _answer(client, "bid-x").exec_type == ExecType.CANCELED
+        _resting(client, "bid-2", "buy", "10", "45.00")
+        time.sleep(0.3)
+        client.replace("mkt", account="DEMO1", qty="100", cl_ord_id="mkt-2")
+        assert _answer(client, "mkt-2").exec_type == ExecType.REPLACED
+        assert engine.call(lambda: pipeline.orders.find("DEMO1", "mkt-2").protect) == 5040
+    loaded = []
+    load_newest = checkpoint.load_newest
+
+    def recording(replay, journal_dir):
+        found = load_newest(replay, journal_dir)
+        loaded.append(found)
+        return found
+    monkeypatch.setattr(checkpoint, "load_newest", recording)
+    with ThreadedEngine(path) as engine:
+        assert loaded and loaded[0] is not None  # (from the checkpoint, then the journal)
+        pipeline = engine.service.pipeline
+        order = engine.call(lambda: pipeline.orders.find("DEMO1", "mkt-2"))
+        assert engine.call(lambda: pipeline.risk.value_price(order.order_id)) == 5040
+        assert order.protect == 5040
