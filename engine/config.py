@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import decimal
 import ipaddress
 import os
 import re
@@ -817,11 +818,24 @@ def risk_config(config: Config, instruments) -> dict[str, Any]:
                               f"([risk.instruments.{inst.symbol}]), not {entry!r}")
         for key in ("tick_size", "lot_size", "min_qty"):
             value = getattr(inst, key)
-            if key in entry and entry[key] != value:
+            if key in entry and not _same_size(entry[key], value):
                 raise ConfigError(f"risk.instruments.{inst.symbol}.{key} = {entry[key]!r} "
                                   f"disagrees with the venue definition {value!r}")
             entry[key] = value
     return table
+
+
+def _same_size(given: Any, venue: str) -> bool:
+    """Whether a grid value written in ``[risk.instruments.X]`` is the venue's ``venue``:
+    the same number, however written (``100`` or ``"100.0"`` for ``"100"``, ``"0.010"``
+    for ``"0.01"``), as risk itself compares grids. A float is no such number (the risk
+    configuration refuses floats)."""
+    if isinstance(given, bool) or not isinstance(given, (int, str)):
+        return False
+    try:
+        return decimal.Decimal(given) == decimal.Decimal(venue)
+    except decimal.InvalidOperation:
+        return False
 
 
 def core_risk(config: Config, instruments, *, log_events: bool = True):

@@ -941,7 +941,7 @@ class Pipeline(Handler):
         # (A buy limit is valued at its limit, and journals nothing: _journal_valuation's
         # first case, without its call on the usual path.)
         value = price if order.side == _Side.BUY and order.ord_type != _OrdType.MARKET \
-            else self._journal_valuation(order, inst_ix)
+            else self._journal_valuation(order, inst_ix, account_ix)
         if timed:
             checked = time.perf_counter_ns()
             self._time_risk((checked - validated) / 1e9)
@@ -1148,7 +1148,7 @@ class Pipeline(Handler):
                             held, self.max_orders)
         return full
 
-    def _journal_valuation(self, order: Order, arrival_ix: int = -1) -> int:
+    def _journal_valuation(self, order: Order, arrival_ix: int = -1, account_ix: int = -1) -> int:
         """Journal the price risk valued ``order`` at, when it is not the order's own limit;
         returns that price (ticks).
 
@@ -1156,7 +1156,8 @@ class Pipeline(Handler):
         the highest price it may fill at, from the market's reference price
         and the collar: neither is in the journal otherwise, and recovery
         replays the order's exposure at exactly this value. On an order's
-        arrival (``arrival_ix``: its instrument's index; -1 after a replace) a
+        arrival (``arrival_ix``, ``account_ix``: its instrument's and account's
+        indexes; -1 after a replace, where ``_take_terms`` moves the hold) a
         market buy is held to that value here (:meth:`_protect`), and the
         record says so: recovery holds it again (a restarted engine routed a
         scheduled market buy's remainder up the book, past the collar).
@@ -1166,7 +1167,7 @@ class Pipeline(Handler):
         value = self.risk.value_price(order.order_id)
         protect = False
         if arrival_ix >= 0 and order.ord_type == _OrdType.MARKET and order.side == _Side.BUY:
-            self._protect(order, arrival_ix, value)
+            self._protect(order, account_ix, arrival_ix, value)
             protect = order.protect != 0
         if value != order.price:
             # (JournalValuation(order_id, value_ticks, protect), not made: see _journal_command)
@@ -1174,7 +1175,7 @@ class Pipeline(Handler):
                                    (order.order_id, value, protect))
         return value
 
-    def _protect(self, order: Order, ix: int, value: int) -> None:
+    def _protect(self, order: Order, account_ix: int, ix: int, value: int) -> None:
         """Hold a market buy under a collar to the band's upper edge (``Order.protect``):
         ``value``, the price risk valued it at.
 
@@ -1183,9 +1184,10 @@ class Pipeline(Handler):
         power below zero. So the router takes nothing above it, and what it
         cannot fill within the band is canceled, as a market order's
         remainder is. Without a collar risk values it at the reference
-        itself, and it is not held (it would never fill).
+        itself, and it is not held (it would never fill); a collar whose band
+        rounds down to no tick values it there too, and it is held there.
         """
-        if value > self._references[ix]:
+        if value > self._references[ix] or self.risk.collared(account_ix, ix):
             order.protect = value
 
     def _post_only_cross(self, order: Order, inst_ix: int, price: int) -> str | None:
@@ -1860,7 +1862,12 @@ class Pipeline(Handler):
         orig = order.cl_ord_id
         self.orders.alias(order, pending.request.cl_ord_id)
         order.qty, order.price = pending.new_qty, pending.new_price
-        self._journal_valuation(order)  # (risk valued the new terms)
+        value = self._journal_valuation(order)  # (risk valued the new terms)
+        if order.protect:
+            # A collared market buy is held where risk values it (_protect): a replace
+            # that added lots was valued at the reference + band of now, and held at the
+            # arrival's edge it could fill above that, past what risk reserved.
+            order.protect = value
         return orig
 
     def _replaced(self, order: Order, pending: _Pending, orig: str, path: str) -> None:

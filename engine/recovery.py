@@ -50,8 +50,8 @@ from engine.journal import JournalReader, Record, RecordKind, first_segment_head
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalChildren,
     JournalCommand, JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalPulled,
-    JournalSession, JournalSessionEnd, KillSwitch, NewOrder, OrdStatus, Reject, RejectReason,
-    Replace, Side, TradeFill, clip_text, reject_name,
+    JournalSession, JournalSessionEnd, KillSwitch, NewOrder, OrdStatus, OrdType, Reject,
+    RejectReason, Replace, Side, TradeFill, clip_text, reject_name,
 )
 from engine.orders import Child, Stage
 from engine.pipeline import (
@@ -160,21 +160,58 @@ def _decode_clipped(data: bytes) -> JournalPayload:
     return msgspec.convert(clip(msgspec.msgpack.decode(data)), JournalPayload)
 
 
+#: Replay's credit (currency): risk caps it at the int64 range of its money unit, so buying
+#: power cannot refuse a replayed order (``_permissive``).
+_UNLIMITED_CREDIT = str(2**63)
+
+
 def _permissive(table: dict) -> dict:
-    """The risk configuration with its limits taken out (grids, accounts and cash kept).
+    """The risk configuration with its limits taken out (grids and accounts kept).
 
     The duplicative-order window stays: replayed orders pass it (they carry the
     intended-duplicate flag, see :func:`_apply`) but are recorded under it, so each
     blocks its twins after the restart as it did before.
+
+    Buying power is a limit like the others: the file read at the restart may give an
+    account less cash or credit than it had when its orders were accepted (a
+    ``ReloadLimits`` cutting it while they worked), and an order refused at the replay
+    would be worked by the engine with no reservation, working count or position at
+    risk. So every account replays with unlimited credit (``cash`` and ``credit_limit``
+    are limits, not state: ``reload(live_config)`` puts the file's back at the end).
     """
     firm = {k: v for k, v in table.get("firm", {}).items()
             if k in ("money_unit", "duplicative_window_ms")}
     instruments = {sym: {k: v for k, v in entry.items() if k in ("tick_size", "lot_size", "min_qty")}
                    for sym, entry in table.get("instruments", {}).items()}
     accounts = {name: {"active": True, "allow_short": True, "entitlements": "*",
-                       **{k: v for k, v in entry.items() if k in ("cash", "credit_limit")}}
-                for name, entry in table.get("accounts", {}).items()}
+                       "credit_limit": _UNLIMITED_CREDIT}
+                for name in table.get("accounts", {})}
     return {"firm": firm, "instruments": instruments, "accounts": accounts}
+
+
+def _hold_market_buys(table, risk) -> None:
+    """Hold every working collared market buy to the price risk values it at, as live.
+
+    Live, such an order is held to the collar's upper edge (``Order.protect``, set by
+    ``Pipeline._protect``) so that it fills nowhere above the price risk reserved it at.
+    The journal keeps that price (its ``JournalValuation``, which the replay valued it
+    at) and, since 2026-12-07, the hold (``JournalValuation.protect``, restored by the
+    replay); here the hold moves to the value after the replay (a replace re-values
+    it). A journal written before then has no such flag: whether a collar applies is
+    then the configuration's at the restart (``risk`` has it loaded). Without the hold,
+    a market order on a schedule working on after a restart swept the book past the
+    collar and took buying power below zero.
+    """
+    for order in table.working():
+        if order.ord_type != OrdType.MARKET or order.side != Side.BUY:
+            continue
+        # (One held already, as a checkpoint could give it, is held at its valuation
+        # now: a replace the journal has after it re-valued it, and the hold follows.)
+        if order.protect or risk.collared(risk.account_index(order.account),
+                                          risk.instrument_index(order.symbol)):
+            value = risk.value_price(order.order_id)
+            if value > 0:
+                order.protect = value
 
 
 def _known_session(risk, principals: dict, session_id: str, principal: str,
@@ -472,6 +509,7 @@ class Replay:
         # (NO_REFERENCE_PRICE until a two-sided quote, not a replayed limit price).
         risk.clear_reference_prices()
         risk.reload(self.live_config, time.time_ns(), "recovery")
+        _hold_market_buys(table, risk)
         # A session whose key the journal does not name (written before sessions
         # were journaled) is not restored: guessing "plaintext" would hand a CURVE
         # client's session to whoever resumes it on the plaintext endpoint.

@@ -2323,6 +2323,20 @@ cdef class RiskEngine:
         cdef int32_t slot = self._find(order_key)
         return self.orders[slot].value_price if slot >= 0 else -1
 
+    def collared(self, account, instrument):
+        """Whether a price collar (``collar_bps`` or ``collar_ticks``, on any layer) applies
+        to ``account`` trading ``instrument`` (indices).
+
+        A band can round down to no tick (20 bps of a 4.01 reference): a market buy is
+        then valued at the reference itself, as one with no collar is, and only this
+        tells the engine to hold it there.
+        """
+        cdef int32_t a = small_arg(account, "account"), i = small_arg(instrument, "instrument")
+        if not (0 <= a < self.n_accounts and 0 <= i < self.n_instruments):
+            raise IndexError("account or instrument index out of range")
+        cdef CellLimits* cl = &self.cell_limits[<int64_t>a * self.cap_instruments + i]
+        return cl.collar_bps >= 0 or cl.collar_ticks >= 0
+
     def working_order(self, Py_ssize_t order_key):
         """A working order as a dict, or None."""
         cdef int32_t slot = self._find(order_key)

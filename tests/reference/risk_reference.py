@@ -772,6 +772,10 @@ class RiskReference:
     def last_reject(self) -> dict:
         return dict(self.detail)
 
+    def collared(self, account, instrument):
+        lim = self.limits[(account, instrument)]
+        return bool(lim["collar_bps"][1] or lim["collar_ticks"][1])
+
     def value_price(self, order_key):
         o = self.orders.get(order_key)
         return -1 if o is None else o.value_price

@@ -235,3 +235,23 @@ def test_a_reread_compares_host_names_as_written_and_never_resolves(monkeypatch)
     with pytest.raises(ConfigError, match="binds port 7002"):
         parse_config(PLAIN + snippet, source="engine.toml")
     assert looked_up
+
+
+def test_a_risk_grid_value_equal_to_the_venues_is_taken_however_written():
+    """``[risk.instruments.X]`` may repeat the venue's grid; it was compared as text, so
+    ``min_qty = 100`` (an integer, as every other quantity may be written) or
+    ``tick_size = "0.010"`` was refused as disagreeing with the venue's ``"100"`` and
+    ``"0.01"``, which it does not. A different value, or a float, is still refused."""
+    from engine.config import Config, risk_config
+    from ext.instrument import Instrument
+
+    venue = [Instrument("AAA", "0.01", "1", "100")]
+    for entry in ({"min_qty": 100}, {"min_qty": "100.0"}, {"tick_size": "0.010"},
+                  {"lot_size": 1}):
+        table = risk_config(Config(risk={"instruments": {"AAA": entry}}), venue)
+        assert table["instruments"]["AAA"] == {"tick_size": "0.01", "lot_size": "1",
+                                               "min_qty": "100"}, entry
+    for entry in ({"min_qty": 200}, {"tick_size": "0.05"}, {"min_qty": 100.0},
+                  {"lot_size": True}, {"tick_size": "x"}):
+        with pytest.raises(ConfigError, match="disagrees with the venue definition"):
+            risk_config(Config(risk={"instruments": {"AAA": entry}}), venue)

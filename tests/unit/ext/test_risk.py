@@ -262,6 +262,26 @@ def test_collar_tightest_of_bps_and_ticks(make):
     assert h.layer() == L.LAYER_INSTRUMENT and h.limit() == 50
 
 
+def test_a_band_below_one_tick_values_a_market_buy_at_the_reference_and_says_collared(make):
+    """20 bps of a 4.01 reference is 0.8 tick: the band rounds down to none, and a market
+    buy is valued at the reference, as one with no collar is. ``collared`` tells them
+    apart: the engine holds the collared one there (Pipeline._protect)."""
+    h = make({"accounts": {"A1": {"collar_bps": 20}}})
+    e = h.engine
+    aapl = e.instrument_index("AAPL")
+    e.set_reference_price(aapl, 401, 0)
+    assert h.new(qty=10, ord_type=MARKET, price=0) == 0
+    assert e.value_price(h.key) == 401
+    assert h.new(qty=10, ord_type=MARKET, price=0, account="A2") == 0
+    assert e.value_price(h.key) == 401
+    assert e.collared(e.account_index("A1"), aapl)
+    assert not e.collared(e.account_index("A2"), aapl)
+    h2 = make({"accounts": {"A2": {"limits": {"MSFT": {"collar_ticks": 0}}}}})
+    e2 = h2.engine
+    assert e2.collared(e2.account_index("A2"), e2.instrument_index("MSFT"))
+    assert not e2.collared(e2.account_index("A2"), e2.instrument_index("AAPL"))
+
+
 def test_no_reference_price(make):
     h = make({"instruments": {"MSFT": {"collar_bps": 10}}})
     assert h.new(ord_type=MARKET, price=0) == R.NO_REFERENCE_PRICE
