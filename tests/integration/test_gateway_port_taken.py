@@ -16,14 +16,15 @@ import pytest
 from engine.client import Client
 from engine.intake import EndpointError
 from engine.messages import ExecType, ExecutionReport
-from tests.integration.engine_harness import (ThreadedEngine, config_text, free_port,
+from tests.integration.engine_harness import (ThreadedEngine, config_text,
                                               free_ports)
 
 
-def two_gateways(isolation: str) -> tuple[str, dict[str, int]]:
-    """``[[gateways]]`` tables: ``first`` (binds fine) then ``second``; and the ports they bind."""
+def two_gateways(isolation: str, picked: list[int]) -> tuple[str, dict[str, int]]:
+    """``[[gateways]]`` tables: ``first`` (binds fine) then ``second``; and the ports they bind
+    (``picked``: five distinct free ports)."""
     keys = ("first_pub", "first_replay", "endpoint", "replay_endpoint", "metrics_port")
-    ports = dict(zip(keys, free_ports(len(keys))))
+    ports = dict(zip(keys, picked))
     return f"""
 [[gateways]]
 type = "zmq"
@@ -44,8 +45,10 @@ metrics_port = {ports['metrics_port']}
 
 def write_config(tmp_path, isolation: str):
     """The engine's configuration with :func:`two_gateways`; returns ``(path, intake endpoint, ports)``."""
-    port = free_port()
-    extra, ports = two_gateways(isolation)
+    # (Picked together: a port picked apart from the gateways' could be one of theirs,
+    # and the configuration is then refused for the clash, exit 2.)
+    port, *picked = free_ports(6)
+    extra, ports = two_gateways(isolation, picked)
     path = tmp_path / "engine.toml"
     path.write_text(config_text(port, tmp_path / "journal", extra=extra))
     return path, f"tcp://127.0.0.1:{port}", ports
