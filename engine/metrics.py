@@ -23,6 +23,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+_log = logging.getLogger(__name__)
+
 # Latency buckets from 1 µs to ~1 s: the engine's stages are microseconds,
 # its worst cases (an fsync on a busy disk) milliseconds.
 LATENCY_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
@@ -308,7 +310,7 @@ class MetricsServer:
 
         # ThreadingHTTPServer binds IPv4 only: an IPv6 literal ("::1", "::")
         # passed the configuration's check and then could never be bound.
-        http_server = _ThreadingHTTPServer6 if ":" in host else ThreadingHTTPServer
+        http_server = _ThreadingHTTPServer6 if ":" in host else _ThreadingHTTPServer
         self._httpd = http_server((host, port), _Handler)
         self._httpd.daemon_threads = True
         self.host, self.port = self._httpd.server_address[:2]
@@ -356,7 +358,28 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-class _ThreadingHTTPServer6(ThreadingHTTPServer):
+class _ThreadingHTTPServer(ThreadingHTTPServer):
+    """The metrics endpoint's HTTP server, whose connection errors go to the engine's log.
+
+    ``socketserver`` prints an error of a connection's thread (a peer that reset the
+    connection while it was read, a probe that gave up) with a traceback straight to
+    stderr, around ``logging``: a JSON log (``[logging] json = true``) got a dozen lines
+    that are not JSON for every connection a health check or a port scan reset.
+    """
+
+    def handle_error(self, request, client_address) -> None:
+        """Log the error of the connection from ``client_address`` (its handler's thread)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            # The peer's doing (reset, gone, silent): not the engine's fault, and any
+            # client of the port can cause it at will, so not above DEBUG.
+            _log.debug("metrics: connection from %s lost: %s",
+                       client_address[0], error)
+            return
+        _log.exception("metrics: the request from %s failed", client_address[0])
+
+
+class _ThreadingHTTPServer6(_ThreadingHTTPServer):
     """The metrics endpoint on an IPv6 address."""
 
     address_family = socket.AF_INET6

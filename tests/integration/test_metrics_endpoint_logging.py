@@ -1,0 +1,66 @@
+"""The metrics endpoint's troubles go to the engine's log in its format, not to stderr raw.
+
+``http.server`` reports an error of a connection (a peer that resets it, a probe that gives
+up) by printing ``Exception occurred during processing of request`` and a traceback on stderr
+itself, around the logging set up by ``[logging]``: under ``json = true`` a log pipeline got a
+dozen lines that are not JSON for each reset connection to the metrics port (a load balancer's
+health check that resets, a port scan).
+"""
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import orjson
+
+from engine.client import Client
+from tests.integration.engine_harness import config_text, free_ports, http_get
+
+
+def _reset(port: int, payload: bytes) -> None:
+    """Connect to ``port``, send ``payload`` and reset the connection (SO_LINGER 0)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    if payload:
+        sock.sendall(payload)
+    time.sleep(0.1)  # (the server's thread is reading it)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_a_reset_metrics_connection_leaves_the_json_log_json(tmp_path):
+    port, metrics_port = free_ports(2)
+    path = tmp_path / "engine.toml"
+    text = config_text(port, tmp_path / "journal")
+    assert "[metrics]\nport = 0" in text and 'level = "INFO"\njson = false' in text
+    path.write_text(text.replace("[metrics]\nport = 0", f"[metrics]\nport = {metrics_port}")
+                        .replace('level = "INFO"\njson = false', 'level = "DEBUG"\njson = true'))
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with Client(f"tcp://127.0.0.1:{port}") as client:  # serving once it answers
+            client.heartbeat()
+            assert client.recv(10) is not None
+        _reset(metrics_port, b"")
+        _reset(metrics_port, b"GET /metr")
+        time.sleep(0.3)
+        # The endpoint goes on serving.
+        status, body = http_get(f"http://127.0.0.1:{metrics_port}/healthz")
+        assert status == 200 and body.startswith("ok: serving"), (status, body)
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr[-3000:]
+    lines = stderr.splitlines()
+    not_json = []
+    for line in lines:
+        try:
+            orjson.loads(line)
+        except orjson.JSONDecodeError:
+            not_json.append(line)
+    assert not not_json, "\n".join(not_json[:20])
+    # Said in the log, once per connection, at DEBUG (a peer's reset is not the engine's fault).
+    said = [entry for entry in map(orjson.loads, lines)
+            if entry["logger"] == "engine.metrics" and "reset" in entry["msg"]]
+    assert len(said) == 2, said
+    assert {entry["level"] for entry in said} == {"DEBUG"}
