@@ -15,7 +15,7 @@ import threading
 import time
 from bisect import bisect_left
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator, TextIO
+from typing import Callable, Iterable, Iterator, TextIO
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -24,6 +24,10 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.utils import floatToGoString
 
 _log = logging.getLogger(__name__)
+
+#: The ``path`` labels of ``kronos_replaces_total``: a replace amended where the children
+#: rest, or one that took them down and routed the order again.
+REPLACE_PATHS = ("in_place", "routed_again")
 
 # Latency buckets from 1 µs to ~1 s: the engine's stages are microseconds,
 # its worst cases (an fsync on a busy disk) milliseconds.
@@ -244,6 +248,20 @@ class Metrics:
                                  registry=r)
         self.orders_held = Gauge("kronos_orders_held",
                                  "Orders in the order table, done ones included", registry=r)
+
+    def serve_at_zero(self, venues: Iterable[str]) -> None:
+        """Make the series of ``kronos_overfills_total`` (one per venue) and
+        ``kronos_replaces_total`` (one per path) now, at 0.
+
+        A series served only from its first increment is taken by Prometheus's
+        ``increase()`` and ``rate()`` for one that was always at that value: the
+        first overfill of a venue after a start (the one to alert on) moved no
+        rate-based alert, and an absent series reads like a broken scrape.
+        """
+        for venue in venues:
+            self.overfills.labels(venue)
+        for path in REPLACE_PATHS:
+            self.replaces.labels(path)
 
     def observe_stage(self, stage: str, start_ns: int, end_ns: int | None = None) -> None:
         """Record that ``stage`` took from ``start_ns`` to ``end_ns`` (``perf_counter_ns``)."""

@@ -206,6 +206,7 @@ class EngineService:
                                        reload_limits=self._reload_limits,
                                        history_position=lambda: self.journal.last_seq)
         self.metrics.orders_held.set_function(lambda: len(self.pipeline.orders))
+        self.metrics.serve_at_zero(info.name for info in market.venues)
         # Recovery runs before the venues' clock starts: rerouted orders'
         # reports can only come back once the sessions they belong to exist.
         self.recovered = recover(self.pipeline, cfg.journal.dir, cfg.intake.resend_ring_size,
