@@ -25,6 +25,12 @@ from prometheus_client.utils import floatToGoString
 
 _log = logging.getLogger(__name__)
 
+#: Seconds the metrics endpoint waits on a connection (for its request, or for it to take
+#: the answer) before closing it. A scrape or a probe takes milliseconds; without a bound,
+#: a connection that sends nothing held one of the endpoint's threads and a descriptor
+#: (shared with the intake's client connections) for the engine's life.
+REQUEST_TIMEOUT_S = 10.0
+
 #: The ``path`` labels of ``kronos_replaces_total``: a replace amended where the children
 #: rest, or one that took them down and routed the order again.
 REPLACE_PATHS = ("in_place", "routed_again")
@@ -286,6 +292,10 @@ class MetricsServer:
         Returns ``(ok, detail)``; ``/healthz`` answers 200 or 503 with the
         detail. Defaults to always healthy.
 
+    A connection whose request does not come (or whose peer does not take the
+    answer) within ``REQUEST_TIMEOUT_S`` is closed; its errors are logged
+    (``_ThreadingHTTPServer.handle_error``).
+
     Raises
     ------
     OSError
@@ -300,6 +310,10 @@ class MetricsServer:
         server = self
 
         class _Handler(BaseHTTPRequestHandler):
+            # (StreamRequestHandler sets it on the connection; http.server closes a
+            # connection whose request does not come within it.)
+            timeout = REQUEST_TIMEOUT_S
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":

@@ -64,3 +64,39 @@ def test_a_reset_metrics_connection_leaves_the_json_log_json(tmp_path):
             if entry["logger"] == "engine.metrics" and "reset" in entry["msg"]]
     assert len(said) == 2, said
     assert {entry["level"] for entry in said} == {"DEBUG"}
+
+
+def test_an_idle_metrics_connection_is_closed_after_the_request_timeout(tmp_path, monkeypatch):
+    """A connection to the metrics port that sends no request (or half of one) held one of
+    the endpoint's threads and a descriptor, shared with the intake's clients, for the
+    engine's life: a slow client, or anyone reaching the port, could pile them up. The
+    endpoint closes it after ``engine.metrics.REQUEST_TIMEOUT_S`` (10 s; 0.5 s here)."""
+    import threading
+
+    from tests.integration.engine_harness import ThreadedEngine
+
+    monkeypatch.setattr("engine.metrics.REQUEST_TIMEOUT_S", 0.5, raising=False)
+    port, metrics_port = free_ports(2)
+    path = tmp_path / "engine.toml"
+    path.write_text(config_text(port, tmp_path / "journal")
+                    .replace("[metrics]\nport = 0", f"[metrics]\nport = {metrics_port}"))
+    with ThreadedEngine(path):
+        before = threading.active_count()
+        idle = [socket.create_connection(("127.0.0.1", metrics_port)) for _ in range(3)]
+        idle[1].sendall(b"GET /metr")  # half a request line
+        try:
+            time.sleep(0.3)
+            assert threading.active_count() == before + 3  # a thread each, meanwhile
+            for sock in idle:
+                sock.settimeout(5)
+                assert sock.recv(1024) == b""  # closed by the engine, not by the test
+            deadline = time.monotonic() + 5
+            while threading.active_count() > before and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert threading.active_count() == before
+        finally:
+            for sock in idle:
+                sock.close()
+        # Requests that come whole are served as before.
+        status, body = http_get(f"http://127.0.0.1:{metrics_port}/healthz")
+        assert status == 200 and body.startswith("ok: serving")
