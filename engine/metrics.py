@@ -504,3 +504,28 @@ def setup_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | No
     # go through the same handler, as WARNING lines of logger py.warnings,
     # not as plain text on stderr in the middle of a JSON log.
     logging.captureWarnings(True)
+    if stream is None:
+        # So does an exception nothing handles (an engine bug), in the main thread or
+        # another: Python's own hooks print its traceback as plain text on stderr, and
+        # under json = true the one record saying why the engine died was unparseable.
+        sys.excepthook = _log_uncaught
+        threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, trace) -> None:
+    """``sys.excepthook``: an exception that ends the program, logged (``CRITICAL``)."""
+    if issubclass(kind, KeyboardInterrupt):  # (a Ctrl-C outside the engine's handlers)
+        sys.__excepthook__(kind, error, trace)
+        return
+    logging.getLogger("engine").critical("uncaught exception: %s: %s", kind.__name__, error,
+                                         exc_info=(kind, error, trace))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    """``threading.excepthook``: an exception that ends a thread, logged (``CRITICAL``)."""
+    if args.exc_type is SystemExit:  # (as Python's own hook: a thread's quiet exit)
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("engine").critical(
+        "uncaught exception in thread %s: %s: %s", name, args.exc_type.__name__,
+        args.exc_value, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))

@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
+import textwrap
 import time
 
 import orjson
@@ -100,3 +101,41 @@ def test_an_idle_metrics_connection_is_closed_after_the_request_timeout(tmp_path
         # Requests that come whole are served as before.
         status, body = http_get(f"http://127.0.0.1:{metrics_port}/healthz")
         assert status == 200 and body.startswith("ok: serving")
+
+
+FAILING_START = textwrap.dedent("""
+    import sys
+    import engine.service
+    real = engine.service.build_venues
+    def build_venues(cfg):
+        real(cfg)
+        raise RuntimeError("injected: an error no handler expects")
+    engine.service.build_venues = build_venues
+    from engine.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_an_unexpected_error_is_one_json_line_not_a_raw_traceback(tmp_path):
+    """An exception nothing handles (an engine bug at start, in a thread) reached Python's
+    own hook, which printed its traceback as plain text on stderr: under ``json = true`` the
+    one record saying why the engine died was the one a JSON log pipeline could not parse.
+    It is logged (``CRITICAL``, logger ``engine``, the traceback in ``exc``), in the log's
+    format; the exit status is Python's as before (1)."""
+    port = free_ports(1)[0]
+    path = tmp_path / "engine.toml"
+    text = config_text(port, tmp_path / "journal")
+    path.write_text(text.replace('level = "INFO"\njson = false', 'level = "INFO"\njson = true'))
+    done = subprocess.run([sys.executable, "-c", FAILING_START, "serve", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    entries, not_json = [], []
+    for line in done.stderr.splitlines():
+        try:
+            entries.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            not_json.append(line)
+    assert not not_json, "\n".join(not_json[:20])
+    [fatal] = [entry for entry in entries if entry["level"] == "CRITICAL"]
+    assert fatal["logger"] == "engine" and "uncaught" in fatal["msg"]
+    assert "RuntimeError: injected: an error no handler expects" in fatal["exc"]
