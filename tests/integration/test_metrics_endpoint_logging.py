@@ -139,3 +139,43 @@ def test_an_unexpected_error_is_one_json_line_not_a_raw_traceback(tmp_path):
     [fatal] = [entry for entry in entries if entry["level"] == "CRITICAL"]
     assert fatal["logger"] == "engine" and "uncaught" in fatal["msg"]
     assert "RuntimeError: injected: an error no handler expects" in fatal["exc"]
+
+
+FAILING_THREAD = textwrap.dedent("""
+    import sys, threading
+    import engine.service
+    real = engine.service.bound_gc_pauses
+    def bound_gc_pauses():
+        real()
+        def fail():
+            raise RuntimeError("injected: a thread's error no handler expects")
+        threading.Thread(target=fail, name="injected").start()
+    engine.service.bound_gc_pauses = bound_gc_pauses
+    from engine.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_an_unexpected_error_in_a_thread_is_one_json_line(tmp_path):
+    """The same for a thread that dies of an exception (``threading.excepthook``); the engine
+    goes on serving and stops cleanly."""
+    from tests.integration.engine_harness import start_subprocess, terminate
+
+    port = free_ports(1)[0]
+    path = tmp_path / "engine.toml"
+    text = config_text(port, tmp_path / "journal")
+    path.write_text(text.replace('level = "INFO"\njson = false', 'level = "INFO"\njson = true'))
+    log = tmp_path / "engine.log"
+    proc = start_subprocess(path, log, ("-c", FAILING_THREAD))
+    try:
+        with Client(f"tcp://127.0.0.1:{port}") as client:
+            client.heartbeat()
+            assert client.recv(10) is not None
+    finally:
+        assert terminate(proc) == 0
+    lines = log.read_text().splitlines()
+    not_json = [line for line in lines if not line.startswith("{")]
+    assert not not_json, "\n".join(not_json[:20])
+    [fatal] = [entry for entry in map(orjson.loads, lines) if entry["level"] == "CRITICAL"]
+    assert fatal["msg"].startswith("uncaught exception in thread injected: RuntimeError")
+    assert "injected: a thread's error no handler expects" in fatal["exc"]
