@@ -15,13 +15,25 @@ import threading
 import time
 from bisect import bisect_left
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator, TextIO
+from typing import Callable, Iterable, Iterator, TextIO
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
+
+_log = logging.getLogger(__name__)
+
+#: Seconds the metrics endpoint waits on a connection (for its request, or for it to take
+#: the answer) before closing it. A scrape or a probe takes milliseconds; without a bound,
+#: a connection that sends nothing held one of the endpoint's threads and a descriptor
+#: (shared with the intake's client connections) for the engine's life.
+REQUEST_TIMEOUT_S = 10.0
+
+#: The ``path`` labels of ``kronos_replaces_total``: a replace amended where the children
+#: rest, or one that took them down and routed the order again.
+REPLACE_PATHS = ("in_place", "routed_again")
 
 # Latency buckets from 1 µs to ~1 s: the engine's stages are microseconds,
 # its worst cases (an fsync on a busy disk) milliseconds.
@@ -243,6 +255,20 @@ class Metrics:
         self.orders_held = Gauge("kronos_orders_held",
                                  "Orders in the order table, done ones included", registry=r)
 
+    def serve_at_zero(self, venues: Iterable[str]) -> None:
+        """Make the series of ``kronos_overfills_total`` (one per venue) and
+        ``kronos_replaces_total`` (one per path) now, at 0.
+
+        A series served only from its first increment is taken by Prometheus's
+        ``increase()`` and ``rate()`` for one that was always at that value: the
+        first overfill of a venue after a start (the one to alert on) moved no
+        rate-based alert, and an absent series reads like a broken scrape.
+        """
+        for venue in venues:
+            self.overfills.labels(venue)
+        for path in REPLACE_PATHS:
+            self.replaces.labels(path)
+
     def observe_stage(self, stage: str, start_ns: int, end_ns: int | None = None) -> None:
         """Record that ``stage`` took from ``start_ns`` to ``end_ns`` (``perf_counter_ns``)."""
         end_ns = time.perf_counter_ns() if end_ns is None else end_ns
@@ -266,6 +292,10 @@ class MetricsServer:
         Returns ``(ok, detail)``; ``/healthz`` answers 200 or 503 with the
         detail. Defaults to always healthy.
 
+    A connection whose request does not come (or whose peer does not take the
+    answer) within ``REQUEST_TIMEOUT_S`` is closed; its errors are logged
+    (``_ThreadingHTTPServer.handle_error``).
+
     Raises
     ------
     OSError
@@ -280,6 +310,10 @@ class MetricsServer:
         server = self
 
         class _Handler(BaseHTTPRequestHandler):
+            # (StreamRequestHandler sets it on the connection; http.server closes a
+            # connection whose request does not come within it.)
+            timeout = REQUEST_TIMEOUT_S
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -308,7 +342,7 @@ class MetricsServer:
 
         # ThreadingHTTPServer binds IPv4 only: an IPv6 literal ("::1", "::")
         # passed the configuration's check and then could never be bound.
-        http_server = _ThreadingHTTPServer6 if ":" in host else ThreadingHTTPServer
+        http_server = _ThreadingHTTPServer6 if ":" in host else _ThreadingHTTPServer
         self._httpd = http_server((host, port), _Handler)
         self._httpd.daemon_threads = True
         self.host, self.port = self._httpd.server_address[:2]
@@ -356,7 +390,28 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-class _ThreadingHTTPServer6(ThreadingHTTPServer):
+class _ThreadingHTTPServer(ThreadingHTTPServer):
+    """The metrics endpoint's HTTP server, whose connection errors go to the engine's log.
+
+    ``socketserver`` prints an error of a connection's thread (a peer that reset the
+    connection while it was read, a probe that gave up) with a traceback straight to
+    stderr, around ``logging``: a JSON log (``[logging] json = true``) got a dozen lines
+    that are not JSON for every connection a health check or a port scan reset.
+    """
+
+    def handle_error(self, request, client_address) -> None:
+        """Log the error of the connection from ``client_address`` (its handler's thread)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            # The peer's doing (reset, gone, silent): not the engine's fault, and any
+            # client of the port can cause it at will, so not above DEBUG.
+            _log.debug("metrics: connection from %s lost: %s",
+                       client_address[0], error)
+            return
+        _log.exception("metrics: the request from %s failed", client_address[0])
+
+
+class _ThreadingHTTPServer6(_ThreadingHTTPServer):
     """The metrics endpoint on an IPv6 address."""
 
     address_family = socket.AF_INET6
@@ -449,3 +504,28 @@ def setup_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | No
     # go through the same handler, as WARNING lines of logger py.warnings,
     # not as plain text on stderr in the middle of a JSON log.
     logging.captureWarnings(True)
+    if stream is None:
+        # So does an exception nothing handles (an engine bug), in the main thread or
+        # another: Python's own hooks print its traceback as plain text on stderr, and
+        # under json = true the one record saying why the engine died was unparseable.
+        sys.excepthook = _log_uncaught
+        threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, trace) -> None:
+    """``sys.excepthook``: an exception that ends the program, logged (``CRITICAL``)."""
+    if issubclass(kind, KeyboardInterrupt):  # (a Ctrl-C outside the engine's handlers)
+        sys.__excepthook__(kind, error, trace)
+        return
+    logging.getLogger("engine").critical("uncaught exception: %s: %s", kind.__name__, error,
+                                         exc_info=(kind, error, trace))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    """``threading.excepthook``: an exception that ends a thread, logged (``CRITICAL``)."""
+    if args.exc_type is SystemExit:  # (as Python's own hook: a thread's quiet exit)
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("engine").critical(
+        "uncaught exception in thread %s: %s: %s", name, args.exc_type.__name__,
+        args.exc_value, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))

@@ -206,6 +206,7 @@ class EngineService:
                                        reload_limits=self._reload_limits,
                                        history_position=lambda: self.journal.last_seq)
         self.metrics.orders_held.set_function(lambda: len(self.pipeline.orders))
+        self.metrics.serve_at_zero(info.name for info in market.venues)
         # Recovery runs before the venues' clock starts: rerouted orders'
         # reports can only come back once the sessions they belong to exist.
         self.recovered = recover(self.pipeline, cfg.journal.dir, cfg.intake.resend_ring_size,
@@ -430,9 +431,7 @@ class EngineService:
         if fresh.security.server_secret_key_file != server_key_file:
             log.warning("security reload: server_secret_key_file changed; the server key "
                         "changes only with a restart")
-        log.warning("security reloaded: clients added %s, removed %s, changed %s",
-                    sorted(after.keys() - before.keys()), sorted(before.keys() - after.keys()),
-                    sorted(n for n in before.keys() & after.keys() if before[n] != after[n]))
+        log.warning("security reloaded: %s", _rights_change(before, after))
         self._warn_unmatched_names(fresh.security)
         return True
 
@@ -610,6 +609,27 @@ class EngineService:
             self._checkpoint_after_roll()
             delay = 0.05 if wake < 0 else min(max((wake - now) / 1e9, 0.001), 0.05)
             await asyncio.sleep(delay)
+
+
+def _rights_change(before: dict, after: dict) -> str:
+    """The reload's audit line: the clients added, removed, changed (accounts or admin) and
+    renamed, from ``IntakeServer.client_rights`` before and after.
+
+    Told apart by public key, which is what the allow-list admits, and named by client
+    name: an entry renamed (its key kept) goes on trading, so it is not said to be removed
+    and another added. (The plaintext clients have no key: named ``plaintext``.)
+    """
+    def by_key(rights: dict) -> dict:
+        return {key or name: (name, granted) for name, (key, *granted) in rights.items()}
+    old, new = by_key(before), by_key(after)
+    added = sorted(new[key][0] for key in new.keys() - old.keys())
+    removed = sorted(old[key][0] for key in old.keys() - new.keys())
+    kept = old.keys() & new.keys()
+    changed = sorted(new[key][0] for key in kept if old[key][1] != new[key][1])
+    renamed = sorted(f"{old[key][0]!r} -> {new[key][0]!r}" for key in kept
+                     if old[key][0] != new[key][0])
+    line = f"clients added {added}, removed {removed}, changed {changed}"
+    return line + (f", renamed [{', '.join(renamed)}]" if renamed else "")
 
 
 class EngineThread:

@@ -114,4 +114,26 @@ def test_a_replace_whose_amended_child_the_venue_ended_first_counts_as_routed_ag
                                       timeout=5).read().decode()
     counted = {path: int(float(value)) for path, value in re.findall(
         r'^kronos_replaces_total\{path="([^"]+)"\} (\S+)$', body, re.M)}
-    assert counted == {"routed_again": 1}
+    assert counted == {"in_place": 0, "routed_again": 1}
+
+
+def test_the_counters_to_alert_on_are_served_at_zero_from_the_start(tmp_path):
+    """``kronos_overfills_total{venue}`` (docs: alert on any) and ``kronos_replaces_total{path}``
+    were served only from their first increment on. Prometheus's ``increase()`` and ``rate()``
+    take a series that appears at 1 for one that was always 1, so the first overfill of a
+    venue after each start (often the only one) moved no rate-based alert, and an absent
+    series cannot be told from a broken scrape. Each venue's and each path's series is
+    served from the start, at 0."""
+    port, metrics_port = free_port(), free_port()
+    path = tmp_path / "engine.toml"
+    text = config_text(port, tmp_path / "journal")
+    path.write_text(text.replace("[metrics]\nport = 0", f"[metrics]\nport = {metrics_port}"))
+    with ThreadedEngine(path) as engine:
+        venues = {info.name for info in engine.service.venues.market.venues}
+        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                      timeout=5).read().decode()
+    assert len(venues) == 4
+    overfills = dict(re.findall(r'^kronos_overfills_total\{venue="([^"]+)"\} (\S+)$', body, re.M))
+    assert overfills == {venue: "0.0" for venue in venues}
+    replaces = dict(re.findall(r'^kronos_replaces_total\{path="([^"]+)"\} (\S+)$', body, re.M))
+    assert replaces == {"in_place": "0.0", "routed_again": "0.0"}

@@ -188,3 +188,25 @@ def test_a_reload_on_the_loop_resolves_no_host_name(tmp_path, monkeypatch):
                                                  f'[metrics]\nhost = "localhost"\nport = {port}'))
         assert engine.call(engine.service.reload_security)
         assert looked_up == []
+
+
+def test_the_reload_line_tells_a_renamed_key_from_a_removed_one(tmp_path, caplog):
+    """The audit line compared the clients by name: renaming an entry (same public key) was
+    logged "added ['alice-algo'], removed ['alice']" while the key went on trading, and an
+    operator checking a revocation by that line was told a key was out that was not."""
+    import logging
+
+    from tests.integration.engine_harness import ThreadedEngine
+    keys = {name: generate_keypair(tmp_path / "keys", name) for name in ("server", "alice", "bob")}
+    port, curve_port = free_port(), free_port()
+    path = _config(tmp_path, port, curve_port, keys, [("alice", "DEMO1"), ("bob", "DEMO1")])
+    with ThreadedEngine(path) as engine, caplog.at_level(logging.WARNING, logger="engine.service"):
+        # alice's entry renamed (her key unchanged), bob's taken out.
+        path.write_text(path.read_text().replace('name = "alice"', 'name = "alice-algo"')
+                        .split('\n[[security.clients]]\nname = "bob"')[0])
+        assert engine.call(engine.service.reload_security)
+        rights = engine.call(engine.service.intake.client_rights)
+    assert set(rights) == {"alice-algo", "plaintext"}
+    [line] = [r.getMessage() for r in caplog.records if "security reloaded" in r.getMessage()]
+    assert line == ("security reloaded: clients added [], removed ['bob'], changed [], "
+                    "renamed ['alice' -> 'alice-algo']")
