@@ -217,6 +217,42 @@ def test_replies_a_slow_reader_has_not_taken_at_shutdown_are_counted_and_said(tm
         sock.close()
 
 
+def _group_commit_engine(tmp_path, **keys):
+    """An engine configuration under fsync group with a 0.3 s commit, so that replies
+    wait for their sync long enough to be caught early; returns ``(path, endpoint)``."""
+    path, endpoint = _engine_config(tmp_path, **keys)
+    path.write_text(path.read_text().replace('fsync = "none"',
+                                             'fsync = "group"\ngroup_commit_us = 300000'))
+    return path, endpoint
+
+
+def _read_noting_durable(sock, journal, received: list) -> None:
+    """Read every message waiting on ``sock``: its seq and the journal's durable mark then."""
+    from engine.journal import written_mark
+    decode = response_decoder().decode
+    while True:
+        try:
+            data = sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        received.append((decode(data).seq, written_mark(journal)[0]))
+
+
+def _assert_none_before_durable(journal, received: list) -> dict:
+    """No message in ``received`` arrived before its journal record was durable; returns
+    the journal record of each seq the session was sent."""
+    from engine.journal import JournalReader, RecordKind
+    record = {}
+    for r in JournalReader(journal):
+        if r.kind == RecordKind.EVENT:
+            event = msgspec.msgpack.decode(r.payload).get("event", {})
+            record.setdefault(event.get("seq"), r.seq)
+    early = [(seq, record[seq], mark) for seq, mark in received if record[seq] > mark]
+    assert not early, f"{len(early)} messages arrived before their record was durable: " \
+                      f"(seq, record, durable) {early[:3]}"
+    return record
+
+
 def test_a_slow_readers_dropped_messages_are_sent_again_only_once_durable(tmp_path):
     """Under fsync group a reply waits for the committer's sync of its batch. A slow
     reader's backlog that had dropped messages, once drained, had them sent again from the
@@ -224,12 +260,8 @@ def test_a_slow_readers_dropped_messages_are_sent_again_only_once_durable(tmp_pa
     them, so the client held acknowledgements the journal did not yet hold durably (a
     power loss then would lose orders the client was told of), and got each again at its
     release. Now what is sent again stops before what is not released, which follows."""
-    from engine.journal import JournalReader, RecordKind, written_mark
-    path, endpoint = _engine_config(tmp_path, send_hwm=10, ring=100)
-    path.write_text(path.read_text().replace('fsync = "none"',
-                                             'fsync = "group"\ngroup_commit_us = 300000'))
+    path, endpoint = _group_commit_engine(tmp_path, send_hwm=10, ring=100)
     journal = tmp_path / "journal"
-    decode = response_decoder().decode
     more, received = 300, []  # (seq, the durable mark when it arrived)
     with ThreadedEngine(path) as engine:
         sock = _dealer(endpoint)
@@ -242,13 +274,9 @@ def test_a_slow_readers_dropped_messages_are_sent_again_only_once_durable(tmp_pa
             while len(seen) < total:
                 assert time.monotonic() < deadline, f"{len(seen)} of {total} seqs arrived"
                 if sock.poll(5):
-                    while True:
-                        try:
-                            data = sock.recv(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        received.append((decode(data).seq, written_mark(journal)[0]))
-                        seen.add(received[-1][0])
+                    count = len(received)
+                    _read_noting_durable(sock, journal, received)
+                    seen.update(seq for seq, _ in received[count:])
                 if sent < more and len(received) > 300:
                     sock.send(msgspec.msgpack.encode(NewOrder(
                         cl_ord_id=f"m{sent}", account="DEMO1", symbol="AAA", side=Side.BUY,
@@ -258,14 +286,7 @@ def test_a_slow_readers_dropped_messages_are_sent_again_only_once_durable(tmp_pa
                 "kronos_send_dropped_total") > 0
         finally:
             sock.close()
-    record = {}  # the journal record of each message the session was sent
-    for r in JournalReader(journal):
-        if r.kind == RecordKind.EVENT:
-            event = msgspec.msgpack.decode(r.payload).get("event", {})
-            record.setdefault(event.get("seq"), r.seq)
-    early = [(seq, record[seq], mark) for seq, mark in received if record[seq] > mark]
-    assert not early, f"{len(early)} messages arrived before their record was durable: " \
-                      f"(seq, record, durable) {early[:3]}"
+    _assert_none_before_durable(journal, received)
     firsts = list(dict.fromkeys(seq for seq, _ in received))
     assert firsts == list(range(1, total + 1)), "a gap, or out of order"
 
@@ -275,12 +296,8 @@ def test_a_resend_from_the_journal_sends_no_reply_before_it_is_durable(tmp_path)
     straight after it, up to the session's last seq: replies still waiting for the
     committer's sync among them went out before it (fsync group). They now follow at
     their release."""
-    from engine.journal import JournalReader, RecordKind, written_mark
-    path, endpoint = _engine_config(tmp_path, send_hwm=1000, ring=100)
-    path.write_text(path.read_text().replace('fsync = "none"',
-                                             'fsync = "group"\ngroup_commit_us = 300000'))
+    path, endpoint = _group_commit_engine(tmp_path, send_hwm=1000, ring=100)
     journal = tmp_path / "journal"
-    decode = response_decoder().decode
     received = []  # (seq, the durable mark when it arrived)
     with ThreadedEngine(path) as engine:
         sock = _dealer(endpoint, rcvhwm=100_000)
@@ -289,12 +306,7 @@ def test_a_resend_from_the_journal_sends_no_reply_before_it_is_durable(tmp_path)
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 if sock.poll(5):
-                    while True:
-                        try:
-                            data = sock.recv(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        received.append((decode(data).seq, written_mark(journal)[0]))
+                    _read_noting_durable(sock, journal, received)
         try:
             _send_orders(sock, 200)  # 400 replies: the ring keeps the last 100
             pump(1.5)
@@ -312,12 +324,5 @@ def test_a_resend_from_the_journal_sends_no_reply_before_it_is_durable(tmp_path)
                     break
         finally:
             sock.close()
-    record = {}  # the journal record of each message the session was sent
-    for r in JournalReader(journal):
-        if r.kind == RecordKind.EVENT:
-            event = msgspec.msgpack.decode(r.payload).get("event", {})
-            record.setdefault(event.get("seq"), r.seq)
+    record = _assert_none_before_durable(journal, received)
     assert len({seq for seq, _ in received}) == max(record) > 2 * 205  # (each, at least once)
-    early = [(seq, record[seq], mark) for seq, mark in received if record[seq] > mark]
-    assert not early, f"{len(early)} messages arrived before their record was durable: " \
-                      f"(seq, record, durable) {early[:3]}"
