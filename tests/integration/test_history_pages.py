@@ -26,7 +26,7 @@ def _traded(engine, client):
         for _ in range(FILLS):
             market.submit("NEXA", "AAA", Side.SELL, 1, 5000, account=77)
     engine.call(offers)
-    time.sleep(0.05)
+    time.sleep(0.3)  # the venue's book reaches the router
     client.new_order("AAA", "buy", str(FILLS), "50.00", account="DEMO1", cl_ord_id="sweep")
     client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "sweep"
                       and m.exec_type == ExecType.FILL, 10)

@@ -5,6 +5,8 @@ A ReloadLimits refused for limits of 80 symbols the venues do not trade had a 1,
 reason: the client could not decode the AdminReply, and, journaled, it made every restart on
 that journal fail (the recovery decodes events with the wire's schema).
 """
+import time
+
 import msgspec
 
 from engine.client import Client
@@ -73,6 +75,7 @@ def test_a_history_answer_after_a_long_store_failure_fits_the_protocol(tmp_path)
     with ThreadedEngine(path) as engine, Client(endpoint) as client:
         market = engine.service.venues.market
         engine.call(lambda: market.submit("NEXA", "AAA", Side.SELL, 10, 5000, account=77))
+        time.sleep(0.3)  # the venue's book reaches the router (else the buy may rest)
         client.new_order("AAA", "buy", "2", "50.00", account="DEMO1", cl_ord_id="h1")
         client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.exec_type == ExecType.FILL, 5)
         client.new_order("AAA", "buy", "2", "50.00", account="DEMO1", cl_ord_id="h2")

@@ -129,7 +129,7 @@ def test_an_immediate_order_naming_no_strategy_trades_under_a_passive_default(tm
         market = engine.service.venues.market
         engine.call(lambda: market.submit("NEXA", "AAA", Side.SELL, 10, 5000, account=77))
         engine.call(lambda: market.submit("NEXA", "AAA", Side.BUY, 10, 4990, account=77))
-        time.sleep(0.05)  # (past the venue's latency: a reference price, and the offer)
+        time.sleep(0.3)  # (past the venue's latency: a reference price, and the offer)
         price, tif = (None, "day") if kind == "market" else ("50.00", "ioc")
         client.new_order("AAA", "buy", "10", price, account="DEMO1", cl_ord_id=kind,
                          time_in_force=tif)
