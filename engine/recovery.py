@@ -548,7 +548,7 @@ class Replay:
             "day": (pipeline._day_entered, pipeline._roll_taken, pipeline._next_roll),
             "trading_day": pipeline.trading_day.settings(),
             "sessions": list(pipeline._event_envelopes),
-            "units": _units(self.live_config),
+            "units": _units(pipeline.risk),
         }
 
     def load(self, data: bytes | memoryview) -> None:
@@ -584,7 +584,7 @@ class Replay:
             snap, instruments = _renumbered(state["risk"], blank)
             day, schedule, sessions = state["day"], state["trading_day"], state["sessions"]
             # (A checkpoint written before the units were kept holds none: not checked.)
-            _check_units(state.get("units"), _units(self.live_config))
+            _check_units(state.get("units"), _units(risk))  # (risk: the configuration's)
         except ValueError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever another version's pickle raises
@@ -640,14 +640,14 @@ class Replay:
             pipeline.session_journaled(session_id)
 
 
-def _units(risk_config: dict) -> dict:
-    """The units a replay's state is counted in, from the risk configuration: the money
-    unit, and each instrument's tick and lot size (as decimal text)."""
+def _units(risk) -> dict:
+    """The units a replay's state is counted in: risk's money unit, and the tick and lot
+    size (decimal text) of each of its instruments' grids, as risk read them."""
     from ext.risk import DEFAULT_MONEY_UNIT
-    return {"money_unit": str(risk_config.get("firm", {}).get("money_unit", DEFAULT_MONEY_UNIT)),
-            "instruments": {symbol: (str(entry.get("tick_size", "0.01")),
-                                     str(entry.get("lot_size", "1")))
-                            for symbol, entry in risk_config.get("instruments", {}).items()}}
+    return {"money_unit": str(risk.config.get("firm", {}).get("money_unit", DEFAULT_MONEY_UNIT)),
+            "instruments": {symbol: (risk.instrument(symbol).tick_size,
+                                     risk.instrument(symbol).lot_size)
+                            for symbol in risk.instruments}}
 
 
 def _check_units(saved: dict | None, now: dict) -> None:
