@@ -667,17 +667,18 @@ def reject_name(code: int) -> str:
     return _REJECT_NAMES.get(code) or f"UNKNOWN_{code}"
 
 
-def clip_text(text: str | None) -> str | None:
-    """``text`` within the wire's :data:`MAX_TEXT` characters, cut with a final "…".
+def clip_text(text: str | None, limit: int = MAX_TEXT) -> str | None:
+    """``text`` within ``limit`` characters (the wire's :data:`MAX_TEXT`, or what a
+    sentence around it leaves of them), cut with a final "…".
 
     For a text the engine composes from something unbounded (an exception,
     a configuration's errors): msgspec does not check lengths when a struct
     is built, and a longer text would reach the client (which refuses it) and
     the journal (whose recovery reads it with the same schema).
     """
-    if text is None or len(text) <= MAX_TEXT:
+    if text is None or len(text) <= limit:
         return text
-    return text[:MAX_TEXT - 1] + "…"
+    return text[:limit - 1] + "…"
 
 
 def make_reject(reason: int, text: str, *, ref_type: str | None = None,

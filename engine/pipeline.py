@@ -879,13 +879,11 @@ class Pipeline(Handler):
                 price = inst.price_to_ticks(req.price) if req.price is not None else 0
             except ConversionError as exc:
                 problem = exc
-        strategy = STRATEGIES.get(req.strategy)  # (strategy_of, inline: every order's path)
-        if strategy == STRAT_DEFAULT:
-            if req.post_only:
-                strategy = self._post_only_default
-            elif self._default_rests and (req.time_in_force == _TimeInForce.IOC
-                                          or req.ord_type == _OrdType.MARKET):
-                strategy = STRAT_AUTO
+        # (strategy_of's first step inline, every order's path: it decides only where the
+        # router's default could be overridden.)
+        strategy = STRATEGIES.get(req.strategy)
+        if strategy == STRAT_DEFAULT and (req.post_only or self._default_rests):
+            strategy = self.strategy_of(req)
         order = self.orders.create(req.cl_ord_id, session.session_id, req.account, req.symbol,
                                    int(req.side), int(req.ord_type), int(req.time_in_force),
                                    price, qty, now,
@@ -2014,9 +2012,7 @@ class Pipeline(Handler):
             if why:
                 # ``why`` may be a store's failure of up to MAX_TEXT characters itself:
                 # cut to what the sentence leaves (the client refuses a longer text).
-                room = MAX_TEXT - len(head) - len(tail) - 2
-                why = why if len(why) <= room else why[:room - 1] + "…"
-                head += f"{why}; "
+                head += f"{clip_text(why, MAX_TEXT - len(head) - len(tail) - 2)}; "
             text = head + tail
         complete = incomplete is None or incomplete.complete
         # One request is answered with a bounded page (every part sent is kept in the
