@@ -285,6 +285,22 @@ def test_cancel_account_mass_cancels_only_that_account(book):
     assert [int(r["order_id"]) for r in book.snapshot()] == [2]
 
 
+def test_cancel_account_of_a_negative_account_cancels_only_that_account(book):
+    # Accounts are any int64: a negative one is an account like any other, not
+    # "every account" (the Cython book's mass cancel took account < 0 as that and
+    # canceled every order in the book).
+    book.add(1, BUY, 100, 10, account=0)
+    book.add(2, BUY, 99, 10, account=-1)
+    book.add(3, SELL, 105, 10, account=7)
+    book.add(4, SELL, 106, 10, account=-1)
+    book.drain_events()
+    assert book.cancel_account(-1) == 2
+    assert [int(r["order_id"]) for r in book.snapshot()] == [1, 3]
+    assert [(k, oid, reason) for k, oid, _, _, reason in events(book)] == [
+        (E.EV_CANCELED, 2, C.CXL_MASS_CANCEL), (E.EV_CANCELED, 4, C.CXL_MASS_CANCEL)]
+    assert book.cancel_account(-2) == 0 and len(book) == 2
+
+
 def test_depth_and_snapshot_round_trip(book):
     for i, (side, px, q) in enumerate([(BUY, 100, 5), (BUY, 100, 7), (BUY, 98, 1),
                                        (SELL, 103, 2), (SELL, 101, 9)], start=1):
