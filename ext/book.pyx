@@ -494,6 +494,10 @@ cdef class OrderBook:
             reason = INVALID_QTY
         elif ord_type != LIMIT and ord_type != MARKET:
             reason = INVALID_ORD_TYPE
+        elif flags & ~FLAG_POST_ONLY:
+            # (Only the batch API can send other bits.) Stored, an unknown bit would
+            # make the book's own snapshot one that from_snapshot refuses.
+            reason = INVALID_ORD_TYPE
         elif not is_market and price <= 0:
             reason = INVALID_PRICE
         elif tif != DAY and tif != GTC and tif != IOC and tif != FOK:

@@ -415,6 +415,22 @@ def test_batch_api_matches_per_call(book):
     assert book.bbo() == (0, 0, 0, 0)
 
 
+def test_batch_add_with_an_unknown_flag_bit_is_rejected(book):
+    # Only FLAG_POST_ONLY exists. Stored, another bit made the book's own snapshot
+    # one that from_snapshot refuses ("unknown flags"): no exact rebuild.
+    ops = np.zeros(2, dtype=OP_DTYPE)
+    ops[0] = (OP_ADD, BUY, OrdType.LIMIT, T.GTC, 6, STP_DEFAULT, b"", 1, 1, 100, 5, 0)
+    ops[1] = (OP_ADD, BUY, OrdType.LIMIT, T.GTC, FLAG_POST_ONLY, STP_DEFAULT, b"", 2, 1, 99, 5, 0)
+    res = np.zeros(2, dtype=np.uint16)
+    book.apply(ops, res, keep_events=True)
+    assert res.tolist() == [R.INVALID_ORD_TYPE, 0]
+    assert [(k, oid, reason) for k, oid, _, _, reason in events(book)] == [
+        (E.EV_REJECTED, 1, R.INVALID_ORD_TYPE), (E.EV_ACCEPTED, 2, 0)]
+    assert 1 not in book and len(book) == 1
+    clone = OrderBook.from_snapshot(book.snapshot(), seq=book.seq)
+    assert clone.snapshot().tolist() == book.snapshot().tolist()
+
+
 def test_batch_rejects_wrong_dtype():
     with pytest.raises(TypeError):
         OrderBook().apply(np.zeros(3, dtype=np.int64))
