@@ -453,6 +453,32 @@ def test_memory_reused_and_grows():
     book.drain_events()
 
 
+
+def test_id_hash_with_colliding_ids_wrapping_the_table():
+    # Every id here lands on one of the last two or first two slots of the book's
+    # 16-slot id table (ext/idmap.pxd's hash, copied), so the probe runs wrap
+    # around its end and every cancel's backward-shift delete moves entries across
+    # the wrap. At most 7 orders rest, so the table never grows out of the collisions.
+    def home(key):
+        x = (key * 0x9E3779B97F4A7C15) & (2**64 - 1)
+        return (x ^ (x >> 29)) & 15
+    ids = [k for k in range(1, 5000) if home(k) in (14, 15, 0, 1)][:40]
+    assert len(ids) == 40
+    rng = np.random.default_rng(7)
+    book, live = OrderBook(capacity=8), set()
+    for step in range(3000):
+        if live and (len(live) == 7 or rng.random() < 0.5):
+            oid = int(rng.choice(sorted(live)))
+            assert book.cancel(oid) == 0
+            live.discard(oid)
+        else:
+            oid = int(rng.choice(ids))
+            assert book.add(oid, BUY, 100 + len(live), 1) == (R.DUPLICATE_ORDER_ID if oid in live
+                                                              else 0)
+            live.add(oid)
+        assert [k in book for k in ids] == [k in live for k in ids], step
+    assert sorted(int(x) for x in book.snapshot()["order_id"]) == sorted(live)
+
 # ---------------------------------------------------------------- numbers that are not integers
 def test_a_float_or_decimal_is_refused_never_truncated(book):
     """add(2, BUY, 100.9, 5.7) rested 5 lots at 100; cancel(2.5) canceled order 2 (audit)."""
