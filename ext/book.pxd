@@ -161,6 +161,6 @@ cdef class OrderBook:
     cdef int64_t _match(self, int64_t taker_id, int64_t account, bint is_buy, int side,
                         bint is_market, int64_t limit, int64_t qty, int64_t leaves,
                         int stp, int64_t ts, bint* stp_canceled) except -1
-    cdef Py_ssize_t _cancel_where(self, int64_t account, int tif, int reason,
+    cdef Py_ssize_t _cancel_where(self, bint by_account, int64_t account, int tif, int reason,
                                   int64_t ts) except -1
     cdef object _side_depth(self, LevelArray* a, Py_ssize_t n)

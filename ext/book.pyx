@@ -494,6 +494,10 @@ cdef class OrderBook:
             reason = INVALID_QTY
         elif ord_type != LIMIT and ord_type != MARKET:
             reason = INVALID_ORD_TYPE
+        elif flags & ~FLAG_POST_ONLY:
+            # (Only the batch API can send other bits.) Stored, an unknown bit would
+            # make the book's own snapshot one that from_snapshot refuses.
+            reason = INVALID_ORD_TYPE
         elif not is_market and price <= 0:
             reason = INVALID_PRICE
         elif tif != DAY and tif != GTC and tif != IOC and tif != FOK:
@@ -718,14 +722,16 @@ cdef class OrderBook:
 
     def expire_day(self, Py_ssize_t ts=0):
         """Expire every resting DAY order (end of session). Returns the count."""
-        return self._cancel_where(-1, DAY, CXL_END_OF_DAY, ts)
+        return self._cancel_where(False, 0, DAY, CXL_END_OF_DAY, ts)
 
     def cancel_account(self, Py_ssize_t account, Py_ssize_t ts=0):
         """Cancel every resting order of one account. Returns the count."""
-        return self._cancel_where(account, -1, CXL_MASS_CANCEL, ts)
+        return self._cancel_where(True, account, -1, CXL_MASS_CANCEL, ts)
 
-    cdef Py_ssize_t _cancel_where(self, int64_t account, int tif, int reason,
+    cdef Py_ssize_t _cancel_where(self, bint by_account, int64_t account, int tif, int reason,
                                   int64_t ts) except -1:
+        # ``by_account`` says whether ``account`` filters: accounts are any int64
+        # (negative ones included), so no account value can mean "every account".
         cdef list ids = []
         cdef int32_t li, oi
         cdef int s
@@ -737,7 +743,7 @@ cdef class OrderBook:
                 oi = a.data[li].head
                 while oi != NIL:
                     o = &self.pool[oi]
-                    if (account < 0 or o.account == account) and (tif < 0 or o.tif == tif):
+                    if (not by_account or o.account == account) and (tif < 0 or o.tif == tif):
                         ids.append(o.id)
                     oi = o.next
         for order_id in ids:

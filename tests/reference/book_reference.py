@@ -312,6 +312,8 @@ class ReferenceBook:
             reason = R.INVALID_QTY
         elif ord_type not in (LIMIT, MARKET):
             reason = R.INVALID_ORD_TYPE
+        elif flags & ~FLAG_POST_ONLY:
+            reason = R.INVALID_ORD_TYPE     # an unknown flag bit (batch API)
         elif not is_market and price <= 0:
             reason = R.INVALID_PRICE
         elif tif not in VALID_TIF:

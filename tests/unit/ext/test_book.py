@@ -285,6 +285,22 @@ def test_cancel_account_mass_cancels_only_that_account(book):
     assert [int(r["order_id"]) for r in book.snapshot()] == [2]
 
 
+def test_cancel_account_of_a_negative_account_cancels_only_that_account(book):
+    # Accounts are any int64: a negative one is an account like any other, not
+    # "every account" (the Cython book's mass cancel took account < 0 as that and
+    # canceled every order in the book).
+    book.add(1, BUY, 100, 10, account=0)
+    book.add(2, BUY, 99, 10, account=-1)
+    book.add(3, SELL, 105, 10, account=7)
+    book.add(4, SELL, 106, 10, account=-1)
+    book.drain_events()
+    assert book.cancel_account(-1) == 2
+    assert [int(r["order_id"]) for r in book.snapshot()] == [1, 3]
+    assert [(k, oid, reason) for k, oid, _, _, reason in events(book)] == [
+        (E.EV_CANCELED, 2, C.CXL_MASS_CANCEL), (E.EV_CANCELED, 4, C.CXL_MASS_CANCEL)]
+    assert book.cancel_account(-2) == 0 and len(book) == 2
+
+
 def test_depth_and_snapshot_round_trip(book):
     for i, (side, px, q) in enumerate([(BUY, 100, 5), (BUY, 100, 7), (BUY, 98, 1),
                                        (SELL, 103, 2), (SELL, 101, 9)], start=1):
@@ -399,6 +415,22 @@ def test_batch_api_matches_per_call(book):
     assert book.bbo() == (0, 0, 0, 0)
 
 
+def test_batch_add_with_an_unknown_flag_bit_is_rejected(book):
+    # Only FLAG_POST_ONLY exists. Stored, another bit made the book's own snapshot
+    # one that from_snapshot refuses ("unknown flags"): no exact rebuild.
+    ops = np.zeros(2, dtype=OP_DTYPE)
+    ops[0] = (OP_ADD, BUY, OrdType.LIMIT, T.GTC, 6, STP_DEFAULT, b"", 1, 1, 100, 5, 0)
+    ops[1] = (OP_ADD, BUY, OrdType.LIMIT, T.GTC, FLAG_POST_ONLY, STP_DEFAULT, b"", 2, 1, 99, 5, 0)
+    res = np.zeros(2, dtype=np.uint16)
+    book.apply(ops, res, keep_events=True)
+    assert res.tolist() == [R.INVALID_ORD_TYPE, 0]
+    assert [(k, oid, reason) for k, oid, _, _, reason in events(book)] == [
+        (E.EV_REJECTED, 1, R.INVALID_ORD_TYPE), (E.EV_ACCEPTED, 2, 0)]
+    assert 1 not in book and len(book) == 1
+    clone = OrderBook.from_snapshot(book.snapshot(), seq=book.seq)
+    assert clone.snapshot().tolist() == book.snapshot().tolist()
+
+
 def test_batch_rejects_wrong_dtype():
     with pytest.raises(TypeError):
         OrderBook().apply(np.zeros(3, dtype=np.int64))
@@ -420,6 +452,32 @@ def test_memory_reused_and_grows():
         assert len(book) == 0 and book.bbo() == (0, 0, 0, 0)
     book.drain_events()
 
+
+
+def test_id_hash_with_colliding_ids_wrapping_the_table():
+    # Every id here lands on one of the last two or first two slots of the book's
+    # 16-slot id table (ext/idmap.pxd's hash, copied), so the probe runs wrap
+    # around its end and every cancel's backward-shift delete moves entries across
+    # the wrap. At most 7 orders rest, so the table never grows out of the collisions.
+    def home(key):
+        x = (key * 0x9E3779B97F4A7C15) & (2**64 - 1)
+        return (x ^ (x >> 29)) & 15
+    ids = [k for k in range(1, 5000) if home(k) in (14, 15, 0, 1)][:40]
+    assert len(ids) == 40
+    rng = np.random.default_rng(7)
+    book, live = OrderBook(capacity=8), set()
+    for step in range(3000):
+        if live and (len(live) == 7 or rng.random() < 0.5):
+            oid = int(rng.choice(sorted(live)))
+            assert book.cancel(oid) == 0
+            live.discard(oid)
+        else:
+            oid = int(rng.choice(ids))
+            assert book.add(oid, BUY, 100 + len(live), 1) == (R.DUPLICATE_ORDER_ID if oid in live
+                                                              else 0)
+            live.add(oid)
+        assert [k in book for k in ids] == [k in live for k in ids], step
+    assert sorted(int(x) for x in book.snapshot()["order_id"]) == sorted(live)
 
 # ---------------------------------------------------------------- numbers that are not integers
 def test_a_float_or_decimal_is_refused_never_truncated(book):
