@@ -4,7 +4,7 @@ last error text (not only its counters)."""
 import msgspec
 import zmq
 
-from engine.journal import JournalWriter
+from engine.journal import JournalWriter, journal_identity
 from gateways import from_config
 from tests.unit.gateways.helpers import free_port, wait_until, write_fills
 
@@ -36,7 +36,8 @@ def test_replay_from_past_the_end_claims_only_what_the_journal_holds(tmp_path):
         last = journal.last_seq
         for first in (last + 1, last + 1000, 2**63 - 1):
             status, seqs = ask_replay(gateway.replay_endpoint, {"from": first, "to": 0})
-            assert status == {"ok": True, "through": last, "end": True} and seqs == []
+            assert status == {"ok": True, "through": last, "end": True,
+                              "journal": journal_identity(tmp_path / "journal")} and seqs == []
         # So a client resuming from through + 1 gets what is written next.
         written = write_fills(journal, 11, 3)
         status, seqs = ask_replay(gateway.replay_endpoint, {"from": last + 1, "to": 0})
