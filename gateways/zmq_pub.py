@@ -432,6 +432,17 @@ def topic_filter(topics: list[bytes]) -> tuple[frozenset[bytes], tuple[bytes, ..
     return frozenset(whole), tuple(dict.fromkeys(prefixes))
 
 
+class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A replay request (docs/gateways.md, *ZeroMQ*): events ``from``..``to`` (0: to the
+    journal's end) on ``topics`` (compared whole) or ``prefixes``; none: everything.
+    Seqs are integers: a float or a string is refused, not cut to one."""
+
+    first: int = msgspec.field(name="from", default=1)
+    to: int = 0
+    topics: list[str] = []
+    prefixes: list[str] = []
+
+
 class ReplayServer:
     """Serves journal ranges to subscribers, on a thread of its own.
 
@@ -473,7 +484,7 @@ class ReplayServer:
         self._tail = JournalTail(source)
         self._normalizer = normalizer
         self._encoder = msgspec.msgpack.Encoder()
-        self._decoder = msgspec.msgpack.Decoder(dict)
+        self._decoder = msgspec.msgpack.Decoder(ReplayRequest)
         self.max_replay = max_replay
         self._durable_seq = durable_seq or (lambda: None)
         self._stop = threading.Event()
@@ -512,10 +523,9 @@ class ReplayServer:
 
     def _answer(self, body: bytes) -> list[bytes]:
         request = self._decoder.decode(body)
-        first = int(request.get("from", 1))
-        last = int(request.get("to", 0))
-        topics = frozenset(t.encode() for t in request.get("topics") or ())
-        prefixes = tuple(p.encode() for p in request.get("prefixes") or ())
+        first, last = request.first, request.to
+        topics = frozenset(t.encode() for t in request.topics)
+        prefixes = tuple(p.encode() for p in request.prefixes)
         if first < 1:
             raise ValueError(f"'from' must be >= 1, not {first}")
         tail, normalizer, pack, encode = self._tail, self._normalizer, HEADER.pack, self._encoder.encode

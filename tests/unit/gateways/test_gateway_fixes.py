@@ -67,3 +67,28 @@ def test_the_last_error_of_a_gateway_in_a_child_process_reaches_the_engine(tmp_p
         gateway.stop(timeout=5)
         journal.close()
     assert gateway.metrics.last_error.startswith("OperationalError: ")  # still there once stopped
+
+
+def test_a_replay_request_with_a_seq_that_is_not_an_integer_or_an_unknown_key_is_refused(tmp_path):
+    # "from": 1.9 was cut to 1 and "from": "3" read as 3 (int() of whatever came), and a
+    # misspelt key ("form") was ignored, the answer starting from seq 1: a client's
+    # mistake served as if it had asked for something else.
+    journal = JournalWriter(tmp_path / "journal", fsync="none")
+    write_fills(journal, 1, 5)
+    [gateway] = from_config([{"type": "zmq", "endpoint": "tcp://127.0.0.1:0",
+                              "replay_endpoint": "tcp://127.0.0.1:0", "isolation": "thread"}],
+                            tmp_path / "journal", tmp_path / "gw")
+    gateway.start()
+    try:
+        for request, error in (({"from": 1.9}, "Expected `int`, got `float` - at `$.from`"),
+                               ({"from": "3"}, "Expected `int`, got `str` - at `$.from`"),
+                               ({"to": True}, "Expected `int`, got `bool` - at `$.to`"),
+                               ({"form": 3}, "Object contains unknown field `form`")):
+            status, seqs = ask_replay(gateway.replay_endpoint, request)
+            assert status["ok"] is False and error in status["error"], (request, status)
+            assert seqs == []
+        status, seqs = ask_replay(gateway.replay_endpoint, {"from": 3, "to": 6})
+        assert status["ok"] and seqs == [4, 6]
+    finally:
+        gateway.stop()
+        journal.close()
