@@ -628,8 +628,24 @@ class JournalPulled(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=Fals
     expire: bool = False
 
 
+class JournalUnits(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
+    """The grids the records after it count in (a ``META`` record).
+
+    Written by the engine at start-up, before anything else of the run, when the
+    journal holds none yet or the last one differs from the configuration: the
+    records that hold ticks and lots rather than decimals (``JournalValuation``,
+    ``JournalChildren``) mean nothing without their grid. A replay under another
+    ``tick_size`` or ``lot_size`` converts them from the grid written here, and
+    refuses to start where a value does not fall on the configured one.
+    ``instruments``: symbol -> (tick_size, lot_size) as decimal text.
+    """
+
+    money_unit: str
+    instruments: dict[str, tuple[str, str]]
+
+
 JournalMeta = Union[JournalSession, JournalValuation, JournalDayRoll, JournalChildren,
-                    JournalSessionEnd, JournalPulled]
+                    JournalSessionEnd, JournalPulled, JournalUnits]
 
 
 # ---------------------------------------------------------------- codecs

@@ -41,6 +41,7 @@ import pickle
 import time
 from collections.abc import Iterable
 from decimal import Decimal
+from fractions import Fraction
 from typing import Callable, NamedTuple
 
 import msgspec
@@ -50,7 +51,7 @@ from engine.journal import JournalReader, Record, RecordKind, first_segment_head
 from engine.messages import (
     AdminReply, BulkNewOrders, Cancel, ExecType, ExecutionReport, HeartbeatAck, JournalChildren,
     JournalCommand, JournalDayRoll, JournalEvent, JournalMeta, JournalPayload, JournalPulled,
-    JournalSession, JournalSessionEnd, KillSwitch, NewOrder, OrdStatus, OrdType, Reject,
+    JournalSession, JournalSessionEnd, JournalUnits, KillSwitch, NewOrder, OrdStatus, OrdType, Reject,
     RejectReason, Replace, Side, TradeFill, clip_text, reject_name,
 )
 from engine.orders import Child, Stage
@@ -116,11 +117,15 @@ class Recovered(NamedTuple):
     #: (session_id, request, what their order had filled when they arrived,
     #: the trading day they arrived in: OrderTable.rolls then)
     in_flight: list = []
+    #: the grids the journal's last records count in (its last ``JournalUnits``:
+    #: ``{"money_unit": ..., "instruments": {symbol: (tick, lot)}}``; None: it holds none)
+    journal_units: dict | None = None
 
     def summary(self) -> dict:
         """The counts, for the log."""
         return {**self._asdict(), "sessions": len(self.sessions),
-                "kill_switches": len(self.kill_switches), "in_flight": len(self.in_flight)}
+                "kill_switches": len(self.kill_switches), "in_flight": len(self.in_flight),
+                "journal_units": self.journal_units is not None}
 
 
 def check_whole(journal_dir, covered: int = 0) -> None:
@@ -265,7 +270,8 @@ class Replay:
     SAVED = ("seq", "hash", "records", "fills", "max_exec", "last_child", "last_roll_ns",
              "new_orders", "missing", "kill_requests", "engaged", "requests",
              "unanswered", "cancel_on_disconnect", "references", "valuations", "children",
-             "principals", "sent", "marks", "ended", "in_risk", "expiring", "protected")
+             "principals", "sent", "marks", "ended", "in_risk", "expiring", "protected",
+             "journal_units", "child_symbols")
 
     def __init__(self, pipeline, ring_size: int = 10_000,
                  client_name: Callable[[str], str] | None = None):
@@ -315,6 +321,13 @@ class Replay:
         # Market buys the live engine held to their valuation on arrival (Order.protect):
         # from their JournalValuation until their first report recreates them.
         self.protected: set[int] = set()
+        # The grids the records read count in: the last JournalUnits (None: none read,
+        # the configuration's assumed), and, while they are not the configuration's,
+        # the conversion of their ticks and lots, and the symbol of each child made
+        # under them (a child's fills and reprices name only the child).
+        self.journal_units: dict | None = None
+        self._regrid: _Regrid | None = None
+        self.child_symbols: dict[int, str] = {}
 
     def run(self, records: Iterable[Record], until_seq: int | None = None) -> None:
         """Replay ``records``, the journal's from the one after :attr:`seq` on, through
@@ -393,10 +406,17 @@ class Replay:
                     pipeline.day_started_at(rec.ts_ns, rolled=True)
                     _roll(table, known, children, valuations, protected)
                 elif isinstance(known, JournalChildren):
-                    self.last_child = max(self.last_child,
-                                          _apply_children(table, children, known))
+                    self.last_child = max(self.last_child, _apply_children(
+                        table, children, known, self._regrid, self.child_symbols, rec.seq))
+                elif isinstance(known, JournalUnits):
+                    self.journal_units = {"money_unit": known.money_unit,
+                                          "instruments": dict(known.instruments)}
+                    self._regrid = _Regrid.between(self.journal_units, _units(risk))
                 else:
-                    valuations[known.order_id] = known.value_ticks
+                    # (written under other grids: converted where its order's symbol is known)
+                    valuations[known.order_id] = (
+                        known.value_ticks if self._regrid is None
+                        else (known.value_ticks, self._regrid, rec.seq))
                     if known.protect:
                         protected.add(known.order_id)
                 continue
@@ -523,7 +543,7 @@ class Replay:
                                      self.marks.get(sid, []))
                     for sid, ring in sent.items() if sid in principals]
         return Recovered(self.records, len(table), len(table.working()), self.fills, sessions,
-                         self.engaged, list(self.requests.values()))
+                         self.engaged, list(self.requests.values()), self.journal_units)
 
     def save(self) -> bytes:
         """The replay's state after record :attr:`seq`, as bytes for :meth:`load`.
@@ -613,6 +633,8 @@ class Replay:
                                 in replay["references"].items() if instruments[ix] is not None}
         for name, value in replay.items():
             setattr(self, name, value)
+        # (its records after it still count in the grids the journal last named)
+        self._regrid = _Regrid.between(self.journal_units, _units(risk))
         if any(ring.maxlen != self.ring_size for ring in self.sent.values()):
             # (intake.resend_ring_size changed: the rings take the new size)
             self.sent = {sid: collections.deque(ring, maxlen=self.ring_size)
@@ -868,14 +890,24 @@ def _awaiting_first_report(new_orders: dict, orders: Iterable[NewOrder]) -> None
         new_orders.setdefault((order.account, order.cl_ord_id), order)
 
 
-def _apply_children(table, children: dict, record: JournalChildren) -> int:
+def _apply_children(table, children: dict, record: JournalChildren,
+                    regrid: _Regrid | None = None, child_symbols: dict | None = None,
+                    seq: int = 0) -> int:
     """Replay a ``JournalChildren`` record into the orders' children (``children``: every
     child so far by id, the ids the later records name). Returns the highest child id
-    the record makes (0: none), whether or not its order is still held."""
+    the record makes (0: none), whether or not its order is still held.
+
+    ``regrid``: the record was written under other grids (``JournalUnits``): its
+    prices and quantities are converted, the symbol of each child it makes kept in
+    ``child_symbols`` for its later fills and reprices; ``seq``, its record."""
     by_id = table.by_id
     for child_id, parent_id, venue, price, qty in record.new:
         order = by_id.get(parent_id)
         if order is not None:
+            if regrid is not None:
+                child_symbols[child_id] = order.symbol
+                price = regrid.ticks(order.symbol, price, seq)
+                qty = regrid.lots(order.symbol, qty, seq)
             order.children[child_id] = children[child_id] = Child(child_id, venue, price, qty)
     for child_id in record.acked:
         child = children.get(child_id)
@@ -884,17 +916,103 @@ def _apply_children(table, children: dict, record: JournalChildren) -> int:
     for child_id, qty in record.fills:
         child = children.get(child_id)
         if child is not None:
+            if regrid is not None and child_id in child_symbols:
+                qty = regrid.lots(child_symbols[child_id], qty, seq)
             child.cum_qty += qty
             child.acked = True  # (as the pipeline books a fill)
     for child_id, price, qty in record.repriced:
         child = children.get(child_id)
         if child is not None:
+            if regrid is not None and child_id in child_symbols:
+                symbol = child_symbols[child_id]
+                price, qty = regrid.ticks(symbol, price, seq), regrid.lots(symbol, qty, seq)
             child.price, child.qty = price, qty
     for child_id in record.done:
         child = children.pop(child_id, None)
         if child is not None:
             child.done = True
+        if child_symbols:
+            child_symbols.pop(child_id, None)
     return max((new[0] for new in record.new), default=0)
+
+
+class _Regrid:
+    """Converts the ticks and lots of journal records written under other grids (the
+    journal's last ``JournalUnits``) to the configured ones, exactly.
+
+    The journal's messages hold decimals, converted afresh by a replay under
+    any grid; its ``JournalValuation`` and ``JournalChildren`` records hold
+    integers of the grid they were written under. A value the configured grid
+    cannot hold (51.97 under a tick of 0.05) stops the start, as a message's
+    decimal would: the configuration's grid does not fit the journal.
+    """
+
+    __slots__ = ("factors",)
+
+    def __init__(self, factors: dict):
+        #: symbol -> (old tick / new tick, old lot / new lot), for the symbols whose grid differs
+        self.factors = factors
+
+    @classmethod
+    def between(cls, written: dict | None, configured: dict) -> _Regrid | None:
+        """The conversion from ``written`` (a JournalUnits' grids; None: none recorded,
+        the configuration's assumed) to ``configured`` (:func:`_units`), or None when no
+        instrument both know changed."""
+        if written is None:
+            return None
+        factors = {}
+        for symbol, (tick, lot) in written["instruments"].items():
+            now = configured["instruments"].get(symbol)
+            if now is not None and (Decimal(tick) != Decimal(now[0])
+                                    or Decimal(lot) != Decimal(now[1])):
+                factors[symbol] = (Fraction(Decimal(tick)) / Fraction(Decimal(now[0])),
+                                   Fraction(Decimal(lot)) / Fraction(Decimal(now[1])))
+        return cls(factors) if factors else None
+
+    def ticks(self, symbol: str, value: int, seq: int) -> int:
+        """``value`` ticks of ``symbol`` as written, in configured ticks."""
+        return self._convert(symbol, value, 0, "price", seq)
+
+    def lots(self, symbol: str, value: int, seq: int) -> int:
+        """``value`` lots of ``symbol`` as written, in configured lots."""
+        return self._convert(symbol, value, 1, "quantity", seq)
+
+    def _convert(self, symbol: str, value: int, which: int, what: str, seq: int) -> int:
+        factors = self.factors.get(symbol)
+        if factors is None:
+            return value
+        converted = value * factors[which]
+        if converted.denominator != 1:
+            key = ("tick_size", "lot_size")[which]
+            raise RecoveryError(
+                f"journal record {seq} ({symbol}): a {what} of {value} of the journal's "
+                f"{key} is not a whole number of the configuration's {key}: the "
+                f"configuration's tick or lot size of {symbol} does not fit what the journal "
+                f"holds (units cannot change on a journal: put them back, or start a new "
+                f"journal directory)")
+        return int(converted)
+
+
+def record_units(pipeline, recovered: Recovered) -> bool:
+    """Write a ``JournalUnits`` record of the configuration's grids unless the journal's
+    last one says the same (a journal that has none gets one). Call it after
+    :func:`recover` and before anything else of the run is journaled: the ticks and
+    lots the run's records hold are then read in their own grid by a later replay,
+    whatever its configuration. Returns whether a record was written."""
+    configured = _units(pipeline.risk)
+    if recovered.journal_units is not None and \
+            _grid_key(recovered.journal_units) == _grid_key(configured):
+        return False
+    pipeline.journal.append_msg(RecordKind.META, JournalUnits(
+        money_unit=configured["money_unit"], instruments=configured["instruments"]))
+    return True
+
+
+def _grid_key(units: dict) -> tuple:
+    """``units`` (:func:`_units`' shape) with its decimals as numbers: "0.010" is 0.01."""
+    return (Decimal(units["money_unit"]),
+            sorted((symbol, Decimal(tick), Decimal(lot))
+                   for symbol, (tick, lot) in units["instruments"].items()))
 
 
 def resume_working(pipeline, recovered: Recovered) -> int:
@@ -1119,7 +1237,10 @@ def _valued_at(order, price: int, inst_ix: int, valuations: dict, references: di
     (a market order in a journal written without valuations) the last price
     the journal shows for the instrument.
     """
-    value = valuations.pop(order.order_id, None) or price or references.get(inst_ix)
+    value = valuations.pop(order.order_id, None)
+    if type(value) is tuple:  # (ticks, _Regrid, record): written under other grids
+        value = value[1].ticks(order.symbol, value[0], value[2])
+    value = value or price or references.get(inst_ix)
     if value is None:
         log.warning("recovery: market order %s has no earlier price of %s in the journal; "
                     "valued at one tick until the market gives one", order.order_id, order.symbol)

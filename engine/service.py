@@ -33,7 +33,7 @@ from engine.intake import (ALL_ACCOUNTS, PLAINTEXT_CLIENT, EndpointError, Intake
 from engine.journal import JournalError, JournalFailedError, JournalWriter
 from engine.metrics import Metrics, MetricsServer, setup_logging
 from engine.pipeline import Pipeline
-from engine.recovery import recover, resume_working
+from engine.recovery import record_units, recover, resume_working
 from sim.config import load_config as load_sim_config
 from sim.realtime import RealtimeVenues
 
@@ -211,6 +211,8 @@ class EngineService:
         # reports can only come back once the sessions they belong to exist.
         self.recovered = recover(self.pipeline, cfg.journal.dir, cfg.intake.resend_ring_size,
                                  client_names(cfg.security), checkpoints=True)
+        # Before anything else of this run: the grids its records' ticks and lots count in.
+        record_units(self.pipeline, self.recovered)
         # Gateways follow the journal from their own processes: they are
         # handed its directory and never touch the loop. Their cursors live
         # inside it: a cursor counts in this journal's seqs, and goes with it.

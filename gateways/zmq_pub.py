@@ -43,7 +43,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from engine.journal import JournalReader, RecordKind
+from engine.journal import JournalReader, RecordKind, journal_identity
 from engine.metrics import SparseLog, warn_whatever_the_level
 from gateways.base import Gateway, GatewayBindError, describe
 from gateways.config import ZmqConfig, zmq_ipv6
@@ -52,7 +52,11 @@ from gateways.tail import JournalTail
 
 log = logging.getLogger(__name__)
 
-HEADER = struct.Struct(">QQQ")
+#: A message's header: ``seq``, ``prev``, ``topic_prev`` and the journal's identity as a
+#: number (:func:`journal_number`; 0: not known).
+HEADER = struct.Struct(">QQQQ")
+#: The header of a gateway from before the journal's identity was sent: no journal.
+HEADER_V1 = struct.Struct(">QQQ")
 #: ``prev``/``topic_prev`` value meaning "not known": check with a replay.
 UNKNOWN = (1 << 64) - 1
 HEARTBEAT_TOPIC = b"_hb"
@@ -324,12 +328,13 @@ class ZmqGateway(Gateway):
         send, pack, encode = self._pub.send, HEADER.pack, self._encoder.encode
         topic_prev, default = self._topic_prev, self._topic_default
         prev = UNKNOWN if self._prev is None else self._prev
+        journal = journal_number(self.journal_id)
         for event in self.paced(events):
             topic = topic_of(event).encode()
             # Three sends with a plain-int SNDMORE: send_multipart combines
             # zmq.Flag enums per frame, which was a third of this loop's time.
             send(topic, _SNDMORE)
-            send(pack(event.seq, prev, topic_prev.get(topic, default)), _SNDMORE)
+            send(pack(event.seq, prev, topic_prev.get(topic, default), journal), _SNDMORE)
             send(encode(event))
             prev = topic_prev[topic] = event.seq
         self._prev = prev
@@ -348,8 +353,29 @@ class ZmqGateway(Gateway):
             heads.append(head)
             if heads[0] == UNKNOWN:
                 heads.popleft()  # known from now on: no need to keep sending "not known"
-            self._pub.send_multipart((HEARTBEAT_TOPIC, HEADER.pack(head, head, 0),
+            self._pub.send_multipart((HEARTBEAT_TOPIC, HEADER.pack(
+                head, head, 0, journal_number(self.journal_id)),
                                       self._encoder.encode(info)))
+
+
+def journal_number(identity: str | None) -> int:
+    """A journal's identity (:func:`engine.journal.journal_identity`, hex) as the
+    number a header carries; 0 when it is not known (or not a u64 in hex)."""
+    try:
+        number = int(identity, 16) if identity else 0
+    except ValueError:
+        return 0
+    return number if 0 < number < UNKNOWN else 0
+
+
+def unpack_header(header: bytes) -> tuple[int, int, int, str | None]:
+    """``(seq, prev, topic_prev, journal)`` of a message's header; ``journal`` is the
+    identity in :func:`engine.journal.journal_identity`'s form, None from a gateway that
+    sends none (a 24-byte header)."""
+    if len(header) == HEADER_V1.size:
+        return (*HEADER_V1.unpack(header), None)
+    seq, prev, topic_prev, number = HEADER.unpack(header)
+    return seq, prev, topic_prev, f"{number:016x}" if number else None
 
 
 def _reachable_from_afar(endpoint: str) -> bool:
@@ -406,6 +432,17 @@ def topic_filter(topics: list[bytes]) -> tuple[frozenset[bytes], tuple[bytes, ..
     return frozenset(whole), tuple(dict.fromkeys(prefixes))
 
 
+class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A replay request (docs/gateways.md, *ZeroMQ*): events ``from``..``to`` (0: to the
+    journal's end) on ``topics`` (compared whole) or ``prefixes``; none: everything.
+    Seqs are integers: a float or a string is refused, not cut to one."""
+
+    first: int = msgspec.field(name="from", default=1)
+    to: int = 0
+    topics: list[str] = []
+    prefixes: list[str] = []
+
+
 class ReplayServer:
     """Serves journal ranges to subscribers, on a thread of its own.
 
@@ -443,10 +480,11 @@ class ReplayServer:
             self._socket.close()
             raise
         self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._source = source
         self._tail = JournalTail(source)
         self._normalizer = normalizer
         self._encoder = msgspec.msgpack.Encoder()
-        self._decoder = msgspec.msgpack.Decoder(dict)
+        self._decoder = msgspec.msgpack.Decoder(ReplayRequest)
         self.max_replay = max_replay
         self._durable_seq = durable_seq or (lambda: None)
         self._stop = threading.Event()
@@ -485,13 +523,14 @@ class ReplayServer:
 
     def _answer(self, body: bytes) -> list[bytes]:
         request = self._decoder.decode(body)
-        first = int(request.get("from", 1))
-        last = int(request.get("to", 0))
-        topics = frozenset(t.encode() for t in request.get("topics") or ())
-        prefixes = tuple(p.encode() for p in request.get("prefixes") or ())
+        first, last = request.first, request.to
+        topics = frozenset(t.encode() for t in request.topics)
+        prefixes = tuple(p.encode() for p in request.prefixes)
         if first < 1:
             raise ValueError(f"'from' must be >= 1, not {first}")
         tail, normalizer, pack, encode = self._tail, self._normalizer, HEADER.pack, self._encoder.encode
+        identity = journal_identity(self._source.data_dir)
+        journal = journal_number(identity)
         tail.seek(first - 1)
         normalizer.reset()  # (each answer reads its own range: see Normalizer.reset)
         frames: list[bytes] = []
@@ -520,7 +559,7 @@ class ReplayServer:
                     continue
                 topic = topic_of(event).encode()
                 if _matches(topic, topics, prefixes):
-                    frames += (topic, pack(event.seq, 0, 0), encode(event))
+                    frames += (topic, pack(event.seq, 0, 0, journal), encode(event))
                     count += 1
                     if count >= self.max_replay:
                         done = True
@@ -534,8 +573,13 @@ class ReplayServer:
             # read past the durable seq does not move the tail.)
             through = min(through, tail.last_read_seq if durable is None else
                           max(tail.last_read_seq, min(durable, through)))
-        status = {"ok": True, "through": through, "end": end}
+        status = {"ok": True, "through": through, "end": end, "journal": identity}
         return [self._encoder.encode(status), *frames]
+
+
+class _NewJournal(Exception):
+    """A message of another journal arrived after events of this one were taken in the
+    same :meth:`Subscriber.recv`: the call returns those first (its frame stays pending)."""
 
 
 class ReplayError(Exception):
@@ -569,6 +613,12 @@ class Subscriber:
         The last seq the consumer already has (e.g. stored with its own
         data): the first :meth:`recv` replays everything after it. Left out,
         the subscriber starts with whatever arrives first.
+    start_journal : str, optional
+        The journal ``start_seq`` counts in (:attr:`journal`, stored with
+        it): if the engine's journal is another one now (made anew: its
+        seqs start again at 1), the subscriber starts over from that
+        journal's seq 1 instead of skipping its events up to ``start_seq``.
+        Left out, ``start_seq`` is taken to be the current journal's.
     context : zmq.Context, optional
     replay_timeout_ms : int
         How long one replay request may take.
@@ -589,6 +639,16 @@ class Subscriber:
         Events delivered from replays.
     duplicates : int
         Messages dropped because their seq was already delivered.
+    journal : str or None
+        The identity of the journal the events last returned by :meth:`recv`
+        belong to (:func:`engine.journal.journal_identity`); store it with
+        :attr:`resume_seq`. None until known (a gateway older than this
+        field sends none).
+    journal_changes : int
+        Times the engine's journal changed under the subscriber (a new
+        journal's seqs start again at 1): each time the subscriber starts
+        over from the new journal's seq 1, and one :meth:`recv` never
+        returns events of two journals.
     last_error : str
         The last replay failure; the subscriber retries on the next ``recv``.
 
@@ -600,7 +660,8 @@ class Subscriber:
     """
 
     def __init__(self, endpoint: str, replay_endpoint: str, *, topics: list[bytes] | None = None,
-                 start_seq: int | None = None, context: zmq.Context | None = None,
+                 start_seq: int | None = None, start_journal: str | None = None,
+                 context: zmq.Context | None = None,
                  replay_timeout_ms: int = 5000, rcvhwm: int = 1_000_000,
                  server_key: bytes | str | None = None,
                  client_keypair: tuple[bytes | str, bytes | str] | None = None):
@@ -636,6 +697,8 @@ class Subscriber:
         # everything on the subscribed prefixes up to last_seq, and each
         # topic up to _topic_seq[topic].
         self.last_seq: int | None = start_seq
+        self.journal: str | None = start_journal
+        self.journal_changes = 0
         self._topic_seq: dict[bytes, int] = {}
         self._caught_up = start_seq is None
         self._heartbeat_decoder = msgspec.msgpack.Decoder(HeartbeatInfo)
@@ -661,6 +724,8 @@ class Subscriber:
             if not self._caught_up:
                 self._fill(out, self.last_seq + 1, 0, topics=())
                 self._caught_up = True
+                if out:
+                    return out  # (one journal per call: what follows may be another's)
             while self._pending and len(out) < max_events:
                 self._handle(self._pending[0], out)
                 self._pending.popleft()
@@ -676,6 +741,8 @@ class Subscriber:
                 self._pending.popleft()
         except ReplayError as exc:
             self.last_error = str(exc)
+        except _NewJournal:
+            pass  # (its frame is still pending: the next call starts the new journal)
         return out
 
     def close(self) -> None:
@@ -695,7 +762,9 @@ class Subscriber:
     # ------------------------------------------------------------ stream
     def _handle(self, frames: list[bytes], out: list[GatewayEvent]) -> None:
         topic, header, payload = frames
-        seq, prev, topic_prev = HEADER.unpack(header)
+        seq, prev, topic_prev, journal = unpack_header(header)
+        if journal is not None and journal != self.journal:
+            self._new_journal(journal, out)
         if topic == HEARTBEAT_TOPIC:
             self._heartbeat(seq, payload, out)
             return
@@ -753,6 +822,24 @@ class Subscriber:
                         self._fill(out, have + 1, seq, topics=(topic,))
                 self.last_seq = seq
 
+    def _new_journal(self, journal: str, out: list[GatewayEvent]) -> None:
+        """A message of ``journal`` arrived: the first one names the journal followed; one
+        of another journal (the engine's was made anew, its seqs start again at 1) makes
+        the subscriber start over from that journal's seq 1, once the events of the old
+        one already taken are returned (:class:`_NewJournal`)."""
+        if self.journal is None:
+            self.journal = journal
+            return
+        if out:
+            raise _NewJournal
+        log.warning("subscriber: the engine's journal is %s now, not %s: its seqs start again "
+                    "at 1; following it from seq 1", journal, self.journal)
+        self.journal = journal
+        self.journal_changes += 1
+        self.last_seq = 0
+        self._topic_seq.clear()
+        self._caught_up = True
+
     def _deliver(self, topic: bytes, event: GatewayEvent, out: list[GatewayEvent]) -> None:
         out.append(event)
         if self.all_topics:
@@ -765,9 +852,18 @@ class Subscriber:
         whole_range = not topics  # all subscribed prefixes: the range becomes complete
         while True:
             status, frames = self._request(first, last, topics)
+            journal = status.get("journal")
+            if isinstance(journal, str) and journal != self.journal:
+                if self.journal is not None:
+                    # The journal was made anew since what this subscriber holds:
+                    # the range asked for is another journal's. Start over from its seq 1.
+                    self._new_journal(journal, out)
+                    first, last, topics, whole_range = 1, 0, (), True
+                    continue
+                self.journal = journal
             for i in range(0, len(frames), 3):
                 topic, header, payload = frames[i:i + 3]
-                seq = HEADER.unpack(header)[0]
+                seq = unpack_header(header)[0]
                 have = (self.last_seq if self.all_topics
                         else max(self._topic_seq.get(topic, 0), self.last_seq))
                 if seq <= have:

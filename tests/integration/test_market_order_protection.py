@@ -13,6 +13,8 @@ one tick (valued at the reference itself).
 """
 import time
 
+import pytest
+
 from engine.client import Client
 from engine.messages import ExecType, ExecutionReport
 from tests.integration.engine_harness import ThreadedEngine, config_text, free_port
@@ -231,3 +233,74 @@ def test_a_replace_after_a_checkpoint_moves_the_hold_the_restart_gives_back(tmp_
         order = engine.call(lambda: pipeline.orders.find("DEMO1", "mkt-2"))
         assert engine.call(lambda: pipeline.risk.value_price(order.order_id)) == 5040
         assert order.protect == 5040
+
+
+def under_grid(path, tmp_path, tick: str, lot: str = "1"):
+    """Rewrite the engine configuration at ``path`` onto a copy of its simulator file
+    whose instruments have ``tick`` and ``lot`` for their tick and lot sizes."""
+    from tests.integration.engine_harness import QUIET_SIM
+    sim = tmp_path / f"sim-{tick}-{lot}.toml"
+    sim.write_text(QUIET_SIM.read_text().replace('tick_size = "0.01"', f'tick_size = "{tick}"')
+                   .replace('lot_size = "1"', f'lot_size = "{lot}"'))
+    path.write_text(path.read_text().replace(str(QUIET_SIM), str(sim)))
+
+
+@pytest.mark.parametrize("tick, lot, expected", [
+    ("0.005", "1", (10394, {(9800, 10)}, 9800)),   # 51.97 and 49.00 in ticks of 0.005
+    ("0.01", "0.5", (5197, {(4900, 20)}, 4900)),   # 10 in lots of 0.5
+])
+def test_a_restart_under_another_grid_reads_the_journals_ticks_in_the_grid_they_were_written_in(
+        tmp_path, monkeypatch, tick, lot, expected):
+    # The journal keeps an order's valuation and hold (JournalValuation) and its children
+    # (JournalChildren) in ticks and lots, where its messages hold decimals. Restarted under
+    # a tick of 0.005, the replay read the hold of 51.97 (5,197 ticks of 0.01) as 5,197
+    # ticks of 0.005, 25.985, and the resting bid's child at 49.00 as 24.50 (under lots of
+    # 0.5, its 10 lots as 5). The engine now records the grids its records count in
+    # (JournalUnits) and converts them.
+    from tests.integration.engine_harness import seen_at_resume
+    path, endpoint = write_config(tmp_path)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        book_around_fifty(client)
+        client.new_order("AAA", "buy", "100", None, account="DEMO1", cl_ord_id="twap",
+                         ord_type="market", strategy="twap",
+                         end_time=time.time_ns() + 60 * 10**9, slices=60)
+        client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "twap"
+                          and m.cum_qty != "0", 5)
+        pipeline = engine.service.pipeline
+        assert engine.call(lambda: pipeline.orders.find("DEMO1", "twap").protect) == 5197
+        assert engine.call(lambda: [c.price for c in pipeline.orders.find(
+            "DEMO2", "bid").children.values()]) == [4900]
+    under_grid(path, tmp_path, tick, lot)
+    seen = seen_at_resume(monkeypatch, lambda pipeline, recovered: (
+        pipeline.orders.find("DEMO1", "twap").protect,
+        {(c.price, c.qty) for c in pipeline.orders.find("DEMO2", "bid").children.values()},
+        pipeline.orders.find("DEMO2", "bid").price))
+    with ThreadedEngine(path):
+        pass
+    assert seen == [expected]
+    # A third start under the same grid reads the records of both runs, each in its own
+    # (the bid's child of the second run too: it went back to the market there).
+    seen.clear()
+    with ThreadedEngine(path):
+        pass
+    assert seen == [expected]
+
+
+def test_a_restart_under_a_tick_the_journals_ticks_do_not_fit_is_refused_naming_the_record(
+        tmp_path):
+    # Under a tick of 0.05 the hold of 51.97 has no price: the engine does not start
+    # (it would hold the order somewhere else than risk valued it), and says why.
+    from engine.recovery import RecoveryError
+    path, endpoint = write_config(tmp_path)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        book_around_fifty(client)
+        client.new_order("AAA", "buy", "100", None, account="DEMO1", cl_ord_id="twap",
+                         ord_type="market", strategy="twap",
+                         end_time=time.time_ns() + 60 * 10**9, slices=60)
+        client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "twap"
+                          and m.cum_qty != "0", 5)
+    under_grid(path, tmp_path, "0.05")
+    with pytest.raises(RecoveryError, match=r"journal record \d+ \(AAA\): a price of 5197 of "
+                       r"the journal's tick_size is not a whole number of the configuration's"):
+        with ThreadedEngine(path):
+            pass

@@ -4,7 +4,7 @@ last error text (not only its counters)."""
 import msgspec
 import zmq
 
-from engine.journal import JournalWriter
+from engine.journal import JournalWriter, journal_identity
 from gateways import from_config
 from tests.unit.gateways.helpers import free_port, wait_until, write_fills
 
@@ -36,7 +36,8 @@ def test_replay_from_past_the_end_claims_only_what_the_journal_holds(tmp_path):
         last = journal.last_seq
         for first in (last + 1, last + 1000, 2**63 - 1):
             status, seqs = ask_replay(gateway.replay_endpoint, {"from": first, "to": 0})
-            assert status == {"ok": True, "through": last, "end": True} and seqs == []
+            assert status == {"ok": True, "through": last, "end": True,
+                              "journal": journal_identity(tmp_path / "journal")} and seqs == []
         # So a client resuming from through + 1 gets what is written next.
         written = write_fills(journal, 11, 3)
         status, seqs = ask_replay(gateway.replay_endpoint, {"from": last + 1, "to": 0})
@@ -66,3 +67,28 @@ def test_the_last_error_of_a_gateway_in_a_child_process_reaches_the_engine(tmp_p
         gateway.stop(timeout=5)
         journal.close()
     assert gateway.metrics.last_error.startswith("OperationalError: ")  # still there once stopped
+
+
+def test_a_replay_request_with_a_seq_that_is_not_an_integer_or_an_unknown_key_is_refused(tmp_path):
+    # "from": 1.9 was cut to 1 and "from": "3" read as 3 (int() of whatever came), and a
+    # misspelt key ("form") was ignored, the answer starting from seq 1: a client's
+    # mistake served as if it had asked for something else.
+    journal = JournalWriter(tmp_path / "journal", fsync="none")
+    write_fills(journal, 1, 5)
+    [gateway] = from_config([{"type": "zmq", "endpoint": "tcp://127.0.0.1:0",
+                              "replay_endpoint": "tcp://127.0.0.1:0", "isolation": "thread"}],
+                            tmp_path / "journal", tmp_path / "gw")
+    gateway.start()
+    try:
+        for request, error in (({"from": 1.9}, "Expected `int`, got `float` - at `$.from`"),
+                               ({"from": "3"}, "Expected `int`, got `str` - at `$.from`"),
+                               ({"to": True}, "Expected `int`, got `bool` - at `$.to`"),
+                               ({"form": 3}, "Object contains unknown field `form`")):
+            status, seqs = ask_replay(gateway.replay_endpoint, request)
+            assert status["ok"] is False and error in status["error"], (request, status)
+            assert seqs == []
+        status, seqs = ask_replay(gateway.replay_endpoint, {"from": 3, "to": 6})
+        assert status["ok"] and seqs == [4, 6]
+    finally:
+        gateway.stop()
+        journal.close()

@@ -14,7 +14,7 @@ from engine.journal import JournalWriter, RecordKind
 from engine.messages import JournalEvent
 from gateways import from_config, zmq_pub
 from gateways.events import GatewayEvent
-from gateways.zmq_pub import HEADER, UNKNOWN, Subscriber
+from gateways.zmq_pub import HEADER, HEADER_V1, UNKNOWN, Subscriber, unpack_header
 from tests.unit.gateways.helpers import (
     admin, fill, free_port, new_ack, wait_until, write_fills, write_kill_switch, write_mixed,
 )
@@ -178,7 +178,7 @@ def test_stream_header_chains(tmp_path, journal):
         while len(frames) < len(more) and sub.poll(5000):
             topic, header, payload = sub.recv_multipart()
             if topic != b"_hb":
-                frames.append((topic, HEADER.unpack(header)))
+                frames.append((topic, unpack_header(header)[:3]))
         seqs = list(more)
         assert [h[0] for _, h in frames] == seqs
         # prev: the event published just before, the first one included.
@@ -473,7 +473,7 @@ def test_a_topics_lost_last_event_is_found_from_the_heartbeat(tmp_path, journal)
         encode = msgspec.msgpack.encode
 
         def heartbeat(since, head, topics):
-            pub.send_multipart([HEARTBEAT_TOPIC, HEADER.pack(head, head, 0),
+            pub.send_multipart([HEARTBEAT_TOPIC, HEADER_V1.pack(head, head, 0),
                                 encode(HeartbeatInfo(since, topics))])
 
         with Subscriber(f"tcp://127.0.0.1:{port}", gateway.replay_endpoint,
@@ -487,7 +487,7 @@ def test_a_topics_lost_last_event_is_found_from_the_heartbeat(tmp_path, journal)
             prev, topic_prev, last_on = 0, {}, {}
             for topic, seq, payload in events:
                 if seq != lost:  # published, then dropped on its way
-                    pub.send_multipart([topic, HEADER.pack(seq, prev, topic_prev.get(topic, 0)),
+                    pub.send_multipart([topic, HEADER_V1.pack(seq, prev, topic_prev.get(topic, 0)),
                                         payload])
                 prev = topic_prev[topic] = last_on[topic.decode()] = seq
             heartbeat(0, prev, last_on)
@@ -660,3 +660,57 @@ def test_the_open_endpoints_warning_is_written_at_any_level(tmp_path, journal, c
         logger.setLevel(level)
         root.handlers = saved
     assert "take unauthenticated connections from other hosts" in capsys.readouterr().err
+
+
+def test_a_subscriber_follows_a_journal_made_anew_from_its_first_seq(tmp_path):
+    # A journal made anew numbers from 1 again. The ZeroMQ stream carried no journal
+    # identity: a subscriber kept across the engine's restart on a new journal (its SUB
+    # socket reconnects by itself) dropped the new journal's events as repeats, up to the
+    # old journal's last seq, and one resuming from a stored seq skipped them, both in
+    # silence. Headers and replay answers now name the journal.
+    import shutil
+    from engine.journal import journal_identity
+    from tests.unit.gateways.helpers import new_journal
+    new_journal(tmp_path, 30)  # fills at seqs 2, 4, ..., 60 (each after its command)
+    old = journal_identity(tmp_path / "journal")
+    gateway = make_gateway(tmp_path)
+    gateway.start()
+    endpoints = {"endpoint": gateway.endpoint, "replay_endpoint": gateway.replay_endpoint}
+    with Subscriber(gateway.endpoint, gateway.replay_endpoint, start_seq=0) as sub:
+        try:
+            assert [e.seq for e in collect(sub, 30)] == list(range(2, 61, 2))
+            assert (sub.journal, sub.journal_changes) == (old, 0)
+        finally:
+            gateway.stop()
+        new_journal(tmp_path, 10)  # seqs 2, 4, ..., 20 of another journal
+        new = journal_identity(tmp_path / "journal")
+        assert new != old
+        shutil.rmtree(tmp_path / "gw")  # (the gateways' cursors live in the journal's directory)
+        again = make_gateway(tmp_path, **endpoints)
+        again.start()
+        try:
+            got = collect(sub, 10)
+            assert [e.seq for e in got] == list(range(2, 21, 2))
+            assert [e.exec_id for e in got] == [f"E{i}" for i in range(1, 11)]
+            assert (sub.journal, sub.journal_changes) == (new, 1)
+            # A consumer that stored (journal, seq) of the old journal and starts again.
+            with Subscriber(again.endpoint, again.replay_endpoint, start_seq=60,
+                            start_journal=old) as resumed:
+                assert [e.seq for e in collect(resumed, 10)] == list(range(2, 21, 2))
+                assert (resumed.journal, resumed.journal_changes) == (new, 1)
+            # One that stored this journal's: nothing again.
+            with Subscriber(again.endpoint, again.replay_endpoint, start_seq=20,
+                            start_journal=new) as current:
+                assert collect(current, 1, timeout_s=0.5) == []
+                assert current.journal == new
+        finally:
+            again.stop()
+
+
+def test_the_header_names_the_journal_and_a_24_byte_header_is_still_read():
+    # (an older gateway's header has no journal: the subscriber then checks none)
+    journal = "0188f2a1b2c3d4e5"
+    assert zmq_pub.unpack_header(HEADER.pack(5, 4, 3, zmq_pub.journal_number(journal))) == \
+        (5, 4, 3, journal)
+    assert zmq_pub.unpack_header(HEADER_V1.pack(5, 4, 3)) == (5, 4, 3, None)
+    assert zmq_pub.journal_number(None) == zmq_pub.journal_number("not hex") == 0
