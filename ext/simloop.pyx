@@ -61,7 +61,7 @@ from ext.types cimport (
     CXL_USER, CXL_IOC_REMAINDER, CXL_FOK_UNFILLABLE, CXL_END_OF_DAY, CXL_MIN_QTY_UNFILLABLE,
     INVALID_FIELD, INVALID_QTY, INVALID_PRICE, INVALID_SIDE, INVALID_ORD_TYPE, INVALID_TIF,
     INVALID_STP_MODE, CANCEL_BOTH, ORDER_NOT_REPLACEABLE, VENUE_CLOSED, INVALID_ORDER_ID,
-    DUPLICATE_ORDER_ID,
+    DUPLICATE_ORDER_ID, C_MAX_PRICE,
 )
 from ext.simflow cimport FLAG_PEG_MID, PEG_SCALE
 from ext.idmap cimport idmap_del, idmap_free, idmap_get, idmap_init, idmap_put
@@ -253,6 +253,16 @@ cdef class BookPort:
         that would cancel the incoming order (the book's FOK rule).
         """
         raise NotImplementedError
+
+
+cdef inline int _out_of_bounds(int64_t price, int64_t qty) noexcept nogil:
+    """``INVALID_PRICE`` for a price past the bound the router and risk keep to
+    (``ext/types.pxd``, 2^40 ticks) or below 0, else 0. A strategy or a caller of
+    ``submit`` can send any int64; a venue takes only a price its reports can carry
+    (they give it in half-ticks, 2 * price). Quantities are the book's to judge."""
+    if price < 0 or price > C_MAX_PRICE:
+        return INVALID_PRICE
+    return 0
 
 
 @cython.final
@@ -1882,6 +1892,11 @@ cdef class MarketLoop:
         cdef BookPort port = <BookPort>self.ports[b]
         self.n_strategy_msgs += 1
         if m.kind == MSG_NEW:
+            r = _out_of_bounds(m.price, m.qty)
+            if r:
+                # Refused before anything doubles the price: the half-ticks every report
+                # carries (2 * price) wrap past 2^62 ticks.
+                return self._report(m.child_id, RPT_REJECTED, 0, 0, LIQ_NONE, r, m.ts)
             if not self.venue_open[v]:
                 return self._report(m.child_id, RPT_REJECTED, 2 * m.price, 0, LIQ_NONE,
                                     VENUE_CLOSED, m.ts)
@@ -1908,6 +1923,10 @@ cdef class MarketLoop:
             self._output(b, m.ts, 0, False)
             return self._after_lit(b, m.ts)
         # MSG_REPLACE
+        r = _out_of_bounds(m.price, m.qty)
+        if r:
+            return self._report(m.child_id, RPT_CANCEL_REJECTED, 2 * ch.limit, 0, LIQ_NONE, r,
+                                m.ts)
         if self.venue_dark[v] or not self.venue_open[v]:
             return self._report(m.child_id, RPT_CANCEL_REJECTED, 2 * ch.limit, 0, LIQ_NONE,
                                 ORDER_NOT_REPLACEABLE if self.venue_dark[v] else VENUE_CLOSED,

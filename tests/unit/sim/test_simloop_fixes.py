@@ -326,3 +326,29 @@ def test_the_flow_reference_refuses_a_float_instrument():
     with pytest.raises(ValueError, match=f"^instrument {2**40} is out of range"):
         assembler.reference(2**40)
     assert assembler.reference(np.int8(0)) == assembler.reference(0) > 0
+
+
+@pytest.mark.parametrize("venue", ["FAST", "POOL"])
+def test_a_price_past_the_bound_is_refused_by_the_venue_not_wrapped_in_its_reports(
+        book_class, venue):
+    # The book takes any int64 price; the venue reported it in half-ticks, 2 * price, which
+    # wraps past 2^62 ticks: a limit of 2^62 + 5 came back as price_x2 -9223372036854775798,
+    # and a sell there rested. Past the bound the router and risk keep to (2^40 ticks,
+    # ext/types.pxd) the venue refuses the order, and a replace to such a price.
+    from ext.router import MAX_PRICE
+    m = quiet_market(book_class)
+    for price in (2**62 + 5, MAX_PRICE + 1, -1):
+        rec = Recorder()
+        m.submit(venue, "AAA", SELL, 10, price, LIMIT, DAY, on_report=rec)
+        step(m)
+        assert [(r.kind, r.reason, r.price_x2) for r in rec.reports] == \
+            [(K.RPT_REJECTED, RejectReason.INVALID_PRICE, 0)], price
+    rec = Recorder()
+    child = m.submit(venue, "AAA", SELL, 10, MAX_PRICE, LIMIT, DAY, on_report=rec)  # the bound
+    step(m)
+    assert [r.kind for r in rec.reports] == [K.RPT_ACCEPTED]
+    if venue == "FAST":
+        m.replace(child, 2**62 + 5, 10)
+        step(m)
+        assert [(r.kind, r.reason, r.price_x2) for r in rec.reports[1:]] == \
+            [(K.RPT_CANCEL_REJECTED, RejectReason.INVALID_PRICE, 2 * MAX_PRICE)]
