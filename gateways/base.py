@@ -587,7 +587,14 @@ class Gateway:
             log.warning("gateway %s: unreadable cursor file %s (%s); starting from its destination",
                         self.name, self.cursor_path, exc)
             return {}
-        return state if isinstance(state, dict) else {}
+        seq = state.get("seq", 0) if isinstance(state, dict) else None
+        if type(seq) is not int or seq < 0:
+            # (int() of it raised at every open, or cut 41.9 to 41): read as no file, as above
+            log.warning("gateway %s: cursor file %s holds no seq as a whole number (%r); "
+                        "starting from its destination", self.name, self.cursor_path,
+                        seq if isinstance(state, dict) else state)
+            return {}
+        return state
 
     def store_cursor(self, seq: int, *, force: bool = False) -> None:
         """Write the cursor file, at most every ``cursor_interval_ms`` unless forced.

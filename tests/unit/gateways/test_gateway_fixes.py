@@ -92,3 +92,30 @@ def test_a_replay_request_with_a_seq_that_is_not_an_integer_or_an_unknown_key_is
     finally:
         gateway.stop()
         journal.close()
+
+
+def test_a_cursor_file_whose_seq_is_not_a_whole_number_is_read_as_none(tmp_path, caplog):
+    # int() of the file's seq raised at every open ("abc": the gateway retried for ever,
+    # delivering nothing) or cut it (41.9 read as 41). Now such a file is read as none, as
+    # an unreadable one is: the gateway starts from its destination (consumers drop
+    # repeats by seq), with a warning.
+    import orjson
+    journal = JournalWriter(tmp_path / "journal", fsync="none")
+    write_fills(journal, 1, 5)
+    for seq in ("abc", 4.5, -3, True, None):
+        [gateway] = from_config([{"type": "zmq", "endpoint": "tcp://127.0.0.1:0",
+                                  "replay_endpoint": "tcp://127.0.0.1:0", "isolation": "thread",
+                                  "poll_interval_ms": 1}],
+                                tmp_path / "journal", tmp_path / "gw")
+        gateway.cursor_path.parent.mkdir(parents=True, exist_ok=True)
+        gateway.cursor_path.write_bytes(orjson.dumps(
+            {"seq": seq, "journal": journal_identity(tmp_path / "journal")}))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="gateways"):
+            gateway.start()
+            try:
+                assert gateway.wait_for(journal.last_seq, 10), (seq, gateway.metrics.last_error)
+            finally:
+                gateway.stop()
+        assert "holds no seq as a whole number" in caplog.text, seq
+    journal.close()
