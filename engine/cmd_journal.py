@@ -23,6 +23,7 @@ import msgspec
 
 from engine.journal import (
     FILE_MAGIC,
+    Anchor,
     SEGMENT_SUFFIX,
     JournalCorruptError,
     JournalReader,
@@ -42,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     check = sub.add_parser("verify", help="check checksums and the hash chain of every record")
     check.add_argument("--data-dir", required=True, type=Path, help="journal directory")
+    check.add_argument("--anchor", action="append", default=[], type=parse_anchor,
+                       metavar="SEQ:HASH",
+                       help="a chain hash kept outside the journal (an earlier verify's "
+                            "'chain head' at its last seq): the journal must hold record SEQ "
+                            "with this hash (repeatable)")
     out = sub.add_parser("export", help="write records of a time range to Parquet")
     out.add_argument("--data-dir", required=True, type=Path, help="journal directory")
     out.add_argument("--start", type=parse_time, default=None,
@@ -86,6 +92,14 @@ def parse_time(text: str) -> int:
     delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
     return ((delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
             + fraction_ns)
+
+
+def parse_anchor(text: str) -> Anchor:
+    """``SEQ:HASH`` -> :class:`~engine.journal.Anchor` (argparse's type for ``--anchor``)."""
+    try:
+        return Anchor.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _usage_problem(args: argparse.Namespace) -> str | None:
@@ -147,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"kronos-exec journal: {problem}", file=sys.stderr)
         return 2
     if args.action == "verify":
-        return _verify(args.data_dir)
+        return _verify(args.data_dir, args.anchor)
     if args.action == "checkpoint":
         return _checkpoint(args.config)
     return _export(args.data_dir, args.start, args.end, args.out)
@@ -187,8 +201,12 @@ def _checkpoint(config_path: str | None) -> int:
     return 0
 
 
-def _verify(data_dir: Path) -> int:
-    result = verify(data_dir)
+def _verify(data_dir: Path, anchors: list[Anchor] = ()) -> int:
+    try:
+        result = verify(data_dir, anchors)
+    except ValueError as exc:  # two anchors at one seq that disagree
+        print(f"kronos-exec journal: --anchor: {exc}", file=sys.stderr)
+        return 2
     span = f"seq {result.first_seq}..{result.last_seq}" if result.records else "no records"
     if result.torn is not None:
         print(f"torn tail: {result.torn.path.name} @ {result.torn.offset}, "
@@ -196,6 +214,9 @@ def _verify(data_dir: Path) -> int:
     if result.clock_back:  # (before a break too: the steps it found up to there)
         print(f"note: {clock_back_note(result.clock_back)}")
     if result.ok:
+        if anchors:
+            seqs = ", ".join(str(seq) for seq in sorted({anchor.seq for anchor in anchors}))
+            print(f"anchored: the chain hash of seq {seqs} is the one given")
         print(f"OK: {result.records} records ({span}) in {result.segments} segment(s); "
               f"chain head {result.last_hash.hex()}")
         if result.unsynced_mark:

@@ -36,7 +36,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator, Literal, NamedTuple
+from typing import Callable, Iterable, Iterator, Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -811,13 +811,56 @@ def unsynced_note(mark: int, end: int) -> str:
             f"else took them (a segment truncated, emptied or deleted)")
 
 
-def verify(data_dir: str | os.PathLike) -> VerifyResult:
-    """Check every record's checksum, sequence and hash chain.
+class Anchor(NamedTuple):
+    """A record's chain hash kept outside the journal (an end-of-day report's ``seq:hash``),
+    which :func:`verify` holds the journal to.
+
+    The chain alone shows an edit only to a checker that can tell the
+    edited chain from the original: whoever rewrites every record after the
+    edit (or appends forged records, or cuts records off the end) leaves a
+    chain that is consistent again. An anchor pins the history up to its
+    record: a journal rewritten at or before it no longer reaches its hash.
+    """
+
+    seq: int
+    hash: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> "Anchor":
+        """``SEQ:HASH`` (the hash in hex, as ``verify`` prints a chain head) -> Anchor.
+
+        Raises
+        ------
+        ValueError
+            ``text`` is not of that form (the message says how).
+        """
+        seq, sep, digest = text.strip().partition(":")
+        if not sep or not seq.isdigit() or int(seq) < 1:
+            raise ValueError(f"{text!r}: an anchor is SEQ:HASH, the record's seq (1 or more) "
+                             f"and its chain hash in hex, e.g. 897:5f0c...")
+        try:
+            value = bytes.fromhex(digest)
+        except ValueError:
+            value = b""
+        if len(value) != HASH_SIZE:
+            raise ValueError(f"{text!r}: the hash must be {HASH_SIZE * 2} hex digits "
+                             f"(a chain hash as verify prints it)")
+        return cls(int(seq), value)
+
+
+def verify(data_dir: str | os.PathLike, anchors: Iterable[Anchor] = ()) -> VerifyResult:
+    """Check every record's checksum, sequence and hash chain, and the anchors given.
 
     Parameters
     ----------
     data_dir : str or PathLike
         The journal's directory.
+    anchors : iterable of Anchor
+        Chain hashes kept outside the journal (see :class:`Anchor`): the
+        record of each anchor's seq must be in the journal and have that
+        hash, or verification fails with the problem ``anchor`` (at the
+        record, or at the journal's start or end when it does not hold the
+        record: archived, or cut off the end).
 
     Returns
     -------
@@ -827,17 +870,50 @@ def verify(data_dir: str | os.PathLike) -> VerifyResult:
         that cannot be read (a directory or a dangling symlink in its place,
         an I/O error, no permission) is the problem ``unreadable``, with the
         operating system's reason as its detail.
+
+    Raises
+    ------
+    ValueError
+        Two anchors at one seq with different hashes.
     """
     # The mark first: a live writer moves it on while the segments are read,
     # past what was read, and records it reached later are no loss.
     mark, synced = written_mark(data_dir)
+    pinned: dict[int, bytes] = {}
+    for anchor in sorted(anchors):
+        if pinned.get(anchor.seq, anchor.hash) != anchor.hash:
+            raise ValueError(f"two anchors at seq {anchor.seq} with different hashes")
+        pinned[anchor.seq] = anchor.hash
+    matched = 0  # the last anchor the journal reached with its hash
+    end_path, end_offset = None, 0  # where the last record read ends
     reader = JournalReader(data_dir, check_chain=True)
     count, first, last, last_hash = 0, None, None, GENESIS_HASH
     problem = None
     prev_ts, back_steps, back_largest, back_seq = None, 0, 0, 0
     try:
         for record in reader:
+            if first is None and pinned and min(pinned) < record.seq:
+                # Before the first record read: archived, or deleted from the front.
+                problem = VerifyProblem(record.path, record.offset, record.seq, "anchor",
+                                        f"the journal begins at seq {record.seq}, after the "
+                                        f"anchored record {min(pinned)}: it cannot be checked "
+                                        f"(its segment was archived or deleted)")
+                break
+            expected_hash = pinned.get(record.seq)
+            if expected_hash is not None:
+                if record.hash != expected_hash:
+                    since = (f"between seq {matched + 1} (the anchor at seq {matched} "
+                             f"matched) and seq {record.seq}" if matched
+                             else f"at or before seq {record.seq}")
+                    problem = VerifyProblem(
+                        record.path, record.offset, record.seq, "anchor",
+                        f"record {record.seq} has the chain hash {record.hash.hex()}, not "
+                        f"the anchored {expected_hash.hex()}: the journal was rewritten "
+                        f"{since} (the chain is consistent again after the edit)")
+                    break
+                matched = record.seq
             count += 1
+            end_path, end_offset = record.path, record.offset + RECORD_HEADER_SIZE + len(record.payload)
             first = record.seq if first is None else first
             last, last_hash = record.seq, record.hash
             if prev_ts is not None and record.ts_ns < prev_ts:
@@ -854,6 +930,15 @@ def verify(data_dir: str | os.PathLike) -> VerifyResult:
         seq = last + 1 if last is not None else (int(path.stem) if path.stem.isdigit() else None)
         problem = VerifyProblem(path, 0, seq, "unreadable", exc.strerror or str(exc))
     unsynced = 0
+    if problem is None and pinned and max(pinned) > (last or 0):
+        end = last or 0
+        # (Where the next record would be: the end of the last segment read.)
+        where, at = ((reader.torn.path, reader.torn.offset) if reader.torn else
+                     (end_path, end_offset) if end_path is not None else (Path(data_dir), 0))
+        problem = VerifyProblem(where, at, end + 1, "anchor",
+                                f"the journal ends at seq {end}, before the anchored record "
+                                f"{max(pinned)}: records were removed from its end"
+                                + (" (or damaged: see the torn tail)" if reader.torn else ""))
     if problem is None:
         end = last or 0
         if synced and mark > end:  # records made durable are gone (see JournalWriter's open check)
