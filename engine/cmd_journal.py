@@ -72,7 +72,16 @@ def parse_time(text: str) -> int:
     """``2024-01-02T09:30:00.123456789Z`` (naive means UTC) or ``1704187800000000000`` -> ns
     since the epoch, exact to the nanosecond (a finer fraction is refused)."""
     if text.lstrip("-").isdigit():
-        return int(text)
+        try:
+            # ISO 8601's basic form of a date (20240102) is digits too: read as
+            # nanoseconds, it selected a few ms after 1970, and the export of the
+            # day asked for was empty, exit 0.
+            day = dt.date.fromisoformat(text)
+        except ValueError:
+            return int(text)
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is ambiguous: the date {day.isoformat()} or {int(text)} nanoseconds "
+            f"after the epoch; write the date as {day.isoformat()}")
     given = text
     fraction_ns, match = 0, _FRACTION.fullmatch(text)
     if match:

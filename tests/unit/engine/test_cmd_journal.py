@@ -37,6 +37,21 @@ def test_parse_time_refuses_what_it_cannot_represent():
         parse_time("yesterday")
 
 
+def test_a_date_in_iso_basic_form_is_not_taken_for_nanoseconds(capsys, tmp_path):
+    """``--start 20240102`` was read as 20,240,102 ns after the epoch: an export of the day
+    asked for wrote every record after 1970 (or, with --end 20240103, none), exit 0."""
+    with pytest.raises(argparse.ArgumentTypeError, match="'20240102' is ambiguous: the date "
+                                                         "2024-01-02 or 20240102 nanoseconds"):
+        parse_time("20240102")
+    assert parse_time("2024-01-02") == T0 - (14 * 3600 + 30 * 60) * S
+    assert parse_time("120240102") == 120_240_102  # not a date: nanoseconds, as documented
+    with pytest.raises(SystemExit) as exit_:
+        main(["journal", "export", "--data-dir", str(tmp_path), "--start", "20240102",
+              "--out", str(tmp_path / "x.parquet")])
+    assert exit_.value.code == 2
+    assert "write the date as 2024-01-02" in capsys.readouterr().err
+
+
 @pytest.fixture
 def journal(tmp_path):
     path = tmp_path / "journal"
