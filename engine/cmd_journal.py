@@ -292,6 +292,7 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
     # (nor one a refusal below leaves unfinished).
     tmp = out.with_name(out.name + ".tmp")
     writer, rows = None, 0
+    opaque: list[int] = []  # seqs of records whose payload has no JSON form
 
     def flush() -> None:
         nonlocal writer, rows
@@ -329,6 +330,16 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
                 payload = decoder.decode(record.payload)
             except msgspec.DecodeError:
                 payload = None
+            payload_json = None
+            if payload is not None:
+                try:
+                    payload_json = msgspec.json.encode(payload).decode()
+                except (TypeError, ValueError):
+                    pass  # (a msgpack extension type: no JSON for it)
+            if payload_json is None:
+                # Not the engine's (its payloads are msgpack of its messages), but
+                # JournalWriter.append takes any bytes: said, not a traceback.
+                opaque.append(record.seq)
             row = _flatten(payload)
             columns["seq"].append(record.seq)
             columns["ts"].append(record.ts_ns)
@@ -339,8 +350,7 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
             columns["msg_type"].append(row.get("msg_type"))
             for column in _COLUMNS:
                 columns[column].append(row.get(column))
-            columns["payload_json"].append(
-                msgspec.json.encode(payload).decode() if payload is not None else None)
+            columns["payload_json"].append(payload_json)
             if len(columns["seq"]) >= EXPORT_BATCH:
                 flush()
         last = (reader.next_seq or 1) - 1
@@ -367,6 +377,10 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
         discard()  # (a value pyarrow refuses, an interrupt: no half file left)
         raise
     print(f"wrote {rows} records to {out}")
+    if opaque:
+        print(f"note: {len(opaque)} record(s) exported without payload_json (seq "
+              f"{', '.join(map(str, opaque[:5]))}{', ...' if len(opaque) > 5 else ''}): their "
+              f"payload is not msgpack that JSON can hold (the engine writes none such)")
     if reader.torn is not None:
         print(f"note: torn tail dropped at {reader.torn.path.name} @ {reader.torn.offset}")
     if mark > last:

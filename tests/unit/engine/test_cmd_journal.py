@@ -109,3 +109,23 @@ def test_verify_says_where_timestamps_go_back(tmp_path, capsys):
 def test_verify_of_monotonic_timestamps_says_nothing_of_them(journal, capsys):
     assert main(["journal", "verify", "--data-dir", str(journal)]) == 0
     assert "timestamps" not in capsys.readouterr().out
+
+
+def test_a_payload_json_cannot_hold_is_a_note_not_a_traceback(tmp_path, capsys):
+    """JournalWriter.append takes any bytes: a msgpack extension type failed the export
+    with a traceback and no file; bytes that are not msgpack lost their payload in silence."""
+    import msgspec
+    journal = tmp_path / "journal"
+    with JournalWriter(journal, fsync="none") as j:
+        j.append(RecordKind.META, msgspec.msgpack.encode(msgspec.msgpack.Ext(5, b"abc")))
+        j.append(RecordKind.META, msgspec.msgpack.encode({b"key": 1}))
+        j.append(RecordKind.META, b"\xc1")
+        j.append(RecordKind.EVENT, msgspec.msgpack.encode({"type": "X", "qty": "1"}))
+    out = tmp_path / "x.parquet"
+    assert main(["journal", "export", "--data-dir", str(journal), "--out", str(out)]) == 0
+    table = pq.read_table(out)
+    assert table.column("seq").to_pylist() == [1, 2, 3, 4]
+    assert table.column("payload_json").to_pylist() == [None, '{"a2V5":1}', None,
+                                                        '{"type":"X","qty":"1"}']
+    assert "note: 2 record(s) exported without payload_json (seq 1, 3)" in \
+        capsys.readouterr().out
