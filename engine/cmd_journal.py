@@ -287,6 +287,9 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
     columns: dict[str, list] = {name: [] for name in names}
     decoder = msgspec.msgpack.Decoder()
     mark, synced = written_mark(data_dir)  # (first: a live writer moves it on; see verify)
+    # Where the journal begins (the reader refuses a misnamed first segment): after its
+    # first segments were archived, a time range before them exported nothing of them.
+    begins = int(list_segments(data_dir)[0].stem)
     reader = JournalReader(data_dir)
     # Written beside the target and renamed, so a reader never sees half a file
     # (nor one a refusal below leaves unfinished).
@@ -377,6 +380,10 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
         discard()  # (a value pyarrow refuses, an interrupt: no half file left)
         raise
     print(f"wrote {rows} records to {out}")
+    if begins > 1:
+        print(f"note: the journal begins at seq {begins} (its first segments were archived "
+              f"or deleted): the records before it are not in this export, whatever "
+              f"their times")
     if opaque:
         print(f"note: {len(opaque)} record(s) exported without payload_json (seq "
               f"{', '.join(map(str, opaque[:5]))}{', ...' if len(opaque) > 5 else ''}): their "

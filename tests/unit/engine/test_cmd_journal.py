@@ -129,3 +129,34 @@ def test_a_payload_json_cannot_hold_is_a_note_not_a_traceback(tmp_path, capsys):
                                                         '{"type":"X","qty":"1"}']
     assert "note: 2 record(s) exported without payload_json (seq 1, 3)" in \
         capsys.readouterr().out
+
+
+def test_an_export_of_a_journal_whose_first_segments_were_archived_says_so(tmp_path, capsys):
+    """A time range before the first segment kept exported nothing of it, exit 0 and no word:
+    an analyst took the empty (or partial) file for the whole record of that time."""
+    journal = tmp_path / "journal"
+    with JournalWriter(journal, fsync="none", rotate_bytes=4096) as j:
+        for i in range(200):
+            j.append(RecordKind.EVENT, b"\x80", ts_ns=T0 + i * S)
+    segments = sorted(journal.glob("*.krj"))
+    assert len(segments) > 2
+    segments[0].unlink()  # archived
+    begins = int(segments[1].stem)
+    out = tmp_path / "x.parquet"
+    assert main(["journal", "export", "--data-dir", str(journal), "--start", str(T0),
+                 "--end", str(T0 + 3 * S), "--out", str(out)]) == 0
+    assert pq.read_table(out).num_rows == 0
+    assert (f"note: the journal begins at seq {begins} (its first segments were archived or "
+            f"deleted): the records before it are not in this export") in capsys.readouterr().out
+    # A range across the rotations of what is kept: start included, end excluded.
+    first_kept = T0 + (begins - 1) * S
+    assert main(["journal", "export", "--data-dir", str(journal), "--start", str(first_kept),
+                 "--end", str(T0 + 199 * S), "--out", str(out)]) == 0
+    assert pq.read_table(out).column("seq").to_pylist() == list(range(begins, 200))
+    capsys.readouterr()
+
+
+def test_an_export_of_a_whole_journal_has_no_archive_note(journal, tmp_path, capsys):
+    assert main(["journal", "export", "--data-dir", str(journal), "--out",
+                 str(tmp_path / "x.parquet")]) == 0
+    assert "archived" not in capsys.readouterr().out
