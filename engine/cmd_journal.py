@@ -48,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a chain hash kept outside the journal (an earlier verify's "
                             "'chain head' at its last seq): the journal must hold record SEQ "
                             "with this hash (repeatable)")
+    check.add_argument("--config", default=None, metavar="FILE",
+                       help="the engine's TOML configuration: also replay the journal and "
+                            "hold each checkpoint to it (a checkpoint the replay does not "
+                            "reach fails verification)")
     out = sub.add_parser("export", help="write records of a time range to Parquet")
     out.add_argument("--data-dir", required=True, type=Path, help="journal directory")
     out.add_argument("--start", type=parse_time, default=None,
@@ -170,7 +174,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"kronos-exec journal: {problem}", file=sys.stderr)
         return 2
     if args.action == "verify":
-        return _verify(args.data_dir, args.anchor)
+        cfg = None
+        if args.config is not None:  # (refused before the journal is read, as other arguments)
+            cfg = _checkpoint_config(args.data_dir, args.config)
+            if cfg is None:
+                return 2
+        status = _verify(args.data_dir, args.anchor)
+        if status == 0 and cfg is not None:
+            return _verify_checkpoints(cfg, args.config)
+        return status
     if args.action == "checkpoint":
         return _checkpoint(args.config)
     return _export(args.data_dir, args.start, args.end, args.out)
@@ -208,6 +220,47 @@ def _checkpoint(config_path: str | None) -> int:
               f"{archivable[0].name} to {archivable[-1].name}: they can be archived once "
               f"every gateway has delivered them (docs/engine.md, Checkpoints)")
     return 0
+
+
+def _checkpoint_config(data_dir: Path, config_path: str):
+    """The engine configuration ``verify --config`` replays the journal under, or None when
+    it cannot be used or is another journal's (said in one line on stderr)."""
+    from engine import service
+    from engine.config import ConfigError
+    try:
+        cfg, _ = service.load(config_path)
+    except (ConfigError, OSError) as exc:
+        print(f"kronos-exec journal: --config: {exc}", file=sys.stderr)
+        return None
+    if Path(cfg.journal.dir).resolve() != data_dir.resolve():
+        print(f"kronos-exec journal: --config {config_path} is the configuration of the "
+              f"journal in {cfg.journal.dir}, not of {data_dir}", file=sys.stderr)
+        return None
+    return cfg
+
+
+def _verify_checkpoints(cfg, config_path: str) -> int:
+    """Hold each checkpoint to the journal's replay (``engine.checkpoint``): exit status 1
+    when one holds a state the replay does not reach, else 0."""
+    from engine import checkpoint
+    from engine.recovery import RecoveryError
+    try:
+        checks = checkpoint.check_against_journal(cfg)
+    except (RecoveryError, JournalCorruptError, OSError) as exc:
+        print(f"BROKEN: checkpoints: the journal cannot be replayed under {config_path}: {exc}")
+        return 1
+    if not checks:
+        print("checkpoints: none")
+    status = 0
+    for check in checks:
+        if check.agrees is False:
+            print(f"BROKEN: checkpoint {check.path.name}: {check.detail}")
+            status = 1
+        elif check.agrees:
+            print(f"checkpoint {check.path.name}: {check.detail}")
+        else:
+            print(f"note: checkpoint {check.path.name}: {check.detail}")
+    return status
 
 
 def _verify(data_dir: Path, anchors: list[Anchor] = ()) -> int:
