@@ -537,6 +537,9 @@ class TornTail(NamedTuple):
     offset: int
     dropped_bytes: int
     detail: str
+    #: what it would be called were it not at the end: ``length`` (cut short),
+    #: ``checksum`` (whole, failing its CRC) or ``header`` (a segment without its header)
+    problem: str = "length"
 
 
 # ---------------------------------------------------------------- reader
@@ -627,7 +630,8 @@ class JournalReader:
                         f"{segment_name(expected)}); remove it if it is not the journal's"
                     ) from None
                 if last_segment and len(data) < FILE_HEADER_SIZE:
-                    self.torn = TornTail(path, 0, len(data), "segment header incomplete")
+                    self.torn = TornTail(path, 0, len(data), "segment header incomplete",
+                                         "header")
                     self.next_seq = expected
                     return
                 if last_segment and data.count(0) == len(data):
@@ -635,7 +639,7 @@ class JournalReader:
                     # disk, its header did not. No record in it can have been
                     # acknowledged: the header is synced before any record.
                     self.torn = TornTail(path, 0, len(data), "segment header never written "
-                                                             "(all zeros)")
+                                                             "(all zeros)", "header")
                     self.next_seq = expected
                     return
                 # The header cannot say which seq the segment starts at, but
@@ -670,7 +674,8 @@ class JournalReader:
                               f"segment is cut short before the next one: {torn}")
                     raise JournalCorruptError(path, torn.offset, expected, torn.problem,
                                               detail) from None
-                self.torn = TornTail(path, torn.offset, len(data) - torn.offset, str(torn))
+                self.torn = TornTail(path, torn.offset, len(data) - torn.offset, str(torn),
+                                     torn.problem)
                 self.next_seq = expected
                 return
         self.next_seq = expected
@@ -930,29 +935,42 @@ def verify(data_dir: str | os.PathLike, anchors: Iterable[Anchor] = ()) -> Verif
         seq = last + 1 if last is not None else (int(path.stem) if path.stem.isdigit() else None)
         problem = VerifyProblem(path, 0, seq, "unreadable", exc.strerror or str(exc))
     unsynced = 0
-    if problem is None and pinned and max(pinned) > (last or 0):
-        end = last or 0
-        # (Where the next record would be: the end of the last segment read.)
-        where, at = ((reader.torn.path, reader.torn.offset) if reader.torn else
-                     (end_path, end_offset) if end_path is not None else (Path(data_dir), 0))
-        problem = VerifyProblem(where, at, end + 1, "anchor",
-                                f"the journal ends at seq {end}, before the anchored record "
-                                f"{max(pinned)}: records were removed from its end"
-                                + (" (or damaged: see the torn tail)" if reader.torn else ""))
+    torn = reader.torn
     if problem is None:
         end = last or 0
-        if synced and mark > end:  # records made durable are gone (see JournalWriter's open check)
+        if synced and mark > end and torn is not None:
+            # What looks like a torn tail is a record that was made durable: a crash tears
+            # only the record being written, so this one was damaged or edited since (an
+            # edited last record whose CRC was not recomputed reads so). Reported where it
+            # is, as what it is, not as records gone from the end.
+            problem = VerifyProblem(
+                torn.path, torn.offset, end + 1, torn.problem,
+                f"{torn.detail}, but seq {mark} was made durable ({DURABLE_NAME}): not a "
+                f"torn tail (a crash tears only a record not yet durable) but damage or an "
+                f"edit after it was written; {mark - end} durable records from here on are "
+                f"unreadable")
+            torn = None
+        elif synced and mark > end:  # records made durable are gone (see JournalWriter's open check)
             problem = VerifyProblem(Path(data_dir) / DURABLE_NAME, 0, end + 1, "missing",
                                     missing_note(mark, end))
         elif mark > end:
             unsynced = mark
+    if problem is None and pinned and max(pinned) > (last or 0):
+        end = last or 0
+        # (Where the next record would be: the end of the last segment read.)
+        where, at = ((torn.path, torn.offset) if torn else
+                     (end_path, end_offset) if end_path is not None else (Path(data_dir), 0))
+        problem = VerifyProblem(where, at, end + 1, "anchor",
+                                f"the journal ends at seq {end}, before the anchored record "
+                                f"{max(pinned)}: records were removed from its end"
+                                + (" (or damaged: see the torn tail)" if torn else ""))
     try:
         segments = len(list_segments(data_dir))
     except OSError:  # the directory itself cannot be listed: reported above
         segments = 0
     clock_back = ClockBack(back_steps, back_largest, back_seq) if back_steps else None
     return VerifyResult(problem is None, count, first, last, segments,
-                        problem, reader.torn, last_hash, unsynced, clock_back)
+                        problem, torn, last_hash, unsynced, clock_back)
 
 
 def clock_back_note(back: ClockBack) -> str:

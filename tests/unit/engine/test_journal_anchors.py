@@ -193,9 +193,11 @@ def test_a_copy_of_a_record_inserted_breaks_the_sequence_after_it(tmp_path):
         ("sequence", 4, end)
 
 
-def test_the_last_record_edited_is_a_chain_break_with_its_crc_and_lost_without(tmp_path):
-    """With its CRC recomputed the edit is a chain break at it; without, the record reads as
-    a torn tail, and under a syncing policy durable.seq makes that a finding (not a pass)."""
+def test_the_last_record_edited_is_a_break_at_it_with_its_crc_or_without(tmp_path, capsys):
+    """With its CRC recomputed the edit is a chain break at it. Without, the record reads as
+    a torn tail; under a syncing policy durable.seq says it was durable, which no torn tail
+    is: verify reported records "missing" at durable.seq offset 0, and a torn tail beside
+    it, where one record is there and fails its checksum."""
     write(tmp_path / "crc", 10)
     last = records(tmp_path / "crc")[-1]
     data = bytearray(last.path.read_bytes())
@@ -210,9 +212,23 @@ def test_the_last_record_edited_is_a_chain_break_with_its_crc_and_lost_without(t
     data = bytearray(last.path.read_bytes())
     data[last.offset + RECORD_HEADER_SIZE + 1] ^= 1
     last.path.write_bytes(bytes(data))
-    result = verify(tmp_path / "raw")
-    assert result.torn is not None and result.torn.offset == last.offset
-    assert (result.problem.problem, result.problem.seq) == ("missing", 10)
+    for anchors in ([], [Anchor(last.seq, last.hash)]):  # (an anchor on it: the same finding)
+        result = verify(tmp_path / "raw", anchors)
+        assert (result.problem.problem, result.problem.seq) == ("checksum", 10)
+        assert (result.problem.path, result.problem.offset) == (last.path, last.offset)
+        assert "not a torn tail" in result.problem.detail and result.torn is None
+    assert run("verify", "--data-dir", str(tmp_path / "raw")) == 1
+    out = capsys.readouterr().out
+    assert not out.startswith("torn tail")
+    assert out.startswith(f"BROKEN: checksum at {last.path.name} offset {last.offset} (seq 10)")
+    # Under none (not sealed) a power loss can leave just that: a torn tail, verify OK, noted.
+    write(tmp_path / "none", 10, fsync="none")
+    last = records(tmp_path / "none")[-1]
+    data = bytearray(last.path.read_bytes())
+    data[last.offset + RECORD_HEADER_SIZE + 1] ^= 1
+    last.path.write_bytes(bytes(data))
+    result = verify(tmp_path / "none")
+    assert result.ok and result.torn.offset == last.offset and result.unsynced_mark == 10
 
 
 def test_a_middle_segment_removed_is_a_sequence_break_at_its_first_seq(tmp_path):
