@@ -8,7 +8,9 @@ the engine's durable memory, so its format is built to be checked:
   flipped bit is found;
 * every record carries a BLAKE2b-256 hash chained over the previous record's
   hash, so an edited, inserted or removed record breaks the chain from that
-  point (tamper evidence, not secrecy);
+  point (tamper evidence, not secrecy). The hash is unkeyed: whoever rewrites
+  every record after an edit rebuilds a consistent chain, so the evidence
+  holds against a chain hash kept elsewhere (``verify``'s anchors);
 * a record cut short by a crash (a "torn" tail, possibly followed by the
   zeros of a file extended before its data landed) is recognised and dropped
   by readers, and truncated by the writer when it reopens the journal.
