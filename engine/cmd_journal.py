@@ -32,6 +32,7 @@ from engine.journal import (
     is_segment_name,
     list_segments,
     missing_note,
+    sync_dir,
     unsynced_note,
     verify,
     written_mark,
@@ -419,7 +420,15 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
         try:
             writer.close()
             writer = None
+            # On disk before it takes the name: renamed unsynced, a power loss could
+            # leave an empty or partial file under the name of a finished export.
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, out)
+            sync_dir(out.parent)
         except OSError as exc:
             raise _WriteFailed(exc.strerror or str(exc)) from exc
     except _WriteFailed as exc:  # a full disk, no permission: said, no partial file left

@@ -160,3 +160,29 @@ def test_an_export_of_a_whole_journal_has_no_archive_note(journal, tmp_path, cap
     assert main(["journal", "export", "--data-dir", str(journal), "--out",
                  str(tmp_path / "x.parquet")]) == 0
     assert "archived" not in capsys.readouterr().out
+
+
+def test_the_export_is_on_disk_before_it_takes_its_name(journal, tmp_path, monkeypatch):
+    """Renamed without a sync, a power loss could leave an empty or partial file under the
+    name of an export that had said 'wrote': the file is synced, then renamed, then its
+    directory synced (the calls are recorded as they reach the kernel, and made)."""
+    import os
+
+    out = tmp_path / "x.parquet"
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst, **kw):
+        events.append(("replace", str(dst)))
+        return real_replace(src, dst, **kw)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["journal", "export", "--data-dir", str(journal), "--out", str(out)]) == 0
+    monkeypatch.undo()
+    assert events == [("fsync", str(out) + ".tmp"), ("replace", str(out)),
+                      ("fsync", str(tmp_path))]
+    assert pq.read_table(out).num_rows == 20
