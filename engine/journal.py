@@ -1224,7 +1224,7 @@ class JournalWriter:
         return error
 
     # ------------------------------------------------------------ open / rotate
-    def _check_durable_kept(self, end_seq: int) -> None:
+    def _check_durable_kept(self, end_seq: int, torn: TornTail | None = None) -> None:
         """Refuse a journal that ends before the seq its ``durable.seq`` says was durable.
 
         Before any repair: a torn tail is a record being written at a crash,
@@ -1239,11 +1239,16 @@ class JournalWriter:
         if mark > end_seq and not synced:
             log.warning("journal %s: %s", self.data_dir, unsynced_note(mark, end_seq))
         elif mark > end_seq:
+            # (A torn tail at or below the mark is a durable record damaged since: no crash
+            # tears one. Said as what it is, where it is; verify reports it so too.)
+            how = (f"seq {end_seq + 1} is there but fails its checks at {torn.path.name} @ "
+                   f"{torn.offset} ({torn.detail}): damaged or edited since it was written"
+                   if torn is not None else "a segment truncated, emptied or deleted")
             raise JournalError(
                 f"journal {self.data_dir} ends at seq {end_seq}, but seq {mark} was made durable "
                 f"({DURABLE_NAME}): {mark - end_seq} records acknowledged as durable are "
-                f"missing (a segment truncated, emptied or deleted); restore the journal from a "
-                f"copy, or remove {DURABLE_NAME} to start on what is there, those orders lost")
+                f"missing ({how}); restore the journal from a copy, or remove {DURABLE_NAME} "
+                f"to start on what is there, those orders lost")
 
     def _open(self) -> None:
         segments = list_segments(self.data_dir)
@@ -1263,7 +1268,7 @@ class JournalWriter:
             pass
         torn = reader.torn
         path = segments[-1]
-        self._check_durable_kept(last.seq if last is not None else int(path.stem) - 1)
+        self._check_durable_kept(last.seq if last is not None else int(path.stem) - 1, torn)
         if torn is not None and torn.offset == 0:
             # A segment whose header never made it to disk (a crash while
             # rotating): start it again under the same name.

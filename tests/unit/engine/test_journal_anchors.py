@@ -15,8 +15,8 @@ import msgspec
 import pytest
 
 from engine import cmd_journal
-from engine.journal import (RECORD_HEADER_SIZE, Anchor, JournalReader, JournalWriter,
-                            RecordKind, list_segments, verify)
+from engine.journal import (RECORD_HEADER_SIZE, Anchor, JournalError, JournalReader,
+                            JournalWriter, RecordKind, list_segments, verify)
 from ext.journalframe import frame_record
 
 
@@ -221,6 +221,11 @@ def test_the_last_record_edited_is_a_break_at_it_with_its_crc_or_without(tmp_pat
     out = capsys.readouterr().out
     assert not out.startswith("torn tail")
     assert out.startswith(f"BROKEN: checksum at {last.path.name} offset {last.offset} (seq 10)")
+    # The writer (serve) refuses it, saying the same: not a segment cut off, a record damaged.
+    with pytest.raises(JournalError, match=rf"seq 10 is there but fails its checks at "
+                                           rf"{last.path.name} @ {last.offset} \(last record "
+                                           rf"fails its checksum\): damaged or edited"):
+        JournalWriter(tmp_path / "raw", fsync="always")
     # Under none (not sealed) a power loss can leave just that: a torn tail, verify OK, noted.
     write(tmp_path / "none", 10, fsync="none")
     last = records(tmp_path / "none")[-1]
