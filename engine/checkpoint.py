@@ -33,7 +33,10 @@ its accounts or instruments); with none usable, the whole journal is
 replayed. A checkpoint never stops the engine from starting.
 
 Trust. The payload is pickled Python, loaded as it is: the journal directory
-must be writable only by the engine's user, as the journal itself must.
+must be writable only by the engine's user, as the journal itself must. Its
+SHA-256 finds damage, not an edit (anyone can recompute it), and the journal's
+hash chain does not cover it: :func:`check_against_journal` (``kronos-exec
+journal verify --config``) holds each checkpoint to the journal's replay.
 """
 from __future__ import annotations
 
@@ -403,6 +406,173 @@ def prune(journal_dir: str | os.PathLike, keep: int,
         sync_dir(directory)
     return gone
 
+
+
+# ---------------------------------------------------------------- checked against the journal
+class CheckpointCheck(NamedTuple):
+    """What :func:`check_against_journal` found of one checkpoint."""
+
+    path: Path
+    #: the record it was taken after
+    seq: int
+    #: True: the journal's replay through ``seq`` reaches its state; False: it does not (a
+    #: restart would load a state the journal does not hold); None: not checked (``detail``)
+    agrees: bool | None
+    detail: str
+
+
+def check_against_journal(cfg) -> list[CheckpointCheck]:
+    """Hold each checkpoint of ``cfg``'s journal to the journal: replay the journal (from its
+    first record) through each checkpoint's record and compare the states.
+
+    A checkpoint's header binds it to a record's chain hash, and its payload's
+    SHA-256 finds damage, but neither can find a payload rewritten (its SHA-256
+    recomputed): the engine would load it and start on a state its journal does
+    not hold, the replay of the records before it never read again. Only a
+    replay tells. A checkpoint the engine would skip (damaged, another journal's
+    or version's, past the journal's end) is not compared (``agrees`` None).
+    When the journal's first segments were archived, its oldest usable
+    checkpoint is taken as given and the later ones are checked from it.
+
+    Parameters
+    ----------
+    cfg : engine.config.EngineConfig
+        The engine's configuration (its journal, risk and venues: the replay is
+        the engine's own, as in :func:`make`).
+
+    Returns
+    -------
+    list of CheckpointCheck
+        Oldest first.
+    """
+    import pickle
+
+    from engine.intake import client_names
+    from engine.journal import first_segment_header
+    from engine.service import build_pipeline, build_venues
+    journal_dir = cfg.journal.dir
+
+    def fresh() -> Replay:
+        return Replay(build_pipeline(cfg, build_venues(cfg), None),
+                      cfg.intake.resend_ring_size, client_names(cfg.security))
+
+    found: list[CheckpointCheck] = []
+    pending = sorted(list_checkpoints(journal_dir))
+    replay = fresh()
+    first = first_segment_header(journal_dir)
+    if first is not None and first[1].first_seq != 1:
+        # Without the journal's beginning, the oldest checkpoint that loads stands in for it.
+        while pending and not replay.seq:
+            seq, path = pending.pop(0)
+            try:
+                seq, record_hash, payload = read(path)
+                record = next(iter(JournalReader(journal_dir).records(seq)), None)
+                if record is None or record.seq != seq or record.hash != record_hash:
+                    raise CheckpointError("not bound to a record of this journal")
+                replay.load(payload)
+            except (CheckpointError, ValueError) as exc:
+                found.append(CheckpointCheck(path, seq, None, f"not checked: {exc}"))
+                replay = fresh()
+                continue
+            found.append(CheckpointCheck(
+                path, seq, None, f"taken as given: the journal begins at seq "
+                                 f"{first[1].first_seq}, so no replay reaches it; the later "
+                                 f"checkpoints are checked from it"))
+    for index, (seq, path) in enumerate(pending):
+        try:
+            seq, record_hash, payload = read(path)
+        except CheckpointError as exc:
+            found.append(CheckpointCheck(path, seq, None, f"not checked (the engine skips "
+                                                          f"it): {exc}"))
+            continue
+        replay.run(JournalReader(journal_dir).records(replay.seq + 1), seq)
+        if replay.missing:
+            # (As make() refuses to write it: a state compared under another configuration
+            # than the engine's would differ from every checkpoint.)
+            (what, name), n = next(iter(replay.missing.items()))
+            found.extend(CheckpointCheck(later, later_seq, None,
+                                         f"not checked: the journal holds {n} accepted orders "
+                                         f"of {what} {name!r}, which this configuration does "
+                                         f"not have: not the engine's?")
+                         for later_seq, later in pending[index:])
+            break
+        if replay.seq != seq:
+            found.append(CheckpointCheck(path, seq, None, f"not checked (the engine skips it): "
+                                                          f"the journal ends at seq {replay.seq}"))
+            continue
+        if replay.hash != record_hash:
+            found.append(CheckpointCheck(path, seq, None, f"not checked (the engine skips it): "
+                                                          f"record {seq} of the journal is not "
+                                                          f"the one it was taken after"))
+            continue
+        saved = replay.save()
+        # (Equal bytes as a rule; a set of texts pickles in an order of the process's.)
+        difference = None if saved == payload else \
+            _first_difference(pickle.loads(payload), pickle.loads(saved), "state")
+        if difference is None:
+            found.append(CheckpointCheck(path, seq, True, f"the journal's replay through seq "
+                                                          f"{seq} reaches its state"))
+        else:
+            found.append(CheckpointCheck(
+                path, seq, False, f"holds a state the journal's replay through seq {seq} does "
+                                  f"not reach ({difference}): a restart would load it; move it "
+                                  f"out of {checkpoint_dir(journal_dir)}"))
+    return found
+
+
+def _first_difference(held, replayed, where: str, seen: set | None = None) -> str | None:
+    """Where two unpickled states first differ (``where`` the path to them), or None.
+
+    By value all the way down, objects of the engine's own classes (slots or a
+    ``__dict__``) by their attributes; an object met again (shared, or a cycle)
+    is not compared twice.
+    """
+    import collections
+    import enum
+
+    import msgspec
+
+    seen = set() if seen is None else seen
+    if type(held) is not type(replayed):
+        return f"{where} is a {type(held).__name__}, the replay's a {type(replayed).__name__}"
+    if held is None or isinstance(held, (str, bytes, int, float, enum.Enum, set, frozenset)):
+        return None if held == replayed else f"{where} is {held!r}, the replay's {replayed!r}"
+    if (id(held), id(replayed)) in seen:
+        return None
+    seen.add((id(held), id(replayed)))
+    if isinstance(held, msgspec.Struct):
+        pairs = [(f"{where}.{name}", getattr(held, name), getattr(replayed, name))
+                 for name in held.__struct_fields__]
+    elif isinstance(held, dict):
+        if held.keys() != replayed.keys():
+            extra = [k for k in held if k not in replayed][:3]
+            lacking = [k for k in replayed if k not in held][:3]
+            return f"{where} has keys {extra} the replay's has not, and lacks {lacking}"
+        pairs = [(f"{where}[{key!r}]", value, replayed[key]) for key, value in held.items()]
+    elif isinstance(held, (list, tuple, collections.deque)):
+        if len(held) != len(replayed):
+            return f"{where} has {len(held)} items, the replay's {len(replayed)}"
+        pairs = [(f"{where}[{i}]", a, b) for i, (a, b) in enumerate(zip(held, replayed))]
+    else:
+        fields = {}
+        for cls in type(held).__mro__:
+            names = getattr(cls, "__slots__", ())
+            for name in (names,) if isinstance(names, str) else names:
+                if name not in ("__dict__", "__weakref__"):
+                    fields[name] = (getattr(held, name, None), getattr(replayed, name, None))
+        if hasattr(held, "__dict__"):
+            if vars(held).keys() != vars(replayed).keys():
+                return f"{where} has other attributes than the replay's"
+            fields.update((name, (value, vars(replayed)[name]))
+                          for name, value in vars(held).items())
+        if not fields:
+            return None if held == replayed else f"{where} is {held!r}, the replay's {replayed!r}"
+        pairs = [(f"{where}.{name}", a, b) for name, (a, b) in fields.items()]
+    for at, a, b in pairs:
+        difference = _first_difference(a, b, at, seen)
+        if difference is not None:
+            return difference
+    return None
 
 
 # ---------------------------------------------------------------- the engine's child

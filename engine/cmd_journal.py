@@ -23,6 +23,7 @@ import msgspec
 
 from engine.journal import (
     FILE_MAGIC,
+    Anchor,
     SEGMENT_SUFFIX,
     JournalCorruptError,
     JournalReader,
@@ -31,6 +32,7 @@ from engine.journal import (
     is_segment_name,
     list_segments,
     missing_note,
+    sync_dir,
     unsynced_note,
     verify,
     written_mark,
@@ -42,6 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     check = sub.add_parser("verify", help="check checksums and the hash chain of every record")
     check.add_argument("--data-dir", required=True, type=Path, help="journal directory")
+    check.add_argument("--anchor", action="append", default=[], type=parse_anchor,
+                       metavar="SEQ:HASH",
+                       help="a chain hash kept outside the journal (an earlier verify's "
+                            "'chain head' at its last seq): the journal must hold record SEQ "
+                            "with this hash (repeatable)")
+    check.add_argument("--config", default=None, metavar="FILE",
+                       help="the engine's TOML configuration: also replay the journal and "
+                            "hold each checkpoint to it (a checkpoint the replay does not "
+                            "reach fails verification)")
     out = sub.add_parser("export", help="write records of a time range to Parquet")
     out.add_argument("--data-dir", required=True, type=Path, help="journal directory")
     out.add_argument("--start", type=parse_time, default=None,
@@ -66,7 +77,16 @@ def parse_time(text: str) -> int:
     """``2024-01-02T09:30:00.123456789Z`` (naive means UTC) or ``1704187800000000000`` -> ns
     since the epoch, exact to the nanosecond (a finer fraction is refused)."""
     if text.lstrip("-").isdigit():
-        return int(text)
+        try:
+            # ISO 8601's basic form of a date (20240102) is digits too: read as
+            # nanoseconds, it selected a few ms after 1970, and the export of the
+            # day asked for was empty, exit 0.
+            day = dt.date.fromisoformat(text)
+        except ValueError:
+            return int(text)
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is ambiguous: the date {day.isoformat()} or {int(text)} nanoseconds "
+            f"after the epoch; write the date as {day.isoformat()}")
     given = text
     fraction_ns, match = 0, _FRACTION.fullmatch(text)
     if match:
@@ -86,6 +106,14 @@ def parse_time(text: str) -> int:
     delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
     return ((delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
             + fraction_ns)
+
+
+def parse_anchor(text: str) -> Anchor:
+    """``SEQ:HASH`` -> :class:`~engine.journal.Anchor` (argparse's type for ``--anchor``)."""
+    try:
+        return Anchor.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _usage_problem(args: argparse.Namespace) -> str | None:
@@ -147,7 +175,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"kronos-exec journal: {problem}", file=sys.stderr)
         return 2
     if args.action == "verify":
-        return _verify(args.data_dir)
+        cfg = None
+        if args.config is not None:  # (refused before the journal is read, as other arguments)
+            cfg = _checkpoint_config(args.data_dir, args.config)
+            if cfg is None:
+                return 2
+        status = _verify(args.data_dir, args.anchor)
+        if status == 0 and cfg is not None:
+            return _verify_checkpoints(cfg, args.config)
+        return status
     if args.action == "checkpoint":
         return _checkpoint(args.config)
     return _export(args.data_dir, args.start, args.end, args.out)
@@ -187,8 +223,53 @@ def _checkpoint(config_path: str | None) -> int:
     return 0
 
 
-def _verify(data_dir: Path) -> int:
-    result = verify(data_dir)
+def _checkpoint_config(data_dir: Path, config_path: str):
+    """The engine configuration ``verify --config`` replays the journal under, or None when
+    it cannot be used or is another journal's (said in one line on stderr)."""
+    from engine import service
+    from engine.config import ConfigError
+    try:
+        cfg, _ = service.load(config_path)
+    except (ConfigError, OSError) as exc:
+        print(f"kronos-exec journal: --config: {exc}", file=sys.stderr)
+        return None
+    if Path(cfg.journal.dir).resolve() != data_dir.resolve():
+        print(f"kronos-exec journal: --config {config_path} is the configuration of the "
+              f"journal in {cfg.journal.dir}, not of {data_dir}", file=sys.stderr)
+        return None
+    return cfg
+
+
+def _verify_checkpoints(cfg, config_path: str) -> int:
+    """Hold each checkpoint to the journal's replay (``engine.checkpoint``): exit status 1
+    when one holds a state the replay does not reach, else 0."""
+    from engine import checkpoint
+    from engine.recovery import RecoveryError
+    try:
+        checks = checkpoint.check_against_journal(cfg)
+    except (RecoveryError, JournalCorruptError, OSError) as exc:
+        print(f"BROKEN: checkpoints: the journal cannot be replayed under {config_path}: {exc}")
+        return 1
+    if not checks:
+        print("checkpoints: none")
+    status = 0
+    for check in checks:
+        if check.agrees is False:
+            print(f"BROKEN: checkpoint {check.path.name}: {check.detail}")
+            status = 1
+        elif check.agrees:
+            print(f"checkpoint {check.path.name}: {check.detail}")
+        else:
+            print(f"note: checkpoint {check.path.name}: {check.detail}")
+    return status
+
+
+def _verify(data_dir: Path, anchors: list[Anchor] = ()) -> int:
+    try:
+        result = verify(data_dir, anchors)
+    except ValueError as exc:  # two anchors at one seq that disagree
+        print(f"kronos-exec journal: --anchor: {exc}", file=sys.stderr)
+        return 2
     span = f"seq {result.first_seq}..{result.last_seq}" if result.records else "no records"
     if result.torn is not None:
         print(f"torn tail: {result.torn.path.name} @ {result.torn.offset}, "
@@ -196,6 +277,9 @@ def _verify(data_dir: Path) -> int:
     if result.clock_back:  # (before a break too: the steps it found up to there)
         print(f"note: {clock_back_note(result.clock_back)}")
     if result.ok:
+        if anchors:
+            seqs = ", ".join(str(seq) for seq in sorted({anchor.seq for anchor in anchors}))
+            print(f"anchored: the chain hash of seq {seqs} is the one given")
         print(f"OK: {result.records} records ({span}) in {result.segments} segment(s); "
               f"chain head {result.last_hash.hex()}")
         if result.unsynced_mark:
@@ -257,11 +341,15 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
     columns: dict[str, list] = {name: [] for name in names}
     decoder = msgspec.msgpack.Decoder()
     mark, synced = written_mark(data_dir)  # (first: a live writer moves it on; see verify)
+    # Where the journal begins (the reader refuses a misnamed first segment): after its
+    # first segments were archived, a time range before them exported nothing of them.
+    begins = int(list_segments(data_dir)[0].stem)
     reader = JournalReader(data_dir)
     # Written beside the target and renamed, so a reader never sees half a file
     # (nor one a refusal below leaves unfinished).
     tmp = out.with_name(out.name + ".tmp")
     writer, rows = None, 0
+    opaque: list[int] = []  # seqs of records whose payload has no JSON form
 
     def flush() -> None:
         nonlocal writer, rows
@@ -299,6 +387,16 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
                 payload = decoder.decode(record.payload)
             except msgspec.DecodeError:
                 payload = None
+            payload_json = None
+            if payload is not None:
+                try:
+                    payload_json = msgspec.json.encode(payload).decode()
+                except (TypeError, ValueError):
+                    pass  # (a msgpack extension type: no JSON for it)
+            if payload_json is None:
+                # Not the engine's (its payloads are msgpack of its messages), but
+                # JournalWriter.append takes any bytes: said, not a traceback.
+                opaque.append(record.seq)
             row = _flatten(payload)
             columns["seq"].append(record.seq)
             columns["ts"].append(record.ts_ns)
@@ -309,8 +407,7 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
             columns["msg_type"].append(row.get("msg_type"))
             for column in _COLUMNS:
                 columns[column].append(row.get(column))
-            columns["payload_json"].append(
-                msgspec.json.encode(payload).decode() if payload is not None else None)
+            columns["payload_json"].append(payload_json)
             if len(columns["seq"]) >= EXPORT_BATCH:
                 flush()
         last = (reader.next_seq or 1) - 1
@@ -323,7 +420,15 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
         try:
             writer.close()
             writer = None
+            # On disk before it takes the name: renamed unsynced, a power loss could
+            # leave an empty or partial file under the name of a finished export.
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, out)
+            sync_dir(out.parent)
         except OSError as exc:
             raise _WriteFailed(exc.strerror or str(exc)) from exc
     except _WriteFailed as exc:  # a full disk, no permission: said, no partial file left
@@ -337,6 +442,14 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
         discard()  # (a value pyarrow refuses, an interrupt: no half file left)
         raise
     print(f"wrote {rows} records to {out}")
+    if begins > 1:
+        print(f"note: the journal begins at seq {begins} (its first segments were archived "
+              f"or deleted): the records before it are not in this export, whatever "
+              f"their times")
+    if opaque:
+        print(f"note: {len(opaque)} record(s) exported without payload_json (seq "
+              f"{', '.join(map(str, opaque[:5]))}{', ...' if len(opaque) > 5 else ''}): their "
+              f"payload is not msgpack that JSON can hold (the engine writes none such)")
     if reader.torn is not None:
         print(f"note: torn tail dropped at {reader.torn.path.name} @ {reader.torn.offset}")
     if mark > last:

@@ -8,7 +8,9 @@ the engine's durable memory, so its format is built to be checked:
   flipped bit is found;
 * every record carries a BLAKE2b-256 hash chained over the previous record's
   hash, so an edited, inserted or removed record breaks the chain from that
-  point (tamper evidence, not secrecy);
+  point (tamper evidence, not secrecy). The hash is unkeyed: whoever rewrites
+  every record after an edit rebuilds a consistent chain, so the evidence
+  holds against a chain hash kept elsewhere (``verify``'s anchors);
 * a record cut short by a crash (a "torn" tail, possibly followed by the
   zeros of a file extended before its data landed) is recognised and dropped
   by readers, and truncated by the writer when it reopens the journal.
@@ -36,7 +38,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator, Literal, NamedTuple
+from typing import Callable, Iterable, Iterator, Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -537,6 +539,9 @@ class TornTail(NamedTuple):
     offset: int
     dropped_bytes: int
     detail: str
+    #: what it would be called were it not at the end: ``length`` (cut short),
+    #: ``checksum`` (whole, failing its CRC) or ``header`` (a segment without its header)
+    problem: str = "length"
 
 
 # ---------------------------------------------------------------- reader
@@ -627,7 +632,8 @@ class JournalReader:
                         f"{segment_name(expected)}); remove it if it is not the journal's"
                     ) from None
                 if last_segment and len(data) < FILE_HEADER_SIZE:
-                    self.torn = TornTail(path, 0, len(data), "segment header incomplete")
+                    self.torn = TornTail(path, 0, len(data), "segment header incomplete",
+                                         "header")
                     self.next_seq = expected
                     return
                 if last_segment and data.count(0) == len(data):
@@ -635,7 +641,7 @@ class JournalReader:
                     # disk, its header did not. No record in it can have been
                     # acknowledged: the header is synced before any record.
                     self.torn = TornTail(path, 0, len(data), "segment header never written "
-                                                             "(all zeros)")
+                                                             "(all zeros)", "header")
                     self.next_seq = expected
                     return
                 # The header cannot say which seq the segment starts at, but
@@ -670,7 +676,8 @@ class JournalReader:
                               f"segment is cut short before the next one: {torn}")
                     raise JournalCorruptError(path, torn.offset, expected, torn.problem,
                                               detail) from None
-                self.torn = TornTail(path, torn.offset, len(data) - torn.offset, str(torn))
+                self.torn = TornTail(path, torn.offset, len(data) - torn.offset, str(torn),
+                                     torn.problem)
                 self.next_seq = expected
                 return
         self.next_seq = expected
@@ -811,13 +818,56 @@ def unsynced_note(mark: int, end: int) -> str:
             f"else took them (a segment truncated, emptied or deleted)")
 
 
-def verify(data_dir: str | os.PathLike) -> VerifyResult:
-    """Check every record's checksum, sequence and hash chain.
+class Anchor(NamedTuple):
+    """A record's chain hash kept outside the journal (an end-of-day report's ``seq:hash``),
+    which :func:`verify` holds the journal to.
+
+    The chain alone shows an edit only to a checker that can tell the
+    edited chain from the original: whoever rewrites every record after the
+    edit (or appends forged records, or cuts records off the end) leaves a
+    chain that is consistent again. An anchor pins the history up to its
+    record: a journal rewritten at or before it no longer reaches its hash.
+    """
+
+    seq: int
+    hash: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> "Anchor":
+        """``SEQ:HASH`` (the hash in hex, as ``verify`` prints a chain head) -> Anchor.
+
+        Raises
+        ------
+        ValueError
+            ``text`` is not of that form (the message says how).
+        """
+        seq, sep, digest = text.strip().partition(":")
+        if not sep or not seq.isdigit() or int(seq) < 1:
+            raise ValueError(f"{text!r}: an anchor is SEQ:HASH, the record's seq (1 or more) "
+                             f"and its chain hash in hex, e.g. 897:5f0c...")
+        try:
+            value = bytes.fromhex(digest)
+        except ValueError:
+            value = b""
+        if len(value) != HASH_SIZE:
+            raise ValueError(f"{text!r}: the hash must be {HASH_SIZE * 2} hex digits "
+                             f"(a chain hash as verify prints it)")
+        return cls(int(seq), value)
+
+
+def verify(data_dir: str | os.PathLike, anchors: Iterable[Anchor] = ()) -> VerifyResult:
+    """Check every record's checksum, sequence and hash chain, and the anchors given.
 
     Parameters
     ----------
     data_dir : str or PathLike
         The journal's directory.
+    anchors : iterable of Anchor
+        Chain hashes kept outside the journal (see :class:`Anchor`): the
+        record of each anchor's seq must be in the journal and have that
+        hash, or verification fails with the problem ``anchor`` (at the
+        record, or at the journal's start or end when it does not hold the
+        record: archived, or cut off the end).
 
     Returns
     -------
@@ -827,17 +877,50 @@ def verify(data_dir: str | os.PathLike) -> VerifyResult:
         that cannot be read (a directory or a dangling symlink in its place,
         an I/O error, no permission) is the problem ``unreadable``, with the
         operating system's reason as its detail.
+
+    Raises
+    ------
+    ValueError
+        Two anchors at one seq with different hashes.
     """
     # The mark first: a live writer moves it on while the segments are read,
     # past what was read, and records it reached later are no loss.
     mark, synced = written_mark(data_dir)
+    pinned: dict[int, bytes] = {}
+    for anchor in sorted(anchors):
+        if pinned.get(anchor.seq, anchor.hash) != anchor.hash:
+            raise ValueError(f"two anchors at seq {anchor.seq} with different hashes")
+        pinned[anchor.seq] = anchor.hash
+    matched = 0  # the last anchor the journal reached with its hash
+    end_path, end_offset = None, 0  # where the last record read ends
     reader = JournalReader(data_dir, check_chain=True)
     count, first, last, last_hash = 0, None, None, GENESIS_HASH
     problem = None
     prev_ts, back_steps, back_largest, back_seq = None, 0, 0, 0
     try:
         for record in reader:
+            if first is None and pinned and min(pinned) < record.seq:
+                # Before the first record read: archived, or deleted from the front.
+                problem = VerifyProblem(record.path, record.offset, record.seq, "anchor",
+                                        f"the journal begins at seq {record.seq}, after the "
+                                        f"anchored record {min(pinned)}: it cannot be checked "
+                                        f"(its segment was archived or deleted)")
+                break
+            expected_hash = pinned.get(record.seq)
+            if expected_hash is not None:
+                if record.hash != expected_hash:
+                    since = (f"between seq {matched + 1} (the anchor at seq {matched} "
+                             f"matched) and seq {record.seq}" if matched
+                             else f"at or before seq {record.seq}")
+                    problem = VerifyProblem(
+                        record.path, record.offset, record.seq, "anchor",
+                        f"record {record.seq} has the chain hash {record.hash.hex()}, not "
+                        f"the anchored {expected_hash.hex()}: the journal was rewritten "
+                        f"{since} (the chain is consistent again after the edit)")
+                    break
+                matched = record.seq
             count += 1
+            end_path, end_offset = record.path, record.offset + RECORD_HEADER_SIZE + len(record.payload)
             first = record.seq if first is None else first
             last, last_hash = record.seq, record.hash
             if prev_ts is not None and record.ts_ns < prev_ts:
@@ -854,20 +937,42 @@ def verify(data_dir: str | os.PathLike) -> VerifyResult:
         seq = last + 1 if last is not None else (int(path.stem) if path.stem.isdigit() else None)
         problem = VerifyProblem(path, 0, seq, "unreadable", exc.strerror or str(exc))
     unsynced = 0
+    torn = reader.torn
     if problem is None:
         end = last or 0
-        if synced and mark > end:  # records made durable are gone (see JournalWriter's open check)
+        if synced and mark > end and torn is not None:
+            # What looks like a torn tail is a record that was made durable: a crash tears
+            # only the record being written, so this one was damaged or edited since (an
+            # edited last record whose CRC was not recomputed reads so). Reported where it
+            # is, as what it is, not as records gone from the end.
+            problem = VerifyProblem(
+                torn.path, torn.offset, end + 1, torn.problem,
+                f"{torn.detail}, but seq {mark} was made durable ({DURABLE_NAME}): not a "
+                f"torn tail (a crash tears only a record not yet durable) but damage or an "
+                f"edit after it was written; {mark - end} durable records from here on are "
+                f"unreadable")
+            torn = None
+        elif synced and mark > end:  # records made durable are gone (see JournalWriter's open check)
             problem = VerifyProblem(Path(data_dir) / DURABLE_NAME, 0, end + 1, "missing",
                                     missing_note(mark, end))
         elif mark > end:
             unsynced = mark
+    if problem is None and pinned and max(pinned) > (last or 0):
+        end = last or 0
+        # (Where the next record would be: the end of the last segment read.)
+        where, at = ((torn.path, torn.offset) if torn else
+                     (end_path, end_offset) if end_path is not None else (Path(data_dir), 0))
+        problem = VerifyProblem(where, at, end + 1, "anchor",
+                                f"the journal ends at seq {end}, before the anchored record "
+                                f"{max(pinned)}: records were removed from its end"
+                                + (" (or damaged: see the torn tail)" if torn else ""))
     try:
         segments = len(list_segments(data_dir))
     except OSError:  # the directory itself cannot be listed: reported above
         segments = 0
     clock_back = ClockBack(back_steps, back_largest, back_seq) if back_steps else None
     return VerifyResult(problem is None, count, first, last, segments,
-                        problem, reader.torn, last_hash, unsynced, clock_back)
+                        problem, torn, last_hash, unsynced, clock_back)
 
 
 def clock_back_note(back: ClockBack) -> str:
@@ -1119,7 +1224,7 @@ class JournalWriter:
         return error
 
     # ------------------------------------------------------------ open / rotate
-    def _check_durable_kept(self, end_seq: int) -> None:
+    def _check_durable_kept(self, end_seq: int, torn: TornTail | None = None) -> None:
         """Refuse a journal that ends before the seq its ``durable.seq`` says was durable.
 
         Before any repair: a torn tail is a record being written at a crash,
@@ -1134,11 +1239,16 @@ class JournalWriter:
         if mark > end_seq and not synced:
             log.warning("journal %s: %s", self.data_dir, unsynced_note(mark, end_seq))
         elif mark > end_seq:
+            # (A torn tail at or below the mark is a durable record damaged since: no crash
+            # tears one. Said as what it is, where it is; verify reports it so too.)
+            how = (f"seq {end_seq + 1} is there but fails its checks at {torn.path.name} @ "
+                   f"{torn.offset} ({torn.detail}): damaged or edited since it was written"
+                   if torn is not None else "a segment truncated, emptied or deleted")
             raise JournalError(
                 f"journal {self.data_dir} ends at seq {end_seq}, but seq {mark} was made durable "
                 f"({DURABLE_NAME}): {mark - end_seq} records acknowledged as durable are "
-                f"missing (a segment truncated, emptied or deleted); restore the journal from a "
-                f"copy, or remove {DURABLE_NAME} to start on what is there, those orders lost")
+                f"missing ({how}); restore the journal from a copy, or remove {DURABLE_NAME} "
+                f"to start on what is there, those orders lost")
 
     def _open(self) -> None:
         segments = list_segments(self.data_dir)
@@ -1158,7 +1268,7 @@ class JournalWriter:
             pass
         torn = reader.torn
         path = segments[-1]
-        self._check_durable_kept(last.seq if last is not None else int(path.stem) - 1)
+        self._check_durable_kept(last.seq if last is not None else int(path.stem) - 1, torn)
         if torn is not None and torn.offset == 0:
             # A segment whose header never made it to disk (a crash while
             # rotating): start it again under the same name.
