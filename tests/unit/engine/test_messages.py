@@ -361,6 +361,37 @@ def test_reject_table_in_docs_is_complete():
         assert re.search(rf"\|\s*{int(reason)}\s*\|\s*`{reason.name}`", text), reason.name
 
 
+def _reject_rows() -> list[tuple[int, str, str]]:
+    """The rows of protocol.md's *Reject reason codes* table: (code, name, meaning)."""
+    text = DOCS.read_text(encoding="utf-8")
+    table = text.split("## Reject reason codes", 1)[1].split("\n## ", 1)[0]
+    return [(int(code), name, meaning.strip())
+            for code, name, meaning in re.findall(r"^\| (\d+) \| `(\w+)` \| (.*) \|$", table, flags=re.M)]
+
+
+def test_reject_table_lists_only_real_codes_each_with_a_meaning():
+    rows = _reject_rows()
+    assert len(rows) == len({code for code, _, _ in rows}), "a code listed twice"
+    for code, name, meaning in rows:
+        assert code in set(map(int, core.RejectReason)), f"{code} {name}: no such code"
+        assert core.RejectReason(code).name == name, f"{code} is {core.RejectReason(code).name}, not {name}"
+        assert meaning, f"{code} {name} has no meaning"
+
+
+def test_codes_the_code_never_names_are_documented_as_not_sent():
+    # A code no module outside the enum's own definition names cannot be sent: the table must
+    # say so rather than give it a meaning a client would wait for.
+    root = DOCS.parents[1]
+    sources = "".join(p.read_text(encoding="utf-8") for folder in ("engine", "sim", "gateways", "ext")
+                      for p in sorted((root / folder).rglob("*")) if p.suffix in (".py", ".pyx", ".pxd")
+                      and p.name != "types.pxd")
+    never_named = {r.name for r in core.RejectReason
+                   if r != core.RejectReason.REJ_NONE and not re.search(rf"\b{r.name}\b", sources)}
+    not_sent = {name for _, name, meaning in _reject_rows()
+                if meaning.startswith(("Reserved: not sent", "Not sent to clients"))}
+    assert never_named <= not_sent, sorted(never_named - not_sent)
+
+
 @given(session_id=st.text(max_size=80), frame=st.binary(max_size=300))
 def test_event_envelope_plus_frame_is_the_journal_event_encoding(session_id, frame):
     from engine.messages import JournalEvent, event_envelope
