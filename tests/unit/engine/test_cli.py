@@ -153,3 +153,17 @@ def test_documented_command_lines_use_only_real_options():
             if option not in options[command] | {"--help"}:
                 wrong.append(f"kronos-exec {command} {option}")
     assert checked > 30 and wrong == []
+
+
+def test_a_commands_one_line_help_names_each_of_its_actions():
+    # docs (stop 40): `kronos-exec --help` said journal verifies or exports, and not that it
+    # also checkpoints.
+    import argparse
+    import importlib
+    from engine.cli import COMMANDS
+    for name, (module, help_text) in COMMANDS.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(module).add_arguments(parser)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) and action.dest == "action":
+                assert [a for a in action.choices if a not in help_text] == [], name
