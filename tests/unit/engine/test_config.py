@@ -233,3 +233,11 @@ def test_docs_list_every_engine_key_with_its_real_default():
             assert (real[key], text) == (None, _DERIVED_DEFAULTS[key]), key
         else:
             assert _doc_value(text) == real[key], f"{key}: documented {text}, real {real[key]!r}"
+
+
+def test_docs_name_every_key_of_the_engines_sim_section():
+    from engine.config import SIM_KEYS
+    text = (DOCS / "engine.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `[sim]` |"))
+    assert [key for key in SIM_KEYS if f"`{key}` (" not in row] == []
+    assert f"Only these {['one', 'two', 'three', 'four', 'five'][len(SIM_KEYS) - 1]} keys" in row
