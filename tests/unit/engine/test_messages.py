@@ -399,3 +399,21 @@ def test_event_envelope_plus_frame_is_the_journal_event_encoding(session_id, fra
     value = msgspec.msgpack.encode(frame)
     assert event_envelope(session_id) + value == msgspec.msgpack.encode(
         JournalEvent(session_id=session_id, event=msgspec.Raw(value)))
+
+
+def test_every_field_of_every_message_is_named_in_its_section():
+    # docs (stop 40): AdminReply's reject_reason, reject_name and text, TradeHistoryReply's
+    # reject fields and OrderStatusReply's text were in the structs only.
+    import engine.messages as messages_module
+    text = DOCS.read_text(encoding="utf-8")
+    common = {"v"} | {"seq", "transact_time"}      # "Every response carries ..." (and v every request)
+    assert "Every response carries `v`, `seq`" in text and "`transact_time`" in text
+    missing = []
+    for name in (*REQUEST_TYPES, *RESPONSE_TYPES):
+        section = re.split(rf"^### {name}\b.*$", text, flags=re.M)[1]
+        section = re.split(r"^##+ ", section, flags=re.M)[0]
+        for field in msgspec.structs.fields(getattr(messages_module, name)):
+            if field.name not in common and f"`{field.name}`" not in section \
+                    and f'"{field.name}"' not in section:
+                missing.append(f"{name}.{field.name}")
+    assert missing == []
