@@ -417,3 +417,15 @@ def test_every_field_of_every_message_is_named_in_its_section():
                     and f'"{field.name}"' not in section:
                 missing.append(f"{name}.{field.name}")
     assert missing == []
+
+
+def test_enumerations_table_is_the_enums():
+    from engine.messages import ExecType
+    text = DOCS.read_text(encoding="utf-8")
+    table = text.split("### Enumerations", 1)[1].split("\n#", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)`[^|]* \| ([^|]*) \|", table, flags=re.M))
+    for field, enum in (("side", core.Side), ("ord_type", core.OrdType), ("time_in_force", core.TimeInForce),
+                        ("stp", core.StpMode), ("ord_status", core.OrdStatus), ("exec_type", ExecType)):
+        documented = re.findall(r"(\d+) ([A-Z_]+)", rows.pop(field))
+        assert documented == [(str(int(m)), m.name) for m in enum], field
+    assert rows == {}
