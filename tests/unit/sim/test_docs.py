@@ -74,3 +74,24 @@ def test_config_reference_lists_every_key_with_its_real_default():
             venue.fees.taker_bps} == {"0"}
     assert (venue.latency.model, venue.latency.mean_us) == ("fixed", 100.0)
     assert (venue.market_data_latency.model, venue.market_data_latency.mean_us) == ("fixed", 0.0)
+
+
+def test_strategy_table_gives_every_parameter_and_its_default():
+    """*Execution strategies*: each built-in strategy's parameters, with the default written
+    after the name (none written: the parameter is absent by default)."""
+    from sim import STRATEGIES
+    table = DOC.read_text().split("## Execution strategies", 1)[1].split("\n## ", 1)[0]
+    rows = {m[0]: m[1] for m in re.findall(r"^\| `(\w+)` \| .* \| ([^|]*) \|$", table, flags=re.M)}
+    # (An example above may have registered its own strategy: only the built-in ones count.)
+    assert set(rows) == {n for n, cls in STRATEGIES.items() if cls.__module__.startswith("sim.")}
+    for name, cell in rows.items():
+        documented = {key: value for key, value in re.findall(r'`(\w+)`(?: ("[^"]*"|[\d.]+))?', cell)
+                      if key not in STRATEGIES}
+        if "the `sweep` ones" in cell:
+            documented = {**{k: v for k, v in re.findall(r'`(\w+)`(?: ("[^"]*"|[\d.]+))?', rows["sweep"])
+                             if k not in STRATEGIES}, **documented}
+        defaults = STRATEGIES[name].defaults
+        assert set(documented) == set(defaults), name
+        for key, value in documented.items():
+            expected = None if value == "" else value.strip('"') if value.startswith('"') else float(value)
+            assert expected == defaults[key], (name, key, value, defaults[key])
