@@ -28,3 +28,11 @@ def test_a_documented_name_exists(name):
             obj = getattr(obj, attribute)
         return
     pytest.fail(f"{name}: no module of it can be imported")
+
+
+def test_the_readme_layout_links_every_document():
+    """README's `docs/` row lists the user documentation: every docs/*.md (benchmarks.md was
+    missing from it)."""
+    row = next(line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+               if line.startswith("| `docs/` |"))
+    assert [p.name for p in sorted((ROOT / "docs").glob("*.md")) if f"(docs/{p.name})" not in row] == []
