@@ -18,7 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("engine.cmd_demo", "run the engine on its simulator and send it a few orders"),
     "serve": ("engine.cmd_serve", "run the engine (default: on the embedded simulator)"),
     "book-demo": ("engine.cmd_book_demo", "replay a small deterministic order stream through the book"),
-    "journal": ("engine.cmd_journal", "verify a journal's checksums and hash chain, or export it to Parquet"),
+    "journal": ("engine.cmd_journal", "verify a journal's checksums and hash chain, export it to Parquet, "
+                "or checkpoint its replay"),
     "keys": ("engine.cmd_keys", "generate CURVE key pairs for the intake endpoints, or show a public key"),
     "client": ("engine.cmd_client", "send one request to a running engine and print the answers"),
     "sim": ("sim.cmd_sim", "run a backtest: parent orders, an execution strategy, simulated venues"),

@@ -94,3 +94,76 @@ def test_serve_refuses_a_duration_that_is_not_a_positive_number():
         out = kronos("serve", "--duration", duration)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert "argument --duration" in out.stderr and repr(duration) in out.stderr
+
+
+# ---------------------------------------------------------------- the documentation
+def _docs_text() -> str:
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[3]
+    return "\n".join(p.read_text(encoding="utf-8")
+                     for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
+
+
+def _command_options() -> dict[str, set[str]]:
+    """Each sub-command's long options, its sub-sub-commands' included (what --help lists)."""
+    import argparse
+    import importlib
+    from engine.cli import COMMANDS
+
+    def walk(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from walk(sub)
+            elif action.help != argparse.SUPPRESS:
+                yield from (o for o in action.option_strings if o.startswith("--") and o != "--help")
+
+    options = {}
+    for name, (module, _) in COMMANDS.items():
+        parser = argparse.ArgumentParser(prog=f"kronos-exec {name}")
+        importlib.import_module(module).add_arguments(parser)
+        options[name] = set(walk(parser))
+    return options
+
+
+def test_every_option_of_every_command_is_documented():
+    # docs (stop 40): demo's --pause, keys generate's --dir and bench's --loadgen were in
+    # --help only. An option counts as documented when the docs name it, or its --no- form
+    # with it (`--micro/--no-micro`).
+    import re
+    text = _docs_text()
+    missing = sorted(f"{name} {option}" for name, options in _command_options().items()
+                     for option in options
+                     if not re.search(re.escape(option) + r"(?![\w-])", text))
+    assert missing == []
+
+
+def test_documented_command_lines_use_only_real_options():
+    # Every `kronos-exec <command> ...` line of the docs (with its continuation lines).
+    import re
+    options = _command_options()
+    text = _docs_text().replace("\\\n", " ")
+    wrong, checked = [], 0
+    for command, rest in re.findall(r"kronos-exec ([a-z-]+)([^\n`]*)", text):
+        if command not in options:
+            continue
+        checked += 1
+        rest = rest.split("#", 1)[0]
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", rest):
+            if option not in options[command] | {"--help"}:
+                wrong.append(f"kronos-exec {command} {option}")
+    assert checked > 30 and wrong == []
+
+
+def test_a_commands_one_line_help_names_each_of_its_actions():
+    # docs (stop 40): `kronos-exec --help` said journal verifies or exports, and not that it
+    # also checkpoints.
+    import argparse
+    import importlib
+    from engine.cli import COMMANDS
+    for name, (module, help_text) in COMMANDS.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(module).add_arguments(parser)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) and action.dest == "action":
+                assert [a for a in action.choices if a not in help_text] == [], name

@@ -604,3 +604,29 @@ def test_a_heartbeat_below_a_millisecond_is_refused_not_turned_off():
         with pytest.raises(ValueError, match="at least 0.001 s"):
             Client("tcp://127.0.0.1:1", **bad)
     Client("tcp://127.0.0.1:1", heartbeat_s=0).close()          # off, as documented
+
+
+def test_every_exception_of_the_client_library_is_documented():
+    """A program using engine.client must be told what it can raise (protocol.md): the
+    ClientProtocolError of an undecodable message or a broken report was not."""
+    import inspect
+    from pathlib import Path
+    import engine.client
+    text = (Path(__file__).resolve().parents[3] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    errors = [name for name, obj in vars(engine.client).items()
+              if inspect.isclass(obj) and issubclass(obj, BaseException)
+              and obj.__module__ == "engine.client" and not name.startswith("_")]
+    assert errors and [name for name in errors if f"engine.client.{name}" not in text
+                       and f"`{name}`" not in text] == []
+
+
+def test_every_public_method_of_the_client_is_documented():
+    """protocol.md lists what a program can call (bulk, build_new_order and next_cl_ord_id were
+    in the docstrings only)."""
+    import re
+    from pathlib import Path
+    from engine.client import AsyncClient, Client
+    text = (Path(__file__).resolve().parents[3] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    for cls in (Client, AsyncClient):
+        methods = [name for name in dir(cls) if not name.startswith("_") and callable(getattr(cls, name))]
+        assert [m for m in methods if not re.search(rf"`{m}[`(]", text)] == [], cls.__name__

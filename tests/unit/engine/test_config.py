@@ -177,3 +177,67 @@ def test_instruments_are_not_an_engine_section(tmp_path):
     path.write_text('[[instruments]]\nsymbol = "AAPL"\n')
     with pytest.raises(ConfigError, match="instruments"):
         load_config(path)
+
+
+def _documented_engine_keys() -> dict[str, str]:
+    """protocol.md's *Configuration keys of the engine's sections*: key -> default as written.
+
+    A row may name several keys (`` `metrics.host`, `metrics.port` ``) with as many defaults,
+    comma-separated, in the same order.
+    """
+    text = (DOCS / "protocol.md").read_text(encoding="utf-8")
+    table = text.split("## Configuration keys of the engine's sections", 1)[1].split("\n## ", 1)[0]
+    documented = {}
+    for keys_cell, default_cell in re.findall(r"^\| (`[^|]*`) \| ([^|]*) \|", table, flags=re.M):
+        keys = re.findall(r"`([^`]+)`", keys_cell)
+        defaults = [d.strip() for d in default_cell.split(",")] if len(keys) > 1 else [default_cell.strip()]
+        assert len(defaults) == len(keys), f"row {keys}: {len(keys)} keys, defaults {defaults}"
+        documented.update(zip(keys, defaults))
+    return documented
+
+
+def _doc_value(text: str):
+    """A documented default as the value it stands for: TOML where it parses, ``none`` is None."""
+    import tomllib
+    text = text.strip("`")
+    if text == "none":
+        return None
+    if m := re.fullmatch(r"(\d+) MiB", text):
+        return int(m.group(1)) << 20
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text            # a bare word: data/journal, INFO
+
+
+#: Keys whose default is computed from another key's (the struct holds None).
+_DERIVED_DEFAULTS = {"intake.hard_max_message_bytes": "4 x max", "intake.request_burst": "`request_rate`"}
+
+
+def test_docs_list_every_engine_key_with_its_real_default():
+    # docs (stop 40): [journal] checkpoint and checkpoints_kept were missing from the table,
+    # which says it lists the keys of the engine's own sections.
+    import msgspec
+    real = {}
+    for section in msgspec.structs.fields(Config):
+        if isinstance(section.default, msgspec.Struct):
+            for field in msgspec.structs.fields(type(section.default)):
+                default = (field.default if field.default is not msgspec.NODEFAULT
+                           else field.default_factory())
+                real[f"{section.name}.{field.name}"] = default
+    documented = _documented_engine_keys()
+    assert sorted(set(real) - set(documented)) == [], "keys the table lacks"
+    assert sorted(set(documented) - set(real)) == [], "keys the table names that do not exist"
+    for key, text in documented.items():
+        if key in _DERIVED_DEFAULTS:
+            assert (real[key], text) == (None, _DERIVED_DEFAULTS[key]), key
+        else:
+            assert _doc_value(text) == real[key], f"{key}: documented {text}, real {real[key]!r}"
+
+
+def test_docs_name_every_key_of_the_engines_sim_section():
+    from engine.config import SIM_KEYS
+    text = (DOCS / "engine.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `[sim]` |"))
+    assert [key for key in SIM_KEYS if f"`{key}` (" not in row] == []
+    assert f"Only these {['one', 'two', 'three', 'four', 'five'][len(SIM_KEYS) - 1]} keys" in row

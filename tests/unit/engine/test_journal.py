@@ -598,3 +598,16 @@ def test_switch_to_always_from_other_policies(tmp_path, policy):
         writer.append(RecordKind.EVENT, payload(2))
         assert writer.flush() == 2 and writer.durable_seq == 2
     assert verify(tmp_path).records == 2
+
+
+def test_the_docs_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    """docs/journal.md's example writes one command and reads it back (it used to name a
+    ``command`` it never made: a NameError for whoever ran it)."""
+    import re
+    from pathlib import Path as _Path
+    text = (_Path(__file__).resolve().parents[3] / "docs" / "journal.md").read_text(encoding="utf-8")
+    [example] = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/journal.md", "exec"), {"__name__": "docs_example"})
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith("1 1 {'type': 'JournalCommand'") and "'principal': 'algo-1'" in line

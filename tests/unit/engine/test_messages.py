@@ -361,6 +361,37 @@ def test_reject_table_in_docs_is_complete():
         assert re.search(rf"\|\s*{int(reason)}\s*\|\s*`{reason.name}`", text), reason.name
 
 
+def _reject_rows() -> list[tuple[int, str, str]]:
+    """The rows of protocol.md's *Reject reason codes* table: (code, name, meaning)."""
+    text = DOCS.read_text(encoding="utf-8")
+    table = text.split("## Reject reason codes", 1)[1].split("\n## ", 1)[0]
+    return [(int(code), name, meaning.strip())
+            for code, name, meaning in re.findall(r"^\| (\d+) \| `(\w+)` \| (.*) \|$", table, flags=re.M)]
+
+
+def test_reject_table_lists_only_real_codes_each_with_a_meaning():
+    rows = _reject_rows()
+    assert len(rows) == len({code for code, _, _ in rows}), "a code listed twice"
+    for code, name, meaning in rows:
+        assert code in set(map(int, core.RejectReason)), f"{code} {name}: no such code"
+        assert core.RejectReason(code).name == name, f"{code} is {core.RejectReason(code).name}, not {name}"
+        assert meaning, f"{code} {name} has no meaning"
+
+
+def test_codes_the_code_never_names_are_documented_as_not_sent():
+    # A code no module outside the enum's own definition names cannot be sent: the table must
+    # say so rather than give it a meaning a client would wait for.
+    root = DOCS.parents[1]
+    sources = "".join(p.read_text(encoding="utf-8") for folder in ("engine", "sim", "gateways", "ext")
+                      for p in sorted((root / folder).rglob("*")) if p.suffix in (".py", ".pyx", ".pxd")
+                      and p.name != "types.pxd")
+    never_named = {r.name for r in core.RejectReason
+                   if r != core.RejectReason.REJ_NONE and not re.search(rf"\b{r.name}\b", sources)}
+    not_sent = {name for _, name, meaning in _reject_rows()
+                if meaning.startswith(("Reserved: not sent", "Not sent to clients"))}
+    assert never_named <= not_sent, sorted(never_named - not_sent)
+
+
 @given(session_id=st.text(max_size=80), frame=st.binary(max_size=300))
 def test_event_envelope_plus_frame_is_the_journal_event_encoding(session_id, frame):
     from engine.messages import JournalEvent, event_envelope
@@ -368,3 +399,33 @@ def test_event_envelope_plus_frame_is_the_journal_event_encoding(session_id, fra
     value = msgspec.msgpack.encode(frame)
     assert event_envelope(session_id) + value == msgspec.msgpack.encode(
         JournalEvent(session_id=session_id, event=msgspec.Raw(value)))
+
+
+def test_every_field_of_every_message_is_named_in_its_section():
+    # docs (stop 40): AdminReply's reject_reason, reject_name and text, TradeHistoryReply's
+    # reject fields and OrderStatusReply's text were in the structs only.
+    import engine.messages as messages_module
+    text = DOCS.read_text(encoding="utf-8")
+    common = {"v"} | {"seq", "transact_time"}      # "Every response carries ..." (and v every request)
+    assert "Every response carries `v`, `seq`" in text and "`transact_time`" in text
+    missing = []
+    for name in (*REQUEST_TYPES, *RESPONSE_TYPES):
+        section = re.split(rf"^### {name}\b.*$", text, flags=re.M)[1]
+        section = re.split(r"^##+ ", section, flags=re.M)[0]
+        for field in msgspec.structs.fields(getattr(messages_module, name)):
+            if field.name not in common and f"`{field.name}`" not in section \
+                    and f'"{field.name}"' not in section:
+                missing.append(f"{name}.{field.name}")
+    assert missing == []
+
+
+def test_enumerations_table_is_the_enums():
+    from engine.messages import ExecType
+    text = DOCS.read_text(encoding="utf-8")
+    table = text.split("### Enumerations", 1)[1].split("\n#", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)`[^|]* \| ([^|]*) \|", table, flags=re.M))
+    for field, enum in (("side", core.Side), ("ord_type", core.OrdType), ("time_in_force", core.TimeInForce),
+                        ("stp", core.StpMode), ("ord_status", core.OrdStatus), ("exec_type", ExecType)):
+        documented = re.findall(r"(\d+) ([A-Z_]+)", rows.pop(field))
+        assert documented == [(str(int(m)), m.name) for m in enum], field
+    assert rows == {}

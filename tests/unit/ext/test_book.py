@@ -576,3 +576,21 @@ def test_apply_refuses_an_array_that_is_not_one_dimensional():
     ops = np.zeros((2, 2), dtype=OP_DTYPE)
     with pytest.raises(ValueError, match="one-dimensional"):
         b.apply(ops)
+
+
+def test_the_docs_example_runs_and_prints_what_its_comments_say(capsys):
+    """docs/book.md's opening example: each print's output is the comment at the end of it."""
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).parents[3] / "docs" / "book.md").read_text()
+    example = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    expected, depth = [], 0
+    for line in example.splitlines():
+        code, _, comment = line.partition("#")
+        if "print(" in code or depth:
+            depth += code.count("(") - code.count(")")
+            if depth == 0:
+                expected.append(comment.strip())
+    exec(compile(example, "docs/book.md", "exec"), {})
+    assert capsys.readouterr().out.splitlines() == expected
+    assert len(expected) == 2

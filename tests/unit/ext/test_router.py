@@ -1671,3 +1671,15 @@ def test_every_lot_a_sweep_child_fills_keeps_the_next_sweep_off_the_book(R):
     assert [(int(x["price"]), int(x["qty"])) for x in sweeps] == [(101, 42)]
     r.update_book(0, 0, asks=[(101, 8)])                   # its depth says what is left
     assert r.book_state(0, 0)["reserved_asks"] == 0
+
+
+def test_docs_list_every_router_key_with_its_real_default():
+    """docs/router.md's configuration table is ``DEFAULT_CONFIG``: every key, no other, its default."""
+    import re
+    import tomllib
+    from ext.router import DEFAULT_CONFIG
+    text = (pathlib.Path(__file__).parents[3] / "docs" / "router.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| `([^`|]+)` \|", text, flags=re.M))
+    assert set(rows) == set(DEFAULT_CONFIG)
+    for key, default in rows.items():
+        assert tomllib.loads(f"v = {default}")["v"] == DEFAULT_CONFIG[key], key

@@ -149,3 +149,54 @@ def test_poll_interval_defaults_and_sched_policy():
     [idle] = parse_gateway_configs([{"type": "zmq", "sched_policy": "idle"}])
     assert idle.sched_policy == "idle"
     assert "'gateways[0].sched_policy'" in error([{"type": "zmq", "sched_policy": "batch"}])
+
+
+# ---------------------------------------------------------------- the documentation
+def _doc_tables():
+    """docs/gateways.md's key tables: the shared one and each type's, key -> default as written."""
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[3] / "docs" / "gateways.md").read_text(encoding="utf-8")
+
+    def table(heading):
+        section = text.split(heading + "\n", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+        return {key: default.strip()
+                for key, default in re.findall(r"^\| `(\w+)` \| ([^|]*) \|", section, flags=re.M)}
+    return table("### Keys of every gateway"), {
+        kind: table(f'### `type = "{kind}"`') for kind in ("zmq", "nats", "postgres")}
+
+
+def _doc_default(text: str, kind: str):
+    """A documented default as a value: TOML where it parses, ``none`` is None, per-type lists."""
+    import re
+    import tomllib
+    if m := re.fullmatch(r"(`\S+` \w+(?:, )?)+", text):
+        per_type = dict((t, v) for v, t in re.findall(r"`(\S+)` (\w+)", m.group(0)))
+        text = per_type[kind]
+    text = text.strip("`")
+    if text == "none":
+        return None
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def test_docs_list_every_gateway_key_with_its_real_default():
+    import msgspec
+    shared, per_type = _doc_tables()
+    # Computed defaults: the name is the type's; the DSN is read from the environment first.
+    computed = {"name": "the type", "dsn": "`$KRONOS_PG_DSN`, else `postgresql://postgres@127.0.0.1:5432/test`"}
+    assert shared.pop("type") == "(required)"
+    for kind, cls in (("zmq", ZmqConfig), ("nats", NatsConfig), ("postgres", PostgresConfig)):
+        documented = {**shared, **per_type[kind]}
+        real = {f.name: f.default if f.default is not msgspec.NODEFAULT else f.default_factory()
+                for f in msgspec.structs.fields(cls)}
+        assert sorted(set(real) ^ set(documented)) == [], kind
+        for key, text in documented.items():
+            if key in computed:
+                assert (real[key], text) == (None, computed[key]), (kind, key)
+            else:
+                assert _doc_default(text, kind) == real[key], (kind, key, text, real[key])
+    from gateways.config import DEFAULT_PG_DSN
+    assert DEFAULT_PG_DSN == "postgresql://postgres@127.0.0.1:5432/test"

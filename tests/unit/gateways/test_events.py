@@ -208,3 +208,16 @@ def test_a_report_that_does_not_fit_the_fast_path_goes_the_strict_way(tmp_path):
     [event] = normalizer.normalize(read(tmp_path))
     assert event.type == "execution_report" and event.side is None and event.cl_ord_id == "C3"
     assert normalizer.unknown == 1
+
+
+def test_the_event_table_of_the_docs_is_gateway_event():
+    """docs/gateways.md's *The event* table names every field of ``GatewayEvent`` and no other."""
+    import re
+    from pathlib import Path
+    import msgspec
+    from gateways.events import GatewayEvent
+    text = (Path(__file__).resolve().parents[3] / "docs" / "gateways.md").read_text(encoding="utf-8")
+    table = text.split("## The event", 1)[1].split("\n## ", 1)[0]
+    documented = {name for cell in re.findall(r"^\| ([^|]*) \|", table, flags=re.M)
+                  for name in re.findall(r"`(\w+)`", cell)}
+    assert documented == {f.name for f in msgspec.structs.fields(GatewayEvent)}
