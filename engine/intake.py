@@ -458,10 +458,11 @@ class Session:
         return seq
 
     def reject(self, reason: int, text: str, *, ref_type: str | None = None,
-               cl_ord_id: str | None = None) -> int:
+               cl_ord_id: str | None = None, req_id: str | None = None) -> int:
         """Send a ``Reject``; returns its sequence number."""
         self._listener.server._count_reject(reason)
-        return self.send(make_reject(reason, text, ref_type=ref_type, cl_ord_id=cl_ord_id))
+        return self.send(make_reject(reason, text, ref_type=ref_type, cl_ord_id=cl_ord_id,
+                                     req_id=req_id))
 
     def sent(self, begin_seq: int, end_seq: int = 0) -> Iterator[Response]:
         """Messages still kept with ``begin_seq <= seq <= end_seq`` (``end_seq`` 0: to the last)."""
@@ -1452,10 +1453,11 @@ class IntakeServer:
                 # The decoder kept the last of the two values; the sender meant one.
                 name = type(request).__name__
                 cl_ord_id = getattr(request, "cl_ord_id", None)
-                if self._may_answer(listener, route, session, now, name, cl_ord_id):
+                req_id = getattr(request, "req_id", None)
+                if self._may_answer(listener, route, session, now, name, cl_ord_id, req_id):
                     session.reject(RejectReason.INVALID_FIELD,
                                    f"{name}: key {repeated[1]!r} appears twice at {repeated[0]}",
-                                   ref_type=name, cl_ord_id=cl_ord_id)
+                                   ref_type=name, cl_ord_id=cl_ord_id, req_id=req_id)
                 return
         self._dispatch(listener, route, session, request, now, started, encoded)
 
@@ -1727,7 +1729,9 @@ class IntakeServer:
         if problem is not None:
             if self._may_answer(listener, route, session, now, name,
                                 None if problem.field == "cl_ord_id" else
-                                getattr(request, "cl_ord_id", None)):
+                                getattr(request, "cl_ord_id", None),
+                                None if problem.field == "req_id" else
+                                getattr(request, "req_id", None)):
                 self._refuse(session, problem, request)
             return
         # A session's first message, when it is a Heartbeat (the one that learns the
@@ -1737,7 +1741,8 @@ class IntakeServer:
         charged = kind.charged and not (session.fresh and (
             cls is Heartbeat or cls is ResendRequest and request.session_id is not None))
         if charged and not self._may_answer(listener, route, session, now, name,
-                                            getattr(request, "cl_ord_id", None)):
+                                            getattr(request, "cl_ord_id", None),
+                                            getattr(request, "req_id", None)):
             return
         positions, held = None, ()  # a bulk's kept orders' places and refused ones' rejects
         # (By type, not by class patterns: see _RequestKind. The decoder makes exact types.)
@@ -1759,17 +1764,18 @@ class IntakeServer:
             if positions is not None:
                 encoded = None  # (the bulk handed over is not the one sent)
         if kind.admin and not session.admin:
-            if self._may_answer(listener, route, session, now, name):
+            if self._may_answer(listener, route, session, now, name, None, request.req_id):
                 session.reject(RejectReason.NOT_AUTHORIZED, f"{name} needs an admin key",
-                               ref_type=name)
+                               ref_type=name, req_id=request.req_id)
             return
         if kind.account and not session.is_entitled(request.account):
             # (A query charged above is not charged twice.)
-            if charged or self._may_answer(listener, route, session, now, name,
-                                           getattr(request, "cl_ord_id", None)):
+            cl_ord_id, req_id = getattr(request, "cl_ord_id", None), getattr(request, "req_id", None)
+            if charged or self._may_answer(listener, route, session, now, name, cl_ord_id,
+                                           req_id):
                 session.reject(RejectReason.NOT_AUTHORIZED,
                                f"account {request.account!r} is not entitled to this key",
-                               ref_type=name, cl_ord_id=getattr(request, "cl_ord_id", None))
+                               ref_type=name, cl_ord_id=cl_ord_id, req_id=req_id)
             return
         if self.shutting_down and (cls is NewOrder or cls is Replace):
             # (After the checks above, as protocol.md orders them: a key not
@@ -1784,7 +1790,8 @@ class IntakeServer:
         self._hand_over(session, request, positions, held, encoded)
 
     def _may_answer(self, listener: _Listener, route: bytes, session: Session, now: int,
-                    ref_type: str | None, cl_ord_id: str | None = None) -> bool:
+                    ref_type: str | None, cl_ord_id: str | None = None,
+                    req_id: str | None = None) -> bool:
         """Charge a request other than an order to its key's ``request_rate``.
 
         True: serve it. False: the key is past its rate, and the request was
@@ -1814,7 +1821,7 @@ class IntakeServer:
             f"requests above the limit of key {session.client_name}: "
             f"{rate} per second (intake.request_rate), all its sessions together; "
             "not served, and this answer is outside the session's numbering",
-            ref_type=ref_type, cl_ord_id=cl_ord_id))
+            ref_type=ref_type, cl_ord_id=cl_ord_id, req_id=req_id))
         self._throttled_log.log(logging.WARNING, "intake: key %s is past intake.request_rate "
                                 "(%d per second); its requests are answered THROTTLED",
                                 session.client_name, rate)
@@ -1834,13 +1841,15 @@ class IntakeServer:
                            "the engine failed on this request; its outcome is unknown, "
                            "ask with OrderStatusRequest",
                            ref_type=type(request).__name__,
-                           cl_ord_id=getattr(request, "cl_ord_id", None))
+                           cl_ord_id=getattr(request, "cl_ord_id", None),
+                           req_id=getattr(request, "req_id", None))
 
     def _refuse(self, session: Session, problem: Problem, request: Request) -> None:
         # A cl_ord_id that is itself the fault is not echoed: it may be any text.
         cl_ord_id = None if problem.field == "cl_ord_id" else getattr(request, "cl_ord_id", None)
+        req_id = None if problem.field == "req_id" else getattr(request, "req_id", None)
         session.reject(problem.reason, f"{type(request).__name__}: {problem.text}",
-                       ref_type=type(request).__name__, cl_ord_id=cl_ord_id)
+                       ref_type=type(request).__name__, cl_ord_id=cl_ord_id, req_id=req_id)
 
     def _screen_bulk(self, session: Session, bulk: BulkNewOrders, listener: _Listener,
                      route: bytes, now: int

@@ -456,7 +456,9 @@ class Reject(_Response, gc=False):
     Sent for a frame that could not be parsed (``ref_type`` then is ``None``
     if even the type was unreadable) and for requests that fail intake's
     checks (entitlement, cross-field rules). ``cl_ord_id`` is filled in when
-    the request had one.
+    the request had one, and ``req_id`` when it had one (``TradeHistoryRequest``,
+    ``KillSwitch``, ``ReloadLimits``) and was decoded: a client with several
+    such requests in flight knows which one was refused.
     """
 
     reject_reason: int
@@ -464,6 +466,7 @@ class Reject(_Response, gc=False):
     text: Text
     ref_type: str | None = None
     cl_ord_id: str | None = None
+    req_id: str | None = None
 
 
 class AdminReply(_Response, gc=False):
@@ -698,10 +701,11 @@ def clip_text(text: str | None, limit: int = MAX_TEXT) -> str | None:
 
 
 def make_reject(reason: int, text: str, *, ref_type: str | None = None,
-                cl_ord_id: str | None = None) -> Reject:
+                cl_ord_id: str | None = None, req_id: str | None = None) -> Reject:
     """A ``Reject`` with its name and ``transact_time`` filled in."""
     return Reject(reject_reason=int(reason), reject_name=reject_name(reason), text=clip_text(text),
-                  ref_type=ref_type, cl_ord_id=cl_ord_id, transact_time=time.time_ns())
+                  ref_type=ref_type, cl_ord_id=cl_ord_id, req_id=req_id,
+                  transact_time=time.time_ns())
 
 
 # The last path component of a msgspec error decides the code, so that a bad
