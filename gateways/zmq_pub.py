@@ -127,6 +127,20 @@ MAX_STORED_TOPICS = 10_000
 HEARTBEAT_WINDOW = 4
 #: How long a bind waits for an address that is still in use before it fails.
 BIND_RETRY_S = 1.0
+#: The largest frame either socket takes from a peer (``ZMQ_MAXMSGSIZE``): a replay
+#: request naming 10,000 topics is about 200 KB, a subscription one topic. libzmq
+#: applies it from the first handshake command on, so a peer that has not (or, under
+#: CURVE, could not) authenticate is dropped at a larger frame instead of having all
+#: of it read into memory, at whatever size it announces.
+MAX_INBOUND_BYTES = 1 << 20
+#: Requests one peer may have queued at the replay service: a REQ socket sends one at
+#: a time, and libzmq's default (1000) would let one connection park 1 GB of them.
+REPLAY_RCVHWM = 16
+
+
+def _limit_inbound(socket: zmq.Socket) -> None:
+    """Bound what ``socket`` reads from any one peer (see :data:`MAX_INBOUND_BYTES`)."""
+    socket.maxmsgsize = MAX_INBOUND_BYTES
 
 
 def _bind(socket: zmq.Socket, endpoint: str) -> None:
@@ -224,6 +238,7 @@ class ZmqGateway(Gateway):
         self._pub = self._context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.SNDHWM, config.sndhwm)
         self._pub.setsockopt(zmq.LINGER, 0)
+        _limit_inbound(self._pub)  # (its subscribers' subscriptions)
         if curve is not None:
             curve.serve(self._pub)
         binding = config.endpoint  # the one the error names
@@ -435,6 +450,8 @@ class ReplayServer:
                  curve: CurveServer | None = None):
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        _limit_inbound(self._socket)
+        self._socket.rcvhwm = REPLAY_RCVHWM
         try:
             if curve is not None:
                 curve.serve(self._socket)
