@@ -469,6 +469,7 @@ class ReplayServer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gateway-replay", daemon=True)
         self.requests = 0
+        self._errors = SparseLog(log, "gateway replay: requests refused")
 
     def start(self) -> None:
         self._thread.start()
@@ -496,7 +497,8 @@ class ReplayServer:
                 try:
                     reply = self._answer(body)
                 except Exception as exc:  # noqa: BLE001 - a bad request or a journal problem: tell the asker
-                    log.warning("gateway replay: %s", exc)
+                    # Sparsely: anyone who reaches the port can send bad requests at will.
+                    self._errors.log(logging.WARNING, "gateway replay: %s", exc)
                     reply = [self._encoder.encode({"ok": False, "error": describe(exc)})]
                 self._socket.send_multipart(envelope + reply)
 

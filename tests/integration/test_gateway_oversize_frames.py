@@ -5,6 +5,7 @@ that only connected, CURVE gateway or not, could announce a frame of any size in
 first handshake command and libzmq read all of it into memory (measured: 250 MiB sent,
 the process grew by 250 MiB), with no key and no limit but the sender's bandwidth.
 """
+import logging
 import socket
 import struct
 
@@ -91,3 +92,31 @@ def test_a_replay_request_within_the_limit_is_answered(gateway):
         status, *frames = req.recv_multipart()
     assert msgspec.msgpack.decode(status)["ok"] is True
     assert len(frames) == 15  # the five fills, three frames each
+
+
+def test_bad_replay_requests_are_answered_each_and_logged_sparsely(tmp_path, caplog):
+    """Before, each bad request was one WARNING line: any peer that reached the replay port
+    (every local user, for a gateway without CURVE) could write the log at line rate."""
+    writer = JournalWriter(tmp_path / "journal", fsync="none")
+    table = {"type": "zmq", "endpoint": "tcp://127.0.0.1:0", "replay_endpoint": "tcp://127.0.0.1:0",
+             "isolation": "thread"}
+    [gw] = from_config([table], tmp_path / "journal", tmp_path / "gw")
+    gw.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="gateways"), zmq.Context() as context, \
+                context.socket(zmq.DEALER) as dealer:
+            dealer.linger = 0
+            dealer.connect(gw.replay_endpoint)
+            for i in range(500):
+                dealer.send_multipart([b"", b"not msgpack \xc1" if i % 2 else
+                                       msgspec.msgpack.encode({"from": -1})])
+            answers = []
+            while len(answers) < 500 and dealer.poll(5000):
+                answers.append(msgspec.msgpack.decode(dealer.recv_multipart()[-1]))
+        assert len(answers) == 500 and not any(a["ok"] for a in answers)
+        assert "'from' must be >= 1" in answers[0]["error"]
+        lines = [r for r in caplog.records if "gateway replay" in r.getMessage()]
+        assert 1 <= len(lines) <= 11
+    finally:
+        gw.stop()
+        writer.close()
