@@ -31,7 +31,6 @@ again from ``s + 1`` until ``end`` or ``s >= b``.
 from __future__ import annotations
 
 import collections
-import ipaddress
 import logging
 import struct
 import threading
@@ -46,7 +45,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from engine.journal import JournalReader, RecordKind
 from engine.metrics import SparseLog, warn_whatever_the_level
 from gateways.base import Gateway, GatewayBindError, describe
-from gateways.config import ZmqConfig, zmq_ipv6
+from gateways.config import ZmqConfig, reachable_from_afar, zmq_ipv6
 from gateways.events import GatewayEvent, Normalizer, topic_of
 from gateways.tail import JournalTail
 
@@ -257,11 +256,12 @@ class ZmqGateway(Gateway):
             self._pub = self._context = None  # stop() has nothing left to close
             raise ZmqBindError(self.name, binding, exc) from exc
         self.replay_endpoint = self._replay.endpoint
-        exposed = [e for e in (self.endpoint, self.replay_endpoint) if _reachable_from_afar(e)]
+        exposed = [e for e in (self.endpoint, self.replay_endpoint) if reachable_from_afar(e)]
         if exposed and curve is None:
             # Neither socket authenticates (no CURVE): whoever reaches them reads every
             # account's events, session ids included, and replays the whole journal.
-            # (Whatever the level, as the plaintext intake's warning.)
+            # (Asked for with allow_plaintext, as the plaintext intake is, and warned of
+            # whatever the level, as its warning is.)
             warn_whatever_the_level(log, f"gateway {self.name}: {' and '.join(exposed)} take "
                                          f"unauthenticated connections from other hosts: anyone "
                                          f"who can reach them reads every account's events; "
@@ -365,20 +365,6 @@ class ZmqGateway(Gateway):
                 heads.popleft()  # known from now on: no need to keep sending "not known"
             self._pub.send_multipart((HEARTBEAT_TOPIC, HEADER.pack(head, head, 0),
                                       self._encoder.encode(info)))
-
-
-def _reachable_from_afar(endpoint: str) -> bool:
-    """Whether a bound ``tcp://`` endpoint listens beyond the loopback interface (a
-    wildcard, a host name or address that is not loopback); ipc:// and inproc:// do not."""
-    if not endpoint.startswith("tcp://"):
-        return False
-    host = endpoint[len("tcp://"):].rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True  # "*", an interface or host name: assume it is reachable
 
 
 def _matches(topic: bytes, topics: frozenset[bytes], prefixes: tuple[bytes, ...]) -> bool:
