@@ -765,11 +765,11 @@ def _certificate(path: str, key: str, fail: Callable[[str], NoReturn], *,
     """``(public, secret)`` of the ZeroMQ certificate file ``path`` named by config key ``key``.
 
     Read now, so that a missing or wrong file is one line naming the key,
-    not a traceback once the sockets are being opened. With ``secret``
-    (the key names a secret key file) a file that users other than its owner
-    and group may read, or that its group or others may write, is refused
-    (:func:`secret_key_file_problem`) once it is seen to hold one (a public
-    certificate given instead is named as that by the caller).
+    not a traceback once the sockets are being opened. A file that users
+    other than its owner may write is refused, and with ``secret`` (the key
+    names a secret key file) one that every user may read, once it is seen
+    to hold a secret key (a public certificate given instead is named as
+    that by the caller): :func:`key_file_problem`.
     """
     try:
         public, secret_key = zmq.auth.load_certificate(path)
@@ -780,9 +780,9 @@ def _certificate(path: str, key: str, fail: Callable[[str], NoReturn], *,
              f"see `kronos-exec keys generate`)")
     if not Z85_KEY.fullmatch(public.decode("latin-1")):
         fail(f"'{key}': {path}: its public-key is not a 40-character Z85 CURVE key")
-    if secret and secret_key is not None:
+    if not secret or secret_key is not None:
         try:
-            problem = secret_key_file_problem(path)
+            problem = key_file_problem(path, secret=secret)
         except OSError as exc:
             problem = f"cannot read {path}: {exc.strerror}"
         if problem is not None:
@@ -790,14 +790,17 @@ def _certificate(path: str, key: str, fail: Callable[[str], NoReturn], *,
     return public, secret_key
 
 
-def secret_key_file_problem(path: str | os.PathLike) -> str | None:
-    """Why the secret key file ``path`` is not private enough, or None.
+def key_file_problem(path: str | os.PathLike, *, secret: bool) -> str | None:
+    """Why the key file ``path`` is not private enough, or None.
 
-    Refused: readable by every user (``o+r``), or writable by its group or by
-    every user (``g+w``, ``o+w``: whoever can write it can swap the key). A
-    group may read it (0640, 0440): a service whose key is mounted for a group
-    (a Kubernetes secret with ``fsGroup``) has no other way. ``kronos-exec keys
-    generate`` writes 0600. The mode of the file a symlink leads to is checked.
+    Refused, any key file: writable by its group or by every user (``g+w``,
+    ``o+w``): whoever can write a file of the allow-list can put their own key
+    in it, and one of the server's can swap the server's key (OpenSSH's
+    ``StrictModes`` refuses such an ``authorized_keys``). A secret key file
+    also when every user may read it (``o+r``). A group may read a secret key
+    (0640, 0440): a service whose key is mounted for a group (a Kubernetes
+    secret with ``fsGroup``) has no other way. ``kronos-exec keys generate``
+    writes 0600 and 0644. The mode of the file a symlink leads to is checked.
 
     Raises
     ------
@@ -805,10 +808,14 @@ def secret_key_file_problem(path: str | os.PathLike) -> str | None:
         When the file cannot be looked at.
     """
     mode = os.stat(path).st_mode & 0o777
-    if mode & 0o026:
-        return (f"{path} may be {'read' if mode & 0o004 else 'written'} by users other than its "
-                f"owner (mode {mode:o}): a secret key must be private; chmod 600 {path} (640 "
-                f"for a group that runs the engine)")
+    fix = (f"chmod 600 {path} (640 for a group that runs the engine)" if secret else
+           f"chmod 644 {path}")
+    if secret and mode & 0o004:
+        return (f"{path} may be read by users other than its owner (mode {mode:o}): a secret "
+                f"key must be private; {fix}")
+    if mode & 0o022:
+        return (f"{path} may be written by users other than its owner (mode {mode:o}): they "
+                f"could put a key of their own in its place; {fix}")
     return None
 
 

@@ -67,3 +67,27 @@ def test_a_secret_key_of_its_owner_or_a_reading_group_is_taken(keys, text, file,
 def test_public_key_files_may_be_read_by_all(keys):
     os.chmod(keys / "alice.key", 0o644)
     parse_config(_server(keys), base_dir=keys, source="engine.toml")
+
+
+# A public key file of the allow-list decides who gets a client's accounts: whoever may
+# write it can put their own key there and have it taken at the next SIGHUP or start
+# (OpenSSH's StrictModes refuses an authorized_keys file others may write, for that).
+ALLOW_LIST = [(_server, "alice.key", "security.clients[0].public_key_file"),
+              (_gateway, "alice.key", "gateways[0].subscriber_key_files[0]")]
+
+
+@pytest.mark.parametrize("text,file,key", ALLOW_LIST)
+@pytest.mark.parametrize("mode", [0o664, 0o646, 0o666])
+def test_an_allow_list_key_file_others_may_write_is_refused(keys, text, file, key, mode):
+    os.chmod(keys / file, mode)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text(keys), base_dir=keys, source="engine.toml")
+    message = str(caught.value)
+    assert f"'{key}'" in message and f"mode {mode:o}" in message and "chmod 644" in message
+
+
+@pytest.mark.parametrize("text,file,key", ALLOW_LIST)
+@pytest.mark.parametrize("mode", [0o644, 0o444, 0o600])
+def test_an_allow_list_key_file_only_its_owner_may_write_is_taken(keys, text, file, key, mode):
+    os.chmod(keys / file, mode)
+    parse_config(text(keys), base_dir=keys, source="engine.toml")
