@@ -1097,8 +1097,17 @@ class IntakeServer:
             socket = self._make_socket(curve_keys=(public, secret))
             self._bind(_Listener(self, socket, curve=True), cfg.endpoints)
         if cfg.plaintext_endpoints:
+            # What anyone reaching them may do, said with it: the rights are in another
+            # section ([security]), and "*" with the admin right is the whole engine.
+            accounts = self.security.plaintext_accounts
+            rights = ("every account" if ALL_ACCOUNTS in accounts else
+                      f"accounts {', '.join(accounts)}" if accounts else "no account")
+            admin = ("and admin requests (kill switches, ReloadLimits)"
+                     if self.security.plaintext_admin else "and no admin request")
             warning = (f"intake: PLAINTEXT endpoints {', '.join(cfg.plaintext_endpoints)} accept "
-                       f"unauthenticated, unencrypted connections (allow_plaintext = true)")
+                       f"unauthenticated, unencrypted connections (allow_plaintext = true): "
+                       f"anyone reaching them may use {rights} {admin} (security."
+                       f"plaintext_accounts, plaintext_admin)")
             # (Whatever the level: the only sign that anyone on the network may trade.)
             warn_whatever_the_level(log, warning)
             self._bind(_Listener(self, self._make_socket(), curve=False), cfg.plaintext_endpoints)
