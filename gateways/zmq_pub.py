@@ -441,10 +441,10 @@ class ReplayServer:
                  curve: CurveServer | None = None):
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
-        _limit_inbound(self._socket)
-        self._socket.rcvhwm = REPLAY_RCVHWM
-        self._socket.sndhwm = REPLAY_SNDHWM
         try:
+            _limit_inbound(self._socket)
+            self._socket.rcvhwm = REPLAY_RCVHWM
+            self._socket.sndhwm = REPLAY_SNDHWM
             if curve is not None:
                 curve.serve(self._socket)
             _bind(self._socket, endpoint)
