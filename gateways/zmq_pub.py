@@ -135,11 +135,6 @@ MAX_INBOUND_BYTES = 1 << 20
 #: Requests one peer may have queued at the replay service: a REQ socket sends one at
 #: a time, and libzmq's default (1000) would let one connection park 1 GB of them.
 REPLAY_RCVHWM = 16
-#: Answers the replay service queues for one peer that does not read them; past it the
-#: ROUTER drops the answer (a REQ waits for each answer before it asks again, so it never
-#: has more than one). At libzmq's default (1000), each answer up to ``max_replay``
-#: events (about 6 MB at 10,000), a peer that asked and never read held gigabytes.
-REPLAY_SNDHWM = 4
 
 
 def _limit_inbound(socket: zmq.Socket) -> None:
@@ -444,7 +439,6 @@ class ReplayServer:
         try:
             _limit_inbound(self._socket)
             self._socket.rcvhwm = REPLAY_RCVHWM
-            self._socket.sndhwm = REPLAY_SNDHWM
             if curve is not None:
                 curve.serve(self._socket)
             _bind(self._socket, endpoint)

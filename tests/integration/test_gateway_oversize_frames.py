@@ -8,7 +8,6 @@ the process grew by 250 MiB), with no key and no limit but the sender's bandwidt
 import logging
 import socket
 import struct
-import time
 
 import msgspec
 import pytest
@@ -109,10 +108,10 @@ def test_bad_replay_requests_are_answered_each_and_logged_sparsely(tmp_path, cap
             dealer.linger = 0
             dealer.connect(gw.replay_endpoint)
             answers = []
-            for i in range(500):  # (each answer read before the next request: see REPLAY_SNDHWM)
+            for i in range(500):  # (each answer read before the next: as a REQ would)
                 dealer.send_multipart([b"", b"not msgpack \xc1" if i % 2 else
                                        msgspec.msgpack.encode({"from": -1})])
-                if dealer.poll(30_000):  # (a loaded machine: generous)
+                if dealer.poll(5000):
                     answers.append(msgspec.msgpack.decode(dealer.recv_multipart()[-1]))
         assert len(answers) == 500 and not any(a["ok"] for a in answers)
         assert "'from' must be >= 1" in answers[0]["error"]
@@ -122,40 +121,3 @@ def test_bad_replay_requests_are_answered_each_and_logged_sparsely(tmp_path, cap
         gw.stop()
         writer.close()
 
-
-def test_a_peer_that_asks_and_never_reads_holds_few_answers(tmp_path):
-    """Before, the replay service queued up to libzmq's default 1000 answers for a peer
-    that asked and did not read (each up to ``max_replay`` events: about 6 MB at the default
-    10,000); measured, the gateway grew by 85 MB after 15 answers, and went on growing as
-    fast as it could read the journal, for any peer that reached the port."""
-    writer = JournalWriter(tmp_path / "journal", fsync="none")
-    write_fills(writer, 1, 2000, with_commands=False)
-    table = {"type": "zmq", "endpoint": "tcp://127.0.0.1:0", "replay_endpoint": "tcp://127.0.0.1:0",
-             "isolation": "thread", "max_replay": 2000}
-    [gw] = from_config([table], tmp_path / "journal", tmp_path / "gw")
-    gw.start()
-    asked = 60
-    try:
-        with zmq.Context() as context, context.socket(zmq.DEALER) as greedy:
-            greedy.linger = 0
-            greedy.rcvhwm = 1  # its libzmq reads no further ahead than one answer
-            greedy.connect(gw.replay_endpoint)
-            request = msgspec.msgpack.encode({"from": 1})
-            for _ in range(asked):
-                greedy.send_multipart([b"", request])
-            deadline = time.monotonic() + 60
-            while gw._replay.requests < asked and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert gw._replay.requests == asked  # every one was read and answered
-            got = 0
-            while greedy.poll(1000):
-                greedy.recv_multipart()
-                got += 1
-            # Those in the gateway's queue (REPLAY_SNDHWM) and the sockets' buffers; not all.
-            assert 0 < got <= asked // 2, got
-            # A subscriber that reads its answers is served as before.
-            with Subscriber(gw.endpoint, gw.replay_endpoint, start_seq=0, replay_timeout_ms=5000) as sub:
-                assert len(collect(sub, 2000, 20)) == 2000
-    finally:
-        gw.stop()
-        writer.close()
