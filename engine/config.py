@@ -620,7 +620,7 @@ def _check(config: Config, source: str, resolve: bool = True) -> None:
         # Read even with plaintext endpoints only: a wrong path would otherwise
         # show only on the day CURVE is turned on.
         _, secret = _certificate(security.server_secret_key_file,
-                                 "security.server_secret_key_file", fail)
+                                 "security.server_secret_key_file", fail, secret=True)
         if secret is None:
             fail(f"'security.server_secret_key_file': {security.server_secret_key_file} holds no "
                  f"secret key (a public certificate: give the .key_secret file)")
@@ -668,7 +668,7 @@ def _check(config: Config, source: str, resolve: bool = True) -> None:
             continue
         if getattr(gateway, "curve_secret_key_file", None) is not None:
             where = f"gateways[{i}].curve_secret_key_file"
-            if _certificate(gateway.curve_secret_key_file, where, fail)[1] is None:
+            if _certificate(gateway.curve_secret_key_file, where, fail, secret=True)[1] is None:
                 fail(f"'{where}': {gateway.curve_secret_key_file} holds no secret key (a public "
                      f"certificate: give the .key_secret file)")
             for k, path in enumerate(gateway.subscriber_key_files):
@@ -760,14 +760,19 @@ def _ipv4_of(host: str, resolve: bool = True) -> frozenset[str]:
         return frozenset({host})
 
 
-def _certificate(path: str, key: str, fail: Callable[[str], NoReturn]) -> tuple[bytes, bytes | None]:
+def _certificate(path: str, key: str, fail: Callable[[str], NoReturn], *,
+                 secret: bool = False) -> tuple[bytes, bytes | None]:
     """``(public, secret)`` of the ZeroMQ certificate file ``path`` named by config key ``key``.
 
     Read now, so that a missing or wrong file is one line naming the key,
-    not a traceback once the sockets are being opened.
+    not a traceback once the sockets are being opened. A file that users
+    other than its owner may write is refused, and with ``secret`` (the key
+    names a secret key file) one that every user may read, once it is seen
+    to hold a secret key (a public certificate given instead is named as
+    that by the caller): :func:`key_file_problem`.
     """
     try:
-        public, secret = zmq.auth.load_certificate(path)
+        public, secret_key = zmq.auth.load_certificate(path)
     except OSError as exc:
         fail(f"'{key}': cannot read {path}: {exc.strerror or 'no such file'}")
     except ValueError:
@@ -775,7 +780,43 @@ def _certificate(path: str, key: str, fail: Callable[[str], NoReturn]) -> tuple[
              f"see `kronos-exec keys generate`)")
     if not Z85_KEY.fullmatch(public.decode("latin-1")):
         fail(f"'{key}': {path}: its public-key is not a 40-character Z85 CURVE key")
-    return public, secret
+    if not secret or secret_key is not None:
+        try:
+            problem = key_file_problem(path, secret=secret)
+        except OSError as exc:
+            problem = f"cannot read {path}: {exc.strerror}"
+        if problem is not None:
+            fail(f"'{key}': {problem}")
+    return public, secret_key
+
+
+def key_file_problem(path: str | os.PathLike, *, secret: bool) -> str | None:
+    """Why the key file ``path`` is not private enough, or None.
+
+    Refused, any key file: writable by its group or by every user (``g+w``,
+    ``o+w``): whoever can write a file of the allow-list can put their own key
+    in it, and one of the server's can swap the server's key (OpenSSH's
+    ``StrictModes`` refuses such an ``authorized_keys``). A secret key file
+    also when every user may read it (``o+r``). A group may read a secret key
+    (0640, 0440): a service whose key is mounted for a group (a Kubernetes
+    secret with ``fsGroup``) has no other way. ``kronos-exec keys generate``
+    writes 0600 and 0644. The mode of the file a symlink leads to is checked.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be looked at.
+    """
+    mode = os.stat(path).st_mode & 0o777
+    fix = (f"chmod 600 {path} (640 for a group that runs the engine)" if secret else
+           f"chmod 644 {path}")
+    if secret and mode & 0o004:
+        return (f"{path} may be read by users other than its owner (mode {mode:o}): a secret "
+                f"key must be private; {fix}")
+    if mode & 0o022:
+        return (f"{path} may be written by users other than its owner (mode {mode:o}): they "
+                f"could put a key of their own in its place; {fix}")
+    return None
 
 
 def _check_history_store(history: HistoryConfig, gateways: list, fail: Callable[[str], NoReturn]) -> None:

@@ -979,6 +979,8 @@ class IntakeServer:
         self._throttled_log = SparseLog(log, "requests answered THROTTLED (intake.request_rate)",
                                         most=1)
         self._bad_resume_log = SparseLog(log, "resumes refused from past their session's end")
+        self._refused_session_log = SparseLog(log, "intake: new sessions refused at "
+                                                   "max_sessions or max_sessions_per_key")
         self._stage_latency = self.metrics.stage_latency.labels("intake")
         # Outbound messages held until the handler's flush (see Handler.flush).
         self._outbox: list[tuple[Session, bytes]] = []
@@ -1096,8 +1098,17 @@ class IntakeServer:
             socket = self._make_socket(curve_keys=(public, secret))
             self._bind(_Listener(self, socket, curve=True), cfg.endpoints)
         if cfg.plaintext_endpoints:
+            # What anyone reaching them may do, said with it: the rights are in another
+            # section ([security]), and "*" with the admin right is the whole engine.
+            accounts = self.security.plaintext_accounts
+            rights = ("every account" if ALL_ACCOUNTS in accounts else
+                      f"accounts {', '.join(accounts)}" if accounts else "no account")
+            admin = ("and admin requests (kill switches, ReloadLimits)"
+                     if self.security.plaintext_admin else "and no admin request")
             warning = (f"intake: PLAINTEXT endpoints {', '.join(cfg.plaintext_endpoints)} accept "
-                       f"unauthenticated, unencrypted connections (allow_plaintext = true)")
+                       f"unauthenticated, unencrypted connections (allow_plaintext = true): "
+                       f"anyone reaching them may use {rights} {admin} (security."
+                       f"plaintext_accounts, plaintext_admin)")
             # (Whatever the level: the only sign that anyone on the network may trade.)
             warn_whatever_the_level(log, warning)
             self._bind(_Listener(self, self._make_socket(), curve=False), cfg.plaintext_endpoints)
@@ -1530,19 +1541,27 @@ class IntakeServer:
         ent = self._entitlement_of(principal, listener.curve)
         # The key's own limit first: evicting one of its idle sessions also
         # makes room under the engine's.
+        # A refused connection's every frame comes here again (it has no session): each
+        # refusal is charged to the key's request_rate, as intake's other refusals are,
+        # and logged sparsely; both were once per frame, at whatever rate it sent.
         if evict and self._held[principal] >= self.config.max_sessions_per_key \
                 and not self._evict_one(principal):
-            log.error("intake: key %s holds %d sessions, none idle; refusing a new one",
-                      ent.name, self._held[principal])
-            self._send_sessionless(listener, route, make_reject(
-                RejectReason.NOT_AUTHORIZED,
-                f"too many sessions for key {ent.name}: it holds intake.max_sessions_per_key "
-                f"({self.config.max_sessions_per_key}), all connected; close one first"))
+            if self._charge(listener, route, principal, ent.name, now, None):
+                self._refused_session_log.log(
+                    logging.ERROR, "intake: key %s holds %d sessions, none idle; refusing a new "
+                    "one", ent.name, self._held[principal])
+                self._send_sessionless(listener, route, make_reject(
+                    RejectReason.NOT_AUTHORIZED,
+                    f"too many sessions for key {ent.name}: it holds intake.max_sessions_per_key "
+                    f"({self.config.max_sessions_per_key}), all connected; close one first"))
             return None
         if evict and len(self.sessions) >= self.config.max_sessions and not self._evict_one():
-            log.error("intake: %d sessions, none idle; refusing a new one", len(self.sessions))
-            self._send_sessionless(listener, route, make_reject(RejectReason.NOT_AUTHORIZED,
-                                                                "too many sessions"))
+            if self._charge(listener, route, principal, ent.name, now, None):
+                self._refused_session_log.log(
+                    logging.ERROR, "intake: %d sessions, none idle; refusing a new one",
+                    len(self.sessions))
+                self._send_sessionless(listener, route, make_reject(
+                    RejectReason.NOT_AUTHORIZED, "too many sessions"))
             return None
         session = Session(listener, route, principal, ent.name, ent.accounts, ent.admin,
                           self.config.resend_ring_size, now)
@@ -1802,14 +1821,21 @@ class IntakeServer:
         valid cancels and admin requests are never charged (they take risk
         off).
         """
+        return self._charge(listener, route, session.principal, session.client_name, now,
+                            ref_type, cl_ord_id)
+
+    def _charge(self, listener: _Listener, route: bytes, principal: str, client_name: str,
+                now: int, ref_type: str | None, cl_ord_id: str | None = None) -> bool:
+        """:meth:`_may_answer` for the key ``principal`` (named ``client_name``), with or
+        without a session: a frame refused a session is charged too."""
         rate = self.config.request_rate
         if not rate:
             return True
         unit = 1_000_000_000  # one request, in units of the refill (rate per ns)
         full = self.config.request_bucket * unit
-        bucket = self._request_buckets.get(session.principal)
+        bucket = self._request_buckets.get(principal)
         if bucket is None:
-            bucket = self._request_buckets[session.principal] = [full, now]
+            bucket = self._request_buckets[principal] = [full, now]
         else:
             bucket[0] = min(full, bucket[0] + (now - bucket[1]) * rate)
             bucket[1] = now
@@ -1818,13 +1844,13 @@ class IntakeServer:
             return True
         self._send_sessionless(listener, route, make_reject(
             RejectReason.THROTTLED,
-            f"requests above the limit of key {session.client_name}: "
+            f"requests above the limit of key {client_name}: "
             f"{rate} per second (intake.request_rate), all its sessions together; "
             "not served, and this answer is outside the session's numbering",
             ref_type=ref_type, cl_ord_id=cl_ord_id, req_id=req_id))
         self._throttled_log.log(logging.WARNING, "intake: key %s is past intake.request_rate "
                                 "(%d per second); its requests are answered THROTTLED",
-                                session.client_name, rate)
+                                client_name, rate)
         return False
 
     def _hand_over(self, session: Session, request: Request,

@@ -178,6 +178,11 @@ class ZmqConfig(GatewayConfig, tag="zmq"):
     subscriber_key_files : list of str
         Public certificate files of the keys allowed to subscribe and replay.
         With CURVE, at least one key between the two lists.
+    allow_plaintext : bool
+        Explicit opt-in for a gateway without CURVE whose ``endpoint`` or
+        ``replay_endpoint`` listens beyond loopback (a wildcard, a host name
+        or an address that is not loopback); refused without it. Loopback
+        and ``ipc://`` endpoints need none. Default false.
     """
 
     endpoint: str = "tcp://127.0.0.1:7101"
@@ -188,6 +193,7 @@ class ZmqConfig(GatewayConfig, tag="zmq"):
     curve_secret_key_file: str | None = None
     subscriber_keys: list[str] = []
     subscriber_key_files: list[str] = []
+    allow_plaintext: bool = False
     # Each poll of a live journal costs a wake-up (about 60 µs of CPU here,
     # whatever it finds): at 2 ms that was half of what the gateway took
     # from the engine's cores at 1,000 orders/s (docs/gateways.md).
@@ -418,6 +424,21 @@ def _explain(where: str, cls: type, message: str) -> str:
     return f"'{where}{path}': {detail}"
 
 
+def reachable_from_afar(endpoint: str) -> bool:
+    """Whether a ``tcp://`` endpoint (as written, or as bound) listens beyond the loopback
+    interface (a wildcard, a host name or address that is not loopback); ipc:// and
+    inproc:// do not. ``localhost`` counts as loopback."""
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[len("tcp://"):].rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # "*", an interface or host name: assume it is reachable
+
+
 def parse_gateway_configs(tables: list[dict[str, Any]]) -> list[GatewayConfig]:
     """Check the ``[[gateways]]`` tables and convert each into its struct.
 
@@ -489,6 +510,15 @@ def _check(config: GatewayConfig, where: str) -> None:
                 fail("curve_secret_key_file", "is set, but 'subscriber_keys' and "
                                               "'subscriber_key_files' are empty: no one could "
                                               "connect")
+            if config.curve_secret_key_file is None and not config.allow_plaintext:
+                for key in ("endpoint", "replay_endpoint"):
+                    if reachable_from_afar(getattr(config, key)):
+                        fail(key, f"{getattr(config, key)!r} listens beyond loopback without "
+                                  f"CURVE: anyone who reaches it reads every account's events "
+                                  f"and replays the whole journal; set 'curve_secret_key_file' "
+                                  f"and the subscribers' keys, bind 127.0.0.1 or an ipc:// "
+                                  f"path, or, to serve it unauthenticated (development), set "
+                                  f"'allow_plaintext = true'")
             if config.curve_secret_key_file is None and subscribers:
                 fail("subscriber_keys" if config.subscriber_keys else "subscriber_key_files",
                      "lists keys, but 'curve_secret_key_file' is not set: without CURVE the "

@@ -31,7 +31,6 @@ again from ``s + 1`` until ``end`` or ``s >= b``.
 from __future__ import annotations
 
 import collections
-import ipaddress
 import logging
 import struct
 import threading
@@ -46,7 +45,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from engine.journal import JournalReader, RecordKind, journal_identity
 from engine.metrics import SparseLog, warn_whatever_the_level
 from gateways.base import Gateway, GatewayBindError, describe
-from gateways.config import ZmqConfig, zmq_ipv6
+from gateways.config import ZmqConfig, reachable_from_afar, zmq_ipv6
 from gateways.events import GatewayEvent, Normalizer, topic_of
 from gateways.tail import JournalTail
 
@@ -131,6 +130,20 @@ MAX_STORED_TOPICS = 10_000
 HEARTBEAT_WINDOW = 4
 #: How long a bind waits for an address that is still in use before it fails.
 BIND_RETRY_S = 1.0
+#: The largest frame either socket takes from a peer (``ZMQ_MAXMSGSIZE``): a replay
+#: request naming 10,000 topics is about 200 KB, a subscription one topic. libzmq
+#: applies it from the first handshake command on, so a peer that has not (or, under
+#: CURVE, could not) authenticate is dropped at a larger frame instead of having all
+#: of it read into memory, at whatever size it announces.
+MAX_INBOUND_BYTES = 1 << 20
+#: Requests one peer may have queued at the replay service: a REQ socket sends one at
+#: a time, and libzmq's default (1000) would let one connection park 1 GB of them.
+REPLAY_RCVHWM = 16
+
+
+def _limit_inbound(socket: zmq.Socket) -> None:
+    """Bound what ``socket`` reads from any one peer (see :data:`MAX_INBOUND_BYTES`)."""
+    socket.maxmsgsize = MAX_INBOUND_BYTES
 
 
 def _bind(socket: zmq.Socket, endpoint: str) -> None:
@@ -228,6 +241,7 @@ class ZmqGateway(Gateway):
         self._pub = self._context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.SNDHWM, config.sndhwm)
         self._pub.setsockopt(zmq.LINGER, 0)
+        _limit_inbound(self._pub)  # (its subscribers' subscriptions)
         if curve is not None:
             curve.serve(self._pub)
         binding = config.endpoint  # the one the error names
@@ -246,11 +260,12 @@ class ZmqGateway(Gateway):
             self._pub = self._context = None  # stop() has nothing left to close
             raise ZmqBindError(self.name, binding, exc) from exc
         self.replay_endpoint = self._replay.endpoint
-        exposed = [e for e in (self.endpoint, self.replay_endpoint) if _reachable_from_afar(e)]
+        exposed = [e for e in (self.endpoint, self.replay_endpoint) if reachable_from_afar(e)]
         if exposed and curve is None:
             # Neither socket authenticates (no CURVE): whoever reaches them reads every
             # account's events, session ids included, and replays the whole journal.
-            # (Whatever the level, as the plaintext intake's warning.)
+            # (Asked for with allow_plaintext, as the plaintext intake is, and warned of
+            # whatever the level, as its warning is.)
             warn_whatever_the_level(log, f"gateway {self.name}: {' and '.join(exposed)} take "
                                          f"unauthenticated connections from other hosts: anyone "
                                          f"who can reach them reads every account's events; "
@@ -378,20 +393,6 @@ def unpack_header(header: bytes) -> tuple[int, int, int, str | None]:
     return seq, prev, topic_prev, f"{number:016x}" if number else None
 
 
-def _reachable_from_afar(endpoint: str) -> bool:
-    """Whether a bound ``tcp://`` endpoint listens beyond the loopback interface (a
-    wildcard, a host name or address that is not loopback); ipc:// and inproc:// do not."""
-    if not endpoint.startswith("tcp://"):
-        return False
-    host = endpoint[len("tcp://"):].rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True  # "*", an interface or host name: assume it is reachable
-
-
 def _matches(topic: bytes, topics: frozenset[bytes], prefixes: tuple[bytes, ...]) -> bool:
     if not topics and not prefixes:
         return True
@@ -473,6 +474,8 @@ class ReplayServer:
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         try:
+            _limit_inbound(self._socket)
+            self._socket.rcvhwm = REPLAY_RCVHWM
             if curve is not None:
                 curve.serve(self._socket)
             _bind(self._socket, endpoint)
@@ -490,6 +493,7 @@ class ReplayServer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gateway-replay", daemon=True)
         self.requests = 0
+        self._errors = SparseLog(log, "gateway replay: requests refused")
 
     def start(self) -> None:
         self._thread.start()
@@ -517,7 +521,8 @@ class ReplayServer:
                 try:
                     reply = self._answer(body)
                 except Exception as exc:  # noqa: BLE001 - a bad request or a journal problem: tell the asker
-                    log.warning("gateway replay: %s", exc)
+                    # Sparsely: anyone who reaches the port can send bad requests at will.
+                    self._errors.log(logging.WARNING, "gateway replay: %s", exc)
                     reply = [self._encoder.encode({"ok": False, "error": describe(exc)})]
                 self._socket.send_multipart(envelope + reply)
 

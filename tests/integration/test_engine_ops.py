@@ -171,8 +171,11 @@ def test_the_plaintext_warning_shows_whatever_the_log_level(tmp_path, json):
     finally:
         proc.terminate()
         _, stderr = proc.communicate(timeout=30)
+    # (With what anyone reaching it may do: before 2026-12-07 the line did not say.)
     warning = (f"intake: PLAINTEXT endpoints tcp://127.0.0.1:{port} accept "
-               f"unauthenticated, unencrypted connections (allow_plaintext = true)")
+               f"unauthenticated, unencrypted connections (allow_plaintext = true): anyone "
+               f"reaching them may use accounts DEMO1, DEMO2 and admin requests (kill switches, "
+               f"ReloadLimits) (security.plaintext_accounts, plaintext_admin)")
     lines = [line for line in stderr.splitlines() if "PLAINTEXT" in line]
     assert len(lines) == 1
     if json:

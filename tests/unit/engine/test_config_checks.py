@@ -59,7 +59,7 @@ SIM = Path(__file__).resolve().parents[2] / "integration" / "configs" / "quiet_s
     # "'risk': argument of type 'int' is not iterable".
     ('[metrics]\nport = 7002\n',
      "'metrics.port': binds port 7002, as 'intake.plaintext_endpoints[0]' does"),
-    ('[[gateways]]\ntype = "zmq"\nendpoint = "tcp://0.0.0.0:7002"\n',
+    ('[[gateways]]\ntype = "zmq"\nendpoint = "tcp://0.0.0.0:7002"\nallow_plaintext = true\n',
      "'gateways[0].endpoint': binds port 7002, as 'intake.plaintext_endpoints[0]' does"),
     ('[[gateways]]\ntype = "zmq"\nmetrics_port = 9464\nmetrics_host = "0.0.0.0"\n',
      "'gateways[0].metrics_port': binds port 9464, as 'metrics.port' does"),

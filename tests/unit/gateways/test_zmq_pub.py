@@ -624,7 +624,7 @@ def test_endpoints_open_to_other_hosts_are_warned_about(tmp_path, journal, caplo
     """Neither socket authenticates: bound beyond loopback, anyone reaching them reads every
     account's events. The docs' own example binds 0.0.0.0; the start now says so."""
     import logging
-    from gateways.zmq_pub import _reachable_from_afar
+    from gateways.config import reachable_from_afar as _reachable_from_afar
     assert [_reachable_from_afar(e) for e in (
         "tcp://0.0.0.0:1", "tcp://[::]:1", "tcp://10.1.2.3:1", "tcp://eth0:1", "tcp://127.0.0.1:1",
         "tcp://[::1]:1", "tcp://localhost:1", "ipc:///tmp/x", "inproc://x")] == \
@@ -632,7 +632,7 @@ def test_endpoints_open_to_other_hosts_are_warned_about(tmp_path, journal, caplo
     for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
         caplog.clear()
         gateway = make_gateway(tmp_path / host, isolation="thread", endpoint=f"tcp://{host}:0",
-                               replay_endpoint="tcp://127.0.0.1:0")
+                               replay_endpoint="tcp://127.0.0.1:0", allow_plaintext=True)
         with caplog.at_level(logging.WARNING, logger="gateways.zmq_pub"):
             gateway.start()
             gateway.stop()
@@ -647,7 +647,7 @@ def test_the_open_endpoints_warning_is_written_at_any_level(tmp_path, journal, c
     the same kind of exposure, is written whatever the level (audit)."""
     import logging
     gateway = make_gateway(tmp_path / "quiet", isolation="thread", endpoint="tcp://0.0.0.0:0",
-                           replay_endpoint="tcp://127.0.0.1:0")
+                           replay_endpoint="tcp://127.0.0.1:0", allow_plaintext=True)
     logger = logging.getLogger("gateways.zmq_pub")
     root, level = logging.getLogger(), logger.level
     saved = root.handlers[:]
