@@ -374,11 +374,19 @@ def server_pids() -> list[int]:
 
 
 def child_pids(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
+    """The direct children of ``pid``, whichever of its threads started them.
+
+    ``/proc/PID/task/TID/children`` lists only the children that thread
+    forked, and the engine forks its gateway processes from a thread of
+    their own (``engine.children.spawn_child``), not its main thread.
+    """
+    pids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            pids += [int(p) for p in task.read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return sorted(set(pids))
 
 
 def scrape(port: int) -> dict[str, float]:
