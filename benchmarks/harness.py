@@ -667,15 +667,19 @@ def write_report(results: dict, out_dir: Path, plots: list[str]) -> None:
 # ---------------------------------------------------------------- compare
 
 
-#: Name fragments whose figures are better when smaller (latencies, costs).
-#: Name parts (between underscores) of latencies and costs.
-_COST_UNITS = frozenset({"us", "ns", "ms", "seconds", "latency"})
+#: Name parts (between underscores) of latencies and costs: times (``_s`` too, as
+#: bench_recovery's ``checkpoint_restart_s`` and bench_gateways' ``gateway_cpu_s_zmq``;
+#: a rate ends in ``_per_s``, read first) and memory.
+_COST_UNITS = frozenset({"us", "ns", "ms", "s", "seconds", "latency", "mb"})
 #: Figures that are a run's settings, not its results: no direction.
-_SETTINGS = frozenset({"engine_seconds"})
+_SETTINGS = frozenset({"engine_seconds", "simulated_s"})
 #: Ratios of a cost to its baseline's (bench_recovery: a restart's or a checkpoint
-#: write's seconds over the whole replay's), which their names do not say: lower is better.
+#: write's seconds over the whole replay's; bench_sim: CPU per simulated second with
+#: the resting dark orders over without them), which their names do not say: lower
+#: is better.
 _COST_RATIOS = frozenset({"ratio_vs_whole_replay", "checkpoint_write_ratio_vs_whole_replay",
-                          "checkpoint_write_from_nothing_ratio_vs_whole_replay"})
+                          "checkpoint_write_from_nothing_ratio_vs_whole_replay",
+                          "dark_resting_ratio"})
 
 
 def lower_is_better(name: str) -> bool | None:

@@ -163,6 +163,14 @@ def test_headline_from_real_keys():
     ("recovery.ratio_vs_whole_replay", True),
     ("recovery.checkpoint_write_ratio_vs_whole_replay", True),
     ("recovery.replay_records_per_s", False),
+    # Seconds and megabytes are costs (they had no direction: "changed"); the dark
+    # pool's cost with its resting orders over the cost without them is a cost ratio
+    # (a rise was called better); the simulated span is a setting.
+    ("recovery.checkpoint_restart_s", True), ("recovery.whole_replay_s", True),
+    ("recovery.journal_build_cpu_s", True), ("gateways.gateway_cpu_s_zmq", True),
+    ("recovery.whole_replay_maxrss_mb", True),
+    ("sim.dark_resting_ratio", True), ("sim.simulated_s", None),
+    ("sim.events_per_s", False),
 ])
 def test_direction_of_each_kind_of_figure(name, lower):
     assert harness.lower_is_better(name) is lower
