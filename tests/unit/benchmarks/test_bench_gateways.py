@@ -38,3 +38,45 @@ def test_child_pids_finds_the_gateway_process(tmp_path):
                          f"{[_cmdline(p) for p in kids]}"
     finally:
         stop_engine(engine)
+
+
+def _run(p50: float, p99: float, *, acks: int = 1000, sent: int = 1000) -> dict:
+    """One measure_engine_p99 result: a histogram holding that p50 and p99."""
+    from hdrh.histogram import HdrHistogram
+    ack = HdrHistogram(1, 60_000_000, 3)
+    ack.record_value(int(p50), 980)
+    ack.record_value(int(p99), 20)
+    return {"p50_us": p50, "p99_us": p99, "p999_us": p99, "max_us": p99, "acks": acks,
+            "sent": sent, "rejects": 0, "ack": ack, "engine_cpu_s": 1.0, "gateway_cpu_s": 0.1,
+            "server_cpu_s": 0.0, "background_cores": 0.0, "gateways": {}}
+
+
+def _effect(none: list[dict], zmq: list[dict]) -> dict:
+    from benchmarks.bench_gateways import report_effect
+    figures: dict = {}
+    report_effect({"none": none, "zmq": zmq}, repeats=len(none), seconds=1.0, figures=figures)
+    return figures
+
+
+def test_a_gateway_within_the_target_is_met_when_the_engine_keeps_up():
+    figures = _effect([_run(400, 1000)] * 4, [_run(400, 1010)] * 4)
+    assert figures["engine_kept_up"] is True
+    assert figures["engine_p99_verdict_zmq"] == "met"
+    assert figures["engine_p99_target_met_zmq"] is True
+
+
+def test_no_verdict_when_the_engine_did_not_keep_up():
+    """Both sides queueing for seconds behind the offered rate: their p99s are alike, but
+    that measures the queue, not the gateway's cost (it was reported as met)."""
+    figures = _effect([_run(900_000, 2_000_000)] * 4, [_run(900_000, 2_000_000)] * 4)
+    assert figures["engine_kept_up"] is False
+    assert figures["engine_p99_verdict_zmq"] != "met"
+    assert figures["engine_p99_target_met_zmq"] is False
+
+
+def test_no_verdict_when_orders_went_unanswered():
+    """A run's unanswered orders are missing from its histogram: its p99 is of the rest."""
+    figures = _effect([_run(400, 1000)] * 4, [_run(400, 1000, acks=900)] * 4)
+    assert figures["engine_runs_short_of_acks"] == 4
+    assert figures["engine_p99_verdict_zmq"] != "met"
+    assert figures["engine_p99_target_met_zmq"] is False
