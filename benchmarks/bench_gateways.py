@@ -64,10 +64,10 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from hdrh.histogram import HdrHistogram  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from benchmarks.bench_e2e import free_port, open_loop, orders, pct, start_engine  # noqa: E402
+from benchmarks.bench_e2e import (free_port, latency_histogram, open_loop, orders, pct,  # noqa: E402
+                                   start_engine)
 from benchmarks.common import best_of, console, emit, machine, table  # noqa: E402
 from engine.journal import JournalReader, JournalWriter, RecordKind  # noqa: E402
 from engine.messages import JournalEvent  # noqa: E402
@@ -692,7 +692,7 @@ def fresh_names(table: dict, suffix: str) -> dict:
 
 
 def pooled_p99(runs: list[dict]) -> float:
-    pooled = HdrHistogram(1, 60_000_000, 3)
+    pooled = latency_histogram()
     for run in runs:
         pooled.add(run["ack"])
     return pct(pooled, 99)
