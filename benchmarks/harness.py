@@ -373,6 +373,20 @@ def _ratio(num, den) -> str:
         return "-"
 
 
+def unanswered_note(figures: dict | None, who: str = "") -> str:
+    """`` (N of M unanswered: ...)`` for a loadgen summary with requests never answered.
+
+    Such a run exits 1 and is kept as a result, but its histograms hold the
+    answered requests only: the slowest are missing from its percentiles.
+    """
+    figures = figures or {}
+    missing = figures.get("unanswered") or 0
+    if not missing:
+        return ""
+    sent = sum((figures.get("sent") or {}).values())
+    return f" ({who}{missing:,} of {sent:,} unanswered: percentiles of the answered only)"
+
+
 def headline_rows(results: dict) -> list[list[str]]:
     """``[figure, value, same-run baseline, ratio]`` rows for the README."""
     b = {name: (res.get("figures") or {}) for name, res in results["benchmarks"].items()}
@@ -397,8 +411,10 @@ def headline_rows(results: dict) -> list[list[str]]:
         floor = ((load.get("floor") or {}).get(rate) or {}).get("figures") or {}
         eng = (res.get("figures") or {}).get("latency_us", {}).get("new", {})
         fl = floor.get("latency_us", {}).get("new", {})
-        add(f"loadgen new-order ack p99 at {float(rate):,.0f}/s, µs", eng.get("p99"),
-            "ZeroMQ echo", fl.get("p99"), _ratio(eng.get("p99"), fl.get("p99")) + " the floor")
+        add(f"loadgen new-order ack p99 at {float(rate):,.0f}/s, µs"
+            + unanswered_note(res.get("figures")) + unanswered_note(floor, "floor: "),
+            eng.get("p99"), "ZeroMQ echo", fl.get("p99"),
+            _ratio(eng.get("p99"), fl.get("p99")) + " the floor")
     book = b.get("book", {})
     add("book batch ops/s", book.get("batch_ops_per_s"), "Python reference",
         book.get("reference_ops_per_s"), _ratio(book.get("batch_ops_per_s"),
@@ -637,9 +653,17 @@ def write_report(results: dict, out_dir: Path, plots: list[str]) -> None:
                 lrows.append([f"{float(rate):,.0f}/s {kind}", lat.get("count"), lat.get("p50"),
                               lat.get("p90"), lat.get("p99"), lat.get("p99.9"), lat.get("max"),
                               fl.get("p99"), _ratio(lat.get("p99"), fl.get("p99")),
-                              sum((fig.get("rejects") or {}).get(kind, {}).values())])
+                              sum((fig.get("rejects") or {}).get(kind, {}).values()),
+                              # (per run, not per kind: on the run's first row)
+                              fig.get("unanswered") if kind == "new" else ""])
         md += [_md_table(["offered, request", "acks", "p50", "p90", "p99", "p99.9", "max",
-                          "floor p99", "p99 / floor", "rejected"], lrows), ""]
+                          "floor p99", "p99 / floor", "rejected", "unanswered (run)"], lrows), ""]
+        notes = [f"{float(rate):,.0f}/s {target}{unanswered_note(res.get('figures'))}"
+                 for target, by_rate in load["runs"].items() for rate, res in by_rate.items()
+                 if unanswered_note(res.get("figures"))]
+        if notes:
+            md += ["Runs with requests never answered within the drain (their percentiles "
+                   "leave the slowest out): " + "; ".join(notes) + ".", ""]
     for plot in plots:
         md += [f"![{plot}]({plot})", ""]
     md += ["## All figures", ""]

@@ -184,3 +184,22 @@ def test_an_unknown_only_name_is_refused(tmp_path, capsys):
     assert harness.run(args) == 2
     assert "no benchmark 'nosuch'" in capsys.readouterr().out
     assert not any(tmp_path.iterdir())
+
+
+def test_unanswered_load_requests_are_shown_beside_their_percentiles(tmp_path):
+    """A loadgen run with requests never answered exits 1, which the harness keeps as a
+    result: its percentiles are of the answered requests only, the slowest left out, and
+    neither the headline nor the report said so."""
+    results = _results({}, load_p99=100.0)
+    run = results["loadgen"]["runs"]["engine"]["1000"]
+    run["figures"].update(unanswered=250, sent={"new": 700, "cancel": 200, "replace": 100},
+                          rejects={"new": {}, "cancel": {}, "replace": {}})
+    results["loadgen"].update(seconds_per_rate=1.0, status="ok")
+    results.update(seconds=1.0, micro=None)
+    results["machine"].update(loadavg_at_start=None)
+    results["commit"].update(commit="abc", branch="b", modified=[], untracked=[])
+    [row] = [r for r in harness.headline_rows(results) if r[0].startswith("loadgen")]
+    assert "250 of 1,000 unanswered" in row[0]
+    harness.write_report(results, tmp_path, [])
+    report = (tmp_path / "report.md").read_text()
+    assert "unanswered" in report and "| 250 |" in report
