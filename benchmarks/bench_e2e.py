@@ -311,6 +311,35 @@ def max_rate(endpoint: str, msgs: list[bytes], window: int, bulk: int = 0,
     return acks / elapsed, acks
 
 
+#: The percentiles reported, each with the floor's and the engine's addition over it.
+PERCENTILES = {"p50": 50.0, "p99": 99.0, "p999": 99.9}
+
+
+def phase_figures(rate: int, run: dict, floor: HdrHistogram) -> tuple[dict, list[list]]:
+    """Figures and table rows of one offered rate: the acknowledgement's and the fill's
+    percentiles, each beside the echo floor's at the same rate and the latency the
+    engine adds over it (``run`` is :func:`open_loop`'s result against the engine)."""
+    figures: dict = {f"rejects_at_{rate}": run["rejects"]}
+    rows = []
+    for kind, label, answered in (("ack", "ack", f"{run['acks']}/{run['sent']}"),
+                                  ("fill", "fill (marketable)", f"{run['fills']}")):
+        hist = run[kind]
+        row = [f"{rate:,}/s {label}"]
+        row += [pct(hist, p) for p in PERCENTILES.values()]
+        row += [pct(floor, p) for p in PERCENTILES.values()]
+        row += [pct(hist, p) - pct(floor, p) for p in PERCENTILES.values()]
+        rows.append(row + [answered])
+        # (the acknowledgement's added figures keep their first names: added_p50_us_at_...)
+        added = "added" if kind == "ack" else "fill_added"
+        for name, p in PERCENTILES.items():
+            figures[f"{kind}_{name}_us_at_{rate}"] = pct(hist, p)
+            figures[f"{added}_{name}_us_at_{rate}"] = pct(hist, p) - pct(floor, p)
+    for name, p in PERCENTILES.items():
+        figures[f"floor_{name}_us_at_{rate}"] = pct(floor, p)
+    figures[f"acked_ratio_at_{rate}"] = run["acks"] / run["sent"]
+    return figures, rows
+
+
 def bulk_figures(bulk: float, floor_bulk: float) -> dict:
     """The bulk rate's figures: orders/s inside bulks of 100, beside the echo floor's
     with the same bulks and client loop, and their ratio."""
@@ -544,24 +573,9 @@ def main(argv=None) -> int:
         for rate in rates:
             r = open_loop(endpoint, orders(int(rate * durations[rate]), f"r{rate}x"), rate,
                           echo=False, spin=spin)
-            figures[f"rejects_at_{rate}"] = r["rejects"]
-            fl = floor[rate]
-            added = {p: pct(r["ack"], p) - pct(fl, p) for p in (50, 99, 99.9)}
-            rows.append([f"{rate:,}/s ack", pct(r["ack"], 50), pct(r["ack"], 99),
-                         pct(r["ack"], 99.9), pct(fl, 50), pct(fl, 99), added[50], added[99],
-                         f"{r['acks']}/{r['sent']}"])
-            rows.append([f"{rate:,}/s fill (marketable)", pct(r["fill"], 50), pct(r["fill"], 99),
-                         pct(r["fill"], 99.9), "", "", "", "", f"{r['fills']}"])
-            figures[f"ack_p50_us_at_{rate}"] = pct(r["ack"], 50)
-            figures[f"ack_p99_us_at_{rate}"] = pct(r["ack"], 99)
-            figures[f"ack_p999_us_at_{rate}"] = pct(r["ack"], 99.9)
-            figures[f"fill_p50_us_at_{rate}"] = pct(r["fill"], 50)
-            figures[f"fill_p99_us_at_{rate}"] = pct(r["fill"], 99)
-            figures[f"floor_p50_us_at_{rate}"] = pct(fl, 50)
-            figures[f"floor_p99_us_at_{rate}"] = pct(fl, 99)
-            figures[f"added_p50_us_at_{rate}"] = added[50]
-            figures[f"added_p99_us_at_{rate}"] = added[99]
-            figures[f"acked_ratio_at_{rate}"] = r["acks"] / r["sent"]
+            phase, phase_rows = phase_figures(rate, r, floor[rate])
+            figures.update(phase)
+            rows += phase_rows
         single, _ = max_rate(endpoint, orders(n_max, "m"), window=2000)
         bulk, _ = max_rate(endpoint, orders(n_max, "k"), window=5000, bulk=100)
         figures["max_single_orders_per_s"] = round(single)
@@ -573,8 +587,8 @@ def main(argv=None) -> int:
         engine.wait(10)
 
     table("Engine round trip over TCP loopback (µs), open loop, against the raw pyzmq echo floor",
-          ["offered load", "p50", "p99", "p99.9", "floor p50", "floor p99", "added p50",
-           "added p99", "answered"], rows)
+          ["offered load", "p50", "p99", "p99.9", "floor p50", "floor p99", "floor p99.9",
+           "added p50", "added p99", "added p99.9", "answered"], rows)
     t10 = figures.get("added_p50_us_at_10000"), figures.get("added_p99_us_at_10000")
     table("Throughput and targets (the echo floor: same client loop, same requests)",
           ["figure", "measured", "echo floor", "x floor", "target", "met"], [

@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import zmq
 
 from benchmarks import bench_e2e
@@ -78,3 +79,29 @@ def test_the_report_sets_the_bulk_rate_beside_its_floor():
     figures = bench_e2e.bulk_figures(bulk=30_000.0, floor_bulk=150_000.0)
     assert figures == {"bulk100_orders_per_s": 30_000, "floor_bulk100_orders_per_s": 150_000,
                        "bulk100_ratio_vs_floor": 0.2}
+
+
+def test_every_percentile_of_ack_and_fill_sits_beside_the_floor():
+    """The issue asks for p50, p99 and p99.9 of the ack and of the fill with the
+    engine's added latency over the floor at each; p99.9 and the fill had no floor."""
+    from hdrh.histogram import HdrHistogram
+
+    def hist(values):
+        h = HdrHistogram(1, bench_e2e.HIGHEST_US, 3)
+        for v in values:
+            h.record_value(v)
+        return h
+    floor = hist(range(100, 1100))
+    run = {"ack": hist(range(300, 1300)), "fill": hist(range(500, 1500)), "acks": 1000,
+           "sent": 1000, "fills": 1000, "rejects": 0}
+    figures, rows = bench_e2e.phase_figures(1000, run, floor)
+    for p in ("p50", "p99", "p999"):
+        assert figures[f"floor_{p}_us_at_1000"] == bench_e2e.pct(floor, bench_e2e.PERCENTILES[p])
+        for kind, added in (("ack", "added"), ("fill", "fill_added")):
+            assert figures[f"{added}_{p}_us_at_1000"] == pytest.approx(
+                figures[f"{kind}_{p}_us_at_1000"] - figures[f"floor_{p}_us_at_1000"])
+    assert figures["added_p50_us_at_1000"] == pytest.approx(200, abs=2)
+    assert figures["fill_added_p999_us_at_1000"] == pytest.approx(400, abs=2)
+    # Two rows (ack, fill): three percentiles, the floor's three, the three added.
+    assert [len(r) for r in rows] == [11, 11]
+    assert all(isinstance(v, float) for r in rows for v in r[1:10])
