@@ -594,7 +594,7 @@ def report_effect(runs: dict[str, list[dict]], *, repeats: int, seconds: float, 
         figures[f"engine_ack_p99_us_{key}"] = p99_median
         figures[f"engine_ack_p99_us_best_{key}"] = p99_best
         figures[f"engine_ack_p99_us_pooled_{key}"] = pooled_p99(sel[name])
-        figures[f"engine_ack_p99_all_runs_{key}"] = [run["p99_us"] for run in runs[name]]
+        figures[f"engine_ack_p99_us_all_runs_{key}"] = [run["p99_us"] for run in runs[name]]
         if name != "none":
             figures[f"engine_ack_p99_us_ratio_{key}"] = round(ratio, 3)
             figures[f"engine_ack_p99_us_paired_ratio_{key}"] = round(paired, 3)

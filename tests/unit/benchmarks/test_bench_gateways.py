@@ -80,3 +80,11 @@ def test_no_verdict_when_orders_went_unanswered():
     assert figures["engine_runs_short_of_acks"] == 4
     assert figures["engine_p99_verdict_zmq"] != "met"
     assert figures["engine_p99_target_met_zmq"] is False
+
+
+def test_every_latency_figure_names_its_unit():
+    figures = _effect([_run(400, 1000)] * 4, [_run(400, 1010)] * 4)
+    latencies = [k for k in figures if ("p50" in k or "p99" in k)
+                 and "verdict" not in k and "target_met" not in k]
+    assert latencies and all("_us" in k for k in latencies), \
+        [k for k in latencies if "_us" not in k]
