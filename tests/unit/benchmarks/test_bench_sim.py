@@ -16,3 +16,14 @@ def test_a_cost_at_or_below_zero_is_no_verdict():
     assert cost_met(-0.3) is None
     assert cost_met(0.0) is None
     assert cost_met(float("nan")) is None
+
+
+def test_the_order_cost_ratio_needs_both_costs_above_zero():
+    """The Cython book's per-order cost in (c) is a median difference of 20 s runs (about
+    500 orders): below zero on a busy machine, the ratio came out negative and went on
+    the harness's speed-up chart."""
+    from benchmarks.bench_sim import cost_ratio
+    assert cost_ratio(35.0, 1.4) == 25.0
+    assert cost_ratio(35.0, -0.2) is None
+    assert cost_ratio(35.0, 0.0) is None
+    assert cost_ratio(-1.0, 1.4) is None
