@@ -737,7 +737,7 @@ def compare(old: dict, new: dict, threshold: float = 0.05) -> list[dict]:
     rows = []
     for key in sorted(a.keys() & b.keys()):
         va, vb = a[key], b[key]
-        change = (vb - va) / abs(va) if va else (0.0 if vb == va else math.inf)
+        change = (vb - va) / abs(va) if va else math.copysign(math.inf, vb) if vb else 0.0
         if abs(change) <= threshold:
             verdict = "~"
         else:
@@ -770,8 +770,8 @@ def print_compare(old: dict, new: dict, rows: list[dict], console: Console,
     for r in rows:
         if changed_only and r["verdict"] == "~":
             continue
-        change = "-" if r["change"] is None else \
-            ("inf" if not math.isfinite(r["change"]) else f"{r['change'] * 100:+.1f}%")
+        change = "-" if r["change"] is None else f"{r['change']:+}" \
+            if not math.isfinite(r["change"]) else f"{r['change'] * 100:+.1f}%"
         v = r["verdict"]
         # escape: pytest-benchmark names like "test_sweep[cython]" are not markup.
         table.add_row(escape(r["figure"]), _fmt(r["old"]), _fmt(r["new"]), change,

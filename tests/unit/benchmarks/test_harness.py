@@ -203,3 +203,14 @@ def test_unanswered_load_requests_are_shown_beside_their_percentiles(tmp_path):
     harness.write_report(results, tmp_path, [])
     report = (tmp_path / "report.md").read_text()
     assert "unanswered" in report and "| 250 |" in report
+
+
+def test_a_change_from_zero_keeps_its_sign():
+    """From 0 to below 0 is a fall (it was +inf, so a cost going down read 'worse')."""
+    old = _results({"added_p50_us": 0.0, "ops_per_s": 0.0}, load_p99=100.0)
+    new = _results({"added_p50_us": -5.0, "ops_per_s": 10.0}, load_p99=100.0)
+    rows = {r["figure"]: r for r in harness.compare(old, new)}
+    assert rows["book.added_p50_us"]["change"] == float("-inf")
+    assert rows["book.added_p50_us"]["verdict"] == "better"
+    assert rows["book.ops_per_s"]["change"] == float("inf")
+    assert rows["book.ops_per_s"]["verdict"] == "better"
