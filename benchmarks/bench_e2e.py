@@ -156,6 +156,13 @@ def index_of(cl_ord_id: str) -> int:
     return int(cl_ord_id.rpartition(".")[2])
 
 
+#: A marketable order's outcome ends it (a fill of the 1-lot order, or no fill).
+_FINAL = frozenset({ExecType.FILL, ExecType.CANCELED, ExecType.REJECTED, ExecType.EXPIRED})
+#: After the answer to the closing heartbeat (every acknowledgement in), how long
+#: :func:`open_loop` waits at most for the fills still on their way from the venues.
+FILL_GRACE_NS = 10_000_000_000
+
+
 def latency_histogram() -> HdrHistogram:
     """An empty latency histogram: 1 µs to :data:`HIGHEST_US`, 3 significant digits."""
     return HdrHistogram(1, HIGHEST_US, 3)
@@ -195,7 +202,10 @@ def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
 
     After the last order a heartbeat goes out on the same connection; the
     engine answers a connection's requests in order, so its answer marks
-    the end of the backlog, and every reply before it is counted.
+    the end of the backlog, and every acknowledgement before it is counted.
+    A fill comes later, from the venue: the loop then waits for every
+    marketable order's outcome (filled, canceled or rejected), up to
+    :data:`FILL_GRACE_NS` more.
     """
     from engine.messages import Heartbeat, HeartbeatAck
 
@@ -209,6 +219,12 @@ def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
     sched = [start + int(i * period) for i in range(n)]
     acked = [False] * n
     sent = got_ack = got_fill = rejects = 0
+    # The marketable orders whose outcome (filled, canceled, rejected) is still to come:
+    # a fill comes from the venue after the acknowledgement, so the last orders' fills
+    # land after the answer to the closing heartbeat, and are waited for.
+    outcome = bytearray(n)
+    pending = 0 if echo else len(range(0, n, marketable_every))
+    ended_at = None
     deadline = None
     poll = zmq.Poller()
     poll.register(sock, zmq.POLLIN)
@@ -221,7 +237,6 @@ def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
             deadline = time.perf_counter_ns() + int(drain_s * 1e9)
             if not echo:
                 sock.send(msgspec.msgpack.encode(Heartbeat(test_req_id="end")))
-        done = False
         while True:
             try:
                 data = sock.recv(zmq.NOBLOCK, copy=False)
@@ -236,6 +251,9 @@ def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
                 continue
             if isinstance(msg, ExecutionReport):
                 i = index_of(msg.cl_ord_id)
+                if i % marketable_every == 0 and not outcome[i] and msg.exec_type in _FINAL:
+                    outcome[i] = 1
+                    pending -= 1
                 if msg.exec_type == ExecType.NEW and not acked[i]:
                     acked[i] = True
                     record_latency(ack, sched[i], t)
@@ -248,11 +266,22 @@ def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
                     rejects += 1
             elif isinstance(msg, Reject):
                 rejects += 1
+                try:  # (a reject of a request that could not be read names no order)
+                    i = index_of(msg.cl_ord_id or "")
+                except ValueError:
+                    i = -1
+                if 0 <= i < n and i % marketable_every == 0 and not outcome[i]:
+                    outcome[i] = 1
+                    pending -= 1
             elif isinstance(msg, HeartbeatAck) and msg.test_req_id == "end":
-                done = True
-        if deadline is not None and (done or (echo and got_ack >= n)
-                                     or time.perf_counter_ns() > deadline):
-            break
+                ended_at = t
+        if deadline is not None:
+            now = time.perf_counter_ns()
+            if (echo and got_ack >= n) or now > deadline:
+                break
+            # Every acknowledgement is in; the fills still on their way get a grace.
+            if ended_at is not None and (pending <= 0 or now > ended_at + FILL_GRACE_NS):
+                break
         if sent < n:
             wait_us = (sched[sent] - time.perf_counter_ns()) / 1000
             if spin:
