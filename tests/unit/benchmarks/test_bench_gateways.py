@@ -88,3 +88,22 @@ def test_every_latency_figure_names_its_unit():
                  and "verdict" not in k and "target_met" not in k]
     assert latencies and all("_us" in k for k in latencies), \
         [k for k in latencies if "_us" not in k]
+
+
+def test_each_gateway_is_timed_as_often_as_the_baseline(tmp_path):
+    """The baseline (reading and normalising the journal) was the best of 3 runs and
+    each gateway a single run: the same number for both, each gateway run from an empty
+    destination of its own (here the ZeroMQ gateway, its cursor in its data directory)."""
+    from benchmarks.bench_gateways import THROUGHPUT_RUNS, throughput_runs, write_fills
+    journal_dir = tmp_path / "journal"
+    last_seq = write_fills(journal_dir, 500)
+    tables = {"zmq": {"type": "zmq", "endpoint": "tcp://127.0.0.1:0",
+                      "replay_endpoint": "tcp://127.0.0.1:0"}}
+    runs = throughput_runs(tables, journal_dir, last_seq, tmp_path)
+    assert THROUGHPUT_RUNS == 3
+    assert len(runs["zmq"]) == THROUGHPUT_RUNS
+    assert all(s > 0 for s in runs["zmq"])
+    # Each run from a destination of its own: no run resumed at the end of the journal
+    # from the cursor the run before left.
+    assert sorted(p.name for p in tmp_path.glob("gw-zmq-*")) == ["gw-zmq-0", "gw-zmq-1",
+                                                                 "gw-zmq-2"]
