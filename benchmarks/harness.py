@@ -373,6 +373,20 @@ def _ratio(num, den) -> str:
         return "-"
 
 
+def unanswered_note(figures: dict | None, who: str = "") -> str:
+    """`` (N of M unanswered: ...)`` for a loadgen summary with requests never answered.
+
+    Such a run exits 1 and is kept as a result, but its histograms hold the
+    answered requests only: the slowest are missing from its percentiles.
+    """
+    figures = figures or {}
+    missing = figures.get("unanswered") or 0
+    if not missing:
+        return ""
+    sent = sum((figures.get("sent") or {}).values())
+    return f" ({who}{missing:,} of {sent:,} unanswered: percentiles of the answered only)"
+
+
 def headline_rows(results: dict) -> list[list[str]]:
     """``[figure, value, same-run baseline, ratio]`` rows for the README."""
     b = {name: (res.get("figures") or {}) for name, res in results["benchmarks"].items()}
@@ -397,8 +411,10 @@ def headline_rows(results: dict) -> list[list[str]]:
         floor = ((load.get("floor") or {}).get(rate) or {}).get("figures") or {}
         eng = (res.get("figures") or {}).get("latency_us", {}).get("new", {})
         fl = floor.get("latency_us", {}).get("new", {})
-        add(f"loadgen new-order ack p99 at {float(rate):,.0f}/s, µs", eng.get("p99"),
-            "ZeroMQ echo", fl.get("p99"), _ratio(eng.get("p99"), fl.get("p99")) + " the floor")
+        add(f"loadgen new-order ack p99 at {float(rate):,.0f}/s, µs"
+            + unanswered_note(res.get("figures")) + unanswered_note(floor, "floor: "),
+            eng.get("p99"), "ZeroMQ echo", fl.get("p99"),
+            _ratio(eng.get("p99"), fl.get("p99")) + " the floor")
     book = b.get("book", {})
     add("book batch ops/s", book.get("batch_ops_per_s"), "Python reference",
         book.get("reference_ops_per_s"), _ratio(book.get("batch_ops_per_s"),
@@ -637,9 +653,17 @@ def write_report(results: dict, out_dir: Path, plots: list[str]) -> None:
                 lrows.append([f"{float(rate):,.0f}/s {kind}", lat.get("count"), lat.get("p50"),
                               lat.get("p90"), lat.get("p99"), lat.get("p99.9"), lat.get("max"),
                               fl.get("p99"), _ratio(lat.get("p99"), fl.get("p99")),
-                              sum((fig.get("rejects") or {}).get(kind, {}).values())])
+                              sum((fig.get("rejects") or {}).get(kind, {}).values()),
+                              # (per run, not per kind: on the run's first row)
+                              fig.get("unanswered") if kind == "new" else ""])
         md += [_md_table(["offered, request", "acks", "p50", "p90", "p99", "p99.9", "max",
-                          "floor p99", "p99 / floor", "rejected"], lrows), ""]
+                          "floor p99", "p99 / floor", "rejected", "unanswered (run)"], lrows), ""]
+        notes = [f"{float(rate):,.0f}/s {target}{unanswered_note(res.get('figures'))}"
+                 for target, by_rate in load["runs"].items() for rate, res in by_rate.items()
+                 if unanswered_note(res.get("figures"))]
+        if notes:
+            md += ["Runs with requests never answered within the drain (their percentiles "
+                   "leave the slowest out): " + "; ".join(notes) + ".", ""]
     for plot in plots:
         md += [f"![{plot}]({plot})", ""]
     md += ["## All figures", ""]
@@ -667,15 +691,19 @@ def write_report(results: dict, out_dir: Path, plots: list[str]) -> None:
 # ---------------------------------------------------------------- compare
 
 
-#: Name fragments whose figures are better when smaller (latencies, costs).
-#: Name parts (between underscores) of latencies and costs.
-_COST_UNITS = frozenset({"us", "ns", "ms", "seconds", "latency"})
+#: Name parts (between underscores) of latencies and costs: times (``_s`` too, as
+#: bench_recovery's ``checkpoint_restart_s`` and bench_gateways' ``gateway_cpu_s_zmq``;
+#: a rate ends in ``_per_s``, read first) and memory.
+_COST_UNITS = frozenset({"us", "ns", "ms", "s", "seconds", "latency", "mb"})
 #: Figures that are a run's settings, not its results: no direction.
-_SETTINGS = frozenset({"engine_seconds"})
+_SETTINGS = frozenset({"engine_seconds", "simulated_s"})
 #: Ratios of a cost to its baseline's (bench_recovery: a restart's or a checkpoint
-#: write's seconds over the whole replay's), which their names do not say: lower is better.
+#: write's seconds over the whole replay's; bench_sim: CPU per simulated second with
+#: the resting dark orders over without them), which their names do not say: lower
+#: is better.
 _COST_RATIOS = frozenset({"ratio_vs_whole_replay", "checkpoint_write_ratio_vs_whole_replay",
-                          "checkpoint_write_from_nothing_ratio_vs_whole_replay"})
+                          "checkpoint_write_from_nothing_ratio_vs_whole_replay",
+                          "dark_resting_ratio"})
 
 
 def lower_is_better(name: str) -> bool | None:
@@ -709,7 +737,7 @@ def compare(old: dict, new: dict, threshold: float = 0.05) -> list[dict]:
     rows = []
     for key in sorted(a.keys() & b.keys()):
         va, vb = a[key], b[key]
-        change = (vb - va) / abs(va) if va else (0.0 if vb == va else math.inf)
+        change = (vb - va) / abs(va) if va else math.copysign(math.inf, vb) if vb else 0.0
         if abs(change) <= threshold:
             verdict = "~"
         else:
@@ -742,8 +770,8 @@ def print_compare(old: dict, new: dict, rows: list[dict], console: Console,
     for r in rows:
         if changed_only and r["verdict"] == "~":
             continue
-        change = "-" if r["change"] is None else \
-            ("inf" if not math.isfinite(r["change"]) else f"{r['change'] * 100:+.1f}%")
+        change = "-" if r["change"] is None else f"{r['change']:+}" \
+            if not math.isfinite(r["change"]) else f"{r['change'] * 100:+.1f}%"
         v = r["verdict"]
         # escape: pytest-benchmark names like "test_sweep[cython]" are not markup.
         table.add_row(escape(r["figure"]), _fmt(r["old"]), _fmt(r["new"]), change,

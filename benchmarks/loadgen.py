@@ -354,7 +354,8 @@ def run(spec: LoadSpec, progress=None) -> dict:
         # How far behind schedule the sender itself fell: if large, this
         # machine could not offer the rate and the latencies include that.
         "max_send_lag_us": round(max_lag_ns / 1000, 1),
-        "offered_rate": round(n / send_s, 1) if send_s else None,
+        # n sends span n - 1 periods of the schedule.
+        "offered_rate": round((n - 1) / send_s, 1) if send_s else None,
         "elapsed_s": round(elapsed_s, 3),
         "latency_us": {kind: summarize(hists[kind]) for kind in KINDS},
     }

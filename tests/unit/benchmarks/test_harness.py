@@ -163,6 +163,14 @@ def test_headline_from_real_keys():
     ("recovery.ratio_vs_whole_replay", True),
     ("recovery.checkpoint_write_ratio_vs_whole_replay", True),
     ("recovery.replay_records_per_s", False),
+    # Seconds and megabytes are costs (they had no direction: "changed"); the dark
+    # pool's cost with its resting orders over the cost without them is a cost ratio
+    # (a rise was called better); the simulated span is a setting.
+    ("recovery.checkpoint_restart_s", True), ("recovery.whole_replay_s", True),
+    ("recovery.journal_build_cpu_s", True), ("gateways.gateway_cpu_s_zmq", True),
+    ("recovery.whole_replay_maxrss_mb", True),
+    ("sim.dark_resting_ratio", True), ("sim.simulated_s", None),
+    ("sim.events_per_s", False),
 ])
 def test_direction_of_each_kind_of_figure(name, lower):
     assert harness.lower_is_better(name) is lower
@@ -176,3 +184,33 @@ def test_an_unknown_only_name_is_refused(tmp_path, capsys):
     assert harness.run(args) == 2
     assert "no benchmark 'nosuch'" in capsys.readouterr().out
     assert not any(tmp_path.iterdir())
+
+
+def test_unanswered_load_requests_are_shown_beside_their_percentiles(tmp_path):
+    """A loadgen run with requests never answered exits 1, which the harness keeps as a
+    result: its percentiles are of the answered requests only, the slowest left out, and
+    neither the headline nor the report said so."""
+    results = _results({}, load_p99=100.0)
+    run = results["loadgen"]["runs"]["engine"]["1000"]
+    run["figures"].update(unanswered=250, sent={"new": 700, "cancel": 200, "replace": 100},
+                          rejects={"new": {}, "cancel": {}, "replace": {}})
+    results["loadgen"].update(seconds_per_rate=1.0, status="ok")
+    results.update(seconds=1.0, micro=None)
+    results["machine"].update(loadavg_at_start=None)
+    results["commit"].update(commit="abc", branch="b", modified=[], untracked=[])
+    [row] = [r for r in harness.headline_rows(results) if r[0].startswith("loadgen")]
+    assert "250 of 1,000 unanswered" in row[0]
+    harness.write_report(results, tmp_path, [])
+    report = (tmp_path / "report.md").read_text()
+    assert "unanswered" in report and "| 250 |" in report
+
+
+def test_a_change_from_zero_keeps_its_sign():
+    """From 0 to below 0 is a fall (it was +inf, so a cost going down read 'worse')."""
+    old = _results({"added_p50_us": 0.0, "ops_per_s": 0.0}, load_p99=100.0)
+    new = _results({"added_p50_us": -5.0, "ops_per_s": 10.0}, load_p99=100.0)
+    rows = {r["figure"]: r for r in harness.compare(old, new)}
+    assert rows["book.added_p50_us"]["change"] == float("-inf")
+    assert rows["book.added_p50_us"]["verdict"] == "better"
+    assert rows["book.ops_per_s"]["change"] == float("inf")
+    assert rows["book.ops_per_s"]["verdict"] == "better"

@@ -81,3 +81,24 @@ def test_loadgen_counts_rejects(endpoint):
     assert summary["acks"]["new"] == 0
     assert sum(summary["rejects"]["new"].values()) == 20
     assert summary["unanswered"] == 0
+
+
+def test_offered_rate_is_the_rate_of_the_schedule():
+    """Against bench_e2e's echo floor: ``n`` sends span ``n - 1`` periods, so the rate
+    offered is ``(n - 1)`` over that span (it was ``n`` over it: 11.1/s for 10/s)."""
+    import subprocess
+    import sys
+
+    from benchmarks import bench_e2e
+    endpoint = f"tcp://127.0.0.1:{bench_e2e.free_port()}"
+    echo = subprocess.Popen([sys.executable, "-c", bench_e2e.ECHO_SERVER, endpoint],
+                            stdout=subprocess.PIPE)
+    try:
+        echo.stdout.readline()
+        spec = loadgen.LoadSpec(endpoint=endpoint, rate=10, duration=1.0, floor=True, drain_s=5)
+        summary = loadgen.run(spec)["summary"]
+    finally:
+        echo.kill()
+        echo.wait(10)
+    assert sum(summary["sent"].values()) == 10 and summary["unanswered"] == 0
+    assert summary["offered_rate"] == pytest.approx(10.0, rel=1e-6)
