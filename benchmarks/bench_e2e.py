@@ -4,7 +4,8 @@ In one run, over TCP loopback, with the engine (``kronos-exec serve`` on the
 embedded simulator) in its own process:
 
 * the floor: a pyzmq ROUTER that only echoes, driven by the same client loop
-  with the same messages;
+  with the same messages, measured before the engine's run and again after it,
+  each figure the better of the two (:class:`BestFloor`);
 * the engine at fixed offered rates (open loop: each order is sent at its
   scheduled time whatever the replies do, and latency is measured from that
   scheduled time, so queueing shows instead of being hidden by coordinated
@@ -344,7 +345,8 @@ def max_rate(endpoint: str, msgs: list[bytes], window: int, bulk: int = 0,
 PERCENTILES = {"p50": 50.0, "p99": 99.0, "p999": 99.9}
 
 
-def phase_figures(rate: int, run: dict, floor: HdrHistogram) -> tuple[dict, list[list]]:
+def phase_figures(rate: int, run: dict, floor: "HdrHistogram | BestFloor"
+                  ) -> tuple[dict, list[list]]:
     """Figures and table rows of one offered rate: the acknowledgement's and the fill's
     percentiles, each beside the echo floor's at the same rate and the latency the
     engine adds over it (``run`` is :func:`open_loop`'s result against the engine)."""
@@ -367,6 +369,57 @@ def phase_figures(rate: int, run: dict, floor: HdrHistogram) -> tuple[dict, list
         figures[f"floor_{name}_us_at_{rate}"] = pct(floor, p)
     figures[f"acked_ratio_at_{rate}"] = run["acks"] / run["sent"]
     return figures, rows
+
+
+class BestFloor:
+    """The echo floor measured twice, before the engine's run and after it: at each
+    percentile the lower of the two.
+
+    Minutes apart on a shared machine, one floor run can land in a noisy spell
+    the engine's run missed (seen: a floor p99 of 19 ms against the engine's 8 ms
+    at 1,000/s), and a slow floor flatters the latency the engine adds over it.
+    Taking the floor at its best never does: it can only make the engine's
+    added latency larger. (A duck-typed histogram for :func:`pct`.)
+    """
+
+    def __init__(self, *runs: HdrHistogram):
+        self.runs = [h for h in runs if h.get_total_count()]
+
+    def get_total_count(self) -> int:
+        return sum(h.get_total_count() for h in self.runs)
+
+    def get_value_at_percentile(self, p: float) -> int:
+        return min(h.get_value_at_percentile(p) for h in self.runs)
+
+
+def measure_floor(rates: list[int], durations: dict, n_max: int, spin: bool,
+                  tag: str) -> tuple[dict, float, float]:
+    """One run of the raw pyzmq DEALER/ROUTER echo, the same client loop and messages as
+    the engine's: the open-loop histograms by rate, the closed-loop single-message rate
+    and the rate of orders inside bulks of 100. ``tag`` keeps its cl_ord_ids apart."""
+    fport = free_port()
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, f"tcp://127.0.0.1:{fport}"],
+                            stdout=subprocess.PIPE)
+    echo.stdout.readline()
+    floor = {}
+    try:
+        for rate in rates:
+            r = open_loop(f"tcp://127.0.0.1:{fport}", orders(int(rate * durations[rate]),
+                                                              f"f{tag}{rate}x"), rate,
+                          echo=True, spin=spin)
+            floor[rate] = r["ack"]
+        # The throughput floor: the same closed loop against the echo. The
+        # client (one Python process, decoding every reply) and the kernel's
+        # loopback are shared by both runs, so this is the most any server
+        # could show on this machine with this load generator.
+        floor_max, _ = max_rate(f"tcp://127.0.0.1:{fport}", orders(n_max, f"fm{tag}"),
+                                window=2000, echo=True)
+        # The bulk figure's floor: the same bulks of 100 echoed, the same loop.
+        floor_bulk, _ = max_rate(f"tcp://127.0.0.1:{fport}", orders(n_max, f"fk{tag}"),
+                                 window=5000, bulk=100, echo=True)
+    finally:
+        echo.kill()
+    return floor, floor_max, floor_bulk
 
 
 def bulk_figures(bulk: float, floor_bulk: float) -> dict:
@@ -568,52 +621,39 @@ def main(argv=None) -> int:
                      "client": args.client}
     rows = []
 
-    # -- the floor: raw pyzmq DEALER/ROUTER echo, same client loop, same messages
-    fport = free_port()
-    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, f"tcp://127.0.0.1:{fport}"],
-                            stdout=subprocess.PIPE)
-    echo.stdout.readline()
-    floor = {}
-    try:
-        for rate in rates:
-            r = open_loop(f"tcp://127.0.0.1:{fport}", orders(int(rate * durations[rate]),
-                                                              f"f{rate}x"), rate, echo=True,
-                          spin=spin)
-            floor[rate] = r["ack"]
-        # The throughput floor: the same closed loop against the echo. The
-        # client (one Python process, decoding every reply) and the kernel's
-        # loopback are shared by both runs, so this is the most any server
-        # could show on this machine with this load generator.
-        n_max = 10_000 if args.quick else 60_000
-        floor_max, _ = max_rate(f"tcp://127.0.0.1:{fport}", orders(n_max, "fm"), window=2000,
-                                echo=True)
-        figures["floor_max_msgs_per_s"] = round(floor_max)
-        # The bulk figure's floor: the same bulks of 100 echoed, the same loop.
-        floor_bulk, _ = max_rate(f"tcp://127.0.0.1:{fport}", orders(n_max, "fk"), window=5000,
-                                 bulk=100, echo=True)
-    finally:
-        echo.kill()
+    # -- the floor (raw pyzmq DEALER/ROUTER echo, same client loop, same messages), before
+    # the engine and again after it: each figure is the floor at its best (BestFloor)
+    n_max = 10_000 if args.quick else 60_000
+    before = measure_floor(rates, durations, n_max, spin, "a")
 
     # -- the engine
     port = free_port()
     engine = start_engine(port, work)
     endpoint = f"tcp://127.0.0.1:{port}"
+    runs = {}
     try:
         for rate in rates:
-            r = open_loop(endpoint, orders(int(rate * durations[rate]), f"r{rate}x"), rate,
-                          echo=False, spin=spin)
-            phase, phase_rows = phase_figures(rate, r, floor[rate])
-            figures.update(phase)
-            rows += phase_rows
+            runs[rate] = open_loop(endpoint, orders(int(rate * durations[rate]), f"r{rate}x"),
+                                   rate, echo=False, spin=spin)
         single, _ = max_rate(endpoint, orders(n_max, "m"), window=2000)
         bulk, _ = max_rate(endpoint, orders(n_max, "k"), window=5000, bulk=100)
-        figures["max_single_orders_per_s"] = round(single)
-        figures["max_single_ratio_vs_floor"] = round(single / floor_max, 3)
-        figures.update(bulk_figures(bulk, floor_bulk))
-        figures.update(eviction_figures)
     finally:
         engine.kill()
         engine.wait(10)
+
+    after = measure_floor(rates, durations, n_max, spin, "b")
+    floor = {rate: BestFloor(before[0][rate], after[0][rate]) for rate in rates}
+    floor_max, floor_bulk = max(before[1], after[1]), max(before[2], after[2])
+    figures["floor_runs"] = 2
+    figures["floor_max_msgs_per_s"] = round(floor_max)
+    for rate in rates:
+        phase, phase_rows = phase_figures(rate, runs[rate], floor[rate])
+        figures.update(phase)
+        rows += phase_rows
+    figures["max_single_orders_per_s"] = round(single)
+    figures["max_single_ratio_vs_floor"] = round(single / floor_max, 3)
+    figures.update(bulk_figures(bulk, floor_bulk))
+    figures.update(eviction_figures)
 
     table("Engine round trip over TCP loopback (µs), open loop, against the raw pyzmq echo floor",
           ["offered load", "p50", "p99", "p99.9", "floor p50", "floor p99", "floor p99.9",

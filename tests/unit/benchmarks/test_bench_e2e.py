@@ -129,3 +129,31 @@ def test_the_fills_that_land_after_the_last_acknowledgement_are_counted(tmp_path
         # the heartbeat) of the 1-lot stream fills on the simulator.
         assert r["fills"] == 1_001
         assert r["fill"].get_total_count() == 1_001
+
+
+def test_the_floor_is_taken_at_its_best_of_the_runs_before_and_after_the_engine():
+    """A floor run in a noisy spell (slower than the engine's own run) flattered the
+    latency the engine adds over it: the floor is measured before the engine and after
+    it, and each percentile is the lower of the two, so the added latency can only grow."""
+    from hdrh.histogram import HdrHistogram
+
+    def hist(values):
+        h = HdrHistogram(1, bench_e2e.HIGHEST_US, 3)
+        for v in values:
+            h.record_value(v)
+        return h
+
+    quiet, noisy = hist(range(100, 1100)), hist(range(5_000, 6_000))
+    tail_noisy = hist([100] * 980 + [50_000] * 20)
+    best = bench_e2e.BestFloor(noisy, quiet)
+    for p in bench_e2e.PERCENTILES.values():
+        assert bench_e2e.pct(best, p) == bench_e2e.pct(quiet, p)
+    mixed = bench_e2e.BestFloor(quiet, tail_noisy)
+    assert bench_e2e.pct(mixed, 50.0) == bench_e2e.pct(tail_noisy, 50.0)   # 100
+    assert bench_e2e.pct(mixed, 99.0) == bench_e2e.pct(quiet, 99.0)        # not 50,000
+    assert bench_e2e.BestFloor(quiet, bench_e2e.latency_histogram()).get_total_count() == 1000
+    run = {"ack": hist(range(300, 1300)), "fill": hist(range(400, 1400)), "acks": 1000,
+           "sent": 1000, "fills": 500, "rejects": 0}
+    flattered, _ = bench_e2e.phase_figures(1000, run, noisy)
+    honest, _ = bench_e2e.phase_figures(1000, run, best)
+    assert honest["added_p99_us_at_1000"] > flattered["added_p99_us_at_1000"]
