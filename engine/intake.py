@@ -1822,10 +1822,11 @@ class IntakeServer:
         off).
         """
         return self._charge(listener, route, session.principal, session.client_name, now,
-                            ref_type, cl_ord_id)
+                            ref_type, cl_ord_id, req_id)
 
     def _charge(self, listener: _Listener, route: bytes, principal: str, client_name: str,
-                now: int, ref_type: str | None, cl_ord_id: str | None = None) -> bool:
+                now: int, ref_type: str | None, cl_ord_id: str | None = None,
+                req_id: str | None = None) -> bool:
         """:meth:`_may_answer` for the key ``principal`` (named ``client_name``), with or
         without a session: a frame refused a session is charged too."""
         rate = self.config.request_rate
