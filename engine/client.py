@@ -1432,9 +1432,19 @@ class AsyncClient(_Base):
 
 
 def load_client_keys(secret_file: str | os.PathLike) -> tuple[bytes, bytes]:
-    """``(public, secret)`` of a client certificate file written by ``generate_keypair``."""
+    """``(public, secret)`` of a client certificate file written by ``generate_keypair``.
+
+    Raises ``ValueError`` for a file every user may read or a user other than
+    its owner may write, as the engine refuses its own (``key_file_problem``):
+    that key is the client's accounts (OpenSSH's client refuses such a key too).
+    """
     import zmq.auth
 
+    from engine.config import key_file_problem
+
+    problem = key_file_problem(secret_file, secret=True)
+    if problem is not None:
+        raise ValueError(problem)
     public, secret = zmq.auth.load_certificate(str(secret_file))
     if secret is None:
         raise ValueError(f"{secret_file} holds no secret key")

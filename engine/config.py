@@ -630,6 +630,9 @@ def _check(config: Config, source: str, resolve: bool = True) -> None:
         where = f"security.clients[{index}]"
         # The name is the key's throttle bucket, its [risk.sessions.<name>] limits,
         # the kill switch's audit name and the reload log's: two keys must not share it.
+        if not client.name.strip() or client.name != client.name.strip():
+            fail(f"'{where}.name': {client.name!r}: a name is the key's throttle bucket, "
+                 f"limits and audit name; give one without leading or trailing spaces")
         if client.name == "plaintext":
             fail(f"'{where}.name': 'plaintext' names the plaintext endpoints' clients; "
                  f"give this key another name")

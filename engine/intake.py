@@ -1661,7 +1661,7 @@ class IntakeServer:
     def _refuse_superseded(self, listener: _Listener, route: bytes, frames: list[bytes],
                            gone: _Superseded, now: int) -> None:
         """Refuse a frame from a routing id whose session moved to another connection."""
-        ref_type = cl_ord_id = None
+        ref_type = cl_ord_id = req_id = None
         if len(frames) == 2 and len(frames[1]) <= self.config.max_message_bytes:
             try:
                 request = listener.decoder.decode(frames[1])
@@ -1669,8 +1669,9 @@ class IntakeServer:
                 pass
             else:
                 ref_type, cl_ord_id = type(request).__name__, getattr(request, "cl_ord_id", None)
+                req_id = getattr(request, "req_id", None)
         reject = make_reject(RejectReason.RESUME_REFUSED, gone.text, ref_type=ref_type,
-                             cl_ord_id=cl_ord_id)
+                             cl_ord_id=cl_ord_id, req_id=req_id)
         # Most recently heard from last, so that the bound drops the stalest.
         del listener.superseded[route]
         if self._send_sessionless(listener, route, reject):

@@ -91,3 +91,19 @@ def test_history_times_are_read_to_the_nanosecond():
     from engine.cmd_client import _time_ns
     assert _time_ns("1970-01-01T00:00:01.000000007Z") == 1_000_000_007
     assert _time_ns("1000000007") == 1_000_000_007
+
+
+def test_a_client_secret_key_others_may_read_is_refused(tmp_path):
+    """The engine refuses its own secret key at such a mode; the client used its key (its
+    accounts) whoever could read the file. Now one line, exit 2, naming the chmod."""
+    from engine.intake import generate_keypair
+    public, secret = generate_keypair(tmp_path, "alice")
+    Path(secret).chmod(0o644)
+    out = kronos("client", "--endpoint", "tcp://127.0.0.1:1", "--server-key-file", str(public),
+                 "--client-key-file", str(secret), "heartbeat")
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1
+    assert "may be read by users other than its owner (mode 644)" in out.stderr
+    assert f"chmod 600 {secret}" in out.stderr
+    Path(secret).chmod(0o600)
+    from engine.client import load_client_keys
+    assert load_client_keys(secret)[0] == Path(public).read_bytes().split(b'public-key = "')[1][:40]

@@ -125,6 +125,11 @@ def test_documented_defaults():
      "'security.clients[1].name': 'a' is also security.clients[0]'s"),
     (PLAIN + f'[[security.clients]]\nname="plaintext"\npublic_key="{KEY}"\naccounts=["A"]\n',
      "'plaintext' names the plaintext endpoints' clients"),
+    # An empty or blank name labelled the key's throttle, limits and audit lines with nothing.
+    (PLAIN + f'[[security.clients]]\nname=""\npublic_key="{KEY}"\naccounts=["A"]\n',
+     "'security.clients[0].name': '': a name is the key's throttle bucket"),
+    (PLAIN + f'[[security.clients]]\nname=" a"\npublic_key="{KEY}"\naccounts=["A"]\n',
+     "'security.clients[0].name': ' a': a name"),
 ])
 def test_mistakes_are_named(text, message):
     with pytest.raises(ConfigError) as caught:

@@ -503,6 +503,10 @@ def test_resume_while_the_old_connection_is_open_tells_the_old_one(running):
         assert (refused.ref_type, refused.cl_ord_id) == ("NewOrder", stray.cl_ord_id)
         old.heartbeat()
         assert old.recv(5).reject_reason == RejectReason.RESUME_REFUSED
+        # A request with a req_id is refused by it (a Reject names it since 2026-12-07).
+        old.send(TradeHistoryRequest(req_id="h-old", account="ACC1", start_time=0, end_time=1))
+        refused = old.recv(5)
+        assert (refused.reject_reason, refused.req_id) == (RejectReason.RESUME_REFUSED, "h-old")
         # Not even a resume of its own session: that needs a new connection.
         old.resend(3, session_id=session_id)
         assert old.recv(5).reject_reason == RejectReason.RESUME_REFUSED
