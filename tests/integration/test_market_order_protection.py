@@ -31,6 +31,11 @@ allow_short = true
 """
 
 
+def endpoint_of(path) -> str:
+    """The plaintext endpoint the engine configuration at ``path`` serves on."""
+    return path.read_text().split('plaintext_endpoints = ["')[1].split('"')[0]
+
+
 def write_config(tmp_path, risk: str = RISK) -> tuple:
     """The harness's engine configuration with ``risk`` for its risk tables (its accounts,
     DEMO1's cash and collar changed); returns ``(path, endpoint)``."""
@@ -84,17 +89,9 @@ def test_a_scheduled_market_buy_is_held_to_the_collar_after_a_restart_too(tmp_pa
     # engine routed the remainder of a TWAP market buy with no limit, its next slices swept
     # 90 at 60.00 (valued at 51.97) and took the account's buying power below zero.
     from tests.integration.engine_harness import seen_at_resume
-    path, endpoint = write_config(tmp_path)
-    with ThreadedEngine(path) as engine, Client(endpoint) as client:
-        book_around_fifty(client)
-        client.new_order("AAA", "buy", "100", None, account="DEMO1", cl_ord_id="twap",
-                         ord_type="market", strategy="twap",
-                         end_time=time.time_ns() + 4 * 10**9, slices=8)
-        client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "twap"
-                          and m.cum_qty == "10", 5)
-        pipeline = engine.service.pipeline
-        live = engine.call(lambda: pipeline.orders.find("DEMO1", "twap").protect)
+    path, (live, _) = twap_left_working(tmp_path, window_s=4, slices=8)
     assert live == 5197
+    endpoint = endpoint_of(path)
     seen = seen_at_resume(monkeypatch, lambda pipeline, recovered: (
         pipeline.orders.find("DEMO1", "twap").protect,
         pipeline.orders.find("DEMO1", "twap") in pipeline.orders.working()))
@@ -245,6 +242,26 @@ def under_grid(path, tmp_path, tick: str, lot: str = "1"):
     path.write_text(path.read_text().replace(str(QUIET_SIM), str(sim)))
 
 
+def twap_left_working(tmp_path, window_s: int = 60, slices: int = 60) -> tuple:
+    """An engine (stopped on return) whose journal holds DEMO1's TWAP market buy "twap" of
+    100 under the collar (``slices`` over ``window_s`` seconds), working after its first
+    fill, with the book of :func:`book_around_fifty`; returns the configuration's path
+    and, as the engine had them, the order's hold and the ticks of the resting bid's
+    children; its endpoint is the configuration's too (:func:`endpoint_of`)."""
+    path, endpoint = write_config(tmp_path)
+    with ThreadedEngine(path) as engine, Client(endpoint) as client:
+        book_around_fifty(client)
+        client.new_order("AAA", "buy", "100", None, account="DEMO1", cl_ord_id="twap",
+                         ord_type="market", strategy="twap",
+                         end_time=time.time_ns() + window_s * 10**9, slices=slices)
+        client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "twap"
+                          and m.cum_qty != "0", 5)
+        orders = engine.service.pipeline.orders
+        live = engine.call(lambda: (orders.find("DEMO1", "twap").protect,
+                                    [c.price for c in orders.find("DEMO2", "bid").children.values()]))
+    return path, live
+
+
 @pytest.mark.parametrize("tick, lot, expected", [
     ("0.005", "1", (10394, {(9800, 10)}, 9800)),   # 51.97 and 49.00 in ticks of 0.005
     ("0.01", "0.5", (5197, {(4900, 20)}, 4900)),   # 10 in lots of 0.5
@@ -258,18 +275,8 @@ def test_a_restart_under_another_grid_reads_the_journals_ticks_in_the_grid_they_
     # 0.5, its 10 lots as 5). The engine now records the grids its records count in
     # (JournalUnits) and converts them.
     from tests.integration.engine_harness import seen_at_resume
-    path, endpoint = write_config(tmp_path)
-    with ThreadedEngine(path) as engine, Client(endpoint) as client:
-        book_around_fifty(client)
-        client.new_order("AAA", "buy", "100", None, account="DEMO1", cl_ord_id="twap",
-                         ord_type="market", strategy="twap",
-                         end_time=time.time_ns() + 60 * 10**9, slices=60)
-        client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "twap"
-                          and m.cum_qty != "0", 5)
-        pipeline = engine.service.pipeline
-        assert engine.call(lambda: pipeline.orders.find("DEMO1", "twap").protect) == 5197
-        assert engine.call(lambda: [c.price for c in pipeline.orders.find(
-            "DEMO2", "bid").children.values()]) == [4900]
+    path, live = twap_left_working(tmp_path)
+    assert live == (5197, [4900])
     under_grid(path, tmp_path, tick, lot)
     seen = seen_at_resume(monkeypatch, lambda pipeline, recovered: (
         pipeline.orders.find("DEMO1", "twap").protect,
@@ -291,14 +298,7 @@ def test_a_restart_under_a_tick_the_journals_ticks_do_not_fit_is_refused_naming_
     # Under a tick of 0.05 the hold of 51.97 has no price: the engine does not start
     # (it would hold the order somewhere else than risk valued it), and says why.
     from engine.recovery import RecoveryError
-    path, endpoint = write_config(tmp_path)
-    with ThreadedEngine(path) as engine, Client(endpoint) as client:
-        book_around_fifty(client)
-        client.new_order("AAA", "buy", "100", None, account="DEMO1", cl_ord_id="twap",
-                         ord_type="market", strategy="twap",
-                         end_time=time.time_ns() + 60 * 10**9, slices=60)
-        client.recv_until(lambda m: isinstance(m, ExecutionReport) and m.cl_ord_id == "twap"
-                          and m.cum_qty != "0", 5)
+    path, _ = twap_left_working(tmp_path)
     under_grid(path, tmp_path, "0.05")
     with pytest.raises(RecoveryError, match=r"journal record \d+ \(AAA\): a price of 5197 of "
                        r"the journal's tick_size is not a whole number of the configuration's"):

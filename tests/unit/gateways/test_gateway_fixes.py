@@ -25,12 +25,25 @@ def ask_replay(endpoint: str, request: dict) -> tuple[dict, list[int]]:
                                             for i in range(0, len(frames), 3)]
 
 
-def test_replay_from_past_the_end_claims_only_what_the_journal_holds(tmp_path):
-    journal = JournalWriter(tmp_path / "journal", fsync="none")
-    write_fills(journal, 1, 10)
+def zmq_gateway(tmp_path, **keys):
+    """A ZeroMQ gateway of the journal at ``tmp_path / "journal"``, on free ports, in a
+    thread, not started (``keys``: more of its table)."""
     [gateway] = from_config([{"type": "zmq", "endpoint": "tcp://127.0.0.1:0",
-                              "replay_endpoint": "tcp://127.0.0.1:0", "isolation": "thread"}],
-                            tmp_path / "journal", tmp_path / "gw")
+                              "replay_endpoint": "tcp://127.0.0.1:0", "isolation": "thread",
+                              **keys}], tmp_path / "journal", tmp_path / "gw")
+    return gateway
+
+
+def journal_and_gateway(tmp_path, fills: int) -> tuple:
+    """A journal at ``tmp_path / "journal"`` holding ``fills`` fills (each after its
+    command), and a :func:`zmq_gateway` of it."""
+    journal = JournalWriter(tmp_path / "journal", fsync="none")
+    write_fills(journal, 1, fills)
+    return journal, zmq_gateway(tmp_path)
+
+
+def test_replay_from_past_the_end_claims_only_what_the_journal_holds(tmp_path):
+    journal, gateway = journal_and_gateway(tmp_path, 10)
     gateway.start()
     try:
         last = journal.last_seq
@@ -73,11 +86,7 @@ def test_a_replay_request_with_a_seq_that_is_not_an_integer_or_an_unknown_key_is
     # "from": 1.9 was cut to 1 and "from": "3" read as 3 (int() of whatever came), and a
     # misspelt key ("form") was ignored, the answer starting from seq 1: a client's
     # mistake served as if it had asked for something else.
-    journal = JournalWriter(tmp_path / "journal", fsync="none")
-    write_fills(journal, 1, 5)
-    [gateway] = from_config([{"type": "zmq", "endpoint": "tcp://127.0.0.1:0",
-                              "replay_endpoint": "tcp://127.0.0.1:0", "isolation": "thread"}],
-                            tmp_path / "journal", tmp_path / "gw")
+    journal, gateway = journal_and_gateway(tmp_path, 5)
     gateway.start()
     try:
         for request, error in (({"from": 1.9}, "Expected `int`, got `float` - at `$.from`"),
@@ -103,10 +112,7 @@ def test_a_cursor_file_whose_seq_is_not_a_whole_number_is_read_as_none(tmp_path,
     journal = JournalWriter(tmp_path / "journal", fsync="none")
     write_fills(journal, 1, 5)
     for seq in ("abc", 4.5, -3, True, None):
-        [gateway] = from_config([{"type": "zmq", "endpoint": "tcp://127.0.0.1:0",
-                                  "replay_endpoint": "tcp://127.0.0.1:0", "isolation": "thread",
-                                  "poll_interval_ms": 1}],
-                                tmp_path / "journal", tmp_path / "gw")
+        gateway = zmq_gateway(tmp_path, poll_interval_ms=1)
         gateway.cursor_path.parent.mkdir(parents=True, exist_ok=True)
         gateway.cursor_path.write_bytes(orjson.dumps(
             {"seq": seq, "journal": journal_identity(tmp_path / "journal")}))
