@@ -958,7 +958,7 @@ def main(argv=None) -> int:
           ["figure", "measured", "echo floor", "x floor", "target", "met"], [
         ["single-order messages/s (closed loop, 2,000 in flight)", single, floor_max,
          f"{single / floor_max:.2f}x", TARGET_RATE, single >= TARGET_RATE],
-        ["max sustainable orders/s (open loop, kept up: see below)", s_rate or "none", "-",
+        ["max sustainable orders/s (open loop, kept up: see above)", s_rate or "none", "-",
          "-", TARGET_RATE, bool(s_rate and s_rate >= TARGET_RATE)],
         ["orders/s inside BulkNewOrders of 100", bulk, floor_bulk,
          f"{bulk / floor_bulk:.2f}x", "-", "-"],
