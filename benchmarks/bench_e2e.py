@@ -917,8 +917,8 @@ def main(argv=None) -> int:
         known = [(rate, *keeps_up(runs[rate]["ack_us"], runs[rate]["rejects"],
                                   light_us=light_us)) for rate in rates]
         sustain = sustainable_phase(endpoint, single, probe_s=secs / 2, phase_s=secs,
-                                    max_probes=4 if args.quick else 7,
-                                    tries=2 if args.quick else 3, lowest=rates[0],
+                                    max_probes=5 if args.quick else 8,
+                                    tries=3 if args.quick else 4, lowest=rates[0],
                                     light_us=light_us, known=known, spin=spin)
     finally:
         engine.kill()
