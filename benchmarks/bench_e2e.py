@@ -11,8 +11,14 @@ embedded simulator) in its own process:
   scheduled time, so queueing shows instead of being hidden by coordinated
   omission): round trip to the acknowledgement (``NEW``) and, for the
   marketable orders, to the fill;
-* the highest sustained rate of single-order messages, and orders per second
-  inside ``BulkNewOrders`` of 100;
+* the highest rate of single-order messages closed loop (2,000 in flight), and
+  orders per second inside ``BulkNewOrders`` of 100;
+* the maximum sustainable rate: the highest offered rate, open loop, at which the
+  engine keeps up (every order acknowledged, the backlog not growing over the
+  phase: :func:`keeps_up`), searched from the closed-loop rate with short
+  probes and confirmed over a longer phase (:func:`sustainable_phase`), whose
+  acknowledgement and fill percentiles are reported like the fixed rates', beside
+  the echo floor's own phases at the same rate;
 * in process, before the engine starts: what finding the session to evict
   costs intake when it is full (``intake.max_sessions``) at 10,000 sessions,
   against the scan of every session it replaced (:func:`scan_evict_one`); and
@@ -207,6 +213,10 @@ def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
     A fill comes later, from the venue: the loop then waits for every
     marketable order's outcome (filled, canceled or rejected), up to
     :data:`FILL_GRACE_NS` more.
+
+    Returns the acknowledgement's and the fill's histograms, the counts, and
+    ``ack_us``: each order's acknowledgement latency in µs, in scheduled
+    order (None for an order never acknowledged), for :func:`keeps_up`.
     """
     from engine.messages import Heartbeat, HeartbeatAck
 
@@ -218,7 +228,9 @@ def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
     period = 1e9 / rate
     start = time.perf_counter_ns() + 1_000_000
     sched = [start + int(i * period) for i in range(n)]
-    acked = [False] * n
+    # Each order's acknowledgement latency in µs, in scheduled order (None: unanswered),
+    # for :func:`keeps_up`'s look at how the phase's latency moved.
+    ack_us: list[int | None] = [None] * n
     sent = got_ack = got_fill = rejects = 0
     # The marketable orders whose outcome (filled, canceled, rejected) is still to come:
     # a fill comes from the venue after the acknowledgement, so the last orders' fills
@@ -248,6 +260,7 @@ def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
             if echo:
                 i = index_of(msg.cl_ord_id)
                 record_latency(ack, sched[i], t)
+                ack_us[i] = (t - sched[i]) // 1000
                 got_ack += 1
                 continue
             if isinstance(msg, ExecutionReport):
@@ -255,8 +268,8 @@ def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
                 if i % marketable_every == 0 and not outcome[i] and msg.exec_type in _FINAL:
                     outcome[i] = 1
                     pending -= 1
-                if msg.exec_type == ExecType.NEW and not acked[i]:
-                    acked[i] = True
+                if msg.exec_type == ExecType.NEW and ack_us[i] is None:
+                    ack_us[i] = (t - sched[i]) // 1000
                     record_latency(ack, sched[i], t)
                     got_ack += 1
                 elif msg.exec_type in (ExecType.FILL, ExecType.PARTIAL_FILL) and \
@@ -295,7 +308,7 @@ def open_loop(endpoint: str, msgs: list[bytes], rate: float, *, echo: bool,
     elapsed = (time.perf_counter_ns() - start) / 1e9
     sock.close(linger=0)
     return {"ack": ack, "fill": fill, "acks": got_ack, "fills": got_fill, "rejects": rejects,
-            "sent": n, "elapsed_s": elapsed}
+            "sent": n, "elapsed_s": elapsed, "ack_us": ack_us}
 
 
 def max_rate(endpoint: str, msgs: list[bytes], window: int, bulk: int = 0,
@@ -341,33 +354,242 @@ def max_rate(endpoint: str, msgs: list[bytes], window: int, bulk: int = 0,
     return acks / elapsed, acks
 
 
+# -- the maximum sustainable rate
+#
+# A rate is *sustained* when, offered open loop for a whole phase, the engine keeps up
+# with it: every order is acknowledged, none is rejected, and no backlog builds up.
+# Past the engine's capacity the queue grows for as long as the phase lasts, so an
+# order's latency grows with its place in the phase (an order sent t seconds in waits
+# about t * (rate / capacity - 1)); at capacity exactly the queue neither grows nor
+# drains, and a burst early in the phase (a hiccup of the shared machine) leaves every
+# later order waiting behind it. So :func:`keeps_up` asks two things of the median
+# acknowledgement latency of the phase's last quarter (its end state): that it is not
+# more than twice the first quarter's (the backlog did not grow over the phase), and
+# that it is not more than four times the same engine's median at light load (the
+# lowest fixed rate, 1,000/s: no standing backlog, whatever the trend), each plus a
+# millisecond. Medians, because one scheduler hiccup moves a tail percentile of a
+# quarter-phase, not its median, while a backlog moves every order behind it; the
+# tail is what is then reported at the rate found. The maximum sustainable rate is the
+# highest rate a short search finds sustained (:func:`search_sustainable`) that is
+# then sustained again over a phase twice as long as the search's probes
+# (:func:`confirm_sustainable`): a backlog that grows slowly shows over the longer one.
+
+#: The backlog grew if the last quarter's median acknowledgement latency exceeds the
+#: first quarter's this many times, plus :data:`SUSTAIN_SLACK_US`.
+SUSTAIN_GROWTH_FACTOR = 2.0
+#: A backlog stands if the last quarter's median acknowledgement latency exceeds the
+#: engine's median at light load this many times, plus :data:`SUSTAIN_SLACK_US`.
+SUSTAIN_LEVEL_FACTOR = 4.0
+#: Absolute allowance (µs) over both factors: a sub-millisecond median that doubles is
+#: noise on a shared machine (a backlog adds milliseconds within a phase).
+SUSTAIN_SLACK_US = 1_000
+#: Until a rate is found sustained, the search offers this fraction of the lowest rate
+#: that failed (and, until one fails, the highest sustained over this fraction); then
+#: it halves the bracket.
+SUSTAIN_STEP = 0.5
+#: A rate the search found sustained but its longer measured phase did not: the next
+#: measured phase offers this fraction of it.
+SUSTAIN_RETRY_STEP = 0.8
+#: The search stops refining once the highest rate sustained and the lowest failed are
+#: within this fraction of each other.
+SUSTAIN_RESOLUTION = 0.05
+
+
+def median_of(values: list[int]) -> float:
+    """The median of a non-empty list."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def keeps_up(ack_us: list[int | None], rejects: int = 0, *, light_us: float | None = None,
+             factor: float = SUSTAIN_GROWTH_FACTOR, level: float = SUSTAIN_LEVEL_FACTOR,
+             slack_us: float = SUSTAIN_SLACK_US) -> tuple[bool, str]:
+    """Whether an open-loop phase was sustained, and why: ``(kept_up, reason)``.
+
+    ``ack_us`` is each order's acknowledgement latency in scheduled order
+    (:func:`open_loop`'s, None for an order never acknowledged); ``light_us``
+    the same server's median at light load (None: not judged). Sustained: every
+    order acknowledged, no reject, and the median latency of the phase's last
+    quarter at most ``factor`` times the first quarter's plus ``slack_us`` (the
+    backlog did not grow) and at most ``level`` times ``light_us`` plus
+    ``slack_us`` (no backlog stands); see the section's comment.
+    """
+    n = len(ack_us)
+    if not n:
+        return False, "no orders"
+    if rejects:
+        return False, f"{rejects} rejected"
+    missing = sum(1 for v in ack_us if v is None)
+    if missing:
+        return False, f"{missing} of {n} unanswered"
+    q = max(1, n // 4)
+    first, last = median_of(ack_us[:q]), median_of(ack_us[-q:])
+    ends = f"median ack {first:,.0f} µs in the first quarter, {last:,.0f} µs in the last"
+    if last > factor * first + slack_us:
+        return False, f"backlog grew: {ends}"
+    if light_us is not None and last > level * light_us + slack_us:
+        return False, f"backlog stands: {ends}, {light_us:,.0f} µs at light load"
+    return True, f"kept up: {ends}"
+
+
+def search_sustainable(probe, start: float, *, lowest: float, max_probes: int,
+                       known: list[tuple[int, bool, str]] = (), step: float = SUSTAIN_STEP,
+                       resolution: float = SUSTAIN_RESOLUTION
+                       ) -> tuple[int | None, int | None, list[tuple[int, bool, str]]]:
+    """The highest offered rate found sustained, searched from ``start``.
+
+    ``probe(rate)`` runs a short open-loop phase and returns :func:`keeps_up`'s
+    ``(kept_up, reason)``; ``known`` holds verdicts already in hand, ``(rate,
+    kept_up, reason)`` (the fixed rates' phases). The bracket is the highest
+    rate sustained under the lowest one that failed. ``start`` (the closed-loop
+    rate: with 2,000 orders waiting the engine never idles, so an open loop
+    rarely does better) is probed first if inside it; then, with no rate
+    sustained yet, ``step`` times the lowest failed (never under ``lowest``), with
+    none failed yet, the highest sustained over ``step``, and with both, their
+    geometric mean, until they are within ``resolution`` of each other or
+    ``max_probes`` probes have run.
+
+    Returns ``(highest sustained or None, lowest failed or None, trail)``, the
+    trail each probe's ``(rate, kept_up, reason)`` in order (``known`` not in it).
+    """
+    trail: list[tuple[int, bool, str]] = []
+    bad = min((r for r, ok, _ in known if not ok), default=None)
+    good = max((r for r, ok, _ in known if ok and (bad is None or r < bad)), default=None)
+    rate = round(start)
+    while len(trail) < max_probes:
+        if good is not None and bad is not None:
+            if bad <= good * (1 + resolution):
+                break
+            if not good < rate < bad:
+                rate = round((good * bad) ** 0.5)
+        elif bad is not None and rate >= bad:
+            if bad <= lowest:
+                break
+            rate = max(round(bad * step), round(lowest))
+        elif good is not None and rate <= good:
+            rate = round(good / step)
+        if rate < lowest:
+            break
+        ok, why = probe(rate)
+        trail.append((rate, ok, why))
+        if ok:
+            good = rate
+        else:
+            bad = rate
+    return good, bad, trail
+
+
+def confirm_sustainable(measure, candidate: int | None, *, lowest: float, tries: int,
+                        step: float = SUSTAIN_RETRY_STEP):
+    """The measured phase at the searched rate, stepping down until one is sustained.
+
+    ``measure(rate)`` runs the reported (longer) phase and returns
+    ``(kept_up, reason, result)``. A rate sustained by the short search's probe
+    but not over the longer phase is not sustainable (its backlog grows slowly):
+    the next rate down by ``step`` is measured, at most ``tries`` phases, no rate
+    under ``lowest``. Returns ``(rate or None, that phase's result or None, trail)``.
+    """
+    trail: list[tuple[int, bool, str]] = []
+    rate = candidate
+    while rate is not None and rate >= lowest and len(trail) < tries:
+        ok, why, result = measure(rate)
+        trail.append((rate, ok, why))
+        if ok:
+            return rate, result, trail
+        rate = round(rate * step)
+    return None, None, trail
+
+
+def sustainable_phase(endpoint: str, start: float, *, probe_s: float, phase_s: float,
+                      max_probes: int, tries: int, lowest: float, light_us: float | None,
+                      known: list[tuple[int, bool, str]] = (), spin: bool = True) -> dict:
+    """The maximum sustainable rate against the engine at ``endpoint``, and its phase.
+
+    :func:`search_sustainable` from ``start`` with open-loop probes of
+    ``probe_s`` seconds (and the fixed rates' verdicts, ``known``), then
+    :func:`confirm_sustainable` with phases of ``phase_s``, each judged by
+    :func:`keeps_up` against ``light_us`` (the engine's median at the lowest
+    fixed rate). Before each measured phase the
+    echo floor gets its own phase at the same rate (a fresh echo server, the
+    engine idle in its process: at most a few per cent of a core, which can
+    only slow that floor, and :class:`BestFloor` then keeps the one measured
+    after the engine stops).
+
+    Returns ``rate`` (None if none was sustained), ``run`` and ``floor_run`` (the
+    engine's and the floor's :func:`open_loop` results at it), ``candidate`` (the
+    search's), ``failed`` (the lowest rate a probe found not sustained) and the
+    ``search`` and ``confirm`` trails (``known`` and ``light_us`` as given).
+    """
+    probes = iter(range(max_probes))
+
+    def probe(rate: int) -> tuple[bool, str]:
+        r = open_loop(endpoint, orders(max(1, int(rate * probe_s)), f"s{next(probes)}x"), rate,
+                      echo=False, spin=spin)
+        return keeps_up(r["ack_us"], r["rejects"], light_us=light_us)
+
+    def measure(rate: int):
+        n = max(1, int(rate * phase_s))
+        echo, echo_endpoint = start_echo()
+        try:
+            floor_run = open_loop(echo_endpoint, orders(n, f"fs{rate}x"), rate, echo=True,
+                                  spin=spin)
+        finally:
+            echo.kill()
+            echo.wait(10)
+        run = open_loop(endpoint, orders(n, f"S{rate}x"), rate, echo=False, spin=spin)
+        ok, why = keeps_up(run["ack_us"], run["rejects"], light_us=light_us)
+        return ok, why, (run, floor_run)
+
+    candidate, failed, search = search_sustainable(probe, start, lowest=lowest,
+                                                   max_probes=max_probes, known=known)
+    rate, result, confirm = confirm_sustainable(measure, candidate, lowest=lowest, tries=tries)
+    run, floor_run = result or (None, None)
+    return {"rate": rate, "run": run, "floor_run": floor_run, "candidate": candidate,
+            "failed": failed, "search": search, "confirm": confirm, "light_us": light_us,
+            "known": list(known)}
+
+
 #: The percentiles reported, each with the floor's and the engine's addition over it.
 PERCENTILES = {"p50": 50.0, "p99": 99.0, "p999": 99.9}
 
 
-def phase_figures(rate: int, run: dict, floor: "HdrHistogram | BestFloor"
-                  ) -> tuple[dict, list[list]]:
+def phase_figures(rate: int, run: dict, floor: "HdrHistogram | BestFloor",
+                  key: str | None = None, label: str | None = None,
+                  light_us: float | None = None) -> tuple[dict, list[list]]:
     """Figures and table rows of one offered rate: the acknowledgement's and the fill's
     percentiles, each beside the echo floor's at the same rate and the latency the
-    engine adds over it (``run`` is :func:`open_loop`'s result against the engine)."""
-    figures: dict = {f"rejects_at_{rate}": run["rejects"]}
+    engine adds over it (``run`` is :func:`open_loop`'s result against the engine),
+    and whether the engine kept up (:func:`keeps_up`, ``light_us`` its median at
+    light load).
+
+    The figures are named ``..._at_<key>`` (``key``: the rate by default;
+    ``sustainable`` for the maximum sustainable rate's phase) and the rows
+    ``<label> ack`` / ``<label> fill`` (``label``: ``1,000/s`` by default).
+    """
+    key = str(rate) if key is None else key
+    label = f"{rate:,}/s" if label is None else label
+    kept_up, _ = keeps_up(run["ack_us"], run["rejects"], light_us=light_us)
+    figures: dict = {f"rejects_at_{key}": run["rejects"], f"kept_up_at_{key}": kept_up}
     rows = []
-    for kind, label, answered in (("ack", "ack", f"{run['acks']}/{run['sent']}"),
-                                  ("fill", "fill (marketable)", f"{run['fills']}")):
+    for kind, what, answered, verdict in (
+            ("ack", "ack", f"{run['acks']}/{run['sent']}",
+             "yes" if kept_up else "no"),
+            ("fill", "fill (marketable)", f"{run['fills']}", "")):
         hist = run[kind]
-        row = [f"{rate:,}/s {label}"]
+        row = [f"{label} {what}"]
         row += [pct(hist, p) for p in PERCENTILES.values()]
         row += [pct(floor, p) for p in PERCENTILES.values()]
         row += [pct(hist, p) - pct(floor, p) for p in PERCENTILES.values()]
-        rows.append(row + [answered])
+        rows.append(row + [answered, verdict])
         # (the acknowledgement's added figures keep their first names: added_p50_us_at_...)
         added = "added" if kind == "ack" else "fill_added"
         for name, p in PERCENTILES.items():
-            figures[f"{kind}_{name}_us_at_{rate}"] = pct(hist, p)
-            figures[f"{added}_{name}_us_at_{rate}"] = pct(hist, p) - pct(floor, p)
+            figures[f"{kind}_{name}_us_at_{key}"] = pct(hist, p)
+            figures[f"{added}_{name}_us_at_{key}"] = pct(hist, p) - pct(floor, p)
     for name, p in PERCENTILES.items():
-        figures[f"floor_{name}_us_at_{rate}"] = pct(floor, p)
-    figures[f"acked_ratio_at_{rate}"] = run["acks"] / run["sent"]
+        figures[f"floor_{name}_us_at_{key}"] = pct(floor, p)
+    figures[f"acked_ratio_at_{key}"] = run["acks"] / run["sent"]
     return figures, rows
 
 
@@ -392,33 +614,43 @@ class BestFloor:
         return min(h.get_value_at_percentile(p) for h in self.runs)
 
 
+def start_echo() -> tuple[subprocess.Popen, str]:
+    """The floor's server (:data:`ECHO_SERVER`) in its own process; (process, endpoint)
+    once it serves."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, endpoint], stdout=subprocess.PIPE)
+    echo.stdout.readline()
+    return echo, endpoint
+
+
 def measure_floor(rates: list[int], durations: dict, n_max: int, spin: bool,
-                  tag: str) -> tuple[dict, float, float]:
+                  tag: str, extra: dict | None = None) -> tuple[dict, float, float]:
     """One run of the raw pyzmq DEALER/ROUTER echo, the same client loop and messages as
     the engine's: the open-loop histograms by rate, the closed-loop single-message rate
-    and the rate of orders inside bulks of 100. ``tag`` keeps its cl_ord_ids apart."""
-    fport = free_port()
-    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, f"tcp://127.0.0.1:{fport}"],
-                            stdout=subprocess.PIPE)
-    echo.stdout.readline()
+    and the rate of orders inside bulks of 100. ``tag`` keeps its cl_ord_ids apart.
+
+    ``extra`` maps more keys of the histograms to ``(rate, seconds)`` phases (the
+    maximum sustainable rate's, ``"sustainable"``), run after the fixed rates'."""
+    echo, endpoint = start_echo()
     floor = {}
+    phases = [(rate, rate, durations[rate]) for rate in rates]
+    phases += [(key, rate, secs) for key, (rate, secs) in (extra or {}).items()]
     try:
-        for rate in rates:
-            r = open_loop(f"tcp://127.0.0.1:{fport}", orders(int(rate * durations[rate]),
-                                                              f"f{tag}{rate}x"), rate,
+        for key, rate, secs in phases:
+            r = open_loop(endpoint, orders(int(rate * secs), f"f{tag}{key}x"), rate,
                           echo=True, spin=spin)
-            floor[rate] = r["ack"]
+            floor[key] = r["ack"]
         # The throughput floor: the same closed loop against the echo. The
         # client (one Python process, decoding every reply) and the kernel's
         # loopback are shared by both runs, so this is the most any server
         # could show on this machine with this load generator.
-        floor_max, _ = max_rate(f"tcp://127.0.0.1:{fport}", orders(n_max, f"fm{tag}"),
-                                window=2000, echo=True)
+        floor_max, _ = max_rate(endpoint, orders(n_max, f"fm{tag}"), window=2000, echo=True)
         # The bulk figure's floor: the same bulks of 100 echoed, the same loop.
-        floor_bulk, _ = max_rate(f"tcp://127.0.0.1:{fport}", orders(n_max, f"fk{tag}"),
-                                 window=5000, bulk=100, echo=True)
+        floor_bulk, _ = max_rate(endpoint, orders(n_max, f"fk{tag}"), window=5000, bulk=100,
+                                 echo=True)
     finally:
         echo.kill()
+        echo.wait(10)
     return floor, floor_max, floor_bulk
 
 
@@ -428,6 +660,47 @@ def bulk_figures(bulk: float, floor_bulk: float) -> dict:
     return {"bulk100_orders_per_s": round(bulk),
             "floor_bulk100_orders_per_s": round(floor_bulk),
             "bulk100_ratio_vs_floor": round(bulk / floor_bulk, 3) if floor_bulk else None}
+
+
+def sustainable_figures(sustain: dict, closed_loop: float, floor_after: HdrHistogram | None,
+                        floor_light_us: float | None = None
+                        ) -> tuple[dict, list[list], list[list]]:
+    """The maximum sustainable rate's figures, latency table rows and search rows.
+
+    ``sustain`` is :func:`sustainable_phase`'s result, ``closed_loop`` the
+    closed-loop single-order rate it started from, ``floor_after`` the echo's
+    phase at the same rate after the engine stopped (None if none was run),
+    ``floor_light_us`` the floor's median at light load (whether the echo kept up
+    too: if not, the client, not the engine, set the rate). The
+    percentiles are :func:`phase_figures`' under the key ``sustainable``, beside
+    the floor at its best of the phase before the engine's and the one after;
+    with no rate sustained the rate is None and there are no percentiles.
+    """
+    rate = sustain["rate"]
+    figures: dict = {"sustainable_rate_orders_per_s": rate,
+                     "sustainable_ratio_vs_closed_loop":
+                         round(rate / closed_loop, 3) if rate and closed_loop else None,
+                     "sustainable_search": [[r, ok] for r, ok, _ in sustain["search"]],
+                     "sustainable_confirm": [[r, ok] for r, ok, _ in sustain["confirm"]]}
+    trail = [["fixed-rate phase", r, "yes" if ok else "no", why]
+             for r, ok, why in sustain.get("known", ())]
+    trail += [[f"probe {k + 1}", r, "yes" if ok else "no", why]
+              for k, (r, ok, why) in enumerate(sustain["search"])]
+    trail += [[f"measured phase {k + 1}", r, "yes" if ok else "no", why]
+              for k, (r, ok, why) in enumerate(sustain["confirm"])]
+    if not rate:
+        trail.append(["result", "none", "-", "no rate from the search was sustained over the "
+                      "measured phase" if sustain["confirm"] else "no probe was sustained"])
+        return figures, [], trail
+    floor_run = sustain["floor_run"]
+    floor = BestFloor(*[h for h in (floor_run["ack"], floor_after) if h is not None])
+    phase, rows = phase_figures(rate, sustain["run"], floor, key="sustainable",
+                                label=f"{rate:,}/s (max sustainable)",
+                                light_us=sustain.get("light_us"))
+    figures.update(phase)
+    figures["floor_kept_up_at_sustainable"] = keeps_up(floor_run["ack_us"],
+                                                       light_us=floor_light_us)[0]
+    return figures, rows, trail
 
 
 def verdict(added_us: float, target_us: float) -> str:
@@ -637,32 +910,56 @@ def main(argv=None) -> int:
                                    rate, echo=False, spin=spin)
         single, _ = max_rate(endpoint, orders(n_max, "m"), window=2000)
         bulk, _ = max_rate(endpoint, orders(n_max, "k"), window=5000, bulk=100)
+        # -- the maximum sustainable rate (open loop), searched from the closed-loop
+        # rate, then measured over a phase twice a probe's, its floor just before it
+        # (the fixed rates' phases are verdicts already: they bracket the search)
+        light_us = pct(runs[rates[0]]["ack"], 50)
+        known = [(rate, *keeps_up(runs[rate]["ack_us"], runs[rate]["rejects"],
+                                  light_us=light_us)) for rate in rates]
+        sustain = sustainable_phase(endpoint, single, probe_s=secs / 2, phase_s=secs,
+                                    max_probes=5 if args.quick else 8,
+                                    tries=3 if args.quick else 4, lowest=rates[0],
+                                    light_us=light_us, known=known, spin=spin)
     finally:
         engine.kill()
         engine.wait(10)
 
-    after = measure_floor(rates, durations, n_max, spin, "b")
+    s_rate = sustain["rate"]
+    after = measure_floor(rates, durations, n_max, spin, "b",
+                          extra={"sustainable": (s_rate, secs)} if s_rate else None)
     floor = {rate: BestFloor(before[0][rate], after[0][rate]) for rate in rates}
     floor_max, floor_bulk = max(before[1], after[1]), max(before[2], after[2])
     figures["floor_runs"] = 2
     figures["floor_max_msgs_per_s"] = round(floor_max)
     for rate in rates:
-        phase, phase_rows = phase_figures(rate, runs[rate], floor[rate])
+        phase, phase_rows = phase_figures(rate, runs[rate], floor[rate], light_us=light_us)
         figures.update(phase)
         rows += phase_rows
     figures["max_single_orders_per_s"] = round(single)
     figures["max_single_ratio_vs_floor"] = round(single / floor_max, 3)
+    s_figures, s_rows, s_trail = sustainable_figures(sustain, single, after[0].get("sustainable"),
+                                                     pct(floor[rates[0]], 50))
+    figures.update(s_figures)
+    rows += s_rows
     figures.update(bulk_figures(bulk, floor_bulk))
     figures.update(eviction_figures)
 
     table("Engine round trip over TCP loopback (µs), open loop, against the raw pyzmq echo floor",
           ["offered load", "p50", "p99", "p99.9", "floor p50", "floor p99", "floor p99.9",
-           "added p50", "added p99", "added p99.9", "answered"], rows)
+           "added p50", "added p99", "added p99.9", "answered", "kept up"], rows)
+    table("Maximum sustainable rate: the highest offered rate (open loop) at which every order "
+          "is acknowledged and no backlog builds up (the last quarter's median ack at most "
+          f"{SUSTAIN_GROWTH_FACTOR:g}x the first quarter's and {SUSTAIN_LEVEL_FACTOR:g}x the "
+          f"median at {rates[0]:,}/s, each + {SUSTAIN_SLACK_US:,} µs); searched from the "
+          f"closed-loop rate with {secs / 2:g} s probes, then measured over {secs:g} s",
+          ["step", "offered rate", "kept up", "why"], s_trail)
     t10 = figures.get("added_p50_us_at_10000"), figures.get("added_p99_us_at_10000")
     table("Throughput and targets (the echo floor: same client loop, same requests)",
           ["figure", "measured", "echo floor", "x floor", "target", "met"], [
         ["single-order messages/s (closed loop, 2,000 in flight)", single, floor_max,
          f"{single / floor_max:.2f}x", TARGET_RATE, single >= TARGET_RATE],
+        ["max sustainable orders/s (open loop, kept up: see above)", s_rate or "none", "-",
+         "-", TARGET_RATE, bool(s_rate and s_rate >= TARGET_RATE)],
         ["orders/s inside BulkNewOrders of 100", bulk, floor_bulk,
          f"{bulk / floor_bulk:.2f}x", "-", "-"],
         ["added p50 at 10,000/s (µs)", t10[0], "-", "-", TARGET_ADDED_P50_US,

@@ -406,6 +406,15 @@ def headline_rows(results: dict) -> list[list[str]]:
     single, floor_max = e2e.get("max_single_orders_per_s"), e2e.get("floor_max_msgs_per_s")
     add("engine single-order msgs/s, closed loop (bench_e2e)", single,
         "ZeroMQ echo, same client", floor_max, _ratio(single, floor_max) + " the floor")
+    # The highest rate offered open loop that the engine kept up with (bench_e2e.keeps_up),
+    # and its tail there: the closed loop's rate says nothing of the latency at it.
+    sustainable = e2e.get("sustainable_rate_orders_per_s")
+    add("engine max sustainable orders/s, open loop (bench_e2e)", sustainable,
+        "closed loop", single, _ratio(sustainable, single) + " the closed loop")
+    if sustainable:
+        v, f = e2e.get("ack_p99_us_at_sustainable"), e2e.get("floor_p99_us_at_sustainable")
+        add(f"engine ack p99 at the max sustainable {sustainable:,.0f}/s, µs (bench_e2e)", v,
+            "ZeroMQ echo", f, _ratio(v, f) + " the floor")
     load = (results.get("loadgen") or {}).get("runs") or {}
     for rate, res in (load.get("engine") or {}).items():
         floor = ((load.get("floor") or {}).get(rate) or {}).get("figures") or {}
@@ -490,7 +499,9 @@ def make_plots(results: dict, out_dir: Path) -> list[str]:
         return sorted(pts)
 
     # 1. latency percentiles against offered load, with the floor
-    e2e_rates = sorted(int(k.rsplit("_", 1)[1]) for k in e2e if k.startswith("ack_p50_us_at_"))
+    # (the fixed rates only: the maximum sustainable rate's figures end "_at_sustainable")
+    e2e_rates = sorted(int(k.rsplit("_", 1)[1]) for k in e2e
+                       if k.startswith("ack_p50_us_at_") and k.rsplit("_", 1)[1].isdigit())
     if e2e_rates or load.get("engine"):
         fig, ax = plt.subplots(figsize=(8, 5))
         for stat, style in (("p50", "o-"), ("p90", "s-"), ("p99", "^-"), ("p99.9", "v-")):
@@ -507,6 +518,10 @@ def make_plots(results: dict, out_dir: Path) -> list[str]:
             pts = [(r, e2e[f"{key}{r}"]) for r in e2e_rates if e2e.get(f"{key}{r}")]
             if pts:
                 ax.plot(*zip(*pts), style, label=label)
+        sustainable = e2e.get("sustainable_rate_orders_per_s")
+        if sustainable and e2e.get("ack_p99_us_at_sustainable"):
+            ax.plot([sustainable], [e2e["ack_p99_us_at_sustainable"]], "*", markersize=12,
+                    label="engine ack p99 at the max sustainable rate (bench_e2e)")
         ax.set(xscale="log", yscale="log", xlabel="offered load (requests/s, open loop)",
                ylabel="latency from scheduled send (µs)",
                title="Engine latency against offered load")

@@ -214,3 +214,28 @@ def test_a_change_from_zero_keeps_its_sign():
     assert rows["book.added_p50_us"]["verdict"] == "better"
     assert rows["book.ops_per_s"]["change"] == float("inf")
     assert rows["book.ops_per_s"]["verdict"] == "better"
+
+
+def test_the_max_sustainable_rate_is_in_the_headline_and_the_plots(tmp_path):
+    """bench_e2e's maximum sustainable rate: its figures end ``_at_sustainable``, which
+    the plots' reading of the offered rates (``ack_p50_us_at_<rate>``) took for a rate
+    and failed on; the headline sets the rate beside the closed loop's and its ack p99
+    beside the floor's."""
+    e2e = {"ack_p50_us_at_1000": 300.0, "ack_p99_us_at_1000": 900.0,
+           "floor_p50_us_at_1000": 200.0, "floor_p99_us_at_1000": 600.0,
+           "ack_p50_us_at_sustainable": 500.0, "ack_p99_us_at_sustainable": 3_000.0,
+           "floor_p50_us_at_sustainable": 250.0, "floor_p99_us_at_sustainable": 1_500.0,
+           "max_single_orders_per_s": 12_000, "floor_max_msgs_per_s": 80_000,
+           "sustainable_rate_orders_per_s": 9_000}
+    results = _results({}, load_p99=100.0)
+    results["benchmarks"]["e2e"] = {"status": "ok", "figures": e2e}
+    made = harness.make_plots(results, tmp_path)
+    assert "latency_vs_load.png" in made and "zmq_floor.png" in made
+    rows = {r[0]: r for r in harness.headline_rows(results)}
+    assert rows["engine max sustainable orders/s, open loop (bench_e2e)"][3] == \
+        "0.75x the closed loop"
+    row = rows["engine ack p99 at the max sustainable 9,000/s, µs (bench_e2e)"]
+    assert row[2].startswith("ZeroMQ echo") and row[3] == "2.00x the floor"
+    # Nothing sustained: no row pretends a rate.
+    e2e["sustainable_rate_orders_per_s"] = None
+    assert not any("sustainable" in r[0] for r in harness.headline_rows(results))
