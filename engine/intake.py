@@ -104,6 +104,7 @@ from engine.messages import (
     encoder,
     make_reject,
     reject_name,
+    reject_refs,
     request_decoder,
     response_decoder,
     seq_of,
@@ -1462,13 +1463,11 @@ class IntakeServer:
             repeated = duplicate_key(payload)
             if repeated is not None:
                 # The decoder kept the last of the two values; the sender meant one.
-                name = type(request).__name__
-                cl_ord_id = getattr(request, "cl_ord_id", None)
-                req_id = getattr(request, "req_id", None)
-                if self._may_answer(listener, route, session, now, name, cl_ord_id, req_id):
+                name, refs = type(request).__name__, reject_refs(request)
+                if self._may_answer(listener, route, session, now, name, **refs):
                     session.reject(RejectReason.INVALID_FIELD,
                                    f"{name}: key {repeated[1]!r} appears twice at {repeated[0]}",
-                                   ref_type=name, cl_ord_id=cl_ord_id, req_id=req_id)
+                                   ref_type=name, **refs)
                 return
         self._dispatch(listener, route, session, request, now, started, encoded)
 
@@ -1661,17 +1660,15 @@ class IntakeServer:
     def _refuse_superseded(self, listener: _Listener, route: bytes, frames: list[bytes],
                            gone: _Superseded, now: int) -> None:
         """Refuse a frame from a routing id whose session moved to another connection."""
-        ref_type = cl_ord_id = req_id = None
+        ref_type, refs = None, {}
         if len(frames) == 2 and len(frames[1]) <= self.config.max_message_bytes:
             try:
                 request = listener.decoder.decode(frames[1])
             except Exception:  # noqa: BLE001 - refused all the same, only nothing to name
                 pass
             else:
-                ref_type, cl_ord_id = type(request).__name__, getattr(request, "cl_ord_id", None)
-                req_id = getattr(request, "req_id", None)
-        reject = make_reject(RejectReason.RESUME_REFUSED, gone.text, ref_type=ref_type,
-                             cl_ord_id=cl_ord_id, req_id=req_id)
+                ref_type, refs = type(request).__name__, reject_refs(request)
+        reject = make_reject(RejectReason.RESUME_REFUSED, gone.text, ref_type=ref_type, **refs)
         # Most recently heard from last, so that the bound drops the stalest.
         del listener.superseded[route]
         if self._send_sessionless(listener, route, reject):
@@ -1747,12 +1744,9 @@ class IntakeServer:
         kind.counter.value += 1  # (LoopCounter.inc's addition, without its call: every message)
         problem = check_request(request, max_bulk_orders=self.config.max_bulk_orders)
         if problem is not None:
-            if self._may_answer(listener, route, session, now, name,
-                                None if problem.field == "cl_ord_id" else
-                                getattr(request, "cl_ord_id", None),
-                                None if problem.field == "req_id" else
-                                getattr(request, "req_id", None)):
-                self._refuse(session, problem, request)
+            refs = reject_refs(request, problem.field)
+            if self._may_answer(listener, route, session, now, name, **refs):
+                session.reject(problem.reason, f"{name}: {problem.text}", ref_type=name, **refs)
             return
         # A session's first message, when it is a Heartbeat (the one that learns the
         # session's id, engine.client's probe) or a resume, is never charged: a client
@@ -1761,8 +1755,7 @@ class IntakeServer:
         charged = kind.charged and not (session.fresh and (
             cls is Heartbeat or cls is ResendRequest and request.session_id is not None))
         if charged and not self._may_answer(listener, route, session, now, name,
-                                            getattr(request, "cl_ord_id", None),
-                                            getattr(request, "req_id", None)):
+                                            **reject_refs(request)):
             return
         positions, held = None, ()  # a bulk's kept orders' places and refused ones' rejects
         # (By type, not by class patterns: see _RequestKind. The decoder makes exact types.)
@@ -1784,18 +1777,18 @@ class IntakeServer:
             if positions is not None:
                 encoded = None  # (the bulk handed over is not the one sent)
         if kind.admin and not session.admin:
-            if self._may_answer(listener, route, session, now, name, None, request.req_id):
+            refs = reject_refs(request)
+            if self._may_answer(listener, route, session, now, name, **refs):
                 session.reject(RejectReason.NOT_AUTHORIZED, f"{name} needs an admin key",
-                               ref_type=name, req_id=request.req_id)
+                               ref_type=name, **refs)
             return
         if kind.account and not session.is_entitled(request.account):
             # (A query charged above is not charged twice.)
-            cl_ord_id, req_id = getattr(request, "cl_ord_id", None), getattr(request, "req_id", None)
-            if charged or self._may_answer(listener, route, session, now, name, cl_ord_id,
-                                           req_id):
+            refs = reject_refs(request)
+            if charged or self._may_answer(listener, route, session, now, name, **refs):
                 session.reject(RejectReason.NOT_AUTHORIZED,
                                f"account {request.account!r} is not entitled to this key",
-                               ref_type=name, cl_ord_id=cl_ord_id, req_id=req_id)
+                               ref_type=name, **refs)
             return
         if self.shutting_down and (cls is NewOrder or cls is Replace):
             # (After the checks above, as protocol.md orders them: a key not
@@ -1868,16 +1861,7 @@ class IntakeServer:
             session.reject(RejectReason.INTERNAL_ERROR,
                            "the engine failed on this request; its outcome is unknown, "
                            "ask with OrderStatusRequest",
-                           ref_type=type(request).__name__,
-                           cl_ord_id=getattr(request, "cl_ord_id", None),
-                           req_id=getattr(request, "req_id", None))
-
-    def _refuse(self, session: Session, problem: Problem, request: Request) -> None:
-        # A cl_ord_id that is itself the fault is not echoed: it may be any text.
-        cl_ord_id = None if problem.field == "cl_ord_id" else getattr(request, "cl_ord_id", None)
-        req_id = None if problem.field == "req_id" else getattr(request, "req_id", None)
-        session.reject(problem.reason, f"{type(request).__name__}: {problem.text}",
-                       ref_type=type(request).__name__, cl_ord_id=cl_ord_id, req_id=req_id)
+                           ref_type=type(request).__name__, **reject_refs(request))
 
     def _screen_bulk(self, session: Session, bulk: BulkNewOrders, listener: _Listener,
                      route: bytes, now: int

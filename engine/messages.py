@@ -708,6 +708,15 @@ def make_reject(reason: int, text: str, *, ref_type: str | None = None,
                   transact_time=time.time_ns())
 
 
+def reject_refs(request, fault: str | None = None) -> dict:
+    """What a ``Reject`` of ``request`` echoes of it, so that its sender can tell which
+    request was refused: its ``cl_ord_id`` and ``req_id`` (None where it has none), as
+    keywords of :func:`make_reject`. ``fault``: a field that is itself the fault is not
+    echoed (it may be any text)."""
+    return {name: None if name == fault else getattr(request, name, None)
+            for name in ("cl_ord_id", "req_id")}
+
+
 # The last path component of a msgspec error decides the code, so that a bad
 # price is INVALID_PRICE wherever it sits (``$.price``, ``$.orders[3].price``).
 _FIELD_REASON = {
