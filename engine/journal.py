@@ -329,6 +329,12 @@ def first_segment_header(data_dir: str | os.PathLike) -> tuple[Path, SegmentHead
 IDENTITY_FILE = "identity"
 
 
+def identity_of(created_ns: int) -> str:
+    """A journal's identity written out: its first segment's creation time (ns) as 16 hex
+    digits (what :func:`journal_identity` gives, and a ZeroMQ header's number reads as)."""
+    return f"{created_ns:016x}"
+
+
 def journal_identity(data_dir: str | os.PathLike) -> str | None:
     """Which journal ``data_dir`` holds: its first segment's creation time (ns), in hex.
 
@@ -354,7 +360,7 @@ def journal_identity(data_dir: str | os.PathLike) -> str | None:
             kept = ""
         if kept:
             return kept
-    return f"{first[1].created_ns:016x}"
+    return identity_of(first[1].created_ns)
 
 
 def keep_identity(data_dir: str | os.PathLike) -> None:
@@ -365,7 +371,7 @@ def keep_identity(data_dir: str | os.PathLike) -> None:
     first = first_segment_header(data_dir)
     if first is None or first[1].first_seq != 1:
         return
-    identity = f"{first[1].created_ns:016x}"
+    identity = identity_of(first[1].created_ns)
     path = Path(data_dir) / IDENTITY_FILE
     try:
         if path.read_text().strip() == identity:

@@ -42,7 +42,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from engine.journal import JournalReader, RecordKind, journal_identity
+from engine.journal import JournalReader, RecordKind, identity_of, journal_identity
 from engine.metrics import SparseLog, warn_whatever_the_level
 from gateways.base import Gateway, GatewayBindError, describe
 from gateways.config import ZmqConfig, reachable_from_afar, zmq_ipv6
@@ -390,7 +390,7 @@ def unpack_header(header: bytes) -> tuple[int, int, int, str | None]:
     if len(header) == HEADER_V1.size:
         return (*HEADER_V1.unpack(header), None)
     seq, prev, topic_prev, number = HEADER.unpack(header)
-    return seq, prev, topic_prev, f"{number:016x}" if number else None
+    return seq, prev, topic_prev, identity_of(number) if number else None
 
 
 def _matches(topic: bytes, topics: frozenset[bytes], prefixes: tuple[bytes, ...]) -> bool:
