@@ -484,6 +484,7 @@ class ReplayServer:
             raise
         self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._source = source
+        self._identity: str | None = None  # the journal's (journal_identity), once it has one
         self._tail = JournalTail(source)
         self._normalizer = normalizer
         self._encoder = msgspec.msgpack.Encoder()
@@ -534,8 +535,10 @@ class ReplayServer:
         if first < 1:
             raise ValueError(f"'from' must be >= 1, not {first}")
         tail, normalizer, pack, encode = self._tail, self._normalizer, HEADER.pack, self._encoder.encode
-        identity = journal_identity(self._source.data_dir)
-        journal = journal_number(identity)
+        if self._identity is None:
+            # (It never changes once the journal has a segment: read once, not per request.)
+            self._identity = journal_identity(self._source.data_dir)
+        identity, journal = self._identity, journal_number(self._identity)
         tail.seek(first - 1)
         normalizer.reset()  # (each answer reads its own range: see Normalizer.reset)
         frames: list[bytes] = []
