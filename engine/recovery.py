@@ -484,11 +484,8 @@ class Replay:
             except ValueError as exc:  # (ext.instrument.ConversionError, _px_x2)
                 # A price or quantity the journal holds that the configured grid cannot
                 # take: the grid changed on this journal. One line, not a traceback.
-                raise RecoveryError(
-                    f"journal record {rec.seq} ({report.symbol} order {report.order_id}): "
-                    f"{exc}; the configuration's tick or lot size of {report.symbol} does "
-                    f"not fit what the journal holds (units cannot change on a journal: "
-                    f"put them back, or start a new journal directory)") from exc
+                raise _grid_refusal(rec.seq, f"{report.symbol} order {report.order_id}",
+                                    report.symbol, str(exc)) from exc
             if report.exec_id:
                 self.max_exec = max(self.max_exec, int(report.exec_id.rpartition("-")[2] or 0))
 
@@ -984,13 +981,18 @@ class _Regrid:
         converted = value * factors[which]
         if converted.denominator != 1:
             key = ("tick_size", "lot_size")[which]
-            raise RecoveryError(
-                f"journal record {seq} ({symbol}): a {what} of {value} of the journal's "
-                f"{key} is not a whole number of the configuration's {key}: the "
-                f"configuration's tick or lot size of {symbol} does not fit what the journal "
-                f"holds (units cannot change on a journal: put them back, or start a new "
-                f"journal directory)")
+            raise _grid_refusal(seq, symbol, symbol, f"a {what} of {value} of the journal's "
+                                f"{key} is not a whole number of the configuration's {key}")
         return int(converted)
+
+
+def _grid_refusal(seq: int, subject: str, symbol: str, detail: str) -> RecoveryError:
+    """The refusal to start on a journal record (``seq``, about ``subject``) holding a
+    value of ``symbol`` that the configured grid cannot take (``detail`` says which)."""
+    return RecoveryError(
+        f"journal record {seq} ({subject}): {detail}; the configuration's tick or lot size "
+        f"of {symbol} does not fit what the journal holds (units cannot change on a "
+        f"journal: put them back, or start a new journal directory)")
 
 
 def record_units(pipeline, recovered: Recovered) -> bool:
