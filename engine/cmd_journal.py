@@ -29,6 +29,7 @@ from engine.journal import (
     JournalReader,
     RecordKind,
     clock_back_note,
+    first_kept_seq,
     is_segment_name,
     list_segments,
     missing_note,
@@ -343,7 +344,7 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
     mark, synced = written_mark(data_dir)  # (first: a live writer moves it on; see verify)
     # Where the journal begins (the reader refuses a misnamed first segment): after its
     # first segments were archived, a time range before them exported nothing of them.
-    begins = int(list_segments(data_dir)[0].stem)
+    begins = first_kept_seq(data_dir)  # (not None: run() refused a journal without segments)
     reader = JournalReader(data_dir)
     # Written beside the target and renamed, so a reader never sees half a file
     # (nor one a refusal below leaves unfinished).

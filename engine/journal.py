@@ -275,6 +275,13 @@ def list_segments(data_dir: str | os.PathLike) -> list[Path]:
                   key=lambda p: (int(p.stem), p.name))
 
 
+def first_kept_seq(data_dir: str | os.PathLike) -> int | None:
+    """The seq its oldest segment file's name gives: the journal's first record still in
+    ``data_dir``, above 1 once its first segments were archived (None: no segment)."""
+    segments = list_segments(data_dir)
+    return int(segments[0].stem) if segments else None
+
+
 def is_segment_name(path: str | os.PathLike) -> bool:
     """Whether a file's name is a segment's (``<digits>.krj``), zero-padded or not.
 

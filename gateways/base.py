@@ -45,7 +45,7 @@ import orjson
 
 from engine.busy import BusyFlag
 from engine.children import die_with_parent, spawn_child
-from engine.journal import DurableMark, JournalReader, journal_identity, list_segments
+from engine.journal import DurableMark, JournalReader, first_kept_seq, journal_identity
 from engine.metrics import logging_settings, setup_logging
 from gateways.config import GatewayConfig
 from gateways.events import GatewayEvent, Normalizer
@@ -809,8 +809,7 @@ class Gateway:
     def first_journal_seq(self) -> int | None:
         """The seq of the journal's first record still in its directory (None: no segment),
         above 1 once the first segments were archived."""
-        segments = list_segments(self.source.data_dir)
-        return int(segments[0].stem) if segments else None
+        return first_kept_seq(self.source.data_dir)
 
     def _set_cursor(self, seq: int, ts_ns: int = 0) -> None:
         with self._progress:

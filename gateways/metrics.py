@@ -36,7 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from engine.journal import JournalError, JournalReader, list_segments
+from engine.journal import JournalError, JournalReader, first_kept_seq
 from engine.metrics import MetricsServer
 from gateways.tail import JournalGapError, JournalTail
 
@@ -75,9 +75,9 @@ class JournalHead:
         except JournalGapError:
             # Old segments were removed before this follower read them: it
             # only wants the end, so it starts again at the oldest segment.
-            segments = list_segments(self.journal_dir)
-            if segments:
-                tail.seek(int(segments[0].stem) - 1)
+            first = first_kept_seq(self.journal_dir)
+            if first is not None:
+                tail.seek(first - 1)
 
     def close(self) -> None:
         """Close the segment file held open."""
