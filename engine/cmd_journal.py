@@ -30,6 +30,7 @@ from engine.journal import (
     RecordKind,
     clock_back_note,
     first_kept_seq,
+    fsync_path,
     is_segment_name,
     list_segments,
     missing_note,
@@ -423,11 +424,7 @@ def _export(data_dir: Path, start: int | None, end: int | None, out: Path) -> in
             writer = None
             # On disk before it takes the name: renamed unsynced, a power loss could
             # leave an empty or partial file under the name of a finished export.
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(tmp)
             os.replace(tmp, out)
             sync_dir(out.parent)
         except OSError as exc:

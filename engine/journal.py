@@ -411,13 +411,19 @@ def write_durably(path: Path, *parts: bytes | memoryview, mode: int = 0o644) -> 
     sync_dir(path.parent)
 
 
-def sync_dir(directory: str | os.PathLike) -> None:
-    """``fsync`` a directory: the names created, renamed or removed in it reach the disk."""
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: str | os.PathLike) -> None:
+    """``fsync`` a file or a directory by its name (a directory: the names created,
+    renamed or removed in it reach the disk)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_dir(directory: str | os.PathLike) -> None:
+    """``fsync`` a directory: the names created, renamed or removed in it reach the disk."""
+    fsync_path(directory)
 
 
 def _pack_file_header(first_seq: int, prev_hash: bytes) -> bytes:
