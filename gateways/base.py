@@ -596,6 +596,17 @@ class Gateway:
             return {}
         return state
 
+    def _cursor_due(self, seq: int, force: bool) -> float | None:
+        """The time now when storing cursor ``seq`` is due: a seq not stored yet, and
+        ``cursor_interval_ms`` since the last store (or ``force``); else None. The one
+        throttle of every kind of stored cursor (the file here, a destination's own)."""
+        if seq == self._cursor_stored:
+            return None
+        now = time.monotonic()
+        if not force and (now - self._cursor_stored_at) * 1000 < self.config.cursor_interval_ms:
+            return None
+        return now
+
     def store_cursor(self, seq: int, *, force: bool = False) -> None:
         """Write the cursor file, at most every ``cursor_interval_ms`` unless forced.
 
@@ -603,10 +614,8 @@ class Gateway:
         cursor, never half of one. Not fsynced: a lost cursor means events
         are delivered again, which consumers absorb.
         """
-        if seq == self._cursor_stored:
-            return
-        now = time.monotonic()
-        if not force and (now - self._cursor_stored_at) * 1000 < self.config.cursor_interval_ms:
+        now = self._cursor_due(seq, force)
+        if now is None:
             return
         tmp = self.cursor_path.with_suffix(".tmp")
         try:

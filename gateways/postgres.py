@@ -32,7 +32,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from typing import Iterable, Iterator
 
 import psycopg
@@ -357,10 +356,10 @@ class PostgresGateway(Gateway):
         gateway's: the row only lags, and the next batch or check finds a
         destination that is down.
         """
-        if self._conn is None or self._conn.closed or seq == self._cursor_stored:
+        if self._conn is None or self._conn.closed:
             return
-        now = time.monotonic()
-        if not force and (now - self._cursor_stored_at) * 1000 < self.config.cursor_interval_ms:
+        now = self._cursor_due(seq, force)
+        if now is None:
             return
         self._cursor_stored_at = now
         try:
