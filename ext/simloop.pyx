@@ -255,7 +255,17 @@ cdef class BookPort:
         raise NotImplementedError
 
 
-cdef inline int _out_of_bounds(int64_t price, int64_t qty) noexcept nogil:
+cdef inline void _report_rec(ReportRec* rec, const Msg* m, int venue, int book) noexcept nogil:
+    """``rec`` as the report ``m`` gives it to a strategy, at ``venue`` and ``book``."""
+    memset(rec, 0, sizeof(ReportRec))
+    rec.child_id, rec.ts, rec.recv_ts = m.child_id, m.venue_ts, m.ts
+    rec.price_x2, rec.last_qty, rec.order_qty = m.price, m.qty, m.order_qty
+    rec.leaves_qty, rec.cum_qty, rec.fee = m.leaves, m.cum, m.fee
+    rec.venue, rec.book, rec.reason = venue, book, m.reason
+    rec.kind, rec.side, rec.liquidity = m.report, m.side, m.liquidity
+
+
+cdef inline int _price_out_of_bounds(int64_t price) noexcept nogil:
     """``INVALID_PRICE`` for a price past the bound the router and risk keep to
     (``ext/types.pxd``, 2^40 ticks) or below 0, else 0. A strategy or a caller of
     ``submit`` can send any int64; a venue takes only a price its reports can carry
@@ -1892,7 +1902,7 @@ cdef class MarketLoop:
         cdef BookPort port = <BookPort>self.ports[b]
         self.n_strategy_msgs += 1
         if m.kind == MSG_NEW:
-            r = _out_of_bounds(m.price, m.qty)
+            r = _price_out_of_bounds(m.price)
             if r:
                 # Refused before anything doubles the price: the half-ticks every report
                 # carries (2 * price) wrap past 2^62 ticks.
@@ -1923,7 +1933,7 @@ cdef class MarketLoop:
             self._output(b, m.ts, 0, False)
             return self._after_lit(b, m.ts)
         # MSG_REPLACE
-        r = _out_of_bounds(m.price, m.qty)
+        r = _price_out_of_bounds(m.price)
         if r:
             return self._report(m.child_id, RPT_CANCEL_REJECTED, 2 * ch.limit, 0, LIQ_NONE, r,
                                 m.ts)
@@ -3221,12 +3231,7 @@ cdef class StrategyCore:
             # is looked up here rather than cached: refusals are rare.
             if not self.stopped and \
                     type(self).on_cancel_rejected is not StrategyCore.on_cancel_rejected:
-                memset(&tmp, 0, sizeof(ReportRec))
-                tmp.child_id, tmp.ts, tmp.recv_ts = m.child_id, m.venue_ts, m.ts
-                tmp.price_x2, tmp.order_qty = m.price, m.order_qty
-                tmp.leaves_qty, tmp.cum_qty = m.leaves, m.cum
-                tmp.venue, tmp.book, tmp.reason = venue, book, m.reason
-                tmp.kind, tmp.side = m.report, m.side
+                _report_rec(&tmp, m, venue, book)
                 self.on_cancel_rejected(Report.from_rec(&tmp))
             return 0
         ch = &self.loop.children[m.rec]
@@ -3249,12 +3254,7 @@ cdef class StrategyCore:
             self.n_fill_recs += 1
         else:
             rec = &tmp
-        memset(rec, 0, sizeof(ReportRec))
-        rec.child_id, rec.ts, rec.recv_ts = m.child_id, m.venue_ts, m.ts
-        rec.price_x2, rec.last_qty, rec.order_qty = m.price, m.qty, m.order_qty
-        rec.leaves_qty, rec.cum_qty, rec.fee = m.leaves, m.cum, m.fee
-        rec.venue, rec.book, rec.reason = venue, book, m.reason
-        rec.kind, rec.side, rec.liquidity = m.report, m.side, m.liquidity
+        _report_rec(rec, m, venue, book)
         if kind == RPT_FILL:
             if m.leaves:
                 if ch.slot >= 0:
