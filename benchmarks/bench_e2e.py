@@ -38,6 +38,7 @@ import argparse
 import logging
 import os
 import select
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -395,13 +396,6 @@ SUSTAIN_RETRY_STEP = 0.8
 SUSTAIN_RESOLUTION = 0.05
 
 
-def median_of(values: list[int]) -> float:
-    """The median of a non-empty list."""
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def keeps_up(ack_us: list[int | None], rejects: int = 0, *, light_us: float | None = None,
              factor: float = SUSTAIN_GROWTH_FACTOR, level: float = SUSTAIN_LEVEL_FACTOR,
              slack_us: float = SUSTAIN_SLACK_US) -> tuple[bool, str]:
@@ -424,7 +418,7 @@ def keeps_up(ack_us: list[int | None], rejects: int = 0, *, light_us: float | No
     if missing:
         return False, f"{missing} of {n} unanswered"
     q = max(1, n // 4)
-    first, last = median_of(ack_us[:q]), median_of(ack_us[-q:])
+    first, last = statistics.median(ack_us[:q]), statistics.median(ack_us[-q:])
     ends = f"median ack {first:,.0f} µs in the first quarter, {last:,.0f} µs in the last"
     if last > factor * first + slack_us:
         return False, f"backlog grew: {ends}"
