@@ -848,6 +848,10 @@ class ReplayFeed:
     def _venue_open(self, book: int) -> bool:
         return self.market.loop.is_open(book // self.market.n_instruments)
 
+    def _opens_later(self, book: int) -> bool:
+        """Whether ``book``'s venue, closed now, has yet to open (its levels are held)."""
+        return self.market.now < self.market.venues[book // self.market.n_instruments].open_ns
+
     def _release_opened(self, upto: int) -> None:
         """Place the held levels of every venue that opens by ``upto``, at its open.
 
@@ -926,7 +930,7 @@ class ReplayFeed:
 
     def _quote(self, book: int, bid_px: int, bid_qty: int, ask_px: int, ask_qty: int) -> None:
         if not self._venue_open(book):
-            if self.market.now < self.market.venues[book // self.market.n_instruments].open_ns:
+            if self._opens_later(book):
                 for side, px, qty in ((BUY, bid_px, bid_qty), (SELL, ask_px, ask_qty)):
                     self._hold(book, side, {px: qty} if px > 0 else {}, True)
             return
@@ -953,7 +957,7 @@ class ReplayFeed:
             if px > 0:
                 final[(side, px)] = qty
         if not self._venue_open(book):
-            if self.market.now < self.market.venues[book // self.market.n_instruments].open_ns:
+            if self._opens_later(book):
                 for (side, px), qty in final.items():
                     self._hold(book, side, {px: qty}, False)
             return
